@@ -1,0 +1,98 @@
+"""The ``ruletrace`` command line: a click group whose subcommands live one per module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..errors import RuletraceError
+from .status import ExitStatus
+
+# name -> "module:attribute"; modules are imported only when their command runs
+COMMANDS: dict[str, str] = {
+    "explain": "ruletrace.cli.explain:explain",
+    "examples": "ruletrace.cli.explain:examples",
+    "lab": "ruletrace.cli.lab:lab",
+    "simulate": "ruletrace.cli.simulate:simulate",
+    "trace": "ruletrace.cli.trace:trace",
+    "cleanup": "ruletrace.cli.trace:cleanup",
+    "doctor": "ruletrace.cli.trace:doctor",
+    "report": "ruletrace.cli.report:report",
+    "diff": "ruletrace.cli.report:diff",
+}
+
+
+class _UserError(click.ClickException):
+    exit_code = ExitStatus.ERROR
+
+    def show(self, file=None) -> None:  # type: ignore[override]
+        click.echo(f"ruletrace: error: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n in COMMANDS if self.get_command(ctx, n) is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        spec = COMMANDS.get(name)
+        if spec is None:
+            return None
+        mod, _, attr = spec.partition(":")
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError):
+            return None  # command not built yet
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RuletraceError as e:
+            if ctx.params.get("debug"):
+                raise
+            raise _UserError(_safe(str(e))) from e
+
+
+def _safe(text: str) -> str:
+    """Strip terminal control characters from text that came from user input."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else repr(ch)[1:-1] for ch in text)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="ruletrace")
+def cli(debug: bool) -> None:
+    """Where did my packet go, and which rule did that?
+
+    Reads netfilter TRACE output (kernel log, NFLOG, nft monitor trace, …) and a ruleset
+    (iptables-save, iptables -L, nft -j list ruleset), groups the events into packets and
+    explains each packet's path rule by rule.
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rv = cli.main(args=argv, prog_name="ruletrace", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("ruletrace: interrupted", err=True)
+        return ExitStatus.CTRL_C
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("ruletrace: interrupted", err=True)
+        return ExitStatus.CTRL_C
+    except BrokenPipeError:
+        # `ruletrace explain … | head`: the reader went away; not an error
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            return ExitStatus.OK
+    return int(rv) if isinstance(rv, int) else ExitStatus.OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

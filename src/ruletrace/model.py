@@ -1,0 +1,300 @@
+"""The one data model: rulesets, trace events, packets and their explanations.
+
+Data flows one way: sources produce ``TraceEvent``s, ``correlate`` groups them into
+``Packet``s, ``explain`` turns a packet plus a ``Ruleset`` into an ``Explanation``, and the
+renderers show explanations. stdlib only, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Callable
+
+
+class StepKind(StrEnum):
+    """What a TRACE step reports (the ``type`` of ``TRACE: table:chain:type:num``)."""
+
+    RULE = "rule"  # rule num matched (any target, also non-terminal ones)
+    RETURN = "return"  # fell off the end of a user chain; num = rules + 1
+    POLICY = "policy"  # fell off the end of a built-in chain; num = rules + 1
+
+
+class Fate(StrEnum):
+    DROPPED = "dropped"
+    REJECTED = "rejected"
+    DELIVERED = "delivered"  # delivered to a local socket (INPUT path)
+    FORWARDED = "forwarded"  # routed through the host (FORWARD path)
+    SENT = "sent"  # locally generated and sent out (OUTPUT path)
+    UNKNOWN = "unknown"  # trace ends without a decision; see Explanation.last_seen
+
+
+# Hooks in kernel order and the tables that hook there, in priority order
+# (raw -300, mangle -150, nat DNAT -100, filter 0, security 50, nat SNAT 100).
+# nat INPUT is SNAT-priority (100): filter INPUT runs before nat INPUT.
+HOOK_TABLES: dict[str, tuple[str, ...]] = {
+    "PREROUTING": ("raw", "mangle", "nat"),
+    "INPUT": ("mangle", "filter", "security", "nat"),
+    "FORWARD": ("mangle", "filter", "security"),
+    "OUTPUT": ("raw", "mangle", "nat", "filter", "security"),
+    "POSTROUTING": ("mangle", "nat"),
+}
+BUILTIN_CHAINS = frozenset(HOOK_TABLES)
+TABLES = ("raw", "mangle", "nat", "filter", "security")
+
+
+@dataclass(slots=True, frozen=True)
+class Origin:
+    """Where a thing was read: used in error messages and to show the source."""
+
+    path: str  # file path, "-" for stdin, "netlink" for live, "simulate" for the simulator
+    line: int | None = None  # 1-based line for text formats; record number for binary ones
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+
+@dataclass(slots=True)
+class Rule:
+    """One rule, exactly as the ruleset listed it."""
+
+    table: str
+    chain: str
+    num: int  # 1-based position in the chain: the kernel's TRACE rule number
+    text: str  # the full iptables-save line, e.g. "-A INPUT -p tcp -j DROP"
+    target: str | None = None  # "-j" / "-g" target name, None when the rule has none
+    goto: bool = False  # True for "-g CHAIN"
+    handle: int | None = None  # nf_tables rule handle where known
+    origin: Origin | None = None
+    counters: tuple[int, int] | None = None  # packets, bytes where the listing had them
+
+    @property
+    def spec(self) -> str:
+        """The rule without its leading ``-A CHAIN``."""
+        prefix = f"-A {self.chain}"
+        t = self.text
+        return t[len(prefix) :].lstrip() if t.startswith(prefix) else t
+
+    @property
+    def target_args(self) -> str:
+        """Everything after the target name (``--to-destination 1.2.3.4:80``), or ''."""
+        if not self.target:
+            return ""
+        for flag in (" -j ", " -g ", " --jump ", " --goto "):
+            i = self.text.rfind(f"{flag}{self.target}")
+            if i >= 0:
+                return self.text[i + len(flag) + len(self.target) :].strip()
+        return ""
+
+
+@dataclass(slots=True)
+class Chain:
+    table: str
+    name: str
+    policy: str | None = None  # ACCEPT / DROP for built-in chains, None for user chains
+    rules: list[Rule] = field(default_factory=list)
+    counters: tuple[int, int] | None = None
+    origin: Origin | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.policy is not None or self.name in BUILTIN_CHAINS
+
+
+@dataclass(slots=True)
+class Ruleset:
+    """All tables of one family, as read from one listing."""
+
+    family: str | None = None  # "ipv4", "ipv6", or None where the listing does not say
+    tables: dict[str, dict[str, Chain]] = field(default_factory=dict)
+    origin: Origin | None = None
+    format: str = ""  # "iptables-save", "iptables-list", "nft-json", …
+    warnings: list[str] = field(default_factory=list)
+    # nf_tables rule handle -> Rule, filled by readers that know handles
+    handles: dict[tuple[str, str, int], Rule] = field(default_factory=dict)
+
+    def chain(self, table: str, name: str) -> Chain | None:
+        return self.tables.get(table, {}).get(name)
+
+    def rule(self, table: str, chain: str, num: int) -> Rule | None:
+        c = self.chain(table, chain)
+        if c is None or num < 1 or num > len(c.rules):
+            return None
+        return c.rules[num - 1]
+
+    def rule_count(self) -> int:
+        return sum(len(c.rules) for t in self.tables.values() for c in t.values())
+
+
+class TraceEvent:
+    """One step of one packet as reported by the kernel (or predicted by the simulator).
+
+    ``fields`` holds the packet as seen at this step, keyed by the kernel log's names
+    (see ``ruletrace.fields``). Sources that read text may fill ``raw`` instead and let the
+    fields be parsed on first access: most events are never looked at field by field.
+    """
+
+    __slots__ = (
+        "ts",
+        "family",
+        "table",
+        "chain",
+        "kind",
+        "num",
+        "handle",
+        "ident",
+        "packet_id",
+        "verdict",
+        "origin",
+        "source",
+        "raw",
+        "_fields",
+        "_parse",
+    )
+
+    def __init__(
+        self,
+        table: str,
+        chain: str,
+        kind: StepKind,
+        num: int | None,
+        *,
+        ts: float | None = None,
+        family: str | None = None,
+        handle: int | None = None,
+        ident: Any = None,
+        packet_id: Any = None,
+        verdict: str | None = None,
+        origin: Origin | None = None,
+        source: str = "",
+        fields: dict[str, str] | None = None,
+        raw: Any = None,
+        parse: Callable[[Any], dict[str, str]] | None = None,
+    ) -> None:
+        self.table = table
+        self.chain = chain
+        self.kind = kind
+        self.num = num
+        self.ts = ts  # seconds since the epoch, or since boot for dmesg-style stamps
+        self.family = family  # "ipv4" / "ipv6" / "bridge" / … where known
+        self.handle = handle  # nf_tables rule handle where the source has it
+        self.ident = ident  # hashable identity invariant along the path (source-specific)
+        self.packet_id = packet_id  # exact per-packet identity (nft trace id) where known
+        self.verdict = verdict  # explicit kernel verdict where the source has one
+        self.origin = origin
+        self.source = source  # name of the source format, e.g. "kernel-log"
+        self.raw = raw
+        self._fields = fields
+        self._parse = parse
+
+    @property
+    def fields(self) -> dict[str, str]:
+        f = self._fields
+        if f is None:
+            f = self._parse(self.raw) if self._parse is not None and self.raw is not None else {}
+            self._fields = f
+        return f
+
+    @property
+    def tag(self) -> str:
+        return f"{self.table}:{self.chain}:{self.kind}:{self.num if self.num is not None else '?'}"
+
+    def __repr__(self) -> str:
+        return f"TraceEvent({self.tag}{'' if self.origin is None else ' @ ' + str(self.origin)})"
+
+
+@dataclass(slots=True)
+class Packet:
+    """One traversal of the rules by one packet: its events in order."""
+
+    id: int
+    events: list[TraceEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Step:
+    """One event annotated with the ruleset."""
+
+    event: TraceEvent
+    rule: Rule | None = None  # kind rule: the rule that matched
+    policy: str | None = None  # kind policy: the chain's policy
+    returned_to: str | None = None  # kind return: the chain execution went back to
+    depth: int = 0  # call depth (0 = built-in chain) for indentation
+    action: str = ""  # what the step did: accept, drop, reject, jump, goto, return, continue, …
+    warning: str | None = None  # the ruleset does not fit this step
+    note: str | None = None
+
+    @property
+    def table(self) -> str:
+        return self.event.table
+
+    @property
+    def chain(self) -> str:
+        return self.event.chain
+
+    @property
+    def kind(self) -> StepKind:
+        return self.event.kind
+
+    @property
+    def num(self) -> int | None:
+        return self.event.num
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The decision that gave the packet its fate."""
+
+    action: str  # accept / drop / reject / … (lower case)
+    table: str | None = None
+    chain: str | None = None
+    num: int | None = None
+    rule: Rule | None = None  # None for a chain policy
+    reason: str = ""  # one human-readable sentence
+
+
+@dataclass(slots=True)
+class Change:
+    """A NAT rewrite or a mark change, with the step that made it."""
+
+    what: str  # "DST", "SRC", "DPT", "SPT", "MARK", …
+    old: str | None
+    new: str | None
+    table: str | None = None
+    chain: str | None = None
+    num: int | None = None
+    rule: Rule | None = None
+    step: int | None = None  # index into Explanation.steps of the step that made it
+    note: str = ""
+
+
+@dataclass(slots=True)
+class CauseLink:
+    """One link of a cause chain: why the deciding rule matched."""
+
+    role: str  # "decided", "matched mark", "mark set", "called from", "rewritten", …
+    table: str | None = None
+    chain: str | None = None
+    num: int | None = None
+    rule: Rule | None = None
+    text: str = ""  # one sentence
+    step: int | None = None
+
+
+@dataclass(slots=True)
+class Explanation:
+    packet: Packet
+    steps: list[Step] = field(default_factory=list)
+    fate: Fate = Fate.UNKNOWN
+    verdict: Verdict | None = None
+    nat: list[Change] = field(default_factory=list)
+    marks: list[Change] = field(default_factory=list)
+    cause: list[CauseLink] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    last_seen: str | None = None  # "table:chain" of the last event, for fate unknown
+
+    @property
+    def first(self) -> dict[str, str]:
+        """The packet's fields as first seen."""
+        return self.packet.events[0].fields if self.packet.events else {}

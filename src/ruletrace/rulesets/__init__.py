@@ -1,0 +1,1 @@
+"""Ruleset readers: each module reads one listing format and returns a Ruleset."""

@@ -1,0 +1,1 @@
+"""Trace sources: each module reads one format and yields TraceEvents."""
