@@ -1,1 +1,1 @@
-
+"""Correlation: trace events -> packets."""

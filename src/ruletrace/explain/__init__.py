@@ -1,1 +1,1 @@
-
+"""Explanation: packets + ruleset -> explained paths."""

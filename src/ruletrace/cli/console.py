@@ -1,0 +1,53 @@
+"""The two consoles (stdout for results, stderr for messages) and the progress bar."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+
+def make_consoles(*, no_color: bool = False, width: int | None = None) -> tuple[Console, Console]:
+    """stdout and stderr consoles; colour only on a terminal and never with --no-color / NO_COLOR."""
+    no_color = no_color or bool(os.environ.get("NO_COLOR"))
+    kw = {"no_color": no_color, "width": width, "highlight": False, "emoji": False}
+    out = Console(**kw)
+    err = Console(stderr=True, **kw)
+    if no_color:
+        out = Console(color_system=None, **kw)
+        err = Console(stderr=True, color_system=None, **kw)
+    return out, err
+
+
+@contextmanager
+def progress_for(err: Console, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A bytes-read progress bar on stderr when it is a terminal and the input is large."""
+    if not err.is_terminal or total < 20_000_000:
+        yield None
+        return
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as prog:
+        task = prog.add_task("reading", total=total)
+        done = 0
+        step = max(total // 200, 1 << 20)
+        pending = 0
+
+        def advance(n: int) -> None:
+            nonlocal done, pending
+            pending += n
+            if pending >= step:
+                done += pending
+                pending = 0
+                prog.update(task, completed=done)
+
+        yield advance

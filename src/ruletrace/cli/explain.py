@@ -1,0 +1,184 @@
+"""``ruletrace explain`` and ``ruletrace examples``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from ..errors import RuletraceError
+from ..pipeline import PacketFilter, Run, load_rulesets
+from ..sources.readers import FORMATS
+from .console import make_consoles, progress_for
+from .status import ExitStatus
+
+
+def _examples_root() -> Path:
+    return Path(str(resources.files("ruletrace") / "examples"))
+
+
+def list_examples() -> dict[str, dict]:
+    """name -> example.json contents, for every bundled example."""
+    out: dict[str, dict] = {}
+    root = _examples_root()
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        meta = d / "example.json"
+        if meta.is_file():
+            info = json.loads(meta.read_text())
+            info["dir"] = str(d)
+            out[d.name] = info
+    return out
+
+
+def _example_paths(name: str) -> tuple[list[str], list[str]]:
+    ex = list_examples()
+    if name not in ex:
+        known = ", ".join(ex) or "none bundled"
+        raise RuletraceError(f"no example named {name!r} (known: {known}); see `ruletrace examples`")
+    info, d = ex[name], Path(ex[name]["dir"])
+    rulesets = info.get("rulesets") or [info["ruleset"]]
+    logs = info.get("logs") or [info["log"]]
+    return [str(d / r) for r in rulesets], [str(d / log) for log in logs]
+
+
+@click.command()
+@click.argument("logs", nargs=-1, metavar="[TRACE_FILE]...")
+@click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE",
+              help="iptables-save / ip6tables-save output, an `iptables -L -n -v` listing, or `nft -j list "
+                   "ruleset` (repeat for IPv4 + IPv6).")
+@click.option("--example", metavar="NAME", help="Use a bundled example (see `ruletrace examples`).")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), help="Trace format (default: detected).")
+@click.option("-m", "--match", "match", multiple=True, metavar="FIELD=VALUE",
+              help="Keep packets with this field at any step: dport=52000, src=10.0.0.0/8, proto=tcp, in=eth0 …")
+@click.option("--fate", "fates", multiple=True, metavar="FATE",
+              help="Keep packets with this fate: dropped, rejected, delivered, forwarded, sent, unknown.")
+@click.option("--packet", "packet_ids", multiple=True, type=int, metavar="ID", help="Keep only packet ID.")
+@click.option("--summary", is_flag=True, help="Counts by fate and by deciding rule instead of every path.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/json-schema.md).")
+@click.option("--no-color", is_flag=True, help="No colours (also when NO_COLOR is set or output is not a TTY).")
+@click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
+@click.option("--ifmap", metavar="FILE", help="Interface index -> name map for NFLOG (`ip -j link` output).")
+@click.option("--width", type=int, help="Output width (default: the terminal's).")
+def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_json, no_color, verbose,
+            ifmap, width) -> int:
+    """Explain traced packets: the path rule by rule, where each ended, and why.
+
+    TRACE_FILE is a kernel log (journalctl -k, dmesg, /var/log/kern.log, …), an NFLOG pcap, ulogd2
+    JSON, xtables-monitor or nft monitor trace output; "-" reads stdin; .gz is read as is.
+    Several files are merged in time order.
+    """
+    ruleset_paths = list(rulesets)
+    inputs = list(logs)
+    if example:
+        ex_rules, ex_logs = _example_paths(example)
+        ruleset_paths = ruleset_paths or ex_rules
+        inputs = inputs or ex_logs
+    if not inputs:
+        raise click.UsageError("give a trace file (or - for stdin), or --example NAME")
+    out, err = make_consoles(no_color=no_color, width=width)
+    pfilter = PacketFilter.parse(match, fates, packet_ids)
+    rs = load_rulesets(ruleset_paths)
+    ifmap_d = _load_ifmap(ifmap) if ifmap else None
+    total = sum(_size(p) for p in inputs)
+    with progress_for(err, total) as progress:
+        run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, detail=not summary or as_json,
+                  ifmap=ifmap_d, progress=progress)
+        n = _emit(run, out, summary=summary, as_json=as_json, verbose=verbose)
+    _report_warnings(err, run)
+    if run.packets_total == 0:
+        raise RuletraceError(
+            f"no TRACE events found in {', '.join(inputs)}"
+            + (f" ({run.skipped} damaged lines skipped)" if run.skipped else "")
+        )
+    if n == 0:
+        err.print("ruletrace: no packet matched the filters", markup=False, highlight=False)
+        return ExitStatus.FOUND_NOTHING
+    return ExitStatus.OK
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size if path != "-" else 0
+    except OSError:
+        return 0
+
+
+def _load_ifmap(path: str) -> dict[int, str]:
+    try:
+        from ..sources.nflog_pcap import load_ifmap
+    except ImportError as e:
+        raise RuletraceError(f"--ifmap needs the NFLOG reader: {e}") from e
+    return load_ifmap(path)
+
+
+def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool) -> int:
+    from ..render.summary import Summary
+
+    summ = Summary()
+    n = 0
+    if as_json:
+        from ..render import json as rjson
+
+        w = sys.stdout
+        w.write('{"schema": %d, "tool": "ruletrace", "packets": [' % rjson.SCHEMA_VERSION)
+        for e in run.explanations():
+            summ.add(e)
+            if not summary:
+                w.write(("\n" if n == 0 else ",\n") + rjson.dumps(rjson.to_json(e)))
+            n += 1
+        _finish_summary(summ, run)
+        tail = {
+            "sources": [{"path": s.path, "format": s.format} for s in run.sources],
+            "summary": summ.to_json(),
+            "warnings": run.warnings,
+        }
+        w.write("\n], " + rjson.dumps(tail)[1:] + "\n")
+        return n
+    from ..render.tree import to_renderable
+
+    for e in run.explanations():
+        summ.add(e)
+        n += 1
+        if not summary:
+            out.print(to_renderable(e, verbose=verbose))
+    _finish_summary(summ, run)
+    if summary or n > 1:
+        out.print(summ.to_renderable())
+    return n
+
+
+def _finish_summary(summ, run: Run) -> None:
+    for attr, value in (("skipped", run.skipped), ("warnings", run.warnings)):
+        if hasattr(summ, attr):
+            cur = getattr(summ, attr)
+            if isinstance(cur, list):
+                cur.extend(value)
+            else:
+                setattr(summ, attr, value)
+
+
+def _report_warnings(err, run: Run) -> None:
+    for s in run.sources:
+        err.print(f"ruletrace: read {s.path} as {s.format}", markup=False, highlight=False, style="dim")
+    if run.skipped:
+        err.print(f"ruletrace: skipped {run.skipped} damaged trace line(s)", markup=False, highlight=False)
+    for w in run.warnings:
+        err.print(f"ruletrace: warning: {w}", markup=False, highlight=False, style="yellow")
+
+
+@click.command()
+def examples() -> int:
+    """List the bundled examples (use with `ruletrace explain --example NAME`)."""
+    ex = list_examples()
+    if not ex:
+        click.echo("no examples bundled")
+        return ExitStatus.FOUND_NOTHING
+    for name, info in ex.items():
+        click.echo(f"{name:18} {info.get('title', '')}")
+    return ExitStatus.OK

@@ -1,0 +1,195 @@
+"""Why a packet ended where it did: NAT rewrites, mark changes and the cause chain.
+
+Field values in a TRACE step are the packet as it was when that step's rule matched, before
+its target ran. So a mark set by rule *i* shows from step *i+1* on, and a DNAT made in nat
+PREROUTING shows from the first step of the next hook on.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..model import CauseLink, Change, Explanation, Fate, Rule, Step, StepKind
+
+_COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))')
+_DPORT = re.compile(r"--dports? (\S+)")
+_MARK_MATCH = re.compile(r"(!\s+)?--mark (\S+)")
+_TO = re.compile(r"--to(?:-destination|-source|-ports)? (\S+)")
+_DNAT_ACTIONS = ("dnat", "redirect", "netmap")
+_SNAT_ACTIONS = ("snat", "masquerade", "netmap")
+
+
+def rule_comment(rule: Rule | None) -> str | None:
+    """The first ``--comment`` of a rule, unquoted."""
+    if rule is None:
+        return None
+    m = _COMMENT.search(rule.text)
+    if m is None:
+        return None
+    return m.group(1).replace('\\"', '"').replace("\\'", "'") if m.group(1) is not None else m.group(2)
+
+
+def rule_dport(rule: Rule | None) -> str | None:
+    if rule is None:
+        return None
+    m = _DPORT.search(rule.text)
+    return m.group(1) if m else None
+
+
+def _where(step: Step) -> str:
+    return f"{step.table}:{step.chain} rule {step.num}"
+
+
+def _addr(f: dict[str, str], ip: str, port: str) -> str | None:
+    a = f.get(ip)
+    if a is None:
+        return None
+    p = f.get(port)
+    if p is None:
+        return a
+    return f"[{a}]:{p}" if ":" in a else f"{a}:{p}"
+
+
+def _mark_value(f: dict[str, str]) -> int:
+    v = f.get("MARK")
+    if not v:
+        return 0
+    try:
+        return int(v, 0)
+    except ValueError:
+        return 0
+
+
+def _nat_changes(expl: Explanation) -> None:
+    steps = expl.steps
+    used: set[int] = set()
+    for i in range(1, len(steps)):
+        before, after = steps[i - 1].event.fields, steps[i].event.fields
+        for what, ip, port, actions in (("DST", "DST", "DPT", _DNAT_ACTIONS), ("SRC", "SRC", "SPT", _SNAT_ACTIONS)):
+            old, new = _addr(before, ip, port), _addr(after, ip, port)
+            if old is None or new is None or old == new:
+                continue
+            j = next(
+                (k for k in range(i - 1, -1, -1) if steps[k].action in actions and k not in used),
+                None,
+            )
+            if j is not None:
+                used.add(j)
+                s = steps[j]
+                expl.nat.append(Change(what, old, new, s.table, s.chain, s.num, s.rule, j))
+            else:
+                expl.nat.append(
+                    Change(
+                        what, old, new, step=i,
+                        note="rewritten by conntrack for an existing NAT connection (no nat rule traced)",
+                    )
+                )
+    # SNAT/MASQUERADE in POSTROUTING act after the last TRACE step: state them from the rule
+    for j, s in enumerate(steps):
+        if s.action in ("snat", "masquerade") and j not in used:
+            f = s.event.fields
+            m = _TO.search(s.rule.text) if s.rule is not None else None
+            new = m.group(1) if m else (f"address of {f.get('OUT') or 'the outgoing interface'}"
+                                        if s.action == "masquerade" else None)
+            expl.nat.append(
+                Change("SRC", _addr(f, "SRC", "SPT"), new, s.table, s.chain, s.num, s.rule, j,
+                       note="applied as the packet leaves; not visible in later trace steps")
+            )
+
+
+def _mark_changes(expl: Explanation) -> None:
+    steps = expl.steps
+    for i in range(1, len(steps)):
+        old, new = _mark_value(steps[i - 1].event.fields), _mark_value(steps[i].event.fields)
+        if old == new:
+            continue
+        s = steps[i - 1]
+        if s.kind is StepKind.RULE and s.rule is not None:
+            expl.marks.append(Change("MARK", hex(old), hex(new), s.table, s.chain, s.num, s.rule, i - 1))
+        else:
+            expl.marks.append(
+                Change("MARK", hex(old), hex(new), step=i,
+                       note="changed outside the traced rules (conntrack, routing or an untraced table)")
+            )
+
+
+def _called_from(expl: Explanation, frames: list[tuple[int, ...]], k: int) -> list[CauseLink]:
+    links = []
+    for j in reversed(frames[k]):
+        s = expl.steps[j]
+        links.append(CauseLink("called from", s.table, s.chain, s.num, s.rule, f"reached from {_where(s)}", j))
+    return links
+
+
+def _describe_frame(link: CauseLink) -> str:
+    d = rule_dport(link.rule)
+    extra = [x for x in (rule_comment(link.rule), f"dport {d}" if d else None) if x]
+    return f"{link.table}:{link.chain} rule {link.num}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: int | None) -> None:
+    """Fill ``nat``, ``marks``, ``cause`` and cause-related notes of an explanation."""
+    if not expl.steps:
+        return
+    _nat_changes(expl)
+    _mark_changes(expl)
+    _nat_accept_skips_snat(expl)
+    if verdict_index is None or expl.verdict is None:
+        return
+    vstep = expl.steps[verdict_index]
+    decided = CauseLink(
+        "decided", vstep.table, vstep.chain, vstep.num, vstep.rule, expl.verdict.reason, verdict_index
+    )
+    chain: list[CauseLink] = [decided]
+    sentence = expl.verdict.reason
+    rule = vstep.rule
+    if rule is not None:
+        m = _MARK_MATCH.search(rule.text)
+        if m and not m.group(1):
+            want = m.group(2)
+            try:
+                value, _, mask = want.partition("/")
+                v, msk = int(value, 0), int(mask, 0) if mask else 0xFFFFFFFF
+            except ValueError:
+                v, msk = 0, 0
+            setter = next(
+                (c for c in reversed(expl.marks) if c.step is not None and c.step < verdict_index
+                 and (int(c.new or "0", 0) & msk) == v),
+                None,
+            )
+            if setter is not None and setter.rule is not None:
+                idx = setter.step if setter.step is not None else 0
+                chain.append(CauseLink("mark set", setter.table, setter.chain, setter.num, setter.rule,
+                                       f"mark {setter.new} set by {setter.table}:{setter.chain} rule {setter.num}",
+                                       idx))
+                callers = _called_from(expl, frames, idx)
+                chain.extend(callers)
+                sentence = (
+                    f"{expl.fate.value} in {_where(vstep)} because of mark {v:#x}, set in "
+                    f"{setter.table}:{setter.chain} rule {setter.num}"
+                )
+                focus = next((c for c in callers if rule_dport(c.rule)), None) or next(
+                    (c for c in callers if rule_comment(c.rule)), None)
+                if focus is not None:
+                    sentence += f", reached from {_describe_frame(focus)}"
+        if expl.nat and expl.fate in (Fate.DROPPED, Fate.REJECTED, Fate.DELIVERED, Fate.FORWARDED):
+            for c in expl.nat:
+                if c.step is not None and c.step < verdict_index and c.what == "DST":
+                    at = f" at {c.table}:{c.chain} rule {c.num}" if c.num is not None else ""
+                    chain.append(CauseLink("rewritten", c.table, c.chain, c.num, c.rule,
+                                           f"DST {c.old} → {c.new}{at}", c.step))
+    if len(chain) > 1:
+        decided.text = sentence
+    expl.cause = chain
+
+
+def _nat_accept_skips_snat(expl: Explanation) -> None:
+    """An ACCEPT in nat POSTROUTING (or a chain it calls) ends nat: later SNAT rules never run."""
+    for i, s in enumerate(expl.steps):
+        if s.table == "nat" and s.action == "accept" and s.kind is StepKind.RULE:
+            hook = next((st.chain for st in reversed(expl.steps[: i + 1]) if st.depth == 0), s.chain)
+            if hook == "POSTROUTING":
+                expl.notes.append(
+                    f"ACCEPT at {_where(s)} ends the nat table for this packet: "
+                    "SNAT/MASQUERADE rules after it in nat POSTROUTING are skipped"
+                )

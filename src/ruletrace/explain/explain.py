@@ -1,0 +1,387 @@
+"""Explain one packet against a ruleset: rule text per step, fate, deciding rule, NAT and marks.
+
+The walk mirrors the kernel's traversal: each built-in chain starts a call stack, a ``rule``
+step whose target is a user chain jumps (or goes to) it, a ``return`` step falls off the end
+of a user chain back to its caller, a ``policy`` step ends a built-in chain. What does not fit
+(chain missing, rule number past the end, a jump the trace does not follow) is said on the
+step, never guessed silently.
+
+The part that depends only on the step sequence (the "path") is computed once per distinct
+path and cached: on a busy node most packets take one of a few paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..model import (
+    BUILTIN_CHAINS,
+    HOOK_TABLES,
+    Chain,
+    Explanation,
+    Fate,
+    Packet,
+    Rule,
+    Ruleset,
+    Step,
+    StepKind,
+    TraceEvent,
+    Verdict,
+)
+from . import causes
+
+# target -> action; anything else is a non-terminal target ("continue") or a user chain
+_TERMINAL = {
+    "ACCEPT": "accept",
+    "DROP": "drop",
+    "REJECT": "reject",
+    "QUEUE": "queue",
+    "NFQUEUE": "queue",
+    "RETURN": "return",
+    "DNAT": "dnat",
+    "SNAT": "snat",
+    "MASQUERADE": "masquerade",
+    "REDIRECT": "redirect",
+    "NETMAP": "netmap",
+    "TPROXY": "tproxy",
+    "SYNPROXY": "synproxy",
+}
+_NAT_ACTIONS = frozenset({"dnat", "snat", "masquerade", "redirect", "netmap"})
+# actions that end the traversal of the current table (the packet goes on to the next one)
+_ENDS_TABLE = frozenset({"accept", "queue", "tproxy"}) | _NAT_ACTIONS
+_KERNEL_VERDICTS = {"accept", "drop", "reject", "queue", "return", "continue", "jump", "goto", "stolen"}
+_CACHE_MAX = 200_000
+
+
+@dataclass(slots=True)
+class _StepPlan:
+    rule: Rule | None
+    policy: str | None
+    returned_to: str | None
+    depth: int
+    action: str
+    warning: str | None
+    note: str | None
+    frames: tuple[int, ...]  # indices of the jump steps that lead to this step (outermost first)
+
+
+@dataclass(slots=True)
+class _Plan:
+    steps: list[_StepPlan]
+    fate: Fate
+    verdict: Verdict | None
+    verdict_index: int | None
+    last_seen: str | None
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    misfits: int = 0  # steps the ruleset does not fit
+
+
+def _action_for(rule: Rule | None, ruleset: Ruleset | None, table: str) -> str:
+    if rule is None:
+        return "unknown"
+    t = rule.target
+    if not t:
+        return "continue"
+    a = _TERMINAL.get(t)
+    if a is not None:
+        return a
+    if ruleset is not None and ruleset.chain(table, t) is not None:
+        return "goto" if rule.goto else "jump"
+    if rule.goto:
+        return "goto"
+    if t.isupper() or t.replace("-", "").replace("_", "").isupper():
+        # non-terminating extension targets: LOG, MARK, CONNMARK, CT, TRACE, NFLOG, TTL, …
+        return "continue"
+    return "jump"
+
+
+def _is_builtin(table: str, chain: str, ruleset: Ruleset | None) -> bool:
+    if ruleset is not None:
+        c = ruleset.chain(table, chain)
+        if c is not None:
+            return c.builtin
+    return chain in BUILTIN_CHAINS
+
+
+class _Walker:
+    """Builds the path plan for one step sequence."""
+
+    def __init__(self, ruleset: Ruleset | None) -> None:
+        self.rs = ruleset
+
+    def plan(self, events: list[TraceEvent]) -> _Plan:
+        rs = self.rs
+        steps: list[_StepPlan] = []
+        # call stack: (chain, index of the jump step that entered it or None for the root)
+        stack: list[tuple[str, int | None]] = []
+        root: tuple[str, str] | None = None
+        misfits = 0
+        for i, ev in enumerate(events):
+            table, chain, kind, num = ev.table, ev.chain, ev.kind, ev.num
+            warning: str | None = None
+            note: str | None = None
+            rule: Rule | None = None
+            policy: str | None = None
+            returned_to: str | None = None
+            ch: Chain | None = rs.chain(table, chain) if rs is not None else None
+            prev = steps[-1] if steps else None
+            prev_ev = events[i - 1] if i else None
+
+            # --- call stack
+            if _is_builtin(table, chain, rs):
+                if root != (table, chain) or not stack:
+                    root = (table, chain)
+                stack = [(chain, None)]
+            else:
+                same_table = prev_ev is not None and prev_ev.table == table
+                entered = (
+                    prev is not None
+                    and same_table
+                    and prev.action in ("jump", "goto")
+                    and prev.rule is not None
+                    and prev.rule.target == chain
+                )
+                if entered:
+                    if prev is not None and prev.action == "goto" and len(stack) > 1:
+                        stack.pop()
+                    stack.append((chain, i - 1))
+                elif any(c == chain for c, _ in stack):
+                    while stack and stack[-1][0] != chain:
+                        stack.pop()
+                else:
+                    if rs is not None and prev is not None and prev.rule is not None and ch is not None:
+                        warning = f"the trace enters {chain} but the previous step does not jump to it"
+                    stack.append((chain, None))
+            depth = max(len(stack) - 1, 0)
+            frames = tuple(j for _, j in stack if j is not None)
+
+            # --- what the step is
+            if rs is not None and ch is None:
+                warning = warning or f"chain {table}:{chain} is not in the ruleset"
+            if kind is StepKind.RULE:
+                if ch is not None and num is not None:
+                    if 1 <= num <= len(ch.rules):
+                        rule = ch.rules[num - 1]
+                    else:
+                        warning = warning or (
+                            f"rule {num} is past the end of {table}:{chain} ({len(ch.rules)} rules)"
+                        )
+                action = _action_for(rule, rs, table)
+                if action == "return":
+                    returned_to = stack[-2][0] if len(stack) > 1 else None
+                    if len(stack) > 1:
+                        stack.pop()
+                    if returned_to is None:
+                        note = "RETURN in a built-in chain: the chain policy applies"
+            elif kind is StepKind.RETURN:
+                returned_to = stack[-2][0] if len(stack) > 1 else None
+                if len(stack) > 1:
+                    stack.pop()
+                action = "return"
+                if ch is not None and num is not None and num != len(ch.rules) + 1:
+                    warning = warning or (
+                        f"end of {table}:{chain} reported as {num}, but the chain has {len(ch.rules)} rules"
+                    )
+            else:  # policy
+                policy = ch.policy if ch is not None else None
+                action = (policy or "unknown").lower()
+                if ch is not None and num is not None and num != len(ch.rules) + 1:
+                    warning = warning or (
+                        f"policy of {table}:{chain} reported as {num}, but the chain has {len(ch.rules)} rules"
+                    )
+
+            # --- explicit kernel verdict (nf_tables sources) wins, disagreement is flagged
+            kv = ev.verdict
+            if kv:
+                kv_action = kv.split(":", 1)[0].lower()
+                if kv_action in _KERNEL_VERDICTS and rule is not None and kv_action != action:
+                    compatible = (kv_action == "accept" and action in _ENDS_TABLE) or (
+                        kv_action == "continue" and action == "continue"
+                    )
+                    if not compatible:
+                        warning = warning or (
+                            f"kernel verdict {kv} but the ruleset's rule implies {action}"
+                        )
+                if action == "unknown" and kv_action in _KERNEL_VERDICTS:
+                    action = kv_action
+            if warning:
+                misfits += 1
+            steps.append(_StepPlan(rule, policy, returned_to, depth, action, warning, note, frames))
+
+        # --- jumps the trace does not follow
+        for i in range(len(steps) - 1):
+            sp = steps[i]
+            if sp.action in ("jump", "goto") and sp.rule is not None and not sp.warning:
+                nxt = events[i + 1]
+                if nxt.table == events[i].table and nxt.chain != sp.rule.target:
+                    sp.warning = (
+                        f"rule jumps to {sp.rule.target} but the trace continues in {nxt.chain}"
+                    )
+                    misfits += 1
+            elif sp.action in ("drop", "reject") and not sp.warning:
+                sp.warning = "the ruleset says the packet ends here, but the trace goes on"
+                misfits += 1
+
+        plan = self._fate(events, steps)
+        plan.misfits = misfits
+        if misfits:
+            plan.warnings.append(
+                f"the ruleset does not fit {misfits} of {len(steps)} steps: it may be older or newer than the log"
+            )
+        self._skipped_nat(events, plan)
+        return plan
+
+    def _fate(self, events: list[TraceEvent], steps: list[_StepPlan]) -> _Plan:
+        if not events:
+            return _Plan(steps, Fate.UNKNOWN, None, None, None)
+        last_i = len(events) - 1
+        last, last_ev = steps[last_i], events[last_i]
+        last_seen = f"{last_ev.table}:{last_ev.chain}"
+        hooks = [ev.chain for ev in events if ev.chain in HOOK_TABLES]
+        first_hook = hooks[0] if hooks else None
+        last_hook = hooks[-1] if hooks else None
+        notes: list[str] = []
+
+        def verdict_of(i: int, reason: str) -> Verdict:
+            ev, sp = events[i], steps[i]
+            return Verdict(sp.action, ev.table, ev.chain, ev.num, sp.rule, reason)
+
+        if last.action in ("drop", "reject") and last_ev.kind is not StepKind.RETURN:
+            fate = Fate.DROPPED if last.action == "drop" else Fate.REJECTED
+            what = "rule" if last_ev.kind is StepKind.RULE else "policy"
+            reason = f"{fate.value} by {last_ev.table}:{last_ev.chain} {what} {last_ev.num}"
+            if last_ev.kind is StepKind.POLICY:
+                reason = f"{fate.value} by the {last.action.upper()} policy of {last_ev.table}:{last_ev.chain}"
+            return _Plan(steps, fate, verdict_of(last_i, reason), last_i, last_seen, notes=notes)
+        if last.action == "queue":
+            return _Plan(
+                steps,
+                Fate.UNKNOWN,
+                verdict_of(last_i, "queued to user space: the verdict is a program's"),
+                last_i,
+                last_seen,
+            )
+
+        # decision: the last terminal decision of the filter table, else of any table
+        decisive: int | None = None
+        for prefer_filter in (True, False):
+            for i in range(last_i, -1, -1):
+                ev, sp = events[i], steps[i]
+                if prefer_filter and ev.table != "filter":
+                    continue
+                if sp.action in _ENDS_TABLE or (
+                    ev.kind is StepKind.POLICY and sp.action not in ("unknown", "")
+                ):
+                    decisive = i
+                    break
+            if decisive is not None:
+                break
+
+        fate = Fate.UNKNOWN
+        if last_hook == "POSTROUTING":
+            fate = Fate.SENT if first_hook == "OUTPUT" else Fate.FORWARDED
+        elif last_hook == "INPUT":
+            fate = Fate.DELIVERED
+        elif last_hook == "FORWARD":
+            fate = Fate.FORWARDED
+            notes.append("no POSTROUTING step was traced (no table hooks POSTROUTING?)")
+        elif last_hook == "OUTPUT":
+            fate = Fate.SENT
+            notes.append("no POSTROUTING step was traced (no table hooks POSTROUTING?)")
+        if last.action in ("jump", "goto", "continue", "unknown") and last_ev.kind is StepKind.RULE:
+            # the trace stops in the middle of a chain
+            if fate in (Fate.DELIVERED, Fate.FORWARDED, Fate.SENT) and last_hook == "POSTROUTING":
+                pass
+            else:
+                fate = Fate.UNKNOWN
+        if last_hook == "PREROUTING" and fate is Fate.UNKNOWN:
+            notes.append(
+                "last seen in PREROUTING: after it the routing decision dropped the packet "
+                "(no route, rp_filter, martian) or the log was cut"
+            )
+        if fate is Fate.UNKNOWN:
+            reason = f"the trace ends at {last_seen} without a decision"
+            v = verdict_of(decisive, reason) if decisive is not None else None
+            return _Plan(steps, fate, v, decisive, last_seen, notes=notes)
+        if decisive is None:
+            return _Plan(steps, fate, None, None, last_seen, notes=notes)
+        ev = events[decisive]
+        what = (
+            f"the {steps[decisive].action.upper()} policy of {ev.table}:{ev.chain}"
+            if ev.kind is StepKind.POLICY
+            else f"{ev.table}:{ev.chain} rule {ev.num}"
+        )
+        return _Plan(steps, fate, verdict_of(decisive, f"{fate.value}; decided by {what}"), decisive,
+                     last_seen, notes=notes)
+
+    def _skipped_nat(self, events: list[TraceEvent], plan: _Plan) -> None:
+        """Say so when a hook was traversed without its nat chain although the ruleset has one."""
+        rs = self.rs
+        if rs is None or "nat" not in rs.tables:
+            return
+        seen = {(ev.chain, ev.table) for ev in events if ev.chain in HOOK_TABLES}
+        hooks = {h for h, _ in seen}
+        for hook in ("PREROUTING", "OUTPUT"):
+            if hook in hooks and (hook, "nat") not in seen and rs.chain("nat", hook) is not None:
+                plan.notes.append(
+                    f"nat {hook} was not traversed: the packet is not the first of its connection "
+                    "(conntrack ESTABLISHED/RELATED, or untracked), so nat rules do not apply to it"
+                )
+
+
+class Explainer:
+    """Explains packets against one ruleset, caching the analysis of each distinct path."""
+
+    def __init__(self, ruleset: Ruleset | None) -> None:
+        self.ruleset = ruleset
+        self._walker = _Walker(ruleset)
+        self._cache: dict[tuple, _Plan] = {}
+        self.misfit_packets = 0
+
+    def _plan(self, events: list[TraceEvent]) -> _Plan:
+        sig = tuple((e.table, e.chain, e.kind, e.num, e.verdict) for e in events)
+        plan = self._cache.get(sig)
+        if plan is None:
+            plan = self._walker.plan(events)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[sig] = plan
+        return plan
+
+    def explain(self, packet: Packet, *, detail: bool = True) -> Explanation:
+        """Explain one packet; ``detail=False`` skips steps, NAT, marks and causes (for summaries)."""
+        plan = self._plan(packet.events)
+        if plan.misfits:
+            self.misfit_packets += 1
+        expl = Explanation(
+            packet=packet,
+            fate=plan.fate,
+            verdict=plan.verdict,
+            warnings=list(plan.warnings),
+            notes=list(plan.notes),
+            last_seen=plan.last_seen,
+        )
+        if not detail:
+            return expl
+        expl.steps = [
+            Step(
+                event=ev,
+                rule=sp.rule,
+                policy=sp.policy,
+                returned_to=sp.returned_to,
+                depth=sp.depth,
+                action=sp.action,
+                warning=sp.warning,
+                note=sp.note,
+            )
+            for ev, sp in zip(packet.events, plan.steps)
+        ]
+        frames = [sp.frames for sp in plan.steps]
+        causes.annotate(expl, frames, plan.verdict_index)
+        return expl
+
+
+def explain_packet(packet: Packet, ruleset: Ruleset | None) -> Explanation:
+    """Explain one packet against a ruleset (or without one: steps without rule text)."""
+    return Explainer(ruleset).explain(packet)

@@ -1,0 +1,198 @@
+"""Files in, explained packets out: the stages wired together for the CLI, the lab and tests."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .correlate.group import group_packets
+from .errors import RuletraceError
+from .explain.explain import Explainer
+from .model import Explanation, Fate, Packet, Ruleset, TraceEvent
+
+
+@dataclass(slots=True)
+class SourceInfo:
+    path: str
+    format: str
+
+
+@dataclass
+class PacketFilter:
+    """Which packets to keep: ``--match`` field conditions, ``--fate`` and ``--packet`` ids."""
+
+    match: dict[str, str] = field(default_factory=dict)  # field name (kernel-log, upper) -> value
+    fates: set[Fate] = field(default_factory=set)
+    ids: set[int] = field(default_factory=set)
+
+    # user words -> kernel-log field names
+    ALIASES = {
+        "dport": "DPT", "sport": "SPT", "src": "SRC", "dst": "DST", "proto": "PROTO",
+        "in": "IN", "out": "OUT", "mark": "MARK", "id": "ID", "ttl": "TTL", "physin": "PHYSIN",
+        "physout": "PHYSOUT", "type": "TYPE", "code": "CODE", "len": "LEN",
+    }
+
+    @classmethod
+    def parse(cls, match: Iterable[str] = (), fates: Iterable[str] = (), ids: Iterable[int] = ()) -> PacketFilter:
+        m: dict[str, str] = {}
+        for item in match:
+            k, sep, v = item.partition("=")
+            if not sep or not k:
+                raise RuletraceError(f"--match {item!r}: expected FIELD=VALUE, e.g. dport=52000")
+            key = cls.ALIASES.get(k.lower(), k.upper())
+            m[key] = v.upper() if key == "PROTO" else v
+        fs = set()
+        for f in fates:
+            try:
+                fs.add(Fate(f.lower()))
+            except ValueError:
+                raise RuletraceError(
+                    f"--fate {f!r}: expected one of {', '.join(x.value for x in Fate)}"
+                ) from None
+        return cls(m, fs, set(ids))
+
+    def wants_packet(self, p: Packet) -> bool:
+        if self.ids and p.id not in self.ids:
+            return False
+        if not self.match:
+            return True
+        # a condition holds when any step of the packet shows it (the DST before or after DNAT)
+        return all(any(_field_matches(ev.fields.get(k), v) for ev in p.events) for k, v in self.match.items())
+
+    def wants(self, e: Explanation) -> bool:
+        return not self.fates or e.fate in self.fates
+
+
+def _field_matches(have: str | None, want: str) -> bool:
+    if have is None:
+        return False
+    if have == want:
+        return True
+    if "/" in want:
+        try:
+            return ipaddress.ip_address(have) in ipaddress.ip_network(want, strict=False)
+        except ValueError:
+            return False
+    return have.upper() == want.upper()
+
+
+@dataclass
+class ExplainResult:
+    explanations: list[Explanation]
+    sources: list[SourceInfo]
+    warnings: list[str]
+    skipped: int
+    packets_total: int
+
+
+class Run:
+    """One explain run: sources are read lazily; ``explanations()`` streams."""
+
+    def __init__(
+        self,
+        rulesets: list[Ruleset],
+        inputs: list[str],
+        *,
+        fmt: str | None = None,
+        packet_filter: PacketFilter | None = None,
+        detail: bool = True,
+        ifmap: dict[int, str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.rulesets = rulesets
+        self.inputs = inputs
+        self.fmt = fmt
+        self.filter = packet_filter or PacketFilter()
+        self.detail = detail
+        self.ifmap = ifmap
+        self.progress = progress
+        self.sources: list[SourceInfo] = []
+        self.warnings: list[str] = []
+        self.skipped = 0
+        self.events = 0
+        self.packets_total = 0
+        self._explainers: dict[str | None, Explainer] = {}
+        self._stats: list = []
+
+    def _explainer(self, family: str | None) -> Explainer:
+        ex = self._explainers.get(family)
+        if ex is None:
+            rs = _pick_ruleset(self.rulesets, family)
+            ex = self._explainers[family] = Explainer(rs)
+        return ex
+
+    def read_events(self) -> Iterator[TraceEvent]:
+        """Open every input, detect its format, and merge the events in time order."""
+        import heapq
+
+        from .sources import readers
+
+        streams = []
+        for path in self.inputs:
+            fmt, events, stats = readers.open_events(path, self.fmt, ifmap=self.ifmap, progress=self.progress)
+            self.sources.append(SourceInfo(path, fmt))
+            self._stats.append(stats)
+            streams.append(events)
+        if len(streams) == 1:
+            return streams[0]
+        return heapq.merge(*streams, key=lambda ev: ev.ts if ev.ts is not None else 0.0)
+
+    def explanations(self) -> Iterator[Explanation]:
+        for packet in group_packets(self.read_events()):
+            self.packets_total += 1
+            if not self.filter.wants_packet(packet):
+                continue
+            fam = packet.events[0].family if packet.events else None
+            e = self._explainer(fam).explain(packet, detail=self.detail)
+            if self.filter.wants(e):
+                yield e
+        self._finish()
+
+    def _finish(self) -> None:
+        for st in self._stats:
+            sk = getattr(st, "skipped", 0) or 0
+            self.skipped += sk
+            self.events += getattr(st, "events", 0) or 0
+        misfit = sum(ex.misfit_packets for ex in self._explainers.values())
+        if misfit:
+            self.warnings.append(
+                f"the ruleset does not fit {misfit} packet(s) (chains missing or rule numbers past the end): "
+                "it looks older or newer than the log"
+            )
+        if not any(ex.ruleset for ex in self._explainers.values()) and self._explainers:
+            self.warnings.append("no ruleset given: steps are shown without rule text")
+
+
+def _pick_ruleset(rulesets: list[Ruleset], family: str | None) -> Ruleset | None:
+    if not rulesets:
+        return None
+    if family is not None:
+        for rs in rulesets:
+            if rs.family == family:
+                return rs
+        for rs in rulesets:
+            if rs.family is None:
+                return rs
+        return None if len(rulesets) > 1 else rulesets[0]
+    return rulesets[0]
+
+
+def load_rulesets(paths: Iterable[str]) -> list[Ruleset]:
+    from .rulesets import load_ruleset
+
+    return [load_ruleset(p) for p in paths]
+
+
+def explain_files(
+    ruleset: str | list[str] | None,
+    inputs: list[str],
+    *,
+    fmt: str | None = None,
+    packet_filter: PacketFilter | None = None,
+) -> ExplainResult:
+    """Read a ruleset (or several, one per family) and trace files; explain every packet."""
+    paths = [] if ruleset is None else [ruleset] if isinstance(ruleset, str) else list(ruleset)
+    run = Run(load_rulesets(paths), inputs, fmt=fmt, packet_filter=packet_filter)
+    expls = list(run.explanations())
+    return ExplainResult(expls, run.sources, run.warnings, run.skipped, run.packets_total)

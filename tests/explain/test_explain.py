@@ -1,0 +1,128 @@
+"""The explainer against the seed-003 Kubernetes ruleset, with events built from the trace tags."""
+
+from pathlib import Path
+
+import pytest
+
+from ruletrace.explain.explain import Explainer
+from ruletrace.model import Fate, Origin, Packet, StepKind
+from ruletrace.rulesets import iptables_save
+from tests.helpers import ev
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "explain"
+
+SYN = dict(IN="eth0", OUT="", SRC="172.28.129.2", DST="172.28.129.4", PROTO="TCP", SPT="55694", DPT="52000")
+
+NODEPORT_52000 = (
+    "raw:PREROUTING:policy:4 mangle:PREROUTING:rule:1 mangle:cali-PREROUTING:rule:3 "
+    "mangle:cali-from-host-endpoint:return:1 mangle:cali-PREROUTING:return:5 mangle:PREROUTING:policy:2 "
+    "nat:PREROUTING:rule:1 nat:cali-PREROUTING:rule:1 nat:cali-fip-dnat:return:1 nat:cali-PREROUTING:return:2 "
+    "nat:PREROUTING:rule:2 nat:KUBE-SERVICES:rule:59 nat:KUBE-NODEPORTS:rule:16 "
+    "nat:KUBE-XLB-VETHOZVMBYUVK3NB:rule:4 nat:KUBE-MARK-DROP:rule:1 |MARK nat:KUBE-MARK-DROP:return:2 "
+    "nat:KUBE-XLB-VETHOZVMBYUVK3NB:return:5 nat:KUBE-NODEPORTS:return:37 nat:KUBE-SERVICES:return:60 "
+    "nat:PREROUTING:rule:5 nat:DOCKER:return:8 nat:PREROUTING:policy:9 mangle:INPUT:policy:1 "
+    "filter:INPUT:rule:1 filter:KUBE-FIREWALL:rule:1"
+)
+
+
+@pytest.fixture(scope="module")
+def ruleset():
+    p = FIX / "seed003.rules"
+    return iptables_save.parse(p.read_text(), origin=Origin(str(p)))
+
+
+def _packet(spec: str, **fields) -> Packet:
+    evs, marked = [], False
+    for tag in spec.split():
+        if tag == "|MARK":
+            marked = True
+            continue
+        f = dict(fields)
+        if marked:
+            f["MARK"] = "0x8000"
+        evs.append(ev(tag, **f))
+    return Packet(1, evs)
+
+
+def test_nodeport_52000_is_dropped_by_kube_firewall_because_of_the_mark(ruleset):
+    e = Explainer(ruleset).explain(_packet(NODEPORT_52000, **SYN))
+    assert e.fate is Fate.DROPPED
+    assert (e.verdict.table, e.verdict.chain, e.verdict.num, e.verdict.action) == ("filter", "KUBE-FIREWALL", 1, "drop")
+    assert "--mark 0x8000/0x8000 -j DROP" in e.verdict.rule.text
+    # every step found its rule / policy; no misfit
+    assert not [s.warning for s in e.steps if s.warning]
+    assert e.marks[0].new == "0x8000" and (e.marks[0].chain, e.marks[0].num) == ("KUBE-MARK-DROP", 1)
+    roles = [(c.role, c.chain, c.num) for c in e.cause]
+    assert roles[:3] == [("decided", "KUBE-FIREWALL", 1), ("mark set", "KUBE-MARK-DROP", 1),
+                         ("called from", "KUBE-XLB-VETHOZVMBYUVK3NB", 4)]
+    assert ("called from", "KUBE-NODEPORTS", 16) in roles
+    assert "reached from nat:KUBE-NODEPORTS rule 16 (ootob9/ingress-nginx:http, dport 52000)" in e.cause[0].text
+    assert "mark 0x8000, set in nat:KUBE-MARK-DROP rule 1" in e.cause[0].text
+
+
+def test_steps_carry_kind_rule_text_depth_and_returns(ruleset):
+    e = Explainer(ruleset).explain(_packet(NODEPORT_52000, **SYN))
+    by_tag = {s.event.tag: s for s in e.steps}
+    s = by_tag["nat:KUBE-NODEPORTS:rule:16"]
+    assert s.action == "jump" and s.depth == 2 and "--dport 52000" in s.rule.text
+    r = by_tag["nat:KUBE-MARK-DROP:return:2"]
+    assert r.kind is StepKind.RETURN and r.returned_to == "KUBE-XLB-VETHOZVMBYUVK3NB" and r.depth == 4
+    assert by_tag["nat:KUBE-SERVICES:return:60"].returned_to == "PREROUTING"
+    p = by_tag["nat:PREROUTING:policy:9"]
+    assert p.policy == "ACCEPT" and p.depth == 0 and p.rule is None
+    assert by_tag["nat:KUBE-MARK-DROP:rule:1"].action == "continue"  # MARK does not end the chain
+
+
+def test_port_80_redirect_after_kube_services_is_delivered(ruleset):
+    spec = ("raw:PREROUTING:policy:4 mangle:PREROUTING:rule:1 mangle:cali-PREROUTING:rule:3 "
+            "mangle:cali-from-host-endpoint:return:1 mangle:cali-PREROUTING:return:5 mangle:PREROUTING:policy:2 "
+            "nat:PREROUTING:rule:1 nat:cali-PREROUTING:rule:1 nat:cali-fip-dnat:return:1 "
+            "nat:cali-PREROUTING:return:2 nat:PREROUTING:rule:2 nat:KUBE-SERVICES:rule:59 "
+            "nat:KUBE-NODEPORTS:return:37 nat:KUBE-SERVICES:return:60 nat:PREROUTING:rule:3")
+    evs = _packet(spec, **{**SYN, "DPT": "80"}).events
+    after = {**SYN, "DPT": "52000"}
+    evs += [ev(t, **after) for t in "mangle:INPUT:policy:1 filter:INPUT:rule:1 filter:KUBE-FIREWALL:return:3 "
+            "filter:INPUT:policy:2 nat:INPUT:policy:1".split()]
+    e = Explainer(ruleset).explain(Packet(2, evs))
+    assert e.fate is Fate.DELIVERED
+    assert (e.verdict.chain, e.verdict.rule, e.verdict.action) == ("INPUT", None, "accept")
+    assert e.verdict.table == "filter"
+    [nat] = e.nat
+    assert (nat.what, nat.old, nat.new, nat.chain, nat.num) == ("DST", "172.28.129.4:80", "172.28.129.4:52000",
+                                                                 "PREROUTING", 3)
+    assert "REDIRECT --to-ports 52000" in nat.rule.text
+
+
+def test_rule_number_past_the_end_is_said_not_guessed(ruleset):
+    e = Explainer(ruleset).explain(Packet(1, [ev("filter:KUBE-FIREWALL:rule:9"), ev("filter:NOPE:rule:1")]))
+    w = [s.warning for s in e.steps]
+    assert "rule 9 is past the end of filter:KUBE-FIREWALL (2 rules)" in w[0]
+    assert "chain filter:NOPE is not in the ruleset" in w[1]
+    assert any("older or newer" in x for x in e.warnings)
+
+
+def test_policy_number_that_does_not_fit_is_flagged(ruleset):
+    e = Explainer(ruleset).explain(Packet(1, [ev("raw:PREROUTING:policy:3")]))
+    assert "chain has 3 rules" in e.steps[0].warning
+
+
+def test_ends_before_any_decision_is_unknown_with_last_place(ruleset):
+    e = Explainer(ruleset).explain(Packet(1, [ev("raw:PREROUTING:policy:4"), ev("mangle:PREROUTING:rule:1"),
+                                              ev("mangle:cali-PREROUTING:return:5"),
+                                              ev("mangle:PREROUTING:policy:2")]))
+    assert e.fate is Fate.UNKNOWN and e.last_seen == "mangle:PREROUTING"
+    assert any("routing decision" in n for n in e.notes)
+
+
+def test_established_packet_skipping_nat_gets_a_note(ruleset):
+    e = Explainer(ruleset).explain(Packet(1, [ev("raw:PREROUTING:policy:4"), ev("mangle:PREROUTING:policy:2"),
+                                              ev("mangle:INPUT:policy:1"), ev("filter:INPUT:rule:1"),
+                                              ev("filter:KUBE-FIREWALL:return:3"), ev("filter:INPUT:policy:2")]))
+    assert e.fate is Fate.DELIVERED
+    assert any("nat PREROUTING was not traversed" in n for n in e.notes)
+
+
+def test_without_ruleset_steps_have_no_rule_text():
+    e = Explainer(None).explain(Packet(1, [ev("filter:INPUT:rule:1"), ev("filter:INPUT:policy:2")]))
+    assert [s.rule for s in e.steps] == [None, None]
+    assert e.fate is Fate.DELIVERED
