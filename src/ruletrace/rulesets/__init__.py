@@ -1,1 +1,71 @@
 """Ruleset readers: each module reads one listing format and returns a Ruleset."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from ..errors import RuletraceError
+from ..model import Origin, Ruleset
+
+# line-start markers of iptables-save output: "*filter", ":INPUT ACCEPT [0:0]", "-A INPUT …", "[0:0] -A …"
+_SAVE = re.compile(
+    r"^(?:\*(?:raw|mangle|nat|filter|security)\s*$|:\S+ (?:ACCEPT|DROP|-) \[\d+:\d+\]|(?:\[\d+:\d+\] )?-A \S)",
+    re.M,
+)
+# print_header() of iptables -L, also inside a paste that lost its newlines
+_LIST = re.compile(r"Chain \S+ \((?:policy [A-Z]+|-?\d+ references)")
+_JSON = re.compile(r'\s*\{\s*"nftables"\s*:')
+# kernel log "TRACE: raw:PREROUTING:policy:2", nft monitor "trace id 1a2b3c4d ip filter …"
+_TRACE = re.compile(r"TRACE: \w+:\S+:(?:rule|return|policy):\d+|^trace id [0-9a-f]+ ", re.M)
+_SNIFF = 64 * 1024  # bytes looked at to tell text from binary
+
+
+def load_ruleset(path: str, *, text: str | None = None) -> Ruleset:
+    """Read a ruleset file ("-" = stdin) in any supported format, detected from its content."""
+    origin = Origin(path)
+    if text is None:
+        text = _read(path, origin)
+    if not text.strip():
+        raise RuletraceError("empty ruleset file", origin=origin)
+    if _SAVE.search(text):
+        from . import iptables_save
+
+        return iptables_save.parse(text, origin=origin)
+    if _LIST.search(text):
+        from . import iptables_list
+
+        return iptables_list.parse(text, origin=origin)
+    if _JSON.match(text):
+        try:
+            from . import nft_json
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.nft_json":
+                raise
+            raise RuletraceError("nft JSON rulesets are not supported by this build "
+                                 "(ruletrace.rulesets.nft_json is missing)", origin=origin) from None
+        return nft_json.parse(text, origin=origin)
+    if _TRACE.search(text):
+        raise RuletraceError("this is a trace log, not a ruleset: give it as a trace input and pass "
+                             "iptables-save, iptables -L or nft -j list ruleset output as the ruleset",
+                             origin=origin)
+    raise RuletraceError("not a ruleset: expected iptables-save, iptables -L -n [-v] or "
+                         "nft -j list ruleset output", origin=origin)
+
+
+def _read(path: str, origin: Origin) -> str:
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        raise RuletraceError(f"cannot read ruleset: {e.strerror or e}", origin=origin) from e
+    head = data[:_SNIFF]
+    # text listings may hold a stray NUL (the bpf match in iptables -L); binary files hold many
+    # control bytes
+    ctrl = sum(1 for b in head if b < 9 or 13 < b < 32 and b != 27)
+    if ctrl * 20 > len(head) or head.startswith((b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x1f\x8b")):
+        raise RuletraceError("binary file, not a ruleset listing", origin=origin)
+    return data.decode("utf-8", errors="replace")
