@@ -1,0 +1,59 @@
+"""``ruletrace lab``: record scenarios against the real kernel in network namespaces."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+
+def _sigterm(signum, frame):  # SIGTERM tears down like Ctrl-C (the Lab context managers run)
+    raise KeyboardInterrupt
+
+
+@click.group()
+def lab() -> None:
+    """Kernel lab: network-namespace test hosts, real TRACE captures (root only)."""
+
+
+@lab.command("list")
+def list_() -> None:
+    """List the scenarios."""
+    from ..lab.scenarios import SCENARIOS
+
+    for s in SCENARIOS.values():
+        click.echo(f"{s.name:18} {s.title}")
+
+
+@lab.command()
+@click.argument("scenario")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(["legacy", "nft", "both"]), default="both", show_default=True,
+              help="iptables backend to load the ruleset with.")
+def record(scenario: str, directory: Path, backend: str) -> None:
+    """Record SCENARIO's ruleset, every capture format and the observed outcome into DIRECTORY."""
+    from ..lab import record as rec
+    from ..lab.scenarios import get
+
+    sc = get(scenario)
+    signal.signal(signal.SIGTERM, _sigterm)
+    backends = ("legacy", "nft") if backend == "both" else (backend,)
+    r = rec.record(sc, directory, backends, log=lambda s: click.echo(s, err=True))
+    for f in r.flows:
+        arrived = {True: "arrived", False: "did not arrive", None: "passes disagree"}[f["arrived"]]
+        click.echo(f"{f['name']:12} {arrived:15} {f['description']}")
+    click.echo(f"wrote {directory}")
+
+
+@lab.command()
+@click.option("--force", is_flag=True, help="Also remove namespaces of runs that are still alive.")
+def sweep(force: bool) -> None:
+    """Remove namespaces, interfaces and state left behind by killed lab runs (prefix rtl)."""
+    from ..lab.netns import sweep as do_sweep
+
+    removed = do_sweep(force=force)
+    for r in removed:
+        click.echo(f"removed {r}")
+    if not removed:
+        click.echo("nothing to remove")
