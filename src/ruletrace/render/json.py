@@ -1,0 +1,183 @@
+"""Explanations as JSON: the stable, versioned machine-readable output (docs/json-schema.md)."""
+
+from __future__ import annotations
+
+import json as _json
+import math
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+from .. import __version__
+from ..model import Change, Explanation, Origin, Rule, Step
+
+try:  # optional speed-up; output is byte-identical to the stdlib path
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the machine
+    _orjson = None
+
+# Bump only for incompatible changes (a key removed, renamed or retyped). New keys may appear
+# within a version; readers must ignore keys they do not know.
+SCHEMA_VERSION = 1
+
+JSONObject = dict[str, Any]
+
+
+def to_json(expl: Explanation) -> JSONObject:
+    """One packet's explanation as a JSON-ready dict (schema ``SCHEMA_VERSION``)."""
+    first = expl.first
+    v = expl.verdict
+    return {
+        "id": expl.packet.id,
+        "proto": first.get("PROTO") or None,
+        "src": first.get("SRC") or None,
+        "dst": first.get("DST") or None,
+        "sport": _port(first.get("SPT")),
+        "dport": _port(first.get("DPT")),
+        "family": _family(expl),
+        "in": first.get("IN") or None,
+        "out": first.get("OUT") or None,
+        "steps": [_step(s) for s in expl.steps],
+        "fate": str(expl.fate),
+        "verdict": None
+        if v is None
+        else {
+            "action": v.action,
+            "table": v.table,
+            "chain": v.chain,
+            "num": v.num,
+            "rule": _text(v.rule),
+            "reason": v.reason,
+        },
+        "last_seen": expl.last_seen,
+        "nat": [_change(c) for c in expl.nat],
+        "marks": [_change(c) for c in expl.marks],
+        "cause": [
+            {
+                "role": c.role,
+                "table": c.table,
+                "chain": c.chain,
+                "num": c.num,
+                "rule": _text(c.rule),
+                "text": c.text,
+                "step": c.step,
+            }
+            for c in expl.cause
+        ],
+        "warnings": list(expl.warnings),
+        "notes": list(expl.notes),
+    }
+
+
+def document(
+    expls: Iterable[Explanation],
+    summary: Any = None,
+    warnings: Iterable[str] = (),
+    sources: Iterable[Mapping[str, Any] | str] = (),
+) -> JSONObject:
+    """The whole ``--json`` output: header, sources, packets, summary and run warnings.
+
+    ``summary`` is a ``render.summary.Summary`` (or anything with ``to_json()``), a ready
+    dict, or None. A source is a path or a mapping with ``path``, ``format`` and ``role``.
+    """
+    if summary is not None and not isinstance(summary, Mapping):
+        summary = summary.to_json()
+    return {
+        "schema": SCHEMA_VERSION,
+        "tool": "ruletrace",
+        "version": __version__,
+        "sources": [_source(s) for s in sources],
+        "packets": [to_json(e) for e in expls],
+        "summary": None if summary is None else dict(summary),
+        "warnings": [str(w) for w in warnings],
+    }
+
+
+def dumps(obj: Any, *, indent: bool = False) -> str:
+    """``obj`` as JSON text: UTF-8 characters kept, key order as built, 2-space indent if asked."""
+    if _orjson is not None:
+        opts = _orjson.OPT_INDENT_2 if indent else 0
+        return _orjson.dumps(obj, option=opts).decode()
+    if indent:
+        return _json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
+    return _json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def write_jsonl(expls: Iterable[Explanation], stream: IO[str], *, flush: bool = False) -> int:
+    """Write one packet object per line (JSON Lines); return how many were written.
+
+    ``flush=True`` flushes after each line, for live tracing piped into ``jq``.
+    """
+    n = 0
+    for e in expls:
+        stream.write(dumps(to_json(e)))
+        stream.write("\n")
+        if flush:
+            stream.flush()
+        n += 1
+    return n
+
+
+def _step(s: Step) -> JSONObject:
+    ev = s.event
+    return {
+        "table": ev.table,
+        "chain": ev.chain,
+        "kind": str(ev.kind),
+        "num": ev.num,
+        "rule": _text(s.rule),
+        "policy": s.policy,
+        "returned_to": s.returned_to,
+        "depth": s.depth,
+        "action": s.action or None,
+        "warning": s.warning,
+        "note": s.note,
+        "fields": dict(ev.fields),
+        "origin": _origin(ev.origin),
+        "ts": ev.ts if ev.ts is not None and math.isfinite(ev.ts) else None,
+    }
+
+
+def _change(c: Change) -> JSONObject:
+    return {
+        "what": c.what,
+        "old": c.old,
+        "new": c.new,
+        "table": c.table,
+        "chain": c.chain,
+        "num": c.num,
+        "rule": _text(c.rule),
+        "note": c.note,
+        "step": c.step,
+    }
+
+
+def _text(rule: Rule | None) -> str | None:
+    return None if rule is None else rule.text
+
+
+def _origin(o: Origin | None) -> str | None:
+    return None if o is None else str(o)
+
+
+def _port(value: str | None) -> int | None:
+    if value is None or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
+def _family(expl: Explanation) -> str | None:
+    for ev in expl.packet.events:
+        if ev.family:
+            return ev.family
+    src = expl.first.get("SRC", "")
+    if ":" in src:  # the kernel log prints IPv6 addresses with colons, IPv4 with dots
+        return "ipv6"
+    if "." in src:
+        return "ipv4"
+    return None
+
+
+def _source(s: Mapping[str, Any] | str) -> JSONObject:
+    if isinstance(s, str):
+        return {"path": s, "format": None, "role": None}
+    return {"path": str(s.get("path", "")), "format": s.get("format"), "role": s.get("role")}

@@ -1,0 +1,316 @@
+"""Explanations as a terminal tree: one block per packet, hooks, nested chains, verdict and cause."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.text import Text
+from rich.tree import Tree
+
+from ..model import BUILTIN_CHAINS, Change, Explanation, Fate, Step, StepKind
+from .theme import THEME, clean, fate_style, safe, verdict_style
+
+GAP = 2  # spaces between a step's head and its text
+MIN_BODY = 30  # below this many columns for the text, it goes under the head instead
+FOOTER_LABEL = 9  # width of the footer's label column ("warning" + 2)
+
+
+def to_renderable(expl: Explanation, *, verbose: bool = False) -> RenderableType:
+    """One packet's explanation as a rich renderable: header, path tree, footer."""
+    decisive = _decisive(expl)
+    root = Tree(_Wrapped(_header(expl, decisive, verbose)), guide_style="tree.line")
+    notes = _step_annotations(expl, decisive, verbose)
+    for hook, indices in _hook_groups(expl.steps):
+        tables: list[str] = []
+        for i in indices:
+            t = expl.steps[i].table
+            if t not in tables:
+                tables.append(t)
+        heading = Text.assemble((hook or "?", "hook"), "  ")
+        heading.append_text(Text(" -> ").join(safe(t, "table") for t in tables))
+        stack: list[Tree] = [root.add(heading)]
+        for i in indices:
+            step = expl.steps[i]
+            p = min(max(step.depth, 0), len(stack) - 1)  # a gap in depth attaches to the deepest chain
+            node = stack[p].add(_Hanging(_head(step, i == decisive), [_body(step), *notes.get(i, ())]))
+            del stack[p + 1 :]
+            stack.append(node)
+    footer = _footer(expl)
+    return Group(root, *footer) if footer else root
+
+
+def render_explanations(expls: Iterable[Explanation], console: Console, *, verbose: bool = False) -> int:
+    """Print each explanation as it comes, a blank line between packets; return how many."""
+    n = 0
+    with console.use_theme(THEME):
+        for expl in expls:
+            if n:
+                console.print()
+            console.print(to_renderable(expl, verbose=verbose))
+            n += 1
+    return n
+
+
+class _Hanging:
+    """A head followed by lines wrapped in a column of their own (under the head when narrow)."""
+
+    __slots__ = ("head", "lines")
+
+    def __init__(self, head: Text, lines: Sequence[Text | _Hanging]) -> None:
+        self.head = head
+        self.lines = lines
+
+    def render_lines(self, console: Console, width: int) -> list[Text]:
+        """The block as lines of at most ``width`` cells, trailing spaces removed."""
+        indent = self.head.cell_len + GAP
+        room = width - indent
+        if room >= MIN_BODY or (room > 0 and all(isinstance(t, Text) and t.cell_len <= room for t in self.lines)):
+            body = _wrap(console, self.lines, width - indent)
+            if not body:
+                return [self.head.copy()]
+            first = self.head + Text(" " * GAP)
+            first.append_text(body[0])
+            return [first, *(Text(" " * indent) + line for line in body[1:])]
+        out = _wrap(console, [self.head], width)
+        out += (Text(" " * GAP) + line for line in _wrap(console, self.lines, max(width - GAP, 1)))
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.render_lines(console, options.max_width)
+
+
+class _Wrapped:
+    """Lines of text wrapped to the width, trailing spaces removed (rich keeps them)."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: Sequence[Text]) -> None:
+        self.lines = lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from _wrap(console, self.lines, options.max_width)
+
+
+def _wrap(console: Console, items: Iterable[Text | _Hanging], width: int) -> list[Text]:
+    out: list[Text] = []
+    for item in items:
+        if isinstance(item, _Hanging):
+            out += item.render_lines(console, width)
+            continue
+        for line in item.wrap(console, width, overflow="fold"):
+            line.rstrip()
+            out.append(line)
+    return out
+
+
+def _header(expl: Explanation, decisive: int | None, verbose: bool) -> list[Text]:
+    f = expl.first
+    head = Text.assemble((f"packet {clean(expl.packet.id)}", "packet.id"), "  ")
+    head.append(clean(f.get("PROTO") or "?"), "packet.proto")
+    head.append(" ")
+    head.append(_endpoint(f.get("SRC"), f.get("SPT")), "packet.addr")
+    head.append(" -> ")
+    head.append(_endpoint(f.get("DST"), f.get("DPT")), "packet.addr")
+    if f.get("TCPFLAGS"):
+        head.append(f" [{clean(f['TCPFLAGS'])}]")
+    if f.get("TYPE"):  # ICMP / ICMPv6
+        head.append(f" type {clean(f['TYPE'])}")
+        if f.get("CODE"):
+            head.append(f" code {clean(f['CODE'])}")
+    for key, word in (("IN", "in"), ("OUT", "out")):
+        if f.get(key):
+            head.append(f"  {word} ")
+            head.append(clean(f[key]), "packet.iface")
+    lines = [head, _fate_line(expl, decisive)]
+    if verbose and f:
+        lines.append(safe(" ".join(f"{k}={v}" for k, v in f.items()), "field"))
+        origin = expl.packet.events[0].origin
+        if origin is not None:
+            lines.append(safe(f"first seen at {origin}", "origin"))
+    return lines
+
+
+def _fate_line(expl: Explanation, decisive: int | None) -> Text:
+    line = Text(str(expl.fate).upper(), fate_style(expl.fate))
+    v = expl.verdict
+    if v is not None:
+        by_policy = v.rule is None and (decisive is None or expl.steps[decisive].kind == StepKind.POLICY)
+        line.append(" by ")
+        line.append_text(_where(v.table, v.chain))
+        if not by_policy:
+            line.append(" rule ")
+            num = v.num if v.num is not None else v.rule.num if v.rule is not None else "?"
+            line.append(clean(num), "rule.num")
+        else:
+            line.append(" policy ")
+            line.append(clean(v.action.upper()), verdict_style(v.action))
+        if v.reason:
+            line.append(": " + clean(v.reason))
+    elif expl.fate == Fate.UNKNOWN and expl.last_seen:
+        line.append(": the trace ends at ")
+        line.append_text(safe(expl.last_seen, "chain"))
+    return line
+
+
+def _endpoint(addr: str | None, port: str | None) -> str:
+    a = clean(addr or "?")
+    if not port:
+        return a
+    return f"[{a}]:{clean(port)}" if ":" in a else f"{a}:{clean(port)}"
+
+
+def _where(table: str | None, chain: str | None) -> Text:
+    return Text.assemble(safe(table or "?", "table"), ":", safe(chain or "?", "chain"))
+
+
+def _head(step: Step, decisive: bool) -> Text:
+    kind = step.kind
+    head = _where(step.table, step.chain)
+    head.append(f" {kind} ", f"step.{kind}")
+    head.append("?" if step.num is None else clean(step.num), "rule.num")
+    if decisive:
+        head.stylize("step.decisive")
+    return head
+
+
+def _body(step: Step) -> Text:
+    kind = step.kind
+    if kind == StepKind.POLICY:
+        return safe(step.policy or "?", verdict_style(step.policy))
+    if kind == StepKind.RETURN:
+        return Text.assemble("-> ", safe(step.returned_to or "?", "chain"))
+    if step.rule is None:
+        return Text("(rule not in the ruleset)", "rule.missing")
+    return safe(step.rule.spec, "rule.text")
+
+
+def _step_annotations(expl: Explanation, decisive: int | None, verbose: bool) -> dict[int, list[Text]]:
+    """Lines shown under a step's text: verdict, rewrites, cause, warnings, notes."""
+    out: dict[int, list[Text]] = {}
+
+    def add(i: int | None, text: Text) -> None:
+        if i is not None and 0 <= i < len(expl.steps):
+            out.setdefault(i, []).append(text)
+
+    if decisive is not None and expl.verdict is not None:
+        action = expl.verdict.action
+        add(decisive, Text(f"=> {clean(action.upper())}", verdict_style(action)))
+    for c in expl.nat:
+        add(c.step, safe(_change(c), "nat"))
+    for c in expl.marks:
+        add(c.step, safe(_change(c), "mark"))
+    for link in expl.cause:
+        if link.step != decisive:
+            add(link.step, Text.assemble(("<- cause: ", "cause"), safe(link.role, "cause")))
+    prev: dict[str, str] = {}
+    for i, step in enumerate(expl.steps):
+        if step.warning:
+            add(i, safe(f"! {step.warning}", "warning"))
+        if step.note:
+            add(i, safe(f"note: {step.note}", "note"))
+        if verbose:
+            fields = step.event.fields
+            if i:
+                changed = [f"{k}={v}" for k, v in fields.items() if prev.get(k) != v]
+                changed += [f"-{k}" for k in prev if k not in fields]
+                if changed:
+                    add(i, safe("fields: " + " ".join(changed), "field"))
+            prev = fields
+            if step.event.origin is not None:
+                add(i, safe(f"at {step.event.origin}", "origin"))
+    return out
+
+
+def _change(c: Change) -> str:
+    text = f"{c.what} {c.old if c.old is not None else '(none)'} -> {c.new if c.new is not None else '(none)'}"
+    return f"{text} ({c.note})" if c.note else text
+
+
+def _decisive(expl: Explanation) -> int | None:
+    """Index of the step that made the verdict: the last step at the verdict's place."""
+    v = expl.verdict
+    if v is not None:
+        for i in range(len(expl.steps) - 1, -1, -1):
+            s = expl.steps[i]
+            if s.table == v.table and s.chain == v.chain and (v.num is None or s.num == v.num):
+                return i
+    for link in expl.cause:
+        if link.role == "decided" and link.step is not None:
+            return link.step
+    return None
+
+
+def _hook_groups(steps: list[Step]) -> Iterator[tuple[str | None, list[int]]]:
+    """Consecutive steps of one hook: a built-in chain at depth 0 names the hook, user chains inherit it."""
+    hook: str | None = None
+    group: list[int] = []
+    for i, step in enumerate(steps):
+        if step.depth == 0 and step.chain in BUILTIN_CHAINS and step.chain != hook:
+            if group:
+                yield hook, group
+            hook, group = step.chain, []
+        group.append(i)
+    if group:
+        yield hook, group
+
+
+def _footer(expl: Explanation) -> list[RenderableType]:
+    rows: list[tuple[str, Sequence[Text | _Hanging]]] = []
+    if expl.nat:
+        rows.append(("nat", [_change_at(c, "nat") for c in expl.nat]))
+    if expl.marks:
+        rows.append(("mark", [_change_at(c, "mark") for c in expl.marks]))
+    if expl.cause:
+        width = max(len(c.role) for c in expl.cause)
+        lines: list[Text | _Hanging] = []
+        for c in expl.cause:
+            where = _at(c.table, c.chain, c.num, c.rule is None and c.num is None)
+            if c.text:
+                where.append(": " + clean(c.text))
+            lines.append(_Hanging(safe(c.role.ljust(width), "cause"), [where]))
+        rows.append(("why", lines))
+    if expl.warnings:
+        rows.append(("warning", [safe(w, "warning") for w in expl.warnings]))
+    if expl.notes:
+        rows.append(("note", [safe(n, "note") for n in expl.notes]))
+    return [_Hanging(Text(label.ljust(FOOTER_LABEL - GAP), "label"), lines) for label, lines in rows]
+
+
+def _change_at(c: Change, style: str) -> Text:
+    line = safe(_change(c), style)
+    if c.table or c.chain:
+        line.append(" at ")
+        line.append_text(_at(c.table, c.chain, c.num, False))
+    return line
+
+
+def _at(table: str | None, chain: str | None, num: int | None, policy: bool) -> Text:
+    where = _where(table, chain)
+    if policy:
+        where.append(" policy")
+    elif num is not None:
+        where.append(" rule ")
+        where.append(clean(num), "rule.num")
+    return where
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..model import Packet, Rule, TraceEvent, Verdict
+
+    def _ev(table: str, chain: str, kind: StepKind, num: int) -> TraceEvent:
+        return TraceEvent(table, chain, kind, num, fields={"IN": "eth0", "SRC": "10.0.0.2", "DST": "10.0.0.1",
+                                                             "PROTO": "TCP", "SPT": "40000", "DPT": "22"})
+
+    evs = [_ev("filter", "INPUT", StepKind.RULE, 1), _ev("filter", "BLOCK", StepKind.RULE, 2)]
+    demo = Explanation(
+        Packet(1, evs),
+        steps=[
+            Step(evs[0], rule=Rule("filter", "INPUT", 1, "-A INPUT -j BLOCK", "BLOCK"), action="jump"),
+            Step(evs[1], rule=Rule("filter", "BLOCK", 2, "-A BLOCK -p tcp --dport 22 -j DROP", "DROP"),
+                 depth=1, action="drop"),
+        ],
+        fate=Fate.DROPPED,
+        verdict=Verdict("drop", "filter", "BLOCK", 2, evs and None, "ssh is blocked"),
+    )
+    render_explanations([demo], Console(theme=THEME))
