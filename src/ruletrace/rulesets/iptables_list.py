@@ -168,13 +168,14 @@ class _Reader:
             i += 2
         elif s.startswith("Chain ") or s.startswith("#"):
             return False
-        target = None
-        if cols.target:
-            target = self._target(toks, i, line)
+        target, fixed = self._target(toks, i, line)
+        if target is None:
+            return False
         rest = toks[i:]
         if not rest:
             return False
-        goto = bool(target) and rest[-1] == "[goto]"  # print_firewall() ends a goto row with "[goto]"
+        # print_firewall() puts "[goto]" right after the addresses (1.8) or at the row's end (older)
+        goto = bool(target) and (rest[fixed : fixed + 1] == ["[goto]"] or rest[-1] == "[goto]")
         rules = chain.rules
         if num != len(rules) + 1:
             self._gap(num, lineno)
@@ -182,21 +183,27 @@ class _Reader:
                           self.origin(lineno), counters))
         return True
 
-    def _target(self, toks: list[str], i: int, line: str) -> str:
+    def _target(self, toks: list[str], i: int, line: str) -> tuple[str | None, int]:
+        """The target ("" when blank, None when not a row) and the count of fixed columns."""
         # the target column is blank for rules without a target: anchor on the opt column
         # ("--", "-f", "!f") that follows prot
         cols = self.columns
         assert cols is not None
+        via = 2 if cols.via else 0
+        if not cols.target:
+            return "", 4 + via
         if cols.opt:
             if len(toks) > i + 1 and toks[i + 1] in _OPT:
-                return ""
+                return "", 4 + via
             if len(toks) > i + 2 and toks[i + 2] in _OPT:
-                return toks[i]
-        # ip6tables before 1.8 left "opt" blank: fall back to the header's column position
+                return toks[i], 5 + via
+        if not (cols.num or cols.counts):
+            return None, 0  # nothing else tells a row from stray text
+        # ip6tables before 1.8 printed the opt column blank: use the header's column position
         at = cols.target_at
-        if at >= 0 and line[at : at + 2].strip():
-            return toks[i] if len(toks) > i else ""
-        return ""
+        if at >= 0 and line[at : at + 2].strip() and len(toks) > i:
+            return toks[i], 4 + via
+        return "", 3 + via
 
     def _gap(self, num: int, lineno: int) -> None:
         chain = self.chain
@@ -269,7 +276,8 @@ def _unglue_rows(body: str) -> list[str]:
     names = header.split()
     num = r"\d+\s+" if names[0] == "num" else ""
     counts = r"\d+[KMGTP]?\s+\d+[KMGTP]?\s+" if "pkts" in names else ""
-    target = r"(?:\S+\s+)?" if "target" in names else ""
+    # a numeric "target" is the prot column of a target-less row glued after options ending in numbers
+    target = r"(?:(?!\d+\s)\S+\s+)?" if "target" in names else ""
     via = r"\S+\s+\S+\s+" if "in" in names else ""
     row = re.compile(rf"(?:^|(?<=\s)){num}{counts}{target}!?\S+\s+[-!][-f]\s+{via}\S+\s+\S+(?=\s|$)")
     rows = body[cols.end() :].strip()
