@@ -99,7 +99,7 @@ FORWARD_PATH = ["raw:PREROUTING", "mangle:PREROUTING", "nat:PREROUTING", "mangle
 INPUT_PATH = ["raw:PREROUTING", "mangle:PREROUTING", "nat:PREROUTING", "mangle:INPUT", "filter:INPUT", "nat:INPUT"]
 
 
-CHANGING = {"DST", "DPT", "OUT", "TTL", "MARK"}  # DNAT, routing, forwarding and MARK change these
+CHANGING = {"DST", "DPT", "OUT", "TTL", "MARK", "IN", "MAC"}  # DNAT, routing, forwarding, MARK change these
 
 
 def matches(args: list[str], f: dict[str, str], mark: int) -> bool | None:
@@ -170,6 +170,9 @@ def walk(rules, events) -> tuple[list[str], str]:
         assert (f["DST"], f["DPT"]) == (dnat or (first["DST"], first["DPT"])), f"{where}: DST:DPT not as NATed"
         same = {k: v for k, v in f.items() if k not in CHANGING}
         assert same == {k: v for k, v in first.items() if k not in CHANGING}, f"{where}: fields changed"
+        post = chain == "POSTROUTING" if ended else hooks[-1].endswith(":POSTROUTING")
+        # ip_output() hands POSTROUTING no input device: no IN, no MAC
+        assert (f["IN"], "MAC" in f) == (("", False) if post else (first["IN"], True)), f"{where}: IN/MAC"
         if ended:  # a new traversal starts at a hook's built-in chain
             assert chain in BUILTIN, f"{where}: a traversal must start in a built-in chain"
             hooks.append(f"{table}:{chain}")
