@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
 from ..model import Origin, TraceEvent
-from .records import note_bad, note_record, packet_ident, parse_tag
+from ..fields import packet_ident
+from .records import Tally, note_record, parse_tag
 
 SOURCE = "nflog-pcap"
 
@@ -301,12 +302,13 @@ def read_events(
 ) -> Iterator[TraceEvent]:
     """TRACE events from an NFLOG pcap/pcapng capture; records without a TRACE prefix are skipped."""
     ifname = _ifnamer(ifmap)
+    tally = Tally(stats)
     for n, ts, body, bo in iter_records(stream, name=name):
         origin = Origin(name, n)
         try:
             tlvs = decode_record(body, bo, origin)
         except RuletraceError as e:
-            note_bad(stats, origin, e.message)
+            tally.bad(origin, e.message)
             continue
         prefix = tlvs.get(NFULA_PREFIX, b"").split(b"\0", 1)[0]
         tag = parse_tag(prefix)
@@ -318,7 +320,7 @@ def read_events(
         try:
             fields = packet_fields(tlvs, ifname)
         except (struct.error, ValueError, IndexError) as e:
-            note_bad(stats, origin, f"undecodable packet: {e}")
+            tally.bad(origin, f"undecodable packet: {e}")
             continue
         stamp = tlvs.get(NFULA_TIMESTAMP)
         if stamp is not None and len(stamp) >= 16:
@@ -336,6 +338,7 @@ def read_events(
             source=SOURCE,
             fields=fields,
         )
+    tally.finish()
 
 
 def _ifnamer(ifmap: dict[int, str] | None):
@@ -405,7 +408,7 @@ def _ipv4(p: bytes, f: dict[str, str]) -> None:
     if frag & IP_OFFSET:
         f["FRAG"] = str(frag & IP_OFFSET)
     if ihl > IPV4_HDR.size:
-        f["OPT"] = p[IPV4_HDR.size : ihl].hex().upper()
+        f["IPOPT"] = p[IPV4_HDR.size : ihl].hex().upper()
     if frag & IP_OFFSET:  # not the first fragment: no transport header (as nf_log)
         f["PROTO"] = IPPROTO_NAMES.get(proto, str(proto))
         return
@@ -414,8 +417,8 @@ def _ipv4(p: bytes, f: dict[str, str]) -> None:
 
 def _ipv6(p: bytes, f: dict[str, str]) -> None:
     vtf, plen, nexthdr, hlim, src, dst = IPV6_HDR.unpack_from(p)
-    f["SRC"] = str(ipaddress.IPv6Address(src))
-    f["DST"] = str(ipaddress.IPv6Address(dst))
+    f["SRC"] = _ip6(src)  # nf_log prints %pI6: eight 4-digit groups, no "::"
+    f["DST"] = _ip6(dst)
     f["LEN"] = str(plen + IPV6_HDR.size)
     f["TC"] = str((vtf & 0x0FF00000) >> 20)
     f["HOPLIMIT"] = str(hlim)
@@ -435,6 +438,10 @@ def _ipv6(p: bytes, f: dict[str, str]) -> None:
         else:
             nexthdr, off = p[off], off + (p[off + 1] + 1) * 8
     _transport(nexthdr, p[off:], f, icmpv6=True)
+
+
+def _ip6(b: bytes) -> str:
+    return ":".join(b[i : i + 2].hex() for i in range(0, 16, 2))
 
 
 def _transport(proto: int, t: bytes, f: dict[str, str], *, icmpv6: bool) -> None:

@@ -1,9 +1,8 @@
-"""What the trace readers share: the TRACE tag, the packet identity key and the skipped-record count."""
+"""What the non-kernel-log trace readers share: the TRACE tag and the broken-record tally."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..model import Origin, StepKind
@@ -11,43 +10,17 @@ from ..model import Origin, StepKind
 # "TRACE: table:chain:type:num" as nf_log writes it (net/netfilter/nf_log_syslog.c, ipt_do_table)
 TRACE_TAG = re.compile(rb"TRACE: ([A-Za-z0-9_-]+):([^\s:]+):(rule|return|policy):(\d+)")
 
-# Fields that stay the same at every step of one packet: never addresses, ports, TTL, marks
-# or interfaces (NAT, routing and MARK rewrite those between steps).
-IDENT_FIELDS = ("PROTO", "LEN", "ID", "FLOWLBL", "SEQ", "ACK", "TCPFLAGS", "ICMPID", "ICMPSEQ", "ULEN")
-
-
-@dataclass(slots=True)
-class ReadStats:
-    """Records a reader read, skipped (not a trace record) or rejected (broken), with reasons."""
-
-    records: int = 0
-    events: int = 0
-    skipped: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def bad(self, origin: Origin, reason: str) -> None:
-        """Count one broken record and keep its reason (the first few) for the summary."""
-        self.skipped += 1
-        if len(self.errors) < 20:
-            self.errors.append(f"{origin}: {reason}")
-
-
 def note_bad(stats: Any, origin: Origin, reason: str) -> None:
-    """Count a broken record on any stats object (ours or the kernel-log reader's)."""
-    if stats is None:
-        return
-    if hasattr(stats, "bad"):
-        stats.bad(origin, reason)
-    elif hasattr(stats, "skipped"):
-        stats.skipped += 1
+    """Count a broken record on a ``sources.stats.ReadStats`` (or anything with ``skip(line)``)."""
+    if stats is not None:
+        stats.skip(origin.line)
 
 
 def note_record(stats: Any, *, event: bool) -> None:
     if stats is None:
         return
-    if hasattr(stats, "records"):
-        stats.records += 1
-    if event and hasattr(stats, "events"):
+    stats.lines += 1
+    if event:
         stats.events += 1
 
 
@@ -59,6 +32,34 @@ def parse_tag(prefix: bytes) -> tuple[str, str, StepKind, int] | None:
     return m[1].decode(), m[2].decode("utf-8", "replace"), StepKind(m[3].decode()), int(m[4])
 
 
-def packet_ident(fields: dict[str, str]) -> tuple[str | None, ...]:
-    """Identity of one packet from the fields that no rule changes along its path."""
-    return tuple(fields.get(k) for k in IDENT_FIELDS)
+
+
+class Tally:
+    """Broken records of one file: counted on ``stats`` when there is one, else raised at the end.
+
+    Readers keep going past a broken record so that every good record is still yielded; a caller
+    that passed no stats object gets a RuletraceError naming the first broken record once the
+    good ones are out.
+    """
+
+    __slots__ = ("stats", "count", "first", "reason")
+
+    def __init__(self, stats: Any) -> None:
+        self.stats = stats
+        self.count = 0
+        self.first: Origin | None = None
+        self.reason = ""
+
+    def bad(self, origin: Origin, reason: str) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first, self.reason = origin, reason
+        note_bad(self.stats, origin, reason)
+
+    def finish(self) -> None:
+        """Raise for the broken records when nobody is counting them."""
+        if self.count and self.stats is None:
+            from ..errors import RuletraceError
+
+            more = f" (and {self.count - 1} more)" if self.count > 1 else ""
+            raise RuletraceError(f"{self.reason}{more}", origin=self.first)

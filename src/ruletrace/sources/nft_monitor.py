@@ -1,0 +1,204 @@
+"""``nft monitor trace`` text (also what ``nft -j monitor trace`` prints): nf_tables trace events.
+
+Format: nftables src/netlink.c (``netlink_events_trace_cb``, ``trace_print_*``), nft 1.0.6::
+
+    trace id 8c0ec022 ip filter INPUT packet: iif "eth0" ether saddr .. ip saddr 10.0.0.1 .. tcp dport 80 ..
+    trace id 8c0ec022 ip filter INPUT rule meta l4proto tcp counter packets 0 bytes 0 jump WEB (verdict jump WEB)
+    trace id 8c0ec022 ip filter WEB rule tcp dport 80 accept # handle 9 (verdict accept)   (nft -a)
+    trace id 8c0ec022 ip filter INPUT policy accept meta mark 0x00000010
+
+The trace id is exact per packet; ``# handle N`` is only there with ``nft -a monitor trace``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from ..fields import TCP_FLAG_WORDS, packet_ident
+from ..model import Origin, StepKind, TraceEvent
+from .handles import add_returns
+from .records import Tally, note_record
+
+SOURCE = "nft-monitor"
+FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "bridge": "bridge", "arp": "arp", "netdev": "netdev"}
+
+_LINE = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet: |rule |policy |verdict |return )(.*)$")
+_RULE_TAIL = re.compile(r"^(.*?)(?: # handle (\d+))? \(verdict ([^)]*)\)\s*(.*)$")
+
+# nft's names for ICMP / ICMPv6 types (src/proto.c icmp_type_tbl, icmp6_type_tbl)
+ICMP_TYPES = {
+    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5, "echo-request": 8,
+    "router-advertisement": 9, "router-solicitation": 10, "time-exceeded": 11, "parameter-problem": 12,
+    "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
+    "address-mask-request": 17, "address-mask-reply": 18,
+}
+ICMPV6_TYPES = {
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
+    "echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
+    "mld-listener-done": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
+    "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137,
+}
+ICMP_CODES = {"net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2, "port-unreachable": 3,
+              "frag-needed": 4, "net-prohibited": 9, "host-prohibited": 10, "admin-prohibited": 13,
+              "no-route": 0, "addr-unreachable": 3}
+IPV6_HDR_LEN = 40
+_FIELD_MAP = {
+    ("ether", "saddr"): "MACSRC", ("ether", "daddr"): "MACDST",
+    ("ip", "saddr"): "SRC", ("ip", "daddr"): "DST", ("ip", "ttl"): "TTL", ("ip", "id"): "ID",
+    ("ip", "length"): "LEN",
+    ("ip6", "saddr"): "SRC", ("ip6", "daddr"): "DST", ("ip6", "hoplimit"): "HOPLIMIT",
+    ("ip6", "flowlabel"): "FLOWLBL",
+    ("tcp", "sport"): "SPT", ("tcp", "dport"): "DPT", ("tcp", "window"): "WINDOW",
+    ("tcp", "sequence"): "SEQ", ("tcp", "ackseq"): "ACK", ("tcp", "urgptr"): "URGP",
+    ("udp", "sport"): "SPT", ("udp", "dport"): "DPT", ("udp", "length"): "ULEN",
+    ("udplite", "sport"): "SPT", ("udplite", "dport"): "DPT",
+    ("icmp", "id"): "ICMPID", ("icmp", "sequence"): "ICMPSEQ",
+    ("icmpv6", "id"): "ICMPID", ("icmpv6", "sequence"): "ICMPSEQ",
+}
+_PROTO_OF = {"tcp": "TCP", "udp": "UDP", "udplite": "UDPLITE", "icmp": "ICMP", "icmpv6": "ICMPv6"}
+
+
+def _tokens(text: str) -> list[str]:
+    out: list[str] = []
+    for i, part in enumerate(text.split('"')):
+        if i % 2:
+            out.append(part)  # a quoted interface name
+        else:
+            out.extend(part.split())
+    return out
+
+
+def packet_fields(text: str) -> dict[str, str]:
+    """Kernel-log fields from nft's packet dump (``iif "eth0" ip saddr 1.2.3.4 tcp dport 80 …``)."""
+    toks = _tokens(text)
+    f: dict[str, str] = {}
+    i, n = 0, len(toks)
+    while i < n:
+        t = toks[i]
+        if t in ("iif", "oif") and i + 1 < n:
+            f["IN" if t == "iif" else "OUT"] = toks[i + 1]
+            i += 2
+            continue
+        if t == "meta" and i + 2 < n:
+            if toks[i + 1] == "mark":
+                f["MARK"] = _mark(toks[i + 2])
+            i += 3
+            continue
+        if i + 2 < n and toks[i + 1].isidentifier():
+            proto, key = t, toks[i + 1]
+            val_i = i + 2
+            if toks[val_i] == "==":
+                val_i += 1
+            val = toks[val_i] if val_i < n else ""
+            j = val_i + 1
+            while j + 1 < n and toks[j] == "|":  # "tcp flags == syn | ack"
+                val += " | " + toks[j + 1]
+                j += 2
+            if proto in _PROTO_OF:
+                f.setdefault("PROTO", _PROTO_OF[proto])
+            name = _FIELD_MAP.get((proto, key))
+            if name:
+                f[name] = val
+            elif (proto, key) == ("tcp", "flags"):
+                words = {w.strip().upper() for w in val.split("|")}
+                f["TCPFLAGS"] = " ".join(w for w in TCP_FLAG_WORDS if w in words)
+            elif proto in ("icmp", "icmpv6") and key == "type":
+                table = ICMP_TYPES if proto == "icmp" else ICMPV6_TYPES
+                f["TYPE"] = str(table.get(val, val))
+            elif proto in ("icmp", "icmpv6") and key == "code":
+                f["CODE"] = str(ICMP_CODES.get(val, val))
+            elif (proto, key) == ("ip6", "length") and val.isdigit():
+                f["LEN"] = str(int(val) + IPV6_HDR_LEN)  # nft prints the payload length
+            i = j
+            continue
+        i += 1
+    if "OUT" not in f and "IN" in f:
+        f["OUT"] = ""
+    if "IN" not in f and "OUT" in f:
+        f["IN"] = ""
+    return f
+
+
+def _mark(text: str) -> str:
+    try:
+        return f"{int(text, 0):#x}"
+    except ValueError:
+        return text
+
+
+def _verdict(text: str) -> str:
+    """``jump WEB`` -> jump:WEB, ``accept`` -> accept."""
+    parts = text.split()
+    return ":".join(parts[:2]) if len(parts) > 1 and parts[0] in ("jump", "goto") else " ".join(parts)
+
+
+def read_events(
+    stream: BinaryIO, *, name: str, stats: Any = None, keep_trace_rule: bool = False
+) -> Iterator[TraceEvent]:
+    """Steps from ``nft monitor trace`` output, with implied user-chain returns added."""
+    return add_returns(_read(stream, name=name, stats=stats, keep_trace_rule=keep_trace_rule))
+
+
+def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> Iterator[TraceEvent]:
+    tally = Tally(stats)
+    packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest packet dump
+    for n, raw in enumerate(stream, 1):
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line.strip():
+            continue
+        m = _LINE.match(line)
+        origin = Origin(name, n)
+        if m is None:
+            note_record(stats, event=False)
+            tally.bad(origin, f"not `nft monitor trace` output: {line[:60]!r}")
+            continue
+        tid, fam, table, chain, what, rest = m.groups()
+        if what == "packet: ":
+            note_record(stats, event=False)
+            packets[tid] = packet_fields(rest)
+            continue
+        note_record(stats, event=True)
+        fields = dict(packets.get(tid, {}))
+        handle: int | None = None
+        if what == "rule ":
+            t = _RULE_TAIL.match(rest)
+            if t is None:
+                tally.bad(origin, "rule line without '(verdict …)'")
+                continue
+            text, hnum, vtext, after = t.groups()
+            handle = int(hnum) if hnum else None
+            verdict = _verdict(vtext)
+            kind = StepKind.RULE
+            if not keep_trace_rule and verdict == "continue" and "nftrace set 1" in text:
+                continue  # the rule that switched tracing on: legacy TRACE does not report it
+        elif what == "policy ":
+            words = rest.split()
+            verdict = words[0] if words else ""
+            kind = StepKind.POLICY
+            after = " ".join(words[1:])
+        else:  # handle-less end of a chain ("verdict continue" / "return …"): the chain's return
+            words = rest.split()
+            verdict = _verdict(" ".join(words[:2]) if words[:1] in (["jump"], ["goto"]) else " ".join(words[:1]))
+            kind = StepKind.RETURN if verdict in ("continue", "return") else StepKind.RULE
+            after = ""
+        if after and "meta mark" in after:
+            fields.update({k: v for k, v in packet_fields(after).items() if k == "MARK"})
+            packets.setdefault(tid, {})["MARK"] = fields["MARK"]
+        yield TraceEvent(
+            table,
+            chain,
+            kind,
+            None,
+            family=FAMILIES.get(fam, fam),
+            handle=handle,
+            ident=packet_ident(fields),
+            packet_id=tid,
+            verdict=verdict,
+            origin=origin,
+            source=SOURCE,
+            fields=fields,
+            raw=line,
+        )
+    tally.finish()
