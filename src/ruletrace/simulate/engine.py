@@ -1,0 +1,447 @@
+"""The simulator: Ruleset + Probe + HostFacts -> the TraceEvents the kernel's TRACE would log.
+
+Hook order and table priorities as in the kernel (include/uapi/linux/netfilter_ipv4.h
+NF_IP_PRI_*): raw -300, conntrack -200, mangle -150, nat DNAT -100, filter 0, security 50,
+nat SNAT 100. The walk inside a table mirrors ip_tables.c ipt_do_table(): jumps push the
+calling rule, gotos do not, the end of a user chain (or RETURN) pops, and RETURN or falling
+off with an empty stack ends in the built-in chain's policy entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import RuletraceError
+from ..model import Fate, Origin, Rule, Ruleset, StepKind, TraceEvent, Verdict
+from .hostfacts import HostFacts, addr_text, to_int
+from .index import CChain, Compiled
+from .probe import PORT_PROTOS, Probe, flags_text
+from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Branch, Ctx, Pkt, snapshot_fields
+from .targets import ACCEPT, CONTINUE, DROP, GOTO, JUMP, NAT, QUEUE, REJECT, RETURN
+
+ORIGIN = Origin("simulate")
+SOURCE = "simulate"
+MAX_STEPS = 100_000  # a ruleset the kernel accepted has no loops; this only guards bad input
+_CACHE_SIZE = 4
+_cache: dict[tuple[int, bool], Compiled] = {}
+
+
+@dataclass(slots=True)
+class Miss:
+    """A rule of the --explain-miss chain that did not match, and why."""
+
+    rule: Rule
+    reason: str
+
+
+@dataclass(slots=True)
+class SimResult:
+    """What the simulation predicts for one probe."""
+
+    probe: Probe
+    events: list[TraceEvent]
+    assumptions: list[str]
+    branches: list[Branch]
+    fate: Fate
+    verdict: Verdict | None
+    facts: list[str] = field(default_factory=list)  # host facts used, and where they came from
+    hooks: list[str] = field(default_factory=list)  # hooks traversed in order
+    trace_start: int = 0  # events before this index come before the first -j TRACE rule fired
+    misses: list[Miss] | None = None  # None unless explain_miss was asked
+    final: dict[str, str] = field(default_factory=dict)  # the packet as it leaves
+
+
+def compiled(ruleset: Ruleset, v6: bool, index: bool = True) -> Compiled:
+    """The compiled form of a ruleset (cached for the few most recent rulesets)."""
+    key = (id(ruleset), index)
+    c = _cache.get(key)
+    if c is None or c.ruleset is not ruleset:
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        c = _cache[key] = Compiled(ruleset, v6, index)
+    return c
+
+
+def simulate(ruleset: Ruleset, probe: Probe, facts: HostFacts | None = None, *,
+             explain_miss: str | None = None, index: bool = True) -> SimResult:
+    """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made."""
+    return _Run(ruleset, probe, facts or HostFacts(), explain_miss, index).run()
+
+
+class _Run:
+    __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "events", "fam", "hooks", "decider", "trace_start",
+                 "miss_key", "miss_state", "steps", "v", "_path_reason")
+
+    def __init__(self, rs: Ruleset, probe: Probe, facts: HostFacts, explain_miss: str | None,
+                 index: bool) -> None:
+        probe.check()
+        self.probe = probe
+        self.facts = facts
+        v6 = probe.family == "ipv6"
+        if rs.family is not None and rs.family != probe.family:
+            raise RuletraceError(f"the ruleset is {rs.family} but the packet is {probe.family}",
+                                 origin=rs.origin)
+        self.rs = rs
+        self.v = 6 if v6 else 4
+        self.fam = probe.family
+        self.cc = compiled(rs, v6, index)
+        self.events: list[TraceEvent] = []
+        self.hooks: list[str] = []
+        self.decider: tuple[str, CChain, int | None, Rule | None] | None = None
+        self.trace_start = 0
+        self.steps = 0
+        self._path_reason = ""
+        self.miss_key: tuple[str, str] | None = None
+        self.miss_state: dict[int, str] = {}
+        if explain_miss:
+            t, _, ch = explain_miss.partition(":")
+            if not ch:
+                t, ch = "filter", t
+            if rs.chain(t, ch) is None:
+                raise RuletraceError(f"--explain-miss: no chain {ch} in table {t}", origin=rs.origin)
+            self.miss_key = (t, ch)
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def _packet(self) -> tuple[Pkt, Ctx]:
+        pr, f = self.probe, self.facts
+        p = Pkt()
+        v, p.src = to_int(pr.src)
+        _, p.dst = to_int(pr.dst)
+        p.v = v
+        p.proto = pr.proto
+        p.mark = pr.mark
+        p.ctmark = pr.ctmark
+        p.ctstate = pr.ctstate
+        p.tos = pr.tos
+        p.uid, p.gid = pr.uid, pr.gid
+        p.physin, p.physout = pr.physin, pr.physout
+        p.mac = pr.mac_src
+        path = self._path(p)
+        c = Ctx(f, path)
+        c.orig_dst = (v, p.dst)
+        c.orig_src = (v, p.src)
+        for s in f.sources:
+            c.note(s)
+        if pr.path is None:
+            c.note(f"path {path}: {self._path_reason}")
+        p.sport = p.dport = p.itype = p.icode = p.tcpflags = None
+        if pr.proto in PORT_PROTOS:
+            p.sport = pr.sport if pr.sport is not None else 40000
+            p.dport = pr.dport if pr.dport is not None else 0
+            if pr.sport is None:
+                c.note("source port not given: assumed 40000")
+            if pr.dport is None:
+                c.note("destination port not given: assumed 0")
+        if pr.proto == 6:
+            p.tcpflags = pr.tcp_flags if pr.tcp_flags is not None else (0x02 if pr.ctstate == "NEW" else 0x10)
+            if pr.tcp_flags is None:
+                c.note(f"TCP flags not given: assumed {flags_text(p.tcpflags)}")
+        if pr.proto in (1, 58):
+            if pr.icmp_type is None:
+                p.itype, p.icode = (128, 0) if pr.proto == 58 else (8, 0)
+                c.note(f"ICMP type not given: assumed echo-request ({p.itype}/0)")
+            else:
+                p.itype, p.icode = pr.icmp_type, pr.icmp_code or 0
+        hdr = 20 if v == 4 else 40
+        if pr.length is None:
+            p.length = hdr + {6: 40 if p.tcpflags == 0x02 else 32, 17: 8, 1: 64, 58: 64}.get(pr.proto, 0)
+            c.note(f"packet length not given: assumed LEN={p.length}")
+        else:
+            p.length = pr.length
+        p.ttl = pr.ttl if pr.ttl is not None else 64
+        if pr.ctstate != "NEW":
+            c.note(f"conntrack state {pr.ctstate}: the nat table is not traversed (only a connection's "
+                   "first packet is); a NAT mapping of the connection is not applied")
+        if pr.mark:
+            c.note(f"initial mark 0x{pr.mark:x} (--mark)")
+        p.orig = (p.src, p.dst, p.sport, p.dport)
+        return p, c
+
+    def _path(self, p: Pkt) -> str:
+        pr, f = self.probe, self.facts
+        if pr.path is not None:
+            return pr.path
+        local_known = bool(f.local) or any(r.type == "local" for r in f.routes)
+        if local_known:
+            if f.is_local(p.v, p.dst) and not (pr.iif is None and pr.oif and f.is_local(p.v, p.src)):
+                if f.is_local(p.v, p.src) and pr.iif is None:
+                    self._path_reason = "SRC and DST are local addresses and no -i: locally generated"
+                    return "output"
+                self._path_reason = f"DST {pr.dst} is a local address"
+                return "input"
+            if f.is_local(p.v, p.src):
+                self._path_reason = f"SRC {pr.src} is a local address"
+                return "output"
+            self._path_reason = "neither SRC nor DST is a local address"
+            return "forward"
+        if pr.oif and pr.iif:
+            self._path_reason = "-i and -o given, no local addresses: assumed routed through"
+            return "forward"
+        if pr.oif:
+            self._path_reason = "-o given without -i, no local addresses: assumed locally generated"
+            return "output"
+        self._path_reason = f"no local addresses given: assumed DST {pr.dst} is local (use --path to change)"
+        return "input"
+
+    # --- the walk ------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        p, c = self._packet()
+        self.p, self.c = p, c
+        pr = self.probe
+        if c.path == "output":
+            fate = self._output(p, c)
+        else:
+            p.iif = pr.iif
+            if p.iif is None:
+                p.iif = "eth0"
+                c.note("input interface not given: assumed IN=eth0")
+            p.oif = None
+            fate = self._incoming(p, c)
+        verdict = self._verdict(fate)
+        misses = None
+        if self.miss_key is not None:
+            misses = self._misses()
+        return SimResult(
+            probe=pr,
+            events=self.events,
+            assumptions=[a for a in c.assumptions if not a.endswith("(ip -j addr)") and
+                         not a.endswith("(ip -j route)") and not a.endswith("(ipset save)") and
+                         not a.endswith("(--local-addr)")],
+            branches=c.branches,
+            fate=fate,
+            verdict=verdict,
+            facts=list(self.facts.sources),
+            hooks=self.hooks,
+            trace_start=self.trace_start,
+            misses=misses,
+            final=snapshot_fields(p.snapshot()),
+        )
+
+    def _hook(self, hook: str, tables: tuple[str, ...], p: Pkt, c: Ctx) -> str:
+        """Run the tables of one hook in priority order; return the first non-accept verdict or 'accept'."""
+        p.hook = hook
+        self.hooks.append(hook)
+        for t in tables:
+            if t == "conntrack":
+                self._conntrack(p, c)
+                continue
+            if t == "nat":
+                manip = "dst" if hook in ("PREROUTING", "OUTPUT") else "src"
+                if not p.ct or p.ctstate != "NEW" or manip in p.nat_done:
+                    continue  # nf_nat_inet_fn: nat rules only for a connection's first packet
+                p.nat_done.add(manip)
+                before = (p.dst, p.dport)
+            if t not in self.rs.tables:
+                continue
+            v = self._table(t, hook, p, c)
+            if v != ACCEPT:
+                return v
+            if t == "nat" and hook == "OUTPUT" and (p.dst, p.dport) != before:
+                self._reroute(p, c)  # nf_nat_ipv4_local_fn: ip_route_me_harder after DNAT
+        return ACCEPT
+
+    def _conntrack(self, p: Pkt, c: Ctx) -> None:
+        if p.ct:
+            return  # looped back: the entry is already attached
+        if p.ctstate in ("UNTRACKED", "INVALID"):
+            return
+        p.ct = True
+        p.orig = (p.src, p.dst, p.sport, p.dport)
+        p.repl_src, p.repl_dst, p.repl_sport, p.repl_dport = p.dst, p.src, p.dport, p.sport
+        p.ctstatus = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSURED,
+                      "RELATED": IPS_EXPECTED | IPS_CONFIRMED}[p.ctstate]
+
+    def _incoming(self, p: Pkt, c: Ctx) -> Fate:
+        v = self._hook("PREROUTING", ("raw", "conntrack", "mangle", "nat"), p, c)
+        if v != ACCEPT:
+            return self._fate(v)
+        if c.is_local(p, p.v, p.dst):
+            v = self._hook("INPUT", ("mangle", "filter", "security", "nat"), p, c)
+            return self._fate(v) if v != ACCEPT else Fate.DELIVERED
+        if not self.facts.ip_forward:
+            c.note("IP forwarding is off: the kernel drops the packet before FORWARD")
+            return Fate.DROPPED
+        p.oif = self._route_out(p, c)
+        v = self._hook("FORWARD", ("mangle", "filter", "security"), p, c)
+        if v != ACCEPT:
+            return self._fate(v)
+        v = self._hook("POSTROUTING", ("mangle", "nat"), p, c)
+        return self._fate(v) if v != ACCEPT else Fate.FORWARDED
+
+    def _output(self, p: Pkt, c: Ctx) -> Fate:
+        p.iif = None
+        p.oif = self._route_out(p, c)
+        v = self._hook("OUTPUT", ("raw", "conntrack", "mangle", "nat", "filter", "security"), p, c)
+        if v != ACCEPT:
+            return self._fate(v)
+        v = self._hook("POSTROUTING", ("mangle", "nat"), p, c)
+        if v != ACCEPT:
+            return self._fate(v)
+        if p.oif != "lo":
+            return Fate.SENT
+        # loopback: the packet comes back in through PREROUTING and INPUT with its conntrack
+        # entry attached and both NAT manips already set up (no nat chains)
+        p.iif, p.oif = "lo", None
+        v = self._hook("PREROUTING", ("raw", "conntrack", "mangle", "nat"), p, c)
+        if v != ACCEPT:
+            return self._fate(v)
+        v = self._hook("INPUT", ("mangle", "filter", "security", "nat"), p, c)
+        return self._fate(v) if v != ACCEPT else Fate.DELIVERED
+
+    def _route_out(self, p: Pkt, c: Ctx) -> str:
+        pr, f = self.probe, self.facts
+        if c.path == "output" and c.is_local(p, p.v, p.dst):
+            return "lo"
+        moved = (p.v, p.dst) != c.orig_dst
+        if pr.oif and not (moved and f.routes):
+            return pr.oif
+        r = f.route(p.v, p.dst) if f.routes else None
+        if r is not None and r.dev:
+            return r.dev
+        dflt = "eth0" if c.path == "output" else "eth1"
+        c.note(f"output interface for {addr_text(p.v, p.dst)} not known (give -o or --routes): assumed OUT={dflt}")
+        return dflt
+
+    def _reroute(self, p: Pkt, c: Ctx) -> None:
+        p.oif = self._route_out(p, c)
+
+    def _table(self, table: str, hook: str, p: Pkt, c: Ctx) -> str:
+        base = self.cc.chain(table, hook)
+        if base is None:
+            return ACCEPT
+        chain = base
+        pos = 0
+        stack: list[tuple[CChain, int]] = []
+        events = self.events
+        fam = self.fam
+        miss_key = self.miss_key
+        while True:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise RuletraceError(f"more than {MAX_STEPS} steps: the ruleset loops "
+                                     f"(last in {table} {chain.name})", origin=self.rs.origin)
+            if miss_key is not None and (table, chain.name) == miss_key:
+                k = self._scan_recording(chain, p, c, pos)
+            else:
+                k = chain.next_match(p, c, pos)
+            if k < 0:
+                n = len(chain.rules) + 1
+                if chain.builtin:
+                    self._emit(chain, StepKind.POLICY, n, p)
+                    return self._policy(chain)
+                self._emit(chain, StepKind.RETURN, n, p)
+                if stack:
+                    chain, pos = stack.pop()
+                    continue
+                self._emit(base, StepKind.POLICY, len(base.rules) + 1, p)
+                return self._policy(base)
+            cr = chain.rules[k]
+            events.append(TraceEvent(table, chain.name, cr.kind, k + 1, family=fam, origin=ORIGIN,
+                                     source=SOURCE, raw=p.snapshot(), parse=snapshot_fields))
+            t = cr.target
+            kind = t.kind
+            if kind == CONTINUE:
+                if t.effect is not None:
+                    t.effect(p, c)
+                elif t.name == "TRACE" and not self.trace_start:
+                    self.trace_start = len(events)
+                pos = k + 1
+                continue
+            if kind == JUMP or kind == GOTO:
+                nxt = self.cc.chain(table, t.chain)  # type: ignore[arg-type]
+                if nxt is None:
+                    raise RuletraceError(f"jump to missing chain {t.chain}", origin=cr.rule.origin)
+                if kind == JUMP:
+                    stack.append((chain, k + 1))
+                chain, pos = nxt, 0
+                continue
+            if kind == RETURN:
+                if stack:
+                    chain, pos = stack.pop()
+                    continue
+                self._emit(base, StepKind.POLICY, len(base.rules) + 1, p)
+                return self._policy(base)
+            if kind == NAT:
+                t.effect(p, c)  # type: ignore[misc]
+                self._decide(ACCEPT, chain, k + 1, cr.rule)
+                return ACCEPT
+            if t.effect is not None:
+                t.effect(p, c)
+            self._decide(kind, chain, k + 1, cr.rule)
+            return kind
+
+    def _scan_recording(self, chain: CChain, p: Pkt, c: Ctx, pos: int) -> int:
+        """Linear scan of the --explain-miss chain, noting the first failing condition of each rule."""
+        from .matches import describe_value
+
+        for i in range(pos, len(chain.rules)):
+            cr = chain.rules[i]
+            bad = cr.first_failure(p, c)
+            if bad is None:
+                self.miss_state[i] = "matched"
+                return i
+            have = describe_value(p, bad.field)
+            self.miss_state.setdefault(i, f"needs {bad.text}" + (f"; packet has {bad.field}={have}" if have else
+                                                                  "; not met"))
+        return -1
+
+    def _misses(self) -> list[Miss]:
+        t, ch = self.miss_key  # type: ignore[misc]
+        chain = self.rs.chain(t, ch)
+        out: list[Miss] = []
+        if not any(e.table == t and e.chain == ch for e in self.events) and not self.miss_state:
+            return out
+        for i, r in enumerate(chain.rules if chain else []):
+            st = self.miss_state.get(i)
+            if st == "matched":
+                continue
+            out.append(Miss(r, st or "not reached: the packet left the chain before this rule"))
+        return out
+
+    def _policy(self, chain: CChain) -> str:
+        pol = chain.policy or "ACCEPT"
+        v = DROP if pol == "DROP" else ACCEPT
+        self._decide(v, chain, None, None)
+        return v
+
+    def _decide(self, v: str, chain: CChain, num: int | None, rule: Rule | None) -> None:
+        # an accept in filter says more about the fate than a later accept in nat or security
+        d = self.decider
+        if v != ACCEPT or d is None or chain.table == "filter" or d[1].table != "filter":
+            self.decider = (v, chain, num, rule)
+
+    def _emit(self, chain: CChain, kind: StepKind, num: int, p: Pkt) -> None:
+        self.events.append(TraceEvent(chain.table, chain.name, kind, num, family=self.fam, origin=ORIGIN,
+                                      source=SOURCE, raw=p.snapshot(), parse=snapshot_fields))
+
+    def _fate(self, v: str) -> Fate:
+        if v == DROP:
+            return Fate.DROPPED
+        if v == REJECT:
+            return Fate.REJECTED
+        if v == QUEUE:
+            self.c.note("the packet was queued to user space: its fate depends on that program")
+            return Fate.UNKNOWN
+        return Fate.UNKNOWN
+
+    def _verdict(self, fate: Fate) -> Verdict | None:
+        d = self.decider
+        if d is None:
+            return None
+        action, chain, num, rule = d
+        where = f"{chain.table} {chain.name}"
+        if rule is None:
+            reason = f"policy {chain.policy} of {where}"
+        else:
+            reason = f"rule {num} of {where}: {rule.text}"
+        if fate in (Fate.DROPPED, Fate.REJECTED) or action != ACCEPT:
+            return Verdict(action, chain.table, chain.name, num, rule, reason)
+        return Verdict(ACCEPT, chain.table, chain.name, num, rule, f"last accepted by {reason}")
+
+
+def step_tags(events: list[TraceEvent]) -> list[tuple[str, str, str, int | None]]:
+    """(table, chain, kind, num) of each event: what the kernel-diff tests compare."""
+    return [(e.table, e.chain, str(e.kind), e.num) for e in events]
+

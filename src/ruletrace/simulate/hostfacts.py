@@ -1,0 +1,253 @@
+"""Host facts a simulation depends on: local addresses, routes, ipset contents, user assumptions.
+
+Readers: ``ip -j addr`` / ``ip -j route`` JSON (iproute2) and ``ipset save`` text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+
+from ..errors import RuletraceError
+from ..model import Origin
+
+Net = tuple[int, int, int]  # (version, network as int, mask as int)
+
+
+def to_int(addr: str, origin: Origin | None = None) -> tuple[int, int]:
+    """Address text -> (version, int)."""
+    try:
+        a = ipaddress.ip_address(addr.strip("[]"))
+    except ValueError:
+        raise RuletraceError(f"bad address {addr!r}", origin=origin) from None
+    return a.version, int(a)
+
+
+def to_net(text: str, origin: Origin | None = None) -> Net:
+    """``ADDR[/LEN]`` or ``ADDR/MASK`` -> (version, network, mask)."""
+    try:
+        n = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise RuletraceError(f"bad address or network {text!r}", origin=origin) from None
+    return n.version, int(n.network_address), int(n.netmask)
+
+
+def addr_text(version: int, value: int) -> str:
+    """(version, int) -> address text as the kernel log writes it."""
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+
+
+@dataclass(slots=True)
+class LocalAddr:
+    ifname: str | None
+    version: int
+    addr: int
+    prefixlen: int
+    broadcast: int | None = None
+
+
+@dataclass(slots=True)
+class Route:
+    version: int
+    net: int
+    mask: int
+    prefixlen: int
+    dev: str | None
+    type: str = "unicast"  # unicast, local, broadcast, blackhole, unreachable, prohibit, …
+    gateway: str | None = None
+    prefsrc: str | None = None
+
+
+@dataclass(slots=True)
+class IpSet:
+    name: str
+    type: str  # "hash:ip", "hash:net,port", "list:set", …
+    entries: list[tuple[tuple, bool]] = field(default_factory=list)  # (components, nomatch)
+
+    @property
+    def dims(self) -> list[str]:
+        return self.type.partition(":")[2].split(",")
+
+
+@dataclass(slots=True)
+class HostFacts:
+    """What the simulation knows about the host; everything not given is defaulted and stated."""
+
+    local: list[LocalAddr] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    ipsets: dict[str, IpSet] | None = None  # None: no ipset data given
+    assume: dict[str, bool] = field(default_factory=dict)  # "statistic" / "nat:CHAIN:3" -> match?
+    ip_forward: bool = True
+    sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
+
+    def add_local(self, text: str) -> None:
+        """Add ``[IFACE=]ADDR[/PLEN]`` (``--local-addr``)."""
+        ifname, _, addr = text.rpartition("=")
+        if "/" in addr:
+            a, _, plen = addr.partition("/")
+        else:
+            a, plen = addr, ""
+        v, n = to_int(a, Origin("--local-addr"))
+        try:
+            p = int(plen) if plen else (32 if v == 4 else 128)
+        except ValueError:
+            raise RuletraceError(f"bad prefix length in {text!r}", origin=Origin("--local-addr")) from None
+        self.local.append(LocalAddr(ifname or None, v, n, p))
+        self.sources.append(f"local address {text} (--local-addr)")
+
+    def is_local(self, version: int, addr: int) -> bool:
+        if version == 4 and addr >> 24 == 127:
+            return True  # 127.0.0.0/8 is in the local routing table
+        if version == 6 and addr == 1:
+            return True
+        for la in self.local:
+            if la.version == version and la.addr == addr:
+                return True
+        for r in self.routes:
+            if r.type == "local" and r.version == version and addr & r.mask == r.net:
+                return True
+        return False
+
+    def primary(self, ifname: str | None, version: int) -> int | None:
+        """First address of an interface (REDIRECT / MASQUERADE use it)."""
+        for la in self.local:
+            if la.version == version and (ifname is None or la.ifname == ifname):
+                return la.addr
+        return None
+
+    def route(self, version: int, addr: int) -> Route | None:
+        """Longest-prefix route for an address (local routes first, as the local table is)."""
+        best: Route | None = None
+        for r in self.routes:
+            if r.version != version or addr & r.mask != r.net:
+                continue
+            if best is None or (r.type == "local") > (best.type == "local") or (
+                (r.type == "local") == (best.type == "local") and r.prefixlen > best.prefixlen
+            ):
+                best = r
+        return best
+
+    def addr_type(self, version: int, addr: int) -> str:
+        """The addrtype of an address (RTN_* name as -m addrtype writes it)."""
+        if addr == 0:
+            return "UNSPEC"
+        if self.is_local(version, addr):
+            return "LOCAL"
+        if version == 4:
+            if addr == 0xFFFFFFFF:
+                return "BROADCAST"
+            if addr >> 28 == 0xE:
+                return "MULTICAST"
+            for la in self.local:
+                if la.version == 4 and la.broadcast == addr:
+                    return "BROADCAST"
+        elif addr >> 120 == 0xFF:
+            return "MULTICAST"
+        r = self.route(version, addr)
+        if r is not None and r.type in ("broadcast", "blackhole", "unreachable", "prohibit", "anycast", "throw", "nat"):
+            return r.type.upper()
+        return "UNICAST"
+
+
+def load_addrs(text: str, facts: HostFacts, *, origin: Origin) -> None:
+    """Read ``ip -j addr`` output into facts.local."""
+    data = _json(text, origin)
+    if not isinstance(data, list):
+        raise RuletraceError("expected a JSON list (ip -j addr)", origin=origin)
+    n = 0
+    for link in data:
+        if not isinstance(link, dict):
+            continue
+        ifname = link.get("ifname")
+        for ai in link.get("addr_info") or []:
+            local = ai.get("local")
+            if not local:
+                continue
+            v, a = to_int(local, origin)
+            bc = ai.get("broadcast")
+            facts.local.append(LocalAddr(ifname, v, a, int(ai.get("prefixlen", 32 if v == 4 else 128)),
+                                         to_int(bc, origin)[1] if bc else None))
+            n += 1
+    facts.sources.append(f"{n} local addresses from {origin.path} (ip -j addr)")
+
+
+def load_routes(text: str, facts: HostFacts, *, origin: Origin) -> None:
+    """Read ``ip -j route`` (or ``ip -j route show table all``) output into facts.routes."""
+    data = _json(text, origin)
+    if not isinstance(data, list):
+        raise RuletraceError("expected a JSON list (ip -j route)", origin=origin)
+    n = 0
+    for r in data:
+        if not isinstance(r, dict) or "dst" not in r:
+            continue
+        dst = r["dst"]
+        family_v6 = ":" in dst or ":" in str(r.get("gateway", "")) or ":" in str(r.get("prefsrc", ""))
+        if dst == "default":
+            dst = "::/0" if family_v6 else "0.0.0.0/0"
+        v, net, mask = to_net(dst, origin)
+        plen = bin(mask).count("1")
+        facts.routes.append(Route(v, net, mask, plen, r.get("dev"), r.get("type", "unicast"),
+                                  r.get("gateway"), r.get("prefsrc")))
+        n += 1
+    facts.sources.append(f"{n} routes from {origin.path} (ip -j route)")
+
+
+def _json(text: str, origin: Origin):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RuletraceError(f"not JSON: {e.msg}", origin=Origin(origin.path, e.lineno)) from e
+
+
+def load_ipsets(text: str, facts: HostFacts, *, origin: Origin) -> None:
+    """Read ``ipset save`` output (create/add lines) into facts.ipsets."""
+    sets = facts.ipsets if facts.ipsets is not None else {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        o = Origin(origin.path, lineno)
+        if parts[0] in ("create", "-N", "-exist") and len(parts) >= 3:
+            sets[parts[1]] = IpSet(parts[1], parts[2])
+        elif parts[0] in ("add", "-A") and len(parts) >= 3:
+            s = sets.get(parts[1])
+            if s is None:
+                raise RuletraceError(f"add to set {parts[1]!r} before its create line", origin=o)
+            nomatch = "nomatch" in parts[3:]
+            s.entries.append((_entry(s, parts[2], o), nomatch))
+        else:
+            raise RuletraceError(f"not an ipset save line: {line.strip()[:60]!r}", origin=o)
+    facts.ipsets = sets
+    facts.sources.append(f"{len(sets)} ipsets from {origin.path} (ipset save)")
+
+
+def _entry(s: IpSet, text: str, o: Origin) -> tuple:
+    dims = s.dims
+    if s.type == "list:set":
+        return (text,)
+    parts = text.split(",")
+    if len(parts) != len(dims):
+        raise RuletraceError(f"set {s.name} ({s.type}) entry {text!r} has {len(parts)} parts, "
+                             f"expected {len(dims)}", origin=o)
+    out: list = []
+    for dim, part in zip(dims, parts):
+        if dim in ("ip", "net"):
+            if "-" in part and "/" not in part:
+                lo, _, hi = part.partition("-")
+                v, a = to_int(lo, o)
+                out.append(("range", v, a, to_int(hi, o)[1]))
+            else:
+                v, net, mask = to_net(part, o)
+                out.append(("net", v, net, mask))
+        elif dim == "port":
+            proto, _, port = part.rpartition(":")
+            lo, _, hi = port.partition("-")
+            try:
+                out.append((proto or "tcp", int(lo), int(hi or lo)))
+            except ValueError:
+                # icmp:TYPE/CODE and named ports are kept as text and never match numerically
+                out.append((proto, -1, -1))
+        else:
+            out.append(part)
+    return tuple(out)

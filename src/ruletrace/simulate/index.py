@@ -1,0 +1,178 @@
+"""Compiled chains and the rule index that finds the first matching rule without scanning.
+
+A chain with many rules keyed on one packet field (kube-proxy's ``-d VIP/32`` in
+KUBE-SERVICES, ``--dport`` in KUBE-NODEPORTS) gets a dict from that field's value to the
+positions of the rules that can only match it, plus the positions of the rules that can match
+any value. The next candidate is the smaller of the two lists' next positions, so rules are
+still tried in chain order and the result is the linear walk's. A rule is keyed only when every
+condition before the key is pure (records no assumption), so skipping it records nothing the
+linear walk would have recorded.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Callable
+
+from ..errors import RuletraceError
+from ..model import BUILTIN_CHAINS, Rule, Ruleset, StepKind
+from ..rulesets.iptables_save import tokenize
+from .matches import Cond, compile_conds, split_rule
+from .state import Ctx, Pkt
+from .targets import ACCEPT, DROP, QUEUE, RETURN, Target, compile_target
+
+MIN_INDEXED = 16  # chains shorter than this are scanned
+KEY_FIELDS: dict[str, Callable[[Pkt], object]] = {
+    "dst": lambda p: p.dst,
+    "dport": lambda p: p.dport,
+    "src": lambda p: p.src,
+    "iif": lambda p: p.iif,
+    "mark": lambda p: p.mark,
+    "proto": lambda p: p.proto,
+}
+
+
+class CRule:
+    """A rule ready to evaluate."""
+
+    __slots__ = ("rule", "conds", "fns", "target", "kind", "keys")
+
+    def __init__(self, rule: Rule, conds: list[Cond], target: Target, kind: StepKind) -> None:
+        self.rule = rule
+        self.conds = conds
+        self.fns = tuple(c.fn for c in conds)
+        self.target = target
+        self.kind = kind  # the TRACE type the kernel reports when this rule matches
+        keys: dict[str, object] = {}
+        for c in conds:
+            if c.key is not None and c.key[0] not in keys:
+                keys[c.key[0]] = c.key[1]
+            if not c.pure:
+                break
+        self.keys = keys
+
+    def matches(self, p: Pkt, c: Ctx) -> bool:
+        for f in self.fns:
+            if not f(p, c):
+                return False
+        return True
+
+    def first_failure(self, p: Pkt, c: Ctx) -> Cond | None:
+        for cond in self.conds:
+            if not cond.fn(p, c):
+                return cond
+        return None
+
+
+class CChain:
+    """A chain's compiled rules and, for long chains, the index."""
+
+    __slots__ = ("table", "name", "policy", "builtin", "rules", "keyfn", "dim", "keyed", "wild")
+
+    def __init__(self, table: str, name: str, policy: str | None, builtin: bool, rules: list[CRule],
+                 index: bool) -> None:
+        self.table = table
+        self.name = name
+        self.policy = policy
+        self.builtin = builtin
+        self.rules = rules
+        self.keyfn: Callable[[Pkt], object] | None = None
+        self.dim = ""
+        self.keyed: dict[object, list[int]] = {}
+        self.wild: list[int] = []
+        if index and len(rules) >= MIN_INDEXED:
+            self._build()
+
+    def _build(self) -> None:
+        counts: dict[str, int] = {}
+        for r in self.rules:
+            for d in r.keys:
+                counts[d] = counts.get(d, 0) + 1
+        if not counts:
+            return
+        dim = max(counts, key=lambda d: counts[d])
+        if counts[dim] < MIN_INDEXED // 2:
+            return
+        self.dim = dim
+        self.keyfn = KEY_FIELDS[dim]
+        for i, r in enumerate(self.rules):
+            if dim in r.keys:
+                self.keyed.setdefault(r.keys[dim], []).append(i)
+            else:
+                self.wild.append(i)
+
+    def next_match(self, p: Pkt, c: Ctx, pos: int) -> int:
+        """Position of the first rule at or after pos that matches, or -1."""
+        rules = self.rules
+        keyfn = self.keyfn
+        if keyfn is None:
+            for i in range(pos, len(rules)):
+                if rules[i].matches(p, c):
+                    return i
+            return -1
+        a = self.keyed.get(keyfn(p), ())
+        b = self.wild
+        na, nb = len(a), len(b)
+        i = bisect_left(a, pos) if na else 0
+        j = bisect_left(b, pos) if nb else 0
+        while i < na or j < nb:
+            if j >= nb or (i < na and a[i] < b[j]):
+                k = a[i]
+                i += 1
+            else:
+                k = b[j]
+                j += 1
+            if rules[k].matches(p, c):
+                return k
+        return -1
+
+    def next_match_linear(self, p: Pkt, c: Ctx, pos: int) -> int:
+        rules = self.rules
+        for i in range(pos, len(rules)):
+            if rules[i].matches(p, c):
+                return i
+        return -1
+
+
+class Compiled:
+    """A ruleset's chains, compiled on first use."""
+
+    __slots__ = ("ruleset", "v6", "index", "chains", "names")
+
+    def __init__(self, ruleset: Ruleset, v6: bool, index: bool = True) -> None:
+        self.ruleset = ruleset
+        self.v6 = v6
+        self.index = index
+        self.chains: dict[tuple[str, str], CChain] = {}
+        self.names = {t: frozenset(chains) for t, chains in ruleset.tables.items()}
+
+    def chain(self, table: str, name: str) -> CChain | None:
+        cc = self.chains.get((table, name))
+        if cc is None:
+            ch = self.ruleset.chain(table, name)
+            if ch is None:
+                return None
+            builtin = ch.policy is not None or name in BUILTIN_CHAINS
+            rules = [compile_rule(r, self.names[table], self.v6, builtin) for r in ch.rules]
+            cc = CChain(table, name, ch.policy or ("ACCEPT" if builtin else None), builtin, rules, self.index)
+            self.chains[(table, name)] = cc
+        return cc
+
+
+def compile_rule(rule: Rule, chains: frozenset[str], v6: bool, builtin: bool) -> CRule:
+    """One rule -> CRule (tokenize, conditions, target, TRACE kind)."""
+    spec = rule.spec
+    try:
+        tokens = tokenize(spec)
+    except RuletraceError as e:
+        raise RuletraceError(e.message, origin=rule.origin) from None
+    parsed = split_rule(tokens, rule.origin)
+    conds = compile_conds(rule, parsed, v6)
+    target = compile_target(rule, parsed.target, parsed.goto, parsed.target_opts, chains, v6)
+    kind = StepKind.RULE
+    # ip_tables.c get_chainname_rulenum(): an unconditional rule (no IP part, no match) with a
+    # standard verdict target is reported as the chain's tail: "policy" in a built-in chain,
+    # "return" in a user chain, with the rule's own number
+    if len(tokens) == 2 and target.kind in (ACCEPT, DROP, RETURN, QUEUE) and target.effect is None:
+        kind = StepKind.POLICY if builtin else StepKind.RETURN
+    return CRule(rule, conds, target, kind)
