@@ -1,0 +1,165 @@
+"""Counts over many explanations: packets by fate and by deciding rule, skipped lines, warnings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, NamedTuple
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..model import Explanation, Fate
+from .theme import clean, fate_style, safe, verdict_style
+
+MAX_WARNINGS = 1000  # distinct warning texts kept; more are counted under OTHER_WARNINGS
+OTHER_WARNINGS = "(other warnings)"
+TOP_RULES = 20  # deciding rules shown in the terminal table; JSON has them all
+
+
+class Decider(NamedTuple):
+    """What decided a packet's fate: a rule, a chain policy, or nothing (trace ended)."""
+
+    action: str | None  # "drop", "accept", …; None when nothing decided
+    table: str | None
+    chain: str | None
+    num: int | None
+    rule: str | None  # iptables-save text of the deciding rule
+    policy: str | None  # the chain policy when no rule decided
+    last_seen: str | None  # "table:chain" where the trace ended, when nothing decided
+
+
+class Summary:
+    """Accumulates counts over explanations as they stream by; holds no explanation."""
+
+    __slots__ = ("packets", "fates", "deciding", "skipped_lines", "warnings", "packets_with_warnings")
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.fates: Counter[Fate] = Counter()
+        self.deciding: Counter[Decider] = Counter()
+        self.skipped_lines = 0
+        self.warnings: Counter[str] = Counter()
+        self.packets_with_warnings = 0
+
+    def add(self, expl: Explanation) -> Explanation:
+        """Count one explanation; return it, so ``map(summary.add, expls)`` passes them on."""
+        self.packets += 1
+        self.fates[expl.fate] += 1
+        self.deciding[_decider(expl)] += 1
+        messages = list(expl.warnings)
+        messages += (s.warning for s in expl.steps if s.warning)
+        if messages:
+            self.packets_with_warnings += 1
+            for m in messages:
+                self.warn(m)
+        return expl
+
+    def warn(self, message: str, count: int = 1) -> None:
+        """Count a warning that is not tied to one packet (or is, via ``add``)."""
+        if message in self.warnings or len(self.warnings) < MAX_WARNINGS:
+            self.warnings[message] += count
+        else:
+            self.warnings[OTHER_WARNINGS] += count
+
+    def add_skipped(self, lines: int = 1) -> None:
+        """Count input lines that were not understood and were skipped."""
+        self.skipped_lines += lines
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as the ``summary`` object of the JSON document (docs/json-schema.md)."""
+        return {
+            "packets": self.packets,
+            "skipped_lines": self.skipped_lines,
+            "fates": {str(f): self.fates.get(f, 0) for f in Fate},
+            "deciding": [{**d._asdict(), "count": n} for d, n in self._ranked()],
+            "packets_with_warnings": self.packets_with_warnings,
+            "warnings": [{"text": t, "count": n} for t, n in self.warnings.most_common()],
+        }
+
+    def to_renderable(self) -> RenderableType:
+        """A terminal view: a totals line, packets by fate, by deciding rule, and warnings."""
+        total = Text.assemble((f"{self.packets}", "summary.count"), " packets")
+        if self.skipped_lines:
+            total.append_text(Text.assemble(", ", (f"{self.skipped_lines}", "summary.count"), " lines skipped"))
+        if self.packets_with_warnings:
+            total.append_text(
+                Text.assemble(", ", (f"{self.packets_with_warnings}", "summary.count"), " with warnings")
+            )
+        parts: list[RenderableType] = [total]
+
+        fates = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
+        fates.add_column("fate", no_wrap=True)
+        fates.add_column("packets", justify="right", no_wrap=True)
+        fates.add_column("share", justify="right", no_wrap=True)
+        for f in Fate:
+            n = self.fates.get(f, 0)
+            if n:
+                fates.add_row(Text(str(f), fate_style(f)), str(n), f"{100 * n / self.packets:.1f}%")
+        if self.packets:
+            parts.append(fates)
+
+        ranked = self._ranked()
+        if ranked:
+            rules = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
+            rules.add_column("packets", justify="right", no_wrap=True)
+            rules.add_column("action", no_wrap=True)
+            rules.add_column("where", no_wrap=True)
+            rules.add_column("rule")  # wrapable, so the table gives it what is left; cells ellipsize
+            for d, n in ranked[:TOP_RULES]:
+                rules.add_row(str(n), *_decider_cells(d))
+            if len(ranked) > TOP_RULES:
+                rest = sum(n for _, n in ranked[TOP_RULES:])
+                rules.add_row(str(rest), "", Text(f"{len(ranked) - TOP_RULES} more", "note"), "")
+            parts.append(rules)
+
+        if self.warnings:
+            warns = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
+            warns.add_column("count", justify="right", no_wrap=True)
+            warns.add_column("warning", style="warning", overflow="fold")
+            for text, n in self.warnings.most_common(TOP_RULES):
+                warns.add_row(str(n), safe(text, "warning"))
+            parts.append(warns)
+        spaced: list[RenderableType] = []
+        for part in parts:
+            spaced += (Text(""), part) if spaced else (part,)
+        return Group(*spaced)
+
+    def _ranked(self) -> list[tuple[Decider, int]]:
+        # most packets first; ties keep the order first seen (Counter keeps insertion order)
+        return sorted(self.deciding.items(), key=lambda kv: -kv[1])
+
+
+def _decider(expl: Explanation) -> Decider:
+    v = expl.verdict
+    if v is None:
+        return Decider(None, None, None, None, None, None, expl.last_seen)
+    if v.rule is not None:
+        return Decider(v.action, v.table, v.chain, v.num if v.num is not None else v.rule.num, v.rule.text, None, None)
+    policy = next(
+        (s.policy for s in reversed(expl.steps) if s.policy and s.table == v.table and s.chain == v.chain),
+        v.action.upper(),
+    )
+    return Decider(v.action, v.table, v.chain, v.num, None, policy, None)
+
+
+def _decider_cells(d: Decider) -> tuple[Text, Text, Text]:
+    if d.action is None:
+        where = Text("trace ends at ") + safe(d.last_seen or "?", "chain")
+        return Text("none", "verdict.unknown"), where, Text("")
+    where = Text.assemble(safe(d.table or "?", "table"), ":", safe(d.chain or "?", "chain"))
+    if d.rule is not None:
+        where.append(" rule ")
+        where.append(clean(d.num if d.num is not None else "?"), "rule.num")
+        spec = d.rule
+        prefix = f"-A {d.chain} "
+        if spec.startswith(prefix):
+            spec = spec[len(prefix) :]
+        what = safe(spec, "rule.text")
+    else:
+        where.append(" policy")
+        what = safe(d.policy or "?", verdict_style(d.policy))
+    what.no_wrap = True
+    what.overflow = "ellipsis"
+    return Text(clean(d.action), verdict_style(d.action)), where, what

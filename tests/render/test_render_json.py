@@ -1,0 +1,252 @@
+"""JSON output: keys and values for the seed 003 packets, the document, dumps, JSON Lines, the schema."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from render_cases import SYN_52000, build, seed003_drop, seed003_port80, unknown_fate
+
+import ruletrace
+from ruletrace.model import Explanation
+from ruletrace.render import json as rjson
+from ruletrace.render.json import SCHEMA_VERSION, document, dumps, to_json, write_jsonl
+from ruletrace.render.summary import Summary
+
+SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "json-schema.json"
+
+PACKET_KEYS = [
+    "id", "proto", "src", "dst", "sport", "dport", "family", "in", "out", "steps", "fate",
+    "verdict", "last_seen", "nat", "marks", "cause", "warnings", "notes",
+]  # fmt: skip
+STEP_KEYS = [
+    "table", "chain", "kind", "num", "rule", "policy", "returned_to", "depth", "action",
+    "warning", "note", "fields", "origin", "ts",
+]  # fmt: skip
+
+
+def test_packet_header_values() -> None:
+    j = to_json(seed003_drop())
+    assert list(j) == PACKET_KEYS
+    assert SCHEMA_VERSION == 1
+    assert (j["id"], j["proto"], j["src"], j["dst"]) == (1, "TCP", "172.28.129.2", "172.28.129.4")
+    assert (j["sport"], j["dport"]) == (55694, 52000)  # ints, as first seen
+    assert (j["family"], j["in"], j["out"]) == ("ipv4", "eth0", None)  # "OUT=" (empty) is null
+    assert j["fate"] == "dropped"
+    assert j["last_seen"] is None
+    assert j["warnings"] == [] and j["notes"] == [] and j["nat"] == []
+
+
+def test_steps() -> None:
+    steps = to_json(seed003_drop())["steps"]
+    assert len(steps) == 25
+    assert all(list(s) == STEP_KEYS for s in steps)
+    assert steps[0] == {
+        "table": "raw",
+        "chain": "PREROUTING",
+        "kind": "policy",
+        "num": 3,
+        "rule": None,
+        "policy": "ACCEPT",
+        "returned_to": None,
+        "depth": 0,
+        "action": "accept",
+        "warning": None,
+        "note": None,
+        "fields": SYN_52000,
+        "origin": "messages:1",
+        "ts": 1704115396.0,
+    }
+    s13 = steps[12]
+    assert (s13["table"], s13["chain"], s13["kind"], s13["num"], s13["depth"]) == ("nat", "KUBE-NODEPORTS", "rule", 16, 2)
+    assert s13["rule"] == (
+        '-A KUBE-NODEPORTS -p tcp -m comment --comment "ootob9/ingress-nginx:http" -m tcp --dport 52000'
+        " -j KUBE-XLB-VETHOZVMBYUVK3NB"
+    )
+    assert s13["policy"] is None and s13["returned_to"] is None
+    ret = steps[15]
+    assert (ret["kind"], ret["num"], ret["returned_to"], ret["depth"]) == ("return", 2, "KUBE-XLB-VETHOZVMBYUVK3NB", 4)
+    assert ret["rule"] is None
+    # fields as seen at each step: the mark shows up only after KUBE-MARK-DROP set it
+    assert "MARK" not in steps[14]["fields"]
+    assert ret["fields"]["MARK"] == "0x8000"
+    assert steps[24]["origin"] == "messages:25"
+
+
+def test_verdict_marks_cause() -> None:
+    j = to_json(seed003_drop())
+    fw = (
+        '-A KUBE-FIREWALL -m comment --comment "kubernetes firewall for dropping marked packets"'
+        " -m mark --mark 0x8000/0x8000 -j DROP"
+    )
+    assert j["verdict"] == {
+        "action": "drop",
+        "table": "filter",
+        "chain": "KUBE-FIREWALL",
+        "num": 1,
+        "rule": fw,
+        "reason": "mark 0x8000/0x8000 matched",
+    }
+    assert j["marks"] == [
+        {
+            "what": "MARK",
+            "old": None,
+            "new": "0x8000",
+            "table": "nat",
+            "chain": "KUBE-MARK-DROP",
+            "num": 1,
+            "rule": "-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000",
+            "note": "",
+            "step": 14,
+        }
+    ]
+    assert [(c["role"], c["table"], c["chain"], c["num"], c["step"]) for c in j["cause"]] == [
+        ("decided", "filter", "KUBE-FIREWALL", 1, 24),
+        ("mark set", "nat", "KUBE-MARK-DROP", 1, 14),
+        ("called from", "nat", "KUBE-XLB-VETHOZVMBYUVK3NB", 4, 13),
+        ("called from", "nat", "KUBE-NODEPORTS", 16, 12),
+    ]
+    assert j["cause"][0]["rule"] == fw
+    assert j["cause"][3]["text"] == "ootob9/ingress-nginx:http, dport 52000"
+
+
+def test_nat_policy_verdict_warnings() -> None:
+    j = to_json(seed003_port80())
+    assert j["dport"] == 80  # as first seen, before the DNAT
+    assert j["steps"][2]["fields"]["DPT"] == "52000"
+    assert j["nat"] == [
+        {
+            "what": "DST",
+            "old": "172.28.129.4:80",
+            "new": "172.28.129.4:52000",
+            "table": "nat",
+            "chain": "PREROUTING",
+            "num": 3,
+            "rule": "-A PREROUTING -d 172.28.129.4/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 172.28.129.4:52000",
+            "note": "",
+            "step": 1,
+        }
+    ]
+    assert j["verdict"] == {
+        "action": "accept",
+        "table": "filter",
+        "chain": "INPUT",
+        "num": 2,
+        "rule": None,
+        "reason": "no filter rule dropped it",
+    }
+    assert j["steps"][4]["warning"] == "filter:KUBE-FIREWALL has 1 rule in the ruleset"
+    assert j["warnings"] == ["ruleset looks older than the log"]
+    assert j["notes"] == ["only the first packet of a connection goes through nat"]
+
+
+def test_unknown_fate() -> None:
+    j = to_json(unknown_fate())
+    assert (j["fate"], j["verdict"], j["last_seen"]) == ("unknown", None, "nat:POSTROUTING")
+    assert (j["proto"], j["sport"], j["dport"], j["in"], j["out"]) == ("UDP", 5353, 53, None, "eth1")
+
+
+def _one(fields: dict[str, str], family: str | None = None) -> Explanation:
+    packet, steps = build("x", [("filter:INPUT:policy:1", 0, "ACCEPT", "accept", {})], fields, 9)
+    packet.events[0].family = family
+    return Explanation(packet, steps=steps)
+
+
+def test_ports_and_family_edge_cases() -> None:
+    j = to_json(_one({"SRC": "2001:db8::1", "DST": "2001:db8::2", "PROTO": "ICMPv6", "SPT": "²", "DPT": "x"}))
+    assert (j["sport"], j["dport"], j["family"]) == (None, None, "ipv6")
+    assert to_json(_one({"SRC": "10.0.0.1"}))["family"] == "ipv4"
+    assert to_json(_one({"SRC": "10.0.0.1"}, family="bridge"))["family"] == "bridge"  # the source's word wins
+    empty = to_json(Explanation(build("x", [], {}, 4)[0]))
+    assert (empty["proto"], empty["src"], empty["sport"], empty["family"], empty["steps"]) == (None, None, None, None, [])
+
+
+def _document() -> dict:
+    expls = [seed003_drop(), seed003_port80(), unknown_fate()]
+    summary = Summary()
+    for e in expls:
+        summary.add(e)
+    summary.add_skipped(2)
+    return document(
+        expls,
+        summary,
+        warnings=["2 lines skipped (not TRACE lines)"],
+        sources=["rules.v4", {"path": "messages", "format": "kernel-log", "role": "trace"}],
+    )
+
+
+def test_document() -> None:
+    d = _document()
+    assert list(d) == ["schema", "tool", "version", "sources", "packets", "summary", "warnings"]
+    assert (d["schema"], d["tool"], d["version"]) == (1, "ruletrace", ruletrace.__version__)
+    assert d["sources"] == [
+        {"path": "rules.v4", "format": None, "role": None},
+        {"path": "messages", "format": "kernel-log", "role": "trace"},
+    ]
+    assert [p["id"] for p in d["packets"]] == [1, 2, 3]
+    assert d["summary"]["packets"] == 3 and d["summary"]["skipped_lines"] == 2
+    assert d["warnings"] == ["2 lines skipped (not TRACE lines)"]
+    assert document([])["summary"] is None
+    assert document([], {"packets": 0})["summary"] == {"packets": 0}
+
+
+@pytest.mark.parametrize("indent", [False, True])
+def test_dumps_same_with_and_without_orjson(monkeypatch, indent: bool) -> None:
+    d = _document()
+    d["packets"][0]["notes"] = ["ünïcode \x1b[31m \u2028 ok"]
+    fast = dumps(d, indent=indent)
+    monkeypatch.setattr(rjson, "_orjson", None)
+    slow = dumps(d, indent=indent)
+    assert slow == fast
+    assert json.loads(slow) == d
+    assert "\\u001b" in slow and "ünïcode" in slow  # control characters escaped, the rest kept as UTF-8
+    assert ("\n" in slow) is indent
+
+
+def test_write_jsonl(monkeypatch) -> None:
+    expls = [seed003_drop(), unknown_fate()]
+    flushes = []
+    buf = io.StringIO()
+    monkeypatch.setattr(buf, "flush", lambda: flushes.append(1))
+    assert write_jsonl(iter(expls), buf, flush=True) == 2
+    lines = buf.getvalue().split("\n")
+    assert lines[2] == "" and len(lines) == 3
+    assert [json.loads(line) for line in lines[:2]] == [to_json(e) for e in expls]
+    assert len(flushes) == 2
+
+
+def _validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema, schema
+
+
+def test_output_validates_against_the_json_schema() -> None:
+    jsonschema, schema = _validator()
+    jsonschema.Draft202012Validator(schema).validate(json.loads(dumps(_document())))
+    packet_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/packet"}
+    for e in (seed003_drop(), seed003_port80(), unknown_fate()):
+        jsonschema.Draft202012Validator(packet_schema).validate(json.loads(dumps(to_json(e))))
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda p: p.update(extra=1),  # an undocumented key
+        lambda p: p.update(sport="55694"),  # a port as a string
+        lambda p: p["steps"][0].update(kind="jump"),
+        lambda p: p.update(fate="lost"),
+        lambda p: p["steps"][0].pop("fields"),
+    ],
+    ids=["extra-key", "port-string", "bad-kind", "bad-fate", "missing-fields"],
+)
+def test_json_schema_rejects_what_it_does_not_document(breakage) -> None:
+    jsonschema, schema = _validator()
+    packet_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/packet"}
+    p = to_json(seed003_drop())
+    breakage(p)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(packet_schema).validate(p)

@@ -1,0 +1,123 @@
+"""Summary: counts by fate and deciding rule, skipped lines, warnings; terminal table and JSON."""
+
+from __future__ import annotations
+
+from render_cases import render, seed003_drop, seed003_port80, unknown_fate
+from rich.cells import cell_len
+
+from ruletrace.model import Fate
+from ruletrace.render import summary as summary_mod
+from ruletrace.render.summary import Summary
+
+KUBE_FIREWALL_1 = (
+    '-A KUBE-FIREWALL -m comment --comment "kubernetes firewall for dropping marked packets"'
+    " -m mark --mark 0x8000/0x8000 -j DROP"
+)
+
+
+def _filled() -> Summary:
+    s = Summary()
+    for e in (seed003_drop(), seed003_port80(), seed003_drop(), unknown_fate(), seed003_drop()):
+        assert s.add(e) is e
+    s.add_skipped(4)
+    s.add_skipped()
+    return s
+
+
+def test_counts() -> None:
+    s = _filled()
+    assert s.packets == 5
+    assert s.skipped_lines == 5
+    assert s.fates == {Fate.DROPPED: 3, Fate.DELIVERED: 1, Fate.UNKNOWN: 1}
+    assert s.packets_with_warnings == 1  # only the port-80 packet has warnings (one overall, one on a step)
+    assert s.warnings == {"ruleset looks older than the log": 1, "filter:KUBE-FIREWALL has 1 rule in the ruleset": 1}
+
+
+def test_to_json() -> None:
+    j = _filled().to_json()
+    assert list(j) == ["packets", "skipped_lines", "fates", "deciding", "packets_with_warnings", "warnings"]
+    assert j["packets"] == 5 and j["skipped_lines"] == 5
+    assert j["fates"] == {"dropped": 3, "rejected": 0, "delivered": 1, "forwarded": 0, "sent": 0, "unknown": 1}
+    assert j["deciding"] == [
+        {
+            "action": "drop",
+            "table": "filter",
+            "chain": "KUBE-FIREWALL",
+            "num": 1,
+            "rule": KUBE_FIREWALL_1,
+            "policy": None,
+            "last_seen": None,
+            "count": 3,
+        },
+        {
+            "action": "accept",
+            "table": "filter",
+            "chain": "INPUT",
+            "num": 2,
+            "rule": None,
+            "policy": "ACCEPT",
+            "last_seen": None,
+            "count": 1,
+        },
+        {
+            "action": None,
+            "table": None,
+            "chain": None,
+            "num": None,
+            "rule": None,
+            "policy": None,
+            "last_seen": "nat:POSTROUTING",
+            "count": 1,
+        },
+    ]
+    assert j["packets_with_warnings"] == 1
+    assert {w["text"]: w["count"] for w in j["warnings"]} == {
+        "ruleset looks older than the log": 1,
+        "filter:KUBE-FIREWALL has 1 rule in the ruleset": 1,
+    }
+
+
+def test_empty_summary() -> None:
+    s = Summary()
+    assert s.to_json()["packets"] == 0
+    assert render(s.to_renderable()) == "0 packets\n"
+
+
+def test_terminal_rows() -> None:
+    out = render(_filled().to_renderable())
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert lines[0] == "5 packets, 5 lines skipped, 1 with warnings"
+    assert "dropped 3 60.0%" in lines
+    assert "delivered 1 20.0%" in lines
+    assert "unknown 1 20.0%" in lines
+    assert "rejected 0 0.0%" not in lines  # fates nobody had are left out
+    drop_row = next(line for line in lines if line.startswith("3 drop filter:KUBE-FIREWALL rule 1 "))
+    assert drop_row.startswith('3 drop filter:KUBE-FIREWALL rule 1 -m comment --comment "kubernetes')
+    assert "1 accept filter:INPUT policy ACCEPT" in lines
+    assert "1 none trace ends at nat:POSTROUTING" in lines
+    assert "1 ruleset looks older than the log" in lines
+
+
+def test_long_rule_text_is_ellipsized_on_one_row() -> None:
+    for width in (100, 60):
+        out = render(_filled().to_renderable(), width=width)
+        row = next(line for line in out.splitlines() if "KUBE-FIREWALL rule 1" in line)
+        assert row.rstrip().endswith("…")
+        assert all(cell_len(line) <= width for line in out.splitlines())
+
+
+def test_warning_texts_are_capped(monkeypatch) -> None:
+    monkeypatch.setattr(summary_mod, "MAX_WARNINGS", 3)
+    s = Summary()
+    for i in range(5):
+        s.warn(f"warning {i}")
+    s.warn("warning 0", 2)
+    assert s.warnings == {"warning 0": 3, "warning 1": 1, "warning 2": 1, summary_mod.OTHER_WARNINGS: 2}
+
+
+def test_more_deciding_rules_than_shown(monkeypatch) -> None:
+    monkeypatch.setattr(summary_mod, "TOP_RULES", 1)
+    out = render(_filled().to_renderable())
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert "2 2 more" in lines  # the 2 packets of the 2 rules not shown
+    assert len(_filled().to_json()["deciding"]) == 3  # JSON keeps them all
