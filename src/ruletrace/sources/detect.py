@@ -1,0 +1,177 @@
+"""Which trace format a file holds, from its content; and reading several files merged in time order."""
+
+from __future__ import annotations
+
+import heapq
+import importlib
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..errors import RuletraceError
+from ..model import Origin, TraceEvent
+
+FORMATS = ("kernel-log", "nflog-pcap", "ulogd-json", "wireshark-csv", "xtables-monitor", "nft-monitor")
+# format name -> module with read_events(stream, *, name, stats=None)
+MODULES = {
+    "kernel-log": "kernel_log",
+    "nflog-pcap": "nflog_pcap",
+    "ulogd-json": "ulogd_json",
+    "wireshark-csv": "wireshark_csv",
+    "xtables-monitor": "xtables_monitor",
+    "nft-monitor": "nft_monitor",
+}
+ALIASES = {"journal-json": "kernel-log", "ulogd-logemu": "kernel-log", "pcap": "nflog-pcap",
+           "pcapng": "nflog-pcap", "csv": "wireshark-csv", "nft": "nft-monitor"}
+
+_PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
+                b"\x0a\x0d\x0d\x0a"}
+_NFT_TRACE = re.compile(rb"^trace id [0-9a-f]{8} \S+ \S+ \S+ (?:packet: |rule |policy |verdict )", re.M)
+_XT_TRACE = re.compile(rb"^\s*(?:PACKET: \d+ [0-9a-f]+ |TRACE: \d+ [0-9a-f]+ \S+:\S+:(?:rule|policy|return):)", re.M)
+_ULOGD = re.compile(rb'^\s*\{.*"oob\.(?:prefix|family|time\.sec)"', re.M)
+_CSV_HEADER = re.compile(rb'^\xef?\xbb?\xbf?"?(?:No\.|frame\.number)"?,', re.I)
+
+
+def detect(head: bytes, name: str) -> str:
+    """Name the trace format of an input from its first bytes (not from its file name)."""
+    if head[:4] in _PCAP_MAGICS:
+        return "nflog-pcap"
+    if _CSV_HEADER.match(head) or (b"nflog.prefix" in head[:2000] and b"," in head[:200]):
+        return "wireshark-csv"
+    if _ULOGD.search(head):
+        return "ulogd-json"
+    if _NFT_TRACE.search(head):
+        return "nft-monitor"
+    if _XT_TRACE.search(head):
+        return "xtables-monitor"
+    from . import kernel_log
+
+    if kernel_log.looks_like(head):
+        return "kernel-log"  # also journalctl -o json and ulogd's LOGEMU text
+    if not head.strip():
+        raise RuletraceError("empty trace input", origin=Origin(name))
+    raise RuletraceError(
+        "not a trace format ruletrace knows (kernel log, NFLOG pcap, ulogd JSON, Wireshark CSV, "
+        "xtables-monitor --trace, nft monitor trace); force one with --format",
+        origin=Origin(name),
+    )
+
+
+def reader(fmt: str) -> Callable[..., Iterator[TraceEvent]]:
+    """The ``read_events`` function of a format (aliases accepted)."""
+    fmt = ALIASES.get(fmt, fmt)
+    mod = MODULES.get(fmt)
+    if mod is None:
+        raise RuletraceError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
+    return importlib.import_module(f"{__package__}.{mod}").read_events
+
+
+def _open(path: str):
+    try:
+        from .open import open_input
+    except ImportError:  # sources/open.py not there: plain files and stdin only
+        import sys
+
+        if path == "-":
+            return sys.stdin.buffer, "-"
+        try:
+            return open(path, "rb"), path
+        except OSError as e:
+            raise RuletraceError(f"cannot read: {e.strerror}", origin=Origin(path)) from e
+    return open_input(path)
+
+
+def _peek(stream: Any, n: int = 8192) -> tuple[bytes, Any]:
+    """Look at the first bytes without losing them, also on pipes."""
+    if hasattr(stream, "peek"):
+        head = stream.peek(n)[:n]
+        if len(head) >= min(n, 64) or head == b"":
+            return head, stream
+    head = stream.read(n)
+    return head, _Prepend(head, stream)
+
+
+class _Prepend:
+    """A binary stream that first returns ``head`` again, then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: Any) -> None:
+        import io
+
+        self._buf = io.BufferedReader(_Chain(head, stream))  # type: ignore[arg-type]
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(n)
+
+    def readline(self, n: int = -1) -> bytes:
+        return self._buf.readline(n)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._buf)
+
+    def readable(self) -> bool:
+        return True
+
+
+class _Chain:
+    def __init__(self, head: bytes, stream: Any) -> None:
+        self._head, self._stream = head, stream
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._stream.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def read_any(
+    paths: list[str],
+    fmt: str | None = None,
+    *,
+    on_format: Callable[[str, str], None] | None = None,
+    stats: Callable[[str, str], Any] | None = None,
+    **options: Any,
+) -> Iterator[TraceEvent]:
+    """Events of all ``paths``, format detected per file (or ``fmt``), merged in time order.
+
+    ``on_format(path, format)`` is told each file's format as it is chosen, so the CLI can say it;
+    ``stats(path, format)`` may return a stats object for that file's reader. Options a reader
+    does not take (``ifmap`` for text formats) are not passed to it. Events without a timestamp
+    keep their file order; ties keep the order of ``paths``.
+    """
+    streams = []
+    for path in paths:
+        stream, name = _open(path)
+        head, stream = _peek(stream)
+        chosen = ALIASES.get(fmt, fmt) if fmt else detect(head, name)
+        if on_format is not None:
+            on_format(name, chosen)
+        read = reader(chosen)
+        kwargs = {k: v for k, v in options.items() if k in read.__code__.co_varnames}
+        st = stats(name, chosen) if stats is not None else None
+        streams.append(read(stream, name=name, stats=st, **kwargs))
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    yield from _merge(streams)
+
+
+def _merge(streams: list[Iterator[TraceEvent]]) -> Iterator[TraceEvent]:
+    """heapq.merge on ts; an event without ts sorts with the last stamped event of its file."""
+
+    def keyed(i: int, it: Iterator[TraceEvent]) -> Iterator[tuple[float, int, int, TraceEvent]]:
+        last = float("-inf")
+        for n, ev in enumerate(it):
+            if ev.ts is not None:
+                last = ev.ts
+            yield last, i, n, ev
+
+    for _ts, _i, _n, ev in heapq.merge(*(keyed(i, s) for i, s in enumerate(streams))):
+        yield ev
+
