@@ -148,17 +148,28 @@ def ulogd_json(lab: Lab, h: Host, out: Path, workdir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def nft_monitors(lab: Lab, h: Host, xtables_out: Path, nft_out: Path) -> Iterator[None]:
-    """``xtables-monitor --trace`` and ``nft monitor trace`` side by side (both are multicast readers)."""
+def nft_monitors(lab: Lab, h: Host, xtables_out: Path, nft_out: Path,
+                 problems: dict[str, str]) -> Iterator[None]:
+    """``xtables-monitor --trace`` and ``nft monitor trace`` side by side (both are multicast readers).
+
+    A monitor that exits early (xtables-monitor 1.8.9 does on rules it cannot translate back, e.g.
+    ``-m icmp6``: "match extension not found") is reported in ``problems`` under its file name.
+    """
     procs = []
-    for argv, out in ((["xtables-monitor", "--trace"], xtables_out), (["nft", "-a", "monitor", "trace"], nft_out)):
-        with open(out, "w") as f:
+    for argv, out in ((["xtables-monitor", "--trace"], xtables_out),
+                      (["nft", "-a", "monitor", "trace"], nft_out)):
+        err = lab.state / f"{out.name}.err"
+        with open(out, "w") as f, open(err, "w") as e:
             # line-buffered stdout: the monitors use stdio and are stopped by a signal
-            procs.append(lab.spawn(h, ["stdbuf", "-oL", *argv], stdout=f))
+            procs.append((lab.spawn(h, ["stdbuf", "-oL", *argv], stdout=f, stderr=e), out, err))
     time.sleep(0.5)  # no readiness message; joining the multicast group is immediate after start-up
     try:
         yield
     finally:
         time.sleep(0.3)
-        for p in procs:
+        for p, out, err in procs:
+            early = p.poll()
             lab.stop(p)
+            if early is not None:
+                msg = " ".join(err.read_text(errors="replace").split())[:300]
+                problems[out.name] = f"{' '.join(p.args[4:])} exited early (status {early}): {msg}"

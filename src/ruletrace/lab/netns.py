@@ -204,11 +204,12 @@ class Lab:
         run(["ip", "link", "set", br, "up"], ns=h.ns)
         return br
 
-    def dummy(self, h: Host, suffix: str) -> str:
-        """A dummy interface inside a host (a name that rules can refer to)."""
+    def spare_device(self, h: Host, suffix: str) -> str:
+        """An interface inside a host that carries no traffic (a name that rules can refer to)."""
         name = self.ifname(suffix)
         self.ifnames.append(name)
-        run(["ip", "link", "add", name, "type", "dummy"], ns=h.ns)
+        # a port-less bridge: kernels without CONFIG_DUMMY (like the lab's) still have bridges
+        run(["ip", "link", "add", name, "type", "bridge"], ns=h.ns)
         run(["ip", "link", "set", name, "up"], ns=h.ns)
         return name
 

@@ -83,9 +83,9 @@ def _snmp(h: Host) -> dict[str, int]:
     return out
 
 
-def _arrival_counters(flow: Flow) -> tuple[str, ...]:
+def _arrival_counters(flow: Flow, dst: str) -> tuple[str, ...]:
     """Counters that grow when the flow's packets reach the receiver's transport layer."""
-    v6 = flow.family == "ipv6"
+    v6 = ":" in dst
     if flow.proto == "tcp":
         return ("TcpInSegs",)  # TCP MIB is shared by both families
     if flow.proto == "udp":
@@ -123,6 +123,7 @@ class _Run:
         self.families = [f for f in ("ipv4", "ipv6") if sc.ruleset(f, self.values) is not None]
         for fam in self.families:
             run([RESTORE[backend, fam]], ns=self.traced.ns, input=sc.ruleset(fam, self.values))
+        self.problems: dict[str, str] = {}  # capture file -> why it is incomplete
         self.listen_logs: dict[str, Path] = {}
         self.seen: dict[Path, int] = {}
         for role, (tcp, udp) in sc.listeners.items():
@@ -145,9 +146,10 @@ class _Run:
             sport = 40000 + 100 * pass_no + i
             ident = 1000 + 100 * pass_no + i
             receiver = self.lab.hosts[flow.receiver]
-            counters = _arrival_counters(flow)
+            dst = self.sc.flow_dst(flow, self.values)
+            counters = _arrival_counters(flow, dst)
             before = _snmp(receiver)
-            result = _send(self.lab.hosts[flow.src], flow, self.sc.flow_dst(flow, self.values), sport, ident)
+            result = _send(self.lab.hosts[flow.src], flow, dst, sport, ident)
             time.sleep(SETTLE)
             after = _snmp(receiver)
             delta = sum(after.get(c, 0) - before.get(c, 0) for c in counters)
@@ -208,7 +210,7 @@ def record(sc: Scenario, out: Path, backends: tuple[str, ...] = BACKENDS,
     capture.enable_all_netns_logging()
     rec = Recording(sc.name, out)
     per_flow: list[dict] = [
-        {"name": f.name, "description": f.description, "proto": f.proto, "family": f.family,
+        {"name": f.name, "description": f.description, "proto": f.proto, "family": sc.family,
          "src": f.src, "receiver": f.receiver, "dport": f.port, "via": f.via, "passes": {}}
         for f in sc.flows
     ]
@@ -231,6 +233,7 @@ def record(sc: Scenario, out: Path, backends: tuple[str, ...] = BACKENDS,
                                        "events": _count_events(out / f)}
                 pass_no += 1
             r.save_rulesets(out)
+            rec.missing.update(r.problems)
     for pf in per_flow:
         arrived = {res["arrived"] for res in pf["passes"].values()}
         pf["arrived"] = arrived.pop() if len(arrived) == 1 else None  # None: passes disagreed
@@ -268,7 +271,7 @@ def _run_pass(r: _Run, p: str, pass_no: int, out: Path, names: list[str]) -> lis
         with capture.nflog_binding(lab, h, r.families):
             with capture.ulogd_json(lab, h, out / "ulogd.json", lab.state):
                 return r.traffic(pass_no)
-    with capture.nft_monitors(lab, h, out / "xtables-monitor.txt", out / "nft-monitor.txt"):
+    with capture.nft_monitors(lab, h, out / "xtables-monitor.txt", out / "nft-monitor.txt", r.problems):
         return r.traffic(pass_no)
 
 

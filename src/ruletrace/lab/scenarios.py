@@ -30,10 +30,6 @@ class Flow:
     receiver: str  # host role where arrival is observed
     timeout: float = 0.8  # seconds; below the 1 s SYN retransmission timer
 
-    @property
-    def family(self) -> str:
-        return "ipv6" if ":" in self.dst else "ipv4"
-
 
 @dataclass(slots=True)
 class Scenario:
@@ -51,6 +47,11 @@ class Scenario:
         """The ruleset text for one family with the run's names filled in."""
         t = self.rules_v4 if family == "ipv4" else self.rules_v6
         return None if t is None else Template(t).substitute(values)
+
+    @property
+    def family(self) -> str:
+        """ipv6 for a scenario with only an ip6tables ruleset, else ipv4."""
+        return "ipv6" if self.rules_v6 is not None and self.rules_v4 is None else "ipv4"
 
     def flow_dst(self, flow: Flow, values: dict[str, str]) -> str:
         return Template(flow.dst).substitute(values)
@@ -95,7 +96,7 @@ def _k8s_rules() -> str:
         nodeports.append(f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{name}" -m tcp --dport {port} '
                          f'-j KUBE-SVC-{h}')
         chains.append(f":KUBE-SVC-{h} - [0:0]")
-        svcs.append(f'-A KUBE-SVC-{h} -m comment --comment "{name}" -j DNAT '
+        svcs.append(f'-A KUBE-SVC-{h} -p tcp -m comment --comment "{name}" -m tcp -j DNAT '
                     f'--to-destination 10.244.{i + 1}.7:8080')
     assert nodeports[15].endswith(_XLB)  # rule 16, as in the seed
     return "\n".join([
@@ -123,9 +124,9 @@ def _k8s_rules() -> str:
         "-m tcp --dport 443 -j KUBE-SVC-NPX46M4PTMTKRN6Y",
         '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
         'rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
-        '-A KUBE-SVC-NPX46M4PTMTKRN6Y -m comment --comment "default/kubernetes:https" -j DNAT '
+        '-A KUBE-SVC-NPX46M4PTMTKRN6Y -p tcp -m comment --comment "default/kubernetes:https" -m tcp -j DNAT '
         "--to-destination 10.0.0.1:6443",
-        f'-A {_INGRESS_SVC} -m comment --comment "ns/ingress-nginx:http" -j DNAT '
+        f'-A {_INGRESS_SVC} -p tcp -m comment --comment "ns/ingress-nginx:http" -m tcp -j DNAT '
         "--to-destination 10.244.9.3:80",
         *svcs,
         f'-A {_XLB} -s 10.244.0.0/16 -m comment --comment "Redirect pods trying to reach external '
@@ -342,7 +343,7 @@ def _build_openstack(lab: Lab) -> dict[str, str]:
     vm, router, ext = lab.host("vm"), lab.host("router", FORWARDING), lab.host("ext")
     v_if, tap = lab.veth(vm, "v0", router, "tap")
     x_if, brx = lab.veth(ext, "x0", router, "brx")  # the router's external device (br-ex)
-    qg = lab.dummy(router, "qg")  # the device the l3 agent's rule names
+    qg = lab.spare_device(router, "qg")  # the device the l3 agent's rule names
     lab.addr(vm, v_if, "10.0.0.4/24")
     lab.addr(router, tap, "10.0.0.1/24")
     lab.addr(router, brx, "192.168.0.15/24", "192.168.0.16/32")

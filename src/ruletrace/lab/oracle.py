@@ -1,0 +1,240 @@
+"""The lab's ground truth: per-packet TRACE step sequences read straight from each capture.
+
+Deliberately small and independent of ``ruletrace.sources``/``correlate`` (which it checks): it
+reads only the step tag and the few header fields that tell packets apart.
+Packets are contiguous in every capture (the kernel finishes one packet's hooks before the next
+packet's start in these bounded, one-at-a-time flows); a packet starts at a raw-table event
+that follows a non-raw one, or where the per-packet key (IP ID / TCP SEQ+ACK / ICMP id+seq)
+changes. The nf_tables trace id is not used: it changes between hooks for bridged packets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Tag = tuple[str, str, str, int]  # table, chain, kind (rule/return/policy), rule number
+
+_TRACE = re.compile(r"TRACE: (\S+?):(\S+):(rule|return|policy):(\d+)")
+_KV = re.compile(r"([A-Z]+)=(\S*)")
+NFULA_PAYLOAD = 9  # include/uapi/linux/netfilter/nfnetlink_log.h
+NFULA_PREFIX = 10
+PCAP_HDR = struct.Struct("IHHiIII")  # magic, major, minor, thiszone, sigfigs, snaplen, linktype
+REC_HDR = struct.Struct("IIII")  # ts_sec, ts_usec, incl_len, orig_len
+NFLOG_HDR = struct.Struct("!BBH")  # family, version, res_id (group)
+IPPROTO = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
+
+
+@dataclass(slots=True)
+class OPacket:
+    """One packet's steps as the capture shows them, and the fields of its first event."""
+
+    tags: list[Tag] = field(default_factory=list)
+    first: dict[str, str] = field(default_factory=dict)
+    key: tuple = ()
+
+
+def _group(events: list[tuple[Tag, tuple, dict[str, str]]]) -> list[OPacket]:
+    packets: list[OPacket] = []
+    prev: Tag | None = None
+    for tag, key, fields in events:
+        start = (
+            prev is None
+            or key != packets[-1].key
+            or (tag[0] == "raw" and prev[0] != "raw")
+            or (tag[0] == "raw" and prev[0] == "raw" and tag[1] != prev[1]
+                and {tag[1], prev[1]} <= {"PREROUTING", "OUTPUT"})
+        )
+        if start:
+            packets.append(OPacket(first=fields, key=key))
+        packets[-1].tags.append(tag)
+        prev = tag
+    return packets
+
+
+def _fields_kernel_log(line: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    proto_seen = False
+    for k, v in _KV.findall(line.split("TRACE:", 1)[1]):
+        if k == "PROTO":
+            proto_seen = True
+        if k in ("ID", "SEQ") and proto_seen and out.get("PROTO", "").startswith("ICMP"):
+            k = "ICMP" + k
+        out.setdefault(k, v)
+    for flag in ("SYN", "ACK", "FIN", "RST", "PSH"):
+        if f" {flag} " in line and "PROTO=TCP" in line:
+            out.setdefault("FLAGS", "")
+            out["FLAGS"] += flag
+    return out
+
+
+def _key(f: dict[str, str]) -> tuple:
+    return (f.get("ID"), f.get("PROTO"), f.get("SEQ"), f.get("ACK"), f.get("FLAGS"), f.get("ICMPID"),
+            f.get("ICMPSEQ"), f.get("TYPE"))
+
+
+def kernel_log(path: Path) -> list[OPacket]:
+    """Packets of a kernel log (dmesg or syslog style lines)."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _TRACE.search(line)
+        if m:
+            f = _fields_kernel_log(line)
+            events.append(((m[1], m[2], m[3], int(m[4])), _key(f), f))
+    return _group(events)
+
+
+def _ip_fields(payload: bytes, family: int) -> dict[str, str]:
+    f: dict[str, str] = {}
+    if family == 2 and len(payload) >= 20:
+        ihl = (payload[0] & 0x0F) * 4
+        f["ID"] = str(struct.unpack_from("!H", payload, 4)[0])
+        proto, l4 = payload[9], payload[ihl:]
+        f["SRC"] = ".".join(map(str, payload[12:16]))
+        f["DST"] = ".".join(map(str, payload[16:20]))
+    elif family == 10 and len(payload) >= 40:
+        proto, l4 = payload[6], payload[40:]
+    else:
+        return f
+    f["PROTO"] = IPPROTO.get(proto, str(proto))
+    if proto in (6, 17) and len(l4) >= 4:
+        sp, dp = struct.unpack_from("!HH", l4)
+        f["SPT"], f["DPT"] = str(sp), str(dp)
+        if proto == 6 and len(l4) >= 14:
+            seq, ack = struct.unpack_from("!II", l4, 4)
+            f["SEQ"], f["ACK"] = str(seq), str(ack)
+            f["FLAGS"] = str(l4[13])
+    elif proto in (1, 58) and len(l4) >= 8:
+        t, _, _, ident, seq = struct.unpack_from("!BBHHH", l4)
+        f["TYPE"], f["ICMPID"], f["ICMPSEQ"] = str(t), str(ident), str(seq)
+    return f
+
+
+def nflog_pcap(path: Path) -> list[OPacket]:
+    """Packets of a LINKTYPE_NFLOG pcap written by ``tcpdump -i nflog -w``."""
+    data = path.read_bytes()
+    order = "<" if data[:4] == bytes.fromhex("d4c3b2a1") else ">"
+    rec, tlv = struct.Struct(order + REC_HDR.format), struct.Struct(order + "HH")
+    off, events = 24, []
+    while off + rec.size <= len(data):
+        _, _, incl, _ = rec.unpack_from(data, off)
+        body = data[off + rec.size : off + rec.size + incl]
+        off += rec.size + incl
+        family = body[0]
+        pos, prefix, payload = NFLOG_HDR.size, "", b""
+        while pos + tlv.size <= len(body):
+            length, kind = tlv.unpack_from(body, pos)
+            if length < tlv.size:
+                break
+            value = body[pos + tlv.size : pos + length]
+            if kind == NFULA_PREFIX:
+                prefix = value.split(b"\0", 1)[0].decode("utf-8", "replace")
+            elif kind == NFULA_PAYLOAD:
+                payload = value
+            pos += (length + 3) & ~3
+        m = _TRACE.search(prefix)
+        if m:
+            f = _ip_fields(payload, family)
+            events.append(((m[1], m[2], m[3], int(m[4])), _key(f), f))
+    return _group(events)
+
+
+def ulogd_json(path: Path) -> list[OPacket]:
+    """Packets of ulogd2 JSON output (one object per line, TRACE prefix in ``oob.prefix``)."""
+    events = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        o = json.loads(line)
+        m = _TRACE.search(o.get("oob.prefix", ""))
+        if not m:
+            continue
+        proto = o.get("ip.protocol", o.get("ip6.nexthdr"))
+        f = {"ID": str(o["ip.id"]) if "ip.id" in o else None, "PROTO": IPPROTO.get(proto, str(proto)),
+             "SPT": str(o.get("src_port")), "DPT": str(o.get("dest_port")),
+             "SEQ": str(o.get("tcp.seq")), "ACK": str(o.get("tcp.ackseq")),
+             "ICMPID": str(o.get("icmp.echoid", o.get("icmpv6.echoid"))),
+             "ICMPSEQ": str(o.get("icmp.echoseq", o.get("icmpv6.echoseq"))),
+             "TYPE": str(o.get("icmp.type", o.get("icmpv6.type")))}
+        events.append(((m[1], m[2], m[3], int(m[4])), _key(f), f))  # type: ignore[arg-type]
+    return _group(events)
+
+
+def nft_positions(ruleset_json: Path) -> dict[tuple[str, str, int], int]:
+    """(table, chain, handle) -> rule number, and (table, chain, 0) -> rules + 1 (the policy step)."""
+    pos: dict[tuple[str, str, int], int] = {}
+    count: dict[tuple[str, str], int] = {}
+    for item in json.loads(ruleset_json.read_text())["nftables"]:
+        r = item.get("rule")
+        if r:
+            k = (r["table"], r["chain"])
+            count[k] = count.get(k, 0) + 1
+            pos[(r["table"], r["chain"], r["handle"])] = count[k]
+        c = item.get("chain")
+        if c:
+            count.setdefault((c["table"], c["name"]), 0)
+    for (t, c), n in count.items():
+        pos[(t, c, 0)] = n + 1
+    return pos
+
+
+_NFT_LINE = re.compile(r"^trace id ([0-9a-f]+) \S+ (\S+) (\S+) (rule|policy) (.*)$")
+_XT_LINE = re.compile(r"^\s*TRACE: \d+ ([0-9a-f]+) ([^:\s]+):([^:\s]+):(rule|policy):(\S*)\s*(.*)$")
+
+
+def nft_monitor(path: Path, ruleset_json: Path) -> list[OPacket]:
+    """Packets of ``nft -a monitor trace`` output; the TRACE rule's own event is left out."""
+    pos, events = nft_positions(ruleset_json), []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _NFT_LINE.match(line)
+        if not m:
+            continue
+        tid, table, chain, kind, rest = m.groups()
+        if kind == "rule":
+            if "nftrace set 1" in rest:
+                continue
+            h = re.search(r"# handle (\d+)", rest)
+            num = pos[(table, chain, int(h[1]))] if h else -1
+        else:
+            num = pos[(table, chain, 0)]
+        # no key: the trace id changes between hooks for bridged packets (br_netfilter), so packets
+        # are told apart by their first (raw) event only
+        events.append(((table, chain, kind, num), (), {"trace_id": tid}))
+    return _group(events)
+
+
+def xtables_monitor(path: Path, ruleset_json: Path) -> list[OPacket]:
+    """Packets of ``xtables-monitor --trace`` output (rule handles in hex); TRACE rules left out."""
+    pos, events = nft_positions(ruleset_json), []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _XT_LINE.match(line)
+        if not m:
+            continue
+        tid, table, chain, kind, rest, text = m.groups()
+        if kind == "rule":
+            if text.endswith("-j TRACE"):
+                continue
+            num = pos[(table, chain, int(rest.split(":")[0], 16))]
+        else:
+            num = pos[(table, chain, 0)]
+        events.append(((table, chain, kind, num), (), {"trace_id": tid}))
+    return _group(events)
+
+
+def read(path: Path) -> list[OPacket]:
+    """Packets of any capture the lab writes, chosen by file name."""
+    name = path.name
+    if name == "kernel.log":
+        return kernel_log(path)
+    if name.endswith(".pcap"):
+        return nflog_pcap(path)
+    if name == "ulogd.json":
+        return ulogd_json(path)
+    if name == "nft-monitor.txt":
+        return nft_monitor(path, path.with_name("ruleset-nft.json"))
+    if name == "xtables-monitor.txt":
+        return xtables_monitor(path, path.with_name("ruleset-nft.json"))
+    raise ValueError(f"not a lab capture: {path}")
