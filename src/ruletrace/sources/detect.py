@@ -111,6 +111,9 @@ class _Prepend:
     def readable(self) -> bool:
         return True
 
+    def close(self) -> None:
+        self._buf.raw._stream.close()  # type: ignore[attr-defined]
+
 
 class _Chain:
     def __init__(self, head: bytes, stream: Any) -> None:
@@ -155,11 +158,19 @@ def read_any(
         read = reader(chosen)
         kwargs = {k: v for k, v in options.items() if k in read.__code__.co_varnames}
         st = stats(name, chosen) if stats is not None else None
-        streams.append(read(stream, name=name, stats=st, **kwargs))
+        streams.append(_closing(read(stream, name=name, stats=st, **kwargs), stream))
     if len(streams) == 1:
         yield from streams[0]
         return
     yield from _merge(streams)
+
+
+def _closing(events: Iterator[TraceEvent], stream: Any) -> Iterator[TraceEvent]:
+    try:
+        yield from events
+    finally:
+        if getattr(stream, "name", None) not in (None, "<stdin>") or isinstance(stream, _Prepend):
+            stream.close()
 
 
 def _merge(streams: list[Iterator[TraceEvent]]) -> Iterator[TraceEvent]:

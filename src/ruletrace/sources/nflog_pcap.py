@@ -178,7 +178,7 @@ def _iter_pcap(stream: BinaryIO, head: bytes, name: str) -> Iterator[tuple[int, 
 
 def _iter_pcapng(stream: BinaryIO, head: bytes, name: str) -> Iterator[tuple[int, float, bytes, str]]:
     bo = "<"
-    ifaces: list[tuple[int, float]] = []  # (linktype, seconds per tick) per interface id
+    ifaces: list[tuple[int, int]] = []  # (linktype, ticks per second) per interface id
     n = 0
     block_type_raw = head
     while True:
@@ -231,7 +231,7 @@ def _iter_pcapng(stream: BinaryIO, head: bytes, name: str) -> Iterator[tuple[int
                                      origin=Origin(name, n))
             if 20 + caplen > len(body):
                 raise RuletraceError(f"block {n}: truncated packet data", origin=Origin(name, n))
-            yield n, ((ts_hi << 32) | ts_lo) * ifaces[ifid][1], body[20 : 20 + caplen], bo
+            yield n, ((ts_hi << 32) | ts_lo) / ifaces[ifid][1], body[20 : 20 + caplen], bo
         elif btype == PCAPNG_SPB:
             if not ifaces:
                 raise RuletraceError(f"block {n}: packet before any interface block", origin=Origin(name, n))
@@ -241,7 +241,7 @@ def _iter_pcapng(stream: BinaryIO, head: bytes, name: str) -> Iterator[tuple[int
         block_type_raw = _read_exact(stream, 4)
 
 
-def _tsresol(opts: bytes, bo: str) -> float:
+def _tsresol(opts: bytes, bo: str) -> int:
     off = 0
     while off + 4 <= len(opts):
         code, length = struct.unpack_from(bo + "HH", opts, off)
@@ -249,9 +249,9 @@ def _tsresol(opts: bytes, bo: str) -> float:
             break
         if code == PCAPNG_OPT_IF_TSRESOL and length >= 1:
             v = opts[off + 4]
-            return 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+            return 2 ** (v & 0x7F) if v & 0x80 else 10**v
         off += 4 + ((length + 3) & ~3)
-    return 1e-6
+    return 1_000_000  # default: microseconds
 
 
 # --- NFLOG TLVs ----------------------------------------------------------------------
