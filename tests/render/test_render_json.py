@@ -12,7 +12,7 @@ from render_cases import SYN_52000, build, seed003_drop, seed003_port80, unknown
 import ruletrace
 from ruletrace.model import Explanation
 from ruletrace.render import json as rjson
-from ruletrace.render.json import SCHEMA_VERSION, document, dumps, to_json, write_jsonl
+from ruletrace.render.json import SCHEMA_VERSION, document, dumps, to_json, write_document, write_jsonl
 from ruletrace.render.summary import Summary
 
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "json-schema.json"
@@ -179,7 +179,7 @@ def _document() -> dict:
 
 def test_document() -> None:
     d = _document()
-    assert list(d) == ["schema", "tool", "version", "sources", "packets", "summary", "warnings"]
+    assert list(d) == ["schema", "tool", "version", "packets", "sources", "summary", "warnings"]
     assert (d["schema"], d["tool"], d["version"]) == (1, "ruletrace", ruletrace.__version__)
     assert d["sources"] == [
         {"path": "rules.v4", "format": None, "role": None},
@@ -215,6 +215,43 @@ def test_write_jsonl(monkeypatch) -> None:
     assert lines[2] == "" and len(lines) == 3
     assert [json.loads(line) for line in lines[:2]] == [to_json(e) for e in expls]
     assert len(flushes) == 2
+
+
+class _SourceInfo:  # what the pipeline keeps per input: attributes, no role
+    def __init__(self, path: str, format: str) -> None:
+        self.path, self.format = path, format
+
+
+@pytest.mark.parametrize("packets", [True, False])
+def test_write_document_streams_the_same_document(packets: bool) -> None:
+    expls = [seed003_drop(), seed003_port80(), unknown_fate()]
+    sources: list = []
+    warnings: list[str] = []
+    summary = Summary()
+
+    def stream():  # sources, warnings and counts fill up while the packets stream, as in a real run
+        sources.append("rules.v4")
+        for e in expls:
+            yield summary.add(e)
+        sources.append(_SourceInfo("messages", "kernel-log"))
+        warnings.append("2 lines skipped")
+
+    buf = io.StringIO()
+    n = write_document(stream(), buf, summary=summary, warnings=warnings, sources=sources, packets=packets)
+    assert n == 3
+    text = buf.getvalue()
+    expected = document(expls if packets else [], summary, warnings, sources)
+    assert json.loads(text) == expected
+    assert list(json.loads(text)) == list(expected)
+    assert expected["sources"][1] == {"path": "messages", "format": "kernel-log", "role": None}
+    assert text.endswith("\n") and text.count("\n") == (5 if packets else 1)  # one line per packet
+    assert json.loads(text)["summary"]["packets"] == 3
+
+
+def test_write_document_without_packets() -> None:
+    buf = io.StringIO()
+    assert write_document([], buf) == 0
+    assert json.loads(buf.getvalue()) == document([])
 
 
 def _validator():

@@ -220,3 +220,23 @@ def test_policy_colours_come_from_the_theme() -> None:
     assert "\x1b[" in buf.getvalue()
     assert "\x1b[" not in cap.get()
     assert THEME.styles["fate.dropped"].color is not None
+
+
+def test_sentences_that_repeat_the_place_are_not_doubled() -> None:
+    # explainers tend to write "dropped by filter:X rule 1 …": the header already names the place
+    e = seed003_drop()
+    e.verdict.reason = "dropped by filter:KUBE-FIREWALL rule 1 because of mark 0x8000"
+    e.cause[1].text = "mark 0x8000 set by nat:KUBE-MARK-DROP rule 1"
+    lines = render(to_renderable(e)).splitlines()
+    assert lines[1] == "DROPPED by filter:KUBE-FIREWALL rule 1 because of mark 0x8000"
+    assert "         mark set     mark 0x8000 set by nat:KUBE-MARK-DROP rule 1" in lines
+
+    e = seed003_port80()
+    e.verdict = Verdict("drop", "filter", "INPUT", 2, None, "dropped by the DROP policy of filter:INPUT")
+    e.steps[5].policy = "DROP"
+    assert render(to_renderable(e)).splitlines()[1] == "DELIVERED by filter:INPUT policy DROP"
+
+    e.verdict.reason = "nothing in the filter table matched, so the DROP policy of filter:INPUT applied"
+    assert render(to_renderable(e)).splitlines()[1] == (
+        "DELIVERED by filter:INPUT policy DROP: nothing in the filter table matched, so the DROP policy of"
+    )

@@ -72,21 +72,57 @@ def document(
     expls: Iterable[Explanation],
     summary: Any = None,
     warnings: Iterable[str] = (),
-    sources: Iterable[Mapping[str, Any] | str] = (),
+    sources: Iterable[Any] = (),
 ) -> JSONObject:
-    """The whole ``--json`` output: header, sources, packets, summary and run warnings.
+    """The whole ``--json`` output: header, packets, sources, summary and run warnings.
 
     ``summary`` is a ``render.summary.Summary`` (or anything with ``to_json()``), a ready
-    dict, or None. A source is a path or a mapping with ``path``, ``format`` and ``role``.
+    dict, or None. A source is a path, a mapping or an object with ``path``, ``format`` and
+    ``role`` (missing ones are null). Packets come before sources because sources are only
+    known once they have been read (see ``write_document``).
     """
+    return {
+        **_head(),
+        "packets": [to_json(e) for e in expls],
+        **_tail(summary, warnings, sources),
+    }
+
+
+def write_document(
+    expls: Iterable[Explanation],
+    stream: IO[str],
+    *,
+    summary: Any = None,
+    warnings: Iterable[str] = (),
+    sources: Iterable[Any] = (),
+    packets: bool = True,
+) -> int:
+    """Stream the document of ``document()`` to ``stream``, one packet per line; return the packet count.
+
+    Packets are written as they come, so no list of them is held. ``summary``, ``warnings``
+    and ``sources`` are read after the last packet: lists or a Summary that fill up while the
+    explanations stream are fine. ``packets=False`` consumes the explanations but writes
+    ``"packets": []`` (for ``--summary --json``).
+    """
+    stream.write(dumps(_head())[:-1] + ',"packets":[')
+    n = 0
+    for e in expls:
+        if packets:
+            stream.write(("\n" if n == 0 else ",\n") + dumps(to_json(e)))
+        n += 1
+    stream.write(("\n]," if packets and n else "],") + dumps(_tail(summary, warnings, sources))[1:] + "\n")
+    return n
+
+
+def _head() -> JSONObject:
+    return {"schema": SCHEMA_VERSION, "tool": "ruletrace", "version": __version__}
+
+
+def _tail(summary: Any, warnings: Iterable[str], sources: Iterable[Any]) -> JSONObject:
     if summary is not None and not isinstance(summary, Mapping):
         summary = summary.to_json()
     return {
-        "schema": SCHEMA_VERSION,
-        "tool": "ruletrace",
-        "version": __version__,
         "sources": [_source(s) for s in sources],
-        "packets": [to_json(e) for e in expls],
         "summary": None if summary is None else dict(summary),
         "warnings": [str(w) for w in warnings],
     }
@@ -177,7 +213,8 @@ def _family(expl: Explanation) -> str | None:
     return None
 
 
-def _source(s: Mapping[str, Any] | str) -> JSONObject:
+def _source(s: Any) -> JSONObject:
     if isinstance(s, str):
         return {"path": s, "format": None, "role": None}
-    return {"path": str(s.get("path", "")), "format": s.get("format"), "role": s.get("role")}
+    get = s.get if isinstance(s, Mapping) else lambda k: getattr(s, k, None)
+    return {"path": str(get("path") or ""), "format": get("format"), "role": get("role")}

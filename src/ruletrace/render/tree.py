@@ -14,6 +14,7 @@ from .theme import THEME, clean, fate_style, safe, verdict_style
 GAP = 2  # spaces between a step's head and its text
 MIN_BODY = 30  # below this many columns for the text, it goes under the head instead
 FOOTER_LABEL = 9  # width of the footer's label column ("warning" + 2)
+MAX_LEAD_IN_WORDS = 6  # "dropped by the DROP policy of" before a place that is already shown
 
 
 def to_renderable(expl: Explanation, *, verbose: bool = False) -> RenderableType:
@@ -138,19 +139,33 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
         by_policy = v.rule is None and (decisive is None or expl.steps[decisive].kind == StepKind.POLICY)
         line.append(" by ")
         line.append_text(_where(v.table, v.chain))
-        if not by_policy:
-            line.append(" rule ")
-            num = v.num if v.num is not None else v.rule.num if v.rule is not None else "?"
-            line.append(clean(num), "rule.num")
-        else:
+        place = f"{v.table}:{v.chain}"
+        if by_policy:
             line.append(" policy ")
             line.append(clean(v.action.upper()), verdict_style(v.action))
-        if v.reason:
-            line.append(": " + clean(v.reason))
+        else:
+            num = v.num if v.num is not None else v.rule.num if v.rule is not None else "?"
+            line.append(" rule ")
+            line.append(clean(num), "rule.num")
+            place += f" rule {num}"
+        reason = _after_place(v.reason, place)
+        if reason:
+            line.append((" " if reason != v.reason else ": ") + clean(reason))
     elif expl.fate == Fate.UNKNOWN and expl.last_seen:
         line.append(": the trace ends at ")
         line.append_text(safe(expl.last_seen, "chain"))
     return line
+
+
+def _after_place(text: str, place: str) -> str:
+    """``text`` without a short lead-in up to ``place`` ("dropped by filter:X rule 1 because …" -> "because …").
+
+    The header and footer already name the place; explainers often repeat it in their sentence.
+    """
+    i = text.find(place)
+    if i < 0 or len(text[:i].split()) > MAX_LEAD_IN_WORDS:
+        return text
+    return text[i + len(place) :].lstrip(" ,;:")
 
 
 def _endpoint(addr: str | None, port: str | None) -> str:
@@ -266,7 +281,9 @@ def _footer(expl: Explanation) -> list[RenderableType]:
         lines: list[Text | _Hanging] = []
         for c in expl.cause:
             where = _at(c.table, c.chain, c.num, c.rule is None and c.num is None)
-            if c.text:
+            if c.text and where.plain in c.text:  # the sentence names the place itself
+                where = safe(c.text)
+            elif c.text:
                 where.append(": " + clean(c.text))
             lines.append(_Hanging(safe(c.role.ljust(width), "cause"), [where]))
         rows.append(("why", lines))
