@@ -247,6 +247,15 @@ class _Run:
             return  # looped back: the entry is already attached
         if p.ctstate in ("UNTRACKED", "INVALID"):
             return
+        on = self.facts.assume.get("conntrack")
+        if on is None:
+            on = self.cc.uses_conntrack
+            if not on:
+                c.note("no rule needs connection tracking, so the kernel does not track in this namespace: "
+                       "no NAT, conntrack state INVALID; use --assume conntrack=match if something else "
+                       "(nftables, ipvs, another ruleset) enables it")
+        if not on:
+            return
         p.ct = True
         p.orig = (p.src, p.dst, p.sport, p.dport)
         p.repl_src, p.repl_dst, p.repl_sport, p.repl_dport = p.dst, p.src, p.dport, p.sport

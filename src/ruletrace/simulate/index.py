@@ -11,6 +11,7 @@ linear walk would have recorded.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from typing import Callable
 
@@ -21,6 +22,10 @@ from .matches import Cond, compile_conds, split_rule
 from .state import Ctx, Pkt
 from .targets import ACCEPT, DROP, QUEUE, RETURN, Target, compile_target
 
+# matches and targets that call nf_ct_netns_get(): conntrack runs in a namespace only while a
+# rule needs it (kernel >= 4.10); without it there is no NAT and every packet is INVALID
+_CT_USER = re.compile(r"-m (?:conntrack|state|connmark|helper|connlimit|connbytes|connlabel|cluster|ipvs)\b"
+                      r"|-j (?:DNAT|SNAT|MASQUERADE|REDIRECT|NETMAP|CT|NOTRACK|CONNMARK|CONNSECMARK)\b")
 MIN_INDEXED = 16  # chains shorter than this are scanned
 KEY_FIELDS: dict[str, Callable[[Pkt], object]] = {
     "dst": lambda p: p.dst,
@@ -137,7 +142,7 @@ class CChain:
 class Compiled:
     """A ruleset's chains, compiled on first use."""
 
-    __slots__ = ("ruleset", "v6", "index", "chains", "names")
+    __slots__ = ("ruleset", "v6", "index", "chains", "names", "uses_conntrack")
 
     def __init__(self, ruleset: Ruleset, v6: bool, index: bool = True) -> None:
         self.ruleset = ruleset
@@ -145,6 +150,8 @@ class Compiled:
         self.index = index
         self.chains: dict[tuple[str, str], CChain] = {}
         self.names = {t: frozenset(chains) for t, chains in ruleset.tables.items()}
+        self.uses_conntrack = any(_CT_USER.search(r.text) for t in ruleset.tables.values()
+                                  for ch in t.values() for r in ch.rules)
 
     def chain(self, table: str, name: str) -> CChain | None:
         cc = self.chains.get((table, name))
