@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -265,20 +266,26 @@ def test_faster_than_iptables_restore_test(tmp_path: Path) -> None:
     path.write_text(kube_proxy_save(2500))  # 20,000 rules
     ns = f"rsx-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    restore: list[float] = []
+    ours: list[float] = []
+    rules = 0
     try:
-        restore = []
-        for _ in range(3):
-            start = time.perf_counter()
+        # CPU time, interleaved rounds, best of each: the machine is shared, wall time is noisy
+        for _ in range(5):
+            before = _children_cpu()
             with path.open("rb") as f:
                 subprocess.run(["ip", "netns", "exec", ns, "iptables-legacy-restore", "--test"], stdin=f,
                                check=True)
-            restore.append(time.perf_counter() - start)
+            restore.append(_children_cpu() - before)
+            before = time.process_time()
+            rules = iptables_save.parse(path.read_text(), origin=Origin(str(path))).rule_count()
+            ours.append(time.process_time() - before)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=True)
-    ours = []
-    for _ in range(3):
-        start = time.perf_counter()
-        rs = iptables_save.parse(path.read_text(), origin=Origin(str(path)))
-        ours.append(time.perf_counter() - start)
-    assert rs.rule_count() == 20007
+    assert rules == 20007
     assert min(ours) <= min(restore), (ours, restore)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

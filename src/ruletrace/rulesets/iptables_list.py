@@ -27,7 +27,6 @@ _COMMAND = re.compile(r"\b(ip6?)tables(?:-legacy|-nft)?(?=\s)(?P<args>.*)")
 _LIST_FLAG = re.compile(r"(?:^|\s)(?:--list\b|-[a-zA-Z]*L)")
 _TABLE_FLAG = re.compile(r"(?:^|\s)(?:--table[=\s]\s*|-t\s*)(?P<table>\S+)")
 _BANNER = re.compile(r"#{5,}")
-_COUNT = re.compile(r"\d+[KMGTP]?")
 # xtables_print_num(): without -x, counts above 99999 are rounded to K/M/G/T units of 1000
 _UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 _OPT = frozenset(("--", "-f", "!f"))  # the "opt" column: fragment flag, "--" when unset
@@ -143,7 +142,7 @@ class _Reader:
             )
         counters = None
         if m.group("pkts") is not None:
-            counters = (_count(m.group("pkts")), _count(m.group("bytes")))
+            counters = (_count(m.group("pkts")) or 0, _count(m.group("bytes")) or 0)
         self.chain = chains[name] = Chain(self.table, name, m.group("policy"), [], counters, self.origin(lineno))
         self.columns = None
 
@@ -162,9 +161,12 @@ class _Reader:
             i = 1
         counters = None
         if cols.counts:
-            if len(toks) < i + 2 or not (_COUNT.fullmatch(toks[i]) and _COUNT.fullmatch(toks[i + 1])):
+            if len(toks) < i + 2:
                 return False
-            counters = (_count(toks[i]), _count(toks[i + 1]))
+            pkts, nbytes = _count(toks[i]), _count(toks[i + 1])
+            if pkts is None or nbytes is None:
+                return False
+            counters = (pkts, nbytes)
             i += 2
         elif s.startswith("Chain ") or s.startswith("#"):
             return False
@@ -180,7 +182,7 @@ class _Reader:
         if num != len(rules) + 1:
             self._gap(num, lineno)
         rules.append(Rule(self.table, chain.name, num, " ".join(rest), target or None, goto, None,
-                          self.origin(lineno), counters))
+                          Origin(self.path, lineno), counters))
         return True
 
     def _target(self, toks: list[str], i: int, line: str) -> tuple[str | None, int]:
@@ -232,9 +234,11 @@ class _Reader:
         return rs
 
 
-def _count(tok: str) -> int:
+def _count(tok: str) -> int | None:
+    if tok.isdigit():
+        return int(tok)
     unit = _UNITS.get(tok[-1])
-    return int(tok) if unit is None else int(tok[:-1]) * unit
+    return int(tok[:-1]) * unit if unit and tok[:-1].isdigit() else None
 
 
 # --- pastes that lost their newlines (one line holding banners, chain headers and rows) ---
@@ -246,6 +250,8 @@ _GLUED_SPLIT = re.compile(r"(#{5,})")
 
 def _unglue(line: str) -> list[str] | None:
     """Split a listing pasted onto one line back into lines; None when the line is not glued."""
+    if "Chain " not in line:
+        return None
     first = _GLUED_CHAIN.search(line)
     if first is None:
         return None
