@@ -153,7 +153,7 @@ ACCEPT     all  --  0.0.0.0/0            0.0.0.0/0
 root@host:~# iptables -t nat -nvL
 Chain PREROUTING (policy ACCEPT 5 packets, 300 bytes)
  pkts bytes target     prot opt in     out     source               destination
-    5   300 DOCKER     all  --  *      *       0.0.0.0/0            0.0.0.0/0            ADDRTYPE match dst-type LOCAL
+    5   300 DOCKER     all  --  *      *       0.0.0.0/0   0.0.0.0/0    ADDRTYPE match dst-type LOCAL
 """
 
 
@@ -204,7 +204,8 @@ def test_rows_left_out_keep_kernel_numbers() -> None:
     [
         ("Chain INPUT (policy ACCEPT)\nfoo bar\n", 2, "expected the column header"),
         ("Chain INPUT (policy ACCEPT)\ntarget prot opt source destination\n\n"
-         "Chain INPUT (policy ACCEPT)\n", 4, "chain INPUT listed twice for table filter \\(first at line 1\\)"),
+         "Chain INPUT (policy ACCEPT)\n", 4,
+         "chain INPUT listed twice for table filter \\(first at line 1\\)"),
         ("Chain INPUT (policy ACCEPT)\nnum target prot opt source destination\n"
          "2 ACCEPT all -- 0.0.0.0/0 0.0.0.0/0\n1 ACCEPT all -- 0.0.0.0/0 0.0.0.0/0\n", 4, "rule number 1"),
         ("Chain INPUT (mystery)\n", 1, "bad chain header"),

@@ -212,7 +212,8 @@ def test_missing_commit_is_a_warning() -> None:
          "unbalanced quote"),
         ("*filter\n:INPUT ACCEPT [0:0]\nhello world\nCOMMIT\n", 3, "not an iptables-save line"),
         ("*filter\n:INPUT ACCEPT [0:0]\n-I INPUT -j ACCEPT\nCOMMIT\n", 3, "unexpected command '-I'"),
-        ("*filter\nCOMMIT\n*nat\nCOMMIT\n*filter\nCOMMIT\n", 5, "table filter appears twice \\(first at line 1\\)"),
+        ("*filter\nCOMMIT\n*nat\nCOMMIT\n*filter\nCOMMIT\n", 5,
+         "table filter appears twice \\(first at line 1\\)"),
         ("*filter\n[1:x] -A INPUT -j ACCEPT\nCOMMIT\n", 2, "bad counters"),
         ("*filter\n:INPUT ACCEPT 0:0\nCOMMIT\n", 2, "bad counters"),
         ("*filter\n:FOO - [0:0]\n:FOO - [0:0]\nCOMMIT\n", 3, "declared twice"),
@@ -242,7 +243,9 @@ def test_kube_proxy_dump() -> None:
     assert rs.rule_count() == 7 + 1250 * 8
     assert len(nat) == 4 + 3 + 1250 * 3
     svc = nat["KUBE-SVC-00000000000004D1"]
-    assert [r.target for r in svc.rules] == ["KUBE-MARK-MASQ", "KUBE-SEP-00000000000009A2", "KUBE-SEP-00000000000009A3"]
+    assert [r.target for r in svc.rules] == [
+        "KUBE-MARK-MASQ", "KUBE-SEP-00000000000009A2", "KUBE-SEP-00000000000009A3"
+    ]
     sep = nat["KUBE-SEP-00000000000009A3"].rules[1]
     assert sep.target == "DNAT" and sep.target_args.startswith("--to-destination 10.244.9.")
     # ~5 µs a rule on this machine kind; a generous bound catches an accidental O(n²)

@@ -62,6 +62,7 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
         (bytes.fromhex("d4c3b2a1 0200 0400 00000000 00000000 ffff0000 ef000000"), "binary file"),
         (bytes(range(256)) * 4, "binary file"),
         (b"hello world\nthis is not a ruleset\n", "not a ruleset"),
+        (b"table inet filter {\n\tchain input {\n\t}\n}\n", "nft -j list ruleset"),
     ],
 )
 def test_bad_files_name_the_file(tmp_path: Path, content: bytes, message: str) -> None:

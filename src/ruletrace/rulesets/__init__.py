@@ -10,7 +10,8 @@ from ..model import Origin, Ruleset
 
 # line-start markers of iptables-save output: "*filter", ":INPUT ACCEPT [0:0]", "-A INPUT …", "[0:0] -A …"
 _SAVE = re.compile(
-    r"^(?:\*(?:raw|mangle|nat|filter|security)\s*$|:\S+ (?:ACCEPT|DROP|-) \[\d+:\d+\]|(?:\[\d+:\d+\] )?-A \S)",
+    r"^(?:\*(?:raw|mangle|nat|filter|security)\s*$|:\S+ (?:ACCEPT|DROP|-) \[\d+:\d+\]"
+    r"|(?:\[\d+:\d+\] )?-A \S)",
     re.M,
 )
 # print_header() of iptables -L, also inside a paste that lost its newlines
@@ -18,6 +19,8 @@ _LIST = re.compile(r"Chain \S+ \((?:policy [A-Z]+|-?\d+ references)")
 _JSON = re.compile(r'\s*\{\s*"nftables"\s*:')
 # kernel log "TRACE: raw:PREROUTING:policy:2", nft monitor "trace id 1a2b3c4d ip filter …"
 _TRACE = re.compile(r"TRACE: \w+:\S+:(?:rule|return|policy):\d+|^trace id [0-9a-f]+ ", re.M)
+# "nft list ruleset" text: "table inet filter {"
+_NFT_TEXT = re.compile(r"^table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", re.M)
 _SNIFF = 64 * 1024  # bytes looked at to tell text from binary
 
 
@@ -45,6 +48,9 @@ def load_ruleset(path: str, *, text: str | None = None) -> Ruleset:
             raise RuletraceError("nft JSON rulesets are not supported by this build "
                                  "(ruletrace.rulesets.nft_json is missing)", origin=origin) from None
         return nft_json.parse(text, origin=origin)
+    if _NFT_TEXT.search(text):
+        raise RuletraceError("nft text rulesets are not read; give 'nft -j list ruleset' output instead",
+                             origin=origin)
     if _TRACE.search(text):
         raise RuletraceError("this is a trace log, not a ruleset: give it as a trace input and pass "
                              "iptables-save, iptables -L or nft -j list ruleset output as the ruleset",

@@ -21,8 +21,11 @@ _CHAIN = re.compile(
     r"Chain (?P<name>\S+) \((?:policy (?P<policy>[A-Z]+)(?: (?P<pkts>\d+[KMGTP]?) packets,"
     r" (?P<bytes>\d+[KMGTP]?) bytes)?|(?P<refs>-?\d+) references|ERROR obtaining refs)\)"
 )
-_COLUMNS = re.compile(r"(?:num\s+)?(?:pkts\s+bytes\s+)?(?:target\s+)?prot\s+opt\s+(?:in\s+out\s+)?source\s+destination")
-# a shell or "# …" line that ran the listing: "# ip6tables-legacy -L -n -v -t nat", "root@h:~# iptables -t nat -nvL"
+_COLUMNS = re.compile(
+    r"(?:num\s+)?(?:pkts\s+bytes\s+)?(?:target\s+)?prot\s+opt\s+(?:in\s+out\s+)?source\s+destination"
+)
+# a shell or "# …" line that ran the listing: "# ip6tables-legacy -L -n -v -t nat",
+# "root@h:~# iptables -t nat -nvL"
 _COMMAND = re.compile(r"\b(ip6?)tables(?:-legacy|-nft)?(?=\s)(?P<args>.*)")
 _LIST_FLAG = re.compile(r"(?:^|\s)(?:--list\b|-[a-zA-Z]*L)")
 _TABLE_FLAG = re.compile(r"(?:^|\s)(?:--table[=\s]\s*|-t\s*)(?P<table>\S+)")
@@ -143,7 +146,8 @@ class _Reader:
         counters = None
         if m.group("pkts") is not None:
             counters = (_count(m.group("pkts")) or 0, _count(m.group("bytes")) or 0)
-        self.chain = chains[name] = Chain(self.table, name, m.group("policy"), [], counters, self.origin(lineno))
+        chain = Chain(self.table, name, m.group("policy"), [], counters, self.origin(lineno))
+        self.chain = chains[name] = chain
         self.columns = None
 
     def _row(self, lineno: int, line: str, s: str) -> bool:
@@ -216,7 +220,8 @@ class _Reader:
                                  origin=self.origin(lineno))
         # rows left out of the listing (pasted excerpts): keep numbering = kernel TRACE numbers
         self.rs.warnings.append(
-            f"{self.path}:{lineno}: {self.table} {chain.name}: rules {have + 1}-{num - 1} are not in the listing"
+            f"{self.path}:{lineno}: {self.table} {chain.name}: "
+            f"rules {have + 1}-{num - 1} are not in the listing"
         )
         for n in range(have + 1, num):
             chain.rules.append(Rule(self.table, chain.name, n, f"(rule {n} not in the listing)", None))

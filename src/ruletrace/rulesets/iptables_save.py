@@ -214,7 +214,9 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
             if not target or target[0] == '"':
                 target, goto = find_target(line)
         rules = chain.rules
-        rules.append(Rule(table, name, len(rules) + 1, line, target, goto, None, Origin(path, lineno), counters))
+        rules.append(
+            Rule(table, name, len(rules) + 1, line, target, goto, None, Origin(path, lineno), counters)
+        )
     if table is not None:
         warnings.append(f"{path}:{lineno}: table {table} (line {table_line}) has no COMMIT at end of file")
     return rs
@@ -260,7 +262,9 @@ def _counters(text: str, origin: Origin) -> tuple[int, int]:
     raise RuletraceError(f"bad counters {_clip(text)}, expected [packets:bytes]", origin=origin)
 
 
-def _undeclared(name: str, table: str, chains: dict[str, Chain], origin: Origin, warnings: list[str]) -> Chain:
+def _undeclared(
+    name: str, table: str, chains: dict[str, Chain], origin: Origin, warnings: list[str]
+) -> Chain:
     if name in TABLE_CHAINS[table]:
         # iptables-restore keeps the table's built-in chains even when not listed
         warnings.append(f"{origin}: built-in chain {table} {name} not declared; assuming policy ACCEPT")
