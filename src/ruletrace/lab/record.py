@@ -155,8 +155,9 @@ class _Run:
             delta = sum(after.get(c, 0) - before.get(c, 0) for c in counters)
             heard = []
             if flow.receiver in self.listen_logs:
+                # by source port: DNAT may change the port the listener sees, MASQUERADE keeps ours
                 heard = [e for e in _new_lines(self.listen_logs[flow.receiver], self.seen)
-                         if e.get("port") == flow.port]
+                         if e.get("peer_port") == sport]
             results.append({"sport": sport if flow.proto != "icmp" else None,
                             "icmp_id": ident if flow.proto == "icmp" else None,
                             "result": result, "arrived": delta > 0 or bool(heard),
