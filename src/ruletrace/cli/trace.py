@@ -1,0 +1,261 @@
+"""``ruletrace trace``, ``ruletrace cleanup`` and ``ruletrace doctor``: live tracing on this host."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import time
+
+import click
+
+from ..errors import RuletraceError
+from .console import make_consoles
+from .status import ExitStatus
+
+
+def _enter_netns(netns: str | None, pid: int | None) -> dict:
+    """Move into ``--netns``/``--pid``'s namespace; the session's record of where it ran."""
+    from ..live import netns as lns
+
+    if netns and pid:
+        raise click.UsageError("give --netns or --pid, not both")
+    info: dict = {}
+    if netns or pid:
+        path = lns.ns_path(name=netns, pid=pid)
+        lns.setns(path)
+        info = {"name": netns} if netns else {"pid": pid}
+    info["id"] = lns.ns_id()
+    return info
+
+
+class _Printer:
+    """stderr messages that survive a terminal that went away (SIGHUP)."""
+
+    def __init__(self, err) -> None:
+        self.err = err
+
+    def __call__(self, text: str, style: str | None = None) -> None:
+        try:
+            self.err.print(text, markup=False, highlight=False, style=style, soft_wrap=True)
+        except OSError:
+            pass
+
+
+def _netns_options(f):
+    f = click.option("--pid", type=int, metavar="PID",
+                     help="Work in the network namespace of process PID (a container).")(f)
+    f = click.option("--netns", metavar="NAME", help="Work in network namespace NAME (`ip netns list`).")(f)
+    return f
+
+
+@click.command()
+@click.option("-p", "--proto", metavar="PROTO", help="Protocol: tcp, udp, icmp, icmpv6, …")
+@click.option("--dport", metavar="PORT[:PORT]", help="Destination port (needs -p tcp/udp/sctp).")
+@click.option("--sport", metavar="PORT[:PORT]", help="Source port (needs -p tcp/udp/sctp).")
+@click.option("-s", "--src", metavar="ADDR[/LEN]", help="Source address or network ('!ADDR' negates).")
+@click.option("-d", "--dst", metavar="ADDR[/LEN]", help="Destination address or network.")
+@click.option("-i", "--iface", metavar="IF", help="Interface: -i on the way in, -o on the way out.")
+@click.option("--direction", type=click.Choice(["in", "out", "both"]), default="both", show_default=True,
+              help="in: packets arriving (raw PREROUTING); out: locally sent (raw OUTPUT).")
+@click.option("--raw-match", metavar="'OPTS'", help="Extra iptables match options, e.g. '-m mark --mark 0x10'.")
+@click.option("--all", "trace_all", is_flag=True, help="Allow a trace without any filter (every packet).")
+@click.option("-4", "v4", is_flag=True, help="IPv4 only.")
+@click.option("-6", "v6", is_flag=True, help="IPv6 only.")
+@click.option("--count", type=int, metavar="N", help="Stop after N packets.")
+@click.option("--duration", type=float, metavar="S", help="Stop after S seconds.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per packet per line.")
+@click.option("--dry-run", is_flag=True, help="Print every command and netlink change, change nothing.")
+@_netns_options
+@click.option("--rate-limit", type=int, default=50, show_default=True, metavar="PPS",
+              help="At most PPS traced packets per second (iptables -m limit); the rest are counted.")
+@click.option("--backend", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True,
+              help="iptables backend whose rules to trace.")
+@click.option("--via", type=click.Choice(["auto", "netlink", "kmsg"]), default="auto", show_default=True,
+              help="Legacy backend: receive TRACE via NFLOG netlink or the kernel log (/dev/kmsg).")
+@click.option("--no-cleanup-stale", is_flag=True,
+              help="Do not undo the leftovers of killed ruletrace sessions first (they are only listed).")
+@click.option("--no-color", is_flag=True, help="No colours.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
+@click.option("--width", type=int, help="Output width (default: the terminal's).")
+def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all, v4, v6, count, duration,
+          as_json, dry_run, netns, pid, rate_limit, backend, via, no_cleanup_stale, no_color, verbose,
+          width) -> int:
+    """Trace packets live: add scoped TRACE rules, explain each packet as it passes, clean up.
+
+    Example: ruletrace trace -p tcp --dport 52000 -s 10.0.0.2 --count 5
+    """
+    from ..live import session as ss
+    from ..live.tracer import Stop, Tracer
+
+    out, err = make_consoles(no_color=no_color, width=width)
+    say = _Printer(err)
+    families = ("ipv4",) if v4 and not v6 else ("ipv6",) if v6 and not v4 else ("ipv4", "ipv6")
+    spec = ss.TraceSpec(proto=proto, dport=dport, sport=sport, src=src, dst=dst, iface=iface,
+                        direction=direction, raw_match=shlex.split(raw_match or ""), families=families,
+                        rate=rate_limit, all=trace_all)
+    spec.validate()
+    nsinfo = _enter_netns(netns, pid)
+    _offer_cleanup(say, dry_run=dry_run, clean=not no_cleanup_stale)
+    tracer = Tracer(spec, backend=backend, via=via, dry_run=dry_run, netns=nsinfo,
+                    say=lambda s: say("ruletrace: " + s, "dim"),
+                    warn=lambda s: say("ruletrace: warning: " + s, "yellow"))
+
+    def on_signal(signum, _frame):
+        raise Stop(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    n = 0
+    interrupted = False
+    deadline = time.monotonic() + duration if duration else None
+    try:
+        tracer.setup()
+        if dry_run:
+            return ExitStatus.OK
+        say(f"ruletrace: tracing ({tracer.mode}, session {tracer.sid}); Ctrl-C to stop", "dim")
+
+        def stop() -> bool:
+            return (count is not None and n >= count) or (deadline is not None and time.monotonic() >= deadline)
+
+        for expl in tracer.explanations(stop=stop):
+            n += 1
+            try:
+                if as_json:
+                    from ..render import json as rjson
+
+                    sys.stdout.write(rjson.dumps(rjson.to_json(expl)) + "\n")
+                    sys.stdout.flush()
+                else:
+                    from ..render.tree import to_renderable
+
+                    out.print(to_renderable(expl, verbose=verbose))
+            except OSError:  # the terminal went away (SIGHUP) or the reader closed the pipe
+                break
+    except (KeyboardInterrupt, Stop) as e:
+        interrupted = True
+        say(f"ruletrace: {'interrupted' if isinstance(e, KeyboardInterrupt) else 'got ' + str(e)}: cleaning up")
+    finally:
+        problems = tracer.teardown()
+        for s, h in old.items():
+            signal.signal(s, h)
+        for p in problems:
+            say(f"ruletrace: cleanup problem: {p}", "red")
+        if problems:
+            say("ruletrace: the session file was kept: run `ruletrace cleanup"
+                + (f" --netns {netns}" if netns else f" --pid {pid}" if pid else "") + "` to retry", "red")
+    st = tracer.stats
+    say(f"ruletrace: {n} packet(s) shown, {st['events']} trace step(s)"
+        + (f", {st['skipped_by_cap']} packet(s) of the flow not traced (over --rate-limit {rate_limit}/s)"
+           if st["skipped_by_cap"] else "")
+        + (f", {st['overruns']} netlink overrun(s): steps were lost" if st["overruns"] else "")
+        + (f", the ruleset changed {st['changes']} time(s)" if st["changes"] else ""), "dim")
+    if interrupted:
+        return ExitStatus.CTRL_C if n == 0 else ExitStatus.OK
+    return ExitStatus.OK if n else ExitStatus.FOUND_NOTHING
+
+
+def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:
+    """Every run starts here: undo (or list) what killed sessions left in this namespace."""
+    from ..live import session as ss
+
+    try:
+        dead, orphans = ss.stale_sessions()
+    except RuletraceError as e:
+        say(f"ruletrace: warning: could not look for leftovers: {e}", "yellow")
+        return
+    if dead or orphans:
+        if clean:
+            actions = ss.Actions(dry_run=dry_run, say=lambda s: say("ruletrace: cleanup: " + s, "dim"))
+            n, problems = ss.clean_stale(actions)
+            say(f"ruletrace: undid {n} leftover change(s) of killed ruletrace sessions", "yellow")
+            for p in problems:
+                say(f"ruletrace: cleanup problem: {p}", "red")
+        else:
+            say(f"ruletrace: found {len(dead)} killed session(s) and {len(orphans)} orphaned rule(s); "
+                "run `ruletrace cleanup` to undo them", "yellow")
+    for st in ss.other_namespace_states():
+        where = st.netns.get("name") or (f"pid {st.netns['pid']}" if st.netns.get("pid") else st.netns.get("id"))
+        say(f"ruletrace: note: killed session {st.sid} left changes in namespace {where}: `ruletrace cleanup`",
+            "yellow")
+
+
+@click.command()
+@_netns_options
+@click.option("--dry-run", is_flag=True, help="Print what would be undone, change nothing.")
+@click.option("--no-color", is_flag=True, help="No colours.")
+def cleanup(netns, pid, dry_run, no_color) -> int:
+    """Undo what killed ruletrace sessions left behind (rules, nf_log bindings).
+
+    Without --netns/--pid: this namespace, plus every other namespace a killed session recorded
+    that still exists.
+    """
+    from ..live import netns as lns
+    from ..live import session as ss
+
+    _out, err = make_consoles(no_color=no_color)
+    say = _Printer(err)
+    if netns or pid:
+        _enter_netns(netns, pid)
+    actions = ss.Actions(dry_run=dry_run, say=lambda s: say("ruletrace: " + s))
+    total, problems = ss.clean_stale(actions)
+    if not (netns or pid):
+        for st in ss.other_namespace_states():
+            path = None
+            if st.netns.get("name"):
+                try:
+                    path = lns.ns_path(name=st.netns["name"])
+                except RuletraceError:
+                    path = None
+            elif st.netns.get("pid"):
+                try:
+                    path = lns.ns_path(pid=int(st.netns["pid"]))
+                except RuletraceError:
+                    path = None
+            if path is None or lns.ns_id(path) != st.netns.get("id"):
+                say(f"ruletrace: session {st.sid}: its namespace is gone (nothing left to undo)")
+                if not dry_run:
+                    st.remove()
+                continue
+            with lns.entered(path):
+                n, pr = ss.clean_stale(actions)
+            total += n
+            problems += pr
+    for p in problems:
+        say(f"ruletrace: problem: {p}", "red")
+    if total == 0 and not problems:
+        say("ruletrace: nothing to clean up")
+    elif not dry_run:
+        say(f"ruletrace: undid {total} change(s)")
+    return ExitStatus.ERROR if problems else ExitStatus.OK
+
+
+@click.command()
+@_netns_options
+@click.option("--no-color", is_flag=True, help="No colours.")
+def doctor(netns, pid, no_color) -> int:
+    """One screen: can live tracing work here, and what to run if not."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..live import doctor as ldoc
+    from ..live import session as ss
+
+    out, _err = make_consoles(no_color=no_color)
+    all_netns = ss.nf_log_all_netns()  # readable only in the initial namespace: read before entering
+    if netns or pid:
+        _enter_netns(netns, pid)
+    checks = ldoc.diagnose(all_netns=all_netns)
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("finding")
+    styles = {ldoc.OK: "green", ldoc.WARN: "yellow", ldoc.FAIL: "red", ldoc.INFO: "dim"}
+    for c in checks:
+        table.add_row(Text(c.status, style=styles[c.status]), Text(c.topic), Text(c.text))
+    out.print(table)
+    fixes = [f for c in checks for f in c.fix]
+    if fixes:
+        out.print(Text("\nto fix:", style="bold"))
+        for f in dict.fromkeys(fixes):
+            out.print(Text("  " + f))
+    return ExitStatus.ERROR if any(c.status == ldoc.FAIL for c in checks) else ExitStatus.OK

@@ -1,0 +1,110 @@
+"""Which iptables backend a host uses (legacy xtables or nf_tables) and its command-line tools."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+from ..errors import RuletraceError
+
+LEGACY = "legacy"
+NFT = "nft"
+BACKENDS = (LEGACY, NFT)
+FAMILIES = ("ipv4", "ipv6")
+
+# backend -> family -> (rule tool, save tool)
+TOOLS: dict[str, dict[str, tuple[str, str]]] = {
+    LEGACY: {"ipv4": ("iptables-legacy", "iptables-legacy-save"),
+             "ipv6": ("ip6tables-legacy", "ip6tables-legacy-save")},
+    NFT: {"ipv4": ("iptables-nft", "iptables-nft-save"), "ipv6": ("ip6tables-nft", "ip6tables-nft-save")},
+}
+
+
+def tool(backend: str, family: str, *, save: bool = False) -> str:
+    """The iptables (or -save) binary of a backend and family."""
+    return TOOLS[backend][family][1 if save else 0]
+
+
+def have_tool(name: str) -> bool:
+    return shutil.which(name) is not None
+
+
+def save(backend: str, family: str, *, counters: bool = False) -> str:
+    """``iptables-save`` output of one backend and family (empty when the tool is missing)."""
+    name = tool(backend, family, save=True)
+    if not have_tool(name):
+        return ""
+    try:
+        p = subprocess.run([name, *(["-c"] if counters else [])], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as e:
+        raise RuletraceError(f"{name} timed out") from e
+    if p.returncode != 0:
+        msg = p.stderr.strip()
+        if "Permission denied" in msg or "you must be root" in msg:
+            raise RuletraceError(f"{name}: permission denied (run as root / with CAP_NET_ADMIN)")
+        return ""
+    return p.stdout
+
+
+def count_rules(text: str) -> int:
+    """Number of ``-A`` lines in iptables-save output."""
+    return sum(1 for line in text.splitlines() if line.startswith("-A "))
+
+
+def default_backend() -> str | None:
+    """What plain ``iptables`` is here: ``iptables -V`` says ``(nf_tables)`` or ``(legacy)``."""
+    if not have_tool("iptables"):
+        return None
+    try:
+        out = subprocess.run(["iptables", "-V"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if "nf_tables" in out:
+        return NFT
+    if "legacy" in out:
+        return LEGACY
+    return LEGACY if out.strip() else None  # iptables < 1.8 has only the legacy backend
+
+
+@dataclass
+class BackendReport:
+    """Rule counts per backend and family, the tools present, and the backend to use."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # backend -> family -> rules
+    tools: dict[str, bool] = field(default_factory=dict)
+    default: str | None = None
+    chosen: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def total(self, backend: str) -> int:
+        return sum(self.counts.get(backend, {}).values())
+
+
+def detect(requested: str = "auto") -> BackendReport:
+    """Count rules in both backends, warn when both have rules, and pick one."""
+    rep = BackendReport(default=default_backend())
+    for b in BACKENDS:
+        rep.counts[b] = {}
+        for fam in FAMILIES:
+            for t in TOOLS[b][fam]:
+                rep.tools[t] = have_tool(t)
+            rep.counts[b][fam] = count_rules(save(b, fam)) if rep.tools[tool(b, fam, save=True)] else 0
+    leg, nft = rep.total(LEGACY), rep.total(NFT)
+    if leg and nft:
+        rep.warnings.append(
+            f"rules exist in BOTH backends (legacy: {leg}, nf_tables: {nft}): both are active and a "
+            "packet must pass both; a rule added with the other `iptables` may seem to do nothing")
+    if requested in BACKENDS:
+        rep.chosen = requested
+    elif leg and not nft:
+        rep.chosen = LEGACY
+    elif nft and not leg:
+        rep.chosen = NFT
+    else:
+        rep.chosen = rep.default or NFT
+    missing = [t for t in TOOLS[rep.chosen]["ipv4"] if not rep.tools.get(t)]
+    if missing:
+        raise RuletraceError(f"backend {rep.chosen}: {', '.join(missing)} not found (install iptables "
+                             f">= 1.8 with its {rep.chosen} tools, or choose --backend)")
+    return rep

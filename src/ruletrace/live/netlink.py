@@ -1,0 +1,225 @@
+"""Raw AF_NETLINK sockets for NETLINK_NETFILTER and the netlink attribute (NLA) codec.
+
+Spec: include/uapi/linux/netlink.h, include/uapi/linux/netfilter/nfnetlink.h. Netlink headers
+and attribute headers are in host byte order; netfilter attribute *values* are big-endian.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+
+from ..errors import RuletraceError
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_DROP_MEMBERSHIP = 2
+NETLINK_NO_ENOBUFS = 5
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h: set SO_RCVBUF beyond rmem_max (CAP_NET_ADMIN)
+
+NLMSG_HDR = struct.Struct("=IHHII")  # nlmsg_len, nlmsg_type, nlmsg_flags, nlmsg_seq, nlmsg_pid
+NLA_HDR = struct.Struct("=HH")  # nla_len (incl. this header), nla_type
+NFGENMSG = struct.Struct("!BBH")  # nfgen_family, version (NFNETLINK_V0), res_id (big-endian)
+NLMSGERR = struct.Struct("=i")  # struct nlmsgerr: error (negative errno), then the request header
+
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_OVERRUN = 4
+
+NLM_F_REQUEST = 0x1
+NLM_F_MULTI = 0x2
+NLM_F_ACK = 0x4
+
+NLA_F_NESTED = 0x8000
+NLA_F_NET_BYTEORDER = 0x4000
+NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xFFFF
+
+NFNETLINK_V0 = 0
+HOST_ORDER = "<" if sys.byteorder == "little" else ">"  # byte order of NLA headers on this host
+
+RCVBUF = 8 << 20  # bytes: a burst of traced packets must not overflow the socket (ENOBUFS)
+
+
+def nfnl_type(subsys: int, msg: int) -> int:
+    """nlmsg_type of a nfnetlink message: subsystem id << 8 | message type."""
+    return (subsys << 8) | msg
+
+
+def align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def nla(kind: int, value: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    n = NLA_HDR.size + len(value)
+    return NLA_HDR.pack(n, kind) + value + b"\0" * (align4(n) - n)
+
+
+def nla_nested(kind: int, attrs: bytes) -> bytes:
+    return nla(kind | NLA_F_NESTED, attrs)
+
+
+def iter_attrs(buf: bytes | memoryview, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """``(type, value)`` for every attribute in ``buf`` from ``offset``; flag bits are stripped."""
+    end = len(buf)
+    off = offset
+    while off + NLA_HDR.size <= end:
+        length, kind = NLA_HDR.unpack_from(buf, off)
+        if length < NLA_HDR.size or off + length > end:
+            raise RuletraceError(f"netlink: bad attribute length {length} at offset {off}")
+        yield kind & NLA_TYPE_MASK, bytes(buf[off + NLA_HDR.size : off + length])
+        off += align4(length)
+
+
+def parse_attrs(buf: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
+    """Attributes as a dict (the first of each type wins)."""
+    out: dict[int, bytes] = {}
+    for kind, value in iter_attrs(buf, offset):
+        out.setdefault(kind, value)
+    return out
+
+
+def be16(v: bytes) -> int:
+    return struct.unpack("!H", v[:2])[0]
+
+
+def be32(v: bytes) -> int:
+    return struct.unpack("!I", v[:4])[0]
+
+
+def be32s(v: bytes) -> int:
+    return struct.unpack("!i", v[:4])[0]
+
+
+def be64(v: bytes) -> int:
+    return struct.unpack("!Q", v[:8])[0]
+
+
+def cstr(v: bytes) -> str:
+    return v.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+class NetlinkError(RuletraceError):
+    """The kernel answered a netlink request with an error."""
+
+    def __init__(self, message: str, err: int) -> None:
+        super().__init__(message)
+        self.errno = err
+
+
+class NetlinkSocket:
+    """One NETLINK_NETFILTER socket: requests with ACK, multicast groups, message receive."""
+
+    def __init__(self, protocol: int = NETLINK_NETFILTER, *, rcvbuf: int = RCVBUF) -> None:
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        except PermissionError as e:
+            raise RuletraceError("cannot open a netfilter netlink socket: permission denied "
+                                 "(run as root / with CAP_NET_ADMIN)") from e
+        except OSError as e:
+            raise RuletraceError(f"cannot open a netfilter netlink socket: {e.strerror}") from e
+        self.sock.bind((0, 0))
+        self.portid = self.sock.getsockname()[0]
+        self.seq = 0
+        self.overruns = 0  # times the kernel dropped messages for us (ENOBUFS)
+        self.rcvbuf = self._set_rcvbuf(rcvbuf)
+        self._pending: list[tuple[int, int, int, bytes]] = []  # messages read while waiting for an ACK
+
+    def _set_rcvbuf(self, size: int) -> int:
+        for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, size)
+                break
+            except OSError:
+                continue
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> NetlinkSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def join_group(self, group: int) -> None:
+        """Join a multicast group (NETLINK_ADD_MEMBERSHIP)."""
+        try:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+        except PermissionError as e:
+            raise RuletraceError(f"cannot join netlink group {group}: permission denied "
+                                 "(needs CAP_NET_ADMIN in this network namespace)") from e
+        except OSError as e:
+            raise RuletraceError(f"cannot join netlink group {group}: {e.strerror}") from e
+
+    def request(self, msg_type: int, payload: bytes, *, flags: int = NLM_F_REQUEST | NLM_F_ACK,
+                timeout: float = 2.0) -> None:
+        """Send one request and wait for its ACK; a kernel error raises NetlinkError."""
+        self.seq += 1
+        seq = self.seq
+        msg = NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), msg_type, flags, seq, 0) + payload
+        self.sock.send(msg)
+        if not flags & NLM_F_ACK:
+            return
+        deadline = _now() + timeout
+        while True:
+            left = deadline - _now()
+            if left <= 0:
+                raise RuletraceError(f"netlink: no answer to request type {msg_type:#06x}")
+            for mtype, mflags, mseq, body in self._recv(left):
+                if mtype == NLMSG_ERROR and mseq == seq:
+                    (err,) = NLMSGERR.unpack_from(body)
+                    if err:
+                        raise NetlinkError(f"netlink request {msg_type:#06x}: {os.strerror(-err)}", -err)
+                    return
+                self._pending.append((mtype, mflags, mseq, body))
+
+    def _recv(self, timeout: float | None) -> list[tuple[int, int, int, bytes]]:
+        r, _, _ = select.select([self.sock], [], [], timeout)
+        if not r:
+            return []
+        try:
+            data = self.sock.recv(1 << 20)
+        except OSError as e:
+            if e.errno == errno.ENOBUFS:
+                self.overruns += 1
+                return []
+            if e.errno in (errno.EAGAIN, errno.EINTR):
+                return []
+            raise
+        return list(split_messages(data))
+
+    def messages(self, timeout: float | None) -> list[tuple[int, int, int, bytes]]:
+        """Messages that arrived (waiting up to ``timeout`` seconds): (type, flags, seq, body)."""
+        if self._pending:
+            out, self._pending = self._pending, []
+            return out
+        return self._recv(timeout)
+
+
+def split_messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """Split one recv() buffer into ``(type, flags, seq, body)`` netlink messages."""
+    off = 0
+    while off + NLMSG_HDR.size <= len(data):
+        length, mtype, flags, seq, _pid = NLMSG_HDR.unpack_from(data, off)
+        if length < NLMSG_HDR.size or off + length > len(data):
+            break
+        yield mtype, flags, seq, data[off + NLMSG_HDR.size : off + length]
+        off += align4(length)
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()

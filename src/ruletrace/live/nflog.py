@@ -1,0 +1,195 @@
+"""nfnetlink_log (NFLOG) listener: legacy xtables TRACE steps delivered to NFLOG group 0.
+
+Spec: include/uapi/linux/netfilter/nfnetlink_log.h, net/netfilter/nfnetlink_log.c. A TRACE
+step goes to the logger bound to the packet's family in the namespace
+(``/proc/net/netfilter/nf_log``); when that is nfnetlink_log it uses the default loginfo:
+group 0, whole packet. The message body is exactly an NFLOG pcap record (nfgenmsg = the
+nflog header, then TLVs) with TLV headers in host byte order, so the pcap reader's decoder
+is reused as is.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+
+from ..errors import RuletraceError
+from ..model import Origin, TraceEvent
+from ..sources import nflog_pcap
+from ..fields import packet_ident
+from ..sources.records import parse_tag
+from .netlink import (
+    HOST_ORDER,
+    NFGENMSG,
+    NFNETLINK_V0,
+    NetlinkError,
+    NetlinkSocket,
+    nfnl_type,
+    nla,
+)
+
+NFNL_SUBSYS_ULOG = 4
+NFULNL_MSG_PACKET = 0
+NFULNL_MSG_CONFIG = 1
+
+# enum nfulnl_attr_config
+NFULA_CFG_CMD = 1  # u8 command
+NFULA_CFG_MODE = 2  # struct nfulnl_msg_config_mode: be32 copy_range, u8 copy_mode, u8 pad
+NFULA_CFG_NLBUFSIZ = 3  # be32
+NFULA_CFG_TIMEOUT = 4  # be32, 1/100 s
+NFULA_CFG_QTHRESH = 5  # be32
+NFULA_CFG_FLAGS = 6  # be16
+
+# enum nfulnl_msg_config_cmds
+NFULNL_CFG_CMD_NONE = 0
+NFULNL_CFG_CMD_BIND = 1
+NFULNL_CFG_CMD_UNBIND = 2
+NFULNL_CFG_CMD_PF_BIND = 3
+NFULNL_CFG_CMD_PF_UNBIND = 4
+
+NFULNL_COPY_PACKET = 2
+NFULNL_CFG_F_SEQ = 0x0001
+CFG_MODE = struct.Struct("!IBx")  # copy_range, copy_mode, pad
+
+AF_INET, AF_INET6 = 2, 10
+TRACE_GROUP = 0  # nf_log_trace() with the default loginfo logs to group 0
+
+SOURCE = "nflog"
+
+
+def _config(family: int, group: int, *attrs: bytes) -> tuple[int, bytes]:
+    return (nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG),
+            NFGENMSG.pack(family, NFNETLINK_V0, group) + b"".join(attrs))
+
+
+def _cmd(cmd: int) -> bytes:
+    return nla(NFULA_CFG_CMD, bytes([cmd]))
+
+
+def config_plan(families: list[int], group: int = TRACE_GROUP) -> list[tuple[str, int, bytes]]:
+    """The config requests a session sends, as ``(description, type, payload)``."""
+    plan: list[tuple[str, int, bytes]] = []
+    for fam in families:
+        plan.append((f"NFULNL_CFG_CMD_PF_BIND family {fam} (binds nfnetlink_log as the family's "
+                     "logger in this namespace)", *_config(fam, 0, _cmd(NFULNL_CFG_CMD_PF_BIND))))
+    plan.append((f"NFULNL_CFG_CMD_BIND group {group}", *_config(0, group, _cmd(NFULNL_CFG_CMD_BIND))))
+    plan.append((f"group {group}: MODE copy_packet 0xffff, QTHRESH 1, TIMEOUT 0, FLAGS SEQ",
+                 *_config(0, group,
+                          nla(NFULA_CFG_MODE, CFG_MODE.pack(0xFFFF, NFULNL_COPY_PACKET)),
+                          nla(NFULA_CFG_QTHRESH, struct.pack("!I", 1)),
+                          nla(NFULA_CFG_TIMEOUT, struct.pack("!I", 0)),
+                          nla(NFULA_CFG_FLAGS, struct.pack("!H", NFULNL_CFG_F_SEQ)))))
+    return plan
+
+
+class NflogListener:
+    """Binds NFLOG group 0 and yields the TRACE steps it receives as TraceEvents."""
+
+    def __init__(self, families: list[int], *, group: int = TRACE_GROUP,
+                 ifname: Callable[[int], str] | None = None) -> None:
+        self.families = families
+        self.group = group
+        self.ifname = ifname or _ifname
+        self.sock: NetlinkSocket | None = None
+        self.records = 0
+        self.bad = 0
+
+    def open(self) -> None:
+        """Bind the families' logger and the group; EPERM/EBUSY mean another listener has it."""
+        self.sock = NetlinkSocket()
+        for desc, mtype, payload in config_plan(self.families, self.group):
+            try:
+                self.sock.request(mtype, payload)
+            except NetlinkError as e:
+                self.close()
+                if e.errno in (errno.EPERM, errno.EBUSY) and "BIND group" in desc:
+                    raise RuletraceError(
+                        f"NFLOG group {self.group} is already bound by another listener in this "
+                        "namespace (ulogd? `tcpdump -i nflog`?): stop it, or trace with the kernel "
+                        "log (--via kmsg)") from e
+                raise RuletraceError(f"nfnetlink_log: {desc}: {e.message}") from e
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                mtype, payload = _config(0, self.group, _cmd(NFULNL_CFG_CMD_UNBIND))
+                self.sock.request(mtype, payload)
+            except (RuletraceError, OSError):
+                pass  # the socket's close releases the group anyway
+            self.sock.close()
+            self.sock = None
+
+    def fileno(self) -> int:
+        assert self.sock is not None
+        return self.sock.fileno()
+
+    @property
+    def overruns(self) -> int:
+        return self.sock.overruns if self.sock else 0
+
+    def poll(self, timeout: float | None) -> list[TraceEvent]:
+        """TRACE events received within ``timeout`` seconds (possibly none)."""
+        assert self.sock is not None
+        out: list[TraceEvent] = []
+        want = nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET)
+        for mtype, _flags, _seq, body in self.sock.messages(timeout):
+            if mtype != want:
+                continue
+            ev = decode_packet(body, record=self.records + 1, ifname=self.ifname)
+            self.records += 1
+            if ev is None:
+                self.bad += 1
+            elif ev is not False:
+                out.append(ev)
+        return out
+
+
+def decode_packet(body: bytes, *, record: int = 0, ifname: Callable[[int], str] | None = None,
+                  now: float | None = None) -> TraceEvent | None | bool:
+    """One NFULNL_MSG_PACKET body -> TraceEvent; False when it is no TRACE step, None when broken."""
+    origin = Origin("netlink", record or None)
+    try:
+        tlvs = nflog_pcap.decode_record(body, HOST_ORDER, origin)
+    except RuletraceError:
+        return None
+    prefix = tlvs.get(nflog_pcap.NFULA_PREFIX, b"").split(b"\0", 1)[0]
+    tag = parse_tag(prefix)
+    if tag is None:
+        return False
+    table, chain, kind, num = tag
+    try:
+        fields = nflog_pcap.packet_fields(tlvs, ifname or _ifname)
+    except (struct.error, ValueError, IndexError):
+        return None
+    ts = now if now is not None else time.time()
+    stamp = tlvs.get(nflog_pcap.NFULA_TIMESTAMP)
+    if stamp is not None and len(stamp) >= 16:
+        sec, usec = struct.unpack("!QQ", stamp[:16])
+        ts = sec + usec * 1e-6
+    family = tlvs[0][0]
+    return TraceEvent(table, chain, kind, num, ts=ts, family=nflog_pcap.FAMILIES.get(family, str(family)),
+                      ident=packet_ident(fields), origin=origin, source=SOURCE, fields=fields)
+
+
+_IFNAMES: dict[int, str] = {}
+
+
+def _ifname(index: int) -> str:
+    """Interface name in the current namespace (cached), ``if<N>`` when it is gone."""
+    name = _IFNAMES.get(index)
+    if name is None:
+        try:
+            name = socket.if_indextoname(index)
+        except OSError:
+            return f"if{index}"
+        _IFNAMES[index] = name
+    return name
+
+
+def events(listener: NflogListener, *, stop: Callable[[], bool]) -> Iterator[TraceEvent]:
+    """Events until ``stop()`` is true (checked at least every 0.2 s)."""
+    while not stop():
+        yield from listener.poll(0.2)
