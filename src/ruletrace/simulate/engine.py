@@ -273,6 +273,11 @@ class _Run:
             c.note("IP forwarding is off: the kernel drops the packet before FORWARD")
             return Fate.DROPPED
         p.oif = self._route_out(p, c)
+        # ip_forward() / ip6_forward() decrement TTL / hop limit before the FORWARD hook
+        if p.ttl <= 1:
+            c.note("TTL would expire on forwarding: the kernel drops the packet (ICMP time exceeded)")
+            return Fate.DROPPED
+        p.ttl -= 1
         v = self._hook("FORWARD", ("mangle", "filter", "security"), p, c)
         if v != ACCEPT:
             return self._fate(v)

@@ -1,0 +1,275 @@
+"""``ruletrace simulate``: predict a packet's path through a ruleset, without root or traffic."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import RuletraceError
+from ..model import Origin, Packet, Ruleset
+from ..simulate.engine import SimResult, simulate as run_simulation
+from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
+from ..simulate.probe import CTSTATES, PATHS, Probe, parse_icmp_type, parse_proto, parse_tcp_flags, probe_from_fields
+from .status import ExitStatus
+
+_TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
+_FALSE = {"nomatch": False, "no-match": False, "no": False, "false": False, "off": False, "0": False}
+MAX_COMPARED = 50  # packets of a --compare trace that are simulated
+
+
+def parse_assume(items: tuple[str, ...]) -> dict[str, bool]:
+    """``KEY=match|nomatch`` (KEY: a match module, ``table:chain:num``, or ``conntrack``) -> dict."""
+    out: dict[str, bool] = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        v = val.strip().lower()
+        if not eq or not key.strip() or v not in _TRUE | _FALSE:
+            raise RuletraceError(f"--assume {item!r}: expected KEY=match or KEY=nomatch "
+                                 "(KEY: statistic, limit, set, owner, a module name, TABLE:CHAIN:NUM, conntrack)")
+        out[key.strip()] = (_TRUE | _FALSE)[v]
+    return out
+
+
+def _read(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError as e:
+        raise RuletraceError(e.strerror or str(e), origin=Origin(path)) from e
+
+
+def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, ipset: str | None,
+           assume: tuple[str, ...]) -> HostFacts:
+    f = HostFacts(assume=parse_assume(assume))
+    for a in local_addrs:
+        f.add_local(a)
+    if addrs:
+        load_addrs(_read(addrs), f, origin=Origin(addrs))
+    if routes:
+        load_routes(_read(routes), f, origin=Origin(routes))
+    if ipset:
+        load_ipsets(_read(ipset), f, origin=Origin(ipset))
+    return f
+
+
+def _pick(rulesets: list[Ruleset], family: str) -> Ruleset:
+    for rs in rulesets:
+        if rs.family == family:
+            return rs
+    for rs in rulesets:
+        if rs.family is None:
+            return rs
+    have = ", ".join(str(r.family) for r in rulesets)
+    raise RuletraceError(f"no {family} ruleset given (have: {have}); give ip6tables-save output for IPv6")
+
+
+def _explain(res: SimResult, rs: Ruleset):
+    """The explained packet, or None while explain/ is not there."""
+    try:
+        from ..explain.explain import explain_packet
+    except ImportError:
+        return None
+    return explain_packet(Packet(id=1, events=list(res.events)), rs)
+
+
+def result_json(res: SimResult) -> dict[str, Any]:
+    """What only the simulation knows, for the JSON output's ``simulation`` key."""
+    v = res.verdict
+    return {
+        "fate": str(res.fate),
+        "verdict": None if v is None else {"action": v.action, "table": v.table, "chain": v.chain, "num": v.num,
+                                           "rule": v.rule.text if v.rule else None, "reason": v.reason},
+        "hooks": res.hooks,
+        "facts": res.facts,
+        "assumptions": res.assumptions,
+        "branches": [{"table": b.table, "chain": b.chain, "num": b.num, "match": b.match, "taken": b.taken,
+                      "note": b.note} for b in res.branches],
+        "trace_start": res.trace_start,
+        "final": res.final,
+        "steps": [{"table": e.table, "chain": e.chain, "kind": str(e.kind), "num": e.num, "fields": e.fields}
+                  for e in res.events],
+        "explain_miss": None if res.misses is None else [
+            {"table": m.rule.table, "chain": m.rule.chain, "num": m.rule.num, "rule": m.rule.text,
+             "reason": m.reason} for m in res.misses],
+    }
+
+
+@click.command()
+@click.option("-r", "--ruleset", "rulesets", multiple=True, required=True, metavar="FILE",
+              help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6).")
+@click.option("-p", "--proto", default=None, metavar="PROTO", help="Protocol name or number (tcp, udp, icmp, 47).")
+@click.option("-s", "--src", default=None, metavar="ADDR", help="Source address.")
+@click.option("-d", "--dst", default=None, metavar="ADDR", help="Destination address.")
+@click.option("--sport", type=click.IntRange(0, 65535), help="Source port (default 40000).")
+@click.option("--dport", type=click.IntRange(0, 65535), help="Destination port.")
+@click.option("--icmp-type", metavar="T[/CODE]", help="ICMP(v6) type, number or name (default echo-request).")
+@click.option("--tcp-flags", metavar="FLAGS", help="TCP flags, e.g. SYN or ACK,PSH (default SYN for NEW).")
+@click.option("-i", "--in-interface", "iif", metavar="IN", help="Input interface (default eth0).")
+@click.option("-o", "--out-interface", "oif", metavar="OUT", help="Output interface (default: from --routes).")
+@click.option("--path", type=click.Choice(PATHS), help="input, forward or output (default: from local addresses).")
+@click.option("--ctstate", type=click.Choice(CTSTATES, case_sensitive=False), default="NEW", show_default=True,
+              help="Conntrack state of the packet; only NEW traverses nat.")
+@click.option("--mark", default="0", metavar="M", help="Initial packet mark.")
+@click.option("--ctmark", default="0", metavar="M", help="Initial connection mark.")
+@click.option("--uid", type=int, help="Socket owner uid (OUTPUT path, -m owner).")
+@click.option("--gid", type=int, help="Socket owner gid (OUTPUT path, -m owner).")
+@click.option("--length", type=click.IntRange(20, 65535), help="Packet length (LEN).")
+@click.option("--local-addr", "local_addrs", multiple=True, metavar="[IFACE=]ADDR[/LEN]",
+              help="A local address of the host (repeat).")
+@click.option("--addrs", metavar="FILE", help="`ip -j addr` output of the host.")
+@click.option("--routes", metavar="FILE", help="`ip -j route` output of the host.")
+@click.option("--ipset", metavar="FILE", help="`ipset save` output of the host.")
+@click.option("--assume", multiple=True, metavar="KEY=match|nomatch",
+              help="Decide a match the simulator cannot: statistic=nomatch, nat:KUBE-SVC-X:1=nomatch, foo=match.")
+@click.option("--explain-miss", metavar="[TABLE:]CHAIN", help="List the rules of CHAIN that did not match, and why.")
+@click.option("--compare", "compare_path", metavar="TRACEFILE",
+              help="Simulate the packets of a trace and show where prediction and trace part ways.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the explain schema + 'simulation').")
+@click.option("--no-color", is_flag=True, help="No colours.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
+@click.option("--width", type=int, help="Output width (default: the terminal's).")
+def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif, oif, path, ctstate, mark, ctmark,
+             uid, gid, length, local_addrs, addrs, routes, ipset, assume, explain_miss, compare_path, as_json,
+             no_color, verbose, width) -> int:
+    """Predict where a packet goes through a ruleset, rule by rule, without root or traffic.
+
+    Example: ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 -d 192.168.10.11 --dport 52000 -i eth0
+    Every host fact the answer depends on (local addresses, routes, conntrack state, ipsets) is
+    given or defaulted, and stated in the output with every assumption made.
+    """
+    from ..pipeline import load_rulesets
+
+    facts = _facts(local_addrs, addrs, routes, ipset, assume)
+    all_rs = load_rulesets(list(rulesets))
+    if compare_path:
+        return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss)
+    if not (proto and src and dst):
+        raise click.UsageError("give the packet: -p PROTO -s SRC -d DST (or --compare TRACEFILE)")
+    o = Origin("command line")
+    v6 = ":" in src or ":" in dst
+    itype = icode = None
+    if icmp_type:
+        itype, icode = parse_icmp_type(icmp_type, v6, o)
+        icode = icode or 0
+    try:
+        mark_i, ctmark_i = int(mark, 0), int(ctmark, 0)
+    except ValueError:
+        raise RuletraceError(f"bad --mark/--ctmark {mark!r}/{ctmark!r}", origin=o) from None
+    probe = Probe(proto=parse_proto(proto, o), src=src, dst=dst, sport=sport, dport=dport, icmp_type=itype,
+                  icmp_code=icode, iif=iif, oif=oif, path=path, ctstate=ctstate.upper(), mark=mark_i,
+                  ctmark=ctmark_i, tcp_flags=parse_tcp_flags(tcp_flags, o) if tcp_flags else None,
+                  length=length, uid=uid, gid=gid)
+    rs = _pick(all_rs, probe.family)
+    res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
+    expl = _explain(res, rs)
+    if as_json:
+        _write_json([(expl, res, None)], rs)
+    else:
+        _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
+    return ExitStatus.OK
+
+
+def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
+             no_color: bool, width: int | None, explain_miss: str | None) -> int:
+    from ..correlate.group import group_packets
+    from ..simulate.compare import compare
+    from ..sources.detect import read_any
+
+    rows = []
+    for n, pkt in enumerate(group_packets(read_any([trace]))):
+        if n >= MAX_COMPARED or not pkt.events:
+            break
+        first = pkt.events[0]
+        probe = probe_from_fields(first.fields)
+        if not probe.src or not probe.dst:
+            continue
+        probe.path = path or ("output" if first.chain in ("OUTPUT",) or (not probe.iif and probe.oif) else None)
+        if probe.path is None and not (facts.local or facts.routes):
+            probe.path = "forward" if any(e.chain in ("FORWARD",) for e in pkt.events) else "input"
+        rs = _pick(all_rs, probe.family)
+        res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
+        rows.append((_explain(res, rs), res, compare(res, pkt.events)))
+    if not rows:
+        raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
+    if as_json:
+        _write_json(rows, all_rs[0])
+    else:
+        for i, (expl, res, cmp) in enumerate(rows):
+            _print(expl, res, cmp, no_color=no_color, width=width, verbose=False, header=f"traced packet {i + 1}")
+    return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.FOUND_NOTHING
+
+
+def _write_json(rows, rs: Ruleset) -> None:
+    try:
+        from ..render import json as rjson
+    except ImportError:
+        rjson = None
+    import json
+
+    packets = []
+    for expl, res, cmp in rows:
+        pj: dict[str, Any] = rjson.to_json(expl) if (rjson is not None and expl is not None) else {"id": 1}
+        pj["simulation"] = result_json(res)
+        if cmp is not None:
+            pj["simulation"]["compare"] = cmp.to_json()
+        packets.append(pj)
+    doc = {"schema": getattr(rjson, "SCHEMA_VERSION", 1), "tool": "ruletrace", "command": "simulate",
+           "packets": packets, "sources": [{"path": str(rs.origin) if rs.origin else None, "format": rs.format}],
+           "warnings": list(rs.warnings)}
+    text = rjson.dumps(doc, indent=True) if rjson is not None else json.dumps(doc, indent=2)
+    sys.stdout.write(text + "\n")
+
+
+def _print(expl, res: SimResult, cmp, *, no_color: bool, width: int | None, verbose: bool,
+           header: str | None = None) -> None:
+    from rich.text import Text
+
+    from .console import make_consoles
+
+    out, _err = make_consoles(no_color=no_color, width=width)
+    if header:
+        out.print(Text(header, style="bold"))
+    if expl is not None:
+        try:
+            from ..render.theme import THEME
+            from ..render.tree import to_renderable
+
+            with out.use_theme(THEME):
+                out.print(to_renderable(expl, verbose=verbose))
+        except ImportError:
+            expl = None
+    if expl is None:
+        for e in res.events:
+            out.print(Text(f"  {e.tag}"))
+        out.print(Text(f"fate: {res.fate}" + (f" ({res.verdict.reason})" if res.verdict else "")))
+    lines: list[tuple[str, str]] = []
+    for f in res.facts:
+        lines.append(("fact", f))
+    for a in res.assumptions:
+        lines.append(("assumed", a))
+    for b in res.branches:
+        lines.append(("branch", f"{b.table}:{b.chain}:{b.num} {b.match}: {b.note}"))
+    out.print(Text("simulation (predicted, not traced)", style="bold"))
+    if not lines:
+        out.print(Text("  nothing assumed"))
+    for label, text in lines:
+        out.print(Text.assemble(("  " + label.ljust(9), "dim"), text))
+    if res.misses is not None:
+        out.print(Text("rules that did not match", style="bold"))
+        if not res.misses:
+            out.print(Text("  (the packet did not traverse the chain, or every rule it reached matched)"))
+        for m in res.misses:
+            out.print(Text.assemble((f"  {m.rule.table}:{m.rule.chain}:{m.rule.num}  ", "dim"), m.rule.text))
+            out.print(Text(f"      {m.reason}"))
+    if cmp is not None:
+        if cmp.agree:
+            out.print(Text(f"compare: the trace and the prediction agree ({len(cmp.traced)} steps)"))
+        else:
+            out.print(Text(f"compare: they part ways at step {(cmp.diverge_at or 0) + 1}: the trace shows "
+                           f"{cmp.expected}, the simulation predicts {cmp.got}", style="bold"))
+        for d in cmp.field_diffs[:10]:
+            out.print(Text(f"  {d}"))
