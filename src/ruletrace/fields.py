@@ -1,0 +1,242 @@
+"""Packet-field vocabulary shared by all sources (the kernel log's names) and the nf_log text parser.
+
+Format: net/netfilter/nf_log_syslog.c (``nf_log_dump_packet_common``, ``dump_mac_header``,
+``dump_ipv4_packet``, ``dump_ipv6_packet``, ``nf_log_dump_tcp_header``, ``nf_log_dump_udp_header``).
+The kernel prints, in this order (``[]`` = only sometimes)::
+
+    IN= OUT= [PHYSIN=] [PHYSOUT=] [MAC=dst:src:proto | MACSRC= MACDST= [VPROTO= VID=] MACPROTO=]
+    IPv4: SRC= DST= LEN= TOS= PREC= TTL= ID= [CE] [DF] [MF] [FRAG:off] [OPT (hex)]
+    IPv6: SRC= DST= LEN= TC= HOPLIMIT= FLOWLBL= [OPT ( FRAG:off [INCOMPLETE] ID:hex )]
+    PROTO=TCP [SPT= DPT= [SEQ= ACK=] WINDOW= RES= flags URGP= [OPT (hex)]]
+    PROTO=UDP|UDPLITE [SPT= DPT= LEN=]
+    PROTO=ICMP|ICMPv6 [TYPE= CODE= [ID= SEQ= | PARAMETER= | POINTER= | GATEWAY= | [inner] [MTU=]]]
+    PROTO=AH|ESP SPI=0x..   PROTO=<number>   [INCOMPLETE [n bytes]]
+    [UID= GID=] [MARK=0x..]
+
+Keys that would clash are renamed here: the transport ``LEN`` of UDP is ``ULEN``; ICMP echo
+``ID``/``SEQ`` are ``ICMPID``/``ICMPSEQ``; the bare IP flags go to ``IPFLAGS`` and the bare TCP
+flags to ``TCPFLAGS`` (space-joined, kernel order); ``FRAG:n`` becomes ``FRAG``; an IPv4 ``OPT``
+before ``PROTO`` (and the IPv6 extension-header text) is ``IPOPT``, the TCP one is ``OPT``
+(hex, without the parentheses); the ICMP
+error's quoted packet ``[SRC=... ]`` is kept as text in ``INNER``; ``MAC`` is kept and, when it
+is an Ethernet header, also split into ``MACDST``, ``MACSRC`` and ``MACPROTO`` (4 hex digits,
+as the kernel's MACDECODE prints it).
+"""
+
+from __future__ import annotations
+
+# Names a TraceEvent.fields dict may hold (kernel-log names, see docs/DEVELOPING.md).
+INTERFACE_FIELDS = ("IN", "OUT", "PHYSIN", "PHYSOUT")
+MAC_FIELDS = ("MAC", "MACDST", "MACSRC", "MACPROTO", "VPROTO", "VID", "TUNNEL")
+IPV4_FIELDS = ("SRC", "DST", "LEN", "TOS", "PREC", "TTL", "ID", "IPFLAGS", "FRAG", "IPOPT", "PROTO")
+IPV6_FIELDS = ("SRC", "DST", "LEN", "TC", "HOPLIMIT", "FLOWLBL", "FRAG", "FRAGID", "IPFLAGS", "IPOPT", "PROTO")
+TCP_FIELDS = ("SPT", "DPT", "SEQ", "ACK", "WINDOW", "RES", "TCPFLAGS", "URGP", "OPT")
+UDP_FIELDS = ("SPT", "DPT", "ULEN")
+ICMP_FIELDS = ("TYPE", "CODE", "ICMPID", "ICMPSEQ", "PARAMETER", "POINTER", "GATEWAY", "MTU", "INNER")
+OTHER_FIELDS = ("SPI", "UID", "GID", "MARK", "INCOMPLETE", "TRUNCATED", "EXTRA")
+ARP_FIELDS = ("HTYPE", "PTYPE", "OPCODE", "IPSRC", "IPDST")
+FIELD_NAMES = frozenset(
+    INTERFACE_FIELDS + MAC_FIELDS + IPV4_FIELDS + IPV6_FIELDS + TCP_FIELDS + UDP_FIELDS
+    + ICMP_FIELDS + OTHER_FIELDS + ARP_FIELDS
+)
+
+# Bare words of dump_ipv4_packet: "CE DF MF" (IP_CE 0x8000, IP_DF 0x4000, IP_MF 0x2000).
+IP_FLAG_WORDS = frozenset({"CE", "DF", "MF"})
+# Bare words of nf_log_dump_tcp_header, in the order the kernel prints them.
+TCP_FLAG_WORDS = ("AE", "CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")
+_TCP_FLAGS = frozenset(TCP_FLAG_WORDS)
+
+# Keys the kernel prints with "=", longest first: used to split pastes that lost a space
+# ("LEN=84TOS=0x00", "TYPE=8CODE=0ID=28976SEQ=1"). ARP-only keys are left out on purpose:
+# "PROTO=ICMPTYPE=8" must split as PROTO + TYPE, not PROTO + PTYPE.
+_GLUE_KEYS = tuple(
+    sorted(
+        {
+            "IN", "OUT", "PHYSIN", "PHYSOUT", "MAC", "MACSRC", "MACDST", "MACPROTO", "VPROTO", "VID",
+            "SRC", "DST", "LEN", "TOS", "PREC", "TTL", "ID", "TC", "HOPLIMIT", "FLOWLBL", "PROTO",
+            "SPT", "DPT", "SEQ", "ACK", "WINDOW", "RES", "URGP", "TYPE", "CODE", "PARAMETER",
+            "POINTER", "GATEWAY", "MTU", "SPI", "UID", "GID", "MARK", "TUNNEL",
+        },
+        key=len,
+        reverse=True,
+    )
+)
+
+_ETH_MAC_LEN = 41  # 14 bytes "dd:dd:dd:dd:dd:dd:ss:ss:ss:ss:ss:ss:pp:pp" (ETH_HLEN = 14)
+
+
+def _unglue(tok: str) -> list[str]:
+    """Split a token that lost its spaces, e.g. ``TTL=64ID=0`` -> ``TTL=64``, ``ID=0``."""
+    parts: list[str] = []
+    start = 0  # start of the current key=value piece
+    eq = tok.find("=")
+    while True:
+        nxt = tok.find("=", eq + 1)
+        if nxt < 0:
+            parts.append(tok[start:])
+            return parts
+        before = tok[eq + 1 : nxt]  # value of the current key, glued to the next key
+        for key in _GLUE_KEYS:
+            if before.endswith(key) and len(before) > len(key):
+                cut = eq + 1 + len(before) - len(key)
+                parts.append(tok[start:cut])
+                start = cut
+                break
+            if before == key:  # empty value: "IN=OUT=eth0"
+                parts.append(tok[start : eq + 1])
+                start = eq + 1
+                break
+        eq = nxt
+
+
+def _group(toks: list[str], i: int, open_: str, close: str) -> tuple[str, int]:
+    """Join tokens from ``toks[i]`` until the brackets balance; return the text and the next index."""
+    depth = 0
+    j = i
+    n = len(toks)
+    while j < n:
+        t = toks[j]
+        depth += t.count(open_) - t.count(close)
+        j += 1
+        if depth <= 0:
+            break
+    return " ".join(toks[i:j]), j
+
+
+def parse_fields(raw: str | bytes) -> dict[str, str]:
+    """Parse the nf_log field text that starts at ``IN=`` into a dict keyed by kernel-log names."""
+    s = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
+    if not s.startswith("IN="):
+        i = s.find("IN=")
+        while i > 0 and s[i - 1].isalpha():  # PHYSIN=, or a prefix word ending in "IN="
+            i = s.find("IN=", i + 3)
+        if i >= 0:
+            s = s[i:]
+    out: dict[str, str] = {}
+    toks = s.split()
+    ipflags: list[str] = []
+    tcpflags: list[str] = []
+    extra: list[str] = []
+    proto: str | None = None  # set once PROTO= is seen: later keys belong to the transport header
+    i = 0
+    n = len(toks)
+    while i < n:
+        tok = toks[i]
+        i += 1
+        if tok.startswith("["):  # ICMP error: the quoted packet, one level deep
+            text, i = _group(toks, i - 1, "[", "]")
+            if text.startswith("[") and text.endswith("]"):
+                text = text[1:-1].strip()
+            out.setdefault("INNER", text)
+            continue
+        eq = tok.find("=")
+        if eq > 0:
+            if tok.find("=", eq + 1) > 0 and not tok.startswith(("[", "TUNNEL=")):
+                pieces = _unglue(tok)
+                if len(pieces) > 1:
+                    toks[i - 1 : i] = pieces
+                    n = len(toks)
+                    i -= 1
+                    continue
+            key = tok[:eq]
+            val = tok[eq + 1 :]
+            if proto is not None:
+                if key == "LEN":
+                    key = "ULEN"
+                elif proto.startswith("ICMP"):
+                    if key == "ID":
+                        key = "ICMPID"
+                    elif key == "SEQ":
+                        key = "ICMPSEQ"
+            elif key == "PROTO":
+                proto = val
+            elif key == "MAC" and len(val) == _ETH_MAC_LEN:
+                out["MACDST"] = val[:17]
+                out["MACSRC"] = val[18:35]
+                out["MACPROTO"] = val[36:38] + val[39:41]
+            if key not in out:  # the first value wins (ARP payload MACSRC after the Ethernet one)
+                out[key] = val
+            continue
+        if tok == "OPT" and i < n and toks[i].startswith("("):
+            text, i = _group(toks, i, "(", ")")
+            inner = text[1:-1].strip() if text.endswith(")") else text[1:].strip()
+            if proto is None:  # IPv4 options (hex), or IPv6 extension headers "( FRAG:0 ID:… )"
+                if " " in inner or inner.startswith("FRAG:"):
+                    _ext_words(inner.split(), out, ipflags, extra)
+                out.setdefault("IPOPT", inner)
+            else:  # TCP options (hex)
+                out.setdefault("OPT", inner)
+            continue
+        if tok.startswith("FRAG:") or tok.startswith("ID:"):
+            _ext_words([tok], out, ipflags, extra)
+            continue
+        if tok == "INCOMPLETE":
+            if i < n and toks[i].startswith("["):  # "INCOMPLETE [65535 bytes]"
+                text, i = _group(toks, i, "[", "]")
+                out.setdefault("INCOMPLETE", text.strip("[]").split()[0] if text.strip("[] ") else "")
+            else:  # IPv6 fragment header with the M flag set
+                ipflags.append("MF")
+            continue
+        if proto is None:
+            if tok in IP_FLAG_WORDS:
+                ipflags.append(tok)
+                continue
+            if tok == "ARP":
+                out.setdefault("PROTO", "ARP")
+                continue
+        elif tok in _TCP_FLAGS:
+            tcpflags.append(tok)
+            continue
+        if tok == "TRUNCATED":
+            out["TRUNCATED"] = ""
+            continue
+        extra.append(tok)
+    if ipflags:
+        out["IPFLAGS"] = " ".join(ipflags)
+    if tcpflags:
+        out["TCPFLAGS"] = " ".join(tcpflags)
+    elif proto == "TCP" and "URGP" in out:
+        out["TCPFLAGS"] = ""
+    if extra:
+        out["EXTRA"] = " ".join(extra)
+    return out
+
+
+def _ext_words(toks: list[str], out: dict[str, str], ipflags: list[str], extra: list[str]) -> None:
+    """IPv6 extension-header words: ``FRAG:off``, ``INCOMPLETE`` (M flag), ``ID:%08x``, ``AH``, ``ESP``."""
+    for t in toks:
+        if t.startswith("FRAG:"):
+            out.setdefault("FRAG", t[5:])
+        elif t.startswith("ID:"):
+            out.setdefault("FRAGID", t[3:])
+        elif t == "INCOMPLETE":
+            ipflags.append("MF")
+        elif t.startswith("SPI="):
+            out.setdefault("SPI", t[4:])
+        elif t in ("AH", "ESP", ")", "("):
+            continue
+        else:
+            extra.append(t)
+
+
+def family_of(fields: dict[str, str]) -> str | None:
+    """``"ipv4"`` or ``"ipv6"`` from which header fields are present, else None."""
+    if "HOPLIMIT" in fields or "FLOWLBL" in fields:
+        return "ipv6"
+    if "TTL" in fields or "TOS" in fields:
+        return "ipv4"
+    return None
+
+
+# Fields that stay the same while one packet crosses the rules (NAT rewrites SRC/DST/SPT/DPT and
+# the ICMP echo id, forwarding lowers TTL/HOPLIMIT, DSCP/MARK targets change TOS/TC/MARK, and
+# IN/OUT/MAC/UID/GID depend on the hook).
+INVARIANT_FIELDS = (
+    "PROTO", "LEN", "ID", "FLOWLBL", "IPFLAGS", "FRAG", "FRAGID",
+    "SEQ", "ACK", "WINDOW", "TCPFLAGS", "TYPE", "CODE", "ICMPSEQ", "ULEN", "SPI",
+)
+
+
+def packet_ident(fields: dict[str, str]) -> tuple[str, ...]:
+    """A hashable identity of a packet from fields that do not change along its path."""
+    return tuple(fields.get(k, "") for k in INVARIANT_FIELDS)

@@ -1,0 +1,621 @@
+"""Kernel-log TRACE lines (``TRACE: table:chain:type:num IN=…``, nf_log_syslog) -> TraceEvents.
+
+Reads the lines the kernel's nf_log writes for ``-j TRACE`` wherever they ended up:
+``/var/log/messages`` and ``kern.log`` (``Jan  1 21:23:16 host kernel: [uptime] TRACE: …``),
+RFC 3339 rsyslog lines, ``journalctl -k`` (short, short-precise, short-iso, short-monotonic),
+``journalctl -k -o json`` (one object per line; MESSAGE a string or a list of byte values),
+``dmesg`` with and without ``[uptime]``, ``dmesg -T``, ``/dev/kmsg`` records and bare lines.
+Damaged pastes are read too: a lost space before ``IN=`` (``policy:2IN=tap0``) or between fields
+(``LEN=84TOS=0x00``, see ``fields.parse_fields``), and many records glued into one line.
+
+``TraceEvent.ts`` is, by what the line carries, in this order of preference:
+the syslog stamp (it has no year: the current year is assumed, or the previous one when that
+would put the stamp more than a day in the future; local time zone), an RFC 3339 / ISO stamp,
+the journal's ``__REALTIME_TIMESTAMP``, a ``dmesg -T`` stamp (local time zone) — all seconds since
+the epoch — or else the kernel's uptime in seconds (``[12345.678901]``, ``/dev/kmsg``); None for
+bare lines. Lines of the LOG target (fields but no TRACE tag) are counted in ``ReadStats``.
+
+Speed: lines are bytes; the hot path is a few ``find``s and slices per line, the tag is parsed
+once per distinct tag, fields are parsed only when ``event.fields`` is first read, and the
+Origin of an event is built only when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+from typing import BinaryIO, Iterator
+
+from ..fields import family_of, packet_ident, parse_fields
+from ..model import Origin, StepKind, TraceEvent
+from .stats import ReadStats
+
+try:  # optional speed-up for journal JSON
+    import orjson
+
+    _loads = orjson.loads
+    _JSONError: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError)
+except ImportError:  # pragma: no cover - orjson is optional
+    _loads = json.loads
+    _JSONError = (ValueError,)
+
+__all__ = ["KernelLogEvent", "ReadStats", "looks_like", "read_events", "SOURCE"]
+
+SOURCE = "kernel-log"
+TRACE_MARK = b"TRACE: "  # ip_tables.c trace_packet(): prefix "TRACE: %s:%s:%s:%u "
+_MARK_LEN = len(TRACE_MARK)
+_KINDS = {b"rule": StepKind.RULE, b"return": StepKind.RETURN, b"policy": StepKind.POLICY}
+_TABLE_RE = re.compile(rb"[a-z][a-z0-9_]*\Z")
+_NUM_RE = re.compile(rb"\d+")
+_MONTHS = {m.encode(): i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+# "Jan  1 21:23:16", "Jan 01 21:23:16.620815" (journalctl short-precise), "Apr 1811:50:23" (damaged)
+_SYSLOG_RE = re.compile(rb"([A-Z][a-z]{2}) {1,2}(\d{1,2}) ?(\d\d):(\d\d):(\d\d)(\.\d+)?")
+_ISO_RE = re.compile(rb"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?")
+_DMESG_T_RE = re.compile(rb"\[([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\]")
+_UPTIME_RE = re.compile(rb"\[\s*(\d+\.\d+)\]")
+_KMSG_RE = re.compile(rb"\d+,\d+,(\d+),[^;]*;")
+_SNIFF_LINES = 2000
+_CACHE_MAX = 50_000  # distinct tags / stamps kept before a cache is cleared
+
+_ORIGIN = TraceEvent.__dict__["origin"]  # the base class's slot descriptor
+
+
+class KernelLogEvent(TraceEvent):
+    """A TraceEvent that builds its ``origin`` on first access (one object less per line)."""
+
+    __slots__ = ("_path", "_line")
+
+    @property  # type: ignore[override]
+    def origin(self) -> Origin | None:
+        try:
+            return _ORIGIN.__get__(self, KernelLogEvent)
+        except AttributeError:
+            o = Origin(self._path, self._line)
+            _ORIGIN.__set__(self, o)
+            return o
+
+    @origin.setter
+    def origin(self, value: Origin | None) -> None:
+        _ORIGIN.__set__(self, value)
+
+
+def _parse_tag(tag: bytes) -> tuple[tuple[str, str, StepKind, int] | None, int]:
+    """``table:chain:type:num`` -> (table, chain, kind, num) and the tag's true length.
+
+    The length is shorter than ``len(tag)`` when the paste lost the space before ``IN=``
+    (``policy:2IN=tap0``): the rest belongs to the fields.
+    """
+    parts = tag.split(b":")
+    if len(parts) < 4:
+        return None, 0
+    kind = _KINDS.get(parts[-2])
+    if kind is None or not _TABLE_RE.match(parts[0]):
+        return None, 0
+    last = parts[-1]
+    m = _NUM_RE.match(last)
+    if m is None:
+        return None, 0
+    chain = b":".join(parts[1:-2])
+    if not chain:
+        return None, 0
+    cut = len(tag) - len(last) + m.end()
+    return (parts[0].decode(), chain.decode("utf-8", "replace"), kind, int(m.group())), cut
+
+
+class _Clock:
+    """Turns year-less syslog stamps into epoch seconds (current year, local time zone)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+        self.year = time.localtime(self.now).tm_year
+
+    def syslog(self, m: re.Match[bytes], with_fraction: bool = True) -> float | None:
+        mon = _MONTHS.get(m.group(1))
+        if mon is None:
+            return None
+        day, hh, mm, ss = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
+        if not (1 <= day <= 31 and hh < 24 and mm < 60 and ss < 61):
+            return None
+        tm = (self.year, mon, day, hh, mm, ss, 0, 0, -1)
+        ts = time.mktime(tm)
+        if ts > self.now + 86400:  # December's log read in January
+            ts = time.mktime((self.year - 1,) + tm[1:])
+        frac = m.group(6)
+        return ts + float(frac) if frac and with_fraction else ts
+
+
+def _iso_ts(tok: bytes) -> float | None:
+    try:
+        return datetime.fromisoformat(tok.decode()).timestamp()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _dmesg_t_ts(text: bytes) -> float | None:
+    try:
+        return time.mktime(time.strptime(text.decode(), "%a %b %d %H:%M:%S %Y"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+class _Reader:
+    """State of one read: caches, clock, stats, and the slow paths the hot loop hands over."""
+
+    def __init__(self, name: str, stats: ReadStats) -> None:
+        self.name = name
+        self.stats = stats
+        self.clock = _Clock()
+        self.tags: dict[bytes, tuple[tuple[str, str, StepKind, int] | None, int]] = {}
+        self.stamps: dict[bytes, float | None] = {}
+
+    # -- time stamps ---------------------------------------------------------------------------
+    def syslog_head(self, head: bytes) -> float | None:
+        """Stamp of a header starting with a syslog date; whole seconds cached by the first 16 bytes."""
+        key = head[:16]
+        m = _SYSLOG_RE.match(head)
+        if m is None:
+            return self.head_ts(head)
+        if m.group(6):  # journalctl short-precise: "Jan 05 11:04:26.620815"
+            base = self.stamps.get(key[:15] + b" ")
+            if base is None:
+                base = self.clock.syslog(m, with_fraction=False)
+                if base is None:
+                    return self.head_ts(head)
+                self.remember(key[:15] + b" ", base)
+            return base + float(m.group(6))
+        ts = self.clock.syslog(m)
+        if ts is None:
+            return self.head_ts(head)
+        if m.end() <= 16:
+            self.remember(key, ts)
+        return ts
+
+    def head_ts(self, head: bytes) -> float | None:
+        """Time stamp of whatever header precedes ``TRACE:`` (slow path: odd prefixes)."""
+        if not head.strip():
+            return None
+        c = head[0]
+        if c == 0x5B:  # "[": dmesg "[ 123.456789] " or dmesg -T "[Thu Jan  5 11:04:26 2023] "
+            j = head.find(b"]")
+            if j > 0:
+                try:
+                    return float(head[1:j])
+                except ValueError:
+                    key = head[1:j]
+                    if key not in self.stamps:
+                        self.remember(key, _dmesg_t_ts(key))
+                    return self.stamps[key]
+        if 0x30 <= c <= 0x39:
+            if head[4:5] == b"-":  # RFC 3339 / ISO 8601
+                m = _ISO_RE.match(head)
+                if m:
+                    return self.iso_ts(m.group())
+            m = _KMSG_RE.match(head)  # /dev/kmsg "6,1234,408619771,-;"
+            if m:
+                return int(m.group(1)) / 1e6
+        m = _SYSLOG_RE.search(head)
+        if m:
+            ts = self.clock.syslog(m)
+            if ts is not None:
+                return ts
+        m = _ISO_RE.search(head)
+        if m:
+            return self.iso_ts(m.group())
+        m = _DMESG_T_RE.search(head)
+        if m:
+            return _dmesg_t_ts(m.group(1))
+        m = _UPTIME_RE.search(head)
+        if m:
+            return float(m.group(1))
+        m = _KMSG_RE.search(head)
+        if m:
+            return int(m.group(1)) / 1e6
+        return None
+
+    def iso_ts(self, tok: bytes) -> float | None:
+        """ISO stamp with the whole seconds cached and the fraction added."""
+        if tok[19:20] == b".":
+            e = 20
+            n = len(tok)
+            while e < n and 0x30 <= tok[e] <= 0x39:
+                e += 1
+            key = tok[:19] + tok[e:]
+            frac = float(tok[19:e])
+        else:
+            key, frac = tok, 0.0
+        if key not in self.stamps:
+            self.remember(key, _iso_ts(key))
+        base = self.stamps[key]
+        return None if base is None else base + frac
+
+    def remember(self, key: bytes, ts: float | None) -> None:
+        if len(self.stamps) > _CACHE_MAX:
+            self.stamps.clear()
+        self.stamps[key] = ts
+
+    # -- records -------------------------------------------------------------------------------
+    def tag(self, tag: bytes) -> tuple[tuple[str, str, StepKind, int] | None, int]:
+        got = self.tags.get(tag)
+        if got is None:
+            got = _parse_tag(tag)
+            if got[1] == len(tag):  # damaged tags carry interface names: not worth caching
+                if len(self.tags) > _CACHE_MAX:
+                    self.tags.clear()
+                self.tags[tag] = got
+        return got
+
+    def record(self, rec: bytes, t: int, line: int, ts: float | None, has_ts: bool) -> KernelLogEvent | None:
+        """One ``…TRACE: tag fields`` record whose mark is at ``rec[t]``; None when unusable."""
+        start = t + _MARK_LEN
+        sp = rec.find(b" ", start)
+        tag = rec[start:sp] if sp >= 0 else rec[start:].rstrip()
+        info, cut = self.tag(tag)
+        if info is None:
+            self.stats.skip(line)
+            return None
+        fs = rec[start + cut :].strip()
+        if not fs.startswith(b"IN="):
+            i = fs.find(b"IN=")
+            if i < 0:
+                self.stats.skip(line)  # tag without fields: truncated
+                return None
+            fs = fs[i:]
+        if not has_ts:
+            ts = self.head_ts(rec[:t])
+        return self.event(info, fs, ts, line)
+
+    def event(self, info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None, line: int) -> KernelLogEvent | None:
+        """Build the event for field text ``fs``; None (counted as skipped) when truncated."""
+        got = _fast_ident(fs)
+        fields = None
+        if got is None:
+            fields = parse_fields(fs)
+            if not _complete(fields):
+                self.stats.skip(line)
+                return None
+            family = family_of(fields)
+            ident: object = ("~",) + packet_ident(fields)
+        else:
+            family, ident = got
+        ev = _new(KernelLogEvent)
+        ev.table, ev.chain, ev.kind, ev.num = info
+        ev.ts = ts
+        ev.family = family
+        ev.handle = None
+        ev.ident = ident
+        ev.packet_id = None
+        ev.verdict = None
+        ev.source = SOURCE
+        ev.raw = fs
+        ev._fields = fields
+        ev._parse = parse_fields
+        ev._path = self.name
+        ev._line = line
+        return ev
+
+    def slow_line(self, line: bytes, lineno: int) -> list[KernelLogEvent]:
+        """Lines the hot loop does not handle: journal JSON, several records glued into one line."""
+        if line[:1] == b"{":
+            got = self.journal(line, lineno)
+            if got is None:
+                return []
+            line, ts = got
+            if TRACE_MARK not in line:
+                self.log_line(line, 0)
+                return []
+            return self.glued(line, lineno, ts, True)
+        return self.glued(line, lineno, None, False)
+
+    def glued(self, line: bytes, lineno: int, ts: float | None, has_ts: bool) -> list[KernelLogEvent]:
+        """Split a line holding one or more records and read each."""
+        marks = []
+        t = line.find(TRACE_MARK)
+        while t >= 0:
+            marks.append(t)
+            t = line.find(TRACE_MARK, t + _MARK_LEN)
+        out: list[KernelLogEvent] = []
+        begin = 0
+        for k, t in enumerate(marks):
+            if k + 1 < len(marks):
+                nxt = marks[k + 1]
+                end = _header_start(line, t + _MARK_LEN, nxt)
+            else:
+                end = len(line)
+            rec = line[begin:end]
+            ev = self.record(rec, t - begin, lineno, ts, has_ts)
+            if ev is not None:
+                out.append(ev)
+            begin = end
+        return out
+
+    def journal(self, line: bytes, lineno: int) -> tuple[bytes, float | None] | None:
+        """MESSAGE and __REALTIME_TIMESTAMP of one ``journalctl -o json`` line."""
+        try:
+            obj = _loads(line)
+        except _JSONError:
+            if TRACE_MARK in line:
+                self.stats.skip(lineno)
+            return None
+        if not isinstance(obj, dict):
+            return None
+        msg = obj.get("MESSAGE")
+        if isinstance(msg, list):  # journald stores non-UTF-8 / control-character messages as bytes
+            try:
+                msg = bytes(msg)
+            except (TypeError, ValueError):
+                return None
+        elif isinstance(msg, str):
+            msg = msg.encode()
+        else:
+            return None
+        ts = None
+        rt = obj.get("__REALTIME_TIMESTAMP")  # microseconds since the epoch, as a string
+        if rt is not None:
+            try:
+                ts = int(rt) / 1e6
+            except (TypeError, ValueError):
+                ts = None
+        return msg, ts
+
+    def log_line(self, line: bytes, lineno: int) -> None:
+        """Count a LOG-target packet line (``prefix IN=… OUT=…``) under its prefix."""
+        i = line.find(b"IN=")
+        while i > 0 and 0x41 <= line[i - 1] <= 0x5A and line[i - 4 : i] == b"PHYS":
+            i = line.find(b"IN=", i + 3)
+        if i < 0:
+            return
+        j = line.find(b" OUT=", i)
+        if j < 0 or j - i > 24 or b" SRC=" not in line and b" MAC" not in line and b"ARP" not in line:
+            return
+        self.stats.log_line(_log_prefix(line, i))
+
+
+def _log_prefix(line: bytes, i: int) -> str:
+    """The LOG prefix: the text between the log header and ``IN=``."""
+    head = line[:i]
+    k = head.find(b"kernel: ")
+    if k >= 0:
+        head = head[k + 8 :]
+    else:
+        m = _KMSG_RE.match(head)
+        if m:
+            head = head[m.end() :]
+    head = head.lstrip()
+    if head.startswith(b"["):  # [uptime]
+        j = head.find(b"]")
+        if j > 0:
+            head = head[j + 1 :]
+    return head.strip().decode("utf-8", "replace")
+
+
+_HEADER_RES = (
+    re.compile(rb"(?:<\d+>)?[A-Z][a-z]{2} {1,2}\d{1,2} ?\d\d:\d\d:\d\d"),  # syslog / journalctl short
+    re.compile(rb"(?:<\d+>)?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d"),  # RFC 3339
+    re.compile(rb"(?:<\d+>)?\[\s*\d+\.\d+\]"),  # dmesg uptime
+    _DMESG_T_RE,
+    _KMSG_RE,
+)
+
+
+def _header_start(line: bytes, lo: int, hi: int) -> int:
+    """Where the header of the record whose ``TRACE:`` is at ``hi`` begins (glued records)."""
+    best = hi
+    for rx in _HEADER_RES:
+        m = rx.search(line, lo, hi)
+        if m is not None and m.start() < best:
+            best = m.start()
+    return best
+
+
+def _complete(f: dict[str, str]) -> bool:
+    """False for field text cut short (a paste or a log line truncated inside the packet)."""
+    proto = f.get("PROTO")
+    if proto is None:
+        return False
+    if "SPT" in f:
+        if proto == "TCP" and "URGP" not in f:
+            return False
+        if proto in ("UDP", "UDPLITE") and "ULEN" not in f:
+            return False
+    if "TYPE" in f and "CODE" not in f:
+        return False
+    return True
+
+
+def _fast_ident(fs: bytes) -> tuple[str, tuple[bytes, ...]] | None:
+    """(family, ident) from well-formed field text; None sends the record to the slow path.
+
+    The ident is (LEN, the IPv4 text after ``ID=`` up to ``PROTO=`` — ID, CE/DF/MF, FRAG,
+    options — or the IPv6 one after ``FLOWLBL=`` — flow label, extension headers —, PROTO,
+    transport): TCP ``SEQ= ACK= WINDOW= RES= flags``, the UDP length, ICMP ``TYPE= CODE=`` and
+    the echo sequence. Left out because they change on the way: SRC/DST/SPT/DPT and the ICMP echo
+    id (NAT), TTL/HOPLIMIT, TOS/TC, MARK, interfaces, MAC, UID/GID, TCP options (TCPMSS).
+    None also for text cut short and for text holding another record (glued lines).
+    ``partition`` is used throughout: on this path the number of calls, not bytes, is the cost.
+    """
+    _, sep, x = fs.partition(b" LEN=")
+    if not sep:
+        return None
+    ln, _, x = x.partition(b" ")
+    if x.startswith(b"TOS="):
+        family = "ipv4"
+        _, sep, x = x.partition(b" ID=")
+    elif x.startswith(b"TC="):
+        family = "ipv6"
+        _, sep, x = x.partition(b" FLOWLBL=")
+    else:
+        return None
+    if not sep:
+        return None
+    ipc, sep, x = x.partition(b" PROTO=")
+    if not sep:
+        return None
+    proto, _, x = x.partition(b" ")
+    if proto == b"TCP":
+        if x.startswith(b"SPT="):
+            _, sep, y = x.partition(b" SEQ=")
+            if not sep:  # LOG without --log-tcp-sequence
+                _, sep, y = x.partition(b" WINDOW=")
+            tr, sep, x = y.partition(b" URGP=")
+            if not sep:
+                return None  # cut short
+        else:
+            tr = b""  # a fragment without the TCP header
+    elif proto == b"UDP" or proto == b"UDPLITE":
+        if x.startswith(b"SPT="):
+            _, sep, y = x.partition(b" LEN=")
+            if not sep:
+                return None
+            tr, _, x = y.partition(b" ")
+        else:
+            tr = b""
+    elif proto == b"ICMP" or proto == b"ICMPv6":
+        if x.startswith(b"TYPE="):
+            typ, _, y = x.partition(b" ")
+            code, sep, x = y.partition(b" ")
+            if not code.startswith(b"CODE="):
+                return None
+            tr = typ + b" " + code
+            if x.startswith(b"ID="):  # echo request / reply: keep the sequence, not the id
+                _, sep, y = x.partition(b" SEQ=")
+                if not sep:
+                    return None
+                sq, _, x = y.partition(b" ")
+                tr += b" " + sq
+        else:
+            tr = b""
+    else:
+        tr = b""
+    if TRACE_MARK in x:
+        return None
+    return family, (ln, ipc, proto, tr)
+
+
+_new = object.__new__
+_PROGRESS_EVERY = 0x3FFF  # lines between updates of stats.lines / stats.bytes_read
+
+
+def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) -> Iterator[TraceEvent]:
+    """Yield one TraceEvent per kernel-log TRACE record in ``stream`` (binary, line by line)."""
+    st = stats if stats is not None else ReadStats()
+    rd = _Reader(name, st)
+    tags = rd.tags
+    stamps = rd.stamps
+    tag_of = rd.tag
+    mark = TRACE_MARK
+    parse = parse_fields
+    cls = KernelLogEvent
+    lineno = 0
+    nbytes = 0
+    events = 0
+    # the field text of the previous clean record and what it gave: consecutive steps of one
+    # packet usually print the same text, so the ident is computed once and the bytes shared
+    prev_fs = b""
+    prev_family: str | None = None
+    prev_ident: object = None
+    try:
+        for lineno, line in enumerate(stream, 1):
+            nbytes += len(line)
+            if not lineno & _PROGRESS_EVERY:
+                st.lines = lineno
+                st.bytes_read = nbytes
+            head, sep, rest = line.partition(mark)
+            if not sep:
+                if b"IN=" in line:
+                    if line[:1] == b"{":
+                        for ev in rd.slow_line(line, lineno):
+                            events += 1
+                            yield ev
+                    else:
+                        rd.log_line(line, lineno)
+                elif line[:1] == b"{" and b'"MESSAGE":[' in line:
+                    for ev in rd.slow_line(line, lineno):
+                        events += 1
+                        yield ev
+                continue
+            # -- hot path: one clean record on this line; anything else goes to rd.slow_line --
+            tag, sep, fs = rest.partition(b" ")
+            got = tags.get(tag)
+            if got is None:
+                got = tag_of(tag)
+            info, cut = got
+            if info is None:
+                st.skip(lineno)
+                continue
+            fs = fs.rstrip()
+            if fs == prev_fs and cut == len(tag):
+                fs = prev_fs
+            else:
+                idg = _fast_ident(fs) if cut == len(tag) and fs.startswith(b"IN=") else None
+                if idg is None or head[:1] == b"{":  # damaged, truncated, glued, journal JSON
+                    for ev in rd.slow_line(line, lineno):
+                        events += 1
+                        yield ev
+                    continue
+                prev_fs = fs
+                prev_family, prev_ident = idg
+            if not head:
+                ts = None
+            else:
+                c = head[0]
+                if 0x41 <= c <= 0x5A:  # "Jan  1 21:23:16 …": syslog / journalctl short
+                    ts = stamps.get(head[:16])
+                    if ts is None:
+                        ts = rd.syslog_head(head)
+                elif c == 0x5B:  # "[": dmesg
+                    try:
+                        ts = float(head[1 : head.find(b"]")])
+                    except ValueError:
+                        ts = rd.head_ts(head)
+                else:
+                    ts = rd.head_ts(head)
+            ev = _new(cls)
+            ev.table, ev.chain, ev.kind, ev.num = info
+            ev.ts = ts
+            ev.family = prev_family
+            ev.handle = None
+            ev.ident = prev_ident
+            ev.packet_id = None
+            ev.verdict = None
+            ev.source = SOURCE
+            ev.raw = fs
+            ev._fields = None
+            ev._parse = parse
+            ev._path = name
+            ev._line = lineno
+            events += 1
+            yield ev
+    finally:
+        st.lines = lineno
+        st.bytes_read = nbytes
+        st.events += events
+
+
+def looks_like(head: bytes) -> bool:
+    """True when the start of a file looks like a kernel log holding TRACE records."""
+    lines = head.splitlines()[:_SNIFF_LINES]
+    kernelish = 0
+    for line in lines:
+        t = line.find(TRACE_MARK)
+        if t >= 0:
+            start = t + _MARK_LEN
+            sp = line.find(b" ", start)
+            tag = line[start:sp] if sp >= 0 else line[start:]
+            info, _ = _parse_tag(tag)
+            if info is not None and b"IN=" in line[start:]:
+                return True
+        elif line.startswith(b"{") and b'"MESSAGE":[' in line:
+            try:
+                obj = _loads(line)
+                msg = bytes(obj.get("MESSAGE") or b"")
+            except (*_JSONError, TypeError, AttributeError):
+                continue
+            if TRACE_MARK in msg and b"IN=" in msg:
+                return True
+        if b" kernel: " in line or b'"_TRANSPORT":"kernel"' in line or _UPTIME_RE.match(line):
+            kernelish += 1
+    # a kernel log whose TRACE lines start further down
+    return bool(lines) and kernelish * 2 > len(lines)
