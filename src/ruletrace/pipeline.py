@@ -10,6 +10,9 @@ from .correlate.group import group_packets
 from .errors import RuletraceError
 from .explain.explain import Explainer
 from .model import Explanation, Fate, Packet, Ruleset, TraceEvent
+from .sources.stats import ReadStats
+
+_HANDLE_SOURCES = frozenset({"nft-monitor", "xtables-monitor", "nftrace"})
 
 
 @dataclass(slots=True)
@@ -123,20 +126,35 @@ class Run:
         return ex
 
     def read_events(self) -> Iterator[TraceEvent]:
-        """Open every input, detect its format, and merge the events in time order."""
-        import heapq
+        """Every input's events, format detected per file, merged in time order."""
+        from .sources import detect
 
-        from .sources import readers
-
-        streams = []
-        for path in self.inputs:
-            fmt, events, stats = readers.open_events(path, self.fmt, ifmap=self.ifmap, progress=self.progress)
+        def on_format(path: str, fmt: str) -> None:
             self.sources.append(SourceInfo(path, fmt))
-            self._stats.append(stats)
-            streams.append(events)
-        if len(streams) == 1:
-            return streams[0]
-        return heapq.merge(*streams, key=lambda ev: ev.ts if ev.ts is not None else 0.0)
+
+        def new_stats(path: str, fmt: str):
+            st = ReadStats()
+            self._stats.append(st)
+            return st
+
+        options = {}
+        if self.ifmap is not None:
+            options["ifmap"] = self.ifmap
+        if self.progress is not None:
+            options["progress"] = self.progress
+        events = detect.read_any(self.inputs, self.fmt, on_format=on_format, stats=new_stats, **options)
+        return self._resolve_handles(events)
+
+    def _resolve_handles(self, events: Iterator[TraceEvent]) -> Iterator[TraceEvent]:
+        """nf_tables sources name rules by handle: number them from the ruleset of their family."""
+        from .sources.handles import resolve_handles
+
+        for ev in events:
+            if ev.num is None and (ev.handle is not None or ev.source in _HANDLE_SOURCES):
+                rs = _pick_ruleset(self.rulesets, ev.family)
+                if rs is not None:
+                    ev = next(resolve_handles((ev,), rs))
+            yield ev
 
     def explanations(self) -> Iterator[Explanation]:
         for packet in group_packets(self.read_events()):

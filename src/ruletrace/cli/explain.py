@@ -12,7 +12,7 @@ import click
 
 from ..errors import RuletraceError
 from ..pipeline import PacketFilter, Run, load_rulesets
-from ..sources.readers import FORMATS
+from ..sources.detect import FORMATS
 from .console import make_consoles, progress_for
 from .status import ExitStatus
 

@@ -148,10 +148,13 @@ def read_any(
     does not take (``ifmap`` for text formats) are not passed to it. Events without a timestamp
     keep their file order; ties keep the order of ``paths``.
     """
+    progress = options.pop("progress", None)
     streams = []
     for path in paths:
         stream, name = _open(path)
         head, stream = _peek(stream)
+        if progress is not None:
+            stream = _Counting(stream, progress)
         chosen = ALIASES.get(fmt, fmt) if fmt else detect(head, name)
         if on_format is not None:
             on_format(name, chosen)
@@ -163,6 +166,32 @@ def read_any(
         yield from streams[0]
         return
     yield from _merge(streams)
+
+
+class _Counting:
+    """A binary stream that reports the bytes read through it (for progress bars)."""
+
+    def __init__(self, raw: Any, report: Callable[[int], None]) -> None:
+        self._raw, self._report = raw, report
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._raw.read(n)
+        self._report(len(b))
+        return b
+
+    def readline(self, n: int = -1) -> bytes:
+        b = self._raw.readline(n)
+        self._report(len(b))
+        return b
+
+    def __iter__(self) -> Iterator[bytes]:
+        report = self._report
+        for line in self._raw:
+            report(len(line))
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 def _closing(events: Iterator[TraceEvent], stream: Any) -> Iterator[TraceEvent]:
