@@ -240,3 +240,26 @@ def test_sentences_that_repeat_the_place_are_not_doubled() -> None:
     assert render(to_renderable(e)).splitlines()[1] == (
         "DELIVERED by filter:INPUT policy DROP: nothing in the filter table matched, so the DROP policy of"
     )
+
+
+@pytest.mark.parametrize("width", [40, 60, 100])
+def test_deep_call_chains_stop_indenting_but_lose_no_step(width: int) -> None:
+    rows = [("filter:INPUT:rule:1", 0, "-A INPUT -j C1", "jump", {})]
+    rows += [(f"filter:C{i}:rule:1", i, f"-A C{i} -j C{i + 1}", "jump", {}) for i in range(1, 20)]
+    rows += [("filter:C20:return:1", 20, "C19", "return", {})]
+    packet, steps = build("x", rows, {"SRC": "10.0.0.1", "DST": "10.0.0.2"}, 5)
+    out = render(to_renderable(Explanation(packet, steps=steps)), width=width)
+    flat = " ".join(out.split())
+    for i in range(1, 20):
+        assert f"filter:C{i} rule 1" in flat
+    assert "(depth 20) filter:C20 return 1 -> C19" in flat
+    assert all(cell_len(line) <= width for line in out.splitlines())
+
+
+def test_theme_has_the_documented_style_names() -> None:
+    names = (
+        "step.rule step.policy step.return step.decisive verdict.accept verdict.drop verdict.reject "
+        "verdict.unknown chain table hook rule.num rule.text nat mark cause warning note origin packet.id "
+        "fate.dropped fate.rejected fate.delivered fate.forwarded fate.sent fate.unknown"
+    ).split()
+    assert [n for n in names if n not in THEME.styles] == []

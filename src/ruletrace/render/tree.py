@@ -13,12 +13,32 @@ from .theme import THEME, clean, fate_style, safe, verdict_style
 
 GAP = 2  # spaces between a step's head and its text
 MIN_BODY = 30  # below this many columns for the text, it goes under the head instead
+MIN_LABEL = 28  # columns kept for a step's label: deeper calls stop indenting further
 FOOTER_LABEL = 9  # width of the footer's label column ("warning" + 2)
 MAX_LEAD_IN_WORDS = 6  # "dropped by the DROP policy of" before a place that is already shown
 
 
 def to_renderable(expl: Explanation, *, verbose: bool = False) -> RenderableType:
     """One packet's explanation as a rich renderable: header, path tree, footer."""
+    return _PacketView(expl, verbose)
+
+
+class _PacketView:
+    """Builds the block when the width is known, so deep call chains stop indenting before they run out."""
+
+    __slots__ = ("expl", "verbose")
+
+    def __init__(self, expl: Explanation, verbose: bool) -> None:
+        self.expl = expl
+        self.verbose = verbose
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        # a step at call depth d sits under the header and its hook: (d + 2) tree guides of 4 cells
+        max_depth = max((options.max_width - MIN_LABEL) // 4 - 2, 0)
+        yield _build(self.expl, self.verbose, max_depth)
+
+
+def _build(expl: Explanation, verbose: bool, max_depth: int) -> RenderableType:
     decisive = _decisive(expl)
     root = Tree(_Wrapped(_header(expl, decisive, verbose)), guide_style="tree.line")
     notes = _step_annotations(expl, decisive, verbose)
@@ -33,8 +53,12 @@ def to_renderable(expl: Explanation, *, verbose: bool = False) -> RenderableType
         stack: list[Tree] = [root.add(heading)]
         for i in indices:
             step = expl.steps[i]
-            p = min(max(step.depth, 0), len(stack) - 1)  # a gap in depth attaches to the deepest chain
-            node = stack[p].add(_Hanging(_head(step, i == decisive), [_body(step), *notes.get(i, ())]))
+            depth = max(step.depth, 0)
+            p = min(depth, len(stack) - 1, max_depth)  # a gap in depth attaches to the deepest chain
+            head = _head(step, i == decisive)
+            if p < depth:  # shown shallower than it is: say how deep
+                head = Text(f"(depth {depth}) ", "origin") + head
+            node = stack[p].add(_Hanging(head, [_body(step), *notes.get(i, ())]))
             del stack[p + 1 :]
             stack.append(node)
     footer = _footer(expl)
@@ -315,19 +339,19 @@ def _at(table: str | None, chain: str | None, num: int | None, policy: bool) -> 
 if __name__ == "__main__":  # pragma: no cover
     from ..model import Packet, Rule, TraceEvent, Verdict
 
-    def _ev(table: str, chain: str, kind: StepKind, num: int) -> TraceEvent:
-        return TraceEvent(table, chain, kind, num, fields={"IN": "eth0", "SRC": "10.0.0.2", "DST": "10.0.0.1",
-                                                             "PROTO": "TCP", "SPT": "40000", "DPT": "22"})
-
-    evs = [_ev("filter", "INPUT", StepKind.RULE, 1), _ev("filter", "BLOCK", StepKind.RULE, 2)]
-    demo = Explanation(
-        Packet(1, evs),
+    _f = {"IN": "eth0", "SRC": "10.0.0.2", "DST": "10.0.0.1", "PROTO": "TCP", "SPT": "40000", "DPT": "22"}
+    _evs = [
+        TraceEvent("filter", "INPUT", StepKind.RULE, 1, fields=_f),
+        TraceEvent("filter", "BLOCK", StepKind.RULE, 2, fields=_f),
+    ]
+    _drop = Rule("filter", "BLOCK", 2, "-A BLOCK -p tcp --dport 22 -j DROP", "DROP")
+    _demo = Explanation(
+        Packet(1, _evs),
         steps=[
-            Step(evs[0], rule=Rule("filter", "INPUT", 1, "-A INPUT -j BLOCK", "BLOCK"), action="jump"),
-            Step(evs[1], rule=Rule("filter", "BLOCK", 2, "-A BLOCK -p tcp --dport 22 -j DROP", "DROP"),
-                 depth=1, action="drop"),
+            Step(_evs[0], rule=Rule("filter", "INPUT", 1, "-A INPUT -j BLOCK", "BLOCK"), action="jump"),
+            Step(_evs[1], rule=_drop, depth=1, action="drop"),
         ],
         fate=Fate.DROPPED,
-        verdict=Verdict("drop", "filter", "BLOCK", 2, evs and None, "ssh is blocked"),
+        verdict=Verdict("drop", "filter", "BLOCK", 2, _drop, "ssh is blocked"),
     )
-    render_explanations([demo], Console(theme=THEME))
+    render_explanations([_demo], Console(theme=THEME))

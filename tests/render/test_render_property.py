@@ -1,0 +1,85 @@
+"""Property: any explanation renders without error, within the width, with no control character out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from render_cases import render
+from rich.cells import cell_len
+
+from ruletrace.model import CauseLink, Change, Explanation, Fate, Packet, Rule, Step, StepKind, TraceEvent, Verdict
+from ruletrace.render.json import dumps, to_json
+from ruletrace.render.summary import Summary
+from ruletrace.render.tree import to_renderable
+
+pytestmark = pytest.mark.property
+
+# printable text plus the characters a hostile log could carry: ESC, BEL, CSI, CR, LF, RTL override
+_text = st.text(
+    alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from("\x1b\x07\x9b\r\n\t\u202e[]")),
+    max_size=40,
+)
+_name = st.one_of(st.sampled_from(["PREROUTING", "INPUT", "FORWARD", "KUBE-SERVICES", "DOCKER"]), _text)
+
+
+@st.composite
+def explanations(draw) -> Explanation:
+    n = draw(st.integers(0, 12))
+    fields = draw(st.dictionaries(st.sampled_from(["IN", "OUT", "SRC", "DST", "PROTO", "SPT", "DPT", "MARK"]), _text))
+    events, steps = [], []
+    for _ in range(n):
+        kind = draw(st.sampled_from(list(StepKind)))
+        table, chain = draw(st.sampled_from(["raw", "nat", "filter"])), draw(_name)
+        num = draw(st.one_of(st.none(), st.integers(1, 10_000)))
+        ev = TraceEvent(table, chain, kind, num, fields=fields)
+        events.append(ev)
+        rule = draw(st.one_of(st.none(), _text.map(lambda t, c=chain: Rule(table, c, num or 1, f"-A {c} {t}"))))
+        steps.append(
+            Step(
+                ev,
+                rule=rule,
+                policy=draw(st.one_of(st.none(), _text)),
+                returned_to=draw(st.one_of(st.none(), _name)),
+                depth=draw(st.integers(0, 12)),  # gaps and jumps in depth are allowed
+                warning=draw(st.one_of(st.none(), _text)),
+                note=draw(st.one_of(st.none(), _text)),
+            )
+        )
+    idx = st.one_of(st.none(), st.integers(-2, n + 2))  # also out-of-range step indices
+    verdict = draw(
+        st.one_of(st.none(), st.builds(Verdict, _text, st.just("filter"), _name, st.none() | st.integers(1, 9), reason=_text))
+    )
+    return Explanation(
+        Packet(draw(st.integers(1, 10**6)), events),
+        steps=steps,
+        fate=draw(st.sampled_from(list(Fate))),
+        verdict=verdict,
+        nat=draw(st.lists(st.builds(Change, _text, _text | st.none(), _text | st.none(), step=idx), max_size=2)),
+        marks=draw(st.lists(st.builds(Change, _text, _text | st.none(), _text | st.none(), step=idx), max_size=2)),
+        cause=draw(st.lists(st.builds(CauseLink, _text, st.just("nat"), _name, text=_text, step=idx), max_size=3)),
+        warnings=draw(st.lists(_text, max_size=2)),
+        notes=draw(st.lists(_text, max_size=2)),
+        last_seen=draw(st.one_of(st.none(), _text)),
+    )
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expl=explanations(), width=st.integers(20, 140), verbose=st.booleans())
+def test_any_explanation_renders_safely_within_width(expl: Explanation, width: int, verbose: bool) -> None:
+    out = render(to_renderable(expl, verbose=verbose), width=width)
+    assert all(cell_len(line) <= width for line in out.splitlines())
+    assert not any(ch in out for ch in "\x1b\x07\x9b\r\u202e\t")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expl=explanations())
+def test_any_explanation_round_trips_through_json_and_summary(expl: Explanation) -> None:
+    j = to_json(expl)
+    assert json.loads(dumps(j)) == j
+    s = Summary()
+    s.add(expl)
+    assert s.to_json()["packets"] == 1
+    render(s.to_renderable(), width=60)
