@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", type=Path, help="ruleset (default: generated bench/out/kube.rules)")
     ap.add_argument("--log", type=Path, help="TRACE log (default: generated bench/out/kube.log)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--show", type=int, default=0, metavar="N", help="print the first N lines of explain's output")
+    ap.add_argument("--show", type=int, default=0, metavar="N",
+                    help="print the first N lines of explain's output")
     ap.add_argument("--profile", action="store_true", help="profile one in-process run instead of timing")
     ap.add_argument("--sort", default="tottime", help="pstats sort key for --profile (tottime, cumulative)")
     ap.add_argument("--top", type=int, default=25)

@@ -1,4 +1,4 @@
-"""Ruleset parse time of ruletrace vs the kernel's own tool: ``iptables_save.parse`` ÷ ``iptables-legacy-restore --test``.
+"""Ruleset parse time: ruletrace's ``iptables_save.parse`` ÷ ``iptables-legacy-restore --test``.
 
 Both read the same generated kube-proxy ruleset (bench/gen_kube.py). iptables-legacy-restore runs
 inside a scratch network namespace (``rtb5…``, created and deleted here), so nothing touches the
@@ -47,7 +47,8 @@ def measure(rules: Path, repeat: int = 3) -> dict[str, object]:
             with rules.open("rb") as f:
                 r = subprocess.run(["ip", "netns", "exec", ns, tool, "--test"], stdin=f, capture_output=True)
             if r.returncode:
-                raise SystemExit(f"iptables-legacy-restore --test rejected {rules}: {r.stderr.decode().strip()}")
+                why = r.stderr.decode().strip()
+                raise SystemExit(f"iptables-legacy-restore --test rejected {rules}: {why}")
 
         t_restore = timing.best_of(kernel, repeat)
     ratio = t_ours / t_restore

@@ -17,7 +17,8 @@ The TRACE lines are what nf_log prints for legacy xtables (net/ipv4/netfilter/ip
 trace_packet(), net/netfilter/nf_log_syslog.c): a rule is logged when it matches, before its
 target runs (so a DNAT or MARK shows up from the NEXT line on); the TRACE rule itself is not
 logged (nf_trace is set by its target); falling off a user chain logs ``return:<rules+1>``, off a
-built-in chain ``policy:<rules+1>``; MARK= is printed only when the mark is nonzero; every line ends with a space, as nf_log writes it.
+built-in chain ``policy:<rules+1>``; MARK= is printed only when the mark is nonzero; every line ends
+with a space, as nf_log writes it.
 Checked on kernel 6.18: one SYN of each kind sent through a namespace loaded with a generated
 ruleset gave exactly these tags, MARK, TTL and IN/OUT/MAC (there, POSTROUTING lines of a forwarded
 packet keep IN= and MAC=; the older kernel of seed 001 printed them with an empty IN= and no MAC).
@@ -81,7 +82,7 @@ def chain_hash(seed: int, *parts: str) -> str:
 
 
 def probability(n_left: int) -> str:
-    """The ``--probability`` text iptables-save prints for kube-proxy's 1/n (libxt_statistic: u32 of p*2^31)."""
+    """The ``--probability`` text iptables-save prints for kube-proxy's 1/n (libxt_statistic keeps p*2^31)."""
     fixed = round(0x80000000 / n_left)
     return f"{fixed / 0x80000000:.11f}"
 
@@ -197,7 +198,8 @@ def build(n: int, seed: int) -> Cluster:
         return len(rules)
 
     lo, hi = NODEPORT_RANGE
-    add("raw", "PREROUTING", f"-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m multiport --dports {lo}:{hi - 1} -j TRACE")
+    add("raw", "PREROUTING",
+        f"-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m multiport --dports {lo}:{hi - 1} -j TRACE")
 
     nat = "nat"
     add(nat, "PREROUTING", '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES')
@@ -218,10 +220,11 @@ def build(n: int, seed: int) -> Cluster:
         '"kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES')
     add(flt, "INPUT", "-j KUBE-FIREWALL")
     add(flt, "FORWARD", '-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD')
-    add(flt, "FORWARD", '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES')
+    portals = '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+    add(flt, "FORWARD", portals)
     add(flt, "FORWARD", "-m conntrack --ctstate NEW -m comment --comment "
         '"kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES')
-    add(flt, "OUTPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES')
+    add(flt, "OUTPUT", portals)
     add(flt, "OUTPUT", "-j KUBE-FIREWALL")
     add(flt, "KUBE-FIREWALL", '! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet '
         'connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP')
@@ -238,23 +241,24 @@ def build(n: int, seed: int) -> Cluster:
     for s in services:
         q = f'"{s.name}"'
         if s.kind == "noeps":
-            add(flt, "KUBE-SERVICES", f'-d {s.vip}/32 -p tcp -m comment --comment "{s.name} has no endpoints" '
-                f"-m tcp --dport {s.port} -j REJECT --reject-with icmp-port-unreachable")
-            s.reject_rule = add(flt, "KUBE-EXTERNAL-SERVICES", f'-p tcp -m comment --comment "{s.name} has no '
-                                f'endpoints" -m addrtype --dst-type LOCAL -m tcp --dport {s.nodeport} '
-                                "-j REJECT --reject-with icmp-port-unreachable")
+            none = f'-m comment --comment "{s.name} has no endpoints"'
+            add(flt, "KUBE-SERVICES", f"-d {s.vip}/32 -p tcp {none} -m tcp --dport {s.port} "
+                "-j REJECT --reject-with icmp-port-unreachable")
+            s.reject_rule = add(flt, "KUBE-EXTERNAL-SERVICES", f"-p tcp {none} -m addrtype --dst-type LOCAL "
+                                f"-m tcp --dport {s.nodeport} -j REJECT --reject-with icmp-port-unreachable")
             continue
         add(nat, "KUBE-SERVICES", f'-d {s.vip}/32 -p tcp -m comment --comment "{s.name} cluster IP" '
             f"-m tcp --dport {s.port} -j {s.svc_chain}")
         svc = chains[nat].setdefault(s.svc_chain, [])
-        add(nat, s.svc_chain, f'! -s {POD_CIDR} -d {s.vip}/32 -p tcp -m comment --comment "{s.name} cluster IP" '
-            f"-m tcp --dport {s.port} -j KUBE-MARK-MASQ")
+        add(nat, s.svc_chain, f'! -s {POD_CIDR} -d {s.vip}/32 -p tcp -m comment --comment "{s.name} cluster '
+            f'IP" -m tcp --dport {s.port} -j KUBE-MARK-MASQ')
         n = len(s.endpoints)
         for j, ep in enumerate(s.endpoints):
             stat = "" if j == n - 1 else f"-m statistic --mode random --probability {probability(n - j)} "
             add(nat, s.svc_chain, f'-m comment --comment "{s.name} -> {ep.ip}:{ep.port}" {stat}-j {ep.chain}')
             add(nat, ep.chain, f"-s {ep.ip}/32 -m comment --comment {q} -j KUBE-MARK-MASQ")
-            add(nat, ep.chain, f"-p tcp -m comment --comment {q} -m tcp -j DNAT --to-destination {ep.ip}:{ep.port}")
+            add(nat, ep.chain,
+                f"-p tcp -m comment --comment {q} -m tcp -j DNAT --to-destination {ep.ip}:{ep.port}")
         del svc
         if s.kind == "ext":
             s.nodeport_rule = add(nat, "KUBE-NODEPORTS", f"-p tcp -m comment --comment {q} -m tcp "
@@ -265,7 +269,8 @@ def build(n: int, seed: int) -> Cluster:
         elif s.kind == "legacy":
             s.nodeport_rule = add(nat, "KUBE-NODEPORTS", f"-p tcp -m comment --comment {q} -m tcp "
                                   f"--dport {s.nodeport} -j KUBE-MARK-MASQ")
-            add(nat, "KUBE-NODEPORTS", f"-p tcp -m comment --comment {q} -m tcp --dport {s.nodeport} -j {s.svc_chain}")
+            add(nat, "KUBE-NODEPORTS",
+                f"-p tcp -m comment --comment {q} -m tcp --dport {s.nodeport} -j {s.svc_chain}")
         elif s.kind == "xlb":
             s.nodeport_rule = add(nat, "KUBE-NODEPORTS", f"-p tcp -m comment --comment {q} -m tcp "
                                   f"--dport {s.nodeport} -j {s.front_chain}")
@@ -279,8 +284,8 @@ def build(n: int, seed: int) -> Cluster:
             add(nat, xlb, f'-m comment --comment "{s.name} has no local endpoints" -j KUBE-MARK-DROP')
             add(flt, "KUBE-NODEPORTS", f'-p tcp -m comment --comment "{s.name} health check node port" '
                 f"-m tcp --dport {s.healthcheck} -j ACCEPT")
-    add(nat, "KUBE-SERVICES", '-m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
-        'rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
+    add(nat, "KUBE-SERVICES", '-m comment --comment "kubernetes service nodeports; NOTE: this must be the '
+        'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
     return Cluster(seed=seed, services=services, chains=chains, policies=policies)
 
 
@@ -376,11 +381,12 @@ def _clients(rng: random.Random, n: int) -> list[str]:
 
 def packet_lines(c: Cluster, s: Service, *, ep: int, src: str, spt: int, ip_id: int, seq: int,
                  tsval: int = 0) -> list[str]:
-    """``TRACE: ``'s text (tag and fields) for each line of one SYN to ``s``'s NodePort; ``ep``: the endpoint picked."""
+    """The text after ``TRACE: `` of each line of one SYN to ``s``'s NodePort; ``ep``: the endpoint picked."""
     mac = f"MAC={NODE_MAC}:{GATEWAY_MAC}:08:00"
     # nf_log ends every field with a space, so a kernel line ends with one too
-    tail = (f"LEN=60 TOS=0x00 PREC=0x00 TTL={{ttl}} ID={ip_id} DF PROTO=TCP SPT={spt} DPT={{dpt}} SEQ={seq} ACK=0 "
-            f"WINDOW=64240 RES=0x00 SYN URGP=0 OPT (020405B40402080A{tsval:08X}0000000001030307) ")
+    tail = (f"LEN=60 TOS=0x00 PREC=0x00 TTL={{ttl}} ID={ip_id} DF PROTO=TCP SPT={spt} DPT={{dpt}} "
+            f"SEQ={seq} ACK=0 WINDOW=64240 RES=0x00 SYN URGP=0 "
+            f"OPT (020405B40402080A{tsval:08X}0000000001030307) ")  # MSS 1460, SACK, TS, NOP, wscale 7
     pre = f"IN=eth0 OUT= {mac} SRC={src} DST={NODE_IP} " + tail.format(ttl=64, dpt=s.nodeport)
     variants = [pre, pre + f"MARK={MASQ_MARK} ", pre + f"MARK={DROP_MARK} ", "", ""]
     if s.endpoints and s.kind in ("ext", "legacy"):
@@ -468,8 +474,10 @@ def generate(out_dir: Path, services: int, packets: int, seed: int) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--services", type=int, help=f"services (default {DEFAULT_SERVICES}; --small: {SMALL_SERVICES})")
-    ap.add_argument("--packets", type=int, help=f"NodePort SYNs (default {DEFAULT_PACKETS}; --small: {SMALL_PACKETS})")
+    ap.add_argument("--services", type=int,
+                    help=f"services (default {DEFAULT_SERVICES}; --small: {SMALL_SERVICES})")
+    ap.add_argument("--packets", type=int,
+                    help=f"NodePort SYNs (default {DEFAULT_PACKETS}; --small: {SMALL_PACKETS})")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--small", action="store_true", help="a small cluster for tests")
     ap.add_argument("--out", type=Path, required=True, help="directory for kube.rules and kube.log")

@@ -51,14 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="regenerate the inputs even when cached")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=timing.OUT, help="where the inputs are cached (default bench/out)")
+    ap.add_argument("--out", type=Path, default=timing.OUT,
+                    help="where the inputs are cached (default bench/out)")
     ap.add_argument("--no-simulate", action="store_true", help="skip bench/bench_simulate.py")
     a = ap.parse_args(argv)
 
     gen = timing.ensure_inputs(a.out, services=a.services, packets=a.packets, seed=a.seed, force=a.force)
     rules, log = a.out / "kube.rules", a.out / "kube.log"
-    print(f"inputs: {gen['services']:,} services -> {gen['rules']:,} rules ({gen['rules_bytes'] / 1e6:.1f} MB); "
-          f"{gen['packets']:,} NodePort SYNs -> {gen['log_lines']:,} TRACE lines ({gen['log_bytes'] / 1e6:.0f} MB)"
+    print(f"inputs: {gen['services']:,} services -> {gen['rules']:,} rules "
+          f"({gen['rules_bytes'] / 1e6:.1f} MB); {gen['packets']:,} NodePort SYNs -> "
+          f"{gen['log_lines']:,} TRACE lines ({gen['log_bytes'] / 1e6:.0f} MB)"
           f"{' (cached)' if gen.get('cached') else ''}", flush=True)
 
     rs = bench_ruleset.measure(rules, a.repeat)
@@ -67,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     print(bench_explain.report(ex), flush=True)
     rows = [
         ("ruleset parse / iptables-legacy-restore --test",
-         f"{rs['ratio']:.2f} ({rs['parse_s']:.2f} s / {rs['restore_s']:.2f} s)", f"<= {rs['bar']}", rs["result"]),
+         f"{rs['ratio']:.2f} ({rs['parse_s']:.2f} s / {rs['restore_s']:.2f} s)", f"<= {rs['bar']}",
+         rs["result"]),
         ("explain --summary / grep -c TRACE",
          f"{ex['ratio']:.1f} ({ex['explain_s']:.2f} s / {ex['grep_s']:.3f} s)", f"<= {ex['ratio_bar']:.0f}",
          ex["ratio_result"]),
-        ("explain --summary peak RSS", f"{ex['rss_mb']:.0f} MB", f"<= {ex['rss_bar']:.0f} MB", ex["rss_result"]),
+        ("explain --summary peak RSS", f"{ex['rss_mb']:.0f} MB", f"<= {ex['rss_bar']:.0f} MB",
+         ex["rss_result"]),
         ("explain --summary events/s", f"{ex['events_per_s']:,.0f}", "-", "-"),
     ]
     sim = None if a.no_simulate else _simulate()

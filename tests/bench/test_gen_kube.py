@@ -39,7 +39,8 @@ gen = _load_gen()
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kube")
-    assert gen.main(["--services", str(SERVICES), "--packets", str(PACKETS), "--seed", str(SEED), "--out", str(out)]) == 0
+    args = ["--services", str(SERVICES), "--packets", str(PACKETS), "--seed", str(SEED), "--out", str(out)]
+    assert gen.main(args) == 0
     return out
 
 
@@ -84,9 +85,12 @@ def read_log(path: Path) -> list[tuple[int, str, str, str, int, dict[str, str]]]
         assert m, f"line {n} is not a syslog TRACE line: {line!r}"
         rest = m.group(9)
         opt = rest.index(" OPT (")
-        fields = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in (rest[:opt] + rest[rest.index(")", opt) + 1 :]).split())
-        fields["OPT"] = rest[opt + 6 : rest.index(")", opt)]
-        out.append((int(m.group(3)) * 1_000_000 + int(m.group(4)), m.group(5), m.group(6), m.group(7), int(m.group(8)), fields))
+        close = rest.index(")", opt)
+        words = (rest[:opt] + rest[close + 1 :]).split()
+        fields = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in words)
+        fields["OPT"] = rest[opt + 6 : close]
+        us = int(m.group(3)) * 1_000_000 + int(m.group(4))
+        out.append((us, m.group(5), m.group(6), m.group(7), int(m.group(8)), fields))
     return out
 
 
@@ -97,7 +101,8 @@ CONTINUE = {"MARK", "TRACE", "LOG"}  # XT_CONTINUE: the next rule of the same ch
 # hook order per path (model.HOOK_TABLES restricted to the tables the generator writes)
 FORWARD_PATH = ["raw:PREROUTING", "mangle:PREROUTING", "nat:PREROUTING", "mangle:FORWARD", "filter:FORWARD",
                 "mangle:POSTROUTING", "nat:POSTROUTING"]
-INPUT_PATH = ["raw:PREROUTING", "mangle:PREROUTING", "nat:PREROUTING", "mangle:INPUT", "filter:INPUT", "nat:INPUT"]
+INPUT_PATH = ["raw:PREROUTING", "mangle:PREROUTING", "nat:PREROUTING", "mangle:INPUT", "filter:INPUT",
+              "nat:INPUT"]
 
 
 CHANGING = {"DST", "DPT", "OUT", "TTL", "MARK"}  # DNAT, routing, forwarding and MARK change these
@@ -168,7 +173,8 @@ def walk(rules, events) -> tuple[list[str], str]:
         assert chain in rules[table], f"{where}: no such chain"
         n = len(rules[table][chain])
         assert f.get("MARK") == (hex(mark) if mark else None), f"{where}: MARK {f.get('MARK')} != {mark:#x}"
-        assert (f["DST"], f["DPT"]) == (dnat or (first["DST"], first["DPT"])), f"{where}: DST:DPT not as NATed"
+        want_dst = dnat or (first["DST"], first["DPT"])
+        assert (f["DST"], f["DPT"]) == want_dst, f"{where}: DST:DPT not as NATed"
         same = {k: v for k, v in f.items() if k not in CHANGING}
         assert same == {k: v for k, v in first.items() if k not in CHANGING}, f"{where}: fields changed"
         if ended:  # a new traversal starts at a hook's built-in chain
@@ -181,13 +187,14 @@ def walk(rules, events) -> tuple[list[str], str]:
         # the rules skipped between the resume point and this step must not match
         upto = num - 1 if kind == "rule" else n
         for k in range(pos[1] + 1, upto + 1):
-            assert matches(rules[table][chain][k - 1], f, mark) is not True, f"{where}: rule {k} should have matched"
+            skipped = rules[table][chain][k - 1]
+            assert matches(skipped, f, mark) is not True, f"{where}: rule {k} should have matched"
         if kind == "policy":
-            assert chain in BUILTIN and num == n + 1, f"{where}: policy is logged as rules+1 of a built-in chain"
+            assert chain in BUILTIN and num == n + 1, f"{where}: policy is rules+1 of a built-in chain"
             ended, last = True, "policy"
             continue
         if kind == "return":
-            assert chain not in BUILTIN and num == n + 1, f"{where}: return is logged as rules+1 of a user chain"
+            assert chain not in BUILTIN and num == n + 1, f"{where}: return is rules+1 of a user chain"
             assert stack, f"{where}: return with nothing to return to"
             pos = stack.pop()
             continue
@@ -258,7 +265,8 @@ def test_ruleset_has_kube_proxy_layout(small: Path) -> None:
             for r in rs:
                 t = target(r)[0]
                 assert t is not None, f"{table}:{chain}: rule without target"
-                assert t in chains or t in TERMINAL | CONTINUE | {"RETURN"}, f"{table}:{chain}: unknown target {t}"
+                known = t in chains or t in TERMINAL | CONTINUE | {"RETURN"}
+                assert known, f"{table}:{chain}: unknown target {t}"
     # every KUBE-SEP chain: masquerade hairpin traffic, then DNAT to its endpoint
     for chain, rs in nat.items():
         if chain.startswith("KUBE-SEP-"):
@@ -287,7 +295,8 @@ def test_trace_lines_follow_the_ruleset(small: Path) -> None:
     outcomes = Counter()
     for seq, evs in packets.items():
         f0 = evs[0][5]
-        assert all((e[5]["ID"], e[5]["SPT"], e[5]["SRC"]) == (f0["ID"], f0["SPT"], f0["SRC"]) for e in evs), seq
+        ident = (f0["ID"], f0["SPT"], f0["SRC"])
+        assert all((e[5]["ID"], e[5]["SPT"], e[5]["SRC"]) == ident for e in evs), seq
         ids[f0["ID"]] += 1
         hooks, last = walk(rules, evs)
         outcomes[(hooks[-1], last)] += 1
@@ -400,7 +409,8 @@ def test_kernel_prints_the_generated_lines(tmp_path: Path) -> None:
             created.append(ns)
         _sh("ip", "link", "add", "eth0", "netns", node, "type", "veth", "peer", "name", "c0", "netns", client)
         _sh("ip", "link", "add", "cni0", "netns", node, "type", "veth", "peer", "name", "p0", "netns", pods)
-        _sh("ip", "link", "add", "flannel.1", "netns", node, "type", "veth", "peer", "name", "p1", "netns", pods)
+        _sh("ip", "link", "add", "flannel.1", "netns", node, "type", "veth", "peer", "name", "p1", "netns",
+            pods)
         for ns, dev in ((node, "eth0"), (node, "cni0"), (node, "flannel.1"), (client, "c0"), (pods, "p0"),
                         (pods, "p1"), (node, "lo"), (client, "lo")):
             _sh("ip", "-n", ns, "link", "set", dev, "up")
@@ -438,6 +448,7 @@ def test_kernel_prints_the_generated_lines(tmp_path: Path) -> None:
         if not got:
             pytest.skip("the kernel logged no TRACE lines (is nf_log_ipv4 the IPv4 logger?)")
         f0 = dict(kv.split("=", 1) for kv in got[0].split() if "=" in kv)
-        ep = next((int(m.group(1)) - 2 for g in got if (m := re.match(rf"nat:{s.svc_chain}:rule:(\d+) ", g))), 0)
+        svc = re.compile(rf"nat:{s.svc_chain}:rule:(\d+) ")
+        ep = next((int(m.group(1)) - 2 for g in got if (m := svc.match(g))), 0)
         want = gen.packet_lines(c, s, ep=ep, src=ip, spt=sport, ip_id=int(f0["ID"]), seq=int(f0["SEQ"]))
         assert [norm(g) for g in got] == [norm(w.rstrip("\n")) for w in want], kind
