@@ -12,8 +12,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 def make_consoles(*, no_color: bool = False, width: int | None = None) -> tuple[Console, Console]:
     """stdout and stderr consoles; colour only on a terminal and never with --no-color / NO_COLOR."""
+    from ..render.theme import THEME
+
     no_color = no_color or bool(os.environ.get("NO_COLOR"))
-    kw = {"no_color": no_color, "width": width, "highlight": False, "emoji": False}
+    kw = {"no_color": no_color, "width": width, "highlight": False, "emoji": False, "theme": THEME}
     out = Console(**kw)
     err = Console(stderr=True, **kw)
     if no_color:

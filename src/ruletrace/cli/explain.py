@@ -154,13 +154,9 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool) -> int:
 
 
 def _finish_summary(summ, run: Run) -> None:
-    for attr, value in (("skipped", run.skipped), ("warnings", run.warnings)):
-        if hasattr(summ, attr):
-            cur = getattr(summ, attr)
-            if isinstance(cur, list):
-                cur.extend(value)
-            else:
-                setattr(summ, attr, value)
+    summ.add_skipped(run.skipped)
+    for w in run.warnings:
+        summ.warn(w)
 
 
 def _report_warnings(err, run: Run) -> None:

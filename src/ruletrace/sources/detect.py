@@ -49,7 +49,11 @@ def detect(head: bytes, name: str) -> str:
     if kernel_log.looks_like(head):
         return "kernel-log"  # also journalctl -o json and ulogd's LOGEMU text
     if not head.strip():
-        raise RuletraceError("empty trace input", origin=Origin(name))
+        raise RuletraceError("empty trace input: no TRACE events", origin=Origin(name))
+    from .open import check_not_ruleset, check_text
+
+    check_text(head, name)  # "binary file, not a text log"
+    check_not_ruleset(head, name)  # "looks like an iptables-save ruleset, not a trace log"
     raise RuletraceError(
         "not a trace format ruletrace knows (kernel log, NFLOG pcap, ulogd JSON, Wireshark CSV, "
         "xtables-monitor --trace, nft monitor trace); force one with --format",
@@ -67,17 +71,8 @@ def reader(fmt: str) -> Callable[..., Iterator[TraceEvent]]:
 
 
 def _open(path: str):
-    try:
-        from .open import open_input
-    except ImportError:  # sources/open.py not there: plain files and stdin only
-        import sys
+    from .open import open_input
 
-        if path == "-":
-            return sys.stdin.buffer, "-"
-        try:
-            return open(path, "rb"), path
-        except OSError as e:
-            raise RuletraceError(f"cannot read: {e.strerror}", origin=Origin(path)) from e
     return open_input(path)
 
 
@@ -152,10 +147,14 @@ def read_any(
     streams = []
     for path in paths:
         stream, name = _open(path)
-        head, stream = _peek(stream)
+        try:
+            head, stream = _peek(stream)
+            chosen = ALIASES.get(fmt, fmt) if fmt else detect(head, name)
+        except BaseException:
+            stream.close()
+            raise
         if progress is not None:
             stream = _Counting(stream, progress)
-        chosen = ALIASES.get(fmt, fmt) if fmt else detect(head, name)
         if on_format is not None:
             on_format(name, chosen)
         read = reader(chosen)
@@ -198,8 +197,7 @@ def _closing(events: Iterator[TraceEvent], stream: Any) -> Iterator[TraceEvent]:
     try:
         yield from events
     finally:
-        if getattr(stream, "name", None) not in (None, "<stdin>") or isinstance(stream, _Prepend):
-            stream.close()
+        stream.close()
 
 
 def _merge(streams: list[Iterator[TraceEvent]]) -> Iterator[TraceEvent]:
