@@ -1,0 +1,224 @@
+"""Netlink codec, NFT_MSG_TRACE / NFLOG decoding, rule planning and live grouping (no kernel needed)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+
+import pytest
+
+from ruletrace.errors import RuletraceError
+from ruletrace.model import StepKind, TraceEvent
+from ruletrace.rulesets import load_ruleset
+from ruletrace.live import netlink as nl
+from ruletrace.live import nftrace, nflog
+from ruletrace.live import session as ss
+from ruletrace.live.tracer import LiveGrouper, diff_summary
+
+H = "<" if sys.byteorder == "little" else ">"
+
+
+def attr(kind: int, value: bytes) -> bytes:
+    return nl.nla(kind, value)
+
+
+SAVE = """*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p tcp -j TRACE
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:FOO - [0:0]
+-A INPUT -p tcp -m comment --comment x -j ACCEPT
+-A OUTPUT -j FOO
+-A FOO -p udp -j ACCEPT
+COMMIT
+"""
+# nft -j list ruleset of the same ruleset (trimmed to what attach_handles reads)
+NFT_JSON = json.dumps({"nftables": [
+    {"rule": {"family": "ip", "table": "raw", "chain": "OUTPUT", "handle": 2}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "INPUT", "handle": 2}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "FOO", "handle": 6}},
+    {"rule": {"family": "ip", "table": "filter", "chain": "OUTPUT", "handle": 5}},
+]})
+
+# IPv4 + TCP SYN headers 127.0.0.1:56364 -> 127.0.0.1:52000, as NFTA_TRACE_NETWORK/TRANSPORT_HEADER
+IP_HDR = bytes.fromhex("4500003c53a640004006e9137f0000017f000001")
+TCP_HDR = bytes.fromhex("dc2ccb20a38869620000000 0a002ffd7fe300000".replace(" ", ""))
+
+
+def trace_msg(table: str, chain: str, ttype: int, tid: int, *, handle: int | None = None,
+              verdict: int | None = None, jump: str | None = None, policy: int | None = None,
+              headers: bool = False, family: int = 2) -> bytes:
+    body = nl.NFGENMSG.pack(family, 0, 0)
+    body += attr(nftrace.NFTA_TRACE_NFPROTO, struct.pack("!I", family))
+    body += attr(nftrace.NFTA_TRACE_TYPE, struct.pack("!I", ttype))
+    body += attr(nftrace.NFTA_TRACE_ID, struct.pack("!I", tid))
+    body += attr(nftrace.NFTA_TRACE_CHAIN, chain.encode() + b"\0")
+    body += attr(nftrace.NFTA_TRACE_TABLE, table.encode() + b"\0")
+    if handle is not None:
+        body += attr(nftrace.NFTA_TRACE_RULE_HANDLE, struct.pack("!Q", handle))
+    if verdict is not None:
+        v = attr(nftrace.NFTA_VERDICT_CODE, struct.pack("!i", verdict))
+        if jump:
+            v += attr(nftrace.NFTA_VERDICT_CHAIN, jump.encode() + b"\0")
+        body += nl.nla_nested(nftrace.NFTA_TRACE_VERDICT, v)
+    if policy is not None:
+        body += attr(nftrace.NFTA_TRACE_POLICY, struct.pack("!I", policy))
+    if headers:
+        body += attr(nftrace.NFTA_TRACE_OIF, struct.pack("!I", 1))
+        body += attr(nftrace.NFTA_TRACE_NETWORK_HEADER, IP_HDR)
+        body += attr(nftrace.NFTA_TRACE_TRANSPORT_HEADER, TCP_HDR)
+    return body
+
+
+@pytest.fixture
+def ruleset():
+    rs = load_ruleset("t.save", text=SAVE)
+    rs.family = "ipv4"
+    assert nftrace.attach_handles(rs, NFT_JSON, family="ipv4") == 4
+    return rs
+
+
+def test_attr_roundtrip_and_padding():
+    a = nl.nla(3, b"abcde")
+    assert len(a) == 12 and a[:4] == struct.pack(H + "HH", 9, 3)
+    assert list(nl.iter_attrs(a + nl.nla(4, b""))) == [(3, b"abcde"), (4, b"")]
+    with pytest.raises(RuletraceError):
+        list(nl.iter_attrs(struct.pack(H + "HH", 40, 1) + b"xx"))
+
+
+def test_split_messages():
+    m1 = nl.NLMSG_HDR.pack(16 + 3, 0x0a11, 0, 7, 0) + b"abc"
+    m2 = nl.NLMSG_HDR.pack(16, nl.NLMSG_DONE, 0, 8, 0)
+    got = list(nl.split_messages(m1 + b"\0" + m2))
+    assert got == [(0x0a11, 0, 7, b"abc"), (nl.NLMSG_DONE, 0, 8, b"")]
+
+
+def test_nftrace_output_path(ruleset):
+    dec = nftrace.TraceDecoder(lambda fam: ruleset if fam == "ipv4" else None, ifname=lambda i: f"if{i}")
+    msgs = [
+        # the TRACE rule itself (meta nftrace set 1): not reported, as legacy TRACE does not
+        trace_msg("raw", "OUTPUT", 3, 0x76E547E1, handle=2, verdict=-1, headers=True),
+        trace_msg("raw", "OUTPUT", 3, 0x76E547E1, verdict=-1),  # handle-less end of a base chain
+        trace_msg("raw", "OUTPUT", 1, 0x76E547E1, policy=1),
+        trace_msg("filter", "OUTPUT", 3, 0x76E547E1, handle=5, verdict=-3, jump="FOO", headers=True),
+        trace_msg("filter", "FOO", 3, 0x76E547E1, verdict=-1),  # end of a user chain: return
+        trace_msg("filter", "OUTPUT", 1, 0x76E547E1, policy=1),
+    ]
+    evs = [dec.decode(m, now=1.0) for m in msgs]
+    assert evs[0] is None and evs[1] is None
+    got = [(e.tag, e.verdict, e.handle) for e in evs[2:]]
+    assert got == [
+        ("raw:OUTPUT:policy:2", "accept", None),
+        ("filter:OUTPUT:rule:1", "jump:FOO", 5),
+        ("filter:FOO:return:2", "return", None),
+        ("filter:OUTPUT:policy:2", "accept", None),
+    ]
+    f = evs[2].fields  # inherited from the first event of the trace id
+    assert (f["SRC"], f["DST"], f["PROTO"], f["SPT"], f["DPT"], f["TCPFLAGS"], f["OUT"]) == (
+        "127.0.0.1", "127.0.0.1", "TCP", "56364", "52000", "SYN", "if1")
+    assert all(e.packet_id == 0x76E547E1 and e.family == "ipv4" for e in evs[2:])
+
+
+def test_nftrace_unknown_handle_is_counted(ruleset):
+    dec = nftrace.TraceDecoder(lambda fam: ruleset)
+    ev = dec.decode(trace_msg("filter", "INPUT", 3, 9, handle=99, verdict=1))
+    assert ev is not None and ev.num is None and ev.handle == 99 and dec.unknown_handles == 1
+
+
+def test_verdict_names():
+    assert nftrace.verdict_name(nl.nla(1, struct.pack("!i", 0))) == "drop"
+    assert nftrace.verdict_name(nl.nla(1, struct.pack("!i", -4)) + nl.nla(2, b"X\0")) == "goto:X"
+
+
+def test_nflog_packet_decodes_with_pcap_codec():
+    # nfgenmsg (AF_INET, v0, group 0) then host-order TLVs with big-endian values
+    body = nl.NFGENMSG.pack(2, 0, 0)
+    body += nl.nla(10, b"TRACE: filter:INPUT:rule:1 \0")
+    body += nl.nla(4, struct.pack("!I", 1))
+    body += nl.nla(9, IP_HDR + TCP_HDR)
+    ev = nflog.decode_packet(body, ifname=lambda i: "lo", now=5.0)
+    assert isinstance(ev, TraceEvent)
+    assert (ev.tag, ev.family, ev.fields["IN"], ev.fields["DPT"], ev.ts) == ("filter:INPUT:rule:1", "ipv4", "lo",
+                                                                           "52000", 5.0)
+    other = nl.NFGENMSG.pack(2, 0, 0) + nl.nla(10, b"my-log \0")
+    assert nflog.decode_packet(other) is False
+
+
+def test_plan_rules_order_and_tags():
+    spec = ss.TraceSpec(proto="tcp", dport="52000", src="10.0.0.2", direction="in")
+    spec.validate()
+    assert spec.families == ("ipv4",)  # an IPv4 source cannot match IPv6
+    rules = ss.plan_rules(spec, "abcd1234")
+    assert [r.insert_cmd("legacy") for r in rules] == [
+        ["iptables-legacy", "-w", "-t", "raw", "-I", "PREROUTING", "1", "-p", "tcp", "-s", "10.0.0.2",
+         "--dport", "52000", "-m", "limit", "--limit", "50/second", "--limit-burst", "50",
+         "-m", "comment", "--comment", "ruletrace:abcd1234", "-j", "TRACE"],
+        ["iptables-legacy", "-w", "-t", "raw", "-I", "PREROUTING", "1", "-p", "tcp", "-s", "10.0.0.2",
+         "--dport", "52000", "-m", "comment", "--comment", "ruletrace:abcd1234:seen"],
+    ]
+    assert rules[0].delete_cmd("nft")[:6] == ["iptables-nft", "-w", "-t", "raw", "-D", "PREROUTING"]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({}, "--all"),
+    ({"dport": "80"}, "need -p"),
+    ({"proto": "tcp", "rate": 0}, "at least 1"),
+    ({"src": "not-an-ip"}, "not an address"),
+])
+def test_spec_errors(kw, msg):
+    with pytest.raises(RuletraceError, match=msg):
+        ss.TraceSpec(**kw).validate()
+
+
+def test_icmp_maps_per_family():
+    spec = ss.TraceSpec(proto="icmp", direction="out")
+    spec.validate()
+    assert spec.match_args("ipv6", "OUTPUT") == ["-p", "ipv6-icmp"]
+    assert ss.TraceSpec(iface="!eth0").match_args("ipv4", "OUTPUT") == ["!", "-o", "eth0"]
+
+
+def test_state_roundtrip(tmp_path, monkeypatch):
+    monkeypatch.setattr(ss, "STATE_DIR", tmp_path)
+    st = ss.State("abcd", 1, None, {"id": "1:2", "name": "x"}, "nft",
+                  ss.plan_rules(ss.TraceSpec(proto="udp"), "abcd"), {2: "nf_log_ipv4"}, 3.0)
+    st.save()
+    back = ss.State.load(tmp_path / "abcd.json")
+    assert back == st and not back.alive()
+    assert [s.sid for _p, s in ss.all_states()] == ["abcd"]
+
+
+def test_nf_log_bindings(tmp_path):
+    p = tmp_path / "nf_log"
+    p.write_text(" 0 NONE (nfnetlink_log)\n 2 nf_log_ipv4 (nf_log_ipv4,nfnetlink_log)\n10 NONE ()\n")
+    assert ss.nf_log_bindings(str(p)) == {0: ("NONE", ["nfnetlink_log"]),
+                                          2: ("nf_log_ipv4", ["nf_log_ipv4", "nfnetlink_log"]), 10: ("NONE", [])}
+
+
+def test_diff_summary():
+    new = SAVE.replace("-A FOO -p udp -j ACCEPT\n", "-A FOO -p udp -j ACCEPT\n-A FOO -p tcp -j DROP\n")
+    assert diff_summary(SAVE, new) == ["filter:FOO +1 -0"]
+    assert diff_summary(SAVE, SAVE.replace("[0:0]", "[5:300]")) == []
+
+
+def test_live_grouper_flushes_idle_packets_in_order():
+    g = LiveGrouper(idle=0.25)
+
+    def ev(tag: str, pid: int) -> TraceEvent:
+        t, c, k, n = tag.split(":")
+        return TraceEvent(t, c, StepKind(k), int(n), packet_id=pid)
+
+    g.add(ev("raw:PREROUTING:policy:1", 7), 0, 0.0)
+    g.add(ev("filter:INPUT:rule:1", 7), 1, 0.2)
+    g.add(ev("raw:PREROUTING:policy:1", 8), 0, 0.3)
+    assert g.flush(0.3) == []  # both keys had a step less than 0.25 s ago
+    out = g.flush(0.46)
+    assert [(p.id, [e.tag for e in p.events], v) for p, v in out] == [
+        (1, ["raw:PREROUTING:policy:1", "filter:INPUT:rule:1"], [0, 1])]
+    out = g.flush(0.47, everything=True)
+    assert [(p.id, len(p.events)) for p, _v in out] == [(2, 1)] and g.pending() == 0
