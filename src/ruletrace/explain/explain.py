@@ -312,7 +312,7 @@ class _Walker:
             if ev.kind is StepKind.POLICY
             else f"{ev.table}:{ev.chain} rule {ev.num}"
         )
-        return _Plan(steps, fate, verdict_of(decisive, f"{fate.value}; decided by {what}"), decisive,
+        return _Plan(steps, fate, verdict_of(decisive, f"accepted by {what}"), decisive,
                      last_seen, notes=notes)
 
     def _skipped_nat(self, events: list[TraceEvent], plan: _Plan) -> None:
