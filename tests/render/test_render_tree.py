@@ -263,3 +263,17 @@ def test_theme_has_the_documented_style_names() -> None:
         "fate.dropped fate.rejected fate.delivered fate.forwarded fate.sent fate.unknown"
     ).split()
     assert [n for n in names if n not in THEME.styles] == []
+
+
+def test_ascii_console_gets_ascii_guides() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    console = Console(file=stream, width=100, color_system=None, force_terminal=False)
+    render_explanations([seed003_port80()], console)
+    stream.flush()
+    lines = raw.getvalue().decode("ascii").splitlines()
+    assert lines[2:5] == [
+        "+-- PREROUTING  raw -> nat",
+        "|   +-- raw:PREROUTING policy 4  ACCEPT",
+        "|   `-- nat:PREROUTING rule 3  -d 172.28.129.4/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination",
+    ]
