@@ -277,3 +277,15 @@ def test_ascii_console_gets_ascii_guides() -> None:
         "|   +-- raw:PREROUTING policy 4  ACCEPT",
         "|   `-- nat:PREROUTING rule 3  -d 172.28.129.4/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination",
     ]
+
+
+def test_verbose_adds_fields_changes_and_origins() -> None:
+    lines = render(to_renderable(seed003_port80(), verbose=True)).splitlines()
+    assert lines[2].startswith("IN=eth0 OUT= MAC=00:15:5d:12:e2:28:00:15:5d:12:e2:24:08:00 SRC=172.28.129.2 ")
+    assert "first seen at messages:1" in lines
+    i = lines.index("    ├── mangle:INPUT policy 1  ACCEPT")
+    assert lines[i + 1 : i + 3] == [
+        _pad("    │   ", "mangle:INPUT policy 1") + "fields: DPT=52000",  # the DNAT shows in the fields
+        _pad("    │   ", "mangle:INPUT policy 1") + "at messages:3",
+    ]
+    assert all("fields:" not in line for line in render(to_renderable(seed003_port80())).splitlines())

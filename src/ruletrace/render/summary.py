@@ -82,7 +82,8 @@ class Summary:
         """A terminal view: a totals line, packets by fate, by deciding rule, and warnings."""
         total = Text.assemble((f"{self.packets}", "summary.count"), " packets")
         if self.skipped_lines:
-            total.append_text(Text.assemble(", ", (f"{self.skipped_lines}", "summary.count"), " lines skipped"))
+            skipped = Text.assemble(", ", (f"{self.skipped_lines}", "summary.count"), " lines skipped")
+            total.append_text(skipped)
         if self.packets_with_warnings:
             total.append_text(
                 Text.assemble(", ", (f"{self.packets_with_warnings}", "summary.count"), " with warnings")
@@ -136,7 +137,8 @@ def _decider(expl: Explanation) -> Decider:
     if v is None:
         return Decider(None, None, None, None, None, None, expl.last_seen)
     if v.rule is not None:
-        return Decider(v.action, v.table, v.chain, v.num if v.num is not None else v.rule.num, v.rule.text, None, None)
+        num = v.num if v.num is not None else v.rule.num
+        return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None)
     policy = next(
         (s.policy for s in reversed(expl.steps) if s.policy and s.table == v.table and s.chain == v.chain),
         v.action.upper(),

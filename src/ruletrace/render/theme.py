@@ -54,6 +54,7 @@ STYLES: dict[str, str] = {
 
 THEME = Theme(STYLES, inherit=True)
 
+_FATES = frozenset(f.value for f in Fate)
 _VERDICT_STYLES = {
     "accept": "verdict.accept",
     "drop": "verdict.drop",
@@ -68,7 +69,7 @@ def verdict_style(action: str | None) -> str:
 
 def fate_style(fate: Fate | str) -> str:
     """The style name for a packet's fate."""
-    return f"fate.{fate}" if str(fate) in Fate._value2member_map_ else "fate.unknown"
+    return f"fate.{fate}" if str(fate) in _FATES else "fate.unknown"
 
 
 def clean(text: object) -> str:

@@ -83,7 +83,9 @@ def _walk(
         yield from _walk(console, node.children, below, width, guides)
 
 
-def _build(expl: Explanation, verbose: bool, max_depth: int) -> tuple[list[Text], list[_Node], list[_Hanging]]:
+def _build(
+    expl: Explanation, verbose: bool, max_depth: int
+) -> tuple[list[Text], list[_Node], list[_Hanging]]:
     decisive = _decisive(expl)
     notes = _step_annotations(expl, decisive, verbose)
     hooks: list[_Node] = []
@@ -136,7 +138,8 @@ class _Hanging:
         """The block as lines of at most ``width`` cells, trailing spaces removed."""
         indent = self.head.cell_len + GAP
         room = width - indent
-        if room >= MIN_BODY or (room > 0 and all(isinstance(t, Text) and t.cell_len <= room for t in self.lines)):
+        fits = room > 0 and all(isinstance(t, Text) and t.cell_len <= room for t in self.lines)
+        if room >= MIN_BODY or fits:
             body = _wrap(console, self.lines, width - indent)
             if not body:
                 return [self.head.copy()]
@@ -296,7 +299,9 @@ def _step_annotations(expl: Explanation, decisive: int | None, verbose: bool) ->
 
 
 def _change(c: Change) -> str:
-    text = f"{c.what} {c.old if c.old is not None else '(none)'} -> {c.new if c.new is not None else '(none)'}"
+    old = "(none)" if c.old is None else c.old
+    new = "(none)" if c.new is None else c.new
+    text = f"{c.what} {old} -> {new}"
     return f"{text} ({c.note})" if c.note else text
 
 
