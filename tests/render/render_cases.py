@@ -1,4 +1,4 @@
-"""Hand-made explanations for the renderer tests (imported by name: not a conftest, to stay unambiguous), mirroring seed 003 (Kubernetes NodePort 52000 / port 80)."""
+"""Hand-made explanations for the renderer tests, mirroring seed 003 (Kubernetes NodePort 52000 / port 80)."""
 
 from __future__ import annotations
 

@@ -219,7 +219,7 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
 
 
 def _after_place(text: str, place: str) -> str:
-    """``text`` without a short lead-in up to ``place`` ("dropped by filter:X rule 1 because …" -> "because …").
+    """``text`` minus a short lead-in up to ``place``: "dropped by filter:X rule 1 because …" -> "because …".
 
     The header and footer already name the place; explainers often repeat it in their sentence.
     """
