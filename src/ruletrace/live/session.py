@@ -215,6 +215,8 @@ class State:
     rules: list[PlannedRule] = field(default_factory=list)
     nf_log: dict[int, str] = field(default_factory=dict)  # pf -> logger to restore
     created: float = 0.0
+    # nf_tables tables/chains that iptables-nft created for our rules: [nft family, table, chain|""]
+    made: list[list[str]] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -224,7 +226,8 @@ class State:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         data = {"sid": self.sid, "pid": self.pid, "start": self.start, "netns": self.netns,
                 "backend": self.backend, "rules": [r.to_json() for r in self.rules],
-                "nf_log": {str(k): v for k, v in self.nf_log.items()}, "created": self.created}
+                "nf_log": {str(k): v for k, v in self.nf_log.items()}, "created": self.created,
+                "made": self.made}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.path)
@@ -244,7 +247,8 @@ class State:
             d = json.loads(path.read_text())
             return cls(d["sid"], int(d["pid"]), d.get("start"), d.get("netns") or {}, d["backend"],
                        [PlannedRule(r["family"], r["table"], r["chain"], list(r["args"])) for r in d["rules"]],
-                       {int(k): v for k, v in (d.get("nf_log") or {}).items()}, float(d.get("created", 0)))
+                       {int(k): v for k, v in (d.get("nf_log") or {}).items()}, float(d.get("created", 0)),
+                       [list(x) for x in d.get("made") or []])
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RuletraceError(f"unreadable session state file: {e}", origin=None) from e
 
@@ -304,6 +308,12 @@ def undo(state: State, actions: Actions) -> list[str]:
         p = actions.run(r.delete_cmd(state.backend), check=False)
         if p is not None and p.returncode != 0 and not _gone(p.stderr):
             problems.append(f"{shlex.join(r.delete_cmd(state.backend))}: {p.stderr.strip()[:200]}")
+    for fam, table, chain in state.made:  # chains first, then the table, each only when empty
+        if chain:
+            if nft_exists(fam, table, chain) and not nft_has_rules(fam, table, chain):
+                actions.run(["nft", "delete", "chain", fam, table, chain], check=False)
+        elif nft_exists(fam, table) and not nft_has_chains(fam, table):
+            actions.run(["nft", "delete", "table", fam, table], check=False)
     current = nf_log_bindings()
     for pf, logger in state.nf_log.items():
         if current.get(pf, (None,))[0] != logger:
@@ -312,6 +322,45 @@ def undo(state: State, actions: Actions) -> list[str]:
             except RuletraceError as e:
                 problems.append(str(e))
     return problems
+
+
+NFT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
+
+
+def _nft(*args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["nft", *args], capture_output=True, text=True, timeout=CMD_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def nft_exists(fam: str, table: str, chain: str = "") -> bool:
+    """True when the nf_tables table (or chain) exists in this namespace."""
+    p = _nft("list", "chain", fam, table, chain) if chain else _nft("list", "table", fam, table)
+    return p is not None and p.returncode == 0
+
+
+def nft_has_rules(fam: str, table: str, chain: str) -> bool:
+    p = _nft("-j", "list", "chain", fam, table, chain)
+    return p is None or p.returncode != 0 or '"rule"' in p.stdout
+
+
+def nft_has_chains(fam: str, table: str) -> bool:
+    p = _nft("-j", "list", "table", fam, table)
+    return p is None or p.returncode != 0 or '"chain"' in p.stdout
+
+
+def nft_missing(rules: list[PlannedRule]) -> list[list[str]]:
+    """nf_tables chains (and tables) our rules need that do not exist yet, in deletion order."""
+    out: list[list[str]] = []
+    tables: list[list[str]] = []
+    for r in rules:
+        fam = NFT_FAMILY[r.family]
+        if [fam, r.table, r.chain] not in out and not nft_exists(fam, r.table, r.chain):
+            out.append([fam, r.table, r.chain])
+        if [fam, r.table, ""] not in tables and not nft_exists(fam, r.table):
+            tables.append([fam, r.table, ""])
+    return out + tables
 
 
 def _gone(stderr: str) -> bool:

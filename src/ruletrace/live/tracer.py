@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..correlate.group import group_packets
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
-from ..model import Explanation, Packet, Ruleset, TraceEvent
+from ..model import Explanation, Packet, Ruleset, StepKind, TraceEvent
 from ..rulesets import load_ruleset
 from . import backend as be
 from . import session as ss
@@ -186,6 +186,8 @@ class Tracer:
             self._open_nftrace()
         else:
             self._open_legacy()
+        if self.backend == be.NFT and not self.dry_run:
+            self.state.made = ss.nft_missing(rules)  # iptables-nft creates these; undo removes them
         for r in rules:
             self.state.rules.append(r)
             if not self.dry_run:
@@ -341,6 +343,14 @@ class Tracer:
         v = len(self.versions) - 1
         return [(ev, v) for ev in evs]
 
+    def _own(self, ev: TraceEvent, version: int) -> bool:
+        """True for a step of one of this session's own rules (the counter and TRACE rules)."""
+        if ev.kind is not StepKind.RULE or ev.num is None or ev.table != "raw":
+            return False
+        rs = self.versions[version].rulesets.get(ev.family or "") if self.versions else None
+        rule = rs.rule(ev.table, ev.chain, ev.num) if rs is not None else None
+        return rule is not None and ss.TAG + self.sid in rule.text
+
     def explanations(self, *, stop: Callable[[], bool] = lambda: False) -> Iterator[Explanation]:
         """Explained packets as they complete, until ``stop()`` (checked every 0.1 s)."""
         if self.dry_run:
@@ -350,6 +360,8 @@ class Tracer:
             ended = stop()
             for ev, v in ([] if ended else self._poll(0.1)):
                 self.stats["events"] += 1
+                if self._own(ev, v):
+                    continue
                 grouper.add(ev, v, time.monotonic())
             now = time.monotonic()
             if (self.backend == be.LEGACY and self.churn_interval

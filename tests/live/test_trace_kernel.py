@@ -1,0 +1,286 @@
+"""`ruletrace trace` / `cleanup` against the real kernel, in network namespaces of our own (prefix rtt8).
+
+Never touches the root namespace: every trace runs with ``--netns`` into the lab's server namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+PREFIX = f"rtt8{os.getpid() % 1000}"
+CLIENT, SERVER = PREFIX + "c", PREFIX + "s"
+C_ADDR, S_ADDR = "10.88.7.1", "10.88.7.2"
+PORT = 52000 + os.getpid() % 1000
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+TOOLS = ("ip", "iptables-legacy", "iptables-nft", "ip6tables-legacy", "ip6tables-nft", "nft")
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, iptables)"
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"missing tools: {', '.join(missing)}"
+    return None
+
+
+if _skip_reason():
+    pytestmark = [pytest.mark.kernel, pytest.mark.skip(reason=_skip_reason())]
+
+
+def sh(cmd: str, ns: str | None = None, check: bool = True) -> str:
+    argv = (["ip", "netns", "exec", ns] if ns else []) + ["sh", "-c", cmd]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if check and p.returncode:
+        raise AssertionError(f"{cmd}: {p.stderr}")
+    return p.stdout
+
+
+def snapshot(ns: str = SERVER) -> str:
+    """Everything a session may change: both backends' rulesets, the nft ruleset, nf_log bindings."""
+    text = sh("iptables-legacy-save; ip6tables-legacy-save; iptables-nft-save; ip6tables-nft-save; "
+              "nft list ruleset; cat /proc/net/netfilter/nf_log", ns)
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    lines = [re.sub(r"\[\d+:\d+\]", "[]", re.sub(r"counter packets \d+ bytes \d+", "counter", x)) for x in lines]
+    return "\n".join(lines)
+
+
+SCENARIO = {
+    # a TCP SYN to PORT is dropped by filter WEB rule 1 (reached by a jump); ICMP echo is marked in
+    # mangle and accepted by filter INPUT rule 2
+    "rules": [
+        "-t mangle -A PREROUTING -p icmp -j MARK --set-mark 0x10",
+        "-N WEB",
+        f"-A INPUT -p tcp --dport {PORT} -j WEB",
+        "-A INPUT -p icmp -m mark --mark 0x10 -j ACCEPT",
+        f"-A WEB -p tcp -s {C_ADDR} -j DROP",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    def down():
+        for ns in (CLIENT, SERVER):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    down()
+    try:
+        sh(f"ip netns add {CLIENT} && ip netns add {SERVER} && "
+           f"ip link add {PREFIX}vc type veth peer name {PREFIX}vs && "
+           f"ip link set {PREFIX}vc netns {CLIENT} && ip link set {PREFIX}vs netns {SERVER}")
+        sh(f"ip link set lo up; ip addr add {C_ADDR}/24 dev {PREFIX}vc; ip link set {PREFIX}vc up", CLIENT)
+        sh(f"ip link set lo up; ip addr add {S_ADDR}/24 dev {PREFIX}vs; ip link set {PREFIX}vs up", SERVER)
+        yield
+    finally:
+        down()
+        for st in Path("/run/ruletrace").glob("*.json") if Path("/run/ruletrace").is_dir() else []:
+            try:
+                if json.loads(st.read_text()).get("netns", {}).get("name") == SERVER:
+                    st.unlink()
+            except (OSError, ValueError):
+                pass
+
+
+def load_scenario(backend: str) -> None:
+    """Fresh rules in the server namespace for one backend, the other backend empty."""
+    other = "nft" if backend == "legacy" else "legacy"
+    for fam in ("iptables", "ip6tables"):
+        for b in (backend, other):
+            for t in ("raw", "mangle", "filter"):
+                sh(f"{fam}-{b} -t {t} -F; {fam}-{b} -t {t} -X", SERVER, check=False)
+    sh("nft flush ruleset", SERVER, check=False)
+    for r in SCENARIO["rules"]:
+        sh(f"iptables-{backend} {r}", SERVER)
+    # legacy tables, once used, stay instantiated (empty) in the namespace: touch raw up front so
+    # that the comparison is about rules and bindings
+    sh("iptables-legacy -t raw -S >/dev/null; ip6tables-legacy -t raw -S >/dev/null", SERVER, check=False)
+
+
+def send_syn() -> None:
+    """One TCP SYN client -> server (dropped: the connect times out before any retransmission)."""
+    sh(f"python3 -c \"import socket; s=socket.socket(); s.settimeout(0.4)\ntry: s.connect(('{S_ADDR}', {PORT}))"
+       f"\nexcept OSError: pass\"", CLIENT)
+
+
+def send_ping() -> None:
+    """One ICMP echo request client -> server (raw socket; no ping binary needed)."""
+    code = (
+        "import socket, struct\n"
+        "def ck(b):\n s=sum(struct.unpack('!%dH' % (len(b)//2), b)); s=(s>>16)+(s&0xffff); return ~(s+(s>>16))&0xffff\n"
+        "h=struct.pack('!BBHHH',8,0,0,0x4242,1)+b'rtt8'*4\n"
+        "h=h[:2]+struct.pack('!H',ck(h))+h[4:]\n"
+        "s=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(0.5)\n"
+        f"s.sendto(h, ('{S_ADDR}', 0))\n"
+        "try: s.recv(100)\nexcept OSError: pass\n"
+    )
+    p = subprocess.run(["ip", "netns", "exec", CLIENT, sys.executable, "-c", code], capture_output=True, timeout=10)
+    assert p.returncode == 0, p.stderr
+
+
+class Tracer:
+    """`ruletrace trace` running in the background, stderr read until it says it is tracing."""
+
+    def __init__(self, *args: str) -> None:
+        self.p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", SERVER, *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        self.err: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.p.stderr.readline()
+            if not line:
+                break
+            self.err.append(line)
+            if "tracing (" in line:
+                return
+        self.p.kill()
+        self.p.communicate()
+        raise AssertionError("tracer did not start:\n" + "".join(self.err) + self.p.stderr.read())
+
+    def finish(self, timeout: float = 20) -> tuple[int, str, str]:
+        out, err = self.p.communicate(timeout=timeout)
+        return self.p.returncode, out, "".join(self.err) + err
+
+
+def ruletrace(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ruletrace", *args], capture_output=True, text=True,
+                          env=ENV, timeout=60)
+
+
+def shape(pkt: dict) -> tuple:
+    """What must agree between the live and the offline explanation of a packet."""
+    v = pkt["verdict"] or {}
+    return (pkt["proto"], pkt["fate"], v.get("action"), v.get("table"), v.get("chain"), v.get("num"),
+            tuple(f"{s['table']}:{s['chain']}:{s['kind']}:{s['num']}" for s in pkt["steps"]))
+
+
+def offline_legacy(ruleset: str, tmp: Path) -> list[dict]:
+    """The same rules and traffic through the kernel log and `ruletrace explain`."""
+    sh(f"cat > {tmp}/rs.save <<'EOF'\n{ruleset}\nEOF\niptables-legacy-restore < {tmp}/rs.save", SERVER)
+    sh("echo nf_log_ipv4 > /proc/sys/net/netfilter/nf_log/2", SERVER)
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    os.lseek(fd, 0, os.SEEK_END)
+    send_syn()
+    send_ping()
+    time.sleep(0.3)
+    lines = []
+    while True:
+        try:
+            rec = os.read(fd, 8192)
+        except BlockingIOError:
+            break
+        if b"TRACE: " in rec and f"SRC={C_ADDR} ".encode() in rec:
+            lines.append(rec.decode(errors="replace").rstrip("\n"))
+    os.close(fd)
+    (tmp / "kern.log").write_text("\n".join(lines) + "\n")
+    p = ruletrace("explain", "--json", "-r", str(tmp / "rs.save"), str(tmp / "kern.log"))
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)["packets"]
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_live_trace_explains_like_offline(lab, backend, tmp_path):
+    load_scenario(backend)
+    before = snapshot()
+    monitor = None
+    if backend == "nft":  # the offline path: `nft monitor trace` listening next to us
+        with open(tmp_path / "monitor.txt", "w") as mon_out:
+            monitor = subprocess.Popen(["ip", "netns", "exec", SERVER, "nft", "-a", "monitor", "trace"],
+                                       stdout=mon_out, stderr=subprocess.DEVNULL)
+    t = Tracer("--backend", backend, "-s", C_ADDR, "--direction", "in", "-4", "--count", "2",
+               "--duration", "15", "--json")
+    ruleset = sh(f"iptables-{backend}-save", SERVER)  # the ruleset while tracing (our rules in it)
+    nft_json = sh("nft -j list ruleset", SERVER)  # nf_tables: the same with rule handles
+    assert "ruletrace:" in ruleset
+    send_syn()
+    send_ping()
+    rc, out, err = t.finish()
+    assert rc == 0, err
+    live = [json.loads(line) for line in out.splitlines()]
+    assert [p["proto"] for p in live] == ["TCP", "ICMP"], err
+    tcp, icmp = live
+    assert (tcp["fate"], tcp["verdict"]["table"], tcp["verdict"]["chain"], tcp["verdict"]["num"]) == (
+        "dropped", "filter", "WEB", 1)
+    assert tcp["src"] == C_ADDR and tcp["dport"] == PORT
+    assert (icmp["fate"], icmp["verdict"]["chain"], icmp["verdict"]["num"]) == ("delivered", "INPUT", 2)
+    assert not any("ruletrace:" in (s["rule"] or "") for p in live for s in p["steps"])  # own rules hidden
+    assert snapshot() == before  # cleaned up exactly
+    if monitor is not None:
+        time.sleep(0.2)
+        monitor.terminate()
+        monitor.wait(5)
+        (tmp_path / "rs.json").write_text(nft_json)
+        p = ruletrace("explain", "--json", "-r", str(tmp_path / "rs.json"), str(tmp_path / "monitor.txt"))
+        assert p.returncode == 0, p.stderr
+        offline = json.loads(p.stdout)["packets"]
+    else:
+        offline = offline_legacy(ruleset, tmp_path)
+        load_scenario(backend)
+        assert snapshot() == before
+    assert [shape(p) for p in offline] == [shape(p) for p in live]
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_sigkill_then_cleanup_restores_exactly(lab, backend):
+    load_scenario(backend)
+    before = snapshot()
+    t = Tracer("--backend", backend, "-p", "tcp", "--dport", str(PORT), "--duration", "30")
+    during = snapshot()
+    assert during != before and "ruletrace:" in during
+    t.p.kill()
+    assert t.finish()[0] == -signal.SIGKILL
+    assert snapshot() == during  # SIGKILL: nothing could be undone
+    if backend == "legacy":
+        p = ruletrace("cleanup", "--netns", SERVER)
+        assert p.returncode == 0, p.stderr
+        assert "undid" in p.stderr
+    else:  # the next run starts by undoing what the killed one left
+        p = ruletrace("trace", "--netns", SERVER, "--backend", backend, "-p", "udp", "--duration", "0.3")
+        assert "undid" in p.stderr and p.returncode in (0, 1), p.stderr
+    assert snapshot() == before
+    assert "nothing to clean up" in ruletrace("cleanup", "--netns", SERVER).stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signals_clean_up(lab, sig):
+    load_scenario("legacy")
+    before = snapshot()
+    t = Tracer("--backend", "legacy", "-p", "tcp", "--dport", str(PORT), "--duration", "30")
+    assert snapshot() != before
+    t.p.send_signal(sig)
+    rc, _out, err = t.finish()
+    assert snapshot() == before, err
+    assert "cleaning up" in err
+
+
+def test_dry_run_changes_nothing(lab):
+    load_scenario("nft")
+    before = snapshot()
+    p = ruletrace("trace", "--netns", SERVER, "-p", "tcp", "--dport", str(PORT), "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert "would run: iptables-nft -w -t raw -I PREROUTING 1 -p tcp --dport" in p.stderr
+    assert snapshot() == before
+    assert ruletrace("trace", "--netns", SERVER).returncode == 2  # no filter, no --all
+
+
+def test_doctor_sees_leftover_and_backend(lab):
+    load_scenario("nft")
+    sh(f"iptables-nft -t raw -A PREROUTING -p udp -m comment --comment ruletrace:deadbeef -j TRACE", SERVER)
+    p = ruletrace("doctor", "--netns", SERVER, "--no-color")
+    assert "nft" in p.stdout and "orphaned" in p.stdout and "ruletrace cleanup" in p.stdout, p.stdout
+    assert ruletrace("cleanup", "--netns", SERVER).returncode == 0
+    assert "ruletrace:" not in sh("iptables-nft-save", SERVER)
