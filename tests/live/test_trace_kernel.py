@@ -284,3 +284,22 @@ def test_doctor_sees_leftover_and_backend(lab):
     assert "nft" in p.stdout and "orphaned" in p.stdout and "ruletrace cleanup" in p.stdout, p.stdout
     assert ruletrace("cleanup", "--netns", SERVER).returncode == 0
     assert "ruletrace:" not in sh("iptables-nft-save", SERVER)
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_rule_churn_is_detected_and_used(lab, backend):
+    """A rule inserted mid-trace shifts the numbers: the packet is explained against the new ruleset."""
+    load_scenario(backend)
+    t = Tracer("--backend", backend, "-s", C_ADDR, "-p", "tcp", "--direction", "in", "-4", "--count", "1",
+               "--duration", "15", "--json")
+    sh(f"iptables-{backend} -I INPUT 1 -p udp --dport 9 -j ACCEPT", SERVER)
+    time.sleep(0.3)
+    send_syn()
+    rc, out, err = t.finish()
+    assert rc == 0, err
+    (pkt,) = [json.loads(line) for line in out.splitlines()]
+    steps = [f"{s['table']}:{s['chain']}:{s['kind']}:{s['num']}" for s in pkt["steps"]]
+    assert "filter:INPUT:rule:2" in steps and pkt["verdict"]["chain"] == "WEB", steps
+    assert not pkt["warnings"], pkt["warnings"]
+    assert any("filter:INPUT +1 -0" in n for n in pkt["notes"]), pkt["notes"]
+    assert "the ruleset changed during the trace" in err
