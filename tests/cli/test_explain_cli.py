@@ -122,3 +122,12 @@ def test_examples_list_and_run(capsys):
     assert code == 0
     fates = {p["dport"]: p["fate"] for p in json.loads(out)["packets"] if p["proto"] == "TCP"}
     assert fates.get(52000) == "dropped" and fates.get(80) == "delivered"
+
+
+def test_cli_json_validates_against_the_published_schema(capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "json-schema.json").read_text())
+    for extra in ([], ["--summary"]):
+        code, out, _ = run(capsys, "explain", "-r", RULES, LOG, "--json", *extra)
+        assert code == 0
+        jsonschema.validate(json.loads(out), schema)

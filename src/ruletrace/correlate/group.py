@@ -14,7 +14,6 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 from ..model import HOOK_TABLES, Packet, TraceEvent
 
@@ -25,50 +24,21 @@ _TABLE_INDEX = {hook: {t: i for i, t in enumerate(tables)} for hook, tables in H
 DEFAULT_WINDOW = 50_000  # events after which an idle open packet is considered complete
 
 
-@dataclass(slots=True)
-class _Open:
-    packet: Packet
-    hook: str | None = None  # built-in chain (hook) the packet is in
-    table_index: int = -1
-    last_num: int = 0  # last event number seen in the built-in chain (same table)
-    seen: int = 0  # global event counter at the last event
+# open packet state, a list for speed: [events, hook, table index, last num in hook, seen, id]
+_EVENTS, _HOOK, _TI, _LAST, _SEEN, _ID = range(6)
 
 
-def _position(ev: TraceEvent) -> tuple[str, int] | None:
-    """(hook, table index) of an event in a built-in chain; None for user chains / unknown."""
-    tables = _TABLE_INDEX.get(ev.chain)
-    if tables is None:
-        return None
-    ti = tables.get(ev.table)
-    if ti is None:
-        return None
-    return ev.chain, ti
-
-
-def _starts_new(op: _Open, ev: TraceEvent) -> bool:
-    """True when ``ev`` cannot continue the open packet: it lies behind its position."""
-    pos = _position(ev)
-    if pos is None or op.hook is None:
+def _starts_new(op: list, hook: str, ti: int, num: int) -> bool:
+    """True when an event at (hook, table index, num) lies behind the open packet's position."""
+    cur = op[_HOOK]
+    if cur is None:
         return False
-    hook, ti = pos
-    cur = op.hook
     if hook != cur:
-        rank, cur_rank = _HOOK_RANK[hook], _HOOK_RANK[cur]
         # same rank but another hook (INPUT vs FORWARD, OUTPUT vs PREROUTING) is another traversal
-        return rank <= cur_rank
-    if ti != op.table_index:
-        return ti < op.table_index
-    return op.last_num > 0 and (ev.num or 0) <= op.last_num
-
-
-def _advance(op: _Open, ev: TraceEvent) -> None:
-    pos = _position(ev)
-    if pos is None:
-        return
-    hook, ti = pos
-    if hook != op.hook or ti != op.table_index:
-        op.hook, op.table_index, op.last_num = hook, ti, 0
-    op.last_num = max(op.last_num, ev.num or 0)
+        return _HOOK_RANK[hook] <= _HOOK_RANK[cur]
+    if ti != op[_TI]:
+        return ti < op[_TI]
+    return op[_LAST] > 0 and num <= op[_LAST]
 
 
 def _key(ev: TraceEvent):
@@ -86,52 +56,59 @@ def group_packets(events: Iterable[TraceEvent], *, window: int = DEFAULT_WINDOW)
     A packet is complete when a later event restarts its key, or when ``window`` events
     passed without one for it; memory stays bounded by the number of packets in flight.
     """
-    open_: OrderedDict[object, _Open] = OrderedDict()
+    open_: OrderedDict[object, list] = OrderedDict()
     done: list[tuple[int, Packet]] = []  # finished packets waiting for lower ids to finish
-    open_ids: set[int] = set()
     next_emit = 1
     next_id = 1
     counter = 0
+    table_index = _TABLE_INDEX
+    push = heapq.heappush
 
-    def finish(op: _Open) -> None:
-        open_ids.discard(op.packet.id)
-        heapq.heappush(done, (op.packet.id, op.packet))
-
-    def drain() -> Iterator[Packet]:
-        nonlocal next_emit
-        while done and done[0][0] == next_emit:
-            yield heapq.heappop(done)[1]
-            next_emit += 1
-        # ids that were finished out of order while lower ones are still open wait in `done`
+    def finish(op: list) -> None:
+        push(done, (op[_ID], Packet(op[_ID], op[_EVENTS])))
 
     for ev in events:
         counter += 1
-        key = _key(ev)
+        key = ev.packet_id
+        if key is not None:
+            key = ("id", ev.origin.path if ev.origin else None, key)
+        else:
+            key = ev.ident
+            if key is None:
+                key = _key(ev)
+        tables = table_index.get(ev.chain)
+        ti = tables.get(ev.table) if tables is not None else None
         op = open_.get(key)
-        if op is not None and _starts_new(op, ev):
-            del open_[key]
-            finish(op)
-            op = None
+        if op is not None:
+            if ti is not None and _starts_new(op, ev.chain, ti, ev.num or 0):
+                del open_[key]
+                finish(op)
+                op = None
+            else:
+                open_.move_to_end(key)
         if op is None:
-            op = _Open(Packet(next_id))
-            open_ids.add(next_id)
+            op = [[], None, -1, 0, 0, next_id]
             next_id += 1
             open_[key] = op
-        else:
-            open_.move_to_end(key)
-        op.packet.events.append(ev)
-        op.seen = counter
-        _advance(op, ev)
-        if counter & 1023 == 0:
+        op[_EVENTS].append(ev)
+        op[_SEEN] = counter
+        if ti is not None:
+            if ev.chain != op[_HOOK] or ti != op[_TI]:
+                op[_HOOK], op[_TI], op[_LAST] = ev.chain, ti, 0
+            n = ev.num or 0
+            if n > op[_LAST]:
+                op[_LAST] = n
+        if not counter & 1023:
             limit = counter - window
             while open_:
                 k, oldest = next(iter(open_.items()))
-                if oldest.seen > limit:
+                if oldest[_SEEN] > limit:
                     break
                 del open_[k]
                 finish(oldest)
-            # a packet that is still open blocks emission of later ones; flush very old ones
-            yield from drain()
+            while done and done[0][0] == next_emit:
+                yield heapq.heappop(done)[1]
+                next_emit += 1
     for op in open_.values():
         finish(op)
     open_.clear()
