@@ -5,7 +5,7 @@ reads only the step tag and the few header fields that tell packets apart.
 Packets are contiguous in every capture (the kernel finishes one packet's hooks before the next
 packet's start in these bounded, one-at-a-time flows); a packet starts at a raw-table event
 that follows a non-raw one, or where the per-packet key (IP ID / TCP SEQ+ACK / ICMP id+seq)
-changes. The nf_tables trace id is not used: it changes between hooks for bridged packets.
+changes. nf_tables captures need more care: see ``_group_by_trace_id``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,33 @@ def _group(events: list[tuple[Tag, tuple, dict[str, str]]]) -> list[OPacket]:
             packets.append(OPacket(first=fields, key=key))
         packets[-1].tags.append(tag)
         prev = tag
+    return packets
+
+
+def _group_by_trace_id(events: list[tuple[Tag, str, dict[str, str]]]) -> list[OPacket]:
+    """Group nf_tables trace events into packets.
+
+    The trace id is not enough alone, and contiguity is not either (both seen on 6.18):
+    - a REJECT rule's event comes after the events of the reset/ICMP error it sent (nf_tables
+      reports a rule once its verdict is known; legacy TRACE logs before the target runs);
+    - for packets that came in through a bridge (br_netfilter), the id at FORWARD differs from
+      the id at raw PREROUTING.
+    So: a raw event after a non-raw one (or an unknown id at raw) starts a packet; another event
+    joins the open packet of its id, or else the packet started last (and its id is noted).
+    """
+    packets: list[OPacket] = []
+    open_by_id: dict[str, OPacket] = {}
+    for tag, tid, fields in events:
+        pkt = open_by_id.get(tid)
+        if tag[0] == "raw" and (pkt is None or pkt.tags[-1][0] != "raw"):
+            pkt = None
+        if pkt is None and tag[0] != "raw" and packets:
+            pkt = packets[-1]
+        if pkt is None:
+            pkt = OPacket(first=fields, key=(tid,))
+            packets.append(pkt)
+        open_by_id[tid] = pkt
+        pkt.tags.append(tag)
     return packets
 
 
@@ -200,10 +227,8 @@ def nft_monitor(path: Path, ruleset_json: Path) -> list[OPacket]:
             num = pos[(table, chain, int(h[1]))] if h else -1
         else:
             num = pos[(table, chain, 0)]
-        # no key: the trace id changes between hooks for bridged packets (br_netfilter), so packets
-        # are told apart by their first (raw) event only
-        events.append(((table, chain, kind, num), (), {"trace_id": tid}))
-    return _group(events)
+        events.append(((table, chain, kind, num), tid, {"trace_id": tid}))
+    return _group_by_trace_id(events)
 
 
 def xtables_monitor(path: Path, ruleset_json: Path) -> list[OPacket]:
@@ -220,8 +245,8 @@ def xtables_monitor(path: Path, ruleset_json: Path) -> list[OPacket]:
             num = pos[(table, chain, int(rest.split(":")[0], 16))]
         else:
             num = pos[(table, chain, 0)]
-        events.append(((table, chain, kind, num), (), {"trace_id": tid}))
-    return _group(events)
+        events.append(((table, chain, kind, num), tid, {"trace_id": tid}))
+    return _group_by_trace_id(events)
 
 
 def read(path: Path) -> list[OPacket]:
@@ -238,3 +263,30 @@ def read(path: Path) -> list[OPacket]:
     if name == "xtables-monitor.txt":
         return xtables_monitor(path, path.with_name("ruleset-nft.json"))
     raise ValueError(f"not a lab capture: {path}")
+
+
+_NFT_PACKET = re.compile(r"^trace id ([0-9a-f]+) \S+ \S+ \S+ packet: (.*)$")
+
+
+def nft_packet_fields(path: Path) -> dict[str, dict[str, str]]:
+    """trace id -> SPT / DPT / ICMPID from the ``packet:`` lines of ``nft monitor trace`` output.
+
+    nft 1.0.6 prints an ICMPv6 echo's identifier and sequence as one 32-bit
+    ``icmpv6 parameter-problem N`` (the same four header bytes): the id is ``N >> 16``.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = _NFT_PACKET.match(line)
+        if not m or m[1] in out:
+            continue
+        words, f = m[2].split(), {}
+        for i in range(len(words) - 2):
+            a, b, v = words[i : i + 3]
+            if a in ("tcp", "udp") and b in ("sport", "dport"):
+                f["SPT" if b == "sport" else "DPT"] = v
+            elif a in ("icmp", "icmpv6") and b == "id":
+                f["ICMPID"] = v
+            elif a == "icmpv6" and b == "parameter-problem" and v.isdigit():
+                f.setdefault("ICMPID", str(int(v) >> 16))
+        out[m[1]] = f
+    return out
