@@ -215,14 +215,18 @@ class _Reader:
             return int(m.group(1)) / 1e6
         return None
 
+    def iso_head(self, head: bytes) -> float | None:
+        """Stamp of a header starting with an RFC 3339 / ISO 8601 date (rsyslog, short-iso)."""
+        sp = head.find(b" ")
+        ts = self.iso_ts(head[:sp] if sp > 0 else head)
+        return ts if ts is not None else self.head_ts(head)
+
     def iso_ts(self, tok: bytes) -> float | None:
         """ISO stamp with the whole seconds cached and the fraction added."""
         if tok[19:20] == b".":
-            e = 20
-            n = len(tok)
-            while e < n and 0x30 <= tok[e] <= 0x39:
-                e += 1
-            key = tok[:19] + tok[e:]
+            tz = tok[20:].lstrip(b"0123456789")
+            e = len(tok) - len(tz)
+            key = tok[:19] + tz
             frac = float(tok[19:e])
         else:
             key, frac = tok, 0.0
@@ -514,6 +518,7 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
     # the field text of the previous clean record and what it gave: consecutive steps of one
     # packet usually print the same text, so the ident is computed once and the bytes shared
     prev_fs = b""
+    prev_tail: bytes | None = None
     prev_family: str | None = None
     prev_ident: object = None
     try:
@@ -545,18 +550,31 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
             if info is None:
                 st.skip(lineno)
                 continue
+            if cut != len(tag):  # "policy:2IN=eth0": the paste lost a space
+                for ev in rd.slow_line(line, lineno):
+                    events += 1
+                    yield ev
+                continue
             fs = fs.rstrip()
-            if fs == prev_fs and cut == len(tag):
-                fs = prev_fs
+            if fs == prev_fs:
+                fs = prev_fs  # share the bytes
             else:
-                idg = _fast_ident(fs) if cut == len(tag) and fs.startswith(b"IN=") else None
-                if idg is None or head[:1] == b"{":  # damaged, truncated, glued, journal JSON
-                    for ev in rd.slow_line(line, lineno):
-                        events += 1
-                        yield ev
-                    continue
+                # the same text after TTL (IPv6: HOPLIMIT) and its value: the same packet, only
+                # addresses, TTL, TOS, interfaces or MAC differ (another hook, DNAT, forwarding)
+                _, sep, tail = fs.partition(b" TTL=")
+                if not sep:
+                    _, sep, tail = fs.partition(b" HOPLIMIT=")
+                _, _, tail = tail.partition(b" ")
+                if not sep or tail != prev_tail:
+                    idg = _fast_ident(fs) if fs.startswith(b"IN=") and head[:1] != b"{" else None
+                    if idg is None:  # damaged, truncated, glued, journal JSON
+                        for ev in rd.slow_line(line, lineno):
+                            events += 1
+                            yield ev
+                        continue
+                    prev_family, prev_ident = idg
+                    prev_tail = tail if sep else None
                 prev_fs = fs
-                prev_family, prev_ident = idg
             if not head:
                 ts = None
             else:
@@ -570,6 +588,8 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
                         ts = float(head[1 : head.find(b"]")])
                     except ValueError:
                         ts = rd.head_ts(head)
+                elif 0x30 <= c <= 0x39 and head[4:5] == b"-":  # "2026-01-01T21:23:16.5+00:00 …"
+                    ts = rd.iso_head(head)
                 else:
                     ts = rd.head_ts(head)
             ev = _new(cls)
