@@ -19,11 +19,33 @@ from .probe import PORT_PROTOS, Probe, flags_text
 from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Branch, Ctx, Pkt, snapshot_fields
 from .targets import ACCEPT, CONTINUE, DROP, GOTO, JUMP, NAT, QUEUE, REJECT, RETURN
 
+POLICY = StepKind.POLICY
+RETURN_KIND = StepKind.RETURN
 ORIGIN = Origin("simulate")
 SOURCE = "simulate"
 MAX_STEPS = 100_000  # a ruleset the kernel accepted has no loops; this only guards bad input
 _CACHE_SIZE = 4
 _cache: dict[tuple[int, bool], Compiled] = {}
+
+
+class SimEvent(TraceEvent):
+    """A predicted TRACE step; fields come from the packet snapshot on first access."""
+
+    __slots__ = ()
+
+    def __init__(self, table: str, chain: str, kind: StepKind, num: int, family: str, snap: tuple) -> None:
+        # TraceEvent.__init__ without keyword parsing: this runs once per predicted step
+        self.table = table
+        self.chain = chain
+        self.kind = kind
+        self.num = num
+        self.family = family
+        self.raw = snap
+        self._parse = snapshot_fields
+        self._fields = None
+        self.origin = ORIGIN
+        self.source = SOURCE
+        self.ts = self.handle = self.ident = self.packet_id = self.verdict = None
 
 
 @dataclass(slots=True)
@@ -48,7 +70,12 @@ class SimResult:
     hooks: list[str] = field(default_factory=list)  # hooks traversed in order
     trace_start: int = 0  # events before this index come before the first -j TRACE rule fired
     misses: list[Miss] | None = None  # None unless explain_miss was asked
-    final: dict[str, str] = field(default_factory=dict)  # the packet as it leaves
+    final_snapshot: tuple = ()
+
+    @property
+    def final(self) -> dict[str, str]:
+        """The packet as it leaves (kernel-log field names)."""
+        return snapshot_fields(self.final_snapshot) if self.final_snapshot else {}
 
 
 def compiled(ruleset: Ruleset, v6: bool, index: bool = True) -> Compiled:
@@ -121,8 +148,6 @@ class _Run:
         c = Ctx(f, path)
         c.orig_dst = (v, p.dst)
         c.orig_src = (v, p.src)
-        for s in f.sources:
-            c.note(s)
         if pr.path is None:
             c.note(f"path {path}: {self._path_reason}")
         p.sport = p.dport = p.itype = p.icode = p.tcpflags = None
@@ -156,6 +181,9 @@ class _Run:
         if pr.mark:
             c.note(f"initial mark 0x{pr.mark:x} (--mark)")
         p.orig = (p.src, p.dst, p.sport, p.dport)
+        if not c.local_known:
+            c.is_local(p, v, p.src)  # state the locality assumed for both addresses up front
+            c.is_local(p, v, p.dst)
         return p, c
 
     def _path(self, p: Pkt) -> str:
@@ -206,9 +234,7 @@ class _Run:
         return SimResult(
             probe=pr,
             events=self.events,
-            assumptions=[a for a in c.assumptions if not a.endswith("(ip -j addr)") and
-                         not a.endswith("(ip -j route)") and not a.endswith("(ipset save)") and
-                         not a.endswith("(--local-addr)")],
+            assumptions=list(c.assumptions),
             branches=c.branches,
             fate=fate,
             verdict=verdict,
@@ -216,12 +242,13 @@ class _Run:
             hooks=self.hooks,
             trace_start=self.trace_start,
             misses=misses,
-            final=snapshot_fields(p.snapshot()),
+            final_snapshot=p._snapshot(),
         )
 
     def _hook(self, hook: str, tables: tuple[str, ...], p: Pkt, c: Ctx) -> str:
         """Run the tables of one hook in priority order; return the first non-accept verdict or 'accept'."""
         p.hook = hook
+        p.snap = None  # routing between hooks sets IN/OUT/TTL
         self.hooks.append(hook)
         for t in tables:
             if t == "conntrack":
@@ -320,69 +347,89 @@ class _Run:
 
     def _reroute(self, p: Pkt, c: Ctx) -> None:
         p.oif = self._route_out(p, c)
+        p.snap = None
 
     def _table(self, table: str, hook: str, p: Pkt, c: Ctx) -> str:
         base = self.cc.chain(table, hook)
         if base is None:
             return ACCEPT
+        if not base.fns and self.miss_key is None:  # empty built-in chain: its policy
+            self.events.append(SimEvent(table, hook, POLICY, 1, self.fam, p.snap or p.snapshot()))
+            return self._policy(base)
         chain = base
         pos = 0
         stack: list[tuple[CChain, int]] = []
         events = self.events
+        append = events.append
         fam = self.fam
         miss_key = self.miss_key
+        steps = 0
         while True:
-            self.steps += 1
-            if self.steps > MAX_STEPS:
+            steps += 1
+            if steps > MAX_STEPS:
                 raise RuletraceError(f"more than {MAX_STEPS} steps: the ruleset loops "
                                      f"(last in {table} {chain.name})", origin=self.rs.origin)
             if miss_key is not None and (table, chain.name) == miss_key:
                 k = self._scan_recording(chain, p, c, pos)
+            elif chain.keyfn is None:
+                # short chain: the scan of CChain.next_match, inlined (this loop is the hot path)
+                k = -1
+                fns = chain.fns
+                for i in range(pos, len(fns)):
+                    for f in fns[i]:
+                        if not f(p, c):
+                            break
+                    else:
+                        k = i
+                        break
             else:
                 k = chain.next_match(p, c, pos)
             if k < 0:
-                n = len(chain.rules) + 1
                 if chain.builtin:
-                    self._emit(chain, StepKind.POLICY, n, p)
+                    append(SimEvent(table, chain.name, POLICY, len(chain.rules) + 1, fam, p.snap or p.snapshot()))
                     return self._policy(chain)
-                self._emit(chain, StepKind.RETURN, n, p)
+                append(SimEvent(table, chain.name, RETURN_KIND, len(chain.rules) + 1, fam, p.snap or p.snapshot()))
                 if stack:
                     chain, pos = stack.pop()
                     continue
-                self._emit(base, StepKind.POLICY, len(base.rules) + 1, p)
+                append(SimEvent(table, base.name, POLICY, len(base.rules) + 1, fam, p.snap or p.snapshot()))
                 return self._policy(base)
             cr = chain.rules[k]
-            events.append(TraceEvent(table, chain.name, cr.kind, k + 1, family=fam, origin=ORIGIN,
-                                     source=SOURCE, raw=p.snapshot(), parse=snapshot_fields))
+            append(SimEvent(table, chain.name, cr.kind, k + 1, fam, p.snap or p.snapshot()))
             t = cr.target
             kind = t.kind
-            if kind == CONTINUE:
+            if kind is CONTINUE:
                 if t.effect is not None:
                     t.effect(p, c)
+                    p.snap = None
                 elif t.name == "TRACE" and not self.trace_start:
                     self.trace_start = len(events)
                 pos = k + 1
                 continue
-            if kind == JUMP or kind == GOTO:
-                nxt = self.cc.chain(table, t.chain)  # type: ignore[arg-type]
+            if kind is JUMP or kind is GOTO:
+                nxt = t.resolved
                 if nxt is None:
-                    raise RuletraceError(f"jump to missing chain {t.chain}", origin=cr.rule.origin)
-                if kind == JUMP:
+                    nxt = t.resolved = self.cc.chain(table, t.chain)  # type: ignore[arg-type]
+                    if nxt is None:
+                        raise RuletraceError(f"jump to missing chain {t.chain}", origin=cr.rule.origin)
+                if kind is JUMP:
                     stack.append((chain, k + 1))
                 chain, pos = nxt, 0
                 continue
-            if kind == RETURN:
+            if kind is RETURN:
                 if stack:
                     chain, pos = stack.pop()
                     continue
-                self._emit(base, StepKind.POLICY, len(base.rules) + 1, p)
+                append(SimEvent(table, base.name, POLICY, len(base.rules) + 1, fam, p.snap or p.snapshot()))
                 return self._policy(base)
-            if kind == NAT:
+            if kind is NAT:
                 t.effect(p, c)  # type: ignore[misc]
+                p.snap = None
                 self._decide(ACCEPT, chain, k + 1, cr.rule)
                 return ACCEPT
             if t.effect is not None:
                 t.effect(p, c)
+                p.snap = None
             self._decide(kind, chain, k + 1, cr.rule)
             return kind
 
@@ -427,8 +474,7 @@ class _Run:
             self.decider = (v, chain, num, rule)
 
     def _emit(self, chain: CChain, kind: StepKind, num: int, p: Pkt) -> None:
-        self.events.append(TraceEvent(chain.table, chain.name, kind, num, family=self.fam, origin=ORIGIN,
-                                      source=SOURCE, raw=p.snapshot(), parse=snapshot_fields))
+        self.events.append(SimEvent(chain.table, chain.name, kind, num, self.fam, p.snap or p.snapshot()))
 
     def _fate(self, v: str) -> Fate:
         if v == DROP:

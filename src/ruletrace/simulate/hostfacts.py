@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..errors import RuletraceError
 from ..model import Origin
@@ -17,11 +19,20 @@ Net = tuple[int, int, int]  # (version, network as int, mask as int)
 
 def to_int(addr: str, origin: Origin | None = None) -> tuple[int, int]:
     """Address text -> (version, int)."""
-    try:
-        a = ipaddress.ip_address(addr.strip("[]"))
-    except ValueError:
-        raise RuletraceError(f"bad address {addr!r}", origin=origin) from None
-    return a.version, int(a)
+    r = _parse_addr(addr.strip("[]"))
+    if r is None:
+        raise RuletraceError(f"bad address {addr!r}", origin=origin)
+    return r
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_addr(text: str) -> tuple[int, int] | None:
+    for fam, v in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        try:
+            return v, int.from_bytes(socket.inet_pton(fam, text), "big")
+        except OSError:
+            continue
+    return None
 
 
 def to_net(text: str, origin: Origin | None = None) -> Net:
@@ -33,6 +44,7 @@ def to_net(text: str, origin: Origin | None = None) -> Net:
     return n.version, int(n.network_address), int(n.netmask)
 
 
+@lru_cache(maxsize=1 << 16)
 def addr_text(version: int, value: int) -> str:
     """(version, int) -> address text as the kernel log writes it."""
     return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
@@ -80,6 +92,9 @@ class HostFacts:
     assume: dict[str, bool] = field(default_factory=dict)  # "statistic" / "nat:CHAIN:3" -> match?
     ip_forward: bool = True
     sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
+    _cache_key: tuple[int, int] = (-1, -1)
+    _local_set: set[tuple[int, int]] = field(default_factory=set)
+    _local_routes: list[Route] = field(default_factory=list)
 
     def add_local(self, text: str) -> None:
         """Add ``[IFACE=]ADDR[/PLEN]`` (``--local-addr``)."""
@@ -101,11 +116,15 @@ class HostFacts:
             return True  # 127.0.0.0/8 is in the local routing table
         if version == 6 and addr == 1:
             return True
-        for la in self.local:
-            if la.version == version and la.addr == addr:
-                return True
-        for r in self.routes:
-            if r.type == "local" and r.version == version and addr & r.mask == r.net:
+        key = (len(self.local), len(self.routes))
+        if self._cache_key != key:
+            self._cache_key = key
+            self._local_set = {(la.version, la.addr) for la in self.local}
+            self._local_routes = [r for r in self.routes if r.type == "local"]
+        if (version, addr) in self._local_set:
+            return True
+        for r in self._local_routes:
+            if r.version == version and addr & r.mask == r.net:
                 return True
         return False
 

@@ -72,7 +72,7 @@ class CRule:
 class CChain:
     """A chain's compiled rules and, for long chains, the index."""
 
-    __slots__ = ("table", "name", "policy", "builtin", "rules", "keyfn", "dim", "keyed", "wild")
+    __slots__ = ("table", "name", "policy", "builtin", "rules", "fns", "keyfn", "dim", "keyed", "wild")
 
     def __init__(self, table: str, name: str, policy: str | None, builtin: bool, rules: list[CRule],
                  index: bool) -> None:
@@ -81,6 +81,7 @@ class CChain:
         self.policy = policy
         self.builtin = builtin
         self.rules = rules
+        self.fns = [r.fns for r in rules]
         self.keyfn: Callable[[Pkt], object] | None = None
         self.dim = ""
         self.keyed: dict[object, list[int]] = {}
@@ -89,30 +90,39 @@ class CChain:
             self._build()
 
     def _build(self) -> None:
-        counts: dict[str, int] = {}
+        # pick the field that leaves the fewest candidates in the worst case: rules keyed on
+        # another value are skipped, wildcard rules (no key on that field) are always tried
+        n = len(self.rules)
+        buckets: dict[str, dict[object, int]] = {}
         for r in self.rules:
-            for d in r.keys:
-                counts[d] = counts.get(d, 0) + 1
-        if not counts:
+            for d, v in r.keys.items():
+                b = buckets.setdefault(d, {})
+                b[v] = b.get(v, 0) + 1
+        best, best_cost = "", n
+        for d, b in buckets.items():
+            cost = (n - sum(b.values())) + max(b.values())
+            if cost < best_cost:
+                best, best_cost = d, cost
+        if not best or best_cost > n // 2:
             return
-        dim = max(counts, key=lambda d: counts[d])
-        if counts[dim] < MIN_INDEXED // 2:
-            return
-        self.dim = dim
-        self.keyfn = KEY_FIELDS[dim]
+        self.dim = best
+        self.keyfn = KEY_FIELDS[best]
         for i, r in enumerate(self.rules):
-            if dim in r.keys:
-                self.keyed.setdefault(r.keys[dim], []).append(i)
+            if best in r.keys:
+                self.keyed.setdefault(r.keys[best], []).append(i)
             else:
                 self.wild.append(i)
 
     def next_match(self, p: Pkt, c: Ctx, pos: int) -> int:
         """Position of the first rule at or after pos that matches, or -1."""
-        rules = self.rules
+        fns = self.fns
         keyfn = self.keyfn
         if keyfn is None:
-            for i in range(pos, len(rules)):
-                if rules[i].matches(p, c):
+            for i in range(pos, len(fns)):
+                for f in fns[i]:
+                    if not f(p, c):
+                        break
+                else:
                     return i
             return -1
         a = self.keyed.get(keyfn(p), ())
@@ -127,7 +137,10 @@ class CChain:
             else:
                 k = b[j]
                 j += 1
-            if rules[k].matches(p, c):
+            for f in fns[k]:
+                if not f(p, c):
+                    break
+            else:
                 return k
         return -1
 
@@ -152,6 +165,15 @@ class Compiled:
         self.names = {t: frozenset(chains) for t, chains in ruleset.tables.items()}
         self.uses_conntrack = any(_CT_USER.search(r.text) for t in ruleset.tables.values()
                                   for ch in t.values() for r in ch.rules)
+
+    def compile_all(self) -> int:
+        """Compile every chain now (instead of on first use); return the rule count."""
+        n = 0
+        for t, chains in self.ruleset.tables.items():
+            for name in chains:
+                cc = self.chain(t, name)
+                n += len(cc.rules) if cc is not None else 0
+        return n
 
     def chain(self, table: str, name: str) -> CChain | None:
         cc = self.chains.get((table, name))

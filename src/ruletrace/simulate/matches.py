@@ -550,7 +550,9 @@ def _addrtype(opt: str, a0: str, neg: bool, label: str, origin: Origin | None) -
             t = "UNICAST"  # is_local said no (path-based fallback)
         return t in types
 
-    return Cond(_neg(fn, neg), label, "SRC" if src else "DST", pure=False)
+    # pure: its only note (an address assumed (not) local) is made up front for the packet's
+    # addresses and again by every routing decision, whether or not this rule is evaluated
+    return Cond(_neg(fn, neg), label, "SRC" if src else "DST")
 
 
 def _set_cond(name: str, dirs: list[str], neg: bool, label: str, where: str, return_nomatch: bool) -> Cond:

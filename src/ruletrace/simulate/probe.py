@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -215,12 +214,10 @@ class Probe:
     def check(self) -> None:
         """Raise RuletraceError for a probe that cannot be a packet."""
         o = Origin("probe")
-        try:
-            a = ipaddress.ip_address(self.src)
-            b = ipaddress.ip_address(self.dst)
-        except ValueError as e:
-            raise RuletraceError(f"bad address: {e}", origin=o) from None
-        if a.version != b.version:
+        from .hostfacts import to_int
+
+        a, b = to_int(self.src, o)[0], to_int(self.dst, o)[0]
+        if a != b:
             raise RuletraceError(f"source {self.src} and destination {self.dst} are different families", origin=o)
         if self.ctstate not in CTSTATES:
             raise RuletraceError(f"unknown ctstate {self.ctstate!r} ({', '.join(CTSTATES)})", origin=o)

@@ -23,7 +23,7 @@ class Pkt:
         "v", "src", "dst", "proto", "sport", "dport", "itype", "icode", "tcpflags",
         "iif", "oif", "physin", "physout", "mark", "ctmark", "ctstate", "ct", "ctstatus",
         "orig", "repl_src", "repl_dst", "repl_sport", "repl_dport", "dnat", "snat",
-        "length", "ttl", "tos", "uid", "gid", "mac", "hook", "redirected", "nat_done",
+        "length", "ttl", "tos", "uid", "gid", "mac", "hook", "redirected", "nat_done", "snap",
     )
 
     def __init__(self) -> None:
@@ -34,6 +34,7 @@ class Pkt:
         self.redirected: set[int] = set()  # addresses REDIRECT made local
         self.nat_done: set[str] = set()  # "dst" / "src": the nat manip is set up for this connection
         self.hook = ""
+        self.snap: tuple | None = None  # snapshot() cache; None after anything changed
 
     def ct_state(self) -> str:
         """The state xt_conntrack / xt_state sees now."""
@@ -42,6 +43,12 @@ class Pkt:
         return "UNTRACKED" if self.ctstate == "UNTRACKED" else "INVALID"
 
     def snapshot(self) -> tuple:
+        s = self.snap
+        if s is None:
+            s = self.snap = self._snapshot()
+        return s
+
+    def _snapshot(self) -> tuple:
         return (self.v, self.src, self.dst, self.proto, self.sport, self.dport, self.itype, self.icode,
                 self.tcpflags, self.iif, self.oif, self.physin, self.physout, self.mark, self.length,
                 self.ttl, self.tos, self.uid, self.gid)

@@ -6,7 +6,7 @@ xt_nat.c, xt_REDIRECT.c, xt_MASQUERADE.c, xt_NETMAP.c, xt_CT.c, xt_TTL/HL).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import RuletraceError
 from ..model import Origin, Rule
@@ -37,7 +37,7 @@ PASSIVE = frozenset({
 class Target:
     """A compiled target: traversal kind, side effect on the packet, jump chain."""
 
-    __slots__ = ("kind", "name", "effect", "chain", "args")
+    __slots__ = ("kind", "name", "effect", "chain", "args", "resolved")
 
     def __init__(self, kind: str, name: str, effect: Effect | None = None, chain: str | None = None,
                  args: str = "") -> None:
@@ -46,6 +46,7 @@ class Target:
         self.effect = effect
         self.chain = chain
         self.args = args
+        self.resolved: Any = None  # the CChain of a jump/goto, filled on first use
 
 
 def compile_target(rule: Rule, name: str | None, goto: bool, opts: list[tuple[bool, str, list[str]]],
