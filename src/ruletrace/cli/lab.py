@@ -31,7 +31,9 @@ def list_() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--backend", type=click.Choice(["legacy", "nft", "both"]), default="both", show_default=True,
               help="iptables backend to load the ruleset with.")
-def record(scenario: str, directory: Path, backend: str) -> None:
+@click.option("--example", is_flag=True,
+              help="Also write example.json and keep the folder under 200 KB (for src/ruletrace/examples).")
+def record(scenario: str, directory: Path, backend: str, example: bool) -> None:
     """Record SCENARIO's ruleset, every capture format and the observed outcome into DIRECTORY."""
     from ..lab import record as rec
     from ..lab.scenarios import get
@@ -40,6 +42,10 @@ def record(scenario: str, directory: Path, backend: str) -> None:
     signal.signal(signal.SIGTERM, _sigterm)
     backends = ("legacy", "nft") if backend == "both" else (backend,)
     r = rec.record(sc, directory, backends, log=lambda s: click.echo(s, err=True))
+    if example:
+        meta = rec.write_example(sc, directory)
+        for name in meta["omitted"]:
+            click.echo(f"left out {name} (size budget)", err=True)
     for f in r.flows:
         arrived = {True: "arrived", False: "did not arrive", None: "passes disagree"}[f["arrived"]]
         click.echo(f"{f['name']:12} {arrived:15} {f['description']}")

@@ -276,6 +276,40 @@ def _run_pass(r: _Run, p: str, pass_no: int, out: Path, names: list[str]) -> lis
         return r.traffic(pass_no)
 
 
+EXAMPLE_BUDGET = 200_000  # bytes per bundled example folder
+# captures dropped first when an example is over budget (ulogd JSON is ~1.3 KB per event)
+DROP_ORDER = ("ulogd.json", "xtables-monitor.txt", "nflog.pcap")
+
+
+def write_example(sc: Scenario, out: Path, budget: int = EXAMPLE_BUDGET) -> dict:
+    """Make a recording folder a bundled example: example.json, within the size budget."""
+    omitted: dict[str, str] = {}
+
+    def size() -> int:
+        return sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+
+    for name in DROP_ORDER:
+        if size() <= budget:
+            break
+        f = out / name
+        if f.exists():
+            omitted[name] = f"left out of the bundled example to keep it under {budget // 1000} KB " \
+                            f"({f.stat().st_size} bytes); `ruletrace lab record {sc.name} DIR` makes it"
+            f.unlink()
+    six = "6" if sc.family == "ipv6" else ""
+    captures = {n: fmt for n, fmt in (("kernel.log", "kernel-log"), ("nflog.pcap", "nflog-pcap"),
+                                      ("ulogd.json", "ulogd-json"), ("nft-monitor.txt", "nft-monitor"),
+                                      ("xtables-monitor.txt", "xtables-monitor")) if (out / n).exists()}
+    meta = {"title": sc.title, "description": sc.description, "ruleset": f"ruleset{six}.rules",
+            "log": "kernel.log", "captures": captures, "nft_ruleset": "ruleset-nft.json",
+            "outcome": "outcome.json", "omitted": omitted}
+    (out / "example.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if omitted:
+        with open(out / "README.md", "a") as f:
+            f.write("\n## Left out of the bundled example\n" + "".join(f"- {k}: {v}\n" for k, v in omitted.items()))
+    return meta
+
+
 def _version(argv: list[str]) -> str:
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=5)
