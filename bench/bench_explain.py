@@ -56,10 +56,18 @@ def run_child(cmd: list[str], stdout) -> tuple[float, float, int, str]:
 
 def grep_count(log: Path) -> tuple[int, float]:
     """``grep -c TRACE`` on the log: (count, best of 3 seconds) after one run to warm the page cache."""
-    out = subprocess.run(["grep", "-c", "TRACE", str(log)], capture_output=True, text=True, check=True).stdout
-    t = timing.best_of(lambda: subprocess.run(["grep", "-c", "TRACE", str(log)], stdout=subprocess.DEVNULL,
-                                              check=True))
-    return int(out), t
+    counts: list[int] = []
+
+    def grep() -> None:
+        # stdout must be a pipe: GNU grep stops at the first match when it writes to /dev/null
+        r = subprocess.run(["grep", "-c", "TRACE", str(log)], stdout=subprocess.PIPE, check=True)
+        counts.append(int(r.stdout))
+
+    grep()
+    t = timing.best_of(grep)
+    if len(set(counts)) != 1:
+        raise SystemExit(f"grep -c TRACE counted differently between runs: {counts}")
+    return counts[0], t
 
 
 def measure(rules: Path, log: Path, repeat: int = 3, show: int = 0) -> dict[str, object]:
