@@ -354,3 +354,37 @@ def test_parse_fields_ip_options_esp_and_tcp_flags() -> None:
     assert f["IPOPT"] == "94040000" and "OPT" not in f and f["TCPFLAGS"] == "ACK PSH FIN"
     f = parse_fields("IN=eth0 OUT= SRC=1.2.3.4 DST=5.6.7.8 LEN=64 TOS=0x00 PREC=0x00 TTL=64 ID=7 PROTO=ESP SPI=0x1f ")
     assert (f["PROTO"], f["SPI"]) == ("ESP", "0x1f")
+
+
+def test_request_and_reply_with_the_same_echo_id_are_different_packets() -> None:
+    req = (b"TRACE: raw:PREROUTING:policy:2 IN=rtklr0 OUT= SRC=fd31:0001:0000:0000:0000:0000:0000:0002 "
+           b"DST=fd31:0002:0000:0000:0000:0000:0000:0002 LEN=80 TC=0 HOPLIMIT=64 FLOWLBL=421818 PROTO=ICMPv6 "
+           b"TYPE=128 CODE=0 ID=1953 SEQ=1 \n")
+    rep = (b"TRACE: raw:PREROUTING:policy:2 IN=rtklr1 OUT= SRC=fd31:0002:0000:0000:0000:0000:0000:0002 "
+           b"DST=fd31:0001:0000:0000:0000:0000:0000:0002 LEN=80 TC=0 HOPLIMIT=64 FLOWLBL=421818 PROTO=ICMPv6 "
+           b"TYPE=129 CODE=0 ID=1953 SEQ=1 \n")
+    evs, _ = read_bytes(req + req.replace(b"HOPLIMIT=64", b"HOPLIMIT=63") + rep)
+    assert evs[0].ident == evs[1].ident != evs[2].ident
+    seq2 = req.replace(b"SEQ=1", b"SEQ=2")
+    evs, _ = read_bytes(req + seq2)
+    assert evs[0].ident != evs[1].ident
+
+
+def test_progress_counters_move_while_reading() -> None:
+    data = LINE * 20000
+    st = ReadStats()
+    it = read_events(io.BytesIO(data), name="big", stats=st)
+    for _ in range(17000):
+        next(it)
+    assert st.lines >= 16384 and st.bytes_read == st.lines * len(LINE)
+    assert sum(1 for _ in it) == 3000
+    assert st.lines == 20000 and st.bytes_read == len(data) and st.events == 20000
+
+
+def test_origin_is_built_on_demand_and_can_be_replaced() -> None:
+    evs, _ = read_bytes(b"\n" + LINE, name="k.log")
+    e = evs[0]
+    assert e.origin == Origin("k.log", 2) and e.origin is e.origin
+    assert repr(e) == "TraceEvent(nat:KUBE-SERVICES:rule:59 @ k.log:2)"
+    e.origin = Origin("other", 9)
+    assert e.origin == Origin("other", 9)

@@ -150,6 +150,8 @@ class _Reader:
         self.clock = _Clock()
         self.tags: dict[bytes, tuple[tuple[str, str, StepKind, int] | None, int]] = {}
         self.stamps: dict[bytes, float | None] = {}
+        self.prev_fs = b""  # slow path's last clean field text and its (family, ident)
+        self.prev_got: tuple[str | None, object] = (None, None)
 
     # -- time stamps ---------------------------------------------------------------------------
     def syslog_head(self, head: bytes) -> float | None:
@@ -273,17 +275,23 @@ class _Reader:
 
     def event(self, info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None, line: int) -> KernelLogEvent | None:
         """Build the event for field text ``fs``; None (counted as skipped) when truncated."""
+        if fs == self.prev_fs:  # consecutive steps of one packet: same text, same ident
+            return self._make(info, self.prev_fs, ts, line, self.prev_got, None)
         got = _fast_ident(fs)
-        fields = None
         if got is None:
             fields = parse_fields(fs)
             if not _complete(fields):
                 self.stats.skip(line)
                 return None
-            family = family_of(fields)
-            ident: object = ("~",) + packet_ident(fields)
-        else:
-            family, ident = got
+            # text the fast path could not take apart (damaged pastes): an ident of another shape
+            slow: tuple[str | None, object] = (family_of(fields), ("~",) + packet_ident(fields))
+            return self._make(info, fs, ts, line, slow, fields)
+        self.prev_fs, self.prev_got = fs, got
+        return self._make(info, fs, ts, line, got, None)
+
+    def _make(self, info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None, line: int,
+              got: tuple[str | None, object], fields: dict[str, str] | None) -> KernelLogEvent:
+        family, ident = got
         ev = _new(KernelLogEvent)
         ev.table, ev.chain, ev.kind, ev.num = info
         ev.ts = ts
@@ -307,9 +315,13 @@ class _Reader:
             if got is None:
                 return []
             line, ts = got
-            if TRACE_MARK not in line:
+            t = line.find(TRACE_MARK)
+            if t < 0:
                 self.log_line(line, 0)
                 return []
+            if line.find(TRACE_MARK, t + _MARK_LEN) < 0:  # one record: the usual case
+                ev = self.record(line, t, lineno, ts, True)
+                return [] if ev is None else [ev]
             return self.glued(line, lineno, ts, True)
         return self.glued(line, lineno, None, False)
 
