@@ -25,7 +25,17 @@ from .netns import Host, Lab, run
 
 NF_LOG_SYSCTL = {"ipv4": "net.netfilter.nf_log.2", "ipv6": "net.netfilter.nf_log.10"}  # NFPROTO_IPV4/6
 NF_LOG_BRIDGE = "net.netfilter.nf_log.7"  # NFPROTO_BRIDGE: ulogd binds it too
-ULOGD_PLUGINS = Path("/usr/lib/x86_64-linux-gnu/ulogd")
+
+
+def _ulogd_plugins() -> Path:
+    """Where the distribution put ulogd2's plugins (Debian: the multiarch lib folder)."""
+    for d in sorted(Path("/usr/lib").glob("*/ulogd")) + [Path("/usr/lib/ulogd"), Path("/usr/local/lib/ulogd")]:
+        if (d / "ulogd_output_JSON.so").exists():
+            return d
+    return Path("/usr/lib/x86_64-linux-gnu/ulogd")
+
+
+ULOGD_PLUGINS = _ulogd_plugins()
 _KMSG_RE = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$")
 
 
