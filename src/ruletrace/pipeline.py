@@ -156,6 +156,25 @@ class Run:
                     ev = next(resolve_handles((ev,), rs))
             yield ev
 
+    def parallel_summary(self):
+        """The summary computed on every core, or None where that does not apply.
+
+        Applies to one large uncompressed kernel-log file, summary only, without packet-field
+        filters; the result equals the sequential one (see ``ruletrace.parallel``).
+        """
+        from . import parallel
+
+        if self.detail or len(self.inputs) != 1 or self.filter.match or self.filter.ids:
+            return None
+        path = self.inputs[0]
+        if not parallel.usable(path, self.fmt):
+            return None
+        summ, skipped, events, misfits = parallel.summarize(path, self.rulesets, _pick_ruleset, self.filter.wants)
+        self.sources.append(SourceInfo(path, "kernel-log"))
+        self.skipped, self.events, self.packets_total = skipped, events, summ.packets
+        self._finish_warnings(misfits)
+        return summ
+
     def explanations(self) -> Iterator[Explanation]:
         for packet in group_packets(self.read_events()):
             self.packets_total += 1
@@ -172,13 +191,15 @@ class Run:
             sk = getattr(st, "skipped", 0) or 0
             self.skipped += sk
             self.events += getattr(st, "events", 0) or 0
-        misfit = sum(ex.misfit_packets for ex in self._explainers.values())
+        self._finish_warnings(sum(ex.misfit_packets for ex in self._explainers.values()))
+
+    def _finish_warnings(self, misfit: int) -> None:
         if misfit:
             self.warnings.append(
                 f"the ruleset does not fit {misfit} packet(s) (chains missing or rule numbers past the end): "
                 "it looks older or newer than the log"
             )
-        if not any(ex.ruleset for ex in self._explainers.values()) and self._explainers:
+        if not self.rulesets:
             self.warnings.append("no ruleset given: steps are shown without rule text")
 
 

@@ -134,6 +134,17 @@ def _load_ifmap(path: str) -> dict[int, str]:
 def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool) -> int:
     from ..render.summary import Summary
 
+    summ = run.parallel_summary() if summary else None
+    if summ is not None:
+        _finish_summary(summ, run)
+        if as_json:
+            from ..render.json import write_document
+
+            write_document((), sys.stdout, summary=summ, warnings=run.warnings, sources=run.sources,
+                           packets=False)
+        else:
+            out.print(summ.to_renderable())
+        return summ.packets
     summ = Summary()
 
     def counted():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..model import HOOK_TABLES, Packet, TraceEvent
 
@@ -41,7 +41,7 @@ def _starts_new(op: list, hook: str, ti: int, num: int) -> bool:
     return op[_LAST] > 0 and num <= op[_LAST]
 
 
-def _key(ev: TraceEvent):
+def group_key(ev: TraceEvent):
     if ev.packet_id is not None:
         return ("id", ev.origin.path if ev.origin else None, ev.packet_id)
     if ev.ident is not None:
@@ -50,11 +50,18 @@ def _key(ev: TraceEvent):
     return (f.get("PROTO"), f.get("LEN"), f.get("ID"), f.get("SEQ"), f.get("FLOWLBL"), f.get("ICMPSEQ"))
 
 
-def group_packets(events: Iterable[TraceEvent], *, window: int = DEFAULT_WINDOW) -> Iterator[Packet]:
+def group_packets(
+    events: Iterable[TraceEvent],
+    *,
+    window: int = DEFAULT_WINDOW,
+    admit: Callable[[TraceEvent], bool] | None = None,
+) -> Iterator[Packet]:
     """Yield packets in the order of their first event, each as soon as it is complete.
 
     A packet is complete when a later event restarts its key, or when ``window`` events
     passed without one for it; memory stays bounded by the number of packets in flight.
+    ``admit(event)`` is asked before an event starts a new packet; False drops the event
+    (used to complete open packets past the end of a byte range without starting new ones).
     """
     open_: OrderedDict[object, list] = OrderedDict()
     done: list[tuple[int, Packet]] = []  # finished packets waiting for lower ids to finish
@@ -75,7 +82,7 @@ def group_packets(events: Iterable[TraceEvent], *, window: int = DEFAULT_WINDOW)
         else:
             key = ev.ident
             if key is None:
-                key = _key(ev)
+                key = group_key(ev)
         tables = table_index.get(ev.chain)
         ti = tables.get(ev.table) if tables is not None else None
         op = open_.get(key)
@@ -87,6 +94,8 @@ def group_packets(events: Iterable[TraceEvent], *, window: int = DEFAULT_WINDOW)
             else:
                 open_.move_to_end(key)
         if op is None:
+            if admit is not None and not admit(ev):
+                continue
             op = [[], None, -1, 0, 0, next_id]
             next_id += 1
             open_[key] = op

@@ -13,6 +13,7 @@ path and cached: on a busy node most packets take one of a few paths.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ..model import (
     BUILTIN_CHAINS,
@@ -51,6 +52,7 @@ _NAT_ACTIONS = frozenset({"dnat", "snat", "masquerade", "redirect", "netmap"})
 _ENDS_TABLE = frozenset({"accept", "queue", "tproxy"}) | _NAT_ACTIONS
 _KERNEL_VERDICTS = {"accept", "drop", "reject", "queue", "return", "continue", "jump", "goto", "stolen"}
 _CACHE_MAX = 200_000
+_SIG = attrgetter("table", "chain", "kind", "num", "verdict")
 
 
 @dataclass(slots=True)
@@ -109,105 +111,107 @@ class _Walker:
 
     def __init__(self, ruleset: Ruleset | None) -> None:
         self.rs = ruleset
+        # (table, chain, kind, num, verdict) -> what the ruleset says of that step alone
+        self._static: dict[tuple, tuple] = {}
+
+    def _step_static(self, key: tuple) -> tuple:
+        """(builtin, chain known, rule, policy, action, warning) of one step, from the ruleset."""
+        table, chain, kind, num, kv = key
+        rs = self.rs
+        ch: Chain | None = rs.chain(table, chain) if rs is not None else None
+        builtin = ch.builtin if ch is not None else chain in BUILTIN_CHAINS
+        rule: Rule | None = None
+        policy: str | None = None
+        warning: str | None = None
+        if rs is not None and ch is None:
+            warning = f"chain {table}:{chain} is not in the ruleset"
+        if kind is StepKind.RULE:
+            if ch is not None and num is not None:
+                if 1 <= num <= len(ch.rules):
+                    rule = ch.rules[num - 1]
+                else:
+                    warning = f"rule {num} is past the end of {table}:{chain} ({len(ch.rules)} rules)"
+            action = _action_for(rule, rs, table)
+        elif kind is StepKind.RETURN:
+            action = "return"
+            if ch is not None and num is not None and num != len(ch.rules) + 1:
+                warning = f"end of {table}:{chain} reported as {num}, but the chain has {len(ch.rules)} rules"
+        else:  # policy
+            policy = ch.policy if ch is not None else None
+            action = (policy or "unknown").lower()
+            if ch is not None and num is not None and num != len(ch.rules) + 1:
+                warning = (
+                    f"policy of {table}:{chain} reported as {num}, but the chain has {len(ch.rules)} rules"
+                )
+        # explicit kernel verdict (nf_tables sources): it wins where the ruleset says nothing,
+        # and a disagreement is flagged
+        if kv:
+            kv_action = kv.split(":", 1)[0].lower()
+            if kv_action in _KERNEL_VERDICTS and rule is not None and kv_action != action:
+                compatible = (
+                    (kv_action == "accept" and action in _ENDS_TABLE)
+                    or (kv_action == "drop" and action == "reject")  # xt REJECT reports drop
+                    or (kv_action == "continue" and action == "continue")
+                )
+                if not compatible and warning is None:
+                    warning = f"kernel verdict {kv} but the ruleset's rule implies {action}"
+            if action == "unknown" and kv_action in _KERNEL_VERDICTS:
+                action = kv_action
+        return builtin, ch is not None, rule, policy, action, warning
 
     def plan(self, events: list[TraceEvent]) -> _Plan:
         rs = self.rs
+        static = self._static
         steps: list[_StepPlan] = []
         # call stack: (chain, index of the jump step that entered it or None for the root)
         stack: list[tuple[str, int | None]] = []
-        root: tuple[str, str] | None = None
         misfits = 0
+        prev: _StepPlan | None = None
+        prev_table: str | None = None
         for i, ev in enumerate(events):
-            table, chain, kind, num = ev.table, ev.chain, ev.kind, ev.num
-            warning: str | None = None
+            table, chain = ev.table, ev.chain
+            key = (table, chain, ev.kind, ev.num, ev.verdict)
+            st = static.get(key)
+            if st is None:
+                st = static[key] = self._step_static(key)
+            builtin, known, rule, policy, action, warning = st
             note: str | None = None
-            rule: Rule | None = None
-            policy: str | None = None
             returned_to: str | None = None
-            ch: Chain | None = rs.chain(table, chain) if rs is not None else None
-            prev = steps[-1] if steps else None
-            prev_ev = events[i - 1] if i else None
 
             # --- call stack
-            if _is_builtin(table, chain, rs):
-                if root != (table, chain) or not stack:
-                    root = (table, chain)
+            if builtin:
                 stack = [(chain, None)]
             else:
-                same_table = prev_ev is not None and prev_ev.table == table
-                entered = (
+                if (
                     prev is not None
-                    and same_table
+                    and prev_table == table
                     and prev.action in ("jump", "goto")
                     and prev.rule is not None
                     and prev.rule.target == chain
-                )
-                if entered:
-                    if prev is not None and prev.action == "goto" and len(stack) > 1:
+                ):
+                    if prev.action == "goto" and len(stack) > 1:
                         stack.pop()
                     stack.append((chain, i - 1))
                 elif any(c == chain for c, _ in stack):
                     while stack and stack[-1][0] != chain:
                         stack.pop()
                 else:
-                    if rs is not None and prev is not None and prev.rule is not None and ch is not None:
+                    if rs is not None and prev is not None and prev.rule is not None and known and not warning:
                         warning = f"the trace enters {chain} but the previous step does not jump to it"
                     stack.append((chain, None))
-            depth = max(len(stack) - 1, 0)
+            depth = len(stack) - 1 if stack else 0
             frames = tuple(j for _, j in stack if j is not None)
-
-            # --- what the step is
-            if rs is not None and ch is None:
-                warning = warning or f"chain {table}:{chain} is not in the ruleset"
-            if kind is StepKind.RULE:
-                if ch is not None and num is not None:
-                    if 1 <= num <= len(ch.rules):
-                        rule = ch.rules[num - 1]
-                    else:
-                        warning = warning or (
-                            f"rule {num} is past the end of {table}:{chain} ({len(ch.rules)} rules)"
-                        )
-                action = _action_for(rule, rs, table)
-                if action == "return":
-                    returned_to = stack[-2][0] if len(stack) > 1 else None
-                    if len(stack) > 1:
-                        stack.pop()
-                    if returned_to is None:
-                        note = "RETURN in a built-in chain: the chain policy applies"
-            elif kind is StepKind.RETURN:
+            if action == "return":
                 returned_to = stack[-2][0] if len(stack) > 1 else None
                 if len(stack) > 1:
                     stack.pop()
-                action = "return"
-                if ch is not None and num is not None and num != len(ch.rules) + 1:
-                    warning = warning or (
-                        f"end of {table}:{chain} reported as {num}, but the chain has {len(ch.rules)} rules"
-                    )
-            else:  # policy
-                policy = ch.policy if ch is not None else None
-                action = (policy or "unknown").lower()
-                if ch is not None and num is not None and num != len(ch.rules) + 1:
-                    warning = warning or (
-                        f"policy of {table}:{chain} reported as {num}, but the chain has {len(ch.rules)} rules"
-                    )
-
-            # --- explicit kernel verdict (nf_tables sources) wins, disagreement is flagged
-            kv = ev.verdict
-            if kv:
-                kv_action = kv.split(":", 1)[0].lower()
-                if kv_action in _KERNEL_VERDICTS and rule is not None and kv_action != action:
-                    compatible = (kv_action == "accept" and action in _ENDS_TABLE) or (
-                        kv_action == "continue" and action == "continue"
-                    )
-                    if not compatible:
-                        warning = warning or (
-                            f"kernel verdict {kv} but the ruleset's rule implies {action}"
-                        )
-                if action == "unknown" and kv_action in _KERNEL_VERDICTS:
-                    action = kv_action
+                elif ev.kind is StepKind.RULE:
+                    note = "RETURN in a built-in chain: the chain policy applies"
             if warning:
                 misfits += 1
-            steps.append(_StepPlan(rule, policy, returned_to, depth, action, warning, note, frames))
+            prev = _StepPlan(rule, policy, returned_to, depth, action, warning, note, frames)
+            prev_table = table
+            steps.append(prev)
 
         # --- jumps the trace does not follow
         for i in range(len(steps) - 1):
@@ -340,7 +344,7 @@ class Explainer:
         self.misfit_packets = 0
 
     def _plan(self, events: list[TraceEvent]) -> _Plan:
-        sig = tuple((e.table, e.chain, e.kind, e.num, e.verdict) for e in events)
+        sig = tuple(map(_SIG, events))
         plan = self._cache.get(sig)
         if plan is None:
             plan = self._walker.plan(events)

@@ -63,6 +63,16 @@ class Summary:
         else:
             self.warnings[OTHER_WARNINGS] += count
 
+    def merge(self, other: Summary) -> None:
+        """Add another summary's counts (from a worker process) to this one."""
+        self.packets += other.packets
+        self.fates.update(other.fates)
+        self.deciding.update(other.deciding)
+        self.skipped_lines += other.skipped_lines
+        self.packets_with_warnings += other.packets_with_warnings
+        for text, n in other.warnings.items():
+            self.warn(text, n)
+
     def add_skipped(self, lines: int = 1) -> None:
         """Count input lines that were not understood and were skipped."""
         self.skipped_lines += lines

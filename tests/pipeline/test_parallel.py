@@ -1,0 +1,58 @@
+"""The multi-process summary equals the sequential one, whatever the cut points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ruletrace import parallel
+from ruletrace.pipeline import Run, _pick_ruleset, load_rulesets
+from ruletrace.render.summary import Summary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kube")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_kube.py"), "--small", "--packets", "600",
+                    "--out", str(out)], check=True, capture_output=True)
+    return out / "kube.rules", out / "kube.log"
+
+
+def _sequential(rules, log):
+    rs = load_rulesets([str(rules)])
+    summ = Summary()
+    run = Run(rs, [str(log)], detail=False)
+    for e in run.explanations():
+        summ.add(e)
+    return summ, run
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_parallel_summary_equals_sequential(kube, workers, monkeypatch):
+    rules, log = kube
+    seq, run = _sequential(rules, log)
+    monkeypatch.setattr(parallel, "HEAD_LINES", 400)
+    monkeypatch.setattr(parallel, "OVERFLOW_LINES", 400)
+    rs = load_rulesets([str(rules)])
+    par, skipped, events, _ = parallel.summarize(str(log), rs, _pick_ruleset, lambda e: True, workers=workers)
+    assert seq.packets == 600
+    assert par.to_json() == seq.to_json()
+    assert skipped == run.skipped
+
+
+def test_usable_only_for_large_plain_kernel_logs(kube, tmp_path, monkeypatch):
+    rules, log = kube
+    assert not parallel.usable(str(log), None)  # small
+    monkeypatch.setattr(parallel, "MIN_BYTES", 1)
+    assert parallel.usable(str(log), None)
+    gz = tmp_path / "k.gz"
+    import gzip
+
+    gz.write_bytes(gzip.compress(log.read_bytes()[:100000]))
+    assert not parallel.usable(str(gz), None)
+    assert not parallel.usable(str(rules), None)
