@@ -1,0 +1,83 @@
+"""`ruletrace simulate` end to end: text and JSON output, --explain-miss, --compare, errors."""
+
+from __future__ import annotations
+
+import json
+
+from dataclasses import dataclass
+
+import pytest
+
+from ruletrace.cli import main
+from ruletrace.cli.status import ExitStatus
+
+from .test_engine import SEED003
+
+
+@dataclass
+class _Result:
+    exit_code: int
+    output: str
+
+
+@pytest.fixture
+def run(tmp_path, capsys):
+    def go(*args: str) -> _Result:
+        rules = tmp_path / "node.rules"
+        rules.write_text(SEED003)
+        code = main(["simulate", "-r", str(rules), *args])
+        out = capsys.readouterr()
+        return _Result(code, out.out + out.err)
+
+    return go
+
+
+def test_text_output_answers_seed003(run, tmp_path) -> None:
+    r = run("-p", "tcp", "-s", "172.28.129.2", "-d", "172.28.129.4", "--dport", "52000", "-i", "eth0",
+             "--local-addr", "eth0=172.28.129.4/24", "--no-color", "--width", "120")
+    assert r.exit_code == ExitStatus.OK, r.output
+    assert "KUBE-FIREWALL" in r.output and "0x8000" in r.output
+    assert "source port not given: assumed 40000" in r.output
+
+
+def test_json_has_simulation_and_misses(run, tmp_path) -> None:
+    r = run("-p", "tcp", "-s", "172.28.129.2", "-d", "172.28.129.4", "--dport", "80", "--json",
+             "--explain-miss", "nat:KUBE-NODEPORTS")
+    assert r.exit_code == ExitStatus.OK, r.output
+    doc = json.loads(r.output)
+    sim = doc["packets"][0]["simulation"]
+    assert sim["fate"] == "delivered"
+    assert sim["explain_miss"][0]["reason"] == "needs --dport 52000; packet has DPT=80"
+    assert any("assumed DST 172.28.129.4 is local" in a for a in sim["assumptions"])
+    assert [s["chain"] for s in sim["steps"]][:2] == ["PREROUTING", "KUBE-SERVICES"]
+
+
+def test_compare_with_a_kernel_log(run, tmp_path) -> None:
+    log = tmp_path / "trace.log"
+    base = ("IN=eth0 OUT= MAC=00:15:5d:12:e2:28:00:15:5d:12:e2:24:08:00 SRC=172.28.129.2 DST=172.28.129.4 LEN=60 "
+            "TOS=0x00 PREC=0x00 TTL=64 ID=41569 DF PROTO=TCP SPT=55694 DPT=52000 SEQ=1 ACK=0 WINDOW=29200 RES=0x00 "
+            "SYN URGP=0")
+    tags = ["nat:PREROUTING:rule:1", "nat:KUBE-SERVICES:rule:1", "nat:KUBE-NODEPORTS:rule:1",
+            "nat:KUBE-MARK-DROP:rule:1", "nat:KUBE-MARK-DROP:return:2", "nat:KUBE-NODEPORTS:return:2",
+            "nat:KUBE-SERVICES:return:2", "nat:PREROUTING:policy:3", "filter:INPUT:rule:1",
+            "filter:KUBE-FIREWALL:rule:1"]
+    lines = [f"Jan  1 21:23:16 cos74 kernel: TRACE: {t} {base}{' MARK=0x8000' if i >= 4 else ''}"
+             for i, t in enumerate(tags)]
+    log.write_text("\n".join(lines) + "\n")
+    r = run("--compare", str(log), "--local-addr", "172.28.129.4", "--no-color")
+    assert r.exit_code == ExitStatus.OK, r.output
+    assert "agree (10 steps)" in r.output
+    log.write_text("\n".join(lines[:8] + [lines[8].replace("filter:INPUT:rule:1", "filter:INPUT:policy:2")]) + "\n")
+    r = run("--compare", str(log), "--local-addr", "172.28.129.4", "--no-color", "--width", "200")
+    assert r.exit_code == ExitStatus.FOUND_NOTHING
+    assert "part ways at step 9: the trace shows filter:INPUT:policy:2, the simulation predicts filter:INPUT:rule:1" \
+        in r.output
+
+
+def test_bad_input_is_a_one_line_error(run, tmp_path) -> None:
+    r = run("-p", "tcp", "-s", "172.28.129.2", "-d", "nonsense")
+    assert r.exit_code == ExitStatus.ERROR
+    r = run("-p", "tcp", "-s", "1.2.3.4", "-d", "1.2.3.5", "--assume", "statistic=maybe")
+    assert r.exit_code == ExitStatus.ERROR and "expected KEY=match" in r.output
+    r = run("-s", "1.2.3.4")
+    assert r.exit_code == ExitStatus.ERROR and "give the packet" in r.output

@@ -1,0 +1,279 @@
+"""The simulator offline: paths, NAT, marks, assumptions, branches, --explain-miss, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ruletrace.errors import RuletraceError
+from ruletrace.model import Fate, Origin
+from ruletrace.rulesets.iptables_save import parse
+from ruletrace.simulate.engine import simulate, step_tags
+from ruletrace.simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
+from ruletrace.simulate.probe import Probe
+
+SEED003 = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-MARK-DROP - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A PREROUTING -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 52000
+-A KUBE-SERVICES -m comment --comment "nodeports" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-NODEPORTS -p tcp -m comment --comment "default/app:" -m tcp --dport 52000 -j KUBE-MARK-DROP
+-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FIREWALL - [0:0]
+-A INPUT -j KUBE-FIREWALL
+-A KUBE-FIREWALL -m mark --mark 0x8000/0x8000 -j DROP
+COMMIT
+"""
+
+
+def rs_of(text: str):
+    return parse(text, origin=Origin("t.rules"))
+
+
+def node_facts() -> HostFacts:
+    f = HostFacts()
+    f.add_local("eth0=172.28.129.4/24")
+    return f
+
+
+def syn(dport: int, **kw) -> Probe:
+    return Probe(proto=6, src="172.28.129.2", dst="172.28.129.4", sport=55694, dport=dport, iif="eth0", **kw)
+
+
+def test_seed003_52000_dropped_by_mark_from_nodeports() -> None:
+    r = simulate(rs_of(SEED003), syn(52000), node_facts())
+    assert step_tags(r.events) == [
+        ("nat", "PREROUTING", "rule", 1),
+        ("nat", "KUBE-SERVICES", "rule", 1),
+        ("nat", "KUBE-NODEPORTS", "rule", 1),
+        ("nat", "KUBE-MARK-DROP", "rule", 1),
+        ("nat", "KUBE-MARK-DROP", "return", 2),
+        ("nat", "KUBE-NODEPORTS", "return", 2),
+        ("nat", "KUBE-SERVICES", "return", 2),
+        ("nat", "PREROUTING", "policy", 3),
+        ("filter", "INPUT", "rule", 1),
+        ("filter", "KUBE-FIREWALL", "rule", 1),
+    ]
+    assert r.fate == Fate.DROPPED
+    assert (r.verdict.table, r.verdict.chain, r.verdict.num) == ("filter", "KUBE-FIREWALL", 1)
+    # the MARK target runs after its step is logged: the mark shows from the next step on
+    assert "MARK" not in r.events[3].fields
+    assert r.events[4].fields["MARK"] == "0x8000"
+
+
+def test_seed003_80_redirected_and_delivered() -> None:
+    r = simulate(rs_of(SEED003), syn(80), node_facts())
+    assert r.fate == Fate.DELIVERED
+    assert ("nat", "PREROUTING", "rule", 2) in step_tags(r.events)
+    after = r.events[-1].fields
+    assert after["DPT"] == "52000" and after["DST"] == "172.28.129.4"
+    assert "MARK" not in after
+
+
+def test_goto_returns_to_the_caller_of_the_jumping_chain() -> None:
+    text = """*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:A - [0:0]
+:B - [0:0]
+-A INPUT -j A
+-A INPUT -p tcp -j ACCEPT
+-A A -g B
+-A A -j DROP
+-A B -p udp -j DROP
+COMMIT
+"""
+    r = simulate(rs_of(text), syn(22), node_facts())
+    assert step_tags(r.events) == [
+        ("filter", "INPUT", "rule", 1), ("filter", "A", "rule", 1), ("filter", "B", "return", 2),
+        ("filter", "INPUT", "rule", 2)]
+    assert r.fate == Fate.DELIVERED
+
+
+def test_unconditional_verdict_rule_is_reported_as_policy_or_return() -> None:
+    # ip_tables.c get_chainname_rulenum(): no matches + standard verdict looks like the chain tail
+    text = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:C - [0:0]
+-A INPUT -j C
+-A INPUT -p udp -j ACCEPT
+-A INPUT -j DROP
+-A C -j RETURN
+COMMIT
+"""
+    r = simulate(rs_of(text), syn(22), node_facts())
+    assert step_tags(r.events) == [
+        ("filter", "INPUT", "rule", 1), ("filter", "C", "return", 1), ("filter", "INPUT", "policy", 3)]
+    assert r.fate == Fate.DROPPED and r.verdict.num == 3
+
+
+def test_return_in_builtin_chain_takes_the_policy() -> None:
+    text = "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp -j RETURN\n-A INPUT -j ACCEPT\nCOMMIT\n"
+    r = simulate(rs_of(text), syn(1), node_facts())
+    assert step_tags(r.events) == [("filter", "INPUT", "rule", 1), ("filter", "INPUT", "policy", 3)]
+    assert r.fate == Fate.DROPPED
+
+
+def test_established_skips_nat_and_says_so() -> None:
+    r = simulate(rs_of(SEED003), syn(52000, ctstate="ESTABLISHED"), node_facts())
+    assert all(e.table != "nat" for e in r.events)
+    assert r.fate == Fate.DELIVERED
+    assert any("nat table is not traversed" in a for a in r.assumptions)
+
+
+def test_dnat_reroutes_to_forward_with_route_and_ttl() -> None:
+    text = """*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -d 172.28.129.4/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.1.7:80
+-A POSTROUTING -o cni0 -j MASQUERADE
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -d 10.244.1.7/32 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT --ctorigdst 172.28.129.4 -j ACCEPT
+COMMIT
+"""
+    f = HostFacts()
+    load_addrs('[{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "172.28.129.4", "prefixlen": 24}]},'
+               '{"ifname": "cni0", "addr_info": [{"family": "inet", "local": "10.244.1.1", "prefixlen": 24}]}]',
+               f, origin=Origin("addrs.json"))
+    load_routes('[{"dst": "10.244.1.0/24", "dev": "cni0"}]', f, origin=Origin("routes.json"))
+    r = simulate(rs_of(text), syn(8080), f)
+    assert r.fate == Fate.FORWARDED
+    fwd = [e for e in r.events if e.chain == "FORWARD"][0]
+    assert (fwd.fields["DST"], fwd.fields["DPT"], fwd.fields["OUT"], fwd.fields["TTL"]) == (
+        "10.244.1.7", "80", "cni0", "63")
+    assert r.final["SRC"] == "10.244.1.1"  # MASQUERADE to cni0's address
+
+
+def test_unknown_match_is_an_assumption_and_assume_flips_it() -> None:
+    text = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m recent --rcheck --name x -j DROP\nCOMMIT\n"
+    r = simulate(rs_of(text), syn(1), node_facts())
+    assert r.fate == Fate.DELIVERED
+    assert any("cannot evaluate -m recent: assumed no match; use --assume recent=match" in a
+               for a in r.assumptions)
+    f = node_facts()
+    f.assume["recent"] = True
+    assert simulate(rs_of(text), syn(1), f).fate == Fate.DROPPED
+
+
+def test_statistic_takes_first_branch_and_records_it() -> None:
+    text = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+-A PREROUTING -m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.0.0.1
+-A PREROUTING -j DNAT --to-destination 10.0.0.2
+COMMIT
+"""
+    f = node_facts()
+    r = simulate(rs_of(text), syn(80), f)
+    assert r.events[0].num == 1 and r.final["DST"] == "10.0.0.1"
+    assert len(r.branches) == 1 and r.branches[0].taken and r.branches[0].num == 1
+    f.assume["nat:PREROUTING:1"] = False
+    r2 = simulate(rs_of(text), syn(80), f)
+    assert r2.final["DST"] == "10.0.0.2" and not r2.branches[0].taken
+
+
+@pytest.mark.parametrize("target, start, want", [
+    ("MARK --set-xmark 0x10/0xff", 0x1234, 0x1210),
+    ("MARK --set-mark 0x3/0xf", 0x1ff, 0x1f3),
+    ("MARK --and-mark 0xf0", 0x1ff, 0xf0),
+    ("MARK --or-mark 0x100", 0x1, 0x101),
+    ("MARK --xor-mark 0x3", 0x5, 0x6),
+])
+def test_mark_targets(target: str, start: int, want: int) -> None:
+    text = f"*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j {target}\nCOMMIT\n"
+    r = simulate(rs_of(text), syn(1, mark=start), node_facts())
+    assert r.final["MARK"] == f"0x{want:x}"
+
+
+def test_connmark_save_then_restore_needs_conntrack() -> None:
+    text = """*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+-A PREROUTING -j MARK --set-xmark 0x7/0xffffffff
+-A PREROUTING -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff
+-A PREROUTING -j MARK --set-xmark 0x0/0xffffffff
+-A PREROUTING -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
+-A INPUT -m connmark --mark 0x7 -j DROP
+COMMIT
+"""
+    r = simulate(rs_of(text), syn(1), node_facts())
+    assert r.final["MARK"] == "0x7" and r.fate == Fate.DROPPED
+
+
+def test_ipset_contents_with_nomatch() -> None:
+    text = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set bad src -j DROP\nCOMMIT\n"
+    f = node_facts()
+    load_ipsets("create bad hash:net family inet\nadd bad 172.28.0.0/16\nadd bad 172.28.129.2/32 nomatch\n",
+                f, origin=Origin("sets"))
+    assert simulate(rs_of(text), syn(1), f).fate == Fate.DELIVERED  # the nomatch entry wins
+    other = Probe(proto=6, src="172.28.1.1", dst="172.28.129.4", dport=1, iif="eth0")
+    assert simulate(rs_of(text), other, f).fate == Fate.DROPPED
+    missing = simulate(rs_of(text), syn(1), node_facts())
+    assert any("no contents for ipset 'bad'" in a for a in missing.assumptions)
+
+
+def test_conntrack_off_without_ct_rules() -> None:
+    text = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j LOG\nCOMMIT\n"
+    r = simulate(rs_of(text), syn(1), node_facts())
+    assert r.events == [] and any("does not track" in a for a in r.assumptions)
+
+
+def test_explain_miss_names_the_first_failing_condition() -> None:
+    r = simulate(rs_of(SEED003), syn(80), node_facts(), explain_miss="nat:KUBE-NODEPORTS")
+    assert [(m.rule.num, m.reason) for m in r.misses] == [(1, "needs --dport 52000; packet has DPT=80")]
+
+
+def test_output_path_owner_and_loopback() -> None:
+    text = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -m owner --uid-owner 1000 -j REJECT
+COMMIT
+"""
+    p = Probe(proto=17, src="172.28.129.4", dst="172.28.129.4", sport=1, dport=53, path="output", uid=1000)
+    r = simulate(rs_of(text), p, node_facts())
+    assert r.fate == Fate.REJECTED and r.events[0].fields["OUT"] == "lo"
+    p.uid = 0
+    r = simulate(rs_of(text), p, node_facts())
+    assert r.fate == Fate.DELIVERED and r.hooks == ["OUTPUT", "POSTROUTING", "PREROUTING", "INPUT"]
+
+
+def test_ipv6_icmpv6_type() -> None:
+    text = """# Generated by ip6tables-save v1.8.9
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -s 2001:db8::/32 -p ipv6-icmp -m icmp6 --icmpv6-type 128 -j DROP
+COMMIT
+"""
+    f = HostFacts()
+    f.add_local("2001:db8::1")
+    p = Probe(proto=58, src="2001:db8::2", dst="2001:db8::1", icmp_type=128, icmp_code=0)
+    r = simulate(rs_of(text), p, f)
+    assert r.fate == Fate.DROPPED and r.events[0].fields["PROTO"] == "ICMPv6"
+    with pytest.raises(RuletraceError, match="ipv6 but the packet is ipv4"):
+        simulate(rs_of(text), syn(1), f)
+
+
+def test_bad_rule_names_its_line() -> None:
+    text = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -m tcp --dport 99999 -j DROP\nCOMMIT\n"
+    with pytest.raises(RuletraceError) as e:
+        simulate(rs_of(text), syn(1), node_facts())
+    assert e.value.origin == Origin("t.rules", 3)
