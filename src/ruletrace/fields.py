@@ -25,11 +25,15 @@ as the kernel's MACDECODE prints it).
 
 from __future__ import annotations
 
+import re
+
 # Names a TraceEvent.fields dict may hold (kernel-log names, see docs/DEVELOPING.md).
 INTERFACE_FIELDS = ("IN", "OUT", "PHYSIN", "PHYSOUT")
 MAC_FIELDS = ("MAC", "MACDST", "MACSRC", "MACPROTO", "VPROTO", "VID", "TUNNEL")
 IPV4_FIELDS = ("SRC", "DST", "LEN", "TOS", "PREC", "TTL", "ID", "IPFLAGS", "FRAG", "IPOPT", "PROTO")
-IPV6_FIELDS = ("SRC", "DST", "LEN", "TC", "HOPLIMIT", "FLOWLBL", "FRAG", "FRAGID", "IPFLAGS", "IPOPT", "PROTO")
+IPV6_FIELDS = (
+    "SRC", "DST", "LEN", "TC", "HOPLIMIT", "FLOWLBL", "FRAG", "FRAGID", "IPFLAGS", "IPOPT", "PROTO",
+)
 TCP_FIELDS = ("SPT", "DPT", "SEQ", "ACK", "WINDOW", "RES", "TCPFLAGS", "URGP", "OPT")
 UDP_FIELDS = ("SPT", "DPT", "ULEN")
 ICMP_FIELDS = ("TYPE", "CODE", "ICMPID", "ICMPSEQ", "PARAMETER", "POINTER", "GATEWAY", "MTU", "INNER")
@@ -103,8 +107,15 @@ def _group(toks: list[str], i: int, open_: str, close: str) -> tuple[str, int]:
     return " ".join(toks[i:j]), j
 
 
+_last: tuple[object, dict[str, str]] = (None, {})  # the last text parsed and its fields
+
+
 def parse_fields(raw: str | bytes) -> dict[str, str]:
     """Parse the nf_log field text that starts at ``IN=`` into a dict keyed by kernel-log names."""
+    global _last
+    last = _last
+    if raw is last[0]:  # consecutive events often share one text object (see sources.kernel_log)
+        return dict(last[1])
     s = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
     if not s.startswith("IN="):
         i = s.find("IN=")
@@ -112,6 +123,71 @@ def parse_fields(raw: str | bytes) -> dict[str, str]:
             i = s.find("IN=", i + 3)
         if i >= 0:
             s = s[i:]
+    out = _parse_regular(s)
+    if out is None:
+        out = _parse_tokens(s)
+    _last = (raw, out)
+    return dict(out)
+
+
+_KV = re.compile(r"([A-Z]+)=(\S*)")
+_IP_FLAG = re.compile(r" (CE|DF|MF)(?= |$)")
+_TCP_FLAG = re.compile(r" (AE|CWR|ECE|URG|ACK|PSH|RST|SYN|FIN)(?= |$)")
+_TCP_OPT = re.compile(r" OPT \(([^ ()]*)\)")
+
+
+def _parse_regular(s: str) -> dict[str, str] | None:
+    """Fast path for the common layout (a few C-level regex calls); None for anything unusual.
+
+    Taken only when every token is accounted for: ``KEY=value`` pairs, IP flags before
+    ``PROTO=``, TCP flags and one TCP ``OPT (hex)`` after it. Glued keys, inner packets, IP
+    options, fragments' extension headers, ARP and unknown words go to ``_parse_tokens``.
+    """
+    p = s.find(" PROTO=")
+    if p < 0 or "[" in s:
+        return None
+    head = s[:p]
+    tail = s[p:]
+    hk = _KV.findall(head)
+    tk = _KV.findall(tail)
+    if len(hk) + len(tk) != s.count("="):
+        return None
+    ipf = _IP_FLAG.findall(head)
+    tcpf = _TCP_FLAG.findall(tail)
+    m = _TCP_OPT.search(tail)
+    if len(hk) + len(tk) + len(ipf) + len(tcpf) + (2 if m else 0) != len(s.split()):
+        return None
+    out = dict(hk)
+    if len(out) != len(hk):
+        return None  # a key twice
+    mac = out.get("MAC")
+    if mac is not None and len(mac) == _ETH_MAC_LEN:
+        out["MACDST"] = mac[:17]
+        out["MACSRC"] = mac[18:35]
+        out["MACPROTO"] = mac[36:38] + mac[39:41]
+    if ipf:
+        out["IPFLAGS"] = " ".join(ipf)
+    t = dict(tk)
+    proto = t["PROTO"]
+    if "LEN" in t:
+        t["ULEN"] = t.pop("LEN")
+    if proto.startswith("ICMP"):
+        if "ID" in t:
+            t["ICMPID"] = t.pop("ID")
+        if "SEQ" in t:
+            t["ICMPSEQ"] = t.pop("SEQ")
+    out.update(t)
+    if tcpf:
+        out["TCPFLAGS"] = " ".join(tcpf)
+    elif proto == "TCP" and "URGP" in out:
+        out["TCPFLAGS"] = ""
+    if m:
+        out["OPT"] = m.group(1)
+    return out
+
+
+def _parse_tokens(s: str) -> dict[str, str]:
+    """The general parser: token by token, splitting glued keys, grouping ``[…]`` and ``OPT (…)``."""
     out: dict[str, str] = {}
     toks = s.split()
     ipflags: list[str] = []

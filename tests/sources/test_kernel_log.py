@@ -426,3 +426,25 @@ def test_live_kernel_capture(tmp_path: Path) -> None:
         assert len({e.ident for e in syn}) == 1  # DNAT and forwarding do not change the ident
         assert any("INNER" in e.fields for e in evs)
         assert any(e.fields.get("FRAGID") for e in evs)
+
+
+def test_fast_field_parser_agrees_with_the_general_one() -> None:
+    from ruletrace.fields import _parse_regular, _parse_tokens
+
+    fast = 0
+    for path in sorted(FIXTURES.glob("*.log")) + [FIXTURES / "journal.json"]:
+        for ev in read(path.name)[0]:
+            text = ev.raw.decode()
+            got = _parse_regular(text)
+            if got is not None:
+                fast += 1
+                assert got == _parse_tokens(text), (path.name, ev.origin)
+    assert fast > 300  # most real lines take the fast path
+
+
+def test_parse_fields_returns_a_fresh_dict_each_time() -> None:
+    raw = LINE[LINE.index(b"IN=") :]
+    a = parse_fields(raw)
+    a["SRC"] = "changed"
+    b = parse_fields(raw)
+    assert b["SRC"] == "172.28.129.2" and a is not b

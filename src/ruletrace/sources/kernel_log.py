@@ -273,7 +273,9 @@ class _Reader:
             ts = self.head_ts(rec[:t])
         return self.event(info, fs, ts, line)
 
-    def event(self, info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None, line: int) -> KernelLogEvent | None:
+    def event(
+        self, info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None, line: int
+    ) -> KernelLogEvent | None:
         """Build the event for field text ``fs``; None (counted as skipped) when truncated."""
         if fs == self.prev_fs:  # consecutive steps of one packet: same text, same ident
             return self._make(info, self.prev_fs, ts, line, self.prev_got, None)

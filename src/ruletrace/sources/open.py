@@ -221,7 +221,10 @@ def check_text(head: bytes, name: str) -> None:
         raise RuletraceError("binary file, not a text log", origin=Origin(name))
 
 
-_RULESET_LINE = re.compile(rb"^(?:\*(?:filter|nat|mangle|raw|security)\s*$|-A \S+ |:\S+ (?:ACCEPT|DROP|-) \[|COMMIT\s*$)", re.M)
+# iptables-save lines: "*filter", "-A CHAIN ", ":CHAIN POLICY [p:b]", "COMMIT"
+_RULESET_LINE = re.compile(
+    rb"^(?:\*(?:filter|nat|mangle|raw|security)\s*$|-A \S+ |:\S+ (?:ACCEPT|DROP|-) \[|COMMIT\s*$)", re.M
+)
 _NFT_LINE = re.compile(rb"^\s*(?:table (?:ip|ip6|inet|bridge|arp|netdev) \S+ \{|chain \S+ \{)", re.M)
 
 
