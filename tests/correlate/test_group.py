@@ -44,9 +44,31 @@ def test_input_after_forward_is_another_traversal():
     assert len(list(group_packets(events))) == 2
 
 
-def test_exact_packet_id_overrides_ident():
-    a = [ev("filter:INPUT:rule:1", ident=("x",), packet_id=7), ev("filter:INPUT:policy:2", ident=("y",), packet_id=7)]
-    assert len(list(group_packets(a))) == 1
+def test_exact_packet_id_groups_events_without_ident():
+    a = [ev("filter:INPUT:rule:1", ident=None, packet_id=7), ev("filter:INPUT:policy:2", ident=None, packet_id=7),
+         ev("filter:INPUT:rule:1", ident=("", ""), packet_id=8)]
+    assert [len(p.events) for p in group_packets(a)] == [2, 1]
+
+
+def test_new_trace_id_mid_path_is_the_same_bridged_packet():
+    # nf_tables gives a bridged packet a new trace id at FORWARD (seen in the kernel lab)
+    a = path("raw:PREROUTING:policy:1 mangle:PREROUTING:policy:1", ident=("s",))
+    for e in a:
+        e.packet_id = 1
+    b = path("filter:FORWARD:policy:1 nat:POSTROUTING:policy:1", ident=("s",))
+    for e in b:
+        e.packet_id = 2
+    assert [len(p.events) for p in group_packets(a + b)] == [4]
+
+
+def test_new_trace_id_where_a_traversal_starts_is_a_new_packet():
+    # by position alone raw:PREROUTING rule 3 could follow rule 1 of the same packet
+    a = [ev("raw:PREROUTING:rule:1", ident=("s",), packet_id=1)]
+    b = [ev("raw:PREROUTING:rule:3", ident=("s",), packet_id=2), ev("filter:INPUT:policy:1", ident=("s",), packet_id=2)]
+    assert [len(p.events) for p in group_packets(a + b)] == [1, 2]
+    for e in b:
+        e.packet_id = 1
+    assert [len(p.events) for p in group_packets(a + b)] == [3]
 
 
 def test_output_order_follows_first_event_and_window_flushes():

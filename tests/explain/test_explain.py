@@ -126,3 +126,21 @@ def test_without_ruleset_steps_have_no_rule_text():
     e = Explainer(None).explain(Packet(1, [ev("filter:INPUT:rule:1"), ev("filter:INPUT:policy:2")]))
     assert [s.rule for s in e.steps] == [None, None]
     assert e.fate is Fate.DELIVERED
+
+
+def test_legacy_reports_unconditional_verdict_rules_as_chain_end():
+    # kernel lab, legacy ip_tables: "-A LOGDROP -j DROP" (rule 2) is traced as LOGDROP:return:2,
+    # and "-A INPUT -j ACCEPT" as INPUT:policy:N with N its own number
+    text = ("*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:LOGDROP - [0:0]\n"
+            "-A INPUT -p tcp -m tcp --dport 23 -j LOGDROP\n-A INPUT -j ACCEPT\n-A INPUT -p udp -j DROP\n"
+            "-A LOGDROP -j LOG --log-prefix \"drop: \"\n-A LOGDROP -j DROP\nCOMMIT\n")
+    rs = iptables_save.parse(text, origin=Origin("t.rules"))
+    e = Explainer(rs).explain(Packet(1, [ev("filter:INPUT:rule:1"), ev("filter:LOGDROP:rule:1"),
+                                         ev("filter:LOGDROP:return:2")]))
+    assert e.fate is Fate.DROPPED and (e.verdict.chain, e.verdict.num) == ("LOGDROP", 2)
+    assert e.steps[2].rule.text == "-A LOGDROP -j DROP" and e.steps[2].returned_to is None
+    assert not [s.warning for s in e.steps if s.warning]
+    e = Explainer(rs).explain(Packet(2, [ev("filter:INPUT:policy:2")]))
+    assert e.fate is Fate.DELIVERED and e.steps[0].rule.text == "-A INPUT -j ACCEPT"
+    e = Explainer(rs).explain(Packet(3, [ev("filter:INPUT:policy:4")]))  # the real policy: DROP
+    assert e.fate is Fate.DROPPED and e.verdict.rule is None and e.steps[0].policy == "DROP"

@@ -2,9 +2,9 @@
 
 Events of many packets interleave; a packet's addresses change at NAT, its TTL when it is
 forwarded, its mark mid-path. Grouping therefore keys on what stays the same along the path:
-the source's exact packet id where it has one (nf_tables trace id), else the event's
-``ident`` (IP ID, length, TCP sequence, … chosen by the source). Two packets with the same key
-are told apart by position: a packet only moves forward through the hooks (PREROUTING or
+the event's ``ident`` (IP ID, length, TCP sequence, … chosen by the source), else the source's
+exact packet id (nf_tables trace id). Two packets with the same key are told apart by their
+exact ids where a traversal starts, and by position: a packet only moves forward through the hooks (PREROUTING or
 OUTPUT, then INPUT or FORWARD, then POSTROUTING; tables in priority order within a hook), so
 an event that lies *behind* the open packet's position starts a new packet.
 """
@@ -24,8 +24,9 @@ _TABLE_INDEX = {hook: {t: i for i, t in enumerate(tables)} for hook, tables in H
 DEFAULT_WINDOW = 50_000  # events after which an idle open packet is considered complete
 
 
-# open packet state, a list for speed: [events, hook, table index, last num in hook, seen, id]
-_EVENTS, _HOOK, _TI, _LAST, _SEEN, _ID = range(6)
+# open packet state, a list for speed:
+# [events, hook, table index, last num in hook, seen, id, exact packet id of the last event]
+_EVENTS, _HOOK, _TI, _LAST, _SEEN, _ID, _PID = range(7)
 
 
 def _starts_new(op: list, hook: str, ti: int, num: int) -> bool:
@@ -42,10 +43,11 @@ def _starts_new(op: list, hook: str, ti: int, num: int) -> bool:
 
 
 def group_key(ev: TraceEvent):
-    if ev.packet_id is not None:
-        return ("id", ev.origin.path if ev.origin else None, ev.packet_id)
+    """What events of one packet share: the source's ident, else the exact id, else fields."""
     if ev.ident is not None:
         return ev.ident
+    if ev.packet_id is not None:
+        return ("id", ev.origin.path if ev.origin else None, ev.packet_id)
     f = ev.fields
     return (f.get("PROTO"), f.get("LEN"), f.get("ID"), f.get("SEQ"), f.get("FLOWLBL"), f.get("ICMPSEQ"))
 
@@ -76,18 +78,24 @@ def group_packets(
 
     for ev in events:
         counter += 1
-        key = ev.packet_id
-        if key is not None:
-            key = ("id", ev.origin.path if ev.origin else None, key)
-        else:
-            key = ev.ident
-            if key is None:
-                key = group_key(ev)
+        pid = ev.packet_id
+        key = ev.ident
+        if key is None or (pid is not None and not any(key)):
+            key = group_key(ev) if key is None else ("id", ev.origin.path if ev.origin else None, pid)
         tables = table_index.get(ev.chain)
         ti = tables.get(ev.table) if tables is not None else None
         op = open_.get(key)
         if op is not None:
-            if ti is not None and _starts_new(op, ev.chain, ti, ev.num or 0):
+            if ti is not None:
+                restart = _starts_new(op, ev.chain, ti, ev.num or 0) or (
+                    # another exact id where a traversal starts; mid-path a new id is the same
+                    # packet (bridged packets get a new nf_tables trace id at FORWARD)
+                    pid is not None and op[_PID] is not None and pid != op[_PID]
+                    and _HOOK_RANK[ev.chain] == 0 and op[_HOOK] is not None
+                )
+            else:
+                restart = pid is not None and op[_PID] is not None and pid != op[_PID]
+            if restart:
                 del open_[key]
                 finish(op)
                 op = None
@@ -96,11 +104,12 @@ def group_packets(
         if op is None:
             if admit is not None and not admit(ev):
                 continue
-            op = [[], None, -1, 0, 0, next_id]
+            op = [[], None, -1, 0, 0, next_id, pid]
             next_id += 1
             open_[key] = op
         op[_EVENTS].append(ev)
         op[_SEEN] = counter
+        op[_PID] = pid
         if ti is not None:
             if ev.chain != op[_HOOK] or ti != op[_TI]:
                 op[_HOOK], op[_TI], op[_LAST] = ev.chain, ti, 0

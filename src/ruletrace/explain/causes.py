@@ -81,7 +81,7 @@ def _nat_changes(expl: Explanation) -> None:
                 expl.nat.append(
                     Change(
                         what, old, new, step=i,
-                        note="rewritten by conntrack for an existing NAT connection (no nat rule traced)",
+                        note="rewritten by conntrack: the connection was NATed when it started; no nat rule ran now",
                     )
                 )
     # SNAT/MASQUERADE in POSTROUTING act after the last TRACE step: state them from the rule

@@ -98,12 +98,9 @@ def _action_for(rule: Rule | None, ruleset: Ruleset | None, table: str) -> str:
     return "jump"
 
 
-def _is_builtin(table: str, chain: str, ruleset: Ruleset | None) -> bool:
-    if ruleset is not None:
-        c = ruleset.chain(table, chain)
-        if c is not None:
-            return c.builtin
-    return chain in BUILTIN_CHAINS
+def _unconditional_verdict(rule: Rule) -> bool:
+    """A rule with no match at all whose target is a standard verdict (``-j DROP``)."""
+    return rule.target in ("ACCEPT", "DROP", "RETURN") and rule.spec.split() == ["-j", rule.target]
 
 
 class _Walker:
@@ -131,6 +128,14 @@ class _Walker:
                     rule = ch.rules[num - 1]
                 else:
                     warning = f"rule {num} is past the end of {table}:{chain} ({len(ch.rules)} rules)"
+            action = _action_for(rule, rs, table)
+        elif (
+            ch is not None and num is not None and 1 <= num <= len(ch.rules)
+            and _unconditional_verdict(ch.rules[num - 1])
+        ):
+            # legacy ip_tables reports an unconditional ACCEPT/DROP/RETURN rule as the chain's
+            # end ("return:N" / "policy:N" with N its own number): it cannot tell it from the tail
+            rule = ch.rules[num - 1]
             action = _action_for(rule, rs, table)
         elif kind is StepKind.RETURN:
             action = "return"
@@ -251,11 +256,10 @@ class _Walker:
             ev, sp = events[i], steps[i]
             return Verdict(sp.action, ev.table, ev.chain, ev.num, sp.rule, reason)
 
-        if last.action in ("drop", "reject") and last_ev.kind is not StepKind.RETURN:
+        if last.action in ("drop", "reject"):
             fate = Fate.DROPPED if last.action == "drop" else Fate.REJECTED
-            what = "rule" if last_ev.kind is StepKind.RULE else "policy"
-            reason = f"{fate.value} by {last_ev.table}:{last_ev.chain} {what} {last_ev.num}"
-            if last_ev.kind is StepKind.POLICY:
+            reason = f"{fate.value} by {last_ev.table}:{last_ev.chain} rule {last_ev.num}"
+            if last.rule is None:
                 reason = f"{fate.value} by the {last.action.upper()} policy of {last_ev.table}:{last_ev.chain}"
             return _Plan(steps, fate, verdict_of(last_i, reason), last_i, last_seen, notes=notes)
         if last.action == "queue":
@@ -289,10 +293,8 @@ class _Walker:
             fate = Fate.DELIVERED
         elif last_hook == "FORWARD":
             fate = Fate.FORWARDED
-            notes.append("no POSTROUTING step was traced (no table hooks POSTROUTING?)")
         elif last_hook == "OUTPUT":
             fate = Fate.SENT
-            notes.append("no POSTROUTING step was traced (no table hooks POSTROUTING?)")
         if last.action in ("jump", "goto", "continue", "unknown") and last_ev.kind is StepKind.RULE:
             # the trace stops in the middle of a chain
             if fate in (Fate.DELIVERED, Fate.FORWARDED, Fate.SENT) and last_hook == "POSTROUTING":

@@ -343,7 +343,8 @@ def _footer(expl: Explanation) -> list[_Hanging]:
         width = max(len(c.role) for c in expl.cause)
         lines: list[Text | _Hanging] = []
         for c in expl.cause:
-            where = _at(c.table, c.chain, c.num, c.rule is None and c.num is None)
+            # a link without a rule but with a number is a chain policy (num = rules + 1)
+            where = _at(c.table, c.chain, c.num, c.rule is None and c.num is not None)
             if c.text and where.plain in c.text:  # the sentence names the place itself
                 where = safe(c.text)
             elif c.text:
