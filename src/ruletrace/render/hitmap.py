@@ -1,0 +1,203 @@
+"""Rule hit map: how many traced packets matched each rule, reached it, or never got there.
+
+Counts are per packet (a packet that matches a rule twice counts once). A TRACE ``rule:N``
+step in chain C means rules 1..N-1 of C were evaluated and did not match, and rule N matched;
+``return``/``policy`` steps carry ``rules + 1``, so every rule of C was evaluated. The highest
+number a packet shows in C is therefore how far down C it got ("evaluated").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model import BUILTIN_CHAINS, HOOK_TABLES, TABLES, Ruleset
+
+HOOKS = tuple(HOOK_TABLES)
+
+# (table, chain, kind, num) of one TRACE step, kind as in StepKind ("rule", "return", "policy")
+Place = tuple[str, str, str, int | None]
+
+
+@dataclass(slots=True)
+class RuleHits:
+    """One rule with its counts."""
+
+    num: int
+    text: str | None  # the iptables-save line, None when the ruleset is unknown
+    hits: int = 0  # packets this rule matched
+    evaluated: int = 0  # packets that got to this rule (matched or not)
+
+    @property
+    def reached(self) -> bool:
+        return self.evaluated > 0
+
+
+@dataclass(slots=True)
+class ChainHits:
+    """One chain of one ruleset with the counts of its rules."""
+
+    ruleset: int  # index into the report's rulesets (0 when there is one)
+    table: str
+    name: str
+    policy: str | None
+    rules: list[RuleHits] = field(default_factory=list)
+    entered: int = 0  # packets with any step in this chain
+    fell_off: int = 0  # packets that reached the end (policy / return)
+    known: bool = True  # False: built from the trace alone, the ruleset was not given
+
+    @property
+    def hit_rules(self) -> int:
+        return sum(1 for r in self.rules if r.hits)
+
+    @property
+    def unreached(self) -> list[RuleHits]:
+        """Rules no traced packet got to."""
+        return [r for r in self.rules if not r.evaluated]
+
+    @property
+    def missed(self) -> list[RuleHits]:
+        """Rules packets got to but that never matched one."""
+        return [r for r in self.rules if r.evaluated and not r.hits]
+
+
+class HitMap:
+    """Accumulates per-rule packet counts over a stream of packets; holds no packet."""
+
+    __slots__ = ("rulesets", "hits", "ends", "entered", "_deepest", "tables", "packets")
+
+    def __init__(self, rulesets: Sequence[Ruleset] = ()) -> None:
+        self.rulesets = list(rulesets)
+        self.hits: Counter[tuple[int, str, str, int]] = Counter()
+        self.ends: Counter[tuple[int, str, str]] = Counter()
+        self.entered: Counter[tuple[int, str, str]] = Counter()
+        # (ruleset, table, chain) -> Counter of the highest rule number a packet showed there
+        self._deepest: dict[tuple[int, str, str], Counter[int]] = {}
+        self.tables: Counter[tuple[str, str]] = Counter()  # (hook, table) -> packets that passed it
+        self.packets = 0
+
+    def ruleset_index(self, family: str | None) -> int:
+        """Which ruleset a packet of ``family`` was explained against (as the pipeline picks it)."""
+        if family is not None:
+            for i, rs in enumerate(self.rulesets):
+                if rs.family == family:
+                    return i
+        return 0
+
+    def add(self, places: Iterable[Place], family: str | None = None) -> int:
+        """Count one packet's steps; return the ruleset index it was counted under."""
+        places = list(places)
+        rs = self.ruleset_index(family)
+        self.packets += 1
+        matched: set[tuple[int, str, str, int]] = set()
+        deepest: dict[tuple[int, str, str], int] = {}
+        fell: set[tuple[int, str, str]] = set()
+        for table, chain, kind, num in places:
+            key = (rs, table, chain)
+            if num is None:
+                deepest.setdefault(key, 0)
+                continue
+            if kind == "rule":
+                matched.add((rs, table, chain, num))
+            else:
+                fell.add(key)
+            if num > deepest.get(key, 0):
+                deepest[key] = num
+        self.hits.update(matched)
+        self.ends.update(fell)
+        self.entered.update(deepest.keys())
+        for key, n in deepest.items():
+            c = self._deepest.get(key)
+            if c is None:
+                c = self._deepest[key] = Counter()
+            c[n] += 1
+        for hook_table in set(hook_tables(places)):
+            self.tables[hook_table] += 1
+        return rs
+
+    def chains(self) -> list[ChainHits]:
+        """Every chain of every ruleset (in listing order, tables in kernel order) with its counts.
+
+        Without a ruleset, the chains and rules the packets showed are listed instead (rule
+        text unknown, ``known=False``).
+        """
+        out: list[ChainHits] = []
+        if self.rulesets:
+            for i, rs in enumerate(self.rulesets):
+                for table in _table_order(rs.tables):
+                    for chain in rs.tables[table].values():
+                        rules = [RuleHits(r.num, r.text) for r in chain.rules]
+                        out.append(self._fill(ChainHits(i, table, chain.name, chain.policy, rules)))
+            return out
+        sizes: dict[tuple[int, str, str], int] = {}
+        for (rs_i, table, chain), c in self._deepest.items():
+            top = max(c)
+            n = top - 1 if self.ends.get((rs_i, table, chain)) else top
+            sizes[(rs_i, table, chain)] = max(n, sizes.get((rs_i, table, chain), 0))
+        for (rs_i, table, chain), n in sorted(sizes.items(), key=lambda kv: _chain_sort(kv[0])):
+            rules = [RuleHits(k, None) for k in range(1, n + 1)]
+            policy = "?" if chain in BUILTIN_CHAINS else None
+            out.append(self._fill(ChainHits(rs_i, table, chain, policy, rules, known=False)))
+        return out
+
+    def _fill(self, ch: ChainHits) -> ChainHits:
+        key = (ch.ruleset, ch.table, ch.name)
+        ch.entered = self.entered.get(key, 0)
+        ch.fell_off = self.ends.get(key, 0)
+        deepest = self._deepest.get(key)
+        if deepest:
+            # evaluated(k) = packets whose deepest number in the chain is >= k: a suffix sum
+            order = sorted(deepest, reverse=True)
+            by_rule = {r.num: r for r in ch.rules}
+            running = 0
+            k_iter = iter(sorted(by_rule, reverse=True))
+            k = next(k_iter, None)
+            for n in order:
+                while k is not None and k > n:
+                    by_rule[k].evaluated = running
+                    k = next(k_iter, None)
+                running += deepest[n]
+            while k is not None:
+                by_rule[k].evaluated = running
+                k = next(k_iter, None)
+        for r in ch.rules:
+            r.hits = self.hits.get((ch.ruleset, ch.table, ch.name, r.num), 0)
+        return ch
+
+
+def hook_tables(places: Iterable[Place]) -> Iterator[tuple[str, str]]:
+    """The (hook, table) boxes of the packet-flow diagram a path passed, in order, repeats folded.
+
+    A built-in chain names its hook; user chains belong to the hook of the built-in chain
+    that called them (as the terminal tree groups them).
+    """
+    hook: str | None = None
+    last: tuple[str, str] | None = None
+    for table, chain, _kind, _num in places:
+        up = chain.upper()
+        if up in HOOK_TABLES and table in TABLES:
+            hook = up
+        if hook is None or table not in HOOK_TABLES[hook]:
+            continue
+        here = (hook, table)
+        if here != last:
+            yield here
+            last = here
+
+
+def places_of(steps: Iterable[Mapping[str, Any]]) -> list[Place]:
+    """(table, chain, kind, num) of each step of a JSON packet (``render.json.to_json``)."""
+    return [(s["table"], s["chain"], s["kind"], s.get("num")) for s in steps]
+
+
+def _table_order(tables: Iterable[str]) -> list[str]:
+    known = [t for t in TABLES if t in tables]
+    return known + sorted(t for t in tables if t not in TABLES)
+
+
+def _chain_sort(key: tuple[int, str, str]) -> tuple[int, int, bool, str]:
+    rs, table, chain = key
+    t = TABLES.index(table) if table in TABLES else len(TABLES)
+    return rs, t, chain not in BUILTIN_CHAINS, chain
