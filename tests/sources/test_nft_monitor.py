@@ -97,3 +97,13 @@ def test_garbage_line():
     with pytest.raises(RuletraceError) as ei:
         list(nft_monitor.read_events(io.BytesIO(raw), name="m"))
     assert ei.value.origin.line == len(raw.splitlines())
+
+
+def test_packet_dump_with_raw_link_layer_payload_keeps_the_ip_fields():
+    # nft prints "@ll,0,112 0x…" when it cannot decode the link layer (seen at nat POSTROUTING
+    # on a bridge in the kernel lab); the IP and UDP fields after it must still be read
+    from ruletrace.sources.nft_monitor import packet_fields
+
+    f = packet_fields('oif "br0" @ll,0,112 0x3ae0889de29a429f3136d7000800 ip saddr 172.17.0.2 '
+                      "ip daddr 172.17.0.3 ip ttl 64 ip id 17787 ip length 41 udp sport 40304 udp dport 5353")
+    assert (f["SRC"], f["DST"], f["ID"], f["PROTO"], f["DPT"]) == ("172.17.0.2", "172.17.0.3", "17787", "UDP", "5353")

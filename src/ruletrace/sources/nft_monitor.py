@@ -81,12 +81,15 @@ def packet_fields(text: str) -> dict[str, str]:
             f["IN" if t == "iif" else "OUT"] = toks[i + 1]
             i += 2
             continue
+        if t.startswith("@"):  # raw payload "@ll,0,112 0x3ae0…" (no link header decoded): skip it
+            i += 2
+            continue
         if t == "meta" and i + 2 < n:
             if toks[i + 1] == "mark":
                 f["MARK"] = _mark(toks[i + 2])
             i += 3
             continue
-        if i + 2 < n and toks[i + 1].isidentifier():
+        if i + 2 < n and t.isidentifier() and toks[i + 1].isidentifier():
             proto, key = t, toks[i + 1]
             val_i = i + 2
             if toks[val_i] == "==":
