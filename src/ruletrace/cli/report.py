@@ -94,9 +94,9 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
         except OSError as e:
             raise RuletraceError(f"cannot write the report: {e.strerror}", origin=Origin(output)) from e
         err.print(f"ruletrace: wrote {output} ({n} packets, {len(html) // 1024} KiB)", markup=False,
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     for w in warnings:
-        err.print(f"ruletrace: warning: {w}", markup=False, highlight=False, style="yellow")
+        err.print(f"ruletrace: warning: {w}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     return ExitStatus.OK if n else ExitStatus.FOUND_NOTHING
 
 

@@ -1,0 +1,37 @@
+"""Shared inputs for the report tests: the seed-003 pair (NodePort 52000 dropped, port 80 delivered)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "explain"
+RULES = str(FIX / "seed003.rules")
+LOG = str(FIX / "seed003.log")
+
+
+@lru_cache(maxsize=1)
+def seed003_json() -> tuple[dict, dict]:
+    """Packets 1 (dport 52000) and 2 (dport 80) of seed 003 in their JSON form."""
+    from ruletrace.pipeline import explain_files
+    from ruletrace.render.json import to_json
+
+    r = explain_files(RULES, [LOG])
+    a, b = (to_json(e) for e in r.explanations)
+    return a, b
+
+
+def step(table: str, chain: str, kind: str, num: int, rule: str | None = None, **fields: str) -> dict:
+    """One JSON step (render.json form) with the given fields."""
+    return {"table": table, "chain": chain, "kind": kind, "num": num, "rule": rule, "policy": None,
+            "returned_to": None, "depth": 0 if chain.isupper() and chain in {"PREROUTING", "INPUT", "FORWARD",
+            "OUTPUT", "POSTROUTING"} else 1, "action": None, "warning": None, "note": None, "fields": dict(fields)}
+
+
+def packet(pid: int, steps: list[dict], fate: str = "unknown", **top) -> dict:
+    """A JSON packet object around ``steps``."""
+    p = {"id": pid, "proto": "TCP", "src": "10.0.0.1", "dst": "10.0.0.2", "sport": 1000, "dport": 80,
+         "family": "ipv4", "in": "eth0", "out": None, "steps": steps, "fate": fate, "verdict": None,
+         "last_seen": None, "nat": [], "marks": [], "cause": [], "warnings": [], "notes": []}
+    p.update(top)
+    return p

@@ -1,0 +1,86 @@
+"""`ruletrace diff` and `ruletrace report` end to end on the seed-003 trace."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from report_cases import LOG, RULES, seed003_json
+
+from ruletrace.cli import main
+from ruletrace.cli.status import ExitStatus
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_diff_terminal_marks_kube_nodeports_rule_16(capsys):
+    code, out, err = run(capsys, "diff", "-r", RULES, LOG, "1", "2", "--no-color", "--width", "400")
+    assert code == ExitStatus.OK, err
+    first = next(line for line in out.splitlines() if line.startswith("first divergence"))
+    assert "nat:KUBE-NODEPORTS rule 16 matched packet 1 but not packet 2" in first
+    assert "--dport 52000: packet 1 has DPT=52000, packet 2 has DPT=80" in first
+    marked = [line for line in out.splitlines() if line.startswith(">")]
+    assert len(marked) == 1 and "nat:KUBE-NODEPORTS rule 16" in marked[0]
+    assert "divergence 2  nat:PREROUTING rule 3 matched packet 2 but not packet 1" in out
+
+
+def test_diff_json(capsys):
+    code, out, _ = run(capsys, "diff", "-r", RULES, LOG, "1", "2", "--json")
+    assert code == ExitStatus.OK
+    doc = json.loads(out)
+    assert doc["command"] == "diff" and doc["left"]["id"] == 1 and doc["right"]["id"] == 2
+    first = doc["divergences"][0]
+    assert (first["chain"], first["num"], first["matched"]) == ("KUBE-NODEPORTS", 16, "left")
+    assert first["fields"][0]["field"] == "DPT"
+
+
+def test_diff_left_right_from_two_files(tmp_path, capsys):
+    a, b = seed003_json()
+    fa, fb = tmp_path / "a.json", tmp_path / "b.jsonl"
+    fa.write_text(json.dumps({"schema": 1, "tool": "ruletrace", "packets": [a]}))
+    fb.write_text(json.dumps({**b, "id": 9}) + "\n")
+    code, out, err = run(capsys, "diff", "--left", f"{fa}:1", "--right", f"{fb}:9", "--json")
+    assert code == ExitStatus.OK, err
+    doc = json.loads(out)
+    assert doc["left"]["label"] == "a.json#1" and doc["right"]["label"] == "b.jsonl#9"
+    assert doc["divergences"][0]["num"] == 16
+
+
+def test_diff_same_packet_exits_found_nothing(capsys):
+    code, out, _ = run(capsys, "diff", "-r", RULES, LOG, "1", "1", "--no-color")
+    assert code == ExitStatus.FOUND_NOTHING
+    assert "the two paths are the same" in out
+
+
+def test_diff_errors(capsys):
+    code, _, err = run(capsys, "diff", "-r", RULES, LOG, "1", "5")
+    assert code == 2 and "no packet 5 in" in err
+    code, _, err = run(capsys, "diff", "-r", RULES, LOG, "1", "x")
+    assert code == 2 and "'x' is not a packet id" in err
+    code, _, err = run(capsys, "diff", "--left", f"{LOG}:1")
+    assert code == 2 and "both --left" in err
+
+
+def test_report_with_filters_and_diff(tmp_path, capsys):
+    out = tmp_path / "r.html"
+    code, _, err = run(capsys, "report", "-r", RULES, LOG, "-o", str(out), "--diff", "1,2", "--title", "k8s")
+    assert code == ExitStatus.OK, err
+    assert f"wrote {out}" in err
+    page = out.read_text()
+    assert "<title>k8s</title>" in page and 'id="diff"' in page
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', page, re.S).group(1))
+    assert data["defaults"] == {"a": 1, "b": 2}
+    code, _, _ = run(capsys, "report", "-r", RULES, LOG, "-o", str(out), "--fate", "dropped")
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', out.read_text(), re.S).group(1))
+    assert [p[0] for p in data["packets"]] == [1]
+    code, _, err = run(capsys, "report", "-r", RULES, LOG, "-o", str(out), "--fate", "dropped", "--diff", "1,2")
+    assert code == 2 and "--diff: no packet 2" in err
+
+
+def test_report_needs_input(capsys):
+    code, _, err = run(capsys, "report", "-o", "/dev/null")
+    assert code == 2 and "give a trace file" in err

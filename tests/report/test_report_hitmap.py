@@ -1,0 +1,71 @@
+"""Rule hit map: per-rule packet counts, how far packets got down each chain, unreached rules."""
+
+from __future__ import annotations
+
+from report_cases import RULES, seed003_json
+
+from ruletrace.render.hitmap import HitMap, hook_tables, places_of
+from ruletrace.rulesets import load_ruleset
+
+
+def _chain(chains, table, name):
+    return next(c for c in chains if (c.table, c.name) == (table, name))
+
+
+def test_seed003_counts():
+    rs = load_ruleset(RULES)
+    hm = HitMap([rs])
+    for p in seed003_json():
+        hm.add(places_of(p["steps"]), p["family"])
+    chains = hm.chains()
+    nodeports = _chain(chains, "nat", "KUBE-NODEPORTS")
+    assert nodeports.entered == 2 and nodeports.fell_off == 2
+    assert len(nodeports.rules) == 36
+    r16 = nodeports.rules[15]
+    assert (r16.num, r16.hits, r16.evaluated) == (16, 1, 2)
+    assert "--dport 52000" in r16.text
+    assert sum(r.hits for r in nodeports.rules) == 1
+    assert nodeports.unreached == []  # both packets went down the whole chain
+    pre = _chain(chains, "nat", "PREROUTING")
+    hits = {r.num: r.hits for r in pre.rules}
+    assert hits[1] == 2 and hits[2] == 2 and hits[3] == 1 and hits[5] == 1 and hits[4] == 0
+    evaluated = {r.num: r.evaluated for r in pre.rules}
+    # packet 2 stopped at rule 3 (REDIRECT is terminal), packet 1 went to the policy
+    assert evaluated[3] == 2 and evaluated[4] == 1 and evaluated[8] == 1
+    fw = _chain(chains, "filter", "KUBE-FIREWALL")
+    assert [r.hits for r in fw.rules] == [1, 0]
+    assert [r.evaluated for r in fw.rules] == [2, 1]
+    # a chain no packet entered: all its rules unreached
+    svc = _chain(chains, "nat", "KUBE-SVC-0000000000000000")
+    assert svc.entered == 0 and len(svc.unreached) == len(svc.rules)
+
+
+def test_every_chain_is_listed_tables_in_kernel_order():
+    rs = load_ruleset(RULES)
+    chains = HitMap([rs]).chains()
+    assert len(chains) == sum(len(t) for t in rs.tables.values())
+    order = [c.table for c in chains]
+    assert order == sorted(order, key=["raw", "mangle", "nat", "filter", "security"].index)
+
+
+def test_counts_once_per_packet():
+    hm = HitMap()
+    # a packet that enters X twice and matches rule 1 both times
+    hm.add([("filter", "INPUT", "rule", 1), ("filter", "X", "rule", 1), ("filter", "X", "return", 3),
+            ("filter", "INPUT", "rule", 2), ("filter", "X", "rule", 1), ("filter", "X", "return", 3),
+            ("filter", "INPUT", "policy", 3)])
+    chains = hm.chains()
+    x = _chain(chains, "filter", "X")
+    assert not x.known
+    assert [(r.num, r.hits, r.evaluated) for r in x.rules] == [(1, 1, 1), (2, 0, 1)]
+    assert x.entered == 1
+    inp = _chain(chains, "filter", "INPUT")
+    assert [r.hits for r in inp.rules] == [1, 1]
+
+
+def test_hook_tables_follow_builtin_chains():
+    a, b = seed003_json()
+    assert list(hook_tables(places_of(a["steps"]))) == [
+        ("PREROUTING", "raw"), ("PREROUTING", "mangle"), ("PREROUTING", "nat"), ("INPUT", "mangle"),
+        ("INPUT", "filter")]
+    assert list(hook_tables(places_of(b["steps"])))[-1] == ("INPUT", "nat")
