@@ -48,7 +48,6 @@ TRACE_MARK = b"TRACE: "  # ip_tables.c trace_packet(): prefix "TRACE: %s:%s:%s:%
 _MARK_LEN = len(TRACE_MARK)
 _KINDS = {b"rule": StepKind.RULE, b"return": StepKind.RETURN, b"policy": StepKind.POLICY}
 _TABLE_RE = re.compile(rb"[a-z][a-z0-9_]*\Z")
-_NUM_RE = re.compile(rb"\d+")
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 # "Jan  1 21:23:16", "Jan 01 21:23:16.620815" (journalctl short-precise), "Apr 1811:50:23" (damaged)
@@ -58,7 +57,8 @@ _DMESG_T_RE = re.compile(rb"\[([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\
 _UPTIME_RE = re.compile(rb"\[\s*(\d+\.\d+)\]")
 _KMSG_RE = re.compile(rb"\d+,\d+,(\d+),[^;]*;")
 _SNIFF_LINES = 2000
-_CACHE_MAX = 50_000  # distinct tags / stamps kept before a cache is cleared
+_CACHE_MAX = 200_000  # distinct tags / stamps / names kept before a cache is cleared
+_SEEN_MAX = 4096  # recent field texts kept for ident reuse (packets in flight are few)
 
 _ORIGIN = TraceEvent.__dict__["origin"]  # the base class's slot descriptor
 
@@ -82,27 +82,45 @@ class KernelLogEvent(TraceEvent):
         _ORIGIN.__set__(self, value)
 
 
+_NAMES: dict[bytes, str] = {}  # table and chain names, decoded once and shared by all tags
+_DIGITS = b"0123456789"
+
+
+def _name(b: bytes) -> str:
+    s = _NAMES.get(b)
+    if s is None:
+        if len(_NAMES) > _CACHE_MAX:
+            _NAMES.clear()
+        s = _NAMES[b] = b.decode("utf-8", "replace")
+    return s
+
+
 def _parse_tag(tag: bytes) -> tuple[tuple[str, str, StepKind, int] | None, int]:
     """``table:chain:type:num`` -> (table, chain, kind, num) and the tag's true length.
 
     The length is shorter than ``len(tag)`` when the paste lost the space before ``IN=``
-    (``policy:2IN=tap0``): the rest belongs to the fields.
+    (``policy:2IN=tap0``): the rest belongs to the fields. Chain names may hold colons.
     """
-    parts = tag.split(b":")
-    if len(parts) < 4:
+    a = tag.find(b":")
+    b = tag.rfind(b":")
+    c = tag.rfind(b":", 0, b)
+    if a <= 0 or c <= a + 1:
         return None, 0
-    kind = _KINDS.get(parts[-2])
-    if kind is None or not _TABLE_RE.match(parts[0]):
+    kind = _KINDS.get(tag[c + 1 : b])
+    if kind is None:
         return None, 0
-    last = parts[-1]
-    m = _NUM_RE.match(last)
-    if m is None:
+    num = tag[b + 1 :]
+    cut = len(tag)
+    if not num.isdigit():
+        k = len(num) - len(num.lstrip(_DIGITS))
+        if k == 0:
+            return None, 0
+        cut -= len(num) - k
+        num = num[:k]
+    table = tag[:a]
+    if table not in _NAMES and not _TABLE_RE.match(table):
         return None, 0
-    chain = b":".join(parts[1:-2])
-    if not chain:
-        return None, 0
-    cut = len(tag) - len(last) + m.end()
-    return (parts[0].decode(), chain.decode("utf-8", "replace"), kind, int(m.group())), cut
+    return (_name(table), _name(tag[a + 1 : c]), kind, int(num)), cut
 
 
 class _Clock:
@@ -529,10 +547,12 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
     lineno = 0
     nbytes = 0
     events = 0
-    # the field text of the previous clean record and what it gave: consecutive steps of one
-    # packet usually print the same text, so the ident is computed once and the bytes shared
+    # the field text of the previous clean record and what it gave; then the texts and the
+    # texts-after-TTL of recent records: the steps of the few packets in flight repeat them, so
+    # the ident is computed once per text and the bytes are shared between events
+    seen: dict[bytes, tuple[bytes, str, object]] = {}
+    tails: dict[bytes, tuple[str, object]] = {}
     prev_fs = b""
-    prev_tail: bytes | None = None
     prev_family: str | None = None
     prev_ident: object = None
     try:
@@ -573,21 +593,32 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
             if fs == prev_fs:
                 fs = prev_fs  # share the bytes
             else:
-                # the same text after TTL (IPv6: HOPLIMIT) and its value: the same packet, only
-                # addresses, TTL, TOS, interfaces or MAC differ (another hook, DNAT, forwarding)
-                _, sep, tail = fs.partition(b" TTL=")
-                if not sep:
-                    _, sep, tail = fs.partition(b" HOPLIMIT=")
-                _, _, tail = tail.partition(b" ")
-                if not sep or tail != prev_tail:
-                    idg = _fast_ident(fs) if fs.startswith(b"IN=") and head[:1] != b"{" else None
-                    if idg is None:  # damaged, truncated, glued, journal JSON
-                        for ev in rd.slow_line(line, lineno):
-                            events += 1
-                            yield ev
-                        continue
+                got = seen.get(fs)
+                if got is not None:  # a packet in flight seen before with this very text
+                    fs, prev_family, prev_ident = got
+                else:
+                    # the same text after TTL (IPv6: HOPLIMIT) and its value: the same packet,
+                    # only addresses, TTL, TOS, interfaces or MAC differ (another hook, DNAT, …)
+                    _, sep, tail = fs.partition(b" TTL=")
+                    if not sep:
+                        _, sep, tail = fs.partition(b" HOPLIMIT=")
+                    _, _, tail = tail.partition(b" ")
+                    idg = tails.get(tail) if sep else None
+                    if idg is None:
+                        idg = _fast_ident(fs) if fs.startswith(b"IN=") and head[:1] != b"{" else None
+                        if idg is None:  # damaged, truncated, glued, journal JSON
+                            for ev in rd.slow_line(line, lineno):
+                                events += 1
+                                yield ev
+                            continue
+                        if sep:
+                            if len(tails) >= _SEEN_MAX:
+                                tails.clear()
+                            tails[tail] = idg
                     prev_family, prev_ident = idg
-                    prev_tail = tail if sep else None
+                    if len(seen) >= _SEEN_MAX:
+                        seen.clear()
+                    seen[fs] = (fs, prev_family, prev_ident)
                 prev_fs = fs
             if not head:
                 ts = None
