@@ -111,7 +111,7 @@ def _work(args: tuple[int, int, int]) -> _Result:
             fam = packet.events[0].family
             ex = explainers.get(fam)
             if ex is None:
-                ex = explainers[fam] = Explainer(pick(rulesets, fam))
+                ex = explainers[fam] = Explainer(pick(rulesets, fam), summary_only=True)
             e = ex.explain(packet, detail=False)
             key = group_key(packet.events[0])
             if lines.in_overflow and _line_of(packet.events[-1]) > lines.range_lines:
@@ -152,14 +152,16 @@ def summarize(path: str, rulesets: list[Ruleset], pick, wants, workers: int | No
     """Summary over ``path`` computed by ``workers`` processes; returns (summary, skipped, events, misfits)."""
     from .render.summary import Summary
 
-    workers = workers or min(os.cpu_count() or 2, 8)
+    workers = max(2, workers or min(os.cpu_count() or 2, 8))
     size = os.path.getsize(path)
     bounds = [size * i // workers for i in range(workers + 1)]
     _JOB.update(path=path, rulesets=rulesets, pick=pick, wants=wants)
     try:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers) as pool:
-            results = pool.map(_work, [(i, bounds[i], bounds[i + 1]) for i in range(workers)])
+        # the parent reads the first range itself: one process (and one ruleset copy) less
+        with ctx.Pool(workers - 1) as pool:
+            rest = pool.map_async(_work, [(i, bounds[i], bounds[i + 1]) for i in range(1, workers)])
+            results = [_work((0, bounds[0], bounds[1]))] + rest.get()
     finally:
         _JOB.clear()
     total = Summary()

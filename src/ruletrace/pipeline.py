@@ -122,7 +122,7 @@ class Run:
         ex = self._explainers.get(family)
         if ex is None:
             rs = _pick_ruleset(self.rulesets, family)
-            ex = self._explainers[family] = Explainer(rs)
+            ex = self._explainers[family] = Explainer(rs, summary_only=not self.detail)
         return ex
 
     def read_events(self) -> Iterator[TraceEvent]:

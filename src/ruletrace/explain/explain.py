@@ -339,17 +339,31 @@ class _Walker:
 class Explainer:
     """Explains packets against one ruleset, caching the analysis of each distinct path."""
 
-    def __init__(self, ruleset: Ruleset | None) -> None:
+    def __init__(self, ruleset: Ruleset | None, *, summary_only: bool = False) -> None:
         self.ruleset = ruleset
         self._walker = _Walker(ruleset)
+        # path signature (tuple of step numbers) -> plan; steps are numbered through _step_ids so
+        # that a cached signature costs one pointer per step, not one tuple per step
         self._cache: dict[tuple, _Plan] = {}
+        self._step_ids: dict[tuple, int] = {}
+        self.summary_only = summary_only  # cached plans then keep no per-step detail
         self.misfit_packets = 0
 
     def _plan(self, events: list[TraceEvent]) -> _Plan:
-        sig = tuple(map(_SIG, events))
+        ids = self._step_ids
+        get = ids.get
+        sig_parts = []
+        for t in map(_SIG, events):
+            n = get(t)
+            if n is None:
+                n = ids[t] = len(ids)
+            sig_parts.append(n)
+        sig = tuple(sig_parts)
         plan = self._cache.get(sig)
         if plan is None:
             plan = self._walker.plan(events)
+            if self.summary_only:
+                plan.steps = []
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[sig] = plan
@@ -357,6 +371,8 @@ class Explainer:
 
     def explain(self, packet: Packet, *, detail: bool = True) -> Explanation:
         """Explain one packet; ``detail=False`` skips steps, NAT, marks and causes (for summaries)."""
+        if detail and self.summary_only:
+            raise ValueError("this Explainer keeps no step detail (summary_only=True)")
         plan = self._plan(packet.events)
         if plan.misfits:
             self.misfit_packets += 1
