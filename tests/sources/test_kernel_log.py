@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
 from ruletrace.fields import parse_fields
 from ruletrace.model import Origin, StepKind, TraceEvent
@@ -448,3 +450,31 @@ def test_parse_fields_returns_a_fresh_dict_each_time() -> None:
     a["SRC"] = "changed"
     b = parse_fields(raw)
     assert b["SRC"] == "172.28.129.2" and a is not b
+
+
+# -- robustness: whatever the bytes, the reader and the parser do not raise -----------------------
+
+_PIECES = [b"TRACE: ", b"raw:PREROUTING:policy:2", b"filter:X:rule:", b"IN=", b"OUT=eth0 ", b"LEN=60 ",
+           b"TOS=0x00 ", b"TTL=64 ", b"ID=1 ", b"TC=0 ", b"HOPLIMIT=1 ", b"FLOWLBL=0 ", b"PROTO=TCP ",
+           b"PROTO=ICMP ", b"PROTO=UDP ", b"SPT=1 ", b"LEN=", b"SEQ=", b"URGP=0 ", b"TYPE=8 ", b"CODE=0 ",
+           b"ID=", b"[", b"]", b"OPT (", b")", b"\n", b" ", b"{", b'"MESSAGE":[', b"Jan  1 21:23:16 h kernel: ",
+           b"[ 12.5] ", b"2026-01-01T00:00:00.5+00:00 ", b"\xff", b"\x00", b"0"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hst.lists(hst.sampled_from(_PIECES) | hst.binary(max_size=8), max_size=60))
+def test_reader_never_raises(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    stats = ReadStats()
+    evs = list(read_events(io.BytesIO(data), name="fuzz", stats=stats))
+    for e in evs:
+        assert isinstance(e.fields, dict)
+        assert e.origin.path == "fuzz" and 1 <= e.origin.line <= data.count(b"\n") + 1
+    assert stats.events == len(evs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hst.text(alphabet="INOUTSRCDLEPROTCY=[]() 0123456789:xMAF", max_size=120))
+def test_parse_fields_never_raises(text: str) -> None:
+    f = parse_fields(text)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in f.items())
