@@ -478,3 +478,9 @@ def test_reader_never_raises(parts: list[bytes]) -> None:
 def test_parse_fields_never_raises(text: str) -> None:
     f = parse_fields(text)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in f.items())
+
+
+def test_looks_like_a_syslog_file_whose_trace_lines_come_later() -> None:
+    head = b"".join(b"Nov 23 03:49:%02d rtkl-r sshd[812]: Accepted publickey for root\n" % i for i in range(50))
+    assert looks_like(head)
+    assert not looks_like(b"hello\nworld\n" * 20)

@@ -660,7 +660,7 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
 
 
 def looks_like(head: bytes) -> bool:
-    """True when the start of a file looks like a kernel log holding TRACE records."""
+    """True when the head holds a kernel-log TRACE record, or is mostly syslog / kernel-log lines."""
     lines = head.splitlines()[:_SNIFF_LINES]
     kernelish = 0
     for line in lines:
@@ -680,7 +680,8 @@ def looks_like(head: bytes) -> bool:
                 continue
             if TRACE_MARK in msg and b"IN=" in msg:
                 return True
-        if b" kernel: " in line or b'"_TRANSPORT":"kernel"' in line or _UPTIME_RE.match(line):
+        if (b" kernel: " in line or b'"_TRANSPORT":"kernel"' in line or _UPTIME_RE.match(line)
+                or _SYSLOG_RE.match(line) or _ISO_RE.match(line)):
             kernelish += 1
-    # a kernel log whose TRACE lines start further down
+    # a syslog file or kernel log whose TRACE lines start further down
     return bool(lines) and kernelish * 2 > len(lines)
