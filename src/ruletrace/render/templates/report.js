@@ -372,8 +372,9 @@
       changes.forEach(function (ch) {
         var c = ch[1], k = c[3], h = k !== null && k !== undefined ? hookAt(path, k) : null;
         var pl = k !== null && k !== undefined && k < path.length ? placeOf(path[k]) : null;
-        var text = w.toUpperCase() + ": " + c[0] + " " + (c[1] || (ch[0] === "mark" ? "0x0" : "?")) + " \u2192 " + (c[2] || "?");
-        var li = el("li", "", text + (pl ? "  (" + placeText(pl) + ")" : ""));
+        var full = c[0] + " " + (c[1] || (ch[0] === "mark" ? "0x0" : "?")) + " \u2192 " + (c[2] || "?");
+        var text = w.toUpperCase() + ": " + shortChange(c[0], c[1], c[2], ch[0]);
+        var li = el("li", "", w.toUpperCase() + ": " + full + (pl ? "  (" + placeText(pl) + ")" : ""));
         li.style.color = w === "a" ? "#164fb0" : "#b0430a";
         notes.appendChild(li);
         var at = h && D.labels[h];
@@ -386,6 +387,18 @@
     });
     $("diagram").setAttribute("data-a", state.a === null || state.a === undefined ? "" : String(state.a));
     $("diagram").setAttribute("data-b", state.b === null || state.b === undefined ? "" : String(state.b));
+  }
+
+  // "DST 10.0.0.1:80 -> 10.0.0.1:8080" is shown on the diagram as "DPT 80 -> 8080"
+  function shortChange(what, a, b, kind) {
+    a = a || (kind === "mark" ? "0x0" : "?"); b = b || "?";
+    var m1 = /^(.*):(\d+)$/.exec(a), m2 = /^(.*):(\d+)$/.exec(b);
+    if (m1 && m2 && (what === "DST" || what === "SRC")) {
+      var port = what === "DST" ? "DPT" : "SPT";
+      if (m1[1] === m2[1]) return port + " " + m1[2] + " \u2192 " + m2[2];
+      if (m1[2] === m2[2]) return what + " " + m1[1] + " \u2192 " + m2[1];
+    }
+    return what + " " + a + " \u2192 " + b;
   }
 
   // ------------------------------------------------------------------ hit map

@@ -1,0 +1,141 @@
+"""The HTML report in a real browser: headless Chromium renders the seed-003 report.
+
+Needs Debian's ``chromium`` package (/usr/bin/chromium); skipped without it. Not a kernel test.
+The checks read the DOM after the page's script ran (``--dump-dom``) and the browser's console
+log (``--enable-logging=stderr``: every console message, error or CSP violation is a CONSOLE line).
+A screenshot is saved under artifacts/ (git-ignored) for a look by eye.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from report_cases import LOG, RULES
+
+from ruletrace.cli import main
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="headless browser tests need Debian's chromium package (/usr/bin/chromium)"
+)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--enable-logging=stderr", "--v=0"]
+
+
+class _Elements(HTMLParser):
+    """Every element's tag and attributes, in document order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def by_id(self, ident: str) -> dict[str, str]:
+        return next(a for _t, a in self.elements if a.get("id") == ident)
+
+    def with_class(self, cls: str) -> list[dict[str, str]]:
+        return [a for _t, a in self.elements if cls in a.get("class", "").split()]
+
+
+def chromium(tmp: Path, url: str, *extra: str) -> tuple[str, str]:
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout, r.stderr
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def dom(tmp: Path, url: str) -> tuple[_Elements, str]:
+    out, err = chromium(tmp, url, "--dump-dom")
+    assert console_messages(err) == []
+    p = _Elements()
+    p.feed(out)
+    body = next(a for t, a in p.elements if t == "body")
+    assert body.get("data-state") == "ready"
+    assert "data-errors" not in body
+    return p, out
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    out = tmp / "report.html"
+    assert main(["report", "-r", RULES, LOG, "-o", str(out), "--diff", "1,2", "--title", "seed 003"]) == 0
+    return out
+
+
+def test_path_of_packet_1_is_drawn(page, tmp_path):
+    d, _ = dom(tmp_path, page.as_uri())
+    visited_a = {(a["data-hook"], a["data-table"]) for a in d.with_class("visited-a")}
+    assert visited_a == {("PREROUTING", "raw"), ("PREROUTING", "mangle"), ("PREROUTING", "nat"),
+                         ("INPUT", "mangle"), ("INPUT", "filter")}
+    visited_b = {(a["data-hook"], a["data-table"]) for a in d.with_class("visited-b")}
+    assert ("INPUT", "nat") in visited_b and ("INPUT", "nat") not in visited_a
+    # dropped in filter INPUT (KUBE-FIREWALL): that table is marked as deciding
+    assert {(a["data-hook"], a["data-table"]) for a in d.with_class("decided")} == {("INPUT", "filter")}
+    # arrows along the path: PREROUTING -> routing -> INPUT for both, INPUT -> local process for packet 2 only
+    paths_a = [a for a in d.with_class("path-a")]
+    paths_b = [a for a in d.with_class("path-b")]
+    assert len(paths_a) == 3 and len(paths_b) == 4
+    assert "on-b" in d.by_id("node-local")["class"] and "on-a" not in d.by_id("node-local")["class"]
+    assert d.by_id("diagram")["data-a"] == "1"
+
+
+def test_nat_and_mark_changes_are_labelled(page, tmp_path):
+    _, html = dom(tmp_path, page.as_uri())
+    labels = re.search(r'<g id="labels">(.*?)</g>', html, re.S).group(1)
+    assert "A: MARK 0x0 → 0x8000 @nat" in labels
+    assert "B: DPT 80 → 52000 @nat" in labels
+    notes = re.search(r'<ol id="flow-notes"[^>]*>(.*?)</ol>', html, re.S).group(1)
+    assert "B: DST 172.28.129.4:80 → 172.28.129.4:52000  (nat:PREROUTING rule 3)" in notes
+
+
+def test_fate_filter_from_url_hash(page, tmp_path):
+    d, _ = dom(tmp_path, page.as_uri() + "#fate=dropped")
+    rows = [a for t, a in d.elements if t == "li" and "pkt" in a.get("class", "").split()]
+    assert [(r["data-id"], r["data-fate"]) for r in rows] == [("1", "dropped")]
+    assert d.by_id("packet-list")["data-count"] == "1"
+
+
+def test_fate_filter_from_query_and_rule_filter(page, tmp_path):
+    d, _ = dom(tmp_path, page.as_uri() + "?fate=delivered")
+    rows = [a for t, a in d.elements if t == "li" and "pkt" in a.get("class", "").split()]
+    assert [(r["data-id"], r["data-fate"]) for r in rows] == [("2", "delivered")]
+    d, html = dom(tmp_path, page.as_uri() + "#rule=nat:KUBE-NODEPORTS:16")
+    rows = [a for t, a in d.elements if t == "li" and "pkt" in a.get("class", "").split()]
+    assert [r["data-id"] for r in rows] == ["1"]
+    assert "KUBE-NODEPORTS rule 16" in html
+
+
+def test_expanded_packet_and_ruleset_render_text_not_markup(page, tmp_path):
+    d, html = dom(tmp_path, page.as_uri() + "#packet=1")
+    assert "KUBE-FIREWALL" in html and "⇒ DROP" in html
+    # the hit map lists every chain and the ruleset shows rule 16 with its count
+    rules = [a for a in d.with_class("r") if a.get("id", "").startswith("rule-")]
+    assert len(rules) > 100
+    assert 'title="list the packets that matched this rule"' in html
+
+
+def test_screenshot(page, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report-seed003.png"
+    shot.unlink(missing_ok=True)
+    _, err = chromium(tmp_path, page.as_uri(), f"--screenshot={shot}", "--window-size=1400,1800",
+                      "--hide-scrollbars")
+    assert console_messages(err) == []
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    shutil.copy(page, ARTIFACTS / "report-seed003.html")
