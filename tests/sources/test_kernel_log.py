@@ -72,7 +72,8 @@ def test_ident_is_invariant_along_the_path_through_dnat_mark_and_ttl() -> None:
     evs, _ = read("dmesg-ipv4.log")
     syn = evs[10:20]
     assert [e.tag for e in syn][:4] == [
-        "raw:PREROUTING:policy:2", "mangle:PREROUTING:rule:1", "mangle:PREROUTING:policy:2", "nat:PREROUTING:rule:1"]
+        "raw:PREROUTING:policy:2", "mangle:PREROUTING:rule:1", "mangle:PREROUTING:policy:2",
+        "nat:PREROUTING:rule:1"]
     before, after = syn[3].fields, syn[4].fields
     assert (before["DST"], before["DPT"], before["TTL"]) == ("10.231.1.1", "8080", "64")
     assert (after["DST"], after["DPT"], after["TTL"]) == ("10.231.2.2", "80", "63")
@@ -292,8 +293,8 @@ def test_dmesg_raw_and_level_prefixes() -> None:
 
 
 def test_chain_names_with_colons_and_events_lazy_fields() -> None:
-    evs, _ = read_bytes(b"TRACE: filter:odd:name:rule:7 IN=lo OUT= SRC=127.0.0.1 DST=127.0.0.1 LEN=84 TOS=0x00 "
-                        b"PREC=0x00 TTL=64 ID=1 PROTO=47 \n")
+    evs, _ = read_bytes(b"TRACE: filter:odd:name:rule:7 IN=lo OUT= SRC=127.0.0.1 DST=127.0.0.1 LEN=84 "
+                        b"TOS=0x00 PREC=0x00 TTL=64 ID=1 PROTO=47 \n")
     (e,) = evs
     assert (e.table, e.chain, e.kind, e.num) == ("filter", "odd:name", StepKind.RULE, 7)
     assert e._fields is None  # not parsed yet
@@ -302,9 +303,9 @@ def test_chain_names_with_colons_and_events_lazy_fields() -> None:
 
 
 def test_log_target_lines_are_counted_not_events() -> None:
-    data = (b"Jan  1 21:23:16 h kernel: [12.5] IPT-DROP: IN=eth0 OUT= MAC=00:15:5d:12:e2:28:00:15:5d:12:e2:24:08:00 "
-            b"SRC=1.2.3.4 DST=5.6.7.8 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=1 DF PROTO=TCP SPT=1 DPT=2 WINDOW=1 "
-            b"RES=0x00 SYN URGP=0 \n"
+    data = (b"Jan  1 21:23:16 h kernel: [12.5] IPT-DROP: IN=eth0 OUT= "
+            b"MAC=00:15:5d:12:e2:28:00:15:5d:12:e2:24:08:00 SRC=1.2.3.4 DST=5.6.7.8 LEN=60 TOS=0x00 PREC=0x00 "
+            b"TTL=64 ID=1 DF PROTO=TCP SPT=1 DPT=2 WINDOW=1 RES=0x00 SYN URGP=0 \n"
             b"Jan  1 21:23:17 h kernel: IPT-DROP: IN=eth0 OUT= SRC=1.2.3.4 DST=5.6.7.8 LEN=60 TOS=0x00 "
             b"PREC=0x00 TTL=64 ID=2 DF PROTO=TCP SPT=1 DPT=2 WINDOW=1 RES=0x00 SYN URGP=0 \n"
             b"Jan  1 21:23:18 h sshd[1]: LOGIN=root OUT=whatever\n")
@@ -326,7 +327,8 @@ def test_looks_like() -> None:
     assert looks_like(LINE[LINE.index(b"TRACE") :])
     assert not looks_like(b"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j TRACE\nCOMMIT\n")
     assert not looks_like(b"trace id 9ab5f3a1 ip filter INPUT packet: iif \"eth0\"\n")
-    assert not looks_like(b"PACKET: 2 9ab5f3a1 IN=eth0 \nTRACE: 2 9ab5f3a1 raw:PREROUTING:rule:0x3:CONTINUE\n")
+    xt = b"PACKET: 2 9ab5f3a1 IN=eth0 \nTRACE: 2 9ab5f3a1 raw:PREROUTING:rule:0x3:CONTINUE\n"
+    assert not looks_like(xt)  # xtables-monitor --trace
     assert not looks_like(b"")
 
 
@@ -337,14 +339,15 @@ def test_parse_fields_glued_keys() -> None:
     f = parse_fields("IN=tap0 OUT= SRC=10.0.0.4 DST=192.168.0.19 LEN=84TOS=0x00 PREC=0x00 TTL=64ID=0 DF "
                      "PROTO=ICMP TYPE=8CODE=0ID=28976SEQ=1 UID=0GID=5")
     assert (f["LEN"], f["TOS"], f["TTL"], f["ID"], f["IPFLAGS"]) == ("84", "0x00", "64", "0", "DF")
-    assert (f["TYPE"], f["CODE"], f["ICMPID"], f["ICMPSEQ"], f["UID"], f["GID"]) == ("8", "0", "28976", "1", "0", "5")
+    assert (f["TYPE"], f["CODE"], f["ICMPID"], f["ICMPSEQ"]) == ("8", "0", "28976", "1")
+    assert (f["UID"], f["GID"]) == ("0", "5")
     assert parse_fields("IN=OUT=eth1 SRC=1.1.1.1")["OUT"] == "eth1"
 
 
 def test_parse_fields_bridge_macdecode_and_incomplete() -> None:
-    f = parse_fields(b"IN=br0 OUT=br0 PHYSIN=veth1 PHYSOUT=veth2 MACSRC=aa:bb:cc:dd:ee:ff MACDST=11:22:33:44:55:66 "
-                     b"VPROTO=8100 VID=10 MACPROTO=0800 SRC=1.2.3.4 DST=5.6.7.8 LEN=40 TOS=0x10 PREC=0x00 TTL=1 "
-                     b"ID=9 CE PROTO=TCP INCOMPLETE [12 bytes] MARK=0xff ")
+    f = parse_fields(b"IN=br0 OUT=br0 PHYSIN=veth1 PHYSOUT=veth2 MACSRC=aa:bb:cc:dd:ee:ff "
+                     b"MACDST=11:22:33:44:55:66 VPROTO=8100 VID=10 MACPROTO=0800 SRC=1.2.3.4 DST=5.6.7.8 LEN=40 "
+                     b"TOS=0x10 PREC=0x00 TTL=1 ID=9 CE PROTO=TCP INCOMPLETE [12 bytes] MARK=0xff ")
     assert (f["PHYSIN"], f["PHYSOUT"], f["MACSRC"], f["MACDST"], f["MACPROTO"], f["VID"]) == (
         "veth1", "veth2", "aa:bb:cc:dd:ee:ff", "11:22:33:44:55:66", "0800", "10")
     assert "MAC" not in f and f["IPFLAGS"] == "CE" and f["INCOMPLETE"] == "12" and f["MARK"] == "0xff"
@@ -354,7 +357,8 @@ def test_parse_fields_ip_options_esp_and_tcp_flags() -> None:
     f = parse_fields("IN=eth0 OUT= SRC=1.2.3.4 DST=5.6.7.8 LEN=64 TOS=0x00 PREC=0x00 TTL=64 ID=7 DF "
                      "OPT (94040000) PROTO=TCP SPT=1 DPT=2 SEQ=5 ACK=6 WINDOW=7 RES=0x00 ACK PSH FIN URGP=0 ")
     assert f["IPOPT"] == "94040000" and "OPT" not in f and f["TCPFLAGS"] == "ACK PSH FIN"
-    f = parse_fields("IN=eth0 OUT= SRC=1.2.3.4 DST=5.6.7.8 LEN=64 TOS=0x00 PREC=0x00 TTL=64 ID=7 PROTO=ESP SPI=0x1f ")
+    f = parse_fields("IN=eth0 OUT= SRC=1.2.3.4 DST=5.6.7.8 LEN=64 TOS=0x00 PREC=0x00 TTL=64 ID=7 "
+                     "PROTO=ESP SPI=0x1f ")
     assert (f["PROTO"], f["SPI"]) == ("ESP", "0x1f")
 
 
@@ -457,8 +461,8 @@ def test_parse_fields_returns_a_fresh_dict_each_time() -> None:
 _PIECES = [b"TRACE: ", b"raw:PREROUTING:policy:2", b"filter:X:rule:", b"IN=", b"OUT=eth0 ", b"LEN=60 ",
            b"TOS=0x00 ", b"TTL=64 ", b"ID=1 ", b"TC=0 ", b"HOPLIMIT=1 ", b"FLOWLBL=0 ", b"PROTO=TCP ",
            b"PROTO=ICMP ", b"PROTO=UDP ", b"SPT=1 ", b"LEN=", b"SEQ=", b"URGP=0 ", b"TYPE=8 ", b"CODE=0 ",
-           b"ID=", b"[", b"]", b"OPT (", b")", b"\n", b" ", b"{", b'"MESSAGE":[', b"Jan  1 21:23:16 h kernel: ",
-           b"[ 12.5] ", b"2026-01-01T00:00:00.5+00:00 ", b"\xff", b"\x00", b"0"]
+           b"ID=", b"[", b"]", b"OPT (", b")", b"\n", b" ", b"{", b'"MESSAGE":[',
+           b"Jan  1 21:23:16 h kernel: ", b"[ 12.5] ", b"2026-01-01T00:00:00.5+00:00 ", b"\xff", b"\x00", b"0"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -481,6 +485,15 @@ def test_parse_fields_never_raises(text: str) -> None:
 
 
 def test_looks_like_a_syslog_file_whose_trace_lines_come_later() -> None:
-    head = b"".join(b"Nov 23 03:49:%02d rtkl-r sshd[812]: Accepted publickey for root\n" % i for i in range(50))
+    head = b"".join(b"Nov 23 03:49:%02d rtkl-r sshd[812]: Accepted publickey\n" % i for i in range(50))
     assert looks_like(head)
     assert not looks_like(b"hello\nworld\n" * 20)
+
+
+def test_events_pickle_for_worker_processes() -> None:
+    import pickle
+
+    evs, _ = read("kern.log")
+    e = pickle.loads(pickle.dumps(evs[3]))
+    assert (e.tag, e.origin) == (evs[3].tag, Origin("kern.log", 4))
+    assert (e.ident, e.fields) == (evs[3].ident, evs[3].fields)

@@ -40,7 +40,8 @@ def test_plain_file(tmp_path: Path) -> None:
         assert stream.read() == KERN_LOG.read_bytes()  # sniffing consumed nothing
 
 
-@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress], ids=["gzip", "bzip2", "xz"])
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress],
+                         ids=["gzip", "bzip2", "xz"])
 def test_compressed_by_magic_not_name(tmp_path: Path, compress) -> None:
     p = tmp_path / "kern.log.1"  # no .gz suffix
     p.write_bytes(compress(KERN_LOG.read_bytes()))
