@@ -15,9 +15,17 @@ the journal's ``__REALTIME_TIMESTAMP``, a ``dmesg -T`` stamp (local time zone) â
 the epoch â€” or else the kernel's uptime in seconds (``[12345.678901]``, ``/dev/kmsg``); None for
 bare lines. Lines of the LOG target (fields but no TRACE tag) are counted in ``ReadStats``.
 
-Speed: lines are bytes; the hot path is a few ``find``s and slices per line, the tag is parsed
-once per distinct tag, fields are parsed only when ``event.fields`` is first read, and the
-Origin of an event is built only when asked for.
+``TraceEvent.ident`` is a tuple of byte strings taken from the fields that stay the same along a
+packet's path (see ``_fast_ident``); records the fast path cannot take apart (damaged pastes)
+get ``("~",) + fields.packet_ident(...)``. Idents are comparable within this source only.
+Lines that look like TRACE records but cannot be read (cut short, bad tag) are counted as
+skipped, with their line numbers; other lines are ordinary log content.
+
+Speed: lines are bytes; the hot path is a few ``partition``s per line (on this path the number
+of calls, not of bytes, is the cost), the tag is parsed once per distinct tag, the ident once
+per distinct field text (consecutive steps of a packet repeat it) and the bytes are shared,
+fields are parsed only when ``event.fields`` is first read, and an event's Origin is built
+only when asked for. Events are ``KernelLogEvent``, a TraceEvent subclass for that last point.
 """
 
 from __future__ import annotations
