@@ -20,7 +20,10 @@ before ``PROTO`` (and the IPv6 extension-header text) is ``IPOPT``, the TCP one 
 (hex, without the parentheses); the ICMP
 error's quoted packet ``[SRC=... ]`` is kept as text in ``INNER``; ``MAC`` is kept and, when it
 is an Ethernet header, also split into ``MACDST``, ``MACSRC`` and ``MACPROTO`` (4 hex digits,
-as the kernel's MACDECODE prints it).
+as the kernel's MACDECODE prints it). IPv6 fragment headers give ``FRAG`` (offset), ``FRAGID``
+(hex) and ``MF`` in ``IPFLAGS`` (the kernel's ``INCOMPLETE`` there); ``INCOMPLETE [n bytes]``
+gives ``INCOMPLETE`` = n; words nobody knows are kept, space-joined, in ``EXTRA``.
+Values are the kernel's text, unconverted (``TOS=0x00``, ``MARK=0x8000``, addresses as printed).
 """
 
 from __future__ import annotations
