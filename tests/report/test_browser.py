@@ -139,3 +139,38 @@ def test_screenshot(page, tmp_path):
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     shutil.copy(page, ARTIFACTS / "report-seed003.html")
+
+
+@pytest.mark.slow
+def test_100k_packets_open_quickly_one_page_in_the_dom(tmp_path):
+    import time
+
+    from report_cases import seed003_json
+
+    from ruletrace.render.html import ReportBuilder
+    from ruletrace.rulesets import load_ruleset
+
+    a, b = seed003_json()
+    builder = ReportBuilder([load_ruleset(RULES)])
+    t0 = time.perf_counter()
+    for k in range(50_000):
+        for p, base in ((a, 0), (b, 1)):
+            q = dict(p)
+            q["id"] = 2 * k + base + 1
+            q["sport"] = 1024 + k % 60000
+            q["src"] = f"10.{k >> 16 & 255}.{k >> 8 & 255}.{k & 255}"
+            builder.add(q)
+    html = builder.render(title="100k")
+    build_s = time.perf_counter() - t0
+    out = tmp_path / "big.html"
+    out.write_text(html)
+    assert len(html) < 15_000_000, f"{len(html)} bytes"
+    t0 = time.perf_counter()
+    d, _ = dom(tmp_path, out.as_uri() + "#fate=dropped&page=3")
+    open_s = time.perf_counter() - t0
+    rows = [x for t, x in d.elements if t == "li" and "pkt" in x.get("class", "").split()]
+    assert len(rows) == 200 and {r["data-fate"] for r in rows} == {"dropped"}
+    assert rows[0]["data-id"] == str(2 * 400 + 1)  # page 3 of the dropped packets starts at the 401st
+    assert d.by_id("packet-list")["data-count"] == "50000"
+    print(f"100k packets: build+render {build_s:.1f} s, {len(html) / 1e6:.1f} MB, browser open+dump {open_s:.1f} s")
+    assert open_s < 30

@@ -125,6 +125,7 @@ class ReportBuilder:
         self._strings: dict[str, int] = {}
         self.packets: list[list[Any]] = []
         self.extras: list[dict[str, Any]] = []
+        self._extra_ids: dict[str, int] = {}
         self.first_by_fate: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ input
@@ -171,7 +172,7 @@ class ReportBuilder:
         self.packets.append([
             pid, FATES.index(fate) if fate in FATES else FATES.index("unknown"), path,
             p.get("proto"), p.get("src"), p.get("sport"), p.get("dst"), p.get("dport"),
-            p.get("in"), p.get("out"), _flags(p), decisive, extra,
+            p.get("in"), p.get("out"), _flags(p), decisive, extra, _nat(p),
         ])
 
     def add_all(self, items: Iterable[Explanation | Mapping[str, Any]]) -> int:
@@ -193,10 +194,9 @@ class ReportBuilder:
         v = p.get("verdict")
         if v and v.get("reason"):
             e["why"] = self._s(v["reason"])
-        for key in ("nat", "marks"):
-            ch = p.get(key) or []
-            if ch:
-                e[key] = [[c.get("what"), c.get("old"), c.get("new"), c.get("step")] for c in ch]
+        ch = p.get("marks") or []
+        if ch:
+            e["marks"] = [[c.get("what"), c.get("old"), c.get("new"), c.get("step")] for c in ch]
         cause = [c for c in p.get("cause") or [] if c.get("role") != "decided"]
         if cause:
             e["cause"] = [[self._s(c.get("role") or ""), self._s(c.get("text") or ""), c.get("step")] for c in cause]
@@ -214,8 +214,12 @@ class ReportBuilder:
             e["last"] = self._s(p["last_seen"])
         if not e:
             return -1
-        self.extras.append(e)
-        return len(self.extras) - 1
+        key = dumps(e)  # packets that took the same path mostly share these: store each once
+        i = self._extra_ids.get(key)
+        if i is None:
+            i = self._extra_ids[key] = len(self.extras)
+            self.extras.append(e)
+        return i
 
     # ------------------------------------------------------------------ output
 
@@ -424,6 +428,30 @@ def _decisive_step(p: Mapping[str, Any], places: list[tuple[str, str, str, Any]]
         if t == v.get("table") and ch == v.get("chain") and (v.get("num") is None or num == v.get("num")):
             return k
     return -1
+
+
+def _nat(p: Mapping[str, Any]) -> list[list[Any]] | None:
+    # NAT rewrites differ per packet (addresses), so they stay with the packet, not in the shared
+    # extras; an ``old`` equal to the packet's own first DST:DPT / SRC:SPT is written as 0
+    out = []
+    for c in p.get("nat") or ():
+        old = c.get("old")
+        what = c.get("what")
+        if (what == "DST" and old == _endpoint(p.get("dst"), p.get("dport"))) or (
+            what == "SRC" and old == _endpoint(p.get("src"), p.get("sport"))
+        ):
+            old = 0
+        out.append([what, old, c.get("new"), c.get("step")])
+    return out or None
+
+
+def _endpoint(addr: Any, port: Any) -> str | None:
+    if not addr:
+        return None
+    a = str(addr)
+    if port is None:
+        return a
+    return f"[{a}]:{port}" if ":" in a else f"{a}:{port}"
 
 
 def _flags(p: Mapping[str, Any]) -> str | None:

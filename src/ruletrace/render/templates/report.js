@@ -14,7 +14,7 @@
   var HM_PAGE = 100, RS_PAGE_RULES = 600, STRIP_MAX = 240;
   var P = D.packets;
   // packet row columns
-  var ID = 0, FATE = 1, PATH = 2, PROTO = 3, SRC = 4, SPORT = 5, DST = 6, DPORT = 7, IN = 8, OUT = 9, FLAGS = 10, DEC = 11, EXTRA = 12;
+  var ID = 0, FATE = 1, PATH = 2, PROTO = 3, SRC = 4, SPORT = 5, DST = 6, DPORT = 7, IN = 8, OUT = 9, FLAGS = 10, DEC = 11, EXTRA = 12, NAT = 13;
   var byId = {};
   for (var i = 0; i < P.length; i++) byId[String(P[i][ID])] = i;
 
@@ -39,6 +39,13 @@
   function placeOf(sid) { return D.places[D.steps[sid][0]]; }
   function pathOf(p) { return D.paths[p[PATH]]; }
   function extraOf(p) { return p[EXTRA] >= 0 ? D.extras[p[EXTRA]] : {}; }
+  // NAT rewrites of a packet; an old value of 0 means the packet's own first address:port
+  function natOf(p) {
+    return (p[NAT] || []).map(function (c) {
+      var old = c[1] === 0 ? (c[0] === "SRC" ? endpoint(p[SRC], p[SPORT]) : endpoint(p[DST], p[DPORT])) : c[1];
+      return [c[0], old, c[2], c[3]];
+    });
+  }
   function endpoint(a, port) {
     if (!a) return "?";
     var s = String(a);
@@ -281,7 +288,7 @@
     }
     var ann = {};
     function add(k, cls, text) { (ann[k] = ann[k] || []).push([cls, text]); }
-    (e.nat || []).forEach(function (c) { add(c[3], "ann", c[0] + " " + (c[1] || "?") + " \u2192 " + (c[2] || "?")); });
+    natOf(p).forEach(function (c) { add(c[3], "ann", c[0] + " " + (c[1] || "?") + " \u2192 " + (c[2] || "?")); });
     (e.marks || []).forEach(function (c) { add(c[3], "ann mark", c[0] + " " + (c[1] || "0x0") + " \u2192 " + (c[2] || "?")); });
     (e.sw || []).forEach(function (c) { add(c[0], "warnl", "! " + str(c[1])); });
     (e.sn || []).forEach(function (c) { add(c[0], "note", str(c[1])); });
@@ -367,7 +374,7 @@
       }
       // NAT rewrites and mark changes: labelled next to their hook, and listed under the diagram
       var e = extraOf(p), changes = [];
-      (e.nat || []).forEach(function (c) { changes.push(["nat", c]); });
+      natOf(p).forEach(function (c) { changes.push(["nat", c]); });
       (e.marks || []).forEach(function (c) { changes.push(["mark", c]); });
       changes.forEach(function (ch) {
         var c = ch[1], k = c[3], h = k !== null && k !== undefined ? hookAt(path, k) : null;
