@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from ..errors import RuletraceError
-from ..model import Fate, Origin
-from ..pipeline import PacketFilter, Run, load_rulesets
+from ..model import Origin
+from ..pipeline import PacketFilter, Run, _field_matches, load_rulesets
 from ..sources.detect import FORMATS
 from .console import make_consoles
 from .explain import _example_paths
@@ -280,7 +280,7 @@ class JsonPackets:
         else:
             raise RuletraceError("not ruletrace JSON: expected an object with \"packets\" (ruletrace explain "
                                  "--json)", origin=Origin(self.path, 1))
-        for k, p in enumerate(packets):
+        for p in packets:
             yield self._check(p, None)
 
     def _packet(self, text: str, line: int) -> dict[str, Any]:
@@ -320,8 +320,6 @@ def _json_wanted(p: dict[str, Any], f: PacketFilter) -> bool:
                "PROTO": p.get("proto"), "IN": p.get("in"), "OUT": p.get("out")}.get(key)
         if top is not None:
             have.append(str(top))
-        from ..pipeline import _field_matches
-
         if not any(_field_matches(h, want) for h in have if h):
             return False
     return True
@@ -356,4 +354,4 @@ def _default_title(example: str | None, inputs: list[str], from_json: tuple[str,
     return f"ruletrace report: {shown}"
 
 
-__all__ = ["report", "diff", "JsonPackets", "is_ruletrace_json", "Fate"]
+__all__ = ["report", "diff", "JsonPackets", "is_ruletrace_json"]
