@@ -14,6 +14,7 @@ so that the result equals one sequential pass:
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -23,9 +24,10 @@ from typing import Any
 from .correlate.group import group_key, group_packets
 from .explain.explain import Explainer
 from .model import Explanation, Packet, Ruleset
+from .sources.stats import ReadStats
 
 HEAD_LINES = 20_000  # a packet whose first line is this close to a range start may be a tail
-OVERFLOW_LINES = 20_000  # lines read past a range end to complete open packets
+OVERFLOW_BYTES = 8 << 20  # read past a range end to complete open packets (~20,000 lines)
 MIN_BYTES = 32 << 20  # smaller files are read in one process: forking costs more than it saves
 
 _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
@@ -41,49 +43,64 @@ class _Result:
     misfits: int = 0
 
 
-class _RangeLines:
-    """The lines that start in [start, end), then up to ``overflow`` more, flagged as overflow."""
+class _RangeRaw(io.RawIOBase):
+    """Raw bytes of the lines that start in [start, end), then ``overflow`` bytes more.
 
-    def __init__(self, f, start: int, end: int, overflow: int, stats: Any) -> None:
-        self.f, self.start, self.end, self.overflow, self.stats = f, start, end, overflow, stats
-        self.in_overflow = False
-        self.range_lines = 0  # lines yielded before the overflow
-        self.skipped_in_range = 0
+    A raw stream (not a line generator) so that the reader iterates lines at C speed through
+    an io.BufferedReader. ``range_lines`` becomes known (lines that start before ``end``) as
+    soon as the bytes at ``end`` pass; until then every line read is in range.
+    """
 
-    def __iter__(self) -> Iterator[bytes]:
-        f = self.f
-        if self.start > 0:
-            f.seek(self.start - 1)
-            f.readline()  # the rest of the line that started before `start` is the previous worker's
+    def __init__(self, f, start: int, end: int, overflow: int) -> None:
+        super().__init__()
+        if start > 0:
+            f.seek(start - 1)
+            f.readline()  # the rest of a line that started before `start` is the previous range's
         else:
             f.seek(0)
-        pos = f.tell()
-        end = self.end
-        n = 0
-        for line in f:
-            if pos >= end:
-                self.range_lines = n
-                self.in_overflow = True
-                self.skipped_in_range = getattr(self.stats, "skipped", 0)
-                yield line  # the first overflow line
-                break
-            pos += len(line)
-            n += 1
-            yield line
-        else:
-            self.range_lines = n
-        self.in_overflow = True
-        if not self.skipped_in_range:
-            self.skipped_in_range = getattr(self.stats, "skipped", 0)
-        left = self.overflow - 1
-        for line in f:
-            if left <= 0:
-                return
-            left -= 1
-            yield line
+        self.f = f
+        self.pos = f.tell()
+        self.end = max(end, self.pos)
+        self.limit = self.end + overflow
+        self.newlines = 0  # newlines seen before `end`
+        self.range_lines: int | None = None
 
     def readable(self) -> bool:
         return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        want = min(len(b), self.limit - self.pos)
+        if want <= 0:
+            return 0
+        data = self.f.read(want)
+        n = len(data)
+        if self.range_lines is None:
+            k = self.end - self.pos  # bytes of this chunk before `end`
+            if k >= n and n:
+                self.newlines += data.count(b"\n")
+            else:
+                self.newlines += data.count(b"\n", 0, max(k, 0))
+                # a line cut by `end` started in the range
+                cut = k > 0 and data[k - 1 : k] != b"\n"
+                self.range_lines = self.newlines + (1 if cut else 0)
+            if n == 0:
+                self.range_lines = self.newlines
+        b[:n] = data
+        self.pos += n
+        if n < want and self.range_lines is None:
+            self.range_lines = self.newlines + 1  # end of file inside the range
+        return n
+
+
+class _RangeStats(ReadStats):
+    """ReadStats that counts skipped lines of the range only (overflow lines are the next range's)."""
+
+    __slots__ = ("raw",)
+
+    def skip(self, line: int | None) -> None:
+        rl = self.raw.range_lines
+        if rl is None or line is None or line <= rl:
+            super().skip(line)
 
 
 def _line_of(ev) -> int:
@@ -94,34 +111,39 @@ def _line_of(ev) -> int:
 def _work(args: tuple[int, int, int]) -> _Result:
     from .render.summary import Summary
     from .sources import kernel_log
-    from .sources.stats import ReadStats
 
     index, start, end = args
     path: str = _JOB["path"]
     rulesets: list[Ruleset] = _JOB["rulesets"]
     pick = _JOB["pick"]
     wants = _JOB["wants"]
-    st = ReadStats()
     res = _Result(Summary())
     explainers: dict[str | None, Explainer] = {}
-    with open(path, "rb") as f:
-        lines = _RangeLines(f, start, end, OVERFLOW_LINES, st)
-        events = kernel_log.read_events(lines, name=path, stats=st)
-        for packet in group_packets(events, admit=lambda ev: not lines.in_overflow):
+    with open(path, "rb", buffering=0) as f:
+        raw = _RangeRaw(f, start, end, OVERFLOW_BYTES)
+        st = _RangeStats()
+        st.raw = raw
+
+        def in_range(ev) -> bool:
+            rl = raw.range_lines
+            return rl is None or _line_of(ev) <= rl
+
+        events = kernel_log.read_events(io.BufferedReader(raw, 1 << 20), name=path, stats=st)
+        for packet in group_packets(events, admit=in_range):
             fam = packet.events[0].family
             ex = explainers.get(fam)
             if ex is None:
                 ex = explainers[fam] = Explainer(pick(rulesets, fam), summary_only=True)
             e = ex.explain(packet, detail=False)
             key = group_key(packet.events[0])
-            if lines.in_overflow and _line_of(packet.events[-1]) > lines.range_lines:
+            if not in_range(packet.events[-1]):
                 res.spilled.add(key)
             if index > 0 and _line_of(packet.events[0]) <= HEAD_LINES:
                 e.packet = Packet(packet.id, [])
                 res.heads.append((key, e))
             elif wants(e):
                 res.summary.add(e)
-    res.skipped = lines.skipped_in_range if lines.in_overflow else st.skipped
+    res.skipped = st.skipped
     res.events = st.events
     res.misfits = sum(x.misfit_packets for x in explainers.values())
     return res

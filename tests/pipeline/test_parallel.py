@@ -23,6 +23,24 @@ def kube(tmp_path_factory):
     return out / "kube.rules", out / "kube.log"
 
 
+@pytest.fixture(scope="module")
+def damaged(kube, tmp_path_factory):
+    """The same log with every 701st line cut short and garbage lines in between."""
+    rules, log = kube
+    lines = log.read_bytes().splitlines(keepends=True)
+    out = []
+    for i, line in enumerate(lines):
+        if i % 701 == 5:
+            out.append(line[: line.find(b"TRACE: ") + 20] + b"\n")
+        else:
+            out.append(line)
+        if i % 997 == 3:
+            out.append(b"Nov 23 03:49:00 node1 systemd[1]: Started something.\n")
+    p = tmp_path_factory.mktemp("damaged") / "kube.log"
+    p.write_bytes(b"".join(out))
+    return rules, p
+
+
 def _sequential(rules, log):
     rs = load_rulesets([str(rules)])
     summ = Summary()
@@ -33,14 +51,18 @@ def _sequential(rules, log):
 
 
 @pytest.mark.parametrize("workers", [2, 3, 7])
-def test_parallel_summary_equals_sequential(kube, workers, monkeypatch):
-    rules, log = kube
+@pytest.mark.parametrize("which", ["kube", "damaged"])
+def test_parallel_summary_equals_sequential(request, which, workers, monkeypatch):
+    rules, log = request.getfixturevalue(which)
     seq, run = _sequential(rules, log)
     monkeypatch.setattr(parallel, "HEAD_LINES", 400)
-    monkeypatch.setattr(parallel, "OVERFLOW_LINES", 400)
+    monkeypatch.setattr(parallel, "OVERFLOW_BYTES", 400 * 300)
     rs = load_rulesets([str(rules)])
     par, skipped, events, _ = parallel.summarize(str(log), rs, _pick_ruleset, lambda e: True, workers=workers)
-    assert seq.packets == 600
+    if which == "damaged":
+        assert run.skipped > 5 and seq.packets >= 590
+    else:
+        assert run.skipped == 0 and seq.packets == 600
     assert par.to_json() == seq.to_json()
     assert skipped == run.skipped
 
