@@ -15,6 +15,7 @@ so that the result equals one sequential pass:
 from __future__ import annotations
 
 import io
+import itertools
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from typing import Any
 
 from .correlate.group import group_key, group_packets
 from .explain.explain import Explainer
-from .model import Explanation, Packet, Ruleset
+from .model import Ruleset
 from .sources.stats import ReadStats
 
 HEAD_LINES = 20_000  # a packet whose first line is this close to a range start may be a tail
@@ -36,7 +37,7 @@ _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
 @dataclass
 class _Result:
     summary: Any
-    heads: list[tuple[Any, Explanation]] = field(default_factory=list)
+    heads: list[tuple[Any, tuple]] = field(default_factory=list)
     spilled: set = field(default_factory=set)
     skipped: int = 0
     events: int = 0
@@ -103,6 +104,13 @@ class _RangeStats(ReadStats):
             super().skip(line)
 
 
+def _batched(it: Iterator, n: int = 32768) -> Iterator:
+    """The same items, pulled from ``it`` in lists of ``n``: reading and grouping alternate less
+    often, which measured ~12% faster on 1.75 M kernel-log lines (all C-level iterators)."""
+    it = iter(it)
+    return itertools.chain.from_iterable(iter(lambda: list(itertools.islice(it, n)), []))
+
+
 def _line_of(ev) -> int:
     o = ev.origin
     return (o.line or 0) if o is not None else 0
@@ -116,8 +124,9 @@ def _work(args: tuple[int, int, int]) -> _Result:
     path: str = _JOB["path"]
     rulesets: list[Ruleset] = _JOB["rulesets"]
     pick = _JOB["pick"]
-    wants = _JOB["wants"]
+    fates = _JOB["fates"]
     res = _Result(Summary())
+    entry_of, count = Summary.entry, res.summary.count
     explainers: dict[str | None, Explainer] = {}
     with open(path, "rb", buffering=0) as f:
         raw = _RangeRaw(f, start, end, OVERFLOW_BYTES)
@@ -129,20 +138,19 @@ def _work(args: tuple[int, int, int]) -> _Result:
             return rl is None or _line_of(ev) <= rl
 
         events = kernel_log.read_events(io.BufferedReader(raw, 1 << 20), name=path, stats=st)
-        for packet in group_packets(events, admit=in_range):
+        for packet in group_packets(_batched(events), admit=in_range):
             fam = packet.events[0].family
             ex = explainers.get(fam)
             if ex is None:
                 ex = explainers[fam] = Explainer(pick(rulesets, fam), summary_only=True)
-            e = ex.explain(packet, detail=False)
-            key = group_key(packet.events[0])
-            if not in_range(packet.events[-1]):
-                res.spilled.add(key)
-            if index > 0 and _line_of(packet.events[0]) <= HEAD_LINES:
-                e.packet = Packet(packet.id, [])
-                res.heads.append((key, e))
-            elif wants(e):
-                res.summary.add(e)
+            entry = ex.memo(packet, entry_of)
+            evs = packet.events
+            if not in_range(evs[-1]):
+                res.spilled.add(group_key(evs[0]))
+            if index > 0 and _line_of(evs[0]) <= HEAD_LINES:
+                res.heads.append((group_key(evs[0]), entry))
+            elif not fates or entry[0] in fates:
+                count(entry)
     res.skipped = st.skipped
     res.events = st.events
     res.misfits = sum(x.misfit_packets for x in explainers.values())
@@ -170,14 +178,14 @@ def usable(path: str, fmt: str | None) -> bool:
         return False
 
 
-def summarize(path: str, rulesets: list[Ruleset], pick, wants, workers: int | None = None):
+def summarize(path: str, rulesets: list[Ruleset], pick, fates=frozenset(), workers: int | None = None):
     """Summary over ``path`` computed by ``workers`` processes; returns (summary, skipped, events, misfits)."""
     from .render.summary import Summary
 
     workers = max(2, workers or min(os.cpu_count() or 2, 8))
     size = os.path.getsize(path)
     bounds = [size * i // workers for i in range(workers + 1)]
-    _JOB.update(path=path, rulesets=rulesets, pick=pick, wants=wants)
+    _JOB.update(path=path, rulesets=rulesets, pick=pick, fates=fates)
     try:
         ctx = multiprocessing.get_context("fork")
         # the parent reads the first range itself: one process (and one ruleset copy) less
@@ -190,8 +198,8 @@ def summarize(path: str, rulesets: list[Ruleset], pick, wants, workers: int | No
     for i, r in enumerate(results):
         total.merge(r.summary)
         drop = results[i - 1].spilled if i > 0 else set()
-        for key, e in r.heads:
-            if key not in drop and wants(e):
-                total.add(e)
+        for key, entry in r.heads:
+            if key not in drop and (not fates or entry[0] in fates):
+                total.count(entry)
     return (total, sum(r.skipped for r in results), sum(r.events for r in results),
             sum(r.misfits for r in results))

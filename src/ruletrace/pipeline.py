@@ -169,7 +169,7 @@ class Run:
         path = self.inputs[0]
         if not parallel.usable(path, self.fmt):
             return None
-        summ, skipped, events, misfits = parallel.summarize(path, self.rulesets, _pick_ruleset, self.filter.wants)
+        summ, skipped, events, misfits = parallel.summarize(path, self.rulesets, _pick_ruleset, self.filter.fates)
         self.sources.append(SourceInfo(path, "kernel-log"))
         self.skipped, self.events, self.packets_total = skipped, events, summ.packets
         self._finish_warnings(misfits)

@@ -13,6 +13,7 @@ path and cached: on a busy node most packets take one of a few paths.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 from operator import attrgetter
 
 from ..model import (
@@ -77,6 +78,7 @@ class _Plan:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     misfits: int = 0  # steps the ruleset does not fit
+    memo: Any = None  # what a caller derived from this path once (e.g. its summary entry)
 
 
 def _action_for(rule: Rule | None, ruleset: Ruleset | None, table: str) -> str:
@@ -376,6 +378,19 @@ class Explainer:
         plan = self._plan(packet.events)
         if plan.misfits:
             self.misfit_packets += 1
+        return self._explanation(packet, plan, detail)
+
+    def memo(self, packet: Packet, make: Callable[[Explanation], Any]) -> Any:
+        """``make(explanation)`` computed once per distinct path (e.g. a summary entry)."""
+        plan = self._plan(packet.events)
+        if plan.misfits:
+            self.misfit_packets += 1
+        m = plan.memo
+        if m is None:
+            m = plan.memo = make(self._explanation(packet, plan, False))
+        return m
+
+    def _explanation(self, packet: Packet, plan: _Plan, detail: bool) -> Explanation:
         expl = Explanation(
             packet=packet,
             fate=plan.fate,

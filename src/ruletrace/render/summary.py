@@ -45,16 +45,26 @@ class Summary:
 
     def add(self, expl: Explanation) -> Explanation:
         """Count one explanation; return it, so ``map(summary.add, expls)`` passes them on."""
-        self.packets += 1
-        self.fates[expl.fate] += 1
-        self.deciding[_decider(expl)] += 1
+        self.count(self.entry(expl))
+        return expl
+
+    @staticmethod
+    def entry(expl: Explanation) -> tuple[Fate, Decider, tuple[str, ...]]:
+        """What the summary counts of one explanation; the same for every packet of one path."""
         messages = list(expl.warnings)
         messages += (s.warning for s in expl.steps if s.warning)
+        return expl.fate, _decider(expl), tuple(messages)
+
+    def count(self, entry: tuple[Fate, Decider, tuple[str, ...]]) -> None:
+        """Count one packet from its ``entry``."""
+        fate, decider, messages = entry
+        self.packets += 1
+        self.fates[fate] += 1
+        self.deciding[decider] += 1
         if messages:
             self.packets_with_warnings += 1
             for m in messages:
                 self.warn(m)
-        return expl
 
     def warn(self, message: str, count: int = 1) -> None:
         """Count a warning that is not tied to one packet (or is, via ``add``)."""

@@ -15,7 +15,7 @@ the journal's ``__REALTIME_TIMESTAMP``, a ``dmesg -T`` stamp (local time zone) â
 the epoch â€” or else the kernel's uptime in seconds (``[12345.678901]``, ``/dev/kmsg``); None for
 bare lines. Lines of the LOG target (fields but no TRACE tag) are counted in ``ReadStats``.
 
-``TraceEvent.ident`` is a tuple of byte strings taken from the fields that stay the same along a
+``TraceEvent.ident`` is one byte string made of the fields that stay the same along a
 packet's path (see ``_fast_ident``); records the fast path cannot take apart (damaged pastes)
 get ``("~",) + fields.packet_ident(...)``. Idents are comparable within this source only.
 Lines that look like TRACE records but cannot be read (cut short, bad tag) are counted as
@@ -535,7 +535,7 @@ def _fast_ident(fs: bytes) -> tuple[str, tuple[bytes, ...]] | None:
         tr = b""
     if TRACE_MARK in x:
         return None
-    return family, (ln, ipc, proto, tr)
+    return family, b"\x00".join((ln, ipc, proto, tr))  # bytes: its hash is cached
 
 
 _new = object.__new__
