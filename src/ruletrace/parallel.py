@@ -18,11 +18,14 @@ import io
 import itertools
 import multiprocessing
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .correlate.group import group_key, group_packets
+from .correlate.group import (
+    _EVENTS, _HOOK, _LAST, _SEEN, _TABLE_INDEX, _TI, DEFAULT_WINDOW, _starts_new,
+)
 from .explain.explain import Explainer
 from .model import Ruleset
 from .sources.stats import ReadStats
@@ -111,11 +114,6 @@ def _batched(it: Iterator, n: int = 32768) -> Iterator:
     return itertools.chain.from_iterable(iter(lambda: list(itertools.islice(it, n)), []))
 
 
-def _line_of(ev) -> int:
-    o = ev.origin
-    return (o.line or 0) if o is not None else 0
-
-
 def _work(args: tuple[int, int, int]) -> _Result:
     from .render.summary import Summary
     from .sources import kernel_log
@@ -133,28 +131,76 @@ def _work(args: tuple[int, int, int]) -> _Result:
         st = _RangeStats()
         st.raw = raw
 
-        def in_range(ev) -> bool:
+        def in_range(line: int) -> bool:
             rl = raw.range_lines
-            return rl is None or _line_of(ev) <= rl
+            return rl is None or line <= rl
 
-        events = kernel_log.read_events(io.BufferedReader(raw, 1 << 20), name=path, stats=st)
-        for packet in group_packets(_batched(events), admit=in_range):
-            fam = packet.events[0].family
+        records = kernel_log.read_events(io.BufferedReader(raw, 1 << 20), name=path, stats=st, lean=True)
+        for items in _group_lean(_batched(records), in_range):
+            first = items[0]
+            fam = first[2]
             ex = explainers.get(fam)
             if ex is None:
                 ex = explainers[fam] = Explainer(pick(rulesets, fam), summary_only=True)
-            entry = ex.memo(packet, entry_of)
-            evs = packet.events
-            if not in_range(evs[-1]):
-                res.spilled.add(group_key(evs[0]))
-            if index > 0 and _line_of(evs[0]) <= HEAD_LINES:
-                res.heads.append((group_key(evs[0]), entry))
+            entry = ex.memo_path(tuple([r[0] for r in items]), entry_of)
+            if not in_range(items[-1][3]):
+                res.spilled.add(first[1])
+            if index > 0 and first[3] <= HEAD_LINES:
+                res.heads.append((first[1], entry))
             elif not fates or entry[0] in fates:
                 count(entry)
     res.skipped = st.skipped
     res.events = st.events
     res.misfits = sum(x.misfit_packets for x in explainers.values())
     return res
+
+
+def _group_lean(records: Iterator[tuple], admit) -> Iterator[list[tuple]]:
+    """``group_packets`` for lean kernel-log records ``(info, ident, family, line)``.
+
+    The same keys, restart rule and window as ``correlate.group.group_packets``; packets come
+    out as they complete (a summary does not need them in order).
+    """
+    open_: OrderedDict[object, list] = OrderedDict()
+    table_index = _TABLE_INDEX
+    window = DEFAULT_WINDOW
+    counter = 0
+    for rec in records:
+        counter += 1
+        info, key, _, line = rec
+        table, chain, _, num = info
+        tables = table_index.get(chain)
+        ti = tables.get(table) if tables is not None else None
+        op = open_.get(key)
+        if op is not None:
+            if ti is not None and _starts_new(op, chain, ti, num or 0):
+                del open_[key]
+                yield op[_EVENTS]
+                op = None
+            else:
+                open_.move_to_end(key)
+        if op is None:
+            if not admit(line):
+                continue
+            op = [[], None, -1, 0, 0]
+            open_[key] = op
+        op[_EVENTS].append(rec)
+        op[_SEEN] = counter
+        if ti is not None:
+            if chain != op[_HOOK] or ti != op[_TI]:
+                op[_HOOK], op[_TI], op[_LAST] = chain, ti, 0
+            if (num or 0) > op[_LAST]:
+                op[_LAST] = num
+        if not counter & 1023:
+            limit = counter - window
+            while open_:
+                k, oldest = next(iter(open_.items()))
+                if oldest[_SEEN] > limit:
+                    break
+                del open_[k]
+                yield oldest[_EVENTS]
+    for op in open_.values():
+        yield op[_EVENTS]
 
 
 def usable(path: str, fmt: str | None) -> bool:

@@ -350,6 +350,7 @@ class Explainer:
         self._step_ids: dict[tuple, int] = {}
         self.summary_only = summary_only  # cached plans then keep no per-step detail
         self.misfit_packets = 0
+        self._path_memo: dict[tuple, tuple[Any, bool]] = {}
 
     def _plan(self, events: list[TraceEvent]) -> _Plan:
         ids = self._step_ids
@@ -389,6 +390,22 @@ class Explainer:
         if m is None:
             m = plan.memo = make(self._explanation(packet, plan, False))
         return m
+
+    def memo_path(self, steps: tuple, make: Callable[[Explanation], Any]) -> Any:
+        """``make(explanation)`` for a path given as ``(table, chain, kind, num)`` steps, once per path.
+
+        For summaries of huge logs read without event objects (``kernel_log.read_events(lean=True)``).
+        """
+        got = self._path_memo.get(steps)
+        if got is None:
+            events = [TraceEvent(t, c, k, n) for t, c, k, n in steps]
+            plan = self._walker.plan(events)
+            got = self._path_memo[steps] = (
+                make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)
+            )
+        if got[1]:
+            self.misfit_packets += 1
+        return got[0]
 
     def _explanation(self, packet: Packet, plan: _Plan, detail: bool) -> Explanation:
         expl = Explanation(

@@ -542,8 +542,14 @@ _new = object.__new__
 _PROGRESS_EVERY = 0x3FFF  # lines between updates of stats.lines / stats.bytes_read
 
 
-def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) -> Iterator[TraceEvent]:
-    """Yield one TraceEvent per kernel-log TRACE record in ``stream`` (binary, line by line)."""
+def read_events(
+    stream: BinaryIO, *, name: str, stats: ReadStats | None = None, lean: bool = False
+) -> Iterator[TraceEvent]:
+    """Yield one TraceEvent per kernel-log TRACE record in ``stream`` (binary, line by line).
+
+    ``lean=True`` yields ``(info, ident, family, line)`` tuples instead, info being
+    ``(table, chain, kind, num)``: no timestamp, no event object (for summaries of huge logs).
+    """
     st = stats if stats is not None else ReadStats()
     rd = _Reader(name, st)
     tags = rd.tags
@@ -575,13 +581,13 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
                     if line[:1] == b"{":
                         for ev in rd.slow_line(line, lineno):
                             events += 1
-                            yield ev
+                            yield _lean(ev, lineno) if lean else ev
                     else:
                         rd.log_line(line, lineno)
                 elif line[:1] == b"{" and b'"MESSAGE":[' in line:
                     for ev in rd.slow_line(line, lineno):
                         events += 1
-                        yield ev
+                        yield _lean(ev, lineno) if lean else ev
                 continue
             # -- hot path: one clean record on this line; anything else goes to rd.slow_line --
             tag, sep, fs = rest.partition(b" ")
@@ -595,7 +601,7 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
             if cut != len(tag):  # "policy:2IN=eth0": the paste lost a space
                 for ev in rd.slow_line(line, lineno):
                     events += 1
-                    yield ev
+                    yield _lean(ev, lineno) if lean else ev
                 continue
             fs = fs.rstrip()
             if fs == prev_fs:
@@ -617,7 +623,7 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
                         if idg is None:  # damaged, truncated, glued, journal JSON
                             for ev in rd.slow_line(line, lineno):
                                 events += 1
-                                yield ev
+                                yield _lean(ev, lineno) if lean else ev
                             continue
                         if sep:
                             if len(tails) >= _SEEN_MAX:
@@ -628,6 +634,10 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
                         seen.clear()
                     seen[fs] = (fs, prev_family, prev_ident)
                 prev_fs = fs
+            if lean:
+                events += 1
+                yield info, prev_ident, prev_family, lineno
+                continue
             if not head:
                 ts = None
             else:
@@ -665,6 +675,10 @@ def read_events(stream: BinaryIO, *, name: str, stats: ReadStats | None = None) 
         st.lines = lineno
         st.bytes_read = nbytes
         st.events += events
+
+
+def _lean(ev: TraceEvent, line: int) -> tuple:
+    return (ev.table, ev.chain, ev.kind, ev.num), ev.ident, ev.family, line
 
 
 def looks_like(head: bytes) -> bool:
