@@ -166,7 +166,7 @@ class _Walker:
                 action = kv_action
         return builtin, ch is not None, rule, policy, action, warning
 
-    def plan(self, events: list[TraceEvent]) -> _Plan:
+    def plan(self, events: list[TraceEvent], want_frames: bool = True) -> _Plan:
         rs = self.rs
         static = self._static
         steps: list[_StepPlan] = []
@@ -207,7 +207,7 @@ class _Walker:
                         warning = f"the trace enters {chain} but the previous step does not jump to it"
                     stack.append((chain, None))
             depth = len(stack) - 1 if stack else 0
-            frames = tuple(j for _, j in stack if j is not None)
+            frames = tuple(j for _, j in stack if j is not None) if want_frames else ()
             if action == "return":
                 returned_to = stack[-2][0] if len(stack) > 1 else None
                 if len(stack) > 1:
@@ -364,7 +364,7 @@ class Explainer:
         sig = tuple(sig_parts)
         plan = self._cache.get(sig)
         if plan is None:
-            plan = self._walker.plan(events)
+            plan = self._walker.plan(events, not self.summary_only)
             if self.summary_only:
                 plan.steps = []
             if len(self._cache) >= _CACHE_MAX:
@@ -399,7 +399,7 @@ class Explainer:
         got = self._path_memo.get(steps)
         if got is None:
             events = [TraceEvent(t, c, k, n) for t, c, k, n in steps]
-            plan = self._walker.plan(events)
+            plan = self._walker.plan(events, False)
             got = self._path_memo[steps] = (
                 make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)
             )
