@@ -18,7 +18,7 @@ import io
 import itertools
 import multiprocessing
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ from .sources.stats import ReadStats
 
 HEAD_LINES = 20_000  # a packet whose first line is this close to a range start may be a tail
 OVERFLOW_BYTES = 8 << 20  # read past a range end to complete open packets (~20,000 lines)
+PARENT_SHARE = 0.7  # the parent's range relative to a worker's (it also parses and explains)
 MIN_BYTES = 32 << 20  # smaller files are read in one process: forking costs more than it saves
 
 _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
@@ -39,12 +40,13 @@ _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
 
 @dataclass
 class _Result:
-    summary: Any
-    heads: list[tuple[Any, tuple]] = field(default_factory=list)
+    """What one range gave: paths with their packet counts; no ruleset was needed for it."""
+
+    paths: Counter = field(default_factory=Counter)  # (family, steps) -> packets
+    heads: list[tuple[Any, tuple]] = field(default_factory=list)  # (key, (family, steps))
     spilled: set = field(default_factory=set)
     skipped: int = 0
     events: int = 0
-    misfits: int = 0
 
 
 class _RangeRaw(io.RawIOBase):
@@ -115,17 +117,13 @@ def _batched(it: Iterator, n: int = 32768) -> Iterator:
 
 
 def _work(args: tuple[int, int, int]) -> _Result:
-    from .render.summary import Summary
+    """Read and group one byte range into paths (no ruleset: workers start before it is parsed)."""
     from .sources import kernel_log
 
     index, start, end = args
     path: str = _JOB["path"]
-    rulesets: list[Ruleset] = _JOB["rulesets"]
-    pick = _JOB["pick"]
-    fates = _JOB["fates"]
-    res = _Result(Summary())
-    entry_of, count = Summary.entry, res.summary.count
-    explainers: dict[str | None, Explainer] = {}
+    res = _Result()
+    paths = res.paths
     with open(path, "rb", buffering=0) as f:
         raw = _RangeRaw(f, start, end, OVERFLOW_BYTES)
         st = _RangeStats()
@@ -138,20 +136,15 @@ def _work(args: tuple[int, int, int]) -> _Result:
         records = kernel_log.read_events(io.BufferedReader(raw, 1 << 20), name=path, stats=st, lean=True)
         for items in _group_lean(_batched(records), in_range):
             first = items[0]
-            fam = first[2]
-            ex = explainers.get(fam)
-            if ex is None:
-                ex = explainers[fam] = Explainer(pick(rulesets, fam), summary_only=True)
-            entry = ex.memo_path(tuple([r[0] for r in items]), entry_of)
+            key = (first[2], tuple([r[0] for r in items]))
             if not in_range(items[-1][3]):
                 res.spilled.add(first[1])
             if index > 0 and first[3] <= HEAD_LINES:
-                res.heads.append((first[1], entry))
-            elif not fates or entry[0] in fates:
-                count(entry)
+                res.heads.append((first[1], key))
+            else:
+                paths[key] += 1
     res.skipped = st.skipped
     res.events = st.events
-    res.misfits = sum(x.misfit_packets for x in explainers.values())
     return res
 
 
@@ -224,28 +217,50 @@ def usable(path: str, fmt: str | None) -> bool:
         return False
 
 
-def summarize(path: str, rulesets: list[Ruleset], pick, fates=frozenset(), workers: int | None = None):
-    """Summary over ``path`` computed by ``workers`` processes; returns (summary, skipped, events, misfits)."""
+def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | None = None):
+    """Summary over ``path`` computed by ``workers`` processes; returns (summary, skipped, events, misfits).
+
+    The workers are forked first and only read and group; the parent meanwhile parses the
+    ruleset(s) (``load_rulesets()``), reads a smaller first range, then explains every distinct
+    path once and counts its packets.
+    """
     from .render.summary import Summary
 
     workers = max(2, workers or min(os.cpu_count() or 2, 8))
     size = os.path.getsize(path)
-    bounds = [size * i // workers for i in range(workers + 1)]
-    _JOB.update(path=path, rulesets=rulesets, pick=pick, fates=fates)
+    # the parent also parses the ruleset and explains the paths: give it less of the file
+    share = PARENT_SHARE / workers
+    cuts = [0, int(size * share)] + [int(size * share + (size - size * share) * i / (workers - 1))
+                                      for i in range(1, workers)]
+    cuts[-1] = size
+    _JOB.update(path=path)
+    total = Summary()
+    entry_of = Summary.entry
+    explainers: dict[str | None, Explainer] = {}
+
+    def count(paths: Counter) -> None:
+        for (fam, steps), n in paths.items():
+            ex = explainers.get(fam)
+            if ex is None:
+                ex = explainers[fam] = Explainer(pick(rulesets, fam), summary_only=True)
+            entry = ex.memo_path(steps, entry_of, n)
+            if not fates or entry[0] in fates:
+                total.count(entry, n)
+
     try:
         ctx = multiprocessing.get_context("fork")
-        # the parent reads the first range itself: one process (and one ruleset copy) less
         with ctx.Pool(workers - 1) as pool:
-            rest = pool.map_async(_work, [(i, bounds[i], bounds[i + 1]) for i in range(1, workers)])
-            results = [_work((0, bounds[0], bounds[1]))] + rest.get()
+            rest = pool.map_async(_work, [(i, cuts[i], cuts[i + 1]) for i in range(1, workers)])
+            rulesets = load_rulesets()
+            first = _work((0, cuts[0], cuts[1]))
+            count(first.paths)  # while the workers still read
+            results = [first] + rest.get()
     finally:
         _JOB.clear()
-    total = Summary()
     for i, r in enumerate(results):
-        total.merge(r.summary)
+        if i:
+            count(r.paths)
         drop = results[i - 1].spilled if i > 0 else set()
-        for key, entry in r.heads:
-            if key not in drop and (not fates or entry[0] in fates):
-                total.count(entry)
+        count(Counter(p for key, p in r.heads if key not in drop))
     return (total, sum(r.skipped for r in results), sum(r.events for r in results),
-            sum(r.misfits for r in results))
+            sum(x.misfit_packets for x in explainers.values()))

@@ -94,7 +94,7 @@ class Run:
 
     def __init__(
         self,
-        rulesets: list[Ruleset],
+        rulesets: list[Ruleset] | Callable[[], list[Ruleset]],
         inputs: list[str],
         *,
         fmt: str | None = None,
@@ -103,7 +103,7 @@ class Run:
         ifmap: dict[int, str] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        self.rulesets = rulesets
+        self._rulesets = rulesets  # or a loader, called once when first needed
         self.inputs = inputs
         self.fmt = fmt
         self.filter = packet_filter or PacketFilter()
@@ -117,6 +117,12 @@ class Run:
         self.packets_total = 0
         self._explainers: dict[str | None, Explainer] = {}
         self._stats: list = []
+
+    @property
+    def rulesets(self) -> list[Ruleset]:
+        if callable(self._rulesets):
+            self._rulesets = self._rulesets()
+        return self._rulesets
 
     def _explainer(self, family: str | None) -> Explainer:
         ex = self._explainers.get(family)
@@ -169,7 +175,9 @@ class Run:
         path = self.inputs[0]
         if not parallel.usable(path, self.fmt):
             return None
-        summ, skipped, events, misfits = parallel.summarize(path, self.rulesets, _pick_ruleset, self.filter.fates)
+        summ, skipped, events, misfits = parallel.summarize(
+            path, lambda: self.rulesets, _pick_ruleset, self.filter.fates
+        )
         self.sources.append(SourceInfo(path, "kernel-log"))
         self.skipped, self.events, self.packets_total = skipped, events, summ.packets
         self._finish_warnings(misfits)

@@ -85,7 +85,8 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
         raise click.UsageError("give a trace file (or - for stdin), or --example NAME")
     out, err = make_consoles(no_color=no_color, width=width)
     pfilter = PacketFilter.parse(match, fates, packet_ids)
-    rs = load_rulesets(ruleset_paths)
+    # loaded when first needed: a parallel summary starts reading the log meanwhile
+    rs = (lambda: load_rulesets(ruleset_paths)) if summary else load_rulesets(ruleset_paths)
     ifmap_d = _load_ifmap(ifmap) if ifmap else None
     total = sum(_size(p) for p in inputs)
     with progress_for(err, total) as progress, _no_gc():

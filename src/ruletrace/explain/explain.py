@@ -13,7 +13,7 @@ path and cached: on a busy node most packets take one of a few paths.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 from operator import attrgetter
 
 from ..model import (
@@ -54,6 +54,16 @@ _ENDS_TABLE = frozenset({"accept", "queue", "tproxy"}) | _NAT_ACTIONS
 _KERNEL_VERDICTS = {"accept", "drop", "reject", "queue", "return", "continue", "jump", "goto", "stolen"}
 _CACHE_MAX = 200_000
 _SIG = attrgetter("table", "chain", "kind", "num", "verdict")
+
+
+class _PathStep(NamedTuple):
+    """The part of a TraceEvent a path plan reads (paths given without event objects)."""
+
+    table: str
+    chain: str
+    kind: StepKind
+    num: int | None
+    verdict: str | None
 
 
 @dataclass(slots=True)
@@ -199,8 +209,8 @@ class _Walker:
                     if prev.action == "goto" and len(stack) > 1:
                         stack.pop()
                     stack.append((chain, i - 1))
-                elif any(c == chain for c, _ in stack):
-                    while stack and stack[-1][0] != chain:
+                elif stack and (stack[-1][0] == chain or any(c == chain for c, _ in stack)):
+                    while stack[-1][0] != chain:
                         stack.pop()
                 else:
                     if rs is not None and prev is not None and prev.rule is not None and known and not warning:
@@ -391,20 +401,22 @@ class Explainer:
             m = plan.memo = make(self._explanation(packet, plan, False))
         return m
 
-    def memo_path(self, steps: tuple, make: Callable[[Explanation], Any]) -> Any:
-        """``make(explanation)`` for a path given as ``(table, chain, kind, num)`` steps, once per path.
+    def memo_path(self, steps: tuple, make: Callable[[Explanation], Any], n: int = 1) -> Any:
+        """``make(explanation)`` for ``n`` packets of a path given as ``(table, chain, kind, num)`` steps.
+
+        Computed once per path.
 
         For summaries of huge logs read without event objects (``kernel_log.read_events(lean=True)``).
         """
         got = self._path_memo.get(steps)
         if got is None:
-            events = [TraceEvent(t, c, k, n) for t, c, k, n in steps]
+            events = [_PathStep(t, c, k, n, None) for t, c, k, n in steps]
             plan = self._walker.plan(events, False)
             got = self._path_memo[steps] = (
                 make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)
             )
         if got[1]:
-            self.misfit_packets += 1
+            self.misfit_packets += n
         return got[0]
 
     def _explanation(self, packet: Packet, plan: _Plan, detail: bool) -> Explanation:

@@ -55,16 +55,16 @@ class Summary:
         messages += (s.warning for s in expl.steps if s.warning)
         return expl.fate, _decider(expl), tuple(messages)
 
-    def count(self, entry: tuple[Fate, Decider, tuple[str, ...]]) -> None:
-        """Count one packet from its ``entry``."""
+    def count(self, entry: tuple[Fate, Decider, tuple[str, ...]], n: int = 1) -> None:
+        """Count ``n`` packets of one path from its ``entry``."""
         fate, decider, messages = entry
-        self.packets += 1
-        self.fates[fate] += 1
-        self.deciding[decider] += 1
+        self.packets += n
+        self.fates[fate] += n
+        self.deciding[decider] += n
         if messages:
-            self.packets_with_warnings += 1
+            self.packets_with_warnings += n
             for m in messages:
-                self.warn(m)
+                self.warn(m, n)
 
     def warn(self, message: str, count: int = 1) -> None:
         """Count a warning that is not tied to one packet (or is, via ``add``)."""
