@@ -32,7 +32,7 @@ from .sources.stats import ReadStats
 
 HEAD_LINES = 20_000  # a packet whose first line is this close to a range start may be a tail
 OVERFLOW_BYTES = 8 << 20  # read past a range end to complete open packets (~20,000 lines)
-PARENT_SHARE = 0.7  # the parent's range relative to a worker's (it also parses and explains)
+PARENT_SHARE = 0.85  # the parent's range relative to a worker's (it also parses and explains)
 MIN_BYTES = 32 << 20  # smaller files are read in one process: forking costs more than it saves
 
 _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
