@@ -172,9 +172,8 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool) -> int:
 
 
 def _finish_summary(summ, run: Run) -> None:
+    # run-level warnings go to stderr and the JSON "warnings"; the summary counts per packet
     summ.add_skipped(run.skipped)
-    for w in run.warnings:
-        summ.warn(w)
 
 
 def _report_warnings(err, run: Run) -> None:
