@@ -61,13 +61,14 @@ class PacketFilter:
         if not self.match:
             return True
         # a condition holds when any step of the packet shows it (the DST before or after DNAT)
-        return all(any(_field_matches(ev.fields.get(k), v) for ev in p.events) for k, v in self.match.items())
+        return all(any(field_matches(ev.fields.get(k), v) for ev in p.events) for k, v in self.match.items())
 
     def wants(self, e: Explanation) -> bool:
         return not self.fates or e.fate in self.fates
 
 
-def _field_matches(have: str | None, want: str) -> bool:
+def field_matches(have: str | None, want: str) -> bool:
+    """A packet field value against a --match value (exact, case-insensitive, or in a CIDR)."""
     if have is None:
         return False
     if have == want:
@@ -127,7 +128,7 @@ class Run:
     def _explainer(self, family: str | None) -> Explainer:
         ex = self._explainers.get(family)
         if ex is None:
-            rs = _pick_ruleset(self.rulesets, family)
+            rs = pick_ruleset(self.rulesets, family)
             ex = self._explainers[family] = Explainer(rs, summary_only=not self.detail)
         return ex
 
@@ -157,7 +158,7 @@ class Run:
 
         for ev in events:
             if ev.num is None and (ev.handle is not None or ev.source in _HANDLE_SOURCES):
-                rs = _pick_ruleset(self.rulesets, ev.family)
+                rs = pick_ruleset(self.rulesets, ev.family)
                 if rs is not None:
                     ev = next(resolve_handles((ev,), rs))
             yield ev
@@ -176,7 +177,7 @@ class Run:
         if not parallel.usable(path, self.fmt):
             return None
         summ, skipped, events, misfits = parallel.summarize(
-            path, lambda: self.rulesets, _pick_ruleset, self.filter.fates
+            path, lambda: self.rulesets, pick_ruleset, self.filter.fates
         )
         self.sources.append(SourceInfo(path, "kernel-log"))
         self.skipped, self.events, self.packets_total = skipped, events, summ.packets
@@ -211,7 +212,8 @@ class Run:
             self.warnings.append("no ruleset given: steps are shown without rule text")
 
 
-def _pick_ruleset(rulesets: list[Ruleset], family: str | None) -> Ruleset | None:
+def pick_ruleset(rulesets: list[Ruleset], family: str | None) -> Ruleset | None:
+    """The ruleset of a packet's family (or the one without a family), None when none fits."""
     if not rulesets:
         return None
     if family is not None:

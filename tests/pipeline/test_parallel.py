@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ruletrace import parallel
-from ruletrace.pipeline import Run, _pick_ruleset, load_rulesets
+from ruletrace.pipeline import Run, pick_ruleset, load_rulesets
 from ruletrace.render.summary import Summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def test_parallel_summary_equals_sequential(request, which, workers, monkeypatch
     monkeypatch.setattr(parallel, "HEAD_LINES", 400)
     monkeypatch.setattr(parallel, "OVERFLOW_BYTES", 400 * 300)
     rs = load_rulesets([str(rules)])
-    par, skipped, events, _ = parallel.summarize(str(log), lambda: rs, _pick_ruleset, workers=workers)
+    par, skipped, events, _ = parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=workers)
     if which == "damaged":
         assert run.skipped > 5 and seq.packets >= 590
     else:

@@ -3,70 +3,31 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 from contextlib import contextmanager
 import sys
-from importlib import resources
-from pathlib import Path
 
 import click
 
 from ..errors import RuletraceError
 from ..pipeline import PacketFilter, Run, load_rulesets
-from ..sources.detect import FORMATS
+from . import options
 from .console import make_consoles, progress_for
 from .status import ExitStatus
 
 
-def _examples_root() -> Path:
-    return Path(str(resources.files("ruletrace") / "examples"))
-
-
-def list_examples() -> dict[str, dict]:
-    """name -> example.json contents, for every bundled example."""
-    out: dict[str, dict] = {}
-    root = _examples_root()
-    if not root.is_dir():
-        return out
-    for d in sorted(root.iterdir()):
-        meta = d / "example.json"
-        if meta.is_file():
-            info = json.loads(meta.read_text())
-            info["dir"] = str(d)
-            out[d.name] = info
-    return out
-
-
-def _example_paths(name: str) -> tuple[list[str], list[str]]:
-    ex = list_examples()
-    if name not in ex:
-        known = ", ".join(ex) or "none bundled"
-        raise RuletraceError(f"no example named {name!r} (known: {known}); see `ruletrace examples`")
-    info, d = ex[name], Path(ex[name]["dir"])
-    rulesets = info.get("rulesets") or [info["ruleset"]]
-    logs = info.get("logs") or [info["log"]]
-    return [str(d / r) for r in rulesets], [str(d / log) for log in logs]
-
-
 @click.command()
 @click.argument("logs", nargs=-1, metavar="[TRACE_FILE]...")
-@click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE",
-              help="iptables-save / ip6tables-save output, an `iptables -L -n -v` listing, or `nft -j list "
-                   "ruleset` (repeat for IPv4 + IPv6).")
-@click.option("--example", metavar="NAME", help="Use a bundled example (see `ruletrace examples`).")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), help="Trace format (default: detected).")
-@click.option("-m", "--match", "match", multiple=True, metavar="FIELD=VALUE",
-              help="Keep packets with this field at any step: dport=52000, src=10.0.0.0/8, proto=tcp, in=eth0 …")
-@click.option("--fate", "fates", multiple=True, metavar="FATE",
-              help="Keep packets with this fate: dropped, rejected, delivered, forwarded, sent, unknown.")
-@click.option("--packet", "packet_ids", multiple=True, type=int, metavar="ID", help="Keep only packet ID.")
+@options.ruleset
+@options.example
+@options.trace_format
+@options.packet_filters
 @click.option("--summary", is_flag=True, help="Counts by fate and by deciding rule instead of every path.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/json-schema.md).")
-@click.option("--no-color", is_flag=True, help="No colours (also when NO_COLOR is set or output is not a TTY).")
+@options.no_color
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--ifmap", metavar="FILE", help="Interface index -> name map for NFLOG (`ip -j link` output).")
-@click.option("--width", type=int, help="Output width (default: the terminal's).")
+@options.width
 def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_json, no_color, verbose,
             ifmap, width) -> int:
     """Explain traced packets: the path rule by rule, where each ended, and why.
@@ -78,7 +39,7 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     ruleset_paths = list(rulesets)
     inputs = list(logs)
     if example:
-        ex_rules, ex_logs = _example_paths(example)
+        ex_rules, ex_logs = options.example_paths(example)
         ruleset_paths = ruleset_paths or ex_rules
         inputs = inputs or ex_logs
     if not inputs:
@@ -188,7 +149,7 @@ def _report_warnings(err, run: Run) -> None:
 @click.command()
 def examples() -> int:
     """List the bundled examples (use with `ruletrace explain --example NAME`)."""
-    ex = list_examples()
+    ex = options.list_examples()
     if not ex:
         click.echo("no examples bundled")
         return ExitStatus.FOUND_NOTHING

@@ -12,28 +12,20 @@ import click
 
 from ..errors import RuletraceError
 from ..model import Origin
-from ..pipeline import PacketFilter, Run, _field_matches, load_rulesets
-from ..sources.detect import FORMATS
+from ..pipeline import PacketFilter, Run, field_matches, load_rulesets
+from . import options
 from .console import make_consoles
-from .explain import _example_paths
 from .status import ExitStatus
-
-_RULESET_HELP = ("iptables-save / ip6tables-save output, an `iptables -L -n -v` listing, or `nft -j list "
-                 "ruleset` (repeat for IPv4 + IPv6).")
 
 
 @click.command()
 @click.argument("logs", nargs=-1, metavar="[TRACE_FILE]...")
-@click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE", help=_RULESET_HELP)
-@click.option("--example", metavar="NAME", help="Use a bundled example (see `ruletrace examples`).")
+@options.ruleset
+@options.example
 @click.option("--from-json", "from_json", multiple=True, metavar="FILE",
               help="Build from `ruletrace explain --json`, `simulate --json` or `trace --json` output.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), help="Trace format (default: detected).")
-@click.option("-m", "--match", "match", multiple=True, metavar="FIELD=VALUE",
-              help="Keep packets with this field at any step: dport=52000, src=10.0.0.0/8, proto=tcp, in=eth0 …")
-@click.option("--fate", "fates", multiple=True, metavar="FATE",
-              help="Keep packets with this fate: dropped, rejected, delivered, forwarded, sent, unknown.")
-@click.option("--packet", "packet_ids", multiple=True, type=int, metavar="ID", help="Keep only packet ID.")
+@options.trace_format
+@options.packet_filters
 @click.option("--diff", "diff_ids", metavar="A,B", help="Add the diff of packets A and B (and show them on the diagram).")
 @click.option("-o", "--output", default="ruletrace-report.html", show_default=True, metavar="FILE",
               help="Where to write the page (- for stdout).")
@@ -52,7 +44,7 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
     _out, err = make_consoles(no_color=no_color)
     ruleset_paths, inputs = list(rulesets), list(logs)
     if example:
-        ex_rules, ex_logs = _example_paths(example)
+        ex_rules, ex_logs = options.example_paths(example)
         ruleset_paths = ruleset_paths or ex_rules
         inputs = inputs or ex_logs
     if not inputs and not from_json:
@@ -102,14 +94,14 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
 
 @click.command()
 @click.argument("args", nargs=-1, metavar="[TRACE_FILE]... A B")
-@click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE", help=_RULESET_HELP)
-@click.option("--example", metavar="NAME", help="Use a bundled example (see `ruletrace examples`).")
+@options.ruleset
+@options.example
 @click.option("--left", metavar="FILE:ID", help="The left packet: packet ID of FILE (trace or ruletrace JSON).")
 @click.option("--right", metavar="FILE:ID", help="The right packet: packet ID of FILE.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), help="Trace format (default: detected).")
+@options.trace_format
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--no-color", is_flag=True, help="No colours (also when NO_COLOR is set or output is not a TTY).")
-@click.option("--width", type=int, help="Output width (default: the terminal's).")
+@options.no_color
+@options.width
 def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) -> int:
     """Compare two packets' paths: aligned side by side, where they part ways and which field did it.
 
@@ -136,7 +128,7 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
         ids = [_parse_id(a, "packet id") for a in args[-2:]]
         inputs = args[:-2]
         if example:
-            ex_rules, ex_logs = _example_paths(example)
+            ex_rules, ex_logs = options.example_paths(example)
             ruleset_paths = ruleset_paths or ex_rules
             inputs = inputs or ex_logs
         if not inputs:
@@ -320,7 +312,7 @@ def _json_wanted(p: dict[str, Any], f: PacketFilter) -> bool:
                "PROTO": p.get("proto"), "IN": p.get("in"), "OUT": p.get("out")}.get(key)
         if top is not None:
             have.append(str(top))
-        if not any(_field_matches(h, want) for h in have if h):
+        if not any(field_matches(h, want) for h in have if h):
             return False
     return True
 

@@ -57,14 +57,13 @@ def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, 
 
 
 def _pick(rulesets: list[Ruleset], family: str) -> Ruleset:
-    for rs in rulesets:
-        if rs.family == family:
-            return rs
-    for rs in rulesets:
-        if rs.family is None:
-            return rs
-    have = ", ".join(str(r.family) for r in rulesets)
-    raise RuletraceError(f"no {family} ruleset given (have: {have}); give ip6tables-save output for IPv6")
+    from ..pipeline import pick_ruleset
+
+    rs = pick_ruleset(rulesets, family)
+    if rs is None or rs.family not in (None, family):
+        have = ", ".join(str(r.family) for r in rulesets)
+        raise RuletraceError(f"no {family} ruleset given (have: {have}); give ip6tables-save output for IPv6")
+    return rs
 
 
 def _explain(res: SimResult, rs: Ruleset):
