@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .correlate.group import (
-    _EVENTS, _HOOK, _LAST, _SEEN, _TABLE_INDEX, _TI, DEFAULT_WINDOW, _starts_new,
+    _EVENTS, _HOOK, _LAST, _SEEN, _TABLE_INDEX, _TI, DEFAULT_WINDOW, _starts_new, expired,
 )
 from .explain.explain import Explainer
 from .model import Ruleset
@@ -185,12 +185,7 @@ def _group_lean(records: Iterator[tuple], admit) -> Iterator[list[tuple]]:
             if (num or 0) > op[_LAST]:
                 op[_LAST] = num
         if not counter & 1023:
-            limit = counter - window
-            while open_:
-                k, oldest = next(iter(open_.items()))
-                if oldest[_SEEN] > limit:
-                    break
-                del open_[k]
+            for oldest in expired(open_, counter - window):
                 yield oldest[_EVENTS]
     for op in open_.values():
         yield op[_EVENTS]

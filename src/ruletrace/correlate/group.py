@@ -42,6 +42,16 @@ def _starts_new(op: list, hook: str, ti: int, num: int) -> bool:
     return op[_LAST] > 0 and num <= op[_LAST]
 
 
+def expired(open_: OrderedDict, limit: int) -> Iterator[list]:
+    """Remove and yield the open packets last seen at or before event ``limit``, oldest first."""
+    while open_:
+        k, oldest = next(iter(open_.items()))
+        if oldest[_SEEN] > limit:
+            return
+        del open_[k]
+        yield oldest
+
+
 def group_key(ev: TraceEvent):
     """What events of one packet share: the source's ident, else the exact id, else fields."""
     if ev.ident is not None:
@@ -117,12 +127,7 @@ def group_packets(
             if n > op[_LAST]:
                 op[_LAST] = n
         if not counter & 1023:
-            limit = counter - window
-            while open_:
-                k, oldest = next(iter(open_.items()))
-                if oldest[_SEEN] > limit:
-                    break
-                del open_[k]
+            for oldest in expired(open_, counter - window):
                 finish(oldest)
             while done and done[0][0] == next_emit:
                 yield heapq.heappop(done)[1]
