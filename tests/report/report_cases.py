@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,3 +37,13 @@ def packet(pid: int, steps: list[dict], fate: str = "unknown", **top) -> dict:
          "last_seen": None, "nat": [], "marks": [], "cause": [], "warnings": [], "notes": []}
     p.update(top)
     return p
+
+
+def embedded(page: str) -> dict:
+    """The report's data document with its rule texts (``texts``), as ``ReportBuilder.data()`` made it."""
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    t = re.search(r'<script type="application/json" id="report-text">(.*?)</script>', page, re.S)
+    assert m and t, "no embedded data"
+    doc = json.loads(m.group(1))
+    doc["texts"] = json.loads(t.group(1))
+    return doc

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import re
 
-from report_cases import LOG, RULES, seed003_json
+from report_cases import LOG, RULES, embedded, seed003_json
 
 from ruletrace.cli import main
 from ruletrace.cli.status import ExitStatus
+from ruletrace.render.html import unpack
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -75,8 +76,7 @@ def test_report_with_filters_and_diff(tmp_path, capsys):
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', page, re.S).group(1))
     assert data["defaults"] == {"a": 1, "b": 2}
     code, _, _ = run(capsys, "report", "-r", RULES, LOG, "-o", str(out), "--fate", "dropped")
-    data = json.loads(re.search(r'id="report-data">(.*?)</script>', out.read_text(), re.S).group(1))
-    assert [p[0] for p in data["packets"]] == [1]
+    assert [p["id"] for p in unpack(embedded(out.read_text()))] == [1]
     code, _, err = run(capsys, "report", "-r", RULES, LOG, "-o", str(out), "--fate", "dropped", "--diff", "1,2")
     assert code == 2 and "--diff: no packet 2" in err
 

@@ -6,20 +6,14 @@ import html as htmllib
 import json
 import re
 
-from report_cases import LOG, RULES, packet, seed003_json, step
+from report_cases import LOG, RULES, embedded, packet, seed003_json, step
 
 from ruletrace.cli import main
 from ruletrace.render.diff import diff_packets
-from ruletrace.render.html import ReportBuilder, script_json, to_html
+from ruletrace.render.html import ReportBuilder, script_json, to_html, unpack
 from ruletrace.rulesets import load_ruleset
 
 EVIL = '</script><img src=x onerror="alert(1)"><!--'
-
-
-def embedded(page: str) -> dict:
-    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
-    assert m, "no embedded data"
-    return json.loads(m.group(1))
 
 
 def _evil_packet() -> dict:
@@ -38,14 +32,15 @@ def test_untrusted_text_is_escaped_everywhere():
     page = b.render(title=f"t {EVIL}", sources=[f"/tmp/{EVIL}.log"], warnings=[EVIL],
                     diff=diff_packets(b.kept[7], b.kept[7]))
     assert "<img" not in page
-    assert page.count("<script") == 2 and page.count("</script>") == 2
+    assert page.count("<script") == 3 and page.count("</script>") == 3  # data, rule text, code
     assert "<!--" not in page
     assert "&lt;/script&gt;&lt;img" in page  # title, sources, warnings, diff: autoescaped
     data = embedded(page)
     # the JSON still carries the exact text
-    assert any(EVIL in (r[0] or "") for r in data["rules"])
+    [p] = unpack(data)
+    assert EVIL in p["steps"][0]["rule"] and p["warnings"] == [EVIL]
     assert EVIL in data["strings"]
-    assert data["packets"][0][8] == "<b>eth0</b>"
+    assert p["in"] == "<b>eth0</b>"
 
 
 def test_script_json_escapes_markup_and_line_separators():
@@ -89,17 +84,24 @@ def test_embedded_data_interns_paths_and_links_rules():
         builder.add(a)
         builder.add(b)
     data = builder.data()
-    assert len(data["packets"]) == 100 and len(data["paths"]) == 2
-    # every rule step's place points at the rule in the ruleset listing
-    nodeports = next(c for c in data["chains"] if c[1:3] == ["nat", "KUBE-NODEPORTS"])
-    r16 = data["rules"][nodeports[4] + 15]
-    assert "--dport 52000" in r16[0] and r16[1] == 50 and r16[2] == 100
-    place = next(p for p in data["places"] if p[:4] == ["nat", "KUBE-NODEPORTS", "rule", 16])
-    assert place[4] == nodeports[4] + 15
+    # 100 packets, two paths, two variants: per packet only its id, variant and addresses
+    assert len(data["packets"]["v"]) == 100 and len(data["paths"]) == 2 and len(data["variants"]) == 2
+    assert data["packets"]["v"][:4] == [0, 1, 0, 1] and data["packets"]["id"][:3] == [1, 1, -1]  # deltas of 1 2 1
+    # KUBE-NODEPORTS rule 16 matched 50 packets, 100 got to it (all went down the whole chain)
+    ci = next(i for i, c in enumerate(data["chains"]) if data["tables"][c[1]] == "nat" and c[2] == "KUBE-NODEPORTS")
+    row = data["chains"][ci]
+    assert row[3] == 36 and row[5] == 100
+    assert dict(zip(row[7][::2], row[7][1::2]))[16] == 50
+    assert sum(n for k, n in zip(row[8][::2], row[8][1::2]) if k >= 16) == 100
+    assert "--dport 52000" in dict(data["texts"])[ci][15]
+    # every rule step's place points at its chain; a chain no packet entered has no text
+    place = next(p for p in data["places"] if p[0] == ci and data["kinds"][p[1]] == "rule" and p[2] == 16)
+    assert place == [ci, 0, 16]
+    idle = next(i for i, c in enumerate(data["chains"]) if c[2] == "KUBE-SVC-0000000000000000")
+    assert len(data["chains"][idle]) <= 5 and idle not in dict(data["texts"])
     # the decisive step of packet 1 is filter:KUBE-FIREWALL rule 1
-    p1 = data["packets"][0]
-    sid = data["paths"][p1[2]][p1[11]]
-    assert data["places"][data["steps"][sid][0]][:4] == ["filter", "KUBE-FIREWALL", "rule", 1]
+    p1 = unpack(data)[0]
+    assert p1["steps"][p1["decisive"]]["chain"] == "KUBE-FIREWALL" and p1["steps"][p1["decisive"]]["num"] == 1
     assert data["defaults"] == {"a": 1, "b": 2}
 
 
@@ -122,7 +124,7 @@ def test_from_json_round_trip(tmp_path, capsys):
     assert main(["report", "-r", RULES, "--from-json", str(ex), "-o", str(via_json)]) == 0
     capsys.readouterr()
     d1, d2 = embedded(direct.read_text()), embedded(via_json.read_text())
-    for key in ("packets", "paths", "steps", "places", "chains", "rules", "extras", "strings"):
+    for key in ("packets", "variants", "paths", "steps", "places", "chains", "texts", "extras", "strings", "addrs"):
         assert d1[key] == d2[key], key
     # sources of the explain run travel through the JSON document
     assert "seed003.log (kernel-log)" in via_json.read_text()
@@ -137,12 +139,13 @@ def test_from_json_accepts_trace_json_lines_and_simulate(tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main(["report", "--from-json", str(lines), "--from-json", str(sim), "-o", str(out)]) == 0
     data = embedded(out.read_text())
-    assert [p[0] for p in data["packets"]] == [1, 2, 1]
+    assert [p["id"] for p in unpack(data)] == [1, 2, 1]
     assert data["ruleset_known"] is False
     # no ruleset: the chains come from the trace, rule text where the trace had it
-    nodeports = next(c for c in data["chains"] if c[1:3] == ["nat", "KUBE-NODEPORTS"])
-    assert nodeports[5] == 36 and "--dport 52000" in data["rules"][nodeports[4] + 15][0]
-    assert data["rules"][nodeports[4]][0] is None
+    ci = next(i for i, c in enumerate(data["chains"]) if data["tables"][c[1]] == "nat" and c[2] == "KUBE-NODEPORTS")
+    text = dict(data["texts"])[ci]
+    assert data["chains"][ci][3] == 36 and "--dport 52000" in text[15]
+    assert text[0] is None
 
 
 def test_from_json_bad_input_is_one_line_error(tmp_path, capsys):

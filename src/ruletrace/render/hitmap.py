@@ -63,6 +63,27 @@ class ChainHits:
         return [r for r in self.rules if r.evaluated and not r.hits]
 
 
+@dataclass(slots=True)
+class ChainCounts:
+    """One chain's counts, sparse: what the HTML report embeds."""
+
+    ruleset: int
+    table: str
+    name: str
+    policy: str | None
+    rules: int  # how many rules the chain has
+    known: bool = True  # False: built from the trace alone
+    entered: int = 0
+    fell_off: int = 0
+    hits: dict[int, int] = field(default_factory=dict)  # rule number -> packets it matched (nonzero only)
+    # highest rule number a packet showed in the chain -> packets; evaluated(k) = packets with deepest >= k
+    deepest: dict[int, int] = field(default_factory=dict)
+
+    def evaluated(self, num: int) -> int:
+        """Packets that got to rule ``num`` (matched or not)."""
+        return sum(c for n, c in self.deepest.items() if n >= num)
+
+
 class HitMap:
     """Accumulates per-rule packet counts over a stream of packets; holds no packet."""
 
@@ -86,11 +107,16 @@ class HitMap:
                     return i
         return 0
 
-    def add(self, places: Iterable[Place], family: str | None = None) -> int:
-        """Count one packet's steps; return the ruleset index it was counted under."""
+    def add(self, places: Iterable[Place], family: str | None = None, *, weight: int = 1,
+            ruleset: int | None = None) -> int:
+        """Count ``weight`` packets that took these steps; return the ruleset index they were counted under.
+
+        ``ruleset`` overrides the index ``family`` would pick (the report counts each distinct
+        path once, with its number of packets as the weight).
+        """
         places = list(places)
-        rs = self.ruleset_index(family)
-        self.packets += 1
+        rs = self.ruleset_index(family) if ruleset is None else ruleset
+        self.packets += weight
         matched: set[tuple[int, str, str, int]] = set()
         deepest: dict[tuple[int, str, str], int] = {}
         fell: set[tuple[int, str, str]] = set()
@@ -105,17 +131,54 @@ class HitMap:
                 fell.add(key)
             if num > deepest.get(key, 0):
                 deepest[key] = num
-        self.hits.update(matched)
-        self.ends.update(fell)
-        self.entered.update(deepest.keys())
+        for k in matched:
+            self.hits[k] += weight
+        for k in fell:
+            self.ends[k] += weight
         for key, n in deepest.items():
+            self.entered[key] += weight
             c = self._deepest.get(key)
             if c is None:
                 c = self._deepest[key] = Counter()
-            c[n] += 1
+            c[n] += weight
         for hook_table in set(hook_tables(places)):
-            self.tables[hook_table] += 1
+            self.tables[hook_table] += weight
         return rs
+
+    def chain_counts(self) -> Iterator[ChainCounts]:
+        """Every chain in the order of ``chains()``, with its counts kept sparse (no per-rule objects).
+
+        Cheap for a 100k-rule ruleset: most chains were never entered and carry no counts.
+        """
+        hits: dict[tuple[int, str, str], dict[int, int]] = {}
+        for (rs_i, table, chain, num), c in self.hits.items():
+            hits.setdefault((rs_i, table, chain), {})[num] = c
+
+        def counts(rs_i: int, table: str, name: str, policy: str | None, n: int, known: bool) -> ChainCounts:
+            key = (rs_i, table, name)
+            entered = self.entered.get(key, 0)
+            if not entered:
+                return ChainCounts(rs_i, table, name, policy, n, known)
+            return ChainCounts(rs_i, table, name, policy, n, known, entered, self.ends.get(key, 0),
+                               {k: c for k, c in sorted(hits.get(key, {}).items()) if 1 <= k <= n},
+                               dict(sorted(self._deepest.get(key, {}).items())))
+
+        if self.rulesets:
+            for i, rs in enumerate(self.rulesets):
+                for table in _table_order(rs.tables):
+                    for chain in rs.tables[table].values():
+                        yield counts(i, table, chain.name, chain.policy, len(chain.rules), True)
+            return
+        for (rs_i, table, chain), n in self._trace_chains():
+            yield counts(rs_i, table, chain, "?" if chain in BUILTIN_CHAINS else None, n, False)
+
+    def _trace_chains(self) -> list[tuple[tuple[int, str, str], int]]:
+        sizes: dict[tuple[int, str, str], int] = {}
+        for (rs_i, table, chain), c in self._deepest.items():
+            top = max(c)
+            n = top - 1 if self.ends.get((rs_i, table, chain)) else top
+            sizes[(rs_i, table, chain)] = max(n, sizes.get((rs_i, table, chain), 0))
+        return sorted(sizes.items(), key=lambda kv: _chain_sort(kv[0]))
 
     def chains(self) -> list[ChainHits]:
         """Every chain of every ruleset (in listing order, tables in kernel order) with its counts.
@@ -131,12 +194,7 @@ class HitMap:
                         rules = [RuleHits(r.num, r.text) for r in chain.rules]
                         out.append(self._fill(ChainHits(i, table, chain.name, chain.policy, rules)))
             return out
-        sizes: dict[tuple[int, str, str], int] = {}
-        for (rs_i, table, chain), c in self._deepest.items():
-            top = max(c)
-            n = top - 1 if self.ends.get((rs_i, table, chain)) else top
-            sizes[(rs_i, table, chain)] = max(n, sizes.get((rs_i, table, chain), 0))
-        for (rs_i, table, chain), n in sorted(sizes.items(), key=lambda kv: _chain_sort(kv[0])):
+        for (rs_i, table, chain), n in self._trace_chains():
             rules = [RuleHits(k, None) for k in range(1, n + 1)]
             policy = "?" if chain in BUILTIN_CHAINS else None
             out.append(self._fill(ChainHits(rs_i, table, chain, policy, rules, known=False)))

@@ -1,5 +1,8 @@
 /* ruletrace report: renders the packet list, diagram paths, hit map and ruleset from #report-data.
-   Every piece of data goes into the page with textContent / setAttribute, never as markup. */
+   Every piece of data goes into the page with textContent / setAttribute, never as markup.
+   The document is compact (see render/html.py and docs/report.md): packets are columns, each
+   points at a variant (path, fate, deciding step, details) stored once; rule text sits in
+   #report-text and is parsed the first time some text is shown. */
 (function () {
   "use strict";
   var errors = [];
@@ -12,14 +15,111 @@
   var SVGNS = "http://www.w3.org/2000/svg";
   var PAGE = D.page_size || 200;
   var HM_PAGE = 100, RS_PAGE_RULES = 600, STRIP_MAX = 240;
-  var P = D.packets;
-  // packet row columns
-  var ID = 0, FATE = 1, PATH = 2, PROTO = 3, SRC = 4, SPORT = 5, DST = 6, DPORT = 7, IN = 8, OUT = 9, FLAGS = 10, DEC = 11, EXTRA = 12, NAT = 13;
-  var byId = {};
-  for (var i = 0; i < P.length; i++) byId[String(P[i][ID])] = i;
+
+  // ------------------------------------------------------------------ the compact document
+  var PK = D.packets, N = PK.v.length, IDS = PK.id;
+  if (PK.id_delta) { IDS = new Array(N); var acc = 0; for (var q0 = 0; q0 < N; q0++) { acc += PK.id[q0]; IDS[q0] = acc; } }
+  function str(i) { return i === null || i === undefined || i < 0 ? "" : D.strings[i]; }
+  function strOrNull(i) { return i === null || i === undefined || i < 0 ? null : D.strings[i]; }
+  function addr(i) { return i < 0 ? null : D.addrs[i]; }
+  // rows leave out trailing "nothing" (-1 or null); padded back with -1
+  function untrim(row, n) { var r = row.slice(); while (r.length < n) r.push(-1); return r; }
+
+  var chains = D.chains.map(function (c, i) {
+    return { i: i, rs: c[0], table: D.tables[c[1]], name: c[2], n: c[3], policy: c.length > 4 ? c[4] : null,
+             entered: c[5] || 0, fell: c[6] || 0, hits: c[7] || [], deep: c[8] || [], first: 0 };
+  });
+  var RULES = 0;
+  chains.forEach(function (c) { c.first = RULES; RULES += c.n; });
+  function chainRef(ci) {
+    if (ci >= 0) return chains[ci];
+    var x = D.xchains[-1 - ci];
+    return { i: ci, rs: x[0], table: D.tables[x[1]], name: x[2], n: 0, policy: null, entered: 0, fell: 0, hits: [], deep: [], first: -1 };
+  }
+  // per-chain rule counts, built the first time a chain is shown: hits[num], evaluated[num]
+  var countCache = {};
+  function countsOf(c) {
+    var k = countCache[c.i];
+    if (k) return k;
+    var h = new Array(c.n + 2), e = new Array(c.n + 2), deep = new Array(c.n + 2), j;
+    for (j = 0; j < c.n + 2; j++) { h[j] = 0; e[j] = 0; deep[j] = 0; }
+    for (j = 0; j < c.hits.length; j += 2) if (c.hits[j] <= c.n) h[c.hits[j]] = c.hits[j + 1];
+    for (j = 0; j < c.deep.length; j += 2) deep[Math.min(c.deep[j], c.n + 1)] += c.deep[j + 1];
+    // evaluated(k) = packets whose deepest rule number in the chain is >= k
+    for (var run = 0, m = c.n + 1; m >= 1; m--) { run += deep[m]; e[m] = run; }
+    return (countCache[c.i] = { h: h, e: e });
+  }
+  var MAXH = 0;
+  chains.forEach(function (c) { for (var j = 1; j < c.hits.length; j += 2) if (c.hits[j] > MAXH) MAXH = c.hits[j]; });
+  var TEXT = null;
+  function texts() {
+    if (!TEXT) { TEXT = {}; JSON.parse(document.getElementById("report-text").textContent).forEach(function (t) { TEXT[t[0]] = t[1]; }); }
+    return TEXT;
+  }
+  // a rule is its global index ri (chain.first + num - 1), as links and the URL name it
+  var starts = chains.map(function (c) { return c.first; });
+  function chainIndexOfRule(ri) {
+    var lo = 0, hi = chains.length - 1, ans = -1;
+    while (lo <= hi) { var mid = (lo + hi) >> 1; if (starts[mid] <= ri) { ans = mid; lo = mid + 1; } else hi = mid - 1; }
+    while (ans >= 0 && chains[ans].n === 0) ans--; // empty chains share the start of the next one
+    return ans;
+  }
+  function chainOfRule(ri) { var k = chainIndexOfRule(ri); return k >= 0 ? chains[k] : null; }
+  function ruleNum(ri) { var c = chainOfRule(ri); return c ? ri - c.first + 1 : 0; }
+  function ruleHits(ri) { var c = chainOfRule(ri); return c && c.entered ? countsOf(c).h[ri - c.first + 1] : 0; }
+  function ruleEval(ri) { var c = chainOfRule(ri); return c && c.entered ? countsOf(c).e[ri - c.first + 1] : 0; }
+  function ruleText(ri) {
+    var c = chainOfRule(ri); if (!c || !c.entered) return null;
+    var t = texts()[c.i]; return t ? t[ri - c.first] : null;
+  }
+  var placeCache = [];
+  function placeAt(id) {
+    var pl = placeCache[id];
+    if (!pl) {
+      var r = D.places[id], c = chainRef(r[0]), num = r[2], kind = D.kinds[r[1]];
+      var ri = c.first >= 0 && kind === "rule" && num !== null && num >= 1 && num <= c.n ? c.first + num - 1 : -1;
+      pl = placeCache[id] = { table: c.table, chain: c.name, kind: kind, num: num, ri: ri };
+    }
+    return pl;
+  }
+  var stepCache = [];
+  function stepOf(sid) {
+    var s = stepCache[sid];
+    if (!s) {
+      var r = untrim(D.steps[sid], 7);
+      s = stepCache[sid] = { place: r[0], depth: r[1], action: str(r[2]), returned: str(r[3]), policy: str(r[4]),
+                             warning: strOrNull(r[5]), note: strOrNull(r[6]) };
+    }
+    return s;
+  }
+  function placeOf(sid) { return placeAt(stepOf(sid).place); }
+  var variantCache = [];
+  function variant(v) {
+    var x = variantCache[v];
+    if (!x) {
+      var r = untrim(D.variants[v], 9);
+      x = variantCache[v] = { path: r[0], fate: r[1], dec: r[2], extra: r[3] >= 0 ? D.extras[r[3]] : {},
+                              proto: strOrNull(r[4]), inif: strOrNull(r[5]), outif: strOrNull(r[6]), flags: strOrNull(r[7]),
+                              nat: r[8] === -1 || !r[8] ? [] : r[8] };
+    }
+    return x;
+  }
+  // packet i of the list as an object (made when shown)
+  function pk(i) {
+    var v = variant(PK.v[i]);
+    return { i: i, id: IDS[i], v: v, path: D.paths[v.path], pathId: v.path, fate: v.fate, dec: v.dec, e: v.extra,
+             proto: v.proto, src: addr(PK.src[i]), sport: PK.sport[i], dst: addr(PK.dst[i]), dport: PK.dport[i],
+             inif: v.inif, outif: v.outif, flags: v.flags };
+  }
+  var byId = null;
+  function find(id) {
+    if (!byId) { byId = {}; for (var i = 0; i < N; i++) { var k = String(IDS[i]); if (!(k in byId)) byId[k] = i; } }
+    var key = String(id);
+    return key in byId ? byId[key] : -1;
+  }
 
   var state = { fate: "", q: "", rule: -1, page: 0, a: D.defaults.a, b: D.defaults.b, open: null,
-                hmEntered: D.chains.length > 300, hmQ: "", hmPage: 0, rsPage: 0 };
+                hmEntered: chains.length > 300, hmQ: "", hmPage: 0, rsPage: 0 };
 
   // ------------------------------------------------------------------ helpers
   function $(id) { return document.getElementById(id); }
@@ -34,15 +134,10 @@
     for (var k in attrs) if (Object.prototype.hasOwnProperty.call(attrs, k)) e.setAttribute(k, String(attrs[k]));
     return e;
   }
-  function str(i) { return i === null || i === undefined || i < 0 ? "" : D.strings[i]; }
-  function stepOf(sid) { return D.steps[sid]; }
-  function placeOf(sid) { return D.places[D.steps[sid][0]]; }
-  function pathOf(p) { return D.paths[p[PATH]]; }
-  function extraOf(p) { return p[EXTRA] >= 0 ? D.extras[p[EXTRA]] : {}; }
   // NAT rewrites of a packet; an old value of 0 means the packet's own first address:port
   function natOf(p) {
-    return (p[NAT] || []).map(function (c) {
-      var old = c[1] === 0 ? (c[0] === "SRC" ? endpoint(p[SRC], p[SPORT]) : endpoint(p[DST], p[DPORT])) : c[1];
+    return p.v.nat.map(function (c) {
+      var old = c[1] === 0 ? (c[0] === "SRC" ? endpoint(p.src, p.sport) : endpoint(p.dst, p.dport)) : c[1];
       return [c[0], old, c[2], c[3]];
     });
   }
@@ -52,41 +147,37 @@
     if (port === null || port === undefined) return s;
     return s.indexOf(":") >= 0 ? "[" + s + "]:" + port : s + ":" + port;
   }
-  function tuple(p) { return (p[PROTO] || "?") + " " + endpoint(p[SRC], p[SPORT]) + " \u2192 " + endpoint(p[DST], p[DPORT]) + (p[FLAGS] ? " [" + p[FLAGS] + "]" : ""); }
+  function tuple(p) { return (p.proto || "?") + " " + endpoint(p.src, p.sport) + " \u2192 " + endpoint(p.dst, p.dport) + (p.flags ? " [" + p.flags + "]" : ""); }
   function placeText(pl) {
-    var n = pl[3] === null ? "?" : pl[3];
-    return pl[0] + ":" + pl[1] + (pl[2] === "rule" ? " rule " + n : " " + pl[2] + " " + n);
+    var n = pl.num === null ? "?" : pl.num;
+    return pl.table + ":" + pl.chain + (pl.kind === "rule" ? " rule " + n : " " + pl.kind + " " + n);
   }
   function ruleKey(ri) {
     var c = chainOfRule(ri);
-    return c ? c[1] + ":" + c[2] + ":" + (ri - c[4] + 1) : String(ri);
+    return c ? c.table + ":" + c.name + ":" + (ri - c.first + 1) : String(ri);
   }
-  var chainStarts = D.chains.map(function (c) { return c[4]; });
-  function chainIndexOfRule(ri) {
-    var lo = 0, hi = D.chains.length - 1, ans = -1;
-    while (lo <= hi) { var mid = (lo + hi) >> 1; if (chainStarts[mid] <= ri) { ans = mid; lo = mid + 1; } else hi = mid - 1; }
-    while (ans >= 0 && D.chains[ans][5] === 0) ans--; // empty chains share the start of the next one
-    return ans;
-  }
-  function chainOfRule(ri) { var k = chainIndexOfRule(ri); return k >= 0 ? D.chains[k] : null; }
   var ruleByKey = null;
   function ruleFromKey(key) {
     if (/^\d+$/.test(key)) return parseInt(key, 10);
-    if (!ruleByKey) {
-      ruleByKey = {};
-      D.chains.forEach(function (c) { for (var n = 1; n <= c[5]; n++) { var k = c[1] + ":" + c[2] + ":" + n; if (!(k in ruleByKey)) ruleByKey[k] = c[4] + n - 1; } });
-    }
-    return key in ruleByKey ? ruleByKey[key] : -1;
+    var m = /^([^:]*):(.*):(\d+)$/.exec(key);
+    if (!m) return -1;
+    if (!ruleByKey) { ruleByKey = {}; chains.forEach(function (c) { var k = c.table + ":" + c.name; if (!(k in ruleByKey)) ruleByKey[k] = c; }); }
+    var c = ruleByKey[m[1] + ":" + m[2]], n = parseInt(m[3], 10);
+    return c && n >= 1 && n <= c.n ? c.first + n - 1 : -1;
   }
+  var decidedCache = [];
   function decidedText(p) {
-    var path = pathOf(p), k = p[DEC];
+    var t = decidedCache[PK.v[p.i]];
+    if (t !== undefined) return t;
+    var path = p.path, k = p.dec;
     if (k < 0 || k >= path.length) {
-      var e = extraOf(p);
-      return e.last !== undefined ? "trace ends at " + str(e.last) : "nothing decided";
+      t = p.e.last !== undefined ? "trace ends at " + str(p.e.last) : "nothing decided";
+    } else {
+      var s = stepOf(path[k]), pl = placeAt(s.place);
+      var what = pl.kind === "rule" ? " rule " + pl.num : " policy " + (s.policy || "");
+      t = pl.table + ":" + pl.chain + what + (s.action && pl.kind === "rule" ? " (" + s.action + ")" : "");
     }
-    var s = stepOf(path[k]), pl = D.places[s[0]];
-    var what = pl[2] === "rule" ? " rule " + pl[3] : " policy " + (s[4] || "");
-    return pl[0] + ":" + pl[1] + what + (s[2] && pl[2] === "rule" ? " (" + s[2] + ")" : "");
+    return (decidedCache[PK.v[p.i]] = t);
   }
 
   // hooks of a path: [{hook, table, first step index}], as the diagram shows it
@@ -94,16 +185,16 @@
   function visits(path) {
     var out = [], hook = null, last = "";
     for (var k = 0; k < path.length; k++) {
-      var pl = placeOf(path[k]), up = String(pl[1]).toUpperCase();
-      if (HOOKS[up] && HOOKS[up].indexOf(pl[0]) >= 0) hook = up;
-      if (!hook || HOOKS[hook].indexOf(pl[0]) < 0) continue;
-      var key = hook + "/" + pl[0];
-      if (key !== last) { out.push({ hook: hook, table: pl[0], step: k }); last = key; }
+      var pl = placeOf(path[k]), up = String(pl.chain).toUpperCase();
+      if (HOOKS[up] && HOOKS[up].indexOf(pl.table) >= 0) hook = up;
+      if (!hook || HOOKS[hook].indexOf(pl.table) < 0) continue;
+      var key = hook + "/" + pl.table;
+      if (key !== last) { out.push({ hook: hook, table: pl.table, step: k }); last = key; }
     }
     return out;
   }
   function hookAt(path, k) {
-    for (var j = k; j >= 0; j--) { var up = String(placeOf(path[j])[1]).toUpperCase(); if (HOOKS[up]) return up; }
+    for (var j = k; j >= 0; j--) { var up = String(placeOf(path[j]).chain).toUpperCase(); if (HOOKS[up]) return up; }
     return null;
   }
 
@@ -121,9 +212,9 @@
       else if (k === "q") st.q = v;
       else if (k === "rule") st.rule = ruleFromKey(v);
       else if (k === "page") st.page = Math.max(0, (parseInt(v, 10) || 1) - 1);
-      else if (k === "a" && v in byId) st.a = P[byId[v]][ID];
-      else if (k === "b" && v in byId) st.b = P[byId[v]][ID];
-      else if (k === "packet" && v in byId) { st.open = P[byId[v]][ID]; st.a = st.open; }
+      else if (k === "a" && find(v) >= 0) st.a = IDS[find(v)];
+      else if (k === "b" && find(v) >= 0) st.b = IDS[find(v)];
+      else if (k === "packet" && find(v) >= 0) { st.open = IDS[find(v)]; st.a = st.open; }
     });
     for (var k in st) if (Object.prototype.hasOwnProperty.call(st, k)) state[k] = st[k];
     return true;
@@ -147,9 +238,10 @@
     if (s === undefined) {
       var seen = {}, bits = [];
       D.paths[pi].forEach(function (sid) {
-        var pl = placeOf(sid), c = pl[0] + ":" + pl[1];
+        var pl = placeOf(sid), c = pl.table + ":" + pl.chain;
         if (!seen[c]) { seen[c] = 1; bits.push(c); }
-        if (pl[4] >= 0 && D.rules[pl[4]][0]) bits.push(D.rules[pl[4]][0]);
+        var t = pl.ri >= 0 ? ruleText(pl.ri) : null;
+        if (t) bits.push(t);
       });
       s = searchCache[pi] = bits.join(" ").toLowerCase();
     }
@@ -162,28 +254,29 @@
       m = ruleCache[ri] = {};
       for (var pi = 0; pi < D.paths.length; pi++) {
         var path = D.paths[pi];
-        for (var k = 0; k < path.length; k++) if (placeOf(path[k])[4] === ri) { m[pi] = 1; break; }
+        for (var k = 0; k < path.length; k++) if (placeOf(path[k]).ri === ri) { m[pi] = 1; break; }
       }
     }
     return m;
   }
   function packetText(p) {
-    return ("#" + p[ID] + " " + D.fates[p[FATE]] + " " + tuple(p) + " " + (p[IN] || "") + " " + (p[OUT] || "") + " " + decidedText(p)).toLowerCase();
+    return ("#" + p.id + " " + D.fates[p.fate] + " " + tuple(p) + " " + (p.inif || "") + " " + (p.outif || "") + " " + decidedText(p)).toLowerCase();
   }
   function filtered() {
     var fi = state.fate ? D.fates.indexOf(state.fate) : -1;
     var terms = state.q.toLowerCase().split(/\s+/).filter(Boolean);
     var rm = state.rule >= 0 ? pathsWithRule(state.rule) : null;
-    var out = [];
-    for (var i = 0; i < P.length; i++) {
-      var p = P[i];
-      if (fi >= 0 && p[FATE] !== fi) continue;
-      if (rm && !rm[p[PATH]]) continue;
+    var vfate = D.variants.map(function (v) { return v[1]; }), vpath = D.variants.map(function (v) { return v[0]; });
+    var out = [], pv = PK.v;
+    for (var i = 0; i < N; i++) {
+      var v = pv[i];
+      if (fi >= 0 && vfate[v] !== fi) continue;
+      if (rm && !rm[vpath[v]]) continue;
       if (terms.length) {
-        var t = packetText(p), ps = null, ok = true;
+        var p = pk(i), t = packetText(p), ps = null, ok = true;
         for (var j = 0; j < terms.length && ok; j++) {
           if (t.indexOf(terms[j]) >= 0) continue;
-          if (ps === null) ps = pathSearch(p[PATH]);
+          if (ps === null) ps = pathSearch(p.pathId);
           ok = ps.indexOf(terms[j]) >= 0;
         }
         if (!ok) continue;
@@ -194,18 +287,23 @@
   }
 
   // ------------------------------------------------------------------ packet list
+  var fateCounts = null;
   function renderChips() {
     var box = $("fate-chips"); box.textContent = "";
-    var counts = D.fates.map(function () { return 0; });
-    P.forEach(function (p) { counts[p[FATE]]++; });
+    if (!fateCounts) {
+      var perVariant = D.variants.map(function () { return 0; });
+      for (var i = 0; i < N; i++) perVariant[PK.v[i]]++;
+      fateCounts = D.fates.map(function () { return 0; });
+      D.variants.forEach(function (v, k) { fateCounts[v[1]] += perVariant[k]; });
+    }
     var all = el("button", "chip" + (state.fate ? "" : " on"), "all");
-    all.appendChild(el("span", "n", P.length));
+    all.appendChild(el("span", "n", N));
     all.setAttribute("data-fate", "");
     box.appendChild(all);
     D.fates.forEach(function (f, k) {
-      if (!counts[k]) return;
+      if (!fateCounts[k]) return;
       var b = el("button", "chip" + (state.fate === f ? " on" : ""), f);
-      b.appendChild(el("span", "n", counts[k]));
+      b.appendChild(el("span", "n", fateCounts[k]));
       b.setAttribute("data-fate", f);
       box.appendChild(b);
     });
@@ -226,8 +324,8 @@
     var rf = $("rule-filter");
     if (state.rule >= 0) {
       rf.hidden = false;
-      var r = D.rules[state.rule];
-      $("rule-filter-text").textContent = "hit " + ruleKey(state.rule).replace(/:(\d+)$/, " rule $1") + (r && r[0] ? ": " + r[0] : "");
+      var t = ruleText(state.rule);
+      $("rule-filter-text").textContent = "hit " + ruleKey(state.rule).replace(/:(\d+)$/, " rule $1") + (t ? ": " + t : "");
     } else rf.hidden = true;
     if ($("search").value !== state.q) $("search").value = state.q;
     var idx = filtered();
@@ -236,7 +334,7 @@
     var list = $("packet-list"); list.textContent = "";
     var from = state.page * PAGE, to = Math.min(idx.length, from + PAGE);
     var frag = document.createDocumentFragment();
-    for (var k = from; k < to; k++) frag.appendChild(packetRow(P[idx[k]]));
+    for (var k = from; k < to; k++) frag.appendChild(packetRow(pk(idx[k])));
     list.appendChild(frag);
     if (!idx.length) list.appendChild(el("li", "empty", "no packet matches these filters"));
     var go = function (n) { state.page = n; writeHash(); renderPackets(); };
@@ -245,40 +343,40 @@
     list.setAttribute("data-count", String(idx.length));
   }
   function packetRow(p) {
-    var fate = D.fates[p[FATE]];
+    var fate = D.fates[p.fate];
     var li = el("li", "pkt fate-" + fate);
-    li.setAttribute("data-id", String(p[ID]));
+    li.setAttribute("data-id", String(p.id));
     li.setAttribute("data-fate", fate);
-    if (p[ID] === state.a) li.classList.add("sel-a");
-    if (p[ID] === state.b) li.classList.add("sel-b");
+    if (p.id === state.a) li.classList.add("sel-a");
+    if (p.id === state.b) li.classList.add("sel-b");
     var row = el("div", "row");
     row.appendChild(el("span", "tw", "\u25b6"));
-    row.appendChild(el("span", "pid", "#" + p[ID]));
+    row.appendChild(el("span", "pid", "#" + p.id));
     var fb = el("span", "fate fate-" + fate, fate); row.appendChild(el("span")).appendChild(fb);
     row.appendChild(el("span", "tuple", tuple(p)));
-    row.appendChild(el("span", "iface", (p[IN] || "") + (p[OUT] ? " \u2192 " + p[OUT] : p[IN] ? " \u2192" : "")));
+    row.appendChild(el("span", "iface", (p.inif || "") + (p.outif ? " \u2192 " + p.outif : p.inif ? " \u2192" : "")));
     row.appendChild(el("span", "dec", decidedText(p)));
     var ab = el("span", "ab");
     ["a", "b"].forEach(function (w) {
-      var b = el("button", state[w] === p[ID] ? "on-" + w : "", w.toUpperCase());
+      var b = el("button", state[w] === p.id ? "on-" + w : "", w.toUpperCase());
       b.title = "show as " + w.toUpperCase() + " on the diagram";
-      b.onclick = function (ev) { ev.stopPropagation(); state[w] = state[w] === p[ID] ? null : p[ID]; drawDiagram(); renderPackets(); };
+      b.onclick = function (ev) { ev.stopPropagation(); state[w] = state[w] === p.id ? null : p.id; drawDiagram(); renderPackets(); };
       ab.appendChild(b);
     });
     row.appendChild(ab);
     row.onclick = function () {
       if (li.classList.contains("open")) { li.classList.remove("open"); var d = li.querySelector(".detail"); if (d) d.remove(); state.open = null; return; }
-      li.classList.add("open"); state.open = p[ID];
+      li.classList.add("open"); state.open = p.id;
       li.appendChild(detail(p));
     };
     li.appendChild(row);
-    if (state.open === p[ID]) { li.classList.add("open"); li.appendChild(detail(p)); }
+    if (state.open === p.id) { li.classList.add("open"); li.appendChild(detail(p)); }
     return li;
   }
   function detail(p) {
-    var box = el("div", "detail"), e = extraOf(p), path = pathOf(p);
+    var box = el("div", "detail"), e = p.e, path = p.path;
     var why = el("div", "why");
-    why.appendChild(el("b", "", D.fates[p[FATE]].toUpperCase()));
+    why.appendChild(el("b", "", D.fates[p.fate].toUpperCase()));
     why.appendChild(document.createTextNode(" " + (e.why !== undefined ? str(e.why) : decidedText(p))));
     box.appendChild(why);
     if (e.cause) {
@@ -290,24 +388,24 @@
     function add(k, cls, text) { (ann[k] = ann[k] || []).push([cls, text]); }
     natOf(p).forEach(function (c) { add(c[3], "ann", c[0] + " " + (c[1] || "?") + " \u2192 " + (c[2] || "?")); });
     (e.marks || []).forEach(function (c) { add(c[3], "ann mark", c[0] + " " + (c[1] || "0x0") + " \u2192 " + (c[2] || "?")); });
-    (e.sw || []).forEach(function (c) { add(c[0], "warnl", "! " + str(c[1])); });
-    (e.sn || []).forEach(function (c) { add(c[0], "note", str(c[1])); });
     var ol = el("ol", "steps"), hook = null;
     for (var k = 0; k < path.length; k++) {
-      var s = stepOf(path[k]), pl = D.places[s[0]], h = hookAt(path, k);
+      var s = stepOf(path[k]), pl = placeAt(s.place), h = hookAt(path, k);
+      if (s.warning !== null) add(k, "warnl", "! " + s.warning);
+      if (s.note !== null) add(k, "note", s.note);
       if (h !== hook) { hook = h; ol.appendChild(el("li", "hk", h || "?")); }
-      var li = el("li", "st" + (k === p[DEC] ? " decisive" : ""));
-      li.style.paddingLeft = (Math.min(s[1], 10) * 16 + 8) + "px";
-      li.appendChild(el("span", "where", pl[0] + ":" + pl[1]));
-      li.appendChild(el("span", "k", pl[2] === "rule" ? " rule " + pl[3] : " " + pl[2] + " " + pl[3]));
-      var text = pl[4] >= 0 ? D.rules[pl[4]][0] : null;
-      if (pl[2] === "rule" && text) li.appendChild(el("span", "txt", "  " + text));
-      if (pl[2] !== "rule" && s[4]) li.appendChild(el("span", "txt", "  " + s[4]));
-      if (s[3]) li.appendChild(el("span", "txt", "  \u2192 " + s[3]));
-      if (s[2] && (k === p[DEC] || s[2] === "drop" || s[2] === "reject")) li.appendChild(el("span", "act act-" + s[2], "  \u21d2 " + s[2].toUpperCase()));
+      var li = el("li", "st" + (k === p.dec ? " decisive" : ""));
+      li.style.paddingLeft = (Math.min(s.depth, 10) * 16 + 8) + "px";
+      li.appendChild(el("span", "where", pl.table + ":" + pl.chain));
+      li.appendChild(el("span", "k", pl.kind === "rule" ? " rule " + pl.num : " " + pl.kind + " " + pl.num));
+      var text = pl.ri >= 0 ? ruleText(pl.ri) : null;
+      if (pl.kind === "rule" && text) li.appendChild(el("span", "txt", "  " + text));
+      if (pl.kind !== "rule" && s.policy) li.appendChild(el("span", "txt", "  " + s.policy));
+      if (s.returned) li.appendChild(el("span", "txt", "  \u2192 " + s.returned));
+      if (s.action && (k === p.dec || s.action === "drop" || s.action === "reject")) li.appendChild(el("span", "act act-" + s.action, "  \u21d2 " + s.action.toUpperCase()));
       ol.appendChild(li);
       (ann[k] || []).forEach(function (a) {
-        var x = el("li", a[0], a[1]); x.style.paddingLeft = (Math.min(s[1], 10) * 16 + 40) + "px"; ol.appendChild(x);
+        var x = el("li", a[0], a[1]); x.style.paddingLeft = (Math.min(s.depth, 10) * 16 + 40) + "px"; ol.appendChild(x);
       });
     }
     box.appendChild(ol);
@@ -329,9 +427,10 @@
     var labelLines = {};
     ["a", "b"].forEach(function (w, wi) {
       var id = state[w], leg = $("legend-" + w);
-      if (id === null || id === undefined || !(String(id) in byId)) { leg.textContent = "none"; return; }
-      var p = P[byId[String(id)]], path = pathOf(p), vs = visits(path), fate = D.fates[p[FATE]];
-      leg.textContent = "#" + p[ID] + " " + tuple(p) + " \u2014 " + fate + ", " + decidedText(p);
+      var at0 = id === null || id === undefined ? -1 : find(id);
+      if (at0 < 0) { leg.textContent = "none"; return; }
+      var p = pk(at0), path = p.path, vs = visits(path), fate = D.fates[p.fate];
+      leg.textContent = "#" + p.id + " " + tuple(p) + " \u2014 " + fate + ", " + decidedText(p);
       var hops = [], prev = null;
       if (vs.length && vs[0].hook === "PREROUTING") prev = "in";
       if (vs.length && vs[0].hook === "OUTPUT") { prev = "local"; $("node-local").classList.add("on-" + w); }
@@ -363,8 +462,8 @@
         });
       });
       // the deciding table of a dropped / rejected packet gets a cross
-      if ((fate === "dropped" || fate === "rejected") && p[DEC] >= 0) {
-        var dh = hookAt(path, p[DEC]), dt = placeOf(path[p[DEC]])[0], g2 = $("tbl-" + dh + "-" + dt);
+      if ((fate === "dropped" || fate === "rejected") && p.dec >= 0 && p.dec < path.length) {
+        var dh = hookAt(path, p.dec), dt = placeOf(path[p.dec]).table, g2 = $("tbl-" + dh + "-" + dt);
         if (g2) {
           g2.classList.add("decided");
           var r = g2.querySelector(".tblbox"), x = parseFloat(r.getAttribute("x")) + parseFloat(r.getAttribute("width")) + 8,
@@ -373,7 +472,7 @@
         }
       }
       // NAT rewrites and mark changes: labelled next to their hook, and listed under the diagram
-      var e = extraOf(p), changes = [];
+      var e = p.e, changes = [];
       natOf(p).forEach(function (c) { changes.push(["nat", c]); });
       (e.marks || []).forEach(function (c) { changes.push(["mark", c]); });
       changes.forEach(function (ch) {
@@ -388,7 +487,7 @@
         if (!at) return;
         var n = labelLines[h] = (labelLines[h] || 0) + 1;
         var tx = svg("text", { x: at[0], y: at[1] + (n - 1) * at[3], "text-anchor": at[2], "class": "lbl lbl-" + w });
-        tx.textContent = text + (pl ? " @" + pl[0] : "");
+        tx.textContent = text + (pl ? " @" + pl.table : "");
         labels.appendChild(tx);
       });
     });
@@ -412,10 +511,10 @@
   var TCOLOR = { raw: "#8a8f98", mangle: "#9b59b6", nat: "#2f7ed8", filter: "#e0782f", security: "#16a085" };
   function hmChains() {
     var q = state.hmQ.toLowerCase(), out = [];
-    for (var i = 0; i < D.chains.length; i++) {
-      var c = D.chains[i];
-      if (state.hmEntered && !c[6]) continue;
-      if (q && (c[1] + ":" + c[2]).toLowerCase().indexOf(q) < 0) continue;
+    for (var i = 0; i < chains.length; i++) {
+      var c = chains[i];
+      if (state.hmEntered && !c.entered) continue;
+      if (q && (c.table + ":" + c.name).toLowerCase().indexOf(q) < 0) continue;
       out.push(i);
     }
     return out;
@@ -430,32 +529,31 @@
     var idx = hmChains(), pages = Math.max(1, Math.ceil(idx.length / HM_PAGE));
     if (state.hmPage >= pages) state.hmPage = pages - 1;
     var body = $("hitmap-list"); body.textContent = "";
-    var maxh = 0;
-    D.rules.forEach(function (r) { if (r[1] > maxh) maxh = r[1]; });
     var frag = document.createDocumentFragment();
     idx.slice(state.hmPage * HM_PAGE, (state.hmPage + 1) * HM_PAGE).forEach(function (ci) {
-      var c = D.chains[ci], tr = el("tr", c[6] ? "" : "idle"), hit = 0, unreached = 0;
-      for (var r = c[4]; r < c[4] + c[5]; r++) { if (D.rules[r][1]) hit++; if (!D.rules[r][2]) unreached++; }
+      var c = chains[ci], tr = el("tr", c.entered ? "" : "idle"), hit = c.hits.length / 2, unreached = c.n;
+      var k = c.entered ? countsOf(c) : null;
+      if (k) { unreached = 0; for (var r = 1; r <= c.n; r++) if (!k.e[r]) unreached++; }
       var td = el("td", "cn");
-      var tag = el("span", "tbltag", c[1]); tag.style.background = TCOLOR[c[1]] || "#888";
+      var tag = el("span", "tbltag", c.table); tag.style.background = TCOLOR[c.table] || "#888";
       td.appendChild(tag);
-      var a = el("a", "", c[2]); a.href = "#ruleset"; a.onclick = function (ev) { ev.preventDefault(); gotoChain(ci, -1); };
+      var a = el("a", "", c.name); a.href = "#ruleset"; a.onclick = function (ev) { ev.preventDefault(); gotoChain(ci, -1); };
       td.appendChild(a);
-      if (c[3]) td.appendChild(el("span", "count", " " + c[3]));
+      if (c.policy) td.appendChild(el("span", "count", " " + c.policy));
       tr.appendChild(td);
-      tr.appendChild(el("td", "num", c[5]));
-      tr.appendChild(el("td", "num", c[6]));
+      tr.appendChild(el("td", "num", c.n));
+      tr.appendChild(el("td", "num", c.entered));
       tr.appendChild(el("td", "num", hit));
       tr.appendChild(el("td", "num", unreached));
       var strip = el("div", "strip"), std = el("td");
-      var n = c[5], per = Math.max(1, Math.ceil(n / STRIP_MAX));
+      var n = c.n, per = Math.max(1, Math.ceil(n / STRIP_MAX));
       for (var s = 0; s < n; s += per) {
-        var h = 0, ev = 0, first = c[4] + s;
-        for (var r2 = first; r2 < Math.min(c[4] + n, first + per); r2++) { h += D.rules[r2][1]; ev = Math.max(ev, D.rules[r2][2]); }
+        var h = 0, ev = 0;
+        if (k) for (var r2 = s + 1; r2 <= Math.min(n, s + per); r2++) { h += k.h[r2]; ev = Math.max(ev, k.e[r2]); }
         var cell = el("span", "cell " + (h ? "hit" : ev ? "miss" : "unreached"));
-        if (h) cell.style.background = hitColor(h, maxh);
-        cell.title = c[2] + " rule " + (s + 1) + (per > 1 ? "\u2013" + Math.min(n, s + per) : "") + ": " + h + " packet(s) matched, " + ev + " got there";
-        cell.setAttribute("data-rule", String(first));
+        if (h) cell.style.background = hitColor(h, MAXH);
+        cell.title = c.name + " rule " + (s + 1) + (per > 1 ? "\u2013" + Math.min(n, s + per) : "") + ": " + h + " packet(s) matched, " + ev + " got there";
+        cell.setAttribute("data-rule", String(c.first + s));
         strip.appendChild(cell);
       }
       strip.onclick = function (ev2) { var t = ev2.target; if (t.hasAttribute && t.hasAttribute("data-rule")) gotoChain(ci, parseInt(t.getAttribute("data-rule"), 10)); };
@@ -464,17 +562,18 @@
       frag.appendChild(tr);
     });
     body.appendChild(frag);
-    $("hm-count").textContent = idx.length + " of " + D.chains.length + " chains";
-    pager($("hm-pager"), state.hmPage, pages, idx.length, "chains", function (k) { state.hmPage = k; renderHitmap(); });
+    $("hm-count").textContent = idx.length + " of " + chains.length + " chains";
+    pager($("hm-pager"), state.hmPage, pages, idx.length, "chains", function (k2) { state.hmPage = k2; renderHitmap(); });
   }
 
   // ------------------------------------------------------------------ ruleset
+  // a chain no packet entered counts one line on a page: its rules are not in the page
   var rsPages = null;
   function rulesetPages() {
     if (rsPages) return rsPages;
     rsPages = []; var cur = [], n = 0;
-    D.chains.forEach(function (c, i) {
-      cur.push(i); n += c[5] + 1;
+    chains.forEach(function (c, i) {
+      cur.push(i); n += (c.entered ? c.n : 0) + 1;
       if (n >= RS_PAGE_RULES) { rsPages.push(cur); cur = []; n = 0; }
     });
     if (cur.length) rsPages.push(cur);
@@ -486,34 +585,38 @@
     if (state.rsPage >= pages.length) state.rsPage = pages.length - 1;
     var frag = document.createDocumentFragment(), lastTable = null, lastRs = null;
     pages[state.rsPage].forEach(function (ci) {
-      var c = D.chains[ci];
-      if (c[1] !== lastTable || c[0] !== lastRs) {
-        frag.appendChild(el("div", "tb", (D.rulesets.length > 1 ? "# " + D.rulesets[c[0]] + "\n" : "") + "*" + c[1]));
-        lastTable = c[1]; lastRs = c[0];
+      var c = chains[ci];
+      if (c.table !== lastTable || c.rs !== lastRs) {
+        frag.appendChild(el("div", "tb", (D.rulesets.length > 1 ? "# " + D.rulesets[c.rs] + "\n" : "") + "*" + c.table));
+        lastTable = c.table; lastRs = c.rs;
       }
-      var head = el("div", "ch", ":" + c[2] + " " + (c[3] || "-"));
+      var head = el("div", "ch", ":" + c.name + " " + (c.policy || "-"));
       head.id = "chain-" + ci;
-      head.appendChild(el("span", "meta2", c[6] ? c[6] + " packet(s) entered" + (c[7] ? ", " + c[7] + " reached the end" : "") : "no traced packet entered"));
+      head.appendChild(el("span", "meta2", c.entered ? c.entered + " packet(s) entered" + (c.fell ? ", " + c.fell + " reached the end" : "")
+        : c.n + " rule" + (c.n === 1 ? "" : "s") + ": no packet reached this chain (rule text left out of the report)"));
       frag.appendChild(head);
-      for (var r = c[4]; r < c[4] + c[5]; r++) {
-        var rule = D.rules[r], row = el("div", "r" + (rule[2] ? (rule[1] ? "" : " miss") : " unreached"));
+      if (!c.entered) return;
+      var k = countsOf(c), tx = texts()[ci] || [];
+      for (var num = 1; num <= c.n; num++) {
+        var r = c.first + num - 1, hits = k.h[num], ev = k.e[num], text = tx[num - 1];
+        var row = el("div", "r" + (ev ? (hits ? "" : " miss") : " unreached"));
         row.id = "rule-" + r;
-        row.appendChild(el("span", "n", r - c[4] + 1));
+        row.appendChild(el("span", "n", num));
         var h = el("span", "h");
-        if (rule[1]) {
-          var b = el("button", "", rule[1] + "/" + rule[2]);
+        if (hits) {
+          var b = el("button", "", hits + "/" + ev);
           b.title = "list the packets that matched this rule";
           b.setAttribute("data-rule", String(r));
-          b.onclick = function (ev) { state.rule = parseInt(ev.currentTarget.getAttribute("data-rule"), 10); state.page = 0; writeHash(); renderPackets(); $("packets").scrollIntoView(); };
+          b.onclick = function (e2) { state.rule = parseInt(e2.currentTarget.getAttribute("data-rule"), 10); state.page = 0; writeHash(); renderPackets(); $("packets").scrollIntoView(); };
           h.appendChild(b);
-        } else h.appendChild(el("span", "z", rule[2] ? "0/" + rule[2] : "\u2013"));
+        } else h.appendChild(el("span", "z", ev ? "0/" + ev : "\u2013"));
         row.appendChild(h);
-        row.appendChild(el("span", "txt", (rule[0] === null ? "(rule text unknown: no ruleset given)" : "-A " + c[2] + " " + rule[0]) + (rule[2] ? "" : "   # not reached")));
+        row.appendChild(el("span", "txt", (text === null || text === undefined ? "(rule text unknown: no ruleset given)" : "-A " + c.name + " " + text) + (ev ? "" : "   # not reached")));
         frag.appendChild(row);
       }
     });
     box.appendChild(frag);
-    pager($("rs-pager"), state.rsPage, pages.length, D.chains.length, "chains", function (k) { state.rsPage = k; renderRuleset(); });
+    pager($("rs-pager"), state.rsPage, pages.length, chains.length, "chains", function (k3) { state.rsPage = k3; renderRuleset(); });
     if (flash !== undefined && flash !== null) {
       var t = $(flash);
       if (t) { t.classList.add("flash"); t.scrollIntoView({ block: "center" }); }
@@ -522,7 +625,7 @@
   function gotoChain(ci, ri) {
     var pages = rulesetPages();
     for (var k = 0; k < pages.length; k++) if (pages[k].indexOf(ci) >= 0) { state.rsPage = k; break; }
-    renderRuleset(ri >= 0 ? "rule-" + ri : "chain-" + ci);
+    renderRuleset(ri >= 0 && chains[ci].entered ? "rule-" + ri : "chain-" + ci);
   }
 
   // ------------------------------------------------------------------ wiring
@@ -554,4 +657,6 @@
   renderHitmap();
   renderRuleset();
   document.body.setAttribute("data-state", "ready");
+  // milliseconds from navigation start to here (what bench/bench_report.py reads)
+  document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
 })();
