@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from functools import lru_cache
@@ -42,8 +44,10 @@ def packet(pid: int, steps: list[dict], fate: str = "unknown", **top) -> dict:
 def embedded(page: str) -> dict:
     """The report's data document with its rule texts (``texts``), as ``ReportBuilder.data()`` made it."""
     m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
-    t = re.search(r'<script type="application/json" id="report-text">(.*?)</script>', page, re.S)
+    t = re.search(r'<script type="application/(json|octet-stream)" id="report-text"( data-encoding="gzip\+base64")?>'
+                  r'(.*?)</script>', page, re.S)
     assert m and t, "no embedded data"
     doc = json.loads(m.group(1))
-    doc["texts"] = json.loads(t.group(1))
+    text = gzip.decompress(base64.b64decode(t.group(3))).decode() if t.group(2) else t.group(3)
+    doc["texts"] = json.loads(text)
     return doc

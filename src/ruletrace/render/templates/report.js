@@ -51,10 +51,25 @@
   }
   var MAXH = 0;
   chains.forEach(function (c) { for (var j = 1; j < c.hits.length; j += 2) if (c.hits[j] > MAXH) MAXH = c.hits[j]; });
-  var TEXT = null;
+  // rule texts: plain JSON is parsed the first time a text is shown; gzip+base64 (large rulesets)
+  // is decoded after the first render, and what shows rule text is drawn again when it is there
+  var TEXT = null, TEXT_EL = document.getElementById("report-text");
+  var TEXT_ASYNC = TEXT_EL.getAttribute("data-encoding") === "gzip+base64", TEXT_NOTE = "";
+  function setTexts(list) { TEXT = {}; list.forEach(function (t) { TEXT[t[0]] = t[1]; }); }
   function texts() {
-    if (!TEXT) { TEXT = {}; JSON.parse(document.getElementById("report-text").textContent).forEach(function (t) { TEXT[t[0]] = t[1]; }); }
+    if (TEXT) return TEXT;
+    if (TEXT_ASYNC) return {};
+    setTexts(JSON.parse(TEXT_EL.textContent));
     return TEXT;
+  }
+  function loadTexts(done) {
+    function fail(why) { TEXT = {}; TEXT_NOTE = why; done(); }
+    if (typeof DecompressionStream === "undefined") return fail("rule text needs a newer browser (DecompressionStream)");
+    var bin = atob(TEXT_EL.textContent.replace(/\s+/g, "")), bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text().then(function (t) {
+      setTexts(JSON.parse(t)); done();
+    }, function (err) { fail("rule text could not be decoded: " + err); });
   }
   // a rule is its global index ri (chain.first + num - 1), as links and the URL name it
   var starts = chains.map(function (c) { return c.first; });
@@ -243,7 +258,8 @@
         var t = pl.ri >= 0 ? ruleText(pl.ri) : null;
         if (t) bits.push(t);
       });
-      s = searchCache[pi] = bits.join(" ").toLowerCase();
+      s = bits.join(" ").toLowerCase();
+      if (TEXT) searchCache[pi] = s;
     }
     return s;
   }
@@ -611,7 +627,8 @@
           h.appendChild(b);
         } else h.appendChild(el("span", "z", ev ? "0/" + ev : "\u2013"));
         row.appendChild(h);
-        row.appendChild(el("span", "txt", (text === null || text === undefined ? "(rule text unknown: no ruleset given)" : "-A " + c.name + " " + text) + (ev ? "" : "   # not reached")));
+        var missing = !TEXT ? "(rule text loading\u2026)" : TEXT_NOTE ? "(" + TEXT_NOTE + ")" : "(rule text unknown: no ruleset given)";
+        row.appendChild(el("span", "txt", (text === null || text === undefined ? missing : "-A " + c.name + " " + text) + (ev ? "" : "   # not reached")));
         frag.appendChild(row);
       }
     });
@@ -657,6 +674,13 @@
   renderHitmap();
   renderRuleset();
   document.body.setAttribute("data-state", "ready");
+  if (TEXT_ASYNC) setTimeout(function () {
+    loadTexts(function () {
+      renderRuleset(); renderPackets();
+      document.body.setAttribute("data-text", TEXT_NOTE ? "failed" : "ready");
+    });
+  }, 0);
+  else document.body.setAttribute("data-text", "ready");
   // milliseconds from navigation start to here (what bench/bench_report.py reads)
   document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
 })();
