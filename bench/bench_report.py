@@ -8,7 +8,8 @@ Load time is read over the DevTools protocol (``--remote-debugging-pipe``: NUL-t
 on fds 3/4), from the page's own clock (``performance``, 0 = navigation start):
 - ``ready``: the report's script finished (``<body data-ready-ms>``, set by report.js);
 - ``load``: the load event ended;
-- ``frame``: the first animation frame after both, i.e. the first render of the finished page;
+- ``frame``: the first animation frame after both, i.e. the first render of the finished page
+  (a large data document is gzipped and decoded asynchronously: then after the script's render);
 - ``fcp``: first contentful paint;
 - ``text``: the rule text is there (large rule text is embedded gzipped and decoded after the
   first render).
@@ -55,7 +56,10 @@ PROBE = """new Promise(function (done) {
       })();
     }, 0); });
   }
-  if (document.readyState === "complete") after(); else addEventListener("load", after);
+  (function wait() {  // a large data document is decoded asynchronously: wait for the page's script
+    if (document.readyState === "complete" && document.body.getAttribute("data-state") !== "loading") after();
+    else setTimeout(wait, 5);
+  })();
 })"""
 
 
@@ -164,7 +168,7 @@ def sizes(page: str) -> dict[str, int]:
     """Bytes of the whole page and of its embedded documents."""
     out = {"page": len(page.encode())}
     for ident in ("report-data", "report-text"):
-        m = re.search(rf'<script type="application/json" id="{ident}">(.*?)</script>', page, re.S)
+        m = re.search(rf'<script type="application/[a-z-]+" id="{ident}"[^>]*>(.*?)</script>', page, re.S)
         out[ident] = len(m.group(1).encode()) if m else 0
     return out
 
@@ -195,7 +199,7 @@ def main() -> int:
         sz = sizes(page.read_text(encoding="utf-8"))
         results.update({f"{k}_bytes": v for k, v in sz.items()})
         print(f"size    page {sz['page'] / 1e6:.1f} MB (data {sz['report-data'] / 1e6:.1f} MB, "
-              f"rule text {sz['report-text'] / 1e6:.1f} MB)")
+              f"rule text {sz['report-text'] / 1e6:.1f} MB, as embedded)")
         url = page.resolve().as_uri()
         runs = [load_times(url) for _ in range(args.runs)]
         for r in runs:

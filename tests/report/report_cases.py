@@ -43,11 +43,13 @@ def packet(pid: int, steps: list[dict], fate: str = "unknown", **top) -> dict:
 
 def embedded(page: str) -> dict:
     """The report's data document with its rule texts (``texts``), as ``ReportBuilder.data()`` made it."""
-    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
-    t = re.search(r'<script type="application/(json|octet-stream)" id="report-text"( data-encoding="gzip\+base64")?>'
-                  r'(.*?)</script>', page, re.S)
-    assert m and t, "no embedded data"
-    doc = json.loads(m.group(1))
-    text = gzip.decompress(base64.b64decode(t.group(3))).decode() if t.group(2) else t.group(3)
-    doc["texts"] = json.loads(text)
+    doc = _element(page, "report-data")
+    doc["texts"] = _element(page, "report-text")
     return doc
+
+
+def _element(page: str, ident: str):
+    m = re.search(rf'<script type="application/(json|octet-stream)" id="{ident}"( data-encoding="gzip\+base64")?>'
+                  r'(.*?)</script>', page, re.S)
+    assert m, f"no {ident} element"
+    return json.loads(gzip.decompress(base64.b64decode(m.group(3))).decode() if m.group(2) else m.group(3))

@@ -141,16 +141,17 @@ def test_screenshot(page, tmp_path):
     shutil.copy(page, ARTIFACTS / "report-seed003.html")
 
 
-def test_gzipped_rule_text_is_decoded_after_the_first_render(tmp_path, monkeypatch):
+def test_gzipped_documents_are_decoded(tmp_path, monkeypatch):
     from report_cases import seed003_json
 
     from ruletrace.render import html as rhtml
     from ruletrace.rulesets import load_ruleset
 
-    monkeypatch.setattr(rhtml, "TEXT_GZIP_OVER", 0)  # what a large ruleset gets
+    monkeypatch.setattr(rhtml, "TEXT_GZIP_OVER", 0)  # what a large ruleset and 100k packets get
+    monkeypatch.setattr(rhtml, "DATA_GZIP_OVER", 0)
     out = tmp_path / "gz.html"
     out.write_text(rhtml.to_html(seed003_json(), [load_ruleset(RULES)]))
-    assert 'data-encoding="gzip+base64"' in out.read_text()
+    assert out.read_text().count('data-encoding="gzip+base64"') == 2
     # the decoding is asynchronous: let the page's pending work run before the DOM is dumped
     html, err = chromium(tmp_path, out.as_uri() + "#rule=nat:KUBE-NODEPORTS:16&packet=1", "--dump-dom",
                          "--virtual-time-budget=5000")
@@ -159,7 +160,9 @@ def test_gzipped_rule_text_is_decoded_after_the_first_render(tmp_path, monkeypat
     d.feed(html)
     body = next(a for t, a in d.elements if t == "body")
     assert body.get("data-state") == "ready" and body.get("data-text") == "ready" and "data-errors" not in body
-    # the rule filter, the opened packet and the ruleset show the text
+    # the path is drawn, and the rule filter, the opened packet and the ruleset show the text
+    assert ("INPUT", "filter") in {(a["data-hook"], a["data-table"]) for a in d.with_class("visited-a")}
+    assert [a["data-id"] for t, a in d.elements if t == "li" and "pkt" in a.get("class", "").split()] == ["1"]
     chip = re.search(r'<span id="rule-filter-text">(.*?)</span>', html).group(1)
     assert chip.startswith("hit nat:KUBE-NODEPORTS rule 16: ") and "--dport 52000" in chip
     assert "-A KUBE-NODEPORTS -p tcp" in html and "rule text loading" not in html.replace("rule text loading\\u2026", "")

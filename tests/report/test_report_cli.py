@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 from report_cases import LOG, RULES, embedded, seed003_json
 
@@ -73,7 +72,7 @@ def test_report_with_filters_and_diff(tmp_path, capsys):
     assert f"wrote {out}" in err
     page = out.read_text()
     assert "<title>k8s</title>" in page and 'id="diff"' in page
-    data = json.loads(re.search(r'id="report-data">(.*?)</script>', page, re.S).group(1))
+    data = embedded(page)
     assert data["defaults"] == {"a": 1, "b": 2}
     code, _, _ = run(capsys, "report", "-r", RULES, LOG, "-o", str(out), "--fate", "dropped")
     assert [p["id"] for p in unpack(embedded(out.read_text()))] == [1]

@@ -84,14 +84,16 @@ def test_compact_form_round_trips(with_ruleset):
     assert (d["chain"], d["num"], d["action"]) == ("KUBE-FIREWALL", 1, "drop")
 
 
-def test_page_round_trips_with_gzipped_rule_text(monkeypatch):
+def test_page_round_trips_gzipped(monkeypatch):
     packets = _packets()
     b = ReportBuilder([load_ruleset(RULES)])
     b.add_all(packets)
     plain = b.render(title="t")
     monkeypatch.setattr(rhtml, "TEXT_GZIP_OVER", 0)
+    monkeypatch.setattr(rhtml, "DATA_GZIP_OVER", 0)
     packed = b.render(title="t")
     assert 'id="report-text" data-encoding="gzip+base64"' in packed
+    assert 'id="report-data" data-encoding="gzip+base64"' in packed
     assert '<script type="application/json" id="report-text">' in plain
     assert embedded(packed) == embedded(plain)
     assert [p["id"] for p in unpack(embedded(packed))] == [p["id"] for p in packets]

@@ -1,12 +1,16 @@
 """Explanations as one self-contained HTML report: packet-flow diagram, packet list, rule hit map, ruleset.
 
 The page fetches nothing (a Content-Security-Policy forbids it): CSS and JavaScript are inline,
-and the packets travel as one compact JSON document in a ``<script type="application/json">``
-that the page renders a page (``PAGE_SIZE`` packets) at a time. Paths are interned twice
-(step -> id, sequence of step ids -> path id), so 100,000 packets that took a handful of
-different paths cost a few numbers each. Untrusted text (rule comments, log fields) reaches the
-page only through Jinja2 autoescaping or the JSON document (``<`` written as ``\\u003c``), and the
-script inserts it with ``textContent``, never as markup.
+and the data travels as one compact JSON document in a ``<script type="application/json">``
+that the page renders a page at a time. Packets are aggregated as they stream by: each distinct
+path is stored once, each *variant* (path, fate, deciding step, shared details, NAT rewrites,
+protocol, interfaces) once, and per packet only its id, variant index and addresses (columns).
+The hit map is counted once per path and embedded sparse; rule text is embedded only for chains
+some packet entered, in its own element (gzipped when large) that the page reads when it first
+shows a rule. ``unpack`` reads the document back (docs/report.md describes it). Untrusted text
+(rule comments, log fields) reaches the page only through Jinja2 autoescaping or the JSON
+documents (``<`` written as ``\\u003c``), and the script inserts it with ``textContent``, never as
+markup.
 """
 
 from __future__ import annotations
@@ -29,12 +33,11 @@ from .json import dumps, to_json
 
 FORMAT = 2  # version of the embedded document ("v"); 2: packets aggregated by variant, sparse hit counts
 PAGE_SIZE = 200  # packets per page of the packet list
-TEXT_GZIP_OVER = 1 << 20  # rule text above this many bytes is embedded gzipped (see text_element)
+TEXT_GZIP_OVER = 1 << 20  # rule text above this many bytes is embedded gzipped (see doc_element)
+DATA_GZIP_OVER = 4 << 20  # the data document too: below it, plain JSON parses in well under 100 ms
 KINDS = ("rule", "return", "policy")  # StepKind values; a JSON input's other kinds are appended
 FATES = tuple(f.value for f in Fate)
 TOP_DECIDERS = 10
-# the packet list shows these first-step fields; the rest of a packet's fields stay out of the page
-LIST_FIELDS = ("PROTO", "SRC", "SPT", "DST", "DPT", "IN", "OUT", "TCPFLAGS")
 
 # packet-flow diagram geometry (SVG user units)
 HOOK_W = 150
@@ -520,8 +523,8 @@ class ReportBuilder:
             diff_rows=_diff_rows(diff) if diff is not None else [],
             css=Markup(_asset("report.css")),
             js=Markup(_asset("report.js")),
-            data=Markup(script_json(data)),
-            texts=text_element(texts),
+            data=doc_element("report-data", data, DATA_GZIP_OVER),
+            texts=doc_element("report-text", texts, TEXT_GZIP_OVER),
         )
 
 
@@ -602,20 +605,21 @@ def to_html(
     return b.render(title=title, sources=sources, warnings=warnings, diff=pd)
 
 
-def text_element(texts: Any) -> Any:
-    """The ``<script id="report-text">`` element: rule texts as JSON, gzip+base64 when large.
+def doc_element(ident: str, obj: Any, gzip_over: int) -> Any:
+    """A ``<script id=ident>`` element holding ``obj`` as JSON, or gzip+base64 JSON above ``gzip_over`` bytes.
 
-    Large text (a kube-proxy ruleset: 8 MB, 1.2 MB gzipped) costs the browser parse time before
-    the page can render; compressed, the page decodes it after the first render
-    (``DecompressionStream``: Chromium 80, Firefox 113, Safari 16.4).
+    Megabytes of JSON cost the browser parse time before the page can render (the kube-proxy
+    bench: 11 MB of data, 8 MB of rule text; 2.5 MB and 1.2 MB gzipped). The page decodes a
+    compressed element asynchronously (``DecompressionStream``: Chromium 80, Firefox 113,
+    Safari 16.4); small reports stay plain JSON and render synchronously.
     """
     from markupsafe import Markup
 
-    text = script_json(texts)
-    if len(text) <= TEXT_GZIP_OVER:
-        return Markup(f'<script type="application/json" id="report-text">{text}</script>')
+    text = script_json(obj)
+    if len(text) <= gzip_over:
+        return Markup(f'<script type="application/json" id="{ident}">{text}</script>')
     packed = base64.b64encode(gzip.compress(text.encode(), compresslevel=6, mtime=0)).decode()
-    return Markup(f'<script type="application/octet-stream" id="report-text" data-encoding="gzip+base64">'
+    return Markup(f'<script type="application/octet-stream" id="{ident}" data-encoding="gzip+base64">'
                   f'{packed}</script>')
 
 

@@ -11,7 +11,27 @@
     document.body.setAttribute("data-errors", errors.join(" | "));
   });
 
-  var D = JSON.parse(document.getElementById("report-data").textContent);
+  // a document element holds JSON, or gzip+base64 JSON when large (decoded asynchronously)
+  function gunzip(el, done, fail) {
+    if (typeof DecompressionStream === "undefined") return fail("needs a newer browser (DecompressionStream)");
+    var bin = atob(el.textContent.replace(/\s+/g, "")), bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text().then(function (t) {
+      done(JSON.parse(t));
+    }, function (err) { fail("could not be decoded: " + err); });
+  }
+  function readDoc(el, done, fail) {
+    if (el.getAttribute("data-encoding") === "gzip+base64") gunzip(el, done, fail);
+    else done(JSON.parse(el.textContent));
+  }
+  readDoc(document.getElementById("report-data"), start, function (why) {
+    var box = document.getElementById("packet-list");
+    box.textContent = "";
+    var li = document.createElement("li"); li.className = "empty"; li.textContent = "the report data " + why; box.appendChild(li);
+    document.body.setAttribute("data-state", "failed");
+  });
+
+  function start(D) {
   var SVGNS = "http://www.w3.org/2000/svg";
   var PAGE = D.page_size || 200;
   var HM_PAGE = 100, RS_PAGE_RULES = 600, STRIP_MAX = 240;
@@ -63,13 +83,8 @@
     return TEXT;
   }
   function loadTexts(done) {
-    function fail(why) { TEXT = {}; TEXT_NOTE = why; done(); }
-    if (typeof DecompressionStream === "undefined") return fail("rule text needs a newer browser (DecompressionStream)");
-    var bin = atob(TEXT_EL.textContent.replace(/\s+/g, "")), bytes = new Uint8Array(bin.length);
-    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text().then(function (t) {
-      setTexts(JSON.parse(t)); done();
-    }, function (err) { fail("rule text could not be decoded: " + err); });
+    gunzip(TEXT_EL, function (list) { setTexts(list); done(); },
+           function (why) { TEXT = {}; TEXT_NOTE = "rule text " + why; done(); });
   }
   // a rule is its global index ri (chain.first + num - 1), as links and the URL name it
   var starts = chains.map(function (c) { return c.first; });
@@ -683,4 +698,5 @@
   else document.body.setAttribute("data-text", "ready");
   // milliseconds from navigation start to here (what bench/bench_report.py reads)
   document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
+  }
 })();
