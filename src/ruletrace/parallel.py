@@ -1,8 +1,10 @@
 """Summaries of huge kernel logs on every core: the file is cut into byte ranges, one per worker.
 
-Each worker reads the lines that *start* in its range, groups and explains them (summary
-only) with the ruleset it inherited through fork. Packets cut by a range boundary are handled
-so that the result equals one sequential pass:
+Workers are forked before the ruleset is parsed: each reads the lines that *start* in its
+range as lean records (no event objects) and groups them into paths with packet counts. The
+parent meanwhile parses the ruleset, reads a smaller first range, and explains every distinct
+path once. Packets cut by a range boundary are handled so that the result equals one
+sequential pass (tests/pipeline/test_parallel.py):
 
 - a worker goes on reading past its range end ("overflow") only to complete the packets it
   has open there; no packet starts in the overflow;
@@ -204,12 +206,13 @@ def usable(path: str, fmt: str | None) -> bool:
         return False
     if head[:2] in (b"\x1f\x8b", b"BZ", b"\xfd7") or head[:1] == b"{":
         return False
+    from .errors import RuletraceError
     from .sources import detect
 
     try:
         return (fmt or detect.detect(head, path)) == "kernel-log"
-    except Exception:
-        return False
+    except RuletraceError:
+        return False  # the sequential path reports it
 
 
 def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | None = None):
