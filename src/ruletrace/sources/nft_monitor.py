@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from ..fields import TCP_FLAG_WORDS, packet_ident
 from ..model import Origin, StepKind, TraceEvent
 from .handles import add_returns
-from .records import Tally, note_record
+from .records import Tally, note_record, text_lines
 
 SOURCE = "nft-monitor"
 FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "bridge": "bridge", "arp": "arp", "netdev": "netdev"}
@@ -147,10 +147,7 @@ def read_events(
 def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> Iterator[TraceEvent]:
     tally = Tally(stats)
     packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest packet dump
-    for n, raw in enumerate(stream, 1):
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line.strip():
-            continue
+    for n, line in text_lines(stream):
         m = _LINE.match(line)
         origin = Origin(name, n)
         if m is None:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from ..model import Origin, StepKind
 
 # "TRACE: table:chain:type:num" as nf_log writes it (net/netfilter/nf_log_syslog.c, ipt_do_table)
 TRACE_TAG = re.compile(rb"TRACE: ([A-Za-z0-9_-]+):([^\s:]+):(rule|return|policy):(\d+)")
+
+def text_lines(stream: Any) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a binary text stream as (line number, text without the newline)."""
+    for n, raw in enumerate(stream, 1):
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line.strip():
+            yield n, line
+
 
 def note_bad(stats: Any, origin: Origin, reason: str) -> None:
     """Count a broken record on a ``sources.stats.ReadStats`` (or anything with ``skip(line)``)."""

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from ..fields import TCP_FLAG_WORDS, packet_ident, parse_fields
 from ..model import Origin, StepKind, TraceEvent
 from .handles import add_returns
-from .records import Tally, note_record
+from .records import Tally, note_record, text_lines
 
 SOURCE = "xtables-monitor"
 NFPROTO = {"2": "ipv4", "10": "ipv6", "7": "bridge", "3": "arp", "1": "inet"}
@@ -68,10 +68,7 @@ def read_events(
 def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> Iterator[TraceEvent]:
     tally = Tally(stats)
     packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest PACKET line
-    for n, raw in enumerate(stream, 1):
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not line.strip():
-            continue
+    for n, line in text_lines(stream):
         m = _TRACE.match(line)
         if m is None:
             p = _PACKET.match(line)
