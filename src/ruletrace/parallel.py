@@ -72,6 +72,7 @@ class _RangeRaw(io.RawIOBase):
         self.limit = self.end + overflow
         self.newlines = 0  # newlines seen before `end`
         self.range_lines: int | None = None
+        self.report: Any = None  # progress callback (bytes), set for the parent's range
 
     def readable(self) -> bool:
         return True
@@ -95,6 +96,8 @@ class _RangeRaw(io.RawIOBase):
                 self.range_lines = self.newlines
         b[:n] = data
         self.pos += n
+        if self.report is not None:
+            self.report(n)
         if n < want and self.range_lines is None:
             self.range_lines = self.newlines + 1  # end of file inside the range
         return n
@@ -118,7 +121,7 @@ def _batched(it: Iterator, n: int = 32768) -> Iterator:
     return itertools.chain.from_iterable(iter(lambda: list(itertools.islice(it, n)), []))
 
 
-def _work(args: tuple[int, int, int]) -> _Result:
+def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     """Read and group one byte range into paths (no ruleset: workers start before it is parsed)."""
     from .sources import kernel_log
 
@@ -128,6 +131,7 @@ def _work(args: tuple[int, int, int]) -> _Result:
     paths = res.paths
     with open(path, "rb", buffering=0) as f:
         raw = _RangeRaw(f, start, end, OVERFLOW_BYTES)
+        raw.report = progress
         st = _RangeStats()
         st.raw = raw
 
@@ -215,7 +219,8 @@ def usable(path: str, fmt: str | None) -> bool:
         return False  # the sequential path reports it
 
 
-def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | None = None):
+def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | None = None,
+              progress: Any = None):
     """Summary over ``path`` computed by ``workers`` processes; returns (summary, skipped, events, misfits).
 
     The workers are forked first and only read and group; the parent meanwhile parses the
@@ -250,7 +255,9 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
         with ctx.Pool(workers - 1) as pool:
             rest = pool.map_async(_work, [(i, cuts[i], cuts[i + 1]) for i in range(1, workers)])
             rulesets = load_rulesets()
-            first = _work((0, cuts[0], cuts[1]))
+            # the workers finish about when the parent does: its share stands for the whole file
+            scale = size / max(cuts[1], 1)
+            first = _work((0, cuts[0], cuts[1]), (lambda n: progress(int(n * scale))) if progress else None)
             count(first.paths)  # while the workers still read
             results = [first] + rest.get()
     finally:

@@ -177,7 +177,7 @@ class Run:
         if not parallel.usable(path, self.fmt):
             return None
         summ, skipped, events, misfits = parallel.summarize(
-            path, lambda: self.rulesets, pick_ruleset, self.filter.fates
+            path, lambda: self.rulesets, pick_ruleset, self.filter.fates, progress=self.progress
         )
         self.sources.append(SourceInfo(path, "kernel-log"))
         self.skipped, self.events, self.packets_total = skipped, events, summ.packets
