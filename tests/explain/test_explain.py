@@ -144,3 +144,17 @@ def test_legacy_reports_unconditional_verdict_rules_as_chain_end():
     assert e.fate is Fate.DELIVERED and e.steps[0].rule.text == "-A INPUT -j ACCEPT"
     e = Explainer(rs).explain(Packet(3, [ev("filter:INPUT:policy:4")]))  # the real policy: DROP
     assert e.fate is Fate.DROPPED and e.verdict.rule is None and e.steps[0].policy == "DROP"
+
+
+def test_same_explanation_from_an_iptables_L_listing_of_the_ruleset():
+    # seed003.list: `iptables-legacy -L -n -v --line-numbers -t T` of seed003.rules, taken from a
+    # namespace loaded with it (the seed 004 users' form of a ruleset)
+    from ruletrace.rulesets import load_ruleset
+
+    rs = load_ruleset(str(FIX / "seed003.list"))
+    assert rs.format == "iptables-list"
+    e = Explainer(rs).explain(_packet(NODEPORT_52000, **SYN))
+    assert e.fate is Fate.DROPPED and (e.verdict.chain, e.verdict.num) == ("KUBE-FIREWALL", 1)
+    assert not [s.warning for s in e.steps if s.warning]
+    assert [c.role for c in e.cause][:2] == ["decided", "mark set"]
+    assert "reached from nat:KUBE-NODEPORTS rule 16 (ootob9/ingress-nginx:http, dport 52000)" in e.cause[0].text

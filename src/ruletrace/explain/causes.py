@@ -11,9 +11,10 @@ import re
 
 from ..model import CauseLink, Change, Explanation, Fate, Rule, Step, StepKind
 
-_COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))')
-_DPORT = re.compile(r"--dports? (\S+)")
-_MARK_MATCH = re.compile(r"(!\s+)?--mark (\S+)")
+# iptables-save form, and the `iptables -L` row form ("/* comment */", "tcp dpt:80", "mark match 0x1")
+_COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))|/\* (.*?) \*/')
+_DPORT = re.compile(r"--dports? (\S+)|\bdpts?:(\S+)|multiport dports (\S+)")
+_MARK_MATCH = re.compile(r"-m mark (!\s+)?--mark (\S+)|(?<!conn)mark match (!)?(\S+)")
 _TO = re.compile(r"--to(?:-destination|-source|-ports)? (\S+)")
 _DNAT_ACTIONS = ("dnat", "redirect", "netmap")
 _SNAT_ACTIONS = ("snat", "masquerade", "netmap")
@@ -26,14 +27,16 @@ def rule_comment(rule: Rule | None) -> str | None:
     m = _COMMENT.search(rule.text)
     if m is None:
         return None
-    return m.group(1).replace('\\"', '"').replace("\\'", "'") if m.group(1) is not None else m.group(2)
+    if m.group(1) is not None:
+        return m.group(1).replace('\\"', '"').replace("\\'", "'")
+    return m.group(2) if m.group(2) is not None else m.group(3)
 
 
 def rule_dport(rule: Rule | None) -> str | None:
     if rule is None:
         return None
     m = _DPORT.search(rule.text)
-    return m.group(1) if m else None
+    return next((g for g in m.groups() if g), None) if m else None
 
 
 def _where(step: Step) -> str:
@@ -145,8 +148,9 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
     rule = vstep.rule
     if rule is not None:
         m = _MARK_MATCH.search(rule.text)
-        if m and not m.group(1):
-            want = m.group(2)
+        negated = m is not None and bool(m.group(1) or m.group(3))
+        if m and not negated:
+            want = m.group(2) or m.group(4)
             try:
                 value, _, mask = want.partition("/")
                 v, msk = int(value, 0), int(mask, 0) if mask else 0xFFFFFFFF
