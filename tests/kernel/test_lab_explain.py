@@ -53,8 +53,19 @@ def test_explain_reproduces_the_kernel_step_sequence(recordings, scenario, captu
     result, d = _explain(recordings, scenario, capture)
     want = Counter(tuple(p.tags) for p in oracle.read(d / capture))
     got = Counter(_steps(e, capture) for e in result.explanations)
-    assert sum(got.values()) == sum(want.values()), "packet count differs"
+    assert sum(got.values()) == sum(want.values()), _diagnosis(d, capture, result, want)
     assert got == want, {"missing": list((want - got).elements()), "extra": list((got - want).elements())}
+
+
+def _diagnosis(d, capture, result, want) -> str:
+    """What CI needs to show to tell a lab capture problem from a grouping bug."""
+    lines = (d / capture).read_text(errors="replace").splitlines() if capture.endswith((".log", ".txt")) else []
+    outcome = (d / "outcome.json").read_text() if (d / "outcome.json").exists() else ""
+    firsts = [(e.steps[0].event.origin.line if e.steps and e.steps[0].event.origin else None, len(e.steps))
+              for e in result.explanations]
+    return (f"packet count differs: explain {len(result.explanations)} (first line, steps: {firsts}), "
+            f"kernel {sum(want.values())}; capture has {len(lines)} lines; first lines: {lines[:6]!r}; "
+            f"outcome: {outcome[:1500]}")
 
 
 def _expected_fate(flow: dict, result: str) -> set[Fate]:

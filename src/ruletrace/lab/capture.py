@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,28 +46,48 @@ def enable_all_netns_logging() -> None:
 
 
 class Kmsg:
-    """Reader of /dev/kmsg from a position taken when opened (new records only)."""
+    """Reader of /dev/kmsg from a position taken when opened (new records only).
+
+    A thread drains the ring buffer while the traffic runs: the buffer is small (128 KiB here)
+    and a pass can log more than that, or other kernel messages can push ours out. Records
+    overwritten before they were read are counted in ``lost`` (the kernel says so with EPIPE).
+    """
 
     def __init__(self) -> None:
         self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
         os.lseek(self.fd, 0, os.SEEK_END)
+        self.records: list[bytes] = []
+        self.lost = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="kmsg", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self.records.append(os.read(self.fd, 8192))
+                continue
+            except BlockingIOError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.005)
+            except OSError as e:
+                if e.errno != errno.EPIPE:
+                    raise
+                self.lost += 1  # records were overwritten before we read them
 
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
         os.close(self.fd)
 
     def read(self, names: Sequence[str]) -> list[str]:
-        """New records, dmesg-style (``[secs.usecs] text``), that mention one of the interface names."""
+        """Records so far, dmesg-style (``[secs.usecs] text``), that mention one of the interface names."""
+        self._stop.set()
+        self._thread.join()
         want = re.compile(r"=(?:%s)(?=\s|$)" % "|".join(re.escape(n) for n in names))
         lines = []
-        while True:
-            try:
-                rec = os.read(self.fd, 8192)
-            except OSError as e:
-                if e.errno == errno.EAGAIN:
-                    break
-                if e.errno == errno.EPIPE:  # records were overwritten before we read them
-                    continue
-                raise
+        for rec in self.records:
             m = _KMSG_RE.match(rec.decode("utf-8", "replace").split("\n", 1)[0])
             if m and want.search(m.group(4)):
                 usec = int(m.group(3))

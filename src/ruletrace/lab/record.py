@@ -261,6 +261,8 @@ def _run_pass(r: _Run, p: str, pass_no: int, out: Path, names: list[str]) -> lis
             lines = kmsg.read(names)
         finally:
             kmsg.close()
+        if kmsg.lost:
+            r.problems["kernel.log"] = f"{kmsg.lost} burst(s) of kernel log records were overwritten before they were read"
         (out / "kernel.log").write_text("".join(x + "\n" for x in lines))
         return results
     if p == "nflog":
