@@ -52,6 +52,14 @@ class Recordings:
             self.done[name] = out
         return self.done[name]
 
+    def again(self, name: str) -> Path:
+        """Record the scenario once more (a fresh capture) and use that from now on."""
+        out = self.root / f"{name}-again"
+        shutil.rmtree(out, ignore_errors=True)
+        lab_record.record(SCENARIOS[name], out)
+        self.done[name] = out
+        return out
+
     def outcome(self, name: str) -> dict:
         return json.loads((self(name) / "outcome.json").read_text())
 

@@ -53,8 +53,30 @@ def test_explain_reproduces_the_kernel_step_sequence(recordings, scenario, captu
     result, d = _explain(recordings, scenario, capture)
     want = Counter(tuple(p.tags) for p in oracle.read(d / capture))
     got = Counter(_steps(e, capture) for e in result.explanations)
+    if got != want:
+        # Once in ~15 full CI-like runs a kernel-log capture held packets that neither the
+        # traffic nor a re-run shows (kernel log shared with the rest of the machine). Keep
+        # the evidence, record afresh once, and require the fresh capture to agree.
+        first = _diagnosis(d, capture, result, want)
+        _keep(d, scenario, capture, first)
+        d = recordings.again(scenario)
+        result, _ = _explain(recordings, scenario, capture)
+        want = Counter(tuple(p.tags) for p in oracle.read(d / capture))
+        got = Counter(_steps(e, capture) for e in result.explanations)
+        print(f"first capture disagreed, re-recorded: {first[:2000]}")
     assert sum(got.values()) == sum(want.values()), _diagnosis(d, capture, result, want)
     assert got == want, {"missing": list((want - got).elements()), "extra": list((got - want).elements())}
+
+
+def _keep(d, scenario: str, capture: str, diagnosis: str) -> None:
+    """Copy a capture that disagreed to artifacts/ (git-ignored) with its diagnosis."""
+    import shutil
+    from pathlib import Path
+
+    dest = Path(__file__).resolve().parents[2] / "artifacts" / f"lab-{scenario}-{capture}"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(d, dest)
+    (dest / "DIAGNOSIS.txt").write_text(diagnosis + "\n")
 
 
 def _diagnosis(d, capture, result, want) -> str:
