@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import resource
-import shutil
-import subprocess
 import time
 from functools import cache
 from pathlib import Path
@@ -250,45 +246,3 @@ def test_kube_proxy_dump() -> None:
     assert sep.target == "DNAT" and sep.target_args.startswith("--to-destination 10.244.9.")
     # ~5 µs a rule on this machine kind; a generous bound catches an accidental O(n²)
     assert elapsed < 2.0
-
-
-def _restore_available() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for a network namespace"
-    if not shutil.which("iptables-legacy-restore") or not shutil.which("ip"):
-        return "iptables-legacy-restore or ip not installed"
-    return None
-
-
-@pytest.mark.kernel
-def test_faster_than_iptables_restore_test(tmp_path: Path) -> None:
-    why = _restore_available()
-    if why:
-        pytest.skip(why)
-    path = tmp_path / "kube.save"
-    path.write_text(kube_proxy_save(2500))  # 20,000 rules
-    ns = f"rsx-bench-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    restore: list[float] = []
-    ours: list[float] = []
-    rules = 0
-    try:
-        # CPU time, interleaved rounds, best of each: the machine is shared, wall time is noisy
-        for _ in range(5):
-            before = _children_cpu()
-            with path.open("rb") as f:
-                subprocess.run(["ip", "netns", "exec", ns, "iptables-legacy-restore", "--test"], stdin=f,
-                               check=True)
-            restore.append(_children_cpu() - before)
-            before = time.process_time()
-            rules = iptables_save.parse(path.read_text(), origin=Origin(str(path))).rule_count()
-            ours.append(time.process_time() - before)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=True)
-    assert rules == 20007
-    assert min(ours) <= min(restore), (ours, restore)
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
