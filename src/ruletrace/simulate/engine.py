@@ -26,6 +26,12 @@ SOURCE = "simulate"
 MAX_STEPS = 100_000  # a ruleset the kernel accepted has no loops; this only guards bad input
 _CACHE_SIZE = 4
 _cache: dict[tuple[int, bool], Compiled] = {}
+# status of the connection a probe in each tracked state belongs to
+CT_STATUS = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSURED,
+             "RELATED": IPS_EXPECTED | IPS_CONFIRMED}
+# header bytes after the IP header of a probe without --length: TCP 32 (a SYN 40, with its
+# options), UDP 8, ICMP / ICMPv6 echo 64
+DEFAULT_PAYLOAD = {6: 32, 17: 8, 1: 64, 58: 64}
 
 
 class SimEvent(TraceEvent):
@@ -97,26 +103,25 @@ def simulate(ruleset: Ruleset, probe: Probe, facts: HostFacts | None = None, *,
 
 class _Run:
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "events", "fam", "hooks", "decider", "trace_start",
-                 "miss_key", "miss_state", "steps", "v", "_path_reason")
+                 "miss_key", "miss_state", "v", "addrs", "_path_reason")
 
     def __init__(self, rs: Ruleset, probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool) -> None:
-        probe.check()
+        v, src, dst = probe.addrs()
         self.probe = probe
         self.facts = facts
-        v6 = probe.family == "ipv6"
-        if rs.family is not None and rs.family != probe.family:
-            raise RuletraceError(f"the ruleset is {rs.family} but the packet is {probe.family}",
-                                 origin=rs.origin)
+        fam = "ipv6" if v == 6 else "ipv4"
+        if rs.family is not None and rs.family != fam:
+            raise RuletraceError(f"the ruleset is {rs.family} but the packet is {fam}", origin=rs.origin)
         self.rs = rs
-        self.v = 6 if v6 else 4
-        self.fam = probe.family
-        self.cc = compiled(rs, v6, index)
+        self.v = v
+        self.addrs = (src, dst)
+        self.fam = fam
+        self.cc = compiled(rs, v == 6, index)
         self.events: list[TraceEvent] = []
         self.hooks: list[str] = []
         self.decider: tuple[str, CChain, int | None, Rule | None] | None = None
         self.trace_start = 0
-        self.steps = 0
         self._path_reason = ""
         self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
@@ -133,13 +138,12 @@ class _Run:
     def _packet(self) -> tuple[Pkt, Ctx]:
         pr, f = self.probe, self.facts
         p = Pkt()
-        v, p.src = to_int(pr.src)
-        _, p.dst = to_int(pr.dst)
-        p.v = v
-        p.proto = pr.proto
+        v = p.v = self.v
+        p.src, p.dst = self.addrs
+        proto = p.proto = pr.proto
         p.mark = pr.mark
         p.ctmark = pr.ctmark
-        p.ctstate = pr.ctstate
+        ctstate = p.ctstate = pr.ctstate
         p.tos = pr.tos
         p.uid, p.gid = pr.uid, pr.gid
         p.physin, p.physout = pr.physin, pr.physout
@@ -148,38 +152,46 @@ class _Run:
         c = Ctx(f, path)
         c.orig_dst = (v, p.dst)
         c.orig_src = (v, p.src)
+        note = c.note
         if pr.path is None:
-            c.note(f"path {path}: {self._path_reason}")
-        p.sport = p.dport = p.itype = p.icode = p.tcpflags = None
-        if pr.proto in PORT_PROTOS:
-            p.sport = pr.sport if pr.sport is not None else 40000
-            p.dport = pr.dport if pr.dport is not None else 0
-            if pr.sport is None:
-                c.note("source port not given: assumed 40000")
-            if pr.dport is None:
-                c.note("destination port not given: assumed 0")
-        if pr.proto == 6:
-            p.tcpflags = pr.tcp_flags if pr.tcp_flags is not None else (0x02 if pr.ctstate == "NEW" else 0x10)
-            if pr.tcp_flags is None:
-                c.note(f"TCP flags not given: assumed {flags_text(p.tcpflags)}")
-        if pr.proto in (1, 58):
-            if pr.icmp_type is None:
-                p.itype, p.icode = (128, 0) if pr.proto == 58 else (8, 0)
-                c.note(f"ICMP type not given: assumed echo-request ({p.itype}/0)")
-            else:
-                p.itype, p.icode = pr.icmp_type, pr.icmp_code or 0
-        hdr = 20 if v == 4 else 40
+            note(f"path {path}: {self._path_reason}")
+        p.itype = p.icode = None
+        if proto in PORT_PROTOS:
+            sport, dport = pr.sport, pr.dport
+            if sport is None:
+                sport = 40000
+                note("source port not given: assumed 40000")
+            if dport is None:
+                dport = 0
+                note("destination port not given: assumed 0")
+            p.sport, p.dport = sport, dport
+        else:
+            p.sport = p.dport = None
+        if proto == 6:
+            flags = pr.tcp_flags
+            if flags is None:
+                flags = 0x02 if ctstate == "NEW" else 0x10
+                note(f"TCP flags not given: assumed {flags_text(flags)}")
+            p.tcpflags = flags
+        else:
+            p.tcpflags = None
+            if proto == 1 or proto == 58:
+                if pr.icmp_type is None:
+                    p.itype, p.icode = (128, 0) if proto == 58 else (8, 0)
+                    note(f"ICMP type not given: assumed echo-request ({p.itype}/0)")
+                else:
+                    p.itype, p.icode = pr.icmp_type, pr.icmp_code or 0
         if pr.length is None:
-            p.length = hdr + {6: 40 if p.tcpflags == 0x02 else 32, 17: 8, 1: 64, 58: 64}.get(pr.proto, 0)
-            c.note(f"packet length not given: assumed LEN={p.length}")
+            p.length = (20 if v == 4 else 40) + DEFAULT_PAYLOAD.get(proto, 0) + (8 if p.tcpflags == 0x02 else 0)
+            note(f"packet length not given: assumed LEN={p.length}")
         else:
             p.length = pr.length
         p.ttl = pr.ttl if pr.ttl is not None else 64
-        if pr.ctstate != "NEW":
-            c.note(f"conntrack state {pr.ctstate}: the nat table is not traversed (only a connection's "
-                   "first packet is); a NAT mapping of the connection is not applied")
+        if ctstate != "NEW":
+            note(f"conntrack state {ctstate}: the nat table is not traversed (only a connection's "
+                 "first packet is); a NAT mapping of the connection is not applied")
         if pr.mark:
-            c.note(f"initial mark 0x{pr.mark:x} (--mark)")
+            note(f"initial mark 0x{pr.mark:x} (--mark)")
         p.orig = (p.src, p.dst, p.sport, p.dport)
         if not c.local_known:
             c.is_local(p, v, p.src)  # state the locality assumed for both addresses up front
@@ -190,15 +202,15 @@ class _Run:
         pr, f = self.probe, self.facts
         if pr.path is not None:
             return pr.path
-        local_known = bool(f.local) or any(r.type == "local" for r in f.routes)
-        if local_known:
-            if f.is_local(p.v, p.dst) and not (pr.iif is None and pr.oif and f.is_local(p.v, p.src)):
-                if f.is_local(p.v, p.src) and pr.iif is None:
+        if f.knows_local():
+            src_local = f.is_local(p.v, p.src)
+            if f.is_local(p.v, p.dst) and not (pr.iif is None and pr.oif and src_local):
+                if src_local and pr.iif is None:
                     self._path_reason = "SRC and DST are local addresses and no -i: locally generated"
                     return "output"
                 self._path_reason = f"DST {pr.dst} is a local address"
                 return "input"
-            if f.is_local(p.v, p.src):
+            if src_local:
                 self._path_reason = f"SRC {pr.src} is a local address"
                 return "output"
             self._path_reason = "neither SRC nor DST is a local address"
@@ -231,26 +243,15 @@ class _Run:
         misses = None
         if self.miss_key is not None:
             misses = self._misses()
-        return SimResult(
-            probe=pr,
-            events=self.events,
-            assumptions=list(c.assumptions),
-            branches=c.branches,
-            fate=fate,
-            verdict=verdict,
-            facts=list(self.facts.sources),
-            hooks=self.hooks,
-            trace_start=self.trace_start,
-            misses=misses,
-            final_snapshot=p._snapshot(),
-        )
+        return SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
+                         self.hooks, self.trace_start, misses, p._snapshot())
 
     def _hook(self, hook: str, tables: tuple[str, ...], p: Pkt, c: Ctx) -> str:
         """Run the tables of one hook in priority order; return the first non-accept verdict or 'accept'."""
         p.hook = hook
         p.snap = None  # routing between hooks sets IN/OUT/TTL
         self.hooks.append(hook)
-        for t in tables:
+        for t, base, empty in self.cc.plan(hook, tables):
             if t == "conntrack":
                 self._conntrack(p, c)
                 continue
@@ -259,10 +260,16 @@ class _Run:
                 if not p.ct or p.ctstate != "NEW" or manip in p.nat_done:
                     continue  # nf_nat_inet_fn: nat rules only for a connection's first packet
                 p.nat_done.add(manip)
+                if base is None:
+                    continue
                 before = (p.dst, p.dport)
-            if t not in self.rs.tables:
-                continue
-            v = self._table(t, hook, p, c)
+            if empty is not None and self.miss_key is None:
+                # empty built-in chain: the kernel logs its policy as step 1
+                self.events.append(SimEvent(t, hook, POLICY, 1, self.fam, p.snap or p.snapshot()))
+                self._decide(empty, base, None, None)  # type: ignore[arg-type]
+                v = empty
+            else:
+                v = self._table(t, base, p, c)  # type: ignore[arg-type]
             if v != ACCEPT:
                 return v
             if t == "nat" and hook == "OUTPUT" and (p.dst, p.dport) != before:
@@ -286,8 +293,7 @@ class _Run:
         p.ct = True
         p.orig = (p.src, p.dst, p.sport, p.dport)
         p.repl_src, p.repl_dst, p.repl_sport, p.repl_dport = p.dst, p.src, p.dport, p.sport
-        p.ctstatus = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSURED,
-                      "RELATED": IPS_EXPECTED | IPS_CONFIRMED}[p.ctstate]
+        p.ctstatus = CT_STATUS[p.ctstate]
 
     def _incoming(self, p: Pkt, c: Ctx) -> Fate:
         v = self._hook("PREROUTING", ("raw", "conntrack", "mangle", "nat"), p, c)
@@ -349,13 +355,7 @@ class _Run:
         p.oif = self._route_out(p, c)
         p.snap = None
 
-    def _table(self, table: str, hook: str, p: Pkt, c: Ctx) -> str:
-        base = self.cc.chain(table, hook)
-        if base is None:
-            return ACCEPT
-        if not base.fns and self.miss_key is None:  # empty built-in chain: its policy
-            self.events.append(SimEvent(table, hook, POLICY, 1, self.fam, p.snap or p.snapshot()))
-            return self._policy(base)
+    def _table(self, table: str, base: CChain, p: Pkt, c: Ctx) -> str:
         chain = base
         pos = 0
         stack: list[tuple[CChain, int]] = []

@@ -95,6 +95,7 @@ class HostFacts:
     _cache_key: tuple[int, int] = (-1, -1)
     _local_set: set[tuple[int, int]] = field(default_factory=set)
     _local_routes: list[Route] = field(default_factory=list)
+    _local_known: bool = False
 
     def add_local(self, text: str) -> None:
         """Add ``[IFACE=]ADDR[/PLEN]`` (``--local-addr``)."""
@@ -111,16 +112,25 @@ class HostFacts:
         self.local.append(LocalAddr(ifname or None, v, n, p))
         self.sources.append(f"local address {text} (--local-addr)")
 
+    def _refresh(self) -> None:
+        self._cache_key = (len(self.local), len(self.routes))
+        self._local_set = {(la.version, la.addr) for la in self.local}
+        self._local_routes = [r for r in self.routes if r.type == "local"]
+        self._local_known = bool(self._local_set or self._local_routes)
+
+    def knows_local(self) -> bool:
+        """Whether any local address is known (given, or a route of type local)."""
+        if self._cache_key != (len(self.local), len(self.routes)):
+            self._refresh()
+        return self._local_known
+
     def is_local(self, version: int, addr: int) -> bool:
         if version == 4 and addr >> 24 == 127:
             return True  # 127.0.0.0/8 is in the local routing table
         if version == 6 and addr == 1:
             return True
-        key = (len(self.local), len(self.routes))
-        if self._cache_key != key:
-            self._cache_key = key
-            self._local_set = {(la.version, la.addr) for la in self.local}
-            self._local_routes = [r for r in self.routes if r.type == "local"]
+        if self._cache_key != (len(self.local), len(self.routes)):
+            self._refresh()
         if (version, addr) in self._local_set:
             return True
         for r in self._local_routes:

@@ -27,6 +27,7 @@ from .targets import ACCEPT, DROP, QUEUE, RETURN, Target, compile_target
 _CT_USER = re.compile(r"-m (?:conntrack|state|connmark|helper|connlimit|connbytes|connlabel|cluster|ipvs)\b"
                       r"|-j (?:DNAT|SNAT|MASQUERADE|REDIRECT|NETMAP|CT|NOTRACK|CONNMARK|CONNSECMARK)\b")
 MIN_INDEXED = 16  # chains shorter than this are scanned
+MERGE_BUDGET = 4  # wildcard positions copied into each key's list while the copies stay under 4x the rule count
 KEY_FIELDS: dict[str, Callable[[Pkt], object]] = {
     "dst": lambda p: p.dst,
     "dport": lambda p: p.dport,
@@ -72,7 +73,7 @@ class CRule:
 class CChain:
     """A chain's compiled rules and, for long chains, the index."""
 
-    __slots__ = ("table", "name", "policy", "builtin", "rules", "fns", "keyfn", "dim", "keyed", "wild")
+    __slots__ = ("table", "name", "policy", "builtin", "rules", "fns", "keyfn", "dim", "keyed", "wild", "merged")
 
     def __init__(self, table: str, name: str, policy: str | None, builtin: bool, rules: list[CRule],
                  index: bool) -> None:
@@ -86,6 +87,7 @@ class CChain:
         self.dim = ""
         self.keyed: dict[object, list[int]] = {}
         self.wild: list[int] = []
+        self.merged = False  # keyed lists hold the wildcard positions too (in chain order)
         if index and len(rules) >= MIN_INDEXED:
             self._build()
 
@@ -112,6 +114,13 @@ class CChain:
                 self.keyed.setdefault(r.keys[best], []).append(i)
             else:
                 self.wild.append(i)
+        w = self.wild
+        if not w:
+            self.merged = True
+        elif len(w) * len(self.keyed) <= MERGE_BUDGET * n:
+            # one sorted candidate list per key: the walk then reads a single list
+            self.keyed = {v: sorted(a + w) for v, a in self.keyed.items()}
+            self.merged = True
 
     def next_match(self, p: Pkt, c: Ctx, pos: int) -> int:
         """Position of the first rule at or after pos that matches, or -1."""
@@ -124,6 +133,18 @@ class CChain:
                         break
                 else:
                     return i
+            return -1
+        if self.merged:
+            cand = self.keyed.get(keyfn(p))
+            if cand is None:
+                cand = self.wild
+            for j in range(bisect_left(cand, pos) if pos else 0, len(cand)):
+                k = cand[j]
+                for f in fns[k]:
+                    if not f(p, c):
+                        break
+                else:
+                    return k
             return -1
         a = self.keyed.get(keyfn(p), ())
         b = self.wild
@@ -155,7 +176,7 @@ class CChain:
 class Compiled:
     """A ruleset's chains, compiled on first use."""
 
-    __slots__ = ("ruleset", "v6", "index", "chains", "names", "uses_conntrack")
+    __slots__ = ("ruleset", "v6", "index", "chains", "names", "uses_conntrack", "plans")
 
     def __init__(self, ruleset: Ruleset, v6: bool, index: bool = True) -> None:
         self.ruleset = ruleset
@@ -165,6 +186,28 @@ class Compiled:
         self.names = {t: frozenset(chains) for t, chains in ruleset.tables.items()}
         self.uses_conntrack = any(_CT_USER.search(r.text) for t in ruleset.tables.values()
                                   for ch in t.values() for r in ch.rules)
+        self.plans: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, CChain | None, str | None], ...]] = {}
+
+    def plan(self, hook: str, tables: tuple[str, ...]) -> tuple[tuple[str, CChain | None, str | None], ...]:
+        """What a hook runs, in order: (table, built-in chain, verdict if the chain is empty) per table.
+
+        Tables without the hook's chain are left out, except "conntrack" (no chain) and "nat"
+        (its manip is set up for the connection even when there are no nat rules).
+        """
+        key = (hook, tables)
+        pl = self.plans.get(key)
+        if pl is None:
+            out: list[tuple[str, CChain | None, str | None]] = []
+            for t in tables:
+                base = None if t == "conntrack" else self.chain(t, hook)
+                if base is None and t not in ("conntrack", "nat"):
+                    continue
+                empty = None
+                if base is not None and not base.rules:
+                    empty = DROP if base.policy == "DROP" else ACCEPT
+                out.append((t, base, empty))
+            pl = self.plans[key] = tuple(out)
+        return pl
 
     def compile_all(self) -> int:
         """Compile every chain now (instead of on first use); return the rule count."""

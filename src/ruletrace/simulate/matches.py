@@ -464,14 +464,20 @@ def _branch(name: str, opts: list[tuple[bool, str, list[str]]], text: str, rule:
     if inverted:
         default = not default
 
+    notes: dict[tuple[bool, bool], str] = {}  # (assumed, taken) -> note, made on first use
+    table, chain, num = rule.table, rule.chain, rule.num
+
     def fn(p: Pkt, c: Ctx) -> bool:
-        o = c.override(where, name)
+        o = c.override(where, name) if c.facts.assume else None
         taken = default if o is None else o
-        how = "--assume" if o is not None else "first branch"
-        other = "nomatch" if taken else "match"
-        c.branches.append(Branch(rule.table, rule.chain, rule.num, text, taken,
-                                 f"{how}: {'match' if taken else 'no match'} ({why}); "
-                                 f"--assume {where}={other} or {name}={other} for the other branch"))
+        key = (o is not None, taken)
+        note = notes.get(key)
+        if note is None:
+            how = "--assume" if o is not None else "first branch"
+            other = "nomatch" if taken else "match"
+            note = notes[key] = (f"{how}: {'match' if taken else 'no match'} ({why}); "
+                                 f"--assume {where}={other} or {name}={other} for the other branch")
+        c.branches.append(Branch(table, chain, num, text, taken, note))
         return taken
 
     return Cond(fn, text, "", pure=False)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import RuletraceError
 from ..model import Origin
+from .hostfacts import to_int
 
 # IANA protocol numbers (netinet/in.h IPPROTO_*); names as iptables accepts them
 PROTOCOLS: dict[str, int] = {
@@ -34,6 +35,7 @@ PORT_PROTOS = frozenset({6, 17, 132, 136, 33})
 
 CTSTATES = ("NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED")
 PATHS = ("input", "forward", "output")
+PROBE_ORIGIN = Origin("probe")
 
 # ICMP type names as iptables -p icmp --help lists them: name -> (type, code or None)
 ICMP_TYPES: dict[str, tuple[int, int | None]] = {
@@ -213,22 +215,27 @@ class Probe:
 
     def check(self) -> None:
         """Raise RuletraceError for a probe that cannot be a packet."""
-        o = Origin("probe")
-        from .hostfacts import to_int
+        self.addrs()
 
-        a, b = to_int(self.src, o)[0], to_int(self.dst, o)[0]
-        if a != b:
+    def addrs(self) -> tuple[int, int, int]:
+        """(IP version, source, destination as ints), after the checks of check()."""
+        o = PROBE_ORIGIN
+        v, src = to_int(self.src, o)
+        w, dst = to_int(self.dst, o)
+        if v != w:
             raise RuletraceError(f"source {self.src} and destination {self.dst} are different families", origin=o)
         if self.ctstate not in CTSTATES:
             raise RuletraceError(f"unknown ctstate {self.ctstate!r} ({', '.join(CTSTATES)})", origin=o)
         if self.path is not None and self.path not in PATHS:
             raise RuletraceError(f"unknown path {self.path!r} ({', '.join(PATHS)})", origin=o)
-        for name in ("sport", "dport"):
-            v = getattr(self, name)
-            if v is not None and not 0 <= v <= 65535:
-                raise RuletraceError(f"{name} {v} out of range 0-65535", origin=o)
-        if (self.sport is not None or self.dport is not None) and self.proto not in PORT_PROTOS:
-            raise RuletraceError(f"protocol {self.proto} has no ports", origin=o)
+        sport, dport = self.sport, self.dport
+        if sport is not None or dport is not None:
+            for name, n in (("sport", sport), ("dport", dport)):
+                if n is not None and not 0 <= n <= 65535:
+                    raise RuletraceError(f"{name} {n} out of range 0-65535", origin=o)
+            if self.proto not in PORT_PROTOS:
+                raise RuletraceError(f"protocol {self.proto} has no ports", origin=o)
+        return v, src, dst
 
 
 def probe_from_fields(fields: dict[str, str]) -> Probe:

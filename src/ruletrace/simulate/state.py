@@ -115,7 +115,7 @@ class Ctx:
         self.path = path
         self.orig_dst: tuple[int, int] = (0, 0)
         self.orig_src: tuple[int, int] = (0, 0)
-        self.local_known = bool(facts.local) or any(r.type == "local" for r in facts.routes)
+        self.local_known = facts.knows_local()
 
     def note(self, text: str) -> None:
         self.assumptions[text] = None
