@@ -406,7 +406,7 @@ class Explainer:
 
         Computed once per path.
 
-        For summaries of huge logs read without event objects (``kernel_log.read_events(lean=True)``).
+        For summaries of huge logs read without event objects (``sources.kernel_log_paths``).
         """
         got = self._path_memo.get(steps)
         if got is None:

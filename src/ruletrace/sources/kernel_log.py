@@ -543,12 +543,11 @@ _PROGRESS_EVERY = 0x3FFF  # lines between updates of stats.lines / stats.bytes_r
 
 
 def read_events(
-    stream: BinaryIO, *, name: str, stats: ReadStats | None = None, lean: bool = False
+    stream: BinaryIO, *, name: str, stats: ReadStats | None = None
 ) -> Iterator[TraceEvent]:
     """Yield one TraceEvent per kernel-log TRACE record in ``stream`` (binary, line by line).
 
-    ``lean=True`` yields ``(info, ident, family, line)`` tuples instead, info being
-    ``(table, chain, kind, num)``: no timestamp, no event object (for summaries of huge logs).
+    (``kernel_log_paths`` reads the same lines straight into packet paths, for summaries.)
     """
     st = stats if stats is not None else ReadStats()
     rd = _Reader(name, st)
@@ -581,13 +580,13 @@ def read_events(
                     if line[:1] == b"{":
                         for ev in rd.slow_line(line, lineno):
                             events += 1
-                            yield _lean(ev, lineno) if lean else ev
+                            yield ev
                     else:
                         rd.log_line(line, lineno)
                 elif line[:1] == b"{" and b'"MESSAGE":[' in line:
                     for ev in rd.slow_line(line, lineno):
                         events += 1
-                        yield _lean(ev, lineno) if lean else ev
+                        yield ev
                 continue
             # -- hot path: one clean record on this line; anything else goes to rd.slow_line --
             tag, sep, fs = rest.partition(b" ")
@@ -601,7 +600,7 @@ def read_events(
             if cut != len(tag):  # "policy:2IN=eth0": the paste lost a space
                 for ev in rd.slow_line(line, lineno):
                     events += 1
-                    yield _lean(ev, lineno) if lean else ev
+                    yield ev
                 continue
             fs = fs.rstrip()
             if fs == prev_fs:
@@ -623,7 +622,7 @@ def read_events(
                         if idg is None:  # damaged, truncated, glued, journal JSON
                             for ev in rd.slow_line(line, lineno):
                                 events += 1
-                                yield _lean(ev, lineno) if lean else ev
+                                yield ev
                             continue
                         if sep:
                             if len(tails) >= _SEEN_MAX:
@@ -634,10 +633,6 @@ def read_events(
                         seen.clear()
                     seen[fs] = (fs, prev_family, prev_ident)
                 prev_fs = fs
-            if lean:
-                events += 1
-                yield info, prev_ident, prev_family, lineno
-                continue
             if not head:
                 ts = None
             else:
@@ -675,10 +670,6 @@ def read_events(
         st.lines = lineno
         st.bytes_read = nbytes
         st.events += events
-
-
-def _lean(ev: TraceEvent, line: int) -> tuple:
-    return (ev.table, ev.chain, ev.kind, ev.num), ev.ident, ev.family, line
 
 
 def looks_like(head: bytes) -> bool:

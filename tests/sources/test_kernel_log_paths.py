@@ -1,0 +1,110 @@
+"""kernel_log_paths (reading and grouping fused, for summaries) gives the packets that
+read_events + group_packets give, on every kernel-log form we have and on a mixed-up big log."""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ruletrace.correlate.group import group_packets
+from ruletrace.sources import kernel_log
+from ruletrace.sources.kernel_log_paths import PathReader, read_paths
+from ruletrace.sources.stats import ReadStats
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+LOGS = sorted((FIXTURES / "kernel_log").glob("*.log")) + [
+    FIXTURES / "kernel_log" / "journal.json",
+    FIXTURES / "explain" / "seed003.log",
+    FIXTURES / "nflog" / "kernel.log",
+    *sorted((ROOT / "src" / "ruletrace" / "examples").glob("*/kernel.log")),
+]
+
+
+def _reference(data: bytes, window: int = 50_000) -> tuple[list, ReadStats]:
+    st = ReadStats()
+    events = kernel_log.read_events(io.BytesIO(data), name="t.log", stats=st)
+    out = []
+    for p in group_packets(events, window=window):
+        e = p.events
+        out.append((e[0].family, [(x.table, x.chain, x.kind, x.num) for x in e], e[0].origin.line,
+                    e[-1].origin.line))
+    return out, st
+
+
+def _fused(data: bytes, window: int = 50_000) -> tuple[list, ReadStats]:
+    st = ReadStats()
+    out = []
+    read_paths(io.BytesIO(data), name="t.log", stats=st, window=window,
+               emit=lambda fam, steps, key, first, last: out.append((fam, list(steps), first, last)))
+    return out, st
+
+
+def _same(data: bytes, window: int = 50_000) -> tuple[list, ReadStats]:
+    ref, rst = _reference(data, window)
+    got, gst = _fused(data, window)
+    assert sorted(got, key=lambda p: p[2:]) == sorted(ref, key=lambda p: p[2:])
+    assert (gst.events, gst.skipped, gst.lines) == (rst.events, rst.skipped, rst.lines)
+    assert gst.skipped_lines == rst.skipped_lines
+    assert gst.log_lines == rst.log_lines
+    return ref, rst
+
+
+@pytest.mark.parametrize("path", LOGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_same_packets_as_read_events_and_group_packets(path: Path) -> None:
+    ref, _ = _same(path.read_bytes())
+    assert ref  # every fixture holds packets
+
+
+def test_mixed_log_with_damage_and_a_small_window() -> None:
+    """All fixtures interleaved line by line, some lines cut short, garbage and LOG lines between:
+    restarts, expiry and the slow path all happen, and still the same packets come out."""
+    rng = random.Random(5)
+    streams = [p.read_bytes().splitlines(keepends=True) for p in LOGS]
+    lines: list[bytes] = []
+    while any(streams):
+        s = rng.choice([s for s in streams if s])
+        line = s.pop(0)
+        r = rng.random()
+        if r < 0.02:
+            line = line[: rng.randrange(len(line))] + b"\n"
+        elif r < 0.04:
+            lines.append(b"Nov 23 03:49:00 node1 kernel: [1.0] DROP: IN=eth0 OUT= SRC=1.2.3.4 DST=5.6.7.8 LEN=40\n")
+        elif r < 0.05:
+            lines.append(b"\x00\xff garbage TRACE: nonsense\n")
+        lines.append(line)
+    ref, st = _same(b"".join(lines), window=64)
+    assert len(ref) > 200 and st.skipped > 5
+
+
+def test_generated_kube_log(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_kube.py"), "--small", "--packets", "400",
+                    "--out", str(tmp_path)], check=True, capture_output=True)
+    kube = (tmp_path / "kube.log").read_bytes()
+    ref, _ = _same(kube, window=300)
+    assert len(ref) == 400
+    # a packet whose halves are further apart than the window is two packets (expiry)
+    one = (FIXTURES / "kernel_log" / "seed-003-80.log").read_bytes().splitlines(keepends=True)
+    ref, _ = _same(b"".join(one[:3]) + kube + b"".join(one[3:]), window=300)
+    assert len(ref) == 400 + len(_reference(b"".join(one))[0]) + 1
+
+
+def test_feeds_continue_line_numbers_and_admit_stops_new_packets() -> None:
+    data = (FIXTURES / "kernel_log" / "seed-003-52000.log").read_bytes()
+    lines = data.splitlines(keepends=True)
+    cut = len(lines) // 2
+    whole, _ = _fused(data)
+    out = []
+    reader = PathReader("t.log", lambda fam, steps, key, first, last: out.append((fam, list(steps), first, last)))
+    reader.feed(io.BytesIO(b"".join(lines[:cut])), ReadStats())
+    assert reader.lines == cut
+    reader.feed(io.BytesIO(b"".join(lines[cut:])), ReadStats(), admit=lambda line: False)
+    reader.finish()
+    # the packets that started in the first part come out whole; none starts in the second
+    assert out == [p for p in whole if p[2] <= cut]
+    assert any(p[3] > cut for p in out) or all(p[3] <= cut for p in whole)
