@@ -23,7 +23,7 @@ POLICY = StepKind.POLICY
 RETURN_KIND = StepKind.RETURN
 ORIGIN = Origin("simulate")
 SOURCE = "simulate"
-MAX_STEPS = 100_000  # a ruleset the kernel accepted has no loops; this only guards bad input
+MAX_STEPS = 100_000  # jumps in one table walk; a ruleset the kernel accepted has no loops: this guards bad input
 _CACHE_SIZE = 4
 _cache: dict[tuple[int, bool], Compiled] = {}
 # status of the connection a probe in each tracked state belongs to
@@ -266,7 +266,9 @@ class _Run:
             if empty is not None and self.miss_key is None:
                 # empty built-in chain: the kernel logs its policy as step 1
                 self.events.append(SimEvent(t, hook, POLICY, 1, self.fam, p.snap or p.snapshot()))
-                self._decide(empty, base, None, None)  # type: ignore[arg-type]
+                d = self.decider  # _decide, inlined
+                if empty != ACCEPT or d is None or t == "filter" or d[1].table != "filter":
+                    self.decider = (empty, base, None, None)
                 v = empty
             else:
                 v = self._table(t, base, p, c)  # type: ignore[arg-type]
@@ -363,12 +365,8 @@ class _Run:
         append = events.append
         fam = self.fam
         miss_key = self.miss_key
-        steps = 0
+        jumps = 0
         while True:
-            steps += 1
-            if steps > MAX_STEPS:
-                raise RuletraceError(f"more than {MAX_STEPS} steps: the ruleset loops "
-                                     f"(last in {table} {chain.name})", origin=self.rs.origin)
             if miss_key is not None and (table, chain.name) == miss_key:
                 k = self._scan_recording(chain, p, c, pos)
             elif chain.keyfn is None:
@@ -398,15 +396,12 @@ class _Run:
             append(SimEvent(table, chain.name, cr.kind, k + 1, fam, p.snap or p.snapshot()))
             t = cr.target
             kind = t.kind
-            if kind is CONTINUE:
-                if t.effect is not None:
-                    t.effect(p, c)
-                    p.snap = None
-                elif t.name == "TRACE" and not self.trace_start:
-                    self.trace_start = len(events)
-                pos = k + 1
-                continue
             if kind is JUMP or kind is GOTO:
+                # only jumps and gotos can make a walk loop: a chain's own rules are passed in order
+                jumps += 1
+                if jumps > MAX_STEPS:
+                    raise RuletraceError(f"more than {MAX_STEPS} jumps: the ruleset loops "
+                                         f"(last in {table} {chain.name})", origin=self.rs.origin)
                 nxt = t.resolved
                 if nxt is None:
                     nxt = t.resolved = self.cc.chain(table, t.chain)  # type: ignore[arg-type]
@@ -415,6 +410,14 @@ class _Run:
                 if kind is JUMP:
                     stack.append((chain, k + 1))
                 chain, pos = nxt, 0
+                continue
+            if kind is CONTINUE:
+                if t.effect is not None:
+                    t.effect(p, c)
+                    p.snap = None
+                elif t.name == "TRACE" and not self.trace_start:
+                    self.trace_start = len(events)
+                pos = k + 1
                 continue
             if kind is RETURN:
                 if stack:

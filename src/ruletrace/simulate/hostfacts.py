@@ -19,7 +19,7 @@ Net = tuple[int, int, int]  # (version, network as int, mask as int)
 
 def to_int(addr: str, origin: Origin | None = None) -> tuple[int, int]:
     """Address text -> (version, int)."""
-    r = _parse_addr(addr.strip("[]"))
+    r = _parse_addr(addr)
     if r is None:
         raise RuletraceError(f"bad address {addr!r}", origin=origin)
     return r
@@ -27,6 +27,7 @@ def to_int(addr: str, origin: Origin | None = None) -> tuple[int, int]:
 
 @lru_cache(maxsize=1 << 16)
 def _parse_addr(text: str) -> tuple[int, int] | None:
+    text = text.strip("[]")
     for fam, v in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
         try:
             return v, int.from_bytes(socket.inet_pton(fam, text), "big")

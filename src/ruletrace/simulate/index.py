@@ -210,12 +210,17 @@ class Compiled:
         return pl
 
     def compile_all(self) -> int:
-        """Compile every chain now (instead of on first use); return the rule count."""
+        """Compile every chain now (instead of on first use) and link its jumps; return the rule count."""
         n = 0
         for t, chains in self.ruleset.tables.items():
             for name in chains:
                 cc = self.chain(t, name)
                 n += len(cc.rules) if cc is not None else 0
+        for (t, _name), cc in self.chains.items():
+            for r in cc.rules:
+                tg = r.target
+                if tg.chain is not None and tg.resolved is None:
+                    tg.resolved = self.chains.get((t, tg.chain))
         return n
 
     def chain(self, table: str, name: str) -> CChain | None:

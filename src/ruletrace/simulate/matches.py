@@ -224,13 +224,14 @@ def _net_cond(letter: str, text: str, neg: bool, origin: Origin | None) -> Cond:
         full = (1 << (32 if v == 4 else 128)) - 1
         if not neg and mask == full:
             key = (attr, net)
+        # one closure per case, negation included: this is the most evaluated condition
         if attr == "src":
-            fn = lambda p, c: (p.src & mask) == net  # noqa: E731
+            fn = (lambda p, c: (p.src & mask) != net) if neg else (lambda p, c: (p.src & mask) == net)
         else:
-            fn = lambda p, c: (p.dst & mask) == net  # noqa: E731
+            fn = (lambda p, c: (p.dst & mask) != net) if neg else (lambda p, c: (p.dst & mask) == net)
     else:
-        fn = lambda p, c: any((getattr(p, attr) & m) == n for _, n, m in nets)  # noqa: E731
-    return Cond(_neg(fn, neg), f"{'! ' if neg else ''}-{letter} {text}", field, key=key)
+        fn = _neg(lambda p, c: any((getattr(p, attr) & m) == n for _, n, m in nets), neg)
+    return Cond(fn, f"{'! ' if neg else ''}-{letter} {text}", field, key=key)
 
 
 # --- the rule compiler -----------------------------------------------------------------------
@@ -263,8 +264,8 @@ def compile_conds(rule: Rule, parsed: Parsed, v6: bool) -> list[Cond]:
                 continue
             if not neg:
                 proto = n
-            conds.append(Cond(_neg(lambda p, c, n=n: p.proto == n, neg), f"{'! ' if neg else ''}-p {val}",
-                              "PROTO", key=None if neg else ("proto", n)))
+            fn = (lambda p, c, n=n: p.proto != n) if neg else (lambda p, c, n=n: p.proto == n)
+            conds.append(Cond(fn, f"{'! ' if neg else ''}-p {val}", "PROTO", key=None if neg else ("proto", n)))
         elif letter == "f":
             # the simulated packet is never a non-first fragment
             conds.append(Cond(lambda p, c, neg=neg: neg, f"{'! ' if neg else ''}-f", "FRAG"))
@@ -323,6 +324,20 @@ def _module(name: str, opts: list[tuple[bool, str, list[str]]], rule: Rule, wher
                 fn = lambda p, c, r=ranges: p.sport is not None and any(  # noqa: E731
                     lo <= p.sport <= hi or lo <= p.dport <= hi for lo, hi in r)
                 f = "SPT/DPT"
+            if len(ranges) == 1 and f != "SPT/DPT":
+                # one range, as one closure (kube-proxy's NodePort range rules)
+                lo, hi = ranges[0]
+                if f == "SPT":
+                    fn = ((lambda p, c, lo=lo, hi=hi: p.sport is not None and not (lo <= p.sport <= hi)) if neg
+                          else (lambda p, c, lo=lo, hi=hi: p.sport is not None and lo <= p.sport <= hi))
+                elif neg:
+                    fn = lambda p, c, lo=lo, hi=hi: (  # noqa: E731
+                        p.sport is not None and not (p.dport is not None and lo <= p.dport <= hi))
+                else:
+                    fn = lambda p, c, lo=lo, hi=hi: (  # noqa: E731
+                        p.sport is not None and p.dport is not None and lo <= p.dport <= hi)
+                out.append(Cond(fn, label, f))
+                continue
             out.append(Cond(lambda p, c, fn=fn, neg=neg: p.sport is not None and fn(p, c) != neg, label, f))
         elif name in ("icmp", "icmp6", "icmpv6"):
             typ, code = parse_icmp_type(a0, name != "icmp", origin)
@@ -342,8 +357,11 @@ def _module(name: str, opts: list[tuple[bool, str, list[str]]], rule: Rule, wher
         elif name in ("mark", "connmark"):
             val, mask = _value_mask(a0, origin)
             if name == "mark":
-                fn = lambda p, c, v=val, m=mask: (p.mark & m) == v  # noqa: E731
-                out.append(Cond(_neg(fn, neg), label, "MARK", key=("mark", val) if mask == 0xFFFFFFFF and not neg
+                if neg:
+                    fn = lambda p, c, v=val, m=mask: (p.mark & m) != v  # noqa: E731
+                else:
+                    fn = lambda p, c, v=val, m=mask: (p.mark & m) == v  # noqa: E731
+                out.append(Cond(fn, label, "MARK", key=("mark", val) if mask == 0xFFFFFFFF and not neg
                                 else None))
             else:
                 # xt_connmark: no conntrack entry -> no match, also when inverted
@@ -488,16 +506,22 @@ def _conntrack(opt: str, args: list[str], neg: bool, label: str, rule: Rule, v6:
     where = f"{rule.table}:{rule.chain}:{rule.num}"
     a0 = args[0] if args else ""
     if opt in ("--ctstate", "--state"):
-        states = {s.strip().upper() for s in a0.split(",")}
+        states = frozenset(s.strip().upper() for s in a0.split(","))
+        dnat, snat = "DNAT" in states, "SNAT" in states
+        untracked, invalid = "UNTRACKED" in states, "INVALID" in states
 
         def fn(p: Pkt, c: Ctx) -> bool:
-            s = p.ct_state()
-            if s in states:
-                return True
-            # virtual states: the connection is being (or was) NATed
-            return p.ct and (("DNAT" in states and p.dnat) or ("SNAT" in states and p.snat))
+            # the state of Pkt.ct_state(), inlined: this runs for most packets in filter chains
+            if p.ct:
+                if p.ctstate in states:
+                    return True
+                # virtual states: the connection is being (or was) NATed
+                return (dnat and p.dnat) or (snat and p.snat)
+            return untracked if p.ctstate == "UNTRACKED" else invalid
 
-        return Cond(_neg(fn, neg), label, "CTSTATE")
+        if neg:
+            return Cond(lambda p, c: not fn(p, c), label, "CTSTATE")
+        return Cond(fn, label, "CTSTATE")
     if opt == "--ctstatus":
         bits = 0
         for s in a0.split(","):

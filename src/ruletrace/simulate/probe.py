@@ -176,10 +176,17 @@ def parse_tcp_flags(text: str, origin: Origin | None = None) -> int:
     return bits
 
 
-def flags_text(bits: int) -> str:
-    """Flag bits in the kernel log's order (``SYN ACK``)."""
+def _flags_text(bits: int) -> str:
     # nf_log_syslog.c prints CWR ECE URG ACK PSH RST SYN FIN
     return " ".join(n for n in ("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN") if bits & TCP_FLAGS[n])
+
+
+_FLAGS_TEXT = tuple(_flags_text(b) for b in range(TCP_ALL + 1))
+
+
+def flags_text(bits: int) -> str:
+    """Flag bits in the kernel log's order (``SYN ACK``)."""
+    return _FLAGS_TEXT[bits] if 0 <= bits <= TCP_ALL else _flags_text(bits)
 
 
 @dataclass(slots=True)
