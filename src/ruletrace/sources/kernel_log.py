@@ -109,6 +109,12 @@ def _parse_tag(tag: bytes) -> tuple[tuple[str, str, StepKind, int] | None, int]:
     The length is shorter than ``len(tag)`` when the paste lost the space before ``IN=``
     (``policy:2IN=tap0``): the rest belongs to the fields. Chain names may hold colons.
     """
+    parts = tag.split(b":")
+    if len(parts) == 4:  # the usual tag, in half the time of the general way below
+        table, chain, k, num = parts
+        kind = _KINDS.get(k)
+        if kind is not None and num.isdigit() and chain and table in _NAMES:
+            return (_NAMES[table], _name(chain), kind, int(num)), len(tag)
     a = tag.find(b":")
     b = tag.rfind(b":")
     c = tag.rfind(b":", 0, b)
