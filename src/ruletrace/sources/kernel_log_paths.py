@@ -159,13 +159,22 @@ class PathReader:
                 if fs != prev_fs:
                     got = seen.get(fs)
                     if got is None:
-                        text = fs.rstrip()
-                        got = fast_ident(text) if text.startswith(b"IN=") and head[:1] != b"{" else None
-                        if got is None:  # damaged, truncated, glued, journal JSON
-                            slow(line, lineno)
-                            continue
-                        if len(seen) >= seen_max:
-                            seen.clear()
+                        # nf_log prints MARK= last and the ident leaves it out: a packet whose
+                        # mark was set or cleared is looked up by its text without it
+                        m = fs.rfind(b" MARK=")
+                        bare = fs.rstrip()
+                        if m > 0 and b" " not in bare[m + 1 :]:  # the last field, not glued text
+                            bare = fs[:m]
+                        got = seen.get(bare)
+                        if got is None:
+                            text = fs.rstrip()
+                            got = fast_ident(text) if text.startswith(b"IN=") and head[:1] != b"{" else None
+                            if got is None:  # damaged, truncated, glued, journal JSON
+                                slow(line, lineno)
+                                continue
+                            if len(seen) >= seen_max:
+                                seen.clear()
+                            seen[bare] = got
                         seen[fs] = got
                     prev_fs = fs
                     family, key = got
