@@ -83,6 +83,8 @@ class PathReader:
         window = self.window
         counter = self.events
         start_events = counter
+        get_open = open_.get
+        to_end = open_.move_to_end
 
         def done(op: list) -> None:
             emit(op[_FAMILY], op[_STEPS], op[_KEY], op[_FIRST], op[_END])
@@ -180,7 +182,7 @@ class PathReader:
                     family, key = got
                 counter += 1
                 # the usual case inline: a step of an open packet that does not restart it
-                op = open_.get(key)
+                op = get_open(key)
                 hook = ent[1]
                 if op is None or hook is not None and op[_HOOK] is not None and (
                     ent[4] <= op[_RANK] if hook != op[_HOOK]
@@ -188,7 +190,7 @@ class PathReader:
                 ):
                     add(ent, key, family, lineno)
                 else:
-                    open_.move_to_end(key)
+                    to_end(key)
                     op[_STEPS].append(ent[0])
                     op[_SEEN] = counter
                     op[_END] = lineno
