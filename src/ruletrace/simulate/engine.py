@@ -35,9 +35,18 @@ DEFAULT_PAYLOAD = {6: 32, 17: 8, 1: 64, 58: 64}
 
 
 class SimEvent(TraceEvent):
-    """A predicted TRACE step; fields come from the packet snapshot on first access."""
+    """A predicted TRACE step; fields come from the packet snapshot on first access.
 
-    __slots__ = ()
+    The fields every predicted step has the same value for are class attributes: they shadow
+    TraceEvent's slots, so __init__ sets only six. The class has no __slots__, so an instance
+    can still be given its own value of any of them (it goes to the instance's __dict__).
+    """
+
+    ts = handle = ident = packet_id = verdict = None
+    origin = ORIGIN
+    source = SOURCE
+    _parse = staticmethod(snapshot_fields)
+    _fields = None
 
     def __init__(self, table: str, chain: str, kind: StepKind, num: int, family: str, snap: tuple) -> None:
         # TraceEvent.__init__ without keyword parsing: this runs once per predicted step
@@ -47,11 +56,6 @@ class SimEvent(TraceEvent):
         self.num = num
         self.family = family
         self.raw = snap
-        self._parse = snapshot_fields
-        self._fields = None
-        self.origin = ORIGIN
-        self.source = SOURCE
-        self.ts = self.handle = self.ident = self.packet_id = self.verdict = None
 
 
 @dataclass(slots=True)
@@ -98,15 +102,21 @@ def compiled(ruleset: Ruleset, v6: bool, index: bool = True) -> Compiled:
 def simulate(ruleset: Ruleset, probe: Probe, facts: HostFacts | None = None, *,
              explain_miss: str | None = None, index: bool = True) -> SimResult:
     """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made."""
-    return _Run(ruleset, probe, facts or HostFacts(), explain_miss, index).run()
+    facts = facts or HostFacts()
+    try:
+        return _Run(ruleset, probe, facts, explain_miss, index).run()
+    except RecursionError:
+        # chains nested deeper than Python's stack (or a loop): the plain walk has its own
+        # stack and reports a loop
+        return _Run(ruleset, probe, facts, explain_miss, index, fast=False).run()
 
 
 class _Run:
-    __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "events", "fam", "hooks", "decider", "trace_start",
-                 "miss_key", "miss_state", "v", "addrs", "_path_reason")
+    __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "events", "append", "fam", "hooks", "decider",
+                 "trace_start", "miss_key", "miss_state", "v", "addrs", "fast", "_path_reason")
 
     def __init__(self, rs: Ruleset, probe: Probe, facts: HostFacts, explain_miss: str | None,
-                 index: bool) -> None:
+                 index: bool, fast: bool = True) -> None:
         v, src, dst = probe.addrs()
         self.probe = probe
         self.facts = facts
@@ -119,6 +129,7 @@ class _Run:
         self.fam = fam
         self.cc = compiled(rs, v == 6, index)
         self.events: list[TraceEvent] = []
+        self.append = self.events.append  # for the chain functions of walker.py
         self.hooks: list[str] = []
         self.decider: tuple[str, CChain, int | None, Rule | None] | None = None
         self.trace_start = 0
@@ -132,6 +143,9 @@ class _Run:
             if rs.chain(t, ch) is None:
                 raise RuletraceError(f"--explain-miss: no chain {ch} in table {t}", origin=rs.origin)
             self.miss_key = (t, ch)
+        # the chain functions (walker.py) with the index; the plain walk (_table) without it, and
+        # for --explain-miss, which notes why each rule of its chain did not match
+        self.fast = fast and index and self.miss_key is None
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -246,20 +260,20 @@ class _Run:
         return SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
                          self.hooks, self.trace_start, misses, p._snapshot())
 
-    def _hook(self, hook: str, tables: tuple[str, ...], p: Pkt, c: Ctx) -> str:
+    def _hook(self, hook: str, p: Pkt, c: Ctx) -> str:
         """Run the tables of one hook in priority order; return the first non-accept verdict or 'accept'."""
         p.hook = hook
         p.snap = None  # routing between hooks sets IN/OUT/TTL
         self.hooks.append(hook)
-        for t, base, empty in self.cc.plan(hook, tables):
+        for t, base, empty in self.cc.plan(hook):
             if t == "conntrack":
                 self._conntrack(p, c)
                 continue
             if t == "nat":
-                manip = "dst" if hook in ("PREROUTING", "OUTPUT") else "src"
+                manip = "dst" if hook == "PREROUTING" or hook == "OUTPUT" else "src"
                 if not p.ct or p.ctstate != "NEW" or manip in p.nat_done:
                     continue  # nf_nat_inet_fn: nat rules only for a connection's first packet
-                p.nat_done.add(manip)
+                p.nat_done += (manip,)
                 if base is None:
                     continue
                 before = (p.dst, p.dport)
@@ -269,7 +283,15 @@ class _Run:
                 d = self.decider  # _decide, inlined
                 if empty != ACCEPT or d is None or t == "filter" or d[1].table != "filter":
                     self.decider = (empty, base, None, None)
-                v = empty
+                if empty != ACCEPT:
+                    return empty
+                continue  # nothing changed: no reroute either
+            if self.fast:
+                v = base.walk(p, c, self)  # type: ignore[union-attr]
+                if v is None:  # RETURN in the built-in chain, or the end of a chain it went to
+                    self.events.append(SimEvent(t, hook, POLICY, len(base.rules) + 1, self.fam,  # type: ignore[union-attr]
+                                                p.snap or p.snapshot()))
+                    v = self._policy(base)  # type: ignore[arg-type]
             else:
                 v = self._table(t, base, p, c)  # type: ignore[arg-type]
             if v != ACCEPT:
@@ -298,11 +320,11 @@ class _Run:
         p.ctstatus = CT_STATUS[p.ctstate]
 
     def _incoming(self, p: Pkt, c: Ctx) -> Fate:
-        v = self._hook("PREROUTING", ("raw", "conntrack", "mangle", "nat"), p, c)
+        v = self._hook("PREROUTING", p, c)
         if v != ACCEPT:
             return self._fate(v)
         if c.is_local(p, p.v, p.dst):
-            v = self._hook("INPUT", ("mangle", "filter", "security", "nat"), p, c)
+            v = self._hook("INPUT", p, c)
             return self._fate(v) if v != ACCEPT else Fate.DELIVERED
         if not self.facts.ip_forward:
             c.note("IP forwarding is off: the kernel drops the packet before FORWARD")
@@ -313,19 +335,19 @@ class _Run:
             c.note("TTL would expire on forwarding: the kernel drops the packet (ICMP time exceeded)")
             return Fate.DROPPED
         p.ttl -= 1
-        v = self._hook("FORWARD", ("mangle", "filter", "security"), p, c)
+        v = self._hook("FORWARD", p, c)
         if v != ACCEPT:
             return self._fate(v)
-        v = self._hook("POSTROUTING", ("mangle", "nat"), p, c)
+        v = self._hook("POSTROUTING", p, c)
         return self._fate(v) if v != ACCEPT else Fate.FORWARDED
 
     def _output(self, p: Pkt, c: Ctx) -> Fate:
         p.iif = None
         p.oif = self._route_out(p, c)
-        v = self._hook("OUTPUT", ("raw", "conntrack", "mangle", "nat", "filter", "security"), p, c)
+        v = self._hook("OUTPUT", p, c)
         if v != ACCEPT:
             return self._fate(v)
-        v = self._hook("POSTROUTING", ("mangle", "nat"), p, c)
+        v = self._hook("POSTROUTING", p, c)
         if v != ACCEPT:
             return self._fate(v)
         if p.oif != "lo":
@@ -333,10 +355,10 @@ class _Run:
         # loopback: the packet comes back in through PREROUTING and INPUT with its conntrack
         # entry attached and both NAT manips already set up (no nat chains)
         p.iif, p.oif = "lo", None
-        v = self._hook("PREROUTING", ("raw", "conntrack", "mangle", "nat"), p, c)
+        v = self._hook("PREROUTING", p, c)
         if v != ACCEPT:
             return self._fate(v)
-        v = self._hook("INPUT", ("mangle", "filter", "security", "nat"), p, c)
+        v = self._hook("INPUT", p, c)
         return self._fate(v) if v != ACCEPT else Fate.DELIVERED
 
     def _route_out(self, p: Pkt, c: Ctx) -> str:

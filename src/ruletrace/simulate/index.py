@@ -21,6 +21,7 @@ from ..rulesets.iptables_save import tokenize
 from .matches import Cond, compile_conds, split_rule
 from .state import Ctx, Pkt
 from .targets import ACCEPT, DROP, QUEUE, RETURN, Target, compile_target
+from .walker import make_walk
 
 # matches and targets that call nf_ct_netns_get(): conntrack runs in a namespace only while a
 # rule needs it (kernel >= 4.10); without it there is no NAT and every packet is INVALID
@@ -28,6 +29,15 @@ _CT_USER = re.compile(r"-m (?:conntrack|state|connmark|helper|connlimit|connbyte
                       r"|-j (?:DNAT|SNAT|MASQUERADE|REDIRECT|NETMAP|CT|NOTRACK|CONNMARK|CONNSECMARK)\b")
 MIN_INDEXED = 16  # chains shorter than this are scanned
 MERGE_BUDGET = 4  # wildcard positions copied into each key's list while the copies stay under 4x the rule count
+# the tables of each hook in priority order (include/uapi/linux/netfilter_ipv4.h NF_IP_PRI_*):
+# raw -300, conntrack -200, mangle -150, nat DNAT -100, filter 0, security 50, nat SNAT 100
+HOOK_ORDER: dict[str, tuple[str, ...]] = {
+    "PREROUTING": ("raw", "conntrack", "mangle", "nat"),
+    "INPUT": ("mangle", "filter", "security", "nat"),
+    "FORWARD": ("mangle", "filter", "security"),
+    "OUTPUT": ("raw", "conntrack", "mangle", "nat", "filter", "security"),
+    "POSTROUTING": ("mangle", "nat"),
+}
 KEY_FIELDS: dict[str, Callable[[Pkt], object]] = {
     "dst": lambda p: p.dst,
     "dport": lambda p: p.dport,
@@ -73,7 +83,8 @@ class CRule:
 class CChain:
     """A chain's compiled rules and, for long chains, the index."""
 
-    __slots__ = ("table", "name", "policy", "builtin", "rules", "fns", "keyfn", "dim", "keyed", "wild", "merged")
+    __slots__ = ("table", "name", "policy", "builtin", "rules", "fns", "keyfn", "dim", "keyed", "wild", "merged",
+                 "walk")
 
     def __init__(self, table: str, name: str, policy: str | None, builtin: bool, rules: list[CRule],
                  index: bool) -> None:
@@ -88,6 +99,7 @@ class CChain:
         self.keyed: dict[object, list[int]] = {}
         self.wild: list[int] = []
         self.merged = False  # keyed lists hold the wildcard positions too (in chain order)
+        self.walk: Callable[..., str | None] | None = None  # walker.py's function, set by Compiled
         if index and len(rules) >= MIN_INDEXED:
             self._build()
 
@@ -186,19 +198,18 @@ class Compiled:
         self.names = {t: frozenset(chains) for t, chains in ruleset.tables.items()}
         self.uses_conntrack = any(_CT_USER.search(r.text) for t in ruleset.tables.values()
                                   for ch in t.values() for r in ch.rules)
-        self.plans: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, CChain | None, str | None], ...]] = {}
+        self.plans: dict[str, tuple[tuple[str, CChain | None, str | None], ...]] = {}
 
-    def plan(self, hook: str, tables: tuple[str, ...]) -> tuple[tuple[str, CChain | None, str | None], ...]:
+    def plan(self, hook: str) -> tuple[tuple[str, CChain | None, str | None], ...]:
         """What a hook runs, in order: (table, built-in chain, verdict if the chain is empty) per table.
 
         Tables without the hook's chain are left out, except "conntrack" (no chain) and "nat"
         (its manip is set up for the connection even when there are no nat rules).
         """
-        key = (hook, tables)
-        pl = self.plans.get(key)
+        pl = self.plans.get(hook)
         if pl is None:
             out: list[tuple[str, CChain | None, str | None]] = []
-            for t in tables:
+            for t in HOOK_ORDER[hook]:
                 base = None if t == "conntrack" else self.chain(t, hook)
                 if base is None and t not in ("conntrack", "nat"):
                     continue
@@ -206,7 +217,7 @@ class Compiled:
                 if base is not None and not base.rules:
                     empty = DROP if base.policy == "DROP" else ACCEPT
                 out.append((t, base, empty))
-            pl = self.plans[key] = tuple(out)
+            pl = self.plans[hook] = tuple(out)
         return pl
 
     def compile_all(self) -> int:
@@ -221,6 +232,9 @@ class Compiled:
                 tg = r.target
                 if tg.chain is not None and tg.resolved is None:
                     tg.resolved = self.chains.get((t, tg.chain))
+        if self.index:
+            for cc in list(self.chains.values()):
+                cc.walk = make_walk(self, cc)
         return n
 
     def chain(self, table: str, name: str) -> CChain | None:
@@ -232,8 +246,18 @@ class Compiled:
             builtin = ch.policy is not None or name in BUILTIN_CHAINS
             rules = [compile_rule(r, self.names[table], self.v6, builtin) for r in ch.rules]
             cc = CChain(table, name, ch.policy or ("ACCEPT" if builtin else None), builtin, rules, self.index)
+            if self.index:
+                cc.walk = self._first_walk(cc)
             self.chains[(table, name)] = cc
         return cc
+
+    def _first_walk(self, cc: CChain) -> Callable[..., str | None]:
+        def first(p: Pkt, c: Ctx, run: object) -> str | None:
+            # the chain's first walk makes its function (chains no packet reaches never get one)
+            cc.walk = make_walk(self, cc)
+            return cc.walk(p, c, run)
+
+        return first
 
 
 def compile_rule(rule: Rule, chains: frozenset[str], v6: bool, builtin: bool) -> CRule:

@@ -46,15 +46,18 @@ BRANCH_MODULES = frozenset({"statistic", "limit", "hashlimit", "connlimit"})
 class Cond:
     """One condition of a rule: ``fn(pkt, ctx) -> bool`` plus what to say when it fails."""
 
-    __slots__ = ("fn", "text", "field", "pure", "key")
+    __slots__ = ("fn", "text", "field", "pure", "key", "src")
 
     def __init__(self, fn: CondFn, text: str, field: str, *, pure: bool = True,
-                 key: tuple[str, object] | None = None) -> None:
+                 key: tuple[str, object] | None = None, src: tuple[str, tuple] | None = None) -> None:
         self.fn = fn
         self.text = text  # the rule's words for it: "-d 10.96.0.1/32"
         self.field = field  # packet field it looks at, kernel-log name ("DST"), "" if none
         self.pure = pure  # evaluating it records nothing (no assumption, no branch)
         self.key = key  # ("dst", int) / ("dport", int) / …: the rule can only match packets with it
+        # fn as a Python expression over p ({0}, {1}, … stand for the constants), for walker.py to
+        # inline; it must compute exactly what fn does
+        self.src = src
 
 
 class Parsed:
@@ -229,9 +232,11 @@ def _net_cond(letter: str, text: str, neg: bool, origin: Origin | None) -> Cond:
             fn = (lambda p, c: (p.src & mask) != net) if neg else (lambda p, c: (p.src & mask) == net)
         else:
             fn = (lambda p, c: (p.dst & mask) != net) if neg else (lambda p, c: (p.dst & mask) == net)
+        src = (f"(p.{attr} & {{0}}) {'!=' if neg else '=='} {{1}}", (mask, net))
     else:
         fn = _neg(lambda p, c: any((getattr(p, attr) & m) == n for _, n, m in nets), neg)
-    return Cond(fn, f"{'! ' if neg else ''}-{letter} {text}", field, key=key)
+        src = None
+    return Cond(fn, f"{'! ' if neg else ''}-{letter} {text}", field, key=key, src=src)
 
 
 # --- the rule compiler -----------------------------------------------------------------------
@@ -265,7 +270,8 @@ def compile_conds(rule: Rule, parsed: Parsed, v6: bool) -> list[Cond]:
             if not neg:
                 proto = n
             fn = (lambda p, c, n=n: p.proto != n) if neg else (lambda p, c, n=n: p.proto == n)
-            conds.append(Cond(fn, f"{'! ' if neg else ''}-p {val}", "PROTO", key=None if neg else ("proto", n)))
+            conds.append(Cond(fn, f"{'! ' if neg else ''}-p {val}", "PROTO", key=None if neg else ("proto", n),
+                              src=(f"p.proto {'!=' if neg else '=='} {{0}}", (n,))))
         elif letter == "f":
             # the simulated packet is never a non-first fragment
             conds.append(Cond(lambda p, c, neg=neg: neg, f"{'! ' if neg else ''}-f", "FRAG"))
@@ -293,11 +299,13 @@ def _module(name: str, opts: list[tuple[bool, str, list[str]]], rule: Rule, wher
                 lo, hi = _port_range(a0, origin)
                 if opt in ("--sport", "--source-port"):
                     fn = lambda p, c, lo=lo, hi=hi: p.sport is not None and lo <= p.sport <= hi  # noqa: E731
-                    out.append(Cond(_neg(fn, neg), label, "SPT"))
+                    src = None if neg else ("p.sport is not None and {0} <= p.sport <= {1}", (lo, hi))
+                    out.append(Cond(_neg(fn, neg), label, "SPT", src=src))
                 else:
                     fn = lambda p, c, lo=lo, hi=hi: p.dport is not None and lo <= p.dport <= hi  # noqa: E731
                     key = ("dport", lo) if lo == hi and not neg else None
-                    out.append(Cond(_neg(fn, neg), label, "DPT", key=key))
+                    src = None if neg else ("p.dport is not None and {0} <= p.dport <= {1}", (lo, hi))
+                    out.append(Cond(_neg(fn, neg), label, "DPT", key=key, src=src))
                 # xt_tcpudp: a negated port test still needs the protocol
                 if neg:
                     out.append(Cond(lambda p, c: p.sport is not None, f"-p {name}", "PROTO"))
@@ -336,7 +344,10 @@ def _module(name: str, opts: list[tuple[bool, str, list[str]]], rule: Rule, wher
                 else:
                     fn = lambda p, c, lo=lo, hi=hi: (  # noqa: E731
                         p.sport is not None and p.dport is not None and lo <= p.dport <= hi)
-                out.append(Cond(fn, label, f))
+                attr = "sport" if f == "SPT" else "dport"
+                ex = f"p.sport is not None and p.{attr} is not None and {{0}} <= p.{attr} <= {{1}}"
+                out.append(Cond(fn, label, f, src=(f"p.sport is not None and not (p.{attr} is not None and "
+                                                   f"{{0}} <= p.{attr} <= {{1}})" if neg else ex, (lo, hi))))
                 continue
             out.append(Cond(lambda p, c, fn=fn, neg=neg: p.sport is not None and fn(p, c) != neg, label, f))
         elif name in ("icmp", "icmp6", "icmpv6"):
@@ -361,8 +372,8 @@ def _module(name: str, opts: list[tuple[bool, str, list[str]]], rule: Rule, wher
                     fn = lambda p, c, v=val, m=mask: (p.mark & m) != v  # noqa: E731
                 else:
                     fn = lambda p, c, v=val, m=mask: (p.mark & m) == v  # noqa: E731
-                out.append(Cond(fn, label, "MARK", key=("mark", val) if mask == 0xFFFFFFFF and not neg
-                                else None))
+                out.append(Cond(fn, label, "MARK", key=("mark", val) if mask == 0xFFFFFFFF and not neg else None,
+                                src=(f"(p.mark & {{0}}) {'!=' if neg else '=='} {{1}}", (mask, val))))
             else:
                 # xt_connmark: no conntrack entry -> no match, also when inverted
                 out.append(Cond(lambda p, c, v=val, m=mask, neg=neg: p.ct and ((p.ctmark & m) == v) != neg,

@@ -16,6 +16,9 @@ CTSTATUS_BITS = {"EXPECTED": IPS_EXPECTED, "SEEN_REPLY": IPS_SEEN_REPLY, "ASSURE
                  "CONFIRMED": IPS_CONFIRMED, "NONE": 0}
 
 
+NONE: frozenset[int] = frozenset()
+
+
 class Pkt:
     """Mutable packet state: header fields as ints, interfaces, marks, conntrack view."""
 
@@ -31,8 +34,8 @@ class Pkt:
         self.ctstatus = 0
         self.dnat = False
         self.snat = False
-        self.redirected: set[int] = set()  # addresses REDIRECT made local
-        self.nat_done: set[str] = set()  # "dst" / "src": the nat manip is set up for this connection
+        self.redirected: frozenset[int] | set[int] = NONE  # addresses REDIRECT made local (a set once it adds one)
+        self.nat_done: tuple[str, ...] = ()  # "dst" / "src": the nat manips set up for this connection
         self.hook = ""
         self.snap: tuple | None = None  # snapshot() cache; None after anything changed
 

@@ -284,7 +284,9 @@ def _redirect(d: dict[str, str], where: str, origin: Origin | None) -> Effect:
                        f"which is not known (give --addrs): DST {addr_text(p.v, p.dst)} kept, "
                        "treated as local")
                 a = p.dst
-        p.redirected.add(a)
+        if not p.redirected:
+            p.redirected = set()
+        p.redirected.add(a)  # type: ignore[union-attr]
         set_dst(p, a, port)
 
     return effect

@@ -1,0 +1,167 @@
+"""Chains compiled to Python functions: the fast path of the table walk.
+
+``engine._Run._table`` interprets the compiled rules one step at a time (the plain walk). Here
+each chain becomes one function ``walk(p, c, run)`` that does what that loop does for the
+chain: it tests the rules in order, logs the step of each rule that matched, runs its target,
+calls the walk of a jump's chain (a goto returns the callee's result: it pushes nothing), and at
+the end logs the chain's tail (policy or return). It returns None when the chain returned to
+its caller, or the verdict. The kernel's stack of ``ipt_do_table()`` is Python's call stack.
+
+Short chains are generated as straight-line code (``if <conditions>: <step>`` per rule,
+conditions inlined from ``Cond.src``); the source depends only on the chain's shape, so one
+compiled factory serves every chain of that shape (kube-proxy's thousands of KUBE-SEP-* chains
+share a handful). Indexed chains use one generic function around ``CChain.next_match``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..model import StepKind
+from .targets import ACCEPT, CONTINUE, DROP, GOTO, JUMP, NAT, RETURN
+
+if TYPE_CHECKING:
+    from .index import CChain, Compiled
+
+Walk = Callable[..., "str | None"]
+MAX_GENERATED = 64  # longer chains (without an index) use the generic walk
+_factories: dict[str, Callable[..., Walk]] = {}
+
+
+def make_walk(cc: Compiled, chain: CChain) -> Walk:
+    """The walk function of a chain (generated code for short chains)."""
+    from .engine import SimEvent
+
+    if chain.keyfn is not None or len(chain.rules) > MAX_GENERATED:
+        return _generic(cc, chain, SimEvent)
+    src, consts = _source(cc, chain)
+    make = _factories.get(src)
+    if make is None:
+        ns: dict[str, Any] = {"SimEvent": SimEvent, "RULE": StepKind.RULE, "POLICY": StepKind.POLICY,
+                              "RETURN": StepKind.RETURN}
+        exec(compile(src, "<simulate walk>", "exec"), ns)  # noqa: S102
+        make = _factories[src] = ns["make"]
+    return make(*consts)
+
+
+def _target_chain(cc: Compiled, chain: CChain, name: str) -> CChain:
+    nxt = cc.chain(chain.table, name)
+    if nxt is None:  # compile_target makes jumps only to chains of the table: cannot happen
+        raise AssertionError(f"jump to missing chain {name}")
+    return nxt
+
+
+def _source(cc: Compiled, chain: CChain) -> tuple[str, list[Any]]:
+    consts: list[Any] = []
+
+    def k(v: Any) -> str:
+        consts.append(v)
+        return f"k{len(consts) - 1}"
+
+    kinds = {StepKind.RULE: "RULE", StepKind.POLICY: "POLICY", StepKind.RETURN: "RETURN"}
+    tname, cname, ch = k(chain.table), k(chain.name), k(chain)
+    body = ["    def walk(p, c, R):", "        A = R.append", "        F = R.fam"]
+    for i, cr in enumerate(chain.rules):
+        tests = []
+        for cond in cr.conds:
+            if cond.src is not None:
+                expr, vals = cond.src
+                tests.append("(" + expr.format(*(k(v) for v in vals)) + ")")
+            else:
+                tests.append(f"{k(cond.fn)}(p, c)")
+        ind = "            " if tests else "        "
+        if tests:
+            body.append(f"        if {' and '.join(tests)}:")
+        body.append(f"{ind}A(SimEvent({tname}, {cname}, {kinds[cr.kind]}, {i + 1}, F, p.snap or p.snapshot()))")
+        t = cr.target
+        kind = t.kind
+        if kind is CONTINUE:
+            if t.effect is not None:
+                body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None"]
+            elif t.name == "TRACE":
+                body += [f"{ind}if not R.trace_start:", f"{ind}    R.trace_start = len(R.events)"]
+            continue
+        if kind is JUMP:
+            body += [f"{ind}v = {k(_target_chain(cc, chain, t.chain))}.walk(p, c, R)",  # type: ignore[arg-type]
+                     f"{ind}if v is not None:", f"{ind}    return v"]
+            continue
+        if kind is GOTO:
+            body.append(f"{ind}return {k(_target_chain(cc, chain, t.chain))}.walk(p, c, R)")  # type: ignore[arg-type]
+        elif kind is RETURN:
+            body.append(f"{ind}return None")
+        elif kind is NAT:
+            body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None",
+                     f"{ind}R._decide({k(ACCEPT)}, {ch}, {i + 1}, {k(cr.rule)})", f"{ind}return {k(ACCEPT)}"]
+        else:  # accept, drop, reject, queue
+            if t.effect is not None:
+                body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None"]
+            body += [f"{ind}R._decide({k(kind)}, {ch}, {i + 1}, {k(cr.rule)})", f"{ind}return {k(kind)}"]
+        if not tests:
+            break  # an unconditional rule that leaves the chain: nothing after it runs
+    else:
+        tail = len(chain.rules) + 1
+        if chain.builtin:
+            pol = DROP if chain.policy == "DROP" else ACCEPT
+            body += [f"        A(SimEvent({tname}, {cname}, POLICY, {tail}, F, p.snap or p.snapshot()))",
+                     f"        R._decide({k(pol)}, {ch}, None, None)", f"        return {k(pol)}"]
+        else:
+            body += [f"        A(SimEvent({tname}, {cname}, RETURN, {tail}, F, p.snap or p.snapshot()))",
+                     "        return None"]
+    head = f"def make({', '.join(f'k{j}' for j in range(len(consts)))}):"
+    return "\n".join([head, *body, "    return walk", ""]), consts
+
+
+def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
+    """The walk of an indexed (or very long) chain: next_match, then the rule's target."""
+    table, name, rules, next_match = chain.table, chain.name, chain.rules, chain.next_match
+    tail = len(rules) + 1
+    pol = DROP if chain.policy == "DROP" else ACCEPT
+    tail_kind = StepKind.POLICY if chain.builtin else StepKind.RETURN
+
+    def walk(p: Any, c: Any, R: Any) -> str | None:
+        A = R.append
+        F = R.fam
+        pos = 0
+        while True:
+            k = next_match(p, c, pos)
+            if k < 0:
+                A(event(table, name, tail_kind, tail, F, p.snap or p.snapshot()))
+                if chain.builtin:
+                    R._decide(pol, chain, None, None)
+                    return pol
+                return None
+            cr = rules[k]
+            A(event(table, name, cr.kind, k + 1, F, p.snap or p.snapshot()))
+            t = cr.target
+            kind = t.kind
+            if kind is JUMP or kind is GOTO:
+                nxt = t.resolved
+                if nxt is None:
+                    nxt = t.resolved = _target_chain(cc, chain, t.chain)  # type: ignore[arg-type]
+                v = nxt.walk(p, c, R)
+                if kind is GOTO or v is not None:
+                    return v
+                pos = k + 1
+                continue
+            if kind is CONTINUE:
+                if t.effect is not None:
+                    t.effect(p, c)
+                    p.snap = None
+                elif t.name == "TRACE" and not R.trace_start:
+                    R.trace_start = len(R.events)
+                pos = k + 1
+                continue
+            if kind is RETURN:
+                return None
+            if kind is NAT:
+                t.effect(p, c)  # type: ignore[misc]
+                p.snap = None
+                R._decide(ACCEPT, chain, k + 1, cr.rule)
+                return ACCEPT
+            if t.effect is not None:
+                t.effect(p, c)
+                p.snap = None
+            R._decide(kind, chain, k + 1, cr.rule)
+            return kind
+
+    return walk
