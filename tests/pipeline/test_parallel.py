@@ -41,6 +41,16 @@ def damaged(kube, tmp_path_factory):
     return rules, p
 
 
+@pytest.fixture(scope="module")
+def stale(kube, tmp_path_factory):
+    """The same log against a ruleset that lacks some rules (older than the log): misfits."""
+    rules, log = kube
+    lines = rules.read_text().splitlines(keepends=True)
+    p = tmp_path_factory.mktemp("stale") / "kube.rules"
+    p.write_text("".join(x for i, x in enumerate(lines) if not (x.startswith("-A KUBE-SEP-") and i % 3 == 0)))
+    return p, log
+
+
 def _sequential(rules, log):
     rs = load_rulesets([str(rules)])
     summ = Summary()
@@ -51,20 +61,24 @@ def _sequential(rules, log):
 
 
 @pytest.mark.parametrize("workers", [2, 3, 7])
-@pytest.mark.parametrize("which", ["kube", "damaged"])
+@pytest.mark.parametrize("which", ["kube", "damaged", "stale"])
 def test_parallel_summary_equals_sequential(request, which, workers, monkeypatch):
     rules, log = request.getfixturevalue(which)
     seq, run = _sequential(rules, log)
     monkeypatch.setattr(parallel, "HEAD_LINES", 400)
     monkeypatch.setattr(parallel, "OVERFLOW_BYTES", 400 * 300)
     rs = load_rulesets([str(rules)])
-    par, skipped, events, _ = parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=workers)
+    par, skipped, events, misfits = parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=workers)
+    seq_misfits = sum(ex.misfit_packets for ex in run._explainers.values())
     if which == "damaged":
         assert run.skipped > 5 and seq.packets >= 590
+    elif which == "stale":
+        assert 0 < seq_misfits < seq.packets
     else:
         assert run.skipped == 0 and seq.packets == 600
     assert par.to_json() == seq.to_json()
     assert skipped == run.skipped
+    assert misfits == seq_misfits
 
 
 def test_usable_only_for_large_plain_kernel_logs(kube, tmp_path, monkeypatch):

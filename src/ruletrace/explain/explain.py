@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
+import operator
+from functools import partial
+from itertools import repeat
 from operator import attrgetter
 
 from ..model import (
@@ -64,6 +67,9 @@ class _PathStep(NamedTuple):
     kind: StepKind
     num: int | None
     verdict: str | None
+
+
+_path_step = partial(tuple.__new__, _PathStep)  # (table, chain, kind, num, verdict) -> _PathStep
 
 
 @dataclass(slots=True)
@@ -410,7 +416,7 @@ class Explainer:
         """
         got = self._path_memo.get(steps)
         if got is None:
-            events = [_PathStep(t, c, k, n, None) for t, c, k, n in steps]
+            events = list(map(_path_step, map(operator.add, steps, repeat((None,)))))
             plan = self._walker.plan(events, False)
             got = self._path_memo[steps] = (
                 make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)
