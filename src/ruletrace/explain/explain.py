@@ -191,13 +191,13 @@ class _Walker:
         misfits = 0
         prev: _StepPlan | None = None
         prev_table: str | None = None
-        for i, ev in enumerate(events):
-            table, chain = ev.table, ev.chain
-            key = (table, chain, ev.kind, ev.num, ev.verdict)
+        for i, key in enumerate(map(_SIG, events)):  # key: (table, chain, kind, num, verdict)
             st = static.get(key)
             if st is None:
                 st = static[key] = self._step_static(key)
             builtin, known, rule, policy, action, warning = st
+            table = key[0]
+            chain = key[1]
             note: str | None = None
             returned_to: str | None = None
 
@@ -222,13 +222,13 @@ class _Walker:
                     if rs is not None and prev is not None and prev.rule is not None and known and not warning:
                         warning = f"the trace enters {chain} but the previous step does not jump to it"
                     stack.append((chain, None))
-            depth = len(stack) - 1 if stack else 0
+            depth = len(stack) - 1  # never empty here: every branch above leaves a frame
             frames = tuple(j for _, j in stack if j is not None) if want_frames else ()
             if action == "return":
-                returned_to = stack[-2][0] if len(stack) > 1 else None
-                if len(stack) > 1:
+                returned_to = stack[-2][0] if depth else None
+                if depth:
                     stack.pop()
-                elif ev.kind is StepKind.RULE:
+                elif key[2] is StepKind.RULE:
                     note = "RETURN in a built-in chain: the chain policy applies"
             if warning:
                 misfits += 1
