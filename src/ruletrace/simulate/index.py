@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from operator import attrgetter
 from typing import Callable
 
 from ..errors import RuletraceError
@@ -38,14 +39,8 @@ HOOK_ORDER: dict[str, tuple[str, ...]] = {
     "OUTPUT": ("raw", "conntrack", "mangle", "nat", "filter", "security"),
     "POSTROUTING": ("mangle", "nat"),
 }
-KEY_FIELDS: dict[str, Callable[[Pkt], object]] = {
-    "dst": lambda p: p.dst,
-    "dport": lambda p: p.dport,
-    "src": lambda p: p.src,
-    "iif": lambda p: p.iif,
-    "mark": lambda p: p.mark,
-    "proto": lambda p: p.proto,
-}
+KEY_FIELDS: dict[str, Callable[[Pkt], object]] = {d: attrgetter(d) for d in ("dst", "dport", "src", "iif", "mark",
+                                                                             "proto")}
 
 
 class CRule:

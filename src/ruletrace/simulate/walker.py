@@ -15,6 +15,7 @@ share a handful). Indexed chains use one generic function around ``CChain.next_m
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..model import StepKind
@@ -118,12 +119,28 @@ def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
     pol = DROP if chain.policy == "DROP" else ACCEPT
     tail_kind = StepKind.POLICY if chain.builtin else StepKind.RETURN
 
+    merged, keyed, wild, keyfn, fns = chain.merged, chain.keyed, chain.wild, chain.keyfn, chain.fns
+
     def walk(p: Any, c: Any, R: Any) -> str | None:
         A = R.append
         F = R.fam
         pos = 0
         while True:
-            k = next_match(p, c, pos)
+            if merged:  # CChain.next_match for one candidate list per key, inlined
+                cand = keyed.get(keyfn(p))  # type: ignore[misc]
+                if cand is None:
+                    cand = wild
+                k = -1
+                for j in range(bisect_left(cand, pos) if pos else 0, len(cand)):
+                    i = cand[j]
+                    for f in fns[i]:
+                        if not f(p, c):
+                            break
+                    else:
+                        k = i
+                        break
+            else:
+                k = next_match(p, c, pos)
             if k < 0:
                 A(event(table, name, tail_kind, tail, F, p.snap or p.snapshot()))
                 if chain.builtin:
