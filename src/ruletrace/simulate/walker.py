@@ -92,11 +92,11 @@ def _source(cc: Compiled, chain: CChain) -> tuple[str, list[Any]]:
             body.append(f"{ind}return None")
         elif kind is NAT:
             body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None",
-                     f"{ind}R._decide({k(ACCEPT)}, {ch}, {i + 1}, {k(cr.rule)})", f"{ind}return {k(ACCEPT)}"]
+                     *_decide(ind, chain, ACCEPT, k(ACCEPT), ch, str(i + 1), k(cr.rule)), f"{ind}return {k(ACCEPT)}"]
         else:  # accept, drop, reject, queue
             if t.effect is not None:
                 body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None"]
-            body += [f"{ind}R._decide({k(kind)}, {ch}, {i + 1}, {k(cr.rule)})", f"{ind}return {k(kind)}"]
+            body += [*_decide(ind, chain, kind, k(kind), ch, str(i + 1), k(cr.rule)), f"{ind}return {k(kind)}"]
         if not tests:
             break  # an unconditional rule that leaves the chain: nothing after it runs
     else:
@@ -104,12 +104,21 @@ def _source(cc: Compiled, chain: CChain) -> tuple[str, list[Any]]:
         if chain.builtin:
             pol = DROP if chain.policy == "DROP" else ACCEPT
             body += [f"        A(SimEvent({tname}, {cname}, POLICY, {tail}, F, p.snap or p.snapshot()))",
-                     f"        R._decide({k(pol)}, {ch}, None, None)", f"        return {k(pol)}"]
+                     *_decide("        ", chain, pol, k(pol), ch, "None", "None"), f"        return {k(pol)}"]
         else:
             body += [f"        A(SimEvent({tname}, {cname}, RETURN, {tail}, F, p.snap or p.snapshot()))",
                      "        return None"]
     head = f"def make({', '.join(f'k{j}' for j in range(len(consts)))}):"
     return "\n".join([head, *body, "    return walk", ""]), consts
+
+
+def _decide(ind: str, chain: CChain, v: str, vname: str, ch: str, num: str, rule: str) -> list[str]:
+    """engine._Run._decide as code, its test on the verdict and the table made when generating."""
+    # an accept in filter says more about the fate than a later accept in nat or security
+    setting = f"{ind}R.decider = ({vname}, {ch}, {num}, {rule})"
+    if v != ACCEPT or chain.table == "filter":
+        return [setting]
+    return [f"{ind}d = R.decider", f"{ind}if d is None or d[1].table != 'filter':", "    " + setting]
 
 
 def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
