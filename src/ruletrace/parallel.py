@@ -1,17 +1,19 @@
-"""Summaries of huge kernel logs on every core: the file is cut into byte ranges, one per worker.
+"""Summaries of huge kernel logs on every core: the file is cut into slices, claimed in turn.
 
-Workers are forked before the ruleset is parsed: each reads the lines that *start* in its
-range as lean records (no event objects) and groups them into paths with packet counts. The
-parent meanwhile parses the ruleset, reads a smaller first range, and explains every distinct
-path once. Packets cut by a range boundary are handled so that the result equals one
-sequential pass (tests/pipeline/test_parallel.py):
+Workers are forked before the ruleset is parsed. Each claims the next slice (a shared counter),
+reads the lines that *start* in it straight into packet paths with counts
+(``sources.kernel_log_paths``: no event objects) and sends them to the parent. The parent
+meanwhile parses the ruleset, then claims slices too, and between slices explains every
+distinct path that came in, once. With several slices per process all finish at about the
+same time, however the machine shares its cores out. Packets cut by a slice boundary are
+handled so that the result equals one sequential pass (tests/pipeline/test_parallel.py):
 
-- a worker goes on reading past its range end ("overflow") only to complete the packets it
-  has open there; no packet starts in the overflow;
-- the next worker sees the tails of those packets at its start as packets of their own
-  ("head" packets, first event within ``HEAD_LINES`` of its start): it hands them back with
-  their keys instead of counting them, and the parent drops those whose key the previous
-  worker completed in its overflow.
+- reading goes on past a slice end ("overflow") only to complete the packets open there;
+  no packet starts in the overflow and nothing there is counted;
+- the next slice sees the tails of those packets at its start as packets of their own
+  ("head" packets, first event within ``HEAD_LINES`` of its start): they are handed back with
+  their keys instead of being counted, and the parent drops those whose key the previous
+  slice completed in its overflow.
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import queue
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .explain.explain import Explainer
-from .model import Ruleset
+from .errors import RuletraceError
+from .model import Origin, Ruleset
 from .sources.stats import ReadStats
 
 HEAD_LINES = 20_000  # a packet whose first line is this close to a range start may be a tail
-OVERFLOW_BYTES = 8 << 20  # read past a range end to complete open packets (~20,000 lines)
-PARENT_SHARE = 0.85  # the parent's range relative to a worker's (it also parses and explains)
+# read past a range end to complete the packets open there (~5,600 lines): a packet's lines lie
+# within a few hundred lines of each other (one softirq pass prints them), even with many CPUs
+OVERFLOW_BYTES = 2 << 20
+SLICES_PER_PROCESS = 8  # slices claimed in turn: the last one decides how long the others wait
+SLICE_MIN = 8 << 20
 MIN_BYTES = 32 << 20  # smaller files are read in one process: forking costs more than it saves
 
 _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
@@ -44,6 +51,7 @@ class _Result:
     spilled: set = field(default_factory=set)
     skipped: int = 0
     events: int = 0
+    by: Any = 0  # None when the parent read it (its progress is already reported)
 
 
 class _Bytes(io.RawIOBase):
@@ -148,27 +156,51 @@ def usable(path: str, fmt: str | None) -> bool:
         return False  # the sequential path reports it
 
 
+def _slices(size: int, workers: int) -> list[int]:
+    """Cut points of the slices the processes claim in turn: several per process, so that all
+    finish at about the same time however the machine treats them, none below SLICE_MIN."""
+    k = max(workers, min(SLICES_PER_PROCESS * workers, size // SLICE_MIN))
+    return [size * i // k for i in range(k + 1)]
+
+
+def _serve(next_slice: Any, cuts: list[int], out: Any) -> None:
+    """A worker process: claim slices until none is left, send each result (or the error)."""
+    try:
+        while (i := _claim(next_slice)) < len(cuts) - 1:
+            out.put((i, _work((i, cuts[i], cuts[i + 1]))))
+    except BaseException as e:  # noqa: BLE001 - the parent reports it
+        out.put((-1, f"{type(e).__name__}: {e}"))
+    finally:
+        out.put(None)
+
+
+def _claim(next_slice: Any) -> int:
+    with next_slice.get_lock():
+        i = next_slice.value
+        next_slice.value = i + 1
+    return i
+
+
 def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | None = None,
               progress: Any = None):
     """Summary over ``path`` computed by ``workers`` processes; returns (summary, skipped, events, misfits).
 
-    The workers are forked first and only read and group; the parent meanwhile parses the
-    ruleset(s) (``load_rulesets()``), reads a smaller first range, then explains every distinct
-    path once and counts its packets.
+    The file is cut into slices that the processes claim in turn. The workers are forked first
+    and only read and group; the parent meanwhile parses the ruleset(s) (``load_rulesets()``),
+    then claims slices too, and between slices explains every distinct path of the results
+    that came in (once per path) and counts its packets.
     """
     from .render.summary import Summary
 
     workers = max(2, workers or min(os.cpu_count() or 2, 8))
     size = os.path.getsize(path)
-    # the parent also parses the ruleset and explains the paths: give it less of the file
-    share = PARENT_SHARE / workers
-    cuts = [0, int(size * share)] + [int(size * share + (size - size * share) * i / (workers - 1))
-                                      for i in range(1, workers)]
-    cuts[-1] = size
+    cuts = _slices(size, workers)
     _JOB.update(path=path)
     total = Summary()
     entry_of = Summary.entry
     explainers: dict[str | None, Explainer] = {}
+    results: dict[int, _Result] = {}
+    rulesets: Any = None
 
     def count(paths: Counter) -> None:
         for (fam, steps), n in paths.items():
@@ -179,22 +211,57 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
             if not fates or entry[0] in fates:
                 total.count(entry, n)
 
+    def take(item: tuple[int, Any]) -> None:
+        i, r = item
+        if i < 0:
+            raise RuletraceError(f"reading in a worker process failed: {r}", origin=Origin(path))
+        results[i] = r
+        if progress is not None and r.by is not None:
+            progress(cuts[i + 1] - cuts[i])
+        count(r.paths)
+
+    ctx = multiprocessing.get_context("fork")
+    next_slice = ctx.Value("l", 0)
+    out = ctx.Queue()  # a feeder thread sends: a worker never waits for the parent to read
+    procs = [ctx.Process(target=_serve, args=(next_slice, cuts, out), daemon=True) for _ in range(workers - 1)]
     try:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers - 1) as pool:
-            rest = pool.map_async(_work, [(i, cuts[i], cuts[i + 1]) for i in range(1, workers)])
-            rulesets = load_rulesets()
-            # the workers finish about when the parent does: its share stands for the whole file
-            scale = size / max(cuts[1], 1)
-            first = _work((0, cuts[0], cuts[1]), (lambda n: progress(int(n * scale))) if progress else None)
-            count(first.paths)  # while the workers still read
-            results = [first] + rest.get()
+        for p in procs:
+            p.start()
+        rulesets = load_rulesets()
+        running = len(procs)
+        while (i := _claim(next_slice)) < len(cuts) - 1:
+            while True:  # explain what came in while this process read
+                try:
+                    item = out.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    running -= 1
+                else:
+                    take(item)
+            try:
+                r = _work((i, cuts[i], cuts[i + 1]), progress)
+            except OSError as e:
+                raise RuletraceError(f"cannot read: {e.strerror or e}", origin=Origin(path)) from None
+            r.by = None  # progress was reported while reading
+            take((i, r))
+        while running:
+            item = out.get()
+            if item is None:
+                running -= 1
+            else:
+                take(item)
+        for p in procs:
+            p.join()
     finally:
         _JOB.clear()
-    for i, r in enumerate(results):
-        if i:
-            count(r.paths)
-        drop = results[i - 1].spilled if i > 0 else set()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    ordered = [results[i] for i in range(len(cuts) - 1)]
+    for i, r in enumerate(ordered):
+        drop = ordered[i - 1].spilled if i > 0 else set()
         count(Counter(p for key, p in r.heads if key not in drop))
-    return (total, sum(r.skipped for r in results), sum(r.events for r in results),
+    return (total, sum(r.skipped for r in ordered), sum(r.events for r in ordered),
             sum(x.misfit_packets for x in explainers.values()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ruletrace import parallel
+from ruletrace.errors import RuletraceError
 from ruletrace.pipeline import Run, pick_ruleset, load_rulesets
 from ruletrace.render.summary import Summary
 
@@ -60,13 +62,15 @@ def _sequential(rules, log):
     return summ, run
 
 
-@pytest.mark.parametrize("workers", [2, 3, 7])
+@pytest.mark.parametrize("workers,slices", [(2, 2), (2, 16), (3, 3), (3, 24), (7, 7)])
 @pytest.mark.parametrize("which", ["kube", "damaged", "stale"])
-def test_parallel_summary_equals_sequential(request, which, workers, monkeypatch):
+def test_parallel_summary_equals_sequential(request, which, workers, slices, monkeypatch):
     rules, log = request.getfixturevalue(which)
     seq, run = _sequential(rules, log)
     monkeypatch.setattr(parallel, "HEAD_LINES", 400)
     monkeypatch.setattr(parallel, "OVERFLOW_BYTES", 400 * 300)
+    monkeypatch.setattr(parallel, "SLICE_MIN", log.stat().st_size // slices)
+    assert len(parallel._slices(log.stat().st_size, workers)) == slices + 1
     rs = load_rulesets([str(rules)])
     par, skipped, events, misfits = parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=workers)
     seq_misfits = sum(ex.misfit_packets for ex in run._explainers.values())
@@ -92,3 +96,27 @@ def test_usable_only_for_large_plain_kernel_logs(kube, tmp_path, monkeypatch):
     gz.write_bytes(gzip.compress(log.read_bytes()[:100000]))
     assert not parallel.usable(str(gz), None)
     assert not parallel.usable(str(rules), None)
+
+
+def test_read_failures_are_reported_with_the_file(kube, monkeypatch):
+    rules, log = kube
+    rs = load_rulesets([str(rules)])
+    real = parallel._work
+    parent = os.getpid()
+
+    def fails_in_worker(args, progress=None):
+        if os.getpid() != parent:
+            raise ValueError("bad slice")
+        return real(args, progress)
+
+    def fails_in_parent(args, progress=None):
+        if os.getpid() == parent:
+            raise OSError(5, "Input/output error")
+        return real(args, progress)
+
+    for broken, message in ((fails_in_worker, "reading in a worker process failed: ValueError: bad slice"),
+                            (fails_in_parent, "cannot read: Input/output error")):
+        monkeypatch.setattr(parallel, "_work", broken)
+        with pytest.raises(RuletraceError) as e:
+            parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=2)
+        assert str(e.value) == f"{log}: {message}"

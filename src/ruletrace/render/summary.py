@@ -95,7 +95,7 @@ class Summary:
             "fates": {str(f): self.fates.get(f, 0) for f in Fate},
             "deciding": [{**d._asdict(), "count": n} for d, n in self._ranked()],
             "packets_with_warnings": self.packets_with_warnings,
-            "warnings": [{"text": t, "count": n} for t, n in self.warnings.most_common()],
+            "warnings": [{"text": t, "count": n} for t, n in self._warnings()],
         }
 
     def to_renderable(self) -> RenderableType:
@@ -139,7 +139,7 @@ class Summary:
             warns = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
             warns.add_column("count", justify="right", no_wrap=True)
             warns.add_column("warning", style="warning", overflow="fold")
-            for text, n in self.warnings.most_common(TOP_RULES):
+            for text, n in self._warnings(TOP_RULES):
                 warns.add_row(str(n), safe(text, "warning"))
             parts.append(warns)
         spaced: list[RenderableType] = []
@@ -148,8 +148,17 @@ class Summary:
         return Group(*spaced)
 
     def _ranked(self) -> list[tuple[Decider, int]]:
-        # most packets first; ties keep the order first seen (Counter keeps insertion order)
-        return sorted(self.deciding.items(), key=lambda kv: -kv[1])
+        # most packets first; ties by place, so that the order does not depend on which packet
+        # came first (the parallel summary counts slices in the order they finish)
+        return sorted(self.deciding.items(), key=lambda kv: (-kv[1], _order(kv[0])))
+
+    def _warnings(self, limit: int | None = None) -> list[tuple[str, int]]:
+        return sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+
+def _order(d: Decider) -> tuple:
+    """A total order on deciders: by action, table, chain, number …; a missing field last."""
+    return tuple((x is None, x if x is not None else "") for x in d)
 
 
 def _decider(expl: Explanation) -> Decider:
