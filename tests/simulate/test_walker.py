@@ -24,7 +24,8 @@ MATCHES = [
     "-p tcp -m multiport --dports 22,8080", "-m mark --mark 0x1", "-m mark ! --mark 0x2/0x2",
     "-m conntrack --ctstate NEW", "-m conntrack ! --ctstate NEW,DNAT", "-m state --state INVALID",
     "-m statistic --mode random --probability 0.5", "-m comment --comment \"x y\"", "-m recent --rcheck",
-    "-m addrtype --dst-type LOCAL",
+    "-m addrtype --dst-type LOCAL", "-p tcp -m tcp --tcp-flags SYN,ACK SYN", "-p tcp -m tcp ! --syn",
+    "-m conntrack --ctstate ESTABLISHED,RELATED", "-m conntrack --ctstate UNTRACKED,INVALID",
 ]
 TARGETS = ["-j ACCEPT", "-j DROP", "-j REJECT", "-j RETURN", "-j MARK --set-xmark 0x1/0x1",
            "-j MARK --set-xmark 0x2/0x2", "-j LOG", "-j TRACE", "-j CONNMARK --save-mark", "-j U1", "-j U2",
@@ -162,6 +163,10 @@ def test_chains_nested_deeper_than_the_python_stack() -> None:
     ("-m mark --mark 0x0", 80, True),
     ("-m conntrack --ctstate NEW", 80, True),
     ("-m conntrack ! --ctstate NEW", 80, False),
+    ("-m conntrack ! --ctstate ESTABLISHED,DNAT", 80, True),
+    ("-p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN", 80, True),
+    ("-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN", 80, False),
+    ("-p tcp -m tcp --syn", 80, True),
 ])
 def test_single_condition(match: str, dport: int, want: bool) -> None:
     # a TCP SYN 10.0.0.2:1000 -> 10.0.0.3:dport, mark 0, conntrack on (the conntrack rule needs it)

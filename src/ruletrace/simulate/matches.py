@@ -317,7 +317,8 @@ def _module(name: str, opts: list[tuple[bool, str, list[str]]], rule: Rule, wher
                         raise RuletraceError("--tcp-flags needs MASK COMP", origin=origin)
                     mask, comp = parse_tcp_flags(args[0], origin), parse_tcp_flags(args[1], origin)
                 fn = lambda p, c, m=mask, k=comp: p.proto == 6 and ((p.tcpflags or 0) & m) == k  # noqa: E731
-                out.append(Cond(_neg(fn, neg), label, "TCPFLAGS"))
+                ex = "p.proto == 6 and ((p.tcpflags or 0) & {0}) == {1}"
+                out.append(Cond(_neg(fn, neg), label, "TCPFLAGS", src=(f"not ({ex})" if neg else ex, (mask, comp))))
             else:
                 out.append(_unknown(name, f"-m {name} {label}", where, f"cannot evaluate -m {name} {opt}"))
         elif name == "multiport":
@@ -530,9 +531,12 @@ def _conntrack(opt: str, args: list[str], neg: bool, label: str, rule: Rule, v6:
                 return (dnat and p.dnat) or (snat and p.snat)
             return untracked if p.ctstate == "UNTRACKED" else invalid
 
+        ex = ("((p.ctstate in {0} or ({1} and p.dnat) or ({2} and p.snat)) if p.ct "
+              "else ({3} if p.ctstate == 'UNTRACKED' else {4}))")
+        src = ("not " + ex if neg else ex, (states, dnat, snat, untracked, invalid))
         if neg:
-            return Cond(lambda p, c: not fn(p, c), label, "CTSTATE")
-        return Cond(fn, label, "CTSTATE")
+            return Cond(lambda p, c: not fn(p, c), label, "CTSTATE", src=src)
+        return Cond(fn, label, "CTSTATE", src=src)
     if opt == "--ctstatus":
         bits = 0
         for s in a0.split(","):
