@@ -516,11 +516,14 @@ class _Run:
         if d is None:
             return None
         action, chain, num, rule = d
-        where = f"{chain.table} {chain.name}"
-        if rule is None:
-            reason = f"policy {chain.policy} of {where}"
-        else:
-            reason = f"rule {num} of {where}: {rule.text}"
+        reason = chain.reasons.get(num)
+        if reason is None:
+            where = f"{chain.table} {chain.name}"
+            if rule is None:
+                reason = f"policy {chain.policy} of {where}"
+            else:
+                reason = f"rule {num} of {where}: {rule.text}"
+            chain.reasons[num] = reason
         if fate in (Fate.DROPPED, Fate.REJECTED) or action != ACCEPT:
             return Verdict(action, chain.table, chain.name, num, rule, reason)
         return Verdict(ACCEPT, chain.table, chain.name, num, rule, f"last accepted by {reason}")

@@ -97,6 +97,7 @@ class HostFacts:
     _local_set: set[tuple[int, int]] = field(default_factory=set)
     _local_routes: list[Route] = field(default_factory=list)
     _local_known: bool = False
+    _routes_seen: dict[tuple[int, int], Route | None] = field(default_factory=dict)  # route() answers
 
     def add_local(self, text: str) -> None:
         """Add ``[IFACE=]ADDR[/PLEN]`` (``--local-addr``)."""
@@ -115,6 +116,7 @@ class HostFacts:
 
     def _refresh(self) -> None:
         self._cache_key = (len(self.local), len(self.routes))
+        self._routes_seen = {}
         self._local_set = {(la.version, la.addr) for la in self.local}
         self._local_routes = [r for r in self.routes if r.type == "local"]
         self._local_known = bool(self._local_set or self._local_routes)
@@ -148,6 +150,18 @@ class HostFacts:
 
     def route(self, version: int, addr: int) -> Route | None:
         """Longest-prefix route for an address (local routes first, as the local table is)."""
+        if self._cache_key != (len(self.local), len(self.routes)):
+            self._refresh()
+        key = (version, addr)
+        seen = self._routes_seen
+        if key in seen:
+            return seen[key]
+        if len(seen) >= 1 << 16:
+            seen.clear()
+        r = seen[key] = self._route(version, addr)
+        return r
+
+    def _route(self, version: int, addr: int) -> Route | None:
         best: Route | None = None
         for r in self.routes:
             if r.version != version or addr & r.mask != r.net:

@@ -79,7 +79,7 @@ class CChain:
     """A chain's compiled rules and, for long chains, the index."""
 
     __slots__ = ("table", "name", "policy", "builtin", "rules", "fns", "keyfn", "dim", "keyed", "wild", "merged",
-                 "walk")
+                 "walk", "reasons")
 
     def __init__(self, table: str, name: str, policy: str | None, builtin: bool, rules: list[CRule],
                  index: bool) -> None:
@@ -95,6 +95,7 @@ class CChain:
         self.wild: list[int] = []
         self.merged = False  # keyed lists hold the wildcard positions too (in chain order)
         self.walk: Callable[..., str | None] | None = None  # walker.py's function, set by Compiled
+        self.reasons: dict[int | None, str] = {}  # verdict reason by rule number (None: the policy)
         if index and len(rules) >= MIN_INDEXED:
             self._build()
 
