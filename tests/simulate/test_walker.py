@@ -86,6 +86,9 @@ packets = st.builds(
 def _same(a, b) -> None:
     assert step_tags(a.events) == step_tags(b.events)
     assert [e.fields for e in a.events] == [e.fields for e in b.events]
+    assert [(type(e), e.family, e.origin, e.source, e.ts, e.handle, e.ident, e.packet_id, e.verdict, e.raw)
+            for e in a.events] == [(type(e), e.family, e.origin, e.source, e.ts, e.handle, e.ident, e.packet_id,
+                                    e.verdict, e.raw) for e in b.events]
     assert (a.fate, a.assumptions, a.final, a.hooks, a.trace_start) == \
            (b.fate, b.assumptions, b.final, b.hooks, b.trace_start)
     va, vb = a.verdict, b.verdict
