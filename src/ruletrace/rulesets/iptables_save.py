@@ -236,6 +236,10 @@ def _append_chain(line: str, origin: Origin) -> str:
 
 def _chain_line(line: str, table: str, origin: Origin) -> Chain:
     # ":NAME POLICY [pkts:bytes]"; POLICY "-" marks a user-defined chain
+    if line.endswith(" - [0:0]"):  # the usual user chain (kube-proxy declares tens of thousands)
+        name = line[1:-8]
+        if name and " " not in name and "\t" not in name and name not in TABLE_CHAINS[table]:
+            return Chain(table, name, None, [], (0, 0), origin)
     parts = line[1:].split()
     if not parts or len(parts) > 3:
         raise RuletraceError(f"bad chain line, expected ':CHAIN POLICY [packets:bytes]': {_clip(line)}",
