@@ -287,10 +287,10 @@ class _Run:
                     return empty
                 continue  # nothing changed: no reroute either
             if self.fast:
-                v = base.walk(p, c, self)  # type: ignore[union-attr]
+                v = base.walk(p, c, self)  # type: ignore[union-attr,misc]
                 if v is None:  # RETURN in the built-in chain, or the end of a chain it went to
-                    self.events.append(SimEvent(t, hook, POLICY, len(base.rules) + 1, self.fam,  # type: ignore[union-attr]
-                                                p.snap or p.snapshot()))
+                    n = len(base.rules) + 1  # type: ignore[union-attr]
+                    self.events.append(SimEvent(t, hook, POLICY, n, self.fam, p.snap or p.snapshot()))
                     v = self._policy(base)  # type: ignore[arg-type]
             else:
                 v = self._table(t, base, p, c)  # type: ignore[arg-type]
