@@ -35,11 +35,12 @@ HEAD_LINES = 20_000  # a packet whose first line is this close to a range start 
 # read past a range end to complete the packets open there (~5,600 lines): a packet's lines lie
 # within a few hundred lines of each other (one softirq pass prints them), even with many CPUs
 OVERFLOW_BYTES = 2 << 20
-SLICES_PER_PROCESS = 8  # slices claimed in turn: the last one decides how long the others wait
+GUIDE = 2  # a slice is 1/(GUIDE x processes) of what is left: the last ones are small
 SLICE_MIN = 8 << 20
 MIN_BYTES = 32 << 20  # smaller files are read in one process: forking costs more than it saves
 
 _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
+_TAGS: dict[bytes, tuple] = {}  # tag -> what it tells the grouping, kept from slice to slice
 
 
 @dataclass
@@ -119,7 +120,7 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
         else:
             paths[path_key] += 1
 
-    reader = PathReader(path, emit)
+    reader = PathReader(path, emit, tags=_TAGS)
     st = ReadStats()
     with open(path, "rb", buffering=0) as f:
         lo = _line_start(f, start)
@@ -157,10 +158,14 @@ def usable(path: str, fmt: str | None) -> bool:
 
 
 def _slices(size: int, workers: int) -> list[int]:
-    """Cut points of the slices the processes claim in turn: several per process, so that all
-    finish at about the same time however the machine treats them, none below SLICE_MIN."""
-    k = max(workers, min(SLICES_PER_PROCESS * workers, size // SLICE_MIN))
-    return [size * i // k for i in range(k + 1)]
+    """Cut points of the slices the processes claim in turn, each a 1/(GUIDE x workers) share of
+    what is left (none below SLICE_MIN): big slices first, small ones last, so that all
+    processes run out of work at about the same time however the machine treats them."""
+    cuts = [0]
+    while cuts[-1] < size:
+        left = size - cuts[-1]
+        cuts.append(cuts[-1] + max(SLICE_MIN, left // (GUIDE * workers), 1) if left > SLICE_MIN else size)
+    return cuts
 
 
 def _serve(next_slice: Any, cuts: list[int], out: Any) -> None:

@@ -69,8 +69,11 @@ def test_parallel_summary_equals_sequential(request, which, workers, slices, mon
     seq, run = _sequential(rules, log)
     monkeypatch.setattr(parallel, "HEAD_LINES", 400)
     monkeypatch.setattr(parallel, "OVERFLOW_BYTES", 400 * 300)
-    monkeypatch.setattr(parallel, "SLICE_MIN", log.stat().st_size // slices)
-    assert len(parallel._slices(log.stat().st_size, workers)) == slices + 1
+    size = log.stat().st_size
+    monkeypatch.setattr(parallel, "SLICE_MIN", size // slices)
+    cuts = parallel._slices(size, workers)
+    assert cuts[0] == 0 and cuts[-1] == size and cuts == sorted(set(cuts))
+    assert slices // 2 <= len(cuts) - 1 <= slices + 1
     rs = load_rulesets([str(rules)])
     par, skipped, events, misfits = parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=workers)
     seq_misfits = sum(ex.misfit_packets for ex in run._explainers.values())
@@ -103,6 +106,7 @@ def test_read_failures_are_reported_with_the_file(kube, monkeypatch):
     rs = load_rulesets([str(rules)])
     real = parallel._work
     parent = os.getpid()
+    monkeypatch.setattr(parallel, "SLICE_MIN", log.stat().st_size // 8)  # both processes read
 
     def fails_in_worker(args, progress=None):
         if os.getpid() != parent:

@@ -49,14 +49,16 @@ class PathReader:
     numbers and the packet state run on from one ``feed`` to the next, ``finish`` ends the rest.
     """
 
-    def __init__(self, name: str, emit: Emit, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, name: str, emit: Emit, window: int = DEFAULT_WINDOW,
+                 tags: dict[bytes, tuple] | None = None) -> None:
         self.name = name
         self.emit = emit
         self.window = window
         self.lines = 0
         self.events = 0  # the window counts events, as group_packets does
         self.open: OrderedDict[Any, list] = OrderedDict()
-        self._entries: dict[bytes, tuple] = {}
+        # what each tag tells the grouping; may be shared by the readers of one process
+        self._entries: dict[bytes, tuple] = {} if tags is None else tags
         self._seen: dict[bytes, tuple[str, bytes]] = {}  # field text -> (family, ident)
 
     def finish(self) -> None:
