@@ -11,9 +11,9 @@ handled so that the result equals one sequential pass (tests/pipeline/test_paral
 - reading goes on past a slice end ("overflow") only to complete the packets open there;
   no packet starts in the overflow and nothing there is counted;
 - the next slice sees the tails of those packets at its start as packets of their own
-  ("head" packets, first event within ``HEAD_LINES`` of its start): they are handed back with
-  their keys instead of being counted, and the parent drops those whose key the previous
-  slice completed in its overflow.
+  ("head" packets: first event in the bytes that overflow also read): they are handed back
+  with their keys instead of being counted, and the parent drops those whose key the
+  previous slice completed in its overflow, as soon as both slices are in.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from .errors import RuletraceError
 from .model import Origin, Ruleset
 from .sources.stats import ReadStats
 
-HEAD_LINES = 20_000  # a packet whose first line is this close to a range start may be a tail
 # read past a range end to complete the packets open there (~5,600 lines): a packet's lines lie
 # within a few hundred lines of each other (one softirq pass prints them), even with many CPUs
 OVERFLOW_BYTES = 2 << 20
@@ -110,12 +109,13 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     spilled = res.spilled
     heads = res.heads
     range_lines = 1 << 62
+    head_lines = 0  # lines in the bytes the previous slice's overflow also read
 
     def emit(family: Any, steps: list, key: Any, first: int, last: int) -> None:
         path_key = (family, tuple(steps))
         if last > range_lines:
             spilled.add(key)
-        if index > 0 and first <= HEAD_LINES:
+        if first <= head_lines:
             heads.append((key, path_key))
         else:
             paths[path_key] += 1
@@ -125,6 +125,9 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     with open(path, "rb", buffering=0) as f:
         lo = _line_start(f, start)
         hi = max(lo, _line_start(f, end))
+        if lo > 0:
+            f.seek(lo)
+            head_lines = f.read(OVERFLOW_BYTES).count(b"\n") + 1
         reader.feed(io.BufferedReader(_Bytes(f, lo, hi, progress), 1 << 20), st)
         range_lines = reader.lines
         reader.feed(io.BufferedReader(_Bytes(f, hi, hi + OVERFLOW_BYTES), 1 << 20), ReadStats(),
@@ -224,6 +227,10 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
         if progress is not None and r.by is not None:
             progress(cuts[i + 1] - cuts[i])
         count(r.paths)
+        for j in (i, i + 1):  # head packets, once the slice before is known too
+            if 0 < j < len(cuts) - 1 and j - 1 in results and j in results:
+                drop = results[j - 1].spilled
+                count(Counter(p for key, p in results[j].heads if key not in drop))
 
     ctx = multiprocessing.get_context("fork")
     next_slice = ctx.Value("l", 0)
@@ -265,8 +272,5 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
                 p.terminate()
                 p.join()
     ordered = [results[i] for i in range(len(cuts) - 1)]
-    for i, r in enumerate(ordered):
-        drop = ordered[i - 1].spilled if i > 0 else set()
-        count(Counter(p for key, p in r.heads if key not in drop))
     return (total, sum(r.skipped for r in ordered), sum(r.events for r in ordered),
             sum(x.misfit_packets for x in explainers.values()))

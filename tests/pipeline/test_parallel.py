@@ -67,7 +67,6 @@ def _sequential(rules, log):
 def test_parallel_summary_equals_sequential(request, which, workers, slices, monkeypatch):
     rules, log = request.getfixturevalue(which)
     seq, run = _sequential(rules, log)
-    monkeypatch.setattr(parallel, "HEAD_LINES", 400)
     monkeypatch.setattr(parallel, "OVERFLOW_BYTES", 400 * 300)
     size = log.stat().st_size
     monkeypatch.setattr(parallel, "SLICE_MIN", size // slices)
