@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -94,5 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     return int(rv) if isinstance(rv, int) else ExitStatus.OK
 
 
+def run() -> None:
+    """The console script: ``main()``, then exit without tearing the heap down.
+
+    A big run leaves millions of objects (ruleset, caches, paths); freeing them one by one at
+    interpreter exit took 0.12-0.15 s of a 3 s ``explain --summary``. Everything the commands
+    write is closed by then (files are written in ``with`` blocks; child processes joined), so
+    only the standard streams need flushing.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the reader went away (`| head`): nothing left to say
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    run()
