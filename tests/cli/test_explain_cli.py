@@ -131,3 +131,20 @@ def test_cli_json_validates_against_the_published_schema(capsys):
         code, out, _ = run(capsys, "explain", "-r", RULES, LOG, "--json", *extra)
         assert code == 0
         jsonschema.validate(json.loads(out), schema)
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--summary"]])
+def test_a_reader_that_goes_away_is_not_an_error(extra):
+    """`ruletrace explain … | head -c 20`: exit 0, nothing on stderr but the usual note."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "ruletrace", "explain", "--example", "k8s-nodeport", *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.read(20)
+    p.stdout.close()  # before the output is all written: the next write gets EPIPE
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert p.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "Error" not in err

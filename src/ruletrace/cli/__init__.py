@@ -9,6 +9,7 @@ import sys
 import click
 
 from ..errors import RuletraceError
+from .console import OutputClosed
 from .status import ExitStatus
 
 # name -> "module:attribute"; modules are imported only when their command runs
@@ -53,6 +54,8 @@ class _Group(click.Group):
             if ctx.params.get("debug"):
                 raise
             raise _UserError(_safe(str(e))) from e
+        except BrokenPipeError as e:  # click would make it exit status 1
+            raise OutputClosed() from e
 
 
 def _safe(text: str) -> str:
@@ -86,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("ruletrace: interrupted", err=True)
         return ExitStatus.CTRL_C
-    except BrokenPipeError:
-        # `ruletrace explain … | head`: the reader went away; not an error
+    except (BrokenPipeError, OutputClosed):
+        # `ruletrace explain … | head`: the reader went away; not an error. Whatever is still
+        # buffered for stdout goes to /dev/null, so the flush at exit cannot fail again.
         try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
             sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return ExitStatus.OK
+        return ExitStatus.OK
     return int(rv) if isinstance(rv, int) else ExitStatus.OK
 
 

@@ -10,17 +10,30 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
 
+class OutputClosed(Exception):
+    """The reader of standard output went away (``ruletrace … | head``): not an error.
+
+    Not an OSError: click turns EPIPE into exit status 1 before ``cli.main`` returns."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich would exit with status 1 here; stop the command instead (see cli.main)."""
+        self.quiet = True
+        raise OutputClosed()
+
+
 def make_consoles(*, no_color: bool = False, width: int | None = None) -> tuple[Console, Console]:
     """stdout and stderr consoles; colour only on a terminal and never with --no-color / NO_COLOR."""
     from ..render.theme import THEME
 
     no_color = no_color or bool(os.environ.get("NO_COLOR"))
     kw = {"no_color": no_color, "width": width, "highlight": False, "emoji": False, "theme": THEME}
-    out = Console(**kw)
-    err = Console(stderr=True, **kw)
+    out = _Console(**kw)
+    err = _Console(stderr=True, **kw)
     if no_color:
-        out = Console(color_system=None, **kw)
-        err = Console(stderr=True, color_system=None, **kw)
+        out = _Console(color_system=None, **kw)
+        err = _Console(stderr=True, color_system=None, **kw)
     return out, err
 
 
