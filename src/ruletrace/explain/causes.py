@@ -67,7 +67,10 @@ def _nat_changes(expl: Explanation) -> None:
     steps = expl.steps
     used: set[int] = set()
     for i in range(1, len(steps)):
-        before, after = steps[i - 1].event.fields, steps[i].event.fields
+        a, b = steps[i - 1].event, steps[i].event
+        if a.raw is b.raw and a.raw is not None:  # one text object (kernel_log shares it): no change
+            continue
+        before, after = a.fields, b.fields
         for what, ip, port, actions in (("DST", "DST", "DPT", _DNAT_ACTIONS), ("SRC", "SRC", "SPT", _SNAT_ACTIONS)):
             old, new = _addr(before, ip, port), _addr(after, ip, port)
             if old is None or new is None or old == new:
@@ -103,7 +106,10 @@ def _nat_changes(expl: Explanation) -> None:
 def _mark_changes(expl: Explanation) -> None:
     steps = expl.steps
     for i in range(1, len(steps)):
-        old, new = _mark_value(steps[i - 1].event.fields), _mark_value(steps[i].event.fields)
+        a, b = steps[i - 1].event, steps[i].event
+        if a.raw is b.raw and a.raw is not None:
+            continue
+        old, new = _mark_value(a.fields), _mark_value(b.fields)
         if old == new:
             continue
         s = steps[i - 1]
