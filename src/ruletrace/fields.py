@@ -111,6 +111,10 @@ def _group(toks: list[str], i: int, open_: str, close: str) -> tuple[str, int]:
 
 
 _last: tuple[object, dict[str, str]] = (None, {})  # the last text parsed and its fields
+# recent texts and their fields: the steps of the few packets in flight repeat their texts,
+# though not always one after the other (a packet's steps are explained after all were read)
+_recent: dict[str | bytes, dict[str, str]] = {}
+_RECENT_MAX = 4096
 
 
 def parse_fields(raw: str | bytes) -> dict[str, str]:
@@ -119,6 +123,10 @@ def parse_fields(raw: str | bytes) -> dict[str, str]:
     last = _last
     if raw is last[0]:  # consecutive events often share one text object (see sources.kernel_log)
         return dict(last[1])
+    got = _recent.get(raw) if isinstance(raw, (str, bytes)) else None
+    if got is not None:
+        _last = (raw, got)
+        return dict(got)
     s = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
     if not s.startswith("IN="):
         i = s.find("IN=")
@@ -130,6 +138,10 @@ def parse_fields(raw: str | bytes) -> dict[str, str]:
     if out is None:
         out = _parse_tokens(s)
     _last = (raw, out)
+    if isinstance(raw, (str, bytes)):
+        if len(_recent) >= _RECENT_MAX:
+            _recent.clear()
+        _recent[raw] = out
     return dict(out)
 
 
