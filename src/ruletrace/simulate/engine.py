@@ -262,6 +262,8 @@ class _Run:
 
     def _hook(self, hook: str, p: Pkt, c: Ctx) -> str:
         """Run the tables of one hook in priority order; return the first non-accept verdict or 'accept'."""
+        if self.fast:
+            return self.cc.hook(hook)(p, c, self)  # this loop as generated code (walker.make_hook)
         p.hook = hook
         p.snap = None  # routing between hooks sets IN/OUT/TTL
         self.hooks.append(hook)

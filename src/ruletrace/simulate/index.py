@@ -22,7 +22,7 @@ from ..rulesets.iptables_save import tokenize
 from .matches import Cond, compile_conds, split_rule
 from .state import Ctx, Pkt
 from .targets import ACCEPT, DROP, QUEUE, RETURN, Target, compile_target
-from .walker import make_walk
+from .walker import make_hook, make_walk
 
 # matches and targets that call nf_ct_netns_get(): conntrack runs in a namespace only while a
 # rule needs it (kernel >= 4.10); without it there is no NAT and every packet is INVALID
@@ -184,7 +184,7 @@ class CChain:
 class Compiled:
     """A ruleset's chains, compiled on first use."""
 
-    __slots__ = ("ruleset", "v6", "index", "chains", "names", "uses_conntrack", "plans")
+    __slots__ = ("ruleset", "v6", "index", "chains", "names", "uses_conntrack", "plans", "hooks")
 
     def __init__(self, ruleset: Ruleset, v6: bool, index: bool = True) -> None:
         self.ruleset = ruleset
@@ -195,6 +195,7 @@ class Compiled:
         self.uses_conntrack = any(_CT_USER.search(r.text) for t in ruleset.tables.values()
                                   for ch in t.values() for r in ch.rules)
         self.plans: dict[str, tuple[tuple[str, CChain | None, str | None], ...]] = {}
+        self.hooks: dict[str, Callable[..., str]] = {}  # the fast walk's function of each hook (walker.make_hook)
 
     def plan(self, hook: str) -> tuple[tuple[str, CChain | None, str | None], ...]:
         """What a hook runs, in order: (table, built-in chain, verdict if the chain is empty) per table.
@@ -215,6 +216,13 @@ class Compiled:
                 out.append((t, base, empty))
             pl = self.plans[hook] = tuple(out)
         return pl
+
+    def hook(self, hook: str) -> Callable[..., str]:
+        """The fast walk's function of a hook: ``run_hook(p, c, run)`` -> its verdict."""
+        fn = self.hooks.get(hook)
+        if fn is None:
+            fn = self.hooks[hook] = make_hook(hook, self.plan(hook))
+        return fn
 
     def compile_all(self) -> int:
         """Compile every chain now (instead of on first use) and link its jumps; return the rule count."""

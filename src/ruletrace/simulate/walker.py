@@ -191,3 +191,63 @@ def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
             return kind
 
     return walk
+
+
+def make_hook(hook: str, plan: tuple[tuple[str, CChain | None, str | None], ...]) -> Callable[..., str]:
+    """engine._Run._hook for one hook of the fast walk, as straight-line code over the hook's plan."""
+    from .engine import SimEvent
+
+    consts: list[Any] = []
+
+    def k(v: Any) -> str:
+        consts.append(v)
+        return f"k{len(consts) - 1}"
+
+    h = k(hook)
+    body = ["    def run_hook(p, c, R):", f"        p.hook = {h}", "        p.snap = None", f"        R.hooks.append({h})",
+            "        A = R.append", "        F = R.fam"]
+    acc = k(ACCEPT)
+    for t, base, empty in plan:
+        ind = "        "
+        if t == "conntrack":
+            body.append(f"{ind}if not p.ct:")
+            body.append(f"{ind}    R._conntrack(p, c)")
+            continue
+        if t == "nat":
+            # nf_nat_inet_fn: nat rules only for a connection's first packet
+            manip = k("dst" if hook == "PREROUTING" or hook == "OUTPUT" else "src")
+            body += [f"{ind}if p.ct and p.ctstate == 'NEW' and {manip} not in p.nat_done:",
+                     f"{ind}    p.nat_done += ({manip},)"]
+            if base is None:
+                continue
+            ind += "    "
+            if hook == "OUTPUT":
+                body.append(f"{ind}before = (p.dst, p.dport)")
+        tn, bn = k(t), k(base)
+        if empty is not None:
+            # empty built-in chain: the kernel logs its policy as step 1
+            body.append(f"{ind}A(SimEvent({tn}, {h}, POLICY, 1, F, p.snap or p.snapshot()))")
+            setting = f"R.decider = ({k(empty)}, {bn}, None, None)"
+            if empty != ACCEPT or t == "filter":
+                body.append(f"{ind}{setting}")
+            else:
+                body += [f"{ind}d = R.decider", f"{ind}if d is None or d[1].table != 'filter':",
+                         f"{ind}    {setting}"]
+            if empty != ACCEPT:
+                body.append(f"{ind}return {k(empty)}")
+            continue
+        n = len(base.rules) + 1  # type: ignore[union-attr]
+        body += [f"{ind}v = {bn}.walk(p, c, R)",
+                 f"{ind}if v is None:",  # RETURN in the built-in chain, or the end of a chain it went to
+                 f"{ind}    A(SimEvent({tn}, {h}, POLICY, {n}, F, p.snap or p.snapshot()))",
+                 f"{ind}    v = R._policy({bn})",
+                 f"{ind}if v != {acc}:", f"{ind}    return v"]
+        if t == "nat" and hook == "OUTPUT":
+            # nf_nat_ipv4_local_fn: ip_route_me_harder after DNAT
+            body += [f"{ind}if (p.dst, p.dport) != before:", f"{ind}    R._reroute(p, c)"]
+    body.append(f"        return {acc}")
+    src = "\n".join([f"def make({', '.join(f'k{j}' for j in range(len(consts)))}):", *body,
+                     "    return run_hook", ""])
+    ns: dict[str, Any] = {"SimEvent": SimEvent, "POLICY": StepKind.POLICY}
+    exec(compile(src, "<simulate hook>", "exec"), ns)  # noqa: S102
+    return ns["make"](*consts)  # type: ignore[no-any-return]
