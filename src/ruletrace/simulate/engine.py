@@ -252,20 +252,20 @@ class _Run:
                 p.iif = "eth0"
                 c.note("input interface not given: assumed IN=eth0")
             p.oif = None
+            p.snap = None
             fate = self._incoming(p, c)
         verdict = self._verdict(fate)
         misses = None
         if self.miss_key is not None:
             misses = self._misses()
         return SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
-                         self.hooks, self.trace_start, misses, p._snapshot())
+                         self.hooks, self.trace_start, misses, p.snapshot())
 
     def _hook(self, hook: str, p: Pkt, c: Ctx) -> str:
         """Run the tables of one hook in priority order; return the first non-accept verdict or 'accept'."""
         if self.fast:
             return self.cc.hook(hook)(p, c, self)  # this loop as generated code (walker.make_hook)
         p.hook = hook
-        p.snap = None  # routing between hooks sets IN/OUT/TTL
         self.hooks.append(hook)
         for t, base, empty in self.cc.plan(hook):
             if t == "conntrack":
@@ -337,6 +337,7 @@ class _Run:
             c.note("TTL would expire on forwarding: the kernel drops the packet (ICMP time exceeded)")
             return Fate.DROPPED
         p.ttl -= 1
+        p.snap = None  # a packet's snapshot is shared by its steps until IN, OUT, TTL or a target changes it
         v = self._hook("FORWARD", p, c)
         if v != ACCEPT:
             return self._fate(v)
@@ -346,6 +347,7 @@ class _Run:
     def _output(self, p: Pkt, c: Ctx) -> Fate:
         p.iif = None
         p.oif = self._route_out(p, c)
+        p.snap = None
         v = self._hook("OUTPUT", p, c)
         if v != ACCEPT:
             return self._fate(v)
@@ -357,6 +359,7 @@ class _Run:
         # loopback: the packet comes back in through PREROUTING and INPUT with its conntrack
         # entry attached and both NAT manips already set up (no nat chains)
         p.iif, p.oif = "lo", None
+        p.snap = None
         v = self._hook("PREROUTING", p, c)
         if v != ACCEPT:
             return self._fate(v)

@@ -204,7 +204,7 @@ def make_hook(hook: str, plan: tuple[tuple[str, CChain | None, str | None], ...]
         return f"k{len(consts) - 1}"
 
     h = k(hook)
-    body = ["    def run_hook(p, c, R):", f"        p.hook = {h}", "        p.snap = None", f"        R.hooks.append({h})",
+    body = ["    def run_hook(p, c, R):", f"        p.hook = {h}", f"        R.hooks.append({h})",
             "        A = R.append", "        F = R.fam"]
     acc = k(ACCEPT)
     for t, base, empty in plan:
