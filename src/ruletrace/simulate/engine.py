@@ -38,8 +38,10 @@ class SimEvent(TraceEvent):
     """A predicted TRACE step; fields come from the packet snapshot on first access.
 
     The fields every predicted step has the same value for are class attributes: they shadow
-    TraceEvent's slots, so __init__ sets only six. The class has no __slots__, so an instance
+    TraceEvent's slots, so a step sets only six. The class has no __slots__, so an instance
     can still be given its own value of any of them (it goes to the instance's __dict__).
+    ``SimEvent()`` takes no arguments (object.__init__: no Python frame, a third of the cost
+    of a step's event): the walk sets the six fields itself; ``sim_event`` does it elsewhere.
     """
 
     ts = handle = ident = packet_id = verdict = None
@@ -47,15 +49,19 @@ class SimEvent(TraceEvent):
     source = SOURCE
     _parse = staticmethod(snapshot_fields)
     _fields = None
+    __init__ = object.__init__
 
-    def __init__(self, table: str, chain: str, kind: StepKind, num: int, family: str, snap: tuple) -> None:
-        # TraceEvent.__init__ without keyword parsing: this runs once per predicted step
-        self.table = table
-        self.chain = chain
-        self.kind = kind
-        self.num = num
-        self.family = family
-        self.raw = snap
+
+def sim_event(table: str, chain: str, kind: StepKind, num: int, family: str, snap: tuple) -> SimEvent:
+    """A predicted step (the generated walks of walker.py build theirs inline)."""
+    e = SimEvent()
+    e.table = table
+    e.chain = chain
+    e.kind = kind
+    e.num = num
+    e.family = family
+    e.raw = snap
+    return e
 
 
 @dataclass(slots=True)
@@ -281,7 +287,7 @@ class _Run:
                 before = (p.dst, p.dport)
             if empty is not None and self.miss_key is None:
                 # empty built-in chain: the kernel logs its policy as step 1
-                self.events.append(SimEvent(t, hook, POLICY, 1, self.fam, p.snap or p.snapshot()))
+                self.events.append(sim_event(t, hook, POLICY, 1, self.fam, p.snap or p.snapshot()))
                 d = self.decider  # _decide, inlined
                 if empty != ACCEPT or d is None or t == "filter" or d[1].table != "filter":
                     self.decider = (empty, base, None, None)
@@ -292,7 +298,7 @@ class _Run:
                 v = base.walk(p, c, self)  # type: ignore[union-attr,misc]
                 if v is None:  # RETURN in the built-in chain, or the end of a chain it went to
                     n = len(base.rules) + 1  # type: ignore[union-attr]
-                    self.events.append(SimEvent(t, hook, POLICY, n, self.fam, p.snap or p.snapshot()))
+                    self.events.append(sim_event(t, hook, POLICY, n, self.fam, p.snap or p.snapshot()))
                     v = self._policy(base)  # type: ignore[arg-type]
             else:
                 v = self._table(t, base, p, c)  # type: ignore[arg-type]
@@ -411,16 +417,16 @@ class _Run:
                 k = chain.next_match(p, c, pos)
             if k < 0:
                 if chain.builtin:
-                    append(SimEvent(table, chain.name, POLICY, len(chain.rules) + 1, fam, p.snap or p.snapshot()))
+                    append(sim_event(table, chain.name, POLICY, len(chain.rules) + 1, fam, p.snap or p.snapshot()))
                     return self._policy(chain)
-                append(SimEvent(table, chain.name, RETURN_KIND, len(chain.rules) + 1, fam, p.snap or p.snapshot()))
+                append(sim_event(table, chain.name, RETURN_KIND, len(chain.rules) + 1, fam, p.snap or p.snapshot()))
                 if stack:
                     chain, pos = stack.pop()
                     continue
-                append(SimEvent(table, base.name, POLICY, len(base.rules) + 1, fam, p.snap or p.snapshot()))
+                append(sim_event(table, base.name, POLICY, len(base.rules) + 1, fam, p.snap or p.snapshot()))
                 return self._policy(base)
             cr = chain.rules[k]
-            append(SimEvent(table, chain.name, cr.kind, k + 1, fam, p.snap or p.snapshot()))
+            append(sim_event(table, chain.name, cr.kind, k + 1, fam, p.snap or p.snapshot()))
             t = cr.target
             kind = t.kind
             if kind is JUMP or kind is GOTO:
@@ -450,7 +456,7 @@ class _Run:
                 if stack:
                     chain, pos = stack.pop()
                     continue
-                append(SimEvent(table, base.name, POLICY, len(base.rules) + 1, fam, p.snap or p.snapshot()))
+                append(sim_event(table, base.name, POLICY, len(base.rules) + 1, fam, p.snap or p.snapshot()))
                 return self._policy(base)
             if kind is NAT:
                 t.effect(p, c)  # type: ignore[misc]
@@ -504,7 +510,7 @@ class _Run:
             self.decider = (v, chain, num, rule)
 
     def _emit(self, chain: CChain, kind: StepKind, num: int, p: Pkt) -> None:
-        self.events.append(SimEvent(chain.table, chain.name, kind, num, self.fam, p.snap or p.snapshot()))
+        self.events.append(sim_event(chain.table, chain.name, kind, num, self.fam, p.snap or p.snapshot()))
 
     def _fate(self, v: str) -> Fate:
         if v == DROP:

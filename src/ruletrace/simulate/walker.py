@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 Walk = Callable[..., "str | None"]
 MAX_GENERATED = 64  # longer chains (without an index) use the generic walk
 _factories: dict[str, Callable[..., Walk]] = {}
+# one step's event (engine.SimEvent), fields set inline: no Python __init__ frame per step
+_EVENT = ("e = SimEvent(); e.table = {0}; e.chain = {1}; e.kind = {2}; e.num = {3}; e.family = F; "
+          "e.raw = p.snap or p.snapshot(); A(e)")
 
 
 def make_walk(cc: Compiled, chain: CChain) -> Walk:
@@ -73,7 +76,7 @@ def _source(cc: Compiled, chain: CChain) -> tuple[str, list[Any]]:
         ind = "            " if tests else "        "
         if tests:
             body.append(f"        if {' and '.join(tests)}:")
-        body.append(f"{ind}A(SimEvent({tname}, {cname}, {kinds[cr.kind]}, {i + 1}, F, p.snap or p.snapshot()))")
+        body.append(ind + _EVENT.format(tname, cname, kinds[cr.kind], i + 1))
         t = cr.target
         kind = t.kind
         if kind is CONTINUE:
@@ -103,10 +106,10 @@ def _source(cc: Compiled, chain: CChain) -> tuple[str, list[Any]]:
         tail = len(chain.rules) + 1
         if chain.builtin:
             pol = DROP if chain.policy == "DROP" else ACCEPT
-            body += [f"        A(SimEvent({tname}, {cname}, POLICY, {tail}, F, p.snap or p.snapshot()))",
+            body += ["        " + _EVENT.format(tname, cname, "POLICY", tail),
                      *_decide("        ", chain, pol, k(pol), ch, "None", "None"), f"        return {k(pol)}"]
         else:
-            body += [f"        A(SimEvent({tname}, {cname}, RETURN, {tail}, F, p.snap or p.snapshot()))",
+            body += ["        " + _EVENT.format(tname, cname, "RETURN", tail),
                      "        return None"]
     head = f"def make({', '.join(f'k{j}' for j in range(len(consts)))}):"
     return "\n".join([head, *body, "    return walk", ""]), consts
@@ -151,13 +154,27 @@ def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
             else:
                 k = next_match(p, c, pos)
             if k < 0:
-                A(event(table, name, tail_kind, tail, F, p.snap or p.snapshot()))
+                e = event()
+                e.table = table
+                e.chain = name
+                e.kind = tail_kind
+                e.num = tail
+                e.family = F
+                e.raw = p.snap or p.snapshot()
+                A(e)
                 if chain.builtin:
                     R._decide(pol, chain, None, None)
                     return pol
                 return None
             cr = rules[k]
-            A(event(table, name, cr.kind, k + 1, F, p.snap or p.snapshot()))
+            e = event()
+            e.table = table
+            e.chain = name
+            e.kind = cr.kind
+            e.num = k + 1
+            e.family = F
+            e.raw = p.snap or p.snapshot()
+            A(e)
             t = cr.target
             kind = t.kind
             if kind is JUMP or kind is GOTO:
@@ -226,7 +243,7 @@ def make_hook(hook: str, plan: tuple[tuple[str, CChain | None, str | None], ...]
         tn, bn = k(t), k(base)
         if empty is not None:
             # empty built-in chain: the kernel logs its policy as step 1
-            body.append(f"{ind}A(SimEvent({tn}, {h}, POLICY, 1, F, p.snap or p.snapshot()))")
+            body.append(ind + _EVENT.format(tn, h, "POLICY", 1))
             setting = f"R.decider = ({k(empty)}, {bn}, None, None)"
             if empty != ACCEPT or t == "filter":
                 body.append(f"{ind}{setting}")
@@ -239,7 +256,7 @@ def make_hook(hook: str, plan: tuple[tuple[str, CChain | None, str | None], ...]
         n = len(base.rules) + 1  # type: ignore[union-attr]
         body += [f"{ind}v = {bn}.walk(p, c, R)",
                  f"{ind}if v is None:",  # RETURN in the built-in chain, or the end of a chain it went to
-                 f"{ind}    A(SimEvent({tn}, {h}, POLICY, {n}, F, p.snap or p.snapshot()))",
+                 f"{ind}    " + _EVENT.format(tn, h, "POLICY", n),
                  f"{ind}    v = R._policy({bn})",
                  f"{ind}if v != {acc}:", f"{ind}    return v"]
         if t == "nat" and hook == "OUTPUT":
