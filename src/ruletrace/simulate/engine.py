@@ -10,6 +10,7 @@ off with an empty stack ends in the built-in chain's policy entry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import RuletraceError
 from ..model import Fate, Origin, Rule, Ruleset, StepKind, TraceEvent, Verdict
@@ -32,6 +33,7 @@ CT_STATUS = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSUR
 # header bytes after the IP header of a probe without --length: TCP 32 (a SYN 40, with its
 # options), UDP 8, ICMP / ICMPv6 echo 64
 DEFAULT_PAYLOAD = {6: 32, 17: 8, 1: 64, 58: 64}
+_ACCEPTED_BY: dict[str, str] = {}  # verdict reason -> "last accepted by <reason>" (one string per rule)
 
 
 class SimEvent(TraceEvent):
@@ -168,22 +170,23 @@ class _Run:
         p.uid, p.gid = pr.uid, pr.gid
         p.physin, p.physout = pr.physin, pr.physout
         p.mac = pr.mac_src
-        path = self._path(p)
-        c = Ctx(f, path)
+        known = f.knows_local()
+        path = self._path(p, known)
+        c = Ctx(f, path, known)
         c.orig_dst = (v, p.dst)
         c.orig_src = (v, p.src)
-        note = c.note
+        note = c.assumptions.__setitem__  # Ctx.note without its frame: note(text, None)
         if pr.path is None:
-            note(f"path {path}: {self._path_reason}")
+            note(f"path {path}: {self._path_reason}", None)
         p.itype = p.icode = None
         if proto in PORT_PROTOS:
             sport, dport = pr.sport, pr.dport
             if sport is None:
                 sport = 40000
-                note("source port not given: assumed 40000")
+                note("source port not given: assumed 40000", None)
             if dport is None:
                 dport = 0
-                note("destination port not given: assumed 0")
+                note("destination port not given: assumed 0", None)
             p.sport, p.dport = sport, dport
         else:
             p.sport = p.dport = None
@@ -191,38 +194,38 @@ class _Run:
             flags = pr.tcp_flags
             if flags is None:
                 flags = 0x02 if ctstate == "NEW" else 0x10
-                note(f"TCP flags not given: assumed {flags_text(flags)}")
+                note(f"TCP flags not given: assumed {flags_text(flags)}", None)
             p.tcpflags = flags
         else:
             p.tcpflags = None
             if proto == 1 or proto == 58:
                 if pr.icmp_type is None:
                     p.itype, p.icode = (128, 0) if proto == 58 else (8, 0)
-                    note(f"ICMP type not given: assumed echo-request ({p.itype}/0)")
+                    note(f"ICMP type not given: assumed echo-request ({p.itype}/0)", None)
                 else:
                     p.itype, p.icode = pr.icmp_type, pr.icmp_code or 0
         if pr.length is None:
             p.length = (20 if v == 4 else 40) + DEFAULT_PAYLOAD.get(proto, 0) + (8 if p.tcpflags == 0x02 else 0)
-            note(f"packet length not given: assumed LEN={p.length}")
+            note(f"packet length not given: assumed LEN={p.length}", None)
         else:
             p.length = pr.length
         p.ttl = pr.ttl if pr.ttl is not None else 64
         if ctstate != "NEW":
             note(f"conntrack state {ctstate}: the nat table is not traversed (only a connection's "
-                 "first packet is); a NAT mapping of the connection is not applied")
+                 "first packet is); a NAT mapping of the connection is not applied", None)
         if pr.mark:
-            note(f"initial mark 0x{pr.mark:x} (--mark)")
+            note(f"initial mark 0x{pr.mark:x} (--mark)", None)
         p.orig = (p.src, p.dst, p.sport, p.dport)
         if not c.local_known:
             c.is_local(p, v, p.src)  # state the locality assumed for both addresses up front
             c.is_local(p, v, p.dst)
         return p, c
 
-    def _path(self, p: Pkt) -> str:
+    def _path(self, p: Pkt, known: bool) -> str:
         pr, f = self.probe, self.facts
         if pr.path is not None:
             return pr.path
-        if f.knows_local():
+        if known:
             src_local = f.is_local(p.v, p.src)
             if f.is_local(p.v, p.dst) and not (pr.iif is None and pr.oif and src_local):
                 if src_local and pr.iif is None:
@@ -271,6 +274,13 @@ class _Run:
         """Run the tables of one hook in priority order; return the first non-accept verdict or 'accept'."""
         if self.fast:
             return self.cc.hook(hook)(p, c, self)  # this loop as generated code (walker.make_hook)
+        return self._plain_hook(hook)(p, c, self)
+
+    def _plain_hook(self, hook: str) -> Callable[[Pkt, Ctx, _Run], str]:
+        """The plain walk's hook in the shape of Compiled.hook's functions."""
+        return lambda p, c, run: run._hook_tables(hook, p, c)
+
+    def _hook_tables(self, hook: str, p: Pkt, c: Ctx) -> str:
         p.hook = hook
         self.hooks.append(hook)
         for t, base, empty in self.cc.plan(hook):
@@ -328,11 +338,12 @@ class _Run:
         p.ctstatus = CT_STATUS[p.ctstate]
 
     def _incoming(self, p: Pkt, c: Ctx) -> Fate:
-        v = self._hook("PREROUTING", p, c)
+        hook = self.cc.hook if self.fast else self._plain_hook
+        v = hook("PREROUTING")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
         if c.is_local(p, p.v, p.dst):
-            v = self._hook("INPUT", p, c)
+            v = hook("INPUT")(p, c, self)
             return self._fate(v) if v != ACCEPT else Fate.DELIVERED
         if not self.facts.ip_forward:
             c.note("IP forwarding is off: the kernel drops the packet before FORWARD")
@@ -344,10 +355,10 @@ class _Run:
             return Fate.DROPPED
         p.ttl -= 1
         p.snap = None  # a packet's snapshot is shared by its steps until IN, OUT, TTL or a target changes it
-        v = self._hook("FORWARD", p, c)
+        v = hook("FORWARD")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
-        v = self._hook("POSTROUTING", p, c)
+        v = hook("POSTROUTING")(p, c, self)
         return self._fate(v) if v != ACCEPT else Fate.FORWARDED
 
     def _output(self, p: Pkt, c: Ctx) -> Fate:
@@ -537,7 +548,12 @@ class _Run:
             chain.reasons[num] = reason
         if fate in (Fate.DROPPED, Fate.REJECTED) or action != ACCEPT:
             return Verdict(action, chain.table, chain.name, num, rule, reason)
-        return Verdict(ACCEPT, chain.table, chain.name, num, rule, f"last accepted by {reason}")
+        text = _ACCEPTED_BY.get(reason)
+        if text is None:
+            if len(_ACCEPTED_BY) >= 1 << 16:
+                _ACCEPTED_BY.clear()
+            text = _ACCEPTED_BY[reason] = f"last accepted by {reason}"
+        return Verdict(ACCEPT, chain.table, chain.name, num, rule, text)
 
 
 def step_tags(events: list[TraceEvent]) -> list[tuple[str, str, str, int | None]]:

@@ -93,7 +93,8 @@ class HostFacts:
     assume: dict[str, bool] = field(default_factory=dict)  # "statistic" / "nat:CHAIN:3" -> match?
     ip_forward: bool = True
     sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
-    _cache_key: tuple[int, int] = (-1, -1)
+    _n_local: int = -1  # len(local) and len(routes) when the caches below were made
+    _n_routes: int = -1
     _local_set: set[tuple[int, int]] = field(default_factory=set)
     _local_routes: list[Route] = field(default_factory=list)
     _local_known: bool = False
@@ -115,7 +116,8 @@ class HostFacts:
         self.sources.append(f"local address {text} (--local-addr)")
 
     def _refresh(self) -> None:
-        self._cache_key = (len(self.local), len(self.routes))
+        self._n_local = len(self.local)
+        self._n_routes = len(self.routes)
         self._routes_seen = {}
         self._local_set = {(la.version, la.addr) for la in self.local}
         self._local_routes = [r for r in self.routes if r.type == "local"]
@@ -123,7 +125,7 @@ class HostFacts:
 
     def knows_local(self) -> bool:
         """Whether any local address is known (given, or a route of type local)."""
-        if self._cache_key != (len(self.local), len(self.routes)):
+        if len(self.local) != self._n_local or len(self.routes) != self._n_routes:
             self._refresh()
         return self._local_known
 
@@ -132,7 +134,7 @@ class HostFacts:
             return True  # 127.0.0.0/8 is in the local routing table
         if version == 6 and addr == 1:
             return True
-        if self._cache_key != (len(self.local), len(self.routes)):
+        if len(self.local) != self._n_local or len(self.routes) != self._n_routes:
             self._refresh()
         if (version, addr) in self._local_set:
             return True
@@ -150,7 +152,7 @@ class HostFacts:
 
     def route(self, version: int, addr: int) -> Route | None:
         """Longest-prefix route for an address (local routes first, as the local table is)."""
-        if self._cache_key != (len(self.local), len(self.routes)):
+        if len(self.local) != self._n_local or len(self.routes) != self._n_routes:
             self._refresh()
         key = (version, addr)
         seen = self._routes_seen

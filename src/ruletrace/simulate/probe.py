@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import RuletraceError
 from ..model import Origin
-from .hostfacts import to_int
+from .hostfacts import _parse_addr
 
 # IANA protocol numbers (netinet/in.h IPPROTO_*); names as iptables accepts them
 PROTOCOLS: dict[str, int] = {
@@ -227,8 +227,14 @@ class Probe:
     def addrs(self) -> tuple[int, int, int]:
         """(IP version, source, destination as ints), after the checks of check()."""
         o = PROBE_ORIGIN
-        v, src = to_int(self.src, o)
-        w, dst = to_int(self.dst, o)
+        a = _parse_addr(self.src)  # to_int without its frame (this runs once per simulated packet)
+        if a is None:
+            raise RuletraceError(f"bad address {self.src!r}", origin=o)
+        b = _parse_addr(self.dst)
+        if b is None:
+            raise RuletraceError(f"bad address {self.dst!r}", origin=o)
+        v, src = a
+        w, dst = b
         if v != w:
             raise RuletraceError(f"source {self.src} and destination {self.dst} are different families", origin=o)
         if self.ctstate not in CTSTATES:
@@ -237,9 +243,10 @@ class Probe:
             raise RuletraceError(f"unknown path {self.path!r} ({', '.join(PATHS)})", origin=o)
         sport, dport = self.sport, self.dport
         if sport is not None or dport is not None:
-            for name, n in (("sport", sport), ("dport", dport)):
-                if n is not None and not 0 <= n <= 65535:
-                    raise RuletraceError(f"{name} {n} out of range 0-65535", origin=o)
+            if sport is not None and not 0 <= sport <= 65535:
+                raise RuletraceError(f"sport {sport} out of range 0-65535", origin=o)
+            if dport is not None and not 0 <= dport <= 65535:
+                raise RuletraceError(f"dport {dport} out of range 0-65535", origin=o)
             if self.proto not in PORT_PROTOS:
                 raise RuletraceError(f"protocol {self.proto} has no ports", origin=o)
         return v, src, dst

@@ -111,14 +111,14 @@ class Ctx:
 
     __slots__ = ("facts", "assumptions", "branches", "path", "orig_dst", "orig_src", "local_known")
 
-    def __init__(self, facts: HostFacts, path: str) -> None:
+    def __init__(self, facts: HostFacts, path: str, local_known: bool | None = None) -> None:
         self.facts = facts
         self.assumptions: dict[str, None] = {}  # ordered set
         self.branches: list[Branch] = []
         self.path = path
         self.orig_dst: tuple[int, int] = (0, 0)
         self.orig_src: tuple[int, int] = (0, 0)
-        self.local_known = facts.knows_local()
+        self.local_known = facts.knows_local() if local_known is None else local_known
 
     def note(self, text: str) -> None:
         self.assumptions[text] = None
