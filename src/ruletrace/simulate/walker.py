@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 Walk = Callable[..., "str | None"]
 MAX_GENERATED = 64  # longer chains (without an index) use the generic walk
 _factories: dict[str, Callable[..., Walk]] = {}
+_test_factories: dict[str, Callable[..., Callable[..., Any]]] = {}  # _rule_tests' code by source
 # one step's event (engine.SimEvent), fields set inline: no Python __init__ frame per step
 _EVENT = ("e = SimEvent(); e.table = {0}; e.chain = {1}; e.kind = {2}; e.num = {3}; e.family = F; "
           "e.raw = p.snap or p.snapshot(); A(e)")
@@ -124,6 +125,42 @@ def _decide(ind: str, chain: CChain, v: str, vname: str, ch: str, num: str, rule
     return [f"{ind}d = R.decider", f"{ind}if d is None or d[1].table != 'filter':", "    " + setting]
 
 
+def _rule_tests(chain: CChain) -> list[Callable[..., Any] | None]:
+    """One test per rule: None (no condition), the condition's function, or generated code that
+    evaluates several conditions in order (inlined from ``Cond.src``) in one call."""
+    out: list[Callable[..., Any] | None] = []
+    for cr in chain.rules:
+        conds = cr.conds
+        if not conds:
+            out.append(None)
+            continue
+        if len(conds) == 1:
+            out.append(conds[0].fn)
+            continue
+        consts: list[Any] = []
+        tests = []
+        for cond in conds:
+            if cond.src is not None:
+                expr, vals = cond.src
+                names = []
+                for v in vals:
+                    consts.append(v)
+                    names.append(f"k{len(consts) - 1}")
+                tests.append("(" + expr.format(*names) + ")")
+            else:
+                consts.append(cond.fn)
+                tests.append(f"k{len(consts) - 1}(p, c)")
+        src = (f"def make({', '.join(f'k{j}' for j in range(len(consts)))}):\n"
+               f"    def test(p, c):\n        return {' and '.join(tests)}\n    return test\n")
+        make = _test_factories.get(src)
+        if make is None:
+            ns: dict[str, Any] = {}
+            exec(compile(src, "<simulate rule test>", "exec"), ns)  # noqa: S102
+            make = _test_factories[src] = ns["make"]
+        out.append(make(*consts))
+    return out
+
+
 def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
     """The walk of an indexed (or very long) chain: next_match, then the rule's target."""
     table, name, rules, next_match = chain.table, chain.name, chain.rules, chain.next_match
@@ -131,24 +168,30 @@ def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
     pol = DROP if chain.policy == "DROP" else ACCEPT
     tail_kind = StepKind.POLICY if chain.builtin else StepKind.RETURN
 
-    merged, keyed, wild, keyfn, fns = chain.merged, chain.keyed, chain.wild, chain.keyfn, chain.fns
+    merged, keyed, wild, keyfn = chain.merged, chain.keyed, chain.wild, chain.keyfn
+    tests = _rule_tests(chain) if merged or keyfn is None else []
+    n = len(rules)
 
     def walk(p: Any, c: Any, R: Any) -> str | None:
         A = R.append
         F = R.fam
         pos = 0
         while True:
+            k = -1
             if merged:  # CChain.next_match for one candidate list per key, inlined
                 cand = keyed.get(keyfn(p))  # type: ignore[misc]
                 if cand is None:
                     cand = wild
-                k = -1
                 for j in range(bisect_left(cand, pos) if pos else 0, len(cand)):
                     i = cand[j]
-                    for f in fns[i]:
-                        if not f(p, c):
-                            break
-                    else:
+                    t = tests[i]
+                    if t is None or t(p, c):
+                        k = i
+                        break
+            elif keyfn is None:  # a long chain without an index: every rule in turn
+                for i in range(pos, n):
+                    t = tests[i]
+                    if t is None or t(p, c):
                         k = i
                         break
             else:
