@@ -46,9 +46,13 @@ class Pkt:
         return "UNTRACKED" if self.ctstate == "UNTRACKED" else "INVALID"
 
     def snapshot(self) -> tuple:
+        """The fields a TRACE step shows, as a tuple (snapshot_fields names them); shared until snap is reset."""
         s = self.snap
         if s is None:
-            s = self.snap = self._snapshot()
+            # _snapshot, inlined: this runs for each step after the packet changed
+            s = self.snap = (self.v, self.src, self.dst, self.proto, self.sport, self.dport, self.itype, self.icode,
+                             self.tcpflags, self.iif, self.oif, self.physin, self.physout, self.mark, self.length,
+                             self.ttl, self.tos, self.uid, self.gid)
         return s
 
     def _snapshot(self) -> tuple:
