@@ -277,3 +277,37 @@ def test_bad_rule_names_its_line() -> None:
     with pytest.raises(RuletraceError) as e:
         simulate(rs_of(text), syn(1), node_facts())
     assert e.value.origin == Origin("t.rules", 3)
+
+
+def test_snapshot_holds_every_logged_field_and_is_shared_until_reset() -> None:
+    from ruletrace.simulate.state import Pkt, snapshot_fields
+
+    p = Pkt()
+    p.v, p.src, p.dst, p.proto, p.sport, p.dport = 4, 0x0A000001, 0x0A000002, 6, 1234, 80
+    p.itype = p.icode = None
+    p.tcpflags, p.iif, p.oif, p.physin, p.physout = 0x12, "eth0", "eth1", "veth0", "veth1"
+    p.mark, p.length, p.ttl, p.tos, p.uid, p.gid = 0x4000, 60, 63, 0x10, 1000, 100
+    s = p.snapshot()
+    assert s == p._snapshot()
+    assert p.snapshot() is s  # shared by the steps that follow
+    assert snapshot_fields(s) == {
+        "IN": "eth0", "OUT": "eth1", "PHYSIN": "veth0", "PHYSOUT": "veth1", "SRC": "10.0.0.1", "DST": "10.0.0.2",
+        "LEN": "60", "TOS": "0x10", "PREC": "0x00", "TTL": "63", "PROTO": "TCP", "SPT": "1234", "DPT": "80",
+        "TCPFLAGS": "ACK SYN", "MARK": "0x4000", "UID": "1000", "GID": "100"}
+    p.ttl = 62
+    p.snap = None
+    assert p.snapshot() == p._snapshot() and p.snapshot()[15] == 62
+
+
+def test_forwarded_packet_steps_show_out_and_decremented_ttl_after_prerouting() -> None:
+    rs = parse("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+               "-A FORWARD -p tcp -j ACCEPT\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n"
+               "-A PREROUTING -p tcp -j ACCEPT\nCOMMIT\n", origin=Origin("t"))
+    f = HostFacts()
+    f.add_local("eth0=192.168.1.1/24")
+    r = simulate(rs, Probe(proto=6, src="10.1.0.1", dst="10.2.0.1", sport=1, dport=2, iif="eth0", oif="eth1",
+                           ttl=64), f)
+    by_hook = {(e.table, e.chain): e.fields for e in r.events}
+    assert by_hook[("mangle", "PREROUTING")]["OUT"] == "" and by_hook[("mangle", "PREROUTING")]["TTL"] == "64"
+    assert by_hook[("filter", "FORWARD")]["OUT"] == "eth1" and by_hook[("filter", "FORWARD")]["TTL"] == "63"
+    assert r.final["TTL"] == "63"
