@@ -51,7 +51,6 @@ class _Result:
     spilled: set = field(default_factory=set)
     skipped: int = 0
     events: int = 0
-    by: Any = 0  # None when the parent read it (its progress is already reported)
 
 
 class _Bytes(io.RawIOBase):
@@ -171,11 +170,17 @@ def _slices(size: int, workers: int) -> list[int]:
     return cuts
 
 
-def _serve(next_slice: Any, cuts: list[int], out: Any) -> None:
-    """A worker process: claim slices until none is left, send each result (or the error)."""
+def _serve(next_slice: Any, cuts: list[int], out: Any, done_bytes: Any) -> None:
+    """A worker process: claim slices until none is left, send each result (or the error);
+    ``done_bytes`` counts the bytes read, for the parent's progress bar."""
+
+    def report(n: int) -> None:
+        with done_bytes.get_lock():
+            done_bytes.value += n
+
     try:
         while (i := _claim(next_slice)) < len(cuts) - 1:
-            out.put((i, _work((i, cuts[i], cuts[i + 1]))))
+            out.put((i, _work((i, cuts[i], cuts[i + 1]), report)))
     except BaseException as e:  # noqa: BLE001 - the parent reports it
         out.put((-1, f"{type(e).__name__}: {e}"))
     finally:
@@ -220,12 +225,11 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
                 total.count(entry, n)
 
     def take(item: tuple[int, Any]) -> None:
+        """Count a slice's result: its paths now, its head packets once the slice before is in."""
         i, r = item
         if i < 0:
             raise RuletraceError(f"reading in a worker process failed: {r}", origin=Origin(path))
         results[i] = r
-        if progress is not None and r.by is not None:
-            progress(cuts[i + 1] - cuts[i])
         count(r.paths)
         for j in (i, i + 1):  # head packets, once the slice before is known too
             if 0 < j < len(cuts) - 1 and j - 1 in results and j in results:
@@ -234,8 +238,20 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
 
     ctx = multiprocessing.get_context("fork")
     next_slice = ctx.Value("l", 0)
+    done_bytes = ctx.Value("q", 0)  # bytes the workers read so far
+    shown = 0  # of those, how many the progress bar has
+
+    def show(n: int = 0) -> None:
+        """Progress: ``n`` bytes this process read, plus what the workers read since last time."""
+        nonlocal shown
+        w = done_bytes.value
+        progress(n + w - shown)
+        shown = w
+
+    mine = show if progress is not None else None
     out = ctx.Queue()  # a feeder thread sends: a worker never waits for the parent to read
-    procs = [ctx.Process(target=_serve, args=(next_slice, cuts, out), daemon=True) for _ in range(workers - 1)]
+    procs = [ctx.Process(target=_serve, args=(next_slice, cuts, out, done_bytes),
+                         daemon=True) for _ in range(workers - 1)]
     try:
         for p in procs:
             p.start()
@@ -252,19 +268,25 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
                 else:
                     take(item)
             try:
-                r = _work((i, cuts[i], cuts[i + 1]), progress)
+                r = _work((i, cuts[i], cuts[i + 1]), mine)
             except OSError as e:
                 raise RuletraceError(f"cannot read: {e.strerror or e}", origin=Origin(path)) from None
-            r.by = None  # progress was reported while reading
             take((i, r))
         while running:
-            item = out.get()
+            try:
+                item = out.get(timeout=0.2)
+            except queue.Empty:
+                if mine is not None:
+                    mine()
+                continue
             if item is None:
                 running -= 1
             else:
                 take(item)
         for p in procs:
             p.join()
+        if mine is not None:
+            mine()
     finally:
         _JOB.clear()
         for p in procs:

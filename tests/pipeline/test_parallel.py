@@ -123,3 +123,15 @@ def test_read_failures_are_reported_with_the_file(kube, monkeypatch):
         with pytest.raises(RuletraceError) as e:
             parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=2)
         assert str(e.value) == f"{log}: {message}"
+
+
+def test_progress_counts_every_byte_once(kube, monkeypatch):
+    """The bar gets the parent's reading as it happens and the workers' through a shared
+    counter: together exactly the file, whichever process read which slice."""
+    rules, log = kube
+    rs = load_rulesets([str(rules)])
+    size = log.stat().st_size
+    monkeypatch.setattr(parallel, "SLICE_MIN", size // 16)
+    got: list[int] = []
+    parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=3, progress=got.append)
+    assert sum(got) == size and len(got) > 2 and min(got) >= 0
