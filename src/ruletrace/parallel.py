@@ -108,7 +108,7 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     spilled = res.spilled
     heads = res.heads
     range_lines = 1 << 62
-    head_lines = 0  # lines in the bytes the previous slice's overflow also read
+    head_lines = 0  # lines in the bytes the previous slice's overflow also read (set below)
 
     def emit(family: Any, steps: list, key: Any, first: int, last: int) -> None:
         path_key = (family, tuple(steps))
@@ -124,10 +124,12 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     with open(path, "rb", buffering=0) as f:
         lo = _line_start(f, start)
         hi = max(lo, _line_start(f, end))
-        if lo > 0:
-            f.seek(lo)
-            head_lines = f.read(OVERFLOW_BYTES).count(b"\n") + 1
-        reader.feed(io.BufferedReader(_Bytes(f, lo, hi, progress), 1 << 20), st)
+        # first the lines the previous slice's overflow also read: packets starting there are heads
+        mid = min(hi, _line_start(f, lo + OVERFLOW_BYTES)) if lo > 0 else lo
+        head_lines = 1 << 62
+        reader.feed(io.BufferedReader(_Bytes(f, lo, mid, progress), 1 << 20), st)
+        head_lines = reader.lines
+        reader.feed(io.BufferedReader(_Bytes(f, mid, hi, progress), 1 << 20), st)
         range_lines = reader.lines
         reader.feed(io.BufferedReader(_Bytes(f, hi, hi + OVERFLOW_BYTES), 1 << 20), ReadStats(),
                     admit=lambda line: False)
