@@ -43,9 +43,12 @@ class _Group(click.Group):
             return None
         mod, _, attr = spec.partition(":")
         try:
-            return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError):
-            return None  # command not built yet
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise  # the command's module is there but broken: show it, never "No such command"
+            return None  # a command module left out of this build
+        return getattr(module, attr)  # a missing attribute is a bug too: let it show
 
     def invoke(self, ctx: click.Context):
         try:
