@@ -12,7 +12,6 @@ import pytest
 from ruletrace.cli import main
 from ruletrace.cli.status import ExitStatus
 from ruletrace.render import json as rjson
-
 from tests.simulate.test_engine import SEED003
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "explain"

@@ -57,10 +57,12 @@ def check_target(path: str, *, inputs: Iterable[str] = (), is_ours: Callable[[by
             raise RuletraceError(f"refusing to write {what}: the target is not a regular file "
                                  "(use - for standard output)", origin=where)
     _check_not_input(path, st, inputs, what)
-    if st is not None and stat.S_ISREG(st.st_mode) and not force and is_ours is not None and st.st_size:
-        if not is_ours(_head(path)):
-            raise RuletraceError(f"refusing to overwrite {what}: the file exists and was not written by "
-                                 "ruletrace (give --force to replace it)", origin=where)
+    # an empty file holds nothing to lose
+    foreign = (st is not None and stat.S_ISREG(st.st_mode) and st.st_size and not force and is_ours is not None
+               and not is_ours(_head(path)))
+    if foreign:
+        raise RuletraceError(f"refusing to overwrite {what}: the file exists and was not written by "
+                             "ruletrace (give --force to replace it)", origin=where)
     return st
 
 
@@ -171,4 +173,4 @@ def marker_check(marker: bytes) -> Callable[[bytes], bool]:
     return lambda head: marker in head
 
 
-__all__ = ["check_target", "write_output", "marker_check", "HEAD_BYTES", "NEW_MODE"]
+__all__ = ["HEAD_BYTES", "NEW_MODE", "check_target", "marker_check", "write_output"]
