@@ -138,12 +138,15 @@ def _finish_summary(summ, run: Run) -> None:
 
 
 def _report_warnings(err, run: Run) -> None:
+    from ..render.theme import clean  # file names and warnings carry text from the input
+
+    say = {"markup": False, "highlight": False, "soft_wrap": True}  # one message, one line
     for s in run.sources:
-        err.print(f"ruletrace: read {s.path} as {s.format}", markup=False, highlight=False, style="dim")
+        err.print(f"ruletrace: read {clean(s.path)} as {clean(s.format)}", style="dim", **say)
     if run.skipped:
-        err.print(f"ruletrace: skipped {run.skipped} damaged trace line(s)", markup=False, highlight=False)
+        err.print(f"ruletrace: skipped {run.skipped} damaged trace line(s)", **say)
     for w in run.warnings:
-        err.print(f"ruletrace: warning: {w}", markup=False, highlight=False, style="yellow")
+        err.print(f"ruletrace: warning: {clean(w)}", style="yellow", **say)
 
 
 @click.command()

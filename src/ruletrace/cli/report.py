@@ -13,6 +13,7 @@ import click
 from ..errors import RuletraceError
 from ..model import Origin
 from ..pipeline import PacketFilter, Run, field_matches, load_rulesets
+from ..render.theme import clean
 from . import options
 from .console import make_consoles
 from .status import ExitStatus
@@ -29,9 +30,10 @@ from .status import ExitStatus
 @click.option("--diff", "diff_ids", metavar="A,B", help="Add the diff of packets A and B (and show them on the diagram).")
 @click.option("-o", "--output", default="ruletrace-report.html", show_default=True, metavar="FILE",
               help="Where to write the page (- for stdout).")
+@click.option("--force", is_flag=True, help="Replace FILE even if it exists and is not a ruletrace report.")
 @click.option("--title", metavar="TEXT", help="Page title.")
 @click.option("--no-color", is_flag=True, help="No colours in messages.")
-def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, diff_ids, output, title,
+def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, diff_ids, output, force, title,
            no_color) -> int:
     """Write one self-contained HTML report: packet-flow diagram, packets, rule hit map, ruleset.
 
@@ -50,6 +52,8 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
     if not inputs and not from_json:
         raise click.UsageError("give a trace file, --from-json FILE or --example NAME")
     pair = _parse_pair(diff_ids) if diff_ids else None
+    target = _Target(output, [*ruleset_paths, *inputs, *from_json], force)
+    target.check()
     pfilter = PacketFilter.parse(match, fates, packet_ids)
     rs = load_rulesets(ruleset_paths)
     builder = ReportBuilder(rs, keep=pair or ())
@@ -81,14 +85,11 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
     if output == "-":
         sys.stdout.write(html)
     else:
-        try:
-            Path(output).write_text(html, encoding="utf-8")
-        except OSError as e:
-            raise RuletraceError(f"cannot write the report: {e.strerror}", origin=Origin(output)) from e
-        err.print(f"ruletrace: wrote {output} ({n} packets, {len(html) // 1024} KiB)", markup=False,
+        target.write(html)
+        err.print(f"ruletrace: wrote {clean(output)} ({n} packets, {len(html) // 1024} KiB)", markup=False,
                   highlight=False, soft_wrap=True)
     for w in warnings:
-        err.print(f"ruletrace: warning: {w}", markup=False, highlight=False, style="yellow", soft_wrap=True)
+        err.print(f"ruletrace: warning: {clean(w)}", markup=False, highlight=False, style="yellow", soft_wrap=True)
     return ExitStatus.OK if n else ExitStatus.FOUND_NOTHING
 
 
@@ -162,6 +163,30 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
         out, _err = make_consoles(no_color=no_color, width=width)
         out.print(to_renderable(pd))
     return ExitStatus.OK if not pd.same else ExitStatus.FOUND_NOTHING
+
+
+class _Target:
+    """``report -o FILE``: checked before the work, written safely after it (cli/safe_write.py)."""
+
+    MARKER = b'<meta name="generator" content="ruletrace'  # in the head of every report (report.html.j2)
+
+    def __init__(self, path: str, inputs: list[str], force: bool) -> None:
+        from .safe_write import marker_check
+
+        self.path, self.inputs, self.force = path, inputs, force
+        self.is_ours = marker_check(self.MARKER)
+
+    def check(self) -> None:
+        if self.path != "-":
+            from .safe_write import check_target
+
+            check_target(self.path, inputs=self.inputs, is_ours=self.is_ours, force=self.force, what="the report")
+
+    def write(self, html: str) -> None:
+        from .safe_write import write_output
+
+        write_output(self.path, html, inputs=self.inputs, is_ours=self.is_ours, force=self.force,
+                     what="the report")
 
 
 # ---------------------------------------------------------------- reading packets

@@ -66,13 +66,11 @@ def _pick(rulesets: list[Ruleset], family: str) -> Ruleset:
     return rs
 
 
-def _explain(res: SimResult, rs: Ruleset):
-    """The explained packet, or None while explain/ is not there."""
-    try:
-        from ..explain.explain import explain_packet
-    except ImportError:
-        return None
-    return explain_packet(Packet(id=1, events=list(res.events)), rs)
+def _explain(res: SimResult, rs: Ruleset, pid: int = 1):
+    """The simulated path explained like a traced one (packet ``pid``)."""
+    from ..explain.explain import explain_packet
+
+    return explain_packet(Packet(id=pid, events=list(res.events)), rs)
 
 
 def result_json(res: SimResult) -> dict[str, Any]:
@@ -145,7 +143,8 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     facts = _facts(local_addrs, addrs, routes, ipset, assume)
     all_rs = load_rulesets(list(rulesets))
     if compare_path:
-        return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss)
+        return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss,
+                        _fact_sources(addrs, routes, ipset))
     if not (proto and src and dst):
         raise click.UsageError("give the packet: -p PROTO -s SRC -d DST (or --compare TRACEFILE)")
     o = Origin("command line")
@@ -166,20 +165,22 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
     expl = _explain(res, rs)
     if as_json:
-        _write_json([(expl, res, None)], rs)
+        _write_json([(expl, res, None)], all_rs, _fact_sources(addrs, routes, ipset))
     else:
         _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
     return ExitStatus.OK
 
 
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
-             no_color: bool, width: int | None, explain_miss: str | None) -> int:
+             no_color: bool, width: int | None, explain_miss: str | None, sources: list[dict[str, Any]]) -> int:
     from ..correlate.group import group_packets
     from ..simulate.compare import compare
     from ..sources.detect import read_any
 
     rows = []
-    for n, pkt in enumerate(group_packets(read_any([trace]))):
+    formats: list[str] = []
+    events = read_any([trace], on_format=lambda _path, fmt: formats.append(fmt))
+    for n, pkt in enumerate(group_packets(events)):
         if n >= MAX_COMPARED or not pkt.events:
             break
         first = pkt.events[0]
@@ -191,60 +192,59 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
             probe.path = "forward" if any(e.chain in ("FORWARD",) for e in pkt.events) else "input"
         rs = _pick(all_rs, probe.family)
         res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
-        rows.append((_explain(res, rs), res, compare(res, pkt.events)))
+        rows.append((_explain(res, rs, pkt.id), res, compare(res, pkt.events)))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
     if as_json:
-        _write_json(rows, all_rs[0])
+        trace_source = {"path": trace, "format": formats[0] if formats else None, "role": "trace"}
+        _write_json(rows, all_rs, [*sources, trace_source])
     else:
-        for i, (expl, res, cmp) in enumerate(rows):
-            _print(expl, res, cmp, no_color=no_color, width=width, verbose=False, header=f"traced packet {i + 1}")
+        for expl, res, cmp in rows:
+            _print(expl, res, cmp, no_color=no_color, width=width, verbose=False,
+                   header=f"traced packet {expl.packet.id}")
     return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.FOUND_NOTHING
 
 
-def _write_json(rows, rs: Ruleset) -> None:
-    try:
-        from ..render import json as rjson
-    except ImportError:
-        rjson = None
-    import json
+def _write_json(rows, all_rs: list[Ruleset], sources: list[dict[str, Any]]) -> None:
+    """The explain document (render/json.py, docs/json-schema.json), each packet with its ``simulation``."""
+    from ..render.json import write_document
+    from ..render.summary import Summary
 
-    packets = []
+    summ = Summary()
+    sims: dict[int, dict[str, Any]] = {}
     for expl, res, cmp in rows:
-        pj: dict[str, Any] = rjson.to_json(expl) if (rjson is not None and expl is not None) else {"id": 1}
-        pj["simulation"] = result_json(res)
+        sim = result_json(res)
         if cmp is not None:
-            pj["simulation"]["compare"] = cmp.to_json()
-        packets.append(pj)
-    doc = {"schema": getattr(rjson, "SCHEMA_VERSION", 1), "tool": "ruletrace", "command": "simulate",
-           "packets": packets, "sources": [{"path": str(rs.origin) if rs.origin else None, "format": rs.format}],
-           "warnings": list(rs.warnings)}
-    text = rjson.dumps(doc, indent=True) if rjson is not None else json.dumps(doc, indent=2)
-    sys.stdout.write(text + "\n")
+            sim["compare"] = cmp.to_json()
+        sims[id(expl)] = sim
+    rs_sources = [{"path": str(rs.origin) if rs.origin else "", "format": rs.format, "role": "ruleset"}
+                  for rs in all_rs]
+    warnings = [w for rs in all_rs for w in rs.warnings]
+    write_document((summ.add(expl) for expl, _, _ in rows), sys.stdout, summary=summ, warnings=warnings,
+                   sources=rs_sources + sources, extra=lambda e: {"simulation": sims[id(e)]})
+
+
+def _fact_sources(addrs: str | None, routes: str | None, ipset: str | None) -> list[dict[str, Any]]:
+    """The host-fact files, as ``sources`` of the JSON document (role ``host-facts``)."""
+    given = (("ip-addr-json", addrs), ("ip-route-json", routes), ("ipset-save", ipset))
+    return [{"path": p, "format": f, "role": "host-facts"} for f, p in given if p]
 
 
 def _print(expl, res: SimResult, cmp, *, no_color: bool, width: int | None, verbose: bool,
            header: str | None = None) -> None:
+    """The terminal view; every string that came from the ruleset, the trace or a host-fact file is
+    cleaned of control characters (render.theme.clean), like the tree view does."""
     from rich.text import Text
 
+    from ..render.theme import THEME, clean, safe
+    from ..render.tree import to_renderable
     from .console import make_consoles
 
     out, _err = make_consoles(no_color=no_color, width=width)
     if header:
         out.print(Text(header, style="bold"))
-    if expl is not None:
-        try:
-            from ..render.theme import THEME
-            from ..render.tree import to_renderable
-
-            with out.use_theme(THEME):
-                out.print(to_renderable(expl, verbose=verbose))
-        except ImportError:
-            expl = None
-    if expl is None:
-        for e in res.events:
-            out.print(Text(f"  {e.tag}"))
-        out.print(Text(f"fate: {res.fate}" + (f" ({res.verdict.reason})" if res.verdict else "")))
+    with out.use_theme(THEME):
+        out.print(to_renderable(expl, verbose=verbose))
     lines: list[tuple[str, str]] = []
     for f in res.facts:
         lines.append(("fact", f))
@@ -256,19 +256,20 @@ def _print(expl, res: SimResult, cmp, *, no_color: bool, width: int | None, verb
     if not lines:
         out.print(Text("  nothing assumed"))
     for label, text in lines:
-        out.print(Text.assemble(("  " + label.ljust(9), "dim"), text))
+        out.print(Text.assemble(("  " + label.ljust(9), "dim"), safe(text)))
     if res.misses is not None:
         out.print(Text("rules that did not match", style="bold"))
         if not res.misses:
             out.print(Text("  (the packet did not traverse the chain, or every rule it reached matched)"))
         for m in res.misses:
-            out.print(Text.assemble((f"  {m.rule.table}:{m.rule.chain}:{m.rule.num}  ", "dim"), m.rule.text))
-            out.print(Text(f"      {m.reason}"))
+            out.print(Text.assemble((f"  {clean(m.rule.table)}:{clean(m.rule.chain)}:{clean(m.rule.num)}  ", "dim"),
+                                    safe(m.rule.text)))
+            out.print(safe(f"      {m.reason}"))
     if cmp is not None:
         if cmp.agree:
             out.print(Text(f"compare: the trace and the prediction agree ({len(cmp.traced)} steps)"))
         else:
-            out.print(Text(f"compare: they part ways at step {(cmp.diverge_at or 0) + 1}: the trace shows "
-                           f"{cmp.expected}, the simulation predicts {cmp.got}", style="bold"))
+            out.print(safe(f"compare: they part ways at step {(cmp.diverge_at or 0) + 1}: the trace shows "
+                           f"{cmp.expected}, the simulation predicts {cmp.got}", "bold"))
         for d in cmp.field_diffs[:10]:
-            out.print(Text(f"  {d}"))
+            out.print(safe(f"  {d}"))

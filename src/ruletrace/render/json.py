@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json as _json
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 
 from .. import __version__
@@ -96,19 +97,24 @@ def write_document(
     warnings: Iterable[str] = (),
     sources: Iterable[Any] = (),
     packets: bool = True,
+    extra: Callable[[Explanation], Mapping[str, Any]] | None = None,
 ) -> int:
     """Stream the document of ``document()`` to ``stream``, one packet per line; return the packet count.
 
     Packets are written as they come, so no list of them is held. ``summary``, ``warnings``
     and ``sources`` are read after the last packet: lists or a Summary that fill up while the
     explanations stream are fine. ``packets=False`` consumes the explanations but writes
-    ``"packets": []`` (for ``--summary --json``).
+    ``"packets": []`` (for ``--summary --json``). ``extra(expl)`` gives keys added after a
+    packet's own (``simulation`` for ``simulate --json``; see docs/json-schema.md).
     """
     stream.write(dumps(_head())[:-1] + ',"packets":[')
     n = 0
     for e in expls:
         if packets:
-            stream.write(("\n" if n == 0 else ",\n") + dumps(to_json(e)))
+            obj = to_json(e)
+            if extra is not None:
+                obj.update(extra(e))
+            stream.write(("\n" if n == 0 else ",\n") + dumps(obj))
         n += 1
     stream.write(("\n]," if packets and n else "],") + dumps(_tail(summary, warnings, sources))[1:] + "\n")
     return n
@@ -128,16 +134,44 @@ def _tail(summary: Any, warnings: Iterable[str], sources: Iterable[Any]) -> JSON
     }
 
 
+# Characters written as \uXXXX although JSON allows them raw: DEL and the C1 controls (U+0080-U+009F;
+# U+009B is a one-byte CSI to some terminals), the BiDi controls that reorder what a terminal or an
+# editor shows (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), and U+2028/U+2029 (line
+# breaks to JavaScript and some editors). C0 controls are escaped by both encoders already.
+_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_ASCII_BELOW_DEL = bytes(range(0x7F))
+
+
+def _escape(m: re.Match[str]) -> str:
+    return f"\\u{ord(m.group()):04x}"
+
+
 def dumps(obj: Any, *, indent: bool = False) -> str:
-    """``obj`` as JSON text: UTF-8 characters kept, key order as built, 2-space indent if asked."""
+    """``obj`` as JSON text: UTF-8 characters kept, key order as built, 2-space indent if asked.
+
+    Control characters, DEL, the C1 controls and the BiDi controls are escaped (``\\u202e``),
+    so the text is safe to show in a terminal or an editor and decodes to the same value.
+    """
     if _orjson is not None:
         opts = _orjson.OPT_INDENT_2 if indent else 0
-        return _orjson.dumps(obj, option=opts).decode()
-    if indent:
-        return _json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
-    return _json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
+        raw = _orjson.dumps(obj, option=opts)
+        s = raw.decode()
+    else:
+        if indent:
+            s = _json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
+        else:
+            s = _json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        raw = None
+    if s.isascii():  # O(1): the usual case
+        return s if "\x7f" not in s else _UNSAFE.sub(_escape, s)
+    # Outside strings JSON text is ASCII: only string contents can match, and a raw character there
+    # means the same as its \u escape. A regex scan of every packet costs ~70% of orjson's time, so
+    # look for candidates among the non-ASCII bytes only (a C-speed deletion of the ASCII ones; what
+    # is left are whole UTF-8 sequences) and scan the text only when one is there.
+    rest = (raw if raw is not None else s.encode()).translate(None, _ASCII_BELOW_DEL)
+    if not _UNSAFE.search(rest.decode()):
+        return s
+    return _UNSAFE.sub(_escape, s)
 def write_jsonl(expls: Iterable[Explanation], stream: IO[str], *, flush: bool = False) -> int:
     """Write one packet object per line (JSON Lines); return how many were written.
 

@@ -1,0 +1,93 @@
+"""`simulate --json` is the explain document (render/json.py) and passes docs/json-schema.json;
+`report --from-json` and `diff` read it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ruletrace.cli import main
+from ruletrace.cli.status import ExitStatus
+from tests.simulate.test_engine import SEED003
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "json-schema.json").read_text())
+PROBE = ("-p", "tcp", "-s", "172.28.129.2", "-d", "172.28.129.4")
+
+BASE = ("IN=eth0 OUT= MAC=00:15:5d:12:e2:28:00:15:5d:12:e2:24:08:00 SRC=172.28.129.2 DST=172.28.129.4 LEN=60 "
+        "TOS=0x00 PREC=0x00 TTL=64 ID={id} DF PROTO=TCP SPT=55694 DPT={dport} SEQ=1 ACK=0 WINDOW=29200 RES=0x00 "
+        "SYN URGP=0")
+
+
+def validate(doc: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+
+
+@pytest.fixture
+def rules(tmp_path) -> Path:
+    p = tmp_path / "node.rules"
+    p.write_text(SEED003)
+    return p
+
+
+def simulate(capsys, rules: Path, *args: str) -> tuple[int, dict]:
+    code = main(["simulate", "-r", str(rules), *args, "--json"])
+    out, err = capsys.readouterr()
+    assert code in (ExitStatus.OK, ExitStatus.FOUND_NOTHING), err
+    return code, json.loads(out)
+
+
+def test_probe_document_passes_the_schema(tmp_path, capsys, rules):
+    addrs = tmp_path / "addrs.json"
+    addrs.write_text(json.dumps([{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "172.28.129.4",
+                                                                    "prefixlen": 24}]}]))
+    _, doc = simulate(capsys, rules, *PROBE, "--dport", "52000", "-i", "eth0", "--addrs", str(addrs),
+                      "--explain-miss", "nat:KUBE-NODEPORTS")
+    validate(doc)
+    assert (doc["schema"], doc["tool"]) == (1, "ruletrace") and doc["version"]
+    assert "command" not in doc
+    (pk,) = doc["packets"]
+    assert pk["fate"] == "dropped" and pk["simulation"]["fate"] == "dropped"
+    assert pk["simulation"]["explain_miss"] == []
+    assert doc["summary"]["packets"] == 1 and doc["summary"]["fates"]["dropped"] == 1
+    assert doc["sources"] == [
+        {"path": str(rules), "format": "iptables-save", "role": "ruleset"},
+        {"path": str(addrs), "format": "ip-addr-json", "role": "host-facts"},
+    ]
+    assert pk["simulation"]["facts"] == [f"1 local addresses from {addrs} (ip -j addr)"]
+
+
+def test_compare_document_passes_the_schema_and_keeps_trace_ids(tmp_path, capsys, rules):
+    tags = ["nat:PREROUTING:rule:1", "nat:KUBE-SERVICES:rule:1", "nat:KUBE-NODEPORTS:return:2",
+            "nat:KUBE-SERVICES:return:2", "nat:PREROUTING:policy:3", "filter:INPUT:policy:2"]
+    log = tmp_path / "trace.log"
+    lines = []
+    for pid, dport in ((41569, 80), (41570, 81)):
+        lines += [f"Jan  1 21:23:16 cos74 kernel: TRACE: {t} {BASE.format(id=pid, dport=dport)}" for t in tags]
+    log.write_text("\n".join(lines) + "\n")
+    _, doc = simulate(capsys, rules, "--compare", str(log), "--local-addr", "172.28.129.4")
+    validate(doc)
+    assert [p["id"] for p in doc["packets"]] == [1, 2]
+    assert all("compare" in p["simulation"] for p in doc["packets"])
+    assert doc["sources"][-1] == {"path": str(log), "format": "kernel-log", "role": "trace"}
+    assert doc["summary"]["packets"] == 2
+
+
+def test_report_and_diff_read_simulate_json(tmp_path, capsys, rules):
+    _, doc = simulate(capsys, rules, *PROBE, "--dport", "52000", "--local-addr", "172.28.129.4")
+    sim = tmp_path / "sim.json"
+    assert main(["simulate", "-r", str(rules), *PROBE, "--dport", "80", "--local-addr", "172.28.129.4",
+                 "--json"]) == 0
+    sim.write_text(capsys.readouterr().out)
+    out = tmp_path / "r.html"
+    code = main(["report", "--from-json", str(sim), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == ExitStatus.OK, err
+    assert "wrote" in err and "(1 packets" in err
+    drop = tmp_path / "drop.json"
+    drop.write_text(json.dumps(doc))
+    code = main(["diff", "--left", f"{drop}:1", "--right", f"{sim}:1", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert code == ExitStatus.OK and d["divergences"]
