@@ -111,6 +111,28 @@ def test_chain_functions_equal_plain_walk(text: str, probes: list[Probe], local_
         _same(simulate(rs, p, facts, index=True), simulate(rs, p, facts, index=False))
 
 
+@settings(max_examples=150, deadline=None)
+@given(rulesets(), st.lists(packets, min_size=1, max_size=4), st.booleans())
+def test_generic_walk_equals_plain_walk(text: str, probes: list[Probe], local_known: bool) -> None:
+    # every chain through walker._generic (the walk of indexed and very long chains), not the
+    # straight-line code: it too must predict what the reference walk predicts
+    rs = parse(text, origin=Origin("random"))
+    facts = HostFacts()
+    if local_known:
+        facts.add_local("eth0=10.0.0.1/24")
+    saved = walker.MAX_GENERATED
+    walker.MAX_GENERATED = -1
+    try:
+        for p in probes:
+            _same(simulate(rs, p, facts, index=True), simulate(rs, p, facts, index=False))
+        cc = compiled(rs, False)
+        assert all(ch.walk.__code__ is not None and ch.walk.__code__.co_name == "walk"
+                   and ch.walk.__code__.co_filename == walker.__file__ for ch in cc.chains.values()
+                   if ch.walk is not None and ch.walk.__code__.co_name != "first")
+    finally:
+        walker.MAX_GENERATED = saved
+
+
 def _chain_ruleset(rules: list[str], user: list[str] = ()) -> str:
     return "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
                       *(f":{u} - [0:0]" for u in user), *rules, "COMMIT", ""])

@@ -696,34 +696,3 @@ def _mac(a0: str, neg: bool, label: str, where: str) -> Cond:
         return (p.mac.lower() == want) != neg
 
     return Cond(fn, f"-m mac {label}", "MAC", pure=False)
-
-
-def describe_value(p: Pkt, field: str) -> str:
-    """The packet's value of a field for "needs X; packet has Y" messages."""
-    if field == "SRC":
-        return addr_text(p.v, p.src)
-    if field == "DST":
-        return addr_text(p.v, p.dst)
-    if field in ("IN", "OUT"):
-        return (p.iif if field == "IN" else p.oif) or "(none)"
-    if field == "PROTO":
-        return str(p.proto)
-    if field in ("SPT", "DPT"):
-        v = p.sport if field == "SPT" else p.dport
-        return "(none)" if v is None else str(v)
-    if field == "MARK":
-        return f"0x{p.mark:x}"
-    if field == "CTMARK":
-        return f"0x{p.ctmark:x}" if p.ct else "(no conntrack entry)"
-    if field == "CTSTATE":
-        return p.ct_state() + (",DNAT" if p.dnat else "") + (",SNAT" if p.snat else "")
-    if field == "TYPE":
-        return "(none)" if p.itype is None else f"{p.itype}/{p.icode or 0}"
-    if field in ("TTL", "HOPLIMIT"):
-        return str(p.ttl)
-    if field == "LEN":
-        return str(p.length)
-    if field == "PORTS":
-        return f"{p.sport}->{p.dport}"
-    return ""
-

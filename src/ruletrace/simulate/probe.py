@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import RuletraceError
 from ..model import Origin
-from .hostfacts import _parse_addr
+from .hostfacts import parse_addr
 
 # IANA protocol numbers (netinet/in.h IPPROTO_*); names as iptables accepts them
 PROTOCOLS: dict[str, int] = {
@@ -227,10 +227,10 @@ class Probe:
     def addrs(self) -> tuple[int, int, int]:
         """(IP version, source, destination as ints), after the checks of check()."""
         o = PROBE_ORIGIN
-        a = _parse_addr(self.src)  # to_int without its frame (this runs once per simulated packet)
+        a = parse_addr(self.src)  # to_int without its frame (this runs once per simulated packet)
         if a is None:
             raise RuletraceError(f"bad address {self.src!r}", origin=o)
-        b = _parse_addr(self.dst)
+        b = parse_addr(self.dst)
         if b is None:
             raise RuletraceError(f"bad address {self.dst!r}", origin=o)
         v, src = a
