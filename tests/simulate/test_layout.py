@@ -66,3 +66,12 @@ def test_no_private_names_imported_across_modules() -> None:
             if mod.startswith("ruletrace"):
                 bad += [f"{f.name}: {mod}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
     assert not bad
+
+
+def test_match_registry_covers_the_modules_the_parser_knows() -> None:
+    # rulesets.options knows the arities of these modules' options; the simulator evaluates each
+    from ruletrace.rulesets.options import IP_OPTS, KNOWN_MODULES
+    from ruletrace.simulate.matches import IP_MATCHES, MODULES
+
+    assert set(MODULES) == set(KNOWN_MODULES)
+    assert set(IP_MATCHES) == set(IP_OPTS.values())

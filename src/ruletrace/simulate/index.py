@@ -15,10 +15,10 @@ from bisect import bisect_left
 from operator import attrgetter
 from typing import Callable
 
-from ..errors import RuletraceError
 from ..model import Rule, StepKind
-from ..rulesets.iptables_save import tokenize
-from .matches import Cond, compile_conds, split_rule
+from ..rulesets.options import parse_spec
+from .conds import Cond
+from .matches import compile_conds
 from .state import Ctx, Pkt
 from .semantics import ACCEPT, DROP, QUEUE, RETURN
 from .targets import Target, compile_target
@@ -169,18 +169,13 @@ class CChain:
 
 def compile_rule(rule: Rule, chains: frozenset[str], v6: bool, builtin: bool) -> CRule:
     """One rule -> CRule (tokenize, conditions, target, TRACE kind)."""
-    spec = rule.spec
-    try:
-        tokens = tokenize(spec)
-    except RuletraceError as e:
-        raise RuletraceError(e.message, origin=rule.origin) from None
-    parsed = split_rule(tokens, rule.origin)
+    parsed = parse_spec(rule.spec, rule.origin)
     conds = compile_conds(rule, parsed, v6)
     target = compile_target(rule, parsed.target, parsed.goto, parsed.target_opts, chains, v6)
     kind = StepKind.RULE
     # ip_tables.c get_chainname_rulenum(): an unconditional rule (no IP part, no match) with a
     # standard verdict target is reported as the chain's tail: "policy" in a built-in chain,
     # "return" in a user chain, with the rule's own number
-    if len(tokens) == 2 and target.kind in (ACCEPT, DROP, RETURN, QUEUE) and target.effect is None:
+    if len(parsed.tokens) == 2 and target.kind in (ACCEPT, DROP, RETURN, QUEUE) and target.effect is None:
         kind = StepKind.POLICY if builtin else StepKind.RETURN
     return CRule(rule, conds, target, kind)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from ..model import StepKind
 from .index import CChain
-from .semantics import (ACCEPT, CALL, END, EVENT_SRC, NEXT, POP, TAIL, SimEvent, decide_src, policy_verdict,
+from .semantics import (ACCEPT, CALL, EVENT_SRC, NEXT, POP, TAIL, SimEvent, decide_src, policy_verdict,
                         tail_kind)
 
 Walk = Callable[..., "str | None"]
