@@ -219,11 +219,11 @@ class _Run(WalkState):
         return SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
                          self.hooks, self.trace_start, misses, p.snapshot())
 
-    def _hook(self, hook: str) -> Callable[[Pkt, Ctx, WalkState], str]:
-        """The function that runs a hook's tables: generated (walker.make_hook) or the reference walk."""
+    def _hook(self) -> Callable[[str], Callable[[Pkt, Ctx, WalkState], str]]:
+        """hook name -> the function that runs its tables: generated (walker.make_hook) or the reference walk."""
         if self.fast:
-            return self.cc.hook(hook)
-        return lambda p, c, run: run_hook(hook, p, c, run)
+            return self.cc.hook  # bound once: no frame of ours per hook
+        return lambda hook: lambda p, c, run: run_hook(hook, p, c, run)
 
     def conntrack(self, p: Pkt, c: Ctx) -> None:
         """The conntrack hook: attach the connection's entry (unless there is none)."""
@@ -246,7 +246,7 @@ class _Run(WalkState):
         p.ctstatus = CT_STATUS[p.ctstate]
 
     def _incoming(self, p: Pkt, c: Ctx) -> Fate:
-        hook = self._hook
+        hook = self._hook()
         v = hook("PREROUTING")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
@@ -273,7 +273,7 @@ class _Run(WalkState):
         p.iif = None
         p.oif = self._route_out(p, c)
         p.snap = None
-        hook = self._hook
+        hook = self._hook()
         v = hook("OUTPUT")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
