@@ -10,7 +10,8 @@ from ruletrace.errors import RuletraceError
 from ruletrace.model import Origin
 from ruletrace.rulesets.iptables_save import parse
 from ruletrace.simulate import walker
-from ruletrace.simulate.engine import compiled, simulate, step_tags
+from ruletrace.simulate.compiled import compiled
+from ruletrace.simulate.engine import simulate, step_tags
 from ruletrace.simulate.hostfacts import HostFacts
 from ruletrace.simulate.probe import Probe
 
