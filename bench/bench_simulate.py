@@ -22,7 +22,8 @@ import gen_kube
 
 from ruletrace.model import Origin
 from ruletrace.rulesets.iptables_save import parse
-from ruletrace.simulate.engine import compiled, simulate, step_tags
+from ruletrace.simulate.compiled import compiled
+from ruletrace.simulate.engine import simulate, step_tags
 from ruletrace.simulate.hostfacts import HostFacts, load_routes
 from ruletrace.simulate.probe import Probe
 

@@ -90,5 +90,5 @@ def test_long_keyed_chain_is_indexed() -> None:
     p = Probe(proto=6, src="10.0.0.1", dst="10.1.1.8", dport=80, path="forward", oif="eth1")
     r = simulate(rs, p, HostFacts())
     assert ("nat", "S", "rule", 258) in step_tags(r.events)
-    from ruletrace.simulate.engine import compiled
+    from ruletrace.simulate.compiled import compiled
     assert compiled(rs, False).chain("nat", "S").dim == "dst"

@@ -10,7 +10,8 @@ from ruletrace.errors import RuletraceError
 from ruletrace.model import Origin
 from ruletrace.rulesets.iptables_save import parse
 from ruletrace.simulate import walker
-from ruletrace.simulate.engine import compiled, simulate, step_tags
+from ruletrace.simulate.compiled import compiled
+from ruletrace.simulate.engine import simulate, step_tags
 from ruletrace.simulate.hostfacts import HostFacts
 from ruletrace.simulate.probe import Probe
 
@@ -109,6 +110,28 @@ def test_chain_functions_equal_plain_walk(text: str, probes: list[Probe], local_
         facts.add_local("eth0=10.0.0.1/24")
     for p in probes:
         _same(simulate(rs, p, facts, index=True), simulate(rs, p, facts, index=False))
+
+
+@settings(max_examples=150, deadline=None)
+@given(rulesets(), st.lists(packets, min_size=1, max_size=4), st.booleans())
+def test_generic_walk_equals_plain_walk(text: str, probes: list[Probe], local_known: bool) -> None:
+    # every chain through walker._generic (the walk of indexed and very long chains), not the
+    # straight-line code: it too must predict what the reference walk predicts
+    rs = parse(text, origin=Origin("random"))
+    facts = HostFacts()
+    if local_known:
+        facts.add_local("eth0=10.0.0.1/24")
+    saved = walker.MAX_GENERATED
+    walker.MAX_GENERATED = -1
+    try:
+        for p in probes:
+            _same(simulate(rs, p, facts, index=True), simulate(rs, p, facts, index=False))
+        cc = compiled(rs, False)
+        assert all(ch.walk.__code__ is not None and ch.walk.__code__.co_name == "walk"
+                   and ch.walk.__code__.co_filename == walker.__file__ for ch in cc.chains.values()
+                   if ch.walk is not None and ch.walk.__code__.co_name != "first")
+    finally:
+        walker.MAX_GENERATED = saved
 
 
 def _chain_ruleset(rules: list[str], user: list[str] = ()) -> str:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import RuletraceError
 from ..model import HOOK_TABLES
+from ..rulesets.iptables_save import tokenize
+from ..rulesets.options import number, parse_icmp_type, parse_proto, parse_tcp_flags, port_range, split_rule, value_mask
 
 SIDES = ("left", "right")
 # fields worth naming when no rule option explains a difference (routing, trace ends)
@@ -352,93 +354,56 @@ def _show(v: str | None) -> str:
 
 # ---------------------------------------------------------------- rule options against fields
 
-# option spellings -> canonical name; the value is how many arguments follow
-_OPTIONS: dict[str, tuple[str, int]] = {
-    "-p": ("proto", 1), "--protocol": ("proto", 1),
-    "-s": ("src", 1), "--source": ("src", 1), "--src": ("src", 1),
-    "-d": ("dst", 1), "--destination": ("dst", 1), "--dst": ("dst", 1),
-    "-i": ("in", 1), "--in-interface": ("in", 1),
-    "-o": ("out", 1), "--out-interface": ("out", 1),
-    "--dport": ("dport", 1), "--destination-port": ("dport", 1),
-    "--sport": ("sport", 1), "--source-port": ("sport", 1),
-    "--dports": ("dports", 1), "--destination-ports": ("dports", 1),
-    "--sports": ("sports", 1), "--source-ports": ("sports", 1), "--ports": ("ports", 1),
-    "--mark": ("mark", 1),
-    "--tcp-flags": ("tcpflags", 2), "--syn": ("syn", 0),
-    "--icmp-type": ("icmptype", 1), "--icmpv6-type": ("icmptype", 1),
-    "--physdev-in": ("physin", 1), "--physdev-out": ("physout", 1),
-    "--uid-owner": ("uid", 1), "--gid-owner": ("gid", 1),
-    "-f": ("frag", 0), "--fragment": ("frag", 0),
+# match options check_rule can test against a logged field -> its name for them; the rule is
+# parsed by rulesets.options (the simulator's parser), which knows which module each option
+# belongs to and how many arguments it takes
+_OPTIONS: dict[str, str] = {
+    "--dport": "dport", "--destination-port": "dport", "--sport": "sport", "--source-port": "sport",
+    "--dports": "dports", "--destination-ports": "dports", "--sports": "sports", "--source-ports": "sports",
+    "--ports": "ports", "--mark": "mark", "--tcp-flags": "tcpflags", "--syn": "syn",
+    "--icmp-type": "icmptype", "--icmpv6-type": "icmptype", "--physdev-in": "physin", "--physdev-out": "physout",
+    "--uid-owner": "uid", "--gid-owner": "gid",
 }
+_IP_NAMES = {"s": "src", "d": "dst", "i": "in", "o": "out", "p": "proto", "f": "frag"}
 _FIELD = {
     "proto": "PROTO", "src": "SRC", "dst": "DST", "in": "IN", "out": "OUT", "dport": "DPT", "sport": "SPT",
     "dports": "DPT", "sports": "SPT", "mark": "MARK", "tcpflags": "TCPFLAGS", "syn": "TCPFLAGS",
     "icmptype": "TYPE", "physin": "PHYSIN", "physout": "PHYSOUT", "uid": "UID", "gid": "GID", "frag": "FRAG",
 }
-# options whose value only the kernel knows (connection state, sets, routing); never decisive here
-_UNCHECKABLE_MODULES = frozenset({"conntrack", "state", "addrtype", "set", "recent", "limit", "hashlimit",
-                                  "connmark", "statistic", "socket", "rpfilter", "connlimit", "nfacct",
-                                  "string", "u32", "bpf", "time", "cgroup", "policy", "ipvs", "rt"})
-_PROTO_NUMBERS = {"1": "ICMP", "6": "TCP", "17": "UDP", "58": "ICMPV6", "132": "SCTP", "33": "DCCP",
-                  "ipv6-icmp": "ICMPV6", "icmpv6": "ICMPV6"}
-_ICMP_TYPES = {"echo-reply": "0", "pong": "0", "destination-unreachable": "3", "echo-request": "8", "ping": "8",
-               "time-exceeded": "11", "redirect": "5", "router-advertisement": "9",
-               "router-solicitation": "10", "any": ""}
-_TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
 
 
 def rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, str]]:
     """The match options of an iptables-save rule: (name, module, args, negated, as written).
 
-    Stops at the target (``-j``/``-g``): what follows are the target's options, not matches.
-    Options this module does not know are returned with name ``"?"`` and their module.
+    The target's options are left out. Options this module cannot check against the log are
+    returned with name ``"?"`` and their module; a rule the parser rejects gives no options.
     """
     try:
-        tokens = shlex.split(rule_text)
-    except ValueError:
-        tokens = rule_text.split()
+        tokens = tokenize(rule_text)
+        if tokens[:1] in (["-A"], ["--append"], ["-I"], ["--insert"]):
+            tokens = tokens[2:]
+        parsed = split_rule(tokens, None)
+    except RuletraceError:
+        return []
     out: list[tuple[str, str, list[str], bool, str]] = []
-    module = ""
-    neg = False
-    k = 0
-    while k < len(tokens):
-        t = tokens[k]
-        if t == "!":
-            neg = True
-            k += 1
+    for neg, letter, val in parsed.ip:
+        args = [val] if letter != "f" else []
+        out.append((_IP_NAMES[letter], "", args, neg, _written(neg, f"-{letter}", args)))
+    for module, opts in parsed.modules:
+        if module == "comment":
             continue
-        if t in ("-A", "--append", "-I", "--insert"):
-            k += 2
-            continue
-        if t in ("-j", "--jump", "-g", "--goto"):
-            break
-        if t in ("-m", "--match"):
-            module = tokens[k + 1] if k + 1 < len(tokens) else ""
-            k += 2
-            continue
-        if t == "--comment" and module == "comment":
-            k += 2
-            continue
-        spec = _OPTIONS.get(t)
-        if spec is not None and not (t == "--mark" and module not in ("mark", "")):
-            name, n = spec
-            args = tokens[k + 1 : k + 1 + n]
-            written = " ".join(([t] if not neg else ["!", t]) + args)
-            if name in ("dport", "sport") and module == "multiport":  # multiport's --dport takes lists too
+        for neg, opt, args in opts:
+            name = _OPTIONS.get(opt, "?")
+            if name == "mark" and module != "mark":
+                name = "?"  # connmark's --mark is the connection's mark, which the log does not show
+            elif name in ("dport", "sport") and module == "multiport":  # multiport's --dport takes lists too
                 name += "s"
-            out.append((name, module, args, neg, written))
-            k += 1 + n
-        elif t.startswith("-"):
-            args = []
-            k += 1
-            while k < len(tokens) and not tokens[k].startswith("-") and tokens[k] != "!":
-                args.append(tokens[k])
-                k += 1
-            out.append(("?", module, args, neg, " ".join((["!"] if neg else []) + [t, *args])))
-        else:
-            k += 1
-        neg = False
+            out.append((name, module, list(args), neg, _written(neg, opt, args)))
     return out
+
+
+def _written(neg: bool, opt: str, args: Sequence[str]) -> str:
+    return " ".join((["!"] if neg else []) + [opt, *args])
 
 
 def check_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, str]) -> list[OptionCheck]:
@@ -455,7 +420,7 @@ def check_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, str]
             written = f"-m mark {written}"
         va, vb = left.get(f), right.get(f)
         checks.append(OptionCheck(written, f, _shown(f, va), _shown(f, vb),
-                                  _apply(name, args, va, neg), _apply(name, args, vb, neg)))
+                                  _apply(name, module, args, va, neg), _apply(name, module, args, vb, neg)))
     return checks
 
 
@@ -465,15 +430,19 @@ def _shown(f: str, v: str | None) -> str | None:
     return v
 
 
-def _apply(name: str, args: Sequence[str], have: str | None, neg: bool) -> bool | None:
-    r = _match(name, args, have)
+def _apply(name: str, module: str, args: Sequence[str], have: str | None, neg: bool) -> bool | None:
+    try:
+        r = _match(name, module, args, have)
+    except RuletraceError:  # a value the option grammar rejects: cannot tell
+        return None
     return None if r is None else r != neg
 
 
-def _match(name: str, args: Sequence[str], have: str | None) -> bool | None:
+def _match(name: str, module: str, args: Sequence[str], have: str | None) -> bool | None:
     want = args[0] if args else ""
     if name == "mark":
-        return _mark(want, have or "0")
+        v, m = value_mask(want)
+        return (number(have or "0") & m) == v
     if name == "syn":
         return _tcp_flags(("FIN,SYN,RST,ACK", "SYN"), have)
     if name == "tcpflags":
@@ -484,19 +453,20 @@ def _match(name: str, args: Sequence[str], have: str | None) -> bool | None:
         # a TCP/UDP port or an interface the log does not show cannot match
         return False if name in ("dport", "sport", "dports", "sports", "ports", "in", "out", "proto") else None
     if name == "proto":
-        w = want.lower()
-        if w in ("all", "0"):
-            return True
-        return _PROTO_NUMBERS.get(w, w.upper()) == have.upper()
+        n = parse_proto(want)
+        return n == 0 or n == parse_proto(have)
     if name in ("src", "dst"):
         return _addr(want, have)
     if name in ("in", "out", "physin", "physout"):
         return have.startswith(want[:-1]) if want.endswith("+") else have == want
     if name in ("dport", "sport", "dports", "sports", "ports"):
-        return _port(want, have)
+        if not have.isdigit():
+            return None
+        p = int(have)
+        return any(lo <= p <= hi for lo, hi in (port_range(part) for part in want.split(",")))
     if name == "icmptype":
-        t = _ICMP_TYPES.get(want, want).split("/")[0]
-        return t == "" or t == have
+        typ, _code = parse_icmp_type(want, module != "icmp")
+        return typ == 0xFF or str(typ) == have  # icmp_type_code_match: type 0xFF is any type
     if name in ("uid", "gid"):
         lo, _, hi = want.partition("-")
         if lo.isdigit() and have.isdigit():
@@ -505,44 +475,10 @@ def _match(name: str, args: Sequence[str], have: str | None) -> bool | None:
     return None
 
 
-def _mark(want: str, have: str) -> bool | None:
-    value, _, mask = want.partition("/")
-    try:
-        v = int(value, 0)
-        m = int(mask, 0) if mask else 0xFFFFFFFF
-        h = int(have, 0)
-    except ValueError:
-        return None
-    return (h & m) == v
-
-
 def _tcp_flags(args: Sequence[str], have: str | None) -> bool | None:
     if len(args) < 2 or have is None:
         return None
-    def flags(s: str) -> set[str]:
-        s = s.upper()
-        if s == "ALL":
-            return set(_TCP_FLAG_NAMES)
-        return set() if s == "NONE" else set(s.split(","))
-    mask, comp = flags(args[0]), flags(args[1])
-    present = set(have.upper().split())
-    return (present & mask) == comp
-
-
-def _port(want: str, have: str) -> bool | None:
-    if not have.isdigit():
-        return None
-    p = int(have)
-    for part in want.split(","):
-        lo, sep, hi = part.partition(":")
-        try:
-            a = int(lo) if lo else 0
-            b = int(hi) if sep and hi else (65535 if sep else a)
-        except ValueError:
-            return None
-        if a <= p <= b:
-            return True
-    return False
+    return (parse_tcp_flags(have) & parse_tcp_flags(args[0])) == parse_tcp_flags(args[1])
 
 
 def _addr(want: str, have: str) -> bool | None:

@@ -1,10 +1,9 @@
 """The simulator: Ruleset + Probe + HostFacts -> the TraceEvents the kernel's TRACE would log.
 
-Hook order and table priorities as in the kernel (include/uapi/linux/netfilter_ipv4.h
-NF_IP_PRI_*): raw -300, conntrack -200, mangle -150, nat DNAT -100, filter 0, security 50,
-nat SNAT 100. The walk inside a table mirrors ip_tables.c ipt_do_table(): jumps push the
-calling rule, gotos do not, the end of a user chain (or RETURN) pops, and RETURN or falling
-off with an empty stack ends in the built-in chain's policy entry.
+This module builds the packet from the probe, takes it through the hooks of its path (routing,
+conntrack, loopback) and turns the walk's verdict into a fate. The hooks' tables are walked by
+walker.py's generated functions (the fast path) or reference.py (the reference walk); what a
+rule's target does to the walk is defined once, in semantics.py; hook plans in compiled.py.
 """
 
 from __future__ import annotations
@@ -13,20 +12,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import RuletraceError
-from ..model import Fate, Origin, Rule, Ruleset, StepKind, TraceEvent, Verdict
-from .hostfacts import HostFacts, addr_text, to_int
-from .index import CChain, Compiled
+from ..model import Fate, Rule, Ruleset, TraceEvent, Verdict
+from .compiled import compiled
+from .hostfacts import HostFacts, addr_text
 from .probe import PORT_PROTOS, Probe, flags_text
+from .reference import run_hook
+from .semantics import ACCEPT, DROP, QUEUE, REJECT, WalkState
 from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Branch, Ctx, Pkt, snapshot_fields
-from .targets import ACCEPT, CONTINUE, DROP, GOTO, JUMP, NAT, QUEUE, REJECT, RETURN
 
-POLICY = StepKind.POLICY
-RETURN_KIND = StepKind.RETURN
-ORIGIN = Origin("simulate")
-SOURCE = "simulate"
-MAX_STEPS = 100_000  # jumps in one table walk; a ruleset the kernel accepted has no loops: this guards bad input
-_CACHE_SIZE = 4
-_cache: dict[tuple[int, bool], Compiled] = {}
 # status of the connection a probe in each tracked state belongs to
 CT_STATUS = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSURED,
              "RELATED": IPS_EXPECTED | IPS_CONFIRMED}
@@ -34,36 +27,6 @@ CT_STATUS = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSUR
 # options), UDP 8, ICMP / ICMPv6 echo 64
 DEFAULT_PAYLOAD = {6: 32, 17: 8, 1: 64, 58: 64}
 _ACCEPTED_BY: dict[str, str] = {}  # verdict reason -> "last accepted by <reason>" (one string per rule)
-
-
-class SimEvent(TraceEvent):
-    """A predicted TRACE step; fields come from the packet snapshot on first access.
-
-    The fields every predicted step has the same value for are class attributes: they shadow
-    TraceEvent's slots, so a step sets only six. The class has no __slots__, so an instance
-    can still be given its own value of any of them (it goes to the instance's __dict__).
-    ``SimEvent()`` takes no arguments (object.__init__: no Python frame, a third of the cost
-    of a step's event): the walk sets the six fields itself; ``sim_event`` does it elsewhere.
-    """
-
-    ts = handle = ident = packet_id = verdict = None
-    origin = ORIGIN
-    source = SOURCE
-    _parse = staticmethod(snapshot_fields)
-    _fields = None
-    __init__ = object.__init__
-
-
-def sim_event(table: str, chain: str, kind: StepKind, num: int, family: str, snap: tuple) -> SimEvent:
-    """A predicted step (the generated walks of walker.py build theirs inline)."""
-    e = SimEvent()
-    e.table = table
-    e.chain = chain
-    e.kind = kind
-    e.num = num
-    e.family = family
-    e.raw = snap
-    return e
 
 
 @dataclass(slots=True)
@@ -96,17 +59,6 @@ class SimResult:
         return snapshot_fields(self.final_snapshot) if self.final_snapshot else {}
 
 
-def compiled(ruleset: Ruleset, v6: bool, index: bool = True) -> Compiled:
-    """The compiled form of a ruleset (cached for the few most recent rulesets)."""
-    key = (id(ruleset), index)
-    c = _cache.get(key)
-    if c is None or c.ruleset is not ruleset:
-        if len(_cache) >= _CACHE_SIZE:
-            _cache.pop(next(iter(_cache)))
-        c = _cache[key] = Compiled(ruleset, v6, index)
-    return c
-
-
 def simulate(ruleset: Ruleset, probe: Probe, facts: HostFacts | None = None, *,
              explain_miss: str | None = None, index: bool = True) -> SimResult:
     """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made."""
@@ -119,9 +71,11 @@ def simulate(ruleset: Ruleset, probe: Probe, facts: HostFacts | None = None, *,
         return _Run(ruleset, probe, facts, explain_miss, index, fast=False).run()
 
 
-class _Run:
-    __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "events", "append", "fam", "hooks", "decider",
-                 "trace_start", "miss_key", "miss_state", "v", "addrs", "fast", "_path_reason")
+class _Run(WalkState):
+    """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
+
+    __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
+                 "_path_reason")
 
     def __init__(self, rs: Ruleset, probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
@@ -131,16 +85,11 @@ class _Run:
         fam = "ipv6" if v == 6 else "ipv4"
         if rs.family is not None and rs.family != fam:
             raise RuletraceError(f"the ruleset is {rs.family} but the packet is {fam}", origin=rs.origin)
+        WalkState.__init__(self, fam)
         self.rs = rs
         self.v = v
         self.addrs = (src, dst)
-        self.fam = fam
         self.cc = compiled(rs, v == 6, index)
-        self.events: list[TraceEvent] = []
-        self.append = self.events.append  # for the chain functions of walker.py
-        self.hooks: list[str] = []
-        self.decider: tuple[str, CChain, int | None, Rule | None] | None = None
-        self.trace_start = 0
         self._path_reason = ""
         self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
@@ -151,7 +100,7 @@ class _Run:
             if rs.chain(t, ch) is None:
                 raise RuletraceError(f"--explain-miss: no chain {ch} in table {t}", origin=rs.origin)
             self.miss_key = (t, ch)
-        # the chain functions (walker.py) with the index; the plain walk (_table) without it, and
+        # the chain functions (walker.py) with the index; the reference walk without it, and
         # for --explain-miss, which notes why each rule of its chain did not match
         self.fast = fast and index and self.miss_key is None
 
@@ -270,55 +219,14 @@ class _Run:
         return SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
                          self.hooks, self.trace_start, misses, p.snapshot())
 
-    def _hook(self, hook: str, p: Pkt, c: Ctx) -> str:
-        """Run the tables of one hook in priority order; return the first non-accept verdict or 'accept'."""
+    def _hook(self) -> Callable[[str], Callable[[Pkt, Ctx, WalkState], str]]:
+        """hook name -> the function that runs its tables: generated (walker.make_hook) or the reference walk."""
         if self.fast:
-            return self.cc.hook(hook)(p, c, self)  # this loop as generated code (walker.make_hook)
-        return self._plain_hook(hook)(p, c, self)
+            return self.cc.hook  # bound once: no frame of ours per hook
+        return lambda hook: lambda p, c, run: run_hook(hook, p, c, run)
 
-    def _plain_hook(self, hook: str) -> Callable[[Pkt, Ctx, _Run], str]:
-        """The plain walk's hook in the shape of Compiled.hook's functions."""
-        return lambda p, c, run: run._hook_tables(hook, p, c)
-
-    def _hook_tables(self, hook: str, p: Pkt, c: Ctx) -> str:
-        p.hook = hook
-        self.hooks.append(hook)
-        for t, base, empty in self.cc.plan(hook):
-            if t == "conntrack":
-                self._conntrack(p, c)
-                continue
-            if t == "nat":
-                manip = "dst" if hook == "PREROUTING" or hook == "OUTPUT" else "src"
-                if not p.ct or p.ctstate != "NEW" or manip in p.nat_done:
-                    continue  # nf_nat_inet_fn: nat rules only for a connection's first packet
-                p.nat_done += (manip,)
-                if base is None:
-                    continue
-                before = (p.dst, p.dport)
-            if empty is not None and self.miss_key is None:
-                # empty built-in chain: the kernel logs its policy as step 1
-                self.events.append(sim_event(t, hook, POLICY, 1, self.fam, p.snap or p.snapshot()))
-                d = self.decider  # _decide, inlined
-                if empty != ACCEPT or d is None or t == "filter" or d[1].table != "filter":
-                    self.decider = (empty, base, None, None)
-                if empty != ACCEPT:
-                    return empty
-                continue  # nothing changed: no reroute either
-            if self.fast:
-                v = base.walk(p, c, self)  # type: ignore[union-attr,misc]
-                if v is None:  # RETURN in the built-in chain, or the end of a chain it went to
-                    n = len(base.rules) + 1  # type: ignore[union-attr]
-                    self.events.append(sim_event(t, hook, POLICY, n, self.fam, p.snap or p.snapshot()))
-                    v = self._policy(base)  # type: ignore[arg-type]
-            else:
-                v = self._table(t, base, p, c)  # type: ignore[arg-type]
-            if v != ACCEPT:
-                return v
-            if t == "nat" and hook == "OUTPUT" and (p.dst, p.dport) != before:
-                self._reroute(p, c)  # nf_nat_ipv4_local_fn: ip_route_me_harder after DNAT
-        return ACCEPT
-
-    def _conntrack(self, p: Pkt, c: Ctx) -> None:
+    def conntrack(self, p: Pkt, c: Ctx) -> None:
+        """The conntrack hook: attach the connection's entry (unless there is none)."""
         if p.ct:
             return  # looped back: the entry is already attached
         if p.ctstate in ("UNTRACKED", "INVALID"):
@@ -338,7 +246,7 @@ class _Run:
         p.ctstatus = CT_STATUS[p.ctstate]
 
     def _incoming(self, p: Pkt, c: Ctx) -> Fate:
-        hook = self.cc.hook if self.fast else self._plain_hook
+        hook = self._hook()
         v = hook("PREROUTING")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
@@ -365,10 +273,11 @@ class _Run:
         p.iif = None
         p.oif = self._route_out(p, c)
         p.snap = None
-        v = self._hook("OUTPUT", p, c)
+        hook = self._hook()
+        v = hook("OUTPUT")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
-        v = self._hook("POSTROUTING", p, c)
+        v = hook("POSTROUTING")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
         if p.oif != "lo":
@@ -377,10 +286,10 @@ class _Run:
         # entry attached and both NAT manips already set up (no nat chains)
         p.iif, p.oif = "lo", None
         p.snap = None
-        v = self._hook("PREROUTING", p, c)
+        v = hook("PREROUTING")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
-        v = self._hook("INPUT", p, c)
+        v = hook("INPUT")(p, c, self)
         return self._fate(v) if v != ACCEPT else Fate.DELIVERED
 
     def _route_out(self, p: Pkt, c: Ctx) -> str:
@@ -397,103 +306,10 @@ class _Run:
         c.note(f"output interface for {addr_text(p.v, p.dst)} not known (give -o or --routes): assumed OUT={dflt}")
         return dflt
 
-    def _reroute(self, p: Pkt, c: Ctx) -> None:
+    def reroute(self, p: Pkt, c: Ctx) -> None:
+        """Route again after the nat table changed the destination of a locally generated packet."""
         p.oif = self._route_out(p, c)
         p.snap = None
-
-    def _table(self, table: str, base: CChain, p: Pkt, c: Ctx) -> str:
-        chain = base
-        pos = 0
-        stack: list[tuple[CChain, int]] = []
-        events = self.events
-        append = events.append
-        fam = self.fam
-        miss_key = self.miss_key
-        jumps = 0
-        while True:
-            if miss_key is not None and (table, chain.name) == miss_key:
-                k = self._scan_recording(chain, p, c, pos)
-            elif chain.keyfn is None:
-                # short chain: the scan of CChain.next_match, inlined (this loop is the hot path)
-                k = -1
-                fns = chain.fns
-                for i in range(pos, len(fns)):
-                    for f in fns[i]:
-                        if not f(p, c):
-                            break
-                    else:
-                        k = i
-                        break
-            else:
-                k = chain.next_match(p, c, pos)
-            if k < 0:
-                if chain.builtin:
-                    append(sim_event(table, chain.name, POLICY, len(chain.rules) + 1, fam, p.snap or p.snapshot()))
-                    return self._policy(chain)
-                append(sim_event(table, chain.name, RETURN_KIND, len(chain.rules) + 1, fam, p.snap or p.snapshot()))
-                if stack:
-                    chain, pos = stack.pop()
-                    continue
-                append(sim_event(table, base.name, POLICY, len(base.rules) + 1, fam, p.snap or p.snapshot()))
-                return self._policy(base)
-            cr = chain.rules[k]
-            append(sim_event(table, chain.name, cr.kind, k + 1, fam, p.snap or p.snapshot()))
-            t = cr.target
-            kind = t.kind
-            if kind is JUMP or kind is GOTO:
-                # only jumps and gotos can make a walk loop: a chain's own rules are passed in order
-                jumps += 1
-                if jumps > MAX_STEPS:
-                    raise RuletraceError(f"more than {MAX_STEPS} jumps: the ruleset loops "
-                                         f"(last in {table} {chain.name})", origin=self.rs.origin)
-                nxt = t.resolved
-                if nxt is None:
-                    nxt = t.resolved = self.cc.chain(table, t.chain)  # type: ignore[arg-type]
-                    if nxt is None:
-                        raise RuletraceError(f"jump to missing chain {t.chain}", origin=cr.rule.origin)
-                if kind is JUMP:
-                    stack.append((chain, k + 1))
-                chain, pos = nxt, 0
-                continue
-            if kind is CONTINUE:
-                if t.effect is not None:
-                    t.effect(p, c)
-                    p.snap = None
-                elif t.name == "TRACE" and not self.trace_start:
-                    self.trace_start = len(events)
-                pos = k + 1
-                continue
-            if kind is RETURN:
-                if stack:
-                    chain, pos = stack.pop()
-                    continue
-                append(sim_event(table, base.name, POLICY, len(base.rules) + 1, fam, p.snap or p.snapshot()))
-                return self._policy(base)
-            if kind is NAT:
-                t.effect(p, c)  # type: ignore[misc]
-                p.snap = None
-                self._decide(ACCEPT, chain, k + 1, cr.rule)
-                return ACCEPT
-            if t.effect is not None:
-                t.effect(p, c)
-                p.snap = None
-            self._decide(kind, chain, k + 1, cr.rule)
-            return kind
-
-    def _scan_recording(self, chain: CChain, p: Pkt, c: Ctx, pos: int) -> int:
-        """Linear scan of the --explain-miss chain, noting the first failing condition of each rule."""
-        from .matches import describe_value
-
-        for i in range(pos, len(chain.rules)):
-            cr = chain.rules[i]
-            bad = cr.first_failure(p, c)
-            if bad is None:
-                self.miss_state[i] = "matched"
-                return i
-            have = describe_value(p, bad.field)
-            self.miss_state.setdefault(i, f"needs {bad.text}" + (f"; packet has {bad.field}={have}" if have else
-                                                                  "; not met"))
-        return -1
 
     def _misses(self) -> list[Miss]:
         t, ch = self.miss_key  # type: ignore[misc]
@@ -507,21 +323,6 @@ class _Run:
                 continue
             out.append(Miss(r, st or "not reached: the packet left the chain before this rule"))
         return out
-
-    def _policy(self, chain: CChain) -> str:
-        pol = chain.policy or "ACCEPT"
-        v = DROP if pol == "DROP" else ACCEPT
-        self._decide(v, chain, None, None)
-        return v
-
-    def _decide(self, v: str, chain: CChain, num: int | None, rule: Rule | None) -> None:
-        # an accept in filter says more about the fate than a later accept in nat or security
-        d = self.decider
-        if v != ACCEPT or d is None or chain.table == "filter" or d[1].table != "filter":
-            self.decider = (v, chain, num, rule)
-
-    def _emit(self, chain: CChain, kind: StepKind, num: int, p: Pkt) -> None:
-        self.events.append(sim_event(chain.table, chain.name, kind, num, self.fam, p.snap or p.snapshot()))
 
     def _fate(self, v: str) -> Fate:
         if v == DROP:

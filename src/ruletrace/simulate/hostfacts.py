@@ -19,14 +19,15 @@ Net = tuple[int, int, int]  # (version, network as int, mask as int)
 
 def to_int(addr: str, origin: Origin | None = None) -> tuple[int, int]:
     """Address text -> (version, int)."""
-    r = _parse_addr(addr)
+    r = parse_addr(addr)
     if r is None:
         raise RuletraceError(f"bad address {addr!r}", origin=origin)
     return r
 
 
 @lru_cache(maxsize=1 << 16)
-def _parse_addr(text: str) -> tuple[int, int] | None:
+def parse_addr(text: str) -> tuple[int, int] | None:
+    """Address text -> (version, int), None if it is not an address (to_int without the error)."""
     text = text.strip("[]")
     for fam, v in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
         try:

@@ -11,18 +11,8 @@ from typing import Any, Callable
 from ..errors import RuletraceError
 from ..model import Origin, Rule
 from .hostfacts import addr_text, to_int, to_net
+from .semantics import ACCEPT, CONTINUE, DROP, FLOW, GOTO, JUMP, NAT, QUEUE, REJECT, RETURN, VERDICT
 from .state import Ctx, Pkt
-
-# what the traversal does after the rule
-ACCEPT = "accept"
-DROP = "drop"
-REJECT = "reject"
-QUEUE = "queue"
-RETURN = "return"
-JUMP = "jump"
-GOTO = "goto"
-CONTINUE = "continue"
-NAT = "nat"  # rewrite, then the nat table's verdict is accept
 
 Effect = Callable[[Pkt, Ctx], None]
 
@@ -35,9 +25,13 @@ PASSIVE = frozenset({
 
 
 class Target:
-    """A compiled target: traversal kind, side effect on the packet, jump chain."""
+    """A compiled target: traversal kind, side effect on the packet, jump chain.
 
-    __slots__ = ("kind", "name", "effect", "chain", "args", "resolved")
+    ``flow`` and ``verdict`` are the kind's entries of semantics.FLOW and semantics.VERDICT;
+    ``trace`` is True for TRACE (non-terminating, no effect: the walk notes where tracing started).
+    """
+
+    __slots__ = ("kind", "name", "effect", "chain", "args", "resolved", "flow", "verdict", "trace")
 
     def __init__(self, kind: str, name: str, effect: Effect | None = None, chain: str | None = None,
                  args: str = "") -> None:
@@ -47,6 +41,9 @@ class Target:
         self.chain = chain
         self.args = args
         self.resolved: Any = None  # the CChain of a jump/goto, filled on first use
+        self.flow = FLOW[kind]
+        self.verdict = VERDICT.get(kind)
+        self.trace = kind == CONTINUE and name == "TRACE" and effect is None
 
 
 def compile_target(rule: Rule, name: str | None, goto: bool, opts: list[tuple[bool, str, list[str]]],

@@ -1,11 +1,18 @@
 """Chains compiled to Python functions: the fast path of the table walk.
 
-``engine._Run._table`` interprets the compiled rules one step at a time (the plain walk). Here
-each chain becomes one function ``walk(p, c, run)`` that does what that loop does for the
-chain: it tests the rules in order, logs the step of each rule that matched, runs its target,
-calls the walk of a jump's chain (a goto returns the callee's result: it pushes nothing), and at
-the end logs the chain's tail (policy or return). It returns None when the chain returned to
-its caller, or the verdict. The kernel's stack of ``ipt_do_table()`` is Python's call stack.
+``reference.walk_table`` interprets the compiled rules one step at a time by the rules of
+``semantics.py`` (the reference walk). Here each chain becomes one function ``walk(p, c, run)``
+that does what that loop does for the chain: it tests the rules in order, logs the step of each
+rule that matched, does what ``semantics.FLOW`` says for its target (a jump calls the walk of
+its chain, a goto returns the callee's result: it pushes nothing), and at the end logs the
+chain's tail (policy or return). It returns None when the chain returned to its caller, or the
+verdict. The kernel's stack of ``ipt_do_table()`` is Python's call stack; a loop runs out of
+it (RecursionError), and the engine then runs the reference walk, which reports it.
+
+The inlined pieces name their reference: ``semantics.EVENT_SRC`` is ``sim_event``,
+``semantics.decide_src`` is ``WalkState.decide``, ``make_hook`` is ``reference.run_hook``.
+tests/simulate/test_walker.py and test_index_property.py check that both walks predict the
+same steps, packets, fate, verdict, assumptions and branches.
 
 Short chains are generated as straight-line code (``if <conditions>: <step>`` per rule,
 conditions inlined from ``Cond.src``); the source depends only on the chain's shape, so one
@@ -16,55 +23,50 @@ share a handful). Indexed chains use one generic function around ``CChain.next_m
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from ..model import StepKind
-from .targets import ACCEPT, CONTINUE, DROP, GOTO, JUMP, NAT, RETURN
-
-if TYPE_CHECKING:
-    from .index import CChain, Compiled
+from .index import CChain
+from .semantics import (ACCEPT, CALL, EVENT_SRC, NEXT, POP, TAIL, SimEvent, decide_src, policy_verdict,
+                        tail_kind)
 
 Walk = Callable[..., "str | None"]
+Resolve = Callable[[str, str], "CChain | None"]  # (table, chain name) -> the compiled chain
 MAX_GENERATED = 64  # longer chains (without an index) use the generic walk
 _factories: dict[str, Callable[..., Walk]] = {}
 _test_factories: dict[str, Callable[..., Callable[..., Any]]] = {}  # _rule_tests' code by source
-# one step's event (engine.SimEvent), fields set inline: no Python __init__ frame per step
-_EVENT = ("e = SimEvent(); e.table = {0}; e.chain = {1}; e.kind = {2}; e.num = {3}; e.family = F; "
-          "e.raw = p.snap or p.snapshot(); A(e)")
+KIND_NAMES = {StepKind.RULE: "RULE", StepKind.POLICY: "POLICY", StepKind.RETURN: "RETURN"}
 
 
-def make_walk(cc: Compiled, chain: CChain) -> Walk:
+def make_walk(resolve: Resolve, chain: CChain) -> Walk:
     """The walk function of a chain (generated code for short chains)."""
-    from .engine import SimEvent
-
     if chain.keyfn is not None or len(chain.rules) > MAX_GENERATED:
-        return _generic(cc, chain, SimEvent)
-    src, consts = _source(cc, chain)
+        return _generic(resolve, chain)
+    src, consts = _source(resolve, chain)
     make = _factories.get(src)
     if make is None:
-        ns: dict[str, Any] = {"SimEvent": SimEvent, "RULE": StepKind.RULE, "POLICY": StepKind.POLICY,
-                              "RETURN": StepKind.RETURN}
+        ns: dict[str, Any] = {"SimEvent": SimEvent, **{v: k for k, v in KIND_NAMES.items()}}
         exec(compile(src, "<simulate walk>", "exec"), ns)  # noqa: S102
         make = _factories[src] = ns["make"]
     return make(*consts)
 
 
-def _target_chain(cc: Compiled, chain: CChain, name: str) -> CChain:
-    nxt = cc.chain(chain.table, name)
+def _target_chain(resolve: Resolve, chain: CChain, name: str) -> CChain:
+    nxt = resolve(chain.table, name)
     if nxt is None:  # compile_target makes jumps only to chains of the table: cannot happen
         raise AssertionError(f"jump to missing chain {name}")
     return nxt
 
 
-def _source(cc: Compiled, chain: CChain) -> tuple[str, list[Any]]:
+def _source(resolve: Resolve, chain: CChain) -> tuple[str, list[Any]]:
     consts: list[Any] = []
 
     def k(v: Any) -> str:
         consts.append(v)
         return f"k{len(consts) - 1}"
 
-    kinds = {StepKind.RULE: "RULE", StepKind.POLICY: "POLICY", StepKind.RETURN: "RETURN"}
-    tname, cname, ch = k(chain.table), k(chain.name), k(chain)
+    table = chain.table
+    tname, cname, ch = k(table), k(chain.name), k(chain)
     body = ["    def walk(p, c, R):", "        A = R.append", "        F = R.fam"]
     for i, cr in enumerate(chain.rules):
         tests = []
@@ -77,52 +79,38 @@ def _source(cc: Compiled, chain: CChain) -> tuple[str, list[Any]]:
         ind = "            " if tests else "        "
         if tests:
             body.append(f"        if {' and '.join(tests)}:")
-        body.append(ind + _EVENT.format(tname, cname, kinds[cr.kind], i + 1))
+        body.append(ind + EVENT_SRC.format(tname, cname, KIND_NAMES[cr.kind], i + 1))
         t = cr.target
-        kind = t.kind
-        if kind is CONTINUE:
-            if t.effect is not None:
-                body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None"]
-            elif t.name == "TRACE":
+        flow = t.flow
+        if t.effect is not None:  # NEXT and END run the target's effect after the step
+            body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None"]
+        if flow is NEXT:
+            if t.trace:  # WalkState.traced
                 body += [f"{ind}if not R.trace_start:", f"{ind}    R.trace_start = len(R.events)"]
             continue
-        if kind is JUMP:
-            body += [f"{ind}v = {k(_target_chain(cc, chain, t.chain))}.walk(p, c, R)",  # type: ignore[arg-type]
+        if flow is CALL:
+            body += [f"{ind}v = {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)",  # type: ignore[arg-type]
                      f"{ind}if v is not None:", f"{ind}    return v"]
             continue
-        if kind is GOTO:
-            body.append(f"{ind}return {k(_target_chain(cc, chain, t.chain))}.walk(p, c, R)")  # type: ignore[arg-type]
-        elif kind is RETURN:
+        if flow is TAIL:
+            body.append(f"{ind}return {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)")  # type: ignore[arg-type]
+        elif flow is POP:
             body.append(f"{ind}return None")
-        elif kind is NAT:
-            body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None",
-                     *_decide(ind, chain, ACCEPT, k(ACCEPT), ch, str(i + 1), k(cr.rule)), f"{ind}return {k(ACCEPT)}"]
-        else:  # accept, drop, reject, queue
-            if t.effect is not None:
-                body += [f"{ind}{k(t.effect)}(p, c)", f"{ind}p.snap = None"]
-            body += [*_decide(ind, chain, kind, k(kind), ch, str(i + 1), k(cr.rule)), f"{ind}return {k(kind)}"]
+        else:  # END
+            v = t.verdict
+            body += [*decide_src(ind, table, v, k(v), ch, str(i + 1), k(cr.rule)), f"{ind}return {k(v)}"]
         if not tests:
             break  # an unconditional rule that leaves the chain: nothing after it runs
     else:
         tail = len(chain.rules) + 1
-        if chain.builtin:
-            pol = DROP if chain.policy == "DROP" else ACCEPT
-            body += ["        " + _EVENT.format(tname, cname, "POLICY", tail),
-                     *_decide("        ", chain, pol, k(pol), ch, "None", "None"), f"        return {k(pol)}"]
+        body.append("        " + EVENT_SRC.format(tname, cname, KIND_NAMES[tail_kind(chain.builtin)], tail))
+        if chain.builtin:  # WalkState.policy
+            pol = policy_verdict(chain.policy)
+            body += [*decide_src("        ", table, pol, k(pol), ch, "None", "None"), f"        return {k(pol)}"]
         else:
-            body += ["        " + _EVENT.format(tname, cname, "RETURN", tail),
-                     "        return None"]
+            body.append("        return None")
     head = f"def make({', '.join(f'k{j}' for j in range(len(consts)))}):"
     return "\n".join([head, *body, "    return walk", ""]), consts
-
-
-def _decide(ind: str, chain: CChain, v: str, vname: str, ch: str, num: str, rule: str) -> list[str]:
-    """engine._Run._decide as code, its test on the verdict and the table made when generating."""
-    # an accept in filter says more about the fate than a later accept in nat or security
-    setting = f"{ind}R.decider = ({vname}, {ch}, {num}, {rule})"
-    if v != ACCEPT or chain.table == "filter":
-        return [setting]
-    return [f"{ind}d = R.decider", f"{ind}if d is None or d[1].table != 'filter':", "    " + setting]
 
 
 def _rule_tests(chain: CChain) -> list[Callable[..., Any] | None]:
@@ -161,12 +149,13 @@ def _rule_tests(chain: CChain) -> list[Callable[..., Any] | None]:
     return out
 
 
-def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
-    """The walk of an indexed (or very long) chain: next_match, then the rule's target."""
+def _generic(resolve: Resolve, chain: CChain) -> Walk:
+    """The walk of an indexed (or very long) chain: next_match, then what its target's flow says."""
     table, name, rules, next_match = chain.table, chain.name, chain.rules, chain.next_match
     tail = len(rules) + 1
-    pol = DROP if chain.policy == "DROP" else ACCEPT
-    tail_kind = StepKind.POLICY if chain.builtin else StepKind.RETURN
+    builtin = chain.builtin
+    tail_step = tail_kind(builtin)
+    event = SimEvent
 
     merged, keyed, wild, keyfn = chain.merged, chain.keyed, chain.wild, chain.keyfn
     tests = _rule_tests(chain) if merged or keyfn is None else []
@@ -196,19 +185,17 @@ def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
                         break
             else:
                 k = next_match(p, c, pos)
+            # the steps: semantics.sim_event, inlined
             if k < 0:
                 e = event()
                 e.table = table
                 e.chain = name
-                e.kind = tail_kind
+                e.kind = tail_step
                 e.num = tail
                 e.family = F
                 e.raw = p.snap or p.snapshot()
                 A(e)
-                if chain.builtin:
-                    R._decide(pol, chain, None, None)
-                    return pol
-                return None
+                return R.policy(chain) if builtin else None
             cr = rules[k]
             e = event()
             e.table = table
@@ -219,44 +206,35 @@ def _generic(cc: Compiled, chain: CChain, event: type) -> Walk:
             e.raw = p.snap or p.snapshot()
             A(e)
             t = cr.target
-            kind = t.kind
-            if kind is JUMP or kind is GOTO:
+            flow = t.flow
+            if flow is CALL or flow is TAIL:
                 nxt = t.resolved
                 if nxt is None:
-                    nxt = t.resolved = _target_chain(cc, chain, t.chain)  # type: ignore[arg-type]
+                    nxt = t.resolved = _target_chain(resolve, chain, t.chain)  # type: ignore[arg-type]
                 v = nxt.walk(p, c, R)
-                if kind is GOTO or v is not None:
+                if flow is TAIL or v is not None:
                     return v
                 pos = k + 1
                 continue
-            if kind is CONTINUE:
-                if t.effect is not None:
-                    t.effect(p, c)
-                    p.snap = None
-                elif t.name == "TRACE" and not R.trace_start:
-                    R.trace_start = len(R.events)
-                pos = k + 1
-                continue
-            if kind is RETURN:
-                return None
-            if kind is NAT:
-                t.effect(p, c)  # type: ignore[misc]
-                p.snap = None
-                R._decide(ACCEPT, chain, k + 1, cr.rule)
-                return ACCEPT
             if t.effect is not None:
                 t.effect(p, c)
                 p.snap = None
-            R._decide(kind, chain, k + 1, cr.rule)
-            return kind
+            if flow is NEXT:
+                if t.trace:
+                    R.traced()
+                pos = k + 1
+                continue
+            if flow is POP:
+                return None
+            v = t.verdict  # END
+            R.decide(v, chain, k + 1, cr.rule)
+            return v
 
     return walk
 
 
-def make_hook(hook: str, plan: tuple[tuple[str, CChain | None, str | None], ...]) -> Callable[..., str]:
-    """engine._Run._hook for one hook of the fast walk, as straight-line code over the hook's plan."""
-    from .engine import SimEvent
-
+def make_hook(hook: str, manip: str, plan: tuple[tuple[str, CChain | None, str | None], ...]) -> Callable[..., str]:
+    """reference.run_hook for one hook of the fast walk, as straight-line code over the hook's plan."""
     consts: list[Any] = []
 
     def k(v: Any) -> str:
@@ -271,13 +249,13 @@ def make_hook(hook: str, plan: tuple[tuple[str, CChain | None, str | None], ...]
         ind = "        "
         if t == "conntrack":
             body.append(f"{ind}if not p.ct:")
-            body.append(f"{ind}    R._conntrack(p, c)")
+            body.append(f"{ind}    R.conntrack(p, c)")
             continue
         if t == "nat":
             # nf_nat_inet_fn: nat rules only for a connection's first packet
-            manip = k("dst" if hook == "PREROUTING" or hook == "OUTPUT" else "src")
-            body += [f"{ind}if p.ct and p.ctstate == 'NEW' and {manip} not in p.nat_done:",
-                     f"{ind}    p.nat_done += ({manip},)"]
+            m = k(manip)
+            body += [f"{ind}if p.ct and p.ctstate == 'NEW' and {m} not in p.nat_done:",
+                     f"{ind}    p.nat_done += ({m},)"]
             if base is None:
                 continue
             ind += "    "
@@ -285,26 +263,21 @@ def make_hook(hook: str, plan: tuple[tuple[str, CChain | None, str | None], ...]
                 body.append(f"{ind}before = (p.dst, p.dport)")
         tn, bn = k(t), k(base)
         if empty is not None:
-            # empty built-in chain: the kernel logs its policy as step 1
-            body.append(ind + _EVENT.format(tn, h, "POLICY", 1))
-            setting = f"R.decider = ({k(empty)}, {bn}, None, None)"
-            if empty != ACCEPT or t == "filter":
-                body.append(f"{ind}{setting}")
-            else:
-                body += [f"{ind}d = R.decider", f"{ind}if d is None or d[1].table != 'filter':",
-                         f"{ind}    {setting}"]
+            # an empty built-in chain: its walk is its policy step (number 1) and its policy
+            body.append(ind + EVENT_SRC.format(tn, h, "POLICY", 1))
+            body += decide_src(ind, t, empty, k(empty), bn, "None", "None")
             if empty != ACCEPT:
                 body.append(f"{ind}return {k(empty)}")
             continue
         n = len(base.rules) + 1  # type: ignore[union-attr]
         body += [f"{ind}v = {bn}.walk(p, c, R)",
                  f"{ind}if v is None:",  # RETURN in the built-in chain, or the end of a chain it went to
-                 f"{ind}    " + _EVENT.format(tn, h, "POLICY", n),
-                 f"{ind}    v = R._policy({bn})",
+                 f"{ind}    " + EVENT_SRC.format(tn, h, "POLICY", n),
+                 f"{ind}    v = R.policy({bn})",
                  f"{ind}if v != {acc}:", f"{ind}    return v"]
         if t == "nat" and hook == "OUTPUT":
             # nf_nat_ipv4_local_fn: ip_route_me_harder after DNAT
-            body += [f"{ind}if (p.dst, p.dport) != before:", f"{ind}    R._reroute(p, c)"]
+            body += [f"{ind}if (p.dst, p.dport) != before:", f"{ind}    R.reroute(p, c)"]
     body.append(f"        return {acc}")
     src = "\n".join([f"def make({', '.join(f'k{j}' for j in range(len(consts)))}):", *body,
                      "    return run_hook", ""])
