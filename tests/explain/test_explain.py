@@ -97,8 +97,9 @@ def test_rule_number_past_the_end_is_said_not_guessed(ruleset):
     e = Explainer(ruleset).explain(Packet(1, [ev("filter:KUBE-FIREWALL:rule:9"), ev("filter:NOPE:rule:1")]))
     w = [s.warning for s in e.steps]
     assert "rule 9 is past the end of filter:KUBE-FIREWALL (2 rules)" in w[0]
-    assert "chain filter:NOPE is not in the ruleset" in w[1]
-    assert any("older or newer" in x for x in e.warnings)
+    # a chain the listing leaves out is not a misfit: said once for the packet, not on the step
+    assert w[1] is None and "chain filter:NOPE is not in the ruleset" in e.warnings
+    assert any("fit 1 of 2 steps" in x and "older or newer" in x for x in e.warnings)
 
 
 def test_policy_number_that_does_not_fit_is_flagged(ruleset):
@@ -125,7 +126,13 @@ def test_established_packet_skipping_nat_gets_a_note(ruleset):
 def test_without_ruleset_steps_have_no_rule_text():
     e = Explainer(None).explain(Packet(1, [ev("filter:INPUT:rule:1"), ev("filter:INPUT:policy:2")]))
     assert [s.rule for s in e.steps] == [None, None]
-    assert e.fate is Fate.DELIVERED
+    # the policy's verdict is not in a legacy trace: without the ruleset the fate is unknown
+    assert e.fate is Fate.UNKNOWN and e.verdict is None and e.last_seen == "filter:INPUT"
+    assert any("the policy of filter:INPUT: its verdict is not known without the ruleset" in n for n in e.notes)
+    # an nf_tables trace states the verdict itself
+    e = Explainer(None).explain(Packet(1, [ev("filter:INPUT:rule:1", verdict="continue"),
+                                           ev("filter:INPUT:policy:2", verdict="accept")]))
+    assert e.fate is Fate.DELIVERED and e.verdict.action == "accept"
 
 
 def test_legacy_reports_unconditional_verdict_rules_as_chain_end():
