@@ -295,6 +295,8 @@ class _Walker:
         seen = {(ev.chain, ev.table) for ev in events if ev.chain in HOOK_TABLES}
         hooks = {h for h, _ in seen}
         for hook in ("PREROUTING", "OUTPUT"):
+            if hook == "PREROUTING" and "POSTROUTING" in hooks:
+                continue  # looped back: conntrack made the connection's entry on the way out
             if hook in hooks and (hook, "nat") not in seen and rs.chain("nat", hook) is not None:
                 plan.notes.append(
                     f"nat {hook} was not traversed: the packet is not the first of its connection "
