@@ -214,10 +214,15 @@ class Run:
         self._finish_warnings(sum(ex.misfit_packets for ex in self._explainers.values()))
 
     def _finish_warnings(self, misfit: int) -> None:
-        if misfit:
+        if misfit and self.skipped:
             self.warnings.append(
-                f"the ruleset does not fit {misfit} packet(s) (chains missing or rule numbers past the end): "
-                "it looks older or newer than the log"
+                f"the ruleset does not fit {misfit} packet(s); {self.skipped} damaged line(s) were skipped "
+                "and their steps are missing, which alone can cause this"
+            )
+        elif misfit:
+            self.warnings.append(
+                f"the ruleset does not fit {misfit} packet(s) (rule numbers or chain ends that chains it "
+                "holds do not have): it looks older or newer than the log"
             )
         if not self.rulesets:
             self.warnings.append("no ruleset given: steps are shown without rule text")

@@ -3,8 +3,8 @@
 A packet whose trace stops without a decision (UNKNOWN) arrived after all when a later packet
 of the trace answers it: a TCP segment back with ACK (SYN-ACK, data), a UDP datagram back, an
 ICMP echo reply, or an ICMP error quoting it / a TCP RST. A RST or an ICMP error is also what a
-REJECT rule sends, so those count only when the request's trace did not stop at a rule whose
-target the ruleset does not show.
+REJECT rule sends, so those count only when the request's trace did not stop at a rule that
+did not accept it (a REJECT, a rule the ruleset does not show, or a log with lines lost).
 
 Looked up while the explanations stream by: UNKNOWN packets wait (in order) for at most
 ``window`` later packets; the index is a dict of flow 5-tuples, so the cost is a few dict
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 from ..fields import parse_fields
 from ..model import HOOK_TABLES, Explanation, Fate, Packet, StepKind
-from .fate import ROUTING_NOTE
+from .fate import ENDS_TABLE, ROUTING_NOTE
 
 DEFAULT_WINDOW = 5_000  # later packets an UNKNOWN packet waits for its reply
 _ECHO = {"ICMP": ("8", "0"), "ICMPv6": ("128", "129")}  # request type, reply type
@@ -85,8 +85,10 @@ def _first_hook(p: Packet) -> str | None:
 
 def _resolve(req: Explanation, reply: Packet, positive: bool) -> bool:
     evs = req.packet.events
-    if not positive and evs and evs[-1].kind is StepKind.RULE and (not req.steps or req.steps[-1].rule is None):
-        return False  # the trace stops at a rule the ruleset does not show: it may be a REJECT
+    if not positive and evs and evs[-1].kind is StepKind.RULE and (
+        not req.steps or req.steps[-1].action not in ENDS_TABLE
+    ):
+        return False  # the trace stops at a rule that did not accept: it may be a REJECT
     if _first_hook(req.packet) == "OUTPUT":
         req.fate = Fate.SENT
     elif _first_hook(reply) == "OUTPUT":
