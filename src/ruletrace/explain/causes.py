@@ -40,8 +40,15 @@ def rule_dport(rule: Rule | None) -> str | None:
     return next((g for g in m.groups() if g), None) if m else None
 
 
+def _place(table: str | None, chain: str | None, num: int | None) -> str:
+    return f"{table}:{chain} rule {num}" if num is not None else f"a rule of {table}:{chain}"
+
+
 def _where(step: Step) -> str:
-    return f"{step.table}:{step.chain} rule {step.num}"
+    num = step.num if step.num is not None else step.rule.num if step.rule is not None else None
+    if num is None:
+        return f"a rule of {step.table}:{step.chain}"
+    return f"{step.table}:{step.chain} rule {num}"
 
 
 def _addr(f: dict[str, str], ip: str, port: str) -> str | None:
@@ -84,7 +91,13 @@ def setter_index(steps: list[Step], i: int, what: str) -> int:
 
 
 def _probably(s: Step) -> str:
-    return f"probably {_where(s)} (its text is not in the ruleset)"
+    if s.num is not None or s.rule is not None:
+        where = _where(s)
+    elif s.event.handle is not None:
+        where = f"{s.table}:{s.chain} rule handle {s.event.handle}"
+    else:
+        where = f"a rule of {s.table}:{s.chain}"
+    return f"probably {where} (its text is not in the ruleset)"
 
 
 def _nat_changes(expl: Explanation) -> None:
@@ -173,7 +186,7 @@ def _called_from(expl: Explanation, frames: list[tuple[int, ...]], k: int) -> li
 def _describe_frame(link: CauseLink) -> str:
     d = rule_dport(link.rule)
     extra = [x for x in (rule_comment(link.rule), f"dport {d}" if d else None) if x]
-    return f"{link.table}:{link.chain} rule {link.num}" + (f" ({', '.join(extra)})" if extra else "")
+    return _place(link.table, link.chain, link.num) + (f" ({', '.join(extra)})" if extra else "")
 
 
 def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: int | None) -> None:
@@ -227,7 +240,7 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
                 if c.step is not None and c.step < verdict_index and c.what == "DST":
                     if c.table is not None:
                         chain.append(CauseLink("rewritten", c.table, c.chain, c.num, c.rule,
-                                               f"DST {c.old} → {c.new} at {c.table}:{c.chain} rule {c.num}",
+                                               f"DST {c.old} → {c.new} at {_place(c.table, c.chain, c.num)}",
                                                c.step))
                     else:  # conntrack or outside the traced rules: no rule to name, name the place
                         s = expl.steps[c.step]
