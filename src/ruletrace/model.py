@@ -125,6 +125,22 @@ class Ruleset:
     def rule_count(self) -> int:
         return sum(len(c.rules) for t in self.tables.values() for c in t.values())
 
+    def has_table(self, table: str) -> bool:
+        """True when the listing holds ``table`` (a paste often lists only filter and nat)."""
+        return table in self.tables
+
+    def missing(self, table: str, chain: str) -> str | None:
+        """What the listing lacks to show ``table:chain`` (None when it has the chain).
+
+        A table or chain left out of a listing is not a misfit: people paste parts of rulesets.
+        """
+        t = self.tables.get(table)
+        if t is None:
+            return f"table {table} is not in the ruleset"
+        if chain not in t:
+            return f"chain {table}:{chain} is not in the ruleset"
+        return None
+
 
 class TraceEvent:
     """One step of one packet as reported by the kernel (or predicted by the simulator).

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from .correlate.group import group_packets
 from .errors import RuletraceError
 from .explain.explain import Explainer
+from .explain.replies import with_replies
 from .model import Explanation, Fate, Packet, Ruleset, TraceEvent
 from .sources.stats import ReadStats
 
@@ -185,15 +186,25 @@ class Run:
         return summ
 
     def explanations(self) -> Iterator[Explanation]:
+        if not self.detail:  # summaries: no reply lookup (it would read every packet's fields)
+            for packet, e in self._explained():
+                if e is not None and self.filter.wants(e):
+                    yield e
+        else:
+            for e in with_replies(self._explained()):
+                if self.filter.wants(e):
+                    yield e
+        self._finish()
+
+    def _explained(self) -> Iterator[tuple[Packet, Explanation | None]]:
+        """Every packet, with its explanation when the packet filter keeps it."""
         for packet in group_packets(self.read_events()):
             self.packets_total += 1
             if not self.filter.wants_packet(packet):
+                yield packet, None
                 continue
             fam = packet.events[0].family if packet.events else None
-            e = self._explainer(fam).explain(packet, detail=self.detail)
-            if self.filter.wants(e):
-                yield e
-        self._finish()
+            yield packet, self._explainer(fam).explain(packet, detail=self.detail)
 
     def _finish(self) -> None:
         for st in self._stats:
@@ -203,10 +214,15 @@ class Run:
         self._finish_warnings(sum(ex.misfit_packets for ex in self._explainers.values()))
 
     def _finish_warnings(self, misfit: int) -> None:
-        if misfit:
+        if misfit and self.skipped:
             self.warnings.append(
-                f"the ruleset does not fit {misfit} packet(s) (chains missing or rule numbers past the end): "
-                "it looks older or newer than the log"
+                f"the ruleset does not fit {misfit} packet(s); {self.skipped} damaged line(s) were skipped "
+                "and their steps are missing, which alone can cause this"
+            )
+        elif misfit:
+            self.warnings.append(
+                f"the ruleset does not fit {misfit} packet(s) (rule numbers or chain ends that chains it "
+                "holds do not have): it looks older or newer than the log"
             )
         if not self.rulesets:
             self.warnings.append("no ruleset given: steps are shown without rule text")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from ruletrace.correlate.group import group_packets
 from tests.helpers import ev, path
 
@@ -78,3 +80,62 @@ def test_output_order_follows_first_event_and_window_flushes():
     packets = list(group_packets(events, window=10))
     assert [p.id for p in packets] == list(range(1, 301))
     assert all(len(p.events) == 2 for p in packets)
+
+
+# --- a packet that loops back (recorded in a network namespace: iptables-legacy, kernel 6.18,
+# UDP 127.0.0.1 -> 127.0.0.1:7777 with raw OUTPUT TRACE; see data/loopback.rules)
+LOOPBACK = Path(__file__).parent / "data" / "loopback.log"
+LOOPBACK_TAGS = [
+    "raw:OUTPUT:policy:2", "mangle:OUTPUT:policy:1", "nat:OUTPUT:policy:2", "filter:OUTPUT:policy:1",
+    "mangle:POSTROUTING:policy:1", "nat:POSTROUTING:policy:1", "raw:PREROUTING:policy:1",
+    "mangle:PREROUTING:rule:1", "mangle:PREROUTING:policy:2", "mangle:INPUT:policy:1", "filter:INPUT:rule:1",
+]
+
+
+def _read(path):
+    from ruletrace.sources import kernel_log
+
+    with open(path, "rb") as f:
+        return list(kernel_log.read_events(f, name=str(path)))
+
+
+def test_loopback_packet_is_one_packet_through_both_halves():
+    # the same packet goes out on lo (OUTPUT, POSTROUTING) and comes back in on lo (PREROUTING, INPUT)
+    packets = list(group_packets(_read(LOOPBACK)))
+    assert [tags(p) for p in packets] == [LOOPBACK_TAGS]
+
+
+def test_prerouting_after_postrouting_on_another_interface_is_another_traversal():
+    # forwarded out of one namespace and received by the next (nf_log_all_netns): two traversals
+    out = path("filter:FORWARD:policy:1 nat:POSTROUTING:policy:1", IN="veth0", OUT="veth1")
+    back = path("raw:PREROUTING:policy:1 filter:INPUT:policy:1", IN="veth2", OUT="")
+    assert [len(p.events) for p in group_packets(out + back)] == [2, 2]
+    out = path("filter:OUTPUT:policy:1 nat:POSTROUTING:policy:1", IN="", OUT="lo")
+    back = path("raw:PREROUTING:policy:1 filter:INPUT:policy:1", IN="lo", OUT="")
+    assert [len(p.events) for p in group_packets(out + back)] == [4]
+
+
+def test_summary_fast_path_groups_the_loopback_packet_the_same_way():
+    from ruletrace.sources.kernel_log_paths import read_paths
+
+    got = []
+    with open(LOOPBACK, "rb") as f:
+        read_paths(f, name="lo.log", emit=lambda fam, steps, key, a, b: got.append(
+            [f"{t}:{c}:{k}:{n}" for t, c, k, n in steps]))
+    assert got == [LOOPBACK_TAGS]
+
+
+def test_loopback_packet_is_delivered_locally_with_the_path_through_both_halves():
+    from ruletrace.model import Fate
+    from ruletrace.pipeline import explain_files
+
+    res = explain_files(str(LOOPBACK.with_suffix(".rules")), [str(LOOPBACK)])
+    [e] = res.explanations
+    assert e.fate is Fate.DELIVERED and (e.verdict.chain, e.verdict.num) == ("INPUT", 1)
+    assert [s.event.tag for s in e.steps] == LOOPBACK_TAGS
+    assert any("looped back" in n for n in e.notes)
+    assert not any("not the first of its connection" in n and "PREROUTING" in n for n in e.notes)
+    # the mark set on the way in, by the rule before the step that first shows it
+    [m] = e.marks
+    assert (m.old, m.new, m.chain, m.num) == ("0x0", "0x5", "PREROUTING", 1)
+    assert "--set-xmark 0x5" in m.rule.text

@@ -97,8 +97,9 @@ def test_rule_number_past_the_end_is_said_not_guessed(ruleset):
     e = Explainer(ruleset).explain(Packet(1, [ev("filter:KUBE-FIREWALL:rule:9"), ev("filter:NOPE:rule:1")]))
     w = [s.warning for s in e.steps]
     assert "rule 9 is past the end of filter:KUBE-FIREWALL (2 rules)" in w[0]
-    assert "chain filter:NOPE is not in the ruleset" in w[1]
-    assert any("older or newer" in x for x in e.warnings)
+    # a chain the listing leaves out is not a misfit: said once for the packet, not on the step
+    assert w[1] is None and "chain filter:NOPE is not in the ruleset" in e.warnings
+    assert any("fit 1 of 2 steps" in x and "older or newer" in x for x in e.warnings)
 
 
 def test_policy_number_that_does_not_fit_is_flagged(ruleset):
@@ -125,7 +126,13 @@ def test_established_packet_skipping_nat_gets_a_note(ruleset):
 def test_without_ruleset_steps_have_no_rule_text():
     e = Explainer(None).explain(Packet(1, [ev("filter:INPUT:rule:1"), ev("filter:INPUT:policy:2")]))
     assert [s.rule for s in e.steps] == [None, None]
-    assert e.fate is Fate.DELIVERED
+    # the policy's verdict is not in a legacy trace: without the ruleset the fate is unknown
+    assert e.fate is Fate.UNKNOWN and e.verdict is None and e.last_seen == "filter:INPUT"
+    assert any("the policy of filter:INPUT: its verdict is not known without the ruleset" in n for n in e.notes)
+    # an nf_tables trace states the verdict itself
+    e = Explainer(None).explain(Packet(1, [ev("filter:INPUT:rule:1", verdict="continue"),
+                                           ev("filter:INPUT:policy:2", verdict="accept")]))
+    assert e.fate is Fate.DELIVERED and e.verdict.action == "accept"
 
 
 def test_legacy_reports_unconditional_verdict_rules_as_chain_end():
@@ -158,3 +165,66 @@ def test_same_explanation_from_an_iptables_L_listing_of_the_ruleset():
     assert not [s.warning for s in e.steps if s.warning]
     assert [c.role for c in e.cause][:2] == ["decided", "mark set"]
     assert "reached from nat:KUBE-NODEPORTS rule 16 (ootob9/ingress-nginx:http, dport 52000)" in e.cause[0].text
+
+
+def test_no_none_in_texts_when_the_rule_number_is_unknown():
+    # nf_tables events without a ruleset to number their handles: a verdict drop in a user chain
+    from ruletrace.model import TraceEvent
+
+    def nft(table, chain, kind, verdict, **f):
+        return TraceEvent(table, chain, StepKind(kind), None, handle=7, verdict=verdict, ident=("n",),
+                          source="nft-monitor", fields=dict(f), family="ipv4")
+    evs = [nft("filter", "INPUT", "rule", "jump", MARK="0x0"), nft("filter", "BLOCK", "rule", "continue", MARK="0x1"),
+           nft("filter", "BLOCK", "rule", "drop", MARK="0x1")]
+    e = Explainer(None).explain(Packet(1, evs))
+    assert e.fate is Fate.DROPPED
+    assert e.verdict.reason == "dropped by a rule of filter:BLOCK"  # a rule, not "the DROP policy" of a user chain
+    # nf_tables events show the packet after the rule's statements: the mark is the step's own
+    [m] = e.marks
+    assert (m.chain, m.step, m.note) == ("BLOCK", 1, "probably filter:BLOCK rule handle 7 (its text is not in the ruleset)")
+    texts = [e.verdict.reason, *e.notes, *e.warnings, *(c.text for c in e.cause), *(c.note for c in e.marks)]
+    assert not [t for t in texts if "None" in t]
+
+
+def test_unknown_fate_has_no_verdict_and_says_where_it_stopped(ruleset):
+    e = Explainer(ruleset).explain(Packet(1, [ev("raw:OUTPUT:policy:3")]))
+    # seed003 lists raw, mangle, nat and filter OUTPUT: raw alone does not prove the packet left
+    assert e.fate is Fate.UNKNOWN and e.verdict is None and e.last_seen == "raw:OUTPUT"
+    assert any("before the hook's last table (filter)" in n for n in e.notes)
+
+
+def test_queued_packet_is_unknown_without_a_verdict():
+    text = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -j NFQUEUE --queue-num 1\nCOMMIT\n"
+    rs = iptables_save.parse(text, origin=Origin("q.rules"))
+    e = Explainer(rs).explain(Packet(1, [ev("filter:INPUT:rule:1")]))
+    assert e.fate is Fate.UNKNOWN and e.verdict is None
+    assert e.notes == ["queued to user space by filter:INPUT rule 1: the verdict is a program's"]
+
+
+def test_iptables_L_row_of_an_unconditional_drop_is_the_rule_not_a_misfit():
+    from ruletrace.model import Chain, Rule, Ruleset
+
+    rules = [Rule("filter", "INPUT", 1, "ACCEPT 6 -- * * 0.0.0.0/0 0.0.0.0/0 tcp dpt:22", "ACCEPT"),
+             Rule("filter", "INPUT", 2, "DROP 0 -- * * 0.0.0.0/0 0.0.0.0/0", "DROP"),
+             Rule("filter", "INPUT", 3, "ACCEPT 17 -- * * 0.0.0.0/0 0.0.0.0/0", "ACCEPT")]
+    rs = Ruleset(tables={"filter": {"INPUT": Chain("filter", "INPUT", "ACCEPT", rules)}}, format="iptables-list")
+    e = Explainer(rs).explain(Packet(1, [ev("filter:INPUT:policy:2")]))
+    assert e.fate is Fate.DROPPED and e.verdict.rule is rules[1]
+    assert not e.warnings and not e.steps[0].warning
+
+
+def test_reply_after_a_reject_rule_of_unknown_text_proves_nothing():
+    from ruletrace.explain.replies import with_replies
+
+    syn = Packet(1, [ev("filter:INPUT:rule:3", ("a",), SRC="10.0.0.2", DST="10.0.0.1", PROTO="TCP", SPT="4000",
+                        DPT="23", TCPFLAGS="SYN")])
+    rst = Packet(2, [ev("filter:OUTPUT:policy:2", ("b",), SRC="10.0.0.1", DST="10.0.0.2", PROTO="TCP", SPT="23",
+                        DPT="4000", TCPFLAGS="ACK RST")])
+    synack = Packet(3, [ev("filter:OUTPUT:policy:2", ("c",), SRC="10.0.0.1", DST="10.0.0.2", PROTO="TCP",
+                           SPT="23", DPT="4000", TCPFLAGS="ACK SYN")])
+    ex = Explainer(None)
+    got = list(with_replies([(p, ex.explain(p)) for p in (syn, rst)]))
+    assert got[0].fate is Fate.UNKNOWN  # the RST may come from a REJECT rule
+    got = list(with_replies([(p, ex.explain(p)) for p in (syn, synack)]))
+    assert got[0].fate is Fate.DELIVERED and "the reply in packet 3 proves" in got[0].notes[-1]
+    assert [e.packet.id for e in got] == [1, 3]

@@ -6,7 +6,8 @@ the event's ``ident`` (IP ID, length, TCP sequence, … chosen by the source), e
 exact packet id (nf_tables trace id). Two packets with the same key are told apart by their
 exact ids where a traversal starts, and by position: a packet only moves forward through the hooks (PREROUTING or
 OUTPUT, then INPUT or FORWARD, then POSTROUTING; tables in priority order within a hook), so
-an event that lies *behind* the open packet's position starts a new packet.
+an event that lies *behind* the open packet's position starts a new packet — except a packet
+that loops back: sent out on ``lo`` (POSTROUTING), it comes in on ``lo`` (PREROUTING ``IN=lo``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def _starts_new(op: list, hook: str, ti: int, num: int) -> bool:
     if ti != op[_TI]:
         return ti < op[_TI]
     return op[_LAST] > 0 and num <= op[_LAST]
+
+
+def loops_back(cur_hook: str | None, hook: str, in_iface: str | None) -> bool:
+    """A packet sent out on ``lo`` comes back in on ``lo``: PREROUTING with ``IN=lo`` right after
+    POSTROUTING continues the same packet (OUTPUT, POSTROUTING, PREROUTING, INPUT), not a new one."""
+    return cur_hook == "POSTROUTING" and hook == "PREROUTING" and in_iface == "lo"
 
 
 def expired(open_: OrderedDict, limit: int) -> Iterator[list]:
@@ -97,7 +104,10 @@ def group_packets(
         op = open_.get(key)
         if op is not None:
             if ti is not None:
-                restart = _starts_new(op, ev.chain, ti, ev.num or 0) or (
+                restart = (
+                    _starts_new(op, ev.chain, ti, ev.num or 0)
+                    and not loops_back(op[_HOOK], ev.chain, ev.fields.get("IN"))
+                ) or (
                     # another exact id where a traversal starts; mid-path a new id is the same
                     # packet (bridged packets get a new nf_tables trace id at FORWARD)
                     pid is not None and op[_PID] is not None and pid != op[_PID]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ..model import CauseLink, Change, Explanation, Fate, Rule, Step, StepKind
+from ..sources.kernel_log import _complete as complete  # field text that reaches the packet's end
 
 # iptables-save form, and the `iptables -L` row form ("/* comment */", "tcp dpt:80", "mark match 0x1")
 _COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))|/\* (.*?) \*/')
@@ -39,8 +40,15 @@ def rule_dport(rule: Rule | None) -> str | None:
     return next((g for g in m.groups() if g), None) if m else None
 
 
+def _place(table: str | None, chain: str | None, num: int | None) -> str:
+    return f"{table}:{chain} rule {num}" if num is not None else f"a rule of {table}:{chain}"
+
+
 def _where(step: Step) -> str:
-    return f"{step.table}:{step.chain} rule {step.num}"
+    num = step.num if step.num is not None else step.rule.num if step.rule is not None else None
+    if num is None:
+        return f"a rule of {step.table}:{step.chain}"
+    return f"{step.table}:{step.chain} rule {num}"
 
 
 def _addr(f: dict[str, str], ip: str, port: str) -> str | None:
@@ -63,6 +71,35 @@ def _mark_value(f: dict[str, str]) -> int:
         return 0
 
 
+# Sources whose rule events show the packet after the rule's statements ran (nf_tables trace
+# events); in kernel-log / NFLOG TRACE a rule's line is written when it matches, before its target.
+AFTER_STATEMENTS = frozenset({"nft-monitor", "xtables-monitor", "nftrace"})
+
+
+def setter_index(steps: list[Step], i: int, what: str) -> int:
+    """The step that made a change first visible at step ``i``: one place for every source kind.
+
+    TRACE lines (kernel log, NFLOG, ulogd) are written when a rule matches, before its target
+    runs: a change first seen at step i was made by step i-1. nf_tables trace events are sent
+    after a rule's statements ran, so a mark first seen at step i was set by step i itself;
+    their packet payload is printed once per base chain, so an address rewrite shows, as in
+    the kernel log, from the step after the rule that made it.
+    """
+    if what == "MARK" and steps[i].event.source in AFTER_STATEMENTS:
+        return i
+    return i - 1
+
+
+def _probably(s: Step) -> str:
+    if s.num is not None or s.rule is not None:
+        where = _where(s)
+    elif s.event.handle is not None:
+        where = f"{s.table}:{s.chain} rule handle {s.event.handle}"
+    else:
+        where = f"a rule of {s.table}:{s.chain}"
+    return f"probably {where} (its text is not in the ruleset)"
+
+
 def _nat_changes(expl: Explanation) -> None:
     steps = expl.steps
     used: set[int] = set()
@@ -72,33 +109,40 @@ def _nat_changes(expl: Explanation) -> None:
             continue
         before, after = a.fields, b.fields
         for what, ip, port, actions in (("DST", "DST", "DPT", _DNAT_ACTIONS), ("SRC", "SRC", "SPT", _SNAT_ACTIONS)):
+            if (port in before) != (port in after):  # one line was cut: compare what both show
+                before, after = {ip: before.get(ip, "")}, {ip: after.get(ip, "")}
             old, new = _addr(before, ip, port), _addr(after, ip, port)
-            if old is None or new is None or old == new:
+            before, after = a.fields, b.fields
+            if not old or not new or old == new:
                 continue
-            j = next(
-                (k for k in range(i - 1, -1, -1) if steps[k].action in actions and k not in used),
-                None,
-            )
-            if j is not None:
+            j = setter_index(steps, i, what)
+            s = steps[j] if j >= 0 else None
+            if s is not None and s.kind is StepKind.RULE and s.action in actions:
                 used.add(j)
-                s = steps[j]
                 expl.nat.append(Change(what, old, new, s.table, s.chain, s.num, s.rule, j))
+            elif s is not None and s.kind is StepKind.RULE and s.rule is None and s.table == "nat":
+                # the rule's chain is missing from the ruleset (or there is none): a nat rule ran
+                used.add(j)
+                expl.nat.append(Change(what, old, new, s.table, s.chain, s.num, None, j, note=_probably(s)))
+            elif not any(st.table == "nat" for st in steps[:i]):
+                expl.nat.append(Change(
+                    what, old, new, step=i,
+                    note="rewritten by conntrack: the connection was NATed when it started; no nat rule ran now",
+                ))
             else:
-                expl.nat.append(
-                    Change(
-                        what, old, new, step=i,
-                        note="rewritten by conntrack: the connection was NATed when it started; no nat rule ran now",
-                    )
-                )
+                expl.nat.append(Change(
+                    what, old, new, step=i,
+                    note=f"changed outside the traced rules (first seen at {_where(steps[i])})",
+                ))
     # SNAT/MASQUERADE in POSTROUTING act after the last TRACE step: state them from the rule
     for j, s in enumerate(steps):
         if s.action in ("snat", "masquerade") and j not in used:
             f = s.event.fields
             m = _TO.search(s.rule.text) if s.rule is not None else None
             new = m.group(1) if m else (f"address of {f.get('OUT') or 'the outgoing interface'}"
-                                        if s.action == "masquerade" else None)
+                                        if s.action == "masquerade" else "an address the rule gives")
             expl.nat.append(
-                Change("SRC", _addr(f, "SRC", "SPT"), new, s.table, s.chain, s.num, s.rule, j,
+                Change("SRC", _addr(f, "SRC", "SPT") or "its source", new, s.table, s.chain, s.num, s.rule, j,
                        note="applied as the packet leaves; not visible in later trace steps")
             )
 
@@ -109,12 +153,21 @@ def _mark_changes(expl: Explanation) -> None:
         a, b = steps[i - 1].event, steps[i].event
         if a.raw is b.raw and a.raw is not None:
             continue
-        old, new = _mark_value(a.fields), _mark_value(b.fields)
+        fa, fb = a.fields, b.fields
+        if ("MARK" in fa) != ("MARK" in fb):
+            cut, f = (b, fb) if "MARK" in fa else (a, fa)
+            if cut.raw is not None and not complete(f):
+                continue  # a line cut before its MARK= field: the mark is not known there
+        old, new = _mark_value(fa), _mark_value(fb)
         if old == new:
             continue
-        s = steps[i - 1]
-        if s.kind is StepKind.RULE and s.rule is not None:
-            expl.marks.append(Change("MARK", hex(old), hex(new), s.table, s.chain, s.num, s.rule, i - 1))
+        j = setter_index(steps, i, "MARK")
+        s = steps[j]
+        if s.kind is StepKind.RULE and s.rule is not None and s.action == "continue":
+            expl.marks.append(Change("MARK", hex(old), hex(new), s.table, s.chain, s.num, s.rule, j))
+        elif s.kind is StepKind.RULE and s.rule is None:
+            expl.marks.append(Change("MARK", hex(old), hex(new), s.table, s.chain, s.num, None, j,
+                                     note=_probably(s)))
         else:
             expl.marks.append(
                 Change("MARK", hex(old), hex(new), step=i,
@@ -133,7 +186,7 @@ def _called_from(expl: Explanation, frames: list[tuple[int, ...]], k: int) -> li
 def _describe_frame(link: CauseLink) -> str:
     d = rule_dport(link.rule)
     extra = [x for x in (rule_comment(link.rule), f"dport {d}" if d else None) if x]
-    return f"{link.table}:{link.chain} rule {link.num}" + (f" ({', '.join(extra)})" if extra else "")
+    return _place(link.table, link.chain, link.num) + (f" ({', '.join(extra)})" if extra else "")
 
 
 def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: int | None) -> None:
@@ -167,7 +220,7 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
                  and (int(c.new or "0", 0) & msk) == v),
                 None,
             )
-            if setter is not None and setter.rule is not None:
+            if setter is not None and setter.num is not None:
                 idx = setter.step if setter.step is not None else 0
                 chain.append(CauseLink("mark set", setter.table, setter.chain, setter.num, setter.rule,
                                        f"mark {setter.new} set by {setter.table}:{setter.chain} rule {setter.num}",
@@ -185,9 +238,15 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
         if expl.nat and expl.fate in (Fate.DROPPED, Fate.REJECTED, Fate.DELIVERED, Fate.FORWARDED):
             for c in expl.nat:
                 if c.step is not None and c.step < verdict_index and c.what == "DST":
-                    at = f" at {c.table}:{c.chain} rule {c.num}" if c.num is not None else ""
-                    chain.append(CauseLink("rewritten", c.table, c.chain, c.num, c.rule,
-                                           f"DST {c.old} → {c.new}{at}", c.step))
+                    if c.table is not None:
+                        chain.append(CauseLink("rewritten", c.table, c.chain, c.num, c.rule,
+                                               f"DST {c.old} → {c.new} at {_place(c.table, c.chain, c.num)}",
+                                               c.step))
+                    else:  # conntrack or outside the traced rules: no rule to name, name the place
+                        s = expl.steps[c.step]
+                        chain.append(CauseLink("rewritten", s.table, s.chain, None, None,
+                                               f"DST {c.old} → {c.new}, first seen at {s.table}:{s.chain} "
+                                               f"({c.note.split(':')[0]})", c.step))
     if len(chain) > 1:
         decided.text = sentence
     expl.cause = chain

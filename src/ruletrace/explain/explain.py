@@ -12,12 +12,13 @@ path and cached: on a busy node most packets take one of a few paths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
 import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
 from operator import attrgetter
+from typing import Any, NamedTuple
 
 from ..model import (
     BUILTIN_CHAINS,
@@ -34,6 +35,8 @@ from ..model import (
     Verdict,
 )
 from . import causes
+from .fate import ENDS_TABLE as _ENDS_TABLE
+from .fate import decide
 
 # target -> action; anything else is a non-terminal target ("continue") or a user chain
 _TERMINAL = {
@@ -51,9 +54,6 @@ _TERMINAL = {
     "TPROXY": "tproxy",
     "SYNPROXY": "synproxy",
 }
-_NAT_ACTIONS = frozenset({"dnat", "snat", "masquerade", "redirect", "netmap"})
-# actions that end the traversal of the current table (the packet goes on to the next one)
-_ENDS_TABLE = frozenset({"accept", "queue", "tproxy"}) | _NAT_ACTIONS
 _KERNEL_VERDICTS = {"accept", "drop", "reject", "queue", "return", "continue", "jump", "goto", "stolen"}
 _CACHE_MAX = 200_000
 _SIG = attrgetter("table", "chain", "kind", "num", "verdict")
@@ -116,9 +116,22 @@ def _action_for(rule: Rule | None, ruleset: Ruleset | None, table: str) -> str:
     return "jump"
 
 
+# what an `iptables -L` row shows for "any": protocol, option, interfaces, addresses
+_LIST_ANY = frozenset({"0", "all", "--", "*", "0.0.0.0/0", "::/0"})
+
+
 def _unconditional_verdict(rule: Rule) -> bool:
-    """A rule with no match at all whose target is a standard verdict (``-j DROP``)."""
-    return rule.target in ("ACCEPT", "DROP", "RETURN") and rule.spec.split() == ["-j", rule.target]
+    """A rule with no match at all whose target is a standard verdict (``-j DROP``).
+
+    Read from the iptables-save form (``-A X -j DROP``) and the ``iptables -L`` row form
+    (``DROP all -- * * 0.0.0.0/0 0.0.0.0/0``).
+    """
+    if rule.target not in ("ACCEPT", "DROP", "RETURN"):
+        return False
+    words = rule.spec.split()
+    if words == ["-j", rule.target]:
+        return True
+    return len(words) > 1 and words[0] == rule.target and all(w in _LIST_ANY for w in words[1:])
 
 
 class _Walker:
@@ -138,8 +151,8 @@ class _Walker:
         rule: Rule | None = None
         policy: str | None = None
         warning: str | None = None
-        if rs is not None and ch is None:
-            warning = f"chain {table}:{chain} is not in the ruleset"
+        # a table or chain the listing leaves out: said once per packet, not a misfit
+        missing = rs.missing(table, chain) if rs is not None and ch is None else None
         if kind is StepKind.RULE:
             if ch is not None and num is not None:
                 if 1 <= num <= len(ch.rules):
@@ -180,7 +193,7 @@ class _Walker:
                     warning = f"kernel verdict {kv} but the ruleset's rule implies {action}"
             if action == "unknown" and kv_action in _KERNEL_VERDICTS:
                 action = kv_action
-        return builtin, ch is not None, rule, policy, action, warning
+        return builtin, ch is not None, rule, policy, action, warning, missing
 
     def plan(self, events: list[TraceEvent], want_frames: bool = True) -> _Plan:
         rs = self.rs
@@ -189,17 +202,26 @@ class _Walker:
         # call stack: (chain, index of the jump step that entered it or None for the root)
         stack: list[tuple[str, int | None]] = []
         misfits = 0
+        absent: list[str] = []  # tables and chains of this path the ruleset leaves out
         prev: _StepPlan | None = None
         prev_table: str | None = None
         for i, key in enumerate(map(_SIG, events)):  # key: (table, chain, kind, num, verdict)
             st = static.get(key)
             if st is None:
                 st = static[key] = self._step_static(key)
-            builtin, known, rule, policy, action, warning = st
+            builtin, known, rule, policy, action, warning, missing = st
             table = key[0]
             chain = key[1]
             note: str | None = None
             returned_to: str | None = None
+            if missing is not None and missing not in absent:
+                absent.append(missing)
+            if (
+                not builtin and prev is not None and prev_table == table and prev.action == "continue"
+                and prev.rule is not None and prev.rule.target == chain
+            ):
+                # the previous rule's target is a chain the listing leaves out: it was a jump
+                prev.action = "jump"
 
             # --- call stack
             if builtin:
@@ -252,92 +274,18 @@ class _Walker:
 
         plan = self._fate(events, steps)
         plan.misfits = misfits
+        plan.warnings.extend(absent)
         if misfits:
             plan.warnings.append(
-                f"the ruleset does not fit {misfits} of {len(steps)} steps: it may be older or newer than the log"
+                f"the ruleset does not fit {misfits} of {len(steps)} steps (rules or chain ends that "
+                "its chains do not have): it may be older or newer than the log"
             )
         self._skipped_nat(events, plan)
         return plan
 
     def _fate(self, events: list[TraceEvent], steps: list[_StepPlan]) -> _Plan:
-        if not events:
-            return _Plan(steps, Fate.UNKNOWN, None, None, None)
-        last_i = len(events) - 1
-        last, last_ev = steps[last_i], events[last_i]
-        last_seen = f"{last_ev.table}:{last_ev.chain}"
-        hooks = [ev.chain for ev in events if ev.chain in HOOK_TABLES]
-        first_hook = hooks[0] if hooks else None
-        last_hook = hooks[-1] if hooks else None
-        notes: list[str] = []
-
-        def verdict_of(i: int, reason: str) -> Verdict:
-            ev, sp = events[i], steps[i]
-            return Verdict(sp.action, ev.table, ev.chain, ev.num, sp.rule, reason)
-
-        if last.action in ("drop", "reject"):
-            fate = Fate.DROPPED if last.action == "drop" else Fate.REJECTED
-            reason = f"{fate.value} by {last_ev.table}:{last_ev.chain} rule {last_ev.num}"
-            if last.rule is None:
-                reason = f"{fate.value} by the {last.action.upper()} policy of {last_ev.table}:{last_ev.chain}"
-            return _Plan(steps, fate, verdict_of(last_i, reason), last_i, last_seen, notes=notes)
-        if last.action == "queue":
-            return _Plan(
-                steps,
-                Fate.UNKNOWN,
-                verdict_of(last_i, "queued to user space: the verdict is a program's"),
-                last_i,
-                last_seen,
-            )
-
-        # decision: the last terminal decision of the filter table, else of any table
-        decisive: int | None = None
-        for prefer_filter in (True, False):
-            for i in range(last_i, -1, -1):
-                ev, sp = events[i], steps[i]
-                if prefer_filter and ev.table != "filter":
-                    continue
-                if sp.action in _ENDS_TABLE or (
-                    ev.kind is StepKind.POLICY and sp.action not in ("unknown", "")
-                ):
-                    decisive = i
-                    break
-            if decisive is not None:
-                break
-
-        fate = Fate.UNKNOWN
-        if last_hook == "POSTROUTING":
-            fate = Fate.SENT if first_hook == "OUTPUT" else Fate.FORWARDED
-        elif last_hook == "INPUT":
-            fate = Fate.DELIVERED
-        elif last_hook == "FORWARD":
-            fate = Fate.FORWARDED
-        elif last_hook == "OUTPUT":
-            fate = Fate.SENT
-        if last.action in ("jump", "goto", "continue", "unknown") and last_ev.kind is StepKind.RULE:
-            # the trace stops in the middle of a chain
-            if fate in (Fate.DELIVERED, Fate.FORWARDED, Fate.SENT) and last_hook == "POSTROUTING":
-                pass
-            else:
-                fate = Fate.UNKNOWN
-        if last_hook == "PREROUTING" and fate is Fate.UNKNOWN:
-            notes.append(
-                "last seen in PREROUTING: after it the routing decision dropped the packet "
-                "(no route, rp_filter, martian) or the log was cut"
-            )
-        if fate is Fate.UNKNOWN:
-            reason = f"the trace ends at {last_seen} without a decision"
-            v = verdict_of(decisive, reason) if decisive is not None else None
-            return _Plan(steps, fate, v, decisive, last_seen, notes=notes)
-        if decisive is None:
-            return _Plan(steps, fate, None, None, last_seen, notes=notes)
-        ev = events[decisive]
-        what = (
-            f"the {steps[decisive].action.upper()} policy of {ev.table}:{ev.chain}"
-            if ev.kind is StepKind.POLICY
-            else f"{ev.table}:{ev.chain} rule {ev.num}"
-        )
-        return _Plan(steps, fate, verdict_of(decisive, f"accepted by {what}"), decisive,
-                     last_seen, notes=notes)
+        d = decide(self.rs, events, steps)
+        return _Plan(steps, d.fate, d.verdict, d.verdict_index, d.last_seen, notes=d.notes)
 
     def _skipped_nat(self, events: list[TraceEvent], plan: _Plan) -> None:
         """Say so when a hook was traversed without its nat chain although the ruleset has one."""
@@ -347,6 +295,8 @@ class _Walker:
         seen = {(ev.chain, ev.table) for ev in events if ev.chain in HOOK_TABLES}
         hooks = {h for h, _ in seen}
         for hook in ("PREROUTING", "OUTPUT"):
+            if hook == "PREROUTING" and "POSTROUTING" in hooks:
+                continue  # looped back: conntrack made the connection's entry on the way out
             if hook in hooks and (hook, "nat") not in seen and rs.chain("nat", hook) is not None:
                 plan.notes.append(
                     f"nat {hook} was not traversed: the packet is not the first of its connection "

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from ..correlate.group import _HOOK_RANK, _TABLE_INDEX, DEFAULT_WINDOW, expired
+from ..correlate.group import _HOOK_RANK, _TABLE_INDEX, DEFAULT_WINDOW, expired, loops_back
 from . import kernel_log
 from .stats import ReadStats
 
@@ -95,13 +95,14 @@ class PathReader:
             for oldest in expired(open_, counter - window):
                 done(oldest)
 
-        def add(ent: tuple, key: Any, family: Any, lineno: int) -> None:
+        def add(ent: tuple, key: Any, family: Any, lineno: int, in_lo: bool = False) -> None:
             """One event, the general way: it may end the open packet of its key and start one."""
             info, hook, ti, num, rank = ent
             op = open_.get(key)
             if op is not None:
                 if hook is not None and op[_HOOK] is not None and (
-                    rank <= op[_RANK] if hook != op[_HOOK]
+                    rank <= op[_RANK] and not loops_back(op[_HOOK], hook, "lo" if in_lo else None)
+                    if hook != op[_HOOK]
                     else ti < op[_TI] if ti != op[_TI] else 0 < op[_LAST] >= num
                 ):
                     del open_[key]
@@ -127,7 +128,8 @@ class PathReader:
             nonlocal counter
             for ev in rd.slow_line(line, lineno):
                 counter += 1
-                add(_entry((ev.table, ev.chain, ev.kind, ev.num)), ev.ident, ev.family, lineno)
+                add(_entry((ev.table, ev.chain, ev.kind, ev.num)), ev.ident, ev.family, lineno,
+                    ev.chain == "PREROUTING" and ev.fields.get("IN") == "lo")
                 if not counter & 1023:
                     expire()
 
@@ -190,7 +192,7 @@ class PathReader:
                     ent[4] <= op[_RANK] if hook != op[_HOOK]
                     else ent[2] < op[_TI] if ent[2] != op[_TI] else 0 < op[_LAST] >= ent[3]
                 ):
-                    add(ent, key, family, lineno)
+                    add(ent, key, family, lineno, fs.startswith(b"IN=lo "))
                 else:
                     to_end(key)
                     op[_STEPS].append(ent[0])

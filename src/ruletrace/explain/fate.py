@@ -1,0 +1,148 @@
+"""A packet's fate from the evidence of its trace: where it got to, and what decided it.
+
+Only the trace and the ruleset count as evidence. A hook is passed when its last table ended
+the packet's traversal with an accept: the last table of the hook that the ruleset lists or
+that the packet itself shows there (nat only for a connection's first packet). Without the
+ruleset a chain policy's verdict is unknown unless the trace states it (nf_tables verdicts).
+POSTROUTING reached proves the packet left; INPUT passed proves it was delivered; a packet whose
+trace stops earlier is UNKNOWN, last seen where it stopped. (A reply in the same trace proves
+more: ``explain.replies`` looks for it over all packets.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ..model import HOOK_TABLES, Fate, Ruleset, StepKind, TraceEvent, Verdict
+
+_NAT_ACTIONS = frozenset({"dnat", "snat", "masquerade", "redirect", "netmap"})
+# actions that end the traversal of the current table (the packet goes on to the next one)
+ENDS_TABLE = frozenset({"accept", "queue", "tproxy"}) | _NAT_ACTIONS
+
+ROUTING_NOTE = (
+    "last seen in PREROUTING: after it the routing decision dropped the packet "
+    "(no route, rp_filter, martian) or the log was cut"
+)
+
+
+class Decision(NamedTuple):
+    fate: Fate
+    verdict: Verdict | None
+    verdict_index: int | None
+    last_seen: str | None
+    notes: list[str]
+
+
+def place(ev: Any, rule: Any, kind: StepKind) -> str:
+    """``table:chain rule N`` / ``the end of table:chain`` of one step, never with ``None`` in it."""
+    num = ev.num if ev.num is not None else rule.num if rule is not None else None
+    where = f"{ev.table}:{ev.chain}"
+    if kind is StepKind.RULE or rule is not None:
+        return f"{where} rule {num}" if num is not None else f"a rule of {where}"
+    return f"the end of {where}"
+
+
+def _verdict(events: Sequence[TraceEvent], steps: Sequence[Any], i: int, reason: str) -> Verdict:
+    ev, sp = events[i], steps[i]
+    num = ev.num if ev.num is not None else sp.rule.num if sp.rule is not None else None
+    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason)
+
+
+def _what(ev: TraceEvent, sp: Any) -> str:
+    """The deciding place in words: a rule, or a built-in chain's policy."""
+    if ev.kind is StepKind.POLICY and sp.rule is None:
+        if sp.action in ("", "unknown"):
+            return f"the policy of {ev.table}:{ev.chain}"
+        return f"the {sp.action.upper()} policy of {ev.table}:{ev.chain}"
+    return place(ev, sp.rule, ev.kind)
+
+
+def expected_last_table(rs: Ruleset | None, hook: str, events: Sequence[TraceEvent]) -> str | None:
+    """The last table of ``hook`` this packet must pass: listed by the ruleset or shown by the packet.
+
+    nat is traversed only by a connection's first packet: it is expected where the packet shows
+    it, and at INPUT after nat PREROUTING.
+    """
+    seen = {ev.table for ev in events if ev.chain == hook}
+    nat_first = hook == "INPUT" and any(ev.chain == "PREROUTING" and ev.table == "nat" for ev in events)
+    last = None
+    for t in HOOK_TABLES[hook]:
+        if t == "nat" and not nat_first and t not in seen:
+            continue
+        if t in seen or (rs is not None and rs.chain(t, hook) is not None):
+            last = t
+    return last
+
+
+def decide(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequence[Any]) -> Decision:
+    """Fate, verdict (None when the fate is UNKNOWN), its step, last place seen, notes."""
+    if not events:
+        return Decision(Fate.UNKNOWN, None, None, None, [])
+    last_i = len(events) - 1
+    last, last_ev = steps[last_i], events[last_i]
+    last_seen = f"{last_ev.table}:{last_ev.chain}"
+    hooks = [ev.chain for ev in events if ev.chain in HOOK_TABLES]
+    first_hook = hooks[0] if hooks else None
+    last_hook = hooks[-1] if hooks else None
+    notes: list[str] = []
+
+    if last.action in ("drop", "reject"):
+        fate = Fate.DROPPED if last.action == "drop" else Fate.REJECTED
+        reason = f"{fate.value} by {_what(last_ev, last)}"
+        return Decision(fate, _verdict(events, steps, last_i, reason), last_i, last_seen, notes)
+    if last.action == "queue":
+        notes.append(f"queued to user space by {_what(last_ev, last)}: the verdict is a program's")
+        return Decision(Fate.UNKNOWN, None, None, last_seen, notes)
+
+    # the last terminal decision of the filter table, else of any table
+    decisive: int | None = None
+    for prefer_filter in (True, False):
+        for i in range(last_i, -1, -1):
+            ev, sp = events[i], steps[i]
+            if prefer_filter and ev.table != "filter":
+                continue
+            if sp.action in ENDS_TABLE or (ev.kind is StepKind.POLICY and sp.action == "accept"):
+                decisive = i
+                break
+        if decisive is not None:
+            break
+
+    # did the last table the packet was in end with an accept, and was it the hook's last table?
+    ended = last.action in ENDS_TABLE or (last_ev.kind is not StepKind.RULE and last.action == "accept")
+    passed = (
+        ended and last_hook is not None
+        and last_ev.table == expected_last_table(rs, last_hook, events)
+    )
+    fate = Fate.UNKNOWN
+    if last_hook == "POSTROUTING":
+        fate = Fate.SENT if first_hook == "OUTPUT" else Fate.FORWARDED
+    elif passed and last_hook == "INPUT":
+        fate = Fate.DELIVERED
+        if first_hook == "OUTPUT":
+            notes.append("delivered locally: the packet looped back (OUTPUT, POSTROUTING, then PREROUTING "
+                         "and INPUT)")
+    elif passed and last_hook == "FORWARD":
+        fate = Fate.FORWARDED
+    elif passed and last_hook == "OUTPUT":
+        fate = Fate.SENT
+
+    if fate is Fate.UNKNOWN:
+        if last_hook == "PREROUTING" and passed:
+            notes.append(ROUTING_NOTE)
+        elif last.action == "unknown" and last_ev.kind is not StepKind.RULE:
+            notes.append(f"last seen at {_what(last_ev, last)}: its verdict is not known without the "
+                         "ruleset" if rs is None else
+                         f"last seen at {_what(last_ev, last)}: the ruleset does not say its verdict")
+        elif last.action == "return" and last_ev.kind is StepKind.RETURN and rs is None:
+            notes.append(f"last seen at the end of {last_seen}: legacy iptables reports an unconditional "
+                         "-j ACCEPT or -j DROP rule there as well; without the ruleset the verdict is unknown")
+        elif ended and last_hook is not None:
+            notes.append(f"last seen in {last_ev.table} {last_hook}: the trace stops before the hook's "
+                         f"last table ({expected_last_table(rs, last_hook, events)}) decided")
+        return Decision(fate, None, None, last_seen, notes)
+    if decisive is None:
+        return Decision(fate, None, None, last_seen, notes)
+    ev = events[decisive]
+    reason = f"accepted by {_what(ev, steps[decisive])}"
+    return Decision(fate, _verdict(events, steps, decisive, reason), decisive, last_seen, notes)
