@@ -34,7 +34,6 @@ def parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Rul
     except (ValueError, KeyError, TypeError) as e:
         raise RuletraceError(f"not `nft -j list ruleset` output: {e}", origin=origin) from e
     b = Builder(origin, "nft-json")
-    fams: dict[tuple[str, str], str] = {}  # kept for xt resolution: (family, table) seen
     xt_total = xt_resolved = 0
     for i, item in enumerate(items, 1):
         if not isinstance(item, dict) or len(item) != 1:
@@ -51,7 +50,6 @@ def parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Rul
             raise RuletraceError(f"item {i}: {kind} without {e}", origin=origin) from e
         if fam not in FAMILIES or not isinstance(table, str):
             raise RuletraceError(f"item {i}: unknown family {fam!r}", origin=origin)
-        fams[(fam, table)] = fam
         if kind == "table":
             b.table(fam, table)
         elif kind == "chain":
@@ -92,6 +90,23 @@ def parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Rul
         b.warnings.append(f"{xt_total} rule(s) hold iptables-nft xt placeholders (their matches are not in "
                           f"the JSON): {how}")
     return b.finish()
+
+
+def parse_family(text: str, *, origin: Origin, family: str | None = None,
+                 save: Ruleset | None = None) -> Ruleset:
+    """One family's Ruleset (nft name: "ip", "ip6", "inet", …); None: the first family listed.
+
+    A warning names the families left out.
+    """
+    rulesets = parse(text, origin=origin, save=save)
+    want = FAMILIES.get(family, family) if family is not None else None
+    pick = next((rs for rs in rulesets if want is None or rs.family == want), None)
+    if pick is None:
+        raise RuletraceError(f"no {family} tables in this listing", origin=origin)
+    others = sorted({f"{rs.family} ({', '.join(rs.tables)})" for rs in rulesets if rs is not pick})
+    if others:
+        pick.warnings.append(f"left out (other families; read them with load_rulesets): {', '.join(others)}")
+    return pick
 
 
 def rule_text(exprs: Any, family: str = "ip", comment: Any = None) -> str:
