@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import RuletraceError
 from ..model import NftSet, Origin, Ruleset
 from .nft_model import FAMILIES, Builder
-from .nft_render import Unknown, element, render_rule
+from .nft_render import Unknown, element, render_rule, type_hint
 
 _OBJECTS = ("counter", "quota", "limit", "ct helper", "ct timeout", "ct expectation", "secmark", "synproxy")
 
@@ -145,12 +145,13 @@ def _set(obj: dict, kind: str, fam: str, origin: Origin) -> NftSet:
     if "timeout" in obj:
         s.timeout = f"{obj['timeout']}s"
     elems = obj.get("elem", [])
-    s.elements = [_elem(e) for e in elems] if isinstance(elems, list) else []
+    h, dh = type_hint(obj.get("type")), type_hint(obj.get("map"))
+    s.elements = [_elem(e, h, dh) for e in elems] if isinstance(elems, list) else []
     return s
 
 
-def _elem(e: Any) -> str:
+def _elem(e: Any, h: Any, dh: Any) -> str:
     try:
-        return element(e)
+        return element(e, h, dh)
     except Unknown:
         return json.dumps(e, separators=(",", ":"))

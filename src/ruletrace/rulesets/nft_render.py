@@ -16,7 +16,7 @@ class Unknown(Exception):
 
 
 VERDICTS = ("accept", "drop", "continue", "return")
-_QUOTED_META = frozenset({"iifname", "oifname", "ibrname", "obrname", "ibriport", "obriport", "iifkind",
+_QUOTED_META = frozenset({"iif", "oif", "iifname", "oifname", "ibrname", "obrname", "ibriport", "obriport", "iifkind",
                           "oifkind", "sdifname", "ibrvproto"})
 _UNQUALIFIED_META = frozenset({"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"})
 _HEX32 = frozenset({"mark"})  # meta mark, ct mark
@@ -206,10 +206,17 @@ def _queue(v: Any) -> str:
     return out
 
 
-def element(e: Any, h: Any = None) -> str:
-    """A set element or a map entry ``[key, value]``."""
+def type_hint(t: Any) -> Any:
+    """Value hint for a set's datatype name(s) (``mark`` prints in hex, ``ifname`` quoted)."""
+    if isinstance(t, list):
+        return [type_hint(i) for i in t]
+    return "hex" if t == "mark" else "str" if t in ("ifname", "string") else None
+
+
+def element(e: Any, h: Any = None, dh: Any = None) -> str:
+    """A set element or a map entry ``[key, value]`` (``h``, ``dh``: key and data hints)."""
     if isinstance(e, list) and len(e) == 2:
-        return f"{element(e[0], h)} : {expr(e[1])}"
+        return f"{element(e[0], h)} : {expr(e[1], dh)}"
     if isinstance(e, dict) and "elem" in e and isinstance(e["elem"], dict):
         el = e["elem"]
         out = expr(el["val"], h)
