@@ -24,7 +24,7 @@ _JSON = re.compile(r'\s*\{\s*"nftables"\s*:')
 # kernel log "TRACE: raw:PREROUTING:policy:2", nft monitor "trace id 1a2b3c4d ip filter …"
 _TRACE = re.compile(r"TRACE: \w+:\S+:(?:rule|return|policy):\d+|^trace id [0-9a-f]+ ", re.M)
 # "nft list ruleset" text: "table inet filter {"
-_NFT_TEXT = re.compile(r"^[ \t]*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", re.M)
+_NFT_TEXT = re.compile(r"^[ \t]*table [a-z0-9]+ \S+ \{", re.M)  # family checked by the reader
 # a chain pasted without its table: "chain input {" then "type filter hook …" or a rule
 _NFT_CHAIN = re.compile(r"^[ \t]*chain [^\s{}]+ \{[ \t]*(?:#[^\n]*)?$", re.M)
 _SNIFF = 64 * 1024  # bytes looked at to tell text from binary
