@@ -84,7 +84,7 @@ def test_layered_families_priorities_and_objects():
     regs = [c.reg for rs in rss for t in rs.tables.values() for c in t.values()]
     assert sorted(regs) == list(range(1, len(regs) + 1))
     assert v4.chain("late", "in").reg < v4.chain("late", "in2").reg
-    assert set(k[1:] for k in v4.objects) == {("counter", "cnt_http"), ("quota", "q_big"), ("limit", "lim_ssh"),
+    assert {k[1:] for k in v4.objects} == {("counter", "cnt_http"), ("quota", "q_big"), ("limit", "lim_ssh"),
                                               ("ct helper", "ftp-std"), ("ct timeout", "short-udp")}
     assert v4.objects[("late", "ct timeout", "short-udp")] == \
         "protocol udp; l3proto ip; policy = { unreplied : 10, replied : 30 }"

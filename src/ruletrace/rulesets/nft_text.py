@@ -135,7 +135,7 @@ def parse(text: str, *, origin: Origin, fragment: bool = False) -> list[Ruleset]
         _table_body(sc, b, "ip", "pasted", None)
         return b.finish()
     while True:
-        toks, comment, end = sc.statement(openers=True)
+        toks, _comment, end = sc.statement(openers=True)
         if end == "EOF" and not toks:
             break
         if not toks:
@@ -163,7 +163,7 @@ def parse(text: str, *, origin: Origin, fragment: bool = False) -> list[Ruleset]
 def _table_body(sc: _Scan, b: Builder, fam: str, table: str, opener: Tok | None) -> None:
     b.table(fam, table)
     while True:
-        toks, comment, end = sc.statement(openers=True)
+        toks, _comment, end = sc.statement(openers=True)
         if end == "}" and not toks:
             return
         if end == "EOF" and not toks:
@@ -201,7 +201,7 @@ def _table_body(sc: _Scan, b: Builder, fam: str, table: str, opener: Tok | None)
 def _block_lines(sc: _Scan, head: Tok) -> list[str]:
     out: list[str] = []
     while True:
-        toks, comment, end = sc.statement()
+        toks, _comment, end = sc.statement()
         if toks:
             if end == "{":
                 sc.fail(toks[0].line, toks[0].col, "expected a statement or '}'")
@@ -284,7 +284,7 @@ def _set_body(sc: _Scan, b: Builder, fam: str, table: str, kind: str, name: str,
               where: Origin) -> None:
     s = NftSet(table, name, kind, handle=handle, origin=where)
     while True:
-        toks, comment, end = sc.statement()
+        toks, _comment, end = sc.statement()
         if toks:
             words = [t.text for t in toks]
             head = words[0]
