@@ -23,7 +23,8 @@ from ruletrace.rulesets import load_rulesets
 pytestmark = pytest.mark.kernel
 NATIVE = Path(__file__).parents[1] / "fixtures" / "nft_native"
 EXAMPLES = Path(__file__).parents[2] / "src" / "ruletrace" / "examples"
-FIXTURES = sorted(p.name for p in NATIVE.glob("*.nft"))
+# flowtable.nft needs nf_flow_table and an eth0, which the test kernel lacks: test_nft_text reads it
+FIXTURES = sorted(p.name for p in NATIVE.glob("*.nft") if p.name != "flowtable.nft")
 
 
 def _skip_reason() -> str | None:
@@ -75,10 +76,7 @@ def _rules(rulesets):
 @pytest.mark.parametrize("name", FIXTURES)
 def test_every_listing_form_gives_the_same_model(ns, tmp_path, name):
     load = run(["nft", "-f", str(NATIVE / name)], ns=ns, check=False)
-    if load.returncode != 0:
-        if name == "flowtable.nft" and "No such file or directory" in load.stderr:
-            pytest.skip("this kernel has no flowtable support (nf_flow_table) or no eth0")
-        pytest.fail(f"nft -f {name}: {load.stderr}")
+    assert load.returncode == 0, f"nft -f {name}: {load.stderr}"
     forms = {k: load_rulesets(str(p)) for k, p in _listings(ns, tmp_path).items()}
     source = load_rulesets(str(NATIVE / name))
     shape = _shape(forms["plain"])
