@@ -20,5 +20,5 @@ class RuletraceError(Exception):
         o = self.origin
         if o is None:
             return self.message
-        where = f"{o.path}:{o.line}: " if o.line else f"{o.path}: "
+        where = f"{o}: "  # path:line[:col]
         return where + self.message

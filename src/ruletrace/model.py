@@ -7,6 +7,7 @@ renderers show explanations. stdlib only, no I/O.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
@@ -49,9 +50,12 @@ class Origin:
 
     path: str  # file path, "-" for stdin, "netlink" for live, "simulate" for the simulator
     line: int | None = None  # 1-based line for text formats; record number for binary ones
+    col: int | None = None  # 1-based column where a text reader knows it (syntax errors)
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}" if self.line else self.path
+        if not self.line:
+            return self.path
+        return f"{self.path}:{self.line}:{self.col}" if self.col else f"{self.path}:{self.line}"
 
 
 @dataclass(slots=True)
@@ -67,6 +71,8 @@ class Rule:
     handle: int | None = None  # nf_tables rule handle where known
     origin: Origin | None = None
     counters: tuple[int, int] | None = None  # packets, bytes where the listing had them
+    # --- nf_tables native (rulesets/nft_model.py) ---
+    vmap: str | None = None  # verdict-map dispatch ("@name" or "{ k : verdict, … }"); target stays None
 
     @property
     def spec(self) -> str:
@@ -95,6 +101,14 @@ class Chain:
     rules: list[Rule] = field(default_factory=list)
     counters: tuple[int, int] | None = None
     origin: Origin | None = None
+    # --- nf_tables native (rulesets/nft_model.py); None for iptables listings ---
+    hook: str | None = None  # base chain hook, lower case: prerouting, input, …, ingress, egress
+    priority: int | None = None  # base chain priority, names resolved (filter - 10 -> -10)
+    type: str | None = None  # base chain type: filter, nat, route
+    devices: tuple[str, ...] = ()  # netdev/inet ingress, egress: the device(s) hooked
+    handle: int | None = None  # nf_tables chain handle
+    comment: str | None = None
+    reg: int | None = None  # registration index: order in the listing (equal priorities: later runs first)
 
     @property
     def builtin(self) -> bool:
@@ -102,16 +116,76 @@ class Chain:
 
 
 @dataclass(slots=True)
+class NftSet:
+    """A named nf_tables set, map or verdict map, as listed."""
+
+    table: str
+    name: str
+    kind: str = "set"  # "set", "map" or "vmap" (a map whose data are verdicts)
+    key: str = ""  # key type as listed: "ipv4_addr . inet_proto . inet_service", or the typeof expression
+    data: str | None = None  # map data type ("verdict" for a vmap), None for a set
+    typeof: bool = False  # key/data were given as "typeof" expressions
+    flags: tuple[str, ...] = ()  # interval, timeout, constant, dynamic, …
+    timeout: str | None = None
+    elements: list[str] = field(default_factory=list)  # each element as listed ("10.0.0.1 . tcp . 80 : goto svc")
+    handle: int | None = None
+    comment: str | None = None
+    origin: Origin | None = None
+
+    @property
+    def interval(self) -> bool:
+        return "interval" in self.flags
+
+    @property
+    def concat(self) -> bool:
+        return " . " in self.key
+
+
+# one nft rule token: a quoted string (kept whole) or a run of other non-blank characters
+_NFT_KEY_TOKEN = re.compile(r'"[^"]*"?|[^\s"]+')
+
+
+def nft_rule_key(text: str) -> str:
+    """The text of an nft rule normalized for matching: a listing line against a trace's rule text.
+
+    Counters lose their values (``counter packets 3 bytes 180`` -> ``counter``), a quota its
+    ``used N bytes``, a trailing ``# handle N`` goes, whitespace collapses (not inside quotes).
+    """
+    toks = _NFT_KEY_TOKEN.findall(text)
+    n = len(toks)
+    if n >= 3 and toks[-3] == "#" and toks[-2] == "handle":
+        toks, n = toks[:-3], n - 3
+    out: list[str] = []
+    i = 0
+    while i < n:
+        t = toks[i]
+        out.append(t)
+        if t == "counter" and i + 4 < n + 1 and toks[i + 1 : i + 2] == ["packets"] and toks[i + 3 : i + 4] == ["bytes"]:
+            i += 5
+            continue
+        if t == "used" and "quota" in out and i + 2 < n + 1:
+            out.pop()
+            i += 3
+            continue
+        i += 1
+    return " ".join(out)
+
+
+@dataclass(slots=True)
 class Ruleset:
     """All tables of one family, as read from one listing."""
 
-    family: str | None = None  # "ipv4", "ipv6", or None where the listing does not say
+    family: str | None = None  # "ipv4", "ipv6" (nft ip/ip6), "inet", "arp", "bridge", "netdev"; None: unknown
     tables: dict[str, dict[str, Chain]] = field(default_factory=dict)
     origin: Origin | None = None
     format: str = ""  # "iptables-save", "iptables-list", "nft-json", …
     warnings: list[str] = field(default_factory=list)
     # nf_tables rule handle -> Rule, filled by readers that know handles
     handles: dict[tuple[str, str, int], Rule] = field(default_factory=dict)
+    # --- nf_tables native (rulesets/nft_model.py); empty for iptables listings ---
+    sets: dict[tuple[str, str], NftSet] = field(default_factory=dict)  # (table, name): named sets and maps
+    objects: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (table, kind, name) -> body text
+    flowtables: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, name) -> body text
 
     def chain(self, table: str, name: str) -> Chain | None:
         return self.tables.get(table, {}).get(name)

@@ -244,9 +244,10 @@ def pick_ruleset(rulesets: list[Ruleset], family: str | None) -> Ruleset | None:
 
 
 def load_rulesets(paths: Iterable[str]) -> list[Ruleset]:
-    from .rulesets import load_ruleset
+    """Every ruleset of every file: an nft listing gives one per family it holds."""
+    from .rulesets import load_rulesets as load
 
-    return [load_ruleset(p) for p in paths]
+    return [rs for p in paths for rs in load(p)]
 
 
 def explain_files(

@@ -62,7 +62,7 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
         (bytes.fromhex("d4c3b2a1 0200 0400 00000000 00000000 ffff0000 ef000000"), "binary file"),
         (bytes(range(256)) * 4, "binary file"),
         (b"hello world\nthis is not a ruleset\n", "not a ruleset"),
-        (b"table inet filter {\n\tchain input {\n\t}\n}\n", "nft -j list ruleset"),
+        (b"table inet filter {\n\tchain input {\n\t}\n", "expected .}. closing table filter"),
     ],
 )
 def test_bad_files_name_the_file(tmp_path: Path, content: bytes, message: str) -> None:
@@ -70,7 +70,7 @@ def test_bad_files_name_the_file(tmp_path: Path, content: bytes, message: str) -
     path.write_bytes(content)
     with pytest.raises(RuletraceError, match=message) as exc:
         load_ruleset(str(path))
-    assert str(exc.value).startswith(f"{path}: ")
+    assert str(exc.value).startswith(f"{path}:")
     assert "\n" not in str(exc.value)
 
 
@@ -98,9 +98,9 @@ def test_parse_error_keeps_the_line(tmp_path: Path) -> None:
 def test_nft_json_goes_to_nft_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
 
-    def fake_parse(text: str, *, origin: Origin) -> Ruleset:
+    def fake_parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Ruleset]:
         seen.append((text, origin))
-        return Ruleset(format="nft-json", origin=origin)
+        return [Ruleset(format="nft-json", origin=origin)]
 
     fake = types.ModuleType("ruletrace.rulesets.nft_json")
     fake.parse = fake_parse  # type: ignore[attr-defined]

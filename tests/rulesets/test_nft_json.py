@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "nft_json"
 
 
 def parse(name: str, **kw):
-    return nft_json.parse((FIXTURES / name).read_text(), origin=Origin(name), **kw)
+    return nft_json.parse_family((FIXTURES / name).read_text(), origin=Origin(name), **kw)
 
 
 def test_native_inet_table():
@@ -28,6 +29,7 @@ def test_native_inet_table():
     assert rs.handles[("rth6", "udpchk", 11)].num == 2
     assert rs.rule("rth6", "input", 5).counters == (2, 86)
     assert rs.rule("rth6", "pre", 1).text == "ip saddr 10.206.6.1 meta l4proto { icmp, tcp, udp } meta nftrace set 1"
+    assert rs.family == "inet" and chains["input"].hook == "input" and chains["input"].priority == 5
 
 
 def test_handles_match_nft_a_listing():
@@ -46,18 +48,54 @@ def test_handles_match_nft_a_listing():
 
 
 def test_iptables_nft_families():
-    rs = parse("iptables-nft.json")
-    assert rs.family == "ipv4" and rs.warnings and "ip6 filter" in rs.warnings[0]
+    rss = nft_json.parse((FIXTURES / "iptables-nft.json").read_text(), origin=Origin("x"))
+    assert [rs.family for rs in rss] == ["ipv4", "ipv6"]  # ip and ip6 tables of the same names
+    rs, rs6 = rss
     assert rs.chain("filter", "FORWARD").policy == "DROP"
     assert [r.handle for r in rs.chain("filter", "INPUT").rules] == [5, 6, 7]
     assert rs.rule("mangle", "PREROUTING", 1).target == "MARK"  # xt target, no arguments in JSON
-    rs6 = parse("iptables-nft.json", family="ip6")
-    assert rs6.family == "ipv6" and not rs6.warnings and len(rs6.chain("filter", "INPUT").rules) == 1
+    assert rs6.family == "ipv6" and len(rs6.chain("filter", "INPUT").rules) == 1
+    one = parse("iptables-nft.json")
+    assert one.family == "ipv4" and "ipv6 (" in one.warnings[-1]
+    assert parse("iptables-nft.json", family="ip6").chain("filter", "INPUT").rules[0].handle is not None
+
+
+def test_xt_placeholders_resolved_from_the_save_listing():
+    from ruletrace.rulesets import iptables_save
+
+    save = iptables_save.parse((FIXTURES / "iptables-nft.save").read_text(), origin=Origin("s"))
+    text = (FIXTURES / "iptables-nft.json").read_text()
+    bare = nft_json.parse(text, origin=Origin("j"))[0]
+    assert bare.rule("mangle", "PREROUTING", 1).text.endswith('xt target "MARK"')
+    assert "xt placeholders" in bare.warnings[0] and "iptables-save" in bare.warnings[0]
+    rs = nft_json.parse(text, origin=Origin("j"), save=save)[0]
+    r = rs.rule("mangle", "PREROUTING", 1)
+    assert r.text == "-A PREROUTING -p tcp -m tcp --dport 8080 -j MARK --set-xmark 0x10/0xffffffff"
+    assert r.target == "MARK" and r.handle == bare.rule("mangle", "PREROUTING", 1).handle
+    assert "resolved from the save" in rs.warnings[0]
+
+
+def test_named_objects_do_not_crash():
+    """A named counter / quota / limit object (the issue: a traceback) is kept as an object."""
+    text = json.dumps({"nftables": [
+        {"table": {"family": "ip", "name": "t", "handle": 1}},
+        {"counter": {"family": "ip", "name": "c1", "table": "t", "handle": 2, "packets": 3, "bytes": 180}},
+        {"quota": {"family": "ip", "name": "q", "table": "t", "handle": 3, "bytes": 100, "used": 0}},
+        {"limit": {"family": "ip", "name": "l", "table": "t", "handle": 4, "rate": 10, "per": "minute"}},
+        {"chain": {"family": "ip", "table": "t", "name": "c", "handle": 5}},
+        {"rule": {"family": "ip", "table": "t", "chain": "c", "handle": 6,
+                  "expr": [{"counter": "c1"}, {"quota": "q"}, {"limit": "l"}, {"accept": None}]}},
+    ]})
+    rs, = nft_json.parse(text, origin=Origin("o.json"))
+    assert set(rs.objects) == {("t", "counter", "c1"), ("t", "quota", "q"), ("t", "limit", "l")}
+    r = rs.rule("t", "c", 1)
+    assert r.text == 'counter name "c1" quota name "q" limit name "l" accept' and r.target == "ACCEPT"
+    assert r.counters is None
 
 
 def test_unknown_expression_kept_as_json():
     text = '{"nftables": [{"chain": {"family": "ip", "table": "t", "name": "c"}}, {"rule": {"family": "ip", "table": "t", "chain": "c", "handle": 2, "expr": [{"weird": {"x": 1}}]}}]}'
-    rs = nft_json.parse(text, origin=Origin("x"))
+    rs, = nft_json.parse(text, origin=Origin("x"))
     assert rs.rule("t", "c", 1).text == '[{"weird":{"x":1}}]'
 
 

@@ -35,17 +35,17 @@ def read(name: str, **kw):
 
 
 def test_iptables_nft_with_handles_matches_kernel_log():
-    rs = nft_json.parse(data("xtables_monitor/ruleset.json").decode(), origin=Origin("r"))
+    rs = nft_json.parse_family(data("xtables_monitor/ruleset.json").decode(), origin=Origin("r"))
     ev = read("nft_monitor/iptables-nft-a.txt")
     v4 = list(resolve_handles([e for e in ev if e.family == "ipv4"], rs))
     assert [e.tag for e in v4] == kernel_tags()[:24]
-    rs6 = nft_json.parse(data("xtables_monitor/ruleset.json").decode(), origin=Origin("r"), family="ip6")
+    rs6 = nft_json.parse_family(data("xtables_monitor/ruleset.json").decode(), origin=Origin("r"), family="ip6")
     v6 = list(resolve_handles([e for e in ev if e.family == "ipv6"], rs6))
     assert [e.tag for e in v6] == kernel_tags()[24:]
 
 
 def test_without_handles_resolves_by_text_where_it_can():
-    rs = nft_json.parse(data("xtables_monitor/ruleset.json").decode(), origin=Origin("r"))
+    rs = nft_json.parse_family(data("xtables_monitor/ruleset.json").decode(), origin=Origin("r"))
     ev = list(resolve_handles([e for e in read("nft_monitor/iptables-nft.txt") if e.family == "ipv4"], rs))
     assert ev[4].tag == "filter:INPUT:rule:2"  # "jump WEB" text matches once counters are ignored
     # xt MARK (JSON "xt target MARK") and "meta mark 16" vs "0x00000010" do not: left unnumbered
@@ -69,7 +69,7 @@ def test_native_events():
 
 
 def test_native_resolved_with_nft_json():
-    rs = nft_json.parse(data("nft_json/native.json").decode(), origin=Origin("n"))
+    rs = nft_json.parse_family(data("nft_json/native.json").decode(), origin=Origin("n"))
     ev = list(resolve_handles(read("nft_monitor/native-a.txt"), rs))
     by_pkt: dict[str, list[str]] = {}
     for e in ev:

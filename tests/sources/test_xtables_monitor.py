@@ -36,7 +36,7 @@ def read(raw: bytes, **kw):
 
 def ruleset(family: str | None = None):
     text = data("xtables_monitor/ruleset.json").decode()
-    return nft_json.parse(text, origin=Origin("ruleset.json"), family=family)
+    return nft_json.parse_family(text, origin=Origin("ruleset.json"), family=family)
 
 
 def test_events_carry_trace_id_handle_verdict_and_packet():

@@ -1,4 +1,8 @@
-"""Ruleset readers: each module reads one listing format and returns a Ruleset."""
+"""Ruleset readers: each module reads one listing format and returns a Ruleset.
+
+nft listings (``nft list ruleset`` text and ``nft -j``) give one Ruleset per nft family:
+``load_rulesets`` returns them all; ``load_ruleset`` returns the only one or says to use it.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +24,31 @@ _JSON = re.compile(r'\s*\{\s*"nftables"\s*:')
 # kernel log "TRACE: raw:PREROUTING:policy:2", nft monitor "trace id 1a2b3c4d ip filter …"
 _TRACE = re.compile(r"TRACE: \w+:\S+:(?:rule|return|policy):\d+|^trace id [0-9a-f]+ ", re.M)
 # "nft list ruleset" text: "table inet filter {"
-_NFT_TEXT = re.compile(r"^table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", re.M)
+_NFT_TEXT = re.compile(r"^[ \t]*table [a-z0-9]+ \S+ \{", re.M)  # family checked by the reader
+# a chain pasted without its table: "chain input {" then "type filter hook …" or a rule
+_NFT_CHAIN = re.compile(r"^[ \t]*chain [^\s{}]+ \{[ \t]*(?:#[^\n]*)?$", re.M)
 _SNIFF = 64 * 1024  # bytes looked at to tell text from binary
 
 
 def load_ruleset(path: str, *, text: str | None = None) -> Ruleset:
-    """Read a ruleset file ("-" = stdin) in any supported format, detected from its content."""
+    """Read a ruleset file ("-" = stdin) in any supported format, detected from its content.
+
+    An nft listing holding several families is refused: read it with ``load_rulesets``.
+    """
+    rulesets = load_rulesets(path, text=text)
+    if len(rulesets) != 1:
+        fams = ", ".join(str(rs.family) for rs in rulesets) or "none"
+        raise RuletraceError(f"this nft listing holds {len(rulesets)} families ({fams}): "
+                             "read it with load_rulesets()", origin=Origin(path))
+    return rulesets[0]
+
+
+def load_rulesets(path: str, text: str | None = None, *, save: Ruleset | None = None) -> list[Ruleset]:
+    """Read a ruleset file in any supported format: one Ruleset per family it holds.
+
+    ``save``: an iptables-save listing of the same host, which resolves the ``xt`` placeholders
+    of an iptables-nft ``nft -j`` listing (by position in the chain).
+    """
     origin = Origin(path)
     if text is None:
         text = _read(path, origin)
@@ -34,11 +57,11 @@ def load_ruleset(path: str, *, text: str | None = None) -> Ruleset:
     if _SAVE.search(text):
         from . import iptables_save
 
-        return iptables_save.parse(text, origin=origin)
+        return [iptables_save.parse(text, origin=origin)]
     if _LIST.search(text):
         from . import iptables_list
 
-        return iptables_list.parse(text, origin=origin)
+        return [iptables_list.parse(text, origin=origin)]
     if _JSON.match(text):
         try:
             from . import nft_json
@@ -47,16 +70,21 @@ def load_ruleset(path: str, *, text: str | None = None) -> Ruleset:
                 raise
             raise RuletraceError("nft JSON rulesets are not supported by this build "
                                  "(ruletrace.rulesets.nft_json is missing)", origin=origin) from None
-        return nft_json.parse(text, origin=origin)
+        return nft_json.parse(text, origin=origin, save=save)
     if _NFT_TEXT.search(text):
-        raise RuletraceError("nft text rulesets are not read; give 'nft -j list ruleset' output instead",
-                             origin=origin)
+        from . import nft_text
+
+        return nft_text.parse(text, origin=origin)
+    if _NFT_CHAIN.search(text):
+        from . import nft_text
+
+        return nft_text.parse(text, origin=origin, fragment=True)
     if _TRACE.search(text):
         raise RuletraceError("this is a trace log, not a ruleset: give it as a trace input and pass "
-                             "iptables-save, iptables -L or nft -j list ruleset output as the ruleset",
+                             "iptables-save, iptables -L or nft list ruleset output as the ruleset",
                              origin=origin)
-    raise RuletraceError("not a ruleset: expected iptables-save, iptables -L -n [-v] or "
-                         "nft -j list ruleset output", origin=origin)
+    raise RuletraceError("not a ruleset: expected iptables-save, iptables -L -n [-v], "
+                         "nft list ruleset or nft -j list ruleset output", origin=origin)
 
 
 def _read(path: str, origin: Origin) -> str:

@@ -1,9 +1,14 @@
-"""``nft -j list ruleset`` (libnftables JSON, schema 1): tables and chains of any family and priority.
+"""``nft -j list ruleset`` (libnftables JSON, schema 1): the JSON front end of ``nft_model``.
 
-Spec: libnftables-json(5). Each rule's ``text`` is rebuilt in nft syntax from its ``expr`` list
-where the expression kinds are known, else it is the compact JSON of the expression list.
-``Rule.num`` is the 1-based position in its chain (what a TRACE step's number means) and
-``Ruleset.handles`` maps ``(table, chain, handle)`` to the rule.
+Spec: libnftables-json(5). Gives one Ruleset per nft family, built by the same ``Builder`` as
+``nft list ruleset`` text. Each rule's ``text`` is rendered in nft's own syntax from its ``expr``
+list (``nft_render``); an expression kind it does not know makes that rule's text the compact
+JSON of its expression list. ``Rule.num`` is the 1-based position in its chain and
+``Ruleset.handles`` maps ``(table, chain, handle)`` to the rule (handles are per table).
+
+iptables-nft rules whose matches or targets have no nft equivalent appear as ``xt`` placeholders
+(``xt match "addrtype"``): given ``save`` (``iptables-save`` of the same host and family), such a
+rule takes the text and target of the save's rule at the same position in the same chain.
 """
 
 from __future__ import annotations
@@ -12,21 +17,15 @@ import json
 from typing import Any
 
 from ..errors import RuletraceError
-from ..model import Chain, Origin, Rule, Ruleset
+from ..model import NftSet, Origin, Ruleset
+from .nft_model import FAMILIES, Builder
+from .nft_render import Unknown, element, render_rule, type_hint
 
-FAMILIES = {"ip": "ipv4", "ip6": "ipv6"}
-# base chain policies as nft prints them -> the iptables words the model uses
-POLICIES = {"accept": "ACCEPT", "drop": "DROP"}
-VERDICTS = ("accept", "drop", "continue", "return", "queue")
+_OBJECTS = ("counter", "quota", "limit", "ct helper", "ct timeout", "ct expectation", "secmark", "synproxy")
 
 
-def parse(text: str, *, origin: Origin, family: str | None = None) -> Ruleset:
-    """Read ``nft -j list ruleset``; ``family`` ("ip", "ip6", "inet", …) keeps only that family's tables.
-
-    Tables of different families with the same name (iptables-nft makes ``ip filter`` and
-    ``ip6 filter``) cannot share one Ruleset: without ``family`` the first family listed wins and a
-    warning says which tables were left out.
-    """
+def parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Ruleset]:
+    """Read ``nft -j list ruleset``: one Ruleset per family, in order of appearance."""
     try:
         doc = json.loads(text)
         items = doc["nftables"]
@@ -34,171 +33,125 @@ def parse(text: str, *, origin: Origin, family: str | None = None) -> Ruleset:
             raise TypeError("'nftables' is not a list")
     except (ValueError, KeyError, TypeError) as e:
         raise RuletraceError(f"not `nft -j list ruleset` output: {e}", origin=origin) from e
-    rs = Ruleset(family=None, origin=origin, format="nft-json")
-    table_family: dict[str, str] = {}
-    skipped: set[str] = set()
+    b = Builder(origin, "nft-json")
+    xt_total = xt_resolved = 0
     for i, item in enumerate(items, 1):
         if not isinstance(item, dict) or len(item) != 1:
             raise RuletraceError(f"item {i}: expected one object per ruleset element", origin=origin)
         (kind, obj), = item.items()
-        if kind not in ("table", "chain", "rule"):
-            continue  # metainfo, set, map, flowtable, counter, …
+        if kind == "metainfo":
+            continue
+        if not isinstance(obj, dict):
+            raise RuletraceError(f"item {i}: {kind} is not an object", origin=origin)
         try:
-            fam, table = obj["family"], obj["table"] if kind != "table" else obj["name"]
-        except (KeyError, TypeError) as e:
+            fam = obj["family"]
+            table = obj["name"] if kind == "table" else obj["table"]
+        except KeyError as e:
             raise RuletraceError(f"item {i}: {kind} without {e}", origin=origin) from e
-        if family is not None and fam != family:
-            continue
-        have = table_family.setdefault(table, fam)
-        if have != fam:
-            skipped.add(f"{fam} {table}")
-            continue
+        if fam not in FAMILIES or not isinstance(table, str):
+            raise RuletraceError(f"item {i}: unknown family {fam!r}", origin=origin)
         if kind == "table":
-            rs.tables.setdefault(table, {})
+            b.table(fam, table)
         elif kind == "chain":
             name = obj.get("name")
             if not isinstance(name, str):
                 raise RuletraceError(f"item {i}: chain without a name", origin=origin)
-            policy = POLICIES.get(obj.get("policy", "accept"), str(obj.get("policy")).upper()) if "hook" in obj else None
-            rs.tables.setdefault(table, {})[name] = Chain(table, name, policy=policy, origin=origin)
-        else:
+            dev = obj.get("dev")
+            devices = tuple(dev) if isinstance(dev, list) else (dev,) if isinstance(dev, str) else ()
+            if "hook" in obj:
+                b.chain(fam, table, name, hook=str(obj["hook"]), type=obj.get("type"),
+                        priority=obj.get("prio", 0), devices=devices, policy=obj.get("policy"),
+                        handle=obj.get("handle"), comment=obj.get("comment"), origin=origin)
+            else:
+                b.chain(fam, table, name, handle=obj.get("handle"), comment=obj.get("comment"), origin=origin)
+        elif kind == "rule":
             cname = obj.get("chain")
-            chain = rs.tables.setdefault(table, {}).get(cname)
-            if chain is None:
-                chain = rs.tables[table][cname] = Chain(table, cname, origin=origin)
+            if not isinstance(cname, str):
+                raise RuletraceError(f"item {i}: rule without a chain", origin=origin)
             exprs = obj.get("expr", [])
-            target, goto = _target(exprs)
-            counters = _counters(exprs)
-            rule = Rule(
-                table,
-                cname,
-                len(chain.rules) + 1,
-                rule_text(exprs),
-                target=target,
-                goto=goto,
-                handle=obj.get("handle"),
-                origin=origin,
-                counters=counters,
-            )
-            chain.rules.append(rule)
-            if rule.handle is not None:
-                rs.handles[(table, cname, rule.handle)] = rule
-    fams = set(table_family.values())
-    if len(fams) == 1:
-        rs.family = FAMILIES.get(fams.pop())
-    elif fams <= {"ip", "inet"} and "ip" in fams:
-        rs.family = "ipv4"
-    if skipped:
-        rs.warnings.append(f"left out (same table name in another family; pick one with family=): "
-                           f"{', '.join(sorted(skipped))}")
-    return rs
+            rtext = rule_text(exprs, fam, obj.get("comment"))
+            r = b.rule(fam, table, cname, rtext, handle=obj.get("handle"), origin=origin)
+            if "xt" in rtext and _has_xt(exprs):
+                xt_total += 1
+                if save is not None and _resolve_xt(r, save):
+                    xt_resolved += 1
+        elif kind in ("set", "map"):
+            b.set(fam, _set(obj, kind, fam, origin))
+        elif kind in _OBJECTS:
+            body = {k: v for k, v in obj.items() if k not in ("family", "table", "name", "handle")}
+            b.object(fam, table, kind, str(obj.get("name")), json.dumps(body, separators=(",", ":")))
+        elif kind == "flowtable":
+            body = {k: v for k, v in obj.items() if k not in ("family", "table", "name", "handle")}
+            b.flowtable(fam, table, str(obj.get("name")), json.dumps(body, separators=(",", ":")))
+        # anything else (a newer schema's element kind) is not part of the model
+    if xt_total:
+        how = (f"{xt_resolved} resolved from the save listing" if save is not None
+               else "give the host's iptables-save listing to resolve them")
+        b.warnings.append(f"{xt_total} rule(s) hold iptables-nft xt placeholders (their matches are not in "
+                          f"the JSON): {how}")
+    return b.finish()
 
 
-def _target(exprs: list[Any]) -> tuple[str | None, bool]:
-    for e in exprs:
-        if not isinstance(e, dict):
-            continue
-        for k, v in e.items():
-            if k == "jump":
-                return v.get("target"), False
-            if k == "goto":
-                return v.get("target"), True
-            if k in VERDICTS:
-                return k.upper(), False
-            if k == "reject":
-                return "REJECT", False
-            if k in ("snat", "dnat", "masquerade", "redirect"):
-                return k.upper(), False
-            if k == "xt" and isinstance(v, dict) and v.get("type") == "target":
-                return v.get("name"), False
-    return None, False
+def parse_family(text: str, *, origin: Origin, family: str | None = None,
+                 save: Ruleset | None = None) -> Ruleset:
+    """One family's Ruleset (nft name: "ip", "ip6", "inet", …); None: the first family listed.
+
+    A warning names the families left out.
+    """
+    rulesets = parse(text, origin=origin, save=save)
+    want = FAMILIES.get(family, family) if family is not None else None
+    pick = next((rs for rs in rulesets if want is None or rs.family == want), None)
+    if pick is None:
+        raise RuletraceError(f"no {family} tables in this listing", origin=origin)
+    others = sorted({f"{rs.family} ({', '.join(rs.tables)})" for rs in rulesets if rs is not pick})
+    if others:
+        pick.warnings.append(f"left out (other families; read them with load_rulesets): {', '.join(others)}")
+    return pick
 
 
-def _counters(exprs: list[Any]) -> tuple[int, int] | None:
-    for e in exprs:
-        if isinstance(e, dict) and isinstance(e.get("counter"), dict):
-            c = e["counter"]
-            return int(c.get("packets", 0)), int(c.get("bytes", 0))
-    return None
-
-
-def rule_text(exprs: list[Any]) -> str:
+def rule_text(exprs: Any, family: str = "ip", comment: Any = None) -> str:
     """nft syntax for a rule's expression list, or its compact JSON where a part is not known."""
     try:
-        return " ".join(_stmt(e) for e in exprs)
-    except _Unknown:
+        return render_rule(exprs, family, comment)
+    except Unknown:
         return json.dumps(exprs, separators=(",", ":"))
 
 
-class _Unknown(Exception):
-    pass
+def _has_xt(exprs: Any) -> bool:
+    return isinstance(exprs, list) and any(isinstance(e, dict) and "xt" in e for e in exprs)
 
 
-def _stmt(e: Any) -> str:
-    if not isinstance(e, dict) or len(e) != 1:
-        raise _Unknown
-    (k, v), = e.items()
-    if k == "match":
-        op = v.get("op", "==")
-        left, right = _expr(v["left"]), _expr(v["right"])
-        return f"{left} {right}" if op in ("==", "in") else f"{left} {op} {right}"
-    if k == "counter":
-        return "counter packets {} bytes {}".format(v.get("packets", 0), v.get("bytes", 0)) if v else "counter"
-    if k in VERDICTS:
-        return k
-    if k in ("jump", "goto"):
-        return f"{k} {v['target']}"
-    if k == "mangle":
-        return f"{_expr(v['key'])} set {_expr(v['value'])}"
-    if k == "log":
-        return "log" + "".join(f' {a} "{b}"' if a == "prefix" else f" {a} {b}" for a, b in (v or {}).items())
-    if k == "reject":
-        return "reject" if not v else "reject with {} {}".format(v.get("type", ""), _expr(v.get("expr", ""))).strip()
-    if k in ("snat", "dnat"):
-        to = _expr(v["addr"]) if "addr" in v else ""
-        if "port" in v:
-            to += f":{_expr(v['port'])}"
-        return f"{k} to {to}"
-    if k in ("masquerade", "redirect"):
-        return k + (f" to :{_expr(v['port'])}" if v and "port" in v else "")
-    if k == "xt":
-        return f"xt {v.get('type', '')} {v.get('name', '')}".strip()
-    if k == "notrack":
-        return "notrack"
-    raise _Unknown
+def _resolve_xt(rule, save: Ruleset) -> bool:
+    """The save's rule at the same place stands for an xt rule: its text and target."""
+    other = save.rule(rule.table, rule.chain, rule.num)
+    if other is None:
+        return False
+    rule.text, rule.target, rule.goto = other.text, other.target, other.goto
+    return True
 
 
-def _expr(x: Any) -> str:
-    if isinstance(x, bool):
-        return str(x).lower()
-    if isinstance(x, (int, str)):
-        return str(x)
-    if isinstance(x, list):
-        return " . ".join(_expr(y) for y in x)
-    if not isinstance(x, dict) or len(x) != 1:
-        raise _Unknown
-    (k, v), = x.items()
-    if k == "payload":
-        if "protocol" in v:
-            return f"{v['protocol']} {v['field']}"
-        return "@{},{},{}".format(v.get("base"), v.get("offset"), v.get("len"))
-    if k == "meta":
-        return f"meta {v['key']}"
-    if k == "ct":
-        return f"ct {v['key']}" if "dir" not in v else f"ct {v['dir']} {v['key']}"
-    if k == "set":
-        items = v if isinstance(v, list) else [v]
-        return "{ " + ", ".join(_expr(i) for i in items) + " }"
-    if k == "prefix":
-        return f"{_expr(v['addr'])}/{v['len']}"
-    if k == "range":
-        return f"{_expr(v[0])}-{_expr(v[1])}"
-    if k == "&":
-        return " & ".join(_expr(i) for i in v)
-    if k == "|":
-        return " | ".join(_expr(i) for i in v)
-    if k == "concat":
-        return " . ".join(_expr(i) for i in v)
-    if k == "fib":
-        return "fib {} {}".format(" . ".join(v.get("flags", [])), v.get("result"))
-    raise _Unknown
+def _set(obj: dict, kind: str, fam: str, origin: Origin) -> NftSet:
+    def typ(t: Any) -> str:
+        return " . ".join(map(str, t)) if isinstance(t, list) else str(t)
+
+    s = NftSet(str(obj.get("table")), str(obj.get("name")), kind, key=typ(obj.get("type", "")),
+               handle=obj.get("handle"), comment=obj.get("comment"), origin=origin)
+    if kind == "map":
+        s.data = typ(obj.get("map", ""))
+        if s.data == "verdict":
+            s.kind = "vmap"
+    flags = obj.get("flags", [])
+    s.flags = tuple(flags) if isinstance(flags, list) else (str(flags),)
+    if "timeout" in obj:
+        s.timeout = f"{obj['timeout']}s"
+    elems = obj.get("elem", [])
+    h, dh = type_hint(obj.get("type")), type_hint(obj.get("map"))
+    s.elements = [_elem(e, h, dh) for e in elems] if isinstance(elems, list) else []
+    return s
+
+
+def _elem(e: Any, h: Any, dh: Any) -> str:
+    try:
+        return element(e, h, dh)
+    except Unknown:
+        return json.dumps(e, separators=(",", ":"))
