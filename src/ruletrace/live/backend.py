@@ -27,14 +27,14 @@ STATUS = "/proc/self/status"
 CMD_TIMEOUT = 30.0
 
 
-def missing_caps(status: str = STATUS) -> list[str]:
+def missing_caps(status: str | None = None) -> list[str]:
     """The capabilities live tracing needs that this process lacks in its effective set.
 
     CAP_NET_ADMIN changes netfilter state; CAP_NET_RAW is what legacy iptables needs for the raw
     socket it talks to the kernel through (its error then says only "you must be root").
     """
     try:
-        with open(status) as f:
+        with open(status or STATUS) as f:
             text = f.read()
     except OSError:
         return [] if os.geteuid() == 0 else list(CAPS)
