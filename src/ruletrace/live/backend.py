@@ -49,8 +49,9 @@ def permission_error(name: str) -> RuletraceError:
     """``name`` was refused: say which capability is missing (never one the process has)."""
     missing = missing_caps()
     if missing:
-        return RuletraceError(f"{name}: permission denied: this process lacks {' and '.join(missing)} "
-                              "(run it as root, e.g. with sudo)")
+        have = [c for c in CAPS if c not in missing]
+        return RuletraceError(f"{name}: permission denied: this process lacks {' and '.join(missing)}"
+                              + (f" (it has {', '.join(have)})" if have else "") + ": run it as root, e.g. with sudo")
     return RuletraceError(f"{name}: permission denied although this process has CAP_NET_ADMIN and "
                           "CAP_NET_RAW (a security module, a user namespace without the network "
                           "namespace, or a read-only /proc?)")

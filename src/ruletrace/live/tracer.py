@@ -35,15 +35,17 @@ class Stop(Exception):
     """A signal asked the trace to end (SIGTERM, SIGHUP)."""
 
 
-def check_privileges() -> None:
+def check_privileges(backend: str | None = None) -> None:
     """Raise a clear error unless we may change netfilter state here and record the session:
-    CAP_NET_ADMIN and CAP_NET_RAW in the effective set (root has them unless a container dropped
-    them), and a state folder we can write. Names only what is missing."""
-    missing = be.missing_caps()
+    CAP_NET_ADMIN in the effective set (root has it unless a container dropped it), CAP_NET_RAW
+    too for the legacy backend (iptables-legacy talks through a raw socket), and a state folder
+    we can write. Names only what is missing, and what the process has."""
+    missing = [c for c in be.missing_caps() if c == "CAP_NET_ADMIN" or backend == be.LEGACY]
     if missing:
-        have = [c for c in be.CAPS if c not in missing]
-        raise RuletraceError(f"ruletrace trace needs {' and '.join(missing)} (it adds TRACE rules with "
-                             "iptables and listens on netfilter netlink)"
+        have = [c for c in be.CAPS if c not in be.missing_caps()]
+        raise RuletraceError(f"ruletrace trace{' --backend legacy' if backend == be.LEGACY else ''} needs "
+                             f"{' and '.join(missing)} (it adds TRACE rules with iptables and listens on "
+                             "netfilter netlink)"
                              + (f"; this process has {', '.join(have)} but not that" if have else "")
                              + ": run it with sudo")
     try:
@@ -175,9 +177,9 @@ class Tracer:
 
     def setup(self) -> None:
         self.spec.validate()
-        if not self.dry_run:
-            check_privileges()
         rep = be.detect(self.requested)
+        if not self.dry_run:
+            check_privileges(rep.chosen)
         for w in rep.warnings:
             self.warn(w)
         self.backend = rep.chosen
@@ -235,16 +237,17 @@ class Tracer:
 
             for desc, _t, _p in config_plan(pfs):
                 self.say(("would send " if self.dry_run else "netlink: ") + desc)
-            for pf in pfs:
-                ss.share_nf_log(self.state, self.marker, pf, bindings.get(pf, ("NONE", []))[0])
-            if self.dry_run:
-                for pf, prev in self.state.nf_log.items():
-                    self.say(f"would restore afterwards: {prev} to {ss.NF_LOG_SYSCTL.format(pf=pf)}")
-                self.mode = "nflog"
-                return
-            self.state.save()
-            listener = NflogListener(pfs)
             try:
+                for pf in pfs:  # PF_BIND below makes nfnetlink_log the logger: not under another session
+                    ss.share_nf_log(self.state, self.marker, pf, bindings.get(pf, ("NONE", []))[0],
+                                    "nfnetlink_log")
+                if self.dry_run:
+                    for pf, prev in self.state.nf_log.items():
+                        self.say(f"would restore afterwards: {prev} to {ss.NF_LOG_SYSCTL.format(pf=pf)}")
+                    self.mode = "nflog"
+                    return
+                self.state.save()
+                listener = NflogListener(pfs)
                 listener.open()
                 self.source, self.mode = listener, "nflog"
                 return
