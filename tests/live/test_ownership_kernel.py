@@ -107,7 +107,7 @@ class Session:
             if not line:
                 break
             self.err.append(line)
-            m = re.search(r"session ([0-9a-f]{32}): backend", line)
+            m = re.search(r"session ([0-9a-f]+): backend", line)
             if m:
                 self.sid = m[1]
             if "tracing (" in line:
