@@ -288,7 +288,7 @@ def test_teardown_past_the_retry_budget_says_to_run_cleanup(ns, tmp_path):
     a = start(state, "legacy", XTABLES_LOCKFILE=str(lock))
     holder = _hold_lock(lock, 33)
     try:
-        rc, err = a.stop(timeout=120)
+        _rc, err = a.stop(timeout=120)
         assert "ruletrace cleanup --netns" in err and "Traceback" not in err, err
         assert a.sid in saved("legacy")  # left: the lock was held past the retries
         assert nf_log() == "NONE", err  # the binding does not wait for the rules

@@ -322,39 +322,6 @@ def all_states(*, tmp: bool = False) -> list[tuple[Path, State | None]]:
     return out
 
 
-# --- sharing with other sessions in the namespace ------------------------------------------
-
-
-def share_nf_log(state: State, marker: mk.Marker, pf: int, current: str, want: str | None = None) -> None:
-    """Record (and claim) the binding of ``pf`` to restore at the end.
-
-    When another live session of this namespace uses the family's binding, its recorded
-    original is ours too, so that whoever leaves last restores what was there before any
-    session; and binding ``want`` over a binding another live session uses is refused.
-    """
-    others = mk.claimed_nf_log(mk.claims(exclude=state.sid), pf)
-    if others is not None and want is not None and current != want:
-        raise RuletraceError(f"another ruletrace session in this namespace uses the logger {current} of "
-                             f"protocol family {pf}: binding {want} would take its trace away (wait for "
-                             "it to end, or trace both with --via kmsg)")
-    if pf not in state.nf_log:
-        state.nf_log[pf] = others if others is not None else current
-        marker.hold(mk.nf_log_claim(pf, state.nf_log[pf]))
-
-
-def share_made(state: State, marker: mk.Marker, missing: list[list[str]]) -> None:
-    """Record the nf_tables objects to delete when empty: what is missing now, and what live
-    sessions of this namespace recorded as made by ruletrace (the last one out deletes it)."""
-    made = [list(x) for x in missing]
-    for obj in mk.claimed_nft(mk.claims(exclude=state.sid)):
-        if obj not in made:
-            made.append(obj)
-    made.sort(key=lambda x: x[2] == "")  # chains before their tables
-    state.made = made
-    for fam, table, chain in made:
-        marker.hold(mk.nft_claim(fam, table, chain))
-
-
 # --- running commands --------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from ..model import Explanation, Packet, Ruleset, StepKind, TraceEvent
 from ..rulesets import load_ruleset
 from . import backend as be
 from . import marker as mk
+from . import ownership as own
 from . import session as ss
 from .netns import is_initial, ns_id
 
@@ -198,7 +199,7 @@ class Tracer:
             else:
                 self._open_legacy()
             if self.backend == be.NFT and not self.dry_run:
-                ss.share_made(self.state, self.marker, ss.nft_missing(rules))  # iptables-nft creates these
+                own.share_made(self.state, self.marker, ss.nft_missing(rules))  # iptables-nft creates these
             for r in rules:
                 self.state.rules.append(r)
                 if not self.dry_run:
@@ -239,7 +240,7 @@ class Tracer:
                 self.say(("would send " if self.dry_run else "netlink: ") + desc)
             try:
                 for pf in pfs:  # PF_BIND below makes nfnetlink_log the logger: not under another session
-                    ss.share_nf_log(self.state, self.marker, pf, bindings.get(pf, ("NONE", []))[0],
+                    own.share_nf_log(self.state, self.marker, pf, bindings.get(pf, ("NONE", []))[0],
                                     "nfnetlink_log")
                 if self.dry_run:
                     for pf, prev in self.state.nf_log.items():
@@ -267,7 +268,7 @@ class Tracer:
             pf = ss.NFPROTO[fam]
             now = current.get(pf, ("NONE", []))[0]
             want = ss.SYSLOG_LOGGER[fam]
-            ss.share_nf_log(self.state, self.marker, pf, now, want)  # refuses to rebind a shared one
+            own.share_nf_log(self.state, self.marker, pf, now, want)  # refuses to rebind a shared one
             if now != want:
                 if not self.dry_run:
                     self.state.save()
