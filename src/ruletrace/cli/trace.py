@@ -36,8 +36,10 @@ class _Printer:
         self.err = err
 
     def __call__(self, text: str, style: str | None = None) -> None:
-        try:
-            self.err.print(text, markup=False, highlight=False, style=style, soft_wrap=True)
+        from ..render.theme import clean
+
+        try:  # rule text, comments and command output come from the host: no control sequences
+            self.err.print(clean(text), markup=False, highlight=False, style=style, soft_wrap=True)
         except OSError:
             pass
 
@@ -74,7 +76,7 @@ def _netns_options(f):
 @click.option("--via", type=click.Choice(["auto", "netlink", "kmsg"]), default="auto", show_default=True,
               help="Legacy backend: receive TRACE via NFLOG netlink or the kernel log (/dev/kmsg).")
 @click.option("--no-cleanup-stale", is_flag=True,
-              help="Do not undo the leftovers of killed ruletrace sessions first (they are only listed).")
+              help="Do not offer to undo the leftovers of killed ruletrace sessions (only list them).")
 @click.option("--no-color", is_flag=True, help="No colours.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--width", type=int, help="Output width (default: the terminal's).")
@@ -91,8 +93,12 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     out, err = make_consoles(no_color=no_color, width=width)
     say = _Printer(err)
     families = ("ipv4",) if v4 and not v6 else ("ipv6",) if v6 and not v4 else ("ipv4", "ipv6")
+    try:
+        raw = shlex.split(raw_match or "")
+    except ValueError as e:
+        raise RuletraceError(f"--raw-match {raw_match!r}: {e} (quote it as a shell would)") from e
     spec = ss.TraceSpec(proto=proto, dport=dport, sport=sport, src=src, dst=dst, iface=iface,
-                        direction=direction, raw_match=shlex.split(raw_match or ""), families=families,
+                        direction=direction, raw_match=raw, families=families,
                         rate=rate_limit, all=trace_all)
     spec.validate()
     nsinfo = _enter_netns(netns, pid)
@@ -155,25 +161,43 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
 
 
 def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:
-    """Every run starts here: undo (or list) what killed sessions left in this namespace."""
+    """Every run starts here: leftovers of this namespace are listed, and never removed unasked.
+
+    Only the changes of sessions whose process is provably gone may be undone here, and only
+    after a "y" on a terminal; rules without a state file need `ruletrace cleanup --force`.
+    """
+    from ..live import ownership as own
     from ..live import session as ss
 
     try:
-        dead, orphans = ss.stale_sessions()
+        lo = own.scan()
+        others = own.other_namespace_states()
     except RuletraceError as e:
         say(f"ruletrace: warning: could not look for leftovers: {e}", "yellow")
         return
-    if dead or orphans:
-        if clean:
-            actions = ss.Actions(dry_run=dry_run, say=lambda s: say("ruletrace: cleanup: " + s, "dim"))
-            n, problems = ss.clean_stale(actions)
-            say(f"ruletrace: undid {n} leftover change(s) of killed ruletrace sessions", "yellow")
+    if lo:
+        say("ruletrace: leftovers of earlier ruletrace sessions in this namespace:", "yellow")
+        for st in lo.dead:
+            say(f"ruletrace:   {own.describe(st)}: its process is gone", "yellow")
+        for st in lo.unproven:
+            say(f"ruletrace:   {own.describe(st)}: its process cannot be checked from here", "yellow")
+        for o in lo.orphans:
+            say(f"ruletrace:   no state file, no live session: {o.line()}", "yellow")
+        for p in lo.tmp:
+            say(f"ruletrace:   unfinished state file {p}", "yellow")
+        ask = clean and not dry_run and (lo.dead or lo.tmp) and sys.stdin.isatty() and sys.stderr.isatty()
+        if ask and click.confirm("ruletrace: undo the changes of the sessions whose process is gone?",
+                                 default=False, err=True):
+            actions = ss.Actions(say=lambda s: say("ruletrace: cleanup: " + s, "dim"))
+            problems, _left = own.clean(actions)
+            say(f"ruletrace: undid {actions.done} change(s) of killed ruletrace sessions", "yellow")
             for p in problems:
                 say(f"ruletrace: cleanup problem: {p}", "red")
         else:
-            say(f"ruletrace: found {len(dead)} killed session(s) and {len(orphans)} orphaned rule(s); "
-                "run `ruletrace cleanup` to undo them", "yellow")
-    for st in ss.other_namespace_states():
+            say("ruletrace: left as they are: `ruletrace cleanup` undoes the sessions whose process is gone"
+                + (", `ruletrace cleanup --force` also the rest listed" if lo.orphans or lo.unproven else ""),
+                "yellow")
+    for st in others:
         where = st.netns.get("name") or (f"pid {st.netns['pid']}" if st.netns.get("pid") else st.netns.get("id"))
         say(f"ruletrace: note: killed session {st.sid} left changes in namespace {where}: `ruletrace cleanup`",
             "yellow")
@@ -182,14 +206,19 @@ def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:
 @click.command()
 @_netns_options
 @click.option("--dry-run", is_flag=True, help="Print what would be undone, change nothing.")
+@click.option("--force", is_flag=True,
+              help="Also delete rules in the exact shape of a ruletrace rule that have no state file, and "
+                   "undo sessions whose process cannot be checked — when no live session holds their marker.")
 @click.option("--no-color", is_flag=True, help="No colours.")
-def cleanup(netns, pid, dry_run, no_color) -> int:
-    """Undo what killed ruletrace sessions left behind (rules, nf_log bindings).
+def cleanup(netns, pid, dry_run, force, no_color) -> int:
+    """Undo what killed ruletrace sessions left behind (rules, nf_log bindings, nf_tables chains).
 
     Without --netns/--pid: this namespace, plus every other namespace a killed session recorded
-    that still exists.
+    that still exists. Only what a state file records is undone, and only once its session is
+    provably gone; see docs/trace.md, "Ownership".
     """
     from ..live import netns as lns
+    from ..live import ownership as own
     from ..live import session as ss
 
     _out, err = make_consoles(no_color=no_color)
@@ -197,35 +226,35 @@ def cleanup(netns, pid, dry_run, no_color) -> int:
     if netns or pid:
         _enter_netns(netns, pid)
     actions = ss.Actions(dry_run=dry_run, say=lambda s: say("ruletrace: " + s))
-    total, problems = ss.clean_stale(actions)
+    problems, left = own.clean(actions, force=force)
     if not (netns or pid):
-        for st in ss.other_namespace_states():
-            path = None
-            if st.netns.get("name"):
-                try:
-                    path = lns.ns_path(name=st.netns["name"])
-                except RuletraceError:
-                    path = None
-            elif st.netns.get("pid"):
-                try:
-                    path = lns.ns_path(pid=int(st.netns["pid"]))
-                except RuletraceError:
-                    path = None
-            if path is None or lns.ns_id(path) != st.netns.get("id"):
-                say(f"ruletrace: session {st.sid}: its namespace is gone (nothing left to undo)")
+        visited: set[str] = set()
+        for st in own.other_namespace_states():
+            nid = str(st.netns.get("id"))
+            if nid in visited:
+                continue
+            path = own.find_netns(st)
+            if path is None:
+                say(f"ruletrace: session {st.sid}: its namespace no longer exists here (no /run/netns name, "
+                    "no process, no bind mount holds it): nothing left to undo")
                 if not dry_run:
                     st.remove()
                 continue
+            visited.add(nid)
             with lns.entered(path):
-                n, pr = ss.clean_stale(actions)
-            total += n
+                pr, lf = own.clean(actions, force=force)
             problems += pr
+            left += lf
+    for line in left:
+        say(f"ruletrace: {line}", "yellow")
     for p in problems:
         say(f"ruletrace: problem: {p}", "red")
-    if total == 0 and not problems:
+    if dry_run:
+        say("ruletrace: dry run: nothing was changed")
+    elif actions.done == 0 and not problems and not left:
         say("ruletrace: nothing to clean up")
-    elif not dry_run:
-        say(f"ruletrace: undid {total} change(s)")
+    else:
+        say(f"ruletrace: undid {actions.done} change(s)")
     return ExitStatus.ERROR if problems else ExitStatus.OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -19,6 +20,41 @@ TOOLS: dict[str, dict[str, tuple[str, str]]] = {
              "ipv6": ("ip6tables-legacy", "ip6tables-legacy-save")},
     NFT: {"ipv4": ("iptables-nft", "iptables-nft-save"), "ipv6": ("ip6tables-nft", "ip6tables-nft-save")},
 }
+
+
+CAPS = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13}  # include/uapi/linux/capability.h
+STATUS = "/proc/self/status"
+CMD_TIMEOUT = 30.0
+
+
+def missing_caps(status: str | None = None) -> list[str]:
+    """The capabilities live tracing needs that this process lacks in its effective set.
+
+    CAP_NET_ADMIN changes netfilter state; CAP_NET_RAW is what legacy iptables needs for the raw
+    socket it talks to the kernel through (its error then says only "you must be root").
+    """
+    try:
+        with open(status or STATUS) as f:
+            text = f.read()
+    except OSError:
+        return [] if os.geteuid() == 0 else list(CAPS)
+    eff = 0
+    for line in text.splitlines():
+        if line.startswith("CapEff:"):
+            eff = int(line.split()[1], 16)
+    return [name for name, bit in CAPS.items() if not eff >> bit & 1]
+
+
+def permission_error(name: str) -> RuletraceError:
+    """``name`` was refused: say which capability is missing (never one the process has)."""
+    missing = missing_caps()
+    if missing:
+        have = [c for c in CAPS if c not in missing]
+        return RuletraceError(f"{name}: permission denied: this process lacks {' and '.join(missing)}"
+                              + (f" (it has {', '.join(have)})" if have else "") + ": run it as root, e.g. with sudo")
+    return RuletraceError(f"{name}: permission denied although this process has CAP_NET_ADMIN and "
+                          "CAP_NET_RAW (a security module, a user namespace without the network "
+                          "namespace, or a read-only /proc?)")
 
 
 def tool(backend: str, family: str, *, save: bool = False) -> str:
@@ -42,7 +78,7 @@ def save(backend: str, family: str, *, counters: bool = False) -> str:
     if p.returncode != 0:
         msg = p.stderr.strip()
         if "Permission denied" in msg or "you must be root" in msg:
-            raise RuletraceError(f"{name}: permission denied (run as root / with CAP_NET_ADMIN)")
+            raise permission_error(name)
         return ""
     return p.stdout
 
@@ -108,3 +144,31 @@ def detect(requested: str = "auto") -> BackendReport:
         raise RuletraceError(f"backend {rep.chosen}: {', '.join(missing)} not found (install iptables "
                              f">= 1.8 with its {rep.chosen} tools, or choose --backend)")
     return rep
+
+
+# --- nf_tables objects (iptables-nft creates tables and chains on first use) ----------------
+
+NFT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
+
+
+def _nft(*args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["nft", *args], capture_output=True, text=True, timeout=CMD_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def nft_exists(fam: str, table: str, chain: str = "") -> bool:
+    """True when the nf_tables table (or chain) exists in this namespace."""
+    p = _nft("list", "chain", fam, table, chain) if chain else _nft("list", "table", fam, table)
+    return p is not None and p.returncode == 0
+
+
+def nft_has_rules(fam: str, table: str, chain: str) -> bool:
+    p = _nft("-j", "list", "chain", fam, table, chain)
+    return p is None or p.returncode != 0 or '"rule"' in p.stdout
+
+
+def nft_has_chains(fam: str, table: str) -> bool:
+    p = _nft("-j", "list", "table", fam, table)
+    return p is None or p.returncode != 0 or '"chain"' in p.stdout

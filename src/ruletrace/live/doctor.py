@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import RuletraceError
 from . import backend as be
+from . import ownership as own
 from . import session as ss
 from .netns import is_initial
 
@@ -115,16 +116,21 @@ def diagnose(*, all_netns: str | None = None) -> list[Check]:
                      "conntrack not loaded in this namespace (state matches load it)"
                      + ("" if be.have_tool("conntrack") else "; conntrack tool missing")))
     try:
-        dead, orphans = ss.stale_sessions()
+        lo = own.scan()
+        others = own.other_namespace_states()
     except RuletraceError as e:
-        dead, orphans = [], []
+        lo, others = own.Leftovers(), []
         out.append(Check("leftovers", WARN, f"could not scan for leftovers: {e}"))
-    others = ss.other_namespace_states()
-    if dead or orphans or others:
+    if lo or others:
+        fix = ["ruletrace cleanup"] + (["ruletrace cleanup --force   # rules without a state file"]
+                                       if lo.orphans or lo.unproven else [])
         out.append(Check("leftovers", WARN,
-                         f"{len(dead)} dead ruletrace session(s) here, {len(orphans)} orphaned tagged rule(s), "
-                         f"{len(others)} dead session(s) in other namespaces",
-                         ["ruletrace cleanup"]))
+                         f"{len(lo.dead)} killed ruletrace session(s) here, {len(lo.unproven)} that cannot be "
+                         f"checked, {len(lo.orphans)} orphaned ruletrace rule(s) (exact shape, no state file), "
+                         f"{len(others)} killed session(s) in other namespaces", fix))
     else:
         out.append(Check("leftovers", OK, "no ruletrace rules or session files left behind"))
+    if lo.live or lo.live_orphans:
+        out.append(Check("sessions", INFO, f"{len(lo.live) + len({o.sid for o in lo.live_orphans})} running "
+                         "ruletrace session(s) in this namespace (never touched by cleanup)"))
     return out

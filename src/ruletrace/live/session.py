@@ -2,8 +2,10 @@
 
 Every change is written to a state file under /run/ruletrace/ *before* it is made, so that
 ``ruletrace cleanup`` can undo a session that was killed (SIGKILL, crash). Rules carry the
-comment ``ruletrace:<session-id>`` (and ``ruletrace:<session-id>:seen`` for the counter rule);
-cleanup deletes a rule by its full spec, so it never touches a rule it did not add.
+comment ``ruletrace:<session-id>`` (and ``ruletrace:<session-id>:seen`` for the counter rule),
+the id being 128 random bits in hex; undo deletes a rule by its full recorded spec, so it never
+touches a rule it did not add. What may be deleted without a state file is decided in
+``ownership.py``; the liveness markers and shared-resource claims are in ``marker.py``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RuletraceError
-from ..rulesets.iptables_save import tokenize
 from . import backend as be
-from .netns import ns_id
+from . import marker as mk
 
 STATE_DIR = Path(os.environ.get("RULETRACE_STATE_DIR", "/run/ruletrace"))
 TAG = "ruletrace:"
@@ -34,8 +35,13 @@ NF_LOG_ALL_NETNS = "/proc/sys/net/netfilter/nf_log_all_netns"
 NFPROTO = {"ipv4": 2, "ipv6": 10}  # include/uapi/linux/netfilter.h NFPROTO_IPV4 / NFPROTO_IPV6
 SYSLOG_LOGGER = {"ipv4": "nf_log_ipv4", "ipv6": "nf_log_ipv6"}
 DEFAULT_RATE = 50  # traced packets per second at most (-m limit), so a mistake cannot flood the host
-CMD_TIMEOUT = 30.0
-_TAG_RE = re.compile(r'--comment "?ruletrace:([A-Za-z0-9]+)(:seen)?"?')
+CMD_TIMEOUT = be.CMD_TIMEOUT
+SID_BYTES = 16  # 128 random bits: nobody guesses another session's id
+SID_RE = re.compile(f"[0-9a-f]{{{2 * SID_BYTES}}}")
+LOCK_WAIT = 2  # seconds iptables waits for the xtables lock (-w) per attempt
+LOCK_TRIES = 10  # attempts per command while the lock is busy: at most ~25 s per command
+LOCK_PAUSE = 0.5
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _PROTO_PORTS = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
 
 
@@ -127,10 +133,11 @@ class PlannedRule:
     args: list[str]
 
     def insert_cmd(self, backend: str) -> list[str]:
-        return [be.tool(backend, self.family), "-w", "-t", self.table, "-I", self.chain, "1", *self.args]
+        return [be.tool(backend, self.family), "-w", str(LOCK_WAIT), "-t", self.table, "-I", self.chain, "1",
+                *self.args]
 
     def delete_cmd(self, backend: str) -> list[str]:
-        return [be.tool(backend, self.family), "-w", "-t", self.table, "-D", self.chain, *self.args]
+        return [be.tool(backend, self.family), "-w", str(LOCK_WAIT), "-t", self.table, "-D", self.chain, *self.args]
 
     def to_json(self) -> dict:
         return {"family": self.family, "table": self.table, "chain": self.chain, "args": self.args}
@@ -154,7 +161,7 @@ def plan_rules(spec: TraceSpec, sid: str) -> list[PlannedRule]:
 
 
 def new_session_id() -> str:
-    return secrets.token_hex(4)
+    return secrets.token_hex(SID_BYTES)
 
 
 def proc_start(pid: int) -> str | None:
@@ -164,6 +171,22 @@ def proc_start(pid: int) -> str | None:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+def boot_id() -> str | None:
+    try:
+        return Path(BOOT_ID).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def pid_ns() -> str | None:
+    """Identity (``dev:inode``) of our pid namespace: pids in a record mean something only there."""
+    try:
+        st = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 # --- nf_log bindings ---------------------------------------------------------------------
@@ -217,29 +240,55 @@ class State:
     created: float = 0.0
     # nf_tables tables/chains that iptables-nft created for our rules: [nft family, table, chain|""]
     made: list[list[str]] = field(default_factory=list)
+    boot_id: str | None = None  # the owner's boot, pid namespace: where pid + start mean something
+    pidns: str | None = None
 
     @property
     def path(self) -> Path:
         return STATE_DIR / f"{self.sid}.json"
 
     def save(self) -> None:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
         data = {"sid": self.sid, "pid": self.pid, "start": self.start, "netns": self.netns,
                 "backend": self.backend, "rules": [r.to_json() for r in self.rules],
                 "nf_log": {str(k): v for k, v in self.nf_log.items()}, "created": self.created,
-                "made": self.made}
+                "made": self.made, "boot_id": self.boot_id, "pidns": self.pidns}
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        try:
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise RuletraceError(f"cannot write the session state file {self.path}: {e.strerror or e} "
+                                 "(set RULETRACE_STATE_DIR to a writable folder)") from e
 
     def remove(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        for p in (self.path, self.path.with_suffix(".tmp")):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def owner_gone(self) -> bool | None:
+        """True when the owning process is provably gone, False when it runs, None when unknown.
+
+        Proof: another boot (boot id), or, in the pid namespace the record was made in, no
+        process with that pid and start time. A record without those (or from another pid
+        namespace) cannot be checked.
+        """
+        boot = boot_id()
+        if self.boot_id and boot and self.boot_id != boot:
+            return True
+        if not (self.start and self.boot_id and self.pidns) or self.pidns != pid_ns():
+            return None
+        return proc_start(self.pid) != self.start
 
     def alive(self) -> bool:
-        return self.start is not None and proc_start(self.pid) == self.start
+        """Not provably gone (by pid; the namespace's marker is checked by the caller)."""
+        return self.owner_gone() is not True
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -248,16 +297,24 @@ class State:
             return cls(d["sid"], int(d["pid"]), d.get("start"), d.get("netns") or {}, d["backend"],
                        [PlannedRule(r["family"], r["table"], r["chain"], list(r["args"])) for r in d["rules"]],
                        {int(k): v for k, v in (d.get("nf_log") or {}).items()}, float(d.get("created", 0)),
-                       [list(x) for x in d.get("made") or []])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RuletraceError(f"unreadable session state file: {e}", origin=None) from e
+                       [list(x) for x in d.get("made") or []], d.get("boot_id"), d.get("pidns"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise RuletraceError(f"{path}: unreadable session state file: {e}") from e
 
 
-def all_states() -> list[tuple[Path, State | None]]:
+def new_state(sid: str, netns: dict, backend: str) -> State:
+    """The record of a session of this process (pid, start time, boot id, pid namespace)."""
+    pid = os.getpid()
+    return State(sid, pid, proc_start(pid), netns, backend, created=time.time(), boot_id=boot_id(),
+                 pidns=pid_ns())
+
+
+def all_states(*, tmp: bool = False) -> list[tuple[Path, State | None]]:
+    """Every state file (``tmp``: the ``<sid>.tmp`` files a crash in the middle of a save left)."""
     if not STATE_DIR.is_dir():
         return []
     out: list[tuple[Path, State | None]] = []
-    for p in sorted(STATE_DIR.glob("*.json")):
+    for p in sorted(STATE_DIR.glob("*.tmp" if tmp else "*.json")):
         try:
             out.append((p, State.load(p)))
         except RuletraceError:
@@ -268,27 +325,45 @@ def all_states() -> list[tuple[Path, State | None]]:
 # --- running commands --------------------------------------------------------------------
 
 
+def _lock_busy(p: subprocess.CompletedProcess[str]) -> bool:
+    """iptables gave up waiting for the xtables lock (exit status 4, RESOURCE_PROBLEM)."""
+    return p.returncode == 4 and "xtables lock" in p.stderr
+
+
 class Actions:
     """Runs (or, in dry-run, prints) every change; ``say`` receives one line per change."""
 
     def __init__(self, *, dry_run: bool = False, say: Callable[[str], None] | None = None) -> None:
         self.dry_run = dry_run
         self.say = say or (lambda s: None)
+        self.done = 0  # changes made (commands that succeeded, bindings written)
 
     def run(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str] | None:
+        """Run ``argv``; while the xtables lock is busy (or the command hangs), retry up to
+        LOCK_TRIES times. With ``check``, a failure raises; without, the caller looks at it."""
         self.say(("would run: " if self.dry_run else "run: ") + shlex.join(argv))
         if self.dry_run:
             return None
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT)
-        except FileNotFoundError as e:
-            raise RuletraceError(f"{argv[0]} not found: install it or choose another --backend") from e
-        except subprocess.TimeoutExpired as e:
-            raise RuletraceError(f"timed out: {shlex.join(argv)}") from e
+        for attempt in range(1, LOCK_TRIES + 1):
+            try:
+                p = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+            except FileNotFoundError as e:
+                raise RuletraceError(f"{argv[0]} not found: install it or choose another --backend") from e
+            except subprocess.TimeoutExpired:
+                if attempt == LOCK_TRIES:
+                    raise RuletraceError(f"timed out {LOCK_TRIES} times: {shlex.join(argv)}") from None
+                self.say(f"timed out after {CMD_TIMEOUT:g} s: retrying ({attempt}/{LOCK_TRIES})")
+                continue
+            if not _lock_busy(p) or attempt == LOCK_TRIES:
+                break
+            self.say(f"the xtables lock is held by another program: retrying ({attempt}/{LOCK_TRIES})")
+            time.sleep(LOCK_PAUSE)
+        if p.returncode == 0:
+            self.done += 1
         if check and p.returncode != 0:
             err = p.stderr.strip()
             if "Permission denied" in err or "you must be root" in err:
-                raise RuletraceError(f"{argv[0]}: permission denied (run as root / with CAP_NET_ADMIN)")
+                raise be.permission_error(argv[0])
             raise RuletraceError(f"{shlex.join(argv)} failed: {err[:400]}")
         return p
 
@@ -296,58 +371,60 @@ class Actions:
         self.say(("would write " if self.dry_run else "write ") + f"{logger} to {NF_LOG_SYSCTL.format(pf=pf)}")
         if not self.dry_run:
             set_nf_log(pf, logger)
+            self.done += 1
 
 
 # --- undo --------------------------------------------------------------------------------
 
 
-def undo(state: State, actions: Actions) -> list[str]:
-    """Delete the state's rules and restore its nf_log bindings; returns problems (not raised)."""
+def undo(state: State, actions: Actions, marker: mk.Marker | None = None) -> list[str]:
+    """Delete the state's rules, the nf_tables objects it made (when empty and no other live
+    session still uses them) and restore its nf_log bindings (unless another live session still
+    uses them), then drop ``marker``'s claims. Every step is tried on its own; returns the
+    problems (nothing is raised)."""
     problems: list[str] = []
+    try:
+        with mk.netns_lock(dry_run=actions.dry_run):
+            _undo(state, actions, problems)
+            if marker is not None:
+                marker.close()  # under the lock: the next one out sees we are gone
+    except RuletraceError as e:  # the lock: undo anyway, the rules at least are ours alone
+        problems.append(str(e))
+        _undo(state, actions, problems)
+    return problems
+
+
+def _undo(state: State, actions: Actions, problems: list[str]) -> None:
     for r in reversed(state.rules):
-        p = actions.run(r.delete_cmd(state.backend), check=False)
+        cmd = r.delete_cmd(state.backend)
+        try:
+            p = actions.run(cmd, check=False)
+        except RuletraceError as e:
+            problems.append(str(e))
+            continue
         if p is not None and p.returncode != 0 and not _gone(p.stderr):
-            problems.append(f"{shlex.join(r.delete_cmd(state.backend))}: {p.stderr.strip()[:200]}")
+            problems.append(f"{shlex.join(cmd)}: {p.stderr.strip()[:200]}")
+    held = mk.claims(exclude=state.sid)
     for fam, table, chain in state.made:  # chains first, then the table, each only when empty
-        if chain:
-            if nft_exists(fam, table, chain) and not nft_has_rules(fam, table, chain):
-                actions.run(["nft", "delete", "chain", fam, table, chain], check=False)
-        elif nft_exists(fam, table) and not nft_has_chains(fam, table):
-            actions.run(["nft", "delete", "table", fam, table], check=False)
+        if mk.nft_claim(fam, table, chain) in held:
+            continue  # another live session uses it: the last one out deletes it
+        try:
+            if chain:
+                if be.nft_exists(fam, table, chain) and not be.nft_has_rules(fam, table, chain):
+                    actions.run(["nft", "delete", "chain", fam, table, chain], check=True)
+            elif be.nft_exists(fam, table) and not be.nft_has_chains(fam, table):
+                actions.run(["nft", "delete", "table", fam, table], check=True)
+        except RuletraceError as e:
+            problems.append(str(e))
     current = nf_log_bindings()
     for pf, logger in state.nf_log.items():
+        if mk.claimed_nf_log(held, pf) is not None:
+            continue  # another live session uses the binding: it restores it when it leaves
         if current.get(pf, (None,))[0] != logger:
             try:
                 actions.set_nf_log(pf, logger)
             except RuletraceError as e:
                 problems.append(str(e))
-    return problems
-
-
-NFT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
-
-
-def _nft(*args: str) -> subprocess.CompletedProcess[str] | None:
-    try:
-        return subprocess.run(["nft", *args], capture_output=True, text=True, timeout=CMD_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def nft_exists(fam: str, table: str, chain: str = "") -> bool:
-    """True when the nf_tables table (or chain) exists in this namespace."""
-    p = _nft("list", "chain", fam, table, chain) if chain else _nft("list", "table", fam, table)
-    return p is not None and p.returncode == 0
-
-
-def nft_has_rules(fam: str, table: str, chain: str) -> bool:
-    p = _nft("-j", "list", "chain", fam, table, chain)
-    return p is None or p.returncode != 0 or '"rule"' in p.stdout
-
-
-def nft_has_chains(fam: str, table: str) -> bool:
-    p = _nft("-j", "list", "table", fam, table)
-    return p is None or p.returncode != 0 or '"chain"' in p.stdout
 
 
 def nft_missing(rules: list[PlannedRule]) -> list[list[str]]:
@@ -355,10 +432,10 @@ def nft_missing(rules: list[PlannedRule]) -> list[list[str]]:
     out: list[list[str]] = []
     tables: list[list[str]] = []
     for r in rules:
-        fam = NFT_FAMILY[r.family]
-        if [fam, r.table, r.chain] not in out and not nft_exists(fam, r.table, r.chain):
+        fam = be.NFT_FAMILY[r.family]
+        if [fam, r.table, r.chain] not in out and not be.nft_exists(fam, r.table, r.chain):
             out.append([fam, r.table, r.chain])
-        if [fam, r.table, ""] not in tables and not nft_exists(fam, r.table):
+        if [fam, r.table, ""] not in tables and not be.nft_exists(fam, r.table):
             tables.append([fam, r.table, ""])
     return out + tables
 
@@ -366,76 +443,6 @@ def nft_missing(rules: list[PlannedRule]) -> list[list[str]]:
 def _gone(stderr: str) -> bool:
     s = stderr.lower()
     return "does a matching rule exist" in s or "bad rule" in s or "no chain/target/match" in s
-
-
-def tagged_rules(backend: str, family: str) -> list[tuple[str, str, str, str]]:
-    """Rules tagged by ruletrace in a backend: ``(sid, table, chain, spec after -A CHAIN)``."""
-    out: list[tuple[str, str, str, str]] = []
-    table = ""
-    for line in be.save(backend, family).splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-        elif line.startswith("-A ") and TAG in line:
-            m = _TAG_RE.search(line)
-            if m:
-                chain, _, spec = line[3:].partition(" ")
-                out.append((m[1], table, chain, spec))
-    return out
-
-
-def stale_sessions(here: str | None = None) -> tuple[list[State], list[tuple[str, str, str, str, str]]]:
-    """Dead sessions of this namespace, and tagged rules (in this namespace) of no live session.
-
-    Returns ``(states, orphans)``; an orphan is ``(backend, family, table, chain, spec)``.
-    """
-    here = here or ns_id()
-    live: set[str] = set()
-    dead: list[State] = []
-    for _p, st in all_states():
-        if st is None:
-            continue
-        if st.alive():
-            live.add(st.sid)
-        elif st.netns.get("id") == here:
-            dead.append(st)
-    dead_rules = {(st.backend, r.family, r.table, r.chain, shlex.join(r.args)) for st in dead for r in st.rules}
-    orphans: list[tuple[str, str, str, str, str]] = []
-    for b in be.BACKENDS:
-        for fam in be.FAMILIES:
-            for sid, table, chain, spec in tagged_rules(b, fam):
-                if sid in live:
-                    continue
-                if (b, fam, table, chain, shlex.join(tokenize(spec))) in dead_rules:
-                    continue  # the dead session's own undo removes it
-                orphans.append((b, fam, table, chain, spec))
-    return dead, orphans
-
-
-def clean_stale(actions: Actions, here: str | None = None) -> tuple[int, list[str]]:
-    """Undo dead sessions and delete orphaned tagged rules in this namespace; (changes, problems)."""
-    dead, orphans = stale_sessions(here)
-    problems: list[str] = []
-    n = 0
-    for st in dead:
-        actions.say(f"session {st.sid} (pid {st.pid}, {time.strftime('%F %T', time.localtime(st.created))}) "
-                    "is gone: undoing its changes")
-        problems += undo(st, actions)
-        n += len(st.rules) + len(st.nf_log)
-        if not actions.dry_run:
-            st.remove()
-    for b, fam, table, chain, spec in orphans:
-        actions.say(f"rule tagged by a finished ruletrace session: -t {table} -A {chain} {spec}")
-        p = actions.run([be.tool(b, fam), "-w", "-t", table, "-D", chain, *tokenize(spec)], check=False)
-        if p is not None and p.returncode != 0 and not _gone(p.stderr):
-            problems.append(p.stderr.strip()[:200])
-        n += 1
-    return n, problems
-
-
-def other_namespace_states(here: str | None = None) -> list[State]:
-    """Dead sessions recorded for other namespaces (cleaned with ``cleanup --netns``/``--pid``)."""
-    here = here or ns_id()
-    return [st for _p, st in all_states() if st is not None and not st.alive() and st.netns.get("id") != here]
 
 
 # --- counters ----------------------------------------------------------------------------

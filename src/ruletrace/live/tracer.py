@@ -22,12 +22,13 @@ from ..explain.explain import Explainer
 from ..model import Explanation, Packet, Ruleset, StepKind, TraceEvent
 from ..rulesets import load_ruleset
 from . import backend as be
+from . import marker as mk
+from . import ownership as own
 from . import session as ss
 from .netns import is_initial, ns_id
 
 IDLE = 0.25  # seconds without a step after which a packet's path is taken as complete
 CHURN_INTERVAL = 2.0  # seconds between re-reads of a legacy ruleset
-CAP_NET_ADMIN = 12  # include/uapi/linux/capability.h
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -35,18 +36,27 @@ class Stop(Exception):
     """A signal asked the trace to end (SIGTERM, SIGHUP)."""
 
 
-def check_privileges() -> None:
-    """Raise a clear error unless we may change netfilter state here (root or CAP_NET_ADMIN)."""
-    if os.geteuid() == 0:
-        return
+def check_privileges(backend: str | None = None) -> None:
+    """Raise a clear error unless we may change netfilter state here and record the session:
+    CAP_NET_ADMIN in the effective set (root has it unless a container dropped it), CAP_NET_RAW
+    too for the legacy backend (iptables-legacy talks through a raw socket), and a state folder
+    we can write. Names only what is missing, and what the process has."""
+    missing = [c for c in be.missing_caps() if c == "CAP_NET_ADMIN" or backend == be.LEGACY]
+    if missing:
+        have = [c for c in be.CAPS if c not in be.missing_caps()]
+        raise RuletraceError(f"ruletrace trace{' --backend legacy' if backend == be.LEGACY else ''} needs "
+                             f"{' and '.join(missing)} (it adds TRACE rules with iptables and listens on "
+                             "netfilter netlink)"
+                             + (f"; this process has {', '.join(have)} but not that" if have else "")
+                             + ": run it with sudo")
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("CapEff:") and int(line.split()[1], 16) >> CAP_NET_ADMIN & 1:
-                return
-    except OSError:
-        pass
-    raise RuletraceError("ruletrace trace needs root or CAP_NET_ADMIN (it adds TRACE rules and "
-                         "listens on netfilter netlink): run it with sudo")
+        ss.STATE_DIR.mkdir(parents=True, exist_ok=True)
+        probe = ss.STATE_DIR / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RuletraceError(f"cannot write session state files in {ss.STATE_DIR}: {e.strerror or e} "
+                             "(set RULETRACE_STATE_DIR to a writable folder)") from e
 
 
 @dataclass
@@ -152,6 +162,7 @@ class Tracer:
         self.churn_interval = churn_interval
         self.actions = ss.Actions(dry_run=dry_run, say=self.say)
         self.sid = ss.new_session_id()
+        self.marker = mk.Marker(self.sid, dry_run=dry_run)
         self.backend: str | None = None
         self.state: ss.State | None = None
         self.source = None  # NflogListener | KmsgFollower | NetlinkSocket
@@ -167,32 +178,33 @@ class Tracer:
 
     def setup(self) -> None:
         self.spec.validate()
-        if not self.dry_run:
-            check_privileges()
         rep = be.detect(self.requested)
+        if not self.dry_run:
+            check_privileges(rep.chosen)
         for w in rep.warnings:
             self.warn(w)
         self.backend = rep.chosen
         assert self.backend is not None
         rules = ss.plan_rules(self.spec, self.sid)
         self.netns.setdefault("id", ns_id())
-        self.state = ss.State(self.sid, os.getpid(), ss.proc_start(os.getpid()), self.netns, self.backend,
-                              created=time.time())
+        self.marker.hold()  # before any change: others in this namespace see the session is alive
+        self.state = ss.new_state(self.sid, self.netns, self.backend)
         self.say(f"session {self.sid}: backend {self.backend}"
                  + (f" (legacy {rep.total(be.LEGACY)} rules, nf_tables {rep.total(be.NFT)} rules)"))
         if not self.dry_run:
             self.state.save()
-        if self.backend == be.NFT:
-            self._open_nftrace()
-        else:
-            self._open_legacy()
-        if self.backend == be.NFT and not self.dry_run:
-            self.state.made = ss.nft_missing(rules)  # iptables-nft creates these; undo removes them
-        for r in rules:
-            self.state.rules.append(r)
-            if not self.dry_run:
-                self.state.save()  # recorded before it is made: cleanup can always find it
-            self.actions.run(r.insert_cmd(self.backend))
+        with mk.netns_lock(dry_run=self.dry_run):  # shared bindings/chains: decided one session at a time
+            if self.backend == be.NFT:
+                self._open_nftrace()
+            else:
+                self._open_legacy()
+            if self.backend == be.NFT and not self.dry_run:
+                own.share_made(self.state, self.marker, ss.nft_missing(rules))  # iptables-nft creates these
+            for r in rules:
+                self.state.rules.append(r)
+                if not self.dry_run:
+                    self.state.save()  # recorded before it is made: cleanup can always find it
+                self.actions.run(r.insert_cmd(self.backend))
         if self.dry_run:
             return
         self.versions.append(self._snapshot(0))
@@ -226,16 +238,17 @@ class Tracer:
 
             for desc, _t, _p in config_plan(pfs):
                 self.say(("would send " if self.dry_run else "netlink: ") + desc)
-            for pf in pfs:
-                self.state.nf_log[pf] = bindings.get(pf, ("NONE", []))[0]
-            if self.dry_run:
-                for pf, prev in self.state.nf_log.items():
-                    self.say(f"would restore afterwards: {prev} to {ss.NF_LOG_SYSCTL.format(pf=pf)}")
-                self.mode = "nflog"
-                return
-            self.state.save()
-            listener = NflogListener(pfs)
             try:
+                for pf in pfs:  # PF_BIND below makes nfnetlink_log the logger: not under another session
+                    own.share_nf_log(self.state, self.marker, pf, bindings.get(pf, ("NONE", []))[0],
+                                    "nfnetlink_log")
+                if self.dry_run:
+                    for pf, prev in self.state.nf_log.items():
+                        self.say(f"would restore afterwards: {prev} to {ss.NF_LOG_SYSCTL.format(pf=pf)}")
+                    self.mode = "nflog"
+                    return
+                self.state.save()
+                listener = NflogListener(pfs)
                 listener.open()
                 self.source, self.mode = listener, "nflog"
                 return
@@ -255,8 +268,8 @@ class Tracer:
             pf = ss.NFPROTO[fam]
             now = current.get(pf, ("NONE", []))[0]
             want = ss.SYSLOG_LOGGER[fam]
+            own.share_nf_log(self.state, self.marker, pf, now, want)  # refuses to rebind a shared one
             if now != want:
-                self.state.nf_log.setdefault(pf, now)
                 if not self.dry_run:
                     self.state.save()
                 self.actions.set_nf_log(pf, want)
@@ -430,9 +443,10 @@ class Tracer:
                 for r in reversed(self.state.rules):
                     self.actions.run(r.delete_cmd(self.state.backend))
                 return []
-            problems = ss.undo(self.state, self.actions)
+            problems = ss.undo(self.state, self.actions, self.marker)
             if not problems:
                 self.state.remove()
+            self.marker.close()
             return problems
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
