@@ -62,7 +62,10 @@ class LiveGrouper:
     """Groups steps into packets; a packet is complete after ``idle`` seconds without a step.
 
     ``mark_open(reason)`` flags every packet still open (e.g. steps were lost in an overrun:
-    those packets may be incomplete); ``referenced()`` are the ruleset versions open packets use.
+    those packets may be incomplete); while ``suspect`` is set, every packet that gets a step is
+    flagged "overrun" too (after an overrun netlink drops every message until the receive queue
+    was emptied, so the packets whose steps are still queued lose their tails).
+    ``referenced()`` are the ruleset versions open packets use.
     """
 
     def __init__(self, idle: float = IDLE) -> None:
@@ -72,9 +75,12 @@ class LiveGrouper:
         self._flags: dict[object, set[str]] = {}
         self._seq = 0
         self._next_id = 1
+        self.suspect = False
 
     def add(self, ev: TraceEvent, version: int, now: float) -> None:
         key = ("id", ev.packet_id) if ev.packet_id is not None else ev.ident
+        if self.suspect:
+            self._flags.setdefault(key, set()).add("overrun")
         self._seq += 1
         self._open.setdefault(key, []).append((self._seq, ev, version))
         self._last[key] = now
@@ -337,7 +343,9 @@ class Tracer:
         where = sorted({f"{r.family} raw {r.chain}" for r in missing})
         self.warn(f"the ruleset change removed this session's TRACE rules ({', '.join(where)}): tracing had "
                   "stopped; re-installing them (the loss counts below cover the time since)")
-        self.state.save()  # the state lists them already: cleanup finds them whatever happens next
+        if self.backend == be.NFT:  # what exists now is not ours to remove at the end
+            self.state.made = ss.nft_missing(self.state.rules)
+        self.state.save()  # the state lists the rules already: cleanup finds them whatever happens next
         present = [r for r in self.state.rules if r not in missing and (r.family, r.chain) in
                    {(m.family, m.chain) for m in missing}]
         for r in present:  # keep the order: counter rule first, then the TRACE rule
@@ -398,9 +406,12 @@ class Tracer:
             grouper.add(ev, v, now)
         self.stats["events"] += len(batch)
         losses = self._source_losses()
-        if losses > self._losses:  # steps were dropped: every packet open now may miss some
-            self._losses = losses
+        if losses > self._losses:  # steps were dropped: every packet open now may miss some,
+            self._losses = losses  # and so may every packet whose steps are still queued
             self.stats["marked"] += grouper.mark_open("overrun")
+            grouper.suspect = True
+        elif not batch:
+            grouper.suspect = False  # the queue ran empty: the kernel delivers again
         return len(batch)
 
     def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownership.Verdict | None:
