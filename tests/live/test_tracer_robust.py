@@ -207,10 +207,12 @@ def test_flood_through_1000_rules_counts_what_was_lost(lab):
     assert m, line
     traced, arrived, lost = map(int, m.groups())
     assert traced == n, line  # the kernel's count: every packet sent
-    assert arrived == len(pkts) and lost == traced - arrived, line
+    ns = re.search(r"(\d+) arrived but not shown", line)  # still queued when --duration ended
+    assert arrived == len(pkts) + (int(ns[1]) if ns else 0) and lost == traced - arrived, line
     inc = re.search(r"(\d+) arrived possibly incomplete", line)
     incomplete = int(inc[1]) if inc else 0
-    assert incomplete == sum(any("possibly incomplete" in w for w in p["warnings"]) for p in pkts), line
+    marked = sum(any("possibly incomplete" in w for w in p["warnings"]) for p in pkts)
+    assert marked <= incomplete <= marked + (int(ns[1]) if ns else 0), line  # not shown ones count too
     short = [p for p in pkts if len(p["steps"]) < 1000]  # a complete path has the 1,000 rules and more
     flagged = [p for p in short if any("possibly incomplete" in w for w in p["warnings"])]
     assert len(flagged) == len(short), (len(short), len(flagged), line)  # every visibly short path is marked
