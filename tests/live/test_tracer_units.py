@@ -11,7 +11,7 @@ from ruletrace.live import accounting as acc
 from ruletrace.live import backend as be
 from ruletrace.live import nflog
 from ruletrace.live import session as ss
-from ruletrace.live.ownership import judge, spec_fits
+from ruletrace.live.ownpackets import judge, spec_fits
 from ruletrace.live.tracer import LiveGrouper, Tracer, Version
 from ruletrace.model import Packet, StepKind, TraceEvent
 from ruletrace.rulesets import load_ruleset

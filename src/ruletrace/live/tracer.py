@@ -7,7 +7,7 @@ checked after every batch of steps (table sizes) and every few seconds (the whol
 the ruleset is re-read when it changed or a packet does not fit. A packet is explained against
 the version live when its first step arrived; a legacy packet whose steps do not fit that
 version is explained against the one they fit. Versions are kept only while open packets
-refer to them (versions.py). Only the session's own packets are shown (ownership.py); what
+refer to them (versions.py). Only the session's own packets are shown (ownpackets.py); what
 the kernel traced and what arrived is counted (accounting.py).
 """
 
@@ -26,7 +26,7 @@ from ..model import Explanation, Packet, Ruleset, TraceEvent
 from ..rulesets import load_ruleset
 from . import accounting as acc
 from . import backend as be
-from . import ownership
+from . import ownpackets
 from . import session as ss
 from .netns import is_initial, ns_id
 from .versions import MAX_KEPT, Version, Versions, diff_summary, same_rules
@@ -215,7 +215,7 @@ class Tracer:
         sock = NetlinkSocket()
         sock.join_group(NFNLGRP_NFTRACE)
         self.source = sock
-        # the event of the rule that set nftrace tells whose trace it is (ownership.judge)
+        # the event of the rule that set nftrace tells whose trace it is (ownpackets.judge)
         self.decoder = TraceDecoder(self._current_ruleset, keep_trace_rule=True)
 
     def _open_legacy(self) -> None:
@@ -416,10 +416,10 @@ class Tracer:
             grouper.suspect = False  # the queue ran empty: the kernel delivers again
         return len(batch)
 
-    def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownership.Verdict | None:
+    def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownpackets.Verdict | None:
         others = any(ss.TAG in r.text and ss.TAG + self.sid not in r.text
                      for rs in self.versions.latest.rulesets.values() for r in acc.raw_rules(rs))
-        j = ownership.judge(pkt, versions, self._ruleset, self.sid, self.spec, nft=self.mode == "nftrace",
+        j = ownpackets.judge(pkt, versions, self._ruleset, self.sid, self.spec, nft=self.mode == "nftrace",
                             others=others)
         if not j.own:
             self.stats["foreign"] += 1
