@@ -218,7 +218,7 @@ def test_live_grouper_flushes_idle_packets_in_order():
     g.add(ev("raw:PREROUTING:policy:1", 8), 0, 0.3)
     assert g.flush(0.3) == []  # both keys had a step less than 0.25 s ago
     out = g.flush(0.46)
-    assert [(p.id, [e.tag for e in p.events], v) for p, v in out] == [
+    assert [(p.id, [e.tag for e in p.events], v) for p, v, _f in out] == [
         (1, ["raw:PREROUTING:policy:1", "filter:INPUT:rule:1"], [0, 1])]
     out = g.flush(0.47, everything=True)
-    assert [(p.id, len(p.events)) for p, _v in out] == [(2, 1)] and g.pending() == 0
+    assert [(p.id, len(p.events)) for p, _v, _f in out] == [(2, 1)] and g.pending() == 0

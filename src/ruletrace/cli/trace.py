@@ -64,8 +64,8 @@ def _netns_options(f):
 @click.option("--all", "trace_all", is_flag=True, help="Allow a trace without any filter (every packet).")
 @click.option("-4", "v4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "v6", is_flag=True, help="IPv6 only.")
-@click.option("--count", type=int, metavar="N", help="Stop after N packets.")
-@click.option("--duration", type=float, metavar="S", help="Stop after S seconds.")
+@click.option("--count", type=int, metavar="N", help="Stop after exactly N packets (0: stop at once).")
+@click.option("--duration", type=float, metavar="S", help="Stop after S seconds (0: stop at once).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per packet per line.")
 @click.option("--dry-run", is_flag=True, help="Print every command and netlink change, change nothing.")
 @_netns_options
@@ -87,9 +87,14 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
 
     Example: ruletrace trace -p tcp --dport 52000 -s 10.0.0.2 --count 5
     """
+    from ..live import accounting as acc
     from ..live import session as ss
-    from ..live.tracer import Stop, Tracer
+    from ..live.tracer import STOP_SIGNALS, Stop, Tracer
 
+    if count is not None and count < 0:
+        raise click.UsageError("--count must be 0 or more (0: set up, stop at once, clean up)")
+    if duration is not None and duration < 0:
+        raise click.UsageError("--duration must be 0 or more seconds (0: set up, stop at once, clean up)")
     out, err = make_consoles(no_color=no_color, width=width)
     say = _Printer(err)
     families = ("ipv4",) if v4 and not v6 else ("ipv6",) if v6 and not v4 else ("ipv4", "ipv6")
@@ -106,24 +111,35 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     tracer = Tracer(spec, backend=backend, via=via, dry_run=dry_run, netns=nsinfo,
                     say=lambda s: say("ruletrace: " + s, "dim"),
                     warn=lambda s: say("ruletrace: warning: " + s, "yellow"))
+    absorbed: list[str] = []
+
+    def absorb(signum, _frame):  # once stopping, further signals must not cut the cleanup short
+        absorbed.append(signal.Signals(signum).name)
 
     def on_signal(signum, _frame):
+        for s in STOP_SIGNALS:
+            signal.signal(s, absorb)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Stop(signal.Signals(signum).name)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     n = 0
     interrupted = False
-    deadline = time.monotonic() + duration if duration else None
+    deadline = time.monotonic() + duration if duration is not None else None
+    problems: list[str] = []
+    started = False
     try:
         tracer.setup()
         if dry_run:
             return ExitStatus.OK
+        started = True
         say(f"ruletrace: tracing ({tracer.mode}, session {tracer.sid}); Ctrl-C to stop", "dim")
 
         def stop() -> bool:
-            return (count is not None and n >= count) or (deadline is not None and time.monotonic() >= deadline)
+            return deadline is not None and time.monotonic() >= deadline
 
-        for expl in tracer.explanations(stop=stop):
+        for expl in tracer.explanations(stop=stop, limit=count):
             n += 1
             try:
                 if as_json:
@@ -141,20 +157,22 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         interrupted = True
         say(f"ruletrace: {'interrupted' if isinstance(e, KeyboardInterrupt) else 'got ' + str(e)}: cleaning up")
     finally:
-        problems = tracer.teardown()
-        for s, h in old.items():
-            signal.signal(s, h)
-        for p in problems:
-            say(f"ruletrace: cleanup problem: {p}", "red")
-        if problems:
-            say("ruletrace: the session file was kept: run `ruletrace cleanup"
-                + (f" --netns {netns}" if netns else f" --pid {pid}" if pid else "") + "` to retry", "red")
-    st = tracer.stats
-    say(f"ruletrace: {n} packet(s) shown, {st['events']} trace step(s)"
-        + (f", {st['skipped_by_cap']} packet(s) of the flow not traced (over --rate-limit {rate_limit}/s)"
-           if st["skipped_by_cap"] else "")
-        + (f", {st['overruns']} netlink overrun(s): steps were lost" if st["overruns"] else "")
-        + (f", the ruleset changed {st['changes']} time(s)" if st["changes"] else ""), "dim")
+        for s in STOP_SIGNALS:
+            signal.signal(s, absorb)
+        try:
+            problems = tracer.teardown()
+        finally:
+            for p in problems:
+                say(f"ruletrace: cleanup problem: {p}", "red")
+            if problems:
+                say("ruletrace: the session file was kept: run `ruletrace cleanup"
+                    + (f" --netns {netns}" if netns else f" --pid {pid}" if pid else "") + "` to retry", "red")
+            if absorbed:
+                say(f"ruletrace: {', '.join(dict.fromkeys(absorbed))} during cleanup: finished cleaning up first")
+            if started:
+                say("ruletrace: " + acc.summary(tracer.stats, n, rate_limit), "dim")
+            for s, h in old.items():
+                signal.signal(s, h)
     if interrupted:
         return ExitStatus.CTRL_C if n == 0 else ExitStatus.OK
     return ExitStatus.OK if n else ExitStatus.FOUND_NOTHING

@@ -44,6 +44,7 @@ NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xFFFF
 NFNETLINK_V0 = 0
 HOST_ORDER = "<" if sys.byteorder == "little" else ">"  # byte order of NLA headers on this host
 
+BATCH = 1024  # datagrams read at most per messages() call
 RCVBUF = 8 << 20  # bytes: a burst of traced packets must not overflow the socket (ENOBUFS)
 
 
@@ -200,12 +201,25 @@ class NetlinkSocket:
             raise
         return list(split_messages(data))
 
-    def messages(self, timeout: float | None) -> list[tuple[int, int, int, bytes]]:
-        """Messages that arrived (waiting up to ``timeout`` seconds): (type, flags, seq, body)."""
+    def messages(self, timeout: float | None, *, batch: int = BATCH) -> list[tuple[int, int, int, bytes]]:
+        """Messages that arrived (waiting up to ``timeout`` seconds): (type, flags, seq, body).
+
+        After the first datagram, whatever else is queued is taken too (up to ``batch``
+        datagrams): each NFLOG/trace message is a datagram of its own, and one call per
+        datagram would make the caller's per-batch work (change checks) a per-step cost.
+        """
         if self._pending:
             out, self._pending = self._pending, []
             return out
-        return self._recv(timeout)
+        out = self._recv(timeout)
+        n = 1
+        while out and n < batch:
+            more = self._recv(0)
+            if not more:
+                break
+            out += more
+            n += 1
+        return out
 
 
 def split_messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:

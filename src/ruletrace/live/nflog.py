@@ -96,6 +96,9 @@ class NflogListener:
         self.sock: NetlinkSocket | None = None
         self.records = 0
         self.bad = 0
+        self.gaps = 0  # times the NFLOG sequence number skipped (messages dropped for us)
+        self.lost_steps = 0  # messages those gaps skipped
+        self._seq: int | None = None
 
     def open(self) -> None:
         """Bind the families' logger and the group; EPERM/EBUSY mean another listener has it."""
@@ -130,6 +133,18 @@ class NflogListener:
     def overruns(self) -> int:
         return self.sock.overruns if self.sock else 0
 
+    def _sequence(self, raw: bytes | None) -> None:
+        """NFULA_SEQ (NFULNL_CFG_F_SEQ): one number per message of the group; a gap is a loss."""
+        if raw is None or len(raw) < 4:
+            return
+        (seq,) = struct.unpack("!I", raw[:4])
+        if self._seq is not None:
+            skipped = (seq - self._seq - 1) & 0xFFFFFFFF
+            if 0 < skipped < 1 << 31:
+                self.gaps += 1
+                self.lost_steps += skipped
+        self._seq = seq
+
     def poll(self, timeout: float | None) -> list[TraceEvent]:
         """TRACE events received within ``timeout`` seconds (possibly none)."""
         assert self.sock is not None
@@ -138,8 +153,14 @@ class NflogListener:
         for mtype, _flags, _seq, body in self.sock.messages(timeout):
             if mtype != want:
                 continue
-            ev = decode_packet(body, record=self.records + 1, ifname=self.ifname)
             self.records += 1
+            try:
+                tlvs = nflog_pcap.decode_record(body, HOST_ORDER, Origin("netlink", self.records))
+            except RuletraceError:
+                self.bad += 1
+                continue
+            self._sequence(tlvs.get(nflog_pcap.NFULA_SEQ))
+            ev = decode_packet(body, record=self.records, ifname=self.ifname, tlvs=tlvs)
             if ev is None:
                 self.bad += 1
             elif ev is not False:
@@ -148,13 +169,17 @@ class NflogListener:
 
 
 def decode_packet(body: bytes, *, record: int = 0, ifname: Callable[[int], str] | None = None,
-                  now: float | None = None) -> TraceEvent | None | bool:
-    """One NFULNL_MSG_PACKET body -> TraceEvent; False when it is no TRACE step, None when broken."""
+                  now: float | None = None, tlvs: dict[int, bytes] | None = None) -> TraceEvent | None | bool:
+    """One NFULNL_MSG_PACKET body -> TraceEvent; False when it is no TRACE step, None when broken.
+
+    ``tlvs``: the body already decoded by ``nflog_pcap.decode_record``.
+    """
     origin = Origin("netlink", record or None)
-    try:
-        tlvs = nflog_pcap.decode_record(body, HOST_ORDER, origin)
-    except RuletraceError:
-        return None
+    if tlvs is None:
+        try:
+            tlvs = nflog_pcap.decode_record(body, HOST_ORDER, origin)
+        except RuletraceError:
+            return None
     prefix = tlvs.get(nflog_pcap.NFULA_PREFIX, b"").split(b"\0", 1)[0]
     tag = parse_tag(prefix)
     if tag is None:

@@ -2,33 +2,43 @@
 
 Rule churn: every ruleset snapshot is a numbered version. nf_tables announces each commit
 (NFT_MSG_NEWGEN on NFNLGRP_NFTABLES, on the same socket as the trace events, so in order with
-them); legacy xtables has no such event, so its ruleset is re-read every few seconds and when a
-packet does not fit. A packet is explained against the version live when its first step arrived.
+them); legacy xtables has no such event: a cheap fingerprint of the kernel's tables (xtgen) is
+checked after every batch of steps (table sizes) and every few seconds (the whole tables), and
+the ruleset is re-read when it changed or a packet does not fit. A packet is explained against
+the version live when its first step arrived; a legacy packet whose steps do not fit that
+version is explained against the one they fit. Versions are kept only while open packets
+refer to them (versions.py). Only the session's own packets are shown (ownpackets.py); what
+the kernel traced and what arrived is counted (accounting.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from ..correlate.group import group_packets
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
-from ..model import Explanation, Packet, Ruleset, StepKind, TraceEvent
+from ..model import Explanation, Packet, Ruleset, TraceEvent
 from ..rulesets import load_ruleset
+from . import accounting as acc
 from . import backend as be
 from . import marker as mk
 from . import ownership as own
+from . import ownpackets
 from . import session as ss
 from .netns import is_initial, ns_id
+from .versions import MAX_KEPT, Version, Versions, diff_summary, same_rules
+
+__all__ = ["LiveGrouper", "Stop", "Tracer", "Version", "diff_summary", "check_privileges"]
 
 IDLE = 0.25  # seconds without a step after which a packet's path is taken as complete
-CHURN_INTERVAL = 2.0  # seconds between re-reads of a legacy ruleset
+CHURN_INTERVAL = 2.0  # seconds between full fingerprints of a legacy ruleset (xtgen)
+QUICK_INTERVAL = 0.02  # seconds at least between two legacy size checks (xtgen.quick, ~0.6 ms a table)
+DRAIN_MAX = 2.0  # seconds at most to take in steps still under way when the trace ends
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -59,65 +69,29 @@ def check_privileges(backend: str | None = None) -> None:
                              "(set RULETRACE_STATE_DIR to a writable folder)") from e
 
 
-@dataclass
-class Version:
-    """One ruleset snapshot."""
-
-    n: int
-    at: float
-    rulesets: dict[str, Ruleset]
-    texts: dict[str, str]
-    changes: list[str] = field(default_factory=list)
-
-
-def _normal(text: str) -> list[str]:
-    """iptables-save text without comments and counters, for change detection."""
-    out = []
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        out.append(re.sub(r" \[\d+:\d+\]$", "", re.sub(r"^\[\d+:\d+\] ", "", line)))
-    return out
-
-
-def diff_summary(old: str, new: str) -> list[str]:
-    """``table:chain +A -R`` per chain whose rules changed between two iptables-save texts."""
-    def by_chain(text: str) -> dict[tuple[str, str], list[str]]:
-        d: dict[tuple[str, str], list[str]] = {}
-        table = ""
-        for line in _normal(text):
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith("-A "):
-                chain = line.split()[1]
-                d.setdefault((table, chain), []).append(line)
-        return d
-
-    a, b = by_chain(old), by_chain(new)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        ra, rb = a.get(key, []), b.get(key, [])
-        if ra == rb:
-            continue
-        added = len([r for r in rb if r not in ra])
-        removed = len([r for r in ra if r not in rb])
-        moved = " (order changed)" if not added and not removed else ""
-        out.append(f"{key[0]}:{key[1]} +{added} -{removed}{moved}")
-    return out
-
-
 class LiveGrouper:
-    """Groups steps into packets; a packet is complete after ``idle`` seconds without a step."""
+    """Groups steps into packets; a packet is complete after ``idle`` seconds without a step.
+
+    ``mark_open(reason)`` flags every packet still open (e.g. steps were lost in an overrun:
+    those packets may be incomplete); while ``suspect`` is set, every packet that gets a step is
+    flagged "overrun" too (after an overrun netlink drops every message until the receive queue
+    was emptied, so the packets whose steps are still queued lose their tails).
+    ``referenced()`` are the ruleset versions open packets use.
+    """
 
     def __init__(self, idle: float = IDLE) -> None:
         self.idle = idle
         self._open: OrderedDict[object, list[tuple[int, TraceEvent, int]]] = OrderedDict()
         self._last: dict[object, float] = {}
+        self._flags: dict[object, set[str]] = {}
         self._seq = 0
         self._next_id = 1
+        self.suspect = False
 
     def add(self, ev: TraceEvent, version: int, now: float) -> None:
         key = ("id", ev.packet_id) if ev.packet_id is not None else ev.ident
+        if self.suspect:
+            self._flags.setdefault(key, set()).add("overrun")
         self._seq += 1
         self._open.setdefault(key, []).append((self._seq, ev, version))
         self._last[key] = now
@@ -125,22 +99,36 @@ class LiveGrouper:
     def pending(self) -> int:
         return len(self._open)
 
-    def flush(self, now: float, *, everything: bool = False) -> list[tuple[Packet, list[int]]]:
-        """Packets whose last step is ``idle`` old (or all): ``(packet, versions of its steps)``."""
+    def mark_open(self, reason: str) -> int:
+        for k in self._open:
+            self._flags.setdefault(k, set()).add(reason)
+        return len(self._open)
+
+    def referenced(self) -> set[int]:
+        return {v for steps in self._open.values() for _s, _e, v in steps}
+
+    def flush(self, now: float, *, everything: bool = False) -> list[tuple[Packet, list[int], set[str]]]:
+        """Packets whose last step is ``idle`` old (or all): ``(packet, versions of its steps, flags)``."""
         keys = [k for k in self._open if everything or now - self._last[k] >= self.idle]
         if not keys:
             return []
         batch: list[tuple[int, TraceEvent, int]] = []
+        flags_of: dict[int, set[str]] = {}
         for k in keys:
-            batch += self._open.pop(k)
+            steps = self._open.pop(k)
             del self._last[k]
+            flags = self._flags.pop(k, set())
+            for _s, ev, _v in steps:
+                flags_of[id(ev)] = flags
+            batch += steps
         batch.sort(key=lambda x: x[0])
         version_of = {id(ev): v for _s, ev, v in batch}
         out = []
         for pkt in group_packets([ev for _s, ev, _v in batch]):
             pkt.id = self._next_id
             self._next_id += 1
-            out.append((pkt, [version_of[id(ev)] for ev in pkt.events]))
+            flags = set().union(*(flags_of[id(ev)] for ev in pkt.events))
+            out.append((pkt, [version_of[id(ev)] for ev in pkt.events], flags))
         return out
 
 
@@ -150,7 +138,7 @@ class Tracer:
     def __init__(self, spec: ss.TraceSpec, *, backend: str = "auto", via: str = "auto",
                  dry_run: bool = False, netns: dict | None = None,
                  say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
-                 idle: float = IDLE, churn_interval: float = CHURN_INTERVAL) -> None:
+                 idle: float = IDLE, churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT) -> None:
         self.spec = spec
         self.requested = backend
         self.via = via
@@ -167,11 +155,19 @@ class Tracer:
         self.state: ss.State | None = None
         self.source = None  # NflogListener | KmsgFollower | NetlinkSocket
         self.decoder = None
-        self.versions: list[Version] = []
+        self.versions = Versions(max_versions)
         self.mode = ""  # "nftrace", "nflog", "kmsg"
-        self.stats = {"packets": 0, "events": 0, "skipped_by_cap": 0, "overruns": 0, "changes": 0}
+        self.stats = acc.new_stats()
         self._explainers: dict[tuple[int, str | None], Explainer] = {}
+        self._ambiguous: set[int] = set()  # legacy versions noticed in a batch of steps: they may have seen the one before
         self._last_refresh = 0.0
+        self._last_quick = 0.0
+        self._fp = None  # legacy: xtgen.Fingerprint
+        self._quick: object = None
+        self._full: str | None = None
+        self._losses = 0
+        self._grouper: LiveGrouper | None = None
+        self._counted = False
         self._torn_down = False
 
     # --- setup ------------------------------------------------------------------------
@@ -207,13 +203,18 @@ class Tracer:
                 self.actions.run(r.insert_cmd(self.backend))
         if self.dry_run:
             return
-        self.versions.append(self._snapshot(0))
+        if self.backend == be.LEGACY:
+            from .xtgen import Fingerprint
+
+            self._fp = Fingerprint(self.spec.families)
+            self._quick, self._full = self._fp.quick(), self._fp.read()
+        self.versions.add(self._snapshot(0))
         if self.backend == be.NFT:
             from .nftrace import NFNLGRP_NFTABLES
 
             self.say(f"netlink: join group NFNLGRP_NFTABLES ({NFNLGRP_NFTABLES}) to see ruleset changes")
             self.source.join_group(NFNLGRP_NFTABLES)
-        self._last_refresh = time.monotonic()
+        self._last_refresh = self._last_quick = time.monotonic()
 
     def _open_nftrace(self) -> None:
         from .netlink import NetlinkSocket
@@ -226,7 +227,8 @@ class Tracer:
         sock = NetlinkSocket()
         sock.join_group(NFNLGRP_NFTRACE)
         self.source = sock
-        self.decoder = TraceDecoder(self._current_ruleset)
+        # the event of the rule that set nftrace tells whose trace it is (ownpackets.judge)
+        self.decoder = TraceDecoder(self._current_ruleset, keep_trace_rule=True)
 
     def _open_legacy(self) -> None:
         assert self.state is not None
@@ -317,26 +319,70 @@ class Tracer:
         return p.stdout
 
     def _current_ruleset(self, family: str) -> Ruleset | None:
-        return self.versions[-1].rulesets.get(family) if self.versions else None
+        return self.versions.latest.rulesets.get(family) if self.versions else None
 
-    def refresh(self) -> bool:
+    def _ruleset(self, version: int, family: str | None) -> Ruleset | None:
+        v, _exact = self.versions.get(version)
+        return v.rulesets.get(family or "")
+
+    def refresh(self, *, quiet: bool = False) -> bool:
         """Re-read the ruleset; True when it changed (a new version was added)."""
         self._last_refresh = time.monotonic()
-        new = self._snapshot(len(self.versions))
-        old = self.versions[-1]
-        if all(_normal(new.texts.get(f, "")) == _normal(old.texts.get(f, "")) for f in self.spec.families):
+        if self._fp is not None:
+            self._quick, self._full = self._fp.quick(), self._fp.read()
+        new = self._snapshot(self.versions.next_n())
+        old = self.versions.latest
+        if same_rules(new, old, self.spec.families):
             return False
         for fam in self.spec.families:
             new.changes += [f"{fam} {c}" for c in diff_summary(old.texts.get(fam, ""), new.texts.get(fam, ""))]
-        self.versions.append(new)
+        if quiet:
+            self.versions.replace_latest(new)  # a change of our own: same version, new content
+            self._explainers = {k: e for k, e in self._explainers.items() if k[0] != new.n}
+            return False
+        self.versions.add(new)
         self.stats["changes"] += 1
         self.warn(f"the ruleset changed during the trace (version {new.n} at "
                   f"{time.strftime('%T', time.localtime(new.at))}): {'; '.join(new.changes) or 'reordered'}")
+        self._check_own_rules()
         return True
+
+    def _check_own_rules(self) -> None:
+        """Re-install the session's rules when a change removed them (an iptables-restore with *raw)."""
+        assert self.state is not None and self.backend is not None
+        latest = self.versions.latest
+        missing = acc.missing_rules(self.state.rules, latest.rulesets, self.sid)
+        if not missing:
+            return
+        where = sorted({f"{r.family} raw {r.chain}" for r in missing})
+        self.warn(f"the ruleset change removed this session's TRACE rules ({', '.join(where)}): tracing had "
+                  "stopped; re-installing them (the loss counts below cover the time since)")
+        if self.backend == be.NFT:  # what exists now is not ours to remove at the end
+            self.state.made = ss.nft_missing(self.state.rules)
+        self.state.save()  # the state lists the rules already: cleanup finds them whatever happens next
+        present = [r for r in self.state.rules if r not in missing and (r.family, r.chain) in
+                   {(m.family, m.chain) for m in missing}]
+        for r in present:  # keep the order: counter rule first, then the TRACE rule
+            self.actions.run(r.delete_cmd(self.backend), check=False)
+        for r in self.state.rules:
+            if r in missing or r in present:
+                self.actions.run(r.insert_cmd(self.backend))
+        self.stats["reinstalls"] += 1
+        self.stats["arrived_before_reinstall"] = self.stats["arrived"]
+        self.refresh(quiet=True)
+
+    def _legacy_changed(self, *, full: bool) -> bool:
+        """Legacy: did the kernel's tables change since the last snapshot? (cheap; see xtgen)"""
+        if self._fp is None:
+            return False
+        q = self._fp.quick()
+        if q != self._quick:
+            return True
+        return full and self._fp.read() != self._full
 
     # --- receiving --------------------------------------------------------------------
 
-    def _poll(self, timeout: float) -> list[TraceEvent]:
+    def _poll(self, timeout: float) -> list[tuple[TraceEvent, int]]:
         if self.mode == "nftrace":
             from .nftrace import is_newgen, is_trace
 
@@ -347,77 +393,174 @@ class Tracer:
                 elif is_trace(mtype):
                     ev = self.decoder.decode(body)
                     if ev is not None:
-                        out.append((ev, len(self.versions) - 1))
-            self.stats["overruns"] = self.source.overruns
+                        out.append((ev, self.versions.latest_n))
             return out
         evs = self.source.poll(timeout)
-        if self.mode == "nflog":
-            self.stats["overruns"] = self.source.overruns
-        v = len(self.versions) - 1
+        now = time.monotonic()
+        if evs and self.backend == be.LEGACY and now - self._last_quick >= QUICK_INTERVAL:
+            self._last_quick = now
+            # the steps just read may predate a change noticed now: the version before stays a candidate
+            if self._legacy_changed(full=False) and self.refresh():
+                self._ambiguous.add(self.versions.latest_n)
+        v = self.versions.latest_n
         return [(ev, v) for ev in evs]
 
-    def _own(self, ev: TraceEvent, version: int) -> bool:
-        """True for a step of one of this session's own rules (the counter and TRACE rules)."""
-        if ev.kind is not StepKind.RULE or ev.num is None or ev.table != "raw":
-            return False
-        rs = self.versions[version].rulesets.get(ev.family or "") if self.versions else None
-        rule = rs.rule(ev.table, ev.chain, ev.num) if rs is not None else None
-        return rule is not None and ss.TAG + self.sid in rule.text
+    def _source_losses(self) -> int:
+        """Times steps were lost so far (netlink overruns, NFLOG sequence gaps, kernel log overwrites)."""
+        src = self.source
+        if src is None:
+            return self._losses
+        self.stats["overruns"] = getattr(src, "overruns", 0)
+        self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
+        return self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
 
-    def explanations(self, *, stop: Callable[[], bool] = lambda: False) -> Iterator[Explanation]:
-        """Explained packets as they complete, until ``stop()`` (checked every 0.1 s)."""
+    def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
+        batch = self._poll(timeout)
+        now = time.monotonic()
+        for ev, v in batch:
+            grouper.add(ev, v, now)
+        self.stats["events"] += len(batch)
+        losses = self._source_losses()
+        if losses > self._losses:  # steps were dropped: every packet open now may miss some,
+            self._losses = losses  # and so may every packet whose steps are still queued
+            self.stats["marked"] += grouper.mark_open("overrun")
+            grouper.suspect = True
+        elif not batch:
+            grouper.suspect = False  # the queue ran empty: the kernel delivers again
+        return len(batch)
+
+    def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownpackets.Verdict | None:
+        others = any(ss.TAG in r.text and ss.TAG + self.sid not in r.text
+                     for rs in self.versions.latest.rulesets.values() for r in acc.raw_rules(rs))
+        j = ownpackets.judge(pkt, versions, self._ruleset, self.sid, self.spec, nft=self.mode == "nftrace",
+                            others=others)
+        if not j.own:
+            self.stats["foreign"] += 1
+            return None
+        if "overrun" in flags:
+            j.incomplete.append("steps were lost while it was traced (netlink overrun or lost kernel "
+                                "log records): its path may be incomplete")
+        self.stats["arrived"] += 1
+        self.stats["incomplete"] += bool(j.incomplete)
+        return j
+
+    def explanations(self, *, stop: Callable[[], bool] = lambda: False,
+                     limit: int | None = None) -> Iterator[Explanation]:
+        """Explained packets as they complete, until ``stop()`` (checked every 0.1 s) or ``limit`` shown."""
         if self.dry_run:
             return
-        grouper = LiveGrouper(self.idle)
+        grouper = self._grouper = LiveGrouper(self.idle)
+        shown = 0
+        ended = limit is not None and limit <= 0
         while True:
-            ended = stop()
-            for ev, v in ([] if ended else self._poll(0.1)):
-                self.stats["events"] += 1
-                if self._own(ev, v):
-                    continue
-                grouper.add(ev, v, time.monotonic())
+            ended = ended or stop()
+            if not ended:
+                self._receive(grouper, 0.1)
             now = time.monotonic()
             if (self.backend == be.LEGACY and self.churn_interval
                     and now - self._last_refresh >= self.churn_interval):
-                self.refresh()
-            for pkt, versions in grouper.flush(now, everything=ended):
+                self._last_refresh = now
+                if self._legacy_changed(full=True):
+                    self.refresh()
+            self.versions.prune(grouper.referenced())
+            for pkt, versions, flags in grouper.flush(now, everything=ended):
+                j = self._judge(pkt, versions, flags)
+                if j is None or not j.events:
+                    continue
+                if limit is not None and shown >= limit:
+                    self.stats["not_shown"] += 1
+                    continue
+                shown += 1
                 self.stats["packets"] += 1
-                yield self._explain(pkt, versions)
+                yield self._explain(Packet(pkt.id, j.events), j.versions, j.incomplete)
+            if limit is not None and shown >= limit:
+                ended = True
             if ended:
+                self._finish(grouper)
                 return
+
+    def _finish(self, grouper: LiveGrouper) -> None:
+        """Read the TRACE counters, then take in the steps still under way, to count what was lost."""
+        self._count()
+        quiet = time.monotonic() + self.idle
+        deadline = time.monotonic() + DRAIN_MAX
+        while time.monotonic() < min(quiet, deadline):
+            if self._receive(grouper, 0.05):
+                quiet = time.monotonic() + self.idle
+        for pkt, versions, flags in grouper.flush(0, everything=True):
+            if self._judge(pkt, versions, flags) is not None:
+                self.stats["not_shown"] += 1
+
+    def _count(self) -> None:
+        if self._counted or self.dry_run or self.backend is None:
+            return
+        self._counted = True
+        for fam in self.spec.families:
+            try:
+                seen, traced = ss.rule_counters(self.backend, fam, self.sid)
+            except RuletraceError:
+                self.stats["traced"] = None
+                return
+            self.stats["skipped_by_cap"] += max(seen - traced, 0)
+            if self.stats["traced"] is not None:
+                self.stats["traced"] += traced
 
     def _explainer(self, version: int, family: str | None) -> Explainer:
         key = (version, family)
         ex = self._explainers.get(key)
         if ex is None:
-            rss = self.versions[version].rulesets
+            rss = self.versions.get(version)[0].rulesets
             rs = rss.get(family) if family else None
             if rs is None and len(rss) == 1:
                 rs = next(iter(rss.values()))
+            if len(self._explainers) > 4 * self.versions.max_kept:
+                kept = set(self.versions.kept())
+                self._explainers = {k: e for k, e in self._explainers.items() if k[0] in kept}
             ex = self._explainers[key] = Explainer(rs)
         return ex
 
-    def _explain(self, pkt: Packet, versions: list[int]) -> Explanation:
-        fam = pkt.events[0].family if pkt.events else None
-        v = versions[0] if versions else 0
+    def _fits(self, v: int, fam: str | None, pkt: Packet) -> tuple[Explanation, bool]:
         ex = self._explainer(v, fam)
         before = ex.misfit_packets
         expl = ex.explain(pkt)
-        if self.backend == be.LEGACY and ex.misfit_packets > before and v == len(self.versions) - 1:
-            # a legacy change is only seen by re-reading: re-read now, and retry on a change
-            if self.refresh():
-                v = len(self.versions) - 1
-                expl = self._explainer(v, fam).explain(pkt)
-                expl.notes.append("the ruleset changed just before this packet: explained against the "
-                                  "new ruleset")
+        return expl, ex.misfit_packets == before
+
+    def _explain(self, pkt: Packet, versions: list[int], incomplete: list[str] | None = None) -> Explanation:
+        fam = pkt.events[0].family if pkt.events else None
+        first = versions[0] if versions else 0
+        ver, exact = self.versions.get(first)
+        v = ver.n
+        expl, fits = self._fits(v, fam, pkt)
+        tried = {v}
+        if not fits and self.backend == be.LEGACY:
+            # a legacy change is only seen by re-reading: re-read now, then try the version
+            # before (a change noticed in the batch of its steps), and every other kept one
+            if v == self.versions.latest_n:
+                self.refresh()
+            order = ([v - 1] if v in self._ambiguous else []) + sorted(self.versions.kept(), key=lambda n: (n < v, -n))
+            for n in order:
+                if n in tried or not self.versions.has(n):
+                    continue
+                tried.add(n)
+                e2, ok = self._fits(n, fam, pkt)
+                if ok:
+                    expl, v = e2, n
+                    expl.notes.append(f"its steps do not fit the ruleset version {first} it was taken "
+                                      f"for: explained against version {n}, which they fit")
+                    break
+        if not exact:
+            expl.warnings.append(f"the ruleset version this packet saw ({first}) was already dropped (at most "
+                                 f"{self.versions.max_kept} versions are kept): explained against version {v}")
         if v > 0:
-            ver = self.versions[v]
+            cur = self.versions.get(v)[0]
             expl.notes.append(
-                f"explained against the ruleset as changed at {time.strftime('%T', time.localtime(ver.at))} "
-                f"(version {v}: {'; '.join(ver.changes) or 'reordered'})")
+                f"explained against the ruleset as changed at {time.strftime('%T', time.localtime(cur.at))} "
+                f"(version {v}: {'; '.join(cur.changes) or 'reordered'})")
         if len(set(versions)) > 1:
             expl.warnings.append("the ruleset changed while this packet was traced: rule numbers of its "
                                  "later steps may refer to the new ruleset")
+        for why in incomplete or ():
+            expl.warnings.append("possibly incomplete: " + why)
         return expl
 
     # --- teardown ---------------------------------------------------------------------
@@ -429,13 +572,13 @@ class Tracer:
         self._torn_down = True
         old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # cleanup must not be cut short
         try:
-            if not self.dry_run and self.backend is not None:
-                for fam in self.spec.families:
-                    try:
-                        seen, traced = ss.rule_counters(self.backend, fam, self.sid)
-                    except RuletraceError:
-                        continue
-                    self.stats["skipped_by_cap"] += max(seen - traced, 0)
+            self._count()
+            if self._grouper is not None:  # stopped early: what was still open did arrive
+                for pkt, versions, flags in self._grouper.flush(0, everything=True):
+                    if self.versions and self._judge(pkt, versions, flags) is not None:
+                        self.stats["not_shown"] += 1
+            if self._fp is not None:
+                self._fp.close()
             if self.source is not None:
                 self.source.close()
                 self.source = None

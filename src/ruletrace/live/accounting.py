@@ -1,0 +1,97 @@
+"""What a live trace lost: the kernel's own count of traced packets against what arrived.
+
+The rate cap (``-m limit`` on the TRACE rule) limits packets, not steps: a packet that crosses
+1,000 matching rules makes 1,000 steps, and a burst of them can overflow the netlink socket.
+The TRACE rule's counter is the number of packets the kernel traced; every packet of this
+session that arrived with at least one step is counted, so ``traced - arrived`` packets were
+lost entirely. Packets that arrived but were open while steps were lost (an overrun), or whose
+path does not start where tracing starts, are counted as possibly incomplete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..model import Rule, Ruleset
+from . import session as ss
+
+
+def new_stats() -> dict:
+    return {
+        "packets": 0,  # shown
+        "events": 0,  # steps received
+        "traced": 0,  # packets the kernel traced: the TRACE rules' counters (None: unreadable)
+        "arrived": 0,  # this session's packets that arrived (shown or not)
+        "arrived_before_reinstall": 0,
+        "not_shown": 0,  # arrived after --count was reached, or after the end
+        "incomplete": 0,  # arrived with a visibly incomplete path, or open during a loss
+        "foreign": 0,  # packets of other sessions / not this session's flow, left out
+        "skipped_by_cap": 0,  # packets of the flow the rate cap left out
+        "overruns": 0,  # netlink ENOBUFS
+        "lost_steps": 0,  # steps known to be lost (NFLOG sequence gaps)
+        "marked": 0,
+        "changes": 0,
+        "reinstalls": 0,
+    }
+
+
+def lost_packets(stats: dict) -> int | None:
+    """Packets the kernel traced of which not one step arrived (None when the counters are unknown)."""
+    if stats["traced"] is None:
+        return None
+    arrived = stats["arrived"] - (stats["arrived_before_reinstall"] if stats["reinstalls"] else 0)
+    return max(stats["traced"] - arrived, 0)
+
+
+def summary(stats: dict, shown: int, rate: int) -> str:
+    """The one summary line at the end of a trace."""
+    parts = [f"{shown} packet(s) shown, {stats['events']} trace step(s)"]
+    lost = lost_packets(stats)
+    if stats["traced"] is None:
+        parts.append(f"{stats['arrived']} packet(s) arrived (the TRACE rule counters could not be read)")
+    elif stats["traced"] or stats["arrived"]:
+        since = " since the TRACE rules were re-installed" if stats["reinstalls"] else ""
+        parts.append(f"the kernel traced {stats['traced']} packet(s){since}: "
+                     f"{stats['arrived']} arrived, {lost} lost entirely")
+    if stats["incomplete"]:
+        parts.append(f"{stats['incomplete']} arrived possibly incomplete")
+    if stats["not_shown"]:
+        parts.append(f"{stats['not_shown']} arrived but not shown")
+    if stats["skipped_by_cap"]:
+        parts.append(f"{stats['skipped_by_cap']} packet(s) of the flow not traced (over --rate-limit {rate}/s)")
+    if stats["overruns"]:
+        parts.append(f"{stats['overruns']} netlink overrun(s)")
+    if stats["lost_steps"]:
+        parts.append(f"{stats['lost_steps']} step(s) lost (NFLOG sequence gaps)")
+    if stats["foreign"]:
+        parts.append(f"{stats['foreign']} packet(s) of other sessions/flows left out")
+    if stats["changes"]:
+        parts.append(f"the ruleset changed {stats['changes']} time(s)")
+    return ", ".join(parts)
+
+
+def raw_rules(rs: Ruleset) -> Iterator[Rule]:
+    for chain in ("PREROUTING", "OUTPUT"):
+        ch = rs.chain("raw", chain)
+        if ch is not None:
+            yield from ch.rules
+
+
+def missing_rules(rules: list[ss.PlannedRule], rulesets: dict[str, Ruleset], sid: str) -> list[ss.PlannedRule]:
+    """The session's planned rules a snapshot no longer contains (matched by tag and chain)."""
+    out = []
+    for r in rules:
+        tag = next(a for a in r.args if a.startswith(ss.TAG))
+        rs = rulesets.get(r.family)
+        if rs is None:
+            continue  # nothing read for the family: cannot tell (and must not add a duplicate)
+        ch = rs.chain(r.table, r.chain)
+        texts = [x.text for x in ch.rules] if ch is not None else []
+        if not any(_has_tag(t, tag) for t in texts):
+            out.append(r)
+    return out
+
+
+def _has_tag(text: str, tag: str) -> bool:
+    m = ss._TAG_RE.search(text)
+    return m is not None and ss.TAG + m[1] + (m[2] or "") == tag

@@ -1,0 +1,247 @@
+"""Live tracer logic without a kernel: version pruning, exact --count, ownership, loss accounting."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from ruletrace.fields import packet_ident
+from ruletrace.live import accounting as acc
+from ruletrace.live import backend as be
+from ruletrace.live import nflog
+from ruletrace.live import session as ss
+from ruletrace.live.ownpackets import judge, spec_fits
+from ruletrace.live.tracer import LiveGrouper, Tracer, Version
+from ruletrace.model import Packet, StepKind, TraceEvent
+from ruletrace.rulesets import load_ruleset
+
+SID, OTHER = "aaaa1111", "bbbb2222"
+
+
+def save_text(extra_input: int = 0, sessions: tuple[str, ...] = (SID,)) -> str:
+    raw = []
+    for sid in sessions:  # each session inserts TRACE then its counter rule at position 1
+        raw = [f"-A PREROUTING -p icmp -m comment --comment ruletrace:{sid}:seen",
+               f"-A PREROUTING -p icmp -m limit --limit 50/sec -m comment --comment ruletrace:{sid} -j TRACE"] + raw
+    return "\n".join([
+        "*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", *raw, "COMMIT",
+        "*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+        *[f"-A INPUT -p udp --dport {9000 + i} -j ACCEPT" for i in range(extra_input)],
+        "-A INPUT -p icmp -j ACCEPT", "COMMIT", ""])
+
+
+def version(n: int, text: str) -> Version:
+    rs = load_ruleset("t.save", text=text)
+    rs.family = "ipv4"
+    return Version(n, float(n), {"ipv4": rs}, {"ipv4": text})
+
+
+FIELDS = {"SRC": "10.0.0.1", "DST": "10.0.0.2", "PROTO": "ICMP", "TYPE": "8", "CODE": "0", "ID": "1",
+          "IN": "eth0", "OUT": ""}
+
+
+def ev(tag: str, seq: int = 1, **kw) -> TraceEvent:
+    t, c, k, n = tag.split(":")
+    f = dict(FIELDS, SEQ=str(seq), **kw)
+    return TraceEvent(t, c, StepKind(k), int(n), family="ipv4", fields=f, ident=packet_ident(f))
+
+
+class FakeSource:
+    """A legacy NFLOG listener that hands out prepared batches of steps."""
+
+    def __init__(self, batches: list[list[TraceEvent]]) -> None:
+        self.batches = batches
+        self.overruns = 0
+
+    def poll(self, timeout):
+        return self.batches.pop(0) if self.batches else []
+
+    def close(self):
+        pass
+
+
+def tracer(batches, text: str | None = None, **kw) -> Tracer:
+    spec = ss.TraceSpec(proto="icmp", direction="in", families=("ipv4",))
+    spec.validate()
+    t = Tracer(spec, backend="legacy", idle=0.0, churn_interval=0, **kw)
+    t.sid = SID
+    t.backend, t.mode = be.LEGACY, "nflog"
+    t.state = ss.State(SID, 1, None, {}, be.LEGACY, ss.plan_rules(spec, SID))
+    t.source = FakeSource(batches)
+    v0 = version(0, text or save_text())
+    t.versions.add(v0) if hasattr(t.versions, "add") else t.versions.append(v0)
+    t._count = lambda: None  # no kernel counters here
+    return t
+
+
+def own_path(seq: int) -> list[TraceEvent]:
+    # legacy: the session's rules are raw PREROUTING 1 (counter) and 2 (TRACE); the trace starts after
+    return [ev("raw:PREROUTING:policy:3", seq), ev("filter:INPUT:rule:1", seq)]
+
+
+def test_count_stops_exactly_and_counts_the_rest():
+    t = tracer([[e for s in range(5) for e in own_path(s)]])
+    got = list(t.explanations(limit=3))
+    assert len(got) == 3
+    assert (t.stats["arrived"], t.stats["not_shown"], t.stats["packets"]) == (5, 2, 3)
+
+
+def test_count_zero_stops_at_once():
+    t = tracer([own_path(1)])
+    assert list(t.explanations(limit=0)) == []
+
+
+def test_versions_are_dropped_when_no_open_packet_refers_to_them():
+    t = tracer([[] for _ in range(3)])
+    for n in range(1, 21):
+        t._snapshot = lambda n, k=n: version(n, save_text(extra_input=k))
+        t.refresh()
+    list(t.explanations(stop=lambda: len(t.source.batches) == 0))
+    assert len(t.versions) == 1 and t.versions.latest.n == 20
+    assert t.versions.dropped == 20
+
+
+def test_versions_referenced_by_open_packets_are_kept_and_bounded():
+    t = tracer([], max_versions=4)
+    g = LiveGrouper(idle=10)
+    for n in range(1, 10):
+        t.versions.add(version(n, save_text(extra_input=n)))
+        g.add(ev("raw:PREROUTING:policy:3", seq=n), n, 0.0)  # one open packet per version
+    t.versions.prune(g.referenced())
+    assert t.versions.kept() == [6, 7, 8, 9]
+    # a packet that saw a dropped version is explained against the oldest kept one, and says so
+    pkt = Packet(1, [ev("raw:PREROUTING:policy:3", 1)])
+    expl = t._explain(pkt, [2])
+    assert any("version this packet saw (2) was already dropped" in w for w in expl.warnings), expl.warnings
+    # only the newest version keeps its iptables-save text
+    assert [bool(t.versions.get(n)[0].texts) for n in t.versions.kept()] == [False, False, False, True]
+
+
+def test_legacy_packet_is_explained_against_the_version_it_fits():
+    # version 1 inserts a UDP rule at INPUT 1, so the ICMP ACCEPT becomes rule 2. A packet taken
+    # for version 0 (its steps arrived before the re-read) shows "INPUT rule 2": no such rule in
+    # version 0, the ICMP ACCEPT of version 1
+    t = tracer([])
+    t.versions.add(version(1, save_text(extra_input=1)))
+    pkt = Packet(1, [ev("raw:PREROUTING:policy:3"), ev("filter:INPUT:rule:2")])
+    expl = t._explain(pkt, [0])
+    assert any("explained against version 1" in n for n in expl.notes), (expl.notes, expl.warnings)
+    assert expl.verdict.num == 2 and "-p icmp -j ACCEPT" in expl.steps[-1].rule.text
+    assert not any("does not fit" in w for w in expl.warnings), expl.warnings
+
+
+def test_ownership_nft_two_sessions():
+    text = save_text(sessions=(SID, OTHER))  # OTHER's rules are above ours (inserted later)
+    rs = load_ruleset("t.save", text=text)
+    rs.family = "ipv4"
+    spec = ss.TraceSpec(proto="icmp", direction="in")
+
+    def e(tag, verdict=None, pid=7):
+        x = ev(tag)
+        x.packet_id, x.verdict = pid, verdict
+        return x
+
+    def j(events):
+        return judge(Packet(1, events), [0] * len(events), lambda v, f: rs, SID, spec, nft=True, others=True)
+
+    mine = j([e("raw:PREROUTING:rule:4", "continue"), e("raw:PREROUTING:policy:5", "accept")])
+    assert mine.own and not mine.incomplete and [x.tag for x in mine.events] == ["raw:PREROUTING:policy:5"]
+    # started by the other session's TRACE rule; our counter rule matched but our rate cap said no
+    theirs = j([e("raw:PREROUTING:rule:2", "continue"), e("raw:PREROUTING:rule:3", "continue"),
+                e("raw:PREROUTING:policy:5", "accept")])
+    assert not theirs.own
+    # started by theirs, but ours matched too: shown by both
+    both = j([e("raw:PREROUTING:rule:2", "continue"), e("raw:PREROUTING:rule:3", "continue"),
+              e("raw:PREROUTING:rule:4", "continue"), e("raw:PREROUTING:policy:5", "accept")])
+    assert both.own and [x.tag for x in both.events] == ["raw:PREROUTING:policy:5"]
+    # the start was lost: decided by the fields, and marked incomplete
+    tcp = j([e("filter:INPUT:policy:2", "accept")])
+    tcp.events[0].fields["PROTO"] = "TCP"
+    lost_start = judge(Packet(1, [ev("filter:INPUT:policy:2")]), [0], lambda v, f: rs, SID, spec, nft=True,
+                       others=True)
+    assert lost_start.own and lost_start.incomplete
+
+
+def test_ownership_legacy_first_step():
+    rs = load_ruleset("t.save", text=save_text(sessions=(SID, OTHER)))
+    rs.family = "ipv4"
+    spec = ss.TraceSpec(raw_match=["-m", "mark", "--mark", "1"], all=True)  # fields cannot decide
+
+    def j(tags):
+        return judge(Packet(1, [ev(t) for t in tags]), [0] * len(tags), lambda v, f: rs, SID, spec, nft=False,
+                     others=True)
+
+    assert j(["raw:PREROUTING:policy:5", "filter:INPUT:rule:1"]).own  # starts right after our TRACE (4)
+    assert not j(["raw:PREROUTING:rule:3", "raw:PREROUTING:policy:5"]).own  # our counter, not our TRACE
+    assert j(["raw:PREROUTING:rule:3", "raw:PREROUTING:rule:4", "raw:PREROUTING:policy:5"]).own
+
+
+@pytest.mark.parametrize("spec, fields, want", [
+    (dict(proto="tcp", dport="80"), {"PROTO": "TCP", "DPT": "80"}, True),
+    (dict(proto="tcp", dport="!80"), {"PROTO": "TCP", "DPT": "80"}, False),
+    (dict(proto="tcp", dport="1000:2000"), {"PROTO": "TCP", "DPT": "1500"}, True),
+    (dict(proto="udp"), {"PROTO": "TCP"}, False),
+    (dict(src="10.0.0.0/8"), {"SRC": "192.168.1.1"}, False),
+    (dict(src="!10.0.0.0/8"), {"SRC": "192.168.1.1"}, True),
+    (dict(iface="eth+"), {"IN": "eth3"}, True),
+    (dict(proto="icmp", raw_match=["-m", "mark", "--mark", "1"]), {"PROTO": "ICMP"}, None),
+    (dict(proto="icmp"), {}, None),
+])
+def test_spec_fits(spec, fields, want):
+    assert spec_fits(ss.TraceSpec(**spec), fields, "PREROUTING") is want
+
+
+def test_grouper_marks_packets_open_during_a_loss():
+    g = LiveGrouper(idle=0.1)
+    g.add(ev("raw:PREROUTING:policy:3", 1), 0, 0.0)
+    assert g.mark_open("overrun") == 1
+    g.add(ev("raw:PREROUTING:policy:3", 2), 0, 0.05)
+    out = g.flush(1.0)
+    assert [f for _p, _v, f in out] == [{"overrun"}, set()]
+
+
+def test_overrun_marks_open_packets_incomplete():
+    t = tracer([own_path(1)[:1], own_path(1)[1:] + own_path(2)])
+    src = t.source
+    orig = src.poll
+
+    def poll(timeout):  # an overrun is reported together with the second batch
+        out = orig(timeout)
+        if not src.batches:
+            src.overruns = 1
+        return out
+
+    src.poll = poll
+    t.idle = 10
+    got = list(t.explanations(stop=lambda: not src.batches and t.stats["events"] >= 4))
+    assert len(got) == 2 and t.stats["incomplete"] == 2
+    assert all(any("possibly incomplete" in w for w in x.warnings) for x in got)
+
+
+def test_nflog_sequence_gaps_count_lost_steps():
+    lst = nflog.NflogListener([2])
+    for seq in (5, 6, 9, 10, 14):
+        lst._sequence(struct.pack("!I", seq))
+    assert (lst.gaps, lst.lost_steps) == (2, 5)
+
+
+def test_loss_summary():
+    st = acc.new_stats()
+    st.update(traced=1000, arrived=958, incomplete=17, overruns=3, events=120000)
+    assert acc.lost_packets(st) == 42
+    line = acc.summary(st, 958, 50)
+    assert "the kernel traced 1000 packet(s): 958 arrived, 42 lost entirely" in line
+    assert "17 arrived possibly incomplete" in line and "3 netlink overrun(s)" in line
+    st["traced"] = None
+    assert acc.lost_packets(st) is None and "could not be read" in acc.summary(st, 0, 50)
+
+
+def test_missing_rules_after_a_raw_restore():
+    spec = ss.TraceSpec(proto="icmp", direction="in", families=("ipv4",))
+    rules = ss.plan_rules(spec, SID)
+    with_ours = version(0, save_text()).rulesets
+    flushed = version(1, save_text(sessions=())).rulesets
+    assert acc.missing_rules(rules, with_ours, SID) == []
+    assert acc.missing_rules(rules, flushed, SID) == rules
+    assert acc.missing_rules(rules, {}, SID) == []  # nothing read: never add a duplicate
