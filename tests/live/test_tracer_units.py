@@ -16,7 +16,7 @@ from ruletrace.live.tracer import LiveGrouper, Tracer, Version
 from ruletrace.model import Packet, StepKind, TraceEvent
 from ruletrace.rulesets import load_ruleset
 
-SID, OTHER = "aaaa1111", "bbbb2222"
+SID, OTHER = "aaaa1111" * 4, "bbbb2222" * 4  # session ids are 128-bit hex (session.SID_BYTES)
 
 
 def save_text(extra_input: int = 0, sessions: tuple[str, ...] = (SID,)) -> str:

@@ -93,5 +93,5 @@ def missing_rules(rules: list[ss.PlannedRule], rulesets: dict[str, Ruleset], sid
 
 
 def _has_tag(text: str, tag: str) -> bool:
-    m = ss._TAG_RE.search(text)
-    return m is not None and ss.TAG + m[1] + (m[2] or "") == tag
+    t = ss.rule_tag(text)
+    return t is not None and ss.TAG + t[0] + (ss.SEEN_SUFFIX if t[1] else "") == tag

@@ -106,10 +106,10 @@ class Verdict:
 
 def _tag(rule: Rule | None, sid: str) -> str:
     """``trace``/``seen`` (this session's rules), ``other-trace``/``other-seen`` (another's), or ""."""
-    m = ss._TAG_RE.search(rule.text) if rule is not None and ss.TAG in rule.text else None
-    if m is None:
+    t = ss.rule_tag(rule.text) if rule is not None else None
+    if t is None:
         return ""
-    return ("" if m[1] == sid else "other-") + ("seen" if m[2] else "trace")
+    return ("" if t[0] == sid else "other-") + ("seen" if t[1] else "trace")
 
 
 def _trace_num(rs: Ruleset | None, sid: str, chain: str) -> int | None:

@@ -42,6 +42,8 @@ LOCK_WAIT = 2  # seconds iptables waits for the xtables lock (-w) per attempt
 LOCK_TRIES = 10  # attempts per command while the lock is busy: at most ~25 s per command
 LOCK_PAUSE = 0.5
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+# a session's comment as iptables-save prints it: ruletrace:<sid> or ruletrace:<sid>:seen
+_RULE_TAG = re.compile(r'--comment "?ruletrace:([0-9a-f]{%d})(:seen)?"?(?:\s|$)' % (2 * SID_BYTES))
 _PROTO_PORTS = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
 
 
@@ -158,6 +160,18 @@ def plan_rules(spec: TraceSpec, sid: str) -> list[PlannedRule]:
                 "-m", "comment", "--comment", TAG + sid, "-j", "TRACE"]))
             out.append(PlannedRule(fam, "raw", chain, [*m, "-m", "comment", "--comment", TAG + sid + SEEN_SUFFIX]))
     return out
+
+
+def rule_tag(text: str) -> tuple[str, bool] | None:
+    """``(sid, is_counter_rule)`` of a rule text carrying a session's comment, else None.
+
+    Only the exact id grammar counts (``ruletrace:ssh`` is not a session's tag). What may be
+    deleted is decided by ``ownership`` (exact shapes and proof), not by this.
+    """
+    if TAG not in text:
+        return None
+    m = _RULE_TAG.search(text)
+    return (m[1], bool(m[2])) if m else None
 
 
 def new_session_id() -> str:
