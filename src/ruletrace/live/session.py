@@ -34,6 +34,7 @@ NF_LOG_SYSCTL = "/proc/sys/net/netfilter/nf_log/{pf}"
 NF_LOG_ALL_NETNS = "/proc/sys/net/netfilter/nf_log_all_netns"
 NFPROTO = {"ipv4": 2, "ipv6": 10}  # include/uapi/linux/netfilter.h NFPROTO_IPV4 / NFPROTO_IPV6
 SYSLOG_LOGGER = {"ipv4": "nf_log_ipv4", "ipv6": "nf_log_ipv6"}
+MAX_RATE = 10_000  # XT_LIMIT_SCALE: -m limit --limit N/second accepts N <= 10000
 DEFAULT_RATE = 50  # traced packets per second at most (-m limit), so a mistake cannot flood the host
 CMD_TIMEOUT = be.CMD_TIMEOUT
 SID_BYTES = 16  # 128 random bits: nobody guesses another session's id
@@ -77,6 +78,10 @@ class TraceSpec:
             raise RuletraceError(f"--direction {self.direction!r}: expected in, out or both")
         if self.rate < 1:
             raise RuletraceError("--rate-limit must be at least 1 packet per second")
+        if self.rate > MAX_RATE:
+            # iptables refuses it ("Rate too fast") only after the session has started recording
+            raise RuletraceError(f"--rate-limit is at most {MAX_RATE} packets per second "
+                                 "(the most the limit match can count)")
         fams = [f for f in self.families if self._fits(f)]
         if not fams:
             raise RuletraceError("the addresses given do not fit the chosen family (-4/-6)")
