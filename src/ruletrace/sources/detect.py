@@ -153,6 +153,10 @@ def read_any(
         except BaseException:
             stream.close()
             raise
+        if chosen == "nflog-pcap":
+            from .open import binary_input
+
+            binary_input(stream)  # records hold no lines: no line-length limit
         if progress is not None:
             stream = _Counting(stream, progress)
         if on_format is not None:
@@ -160,7 +164,7 @@ def read_any(
         read = reader(chosen)
         kwargs = {k: v for k, v in options.items() if k in read.__code__.co_varnames}
         st = stats(name, chosen) if stats is not None else None
-        streams.append(_closing(read(stream, name=name, stats=st, **kwargs), stream))
+        streams.append(_closing(read(stream, name=name, stats=st, **kwargs), stream, name, st))
     if len(streams) == 1:
         yield from streams[0]
         return
@@ -193,9 +197,13 @@ class _Counting:
         return getattr(self._raw, name)
 
 
-def _closing(events: Iterator[TraceEvent], stream: Any) -> Iterator[TraceEvent]:
+def _closing(events: Iterator[TraceEvent], stream: Any, name: str = "", stats: Any = None) -> Iterator[TraceEvent]:
     try:
         yield from events
+        if stats is not None and hasattr(stats, "warnings"):
+            from .open import limit_warnings
+
+            stats.warnings.extend(limit_warnings(stream, name))
     finally:
         stream.close()
 
