@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import importlib
+import io
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -83,37 +84,15 @@ def _peek(stream: Any, n: int = 8192) -> tuple[bytes, Any]:
         if len(head) >= min(n, 64) or head == b"":
             return head, stream
     head = stream.read(n)
-    return head, _Prepend(head, stream)
+    return head, io.BufferedReader(_Chain(head, stream))  # a full binary stream (TextIOWrapper)
 
 
-class _Prepend:
-    """A binary stream that first returns ``head`` again, then the rest of ``stream``."""
+class _Chain(io.RawIOBase):
+    """A raw stream that first returns ``head`` again, then the rest of ``stream``."""
 
     def __init__(self, head: bytes, stream: Any) -> None:
-        import io
-
-        self._buf = io.BufferedReader(_Chain(head, stream))  # type: ignore[arg-type]
-
-    def read(self, n: int = -1) -> bytes:
-        return self._buf.read(n)
-
-    def readline(self, n: int = -1) -> bytes:
-        return self._buf.readline(n)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._buf)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._buf.raw._stream.close()  # type: ignore[attr-defined]
-
-
-class _Chain:
-    def __init__(self, head: bytes, stream: Any) -> None:
+        super().__init__()
         self._head, self._stream = head, stream
-        self.closed = False
 
     def readable(self) -> bool:
         return True
@@ -126,6 +105,12 @@ class _Chain:
         data = self._stream.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
 
 
 def read_any(

@@ -89,11 +89,9 @@ IPV6_FRAG = 44
 
 def load_ifmap(path: str) -> dict[int, str]:
     """Interface index -> name from ``ip -j link`` output or ``INDEX NAME`` / ``INDEX=NAME`` lines."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise RuletraceError(f"cannot read interface map: {e.strerror}", origin=Origin(path)) from e
+    from .open import read_limited
+
+    text = read_limited(path, "interface map").decode("utf-8", "replace")
     return parse_ifmap(text, origin=Origin(path))
 
 

@@ -367,13 +367,7 @@ def _open_limited(path: str, what: str) -> io.BufferedReader:
             src: Any = _Prefixed(b"", sys.stdin.buffer)
             src.close = lambda: None  # stdin stays open
         else:
-            if os.path.isdir(path):
-                raise RuletraceError("is a directory, not a file", origin=origin)
             src = open(path, "rb", buffering=0)
-    except FileNotFoundError as e:
-        raise RuletraceError("no such file", origin=origin) from e
-    except PermissionError as e:
-        raise RuletraceError("permission denied", origin=origin) from e
     except OSError as e:
         raise RuletraceError(f"cannot read {what}: {e.strerror or e}", origin=origin) from e
     return io.BufferedReader(_Bounded(src, path, max_line=None, max_total=mt, what=what), BUFFER_SIZE)
