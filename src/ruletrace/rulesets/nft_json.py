@@ -32,11 +32,14 @@ def parse(text: str, *, origin: Origin, family: str | None = None) -> Ruleset:
         items = doc["nftables"]
         if not isinstance(items, list):
             raise TypeError("'nftables' is not a list")
+    except RecursionError:
+        raise RuletraceError("not `nft -j list ruleset` output: nested too deeply", origin=origin) from None
     except (ValueError, KeyError, TypeError) as e:
         raise RuletraceError(f"not `nft -j list ruleset` output: {e}", origin=origin) from e
     rs = Ruleset(family=None, origin=origin, format="nft-json")
     table_family: dict[str, str] = {}
     skipped: set[str] = set()
+    damaged: list[int] = []  # items of rules whose expressions could not be read
     for i, item in enumerate(items, 1):
         if not isinstance(item, dict) or len(item) != 1:
             raise RuletraceError(f"item {i}: expected one object per ruleset element", origin=origin)
@@ -47,6 +50,8 @@ def parse(text: str, *, origin: Origin, family: str | None = None) -> Ruleset:
             fam, table = obj["family"], obj["table"] if kind != "table" else obj["name"]
         except (KeyError, TypeError) as e:
             raise RuletraceError(f"item {i}: {kind} without {e}", origin=origin) from e
+        if not isinstance(fam, str) or not isinstance(table, str):
+            raise RuletraceError(f"item {i}: {kind} whose family or table is not a name", origin=origin)
         if family is not None and fam != family:
             continue
         have = table_family.setdefault(table, fam)
@@ -59,24 +64,38 @@ def parse(text: str, *, origin: Origin, family: str | None = None) -> Ruleset:
             name = obj.get("name")
             if not isinstance(name, str):
                 raise RuletraceError(f"item {i}: chain without a name", origin=origin)
-            policy = POLICIES.get(obj.get("policy", "accept"), str(obj.get("policy")).upper()) if "hook" in obj else None
+            pol = obj.get("policy", "accept")
+            policy = POLICIES.get(pol, str(pol).upper()) if "hook" in obj and isinstance(pol, str) else None
             rs.tables.setdefault(table, {})[name] = Chain(table, name, policy=policy, origin=origin)
         else:
             cname = obj.get("chain")
+            if not isinstance(cname, str):
+                raise RuletraceError(f"item {i}: rule without a chain name", origin=origin)
             chain = rs.tables.setdefault(table, {}).get(cname)
             if chain is None:
                 chain = rs.tables[table][cname] = Chain(table, cname, origin=origin)
             exprs = obj.get("expr", [])
-            target, goto = _target(exprs)
-            counters = _counters(exprs)
+            try:
+                if not isinstance(exprs, list):
+                    raise TypeError("'expr' is not a list")
+                target, goto = _target(exprs)
+                counters = _counters(exprs)
+                text = rule_text(exprs)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                # one damaged rule (null expr, a statement without a key) does not reject the
+                # ruleset: it keeps its place (numbering) as unparsed text, and is counted
+                damaged.append(i)
+                target, goto, counters = None, False, None
+                text = json.dumps(exprs, separators=(",", ":"))
+            handle = obj.get("handle")
             rule = Rule(
                 table,
                 cname,
                 len(chain.rules) + 1,
-                rule_text(exprs),
+                text,
                 target=target,
                 goto=goto,
-                handle=obj.get("handle"),
+                handle=handle if isinstance(handle, int) and not isinstance(handle, bool) else None,
                 origin=origin,
                 counters=counters,
             )
@@ -88,6 +107,9 @@ def parse(text: str, *, origin: Origin, family: str | None = None) -> Ruleset:
         rs.family = FAMILIES.get(fams.pop())
     elif fams <= {"ip", "inet"} and "ip" in fams:
         rs.family = "ipv4"
+    if damaged:
+        rs.warnings.append(f"{origin.path}: {len(damaged)} rule(s) with unreadable expressions kept as "
+                           f"unparsed text (first: item {damaged[0]})")
     if skipped:
         rs.warnings.append(f"left out (same table name in another family; pick one with family=): "
                            f"{', '.join(sorted(skipped))}")
@@ -118,7 +140,10 @@ def _counters(exprs: list[Any]) -> tuple[int, int] | None:
     for e in exprs:
         if isinstance(e, dict) and isinstance(e.get("counter"), dict):
             c = e["counter"]
-            return int(c.get("packets", 0)), int(c.get("bytes", 0))
+            p, b = c.get("packets", 0), c.get("bytes", 0)
+            if not (isinstance(p, int) and isinstance(b, int)):
+                raise TypeError("counter values are not numbers")
+            return p, b
     return None
 
 

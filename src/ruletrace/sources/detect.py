@@ -28,7 +28,9 @@ ALIASES = {"journal-json": "kernel-log", "ulogd-logemu": "kernel-log", "pcap": "
 _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
                 b"\x0a\x0d\x0d\x0a"}
 _NFT_TRACE = re.compile(rb"^trace id [0-9a-f]{8} \S+ \S+ \S+ (?:packet: |rule |policy |verdict )", re.M)
-_XT_TRACE = re.compile(rb"^\s*(?:PACKET: \d+ [0-9a-f]+ |TRACE: \d+ [0-9a-f]+ \S+:\S+:(?:rule|policy|return):)", re.M)
+# "[^\s:]+" (as xtables_monitor reads table and chain), not "\S+:\S+": that backtracked cubically
+_XT_TRACE = re.compile(
+    rb"^[ \t]*(?:PACKET: \d+ [0-9a-f]+ |TRACE: \d+ [0-9a-f]+ [^\s:]+:[^\s:]+:(?:rule|policy|return):)", re.M)
 _ULOGD = re.compile(rb'^\s*\{.*"oob\.(?:prefix|family|time\.sec)"', re.M)
 _CSV_HEADER = re.compile(rb'^\xef?\xbb?\xbf?"?(?:No\.|frame\.number)"?,', re.I)
 

@@ -15,8 +15,8 @@ from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
 from ..model import Origin, TraceEvent
-from ..fields import packet_ident
-from .records import Tally, note_record, parse_tag
+from ..fields import bounded_int, packet_ident
+from .records import Tally, note_record, parse_tag, sane_ts
 
 SOURCE = "nflog-pcap"
 
@@ -100,8 +100,8 @@ def parse_ifmap(text: str, *, origin: Origin | None = None) -> dict[int, str]:
     if text.lstrip().startswith("["):
         try:
             links = json.loads(text)
-            return {int(link["ifindex"]): str(link["ifname"]) for link in links}
-        except (ValueError, KeyError, TypeError) as e:
+            return {_index(link["ifindex"]): str(link["ifname"]) for link in links}
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise RuletraceError(f"not an `ip -j link` listing: {e}", origin=origin) from e
     out: dict[int, str] = {}
     for n, line in enumerate(text.splitlines(), 1):
@@ -109,11 +109,20 @@ def parse_ifmap(text: str, *, origin: Origin | None = None) -> dict[int, str]:
         if not line:
             continue
         parts = line.replace("=", " ").replace(":", " ", 1).split()
-        if len(parts) < 2 or not parts[0].isdigit():
+        index = bounded_int(parts[0], max_digits=10) if len(parts) >= 2 and parts[0].isdigit() else None
+        if index is None:
             where = Origin(origin.path, n) if origin else None
-            raise RuletraceError(f"interface map line must be 'INDEX NAME', got {line!r}", origin=where)
-        out[int(parts[0])] = parts[1].split("@", 1)[0]
+            raise RuletraceError(f"interface map line must be 'INDEX NAME', got {line[:60]!r}", origin=where)
+        out[index] = parts[1].split("@", 1)[0]
     return out
+
+
+def _index(v: Any) -> int:
+    """An interface index from JSON: a number (or digits) that fits in 32 bits."""
+    n = v if isinstance(v, int) and not isinstance(v, bool) else bounded_int(v, max_digits=10) if isinstance(v, str) else None
+    if n is None or not 0 <= n < 1 << 32:
+        raise ValueError(f"bad ifindex {str(v)[:20]!r}")
+    return n
 
 
 # --- file containers -------------------------------------------------------------------
@@ -374,6 +383,7 @@ def _events(stream: BinaryIO, name: str, stats: Any, ifname: Any, tally: Tally) 
         if stamp is not None and len(stamp) >= 16:
             sec, usec = struct.unpack("!QQ", stamp[:16])
             ts = sec + usec * 1e-6
+        ts = sane_ts(ts)
         yield TraceEvent(
             table,
             chain,
