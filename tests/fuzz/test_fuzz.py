@@ -8,7 +8,6 @@ Deterministic (fixed seeds, derandomized hypothesis) and bounded: CI runs all of
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
