@@ -48,6 +48,24 @@ FIELD_NAMES = frozenset(
 )
 
 # Bare words of dump_ipv4_packet: "CE DF MF" (IP_CE 0x8000, IP_DF 0x4000, IP_MF 0x2000).
+MAX_DIGITS = 20  # a u64 counter has 20 decimal digits; longer numbers are damage, not data
+
+
+def bounded_int(text: str | bytes, base: int = 10, max_digits: int = MAX_DIGITS) -> int | None:
+    """An ASCII number of at most ``max_digits`` digits, else None.
+
+    Input numbers go through here: ``str.isdigit`` and ``int`` also take Unicode digits
+    (``"²".isdigit()`` is true, ``int("٣")`` is 3), and Python refuses to convert more than
+    4,300 digits with a ValueError; neither belongs in a listing or a log.
+    """
+    if not text or len(text) > max_digits + 2 or not text.isascii():
+        return None
+    try:
+        return int(text, base)
+    except ValueError:
+        return None
+
+
 IP_FLAG_WORDS = frozenset({"CE", "DF", "MF"})
 # Bare words of nf_log_dump_tcp_header, in the order the kernel prints them.
 TCP_FLAG_WORDS = ("AE", "CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")
@@ -145,7 +163,7 @@ def parse_fields(raw: str | bytes) -> dict[str, str]:
     return dict(out)
 
 
-_KV = re.compile(r"([A-Z]+)=(\S*)")
+_KV = re.compile(r"(?<![A-Z])([A-Z]+)=(\S*)")  # not from inside a run of capitals: linear
 _IP_FLAG = re.compile(r" (CE|DF|MF)(?= |$)")
 _TCP_FLAG = re.compile(r" (AE|CWR|ECE|URG|ACK|PSH|RST|SYN|FIN)(?= |$)")
 _TCP_OPT = re.compile(r" OPT \(([^ ()]*)\)")

@@ -211,6 +211,7 @@ class Run:
             sk = getattr(st, "skipped", 0) or 0
             self.skipped += sk
             self.events += getattr(st, "events", 0) or 0
+            self.warnings.extend(getattr(st, "warnings", ()))
         self._finish_warnings(sum(ex.misfit_packets for ex in self._explainers.values()))
 
     def _finish_warnings(self, misfit: int) -> None:

@@ -14,6 +14,7 @@ from ..errors import RuletraceError
 from ..model import Origin
 from ..pipeline import PacketFilter, Run, field_matches, load_rulesets
 from ..render.theme import clean
+from ..sources.open import open_limited_text
 from . import options
 from .console import make_consoles
 from .status import ExitStatus
@@ -238,7 +239,7 @@ class JsonPackets:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
-            f = sys.stdin if self.path == "-" else open(self.path, encoding="utf-8")
+            f = open_limited_text(self.path, "ruletrace JSON input")
         except OSError as e:
             raise RuletraceError(f"cannot read: {e.strerror}", origin=Origin(self.path)) from e
         try:
@@ -246,8 +247,7 @@ class JsonPackets:
         except UnicodeDecodeError as e:
             raise RuletraceError("not a ruletrace JSON file (not UTF-8 text)", origin=Origin(self.path)) from e
         finally:
-            if f is not sys.stdin:
-                f.close()
+            f.close()
 
     def _read(self, f) -> Iterator[dict[str, Any]]:
         first = f.readline()

@@ -33,13 +33,9 @@ def parse_assume(items: tuple[str, ...]) -> dict[str, bool]:
 
 
 def _read(path: str) -> str:
-    try:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError as e:
-        raise RuletraceError(e.strerror or str(e), origin=Origin(path)) from e
+    from ..sources.open import read_limited
+
+    return read_limited(path, "host facts file").decode("utf-8", "replace")
 
 
 def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, ipset: str | None,

@@ -7,7 +7,6 @@ nft listings (``nft list ruleset`` text and ``nft -j``) give one Ruleset per nft
 from __future__ import annotations
 
 import re
-import sys
 
 from ..errors import RuletraceError
 from ..model import Origin, Ruleset
@@ -88,14 +87,9 @@ def load_rulesets(path: str, text: str | None = None, *, save: Ruleset | None = 
 
 
 def _read(path: str, origin: Origin) -> str:
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        raise RuletraceError(f"cannot read ruleset: {e.strerror or e}", origin=origin) from e
+    from ..sources.open import read_limited
+
+    data = read_limited(path, "ruleset")
     head = data[:_SNIFF]
     # text listings may hold a stray NUL (the bpf match in iptables -L); binary files hold many
     # control bytes

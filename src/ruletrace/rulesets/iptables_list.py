@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ..errors import RuletraceError
+from ..fields import bounded_int
 from ..model import TABLES, Chain, Origin, Rule, Ruleset
 
 FORMAT = "iptables-list"
@@ -35,6 +36,9 @@ _UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 _OPT = frozenset(("--", "-f", "!f"))  # the "opt" column: fragment flag, "--" when unset
 _V6_HINT = re.compile(r"\s::/0\s|\bip6tables")
 _V4_HINT = re.compile(r"\s0\.0\.0\.0/0\s|\biptables")
+# rows left out of a pasted excerpt are kept as numbered placeholders (TRACE numbers count them);
+# more than this many in one listing is not an excerpt but a damaged rule number
+MAX_MISSING_RULES = 100_000
 
 
 def parse(text: str, *, origin: Origin) -> Ruleset:
@@ -79,6 +83,7 @@ class _Reader:
         self.banner = False  # the previous line was a "#####" banner
         self.skipped = 0
         self.first_skipped = 0
+        self.missing = 0  # placeholder rows made for rules left out of the listing
 
     def origin(self, lineno: int) -> Origin:
         return Origin(self.path, lineno)
@@ -159,9 +164,10 @@ class _Reader:
         i = 0
         num = len(chain.rules) + 1
         if cols.num:
-            if not toks[0].isdigit():
+            got = bounded_int(toks[0], max_digits=10) if toks[0].isdigit() else None
+            if got is None:
                 return False
-            num = int(toks[0])
+            num = got
             i = 1
         counters = None
         if cols.counts:
@@ -219,6 +225,12 @@ class _Reader:
             raise RuletraceError(f"rule number {num} in chain {chain.name} after rule {have}",
                                  origin=self.origin(lineno))
         # rows left out of the listing (pasted excerpts): keep numbering = kernel TRACE numbers
+        self.missing += num - 1 - have
+        if self.missing > MAX_MISSING_RULES:
+            raise RuletraceError(
+                f"rule number {num} in chain {chain.name} after rule {have}: more than "
+                f"{MAX_MISSING_RULES:,} rules missing from the listing; a damaged rule number?",
+                origin=self.origin(lineno))
         self.rs.warnings.append(
             f"{self.path}:{lineno}: {self.table} {chain.name}: "
             f"rules {have + 1}-{num - 1} are not in the listing"
@@ -241,9 +253,10 @@ class _Reader:
 
 def _count(tok: str) -> int | None:
     if tok.isdigit():
-        return int(tok)
+        return bounded_int(tok)
     unit = _UNITS.get(tok[-1])
-    return int(tok[:-1]) * unit if unit and tok[:-1].isdigit() else None
+    n = bounded_int(tok[:-1]) if unit and tok[:-1].isdigit() else None
+    return None if n is None else n * unit
 
 
 # --- pastes that lost their newlines (one line holding banners, chain headers and rows) ---

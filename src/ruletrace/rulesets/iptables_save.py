@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ..errors import RuletraceError
+from ..fields import bounded_int
 from ..model import HOOK_TABLES, TABLES, Chain, Origin, Rule, Ruleset
 
 FORMAT = "iptables-save"
@@ -33,7 +34,7 @@ _V6_HINT = re.compile(
 )
 _HINT_SPAN = 256 * 1024  # enough rules to tell the family; scanning all of a 15 MB dump costs 0.3 s
 _V4_HINT = re.compile(r"\s-[sd] \d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|--icmp-type|-p icmp\b")
-_COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
+_COUNTERS = re.compile(r"\[([0-9]{1,20}):([0-9]{1,20})\]")
 _SEGMENT = re.compile(r'[ \t\n]+|"((?:[^"\\]|\\.)*)("?)|[^ \t\n"]+', re.S)
 _UNESCAPE = re.compile(r"\\(.)", re.S)
 
@@ -261,8 +262,10 @@ def _chain_line(line: str, table: str, origin: Origin) -> Chain:
 
 def _counters(text: str, origin: Origin) -> tuple[int, int]:
     pkts, sep, nbytes = text[1:-1].partition(":")
-    if text[:1] == "[" and text[-1:] == "]" and sep and pkts.isdigit() and nbytes.isdigit():
-        return int(pkts), int(nbytes)
+    p, b = bounded_int(pkts), bounded_int(nbytes)
+    if text[:1] == "[" and text[-1:] == "]" and sep and pkts.isdigit() and nbytes.isdigit() and p is not None \
+            and b is not None:
+        return p, b
     raise RuletraceError(f"bad counters {_clip(text)}, expected [packets:bytes]", origin=origin)
 
 

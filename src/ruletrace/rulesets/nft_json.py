@@ -31,10 +31,13 @@ def parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Rul
         items = doc["nftables"]
         if not isinstance(items, list):
             raise TypeError("'nftables' is not a list")
+    except RecursionError:
+        raise RuletraceError("not `nft -j list ruleset` output: nested too deeply", origin=origin) from None
     except (ValueError, KeyError, TypeError) as e:
         raise RuletraceError(f"not `nft -j list ruleset` output: {e}", origin=origin) from e
     b = Builder(origin, "nft-json")
     xt_total = xt_resolved = 0
+    damaged: list[int] = []  # items of rules whose expressions could not be read
     for i, item in enumerate(items, 1):
         if not isinstance(item, dict) or len(item) != 1:
             raise RuletraceError(f"item {i}: expected one object per ruleset element", origin=origin)
@@ -48,6 +51,8 @@ def parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Rul
             table = obj["name"] if kind == "table" else obj["table"]
         except KeyError as e:
             raise RuletraceError(f"item {i}: {kind} without {e}", origin=origin) from e
+        if not isinstance(fam, str) or not isinstance(table, str):
+            raise RuletraceError(f"item {i}: {kind} whose family or table is not a name", origin=origin)
         if fam not in FAMILIES or not isinstance(table, str):
             raise RuletraceError(f"item {i}: unknown family {fam!r}", origin=origin)
         if kind == "table":
@@ -69,8 +74,18 @@ def parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Rul
             if not isinstance(cname, str):
                 raise RuletraceError(f"item {i}: rule without a chain", origin=origin)
             exprs = obj.get("expr", [])
-            rtext = rule_text(exprs, fam, obj.get("comment"))
-            r = b.rule(fam, table, cname, rtext, handle=obj.get("handle"), origin=origin)
+            try:
+                if not isinstance(exprs, list):
+                    raise TypeError("'expr' is not a list")
+                rtext = rule_text(exprs, fam, obj.get("comment"))
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                # one damaged rule (null expr, a statement without a key) does not reject the
+                # ruleset: it keeps its place (numbering) as unparsed text, and is counted
+                damaged.append(i)
+                rtext = json.dumps(exprs, separators=(",", ":"))
+            handle = obj.get("handle")
+            handle = handle if isinstance(handle, int) and not isinstance(handle, bool) else None
+            r = b.rule(fam, table, cname, rtext, handle=handle, origin=origin)
             if "xt" in rtext and _has_xt(exprs):
                 xt_total += 1
                 if save is not None and _resolve_xt(r, save):
@@ -89,6 +104,9 @@ def parse(text: str, *, origin: Origin, save: Ruleset | None = None) -> list[Rul
                else "give the host's iptables-save listing to resolve them")
         b.warnings.append(f"{xt_total} rule(s) hold iptables-nft xt placeholders (their matches are not in "
                           f"the JSON): {how}")
+    if damaged:
+        b.warnings.append(f"{origin.path}: {len(damaged)} rule(s) with unreadable expressions kept as "
+                          f"unparsed text (first: item {damaged[0]})")
     return b.finish()
 
 

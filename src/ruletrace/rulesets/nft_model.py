@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ..errors import RuletraceError
+from ..fields import bounded_int
 from ..model import Chain, NftSet, Origin, Rule, Ruleset
 
 FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "arp": "arp", "bridge": "bridge", "netdev": "netdev"}
@@ -34,10 +35,9 @@ def priority_value(text: str | int, family: str, hook: str | None) -> int | None
     if isinstance(text, int):
         return text
     t = text.strip()
-    try:
-        return int(t)
-    except ValueError:
-        pass
+    n = bounded_int(t)
+    if n is not None:
+        return n
     m = _PRIO_EXPR.match(t)
     if m is None:
         return None
@@ -46,7 +46,10 @@ def priority_value(text: str | int, family: str, hook: str | None) -> int | None
     if base is None:
         return None
     if m[2]:
-        base += int(m[3]) if m[2] == "+" else -int(m[3])
+        off = bounded_int(m[3])
+        if off is None:
+            return None
+        base += off if m[2] == "+" else -off
     return base
 
 
@@ -85,10 +88,9 @@ def rule_facts(text: str) -> tuple[str | None, bool, str | None, tuple[int, int]
                 else:
                     vmap = toks[i + 1]
             elif t == "counter" and toks[i + 1 : i + 2] == ["packets"] and i + 4 < n and toks[i + 3] == "bytes":
-                try:
-                    counters = int(toks[i + 2]), int(toks[i + 4])
-                except ValueError:
-                    pass
+                p, b = bounded_int(toks[i + 2]), bounded_int(toks[i + 4])
+                if p is not None and b is not None:
+                    counters = p, b
         prev = t if depth == 0 else ""
     return target, goto, vmap, counters
 

@@ -67,7 +67,10 @@ def stmt(e: Any, fam: str) -> str:
         if isinstance(v, str):
             return f"counter name {_q(v)}"
         if isinstance(v, dict) and "packets" in v:
-            return f"counter packets {v['packets']} bytes {v.get('bytes', 0)}"
+            p, b = v["packets"], v.get("bytes", 0)
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (p, b)):
+                raise TypeError("counter values are not numbers")  # a damaged rule (nft_json counts it)
+            return f"counter packets {p} bytes {b}"
         return "counter"
     if k == "mangle":
         return f"{expr(v['key'])} set {expr(v['value'], _hint(v['key']))}"

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import RuletraceError
+from ..fields import bounded_int
 from ..model import NftSet, Origin, Ruleset
 from .nft_model import CHAIN_TYPES, FAMILIES, HOOKS, Builder
 
@@ -119,7 +120,7 @@ def join(toks: list[Tok]) -> str:
 
 def _handle(comment: str | None) -> int | None:
     m = _HANDLE.search(comment) if comment else None
-    return int(m[1]) if m else None
+    return bounded_int(m[1]) if m else None
 
 
 def _unquote(s: str) -> str:

@@ -245,6 +245,8 @@ def _json(text: str, origin: Origin):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise RuletraceError(f"not JSON: {e.msg}", origin=Origin(origin.path, e.lineno)) from e
+    except (ValueError, RecursionError) as e:  # numbers over 4,300 digits, nesting too deep
+        raise RuletraceError(f"not usable JSON: {str(e)[:80]}", origin=origin) from None
 
 
 def load_ipsets(text: str, facts: HostFacts, *, origin: Origin) -> None:

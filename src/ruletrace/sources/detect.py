@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import importlib
+import io
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,7 +28,9 @@ ALIASES = {"journal-json": "kernel-log", "ulogd-logemu": "kernel-log", "pcap": "
 _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
                 b"\x0a\x0d\x0d\x0a"}
 _NFT_TRACE = re.compile(rb"^trace id [0-9a-f]{8} \S+ \S+ \S+ (?:packet: |rule |policy |verdict )", re.M)
-_XT_TRACE = re.compile(rb"^\s*(?:PACKET: \d+ [0-9a-f]+ |TRACE: \d+ [0-9a-f]+ \S+:\S+:(?:rule|policy|return):)", re.M)
+# "[^\s:]+" (as xtables_monitor reads table and chain), not "\S+:\S+": that backtracked cubically
+_XT_TRACE = re.compile(
+    rb"^[ \t]*(?:PACKET: \d+ [0-9a-f]+ |TRACE: \d+ [0-9a-f]+ [^\s:]+:[^\s:]+:(?:rule|policy|return):)", re.M)
 _ULOGD = re.compile(rb'^\s*\{.*"oob\.(?:prefix|family|time\.sec)"', re.M)
 _CSV_HEADER = re.compile(rb'^\xef?\xbb?\xbf?"?(?:No\.|frame\.number)"?,', re.I)
 
@@ -83,37 +86,15 @@ def _peek(stream: Any, n: int = 8192) -> tuple[bytes, Any]:
         if len(head) >= min(n, 64) or head == b"":
             return head, stream
     head = stream.read(n)
-    return head, _Prepend(head, stream)
+    return head, io.BufferedReader(_Chain(head, stream))  # a full binary stream (TextIOWrapper)
 
 
-class _Prepend:
-    """A binary stream that first returns ``head`` again, then the rest of ``stream``."""
+class _Chain(io.RawIOBase):
+    """A raw stream that first returns ``head`` again, then the rest of ``stream``."""
 
     def __init__(self, head: bytes, stream: Any) -> None:
-        import io
-
-        self._buf = io.BufferedReader(_Chain(head, stream))  # type: ignore[arg-type]
-
-    def read(self, n: int = -1) -> bytes:
-        return self._buf.read(n)
-
-    def readline(self, n: int = -1) -> bytes:
-        return self._buf.readline(n)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._buf)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._buf.raw._stream.close()  # type: ignore[attr-defined]
-
-
-class _Chain:
-    def __init__(self, head: bytes, stream: Any) -> None:
+        super().__init__()
         self._head, self._stream = head, stream
-        self.closed = False
 
     def readable(self) -> bool:
         return True
@@ -126,6 +107,12 @@ class _Chain:
         data = self._stream.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
 
 
 def read_any(
@@ -153,6 +140,10 @@ def read_any(
         except BaseException:
             stream.close()
             raise
+        if chosen == "nflog-pcap":
+            from .open import binary_input
+
+            binary_input(stream)  # records hold no lines: no line-length limit
         if progress is not None:
             stream = _Counting(stream, progress)
         if on_format is not None:
@@ -160,7 +151,7 @@ def read_any(
         read = reader(chosen)
         kwargs = {k: v for k, v in options.items() if k in read.__code__.co_varnames}
         st = stats(name, chosen) if stats is not None else None
-        streams.append(_closing(read(stream, name=name, stats=st, **kwargs), stream))
+        streams.append(_closing(read(stream, name=name, stats=st, **kwargs), stream, name, st))
     if len(streams) == 1:
         yield from streams[0]
         return
@@ -193,9 +184,13 @@ class _Counting:
         return getattr(self._raw, name)
 
 
-def _closing(events: Iterator[TraceEvent], stream: Any) -> Iterator[TraceEvent]:
+def _closing(events: Iterator[TraceEvent], stream: Any, name: str = "", stats: Any = None) -> Iterator[TraceEvent]:
     try:
         yield from events
+        if stats is not None and hasattr(stats, "warnings"):
+            from .open import limit_warnings
+
+            stats.warnings.extend(limit_warnings(stream, name))
     finally:
         stream.close()
 

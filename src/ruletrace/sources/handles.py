@@ -56,7 +56,7 @@ def add_returns(events: Iterable[TraceEvent]) -> Iterator[TraceEvent]:
 # " TRACE: 2 ead7b103 filter:INPUT:rule:0x6:JUMP:WEB  -4 -t filter -A INPUT -p tcp -j WEB"
 _XT_TEXT = re.compile(r"TRACE: \d+ [0-9a-f]+ \S+  (.*\S)")
 # "trace id 8c0ec022 ip filter INPUT rule meta l4proto tcp ... jump WEB # handle 6 (verdict jump WEB)"
-_NFT_TEXT = re.compile(r"^trace id [0-9a-f]+ \S+ \S+ \S+ rule (.*?)(?: # handle \d+)? \(verdict [^)]*\)\s*$")
+_NFT_HEAD = re.compile(r"trace id [0-9a-f]+ \S+ \S+ \S+ rule ")
 
 
 def rule_text(ev: TraceEvent) -> str | None:
@@ -64,8 +64,14 @@ def rule_text(ev: TraceEvent) -> str | None:
     raw = ev.raw
     if not isinstance(raw, str):
         return None
-    m = (_XT_TEXT.search(raw) if ev.source == "xtables-monitor" else _NFT_TEXT.match(raw))
-    return m[1] if m else None
+    if ev.source == "xtables-monitor":
+        m = _XT_TEXT.search(raw)
+        return m[1] if m else None
+    from .nft_monitor import _rule_tail  # (nft_monitor imports this module)
+
+    m = _NFT_HEAD.match(raw)
+    t = _rule_tail(raw[m.end() :]) if m else None
+    return t[0] if t is not None and not t[3] else None
 
 
 def _norm(text: str) -> str:

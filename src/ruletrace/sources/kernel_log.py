@@ -36,8 +36,9 @@ import time
 from datetime import datetime
 from typing import BinaryIO, Iterator
 
-from ..fields import family_of, packet_ident, parse_fields
+from ..fields import bounded_int, family_of, packet_ident, parse_fields
 from ..model import Origin, StepKind, TraceEvent
+from .records import MAX_TS as _MAX_TS, sane_ts as _finite
 from .stats import ReadStats
 
 try:  # optional speed-up for journal JSON
@@ -62,9 +63,11 @@ _MONTHS = {m.encode(): i for i, m in enumerate(
 _SYSLOG_RE = re.compile(rb"([A-Z][a-z]{2}) {1,2}(\d{1,2}) ?(\d\d):(\d\d):(\d\d)(\.\d+)?")
 _ISO_RE = re.compile(rb"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?")
 _DMESG_T_RE = re.compile(rb"\[([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\]")
-_UPTIME_RE = re.compile(rb"\[\s*(\d+\.\d+)\]")
-_KMSG_RE = re.compile(rb"\d+,\d+,(\d+),[^;]*;")
+_UPTIME_RE = re.compile(rb"\[ {0,20}([0-9]{1,12}\.[0-9]{1,9})\]")
+# bounded repetitions: searched over untrusted lines, an unbounded "\d+," would be quadratic
+_KMSG_RE = re.compile(rb"(?<![0-9])[0-9]{1,20},[0-9]{1,20},([0-9]{1,20}),[^;\n]{0,256};")
 _SNIFF_LINES = 2000
+
 _CACHE_MAX = 200_000  # distinct tags / stamps / names kept before a cache is cleared
 _SEEN_MAX = 4096  # recent field texts kept for ident reuse (packets in flight are few)
 
@@ -113,7 +116,7 @@ def _parse_tag(tag: bytes) -> tuple[tuple[str, str, StepKind, int] | None, int]:
     if len(parts) == 4:  # the usual tag, in half the time of the general way below
         table, chain, k, num = parts
         kind = _KINDS.get(k)
-        if kind is not None and num.isdigit() and chain and table in _NAMES:
+        if kind is not None and num.isdigit() and len(num) < 11 and chain and table in _NAMES:
             return (_NAMES[table], _name(chain), kind, int(num)), len(tag)
     a = tag.find(b":")
     b = tag.rfind(b":")
@@ -131,6 +134,8 @@ def _parse_tag(tag: bytes) -> tuple[tuple[str, str, StepKind, int] | None, int]:
             return None, 0
         cut -= len(num) - k
         num = num[:k]
+    if len(num) > 10:  # no chain holds that many rules: damage
+        return None, 0
     table = tag[:a]
     if table not in _NAMES and not _TABLE_RE.match(table):
         return None, 0
@@ -216,7 +221,7 @@ class _Reader:
             j = head.find(b"]")
             if j > 0:
                 try:
-                    return float(head[1:j])
+                    return _finite(float(head[1:j]))
                 except ValueError:
                     key = head[1:j]
                     if key not in self.stamps:
@@ -243,7 +248,7 @@ class _Reader:
             return _dmesg_t_ts(m.group(1))
         m = _UPTIME_RE.search(head)
         if m:
-            return float(m.group(1))
+            return _finite(float(m.group(1)))
         m = _KMSG_RE.search(head)
         if m:
             return int(m.group(1)) / 1e6
@@ -385,7 +390,7 @@ class _Reader:
         """MESSAGE and __REALTIME_TIMESTAMP of one ``journalctl -o json`` line."""
         try:
             obj = _loads(line)
-        except _JSONError:
+        except (*_JSONError, RecursionError):
             if TRACE_MARK in line:
                 self.stats.skip(lineno)
             return None
@@ -404,10 +409,8 @@ class _Reader:
         ts = None
         rt = obj.get("__REALTIME_TIMESTAMP")  # microseconds since the epoch, as a string
         if rt is not None:
-            try:
-                ts = int(rt) / 1e6
-            except (TypeError, ValueError):
-                ts = None
+            us = bounded_int(rt) if isinstance(rt, str) else None
+            ts = us / 1e6 if us is not None and 0 <= us < _MAX_TS * 1e6 else None
         return msg, ts
 
     def log_line(self, line: bytes, lineno: int) -> None:
@@ -650,6 +653,8 @@ def read_events(
                 elif c == 0x5B:  # "[": dmesg
                     try:
                         ts = float(head[1 : head.find(b"]")])
+                        if not 0.0 <= ts < _MAX_TS:  # "inf", "1e999", "-5": not an uptime
+                            ts = rd.head_ts(head)
                     except ValueError:
                         ts = rd.head_ts(head)
                 elif 0x30 <= c <= 0x39 and head[4:5] == b"-":  # "2026-01-01T21:23:16.5+00:00 …"
@@ -694,8 +699,9 @@ def looks_like(head: bytes) -> bool:
         elif line.startswith(b"{") and b'"MESSAGE":[' in line:
             try:
                 obj = _loads(line)
-                msg = bytes(obj.get("MESSAGE") or b"")
-            except (*_JSONError, TypeError, AttributeError):
+                msg = obj.get("MESSAGE") or b""
+                msg = bytes(msg) if isinstance(msg, list) else b""  # bytes(an int) allocates that many
+            except (*_JSONError, TypeError, AttributeError, RecursionError):
                 continue
             if TRACE_MARK in msg and b"IN=" in msg:
                 return True

@@ -15,8 +15,8 @@ from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
 from ..model import Origin, TraceEvent
-from ..fields import packet_ident
-from .records import Tally, note_record, parse_tag
+from ..fields import bounded_int, packet_ident
+from .records import Tally, note_record, parse_tag, sane_ts
 
 SOURCE = "nflog-pcap"
 
@@ -89,11 +89,9 @@ IPV6_FRAG = 44
 
 def load_ifmap(path: str) -> dict[int, str]:
     """Interface index -> name from ``ip -j link`` output or ``INDEX NAME`` / ``INDEX=NAME`` lines."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise RuletraceError(f"cannot read interface map: {e.strerror}", origin=Origin(path)) from e
+    from .open import read_limited
+
+    text = read_limited(path, "interface map").decode("utf-8", "replace")
     return parse_ifmap(text, origin=Origin(path))
 
 
@@ -102,8 +100,8 @@ def parse_ifmap(text: str, *, origin: Origin | None = None) -> dict[int, str]:
     if text.lstrip().startswith("["):
         try:
             links = json.loads(text)
-            return {int(link["ifindex"]): str(link["ifname"]) for link in links}
-        except (ValueError, KeyError, TypeError) as e:
+            return {_index(link["ifindex"]): str(link["ifname"]) for link in links}
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise RuletraceError(f"not an `ip -j link` listing: {e}", origin=origin) from e
     out: dict[int, str] = {}
     for n, line in enumerate(text.splitlines(), 1):
@@ -111,34 +109,74 @@ def parse_ifmap(text: str, *, origin: Origin | None = None) -> dict[int, str]:
         if not line:
             continue
         parts = line.replace("=", " ").replace(":", " ", 1).split()
-        if len(parts) < 2 or not parts[0].isdigit():
+        index = bounded_int(parts[0], max_digits=10) if len(parts) >= 2 and parts[0].isdigit() else None
+        if index is None:
             where = Origin(origin.path, n) if origin else None
-            raise RuletraceError(f"interface map line must be 'INDEX NAME', got {line!r}", origin=where)
-        out[int(parts[0])] = parts[1].split("@", 1)[0]
+            raise RuletraceError(f"interface map line must be 'INDEX NAME', got {line[:60]!r}", origin=where)
+        out[index] = parts[1].split("@", 1)[0]
     return out
+
+
+def _index(v: Any) -> int:
+    """An interface index from JSON: a number (or digits) that fits in 32 bits."""
+    n = v if isinstance(v, int) and not isinstance(v, bool) else bounded_int(v, max_digits=10) if isinstance(v, str) else None
+    if n is None or not 0 <= n < 1 << 32:
+        raise ValueError(f"bad ifindex {str(v)[:20]!r}")
+    return n
 
 
 # --- file containers -------------------------------------------------------------------
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+MAX_RECORD = 0x4000000  # 64 MiB: larger record or block lengths are damage, not data
+
+
+class Truncated(RuletraceError):
+    """The capture ends inside a record (still being written, tcpdump killed, copied short)."""
+
+    def __init__(self, message: str, *, origin: Origin, offset: int) -> None:
+        super().__init__(message, origin=origin)
+        self.offset = offset
+
+
+class _Pos:
+    """Reads from a stream and counts the bytes, so that a cut can be named by its offset."""
+
+    __slots__ = ("stream", "offset")
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.offset = 0
+
+    def read(self, n: int) -> bytes:
+        data = self.stream.read(n) or b""
+        self.offset += len(data)
+        return data
+
+
+def _read_exact(stream: Any, n: int) -> bytes:
     data = stream.read(n)
     return data if data is not None else b""
 
 
 def iter_records(stream: BinaryIO, *, name: str) -> Iterator[tuple[int, float, bytes, str]]:
-    """Yield ``(record_no, ts, body, byte_order)`` from a pcap or pcapng file of link type 239."""
-    head = _read_exact(stream, 4)
+    """Yield ``(record_no, ts, body, byte_order)`` from a pcap or pcapng file of link type 239.
+
+    A file that ends inside a record raises ``Truncated`` (with the byte offset where the cut
+    record starts) after every whole record was yielded.
+    """
+    pos = _Pos(stream)
+    head = pos.read(4)
     if len(head) < 4:
         raise RuletraceError("empty or truncated capture file (no pcap header)", origin=Origin(name))
     (magic_le,) = struct.unpack("<I", head)
     if magic_le == PCAPNG_SHB:
-        yield from _iter_pcapng(stream, head, name)
+        yield from _iter_pcapng(pos, head, name)
     else:
-        yield from _iter_pcap(stream, head, name)
+        yield from _iter_pcap(pos, head, name)
 
 
-def _iter_pcap(stream: BinaryIO, head: bytes, name: str) -> Iterator[tuple[int, float, bytes, str]]:
+def _iter_pcap(stream: _Pos, head: bytes, name: str) -> Iterator[tuple[int, float, bytes, str]]:
     for bo in ("<", ">"):
         (magic,) = struct.unpack(bo + "I", head)
         if magic in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
@@ -159,85 +197,93 @@ def _iter_pcap(stream: BinaryIO, head: bytes, name: str) -> Iterator[tuple[int, 
     rec_hdr = struct.Struct(bo + "IIII")  # ts_sec ts_frac incl_len orig_len
     n = 0
     while True:
+        start = stream.offset
         hdr = _read_exact(stream, rec_hdr.size)
         if not hdr:
             return
         n += 1
         if len(hdr) < rec_hdr.size:
-            raise RuletraceError(f"record {n}: truncated record header ({len(hdr)} of 16 bytes)",
-                                 origin=Origin(name, n))
+            raise Truncated(f"record {n}: truncated record header ({len(hdr)} of 16 bytes)",
+                            origin=Origin(name, n), offset=start)
         sec, frac, incl, _orig = rec_hdr.unpack(hdr)
-        if incl > 0x4000000:
-            raise RuletraceError(f"record {n}: implausible record length {incl}", origin=Origin(name, n))
+        if incl > MAX_RECORD:
+            raise RuletraceError(f"record {n}: implausible record length {incl} at byte {start:,}",
+                                 origin=Origin(name, n))
         body = _read_exact(stream, incl)
         if len(body) < incl:
-            raise RuletraceError(f"record {n}: truncated ({len(body)} of {incl} bytes)",
-                                 origin=Origin(name, n))
+            raise Truncated(f"record {n}: truncated ({len(body)} of {incl} bytes)",
+                            origin=Origin(name, n), offset=start)
         yield n, sec + frac * scale, body, bo
 
 
-def _iter_pcapng(stream: BinaryIO, head: bytes, name: str) -> Iterator[tuple[int, float, bytes, str]]:
+def _iter_pcapng(stream: _Pos, head: bytes, name: str) -> Iterator[tuple[int, float, bytes, str]]:
     bo = "<"
     ifaces: list[tuple[int, int]] = []  # (linktype, ticks per second) per interface id
     n = 0
     block_type_raw = head
+    start = 0
     while True:
         if not block_type_raw:
             return
         n += 1
+        origin = Origin(name, n)
         if len(block_type_raw) < 4:
-            raise RuletraceError(f"block {n}: truncated block header", origin=Origin(name, n))
+            raise Truncated(f"block {n}: truncated block header", origin=origin, offset=start)
         len_raw = _read_exact(stream, 4)
         if len(len_raw) < 4:
-            raise RuletraceError(f"block {n}: truncated block header", origin=Origin(name, n))
-        if struct.unpack("<I", block_type_raw)[0] == PCAPNG_SHB:
+            raise Truncated(f"block {n}: truncated block header", origin=origin, offset=start)
+        is_shb = struct.unpack("<I", block_type_raw)[0] == PCAPNG_SHB
+        if is_shb:
             bom = _read_exact(stream, 4)
             if len(bom) < 4:
-                raise RuletraceError(f"block {n}: truncated section header", origin=Origin(name, n))
+                raise Truncated(f"block {n}: truncated section header", origin=origin, offset=start)
             if struct.unpack("<I", bom)[0] == PCAPNG_BOM:
                 bo = "<"
             elif struct.unpack(">I", bom)[0] == PCAPNG_BOM:
                 bo = ">"
             else:
-                raise RuletraceError(f"block {n}: bad pcapng byte-order magic {bom.hex()}",
-                                     origin=Origin(name, n))
-            (blen,) = struct.unpack(bo + "I", len_raw)
-            body = bom + _read_exact(stream, max(blen - 16, 0))
+                raise RuletraceError(f"block {n}: bad pcapng byte-order magic {bom.hex()}", origin=origin)
+        (blen,) = struct.unpack(bo + "I", len_raw)
+        if blen < (28 if is_shb else 12) or blen % 4 or blen > MAX_RECORD:
+            raise RuletraceError(f"block {n}: bad block length {blen} at byte {start:,}", origin=origin)
+        if is_shb:
+            body = bom + _read_exact(stream, blen - 16)
             ifaces = []
         else:
-            (blen,) = struct.unpack(bo + "I", len_raw)
-            body = _read_exact(stream, max(blen - 12, 0))
-        if blen < 12 or blen % 4:
-            raise RuletraceError(f"block {n}: bad block length {blen}", origin=Origin(name, n))
+            body = _read_exact(stream, blen - 12)
         trailer = _read_exact(stream, 4)
         if len(body) < blen - 12 or len(trailer) < 4:
-            raise RuletraceError(f"block {n}: truncated ({blen} bytes announced)", origin=Origin(name, n))
+            raise Truncated(f"block {n}: truncated ({blen} bytes announced)", origin=origin, offset=start)
         (btype,) = struct.unpack(bo + "I", block_type_raw)
         if btype == PCAPNG_IDB:
+            if len(body) < 8:
+                raise RuletraceError(f"block {n}: interface description block too short", origin=origin)
             linktype, _res, _snap = struct.unpack_from(bo + "HHI", body)
             ifaces.append((linktype, _tsresol(body[8:], bo)))
             if linktype != LINKTYPE_NFLOG:
                 raise RuletraceError(
                     f"block {n}: pcapng interface link type {linktype}, not NFLOG (239): "
                     "capture with `tcpdump -i nflog -w FILE`",
-                    origin=Origin(name, n),
+                    origin=origin,
                 )
         elif btype == PCAPNG_EPB:
             if len(body) < 20:
-                raise RuletraceError(f"block {n}: enhanced packet block too short", origin=Origin(name, n))
+                raise RuletraceError(f"block {n}: enhanced packet block too short", origin=origin)
             ifid, ts_hi, ts_lo, caplen, _orig = struct.unpack_from(bo + "IIIII", body)
             if ifid >= len(ifaces):
-                raise RuletraceError(f"block {n}: packet for undeclared interface {ifid}",
-                                     origin=Origin(name, n))
+                raise RuletraceError(f"block {n}: packet for undeclared interface {ifid}", origin=origin)
             if 20 + caplen > len(body):
-                raise RuletraceError(f"block {n}: truncated packet data", origin=Origin(name, n))
+                raise RuletraceError(f"block {n}: truncated packet data", origin=origin)
             yield n, ((ts_hi << 32) | ts_lo) / ifaces[ifid][1], body[20 : 20 + caplen], bo
         elif btype == PCAPNG_SPB:
             if not ifaces:
-                raise RuletraceError(f"block {n}: packet before any interface block", origin=Origin(name, n))
+                raise RuletraceError(f"block {n}: packet before any interface block", origin=origin)
+            if len(body) < 4:
+                raise RuletraceError(f"block {n}: simple packet block too short", origin=origin)
             (orig,) = struct.unpack_from(bo + "I", body)
             yield n, 0.0, body[4 : 4 + orig], bo
         # other blocks (name resolution, statistics, custom) carry no packets
+        start = stream.offset
         block_type_raw = _read_exact(stream, 4)
 
 
@@ -303,6 +349,17 @@ def read_events(
     """TRACE events from an NFLOG pcap/pcapng capture; records without a TRACE prefix are skipped."""
     ifname = _ifnamer(ifmap)
     tally = Tally(stats)
+    try:
+        yield from _events(stream, name, stats, ifname, tally)
+    except Truncated as e:
+        if stats is None or not hasattr(stats, "warnings"):
+            raise
+        stats.warnings.append(f"{e} at byte {e.offset:,}: the capture is cut off there (still being "
+                              "written, or tcpdump was killed); every whole record before it was read")
+    tally.finish()
+
+
+def _events(stream: BinaryIO, name: str, stats: Any, ifname: Any, tally: Tally) -> Iterator[TraceEvent]:
     for n, ts, body, bo in iter_records(stream, name=name):
         origin = Origin(name, n)
         try:
@@ -326,6 +383,7 @@ def read_events(
         if stamp is not None and len(stamp) >= 16:
             sec, usec = struct.unpack("!QQ", stamp[:16])
             ts = sec + usec * 1e-6
+        ts = sane_ts(ts)
         yield TraceEvent(
             table,
             chain,
@@ -338,7 +396,6 @@ def read_events(
             source=SOURCE,
             fields=fields,
         )
-    tally.finish()
 
 
 def _ifnamer(ifmap: dict[int, str] | None):

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..fields import TCP_FLAG_WORDS, packet_ident
+from ..fields import TCP_FLAG_WORDS, bounded_int, packet_ident
 from ..model import Origin, StepKind, TraceEvent
 from .handles import add_returns
 from .records import Tally, note_record, text_lines
@@ -25,7 +25,27 @@ SOURCE = "nft-monitor"
 FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "bridge": "bridge", "arp": "arp", "netdev": "netdev"}
 
 _LINE = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet: |rule |policy |verdict |return )(.*)$")
-_RULE_TAIL = re.compile(r"^(.*?)(?: # handle (\d+))? \(verdict ([^)]*)\)\s*(.*)$")
+_HANDLE = re.compile(r" # handle ([0-9]{1,20})\Z")
+
+
+def _rule_tail(rest: str) -> tuple[str, str | None, str, str] | None:
+    """``text [# handle N] (verdict V) after`` -> (text, N, V, after); str methods: linear time.
+
+    The rule text is everything before the first `` (verdict `` (nft prints no such text in a
+    rule; a regular expression with a lazy prefix took quadratic time on lines full of them).
+    """
+    i = rest.find(" (verdict ")
+    if i < 0:
+        return None
+    j = rest.find(")", i + 10)
+    if j < 0:
+        return None
+    text = rest[:i]
+    h = _HANDLE.search(text)
+    hnum = None
+    if h is not None:
+        text, hnum = text[: h.start()], h[1]
+    return text, hnum, rest[i + 10 : j], rest[j + 1 :].strip()
 
 # nft's names for ICMP / ICMPv6 types (src/proto.c icmp_type_tbl, icmp6_type_tbl)
 ICMP_TYPES = {
@@ -112,7 +132,7 @@ def packet_fields(text: str) -> dict[str, str]:
                 f["TYPE"] = str(table.get(val, val))
             elif proto in ("icmp", "icmpv6") and key == "code":
                 f["CODE"] = str(ICMP_CODES.get(val, val))
-            elif (proto, key) == ("ip6", "length") and val.isdigit():
+            elif (proto, key) == ("ip6", "length") and bounded_int(val) is not None:
                 f["LEN"] = str(int(val) + IPV6_HDR_LEN)  # nft prints the payload length
             i = j
             continue
@@ -125,10 +145,8 @@ def packet_fields(text: str) -> dict[str, str]:
 
 
 def _mark(text: str) -> str:
-    try:
-        return f"{int(text, 0):#x}"
-    except ValueError:
-        return text
+    n = bounded_int(text, 0)
+    return text if n is None else f"{n:#x}"
 
 
 def _verdict(text: str) -> str:
@@ -163,11 +181,11 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
         fields = dict(packets.get(tid, {}))
         handle: int | None = None
         if what == "rule ":
-            t = _RULE_TAIL.match(rest)
+            t = _rule_tail(rest)
             if t is None:
                 tally.bad(origin, "rule line without '(verdict …)'")
                 continue
-            text, hnum, vtext, after = t.groups()
+            text, hnum, vtext, after = t
             handle = int(hnum) if hnum else None
             verdict = _verdict(vtext)
             kind = StepKind.RULE
@@ -184,8 +202,12 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
             kind = StepKind.RETURN if verdict in ("continue", "return") else StepKind.RULE
             after = ""
         if after and "meta mark" in after:
-            fields.update({k: v for k, v in packet_fields(after).items() if k == "MARK"})
-            packets.setdefault(tid, {})["MARK"] = fields["MARK"]
+            mark = packet_fields(after).get("MARK")
+            if mark is None:  # "meta mark" without a value: nothing to keep
+                tally.bad(origin, "'meta mark' without a value")
+            else:
+                fields["MARK"] = mark
+                packets.setdefault(tid, {})["MARK"] = mark
         yield TraceEvent(
             table,
             chain,

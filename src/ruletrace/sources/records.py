@@ -11,6 +11,16 @@ from ..model import Origin, StepKind
 # "TRACE: table:chain:type:num" as nf_log writes it (net/netfilter/nf_log_syslog.c, ipt_do_table)
 TRACE_TAG = re.compile(rb"TRACE: ([A-Za-z0-9_-]+):([^\s:]+):(rule|return|policy):(\d+)")
 
+MAX_TS = float(1 << 35)  # seconds (year 3058): larger stamps are damage, not time
+
+
+def sane_ts(ts: Any) -> float | None:
+    """A time stamp that can be shown as a time (finite, 0 <= ts < MAX_TS), else None."""
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return None
+    return float(ts) if 0 <= ts < MAX_TS else None  # False for NaN too
+
+
 def text_lines(stream: Any) -> Iterator[tuple[int, str]]:
     """The non-blank lines of a binary text stream as (line number, text without the newline)."""
     for n, raw in enumerate(stream, 1):
@@ -37,6 +47,8 @@ def parse_tag(prefix: bytes) -> tuple[str, str, StepKind, int] | None:
     """``(table, chain, kind, num)`` from a TRACE prefix, or None when it is not one."""
     m = TRACE_TAG.search(prefix)
     if m is None:
+        return None
+    if len(m[4]) > 10:  # no chain holds that many rules: damage
         return None
     return m[1].decode(), m[2].decode("utf-8", "replace"), StepKind(m[3].decode()), int(m[4])
 

@@ -19,6 +19,7 @@ class ReadStats:
     log_lines: int = 0  # packet lines of the LOG target (IN=/OUT= fields, no TRACE tag): not events
     log_prefixes: dict[str, int] = field(default_factory=dict)  # LOG prefix -> lines
     bytes_read: int = 0  # bytes consumed from the stream (after decompression), for progress bars
+    warnings: list[str] = field(default_factory=list)  # input cut short, limits: one line each
 
     def skip(self, line: int | None) -> None:
         """Count one skipped record and remember where it was, while there is room."""

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 from ..fields import packet_ident
 from ..model import Origin, TraceEvent
-from .records import Tally, note_record, parse_tag
+from .records import Tally, note_record, parse_tag, sane_ts
 
 SOURCE = "ulogd-json"
 LOGEMU_SOURCE = "ulogd-logemu"
@@ -49,7 +49,7 @@ def read_events(
         origin = Origin(name, n)
         try:
             obj = _loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             note_record(stats, event=False)
             tally.bad(origin, "not a JSON object (ulogd JSON has one object per line)")
             continue
@@ -68,26 +68,33 @@ def read_events(
             continue  # an ordinary NFLOG rule's packet
         try:
             fields = record_fields(obj, ifmap)
-        except (TypeError, ValueError) as e:
+            ts = _stamp(obj.get("oob.time.sec"), obj.get("oob.time.usec"))
+            fam = obj.get("oob.family")
+            family = None if fam is None else FAMILIES.get(fam, str(fam)) if isinstance(fam, int) else str(fam)
+        except (TypeError, ValueError, OverflowError) as e:  # a list, a string, inf where a number belongs
             tally.bad(origin, f"bad value in ulogd record: {e}")
             continue
         table, chain, kind, num = tag
-        sec, usec = obj.get("oob.time.sec"), obj.get("oob.time.usec")
-        ts = sec + (usec or 0) * 1e-6 if isinstance(sec, (int, float)) else None
-        fam = obj.get("oob.family")
         yield TraceEvent(
             table,
             chain,
             kind,
             num,
             ts=ts,
-            family=FAMILIES.get(fam, str(fam)) if fam is not None else None,
+            family=family,
             ident=packet_ident(fields),
             origin=origin,
             source=SOURCE,
             fields=fields,
         )
     tally.finish()
+
+
+def _stamp(sec: Any, usec: Any) -> float | None:
+    """oob.time.sec + oob.time.usec as seconds; None without a usable second count."""
+    if not isinstance(usec, (int, float)) or isinstance(usec, bool):
+        usec = 0
+    return sane_ts(sec + usec * 1e-6) if sane_ts(sec) is not None else None
 
 
 def _iface(obj: dict[str, Any], key: str, index_key: str, ifmap: dict[int, str] | None) -> str:

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from ..errors import RuletraceError
 from ..fields import packet_ident
 from ..model import Origin, TraceEvent
-from .records import Tally, note_record, parse_tag
+from .records import Tally, note_record, parse_tag, sane_ts
 
 SOURCE = "wireshark-csv"
 
@@ -43,7 +43,7 @@ COLUMNS: dict[str, str] = {
     "ifindex_physindev": "PHYSIN", "nflog.ifindex_physindev": "PHYSIN",
     "uid": "UID", "nflog.uid": "UID", "gid": "GID", "nflog.gid": "GID",
 }
-_INFO_PORTS = re.compile(r"(\d+) (?:→|->|>) (\d+)")
+_INFO_PORTS = re.compile(r"(?<![0-9])([0-9]{1,5}) (?:→|->|>) ([0-9]{1,5})(?![0-9])")  # bounded: linear
 _INFO_FLAGS = re.compile(r"\[([A-Z, ]+)\]")
 _INFO_ICMP = re.compile(r"id=0x([0-9a-f]+), seq=(\d+)")
 _TCP_WORDS = ("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")
@@ -60,6 +60,8 @@ def read_events(
         header = next(rows)
     except StopIteration:
         raise RuletraceError("empty CSV file", origin=Origin(name, 1)) from None
+    except csv.Error as e:
+        raise RuletraceError(f"not a CSV header: {e}", origin=Origin(name, 1)) from None
     roles: list[str | None] = [COLUMNS.get(h.strip().lower()) for h in header]
     if "prefix" not in roles:
         raise RuletraceError(
@@ -69,7 +71,7 @@ def read_events(
             origin=Origin(name, 1),
         )
     tally = Tally(stats)
-    for n, row in enumerate(rows, 2):
+    for n, row in _rows(rows, name, stats, tally):
         if not row or not any(row):
             continue
         origin = Origin(name, n)
@@ -89,6 +91,7 @@ def read_events(
         try:
             fields = _fields(vals, ifmap)
             ts = float(vals["epoch"]) if "epoch" in vals else float(vals["time"]) if "time" in vals else None
+            ts = sane_ts(ts)
         except ValueError as e:
             tally.bad(origin, f"bad value: {e}")
             continue
@@ -102,6 +105,21 @@ def read_events(
             fields=fields,
         )
     tally.finish()
+
+
+def _rows(rows: Any, name: str, stats: Any, tally: Tally) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) of the data rows; a row the csv module refuses (a field over its
+    128 KiB limit, a NUL) is counted as broken and reading goes on with the next one."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            note_record(stats, event=False)
+            tally.bad(Origin(name, rows.line_num), f"unreadable CSV row: {e}")
+            continue
+        yield rows.line_num, row
 
 
 def _fields(vals: dict[str, str], ifmap: dict[int, str] | None) -> dict[str, str]:

@@ -26,7 +26,8 @@ NFPROTO = {"2": "ipv4", "10": "ipv6", "7": "bridge", "3": "arp", "1": "inet"}
 
 _PACKET = re.compile(r"^\s*PACKET: (\d+) ([0-9a-f]+) (.*)$")
 _TRACE = re.compile(
-    r"^\s*TRACE: (\d+) ([0-9a-f]+) ([^:\s]+):([^:\s]+):(rule|return|policy):(\S*)(?:\s+(.*?))?\s*$"
+    r"^\s*TRACE: (\d+) ([0-9a-f]+) ([^:\s]+):([^:\s]+):(rule|return|policy):(\S*)(?:\s+(.*))?$"
+    # (no lazy group before "\s*$": that took quadratic time on a line with a long run of spaces)
 )
 _TCP_FLAGS = frozenset(TCP_FLAG_WORDS)
 
@@ -93,7 +94,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
                 tally.bad(Origin(name, n), f"bad rule handle {hexnum!r}")
                 continue
             verdict = _verdict(vword) if vword else None
-        text = text or ""
+        text = (text or "").strip()
         if not keep_trace_rule and verdict == "continue" and text.endswith("-j TRACE"):
             continue  # the rule that switched tracing on: legacy TRACE does not report it
         fields = dict(packets.get(tid, {}))
