@@ -205,7 +205,8 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
             line.append(" policy ")
             line.append(clean(v.action.upper()), verdict_style(v.action))
         else:
-            num = v.num if v.num is not None else v.rule.num if v.rule is not None else "?"
+            num = v.num if v.num is not None else v.rule.num if v.rule is not None else None
+            num = "?" if num is None else num
             line.append(" rule ")
             line.append(clean(num), "rule.num")
             place += f" rule {num}"
