@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from ..errors import RuletraceError
 from ..rulesets.iptables_save import tokenize
 from .nft_monitor import ICMP_TYPES, ICMPV6_TYPES
 
@@ -81,7 +82,10 @@ def _iface(name: str) -> tuple[str, str]:
 
 def save_signature(text: str) -> tuple[str, frozenset]:
     """(action, values) of an iptables-save rule line (``-A CHAIN …``); None when it cannot be read."""
-    args = tokenize(text)
+    try:
+        args = tokenize(text)
+    except RuletraceError:  # an unbalanced quote (a cut trace line): the words as they are
+        args = text.split()
     if args[:1] == ["-A"]:
         args = args[2:]
     vals: set = set()
