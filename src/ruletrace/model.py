@@ -8,9 +8,10 @@ renderers show explanations. stdlib only, no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any
 
 
 class StepKind(StrEnum):
@@ -42,6 +43,15 @@ HOOK_TABLES: dict[str, tuple[str, ...]] = {
 }
 BUILTIN_CHAINS = frozenset(HOOK_TABLES)
 TABLES = ("raw", "mangle", "nat", "filter", "security")
+# the priorities iptables registers its tables' chains at (NF_IP_PRI_*); nat: DNAT -100, SNAT 100
+_IPTABLES_PRIORITY = {"raw": -300, "mangle": -150, "filter": 0, "security": 50}
+
+
+def iptables_priority(table: str, hook: str) -> int | None:
+    """The hook priority of an iptables table's built-in chain, None for a table iptables does not have."""
+    if table == "nat":
+        return -100 if hook in ("PREROUTING", "OUTPUT") else 100
+    return _IPTABLES_PRIORITY.get(table)
 
 
 @dataclass(slots=True, frozen=True)
@@ -64,7 +74,7 @@ class Rule:
 
     table: str
     chain: str
-    num: int  # 1-based position in the chain: the kernel's TRACE rule number
+    num: int  # 1-based position in the chain: the kernel's TRACE rule number (None: known only from a trace's text)
     text: str  # the full iptables-save line, e.g. "-A INPUT -p tcp -j DROP"
     target: str | None = None  # "-j" / "-g" target name, None when the rule has none
     goto: bool = False  # True for "-g CHAIN"
@@ -225,21 +235,21 @@ class TraceEvent:
     """
 
     __slots__ = (
-        "ts",
-        "family",
-        "table",
-        "chain",
-        "kind",
-        "num",
-        "handle",
-        "ident",
-        "packet_id",
-        "verdict",
-        "origin",
-        "source",
-        "raw",
         "_fields",
         "_parse",
+        "chain",
+        "family",
+        "handle",
+        "ident",
+        "kind",
+        "num",
+        "origin",
+        "packet_id",
+        "raw",
+        "source",
+        "table",
+        "ts",
+        "verdict",
     )
 
     def __init__(
@@ -285,12 +295,31 @@ class TraceEvent:
             self._fields = f
         return f
 
+    # nf_tables monitors only (MonitorEvent): the rule text the monitor printed, and whether the
+    # event opens a base chain's run; class-level defaults for every other source
+    text: str | None = None
+    base: bool = False
+
     @property
     def tag(self) -> str:
         return f"{self.table}:{self.chain}:{self.kind}:{self.num if self.num is not None else '?'}"
 
     def __repr__(self) -> str:
         return f"TraceEvent({self.tag}{'' if self.origin is None else ' @ ' + str(self.origin)})"
+
+
+class MonitorEvent(TraceEvent):
+    """An nf_tables trace event read from ``nft monitor trace`` or ``xtables-monitor --trace``."""
+
+    __slots__ = ("base", "text")
+
+    def __init__(self, *args: Any, text: str | None = None, base: bool = False, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        # the rule's text as the monitor printed it (nft syntax from ``nft monitor trace``, iptables
+        # syntax from ``xtables-monitor``), counters' values left out
+        self.text = text
+        # the first event after a packet dump: the kernel dumps the packet once per base chain it runs
+        self.base = base
 
 
 @dataclass(slots=True)
@@ -313,6 +342,10 @@ class Step:
     action: str = ""  # what the step did: accept, drop, reject, jump, goto, return, continue, …
     warning: str | None = None  # the ruleset does not fit this step
     note: str | None = None
+    # the hook of the base chain this step runs under ("PREROUTING", "INPUT", …, "INGRESS"), None
+    # where neither the ruleset nor the chain's name tells; its priority where the ruleset lists it
+    hook: str | None = None
+    priority: int | None = None
 
     @property
     def table(self) -> str:

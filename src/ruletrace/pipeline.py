@@ -155,13 +155,17 @@ class Run:
 
     def _resolve_handles(self, events: Iterator[TraceEvent]) -> Iterator[TraceEvent]:
         """nf_tables sources name rules by handle: number them from the ruleset of their family."""
-        from .sources.handles import resolve_handles
+        from .sources.handles import Resolver
 
+        resolvers: dict[int, Resolver] = {}
         for ev in events:
             if ev.num is None and (ev.handle is not None or ev.source in _HANDLE_SOURCES):
                 rs = pick_ruleset(self.rulesets, ev.family)
                 if rs is not None:
-                    ev = next(resolve_handles((ev,), rs))
+                    r = resolvers.get(id(rs))
+                    if r is None:
+                        r = resolvers[id(rs)] = Resolver(rs)
+                    r.resolve(ev)
             yield ev
 
     def parallel_summary(self):
@@ -226,7 +230,11 @@ class Run:
                 "holds do not have): it looks older or newer than the log"
             )
         if not self.rulesets:
-            self.warnings.append("no ruleset given: steps are shown without rule text")
+            if any(si.format in _HANDLE_SOURCES for si in self.sources):
+                self.warnings.append("no ruleset given: steps show the rule text the trace printed, "
+                                     "without rule numbers")
+            else:
+                self.warnings.append("no ruleset given: steps are shown without rule text")
 
 
 def pick_ruleset(rulesets: list[Ruleset], family: str | None) -> Ruleset | None:
@@ -248,7 +256,35 @@ def load_rulesets(paths: Iterable[str]) -> list[Ruleset]:
     """Every ruleset of every file: an nft listing gives one per family it holds."""
     from .rulesets import load_rulesets as load
 
-    return [rs for p in paths for rs in load(p)]
+    loaded = [(p, load(p)) for p in paths]
+    saves = [rs for _, got in loaded for rs in got if rs.format == "iptables-save"]
+    out: list[Ruleset] = []
+    paired: list[Ruleset] = []
+    for p, got in loaded:
+        if saves and any(rs.format == "nft-json" for rs in got):
+            # an iptables-save of the same host resolves the JSON's xt placeholders: pair them
+            for i, rs in enumerate(got):
+                save = next((sv for sv in saves if sv not in paired and _same_tables(sv, rs)), None)
+                if save is not None:
+                    from .model import Origin
+                    from .rulesets.nft_json import parse_family
+
+                    with open(p, encoding="utf-8", errors="replace") as f:
+                        fam = {"ipv4": "ip", "ipv6": "ip6"}.get(rs.family or "", rs.family)
+                        got[i] = parse_family(f.read(), origin=Origin(p), family=fam, save=save)
+                        got[i].warnings[:] = [w for w in got[i].warnings if not w.startswith("left out")]
+                    paired.append(save)
+        out.extend(got)
+    return [rs for rs in out if not any(rs is sv for sv in paired)]
+
+
+def _same_tables(save: Ruleset, rs: Ruleset) -> bool:
+    """A save listing describes the same tables as one family of an nft listing: same tables, chains, rule counts."""
+    if save.family not in (None, rs.family) or not save.tables or set(save.tables) != set(rs.tables):
+        return False
+    return all(set(chains) == set(rs.tables[t]) and all(len(c.rules) == len(rs.tables[t][n].rules)
+                                                         for n, c in chains.items())
+               for t, chains in save.tables.items())
 
 
 def explain_files(

@@ -33,7 +33,11 @@ from ..model import (
     StepKind,
     TraceEvent,
     Verdict,
+    iptables_priority,
 )
+from ..rulesets.iptables_save import find_target
+from ..rulesets.nft_model import HOOKS as NFT_HOOKS
+from ..rulesets.nft_model import rule_facts
 from . import causes
 from .fate import ENDS_TABLE as _ENDS_TABLE
 from .fate import decide
@@ -56,7 +60,7 @@ _TERMINAL = {
 }
 _KERNEL_VERDICTS = {"accept", "drop", "reject", "queue", "return", "continue", "jump", "goto", "stolen"}
 _CACHE_MAX = 200_000
-_SIG = attrgetter("table", "chain", "kind", "num", "verdict")
+_SIG = attrgetter("table", "chain", "kind", "num", "verdict", "text", "base")
 
 
 class _PathStep(NamedTuple):
@@ -67,6 +71,8 @@ class _PathStep(NamedTuple):
     kind: StepKind
     num: int | None
     verdict: str | None
+    text: str | None = None
+    base: bool = False
 
 
 _path_step = partial(tuple.__new__, _PathStep)  # (table, chain, kind, num, verdict) -> _PathStep
@@ -82,6 +88,8 @@ class _StepPlan:
     warning: str | None
     note: str | None
     frames: tuple[int, ...]  # indices of the jump steps that lead to this step (outermost first)
+    hook: str | None = None  # hook of the base chain the step runs under (upper case)
+    priority: int | None = None  # that base chain's priority
 
 
 @dataclass(slots=True)
@@ -116,6 +124,40 @@ def _action_for(rule: Rule | None, ruleset: Ruleset | None, table: str) -> str:
     return "jump"
 
 
+def kernel_action(kv: str, text_action: str) -> str:
+    """What a rule did, from the kernel's verdict and what its printed text says it does.
+
+    nf_tables reports a NAT statement's verdict as accept and a reject statement's as drop:
+    the text tells them apart. Otherwise the kernel's verdict is the fact.
+    """
+    k = kv.split(":", 1)[0].lower()
+    if k == "accept" and text_action in _ENDS_TABLE:
+        return text_action
+    if k == "drop" and text_action == "reject":
+        return "reject"
+    return k if k in _KERNEL_VERDICTS else text_action
+
+
+def trace_rule(table: str, chain: str, text: str) -> Rule:
+    """A rule known only from the text a monitor printed (``num`` None: its position is not known)."""
+    if text.startswith("-A "):  # xtables-monitor: iptables syntax
+        target, goto = find_target(text)
+        return Rule(table, chain, None, text, target=target, goto=goto)  # type: ignore[arg-type]
+    target, goto, vmap, _ = rule_facts(text)
+    return Rule(table, chain, None, text, target=target, goto=goto, vmap=vmap)  # type: ignore[arg-type]
+
+
+def base_hook(ch: Chain | None, table: str, chain: str) -> tuple[str | None, int | None]:
+    """(hook, priority) of a base chain: the ruleset's, else what an iptables or hook-named chain implies."""
+    if ch is not None and ch.hook:
+        return ch.hook.upper(), ch.priority
+    if chain in BUILTIN_CHAINS:
+        return chain, iptables_priority(table, chain)
+    if chain.lower() in NFT_HOOKS:
+        return chain.upper(), None
+    return None, None
+
+
 # what an `iptables -L` row shows for "any": protocol, option, interfaces, addresses
 _LIST_ANY = frozenset({"0", "all", "--", "*", "0.0.0.0/0", "::/0"})
 
@@ -143,11 +185,12 @@ class _Walker:
         self._static: dict[tuple, tuple] = {}
 
     def _step_static(self, key: tuple) -> tuple:
-        """(builtin, chain known, rule, policy, action, warning) of one step, from the ruleset."""
-        table, chain, kind, num, kv = key
+        """(builtin, chain known, rule, policy, action, warning, missing, hook, priority) of one step."""
+        table, chain, kind, num, kv, text, base = key
         rs = self.rs
         ch: Chain | None = rs.chain(table, chain) if rs is not None else None
-        builtin = ch.builtin if ch is not None else chain in BUILTIN_CHAINS
+        builtin = ch.builtin if ch is not None else (base or chain in BUILTIN_CHAINS)
+        hook, prio = base_hook(ch, table, chain) if builtin else (None, None)
         rule: Rule | None = None
         policy: str | None = None
         warning: str | None = None
@@ -159,6 +202,8 @@ class _Walker:
                     rule = ch.rules[num - 1]
                 else:
                     warning = f"rule {num} is past the end of {table}:{chain} ({len(ch.rules)} rules)"
+            if rule is None and text and warning is None:
+                rule = trace_rule(table, chain, text)  # the monitor printed it: show it as the rule
             action = _action_for(rule, rs, table)
         elif (
             ch is not None and num is not None and 1 <= num <= len(ch.rules)
@@ -174,6 +219,11 @@ class _Walker:
                 warning = f"end of {table}:{chain} reported as {num}, but the chain has {len(ch.rules)} rules"
         else:  # policy
             policy = ch.policy if ch is not None else None
+            kp = (kv or "").upper()
+            if kp in ("ACCEPT", "DROP"):  # nf_tables says which policy it applied
+                if policy is not None and policy != kp:
+                    warning = f"the kernel applied policy {kv} but the ruleset's {table}:{chain} has {policy}"
+                policy = kp
             action = (policy or "unknown").lower()
             if ch is not None and num is not None and num != len(ch.rules) + 1:
                 warning = (
@@ -181,7 +231,10 @@ class _Walker:
                 )
         # explicit kernel verdict (nf_tables sources): it wins where the ruleset says nothing,
         # and a disagreement is flagged
-        if kv:
+        if kv and kind is StepKind.RULE and rule is not None and rule.num is None:
+            # the rule is the monitor's text: the kernel's verdict says what it did
+            action = kernel_action(kv, action)
+        elif kv:
             kv_action = kv.split(":", 1)[0].lower()
             if kv_action in _KERNEL_VERDICTS and rule is not None and kv_action != action:
                 compatible = (
@@ -193,7 +246,7 @@ class _Walker:
                     warning = f"kernel verdict {kv} but the ruleset's rule implies {action}"
             if action == "unknown" and kv_action in _KERNEL_VERDICTS:
                 action = kv_action
-        return builtin, ch is not None, rule, policy, action, warning, missing
+        return builtin, ch is not None, rule, policy, action, warning, missing, hook, prio
 
     def plan(self, events: list[TraceEvent], want_frames: bool = True) -> _Plan:
         rs = self.rs
@@ -205,11 +258,13 @@ class _Walker:
         absent: list[str] = []  # tables and chains of this path the ruleset leaves out
         prev: _StepPlan | None = None
         prev_table: str | None = None
-        for i, key in enumerate(map(_SIG, events)):  # key: (table, chain, kind, num, verdict)
+        hook: str | None = None
+        prio: int | None = None
+        for i, key in enumerate(map(_SIG, events)):  # key: (table, chain, kind, num, verdict, text, base)
             st = static.get(key)
             if st is None:
                 st = static[key] = self._step_static(key)
-            builtin, known, rule, policy, action, warning, missing = st
+            builtin, known, rule, policy, action, warning, missing, bhook, bprio = st
             table = key[0]
             chain = key[1]
             note: str | None = None
@@ -226,6 +281,7 @@ class _Walker:
             # --- call stack
             if builtin:
                 stack = [(chain, None)]
+                hook, prio = bhook, bprio
             else:
                 if (
                     prev is not None
@@ -254,7 +310,7 @@ class _Walker:
                     note = "RETURN in a built-in chain: the chain policy applies"
             if warning:
                 misfits += 1
-            prev = _StepPlan(rule, policy, returned_to, depth, action, warning, note, frames)
+            prev = _StepPlan(rule, policy, returned_to, depth, action, warning, note, frames, hook, prio)
             prev_table = table
             steps.append(prev)
 
@@ -366,7 +422,7 @@ class Explainer:
         """
         got = self._path_memo.get(steps)
         if got is None:
-            events = list(map(_path_step, map(operator.add, steps, repeat((None,)))))
+            events = list(map(_path_step, map(operator.add, steps, repeat((None, None, False)))))
             plan = self._walker.plan(events, False)
             got = self._path_memo[steps] = (
                 make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)
@@ -396,6 +452,8 @@ class Explainer:
                 action=sp.action,
                 warning=sp.warning,
                 note=sp.note,
+                hook=sp.hook,
+                priority=sp.priority,
             )
             for ev, sp in zip(packet.events, plan.steps)
         ]

@@ -39,6 +39,8 @@ def place(ev: Any, rule: Any, kind: StepKind) -> str:
     num = ev.num if ev.num is not None else rule.num if rule is not None else None
     where = f"{ev.table}:{ev.chain}"
     if kind is StepKind.RULE or rule is not None:
+        if num is None and rule is not None and rule.text:  # known by the text the trace printed
+            return f"{where} rule `{rule.text}`"
         return f"{where} rule {num}" if num is not None else f"a rule of {where}"
     return f"the end of {where}"
 
@@ -75,6 +77,46 @@ def expected_last_table(rs: Ruleset | None, hook: str, events: Sequence[TraceEve
     return last
 
 
+# sources whose packets report every base chain they pass once tracing is on (nftrace)
+_NFTRACE_SOURCES = frozenset({"nft-monitor", "xtables-monitor", "nftrace"})
+
+
+def _later_base_chains(rs: Ruleset, table: str, chain: str, events: Sequence[TraceEvent]) -> list[str]:
+    """Base chains of the same hook that run after ``table:chain`` (priority order, equal: last registered
+    first) and that this packet must pass: nat-type chains only when the packet was in one (first packet)."""
+    ch = rs.chain(table, chain)
+    if ch is None or not ch.hook:
+        return []
+    nat_seen = any((c := rs.chain(ev.table, ev.chain)) is not None and c.type == "nat" for ev in events)
+    me = (ch.priority or 0, -(ch.reg or 0))
+    out = []
+    for t, chains in rs.tables.items():
+        for c in chains.values():
+            if c is ch or c.hook != ch.hook or c.devices != ch.devices:
+                continue
+            if (c.priority or 0, -(c.reg or 0)) > me and (c.type != "nat" or nat_seen):
+                out.append(f"{t}:{c.name}")
+    return out
+
+
+def hook_passed(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequence[Any], i: int,
+                hook: str) -> tuple[bool, str | None]:
+    """Whether the base chain step ``i`` runs under is the last of its hook; else what runs after it."""
+    j = i
+    while j > 0 and steps[j].depth > 0:
+        j -= 1
+    table, chain = events[j].table, events[j].chain
+    ch = rs.chain(table, chain) if rs is not None else None
+    if ch is not None and ch.hook:
+        later = _later_base_chains(rs, table, chain, events)  # type: ignore[arg-type]
+        return not later, ", ".join(later) or None
+    if chain in HOOK_TABLES:
+        last = expected_last_table(rs, hook, events)
+        return table == last, last
+    # a native base chain without its listing: a traced packet reports every base chain it passes
+    return events[i].source in _NFTRACE_SOURCES, None
+
+
 def decide(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequence[Any]) -> Decision:
     """Fate, verdict (None when the fate is UNKNOWN), its step, last place seen, notes."""
     if not events:
@@ -82,7 +124,7 @@ def decide(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequence[Any
     last_i = len(events) - 1
     last, last_ev = steps[last_i], events[last_i]
     last_seen = f"{last_ev.table}:{last_ev.chain}"
-    hooks = [ev.chain for ev in events if ev.chain in HOOK_TABLES]
+    hooks = [sp.hook for sp in steps if sp.hook]
     first_hook = hooks[0] if hooks else None
     last_hook = hooks[-1] if hooks else None
     notes: list[str] = []
@@ -110,10 +152,7 @@ def decide(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequence[Any
 
     # did the last table the packet was in end with an accept, and was it the hook's last table?
     ended = last.action in ENDS_TABLE or (last_ev.kind is not StepKind.RULE and last.action == "accept")
-    passed = (
-        ended and last_hook is not None
-        and last_ev.table == expected_last_table(rs, last_hook, events)
-    )
+    passed, after = hook_passed(rs, events, steps, last_i, last_hook) if ended and last_hook else (False, None)
     fate = Fate.UNKNOWN
     if last_hook == "POSTROUTING":
         fate = Fate.SENT if first_hook == "OUTPUT" else Fate.FORWARDED
@@ -139,7 +178,7 @@ def decide(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequence[Any
                          "-j ACCEPT or -j DROP rule there as well; without the ruleset the verdict is unknown")
         elif ended and last_hook is not None:
             notes.append(f"last seen in {last_ev.table} {last_hook}: the trace stops before the hook's "
-                         f"last table ({expected_last_table(rs, last_hook, events)}) decided")
+                         f"last {'table' if ':' not in (after or '') else 'base chain'} ({after}) decided")
         return Decision(fate, None, None, last_seen, notes)
     if decisive is None:
         return Decision(fate, None, None, last_seen, notes)

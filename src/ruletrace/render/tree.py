@@ -205,7 +205,8 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
             line.append(" policy ")
             line.append(clean(v.action.upper()), verdict_style(v.action))
         else:
-            num = v.num if v.num is not None else v.rule.num if v.rule is not None else "?"
+            num = v.num if v.num is not None else v.rule.num if v.rule is not None else None
+            num = "?" if num is None else num
             line.append(" rule ")
             line.append(clean(num), "rule.num")
             place += f" rule {num}"
@@ -324,10 +325,11 @@ def _hook_groups(steps: list[Step]) -> Iterator[tuple[str | None, list[int]]]:
     hook: str | None = None
     group: list[int] = []
     for i, step in enumerate(steps):
-        if step.depth == 0 and step.chain in BUILTIN_CHAINS and step.chain != hook:
+        name = step.hook or (step.chain if step.chain in BUILTIN_CHAINS else None)  # native: the ruleset's hook
+        if step.depth == 0 and name is not None and name != hook:
             if group:
                 yield hook, group
-            hook, group = step.chain, []
+            hook, group = name, []
         group.append(i)
     if group:
         yield hook, group

@@ -9,10 +9,9 @@ steps as rules + 1, as nf_log does.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 
-from ..model import Ruleset, StepKind, TraceEvent
+from ..model import Ruleset, StepKind, TraceEvent, nft_rule_key
 
 TERMINAL = frozenset({"accept", "drop", "reject", "queue", "stolen", "stop"})
 
@@ -24,6 +23,8 @@ def add_returns(events: Iterable[TraceEvent]) -> Iterator[TraceEvent]:
         key = ev.packet_id
         here = (ev.table, ev.chain)
         st = stacks.setdefault(key, [])
+        if ev.base:  # a base chain starts: the last one ended (its policy or a verdict said so)
+            st.clear()
         if st and st[-1] != here:
             if here in st:
                 while st[-1] != here:
@@ -53,66 +54,90 @@ def add_returns(events: Iterable[TraceEvent]) -> Iterator[TraceEvent]:
             stacks.pop(key, None)
 
 
-# " TRACE: 2 ead7b103 filter:INPUT:rule:0x6:JUMP:WEB  -4 -t filter -A INPUT -p tcp -j WEB"
-_XT_TEXT = re.compile(r"TRACE: \d+ [0-9a-f]+ \S+  (.*\S)")
-# "trace id 8c0ec022 ip filter INPUT rule meta l4proto tcp ... jump WEB # handle 6 (verdict jump WEB)"
-_NFT_HEAD = re.compile(r"trace id [0-9a-f]+ \S+ \S+ \S+ rule ")
-
-
 def rule_text(ev: TraceEvent) -> str | None:
-    """The rule text a monitor printed for this step (from the event's ``raw`` line), if any."""
-    raw = ev.raw
-    if not isinstance(raw, str):
-        return None
-    if ev.source == "xtables-monitor":
-        m = _XT_TEXT.search(raw)
-        return m[1] if m else None
-    from .nft_monitor import _rule_tail  # (nft_monitor imports this module)
-
-    m = _NFT_HEAD.match(raw)
-    t = _rule_tail(raw[m.end() :]) if m else None
-    return t[0] if t is not None and not t[3] else None
+    """The rule text a monitor printed for this step, if any (nft or iptables syntax)."""
+    return ev.text
 
 
-def _norm(text: str) -> str:
-    """Rule text without counters: ``counter packets 3 bytes 180`` -> ``counter``; ``[0:0]`` dropped."""
-    toks = text.split()
-    out: list[str] = []
-    i = 0
-    while i < len(toks):
-        if toks[i] == "counter" and i + 4 < len(toks) + 1 and toks[i + 1 : i + 2] == ["packets"]:
-            out.append("counter")
-            i += 5
-            continue
-        if toks[i] in ("-4", "-6") and not out:
-            i += 1
-            continue
-        if toks[i] == "-t" and not out and i + 1 < len(toks):
-            i += 2
-            continue
-        out.append(toks[i])
-        i += 1
-    return " ".join(out)
+def opens_base(dumped: set[str], tid: str) -> bool:
+    """True for the first event after a packet dump: the kernel dumps the packet once per base chain."""
+    if tid in dumped:
+        dumped.discard(tid)
+        return True
+    return False
+
+
+def _xt_key(text: str) -> str:
+    """An iptables rule line without counters (``[0:0]``) and blanks collapsed."""
+    words = text.split()
+    if words and words[0].startswith("[") and words[0].endswith("]"):
+        words = words[1:]
+    return " ".join(words)
+
+
+class Resolver:
+    """Numbers the rule steps of nf_tables events from one ruleset; built once per ruleset.
+
+    By handle where both the event and the listing have one (handles are per table) and the
+    handle's rule has the text the trace printed (a listing of another host, or an older one,
+    may give the handle to another rule); else by text: the same text (an nft listing's line
+    against ``nft monitor``, via ``nft_rule_key``; an iptables-save line against
+    ``xtables-monitor``), else the only rule of the chain with the same reduced form in the
+    other syntax (``xt_nft``). A chain's end is numbered rules + 1, as nf_log does.
+    """
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.rs = ruleset
+        self._by_text: dict[tuple[str, str, str], int] = {}
+        for table, chains in ruleset.tables.items():
+            for cname, chain in chains.items():
+                for rule in chain.rules:
+                    self._by_text.setdefault((table, cname, _key(rule.text)), rule.num)
+        self._sig = None  # xt_nft.SignatureIndex, built when a step's text is in the other syntax
+        self.handle_mismatch = 0  # handles whose listed rule is not the traced one
+
+    def number(self, ev: TraceEvent) -> int | None:
+        rs = self.rs
+        if ev.kind is not StepKind.RULE:
+            chain = rs.chain(ev.table, ev.chain)
+            return None if chain is None else len(chain.rules) + 1
+        text = ev.text
+        if ev.handle is not None:
+            rule = rs.handles.get((ev.table, ev.chain, ev.handle))
+            if rule is not None:
+                if not text or self._same(rule.text, text):
+                    return rule.num
+                self.handle_mismatch += 1
+        if not text:
+            return None
+        num = self._by_text.get((ev.table, ev.chain, _key(text)))
+        if num is not None:
+            return num
+        if self._sig is None:
+            from .xt_nft import SignatureIndex
+
+            self._sig = SignatureIndex(rs)
+        return self._sig.number(ev.table, ev.chain, text)
+
+    def _same(self, listed: str, traced: str) -> bool:
+        if _key(listed) == _key(traced) or "xt match " in listed or "xt target " in listed:
+            return True  # (an iptables-nft xt placeholder cannot be compared: the handle decides)
+        from .xt_nft import signature
+
+        return signature(listed) == signature(traced)
+
+    def resolve(self, ev: TraceEvent) -> TraceEvent:
+        if ev.num is None:
+            ev.num = self.number(ev)
+        return ev
+
+
+def _key(text: str) -> str:
+    """Rule text for exact matching: an iptables line without counters, an nft line via nft_rule_key."""
+    return _xt_key(text) if text.startswith(("-A ", "[")) else nft_rule_key(text)
 
 
 def resolve_handles(events: Iterable[TraceEvent], ruleset: Ruleset) -> Iterator[TraceEvent]:
     """Fill ``num`` of nf_tables events from the ruleset: by handle, else by rule text; ends = rules + 1."""
-    by_text: dict[tuple[str, str, str], int] = {}
-    for table, chains in ruleset.tables.items():
-        for cname, chain in chains.items():
-            for rule in chain.rules:
-                by_text.setdefault((table, cname, _norm(rule.text)), rule.num)
-    for ev in events:
-        if ev.num is None:
-            chain = ruleset.chain(ev.table, ev.chain)
-            if ev.kind is StepKind.RULE:
-                rule = ruleset.handles.get((ev.table, ev.chain, ev.handle)) if ev.handle is not None else None
-                if rule is not None:
-                    ev.num = rule.num
-                else:
-                    text = rule_text(ev)
-                    if text:
-                        ev.num = by_text.get((ev.table, ev.chain, _norm(text)))
-            elif chain is not None:
-                ev.num = len(chain.rules) + 1
-        yield ev
+    r = Resolver(ruleset)
+    return map(r.resolve, events)

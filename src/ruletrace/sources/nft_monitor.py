@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ..fields import TCP_FLAG_WORDS, bounded_int, packet_ident
-from ..model import Origin, StepKind, TraceEvent
-from .handles import add_returns
+from ..model import MonitorEvent, Origin, StepKind, TraceEvent, nft_rule_key
+from .handles import add_returns, opens_base
 from .records import Tally, note_record, text_lines
 
 SOURCE = "nft-monitor"
@@ -165,6 +165,7 @@ def read_events(
 def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> Iterator[TraceEvent]:
     tally = Tally(stats)
     packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest packet dump
+    dumped: set[str] = set()  # trace ids whose packet dump opened a base chain not yet seen
     for n, line in text_lines(stream):
         m = _LINE.match(line)
         origin = Origin(name, n)
@@ -176,21 +177,24 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
         if what == "packet: ":
             note_record(stats, event=False)
             packets[tid] = packet_fields(rest)
+            dumped.add(tid)
             continue
         note_record(stats, event=True)
         fields = dict(packets.get(tid, {}))
         handle: int | None = None
+        text: str | None = None
         if what == "rule ":
             t = _rule_tail(rest)
             if t is None:
                 tally.bad(origin, "rule line without '(verdict …)'")
                 continue
             text, hnum, vtext, after = t
-            handle = int(hnum) if hnum else None
+            handle = bounded_int(hnum) if hnum else None
             verdict = _verdict(vtext)
             kind = StepKind.RULE
             if not keep_trace_rule and verdict == "continue" and "nftrace set 1" in text:
                 continue  # the rule that switched tracing on: legacy TRACE does not report it
+            text = nft_rule_key(text)
         elif what == "policy ":
             words = rest.split()
             verdict = words[0] if words else ""
@@ -208,7 +212,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
             else:
                 fields["MARK"] = mark
                 packets.setdefault(tid, {})["MARK"] = mark
-        yield TraceEvent(
+        yield MonitorEvent(
             table,
             chain,
             kind,
@@ -222,5 +226,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
             source=SOURCE,
             fields=fields,
             raw=line,
+            text=text,
+            base=opens_base(dumped, tid),
         )
     tally.finish()

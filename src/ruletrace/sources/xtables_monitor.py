@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..fields import TCP_FLAG_WORDS, packet_ident, parse_fields
-from ..model import Origin, StepKind, TraceEvent
-from .handles import add_returns
+from ..fields import bounded_int, TCP_FLAG_WORDS, packet_ident, parse_fields
+from ..model import MonitorEvent, Origin, StepKind, TraceEvent
+from .handles import add_returns, opens_base
 from .records import Tally, note_record, text_lines
 
 SOURCE = "xtables-monitor"
@@ -52,11 +52,32 @@ def packet_fields(text: str) -> dict[str, str]:
     return f
 
 
+# verdicts xtables-monitor prints as numbers (it names only some): netfilter NF_* and nf_tables NFT_*
+_NUMERIC = {0: "drop", 1: "accept", 2: "stolen", 3: "queue", 4: "repeat", 5: "stop",
+            0xFFFFFFFF: "continue", 0xFFFFFFFE: "break", 0xFFFFFFFD: "jump", 0xFFFFFFFC: "goto",
+            0xFFFFFFFB: "return"}
+
+
 def _verdict(word: str) -> str:
-    """``CONTINUE`` -> continue, ``JUMP:WEB`` -> jump:WEB, ``ACCEPT`` -> accept."""
+    """``CONTINUE`` -> continue, ``JUMP:WEB`` -> jump:WEB, ``ACCEPT`` -> accept, ``0xfffffffb`` -> return."""
     head, _, target = word.partition(":")
+    if head.startswith("0x"):
+        n = bounded_int(head, 16)
+        if n is not None:
+            head = _NUMERIC.get(n, head)
     head = head.lower()
     return f"{head}:{target}" if target else head
+
+
+def rule_text(text: str) -> str:
+    """The rule as iptables-save prints it: ``-4 -t filter -A INPUT -j WEB`` -> ``-A INPUT -j WEB``."""
+    words = text.split(" ")
+    i = 0
+    while i < len(words) and words[i] in ("-4", "-6", ""):
+        i += 1
+    if i + 1 < len(words) and words[i] == "-t":
+        i += 2
+    return " ".join(words[i:]).strip()
 
 
 def read_events(
@@ -69,6 +90,7 @@ def read_events(
 def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> Iterator[TraceEvent]:
     tally = Tally(stats)
     packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest PACKET line
+    dumped: set[str] = set()  # trace ids whose PACKET line opened a base chain not yet seen
     for n, line in text_lines(stream):
         m = _TRACE.match(line)
         if m is None:
@@ -76,6 +98,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
             note_record(stats, event=False)
             if p is not None:
                 packets[p[2]] = packet_fields(p[3].strip())
+                dumped.add(p[2])
             elif line.startswith(("EVENT:", " EVENT:")) or "xtables-monitor" in line:
                 continue  # ruleset change events (without --trace filter) and the tool's own notices
             else:
@@ -88,9 +111,8 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
             verdict = _verdict(spec)
         else:
             hexnum, _, vword = spec.partition(":")
-            try:
-                handle = int(hexnum, 16)
-            except ValueError:
+            handle = bounded_int(hexnum, 16)
+            if handle is None:
                 tally.bad(Origin(name, n), f"bad rule handle {hexnum!r}")
                 continue
             verdict = _verdict(vword) if vword else None
@@ -98,7 +120,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
         if not keep_trace_rule and verdict == "continue" and text.endswith("-j TRACE"):
             continue  # the rule that switched tracing on: legacy TRACE does not report it
         fields = dict(packets.get(tid, {}))
-        yield TraceEvent(
+        yield MonitorEvent(
             table,
             chain,
             StepKind(kind),
@@ -112,5 +134,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
             source=SOURCE,
             fields=fields,
             raw=line,
+            text=rule_text(text) if text else None,
+            base=opens_base(dumped, tid),
         )
     tally.finish()
