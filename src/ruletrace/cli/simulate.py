@@ -11,6 +11,7 @@ from ..errors import RuletraceError
 from ..model import Origin, Packet, Ruleset
 from ..simulate.engine import SimResult, simulate as run_simulation
 from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
+from ..simulate.nft_walk import is_native
 from ..simulate.probe import CTSTATES, PATHS, Probe, parse_icmp_type, parse_proto, parse_tcp_flags, probe_from_fields
 from .status import ExitStatus
 
@@ -56,8 +57,17 @@ def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, 
     return f
 
 
-def _pick(rulesets: list[Ruleset], family: str) -> Ruleset:
+def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
+    """The ruleset of the packet's family; for nf_tables listings, those of its family and inet."""
     from ..pipeline import pick_ruleset
+
+    if is_native(rulesets):
+        mine = [rs for rs in rulesets if rs.family in (family, "inet")]
+        if not mine:
+            have = ", ".join(str(r.family) for r in rulesets)
+            raise RuletraceError(f"no nftables table of family {'ip6' if family == 'ipv6' else 'ip'} or inet "
+                                 f"(have: {have}): no rule would see the packet", origin=rulesets[0].origin)
+        return mine
 
     rs = pick_ruleset(rulesets, family)
     if rs is None or rs.family not in (None, family):
@@ -66,10 +76,12 @@ def _pick(rulesets: list[Ruleset], family: str) -> Ruleset:
     return rs
 
 
-def _explain(res: SimResult, rs: Ruleset, pid: int = 1):
+def _explain(res: SimResult, rs: Ruleset | list[Ruleset], pid: int = 1):
     """The simulated path explained like a traced one (packet ``pid``)."""
     from ..explain.explain import explain_packet
 
+    if isinstance(rs, list):  # nf_tables: the events name their tables; explain reads one ruleset
+        rs = rs[0]
     return explain_packet(Packet(id=pid, events=list(res.events)), rs)
 
 

@@ -15,6 +15,7 @@ from ..errors import RuletraceError
 from ..model import Fate, Rule, Ruleset, TraceEvent, Verdict
 from .compiled import compiled
 from .hostfacts import HostFacts, addr_text
+from .nft_walk import is_native, nft_compiled
 from .probe import PORT_PROTOS, Probe, flags_text
 from .reference import run_hook
 from .semantics import ACCEPT, DROP, QUEUE, REJECT, WalkState
@@ -59,9 +60,13 @@ class SimResult:
         return snapshot_fields(self.final_snapshot) if self.final_snapshot else {}
 
 
-def simulate(ruleset: Ruleset, probe: Probe, facts: HostFacts | None = None, *,
+def simulate(ruleset: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts | None = None, *,
              explain_miss: str | None = None, index: bool = True) -> SimResult:
-    """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made."""
+    """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made.
+
+    ``ruleset``: an iptables listing, or nf_tables listings (a list: every family's tables; the
+    packet meets those of its family and ``inet``, walked natively by nft_walk.py).
+    """
     facts = facts or HostFacts()
     try:
         return _Run(ruleset, probe, facts, explain_miss, index).run()
@@ -75,21 +80,32 @@ class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
-                 "_path_reason")
+                 "_path_reason", "native")
 
-    def __init__(self, rs: Ruleset, probe: Probe, facts: HostFacts, explain_miss: str | None,
+    def __init__(self, rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
         v, src, dst = probe.addrs()
         self.probe = probe
         self.facts = facts
         fam = "ipv6" if v == 6 else "ipv4"
-        if rs.family is not None and rs.family != fam:
+        rss = rs if isinstance(rs, list) else [rs]
+        self.native = is_native(rss)
+        if self.native:
+            rs = rss[0]
+        elif isinstance(rs, list):
+            rs = rss[0]
+        if not self.native and rs.family is not None and rs.family != fam:
             raise RuletraceError(f"the ruleset is {rs.family} but the packet is {fam}", origin=rs.origin)
         WalkState.__init__(self, fam)
         self.rs = rs
         self.v = v
         self.addrs = (src, dst)
-        self.cc = compiled(rs, v == 6, index)
+        if self.native:
+            if explain_miss:
+                raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
+            self.cc = nft_compiled(rss, v == 6, linear=not (index and fast))
+        else:
+            self.cc = compiled(rs, v == 6, index)
         self._path_reason = ""
         self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
@@ -165,6 +181,10 @@ class _Run(WalkState):
         if pr.mark:
             note(f"initial mark 0x{pr.mark:x} (--mark)", None)
         p.orig = (p.src, p.dst, p.sport, p.dport)
+        if self.native and not self.cc.base:
+            fams = "ip6" if v == 6 else "ip"
+            note(f"the ruleset has no base chain of family {fams} or inet on prerouting, input, forward, "
+                 "output or postrouting: no rule sees this packet", None)
         if not c.local_known:
             c.is_local(p, v, p.src)  # state the locality assumed for both addresses up front
             c.is_local(p, v, p.dst)
@@ -221,7 +241,7 @@ class _Run(WalkState):
 
     def _hook(self) -> Callable[[str], Callable[[Pkt, Ctx, WalkState], str]]:
         """hook name -> the function that runs its tables: generated (walker.make_hook) or the reference walk."""
-        if self.fast:
+        if self.fast or self.native:
             return self.cc.hook  # bound once: no frame of ours per hook
         return lambda hook: lambda p, c, run: run_hook(hook, p, c, run)
 

@@ -92,6 +92,7 @@ class HostFacts:
     routes: list[Route] = field(default_factory=list)
     ipsets: dict[str, IpSet] | None = None  # None: no ipset data given
     assume: dict[str, bool] = field(default_factory=dict)  # "statistic" / "nat:CHAIN:3" -> match?
+    values: dict[str, int] = field(default_factory=dict)  # "numgen" / "TABLE:CHAIN:3" -> the value a hash picks
     ip_forward: bool = True
     sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
     _n_local: int = -1  # len(local) and len(routes) when the caches below were made
