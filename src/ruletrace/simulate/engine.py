@@ -276,7 +276,12 @@ class _Run(WalkState):
         if not self.facts.ip_forward:
             c.note("IP forwarding is off: the kernel drops the packet before FORWARD")
             return Fate.DROPPED
-        p.oif = self._route_out(p, c)
+        oif = self._route_out(p, c)
+        if oif is None:
+            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: the kernel drops the packet "
+                   "before FORWARD (ICMP unreachable)")
+            return Fate.DROPPED
+        p.oif = oif
         # ip_forward() / ip6_forward() decrement TTL / hop limit before the FORWARD hook
         if p.ttl <= 1:
             c.note("TTL would expire on forwarding: the kernel drops the packet (ICMP time exceeded)")
@@ -291,7 +296,12 @@ class _Run(WalkState):
 
     def _output(self, p: Pkt, c: Ctx) -> Fate:
         p.iif = None
-        p.oif = self._route_out(p, c)
+        oif = self._route_out(p, c)
+        if oif is None:
+            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: the socket gets "
+                   "'network unreachable', no packet is sent")
+            return Fate.DROPPED
+        p.oif = oif
         p.snap = None
         hook = self._hook()
         v = hook("OUTPUT")(p, c, self)
@@ -312,7 +322,8 @@ class _Run(WalkState):
         v = hook("INPUT")(p, c, self)
         return self._fate(v) if v != ACCEPT else Fate.DELIVERED
 
-    def _route_out(self, p: Pkt, c: Ctx) -> str:
+    def _route_out(self, p: Pkt, c: Ctx) -> str | None:
+        """The output interface: -o, else the routes (and connected prefixes); None: no route."""
         pr, f = self.probe, self.facts
         if c.path == "output" and c.is_local(p, p.v, p.dst):
             return "lo"
@@ -322,13 +333,18 @@ class _Run(WalkState):
         r = f.route(p.v, p.dst) if f.routes else None
         if r is not None and r.dev:
             return r.dev
+        if r is None and f.routes:
+            return None
+        la = f.connected(p.v, p.dst)
+        if la is not None:
+            return la
         dflt = "eth0" if c.path == "output" else "eth1"
         c.note(f"output interface for {addr_text(p.v, p.dst)} not known (give -o or --routes): assumed OUT={dflt}")
         return dflt
 
     def reroute(self, p: Pkt, c: Ctx) -> None:
         """Route again after the nat table changed the destination of a locally generated packet."""
-        p.oif = self._route_out(p, c)
+        p.oif = self._route_out(p, c) or p.oif
         p.snap = None
 
     def _misses(self) -> list[Miss]:

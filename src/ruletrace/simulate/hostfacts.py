@@ -152,6 +152,18 @@ class HostFacts:
                 return la.addr
         return None
 
+    def connected(self, version: int, addr: int) -> str | None:
+        """The interface whose address prefix holds addr (the kernel's connected route), longest first."""
+        best: LocalAddr | None = None
+        width = 32 if version == 4 else 128
+        for la in self.local:
+            if la.version != version or not la.ifname or la.prefixlen >= width:
+                continue
+            mask = ((1 << width) - 1) ^ ((1 << (width - la.prefixlen)) - 1)
+            if addr & mask == la.addr & mask and (best is None or la.prefixlen > best.prefixlen):
+                best = la
+        return best.ifname if best else None
+
     def route(self, version: int, addr: int) -> Route | None:
         """Longest-prefix route for an address (local routes first, as the local table is)."""
         if len(self.local) != self._n_local or len(self.routes) != self._n_routes:

@@ -71,7 +71,8 @@ def compile_nft_rule(rule: Rule, v6: bool, sets: dict[tuple[str, str], NSet | No
             verdict = parse_verdict(t, w)
             i += 1
             continue
-        if t in ("meta", "ct") or t in STMT_WORDS or (i + 2 < n and toks[i + 2] == "set"):
+        if t in ("meta", "ct") or t in STMT_WORDS or (i + 2 < n and toks[i + 2] == "set") or (
+                i + 4 < n and toks[i + 4] == "set"):
             r = statement(toks, i, w)
             if r is not None:
                 i, item, v, tr = r

@@ -75,10 +75,8 @@ def statement(toks: list[str], i: int, w: Where) -> Result | None:
     if t in ("mark", "nftrace") and nxt == "set":
         return _set(toks, i, w, f"meta {t}", i + 2)
     # payload mangling (ip dscp set cs1, tcp option maxseg size set rt mtu)
-    j = i
-    while j < n and j < i + 5 and toks[j] != "set":
-        j += 1
-    if j < n and toks[j] == "set" and j > i:
+    j = i + 4 if t == "tcp" and nxt == "option" else i + 2
+    if j < n and toks[j] == "set":
         end = j + (3 if toks[j + 1:j + 2] == ["rt"] else 2)
         return end, _note(w, f"'{' '.join(toks[i:end])}' is not simulated (it changes no field the "
                              "simulation reads)"), None, False

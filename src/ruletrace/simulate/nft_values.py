@@ -160,7 +160,7 @@ def parse_value(typ: str, text: str, v6: bool, origin: Origin | None) -> tuple:
                 return to_int(lo, origin)[1], to_int(hi, origin)[1]
             a = to_int(t, origin)[1]
             return a, a
-        if "-" in t[1:] and typ in ("int", "proto", "icmp", "icmpv6", "icmpcode"):
+        if "-" in t[1:] and t[:1].isdigit() and typ in ("int", "proto", "icmp", "icmpv6", "icmpcode"):
             lo, _, hi = t.partition("-")
             return parse_value(typ, lo, v6, origin)[0], parse_value(typ, hi, v6, origin)[0]
         n = _number(typ, t)
