@@ -111,10 +111,9 @@ def _match(toks: list[str], i: int, w: Where) -> tuple[int, Item | None, Any]:
     i, get, typ, text = sel
     n = len(toks)
     if i < n and toks[i] in ("&", "and") and i + 1 < n:
-        mask = _int(toks[i + 1], w)
+        mask, i = _mask(toks, i + 1, w, typ)
         inner = get
         get = (lambda p, c, g=inner, m=mask: None if (v := g(p, c)) is None else v & m)
-        i += 2
     if i < n and toks[i] == "vmap":
         if i + 1 >= n:
             raise w.error("'vmap' without a map")
@@ -134,6 +133,19 @@ def _match(toks: list[str], i: int, w: Where) -> tuple[int, Item | None, Any]:
         return i, hit, None
     comps, i = parse_rhs_list(toks, i, w, typ)
     return i, cmp_fn(get, typ, op, comps, w), None
+
+
+def _mask(toks: list[str], i: int, w: Where, typ: Any) -> tuple[int, int]:
+    """``0xff``, ``syn``, ``(syn | ack)`` after ``&``: the mask, and the index after it."""
+    if toks[i] != "(":
+        return parse_rhs_list(toks, i, w, typ)[0][0][0][0], i + 1
+    mask = 0
+    i += 1
+    while i < len(toks) and toks[i] != ")":
+        if toks[i] not in ("|", "or"):
+            mask |= parse_rhs_list(toks, i, w, typ)[0][0][0][0]
+        i += 1
+    return mask, i + 1
 
 
 def _int(text: str, w: Where) -> int:

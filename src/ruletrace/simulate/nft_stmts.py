@@ -219,12 +219,14 @@ def _nat(toks: list[str], i: int, w: Where) -> Result:
         def masq(p: Any, c: Any) -> bool:
             if p.oif == "lo":
                 set_src(p, None, port)  # the loopback keeps its source address
+                p.snap = None
                 return True
             a = c.facts.primary(p.oif, p.v)
             if a is None:
                 c.note(f"{where}: masquerade uses the address of {p.oif or 'the output interface'}, "
                        "which is not known (give --addrs): SRC left as is")
             set_src(p, a, port)
+            p.snap = None
             return True
         return j, masq, (NAT, None, "accept"), False
     if kind == "redirect":
@@ -243,6 +245,7 @@ def _nat(toks: list[str], i: int, w: Where) -> Result:
                 p.redirected = set()
             p.redirected.add(a)
             set_dst(p, a, port)
+            p.snap = None
             return True
         return j, redir, (NAT, None, "accept"), False
     setter = set_dst if kind == "dnat" else set_src
@@ -253,6 +256,7 @@ def _nat(toks: list[str], i: int, w: Where) -> Result:
                 return False  # a map miss breaks the rule
             addr, port = (d[0], d[1]) if type(d) is tuple else (d, None)
             setter(p, addr, port)
+            p.snap = None
             return True
         return j, mapped, (NAT, None, "accept"), False
     lo, hi, plo, phi = parse_nat_range(text, w.v6, w.origin) if text else (None, None, None, None)
@@ -263,6 +267,7 @@ def _nat(toks: list[str], i: int, w: Where) -> Result:
         if ranged:
             c.note(f"{where}: {kind} to {text} picks from a range: assumed the first address/port")
         setter(p, addr, plo)
+        p.snap = None
         return True
     return j, nat, (NAT, None, "accept"), False
 

@@ -223,7 +223,7 @@ def split_tokens(text: str) -> list[str]:
     """Rule tokens (rulesets.nft_model) with commas and parentheses apart."""
     out: list[str] = []
     for t in rule_tokens(text):
-        if t[0] == '"' or len(t) == 1:
+        if t[0] in '"@' or len(t) == 1:
             out.append(t)
             continue
         cur = ""
