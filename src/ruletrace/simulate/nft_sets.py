@@ -85,10 +85,22 @@ def selector(toks: list[str], i: int, w: Where) -> tuple[int, Any, Any, str] | N
             gets.append(g)
             typs.append(t)
         gs = tuple(gets)
+        if len(gs) == 2:
+            g0, g1 = gs
 
-        def concat(p: Any, c: Any) -> tuple | None:
-            out = tuple(g(p, c) for g in gs)
-            return None if None in out else out
+            def concat(p: Any, c: Any) -> tuple | None:
+                out = (g0(p, c), g1(p, c))
+                return None if None in out else out
+        elif len(gs) == 3:
+            g0, g1, g2 = gs
+
+            def concat(p: Any, c: Any) -> tuple | None:
+                out = (g0(p, c), g1(p, c), g2(p, c))
+                return None if None in out else out
+        else:
+            def concat(p: Any, c: Any) -> tuple | None:
+                out = tuple(g(p, c) for g in gs)
+                return None if None in out else out
 
         return j, concat, tuple(typs), " ".join(toks[i:j])
     return j, get, typ, " ".join(toks[i:j])

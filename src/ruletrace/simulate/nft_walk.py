@@ -26,8 +26,9 @@ from ..model import Chain, Ruleset, StepKind
 from .compiled import nat_manip
 from .nft_expr import NRule, compile_nft_rule
 from .nft_sets import Where, compile_set
-from .semantics import (ACCEPT, CONTINUE, GOTO, JUMP, MAX_JUMPS, NAT, RETURN, VERDICT, SimEvent, loop_error,
+from .semantics import (ACCEPT, CONTINUE, GOTO, JUMP, MAX_JUMPS, NAT, RETURN, VERDICT, loop_error,
                         policy_verdict)
+from .semantics import NftSimEvent as SimEvent
 
 NFT_HOOK = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward", "OUTPUT": "output",
             "POSTROUTING": "postrouting"}
@@ -83,6 +84,7 @@ class NftCompiled:
         self.hooks: dict[str, Callable[..., str]] = {}
         self.plans: dict[str, list] = {}
         self._sets: dict[int, dict] = {}
+        self._table_of: dict[int, tuple[Ruleset, Any]] = {}
         for rs in self.rulesets:
             for tname, chains in rs.tables.items():
                 tab: dict[str, NChain] = {}
@@ -93,6 +95,7 @@ class NftCompiled:
                     if ch.type == "nat" or any(CT_USER.search(r.text) for r in ch.rules):
                         self.uses_conntrack = True
                 self.tables.append((rs, tname, tab))
+                self._table_of[id(tab)] = (rs, tab.keys())  # a live view: jump targets by name
         self.families = sorted({rs.family or "" for rs in self.rulesets})
         self.inputs: tuple[Ruleset, ...] = ()
 
@@ -100,9 +103,8 @@ class NftCompiled:
 
     def rules(self, ch: NChain, rs_sets: Any = None) -> list[NRule]:
         if ch.rules is None:
-            rs = next(r for r, t, tab in self.tables if tab is ch.tab)
+            rs, names = self._table_of[id(ch.tab)]
             sets = self._compiled_sets(rs)
-            names = frozenset(ch.tab)
             ch.rules = [compile_nft_rule(r, self.v6, sets, rs.objects, names, self.linear) for r in ch.src.rules]
         return ch.rules
 
@@ -256,6 +258,7 @@ class NftCompiled:
         e.family = fam
         e.raw = p.snap or p.snapshot()
         v = policy_verdict(base.policy)
+        e.handle = None
         e.verdict = "drop" if v != ACCEPT else "accept"
         R.append(e)
         R.decide(v, base, None, None)
