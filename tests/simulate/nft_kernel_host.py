@@ -64,6 +64,9 @@ class NftHost(KernelHost):
                 mon.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 mon.kill()
+                mon.wait(timeout=5)
+            if mon.stdout is not None:
+                mon.stdout.close()
         super().__exit__(*exc)
 
     def load_nft(self, text: str) -> str:
