@@ -314,6 +314,55 @@ def ruleset_lines(c: Cluster) -> Iterator[str]:
 PRE, PRE_MASQ, PRE_DROP, FWD_MASQ, FWD = range(5)
 
 
+def nft_ruleset_text(c: Cluster) -> str:
+    """The same services as kube-proxy's nftables mode lays them out (``nft list ruleset`` text):
+    verdict maps on ``ip daddr . meta l4proto . th dport`` and ``meta l4proto . th dport``, a
+    ``numgen random mod N vmap`` per service, an endpoint chain per endpoint (mark + dnat)."""
+    svc_elems, np_elems, noep_elems, chains = [], [], [], []
+    for s in c.services:
+        sname = f"service-{s.svc_chain[10:18]}-{s.name.replace(':', '/')}"
+        if not s.endpoints:
+            noep_elems.append(f"{s.vip} . tcp . {s.port} : goto reject-chain")
+            continue
+        svc_elems.append(f"{s.vip} . tcp . {s.port} : goto {sname}")
+        if s.nodeport:
+            np_elems.append(f"tcp . {s.nodeport} : goto external-{sname}")
+            chains.append(f"\tchain external-{sname} {{\n\t\tjump mark-for-masquerade\n"
+                          f"\t\tgoto {sname}\n\t}}\n")
+        eps = []
+        for k, ep in enumerate(s.endpoints):
+            ename = f"endpoint-{ep.chain[10:18]}-{ep.ip}/{ep.port}"
+            eps.append(f"{k} : goto {ename}")
+            chains.append(f"\tchain {ename} {{\n\t\tip saddr {ep.ip} jump mark-for-masquerade\n"
+                          f"\t\tmeta l4proto tcp dnat to {ep.ip}:{ep.port}\n\t}}\n")
+        chains.append(f"\tchain {sname} {{\n\t\tip daddr {s.vip} tcp dport {s.port} ip saddr != 10.244.0.0/16 "
+                      f"jump mark-for-masquerade\n\t\tnumgen random mod {len(eps)} vmap {{ {', '.join(eps)} }}\n\t}}\n")
+
+    def vmap(name: str, typ: str, elems: list[str]) -> str:
+        body = f"\t\telements = {{ {', '.join(elems)} }}\n" if elems else ""
+        return f"\tmap {name} {{\n\t\ttype {typ} : verdict\n{body}\t}}\n"
+
+    head = (vmap("service-ips", "ipv4_addr . inet_proto . inet_service", svc_elems)
+            + vmap("service-nodeports", "inet_proto . inet_service", np_elems)
+            + vmap("no-endpoint-services", "ipv4_addr . inet_proto . inet_service", noep_elems)
+            + "\tchain filter-forward {\n\t\ttype filter hook forward priority -110; policy accept;\n"
+            "\t\tct state new jump service-endpoints-check\n\t}\n"
+            "\tchain filter-input {\n\t\ttype filter hook input priority -110; policy accept;\n"
+            "\t\tct state new jump service-endpoints-check\n\t}\n"
+            "\tchain service-endpoints-check {\n\t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services\n\t}\n"
+            "\tchain reject-chain {\n\t\treject\n\t}\n"
+            "\tchain nat-prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
+            "\t\tjump services\n\t}\n"
+            "\tchain nat-postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+            "\t\tjump masquerading\n\t}\n"
+            f"\tchain masquerading {{\n\t\tmeta mark & {MASQ_MARK} == 0x0 return\n"
+            f"\t\tmeta mark set meta mark ^ {MASQ_MARK}\n\t\tmasquerade fully-random\n\t}}\n"
+            f"\tchain mark-for-masquerade {{\n\t\tmeta mark set meta mark | {MASQ_MARK}\n\t}}\n"
+            "\tchain services {\n\t\tip daddr . meta l4proto . th dport vmap @service-ips\n"
+            "\t\tfib daddr type local meta l4proto . th dport vmap @service-nodeports\n\t}\n")
+    return "table ip kube-proxy {\n" + head + "".join(chains) + "}\n"
+
+
 def trace_steps(c: Cluster, s: Service, ep: int) -> list[tuple[str, int]]:
     """(``table:chain:type:num``, field variant) for each TRACE line of a NodePort SYN to ``s``.
 

@@ -81,3 +81,20 @@ def test_bad_input_is_a_one_line_error(run, tmp_path) -> None:
     assert r.exit_code == ExitStatus.ERROR and "expected KEY=match" in r.output
     r = run("-s", "1.2.3.4")
     assert r.exit_code == ExitStatus.ERROR and "give the packet" in r.output
+
+
+def test_native_nft_cli_numgen_value_and_json(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fx = Path(__file__).parent.parent / "fixtures" / "nft_native" / "kubeproxy.nft"
+    r = subprocess.run([sys.executable, "-m", "ruletrace", "simulate", "-r", str(fx), "-p", "tcp", "-s", "10.0.0.9",
+                        "-d", "10.96.5.7", "--dport", "80", "-i", "eth0", "--local-addr", "eth0=10.0.0.1/24",
+                        "--assume", "numgen=1", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    sim = json.loads(r.stdout)["packets"][0]["simulation"]
+    assert sim["final"]["DST"] == "10.244.1.6"  # endpoint 1 of 0..2
+    assert any(s["chain"] == "services" for s in sim["steps"])
+    assert sim["branches"][0]["match"] == "numgen random mod 3"

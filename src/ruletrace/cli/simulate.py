@@ -11,6 +11,7 @@ from ..errors import RuletraceError
 from ..model import Origin, Packet, Ruleset
 from ..simulate.engine import SimResult, simulate as run_simulation
 from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
+from ..simulate.nft_walk import is_native
 from ..simulate.probe import CTSTATES, PATHS, Probe, parse_icmp_type, parse_proto, parse_tcp_flags, probe_from_fields
 from .status import ExitStatus
 
@@ -19,12 +20,24 @@ _FALSE = {"nomatch": False, "no-match": False, "no": False, "false": False, "off
 MAX_COMPARED = 50  # packets of a --compare trace that are simulated
 
 
+def parse_values(items: tuple[str, ...]) -> dict[str, int]:
+    """``KEY=N`` items of --assume: the value a ``numgen`` / ``jhash`` (KEY: the word or TABLE:CHAIN:NUM) takes."""
+    out: dict[str, int] = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        if eq and val.strip().isdigit():
+            out[key.strip()] = int(val.strip())
+    return out
+
+
 def parse_assume(items: tuple[str, ...]) -> dict[str, bool]:
     """``KEY=match|nomatch`` (KEY: a match module, ``table:chain:num``, or ``conntrack``) -> dict."""
     out: dict[str, bool] = {}
     for item in items:
         key, eq, val = item.partition("=")
         v = val.strip().lower()
+        if eq and v.isdigit() and v not in _TRUE | _FALSE:
+            continue  # a numgen / jhash value (parse_values)
         if not eq or not key.strip() or v not in _TRUE | _FALSE:
             raise RuletraceError(f"--assume {item!r}: expected KEY=match or KEY=nomatch "
                                  "(KEY: statistic, limit, set, owner, a module name, TABLE:CHAIN:NUM, conntrack)")
@@ -40,7 +53,7 @@ def _read(path: str) -> str:
 
 def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, ipset: str | None,
            assume: tuple[str, ...]) -> HostFacts:
-    f = HostFacts(assume=parse_assume(assume))
+    f = HostFacts(assume=parse_assume(assume), values=parse_values(assume))
     for a in local_addrs:
         f.add_local(a)
     if addrs:
@@ -52,8 +65,17 @@ def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, 
     return f
 
 
-def _pick(rulesets: list[Ruleset], family: str) -> Ruleset:
+def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
+    """The ruleset of the packet's family; for nf_tables listings, those of its family and inet."""
     from ..pipeline import pick_ruleset
+
+    if is_native(rulesets):
+        mine = [rs for rs in rulesets if rs.family in (family, "inet")]
+        if not mine:
+            have = ", ".join(str(r.family) for r in rulesets)
+            raise RuletraceError(f"no nftables table of family {'ip6' if family == 'ipv6' else 'ip'} or inet "
+                                 f"(have: {have}): no rule would see the packet", origin=rulesets[0].origin)
+        return mine
 
     rs = pick_ruleset(rulesets, family)
     if rs is None or rs.family not in (None, family):
@@ -62,10 +84,12 @@ def _pick(rulesets: list[Ruleset], family: str) -> Ruleset:
     return rs
 
 
-def _explain(res: SimResult, rs: Ruleset, pid: int = 1):
+def _explain(res: SimResult, rs: Ruleset | list[Ruleset], pid: int = 1):
     """The simulated path explained like a traced one (packet ``pid``)."""
     from ..explain.explain import explain_packet
 
+    if isinstance(rs, list):  # nf_tables: the events name their tables; explain reads one ruleset
+        rs = rs[0]
     return explain_packet(Packet(id=pid, events=list(res.events)), rs)
 
 
@@ -93,7 +117,7 @@ def result_json(res: SimResult) -> dict[str, Any]:
 
 @click.command()
 @click.option("-r", "--ruleset", "rulesets", multiple=True, required=True, metavar="FILE",
-              help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6).")
+              help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j).")
 @click.option("-p", "--proto", default=None, metavar="PROTO", help="Protocol name or number (tcp, udp, icmp, 47).")
 @click.option("-s", "--src", default=None, metavar="ADDR", help="Source address.")
 @click.option("-d", "--dst", default=None, metavar="ADDR", help="Destination address.")
@@ -117,7 +141,8 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("--routes", metavar="FILE", help="`ip -j route` output of the host.")
 @click.option("--ipset", metavar="FILE", help="`ipset save` output of the host.")
 @click.option("--assume", multiple=True, metavar="KEY=match|nomatch",
-              help="Decide a match the simulator cannot: statistic=nomatch, nat:KUBE-SVC-X:1=nomatch, foo=match.")
+              help="Decide a match the simulator cannot: statistic=nomatch, nat:KUBE-SVC-X:1=nomatch, foo=match; "
+                   "numgen=N picks the value of an nft numgen/jhash.")
 @click.option("--explain-miss", metavar="[TABLE:]CHAIN", help="List the rules of CHAIN that did not match, and why.")
 @click.option("--compare", "compare_path", metavar="TRACEFILE",
               help="Simulate the packets of a trace and show where prediction and trace part ways.")

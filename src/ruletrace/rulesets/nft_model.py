@@ -30,6 +30,11 @@ _VALUE_OF = frozenset({"comment", "prefix", "set", "to", "name", "with", "type",
 _RULE_TOKEN = re.compile(r'"[^"]*"?|[{}]|[^\s{}"]+')
 
 
+def rule_tokens(text: str) -> list[str]:
+    """An nft rule's tokens: quoted strings whole, braces apart, other runs of non-blank characters."""
+    return _RULE_TOKEN.findall(text)
+
+
 def priority_value(text: str | int, family: str, hook: str | None) -> int | None:
     """``filter``, ``dstnat - 10``, ``-150`` -> the number; None when it is neither."""
     if isinstance(text, int):

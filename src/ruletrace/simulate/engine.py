@@ -15,6 +15,7 @@ from ..errors import RuletraceError
 from ..model import Fate, Rule, Ruleset, TraceEvent, Verdict
 from .compiled import compiled
 from .hostfacts import HostFacts, addr_text
+from .nft_walk import is_native, nft_compiled
 from .probe import PORT_PROTOS, Probe, flags_text
 from .reference import run_hook
 from .semantics import ACCEPT, DROP, QUEUE, REJECT, WalkState
@@ -59,9 +60,13 @@ class SimResult:
         return snapshot_fields(self.final_snapshot) if self.final_snapshot else {}
 
 
-def simulate(ruleset: Ruleset, probe: Probe, facts: HostFacts | None = None, *,
+def simulate(ruleset: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts | None = None, *,
              explain_miss: str | None = None, index: bool = True) -> SimResult:
-    """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made."""
+    """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made.
+
+    ``ruleset``: an iptables listing, or nf_tables listings (a list: every family's tables; the
+    packet meets those of its family and ``inet``, walked natively by nft_walk.py).
+    """
     facts = facts or HostFacts()
     try:
         return _Run(ruleset, probe, facts, explain_miss, index).run()
@@ -75,21 +80,32 @@ class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
-                 "_path_reason")
+                 "_path_reason", "native")
 
-    def __init__(self, rs: Ruleset, probe: Probe, facts: HostFacts, explain_miss: str | None,
+    def __init__(self, rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
         v, src, dst = probe.addrs()
         self.probe = probe
         self.facts = facts
         fam = "ipv6" if v == 6 else "ipv4"
-        if rs.family is not None and rs.family != fam:
+        rss = rs if isinstance(rs, list) else [rs]
+        self.native = is_native(rss)
+        if self.native:
+            rs = rss[0]
+        elif isinstance(rs, list):
+            rs = rss[0]
+        if not self.native and rs.family is not None and rs.family != fam:
             raise RuletraceError(f"the ruleset is {rs.family} but the packet is {fam}", origin=rs.origin)
         WalkState.__init__(self, fam)
         self.rs = rs
         self.v = v
         self.addrs = (src, dst)
-        self.cc = compiled(rs, v == 6, index)
+        if self.native:
+            if explain_miss:
+                raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
+            self.cc = nft_compiled(rss, v == 6, linear=not (index and fast))
+        else:
+            self.cc = compiled(rs, v == 6, index)
         self._path_reason = ""
         self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
@@ -165,6 +181,10 @@ class _Run(WalkState):
         if pr.mark:
             note(f"initial mark 0x{pr.mark:x} (--mark)", None)
         p.orig = (p.src, p.dst, p.sport, p.dport)
+        if self.native and not self.cc.base:
+            fams = "ip6" if v == 6 else "ip"
+            note(f"the ruleset has no base chain of family {fams} or inet on prerouting, input, forward, "
+                 "output or postrouting: no rule sees this packet", None)
         if not c.local_known:
             c.is_local(p, v, p.src)  # state the locality assumed for both addresses up front
             c.is_local(p, v, p.dst)
@@ -221,7 +241,7 @@ class _Run(WalkState):
 
     def _hook(self) -> Callable[[str], Callable[[Pkt, Ctx, WalkState], str]]:
         """hook name -> the function that runs its tables: generated (walker.make_hook) or the reference walk."""
-        if self.fast:
+        if self.fast or self.native:
             return self.cc.hook  # bound once: no frame of ours per hook
         return lambda hook: lambda p, c, run: run_hook(hook, p, c, run)
 
@@ -256,7 +276,12 @@ class _Run(WalkState):
         if not self.facts.ip_forward:
             c.note("IP forwarding is off: the kernel drops the packet before FORWARD")
             return Fate.DROPPED
-        p.oif = self._route_out(p, c)
+        oif = self._route_out(p, c)
+        if oif is None:
+            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: the kernel drops the packet "
+                   "before FORWARD (ICMP unreachable)")
+            return Fate.DROPPED
+        p.oif = oif
         # ip_forward() / ip6_forward() decrement TTL / hop limit before the FORWARD hook
         if p.ttl <= 1:
             c.note("TTL would expire on forwarding: the kernel drops the packet (ICMP time exceeded)")
@@ -271,7 +296,12 @@ class _Run(WalkState):
 
     def _output(self, p: Pkt, c: Ctx) -> Fate:
         p.iif = None
-        p.oif = self._route_out(p, c)
+        oif = self._route_out(p, c)
+        if oif is None:
+            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: the socket gets "
+                   "'network unreachable', no packet is sent")
+            return Fate.DROPPED
+        p.oif = oif
         p.snap = None
         hook = self._hook()
         v = hook("OUTPUT")(p, c, self)
@@ -292,7 +322,8 @@ class _Run(WalkState):
         v = hook("INPUT")(p, c, self)
         return self._fate(v) if v != ACCEPT else Fate.DELIVERED
 
-    def _route_out(self, p: Pkt, c: Ctx) -> str:
+    def _route_out(self, p: Pkt, c: Ctx) -> str | None:
+        """The output interface: -o, else the routes (and connected prefixes); None: no route."""
         pr, f = self.probe, self.facts
         if c.path == "output" and c.is_local(p, p.v, p.dst):
             return "lo"
@@ -302,13 +333,18 @@ class _Run(WalkState):
         r = f.route(p.v, p.dst) if f.routes else None
         if r is not None and r.dev:
             return r.dev
+        if r is None and f.routes:
+            return None
+        la = f.connected(p.v, p.dst)
+        if la is not None:
+            return la
         dflt = "eth0" if c.path == "output" else "eth1"
         c.note(f"output interface for {addr_text(p.v, p.dst)} not known (give -o or --routes): assumed OUT={dflt}")
         return dflt
 
     def reroute(self, p: Pkt, c: Ctx) -> None:
         """Route again after the nat table changed the destination of a locally generated packet."""
-        p.oif = self._route_out(p, c)
+        p.oif = self._route_out(p, c) or p.oif
         p.snap = None
 
     def _misses(self) -> list[Miss]:

@@ -92,6 +92,7 @@ class HostFacts:
     routes: list[Route] = field(default_factory=list)
     ipsets: dict[str, IpSet] | None = None  # None: no ipset data given
     assume: dict[str, bool] = field(default_factory=dict)  # "statistic" / "nat:CHAIN:3" -> match?
+    values: dict[str, int] = field(default_factory=dict)  # "numgen" / "TABLE:CHAIN:3" -> the value a hash picks
     ip_forward: bool = True
     sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
     _n_local: int = -1  # len(local) and len(routes) when the caches below were made
@@ -150,6 +151,18 @@ class HostFacts:
             if la.version == version and (ifname is None or la.ifname == ifname):
                 return la.addr
         return None
+
+    def connected(self, version: int, addr: int) -> str | None:
+        """The interface whose address prefix holds addr (the kernel's connected route), longest first."""
+        best: LocalAddr | None = None
+        width = 32 if version == 4 else 128
+        for la in self.local:
+            if la.version != version or not la.ifname or la.prefixlen >= width:
+                continue
+            mask = ((1 << width) - 1) ^ ((1 << (width - la.prefixlen)) - 1)
+            if addr & mask == la.addr & mask and (best is None or la.prefixlen > best.prefixlen):
+                best = la
+        return best.ifname if best else None
 
     def route(self, version: int, addr: int) -> Route | None:
         """Longest-prefix route for an address (local routes first, as the local table is)."""

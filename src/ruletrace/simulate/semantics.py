@@ -93,6 +93,17 @@ class SimEvent(TraceEvent):
     __init__ = object.__init__
 
 
+class NftSimEvent(TraceEvent):
+    """A predicted nf_tables step: as SimEvent, but ``handle`` and ``verdict`` are its own (slots, no dict)."""
+
+    ts = ident = packet_id = None
+    origin = ORIGIN
+    source = SOURCE
+    _parse = staticmethod(snapshot_fields)
+    _fields = None
+    __init__ = object.__init__
+
+
 def sim_event(table: str, chain: str, kind: StepKind, num: int, family: str, p: Pkt) -> SimEvent:
     """A predicted step: the packet as it is now (its snapshot is shared until it changes)."""
     e = SimEvent()
