@@ -155,6 +155,8 @@ def parse_fields(raw: str | bytes) -> dict[str, str]:
     out = _parse_regular(s)
     if out is None:
         out = _parse_tokens(s)
+    if "..." in s or "\u2026" in s:  # redacted values (MAC=...) are unknown, never a value
+        out = {k: v for k, v in out.items() if v.strip(".\u2026")}
     _last = (raw, out)
     if isinstance(raw, (str, bytes)):
         if len(_recent) >= _RECENT_MAX:
@@ -349,3 +351,42 @@ INVARIANT_FIELDS = (
 def packet_ident(fields: dict[str, str]) -> tuple[str, ...]:
     """A hashable identity of a packet from fields that do not change along its path."""
     return tuple(fields.get(k, "") for k in INVARIANT_FIELDS)
+
+
+_ELLIPSES = ("...", "\u2026")
+
+
+def tidy_text(s: str) -> tuple[str, bool]:
+    """Damaged field text as the kernel printed it: (text, whether it ended in ``...``).
+
+    Tabs and runs of blanks separate fields like one space (``dmesg -T``, ``column -t``);
+    fields glued by a lost space are split (``LEN=84TOS=0x00``); a trailing ``...`` (a paste cut
+    on purpose) is taken off and reported, so that the fields before it count as whole.
+    """
+    toks = s.split()
+    cut = False
+    if toks and toks[-1].endswith(_ELLIPSES):
+        last = toks.pop().rstrip(".\u2026")
+        cut = True
+        if last:
+            toks.append(last)
+            cut = False  # "DPT=80...": that value may be cut too
+    out: list[str] = []
+    for tok in toks:
+        eq = tok.find("=")
+        if eq > 0 and tok.find("=", eq + 1) > 0 and not tok.startswith(("[", "TUNNEL=")):
+            out.extend(_unglue(tok))
+        else:
+            out.append(tok)
+    return " ".join(out), cut
+
+
+class PartialIdent(bytes):
+    """An ident that holds only the first part of a packet's identity (its record was cut short).
+
+    A byte prefix of the full ident of the record's packet. Grouping matches it to the open
+    packet whose ident it starts (``correlate.group.resolve_key``), and a full ident to an open
+    packet started by a partial one.
+    """
+
+    __slots__ = ()

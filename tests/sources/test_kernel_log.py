@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
-from ruletrace.fields import parse_fields
+from ruletrace.fields import PartialIdent, parse_fields
 from ruletrace.model import Origin, StepKind, TraceEvent
 from ruletrace.sources.kernel_log import looks_like, read_events
 from ruletrace.sources.stats import ReadStats
@@ -268,10 +268,14 @@ def test_truncated_and_bad_lines_are_skipped_with_their_numbers() -> None:
         + LINE.rstrip(b"\n")  # 7 last line without a newline
     )
     evs, st = read_bytes(data)
-    assert [e.origin.line for e in evs] == [2, 7]
-    assert st.skipped == 4 and st.skipped_lines == [3, 4, 5, 6]
+    # issue 12: line 5 keeps its step; its fields are those before the cut, its ident the part
+    # of the packet's identity they hold (a prefix of the whole line's ident)
+    assert [e.origin.line for e in evs] == [2, 5, 7]
+    assert st.skipped == 3 and st.skipped_lines == [3, 4, 6]
     assert st.lines == 7 and st.bytes_read == len(data)
-    assert evs[0].ident == evs[1].ident
+    assert evs[0].ident == evs[2].ident
+    assert isinstance(evs[1].ident, PartialIdent) and evs[0].ident.startswith(evs[1].ident)
+    assert evs[1].fields["DPT"] == "52000" and "SEQ" in evs[1].fields and "WINDOW" not in evs[1].fields
 
 
 def test_bare_lines_crlf_and_prose_prefix() -> None:

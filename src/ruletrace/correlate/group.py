@@ -16,11 +16,12 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
+from ..fields import PartialIdent
 from ..model import HOOK_TABLES, Packet, TraceEvent
 
 # Hook rank along a traversal: PREROUTING/OUTPUT start, INPUT/FORWARD follow, POSTROUTING ends.
-_HOOK_RANK = {"PREROUTING": 0, "OUTPUT": 0, "INPUT": 1, "FORWARD": 1, "POSTROUTING": 2}
-_TABLE_INDEX = {hook: {t: i for i, t in enumerate(tables)} for hook, tables in HOOK_TABLES.items()}
+HOOK_RANK = {"PREROUTING": 0, "OUTPUT": 0, "INPUT": 1, "FORWARD": 1, "POSTROUTING": 2}
+TABLE_INDEX = {hook: {t: i for i, t in enumerate(tables)} for hook, tables in HOOK_TABLES.items()}
 
 DEFAULT_WINDOW = 50_000  # events after which an idle open packet is considered complete
 
@@ -30,14 +31,16 @@ DEFAULT_WINDOW = 50_000  # events after which an idle open packet is considered 
 _EVENTS, _HOOK, _TI, _LAST, _SEEN, _ID, _PID = range(7)
 
 
-def _starts_new(op: list, hook: str, ti: int, num: int) -> bool:
-    """True when an event at (hook, table index, num) lies behind the open packet's position."""
+def starts_new(op: list, hook: str, ti: int, num: int) -> bool:
+    """The grouping position rule: True when an event at (hook, table index, num) lies behind
+    the open packet's position (``op[1:4]`` = hook, table index, last rule number there), so it
+    starts a new packet. kernel_log_paths' loop inlines it."""
     cur = op[_HOOK]
     if cur is None:
         return False
     if hook != cur:
         # same rank but another hook (INPUT vs FORWARD, OUTPUT vs PREROUTING) is another traversal
-        return _HOOK_RANK[hook] <= _HOOK_RANK[cur]
+        return HOOK_RANK[hook] <= HOOK_RANK[cur]
     if ti != op[_TI]:
         return ti < op[_TI]
     return op[_LAST] > 0 and num <= op[_LAST]
@@ -47,6 +50,32 @@ def loops_back(cur_hook: str | None, hook: str, in_iface: str | None) -> bool:
     """A packet sent out on ``lo`` comes back in on ``lo``: PREROUTING with ``IN=lo`` right after
     POSTROUTING continues the same packet (OUTPUT, POSTROUTING, PREROUTING, INPUT), not a new one."""
     return cur_hook == "POSTROUTING" and hook == "PREROUTING" and in_iface == "lo"
+
+
+def resolve_key(open_: OrderedDict, partials: dict, key):
+    """The key an event joins when ``open_`` has no packet under its own ``key``.
+
+    Records cut short carry a ``fields.PartialIdent``, the first bytes of their packet's ident:
+    such a key joins the most recently seen open packet whose ident it starts (or that starts
+    it); a full ident joins an open packet that a partial one started, which then takes the full
+    key. ``partials`` holds the open partial keys (the caller adds new ones); stale ones are
+    dropped here. Without a match the key is its own.
+    """
+    if type(key) is PartialIdent:
+        for k in reversed(open_):
+            if isinstance(k, bytes) and (k.startswith(key) or key.startswith(k)):
+                return k
+        return key
+    if partials and isinstance(key, bytes):
+        for p in list(partials):
+            if p not in open_:
+                del partials[p]
+            elif key.startswith(p):
+                del partials[p]
+                op = open_.pop(p)
+                open_[key] = op
+                return key
+    return key
 
 
 def expired(open_: OrderedDict, limit: int) -> Iterator[list]:
@@ -83,11 +112,12 @@ def group_packets(
     (used to complete open packets past the end of a byte range without starting new ones).
     """
     open_: OrderedDict[object, list] = OrderedDict()
+    partials: dict[PartialIdent, None] = {}  # open keys that are partial idents (resolve_key)
     done: list[tuple[int, Packet]] = []  # finished packets waiting for lower ids to finish
     next_emit = 1
     next_id = 1
     counter = 0
-    table_index = _TABLE_INDEX
+    table_index = TABLE_INDEX
     push = heapq.heappush
 
     def finish(op: list) -> None:
@@ -102,16 +132,19 @@ def group_packets(
         tables = table_index.get(ev.chain)
         ti = tables.get(ev.table) if tables is not None else None
         op = open_.get(key)
+        if op is None and (partials or type(key) is PartialIdent):
+            key = resolve_key(open_, partials, key)
+            op = open_.get(key)
         if op is not None:
             if ti is not None:
                 restart = (
-                    _starts_new(op, ev.chain, ti, ev.num or 0)
+                    starts_new(op, ev.chain, ti, ev.num or 0)
                     and not loops_back(op[_HOOK], ev.chain, ev.fields.get("IN"))
                 ) or (
                     # another exact id where a traversal starts; mid-path a new id is the same
                     # packet (bridged packets get a new nf_tables trace id at FORWARD)
                     pid is not None and op[_PID] is not None and pid != op[_PID]
-                    and _HOOK_RANK[ev.chain] == 0 and op[_HOOK] is not None
+                    and HOOK_RANK[ev.chain] == 0 and op[_HOOK] is not None
                 )
             else:
                 restart = pid is not None and op[_PID] is not None and pid != op[_PID]
@@ -127,6 +160,8 @@ def group_packets(
             op = [[], None, -1, 0, 0, next_id, pid]
             next_id += 1
             open_[key] = op
+            if type(key) is PartialIdent:
+                partials[key] = None
         op[_EVENTS].append(ev)
         op[_SEEN] = counter
         op[_PID] = pid

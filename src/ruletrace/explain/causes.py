@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from ..model import CauseLink, Change, Explanation, Fate, Rule, Step, StepKind
-from ..sources.kernel_log import _complete as complete  # field text that reaches the packet's end
+from ..sources.kernel_log import complete  # field text that reaches the packet's end
 
 # iptables-save form, and the `iptables -L` row form ("/* comment */", "tcp dpt:80", "mark match 0x1")
 _COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))|/\* (.*?) \*/')

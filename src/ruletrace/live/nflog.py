@@ -20,7 +20,7 @@ from ..errors import RuletraceError
 from ..model import Origin, TraceEvent
 from ..sources import nflog_pcap
 from ..fields import packet_ident
-from ..sources.records import parse_tag
+from ..sources.tag import from_prefix as parse_tag
 from .netlink import (
     HOST_ORDER,
     NFGENMSG,

@@ -16,10 +16,13 @@ the epoch — or else the kernel's uptime in seconds (``[12345.678901]``, ``/dev
 bare lines. Lines of the LOG target (fields but no TRACE tag) are counted in ``ReadStats``.
 
 ``TraceEvent.ident`` is one byte string made of the fields that stay the same along a
-packet's path (see ``_fast_ident``); records the fast path cannot take apart (damaged pastes)
-get ``("~",) + fields.packet_ident(...)``. Idents are comparable within this source only.
-Lines that look like TRACE records but cannot be read (cut short, bad tag) are counted as
-skipped, with their line numbers; other lines are ordinary log content.
+packet's path (see ``ident_of``), computed from the text ``identity_key`` gives. Damaged
+pastes are tidied first (``fields.tidy_text``: tabs, runs of spaces, glued fields, a trailing
+``...``); a record cut short keeps its step with the fields before the cut and a
+``fields.PartialIdent`` (the part of the identity that survived), matched to its packet by
+``correlate.group``. Idents are comparable within this source only. Lines that look like TRACE
+records but cannot be read (bad tag, nothing left up to ``PROTO=``) are counted as skipped, with
+their line numbers; other lines are ordinary log content.
 
 Speed: lines are bytes; the hot path is a few ``partition``s per line (on this path the number
 of calls, not of bytes, is the cost), the tag is parsed once per distinct tag, the ident once
@@ -36,8 +39,9 @@ import time
 from datetime import datetime
 from typing import BinaryIO, Iterator
 
-from ..fields import bounded_int, family_of, packet_ident, parse_fields
+from ..fields import PartialIdent, bounded_int, family_of, parse_fields, tidy_text
 from ..model import Origin, StepKind, TraceEvent
+from . import tag as _tag
 from .records import MAX_TS as _MAX_TS, sane_ts as _finite
 from .stats import ReadStats
 
@@ -50,13 +54,12 @@ except ImportError:  # pragma: no cover - orjson is optional
     _loads = json.loads
     _JSONError = (ValueError,)
 
-__all__ = ["KernelLogEvent", "ReadStats", "looks_like", "read_events", "SOURCE"]
+__all__ = ["KernelLogEvent", "ReadStats", "complete", "ident_of", "identity_key", "looks_like",
+           "make_event", "read_events", "SOURCE"]
 
 SOURCE = "kernel-log"
-TRACE_MARK = b"TRACE: "  # ip_tables.c trace_packet(): prefix "TRACE: %s:%s:%s:%u "
+TRACE_MARK = _tag.TRACE_MARK  # ip_tables.c trace_packet(): prefix "TRACE: %s:%s:%s:%u "
 _MARK_LEN = len(TRACE_MARK)
-_KINDS = {b"rule": StepKind.RULE, b"return": StepKind.RETURN, b"policy": StepKind.POLICY}
-_TABLE_RE = re.compile(rb"[a-z][a-z0-9_]*\Z")
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 # "Jan  1 21:23:16", "Jan 01 21:23:16.620815" (journalctl short-precise), "Apr 1811:50:23" (damaged)
@@ -93,53 +96,7 @@ class KernelLogEvent(TraceEvent):
         _ORIGIN.__set__(self, value)
 
 
-_NAMES: dict[bytes, str] = {}  # table and chain names, decoded once and shared by all tags
-_DIGITS = b"0123456789"
-
-
-def _name(b: bytes) -> str:
-    s = _NAMES.get(b)
-    if s is None:
-        if len(_NAMES) > _CACHE_MAX:
-            _NAMES.clear()
-        s = _NAMES[b] = b.decode("utf-8", "replace")
-    return s
-
-
-def _parse_tag(tag: bytes) -> tuple[tuple[str, str, StepKind, int] | None, int]:
-    """``table:chain:type:num`` -> (table, chain, kind, num) and the tag's true length.
-
-    The length is shorter than ``len(tag)`` when the paste lost the space before ``IN=``
-    (``policy:2IN=tap0``): the rest belongs to the fields. Chain names may hold colons.
-    """
-    parts = tag.split(b":")
-    if len(parts) == 4:  # the usual tag, in half the time of the general way below
-        table, chain, k, num = parts
-        kind = _KINDS.get(k)
-        if kind is not None and num.isdigit() and len(num) < 11 and chain and table in _NAMES:
-            return (_NAMES[table], _name(chain), kind, int(num)), len(tag)
-    a = tag.find(b":")
-    b = tag.rfind(b":")
-    c = tag.rfind(b":", 0, b)
-    if a <= 0 or c <= a + 1:
-        return None, 0
-    kind = _KINDS.get(tag[c + 1 : b])
-    if kind is None:
-        return None, 0
-    num = tag[b + 1 :]
-    cut = len(tag)
-    if not num.isdigit():
-        k = len(num) - len(num.lstrip(_DIGITS))
-        if k == 0:
-            return None, 0
-        cut -= len(num) - k
-        num = num[:k]
-    if len(num) > 10:  # no chain holds that many rules: damage
-        return None, 0
-    table = tag[:a]
-    if table not in _NAMES and not _TABLE_RE.match(table):
-        return None, 0
-    return (_name(table), _name(tag[a + 1 : c]), kind, int(num)), cut
+_parse_tag = _tag.parse
 
 
 class _Clock:
@@ -293,13 +250,13 @@ class _Reader:
     def record(self, rec: bytes, t: int, line: int, ts: float | None, has_ts: bool) -> KernelLogEvent | None:
         """One ``…TRACE: tag fields`` record whose mark is at ``rec[t]``; None when unusable."""
         start = t + _MARK_LEN
-        sp = rec.find(b" ", start)
-        tag = rec[start:sp] if sp >= 0 else rec[start:].rstrip()
+        words = rec[start:].split(None, 1)  # tabs and runs of spaces separate like one space
+        tag = words[0] if words else b""
         info, cut = self.tag(tag)
         if info is None:
             self.stats.skip(line)
             return None
-        fs = rec[start + cut :].strip()
+        fs = rec[start:].lstrip()[cut:].strip()
         if not fs.startswith(b"IN="):
             i = fs.find(b"IN=")
             if i < 0:
@@ -313,39 +270,34 @@ class _Reader:
     def event(
         self, info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None, line: int
     ) -> KernelLogEvent | None:
-        """Build the event for field text ``fs``; None (counted as skipped) when truncated."""
-        if fs == self.prev_fs:  # consecutive steps of one packet: same text, same ident
-            return self._make(info, self.prev_fs, ts, line, self.prev_got, None)
-        got = _fast_ident(fs)
-        if got is None:
-            fields = parse_fields(fs)
-            if not _complete(fields):
-                self.stats.skip(line)
-                return None
-            # text the fast path could not take apart (damaged pastes): an ident of another shape
-            slow: tuple[str | None, object] = (family_of(fields), ("~",) + packet_ident(fields))
-            return self._make(info, fs, ts, line, slow, fields)
-        self.prev_fs, self.prev_got = fs, got
-        return self._make(info, fs, ts, line, got, None)
+        """Build the event for field text ``fs``; None (counted as skipped) when no identity survives.
 
-    def _make(self, info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None, line: int,
-              got: tuple[str | None, object], fields: dict[str, str] | None) -> KernelLogEvent:
-        family, ident = got
-        ev = _new(KernelLogEvent)
-        ev.table, ev.chain, ev.kind, ev.num = info
-        ev.ts = ts
-        ev.family = family
-        ev.handle = None
-        ev.ident = ident
-        ev.packet_id = None
-        ev.verdict = None
-        ev.source = SOURCE
-        ev.raw = fs
-        ev._fields = fields
-        ev._parse = parse_fields
-        ev._path = self.name
-        ev._line = line
-        return ev
+        Damaged text is tidied first (tabs and runs of spaces, fields glued by a lost space, a
+        trailing ``...``: ``fields.tidy_text``). Text cut short keeps its step: its fields are the
+        ones before the cut (the last value, maybe cut, is left out) and its ident the part of the
+        identity they hold (``fields.PartialIdent``), which grouping matches to its packet.
+        """
+        if fs == self.prev_fs:  # consecutive steps of one packet: same text, same ident
+            return make_event(info, self.prev_fs, ts, self.prev_got, None, self.name, line)
+        got = ident_of(fs)
+        if got is None:
+            text, cut_marked = tidy_text(fs.decode("utf-8", "replace"))
+            tidy = text.encode()
+            got = ident_of(tidy) if not cut_marked else None
+            if got is None:
+                whole = tidy if cut_marked else tidy.rpartition(b" ")[0]  # the last value may be cut
+                if not cut_marked and _WHOLE_LAST.search(tidy):
+                    whole = tidy
+                fields = parse_fields(whole)
+                part = partial_ident(tidy)
+                if part is None or "PROTO" not in fields:
+                    self.stats.skip(line)
+                    return None
+                self.stats.cut_short(line)
+                return make_event(info, fs, ts, (family_of(fields), part), fields, self.name, line)
+            return make_event(info, fs, ts, got, parse_fields(tidy), self.name, line)
+        self.prev_fs, self.prev_got = fs, got
+        return make_event(info, fs, ts, got, None, self.name, line)
 
     def slow_line(self, line: bytes, lineno: int) -> list[KernelLogEvent]:
         """Lines the hot loop does not handle: journal JSON, several records glued into one line."""
@@ -463,8 +415,13 @@ def _header_start(line: bytes, lo: int, hi: int) -> int:
     return best
 
 
-def _complete(f: dict[str, str]) -> bool:
-    """False for field text cut short (a paste or a log line truncated inside the packet)."""
+def complete(f: dict[str, str]) -> bool:
+    """False for field text cut short (a paste or a log line truncated inside the packet).
+
+    The 'cut line' rule, for the readers and for explain/causes.py: PROTO is there, and the
+    transport header the kernel prints for TCP/UDP/ICMP is whole, unless the packet is a
+    fragment (``FRAG``) or the kernel itself said the header was short (``INCOMPLETE``).
+    """
     proto = f.get("PROTO")
     if proto is None:
         return False
@@ -473,12 +430,33 @@ def _complete(f: dict[str, str]) -> bool:
             return False
         if proto in ("UDP", "UDPLITE") and "ULEN" not in f:
             return False
+    elif proto in _HEADER_PROTOS and "TYPE" not in f and "FRAG" not in f and "INCOMPLETE" not in f:
+        return False
     if "TYPE" in f and "CODE" not in f:
         return False
     return True
 
 
-def _fast_ident(fs: bytes) -> tuple[str, tuple[bytes, ...]] | None:
+_HEADER_PROTOS = frozenset({"TCP", "UDP", "UDPLITE", "ICMP", "ICMPv6"})
+_WHOLE_LAST = re.compile(rb" PROTO=(?:TCP|UDP|UDPLITE|ICMP|ICMPv6)\Z")  # a protocol name is whole
+
+
+def identity_key(fs: bytes) -> bytes:
+    """The identity rule: the text a packet's identity (``ident_of``) is computed from.
+
+    That is the record's field text without trailing blanks and without a trailing ``MARK=``
+    field (nf_log prints it last; the ident leaves it out, so a mark set or cleared mid-path
+    changes nothing). Readers cache idents by this text (read_events and the ``--summary``
+    reader in kernel_log_paths): two texts with one key have one ident.
+    """
+    bare = fs.rstrip()
+    m = bare.rfind(b" MARK=")
+    if m > 0 and b" " not in bare[m + 1 :]:  # the last field, not glued text
+        return bare[:m]
+    return bare
+
+
+def ident_of(fs: bytes) -> tuple[str, bytes] | None:
     """(family, ident) from well-formed field text; None sends the record to the slow path.
 
     The ident is (LEN, the IPv4 text after ``ID=`` up to ``PROTO=`` — ID, CE/DF/MF, FRAG,
@@ -515,16 +493,20 @@ def _fast_ident(fs: bytes) -> tuple[str, tuple[bytes, ...]] | None:
             tr, sep, x = y.partition(b" URGP=")
             if not sep:
                 return None  # cut short
-        else:
+        elif _no_header(ipc, x):
             tr = b""  # a fragment without the TCP header
+        else:
+            return None  # cut right after PROTO=
     elif proto == b"UDP" or proto == b"UDPLITE":
         if x.startswith(b"SPT="):
             _, sep, y = x.partition(b" LEN=")
             if not sep:
                 return None
             tr, _, x = y.partition(b" ")
-        else:
+        elif _no_header(ipc, x):
             tr = b""
+        else:
+            return None
     elif proto == b"ICMP" or proto == b"ICMPv6":
         if x.startswith(b"TYPE="):
             typ, _, y = x.partition(b" ")
@@ -538,13 +520,80 @@ def _fast_ident(fs: bytes) -> tuple[str, tuple[bytes, ...]] | None:
                     return None
                 sq, _, x = y.partition(b" ")
                 tr += b" " + sq
-        else:
+        elif _no_header(ipc, x):
             tr = b""
+        else:
+            return None
     else:
         tr = b""
     if TRACE_MARK in x:
         return None
     return family, b"\x00".join((ln, ipc, proto, tr))  # bytes: its hash is cached
+
+
+def _no_header(ipc: bytes, x: bytes) -> bool:
+    """No transport header after ``PROTO=`` that the kernel meant: a fragment, or a short packet."""
+    return b"FRAG:" in ipc or x.startswith(b"INCOMPLETE")
+
+
+def partial_ident(fs: bytes) -> PartialIdent | None:
+    """For tidy text cut short: the part of ``ident_of``'s ident it holds, a byte prefix of the
+    full one (``fields.PartialIdent``); None when the text ends before ``PROTO=``."""
+    _, sep, x = fs.partition(b" LEN=")
+    if not sep:
+        return None
+    ln, _, x = x.partition(b" ")
+    if x.startswith(b"TOS="):
+        _, sep, x = x.partition(b" ID=")
+    elif x.startswith(b"TC="):
+        _, sep, x = x.partition(b" FLOWLBL=")
+    else:
+        return None
+    ipc, sep2, x = x.partition(b" PROTO=")
+    if not sep or not sep2:
+        return None
+    proto, sp, x = x.partition(b" ")
+    if not sp:
+        return PartialIdent(b"\x00".join((ln, ipc, proto)))
+    tr = b""
+    if proto == b"TCP" and x.startswith(b"SPT="):
+        _, sep, y = x.partition(b" SEQ=")
+        if not sep:
+            _, sep, y = x.partition(b" WINDOW=")
+        if sep:
+            tr = y.partition(b" URGP=")[0]
+    elif (proto == b"UDP" or proto == b"UDPLITE") and x.startswith(b"SPT="):
+        _, sep, y = x.partition(b" LEN=")
+        if sep:
+            tr = y.partition(b" ")[0]
+    elif (proto == b"ICMP" or proto == b"ICMPv6") and x.startswith(b"TYPE="):
+        w = x.split(b" ")
+        tr = b" ".join(w[:2])
+        if len(w) > 3 and w[2].startswith(b"ID=") and w[3].startswith(b"SEQ="):
+            tr += b" " + w[3][4:]
+    return PartialIdent(b"\x00".join((ln, ipc, proto, tr)))
+
+
+def make_event(info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None,
+               got: tuple[str | None, object], fields: dict[str, str] | None, path: str,
+               line: int) -> KernelLogEvent:
+    """The one constructor of kernel-log events (the readers' hot loops inline it: see there)."""
+    family, ident = got
+    ev = _new(KernelLogEvent)
+    ev.table, ev.chain, ev.kind, ev.num = info
+    ev.ts = ts
+    ev.family = family
+    ev.handle = None
+    ev.ident = ident
+    ev.packet_id = None
+    ev.verdict = None
+    ev.source = SOURCE
+    ev.raw = fs
+    ev._fields = fields
+    ev._parse = parse_fields
+    ev._path = path
+    ev._line = line
+    return ev
 
 
 _new = object.__new__
@@ -564,16 +613,14 @@ def read_events(
     stamps = rd.stamps
     tag_of = rd.tag
     mark = TRACE_MARK
-    parse = parse_fields
-    cls = KernelLogEvent
     lineno = 0
     nbytes = 0
     events = 0
     # the field text of the previous clean record and what it gave; then the texts and the
-    # texts-after-TTL of recent records: the steps of the few packets in flight repeat them, so
-    # the ident is computed once per text and the bytes are shared between events
+    # identity keys (identity_key) of recent records: the steps of the few packets in flight
+    # repeat them, so the ident is computed once per key and the bytes are shared between events
     seen: dict[bytes, tuple[bytes, str, object]] = {}
-    tails: dict[bytes, tuple[str, object]] = {}
+    keyed: dict[bytes, tuple[str, object]] = {}
     prev_fs = b""
     prev_family: str | None = None
     prev_ident: object = None
@@ -604,7 +651,12 @@ def read_events(
                 got = tag_of(tag)
             info, cut = got
             if info is None:
-                st.skip(lineno)
+                if b"\t" in rest:  # a tab after the tag: the slow path splits on any blank
+                    for ev in rd.slow_line(line, lineno):
+                        events += 1
+                        yield ev
+                else:
+                    st.skip(lineno)
                 continue
             if cut != len(tag):  # "policy:2IN=eth0": the paste lost a space
                 for ev in rd.slow_line(line, lineno):
@@ -619,24 +671,18 @@ def read_events(
                 if got is not None:  # a packet in flight seen before with this very text
                     fs, prev_family, prev_ident = got
                 else:
-                    # the same text after TTL (IPv6: HOPLIMIT) and its value: the same packet,
-                    # only addresses, TTL, TOS, interfaces or MAC differ (another hook, DNAT, …)
-                    _, sep, tail = fs.partition(b" TTL=")
-                    if not sep:
-                        _, sep, tail = fs.partition(b" HOPLIMIT=")
-                    _, _, tail = tail.partition(b" ")
-                    idg = tails.get(tail) if sep else None
+                    key = identity_key(fs)  # the identity rule
+                    idg = keyed.get(key)
                     if idg is None:
-                        idg = _fast_ident(fs) if fs.startswith(b"IN=") and head[:1] != b"{" else None
+                        idg = ident_of(fs) if fs.startswith(b"IN=") and head[:1] != b"{" else None
                         if idg is None:  # damaged, truncated, glued, journal JSON
                             for ev in rd.slow_line(line, lineno):
                                 events += 1
                                 yield ev
                             continue
-                        if sep:
-                            if len(tails) >= _SEEN_MAX:
-                                tails.clear()
-                            tails[tail] = idg
+                        if len(keyed) >= _SEEN_MAX:
+                            keyed.clear()
+                        keyed[key] = idg
                     prev_family, prev_ident = idg
                     if len(seen) >= _SEEN_MAX:
                         seen.clear()
@@ -661,26 +707,13 @@ def read_events(
                     ts = rd.iso_head(head)
                 else:
                     ts = rd.head_ts(head)
-            ev = _new(cls)
-            ev.table, ev.chain, ev.kind, ev.num = info
-            ev.ts = ts
-            ev.family = prev_family
-            ev.handle = None
-            ev.ident = prev_ident
-            ev.packet_id = None
-            ev.verdict = None
-            ev.source = SOURCE
-            ev.raw = fs
-            ev._fields = None
-            ev._parse = parse
-            ev._path = name
-            ev._line = lineno
             events += 1
-            yield ev
+            yield make_event(info, fs, ts, (prev_family, prev_ident), None, name, lineno)
     finally:
         st.lines = lineno
         st.bytes_read = nbytes
         st.events += events
+        st.cut_warning()
 
 
 def looks_like(head: bytes) -> bool:

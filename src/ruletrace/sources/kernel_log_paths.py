@@ -16,7 +16,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from ..correlate.group import _HOOK_RANK, _TABLE_INDEX, DEFAULT_WINDOW, expired, loops_back
+from ..correlate.group import (DEFAULT_WINDOW, HOOK_RANK, TABLE_INDEX, expired, loops_back,
+                               resolve_key, starts_new)
+from ..fields import PartialIdent
 from . import kernel_log
 from .stats import ReadStats
 
@@ -34,11 +36,11 @@ Emit = Callable[[Any, list, Any, int, int], None]
 def _entry(info: Info) -> tuple:
     """What a tag tells the grouping: (info, builtin hook or None, table index, num, hook rank)."""
     table, chain, _, num = info
-    tables = _TABLE_INDEX.get(chain)
+    tables = TABLE_INDEX.get(chain)
     ti = tables.get(table) if tables is not None else None
     if ti is None:  # a user chain (or a table the hook does not have): no position
         return info, None, 0, 0, 0
-    return info, chain, ti, num or 0, _HOOK_RANK[chain]
+    return info, chain, ti, num or 0, HOOK_RANK[chain]
 
 
 class PathReader:
@@ -60,6 +62,7 @@ class PathReader:
         # what each tag tells the grouping; may be shared by the readers of one process
         self._entries: dict[bytes, tuple] = {} if tags is None else tags
         self._seen: dict[bytes, tuple[str, bytes]] = {}  # field text -> (family, ident)
+        self._partials: dict[PartialIdent, None] = {}  # open keys that are partial idents
 
     def finish(self) -> None:
         """Emit the packets still open."""
@@ -74,7 +77,9 @@ class PathReader:
         st = stats
         rd = kernel_log._Reader(self.name, st)
         tag_of = rd.tag
-        fast_ident = kernel_log._fast_ident
+        ident_of = kernel_log.ident_of
+        identity_key = kernel_log.identity_key
+        partials = self._partials
         mark = kernel_log.TRACE_MARK
         cache_max = kernel_log._CACHE_MAX
         seen_max = kernel_log._SEEN_MAX
@@ -99,12 +104,14 @@ class PathReader:
             """One event, the general way: it may end the open packet of its key and start one."""
             info, hook, ti, num, rank = ent
             op = open_.get(key)
+            if op is None and (partials or type(key) is PartialIdent):
+                key = resolve_key(open_, partials, key)
+                op = open_.get(key)
+                if op is not None:
+                    op[_KEY] = key
             if op is not None:
-                if hook is not None and op[_HOOK] is not None and (
-                    rank <= op[_RANK] and not loops_back(op[_HOOK], hook, "lo" if in_lo else None)
-                    if hook != op[_HOOK]
-                    else ti < op[_TI] if ti != op[_TI] else 0 < op[_LAST] >= num
-                ):
+                if hook is not None and starts_new(op, hook, ti, num) and not (
+                        loops_back(op[_HOOK], hook, "lo" if in_lo else None)):
                     del open_[key]
                     done(op)
                     op = None
@@ -114,6 +121,8 @@ class PathReader:
                 if admit is not None and not admit(lineno):
                     return
                 op = open_[key] = [[], None, -1, 0, 0, 0, family, key, lineno, lineno]
+                if type(key) is PartialIdent:
+                    partials[key] = None
             op[_STEPS].append(info)
             op[_SEEN] = counter
             op[_END] = lineno
@@ -154,7 +163,10 @@ class PathReader:
                 if ent is None:
                     info, cut = tag_of(tag)
                     if info is None:
-                        st.skip(lineno)
+                        if b"\t" in rest:  # a tab after the tag: the slow path splits on any blank
+                            slow(line, lineno)
+                        else:
+                            st.skip(lineno)
                         continue
                     if cut != len(tag):  # "policy:2IN=eth0": the paste lost a space
                         slow(line, lineno)
@@ -165,16 +177,13 @@ class PathReader:
                 if fs != prev_fs:
                     got = seen.get(fs)
                     if got is None:
-                        # nf_log prints MARK= last and the ident leaves it out: a packet whose
-                        # mark was set or cleared is looked up by its text without it
-                        m = fs.rfind(b" MARK=")
-                        bare = fs.rstrip()
-                        if m > 0 and b" " not in bare[m + 1 :]:  # the last field, not glued text
-                            bare = fs[:m]
+                        # the identity rule: a packet whose mark was set or cleared (nf_log
+                        # prints MARK= last, the ident leaves it out) is found by its key
+                        bare = identity_key(fs)
                         got = seen.get(bare)
                         if got is None:
                             text = fs.rstrip()
-                            got = fast_ident(text) if text.startswith(b"IN=") and head[:1] != b"{" else None
+                            got = ident_of(text) if text.startswith(b"IN=") and head[:1] != b"{" else None
                             if got is None:  # damaged, truncated, glued, journal JSON
                                 slow(line, lineno)
                                 continue
@@ -186,6 +195,7 @@ class PathReader:
                     family, key = got
                 counter += 1
                 # the usual case inline: a step of an open packet that does not restart it
+                # (correlate.group.starts_new, the grouping position rule, inlined)
                 op = get_open(key)
                 hook = ent[1]
                 if op is None or hook is not None and op[_HOOK] is not None and (
@@ -221,3 +231,4 @@ def read_paths(stream: BinaryIO, *, name: str, emit: Emit, stats: ReadStats | No
         reader.finish()
     finally:
         st.lines = reader.lines
+        st.cut_warning()

@@ -16,7 +16,8 @@ from typing import Any, BinaryIO
 from ..errors import RuletraceError
 from ..model import Origin, TraceEvent
 from ..fields import bounded_int, packet_ident
-from .records import Tally, note_record, parse_tag, sane_ts
+from .records import Tally, note_record, sane_ts
+from .tag import from_prefix as parse_tag
 
 SOURCE = "nflog-pcap"
 

@@ -1,15 +1,11 @@
-"""What the non-kernel-log trace readers share: the TRACE tag and the broken-record tally."""
+"""What the non-kernel-log trace readers share: the TRACE tag (sources/tag.py) and the broken-record tally."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
-from ..model import Origin, StepKind
-
-# "TRACE: table:chain:type:num" as nf_log writes it (net/netfilter/nf_log_syslog.c, ipt_do_table)
-TRACE_TAG = re.compile(rb"TRACE: ([A-Za-z0-9_-]+):([^\s:]+):(rule|return|policy):(\d+)")
+from ..model import Origin
 
 MAX_TS = float(1 << 35)  # seconds (year 3058): larger stamps are damage, not time
 
@@ -41,18 +37,6 @@ def note_record(stats: Any, *, event: bool) -> None:
     stats.lines += 1
     if event:
         stats.events += 1
-
-
-def parse_tag(prefix: bytes) -> tuple[str, str, StepKind, int] | None:
-    """``(table, chain, kind, num)`` from a TRACE prefix, or None when it is not one."""
-    m = TRACE_TAG.search(prefix)
-    if m is None:
-        return None
-    if len(m[4]) > 10:  # no chain holds that many rules: damage
-        return None
-    return m[1].decode(), m[2].decode("utf-8", "replace"), StepKind(m[3].decode()), int(m[4])
-
-
 
 
 class Tally:

@@ -17,7 +17,8 @@ from typing import Any, BinaryIO
 from ..errors import RuletraceError
 from ..fields import packet_ident
 from ..model import Origin, TraceEvent
-from .records import Tally, note_record, parse_tag, sane_ts
+from .records import Tally, note_record, sane_ts
+from .tag import from_prefix as parse_tag
 
 SOURCE = "wireshark-csv"
 
