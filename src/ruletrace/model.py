@@ -226,6 +226,57 @@ class Ruleset:
         return None
 
 
+class RulesetView:
+    """Several rulesets (one per nf_tables family, or one iptables listing) seen as one: every lookup
+    goes to the ruleset of the family the *event* names (an IPv4 packet's steps in an ``inet`` table
+    are looked up in the inet ruleset, its steps in an ``ip`` table in the ip one)."""
+
+    __slots__ = ("_picked", "rulesets")
+
+    def __init__(self, rulesets: list[Ruleset]) -> None:
+        self.rulesets = [rs for rs in rulesets if rs is not None]
+        self._picked: dict[str | None, Ruleset | None] = {}
+
+    def pick(self, family: str | None) -> Ruleset | None:
+        """The ruleset of ``family`` (or the one without a family); None when none fits."""
+        try:
+            return self._picked[family]
+        except KeyError:
+            got = self._picked[family] = pick_ruleset(self.rulesets, family)
+            return got
+
+    def chain(self, table: str, name: str, family: str | None = None) -> Chain | None:
+        rs = self.pick(family)
+        return None if rs is None else rs.chain(table, name)
+
+    def of_families(self, families: set[str | None]) -> list[Ruleset]:
+        """The rulesets a packet of these event families passes through (each once)."""
+        out: list[Ruleset] = []
+        for f in families:
+            rs = self.pick(f)
+            if rs is not None and all(rs is not o for o in out):
+                out.append(rs)
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.rulesets)
+
+
+def pick_ruleset(rulesets: list[Ruleset], family: str | None) -> Ruleset | None:
+    """The ruleset of a family (or the one without a family), None when none fits."""
+    if not rulesets:
+        return None
+    if family is not None:
+        for rs in rulesets:
+            if rs.family == family:
+                return rs
+        for rs in rulesets:
+            if rs.family is None:
+                return rs
+        return None if len(rulesets) > 1 else rulesets[0]
+    return rulesets[0]
+
+
 class TraceEvent:
     """One step of one packet as reported by the kernel (or predicted by the simulator).
 

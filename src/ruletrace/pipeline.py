@@ -10,7 +10,7 @@ from .correlate.group import group_packets
 from .errors import RuletraceError
 from .explain.explain import Explainer
 from .explain.replies import with_replies
-from .model import Explanation, Fate, Packet, Ruleset, TraceEvent
+from .model import Explanation, Fate, Packet, Ruleset, RulesetView, TraceEvent, pick_ruleset
 from .sources.stats import ReadStats
 
 _HANDLE_SOURCES = frozenset({"nft-monitor", "xtables-monitor", "nftrace"})
@@ -127,10 +127,10 @@ class Run:
         return self._rulesets
 
     def _explainer(self, family: str | None) -> Explainer:
-        ex = self._explainers.get(family)
+        """One explainer for every family: each step is looked up in the ruleset of its own family."""
+        ex = self._explainers.get(None)
         if ex is None:
-            rs = pick_ruleset(self.rulesets, family)
-            ex = self._explainers[family] = Explainer(rs, summary_only=not self.detail)
+            ex = self._explainers[None] = Explainer(RulesetView(self.rulesets), summary_only=not self.detail)
         return ex
 
     def read_events(self) -> Iterator[TraceEvent]:
@@ -235,21 +235,6 @@ class Run:
                                      "without rule numbers")
             else:
                 self.warnings.append("no ruleset given: steps are shown without rule text")
-
-
-def pick_ruleset(rulesets: list[Ruleset], family: str | None) -> Ruleset | None:
-    """The ruleset of a packet's family (or the one without a family), None when none fits."""
-    if not rulesets:
-        return None
-    if family is not None:
-        for rs in rulesets:
-            if rs.family == family:
-                return rs
-        for rs in rulesets:
-            if rs.family is None:
-                return rs
-        return None if len(rulesets) > 1 else rulesets[0]
-    return rulesets[0]
 
 
 def load_rulesets(paths: Iterable[str]) -> list[Ruleset]:

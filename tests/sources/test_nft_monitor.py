@@ -31,7 +31,16 @@ from ruletrace.sources.handles import resolve_handles
 
 
 def read(name: str, **kw):
+    # these tests compare with legacy TRACE, which reports no step for the rule that turned tracing on
+    kw.setdefault("keep_trace_rule", False)
     return list(nft_monitor.read_events(io.BytesIO(data(name)), name=name, **kw))
+
+
+def test_the_rule_that_turned_tracing_on_is_a_step_by_default():
+    ev = list(nft_monitor.read_events(io.BytesIO(data("nft_monitor/native-a.txt")), name="m"))
+    first = ev[0]
+    assert (first.table, first.chain, first.kind, first.verdict) == ("rth6", "pre", StepKind.RULE, "continue")
+    assert "nftrace set 1" in first.text
 
 
 def test_iptables_nft_with_handles_matches_kernel_log():
@@ -92,7 +101,7 @@ def test_policy_mark_and_trace_rule():
 def test_garbage_line():
     raw = data("nft_monitor/native.txt") + b"Error: netlink event error\n"
     st = ReadStats()
-    ev = list(nft_monitor.read_events(io.BytesIO(raw), name="m", stats=st))
+    ev = list(nft_monitor.read_events(io.BytesIO(raw), name="m", stats=st, keep_trace_rule=False))
     assert len(ev) == 18 and st.skipped == 1
     with pytest.raises(RuletraceError) as ei:
         list(nft_monitor.read_events(io.BytesIO(raw), name="m"))

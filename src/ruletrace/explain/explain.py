@@ -29,6 +29,7 @@ from ..model import (
     Packet,
     Rule,
     Ruleset,
+    RulesetView,
     Step,
     StepKind,
     TraceEvent,
@@ -60,7 +61,7 @@ _TERMINAL = {
 }
 _KERNEL_VERDICTS = {"accept", "drop", "reject", "queue", "return", "continue", "jump", "goto", "stolen"}
 _CACHE_MAX = 200_000
-_SIG = attrgetter("table", "chain", "kind", "num", "verdict", "text", "base")
+_SIG = attrgetter("table", "chain", "kind", "num", "verdict", "text", "base", "family")
 
 
 class _PathStep(NamedTuple):
@@ -73,6 +74,7 @@ class _PathStep(NamedTuple):
     verdict: str | None
     text: str | None = None
     base: bool = False
+    family: str | None = None
 
 
 _path_step = partial(tuple.__new__, _PathStep)  # (table, chain, kind, num, verdict) -> _PathStep
@@ -179,15 +181,15 @@ def _unconditional_verdict(rule: Rule) -> bool:
 class _Walker:
     """Builds the path plan for one step sequence."""
 
-    def __init__(self, ruleset: Ruleset | None) -> None:
-        self.rs = ruleset
+    def __init__(self, view: RulesetView | None) -> None:
+        self.view = view if view else None  # every lookup by the family of the step's event
         # (table, chain, kind, num, verdict) -> what the ruleset says of that step alone
         self._static: dict[tuple, tuple] = {}
 
     def _step_static(self, key: tuple) -> tuple:
         """(builtin, chain known, rule, policy, action, warning, missing, hook, priority) of one step."""
-        table, chain, kind, num, kv, text, base = key
-        rs = self.rs
+        table, chain, kind, num, kv, text, base, family = key
+        rs = self.view.pick(family) if self.view is not None else None
         ch: Chain | None = rs.chain(table, chain) if rs is not None else None
         builtin = ch.builtin if ch is not None else (base or chain in BUILTIN_CHAINS)
         hook, prio = base_hook(ch, table, chain) if builtin else (None, None)
@@ -231,7 +233,10 @@ class _Walker:
                 )
         # explicit kernel verdict (nf_tables sources): it wins where the ruleset says nothing,
         # and a disagreement is flagged
-        if kv and kind is StepKind.RULE and rule is not None and rule.num is None:
+        if kv and kind is StepKind.RULE and rule is not None and rule.vmap and not rule.target:
+            # a verdict map: the kernel's verdict says which of its verdicts applied
+            action = kernel_action(kv, action)
+        elif kv and kind is StepKind.RULE and rule is not None and rule.num is None:
             # the rule is the monitor's text: the kernel's verdict says what it did
             action = kernel_action(kv, action)
         elif kv:
@@ -249,7 +254,7 @@ class _Walker:
         return builtin, ch is not None, rule, policy, action, warning, missing, hook, prio
 
     def plan(self, events: list[TraceEvent], want_frames: bool = True) -> _Plan:
-        rs = self.rs
+        rs = self.view
         static = self._static
         steps: list[_StepPlan] = []
         # call stack: (chain, index of the jump step that entered it or None for the root)
@@ -258,6 +263,8 @@ class _Walker:
         absent: list[str] = []  # tables and chains of this path the ruleset leaves out
         prev: _StepPlan | None = None
         prev_table: str | None = None
+        prev_target: str | None = None  # the chain the previous rule jumps to (a vmap's: the kernel's verdict)
+        targets: list[str | None] = []
         hook: str | None = None
         prio: int | None = None
         for i, key in enumerate(map(_SIG, events)):  # key: (table, chain, kind, num, verdict, text, base)
@@ -273,7 +280,7 @@ class _Walker:
                 absent.append(missing)
             if (
                 not builtin and prev is not None and prev_table == table and prev.action == "continue"
-                and prev.rule is not None and prev.rule.target == chain
+                and prev.rule is not None and prev_target == chain
             ):
                 # the previous rule's target is a chain the listing leaves out: it was a jump
                 prev.action = "jump"
@@ -288,7 +295,7 @@ class _Walker:
                     and prev_table == table
                     and prev.action in ("jump", "goto")
                     and prev.rule is not None
-                    and prev.rule.target == chain
+                    and prev_target == chain
                 ):
                     if prev.action == "goto" and len(stack) > 1:
                         stack.pop()
@@ -312,6 +319,10 @@ class _Walker:
                 misfits += 1
             prev = _StepPlan(rule, policy, returned_to, depth, action, warning, note, frames, hook, prio)
             prev_table = table
+            prev_target = rule.target if rule is not None else None
+            if rule is not None and rule.vmap and not prev_target and key[4] and key[4][:5] in ("jump:", "goto:"):
+                prev_target = key[4][5:]
+            targets.append(prev_target)
             steps.append(prev)
 
         # --- jumps the trace does not follow
@@ -319,9 +330,9 @@ class _Walker:
             sp = steps[i]
             if sp.action in ("jump", "goto") and sp.rule is not None and not sp.warning:
                 nxt = events[i + 1]
-                if nxt.table == events[i].table and nxt.chain != sp.rule.target:
+                if nxt.table == events[i].table and nxt.chain != targets[i]:
                     sp.warning = (
-                        f"rule jumps to {sp.rule.target} but the trace continues in {nxt.chain}"
+                        f"rule jumps to {targets[i]} but the trace continues in {nxt.chain}"
                     )
                     misfits += 1
             elif sp.action in ("drop", "reject") and not sp.warning:
@@ -340,12 +351,12 @@ class _Walker:
         return plan
 
     def _fate(self, events: list[TraceEvent], steps: list[_StepPlan]) -> _Plan:
-        d = decide(self.rs, events, steps)
+        d = decide(self.view, events, steps)
         return _Plan(steps, d.fate, d.verdict, d.verdict_index, d.last_seen, notes=d.notes)
 
     def _skipped_nat(self, events: list[TraceEvent], plan: _Plan) -> None:
         """Say so when a hook was traversed without its nat chain although the ruleset has one."""
-        rs = self.rs
+        rs = self.view.pick(events[0].family) if self.view is not None and events else None
         if rs is None or "nat" not in rs.tables:
             return
         seen = {(ev.chain, ev.table) for ev in events if ev.chain in HOOK_TABLES}
@@ -363,9 +374,11 @@ class _Walker:
 class Explainer:
     """Explains packets against one ruleset, caching the analysis of each distinct path."""
 
-    def __init__(self, ruleset: Ruleset | None, *, summary_only: bool = False) -> None:
-        self.ruleset = ruleset
-        self._walker = _Walker(ruleset)
+    def __init__(self, ruleset: Ruleset | RulesetView | None, *, summary_only: bool = False) -> None:
+        view = ruleset if isinstance(ruleset, RulesetView) else RulesetView([ruleset] if ruleset else [])
+        self.view = view
+        self.ruleset = view.rulesets[0] if view.rulesets else None  # the first (only) one, for callers
+        self._walker = _Walker(view)
         # path signature (tuple of step numbers) -> plan; steps are numbered through _step_ids so
         # that a cached signature costs one pointer per step, not one tuple per step
         self._cache: dict[tuple, _Plan] = {}
@@ -422,7 +435,7 @@ class Explainer:
         """
         got = self._path_memo.get(steps)
         if got is None:
-            events = list(map(_path_step, map(operator.add, steps, repeat((None, None, False)))))
+            events = list(map(_path_step, map(operator.add, steps, repeat((None, None, False, None)))))
             plan = self._walker.plan(events, False)
             got = self._path_memo[steps] = (
                 make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ..model import HOOK_TABLES, Fate, Ruleset, StepKind, TraceEvent, Verdict
+from ..model import HOOK_TABLES, Fate, RulesetView, StepKind, TraceEvent, Verdict
 
 _NAT_ACTIONS = frozenset({"dnat", "snat", "masquerade", "redirect", "netmap"})
 # actions that end the traversal of the current table (the packet goes on to the next one)
@@ -60,19 +60,20 @@ def _what(ev: TraceEvent, sp: Any) -> str:
     return place(ev, sp.rule, ev.kind)
 
 
-def expected_last_table(rs: Ruleset | None, hook: str, events: Sequence[TraceEvent]) -> str | None:
+def expected_last_table(rs: RulesetView | None, hook: str, events: Sequence[TraceEvent]) -> str | None:
     """The last table of ``hook`` this packet must pass: listed by the ruleset or shown by the packet.
 
     nat is traversed only by a connection's first packet: it is expected where the packet shows
     it, and at INPUT after nat PREROUTING.
     """
     seen = {ev.table for ev in events if ev.chain == hook}
+    fam = next((ev.family for ev in events if ev.chain == hook), None)
     nat_first = hook == "INPUT" and any(ev.chain == "PREROUTING" and ev.table == "nat" for ev in events)
     last = None
     for t in HOOK_TABLES[hook]:
         if t == "nat" and not nat_first and t not in seen:
             continue
-        if t in seen or (rs is not None and rs.chain(t, hook) is not None):
+        if t in seen or (rs is not None and rs.chain(t, hook, fam) is not None):
             last = t
     return last
 
@@ -81,34 +82,41 @@ def expected_last_table(rs: Ruleset | None, hook: str, events: Sequence[TraceEve
 _NFTRACE_SOURCES = frozenset({"nft-monitor", "xtables-monitor", "nftrace"})
 
 
-def _later_base_chains(rs: Ruleset, table: str, chain: str, events: Sequence[TraceEvent]) -> list[str]:
-    """Base chains of the same hook that run after ``table:chain`` (priority order, equal: last registered
-    first) and that this packet must pass: nat-type chains only when the packet was in one (first packet)."""
-    ch = rs.chain(table, chain)
+def _later_base_chains(rs: RulesetView, ev: TraceEvent, events: Sequence[TraceEvent]) -> list[str]:
+    """Base chains of the same hook that run after ``ev``'s (priority order, equal: last registered first)
+    and that this packet must pass, in every family the packet's events show (an IPv4 packet passes ip
+    and inet tables): nat-type chains only when the packet was in one (first packet)."""
+    mine = rs.pick(ev.family)
+    ch = rs.chain(ev.table, ev.chain, ev.family)
     if ch is None or not ch.hook:
         return []
-    nat_seen = any((c := rs.chain(ev.table, ev.chain)) is not None and c.type == "nat" for ev in events)
+    nat_seen = any((c := rs.chain(e.table, e.chain, e.family)) is not None and c.type == "nat" for e in events)
     me = (ch.priority or 0, -(ch.reg or 0))
+    many = len(fams := rs.of_families({e.family for e in events})) > 1
     out = []
-    for t, chains in rs.tables.items():
-        for c in chains.values():
-            if c is ch or c.hook != ch.hook or c.devices != ch.devices:
-                continue
-            if (c.priority or 0, -(c.reg or 0)) > me and (c.type != "nat" or nat_seen):
-                out.append(f"{t}:{c.name}")
+    for r in fams:
+        for t, chains in r.tables.items():
+            for c in chains.values():
+                if c is ch or c.hook != ch.hook or c.devices != ch.devices:
+                    continue
+                # across families only the priority orders them (registration order is per listing)
+                later = (c.priority or 0, -(c.reg or 0)) > me if r is mine else (c.priority or 0) > me[0]
+                if later and (c.type != "nat" or nat_seen):
+                    fam = {"ipv4": "ip", "ipv6": "ip6"}.get(r.family or "", r.family)
+                    out.append(f"{fam} {t}:{c.name}" if many and fam else f"{t}:{c.name}")
     return out
 
 
-def hook_passed(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequence[Any], i: int,
+def hook_passed(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence[Any], i: int,
                 hook: str) -> tuple[bool, str | None]:
     """Whether the base chain step ``i`` runs under is the last of its hook; else what runs after it."""
     j = i
     while j > 0 and steps[j].depth > 0:
         j -= 1
     table, chain = events[j].table, events[j].chain
-    ch = rs.chain(table, chain) if rs is not None else None
+    ch = rs.chain(table, chain, events[j].family) if rs is not None else None
     if ch is not None and ch.hook:
-        later = _later_base_chains(rs, table, chain, events)  # type: ignore[arg-type]
+        later = _later_base_chains(rs, events[j], events)  # type: ignore[arg-type]
         return not later, ", ".join(later) or None
     if chain in HOOK_TABLES:
         last = expected_last_table(rs, hook, events)
@@ -117,7 +125,7 @@ def hook_passed(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequenc
     return events[i].source in _NFTRACE_SOURCES, None
 
 
-def decide(rs: Ruleset | None, events: Sequence[TraceEvent], steps: Sequence[Any]) -> Decision:
+def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence[Any]) -> Decision:
     """Fate, verdict (None when the fate is UNKNOWN), its step, last place seen, notes."""
     if not events:
         return Decision(Fate.UNKNOWN, None, None, None, [])

@@ -156,7 +156,7 @@ def _verdict(text: str) -> str:
 
 
 def read_events(
-    stream: BinaryIO, *, name: str, stats: Any = None, keep_trace_rule: bool = False
+    stream: BinaryIO, *, name: str, stats: Any = None, keep_trace_rule: bool = True
 ) -> Iterator[TraceEvent]:
     """Steps from ``nft monitor trace`` output, with implied user-chain returns added."""
     return add_returns(_read(stream, name=name, stats=stats, keep_trace_rule=keep_trace_rule))

@@ -1,0 +1,20 @@
+"""Native nftables layouts recorded afresh against this kernel and explained: same checks as the
+fixtures' (tests/nft/test_native_captures.py), so the fixtures cannot drift from what kernels do."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.nft import native_record
+from tests.nft.test_native_captures import FORMS, check_capture
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.mark.parametrize("sc", list(native_record.SCENARIOS))
+def test_fresh_native_capture_is_explained_as_the_kernel_did(kernel_lab, tmp_path, sc):
+    d = tmp_path / sc
+    native_record.record(sc, d)
+    for form, files in FORMS.items():
+        for trace in ("nft-monitor.txt", "nft-monitor-a.txt"):
+            check_capture(d, [str(d / f) for f in files], str(d / trace))

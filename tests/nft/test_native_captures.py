@@ -1,0 +1,136 @@
+"""Native nftables layouts traced by the kernel (tests/fixtures/nft_captures/, see native_record.py),
+explained against every ruleset form.
+
+Expected values come from the kernel, not from the code under test: each packet's steps are the
+`nft -a monitor trace` lines (family, table, chain, rule handle -> position in the raw
+`nft -j list ruleset` JSON, policy = rules + 1), the rule text is what the monitor printed, and the
+fate is what the flow's client observed (outcome.json).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from ruletrace.model import Fate, StepKind, nft_rule_key
+from ruletrace.pipeline import explain_files
+
+CAPS = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures"
+SCENARIOS = ["zones", "router", "layered"]
+FORMS = {"nft list": ["ruleset.nft"], "nft -a list": ["ruleset-a.nft"], "nft -j": ["ruleset.json"]}
+TRACES = ["nft-monitor.txt", "nft-monitor-a.txt"]
+_FAM = {"ip": "ipv4", "ip6": "ipv6"}
+_LINE = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (rule|policy) (.*)$")
+
+
+def _positions(d: Path) -> dict[tuple, int]:
+    """(family, table, chain, handle) -> 1-based position; (family, table, chain, 0) -> rules + 1."""
+    count: dict[tuple, int] = defaultdict(int)
+    pos = {}
+    for item in json.loads((d / "ruleset.json").read_text())["nftables"]:
+        if r := item.get("rule"):
+            k = (r["family"], r["table"], r["chain"])
+            count[k] += 1
+            pos[(*k, r["handle"])] = count[k]
+        elif c := item.get("chain"):
+            count[(c["family"], c["table"], c["name"])] += 0
+    for k, n in count.items():
+        pos[(*k, 0)] = n + 1
+    return pos
+
+
+def kernel_steps(d: Path) -> list[tuple[str, list[tuple]]]:
+    """Every traced packet: (trace id, [(family, table, chain, kind, num, rule text or policy)]) from
+    `nft -a monitor trace`. The kernel may give a later packet the same trace id (it hashes the
+    socket buffer's address): a packet starts at the tracing rule (our own table, the first hook)."""
+    pos = _positions(d)
+    out: list[tuple[str, list[tuple]]] = []
+    cur: dict[str, list[tuple]] = {}
+    for line in (d / "nft-monitor-a.txt").read_text().splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        tid, fam, table, chain, kind, rest = m.groups()
+        if kind == "rule":
+            text, _, h = rest.partition(" # handle ")
+            if table == "rttrace" and "nftrace set 1" in text:
+                cur[tid] = []
+                out.append((tid, cur[tid]))
+            num = pos[(fam, table, chain, int(h.split()[0]))]
+            cur[tid].append((_FAM.get(fam, fam), table, chain, "rule", num, _set_order(nft_rule_key(text))))
+        else:
+            cur[tid].append((_FAM.get(fam, fam), table, chain, "policy", pos[(fam, table, chain, 0)],
+                             rest.split()[0].upper()))
+    return out
+
+
+def _set_order(text: str) -> str:
+    """An anonymous set's elements sorted: `nft monitor` and `nft list` print them in different orders."""
+    return re.sub(r"\{ ([^{}]*) \}", lambda m: "{ " + ", ".join(sorted(m[1].split(", "))) + " }", text)
+
+
+def _explained_steps(e) -> list[tuple]:
+    got = []
+    for s in e.steps:
+        if s.kind is StepKind.RETURN:  # implied by the reader: the kernel prints no event for them
+            continue
+        what = _set_order(nft_rule_key(s.rule.text)) if s.kind is StepKind.RULE and s.rule is not None else s.policy
+        got.append((s.event.family, s.table, s.chain, str(s.kind), s.num, what))
+    return got
+
+
+def expected_fate(flow: dict, kernel: list[tuple], host: str) -> Fate:
+    """The fate a flow's first packet had, from what its client saw (and, for no answer, the kernel's rule)."""
+    r = flow["result"]
+    if r in ("connected", "reply"):
+        # the listener runs behind the router in the router layout: arriving there is being forwarded
+        return Fate.FORWARDED if flow["arrived"] and host == "router" else Fate.DELIVERED
+    last = kernel[-1]
+    rejected = last[3] == "rule" and " reject" in f" {last[5]}"  # the kernel's last step: a reject statement
+    if r in ("refused", "unreachable"):
+        # refused without a reject rule: the server's own TCP stack answered (no listener): delivered
+        return Fate.REJECTED if rejected else Fate.DELIVERED
+    # no answer in time: dropped, unless the kernel's last step was a reject statement (an ICMPv6
+    # admin-prohibited answer is a soft error to a connecting TCP socket: connect() times out)
+    return Fate.REJECTED if rejected else Fate.DROPPED
+
+
+def _first_packet(expls, flow: dict):
+    for e in expls:
+        f = e.first
+        if flow["kind"] == "tcp" and f.get("SPT") == str(flow["sport"]):
+            return e
+        if flow["kind"] == "ping" and f.get("ICMPID") == str(flow["port"]):
+            return e
+    return None
+
+
+CASES = [pytest.param(sc, form, tr, id=f"{sc}-{form}-{tr}") for sc in SCENARIOS for form in FORMS for tr in TRACES]
+
+
+@pytest.mark.parametrize("sc,form,trace", CASES)
+def test_native_capture_steps_texts_and_fates_are_the_kernels(sc, form, trace):
+    d = CAPS / sc
+    check_capture(d, [str(d / f) for f in FORMS[form]], str(d / trace))
+
+
+def check_capture(d: Path, ruleset: list[str], trace: str) -> None:
+    want = kernel_steps(d)
+    result = explain_files(ruleset, [trace])
+    got = Counter(tuple(_explained_steps(e)) for e in result.explanations)
+    kernel = Counter(tuple(steps) for _, steps in want)
+    assert sum(got.values()) == sum(kernel.values())
+    assert got == kernel, {"missing": list((kernel - got).elements()), "extra": list((got - kernel).elements())}
+    assert not [w for e in result.explanations for s in e.steps if (w := s.warning)]
+    outcome = json.loads((d / "outcome.json").read_text())
+    fates = []
+    for flow in outcome["flows"]:
+        e = _first_packet(result.explanations, flow)
+        assert e is not None, flow["name"]
+        steps = next(st for _, st in want if st == _explained_steps(e))
+        fates.append((flow["name"], e.fate, expected_fate(flow, steps, outcome["host"])))
+    assert all(a is b for _, a, b in fates), fates
