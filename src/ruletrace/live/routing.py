@@ -84,7 +84,7 @@ def lookup(point: str, *, dst: str, src: str | None, iif: str | None, mark: int 
         d.dev, d.gateway, d.table = r.get("dev"), r.get("gateway"), str(r.get("table") or "main")
         if d.type in ("local", "broadcast") and d.table == "main":
             d.table = "local"  # without custom ip rules the kernel merges table local into main and says main
-    if rules:
+    if rules and not d.error:  # a failed lookup does not say which table it ended in
         rule = routes.choosing_rule(rules, d.table, src=src, dst=dst, mark=mark, iif=iif if point != "output" else None)
         d.rule = routes.rule_text(rule) if rule else None
     d.sysctls = host_sysctls([iif or "", d.dev or ""])
