@@ -456,6 +456,48 @@ class CauseLink:
 
 
 @dataclass(slots=True)
+class KernelDrop:
+    """The kernel freed the packet outside (or inside) netfilter, and said why (skb:kfree_skb)."""
+
+    reason: str  # the kernel's name, verbatim: "NO_SOCKET", "IP_INADDRERRORS", …
+    function: str | None = None  # the kernel function that freed it: "ip_error"
+    text: str = ""  # the reason in words, with the host fact named
+    fields: dict[str, str] = field(default_factory=dict)  # the packet as the kernel freed it (SRC DST …)
+
+
+@dataclass(slots=True)
+class RouteDecision:
+    """One routing lookup: where the kernel sends the packet, and which ``ip rule`` chose the table."""
+
+    point: str  # "input" (after PREROUTING), "output" (after OUTPUT), "reroute" (after NAT / mark change)
+    type: str | None = None  # "unicast", "local", "unreachable", … (None: the lookup failed)
+    dev: str | None = None
+    gateway: str | None = None
+    table: str | None = None
+    rule: str | None = None  # the ip rule, as `ip rule` prints it: "100: from all fwmark 0x1 lookup 100"
+    mark: str | None = None
+    error: str | None = None  # the lookup's error ("No route to host")
+    sysctls: dict[str, str] = field(default_factory=dict)  # ip_forward, rp_filter of the interfaces involved
+    text: str = ""  # one line
+
+
+@dataclass(slots=True)
+class ConntrackEntry:
+    """The conntrack entry of the packet's flow, when first seen or at the end of the trace."""
+
+    when: str  # "first seen", "end"
+    proto: str | None = None
+    state: str | None = None
+    original: str = ""  # "src=… dst=… sport=… dport=…"
+    reply: str = ""
+    mark: str | None = None
+    zone: str | None = None
+    status: list[str] = field(default_factory=list)  # ASSURED, SEEN_REPLY, UNREPLIED, …
+    timeout: int | None = None
+    text: str = ""  # the whole line, as conntrack printed it
+
+
+@dataclass(slots=True)
 class Explanation:
     packet: Packet
     steps: list[Step] = field(default_factory=list)
@@ -467,6 +509,9 @@ class Explanation:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     last_seen: str | None = None  # "table:chain" of the last event, for fate unknown
+    drops: list[KernelDrop] = field(default_factory=list)  # kernel drop reasons (live: skb:kfree_skb)
+    routing: list[RouteDecision] = field(default_factory=list)
+    conntrack: list[ConntrackEntry] = field(default_factory=list)
 
     @property
     def first(self) -> dict[str, str]:

@@ -134,7 +134,8 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         if dry_run:
             return ExitStatus.OK
         started = True
-        say(f"ruletrace: tracing ({tracer.mode}, session {tracer.sid}); Ctrl-C to stop", "dim")
+        fate = f"; {tracer.fate.status}" if tracer.fate is not None else ""
+        say(f"ruletrace: tracing ({tracer.mode}, session {tracer.sid}{fate}); Ctrl-C to stop", "dim")
 
         def stop() -> bool:
             return deadline is not None and time.monotonic() >= deadline

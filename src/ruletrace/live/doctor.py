@@ -115,6 +115,12 @@ def diagnose(*, all_netns: str | None = None) -> list[Check]:
                      f"conntrack active, {ct.strip()} entries" if ct is not None else
                      "conntrack not loaded in this namespace (state matches load it)"
                      + ("" if be.have_tool("conntrack") else "; conntrack tool missing")))
+    from .dropmon import availability
+
+    av = availability()
+    out.append(Check("drop reasons", OK if av.ok else WARN,
+                     "bpftrace, BTF and tracefs present: `ruletrace trace` shows the kernel's drop reasons" if av.ok
+                     else f"off: {av.why}; `ruletrace trace` works without the kernel's drop reasons", av.fix))
     try:
         lo = own.scan()
         others = own.other_namespace_states()

@@ -169,6 +169,7 @@ class Tracer:
         self._grouper: LiveGrouper | None = None
         self._counted = False
         self._torn_down = False
+        self.fate = None  # fatehooks.Fate: kernel drop reasons, routing, conntrack beside the rule path
 
     # --- setup ------------------------------------------------------------------------
 
@@ -215,6 +216,10 @@ class Tracer:
             self.say(f"netlink: join group NFNLGRP_NFTABLES ({NFNLGRP_NFTABLES}) to see ruleset changes")
             self.source.join_group(NFNLGRP_NFTABLES)
         self._last_refresh = self._last_quick = time.monotonic()
+        from .fatehooks import Fate
+
+        self.fate = Fate(self.spec, say=self.say, warn=self.warn)  # kept first: teardown stops what it starts
+        self.fate.start()
 
     def _open_nftrace(self) -> None:
         from .netlink import NetlinkSocket
@@ -561,6 +566,8 @@ class Tracer:
                                  "later steps may refer to the new ruleset")
         for why in incomplete or ():
             expl.warnings.append("possibly incomplete: " + why)
+        if self.fate is not None:
+            self.fate.attach(expl)
         return expl
 
     # --- teardown ---------------------------------------------------------------------
@@ -572,6 +579,8 @@ class Tracer:
         self._torn_down = True
         old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # cleanup must not be cut short
         try:
+            if self.fate is not None:
+                self.fate.stop()
             self._count()
             if self._grouper is not None:  # stopped early: what was still open did arrive
                 for pkt, versions, flags in self._grouper.flush(0, everything=True):

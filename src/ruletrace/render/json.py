@@ -66,7 +66,24 @@ def to_json(expl: Explanation) -> JSONObject:
         ],
         "warnings": list(expl.warnings),
         "notes": list(expl.notes),
-    }
+    } | _fate(expl)
+
+
+def _fate(expl: Explanation) -> JSONObject:
+    """Live only, present when known: the kernel's drop reason, routing decisions, conntrack entry."""
+    out: JSONObject = {}
+    if expl.drops:
+        out["drops"] = [{"reason": d.reason, "function": d.function, "text": d.text, "fields": dict(d.fields)}
+                        for d in expl.drops]
+    if expl.routing:
+        out["routing"] = [{"point": r.point, "type": r.type, "dev": r.dev, "gateway": r.gateway, "table": r.table,
+                           "rule": r.rule, "mark": r.mark, "error": r.error, "sysctls": dict(r.sysctls),
+                           "text": r.text} for r in expl.routing]
+    if expl.conntrack:
+        out["conntrack"] = [{"when": c.when, "proto": c.proto, "state": c.state, "original": c.original,
+                             "reply": c.reply, "mark": c.mark, "zone": c.zone, "status": list(c.status),
+                             "timeout": c.timeout, "text": c.text} for c in expl.conntrack]
+    return out
 
 
 def document(

@@ -353,6 +353,12 @@ def _footer(expl: Explanation) -> list[_Hanging]:
                 where.append(": " + clean(c.text))
             lines.append(_Hanging(safe(c.role.ljust(width), "cause"), [where]))
         rows.append(("why", lines))
+    if expl.drops:  # the kernel's own drop reason (live: skb:kfree_skb)
+        rows.append(("kernel", [safe("dropped: " + (d.text or d.reason), "warning") for d in expl.drops]))
+    if expl.routing:
+        rows.append(("route", [safe(r.text) for r in expl.routing]))
+    if expl.conntrack:
+        rows.append(("ct", [safe(f"{c.when}: {c.text}") for c in expl.conntrack]))
     if expl.warnings:
         rows.append(("warning", [safe(w, "warning") for w in expl.warnings]))
     if expl.notes:

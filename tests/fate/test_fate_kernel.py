@@ -1,0 +1,147 @@
+"""`ruletrace trace` names the kernel's own drop reason, against the real kernel (issue 15).
+
+Each scenario (lab/scenarios_fate.py) makes the host's kernel drop a UDP datagram outside
+netfilter; the trace runs with ``--netns`` in the host's namespace and must report the reason
+name bpftrace saw, plus the routing decision. Nothing is changed in the root namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, iptables, BPF)"
+    missing = [t for t in ("ip", "iptables-nft", "nft", "bpftrace") if shutil.which(t) is None]
+    if missing:
+        return f"missing tools: {', '.join(missing)}"
+    from ruletrace.live.dropmon import availability
+
+    av = availability()
+    return None if av.ok else f"drop reasons unavailable here: {av.why}"
+
+
+if _skip_reason():
+    pytestmark = [pytest.mark.kernel, pytest.mark.skip(reason=_skip_reason())]
+
+
+def _bpftrace_pids() -> set[str]:
+    return set(subprocess.run(["pgrep", "-x", "bpftrace"], capture_output=True, text=True).stdout.split())
+
+
+@pytest.fixture(scope="module")
+def fl():
+    from ruletrace.lab import scenarios_fate as sf
+    from ruletrace.lab.netns import Lab
+
+    with Lab() as lab:
+        yield sf.build(lab)
+
+
+class Trace:
+    """`ruletrace trace --netns HOST` in the background, read until it says it is tracing."""
+
+    def __init__(self, ns: str, *args: str, env: dict | None = None) -> None:
+        self.p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", ns, "--backend", "nft",
+                                   "-4", "-p", "udp", "--json", *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env or ENV)
+        self.err: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.p.stderr.readline()
+            if not line:
+                break
+            self.err.append(line)
+            if "tracing (" in line:
+                return
+        self.p.kill()
+        self.p.communicate()
+        raise AssertionError("tracer did not start:\n" + "".join(self.err))
+
+    def finish(self, timeout: float = 30) -> tuple[int, list[dict], str]:
+        out, err = self.p.communicate(timeout=timeout)
+        return self.p.returncode, [json.loads(x) for x in out.splitlines()], "".join(self.err) + err
+
+
+@pytest.mark.parametrize("name", ["closed-udp", "forward-off", "no-route", "rp-filter"])
+def test_drop_reason_named_live(fl, name):
+    sc = fl.prepare(name)
+    before = _bpftrace_pids()
+    t = Trace(fl.host.ns, "-s", sc.src, "-d", sc.dst, "--count", "1", "--duration", "20")
+    assert "drop reasons on" in "".join(t.err)
+    fl.send_udp(sc)
+    rc, pkts, err = t.finish()
+    assert rc == 0, err
+    (pkt,) = pkts
+    assert pkt["src"] == sc.src and pkt["dst"] == sc.dst
+    assert [d["reason"] for d in pkt.get("drops", [])] == [sc.reason], (pkt, err)
+    d = pkt["drops"][0]
+    if sc.function:
+        assert d["function"] == sc.function
+    assert d["fields"]["SRC"] == sc.src and d["fields"]["DPT"] == "9998"
+    assert d["text"].endswith(sc.reason + (f" in {d['function']}" if d["function"] else ""))
+    route = pkt["routing"][0]
+    assert route["point"] == "input"
+    if name == "closed-udp":
+        assert "no socket listens on udp/9998" in d["text"]
+        assert (route["type"], route["table"]) == ("local", "local"), route
+    elif name == "forward-off":
+        assert "forwarding is disabled on this host (net.ipv4.ip_forward=0)" in d["text"]
+        assert route["sysctls"]["net.ipv4.ip_forward"] == "0"
+    elif name == "no-route":
+        assert route["error"] and route["type"] == "unreachable", route
+    elif name == "rp-filter":
+        assert route["sysctls"][f"net.ipv4.conf.{fl.h_if}.rp_filter"] == "1"
+    assert _bpftrace_pids() <= before  # the child went with the trace
+
+
+def test_bpftrace_dies_with_a_killed_ruletrace(fl):
+    sc = fl.prepare("closed-udp")
+    before = _bpftrace_pids()
+    t = Trace(fl.host.ns, "-s", sc.src, "--duration", "60")
+    assert _bpftrace_pids() - before, "bpftrace should run while tracing"
+    t.p.send_signal(signal.SIGKILL)
+    t.p.communicate(timeout=10)
+    deadline = time.monotonic() + 5
+    while _bpftrace_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (_bpftrace_pids() - before)  # PR_SET_PDEATHSIG: no BPF program left attached
+    subprocess.run([sys.executable, "-m", "ruletrace", "cleanup", "--netns", fl.host.ns], env=ENV,
+                   capture_output=True, timeout=60)
+
+
+def test_without_bpftrace_tracing_goes_on(fl, tmp_path):
+    """PATH without bpftrace: the trace says drop reasons are off and why, and still explains."""
+    sc = fl.prepare("closed-udp")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        for f in Path(d).glob("*") if Path(d).is_dir() else []:
+            if f.name != "bpftrace" and not (bindir / f.name).exists():
+                (bindir / f.name).symlink_to(f)
+    env = {**ENV, "PATH": str(bindir)}
+    t = Trace(fl.host.ns, "-s", sc.src, "--count", "1", "--duration", "20", env=env)
+    assert "drop reasons off: bpftrace not found on PATH" in "".join(t.err)
+    fl.send_udp(sc)
+    rc, pkts, err = t.finish()
+    assert rc == 0, err
+    (pkt,) = pkts
+    assert "drops" not in pkt and pkt["routing"][0]["type"] == "local"
+    p = subprocess.run([sys.executable, "-m", "ruletrace", "doctor", "--no-color"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert "drop reasons" in p.stdout and "apt-get install bpftrace" in p.stdout, p.stdout
