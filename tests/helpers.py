@@ -18,3 +18,46 @@ def ev(tag: str, ident=("p1",), *, line: int | None = None, packet_id=None, verd
 def path(tags: str, ident=("p1",), **fields: str) -> list[TraceEvent]:
     """Events for a whitespace-separated list of tags, all with the same fields."""
     return [ev(t, ident, **fields) for t in tags.split()]
+
+
+class BackgroundTrace:
+    """``python -m ruletrace trace ARGS`` in the background, stderr read until it says it is tracing.
+
+    ``on_line`` sees every stderr line read while starting (e.g. to pick up the session id).
+    """
+
+    def __init__(self, *args: str, env: dict | None = None, timeout: float = 30.0, stdin=None) -> None:
+        import subprocess
+        import sys
+        import time
+
+        self.p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env, stdin=stdin)
+        self.err: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.p.stderr.readline()
+            if not line:
+                break
+            self.err.append(line)
+            self.on_line(line)
+            if "tracing (" in line:
+                return
+        self.p.kill()
+        _out, rest = self.p.communicate()
+        raise AssertionError("the trace did not start:\n" + "".join(self.err) + (rest or ""))
+
+    def on_line(self, line: str) -> None:
+        pass
+
+    def communicate(self, timeout: float) -> tuple[int, str, str]:
+        """Wait for the end: (exit status, stdout, all of stderr); a trace that does not end is killed."""
+        import subprocess
+
+        try:
+            out, err = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            _out, err = self.p.communicate()
+            raise AssertionError("the trace did not end:\n" + "".join(self.err) + err) from None
+        return self.p.returncode, out, "".join(self.err) + err

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import BackgroundTrace
+
 pytestmark = pytest.mark.kernel
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -53,29 +55,16 @@ def fl():
         yield sf.build(lab)
 
 
-class Trace:
-    """`ruletrace trace --netns HOST` in the background, read until it says it is tracing."""
+class Trace(BackgroundTrace):
+    """`ruletrace trace --netns HOST` in the background."""
 
     def __init__(self, ns: str, *args: str, env: dict | None = None) -> None:
-        self.p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", ns, "--backend", "nft",
-                                   "-4", "-p", "udp", "--json", *args], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env or ENV)
-        self.err: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.p.stderr.readline()
-            if not line:
-                break
-            self.err.append(line)
-            if "tracing (" in line:
-                return
-        self.p.kill()
-        self.p.communicate()
-        raise AssertionError("tracer did not start:\n" + "".join(self.err))
+        super().__init__("--netns", ns, "--backend", "nft", "-4", "-p", "udp", "--json", *args,
+                         env=env or ENV, timeout=60)
 
     def finish(self, timeout: float = 30) -> tuple[int, list[dict], str]:
-        out, err = self.p.communicate(timeout=timeout)
-        return self.p.returncode, [json.loads(x) for x in out.splitlines()], "".join(self.err) + err
+        rc, out, err = self.communicate(timeout)
+        return rc, [json.loads(x) for x in out.splitlines()], err
 
 
 @pytest.mark.parametrize("name", ["closed-udp", "forward-off", "no-route", "rp-filter"])

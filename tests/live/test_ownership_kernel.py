@@ -13,10 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import BackgroundTrace
 
 pytestmark = pytest.mark.kernel
 
@@ -92,29 +93,17 @@ def ruletrace(state: Path, *args: str, **extra: str) -> subprocess.CompletedProc
                           env=env(state, **extra), timeout=120, stdin=subprocess.DEVNULL)
 
 
-class Session:
+class Session(BackgroundTrace):
     """`ruletrace trace --netns NS` in the background; ``sid`` read from its stderr."""
 
     def __init__(self, state: Path, *args: str, **extra: str) -> None:
-        self.p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", NS, *args],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=env(state, **extra), stdin=subprocess.DEVNULL)
-        self.err: list[str] = []
         self.sid = ""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.p.stderr.readline()
-            if not line:
-                break
-            self.err.append(line)
-            m = re.search(r"session ([0-9a-f]+): backend", line)
-            if m:
-                self.sid = m[1]
-            if "tracing (" in line:
-                return
-        self.p.kill()
-        self.p.communicate()
-        raise AssertionError("trace did not start:\n" + "".join(self.err))
+        super().__init__("--netns", NS, *args, env=env(state, **extra), timeout=30, stdin=subprocess.DEVNULL)
+
+    def on_line(self, line: str) -> None:
+        m = re.search(r"session ([0-9a-f]+): backend", line)
+        if m:
+            self.sid = m[1]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> tuple[int, str]:
         self.p.send_signal(sig)

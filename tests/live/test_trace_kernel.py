@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import BackgroundTrace
+
 pytestmark = pytest.mark.kernel
 
 PREFIX = f"rtt8{os.getpid() % 1000}"
@@ -132,28 +134,14 @@ def send_ping() -> None:
     assert p.returncode == 0, p.stderr
 
 
-class Tracer:
-    """`ruletrace trace` running in the background, stderr read until it says it is tracing."""
+class Tracer(BackgroundTrace):
+    """`ruletrace trace --netns SERVER …` running in the background."""
 
     def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", SERVER, *args],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-        self.err: list[str] = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = self.p.stderr.readline()
-            if not line:
-                break
-            self.err.append(line)
-            if "tracing (" in line:
-                return
-        self.p.kill()
-        self.p.communicate()
-        raise AssertionError("tracer did not start:\n" + "".join(self.err) + self.p.stderr.read())
+        super().__init__("--netns", SERVER, *args, env=ENV, timeout=20)
 
     def finish(self, timeout: float = 20) -> tuple[int, str, str]:
-        out, err = self.p.communicate(timeout=timeout)
-        return self.p.returncode, out, "".join(self.err) + err
+        return self.communicate(timeout)
 
 
 def ruletrace(*args: str) -> subprocess.CompletedProcess[str]:

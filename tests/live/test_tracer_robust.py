@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import BackgroundTrace
+
 from .test_trace_kernel import ENV, _skip_reason
 
 pytestmark = pytest.mark.kernel
@@ -107,31 +109,13 @@ def syn() -> None:
        f"\nexcept OSError: pass\"", CLIENT)
 
 
-class Trace:
+class Trace(BackgroundTrace):
     def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", SERVER, "--json", *args],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-        self.err: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.p.stderr.readline()
-            if not line:
-                break
-            self.err.append(line)
-            if "tracing (" in line:
-                return
-        self.p.kill()
-        self.p.communicate()
-        raise AssertionError("tracer did not start:\n" + "".join(self.err))
+        super().__init__("--netns", SERVER, "--json", *args, env=ENV, timeout=30)
 
     def finish(self, timeout: float = 60) -> tuple[int, list[dict], str]:
-        try:
-            out, err = self.p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            out, err = self.p.communicate()
-            raise AssertionError("the trace did not end:\n" + "".join(self.err) + err) from None
-        return self.p.returncode, [json.loads(x) for x in out.splitlines()], "".join(self.err) + err
+        rc, out, err = self.communicate(timeout)
+        return rc, [json.loads(x) for x in out.splitlines()], err
 
 
 def summary(err: str) -> str:
