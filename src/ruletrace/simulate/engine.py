@@ -80,7 +80,7 @@ class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
-                 "_path_reason", "native")
+                 "_path_reason", "native", "_rerouted")
 
     def __init__(self, rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
@@ -107,6 +107,7 @@ class _Run(WalkState):
         else:
             self.cc = compiled(rs, v == 6, index)
         self._path_reason = ""
+        self._rerouted: str | None = None
         self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
         if explain_miss:
@@ -194,6 +195,9 @@ class _Run(WalkState):
         pr, f = self.probe, self.facts
         if pr.path is not None:
             return pr.path
+        if pr.iif is None and (p.src >> 24 == 127 if p.v == 4 else p.src == 1):
+            self._path_reason = f"SRC {pr.src} is a loopback address: locally generated"
+            return "output"
         if known:
             src_local = f.is_local(p.v, p.src)
             if f.is_local(p.v, p.dst) and not (pr.iif is None and pr.oif and src_local):
@@ -307,6 +311,11 @@ class _Run(WalkState):
         v = hook("OUTPUT")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
+        if self._rerouted is not None:
+            # the OUTPUT hook's chains all see the device routed before nat OUTPUT changed the
+            # destination (the hook state's out); the new route's device leaves from POSTROUTING on
+            p.oif, self._rerouted = self._rerouted, None
+            p.snap = None
         v = hook("POSTROUTING")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
@@ -343,9 +352,9 @@ class _Run(WalkState):
         return dflt
 
     def reroute(self, p: Pkt, c: Ctx) -> None:
-        """Route again after the nat table changed the destination of a locally generated packet."""
-        p.oif = self._route_out(p, c) or p.oif
-        p.snap = None
+        """Route again after the nat table changed the destination of a locally generated packet
+        (ip_route_me_harder): the new device is the packet's from POSTROUTING on (_output)."""
+        self._rerouted = self._route_out(p, c) or p.oif
 
     def _misses(self) -> list[Miss]:
         t, ch = self.miss_key  # type: ignore[misc]
