@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import RuletraceError
-from ..model import Origin, Packet, Ruleset
+from ..model import Fate, Origin, Packet, Ruleset
 from ..simulate.engine import SimResult, simulate as run_simulation
 from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
 from ..simulate.nft_walk import is_native
@@ -18,6 +18,10 @@ from .status import ExitStatus
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
 _FALSE = {"nomatch": False, "no-match": False, "no": False, "false": False, "off": False, "0": False}
 MAX_COMPARED = 50  # packets of a --compare trace that are simulated
+# exit status per predicted fate (documented in the command's help and README "Simulate"); 1 is
+# --compare's "the trace and the prediction part ways", 2 bad input (ExitStatus.ERROR)
+FATE_STATUS: dict[Fate, int] = {Fate.DELIVERED: 0, Fate.FORWARDED: 0, Fate.SENT: 0,
+                                Fate.DROPPED: 3, Fate.REJECTED: 4, Fate.UNKNOWN: 5}
 
 
 def parse_values(items: tuple[str, ...]) -> dict[str, int]:
@@ -158,6 +162,11 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     Example: ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 -d 192.168.10.11 --dport 52000 -i eth0
     Every host fact the answer depends on (local addresses, routes, conntrack state, ipsets) is
     given or defaulted, and stated in the output with every assumption made.
+
+    \b
+    Exit status: 0 delivered, forwarded or sent; 3 dropped; 4 rejected; 5 unknown (queued to
+    user space, or no decision); 2 bad input. With --compare: 0 every traced packet agrees with
+    its prediction, 1 some part ways.
     """
     from ..pipeline import load_rulesets
 
@@ -189,7 +198,7 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
         _write_json([(expl, res, None)], all_rs, _fact_sources(addrs, routes, ipset))
     else:
         _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
-    return ExitStatus.OK
+    return FATE_STATUS[res.fate]
 
 
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
