@@ -110,3 +110,21 @@ def test_exit_status_per_fate(tmp_path, capsys, target: str, status: int) -> Non
     assert main([*base, "-d", "10.0.0.1"]) == status  # INPUT: delivered
     assert main([*base, "-d", "10.9.0.1", "-i", "eth0", "-o", "eth1"]) == status  # FORWARD: forwarded
     capsys.readouterr()
+
+
+def test_headline_states_the_assumption_the_verdict_rests_on(tmp_path, capsys) -> None:
+    rules = tmp_path / "f.rules"
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     "-A FORWARD -o eth1 -j DROP\n-A INPUT -m conntrack --ctstate NEW -j REJECT\nCOMMIT\n")
+    base = ["simulate", "-r", str(rules), "-p", "udp", "-s", "10.0.0.9", "--dport", "53", "-i", "eth0",
+            "--local-addr", "eth0=10.0.0.1/24", "--no-color", "--width", "200"]
+    assert main([*base, "-d", "10.9.0.1"]) == 3
+    head = capsys.readouterr().out.splitlines()[1]
+    assert head == "DROPPED by filter:FORWARD rule 1 if OUT=eth1, assumed"
+    assert main([*base, "-d", "10.9.0.1", "-o", "eth1"]) == 3  # given: no condition
+    assert capsys.readouterr().out.splitlines()[1] == "DROPPED by filter:FORWARD rule 1"
+    assert main([*base, "-d", "10.0.0.1", "--json"]) == 4
+    sim = json.loads(capsys.readouterr().out)["packets"][0]["simulation"]
+    assert sim["depends_on"] == ["conntrack state NEW"]
+    assert main([*base, "-d", "10.0.0.1", "--json", "--ctstate", "NEW"]) == 4
+    assert json.loads(capsys.readouterr().out)["packets"][0]["simulation"]["depends_on"] == []

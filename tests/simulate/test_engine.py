@@ -369,3 +369,21 @@ def test_loopback_source_is_locally_generated_with_both_halves() -> None:
     # no rule needs conntrack: no nat chains; the INPUT half comes back in on lo
     assert [(t, c) for t, c, _, _ in step_tags(r.events)] == [("filter", "OUTPUT"), ("filter", "INPUT")]
     assert r.events[-1].fields["IN"] == "lo"
+
+
+def test_depends_on_names_branches_and_unevaluated_matches_that_decide() -> None:
+    from ruletrace.simulate.depends import depends_on
+
+    rs = rs_of(_tables(["-A INPUT -m statistic --mode random --probability 0.5 -j DROP",
+                        "-A INPUT -m foo --bar 1 -j REJECT", "-A INPUT -m statistic --mode nth --every 2 -j LOG"]))
+    pr = Probe(proto=17, src="10.0.0.9", dst="10.0.0.2", sport=1, dport=2, iif="eth0")
+    r = simulate(rs, pr, _two_ifaces())
+    assert r.fate == Fate.DROPPED
+    assert depends_on(rs, pr, _two_ifaces(), r) == [
+        "filter:INPUT:1 -m statistic --mode random --probability 0.5 matched"]
+    f = _two_ifaces()
+    f.assume["filter:INPUT:1"] = False
+    r = simulate(rs, pr, f)
+    assert r.fate == Fate.DELIVERED
+    # the given branch is not a condition; the module it cannot evaluate is; the LOG rule decides nothing
+    assert depends_on(rs, pr, f, r) == ["filter:INPUT:2 did not match"]
