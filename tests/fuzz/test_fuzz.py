@@ -1,7 +1,7 @@
 """Fuzzing every reader and the CLI: damaged fixtures (a fixed mutation corpus) and hypothesis.
 
 What must hold for any input: no exception other than RuletraceError from a reader (detect +
-read, the CLI's entry), the CLI exits 0, 1 or 2 with no traceback, and each case finishes
+read, the CLI's entry), the CLI exits 0, 1 or 2 (simulate also 3-5, its fates) with no traceback, and each case finishes
 within a time limit and a memory limit (the worker runs under RLIMIT_AS, alarm per case).
 Deterministic (fixed seeds, derandomized hypothesis) and bounded: CI runs all of it.
 """

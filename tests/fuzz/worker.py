@@ -86,7 +86,9 @@ def main() -> int:
                         pass
                 else:
                     code, err = run_cli(job)
-                    if code not in (0, 1, 2) or "Traceback" in err:
+                    # simulate's exit status tells the fate: 3 dropped, 4 rejected, 5 unknown
+                    ok = (0, 1, 2, 3, 4, 5) if what == "simulate" else (0, 1, 2)
+                    if code not in ok or "Traceback" in err:
                         failure = f"exit {code}: {err[-600:]}"
             except CaseTimeout:
                 failure = f"over {CASE_SECONDS} s"

@@ -35,7 +35,7 @@ def run(tmp_path, capsys):
 def test_text_output_answers_seed003(run, tmp_path) -> None:
     r = run("-p", "tcp", "-s", "172.28.129.2", "-d", "172.28.129.4", "--dport", "52000", "-i", "eth0",
              "--local-addr", "eth0=172.28.129.4/24", "--no-color", "--width", "120")
-    assert r.exit_code == ExitStatus.OK, r.output
+    assert r.exit_code == 3, r.output  # dropped
     assert "KUBE-FIREWALL" in r.output and "0x8000" in r.output
     assert "source port not given: assumed 40000" in r.output
 
@@ -98,3 +98,33 @@ def test_native_nft_cli_numgen_value_and_json(tmp_path) -> None:
     assert sim["final"]["DST"] == "10.244.1.6"  # endpoint 1 of 0..2
     assert any(s["chain"] == "services" for s in sim["steps"])
     assert sim["branches"][0]["match"] == "numgen random mod 3"
+
+
+@pytest.mark.parametrize("target,status", [("ACCEPT", 0), ("DROP", 3), ("REJECT", 4), ("NFQUEUE --queue-num 1", 5)])
+def test_exit_status_per_fate(tmp_path, capsys, target: str, status: int) -> None:
+    rules = tmp_path / "f.rules"
+    rules.write_text(f"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     f"-A INPUT -p udp -j {target}\n-A FORWARD -p udp -j {target}\nCOMMIT\n")
+    base = ["simulate", "-r", str(rules), "-p", "udp", "-s", "10.0.0.9", "--dport", "53", "--local-addr",
+            "eth0=10.0.0.1/24", "--json"]
+    assert main([*base, "-d", "10.0.0.1"]) == status  # INPUT: delivered
+    assert main([*base, "-d", "10.9.0.1", "-i", "eth0", "-o", "eth1"]) == status  # FORWARD: forwarded
+    capsys.readouterr()
+
+
+def test_headline_states_the_assumption_the_verdict_rests_on(tmp_path, capsys) -> None:
+    rules = tmp_path / "f.rules"
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     "-A FORWARD -o eth1 -j DROP\n-A INPUT -m conntrack --ctstate NEW -j REJECT\nCOMMIT\n")
+    base = ["simulate", "-r", str(rules), "-p", "udp", "-s", "10.0.0.9", "--dport", "53", "-i", "eth0",
+            "--local-addr", "eth0=10.0.0.1/24", "--no-color", "--width", "200"]
+    assert main([*base, "-d", "10.9.0.1"]) == 3
+    head = capsys.readouterr().out.splitlines()[1]
+    assert head == "DROPPED by filter:FORWARD rule 1 if OUT=eth1, assumed"
+    assert main([*base, "-d", "10.9.0.1", "-o", "eth1"]) == 3  # given: no condition
+    assert capsys.readouterr().out.splitlines()[1] == "DROPPED by filter:FORWARD rule 1"
+    assert main([*base, "-d", "10.0.0.1", "--json"]) == 4
+    sim = json.loads(capsys.readouterr().out)["packets"][0]["simulation"]
+    assert sim["depends_on"] == ["conntrack state NEW"]
+    assert main([*base, "-d", "10.0.0.1", "--json", "--ctstate", "NEW"]) == 4
+    assert json.loads(capsys.readouterr().out)["packets"][0]["simulation"]["depends_on"] == []

@@ -311,3 +311,79 @@ def test_forwarded_packet_steps_show_out_and_decremented_ttl_after_prerouting() 
     assert by_hook[("mangle", "PREROUTING")]["OUT"] == "" and by_hook[("mangle", "PREROUTING")]["TTL"] == "64"
     assert by_hook[("filter", "FORWARD")]["OUT"] == "eth1" and by_hook[("filter", "FORWARD")]["TTL"] == "63"
     assert r.final["TTL"] == "63"
+
+
+# --- issue 14: addrtype, re-route after DNAT in nat OUTPUT, MASQUERADE on lo, loopback ------------
+
+def _tables(filter_rules: list[str], nat_rules: list[str] = ()) -> str:
+    return ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+            + "".join(r + "\n" for r in nat_rules) + "COMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n"
+            ":OUTPUT ACCEPT [0:0]\n" + "".join(r + "\n" for r in filter_rules) + "COMMIT\n")
+
+
+def _two_ifaces() -> HostFacts:
+    f = HostFacts()
+    f.add_local("eth0=10.0.0.2/24")
+    f.add_local("eth1=10.1.0.2/24")
+    return f
+
+
+def test_addrtype_limit_iface_in_is_evaluated_per_interface() -> None:
+    rs = rs_of(_tables(["-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP"]))
+    on = simulate(rs, Probe(proto=17, src="10.0.0.9", dst="10.0.0.2", sport=1, dport=2, iif="eth0"), _two_ifaces())
+    assert on.fate == Fate.DROPPED
+    # 10.1.0.2 is local, but on eth1: for the kernel's lookup limited to eth0 it is UNICAST
+    off = simulate(rs, Probe(proto=17, src="10.0.0.9", dst="10.1.0.2", sport=1, dport=2, iif="eth0"), _two_ifaces())
+    assert off.fate == Fate.DELIVERED
+
+
+def test_addrtype_unicast_is_false_for_a_local_address() -> None:
+    rs = rs_of(_tables(["-A OUTPUT -m addrtype --src-type UNICAST -j DROP"]))
+    r = simulate(rs, Probe(proto=17, src="10.0.0.2", dst="10.0.0.7", sport=1, dport=2), _two_ifaces())
+    assert r.fate == Fate.SENT
+    r = simulate(rs, Probe(proto=17, src="10.0.0.7", dst="10.0.0.2", sport=1, dport=2, path="output"), _two_ifaces())
+    assert r.fate == Fate.DROPPED
+
+
+def test_dnat_in_nat_output_reroutes_after_the_output_hook() -> None:
+    rs = rs_of(_tables(["-A OUTPUT -j LOG"], ["-A OUTPUT -p udp -j DNAT --to-destination 10.1.0.9"]))
+    r = simulate(rs, Probe(proto=17, src="10.0.0.2", dst="10.0.0.7", sport=1, dport=2), _two_ifaces())
+    outs = {(e.table, e.chain): e.fields["OUT"] for e in r.events}
+    assert outs[("filter", "OUTPUT")] == "eth0"  # the device routed before the DNAT
+    assert outs[("nat", "POSTROUTING")] == "eth1"
+    assert r.events[-1].fields["DST"] == "10.1.0.9"
+
+
+def test_masquerade_on_lo_takes_the_first_global_address() -> None:
+    rs = rs_of(_tables([], ["-A POSTROUTING -o lo -j MASQUERADE"]))
+    r = simulate(rs, Probe(proto=17, src="10.1.0.2", dst="10.0.0.2", sport=1, dport=2), _two_ifaces())
+    assert r.fate == Fate.DELIVERED
+    assert r.final["SRC"] == "10.0.0.2"
+    assert not any("MASQUERADE" in a for a in r.assumptions)
+
+
+def test_loopback_source_is_locally_generated_with_both_halves() -> None:
+    rs = rs_of(_tables(["-A INPUT -i lo -j DROP"]))
+    r = simulate(rs, Probe(proto=6, src="127.0.0.1", dst="127.0.0.1", sport=1, dport=2))
+    assert r.fate == Fate.DROPPED
+    # no rule needs conntrack: no nat chains; the INPUT half comes back in on lo
+    assert [(t, c) for t, c, _, _ in step_tags(r.events)] == [("filter", "OUTPUT"), ("filter", "INPUT")]
+    assert r.events[-1].fields["IN"] == "lo"
+
+
+def test_depends_on_names_branches_and_unevaluated_matches_that_decide() -> None:
+    from ruletrace.simulate.depends import depends_on
+
+    rs = rs_of(_tables(["-A INPUT -m statistic --mode random --probability 0.5 -j DROP",
+                        "-A INPUT -m foo --bar 1 -j REJECT", "-A INPUT -m statistic --mode nth --every 2 -j LOG"]))
+    pr = Probe(proto=17, src="10.0.0.9", dst="10.0.0.2", sport=1, dport=2, iif="eth0")
+    r = simulate(rs, pr, _two_ifaces())
+    assert r.fate == Fate.DROPPED
+    assert depends_on(rs, pr, _two_ifaces(), r) == [
+        "filter:INPUT:1 -m statistic --mode random --probability 0.5 matched"]
+    f = _two_ifaces()
+    f.assume["filter:INPUT:1"] = False
+    r = simulate(rs, pr, f)
+    assert r.fate == Fate.DELIVERED
+    # the given branch is not a condition; the module it cannot evaluate is; the LOG rule decides nothing
+    assert depends_on(rs, pr, f, r) == ["filter:INPUT:2 did not match"]

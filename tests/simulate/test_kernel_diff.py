@@ -216,3 +216,46 @@ def test_random_rulesets(host: KernelHost, drawn) -> None:
     kernel, sim, res, _ = run_both(host, text, proto, host.server_ip, dport)
     assert kernel, "the kernel logged no TRACE line"
     assert sim == kernel, text
+
+
+# --- issue 14: what the simulator got wrong, checked on the kernel ------------------------------
+
+def _sim_output(host: KernelHost, text: str, proto: str, src: str, dst: str, dport: int):
+    saved = host.load(text)
+    rs = parse(saved, origin=Origin("iptables-legacy-save"))
+    sport = host.next_sport()
+    traces = host.send(proto, host.srv, dst, sport=sport, dport=dport, src=src)
+    probe = Probe(proto={"tcp": 6, "udp": 17}[proto], src=src, dst=dst, sport=sport, dport=dport)
+    res = simulate(rs, probe, facts_for(host))
+    return traces, res
+
+
+def test_loopback_masquerade_and_addrtype(host: KernelHost) -> None:
+    """A packet to another local address: OUTPUT and its INPUT half over lo are one packet;
+    --src-type UNICAST is false for the host's own address; --limit-iface-in on lo does not see
+    an address of the veth as LOCAL; MASQUERADE on lo takes the first global address."""
+    rules = {"raw": [f"-A OUTPUT -d {host.server_ip}/32 -p udp -j TRACE",
+                     f"-A PREROUTING -i lo -d {host.server_ip}/32 -p udp -j TRACE"],
+             "nat": ["-A POSTROUTING -o lo -p udp -j MASQUERADE"],
+             "filter": ["-A OUTPUT -m addrtype --src-type UNICAST -j LOG",
+                        "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j LOG"]}
+    traces, res = _sim_output(host, full_ruleset(rules), "udp", host.server_ip2, host.server_ip, 5201)
+    kernel = [t.tag for t in traces if t.fields.get("PROTO") == "UDP"]
+    sim = step_tags(res.events[res.trace_start :])
+    # the kernel logs the INPUT half's raw PREROUTING TRACE rule itself: our TRACE rule fired in OUTPUT
+    assert kernel and sim == kernel, res.assumptions
+    last = [t for t in traces if t.fields.get("PROTO") == "UDP"][-1]
+    assert last.fields["IN"] == "lo" and last.fields["SRC"] == host.server_ip  # masqueraded
+    assert res.events[-1].fields["SRC"] == host.server_ip
+    assert str(res.fate) == "delivered"
+
+
+def test_dnat_in_nat_output_keeps_out_until_postrouting(host: KernelHost) -> None:
+    rules = {"raw": [f"-A OUTPUT -d {host.client_ip}/32 -p udp -j TRACE"],
+             "nat": [f"-A OUTPUT -p udp -m udp --dport 5202 -j DNAT --to-destination {host.forward_ip}"],
+             "filter": ["-A OUTPUT -j LOG"]}
+    traces, res = _sim_output(host, full_ruleset(rules), "udp", host.server_ip, host.client_ip, 5202)
+    assert [t.tag for t in traces] == step_tags(res.events[res.trace_start :]), res.assumptions
+    for k, s in zip(traces, res.events[res.trace_start :]):
+        assert (s.fields.get("OUT"), s.fields.get("DST")) == (k.fields.get("OUT"), k.fields.get("DST")), k.tag
+    assert traces[-1].fields["OUT"] == host.vd and traces[0].fields["OUT"] == host.vs

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from ..errors import RuletraceError
-from ..model import Origin, Packet, Ruleset
+from ..model import Fate, Origin, Packet, Ruleset
+from ..simulate.depends import depends_on
 from ..simulate.engine import SimResult, simulate as run_simulation
 from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
 from ..simulate.nft_walk import is_native
@@ -18,6 +19,10 @@ from .status import ExitStatus
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
 _FALSE = {"nomatch": False, "no-match": False, "no": False, "false": False, "off": False, "0": False}
 MAX_COMPARED = 50  # packets of a --compare trace that are simulated
+# exit status per predicted fate (documented in the command's help and README "Simulate"); 1 is
+# --compare's "the trace and the prediction part ways", 2 bad input (ExitStatus.ERROR)
+FATE_STATUS: dict[Fate, int] = {Fate.DELIVERED: 0, Fate.FORWARDED: 0, Fate.SENT: 0,
+                                Fate.DROPPED: 3, Fate.REJECTED: 4, Fate.UNKNOWN: 5}
 
 
 def parse_values(items: tuple[str, ...]) -> dict[str, int]:
@@ -105,6 +110,7 @@ def result_json(res: SimResult) -> dict[str, Any]:
         "assumptions": res.assumptions,
         "branches": [{"table": b.table, "chain": b.chain, "num": b.num, "match": b.match, "taken": b.taken,
                       "note": b.note} for b in res.branches],
+        "depends_on": res.depends_on,
         "trace_start": res.trace_start,
         "final": res.final,
         "steps": [{"table": e.table, "chain": e.chain, "kind": str(e.kind), "num": e.num, "fields": e.fields}
@@ -128,8 +134,9 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("-i", "--in-interface", "iif", metavar="IN", help="Input interface (default eth0).")
 @click.option("-o", "--out-interface", "oif", metavar="OUT", help="Output interface (default: from --routes).")
 @click.option("--path", type=click.Choice(PATHS), help="input, forward or output (default: from local addresses).")
-@click.option("--ctstate", type=click.Choice(CTSTATES, case_sensitive=False), default="NEW", show_default=True,
-              help="Conntrack state of the packet; only NEW traverses nat.")
+@click.option("--ctstate", type=click.Choice(CTSTATES, case_sensitive=False), default=None,
+              help="Conntrack state of the packet (default NEW, stated when the verdict depends on it); "
+                   "only NEW traverses nat.")
 @click.option("--mark", default="0", metavar="M", help="Initial packet mark.")
 @click.option("--ctmark", default="0", metavar="M", help="Initial connection mark.")
 @click.option("--uid", type=int, help="Socket owner uid (OUTPUT path, -m owner).")
@@ -158,6 +165,11 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     Example: ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 -d 192.168.10.11 --dport 52000 -i eth0
     Every host fact the answer depends on (local addresses, routes, conntrack state, ipsets) is
     given or defaulted, and stated in the output with every assumption made.
+
+    \b
+    Exit status: 0 delivered, forwarded or sent; 3 dropped; 4 rejected; 5 unknown (queued to
+    user space, or no decision); 2 bad input. With --compare: 0 every traced packet agrees with
+    its prediction, 1 some part ways.
     """
     from ..pipeline import load_rulesets
 
@@ -179,17 +191,22 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     except ValueError:
         raise RuletraceError(f"bad --mark/--ctmark {mark!r}/{ctmark!r}", origin=o) from None
     probe = Probe(proto=parse_proto(proto, o), src=src, dst=dst, sport=sport, dport=dport, icmp_type=itype,
-                  icmp_code=icode, iif=iif, oif=oif, path=path, ctstate=ctstate.upper(), mark=mark_i,
+                  icmp_code=icode, iif=iif, oif=oif, path=path, ctstate=(ctstate or "NEW").upper(), mark=mark_i,
                   ctmark=ctmark_i, tcp_flags=parse_tcp_flags(tcp_flags, o) if tcp_flags else None,
                   length=length, uid=uid, gid=gid)
     rs = _pick(all_rs, probe.family)
     res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
     expl = _explain(res, rs)
+    deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate is not None)
+    if deps and expl.verdict is not None:
+        # the headline (render/tree.py) shows the verdict's reason: it says what the verdict rests on
+        expl.verdict.reason = f"{expl.verdict.reason}{'; ' if expl.verdict.reason else ''}if {', '.join(deps)}, assumed"
+    res.depends_on = deps
     if as_json:
         _write_json([(expl, res, None)], all_rs, _fact_sources(addrs, routes, ipset))
     else:
         _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
-    return ExitStatus.OK
+    return FATE_STATUS[res.fate]
 
 
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,

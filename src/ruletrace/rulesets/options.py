@@ -42,7 +42,8 @@ NO_ARG = frozenset({
     "--syn", "--physdev-is-in", "--physdev-is-out", "--physdev-is-bridged", "--socket-exists",
     "--return-nomatch", "--update-counters", "--update-subcounters", "--suppl-groups",
     "--connlimit-saddr", "--connlimit-daddr", "--rsource", "--rdest", "--set", "--rcheck", "--update",
-    "--remove", "--rttl", "--reap", "--ctdir-original", "--no-counters",
+    "--remove", "--rttl", "--reap", "--ctdir-original", "--no-counters", "--limit-iface-in",
+    "--limit-iface-out",
 })
 TWO_ARGS = frozenset({"--tcp-flags", "--match-set", "--set-mark-xor"})
 IP_OPTS = {

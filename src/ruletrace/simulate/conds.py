@@ -83,6 +83,7 @@ def unknown(module: str, text: str, where: str, what: str) -> Cond:
     def fn(p: Pkt, c: Ctx) -> bool:
         o = c.override(where, module)
         if o is None:
+            c.guessed.append(where)
             c.note(f"{where}: {what}: assumed no match; use --assume {module}=match to change")
             return False
         c.note(f"{where}: {what}: --assume says {'match' if o else 'no match'}")

@@ -53,6 +53,10 @@ class SimResult:
     trace_start: int = 0  # events before this index come before the first -j TRACE rule fired
     misses: list[Miss] | None = None  # None unless explain_miss was asked
     final_snapshot: tuple = ()
+    path: str = ""  # input / forward / output, given or determined
+    assumed_out: str | None = None  # the output interface, when it was assumed
+    guessed: list[str] = field(default_factory=list)  # --assume keys of matches assumed not to match
+    depends_on: list[str] = field(default_factory=list)  # assumptions the verdict rests on (depends.py)
 
     @property
     def final(self) -> dict[str, str]:
@@ -80,7 +84,7 @@ class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
-                 "_path_reason", "native")
+                 "_path_reason", "native", "_rerouted", "_assumed_out")
 
     def __init__(self, rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
@@ -107,6 +111,8 @@ class _Run(WalkState):
         else:
             self.cc = compiled(rs, v == 6, index)
         self._path_reason = ""
+        self._rerouted: str | None = None
+        self._assumed_out: str | None = None
         self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
         if explain_miss:
@@ -194,6 +200,9 @@ class _Run(WalkState):
         pr, f = self.probe, self.facts
         if pr.path is not None:
             return pr.path
+        if pr.iif is None and (p.src >> 24 == 127 if p.v == 4 else p.src == 1):
+            self._path_reason = f"SRC {pr.src} is a loopback address: locally generated"
+            return "output"
         if known:
             src_local = f.is_local(p.v, p.src)
             if f.is_local(p.v, p.dst) and not (pr.iif is None and pr.oif and src_local):
@@ -237,7 +246,8 @@ class _Run(WalkState):
         if self.miss_key is not None:
             misses = self._misses()
         return SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
-                         self.hooks, self.trace_start, misses, p.snapshot())
+                         self.hooks, self.trace_start, misses, p.snapshot(), c.path, self._assumed_out,
+                         c.guessed)
 
     def _hook(self) -> Callable[[str], Callable[[Pkt, Ctx, WalkState], str]]:
         """hook name -> the function that runs its tables: generated (walker.make_hook) or the reference walk."""
@@ -307,6 +317,11 @@ class _Run(WalkState):
         v = hook("OUTPUT")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
+        if self._rerouted is not None:
+            # the OUTPUT hook's chains all see the device routed before nat OUTPUT changed the
+            # destination (the hook state's out); the new route's device leaves from POSTROUTING on
+            p.oif, self._rerouted = self._rerouted, None
+            p.snap = None
         v = hook("POSTROUTING")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
@@ -340,12 +355,13 @@ class _Run(WalkState):
             return la
         dflt = "eth0" if c.path == "output" else "eth1"
         c.note(f"output interface for {addr_text(p.v, p.dst)} not known (give -o or --routes): assumed OUT={dflt}")
+        self._assumed_out = dflt
         return dflt
 
     def reroute(self, p: Pkt, c: Ctx) -> None:
-        """Route again after the nat table changed the destination of a locally generated packet."""
-        p.oif = self._route_out(p, c) or p.oif
-        p.snap = None
+        """Route again after the nat table changed the destination of a locally generated packet
+        (ip_route_me_harder): the new device is the packet's from POSTROUTING on (_output)."""
+        self._rerouted = self._route_out(p, c) or p.oif
 
     def _misses(self) -> list[Miss]:
         t, ch = self.miss_key  # type: ignore[misc]

@@ -145,10 +145,38 @@ class HostFacts:
                 return True
         return False
 
+    def local_dev(self, version: int, addr: int) -> str | None:
+        """The interface a local address is on (its local route's device), None if not known."""
+        if (version == 4 and addr >> 24 == 127) or (version == 6 and addr == 1):
+            return "lo"
+        for la in self.local:
+            if la.version == version and la.addr == addr and la.ifname:
+                return la.ifname
+        for r in self.routes:
+            if r.type == "local" and r.version == version and addr & r.mask == r.net and r.dev:
+                return r.dev
+        return None
+
     def primary(self, ifname: str | None, version: int) -> int | None:
         """First address of an interface (REDIRECT / MASQUERADE use it)."""
         for la in self.local:
             if la.version == version and (ifname is None or la.ifname == ifname):
+                return la.addr
+        return None
+
+    def masquerade_addr(self, ifname: str | None, version: int, dst: int) -> int | None:
+        """The source MASQUERADE gives a packet leaving on ifname (None: not known).
+
+        IPv4 (inet_select_addr, scope universe): an address of the interface; on ``lo``, whose
+        127.0.0.1 is host scope, the first global address of any interface (nf_nat_masquerade.c).
+        IPv6 on ``lo`` (ipv6_dev_get_saddr): the local destination itself, the best source for it.
+        """
+        if ifname != "lo":
+            return self.primary(ifname, version)
+        if version == 6:
+            return dst
+        for la in self.local:
+            if la.version == 4 and la.addr >> 24 != 127 and la.ifname != "lo":
                 return la.addr
         return None
 

@@ -10,7 +10,7 @@ from ..errors import RuletraceError
 from ..model import Origin, Rule
 from ..rulesets.options import number, parse_icmp_type, parse_proto, parse_tcp_flags, port_range, value_mask
 from .conds import Cond, Mod, ModuleFn, iface_test, negate, per_option, unknown
-from .hostfacts import to_int, to_net
+from .hostfacts import addr_text, to_int, to_net
 from .state import CTSTATUS_BITS, Ctx, Pkt
 
 
@@ -119,9 +119,10 @@ def _mark(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list[Co
 
 
 def _addrtype_opt(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list[Cond]) -> None:
-    origin = m.origin
-    a0 = args[0] if args else ""
-    out.append(_addrtype(opt, a0, neg, label, origin))
+    if opt in _LIMIT_IFACE:
+        return  # a flag of the module's type tests (_addrtype reads it), no test of its own
+    limit = next((_LIMIT_IFACE[o] for _, o, _ in m.opts if o in _LIMIT_IFACE), None)
+    out.append(_addrtype(opt, args[0] if args else "", neg, label, m.v6, limit))
 
 
 def _physdev(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list[Cond]) -> None:
@@ -265,26 +266,54 @@ def _conntrack(opt: str, args: list[str], neg: bool, label: str, rule: Rule, v6:
     return unknown("conntrack", f"-m conntrack {label}", where, f"cannot evaluate -m conntrack {opt}")
 
 
-def _addrtype(opt: str, a0: str, neg: bool, label: str, origin: Origin | None) -> Cond:
+_LIMIT_IFACE = {"--limit-iface-in": "in", "--limit-iface-out": "out"}
+
+
+def _addrtype(opt: str, a0: str, neg: bool, label: str, v6: bool, limit: str | None) -> Cond:
+    """xt_addrtype.c: IPv4 asks the local routing table (an address of the host is LOCAL, never
+    UNICAST; with --limit-iface-in/out only when it is on the packet's IN/OUT interface); IPv6
+    tests the address kind (a local unicast address is LOCAL and UNICAST)."""
     types = {t.strip().upper() for t in a0.split(",")}
-    if opt in ("--limit-iface-in", "--limit-iface-out"):
-        return Cond(lambda p, c: True, label, "")
     src = opt == "--src-type"
 
-    def fn(p: Pkt, c: Ctx) -> bool:
+    def dev_of(p: Pkt, c: Ctx, a: int) -> bool:
+        """Whether local address a counts on the limiting interface."""
+        dev = p.iif if limit == "in" else p.oif
+        have = c.facts.local_dev(p.v, a)
+        if have is None:
+            c.note(f"{label}: the interface of {addr_text(p.v, a)} is not known (give --addrs): "
+                   f"assumed {'IN' if limit == 'in' else 'OUT'}={dev}")
+            return True
+        return have == dev
+
+    def fn4(p: Pkt, c: Ctx) -> bool:
         a = p.src if src else p.dst
-        if "LOCAL" in types or not c.local_known:
-            local = c.is_local(p, p.v, a)
-            if local:
-                return "LOCAL" in types
-        t = c.facts.addr_type(p.v, a)
-        if t == "LOCAL":
-            t = "UNICAST"  # is_local said no (path-based fallback)
+        if c.is_local(p, 4, a):
+            t = "LOCAL" if limit is None or dev_of(p, c, a) else "UNICAST"
+        else:
+            t = c.facts.addr_type(4, a)
+            if t == "LOCAL":
+                t = "UNICAST"  # a local route the packet's locality (c.is_local) does not count
         return t in types
 
-    # pure: its only note (an address assumed (not) local) is made up front for the packet's
-    # addresses and again by every routing decision, whether or not this rule is evaluated
-    return Cond(negate(fn, neg), label, "SRC" if src else "DST")
+    def fn6(p: Pkt, c: Ctx) -> bool:
+        a = p.src if src else p.dst
+        if "MULTICAST" in types and a >> 120 != 0xFF:
+            return False
+        if "UNICAST" in types and (a == 0 or a >> 120 == 0xFF):
+            return False
+        if "UNSPEC" in types and a != 0:
+            return False
+        if types & {"LOCAL", "ANYCAST", "UNREACHABLE"}:
+            if c.is_local(p, 6, a) and (limit is None or dev_of(p, c, a)):
+                return "LOCAL" in types
+            return "UNREACHABLE" in types and c.facts.addr_type(6, a) in ("UNREACHABLE", "BLACKHOLE", "PROHIBIT")
+        return True
+
+    # pure without --limit-iface-*: its only note (an address assumed (not) local) is made up
+    # front for the packet's addresses and again by every routing decision, whether or not this
+    # rule is evaluated
+    return Cond(negate(fn6 if v6 else fn4, neg), label, "SRC" if src else "DST", pure=limit is None)
 
 
 # module name -> its match function (matches.MODULES adds the rest)

@@ -13,7 +13,7 @@ from .hostfacts import to_int
 from .nft_sets import NSet, Where, selector, unknown_item
 from .semantics import NAT, QUEUE, REJECT
 from .state import Branch
-from .targets import parse_nat_range, set_dst, set_src
+from .targets import masq_whose, parse_nat_range, set_dst, set_src
 
 Result = tuple[int, Any, Any, bool]
 _LOG_OPTS = frozenset({"prefix", "level", "group", "snaplen", "queue-threshold"})
@@ -217,14 +217,10 @@ def _nat(toks: list[str], i: int, w: Where) -> Result:
         port = _port_of(text)
 
         def masq(p: Any, c: Any) -> bool:
-            if p.oif == "lo":
-                set_src(p, None, port)  # the loopback keeps its source address
-                p.snap = None
-                return True
-            a = c.facts.primary(p.oif, p.v)
+            a = c.facts.masquerade_addr(p.oif, p.v, p.dst)
             if a is None:
-                c.note(f"{where}: masquerade uses the address of {p.oif or 'the output interface'}, "
-                       "which is not known (give --addrs): SRC left as is")
+                c.note(f"{where}: masquerade uses {masq_whose(p.oif)}, which is not known (give --addrs): "
+                       "SRC left as is")
             set_src(p, a, port)
             p.snap = None
             return True

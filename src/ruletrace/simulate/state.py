@@ -113,12 +113,13 @@ class Branch:
 class Ctx:
     """Facts, the probe's path and the record of every assumption made."""
 
-    __slots__ = ("facts", "assumptions", "branches", "path", "orig_dst", "orig_src", "local_known")
+    __slots__ = ("facts", "assumptions", "branches", "path", "orig_dst", "orig_src", "local_known", "guessed")
 
     def __init__(self, facts: HostFacts, path: str, local_known: bool | None = None) -> None:
         self.facts = facts
         self.assumptions: dict[str, None] = {}  # ordered set
         self.branches: list[Branch] = []
+        self.guessed: list[str] = []  # --assume keys of matches assumed not to match (conds.unknown)
         self.path = path
         self.orig_dst: tuple[int, int] = (0, 0)
         self.orig_src: tuple[int, int] = (0, 0)

@@ -259,13 +259,20 @@ def _masquerade(d: dict[str, str], where: str, origin: Origin | None) -> Effect:
     port = _ports(d, origin)
 
     def effect(p: Pkt, c: Ctx) -> None:
-        a = c.facts.primary(p.oif, p.v)
+        a = c.facts.masquerade_addr(p.oif, p.v, p.dst)
         if a is None:
-            c.note(f"{where}: MASQUERADE uses the address of {p.oif or 'the output interface'}, "
-                   "which is not known (give --addrs): SRC left as is")
+            c.note(f"{where}: MASQUERADE uses {masq_whose(p.oif)}, which is not known (give --addrs): "
+                   "SRC left as is")
         set_src(p, a, port)
 
     return effect
+
+
+def masq_whose(oif: str | None) -> str:
+    """Whose address MASQUERADE takes, in words (HostFacts.masquerade_addr)."""
+    if oif == "lo":
+        return "the first global address of the host (the packet leaves on lo)"
+    return f"the address of {oif or 'the output interface'}"
 
 
 def _redirect(d: dict[str, str], where: str, origin: Origin | None) -> Effect:

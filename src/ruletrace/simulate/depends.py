@@ -1,0 +1,62 @@
+"""Which assumptions a simulated verdict depends on: the headline must not present a guess as fact.
+
+Each assumption the engine made without being told (the input or output interface, the path, the
+conntrack state NEW, a statistic/limit branch, a match it cannot evaluate) is tried the other way
+in one more simulation; those that change the fate or the deciding rule are the verdict's
+conditions ("OUT=eth1", "conntrack state NEW"). Only the single-probe command runs this (one
+simulation per assumption), never the batch walks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..errors import RuletraceError
+from ..model import Ruleset
+from .engine import SimResult, simulate
+from .hostfacts import HostFacts
+from .probe import Probe
+
+OTHER_IFACE = "rt-other0"  # an interface name no rule is written for
+
+
+def _outcome(res: SimResult) -> tuple:
+    v = res.verdict
+    return (res.fate, None) if v is None else (res.fate, v.action, v.table, v.chain, v.num)
+
+
+def depends_on(rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, res: SimResult, *,
+               ctstate_given: bool = True) -> list[str]:
+    """The assumptions (in words) whose other value changes the fate or the deciding rule."""
+    base = _outcome(res)
+    out: list[str] = []
+
+    def differs(pr: Probe, f: HostFacts = facts) -> bool:
+        try:
+            return _outcome(simulate(rs, pr, f)) != base
+        except RuletraceError:
+            return False
+
+    pinned = replace(probe, path=res.path)
+    if probe.path is None and not facts.knows_local():
+        others = [p for p in ("input", "forward", "output") if p != res.path]
+        if any(differs(replace(probe, path=p)) for p in others):
+            out.append(f"path {res.path}")
+    if probe.iif is None and res.path != "output" and differs(replace(pinned, iif=OTHER_IFACE)):
+        out.append("IN=eth0")
+    if res.assumed_out is not None and differs(replace(pinned, oif=OTHER_IFACE)):
+        out.append(f"OUT={res.assumed_out}")
+    if not ctstate_given and probe.ctstate == "NEW" and differs(replace(probe, ctstate="ESTABLISHED")):
+        out.append("conntrack state NEW")
+    seen: set[str] = set()
+    for b in res.branches:
+        key = f"{b.table}:{b.chain}:{b.num}"
+        if key in seen or key in facts.assume or "value" in b.note[:6]:
+            continue  # numgen/jhash values (--assume KEY=N) are not flipped here
+        seen.add(key)
+        if differs(probe, replace(facts, assume={**facts.assume, key: not b.taken})):
+            out.append(f"{key} {b.match} {'matched' if b.taken else 'did not match'}")
+    for key in dict.fromkeys(res.guessed):
+        if differs(probe, replace(facts, assume={**facts.assume, key: True})):
+            out.append(f"{key} did not match")
+    return out
