@@ -85,7 +85,7 @@ def ns():
 
 def env(state: Path, **extra: str) -> dict:
     return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "RULETRACE_STATE_DIR": str(state), **extra}
+            "RULETRACE_STATE_DIR": str(state), "RULETRACE_NO_DROP_REASONS": "1", **extra}
 
 
 def ruletrace(state: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
