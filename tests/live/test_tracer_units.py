@@ -61,6 +61,13 @@ class FakeSource:
         pass
 
 
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path, monkeypatch):
+    # a unit test's session state never goes to the host's /run/ruletrace (it would be listed
+    # as a leftover by every later `ruletrace trace` there)
+    monkeypatch.setattr(ss, "STATE_DIR", tmp_path / "state")
+
 def tracer(batches, text: str | None = None, **kw) -> Tracer:
     spec = ss.TraceSpec(proto="icmp", direction="in", families=("ipv4",))
     spec.validate()

@@ -12,15 +12,33 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 from .. import routes
 from ..model import Explanation, RouteDecision
 
 TIMEOUT = 5.0
+MEMO_SECONDS = 1.0  # answers of `ip` reused this long: a burst of one flow costs one lookup, not one a packet
+MEMO_MAX = 1024
+_memo: dict[tuple[str, ...], tuple[float, tuple[list[dict] | None, str]]] = {}
 
 
 def _ip(args: list[str]) -> tuple[list[dict] | None, str]:
+    """``ip -j -d ARGS`` (answers remembered for MEMO_SECONDS: routes change rarely within a second)."""
+    key = tuple(args)
+    now = time.monotonic()
+    hit = _memo.get(key)
+    if hit is not None and now - hit[0] < MEMO_SECONDS:
+        return hit[1]
+    got = _ip_uncached(args)
+    if len(_memo) >= MEMO_MAX:
+        _memo.clear()
+    _memo[key] = (now, got)
+    return got
+
+
+def _ip_uncached(args: list[str]) -> tuple[list[dict] | None, str]:
     try:
         p = subprocess.run(["ip", "-j", "-d", *args], capture_output=True, text=True, timeout=TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as e:
