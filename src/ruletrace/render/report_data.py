@@ -180,22 +180,10 @@ class ReportData:
         self._dport.append(dport if isinstance(dport, int) else None)
 
     def _addr(self, a: Any) -> int:
-        if not a:
-            return -1
-        a = str(a)
-        i = self._addrs.get(a)
-        if i is None:
-            i = self._addrs[a] = len(self._addrs)
-        return i
+        return _intern(self._addrs, str(a)) if a else -1
 
     def _s(self, text: Any) -> int:
-        if text is None:
-            return -1
-        text = str(text)
-        i = self._strings.get(text)
-        if i is None:
-            i = self._strings[text] = len(self._strings)
-        return i
+        return -1 if text is None else _intern(self._strings, str(text))
 
     # ------------------------------------------------------------------ output
 
@@ -402,6 +390,14 @@ def _nat_old(what: Any, old: Any, src: Any, sport: Any, dst: Any, dport: Any) ->
     if (what == "DST" and old == endpoint(dst, dport)) or (what == "SRC" and old == endpoint(src, sport)):
         return 0
     return old
+
+
+def _intern(index: dict[str, int], text: str) -> int:
+    """``text``'s number in ``index`` (numbered in the order first seen)."""
+    i = index.get(text)
+    if i is None:
+        i = index[text] = len(index)
+    return i
 
 
 def _trim(row: list[Any]) -> list[Any]:
