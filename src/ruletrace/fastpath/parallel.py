@@ -2,7 +2,7 @@
 
 Workers are forked before the ruleset is parsed. Each claims the next slice (a shared counter),
 reads the lines that *start* in it straight into packet paths with counts
-(``sources.kernel_log_paths``: no event objects) and sends them to the parent. The parent
+(``fastpath.kernel_log_paths``: no event objects) and sends them to the parent. The parent
 meanwhile parses the ruleset, then claims slices too, and between slices explains every
 distinct path that came in, once. With several slices per process all finish at about the
 same time, however the machine shares its cores out. Packets cut by a slice boundary are
@@ -99,7 +99,7 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     The range is the lines that start in [start, end); then up to OVERFLOW_BYTES more are read
     only to complete the packets open at its end (no packet starts there, nothing is counted).
     """
-    from ..sources.kernel_log_paths import PathReader
+    from .kernel_log_paths import PathReader
 
     index, start, end = args
     path: str = _JOB["path"]

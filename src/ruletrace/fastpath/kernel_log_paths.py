@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from ..correlate.group import _HOOK_RANK, _TABLE_INDEX, DEFAULT_WINDOW, expired, loops_back
-from . import kernel_log
-from .stats import ReadStats
+from ..sources import kernel_log
+from ..sources.stats import ReadStats
 
 __all__ = ["PathReader", "read_paths"]
 
