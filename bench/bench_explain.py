@@ -184,7 +184,7 @@ def profile(rules: Path, log: Path, top: int = 25, sort: str = "tottime") -> str
     from ruletrace.cli import main as cli_main
 
     try:
-        from ruletrace import parallel
+        from ruletrace.fastpath import parallel
 
         parallel.usable = lambda *a, **k: False  # type: ignore[assignment]
     except ImportError:

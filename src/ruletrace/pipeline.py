@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .correlate.group import group_packets
 from .errors import RuletraceError
@@ -12,6 +13,9 @@ from .explain.explain import Explainer
 from .explain.replies import with_replies
 from .model import Explanation, Fate, Packet, Ruleset, RulesetView, TraceEvent, pick_ruleset
 from .sources.stats import ReadStats
+
+if TYPE_CHECKING:
+    from .analyze.summary import Summary
 
 _HANDLE_SOURCES = frozenset({"nft-monitor", "xtables-monitor", "nftrace"})
 
@@ -168,13 +172,27 @@ class Run:
                     r.resolve(ev)
             yield ev
 
-    def parallel_summary(self):
-        """The summary computed on every core, or None where that does not apply.
+    def summary(self) -> Summary:
+        """Counts over every packet the filters keep, skipped lines included.
 
-        Applies to one large uncompressed kernel-log file, summary only, without packet-field
-        filters; the result equals the sequential one (see ``ruletrace.parallel``).
+        The one place that picks the fast path: one large uncompressed kernel-log file, summary
+        only (``detail=False``), no packet-field filters is counted on every core
+        (``fastpath.parallel``, equal to the sequential pass: tests/pipeline/test_parallel.py);
+        anything else streams ``explanations()`` once.
         """
-        from . import parallel
+        from .analyze.summary import Summary
+
+        summ = self._parallel_summary()
+        if summ is None:
+            summ = Summary()
+            for e in self.explanations():
+                summ.add(e)
+        summ.add_skipped(self.skipped)
+        return summ
+
+    def _parallel_summary(self) -> Summary | None:
+        """The summary computed on every core, or None where that does not apply."""
+        from .fastpath import parallel
 
         if self.detail or len(self.inputs) != 1 or self.filter.match or self.filter.ids:
             return None

@@ -116,7 +116,7 @@ def test_prerouting_after_postrouting_on_another_interface_is_another_traversal(
 
 
 def test_summary_fast_path_groups_the_loopback_packet_the_same_way():
-    from ruletrace.sources.kernel_log_paths import read_paths
+    from ruletrace.fastpath.kernel_log_paths import read_paths
 
     got = []
     with open(LOOPBACK, "rb") as f:

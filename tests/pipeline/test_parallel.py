@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ruletrace import parallel
+from ruletrace.analyze.summary import Summary
 from ruletrace.errors import RuletraceError
-from ruletrace.pipeline import Run, pick_ruleset, load_rulesets
-from ruletrace.render.summary import Summary
+from ruletrace.fastpath import parallel
+from ruletrace.pipeline import Run, load_rulesets, pick_ruleset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,3 +135,25 @@ def test_progress_counts_every_byte_once(kube, monkeypatch):
     got: list[int] = []
     parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=3, progress=got.append)
     assert sum(got) == size and len(got) > 2 and min(got) >= 0
+
+
+def test_run_summary_takes_the_parallel_pass_only_where_it_applies(kube, monkeypatch):
+    """``Run.summary()`` is the one place that picks the fast path: it does for a large plain kernel
+    log read for a summary, with the sequential result; not with a packet filter or detail wanted."""
+    from ruletrace.pipeline import PacketFilter
+
+    rules, log = kube
+    seq, run = _sequential(rules, log)
+    seq.add_skipped(run.skipped)
+    monkeypatch.setattr(parallel, "MIN_BYTES", 1)
+    calls: list[str] = []
+    real = parallel.summarize
+    monkeypatch.setattr(parallel, "summarize", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    rs = load_rulesets([str(rules)])
+    got = Run(rs, [str(log)], detail=False).summary()
+    assert calls == [str(log)]
+    assert got.to_json() == seq.to_json()
+    calls.clear()
+    assert Run(rs, [str(log)], detail=True).summary().packets == 600
+    assert Run(rs, [str(log)], detail=False, packet_filter=PacketFilter(ids={1, 2})).summary().packets == 2
+    assert calls == []

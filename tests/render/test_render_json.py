@@ -10,10 +10,10 @@ import pytest
 from render_cases import SYN_52000, build, seed003_drop, seed003_port80, unknown_fate
 
 import ruletrace
+from ruletrace.analyze.summary import Summary
 from ruletrace.model import Explanation
 from ruletrace.render import json as rjson
 from ruletrace.render.json import SCHEMA_VERSION, document, dumps, to_json, write_document, write_jsonl
-from ruletrace.render.summary import Summary
 
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "json-schema.json"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from render_cases import render, seed003_drop, seed003_port80, unknown_fate
 from rich.cells import cell_len
 
+from ruletrace.analyze.summary import Summary
 from ruletrace.model import Fate
 from ruletrace.render import summary as summary_mod
-from ruletrace.render.summary import Summary
+from ruletrace.render.summary import to_renderable
 
 KUBE_FIREWALL_1 = (
     '-A KUBE-FIREWALL -m comment --comment "kubernetes firewall for dropping marked packets"'
@@ -80,11 +81,11 @@ def test_to_json() -> None:
 def test_empty_summary() -> None:
     s = Summary()
     assert s.to_json()["packets"] == 0
-    assert render(s.to_renderable()) == "0 packets\n"
+    assert render(to_renderable(s)) == "0 packets\n"
 
 
 def test_terminal_rows() -> None:
-    out = render(_filled().to_renderable())
+    out = render(to_renderable(_filled()))
     lines = [" ".join(line.split()) for line in out.splitlines()]
     assert lines[0] == "5 packets, 5 lines skipped, 1 with warnings"
     assert "dropped 3 60.0%" in lines
@@ -100,7 +101,7 @@ def test_terminal_rows() -> None:
 
 def test_long_rule_text_is_ellipsized_on_one_row() -> None:
     for width in (100, 60):
-        out = render(_filled().to_renderable(), width=width)
+        out = render(to_renderable(_filled()), width=width)
         row = next(line for line in out.splitlines() if "KUBE-FIREWALL rule 1" in line)
         assert row.rstrip().endswith("…")
         assert all(cell_len(line) <= width for line in out.splitlines())
@@ -117,7 +118,7 @@ def test_warning_texts_are_capped(monkeypatch) -> None:
 
 def test_more_deciding_rules_than_shown(monkeypatch) -> None:
     monkeypatch.setattr(summary_mod, "TOP_RULES", 1)
-    out = render(_filled().to_renderable())
+    out = render(to_renderable(_filled()))
     lines = [" ".join(line.split()) for line in out.splitlines()]
     assert "2 2 more" in lines  # the 2 packets of the 2 rules not shown
     assert len(_filled().to_json()["deciding"]) == 3  # JSON keeps them all

@@ -32,12 +32,17 @@ def step(table: str, chain: str, kind: str, num: int, rule: str | None = None, *
             "OUTPUT", "POSTROUTING"} else 1, "action": None, "warning": None, "note": None, "fields": dict(fields)}
 
 
-def packet(pid: int, steps: list[dict], fate: str = "unknown", **top) -> dict:
-    """A JSON packet object around ``steps``."""
+def packet(pid: int, steps: list[dict], fate: str = "unknown", tcpflags: str | None = None, **top) -> dict:
+    """A JSON packet object around ``steps``, as ``to_json`` writes one: the addresses, ports and
+    interfaces of the top level are the first step's fields (given there too)."""
     p = {"id": pid, "proto": "TCP", "src": "10.0.0.1", "dst": "10.0.0.2", "sport": 1000, "dport": 80,
          "family": "ipv4", "in": "eth0", "out": None, "steps": steps, "fate": fate, "verdict": None,
          "last_seen": None, "nat": [], "marks": [], "cause": [], "warnings": [], "notes": []}
     p.update(top)
+    if steps:
+        first = {"PROTO": p["proto"], "SRC": p["src"], "DST": p["dst"], "SPT": p["sport"], "DPT": p["dport"],
+                 "IN": p["in"], "OUT": p["out"], "TCPFLAGS": tcpflags}
+        steps[0]["fields"] = {**{k: str(v) for k, v in first.items() if v is not None}, **steps[0]["fields"]}
     return p
 
 

@@ -1,15 +1,17 @@
-"""Packet diff: alignment of two paths and the explanation of where they part ways."""
+"""Packet diff: alignment of two paths and the explanation of where they part ways (on JSON packets read back)."""
 
 from __future__ import annotations
 
-from ruletrace.render.diff import check_rule, diff_packets, rule_options
-
 from report_cases import packet, seed003_json, step
+
+from ruletrace.analyze.diff import diff_packets
+from ruletrace.analyze.rule_check import check_rule, rule_options
+from ruletrace.render.json import from_json
 
 
 def test_seed003_first_divergence_is_kube_nodeports_rule_16_by_dport():
     a, b = seed003_json()
-    d = diff_packets(a, b)
+    d = diff_packets(from_json(a), from_json(b))
     first = d.first
     assert (first.table, first.chain, first.num, first.matched) == ("nat", "KUBE-NODEPORTS", 16, "left")
     assert "--dport 52000" in first.rule
@@ -26,7 +28,7 @@ def test_seed003_first_divergence_is_kube_nodeports_rule_16_by_dport():
 
 def test_seed003_later_divergences_redirect_and_mark():
     a, b = seed003_json()
-    d = diff_packets(a, b)
+    d = diff_packets(from_json(a), from_json(b))
     second, third = d.divergences[1], d.divergences[2]
     assert (second.chain, second.num, second.matched) == ("PREROUTING", 3, "right")
     assert "REDIRECT" in second.rule
@@ -38,7 +40,7 @@ def test_seed003_later_divergences_redirect_and_mark():
 
 def test_policy_number_change_aligns_and_is_only_a_note():
     a, b = seed003_json()
-    d = diff_packets(a, b)
+    d = diff_packets(from_json(a), from_json(b))
     # raw:PREROUTING policy 3 (old ruleset) vs policy 4: the same step, not a divergence
     assert d.rows[0].tag == "same"
     assert d.left.steps[0].num == 3 and d.right.steps[0].num == 4
@@ -47,7 +49,7 @@ def test_policy_number_change_aligns_and_is_only_a_note():
 
 def test_alignment_rows_cover_both_paths_in_order():
     a, b = seed003_json()
-    d = diff_packets(a, b)
+    d = diff_packets(from_json(a), from_json(b))
     lefts = [r.left for r in d.rows if r.left is not None]
     rights = [r.right for r in d.rows if r.right is not None]
     assert lefts == list(range(len(a["steps"])))
@@ -60,7 +62,7 @@ def test_alignment_rows_cover_both_paths_in_order():
 
 def test_identical_paths_have_no_divergence():
     a, _ = seed003_json()
-    d = diff_packets(a, a)
+    d = diff_packets(from_json(a), from_json(a))
     assert d.same and d.first is None
     assert all(r.tag == "same" for r in d.rows)
     assert d.left.label != d.right.label  # "left packet 1" / "right packet 1"
@@ -80,7 +82,7 @@ def test_interface_and_source_options_name_the_field():
 def test_uncheckable_matches_are_reported_as_unknown():
     a = packet(1, [step("filter", "INPUT", "rule", 1, "-A INPUT -m conntrack --ctstate NEW -j DROP", DPT="80")])
     b = packet(2, [step("filter", "INPUT", "policy", 2, None, DPT="80")])
-    d = diff_packets(a, b)
+    d = diff_packets(from_json(a), from_json(b))
     first = d.first
     assert first.num == 1 and first.matched == "left"
     assert not first.decisive
@@ -106,14 +108,14 @@ def test_trace_that_ends_early_is_explained():
                fate="dropped", verdict={"action": "drop", "table": "filter", "chain": "INPUT", "num": 1,
                                         "rule": "-A INPUT -j DROP", "reason": ""})
     b = packet(2, [step("raw", "PREROUTING", "policy", 1)])
-    d = diff_packets(a, b)
+    d = diff_packets(from_json(a), from_json(b))
     assert d.first.left_step == 1 and d.first.right_step is None
     assert "trace ends" in d.first.text
 
 
 def test_to_json_shape():
     a, b = seed003_json()
-    j = diff_packets(a, b).to_json()
+    j = diff_packets(from_json(a), from_json(b)).to_json()
     assert j["same"] is False
     assert j["divergences"][0]["num"] == 16
     assert j["divergences"][0]["fields"][0] == {"option": "--dport 52000", "field": "DPT", "left": "52000",

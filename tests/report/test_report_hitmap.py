@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from report_cases import RULES, seed003_json
 
-from ruletrace.render.hitmap import HitMap, hook_tables, places_of
+from ruletrace.analyze.hitmap import HitMap, hook_tables, places_of
+from ruletrace.render.json import from_json
 from ruletrace.rulesets import load_ruleset
 
 
@@ -16,7 +17,7 @@ def test_seed003_counts():
     rs = load_ruleset(RULES)
     hm = HitMap([rs])
     for p in seed003_json():
-        hm.add(places_of(p["steps"]), p["family"])
+        hm.add(places_of(from_json(p).steps), p["family"])
     chains = hm.chains()
     nodeports = _chain(chains, "nat", "KUBE-NODEPORTS")
     assert nodeports.entered == 2 and nodeports.fell_off == 2
@@ -65,7 +66,7 @@ def test_counts_once_per_packet():
 
 def test_hook_tables_follow_builtin_chains():
     a, b = seed003_json()
-    assert list(hook_tables(places_of(a["steps"]))) == [
+    assert list(hook_tables(places_of(from_json(a).steps))) == [
         ("PREROUTING", "raw"), ("PREROUTING", "mangle"), ("PREROUTING", "nat"), ("INPUT", "mangle"),
         ("INPUT", "filter")]
-    assert list(hook_tables(places_of(b["steps"])))[-1] == ("INPUT", "nat")
+    assert list(hook_tables(places_of(from_json(b).steps)))[-1] == ("INPUT", "nat")

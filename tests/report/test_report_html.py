@@ -8,8 +8,8 @@ import re
 
 from report_cases import LOG, RULES, embedded, packet, seed003_json, step
 
+from ruletrace.analyze.diff import diff_packets
 from ruletrace.cli import main
-from ruletrace.render.diff import diff_packets
 from ruletrace.render.html import ReportBuilder, script_json, to_html, unpack
 from ruletrace.rulesets import load_ruleset
 
@@ -18,12 +18,10 @@ EVIL = '</script><img src=x onerror="alert(1)"><!--'
 
 def _evil_packet() -> dict:
     rule = f'-A INPUT -m comment --comment "{EVIL}" -j DROP'
-    p = packet(7, [step("filter", "INPUT", "rule", 1, rule, IN="eth0")], fate="dropped",
-               verdict={"action": "drop", "table": "filter", "chain": "INPUT", "num": 1, "rule": rule,
-                        "reason": f"dropped: {EVIL}"},
-               warnings=[EVIL])
-    p["in"] = "<b>eth0</b>"
-    return p
+    return packet(7, [step("filter", "INPUT", "rule", 1, rule)], fate="dropped", **{"in": "<b>eth0</b>"},
+                  verdict={"action": "drop", "table": "filter", "chain": "INPUT", "num": 1, "rule": rule,
+                           "reason": f"dropped: {EVIL}"},
+                  warnings=[EVIL])
 
 
 def test_untrusted_text_is_escaped_everywhere():

@@ -46,7 +46,7 @@ def test_module_decides(match: str, want: bool) -> None:
 def test_diff_reads_rule_options_as_the_simulator_does() -> None:
     # render/diff.py parses with rulesets.options too: the old "-s ! ADDR" spelling is a negated
     # source, and the words after a target are not match options
-    from ruletrace.render.diff import check_rule, rule_options
+    from ruletrace.analyze.rule_check import check_rule, rule_options
 
     opts = rule_options("-A INPUT -s ! 10.1.0.0/16 -p tcp --dport 80 -j MARK --set-mark 1")
     assert [(o[0], o[2], o[3]) for o in opts] == [("src", ["10.1.0.0/16"], True), ("proto", ["tcp"], False),

@@ -14,7 +14,7 @@ import pytest
 
 from ruletrace.correlate.group import group_packets
 from ruletrace.sources import kernel_log
-from ruletrace.sources.kernel_log_paths import PathReader, read_paths
+from ruletrace.fastpath.kernel_log_paths import PathReader, read_paths
 from ruletrace.sources.stats import ReadStats
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -56,14 +56,11 @@ class _Group(click.Group):
         except RuletraceError as e:
             if ctx.params.get("debug"):
                 raise
-            raise _UserError(_safe(str(e))) from e
+            from ..render.theme import clean  # the message carries text from the user's files
+
+            raise _UserError(clean(str(e))) from e
         except BrokenPipeError as e:  # click would make it exit status 1
             raise OutputClosed() from e
-
-
-def _safe(text: str) -> str:
-    """Strip terminal control characters from text that came from user input."""
-    return "".join(ch if ch.isprintable() or ch == "\t" else repr(ch)[1:-1] for ch in text)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
-from contextlib import contextmanager
 import sys
+from contextlib import contextmanager
 
 import click
 
@@ -36,12 +36,7 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     JSON, xtables-monitor or nft monitor trace output; "-" reads stdin; .gz is read as is.
     Several files are merged in time order.
     """
-    ruleset_paths = list(rulesets)
-    inputs = list(logs)
-    if example:
-        ex_rules, ex_logs = options.example_paths(example)
-        ruleset_paths = ruleset_paths or ex_rules
-        inputs = inputs or ex_logs
+    ruleset_paths, inputs = options.with_example(example, rulesets, logs)
     if not inputs:
         raise click.UsageError("give a trace file (or - for stdin), or --example NAME")
     out, err = make_consoles(no_color=no_color, width=width)
@@ -94,47 +89,33 @@ def _load_ifmap(path: str) -> dict[int, str]:
 
 
 def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool) -> int:
-    from ..render.summary import Summary
+    from ..render.json import write_document
+    from ..render.summary import Summary, to_renderable
 
-    summ = run.parallel_summary() if summary else None
-    if summ is not None:
-        _finish_summary(summ, run)
+    if summary:  # the pipeline picks the sequential or the parallel pass
+        summ = run.summary()
         if as_json:
-            from ..render.json import write_document
-
             write_document((), sys.stdout, summary=summ, warnings=run.warnings, sources=run.sources,
                            packets=False)
         else:
-            out.print(summ.to_renderable())
+            out.print(to_renderable(summ))
         return summ.packets
     summ = Summary()
 
     def counted():
         for e in run.explanations():
             yield summ.add(e)
-        _finish_summary(summ, run)
+        summ.add_skipped(run.skipped)  # run-level warnings go to stderr and the JSON "warnings"
 
     if as_json:
-        from ..render.json import write_document
+        return write_document(counted(), sys.stdout, summary=summ, warnings=run.warnings, sources=run.sources)
+    from ..render.tree import render_explanations
 
-        return write_document(counted(), sys.stdout, summary=summ, warnings=run.warnings,
-                              sources=run.sources, packets=not summary)
-    if summary:
-        n = sum(1 for _ in counted())
-    else:
-        from ..render.tree import render_explanations
-
-        n = render_explanations(counted(), out, verbose=verbose)
-    if summary or n > 1:
-        if n and not summary:
-            out.print()
-        out.print(summ.to_renderable())
+    n = render_explanations(counted(), out, verbose=verbose)
+    if n > 1:
+        out.print()
+        out.print(to_renderable(summ))
     return n
-
-
-def _finish_summary(summ, run: Run) -> None:
-    # run-level warnings go to stderr and the JSON "warnings"; the summary counts per packet
-    summ.add_skipped(run.skipped)
 
 
 def _report_warnings(err, run: Run) -> None:

@@ -67,3 +67,13 @@ def example_paths(name: str) -> tuple[list[str], list[str]]:
     rulesets = info.get("rulesets") or [info["ruleset"]]
     logs = info.get("logs") or [info["log"]]
     return [str(d / r) for r in rulesets], [str(d / log) for log in logs]
+
+
+def with_example(example: str | None, rulesets, inputs) -> tuple[list[str], list[str]]:
+    """(ruleset paths, trace paths): the ones given, the example's where none was given."""
+    ruleset_paths, paths = list(rulesets), list(inputs)
+    if example:
+        ex_rules, ex_logs = example_paths(example)
+        ruleset_paths = ruleset_paths or ex_rules
+        paths = paths or ex_logs
+    return ruleset_paths, paths

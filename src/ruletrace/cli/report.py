@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +10,10 @@ from typing import Any
 import click
 
 from ..errors import RuletraceError
-from ..model import Origin
-from ..pipeline import PacketFilter, Run, field_matches, load_rulesets
+from ..model import Explanation
+from ..pipeline import PacketFilter, Run, load_rulesets
+from ..render.json_read import JsonPackets, is_ruletrace_json
 from ..render.theme import clean
-from ..sources.open import open_limited_text
 from . import options
 from .console import make_consoles
 from .status import ExitStatus
@@ -41,15 +40,11 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
     TRACE_FILE is anything `ruletrace explain` reads; or give --from-json with the JSON output of
     explain, simulate or trace. The page needs no network: open it from a mail attachment.
     """
-    from ..render.diff import diff_packets
+    from ..analyze.diff import diff_packets
     from ..render.html import ReportBuilder
 
     _out, err = make_consoles(no_color=no_color)
-    ruleset_paths, inputs = list(rulesets), list(logs)
-    if example:
-        ex_rules, ex_logs = options.example_paths(example)
-        ruleset_paths = ruleset_paths or ex_rules
-        inputs = inputs or ex_logs
+    ruleset_paths, inputs = options.with_example(example, rulesets, logs)
     if not inputs and not from_json:
         raise click.UsageError("give a trace file, --from-json FILE or --example NAME")
     pair = _parse_pair(diff_ids) if diff_ids else None
@@ -63,7 +58,7 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
     n = 0
     for path in from_json:
         doc = JsonPackets(path)
-        n += builder.add_all(p for p in doc if _json_wanted(p, pfilter))
+        n += builder.add_all(e for e in doc if pfilter.wants_packet(e.packet) and pfilter.wants(e))
         sources += doc.sources or [{"path": path, "format": "ruletrace-json"}]
         warnings += doc.warnings
     if inputs:
@@ -111,7 +106,8 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
     b.log:7` compares packets of two inputs. An input may also be `explain --json` / `simulate
     --json` / `trace --json` output. Exit status 0 when the paths differ, 1 when they are the same.
     """
-    from ..render.diff import diff_packets, to_renderable
+    from ..analyze.diff import DiffPacket, diff_packets
+    from ..render.diff import to_renderable
     from ..render.json import dumps
 
     ruleset_paths = list(rulesets)
@@ -128,22 +124,18 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
         if len(args) < 2:
             raise click.UsageError("give two packet ids: ruletrace diff -r RULES LOG A B")
         ids = [_parse_id(a, "packet id") for a in args[-2:]]
-        inputs = args[:-2]
-        if example:
-            ex_rules, ex_logs = options.example_paths(example)
-            ruleset_paths = ruleset_paths or ex_rules
-            inputs = inputs or ex_logs
+        ruleset_paths, inputs = options.with_example(example, ruleset_paths, args[:-2])
         if not inputs:
             raise click.UsageError("give a trace file (or --example NAME) before the two packet ids")
         wanted = [(tuple(inputs), ids[0]), (tuple(inputs), ids[1])]
     rs = load_rulesets(ruleset_paths)
-    found: dict[tuple[Any, int], dict[str, Any]] = {}
+    found: dict[tuple[Any, int], Explanation] = {}
     by_input: dict[Any, set[int]] = {}
     for src, pid in wanted:
         by_input.setdefault(src, set()).add(pid)
     for src, pids in by_input.items():
-        for p in _packets(src, pids, rs, fmt):
-            found[(src, p["id"])] = p
+        for e in _packets(src, pids, rs, fmt):
+            found[(src, e.packet.id)] = e
     packets = []
     for src, pid in wanted:
         p = found.get((src, pid))
@@ -152,11 +144,9 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
             raise RuletraceError(f"no packet {pid} in {name}")
         packets.append(p)
     same_input = wanted[0][0] == wanted[1][0]
-    from ..render.diff import DiffPacket
-
     labels = [f"packet {pid}" if same_input else f"{Path(src if isinstance(src, str) else src[0]).name}#{pid}"
               for src, pid in wanted]
-    pd = diff_packets(DiffPacket.from_json(packets[0], labels[0]), DiffPacket.from_json(packets[1], labels[1]))
+    pd = diff_packets(DiffPacket.of(packets[0], labels[0]), DiffPacket.of(packets[1], labels[1]))
     if as_json:
         doc = {"schema": 1, "tool": "ruletrace", "command": "diff", **pd.to_json()}
         sys.stdout.write(dumps(doc, indent=True) + "\n")
@@ -193,153 +183,16 @@ class _Target:
 # ---------------------------------------------------------------- reading packets
 
 
-def _packets(src: Any, ids: set[int], rs: list, fmt: str | None) -> Iterator[dict[str, Any]]:
-    """The JSON form of packets ``ids`` of one input (a trace read with the ruleset, or ruletrace JSON)."""
-    from ..render.json import to_json
-
+def _packets(src: Any, ids: set[int], rs: list, fmt: str | None) -> Iterator[Explanation]:
+    """Packets ``ids`` of one input (a trace read with the ruleset, or ruletrace JSON read back)."""
     paths = [src] if isinstance(src, str) else list(src)
     json_paths = [p for p in paths if is_ruletrace_json(p)]
     for p in json_paths:
-        yield from (pk for pk in JsonPackets(p) if pk.get("id") in ids)
+        yield from (e for e in JsonPackets(p) if e.packet.id in ids)
     traces = [p for p in paths if p not in json_paths]
     if traces:
         run = Run(rs, traces, fmt=fmt, packet_filter=PacketFilter(ids=set(ids)))
-        for e in run.explanations():
-            yield to_json(e)
-
-
-def is_ruletrace_json(path: str) -> bool:
-    """Whether ``path`` holds ruletrace's own JSON output (not a trace in some JSON format)."""
-    if path == "-":
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    text = head.lstrip()
-    if not text.startswith(b"{"):
-        return False
-    flat = text.replace(b" ", b"").replace(b"\n", b"")
-    return b'"tool":"ruletrace"' in flat or (flat.startswith(b'{"id":') and b'"steps":' in flat)
-
-
-class JsonPackets:
-    """Packets of a ruletrace JSON file, read as they come.
-
-    Reads the ``--json`` document of explain/simulate (``{"schema": …, "packets": [...]}``) and the
-    JSON Lines of ``trace --json`` (one packet object a line). ``sources`` and ``warnings`` of a
-    document are known once it has been read.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.sources: list[Any] = []
-        self.warnings: list[str] = []
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        try:
-            f = open_limited_text(self.path, "ruletrace JSON input")
-        except OSError as e:
-            raise RuletraceError(f"cannot read: {e.strerror}", origin=Origin(self.path)) from e
-        try:
-            yield from self._read(f)
-        except UnicodeDecodeError as e:
-            raise RuletraceError("not a ruletrace JSON file (not UTF-8 text)", origin=Origin(self.path)) from e
-        finally:
-            f.close()
-
-    def _read(self, f) -> Iterator[dict[str, Any]]:
-        first = f.readline()
-        lineno = 1
-        head = first.strip()
-        if not head:
-            raise RuletraceError("empty file: expected ruletrace --json output", origin=Origin(self.path, 1))
-        # explain --json streams: a header line ending in '"packets": [', one packet a line, a tail line
-        if head.startswith("{") and head.replace(" ", "").endswith('"packets":['):
-            tail_parts: list[str] = []
-            for line in f:
-                lineno += 1
-                s = line.strip()
-                if s.startswith("{"):
-                    yield self._packet(s.rstrip(","), lineno)
-                elif s.startswith("]"):
-                    tail_parts.append("{" + s[1:].lstrip(",").lstrip())
-                    tail_parts += list(f)
-                    break
-            self._tail("".join(tail_parts))
-            return
-        # a packet object per line (trace --json)?
-        try:
-            obj = json.loads(head)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and "steps" in obj:
-            yield self._check(obj, 1)
-            for line in f:
-                lineno += 1
-                if line.strip():
-                    yield self._packet(line.strip(), lineno)
-            return
-        # one JSON document (simulate --json is indented)
-        text = first + f.read()
-        try:
-            doc = json.loads(text)
-        except ValueError as e:
-            line = getattr(e, "lineno", None)
-            raise RuletraceError(f"not ruletrace JSON: {e}", origin=Origin(self.path, line)) from e
-        if isinstance(doc, list):
-            packets = doc
-        elif isinstance(doc, dict) and isinstance(doc.get("packets"), list):
-            packets = doc["packets"]
-            self.sources = [s for s in doc.get("sources") or [] if isinstance(s, dict)]
-            self.warnings = [str(w) for w in doc.get("warnings") or []]
-        else:
-            raise RuletraceError("not ruletrace JSON: expected an object with \"packets\" (ruletrace explain "
-                                 "--json)", origin=Origin(self.path, 1))
-        for p in packets:
-            yield self._check(p, None)
-
-    def _packet(self, text: str, line: int) -> dict[str, Any]:
-        try:
-            obj = json.loads(text)
-        except ValueError as e:
-            raise RuletraceError(f"bad packet object: {e.msg}", origin=Origin(self.path, line)) from e
-        return self._check(obj, line)
-
-    def _check(self, obj: Any, line: int | None) -> dict[str, Any]:
-        if not isinstance(obj, dict) or not isinstance(obj.get("steps"), list):
-            raise RuletraceError("not a ruletrace packet object (no \"steps\" list)", origin=Origin(self.path, line))
-        for s in obj["steps"]:
-            if not isinstance(s, dict) or "table" not in s or "chain" not in s:
-                raise RuletraceError("packet step without table/chain", origin=Origin(self.path, line))
-        return obj
-
-    def _tail(self, text: str) -> None:
-        try:
-            tail = json.loads(text) if text.strip() else {}
-        except ValueError:
-            return
-        if isinstance(tail, dict):
-            self.sources = [s for s in tail.get("sources") or [] if isinstance(s, dict)]
-            self.warnings = [str(w) for w in tail.get("warnings") or []]
-
-
-def _json_wanted(p: dict[str, Any], f: PacketFilter) -> bool:
-    if f.ids and p.get("id") not in f.ids:
-        return False
-    if f.fates and p.get("fate") not in {str(x) for x in f.fates}:
-        return False
-    for key, want in f.match.items():
-        steps = p.get("steps") or []
-        have = [str((s.get("fields") or {}).get(key, "")) for s in steps]
-        top = {"SRC": p.get("src"), "DST": p.get("dst"), "SPT": p.get("sport"), "DPT": p.get("dport"),
-               "PROTO": p.get("proto"), "IN": p.get("in"), "OUT": p.get("out")}.get(key)
-        if top is not None:
-            have.append(str(top))
-        if not any(field_matches(h, want) for h in have if h):
-            return False
-    return True
+        yield from run.explanations()
 
 
 def _parse_pair(text: str) -> tuple[int, int]:
@@ -371,4 +224,4 @@ def _default_title(example: str | None, inputs: list[str], from_json: tuple[str,
     return f"ruletrace report: {shown}"
 
 
-__all__ = ["report", "diff", "JsonPackets", "is_ruletrace_json"]
+__all__ = ["JsonPackets", "diff", "is_ruletrace_json", "report"]

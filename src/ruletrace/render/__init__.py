@@ -1,4 +1,4 @@
-"""Renderers: explanations as a terminal tree, a summary table, JSON (and HTML in html.py).
+"""Renderers: explanations as a terminal tree, a summary table, JSON (and HTML in html.py); JSON read back.
 
 Names are imported on first use, so ``ruletrace.render.json`` works without loading rich.
 """
@@ -12,9 +12,10 @@ _EXPORTS = {
     "THEME": "theme",
     "to_renderable": "tree",
     "render_explanations": "tree",
-    "Summary": "summary",
+    "Summary": "summary",  # analyze.summary.Summary, re-exported by render.summary
     "SCHEMA_VERSION": "json",
     "to_json": "json",
+    "from_json": "json",
     "document": "json",
     "dumps": "json",
     "write_jsonl": "json",

@@ -1,4 +1,8 @@
-"""Explanations as JSON: the stable, versioned machine-readable output (docs/json-schema.md)."""
+"""Explanations as JSON: the stable, versioned machine-readable output (docs/json-schema.md).
+
+``to_json`` writes one packet's explanation; ``from_json`` is its inverse, the model read back
+(``render.json_read`` reads whole files of it).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,20 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 
 from .. import __version__
-from ..model import Change, Explanation, Origin, Rule, Step
+from ..errors import RuletraceError
+from ..model import (
+    CauseLink,
+    Change,
+    Explanation,
+    Fate,
+    Origin,
+    Packet,
+    Rule,
+    Step,
+    StepKind,
+    TraceEvent,
+    Verdict,
+)
 
 try:  # optional speed-up; output is byte-identical to the stdlib path
     import orjson as _orjson
@@ -84,6 +101,130 @@ def _fate(expl: Explanation) -> JSONObject:
                              "reply": c.reply, "mark": c.mark, "zone": c.zone, "status": list(c.status),
                              "timeout": c.timeout, "text": c.text} for c in expl.conntrack]
     return out
+
+
+def from_json(obj: Any) -> Explanation:
+    """The explanation that a packet object of ``to_json`` describes: its inverse.
+
+    ``to_json(from_json(to_json(e))) == to_json(e)`` for every explanation ``e`` whose packet
+    events are its steps' events (what the explainer makes). The packet's events are rebuilt
+    from its steps, each with the packet's ``family``. Keys it does not know are ignored
+    (``simulation``); a missing key reads as null (or empty). A value of the wrong type raises
+    RuletraceError naming the key; the caller adds the file and line.
+    """
+    p = _expect(obj, dict, "packet")
+    pid = _get(p, "id", int, "packet")
+    family = _get(p, "family", str, "packet")
+    events: list[TraceEvent] = []
+    steps: list[Step] = []
+    for k, raw in enumerate(_items(p, "steps", "packet")):
+        where = f"steps[{k}]"
+        s = _expect(raw, dict, where)
+        table, chain = s.get("table"), s.get("chain")
+        if not isinstance(table, str) or not isinstance(chain, str):
+            raise RuletraceError(f"packet step without table/chain ({where})")
+        kind_s = _get(s, "kind", str, where)
+        try:
+            kind = StepKind(kind_s)
+        except ValueError:
+            raise RuletraceError(f"{where}.kind: {kind_s!r} is not one of rule, return, policy") from None
+        num = _get(s, "num", int, where)
+        fields = _get(s, "fields", dict, where) or {}
+        if not all(isinstance(v, str) for v in fields.values()):
+            raise RuletraceError(f"{where}.fields: every value must be a string")
+        ts = _get(s, "ts", (int, float), where)
+        ev = TraceEvent(table, chain, kind, num, ts=ts, family=family, origin=_origin_of(_get(s, "origin", str, where)),
+                        source="ruletrace-json", fields=fields)
+        events.append(ev)
+        steps.append(Step(ev, _rule(table, chain, num, _get(s, "rule", str, where)), _get(s, "policy", str, where),
+                          _get(s, "returned_to", str, where), _get(s, "depth", int, where) or 0,
+                          _get(s, "action", str, where) or "", _get(s, "warning", str, where),
+                          _get(s, "note", str, where)))
+    fate_s = _get(p, "fate", str, "packet") or "unknown"
+    try:
+        fate = Fate(fate_s)
+    except ValueError:
+        raise RuletraceError(f"fate {fate_s!r} is not one of {', '.join(f.value for f in Fate)}") from None
+    verdict = None
+    v = _get(p, "verdict", dict, "packet")
+    if v is not None:
+        vt, vc, vn = _get(v, "table", str, "verdict"), _get(v, "chain", str, "verdict"), _get(v, "num", int, "verdict")
+        verdict = Verdict(_get(v, "action", str, "verdict"), vt, vc, vn, _rule(vt, vc, vn, _get(v, "rule", str, "verdict")),
+                          _get(v, "reason", str, "verdict"))
+    return Explanation(
+        Packet(pid, events),
+        steps=steps,
+        fate=fate,
+        verdict=verdict,
+        nat=[_change_of(c, f"nat[{k}]") for k, c in enumerate(_items(p, "nat", "packet"))],
+        marks=[_change_of(c, f"marks[{k}]") for k, c in enumerate(_items(p, "marks", "packet"))],
+        cause=[_cause_of(c, f"cause[{k}]") for k, c in enumerate(_items(p, "cause", "packet"))],
+        warnings=[_expect(w, str, "warnings") for w in _items(p, "warnings", "packet")],
+        notes=[_expect(n, str, "notes") for n in _items(p, "notes", "packet")],
+        last_seen=_get(p, "last_seen", str, "packet"),
+    )
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", (int, float): "a number"}
+
+
+def _expect(value: Any, typ: Any, where: str) -> Any:
+    if isinstance(value, typ) and not (isinstance(value, bool) and typ is not bool):
+        return value
+    raise RuletraceError(f"{where}: expected {_TYPE_NAMES.get(typ, typ)}, got {_json_type(value)}")
+
+
+def _get(d: Mapping[str, Any], key: str, typ: Any, where: str) -> Any:
+    """``d[key]`` when it has type ``typ``; None when missing or null."""
+    value = d.get(key)
+    return None if value is None else _expect(value, typ, f"{where}.{key}")
+
+
+def _items(d: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    return _get(d, key, list, where) or []
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    return {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}.get(
+        type(value), type(value).__name__)
+
+
+def _rule(table: str | None, chain: str | None, num: int | None, text: str | None) -> Rule | None:
+    # only the text is written (and so known): table, chain and number are the place it was seen
+    return None if text is None else Rule(table or "", chain or "", num or 0, text)
+
+
+def _change_of(obj: Any, where: str) -> Change:
+    c = _expect(obj, dict, where)
+    table, chain, num = _get(c, "table", str, where), _get(c, "chain", str, where), _get(c, "num", int, where)
+    return Change(_get(c, "what", str, where), _get(c, "old", str, where), _get(c, "new", str, where), table, chain,
+                  num, _rule(table, chain, num, _get(c, "rule", str, where)), _get(c, "step", int, where),
+                  _get(c, "note", str, where))
+
+
+def _cause_of(obj: Any, where: str) -> CauseLink:
+    c = _expect(obj, dict, where)
+    table, chain, num = _get(c, "table", str, where), _get(c, "chain", str, where), _get(c, "num", int, where)
+    return CauseLink(_get(c, "role", str, where), table, chain, num, _rule(table, chain, num, _get(c, "rule", str, where)),
+                     _get(c, "text", str, where), _get(c, "step", int, where))
+
+
+# str(Origin): "path", "path:line" or "path:line:col" (line and col >= 1)
+_ORIGIN = re.compile(r"(.*?):([1-9][0-9]*)(?::([1-9][0-9]*))?", re.DOTALL)
+
+
+def _origin_of(text: str | None) -> Origin | None:
+    """The Origin whose ``str`` is ``text`` (a path ending in ``:N`` reads as a line: the same text)."""
+    if text is None:
+        return None
+    m = _ORIGIN.fullmatch(text)
+    if m is None:
+        return Origin(text)
+    return Origin(m.group(1), int(m.group(2)), int(m.group(3)) if m.group(3) else None)
 
 
 def document(

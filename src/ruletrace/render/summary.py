@@ -1,178 +1,69 @@
-"""Counts over many explanations: packets by fate and by deciding rule, skipped lines, warnings."""
+"""The terminal view of a summary (``analyze.summary.Summary``): totals, packets by fate, by deciding rule, warnings."""
 
 from __future__ import annotations
-
-from collections import Counter
-from typing import Any, NamedTuple
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..model import Explanation, Fate
+from ..analyze.summary import Decider, Summary
+from ..model import Fate
 from .theme import clean, fate_style, safe, verdict_style
 
-MAX_WARNINGS = 1000  # distinct warning texts kept; more are counted under OTHER_WARNINGS
-OTHER_WARNINGS = "(other warnings)"
 TOP_RULES = 20  # deciding rules shown in the terminal table; JSON has them all
 
-
-class Decider(NamedTuple):
-    """What decided a packet's fate: a rule, a chain policy, or nothing (trace ended)."""
-
-    action: str | None  # "drop", "accept", …; None when nothing decided
-    table: str | None
-    chain: str | None
-    num: int | None
-    rule: str | None  # iptables-save text of the deciding rule
-    policy: str | None  # the chain policy when no rule decided
-    last_seen: str | None  # "table:chain" where the trace ended, when nothing decided
+__all__ = ["TOP_RULES", "Summary", "to_renderable"]  # Summary: where renderers and the CLI found it before
 
 
-class Summary:
-    """Accumulates counts over explanations as they stream by; holds no explanation."""
+def to_renderable(summary: Summary) -> RenderableType:
+    """A terminal view: a totals line, packets by fate, by deciding rule, and warnings."""
+    total = Text.assemble((f"{summary.packets}", "summary.count"), " packets")
+    if summary.skipped_lines:
+        skipped = Text.assemble(", ", (f"{summary.skipped_lines}", "summary.count"), " lines skipped")
+        total.append_text(skipped)
+    if summary.packets_with_warnings:
+        total.append_text(
+            Text.assemble(", ", (f"{summary.packets_with_warnings}", "summary.count"), " with warnings")
+        )
+    parts: list[RenderableType] = [total]
 
-    __slots__ = ("packets", "fates", "deciding", "skipped_lines", "warnings", "packets_with_warnings")
+    fates = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
+    fates.add_column("fate", no_wrap=True)
+    fates.add_column("packets", justify="right", no_wrap=True)
+    fates.add_column("share", justify="right", no_wrap=True)
+    for f in Fate:
+        n = summary.fates.get(f, 0)
+        if n:
+            fates.add_row(Text(str(f), fate_style(f)), str(n), f"{100 * n / summary.packets:.1f}%")
+    if summary.packets:
+        parts.append(fates)
 
-    def __init__(self) -> None:
-        self.packets = 0
-        self.fates: Counter[Fate] = Counter()
-        self.deciding: Counter[Decider] = Counter()
-        self.skipped_lines = 0
-        self.warnings: Counter[str] = Counter()
-        self.packets_with_warnings = 0
+    ranked = summary.ranked()
+    if ranked:
+        rules = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
+        rules.add_column("packets", justify="right", no_wrap=True)
+        rules.add_column("action", no_wrap=True)
+        rules.add_column("where", no_wrap=True)
+        rules.add_column("rule")  # wrapable, so the table gives it what is left; cells ellipsize
+        for d, n in ranked[:TOP_RULES]:
+            rules.add_row(str(n), *_decider_cells(d))
+        if len(ranked) > TOP_RULES:
+            rest = sum(n for _, n in ranked[TOP_RULES:])
+            rules.add_row(str(rest), "", Text(f"{len(ranked) - TOP_RULES} more", "note"), "")
+        parts.append(rules)
 
-    def add(self, expl: Explanation) -> Explanation:
-        """Count one explanation; return it, so ``map(summary.add, expls)`` passes them on."""
-        self.count(self.entry(expl))
-        return expl
-
-    @staticmethod
-    def entry(expl: Explanation) -> tuple[Fate, Decider, tuple[str, ...]]:
-        """What the summary counts of one explanation; the same for every packet of one path."""
-        messages = list(expl.warnings)
-        messages += (s.warning for s in expl.steps if s.warning)
-        return expl.fate, _decider(expl), tuple(messages)
-
-    def count(self, entry: tuple[Fate, Decider, tuple[str, ...]], n: int = 1) -> None:
-        """Count ``n`` packets of one path from its ``entry``."""
-        fate, decider, messages = entry
-        self.packets += n
-        self.fates[fate] += n
-        self.deciding[decider] += n
-        if messages:
-            self.packets_with_warnings += n
-            for m in messages:
-                self.warn(m, n)
-
-    def warn(self, message: str, count: int = 1) -> None:
-        """Count a warning that is not tied to one packet (or is, via ``add``)."""
-        if message in self.warnings or len(self.warnings) < MAX_WARNINGS:
-            self.warnings[message] += count
-        else:
-            self.warnings[OTHER_WARNINGS] += count
-
-    def merge(self, other: Summary) -> None:
-        """Add another summary's counts (from a worker process) to this one."""
-        self.packets += other.packets
-        self.fates.update(other.fates)
-        self.deciding.update(other.deciding)
-        self.skipped_lines += other.skipped_lines
-        self.packets_with_warnings += other.packets_with_warnings
-        for text, n in other.warnings.items():
-            self.warn(text, n)
-
-    def add_skipped(self, lines: int = 1) -> None:
-        """Count input lines that were not understood and were skipped."""
-        self.skipped_lines += lines
-
-    def to_json(self) -> dict[str, Any]:
-        """The summary as the ``summary`` object of the JSON document (docs/json-schema.md)."""
-        return {
-            "packets": self.packets,
-            "skipped_lines": self.skipped_lines,
-            "fates": {str(f): self.fates.get(f, 0) for f in Fate},
-            "deciding": [{**d._asdict(), "count": n} for d, n in self._ranked()],
-            "packets_with_warnings": self.packets_with_warnings,
-            "warnings": [{"text": t, "count": n} for t, n in self._warnings()],
-        }
-
-    def to_renderable(self) -> RenderableType:
-        """A terminal view: a totals line, packets by fate, by deciding rule, and warnings."""
-        total = Text.assemble((f"{self.packets}", "summary.count"), " packets")
-        if self.skipped_lines:
-            skipped = Text.assemble(", ", (f"{self.skipped_lines}", "summary.count"), " lines skipped")
-            total.append_text(skipped)
-        if self.packets_with_warnings:
-            total.append_text(
-                Text.assemble(", ", (f"{self.packets_with_warnings}", "summary.count"), " with warnings")
-            )
-        parts: list[RenderableType] = [total]
-
-        fates = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
-        fates.add_column("fate", no_wrap=True)
-        fates.add_column("packets", justify="right", no_wrap=True)
-        fates.add_column("share", justify="right", no_wrap=True)
-        for f in Fate:
-            n = self.fates.get(f, 0)
-            if n:
-                fates.add_row(Text(str(f), fate_style(f)), str(n), f"{100 * n / self.packets:.1f}%")
-        if self.packets:
-            parts.append(fates)
-
-        ranked = self._ranked()
-        if ranked:
-            rules = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
-            rules.add_column("packets", justify="right", no_wrap=True)
-            rules.add_column("action", no_wrap=True)
-            rules.add_column("where", no_wrap=True)
-            rules.add_column("rule")  # wrapable, so the table gives it what is left; cells ellipsize
-            for d, n in ranked[:TOP_RULES]:
-                rules.add_row(str(n), *_decider_cells(d))
-            if len(ranked) > TOP_RULES:
-                rest = sum(n for _, n in ranked[TOP_RULES:])
-                rules.add_row(str(rest), "", Text(f"{len(ranked) - TOP_RULES} more", "note"), "")
-            parts.append(rules)
-
-        if self.warnings:
-            warns = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
-            warns.add_column("count", justify="right", no_wrap=True)
-            warns.add_column("warning", style="warning", overflow="fold")
-            for text, n in self._warnings(TOP_RULES):
-                warns.add_row(str(n), safe(text, "warning"))
-            parts.append(warns)
-        spaced: list[RenderableType] = []
-        for part in parts:
-            spaced += (Text(""), part) if spaced else (part,)
-        return Group(*spaced)
-
-    def _ranked(self) -> list[tuple[Decider, int]]:
-        # most packets first; ties by place, so that the order does not depend on which packet
-        # came first (the parallel summary counts slices in the order they finish)
-        return sorted(self.deciding.items(), key=lambda kv: (-kv[1], _order(kv[0])))
-
-    def _warnings(self, limit: int | None = None) -> list[tuple[str, int]]:
-        return sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-
-
-def _order(d: Decider) -> tuple:
-    """A total order on deciders: by action, table, chain, number …; a missing field last."""
-    return tuple((x is None, x if x is not None else "") for x in d)
-
-
-def _decider(expl: Explanation) -> Decider:
-    v = expl.verdict
-    if v is None:
-        return Decider(None, None, None, None, None, None, expl.last_seen)
-    if v.rule is not None:
-        num = v.num if v.num is not None else v.rule.num
-        return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None)
-    policy = next(
-        (s.policy for s in reversed(expl.steps) if s.policy and s.table == v.table and s.chain == v.chain),
-        v.action.upper(),
-    )
-    return Decider(v.action, v.table, v.chain, v.num, None, policy, None)
+    if summary.warnings:
+        warns = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
+        warns.add_column("count", justify="right", no_wrap=True)
+        warns.add_column("warning", style="warning", overflow="fold")
+        for text, n in summary.top_warnings(TOP_RULES):
+            warns.add_row(str(n), safe(text, "warning"))
+        parts.append(warns)
+    spaced: list[RenderableType] = []
+    for part in parts:
+        spaced += (Text(""), part) if spaced else (part,)
+    return Group(*spaced)
 
 
 def _decider_cells(d: Decider) -> tuple[Text, Text, Text]:

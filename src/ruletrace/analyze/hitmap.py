@@ -9,11 +9,10 @@ number a packet shows in C is therefore how far down C it got ("evaluated").
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from ..model import BUILTIN_CHAINS, HOOK_TABLES, TABLES, Ruleset
+from ..model import BUILTIN_CHAINS, HOOK_TABLES, TABLES, Ruleset, Step
 
 HOOKS = tuple(HOOK_TABLES)
 
@@ -245,9 +244,9 @@ def hook_tables(places: Iterable[Place]) -> Iterator[tuple[str, str]]:
             last = here
 
 
-def places_of(steps: Iterable[Mapping[str, Any]]) -> list[Place]:
-    """(table, chain, kind, num) of each step of a JSON packet (``render.json.to_json``)."""
-    return [(s["table"], s["chain"], s["kind"], s.get("num")) for s in steps]
+def places_of(steps: Iterable[Step]) -> list[Place]:
+    """(table, chain, kind, num) of each step of an explanation."""
+    return [(s.event.table, s.event.chain, str(s.event.kind), s.event.num) for s in steps]
 
 
 def _table_order(tables: Iterable[str]) -> list[str]:

@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 from ..correlate.group import (DEFAULT_WINDOW, HOOK_RANK, TABLE_INDEX, expired, loops_back,
                                resolve_key, starts_new)
 from ..fields import PartialIdent
-from . import kernel_log
-from .stats import ReadStats
+from ..sources import kernel_log
+from ..sources.stats import ReadStats
 
 __all__ = ["PathReader", "read_paths"]
 

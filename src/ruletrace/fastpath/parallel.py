@@ -2,7 +2,7 @@
 
 Workers are forked before the ruleset is parsed. Each claims the next slice (a shared counter),
 reads the lines that *start* in it straight into packet paths with counts
-(``sources.kernel_log_paths``: no event objects) and sends them to the parent. The parent
+(``fastpath.kernel_log_paths``: no event objects) and sends them to the parent. The parent
 meanwhile parses the ruleset, then claims slices too, and between slices explains every
 distinct path that came in, once. With several slices per process all finish at about the
 same time, however the machine shares its cores out. Packets cut by a slice boundary are
@@ -26,10 +26,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .explain.explain import Explainer
-from .errors import RuletraceError
-from .model import Origin, Ruleset
-from .sources.stats import ReadStats
+from ..errors import RuletraceError
+from ..explain.explain import Explainer
+from ..model import Origin
+from ..sources.stats import ReadStats
 
 # read past a range end to complete the packets open there (~5,600 lines): a packet's lines lie
 # within a few hundred lines of each other (one softirq pass prints them), even with many CPUs
@@ -99,7 +99,7 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     The range is the lines that start in [start, end); then up to OVERFLOW_BYTES more are read
     only to complete the packets open at its end (no packet starts there, nothing is counted).
     """
-    from .sources.kernel_log_paths import PathReader
+    from .kernel_log_paths import PathReader
 
     index, start, end = args
     path: str = _JOB["path"]
@@ -152,8 +152,7 @@ def usable(path: str, fmt: str | None) -> bool:
         return False
     if head[:2] in (b"\x1f\x8b", b"BZ", b"\xfd7") or head[:1] == b"{":
         return False
-    from .errors import RuletraceError
-    from .sources import detect
+    from ..sources import detect
 
     try:
         return (fmt or detect.detect(head, path)) == "kernel-log"
@@ -205,7 +204,7 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
     then claims slices too, and between slices explains every distinct path of the results
     that came in (once per path) and counts its packets.
     """
-    from .render.summary import Summary
+    from ..analyze.summary import Summary
 
     workers = max(2, workers or min(os.cpu_count() or 2, 8))
     size = os.path.getsize(path)

@@ -1,0 +1,176 @@
+"""A rule's match options checked against logged packet fields: which option matched one packet and not the other.
+
+The rule is parsed by ``rulesets.options`` (the simulator's parser), which knows which module each
+option belongs to and how many arguments it takes. Only options a log line can show are tested
+(docs/report.md lists them); the others are returned as unknown, never blamed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..errors import RuletraceError
+from ..rulesets.iptables_save import tokenize
+from ..rulesets.options import (
+    number,
+    parse_icmp_type,
+    parse_proto,
+    parse_tcp_flags,
+    port_range,
+    split_rule,
+    value_mask,
+)
+
+
+@dataclass(slots=True)
+class OptionCheck:
+    """One match option of a rule checked against both packets."""
+
+    option: str  # as written: "--dport 52000", "! -i docker0", "-m mark --mark 0x8000/0x8000"
+    field: str | None  # the packet field it reads (kernel-log name), None when the log cannot show it
+    left: str | None  # that field's value for each packet (None: absent)
+    right: str | None
+    left_ok: bool | None  # whether the option matches; None: cannot tell from the log
+    right_ok: bool | None
+
+    @property
+    def decisive(self) -> bool:
+        return self.left_ok is not None and self.right_ok is not None and self.left_ok != self.right_ok
+
+
+
+# match options check_rule can test against a logged field -> its name for them; the rule is
+# parsed by rulesets.options (the simulator's parser), which knows which module each option
+# belongs to and how many arguments it takes
+_OPTIONS: dict[str, str] = {
+    "--dport": "dport", "--destination-port": "dport", "--sport": "sport", "--source-port": "sport",
+    "--dports": "dports", "--destination-ports": "dports", "--sports": "sports", "--source-ports": "sports",
+    "--ports": "ports", "--mark": "mark", "--tcp-flags": "tcpflags", "--syn": "syn",
+    "--icmp-type": "icmptype", "--icmpv6-type": "icmptype", "--physdev-in": "physin", "--physdev-out": "physout",
+    "--uid-owner": "uid", "--gid-owner": "gid",
+}
+_IP_NAMES = {"s": "src", "d": "dst", "i": "in", "o": "out", "p": "proto", "f": "frag"}
+_FIELD = {
+    "proto": "PROTO", "src": "SRC", "dst": "DST", "in": "IN", "out": "OUT", "dport": "DPT", "sport": "SPT",
+    "dports": "DPT", "sports": "SPT", "mark": "MARK", "tcpflags": "TCPFLAGS", "syn": "TCPFLAGS",
+    "icmptype": "TYPE", "physin": "PHYSIN", "physout": "PHYSOUT", "uid": "UID", "gid": "GID", "frag": "FRAG",
+}
+
+
+def rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, str]]:
+    """The match options of an iptables-save rule: (name, module, args, negated, as written).
+
+    The target's options are left out. Options this module cannot check against the log are
+    returned with name ``"?"`` and their module; a rule the parser rejects gives no options.
+    """
+    try:
+        tokens = tokenize(rule_text)
+        if tokens[:1] in (["-A"], ["--append"], ["-I"], ["--insert"]):
+            tokens = tokens[2:]
+        parsed = split_rule(tokens, None)
+    except RuletraceError:
+        return []
+    out: list[tuple[str, str, list[str], bool, str]] = []
+    for neg, letter, val in parsed.ip:
+        args = [val] if letter != "f" else []
+        out.append((_IP_NAMES[letter], "", args, neg, _written(neg, f"-{letter}", args)))
+    for module, opts in parsed.modules:
+        if module == "comment":
+            continue
+        for neg, opt, args in opts:
+            name = _OPTIONS.get(opt, "?")
+            if name == "mark" and module != "mark":
+                name = "?"  # connmark's --mark is the connection's mark, which the log does not show
+            elif name in ("dport", "sport") and module == "multiport":  # multiport's --dport takes lists too
+                name += "s"
+            out.append((name, module, list(args), neg, _written(neg, opt, args)))
+    return out
+
+
+def _written(neg: bool, opt: str, args: Sequence[str]) -> str:
+    return " ".join((["!"] if neg else []) + [opt, *args])
+
+
+def check_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, str]) -> list[OptionCheck]:
+    """Each match option of ``rule_text`` checked against two packets' fields."""
+    checks: list[OptionCheck] = []
+    for name, module, args, neg, written in rule_options(rule_text):
+        if name == "?":
+            if module and module != "comment":
+                shown = written if module in written else f"-m {module} {written}"
+                checks.append(OptionCheck(shown, None, None, None, None, None))
+            continue
+        f = _FIELD[name]
+        if name == "mark":
+            written = f"-m mark {written}"
+        va, vb = left.get(f), right.get(f)
+        checks.append(OptionCheck(written, f, _shown(f, va), _shown(f, vb),
+                                  _apply(name, module, args, va, neg), _apply(name, module, args, vb, neg)))
+    return checks
+
+
+def _shown(f: str, v: str | None) -> str | None:
+    if f == "MARK" and not v:
+        return "0x0"  # nf_log prints MARK= only when the mark is nonzero
+    return v
+
+
+def _apply(name: str, module: str, args: Sequence[str], have: str | None, neg: bool) -> bool | None:
+    try:
+        r = _match(name, module, args, have)
+    except RuletraceError:  # a value the option grammar rejects: cannot tell
+        return None
+    return None if r is None else r != neg
+
+
+def _match(name: str, module: str, args: Sequence[str], have: str | None) -> bool | None:
+    want = args[0] if args else ""
+    if name == "mark":
+        v, m = value_mask(want)
+        return (number(have or "0") & m) == v
+    if name == "syn":
+        return _tcp_flags(("FIN,SYN,RST,ACK", "SYN"), have)
+    if name == "tcpflags":
+        return _tcp_flags(args, have)
+    if name == "frag":
+        return bool(have) if have is not None else False
+    if have is None or have == "":
+        # a TCP/UDP port or an interface the log does not show cannot match
+        return False if name in ("dport", "sport", "dports", "sports", "ports", "in", "out", "proto") else None
+    if name == "proto":
+        n = parse_proto(want)
+        return n == 0 or n == parse_proto(have)
+    if name in ("src", "dst"):
+        return _addr(want, have)
+    if name in ("in", "out", "physin", "physout"):
+        return have.startswith(want[:-1]) if want.endswith("+") else have == want
+    if name in ("dport", "sport", "dports", "sports", "ports"):
+        if not have.isdigit():
+            return None
+        p = int(have)
+        return any(lo <= p <= hi for lo, hi in (port_range(part) for part in want.split(",")))
+    if name == "icmptype":
+        typ, _code = parse_icmp_type(want, module != "icmp")
+        return typ == 0xFF or str(typ) == have  # icmp_type_code_match: type 0xFF is any type
+    if name in ("uid", "gid"):
+        lo, _, hi = want.partition("-")
+        if lo.isdigit() and have.isdigit():
+            return int(lo) <= int(have) <= int(hi or lo)
+        return None
+    return None
+
+
+def _tcp_flags(args: Sequence[str], have: str | None) -> bool | None:
+    if len(args) < 2 or have is None:
+        return None
+    return (parse_tcp_flags(have) & parse_tcp_flags(args[0])) == parse_tcp_flags(args[1])
+
+
+def _addr(want: str, have: str) -> bool | None:
+    try:
+        ip = ipaddress.ip_address(have)
+        return any(ip in ipaddress.ip_network(w, strict=False) for w in want.split(","))
+    except ValueError:
+        return None

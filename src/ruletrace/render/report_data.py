@@ -1,0 +1,425 @@
+"""The document a report page renders from: packets aggregated as they stream by, and ``unpack`` to read it back.
+
+Each distinct path is stored once, each *variant* (path, fate, deciding step, shared details,
+NAT rewrites, protocol, interfaces) once, and per packet only its id, variant index and
+addresses (columns). The hit map (``analyze.hitmap``) is counted once per path and embedded
+sparse; rule text is kept only for chains some packet entered. docs/report.md describes the
+format; ``render.html`` puts it in the page.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..analyze.diff import decided_at, endpoint, port
+from ..analyze.hitmap import HitMap, Place
+from ..model import Explanation, Fate, Ruleset
+from .json import from_json
+
+FORMAT = 2  # version of the embedded document ("v"); 2: packets aggregated by variant, sparse hit counts
+PAGE_SIZE = 200  # packets per page of the packet list
+KINDS = ("rule", "return", "policy")  # StepKind values
+FATES = tuple(f.value for f in Fate)
+
+
+class ReportData:
+    """Collects explanations as they stream by; ``data()`` is the document the page renders from.
+
+    Packets are aggregated as they come: a path (its steps) is stored once, a *variant* (path,
+    fate, deciding step, shared details, NAT rewrites, protocol, interfaces) once, and per packet
+    only its id, variant and addresses are kept. The hit map is counted once per path, weighted
+    by its packets.
+    """
+
+    def __init__(self, rulesets: Sequence[Ruleset] = (), *, keep: Iterable[Any] = ()) -> None:
+        self.rulesets = list(rulesets)
+        self._rs_of = HitMap(self.rulesets)  # picks a packet's ruleset by family
+        self.keep = set(keep)  # packet ids whose explanation is kept (for --diff)
+        self.kept: dict[Any, Explanation] = {}
+        self.fates: Counter[str] = Counter()
+        self._strings: dict[str, int] = {}
+        self._places: dict[tuple, int] = {}  # (ruleset, table, chain, kind, num) -> place id
+        self._place_text: dict[int, str] = {}  # rule text seen in the trace, per place (no ruleset)
+        self._steps: dict[tuple, int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
+        self._paths: dict[tuple, int] = {}  # (ruleset, step signature) -> path id
+        self._path_steps: list[list[int]] = []
+        self._path_places: list[tuple[int, list[Place]]] = []  # path id -> (ruleset, places) for the hit map
+        self._path_packets: list[int] = []
+        self._extras: dict[tuple, int] = {}
+        self._variants: dict[tuple, int] = {}
+        self._variant_keys: list[tuple] = []
+        self._variant_packets: list[int] = []
+        self._addrs: dict[str, int] = {}
+        # one entry per packet, in input order
+        self.ids: list[Any] = []
+        self._pv: list[int] = []
+        self._src: list[int] = []
+        self._sport: list[int | None] = []
+        self._dst: list[int] = []
+        self._dport: list[int | None] = []
+        self._hitmap: HitMap | None = None
+
+    @property
+    def packets(self) -> int:
+        """How many packets were added."""
+        return len(self.ids)
+
+    @property
+    def hitmap(self) -> HitMap:
+        """Per-rule counts over every packet added so far (counted once per distinct path)."""
+        if self._hitmap is None or self._hitmap.packets != len(self.ids):
+            hm = HitMap(self.rulesets)
+            for (rs, places), n in zip(self._path_places, self._path_packets):
+                hm.add(places, weight=n, ruleset=rs)
+            self._hitmap = hm
+        return self._hitmap
+
+    # ------------------------------------------------------------------ input
+
+    @property
+    def paths(self) -> int:
+        """How many distinct paths the packets took."""
+        return len(self._path_steps)
+
+    def add(self, item: Explanation | Mapping[str, Any]) -> None:
+        """Count and store one packet: an Explanation or a JSON packet object (``render.json.from_json``)."""
+        e = item if isinstance(item, Explanation) else from_json(item)
+        if e.packet.id in self.keep:
+            self.kept[e.packet.id] = e
+        self._add_explanation(e)
+
+    def add_all(self, items: Iterable[Explanation | Mapping[str, Any]]) -> int:
+        """``add`` each item; return how many."""
+        n = 0
+        for it in items:
+            self.add(it)
+            n += 1
+        return n
+
+    def _add_explanation(self, e: Explanation) -> None:
+        steps = e.steps
+        sig = tuple([(s.event.table, s.event.chain, str(s.event.kind), s.event.num, s.depth, s.action or "",
+                      s.returned_to, s.policy, s.warning, s.note) for s in steps])
+        fam = None
+        for ev in e.packet.events:
+            if ev.family:
+                fam = ev.family
+                break
+        rs = self._rs_of.ruleset_index(fam)
+        path = self._paths.get((rs, sig))
+        if path is None:
+            path = self._new_path(rs, sig, [None if s.rule is None else s.rule.text for s in steps])
+        v = e.verdict
+        dec = -1
+        for c in e.cause:
+            if c.role == "decided" and isinstance(c.step, int):
+                dec = c.step
+                break
+        else:
+            if v is not None:
+                dec = _decisive_index(sig, v.table, v.chain, v.num)
+        first = e.first
+        src, dst = first.get("SRC") or None, first.get("DST") or None
+        sport, dport = port(first.get("SPT")), port(first.get("DPT"))
+        extra = (
+            v.reason if v is not None and v.reason else None,
+            tuple([(c.what, c.old, c.new, c.step) for c in e.marks]),
+            tuple([(c.role, c.text, c.step) for c in e.cause if c.role != "decided"]),
+            tuple(e.warnings), tuple(e.notes),
+            e.last_seen if v is None else None,
+        )
+        nat = tuple([(c.what, _nat_old(c.what, c.old, src, sport, dst, dport), c.new, c.step) for c in e.nat])
+        vt = None if v is None else (v.action, v.table, v.chain, v.num, v.rule is not None)
+        self._add_packet(e.packet.id, path, str(e.fate), dec, vt, extra, nat, first.get("PROTO") or None,
+                         first.get("IN") or None, first.get("OUT") or None, first.get("TCPFLAGS") or None,
+                         src, sport, dst, dport)
+
+    def _new_path(self, rs: int, sig: tuple, texts: list[str | None]) -> int:
+        path = self._paths[(rs, sig)] = len(self._path_steps)
+        step_ids = []
+        places: list[Place] = []
+        for (table, chain, kind, num, depth, action, returned_to, policy, warning, note), text in zip(sig, texts):
+            pkey = (rs, table, chain, kind, num)
+            place = self._places.get(pkey)
+            if place is None:
+                place = self._places[pkey] = len(self._places)
+            if text and place not in self._place_text:
+                self._place_text[place] = text
+            skey = (place, depth, action, returned_to, policy, warning, note)
+            sid = self._steps.get(skey)
+            if sid is None:
+                sid = self._steps[skey] = len(self._steps)
+            step_ids.append(sid)
+            places.append((table, chain, kind, num))
+        self._path_steps.append(step_ids)
+        self._path_places.append((rs, places))
+        self._path_packets.append(0)
+        return path
+
+    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple | None, extra: tuple, nat: tuple,
+                    proto: Any, in_: Any, out: Any, flags: Any, src: Any, sport: Any, dst: Any, dport: Any) -> None:
+        if fate not in FATES:
+            fate = "unknown"
+        key = (path, fate, dec, vt, extra, nat, proto, in_, out, flags)
+        var = self._variants.get(key)
+        if var is None:
+            var = self._variants[key] = len(self._variant_keys)
+            self._variant_keys.append(key)
+            self._variant_packets.append(0)
+        self._variant_packets[var] += 1
+        self._path_packets[path] += 1
+        self.fates[fate] += 1
+        self.ids.append(pid)
+        self._pv.append(var)
+        self._src.append(self._addr(src))
+        self._sport.append(sport if isinstance(sport, int) else None)
+        self._dst.append(self._addr(dst))
+        self._dport.append(dport if isinstance(dport, int) else None)
+
+    def _addr(self, a: Any) -> int:
+        return _intern(self._addrs, str(a)) if a else -1
+
+    def _s(self, text: Any) -> int:
+        return -1 if text is None else _intern(self._strings, str(text))
+
+    # ------------------------------------------------------------------ output
+
+    def deciders(self) -> Counter[tuple[str, str]]:
+        """(where the fate was decided, rule key) -> packets."""
+        out: Counter[tuple[str, str]] = Counter()
+        for key, n in zip(self._variant_keys, self._variant_packets):
+            vt, extra = key[3], key[4]
+            if vt is None:
+                out[(decided_at(None, None, None, None, False, extra[5]), "")] += n
+                continue
+            action, table, chain, num, has_rule = vt
+            out[(decided_at(action, table, chain, num, has_rule, None), f"{table}:{chain}:{num}" if has_rule else "")] += n
+        return out
+
+    def data(self, *, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The JSON document the page renders from (``unpack`` reads it back; see docs/report.md)."""
+        self._strings = {}
+        hm = self.hitmap
+        tables: dict[str, int] = {}
+        chains: list[list[Any]] = []
+        chain_index: dict[tuple[int, str, str], int] = {}
+        sizes: list[int] = []
+        texts: list[list[Any]] = []  # [chain index, [rule spec or None, ...]] for chains packets entered
+        rs_chains = {i: {(t, name): c for t, cs in rs.tables.items() for name, c in cs.items()}
+                     for i, rs in enumerate(self.rulesets)}
+        for cc in hm.chain_counts():
+            ci = len(chains)
+            chain_index[(cc.ruleset, cc.table, cc.name)] = ci
+            t = tables.setdefault(cc.table, len(tables))
+            row: list[Any] = [cc.ruleset, t, cc.name, cc.rules, cc.policy]
+            if cc.entered:
+                row += [cc.entered, cc.fell_off, [x for kv in cc.hits.items() for x in kv],
+                        [x for kv in cc.deepest.items() for x in kv]]
+                if cc.known:
+                    rules = rs_chains[cc.ruleset][(cc.table, cc.name)].rules
+                    texts.append([ci, [rule_spec(r.text, cc.name) for r in rules]])
+                else:
+                    texts.append([ci, [None] * cc.rules])
+            elif cc.policy is None:
+                row.pop()
+            chains.append(row)
+            sizes.append(cc.rules)
+        text_of = {ci: tx for ci, tx in texts}
+        xchains: list[list[Any]] = []
+        kinds: list[str] = list(KINDS)
+        places: list[list[Any]] = [[]] * len(self._places)
+        for (rs, table, chain, kind, num), i in self._places.items():
+            ci = chain_index.get((rs, table, chain))
+            if ci is None:
+                ci = -1 - len(xchains)
+                chain_index[(rs, table, chain)] = ci
+                xchains.append([rs, tables.setdefault(table, len(tables)), chain])
+            if kind not in kinds:
+                kinds.append(kind)
+            places[i] = [ci, kinds.index(kind), num]
+            # no ruleset: the rule text comes from the trace, where it showed it
+            text = self._place_text.get(i)
+            if text and ci >= 0 and kind == "rule" and isinstance(num, int) and 1 <= num <= sizes[ci]:
+                tx = text_of.get(ci)
+                if tx is not None and tx[num - 1] is None:
+                    tx[num - 1] = rule_spec(text, chain)
+        steps: list[list[Any]] = [[]] * len(self._steps)
+        for (place, depth, action, returned_to, policy, warning, note), i in self._steps.items():
+            steps[i] = _trim([place, depth, self._s(action or None), self._s(returned_to), self._s(policy),
+                              self._s(warning), self._s(note)])
+        extras: list[dict[str, Any]] = []
+        extra_ids: dict[tuple, int] = {}
+        variants: list[list[Any]] = []
+        for path, fate, dec, _vt, extra, nat, proto, in_, out, flags in self._variant_keys:
+            x = -1
+            if any(extra):
+                x = extra_ids.get(extra, -1)
+                if x < 0:
+                    x = extra_ids[extra] = len(extras)
+                    extras.append(self._extra(extra))
+            variants.append(_trim([path, FATES.index(fate), dec, x, self._s(proto), self._s(in_), self._s(out),
+                                   self._s(flags), [list(c) for c in nat] or None]))
+        ids = self.ids
+        delta = all(type(i) is int for i in ids)
+        d = dict(defaults or {})
+        if "a" not in d:
+            d["a"] = ids[0] if ids else None
+        if "b" not in d:
+            fate = [self._variant_keys[v][1] for v in self._pv]
+            d["b"] = next((ids[k] for k in range(len(ids)) if fate[k] != fate[0]), None)
+        addrs: list[str] = [""] * len(self._addrs)
+        for a, i in self._addrs.items():
+            addrs[i] = a
+        strings: list[str] = [""] * len(self._strings)
+        for text, i in self._strings.items():
+            strings[i] = text
+        return {
+            "v": FORMAT,
+            "page_size": PAGE_SIZE,
+            "fates": list(FATES),
+            "kinds": kinds,
+            "tables": list(tables),
+            "chains": chains,
+            "xchains": xchains,
+            "places": places,
+            "steps": steps,
+            "paths": self._path_steps,
+            "variants": variants,
+            "extras": extras,
+            "strings": strings,
+            "addrs": addrs,
+            "packets": {
+                "id": [b - a for a, b in zip([0, *ids], ids)] if delta else list(ids),
+                "id_delta": delta,
+                "v": self._pv, "src": self._src, "sport": self._sport, "dst": self._dst, "dport": self._dport,
+            },
+            "texts": texts,
+            "rulesets": [_ruleset_name(rs) for rs in self.rulesets],
+            "ruleset_known": bool(self.rulesets),
+            "defaults": d,
+        }
+
+    def _extra(self, extra: tuple) -> dict[str, Any]:
+        why, marks, cause, warnings, notes, last = extra
+        e: dict[str, Any] = {}
+        if why:
+            e["why"] = self._s(why)
+        if marks:
+            e["marks"] = [list(c) for c in marks]
+        if cause:
+            e["cause"] = [[self._s(role), self._s(text), step] for role, text, step in cause]
+        if warnings:
+            e["warn"] = [self._s(w) for w in warnings]
+        if notes:
+            e["notes"] = [self._s(n) for n in notes]
+        if last:
+            e["last"] = self._s(last)
+        return e
+
+
+def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The packets of a report document (``ReportData.data()``) in their JSON form again.
+
+    What the page's script does, in Python: the test that the compact form round-trips. Only
+    what the report keeps comes back (no per-step fields, rule text only of chains packets entered).
+    """
+    strings, addrs, kinds, tables = data["strings"], data["addrs"], data["kinds"], data["tables"]
+    text = {ci: tx for ci, tx in data["texts"]}
+
+    def s(i: int) -> str | None:
+        return None if i < 0 else strings[i]
+
+    def chain_of(ci: int) -> tuple[str, str]:
+        c = data["chains"][ci] if ci >= 0 else data["xchains"][-1 - ci]
+        return tables[c[1]], c[2]
+
+    def step(sid: int) -> dict[str, Any]:
+        st = _untrim(data["steps"][sid], 7)
+        ci, kind, num = data["places"][st[0]]
+        table, chain = chain_of(ci)
+        kind = kinds[kind]
+        rule = None
+        if ci >= 0 and kind == "rule" and isinstance(num, int) and ci in text and 1 <= num <= len(text[ci]):
+            spec = text[ci][num - 1]
+            rule = None if spec is None else f"-A {chain} {spec}"
+        return {"table": table, "chain": chain, "kind": kind, "num": num, "rule": rule, "depth": st[1],
+                "action": s(st[2]), "returned_to": s(st[3]), "policy": s(st[4]), "warning": s(st[5]),
+                "note": s(st[6])}
+
+    pk = data["packets"]
+    ids = list(itertools.accumulate(pk["id"])) if pk["id_delta"] else pk["id"]
+    out = []
+    for k, pid in enumerate(ids):
+        path, fate, dec, x, proto, in_, out_, flags, nat = _untrim(data["variants"][pk["v"][k]], 9)
+        nat = nat if nat != -1 else None
+        e = data["extras"][x] if x >= 0 else {}
+        src = addrs[pk["src"][k]] if pk["src"][k] >= 0 else None
+        dst = addrs[pk["dst"][k]] if pk["dst"][k] >= 0 else None
+        sport, dport = pk["sport"][k], pk["dport"][k]
+        out.append({
+            "id": pid, "proto": s(proto), "src": src, "dst": dst, "sport": sport, "dport": dport,
+            "in": s(in_), "out": s(out_), "tcpflags": s(flags),
+            "steps": [step(sid) for sid in data["paths"][path]],
+            "fate": data["fates"][fate], "decisive": dec,
+            "reason": s(e.get("why", -1)), "last_seen": s(e.get("last", -1)),
+            "nat": [{"what": w, "old": (endpoint(dst, dport) if w == "DST" else endpoint(src, sport))
+                     if old == 0 else old, "new": new, "step": st} for w, old, new, st in nat or ()],
+            "marks": [{"what": w, "old": old, "new": new, "step": st} for w, old, new, st in e.get("marks", ())],
+            "cause": [{"role": s(r), "text": s(t), "step": st} for r, t, st in e.get("cause", ())],
+            "warnings": [s(w) for w in e.get("warn", ())],
+            "notes": [s(n) for n in e.get("notes", ())],
+        })
+    return out
+
+
+def _decisive_index(sig: tuple, table: Any, chain: Any, num: Any) -> int:
+    """The last step of the path at the verdict's place (when no cause link names the step)."""
+    for k in range(len(sig) - 1, -1, -1):
+        st = sig[k]
+        if st[0] == table and st[1] == chain and (num is None or st[3] == num):
+            return k
+    return -1
+
+
+def _nat_old(what: Any, old: Any, src: Any, sport: Any, dst: Any, dport: Any) -> Any:
+    # an ``old`` equal to the packet's own first DST:DPT / SRC:SPT is written as 0, so packets
+    # that took the same path share one NAT list
+    if (what == "DST" and old == endpoint(dst, dport)) or (what == "SRC" and old == endpoint(src, sport)):
+        return 0
+    return old
+
+
+def _intern(index: dict[str, int], text: str) -> int:
+    """``text``'s number in ``index`` (numbered in the order first seen)."""
+    i = index.get(text)
+    if i is None:
+        i = index[text] = len(index)
+    return i
+
+
+def _trim(row: list[Any]) -> list[Any]:
+    # trailing "nothing" (-1 / None) is left out of a row; _untrim pads it back
+    while row and (row[-1] is None or row[-1] == -1):
+        row.pop()
+    return row
+
+
+def _untrim(row: list[Any], n: int) -> list[Any]:
+    return list(row) + [-1] * (n - len(row))
+
+
+def rule_spec(text: str | None, chain: str) -> str | None:
+    """A rule's text without its leading ``-A CHAIN``."""
+    if text is None:
+        return None
+    prefix = f"-A {chain} "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _ruleset_name(rs: Ruleset) -> str:
+    where = str(rs.origin) if rs.origin else "ruleset"
+    bits = [b for b in (rs.format, rs.family) if b]
+    return f"{where} ({', '.join(bits)})" if bits else where
