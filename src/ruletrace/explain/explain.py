@@ -431,7 +431,7 @@ class Explainer:
 
         Computed once per path.
 
-        For summaries of huge logs read without event objects (``sources.kernel_log_paths``).
+        For summaries of huge logs read without event objects (``fastpath.kernel_log_paths``).
         """
         got = self._path_memo.get(steps)
         if got is None:
