@@ -5,9 +5,10 @@ from __future__ import annotations
 from render_cases import render, seed003_drop, seed003_port80, unknown_fate
 from rich.cells import cell_len
 
+from ruletrace.analyze import summary as summary_mod
 from ruletrace.analyze.summary import Summary
 from ruletrace.model import Fate
-from ruletrace.render import summary as summary_mod
+from ruletrace.render import summary as summary_view
 from ruletrace.render.summary import to_renderable
 
 KUBE_FIREWALL_1 = (
@@ -117,7 +118,7 @@ def test_warning_texts_are_capped(monkeypatch) -> None:
 
 
 def test_more_deciding_rules_than_shown(monkeypatch) -> None:
-    monkeypatch.setattr(summary_mod, "TOP_RULES", 1)
+    monkeypatch.setattr(summary_view, "TOP_RULES", 1)
     out = render(to_renderable(_filled()))
     lines = [" ".join(line.split()) for line in out.splitlines()]
     assert "2 2 more" in lines  # the 2 packets of the 2 rules not shown

@@ -462,7 +462,7 @@ def compile_set(s: NftSet, w: Where) -> NSet | None:
     return NSet(s.name, parse_elements(toks, w, key, data), w.linear)
 
 
-def unknown_item(expr: str, word: str, w: Where) -> Item:
+def unknown_item(expr: str, word: str, w: Where) -> Callable[[Any, Any], bool]:  # an nft_expr.Item
     """An item that states it cannot evaluate ``expr``: no match unless --assume says otherwise."""
     key = f"{w.table}:{w.chain}:{w.num}"
 
