@@ -15,8 +15,8 @@ the summed PSS is shown too). wait4()'s ru_maxrss (the largest single process) i
 from __future__ import annotations
 
 import argparse
-import cProfile
 import contextlib
+import cProfile
 import io
 import os
 import pstats

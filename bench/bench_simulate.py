@@ -17,16 +17,16 @@ import random
 import sys
 import time
 
-import timing  # noqa: F401  (puts src/ and bench/ on sys.path)
 import gen_kube
+import timing  # noqa: F401  (puts src/ and bench/ on sys.path)
 
 from ruletrace.model import Origin
 from ruletrace.rulesets.iptables_save import parse
 from ruletrace.rulesets.nft_text import parse as parse_nft
 from ruletrace.simulate.compiled import compiled
 from ruletrace.simulate.engine import simulate, step_tags
-from ruletrace.simulate.nft_walk import nft_compiled
 from ruletrace.simulate.hostfacts import HostFacts, load_routes
+from ruletrace.simulate.nft_walk import nft_compiled
 from ruletrace.simulate.probe import Probe
 
 BAR_PPS = 20_000

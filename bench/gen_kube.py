@@ -38,9 +38,10 @@ import hashlib
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 GEN_VERSION = 3  # bump when the output for the same arguments changes (run_all.py caches on it)
 

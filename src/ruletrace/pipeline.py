@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from .correlate.group import group_packets
 from .errors import RuletraceError
@@ -35,7 +35,7 @@ class PacketFilter:
     ids: set[int] = field(default_factory=set)
 
     # user words -> kernel-log field names
-    ALIASES = {
+    ALIASES: ClassVar[dict[str, str]] = {
         "dport": "DPT", "sport": "SPT", "src": "SRC", "dst": "DST", "proto": "PROTO",
         "in": "IN", "out": "OUT", "mark": "MARK", "id": "ID", "ttl": "TTL", "physin": "PHYSIN",
         "physout": "PHYSOUT", "type": "TYPE", "code": "CODE", "len": "LEN",
@@ -209,7 +209,7 @@ class Run:
 
     def explanations(self) -> Iterator[Explanation]:
         if not self.detail:  # summaries: no reply lookup (it would read every packet's fields)
-            for packet, e in self._explained():
+            for _packet, e in self._explained():
                 if e is not None and self.filter.wants(e):
                     yield e
         else:

@@ -10,8 +10,8 @@ import ipaddress
 import json
 
 from .errors import RuletraceError
-from .model import Origin
 from .fields import bounded_int
+from .model import Origin
 
 
 def _int(v) -> int | None:

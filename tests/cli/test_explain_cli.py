@@ -23,7 +23,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_json_has_both_packets_with_fates_and_the_cause(capsys):
-    code, out, err = run(capsys, "explain", "-r", RULES, LOG, "--json")
+    code, out, _err = run(capsys, "explain", "-r", RULES, LOG, "--json")
     assert code == ExitStatus.OK
     doc = json.loads(out)
     assert doc["schema"] == 1
@@ -88,7 +88,7 @@ def test_gzip_and_stdin(capsys, tmp_path, monkeypatch):
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, make, message):
     p = tmp_path / "input.log"
     make(p)
-    code, out, err = run(capsys, "explain", "-r", RULES, str(p))
+    code, _out, err = run(capsys, "explain", "-r", RULES, str(p))
     assert code == ExitStatus.ERROR
     assert message.lower() in err.lower()
     assert "Traceback" not in err and len(err.strip().splitlines()) >= 1

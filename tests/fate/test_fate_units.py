@@ -57,7 +57,7 @@ def test_choosing_rule_for_mark_based_policy_routing():
     r = routes.choosing_rule(rules, "100", src="10.0.0.5", dst="8.8.8.8", mark=1, iif="eth0")
     assert routes.rule_text(r) == "100: from all fwmark 0x1 lookup 100"
     assert routes.choosing_rule(rules, None, src="10.0.0.5", dst="8.8.8.8", mark=2, iif="eth0")["priority"] == 32766
-    with pytest.raises(RuletraceError, match="rules.json:1"):
+    with pytest.raises(RuletraceError, match=r"rules\.json:1"):
         routes.load_json_list("{}", "rules.json")
 
 

@@ -15,6 +15,6 @@ pytestmark = pytest.mark.kernel
 def test_fresh_native_capture_is_explained_as_the_kernel_did(kernel_lab, tmp_path, sc):
     d = tmp_path / sc
     native_record.record(sc, d)
-    for form, files in FORMS.items():
+    for files in FORMS.values():
         for trace in ("nft-monitor.txt", "nft-monitor-a.txt"):
             check_capture(d, [str(d / f) for f in files], str(d / trace))

@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from ruletrace.errors import RuletraceError
-from ruletrace.model import StepKind, TraceEvent
-from ruletrace.rulesets import load_ruleset
 from ruletrace.live import netlink as nl
-from ruletrace.live import nftrace, nflog
+from ruletrace.live import nflog, nftrace
 from ruletrace.live import session as ss
 from ruletrace.live.tracer import LiveGrouper, diff_summary
+from ruletrace.model import StepKind, TraceEvent
+from ruletrace.rulesets import load_ruleset
 
 H = "<" if sys.byteorder == "little" else ">"
 

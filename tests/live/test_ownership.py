@@ -191,7 +191,7 @@ def test_state_file_errors_are_one_line(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setattr(ss, "STATE_DIR", blocker / "state")
-    with pytest.raises(RuletraceError, match="cannot write the session state file .*RULETRACE_STATE_DIR"):
+    with pytest.raises(RuletraceError, match=r"cannot write the session state file .*RULETRACE_STATE_DIR"):
         _state(tmp_path).save()
 
 

@@ -253,7 +253,7 @@ def test_signals_clean_up(lab, sig):
     t = Tracer("--backend", "legacy", "-p", "tcp", "--dport", str(PORT), "--duration", "30")
     assert snapshot() != before
     t.p.send_signal(sig)
-    rc, _out, err = t.finish()
+    _rc, _out, err = t.finish()
     assert snapshot() == before, err
     assert "cleaning up" in err
 

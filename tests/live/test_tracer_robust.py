@@ -156,7 +156,7 @@ def test_second_signal_during_cleanup_keeps_the_summary(lab):
         time.sleep(0.02)
         if t.p.poll() is None:
             t.p.send_signal(signal.SIGINT)
-    rc, _pkts, err = t.finish()
+    _rc, _pkts, err = t.finish()
     assert "Traceback" not in err, err
     summary(err)
     assert snapshot() == before, err
@@ -169,8 +169,8 @@ def test_two_nft_sessions_show_only_their_own_packets(lab):
                 "--duration", "6")
     ping(2, 0.05)
     syn()
-    rc1, p1, e1 = icmp.finish()
-    rc2, p2, e2 = tcp.finish()
+    _rc1, p1, e1 = icmp.finish()
+    _rc2, p2, e2 = tcp.finish()
     assert [p["proto"] for p in p1] == ["ICMP", "ICMP"], e1
     assert [p["proto"] for p in p2] == ["TCP"], e2
     assert not any("possibly incomplete" in w for p in p1 + p2 for w in p["warnings"])
@@ -185,7 +185,7 @@ def test_flood_through_1000_rules_counts_what_was_lost(lab):
     t = Trace("--backend", "legacy", "--via", "netlink", "-p", "icmp", "-4", "--direction", "in",
               "--rate-limit", "5000", "--duration", "12")
     ping(n)  # every packet is traced: the cap is far above the burst
-    rc, pkts, err = t.finish(timeout=120)
+    _rc, pkts, err = t.finish(timeout=120)
     line = summary(err)
     m = re.search(r"the kernel traced (\d+) packet\(s\): (\d+) arrived, (\d+) lost entirely", line)
     assert m, line
@@ -214,7 +214,7 @@ def test_legacy_churn_each_packet_against_its_version(lab):
         ping(1)
         time.sleep(0.6)
     t.p.send_signal(signal.SIGINT)
-    rc, pkts, err = t.finish()
+    _rc, pkts, err = t.finish()
     assert len(pkts) == 10, err
     for i, p in enumerate(pkts):
         assert (p["verdict"]["chain"], p["verdict"]["num"]) == ("INPUT", 2 if i % 2 == 0 else 1), (i, p["notes"])
@@ -234,7 +234,7 @@ def test_restore_with_raw_reinstalls_the_trace_rules(lab, backend):
     while "ruletrace:" not in sh(f"iptables-{backend}-save -t raw", SERVER) and time.monotonic() < deadline:
         time.sleep(0.2)
     ping(1)
-    rc, pkts, err = t.finish()
+    _rc, pkts, err = t.finish()
     assert "re-installing" in err, err
     assert [p["proto"] for p in pkts] == ["ICMP"], err
     assert snapshot() == expected, err

@@ -11,8 +11,8 @@ import pytest
 
 import ruletrace
 from ruletrace.correlate.group import group_packets
-from ruletrace.sources import kernel_log
 from ruletrace.fastpath.kernel_log_paths import read_paths
+from ruletrace.sources import kernel_log
 from ruletrace.sources.stats import ReadStats
 from tests.mangle import mangler as M
 

@@ -74,7 +74,7 @@ def test_parallel_summary_equals_sequential(request, which, workers, slices, mon
     assert cuts[0] == 0 and cuts[-1] == size and cuts == sorted(set(cuts))
     assert slices // 2 <= len(cuts) - 1 <= slices + 1
     rs = load_rulesets([str(rules)])
-    par, skipped, events, misfits = parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=workers)
+    par, skipped, _events, misfits = parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=workers)
     seq_misfits = sum(ex.misfit_packets for ex in run._explainers.values())
     if which == "damaged":
         assert run.skipped > 5 and seq.packets >= 590

@@ -54,7 +54,7 @@ def explanations(draw) -> Explanation:
                                                      st.none() | st.integers(0, 999))))
         ev = TraceEvent(table, chain, kind, num, fields=fields, ts=ts, origin=origin, family=family)
         events.append(ev)
-        rule = draw(st.one_of(st.none(), _text.map(lambda t, c=chain: Rule(table, c, num or 1, f"-A {c} {t}"))))
+        rule = draw(st.one_of(st.none(), _text.map(lambda t, tb=table, c=chain, n=num: Rule(tb, c, n or 1, f"-A {c} {t}"))))
         steps.append(
             Step(
                 ev,

@@ -82,7 +82,7 @@ def test_compact_form_round_trips(with_ruleset):
     back = unpack(data)
     # with the ruleset, text comes from it: RT-TEST and raw:PREROUTING policy steps have none
     for p, got in zip(packets, back):
-        assert _got(got) == _expected(p, with_text=not with_ruleset or p["id"] >= 10 and p["id"] < 99), p["id"]
+        assert _got(got) == _expected(p, with_text=not with_ruleset or (p["id"] >= 10 and p["id"] < 99)), p["id"]
     # the deciding step survives too: packet 10 (seed-003 packet 1) was dropped by KUBE-FIREWALL rule 1
     d = back[0]["steps"][back[0]["decisive"]]
     assert (d["chain"], d["num"], d["action"]) == ("KUBE-FIREWALL", 1, "drop")

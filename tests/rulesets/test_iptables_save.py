@@ -9,11 +9,10 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-
 from kube_proxy_gen import kube_proxy_save
+
 from ruletrace.errors import RuletraceError
 from ruletrace.model import Origin
-from ruletrace.rulesets import iptables_save
 from ruletrace.rulesets.iptables_save import find_target, parse, tokenize
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

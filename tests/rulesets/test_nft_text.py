@@ -176,7 +176,7 @@ def test_limits():
 
 
 def test_load_ruleset_refuses_several_families_and_pipeline_flattens():
-    with pytest.raises(RuletraceError, match="6 families .*load_rulesets"):
+    with pytest.raises(RuletraceError, match=r"6 families .*load_rulesets"):
         load_ruleset(str(NATIVE / "layered.nft"))
     assert load_ruleset(str(NATIVE / "docker.nft")).family == "ipv4"
     got = load_files([str(NATIVE / "layered.nft"), str(NATIVE / "zones.nft")])

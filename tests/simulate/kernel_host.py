@@ -98,7 +98,7 @@ class KernelHost:
         self._kmsg: int | None = None
         self.sport = 20000 + random.randrange(0, 20000)
 
-    def __enter__(self) -> "KernelHost":
+    def __enter__(self) -> KernelHost:
         try:
             self.setup()
         except BaseException:

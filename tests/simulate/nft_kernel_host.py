@@ -14,7 +14,8 @@ import subprocess
 import threading
 import time
 
-from .kernel_host import KernelHost, unavailable as _base_unavailable
+from .kernel_host import KernelHost
+from .kernel_host import unavailable as _base_unavailable
 
 # a monitor started before the rules were loaded prints "unknown rule handle N" instead of the text
 _LINE = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (?:unknown )?(rule|policy|verdict|return) (.*)$")
@@ -37,7 +38,7 @@ def trace_prefix(client: str) -> str:
 
 
 class NftHost(KernelHost):
-    def __enter__(self) -> "NftHost":
+    def __enter__(self) -> NftHost:
         super().__enter__()
         try:
             self.sh(self.srv, "nft", "flush", "ruleset")

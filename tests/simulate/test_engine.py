@@ -155,7 +155,7 @@ COMMIT
     load_routes('[{"dst": "10.244.1.0/24", "dev": "cni0"}]', f, origin=Origin("routes.json"))
     r = simulate(rs_of(text), syn(8080), f)
     assert r.fate == Fate.FORWARDED
-    fwd = [e for e in r.events if e.chain == "FORWARD"][0]
+    fwd = next(e for e in r.events if e.chain == "FORWARD")
     assert (fwd.fields["DST"], fwd.fields["DPT"], fwd.fields["OUT"], fwd.fields["TTL"]) == (
         "10.244.1.7", "80", "cni0", "63")
     assert r.final["SRC"] == "10.244.1.1"  # MASQUERADE to cni0's address

@@ -50,7 +50,7 @@ def rulesets(draw):
                 t = "-j RETURN"
             if chain == "A" and t in ("-j A", "-g B"):
                 t = "-j B"
-            if "-p tcp" in m and "-p udp" in m or m.count("-p ") > 1 or m.count("-d ") > 1 or m.count("-s ") > 1 \
+            if ("-p tcp" in m and "-p udp" in m) or m.count("-p ") > 1 or m.count("-d ") > 1 or m.count("-s ") > 1 \
                     or m.count("-i ") > 1:
                 m = m.split(" -", 1)[0]
             lines.append(f"-A {chain} {m} {t}".replace("  ", " ").rstrip())

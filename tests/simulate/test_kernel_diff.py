@@ -213,7 +213,7 @@ def test_random_rulesets(host: KernelHost, drawn) -> None:
            for t, rs in rules.items()}
     fmt["raw"] = [TRACE_IN.format(client=host.client_ip)]
     text = full_ruleset(fmt, {("filter", "INPUT"): pol}, {"filter": ["C1", "C2"]})
-    kernel, sim, res, _ = run_both(host, text, proto, host.server_ip, dport)
+    kernel, sim, _res, _ = run_both(host, text, proto, host.server_ip, dport)
     assert kernel, "the kernel logged no TRACE line"
     assert sim == kernel, text
 

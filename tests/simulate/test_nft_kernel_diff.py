@@ -66,7 +66,7 @@ FIXTURE_PACKETS = {
 def test_fixture_paths(host: NftHost, name: str) -> None:
     text = (FIXTURES / name).read_text()
     for proto, dport in FIXTURE_PACKETS[name]:
-        kernel, sim, res, listing = run_both(host, text, proto, dport)
+        kernel, sim, res, _listing = run_both(host, text, proto, dport)
         assert kernel, f"{name} {proto}/{dport}: the kernel traced nothing"
         assert sim == kernel, f"{name} {proto}/{dport}: assumptions {res.assumptions}"
 
@@ -118,7 +118,7 @@ def nft_rulesets(draw):
             chains.append((f"b{b}", f"type filter hook {hook} priority {prio}; policy {pol};", hook))
         chains += [("c1", "", None), ("c2", "", None)]
         body = []
-        for name, head, hook in chains:
+        for name, head, _hook in chains:
             rules = []
             for _ in range(draw(st.integers(0, 3))):
                 m = draw(st.sampled_from(_MATCHES))
@@ -141,6 +141,6 @@ def nft_rulesets(draw):
 def test_random_nft_rulesets(host: NftHost, drawn) -> None:
     text, proto, dport = drawn
     text = text.replace("CLIENT", host.client_ip).replace("SERVER", host.server_ip).replace("DPORT", str(dport))
-    kernel, sim, res, listing = run_both(host, text, proto, dport)
+    kernel, sim, _res, listing = run_both(host, text, proto, dport)
     assert kernel, "the kernel traced nothing"
     assert sim == kernel, listing

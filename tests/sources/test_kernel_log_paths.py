@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import io
 import random
-import tempfile
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from ruletrace.correlate.group import group_packets
-from ruletrace.sources import kernel_log
 from ruletrace.fastpath.kernel_log_paths import PathReader, read_paths
+from ruletrace.sources import kernel_log
 from ruletrace.sources.stats import ReadStats
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def test_generated_kube_log() -> None:
     ref, _ = _same(b"".join(one[:3]) + kube + b"".join(one[3:]), window=300)
     assert len(ref) == 400 + len(_reference(b"".join(one))[0]) + 1
     # records glued after MARK= (and elsewhere) go the slow way, as in read_events
-    ref, st = _same(_kube(200, glue=7), window=300)
+    ref, _st = _same(_kube(200, glue=7), window=300)
     assert len(ref) >= 200
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from ruletrace.errors import RuletraceError
-from ruletrace.fields import parse_fields
 from ruletrace.model import StepKind
 from ruletrace.sources import kernel_log, nflog_pcap
 from ruletrace.sources.stats import ReadStats

@@ -71,7 +71,7 @@ def test_native_events():
         "rth6s0", "10.206.6.1", "10.206.6.2", "TCP", "8080", "SYN", "60")
     assert [(e.chain, e.handle, e.verdict) for e in ev[1:4]] == [
         ("input", 13, "continue"), ("input", 14, "jump:web"), ("web", 9, "accept")]
-    icmp = [e for e in ev if e.fields.get("PROTO") == "ICMP"][0]
+    icmp = next(e for e in ev if e.fields.get("PROTO") == "ICMP")
     assert (icmp.fields["TYPE"], icmp.fields["CODE"], icmp.fields["ICMPID"]) == ("8", "0", "16962")
     v6 = ev[-1]
     assert v6.fields["SRC"] == "fd06:6::1" and v6.fields["LEN"] == "53" and v6.fields["ULEN"] == "13"
@@ -94,7 +94,7 @@ def test_native_resolved_with_nft_json():
 def test_policy_mark_and_trace_rule():
     ev = read("nft_monitor/iptables-nft-a.txt", keep_trace_rule=True)
     assert ev[0].handle == 3 and ev[0].verdict == "continue"
-    pol = [e for e in ev if e.tag.startswith("mangle:INPUT:policy")][0]
+    pol = next(e for e in ev if e.tag.startswith("mangle:INPUT:policy"))
     assert pol.fields["MARK"] == "0x10"
 
 

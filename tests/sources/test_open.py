@@ -15,10 +15,15 @@ import pytest
 
 from ruletrace.errors import RuletraceError
 from ruletrace.model import Origin
-from ruletrace.sources import open as opener
+from ruletrace import inputs as opener
 from ruletrace.sources.kernel_log import read_events
-from ruletrace.sources.open import (
-    check_not_ruleset, check_text, is_binary, looks_like_ruleset, open_input, sniff,
+from ruletrace.inputs import (
+    check_not_ruleset,
+    check_text,
+    is_binary,
+    looks_like_ruleset,
+    open_input,
+    sniff,
 )
 
 KERN_LOG = Path(__file__).parents[1] / "fixtures" / "kernel_log" / "kern.log"
@@ -61,7 +66,7 @@ def test_truncated_gzip_ends_the_stream(tmp_path: Path) -> None:
     data = KERN_LOG.read_bytes() * 20
     p = tmp_path / "cut.gz"
     p.write_bytes(gzip.compress(data)[:-200])
-    stream, name = open_input(str(p))
+    stream, _name = open_input(str(p))
     with stream:
         got = stream.read()
         assert data.startswith(got) and 0 < len(got) < len(data)

@@ -31,7 +31,7 @@ ULOGD = (FIXTURES / "ulogd" / "ulogd.json").read_bytes().splitlines()[0]
 
 def run_limited(code: str, timeout: float = 20, mem: int = 1 << 30, env: dict | None = None):
     """Run ``code`` in a fresh interpreter under an address-space limit; fail on timeout."""
-    prog = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (%d, %d))\n" % (mem, mem) + textwrap.dedent(code)
+    prog = f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))\n" + textwrap.dedent(code)
     e = dict(os.environ, **(env or {}))
     try:
         return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=timeout, env=e)
@@ -48,7 +48,7 @@ def test_gzip_bomb_is_read_in_bounded_memory(tmp_path: Path) -> None:
     z = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
     p.write_bytes(z * 48)  # 48 members: 3 GiB decompressed
     r = run_limited(f"""
-        from ruletrace.sources.open import open_input
+        from ruletrace.inputs import open_input
         s, _ = open_input({str(p)!r})
         n = sum(len(line) for line in s)
         print(n, s.raw.cut_lines)
@@ -91,7 +91,7 @@ def test_dev_zero_ends_with_one_line(reader: str) -> None:
 
 
 def test_read_limited_refuses_past_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ruletrace.sources.open import read_limited
+    from ruletrace.inputs import read_limited
 
     p = tmp_path / "f"
     p.write_bytes(b"a" * 5000)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from ruletrace.correlate.group import group_packets
+from ruletrace.fastpath.kernel_log_paths import read_paths
 from ruletrace.model import StepKind
 from ruletrace.sources import kernel_log, nflog_pcap, tag, ulogd_json, wireshark_csv
-from ruletrace.fastpath.kernel_log_paths import read_paths
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 

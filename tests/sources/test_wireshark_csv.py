@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ruletrace.errors import RuletraceError
-from ruletrace.model import Origin, StepKind
+from ruletrace.model import Origin
 from ruletrace.sources.stats import ReadStats
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

@@ -10,10 +10,19 @@ import click
 from ..errors import RuletraceError
 from ..model import Fate, Origin, Packet, Ruleset
 from ..simulate.depends import depends_on
-from ..simulate.engine import SimResult, simulate as run_simulation
+from ..simulate.engine import SimResult
+from ..simulate.engine import simulate as run_simulation
 from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
 from ..simulate.nft_walk import is_native
-from ..simulate.probe import CTSTATES, PATHS, Probe, parse_icmp_type, parse_proto, parse_tcp_flags, probe_from_fields
+from ..simulate.probe import (
+    CTSTATES,
+    PATHS,
+    Probe,
+    parse_icmp_type,
+    parse_proto,
+    parse_tcp_flags,
+    probe_from_fields,
+)
 from .status import ExitStatus
 
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
@@ -51,7 +60,7 @@ def parse_assume(items: tuple[str, ...]) -> dict[str, bool]:
 
 
 def _read(path: str) -> str:
-    from ..sources.open import read_limited
+    from ..inputs import read_limited
 
     return read_limited(path, "host facts file").decode("utf-8", "replace")
 

@@ -16,8 +16,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from ..correlate.group import (DEFAULT_WINDOW, HOOK_RANK, TABLE_INDEX, expired, loops_back,
-                               resolve_key, starts_new)
+from ..correlate.group import (
+    DEFAULT_WINDOW,
+    HOOK_RANK,
+    TABLE_INDEX,
+    expired,
+    loops_back,
+    resolve_key,
+    starts_new,
+)
 from ..fields import PartialIdent
 from ..sources import kernel_log
 from ..sources.stats import ReadStats
@@ -147,7 +154,7 @@ class PathReader:
         key: Any = None
         lineno = self.lines
         try:
-            for lineno, line in enumerate(stream, lineno + 1):
+            for lineno, line in enumerate(stream, self.lines + 1):
                 head, sep, rest = line.partition(mark)
                 if not sep:  # as in read_events: LOG lines are counted, journal JSON is taken apart
                     if b"IN=" in line:
@@ -198,10 +205,10 @@ class PathReader:
                 # (correlate.group.starts_new, the grouping position rule, inlined)
                 op = get_open(key)
                 hook = ent[1]
-                if op is None or hook is not None and op[_HOOK] is not None and (
+                if op is None or (hook is not None and op[_HOOK] is not None and (
                     ent[4] <= op[_RANK] if hook != op[_HOOK]
                     else ent[2] < op[_TI] if ent[2] != op[_TI] else 0 < op[_LAST] >= ent[3]
-                ):
+                )):
                     add(ent, key, family, lineno, fs.startswith(b"IN=lo "))
                 else:
                     to_end(key)

@@ -101,7 +101,7 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     """
     from .kernel_log_paths import PathReader
 
-    index, start, end = args
+    _index, start, end = args
     path: str = _JOB["path"]
     res = _Result()
     paths = res.paths
@@ -182,7 +182,7 @@ def _serve(next_slice: Any, cuts: list[int], out: Any, done_bytes: Any) -> None:
     try:
         while (i := _claim(next_slice)) < len(cuts) - 1:
             out.put((i, _work((i, cuts[i], cuts[i + 1]), report)))
-    except BaseException as e:  # noqa: BLE001 - the parent reports it
+    except BaseException as e:
         out.put((-1, f"{type(e).__name__}: {e}"))
     finally:
         out.put(None)

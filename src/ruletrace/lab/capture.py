@@ -18,9 +18,9 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from .netns import Host, Lab, run
 
@@ -85,7 +85,7 @@ class Kmsg:
         """Records so far, dmesg-style (``[secs.usecs] text``), that mention one of the interface names."""
         self._stop.set()
         self._thread.join()
-        want = re.compile(r"=(?:%s)(?=\s|$)" % "|".join(re.escape(n) for n in names))
+        want = re.compile(r"=(?:{})(?=\s|$)".format("|".join(re.escape(n) for n in names)))
         lines = []
         for rec in self.records:
             m = _KMSG_RE.match(rec.decode("utf-8", "replace").split("\n", 1)[0])

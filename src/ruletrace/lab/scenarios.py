@@ -7,9 +7,9 @@ ipv6. Rulesets are templates: ``$name`` is replaced by the run's interface names
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from string import Template
-from typing import Callable
 
 from .netns import Lab
 
@@ -87,8 +87,8 @@ def _k8s_rules() -> str:
     nodeports, svcs = [], []
     for i, (name, port, h) in enumerate(_K8S_SERVICES + _K8S_AFTER):
         if i == len(_K8S_SERVICES):  # rules 15 and 16: the ingress controller's nodePort
-            nodeports.append(f'-A KUBE-NODEPORTS -s 127.0.0.0/8 -p tcp -m comment --comment '
-                             f'"ns/ingress-nginx:http" -m tcp --dport 52000 -j KUBE-MARK-MASQ')
+            nodeports.append('-A KUBE-NODEPORTS -s 127.0.0.0/8 -p tcp -m comment --comment '
+                             '"ns/ingress-nginx:http" -m tcp --dport 52000 -j KUBE-MARK-MASQ')
             nodeports.append(f'-A KUBE-NODEPORTS -p tcp -m comment --comment "ns/ingress-nginx:http" '
                              f'-m tcp --dport 52000 -j {_XLB}')
         nodeports.append(f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{name}" -m tcp --dport {port} '

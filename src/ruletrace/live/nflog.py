@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..errors import RuletraceError
+from ..fields import packet_ident
 from ..model import Origin, TraceEvent
 from ..sources import nflog_pcap
-from ..fields import packet_ident
 from ..sources.tag import from_prefix as parse_tag
 from .netlink import (
     HOST_ORDER,
@@ -169,7 +169,7 @@ class NflogListener:
 
 
 def decode_packet(body: bytes, *, record: int = 0, ifname: Callable[[int], str] | None = None,
-                  now: float | None = None, tlvs: dict[int, bytes] | None = None) -> TraceEvent | None | bool:
+                  now: float | None = None, tlvs: dict[int, bytes] | None = None) -> TraceEvent | bool | None:
     """One NFULNL_MSG_PACKET body -> TraceEvent; False when it is no TRACE step, None when broken.
 
     ``tlvs``: the body already decoded by ``nflog_pcap.decode_record``.

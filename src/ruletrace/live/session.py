@@ -44,7 +44,7 @@ LOCK_TRIES = 10  # attempts per command while the lock is busy: at most ~25 s pe
 LOCK_PAUSE = 0.5
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # a session's comment as iptables-save prints it: ruletrace:<sid> or ruletrace:<sid>:seen
-_RULE_TAG = re.compile(r'--comment "?ruletrace:([0-9a-f]{%d})(:seen)?"?(?:\s|$)' % (2 * SID_BYTES))
+_RULE_TAG = re.compile(r'--comment "?ruletrace:([0-9a-f]{' + str(2 * SID_BYTES) + r'})(:seen)?"?(?:\s|$)')
 _PROTO_PORTS = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
 
 

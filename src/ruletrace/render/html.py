@@ -155,7 +155,7 @@ class ReportBuilder(ReportData):
             defaults = {"a": diff.left.id, "b": diff.right.id}
         data = self.data(defaults=defaults)
         texts = data.pop("texts")
-        when = (generated or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+        when = (generated or _dt.datetime.now(_dt.UTC)).strftime("%Y-%m-%d %H:%M UTC")
         deciders = [
             {"text": t, "rule": k, "count": n} for (t, k), n in self.deciders().most_common(TOP_DECIDERS)
         ]

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from ..errors import RuletraceError
 from ..model import Explanation, Origin
-from ..sources.open import open_limited_text
+from ..inputs import open_limited_text
 from .json import from_json
 
 
@@ -57,7 +57,7 @@ class JsonPackets:
         except UnicodeDecodeError as e:
             raise RuletraceError("not a ruletrace JSON file (not UTF-8 text)", origin=Origin(self.path)) from e
         finally:
-            f.close()  # (stdin's stream stays open: see sources.open)
+            f.close()  # (stdin's stream stays open: see ruletrace.inputs)
 
     def _read(self, f: IO[str]) -> Iterator[Explanation]:
         first = f.readline()

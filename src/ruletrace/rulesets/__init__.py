@@ -87,13 +87,13 @@ def load_rulesets(path: str, text: str | None = None, *, save: Ruleset | None = 
 
 
 def _read(path: str, origin: Origin) -> str:
-    from ..sources.open import read_limited
+    from ..inputs import read_limited
 
     data = read_limited(path, "ruleset")
     head = data[:_SNIFF]
     # text listings may hold a stray NUL (the bpf match in iptables -L); binary files hold many
     # control bytes
-    ctrl = sum(1 for b in head if b < 9 or 13 < b < 32 and b != 27)
+    ctrl = sum(1 for b in head if b < 9 or (13 < b < 32 and b != 27))
     if ctrl * 20 > len(head) or head.startswith((b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x1f\x8b")):
         raise RuletraceError("binary file, not a ruleset listing", origin=origin)
     return data.decode("utf-8", errors="replace")

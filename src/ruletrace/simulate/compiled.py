@@ -8,7 +8,7 @@ nat SNAT 100.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from ..model import BUILTIN_CHAINS, Ruleset
 from .index import CChain, compile_rule

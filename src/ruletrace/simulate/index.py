@@ -12,15 +12,15 @@ linear walk would have recorded.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from operator import attrgetter
-from typing import Callable
 
 from ..model import Rule, StepKind
 from ..rulesets.options import parse_spec
 from .conds import Cond
 from .matches import compile_conds
-from .state import Ctx, Pkt
 from .semantics import ACCEPT, DROP, QUEUE, RETURN
+from .state import Ctx, Pkt
 from .targets import Target, compile_target
 
 MIN_INDEXED = 16  # chains shorter than this are scanned

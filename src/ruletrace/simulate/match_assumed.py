@@ -88,7 +88,7 @@ def _set_cond(name: str, dirs: list[str], neg: bool, label: str, where: str, ret
             o = c.override(where, "set")
             c.note(f"{where}: no contents for ipset {name!r} (give --ipset FILE): "
                    f"assumed {'match' if o else 'no match'}"
-                   + ("" if o is not None else f"; use --assume set=match to change"))
+                   + ("" if o is not None else "; use --assume set=match to change"))
             return bool(o)
         r = _in_set(s, sets, p, dirs, 0)
         if r is None:  # nomatch entry

@@ -7,7 +7,7 @@ matches.MODULES registers. Each turns the module's options into conditions in ru
 from __future__ import annotations
 
 from ..errors import RuletraceError
-from ..model import Origin, Rule
+from ..model import Rule
 from ..rulesets.options import number, parse_icmp_type, parse_proto, parse_tcp_flags, port_range, value_mask
 from .conds import Cond, Mod, ModuleFn, iface_test, negate, per_option, unknown
 from .hostfacts import addr_text, to_int, to_net
@@ -20,11 +20,11 @@ def _tcpudp(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list[
     if opt in ("--sport", "--source-port", "--dport", "--destination-port"):
         lo, hi = port_range(a0, origin)
         if opt in ("--sport", "--source-port"):
-            fn = lambda p, c, lo=lo, hi=hi: p.sport is not None and lo <= p.sport <= hi  # noqa: E731
+            fn = lambda p, c, lo=lo, hi=hi: p.sport is not None and lo <= p.sport <= hi
             src = None if neg else ("p.sport is not None and {0} <= p.sport <= {1}", (lo, hi))
             out.append(Cond(negate(fn, neg), label, "SPT", src=src))
         else:
-            fn = lambda p, c, lo=lo, hi=hi: p.dport is not None and lo <= p.dport <= hi  # noqa: E731
+            fn = lambda p, c, lo=lo, hi=hi: p.dport is not None and lo <= p.dport <= hi
             key = ("dport", lo) if lo == hi and not neg else None
             src = None if neg else ("p.dport is not None and {0} <= p.dport <= {1}", (lo, hi))
             out.append(Cond(negate(fn, neg), label, "DPT", key=key, src=src))
@@ -38,7 +38,7 @@ def _tcpudp(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list[
             if len(args) != 2:
                 raise RuletraceError("--tcp-flags needs MASK COMP", origin=origin)
             mask, comp = parse_tcp_flags(args[0], origin), parse_tcp_flags(args[1], origin)
-        fn = lambda p, c, m=mask, k=comp: p.proto == 6 and ((p.tcpflags or 0) & m) == k  # noqa: E731
+        fn = lambda p, c, m=mask, k=comp: p.proto == 6 and ((p.tcpflags or 0) & m) == k
         ex = "p.proto == 6 and ((p.tcpflags or 0) & {0}) == {1}"
         out.append(Cond(negate(fn, neg), label, "TCPFLAGS", src=(f"not ({ex})" if neg else ex, (mask, comp))))
     else:
@@ -50,13 +50,13 @@ def _multiport(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: li
     a0 = args[0] if args else ""
     ranges = [port_range(x, origin) for x in a0.split(",")]
     if opt in ("--sports", "--source-ports"):
-        fn = lambda p, c, r=ranges: p.sport is not None and any(lo <= p.sport <= hi for lo, hi in r)  # noqa
+        fn = lambda p, c, r=ranges: p.sport is not None and any(lo <= p.sport <= hi for lo, hi in r)
         f = "SPT"
     elif opt in ("--dports", "--destination-ports"):
-        fn = lambda p, c, r=ranges: p.dport is not None and any(lo <= p.dport <= hi for lo, hi in r)  # noqa
+        fn = lambda p, c, r=ranges: p.dport is not None and any(lo <= p.dport <= hi for lo, hi in r)
         f = "DPT"
     else:
-        fn = lambda p, c, r=ranges: p.sport is not None and any(  # noqa: E731
+        fn = lambda p, c, r=ranges: p.sport is not None and any(
             lo <= p.sport <= hi or lo <= p.dport <= hi for lo, hi in r)
         f = "SPT/DPT"
     if len(ranges) == 1 and f != "SPT/DPT":
@@ -66,10 +66,10 @@ def _multiport(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: li
             fn = ((lambda p, c, lo=lo, hi=hi: p.sport is not None and not (lo <= p.sport <= hi)) if neg
                   else (lambda p, c, lo=lo, hi=hi: p.sport is not None and lo <= p.sport <= hi))
         elif neg:
-            fn = lambda p, c, lo=lo, hi=hi: (  # noqa: E731
+            fn = lambda p, c, lo=lo, hi=hi: (
                 p.sport is not None and not (p.dport is not None and lo <= p.dport <= hi))
         else:
-            fn = lambda p, c, lo=lo, hi=hi: (  # noqa: E731
+            fn = lambda p, c, lo=lo, hi=hi: (
                 p.sport is not None and p.dport is not None and lo <= p.dport <= hi)
         attr = "sport" if f == "SPT" else "dport"
         ex = f"p.sport is not None and p.{attr} is not None and {{0}} <= p.{attr} <= {{1}}"
@@ -107,9 +107,9 @@ def _mark(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list[Co
     val, mask = value_mask(a0, origin)
     if name == "mark":
         if neg:
-            fn = lambda p, c, v=val, m=mask: (p.mark & m) != v  # noqa: E731
+            fn = lambda p, c, v=val, m=mask: (p.mark & m) != v
         else:
-            fn = lambda p, c, v=val, m=mask: (p.mark & m) == v  # noqa: E731
+            fn = lambda p, c, v=val, m=mask: (p.mark & m) == v
         out.append(Cond(fn, label, "MARK", key=("mark", val) if mask == 0xFFFFFFFF and not neg else None,
                         src=(f"(p.mark & {{0}}) {'!=' if neg else '=='} {{1}}", (mask, val))))
     else:

@@ -9,7 +9,7 @@ module has one function, registered in ``IP_MATCHES`` and ``MODULES``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..model import Origin, Rule
 from ..rulesets.options import Parsed, parse_proto
@@ -49,10 +49,10 @@ def _net(letter: str, neg: bool, text: str, origin: Origin | None) -> Cond:
 def _iface(letter: str, neg: bool, val: str, origin: Origin | None) -> Cond:
     m = iface_test(val)
     if letter == "i":
-        fn = lambda p, c, m=m: m(p.iif)  # noqa: E731
+        fn = lambda p, c, m=m: m(p.iif)
         key = ("iif", val) if not neg and not val.endswith("+") else None
     else:
-        fn = lambda p, c, m=m: m(p.oif)  # noqa: E731
+        fn = lambda p, c, m=m: m(p.oif)
         key = None
     return Cond(negate(fn, neg), f"{'! ' if neg else ''}-{letter} {val}", "IN" if letter == "i" else "OUT", key=key)
 

@@ -11,13 +11,13 @@ states so ("cannot evaluate …: assumed no match") and obeys ``--assume TABLE:C
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..errors import RuletraceError
 from ..model import Origin, Rule
 from .nft_sets import NSet, Unreadable, Where, cmp_fn, parse_rhs_list, parse_verdict, selector, unknown_item
-from .nft_values import split_tokens
 from .nft_stmts import statement
+from .nft_values import split_tokens
 from .semantics import CONTINUE
 
 Item = Callable[[Any, Any], bool]

@@ -7,8 +7,9 @@ walk) every lookup scans the elements in order instead: the property test checks
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import RuletraceError
 from ..model import NftSet, Origin
@@ -40,7 +41,7 @@ class Where:
     text: str
     origin: Origin
     v6: bool
-    sets: dict[tuple[str, str], "NSet | None"]
+    sets: dict[tuple[str, str], NSet | None]
     linear: bool
     objects: dict[tuple[str, str, str], str]
 
@@ -357,7 +358,7 @@ class NSet:
         return mapped
 
     @staticmethod
-    def inline_or_named(toks: list[str], i: int, w: Where, typ: Any, data: str | None) -> tuple["NSet", int]:
+    def inline_or_named(toks: list[str], i: int, w: Where, typ: Any, data: str | None) -> tuple[NSet, int]:
         """``@name`` or ``{ elements }`` at toks[i] (data: None for a set, "verdict" or a value type)."""
         t = toks[i]
         if t.startswith("@"):

@@ -7,7 +7,8 @@ Effects follow nft_meta.c, nft_ct.c, nft_nat.c, nft_masq.c, nft_redir.c, nft_rej
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .hostfacts import to_int
 from .nft_sets import NSet, Where, selector, unknown_item
@@ -49,7 +50,7 @@ def statement(toks: list[str], i: int, w: Where) -> Result | None:
     if t == "reject":
         j = i + 1
         if j < n and toks[j] == "with":
-            j += 3 if j + 2 < n and toks[j + 1] != "tcp" or toks[j + 2:j + 3] == ["reset"] else 2
+            j += 3 if (j + 2 < n and toks[j + 1] != "tcp") or toks[j + 2:j + 3] == ["reset"] else 2
             if j < n and toks[j - 1] == "type":
                 j += 1
         return j, None, (REJECT, None, "drop"), False

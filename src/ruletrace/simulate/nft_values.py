@@ -11,7 +11,8 @@ interface name. Names follow nft(8) (src/proto.c, src/ct.c, src/meta.c).
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Origin

@@ -20,14 +20,25 @@ them (the reference): the walk is the same code, so the only difference is the l
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..model import Chain, Ruleset, StepKind
 from .compiled import nat_manip
 from .nft_expr import NRule, compile_nft_rule
 from .nft_sets import Where, compile_set
-from .semantics import (ACCEPT, CONTINUE, GOTO, JUMP, MAX_JUMPS, NAT, RETURN, VERDICT, loop_error,
-                        policy_verdict)
+from .semantics import (
+    ACCEPT,
+    CONTINUE,
+    GOTO,
+    JUMP,
+    MAX_JUMPS,
+    NAT,
+    RETURN,
+    VERDICT,
+    loop_error,
+    policy_verdict,
+)
 from .semantics import NftSimEvent as SimEvent
 
 NFT_HOOK = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward", "OUTPUT": "output",
@@ -36,7 +47,7 @@ NAT_PRIO = {"prerouting": -100, "output": -100, "input": 100, "postrouting": 100
 CT_PRIO = -200  # NF_IP_PRI_CONNTRACK
 CT_USER = re.compile(r"(?:^|\s)(?:ct|dnat|snat|masquerade|redirect)\s|\bxt (?:match|target) \"(?:conntrack|state)")
 RULE, POLICY = StepKind.RULE, StepKind.POLICY
-_cache: dict[tuple, "NftCompiled"] = {}
+_cache: dict[tuple, NftCompiled] = {}
 
 
 def is_native(rulesets: list[Ruleset]) -> bool:
@@ -50,7 +61,7 @@ class NChain:
     __slots__ = ("table", "name", "family", "src", "rules", "policy", "base", "hook", "priority", "reg",
                  "reasons", "tab", "type")
 
-    def __init__(self, family: str, ch: Chain, tab: dict[str, "NChain"]) -> None:
+    def __init__(self, family: str, ch: Chain, tab: dict[str, NChain]) -> None:
         self.table = ch.table
         self.name = ch.name
         self.family = family

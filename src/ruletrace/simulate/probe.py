@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from ..errors import RuletraceError
 from ..model import Origin
 from ..rulesets.options import (  # noqa: F401  (parse_icmp_type and the tables: the CLI imports them from here)
-    ICMP_TYPES, ICMPV6_TYPES, PROTOCOLS, TCP_ALL, TCP_FLAGS, parse_icmp_type, parse_proto, parse_tcp_flags)
+    ICMP_TYPES,
+    ICMPV6_TYPES,
+    PROTOCOLS,
+    TCP_ALL,
+    TCP_FLAGS,
+    parse_icmp_type,
+    parse_proto,
+    parse_tcp_flags,
+)
 from .hostfacts import parse_addr
 
 # kernel log PROTO= names (nf_log_syslog.c dump_ipv4_packet / dump_ipv6_packet)

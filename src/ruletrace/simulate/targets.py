@@ -6,7 +6,8 @@ xt_nat.c, xt_REDIRECT.c, xt_MASQUERADE.c, xt_NETMAP.c, xt_CT.c, xt_TTL/HL).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Origin, Rule

@@ -23,12 +23,23 @@ share a handful). Indexed chains use one generic function around ``CChain.next_m
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..model import StepKind
 from .index import CChain
-from .semantics import (ACCEPT, CALL, EVENT_SRC, NEXT, POP, TAIL, SimEvent, decide_src, policy_verdict,
-                        tail_kind)
+from .semantics import (
+    ACCEPT,
+    CALL,
+    EVENT_SRC,
+    NEXT,
+    POP,
+    TAIL,
+    SimEvent,
+    decide_src,
+    policy_verdict,
+    tail_kind,
+)
 
 Walk = Callable[..., "str | None"]
 Resolve = Callable[[str, str], "CChain | None"]  # (table, chain name) -> the compiled chain
@@ -46,7 +57,7 @@ def make_walk(resolve: Resolve, chain: CChain) -> Walk:
     make = _factories.get(src)
     if make is None:
         ns: dict[str, Any] = {"SimEvent": SimEvent, **{v: k for k, v in KIND_NAMES.items()}}
-        exec(compile(src, "<simulate walk>", "exec"), ns)  # noqa: S102
+        exec(compile(src, "<simulate walk>", "exec"), ns)
         make = _factories[src] = ns["make"]
     return make(*consts)
 
@@ -143,7 +154,7 @@ def _rule_tests(chain: CChain) -> list[Callable[..., Any] | None]:
         make = _test_factories.get(src)
         if make is None:
             ns: dict[str, Any] = {}
-            exec(compile(src, "<simulate rule test>", "exec"), ns)  # noqa: S102
+            exec(compile(src, "<simulate rule test>", "exec"), ns)
             make = _test_factories[src] = ns["make"]
         out.append(make(*consts))
     return out
@@ -282,5 +293,5 @@ def make_hook(hook: str, manip: str, plan: tuple[tuple[str, CChain | None, str |
     src = "\n".join([f"def make({', '.join(f'k{j}' for j in range(len(consts)))}):", *body,
                      "    return run_hook", ""])
     ns: dict[str, Any] = {"SimEvent": SimEvent, "POLICY": StepKind.POLICY}
-    exec(compile(src, "<simulate hook>", "exec"), ns)  # noqa: S102
+    exec(compile(src, "<simulate hook>", "exec"), ns)
     return ns["make"](*consts)  # type: ignore[no-any-return]

@@ -53,7 +53,7 @@ def detect(head: bytes, name: str) -> str:
         return "kernel-log"  # also journalctl -o json and ulogd's LOGEMU text
     if not head.strip():
         raise RuletraceError("empty trace input: no TRACE events", origin=Origin(name))
-    from .open import check_not_ruleset, check_text
+    from ..inputs import check_not_ruleset, check_text
 
     check_text(head, name)  # "binary file, not a text log"
     check_not_ruleset(head, name)  # "looks like an iptables-save ruleset, not a trace log"
@@ -74,7 +74,7 @@ def reader(fmt: str) -> Callable[..., Iterator[TraceEvent]]:
 
 
 def _open(path: str):
-    from .open import open_input
+    from ..inputs import open_input
 
     return open_input(path)
 
@@ -141,7 +141,7 @@ def read_any(
             stream.close()
             raise
         if chosen == "nflog-pcap":
-            from .open import binary_input
+            from ..inputs import binary_input
 
             binary_input(stream)  # records hold no lines: no line-length limit
         if progress is not None:
@@ -188,7 +188,7 @@ def _closing(events: Iterator[TraceEvent], stream: Any, name: str = "", stats: A
     try:
         yield from events
         if stats is not None and hasattr(stats, "warnings"):
-            from .open import limit_warnings
+            from ..inputs import limit_warnings
 
             stats.warnings.extend(limit_warnings(stream, name))
     finally:

@@ -36,13 +36,15 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from datetime import datetime
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from ..fields import PartialIdent, bounded_int, family_of, parse_fields, tidy_text
 from ..model import Origin, StepKind, TraceEvent
 from . import tag as _tag
-from .records import MAX_TS as _MAX_TS, sane_ts as _finite
+from .records import MAX_TS as _MAX_TS
+from .records import sane_ts as _finite
 from .stats import ReadStats
 
 try:  # optional speed-up for journal JSON
@@ -373,7 +375,7 @@ class _Reader:
         if i < 0:
             return
         j = line.find(b" OUT=", i)
-        if j < 0 or j - i > 24 or b" SRC=" not in line and b" MAC" not in line and b"ARP" not in line:
+        if j < 0 or j - i > 24 or (b" SRC=" not in line and b" MAC" not in line and b"ARP" not in line):
             return
         self.stats.log_line(_log_prefix(line, i))
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
-from ..model import Origin, TraceEvent
 from ..fields import bounded_int, packet_ident
+from ..model import Origin, TraceEvent
 from .records import Tally, note_record, sane_ts
 from .tag import from_prefix as parse_tag
 
@@ -90,7 +90,7 @@ IPV6_FRAG = 44
 
 def load_ifmap(path: str) -> dict[int, str]:
     """Interface index -> name from ``ip -j link`` output or ``INDEX NAME`` / ``INDEX=NAME`` lines."""
-    from .open import read_limited
+    from ..inputs import read_limited
 
     text = read_limited(path, "interface map").decode("utf-8", "replace")
     return parse_ifmap(text, origin=Origin(path))

@@ -50,7 +50,7 @@ def _values(word: str, out: set, v6: bool = False) -> None:
         return
     except ValueError:
         pass
-    if w.startswith("[") or w.count(":") == 1 or "-" in w and not w[0].isalpha():
+    if w.startswith("[") or w.count(":") == 1 or ("-" in w and not w[0].isalpha()):
         # "172.17.0.2:80", "[fd00::1]:80", "1000-2000", "1000:2000"
         head, sep, tail = w.rpartition(":") if w.count(":") == 1 or w.startswith("[") else w.partition("-")
         if sep and head:

@@ -12,8 +12,8 @@ import sys
 import zlib
 from typing import Any, BinaryIO
 
-from ..errors import RuletraceError
-from ..model import Origin
+from .errors import RuletraceError
+from .model import Origin
 
 SNIFF_SIZE = 64 * 1024  # bytes kept readable at the start for format detection
 BUFFER_SIZE = 1 << 20  # read buffer: large reads keep line iteration fast
