@@ -260,9 +260,6 @@ def test_lines_lost_are_named_not_blamed_on_the_ruleset(tmp_path):
     assert r.skipped == 1 and not [w for w in r.warnings if "older or newer" in w]
 
 
-@pytest.mark.xfail(strict=True, reason="rulesets (iptables_save.py): the -A lines of one table pasted without "
-                   "'*table' and COMMIT are refused ('rule before any *table line'); iptables' own default is "
-                   "filter, and the chains named could be taken from the lines")
 def test_save_fragment_without_table_header_is_read_as_filter(tmp_path):
     rules = M.fragment_without_header(_ruleset("k8s-nodeport").read_text(), "filter")
     r = _explain(tmp_path, "k8s-nodeport", rules_text=rules)

@@ -198,7 +198,8 @@ def test_missing_commit_is_a_warning() -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("# c\n-A INPUT -j ACCEPT\n", 2, "before any \\*table"),
+        ("-A PREROUTING -j DNAT --to-destination 1.2.3.4\n-A OUTPUT -j NOTRACK\n", 2, "several tables"),
+        ("\n-A FORWARD -j DNAT --to-destination 1.2.3.4\n", 2, "table nat has no chain FORWARD"),
         ("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n-A INPUT -j ACCEPT\n", 4, "after COMMIT"),
         ("*filter\n:INPUT ACCEPT [0:0]\n-A FOO -j ACCEPT\nCOMMIT\n", 3, "FOO, which is not declared"),
         ('*filter\n:INPUT ACCEPT [0:0]\n\n-A INPUT -m comment --comment "x -j ACCEPT\nCOMMIT\n', 4,
@@ -216,7 +217,7 @@ def test_missing_commit_is_a_warning() -> None:
         ("*filter\n:FOO DROP [0:0]\nCOMMIT\n", 2, "not a built-in chain"),
         ("*bogus\nCOMMIT\n", 1, "unknown table 'bogus'"),
         ("COMMIT\n", 1, "COMMIT outside a table"),
-        (":INPUT ACCEPT [0:0]\n", 1, "before any \\*table"),
+        (":INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n*filter\n", 3, "after rules that had none"),
     ],
 )
 def test_errors_name_the_line(text: str, line: int, message: str) -> None:
@@ -245,3 +246,57 @@ def test_kube_proxy_dump() -> None:
     assert sep.target == "DNAT" and sep.target_args.startswith("--to-destination 10.244.9.")
     # ~5 µs a rule on this machine kind; a generous bound catches an accidental O(n²)
     assert elapsed < 2.0
+
+
+# --- rules pasted without their "*table" line (issue 12: partial rulesets are normal)
+
+def _parse_text(text):
+    return parse(text, origin=Origin("paste.rules", None))
+
+
+def test_headerless_rules_are_read_as_filter_and_the_guess_is_said():
+    rs = _parse_text("-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -j DROP\n")
+    assert [r.num for r in rs.tables["filter"]["INPUT"].rules] == [1, 2]
+    assert any("no '*table' line" in w and "table filter" in w and "a guess" in w for w in rs.warnings)
+
+
+def test_headerless_user_chains_need_no_declaration():
+    rs = _parse_text("-A KUBE-FIREWALL -m mark --mark 0x8000/0x8000 -j DROP\n-A INPUT -j KUBE-FIREWALL\n")
+    assert rs.tables["filter"]["KUBE-FIREWALL"].rules[0].target == "DROP"
+    assert rs.tables["filter"]["KUBE-FIREWALL"].policy is None
+
+
+def test_headerless_nat_rules_are_read_as_nat_from_a_nat_only_target():
+    text = ('-A KUBE-SVC-X -m statistic --mode random --probability 0.5 -j KUBE-SEP-A\n'
+            '-A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.244.1.5:8080\n')
+    rs = _parse_text(text)
+    assert set(rs.tables) == {"nat"}
+    assert [w for w in rs.warnings if "DNAT target at line 2" in w and "a guess" not in w]
+
+
+def test_headerless_forward_and_prerouting_can_only_be_mangle():
+    rs = _parse_text("-A PREROUTING -j ACCEPT\n-A FORWARD -j ACCEPT\n")
+    assert set(rs.tables) == {"mangle"}
+    assert not any("a guess" in w for w in rs.warnings)
+
+
+def test_headerless_prerouting_alone_is_not_filter():
+    rs = _parse_text("-A PREROUTING -p udp -j ACCEPT\n")
+    assert "filter" not in rs.tables and "PREROUTING" in next(iter(rs.tables.values()))
+    assert any("a guess" in w for w in rs.warnings)
+
+
+def test_headerless_raw_only_target_picks_raw():
+    rs = _parse_text("-A PREROUTING -p udp --dport 53 -j CT --notrack\n")
+    assert set(rs.tables) == {"raw"}
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("-A PREROUTING -j DNAT --to-destination 1.2.3.4\n-A OUTPUT -j NOTRACK\n", "several tables"),
+    ("-A FORWARD -j DNAT --to-destination 1.2.3.4\n", "table nat has no chain FORWARD"),
+    ("-A INPUT -j ACCEPT\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", "after rules that had none"),
+    ("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n-A INPUT -j ACCEPT\n", "after COMMIT"),
+])
+def test_headerless_rules_that_cannot_be_placed_give_one_clear_line(text, needle):
+    with pytest.raises(RuletraceError, match=needle):
+        _parse_text(text)

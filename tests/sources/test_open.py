@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ruletrace.errors import RuletraceError
-from ruletrace.model import Origin
 from ruletrace import inputs as opener
-from ruletrace.sources.kernel_log import read_events
+from ruletrace.errors import RuletraceError
 from ruletrace.inputs import (
     check_not_ruleset,
     check_text,
@@ -25,6 +23,8 @@ from ruletrace.inputs import (
     open_input,
     sniff,
 )
+from ruletrace.model import Origin
+from ruletrace.sources.kernel_log import read_events
 
 KERN_LOG = Path(__file__).parents[1] / "fixtures" / "kernel_log" / "kern.log"
 CORPUS_SAVE = Path(__file__).parents[1] / "fixtures" / "corpus" / "legacy-v4.save"

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from ..errors import RuletraceError
-from ..model import Explanation, Origin
 from ..inputs import open_limited_text
+from ..model import Explanation, Origin
 from .json import from_json
 
 

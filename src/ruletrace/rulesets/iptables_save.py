@@ -34,6 +34,14 @@ _V6_HINT = re.compile(
 )
 _HINT_SPAN = 256 * 1024  # enough rules to tell the family; scanning all of a 15 MB dump costs 0.3 s
 _V4_HINT = re.compile(r"\s-[sd] \d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|--icmp-type|-p icmp\b")
+# Tables a target is restricted to in the kernel (xt_target .table): the only sure sign of the
+# table of rules pasted without their "*table" line. Other targets run in several tables.
+TARGET_TABLE = {
+    "DNAT": "nat", "SNAT": "nat", "MASQUERADE": "nat", "REDIRECT": "nat", "NETMAP": "nat",
+    "CT": "raw", "NOTRACK": "raw", "TRACE": "raw",
+    "TPROXY": "mangle", "TOS": "mangle", "TTL": "mangle", "HL": "mangle", "DSCP": "mangle", "ECN": "mangle",
+}
+_HEADERLESS_ORDER = ("filter", "nat", "mangle", "raw", "security")  # iptables' default first
 _COUNTERS = re.compile(r"\[([0-9]{1,20}):([0-9]{1,20})\]")
 _SEGMENT = re.compile(r'[ \t\n]+|"((?:[^"\\]|\\.)*)("?)|[^ \t\n"]+', re.S)
 _UNESCAPE = re.compile(r"\\(.)", re.S)
@@ -128,6 +136,7 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
     chains: dict[str, Chain] = {}
     table_line = 0
     lineno = 0
+    headerless = False  # rules pasted without their "*table" line: the table is inferred
     for lineno, line in enumerate(text.split("\n"), 1):
         c = line[:1]
         if c == "-":
@@ -144,6 +153,9 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
             if c == "#" or not line.strip():
                 continue
             if c == ":":
+                if table is None and not seen_at and not headerless:
+                    table, headerless = _headerless_table(text, path, warnings), True
+                    chains = tables[table] = {}
                 if table is None:
                     raise RuletraceError(f"chain declared before any *table line: {_clip(line)}",
                                          origin=Origin(path, lineno))
@@ -158,6 +170,9 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
                                          f"(first at line {old.origin.line})", origin=ch.origin)
                 continue
             if c == "*":
+                if headerless:
+                    raise RuletraceError("a '*table' line after rules that had none: give each table's "
+                                         "lines after their own '*table' line", origin=Origin(path, lineno))
                 name = line[1:].strip()
                 if name not in TABLE_CHAINS:
                     raise RuletraceError(f"unknown table {name!r} (known: {', '.join(TABLES)})",
@@ -191,10 +206,16 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
         else:
             name = _append_chain(line, Origin(path, lineno))
         if table is None:
-            raise RuletraceError("rule before any *table line (or after COMMIT)", origin=Origin(path, lineno))
+            if seen_at or headerless:
+                raise RuletraceError("rule after COMMIT (outside any *table)", origin=Origin(path, lineno))
+            table, headerless = _headerless_table(text, path, warnings), True
+            chains = tables[table] = {}
         chain = chains.get(name)
         if chain is None:
-            chain = _undeclared(name, table, chains, Origin(path, lineno), warnings)
+            if headerless and name not in TABLE_CHAINS[table]:  # a fragment declares no chains
+                chain = chains[name] = Chain(table, name, None, [], None, None)
+            else:
+                chain = _undeclared(name, table, chains, Origin(path, lineno), warnings)
         j = line.rfind(" -j ")
         g = line.rfind(" -g ")
         quotes = line.count('"')
@@ -218,9 +239,69 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
         rules.append(
             Rule(table, name, len(rules) + 1, line, target, goto, None, Origin(path, lineno), counters)
         )
-    if table is not None:
+    if table is not None and not headerless:
         warnings.append(f"{path}:{lineno}: table {table} (line {table_line}) has no COMMIT at end of file")
     return rs
+
+
+def _headerless_table(text: str, path: str | None, warnings: list[str]) -> str:
+    """The table of ``-A`` lines pasted without their ``*table`` line, from what the lines show.
+
+    Sure signs: a target the kernel allows in one table only (TARGET_TABLE) and built-in chain
+    names (PREROUTING is in no filter table). Without a sure sign the table is iptables' own
+    default, filter, among the tables that have every built-in chain named — a guess, said so.
+    """
+    builtins: dict[str, int] = {}
+    signs: dict[str, tuple[str, int]] = {}  # table -> (evidence, line)
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if line.startswith("["):
+            line = line[line.find("]") + 1 :].lstrip()
+        if line.startswith(":"):
+            name = line[1:].split(" ", 1)[0]
+        elif line.startswith(("-A ", "-A\t", "--append ")):
+            name = line.split(None, 2)[1] if len(line.split(None, 2)) > 1 else ""
+        else:
+            continue
+        if any(name in chains for chains in TABLE_CHAINS.values()):
+            builtins.setdefault(name, lineno)
+        if line.startswith(":"):
+            continue
+        target, _goto = find_target(line) if (" -j " in line or " --jump " in line or "\t" in line) else (None, False)
+        forced = TARGET_TABLE.get(target or "")
+        if forced:
+            signs.setdefault(forced, (f"the {target} target", lineno))
+    where = f"{path}: " if path else ""
+    fits = [t for t in _HEADERLESS_ORDER if all(b in TABLE_CHAINS[t] for b in builtins)]
+    if len(signs) > 1:
+        found = ", ".join(f"{ev} (line {n}) is {t}-only" for t, (ev, n) in signs.items())
+        raise RuletraceError(f"rules of several tables without '*table' lines: {found}; "
+                             "give each table's rules after its '*table' line",
+                             origin=Origin(path, max(n for _ev, n in signs.values())))
+    if signs:
+        (table, (evidence, n)), = signs.items()
+        if table not in fits:
+            bad = next(b for b in builtins if b not in TABLE_CHAINS[table])
+            raise RuletraceError(f"rules without a '*table' line: {evidence} (line {n}) is {table}-only, but "
+                                 f"table {table} has no chain {bad}", origin=Origin(path, builtins[bad]))
+        warnings.append(f"{where}no '*table' line: rules read as table {table} ({evidence} at line {n} "
+                        f"runs only there)")
+        return table
+    if not fits:
+        names = ", ".join(sorted(builtins))
+        raise RuletraceError(f"rules without a '*table' line name built-in chains of no one table ({names}); "
+                             "give each table's rules after its '*table' line",
+                             origin=Origin(path, max(builtins.values())))
+    table = fits[0]
+    named = ", ".join(sorted(builtins))
+    if len(fits) == 1 and table != "filter":
+        warnings.append(f"{where}no '*table' line: rules read as table {table} (the only table with "
+                        f"chains {named})")
+        return table
+    why = "iptables' default" if table == "filter" else f"of {', '.join(fits)}, which have chains {named}"
+    warnings.append(f"{where}no '*table' line: rules read as table {table} ({why}) — a guess; "
+                    f"paste the '*{table}' line above them to be sure")
+    return table
 
 
 def _append_chain(line: str, origin: Origin) -> str:
