@@ -157,12 +157,28 @@ def parse_fields(raw: str | bytes) -> dict[str, str]:
         out = _parse_tokens(s)
     if "..." in s or "\u2026" in s:  # redacted values (MAC=...) are unknown, never a value
         out = {k: v for k, v in out.items() if v.strip(".\u2026")}
+    for k in ("SRC", "DST"):  # a redacted or damaged address (10.0.0.x, <ip>) is unknown, never a value
+        v = out.get(k)
+        if v is not None and not address_ok(v):
+            del out[k]
     _last = (raw, out)
     if isinstance(raw, (str, bytes)):
         if len(_recent) >= _RECENT_MAX:
             _recent.clear()
         _recent[raw] = out
     return dict(out)
+
+
+_HEX6 = frozenset("0123456789abcdefABCDEF:.")
+
+
+def address_ok(v: str) -> bool:
+    """Is ``v`` an address as nf_log prints one (dotted IPv4, IPv6 with colons)? Cheap: no
+    ``ipaddress`` object on this path; run once per distinct field text."""
+    if ":" in v:
+        return 2 <= v.count(":") <= 7 and len(v) <= 45 and all(c in _HEX6 for c in v)
+    parts = v.split(".")
+    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
 
 
 _KV = re.compile(r"(?<![A-Z])([A-Z]+)=(\S*)")  # not from inside a run of capitals: linear

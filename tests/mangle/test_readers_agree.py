@@ -24,6 +24,8 @@ FORMS = {
     "hostname": M.hostname_prefix, "syslog": M.syslog_prefix, "log-lines": M.interleave_log_lines,
     "tabs": M.tabs_and_double_spaces, "truncated": M.truncate_tail, "cut-mid-value": M.cut_mid_value,
     "cut-every-2nd": lambda t: M.cut_mid_value(t, every=2), "cut-at-dpt": lambda t: M.cut_mid_value(t, 3, " DPT="),
+    "cut-in-id": lambda t: M.cut_mid_value(t, 3, " ID="),  # before PROTO=: kept, a partial ident
+    "cut-before-id": lambda t: M.cut_mid_value(t, 4, " TTL="),  # no packet id left: skipped
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..model import CauseLink, Change, Explanation, Fate, Rule, Step, StepKind
+from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
 
 # iptables-save form, and the `iptables -L` row form ("/* comment */", "tcp dpt:80", "mark match 0x1")
@@ -100,7 +100,61 @@ def _probably(s: Step) -> str:
     return f"probably {where} (its text is not in the ruleset)"
 
 
-def _nat_changes(expl: Explanation) -> None:
+def _host(addr: str) -> str:
+    """The address of ``a.b.c.d:port``, ``[v6]:port``, bare v6, or the first of a range."""
+    if addr.startswith("["):
+        return addr[1 : addr.find("]")]
+    if addr.count(":") == 1:
+        addr = addr.split(":")[0]
+    return addr.split("-")[0]
+
+
+def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: RulesetView | None) -> str | None:
+    """Trace lines lost between a jump and the change: the nat rules of the jumped chains (and the
+    chains they jump to) whose ``--to`` gives the new address. A guess from the ruleset, said so."""
+    if view is None:
+        return None
+    j = i - 1
+    while j >= 0 and steps[j].table != "nat":
+        j -= 1
+    if j < 0 or steps[j].rule is None or steps[j].kind is not StepKind.RULE:
+        return None
+    s = steps[j]
+    family = s.event.family
+    actions = _DNAT_ACTIONS if what == "DST" else _SNAT_ACTIONS
+    want_ip = _host(new)
+    found: list[Rule] = []
+    seen: set[str] = set()
+    todo = [s.rule.target] if s.rule.target else []
+    while todo and len(seen) < 256:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        chain = view.chain("nat", name, family)
+        if chain is None:
+            continue
+        for r in chain.rules:
+            t = (r.target or "").lower()
+            if t in actions:
+                m = _TO.search(r.text)
+                to = m.group(1) if m else ""
+                if to and (to == new or _host(to) == want_ip):
+                    found.append(r)
+            elif r.target and view.chain("nat", r.target, family) is not None:
+                todo.append(r.target)
+    if not found:
+        return None
+    port = steps[i - 1].event.fields.get("DPT" if what == "DST" else "SPT")
+    if port and len(found) > 1:  # the rules for the port the packet had before the change, if named
+        same = [r for r in found if rule_dport(r) == port]
+        found = same or found
+    names = ", ".join(f"nat:{r.chain} rule {r.num}" for r in found[:3]) + (" …" if len(found) > 3 else "")
+    one = "probably " if len(found) == 1 else "probably one of "
+    return f"{one}{names}, reached from {_where(s)}; its trace line is not in the log"
+
+
+def _nat_changes(expl: Explanation, view: RulesetView | None = None) -> None:
     steps = expl.steps
     used: set[int] = set()
     for i in range(1, len(steps)):
@@ -130,9 +184,10 @@ def _nat_changes(expl: Explanation) -> None:
                     note="rewritten by conntrack: the connection was NATed when it started; no nat rule ran now",
                 ))
             else:
+                guess = _untraced_nat_rules(steps, i, what, new, view)
                 expl.nat.append(Change(
                     what, old, new, step=i,
-                    note=f"changed outside the traced rules (first seen at {_where(steps[i])})",
+                    note=guess or f"changed outside the traced rules; first seen at {_where(steps[i])}",
                 ))
     # SNAT/MASQUERADE in POSTROUTING act after the last TRACE step: state them from the rule
     for j, s in enumerate(steps):
@@ -189,11 +244,12 @@ def _describe_frame(link: CauseLink) -> str:
     return _place(link.table, link.chain, link.num) + (f" ({', '.join(extra)})" if extra else "")
 
 
-def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: int | None) -> None:
+def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: int | None,
+             view: RulesetView | None = None) -> None:
     """Fill ``nat``, ``marks``, ``cause`` and cause-related notes of an explanation."""
     if not expl.steps:
         return
-    _nat_changes(expl)
+    _nat_changes(expl, view)
     _mark_changes(expl)
     _nat_accept_skips_snat(expl)
     if verdict_index is None or expl.verdict is None:
@@ -246,10 +302,15 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
                         s = expl.steps[c.step]
                         chain.append(CauseLink("rewritten", s.table, s.chain, None, None,
                                                f"DST {c.old} → {c.new}, first seen at {s.table}:{s.chain} "
-                                               f"({c.note.split(':')[0]})", c.step))
+                                               f"({_short(c.note)})", c.step))
     if len(chain) > 1:
         decided.text = sentence
     expl.cause = chain
+
+
+def _short(note: str | None) -> str:
+    """A Change note's first clause ("rewritten by conntrack: …" -> "rewritten by conntrack")."""
+    return (note or "").split(": ", 1)[0].split("; ", 1)[0]
 
 
 def _nat_accept_skips_snat(expl: Explanation) -> None:

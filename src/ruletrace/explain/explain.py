@@ -471,7 +471,7 @@ class Explainer:
             for ev, sp in zip(packet.events, plan.steps)
         ]
         frames = [sp.frames for sp in plan.steps]
-        causes.annotate(expl, frames, plan.verdict_index)
+        causes.annotate(expl, frames, plan.verdict_index, self.view)
         return expl
 
 

@@ -21,7 +21,7 @@ pastes are tidied first (``fields.tidy_text``: tabs, runs of spaces, glued field
 ``...``); a record cut short keeps its step with the fields before the cut and a
 ``fields.PartialIdent`` (the part of the identity that survived), matched to its packet by
 ``correlate.group``. Idents are comparable within this source only. Lines that look like TRACE
-records but cannot be read (bad tag, nothing left up to ``PROTO=``) are counted as skipped, with
+records but cannot be read (bad tag, cut before the packet's ``ID=``/``FLOWLBL=``) are counted as skipped, with
 their line numbers; other lines are ordinary log content.
 
 Speed: lines are bytes; the hot path is a few ``partition``s per line (on this path the number
@@ -292,7 +292,7 @@ class _Reader:
                     whole = tidy
                 fields = parse_fields(whole)
                 part = partial_ident(tidy)
-                if part is None or "PROTO" not in fields:
+                if part is None:
                     self.stats.skip(line)
                     return None
                 self.stats.cut_short(line)
@@ -540,7 +540,8 @@ def _no_header(ipc: bytes, x: bytes) -> bool:
 
 def partial_ident(fs: bytes) -> PartialIdent | None:
     """For tidy text cut short: the part of ``ident_of``'s ident it holds, a byte prefix of the
-    full one (``fields.PartialIdent``); None when the text ends before ``PROTO=``."""
+    full one (``fields.PartialIdent``); None when the text ends before the packet's ID (IPv4
+    ``ID=``, IPv6 ``FLOWLBL=``): what is left then names no packet."""
     _, sep, x = fs.partition(b" LEN=")
     if not sep:
         return None
@@ -551,9 +552,11 @@ def partial_ident(fs: bytes) -> PartialIdent | None:
         _, sep, x = x.partition(b" FLOWLBL=")
     else:
         return None
-    ipc, sep2, x = x.partition(b" PROTO=")
-    if not sep or not sep2:
+    if not sep:
         return None
+    ipc, sep2, x = x.partition(b" PROTO=")
+    if not sep2:  # cut before PROTO=: the ID (flow label) and what followed, the last maybe cut
+        return PartialIdent(ln + b"\x00" + ipc)  # still a byte prefix of the full ident
     proto, sp, x = x.partition(b" ")
     if not sp:
         return PartialIdent(b"\x00".join((ln, ipc, proto)))

@@ -1,0 +1,71 @@
+"""Pastes that lost part of a line or a whole line (issue 12): the surviving facts are used, the
+lost ones are unknown, and a cause is attributed only as far as the evidence goes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import ruletrace
+from ruletrace.pipeline import explain_files
+
+EX = Path(ruletrace.__file__).parent / "examples" / "docker-portmap"
+RULES = str(EX / "ruleset.rules")
+# the first packet: raw PREROUTING, nat PREROUTING rule 1 (-j DOCKER), nat DOCKER rule 2 (the
+# DNAT to 172.17.0.2:80), then filter FORWARD … DOCKER rule 1 ACCEPT, nat POSTROUTING
+LINES = (EX / "kernel.log").read_text().splitlines()[:12]
+DNAT_LINE = 2  # index of the nat:DOCKER:rule:2 line
+
+
+def _first(tmp_path: Path, lines: list[str]):
+    p = tmp_path / "pasted.log"
+    p.write_text("\n".join(lines) + "\n")
+    r = explain_files(RULES, [str(p)])
+    return r, r.explanations[0]
+
+
+def test_the_clean_capture_names_the_dnat_rule(tmp_path):
+    _r, e = _first(tmp_path, LINES)
+    assert [(c.chain, c.num) for c in e.nat] == [("DOCKER", 2)]
+
+
+def test_a_line_cut_before_proto_keeps_its_step_and_its_dnat(tmp_path):
+    lines = list(LINES)
+    assert "TRACE: nat:DOCKER:rule:2 " in lines[DNAT_LINE]
+    lines[DNAT_LINE] = re.sub(r" PROTO=.*", "", lines[DNAT_LINE])
+    r, e = _first(tmp_path, lines)
+    assert ("nat", "DOCKER", 2) in [(s.table, s.chain, s.num) for s in e.steps]
+    assert [(c.what, c.chain, c.num, c.rule is not None) for c in e.nat] == [("DST", "DOCKER", 2, True)]
+    assert len([x for x in r.explanations if x.steps]) == 2  # the request and the SYN-ACK, no stray packet
+    assert r.skipped == 0
+
+
+def test_a_redacted_address_is_unknown_not_a_rewrite(tmp_path):
+    lines = list(LINES)
+    k = next(i for i, ln in enumerate(lines) if "filter:DOCKER-USER" in ln)
+    lines[k] = lines[k].replace("DST=172.17.0.2", "DST=172.17.0.x")
+    _r, e = _first(tmp_path, lines)
+    assert [(c.what, c.new) for c in e.nat] == [("DST", "172.17.0.2:80")]
+    step = next(s for s in e.steps if s.chain == "DOCKER-USER")
+    assert "DST" not in step.event.fields
+
+
+def test_a_lost_nat_line_is_attributed_to_the_rule_the_jump_reaches_as_a_guess(tmp_path):
+    lines = LINES[:DNAT_LINE] + LINES[DNAT_LINE + 1 :]
+    _r, e = _first(tmp_path, lines)
+    (c,) = e.nat
+    assert c.table is None  # no traced step made it: not stated as a fact
+    assert c.note.startswith("probably nat:DOCKER rule 2, reached from nat:PREROUTING rule 1;")
+    why = next(x for x in e.cause if x.role == "rewritten")
+    assert why.text.endswith("(probably nat:DOCKER rule 2, reached from nat:PREROUTING rule 1)")
+
+
+def test_a_change_no_rule_explains_says_where_it_was_first_seen_once(tmp_path):
+    # the DNAT line lost, and the later lines show an address no DNAT rule of the ruleset gives
+    lines = LINES[:DNAT_LINE] + [ln.replace("DST=172.17.0.2 ", "DST=172.17.0.9 ") for ln in LINES[DNAT_LINE + 1 :]]
+    _r, e = _first(tmp_path, lines)
+    (c,) = e.nat
+    assert c.note == "changed outside the traced rules; first seen at filter:FORWARD rule 1"
+    why = next(x for x in e.cause if x.role == "rewritten")
+    assert why.text == ("DST 192.168.50.1:10000 → 172.17.0.9:80, first seen at filter:FORWARD "
+                        "(changed outside the traced rules)")
