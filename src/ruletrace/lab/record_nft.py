@@ -4,7 +4,7 @@ Writes into the output folder: ``nft-monitor.txt`` (``nft monitor trace``) and
 ``nft-monitor-a.txt`` (``nft -a monitor trace``), both running during the same traffic; the
 ruleset after the run in every form (``ruleset.nft`` = ``nft list ruleset``, ``ruleset-a.nft`` =
 ``nft -a list ruleset``, ``ruleset.json`` = ``nft -j list ruleset``); the traced host's
-addresses and routes (``addrs.json`` = ``ip -j addr``, ``routes.json`` = ``ip -j route``); and
+addresses and routes (``addrs.json`` = ``ip -j addr``, ``routes.json`` = ``ip -j -4 route`` and ``ip -j -6 route`` in one list); and
 what each flow's sender saw plus whether the receiver accepted it (``outcome.json``).
 Everything happens in the run's namespaces (``Lab``); they are gone when ``record`` returns.
 """
@@ -67,7 +67,8 @@ def record(sc: NftScenario, out: Path, *, prefix: str | None = None) -> dict:
         for argv, name in LISTINGS:
             (out / name).write_text(run(argv, ns=target.ns).stdout)
         (out / "addrs.json").write_text(run(["ip", "-j", "addr"], ns=target.ns).stdout)
-        (out / "routes.json").write_text(run(["ip", "-j", "route"], ns=target.ns).stdout)
+        routes = [r for v in ("-4", "-6") for r in json.loads(run(["ip", "-j", v, "route"], ns=target.ns).stdout)]
+        (out / "routes.json").write_text(json.dumps(routes) + "\n")
     outcome = {"scenario": sc.name, "flows": flows}
     (out / "outcome.json").write_text(json.dumps(outcome, indent=1) + "\n")
     return outcome
