@@ -84,8 +84,9 @@ class NChain:
 class NftCompiled:
     """The nft rulesets of a packet's family, compiled: hook plans and chains."""
 
-    def __init__(self, rulesets: list[Ruleset], v6: bool, linear: bool = False) -> None:
-        fams = ("ipv6" if v6 else "ipv4", "inet")
+    def __init__(self, rulesets: list[Ruleset], v6: bool, linear: bool = False,
+                 fams: tuple[str, ...] | None = None) -> None:
+        fams = fams or ("ipv6" if v6 else "ipv4", "inet")
         self.rulesets = [rs for rs in rulesets if rs.family in fams]
         self.v6 = v6
         self.linear = linear
@@ -276,13 +277,15 @@ class NftCompiled:
         return v
 
 
-def nft_compiled(rulesets: list[Ruleset], v6: bool, linear: bool = False) -> NftCompiled:
-    """The compiled form (cached for the few most recent ruleset lists)."""
-    key = (tuple(id(r) for r in rulesets), v6, linear)
+def nft_compiled(rulesets: list[Ruleset], v6: bool, linear: bool = False,
+                 fams: tuple[str, ...] | None = None) -> NftCompiled:
+    """The compiled form (cached for the few most recent ruleset lists); ``fams``: other families
+    than the packet's and inet (nft_l2.py: netdev and bridge)."""
+    key = (tuple(id(r) for r in rulesets), v6, linear, fams)
     c = _cache.get(key)
     if c is None or len(c.inputs) != len(rulesets) or any(a is not b for a, b in zip(c.inputs, rulesets)):
         if len(_cache) >= 4:
             _cache.pop(next(iter(_cache)))
-        c = _cache[key] = NftCompiled(rulesets, v6, linear)
+        c = _cache[key] = NftCompiled(rulesets, v6, linear, fams)
         c.inputs = tuple(rulesets)
     return c
