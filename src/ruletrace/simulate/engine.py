@@ -111,7 +111,7 @@ class _Run(WalkState):
             self.cc = nft_compiled(rss, v == 6, linear=not (index and fast))
         else:
             self.cc = compiled(rs, v == 6, index)
-        self.l2 = l2_compiled(rss, v == 6, not (index and fast)) if self.native else None
+        self.l2 = l2_compiled(rss, v == 6, not (index and fast)) if self.native and self.cc.has_l2 else None
         self._path_reason = ""
         self._rerouted: str | None = None
         self._assumed_out: str | None = None

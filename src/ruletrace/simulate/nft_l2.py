@@ -23,10 +23,8 @@ from .semantics import ACCEPT
 L2_FAMILIES = ("netdev", "bridge")
 
 
-def l2_compiled(rulesets: list[Ruleset], v6: bool, linear: bool) -> NftCompiled | None:
-    """The netdev and bridge tables of these listings, compiled (None: there are none)."""
-    if not any(rs.family in L2_FAMILIES for rs in rulesets):
-        return None
+def l2_compiled(rulesets: list[Ruleset], v6: bool, linear: bool) -> NftCompiled:
+    """The netdev and bridge tables of these listings, compiled (the caller checks ``has_l2``)."""
     return nft_compiled(rulesets, v6, linear, L2_FAMILIES)
 
 

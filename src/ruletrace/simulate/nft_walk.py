@@ -88,6 +88,7 @@ class NftCompiled:
                  fams: tuple[str, ...] | None = None) -> None:
         fams = fams or ("ipv6" if v6 else "ipv4", "inet")
         self.rulesets = [rs for rs in rulesets if rs.family in fams]
+        self.has_l2 = any(rs.family in ("netdev", "bridge") for rs in rulesets)  # nft_l2.py has work
         self.v6 = v6
         self.linear = linear
         self.tables: list[tuple[Ruleset, str, dict[str, NChain]]] = []
