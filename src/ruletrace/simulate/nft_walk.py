@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..model import Chain, Ruleset, StepKind
@@ -52,7 +53,10 @@ _cache: dict[tuple, NftCompiled] = {}
 
 def is_native(rulesets: list[Ruleset]) -> bool:
     """Whether these rulesets are nf_tables listings (base chains carry hooks), not iptables-save."""
-    return any(rs.format.startswith("nft") for rs in rulesets)
+    for rs in rulesets:  # (a loop, not any(genexpr): asked once per simulated packet)
+        if rs.format.startswith("nft"):
+            return True
+    return False
 
 
 class NChain:
@@ -169,7 +173,7 @@ class NftCompiled:
         fn = self.hooks.get(hook)
         if fn is None:
             plan = self.plan(hook)
-            fn = self.hooks[hook] = lambda p, c, R: self.run_hook(hook, plan, p, c, R)
+            fn = self.hooks[hook] = partial(self.run_hook, hook, plan)  # (p, c, R): no frame of its own
         return fn
 
     def run_hook(self, hook: str, plan: list, p: Any, c: Any, R: Any) -> str:
@@ -282,9 +286,10 @@ def nft_compiled(rulesets: list[Ruleset], v6: bool, linear: bool = False,
                  fams: tuple[str, ...] | None = None) -> NftCompiled:
     """The compiled form (cached for the few most recent ruleset lists); ``fams``: other families
     than the packet's and inet (nft_l2.py: netdev and bridge)."""
-    key = (tuple(id(r) for r in rulesets), v6, linear, fams)
+    # the cached entry holds its rulesets (c.inputs), so ids in a key cannot be reused by others
+    key = (tuple(map(id, rulesets)), v6, linear, fams)
     c = _cache.get(key)
-    if c is None or len(c.inputs) != len(rulesets) or any(a is not b for a, b in zip(c.inputs, rulesets)):
+    if c is None:
         if len(_cache) >= 4:
             _cache.pop(next(iter(_cache)))
         c = _cache[key] = NftCompiled(rulesets, v6, linear, fams)
