@@ -11,6 +11,7 @@ from .correlate.group import group_packets
 from .errors import RuletraceError
 from .explain.explain import Explainer
 from .explain.replies import with_replies
+from .fields import FIELD_NAMES, same_address
 from .model import Explanation, Fate, Packet, Ruleset, RulesetView, TraceEvent, pick_ruleset
 from .sources.stats import ReadStats
 
@@ -49,6 +50,8 @@ class PacketFilter:
             if not sep or not k:
                 raise RuletraceError(f"--match {item!r}: expected FIELD=VALUE, e.g. dport=52000")
             key = cls.ALIASES.get(k.lower(), k.upper())
+            if key not in FIELD_NAMES:
+                raise RuletraceError(f"--match {item!r}: unknown field {k!r}; known: {', '.join(cls.known_fields())}")
             m[key] = v.upper() if key == "PROTO" else v
         fs = set()
         for f in fates:
@@ -59,6 +62,12 @@ class PacketFilter:
                     f"--fate {f!r}: expected one of {', '.join(x.value for x in Fate)}"
                 ) from None
         return cls(m, fs, set(ids))
+
+    @classmethod
+    def known_fields(cls) -> list[str]:
+        """The field words ``--match`` takes: the short names, then every other kernel-log name."""
+        aliased = set(cls.ALIASES.values())
+        return list(cls.ALIASES) + sorted(f.lower() for f in FIELD_NAMES if f not in aliased)
 
     def wants_packet(self, p: Packet) -> bool:
         if self.ids and p.id not in self.ids:
@@ -73,7 +82,8 @@ class PacketFilter:
 
 
 def field_matches(have: str | None, want: str) -> bool:
-    """A packet field value against a --match value (exact, case-insensitive, or in a CIDR)."""
+    """A packet field value against a --match value (exact, case-insensitive, the same address in
+    another form — ``fd00:10::2`` is the log's ``fd00:0010:0000:…:0002`` — or in a CIDR)."""
     if have is None:
         return False
     if have == want:
@@ -83,7 +93,9 @@ def field_matches(have: str | None, want: str) -> bool:
             return ipaddress.ip_address(have) in ipaddress.ip_network(want, strict=False)
         except ValueError:
             return False
-    return have.upper() == want.upper()
+    if have.upper() == want.upper():
+        return True
+    return ":" in want and ":" in have and same_address(have, want)
 
 
 @dataclass

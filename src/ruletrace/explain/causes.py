@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ..fields import show_address
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
 
@@ -55,6 +56,7 @@ def _addr(f: dict[str, str], ip: str, port: str) -> str | None:
     a = f.get(ip)
     if a is None:
         return None
+    a = show_address(a)  # the printed form: "DST fd00:10::2 -> …", whatever form the log used
     p = f.get(port)
     if p is None:
         return a

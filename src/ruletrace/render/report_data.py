@@ -16,6 +16,7 @@ from typing import Any
 
 from ..analyze.diff import decided_at, endpoint, port
 from ..analyze.hitmap import HitMap, Place
+from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset
 from .json import from_json
 
@@ -123,6 +124,7 @@ class ReportData:
                 dec = _decisive_index(sig, v.table, v.chain, v.num)
         first = e.first
         src, dst = first.get("SRC") or None, first.get("DST") or None
+        src, dst = src and show_address(src), dst and show_address(dst)  # the printed form
         sport, dport = port(first.get("SPT")), port(first.get("DPT"))
         extra = (
             v.reason if v is not None and v.reason else None,

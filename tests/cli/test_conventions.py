@@ -1,0 +1,68 @@
+"""Conventions users expect (issue 16 item 4): IPv6 forms, --match fields, exit codes, -V, help."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ruletrace.cli import main
+from ruletrace.cli.status import ExitStatus
+from ruletrace.fields import show_address
+from ruletrace.pipeline import PacketFilter, field_matches
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# the bundled ipv6 example's kernel log writes addresses in full: fd00:0010:0000:…:0002
+@pytest.mark.parametrize("form", ["fd00:10::2", "FD00:10::2", "fd00:0010:0000:0000:0000:0000:0000:0002",
+                                  "fd00:10:0:0::2", "fd00:10::2/127", "fd00:10::2/128"])
+def test_match_src_takes_any_ipv6_form(capsys, form):
+    code, out, _err = run(capsys, "explain", "--example", "ipv6", "--json", "-m", f"src={form}")
+    assert code == ExitStatus.OK
+    packets = json.loads(out)["packets"]
+    assert packets and all(p["src"] == "fd00:0010:0000:0000:0000:0000:0000:0002" for p in packets)
+
+
+def test_match_other_ipv6_address_keeps_nothing(capsys):
+    code, _out, err = run(capsys, "explain", "--example", "ipv6", "-m", "src=fd00:10::3")
+    assert code == ExitStatus.FOUND_NOTHING
+    assert "no packet matched" in err
+
+
+def test_field_matches_is_not_fooled_by_colons():
+    assert not field_matches("1a:92:22:f7:93:f6", "1a:92:22:f7:93:f7")  # a MAC is no address
+    assert field_matches("fd00:0000:0000:0000:0000:0000:0000:0001", "fd00::1")
+    assert not field_matches("10.0.0.1", "::ffff:10.0.0.2")
+
+
+def test_unknown_match_field_is_an_error_naming_the_known_ones(capsys):
+    code, out, err = run(capsys, "explain", "--example", "ipv6", "-m", "dprot=22")
+    assert code == ExitStatus.ERROR and out == ""
+    line = err.strip()
+    assert line.startswith("ruletrace: error: --match 'dprot=22': unknown field 'dprot'; known: dport, sport, src")
+    assert "hoplimit" in line and "tcpflags" in line and "\n" not in line
+
+
+def test_every_known_field_is_accepted():
+    for name in PacketFilter.known_fields():
+        PacketFilter.parse([f"{name}=1"])
+
+
+def test_views_print_ipv6_compressed(capsys):
+    code, out, _err = run(capsys, "explain", "--example", "ipv6", "--width", "200", "--no-color", "-v")
+    assert code == ExitStatus.OK
+    assert "fd00:10::2 -> fd00:10::1" in out
+    assert "SRC=fd00:10::2 DST=fd00:10::1" in out  # the -v fields line too
+    assert "0010:0000" not in out
+
+
+def test_show_address():
+    assert show_address("FD00:0010:0000:0000:0000:0000:0000:0002") == "fd00:10::2"
+    assert show_address("2001:0db8:0000:0001:0000:0000:0000:0001") == "2001:db8:0:1::1"
+    for unchanged in ("10.0.0.1", "eth0", "1a:92:22:f7:93:f6", "", "fd00::zz"):
+        assert show_address(unchanged) == unchanged
