@@ -101,7 +101,7 @@ class Session(BackgroundTrace):
         super().__init__("--netns", NS, *args, env=env(state, **extra), timeout=30, stdin=subprocess.DEVNULL)
 
     def on_line(self, line: str) -> None:
-        m = re.search(r"session ([0-9a-f]+): backend", line)
+        m = re.search(r"session ([0-9a-f]+)\b", line)  # "tracing (…, session ID…)"; with -v also "session ID: backend"
         if m:
             self.sid = m[1]
 

@@ -30,14 +30,19 @@ def _enter_netns(netns: str | None, pid: int | None) -> dict:
 
 
 class _Printer:
-    """stderr messages that survive a terminal that went away (SIGHUP)."""
+    """stderr messages that survive a terminal that went away (SIGHUP); never wrapped by us (a
+    path or a command stays whole: the terminal folds it). ``before`` runs before each message
+    (the live view learns its last row is no longer its own)."""
 
-    def __init__(self, err) -> None:
+    def __init__(self, err, before=None) -> None:
         self.err = err
+        self.before = before
 
     def __call__(self, text: str, style: str | None = None) -> None:
         from ..render.theme import clean
 
+        if self.before is not None:
+            self.before()
         try:  # rule text, comments and command output come from the host: no control sequences
             self.err.print(clean(text), markup=False, highlight=False, style=style, soft_wrap=True)
         except OSError:
@@ -66,7 +71,10 @@ def _netns_options(f):
 @click.option("-6", "v6", is_flag=True, help="IPv6 only.")
 @click.option("--count", type=int, metavar="N", help="Stop after exactly N packets (0: stop at once).")
 @click.option("--duration", type=float, metavar="S", help="Stop after S seconds (0: stop at once).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per packet per line.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per packet per line, each with time, session and schema.")
+@click.option("--tree", is_flag=True,
+              help="The full tree for the first packet of each distinct path (repeats stay one line).")
 @click.option("--dry-run", is_flag=True, help="Print every command and netlink change, change nothing.")
 @_netns_options
 @click.option("--rate-limit", type=int, default=50, show_default=True, metavar="PPS",
@@ -78,12 +86,16 @@ def _netns_options(f):
 @click.option("--no-cleanup-stale", is_flag=True,
               help="Do not offer to undo the leftovers of killed ruletrace sessions (only list them).")
 @click.option("--no-color", is_flag=True, help="No colours.")
-@click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Everything: the tree of every packet with its fields, and every command run.")
 @click.option("--width", type=int, help="Output width (default: the terminal's).")
 def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all, v4, v6, count, duration,
-          as_json, dry_run, netns, pid, rate_limit, backend, via, no_cleanup_stale, no_color, verbose,
+          as_json, tree, dry_run, netns, pid, rate_limit, backend, via, no_cleanup_stale, no_color, verbose,
           width) -> int:
     """Trace packets live: add scoped TRACE rules, explain each packet as it passes, clean up.
+
+    One line per packet (time, packet, fate, deciding rule, cause); packets that take a path
+    already shown are counted ("×3"), and a summary follows on exit. --tree or -v for trees.
 
     Example: ruletrace trace -p tcp --dport 52000 -s 10.0.0.2 --count 5
     """
@@ -96,7 +108,11 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     if duration is not None and duration < 0:
         raise click.UsageError("--duration must be 0 or more seconds (0: set up, stop at once, clean up)")
     out, err = make_consoles(no_color=no_color, width=width)
-    say = _Printer(err)
+    from ..analyze.live import packet_time
+    from ..render.live import LiveView, json_object
+
+    view = LiveView(out, tree=tree, every=verbose, verbose=verbose)
+    say = _Printer(err, before=view.interrupted)
     families = ("ipv4",) if v4 and not v6 else ("ipv6",) if v6 and not v4 else ("ipv4", "ipv6")
     try:
         raw = shlex.split(raw_match or "")
@@ -108,9 +124,11 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     spec.validate()
     nsinfo = _enter_netns(netns, pid)
     _offer_cleanup(say, dry_run=dry_run, clean=not no_cleanup_stale)
+    detail = verbose or dry_run  # the ~40 commands and netlink changes of a session
     tracer = Tracer(spec, backend=backend, via=via, dry_run=dry_run, netns=nsinfo,
-                    say=lambda s: say("ruletrace: " + s, "dim"),
-                    warn=lambda s: say("ruletrace: warning: " + s, "yellow"))
+                    say=(lambda s: say("ruletrace: " + s, "dim")) if detail else None,
+                    warn=lambda s: say("ruletrace: warning: " + s, "yellow"),
+                    note=lambda s: say("ruletrace: " + s, "dim"))
     absorbed: list[str] = []
 
     def absorb(signum, _frame):  # once stopping, further signals must not cut the cleanup short
@@ -146,12 +164,12 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
                 if as_json:
                     from ..render import json as rjson
 
-                    sys.stdout.write(rjson.dumps(rjson.to_json(expl)) + "\n")
+                    view.repeats.summary.add(expl)
+                    obj = json_object(rjson.to_json(expl), tracer.sid, packet_time(expl, time.time()))
+                    sys.stdout.write(rjson.dumps(obj) + "\n")
                     sys.stdout.flush()
                 else:
-                    from ..render.tree import to_renderable
-
-                    out.print(to_renderable(expl, verbose=verbose))
+                    view.show(expl)
             except OSError:  # the terminal went away (SIGHUP) or the reader closed the pipe
                 break
     except (KeyboardInterrupt, Stop) as e:
@@ -171,12 +189,26 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
             if absorbed:
                 say(f"ruletrace: {', '.join(dict.fromkeys(absorbed))} during cleanup: finished cleaning up first")
             if started:
+                _finish_view(view, say, as_json)
                 say("ruletrace: " + acc.summary(tracer.stats, n, rate_limit), "dim")
             for s, h in old.items():
                 signal.signal(s, h)
     if interrupted:
         return ExitStatus.CTRL_C if n == 0 else ExitStatus.OK
     return ExitStatus.OK if n else ExitStatus.FOUND_NOTHING
+
+
+def _finish_view(view, say, as_json: bool) -> None:
+    """The end of the live view: repeat counts not yet printed, then fates and deciders."""
+    from ..render.live import summary_lines
+
+    try:
+        if not as_json:
+            view.finish()
+    except OSError:
+        pass
+    for line in summary_lines(view.repeats):
+        say("ruletrace: " + line)
 
 
 def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:

@@ -350,11 +350,14 @@ def _lock_busy(p: subprocess.CompletedProcess[str]) -> bool:
 
 
 class Actions:
-    """Runs (or, in dry-run, prints) every change; ``say`` receives one line per change."""
+    """Runs (or, in dry-run, prints) every change; ``say`` receives one line per change, ``note``
+    (default: ``say``) what the user must see even when the changes are not shown (a wait)."""
 
-    def __init__(self, *, dry_run: bool = False, say: Callable[[str], None] | None = None) -> None:
+    def __init__(self, *, dry_run: bool = False, say: Callable[[str], None] | None = None,
+                 note: Callable[[str], None] | None = None) -> None:
         self.dry_run = dry_run
         self.say = say or (lambda s: None)
+        self.note = note or self.say
         self.done = 0  # changes made (commands that succeeded, bindings written)
 
     def run(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str] | None:
@@ -371,11 +374,11 @@ class Actions:
             except subprocess.TimeoutExpired:
                 if attempt == LOCK_TRIES:
                     raise RuletraceError(f"timed out {LOCK_TRIES} times: {shlex.join(argv)}") from None
-                self.say(f"timed out after {CMD_TIMEOUT:g} s: retrying ({attempt}/{LOCK_TRIES})")
+                self.note(f"timed out after {CMD_TIMEOUT:g} s: retrying ({attempt}/{LOCK_TRIES})")
                 continue
             if not _lock_busy(p) or attempt == LOCK_TRIES:
                 break
-            self.say(f"the xtables lock is held by another program: retrying ({attempt}/{LOCK_TRIES})")
+            self.note(f"the xtables lock is held by another program: retrying ({attempt}/{LOCK_TRIES})")
             time.sleep(LOCK_PAUSE)
         if p.returncode == 0:
             self.done += 1

@@ -138,7 +138,8 @@ class Tracer:
     def __init__(self, spec: ss.TraceSpec, *, backend: str = "auto", via: str = "auto",
                  dry_run: bool = False, netns: dict | None = None,
                  say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
-                 idle: float = IDLE, churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT) -> None:
+                 note: Callable[[str], None] | None = None, idle: float = IDLE,
+                 churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT) -> None:
         self.spec = spec
         self.requested = backend
         self.via = via
@@ -148,7 +149,8 @@ class Tracer:
         self.warn = warn or (lambda s: None)
         self.idle = idle
         self.churn_interval = churn_interval
-        self.actions = ss.Actions(dry_run=dry_run, say=self.say)
+        # say: every command and netlink change (shown with -v / --dry-run); note: always shown
+        self.actions = ss.Actions(dry_run=dry_run, say=self.say, note=note)
         self.sid = ss.new_session_id()
         self.marker = mk.Marker(self.sid, dry_run=dry_run)
         self.backend: str | None = None
