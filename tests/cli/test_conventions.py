@@ -66,3 +66,36 @@ def test_show_address():
     assert show_address("2001:0db8:0000:0001:0000:0000:0000:0001") == "2001:db8:0:1::1"
     for unchanged in ("10.0.0.1", "eth0", "1a:92:22:f7:93:f6", "", "fd00::zz"):
         assert show_address(unchanged) == unchanged
+
+
+def test_docs_cli_exit_table_is_status_table():
+    from pathlib import Path
+
+    from ruletrace.cli.status import TABLE
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    rows = [tuple(c.strip().strip("`") for c in line.strip("|").split("|"))
+            for line in text.split("## Exit status")[1].split("\n## ")[0].splitlines()
+            if line.startswith("| ") and not line.startswith("| status")]
+    assert rows == TABLE
+
+
+def test_diff_exit_status_as_diff1(capsys):
+    same, _out, _err = run(capsys, "diff", "--example", "k8s-nodeport", "1", "1")
+    different, _out, _err = run(capsys, "diff", "--example", "k8s-nodeport", "1", "2")
+    trouble, _out, err = run(capsys, "diff", "--example", "k8s-nodeport", "1", "999")
+    assert (same, different, trouble) == (0, 1, 2)
+    assert "no packet 999" in err
+
+
+@pytest.mark.parametrize(("dport", "fate", "status"), [("52000", "dropped", ExitStatus.DROPPED),
+                                                       ("80", "delivered", ExitStatus.OK)])
+def test_simulate_exit_status_per_fate(capsys, dport, fate, status):
+    from ruletrace.cli.options import example_paths
+
+    rules, _logs = example_paths("k8s-nodeport")
+    code, out, _err = run(capsys, "simulate", "-r", rules[0], "-p", "tcp", "-s", "172.28.129.2",
+                          "-d", "172.28.129.4", "--dport", dport, "-i", "eth0", "--local-addr", "172.28.129.4",
+                          "--json")
+    assert json.loads(out)["packets"][0]["fate"] == fate
+    assert code == status

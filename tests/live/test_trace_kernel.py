@@ -253,9 +253,10 @@ def test_signals_clean_up(lab, sig):
     t = Tracer("--backend", "legacy", "-p", "tcp", "--dport", str(PORT), "--duration", "30")
     assert snapshot() != before
     t.p.send_signal(sig)
-    _rc, _out, err = t.finish()
+    rc, _out, err = t.finish()
     assert snapshot() == before, err
     assert "cleaning up" in err
+    assert rc == 128 + sig, err  # as a shell reports a command a signal ended, after the cleanup
 
 
 def test_dry_run_changes_nothing(lab):

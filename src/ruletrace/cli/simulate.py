@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import RuletraceError
-from ..model import Fate, Origin, Packet, Ruleset
+from ..model import Origin, Packet, Ruleset
 from ..simulate.depends import depends_on
 from ..simulate.engine import SimResult
 from ..simulate.engine import simulate as run_simulation
@@ -23,15 +23,12 @@ from ..simulate.probe import (
     parse_tcp_flags,
     probe_from_fields,
 )
-from .status import ExitStatus
+from .status import FATE_STATUS, ExitStatus
 
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
 _FALSE = {"nomatch": False, "no-match": False, "no": False, "false": False, "off": False, "0": False}
 MAX_COMPARED = 50  # packets of a --compare trace that are simulated
-# exit status per predicted fate (documented in the command's help and README "Simulate"); 1 is
-# --compare's "the trace and the prediction part ways", 2 bad input (ExitStatus.ERROR)
-FATE_STATUS: dict[Fate, int] = {Fate.DELIVERED: 0, Fate.FORWARDED: 0, Fate.SENT: 0,
-                                Fate.DROPPED: 3, Fate.REJECTED: 4, Fate.UNKNOWN: 5}
+# exit status per predicted fate: status.FATE_STATUS (docs/cli.md, the command's help)
 
 
 def parse_values(items: tuple[str, ...]) -> dict[str, int]:
@@ -249,7 +246,7 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         for expl, res, cmp in rows:
             _print(expl, res, cmp, no_color=no_color, width=width, verbose=False,
                    header=f"traced packet {expl.packet.id}")
-    return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.FOUND_NOTHING
+    return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.DIFFERENT
 
 
 def _write_json(rows, all_rs: list[Ruleset], sources: list[dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ import click
 
 from ..errors import RuletraceError
 from .console import make_consoles
-from .status import ExitStatus
+from .status import ExitStatus, signal_status
 
 
 def _enter_netns(netns: str | None, pid: int | None) -> dict:
@@ -130,6 +130,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
                     warn=lambda s: say("ruletrace: warning: " + s, "yellow"),
                     note=lambda s: say("ruletrace: " + s, "dim"))
     absorbed: list[str] = []
+    ended_by: list[int] = []  # the signal that ended the trace: exit status 128 + N after cleanup
 
     def absorb(signum, _frame):  # once stopping, further signals must not cut the cleanup short
         absorbed.append(signal.Signals(signum).name)
@@ -137,6 +138,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     def on_signal(signum, _frame):
         for s in STOP_SIGNALS:
             signal.signal(s, absorb)
+        ended_by.append(signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise Stop(signal.Signals(signum).name)
@@ -194,7 +196,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
             for s, h in old.items():
                 signal.signal(s, h)
     if interrupted:
-        return ExitStatus.CTRL_C if n == 0 else ExitStatus.OK
+        return signal_status(ended_by[0]) if ended_by else ExitStatus.CTRL_C
     return ExitStatus.OK if n else ExitStatus.FOUND_NOTHING
 
 
