@@ -99,3 +99,80 @@ def test_simulate_exit_status_per_fate(capsys, dport, fate, status):
                           "--json")
     assert json.loads(out)["packets"][0]["fate"] == fate
     assert code == status
+
+
+def _complete(args: str, env_extra: dict | None = None) -> list[str]:
+    """What `ruletrace` answers bash's completion for the last word of ``args`` (click's protocol)."""
+    import os
+    import subprocess
+    import sys
+
+    words = args.split(" ")
+    env = {**os.environ, "_RULETRACE_COMPLETE": "bash_complete", "COMP_WORDS": args,
+           "COMP_CWORD": str(len(words) - 1), **(env_extra or {})}
+    p = subprocess.run([sys.executable, "-m", "ruletrace"], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [line.split(",", 1)[1] for line in p.stdout.splitlines()]
+
+
+def test_completion_of_values():
+    from ruletrace.cli.options import list_examples
+
+    assert _complete("ruletrace explain --example ") == list(list_examples())
+    assert _complete("ruletrace explain --example k8") == ["k8s-nodeport"]
+    assert _complete("ruletrace report --fate d") == ["dropped", "delivered"]
+    assert "nflog-pcap" in _complete("ruletrace explain -f ")
+    assert _complete("ruletrace explain -m hop") == ["hoplimit="]
+    assert _complete("ruletrace trace -p icm") == ["icmp", "icmpv6"]
+    assert _complete("ruletrace simulate -p ud") == ["udp", "udplite"]
+    assert "trace" in _complete("ruletrace ") and "lab" not in _complete("ruletrace ")
+
+
+def test_completion_of_netns_names(tmp_path, monkeypatch):
+    from ruletrace.cli import options
+
+    for name in ("rtlv-a", "rtlv-b", "other"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setattr(options, "NETNS_DIR", str(tmp_path))
+    assert [c.value for c in options.complete_netns(None, None, "rtlv")] == ["rtlv-a", "rtlv-b"]
+    monkeypatch.setattr(options, "NETNS_DIR", str(tmp_path / "missing"))
+    assert options.complete_netns(None, None, "") == []
+
+
+def test_version_short_and_long(capsys):
+    from ruletrace import __version__
+
+    for flag in ("-V", "--version"):
+        code, out, _err = run(capsys, flag)
+        assert code == ExitStatus.OK and out.strip() == f"ruletrace, version {__version__}"
+
+
+def test_lab_is_out_of_the_main_help_but_still_there(capsys):
+    code, out, _err = run(capsys, "--help")
+    assert code == ExitStatus.OK and "\n  trace " in out and "\n  man " in out
+    assert "lab" not in out
+    code, out, _err = run(capsys, "lab", "--help")
+    assert code == ExitStatus.OK and "record" in out
+
+
+def test_man_page_is_generated_from_the_cli(capsys, tmp_path):
+    import shutil
+    import subprocess
+
+    from ruletrace.cli.status import TABLE
+
+    code, page, _err = run(capsys, "man")
+    assert code == ExitStatus.OK
+    assert page.startswith(".TH RULETRACE 1 ")
+    for name in ("explain", "simulate", "trace", "cleanup", "doctor", "report", "diff", "examples"):
+        assert f'.SS "ruletrace {name} ' in page, name
+    assert ".SS \"ruletrace lab" not in page
+    assert "\\fB\\-\\-tree\\fR" in page  # the options of each command, from click
+    exits = page.split(".SH EXIT STATUS")[1].split(".SH ")[0]
+    assert exits.count(".TP") == len(TABLE) and "\\fB128+N\\fR (trace)" in exits
+    assert all(ord(ch) < 128 for ch in page)  # non-ASCII written as \[uXXXX]
+    out = tmp_path / "ruletrace.1"
+    assert run(capsys, "man", "-o", str(out))[0] == ExitStatus.OK and out.read_text() == page
+    if shutil.which("groff"):  # the page renders without a single warning
+        p = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(out)], capture_output=True, text=True)
+        assert p.returncode == 0 and p.stderr == "", p.stderr

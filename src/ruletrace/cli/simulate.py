@@ -23,6 +23,7 @@ from ..simulate.probe import (
     parse_tcp_flags,
     probe_from_fields,
 )
+from .options import complete_protocols
 from .status import FATE_STATUS, ExitStatus
 
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
@@ -130,7 +131,8 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.command()
 @click.option("-r", "--ruleset", "rulesets", multiple=True, required=True, metavar="FILE",
               help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j).")
-@click.option("-p", "--proto", default=None, metavar="PROTO", help="Protocol name or number (tcp, udp, icmp, 47).")
+@click.option("-p", "--proto", default=None, metavar="PROTO", shell_complete=complete_protocols,
+              help="Protocol name or number (tcp, udp, icmp, 47).")
 @click.option("-s", "--src", default=None, metavar="ADDR", help="Source address.")
 @click.option("-d", "--dst", default=None, metavar="ADDR", help="Destination address.")
 @click.option("--sport", type=click.IntRange(0, 65535), help="Source port (default 40000).")

@@ -11,6 +11,7 @@ import click
 
 from ..errors import RuletraceError
 from .console import make_consoles
+from .options import complete_netns, complete_protocols
 from .status import ExitStatus, signal_status
 
 
@@ -52,12 +53,14 @@ class _Printer:
 def _netns_options(f):
     f = click.option("--pid", type=int, metavar="PID",
                      help="Work in the network namespace of process PID (a container).")(f)
-    f = click.option("--netns", metavar="NAME", help="Work in network namespace NAME (`ip netns list`).")(f)
+    f = click.option("--netns", metavar="NAME", shell_complete=complete_netns,
+                     help="Work in network namespace NAME (`ip netns list`).")(f)
     return f
 
 
 @click.command()
-@click.option("-p", "--proto", metavar="PROTO", help="Protocol: tcp, udp, icmp, icmpv6, …")
+@click.option("-p", "--proto", metavar="PROTO", shell_complete=complete_protocols,
+              help="Protocol: tcp, udp, icmp, icmpv6, …")
 @click.option("--dport", metavar="PORT[:PORT]", help="Destination port (needs -p tcp/udp/sctp).")
 @click.option("--sport", metavar="PORT[:PORT]", help="Source port (needs -p tcp/udp/sctp).")
 @click.option("-s", "--src", metavar="ADDR[/LEN]", help="Source address or network ('!ADDR' negates).")
