@@ -120,8 +120,10 @@ class Run:
         detail: bool = True,
         ifmap: dict[int, str] | None = None,
         progress: Callable[[int], None] | None = None,
+        on_source: Callable[[SourceInfo], None] | None = None,
     ) -> None:
         self._rulesets = rulesets  # or a loader, called once when first needed
+        self.on_source = on_source  # told of each input as its format is known, before its packets
         self.inputs = inputs
         self.fmt = fmt
         self.filter = packet_filter or PacketFilter()
@@ -154,7 +156,7 @@ class Run:
         from .sources import detect
 
         def on_format(path: str, fmt: str) -> None:
-            self.sources.append(SourceInfo(path, fmt))
+            self._add_source(SourceInfo(path, fmt))
 
         def new_stats(path: str, fmt: str):
             st = ReadStats()
@@ -168,6 +170,11 @@ class Run:
             options["progress"] = self.progress
         events = detect.read_any(self.inputs, self.fmt, on_format=on_format, stats=new_stats, **options)
         return self._resolve_handles(events)
+
+    def _add_source(self, info: SourceInfo) -> None:
+        self.sources.append(info)
+        if self.on_source is not None:
+            self.on_source(info)
 
     def _resolve_handles(self, events: Iterator[TraceEvent]) -> Iterator[TraceEvent]:
         """nf_tables sources name rules by handle: number them from the ruleset of their family."""
@@ -214,7 +221,7 @@ class Run:
         summ, skipped, events, misfits = parallel.summarize(
             path, lambda: self.rulesets, pick_ruleset, self.filter.fates, progress=self.progress
         )
-        self.sources.append(SourceInfo(path, "kernel-log"))
+        self._add_source(SourceInfo(path, "kernel-log"))
         self.skipped, self.events, self.packets_total = skipped, events, summ.packets
         self._finish_warnings(misfits)
         return summ

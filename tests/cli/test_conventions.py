@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -69,8 +70,6 @@ def test_show_address():
 
 
 def test_docs_cli_exit_table_is_status_table():
-    from pathlib import Path
-
     from ruletrace.cli.status import TABLE
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
@@ -176,3 +175,50 @@ def test_man_page_is_generated_from_the_cli(capsys, tmp_path):
     if shutil.which("groff"):  # the page renders without a single warning
         p = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(out)], capture_output=True, text=True)
         assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+def _ruletrace(*args: str, columns: int = 80) -> tuple[int, str]:
+    """``python -u -m ruletrace ARGS`` with stderr into stdout, in the order written."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
+    p = subprocess.run([sys.executable, "-u", "-m", "ruletrace", *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, env=env, timeout=120)
+    return p.returncode, p.stdout
+
+
+def test_read_line_comes_before_the_results_and_is_never_wrapped(tmp_path):
+    from ruletrace.cli.options import example_paths
+
+    rules, logs = example_paths("ipv6")
+    deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "nested"
+    deep.mkdir(parents=True)
+    log = deep / "kernel.log"
+    log.write_bytes(Path(logs[0]).read_bytes())
+    assert len(str(log)) > 80
+    code, out = _ruletrace("explain", "-r", rules[0], str(log), "--width", "80")
+    assert code == ExitStatus.OK
+    lines = out.splitlines()
+    assert lines[0] == f"ruletrace: read {log} as kernel-log"  # first, and whole at 80 columns
+    assert lines[1].startswith("packet 1 ")
+
+
+def test_error_naming_a_long_path_is_one_line(tmp_path):
+    missing = tmp_path / ("x" * 90) / "trace.log"
+    code, out = _ruletrace("explain", str(missing), columns=80)
+    assert code == ExitStatus.ERROR
+    (line,) = out.splitlines()
+    assert line.startswith("ruletrace: error: ") and str(missing) in line
+
+
+def test_report_header_names_files_not_local_paths(capsys, tmp_path):
+    out = tmp_path / "r.html"
+    code, _out, _err = run(capsys, "report", "--example", "k8s-nodeport", "-o", str(out))
+    assert code == ExitStatus.OK
+    html = out.read_text()
+    assert "trace: kernel.log (kernel-log)" in html and "ruleset.rules (iptables-save, ipv4)" in html
+    from ruletrace.cli.options import example_paths
+
+    assert str(example_paths("k8s-nodeport")[1][0]).rsplit("/", 2)[0] not in html

@@ -47,7 +47,7 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     total = sum(_size(p) for p in inputs)
     with progress_for(err, total) as progress, _no_gc():
         run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, detail=not summary or as_json,
-                  ifmap=ifmap_d, progress=progress)
+                  ifmap=ifmap_d, progress=progress, on_source=lambda s: _say_read(err, s))
         n = _emit(run, out, summary=summary, as_json=as_json, verbose=verbose)
     _report_warnings(err, run)
     if run.packets_total == 0:
@@ -56,7 +56,7 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
             + (f" ({run.skipped} damaged lines skipped)" if run.skipped else "")
         )
     if n == 0:
-        err.print("ruletrace: no packet matched the filters", markup=False, highlight=False)
+        err.print("ruletrace: no packet matched the filters", markup=False, highlight=False, soft_wrap=True)
         return ExitStatus.FOUND_NOTHING
     return ExitStatus.OK
 
@@ -118,12 +118,21 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool) -> int:
     return n
 
 
+SAY = {"markup": False, "highlight": False, "soft_wrap": True}  # one message, one line: never wrapped by us
+
+
+def _say_read(err, s) -> None:
+    """"read FILE as FORMAT", as soon as the format is known: before the results it is about."""
+    from ..render.theme import clean  # file names carry text from the user
+
+    err.print(f"ruletrace: read {clean(s.path)} as {clean(s.format)}", style="dim", **SAY)
+    err.file.flush()
+
+
 def _report_warnings(err, run: Run) -> None:
     from ..render.theme import clean  # file names and warnings carry text from the input
 
-    say = {"markup": False, "highlight": False, "soft_wrap": True}  # one message, one line
-    for s in run.sources:
-        err.print(f"ruletrace: read {clean(s.path)} as {clean(s.format)}", style="dim", **say)
+    say = SAY
     if run.skipped:
         err.print(f"ruletrace: skipped {run.skipped} damaged trace line(s)", **say)
     for w in run.warnings:

@@ -24,7 +24,7 @@ from .. import __version__
 from ..analyze.diff import PathDiff, diff_packets
 from ..model import HOOK_TABLES, Explanation, Ruleset
 from .json import dumps
-from .report_data import FATES, ReportData, rule_spec, unpack
+from .report_data import FATES, ReportData, file_name, rule_spec, unpack
 
 __all__ = ["ReportBuilder", "doc_element", "script_json", "to_html", "unpack"]
 
@@ -237,8 +237,8 @@ def _source_text(s: Any) -> str:
     if isinstance(s, str):
         return s
     get = s.get if isinstance(s, Mapping) else (lambda k: getattr(s, k, None))
-    path, fmt = get("path"), get("format")
-    return f"{path} ({fmt})" if fmt else str(path)
+    path, fmt = file_name(get("path")), get("format")
+    return f"{path} ({fmt})" if fmt else path
 
 
 def _diff_rows(diff: PathDiff) -> list[dict[str, Any]]:

@@ -421,7 +421,16 @@ def rule_spec(text: str | None, chain: str) -> str | None:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
+def file_name(path: object) -> str:
+    """A file as a report names it: its name only (a report is shared; the reader's folders are
+    not the writer's, and a home directory is nobody's business); ``-`` is stdin."""
+    p = str(path)
+    if p == "-":
+        return "stdin"
+    return p.rstrip("/").rsplit("/", 1)[-1] or p
+
+
 def _ruleset_name(rs: Ruleset) -> str:
-    where = str(rs.origin) if rs.origin else "ruleset"
+    where = file_name(rs.origin.path) if rs.origin else "ruleset"
     bits = [b for b in (rs.format, rs.family) if b]
     return f"{where} ({', '.join(bits)})" if bits else where
