@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from ..correlate.group import group_packets
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
-from ..model import Explanation, Packet, Ruleset, TraceEvent
+from ..model import Explanation, Packet, Ruleset, RulesetView, TraceEvent
 from ..rulesets import load_ruleset
 from . import accounting as acc
 from . import backend as be
@@ -170,6 +170,8 @@ class Tracer:
         self._counted = False
         self._torn_down = False
         self.fate = None  # fatehooks.Fate: kernel drop reasons, routing, conntrack beside the rule path
+        self.native = False  # nf_tables traced through a table of our own, the whole ruleset read (nftnative)
+        self._other_tables = False  # other sessions' tables were in the last native snapshot
 
     # --- setup ------------------------------------------------------------------------
 
@@ -182,12 +184,21 @@ class Tracer:
             self.warn(w)
         self.backend = rep.chosen
         assert self.backend is not None
-        rules = ss.plan_rules(self.spec, self.sid)
+        self.native = rep.native
+        if self.native:
+            from . import nftnative as nn
+
+            script = nn.table_script(self.spec, self.sid)  # a filter nft cannot take fails before any change
+        rules = [] if self.native else ss.plan_rules(self.spec, self.sid)
         self.netns.setdefault("id", ns_id())
         self.marker.hold()  # before any change: others in this namespace see the session is alive
         self.state = ss.new_state(self.sid, self.netns, self.backend)
+        native = sum(t[3] for t in rep.native_tables())
         self.say(f"session {self.sid}: backend {self.backend}"
-                 + (f" (legacy {rep.total(be.LEGACY)} rules, nf_tables {rep.total(be.NFT)} rules)"))
+                 + (f" (legacy {rep.total(be.LEGACY)} rules, nf_tables {rep.total(be.NFT)} iptables-nft rules"
+                    + (f" + {native} in {len(rep.native_tables())} native table(s)" if rep.native_tables() else "")
+                    + ")")
+                 + (": the whole nf_tables ruleset, traced from a table of its own" if self.native else ""))
         if not self.dry_run:
             self.state.save()
         with mk.netns_lock(dry_run=self.dry_run):  # shared bindings/chains: decided one session at a time
@@ -195,7 +206,12 @@ class Tracer:
                 self._open_nftrace()
             else:
                 self._open_legacy()
-            if self.backend == be.NFT and not self.dry_run:
+            if self.native:
+                self.state.tables.append([nn.OWN_FAMILY, nn.table_name(self.sid)])
+                if not self.dry_run:
+                    self.state.save()  # recorded before it is made: cleanup can always find it
+                self.actions.run(["nft", "-f", "-"], stdin=script)  # one transaction: all of it or nothing
+            if self.backend == be.NFT and not self.dry_run and not self.native:
                 own.share_made(self.state, self.marker, ss.nft_missing(rules))  # iptables-nft creates these
             for r in rules:
                 self.state.rules.append(r)
@@ -233,7 +249,12 @@ class Tracer:
         sock.join_group(NFNLGRP_NFTRACE)
         self.source = sock
         # the event of the rule that set nftrace tells whose trace it is (ownpackets.judge)
-        self.decoder = TraceDecoder(self._current_ruleset, keep_trace_rule=True)
+        if self.native:
+            from .nftnative import NativeDecoder
+
+            self.decoder = NativeDecoder(lambda: self.versions.latest.rulesets)
+        else:
+            self.decoder = TraceDecoder(self._current_ruleset, keep_trace_rule=True)
 
     def _open_legacy(self) -> None:
         assert self.state is not None
@@ -291,6 +312,13 @@ class Tracer:
 
     def _snapshot(self, n: int) -> Version:
         assert self.backend is not None
+        if self.native:
+            from . import nftnative as nn
+
+            full = nn.list_ruleset()
+            self._other_tables = any(t != nn.table_name(self.sid) for t in nn.own_tables_in(full))
+            text = nn.strip_own_tables(full)
+            return Version(n, time.time(), nn.parse_snapshot(text), {"nft": text})
         rulesets: dict[str, Ruleset] = {}
         texts: dict[str, str] = {}
         nft_json = None
@@ -337,9 +365,15 @@ class Tracer:
             self._quick, self._full = self._fp.quick(), self._fp.read()
         new = self._snapshot(self.versions.next_n())
         old = self.versions.latest
-        if same_rules(new, old, self.spec.families):
+        if self.native:
+            from .nftnative import changes
+
+            new.changes = changes(old.rulesets, new.rulesets)
+            if not new.changes:
+                return False
+        elif same_rules(new, old, self.spec.families):
             return False
-        for fam in self.spec.families:
+        for fam in () if self.native else self.spec.families:
             new.changes += [f"{fam} {c}" for c in diff_summary(old.texts.get(fam, ""), new.texts.get(fam, ""))]
         if quiet:
             self.versions.replace_latest(new)  # a change of our own: same version, new content
@@ -355,6 +389,9 @@ class Tracer:
     def _check_own_rules(self) -> None:
         """Re-install the session's rules when a change removed them (an iptables-restore with *raw)."""
         assert self.state is not None and self.backend is not None
+        if self.native:
+            self._check_own_table()
+            return
         latest = self.versions.latest
         missing = acc.missing_rules(self.state.rules, latest.rulesets, self.sid)
         if not missing:
@@ -375,6 +412,19 @@ class Tracer:
         self.stats["reinstalls"] += 1
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
         self.refresh(quiet=True)
+
+    def _check_own_table(self) -> None:
+        """Native: re-create the session's table when a change removed it (``nft flush ruleset``)."""
+        from . import nftnative as nn
+
+        name = nn.table_name(self.sid)
+        if nn.table_exists(nn.OWN_FAMILY, name):
+            return
+        self.warn(f"the ruleset change removed this session's table {nn.OWN_FAMILY} {name}: tracing had "
+                  "stopped; re-creating it (the loss counts below cover the time since)")
+        self.actions.run(["nft", "-f", "-"], stdin=nn.table_script(self.spec, self.sid))
+        self.stats["reinstalls"] += 1
+        self.stats["arrived_before_reinstall"] = self.stats["arrived"]
 
     def _legacy_changed(self, *, full: bool) -> bool:
         """Legacy: did the kernel's tables change since the last snapshot? (cheap; see xtgen)"""
@@ -435,10 +485,15 @@ class Tracer:
         return len(batch)
 
     def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownpackets.Verdict | None:
-        others = any(ss.TAG in r.text and ss.TAG + self.sid not in r.text
-                     for rs in self.versions.latest.rulesets.values() for r in acc.raw_rules(rs))
-        j = ownpackets.judge(pkt, versions, self._ruleset, self.sid, self.spec, nft=self.mode == "nftrace",
-                            others=others)
+        if self.native:
+            from .nftnative import judge
+
+            j = judge(pkt, versions, self.sid, self.spec, others=self._other_tables)
+        else:
+            others = any(ss.TAG in r.text and ss.TAG + self.sid not in r.text
+                         for rs in self.versions.latest.rulesets.values() for r in acc.raw_rules(rs))
+            j = ownpackets.judge(pkt, versions, self._ruleset, self.sid, self.spec, nft=self.mode == "nftrace",
+                                others=others)
         if not j.own:
             self.stats["foreign"] += 1
             return None
@@ -500,6 +555,16 @@ class Tracer:
         if self._counted or self.dry_run or self.backend is None:
             return
         self._counted = True
+        if self.native:
+            from .nftnative import counters
+
+            got = counters(self.sid)
+            if got is None:
+                self.stats["traced"] = None
+            else:
+                self.stats["skipped_by_cap"] += max(got[0] - got[1], 0)
+                self.stats["traced"] += got[1]
+            return
         for fam in self.spec.families:
             try:
                 seen, traced = ss.rule_counters(self.backend, fam, self.sid)
@@ -516,7 +581,9 @@ class Tracer:
         if ex is None:
             rss = self.versions.get(version)[0].rulesets
             rs = rss.get(family) if family else None
-            if rs is None and len(rss) == 1:
+            if self.native:  # each step in the ruleset of its table's family (ip, ip6, inet, …)
+                rs = RulesetView(list(rss.values()))
+            elif rs is None and len(rss) == 1:
                 rs = next(iter(rss.values()))
             if len(self._explainers) > 4 * self.versions.max_kept:
                 kept = set(self.versions.kept())
@@ -594,6 +661,8 @@ class Tracer:
             if self.dry_run:
                 for r in reversed(self.state.rules):
                     self.actions.run(r.delete_cmd(self.state.backend))
+                for fam, table in self.state.tables:
+                    self.actions.run(["nft", "delete", "table", fam, table])
                 return []
             problems = ss.undo(self.state, self.actions, self.marker)
             if not problems:
