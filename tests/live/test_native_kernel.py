@@ -10,6 +10,7 @@ with the rule text and positions `ruletrace explain` gives for `nft -a monitor t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -147,32 +148,38 @@ def sh(cmd: str, ns: str | None = SERVER, check: bool = True, stdin: str | None 
     return p.stdout
 
 
-def snapshot() -> str:
+def snapshot(ns: str = SERVER) -> str:
     """Everything a session may change: the nft ruleset, both iptables backends, nf_log bindings."""
-    text = sh("nft list ruleset; iptables-legacy-save; iptables-nft-save; cat /proc/net/netfilter/nf_log")
+    text = sh("nft list ruleset; iptables-legacy-save; iptables-nft-save; cat /proc/net/netfilter/nf_log", ns)
     lines = [x for x in text.splitlines() if not x.startswith("#")]
     return "\n".join(re.sub(r"\[\d+:\d+\]", "[]", re.sub(r"counter packets \d+ bytes \d+", "counter", x))
                      for x in lines)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-
+@contextlib.contextmanager
+def pair(client: str, server: str, veth: str):
+    """Two namespaces joined by a veth pair (client side ``veth``c, server side ``veth``), always removed."""
     def down():
-        for ns in (CLIENT, SERVER):
+        for ns in (client, server):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
     down()
     try:
-        sh(f"ip netns add {CLIENT} && ip netns add {SERVER} && ip link add {PREFIX}vc type veth peer name {VETH}"
-           f" && ip link set {PREFIX}vc netns {CLIENT} && ip link set {VETH} netns {SERVER}", ns=None)
-        sh(f"ip link set lo up; ip addr add {C_ADDR}/24 dev {PREFIX}vc; ip link set {PREFIX}vc up", CLIENT)
-        sh(f"ip link set lo up; ip addr add {S_ADDR}/24 dev {VETH}; ip link set {VETH} up")
-        yield {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               "RULETRACE_NO_DROP_REASONS": "1", "RULETRACE_STATE_DIR": str(state)}
+        sh(f"ip netns add {client} && ip netns add {server} && ip link add {veth}c type veth peer name {veth}"
+           f" && ip link set {veth}c netns {client} && ip link set {veth} netns {server}", ns=None)
+        sh(f"ip link set lo up; ip addr add {C_ADDR}/24 dev {veth}c; ip link set {veth}c up", client)
+        sh(f"ip link set lo up; ip addr add {S_ADDR}/24 dev {veth}; ip link set {veth} up", server)
+        yield
     finally:
         down()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    state = tmp_path_factory.mktemp("state")
+    with pair(CLIENT, SERVER, VETH):
+        yield {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               "RULETRACE_NO_DROP_REASONS": "1", "RULETRACE_STATE_DIR": str(state)}
 
 
 def load(layout: str) -> None:
@@ -180,9 +187,9 @@ def load(layout: str) -> None:
     sh("nft -f -", stdin=LAYOUTS[layout][0])
 
 
-def send_syn(port: int) -> None:
+def send_syn(port: int, client: str = CLIENT) -> None:
     sh(f"python3 -c \"import socket; s=socket.socket(); s.settimeout(0.4)\ntry: s.connect(('{S_ADDR}', {port}))"
-       f"\nexcept OSError: pass\"", CLIENT)
+       f"\nexcept OSError: pass\"", client)
 
 
 def ruletrace(env: dict, *args: str) -> subprocess.CompletedProcess[str]:
@@ -301,3 +308,68 @@ def test_native_dry_run_and_doctor(lab):
     assert p.returncode == 2 and "--raw-match" in p.stderr
     p = ruletrace({**lab, "COLUMNS": "250"}, "doctor", "--netns", SERVER, "--no-color")
     assert re.search(r"ip kube-proxy: 6 chains, 8 rules .*kube-proxy", p.stdout), p.stdout
+
+
+# --- both backends at once (issue 13 item 6) ---------------------------------------------------
+
+NFT_ACCEPT = f"""
+table inet filter {{
+	chain input {{
+		type filter hook input priority filter; policy accept;
+		tcp dport {PORT} accept
+	}}
+}}
+"""
+LEGACY_DROP = "iptables-legacy -t raw -S >/dev/null; iptables-legacy -P INPUT DROP"
+
+
+@pytest.mark.parametrize("nft_runs_first", [True, False], ids=["nft-first", "legacy-first"])
+def test_both_backends_legacy_policy_drop_is_the_fate(lab, nft_runs_first):
+    """nft `table inet filter` accepts tcp/PORT, legacy `-P INPUT DROP`: the packet is DROPPED by the
+    legacy policy, whichever runs first at priority 0 (the hook registered last runs first)."""
+    client, server, veth = f"{PREFIX}bc", f"{PREFIX}bs", f"{PREFIX}bv"
+    with pair(client, server, veth):
+        if nft_runs_first:
+            sh(LEGACY_DROP, server)
+            sh("nft -f -", server, stdin=NFT_ACCEPT)
+        else:
+            sh("nft -f -", server, stdin=NFT_ACCEPT)
+            sh(LEGACY_DROP, server)
+        before = snapshot(server)
+        args = ("--netns", server, "-p", "tcp", "--dport", str(PORT), "-4", "--count", "1", "--duration", "15",
+                "--json")
+        t = BackgroundTrace(*args, env=lab, timeout=20)
+        assert any("backend both" in line for line in t.err), t.err
+        send_syn(PORT, client)
+        rc, out, err = t.communicate(20)
+        assert rc == 0, err
+        (pkt,) = [json.loads(line) for line in out.splitlines()]
+        v = pkt["verdict"]
+        assert (pkt["fate"], v["action"], v["table"], v["chain"], v["rule"]) == (
+            "dropped", "drop", "filter", "INPUT", None), pkt
+        steps = [(s["note"], s["table"], s["chain"], s["kind"], s["num"]) for s in pkt["steps"]]
+        legacy_drop = ("legacy xtables", "filter", "INPUT", "policy", 1)
+        nft_accept = ("nf_tables", "filter", "input", "rule", 1)
+        assert steps[-1] == legacy_drop, steps
+        if nft_runs_first:
+            assert v["reason"] == "accepted by nft filter:input rule 1, then dropped by legacy filter:INPUT policy DROP"
+            assert steps.index(nft_accept) < steps.index(legacy_drop)
+        else:  # the legacy policy dropped it before the nft chain could see it
+            assert nft_accept not in steps and v["reason"].startswith("legacy: "), pkt
+        assert snapshot(server) == before, err
+        if nft_runs_first:  # one backend traced: its accept is not the packet's fate
+            t = BackgroundTrace(*args[:-5], "--backend", "nft", *args[-5:], env=lab, timeout=20)
+            send_syn(PORT, client)
+            rc, out, err = t.communicate(20)
+            (pkt,) = [json.loads(line) for line in out.splitlines()]
+            assert pkt["fate"] == "unknown" and pkt["verdict"] is None, pkt
+            assert any(w.startswith("fate incomplete: legacy xtables") for w in pkt["warnings"]), pkt
+            assert snapshot(server) == before, err
+        # SIGKILL, then cleanup: legacy TRACE rules, the nft table and the nf_log bindings all restored
+        t = BackgroundTrace(*args[:4], "--duration", "30", env=lab, timeout=20)
+        assert snapshot(server) != before
+        t.p.kill()
+        t.communicate(10)
+        p = ruletrace(lab, "cleanup", "--netns", server)
+        assert p.returncode == 0, p.stderr
+        assert snapshot(server) == before

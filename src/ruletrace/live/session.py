@@ -422,7 +422,7 @@ def undo(state: State, actions: Actions, marker: mk.Marker | None = None) -> lis
 
 def _undo(state: State, actions: Actions, problems: list[str]) -> None:
     for r in reversed(state.rules):
-        cmd = r.delete_cmd(state.backend)
+        cmd = r.delete_cmd(be.LEGACY if state.backend == be.BOTH else state.backend)
         try:
             p = actions.run(cmd, check=False)
         except RuletraceError as e:

@@ -79,8 +79,11 @@ class LiveGrouper:
     ``referenced()`` are the ruleset versions open packets use.
     """
 
-    def __init__(self, idle: float = IDLE) -> None:
+    def __init__(self, idle: float = IDLE, *, by_ident: bool = False) -> None:
         self.idle = idle
+        # both backends: legacy steps have no trace id, so a packet's steps of both are keyed by
+        # what stays the same along its path, and each key's steps are one packet
+        self.by_ident = by_ident
         self._open: OrderedDict[object, list[tuple[int, TraceEvent, int]]] = OrderedDict()
         self._last: dict[object, float] = {}
         self._flags: dict[object, set[str]] = {}
@@ -89,7 +92,7 @@ class LiveGrouper:
         self.suspect = False
 
     def add(self, ev: TraceEvent, version: int, now: float) -> None:
-        key = ("id", ev.packet_id) if ev.packet_id is not None else ev.ident
+        key = ("id", ev.packet_id) if ev.packet_id is not None and not self.by_ident else ev.ident
         if self.suspect:
             self._flags.setdefault(key, set()).add("overrun")
         self._seq += 1
@@ -114,6 +117,15 @@ class LiveGrouper:
             return []
         batch: list[tuple[int, TraceEvent, int]] = []
         flags_of: dict[int, set[str]] = {}
+        if self.by_ident:
+            out = []
+            for k in keys:
+                steps = sorted(self._open.pop(k), key=lambda x: x[0])
+                del self._last[k]
+                pkt = Packet(self._next_id, [ev for _s, ev, _v in steps])
+                self._next_id += 1
+                out.append((pkt, [v for _s, _e, v in steps], self._flags.pop(k, set())))
+            return out
         for k in keys:
             steps = self._open.pop(k)
             del self._last[k]
@@ -171,6 +183,9 @@ class Tracer:
         self._torn_down = False
         self.fate = None  # fatehooks.Fate: kernel drop reasons, routing, conntrack beside the rule path
         self.native = False  # nf_tables traced through a table of our own, the whole ruleset read (nftnative)
+        self.both = False  # legacy xtables and nf_tables traced at once (both.py)
+        self.nft_source = None  # both: the nf_tables trace socket (self.source is the legacy one)
+        self.untraced: str | None = None  # a backend with rules on the hooks that this session does not trace
         self._other_tables = False  # other sessions' tables were in the last native snapshot
 
     # --- setup ------------------------------------------------------------------------
@@ -179,17 +194,22 @@ class Tracer:
         self.spec.validate()
         rep = be.detect(self.requested)
         if not self.dry_run:
-            check_privileges(rep.chosen)
+            check_privileges(be.LEGACY if rep.chosen == be.BOTH else rep.chosen)
         for w in rep.warnings:
             self.warn(w)
         self.backend = rep.chosen
         assert self.backend is not None
-        self.native = rep.native
+        self.both = self.backend == be.BOTH
+        if rep.active(be.LEGACY) and rep.active(be.NFT) and not self.both:
+            self.untraced = "nf_tables" if self.backend == be.LEGACY else "legacy xtables"
+            self.warn(f"only {self.backend} is traced although {self.untraced} holds rules too: fates other than "
+                      "a drop or reject seen are incomplete (--backend both traces both)")
+        self.native = rep.native or self.both
         if self.native:
             from . import nftnative as nn
 
             script = nn.table_script(self.spec, self.sid)  # a filter nft cannot take fails before any change
-        rules = [] if self.native else ss.plan_rules(self.spec, self.sid)
+        rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid)
         self.netns.setdefault("id", ns_id())
         self.marker.hold()  # before any change: others in this namespace see the session is alive
         self.state = ss.new_state(self.sid, self.netns, self.backend)
@@ -206,6 +226,11 @@ class Tracer:
                 self._open_nftrace()
             else:
                 self._open_legacy()
+            if self.both:
+                legacy_mode, legacy_source = self.mode, self.source
+                self._open_nftrace()
+                self.nft_source, self.source = self.source, legacy_source
+                self.mode = f"{legacy_mode}+nftrace"
             if self.native:
                 self.state.tables.append([nn.OWN_FAMILY, nn.table_name(self.sid)])
                 if not self.dry_run:
@@ -217,25 +242,31 @@ class Tracer:
                 self.state.rules.append(r)
                 if not self.dry_run:
                     self.state.save()  # recorded before it is made: cleanup can always find it
-                self.actions.run(r.insert_cmd(self.backend))
+                self.actions.run(r.insert_cmd(self.rule_backend))
         if self.dry_run:
             return
-        if self.backend == be.LEGACY:
+        if self.backend in (be.LEGACY, be.BOTH):
             from .xtgen import Fingerprint
 
             self._fp = Fingerprint(self.spec.families)
             self._quick, self._full = self._fp.quick(), self._fp.read()
         self.versions.add(self._snapshot(0))
-        if self.backend == be.NFT:
+        if self.backend in (be.NFT, be.BOTH):
             from .nftrace import NFNLGRP_NFTABLES
 
             self.say(f"netlink: join group NFNLGRP_NFTABLES ({NFNLGRP_NFTABLES}) to see ruleset changes")
-            self.source.join_group(NFNLGRP_NFTABLES)
+            (self.nft_source or self.source).join_group(NFNLGRP_NFTABLES)
         self._last_refresh = self._last_quick = time.monotonic()
         from .fatehooks import Fate
 
         self.fate = Fate(self.spec, say=self.say, warn=self.warn)  # kept first: teardown stops what it starts
         self.fate.start()
+
+    @property
+    def rule_backend(self) -> str:
+        """The backend whose iptables adds the session's rules (legacy when tracing both)."""
+        assert self.backend is not None
+        return be.LEGACY if self.backend == be.BOTH else self.backend
 
     def _open_nftrace(self) -> None:
         from .netlink import NetlinkSocket
@@ -318,7 +349,15 @@ class Tracer:
             full = nn.list_ruleset()
             self._other_tables = any(t != nn.table_name(self.sid) for t in nn.own_tables_in(full))
             text = nn.strip_own_tables(full)
-            return Version(n, time.time(), nn.parse_snapshot(text), {"nft": text})
+            rulesets = nn.parse_snapshot(text)
+            texts = {"nft": text}
+            for fam in self.spec.families if self.both else ():  # keyed apart: "legacy:ipv4"
+                texts[fam] = save = be.save(be.LEGACY, fam)
+                if save.strip():
+                    rs = load_ruleset(f"{be.tool(be.LEGACY, fam, save=True)} (live)", text=save)
+                    rs.family = fam
+                    rulesets["legacy:" + fam] = rs
+            return Version(n, time.time(), rulesets, texts)
         rulesets: dict[str, Ruleset] = {}
         texts: dict[str, str] = {}
         nft_json = None
@@ -391,9 +430,11 @@ class Tracer:
         assert self.state is not None and self.backend is not None
         if self.native:
             self._check_own_table()
-            return
+            if not self.both:
+                return
         latest = self.versions.latest
-        missing = acc.missing_rules(self.state.rules, latest.rulesets, self.sid)
+        rss = {k.removeprefix("legacy:"): v for k, v in latest.rulesets.items() if not self.both or k.startswith("legacy:")}
+        missing = acc.missing_rules(self.state.rules, rss, self.sid)
         if not missing:
             return
         where = sorted({f"{r.family} raw {r.chain}" for r in missing})
@@ -405,10 +446,10 @@ class Tracer:
         present = [r for r in self.state.rules if r not in missing and (r.family, r.chain) in
                    {(m.family, m.chain) for m in missing}]
         for r in present:  # keep the order: counter rule first, then the TRACE rule
-            self.actions.run(r.delete_cmd(self.backend), check=False)
+            self.actions.run(r.delete_cmd(self.rule_backend), check=False)
         for r in self.state.rules:
             if r in missing or r in present:
-                self.actions.run(r.insert_cmd(self.backend))
+                self.actions.run(r.insert_cmd(self.rule_backend))
         self.stats["reinstalls"] += 1
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
         self.refresh(quiet=True)
@@ -438,21 +479,32 @@ class Tracer:
     # --- receiving --------------------------------------------------------------------
 
     def _poll(self, timeout: float) -> list[tuple[TraceEvent, int]]:
-        if self.mode == "nftrace":
-            from .nftrace import is_newgen, is_trace
+        if self.both:
+            import select
 
-            out = []
-            for mtype, _f, _s, body in self.source.messages(timeout):
-                if is_newgen(mtype):
-                    self.refresh()  # events after the commit are numbered against the new version
-                elif is_trace(mtype):
-                    ev = self.decoder.decode(body)
-                    if ev is not None:
-                        out.append((ev, self.versions.latest_n))
-            return out
+            select.select([self.source, self.nft_source], [], [], timeout)
+            return self._poll_nft(self.nft_source, 0) + self._poll_legacy(0)
+        if self.mode == "nftrace":
+            return self._poll_nft(self.source, timeout)
+        return self._poll_legacy(timeout)
+
+    def _poll_nft(self, source, timeout: float) -> list[tuple[TraceEvent, int]]:
+        from .nftrace import is_newgen, is_trace
+
+        out = []
+        for mtype, _f, _s, body in source.messages(timeout):
+            if is_newgen(mtype):
+                self.refresh()  # events after the commit are numbered against the new version
+            elif is_trace(mtype):
+                ev = self.decoder.decode(body)
+                if ev is not None:
+                    out.append((ev, self.versions.latest_n))
+        return out
+
+    def _poll_legacy(self, timeout: float) -> list[tuple[TraceEvent, int]]:
         evs = self.source.poll(timeout)
         now = time.monotonic()
-        if evs and self.backend == be.LEGACY and now - self._last_quick >= QUICK_INTERVAL:
+        if evs and self._fp is not None and now - self._last_quick >= QUICK_INTERVAL:
             self._last_quick = now
             # the steps just read may predate a change noticed now: the version before stays a candidate
             if self._legacy_changed(full=False) and self.refresh():
@@ -465,7 +517,8 @@ class Tracer:
         src = self.source
         if src is None:
             return self._losses
-        self.stats["overruns"] = getattr(src, "overruns", 0)
+        nsrc = self.nft_source
+        self.stats["overruns"] = getattr(src, "overruns", 0) + getattr(nsrc, "overruns", 0)
         self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
         return self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
 
@@ -485,7 +538,9 @@ class Tracer:
         return len(batch)
 
     def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownpackets.Verdict | None:
-        if self.native:
+        if self.both:
+            j = self._judge_both(pkt, versions)
+        elif self.native:
             from .nftnative import judge
 
             j = judge(pkt, versions, self.sid, self.spec, others=self._other_tables)
@@ -504,12 +559,37 @@ class Tracer:
         self.stats["incomplete"] += bool(j.incomplete)
         return j
 
+    def _judge_both(self, pkt: Packet, versions: list[int]) -> ownpackets.Verdict:
+        """Both backends: each part judged as its backend's session would; the packet is ours
+        when either part is (the legacy events first, then the nf_tables ones)."""
+        from . import both
+        from .nftnative import judge
+
+        v_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
+        leg, nft = both.split(pkt.events)
+        out = ownpackets.Verdict(False)
+        if leg:
+            legacy = ownpackets.judge(Packet(pkt.id, leg), [v_of[id(e)] for e in leg],
+                                      lambda v, fam: self._ruleset(v, "legacy:" + (fam or "")), self.sid, self.spec,
+                                      nft=False, others=False)
+            out.own = legacy.own
+            out.events += legacy.events
+            out.versions += legacy.versions
+            out.incomplete += [f"legacy: {w}" for w in legacy.incomplete]
+        if nft:
+            n = judge(Packet(pkt.id, nft), [v_of[id(e)] for e in nft], self.sid, self.spec, others=self._other_tables)
+            out.own = out.own or n.own
+            out.events += n.events
+            out.versions += n.versions
+            out.incomplete += [f"nf_tables: {w}" for w in n.incomplete]
+        return out
+
     def explanations(self, *, stop: Callable[[], bool] = lambda: False,
                      limit: int | None = None) -> Iterator[Explanation]:
         """Explained packets as they complete, until ``stop()`` (checked every 0.1 s) or ``limit`` shown."""
         if self.dry_run:
             return
-        grouper = self._grouper = LiveGrouper(self.idle)
+        grouper = self._grouper = LiveGrouper(self.idle, by_ident=self.both)
         shown = 0
         ended = limit is not None and limit <= 0
         while True:
@@ -517,7 +597,7 @@ class Tracer:
             if not ended:
                 self._receive(grouper, 0.1)
             now = time.monotonic()
-            if (self.backend == be.LEGACY and self.churn_interval
+            if (self._fp is not None and self.churn_interval
                     and now - self._last_refresh >= self.churn_interval):
                 self._last_refresh = now
                 if self._legacy_changed(full=True):
@@ -564,6 +644,16 @@ class Tracer:
             else:
                 self.stats["skipped_by_cap"] += max(got[0] - got[1], 0)
                 self.stats["traced"] += got[1]
+            if not self.both:
+                return
+            legacy_traced = 0
+            for fam in self.spec.families:  # both: every packet is traced by both; the larger count
+                try:
+                    legacy_traced += ss.rule_counters(be.LEGACY, fam, self.sid)[1]
+                except RuletraceError:
+                    return
+            if self.stats["traced"] is not None:
+                self.stats["traced"] = max(self.stats["traced"], legacy_traced)
             return
         for fam in self.spec.families:
             try:
@@ -581,8 +671,10 @@ class Tracer:
         if ex is None:
             rss = self.versions.get(version)[0].rulesets
             rs = rss.get(family) if family else None
-            if self.native:  # each step in the ruleset of its table's family (ip, ip6, inet, …)
-                rs = RulesetView(list(rss.values()))
+            if family and family.startswith("legacy:"):
+                rs = rss.get(family)
+            elif self.native:  # each step in the ruleset of its table's family (ip, ip6, inet, …)
+                rs = RulesetView([r for k, r in rss.items() if not k.startswith("legacy:")])
             elif rs is None and len(rss) == 1:
                 rs = next(iter(rss.values()))
             if len(self._explainers) > 4 * self.versions.max_kept:
@@ -597,14 +689,38 @@ class Tracer:
         expl = ex.explain(pkt)
         return expl, ex.misfit_packets == before
 
+    def _explain_both(self, pkt: Packet, versions: list[int]) -> Explanation:
+        """Both backends: each part explained against its own ruleset, merged in the kernel's order."""
+        from . import both
+
+        v_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
+        leg, nft = both.split(pkt.events)
+        parts = []
+        if nft:
+            v = v_of[id(nft[0])]
+            parts.append((both.NFT_LABEL, self._explainer(v, "nft").explain(Packet(pkt.id, nft))))
+        if leg:
+            v = v_of[id(leg[0])]
+            parts.append((both.LEGACY_LABEL, self._explainer(v, "legacy:" + (leg[0].family or "ipv4")).explain(
+                Packet(pkt.id, leg))))
+        missing = ([] if leg else ["legacy xtables"]) + ([] if nft else ["nf_tables"])
+        return both.merge(pkt, parts, missing=missing)
+
     def _explain(self, pkt: Packet, versions: list[int], incomplete: list[str] | None = None) -> Explanation:
+        if self.both:
+            expl = self._explain_both(pkt, versions)
+            for why in incomplete or ():
+                expl.warnings.append("possibly incomplete: " + why)
+            if self.fate is not None:
+                self.fate.attach(expl)
+            return expl
         fam = pkt.events[0].family if pkt.events else None
         first = versions[0] if versions else 0
         ver, exact = self.versions.get(first)
         v = ver.n
         expl, fits = self._fits(v, fam, pkt)
         tried = {v}
-        if not fits and self.backend == be.LEGACY:
+        if not fits and self.backend == be.LEGACY:  # (both: see _explain_both)
             # a legacy change is only seen by re-reading: re-read now, then try the version
             # before (a change noticed in the batch of its steps), and every other kept one
             if v == self.versions.latest_n:
@@ -633,6 +749,10 @@ class Tracer:
                                  "later steps may refer to the new ruleset")
         for why in incomplete or ():
             expl.warnings.append("possibly incomplete: " + why)
+        if self.untraced:
+            from .both import only_one
+
+            only_one(expl, self.untraced)
         if self.fate is not None:
             self.fate.attach(expl)
         return expl
@@ -655,12 +775,13 @@ class Tracer:
                         self.stats["not_shown"] += 1
             if self._fp is not None:
                 self._fp.close()
-            if self.source is not None:
-                self.source.close()
-                self.source = None
+            for src in (self.source, self.nft_source):
+                if src is not None:
+                    src.close()
+            self.source = self.nft_source = None
             if self.dry_run:
                 for r in reversed(self.state.rules):
-                    self.actions.run(r.delete_cmd(self.state.backend))
+                    self.actions.run(r.delete_cmd(self.rule_backend))
                 for fam, table in self.state.tables:
                     self.actions.run(["nft", "delete", "table", fam, table])
                 return []
