@@ -4,7 +4,7 @@ Two namespaces of our own (prefix rtnl) joined by a veth pair; the server namesp
 firewalld-style, an OpenWrt-fw4-style or a kube-proxy-nftables-style ruleset loaded with
 `nft -f` (written here in each product's style). The live session must give the kernel's fate
 with the rule text and positions `ruletrace explain` gives for `nft -a monitor trace` +
-`nft -a list ruleset` of the same packets, and leave `nft list ruleset` byte-identical
+`nft -a -s list ruleset` of the same packets, and leave `nft list ruleset` byte-identical
 (counters aside) after exit, after each stop signal, and after SIGKILL + `ruletrace cleanup`.
 """
 
@@ -220,7 +220,7 @@ def test_native_live_fate_and_numbers_like_nft_monitor(lab, layout, tmp_path):
         t = trace(lab, "-p", "tcp", "-s", C_ADDR, "--direction", "in", "-4", "--count", str(len(expected)),
                   "--duration", "15", "--json")
         assert any("the whole nf_tables ruleset" in line for line in t.err), t.err
-        (tmp_path / "rs.txt").write_text(sh("nft -a list ruleset"))  # with our table: the monitor saw it
+        (tmp_path / "rs.txt").write_text(sh("nft -a -s list ruleset"))  # with our table: the monitor saw it
         for port, _fate, _decider in expected:
             send_syn(port)
         rc, out, err = t.communicate(20)
@@ -373,3 +373,27 @@ def test_both_backends_legacy_policy_drop_is_the_fate(lab, nft_runs_first):
         p = ruletrace(lab, "cleanup", "--netns", server)
         assert p.returncode == 0, p.stderr
         assert snapshot(server) == before
+
+
+def test_native_rule_churn_and_two_sessions(lab):
+    """A rule inserted mid-trace shifts the positions: the packet is explained against the new
+    ruleset; a second session with an overlapping filter shows the same packet (each session's
+    own tracing rule matched it), each left out of the other's steps."""
+    load("fw4")
+    before = snapshot()
+    a = trace(lab, "-p", "tcp", "-s", C_ADDR, "-4", "--count", "1", "--duration", "15", "--json")
+    b = trace(lab, "-p", "tcp", "--dport", str(PORT), "-4", "--count", "1", "--duration", "15", "--json")
+    sh("nft insert rule inet fw4 input_wan tcp dport 9 accept")
+    time.sleep(0.3)
+    send_syn(PORT)
+    for t in (a, b):
+        rc, out, err = t.communicate(20)
+        assert rc == 0, err
+        (pkt,) = [json.loads(line) for line in out.splitlines()]
+        assert (pkt["fate"], pkt["verdict"]["chain"], pkt["verdict"]["num"]) == ("delivered", "input_wan", 3), pkt
+        assert pkt["verdict"]["rule"] == f'tcp dport {PORT} counter accept comment "!fw4: Allow-Web"'
+        assert not any(s["table"].startswith("ruletrace_") for s in pkt["steps"])
+        assert any("inet fw4:input_wan +1 -0" in n for n in pkt["notes"]), pkt["notes"]
+    sh("nft delete rule inet fw4 input_wan handle "
+       + re.search(r"tcp dport 9 accept # handle (\d+)", sh("nft -a list chain inet fw4 input_wan"))[1])
+    assert snapshot() == before

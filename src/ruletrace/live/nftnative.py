@@ -14,7 +14,8 @@ nothing else in the ruleset is touched. Every trace event names its table: the s
 events (the rule that set nftrace, its chain's policy) are left out of the explanation; a
 packet whose trace starts in the table of another session is that session's.
 
-The ruleset is read with ``nft -a list ruleset`` (every table, every family, rule handles):
+The ruleset is read with ``nft -a -s list ruleset`` (every table, every family, rule handles,
+no counter values):
 the steps get the rule text the listing shows (what ``nft monitor trace`` prints) and the
 rule's position in its chain, found by its handle (handles are per table).
 """
@@ -170,6 +171,23 @@ def counters(sid: str) -> tuple[int, int] | None:
     return seen, traced
 
 
+def rule_handles(sid: str) -> dict[int, str]:
+    """handle -> ``seen`` / ``trace`` for the rules of the session's table (empty when unreadable)."""
+    p = _nft("-a", "-j", "list", "table", OWN_FAMILY, table_name(sid))
+    if p is None or p.returncode != 0:
+        return {}
+    try:
+        items = json.loads(p.stdout).get("nftables", [])
+    except (ValueError, AttributeError):
+        return {}
+    out: dict[int, str] = {}
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if rule and isinstance(rule.get("handle"), int):
+            out[rule["handle"]] = "seen" if str(rule.get("comment", "")).endswith(":seen") else "trace"
+    return out
+
+
 # --- orphans: a session's table without a state file -----------------------------------------
 
 
@@ -220,14 +238,14 @@ def exact_shape(name: str) -> bool:
 
 
 def list_ruleset() -> str:
-    """``nft -a list ruleset`` (every table, with handles), the sessions' own tables left out
+    """``nft -a -s list ruleset`` (every table, handles, no counter values), sessions' tables left out
     (``own_tables_in`` of the unstripped text names them)."""
-    p = _nft("-a", "list", "ruleset")
+    p = _nft("-a", "-s", "list", "ruleset")  # -s: no counter values (they would be stale at once)
     if p is None:
-        raise RuletraceError("nft -a list ruleset: nft not found or timed out (the nft tool is needed "
+        raise RuletraceError("nft -a -s list ruleset: nft not found or timed out (the nft tool is needed "
                              "to read native nf_tables rules)")
     if p.returncode != 0:
-        raise RuletraceError(f"nft -a list ruleset failed: {p.stderr.strip()[:300]}")
+        raise RuletraceError(f"nft -a -s list ruleset failed: {p.stderr.strip()[:300]}")
     return strip_own_tables(p.stdout)
 
 
@@ -261,7 +279,7 @@ def parse_snapshot(text: str) -> dict[str, Ruleset]:
         return {}
     from ..rulesets import load_rulesets
 
-    return {str(rs.family): rs for rs in load_rulesets("nft -a list ruleset (live)", text=text)}
+    return {str(rs.family): rs for rs in load_rulesets("nft -a -s list ruleset (live)", text=text)}
 
 
 def table_counts(rulesets: dict[str, Ruleset]) -> list[tuple[str, str, int, int]]:
@@ -303,7 +321,7 @@ def changes(old: dict[str, Ruleset], new: dict[str, Ruleset]) -> list[str]:
     return out
 
 
-def judge(pkt, versions: list[int], sid: str, spec, *, others: bool):
+def judge(pkt, versions: list[int], sid: str, spec, *, others: bool, handles: dict[int, str] | None = None):
     """Own or not (``ownpackets.Verdict``) for a packet traced through a session's table: its
     events in any session's table are left out, chain returns nf_tables does not report are put
     back (``handles.add_returns``, as for ``nft monitor trace``)."""
@@ -311,6 +329,12 @@ def judge(pkt, versions: list[int], sid: str, spec, *, others: bool):
     from .ownpackets import Verdict, spec_fits
 
     whose = own_start(pkt.events, sid)
+    if handles:
+        # a trace another session started also reports our rules when they match: the packet is
+        # ours when our tracing rule matched it, and was left out by our cap when only our
+        # counter rule did
+        mine = {handles.get(ev.handle or -1) for ev in pkt.events if ev.table == table_name(sid)}
+        whose = "own" if "trace" in mine else "other" if "seen" in mine else whose
     out = Verdict(False)
     version_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
     last = versions[0] if versions else 0
@@ -336,7 +360,7 @@ def judge(pkt, versions: list[int], sid: str, spec, *, others: bool):
 
 class NativeDecoder(nt.TraceDecoder):
     """NFT_MSG_TRACE -> events named by their *table's* family, with the listed rule's text and
-    position (by handle), like ``nft -a monitor trace`` read against ``nft -a list ruleset``."""
+    position (by handle), like ``nft -a monitor trace`` read against ``nft -a -s list ruleset``."""
 
     def __init__(self, rulesets, ifname=None) -> None:
         super().__init__(lambda fam: None, ifname, keep_trace_rule=True)

@@ -187,6 +187,7 @@ class Tracer:
         self.nft_source = None  # both: the nf_tables trace socket (self.source is the legacy one)
         self.untraced: str | None = None  # a backend with rules on the hooks that this session does not trace
         self._other_tables = False  # other sessions' tables were in the last native snapshot
+        self._own_handles: dict[int, str] = {}  # handles of our table's rules: seen / trace
 
     # --- setup ------------------------------------------------------------------------
 
@@ -236,6 +237,7 @@ class Tracer:
                 if not self.dry_run:
                     self.state.save()  # recorded before it is made: cleanup can always find it
                 self.actions.run(["nft", "-f", "-"], stdin=script)  # one transaction: all of it or nothing
+                self._own_handles = {} if self.dry_run else nn.rule_handles(self.sid)
             if self.backend == be.NFT and not self.dry_run and not self.native:
                 own.share_made(self.state, self.marker, ss.nft_missing(rules))  # iptables-nft creates these
             for r in rules:
@@ -464,6 +466,7 @@ class Tracer:
         self.warn(f"the ruleset change removed this session's table {nn.OWN_FAMILY} {name}: tracing had "
                   "stopped; re-creating it (the loss counts below cover the time since)")
         self.actions.run(["nft", "-f", "-"], stdin=nn.table_script(self.spec, self.sid))
+        self._own_handles = nn.rule_handles(self.sid)
         self.stats["reinstalls"] += 1
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
 
@@ -543,7 +546,7 @@ class Tracer:
         elif self.native:
             from .nftnative import judge
 
-            j = judge(pkt, versions, self.sid, self.spec, others=self._other_tables)
+            j = judge(pkt, versions, self.sid, self.spec, others=self._other_tables, handles=self._own_handles)
         else:
             others = any(ss.TAG in r.text and ss.TAG + self.sid not in r.text
                          for rs in self.versions.latest.rulesets.values() for r in acc.raw_rules(rs))
@@ -577,7 +580,8 @@ class Tracer:
             out.versions += legacy.versions
             out.incomplete += [f"legacy: {w}" for w in legacy.incomplete]
         if nft:
-            n = judge(Packet(pkt.id, nft), [v_of[id(e)] for e in nft], self.sid, self.spec, others=self._other_tables)
+            n = judge(Packet(pkt.id, nft), [v_of[id(e)] for e in nft], self.sid, self.spec, others=self._other_tables,
+                      handles=self._own_handles)
             out.own = out.own or n.own
             out.events += n.events
             out.versions += n.versions
