@@ -16,10 +16,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
-from ..correlate.group import group_packets
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
 from ..model import Explanation, Packet, Ruleset, RulesetView, TraceEvent
@@ -30,12 +28,13 @@ from . import marker as mk
 from . import ownership as own
 from . import ownpackets
 from . import session as ss
+from .grouper import IDLE, LiveGrouper
+from .modes import NftModes
 from .netns import is_initial, ns_id
 from .versions import MAX_KEPT, Version, Versions, diff_summary, same_rules
 
 __all__ = ["LiveGrouper", "Stop", "Tracer", "Version", "diff_summary", "check_privileges"]
 
-IDLE = 0.25  # seconds without a step after which a packet's path is taken as complete
 CHURN_INTERVAL = 2.0  # seconds between full fingerprints of a legacy ruleset (xtgen)
 QUICK_INTERVAL = 0.02  # seconds at least between two legacy size checks (xtgen.quick, ~0.6 ms a table)
 DRAIN_MAX = 2.0  # seconds at most to take in steps still under way when the trace ends
@@ -69,82 +68,7 @@ def check_privileges(backend: str | None = None) -> None:
                              "(set RULETRACE_STATE_DIR to a writable folder)") from e
 
 
-class LiveGrouper:
-    """Groups steps into packets; a packet is complete after ``idle`` seconds without a step.
-
-    ``mark_open(reason)`` flags every packet still open (e.g. steps were lost in an overrun:
-    those packets may be incomplete); while ``suspect`` is set, every packet that gets a step is
-    flagged "overrun" too (after an overrun netlink drops every message until the receive queue
-    was emptied, so the packets whose steps are still queued lose their tails).
-    ``referenced()`` are the ruleset versions open packets use.
-    """
-
-    def __init__(self, idle: float = IDLE, *, by_ident: bool = False) -> None:
-        self.idle = idle
-        # both backends: legacy steps have no trace id, so a packet's steps of both are keyed by
-        # what stays the same along its path, and each key's steps are one packet
-        self.by_ident = by_ident
-        self._open: OrderedDict[object, list[tuple[int, TraceEvent, int]]] = OrderedDict()
-        self._last: dict[object, float] = {}
-        self._flags: dict[object, set[str]] = {}
-        self._seq = 0
-        self._next_id = 1
-        self.suspect = False
-
-    def add(self, ev: TraceEvent, version: int, now: float) -> None:
-        key = ("id", ev.packet_id) if ev.packet_id is not None and not self.by_ident else ev.ident
-        if self.suspect:
-            self._flags.setdefault(key, set()).add("overrun")
-        self._seq += 1
-        self._open.setdefault(key, []).append((self._seq, ev, version))
-        self._last[key] = now
-
-    def pending(self) -> int:
-        return len(self._open)
-
-    def mark_open(self, reason: str) -> int:
-        for k in self._open:
-            self._flags.setdefault(k, set()).add(reason)
-        return len(self._open)
-
-    def referenced(self) -> set[int]:
-        return {v for steps in self._open.values() for _s, _e, v in steps}
-
-    def flush(self, now: float, *, everything: bool = False) -> list[tuple[Packet, list[int], set[str]]]:
-        """Packets whose last step is ``idle`` old (or all): ``(packet, versions of its steps, flags)``."""
-        keys = [k for k in self._open if everything or now - self._last[k] >= self.idle]
-        if not keys:
-            return []
-        batch: list[tuple[int, TraceEvent, int]] = []
-        flags_of: dict[int, set[str]] = {}
-        if self.by_ident:
-            out = []
-            for k in keys:
-                steps = sorted(self._open.pop(k), key=lambda x: x[0])
-                del self._last[k]
-                pkt = Packet(self._next_id, [ev for _s, ev, _v in steps])
-                self._next_id += 1
-                out.append((pkt, [v for _s, _e, v in steps], self._flags.pop(k, set())))
-            return out
-        for k in keys:
-            steps = self._open.pop(k)
-            del self._last[k]
-            flags = self._flags.pop(k, set())
-            for _s, ev, _v in steps:
-                flags_of[id(ev)] = flags
-            batch += steps
-        batch.sort(key=lambda x: x[0])
-        version_of = {id(ev): v for _s, ev, v in batch}
-        out = []
-        for pkt in group_packets([ev for _s, ev, _v in batch]):
-            pkt.id = self._next_id
-            self._next_id += 1
-            flags = set().union(*(flags_of[id(ev)] for ev in pkt.events))
-            out.append((pkt, [version_of[id(ev)] for ev in pkt.events], flags))
-        return out
-
-
-class Tracer:
+class Tracer(NftModes):
     """One live trace session: ``setup()``, iterate ``explanations()``, always ``teardown()``."""
 
     def __init__(self, spec: ss.TraceSpec, *, backend: str = "auto", via: str = "auto",
@@ -346,20 +270,7 @@ class Tracer:
     def _snapshot(self, n: int) -> Version:
         assert self.backend is not None
         if self.native:
-            from . import nftnative as nn
-
-            full = nn.list_ruleset()
-            self._other_tables = any(t != nn.table_name(self.sid) for t in nn.own_tables_in(full))
-            text = nn.strip_own_tables(full)
-            rulesets = nn.parse_snapshot(text)
-            texts = {"nft": text}
-            for fam in self.spec.families if self.both else ():  # keyed apart: "legacy:ipv4"
-                texts[fam] = save = be.save(be.LEGACY, fam)
-                if save.strip():
-                    rs = load_ruleset(f"{be.tool(be.LEGACY, fam, save=True)} (live)", text=save)
-                    rs.family = fam
-                    rulesets["legacy:" + fam] = rs
-            return Version(n, time.time(), rulesets, texts)
+            return self._snapshot_native(n)
         rulesets: dict[str, Ruleset] = {}
         texts: dict[str, str] = {}
         nft_json = None
@@ -456,20 +367,6 @@ class Tracer:
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
         self.refresh(quiet=True)
 
-    def _check_own_table(self) -> None:
-        """Native: re-create the session's table when a change removed it (``nft flush ruleset``)."""
-        from . import nftnative as nn
-
-        name = nn.table_name(self.sid)
-        if nn.table_exists(nn.OWN_FAMILY, name):
-            return
-        self.warn(f"the ruleset change removed this session's table {nn.OWN_FAMILY} {name}: tracing had "
-                  "stopped; re-creating it (the loss counts below cover the time since)")
-        self.actions.run(["nft", "-f", "-"], stdin=nn.table_script(self.spec, self.sid))
-        self._own_handles = nn.rule_handles(self.sid)
-        self.stats["reinstalls"] += 1
-        self.stats["arrived_before_reinstall"] = self.stats["arrived"]
-
     def _legacy_changed(self, *, full: bool) -> bool:
         """Legacy: did the kernel's tables change since the last snapshot? (cheap; see xtgen)"""
         if self._fp is None:
@@ -490,19 +387,6 @@ class Tracer:
         if self.mode == "nftrace":
             return self._poll_nft(self.source, timeout)
         return self._poll_legacy(timeout)
-
-    def _poll_nft(self, source, timeout: float) -> list[tuple[TraceEvent, int]]:
-        from .nftrace import is_newgen, is_trace
-
-        out = []
-        for mtype, _f, _s, body in source.messages(timeout):
-            if is_newgen(mtype):
-                self.refresh()  # events after the commit are numbered against the new version
-            elif is_trace(mtype):
-                ev = self.decoder.decode(body)
-                if ev is not None:
-                    out.append((ev, self.versions.latest_n))
-        return out
 
     def _poll_legacy(self, timeout: float) -> list[tuple[TraceEvent, int]]:
         evs = self.source.poll(timeout)
@@ -562,32 +446,6 @@ class Tracer:
         self.stats["incomplete"] += bool(j.incomplete)
         return j
 
-    def _judge_both(self, pkt: Packet, versions: list[int]) -> ownpackets.Verdict:
-        """Both backends: each part judged as its backend's session would; the packet is ours
-        when either part is (the legacy events first, then the nf_tables ones)."""
-        from . import both
-        from .nftnative import judge
-
-        v_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
-        leg, nft = both.split(pkt.events)
-        out = ownpackets.Verdict(False)
-        if leg:
-            legacy = ownpackets.judge(Packet(pkt.id, leg), [v_of[id(e)] for e in leg],
-                                      lambda v, fam: self._ruleset(v, "legacy:" + (fam or "")), self.sid, self.spec,
-                                      nft=False, others=False)
-            out.own = legacy.own
-            out.events += legacy.events
-            out.versions += legacy.versions
-            out.incomplete += [f"legacy: {w}" for w in legacy.incomplete]
-        if nft:
-            n = judge(Packet(pkt.id, nft), [v_of[id(e)] for e in nft], self.sid, self.spec, others=self._other_tables,
-                      handles=self._own_handles)
-            out.own = out.own or n.own
-            out.events += n.events
-            out.versions += n.versions
-            out.incomplete += [f"nf_tables: {w}" for w in n.incomplete]
-        return out
-
     def explanations(self, *, stop: Callable[[], bool] = lambda: False,
                      limit: int | None = None) -> Iterator[Explanation]:
         """Explained packets as they complete, until ``stop()`` (checked every 0.1 s) or ``limit`` shown."""
@@ -640,24 +498,7 @@ class Tracer:
             return
         self._counted = True
         if self.native:
-            from .nftnative import counters
-
-            got = counters(self.sid)
-            if got is None:
-                self.stats["traced"] = None
-            else:
-                self.stats["skipped_by_cap"] += max(got[0] - got[1], 0)
-                self.stats["traced"] += got[1]
-            if not self.both:
-                return
-            legacy_traced = 0
-            for fam in self.spec.families:  # both: every packet is traced by both; the larger count
-                try:
-                    legacy_traced += ss.rule_counters(be.LEGACY, fam, self.sid)[1]
-                except RuletraceError:
-                    return
-            if self.stats["traced"] is not None:
-                self.stats["traced"] = max(self.stats["traced"], legacy_traced)
+            self._count_native()
             return
         for fam in self.spec.families:
             try:
@@ -692,23 +533,6 @@ class Tracer:
         before = ex.misfit_packets
         expl = ex.explain(pkt)
         return expl, ex.misfit_packets == before
-
-    def _explain_both(self, pkt: Packet, versions: list[int]) -> Explanation:
-        """Both backends: each part explained against its own ruleset, merged in the kernel's order."""
-        from . import both
-
-        v_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
-        leg, nft = both.split(pkt.events)
-        parts = []
-        if nft:
-            v = v_of[id(nft[0])]
-            parts.append((both.NFT_LABEL, self._explainer(v, "nft").explain(Packet(pkt.id, nft))))
-        if leg:
-            v = v_of[id(leg[0])]
-            parts.append((both.LEGACY_LABEL, self._explainer(v, "legacy:" + (leg[0].family or "ipv4")).explain(
-                Packet(pkt.id, leg))))
-        missing = ([] if leg else ["legacy xtables"]) + ([] if nft else ["nf_tables"])
-        return both.merge(pkt, parts, missing=missing)
 
     def _explain(self, pkt: Packet, versions: list[int], incomplete: list[str] | None = None) -> Explanation:
         if self.both:
