@@ -189,3 +189,11 @@ def test_one_backend_accept_is_never_the_fate():
     (_l, e), = _parts(with_legacy=False)
     both.only_one(e, "legacy xtables")
     assert e.fate is Fate.UNKNOWN and e.verdict is None and "--backend both" in e.warnings[-1]
+
+
+def test_merged_causes_point_at_the_merged_steps():
+    m = both.merge(Packet(1, []), _parts(), missing=[])
+    decided = [c for c in m.cause if c.role == "decided"]
+    assert decided and all(m.steps[c.step].note == "legacy xtables" and m.steps[c.step].chain == "INPUT"
+                           for c in decided if c.step is not None)
+    assert any(c.role.startswith("nft: ") and m.steps[c.step].chain == "input" for c in m.cause if c.step is not None)

@@ -18,6 +18,8 @@ is final. So:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..model import Explanation, Fate, Packet, Step, TraceEvent, Verdict
 
 LEGACY_LABEL = "legacy"
@@ -90,10 +92,12 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
                                                             else "nf_tables")
             out.steps.append(s)
     by_label = dict(parts)
+    new_index = {id(s): i for i, s in enumerate(out.steps)}
     for label, e in parts:
         out.nat += e.nat
         out.marks += e.marks
-        out.cause += e.cause
+        out.cause += [(label, replace(c, step=new_index.get(id(e.steps[c.step])) if c.step is not None
+                                      and 0 <= c.step < len(e.steps) else None)) for c in e.cause]  # type: ignore[misc]
         out.warnings += [f"{label}: {w}" for w in e.warnings]
         out.notes += [f"{label}: {n}" for n in e.notes]
         out.drops += e.drops
@@ -101,6 +105,9 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     labels_in_order = sorted(last_block, key=last_block.__getitem__)
     enders = [label for label in labels_in_order if by_label[label].fate in ENDS]
     sentence = ", then ".join(describe(label, by_label[label].verdict) for label in labels_in_order)
+    decided_by = enders[-1] if enders else labels_in_order[-1] if labels_in_order and not missing else None
+    out.cause = [c if label == decided_by else replace(c, role=f"{label}: {c.role}")
+                 for label, c in out.cause]  # type: ignore[misc]
     if enders:
         end = by_label[enders[-1]]
         out.fate, out.last_seen = end.fate, end.last_seen
