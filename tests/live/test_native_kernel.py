@@ -323,13 +323,22 @@ table inet filter {{
 LEGACY_DROP = "iptables-legacy -t raw -S >/dev/null; iptables-legacy -P INPUT DROP"
 
 
-@pytest.mark.parametrize("nft_runs_first", [True, False], ids=["nft-first", "legacy-first"])
-def test_both_backends_legacy_policy_drop_is_the_fate(lab, nft_runs_first):
-    """nft `table inet filter` accepts tcp/PORT, legacy `-P INPUT DROP`: the packet is DROPPED by the
-    legacy policy, whichever runs first at priority 0 (the hook registered last runs first)."""
+IPTABLES_NFT_ACCEPT = (f"iptables-nft -A INPUT -p tcp --dport {PORT} -j ACCEPT; "
+                       "iptables-nft -t mangle -A PREROUTING -p tcp -j MARK --set-mark 0x5")
+
+
+@pytest.mark.parametrize("order", ["nft-first", "legacy-first", "iptables-nft"])
+def test_both_backends_legacy_policy_drop_is_the_fate(lab, order):
+    """nft `table inet filter` (or iptables-nft) accepts tcp/PORT, legacy `-P INPUT DROP`: the packet
+    is DROPPED by the legacy policy, whichever runs first at priority 0 (the hook registered last
+    runs first)."""
     client, server, veth = f"{PREFIX}bc", f"{PREFIX}bs", f"{PREFIX}bv"
+    nft_runs_first = order != "legacy-first"
     with pair(client, server, veth):
-        if nft_runs_first:
+        if order == "iptables-nft":  # the classic: "I added an ACCEPT rule but nothing changes"
+            sh(LEGACY_DROP, server)
+            sh(IPTABLES_NFT_ACCEPT, server)
+        elif nft_runs_first:
             sh(LEGACY_DROP, server)
             sh("nft -f -", server, stdin=NFT_ACCEPT)
         else:
@@ -349,15 +358,19 @@ def test_both_backends_legacy_policy_drop_is_the_fate(lab, nft_runs_first):
             "dropped", "drop", "filter", "INPUT", None), pkt
         steps = [(s["note"], s["table"], s["chain"], s["kind"], s["num"]) for s in pkt["steps"]]
         legacy_drop = ("legacy xtables", "filter", "INPUT", "policy", 1)
-        nft_accept = ("nf_tables", "filter", "input", "rule", 1)
+        chain = "INPUT" if order == "iptables-nft" else "input"
+        nft_accept = ("nf_tables", "filter", chain, "rule", 1)
         assert steps[-1] == legacy_drop, steps
         if nft_runs_first:
-            assert v["reason"] == "accepted by nft filter:input rule 1, then dropped by legacy filter:INPUT policy DROP"
+            assert v["reason"] == f"accepted by nft filter:{chain} rule 1, then dropped by legacy filter:INPUT policy DROP"
             assert steps.index(nft_accept) < steps.index(legacy_drop)
         else:  # the legacy policy dropped it before the nft chain could see it
             assert nft_accept not in steps and v["reason"].startswith("legacy: "), pkt
+        if order == "iptables-nft":  # the mark the legacy steps saw change is the nft mangle rule's
+            assert [(m["table"], m["chain"], m["num"], m["new"]) for m in pkt["marks"]] == [
+                ("mangle", "PREROUTING", 1, "0x5")], pkt["marks"]
         assert snapshot(server) == before, err
-        if nft_runs_first:  # one backend traced: its accept is not the packet's fate
+        if order == "nft-first":  # one backend traced: its accept is not the packet's fate
             t = BackgroundTrace(*args[:-5], "--backend", "nft", *args[-5:], env=lab, timeout=20)
             send_syn(PORT, client)
             rc, out, err = t.communicate(20)

@@ -197,3 +197,27 @@ def test_merged_causes_point_at_the_merged_steps():
     assert decided and all(m.steps[c.step].note == "legacy xtables" and m.steps[c.step].chain == "INPUT"
                            for c in decided if c.step is not None)
     assert any(c.role.startswith("nft: ") and m.steps[c.step].chain == "input" for c in m.cause if c.step is not None)
+
+
+def test_a_mark_one_backend_saw_change_is_the_other_backends_rule():
+    nft_rs = RulesetView(load_rulesets("nft.txt", text="""table ip mangle { # handle 1
+	chain PREROUTING { # handle 1
+		type filter hook prerouting priority mangle; policy accept;
+		meta l4proto tcp meta mark set 0x5 # handle 2
+	}
+}
+"""))
+    marked = {**F, "MARK": "0x5"}
+    nft = [MonitorEvent("mangle", "PREROUTING", StepKind.RULE, 1, family="ipv4", handle=2, packet_id=9,
+                        verdict="continue", source="nftrace", fields=marked, text="meta l4proto tcp meta mark set 0x5",
+                        base=True),
+           MonitorEvent("mangle", "PREROUTING", StepKind.POLICY, 2, family="ipv4", packet_id=9, verdict="accept",
+                        source="nftrace", fields=marked)]
+    legacy = [_legacy("raw", "PREROUTING", StepKind.POLICY, 1),
+              TraceEvent("filter", "INPUT", StepKind.POLICY, 1, family="ipv4", source="nflog", fields=marked)]
+    parts = [(both.NFT_LABEL, Explainer(nft_rs).explain(Packet(1, nft))),
+             (both.LEGACY_LABEL, Explainer(LEGACY).explain(Packet(1, legacy)))]
+    assert [c.rule for c in parts[1][1].marks] == [None]  # the legacy part alone cannot tell who
+    m = both.merge(Packet(1, []), parts, missing=[])
+    assert [(c.table, c.chain, c.num, c.new) for c in m.marks] == [("mangle", "PREROUTING", 1, "0x5")]
+    assert m.steps[m.marks[0].step].note == "nf_tables"

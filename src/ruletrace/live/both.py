@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..model import Explanation, Fate, Packet, Step, TraceEvent, Verdict
+from ..model import Change, Explanation, Fate, Packet, Step, TraceEvent, Verdict
 
 LEGACY_LABEL = "legacy"
 NFT_LABEL = "nft"
@@ -93,11 +93,17 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
             out.steps.append(s)
     by_label = dict(parts)
     new_index = {id(s): i for i, s in enumerate(out.steps)}
+    def moved(e: Explanation, step: int | None) -> int | None:
+        return new_index.get(id(e.steps[step])) if step is not None and 0 <= step < len(e.steps) else None
+
+    # a change one backend saw happen between its steps is another backend's rule when that
+    # backend's part names the rule that made it: keep that one
+    made = {(c.what, c.new) for _l, e in parts for c in (*e.nat, *e.marks) if c.rule is not None}
     for label, e in parts:
-        out.nat += e.nat
-        out.marks += e.marks
-        out.cause += [(label, replace(c, step=new_index.get(id(e.steps[c.step])) if c.step is not None
-                                      and 0 <= c.step < len(e.steps) else None)) for c in e.cause]  # type: ignore[misc]
+        out.nat += [replace(c, step=moved(e, c.step)) for c in e.nat if c.rule is not None or (c.what, c.new) not in made]
+        out.marks += [replace(c, step=moved(e, c.step)) for c in e.marks
+                      if c.rule is not None or (c.what, c.new) not in made]
+        out.cause += [(label, replace(c, step=moved(e, c.step))) for c in e.cause]  # type: ignore[misc]
         out.warnings += [f"{label}: {w}" for w in e.warnings]
         out.notes += [f"{label}: {n}" for n in e.notes]
         out.drops += e.drops
@@ -105,6 +111,7 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     labels_in_order = sorted(last_block, key=last_block.__getitem__)
     enders = [label for label in labels_in_order if by_label[label].fate in ENDS]
     sentence = ", then ".join(describe(label, by_label[label].verdict) for label in labels_in_order)
+    out.marks = [_mark_setter(out, c) for c in out.marks]
     decided_by = enders[-1] if enders else labels_in_order[-1] if labels_in_order and not missing else None
     out.cause = [c if label == decided_by else replace(c, role=f"{label}: {c.role}")
                  for label, c in out.cause]  # type: ignore[misc]
@@ -137,6 +144,31 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     elif sentence:
         out.notes.append(sentence)
     return out
+
+
+def _mark_value(text: str | None) -> int | None:
+    try:
+        return int(text, 16) if text else 0
+    except ValueError:
+        return None
+
+
+def _mark_setter(out: Explanation, c: Change) -> Change:
+    """A mark change one backend's part saw happen outside its rules, given to the other
+    backend's rule that made it: the latest earlier step of the merged path whose rule sets a
+    mark and after which the packet carries the new value (nf_tables reports the mark after the
+    rule ran)."""
+    if c.rule is not None or c.step is None or c.what != "MARK":
+        return c
+    want = _mark_value(c.new)
+    for j in range(c.step - 1, -1, -1):
+        st = out.steps[j]
+        if st.note == out.steps[c.step].note:
+            continue  # the same backend's step: its part already looked
+        if (st.rule is not None and st.action == "continue" and "mark" in st.rule.text.lower()
+                and _mark_value(st.event.fields.get("MARK")) == want):
+            return replace(c, table=st.table, chain=st.chain, num=st.num, rule=st.rule, step=j, note="")
+    return c
 
 
 def only_one(expl: Explanation, untraced: str) -> Explanation:
