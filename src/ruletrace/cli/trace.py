@@ -82,8 +82,9 @@ def _netns_options(f):
 @_netns_options
 @click.option("--rate-limit", type=int, default=50, show_default=True, metavar="PPS",
               help="At most PPS traced packets per second (iptables -m limit); the rest are counted.")
-@click.option("--backend", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True,
-              help="iptables backend whose rules to trace.")
+@click.option("--backend", type=click.Choice(["auto", "legacy", "nft", "both"]), default="auto", show_default=True,
+              help="Backend whose rules to trace: auto picks the one with rules, both when legacy "
+                   "xtables and nf_tables both have some (one session, steps merged in the kernel's order).")
 @click.option("--via", type=click.Choice(["auto", "netlink", "kmsg"]), default="auto", show_default=True,
               help="Legacy backend: receive TRACE via NFLOG netlink or the kernel log (/dev/kmsg).")
 @click.option("--no-cleanup-stale", is_flag=True,

@@ -228,7 +228,10 @@ def _after_place(text: str, place: str) -> str:
     i = text.find(place)
     if i < 0 or len(text[:i].split()) > MAX_LEAD_IN_WORDS:
         return text
-    return text[i + len(place) :].lstrip(" ,;:")
+    rest = text[i + len(place) :].lstrip(" ,;:")
+    if place.count(" ") == 0 and rest.startswith(("rule ", "policy ")):
+        return text  # the place named is another rule of that chain (both backends: "…filter:INPUT rule 1, then …")
+    return rest
 
 
 def _endpoint(addr: str | None, port: str | None) -> str:
