@@ -29,15 +29,52 @@ class Pkt:
         "length", "ttl", "tos", "uid", "gid", "mac", "hook", "redirected", "nat_done", "snap",
     )
 
+    # the attributes and their types (set by engine._packet and changed by targets and nft statements)
+    v: int
+    src: int
+    dst: int
+    proto: int
+    sport: int | None
+    dport: int | None
+    itype: int | None
+    icode: int | None
+    tcpflags: int | None
+    iif: str | None
+    oif: str | None
+    physin: str | None
+    physout: str | None
+    mark: int
+    ctmark: int
+    ctstate: str
+    ct: bool
+    ctstatus: int
+    orig: tuple[int, int, int | None, int | None]
+    repl_src: int
+    repl_dst: int
+    repl_sport: int | None
+    repl_dport: int | None
+    dnat: bool
+    snat: bool
+    length: int
+    ttl: int
+    tos: int
+    uid: int | None
+    gid: int | None
+    mac: str | None
+    hook: str
+    redirected: frozenset[int] | set[int]
+    nat_done: tuple[str, ...]
+    snap: tuple[object, ...] | None
+
     def __init__(self) -> None:
         self.ct = False  # a conntrack entry is attached (not in raw, not when untracked)
         self.ctstatus = 0
         self.dnat = False
         self.snat = False
-        self.redirected: frozenset[int] | set[int] = NONE  # addresses REDIRECT made local (a set once it adds one)
-        self.nat_done: tuple[str, ...] = ()  # "dst" / "src": the nat manips set up for this connection
+        self.redirected = NONE  # addresses REDIRECT made local (a set once it adds one)
+        self.nat_done = ()  # "dst" / "src": the nat manips set up for this connection
         self.hook = ""
-        self.snap: tuple | None = None  # snapshot() cache; None after anything changed
+        self.snap = None  # snapshot() cache; None after anything changed
 
     def ct_state(self) -> str:
         """The state xt_conntrack / xt_state sees now."""
