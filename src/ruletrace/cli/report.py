@@ -183,7 +183,7 @@ class _Target:
 # ---------------------------------------------------------------- reading packets
 
 
-def _packets(src: Any, ids: set[int], rs: list, fmt: str | None) -> Iterator[Explanation]:
+def _packets(src: Any, ids: set[int], rs: list[Any], fmt: str | None) -> Iterator[Explanation]:
     """Packets ``ids`` of one input (a trace read with the ruleset, or ruletrace JSON read back)."""
     paths = [src] if isinstance(src, str) else list(src)
     json_paths = [p for p in paths if is_ruletrace_json(p)]

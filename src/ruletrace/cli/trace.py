@@ -6,6 +6,7 @@ import shlex
 import signal
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -14,13 +15,13 @@ from .console import make_consoles
 from .status import ExitStatus
 
 
-def _enter_netns(netns: str | None, pid: int | None) -> dict:
+def _enter_netns(netns: str | None, pid: int | None) -> dict[str, Any]:
     """Move into ``--netns``/``--pid``'s namespace; the session's record of where it ran."""
     from ..live import netns as lns
 
     if netns and pid:
         raise click.UsageError("give --netns or --pid, not both")
-    info: dict = {}
+    info: dict[str, Any] = {}
     if netns or pid:
         path = lns.ns_path(name=netns, pid=pid)
         lns.setns(path)

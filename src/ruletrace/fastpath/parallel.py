@@ -39,16 +39,16 @@ SLICE_MIN = 8 << 20
 MIN_BYTES = 32 << 20  # smaller files are read in one process: forking costs more than it saves
 
 _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
-_TAGS: dict[bytes, tuple] = {}  # tag -> what it tells the grouping, kept from slice to slice
+_TAGS: dict[bytes, tuple[Any, ...]] = {}  # tag -> what it tells the grouping, kept from slice to slice
 
 
 @dataclass
 class _Result:
     """What one range gave: paths with their packet counts; no ruleset was needed for it."""
 
-    paths: Counter = field(default_factory=Counter)  # (family, steps) -> packets
-    heads: list[tuple[Any, tuple]] = field(default_factory=list)  # (key, (family, steps))
-    spilled: set = field(default_factory=set)
+    paths: Counter[Any] = field(default_factory=Counter)  # (family, steps) -> packets
+    heads: list[tuple[Any, tuple[Any, ...]]] = field(default_factory=list)  # (key, (family, steps))
+    spilled: set[Any] = field(default_factory=set)
     skipped: int = 0
     events: int = 0
 
@@ -110,7 +110,7 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     range_lines = 1 << 62
     head_lines = 0  # lines in the bytes the previous slice's overflow also read (set below)
 
-    def emit(family: Any, steps: list, key: Any, first: int, last: int) -> None:
+    def emit(family: Any, steps: list[Any], key: Any, first: int, last: int) -> None:
         path_key = (family, tuple(steps))
         if last > range_lines:
             spilled.add(key)
@@ -216,7 +216,7 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
     results: dict[int, _Result] = {}
     rulesets: Any = None
 
-    def count(paths: Counter) -> None:
+    def count(paths: Counter[Any]) -> None:
         for (fam, steps), n in paths.items():
             ex = explainers.get(fam)
             if ex is None:

@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import time
+from typing import Any
 
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
@@ -87,7 +88,7 @@ def listen(log: str, tcp: list[int], udp: list[int], family: str) -> None:
                 s.sendto(data, peer)  # the reply: an ESTABLISHED packet that skips nat
 
 
-def send_tcp(dst: str, port: int, sport: int, timeout: float) -> dict:
+def send_tcp(dst: str, port: int, sport: int, timeout: float) -> dict[str, Any]:
     """Connect (one handshake), then close; report how connect() ended."""
     s = socket.socket(_family(dst), socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,7 +110,7 @@ def send_tcp(dst: str, port: int, sport: int, timeout: float) -> dict:
     return {"result": "connected"}
 
 
-def send_udp(dst: str, port: int, sport: int, timeout: float) -> dict:
+def send_udp(dst: str, port: int, sport: int, timeout: float) -> dict[str, Any]:
     """Send one datagram and wait for an echo."""
     s = socket.socket(_family(dst), socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -127,7 +128,7 @@ def send_udp(dst: str, port: int, sport: int, timeout: float) -> dict:
         s.close()
 
 
-def send_ping(dst: str, ident: int, timeout: float) -> dict:
+def send_ping(dst: str, ident: int, timeout: float) -> dict[str, Any]:
     """One ICMP / ICMPv6 echo request on a raw socket; wait for the matching reply."""
     v6 = ":" in dst
     if v6:

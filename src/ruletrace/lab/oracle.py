@@ -15,6 +15,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 Tag = tuple[str, str, str, int]  # table, chain, kind (rule/return/policy), rule number
 
@@ -34,10 +35,10 @@ class OPacket:
 
     tags: list[Tag] = field(default_factory=list)
     first: dict[str, str] = field(default_factory=dict)
-    key: tuple = ()
+    key: tuple[Any, ...] = ()
 
 
-def _group(events: list[tuple[Tag, tuple, dict[str, str]]]) -> list[OPacket]:
+def _group(events: list[tuple[Tag, tuple[Any, ...], dict[str, str]]]) -> list[OPacket]:
     packets: list[OPacket] = []
     prev: Tag | None = None
     for tag, key, fields in events:
@@ -98,7 +99,7 @@ def _fields_kernel_log(line: str) -> dict[str, str]:
     return out
 
 
-def _key(f: dict[str, str]) -> tuple:
+def _key(f: dict[str, str]) -> tuple[Any, ...]:
     return (f.get("ID"), f.get("PROTO"), f.get("SEQ"), f.get("ACK"), f.get("FLAGS"), f.get("ICMPID"),
             f.get("ICMPSEQ"), f.get("TYPE"))
 

@@ -18,6 +18,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..correlate.group import group_packets
 from ..errors import RuletraceError
@@ -136,7 +137,7 @@ class Tracer:
     """One live trace session: ``setup()``, iterate ``explanations()``, always ``teardown()``."""
 
     def __init__(self, spec: ss.TraceSpec, *, backend: str = "auto", via: str = "auto",
-                 dry_run: bool = False, netns: dict | None = None,
+                 dry_run: bool = False, netns: dict[str, Any] | None = None,
                  say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
                  idle: float = IDLE, churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT) -> None:
         self.spec = spec

@@ -19,6 +19,7 @@ import ctypes.util
 import hashlib
 import socket
 import struct
+from typing import Any
 
 SOL_IP, SOL_IPV6 = 0, 41
 SO_GET_INFO, SO_GET_ENTRIES = 64, 65  # IPT_BASE_CTL (64) + 0 / + 1; the same for IP6T
@@ -92,7 +93,7 @@ class Fingerprint:
                 return None
         return s
 
-    def quick(self) -> tuple | None:
+    def quick(self) -> tuple[Any, ...] | None:
         """The tables' sizes and entry counts (IPT_SO_GET_INFO): cheap, misses same-size replacements."""
         out = []
         for fam in self.families:

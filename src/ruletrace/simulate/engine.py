@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Fate, Rule, Ruleset, TraceEvent, Verdict
@@ -52,7 +53,7 @@ class SimResult:
     hooks: list[str] = field(default_factory=list)  # hooks traversed in order
     trace_start: int = 0  # events before this index come before the first -j TRACE rule fired
     misses: list[Miss] | None = None  # None unless explain_miss was asked
-    final_snapshot: tuple = ()
+    final_snapshot: tuple[Any, ...] = ()
     path: str = ""  # input / forward / output, given or determined
     assumed_out: str | None = None  # the output interface, when it was assumed
     guessed: list[str] = field(default_factory=list)  # --assume keys of matches assumed not to match

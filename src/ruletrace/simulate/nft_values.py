@@ -145,7 +145,7 @@ def _service(text: str) -> int:
         raise ValueError(text) from None
 
 
-def parse_value(typ: str, text: str, v6: bool, origin: Origin | None) -> tuple:
+def parse_value(typ: str, text: str, v6: bool, origin: Origin | None) -> tuple[Any, ...]:
     """One value as listed -> ``(lo, hi)`` ints, or ``("=", name)`` / ``("*", prefix)`` for interface names."""
     t = text.strip('"')
     try:
@@ -200,7 +200,7 @@ def _number(typ: str, t: str) -> int:
     raise ValueError(t)
 
 
-def comp_match(comp: tuple, v: Any) -> bool:
+def comp_match(comp: tuple[Any, ...], v: Any) -> bool:
     """Whether a packet value is in one element component."""
     a, b = comp
     if a == "=":
@@ -210,7 +210,7 @@ def comp_match(comp: tuple, v: Any) -> bool:
     return a <= v <= b
 
 
-def exact(comp: tuple) -> Any:
+def exact(comp: tuple[Any, ...]) -> Any:
     """The single value of an exact component (hashable key), or None when it is an interval or wildcard."""
     a, b = comp
     if a == "=":

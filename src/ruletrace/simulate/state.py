@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .hostfacts import HostFacts, addr_text
 from .probe import LOG_PROTO, flags_text
@@ -82,7 +83,7 @@ class Pkt:
             return self.ctstate
         return "UNTRACKED" if self.ctstate == "UNTRACKED" else "INVALID"
 
-    def snapshot(self) -> tuple:
+    def snapshot(self) -> tuple[Any, ...]:
         """The fields a TRACE step shows, as a tuple (snapshot_fields names them); shared until snap is reset."""
         s = self.snap
         if s is None:
@@ -92,13 +93,13 @@ class Pkt:
                              self.ttl, self.tos, self.uid, self.gid)
         return s
 
-    def _snapshot(self) -> tuple:
+    def _snapshot(self) -> tuple[Any, ...]:
         return (self.v, self.src, self.dst, self.proto, self.sport, self.dport, self.itype, self.icode,
                 self.tcpflags, self.iif, self.oif, self.physin, self.physout, self.mark, self.length,
                 self.ttl, self.tos, self.uid, self.gid)
 
 
-def snapshot_fields(s: tuple) -> dict[str, str]:
+def snapshot_fields(s: tuple[Any, ...]) -> dict[str, str]:
     """A snapshot as TraceEvent.fields (kernel-log names, nf_log_syslog.c order)."""
     (v, src, dst, proto, sport, dport, itype, icode, tcpflags, iif, oif, physin, physout, mark, length,
      ttl, tos, uid, gid) = s

@@ -7,7 +7,7 @@ import importlib
 import io
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
 from ..model import Origin, TraceEvent
@@ -70,10 +70,11 @@ def reader(fmt: str) -> Callable[..., Iterator[TraceEvent]]:
     mod = MODULES.get(fmt)
     if mod is None:
         raise RuletraceError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
-    return importlib.import_module(f"{__package__}.{mod}").read_events
+    read: Callable[..., Iterator[TraceEvent]] = importlib.import_module(f"{__package__}.{mod}").read_events
+    return read
 
 
-def _open(path: str):
+def _open(path: str) -> tuple[BinaryIO, str]:
     from ..inputs import open_input
 
     return open_input(path)
@@ -133,6 +134,7 @@ def read_any(
     progress = options.pop("progress", None)
     streams = []
     for path in paths:
+        stream: Any  # the opened file, then perhaps the _Counting wrapper around it (same read API)
         stream, name = _open(path)
         try:
             head, stream = _peek(stream)
@@ -165,12 +167,12 @@ class _Counting:
         self._raw, self._report = raw, report
 
     def read(self, n: int = -1) -> bytes:
-        b = self._raw.read(n)
+        b: bytes = self._raw.read(n)
         self._report(len(b))
         return b
 
     def readline(self, n: int = -1) -> bytes:
-        b = self._raw.readline(n)
+        b: bytes = self._raw.readline(n)
         self._report(len(b))
         return b
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
@@ -296,7 +296,7 @@ def _tsresol(opts: bytes, bo: str) -> int:
             break
         if code == PCAPNG_OPT_IF_TSRESOL and length >= 1:
             v = opts[off + 4]
-            return 2 ** (v & 0x7F) if v & 0x80 else 10**v
+            return int(2 ** (v & 0x7F) if v & 0x80 else 10**v)
         off += 4 + ((length + 3) & ~3)
     return 1_000_000  # default: microseconds
 
@@ -384,13 +384,13 @@ def _events(stream: BinaryIO, name: str, stats: Any, ifname: Any, tally: Tally) 
         if stamp is not None and len(stamp) >= 16:
             sec, usec = struct.unpack("!QQ", stamp[:16])
             ts = sec + usec * 1e-6
-        ts = sane_ts(ts)
+        when = sane_ts(ts)
         yield TraceEvent(
             table,
             chain,
             kind,
             num,
-            ts=ts,
+            ts=when,
             family=FAMILIES.get(family, str(family)),
             ident=packet_ident(fields),
             origin=origin,
@@ -399,7 +399,7 @@ def _events(stream: BinaryIO, name: str, stats: Any, ifname: Any, tally: Tally) 
         )
 
 
-def _ifnamer(ifmap: dict[int, str] | None):
+def _ifnamer(ifmap: dict[int, str] | None) -> Callable[[int], str]:
     def name(index: int) -> str:
         if ifmap and index in ifmap:
             return ifmap[index]
@@ -408,7 +408,7 @@ def _ifnamer(ifmap: dict[int, str] | None):
     return name
 
 
-def packet_fields(tlvs: dict[int, bytes], ifname) -> dict[str, str]:
+def packet_fields(tlvs: dict[int, bytes], ifname: Callable[[int], str]) -> dict[str, str]:
     """Kernel-log fields (IN= OUT= MAC= SRC= …) from decoded NFLOG attributes."""
     f: dict[str, str] = {}
     indev = tlvs.get(NFULA_IFINDEX_INDEV)

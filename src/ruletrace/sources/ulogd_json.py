@@ -8,7 +8,7 @@ time (the ``timestamp`` key may lack its zone).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..fields import packet_ident
@@ -28,6 +28,7 @@ IPV6_HDR_LEN = 40
 TCP_FLAG_KEYS = (("CWR", "tcp.cwr"), ("ECE", "tcp.ece"), ("URG", "tcp.urg"), ("ACK", "tcp.ack"),
                  ("PSH", "tcp.psh"), ("RST", "tcp.rst"), ("SYN", "tcp.syn"), ("FIN", "tcp.fin"))
 
+_loads: Callable[[bytes | str], Any]
 try:  # orjson is optional and ~4x faster on JSON lines (notes/formats.md)
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
@@ -144,7 +145,7 @@ def record_fields(obj: dict[str, Any], ifmap: dict[int, str] | None = None) -> d
         if frag & IP_OFFSET:
             f["FRAG"] = str(frag & IP_OFFSET)
     elif g("ip6.payloadlen") is not None:  # IPv6
-        f["LEN"] = str(int(g("ip6.payloadlen")) + IPV6_HDR_LEN)
+        f["LEN"] = str(int(g("ip6.payloadlen", 0)) + IPV6_HDR_LEN)
         f["TC"] = str(g("ip6.priority", 0))
         if g("ip6.hoplimit") is not None:
             f["HOPLIMIT"] = str(g("ip6.hoplimit"))
