@@ -184,9 +184,9 @@ class _Walker:
     def __init__(self, view: RulesetView | None) -> None:
         self.view = view if view else None  # every lookup by the family of the step's event
         # (table, chain, kind, num, verdict) -> what the ruleset says of that step alone
-        self._static: dict[tuple[Any, ...], tuple] = {}
+        self._static: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
-    def _step_static(self, key: tuple[Any, ...]) -> tuple:
+    def _step_static(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
         """(builtin, chain known, rule, policy, action, warning, missing, hook, priority) of one step."""
         table, chain, kind, num, kv, text, base, family = key
         rs = self.view.pick(family) if self.view is not None else None
@@ -436,9 +436,9 @@ class Explainer:
         got = self._path_memo.get(steps)
         if got is None:
             events = list(map(_path_step, map(operator.add, steps, repeat((None, None, False, None)))))
-            plan = self._walker.plan(events, False)
+            plan = self._walker.plan(events, False)  # type: ignore[arg-type]  # _PathStep has the TraceEvent fields a walk reads
             got = self._path_memo[steps] = (
-                make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)
+                make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)  # type: ignore[arg-type]  # as above
             )
         if got[1]:
             self.misfit_packets += n

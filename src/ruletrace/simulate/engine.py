@@ -14,9 +14,9 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Fate, Rule, Ruleset, TraceEvent, Verdict
-from .compiled import compiled
+from .compiled import Compiled, compiled
 from .hostfacts import HostFacts, addr_text
-from .nft_walk import is_native, nft_compiled
+from .nft_walk import NftCompiled, is_native, nft_compiled
 from .probe import PORT_PROTOS, Probe, flags_text
 from .reference import run_hook
 from .semantics import ACCEPT, DROP, QUEUE, REJECT, WalkState
@@ -108,7 +108,7 @@ class _Run(WalkState):
         if self.native:
             if explain_miss:
                 raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
-            self.cc = nft_compiled(rss, v == 6, linear=not (index and fast))
+            self.cc: Compiled | NftCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
         else:
             self.cc = compiled(rs, v == 6, index)
         self._path_reason = ""
@@ -188,7 +188,7 @@ class _Run(WalkState):
         if pr.mark:
             note(f"initial mark 0x{pr.mark:x} (--mark)", None)
         p.orig = (p.src, p.dst, p.sport, p.dport)
-        if self.native and not self.cc.base:
+        if isinstance(self.cc, NftCompiled) and not self.cc.base:
             fams = "ip6" if v == 6 else "ip"
             note(f"the ruleset has no base chain of family {fams} or inet on prerouting, input, forward, "
                  "output or postrouting: no rule sees this packet", None)

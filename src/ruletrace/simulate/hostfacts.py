@@ -282,7 +282,7 @@ def load_routes(text: str, facts: HostFacts, *, origin: Origin) -> None:
     facts.sources.append(f"{n} routes from {origin.path} (ip -j route)")
 
 
-def _json(text: str, origin: Origin):
+def _json(text: str, origin: Origin) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -162,7 +162,7 @@ def _fib(toks: list[str], i: int, w: Where) -> tuple[int, Any, str] | None:
             if not c.facts.routes:
                 c.note(f"{key}: reverse-path check of {w.text!r} needs routes (--routes): assumed the "
                        f"route back to the source leaves through IN={p.iif}")
-                return p.iif
+                return str(p.iif)
             r = c.facts.route(p.v, p.src)
             return p.iif if r is not None and r.dev == p.iif and r.type == "unicast" else ""
         return j + 1, rpf, "fiboif"
@@ -221,7 +221,7 @@ def parse_rhs_list(toks: list[str], i: int, w: Where, typ: Any) -> tuple[list[An
                 continue
             i += 1
             break
-        comps = [("mask", mask, sum(c[0][0] for c in comps))]
+        comps = [("mask", mask, sum(c[0][0] for c in comps))]  # type: ignore[list-item]  # a bitmask component is ("mask", bits, count), not a (range, width) pair
     return comps, i
 
 
@@ -278,7 +278,7 @@ def cmp_fn(get: Callable[..., Any], typ: Any, op: str, comps: list[Any], w: Wher
         op = "=="
     if len(keys) == 1 and op in ("<", ">", "<=", ">="):
         lo = keys[0][0]
-        test = {"<": lambda v: v < lo, ">": lambda v: v > lo, "<=": lambda v: v <= lo, ">=": lambda v: v >= lo}[op]
+        test: Callable[[Any], bool] = {"<": lambda v: v < lo, ">": lambda v: v > lo, "<=": lambda v: v <= lo, ">=": lambda v: v >= lo}[op]
         return lambda p, c: (v := get(p, c)) is not None and test(v)
     hit = op != "!="
     if single:
@@ -473,6 +473,6 @@ def unknown_item(expr: str, word: str, w: Where) -> Callable[[Any, Any], bool]: 
             c.note(f"{key}: cannot evaluate '{expr}': assumed no match; --assume {key}=match to change")
             return False
         c.note(f"{key}: '{expr}' decided by --assume: {'match' if o else 'no match'}")
-        return o
+        return bool(o)
 
     return item

@@ -204,10 +204,12 @@ def comp_match(comp: tuple[Any, ...], v: Any) -> bool:
     """Whether a packet value is in one element component."""
     a, b = comp
     if a == "=":
-        return v == b
+        eq: bool = v == b
+        return eq
     if a == "*":
         return isinstance(v, str) and v.startswith(b)
-    return a <= v <= b
+    inside: bool = a <= v <= b
+    return inside
 
 
 def exact(comp: tuple[Any, ...]) -> Any:

@@ -23,10 +23,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..model import Chain, Ruleset, StepKind
+from ..model import Chain, Origin, Ruleset, StepKind
 from .compiled import nat_manip
 from .nft_expr import NRule, compile_nft_rule
-from .nft_sets import Where, compile_set
+from .nft_sets import NSet, Where, compile_set
 from .semantics import (
     ACCEPT,
     CONTINUE,
@@ -94,7 +94,7 @@ class NftCompiled:
         self.uses_conntrack = False
         self.hooks: dict[str, Callable[..., str]] = {}
         self.plans: dict[str, list[Any]] = {}
-        self._sets: dict[int, dict[str, Any]] = {}
+        self._sets: dict[int, dict[tuple[str, str], NSet | None]] = {}
         self._table_of: dict[int, tuple[Ruleset, Any]] = {}
         for rs in self.rulesets:
             for tname, chains in rs.tables.items():
@@ -119,12 +119,12 @@ class NftCompiled:
             ch.rules = [compile_nft_rule(r, self.v6, sets, rs.objects, names, self.linear) for r in ch.src.rules]
         return ch.rules
 
-    def _compiled_sets(self, rs: Ruleset) -> dict[str, Any]:
+    def _compiled_sets(self, rs: Ruleset) -> dict[tuple[str, str], NSet | None]:
         d = self._sets.get(id(rs))
         if d is None:
             d = self._sets[id(rs)] = {}
             for key, s in rs.sets.items():
-                w = Where(s.table, s.name, 0, f"set {s.name}", s.origin or rs.origin, self.v6, d, self.linear,
+                w = Where(s.table, s.name, 0, f"set {s.name}", s.origin or rs.origin or Origin("nftables"), self.v6, d, self.linear,
                           rs.objects)
                 d[key] = compile_set(s, w)
         return d
