@@ -23,13 +23,17 @@ import multiprocessing
 import os
 import queue
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
-from ..model import Origin
+from ..model import Origin, Ruleset
 from ..sources.stats import ReadStats
+
+if TYPE_CHECKING:
+    from ..analyze.summary import Summary
 
 # read past a range end to complete the packets open there (~5,600 lines): a packet's lines lie
 # within a few hundred lines of each other (one softirq pass prints them), even with many CPUs
@@ -60,7 +64,7 @@ class _Bytes(io.RawIOBase):
     an io.BufferedReader.
     """
 
-    def __init__(self, f, pos: int, end: int, report: Any = None) -> None:
+    def __init__(self, f: BinaryIO, pos: int, end: int, report: Any = None) -> None:
         super().__init__()
         self.f = f
         self.pos = pos
@@ -70,7 +74,7 @@ class _Bytes(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b: Any) -> int:
         want = min(len(b), self.end - self.pos)
         if want <= 0:
             return 0
@@ -84,7 +88,7 @@ class _Bytes(io.RawIOBase):
         return n
 
 
-def _line_start(f, offset: int) -> int:
+def _line_start(f: BinaryIO, offset: int) -> int:
     """The offset of the first line that starts at or after ``offset``."""
     if offset <= 0:
         return 0
@@ -190,13 +194,14 @@ def _serve(next_slice: Any, cuts: list[int], out: Any, done_bytes: Any) -> None:
 
 def _claim(next_slice: Any) -> int:
     with next_slice.get_lock():
-        i = next_slice.value
+        i: int = next_slice.value
         next_slice.value = i + 1
     return i
 
 
-def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | None = None,
-              progress: Any = None):
+def summarize(path: str, load_rulesets: Callable[[], Any], pick: Callable[[Any, str | None], Ruleset | None],
+              fates: Collection[str] = frozenset(), workers: int | None = None,
+              progress: Any = None) -> tuple[Summary, int, int, int]:
     """Summary over ``path`` computed by ``workers`` processes; returns (summary, skipped, events, misfits).
 
     The file is cut into slices that the processes claim in turn. The workers are forked first

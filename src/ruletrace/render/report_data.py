@@ -159,7 +159,7 @@ class ReportData:
         self._path_packets.append(0)
         return path
 
-    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple[Any, ...] | None, extra: tuple, nat: tuple,
+    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple[Any, ...] | None, extra: tuple[Any, ...], nat: tuple[Any, ...],
                     proto: Any, in_: Any, out: Any, flags: Any, src: Any, sport: Any, dst: Any, dport: Any) -> None:
         if fate not in FATES:
             fate = "unknown"
@@ -232,9 +232,9 @@ class ReportData:
         kinds: list[str] = list(KINDS)
         places: list[list[Any]] = [[]] * len(self._places)
         for (rs, table, chain, kind, num), i in self._places.items():
-            ci = chain_index.get((rs, table, chain))
-            if ci is None:
-                ci = -1 - len(xchains)
+            got = chain_index.get((rs, table, chain))
+            ci = -1 - len(xchains) if got is None else got
+            if got is None:
                 chain_index[(rs, table, chain)] = ci
                 xchains.append([rs, tables.setdefault(table, len(tables)), chain])
             if kind not in kinds:
