@@ -164,8 +164,8 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         try:
             problems = tracer.teardown()
         finally:
-            for p in problems:
-                say(f"ruletrace: cleanup problem: {p}", "red")
+            for problem in problems:
+                say(f"ruletrace: cleanup problem: {problem}", "red")
             if problems:
                 say("ruletrace: the session file was kept: run `ruletrace cleanup"
                     + (f" --netns {netns}" if netns else f" --pid {pid}" if pid else "") + "` to retry", "red")
@@ -211,8 +211,8 @@ def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:
             actions = ss.Actions(say=lambda s: say("ruletrace: cleanup: " + s, "dim"))
             problems, _left = own.clean(actions)
             say(f"ruletrace: undid {actions.done} change(s) of killed ruletrace sessions", "yellow")
-            for p in problems:
-                say(f"ruletrace: cleanup problem: {p}", "red")
+            for problem in problems:
+                say(f"ruletrace: cleanup problem: {problem}", "red")
         else:
             say("ruletrace: left as they are: `ruletrace cleanup` undoes the sessions whose process is gone"
                 + (", `ruletrace cleanup --force` also the rest listed" if lo.orphans or lo.unproven else ""),

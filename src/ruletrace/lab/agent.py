@@ -37,7 +37,8 @@ def _checksum(b: bytes) -> int:
     s = sum(struct.unpack(f"!{len(b) // 2}H", b))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
-    return ~s & 0xFFFF
+    folded: int = ~s & 0xFFFF
+    return folded
 
 
 def _result_of(e: OSError) -> str:
@@ -75,7 +76,7 @@ def listen(log: str, tcp: list[int], udp: list[int], family: str) -> None:
     while True:
         for key, _ in sel.select():
             proto, port = key.data
-            s = key.fileobj
+            s = key.fileobj  # type: ignore[assignment]  # only sockets are registered above
             if proto == "tcp":
                 c, peer = s.accept()
                 print(json.dumps({"ev": "accept", "proto": "tcp", "port": port, "peer": peer[0],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,11 @@ class OPacket:
     """One packet's steps as the capture shows them, and the fields of its first event."""
 
     tags: list[Tag] = field(default_factory=list)
-    first: dict[str, str] = field(default_factory=dict)
+    first: Mapping[str, str | None] = field(default_factory=dict)
     key: tuple[Any, ...] = ()
 
 
-def _group(events: list[tuple[Tag, tuple[Any, ...], dict[str, str]]]) -> list[OPacket]:
+def _group(events: Sequence[tuple[Tag, tuple[Any, ...], Mapping[str, str | None]]]) -> list[OPacket]:
     packets: list[OPacket] = []
     prev: Tag | None = None
     for tag, key, fields in events:
@@ -99,7 +100,7 @@ def _fields_kernel_log(line: str) -> dict[str, str]:
     return out
 
 
-def _key(f: dict[str, str]) -> tuple[Any, ...]:
+def _key(f: Mapping[str, str | None]) -> tuple[Any, ...]:
     return (f.get("ID"), f.get("PROTO"), f.get("SEQ"), f.get("ACK"), f.get("FLAGS"), f.get("ICMPID"),
             f.get("ICMPSEQ"), f.get("TYPE"))
 
@@ -172,7 +173,7 @@ def nflog_pcap(path: Path) -> list[OPacket]:
 
 def ulogd_json(path: Path) -> list[OPacket]:
     """Packets of ulogd2 JSON output (one object per line, TRACE prefix in ``oob.prefix``)."""
-    events = []
+    events: list[tuple[Tag, tuple[Any, ...], dict[str, str | None]]] = []
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
@@ -187,7 +188,7 @@ def ulogd_json(path: Path) -> list[OPacket]:
              "ICMPID": str(o.get("icmp.echoid", o.get("icmpv6.echoid"))),
              "ICMPSEQ": str(o.get("icmp.echoseq", o.get("icmpv6.echoseq"))),
              "TYPE": str(o.get("icmp.type", o.get("icmpv6.type")))}
-        events.append(((m[1], m[2], m[3], int(m[4])), _key(f), f))  # type: ignore[arg-type]
+        events.append(((m[1], m[2], m[3], int(m[4])), _key(f), f))
     return _group(events)
 
 

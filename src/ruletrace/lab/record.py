@@ -101,7 +101,7 @@ def _send(h: Host, flow: Flow, dst: str, sport: int, ident: int) -> str:
         argv = [flow.proto, dst, str(flow.port), "--sport", str(sport)]
     p = run([sys.executable, str(AGENT), *argv, "--timeout", str(flow.timeout)], ns=h.ns,
             timeout=flow.timeout + 10)
-    return json.loads(p.stdout)["result"]
+    return str(json.loads(p.stdout)["result"])
 
 
 def _new_lines(path: Path, seen: dict[Path, int]) -> list[dict[str, Any]]:
@@ -308,8 +308,8 @@ def write_example(sc: Scenario, out: Path, budget: int = EXAMPLE_BUDGET) -> dict
             "outcome": "outcome.json", "omitted": omitted}
     (out / "example.json").write_text(json.dumps(meta, indent=1) + "\n")
     if omitted:
-        with open(out / "README.md", "a") as f:
-            f.write("\n## Left out of the bundled example\n" + "".join(f"- {k}: {v}\n" for k, v in omitted.items()))
+        with open(out / "README.md", "a") as readme:
+            readme.write("\n## Left out of the bundled example\n" + "".join(f"- {k}: {v}\n" for k, v in omitted.items()))
     return meta
 
 

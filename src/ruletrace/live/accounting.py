@@ -41,7 +41,8 @@ def lost_packets(stats: dict[str, Any]) -> int | None:
     if stats["traced"] is None:
         return None
     arrived = stats["arrived"] - (stats["arrived_before_reinstall"] if stats["reinstalls"] else 0)
-    return max(stats["traced"] - arrived, 0)
+    lost: int = max(stats["traced"] - arrived, 0)
+    return lost
 
 
 def summary(stats: dict[str, Any], shown: int, rate: int) -> str:

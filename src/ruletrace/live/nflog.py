@@ -163,7 +163,7 @@ class NflogListener:
             ev = decode_packet(body, record=self.records, ifname=self.ifname, tlvs=tlvs)
             if ev is None:
                 self.bad += 1
-            elif ev is not False:
+            elif ev is not False and ev is not True:
                 out.append(ev)
         return out
 

@@ -18,7 +18,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..correlate.group import group_packets
 from ..errors import RuletraceError
@@ -33,6 +33,11 @@ from . import ownpackets
 from . import session as ss
 from .netns import is_initial, ns_id
 from .versions import MAX_KEPT, Version, Versions, diff_summary, same_rules
+
+if TYPE_CHECKING:  # imported where used: each backend loads only its own modules
+    from .fatehooks import Fate
+    from .nftrace import TraceDecoder
+    from .xtgen import Fingerprint
 
 __all__ = ["LiveGrouper", "Stop", "Tracer", "Version", "diff_summary", "check_privileges"]
 
@@ -154,8 +159,9 @@ class Tracer:
         self.marker = mk.Marker(self.sid, dry_run=dry_run)
         self.backend: str | None = None
         self.state: ss.State | None = None
-        self.source = None  # NflogListener | KmsgFollower | NetlinkSocket
-        self.decoder = None
+        # NflogListener | KmsgFollower | NetlinkSocket: read through messages() or poll() by mode
+        self.source: Any = None
+        self.decoder: TraceDecoder | None = None
         self.versions = Versions(max_versions)
         self.mode = ""  # "nftrace", "nflog", "kmsg"
         self.stats = acc.new_stats()
@@ -163,14 +169,14 @@ class Tracer:
         self._ambiguous: set[int] = set()  # legacy versions noticed in a batch of steps: they may have seen the one before
         self._last_refresh = 0.0
         self._last_quick = 0.0
-        self._fp = None  # legacy: xtgen.Fingerprint
+        self._fp: Fingerprint | None = None  # legacy
         self._quick: object = None
         self._full: str | None = None
         self._losses = 0
         self._grouper: LiveGrouper | None = None
         self._counted = False
         self._torn_down = False
-        self.fate = None  # fatehooks.Fate: kernel drop reasons, routing, conntrack beside the rule path
+        self.fate: Fate | None = None  # kernel drop reasons, routing, conntrack beside the rule path
 
     # --- setup ------------------------------------------------------------------------
 
@@ -393,11 +399,13 @@ class Tracer:
             from .nftrace import is_newgen, is_trace
 
             out = []
+            decoder = self.decoder
+            assert decoder is not None  # set by _open_nftrace with the mode
             for mtype, _f, _s, body in self.source.messages(timeout):
                 if is_newgen(mtype):
                     self.refresh()  # events after the commit are numbered against the new version
                 elif is_trace(mtype):
-                    ev = self.decoder.decode(body)
+                    ev = decoder.decode(body)
                     if ev is not None:
                         out.append((ev, self.versions.latest_n))
             return out
@@ -418,7 +426,8 @@ class Tracer:
             return self._losses
         self.stats["overruns"] = getattr(src, "overruns", 0)
         self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
-        return self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+        lost: int = self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+        return lost
 
     def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
         batch = self._poll(timeout)
