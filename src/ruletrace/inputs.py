@@ -263,7 +263,8 @@ class _Decompressed(io.RawIOBase):
             super().close()
 
 
-def _compression(head: bytes) -> str | None:
+def compression(head: bytes) -> str | None:
+    """The compression a stream's first bytes show (gzip, xz, bzip2), None for none."""
     if head.startswith(GZIP_MAGIC):
         return "gzip"
     if head.startswith(XZ_MAGIC):
@@ -322,7 +323,7 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
     except OSError as e:
         base.close()
         raise RuletraceError(f"cannot read: {e.strerror or e}", origin=origin) from e
-    kind = _compression(magic)
+    kind = compression(magic)
     max_line = limit(MAX_LINE_ENV, DEFAULT_MAX_LINE)
     if kind is None:
         return io.BufferedReader(_Bounded(base, name, max_line=max_line, max_total=None),

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
+from ..inputs import compression
 from ..model import Origin, Ruleset
 from ..sources.stats import ReadStats
 
@@ -154,7 +155,7 @@ def usable(path: str, fmt: str | None) -> bool:
             head = f.read(65536)
     except OSError:
         return False
-    if head[:2] in (b"\x1f\x8b", b"BZ", b"\xfd7") or head[:1] == b"{":
+    if compression(head) is not None or head[:1] == b"{":
         return False
     from ..sources import detect
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fields import proto_name
+
 Tag = tuple[str, str, str, int]  # table, chain, kind (rule/return/policy), rule number
 
 _TRACE = re.compile(r"TRACE: (\S+?):(\S+):(rule|return|policy):(\d+)")
@@ -27,7 +29,6 @@ NFULA_PREFIX = 10
 PCAP_HDR = struct.Struct("IHHiIII")  # magic, major, minor, thiszone, sigfigs, snaplen, linktype
 REC_HDR = struct.Struct("IIII")  # ts_sec, ts_usec, incl_len, orig_len
 NFLOG_HDR = struct.Struct("!BBH")  # family, version, res_id (group)
-IPPROTO = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
 
 
 @dataclass(slots=True)
@@ -128,7 +129,7 @@ def _ip_fields(payload: bytes, family: int) -> dict[str, str]:
         proto, l4 = payload[6], payload[40:]
     else:
         return f
-    f["PROTO"] = IPPROTO.get(proto, str(proto))
+    f["PROTO"] = proto_name(proto)
     if proto in (6, 17) and len(l4) >= 4:
         sp, dp = struct.unpack_from("!HH", l4)
         f["SPT"], f["DPT"] = str(sp), str(dp)
@@ -182,7 +183,7 @@ def ulogd_json(path: Path) -> list[OPacket]:
         if not m:
             continue
         proto = o.get("ip.protocol", o.get("ip6.nexthdr"))
-        f = {"ID": str(o["ip.id"]) if "ip.id" in o else None, "PROTO": IPPROTO.get(proto, str(proto)),
+        f = {"ID": str(o["ip.id"]) if "ip.id" in o else None, "PROTO": proto_name(proto) if isinstance(proto, int) else str(proto),
              "SPT": str(o.get("src_port")), "DPT": str(o.get("dest_port")),
              "SEQ": str(o.get("tcp.seq")), "ACK": str(o.get("tcp.ackseq")),
              "ICMPID": str(o.get("icmp.echoid", o.get("icmpv6.echoid"))),
