@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .correlate.group import group_packets
 from .errors import RuletraceError
@@ -136,7 +136,7 @@ class Run:
         self.events = 0
         self.packets_total = 0
         self._explainers: dict[str | None, Explainer] = {}
-        self._stats: list = []
+        self._stats: list[Any] = []
 
     @property
     def rulesets(self) -> list[Ruleset]:
@@ -158,12 +158,12 @@ class Run:
         def on_format(path: str, fmt: str) -> None:
             self._add_source(SourceInfo(path, fmt))
 
-        def new_stats(path: str, fmt: str):
+        def new_stats(path: str, fmt: str) -> ReadStats:
             st = ReadStats()
             self._stats.append(st)
             return st
 
-        options = {}
+        options: dict[str, Any] = {}
         if self.ifmap is not None:
             options["ifmap"] = self.ifmap
         if self.progress is not None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from typing import Any
 
 from .errors import RuletraceError
 from .fields import bounded_int
 from .model import Origin
 
 
-def _int(v) -> int | None:
+def _int(v: object) -> int | None:
     if v is None:
         return None
     if isinstance(v, int):
@@ -35,7 +36,7 @@ def _in(addr: str | None, sel: str | None, bits: int | None) -> bool:
         return False
 
 
-def rule_matches(r: dict, *, src: str | None, dst: str | None, mark: int | None, iif: str | None,
+def rule_matches(r: dict[str, Any], *, src: str | None, dst: str | None, mark: int | None, iif: str | None,
                  oif: str | None = None) -> bool:
     """Do a packet's selectors match one ``ip -j rule`` entry? (``not`` inverts, as the kernel does)"""
     ok = (_in(src, r.get("src"), r.get("srclen")) and _in(dst, r.get("dst"), r.get("dstlen")))
@@ -52,7 +53,7 @@ def rule_matches(r: dict, *, src: str | None, dst: str | None, mark: int | None,
     return ok
 
 
-def rule_text(r: dict) -> str:
+def rule_text(r: dict[str, Any]) -> str:
     """An ``ip -j rule`` entry as ``ip rule`` prints it: "100: from all fwmark 0x1 lookup 100"."""
     parts = [f"{r.get('priority', 0)}:"]
     if r.get("not"):
@@ -71,8 +72,8 @@ def rule_text(r: dict) -> str:
     return " ".join(p for p in parts if p)
 
 
-def choosing_rule(rules: list[dict], table: str | None, *, src: str | None, dst: str | None,
-                  mark: int | None, iif: str | None, oif: str | None = None) -> dict | None:
+def choosing_rule(rules: list[dict[str, Any]], table: str | None, *, src: str | None, dst: str | None,
+                  mark: int | None, iif: str | None, oif: str | None = None) -> dict[str, Any] | None:
     """The first rule (by priority) that matches the packet and looks up ``table`` (None: main)."""
     want = table or "main"
     for r in sorted(rules, key=lambda r: _int(r.get("priority")) or 0):
@@ -84,12 +85,14 @@ def choosing_rule(rules: list[dict], table: str | None, *, src: str | None, dst:
     return None
 
 
-def load_json_list(text: str, path: str) -> list[dict]:
+def load_json_list(text: str, path: str) -> list[dict[str, Any]]:
     """``ip -j …`` output (a JSON list), or one clear error naming the file."""
     try:
         data = json.loads(text or "[]")
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise RuletraceError(f"not the JSON of `ip -j`: {e.msg}", origin=Origin(path, e.lineno)) from None
+    except ValueError as e:  # not a syntax error: e.g. an integer over Python's digit limit
+        raise RuletraceError(f"not the JSON of `ip -j`: {e}", origin=Origin(path)) from None
     if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
         raise RuletraceError("expected a JSON list of objects (`ip -j rule` / `ip -j route show table all`)",
                              origin=Origin(path, 1))

@@ -103,7 +103,7 @@ class Summary:
         return sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
-def _order(d: Decider) -> tuple:
+def _order(d: Decider) -> tuple[Any, ...]:
     """A total order on deciders: by action, table, chain, number …; a missing field last."""
     return tuple((x is None, x if x is not None else "") for x in d)
 

@@ -88,9 +88,9 @@ def _examples_root() -> Path:
     return Path(str(resources.files("ruletrace") / "examples"))
 
 
-def list_examples() -> dict[str, dict]:
+def list_examples() -> dict[str, dict[str, Any]]:
     """name -> example.json contents (plus "dir"), for every bundled example."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     root = _examples_root()
     if not root.is_dir():
         return out

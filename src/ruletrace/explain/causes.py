@@ -127,7 +127,7 @@ def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: Ru
     want_ip = _host(new)
     found: list[Rule] = []
     seen: set[str] = set()
-    todo = [s.rule.target] if s.rule.target else []
+    todo = [s.rule.target] if s.rule is not None and s.rule.target else []
     while todo and len(seen) < 256:
         name = todo.pop()
         if name in seen:

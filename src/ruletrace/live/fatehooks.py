@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..model import Explanation
 from . import conntrack as ct
 from . import dropmon, routing
 
+if TYPE_CHECKING:
+    from .session import TraceSpec
+
 ENV_OFF = "RULETRACE_NO_DROP_REASONS"  # set to 1: drop reasons off (tests, hosts where BPF is unwelcome)
 
 
 class Fate:
-    def __init__(self, spec, *, say: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    def __init__(self, spec: TraceSpec, *, say: Callable[[str], None], warn: Callable[[str], None]) -> None:
         self.spec = spec
         self.say, self.warn = say, warn
         self.monitor: dropmon.DropMonitor | None = None
@@ -55,9 +59,9 @@ class Fate:
         if self.monitor is not None:
             expl.drops = self.monitor.take(expl, sysctls)
         if self.conntrack:
-            e = ct.entry(expl)
-            if e is not None:
-                expl.conntrack = [e]
+            entry = ct.entry(expl)
+            if entry is not None:
+                expl.conntrack = [entry]
 
     def stop(self) -> None:
         m = self.monitor

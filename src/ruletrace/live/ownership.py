@@ -214,12 +214,12 @@ def clean(actions: ss.Actions, *, force: bool = False, here: str | None = None) 
         if force:
             actions.say(f"rule of session {o.sid} (no state file, marker gone): {o.line()}")
             try:
-                p = actions.run(o.delete_cmd(), check=False)
+                done = actions.run(o.delete_cmd(), check=False)
             except RuletraceError as e:
                 problems.append(str(e))
                 continue
-            if p is not None and p.returncode != 0 and not ss._gone(p.stderr):
-                problems.append(f"{o.line()}: {p.stderr.strip()[:200]}")
+            if done is not None and done.returncode != 0 and not ss._gone(done.stderr):
+                problems.append(f"{o.line()}: {done.stderr.strip()[:200]}")
         else:
             left.append(f"left alone, no state file for it: {o.line()} — `ruletrace cleanup --force` "
                         "deletes it (its session holds no marker in this namespace)")

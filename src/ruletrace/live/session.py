@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import RuletraceError
 from . import backend as be
@@ -146,7 +147,7 @@ class PlannedRule:
     def delete_cmd(self, backend: str) -> list[str]:
         return [be.tool(backend, self.family), "-w", str(LOCK_WAIT), "-t", self.table, "-D", self.chain, *self.args]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"family": self.family, "table": self.table, "chain": self.chain, "args": self.args}
 
 
@@ -252,7 +253,7 @@ class State:
     sid: str
     pid: int
     start: str | None
-    netns: dict  # {"id": "dev:ino", "name": ..., "pid": ...}
+    netns: dict[str, Any]  # {"id": "dev:ino", "name": ..., "pid": ...}
     backend: str
     rules: list[PlannedRule] = field(default_factory=list)
     nf_log: dict[int, str] = field(default_factory=dict)  # pf -> logger to restore
@@ -324,7 +325,7 @@ class State:
             raise RuletraceError(f"{path}: unreadable session state file: {e}") from e
 
 
-def new_state(sid: str, netns: dict, backend: str) -> State:
+def new_state(sid: str, netns: dict[str, Any], backend: str) -> State:
     """The record of a session of this process (pid, start time, boot id, pid namespace)."""
     pid = os.getpid()
     return State(sid, pid, proc_start(pid), netns, backend, created=time.time(), boot_id=boot_id(),

@@ -17,6 +17,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
@@ -32,6 +33,11 @@ from .grouper import IDLE, LiveGrouper
 from .modes import NftModes
 from .netns import is_initial, ns_id
 from .versions import MAX_KEPT, Version, Versions, diff_summary, same_rules
+
+if TYPE_CHECKING:  # imported where used: each backend loads only its own modules
+    from .fatehooks import Fate
+    from .nftrace import TraceDecoder
+    from .xtgen import Fingerprint
 
 __all__ = ["LiveGrouper", "Stop", "Tracer", "Version", "diff_summary", "check_privileges"]
 
@@ -72,7 +78,7 @@ class Tracer(NftModes):
     """One live trace session: ``setup()``, iterate ``explanations()``, always ``teardown()``."""
 
     def __init__(self, spec: ss.TraceSpec, *, backend: str = "auto", via: str = "auto",
-                 dry_run: bool = False, netns: dict | None = None,
+                 dry_run: bool = False, netns: dict[str, Any] | None = None,
                  say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
                  note: Callable[[str], None] | None = None, idle: float = IDLE,
                  churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT) -> None:
@@ -91,8 +97,9 @@ class Tracer(NftModes):
         self.marker = mk.Marker(self.sid, dry_run=dry_run)
         self.backend: str | None = None
         self.state: ss.State | None = None
-        self.source = None  # NflogListener | KmsgFollower | NetlinkSocket
-        self.decoder = None
+        # NflogListener | KmsgFollower | NetlinkSocket: read through messages() or poll() by mode
+        self.source: Any = None
+        self.decoder: TraceDecoder | None = None
         self.versions = Versions(max_versions)
         self.mode = ""  # "nftrace", "nflog", "kmsg"
         self.stats = acc.new_stats()
@@ -100,14 +107,14 @@ class Tracer(NftModes):
         self._ambiguous: set[int] = set()  # legacy versions noticed in a batch of steps: they may have seen the one before
         self._last_refresh = 0.0
         self._last_quick = 0.0
-        self._fp = None  # legacy: xtgen.Fingerprint
+        self._fp: Fingerprint | None = None  # legacy
         self._quick: object = None
         self._full: str | None = None
         self._losses = 0
         self._grouper: LiveGrouper | None = None
         self._counted = False
         self._torn_down = False
-        self.fate = None  # fatehooks.Fate: kernel drop reasons, routing, conntrack beside the rule path
+        self.fate: Fate | None = None  # kernel drop reasons, routing, conntrack beside the rule path
         self.native = False  # nf_tables traced through a table of our own, the whole ruleset read (nftnative)
         self.both = False  # legacy xtables and nf_tables traced at once (both.py)
         self.nft_source = None  # both: the nf_tables trace socket (self.source is the legacy one)
@@ -409,7 +416,8 @@ class Tracer(NftModes):
         nsrc = self.nft_source
         self.stats["overruns"] = getattr(src, "overruns", 0) + getattr(nsrc, "overruns", 0)
         self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
-        return self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+        lost: int = self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+        return lost
 
     def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
         batch = self._poll(timeout)

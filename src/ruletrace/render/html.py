@@ -15,10 +15,13 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import gzip
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jinja2
 
 from .. import __version__
 from ..analyze.diff import PathDiff, diff_packets
@@ -160,7 +163,7 @@ class ReportBuilder(ReportData):
             {"text": t, "rule": k, "count": n} for (t, k), n in self.deciders().most_common(TOP_DECIDERS)
         ]
         tmpl = env.get_template("report.html.j2")
-        return tmpl.render(
+        page: str = tmpl.render(
             title=title or "ruletrace report",
             version=__version__,
             generated=when,
@@ -183,6 +186,7 @@ class ReportBuilder(ReportData):
             data=doc_element("report-data", data, DATA_GZIP_OVER),
             texts=doc_element("report-text", texts, TEXT_GZIP_OVER),
         )
+        return page
 
 
 def to_html(
@@ -236,7 +240,7 @@ def script_json(obj: Any) -> str:
 def _source_text(s: Any) -> str:
     if isinstance(s, str):
         return s
-    get = s.get if isinstance(s, Mapping) else (lambda k: getattr(s, k, None))
+    get: Callable[[str], Any] = s.get if isinstance(s, Mapping) else (lambda k: getattr(s, k, None))
     path, fmt = file_name(get("path")), get("format")
     return f"{path} ({fmt})" if fmt else path
 
@@ -260,10 +264,10 @@ def _asset(name: str) -> str:
     return (resources.files("ruletrace.render") / "templates" / name).read_text(encoding="utf-8")
 
 
-_ENV = None
+_ENV: jinja2.Environment | None = None
 
 
-def _environment():
+def _environment() -> jinja2.Environment:
     global _ENV
     if _ENV is None:
         import jinja2

@@ -28,6 +28,7 @@ from ..model import (
     Verdict,
 )
 
+_orjson: Any
 try:  # optional speed-up; output is byte-identical to the stdlib path
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the machine
@@ -310,10 +311,11 @@ def dumps(obj: Any, *, indent: bool = False) -> str:
     Control characters, DEL, the C1 controls and the BiDi controls are escaped (``\\u202e``),
     so the text is safe to show in a terminal or an editor and decodes to the same value.
     """
+    raw: bytes | None
     if _orjson is not None:
         opts = _orjson.OPT_INDENT_2 if indent else 0
-        raw = _orjson.dumps(obj, option=opts)
-        s = raw.decode()
+        out: bytes = _orjson.dumps(obj, option=opts)
+        raw, s = out, out.decode()
     else:
         if indent:
             s = _json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
@@ -408,5 +410,5 @@ def _family(expl: Explanation) -> str | None:
 def _source(s: Any) -> JSONObject:
     if isinstance(s, str):
         return {"path": s, "format": None, "role": None}
-    get = s.get if isinstance(s, Mapping) else lambda k: getattr(s, k, None)
+    get: Callable[[str], Any] = s.get if isinstance(s, Mapping) else lambda k: getattr(s, k, None)
     return {"path": str(get("path") or ""), "format": get("format"), "role": get("role")}

@@ -42,16 +42,16 @@ class ReportData:
         self.kept: dict[Any, Explanation] = {}
         self.fates: Counter[str] = Counter()
         self._strings: dict[str, int] = {}
-        self._places: dict[tuple, int] = {}  # (ruleset, table, chain, kind, num) -> place id
+        self._places: dict[tuple[Any, ...], int] = {}  # (ruleset, table, chain, kind, num) -> place id
         self._place_text: dict[int, str] = {}  # rule text seen in the trace, per place (no ruleset)
-        self._steps: dict[tuple, int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
-        self._paths: dict[tuple, int] = {}  # (ruleset, step signature) -> path id
+        self._steps: dict[tuple[Any, ...], int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
+        self._paths: dict[tuple[Any, ...], int] = {}  # (ruleset, step signature) -> path id
         self._path_steps: list[list[int]] = []
         self._path_places: list[tuple[int, list[Place]]] = []  # path id -> (ruleset, places) for the hit map
         self._path_packets: list[int] = []
-        self._extras: dict[tuple, int] = {}
-        self._variants: dict[tuple, int] = {}
-        self._variant_keys: list[tuple] = []
+        self._extras: dict[tuple[Any, ...], int] = {}
+        self._variants: dict[tuple[Any, ...], int] = {}
+        self._variant_keys: list[tuple[Any, ...]] = []
         self._variant_packets: list[int] = []
         self._addrs: dict[str, int] = {}
         # one entry per packet, in input order
@@ -139,7 +139,7 @@ class ReportData:
                          first.get("IN") or None, first.get("OUT") or None, first.get("TCPFLAGS") or None,
                          src, sport, dst, dport)
 
-    def _new_path(self, rs: int, sig: tuple, texts: list[str | None]) -> int:
+    def _new_path(self, rs: int, sig: tuple[Any, ...], texts: list[str | None]) -> int:
         path = self._paths[(rs, sig)] = len(self._path_steps)
         step_ids = []
         places: list[Place] = []
@@ -161,7 +161,7 @@ class ReportData:
         self._path_packets.append(0)
         return path
 
-    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple | None, extra: tuple, nat: tuple,
+    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple[Any, ...] | None, extra: tuple[Any, ...], nat: tuple[Any, ...],
                     proto: Any, in_: Any, out: Any, flags: Any, src: Any, sport: Any, dst: Any, dport: Any) -> None:
         if fate not in FATES:
             fate = "unknown"
@@ -234,9 +234,9 @@ class ReportData:
         kinds: list[str] = list(KINDS)
         places: list[list[Any]] = [[]] * len(self._places)
         for (rs, table, chain, kind, num), i in self._places.items():
-            ci = chain_index.get((rs, table, chain))
-            if ci is None:
-                ci = -1 - len(xchains)
+            got = chain_index.get((rs, table, chain))
+            ci = -1 - len(xchains) if got is None else got
+            if got is None:
                 chain_index[(rs, table, chain)] = ci
                 xchains.append([rs, tables.setdefault(table, len(tables)), chain])
             if kind not in kinds:
@@ -253,7 +253,7 @@ class ReportData:
             steps[i] = _trim([place, depth, self._s(action or None), self._s(returned_to), self._s(policy),
                               self._s(warning), self._s(note)])
         extras: list[dict[str, Any]] = []
-        extra_ids: dict[tuple, int] = {}
+        extra_ids: dict[tuple[Any, ...], int] = {}
         variants: list[list[Any]] = []
         for path, fate, dec, _vt, extra, nat, proto, in_, out, flags in self._variant_keys:
             x = -1
@@ -304,7 +304,7 @@ class ReportData:
             "defaults": d,
         }
 
-    def _extra(self, extra: tuple) -> dict[str, Any]:
+    def _extra(self, extra: tuple[Any, ...]) -> dict[str, Any]:
         why, marks, cause, warnings, notes, last = extra
         e: dict[str, Any] = {}
         if why:
@@ -377,7 +377,7 @@ def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _decisive_index(sig: tuple, table: Any, chain: Any, num: Any) -> int:
+def _decisive_index(sig: tuple[Any, ...], table: Any, chain: Any, num: Any) -> int:
     """The last step of the path at the verdict's place (when no cause link names the step)."""
     for k in range(len(sig) - 1, -1, -1):
         st = sig[k]

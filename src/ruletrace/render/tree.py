@@ -207,10 +207,10 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
             line.append(clean(v.action.upper()), verdict_style(v.action))
         else:
             num = v.num if v.num is not None else v.rule.num if v.rule is not None else None
-            num = "?" if num is None else num
+            num_s = "?" if num is None else num
             line.append(" rule ")
-            line.append(clean(num), "rule.num")
-            place += f" rule {num}"
+            line.append(clean(num_s), "rule.num")
+            place += f" rule {num_s}"
         reason = _after_place(v.reason, place)
         if reason:
             line.append((" " if reason != v.reason else ": ") + clean(reason))
