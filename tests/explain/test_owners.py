@@ -252,3 +252,50 @@ def test_why_quotes_the_kubernetes_comment():
     assert (owner.chain, owner.num) == ("KUBE-XLB-VETHOZVMBYUVK3NB", 4)
     assert deciding_owner(e).name == "ns/ingress-nginx:http"
     assert owner_text(e) == "kubernetes ns/ingress-nginx:http (has no local endpoints)"
+
+
+# --- --match owner=, JSON and --summary
+def _run(example: str, *match: str, summary: bool = False):
+    from ruletrace.pipeline import PacketFilter, Run, load_rulesets
+
+    d = EXAMPLES / example
+    run = Run(load_rulesets([str(d / "ruleset.rules")]), [str(d / "kernel.log")],
+              packet_filter=PacketFilter.parse(match), detail=not summary)
+    return run.summary() if summary else list(run.explanations())
+
+
+def test_match_owner_keeps_the_packets_of_that_owner():
+    kept = _run("k8s-nodeport", "owner=ns/ingress-nginx")
+    assert [e.first["DPT"] for e in kept] == ["52000"]  # the one path through the service's rules
+    assert _run("k8s-nodeport", "owner=ns/ingress-nginx:http") and not _run("k8s-nodeport", "owner=ns/other")
+    every = _run("k8s-nodeport")
+    assert len(_run("k8s-nodeport", "owner=kubernetes")) == sum(
+        any(s.chain.startswith("KUBE-") for s in e.steps) for e in every)
+    docker = _run("docker-portmap", "owner=rtl1440d0")
+    assert docker and all(any("rtl1440d0" in (s.rule.text if s.rule else "") for s in e.steps) for e in docker)
+    # with --summary too (the owners are read from the steps, so no fast path skips the filter)
+    assert _run("k8s-nodeport", "owner=ns/ingress-nginx", summary=True).packets == 1
+
+
+def test_json_owner_keys_and_round_trip():
+    from ruletrace.render.json import from_json, to_json
+
+    e = _run("k8s-nodeport", "dport=52000")[0]
+    j = to_json(e)
+    assert j["owner"] == {"kind": "kubernetes", "name": "ns/ingress-nginx:http", "detail": "has no local endpoints",
+                          "evidence": 'comment "ns/ingress-nginx:http has no local endpoints"', "specific": True}
+    names = {o["name"] for o in j["owners"]}
+    assert "ns/ingress-nginx:http" in names and "KUBE-XLB-VETHOZVMBYUVK3NB" in names
+    assert "docker0" not in names  # nat:DOCKER rule 1 (-i docker0) did not match: only its chain end ran
+    assert to_json(from_json(j)) == j  # derived from the rules' text: the same after reading back
+    docker = [to_json(x) for x in _run("docker-portmap", "dport=10000")]
+    assert docker[0]["owner"]["detail"] == "published port, to 172.17.0.2:80/tcp"
+    assert to_json(from_json(docker[0])) == docker[0]
+
+
+def test_summary_json_names_the_deciding_rules_owner():
+    s = _run("docker-portmap", summary=True).to_json()
+    owners = {(d["chain"], d["num"]): d["owner"] for d in s["deciding"]}
+    assert owners[("DOCKER", 1)]["name"] == "rtl1440d0"
+    policy = next(d for d in s["deciding"] if d["chain"] == "INPUT" and d["policy"])
+    assert policy["owner"] is None  # filter:INPUT is nobody's

@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..model import Explanation, Rule, StepKind
+from ..rulesets.iptables_save import find_target
+from ..rulesets.nft_model import rule_facts
 
 KINDS = ("kubernetes", "docker", "calico", "firewalld", "libvirt", "fw4", "openstack")
 
@@ -46,6 +49,11 @@ class Owner:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}" + (f" ({self.detail})" if self.detail else "")
+
+    def as_json(self) -> dict[str, str | bool]:
+        """The owner as JSON (docs/json-schema.md ``owner``)."""
+        return {"kind": self.kind, "name": self.name, "detail": self.detail, "evidence": self.evidence,
+                "specific": self.specific}
 
     def matches(self, want: str) -> bool:
         """``--match owner=WANT``: the kind, the name, or the name up to a ``:`` / space (ns/svc -> ns/svc:http)."""
@@ -69,6 +77,15 @@ def rule_comments(text: str) -> list[str]:
         c = next(g for g in m.groups() if g is not None)
         out.append(c.replace('\\"', '"').replace("\\'", "'"))
     return out
+
+
+def _target(rule: Rule | None) -> str | None:
+    """The rule's target, from its text when the rule was rebuilt without one (JSON read back)."""
+    if rule is None:
+        return None
+    if rule.target or not rule.text:
+        return rule.target
+    return find_target(rule.text)[0] if rule.text.startswith("-A ") else rule_facts(rule.text)[0]
 
 
 def _arg(text: str, *flags: str) -> str | None:
@@ -138,7 +155,7 @@ def _kubernetes(rule: Rule | None, table: str, chain: str) -> Owner | None:
         detail = f"endpoint {ep}:{ep_port}" if ep else f"{kind} ({proto})" if kind != "service" else ""
         return Owner("kubernetes", f"{ns}/{svc}:{port}" if port else f"{ns}/{svc}", detail, f"chain {chain}")
     kube_chain = chain.startswith("KUBE-") or table == "kube-proxy" or chain in _K8S_NFT_PLUMBING
-    target = rule.target if rule is not None else None
+    target = _target(rule)
     if rule is not None and (kube_chain or (target or "").startswith("KUBE-")):
         for c in rule_comments(rule.text):
             got = _k8s_comment(c, chain)
@@ -172,7 +189,8 @@ def _docker(rule: Rule | None, table: str, chain: str) -> Owner | None:
     bridges = [i for i in ifaces if _DOCKER_BRIDGE.match(i)]
     nft_bridge = chain.rpartition("__")[2] if table.startswith("docker") and "__" in chain else None
     ours = bool(_DOCKER_CHAIN.match(chain)) or table.startswith("docker") or bool(bridges)
-    ours = ours or bool(rule is not None and rule.target and _DOCKER_CHAIN.match(rule.target))
+    target = _target(rule)
+    ours = ours or bool(target and _DOCKER_CHAIN.match(target))
     if not ours:
         return None
     bridge = nft_bridge or (bridges[0] if bridges else None)
@@ -186,7 +204,7 @@ def _docker(rule: Rule | None, table: str, chain: str) -> Owner | None:
         else:
             dst = _arg(text, "-d", "--destination", "daddr")
             detail = f"published port, to {dst.split('/')[0] + ':' if dst else ''}{dport}/{proto or '?'}"
-    name = chain if _DOCKER_CHAIN.match(chain) or rule is None or not rule.target else rule.target
+    name = chain if _DOCKER_CHAIN.match(chain) or not target else target
     evidence = (f"bridge {bridge}" if bridge else f"table {table}" if table.startswith("docker")
                 else f"chain {chain}" if name == chain else f"target {name}")
     if bridge:
@@ -214,11 +232,12 @@ def _calico(rule: Rule | None, table: str, chain: str) -> Owner | None:
         pm = _CALI_POLICY.search(c)
         if pm:
             return Owner("calico", f"{pm.group(1).lower()} {pm.group(2)}", pm.group(3) or "", f'comment "{c}"')
-    if rule is not None and rule.target:
-        tm = _CALI_CHAIN.match(rule.target)
+    target = _target(rule)
+    if target:
+        tm = _CALI_CHAIN.match(target)
         if tm and tm.group(1) in ("pi", "po", "pri", "pro"):
             what, direction = _CALI_ROLE[tm.group(1)]
-            return Owner("calico", f"{what} {tm.group(2)}", direction, f"target {rule.target}")
+            return Owner("calico", f"{what} {tm.group(2)}", direction, f"target {target}")
     evidence = f'comment "{ids[0]}"' if ids else f"chain {chain}"
     if m is not None and m.group(1):
         what, direction = _CALI_ROLE[m.group(1)]
@@ -301,7 +320,15 @@ _RECOGNIZERS = (_kubernetes, _calico, _docker, _firewalld, _libvirt, _fw4, _open
 
 def owner_of(table: str | None, chain: str | None, rule: Rule | None = None) -> Owner | None:
     """The owner of a rule (or of a chain, without one): the most specific any product's names give."""
-    table, chain = table or "", chain or ""
+    if rule is None:
+        return _owner(table or "", chain or "", None, None)
+    return _owner(table or "", chain or "", rule.text, rule.target)
+
+
+@lru_cache(maxsize=1 << 16)
+def _owner(table: str, chain: str, text: str | None, target: str | None) -> Owner | None:
+    # a function of the names and the text only: cached, as a busy log repeats a few rules
+    rule = None if text is None else Rule(table, chain, 0, text, target)
     fallback: Owner | None = None
     for recognize in _RECOGNIZERS:
         got = recognize(rule, table, chain)
