@@ -8,6 +8,7 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 
+from ..explain.owners import deciding_owner
 from ..fields import show_address, show_field
 from ..model import BUILTIN_CHAINS, Change, Explanation, Fate, Step, StepKind
 from .theme import THEME, clean, fate_style, safe, verdict_style
@@ -211,6 +212,11 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
             line.append(" rule ")
             line.append(clean(num_s), "rule.num")
             place += f" rule {num_s}"
+        owner = deciding_owner(expl)
+        if owner is not None and owner.specific:
+            line.append(" [")
+            line.append(clean(f"{owner.kind} {owner.name}"), "owner")
+            line.append("]")
         reason = _after_place(v.reason, place)
         if reason:
             line.append((" " if reason != v.reason else ": ") + clean(reason))
