@@ -106,7 +106,7 @@ def _fate(expl: Explanation) -> JSONObject:
     if expl.routing:
         out["routing"] = [{"point": r.point, "type": r.type, "dev": r.dev, "gateway": r.gateway, "table": r.table,
                            "rule": r.rule, "mark": r.mark, "error": r.error, "sysctls": dict(r.sysctls),
-                           "text": r.text} for r in expl.routing]
+                           "text": r.text} | ({"mark_set": r.mark_set} if r.mark_set else {}) for r in expl.routing]
     if expl.conntrack:
         out["conntrack"] = [{"when": c.when, "proto": c.proto, "state": c.state, "original": c.original,
                              "reply": c.reply, "mark": c.mark, "zone": c.zone, "status": list(c.status),
