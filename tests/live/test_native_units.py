@@ -221,3 +221,10 @@ def test_a_mark_one_backend_saw_change_is_the_other_backends_rule():
     m = both.merge(Packet(1, []), parts, missing=[])
     assert [(c.table, c.chain, c.num, c.new) for c in m.marks] == [("mangle", "PREROUTING", 1, "0x5")]
     assert m.steps[m.marks[0].step].note == "nf_tables"
+
+
+def test_own_table_items_of_nft_json():
+    assert nn.own_item({"table": {"family": "inet", "name": f"ruletrace_{SID}"}})
+    assert nn.own_item({"rule": {"family": "inet", "table": f"ruletrace_{SID}", "chain": "pre"}})
+    assert not nn.own_item({"chain": {"family": "inet", "table": "filter", "name": "input"}})
+    assert not nn.own_item({"metainfo": {"version": "1.0.6"}})

@@ -68,8 +68,10 @@ def _netns_options(f):
 @click.option("-d", "--dst", metavar="ADDR[/LEN]", help="Destination address or network.")
 @click.option("-i", "--iface", metavar="IF", help="Interface: -i on the way in, -o on the way out.")
 @click.option("--direction", type=click.Choice(["in", "out", "both"]), default="both", show_default=True,
-              help="in: packets arriving (raw PREROUTING); out: locally sent (raw OUTPUT).")
-@click.option("--raw-match", metavar="'OPTS'", help="Extra iptables match options, e.g. '-m mark --mark 0x10'.")
+              help="in: packets arriving (raw PREROUTING; native nf_tables: the session table's prerouting "
+                   "chain); out: locally sent (OUTPUT).")
+@click.option("--raw-match", metavar="'OPTS'", help="Extra iptables match options, e.g. '-m mark --mark 0x10' "
+              "(legacy and iptables-nft hosts; refused on native nf_tables hosts).")
 @click.option("--all", "trace_all", is_flag=True, help="Allow a trace without any filter (every packet).")
 @click.option("-4", "v4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "v6", is_flag=True, help="IPv6 only.")
@@ -82,7 +84,8 @@ def _netns_options(f):
 @click.option("--dry-run", is_flag=True, help="Print every command and netlink change, change nothing.")
 @_netns_options
 @click.option("--rate-limit", type=int, default=50, show_default=True, metavar="PPS",
-              help="At most PPS traced packets per second (iptables -m limit); the rest are counted.")
+              help="At most PPS traced packets per second (iptables -m limit, nft limit rate); the rest are "
+                   "counted.")
 @click.option("--backend", type=click.Choice(["auto", "legacy", "nft", "both"]), default="auto", show_default=True,
               help="Backend whose rules to trace: auto picks the one with rules, both when legacy "
                    "xtables and nf_tables both have some (one session, steps merged in the kernel's order).")

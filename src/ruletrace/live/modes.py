@@ -96,7 +96,10 @@ class NftModes:
         full = nn.list_ruleset()
         self._other_tables = any(t != nn.table_name(self.sid) for t in nn.own_tables_in(full))
         text = nn.strip_own_tables(full)
-        rulesets = nn.parse_snapshot(text)
+        rulesets, why = nn.read_snapshot(text)
+        if why and why != getattr(self, "_snapshot_warning", None):
+            self._snapshot_warning = why
+            self.warn(why)
         texts = {"nft": text}
         for fam in self.spec.families if self.both else ():
             texts[fam] = save = be.save(be.LEGACY, fam)

@@ -282,6 +282,41 @@ def parse_snapshot(text: str) -> dict[str, Ruleset]:
     return {str(rs.family): rs for rs in load_rulesets("nft -a -s list ruleset (live)", text=text)}
 
 
+def read_snapshot(text: str) -> tuple[dict[str, Ruleset], str | None]:
+    """``parse_snapshot``, and when the text listing cannot be read, ``nft -j`` of the same
+    ruleset; when neither can, no ruleset (steps keep the kernel's verdicts, without rule text and
+    positions) and the reason why, to be said once."""
+    try:
+        return parse_snapshot(text), None
+    except RuletraceError as e:
+        first = str(e)
+    p = _nft("-a", "-s", "-j", "list", "ruleset")
+    if p is not None and p.returncode == 0:
+        try:
+            items = json.loads(p.stdout)
+            kept = [x for x in items.get("nftables", []) if not own_item(x)]
+            from ..rulesets import load_rulesets
+
+            got = load_rulesets("nft -a -s -j list ruleset (live)", text=json.dumps({"nftables": kept}))
+            return {str(rs.family): rs for rs in got}, f"the text listing could not be read ({first}): read nft -j"
+        except (ValueError, AttributeError, RuletraceError):
+            pass
+    return {}, (f"the nf_tables ruleset could not be read ({first}): steps show the kernel's verdicts "
+                "without rule text or positions")
+
+
+def own_item(item: object) -> bool:
+    """An ``nft -j`` item of a session's own table."""
+    if not isinstance(item, dict):
+        return False
+    for obj in item.values():
+        if isinstance(obj, dict):
+            name = obj.get("name") if "table" not in obj else obj.get("table")
+            if isinstance(name, str) and is_own_table(name):
+                return True
+    return False
+
+
 def table_counts(rulesets: dict[str, Ruleset]) -> list[tuple[str, str, int, int]]:
     """``(family, table, chains, rules)`` per table of a parsed listing."""
     return [(fam, t, len(chains), sum(len(c.rules) for c in chains.values()))
