@@ -6,7 +6,7 @@ from ruletrace.model import Rule
 
 
 def test_unbalanced_quote_in_a_rule_text_gives_no_owner_not_an_error():
-    rule = Rule("nat", "KUBE-SVC-X", 1, '-A KUBE-SVC-X -m comment --comment "default/web:http')
+    rule = Rule("nat", "KUBE-SVC-X", 1, '-A KUBE-SVC-X -m comment --comment "default/web:http -j KUBE-SEP-Y')
     owner = owner_of("nat", "KUBE-SVC-X", rule)  # the chain alone still says kube-proxy
     assert owner is None or owner.kind == "kubernetes"
 
