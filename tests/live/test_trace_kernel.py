@@ -265,6 +265,7 @@ def test_live_one_line_view_on_a_terminal(lab):
     row, and a repeat rewrites its own row with the count instead of printing another."""
     import fcntl
     import pty
+    import select
     import struct
     import termios
 
@@ -282,6 +283,9 @@ def test_live_one_line_view_on_a_terminal(lab):
         nonlocal seen
         deadline = time.monotonic() + timeout
         while not done() and time.monotonic() < deadline:
+            ready, _w, _x = select.select([master], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                return
             try:
                 chunk = os.read(master, 4096)
             except OSError:  # the child closed the terminal
