@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 
 # Names a TraceEvent.fields dict may hold (kernel-log names, see docs/DEVELOPING.md).
@@ -102,9 +103,39 @@ def bounded_int(text: str | bytes, base: int = 10, max_digits: int = MAX_DIGITS)
 
 
 IP_FLAG_WORDS = frozenset({"CE", "DF", "MF"})
-# Bare words of nf_log_dump_tcp_header, in the order the kernel prints them.
-TCP_FLAG_WORDS = ("AE", "CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")
+
+# --- the packet vocabulary every reader, the simulator and the views share ------------------
+# TCP flag bits (include/net/tcp.h TCPHDR_*, the low byte of the flags word) in the order
+# nf_log_dump_tcp_header prints them; --tcp-flags names them the same way.
+TCP_FLAG_BITS: dict[str, int] = {
+    "CWR": 0x80, "ECE": 0x40, "URG": 0x20, "ACK": 0x10, "PSH": 0x08, "RST": 0x04, "SYN": 0x02, "FIN": 0x01,
+}
+# Bare words of nf_log_dump_tcp_header, in the order the kernel prints them (AE: AccECN, 6.x).
+TCP_FLAG_WORDS = ("AE", *TCP_FLAG_BITS)
 _TCP_FLAGS = frozenset(TCP_FLAG_WORDS)
+_FLAGS_TEXT = tuple(" ".join(n for n, bit in TCP_FLAG_BITS.items() if bits & bit) for bits in range(256))
+
+
+def tcp_flags_text(bits: int) -> str:
+    """The flag bits as the kernel log writes them: 0x12 -> ``ACK SYN`` (bits above 0xFF ignored)."""
+    return _FLAGS_TEXT[bits & 0xFF]
+
+
+def tcp_flags_ordered(words: Iterable[str]) -> str:
+    """Flag names (``SYN``, ``ACK``, any order, any others left out) in the kernel log's order."""
+    have = set(words)
+    return " ".join(w for w in TCP_FLAG_WORDS if w in have)
+
+
+# PROTO= of the kernel log: the protocols nf_log_syslog.c names (dump_ipv4_packet,
+# dump_ipv6_packet); any other protocol is printed as its number.
+PROTO_NAMES: dict[int, str] = {1: "ICMP", 6: "TCP", 17: "UDP", 50: "ESP", 51: "AH", 58: "ICMPv6", 136: "UDPLITE"}
+
+
+def proto_name(number: int) -> str:
+    """PROTO= as the kernel log writes it: ``TCP``, ``ICMPv6``, else the number (``132``)."""
+    return PROTO_NAMES.get(number) or str(number)
+
 
 # Keys the kernel prints with "=", longest first: used to split pastes that lost a space
 # ("LEN=84TOS=0x00", "TYPE=8CODE=0ID=28976SEQ=1"). ARP-only keys are left out on purpose:

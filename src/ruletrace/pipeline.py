@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .correlate.group import group_packets
 from .errors import RuletraceError
@@ -34,6 +34,9 @@ class PacketFilter:
     match: dict[str, str] = field(default_factory=dict)  # field name (kernel-log, upper) -> value
     fates: set[Fate] = field(default_factory=set)
     ids: set[int] = field(default_factory=set)
+    # --match owner=WANT: a packet whose path passes a rule or chain of that owner (explain/owners.py);
+    # tested on the explanation, as owners come from the ruleset, not from the logged fields
+    owners: list[str] = field(default_factory=list)
 
     # user words -> kernel-log field names
     ALIASES: ClassVar[dict[str, str]] = {
@@ -45,10 +48,14 @@ class PacketFilter:
     @classmethod
     def parse(cls, match: Iterable[str] = (), fates: Iterable[str] = (), ids: Iterable[int] = ()) -> PacketFilter:
         m: dict[str, str] = {}
+        owners: list[str] = []
         for item in match:
             k, sep, v = item.partition("=")
             if not sep or not k:
                 raise RuletraceError(f"--match {item!r}: expected FIELD=VALUE, e.g. dport=52000")
+            if k.lower() == "owner":
+                owners.append(v)
+                continue
             key = cls.ALIASES.get(k.lower(), k.upper())
             if key not in FIELD_NAMES:
                 raise RuletraceError(f"--match {item!r}: unknown field {k!r}; known: {', '.join(cls.known_fields())}")
@@ -61,7 +68,7 @@ class PacketFilter:
                 raise RuletraceError(
                     f"--fate {f!r}: expected one of {', '.join(x.value for x in Fate)}"
                 ) from None
-        return cls(m, fs, set(ids))
+        return cls(m, fs, set(ids), owners)
 
     @classmethod
     def known_fields(cls) -> list[str]:
@@ -78,7 +85,20 @@ class PacketFilter:
         return all(any(field_matches(ev.fields.get(k), v) for ev in p.events) for k, v in self.match.items())
 
     def wants(self, e: Explanation) -> bool:
-        return not self.fates or e.fate in self.fates
+        if self.fates and e.fate not in self.fates:
+            return False
+        return not self.owners or owned_by(e, self.owners)
+
+
+def owned_by(e: Explanation, wants: list[str]) -> bool:
+    """Every ``owner=`` value names an owner of a rule or chain on the packet's path (or of its decision)."""
+    from .explain.owners import deciding_owner, path_owners
+
+    have = path_owners(e)
+    decided = deciding_owner(e)
+    if decided is not None:
+        have.append(decided)
+    return all(any(o.matches(w) for o in have) for w in wants)
 
 
 def field_matches(have: str | None, want: str) -> bool:
@@ -127,7 +147,7 @@ class Run:
         self.inputs = inputs
         self.fmt = fmt
         self.filter = packet_filter or PacketFilter()
-        self.detail = detail
+        self.detail = detail or bool(self.filter.owners)  # owners are read from the steps
         self.ifmap = ifmap
         self.progress = progress
         self.sources: list[SourceInfo] = []
@@ -136,7 +156,7 @@ class Run:
         self.events = 0
         self.packets_total = 0
         self._explainers: dict[str | None, Explainer] = {}
-        self._stats: list = []
+        self._stats: list[Any] = []
 
     @property
     def rulesets(self) -> list[Ruleset]:
@@ -158,12 +178,12 @@ class Run:
         def on_format(path: str, fmt: str) -> None:
             self._add_source(SourceInfo(path, fmt))
 
-        def new_stats(path: str, fmt: str):
+        def new_stats(path: str, fmt: str) -> ReadStats:
             st = ReadStats()
             self._stats.append(st)
             return st
 
-        options = {}
+        options: dict[str, Any] = {}
         if self.ifmap is not None:
             options["ifmap"] = self.ifmap
         if self.progress is not None:
@@ -213,7 +233,7 @@ class Run:
         """The summary computed on every core, or None where that does not apply."""
         from .fastpath import parallel
 
-        if self.detail or len(self.inputs) != 1 or self.filter.match or self.filter.ids:
+        if self.detail or len(self.inputs) != 1 or self.filter.match or self.filter.ids or self.filter.owners:
             return None
         path = self.inputs[0]
         if not parallel.usable(path, self.fmt):

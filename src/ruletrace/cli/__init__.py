@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import IO, Any
 
 import click
 
@@ -30,7 +31,7 @@ COMMANDS: dict[str, str] = {
 class _UserError(click.ClickException):
     exit_code = ExitStatus.ERROR
 
-    def show(self, file=None) -> None:  # type: ignore[override]
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"ruletrace: error: {self.format_message()}", err=True)
 
 
@@ -49,7 +50,8 @@ class _Group(click.Group):
             if e.name != mod:
                 raise  # the command's module is there but broken: show it, never "No such command"
             return None  # a command module left out of this build
-        return getattr(module, attr)  # a missing attribute is a bug too: let it show
+        cmd: click.Command = getattr(module, attr)  # a missing attribute is a bug too: let it show
+        return cmd
 
     def invoke(self, ctx: click.Context):
         try:
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError, AttributeError):
-            sys.stdout = None  # type: ignore[assignment]
+            sys.stdout = None
         return ExitStatus.OK
     return int(rv) if isinstance(rv, int) else ExitStatus.OK
 

@@ -24,12 +24,14 @@ from .status import ExitStatus
 @options.packet_filters
 @click.option("--summary", is_flag=True, help="Counts by fate and by deciding rule instead of every path.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/json-schema.md).")
+@click.option("--jsonl", "as_jsonl", is_flag=True,
+              help="One packet object a line (JSON Lines), written as each packet is explained.")
 @options.no_color
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--ifmap", metavar="FILE", help="Interface index -> name map for NFLOG (`ip -j link` output).")
 @options.width
-def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_json, no_color, verbose,
-            ifmap, width) -> int:
+def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_json, as_jsonl, no_color,
+            verbose, ifmap, width) -> int:
     """Explain traced packets: the path rule by rule, where each ended, and why.
 
     TRACE_FILE is a kernel log (journalctl -k, dmesg, /var/log/kern.log, …), an NFLOG pcap, ulogd2
@@ -39,6 +41,8 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     ruleset_paths, inputs = options.with_example(example, rulesets, logs)
     if not inputs:
         raise click.UsageError("give a trace file (or - for stdin), or --example NAME")
+    if as_jsonl and (as_json or summary):
+        raise click.UsageError("--jsonl writes every packet, one a line: it does not go with --json or --summary")
     out, err = make_consoles(no_color=no_color, width=width)
     pfilter = PacketFilter.parse(match, fates, packet_ids)
     # loaded when first needed: a parallel summary starts reading the log meanwhile
@@ -48,7 +52,12 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     with progress_for(err, total) as progress, _no_gc():
         run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, detail=not summary or as_json,
                   ifmap=ifmap_d, progress=progress, on_source=lambda s: _say_read(err, s))
-        n = _emit(run, out, summary=summary, as_json=as_json, verbose=verbose)
+        if as_jsonl:
+            from ..render.json import write_jsonl
+
+            n = write_jsonl(run.explanations(), sys.stdout)
+        else:
+            n = _emit(run, out, summary=summary, as_json=as_json, verbose=verbose)
     _report_warnings(err, run)
     if run.packets_total == 0:
         raise RuletraceError(

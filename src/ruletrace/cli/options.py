@@ -80,7 +80,8 @@ def packet_filters(f: Callable[..., Any]) -> Callable[..., Any]:
                           "unknown.")(f)
     f = click.option("-m", "--match", "match", multiple=True, metavar="FIELD=VALUE", shell_complete=complete_match,
                      help="Keep packets with this field at any step: dport=52000, src=10.0.0.0/8, "
-                          "proto=tcp, in=eth0 …")(f)
+                          "proto=tcp, in=eth0 …; owner=ns/svc keeps packets that pass a rule of that owner "
+                          "(Kubernetes service, Docker network, firewalld zone …).")(f)
     return f
 
 
@@ -88,9 +89,9 @@ def _examples_root() -> Path:
     return Path(str(resources.files("ruletrace") / "examples"))
 
 
-def list_examples() -> dict[str, dict]:
+def list_examples() -> dict[str, dict[str, Any]]:
     """name -> example.json contents (plus "dir"), for every bundled example."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     root = _examples_root()
     if not root.is_dir():
         return out

@@ -119,7 +119,7 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
             raise click.UsageError("with --left/--right, give no other arguments")
         lf, lid = _parse_file_id(left, "--left")
         rf, rid = _parse_file_id(right, "--right")
-        wanted = [(lf, lid), (rf, rid)]
+        wanted: list[tuple[str | tuple[str, ...], int]] = [(lf, lid), (rf, rid)]
     else:
         if len(args) < 2:
             raise click.UsageError("give two packet ids: ruletrace diff -r RULES LOG A B")
@@ -183,7 +183,7 @@ class _Target:
 # ---------------------------------------------------------------- reading packets
 
 
-def _packets(src: Any, ids: set[int], rs: list, fmt: str | None) -> Iterator[Explanation]:
+def _packets(src: Any, ids: set[int], rs: list[Any], fmt: str | None) -> Iterator[Explanation]:
     """Packets ``ids`` of one input (a trace read with the ruleset, or ruletrace JSON read back)."""
     paths = [src] if isinstance(src, str) else list(src)
     json_paths = [p for p in paths if is_ruletrace_json(p)]

@@ -9,20 +9,13 @@ import click
 
 from ..errors import RuletraceError
 from ..model import Origin, Packet, Ruleset
+from ..rulesets.options import parse_icmp_type, parse_proto, parse_tcp_flags
 from ..simulate.depends import depends_on
 from ..simulate.engine import SimResult
 from ..simulate.engine import simulate as run_simulation
 from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
 from ..simulate.nft_walk import is_native
-from ..simulate.probe import (
-    CTSTATES,
-    PATHS,
-    Probe,
-    parse_icmp_type,
-    parse_proto,
-    parse_tcp_flags,
-    probe_from_fields,
-)
+from ..simulate.probe import CTSTATES, PATHS, Probe, probe_from_fields
 from .options import complete_protocols
 from .status import FATE_STATUS, ExitStatus
 
@@ -79,7 +72,7 @@ def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, 
 
 def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
     """The ruleset of the packet's family; for nf_tables listings, those of its family and inet."""
-    from ..pipeline import pick_ruleset
+    from ..model import pick_ruleset
 
     if is_native(rulesets):
         mine = [rs for rs in rulesets if rs.family in (family, "inet")]

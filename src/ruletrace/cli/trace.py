@@ -6,6 +6,7 @@ import shlex
 import signal
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -15,13 +16,13 @@ from .options import complete_netns, complete_protocols
 from .status import ExitStatus, signal_status
 
 
-def _enter_netns(netns: str | None, pid: int | None) -> dict:
+def _enter_netns(netns: str | None, pid: int | None) -> dict[str, Any]:
     """Move into ``--netns``/``--pid``'s namespace; the session's record of where it ran."""
     from ..live import netns as lns
 
     if netns and pid:
         raise click.UsageError("give --netns or --pid, not both")
-    info: dict = {}
+    info: dict[str, Any] = {}
     if netns or pid:
         path = lns.ns_path(name=netns, pid=pid)
         lns.setns(path)
@@ -82,8 +83,9 @@ def _netns_options(f):
 @_netns_options
 @click.option("--rate-limit", type=int, default=50, show_default=True, metavar="PPS",
               help="At most PPS traced packets per second (iptables -m limit); the rest are counted.")
-@click.option("--backend", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True,
-              help="iptables backend whose rules to trace.")
+@click.option("--backend", type=click.Choice(["auto", "legacy", "nft", "both"]), default="auto", show_default=True,
+              help="Backend whose rules to trace: auto picks the one with rules, both when legacy "
+                   "xtables and nf_tables both have some (one session, steps merged in the kernel's order).")
 @click.option("--via", type=click.Choice(["auto", "netlink", "kmsg"]), default="auto", show_default=True,
               help="Legacy backend: receive TRACE via NFLOG netlink or the kernel log (/dev/kmsg).")
 @click.option("--no-cleanup-stale", is_flag=True,
@@ -186,8 +188,8 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         try:
             problems = tracer.teardown()
         finally:
-            for p in problems:
-                say(f"ruletrace: cleanup problem: {p}", "red")
+            for problem in problems:
+                say(f"ruletrace: cleanup problem: {problem}", "red")
             if problems:
                 say("ruletrace: the session file was kept: run `ruletrace cleanup"
                     + (f" --netns {netns}" if netns else f" --pid {pid}" if pid else "") + "` to retry", "red")
@@ -247,8 +249,8 @@ def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:
             actions = ss.Actions(say=lambda s: say("ruletrace: cleanup: " + s, "dim"))
             problems, _left = own.clean(actions)
             say(f"ruletrace: undid {actions.done} change(s) of killed ruletrace sessions", "yellow")
-            for p in problems:
-                say(f"ruletrace: cleanup problem: {p}", "red")
+            for problem in problems:
+                say(f"ruletrace: cleanup problem: {problem}", "red")
         else:
             say("ruletrace: left as they are: `ruletrace cleanup` undoes the sessions whose process is gone"
                 + (", `ruletrace cleanup --force` also the rest listed" if lo.orphans or lo.unproven else ""),

@@ -8,6 +8,7 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 
+from ..explain.owners import deciding_owner
 from ..fields import show_address, show_field
 from ..model import BUILTIN_CHAINS, Change, Explanation, Fate, Step, StepKind
 from .theme import THEME, clean, fate_style, safe, verdict_style
@@ -207,10 +208,15 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
             line.append(clean(v.action.upper()), verdict_style(v.action))
         else:
             num = v.num if v.num is not None else v.rule.num if v.rule is not None else None
-            num = "?" if num is None else num
+            num_s = "?" if num is None else num
             line.append(" rule ")
-            line.append(clean(num), "rule.num")
-            place += f" rule {num}"
+            line.append(clean(num_s), "rule.num")
+            place += f" rule {num_s}"
+        owner = deciding_owner(expl)
+        if owner is not None and owner.specific:
+            line.append(" [")
+            line.append(clean(f"{owner.kind} {owner.name}"), "owner")
+            line.append("]")
         reason = _after_place(v.reason, place)
         if reason:
             line.append((" " if reason != v.reason else ": ") + clean(reason))
@@ -228,7 +234,10 @@ def _after_place(text: str, place: str) -> str:
     i = text.find(place)
     if i < 0 or len(text[:i].split()) > MAX_LEAD_IN_WORDS:
         return text
-    return text[i + len(place) :].lstrip(" ,;:")
+    rest = text[i + len(place) :].lstrip(" ,;:")
+    if place.count(" ") == 0 and rest.startswith(("rule ", "policy ")):
+        return text  # the place named is another rule of that chain (both backends: "…filter:INPUT rule 1, then …")
+    return rest
 
 
 def _endpoint(addr: str | None, port: str | None) -> str:
