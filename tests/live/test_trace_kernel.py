@@ -274,7 +274,8 @@ def test_live_one_line_view_on_a_terminal(lab):
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", SERVER, "--backend", "nft",
                           "-s", C_ADDR, "--direction", "in", "-4", "--count", "3", "--duration", "20",
-                          "--no-color"], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                          "--no-color", "--width", "200"],  # wider than the terminal: rows still fit it
+                         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
                          env={**ENV, "COLUMNS": "80", "TERM": "xterm"})
     os.close(slave)
     seen = b""
