@@ -9,6 +9,7 @@ lines are never cut nor wrapped, so that ``grep`` sees whole paths.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -142,13 +143,21 @@ class LiveView:
                 self.console.print()
                 self._blank = False
             if self.in_place:
-                text = to_text(rep.line, rep.count, self.console.width)
+                text = to_text(rep.line, rep.count, self._row_width())
                 self.console.print(text, no_wrap=True, overflow="ellipsis", crop=True)
             else:
                 self.console.print(to_text(rep.line, rep.count), soft_wrap=True, crop=False)
         rep.shown_count = rep.count
         self._last = rep
         self._printed_at[rep.first_id] = self.clock()
+
+    def _row_width(self) -> int:
+        """Cells in one row: the console's width, and never more than the terminal's own (a
+        --width wider than the terminal would wrap the line, and a rewrite would miss it)."""
+        try:
+            return min(self.console.width, os.get_terminal_size(self.console.file.fileno()).columns)
+        except (OSError, ValueError, AttributeError):  # not a real terminal (a test's buffer)
+            return self.console.width
 
     def interrupted(self) -> None:
         """Something else was written: the last row is no longer this view's."""
