@@ -79,7 +79,7 @@ class _Bounded(io.RawIOBase):
         """The compressed stream below ended before its end marker (see ``_Decompressed``)."""
         return bool(getattr(self._raw, "truncated", False))
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         want = len(b)
         if len(self._buf) < want:
             self._buf = bytearray(want)
@@ -160,7 +160,7 @@ class _Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         if self._head:
             n = min(len(b), len(self._head))
             b[:n] = self._head[:n]
@@ -248,7 +248,7 @@ class _Decompressed(io.RawIOBase):
                 if self._out:
                     self._flushed = False
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         self._fill()
         out = self._out
         n = min(len(b), len(out))

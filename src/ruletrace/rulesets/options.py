@@ -310,7 +310,7 @@ def split_rule(tokens: list[str], origin: Origin | None) -> Parsed:
             if opts is None:
                 # "-p tcp --dport 80" without "-m tcp": iptables loads the protocol's match
                 proto = next((v for _, letter, v in reversed(out.ip) if letter == "p"), None)
-                name = PROTO_MODULES.get(proto_or_none(proto), proto or "")  # type: ignore[arg-type]
+                name = PROTO_MODULES.get(proto_or_none(proto), proto or "")  # type: ignore[arg-type]  # a None key just misses
                 opts = []
                 out.modules.append((name or "?", opts))
                 known = name in KNOWN_MODULES
