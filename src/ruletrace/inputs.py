@@ -47,7 +47,22 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n:,} bytes"
 
 
-class _Bounded(io.RawIOBase):
+class _Layer(io.RawIOBase):
+    """A raw stream read from another (``_raw``), which it closes with itself."""
+
+    _raw: Any
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+class _Bounded(_Layer):
     """A raw stream that keeps what any input makes ruletrace hold within limits.
 
     ``max_line``: a line longer than that is cut to that length (the rest of it is dropped
@@ -70,9 +85,6 @@ class _Bounded(io.RawIOBase):
         self.cut_lines = 0
         self.first_cut = -1
         self._buf = bytearray()
-
-    def readable(self) -> bool:
-        return True
 
     @property
     def truncated(self) -> bool:
@@ -122,11 +134,6 @@ class _Bounded(io.RawIOBase):
                 b[: len(out)] = out
                 return len(out)
 
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
 
 def limit_warnings(stream: Any, name: str) -> list[str]:
@@ -149,16 +156,13 @@ def bounded_raw(raw: Any, name: str, *, max_line: int | None = None, max_total: 
     return _Bounded(raw, name, max_line=max_line, max_total=max_total, what=what)
 
 
-class _Prefixed(io.RawIOBase):
+class Prefixed(_Layer):
     """A raw stream that returns ``head`` first, then the rest of ``raw`` (for unpeekable pipes)."""
 
     def __init__(self, head: bytes, raw: BinaryIO) -> None:
         super().__init__()
         self._head = memoryview(head)
         self._raw = raw
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         if self._head:
@@ -171,11 +175,6 @@ class _Prefixed(io.RawIOBase):
         b[:n] = data
         return n
 
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
 
 _CHUNK = 64 * 1024  # compressed bytes fed at a time
@@ -190,7 +189,7 @@ def _new_decompressor(kind: str) -> Any:
     return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
 
 
-class _Decompressed(io.RawIOBase):
+class _Decompressed(_Layer):
     """A decompressing raw stream (gzip, bzip2, xz; several concatenated members too).
 
     Corrupt data raises RuletraceError. A stream that ends before the end-of-stream marker (a log
@@ -200,7 +199,7 @@ class _Decompressed(io.RawIOBase):
 
     def __init__(self, src: BinaryIO, name: str, kind: str) -> None:
         super().__init__()
-        self._src = src
+        self._raw = src
         self._name = name
         self._kind = kind
         self._dec = _new_decompressor(kind)
@@ -210,15 +209,12 @@ class _Decompressed(io.RawIOBase):
         self._done = False
         self.truncated = False
 
-    def readable(self) -> bool:
-        return True
-
     def _fill(self) -> None:
         """Decompress at most _OUT_MAX bytes: what a small input may expand to never sits in memory."""
         while not self._out and not self._done:
             dec = self._dec
             if dec.eof:
-                data = dec.unused_data or self._src.read(_CHUNK)
+                data = dec.unused_data or self._raw.read(_CHUNK)
                 if not data.strip(b"\0"):  # the end (NUL padding after the last member is allowed)
                     self._done = True
                     return
@@ -228,7 +224,7 @@ class _Decompressed(io.RawIOBase):
             elif self._kind != "gzip" and not dec.needs_input:  # bz2/lzma hold undelivered output
                 data = b""
             else:
-                data = self._src.read(_CHUNK)
+                data = self._raw.read(_CHUNK)
                 if not data:
                     if self._kind == "gzip" and not self._flushed:  # output zlib still holds
                         self._flushed = True
@@ -256,11 +252,6 @@ class _Decompressed(io.RawIOBase):
         self._out = out[n:]
         return n
 
-    def close(self) -> None:
-        try:
-            self._src.close()
-        finally:
-            super().close()
 
 
 def compression(head: bytes) -> str | None:
@@ -288,7 +279,7 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
             head = _read_head(raw)
         except OSError as e:
             raise RuletraceError(f"cannot read standard input: {e.strerror or e}", origin=origin) from e
-        prefixed: Any = _Prefixed(head, raw)
+        prefixed: Any = Prefixed(head, raw)
     else:
         try:
             st = os.stat(path)
@@ -316,7 +307,7 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
             except OSError as e:
                 fh.close()
                 raise RuletraceError(f"cannot read: {e.strerror or e}", origin=origin) from e
-            prefixed = _Prefixed(head, fh)
+            prefixed = Prefixed(head, fh)
     base = io.BufferedReader(prefixed, BUFFER_SIZE)
     try:
         magic = base.peek(16)[:16]
@@ -365,7 +356,7 @@ def _open_limited(path: str, what: str) -> io.BufferedReader:
     mt = limit(MAX_INPUT_ENV, DEFAULT_MAX_INPUT)
     try:
         if path == "-":
-            src: Any = _Prefixed(b"", sys.stdin.buffer)
+            src: Any = Prefixed(b"", sys.stdin.buffer)
             src.close = lambda: None  # stdin stays open
         else:
             src = open(path, "rb", buffering=0)
