@@ -28,8 +28,10 @@ Values are the kernel's text, unconverted (``TOS=0x00``, ``MARK=0x8000``, addres
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 # Names a TraceEvent.fields dict may hold (kernel-log names, see docs/DEVELOPING.md).
 INTERFACE_FIELDS = ("IN", "OUT", "PHYSIN", "PHYSOUT")
@@ -47,6 +49,39 @@ FIELD_NAMES = frozenset(
     INTERFACE_FIELDS + MAC_FIELDS + IPV4_FIELDS + IPV6_FIELDS + TCP_FIELDS + UDP_FIELDS
     + ICMP_FIELDS + OTHER_FIELDS + ARP_FIELDS
 )
+
+ADDRESS_FIELDS = ("SRC", "DST", "IPSRC", "IPDST", "GATEWAY")
+
+
+@lru_cache(maxsize=4096)
+def show_address(v: str) -> str:
+    """An address as every view prints it: IPv6 compressed (RFC 5952), anything else unchanged.
+
+    The kernel log prints IPv6 in full (``fd00:0010:0000:…:0002``, ``%pI6``), nft and conntrack
+    compressed (``fd00:10::2``); the one printed form is ``ipaddress``'s (lower case, longest
+    zero run as ``::``). A value that is not an IPv6 address (IPv4, a name, damage) is returned as
+    it is. The data keeps the form the source used (JSON ``fields`` too); views call this.
+    """
+    if ":" not in v or len(v) > 64:
+        return v
+    try:
+        return ipaddress.IPv6Address(v).compressed
+    except ValueError:
+        return v
+
+
+def show_field(name: str, value: str) -> str:
+    """A field's value as views print it: addresses through ``show_address``, the rest as logged."""
+    return show_address(value) if name in ADDRESS_FIELDS else value
+
+
+def same_address(have: str, want: str) -> bool:
+    """Do two texts name the same IP address, whatever form each was written in?"""
+    try:
+        return ipaddress.ip_address(have) == ipaddress.ip_address(want)
+    except ValueError:
+        return False
+
 
 # Bare words of dump_ipv4_packet: "CE DF MF" (IP_CE 0x8000, IP_DF 0x4000, IP_MF 0x2000).
 MAX_DIGITS = 20  # a u64 counter has 20 decimal digits; longer numbers are damage, not data

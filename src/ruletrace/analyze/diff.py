@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..fields import show_address
 from ..model import HOOK_TABLES, Explanation, Step
 from .rule_check import OptionCheck, check_rule
 
@@ -357,7 +358,7 @@ def endpoint(addr: Any, port: Any) -> str | None:
     """``addr:port`` (``[addr]:port`` for IPv6), ``addr`` without a port, None without an address."""
     if not addr:
         return None
-    a = str(addr)
+    a = show_address(str(addr))
     if port is None:
         return a
     return f"[{a}]:{port}" if ":" in a else f"{a}:{port}"

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "ruletrace.cli.trace:doctor",
     "report": "ruletrace.cli.report:report",
     "diff": "ruletrace.cli.report:diff",
+    "man": "ruletrace.cli.manpage:man",
 }
 
 
@@ -67,7 +68,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
-@click.version_option(package_name="ruletrace")
+@click.version_option(None, "-V", "--version", package_name="ruletrace")
 def cli(debug: bool) -> None:
     """Where did my packet go, and which rule did that?
 

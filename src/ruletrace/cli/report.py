@@ -104,7 +104,7 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
 
     `ruletrace diff -r RULES LOG 1 2` compares packets 1 and 2 of LOG; `--left a.log:3 --right
     b.log:7` compares packets of two inputs. An input may also be `explain --json` / `simulate
-    --json` / `trace --json` output. Exit status 0 when the paths differ, 1 when they are the same.
+    --json` / `trace --json` output. Exit status as diff(1): 0 the same path, 1 different, 2 trouble.
     """
     from ..analyze.diff import DiffPacket, diff_packets
     from ..render.diff import to_renderable
@@ -153,7 +153,7 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
     else:
         out, _err = make_consoles(no_color=no_color, width=width)
         out.print(to_renderable(pd))
-    return ExitStatus.OK if not pd.same else ExitStatus.FOUND_NOTHING
+    return ExitStatus.OK if pd.same else ExitStatus.DIFFERENT
 
 
 class _Target:

@@ -54,6 +54,13 @@ def loops_back(cur_hook: str | None, hook: str, in_iface: str | None) -> bool:
     return cur_hook == "POSTROUTING" and hook == "PREROUTING" and in_iface == "lo"
 
 
+def bridge_passes_up(last: TraceEvent, ev: TraceEvent) -> bool:
+    """A bridge-family event followed by an IP-family one of the same packet identity: the bridge
+    passed the frame up to its own IP stack (bridge input hook, then ip prerouting), where
+    nf_tables gives it a new trace id."""
+    return last.family == "bridge" and ev.family not in ("bridge", "netdev", None)
+
+
 def resolve_key(open_: OrderedDict[Any, Any], partials: dict[Any, None], key: Hashable) -> Hashable:
     """The key an event joins when ``open_`` has no packet under its own ``key``.
 
@@ -150,7 +157,10 @@ def group_packets(
                     and HOOK_RANK[ev.chain] == 0 and op[_HOOK] is not None
                 )
             else:
-                restart = pid is not None and op[_PID] is not None and pid != op[_PID]
+                # a frame a bridge passes up to its host gets a new nf_tables trace id when it
+                # leaves the bridge hooks for the IP stack's: the same packet (bridge_passes_up)
+                restart = (pid is not None and op[_PID] is not None and pid != op[_PID]
+                           and not bridge_passes_up(op[_EVENTS][-1], ev))
             if restart:
                 del open_[key]
                 finish(op)

@@ -40,6 +40,7 @@ from ..rulesets.iptables_save import find_target
 from ..rulesets.nft_model import HOOKS as NFT_HOOKS
 from ..rulesets.nft_model import rule_facts
 from . import causes
+from .ctinvalid import invalid_note
 from .fate import ENDS_TABLE as _ENDS_TABLE
 from .fate import decide
 
@@ -472,6 +473,7 @@ class Explainer:
         ]
         frames = [sp.frames for sp in plan.steps]
         causes.annotate(expl, frames, plan.verdict_index, self.view)
+        invalid_note(expl)
         return expl
 
 

@@ -155,7 +155,7 @@ END {{ printf("O %d\\n", @over); clear(@n); clear(@over); }}
 """
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before prctl took effect
@@ -229,7 +229,7 @@ class DropMonitor:
         try:
             self.proc = subprocess.Popen(["bpftrace", "-B", "line", "-e", self.text], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
         except OSError as e:
             self.error = f"bpftrace: {e.strerror or e}"
             return False
@@ -296,8 +296,10 @@ class DropMonitor:
     @staticmethod
     def _named(d: Drop, steps: list[dict[str, str]], sysctls: dict[str, str] | None) -> KernelDrop:
         iface = next((f.get("IN") for f in steps if f.get("IN")), None)
+        ttl = next((f.get("TTL") or f.get("HOPLIMIT") for f in reversed(steps) if f.get("TTL") or f.get("HOPLIMIT")),
+                   None)
         text = kf.sentence(d.reason, d.function, proto=d.proto, port=d.dport or None, dst=d.dst, iface=iface,
-                           sysctls=sysctls)
+                           sysctls=sysctls, ttl=ttl)
         fields = {"SRC": d.src, "DST": d.dst, "PROTO": d.proto}
         if d.sport or d.dport:
             fields.update(SPT=str(d.sport), DPT=str(d.dport))

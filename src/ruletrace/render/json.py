@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from .. import __version__
 from ..errors import RuletraceError
+from ..explain.owners import Owner, deciding_owner, path_owners
 from ..model import (
     CauseLink,
     Change,
@@ -84,7 +85,16 @@ def to_json(expl: Explanation) -> JSONObject:
         ],
         "warnings": list(expl.warnings),
         "notes": list(expl.notes),
+        # who made the deciding rule, and every object owner along the path (explain/owners.py);
+        # derived from the rules above, so from_json need not read them
+        "owner": owner_json(deciding_owner(expl)),
+        "owners": [owner_json(o) for o in path_owners(expl) if o.specific],
     } | _fate(expl)
+
+
+def owner_json(o: Owner | None) -> JSONObject | None:
+    """An owner as JSON (docs/json-schema.md ``owner``)."""
+    return None if o is None else o.as_json()
 
 
 def _fate(expl: Explanation) -> JSONObject:
@@ -96,7 +106,7 @@ def _fate(expl: Explanation) -> JSONObject:
     if expl.routing:
         out["routing"] = [{"point": r.point, "type": r.type, "dev": r.dev, "gateway": r.gateway, "table": r.table,
                            "rule": r.rule, "mark": r.mark, "error": r.error, "sysctls": dict(r.sysctls),
-                           "text": r.text} for r in expl.routing]
+                           "text": r.text} | ({"mark_set": r.mark_set} if r.mark_set else {}) for r in expl.routing]
     if expl.conntrack:
         out["conntrack"] = [{"when": c.when, "proto": c.proto, "state": c.state, "original": c.original,
                              "reply": c.reply, "mark": c.mark, "zone": c.zone, "status": list(c.status),
