@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.control import Control
@@ -182,7 +183,7 @@ def summary_lines(repeats: Repeats) -> list[str]:
     return lines
 
 
-def json_object(obj: dict, session: str, when: float) -> dict:
+def json_object(obj: dict[str, Any], session: str, when: float) -> dict[str, Any]:
     """A ``to_json`` packet object as ``trace --json`` streams it: with time, session and schema."""
     from .json import SCHEMA_VERSION
 
