@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..fields import parse_fields
+from ..logtext import parse_fields
 from ..model import HOOK_TABLES, Explanation, Fate, Packet, StepKind
 from .fate import ENDS_TABLE, ROUTING_NOTE
 

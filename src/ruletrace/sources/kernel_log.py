@@ -6,7 +6,7 @@ RFC 3339 rsyslog lines, ``journalctl -k`` (short, short-precise, short-iso, shor
 ``journalctl -k -o json`` (one object per line; MESSAGE a string or a list of byte values),
 ``dmesg`` with and without ``[uptime]``, ``dmesg -T``, ``/dev/kmsg`` records and bare lines.
 Damaged pastes are read too: a lost space before ``IN=`` (``policy:2IN=tap0``) or between fields
-(``LEN=84TOS=0x00``, see ``fields.parse_fields``), and many records glued into one line.
+(``LEN=84TOS=0x00``, see ``logtext.parse_fields``), and many records glued into one line.
 
 ``TraceEvent.ts`` is, by what the line carries, in this order of preference:
 the syslog stamp (it has no year: the current year is assumed, or the previous one when that
@@ -17,7 +17,7 @@ bare lines. Lines of the LOG target (fields but no TRACE tag) are counted in ``R
 
 ``TraceEvent.ident`` is one byte string made of the fields that stay the same along a
 packet's path (see ``ident_of``), computed from the text ``identity_key`` gives. Damaged
-pastes are tidied first (``fields.tidy_text``: tabs, runs of spaces, glued fields, a trailing
+pastes are tidied first (``logtext.tidy_text``: tabs, runs of spaces, glued fields, a trailing
 ``...``); a record cut short keeps its step with the fields before the cut and a
 ``fields.PartialIdent`` (the part of the identity that survived), matched to its packet by
 ``correlate.group``. Idents are comparable within this source only. Lines that look like TRACE

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ..fields import bounded_int, family_of, parse_fields, tidy_text
+from ..fields import bounded_int, family_of
+from ..logtext import parse_fields, tidy_text
 from ..model import Origin, StepKind, TraceEvent
 from . import tag as _tag
 from .kernel_log_ident import WHOLE_LAST, ident_of, partial_ident
@@ -252,7 +253,7 @@ class LineReader:
         """Build the event for field text ``fs``; None (counted as skipped) when no identity survives.
 
         Damaged text is tidied first (tabs and runs of spaces, fields glued by a lost space, a
-        trailing ``...``: ``fields.tidy_text``). Text cut short keeps its step: its fields are the
+        trailing ``...``: ``logtext.tidy_text``). Text cut short keeps its step: its fields are the
         ones before the cut (the last value, maybe cut, is left out) and its ident the part of the
         identity they hold (``fields.PartialIdent``), which grouping matches to its packet.
         """
