@@ -137,6 +137,100 @@ def proto_name(number: int) -> str:
     return PROTO_NAMES.get(number) or str(number)
 
 
+# ICMP and ICMPv6 names, once for each syntax that writes them (values: type numbers, codes)
+# nft's names for ICMP / ICMPv6 types (src/proto.c icmp_type_tbl, icmp6_type_tbl)
+NFT_ICMP_TYPES: dict[str, int] = {
+    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5, "echo-request": 8,
+    "router-advertisement": 9, "router-solicitation": 10, "time-exceeded": 11, "parameter-problem": 12,
+    "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
+    "address-mask-request": 17, "address-mask-reply": 18,
+}
+NFT_ICMPV6_TYPES: dict[str, int] = {
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
+    "echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
+    "mld-listener-done": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
+    "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137,
+}
+NFT_ICMP_CODES: dict[str, int] = {
+    "net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2, "port-unreachable": 3,
+    "frag-needed": 4, "net-prohibited": 9, "host-prohibited": 10, "admin-prohibited": 13,
+    "no-route": 0, "addr-unreachable": 3,
+}
+# ICMP type names as iptables -p icmp --help lists them: name -> (type, code or None)
+XT_ICMP_TYPES: dict[str, tuple[int, int | None]] = {
+    "any": (255, None),
+    "echo-reply": (0, None),
+    "pong": (0, None),
+    "destination-unreachable": (3, None),
+    "network-unreachable": (3, 0),
+    "host-unreachable": (3, 1),
+    "protocol-unreachable": (3, 2),
+    "port-unreachable": (3, 3),
+    "fragmentation-needed": (3, 4),
+    "source-route-failed": (3, 5),
+    "network-unknown": (3, 6),
+    "host-unknown": (3, 7),
+    "network-prohibited": (3, 9),
+    "host-prohibited": (3, 10),
+    "TOS-network-unreachable": (3, 11),
+    "TOS-host-unreachable": (3, 12),
+    "communication-prohibited": (3, 13),
+    "host-precedence-violation": (3, 14),
+    "precedence-cutoff": (3, 15),
+    "source-quench": (4, None),
+    "redirect": (5, None),
+    "network-redirect": (5, 0),
+    "host-redirect": (5, 1),
+    "TOS-network-redirect": (5, 2),
+    "TOS-host-redirect": (5, 3),
+    "echo-request": (8, None),
+    "ping": (8, None),
+    "router-advertisement": (9, None),
+    "router-solicitation": (10, None),
+    "time-exceeded": (11, None),
+    "ttl-exceeded": (11, None),
+    "ttl-zero-during-transit": (11, 0),
+    "ttl-zero-during-reassembly": (11, 1),
+    "parameter-problem": (12, None),
+    "ip-header-bad": (12, 0),
+    "required-option-missing": (12, 1),
+    "timestamp-request": (13, None),
+    "timestamp-reply": (14, None),
+    "address-mask-request": (17, None),
+    "address-mask-reply": (18, None),
+}
+XT_ICMPV6_TYPES: dict[str, tuple[int, int | None]] = {
+    "destination-unreachable": (1, None),
+    "no-route": (1, 0),
+    "communication-prohibited": (1, 1),
+    "beyond-scope": (1, 2),
+    "address-unreachable": (1, 3),
+    "port-unreachable": (1, 4),
+    "failed-policy": (1, 5),
+    "reject-route": (1, 6),
+    "packet-too-big": (2, None),
+    "time-exceeded": (3, None),
+    "ttl-exceeded": (3, None),
+    "ttl-zero-during-transit": (3, 0),
+    "ttl-zero-during-reassembly": (3, 1),
+    "parameter-problem": (4, None),
+    "bad-header": (4, 0),
+    "unknown-header-type": (4, 1),
+    "unknown-option": (4, 2),
+    "echo-request": (128, None),
+    "ping": (128, None),
+    "echo-reply": (129, None),
+    "pong": (129, None),
+    "router-solicitation": (133, None),
+    "router-advertisement": (134, None),
+    "neighbour-solicitation": (135, None),
+    "neighbor-solicitation": (135, None),
+    "neighbour-advertisement": (136, None),
+    "neighbor-advertisement": (136, None),
+    "redirect": (137, None),
+}
+
+
 def family_of(fields: dict[str, str]) -> str | None:
     """``"ipv4"`` or ``"ipv6"`` from which header fields are present, else None."""
     if "HOPLIMIT" in fields or "FLOWLBL" in fields:
