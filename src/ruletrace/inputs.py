@@ -254,6 +254,17 @@ class _Decompressed(_Layer):
 
 
 
+def _cannot_open(e: OSError, origin: Origin) -> RuletraceError:
+    """The one line that says why a file could not be opened."""
+    if isinstance(e, FileNotFoundError):
+        return RuletraceError("no such file", origin=origin)
+    if isinstance(e, PermissionError):
+        return RuletraceError("permission denied", origin=origin)
+    if isinstance(e, IsADirectoryError):
+        return RuletraceError("is a directory, not a file", origin=origin)
+    return RuletraceError(f"cannot open: {e.strerror or e}", origin=origin)
+
+
 def compression(head: bytes) -> str | None:
     """The compression a stream's first bytes show (gzip, xz, bzip2), None for none."""
     if head.startswith(GZIP_MAGIC):
@@ -283,22 +294,14 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
     else:
         try:
             st = os.stat(path)
-        except FileNotFoundError as e:
-            raise RuletraceError("no such file", origin=origin) from e
-        except PermissionError as e:
-            raise RuletraceError("permission denied", origin=origin) from e
         except OSError as e:
-            raise RuletraceError(f"cannot open: {e.strerror or e}", origin=origin) from e
+            raise _cannot_open(e, origin) from e
         if stat.S_ISDIR(st.st_mode):
             raise RuletraceError("is a directory, not a file", origin=origin)
         try:
             fh = open(path, "rb", buffering=0)
-        except PermissionError as e:
-            raise RuletraceError("permission denied", origin=origin) from e
-        except IsADirectoryError as e:
-            raise RuletraceError("is a directory, not a file", origin=origin) from e
         except OSError as e:
-            raise RuletraceError(f"cannot open: {e.strerror or e}", origin=origin) from e
+            raise _cannot_open(e, origin) from e
         if stat.S_ISREG(st.st_mode):
             prefixed = fh
         else:  # FIFO, character device, process substitution: make the head peekable
