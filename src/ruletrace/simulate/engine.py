@@ -365,7 +365,7 @@ class _Run(WalkState):
         self._rerouted = self._route_out(p, c) or p.oif
 
     def _misses(self) -> list[Miss]:
-        t, ch = self.miss_key  # type: ignore[misc]
+        t, ch = self.miss_key  # type: ignore[misc]  # only called with --explain-miss set
         chain = self.rs.chain(t, ch)
         out: list[Miss] = []
         if not any(e.table == t and e.chain == ch for e in self.events) and not self.miss_state:
