@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import RuletraceError
 from ..rulesets.iptables_save import tokenize
@@ -65,16 +66,27 @@ def rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, str]]:
     The target's options are left out. Options this module cannot check against the log are
     returned with name ``"?"`` and their module; a rule the parser rejects gives no options.
     """
+    return [(n, m, list(a), neg, w) for n, m, a, neg, w in _options_of(rule_text)]
+
+
+def fields_read(rule_text: str) -> tuple[str, ...]:
+    """The logged fields the rule's checkable options read (kernel-log names), for callers that
+    cache ``check_rule`` results on just those values."""
+    return tuple(sorted({_FIELD[name] for name, *_ in _options_of(rule_text) if name != "?"}))
+
+
+@lru_cache(maxsize=1 << 14)
+def _options_of(rule_text: str) -> tuple[tuple[str, str, tuple[str, ...], bool, str], ...]:
     try:
         tokens = tokenize(rule_text)
         if tokens[:1] in (["-A"], ["--append"], ["-I"], ["--insert"]):
             tokens = tokens[2:]
         parsed = split_rule(tokens, None)
     except RuletraceError:
-        return []
-    out: list[tuple[str, str, list[str], bool, str]] = []
+        return ()
+    out: list[tuple[str, str, tuple[str, ...], bool, str]] = []
     for neg, letter, val in parsed.ip:
-        args = [val] if letter != "f" else []
+        args = (val,) if letter != "f" else ()
         out.append((_IP_NAMES[letter], "", args, neg, _written(neg, f"-{letter}", args)))
     for module, opts in parsed.modules:
         if module == "comment":
@@ -85,8 +97,8 @@ def rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, str]]:
                 name = "?"  # connmark's --mark is the connection's mark, which the log does not show
             elif name in ("dport", "sport") and module == "multiport":  # multiport's --dport takes lists too
                 name += "s"
-            out.append((name, module, list(args), neg, _written(neg, opt, args)))
-    return out
+            out.append((name, module, tuple(args), neg, _written(neg, opt, args)))
+    return tuple(out)
 
 
 def _written(neg: bool, opt: str, args: Sequence[str]) -> str:
