@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
+from ..analyze import near_miss
 from ..correlate.group import group_packets
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
@@ -566,6 +567,7 @@ class Tracer:
                                  "later steps may refer to the new ruleset")
         for why in incomplete or ():
             expl.warnings.append("possibly incomplete: " + why)
+        near_miss.annotate(expl, self._explainer(v, fam).view)  # a drop: the ACCEPT rule one condition away
         if self.fate is not None:
             self.fate.attach(expl)
         return expl
