@@ -47,10 +47,26 @@ def test_policy_drop_names_the_rule_one_condition_away(tmp_path):
     assert [(c.chain, c.num) for c in near] == [("INPUT", 5), ("INPUT", 4)]
     assert near[0].text == (
         "filter:INPUT rule 5 `-s fd00:97::/64 -p tcp -m tcp --dport 8443 -j ACCEPT` would have accepted it: "
-        "the source does not match (`-s fd00:97::/64`; the packet's is fd00:0098:0000:0000:0000:0000:0000:0002)"
+        "the source does not match (`-s fd00:97::/64`; the packet's is fd00:98::2)"
     )
     # rule 1 (`-i lo`) fails on its only condition: not "one condition away"; rule 6 fails on two
     assert all(c.num not in (1, 6) for c in near)
+    assert e.verdict.rule is None and e.cause[0].role == "decided"
+
+
+def test_a_near_miss_is_never_the_owner(tmp_path):
+    from ruletrace.explain.owners import deciding_owner
+
+    rules = V6_RULES.replace(":OUTPUT ACCEPT [0:0]\n", ":OUTPUT ACCEPT [0:0]\n:IN_public_allow - [0:0]\n").replace(
+        "-A INPUT -s fd00:98::/64", "-A INPUT -j IN_public_allow\n"
+        "-A IN_public_allow -s fd00:98::/64 -p tcp -m tcp --dport 9090 -j ACCEPT\n-A INPUT -s fd00:98::/64")
+    f = _V6_FIELDS.format(dport=8443)
+    log = "".join(f"[  100.00000{i}] TRACE: {tag} {f}\n" for i, tag in enumerate(
+        ("filter:INPUT:rule:6", "filter:IN_public_allow:return:2", "filter:INPUT:policy:8")))
+    (e,) = _explain(tmp_path, rules, log)
+    near = [(c.chain, c.num) for c in e.cause if c.role == "near miss"]
+    assert near == [("INPUT", 5), ("IN_public_allow", 1)]  # two held conditions each, in walk order
+    assert deciding_owner(e) is None  # the policy of filter:INPUT is nobody's, whatever rule nearly matched
 
 
 def test_no_near_miss_when_two_conditions_differ(tmp_path):

@@ -17,11 +17,16 @@ parsed by ``rule_check``, so nothing is claimed for it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
+from contextlib import suppress
 
+from ..explain.owners import NOT_ON_PATH
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, StepKind
 from .rule_check import OptionCheck, check_rule, fields_read, rule_options
 
+NEAR_MISS, INPUT_RULE = "near miss", "INPUT rule"  # the cause-link roles this module adds
+assert {NEAR_MISS, INPUT_RULE} == NOT_ON_PATH  # owners skip them: the packet did not match these rules
 MAX_NEAR = 2  # near misses named per packet
 MAX_INPUT = 1  # INPUT rules named for a forwarded packet
 # what each logged field is, in words
@@ -117,7 +122,7 @@ def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
             unknown = [c for c in checks if c.left_ok is None]
             text = f"{_place(r)} `{r.spec}` would have accepted it: {_miss(failed[0])}" + _unknown(unknown)
             held = sum(1 for c in checks if c.left_ok)
-            link = CauseLink("near miss", r.table, r.chain, r.num, r, text, None)
+            link = CauseLink(NEAR_MISS, r.table, r.chain, r.num, r, text, None)
             found.append((-held, len(unknown), len(found), link))
     # the most conditions held first (`-s … --dport 8443` before `--dport 22` for port 8443), then the fewest unknowns
     return [t[-1] for t in sorted(found, key=lambda t: t[:3])[:MAX_NEAR]]
@@ -152,7 +157,7 @@ def input_rules(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
             how = "this packet is routed through the host (forwarded), not delivered to it"
         text = (f"{_place(r)} `{r.spec}` accepts {port}, but INPUT rules apply only to packets for this host: "
                 f"{how}, so {v.table}:{v.hook or v.chain} rules decide")
-        out.append(CauseLink("INPUT rule", r.table, r.chain, r.num, r, text, None))
+        out.append(CauseLink(INPUT_RULE, r.table, r.chain, r.num, r, text, None))
         if len(out) >= MAX_INPUT:
             break
     return out
@@ -209,6 +214,9 @@ def _change_place(c: Change) -> str | None:
 def _miss(c: OptionCheck) -> str:
     what = _FIELD_WORDS.get(c.field or "", c.field or "value")
     have = c.left if c.left is not None else "not logged"
+    if c.field in ("SRC", "DST") and ":" in have:  # the log's full IPv6 form, printed compressed
+        with suppress(ValueError):
+            have = str(ipaddress.ip_address(have))
     return f"the {what} does not match (`{c.option}`; the packet's is {have})"
 
 
