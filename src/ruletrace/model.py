@@ -479,6 +479,7 @@ class RouteDecision:
     error: str | None = None  # the lookup's error ("No route to host")
     sysctls: dict[str, str] = field(default_factory=dict)  # ip_forward, rp_filter of the interfaces involved
     text: str = ""  # one line
+    mark_set: str | None = None  # where the mark was set: "mangle:PREROUTING rule 3"
 
 
 @dataclass(slots=True)

@@ -117,7 +117,7 @@ def _as_json(o: Owner | None) -> dict[str, Any] | None:
     return None if o is None else o.as_json()
 
 
-def _order(d: Decider) -> tuple:
+def _order(d: Decider) -> tuple[Any, ...]:
     """A total order on deciders: by action, table, chain, number …; a missing field last."""
     return tuple((x is None, x if x is not None else "") for x in d)
 

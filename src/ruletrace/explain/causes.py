@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ..fields import show_address
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
 from .owners import Owner, owner_of, rule_comments
@@ -51,6 +52,7 @@ def _addr(f: dict[str, str], ip: str, port: str) -> str | None:
     a = f.get(ip)
     if a is None:
         return None
+    a = show_address(a)  # the printed form: "DST fd00:10::2 -> …", whatever form the log used
     p = f.get(port)
     if p is None:
         return a
@@ -121,7 +123,7 @@ def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: Ru
     want_ip = _host(new)
     found: list[Rule] = []
     seen: set[str] = set()
-    todo = [s.rule.target] if s.rule.target else []
+    todo = [s.rule.target] if s.rule is not None and s.rule.target else []
     while todo and len(seen) < 256:
         name = todo.pop()
         if name in seen:

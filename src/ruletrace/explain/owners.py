@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ..errors import RuletraceError
 from ..model import Explanation, Rule, StepKind
 from ..rulesets.iptables_save import find_target
 from ..rulesets.nft_model import rule_facts
@@ -87,7 +88,10 @@ def _target(rule: Rule | None) -> str | None:
         return None
     if rule.target or not rule.text:
         return rule.target
-    return find_target(rule.text)[0] if rule.text.startswith("-A ") else rule_facts(rule.text)[0]
+    try:
+        return find_target(rule.text)[0] if rule.text.startswith("-A ") else rule_facts(rule.text)[0]
+    except RuletraceError:  # text iptables could not read (an unbalanced quote): no target to name
+        return None
 
 
 def _arg(text: str, *flags: str) -> str | None:
