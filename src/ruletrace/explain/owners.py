@@ -90,7 +90,7 @@ def _target(rule: Rule | None) -> str | None:
         return rule.target
     try:
         return find_target(rule.text)[0] if rule.text.startswith("-A ") else rule_facts(rule.text)[0]
-    except RuletraceError:  # text iptables could not read (an unbalanced quote): no target to name
+    except RuletraceError:  # a damaged text (an unbalanced quote): no target to tell an owner by
         return None
 
 

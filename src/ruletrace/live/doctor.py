@@ -40,15 +40,17 @@ def _targets(path: str) -> set[str]:
 
 def legacy_tables(family: str) -> list[tuple[str, int, int]]:
     """(table, chains, rules) per table of iptables-legacy-save (tables loaded in this namespace)."""
-    out: list[list] = []
+    out: list[tuple[str, int, int]] = []
     for line in be.save(be.LEGACY, family).splitlines():
         if line.startswith("*"):
-            out.append([line[1:].strip(), 0, 0])
+            out.append((line[1:].strip(), 0, 0))
         elif out and line.startswith(":"):
-            out[-1][1] += 1
+            t, c, r = out[-1]
+            out[-1] = (t, c + 1, r)
         elif out and line.startswith("-A "):
-            out[-1][2] += 1
-    return [tuple(x) for x in out]  # type: ignore[misc]
+            t, c, r = out[-1]
+            out[-1] = (t, c, r + 1)
+    return out
 
 
 def table_checks(rep: be.BackendReport) -> list[Check]:
