@@ -145,3 +145,35 @@ def test_shown_in_the_tree_and_json(tmp_path):
     link = next(c for c in doc["packets"][0]["cause"] if c["role"] == "near miss")
     assert (link["chain"], link["num"], link["step"]) == ("INPUT", 5, None)
     assert link["rule"] == "-A INPUT -s fd00:97::/64 -p tcp -m tcp --dport 8443 -j ACCEPT"
+
+
+# --- native nft: the zones capture (firewalld-style layout recorded by the lab)
+def test_nft_policy_like_reject_names_the_zone_rule_one_condition_away():
+    d = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "zones"
+    res = explain_files(str(d / "ruleset-a.nft"), [str(d / "nft-monitor-a.txt")],
+                        packet_filter=PacketFilter.parse(["dport=80"]))
+    rejected = [e for e in res.explanations if e.fate.value == "rejected"]
+    assert len(rejected) == 2  # IPv4 and IPv6
+    for e in rejected:
+        (near,) = [c for c in e.cause if c.role == "near miss"]
+        assert (near.chain, near.num) == ("zone_public_allow", 1)
+        assert near.text == (
+            "zonefw:zone_public_allow rule 1 `tcp dport 22 ct state new,untracked accept` would have accepted it: "
+            "the destination port does not match (`tcp dport 22`; the packet's is 80) "
+            "(and if `ct state new, untracked`, which the log cannot show, also held)")
+
+
+def test_nft_match_expressions_read_like_iptables_options():
+    from ruletrace.analyze.rule_check import check_nft_rule, nft_rule_options
+
+    opts = nft_rule_options('iifname "eth*" ip saddr != 10.0.0.0/8 tcp dport { 22, 80-90 } ct state new counter accept')
+    assert [(n, a, neg, w) for n, _m, a, neg, w in opts] == [
+        ("in", ["eth+"], False, 'iifname "eth*"'), ("src", ["10.0.0.0/8"], True, "ip saddr != 10.0.0.0/8"),
+        ("proto", ["tcp"], False, "tcp"), ("dport", ["22,80:90"], False, "tcp dport { 22, 80-90 }"),
+        ("?", [], False, "ct state new")]
+    f = {"IN": "eth1", "SRC": "192.168.1.2", "PROTO": "TCP", "DPT": "85"}
+    assert [c.left_ok for c in check_nft_rule('iifname "eth*" ip saddr != 10.0.0.0/8 tcp dport { 22, 80-90 } accept',
+                                              f, f)] == [True, True, True, True]
+    assert [c.left_ok for c in check_nft_rule("udp dport 85 accept", f, f)] == [False, True]
+    assert [c.option for c in check_nft_rule("ip saddr @allowed iifname vmap { \"lo\" : accept }", f, f)] == [
+        "ip saddr @allowed", 'iifname vmap { "lo" : accept }']

@@ -11,8 +11,9 @@ common answer: INPUT rules apply only to packets for the host itself; after a DN
 address (or when routed through) FORWARD decides.
 
 The results are ``CauseLink``s (roles ``near miss`` and ``INPUT rule``) added after the others, so
-every view of the why (tree, JSON, report) shows them. iptables rules only: nft rule text is not
-parsed by ``rule_check``, so nothing is claimed for it.
+every view of the why (tree, JSON, report) shows them. iptables-save rules are read by
+``rule_check.check_rule``, native nft rules (of an nft listing) by ``rule_check.check_nft_rule``;
+the INPUT-vs-FORWARD hint knows iptables' filter INPUT only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from contextlib import suppress
 
 from ..explain.owners import NOT_ON_PATH
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, StepKind
-from .rule_check import OptionCheck, check_rule, fields_read, rule_options
+from .rule_check import OptionCheck, check_nft_rule, check_rule, fields_read, nft_rule_options, rule_options
 
 NEAR_MISS, INPUT_RULE = "near miss", "INPUT rule"  # the cause-link roles this module adds
 assert {NEAR_MISS, INPUT_RULE} == NOT_ON_PATH  # owners skip them: the packet did not match these rules
@@ -60,13 +61,13 @@ def _decided_index(expl: Explanation) -> int | None:
     return None
 
 
-def _catch_all(expl: Explanation, k: int) -> bool:
+def _catch_all(expl: Explanation, k: int, nft: bool) -> bool:
     """The drop is what is left: a policy, or a rule without any match option (``-j DROP`` at a
     chain's end), in a chain every caller jumped to without a condition (a zone chain, not a
     ``--dport 25 -j LOGDROP`` that blocks on purpose)."""
     steps = expl.steps
     v = steps[k]
-    if v.kind is StepKind.RULE and not (v.rule is not None and _plain(v.rule)):
+    if v.kind is StepKind.RULE and not (v.rule is not None and _plain(v.rule, nft)):
         return False
     depth = v.depth
     for j in range(k - 1, -1, -1):
@@ -74,15 +75,27 @@ def _catch_all(expl: Explanation, k: int) -> bool:
         if depth <= 0 or s.table != v.table or s.hook != v.hook:
             break
         if s.depth == depth - 1:  # the jump into the chain at `depth`
-            if s.kind is not StepKind.RULE or s.rule is None or not _plain(s.rule):
+            if s.kind is not StepKind.RULE or s.rule is None or not _plain(s.rule, nft):
                 return False
             depth -= 1
     return True
 
 
-def _plain(r: Rule) -> bool:
-    """An iptables rule without any match option (``-j DROP``, ``-j ZONE``)."""
-    return r.text.startswith("-A ") and not rule_options(r.text)
+def _plain(r: Rule, nft: bool) -> bool:
+    """A rule without any match (``-j DROP``, ``-j ZONE``; nft ``reject with icmpx …``, ``jump zones``)."""
+    if r.text.startswith("-A "):
+        return not rule_options(r.text)
+    return nft and not r.vmap and not nft_rule_options(r.text)
+
+
+def _readable(r: Rule, nft: bool) -> bool:
+    """Rule text the checks read: iptables-save lines, and nft rules of an nft listing."""
+    return r.text.startswith("-A ") or nft
+
+
+def _is_nft(view: RulesetView, family: str | None) -> bool:
+    rs = view.pick(family)
+    return rs is not None and rs.format.startswith("nft")
 
 
 def _walked(expl: Explanation, k: int) -> list[tuple[str, int | None]]:
@@ -101,10 +114,11 @@ def _walked(expl: Explanation, k: int) -> list[tuple[str, int | None]]:
 def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]:
     """The accepting rules of the walked chains that fail on exactly one option while another holds."""
     v = expl.steps[k]
-    if not _catch_all(expl, k):
+    family = v.event.family
+    nft = _is_nft(view, family)
+    if not _catch_all(expl, k, nft):
         return []
     fields = v.event.fields or expl.first
-    family = v.event.family
     found: list[tuple[int, int, CauseLink]] = []
     for chain, stop in _walked(expl, k):
         ch = view.chain(v.table, chain, family)
@@ -113,7 +127,7 @@ def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
         for r in ch.rules:
             if stop is not None and r.num >= stop:
                 break
-            if not _accepts(r, view, family):
+            if not _readable(r, nft) or not _accepts(r, view, family, nft):
                 continue
             checks = _checks(r.text, fields)
             failed = [c for c in checks if c.left_ok is False]
@@ -134,6 +148,7 @@ def input_rules(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
     now = v.event.fields or expl.first
     sent = expl.first
     family = v.event.family
+    nft = _is_nft(view, family)
     chain = view.chain("filter", "INPUT", family)
     if chain is None:
         return []
@@ -144,7 +159,7 @@ def input_rules(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
             rules += sub.rules
     out: list[CauseLink] = []
     for r in rules:
-        if not _accepts(r, view, family):
+        if not _readable(r, nft) or not _accepts(r, view, family, nft):
             continue
         port = _opens_port(r, now) or _opens_port(r, sent)
         if port is None:
@@ -163,7 +178,7 @@ def input_rules(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
     return out
 
 
-def _accepts(r: Rule, view: RulesetView, family: str | None) -> bool:
+def _accepts(r: Rule, view: RulesetView, family: str | None, nft: bool) -> bool:
     """The rule accepts what it matches: ``-j ACCEPT``, or a jump to a chain whose first rule is a
     plain ``-j ACCEPT`` (an ALLOWED chain)."""
     if r.target == "ACCEPT":
@@ -171,7 +186,7 @@ def _accepts(r: Rule, view: RulesetView, family: str | None) -> bool:
     ch = view.chain(r.table, r.target, family) if r.target else None
     if ch is None or not ch.rules:
         return False
-    return ch.rules[0].target == "ACCEPT" and _plain(ch.rules[0])
+    return ch.rules[0].target == "ACCEPT" and _plain(ch.rules[0], nft)
 
 
 def _opens_port(r: Rule, fields: Mapping[str, str]) -> str | None:
@@ -199,7 +214,8 @@ def _checks(text: str, fields: Mapping[str, str]) -> list[OptionCheck]:
     if got is None:
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.clear()
-        got = _CACHE[key] = check_rule(text, fields, fields)
+        check = check_rule if text.startswith("-A ") else check_nft_rule
+        got = _CACHE[key] = check(text, fields, fields)
     return got
 
 
