@@ -177,3 +177,29 @@ def test_nft_match_expressions_read_like_iptables_options():
     assert [c.left_ok for c in check_nft_rule("udp dport 85 accept", f, f)] == [False, True]
     assert [c.option for c in check_nft_rule("ip saddr @allowed iifname vmap { \"lo\" : accept }", f, f)] == [
         "ip saddr @allowed", 'iifname vmap { "lo" : accept }']
+
+
+NFT_HOST = """table inet hostfw {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iifname "lo" accept
+		tcp dport 8080 accept
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+	}
+}
+"""
+
+
+def test_nft_forward_drop_names_the_input_hook_rule(tmp_path):
+    (tmp_path / "fw.nft").write_text(NFT_HOST)
+    f = _FWD.format(out="eth1", dst="10.1.0.5", ttl=63, dport=8080)
+    (tmp_path / "kern.log").write_text(f"[  1.000002] TRACE: hostfw:forward:policy:2 {f}\n")
+    (e,) = explain_files(str(tmp_path / "fw.nft"), [str(tmp_path / "kern.log")]).explanations
+    (hint,) = [c for c in e.cause if c.role == "INPUT rule"]
+    assert hint.text == (
+        "hostfw:input rule 2 `tcp dport 8080 accept` accepts port 8080/tcp, but input-hook rules apply only to "
+        "packets for this host: this packet is routed through the host (forwarded), not delivered to it, so "
+        "hostfw:forward rules decide")

@@ -13,7 +13,7 @@ address (or when routed through) FORWARD decides.
 The results are ``CauseLink``s (roles ``near miss`` and ``INPUT rule``) added after the others, so
 every view of the why (tree, JSON, report) shows them. iptables-save rules are read by
 ``rule_check.check_rule``, native nft rules (of an nft listing) by ``rule_check.check_nft_rule``;
-the INPUT-vs-FORWARD hint knows iptables' filter INPUT only.
+the INPUT-vs-FORWARD hint reads iptables' filter INPUT, or an nft listing's input-hook base chains.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 
 from ..explain.owners import NOT_ON_PATH
-from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, StepKind
+from ..model import CauseLink, Chain, Change, Explanation, Fate, Rule, RulesetView, StepKind
 from .rule_check import OptionCheck, check_nft_rule, check_rule, fields_read, nft_rule_options, rule_options
 
 NEAR_MISS, INPUT_RULE = "near miss", "INPUT rule"  # the cause-link roles this module adds
@@ -50,7 +50,7 @@ def annotate(expl: Explanation, view: RulesetView | None) -> None:
         return
     vstep = expl.steps[k]
     expl.cause.extend(near_misses(expl, view, k))
-    if (vstep.hook or vstep.chain) == "FORWARD" and vstep.table == "filter":
+    if (vstep.hook or vstep.chain) == "FORWARD":
         expl.cause.extend(input_rules(expl, view, k))
 
 
@@ -149,14 +149,13 @@ def input_rules(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
     sent = expl.first
     family = v.event.family
     nft = _is_nft(view, family)
-    chain = view.chain("filter", "INPUT", family)
-    if chain is None:
-        return []
-    rules = list(chain.rules)
-    for r in chain.rules:  # and the user chains INPUT jumps to
-        sub = view.chain("filter", r.target, family) if r.target and r.target != "INPUT" else None
-        if sub is not None:
-            rules += sub.rules
+    rules: list[Rule] = []
+    for chain in _input_chains(view, family):
+        rules += chain.rules
+        for r in chain.rules:  # and the user chains it jumps to
+            sub = view.chain(chain.table, r.target, family) if r.target and r.target != chain.name else None
+            if sub is not None:
+                rules += sub.rules
     out: list[CauseLink] = []
     for r in rules:
         if not _readable(r, nft) or not _accepts(r, view, family, nft):
@@ -170,8 +169,9 @@ def input_rules(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
             how = f"after the DNAT to {dnat.new}{where} the packet is forwarded, not delivered"
         else:
             how = "this packet is routed through the host (forwarded), not delivered to it"
-        text = (f"{_place(r)} `{r.spec}` accepts {port}, but INPUT rules apply only to packets for this host: "
-                f"{how}, so {v.table}:{v.hook or v.chain} rules decide")
+        which = "input-hook" if nft else "INPUT"
+        text = (f"{_place(r)} `{r.spec}` accepts {port}, but {which} rules apply only to packets for this host: "
+                f"{how}, so {v.table}:{v.chain} rules decide")
         out.append(CauseLink(INPUT_RULE, r.table, r.chain, r.num, r, text, None))
         if len(out) >= MAX_INPUT:
             break
@@ -187,6 +187,19 @@ def _accepts(r: Rule, view: RulesetView, family: str | None, nft: bool) -> bool:
     if ch is None or not ch.rules:
         return False
     return ch.rules[0].target == "ACCEPT" and _plain(ch.rules[0], nft)
+
+
+def _input_chains(view: RulesetView, family: str | None) -> list[Chain]:
+    """filter INPUT (iptables), else every base chain on the input hook (nft), filter tables first."""
+    rs = view.pick(family)
+    if rs is None:
+        return []
+    ipt = rs.chain("filter", "INPUT")
+    if ipt is not None and not rs.format.startswith("nft"):
+        return [ipt]
+    chains = [c for t in rs.tables.values() for c in t.values() if (c.hook or "").lower() == "input"
+              and c.type in (None, "filter")]
+    return sorted(chains, key=lambda c: (c.priority if c.priority is not None else 0, c.table))
 
 
 def _opens_port(r: Rule, fields: Mapping[str, str]) -> str | None:
