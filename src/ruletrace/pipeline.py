@@ -252,8 +252,12 @@ class Run:
                 if e is not None and self.filter.wants(e):
                     yield e
         else:
+            from .analyze import near_miss
+
+            view = self._explainer(None).view
             for e in with_replies(self._explained()):
                 if self.filter.wants(e):
+                    near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
                     yield e
         self._finish()
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..analyze import near_miss
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
 from ..model import Explanation, Packet, Ruleset, RulesetView, TraceEvent
@@ -591,6 +592,7 @@ class Tracer(NftModes):
             from .both import only_one
 
             only_one(expl, self.untraced)
+        near_miss.annotate(expl, self._explainer(v, fam).view)  # a drop: the ACCEPT rule one condition away
         if self.fate is not None:
             self.fate.attach(expl)
         return expl
