@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from contextlib import suppress
+from typing import Any
 
 from ..explain.owners import NOT_ON_PATH
 from ..model import CauseLink, Chain, Change, Explanation, Fate, Rule, RulesetView, StepKind
@@ -119,7 +120,7 @@ def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
     if not _catch_all(expl, k, nft):
         return []
     fields = v.event.fields or expl.first
-    found: list[tuple[int, int, CauseLink]] = []
+    found: list[tuple[int, int, int, CauseLink]] = []
     for chain, stop in _walked(expl, k):
         ch = view.chain(v.table, chain, family)
         if ch is None:
@@ -215,7 +216,7 @@ def _opens_port(r: Rule, fields: Mapping[str, str]) -> str | None:
     return f"port {fields.get('DPT')}" + (f"/{proto}" if proto else "")
 
 
-_CACHE: dict[tuple, list[OptionCheck]] = {}
+_CACHE: dict[tuple[Any, ...], list[OptionCheck]] = {}
 _CACHE_MAX = 1 << 14
 
 

@@ -87,8 +87,8 @@ def _options_of(rule_text: str) -> tuple[tuple[str, str, tuple[str, ...], bool, 
         return ()
     out: list[tuple[str, str, tuple[str, ...], bool, str]] = []
     for neg, letter, val in parsed.ip:
-        args = (val,) if letter != "f" else ()
-        out.append((_IP_NAMES[letter], "", args, neg, _written(neg, f"-{letter}", args)))
+        ip_args: tuple[str, ...] = (val,) if letter != "f" else ()
+        out.append((_IP_NAMES[letter], "", ip_args, neg, _written(neg, f"-{letter}", ip_args)))
     for module, opts in parsed.modules:
         if module == "comment":
             continue

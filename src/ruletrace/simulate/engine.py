@@ -112,7 +112,8 @@ class _Run(WalkState):
             self.cc: Compiled | NftCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
         else:
             self.cc = compiled(rs, v == 6, index)
-        self.l2 = l2_compiled(rss, v == 6, not (index and fast)) if self.native and self.cc.has_l2 else None
+        self.l2 = (l2_compiled(rss, v == 6, not (index and fast))
+                   if isinstance(self.cc, NftCompiled) and self.cc.has_l2 else None)
         self._path_reason = ""
         self._rerouted: str | None = None
         self._assumed_out: str | None = None
@@ -280,6 +281,7 @@ class _Run(WalkState):
 
     def _l2(self, p: Pkt, c: Ctx) -> Fate | None:
         """netdev ingress and bridge hooks (nft_l2.py): a fate, or None to go on in the IP stack."""
+        assert self.l2 is not None  # called only when the listings hold netdev/bridge tables
         v, bridged = before_ip(self.l2, p, c, self, c.is_local(p, p.v, p.dst))
         if v != ACCEPT:
             return self._fate(v)

@@ -205,15 +205,15 @@ class NSet:
         if not self.linear and not self.ranged:  # only exact keys: lookup() is this one dict.get
             hashed = self.hashed
 
-            def vmap(p: Any, c: Any) -> tuple | None:
+            def hashed_vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
                 v = get(p, c)
                 if v is None:
                     return None
                 d = hashed.get(v if type(v) is tuple else (v,), MISS)
                 return None if d is MISS else d
 
-            vmap.chains = self.chains  # type: ignore[attr-defined]
-            return vmap
+            hashed_vmap.chains = self.chains  # type: ignore[attr-defined]
+            return hashed_vmap
 
         def vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
             v = get(p, c)
