@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 KFREE_FORMAT = "events/skb/kfree_skb/format"
@@ -95,7 +96,8 @@ def read_reason_names() -> dict[int, str]:
 
 
 def meaning(name: str, *, proto: str | None = None, port: int | str | None = None, dst: str | None = None,
-            iface: str | None = None, sysctls: dict[str, str] | None = None) -> str:
+            iface: str | None = None, sysctls: dict[str, str] | None = None, function: str | None = None,
+            ttl: str | None = None) -> str:
     """A reason in words, with the host facts known (``sysctls``: name -> value) filled in."""
     r = REASONS.get(name)
     if r is None:
@@ -108,6 +110,13 @@ def meaning(name: str, *, proto: str | None = None, port: int | str | None = Non
         fwd = sysctls.get("net.ipv4.ip_forward")
         if fwd == "0" or (iface and sysctls.get(f"net.ipv4.conf.{iface}.forwarding") == "0"):
             text = "forwarding is disabled on this host (net.ipv4.ip_forward=0)"
+    elif name == "IP_INHDR" and function in ("ip_forward", "ip6_forward") and (ttl is None or ttl in ("0", "1")):
+        text = f"TTL {ttl or '≤1'} expired while forwarding (the kernel sends ICMP time exceeded)"
+    elif name == "NOT_SPECIFIED" and function == "ip_error":
+        text = ("the routing step refused it: an unreachable, prohibit or blackhole route (the kernel "
+                "names no reason for these)")
+    elif name == "NO_SOCKET" and (proto or "").lower() == "tcp":
+        text += "; the kernel answered with a TCP RST"
     elif name == "IP_RPFILTER" and iface:
         vals = [f"{k}={sysctls[k]}" for k in (f"net.ipv4.conf.{iface}.rp_filter", "net.ipv4.conf.all.rp_filter")
                 if k in sysctls]
@@ -122,6 +131,6 @@ def fact(name: str, *, dst: str | None = None, iface: str | None = None) -> str:
     return r.fact.format(dst=dst or "?", iface=iface or "all", proto="?", port="?") if r else ""
 
 
-def sentence(name: str, function: str | None, **ctx) -> str:
+def sentence(name: str, function: str | None, **ctx: Any) -> str:
     """"forwarding is disabled on this host (net.ipv4.ip_forward=0): IP_INADDRERRORS in ip_error"."""
-    return f"{meaning(name, **ctx)}: {name}" + (f" in {function}" if function else "")
+    return f"{meaning(name, function=function, **ctx)}: {name}" + (f" in {function}" if function else "")

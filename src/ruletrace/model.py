@@ -479,6 +479,7 @@ class RouteDecision:
     error: str | None = None  # the lookup's error ("No route to host")
     sysctls: dict[str, str] = field(default_factory=dict)  # ip_forward, rp_filter of the interfaces involved
     text: str = ""  # one line
+    mark_set: str | None = None  # where the mark was set: "mangle:PREROUTING rule 3"
 
 
 @dataclass(slots=True)
@@ -512,6 +513,9 @@ class Explanation:
     drops: list[KernelDrop] = field(default_factory=list)  # kernel drop reasons (live: skb:kfree_skb)
     routing: list[RouteDecision] = field(default_factory=list)
     conntrack: list[ConntrackEntry] = field(default_factory=list)
+    # equal for two explanations one Explainer made from one plan, so with equal steps apart from
+    # their events (set by explain.Explainer; None otherwise): the report groups paths by it
+    path_key: Any = field(default=None, compare=False, repr=False)
 
     @property
     def first(self) -> dict[str, str]:

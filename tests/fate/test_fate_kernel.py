@@ -58,8 +58,8 @@ def fl():
 class Trace(BackgroundTrace):
     """`ruletrace trace --netns HOST` in the background."""
 
-    def __init__(self, ns: str, *args: str, env: dict | None = None) -> None:
-        super().__init__("--netns", ns, "--backend", "nft", "-4", "-p", "udp", "--json", *args,
+    def __init__(self, ns: str, *args: str, env: dict | None = None, proto: str = "udp") -> None:
+        super().__init__("--netns", ns, "--backend", "nft", "-4", "-p", proto, "--json", *args,
                          env=env or ENV, timeout=60)
 
     def finish(self, timeout: float = 30) -> tuple[int, list[dict], str]:
@@ -67,13 +67,14 @@ class Trace(BackgroundTrace):
         return rc, [json.loads(x) for x in out.splitlines()], err
 
 
-@pytest.mark.parametrize("name", ["closed-udp", "forward-off", "no-route", "rp-filter"])
+@pytest.mark.parametrize("name", ["closed-udp", "forward-off", "no-route", "rp-filter", "ttl-expired",
+                                  "tcp-closed", "policy-route", "ct-invalid"])
 def test_drop_reason_named_live(fl, name):
     sc = fl.prepare(name)
     before = _bpftrace_pids()
-    t = Trace(fl.host.ns, "-s", sc.src, "-d", sc.dst, "--count", "1", "--duration", "20")
+    t = Trace(fl.host.ns, "-s", sc.src, "-d", sc.dst, "--count", "1", "--duration", "20", proto=sc.proto)
     assert "drop reasons on" in "".join(t.err)
-    fl.send_udp(sc)
+    fl.send(sc)
     rc, pkts, err = t.finish()
     assert rc == 0, err
     (pkt,) = pkts
@@ -96,6 +97,30 @@ def test_drop_reason_named_live(fl, name):
         assert route["error"] and route["type"] == "unreachable", route
     elif name == "rp-filter":
         assert route["sysctls"][f"net.ipv4.conf.{fl.h_if}.rp_filter"] == "1"
+    elif name == "ttl-expired":
+        assert "TTL 1 expired while forwarding" in d["text"]
+        assert (route["type"], route["dev"], route["table"]) == ("unicast", fl.spare, "main"), route
+    elif name == "tcp-closed":
+        assert "no socket listens on tcp/9998" in d["text"] and "answered with a TCP RST" in d["text"]
+        assert route["type"] == "local"
+        first, end = pkt["conntrack"]  # the entry as conntrack made it; the RST removed it (never assured)
+        assert (first["when"], first["state"], first["status"]) == ("first seen", "SYN_SENT", ["UNREPLIED"]), first
+        assert first["reply"].startswith(f"src={sc.dst} dst={sc.src} sport=9998"), first
+        assert (end["when"], end["state"]) == ("end", None) and "no entry" in end["text"], end
+        assert pkt["fate"] == "delivered" and any(n.startswith("every rule let it through, then the kernel dropped "
+                                                               "it: no socket listens") for n in pkt["notes"]), pkt
+    elif name == "policy-route":
+        assert (route["mark"], route["mark_set"]) == ("0x1", "mangle:PREROUTING rule 1"), route
+        assert (route["rule"], route["table"], route["type"]) == ("100: from all fwmark 0x1 lookup 100", "100",
+                                                                  "unreachable"), route
+        assert route["text"].startswith("after PREROUTING: mark 0x1 set in mangle:PREROUTING rule 1 → ip rule "
+                                        "100: from all fwmark 0x1 lookup 100 → table 100 → unreachable"), route
+    elif name == "ct-invalid":
+        assert pkt["fate"] == "dropped" and pkt["verdict"]["chain"] == "INPUT", pkt
+        assert ("conntrack state INVALID: a TCP packet without SYN (ACK) starts no connection when "
+                "net.netfilter.nf_conntrack_tcp_loose=0") in " ".join(pkt["notes"]), pkt["notes"]
+    if pkt["fate"] == "unknown" and route["type"] != "local":
+        assert any(n.startswith("last seen in PREROUTING: the kernel dropped it") for n in pkt["notes"]), pkt
     assert _bpftrace_pids() <= before  # the child went with the trace
 
 

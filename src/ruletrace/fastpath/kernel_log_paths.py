@@ -26,7 +26,7 @@ from ..correlate.group import (
     starts_new,
 )
 from ..fields import PartialIdent
-from ..sources import kernel_log
+from ..sources import kernel_log, kernel_log_records
 from ..sources.stats import ReadStats
 
 __all__ = ["PathReader", "read_paths"]
@@ -36,11 +36,11 @@ __all__ = ["PathReader", "read_paths"]
 # first and last line
 _STEPS, _HOOK, _TI, _LAST, _SEEN, _RANK, _FAMILY, _KEY, _FIRST, _END = range(10)
 
-Info = tuple  # (table, chain, kind, num), as TraceEvent holds them
-Emit = Callable[[Any, list, Any, int, int], None]
+Info = tuple[Any, ...]  # (table, chain, kind, num), as TraceEvent holds them
+Emit = Callable[[Any, list[Any], Any, int, int], None]
 
 
-def _entry(info: Info) -> tuple:
+def _entry(info: Info) -> tuple[Any, ...]:
     """What a tag tells the grouping: (info, builtin hook or None, table index, num, hook rank)."""
     table, chain, _, num = info
     tables = TABLE_INDEX.get(chain)
@@ -59,15 +59,15 @@ class PathReader:
     """
 
     def __init__(self, name: str, emit: Emit, window: int = DEFAULT_WINDOW,
-                 tags: dict[bytes, tuple] | None = None) -> None:
+                 tags: dict[bytes, tuple[Any, ...]] | None = None) -> None:
         self.name = name
         self.emit = emit
         self.window = window
         self.lines = 0
         self.events = 0  # the window counts events, as group_packets does
-        self.open: OrderedDict[Any, list] = OrderedDict()
+        self.open: OrderedDict[Any, list[Any]] = OrderedDict()
         # what each tag tells the grouping; may be shared by the readers of one process
-        self._entries: dict[bytes, tuple] = {} if tags is None else tags
+        self._entries: dict[bytes, tuple[Any, ...]] = {} if tags is None else tags
         self._seen: dict[bytes, tuple[str, bytes]] = {}  # field text -> (family, ident)
         self._partials: dict[PartialIdent, None] = {}  # open keys that are partial idents
 
@@ -82,14 +82,14 @@ class PathReader:
         line (its events are dropped, as ``group_packets`` does); ``stats`` gets the skipped and
         LOG lines and the events read (not lines or bytes)."""
         st = stats
-        rd = kernel_log._Reader(self.name, st)
+        rd = kernel_log_records.LineReader(self.name, st)
         tag_of = rd.tag
         ident_of = kernel_log.ident_of
         identity_key = kernel_log.identity_key
         partials = self._partials
         mark = kernel_log.TRACE_MARK
-        cache_max = kernel_log._CACHE_MAX
-        seen_max = kernel_log._SEEN_MAX
+        cache_max = kernel_log_records.CACHE_MAX
+        seen_max = kernel_log_records.SEEN_MAX
         entries = self._entries
         seen = self._seen
         open_ = self.open
@@ -100,14 +100,14 @@ class PathReader:
         get_open = open_.get
         to_end = open_.move_to_end
 
-        def done(op: list) -> None:
+        def done(op: list[Any]) -> None:
             emit(op[_FAMILY], op[_STEPS], op[_KEY], op[_FIRST], op[_END])
 
         def expire() -> None:
             for oldest in expired(open_, counter - window):
                 done(oldest)
 
-        def add(ent: tuple, key: Any, family: Any, lineno: int, in_lo: bool = False) -> None:
+        def add(ent: tuple[Any, ...], key: Any, family: Any, lineno: int, in_lo: bool = False) -> None:
             """One event, the general way: it may end the open packet of its key and start one."""
             info, hook, ti, num, rank = ent
             op = open_.get(key)

@@ -8,6 +8,12 @@ kernel drop reason the host's kernel gives (on 6.x kernels):
 - forward-off    to a routed network, ip_forward=0        IP_INADDRERRORS (ip_error)
 - no-route       to a network the host has no route for    IP_INNOROUTES (ip_error)
 - rp-filter      from a source routed elsewhere, strict    IP_RPFILTER
+- ttl-expired    UDP with TTL 1 to a routed network        IP_INHDR (ip_forward)
+- tcp-closed     TCP SYN to a closed port (answered by RST) NO_SOCKET (tcp_v4_rcv)
+- policy-route   mangle marks it 0x1, ip rule 100 fwmark 0x1 -> table 100, an unreachable route there
+                                                          NOT_SPECIFIED (ip_error; ICMP host unreachable)
+- ct-invalid     a lone TCP ACK, nf_conntrack_tcp_loose=0, filter INPUT drops ctstate INVALID
+                                                          NETFILTER_DROP (nft_do_chain: iptables-nft)
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class FateScenario:
     dst: str
     reason: str  # what the kernel says, verbatim
     function: str | None
+    proto: str = "udp"
 
 
 SCENARIOS = {
@@ -38,7 +45,34 @@ SCENARIOS = {
     "forward-off": FateScenario("forward-off", C_ADDR, ROUTED_DST, "IP_INADDRERRORS", "ip_error"),
     "no-route": FateScenario("no-route", C_ADDR, UNROUTED_DST, "IP_INNOROUTES", "ip_error"),
     "rp-filter": FateScenario("rp-filter", SPOOF_SRC, H_ADDR, "IP_RPFILTER", None),
+    "ttl-expired": FateScenario("ttl-expired", C_ADDR, ROUTED_DST, "IP_INHDR", "ip_forward"),
+    "tcp-closed": FateScenario("tcp-closed", C_ADDR, H_ADDR, "NO_SOCKET", "tcp_v4_rcv", "tcp"),
+    "policy-route": FateScenario("policy-route", C_ADDR, ROUTED_DST, "NOT_SPECIFIED", "ip_error"),
+    "ct-invalid": FateScenario("ct-invalid", C_ADDR, H_ADDR, "NETFILTER_DROP", "nft_do_chain", "tcp"),
 }
+MARK, RULE_PRIO, TABLE = "0x1", "100", "100"  # policy-route
+# the rule lines each scenario adds on the host (iptables-nft); kept to show in docs and tests
+HOST_RULES = {
+    "policy-route": [["-t", "mangle", "-A", "PREROUTING", "-d", ROUTED_DST, "-j", "MARK", "--set-mark", MARK]],
+    "ct-invalid": [["-A", "INPUT", "-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]],
+    # accepts, and makes the namespace track connections (the entry is shown beside the path)
+    "tcp-closed": [["-A", "INPUT", "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"]],
+}
+
+# a lone TCP ACK from a raw socket (the kernel fills in the IP checksum and ID)
+_LONE_ACK = """import socket, struct
+src, dst, dport = {src!r}, {dst!r}, {port}
+def csum(b):
+    if len(b) % 2: b += b"\\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+sa, da = socket.inet_aton(src), socket.inet_aton(dst)
+tcp = struct.pack("!HHIIBBHHH", 43210, dport, 1000, 2000, 5 << 4, 0x10, 64240, 0, 0)
+tcp = tcp[:16] + struct.pack("!H", csum(sa + da + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, sa, da)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range({count}): s.sendto(ip + tcp, (dst, 0))
+"""
 
 
 @dataclass(slots=True)
@@ -51,18 +85,43 @@ class FateLab:
     spare: str
 
     def prepare(self, name: str) -> FateScenario:
-        """Set the host's sysctls for one scenario (inside its namespace only)."""
+        """Set the host's sysctls, rules and policy routes for one scenario (inside its namespace
+        only), undoing what another scenario set."""
         sc = SCENARIOS[name]
         fwd = "0" if name == "forward-off" else "1"
         rpf = "1" if name == "rp-filter" else "0"
         self.lab.sysctl(self.host, {"net.ipv4.ip_forward": fwd, "net.ipv4.conf.all.rp_filter": rpf,
-                                    f"net.ipv4.conf.{self.h_if}.rp_filter": rpf})
+                                    f"net.ipv4.conf.{self.h_if}.rp_filter": rpf,
+                                    "net.netfilter.nf_conntrack_tcp_loose": "0" if name == "ct-invalid" else "1"})
+        ns = self.host.ns
+        for table in ("mangle", "filter"):
+            run(["iptables-nft", "-w", "2", "-t", table, "-F"], ns=ns, check=False)
+        run(["ip", "rule", "del", "priority", RULE_PRIO], ns=ns, check=False)
+        run(["ip", "route", "flush", "table", TABLE], ns=ns, check=False)
+        for argv in HOST_RULES.get(name, []):
+            run(["iptables-nft", "-w", "2", *argv], ns=ns)
+        if name == "policy-route":
+            run(["ip", "rule", "add", "fwmark", MARK, "lookup", TABLE, "priority", RULE_PRIO], ns=ns)
+            run(["ip", "route", "add", "unreachable", ROUTED, "table", TABLE], ns=ns)
         return sc
 
-    def send_udp(self, sc: FateScenario, count: int = 1) -> None:
+    def send(self, sc: FateScenario, count: int = 1) -> None:
+        """What the scenario's client sends: UDP (TTL 1 for ttl-expired), a TCP connect, a lone ACK."""
+        if sc.name == "tcp-closed":
+            code = ("import socket\ns=socket.socket()\ns.settimeout(2)\n"
+                    f"try: s.connect(('{sc.dst}', {PORT}))\nexcept OSError: pass\n")
+        elif sc.name == "ct-invalid":
+            code = _LONE_ACK.format(src=sc.src, dst=sc.dst, port=PORT, count=count)
+        else:
+            self.send_udp(sc, count, ttl=1 if sc.name == "ttl-expired" else None)
+            return
+        run(["python3", "-c", code], ns=self.client.ns)
+
+    def send_udp(self, sc: FateScenario, count: int = 1, ttl: int | None = None) -> None:
         """``count`` UDP datagrams client -> scenario destination, from the scenario's source."""
         code = ("import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                f"s.bind(('{sc.src}', 0))\n" + f"for _ in range({count}): s.sendto(b'rt15', ('{sc.dst}', {PORT}))\n")
+                + (f"s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, {ttl})\n" if ttl else "")
+                + f"s.bind(('{sc.src}', 0))\n" + f"for _ in range({count}): s.sendto(b'rt15', ('{sc.dst}', {PORT}))\n")
         run(["python3", "-c", code], ns=self.client.ns)
 
 

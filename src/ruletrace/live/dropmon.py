@@ -24,10 +24,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import kernel_facts as kf
 from ..fields import bounded_int
 from ..model import Explanation, KernelDrop
+
+if TYPE_CHECKING:
+    from .session import TraceSpec
 
 BTF = "/sys/kernel/btf/vmlinux"
 LOCKDOWN = "/sys/kernel/security/lockdown"
@@ -91,7 +95,7 @@ def _plain_v4(a: str | None) -> int | None:
     return int.from_bytes(ip.packed, "little") if ip.version == 4 else None
 
 
-def script(spec, ns_inum: int, rate: int) -> str:
+def script(spec: TraceSpec, ns_inum: int, rate: int) -> str:
     """The bpftrace program for a trace spec (session.TraceSpec) in the namespace ``ns_inum``."""
     v4, v6 = "ipv4" in spec.families, "ipv6" in spec.families
     proto = PROTO_NUM.get((spec.proto or "").lower())
@@ -151,7 +155,7 @@ END {{ printf("O %d\\n", @over); clear(@n); clear(@over); }}
 """
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before prctl took effect
@@ -181,7 +185,7 @@ def parse_line(line: str, names: dict[int, str], now: float = 0.0) -> Drop | Non
     nums = [bounded_int(parts[i]) for i in (1, 3, 4, 7, 8, 9)]
     if any(n is None for n in nums):
         return None
-    reason, ver, proto, sport, dport, ident = nums
+    reason, ver, proto, sport, dport, ident = (n or 0 for n in nums)  # none is None (checked above)
     return Drop(names.get(reason, f"reason {reason}"), parts[2], "ipv4" if ver == 4 else "ipv6",
                 PROTO_NAME.get(proto, str(proto)), parts[5], parts[6], sport, dport, ident, now)
 
@@ -208,10 +212,10 @@ def _fits(d: Drop, f: dict[str, str]) -> bool:
 class DropMonitor:
     """bpftrace running beside a trace; drops read by a thread, matched to packets on demand."""
 
-    def __init__(self, spec, ns_inum: int, *, rate: int) -> None:
+    def __init__(self, spec: TraceSpec, ns_inum: int, *, rate: int) -> None:
         self.names = kf.read_reason_names()
         self.text = script(spec, ns_inum, rate)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.drops: deque[Drop] = deque(maxlen=KEEP)
         self.over = 0  # drops the rate cap kept back
         self.seen = 0
@@ -225,7 +229,7 @@ class DropMonitor:
         try:
             self.proc = subprocess.Popen(["bpftrace", "-B", "line", "-e", self.text], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
         except OSError as e:
             self.error = f"bpftrace: {e.strerror or e}"
             return False
@@ -292,8 +296,10 @@ class DropMonitor:
     @staticmethod
     def _named(d: Drop, steps: list[dict[str, str]], sysctls: dict[str, str] | None) -> KernelDrop:
         iface = next((f.get("IN") for f in steps if f.get("IN")), None)
+        ttl = next((f.get("TTL") or f.get("HOPLIMIT") for f in reversed(steps) if f.get("TTL") or f.get("HOPLIMIT")),
+                   None)
         text = kf.sentence(d.reason, d.function, proto=d.proto, port=d.dport or None, dst=d.dst, iface=iface,
-                           sysctls=sysctls)
+                           sysctls=sysctls, ttl=ttl)
         fields = {"SRC": d.src, "DST": d.dst, "PROTO": d.proto}
         if d.sport or d.dport:
             fields.update(SPT=str(d.sport), DPT=str(d.dport))

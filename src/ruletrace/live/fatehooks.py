@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..model import Explanation
+from ..explain.ctinvalid import invalid_note
+from ..explain.fate import ROUTING_NOTE
+from ..explain.fatecauses import annotate
+from ..model import ConntrackEntry, Explanation
+from ..model import Fate as PacketFate
 from . import conntrack as ct
 from . import dropmon, routing
+
+if TYPE_CHECKING:
+    from .session import TraceSpec
 
 ENV_OFF = "RULETRACE_NO_DROP_REASONS"  # set to 1: drop reasons off (tests, hosts where BPF is unwelcome)
 
 
 class Fate:
-    def __init__(self, spec, *, say: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    def __init__(self, spec: TraceSpec, *, say: Callable[[str], None], warn: Callable[[str], None]) -> None:
         self.spec = spec
         self.say, self.warn = say, warn
         self.monitor: dropmon.DropMonitor | None = None
         self.drops_off = ""  # why drop reasons are off ('' when on)
         self.conntrack = ct.available()
+        self.ct_events: ct.Events | None = None  # conntrack -E: the entry as it was made
 
     def start(self) -> None:
         if os.environ.get(ENV_OFF) == "1":
@@ -38,6 +47,11 @@ class Fate:
                 if not self.monitor.start():
                     self.drops_off = self.monitor.error
                     self.monitor = None
+        if self.conntrack:
+            self.ct_events = ct.Events(self.spec)
+            if not self.ct_events.start():
+                self.warn(f"conntrack events off: {self.ct_events.error}")
+                self.ct_events = None
         if self.drops_off:
             self.warn(f"drop reasons off: {self.drops_off} (`ruletrace doctor` says how to enable them)")
 
@@ -54,12 +68,37 @@ class Fate:
         sysctls = expl.routing[0].sysctls if expl.routing else {}
         if self.monitor is not None:
             expl.drops = self.monitor.take(expl, sysctls)
+        if ROUTING_NOTE in expl.notes:
+            self._why_prerouting(expl)
+        elif expl.drops and expl.fate in (PacketFate.DELIVERED, PacketFate.FORWARDED, PacketFate.SENT) and \
+                expl.drops[0].reason != "NETFILTER_DROP":
+            expl.notes.append(f"every rule let it through, then the kernel dropped it: {expl.drops[0].text}")
         if self.conntrack:
-            e = ct.entry(expl)
-            if e is not None:
-                expl.conntrack = [e]
+            first = self.ct_events.first(expl) if self.ct_events is not None else None
+            end = ct.entry(expl, "end")
+            if end is None and first is not None:
+                end = ConntrackEntry("end", first.proto, text="no entry for the flow any more (removed or timed out)")
+            expl.conntrack = [e for e in (first, end) if e is not None]
+            loose = routing.sysctl("net.netfilter.nf_conntrack_tcp_loose")
+            invalid_note(expl, end, {**sysctls, **({"net.netfilter.nf_conntrack_tcp_loose": loose} if loose else {})})
+
+    def _why_prerouting(self, expl: Explanation) -> None:
+        """A packet last seen in PREROUTING: the kernel's drop reason when known, else the ranked causes."""
+        if expl.drops:
+            expl.notes.remove(ROUTING_NOTE)
+            expl.notes.append("last seen in PREROUTING: the kernel dropped it after PREROUTING: " + expl.drops[0].text)
+            return
+        f = expl.packet.events[-1].fields
+        try:
+            facts = routing.live_facts([f.get("IN") or "", (expl.routing[0].dev or "") if expl.routing else ""],
+                                       f.get("DST") or "")
+        except OSError:
+            return
+        annotate(expl, facts)
 
     def stop(self) -> None:
+        if self.ct_events is not None:
+            self.ct_events.stop()
         m = self.monitor
         if m is not None:
             m.stop()

@@ -14,17 +14,19 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import routes
+from ..explain.fatecauses import mark_setter, routing_points
 from ..model import Explanation, RouteDecision
 
 TIMEOUT = 5.0
 MEMO_SECONDS = 1.0  # answers of `ip` reused this long: a burst of one flow costs one lookup, not one a packet
 MEMO_MAX = 1024
-_memo: dict[tuple[str, ...], tuple[float, tuple[list[dict] | None, str]]] = {}
+_memo: dict[tuple[str, ...], tuple[float, tuple[list[dict[str, Any]] | None, str]]] = {}
 
 
-def _ip(args: list[str]) -> tuple[list[dict] | None, str]:
+def _ip(args: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
     """``ip -j -d ARGS`` (answers remembered for MEMO_SECONDS: routes change rarely within a second)."""
     key = tuple(args)
     now = time.monotonic()
@@ -38,7 +40,7 @@ def _ip(args: list[str]) -> tuple[list[dict] | None, str]:
     return got
 
 
-def _ip_uncached(args: list[str]) -> tuple[list[dict] | None, str]:
+def _ip_uncached(args: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
     try:
         p = subprocess.run(["ip", "-j", "-d", *args], capture_output=True, text=True, timeout=TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -83,7 +85,7 @@ def _mark(v: str | None) -> int | None:
 
 
 def lookup(point: str, *, dst: str, src: str | None, iif: str | None, mark: int | None,
-           rules: list[dict] | None) -> RouteDecision:
+           rules: list[dict[str, Any]] | None, mark_set: str | None = None) -> RouteDecision:
     args = ["route", "get", dst]
     if src:
         args += ["from", src]
@@ -92,56 +94,57 @@ def lookup(point: str, *, dst: str, src: str | None, iif: str | None, mark: int 
     if mark:
         args += ["mark", hex(mark)]
     data, err = _ip(args)
-    d = RouteDecision(point, mark=hex(mark) if mark else None)
+    d = RouteDecision(point, mark=hex(mark) if mark else None, mark_set=mark_set)
     if data is None or not data:
-        d.error = err or "no answer"
-        d.type = "unreachable" if "unreachable" in d.error.lower() or "no route" in d.error.lower() else None
+        # a failed lookup does not say which rule and table it ended in: the dumps do
+        table_all, _e = _ip(["-6" if ":" in dst else "-4", "route", "show", "table", "all"])
+        if table_all is not None:
+            d = routes.resolve(point, rules, table_all, dst=dst, src=src, mark=mark,
+                               iif=iif if point != "output" else None)
+            d.mark_set = mark_set
+        d.error = err or d.error or "no answer"
+        if d.type is None and ("unreachable" in d.error.lower() or "no route" in d.error.lower()):
+            d.type = "unreachable"
     else:
         r = data[0]
         d.type = r.get("type", "unicast")
         d.dev, d.gateway, d.table = r.get("dev"), r.get("gateway"), str(r.get("table") or "main")
         if d.type in ("local", "broadcast") and d.table == "main":
             d.table = "local"  # without custom ip rules the kernel merges table local into main and says main
-    if rules and not d.error:  # a failed lookup does not say which table it ended in
-        rule = routes.choosing_rule(rules, d.table, src=src, dst=dst, mark=mark, iif=iif if point != "output" else None)
-        d.rule = routes.rule_text(rule) if rule else None
+        if rules:
+            rule = routes.choosing_rule(rules, d.table, src=src, dst=dst, mark=mark,
+                                        iif=iif if point != "output" else None)
+            d.rule = routes.rule_text(rule) if rule else None
     d.sysctls = host_sysctls([iif or "", d.dev or ""])
-    d.text = describe(d, dst)
+    d.text = routes.describe(d, dst)
     return d
 
 
-def describe(d: RouteDecision, dst: str) -> str:
-    """"after PREROUTING: ip rule 100 fwmark 0x1 → table 100 → via 10.0.0.1 dev tun0"."""
-    where = {"input": "after PREROUTING", "output": "after OUTPUT", "reroute": "re-routed after NAT/mark"}[d.point]
-    head = (f"mark {d.mark} → " if d.mark else "") + (f"ip rule {d.rule} → " if d.rule else "")
-    if d.error:
-        return f"{where}: {head}route lookup for {dst} failed: {d.error}"
-    if d.type == "local":
-        tail = f"table {d.table} → local delivery"
-    else:
-        tail = f"table {d.table} → " + (f"via {d.gateway} " if d.gateway else "") + f"dev {d.dev}" + (
-            f" ({d.type})" if d.type not in ("unicast", None) else "")
-    fwd = d.sysctls.get("net.ipv4.ip_forward")
-    extra = f"; ip_forward={fwd}" if fwd is not None and d.point == "input" and d.type != "local" else ""
-    return f"{where}: {head}{tail}{extra}"
-
-
 def decisions(expl: Explanation) -> list[RouteDecision]:
-    """The routing points of a traced IPv4 packet (IPv6 lookups the same way, without sysctls)."""
-    evs = expl.packet.events
-    if not evs:
+    """The routing points of a traced packet (fatecauses.routing_points), asked of the kernel."""
+    pts = routing_points(expl)
+    if not pts or not pts[0][1].get("DST"):
         return []
-    first, last = evs[0].fields, evs[-1].fields
-    dst = first.get("DST")
-    if not dst:
-        return []
-    rules, _err = _ip(["-4" if ":" not in dst else "-6", "rule"])
-    iif = first.get("IN") or None
-    point = "input" if iif else "output"
-    out = [lookup(point, dst=dst, src=first.get("SRC"), iif=iif, mark=_mark(first.get("MARK")), rules=rules)]
-    marks = [_mark(ev.fields.get("MARK")) for ev in evs]
-    ldst, lmark = last.get("DST") or dst, marks[-1]
-    if ldst != dst or (lmark or 0) != (marks[0] or 0) or expl.marks:
-        mk = lmark if lmark is not None else next((_mark(c.new) for c in reversed(expl.marks) if c.new), None)
-        out.append(lookup("reroute", dst=ldst, src=last.get("SRC"), iif=iif, mark=mk, rules=rules))
+    dst0 = pts[0][1]["DST"]
+    rules, _err = _ip(["-4" if ":" not in dst0 else "-6", "rule"])
+    iif = pts[0][1].get("IN") or None
+    out = []
+    for point, f, after in pts:
+        mark = _mark(f.get("MARK"))
+        if point == "reroute" and not mark:  # a mark set by the last traced rule shows after it
+            mark = next((_mark(c.new) for c in reversed(expl.marks) if c.new), None)
+        out.append(lookup(point, dst=f.get("DST") or dst0, src=f.get("SRC"), iif=iif, mark=mark, rules=rules,
+                          mark_set=mark_setter(expl, after, mark)))
     return out
+
+
+def live_facts(ifaces: list[str], dst: str) -> routes.RouteFacts:
+    """The routing facts of this namespace, as the offline ranking takes them from files."""
+    fam = "-6" if ":" in dst else "-4"
+    rules, _e = _ip([fam, "rule"])
+    table_all, _e = _ip([fam, "route", "show", "table", "all"])
+    names = [f"net.ipv4.conf.{i}.{k}" for i in ifaces if i for k in ("src_valid_mark",)]
+    sy = host_sysctls(ifaces)
+    sy.update({n: v for n in names if (v := sysctl(n)) is not None})
+    where = {"sysctls": "this namespace", "routes": "this namespace"}
+    return routes.RouteFacts(rules=rules, routes=table_all, sysctls=sy, where=where)

@@ -19,6 +19,7 @@ import ctypes.util
 import hashlib
 import socket
 import struct
+from typing import Any
 
 SOL_IP, SOL_IPV6 = 0, 41
 SO_GET_INFO, SO_GET_ENTRIES = 64, 65  # IPT_BASE_CTL (64) + 0 / + 1; the same for IP6T
@@ -30,10 +31,10 @@ ENTRIES_HDR = 40  # struct ipt_get_entries: name[32], size (u32), then the 8-ali
 LAYOUT = {"ipv4": (90, 96), "ipv6": (142, 152)}  # family -> (offset of next_offset, offset of counters)
 NAMES = {"ipv4": "/proc/thread-self/net/ip_tables_names", "ipv6": "/proc/thread-self/net/ip6_tables_names"}
 
-_libc = None
+_libc: ctypes.CDLL | None = None
 
 
-def _getsockopt():
+def _getsockopt() -> Any:  # libc's getsockopt, a ctypes foreign function
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -42,9 +43,10 @@ def _getsockopt():
     return _libc.getsockopt
 
 
-def _get(fd: int, level: int, opt: int, buf: ctypes.Array) -> bool:
+def _get(fd: int, level: int, opt: int, buf: ctypes.Array[ctypes.c_char]) -> bool:
     n = ctypes.c_uint32(len(buf))
-    return _getsockopt()(fd, level, opt, buf, ctypes.byref(n)) == 0
+    rc: int = _getsockopt()(fd, level, opt, buf, ctypes.byref(n))
+    return rc == 0
 
 
 def tables(family: str) -> list[str]:
@@ -92,8 +94,14 @@ class Fingerprint:
                 return None
         return s
 
-    def quick(self) -> tuple | None:
+    def quick(self) -> tuple[Any, ...] | None:
         """The tables' sizes and entry counts (IPT_SO_GET_INFO): cheap, misses same-size replacements."""
+        infos = self._infos()
+        return None if infos is None else tuple((fam, name, info[32:]) for fam, name, _s, _lv, info in infos)
+
+    def _infos(self) -> list[tuple[str, str, socket.socket, int, bytes]] | None:
+        """(family, table, socket, sockopt level, IPT_SO_GET_INFO answer) of every table; None if
+        any cannot be read."""
         out = []
         for fam in self.families:
             s = self._sock(fam)
@@ -104,8 +112,8 @@ class Fingerprint:
                 info = self._info(s, level, name)
                 if info is None:
                     return None
-                out.append((fam, name, info[32:]))
-        return tuple(out)
+                out.append((fam, name, s, level, info))
+        return out
 
     @staticmethod
     def _info(s: socket.socket, level: int, name: str) -> bytes | None:
@@ -115,21 +123,16 @@ class Fingerprint:
 
     def read(self) -> str | None:
         h = hashlib.blake2b(digest_size=16)
-        for fam in self.families:
-            s = self._sock(fam)
-            if s is None:
-                return None
-            level = SOL_IP if fam == "ipv4" else SOL_IPV6
-            for name in tables(fam):
-                raw = self._info(s, level, name)
-                if raw is None:
-                    return None
-                size = GETINFO.unpack(raw)[-1]
-                buf = ctypes.create_string_buffer(ENTRIES_HDR + size)
-                struct.pack_into("=32sI", buf, 0, name.encode()[:TABLE_MAXNAMELEN - 1], size)
-                if not _get(s.fileno(), level, SO_GET_ENTRIES, buf):
-                    return None  # e.g. EAGAIN: the table was replaced between the two calls
-                h.update(f"{fam}:{name}:".encode())
-                h.update(raw[32:])  # hooks, underflows, entry count, size
-                h.update(mask_counters(bytearray(buf.raw[ENTRIES_HDR:]), fam))
+        infos = self._infos()
+        if infos is None:
+            return None
+        for fam, name, s, level, raw in infos:
+            size = GETINFO.unpack(raw)[-1]
+            buf = ctypes.create_string_buffer(ENTRIES_HDR + size)
+            struct.pack_into("=32sI", buf, 0, name.encode()[:TABLE_MAXNAMELEN - 1], size)
+            if not _get(s.fileno(), level, SO_GET_ENTRIES, buf):
+                return None  # e.g. EAGAIN: the table was replaced between the two calls
+            h.update(f"{fam}:{name}:".encode())
+            h.update(raw[32:])  # hooks, underflows, entry count, size
+            h.update(mask_counters(bytearray(buf.raw[ENTRIES_HDR:]), fam))
         return h.hexdigest()

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..analyze.diff import decided_at, endpoint, port
 from ..analyze.hitmap import HitMap, Place
+from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset
 from .json import from_json
 
@@ -41,18 +42,20 @@ class ReportData:
         self.kept: dict[Any, Explanation] = {}
         self.fates: Counter[str] = Counter()
         self._strings: dict[str, int] = {}
-        self._places: dict[tuple, int] = {}  # (ruleset, table, chain, kind, num) -> place id
+        self._places: dict[tuple[Any, ...], int] = {}  # (ruleset, table, chain, kind, num) -> place id
         self._place_text: dict[int, str] = {}  # rule text seen in the trace, per place (no ruleset)
-        self._steps: dict[tuple, int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
-        self._paths: dict[tuple, int] = {}  # (ruleset, step signature) -> path id
+        self._steps: dict[tuple[Any, ...], int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
+        self._paths: dict[tuple[Any, ...], int] = {}  # (ruleset, step signature) -> path id
+        self._by_key: dict[tuple[Any, ...], int] = {}  # (ruleset, Explanation.path_key) -> path id
         self._path_steps: list[list[int]] = []
         self._path_places: list[tuple[int, list[Place]]] = []  # path id -> (ruleset, places) for the hit map
         self._path_packets: list[int] = []
-        self._extras: dict[tuple, int] = {}
-        self._variants: dict[tuple, int] = {}
-        self._variant_keys: list[tuple] = []
+        self._extras: dict[tuple[Any, ...], int] = {}
+        self._variants: dict[tuple[Any, ...], int] = {}
+        self._variant_keys: list[tuple[Any, ...]] = []
         self._variant_packets: list[int] = []
         self._addrs: dict[str, int] = {}
+        self._ports: dict[Any, int | None] = {}  # logged port text -> number (analyze.diff.port)
         # one entry per packet, in input order
         self.ids: list[Any] = []
         self._pv: list[int] = []
@@ -101,17 +104,23 @@ class ReportData:
 
     def _add_explanation(self, e: Explanation) -> None:
         steps = e.steps
-        sig = tuple([(s.event.table, s.event.chain, str(s.event.kind), s.event.num, s.depth, s.action or "",
-                      s.returned_to, s.policy, s.warning, s.note) for s in steps])
         fam = None
         for ev in e.packet.events:
             if ev.family:
                 fam = ev.family
                 break
         rs = self._rs_of.ruleset_index(fam)
-        path = self._paths.get((rs, sig))
+        # the explainer's key of the path saves reading every step (same key: same steps)
+        pk = e.path_key
+        path = None if pk is None else self._by_key.get((rs, pk))
+        sig: tuple[Any, ...] | None = None
         if path is None:
-            path = self._new_path(rs, sig, [None if s.rule is None else s.rule.text for s in steps])
+            sig = _signature(steps)
+            path = self._paths.get((rs, sig))
+            if path is None:
+                path = self._new_path(rs, sig, [None if s.rule is None else s.rule.text for s in steps])
+            if pk is not None:
+                self._by_key[(rs, pk)] = path
         v = e.verdict
         dec = -1
         for c in e.cause:
@@ -120,24 +129,50 @@ class ReportData:
                 break
         else:
             if v is not None:
-                dec = _decisive_index(sig, v.table, v.chain, v.num)
+                dec = _decisive_index(sig or _signature(steps), v.table, v.chain, v.num)
         first = e.first
-        src, dst = first.get("SRC") or None, first.get("DST") or None
-        sport, dport = port(first.get("SPT")), port(first.get("DPT"))
+        get = first.get
+        src, dst = get("SRC") or None, get("DST") or None
+        src, dst = src and show_address(src), dst and show_address(dst)  # the printed form
+        ports = self._ports
+        spt, dpt = get("SPT"), get("DPT")
+        sport = ports[spt] if spt in ports else ports.setdefault(spt, port(spt))
+        dport = ports[dpt] if dpt in ports else ports.setdefault(dpt, port(dpt))
         extra = (
             v.reason if v is not None and v.reason else None,
-            tuple([(c.what, c.old, c.new, c.step) for c in e.marks]),
+            tuple([(c.what, c.old, c.new, c.step) for c in e.marks]) if e.marks else (),
             tuple([(c.role, c.text, c.step) for c in e.cause if c.role != "decided"]),
             tuple(e.warnings), tuple(e.notes),
             e.last_seen if v is None else None,
         )
-        nat = tuple([(c.what, _nat_old(c.what, c.old, src, sport, dst, dport), c.new, c.step) for c in e.nat])
+        nat = tuple([(c.what, _nat_old(c.what, c.old, src, sport, dst, dport), c.new, c.step)
+                     for c in e.nat]) if e.nat else ()
         vt = None if v is None else (v.action, v.table, v.chain, v.num, v.rule is not None)
-        self._add_packet(e.packet.id, path, str(e.fate), dec, vt, extra, nat, first.get("PROTO") or None,
-                         first.get("IN") or None, first.get("OUT") or None, first.get("TCPFLAGS") or None,
-                         src, sport, dst, dport)
+        # bridge ports (br_netfilter): PHYSIN as it came in, PHYSOUT as it last left (FORWARD/POSTROUTING)
+        last = e.packet.events[-1].fields if e.packet.events else first
+        phys = (get("PHYSIN") or last.get("PHYSIN") or None, last.get("PHYSOUT") or None)
+        fate = str(e.fate)
+        if fate not in FATES:
+            fate = "unknown"
+        key = (path, fate, dec, vt, extra, nat, get("PROTO") or None, get("IN") or None, get("OUT") or None,
+               get("TCPFLAGS") or None, phys)
+        var = self._variants.get(key)
+        if var is None:
+            var = self._variants[key] = len(self._variant_keys)
+            self._variant_keys.append(key)
+            self._variant_packets.append(0)
+        self._variant_packets[var] += 1
+        self._path_packets[path] += 1
+        self.fates[fate] += 1
+        self.ids.append(e.packet.id)
+        self._pv.append(var)
+        addrs = self._addrs  # interned (_intern, inlined)
+        self._src.append((addrs[src] if src in addrs else addrs.setdefault(src, len(addrs))) if src else -1)
+        self._dst.append((addrs[dst] if dst in addrs else addrs.setdefault(dst, len(addrs))) if dst else -1)
+        self._sport.append(sport)
+        self._dport.append(dport)
 
-    def _new_path(self, rs: int, sig: tuple, texts: list[str | None]) -> int:
+    def _new_path(self, rs: int, sig: tuple[Any, ...], texts: list[str | None]) -> int:
         path = self._paths[(rs, sig)] = len(self._path_steps)
         step_ids = []
         places: list[Place] = []
@@ -158,29 +193,6 @@ class ReportData:
         self._path_places.append((rs, places))
         self._path_packets.append(0)
         return path
-
-    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple | None, extra: tuple, nat: tuple,
-                    proto: Any, in_: Any, out: Any, flags: Any, src: Any, sport: Any, dst: Any, dport: Any) -> None:
-        if fate not in FATES:
-            fate = "unknown"
-        key = (path, fate, dec, vt, extra, nat, proto, in_, out, flags)
-        var = self._variants.get(key)
-        if var is None:
-            var = self._variants[key] = len(self._variant_keys)
-            self._variant_keys.append(key)
-            self._variant_packets.append(0)
-        self._variant_packets[var] += 1
-        self._path_packets[path] += 1
-        self.fates[fate] += 1
-        self.ids.append(pid)
-        self._pv.append(var)
-        self._src.append(self._addr(src))
-        self._sport.append(sport if isinstance(sport, int) else None)
-        self._dst.append(self._addr(dst))
-        self._dport.append(dport if isinstance(dport, int) else None)
-
-    def _addr(self, a: Any) -> int:
-        return _intern(self._addrs, str(a)) if a else -1
 
     def _s(self, text: Any) -> int:
         return -1 if text is None else _intern(self._strings, str(text))
@@ -232,9 +244,9 @@ class ReportData:
         kinds: list[str] = list(KINDS)
         places: list[list[Any]] = [[]] * len(self._places)
         for (rs, table, chain, kind, num), i in self._places.items():
-            ci = chain_index.get((rs, table, chain))
-            if ci is None:
-                ci = -1 - len(xchains)
+            got = chain_index.get((rs, table, chain))
+            ci = -1 - len(xchains) if got is None else got
+            if got is None:
                 chain_index[(rs, table, chain)] = ci
                 xchains.append([rs, tables.setdefault(table, len(tables)), chain])
             if kind not in kinds:
@@ -251,9 +263,9 @@ class ReportData:
             steps[i] = _trim([place, depth, self._s(action or None), self._s(returned_to), self._s(policy),
                               self._s(warning), self._s(note)])
         extras: list[dict[str, Any]] = []
-        extra_ids: dict[tuple, int] = {}
+        extra_ids: dict[tuple[Any, ...], int] = {}
         variants: list[list[Any]] = []
-        for path, fate, dec, _vt, extra, nat, proto, in_, out, flags in self._variant_keys:
+        for path, fate, dec, _vt, extra, nat, proto, in_, out, flags, phys in self._variant_keys:
             x = -1
             if any(extra):
                 x = extra_ids.get(extra, -1)
@@ -261,15 +273,16 @@ class ReportData:
                     x = extra_ids[extra] = len(extras)
                     extras.append(self._extra(extra))
             variants.append(_trim([path, FATES.index(fate), dec, x, self._s(proto), self._s(in_), self._s(out),
-                                   self._s(flags), [list(c) for c in nat] or None]))
+                                   self._s(flags), [list(c) for c in nat] or None, self._s(phys[0]),
+                                   self._s(phys[1])]))
         ids = self.ids
         delta = all(type(i) is int for i in ids)
         d = dict(defaults or {})
         if "a" not in d:
             d["a"] = ids[0] if ids else None
         if "b" not in d:
-            fate = [self._variant_keys[v][1] for v in self._pv]
-            d["b"] = next((ids[k] for k in range(len(ids)) if fate[k] != fate[0]), None)
+            keys, pv = self._variant_keys, self._pv  # the first packet whose fate differs from the first's
+            d["b"] = next((ids[k] for k in range(len(ids)) if keys[pv[k]][1] != keys[pv[0]][1]), None)
         addrs: list[str] = [""] * len(self._addrs)
         for a, i in self._addrs.items():
             addrs[i] = a
@@ -302,7 +315,7 @@ class ReportData:
             "defaults": d,
         }
 
-    def _extra(self, extra: tuple) -> dict[str, Any]:
+    def _extra(self, extra: tuple[Any, ...]) -> dict[str, Any]:
         why, marks, cause, warnings, notes, last = extra
         e: dict[str, Any] = {}
         if why:
@@ -353,7 +366,7 @@ def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     ids = list(itertools.accumulate(pk["id"])) if pk["id_delta"] else pk["id"]
     out = []
     for k, pid in enumerate(ids):
-        path, fate, dec, x, proto, in_, out_, flags, nat = _untrim(data["variants"][pk["v"][k]], 9)
+        path, fate, dec, x, proto, in_, out_, flags, nat, physin, physout = _untrim(data["variants"][pk["v"][k]], 11)
         nat = nat if nat != -1 else None
         e = data["extras"][x] if x >= 0 else {}
         src = addrs[pk["src"][k]] if pk["src"][k] >= 0 else None
@@ -361,7 +374,7 @@ def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
         sport, dport = pk["sport"][k], pk["dport"][k]
         out.append({
             "id": pid, "proto": s(proto), "src": src, "dst": dst, "sport": sport, "dport": dport,
-            "in": s(in_), "out": s(out_), "tcpflags": s(flags),
+            "in": s(in_), "out": s(out_), "tcpflags": s(flags), "physin": s(physin), "physout": s(physout),
             "steps": [step(sid) for sid in data["paths"][path]],
             "fate": data["fates"][fate], "decisive": dec,
             "reason": s(e.get("why", -1)), "last_seen": s(e.get("last", -1)),
@@ -375,7 +388,13 @@ def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _decisive_index(sig: tuple, table: Any, chain: Any, num: Any) -> int:
+def _signature(steps: Sequence[Any]) -> tuple[Any, ...]:
+    """What makes a path: each step's place and what the explainer made of it."""
+    return tuple([(s.event.table, s.event.chain, str(s.event.kind), s.event.num, s.depth, s.action or "",
+                   s.returned_to, s.policy, s.warning, s.note) for s in steps])
+
+
+def _decisive_index(sig: tuple[Any, ...], table: Any, chain: Any, num: Any) -> int:
     """The last step of the path at the verdict's place (when no cause link names the step)."""
     for k in range(len(sig) - 1, -1, -1):
         st = sig[k]
@@ -419,7 +438,16 @@ def rule_spec(text: str | None, chain: str) -> str | None:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
+def file_name(path: object) -> str:
+    """A file as a report names it: its name only (a report is shared; the reader's folders are
+    not the writer's, and a home directory is nobody's business); ``-`` is stdin."""
+    p = str(path)
+    if p == "-":
+        return "stdin"
+    return p.rstrip("/").rsplit("/", 1)[-1] or p
+
+
 def _ruleset_name(rs: Ruleset) -> str:
-    where = str(rs.origin) if rs.origin else "ruleset"
+    where = file_name(rs.origin.path) if rs.origin else "ruleset"
     bits = [b for b in (rs.format, rs.family) if b]
     return f"{where} ({', '.join(bits)})" if bits else where

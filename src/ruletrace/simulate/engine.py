@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Fate, Rule, Ruleset, TraceEvent, Verdict
-from .compiled import compiled
+from .compiled import Compiled, compiled
 from .hostfacts import HostFacts, addr_text
 from .nft_l2 import before_ip, l2_compiled
-from .nft_walk import is_native, nft_compiled
+from .nft_walk import NftCompiled, is_native, nft_compiled
 from .probe import PORT_PROTOS, Probe, flags_text
 from .reference import run_hook
 from .semantics import ACCEPT, DROP, QUEUE, REJECT, WalkState
@@ -53,7 +54,7 @@ class SimResult:
     hooks: list[str] = field(default_factory=list)  # hooks traversed in order
     trace_start: int = 0  # events before this index come before the first -j TRACE rule fired
     misses: list[Miss] | None = None  # None unless explain_miss was asked
-    final_snapshot: tuple = ()
+    final_snapshot: tuple[Any, ...] = ()
     path: str = ""  # input / forward / output, given or determined
     assumed_out: str | None = None  # the output interface, when it was assumed
     guessed: list[str] = field(default_factory=list)  # --assume keys of matches assumed not to match
@@ -108,10 +109,11 @@ class _Run(WalkState):
         if self.native:
             if explain_miss:
                 raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
-            self.cc = nft_compiled(rss, v == 6, linear=not (index and fast))
+            self.cc: Compiled | NftCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
         else:
             self.cc = compiled(rs, v == 6, index)
-        self.l2 = l2_compiled(rss, v == 6, not (index and fast)) if self.native and self.cc.has_l2 else None
+        self.l2 = (l2_compiled(rss, v == 6, not (index and fast))
+                   if isinstance(self.cc, NftCompiled) and self.cc.has_l2 else None)
         self._path_reason = ""
         self._rerouted: str | None = None
         self._assumed_out: str | None = None
@@ -189,7 +191,7 @@ class _Run(WalkState):
         if pr.mark:
             note(f"initial mark 0x{pr.mark:x} (--mark)", None)
         p.orig = (p.src, p.dst, p.sport, p.dport)
-        if self.native and not self.cc.base:
+        if isinstance(self.cc, NftCompiled) and not self.cc.base:
             fams = "ip6" if v == 6 else "ip"
             note(f"the ruleset has no base chain of family {fams} or inet on prerouting, input, forward, "
                  "output or postrouting: no rule sees this packet", None)
@@ -279,6 +281,7 @@ class _Run(WalkState):
 
     def _l2(self, p: Pkt, c: Ctx) -> Fate | None:
         """netdev ingress and bridge hooks (nft_l2.py): a fate, or None to go on in the IP stack."""
+        assert self.l2 is not None  # called only when the listings hold netdev/bridge tables
         v, bridged = before_ip(self.l2, p, c, self, c.is_local(p, p.v, p.dst))
         if v != ACCEPT:
             return self._fate(v)
@@ -373,7 +376,7 @@ class _Run(WalkState):
         self._rerouted = self._route_out(p, c) or p.oif
 
     def _misses(self) -> list[Miss]:
-        t, ch = self.miss_key  # type: ignore[misc]
+        t, ch = self.miss_key  # type: ignore[misc]  # only called with --explain-miss set
         chain = self.rs.chain(t, ch)
         out: list[Miss] = []
         if not any(e.table == t and e.chain == ch for e in self.events) and not self.miss_state:

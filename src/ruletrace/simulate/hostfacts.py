@@ -10,6 +10,7 @@ import json
 import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Origin
@@ -77,7 +78,7 @@ class Route:
 class IpSet:
     name: str
     type: str  # "hash:ip", "hash:net,port", "list:set", …
-    entries: list[tuple[tuple, bool]] = field(default_factory=list)  # (components, nomatch)
+    entries: list[tuple[tuple[Any, ...], bool]] = field(default_factory=list)  # (components, nomatch)
 
     @property
     def dims(self) -> list[str]:
@@ -284,7 +285,7 @@ def load_routes(text: str, facts: HostFacts, *, origin: Origin) -> None:
     facts.sources.append(f"{n} routes from {origin.path} (ip -j route)")
 
 
-def _json(text: str, origin: Origin):
+def _json(text: str, origin: Origin) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -315,7 +316,7 @@ def load_ipsets(text: str, facts: HostFacts, *, origin: Origin) -> None:
     facts.sources.append(f"{len(sets)} ipsets from {origin.path} (ipset save)")
 
 
-def _entry(s: IpSet, text: str, o: Origin) -> tuple:
+def _entry(s: IpSet, text: str, o: Origin) -> tuple[Any, ...]:
     dims = s.dims
     if s.type == "list:set":
         return (text,)
@@ -323,7 +324,7 @@ def _entry(s: IpSet, text: str, o: Origin) -> tuple:
     if len(parts) != len(dims):
         raise RuletraceError(f"set {s.name} ({s.type}) entry {text!r} has {len(parts)} parts, "
                              f"expected {len(dims)}", origin=o)
-    out: list = []
+    out: list[Any] = []
     for dim, part in zip(dims, parts):
         if dim in ("ip", "net"):
             if "-" in part and "/" not in part:

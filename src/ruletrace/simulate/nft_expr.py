@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import Origin, Rule
-from .nft_sets import NSet, Unreadable, Where, cmp_fn, parse_rhs_list, parse_verdict, selector, unknown_item
+from .nft_selectors import selector
+from .nft_sets import NSet, Unreadable, Where, cmp_fn, parse_rhs_list, parse_verdict, unknown_item
 from .nft_stmts import statement
 from .nft_values import split_tokens
 from .semantics import CONTINUE
@@ -35,7 +36,7 @@ class NRule:
     __slots__ = ("rule", "items", "verdict", "vmap", "trace", "num")
 
     def __init__(self, rule: Rule, items: tuple[Item, ...], verdict: tuple[str, str | None, str],
-                 vmap: Callable[[Any, Any], tuple | None] | None, trace: bool) -> None:
+                 vmap: Callable[[Any, Any], tuple[Any, ...] | None] | None, trace: bool) -> None:
         self.rule = rule
         self.num = rule.num
         self.items = items

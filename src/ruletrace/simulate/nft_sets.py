@@ -1,4 +1,6 @@
-"""nft selectors, comparisons, sets, maps and verdict maps, compiled to functions of the packet.
+"""nft comparisons, sets, maps and verdict maps, compiled to functions of the packet.
+
+Selectors (what value of the packet an expression reads) are in ``nft_selectors.py``.
 
 Sets and maps are hash lookups on exact keys (a verdict map of 10,000 services is one dict
 lookup) plus a scan of interval / prefix / wildcard elements; with ``linear`` (the reference
@@ -13,9 +15,9 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import NftSet, Origin
-from .nft_values import BARE_META, FIB_TYPES, RAW_TH, SELECTORS, comp_match, exact, parse_value, split_tokens
+from .nft_selectors import one_selector
+from .nft_values import FIB_TYPES, comp_match, exact, parse_value, split_tokens
 from .semantics import ACCEPT, CONTINUE, DROP, GOTO, JUMP, QUEUE, RETURN
-from .state import Branch
 
 MISS = object()
 
@@ -67,139 +69,6 @@ def parse_verdict(text: str, w: Where) -> tuple[str, str | None, str]:
     return kind, None, words[0]
 
 
-# --- selectors -------------------------------------------------------------------------------------
-
-
-def selector(toks: list[str], i: int, w: Where) -> tuple[int, Any, Any, str] | None:
-    """A selector (or a concatenation ``a . b``) at toks[i]: (next index, getter, type, text); None if unknown."""
-    one = _one(toks, i, w)
-    if one is None:
-        return None
-    j, get, typ = one
-    if j < len(toks) and toks[j] == ".":
-        gets, typs = [get], [typ]
-        while j < len(toks) and toks[j] == ".":
-            nxt = _one(toks, j + 1, w)
-            if nxt is None:
-                return None
-            j, g, t = nxt
-            gets.append(g)
-            typs.append(t)
-        gs = tuple(gets)
-        if len(gs) == 2:
-            g0, g1 = gs
-
-            def concat(p: Any, c: Any) -> tuple | None:
-                out = (g0(p, c), g1(p, c))
-                return None if None in out else out
-        elif len(gs) == 3:
-            g0, g1, g2 = gs
-
-            def concat(p: Any, c: Any) -> tuple | None:
-                out = (g0(p, c), g1(p, c), g2(p, c))
-                return None if None in out else out
-        else:
-            def concat(p: Any, c: Any) -> tuple | None:
-                out = tuple(g(p, c) for g in gs)
-                return None if None in out else out
-
-        return j, concat, tuple(typs), " ".join(toks[i:j])
-    return j, get, typ, " ".join(toks[i:j])
-
-
-def _one(toks: list[str], i: int, w: Where) -> tuple[int, Any, str] | None:
-    n = len(toks)
-    t = toks[i]
-    nxt = toks[i + 1] if i + 1 < n else ""
-    if t in BARE_META:
-        return i + 1, SELECTORS[("meta", t)][0], SELECTORS[("meta", t)][1]
-    if t == "ct" and nxt in ("original", "reply"):
-        j = i + 2
-        if j < n and toks[j] in ("ip", "ip6"):
-            j += 1
-        key = ("ct", f"{nxt} {toks[j] if j < n else ''}")
-        if nxt == "reply" or key not in SELECTORS:
-            return None
-        return j + 1, *SELECTORS[key]
-    if (t, nxt) in SELECTORS:
-        return i + 2, *SELECTORS[(t, nxt)]
-    if t.startswith("@th,"):
-        parts = t.split(",")
-        try:
-            get = RAW_TH.get((int(parts[1]), int(parts[2])))
-        except (ValueError, IndexError):
-            get = None
-        return (i + 1, get, "int") if get is not None else None
-    if t == "fib":
-        return _fib(toks, i, w)
-    if t in ("numgen", "jhash", "symhash"):
-        return _hash(toks, i, w)
-    return None
-
-
-def _fib(toks: list[str], i: int, w: Where) -> tuple[int, Any, str] | None:
-    """``fib daddr [. iif] type``, ``fib saddr . iif [. mark] oif``."""
-    j = i + 1
-    flags: list[str] = []
-    while j < len(toks) and toks[j] not in ("type", "oif", "oifname"):
-        if toks[j] != ".":
-            flags.append(toks[j])
-        j += 1
-    if j >= len(toks):
-        return None
-    result = toks[j]
-    key = w.key
-    if result == "type" and flags[:1] == ["daddr"]:
-        def fib_type(p: Any, c: Any) -> int:
-            if c.is_local(p, p.v, p.dst):
-                return 2
-            return FIB_TYPES.index(c.facts.addr_type(p.v, p.dst).lower())
-        return j + 1, fib_type, "fibtype"
-    if result in ("oif", "oifname") and flags[:1] == ["saddr"] and "iif" in flags:
-        def rpf(p: Any, c: Any) -> str:
-            if not p.iif or p.iif == "lo":
-                return p.iif or ""
-            if not c.facts.routes:
-                c.note(f"{key}: reverse-path check of {w.text!r} needs routes (--routes): assumed the "
-                       f"route back to the source leaves through IN={p.iif}")
-                return p.iif
-            r = c.facts.route(p.v, p.src)
-            return p.iif if r is not None and r.dev == p.iif and r.type == "unicast" else ""
-        return j + 1, rpf, "fiboif"
-    return None
-
-
-def _hash(toks: list[str], i: int, w: Where) -> tuple[int, Any, str] | None:
-    """``numgen random|inc mod N [offset O]``, ``jhash EXPR mod N seed S [offset O]``: a branch."""
-    j = i + 1
-    while j < len(toks) and toks[j] != "mod":
-        j += 1
-    try:
-        mod = int(toks[j + 1], 0)
-    except (IndexError, ValueError):
-        return None
-    j += 2
-    offset = 0
-    while j + 1 < len(toks) and toks[j] in ("seed", "offset"):
-        if toks[j] == "offset":
-            offset = int(toks[j + 1], 0)
-        j += 2
-    expr = " ".join(toks[i:j])
-    key, word = w.key, toks[i]
-    where = (w.table, w.chain, w.num)
-
-    def get(p: Any, c: Any) -> int:
-        vals = c.facts.values
-        v = vals.get(key, vals.get(word)) if vals else None
-        how = "--assume" if v is not None else "assumed"
-        v = offset + ((v - offset) % mod if v is not None and v >= offset else 0)
-        c.branches.append(Branch(*where, expr, True, f"value {v} {how} (the kernel picks one of "
-                                 f"{offset}..{offset + mod - 1}); --assume {key}=N to take another"))
-        return v
-
-    return j, get, "int"
-
-
 # --- comparisons -------------------------------------------------------------------------------------
 
 
@@ -221,11 +90,11 @@ def parse_rhs_list(toks: list[str], i: int, w: Where, typ: Any) -> tuple[list[An
                 continue
             i += 1
             break
-        comps = [("mask", mask, sum(c[0][0] for c in comps))]
+        comps = [("mask", mask, sum(c[0][0] for c in comps))]  # type: ignore[list-item]  # a bitmask component is ("mask", bits, count), not a (range, width) pair
     return comps, i
 
 
-def _elem_key(toks: list[str], i: int, w: Where, typ: Any) -> tuple[tuple, int]:
+def _elem_key(toks: list[str], i: int, w: Where, typ: Any) -> tuple[tuple[Any, ...], int]:
     """One key (a tuple of components, one per concatenated type) from toks[i]."""
     typs = typ if isinstance(typ, tuple) else (typ,)
     out = []
@@ -241,7 +110,7 @@ def _elem_key(toks: list[str], i: int, w: Where, typ: Any) -> tuple[tuple, int]:
     return tuple(out), i
 
 
-def _value(typ: str, text: str, w: Where) -> tuple:
+def _value(typ: str, text: str, w: Where) -> tuple[Any, ...]:
     if typ == "fibtype":
         if text not in FIB_TYPES:
             raise w.error(f"unknown fib type {text!r}")
@@ -255,7 +124,7 @@ def _value(typ: str, text: str, w: Where) -> tuple:
 BITMASK = frozenset({"ctstate", "ctstatus", "tcpflags"})
 
 
-def cmp_fn(get: Callable, typ: Any, op: str, comps: list[Any], w: Where) -> Callable[[Any, Any], bool]:
+def cmp_fn(get: Callable[..., Any], typ: Any, op: str, comps: list[Any], w: Where) -> Callable[[Any, Any], bool]:
     """The item of ``SEL [op] VALUE[,VALUE…]`` (op "implicit": none written)."""
     if comps and comps[0][0] == "mask":
         _m, mask, want = comps[0]
@@ -278,7 +147,7 @@ def cmp_fn(get: Callable, typ: Any, op: str, comps: list[Any], w: Where) -> Call
         op = "=="
     if len(keys) == 1 and op in ("<", ">", "<=", ">="):
         lo = keys[0][0]
-        test = {"<": lambda v: v < lo, ">": lambda v: v > lo, "<=": lambda v: v <= lo, ">=": lambda v: v >= lo}[op]
+        test: Callable[[Any], bool] = {"<": lambda v: v < lo, ">": lambda v: v > lo, "<=": lambda v: v <= lo, ">=": lambda v: v >= lo}[op]
         return lambda p, c: (v := get(p, c)) is not None and test(v)
     hit = op != "!="
     if single:
@@ -300,12 +169,12 @@ class NSet:
 
     __slots__ = ("name", "elems", "hashed", "ranged", "linear", "chains")
 
-    def __init__(self, name: str, elems: list[tuple[tuple, Any]], linear: bool) -> None:
+    def __init__(self, name: str, elems: list[tuple[tuple[Any, ...], Any]], linear: bool) -> None:
         self.name = name
         self.elems = elems  # (key components, data) in listing order
         self.linear = linear
-        self.hashed: dict[tuple, Any] = {}
-        self.ranged: list[tuple[tuple, Any]] = []
+        self.hashed: dict[tuple[Any, ...], Any] = {}
+        self.ranged: list[tuple[tuple[Any, ...], Any]] = []
         for comps, data in elems:
             key = tuple(exact(c) for c in comps)
             if None in key:
@@ -314,7 +183,7 @@ class NSet:
                 self.hashed.setdefault(key, data)
         self.chains = tuple({d[1] for _, d in elems if isinstance(d, tuple) and d and d[1]})
 
-    def lookup(self, key: tuple) -> Any:
+    def lookup(self, key: tuple[Any, ...]) -> Any:
         if self.linear:
             for comps, data in self.elems:
                 if all(comp_match(c, v) for c, v in zip(comps, key)):
@@ -327,36 +196,36 @@ class NSet:
                     return data
         return d
 
-    def contains_fn(self, get: Callable) -> Callable[[Any, Any], bool]:
+    def contains_fn(self, get: Callable[..., Any]) -> Callable[[Any, Any], bool]:
         look = self.lookup
         return lambda p, c: (v := get(p, c)) is not None and look(v if type(v) is tuple else (v,)) is not MISS
 
-    def dispatch(self, get: Callable) -> Callable[[Any, Any], tuple | None]:
+    def dispatch(self, get: Callable[..., Any]) -> Callable[[Any, Any], tuple[Any, ...] | None]:
         look = self.lookup
         if not self.linear and not self.ranged:  # only exact keys: lookup() is this one dict.get
             hashed = self.hashed
 
-            def vmap(p: Any, c: Any) -> tuple | None:
+            def hashed_vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
                 v = get(p, c)
                 if v is None:
                     return None
                 d = hashed.get(v if type(v) is tuple else (v,), MISS)
                 return None if d is MISS else d
 
-            vmap.chains = self.chains  # type: ignore[attr-defined]
-            return vmap
+            hashed_vmap.chains = self.chains  # type: ignore[attr-defined]
+            return hashed_vmap
 
-        def vmap(p: Any, c: Any) -> tuple | None:
+        def vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
             v = get(p, c)
             if v is None:
                 return None
             d = look(v if type(v) is tuple else (v,))
             return None if d is MISS else d
 
-        vmap.chains = self.chains  # type: ignore[attr-defined]
+        vmap.chains = self.chains  # type: ignore[attr-defined]  # the dispatch function carries its chains for nft_expr
         return vmap
 
-    def map_fn(self, get: Callable) -> Callable[[Any, Any], Any]:
+    def map_fn(self, get: Callable[..., Any]) -> Callable[[Any, Any], Any]:
         """``EXPR map @m``: the data of the packet's key, None on a miss."""
         look = self.lookup
 
@@ -392,9 +261,9 @@ class NSet:
         return NSet("{…}", elems, w.linear), j + 1
 
 
-def parse_elements(toks: list[str], w: Where, typ: Any, data: str | None) -> list[tuple[tuple, Any]]:
+def parse_elements(toks: list[str], w: Where, typ: Any, data: str | None) -> list[tuple[tuple[Any, ...], Any]]:
     """``k1, k2 : v2, …`` (tokens without the braces) -> [(key, data)]."""
-    out: list[tuple[tuple, Any]] = []
+    out: list[tuple[tuple[Any, ...], Any]] = []
     cur: list[str] = []
     for t in [*toks, ","]:
         if t == "," and cur:
@@ -408,7 +277,7 @@ def parse_elements(toks: list[str], w: Where, typ: Any, data: str | None) -> lis
 _ELEM_SKIP = {"timeout": 2, "expires": 2, "comment": 2, "counter": 1, "packets": 2, "bytes": 2}
 
 
-def _element(toks: list[str], w: Where, typ: Any, data: str | None) -> tuple[tuple, Any]:
+def _element(toks: list[str], w: Where, typ: Any, data: str | None) -> tuple[tuple[Any, ...], Any]:
     if ":" in toks:
         k = toks.index(":")
         key_t, data_t = toks[:k], toks[k + 1 :]
@@ -442,7 +311,7 @@ def set_types(s: NftSet, w: Where) -> tuple[Any, str | None]:
         out = []
         for p in parts:
             if s.typeof:
-                sel = _one(p.split(), 0, w)
+                sel = one_selector(p.split(), 0, w)
                 if sel is None:
                     return None
                 out.append(sel[2])
@@ -485,6 +354,6 @@ def unknown_item(expr: str, word: str, w: Where) -> Callable[[Any, Any], bool]: 
             c.note(f"{key}: cannot evaluate '{expr}': assumed no match; --assume {key}=match to change")
             return False
         c.note(f"{key}: '{expr}' decided by --assume: {'match' if o else 'no match'}")
-        return o
+        return bool(o)
 
     return item

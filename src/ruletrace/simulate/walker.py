@@ -100,15 +100,16 @@ def _source(resolve: Resolve, chain: CChain) -> tuple[str, list[Any]]:
                 body += [f"{ind}if not R.trace_start:", f"{ind}    R.trace_start = len(R.events)"]
             continue
         if flow is CALL:
-            body += [f"{ind}v = {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)",  # type: ignore[arg-type]
+            body += [f"{ind}v = {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)",  # type: ignore[arg-type]  # CALL targets name a chain
                      f"{ind}if v is not None:", f"{ind}    return v"]
             continue
         if flow is TAIL:
-            body.append(f"{ind}return {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)")  # type: ignore[arg-type]
+            body.append(f"{ind}return {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)")  # type: ignore[arg-type]  # TAIL too
         elif flow is POP:
             body.append(f"{ind}return None")
         else:  # END
             v = t.verdict
+            assert v is not None  # END targets have a verdict (semantics.VERDICT)
             body += [*decide_src(ind, table, v, k(v), ch, str(i + 1), k(cr.rule)), f"{ind}return {k(v)}"]
         if not tests:
             break  # an unconditional rule that leaves the chain: nothing after it runs
@@ -173,13 +174,14 @@ def _generic(resolve: Resolve, chain: CChain) -> Walk:
     n = len(rules)
 
     def walk(p: Any, c: Any, R: Any) -> str | None:
+        v: str | None  # a chain's verdict (None: fell off a user chain)
         A = R.append
         F = R.fam
         pos = 0
         while True:
             k = -1
             if merged:  # CChain.next_match for one candidate list per key, inlined
-                cand = keyed.get(keyfn(p))  # type: ignore[misc]
+                cand = keyed.get(keyfn(p))  # type: ignore[misc]  # keyfn is set whenever merged is
                 if cand is None:
                     cand = wild
                 for j in range(bisect_left(cand, pos) if pos else 0, len(cand)):
@@ -216,28 +218,28 @@ def _generic(resolve: Resolve, chain: CChain) -> Walk:
             e.family = F
             e.raw = p.snap or p.snapshot()
             A(e)
-            t = cr.target
-            flow = t.flow
+            tg = cr.target
+            flow = tg.flow
             if flow is CALL or flow is TAIL:
-                nxt = t.resolved
+                nxt = tg.resolved
                 if nxt is None:
-                    nxt = t.resolved = _target_chain(resolve, chain, t.chain)  # type: ignore[arg-type]
+                    nxt = tg.resolved = _target_chain(resolve, chain, tg.chain)  # type: ignore[arg-type]  # CALL/TAIL targets name a chain
                 v = nxt.walk(p, c, R)
                 if flow is TAIL or v is not None:
                     return v
                 pos = k + 1
                 continue
-            if t.effect is not None:
-                t.effect(p, c)
+            if tg.effect is not None:
+                tg.effect(p, c)
                 p.snap = None
             if flow is NEXT:
-                if t.trace:
+                if tg.trace:
                     R.traced()
                 pos = k + 1
                 continue
             if flow is POP:
                 return None
-            v = t.verdict  # END
+            v = tg.verdict  # END
             R.decide(v, chain, k + 1, cr.rule)
             return v
 
@@ -280,7 +282,7 @@ def make_hook(hook: str, manip: str, plan: tuple[tuple[str, CChain | None, str |
             if empty != ACCEPT:
                 body.append(f"{ind}return {k(empty)}")
             continue
-        n = len(base.rules) + 1  # type: ignore[union-attr]
+        n = len(base.rules) + 1  # type: ignore[union-attr]  # the empty-hook case continued above
         body += [f"{ind}v = {bn}.walk(p, c, R)",
                  f"{ind}if v is None:",  # RETURN in the built-in chain, or the end of a chain it went to
                  f"{ind}    " + EVENT_SRC.format(tn, h, "POLICY", n),
@@ -294,4 +296,4 @@ def make_hook(hook: str, manip: str, plan: tuple[tuple[str, CChain | None, str |
                      "    return run_hook", ""])
     ns: dict[str, Any] = {"SimEvent": SimEvent, "POLICY": StepKind.POLICY}
     exec(compile(src, "<simulate hook>", "exec"), ns)
-    return ns["make"](*consts)  # type: ignore[no-any-return]
+    return ns["make"](*consts)  # type: ignore[no-any-return]  # the generated function, from exec

@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..fields import TCP_FLAG_WORDS, bounded_int, packet_ident, parse_fields
+from ..fields import TCP_FLAG_WORDS, bounded_int, packet_ident
+from ..logtext import parse_fields
 from ..model import MonitorEvent, Origin, StepKind, TraceEvent
 from .handles import add_returns, opens_base
 from .records import Tally, note_record, text_lines
@@ -107,6 +108,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
         note_record(stats, event=True)
         nfproto, tid, table, chain, kind, spec, text = m.groups()
         handle: int | None = None
+        verdict: str | None
         if kind == "policy":
             verdict = _verdict(spec)
         else:

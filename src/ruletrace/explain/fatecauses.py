@@ -1,0 +1,164 @@
+"""Why a packet that every rule let through did not arrive: routing and sysctls, ranked.
+
+Given the host's routing facts (``ip -j rule``, ``ip -j route show table all``, a ``sysctl -a``
+dump, its addresses: ``routes.RouteFacts``), a packet's routing points are resolved as the kernel's
+fib lookup would (``routes.resolve``): after PREROUTING for a packet that came in (with the mark
+and destination it has after PREROUTING: mangle marks and DNAT count), after OUTPUT for one sent
+from here, and again after OUTPUT when nat/mangle OUTPUT changed the destination or the mark. A
+packet last seen in PREROUTING gets the likely causes of its end, ranked: those the facts prove
+first, those the facts cannot rule out after them, the cut log last. Live tracing uses the same
+ranking with the facts read from the traced namespace (and the kernel's own drop reason when known).
+"""
+
+from __future__ import annotations
+
+from .. import routes as rt
+from ..model import Change, Explanation, RouteDecision
+from .fate import ROUTING_NOTE
+
+CAUSE_PREFIX = "likely cause"
+
+
+def _mark(v: str | None) -> int | None:
+    if not v:
+        return None
+    try:
+        return int(v, 0)
+    except ValueError:
+        return None
+
+
+def mark_setter(expl: Explanation, before: int | None, mark: int | None) -> str | None:
+    """Where the packet's mark ``mark`` was set (the last change to it before step ``before``)."""
+    if not mark:
+        return None
+    for c in reversed(expl.marks):
+        if (before is None or c.step is None or c.step < before) and _mark(c.new) == mark:
+            return _changer(c)
+    return None
+
+
+def _changer(c: Change) -> str:
+    if c.table is not None and c.num is not None:
+        return f"{c.table}:{c.chain} rule {c.num}"
+    return (c.note or "outside the traced rules").split(";")[0]
+
+
+def routing_points(expl: Explanation) -> list[tuple[str, dict[str, str], int | None]]:
+    """(point, the packet's fields there, index of the step after it) for each routing point.
+
+    input: after PREROUTING (the first step of the next hook, else the last step seen);
+    output: before OUTPUT (the first step), reroute: after OUTPUT when DST or MARK changed there.
+    """
+    evs = expl.packet.events
+    if not evs:
+        return []
+    hooks: list[str | None] = []
+    cur = None
+    for i, ev in enumerate(evs):
+        h = expl.steps[i].hook if i < len(expl.steps) and expl.steps[i].hook else None
+        cur = h or cur or (ev.chain if ev.chain in ("PREROUTING", "OUTPUT") else None)
+        hooks.append(cur)
+    first = hooks[0] or ("PREROUTING" if evs[0].fields.get("IN") else "OUTPUT")
+    if first == "OUTPUT" or (first != "PREROUTING" and not evs[0].fields.get("IN")):
+        out: list[tuple[str, dict[str, str], int | None]] = [("output", evs[0].fields, 0)]
+        after = next((i for i, h in enumerate(hooks) if h not in (None, "OUTPUT")), None)
+        f = evs[after].fields if after is not None else evs[-1].fields
+        f0 = evs[0].fields
+        if f.get("DST") != f0.get("DST") or (_mark(f.get("MARK")) or 0) != (_mark(f0.get("MARK")) or 0):
+            out.append(("reroute", f, after))
+        return out
+    after = next((i for i, h in enumerate(hooks) if h not in (None, "PREROUTING")), None)
+    return [("input", evs[after].fields if after is not None else evs[-1].fields, after)]
+
+
+def decisions(expl: Explanation, facts: rt.RouteFacts) -> list[RouteDecision]:
+    """The routing decisions of a packet, from the given dumps (offline)."""
+    if facts.routes is None:
+        return []
+    out = []
+    for point, f, after in routing_points(expl):
+        dst = f.get("DST")
+        if not dst:
+            continue
+        mark = _mark(f.get("MARK"))
+        iif = f.get("IN") or None if point == "input" else None
+        d = rt.resolve(point, facts.rules, facts.routes, dst=dst, src=f.get("SRC"), mark=mark, iif=iif)
+        d.mark_set = mark_setter(expl, after, mark)
+        d.sysctls = _sysctls_of(facts.sysctls, [iif, d.dev])
+        d.text = rt.describe(d, dst)
+        out.append(d)
+    return out
+
+
+def _sysctls_of(sysctls: dict[str, str], ifaces: list[str | None]) -> dict[str, str]:
+    names = ["net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.forwarding"]
+    for i in dict.fromkeys(x for x in ifaces if x):
+        names += [f"net.ipv4.conf.{i}.rp_filter", f"net.ipv4.conf.{i}.forwarding"]
+    return {n: sysctls[n] for n in names if n in sysctls}
+
+
+def likely_causes(expl: Explanation, facts: rt.RouteFacts, d: RouteDecision | None) -> list[str]:
+    """Why a packet last seen in PREROUTING ended there, most likely first (each with its evidence)."""
+    pts = routing_points(expl)
+    if not pts or pts[0][0] != "input":
+        return []
+    f = pts[0][1]
+    src, dst, iif = f.get("SRC"), f.get("DST"), f.get("IN") or None
+    sy = facts.sysctls
+    src_of = {k: f" (from {v})" for k, v in facts.where.items()}
+    proven: list[str] = []
+    open_: list[str] = []
+    if src and iif != "lo" and (facts.local or facts.routes) and facts.is_local(src):
+        proven.append(f"its source {src} is an address of this host: the kernel drops it as a martian "
+                      f"(IP_LOCAL_SOURCE){src_of.get('addrs', src_of.get('routes', ''))}")
+    if d is not None and d.error:
+        no_table = d.table is None and d.rule is None
+        name = rt.drop_reason(d, rt.forwarding(sy, iif))
+        via = f" ({'ip rule ' + d.rule + ' → ' if d.rule else ''}{'table ' + d.table if d.table else 'no table'})"
+        what = "no route to" if no_table else f"a {d.type} route for"
+        proven.append(f"{what} {dst}{via if d.rule or d.table else ''}: {name}{src_of.get('routes', '')}")
+    forwarded = d is not None and not d.error and d.type not in ("local", "broadcast", "multicast")
+    if d is None or forwarded:
+        fwd = rt.forwarding(sy, iif)
+        key = f"net.ipv4.conf.{iif}.forwarding" if iif and f"net.ipv4.conf.{iif}.forwarding" in sy \
+            else "net.ipv4.ip_forward"
+        if fwd == "0":
+            proven.append(f"forwarding is disabled ({key}=0): IP_INADDRERRORS in ip_error{src_of.get('sysctls', '')}")
+        elif fwd is None and ":" not in (dst or ""):
+            open_.append("forwarding disabled (net.ipv4.ip_forward=0): give --sysctl to check")
+        ttl = f.get("TTL") or f.get("HOPLIMIT")
+        if ttl is not None and ttl.isdigit() and int(ttl) <= 1:
+            proven.append(f"TTL {ttl} expires on forwarding: IP_INHDR in ip_forward (ICMP time exceeded)")
+    if src and dst and iif and ":" not in src:
+        if sy and facts.routes is not None:
+            why = rt.rp_check(facts.rules, facts.routes, sy, src=src, dst=dst, iif=iif, mark=_mark(f.get("MARK")))
+            if why:
+                proven.append(f"reverse-path filter: {why}: IP_RPFILTER{src_of.get('sysctls', '')}")
+        elif rt.rp_mode(sy, iif) or not sy:
+            open_.append("reverse-path filter (rp_filter) with an asymmetric route: give --sysctl and --routes "
+                         "to check")
+    if facts.routes is None:
+        open_.append("no route to its destination (or an unreachable/prohibit route): give --routes and --rules "
+                     "to check")
+    if d is not None and d.type == "local" and not proven:
+        open_.append("the routing step delivers it here, yet the trace stops before INPUT: a martian address, "
+                     "or the log was cut")
+    open_.append("the log was cut after PREROUTING")
+    return proven + open_
+
+
+def annotate(expl: Explanation, facts: rt.RouteFacts) -> None:
+    """Offline: routing decisions from the dumps, and the ranked causes in place of the fixed guess."""
+    if not facts:
+        return
+    if not expl.routing:
+        expl.routing = decisions(expl, facts)
+    if ROUTING_NOTE not in expl.notes:
+        return
+    causes = likely_causes(expl, facts, expl.routing[0] if expl.routing else None)
+    if causes:
+        expl.notes.remove(ROUTING_NOTE)
+        n = len(causes)
+        expl.notes.append("last seen in PREROUTING: the routing step after it ended the packet")
+        expl.notes.extend(f"{CAUSE_PREFIX} {i}/{n}: {c}" for i, c in enumerate(causes, 1))
