@@ -147,7 +147,7 @@ def resolve(point: str, rules: list[dict] | None, routes: list[dict], *, dst: st
             mark: int | None, iif: str | None) -> RouteDecision:
     """The kernel's fib lookup from the dumps: the first matching ``ip rule`` (by priority) whose
     table has a route for ``dst`` (a ``throw`` route or no route goes on to the next rule)."""
-    d = RouteDecision(point, mark=hex(mark) if mark else None)
+    d = RouteDecision(point, mark=hex(mark) if mark else None, dst=dst)
     for r in sorted(rules if rules else DEFAULT_RULES, key=lambda r: _int(r.get("priority")) or 0):
         if not rule_matches(r, src=src, dst=dst, mark=mark, iif=iif or "lo"):
             continue

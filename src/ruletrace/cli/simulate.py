@@ -12,7 +12,7 @@ from ..model import Fate, Origin, Packet, Ruleset
 from ..simulate.depends import depends_on
 from ..simulate.engine import SimResult
 from ..simulate.engine import simulate as run_simulation
-from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
+from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes, load_rules, load_sysctls
 from ..simulate.nft_walk import is_native
 from ..simulate.probe import (
     CTSTATES,
@@ -66,7 +66,7 @@ def _read(path: str) -> str:
 
 
 def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, ipset: str | None,
-           assume: tuple[str, ...]) -> HostFacts:
+           assume: tuple[str, ...], rules: str | None = None, sysctl: str | None = None) -> HostFacts:
     f = HostFacts(assume=parse_assume(assume), values=parse_values(assume))
     for a in local_addrs:
         f.add_local(a)
@@ -74,9 +74,30 @@ def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, 
         load_addrs(_read(addrs), f, origin=Origin(addrs))
     if routes:
         load_routes(_read(routes), f, origin=Origin(routes))
+    if rules:
+        load_rules(_read(rules), f, origin=Origin(rules))
+    if sysctl:
+        load_sysctls(_read(sysctl), f, origin=Origin(sysctl))
     if ipset:
         load_ipsets(_read(ipset), f, origin=Origin(ipset))
     return f
+
+
+def with_fate(expl, res: SimResult) -> None:
+    """The simulated routing decisions and a predicted kernel drop on the explanation, as live tracing shows them."""
+    from .. import routes
+    from ..explain.fate import ROUTING_NOTE
+    from ..explain.fatecauses import mark_setter
+
+    expl.routing = list(res.routing)
+    for d in expl.routing:  # where the mark the lookup used was set, from the simulated steps
+        if d.mark and d.mark_set is None:
+            d.mark_set = mark_setter(expl, None, int(d.mark, 16))
+            d.text = routes.describe(d, d.dst or "")
+    if res.kernel_drop is not None:
+        expl.drops = [res.kernel_drop]
+        expl.fate = Fate.DROPPED
+        expl.notes = [n for n in expl.notes if n != ROUTING_NOTE]
 
 
 def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
@@ -154,7 +175,10 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("--local-addr", "local_addrs", multiple=True, metavar="[IFACE=]ADDR[/LEN]",
               help="A local address of the host (repeat).")
 @click.option("--addrs", metavar="FILE", help="`ip -j addr` output of the host.")
-@click.option("--routes", metavar="FILE", help="`ip -j route` output of the host.")
+@click.option("--routes", metavar="FILE", help="`ip -j route show table all` (or `ip -j route`) output of the host.")
+@click.option("--rules", "ip_rules", metavar="FILE", help="`ip -j rule` output of the host (policy routing).")
+@click.option("--sysctl", "sysctl_file", metavar="FILE",
+              help="`sysctl -a` output of the host: ip_forward, forwarding and rp_filter decide fates.")
 @click.option("--ipset", metavar="FILE", help="`ipset save` output of the host.")
 @click.option("--assume", multiple=True, metavar="KEY=match|nomatch",
               help="Decide a match the simulator cannot: statistic=nomatch, nat:KUBE-SVC-X:1=nomatch, foo=match; "
@@ -167,8 +191,8 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--width", type=int, help="Output width (default: the terminal's).")
 def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif, oif, path, ctstate, mark, ctmark,
-             uid, gid, length, local_addrs, addrs, routes, ipset, assume, explain_miss, compare_path, as_json,
-             no_color, verbose, width) -> int:
+             uid, gid, length, local_addrs, addrs, routes, ip_rules, sysctl_file, ipset, assume, explain_miss,
+             compare_path, as_json, no_color, verbose, width) -> int:
     """Predict where a packet goes through a ruleset, rule by rule, without root or traffic.
 
     Example: ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 -d 192.168.10.11 --dport 52000 -i eth0
@@ -182,11 +206,11 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     """
     from ..pipeline import load_rulesets
 
-    facts = _facts(local_addrs, addrs, routes, ipset, assume)
+    facts = _facts(local_addrs, addrs, routes, ipset, assume, ip_rules, sysctl_file)
     all_rs = load_rulesets(list(rulesets))
     if compare_path:
         return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss,
-                        _fact_sources(addrs, routes, ipset))
+                        _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file))
     if not (proto and src and dst):
         raise click.UsageError("give the packet: -p PROTO -s SRC -d DST (or --compare TRACEFILE)")
     o = Origin("command line")
@@ -206,13 +230,16 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     rs = _pick(all_rs, probe.family)
     res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
     expl = _explain(res, rs)
+    with_fate(expl, res)
     deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate is not None)
-    if deps and expl.verdict is not None:
+    if deps and expl.drops:  # the headline shows the kernel's drop reason: it says what it rests on
+        expl.drops[0].text += f"; if {', '.join(deps)}, assumed"
+    elif deps and expl.verdict is not None:
         # the headline (render/tree.py) shows the verdict's reason: it says what the verdict rests on
         expl.verdict.reason = f"{expl.verdict.reason}{'; ' if expl.verdict.reason else ''}if {', '.join(deps)}, assumed"
     res.depends_on = deps
     if as_json:
-        _write_json([(expl, res, None)], all_rs, _fact_sources(addrs, routes, ipset))
+        _write_json([(expl, res, None)], all_rs, _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file))
     else:
         _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
     return FATE_STATUS[res.fate]
@@ -239,7 +266,9 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
             probe.path = "forward" if any(e.chain in ("FORWARD",) for e in pkt.events) else "input"
         rs = _pick(all_rs, probe.family)
         res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
-        rows.append((_explain(res, rs, pkt.id), res, compare(res, pkt.events)))
+        expl = _explain(res, rs, pkt.id)
+        with_fate(expl, res)
+        rows.append((expl, res, compare(res, pkt.events)))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
     if as_json:
@@ -271,9 +300,11 @@ def _write_json(rows, all_rs: list[Ruleset], sources: list[dict[str, Any]]) -> N
                    sources=rs_sources + sources, extra=lambda e: {"simulation": sims[id(e)]})
 
 
-def _fact_sources(addrs: str | None, routes: str | None, ipset: str | None) -> list[dict[str, Any]]:
+def _fact_sources(addrs: str | None, routes: str | None, ipset: str | None, rules: str | None = None,
+                  sysctl: str | None = None) -> list[dict[str, Any]]:
     """The host-fact files, as ``sources`` of the JSON document (role ``host-facts``)."""
-    given = (("ip-addr-json", addrs), ("ip-route-json", routes), ("ipset-save", ipset))
+    given = (("ip-addr-json", addrs), ("ip-route-json", routes), ("ipset-save", ipset), ("ip-rule-json", rules),
+             ("sysctl", sysctl))
     return [{"path": p, "format": f, "role": "host-facts"} for f, p in given if p]
 
 

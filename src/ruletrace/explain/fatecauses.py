@@ -116,7 +116,7 @@ def likely_causes(expl: Explanation, facts: rt.RouteFacts, d: RouteDecision | No
         no_table = d.table is None and d.rule is None
         name = rt.drop_reason(d, rt.forwarding(sy, iif))
         via = f" ({'ip rule ' + d.rule + ' → ' if d.rule else ''}{'table ' + d.table if d.table else 'no table'})"
-        what = "no route to" if no_table else f"a {d.type} route for"
+        what = "no route to" if no_table else f"{'an' if (d.type or 'x')[0] in 'aeiou' else 'a'} {d.type} route for"
         proven.append(f"{what} {dst}{via if d.rule or d.table else ''}: {name}{src_of.get('routes', '')}")
     forwarded = d is not None and not d.error and d.type not in ("local", "broadcast", "multicast")
     if d is None or forwarded:

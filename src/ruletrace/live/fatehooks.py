@@ -83,6 +83,8 @@ class Fate:
         if expl.drops:
             expl.notes.remove(ROUTING_NOTE)
             expl.notes.append("last seen in PREROUTING: the kernel dropped it after PREROUTING: " + expl.drops[0].text)
+            if expl.drops[0].reason != "NETFILTER_DROP":  # the kernel's word: the fate is known
+                expl.fate = PacketFate.DROPPED
             return
         f = expl.packet.events[-1].fields
         try:
