@@ -199,3 +199,39 @@ def test_conntrack_event_line():
     assert (e.proto, e.state, e.timeout, e.status) == ("tcp", "SYN_SENT", 120, ["UNREPLIED"])
     assert e.original == "src=10.93.0.1 dst=10.93.0.2 sport=51924 dport=9998"
     assert e.reply == "src=10.93.0.2 dst=10.93.0.1 sport=9998 dport=51924"
+
+
+COMPARE_RULES = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.9:8080
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate NEW -j DROP
+-A INPUT -p tcp -j ACCEPT
+COMMIT
+"""
+
+
+def test_compare_takes_the_conntrack_state_the_trace_shows(tmp_path):
+    rules = tmp_path / "r.rules"
+    rules.write_text(COMPARE_RULES)
+    base = ("IN=eth0 OUT= MAC=00:15:5d:12:e2:28:00:15:5d:12:e2:24:08:00 SRC=10.0.0.1 DST=10.0.0.2 LEN=52 TOS=0x00 "
+            "PREC=0x00 TTL=64 ID={id} DF PROTO=TCP SPT=40000 DPT=22 SEQ=1 ACK=1 WINDOW=29200 RES=0x00 {flags} URGP=0")
+    lines = [  # an established packet: no nat step; a new one: nat PREROUTING and INPUT, then dropped
+        "kernel: TRACE: filter:INPUT:rule:2 " + base.format(id=1, flags="ACK"),
+        "kernel: TRACE: nat:PREROUTING:policy:2 " + base.format(id=2, flags="SYN"),
+        "kernel: TRACE: filter:INPUT:rule:1 " + base.format(id=2, flags="SYN"),
+    ]
+    log = tmp_path / "t.log"
+    log.write_text("\n".join(lines) + "\n")
+    p = _run("simulate", "-r", str(rules), "--compare", str(log), "--local-addr", "10.0.0.2", "--no-color")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert ("compare: 2 of 2 traced packet(s) agree with their prediction step by step; the fate agrees for 2 "
+            "of the 2 whose trace shows it") in " ".join(p.stdout.split())
+    assert "conntrack state ESTABLISHED: the nat table is not traversed" in " ".join(p.stdout.split())

@@ -248,10 +248,12 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
              no_color: bool, width: int | None, explain_miss: str | None, sources: list[dict[str, Any]]) -> int:
     from ..correlate.group import group_packets
-    from ..simulate.compare import compare
+    from ..explain.explain import explain_packet
+    from ..simulate.compare import compare, traced_ctstate
     from ..sources.detect import read_any
 
     rows = []
+    fates: list[tuple[Fate, Fate]] = []  # (traced, predicted)
     formats: list[str] = []
     events = read_any([trace], on_format=lambda _path, fmt: formats.append(fmt))
     for n, pkt in enumerate(group_packets(events)):
@@ -261,6 +263,7 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         probe = probe_from_fields(first.fields)
         if not probe.src or not probe.dst:
             continue
+        probe.ctstate = traced_ctstate(all_rs, pkt.events) or probe.ctstate  # a packet that skipped nat is not NEW
         probe.path = path or ("output" if first.chain in ("OUTPUT",) or (not probe.iif and probe.oif) else None)
         if probe.path is None and not (facts.local or facts.routes):
             probe.path = "forward" if any(e.chain in ("FORWARD",) for e in pkt.events) else "input"
@@ -269,8 +272,13 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         expl = _explain(res, rs, pkt.id)
         with_fate(expl, res)
         rows.append((expl, res, compare(res, pkt.events)))
+        fates.append((explain_packet(pkt, rs[0] if isinstance(rs, list) else rs).fate, res.fate))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
+    known = [(t, p) for t, p in fates if t is not Fate.UNKNOWN]
+    count = (f"compare: {sum(c.agree for _, _, c in rows)} of {len(rows)} traced packet(s) agree with their "
+             f"prediction step by step; the fate agrees for {sum(t == p for t, p in known)} of the {len(known)} "
+             "whose trace shows it")
     if as_json:
         trace_source = {"path": trace, "format": formats[0] if formats else None, "role": "trace"}
         _write_json(rows, all_rs, [*sources, trace_source])
@@ -278,6 +286,7 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         for expl, res, cmp in rows:
             _print(expl, res, cmp, no_color=no_color, width=width, verbose=False,
                    header=f"traced packet {expl.packet.id}")
+    click.echo(count, err=as_json)
     return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.FOUND_NOTHING
 
 
