@@ -160,3 +160,35 @@ def test_without_bpftrace_tracing_goes_on(fl, tmp_path):
     p = subprocess.run([sys.executable, "-m", "ruletrace", "doctor", "--no-color"], env=env, capture_output=True,
                        text=True, timeout=60)
     assert "drop reasons" in p.stdout and "apt-get install bpftrace" in p.stdout, p.stdout
+
+
+@pytest.mark.parametrize("name", ["forward-off", "no-route", "rp-filter", "ttl-expired", "policy-route",
+                                  "ct-invalid"])
+def test_simulate_netns_agrees_with_the_kernel(fl, name):
+    """`simulate --netns HOST` (rules, addresses, routes, ip rules and sysctls read from the namespace)
+    predicts the fate and the drop reason a real packet gets there (traced live in the same run)."""
+    sc = fl.prepare(name)
+    t = Trace(fl.host.ns, "-s", sc.src, "-d", sc.dst, "--count", "1", "--duration", "20", proto=sc.proto)
+    fl.send(sc)
+    rc, pkts, err = t.finish()
+    assert rc == 0, err
+    (real,) = pkts
+    args = ["-p", sc.proto, "-s", sc.src, "-d", sc.dst, "--dport", "9998", "-i", fl.h_if, "--json"]
+    args += {"ttl-expired": ["--ttl", "1"], "ct-invalid": ["--tcp-flags", "ACK", "--ctstate", "INVALID"]}.get(name, [])
+    p = subprocess.run([sys.executable, "-m", "ruletrace", "simulate", "--netns", fl.host.ns, *args], env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stdout + p.stderr  # 3: dropped
+    (sim,) = json.loads(p.stdout)["packets"]
+    assert sim["fate"] == real["fate"] == "dropped", (sim, real)
+    if name == "ct-invalid":  # a rule's drop: the same rule, and the kernel says netfilter dropped it
+        assert (sim["verdict"]["chain"], sim["verdict"]["num"]) == (real["verdict"]["chain"], real["verdict"]["num"])
+        assert real["drops"][0]["reason"] == "NETFILTER_DROP" and "drops" not in sim
+        assert any(n.startswith("conntrack state INVALID: a TCP packet without SYN (ACK) starts no connection when "
+                                "net.netfilter.nf_conntrack_tcp_loose=0") for n in sim["notes"]), sim["notes"]
+    else:  # a drop outside the rules: the reason the kernel gave, and the same routing decision
+        assert sim["drops"][0]["reason"] == real["drops"][0]["reason"] == sc.reason, (sim["drops"], real["drops"])
+        s_route, r_route = sim["routing"][0], real["routing"][0]
+        keys = ("type", "table", "rule", "mark", "dev")
+        assert {k: s_route[k] for k in keys} == {k: r_route[k] for k in keys}, (s_route, r_route)
+    sources = [s["path"] for s in json.loads(p.stdout)["sources"]]
+    assert f"netns {fl.host.ns}: ip -j rule" in sources

@@ -83,12 +83,43 @@ def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, 
     return f
 
 
-def with_fate(expl, res: SimResult) -> None:
+EMPTY = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
+
+def _from_host(netns: str | None, assume: tuple[str, ...], local_addrs: tuple[str, ...],
+               ipset: str | None) -> tuple[HostFacts, list[Ruleset], list[dict[str, Any]]]:
+    """Rulesets and host facts read from a running namespace (live/hostread.py)."""
+    from ..live.hostread import read_host
+    from ..pipeline import load_rulesets
+
+    h = read_host(netns)
+    f = HostFacts(assume=parse_assume(assume), values=parse_values(assume))
+    for a in local_addrs:
+        f.add_local(a)
+    load_addrs(h.addrs, f, origin=Origin(h.label("ip -j addr")))
+    load_routes(h.routes, f, origin=Origin(h.label("ip -j route show table all")))
+    load_rules(h.rules, f, origin=Origin(h.label("ip -j rule")))
+    load_sysctls(h.sysctls, f, origin=Origin(h.label("/proc/sys")))
+    if ipset:
+        load_ipsets(_read(ipset), f, origin=Origin(ipset))
+    texts = dict(h.rulesets) or {h.label("no rules in any backend"): EMPTY}
+    f.sources.extend(h.notes)
+    rs = load_rulesets(list(texts), texts)
+    sources = [{"path": h.label(w), "format": fmt, "role": "host-facts"} for w, fmt in (
+        ("ip -j addr", "ip-addr-json"), ("ip -j route show table all", "ip-route-json"),
+        ("ip -j rule", "ip-rule-json"), ("/proc/sys", "sysctl"))]
+    return f, rs, sources
+
+
+def with_fate(expl, res: SimResult, sysctls: dict[str, str] | None = None) -> None:
     """The simulated routing decisions and a predicted kernel drop on the explanation, as live tracing shows them."""
     from .. import routes
+    from ..explain.ctinvalid import invalid_note
     from ..explain.fate import ROUTING_NOTE
     from ..explain.fatecauses import mark_setter
 
+    if sysctls:
+        invalid_note(expl, None, sysctls)  # nf_conntrack_tcp_loose from --sysctl / the host
     expl.routing = list(res.routing)
     for d in expl.routing:  # where the mark the lookup used was set, from the simulated steps
         if d.mark and d.mark_set is None:
@@ -98,6 +129,12 @@ def with_fate(expl, res: SimResult) -> None:
         expl.drops = [res.kernel_drop]
         expl.fate = Fate.DROPPED
         expl.notes = [n for n in expl.notes if n != ROUTING_NOTE]
+    elif expl.fate is Fate.UNKNOWN and res.fate is not Fate.UNKNOWN:
+        # the steps end early because no chain of the later hooks exists: the simulation knows the end
+        expl.fate = res.fate
+        expl.notes = [n for n in expl.notes if n != ROUTING_NOTE]
+        expl.notes.append(f"{res.fate.value}: the hooks after {expl.last_seen} have no chains in the ruleset "
+                          f"(hooks passed: {', '.join(res.hooks)})")
 
 
 def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
@@ -152,8 +189,11 @@ def result_json(res: SimResult) -> dict[str, Any]:
 
 
 @click.command()
-@click.option("-r", "--ruleset", "rulesets", multiple=True, required=True, metavar="FILE",
+@click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE",
               help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j).")
+@click.option("--netns", metavar="NAME", help="Read the rulesets, addresses, routes, ip rules and sysctls from "
+              "this network namespace (read-only; needs root).")
+@click.option("--live", is_flag=True, help="Read them from the host (the namespace ruletrace runs in).")
 @click.option("-p", "--proto", default=None, metavar="PROTO", help="Protocol name or number (tcp, udp, icmp, 47).")
 @click.option("-s", "--src", default=None, metavar="ADDR", help="Source address.")
 @click.option("-d", "--dst", default=None, metavar="ADDR", help="Destination address.")
@@ -172,6 +212,7 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("--uid", type=int, help="Socket owner uid (OUTPUT path, -m owner).")
 @click.option("--gid", type=int, help="Socket owner gid (OUTPUT path, -m owner).")
 @click.option("--length", type=click.IntRange(20, 65535), help="Packet length (LEN).")
+@click.option("--ttl", type=click.IntRange(0, 255), help="TTL / hop limit as the packet arrives (default 64).")
 @click.option("--local-addr", "local_addrs", multiple=True, metavar="[IFACE=]ADDR[/LEN]",
               help="A local address of the host (repeat).")
 @click.option("--addrs", metavar="FILE", help="`ip -j addr` output of the host.")
@@ -190,8 +231,8 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("--no-color", is_flag=True, help="No colours.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--width", type=int, help="Output width (default: the terminal's).")
-def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif, oif, path, ctstate, mark, ctmark,
-             uid, gid, length, local_addrs, addrs, routes, ip_rules, sysctl_file, ipset, assume, explain_miss,
+def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif, oif, path, ctstate, mark, ctmark,
+             uid, gid, length, ttl, local_addrs, addrs, routes, ip_rules, sysctl_file, ipset, assume, explain_miss,
              compare_path, as_json, no_color, verbose, width) -> int:
     """Predict where a packet goes through a ruleset, rule by rule, without root or traffic.
 
@@ -206,11 +247,20 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     """
     from ..pipeline import load_rulesets
 
-    facts = _facts(local_addrs, addrs, routes, ipset, assume, ip_rules, sysctl_file)
-    all_rs = load_rulesets(list(rulesets))
+    if netns or live:
+        if rulesets or addrs or routes or ip_rules or sysctl_file:
+            raise click.UsageError("--netns/--live read the rulesets and host facts themselves: "
+                                   "give no -r/--addrs/--routes/--rules/--sysctl with them")
+        facts, all_rs, host_sources = _from_host(netns, assume, local_addrs, ipset)
+    else:
+        if not rulesets:
+            raise click.UsageError("give a ruleset (-r FILE), or read a running one with --netns NAME / --live")
+        facts = _facts(local_addrs, addrs, routes, ipset, assume, ip_rules, sysctl_file)
+        all_rs = load_rulesets(list(rulesets))
+        host_sources = _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file)
     if compare_path:
         return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss,
-                        _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file))
+                        host_sources)
     if not (proto and src and dst):
         raise click.UsageError("give the packet: -p PROTO -s SRC -d DST (or --compare TRACEFILE)")
     o = Origin("command line")
@@ -226,11 +276,11 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     probe = Probe(proto=parse_proto(proto, o), src=src, dst=dst, sport=sport, dport=dport, icmp_type=itype,
                   icmp_code=icode, iif=iif, oif=oif, path=path, ctstate=(ctstate or "NEW").upper(), mark=mark_i,
                   ctmark=ctmark_i, tcp_flags=parse_tcp_flags(tcp_flags, o) if tcp_flags else None,
-                  length=length, uid=uid, gid=gid)
+                  length=length, uid=uid, gid=gid, ttl=ttl)
     rs = _pick(all_rs, probe.family)
     res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
     expl = _explain(res, rs)
-    with_fate(expl, res)
+    with_fate(expl, res, facts.sysctls)
     deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate is not None)
     if deps and expl.drops:  # the headline shows the kernel's drop reason: it says what it rests on
         expl.drops[0].text += f"; if {', '.join(deps)}, assumed"
@@ -239,7 +289,7 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
         expl.verdict.reason = f"{expl.verdict.reason}{'; ' if expl.verdict.reason else ''}if {', '.join(deps)}, assumed"
     res.depends_on = deps
     if as_json:
-        _write_json([(expl, res, None)], all_rs, _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file))
+        _write_json([(expl, res, None)], all_rs, host_sources)
     else:
         _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
     return FATE_STATUS[res.fate]
@@ -270,7 +320,7 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         rs = _pick(all_rs, probe.family)
         res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
         expl = _explain(res, rs, pkt.id)
-        with_fate(expl, res)
+        with_fate(expl, res, facts.sysctls)
         rows.append((expl, res, compare(res, pkt.events)))
         fates.append((explain_packet(pkt, rs[0] if isinstance(rs, list) else rs).fate, res.fate))
     if not rows:
