@@ -192,3 +192,34 @@ def test_simulate_netns_agrees_with_the_kernel(fl, name):
         assert {k: s_route[k] for k in keys} == {k: r_route[k] for k in keys}, (s_route, r_route)
     sources = [s["path"] for s in json.loads(p.stdout)["sources"]]
     assert f"netns {fl.host.ns}: ip -j rule" in sources
+
+
+@pytest.mark.parametrize("name", ["dnat-forward", "dnat-output"])
+def test_route_after_dnat_is_the_kernels(fl, name):
+    """The routing decision is made for the packet as NAT left it: after a DNAT in nat PREROUTING the
+    lookup is for the new destination; after one in nat OUTPUT the packet is routed again. The device
+    the explanation names is the one the kernel's own trace shows the packet leaving by."""
+    sc = fl.prepare(name)
+    t = Trace(fl.host.ns, "-s", sc.src, "-d", sc.dst, "--count", "1", "--duration", "20")
+    fl.send(sc)
+    rc, pkts, err = t.finish()
+    assert rc == 0, err
+    (pkt,) = pkts
+    assert any(c["what"] == "DST" and c["new"].startswith(sf_routed()) for c in pkt["nat"]), pkt["nat"]
+    out_at = {s["chain"]: s["fields"].get("OUT") for s in pkt["steps"] if s["fields"].get("OUT")}
+    routes = {r["point"]: r for r in pkt["routing"]}
+    if name == "dnat-forward":
+        assert set(routes) == {"input"}, routes
+        assert (routes["input"]["dev"], routes["input"]["table"]) == (fl.spare, "main"), routes
+        assert out_at["FORWARD"] == routes["input"]["dev"]  # the kernel's choice, from its trace
+    else:
+        assert (routes["output"]["dev"], routes["reroute"]["dev"]) == (fl.h_if, fl.spare), routes
+        assert out_at["OUTPUT"] == fl.h_if and out_at["POSTROUTING"] == routes["reroute"]["dev"], out_at
+        assert routes["reroute"]["text"].startswith("re-routed after NAT/mark: ip rule 32766: from all lookup main"
+                                                    " → table main → dev "), routes["reroute"]
+
+
+def sf_routed() -> str:
+    from ruletrace.lab import scenarios_fate as sf
+
+    return sf.ROUTED_DST

@@ -235,3 +235,18 @@ def test_compare_takes_the_conntrack_state_the_trace_shows(tmp_path):
     assert ("compare: 2 of 2 traced packet(s) agree with their prediction step by step; the fate agrees for 2 "
             "of the 2 whose trace shows it") in " ".join(p.stdout.split())
     assert "conntrack state ESTABLISHED: the nat table is not traversed" in " ".join(p.stdout.split())
+
+
+def test_a_trace_ending_at_its_dnat_is_routed_to_the_new_destination(tmp_path):
+    rules = tmp_path / "dnat.rules"
+    rules.write_text("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     ":POSTROUTING ACCEPT [0:0]\n-A PREROUTING -d 10.93.0.2/32 -p udp -m udp --dport 9998 -j DNAT "
+                     "--to-destination 10.94.0.7:9998\nCOMMIT\n")
+    f = ("IN=fh0 OUT= MAC=e6:86:64:6b:0a:ed:5e:7f:cd:91:9c:46:08:00 SRC=10.93.0.1 DST=10.93.0.2 LEN=29 TOS=0x00 "
+         "PREC=0x00 TTL=64 ID=7 DF PROTO=UDP SPT=40000 DPT=9998 LEN=9")
+    log = tmp_path / "t.log"
+    log.write_text(f"[ 1.000001] TRACE: nat:PREROUTING:rule:1 {f}\n")
+    p = _run("explain", str(log), "-r", str(rules), "--routes", str(F / "ip-route-all.json"), "--json")
+    (pkt,) = json.loads(p.stdout)["packets"]
+    # the line shows the packet before the DNAT ran: routed as the kernel does, to 10.94.0.7 (fs0), not local
+    assert (pkt["routing"][0]["dev"], pkt["routing"][0]["table"]) == ("fs0", "main"), pkt["routing"]

@@ -12,6 +12,8 @@ ranking with the facts read from the traced namespace (and the kernel's own drop
 
 from __future__ import annotations
 
+import re
+
 from .. import routes as rt
 from ..model import Change, Explanation, RouteDecision
 from .fate import ROUTING_NOTE
@@ -69,7 +71,24 @@ def routing_points(expl: Explanation) -> list[tuple[str, dict[str, str], int | N
             out.append(("reroute", f, after))
         return out
     after = next((i for i, h in enumerate(hooks) if h not in (None, "PREROUTING")), None)
-    return [("input", evs[after].fields if after is not None else evs[-1].fields, after)]
+    if after is not None:
+        return [("input", evs[after].fields, after)]
+    return [("input", _after_last_rule(expl), None)]
+
+
+_TO_DEST = re.compile(r"--to-destination (\d+\.\d+\.\d+\.\d+)|\bdnat (?:ip )?to (\d+\.\d+\.\d+\.\d+)")
+
+
+def _after_last_rule(expl: Explanation) -> dict[str, str]:
+    """The packet after the last traced step: a TRACE line shows it before its rule's target ran, so
+    a DNAT to one address by that very rule is applied here (the kernel routes the new destination)."""
+    f = expl.packet.events[-1].fields
+    last = expl.steps[-1] if expl.steps else None
+    if last is not None and last.action == "dnat" and last.rule is not None:
+        m = _TO_DEST.search(last.rule.text)
+        if m:
+            return {**f, "DST": m.group(1) or m.group(2)}
+    return f
 
 
 def decisions(expl: Explanation, facts: rt.RouteFacts) -> list[RouteDecision]:
