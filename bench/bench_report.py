@@ -37,11 +37,10 @@ from pathlib import Path
 
 import timing
 
+sys.path.insert(0, str(timing.REPO / "tests" / "report"))
+from devtools import CHROMIUM, FLAGS, DevTools  # the DevTools client of the layout tests
+
 LOAD_BAR_S = 3.0
-CHROMIUM = "/usr/bin/chromium"
-# the flags of tests/report/test_browser.py
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PROBE = """new Promise(function (done) {
   function after() {
     requestAnimationFrame(function () { setTimeout(function () {
@@ -61,63 +60,6 @@ PROBE = """new Promise(function (done) {
     else setTimeout(wait, 5);
   })();
 })"""
-
-
-class DevTools:
-    """A headless Chromium driven over ``--remote-debugging-pipe``."""
-
-    def __init__(self, profile: Path) -> None:
-        self._to_r, self._to_w = os.pipe()  # we write commands, the browser reads fd 3
-        self._from_r, self._from_w = os.pipe()  # the browser writes fd 4, we read
-        self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(3, 4), preexec_fn=self._fds,
-        )
-        os.close(self._to_r)
-        os.close(self._from_w)
-        self._buf = b""
-        self._id = 0
-
-    def _fds(self) -> None:  # in the child: fd 3 = commands in, fd 4 = replies out
-        os.dup2(self._to_r, 3)
-        os.dup2(self._from_w, 4)
-
-    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
-        """Send one command and return its result (events that arrive meanwhile are dropped)."""
-        self._id += 1
-        msg = {"id": self._id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        os.write(self._to_w, json.dumps(msg).encode() + b"\0")
-        while True:
-            m = self._read()
-            if m.get("id") == self._id:
-                if "error" in m:
-                    raise RuntimeError(f"{method}: {m['error']}")
-                return m.get("result", {})
-
-    def _read(self) -> dict:
-        while b"\0" not in self._buf:
-            chunk = os.read(self._from_r, 1 << 16)
-            if not chunk:
-                raise RuntimeError("chromium closed the DevTools pipe")
-            self._buf += chunk
-        raw, _, self._buf = self._buf.partition(b"\0")
-        return json.loads(raw)
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close")
-        except (RuntimeError, OSError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self._to_w)
-        os.close(self._from_r)
 
 
 def load_times(url: str) -> dict:

@@ -28,7 +28,10 @@ Values are the kernel's text, unconverted (``TOS=0x00``, ``MARK=0x8000``, addres
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Iterable
+from functools import lru_cache
 
 # Names a TraceEvent.fields dict may hold (kernel-log names, see docs/DEVELOPING.md).
 INTERFACE_FIELDS = ("IN", "OUT", "PHYSIN", "PHYSOUT")
@@ -46,6 +49,39 @@ FIELD_NAMES = frozenset(
     INTERFACE_FIELDS + MAC_FIELDS + IPV4_FIELDS + IPV6_FIELDS + TCP_FIELDS + UDP_FIELDS
     + ICMP_FIELDS + OTHER_FIELDS + ARP_FIELDS
 )
+
+ADDRESS_FIELDS = ("SRC", "DST", "IPSRC", "IPDST", "GATEWAY")
+
+
+@lru_cache(maxsize=4096)
+def show_address(v: str) -> str:
+    """An address as every view prints it: IPv6 compressed (RFC 5952), anything else unchanged.
+
+    The kernel log prints IPv6 in full (``fd00:0010:0000:…:0002``, ``%pI6``), nft and conntrack
+    compressed (``fd00:10::2``); the one printed form is ``ipaddress``'s (lower case, longest
+    zero run as ``::``). A value that is not an IPv6 address (IPv4, a name, damage) is returned as
+    it is. The data keeps the form the source used (JSON ``fields`` too); views call this.
+    """
+    if ":" not in v or len(v) > 64:
+        return v
+    try:
+        return ipaddress.IPv6Address(v).compressed
+    except ValueError:
+        return v
+
+
+def show_field(name: str, value: str) -> str:
+    """A field's value as views print it: addresses through ``show_address``, the rest as logged."""
+    return show_address(value) if name in ADDRESS_FIELDS else value
+
+
+def same_address(have: str, want: str) -> bool:
+    """Do two texts name the same IP address, whatever form each was written in?"""
+    try:
+        return ipaddress.ip_address(have) == ipaddress.ip_address(want)
+    except ValueError:
+        return False
+
 
 # Bare words of dump_ipv4_packet: "CE DF MF" (IP_CE 0x8000, IP_DF 0x4000, IP_MF 0x2000).
 MAX_DIGITS = 20  # a u64 counter has 20 decimal digits; longer numbers are damage, not data
@@ -67,9 +103,39 @@ def bounded_int(text: str | bytes, base: int = 10, max_digits: int = MAX_DIGITS)
 
 
 IP_FLAG_WORDS = frozenset({"CE", "DF", "MF"})
-# Bare words of nf_log_dump_tcp_header, in the order the kernel prints them.
-TCP_FLAG_WORDS = ("AE", "CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")
+
+# --- the packet vocabulary every reader, the simulator and the views share ------------------
+# TCP flag bits (include/net/tcp.h TCPHDR_*, the low byte of the flags word) in the order
+# nf_log_dump_tcp_header prints them; --tcp-flags names them the same way.
+TCP_FLAG_BITS: dict[str, int] = {
+    "CWR": 0x80, "ECE": 0x40, "URG": 0x20, "ACK": 0x10, "PSH": 0x08, "RST": 0x04, "SYN": 0x02, "FIN": 0x01,
+}
+# Bare words of nf_log_dump_tcp_header, in the order the kernel prints them (AE: AccECN, 6.x).
+TCP_FLAG_WORDS = ("AE", *TCP_FLAG_BITS)
 _TCP_FLAGS = frozenset(TCP_FLAG_WORDS)
+_FLAGS_TEXT = tuple(" ".join(n for n, bit in TCP_FLAG_BITS.items() if bits & bit) for bits in range(256))
+
+
+def tcp_flags_text(bits: int) -> str:
+    """The flag bits as the kernel log writes them: 0x12 -> ``ACK SYN`` (bits above 0xFF ignored)."""
+    return _FLAGS_TEXT[bits & 0xFF]
+
+
+def tcp_flags_ordered(words: Iterable[str]) -> str:
+    """Flag names (``SYN``, ``ACK``, any order, any others left out) in the kernel log's order."""
+    have = set(words)
+    return " ".join(w for w in TCP_FLAG_WORDS if w in have)
+
+
+# PROTO= of the kernel log: the protocols nf_log_syslog.c names (dump_ipv4_packet,
+# dump_ipv6_packet); any other protocol is printed as its number.
+PROTO_NAMES: dict[int, str] = {1: "ICMP", 6: "TCP", 17: "UDP", 50: "ESP", 51: "AH", 58: "ICMPv6", 136: "UDPLITE"}
+
+
+def proto_name(number: int) -> str:
+    """PROTO= as the kernel log writes it: ``TCP``, ``ICMPv6``, else the number (``132``)."""
+    return PROTO_NAMES.get(number) or str(number)
+
 
 # Keys the kernel prints with "=", longest first: used to split pastes that lost a space
 # ("LEN=84TOS=0x00", "TYPE=8CODE=0ID=28976SEQ=1"). ARP-only keys are left out on purpose:

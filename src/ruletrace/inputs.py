@@ -263,7 +263,8 @@ class _Decompressed(io.RawIOBase):
             super().close()
 
 
-def _compression(head: bytes) -> str | None:
+def compression(head: bytes) -> str | None:
+    """The compression a stream's first bytes show (gzip, xz, bzip2), None for none."""
     if head.startswith(GZIP_MAGIC):
         return "gzip"
     if head.startswith(XZ_MAGIC):
@@ -311,22 +312,22 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
             prefixed = fh
         else:  # FIFO, character device, process substitution: make the head peekable
             try:
-                head = _read_head(fh)  # type: ignore[arg-type]
+                head = _read_head(fh)
             except OSError as e:
                 fh.close()
                 raise RuletraceError(f"cannot read: {e.strerror or e}", origin=origin) from e
-            prefixed = _Prefixed(head, fh)  # type: ignore[arg-type]
+            prefixed = _Prefixed(head, fh)
     base = io.BufferedReader(prefixed, BUFFER_SIZE)
     try:
         magic = base.peek(16)[:16]
     except OSError as e:
         base.close()
         raise RuletraceError(f"cannot read: {e.strerror or e}", origin=origin) from e
-    kind = _compression(magic)
+    kind = compression(magic)
     max_line = limit(MAX_LINE_ENV, DEFAULT_MAX_LINE)
     if kind is None:
         return io.BufferedReader(_Bounded(base, name, max_line=max_line, max_total=None),
-                                 BUFFER_SIZE), name  # type: ignore[return-value]
+                                 BUFFER_SIZE), name
     stream = io.BufferedReader(
         _Bounded(_Decompressed(base, name, kind), name, max_line=max_line, max_total=None), BUFFER_SIZE)
     try:
@@ -334,7 +335,7 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
     except RuletraceError:
         stream.close()
         raise
-    return stream, name  # type: ignore[return-value]
+    return stream, name
 
 
 def binary_input(stream: Any) -> None:
@@ -391,7 +392,8 @@ def sniff(stream: BinaryIO, size: int = SNIFF_SIZE) -> bytes:
     peek = getattr(stream, "peek", None)
     if peek is None:
         raise TypeError("sniff() needs a stream from open_input()")
-    return peek(size)[:size]
+    head: bytes = peek(size)[:size]
+    return head
 
 
 def is_binary(head: bytes) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 KFREE_FORMAT = "events/skb/kfree_skb/format"
@@ -130,6 +131,6 @@ def fact(name: str, *, dst: str | None = None, iface: str | None = None) -> str:
     return r.fact.format(dst=dst or "?", iface=iface or "all", proto="?", port="?") if r else ""
 
 
-def sentence(name: str, function: str | None, **ctx) -> str:
+def sentence(name: str, function: str | None, **ctx: Any) -> str:
     """"forwarding is disabled on this host (net.ipv4.ip_forward=0): IP_INADDRERRORS in ip_error"."""
     return f"{meaning(name, function=function, **ctx)}: {name}" + (f" in {function}" if function else "")

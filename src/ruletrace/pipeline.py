@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .correlate.group import group_packets
 from .errors import RuletraceError
 from .explain.explain import Explainer
 from .explain.replies import with_replies
+from .fields import FIELD_NAMES, same_address
 from .model import Explanation, Fate, Packet, Ruleset, RulesetView, TraceEvent, pick_ruleset
 from .sources.stats import ReadStats
 
@@ -33,6 +34,9 @@ class PacketFilter:
     match: dict[str, str] = field(default_factory=dict)  # field name (kernel-log, upper) -> value
     fates: set[Fate] = field(default_factory=set)
     ids: set[int] = field(default_factory=set)
+    # --match owner=WANT: a packet whose path passes a rule or chain of that owner (explain/owners.py);
+    # tested on the explanation, as owners come from the ruleset, not from the logged fields
+    owners: list[str] = field(default_factory=list)
 
     # user words -> kernel-log field names
     ALIASES: ClassVar[dict[str, str]] = {
@@ -44,11 +48,17 @@ class PacketFilter:
     @classmethod
     def parse(cls, match: Iterable[str] = (), fates: Iterable[str] = (), ids: Iterable[int] = ()) -> PacketFilter:
         m: dict[str, str] = {}
+        owners: list[str] = []
         for item in match:
             k, sep, v = item.partition("=")
             if not sep or not k:
                 raise RuletraceError(f"--match {item!r}: expected FIELD=VALUE, e.g. dport=52000")
+            if k.lower() == "owner":
+                owners.append(v)
+                continue
             key = cls.ALIASES.get(k.lower(), k.upper())
+            if key not in FIELD_NAMES:
+                raise RuletraceError(f"--match {item!r}: unknown field {k!r}; known: {', '.join(cls.known_fields())}")
             m[key] = v.upper() if key == "PROTO" else v
         fs = set()
         for f in fates:
@@ -58,7 +68,13 @@ class PacketFilter:
                 raise RuletraceError(
                     f"--fate {f!r}: expected one of {', '.join(x.value for x in Fate)}"
                 ) from None
-        return cls(m, fs, set(ids))
+        return cls(m, fs, set(ids), owners)
+
+    @classmethod
+    def known_fields(cls) -> list[str]:
+        """The field words ``--match`` takes: the short names, then every other kernel-log name."""
+        aliased = set(cls.ALIASES.values())
+        return list(cls.ALIASES) + sorted(f.lower() for f in FIELD_NAMES if f not in aliased)
 
     def wants_packet(self, p: Packet) -> bool:
         if self.ids and p.id not in self.ids:
@@ -69,11 +85,25 @@ class PacketFilter:
         return all(any(field_matches(ev.fields.get(k), v) for ev in p.events) for k, v in self.match.items())
 
     def wants(self, e: Explanation) -> bool:
-        return not self.fates or e.fate in self.fates
+        if self.fates and e.fate not in self.fates:
+            return False
+        return not self.owners or owned_by(e, self.owners)
+
+
+def owned_by(e: Explanation, wants: list[str]) -> bool:
+    """Every ``owner=`` value names an owner of a rule or chain on the packet's path (or of its decision)."""
+    from .explain.owners import deciding_owner, path_owners
+
+    have = path_owners(e)
+    decided = deciding_owner(e)
+    if decided is not None:
+        have.append(decided)
+    return all(any(o.matches(w) for o in have) for w in wants)
 
 
 def field_matches(have: str | None, want: str) -> bool:
-    """A packet field value against a --match value (exact, case-insensitive, or in a CIDR)."""
+    """A packet field value against a --match value (exact, case-insensitive, the same address in
+    another form — ``fd00:10::2`` is the log's ``fd00:0010:0000:…:0002`` — or in a CIDR)."""
     if have is None:
         return False
     if have == want:
@@ -83,7 +113,9 @@ def field_matches(have: str | None, want: str) -> bool:
             return ipaddress.ip_address(have) in ipaddress.ip_network(want, strict=False)
         except ValueError:
             return False
-    return have.upper() == want.upper()
+    if have.upper() == want.upper():
+        return True
+    return ":" in want and ":" in have and same_address(have, want)
 
 
 @dataclass
@@ -108,12 +140,14 @@ class Run:
         detail: bool = True,
         ifmap: dict[int, str] | None = None,
         progress: Callable[[int], None] | None = None,
+        on_source: Callable[[SourceInfo], None] | None = None,
     ) -> None:
         self._rulesets = rulesets  # or a loader, called once when first needed
+        self.on_source = on_source  # told of each input as its format is known, before its packets
         self.inputs = inputs
         self.fmt = fmt
         self.filter = packet_filter or PacketFilter()
-        self.detail = detail
+        self.detail = detail or bool(self.filter.owners)  # owners are read from the steps
         self.ifmap = ifmap
         self.progress = progress
         self.sources: list[SourceInfo] = []
@@ -122,7 +156,7 @@ class Run:
         self.events = 0
         self.packets_total = 0
         self._explainers: dict[str | None, Explainer] = {}
-        self._stats: list = []
+        self._stats: list[Any] = []
 
     @property
     def rulesets(self) -> list[Ruleset]:
@@ -142,20 +176,25 @@ class Run:
         from .sources import detect
 
         def on_format(path: str, fmt: str) -> None:
-            self.sources.append(SourceInfo(path, fmt))
+            self._add_source(SourceInfo(path, fmt))
 
-        def new_stats(path: str, fmt: str):
+        def new_stats(path: str, fmt: str) -> ReadStats:
             st = ReadStats()
             self._stats.append(st)
             return st
 
-        options = {}
+        options: dict[str, Any] = {}
         if self.ifmap is not None:
             options["ifmap"] = self.ifmap
         if self.progress is not None:
             options["progress"] = self.progress
         events = detect.read_any(self.inputs, self.fmt, on_format=on_format, stats=new_stats, **options)
         return self._resolve_handles(events)
+
+    def _add_source(self, info: SourceInfo) -> None:
+        self.sources.append(info)
+        if self.on_source is not None:
+            self.on_source(info)
 
     def _resolve_handles(self, events: Iterator[TraceEvent]) -> Iterator[TraceEvent]:
         """nf_tables sources name rules by handle: number them from the ruleset of their family."""
@@ -194,7 +233,7 @@ class Run:
         """The summary computed on every core, or None where that does not apply."""
         from .fastpath import parallel
 
-        if self.detail or len(self.inputs) != 1 or self.filter.match or self.filter.ids:
+        if self.detail or len(self.inputs) != 1 or self.filter.match or self.filter.ids or self.filter.owners:
             return None
         path = self.inputs[0]
         if not parallel.usable(path, self.fmt):
@@ -202,7 +241,7 @@ class Run:
         summ, skipped, events, misfits = parallel.summarize(
             path, lambda: self.rulesets, pick_ruleset, self.filter.fates, progress=self.progress
         )
-        self.sources.append(SourceInfo(path, "kernel-log"))
+        self._add_source(SourceInfo(path, "kernel-log"))
         self.skipped, self.events, self.packets_total = skipped, events, summ.packets
         self._finish_warnings(misfits)
         return summ

@@ -9,13 +9,16 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import RuletraceError
 from .fields import bounded_int
 from .model import Origin, RouteDecision
 
+Json = dict[str, Any]  # one object of `ip -j` output
 
-def _int(v) -> int | None:
+
+def _int(v: object) -> int | None:
     if v is None:
         return None
     if isinstance(v, int):
@@ -36,7 +39,7 @@ def _in(addr: str | None, sel: str | None, bits: int | None) -> bool:
         return False
 
 
-def rule_matches(r: dict, *, src: str | None, dst: str | None, mark: int | None, iif: str | None,
+def rule_matches(r: dict[str, Any], *, src: str | None, dst: str | None, mark: int | None, iif: str | None,
                  oif: str | None = None) -> bool:
     """Do a packet's selectors match one ``ip -j rule`` entry? (``not`` inverts, as the kernel does)"""
     ok = (_in(src, r.get("src"), r.get("srclen")) and _in(dst, r.get("dst"), r.get("dstlen")))
@@ -53,7 +56,7 @@ def rule_matches(r: dict, *, src: str | None, dst: str | None, mark: int | None,
     return ok
 
 
-def rule_text(r: dict) -> str:
+def rule_text(r: dict[str, Any]) -> str:
     """An ``ip -j rule`` entry as ``ip rule`` prints it: "100: from all fwmark 0x1 lookup 100"."""
     parts = [f"{r.get('priority', 0)}:"]
     if r.get("not"):
@@ -72,8 +75,8 @@ def rule_text(r: dict) -> str:
     return " ".join(p for p in parts if p)
 
 
-def choosing_rule(rules: list[dict], table: str | None, *, src: str | None, dst: str | None,
-                  mark: int | None, iif: str | None, oif: str | None = None) -> dict | None:
+def choosing_rule(rules: list[dict[str, Any]], table: str | None, *, src: str | None, dst: str | None,
+                  mark: int | None, iif: str | None, oif: str | None = None) -> dict[str, Any] | None:
     """The first rule (by priority) that matches the packet and looks up ``table`` (None: main)."""
     want = table or "main"
     for r in sorted(rules, key=lambda r: _int(r.get("priority")) or 0):
@@ -85,12 +88,14 @@ def choosing_rule(rules: list[dict], table: str | None, *, src: str | None, dst:
     return None
 
 
-def load_json_list(text: str, path: str) -> list[dict]:
+def load_json_list(text: str, path: str) -> list[dict[str, Any]]:
     """``ip -j …`` output (a JSON list), or one clear error naming the file."""
     try:
         data = json.loads(text or "[]")
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise RuletraceError(f"not the JSON of `ip -j`: {e.msg}", origin=Origin(path, e.lineno)) from None
+    except ValueError as e:  # not a syntax error: e.g. an integer over Python's digit limit
+        raise RuletraceError(f"not the JSON of `ip -j`: {e}", origin=Origin(path)) from None
     if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
         raise RuletraceError("expected a JSON list of objects (`ip -j rule` / `ip -j route show table all`)",
                              origin=Origin(path, 1))
@@ -107,7 +112,7 @@ ERRORS = {"unreachable": "No route to host", "prohibit": "Permission denied", "b
           None: "Network is unreachable"}
 
 
-def _family(r: dict) -> int:
+def _family(r: Json) -> int:
     for k in ("dst", "gateway", "prefsrc"):
         v = str(r.get(k) or "")
         if ":" in v:
@@ -124,7 +129,7 @@ def _net(dst: str, v: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network | No
         return None
 
 
-def table_lookup(routes: list[dict], table: str, dst: str) -> dict | None:
+def table_lookup(routes: list[Json], table: str, dst: str) -> Json | None:
     """Longest-prefix match for ``dst`` among the routes of one table (lowest metric on a tie)."""
     try:
         a = ipaddress.ip_address(dst)
@@ -143,7 +148,7 @@ def table_lookup(routes: list[dict], table: str, dst: str) -> dict | None:
     return best
 
 
-def resolve(point: str, rules: list[dict] | None, routes: list[dict], *, dst: str, src: str | None,
+def resolve(point: str, rules: list[Json] | None, routes: list[Json], *, dst: str, src: str | None,
             mark: int | None, iif: str | None) -> RouteDecision:
     """The kernel's fib lookup from the dumps: the first matching ``ip rule`` (by priority) whose
     table has a route for ``dst`` (a ``throw`` route or no route goes on to the next rule)."""
@@ -193,7 +198,7 @@ def forwarding(sysctls: dict[str, str], iif: str | None) -> str | None:
     return v if v is not None else sysctls.get("net.ipv4.ip_forward")
 
 
-def rp_check(rules: list[dict] | None, routes: list[dict], sysctls: dict[str, str], *, src: str, dst: str,
+def rp_check(rules: list[Json] | None, routes: list[Json], sysctls: dict[str, str], *, src: str, dst: str,
              iif: str, mark: int | None = None) -> str | None:
     """Why reverse-path filtering refuses a packet (fib_validate_source), None when it passes or is off.
 
@@ -233,8 +238,8 @@ def parse_sysctl(text: str, path: str) -> dict[str, str]:
 class RouteFacts:
     """The host's routing facts given to explain/simulate (or read live): the dumps, as iproute2 prints them."""
 
-    rules: list[dict] | None = None  # `ip -j rule` (None: the kernel's three default rules)
-    routes: list[dict] | None = None  # `ip -j route show table all`
+    rules: list[Json] | None = None  # `ip -j rule` (None: the kernel's three default rules)
+    routes: list[Json] | None = None  # `ip -j route show table all`
     sysctls: dict[str, str] = field(default_factory=dict)  # `sysctl -a`
     local: set[str] = field(default_factory=set)  # the host's addresses (`ip -j addr`, and local routes)
     where: dict[str, str] = field(default_factory=dict)  # "sysctls" / "routes" / "rules" / "addrs" -> file

@@ -148,3 +148,21 @@ def test_a_reader_that_goes_away_is_not_an_error(extra):
     p.stderr.close()
     assert p.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "Error" not in err
+
+
+def test_jsonl_is_the_documents_packets_one_a_line(capsys):
+    code, out, _ = run(capsys, "explain", "-r", RULES, LOG, "--json")
+    packets = json.loads(out)["packets"]
+    code, out, err = run(capsys, "explain", "-r", RULES, LOG, "--jsonl")
+    assert code == ExitStatus.OK
+    lines = out.splitlines()
+    assert len(lines) == 2 and [json.loads(line) for line in lines] == packets
+    assert "older or newer" in err  # run warnings go to stderr: the lines are packets only
+    code, out, _ = run(capsys, "explain", "-r", RULES, LOG, "--jsonl", "--fate", "dropped")
+    assert [json.loads(line)["dport"] for line in out.splitlines()] == [52000]
+
+
+@pytest.mark.parametrize("other", ["--json", "--summary"])
+def test_jsonl_alone(capsys, other):
+    code, _out, err = run(capsys, "explain", "-r", RULES, LOG, "--jsonl", other)
+    assert code == 2 and "--jsonl" in err

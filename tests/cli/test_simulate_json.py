@@ -90,4 +90,4 @@ def test_report_and_diff_read_simulate_json(tmp_path, capsys, rules):
     drop.write_text(json.dumps(doc))
     code = main(["diff", "--left", f"{drop}:1", "--right", f"{sim}:1", "--json"])
     d = json.loads(capsys.readouterr().out)
-    assert code == ExitStatus.OK and d["divergences"]
+    assert code == ExitStatus.DIFFERENT and d["divergences"]

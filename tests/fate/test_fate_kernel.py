@@ -29,7 +29,7 @@ ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces, iptables, BPF)"
-    missing = [t for t in ("ip", "iptables-nft", "nft", "bpftrace") if shutil.which(t) is None]
+    missing = [t for t in ("ip", "iptables-nft", "nft", "bpftrace", "conntrack") if shutil.which(t) is None]
     if missing:
         return f"missing tools: {', '.join(missing)}"
     from ruletrace.live.dropmon import availability

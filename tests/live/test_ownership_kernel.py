@@ -25,7 +25,7 @@ NS = f"rtow{os.getpid() % 1000}"
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 TOOLS = ("ip", "iptables-legacy", "iptables-nft", "ip6tables-legacy", "ip6tables-nft", "nft", "flock", "setpriv")
 BACKENDS = ["legacy", "nft"]
-STOPPED = (0, 1, 130)  # exit status after SIGTERM: packets shown, none, interrupted before any
+STOPPED = (128 + signal.SIGTERM,)  # exit status after SIGTERM, cleanup done (cli/status.signal_status)
 
 
 def _skip_reason() -> str | None:
@@ -101,7 +101,7 @@ class Session(BackgroundTrace):
         super().__init__("--netns", NS, *args, env=env(state, **extra), timeout=30, stdin=subprocess.DEVNULL)
 
     def on_line(self, line: str) -> None:
-        m = re.search(r"session ([0-9a-f]+): backend", line)
+        m = re.search(r"session ([0-9a-f]+)\b", line)  # "tracing (…, session ID…)"; with -v also "session ID: backend"
         if m:
             self.sid = m[1]
 

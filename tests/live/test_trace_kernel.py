@@ -204,6 +204,10 @@ def test_live_trace_explains_like_offline(lab, backend, tmp_path):
     live = [json.loads(line) for line in out.splitlines()]
     assert [p["proto"] for p in live] == ["TCP", "ICMP"], err
     tcp, icmp = live
+    for p in live:  # each JSON line stands alone: when, which session, which schema
+        assert p["schema"] == 1 and re.fullmatch(r"[0-9a-f]{32}", p["session"]), p
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", p["time"]), p["time"]
+    assert tcp["session"] == icmp["session"] and tcp["time"] <= icmp["time"]
     assert (tcp["fate"], tcp["verdict"]["table"], tcp["verdict"]["chain"], tcp["verdict"]["num"]) == (
         "dropped", "filter", "WEB", 1)
     assert tcp["src"] == C_ADDR and tcp["dport"] == PORT
@@ -223,6 +227,103 @@ def test_live_trace_explains_like_offline(lab, backend, tmp_path):
         load_scenario(backend)
         assert snapshot() == before
     assert [shape(p) for p in offline] == [shape(p) for p in live]
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_live_one_line_view(lab, backend):
+    """The default view: one line per packet, three SYNs of one path collapsed into one line with
+    ×3, no commands on stderr, and the summary of fates and deciders at the end."""
+    load_scenario(backend)
+    before = snapshot()
+    t = Tracer("--backend", backend, "-s", C_ADDR, "--direction", "in", "-4", "--count", "4",
+               "--duration", "20", "--width", "80")
+    for _ in range(3):
+        send_syn()  # a new connection each time (another source port): the same path
+    send_ping()
+    rc, out, err = t.finish()
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    syn, ping, again = lines
+    clock = r"\d\d:\d\d:\d\d\.\d{3}"
+    assert re.fullmatch(rf"{clock}  TCP {C_ADDR}:\d+ -> {S_ADDR}:{PORT} \[SYN\]  in {PREFIX}vs  "
+                        rf"DROPPED  filter:WEB rule 1  -s {C_ADDR}(/32)? -p tcp( -m tcp)? -j DROP", syn), syn
+    assert re.fullmatch(rf"{clock}  ICMP {C_ADDR} -> {S_ADDR} type 8/0  in {PREFIX}vs  DELIVERED  "
+                        r"filter:INPUT rule 2  mark 0x10 set by mangle:PREROUTING rule 1", ping), ping
+    assert again.startswith(syn[:13]) and again.endswith("  ×3") and again[:-4] == syn, (syn, again)
+    assert len(syn) > 80  # not a terminal: never cut, never wrapped, whatever --width says
+    assert "run:" not in err and "netlink:" not in err, err  # the commands only with -v / --dry-run
+    assert "ruletrace: 4 packet(s): 3 dropped, 1 delivered" in err, err
+    assert "ruletrace: decided by: filter:WEB rule 1 ×3, filter:INPUT rule 2 ×1" in err, err
+    assert "ruletrace: 2 packet(s) took a path already shown (1 path(s) repeated)" in err, err
+    assert "4 packet(s) shown" in err, err  # then what the kernel traced and what arrived
+    assert snapshot() == before
+
+
+def test_live_one_line_view_on_a_terminal(lab):
+    """On a terminal (a pty of 80 columns, stdout and stderr both on it): each line fits in one
+    row, and a repeat rewrites its own row with the count instead of printing another."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    load_scenario("nft")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", SERVER, "--backend", "nft",
+                          "-s", C_ADDR, "--direction", "in", "-4", "--count", "3", "--duration", "20",
+                          "--no-color", "--width", "200"],  # wider than the terminal: rows still fit it
+                         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                         env={**ENV, "COLUMNS": "80", "TERM": "xterm"})
+    os.close(slave)
+    seen = b""
+
+    def read_until(done, timeout: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            ready, _w, _x = select.select([master], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                return
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+    try:
+        read_until(lambda: b"tracing (" in seen, 20)
+        assert b"tracing (" in seen, seen.decode(errors="replace")
+        for _ in range(3):
+            send_syn()
+        read_until(lambda: False, 20)  # to the end of the output (the child closes the terminal)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+    text = seen.decode(errors="replace").replace("\r\n", "\n")
+    assert text.count("\x1b[1A\x1b[2K") == 2, text  # the second and third SYN rewrote the first's row
+    rows = [r.split("\x1b[2K")[-1] for r in text.split("\n")]
+    packet_rows = [r for r in rows if " DROPPED " in r]
+    assert [r.endswith("×2") for r in packet_rows] == [False, True, False] and packet_rows[2].endswith("×3"), rows
+    assert all(len(r) <= 80 for r in packet_rows), rows  # messages are never cut: the terminal folds them
+    assert re.search(rf"TCP {C_ADDR}(:\d+)? -> {S_ADDR}:{PORT}.* DROPPED +filter:WEB rule 1", packet_rows[0])
+
+
+def test_live_verbose_shows_trees_and_commands(lab):
+    load_scenario("nft")
+    t = Tracer("--backend", "nft", "-s", C_ADDR, "--direction", "in", "-4", "--count", "1",
+               "--duration", "20", "-v")
+    send_syn()
+    rc, out, err = t.finish()
+    assert rc == 0, err
+    assert out.startswith("packet 1  TCP ") and "DROPPED by filter:WEB rule 1" in out, out
+    assert "ruletrace: run: iptables-nft -w 2 -t raw -I PREROUTING 1" in err, err
 
 
 @pytest.mark.parametrize("backend", ["legacy", "nft"])
@@ -253,9 +354,10 @@ def test_signals_clean_up(lab, sig):
     t = Tracer("--backend", "legacy", "-p", "tcp", "--dport", str(PORT), "--duration", "30")
     assert snapshot() != before
     t.p.send_signal(sig)
-    _rc, _out, err = t.finish()
+    rc, _out, err = t.finish()
     assert snapshot() == before, err
     assert "cleaning up" in err
+    assert rc == 128 + sig, err  # as a shell reports a command a signal ended, after the cleanup
 
 
 def test_dry_run_changes_nothing(lab):

@@ -20,7 +20,7 @@ from ruletrace.model import Fate, StepKind, nft_rule_key
 from ruletrace.pipeline import explain_files
 
 CAPS = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures"
-SCENARIOS = ["zones", "router", "layered"]
+SCENARIOS = ["zones", "router", "layered", "kube-nft", "hooks", "maps", "inet6"]
 FORMS = {"nft list": ["ruleset.nft"], "nft -a list": ["ruleset-a.nft"], "nft -j": ["ruleset.json"]}
 TRACES = ["nft-monitor.txt", "nft-monitor-a.txt"]
 _FAM = {"ip": "ipv4", "ip6": "ipv6"}
@@ -46,7 +46,10 @@ def _positions(d: Path) -> dict[tuple, int]:
 def kernel_steps(d: Path) -> list[tuple[str, list[tuple]]]:
     """Every traced packet: (trace id, [(family, table, chain, kind, num, rule text or policy)]) from
     `nft -a monitor trace`. The kernel may give a later packet the same trace id (it hashes the
-    socket buffer's address): a packet starts at the tracing rule (our own table, the first hook)."""
+    socket buffer's address): a packet starts at the tracing rule (our own table, the first hook).
+    A frame a bridge passes up to its host's IP stack gets a new trace id there: an id first seen
+    at an IP-family hook, right after a packet whose last step was a bridge-family one, goes on
+    with that packet (the flows are sent one at a time)."""
     pos = _positions(d)
     out: list[tuple[str, list[tuple]]] = []
     cur: dict[str, list[tuple]] = {}
@@ -55,11 +58,13 @@ def kernel_steps(d: Path) -> list[tuple[str, list[tuple]]]:
         if not m:
             continue
         tid, fam, table, chain, kind, rest = m.groups()
+        if kind == "rule" and table == "rttrace" and "nftrace set 1" in rest:
+            cur[tid] = []
+            out.append((tid, cur[tid]))
+        elif fam != "bridge" and out and out[-1][1] and out[-1][1][-1][0] == "bridge":
+            cur[tid] = out[-1][1]  # passed up from the bridge (the id may be an earlier packet's)
         if kind == "rule":
             text, _, h = rest.partition(" # handle ")
-            if table == "rttrace" and "nftrace set 1" in text:
-                cur[tid] = []
-                out.append((tid, cur[tid]))
             num = pos[(fam, table, chain, int(h.split()[0]))]
             cur[tid].append((_FAM.get(fam, fam), table, chain, "rule", num, _set_order(nft_rule_key(text))))
         else:
@@ -83,17 +88,18 @@ def _explained_steps(e) -> list[tuple]:
     return got
 
 
-def expected_fate(flow: dict, kernel: list[tuple], host: str) -> Fate:
-    """The fate a flow's first packet had, from what its client saw (and, for no answer, the kernel's rule)."""
+def expected_fate(flow: dict, kernel: list[tuple]) -> Fate:
+    """The fate a flow's first packet had, from what its sender saw (and, for no answer, the kernel's rule)."""
     r = flow["result"]
     if r in ("connected", "reply"):
-        # the listener runs behind the router in the router layout: arriving there is being forwarded
-        return Fate.FORWARDED if flow["arrived"] and host == "router" else Fate.DELIVERED
+        return Fate.FORWARDED if flow["via"] == "forward" else Fate.DELIVERED
     last = kernel[-1]
     rejected = last[3] == "rule" and " reject" in f" {last[5]}"  # the kernel's last step: a reject statement
     if r in ("refused", "unreachable"):
-        # refused without a reject rule: the server's own TCP stack answered (no listener): delivered
-        return Fate.REJECTED if rejected else Fate.DELIVERED
+        # refused without a reject rule: the receiver's own TCP stack answered (no listener)
+        if rejected:
+            return Fate.REJECTED
+        return Fate.FORWARDED if flow["via"] == "forward" else Fate.DELIVERED
     # no answer in time: dropped, unless the kernel's last step was a reject statement (an ICMPv6
     # admin-prohibited answer is a soft error to a connecting TCP socket: connect() times out)
     return Fate.REJECTED if rejected else Fate.DROPPED
@@ -102,7 +108,7 @@ def expected_fate(flow: dict, kernel: list[tuple], host: str) -> Fate:
 def _first_packet(expls, flow: dict):
     for e in expls:
         f = e.first
-        if flow["kind"] == "tcp" and f.get("SPT") == str(flow["sport"]):
+        if flow["kind"] in ("tcp", "udp") and f.get("SPT") == str(flow["sport"]):
             return e
         if flow["kind"] == "ping" and f.get("ICMPID") == str(flow["port"]):
             return e
@@ -132,5 +138,5 @@ def check_capture(d: Path, ruleset: list[str], trace: str) -> None:
         e = _first_packet(result.explanations, flow)
         assert e is not None, flow["name"]
         steps = next(st for _, st in want if st == _explained_steps(e))
-        fates.append((flow["name"], e.fate, expected_fate(flow, steps, outcome["host"])))
+        fates.append((flow["name"], e.fate, expected_fate(flow, steps)))
     assert all(a is b for _, a, b in fates), fates

@@ -19,7 +19,7 @@ SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "json-schema.json"
 
 PACKET_KEYS = [
     "id", "proto", "src", "dst", "sport", "dport", "family", "in", "out", "steps", "fate",
-    "verdict", "last_seen", "nat", "marks", "cause", "warnings", "notes",
+    "verdict", "last_seen", "nat", "marks", "cause", "warnings", "notes", "owner", "owners",
 ]  # fmt: skip
 STEP_KEYS = [
     "table", "chain", "kind", "num", "rule", "policy", "returned_to", "depth", "action",

@@ -50,6 +50,8 @@ def test_to_json() -> None:
             "policy": None,
             "last_seen": None,
             "count": 3,
+            "owner": {"kind": "kubernetes", "name": "KUBE-FIREWALL", "specific": False, "evidence": "chain KUBE-FIREWALL",
+                      "detail": "kubernetes firewall for dropping marked packets"},
         },
         {
             "action": "accept",
@@ -60,6 +62,7 @@ def test_to_json() -> None:
             "policy": "ACCEPT",
             "last_seen": None,
             "count": 1,
+            "owner": None,
         },
         {
             "action": None,
@@ -70,6 +73,7 @@ def test_to_json() -> None:
             "policy": None,
             "last_seen": "nat:POSTROUTING",
             "count": 1,
+            "owner": None,
         },
     ]
     assert j["packets_with_warnings"] == 1

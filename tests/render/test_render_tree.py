@@ -25,7 +25,9 @@ def _pad(prefix: str, head: str) -> str:
 DROP_52000_TEXT = "\n".join(
     [
         "packet 1  TCP 172.28.129.2:55694 -> 172.28.129.4:52000 [SYN]  in eth0",
-        "DROPPED by filter:KUBE-FIREWALL rule 1: mark 0x8000/0x8000 matched",
+        # the owner: the nearest cause link that names a service (explain/owners.py)
+        "DROPPED by filter:KUBE-FIREWALL rule 1 [kubernetes ootob9/ingress-nginx:http]: mark 0x8000/0x8000",
+        "matched",
         "├── PREROUTING  raw -> mangle -> nat",
         "│   ├── raw:PREROUTING policy 3  ACCEPT",
         '│   ├── mangle:PREROUTING rule 1  -m comment --comment "cali:6gwbT8clXdHdC1b1" -j cali-PREROUTING',
@@ -228,7 +230,7 @@ def test_sentences_that_repeat_the_place_are_not_doubled() -> None:
     e.verdict.reason = "dropped by filter:KUBE-FIREWALL rule 1 because of mark 0x8000"
     e.cause[1].text = "mark 0x8000 set by nat:KUBE-MARK-DROP rule 1"
     lines = render(to_renderable(e)).splitlines()
-    assert lines[1] == "DROPPED by filter:KUBE-FIREWALL rule 1 because of mark 0x8000"
+    assert lines[1] == "DROPPED by filter:KUBE-FIREWALL rule 1 [kubernetes ootob9/ingress-nginx:http] because of mark 0x8000"
     assert "         mark set     mark 0x8000 set by nat:KUBE-MARK-DROP rule 1" in lines
 
     e = seed003_port80()

@@ -19,7 +19,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_diff_terminal_marks_kube_nodeports_rule_16(capsys):
     code, out, err = run(capsys, "diff", "-r", RULES, LOG, "1", "2", "--no-color", "--width", "400")
-    assert code == ExitStatus.OK, err
+    assert code == ExitStatus.DIFFERENT, err
     first = next(line for line in out.splitlines() if line.startswith("first divergence"))
     assert "nat:KUBE-NODEPORTS rule 16 matched packet 1 but not packet 2" in first
     assert "--dport 52000: packet 1 has DPT=52000, packet 2 has DPT=80" in first
@@ -30,7 +30,7 @@ def test_diff_terminal_marks_kube_nodeports_rule_16(capsys):
 
 def test_diff_json(capsys):
     code, out, _ = run(capsys, "diff", "-r", RULES, LOG, "1", "2", "--json")
-    assert code == ExitStatus.OK
+    assert code == ExitStatus.DIFFERENT == 1  # as diff(1)
     doc = json.loads(out)
     assert doc["command"] == "diff" and doc["left"]["id"] == 1 and doc["right"]["id"] == 2
     first = doc["divergences"][0]
@@ -44,15 +44,15 @@ def test_diff_left_right_from_two_files(tmp_path, capsys):
     fa.write_text(json.dumps({"schema": 1, "tool": "ruletrace", "packets": [a]}))
     fb.write_text(json.dumps({**b, "id": 9}) + "\n")
     code, out, err = run(capsys, "diff", "--left", f"{fa}:1", "--right", f"{fb}:9", "--json")
-    assert code == ExitStatus.OK, err
+    assert code == ExitStatus.DIFFERENT, err
     doc = json.loads(out)
     assert doc["left"]["label"] == "a.json#1" and doc["right"]["label"] == "b.jsonl#9"
     assert doc["divergences"][0]["num"] == 16
 
 
-def test_diff_same_packet_exits_found_nothing(capsys):
+def test_diff_same_packet_exits_zero(capsys):
     code, out, _ = run(capsys, "diff", "-r", RULES, LOG, "1", "1", "--no-color")
-    assert code == ExitStatus.FOUND_NOTHING
+    assert code == ExitStatus.OK == 0  # as diff(1): no difference
     assert "the two paths are the same" in out
 
 

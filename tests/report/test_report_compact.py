@@ -116,3 +116,19 @@ def test_idle_chains_carry_no_text_and_no_counts():
     for i, c in enumerate(data["chains"]):
         if i not in texts:
             assert len(c) <= 5  # ruleset, table, name, rules, policy: nothing per rule
+
+
+def test_bridge_ports_are_kept_per_variant():
+    # docker-portmap: packet 13 is bridged between two container ports (PHYSIN and PHYSOUT),
+    # packet 2 came in on a bridge port and was routed (PHYSIN only), packet 1 came from outside
+    from ruletrace.cli.options import example_paths
+    from ruletrace.pipeline import explain_files
+
+    rules, logs = example_paths("docker-portmap")
+    r = explain_files(rules, logs)
+    b = ReportBuilder([load_ruleset(x) for x in rules])
+    b.add_all(r.explanations)
+    got = {p["id"]: (p["physin"], p["physout"]) for p in unpack(b.data())}
+    assert got[13] == ("rtl1440v1", "rtl1440v2")
+    assert got[2] == ("rtl1440v1", None)
+    assert got[1] == (None, None)

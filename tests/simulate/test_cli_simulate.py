@@ -68,7 +68,7 @@ def test_compare_with_a_kernel_log(run, tmp_path) -> None:
     assert "agree (10 steps)" in r.output
     log.write_text("\n".join(lines[:8] + [lines[8].replace("filter:INPUT:rule:1", "filter:INPUT:policy:2")]) + "\n")
     r = run("--compare", str(log), "--local-addr", "172.28.129.4", "--no-color", "--width", "200")
-    assert r.exit_code == ExitStatus.FOUND_NOTHING
+    assert r.exit_code == ExitStatus.DIFFERENT
     assert "part ways at step 9: the trace shows filter:INPUT:policy:2, the simulation predicts filter:INPUT:rule:1" \
         in r.output
 

@@ -10,7 +10,7 @@ import pytest
 
 from ruletrace.errors import RuletraceError
 from ruletrace.model import StepKind
-from ruletrace.sources import kernel_log, nflog_pcap
+from ruletrace.sources import kernel_log, nflog, nflog_pcap
 from ruletrace.sources.stats import ReadStats
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -117,7 +117,7 @@ def test_bad_tlv_skips_record_and_counts():
 def test_tlv_walk_literal_bytes():
     # nflog hdr: AF_INET, v0, group 0; PREFIX TLV (len 12 = 4 + "TRACE: x" NUL-less 8)
     body = bytes.fromhex("02000000") + struct.pack("<HH", 12, 10) + b"abcdefgh"
-    tlvs = nflog_pcap.decode_record(body, "<", None)
+    tlvs = nflog.decode_record(body, "<", None)
     assert tlvs[10] == b"abcdefgh" and tlvs[0] == b"\x02"
 
 

@@ -77,8 +77,11 @@ def test_colon_chain_in_wireshark_csv(path):
 
 
 def test_live_nflog_uses_the_same_grammar():
-    from ruletrace.live import nflog
+    from ruletrace.live import nflog as live
+    from ruletrace.sources import nflog
 
+    # the live listener decodes records with the capture reader's decoder, which reads the tag here
+    assert live.nflog is nflog
     assert nflog.parse_tag is tag.from_prefix
 
 

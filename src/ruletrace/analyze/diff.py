@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..fields import show_address
 from ..model import HOOK_TABLES, Explanation, Step
 from .rule_check import OptionCheck, check_rule
 
@@ -228,10 +229,10 @@ def diff_packets(left: Explanation | DiffPacket, right: Explanation | DiffPacket
         d.row = len(rows)
         divergences.append(d)
         for k in range(max(i2 - i1, j2 - j1)):
-            i = i1 + k if i1 + k < i2 else None
-            j = j1 + k if j1 + k < j2 else None
-            rows.append(Row("changed" if i is not None and j is not None else "left" if j is None else "right",
-                            i, j, hunk))
+            ri = i1 + k if i1 + k < i2 else None
+            rj = j1 + k if j1 + k < j2 else None
+            rows.append(Row("changed" if ri is not None and rj is not None else "left" if rj is None else "right",
+                            ri, rj, hunk))
     return PathDiff(a, b, rows, divergences, notes)
 
 
@@ -271,6 +272,7 @@ def _explain(a: DiffPacket, b: DiffPacket, i: int | None, j: int | None) -> Dive
     if sa is None or sb is None:
         done, going = (a, b) if sa is None else (b, a)
         s = sb if sa is None else sa
+        assert s is not None  # the rows of a divergence show a step on one side at least
         d.table, d.chain = s.table, s.chain
         d.text = (f"{done.label}'s trace ends here ({done.fate}"
                   + (f", {done.decided}" if done.decided else "") + f"); {going.label} goes on to {s.place}")
@@ -278,6 +280,7 @@ def _explain(a: DiffPacket, b: DiffPacket, i: int | None, j: int | None) -> Dive
         last_b = sb.fields if sb is not None else (b.steps[-1].fields if b.steps else {})
         d.checks = _field_checks(last_a, last_b)
         return d
+    assert i is not None and j is not None  # both sides have a step here (sa and sb are set)
     ha, hb = _hook(a, i), _hook(b, j)
     if ha != hb and ha is not None and hb is not None:
         d.text = (f"{a.label} goes on to {ha} ({sa.place}), {b.label} to {hb} ({sb.place})"
@@ -318,7 +321,7 @@ def _field_checks(fa: Mapping[str, str], fb: Mapping[str, str]) -> list[OptionCh
         va, vb = fa.get(k), fb.get(k)
         if k == "MARK":
             va, vb = va or "0x0", vb or "0x0"
-        if va != vb:
+        if va != vb and (va is None or vb is None or show_address(va) != show_address(vb)):  # one address, two forms
             out.append(OptionCheck(k, k, va, vb, True, False))
     return out
 
@@ -331,7 +334,7 @@ def _check_text(c: OptionCheck, la: str, lb: str) -> str:
 
 def shown(v: str | None) -> str:
     """A field value for a sentence: ``(none)`` when absent or empty."""
-    return "(none)" if v is None or v == "" else v
+    return "(none)" if v is None or v == "" else show_address(v)
 
 
 # ---------------------------------------------------------------- one packet in a few words
@@ -355,7 +358,7 @@ def endpoint(addr: Any, port: Any) -> str | None:
     """``addr:port`` (``[addr]:port`` for IPv6), ``addr`` without a port, None without an address."""
     if not addr:
         return None
-    a = str(addr)
+    a = show_address(str(addr))
     if port is None:
         return a
     return f"[{a}]:{port}" if ":" in a else f"{a}:{port}"

@@ -132,8 +132,8 @@ class HitMap:
                 deepest[key] = num
         for k in matched:
             self.hits[k] += weight
-        for k in fell:
-            self.ends[k] += weight
+        for fk in fell:
+            self.ends[fk] += weight
         for key, n in deepest.items():
             self.entered[key] += weight
             c = self._deepest.get(key)
@@ -150,8 +150,8 @@ class HitMap:
         Cheap for a 100k-rule ruleset: most chains were never entered and carry no counts.
         """
         hits: dict[tuple[int, str, str], dict[int, int]] = {}
-        for (rs_i, table, chain, num), c in self.hits.items():
-            hits.setdefault((rs_i, table, chain), {})[num] = c
+        for (rs_i, table, cname, num), c in self.hits.items():
+            hits.setdefault((rs_i, table, cname), {})[num] = c
 
         def counts(rs_i: int, table: str, name: str, policy: str | None, n: int, known: bool) -> ChainCounts:
             key = (rs_i, table, name)
@@ -168,8 +168,8 @@ class HitMap:
                     for chain in rs.tables[table].values():
                         yield counts(i, table, chain.name, chain.policy, len(chain.rules), True)
             return
-        for (rs_i, table, chain), n in self._trace_chains():
-            yield counts(rs_i, table, chain, "?" if chain in BUILTIN_CHAINS else None, n, False)
+        for (rs_i, table, cname), n in self._trace_chains():
+            yield counts(rs_i, table, cname, "?" if cname in BUILTIN_CHAINS else None, n, False)
 
     def _trace_chains(self) -> list[tuple[tuple[int, str, str], int]]:
         sizes: dict[tuple[int, str, str], int] = {}
@@ -193,10 +193,10 @@ class HitMap:
                         rules = [RuleHits(r.num, r.text) for r in chain.rules]
                         out.append(self._fill(ChainHits(i, table, chain.name, chain.policy, rules)))
             return out
-        for (rs_i, table, chain), n in self._trace_chains():
+        for (rs_i, table, cname), n in self._trace_chains():
             rules = [RuleHits(k, None) for k in range(1, n + 1)]
-            policy = "?" if chain in BUILTIN_CHAINS else None
-            out.append(self._fill(ChainHits(rs_i, table, chain, policy, rules, known=False)))
+            policy = "?" if cname in BUILTIN_CHAINS else None
+            out.append(self._fill(ChainHits(rs_i, table, cname, policy, rules, known=False)))
         return out
 
     def _fill(self, ch: ChainHits) -> ChainHits:

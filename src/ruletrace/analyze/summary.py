@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, NamedTuple
 
-from ..model import Explanation, Fate
+from ..explain.owners import Owner, owner_of
+from ..model import Explanation, Fate, Rule
 
 MAX_WARNINGS = 1000  # distinct warning texts kept; more are counted under OTHER_WARNINGS
 OTHER_WARNINGS = "(other warnings)"
@@ -89,7 +90,8 @@ class Summary:
             "packets": self.packets,
             "skipped_lines": self.skipped_lines,
             "fates": {str(f): self.fates.get(f, 0) for f in Fate},
-            "deciding": [{**d._asdict(), "count": n} for d, n in self.ranked()],
+            "deciding": [{**d._asdict(), "count": n, "owner": _as_json(decider_owner(d))}
+                         for d, n in self.ranked()],
             "packets_with_warnings": self.packets_with_warnings,
             "warnings": [{"text": t, "count": n} for t, n in self.top_warnings()],
         }
@@ -103,7 +105,19 @@ class Summary:
         return sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
-def _order(d: Decider) -> tuple:
+def decider_owner(d: Decider) -> Owner | None:
+    """Who made the deciding rule (or chain, for a policy), from its names and text alone."""
+    if d.action is None:
+        return None
+    rule = None if d.rule is None else Rule(d.table or "", d.chain or "", d.num or 0, d.rule)
+    return owner_of(d.table, d.chain, rule)
+
+
+def _as_json(o: Owner | None) -> dict[str, Any] | None:
+    return None if o is None else o.as_json()
+
+
+def _order(d: Decider) -> tuple[Any, ...]:
     """A total order on deciders: by action, table, chain, number …; a missing field last."""
     return tuple((x is None, x if x is not None else "") for x in d)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import IO, Any
 
 import click
 
@@ -23,13 +24,14 @@ COMMANDS: dict[str, str] = {
     "doctor": "ruletrace.cli.trace:doctor",
     "report": "ruletrace.cli.report:report",
     "diff": "ruletrace.cli.report:diff",
+    "man": "ruletrace.cli.manpage:man",
 }
 
 
 class _UserError(click.ClickException):
     exit_code = ExitStatus.ERROR
 
-    def show(self, file=None) -> None:  # type: ignore[override]
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"ruletrace: error: {self.format_message()}", err=True)
 
 
@@ -48,7 +50,8 @@ class _Group(click.Group):
             if e.name != mod:
                 raise  # the command's module is there but broken: show it, never "No such command"
             return None  # a command module left out of this build
-        return getattr(module, attr)  # a missing attribute is a bug too: let it show
+        cmd: click.Command = getattr(module, attr)  # a missing attribute is a bug too: let it show
+        return cmd
 
     def invoke(self, ctx: click.Context):
         try:
@@ -65,7 +68,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
-@click.version_option(package_name="ruletrace")
+@click.version_option(None, "-V", "--version", package_name="ruletrace")
 def cli(debug: bool) -> None:
     """Where did my packet go, and which rule did that?
 
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError, AttributeError):
-            sys.stdout = None  # type: ignore[assignment]
+            sys.stdout = None
         return ExitStatus.OK
     return int(rv) if isinstance(rv, int) else ExitStatus.OK
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
@@ -28,7 +29,7 @@ def make_consoles(*, no_color: bool = False, width: int | None = None) -> tuple[
     from ..render.theme import THEME
 
     no_color = no_color or bool(os.environ.get("NO_COLOR"))
-    kw = {"no_color": no_color, "width": width, "highlight": False, "emoji": False, "theme": THEME}
+    kw: dict[str, Any] = {"no_color": no_color, "width": width, "highlight": False, "emoji": False, "theme": THEME}
     out = _Console(**kw)
     err = _Console(stderr=True, **kw)
     if no_color:

@@ -25,13 +25,15 @@ from .status import ExitStatus
 @options.packet_filters
 @click.option("--summary", is_flag=True, help="Counts by fate and by deciding rule instead of every path.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (docs/json-schema.md).")
+@click.option("--jsonl", "as_jsonl", is_flag=True,
+              help="One packet object a line (JSON Lines), written as each packet is explained.")
 @options.no_color
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--ifmap", metavar="FILE", help="Interface index -> name map for NFLOG (`ip -j link` output).")
 @hostfiles.options
 @options.width
-def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_json, no_color, verbose,
-            ifmap, addrs, routes, ip_rules, sysctl_file, width) -> int:
+def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_json, as_jsonl, no_color,
+            verbose, ifmap, addrs, routes, ip_rules, sysctl_file, width) -> int:
     """Explain traced packets: the path rule by rule, where each ended, and why.
 
     TRACE_FILE is a kernel log (journalctl -k, dmesg, /var/log/kern.log, …), an NFLOG pcap, ulogd2
@@ -43,6 +45,8 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     ruleset_paths, inputs = options.with_example(example, rulesets, logs)
     if not inputs:
         raise click.UsageError("give a trace file (or - for stdin), or --example NAME")
+    if as_jsonl and (as_json or summary):
+        raise click.UsageError("--jsonl writes every packet, one a line: it does not go with --json or --summary")
     out, err = make_consoles(no_color=no_color, width=width)
     pfilter = PacketFilter.parse(match, fates, packet_ids)
     # loaded when first needed: a parallel summary starts reading the log meanwhile
@@ -52,8 +56,13 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     total = sum(_size(p) for p in inputs)
     with progress_for(err, total) as progress, _no_gc():
         run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, detail=not summary or as_json,
-                  ifmap=ifmap_d, progress=progress)
-        n = _emit(run, out, summary=summary, as_json=as_json, verbose=verbose, facts=facts)
+                  ifmap=ifmap_d, progress=progress, on_source=lambda s: _say_read(err, s))
+        if as_jsonl:
+            from ..render.json import write_jsonl
+
+            n = write_jsonl(_with_facts(run.explanations(), facts), sys.stdout)
+        else:
+            n = _emit(run, out, summary=summary, as_json=as_json, verbose=verbose, facts=facts)
     _report_warnings(err, run)
     if run.packets_total == 0:
         raise RuletraceError(
@@ -61,7 +70,7 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
             + (f" ({run.skipped} damaged lines skipped)" if run.skipped else "")
         )
     if n == 0:
-        err.print("ruletrace: no packet matched the filters", markup=False, highlight=False)
+        err.print("ruletrace: no packet matched the filters", markup=False, highlight=False, soft_wrap=True)
         return ExitStatus.FOUND_NOTHING
     return ExitStatus.OK
 
@@ -93,6 +102,14 @@ def _load_ifmap(path: str) -> dict[int, str]:
     return load_ifmap(path)
 
 
+def _with_facts(explanations, facts):
+    """Routing decisions and ranked causes from the host's dumps (explain/fatecauses.py), when given."""
+    for e in explanations:
+        if facts:
+            annotate(e, facts)
+        yield e
+
+
 def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool, facts=None) -> int:
     from ..render.json import write_document
     from ..render.summary import Summary, to_renderable
@@ -108,9 +125,7 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool, facts=N
     summ = Summary()
 
     def counted():
-        for e in run.explanations():
-            if facts:
-                annotate(e, facts)
+        for e in _with_facts(run.explanations(), facts):
             yield summ.add(e)
         summ.add_skipped(run.skipped)  # run-level warnings go to stderr and the JSON "warnings"
 
@@ -125,12 +140,21 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool, facts=N
     return n
 
 
+SAY = {"markup": False, "highlight": False, "soft_wrap": True}  # one message, one line: never wrapped by us
+
+
+def _say_read(err, s) -> None:
+    """"read FILE as FORMAT", as soon as the format is known: before the results it is about."""
+    from ..render.theme import clean  # file names carry text from the user
+
+    err.print(f"ruletrace: read {clean(s.path)} as {clean(s.format)}", style="dim", **SAY)
+    err.file.flush()
+
+
 def _report_warnings(err, run: Run) -> None:
     from ..render.theme import clean  # file names and warnings carry text from the input
 
-    say = {"markup": False, "highlight": False, "soft_wrap": True}  # one message, one line
-    for s in run.sources:
-        err.print(f"ruletrace: read {clean(s.path)} as {clean(s.format)}", style="dim", **say)
+    say = SAY
     if run.skipped:
         err.print(f"ruletrace: skipped {run.skipped} damaged trace line(s)", **say)
     for w in run.warnings:

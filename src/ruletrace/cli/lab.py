@@ -12,9 +12,9 @@ def _sigterm(signum, frame):  # SIGTERM tears down like Ctrl-C (the Lab context 
     raise KeyboardInterrupt
 
 
-@click.group()
+@click.group(hidden=True)  # a developer's tool: out of the main help, still `ruletrace lab --help`
 def lab() -> None:
-    """Kernel lab: network-namespace test hosts, real TRACE captures (root only)."""
+    """Kernel lab (for ruletrace's developers): network-namespace test hosts, real TRACE captures (root only)."""
 
 
 @lab.command("list")

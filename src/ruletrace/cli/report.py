@@ -104,7 +104,7 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
 
     `ruletrace diff -r RULES LOG 1 2` compares packets 1 and 2 of LOG; `--left a.log:3 --right
     b.log:7` compares packets of two inputs. An input may also be `explain --json` / `simulate
-    --json` / `trace --json` output. Exit status 0 when the paths differ, 1 when they are the same.
+    --json` / `trace --json` output. Exit status as diff(1): 0 the same path, 1 different, 2 trouble.
     """
     from ..analyze.diff import DiffPacket, diff_packets
     from ..render.diff import to_renderable
@@ -119,7 +119,7 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
             raise click.UsageError("with --left/--right, give no other arguments")
         lf, lid = _parse_file_id(left, "--left")
         rf, rid = _parse_file_id(right, "--right")
-        wanted = [(lf, lid), (rf, rid)]
+        wanted: list[tuple[str | tuple[str, ...], int]] = [(lf, lid), (rf, rid)]
     else:
         if len(args) < 2:
             raise click.UsageError("give two packet ids: ruletrace diff -r RULES LOG A B")
@@ -153,7 +153,7 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
     else:
         out, _err = make_consoles(no_color=no_color, width=width)
         out.print(to_renderable(pd))
-    return ExitStatus.OK if not pd.same else ExitStatus.FOUND_NOTHING
+    return ExitStatus.OK if pd.same else ExitStatus.DIFFERENT
 
 
 class _Target:
@@ -183,7 +183,7 @@ class _Target:
 # ---------------------------------------------------------------- reading packets
 
 
-def _packets(src: Any, ids: set[int], rs: list, fmt: str | None) -> Iterator[Explanation]:
+def _packets(src: Any, ids: set[int], rs: list[Any], fmt: str | None) -> Iterator[Explanation]:
     """Packets ``ids`` of one input (a trace read with the ruleset, or ruletrace JSON read back)."""
     paths = [src] if isinstance(src, str) else list(src)
     json_paths = [p for p in paths if is_ruletrace_json(p)]

@@ -9,29 +9,20 @@ import click
 
 from ..errors import RuletraceError
 from ..model import Fate, Origin, Packet, Ruleset
+from ..rulesets.options import parse_icmp_type, parse_proto, parse_tcp_flags
 from ..simulate.depends import depends_on
 from ..simulate.engine import SimResult
 from ..simulate.engine import simulate as run_simulation
 from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes, load_rules, load_sysctls
 from ..simulate.nft_walk import is_native
-from ..simulate.probe import (
-    CTSTATES,
-    PATHS,
-    Probe,
-    parse_icmp_type,
-    parse_proto,
-    parse_tcp_flags,
-    probe_from_fields,
-)
-from .status import ExitStatus
+from ..simulate.probe import CTSTATES, PATHS, Probe, probe_from_fields
+from .options import complete_protocols
+from .status import FATE_STATUS, ExitStatus
 
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
 _FALSE = {"nomatch": False, "no-match": False, "no": False, "false": False, "off": False, "0": False}
 MAX_COMPARED = 50  # packets of a --compare trace that are simulated
-# exit status per predicted fate (documented in the command's help and README "Simulate"); 1 is
-# --compare's "the trace and the prediction part ways", 2 bad input (ExitStatus.ERROR)
-FATE_STATUS: dict[Fate, int] = {Fate.DELIVERED: 0, Fate.FORWARDED: 0, Fate.SENT: 0,
-                                Fate.DROPPED: 3, Fate.REJECTED: 4, Fate.UNKNOWN: 5}
+# exit status per predicted fate: status.FATE_STATUS (docs/cli.md, the command's help)
 
 
 def parse_values(items: tuple[str, ...]) -> dict[str, int]:
@@ -139,7 +130,7 @@ def with_fate(expl, res: SimResult, sysctls: dict[str, str] | None = None) -> No
 
 def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
     """The ruleset of the packet's family; for nf_tables listings, those of its family and inet."""
-    from ..pipeline import pick_ruleset
+    from ..model import pick_ruleset
 
     if is_native(rulesets):
         mine = [rs for rs in rulesets if rs.family in (family, "inet")]
@@ -194,7 +185,8 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("--netns", metavar="NAME", help="Read the rulesets, addresses, routes, ip rules and sysctls from "
               "this network namespace (read-only; needs root).")
 @click.option("--live", is_flag=True, help="Read them from the host (the namespace ruletrace runs in).")
-@click.option("-p", "--proto", default=None, metavar="PROTO", help="Protocol name or number (tcp, udp, icmp, 47).")
+@click.option("-p", "--proto", default=None, metavar="PROTO", shell_complete=complete_protocols,
+              help="Protocol name or number (tcp, udp, icmp, 47).")
 @click.option("-s", "--src", default=None, metavar="ADDR", help="Source address.")
 @click.option("-d", "--dst", default=None, metavar="ADDR", help="Destination address.")
 @click.option("--sport", type=click.IntRange(0, 65535), help="Source port (default 40000).")
@@ -337,7 +329,7 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
             _print(expl, res, cmp, no_color=no_color, width=width, verbose=False,
                    header=f"traced packet {expl.packet.id}")
     click.echo(count, err=as_json)
-    return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.FOUND_NOTHING
+    return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.DIFFERENT
 
 
 def _write_json(rows, all_rs: list[Ruleset], sources: list[dict[str, Any]]) -> None:

@@ -6,21 +6,23 @@ import shlex
 import signal
 import sys
 import time
+from typing import Any
 
 import click
 
 from ..errors import RuletraceError
 from .console import make_consoles
-from .status import ExitStatus
+from .options import complete_netns, complete_protocols
+from .status import ExitStatus, signal_status
 
 
-def _enter_netns(netns: str | None, pid: int | None) -> dict:
+def _enter_netns(netns: str | None, pid: int | None) -> dict[str, Any]:
     """Move into ``--netns``/``--pid``'s namespace; the session's record of where it ran."""
     from ..live import netns as lns
 
     if netns and pid:
         raise click.UsageError("give --netns or --pid, not both")
-    info: dict = {}
+    info: dict[str, Any] = {}
     if netns or pid:
         path = lns.ns_path(name=netns, pid=pid)
         lns.setns(path)
@@ -30,14 +32,19 @@ def _enter_netns(netns: str | None, pid: int | None) -> dict:
 
 
 class _Printer:
-    """stderr messages that survive a terminal that went away (SIGHUP)."""
+    """stderr messages that survive a terminal that went away (SIGHUP); never wrapped by us (a
+    path or a command stays whole: the terminal folds it). ``before`` runs before each message
+    (the live view learns its last row is no longer its own)."""
 
-    def __init__(self, err) -> None:
+    def __init__(self, err, before=None) -> None:
         self.err = err
+        self.before = before
 
     def __call__(self, text: str, style: str | None = None) -> None:
         from ..render.theme import clean
 
+        if self.before is not None:
+            self.before()
         try:  # rule text, comments and command output come from the host: no control sequences
             self.err.print(clean(text), markup=False, highlight=False, style=style, soft_wrap=True)
         except OSError:
@@ -47,43 +54,56 @@ class _Printer:
 def _netns_options(f):
     f = click.option("--pid", type=int, metavar="PID",
                      help="Work in the network namespace of process PID (a container).")(f)
-    f = click.option("--netns", metavar="NAME", help="Work in network namespace NAME (`ip netns list`).")(f)
+    f = click.option("--netns", metavar="NAME", shell_complete=complete_netns,
+                     help="Work in network namespace NAME (`ip netns list`).")(f)
     return f
 
 
 @click.command()
-@click.option("-p", "--proto", metavar="PROTO", help="Protocol: tcp, udp, icmp, icmpv6, …")
+@click.option("-p", "--proto", metavar="PROTO", shell_complete=complete_protocols,
+              help="Protocol: tcp, udp, icmp, icmpv6, …")
 @click.option("--dport", metavar="PORT[:PORT]", help="Destination port (needs -p tcp/udp/sctp).")
 @click.option("--sport", metavar="PORT[:PORT]", help="Source port (needs -p tcp/udp/sctp).")
 @click.option("-s", "--src", metavar="ADDR[/LEN]", help="Source address or network ('!ADDR' negates).")
 @click.option("-d", "--dst", metavar="ADDR[/LEN]", help="Destination address or network.")
 @click.option("-i", "--iface", metavar="IF", help="Interface: -i on the way in, -o on the way out.")
 @click.option("--direction", type=click.Choice(["in", "out", "both"]), default="both", show_default=True,
-              help="in: packets arriving (raw PREROUTING); out: locally sent (raw OUTPUT).")
-@click.option("--raw-match", metavar="'OPTS'", help="Extra iptables match options, e.g. '-m mark --mark 0x10'.")
+              help="in: packets arriving (raw PREROUTING; native nf_tables: the session table's prerouting "
+                   "chain); out: locally sent (OUTPUT).")
+@click.option("--raw-match", metavar="'OPTS'", help="Extra iptables match options, e.g. '-m mark --mark 0x10' "
+              "(legacy and iptables-nft hosts; refused on native nf_tables hosts).")
 @click.option("--all", "trace_all", is_flag=True, help="Allow a trace without any filter (every packet).")
 @click.option("-4", "v4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "v6", is_flag=True, help="IPv6 only.")
 @click.option("--count", type=int, metavar="N", help="Stop after exactly N packets (0: stop at once).")
 @click.option("--duration", type=float, metavar="S", help="Stop after S seconds (0: stop at once).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per packet per line.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per packet per line, each with time, session and schema.")
+@click.option("--tree", is_flag=True,
+              help="The full tree for the first packet of each distinct path (repeats stay one line).")
 @click.option("--dry-run", is_flag=True, help="Print every command and netlink change, change nothing.")
 @_netns_options
 @click.option("--rate-limit", type=int, default=50, show_default=True, metavar="PPS",
-              help="At most PPS traced packets per second (iptables -m limit); the rest are counted.")
-@click.option("--backend", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True,
-              help="iptables backend whose rules to trace.")
+              help="At most PPS traced packets per second (iptables -m limit, nft limit rate); the rest are "
+                   "counted.")
+@click.option("--backend", type=click.Choice(["auto", "legacy", "nft", "both"]), default="auto", show_default=True,
+              help="Backend whose rules to trace: auto picks the one with rules, both when legacy "
+                   "xtables and nf_tables both have some (one session, steps merged in the kernel's order).")
 @click.option("--via", type=click.Choice(["auto", "netlink", "kmsg"]), default="auto", show_default=True,
               help="Legacy backend: receive TRACE via NFLOG netlink or the kernel log (/dev/kmsg).")
 @click.option("--no-cleanup-stale", is_flag=True,
               help="Do not offer to undo the leftovers of killed ruletrace sessions (only list them).")
 @click.option("--no-color", is_flag=True, help="No colours.")
-@click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Everything: the tree of every packet with its fields, and every command run.")
 @click.option("--width", type=int, help="Output width (default: the terminal's).")
 def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all, v4, v6, count, duration,
-          as_json, dry_run, netns, pid, rate_limit, backend, via, no_cleanup_stale, no_color, verbose,
+          as_json, tree, dry_run, netns, pid, rate_limit, backend, via, no_cleanup_stale, no_color, verbose,
           width) -> int:
     """Trace packets live: add scoped TRACE rules, explain each packet as it passes, clean up.
+
+    One line per packet (time, packet, fate, deciding rule, cause); packets that take a path
+    already shown are counted ("×3"), and a summary follows on exit. --tree or -v for trees.
 
     Example: ruletrace trace -p tcp --dport 52000 -s 10.0.0.2 --count 5
     """
@@ -96,7 +116,11 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     if duration is not None and duration < 0:
         raise click.UsageError("--duration must be 0 or more seconds (0: set up, stop at once, clean up)")
     out, err = make_consoles(no_color=no_color, width=width)
-    say = _Printer(err)
+    from ..analyze.live import packet_time
+    from ..render.live import LiveView, json_object
+
+    view = LiveView(out, tree=tree, every=verbose, verbose=verbose)
+    say = _Printer(err, before=view.interrupted)
     families = ("ipv4",) if v4 and not v6 else ("ipv6",) if v6 and not v4 else ("ipv4", "ipv6")
     try:
         raw = shlex.split(raw_match or "")
@@ -108,10 +132,13 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     spec.validate()
     nsinfo = _enter_netns(netns, pid)
     _offer_cleanup(say, dry_run=dry_run, clean=not no_cleanup_stale)
+    detail = verbose or dry_run  # the ~40 commands and netlink changes of a session
     tracer = Tracer(spec, backend=backend, via=via, dry_run=dry_run, netns=nsinfo,
-                    say=lambda s: say("ruletrace: " + s, "dim"),
-                    warn=lambda s: say("ruletrace: warning: " + s, "yellow"))
+                    say=(lambda s: say("ruletrace: " + s, "dim")) if detail else None,
+                    warn=lambda s: say("ruletrace: warning: " + s, "yellow"),
+                    note=lambda s: say("ruletrace: " + s, "dim"))
     absorbed: list[str] = []
+    ended_by: list[int] = []  # the signal that ended the trace: exit status 128 + N after cleanup
 
     def absorb(signum, _frame):  # once stopping, further signals must not cut the cleanup short
         absorbed.append(signal.Signals(signum).name)
@@ -119,6 +146,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     def on_signal(signum, _frame):
         for s in STOP_SIGNALS:
             signal.signal(s, absorb)
+        ended_by.append(signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise Stop(signal.Signals(signum).name)
@@ -146,12 +174,12 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
                 if as_json:
                     from ..render import json as rjson
 
-                    sys.stdout.write(rjson.dumps(rjson.to_json(expl)) + "\n")
+                    view.repeats.summary.add(expl)
+                    obj = json_object(rjson.to_json(expl), tracer.sid, packet_time(expl, time.time()))
+                    sys.stdout.write(rjson.dumps(obj) + "\n")
                     sys.stdout.flush()
                 else:
-                    from ..render.tree import to_renderable
-
-                    out.print(to_renderable(expl, verbose=verbose))
+                    view.show(expl)
             except OSError:  # the terminal went away (SIGHUP) or the reader closed the pipe
                 break
     except (KeyboardInterrupt, Stop) as e:
@@ -163,20 +191,34 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         try:
             problems = tracer.teardown()
         finally:
-            for p in problems:
-                say(f"ruletrace: cleanup problem: {p}", "red")
+            for problem in problems:
+                say(f"ruletrace: cleanup problem: {problem}", "red")
             if problems:
                 say("ruletrace: the session file was kept: run `ruletrace cleanup"
                     + (f" --netns {netns}" if netns else f" --pid {pid}" if pid else "") + "` to retry", "red")
             if absorbed:
                 say(f"ruletrace: {', '.join(dict.fromkeys(absorbed))} during cleanup: finished cleaning up first")
             if started:
+                _finish_view(view, say, as_json)
                 say("ruletrace: " + acc.summary(tracer.stats, n, rate_limit), "dim")
             for s, h in old.items():
                 signal.signal(s, h)
     if interrupted:
-        return ExitStatus.CTRL_C if n == 0 else ExitStatus.OK
+        return signal_status(ended_by[0]) if ended_by else ExitStatus.CTRL_C
     return ExitStatus.OK if n else ExitStatus.FOUND_NOTHING
+
+
+def _finish_view(view, say, as_json: bool) -> None:
+    """The end of the live view: repeat counts not yet printed, then fates and deciders."""
+    from ..render.live import summary_lines
+
+    try:
+        if not as_json:
+            view.finish()
+    except OSError:
+        pass
+    for line in summary_lines(view.repeats):
+        say("ruletrace: " + line)
 
 
 def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:
@@ -210,8 +252,8 @@ def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:
             actions = ss.Actions(say=lambda s: say("ruletrace: cleanup: " + s, "dim"))
             problems, _left = own.clean(actions)
             say(f"ruletrace: undid {actions.done} change(s) of killed ruletrace sessions", "yellow")
-            for p in problems:
-                say(f"ruletrace: cleanup problem: {p}", "red")
+            for problem in problems:
+                say(f"ruletrace: cleanup problem: {problem}", "red")
         else:
             say("ruletrace: left as they are: `ruletrace cleanup` undoes the sessions whose process is gone"
                 + (", `ruletrace cleanup --force` also the rest listed" if lo.orphans or lo.unproven else ""),

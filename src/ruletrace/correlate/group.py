@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any
 
 from ..fields import PartialIdent
 from ..model import HOOK_TABLES, Packet, TraceEvent
@@ -31,7 +32,7 @@ DEFAULT_WINDOW = 50_000  # events after which an idle open packet is considered 
 _EVENTS, _HOOK, _TI, _LAST, _SEEN, _ID, _PID = range(7)
 
 
-def starts_new(op: list, hook: str, ti: int, num: int) -> bool:
+def starts_new(op: list[Any], hook: str, ti: int, num: int) -> bool:
     """The grouping position rule: True when an event at (hook, table index, num) lies behind
     the open packet's position (``op[1:4]`` = hook, table index, last rule number there), so it
     starts a new packet. kernel_log_paths' loop inlines it."""
@@ -42,8 +43,9 @@ def starts_new(op: list, hook: str, ti: int, num: int) -> bool:
         # same rank but another hook (INPUT vs FORWARD, OUTPUT vs PREROUTING) is another traversal
         return HOOK_RANK[hook] <= HOOK_RANK[cur]
     if ti != op[_TI]:
-        return ti < op[_TI]
-    return op[_LAST] > 0 and num <= op[_LAST]
+        return ti < op[_TI]  # type: ignore[no-any-return]  # op is a list of mixed fields, for speed
+    last: int = op[_LAST]
+    return last > 0 and num <= last
 
 
 def loops_back(cur_hook: str | None, hook: str, in_iface: str | None) -> bool:
@@ -52,7 +54,14 @@ def loops_back(cur_hook: str | None, hook: str, in_iface: str | None) -> bool:
     return cur_hook == "POSTROUTING" and hook == "PREROUTING" and in_iface == "lo"
 
 
-def resolve_key(open_: OrderedDict, partials: dict, key):
+def bridge_passes_up(last: TraceEvent, ev: TraceEvent) -> bool:
+    """A bridge-family event followed by an IP-family one of the same packet identity: the bridge
+    passed the frame up to its own IP stack (bridge input hook, then ip prerouting), where
+    nf_tables gives it a new trace id."""
+    return last.family == "bridge" and ev.family not in ("bridge", "netdev", None)
+
+
+def resolve_key(open_: OrderedDict[Any, Any], partials: dict[Any, None], key: Hashable) -> Hashable:
     """The key an event joins when ``open_`` has no packet under its own ``key``.
 
     Records cut short carry a ``fields.PartialIdent``, the first bytes of their packet's ident:
@@ -78,7 +87,7 @@ def resolve_key(open_: OrderedDict, partials: dict, key):
     return key
 
 
-def expired(open_: OrderedDict, limit: int) -> Iterator[list]:
+def expired(open_: OrderedDict[Any, Any], limit: int) -> Iterator[list[Any]]:
     """Remove and yield the open packets last seen at or before event ``limit``, oldest first."""
     while open_:
         k, oldest = next(iter(open_.items()))
@@ -88,10 +97,11 @@ def expired(open_: OrderedDict, limit: int) -> Iterator[list]:
         yield oldest
 
 
-def group_key(ev: TraceEvent):
+def group_key(ev: TraceEvent) -> Hashable:
     """What events of one packet share: the source's ident, else the exact id, else fields."""
-    if ev.ident is not None:
-        return ev.ident
+    ident: Hashable = ev.ident
+    if ident is not None:
+        return ident
     if ev.packet_id is not None:
         return ("id", ev.origin.path if ev.origin else None, ev.packet_id)
     f = ev.fields
@@ -111,7 +121,7 @@ def group_packets(
     ``admit(event)`` is asked before an event starts a new packet; False drops the event
     (used to complete open packets past the end of a byte range without starting new ones).
     """
-    open_: OrderedDict[object, list] = OrderedDict()
+    open_: OrderedDict[object, list[Any]] = OrderedDict()
     partials: dict[PartialIdent, None] = {}  # open keys that are partial idents (resolve_key)
     done: list[tuple[int, Packet]] = []  # finished packets waiting for lower ids to finish
     next_emit = 1
@@ -120,7 +130,7 @@ def group_packets(
     table_index = TABLE_INDEX
     push = heapq.heappush
 
-    def finish(op: list) -> None:
+    def finish(op: list[Any]) -> None:
         push(done, (op[_ID], Packet(op[_ID], op[_EVENTS])))
 
     for ev in events:
@@ -147,7 +157,10 @@ def group_packets(
                     and HOOK_RANK[ev.chain] == 0 and op[_HOOK] is not None
                 )
             else:
-                restart = pid is not None and op[_PID] is not None and pid != op[_PID]
+                # a frame a bridge passes up to its host gets a new nf_tables trace id when it
+                # leaves the bridge hooks for the IP stack's: the same packet (bridge_passes_up)
+                restart = (pid is not None and op[_PID] is not None and pid != op[_PID]
+                           and not bridge_passes_up(op[_EVENTS][-1], ev))
             if restart:
                 del open_[key]
                 finish(op)

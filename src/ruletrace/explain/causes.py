@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 
+from ..fields import show_address
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
+from .owners import Owner, owner_of, rule_comments
 
-# iptables-save form, and the `iptables -L` row form ("/* comment */", "tcp dpt:80", "mark match 0x1")
-_COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))|/\* (.*?) \*/')
+# iptables-save form, and the `iptables -L` row form ("tcp dpt:80", "mark match 0x1")
 _DPORT = re.compile(r"--dports? (\S+)|\bdpts?:(\S+)|multiport dports (\S+)")
 _MARK_MATCH = re.compile(r"-m mark (!\s+)?--mark (\S+)|(?<!conn)mark match (!)?(\S+)")
 _TO = re.compile(r"--to(?:-destination|-source|-ports)? (\S+)")
@@ -22,15 +23,11 @@ _SNAT_ACTIONS = ("snat", "masquerade", "netmap")
 
 
 def rule_comment(rule: Rule | None) -> str | None:
-    """The first ``--comment`` of a rule, unquoted."""
+    """The first comment of a rule, unquoted (the grammar: ``owners.rule_comments``)."""
     if rule is None:
         return None
-    m = _COMMENT.search(rule.text)
-    if m is None:
-        return None
-    if m.group(1) is not None:
-        return m.group(1).replace('\\"', '"').replace("\\'", "'")
-    return m.group(2) if m.group(2) is not None else m.group(3)
+    got = rule_comments(rule.text)
+    return got[0] if got else None
 
 
 def rule_dport(rule: Rule | None) -> str | None:
@@ -55,6 +52,7 @@ def _addr(f: dict[str, str], ip: str, port: str) -> str | None:
     a = f.get(ip)
     if a is None:
         return None
+    a = show_address(a)  # the printed form: "DST fd00:10::2 -> …", whatever form the log used
     p = f.get(port)
     if p is None:
         return a
@@ -125,7 +123,7 @@ def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: Ru
     want_ip = _host(new)
     found: list[Rule] = []
     seen: set[str] = set()
-    todo = [s.rule.target] if s.rule.target else []
+    todo = [s.rule.target] if s.rule is not None and s.rule.target else []
     while todo and len(seen) < 256:
         name = todo.pop()
         if name in seen:
@@ -304,9 +302,40 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
                         chain.append(CauseLink("rewritten", s.table, s.chain, None, None,
                                                f"DST {c.old} → {c.new}, first seen at {s.table}:{s.chain} "
                                                f"({_short(c.note)})", c.step))
+    owned = _owner_link(chain)
+    if owned is not None:
+        link, words = owned
+        chain.append(link)
+        sentence = f"{sentence}; {words}"
     if len(chain) > 1:
         decided.text = sentence
     expl.cause = chain
+
+
+def _owner_link(chain: list[CauseLink]) -> tuple[CauseLink, str] | None:
+    """Who made the deciding rule, or the nearest link that names an object (a Kubernetes service
+    whose comment says it "has no local endpoints"): the link and its words for the why."""
+    first: tuple[CauseLink, Owner] | None = None
+    for link in chain:
+        o = owner_of(link.table, link.chain, link.rule)
+        if o is None:
+            continue
+        if first is None:
+            first = (link, o)
+        if o.specific:
+            break
+    else:
+        if first is None:
+            return None
+        link, o = first
+    at = _place(link.table, link.chain, link.num)
+    if o.evidence.startswith("comment "):  # the host's own words are the answer
+        words = f"{o.kind}: {o.evidence[len('comment '):]}"
+        text = f"{words}, at {at}"
+    else:
+        words = f"{o.kind} {o.name}" + (f", {o.detail}" if o.detail else "")
+        text = f"{words} (from the {o.evidence}), at {at}"
+    return CauseLink("owner", link.table, link.chain, link.num, link.rule, text, link.step), words
 
 
 def _short(note: str | None) -> str:

@@ -185,9 +185,9 @@ class _Walker:
     def __init__(self, view: RulesetView | None) -> None:
         self.view = view if view else None  # every lookup by the family of the step's event
         # (table, chain, kind, num, verdict) -> what the ruleset says of that step alone
-        self._static: dict[tuple, tuple] = {}
+        self._static: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
-    def _step_static(self, key: tuple) -> tuple:
+    def _step_static(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
         """(builtin, chain known, rule, policy, action, warning, missing, hook, priority) of one step."""
         table, chain, kind, num, kv, text, base, family = key
         rs = self.view.pick(family) if self.view is not None else None
@@ -382,11 +382,11 @@ class Explainer:
         self._walker = _Walker(view)
         # path signature (tuple of step numbers) -> plan; steps are numbered through _step_ids so
         # that a cached signature costs one pointer per step, not one tuple per step
-        self._cache: dict[tuple, _Plan] = {}
-        self._step_ids: dict[tuple, int] = {}
+        self._cache: dict[tuple[Any, ...], _Plan] = {}
+        self._step_ids: dict[tuple[Any, ...], int] = {}
         self.summary_only = summary_only  # cached plans then keep no per-step detail
         self.misfit_packets = 0
-        self._path_memo: dict[tuple, tuple[Any, bool]] = {}
+        self._path_memo: dict[tuple[Any, ...], tuple[Any, bool]] = {}
 
     def _plan(self, events: list[TraceEvent]) -> _Plan:
         ids = self._step_ids
@@ -427,7 +427,7 @@ class Explainer:
             m = plan.memo = make(self._explanation(packet, plan, False))
         return m
 
-    def memo_path(self, steps: tuple, make: Callable[[Explanation], Any], n: int = 1) -> Any:
+    def memo_path(self, steps: tuple[Any, ...], make: Callable[[Explanation], Any], n: int = 1) -> Any:
         """``make(explanation)`` for ``n`` packets of a path given as ``(table, chain, kind, num)`` steps.
 
         Computed once per path.
@@ -437,9 +437,9 @@ class Explainer:
         got = self._path_memo.get(steps)
         if got is None:
             events = list(map(_path_step, map(operator.add, steps, repeat((None, None, False, None)))))
-            plan = self._walker.plan(events, False)
+            plan = self._walker.plan(events, False)  # type: ignore[arg-type]  # _PathStep has the TraceEvent fields a walk reads
             got = self._path_memo[steps] = (
-                make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)
+                make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)  # type: ignore[arg-type]  # as above
             )
         if got[1]:
             self.misfit_packets += n

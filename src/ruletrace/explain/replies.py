@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..fields import parse_fields
 from ..model import HOOK_TABLES, Explanation, Fate, Packet, StepKind
@@ -25,7 +26,7 @@ _ECHO = {"ICMP": ("8", "0"), "ICMPv6": ("128", "129")}  # request type, reply ty
 _ERRORS = {"ICMP": frozenset({"3", "4", "5", "11", "12"}), "ICMPv6": frozenset({"1", "2", "3", "4"})}
 
 
-def _key(f: dict[str, str], reverse: bool) -> tuple | None:
+def _key(f: dict[str, str], reverse: bool) -> tuple[Any, ...] | None:
     proto = f.get("PROTO")
     src, dst = f.get("SRC"), f.get("DST")
     if proto is None or src is None or dst is None:
@@ -39,7 +40,7 @@ def _key(f: dict[str, str], reverse: bool) -> tuple | None:
     return (proto, dst, dp, src, sp) if reverse else (proto, src, sp, dst, dp)
 
 
-def request_keys(p: Packet) -> set[tuple]:
+def request_keys(p: Packet) -> set[tuple[Any, ...]]:
     """The flow of a packet as first and as last seen (after DNAT)."""
     evs = p.events
     if not evs:
@@ -51,7 +52,7 @@ def request_keys(p: Packet) -> set[tuple]:
     return keys  # type: ignore[return-value]
 
 
-def reply_keys(p: Packet) -> list[tuple[tuple, bool]]:
+def reply_keys(p: Packet) -> list[tuple[tuple[Any, ...], bool]]:
     """(request flow this packet answers, positive?) — positive: not a RST or an ICMP error."""
     evs = p.events
     if not evs:
@@ -106,10 +107,10 @@ def with_replies(items: Iterable[tuple[Packet, Explanation | None]],
                  window: int = DEFAULT_WINDOW) -> Iterator[Explanation]:
     """Pass the explanations on in order; an UNKNOWN one that a later packet answers becomes
     what the answer proves. Packets without an explanation (filtered out) still count as replies."""
-    queue: deque[list] = deque()  # [position, explanation, its keys while it waits]
-    waiting: dict[tuple, list[list]] = {}
+    queue: deque[list[Any]] = deque()  # [position, explanation, its keys while it waits]
+    waiting: dict[tuple[Any, ...], list[list[Any]]] = {}
 
-    def unwait(item: list) -> None:
+    def unwait(item: list[Any]) -> None:
         for k in item[2] or ():
             lst = [x for x in waiting.get(k, ()) if x is not item]
             if lst:

@@ -36,11 +36,11 @@ __all__ = ["PathReader", "read_paths"]
 # first and last line
 _STEPS, _HOOK, _TI, _LAST, _SEEN, _RANK, _FAMILY, _KEY, _FIRST, _END = range(10)
 
-Info = tuple  # (table, chain, kind, num), as TraceEvent holds them
-Emit = Callable[[Any, list, Any, int, int], None]
+Info = tuple[Any, ...]  # (table, chain, kind, num), as TraceEvent holds them
+Emit = Callable[[Any, list[Any], Any, int, int], None]
 
 
-def _entry(info: Info) -> tuple:
+def _entry(info: Info) -> tuple[Any, ...]:
     """What a tag tells the grouping: (info, builtin hook or None, table index, num, hook rank)."""
     table, chain, _, num = info
     tables = TABLE_INDEX.get(chain)
@@ -59,15 +59,15 @@ class PathReader:
     """
 
     def __init__(self, name: str, emit: Emit, window: int = DEFAULT_WINDOW,
-                 tags: dict[bytes, tuple] | None = None) -> None:
+                 tags: dict[bytes, tuple[Any, ...]] | None = None) -> None:
         self.name = name
         self.emit = emit
         self.window = window
         self.lines = 0
         self.events = 0  # the window counts events, as group_packets does
-        self.open: OrderedDict[Any, list] = OrderedDict()
+        self.open: OrderedDict[Any, list[Any]] = OrderedDict()
         # what each tag tells the grouping; may be shared by the readers of one process
-        self._entries: dict[bytes, tuple] = {} if tags is None else tags
+        self._entries: dict[bytes, tuple[Any, ...]] = {} if tags is None else tags
         self._seen: dict[bytes, tuple[str, bytes]] = {}  # field text -> (family, ident)
         self._partials: dict[PartialIdent, None] = {}  # open keys that are partial idents
 
@@ -100,14 +100,14 @@ class PathReader:
         get_open = open_.get
         to_end = open_.move_to_end
 
-        def done(op: list) -> None:
+        def done(op: list[Any]) -> None:
             emit(op[_FAMILY], op[_STEPS], op[_KEY], op[_FIRST], op[_END])
 
         def expire() -> None:
             for oldest in expired(open_, counter - window):
                 done(oldest)
 
-        def add(ent: tuple, key: Any, family: Any, lineno: int, in_lo: bool = False) -> None:
+        def add(ent: tuple[Any, ...], key: Any, family: Any, lineno: int, in_lo: bool = False) -> None:
             """One event, the general way: it may end the open packet of its key and start one."""
             info, hook, ti, num, rank = ent
             op = open_.get(key)

@@ -23,13 +23,18 @@ import multiprocessing
 import os
 import queue
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
-from ..model import Origin
+from ..inputs import compression
+from ..model import Origin, Ruleset
 from ..sources.stats import ReadStats
+
+if TYPE_CHECKING:
+    from ..analyze.summary import Summary
 
 # read past a range end to complete the packets open there (~5,600 lines): a packet's lines lie
 # within a few hundred lines of each other (one softirq pass prints them), even with many CPUs
@@ -39,16 +44,16 @@ SLICE_MIN = 8 << 20
 MIN_BYTES = 32 << 20  # smaller files are read in one process: forking costs more than it saves
 
 _JOB: dict[str, Any] = {}  # set in the parent before fork; workers read it
-_TAGS: dict[bytes, tuple] = {}  # tag -> what it tells the grouping, kept from slice to slice
+_TAGS: dict[bytes, tuple[Any, ...]] = {}  # tag -> what it tells the grouping, kept from slice to slice
 
 
 @dataclass
 class _Result:
     """What one range gave: paths with their packet counts; no ruleset was needed for it."""
 
-    paths: Counter = field(default_factory=Counter)  # (family, steps) -> packets
-    heads: list[tuple[Any, tuple]] = field(default_factory=list)  # (key, (family, steps))
-    spilled: set = field(default_factory=set)
+    paths: Counter[Any] = field(default_factory=Counter)  # (family, steps) -> packets
+    heads: list[tuple[Any, tuple[Any, ...]]] = field(default_factory=list)  # (key, (family, steps))
+    spilled: set[Any] = field(default_factory=set)
     skipped: int = 0
     events: int = 0
 
@@ -60,7 +65,7 @@ class _Bytes(io.RawIOBase):
     an io.BufferedReader.
     """
 
-    def __init__(self, f, pos: int, end: int, report: Any = None) -> None:
+    def __init__(self, f: BinaryIO, pos: int, end: int, report: Any = None) -> None:
         super().__init__()
         self.f = f
         self.pos = pos
@@ -70,7 +75,7 @@ class _Bytes(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b: Any) -> int:
         want = min(len(b), self.end - self.pos)
         if want <= 0:
             return 0
@@ -84,7 +89,7 @@ class _Bytes(io.RawIOBase):
         return n
 
 
-def _line_start(f, offset: int) -> int:
+def _line_start(f: BinaryIO, offset: int) -> int:
     """The offset of the first line that starts at or after ``offset``."""
     if offset <= 0:
         return 0
@@ -110,7 +115,7 @@ def _work(args: tuple[int, int, int], progress: Any = None) -> _Result:
     range_lines = 1 << 62
     head_lines = 0  # lines in the bytes the previous slice's overflow also read (set below)
 
-    def emit(family: Any, steps: list, key: Any, first: int, last: int) -> None:
+    def emit(family: Any, steps: list[Any], key: Any, first: int, last: int) -> None:
         path_key = (family, tuple(steps))
         if last > range_lines:
             spilled.add(key)
@@ -150,7 +155,7 @@ def usable(path: str, fmt: str | None) -> bool:
             head = f.read(65536)
     except OSError:
         return False
-    if head[:2] in (b"\x1f\x8b", b"BZ", b"\xfd7") or head[:1] == b"{":
+    if compression(head) is not None or head[:1] == b"{":
         return False
     from ..sources import detect
 
@@ -190,13 +195,14 @@ def _serve(next_slice: Any, cuts: list[int], out: Any, done_bytes: Any) -> None:
 
 def _claim(next_slice: Any) -> int:
     with next_slice.get_lock():
-        i = next_slice.value
+        i: int = next_slice.value
         next_slice.value = i + 1
     return i
 
 
-def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | None = None,
-              progress: Any = None):
+def summarize(path: str, load_rulesets: Callable[[], Any], pick: Callable[[Any, str | None], Ruleset | None],
+              fates: Collection[str] = frozenset(), workers: int | None = None,
+              progress: Any = None) -> tuple[Summary, int, int, int]:
     """Summary over ``path`` computed by ``workers`` processes; returns (summary, skipped, events, misfits).
 
     The file is cut into slices that the processes claim in turn. The workers are forked first
@@ -216,7 +222,7 @@ def summarize(path: str, load_rulesets, pick, fates=frozenset(), workers: int | 
     results: dict[int, _Result] = {}
     rulesets: Any = None
 
-    def count(paths: Counter) -> None:
+    def count(paths: Counter[Any]) -> None:
         for (fam, steps), n in paths.items():
             ex = explainers.get(fam)
             if ex is None:

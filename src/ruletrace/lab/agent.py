@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import time
+from typing import Any
 
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
@@ -36,7 +37,8 @@ def _checksum(b: bytes) -> int:
     s = sum(struct.unpack(f"!{len(b) // 2}H", b))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
-    return ~s & 0xFFFF
+    folded: int = ~s & 0xFFFF
+    return folded
 
 
 def _result_of(e: OSError) -> str:
@@ -74,7 +76,7 @@ def listen(log: str, tcp: list[int], udp: list[int], family: str) -> None:
     while True:
         for key, _ in sel.select():
             proto, port = key.data
-            s = key.fileobj
+            s = key.fileobj  # type: ignore[assignment]  # only sockets are registered above
             if proto == "tcp":
                 c, peer = s.accept()
                 print(json.dumps({"ev": "accept", "proto": "tcp", "port": port, "peer": peer[0],
@@ -87,7 +89,7 @@ def listen(log: str, tcp: list[int], udp: list[int], family: str) -> None:
                 s.sendto(data, peer)  # the reply: an ESTABLISHED packet that skips nat
 
 
-def send_tcp(dst: str, port: int, sport: int, timeout: float) -> dict:
+def send_tcp(dst: str, port: int, sport: int, timeout: float) -> dict[str, Any]:
     """Connect (one handshake), then close; report how connect() ended."""
     s = socket.socket(_family(dst), socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,7 +111,7 @@ def send_tcp(dst: str, port: int, sport: int, timeout: float) -> dict:
     return {"result": "connected"}
 
 
-def send_udp(dst: str, port: int, sport: int, timeout: float) -> dict:
+def send_udp(dst: str, port: int, sport: int, timeout: float) -> dict[str, Any]:
     """Send one datagram and wait for an echo."""
     s = socket.socket(_family(dst), socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -127,7 +129,7 @@ def send_udp(dst: str, port: int, sport: int, timeout: float) -> dict:
         s.close()
 
 
-def send_ping(dst: str, ident: int, timeout: float) -> dict:
+def send_ping(dst: str, ident: int, timeout: float) -> dict[str, Any]:
     """One ICMP / ICMPv6 echo request on a raw socket; wait for the matching reply."""
     v6 = ":" in dst
     if v6:

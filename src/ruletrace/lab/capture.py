@@ -203,4 +203,5 @@ def nft_monitors(lab: Lab, h: Host, xtables_out: Path, nft_out: Path,
             lab.stop(p)
             if early is not None:
                 msg = " ".join(err.read_text(errors="replace").split())[:300]
-                problems[out.name] = f"{' '.join(p.args[4:])} exited early (status {early}): {msg}"
+                argv = p.args if isinstance(p.args, list) else [str(p.args)]  # spawn() passes a list
+                problems[out.name] = f"{' '.join(map(str, argv[4:]))} exited early (status {early}): {msg}"

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from ..errors import RuletraceError
 
@@ -144,7 +145,7 @@ class Lab:
 
     prefix: str = field(default_factory=new_prefix)
     hosts: dict[str, Host] = field(default_factory=dict)
-    procs: list[subprocess.Popen] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ifnames: list[str] = field(default_factory=list)
     _closed: bool = False
 
@@ -223,15 +224,15 @@ class Lab:
         """Add a route inside a host."""
         run(["ip", "-6" if ":" in via else "-4", "route", "add", dest, "via", via], ns=h.ns)
 
-    def spawn(self, h: Host, argv: Sequence[str], *, stdout=subprocess.DEVNULL,
-              stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    def spawn(self, h: Host, argv: Sequence[str], *, stdout: int | IO[Any] = subprocess.DEVNULL,
+              stderr: int | IO[Any] = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
         """Start a background process inside a host; it is killed by :meth:`close`."""
         p = subprocess.Popen(["ip", "netns", "exec", h.ns, *argv], stdout=stdout, stderr=stderr,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(p)
         return p
 
-    def stop(self, p: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 3.0) -> int | None:
+    def stop(self, p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: float = 3.0) -> int | None:
         """Stop one background process started by :meth:`spawn` (its own process group)."""
         if p.poll() is None:
             try:

@@ -13,8 +13,12 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from ..fields import proto_name
 
 Tag = tuple[str, str, str, int]  # table, chain, kind (rule/return/policy), rule number
 
@@ -25,7 +29,6 @@ NFULA_PREFIX = 10
 PCAP_HDR = struct.Struct("IHHiIII")  # magic, major, minor, thiszone, sigfigs, snaplen, linktype
 REC_HDR = struct.Struct("IIII")  # ts_sec, ts_usec, incl_len, orig_len
 NFLOG_HDR = struct.Struct("!BBH")  # family, version, res_id (group)
-IPPROTO = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
 
 
 @dataclass(slots=True)
@@ -33,11 +36,11 @@ class OPacket:
     """One packet's steps as the capture shows them, and the fields of its first event."""
 
     tags: list[Tag] = field(default_factory=list)
-    first: dict[str, str] = field(default_factory=dict)
-    key: tuple = ()
+    first: Mapping[str, str | None] = field(default_factory=dict)
+    key: tuple[Any, ...] = ()
 
 
-def _group(events: list[tuple[Tag, tuple, dict[str, str]]]) -> list[OPacket]:
+def _group(events: Sequence[tuple[Tag, tuple[Any, ...], Mapping[str, str | None]]]) -> list[OPacket]:
     packets: list[OPacket] = []
     prev: Tag | None = None
     for tag, key, fields in events:
@@ -98,7 +101,7 @@ def _fields_kernel_log(line: str) -> dict[str, str]:
     return out
 
 
-def _key(f: dict[str, str]) -> tuple:
+def _key(f: Mapping[str, str | None]) -> tuple[Any, ...]:
     return (f.get("ID"), f.get("PROTO"), f.get("SEQ"), f.get("ACK"), f.get("FLAGS"), f.get("ICMPID"),
             f.get("ICMPSEQ"), f.get("TYPE"))
 
@@ -126,7 +129,7 @@ def _ip_fields(payload: bytes, family: int) -> dict[str, str]:
         proto, l4 = payload[6], payload[40:]
     else:
         return f
-    f["PROTO"] = IPPROTO.get(proto, str(proto))
+    f["PROTO"] = proto_name(proto)
     if proto in (6, 17) and len(l4) >= 4:
         sp, dp = struct.unpack_from("!HH", l4)
         f["SPT"], f["DPT"] = str(sp), str(dp)
@@ -171,7 +174,7 @@ def nflog_pcap(path: Path) -> list[OPacket]:
 
 def ulogd_json(path: Path) -> list[OPacket]:
     """Packets of ulogd2 JSON output (one object per line, TRACE prefix in ``oob.prefix``)."""
-    events = []
+    events: list[tuple[Tag, tuple[Any, ...], dict[str, str | None]]] = []
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
@@ -180,13 +183,13 @@ def ulogd_json(path: Path) -> list[OPacket]:
         if not m:
             continue
         proto = o.get("ip.protocol", o.get("ip6.nexthdr"))
-        f = {"ID": str(o["ip.id"]) if "ip.id" in o else None, "PROTO": IPPROTO.get(proto, str(proto)),
+        f = {"ID": str(o["ip.id"]) if "ip.id" in o else None, "PROTO": proto_name(proto) if isinstance(proto, int) else str(proto),
              "SPT": str(o.get("src_port")), "DPT": str(o.get("dest_port")),
              "SEQ": str(o.get("tcp.seq")), "ACK": str(o.get("tcp.ackseq")),
              "ICMPID": str(o.get("icmp.echoid", o.get("icmpv6.echoid"))),
              "ICMPSEQ": str(o.get("icmp.echoseq", o.get("icmpv6.echoseq"))),
              "TYPE": str(o.get("icmp.type", o.get("icmpv6.type")))}
-        events.append(((m[1], m[2], m[3], int(m[4])), _key(f), f))  # type: ignore[arg-type]
+        events.append(((m[1], m[2], m[3], int(m[4])), _key(f), f))
     return _group(events)
 
 

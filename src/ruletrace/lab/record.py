@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import RuletraceError
 from . import capture
@@ -57,12 +58,12 @@ class Recording:
 
     scenario: str
     out: Path
-    flows: list[dict] = field(default_factory=list)
-    captures: dict[str, dict] = field(default_factory=dict)
+    flows: list[dict[str, Any]] = field(default_factory=list)
+    captures: dict[str, dict[str, Any]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     prefixes: dict[str, str] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"schema": 1, "scenario": self.scenario, "prefixes": self.prefixes, "flows": self.flows,
                 "captures": self.captures, "missing": self.missing}
 
@@ -100,10 +101,10 @@ def _send(h: Host, flow: Flow, dst: str, sport: int, ident: int) -> str:
         argv = [flow.proto, dst, str(flow.port), "--sport", str(sport)]
     p = run([sys.executable, str(AGENT), *argv, "--timeout", str(flow.timeout)], ns=h.ns,
             timeout=flow.timeout + 10)
-    return json.loads(p.stdout)["result"]
+    return str(json.loads(p.stdout)["result"])
 
 
-def _new_lines(path: Path, seen: dict[Path, int]) -> list[dict]:
+def _new_lines(path: Path, seen: dict[Path, int]) -> list[dict[str, Any]]:
     try:
         text = path.read_text()
     except OSError:
@@ -139,7 +140,7 @@ class _Run:
         for h in self.lab.hosts.values():
             run(["conntrack", "-F"], ns=h.ns, check=False)
 
-    def traffic(self, pass_no: int) -> list[dict]:
+    def traffic(self, pass_no: int) -> list[dict[str, Any]]:
         """Send every flow once; observe whether its first packet arrived."""
         results = []
         for i, flow in enumerate(self.sc.flows):
@@ -210,7 +211,7 @@ def record(sc: Scenario, out: Path, backends: tuple[str, ...] = BACKENDS,
     sweep()
     capture.enable_all_netns_logging()
     rec = Recording(sc.name, out)
-    per_flow: list[dict] = [
+    per_flow: list[dict[str, Any]] = [
         {"name": f.name, "description": f.description, "proto": f.proto, "family": sc.family,
          "src": f.src, "receiver": f.receiver, "dport": f.port, "via": f.via, "passes": {}}
         for f in sc.flows
@@ -251,7 +252,7 @@ def record(sc: Scenario, out: Path, backends: tuple[str, ...] = BACKENDS,
     return rec
 
 
-def _run_pass(r: _Run, p: str, pass_no: int, out: Path, names: list[str]) -> list[dict]:
+def _run_pass(r: _Run, p: str, pass_no: int, out: Path, names: list[str]) -> list[dict[str, Any]]:
     lab, h = r.lab, r.traced
     if p == "kernel-log":
         kmsg = capture.Kmsg()
@@ -283,7 +284,7 @@ EXAMPLE_BUDGET = 200_000  # bytes per bundled example folder
 DROP_ORDER = ("ulogd.json", "xtables-monitor.txt", "nflog.pcap")
 
 
-def write_example(sc: Scenario, out: Path, budget: int = EXAMPLE_BUDGET) -> dict:
+def write_example(sc: Scenario, out: Path, budget: int = EXAMPLE_BUDGET) -> dict[str, Any]:
     """Make a recording folder a bundled example: example.json, within the size budget."""
     omitted: dict[str, str] = {}
 
@@ -307,8 +308,8 @@ def write_example(sc: Scenario, out: Path, budget: int = EXAMPLE_BUDGET) -> dict
             "outcome": "outcome.json", "omitted": omitted}
     (out / "example.json").write_text(json.dumps(meta, indent=1) + "\n")
     if omitted:
-        with open(out / "README.md", "a") as f:
-            f.write("\n## Left out of the bundled example\n" + "".join(f"- {k}: {v}\n" for k, v in omitted.items()))
+        with open(out / "README.md", "a") as readme:
+            readme.write("\n## Left out of the bundled example\n" + "".join(f"- {k}: {v}\n" for k, v in omitted.items()))
     return meta
 
 

@@ -11,12 +11,13 @@ path does not start where tracing starts, are counted as possibly incomplete.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from ..model import Rule, Ruleset
 from . import session as ss
 
 
-def new_stats() -> dict:
+def new_stats() -> dict[str, Any]:
     return {
         "packets": 0,  # shown
         "events": 0,  # steps received
@@ -35,15 +36,16 @@ def new_stats() -> dict:
     }
 
 
-def lost_packets(stats: dict) -> int | None:
+def lost_packets(stats: dict[str, Any]) -> int | None:
     """Packets the kernel traced of which not one step arrived (None when the counters are unknown)."""
     if stats["traced"] is None:
         return None
     arrived = stats["arrived"] - (stats["arrived_before_reinstall"] if stats["reinstalls"] else 0)
-    return max(stats["traced"] - arrived, 0)
+    lost: int = max(stats["traced"] - arrived, 0)
+    return lost
 
 
-def summary(stats: dict, shown: int, rate: int) -> str:
+def summary(stats: dict[str, Any], shown: int, rate: int) -> str:
     """The one summary line at the end of a trace."""
     parts = [f"{shown} packet(s) shown, {stats['events']} trace step(s)"]
     lost = lost_packets(stats)

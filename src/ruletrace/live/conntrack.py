@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import threading
 from collections import deque
+from typing import Any
 
 from ..fields import bounded_int
 from ..model import ConntrackEntry, Explanation
@@ -96,12 +97,12 @@ class Events:
     (state, timeout, tuples and status when the entry was confirmed). The child dies with us
     (PR_SET_PDEATHSIG) and is stopped on every exit path; lines are kept in a bounded deque."""
 
-    def __init__(self, spec) -> None:
+    def __init__(self, spec: Any) -> None:
         self.argv = ["conntrack", "-E", "-e", "NEW", "-o", "extended"]
         if spec.proto and spec.proto.lower() in PORTED + ("icmp", "icmpv6"):
             self.argv += ["-p", spec.proto.lower()]
         self.entries: deque[ConntrackEntry] = deque(maxlen=KEEP)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.error = ""
         self._lock = threading.Lock()
 

@@ -38,6 +38,44 @@ def _targets(path: str) -> set[str]:
     return set(text.split()) if text else set()
 
 
+def legacy_tables(family: str) -> list[tuple[str, int, int]]:
+    """(table, chains, rules) per table of iptables-legacy-save (tables loaded in this namespace)."""
+    out: list[tuple[str, int, int]] = []
+    for line in be.save(be.LEGACY, family).splitlines():
+        if line.startswith("*"):
+            out.append((line[1:].strip(), 0, 0))
+        elif out and line.startswith(":"):
+            t, c, r = out[-1]
+            out[-1] = (t, c + 1, r)
+        elif out and line.startswith("-A "):
+            t, c, r = out[-1]
+            out[-1] = (t, c, r + 1)
+    return out
+
+
+def table_checks(rep: be.BackendReport) -> list[Check]:
+    """Rules per table and family, nf_tables (native and iptables-nft alike) and legacy xtables,
+    with the program that made each nf_tables table where its name tells (a guess, said so)."""
+    out: list[Check] = []
+    for fam, table, chains, rules, who in rep.tables:
+        if who == "native":
+            whose = "native nftables, maker not recognised"
+        elif who.startswith("iptables-nft"):
+            whose = who + " (iptables-nft-save shows it)"
+        else:
+            whose = f"{who}, going by its name"
+        out.append(Check("nf_tables", INFO, f"{fam} {table}: {chains} chains, {rules} rules — {whose}"))
+    if not rep.tables:
+        out.append(Check("nf_tables", INFO, "no nf_tables tables" + ("" if be.have_tool("nft") else
+                                                                     " seen (nft not found)")))
+    for fam in be.FAMILIES:
+        if not be.have_tool(be.tool(be.LEGACY, fam, save=True)):
+            continue
+        for table, chains, rules in legacy_tables(fam):
+            out.append(Check("legacy", INFO, f"{fam} {table}: {chains} chains, {rules} rules"))
+    return out
+
+
 def diagnose(*, all_netns: str | None = None) -> list[Check]:
     """Every check, in screen order. ``all_netns``: nf_log_all_netns read in the initial namespace."""
     out: list[Check] = []
@@ -57,6 +95,7 @@ def diagnose(*, all_netns: str | None = None) -> list[Check]:
                            for b in be.BACKENDS)
         out.append(Check("backend", OK, f"`iptables` is {rep.default or 'missing'}; {counts}; "
                          f"ruletrace trace would use {rep.chosen}"))
+        out += table_checks(rep)
         for w in rep.warnings:
             out.append(Check("backend", WARN, w, ["iptables-legacy-save; iptables-nft-save   # compare, "
                                                   "then move the rules to one backend"]))

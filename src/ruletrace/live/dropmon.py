@@ -24,10 +24,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import kernel_facts as kf
 from ..fields import bounded_int
 from ..model import Explanation, KernelDrop
+
+if TYPE_CHECKING:
+    from .session import TraceSpec
 
 BTF = "/sys/kernel/btf/vmlinux"
 LOCKDOWN = "/sys/kernel/security/lockdown"
@@ -91,7 +95,7 @@ def _plain_v4(a: str | None) -> int | None:
     return int.from_bytes(ip.packed, "little") if ip.version == 4 else None
 
 
-def script(spec, ns_inum: int, rate: int) -> str:
+def script(spec: TraceSpec, ns_inum: int, rate: int) -> str:
     """The bpftrace program for a trace spec (session.TraceSpec) in the namespace ``ns_inum``."""
     v4, v6 = "ipv4" in spec.families, "ipv6" in spec.families
     proto = PROTO_NUM.get((spec.proto or "").lower())
@@ -181,7 +185,7 @@ def parse_line(line: str, names: dict[int, str], now: float = 0.0) -> Drop | Non
     nums = [bounded_int(parts[i]) for i in (1, 3, 4, 7, 8, 9)]
     if any(n is None for n in nums):
         return None
-    reason, ver, proto, sport, dport, ident = nums
+    reason, ver, proto, sport, dport, ident = (n or 0 for n in nums)  # none is None (checked above)
     return Drop(names.get(reason, f"reason {reason}"), parts[2], "ipv4" if ver == 4 else "ipv6",
                 PROTO_NAME.get(proto, str(proto)), parts[5], parts[6], sport, dport, ident, now)
 
@@ -208,10 +212,10 @@ def _fits(d: Drop, f: dict[str, str]) -> bool:
 class DropMonitor:
     """bpftrace running beside a trace; drops read by a thread, matched to packets on demand."""
 
-    def __init__(self, spec, ns_inum: int, *, rate: int) -> None:
+    def __init__(self, spec: TraceSpec, ns_inum: int, *, rate: int) -> None:
         self.names = kf.read_reason_names()
         self.text = script(spec, ns_inum, rate)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.drops: deque[Drop] = deque(maxlen=KEEP)
         self.over = 0  # drops the rate cap kept back
         self.seen = 0

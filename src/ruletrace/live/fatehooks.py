@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..explain.ctinvalid import invalid_note
 from ..explain.fate import ROUTING_NOTE
@@ -17,11 +18,14 @@ from ..model import Fate as PacketFate
 from . import conntrack as ct
 from . import dropmon, routing
 
+if TYPE_CHECKING:
+    from .session import TraceSpec
+
 ENV_OFF = "RULETRACE_NO_DROP_REASONS"  # set to 1: drop reasons off (tests, hosts where BPF is unwelcome)
 
 
 class Fate:
-    def __init__(self, spec, *, say: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    def __init__(self, spec: TraceSpec, *, say: Callable[[str], None], warn: Callable[[str], None]) -> None:
         self.spec = spec
         self.say, self.warn = say, warn
         self.monitor: dropmon.DropMonitor | None = None
@@ -92,7 +96,7 @@ class Fate:
             return
         f = expl.packet.events[-1].fields
         try:
-            facts = routing.live_facts([f.get("IN") or "", expl.routing[0].dev if expl.routing else ""],
+            facts = routing.live_facts([f.get("IN") or "", (expl.routing[0].dev or "") if expl.routing else ""],
                                        f.get("DST") or "")
         except OSError:
             return

@@ -94,6 +94,8 @@ def read_host(netns: str | None) -> HostRead:
     h = HostRead(f"netns {netns}" if netns else "this host")
     with entered(path):
         nft, err = _run(["nft", "-j", "list", "ruleset"])
+        if err and not err.endswith("not found"):  # a ruleset not read must not pass for an empty one
+            raise RuletraceError(f"{h.where}: cannot read the nf_tables ruleset ({err}); it needs root")
         if err:
             h.notes.append(f"nf_tables not read: {err}")
         saves = {}

@@ -117,6 +117,7 @@ def holder_uid(sid: str) -> int | None:
     s.setblocking(False)
     try:
         s.connect(_name(sid))
+        uid: int
         _pid, uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         return uid
     except OSError:

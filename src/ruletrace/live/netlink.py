@@ -88,19 +88,23 @@ def parse_attrs(buf: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
 
 
 def be16(v: bytes) -> int:
-    return struct.unpack("!H", v[:2])[0]
+    x: int = struct.unpack("!H", v[:2])[0]
+    return x
 
 
 def be32(v: bytes) -> int:
-    return struct.unpack("!I", v[:4])[0]
+    x: int = struct.unpack("!I", v[:4])[0]
+    return x
 
 
 def be32s(v: bytes) -> int:
-    return struct.unpack("!i", v[:4])[0]
+    x: int = struct.unpack("!i", v[:4])[0]
+    return x
 
 
 def be64(v: bytes) -> int:
-    return struct.unpack("!Q", v[:8])[0]
+    x: int = struct.unpack("!Q", v[:8])[0]
+    return x
 
 
 def cstr(v: bytes) -> str:

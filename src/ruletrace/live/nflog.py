@@ -15,12 +15,11 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 from ..errors import RuletraceError
-from ..fields import packet_ident
 from ..model import Origin, TraceEvent
-from ..sources import nflog_pcap
-from ..sources.tag import from_prefix as parse_tag
+from ..sources import nflog
 from .netlink import (
     HOST_ORDER,
     NFGENMSG,
@@ -92,7 +91,7 @@ class NflogListener:
                  ifname: Callable[[int], str] | None = None) -> None:
         self.families = families
         self.group = group
-        self.ifname = ifname or _ifname
+        self.ifname = ifname or interface_name
         self.sock: NetlinkSocket | None = None
         self.records = 0
         self.bad = 0
@@ -155,11 +154,11 @@ class NflogListener:
                 continue
             self.records += 1
             try:
-                tlvs = nflog_pcap.decode_record(body, HOST_ORDER, Origin("netlink", self.records))
+                tlvs = nflog.decode_record(body, HOST_ORDER, Origin("netlink", self.records))
             except RuletraceError:
                 self.bad += 1
                 continue
-            self._sequence(tlvs.get(nflog_pcap.NFULA_SEQ))
+            self._sequence(tlvs.get(nflog.NFULA_SEQ))
             ev = decode_packet(body, record=self.records, ifname=self.ifname, tlvs=tlvs)
             if ev is None:
                 self.bad += 1
@@ -169,40 +168,31 @@ class NflogListener:
 
 
 def decode_packet(body: bytes, *, record: int = 0, ifname: Callable[[int], str] | None = None,
-                  now: float | None = None, tlvs: dict[int, bytes] | None = None) -> TraceEvent | bool | None:
+                  now: float | None = None, tlvs: dict[int, bytes] | None = None) -> TraceEvent | Literal[False] | None:
     """One NFULNL_MSG_PACKET body -> TraceEvent; False when it is no TRACE step, None when broken.
 
-    ``tlvs``: the body already decoded by ``nflog_pcap.decode_record``.
+    ``tlvs``: the body already decoded by ``sources.nflog.decode_record``.
     """
     origin = Origin("netlink", record or None)
     if tlvs is None:
         try:
-            tlvs = nflog_pcap.decode_record(body, HOST_ORDER, origin)
+            tlvs = nflog.decode_record(body, HOST_ORDER, origin)
         except RuletraceError:
             return None
-    prefix = tlvs.get(nflog_pcap.NFULA_PREFIX, b"").split(b"\0", 1)[0]
-    tag = parse_tag(prefix)
+    tag = nflog.trace_tag(tlvs)
     if tag is None:
         return False
-    table, chain, kind, num = tag
     try:
-        fields = nflog_pcap.packet_fields(tlvs, ifname or _ifname)
-    except (struct.error, ValueError, IndexError):
+        return nflog.step_event(tlvs, tag, ifname=ifname or interface_name,
+                                ts=now if now is not None else time.time(), origin=origin, source=SOURCE)
+    except nflog.DECODE_ERRORS:
         return None
-    ts = now if now is not None else time.time()
-    stamp = tlvs.get(nflog_pcap.NFULA_TIMESTAMP)
-    if stamp is not None and len(stamp) >= 16:
-        sec, usec = struct.unpack("!QQ", stamp[:16])
-        ts = sec + usec * 1e-6
-    family = tlvs[0][0]
-    return TraceEvent(table, chain, kind, num, ts=ts, family=nflog_pcap.FAMILIES.get(family, str(family)),
-                      ident=packet_ident(fields), origin=origin, source=SOURCE, fields=fields)
 
 
 _IFNAMES: dict[int, str] = {}
 
 
-def _ifname(index: int) -> str:
+def interface_name(index: int) -> str:
     """Interface name in the current namespace (cached), ``if<N>`` when it is gone."""
     name = _IFNAMES.get(index)
     if name is None:

@@ -10,7 +10,6 @@ event of each base-chain walk, so later events of the same trace id inherit them
 from __future__ import annotations
 
 import json
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,8 +17,9 @@ from collections.abc import Callable
 from ..errors import RuletraceError
 from ..fields import packet_ident
 from ..model import BUILTIN_CHAINS, Origin, Ruleset, StepKind, TraceEvent
-from ..sources import nflog_pcap
-from .netlink import be32, be32s, be64, cstr, parse_attrs
+from ..sources import nflog
+from .netlink import be16, be32, be32s, be64, cstr, parse_attrs
+from .nflog import interface_name
 
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWGEN = 15  # a new ruleset generation was committed (any rule/chain/table change)
@@ -105,7 +105,7 @@ class TraceDecoder:
     def __init__(self, rulesets: Callable[[str], Ruleset | None],
                  ifname: Callable[[int], str] | None = None, *, keep_trace_rule: bool = False) -> None:
         self.rulesets = rulesets  # family -> the ruleset snapshot live now
-        self.ifname = ifname or nflog_pcap_ifname
+        self.ifname = ifname or interface_name
         self.keep_trace_rule = keep_trace_rule
         self.unknown_handles = 0  # rule handles not in the snapshot (rules added after it)
         self.records = 0
@@ -163,19 +163,16 @@ class TraceDecoder:
         if net is None:
             f = dict(carry) if carry else {}
         else:
-            tlvs: dict[int, bytes] = {0: bytes([proto & 0xFF])}
-            tlvs[nflog_pcap.NFULA_PAYLOAD] = net + a.get(NFTA_TRACE_TRANSPORT_HEADER, b"")
-            if NFTA_TRACE_IIF in a:
-                tlvs[nflog_pcap.NFULA_IFINDEX_INDEV] = a[NFTA_TRACE_IIF]
-            if NFTA_TRACE_OIF in a:
-                tlvs[nflog_pcap.NFULA_IFINDEX_OUTDEV] = a[NFTA_TRACE_OIF]
-            if NFTA_TRACE_LL_HEADER in a:
-                tlvs[nflog_pcap.NFULA_HWHEADER] = a[NFTA_TRACE_LL_HEADER]
-                if NFTA_TRACE_IIFTYPE in a:
-                    tlvs[nflog_pcap.NFULA_HWTYPE] = a[NFTA_TRACE_IIFTYPE]
+            # the headers as the NFLOG decoder reads them (sources/nflog.py): same fields, same text
+            iif, oif, ll = a.get(NFTA_TRACE_IIF), a.get(NFTA_TRACE_OIF), a.get(NFTA_TRACE_LL_HEADER)
+            f = {}
             try:
-                f = nflog_pcap.packet_fields(tlvs, self.ifname)
-            except (struct.error, ValueError, IndexError):
+                nflog.link_fields(f, self.ifname, be32(iif) if iif else None, be32(oif) if oif else None,
+                                  ll, be16(a[NFTA_TRACE_IIFTYPE]) if NFTA_TRACE_IIFTYPE in a else None)
+                payload = net + a.get(NFTA_TRACE_TRANSPORT_HEADER, b"")
+                if payload and not nflog.payload_fields(payload, f) and proto not in (nflog.AF_INET, nflog.AF_INET6):
+                    f["PROTO"] = "?"
+            except nflog.DECODE_ERRORS:
                 f = dict(carry) if carry else {}
         f.pop("MARK", None)
         if NFTA_TRACE_MARK in a and be32(a[NFTA_TRACE_MARK]):
@@ -186,12 +183,6 @@ class TraceDecoder:
             if len(self._carry) > _CARRY_MAX:
                 self._carry.popitem(last=False)
         return f
-
-
-def nflog_pcap_ifname(index: int) -> str:
-    from .nflog import _ifname
-
-    return _ifname(index)
 
 
 def is_trace(mtype: int) -> bool:

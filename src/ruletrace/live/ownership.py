@@ -12,6 +12,9 @@
   --comment ruletrace:<sid>:seen`` without a target, the matches holding no other target or
   comment, ``<sid>`` exactly 32 lowercase hex digits — and deleted only with ``force`` and when
   no marker of that session is held. Everything else that looks tagged is not ours.
+* An nf_tables table without a state file is recognised only as ``table inet
+  ruletrace_<sid>`` holding exactly what a session writes (``nftnative.exact_shape``), and
+  deleted, whole, only with ``force`` and when no marker of that session is held.
 """
 
 from __future__ import annotations
@@ -78,6 +81,35 @@ def orphan_sid(table: str, chain: str, args: list[str]) -> str | None:
     return m[1]
 
 
+@dataclass(frozen=True)
+class OrphanTable:
+    """A session's own nf_tables table (exact name and content shape) without a state file here."""
+
+    family: str
+    table: str
+    sid: str
+
+    def line(self) -> str:
+        return f"nft table {self.family} {self.table}"
+
+    def delete_cmd(self) -> list[str]:
+        return ["nft", "delete", "table", self.family, self.table]
+
+
+def shaped_tables() -> list[OrphanTable]:
+    """Every nf_tables table in the exact shape of a session's own table."""
+    from . import nftnative as nn
+
+    if not be.have_tool("nft"):
+        return []
+    out = []
+    for name in nn.own_tables():
+        m = nn.TABLE_RE.fullmatch(name)
+        if m is not None and nn.exact_shape(name):
+            out.append(OrphanTable(nn.OWN_FAMILY, name, m[1]))
+    return out
+
+
 def shaped_rules(backend: str, family: str) -> list[Orphan]:
     """Every rule of a backend and family in a session's exact shape."""
     out: list[Orphan] = []
@@ -104,8 +136,8 @@ class Leftovers:
     dead: list[ss.State] = field(default_factory=list)  # provably gone: undo by the record
     unproven: list[ss.State] = field(default_factory=list)  # marker gone, pid not checkable: force
     live: list[ss.State] = field(default_factory=list)  # records of running sessions: never touched
-    orphans: list[Orphan] = field(default_factory=list)  # no record, marker gone: force
-    live_orphans: list[Orphan] = field(default_factory=list)  # no record here, marker held: never
+    orphans: list[Orphan | OrphanTable] = field(default_factory=list)  # no record, marker gone: force
+    live_orphans: list[Orphan | OrphanTable] = field(default_factory=list)  # no record here, marker held: never
     tmp: list[Path] = field(default_factory=list)  # <sid>.tmp of provably gone sessions
 
     def __bool__(self) -> bool:
@@ -135,19 +167,19 @@ def scan(here: str | None = None) -> Leftovers:
     for p, st in ss.all_states(tmp=True):
         if st is not None and st.sid not in recorded and session_status(st, here) == "dead":
             out.tmp.append(p)
-    for b in be.BACKENDS:
-        for fam in be.FAMILIES:
-            for o in shaped_rules(b, fam):
-                if o.sid in recorded:
-                    continue  # its record decides
-                (out.live_orphans if mk.alive(o.sid) else out.orphans).append(o)
+    found: list[Orphan | OrphanTable] = [o for b in be.BACKENDS for fam in be.FAMILIES for o in shaped_rules(b, fam)]
+    for o in found + shaped_tables():
+        if o.sid in recorded:
+            continue  # its record decides
+        (out.live_orphans if mk.alive(o.sid) else out.orphans).append(o)
     return out
 
 
 def describe(st: ss.State) -> str:
     when = time.strftime("%F %T", time.localtime(st.created)) if st.created else "?"
     return (f"session {st.sid} (pid {st.pid}, started {when}, {st.backend}): {len(st.rules)} rule(s)"
-            + (f", nf_log of pf {', '.join(map(str, st.nf_log))}" if st.nf_log else ""))
+            + (f", nf_log of pf {', '.join(map(str, st.nf_log))}" if st.nf_log else "")
+            + "".join(f", nft table {f} {t}" for f, t in st.tables))
 
 
 def clean(actions: ss.Actions, *, force: bool = False, here: str | None = None) -> tuple[list[str], list[str]]:
@@ -182,12 +214,12 @@ def clean(actions: ss.Actions, *, force: bool = False, here: str | None = None) 
         if force:
             actions.say(f"rule of session {o.sid} (no state file, marker gone): {o.line()}")
             try:
-                p = actions.run(o.delete_cmd(), check=False)
+                done = actions.run(o.delete_cmd(), check=False)
             except RuletraceError as e:
                 problems.append(str(e))
                 continue
-            if p is not None and p.returncode != 0 and not ss._gone(p.stderr):
-                problems.append(f"{o.line()}: {p.stderr.strip()[:200]}")
+            if done is not None and done.returncode != 0 and not ss._gone(done.stderr):
+                problems.append(f"{o.line()}: {done.stderr.strip()[:200]}")
         else:
             left.append(f"left alone, no state file for it: {o.line()} — `ruletrace cleanup --force` "
                         "deletes it (its session holds no marker in this namespace)")

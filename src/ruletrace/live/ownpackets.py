@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model import Packet, Rule, Ruleset, StepKind, TraceEvent
@@ -122,7 +123,7 @@ def _trace_num(rs: Ruleset | None, sid: str, chain: str) -> int | None:
     return None
 
 
-def judge(pkt: Packet, versions: list[int], rulesets, sid: str, spec: ss.TraceSpec, *,
+def judge(pkt: Packet, versions: list[int], rulesets: Callable[[int, str | None], Ruleset | None], sid: str, spec: ss.TraceSpec, *,
           nft: bool, others: bool) -> Verdict:
     """Own or not, incomplete or not, for one packet; ``rulesets(version, family)`` -> Ruleset.
 

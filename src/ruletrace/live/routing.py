@@ -14,6 +14,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import routes
 from ..explain.fatecauses import mark_setter, routing_points
@@ -22,10 +23,10 @@ from ..model import Explanation, RouteDecision
 TIMEOUT = 5.0
 MEMO_SECONDS = 1.0  # answers of `ip` reused this long: a burst of one flow costs one lookup, not one a packet
 MEMO_MAX = 1024
-_memo: dict[tuple[str, ...], tuple[float, tuple[list[dict] | None, str]]] = {}
+_memo: dict[tuple[str, ...], tuple[float, tuple[list[dict[str, Any]] | None, str]]] = {}
 
 
-def _ip(args: list[str]) -> tuple[list[dict] | None, str]:
+def _ip(args: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
     """``ip -j -d ARGS`` (answers remembered for MEMO_SECONDS: routes change rarely within a second)."""
     key = tuple(args)
     now = time.monotonic()
@@ -39,7 +40,7 @@ def _ip(args: list[str]) -> tuple[list[dict] | None, str]:
     return got
 
 
-def _ip_uncached(args: list[str]) -> tuple[list[dict] | None, str]:
+def _ip_uncached(args: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
     try:
         p = subprocess.run(["ip", "-j", "-d", *args], capture_output=True, text=True, timeout=TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -84,7 +85,7 @@ def _mark(v: str | None) -> int | None:
 
 
 def lookup(point: str, *, dst: str, src: str | None, iif: str | None, mark: int | None,
-           rules: list[dict] | None, mark_set: str | None = None) -> RouteDecision:
+           rules: list[dict[str, Any]] | None, mark_set: str | None = None) -> RouteDecision:
     args = ["route", "get", dst]
     if src:
         args += ["from", src]

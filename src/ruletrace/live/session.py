@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import RuletraceError
 from . import backend as be
@@ -146,7 +147,7 @@ class PlannedRule:
     def delete_cmd(self, backend: str) -> list[str]:
         return [be.tool(backend, self.family), "-w", str(LOCK_WAIT), "-t", self.table, "-D", self.chain, *self.args]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"family": self.family, "table": self.table, "chain": self.chain, "args": self.args}
 
 
@@ -252,7 +253,7 @@ class State:
     sid: str
     pid: int
     start: str | None
-    netns: dict  # {"id": "dev:ino", "name": ..., "pid": ...}
+    netns: dict[str, Any]  # {"id": "dev:ino", "name": ..., "pid": ...}
     backend: str
     rules: list[PlannedRule] = field(default_factory=list)
     nf_log: dict[int, str] = field(default_factory=dict)  # pf -> logger to restore
@@ -261,6 +262,8 @@ class State:
     made: list[list[str]] = field(default_factory=list)
     boot_id: str | None = None  # the owner's boot, pid namespace: where pid + start mean something
     pidns: str | None = None
+    # nf_tables tables the session created whole (native backend): [nft family, table]; deleted by name
+    tables: list[list[str]] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -270,7 +273,7 @@ class State:
         data = {"sid": self.sid, "pid": self.pid, "start": self.start, "netns": self.netns,
                 "backend": self.backend, "rules": [r.to_json() for r in self.rules],
                 "nf_log": {str(k): v for k, v in self.nf_log.items()}, "created": self.created,
-                "made": self.made, "boot_id": self.boot_id, "pidns": self.pidns}
+                "made": self.made, "boot_id": self.boot_id, "pidns": self.pidns, "tables": self.tables}
         tmp = self.path.with_suffix(".tmp")
         try:
             STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -316,12 +319,13 @@ class State:
             return cls(d["sid"], int(d["pid"]), d.get("start"), d.get("netns") or {}, d["backend"],
                        [PlannedRule(r["family"], r["table"], r["chain"], list(r["args"])) for r in d["rules"]],
                        {int(k): v for k, v in (d.get("nf_log") or {}).items()}, float(d.get("created", 0)),
-                       [list(x) for x in d.get("made") or []], d.get("boot_id"), d.get("pidns"))
+                       [list(x) for x in d.get("made") or []], d.get("boot_id"), d.get("pidns"),
+                       [[str(f), str(t)] for f, t in d.get("tables") or []])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise RuletraceError(f"{path}: unreadable session state file: {e}") from e
 
 
-def new_state(sid: str, netns: dict, backend: str) -> State:
+def new_state(sid: str, netns: dict[str, Any], backend: str) -> State:
     """The record of a session of this process (pid, start time, boot id, pid namespace)."""
     pid = os.getpid()
     return State(sid, pid, proc_start(pid), netns, backend, created=time.time(), boot_id=boot_id(),
@@ -350,32 +354,39 @@ def _lock_busy(p: subprocess.CompletedProcess[str]) -> bool:
 
 
 class Actions:
-    """Runs (or, in dry-run, prints) every change; ``say`` receives one line per change."""
+    """Runs (or, in dry-run, prints) every change; ``say`` receives one line per change, ``note``
+    (default: ``say``) what the user must see even when the changes are not shown (a wait)."""
 
-    def __init__(self, *, dry_run: bool = False, say: Callable[[str], None] | None = None) -> None:
+    def __init__(self, *, dry_run: bool = False, say: Callable[[str], None] | None = None,
+                 note: Callable[[str], None] | None = None) -> None:
         self.dry_run = dry_run
         self.say = say or (lambda s: None)
+        self.note = note or self.say
         self.done = 0  # changes made (commands that succeeded, bindings written)
 
-    def run(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str] | None:
-        """Run ``argv``; while the xtables lock is busy (or the command hangs), retry up to
-        LOCK_TRIES times. With ``check``, a failure raises; without, the caller looks at it."""
-        self.say(("would run: " if self.dry_run else "run: ") + shlex.join(argv))
+    def run(self, argv: list[str], *, check: bool = True,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str] | None:
+        """Run ``argv`` (``stdin``: its input, e.g. an ``nft -f -`` script); while the xtables lock
+        is busy (or the command hangs), retry up to LOCK_TRIES times. With ``check``, a failure
+        raises; without, the caller looks at it."""
+        self.say(("would run: " if self.dry_run else "run: ") + shlex.join(argv) + (" <<EOF" if stdin else ""))
+        for line in (stdin or "").splitlines() + (["EOF"] if stdin else []):
+            self.say("    " + line.replace("\t", "  "))
         if self.dry_run:
             return None
         for attempt in range(1, LOCK_TRIES + 1):
             try:
-                p = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+                p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=CMD_TIMEOUT)
             except FileNotFoundError as e:
                 raise RuletraceError(f"{argv[0]} not found: install it or choose another --backend") from e
             except subprocess.TimeoutExpired:
                 if attempt == LOCK_TRIES:
                     raise RuletraceError(f"timed out {LOCK_TRIES} times: {shlex.join(argv)}") from None
-                self.say(f"timed out after {CMD_TIMEOUT:g} s: retrying ({attempt}/{LOCK_TRIES})")
+                self.note(f"timed out after {CMD_TIMEOUT:g} s: retrying ({attempt}/{LOCK_TRIES})")
                 continue
             if not _lock_busy(p) or attempt == LOCK_TRIES:
                 break
-            self.say(f"the xtables lock is held by another program: retrying ({attempt}/{LOCK_TRIES})")
+            self.note(f"the xtables lock is held by another program: retrying ({attempt}/{LOCK_TRIES})")
             time.sleep(LOCK_PAUSE)
         if p.returncode == 0:
             self.done += 1
@@ -415,7 +426,7 @@ def undo(state: State, actions: Actions, marker: mk.Marker | None = None) -> lis
 
 def _undo(state: State, actions: Actions, problems: list[str]) -> None:
     for r in reversed(state.rules):
-        cmd = r.delete_cmd(state.backend)
+        cmd = r.delete_cmd(be.LEGACY if state.backend == be.BOTH else state.backend)
         try:
             p = actions.run(cmd, check=False)
         except RuletraceError as e:
@@ -423,6 +434,12 @@ def _undo(state: State, actions: Actions, problems: list[str]) -> None:
             continue
         if p is not None and p.returncode != 0 and not _gone(p.stderr):
             problems.append(f"{shlex.join(cmd)}: {p.stderr.strip()[:200]}")
+    for fam, table in reversed(state.tables):  # the session's own tables: deleted whole, by name
+        try:
+            if be.nft_exists(fam, table):
+                actions.run(["nft", "delete", "table", fam, table], check=True)
+        except RuletraceError as e:
+            problems.append(str(e))
     held = mk.claims(exclude=state.sid)
     for fam, table, chain in state.made:  # chains first, then the table, each only when empty
         if mk.nft_claim(fam, table, chain) in held:

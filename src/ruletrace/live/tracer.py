@@ -16,13 +16,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from ..correlate.group import group_packets
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
-from ..model import Explanation, Packet, Ruleset, TraceEvent
+from ..model import Explanation, Packet, Ruleset, RulesetView, TraceEvent
 from ..rulesets import load_ruleset
 from . import accounting as acc
 from . import backend as be
@@ -30,12 +29,18 @@ from . import marker as mk
 from . import ownership as own
 from . import ownpackets
 from . import session as ss
+from .grouper import IDLE, LiveGrouper
+from .modes import NftModes
 from .netns import is_initial, ns_id
 from .versions import MAX_KEPT, Version, Versions, diff_summary, same_rules
 
+if TYPE_CHECKING:  # imported where used: each backend loads only its own modules
+    from .fatehooks import Fate
+    from .nftrace import TraceDecoder
+    from .xtgen import Fingerprint
+
 __all__ = ["LiveGrouper", "Stop", "Tracer", "Version", "diff_summary", "check_privileges"]
 
-IDLE = 0.25  # seconds without a step after which a packet's path is taken as complete
 CHURN_INTERVAL = 2.0  # seconds between full fingerprints of a legacy ruleset (xtgen)
 QUICK_INTERVAL = 0.02  # seconds at least between two legacy size checks (xtgen.quick, ~0.6 ms a table)
 DRAIN_MAX = 2.0  # seconds at most to take in steps still under way when the trace ends
@@ -69,76 +74,14 @@ def check_privileges(backend: str | None = None) -> None:
                              "(set RULETRACE_STATE_DIR to a writable folder)") from e
 
 
-class LiveGrouper:
-    """Groups steps into packets; a packet is complete after ``idle`` seconds without a step.
-
-    ``mark_open(reason)`` flags every packet still open (e.g. steps were lost in an overrun:
-    those packets may be incomplete); while ``suspect`` is set, every packet that gets a step is
-    flagged "overrun" too (after an overrun netlink drops every message until the receive queue
-    was emptied, so the packets whose steps are still queued lose their tails).
-    ``referenced()`` are the ruleset versions open packets use.
-    """
-
-    def __init__(self, idle: float = IDLE) -> None:
-        self.idle = idle
-        self._open: OrderedDict[object, list[tuple[int, TraceEvent, int]]] = OrderedDict()
-        self._last: dict[object, float] = {}
-        self._flags: dict[object, set[str]] = {}
-        self._seq = 0
-        self._next_id = 1
-        self.suspect = False
-
-    def add(self, ev: TraceEvent, version: int, now: float) -> None:
-        key = ("id", ev.packet_id) if ev.packet_id is not None else ev.ident
-        if self.suspect:
-            self._flags.setdefault(key, set()).add("overrun")
-        self._seq += 1
-        self._open.setdefault(key, []).append((self._seq, ev, version))
-        self._last[key] = now
-
-    def pending(self) -> int:
-        return len(self._open)
-
-    def mark_open(self, reason: str) -> int:
-        for k in self._open:
-            self._flags.setdefault(k, set()).add(reason)
-        return len(self._open)
-
-    def referenced(self) -> set[int]:
-        return {v for steps in self._open.values() for _s, _e, v in steps}
-
-    def flush(self, now: float, *, everything: bool = False) -> list[tuple[Packet, list[int], set[str]]]:
-        """Packets whose last step is ``idle`` old (or all): ``(packet, versions of its steps, flags)``."""
-        keys = [k for k in self._open if everything or now - self._last[k] >= self.idle]
-        if not keys:
-            return []
-        batch: list[tuple[int, TraceEvent, int]] = []
-        flags_of: dict[int, set[str]] = {}
-        for k in keys:
-            steps = self._open.pop(k)
-            del self._last[k]
-            flags = self._flags.pop(k, set())
-            for _s, ev, _v in steps:
-                flags_of[id(ev)] = flags
-            batch += steps
-        batch.sort(key=lambda x: x[0])
-        version_of = {id(ev): v for _s, ev, v in batch}
-        out = []
-        for pkt in group_packets([ev for _s, ev, _v in batch]):
-            pkt.id = self._next_id
-            self._next_id += 1
-            flags = set().union(*(flags_of[id(ev)] for ev in pkt.events))
-            out.append((pkt, [version_of[id(ev)] for ev in pkt.events], flags))
-        return out
-
-
-class Tracer:
+class Tracer(NftModes):
     """One live trace session: ``setup()``, iterate ``explanations()``, always ``teardown()``."""
 
     def __init__(self, spec: ss.TraceSpec, *, backend: str = "auto", via: str = "auto",
-                 dry_run: bool = False, netns: dict | None = None,
+                 dry_run: bool = False, netns: dict[str, Any] | None = None,
                  say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
-                 idle: float = IDLE, churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT) -> None:
+                 note: Callable[[str], None] | None = None, idle: float = IDLE,
+                 churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT) -> None:
         self.spec = spec
         self.requested = backend
         self.via = via
@@ -148,13 +91,15 @@ class Tracer:
         self.warn = warn or (lambda s: None)
         self.idle = idle
         self.churn_interval = churn_interval
-        self.actions = ss.Actions(dry_run=dry_run, say=self.say)
+        # say: every command and netlink change (shown with -v / --dry-run); note: always shown
+        self.actions = ss.Actions(dry_run=dry_run, say=self.say, note=note)
         self.sid = ss.new_session_id()
         self.marker = mk.Marker(self.sid, dry_run=dry_run)
         self.backend: str | None = None
         self.state: ss.State | None = None
-        self.source = None  # NflogListener | KmsgFollower | NetlinkSocket
-        self.decoder = None
+        # NflogListener | KmsgFollower | NetlinkSocket: read through messages() or poll() by mode
+        self.source: Any = None
+        self.decoder: TraceDecoder | None = None
         self.versions = Versions(max_versions)
         self.mode = ""  # "nftrace", "nflog", "kmsg"
         self.stats = acc.new_stats()
@@ -162,14 +107,20 @@ class Tracer:
         self._ambiguous: set[int] = set()  # legacy versions noticed in a batch of steps: they may have seen the one before
         self._last_refresh = 0.0
         self._last_quick = 0.0
-        self._fp = None  # legacy: xtgen.Fingerprint
+        self._fp: Fingerprint | None = None  # legacy
         self._quick: object = None
         self._full: str | None = None
         self._losses = 0
         self._grouper: LiveGrouper | None = None
         self._counted = False
         self._torn_down = False
-        self.fate = None  # fatehooks.Fate: kernel drop reasons, routing, conntrack beside the rule path
+        self.fate: Fate | None = None  # kernel drop reasons, routing, conntrack beside the rule path
+        self.native = False  # nf_tables traced through a table of our own, the whole ruleset read (nftnative)
+        self.both = False  # legacy xtables and nf_tables traced at once (both.py)
+        self.nft_source = None  # both: the nf_tables trace socket (self.source is the legacy one)
+        self.untraced: str | None = None  # a backend with rules on the hooks that this session does not trace
+        self._other_tables = False  # other sessions' tables were in the last native snapshot
+        self._own_handles: dict[int, str] = {}  # handles of our table's rules: seen / trace
 
     # --- setup ------------------------------------------------------------------------
 
@@ -177,17 +128,31 @@ class Tracer:
         self.spec.validate()
         rep = be.detect(self.requested)
         if not self.dry_run:
-            check_privileges(rep.chosen)
+            check_privileges(be.LEGACY if rep.chosen == be.BOTH else rep.chosen)
         for w in rep.warnings:
             self.warn(w)
         self.backend = rep.chosen
         assert self.backend is not None
-        rules = ss.plan_rules(self.spec, self.sid)
+        self.both = self.backend == be.BOTH
+        if rep.active(be.LEGACY) and rep.active(be.NFT) and not self.both:
+            self.untraced = "nf_tables" if self.backend == be.LEGACY else "legacy xtables"
+            self.warn(f"only {self.backend} is traced although {self.untraced} holds rules too: fates other than "
+                      "a drop or reject seen are incomplete (--backend both traces both)")
+        self.native = rep.native or self.both
+        if self.native:
+            from . import nftnative as nn
+
+            script = nn.table_script(self.spec, self.sid)  # a filter nft cannot take fails before any change
+        rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid)
         self.netns.setdefault("id", ns_id())
         self.marker.hold()  # before any change: others in this namespace see the session is alive
         self.state = ss.new_state(self.sid, self.netns, self.backend)
+        native = sum(t[3] for t in rep.native_tables())
         self.say(f"session {self.sid}: backend {self.backend}"
-                 + (f" (legacy {rep.total(be.LEGACY)} rules, nf_tables {rep.total(be.NFT)} rules)"))
+                 + (f" (legacy {rep.total(be.LEGACY)} rules, nf_tables {rep.total(be.NFT)} iptables-nft rules"
+                    + (f" + {native} in {len(rep.native_tables())} native table(s)" if rep.native_tables() else "")
+                    + ")")
+                 + (": the whole nf_tables ruleset, traced from a table of its own" if self.native else ""))
         if not self.dry_run:
             self.state.save()
         with mk.netns_lock(dry_run=self.dry_run):  # shared bindings/chains: decided one session at a time
@@ -195,31 +160,48 @@ class Tracer:
                 self._open_nftrace()
             else:
                 self._open_legacy()
-            if self.backend == be.NFT and not self.dry_run:
+            if self.both:
+                legacy_mode, legacy_source = self.mode, self.source
+                self._open_nftrace()
+                self.nft_source, self.source = self.source, legacy_source
+                self.mode = f"{legacy_mode}+nftrace"
+            if self.native:
+                self.state.tables.append([nn.OWN_FAMILY, nn.table_name(self.sid)])
+                if not self.dry_run:
+                    self.state.save()  # recorded before it is made: cleanup can always find it
+                self.actions.run(["nft", "-f", "-"], stdin=script)  # one transaction: all of it or nothing
+                self._own_handles = {} if self.dry_run else nn.rule_handles(self.sid)
+            if self.backend == be.NFT and not self.dry_run and not self.native:
                 own.share_made(self.state, self.marker, ss.nft_missing(rules))  # iptables-nft creates these
             for r in rules:
                 self.state.rules.append(r)
                 if not self.dry_run:
                     self.state.save()  # recorded before it is made: cleanup can always find it
-                self.actions.run(r.insert_cmd(self.backend))
+                self.actions.run(r.insert_cmd(self.rule_backend))
         if self.dry_run:
             return
-        if self.backend == be.LEGACY:
+        if self.backend in (be.LEGACY, be.BOTH):
             from .xtgen import Fingerprint
 
             self._fp = Fingerprint(self.spec.families)
             self._quick, self._full = self._fp.quick(), self._fp.read()
         self.versions.add(self._snapshot(0))
-        if self.backend == be.NFT:
+        if self.backend in (be.NFT, be.BOTH):
             from .nftrace import NFNLGRP_NFTABLES
 
             self.say(f"netlink: join group NFNLGRP_NFTABLES ({NFNLGRP_NFTABLES}) to see ruleset changes")
-            self.source.join_group(NFNLGRP_NFTABLES)
+            (self.nft_source or self.source).join_group(NFNLGRP_NFTABLES)
         self._last_refresh = self._last_quick = time.monotonic()
         from .fatehooks import Fate
 
         self.fate = Fate(self.spec, say=self.say, warn=self.warn)  # kept first: teardown stops what it starts
         self.fate.start()
+
+    @property
+    def rule_backend(self) -> str:
+        """The backend whose iptables adds the session's rules (legacy when tracing both)."""
+        assert self.backend is not None
+        return be.LEGACY if self.backend == be.BOTH else self.backend
 
     def _open_nftrace(self) -> None:
         from .netlink import NetlinkSocket
@@ -233,7 +215,12 @@ class Tracer:
         sock.join_group(NFNLGRP_NFTRACE)
         self.source = sock
         # the event of the rule that set nftrace tells whose trace it is (ownpackets.judge)
-        self.decoder = TraceDecoder(self._current_ruleset, keep_trace_rule=True)
+        if self.native:
+            from .nftnative import NativeDecoder
+
+            self.decoder = NativeDecoder(lambda: self.versions.latest.rulesets)
+        else:
+            self.decoder = TraceDecoder(self._current_ruleset, keep_trace_rule=True)
 
     def _open_legacy(self) -> None:
         assert self.state is not None
@@ -291,6 +278,8 @@ class Tracer:
 
     def _snapshot(self, n: int) -> Version:
         assert self.backend is not None
+        if self.native:
+            return self._snapshot_native(n)
         rulesets: dict[str, Ruleset] = {}
         texts: dict[str, str] = {}
         nft_json = None
@@ -337,9 +326,15 @@ class Tracer:
             self._quick, self._full = self._fp.quick(), self._fp.read()
         new = self._snapshot(self.versions.next_n())
         old = self.versions.latest
-        if same_rules(new, old, self.spec.families):
+        if self.native:
+            from .nftnative import changes
+
+            new.changes = changes(old.rulesets, new.rulesets)
+            if not new.changes:
+                return False
+        elif same_rules(new, old, self.spec.families):
             return False
-        for fam in self.spec.families:
+        for fam in () if self.native else self.spec.families:
             new.changes += [f"{fam} {c}" for c in diff_summary(old.texts.get(fam, ""), new.texts.get(fam, ""))]
         if quiet:
             self.versions.replace_latest(new)  # a change of our own: same version, new content
@@ -355,8 +350,13 @@ class Tracer:
     def _check_own_rules(self) -> None:
         """Re-install the session's rules when a change removed them (an iptables-restore with *raw)."""
         assert self.state is not None and self.backend is not None
+        if self.native:
+            self._check_own_table()
+            if not self.both:
+                return
         latest = self.versions.latest
-        missing = acc.missing_rules(self.state.rules, latest.rulesets, self.sid)
+        rss = {k.removeprefix("legacy:"): v for k, v in latest.rulesets.items() if not self.both or k.startswith("legacy:")}
+        missing = acc.missing_rules(self.state.rules, rss, self.sid)
         if not missing:
             return
         where = sorted({f"{r.family} raw {r.chain}" for r in missing})
@@ -368,10 +368,10 @@ class Tracer:
         present = [r for r in self.state.rules if r not in missing and (r.family, r.chain) in
                    {(m.family, m.chain) for m in missing}]
         for r in present:  # keep the order: counter rule first, then the TRACE rule
-            self.actions.run(r.delete_cmd(self.backend), check=False)
+            self.actions.run(r.delete_cmd(self.rule_backend), check=False)
         for r in self.state.rules:
             if r in missing or r in present:
-                self.actions.run(r.insert_cmd(self.backend))
+                self.actions.run(r.insert_cmd(self.rule_backend))
         self.stats["reinstalls"] += 1
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
         self.refresh(quiet=True)
@@ -388,21 +388,19 @@ class Tracer:
     # --- receiving --------------------------------------------------------------------
 
     def _poll(self, timeout: float) -> list[tuple[TraceEvent, int]]:
-        if self.mode == "nftrace":
-            from .nftrace import is_newgen, is_trace
+        if self.both:
+            import select
 
-            out = []
-            for mtype, _f, _s, body in self.source.messages(timeout):
-                if is_newgen(mtype):
-                    self.refresh()  # events after the commit are numbered against the new version
-                elif is_trace(mtype):
-                    ev = self.decoder.decode(body)
-                    if ev is not None:
-                        out.append((ev, self.versions.latest_n))
-            return out
+            select.select([self.source, self.nft_source], [], [], timeout)
+            return self._poll_nft(self.nft_source, 0) + self._poll_legacy(0)
+        if self.mode == "nftrace":
+            return self._poll_nft(self.source, timeout)
+        return self._poll_legacy(timeout)
+
+    def _poll_legacy(self, timeout: float) -> list[tuple[TraceEvent, int]]:
         evs = self.source.poll(timeout)
         now = time.monotonic()
-        if evs and self.backend == be.LEGACY and now - self._last_quick >= QUICK_INTERVAL:
+        if evs and self._fp is not None and now - self._last_quick >= QUICK_INTERVAL:
             self._last_quick = now
             # the steps just read may predate a change noticed now: the version before stays a candidate
             if self._legacy_changed(full=False) and self.refresh():
@@ -415,9 +413,11 @@ class Tracer:
         src = self.source
         if src is None:
             return self._losses
-        self.stats["overruns"] = getattr(src, "overruns", 0)
+        nsrc = self.nft_source
+        self.stats["overruns"] = getattr(src, "overruns", 0) + getattr(nsrc, "overruns", 0)
         self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
-        return self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+        lost: int = self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+        return lost
 
     def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
         batch = self._poll(timeout)
@@ -435,10 +435,17 @@ class Tracer:
         return len(batch)
 
     def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownpackets.Verdict | None:
-        others = any(ss.TAG in r.text and ss.TAG + self.sid not in r.text
-                     for rs in self.versions.latest.rulesets.values() for r in acc.raw_rules(rs))
-        j = ownpackets.judge(pkt, versions, self._ruleset, self.sid, self.spec, nft=self.mode == "nftrace",
-                            others=others)
+        if self.both:
+            j = self._judge_both(pkt, versions)
+        elif self.native:
+            from .nftnative import judge
+
+            j = judge(pkt, versions, self.sid, self.spec, others=self._other_tables, handles=self._own_handles)
+        else:
+            others = any(ss.TAG in r.text and ss.TAG + self.sid not in r.text
+                         for rs in self.versions.latest.rulesets.values() for r in acc.raw_rules(rs))
+            j = ownpackets.judge(pkt, versions, self._ruleset, self.sid, self.spec, nft=self.mode == "nftrace",
+                                others=others)
         if not j.own:
             self.stats["foreign"] += 1
             return None
@@ -454,7 +461,7 @@ class Tracer:
         """Explained packets as they complete, until ``stop()`` (checked every 0.1 s) or ``limit`` shown."""
         if self.dry_run:
             return
-        grouper = self._grouper = LiveGrouper(self.idle)
+        grouper = self._grouper = LiveGrouper(self.idle, by_ident=self.both)
         shown = 0
         ended = limit is not None and limit <= 0
         while True:
@@ -462,7 +469,7 @@ class Tracer:
             if not ended:
                 self._receive(grouper, 0.1)
             now = time.monotonic()
-            if (self.backend == be.LEGACY and self.churn_interval
+            if (self._fp is not None and self.churn_interval
                     and now - self._last_refresh >= self.churn_interval):
                 self._last_refresh = now
                 if self._legacy_changed(full=True):
@@ -500,6 +507,9 @@ class Tracer:
         if self._counted or self.dry_run or self.backend is None:
             return
         self._counted = True
+        if self.native:
+            self._count_native()
+            return
         for fam in self.spec.families:
             try:
                 seen, traced = ss.rule_counters(self.backend, fam, self.sid)
@@ -516,7 +526,11 @@ class Tracer:
         if ex is None:
             rss = self.versions.get(version)[0].rulesets
             rs = rss.get(family) if family else None
-            if rs is None and len(rss) == 1:
+            if family and family.startswith("legacy:"):
+                rs = rss.get(family)
+            elif self.native:  # each step in the ruleset of its table's family (ip, ip6, inet, …)
+                rs = RulesetView([r for k, r in rss.items() if not k.startswith("legacy:")])
+            elif rs is None and len(rss) == 1:
                 rs = next(iter(rss.values()))
             if len(self._explainers) > 4 * self.versions.max_kept:
                 kept = set(self.versions.kept())
@@ -531,13 +545,20 @@ class Tracer:
         return expl, ex.misfit_packets == before
 
     def _explain(self, pkt: Packet, versions: list[int], incomplete: list[str] | None = None) -> Explanation:
+        if self.both:
+            expl = self._explain_both(pkt, versions)
+            for why in incomplete or ():
+                expl.warnings.append("possibly incomplete: " + why)
+            if self.fate is not None:
+                self.fate.attach(expl)
+            return expl
         fam = pkt.events[0].family if pkt.events else None
         first = versions[0] if versions else 0
         ver, exact = self.versions.get(first)
         v = ver.n
         expl, fits = self._fits(v, fam, pkt)
         tried = {v}
-        if not fits and self.backend == be.LEGACY:
+        if not fits and self.backend == be.LEGACY:  # (both: see _explain_both)
             # a legacy change is only seen by re-reading: re-read now, then try the version
             # before (a change noticed in the batch of its steps), and every other kept one
             if v == self.versions.latest_n:
@@ -566,6 +587,10 @@ class Tracer:
                                  "later steps may refer to the new ruleset")
         for why in incomplete or ():
             expl.warnings.append("possibly incomplete: " + why)
+        if self.untraced:
+            from .both import only_one
+
+            only_one(expl, self.untraced)
         if self.fate is not None:
             self.fate.attach(expl)
         return expl
@@ -588,12 +613,15 @@ class Tracer:
                         self.stats["not_shown"] += 1
             if self._fp is not None:
                 self._fp.close()
-            if self.source is not None:
-                self.source.close()
-                self.source = None
+            for src in (self.source, self.nft_source):
+                if src is not None:
+                    src.close()
+            self.source = self.nft_source = None
             if self.dry_run:
                 for r in reversed(self.state.rules):
-                    self.actions.run(r.delete_cmd(self.state.backend))
+                    self.actions.run(r.delete_cmd(self.rule_backend))
+                for fam, table in self.state.tables:
+                    self.actions.run(["nft", "delete", "table", fam, table])
                 return []
             problems = ss.undo(self.state, self.actions, self.marker)
             if not problems:

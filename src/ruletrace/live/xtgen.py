@@ -19,6 +19,7 @@ import ctypes.util
 import hashlib
 import socket
 import struct
+from typing import Any
 
 SOL_IP, SOL_IPV6 = 0, 41
 SO_GET_INFO, SO_GET_ENTRIES = 64, 65  # IPT_BASE_CTL (64) + 0 / + 1; the same for IP6T
@@ -30,10 +31,10 @@ ENTRIES_HDR = 40  # struct ipt_get_entries: name[32], size (u32), then the 8-ali
 LAYOUT = {"ipv4": (90, 96), "ipv6": (142, 152)}  # family -> (offset of next_offset, offset of counters)
 NAMES = {"ipv4": "/proc/thread-self/net/ip_tables_names", "ipv6": "/proc/thread-self/net/ip6_tables_names"}
 
-_libc = None
+_libc: ctypes.CDLL | None = None
 
 
-def _getsockopt():
+def _getsockopt() -> Any:  # libc's getsockopt, a ctypes foreign function
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -42,9 +43,10 @@ def _getsockopt():
     return _libc.getsockopt
 
 
-def _get(fd: int, level: int, opt: int, buf: ctypes.Array) -> bool:
+def _get(fd: int, level: int, opt: int, buf: ctypes.Array[ctypes.c_char]) -> bool:
     n = ctypes.c_uint32(len(buf))
-    return _getsockopt()(fd, level, opt, buf, ctypes.byref(n)) == 0
+    rc: int = _getsockopt()(fd, level, opt, buf, ctypes.byref(n))
+    return rc == 0
 
 
 def tables(family: str) -> list[str]:
@@ -92,7 +94,7 @@ class Fingerprint:
                 return None
         return s
 
-    def quick(self) -> tuple | None:
+    def quick(self) -> tuple[Any, ...] | None:
         """The tables' sizes and entry counts (IPT_SO_GET_INFO): cheap, misses same-size replacements."""
         out = []
         for fam in self.families:

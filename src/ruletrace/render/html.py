@@ -15,18 +15,22 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import gzip
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jinja2
 
 from .. import __version__
 from ..analyze.diff import PathDiff, diff_packets
 from ..model import HOOK_TABLES, Explanation, Ruleset
 from .json import dumps
-from .report_data import FATES, ReportData, rule_spec, unpack
+from .report_data import FATES, ReportData, file_name, rule_spec, unpack
 
-__all__ = ["ReportBuilder", "doc_element", "script_json", "to_html", "unpack"]
+__all__ = ["FATE_COLORS", "ReportBuilder", "compact_count", "doc_element", "fate_css", "script_json", "to_html",
+           "unpack"]
 
 TEXT_GZIP_OVER = 1 << 20  # rule text above this many bytes is embedded gzipped (see doc_element)
 DATA_GZIP_OVER = 4 << 20  # the data document too: below it, plain JSON parses in well under 100 ms
@@ -74,6 +78,9 @@ EDGES: dict[str, str] = {
     "e-local-output": "M605,405 H695 V394",
     "e-output-route": "M770,300 H801",
     "e-route-post": "M825,276 V144",
+    # a bridged packet (br_netfilter: PHYSIN and PHYSOUT) goes from port to port, not through routing
+    "e-bridge-in": "M46,78 V20 H545 V38",
+    "e-bridge-pre": "M185,38 V20 H545 V38",
 }
 HOPS: dict[str, list[str]] = {
     "in>PREROUTING": ["e-in"],
@@ -84,6 +91,19 @@ HOPS: dict[str, list[str]] = {
     "INPUT>local": ["e-input-local"],
     "local>OUTPUT": ["e-local-output"],
     "OUTPUT>POSTROUTING": ["e-output-route", "e-route-post"],
+    "in>FORWARD@bridge": ["e-bridge-in"],
+    "PREROUTING>FORWARD@bridge": ["e-bridge-pre"],
+}
+BRIDGE_LABEL_AT = (300, 14)  # where "bridge: PHYSIN → PHYSOUT" goes, above the bridge edge
+# the colour of each fate (ink, badge background): the one table every fate word, badge and ✕ uses
+# (accepted fates green/teal, refused ones red/crimson, unknown amber)
+FATE_COLORS: dict[str, tuple[str, str]] = {
+    "dropped": ("#c62828", "#fde7e7"),
+    "rejected": ("#ad1457", "#fce4ec"),
+    "delivered": ("#2e7d32", "#e3f4e4"),
+    "forwarded": ("#00695c", "#dcf2ef"),
+    "sent": ("#1565c0", "#e1ecfb"),
+    "unknown": ("#8a5a00", "#fff1d6"),
 }
 TABLE_COLORS = {"raw": "#8a8f98", "mangle": "#9b59b6", "nat": "#2f7ed8", "filter": "#e0782f", "security": "#16a085"}
 
@@ -120,6 +140,7 @@ class ReportBuilder(ReportData):
             "hooks": {h: list(t) for h, t in HOOK_TABLES.items()},
             "hops": HOPS,
             "labels": {h: list(v) for h, v in LABEL_AT.items()},
+            "bridge_label": list(BRIDGE_LABEL_AT),
         }
 
     def diagram(self) -> list[HookBox]:
@@ -160,7 +181,7 @@ class ReportBuilder(ReportData):
             {"text": t, "rule": k, "count": n} for (t, k), n in self.deciders().most_common(TOP_DECIDERS)
         ]
         tmpl = env.get_template("report.html.j2")
-        return tmpl.render(
+        page: str = tmpl.render(
             title=title or "ruletrace report",
             version=__version__,
             generated=when,
@@ -178,11 +199,12 @@ class ReportBuilder(ReportData):
             height=DIAGRAM_H,
             diff=diff,
             diff_rows=_diff_rows(diff) if diff is not None else [],
-            css=Markup(_asset("report.css")),
+            css=Markup(_asset("report.css") + fate_css()),
             js=Markup(_asset("report.js")),
             data=doc_element("report-data", data, DATA_GZIP_OVER),
             texts=doc_element("report-text", texts, TEXT_GZIP_OVER),
         )
+        return page
 
 
 def to_html(
@@ -203,6 +225,24 @@ def to_html(
         if left is not None and right is not None:
             pd = diff_packets(left, right)
     return b.render(title=title, sources=sources, warnings=warnings, diff=pd)
+
+
+def fate_css() -> str:
+    """The CSS of FATE_COLORS: each ``.fate-<fate>`` sets ``--fate-ink`` and ``--fate-bg`` (report.css uses them)."""
+    return "".join(f"\n.fate-{f} {{ --fate-ink: {ink}; --fate-bg: {bg}; }}" for f, (ink, bg) in FATE_COLORS.items())
+
+
+def compact_count(n: int) -> str:
+    """A packet count in at most 4 characters, for a table row of the diagram: 999, 1.2k, 12k, 100k, 1.5M."""
+    if n < 1000:
+        return str(n)
+    for unit, size in (("k", 1000), ("M", 1000**2), ("G", 1000**3)):
+        v = n / size
+        if v < 9.95:
+            return f"{v:.1f}{unit}"
+        if v < 999.5:
+            return f"{v:.0f}{unit}"
+    return f"{n / 1000**4:.0f}T"
 
 
 def doc_element(ident: str, obj: Any, gzip_over: int) -> Any:
@@ -236,9 +276,9 @@ def script_json(obj: Any) -> str:
 def _source_text(s: Any) -> str:
     if isinstance(s, str):
         return s
-    get = s.get if isinstance(s, Mapping) else (lambda k: getattr(s, k, None))
-    path, fmt = get("path"), get("format")
-    return f"{path} ({fmt})" if fmt else str(path)
+    get: Callable[[str], Any] = s.get if isinstance(s, Mapping) else (lambda k: getattr(s, k, None))
+    path, fmt = file_name(get("path")), get("format")
+    return f"{path} ({fmt})" if fmt else path
 
 
 def _diff_rows(diff: PathDiff) -> list[dict[str, Any]]:
@@ -260,10 +300,10 @@ def _asset(name: str) -> str:
     return (resources.files("ruletrace.render") / "templates" / name).read_text(encoding="utf-8")
 
 
-_ENV = None
+_ENV: jinja2.Environment | None = None
 
 
-def _environment():
+def _environment() -> jinja2.Environment:
     global _ENV
     if _ENV is None:
         import jinja2
@@ -275,5 +315,6 @@ def _environment():
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        _ENV.filters["compact"] = compact_count
         _ENV.filters["spec"] = lambda s: rule_spec(s.rule, s.chain) if s is not None and s.rule else ""
     return _ENV

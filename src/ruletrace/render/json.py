@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from .. import __version__
 from ..errors import RuletraceError
+from ..explain.owners import Owner, deciding_owner, path_owners
 from ..model import (
     CauseLink,
     Change,
@@ -28,6 +29,7 @@ from ..model import (
     Verdict,
 )
 
+_orjson: Any
 try:  # optional speed-up; output is byte-identical to the stdlib path
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the machine
@@ -83,7 +85,16 @@ def to_json(expl: Explanation) -> JSONObject:
         ],
         "warnings": list(expl.warnings),
         "notes": list(expl.notes),
+        # who made the deciding rule, and every object owner along the path (explain/owners.py);
+        # derived from the rules above, so from_json need not read them
+        "owner": owner_json(deciding_owner(expl)),
+        "owners": [owner_json(o) for o in path_owners(expl) if o.specific],
     } | _fate(expl)
+
+
+def owner_json(o: Owner | None) -> JSONObject | None:
+    """An owner as JSON (docs/json-schema.md ``owner``)."""
+    return None if o is None else o.as_json()
 
 
 def _fate(expl: Explanation) -> JSONObject:
@@ -310,10 +321,11 @@ def dumps(obj: Any, *, indent: bool = False) -> str:
     Control characters, DEL, the C1 controls and the BiDi controls are escaped (``\\u202e``),
     so the text is safe to show in a terminal or an editor and decodes to the same value.
     """
+    raw: bytes | None
     if _orjson is not None:
         opts = _orjson.OPT_INDENT_2 if indent else 0
-        raw = _orjson.dumps(obj, option=opts)
-        s = raw.decode()
+        out: bytes = _orjson.dumps(obj, option=opts)
+        raw, s = out, out.decode()
     else:
         if indent:
             s = _json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
@@ -408,5 +420,5 @@ def _family(expl: Explanation) -> str | None:
 def _source(s: Any) -> JSONObject:
     if isinstance(s, str):
         return {"path": s, "format": None, "role": None}
-    get = s.get if isinstance(s, Mapping) else lambda k: getattr(s, k, None)
+    get: Callable[[str], Any] = s.get if isinstance(s, Mapping) else lambda k: getattr(s, k, None)
     return {"path": str(get("path") or ""), "format": get("format"), "role": get("role")}

@@ -96,8 +96,8 @@ class JsonPackets:
         try:
             doc = json.loads(text)
         except ValueError as e:
-            line = getattr(e, "lineno", None)
-            raise RuletraceError(f"not ruletrace JSON: {e}", origin=Origin(self.path, line)) from e
+            at = e.lineno if isinstance(e, json.JSONDecodeError) else None
+            raise RuletraceError(f"not ruletrace JSON: {e}", origin=Origin(self.path, at)) from e
         if isinstance(doc, list):
             packets = doc
         elif isinstance(doc, dict) and isinstance(doc.get("packets"), list):
@@ -114,7 +114,8 @@ class JsonPackets:
         try:
             obj = json.loads(text)
         except ValueError as e:
-            raise RuletraceError(f"bad packet object: {e.msg}", origin=Origin(self.path, line)) from e
+            msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+            raise RuletraceError(f"bad packet object: {msg}", origin=Origin(self.path, line)) from e
         return self._model(obj, line)
 
     def _model(self, obj: Any, line: int | None, where: str = "") -> Explanation:

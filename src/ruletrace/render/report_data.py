@@ -16,6 +16,7 @@ from typing import Any
 
 from ..analyze.diff import decided_at, endpoint, port
 from ..analyze.hitmap import HitMap, Place
+from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset
 from .json import from_json
 
@@ -41,16 +42,16 @@ class ReportData:
         self.kept: dict[Any, Explanation] = {}
         self.fates: Counter[str] = Counter()
         self._strings: dict[str, int] = {}
-        self._places: dict[tuple, int] = {}  # (ruleset, table, chain, kind, num) -> place id
+        self._places: dict[tuple[Any, ...], int] = {}  # (ruleset, table, chain, kind, num) -> place id
         self._place_text: dict[int, str] = {}  # rule text seen in the trace, per place (no ruleset)
-        self._steps: dict[tuple, int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
-        self._paths: dict[tuple, int] = {}  # (ruleset, step signature) -> path id
+        self._steps: dict[tuple[Any, ...], int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
+        self._paths: dict[tuple[Any, ...], int] = {}  # (ruleset, step signature) -> path id
         self._path_steps: list[list[int]] = []
         self._path_places: list[tuple[int, list[Place]]] = []  # path id -> (ruleset, places) for the hit map
         self._path_packets: list[int] = []
-        self._extras: dict[tuple, int] = {}
-        self._variants: dict[tuple, int] = {}
-        self._variant_keys: list[tuple] = []
+        self._extras: dict[tuple[Any, ...], int] = {}
+        self._variants: dict[tuple[Any, ...], int] = {}
+        self._variant_keys: list[tuple[Any, ...]] = []
         self._variant_packets: list[int] = []
         self._addrs: dict[str, int] = {}
         # one entry per packet, in input order
@@ -123,6 +124,7 @@ class ReportData:
                 dec = _decisive_index(sig, v.table, v.chain, v.num)
         first = e.first
         src, dst = first.get("SRC") or None, first.get("DST") or None
+        src, dst = src and show_address(src), dst and show_address(dst)  # the printed form
         sport, dport = port(first.get("SPT")), port(first.get("DPT"))
         extra = (
             v.reason if v is not None and v.reason else None,
@@ -133,11 +135,14 @@ class ReportData:
         )
         nat = tuple([(c.what, _nat_old(c.what, c.old, src, sport, dst, dport), c.new, c.step) for c in e.nat])
         vt = None if v is None else (v.action, v.table, v.chain, v.num, v.rule is not None)
+        # bridge ports (br_netfilter): PHYSIN as it came in, PHYSOUT as it last left (FORWARD/POSTROUTING)
+        last = e.packet.events[-1].fields if e.packet.events else first
+        phys = (first.get("PHYSIN") or last.get("PHYSIN") or None, last.get("PHYSOUT") or None)
         self._add_packet(e.packet.id, path, str(e.fate), dec, vt, extra, nat, first.get("PROTO") or None,
                          first.get("IN") or None, first.get("OUT") or None, first.get("TCPFLAGS") or None,
-                         src, sport, dst, dport)
+                         src, sport, dst, dport, phys)
 
-    def _new_path(self, rs: int, sig: tuple, texts: list[str | None]) -> int:
+    def _new_path(self, rs: int, sig: tuple[Any, ...], texts: list[str | None]) -> int:
         path = self._paths[(rs, sig)] = len(self._path_steps)
         step_ids = []
         places: list[Place] = []
@@ -159,11 +164,12 @@ class ReportData:
         self._path_packets.append(0)
         return path
 
-    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple | None, extra: tuple, nat: tuple,
-                    proto: Any, in_: Any, out: Any, flags: Any, src: Any, sport: Any, dst: Any, dport: Any) -> None:
+    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple[Any, ...] | None, extra: tuple[Any, ...], nat: tuple[Any, ...],
+                    proto: Any, in_: Any, out: Any, flags: Any, src: Any, sport: Any, dst: Any, dport: Any,
+                    phys: tuple[Any, ...] = (None, None)) -> None:
         if fate not in FATES:
             fate = "unknown"
-        key = (path, fate, dec, vt, extra, nat, proto, in_, out, flags)
+        key = (path, fate, dec, vt, extra, nat, proto, in_, out, flags, phys)
         var = self._variants.get(key)
         if var is None:
             var = self._variants[key] = len(self._variant_keys)
@@ -232,9 +238,9 @@ class ReportData:
         kinds: list[str] = list(KINDS)
         places: list[list[Any]] = [[]] * len(self._places)
         for (rs, table, chain, kind, num), i in self._places.items():
-            ci = chain_index.get((rs, table, chain))
-            if ci is None:
-                ci = -1 - len(xchains)
+            got = chain_index.get((rs, table, chain))
+            ci = -1 - len(xchains) if got is None else got
+            if got is None:
                 chain_index[(rs, table, chain)] = ci
                 xchains.append([rs, tables.setdefault(table, len(tables)), chain])
             if kind not in kinds:
@@ -251,9 +257,9 @@ class ReportData:
             steps[i] = _trim([place, depth, self._s(action or None), self._s(returned_to), self._s(policy),
                               self._s(warning), self._s(note)])
         extras: list[dict[str, Any]] = []
-        extra_ids: dict[tuple, int] = {}
+        extra_ids: dict[tuple[Any, ...], int] = {}
         variants: list[list[Any]] = []
-        for path, fate, dec, _vt, extra, nat, proto, in_, out, flags in self._variant_keys:
+        for path, fate, dec, _vt, extra, nat, proto, in_, out, flags, phys in self._variant_keys:
             x = -1
             if any(extra):
                 x = extra_ids.get(extra, -1)
@@ -261,7 +267,8 @@ class ReportData:
                     x = extra_ids[extra] = len(extras)
                     extras.append(self._extra(extra))
             variants.append(_trim([path, FATES.index(fate), dec, x, self._s(proto), self._s(in_), self._s(out),
-                                   self._s(flags), [list(c) for c in nat] or None]))
+                                   self._s(flags), [list(c) for c in nat] or None, self._s(phys[0]),
+                                   self._s(phys[1])]))
         ids = self.ids
         delta = all(type(i) is int for i in ids)
         d = dict(defaults or {})
@@ -302,7 +309,7 @@ class ReportData:
             "defaults": d,
         }
 
-    def _extra(self, extra: tuple) -> dict[str, Any]:
+    def _extra(self, extra: tuple[Any, ...]) -> dict[str, Any]:
         why, marks, cause, warnings, notes, last = extra
         e: dict[str, Any] = {}
         if why:
@@ -353,7 +360,7 @@ def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     ids = list(itertools.accumulate(pk["id"])) if pk["id_delta"] else pk["id"]
     out = []
     for k, pid in enumerate(ids):
-        path, fate, dec, x, proto, in_, out_, flags, nat = _untrim(data["variants"][pk["v"][k]], 9)
+        path, fate, dec, x, proto, in_, out_, flags, nat, physin, physout = _untrim(data["variants"][pk["v"][k]], 11)
         nat = nat if nat != -1 else None
         e = data["extras"][x] if x >= 0 else {}
         src = addrs[pk["src"][k]] if pk["src"][k] >= 0 else None
@@ -361,7 +368,7 @@ def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
         sport, dport = pk["sport"][k], pk["dport"][k]
         out.append({
             "id": pid, "proto": s(proto), "src": src, "dst": dst, "sport": sport, "dport": dport,
-            "in": s(in_), "out": s(out_), "tcpflags": s(flags),
+            "in": s(in_), "out": s(out_), "tcpflags": s(flags), "physin": s(physin), "physout": s(physout),
             "steps": [step(sid) for sid in data["paths"][path]],
             "fate": data["fates"][fate], "decisive": dec,
             "reason": s(e.get("why", -1)), "last_seen": s(e.get("last", -1)),
@@ -375,7 +382,7 @@ def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _decisive_index(sig: tuple, table: Any, chain: Any, num: Any) -> int:
+def _decisive_index(sig: tuple[Any, ...], table: Any, chain: Any, num: Any) -> int:
     """The last step of the path at the verdict's place (when no cause link names the step)."""
     for k in range(len(sig) - 1, -1, -1):
         st = sig[k]
@@ -419,7 +426,16 @@ def rule_spec(text: str | None, chain: str) -> str | None:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
+def file_name(path: object) -> str:
+    """A file as a report names it: its name only (a report is shared; the reader's folders are
+    not the writer's, and a home directory is nobody's business); ``-`` is stdin."""
+    p = str(path)
+    if p == "-":
+        return "stdin"
+    return p.rstrip("/").rsplit("/", 1)[-1] or p
+
+
 def _ruleset_name(rs: Ruleset) -> str:
-    where = str(rs.origin) if rs.origin else "ruleset"
+    where = file_name(rs.origin.path) if rs.origin else "ruleset"
     bits = [b for b in (rs.format, rs.family) if b]
     return f"{where} ({', '.join(bits)})" if bits else where

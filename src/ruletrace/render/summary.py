@@ -7,7 +7,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..analyze.summary import Decider, Summary
+from ..analyze.summary import Decider, Summary, decider_owner
 from ..model import Fate
 from .theme import clean, fate_style, safe, verdict_style
 
@@ -45,12 +45,19 @@ def to_renderable(summary: Summary) -> RenderableType:
         rules.add_column("packets", justify="right", no_wrap=True)
         rules.add_column("action", no_wrap=True)
         rules.add_column("where", no_wrap=True)
+        owners = [decider_owner(d) for d, _ in ranked[:TOP_RULES]]
+        shown = [o if o is not None and o.specific else None for o in owners]
+        if any(shown):  # who made the deciding rule, where the host's names say (explain/owners.py)
+            rules.add_column("owner", no_wrap=True, overflow="ellipsis", max_width=32)
         rules.add_column("rule")  # wrapable, so the table gives it what is left; cells ellipsize
-        for d, n in ranked[:TOP_RULES]:
-            rules.add_row(str(n), *_decider_cells(d))
+        for (d, n), o in zip(ranked[:TOP_RULES], shown):
+            action, where, what = _decider_cells(d)
+            owner = [safe(f"{o.kind} {o.name}", "owner") if o is not None else Text("")] if any(shown) else []
+            rules.add_row(str(n), action, where, *owner, what)
         if len(ranked) > TOP_RULES:
             rest = sum(n for _, n in ranked[TOP_RULES:])
-            rules.add_row(str(rest), "", Text(f"{len(ranked) - TOP_RULES} more", "note"), "")
+            pad = [""] if any(shown) else []
+            rules.add_row(str(rest), "", Text(f"{len(ranked) - TOP_RULES} more", "note"), *pad, "")
         parts.append(rules)
 
     if summary.warnings:

@@ -26,6 +26,7 @@ STYLES: dict[str, str] = {
     "rule.num": "cyan",
     "rule.text": "",
     "rule.missing": "yellow italic",
+    "owner": "bold cyan",  # who made the deciding rule (explain/owners.py)
     # what a rule or policy did
     "verdict.accept": "green",
     "verdict.drop": "bold red",

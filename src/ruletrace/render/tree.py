@@ -8,6 +8,8 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 
+from ..explain.owners import deciding_owner
+from ..fields import show_address, show_field
 from ..model import BUILTIN_CHAINS, Change, Explanation, Fate, Step, StepKind
 from .theme import THEME, clean, fate_style, safe, verdict_style
 
@@ -186,7 +188,7 @@ def _header(expl: Explanation, decisive: int | None, verbose: bool) -> list[Text
             head.append(clean(f[key]), "packet.iface")
     lines = [head, _fate_line(expl, decisive)]
     if verbose and f:
-        lines.append(safe(" ".join(f"{k}={v}" for k, v in f.items()), "field"))
+        lines.append(safe(" ".join(f"{k}={show_field(k, v)}" for k, v in f.items()), "field"))
         origin = expl.packet.events[0].origin
         if origin is not None:
             lines.append(safe(f"first seen at {origin}", "origin"))
@@ -206,10 +208,15 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
             line.append(clean(v.action.upper()), verdict_style(v.action))
         else:
             num = v.num if v.num is not None else v.rule.num if v.rule is not None else None
-            num = "?" if num is None else num
+            num_s = "?" if num is None else num
             line.append(" rule ")
-            line.append(clean(num), "rule.num")
-            place += f" rule {num}"
+            line.append(clean(num_s), "rule.num")
+            place += f" rule {num_s}"
+        owner = deciding_owner(expl)
+        if owner is not None and owner.specific:
+            line.append(" [")
+            line.append(clean(f"{owner.kind} {owner.name}"), "owner")
+            line.append("]")
         reason = _after_place(v.reason, place)
         if reason:
             line.append((" " if reason != v.reason else ": ") + clean(reason))
@@ -229,11 +236,14 @@ def _after_place(text: str, place: str) -> str:
     i = text.find(place)
     if i < 0 or len(text[:i].split()) > MAX_LEAD_IN_WORDS:
         return text
-    return text[i + len(place) :].lstrip(" ,;:")
+    rest = text[i + len(place) :].lstrip(" ,;:")
+    if place.count(" ") == 0 and rest.startswith(("rule ", "policy ")):
+        return text  # the place named is another rule of that chain (both backends: "…filter:INPUT rule 1, then …")
+    return rest
 
 
 def _endpoint(addr: str | None, port: str | None) -> str:
-    a = clean(addr or "?")
+    a = clean(show_address(addr) if addr else "?")
     if not port:
         return a
     return f"[{a}]:{clean(port)}" if ":" in a else f"{a}:{clean(port)}"
@@ -291,7 +301,7 @@ def _step_annotations(expl: Explanation, decisive: int | None, verbose: bool) ->
         if verbose:
             fields = step.event.fields
             if i:
-                changed = [f"{k}={v}" for k, v in fields.items() if prev.get(k) != v]
+                changed = [f"{k}={show_field(k, v)}" for k, v in fields.items() if prev.get(k) != v]
                 changed += [f"-{k}" for k in prev if k not in fields]
                 if changed:
                     add(i, safe("fields: " + " ".join(changed), "field"))

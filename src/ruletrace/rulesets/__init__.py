@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 
 from ..errors import RuletraceError
+from ..inputs import compression
 from ..model import Origin, Ruleset
+from ..pcap import looks_like_capture
 
 # line-start markers of iptables-save output: "*filter", ":INPUT ACCEPT [0:0]", "-A INPUT …", "[0:0] -A …"
 _SAVE = re.compile(
@@ -94,6 +96,6 @@ def _read(path: str, origin: Origin) -> str:
     # text listings may hold a stray NUL (the bpf match in iptables -L); binary files hold many
     # control bytes
     ctrl = sum(1 for b in head if b < 9 or (13 < b < 32 and b != 27))
-    if ctrl * 20 > len(head) or head.startswith((b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x1f\x8b")):
+    if ctrl * 20 > len(head) or looks_like_capture(head) or compression(head) is not None:
         raise RuletraceError("binary file, not a ruleset listing", origin=origin)
     return data.decode("utf-8", errors="replace")

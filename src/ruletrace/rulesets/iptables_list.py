@@ -256,7 +256,7 @@ def _count(tok: str) -> int | None:
         return bounded_int(tok)
     unit = _UNITS.get(tok[-1])
     n = bounded_int(tok[:-1]) if unit and tok[:-1].isdigit() else None
-    return None if n is None else n * unit
+    return None if n is None or unit is None else n * unit
 
 
 # --- pastes that lost their newlines (one line holding banners, chain headers and rows) ---

@@ -244,7 +244,7 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
     return rs
 
 
-def _headerless_table(text: str, path: str | None, warnings: list[str]) -> str:
+def _headerless_table(text: str, path: str, warnings: list[str]) -> str:
     """The table of ``-A`` lines pasted without their ``*table`` line, from what the lines show.
 
     Sure signs: a target the kernel allows in one table only (TARGET_TABLE) and built-in chain

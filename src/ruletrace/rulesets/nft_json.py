@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from ..errors import RuletraceError
-from ..model import NftSet, Origin, Ruleset
+from ..model import NftSet, Origin, Rule, Ruleset
 from .nft_model import FAMILIES, Builder
 from .nft_render import Unknown, element, render_rule, type_hint
 
@@ -139,7 +139,7 @@ def _has_xt(exprs: Any) -> bool:
     return isinstance(exprs, list) and any(isinstance(e, dict) and "xt" in e for e in exprs)
 
 
-def _resolve_xt(rule, save: Ruleset) -> bool:
+def _resolve_xt(rule: Rule, save: Ruleset) -> bool:
     """The save's rule at the same place stands for an xt rule: its text and target."""
     other = save.rule(rule.table, rule.chain, rule.num)
     if other is None:
@@ -148,7 +148,7 @@ def _resolve_xt(rule, save: Ruleset) -> bool:
     return True
 
 
-def _set(obj: dict, kind: str, fam: str, origin: Origin) -> NftSet:
+def _set(obj: dict[str, Any], kind: str, fam: str, origin: Origin) -> NftSet:
     def typ(t: Any) -> str:
         return " . ".join(map(str, t)) if isinstance(t, list) else str(t)
 

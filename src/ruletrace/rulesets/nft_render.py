@@ -56,6 +56,7 @@ def _hint(x: Any) -> Any:
 def stmt(e: Any, fam: str) -> str:
     if not isinstance(e, dict) or len(e) != 1:
         raise Unknown
+    k: str
     (k, v), = e.items()
     if k == "match":
         return _match(v)
@@ -81,7 +82,7 @@ def stmt(e: Any, fam: str) -> str:
     if k in ("snat", "dnat"):
         return _nat(k, v)
     if k in ("masquerade", "redirect"):
-        out = k
+        out: str = k
         if v and "port" in v:
             out += f" to :{expr(v['port'])}"
         if v and "flags" in v:
@@ -108,7 +109,7 @@ def stmt(e: Any, fam: str) -> str:
     raise Unknown
 
 
-def _match(v: dict) -> str:
+def _match(v: dict[str, Any]) -> str:
     op, left, right = v.get("op", "=="), v["left"], v["right"]
     h = _hint(left)
     # flag test "tcp flags syn / fin,syn,rst,ack": a bitmask with a list of flags
@@ -151,7 +152,7 @@ def _reject(v: Any, fam: str) -> str:
     return f"reject with {t} {x}" if x is not None else f"reject with {t}"
 
 
-def _nat(k: str, v: dict) -> str:
+def _nat(k: str, v: dict[str, Any]) -> str:
     out = k
     if "family" in v:
         out += f" {v['family']}"
@@ -296,7 +297,7 @@ def expr(x: Any, h: Any = None) -> str:
             out += f" seed 0x{v['seed']:x}"
         return out + (f" offset {v['offset']}" if v.get("offset") else "")
     if k in VERDICTS:
-        return k
+        return str(k)
     if k in ("jump", "goto"):
         return f"{k} {v['target']}"
     raise Unknown

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import RuletraceError
 from ..fields import bounded_int
@@ -78,7 +79,8 @@ class _Scan:
         With ``openers`` (top level and table bodies) a ``{`` ends the statement (a block opens);
         elsewhere it opens a nested group that ends at its ``}``.
         """
-        toks, comment, depth, n = [], None, 0, len(self.toks)
+        toks: list[Tok] = []
+        comment, depth, n = None, 0, len(self.toks)
         while self.i < n:
             t = self.toks[self.i]
             self.i += 1
@@ -216,7 +218,7 @@ def _block_lines(sc: _Scan, head: Tok) -> list[str]:
 def _chain_body(sc: _Scan, b: Builder, fam: str, table: str, name: str, handle: int | None,
                 where: Origin) -> None:
     c = b.chain(fam, table, name, handle=handle, origin=where)
-    base: dict = {}
+    base: dict[str, Any] = {}
     while True:
         toks, comment, end = sc.statement()
         if toks:
@@ -240,10 +242,10 @@ def _chain_body(sc: _Scan, b: Builder, fam: str, table: str, name: str, handle: 
         b.chain(fam, table, name, origin=where, **base)
 
 
-def _base_chain(sc: _Scan, toks: list[Tok], fam: str) -> dict:
+def _base_chain(sc: _Scan, toks: list[Tok], fam: str) -> dict[str, Any]:
     """``type filter hook input [device "lo" | devices = { a, b }] priority filter - 10``."""
     words = [t.text for t in toks]
-    out: dict = {"type": None, "hook": None, "priority": None, "devices": ()}
+    out: dict[str, Any] = {"type": None, "hook": None, "priority": None, "devices": ()}
     i, n = 0, len(words)
     while i < n:
         w = words[i]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 
 from ..errors import RuletraceError
+from ..fields import TCP_FLAG_BITS
 from ..model import Origin
 from .iptables_save import tokenize
 
@@ -136,17 +137,8 @@ ICMPV6_TYPES: dict[str, tuple[int, int | None]] = {
     "neighbor-advertisement": (136, None),
     "redirect": (137, None),
 }
-# TCP header flag bits (include/net/tcp.h TCPHDR_*), names as --tcp-flags and the log write them
-TCP_FLAGS: dict[str, int] = {
-    "FIN": 0x01,
-    "SYN": 0x02,
-    "RST": 0x04,
-    "PSH": 0x08,
-    "ACK": 0x10,
-    "URG": 0x20,
-    "ECE": 0x40,
-    "CWR": 0x80,
-}
+# TCP header flag bits, names as --tcp-flags and the log write them (one table: fields.py)
+TCP_FLAGS = TCP_FLAG_BITS
 TCP_ALL = 0xFF
 
 

@@ -29,7 +29,7 @@ class Comparison:
                 "traced_steps": self.traced, "predicted_steps": self.predicted, "field_diffs": self.field_diffs}
 
 
-def _key(e: TraceEvent, with_num: bool) -> tuple:
+def _key(e: TraceEvent, with_num: bool) -> tuple[Any, ...]:
     return (e.table, e.chain, str(e.kind), e.num if with_num else None)
 
 

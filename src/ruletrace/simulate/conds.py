@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..model import Origin, Rule
 from .state import Ctx, Pkt
@@ -17,7 +18,7 @@ class Cond:
     __slots__ = ("fn", "text", "field", "pure", "key", "src")
 
     def __init__(self, fn: CondFn, text: str, field: str, *, pure: bool = True,
-                 key: tuple[str, object] | None = None, src: tuple[str, tuple] | None = None) -> None:
+                 key: tuple[str, object] | None = None, src: tuple[str, tuple[Any, ...]] | None = None) -> None:
         self.fn = fn
         self.text = text  # the rule's words for it: "-d 10.96.0.1/32"
         self.field = field  # packet field it looks at, kernel-log name ("DST"), "" if none

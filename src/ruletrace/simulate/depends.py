@@ -10,6 +10,7 @@ simulation per assumption), never the batch walks.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Ruleset
@@ -20,7 +21,7 @@ from .probe import Probe
 OTHER_IFACE = "rt-other0"  # an interface name no rule is written for
 
 
-def _outcome(res: SimResult) -> tuple:
+def _outcome(res: SimResult) -> tuple[Any, ...]:
     v = res.verdict
     return (res.fate, None) if v is None else (res.fate, v.action, v.table, v.chain, v.num)
 

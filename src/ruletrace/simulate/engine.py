@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Fate, KernelDrop, RouteDecision, Rule, Ruleset, TraceEvent, Verdict
-from .compiled import compiled
+from .compiled import Compiled, compiled
 from .hostfacts import HostFacts, addr_text
-from .nft_walk import is_native, nft_compiled
+from .nft_walk import NftCompiled, is_native, nft_compiled
 from .probe import PORT_PROTOS, Probe, flags_text
 from .reference import run_hook
 from .routestep import kernel_drop, lookup, route_input
@@ -53,7 +54,7 @@ class SimResult:
     hooks: list[str] = field(default_factory=list)  # hooks traversed in order
     trace_start: int = 0  # events before this index come before the first -j TRACE rule fired
     misses: list[Miss] | None = None  # None unless explain_miss was asked
-    final_snapshot: tuple = ()
+    final_snapshot: tuple[Any, ...] = ()
     path: str = ""  # input / forward / output, given or determined
     assumed_out: str | None = None  # the output interface, when it was assumed
     guessed: list[str] = field(default_factory=list)  # --assume keys of matches assumed not to match
@@ -110,7 +111,7 @@ class _Run(WalkState):
         if self.native:
             if explain_miss:
                 raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
-            self.cc = nft_compiled(rss, v == 6, linear=not (index and fast))
+            self.cc: Compiled | NftCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
         else:
             self.cc = compiled(rs, v == 6, index)
         self._path_reason = ""
@@ -193,7 +194,7 @@ class _Run(WalkState):
         if pr.mark:
             note(f"initial mark 0x{pr.mark:x} (--mark)", None)
         p.orig = (p.src, p.dst, p.sport, p.dport)
-        if self.native and not self.cc.base:
+        if isinstance(self.cc, NftCompiled) and not self.cc.base:
             fams = "ip6" if v == 6 else "ip"
             note(f"the ruleset has no base chain of family {fams} or inet on prerouting, input, forward, "
                  "output or postrouting: no rule sees this packet", None)

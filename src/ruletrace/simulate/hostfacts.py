@@ -10,6 +10,7 @@ import json
 import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from .. import routes as rt
 from ..errors import RuletraceError
@@ -80,7 +81,7 @@ class Route:
 class IpSet:
     name: str
     type: str  # "hash:ip", "hash:net,port", "list:set", …
-    entries: list[tuple[tuple, bool]] = field(default_factory=list)  # (components, nomatch)
+    entries: list[tuple[tuple[Any, ...], bool]] = field(default_factory=list)  # (components, nomatch)
 
     @property
     def dims(self) -> list[str]:
@@ -99,8 +100,8 @@ class HostFacts:
     ip_forward: bool = True
     sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
     # the dumps as iproute2 prints them, for the policy-routing lookup (routes.resolve) and rp_filter
-    raw_routes: list[dict] | None = None  # `ip -j route [show table all]`
-    rules: list[dict] | None = None  # `ip -j rule`
+    raw_routes: list[dict[str, Any]] | None = None  # `ip -j route [show table all]`
+    rules: list[dict[str, Any]] | None = None  # `ip -j rule`
     sysctls: dict[str, str] = field(default_factory=dict)  # `sysctl -a`
     _n_local: int = -1  # len(local) and len(routes) when the caches below were made
     _n_routes: int = -1
@@ -304,7 +305,7 @@ def load_sysctls(text: str, facts: HostFacts, *, origin: Origin) -> None:
     facts.sources.append(f"sysctls from {origin.path} (" + ", ".join(f"{k}={facts.sysctls[k]}" for k in keys) + ")")
 
 
-def _json(text: str, origin: Origin):
+def _json(text: str, origin: Origin) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -335,7 +336,7 @@ def load_ipsets(text: str, facts: HostFacts, *, origin: Origin) -> None:
     facts.sources.append(f"{len(sets)} ipsets from {origin.path} (ipset save)")
 
 
-def _entry(s: IpSet, text: str, o: Origin) -> tuple:
+def _entry(s: IpSet, text: str, o: Origin) -> tuple[Any, ...]:
     dims = s.dims
     if s.type == "list:set":
         return (text,)
@@ -343,7 +344,7 @@ def _entry(s: IpSet, text: str, o: Origin) -> tuple:
     if len(parts) != len(dims):
         raise RuletraceError(f"set {s.name} ({s.type}) entry {text!r} has {len(parts)} parts, "
                              f"expected {len(dims)}", origin=o)
-    out: list = []
+    out: list[Any] = []
     for dim, part in zip(dims, parts):
         if dim in ("ip", "net"):
             if "-" in part and "/" not in part:

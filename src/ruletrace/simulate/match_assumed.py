@@ -90,7 +90,7 @@ def _set_cond(name: str, dirs: list[str], neg: bool, label: str, where: str, ret
                    f"assumed {'match' if o else 'no match'}"
                    + ("" if o is not None else "; use --assume set=match to change"))
             return bool(o)
-        r = _in_set(s, sets, p, dirs, 0)
+        r = _in_set(s, sets or {}, p, dirs, 0)  # sets is not None here: s came from it
         if r is None:  # nomatch entry
             return return_nomatch
         return r != neg
@@ -160,7 +160,8 @@ def _owner(opt: str, a0: str, neg: bool, label: str, where: str, origin: Origin 
             c.note(f"{where}: packet {attr.upper()} not given: -m owner {opt} {a0} assumed "
                    f"{'match' if o else 'no match'}" + ("" if o is not None else "; use --assume owner=match"))
             return bool(o)
-        return (lo <= have <= hi) != neg
+        inside: bool = lo <= have <= hi
+        return inside != neg
 
     return Cond(fn, label, attr.upper(), pure=False)
 

@@ -6,6 +6,8 @@ matches.MODULES registers. Each turns the module's options into conditions in ru
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..errors import RuletraceError
 from ..model import Rule
 from ..rulesets.options import number, parse_icmp_type, parse_proto, parse_tcp_flags, port_range, value_mask
@@ -86,7 +88,7 @@ def _icmp(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list[Co
     want = 58 if name != "icmp" else 1
     lo, hi = (0, 255) if code is None else (code, code)
 
-    def fn(p: Pkt, c: Ctx, typ=typ, lo=lo, hi=hi, want=want) -> bool:
+    def fn(p: Pkt, c: Ctx, typ: int = typ, lo: int = lo, hi: int = hi, want: int = want) -> bool:
         if p.proto != want or p.itype is None:
             return False
         # icmp_type_code_match: type 0xFF matches any type
@@ -128,12 +130,12 @@ def _addrtype_opt(m: Mod, neg: bool, opt: str, args: list[str], label: str, out:
 def _physdev(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list[Cond]) -> None:
     a0 = args[0] if args else ""
     if opt == "--physdev-in":
-        m = iface_test(a0)
-        out.append(Cond(lambda p, c, m=m, neg=neg: p.physin is not None and m(p.physin) != neg,
+        t = iface_test(a0)
+        out.append(Cond(lambda p, c, m=t, neg=neg: p.physin is not None and m(p.physin) != neg,
                         label, "PHYSIN"))
     elif opt == "--physdev-out":
-        m = iface_test(a0)
-        out.append(Cond(lambda p, c, m=m, neg=neg: p.physout is not None and m(p.physout) != neg,
+        t = iface_test(a0)
+        out.append(Cond(lambda p, c, m=t, neg=neg: p.physout is not None and m(p.physout) != neg,
                         label, "PHYSOUT"))
     elif opt == "--physdev-is-in":
         out.append(Cond(lambda p, c, neg=neg: (p.physin is not None) != neg, label, "PHYSIN"))
@@ -180,7 +182,7 @@ def _pkttype(m: Mod, neg: bool, opt: str, args: list[str], label: str, out: list
     a0 = args[0] if args else ""
     want_t = a0.lower()
 
-    def fn(p: Pkt, c: Ctx, want_t=want_t) -> bool:
+    def fn(p: Pkt, c: Ctx, want_t: str = want_t) -> bool:
         t = c.facts.addr_type(p.v, p.dst)
         kind = "broadcast" if t == "BROADCAST" else "multicast" if t == "MULTICAST" else "unicast"
         return kind == want_t
@@ -240,7 +242,7 @@ def _conntrack(opt: str, args: list[str], neg: bool, label: str, rule: Rule, v6:
         return Cond(lambda p, c: p.ct and fn(p, c) != neg, label, "CTSTATUS", pure=False)
     if opt in ("--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst"):
         _, net, mask = to_net(a0, origin)
-        get = {
+        get: Callable[[Pkt], int] = {
             "--ctorigsrc": lambda p: p.orig[0],
             "--ctorigdst": lambda p: p.orig[1],
             "--ctreplsrc": lambda p: p.repl_src,

@@ -35,7 +35,7 @@ class NRule:
     __slots__ = ("rule", "items", "verdict", "vmap", "trace", "num")
 
     def __init__(self, rule: Rule, items: tuple[Item, ...], verdict: tuple[str, str | None, str],
-                 vmap: Callable[[Any, Any], tuple | None] | None, trace: bool) -> None:
+                 vmap: Callable[[Any, Any], tuple[Any, ...] | None] | None, trace: bool) -> None:
         self.rule = rule
         self.num = rule.num
         self.items = items

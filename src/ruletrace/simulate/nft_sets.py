@@ -89,17 +89,17 @@ def selector(toks: list[str], i: int, w: Where) -> tuple[int, Any, Any, str] | N
         if len(gs) == 2:
             g0, g1 = gs
 
-            def concat(p: Any, c: Any) -> tuple | None:
+            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
                 out = (g0(p, c), g1(p, c))
                 return None if None in out else out
         elif len(gs) == 3:
             g0, g1, g2 = gs
 
-            def concat(p: Any, c: Any) -> tuple | None:
+            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
                 out = (g0(p, c), g1(p, c), g2(p, c))
                 return None if None in out else out
         else:
-            def concat(p: Any, c: Any) -> tuple | None:
+            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
                 out = tuple(g(p, c) for g in gs)
                 return None if None in out else out
 
@@ -162,7 +162,7 @@ def _fib(toks: list[str], i: int, w: Where) -> tuple[int, Any, str] | None:
             if not c.facts.routes:
                 c.note(f"{key}: reverse-path check of {w.text!r} needs routes (--routes): assumed the "
                        f"route back to the source leaves through IN={p.iif}")
-                return p.iif
+                return str(p.iif)
             r = c.facts.route(p.v, p.src)
             return p.iif if r is not None and r.dev == p.iif and r.type == "unicast" else ""
         return j + 1, rpf, "fiboif"
@@ -221,11 +221,11 @@ def parse_rhs_list(toks: list[str], i: int, w: Where, typ: Any) -> tuple[list[An
                 continue
             i += 1
             break
-        comps = [("mask", mask, sum(c[0][0] for c in comps))]
+        comps = [("mask", mask, sum(c[0][0] for c in comps))]  # type: ignore[list-item]  # a bitmask component is ("mask", bits, count), not a (range, width) pair
     return comps, i
 
 
-def _elem_key(toks: list[str], i: int, w: Where, typ: Any) -> tuple[tuple, int]:
+def _elem_key(toks: list[str], i: int, w: Where, typ: Any) -> tuple[tuple[Any, ...], int]:
     """One key (a tuple of components, one per concatenated type) from toks[i]."""
     typs = typ if isinstance(typ, tuple) else (typ,)
     out = []
@@ -241,7 +241,7 @@ def _elem_key(toks: list[str], i: int, w: Where, typ: Any) -> tuple[tuple, int]:
     return tuple(out), i
 
 
-def _value(typ: str, text: str, w: Where) -> tuple:
+def _value(typ: str, text: str, w: Where) -> tuple[Any, ...]:
     if typ == "fibtype":
         if text not in FIB_TYPES:
             raise w.error(f"unknown fib type {text!r}")
@@ -255,7 +255,7 @@ def _value(typ: str, text: str, w: Where) -> tuple:
 BITMASK = frozenset({"ctstate", "ctstatus", "tcpflags"})
 
 
-def cmp_fn(get: Callable, typ: Any, op: str, comps: list[Any], w: Where) -> Callable[[Any, Any], bool]:
+def cmp_fn(get: Callable[..., Any], typ: Any, op: str, comps: list[Any], w: Where) -> Callable[[Any, Any], bool]:
     """The item of ``SEL [op] VALUE[,VALUE…]`` (op "implicit": none written)."""
     if comps and comps[0][0] == "mask":
         _m, mask, want = comps[0]
@@ -278,7 +278,7 @@ def cmp_fn(get: Callable, typ: Any, op: str, comps: list[Any], w: Where) -> Call
         op = "=="
     if len(keys) == 1 and op in ("<", ">", "<=", ">="):
         lo = keys[0][0]
-        test = {"<": lambda v: v < lo, ">": lambda v: v > lo, "<=": lambda v: v <= lo, ">=": lambda v: v >= lo}[op]
+        test: Callable[[Any], bool] = {"<": lambda v: v < lo, ">": lambda v: v > lo, "<=": lambda v: v <= lo, ">=": lambda v: v >= lo}[op]
         return lambda p, c: (v := get(p, c)) is not None and test(v)
     hit = op != "!="
     if single:
@@ -300,12 +300,12 @@ class NSet:
 
     __slots__ = ("name", "elems", "hashed", "ranged", "linear", "chains")
 
-    def __init__(self, name: str, elems: list[tuple[tuple, Any]], linear: bool) -> None:
+    def __init__(self, name: str, elems: list[tuple[tuple[Any, ...], Any]], linear: bool) -> None:
         self.name = name
         self.elems = elems  # (key components, data) in listing order
         self.linear = linear
-        self.hashed: dict[tuple, Any] = {}
-        self.ranged: list[tuple[tuple, Any]] = []
+        self.hashed: dict[tuple[Any, ...], Any] = {}
+        self.ranged: list[tuple[tuple[Any, ...], Any]] = []
         for comps, data in elems:
             key = tuple(exact(c) for c in comps)
             if None in key:
@@ -314,7 +314,7 @@ class NSet:
                 self.hashed.setdefault(key, data)
         self.chains = tuple({d[1] for _, d in elems if isinstance(d, tuple) and d and d[1]})
 
-    def lookup(self, key: tuple) -> Any:
+    def lookup(self, key: tuple[Any, ...]) -> Any:
         if self.linear:
             for comps, data in self.elems:
                 if all(comp_match(c, v) for c, v in zip(comps, key)):
@@ -327,14 +327,14 @@ class NSet:
                     return data
         return d
 
-    def contains_fn(self, get: Callable) -> Callable[[Any, Any], bool]:
+    def contains_fn(self, get: Callable[..., Any]) -> Callable[[Any, Any], bool]:
         look = self.lookup
         return lambda p, c: (v := get(p, c)) is not None and look(v if type(v) is tuple else (v,)) is not MISS
 
-    def dispatch(self, get: Callable) -> Callable[[Any, Any], tuple | None]:
+    def dispatch(self, get: Callable[..., Any]) -> Callable[[Any, Any], tuple[Any, ...] | None]:
         look = self.lookup
 
-        def vmap(p: Any, c: Any) -> tuple | None:
+        def vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
             v = get(p, c)
             if v is None:
                 return None
@@ -344,7 +344,7 @@ class NSet:
         vmap.chains = self.chains  # type: ignore[attr-defined]
         return vmap
 
-    def map_fn(self, get: Callable) -> Callable[[Any, Any], Any]:
+    def map_fn(self, get: Callable[..., Any]) -> Callable[[Any, Any], Any]:
         """``EXPR map @m``: the data of the packet's key, None on a miss."""
         look = self.lookup
 
@@ -380,9 +380,9 @@ class NSet:
         return NSet("{…}", elems, w.linear), j + 1
 
 
-def parse_elements(toks: list[str], w: Where, typ: Any, data: str | None) -> list[tuple[tuple, Any]]:
+def parse_elements(toks: list[str], w: Where, typ: Any, data: str | None) -> list[tuple[tuple[Any, ...], Any]]:
     """``k1, k2 : v2, …`` (tokens without the braces) -> [(key, data)]."""
-    out: list[tuple[tuple, Any]] = []
+    out: list[tuple[tuple[Any, ...], Any]] = []
     cur: list[str] = []
     for t in [*toks, ","]:
         if t == "," and cur:
@@ -396,7 +396,7 @@ def parse_elements(toks: list[str], w: Where, typ: Any, data: str | None) -> lis
 _ELEM_SKIP = {"timeout": 2, "expires": 2, "comment": 2, "counter": 1, "packets": 2, "bytes": 2}
 
 
-def _element(toks: list[str], w: Where, typ: Any, data: str | None) -> tuple[tuple, Any]:
+def _element(toks: list[str], w: Where, typ: Any, data: str | None) -> tuple[tuple[Any, ...], Any]:
     if ":" in toks:
         k = toks.index(":")
         key_t, data_t = toks[:k], toks[k + 1 :]
@@ -473,6 +473,6 @@ def unknown_item(expr: str, word: str, w: Where) -> Callable[[Any, Any], bool]: 
             c.note(f"{key}: cannot evaluate '{expr}': assumed no match; --assume {key}=match to change")
             return False
         c.note(f"{key}: '{expr}' decided by --assume: {'match' if o else 'no match'}")
-        return o
+        return bool(o)
 
     return item

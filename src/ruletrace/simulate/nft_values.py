@@ -145,7 +145,7 @@ def _service(text: str) -> int:
         raise ValueError(text) from None
 
 
-def parse_value(typ: str, text: str, v6: bool, origin: Origin | None) -> tuple:
+def parse_value(typ: str, text: str, v6: bool, origin: Origin | None) -> tuple[Any, ...]:
     """One value as listed -> ``(lo, hi)`` ints, or ``("=", name)`` / ``("*", prefix)`` for interface names."""
     t = text.strip('"')
     try:
@@ -200,17 +200,19 @@ def _number(typ: str, t: str) -> int:
     raise ValueError(t)
 
 
-def comp_match(comp: tuple, v: Any) -> bool:
+def comp_match(comp: tuple[Any, ...], v: Any) -> bool:
     """Whether a packet value is in one element component."""
     a, b = comp
     if a == "=":
-        return v == b
+        eq: bool = v == b
+        return eq
     if a == "*":
         return isinstance(v, str) and v.startswith(b)
-    return a <= v <= b
+    inside: bool = a <= v <= b
+    return inside
 
 
-def exact(comp: tuple) -> Any:
+def exact(comp: tuple[Any, ...]) -> Any:
     """The single value of an exact component (hashable key), or None when it is an interval or wildcard."""
     a, b = comp
     if a == "=":

@@ -23,10 +23,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..model import Chain, Ruleset, StepKind
+from ..model import Chain, Origin, Ruleset, StepKind
 from .compiled import nat_manip
 from .nft_expr import NRule, compile_nft_rule
-from .nft_sets import Where, compile_set
+from .nft_sets import NSet, Where, compile_set
 from .semantics import (
     ACCEPT,
     CONTINUE,
@@ -47,7 +47,7 @@ NAT_PRIO = {"prerouting": -100, "output": -100, "input": 100, "postrouting": 100
 CT_PRIO = -200  # NF_IP_PRI_CONNTRACK
 CT_USER = re.compile(r"(?:^|\s)(?:ct|dnat|snat|masquerade|redirect)\s|\bxt (?:match|target) \"(?:conntrack|state)")
 RULE, POLICY = StepKind.RULE, StepKind.POLICY
-_cache: dict[tuple, NftCompiled] = {}
+_cache: dict[tuple[Any, ...], NftCompiled] = {}
 
 
 def is_native(rulesets: list[Ruleset]) -> bool:
@@ -93,8 +93,8 @@ class NftCompiled:
         self.base: list[NChain] = []
         self.uses_conntrack = False
         self.hooks: dict[str, Callable[..., str]] = {}
-        self.plans: dict[str, list] = {}
-        self._sets: dict[int, dict] = {}
+        self.plans: dict[str, list[Any]] = {}
+        self._sets: dict[int, dict[tuple[str, str], NSet | None]] = {}
         self._table_of: dict[int, tuple[Ruleset, Any]] = {}
         for rs in self.rulesets:
             for tname, chains in rs.tables.items():
@@ -119,12 +119,12 @@ class NftCompiled:
             ch.rules = [compile_nft_rule(r, self.v6, sets, rs.objects, names, self.linear) for r in ch.src.rules]
         return ch.rules
 
-    def _compiled_sets(self, rs: Ruleset) -> dict:
+    def _compiled_sets(self, rs: Ruleset) -> dict[tuple[str, str], NSet | None]:
         d = self._sets.get(id(rs))
         if d is None:
             d = self._sets[id(rs)] = {}
             for key, s in rs.sets.items():
-                w = Where(s.table, s.name, 0, f"set {s.name}", s.origin or rs.origin, self.v6, d, self.linear,
+                w = Where(s.table, s.name, 0, f"set {s.name}", s.origin or rs.origin or Origin("nftables"), self.v6, d, self.linear,
                           rs.objects)
                 d[key] = compile_set(s, w)
         return d
@@ -138,7 +138,7 @@ class NftCompiled:
 
     # --- the hooks ------------------------------------------------------------------------------
 
-    def plan(self, hook: str) -> list:
+    def plan(self, hook: str) -> list[Any]:
         """("ct", None) / ("nat", [chains]) / ("chain", chain) in the order the hook runs them."""
         pl = self.plans.get(hook)
         if pl is not None:
@@ -170,7 +170,7 @@ class NftCompiled:
             fn = self.hooks[hook] = lambda p, c, R: self.run_hook(hook, plan, p, c, R)
         return fn
 
-    def run_hook(self, hook: str, plan: list, p: Any, c: Any, R: Any) -> str:
+    def run_hook(self, hook: str, plan: list[Any], p: Any, c: Any, R: Any) -> str:
         p.hook = hook
         R.hooks.append(hook)
         for kind, x in plan:

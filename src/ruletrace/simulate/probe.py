@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import RuletraceError
+from ..fields import PROTO_NAMES, tcp_flags_text
 from ..model import Origin
 from ..rulesets.options import (  # noqa: F401  (parse_icmp_type and the tables: the CLI imports them from here)
     ICMP_TYPES,
@@ -18,8 +19,8 @@ from ..rulesets.options import (  # noqa: F401  (parse_icmp_type and the tables:
 )
 from .hostfacts import parse_addr
 
-# kernel log PROTO= names (nf_log_syslog.c dump_ipv4_packet / dump_ipv6_packet)
-LOG_PROTO: dict[int, str] = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 136: "UDPLITE", 132: "SCTP"}
+# kernel log PROTO= names (fields.PROTO_NAMES: SCTP is PROTO=132 there, as nf_log prints it)
+LOG_PROTO = PROTO_NAMES
 PORT_PROTOS = frozenset({6, 17, 132, 136, 33})
 
 CTSTATES = ("NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED")
@@ -27,17 +28,7 @@ PATHS = ("input", "forward", "output")
 PROBE_ORIGIN = Origin("probe")
 
 
-def _flags_text(bits: int) -> str:
-    # nf_log_syslog.c prints CWR ECE URG ACK PSH RST SYN FIN
-    return " ".join(n for n in ("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN") if bits & TCP_FLAGS[n])
-
-
-_FLAGS_TEXT = tuple(_flags_text(b) for b in range(TCP_ALL + 1))
-
-
-def flags_text(bits: int) -> str:
-    """Flag bits in the kernel log's order (``SYN ACK``)."""
-    return _FLAGS_TEXT[bits] if 0 <= bits <= TCP_ALL else _flags_text(bits)
+flags_text = tcp_flags_text  # flag bits in the kernel log's order (fields.py)
 
 
 @dataclass(slots=True)

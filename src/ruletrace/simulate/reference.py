@@ -18,7 +18,7 @@ from .semantics import ACCEPT, CALL, MAX_JUMPS, NEXT, POLICY, POP, TAIL, loop_er
 from .state import Ctx, Pkt
 
 
-def run_hook(hook: str, p: Pkt, c: Ctx, R: Any) -> str:
+def run_hook(hook: str, p: Pkt, c: Ctx, R: Any) -> str:  # R: the engine's run (a semantics.WalkState)
     """Run the tables of one hook in priority order; return the first non-accept verdict or accept."""
     p.hook = hook
     R.hooks.append(hook)
@@ -58,13 +58,13 @@ def walk_table(table: str, base: CChain, p: Pkt, c: Ctx, R: Any) -> str:
         if k < 0:
             R.step(table, chain.name, tail_kind(chain.builtin), len(chain.rules) + 1, p)
             if chain.builtin:
-                return R.policy(chain)
+                return str(R.policy(chain))
             if stack:  # the implicit return of a user chain
                 chain, pos = stack.pop()
                 continue
             # a user chain reached by goto from the built-in chain: its policy
             R.step(table, base.name, POLICY, len(base.rules) + 1, p)
-            return R.policy(base)
+            return str(R.policy(base))
         cr = chain.rules[k]
         R.step(table, chain.name, cr.kind, k + 1, p)
         t = cr.target
@@ -97,8 +97,9 @@ def walk_table(table: str, base: CChain, p: Pkt, c: Ctx, R: Any) -> str:
                 continue
             # RETURN in the built-in chain (or a chain it went to): its policy
             R.step(table, base.name, POLICY, len(base.rules) + 1, p)
-            return R.policy(base)
+            return str(R.policy(base))
         v = t.verdict  # END: the chain and the table end
+        assert v is not None  # END targets have a verdict (semantics.VERDICT)
         R.decide(v, chain, k + 1, cr.rule)
         return v
 

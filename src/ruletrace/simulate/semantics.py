@@ -106,7 +106,7 @@ class NftSimEvent(TraceEvent):
 
 def sim_event(table: str, chain: str, kind: StepKind, num: int, family: str, p: Pkt) -> SimEvent:
     """A predicted step: the packet as it is now (its snapshot is shared until it changes)."""
-    e = SimEvent()
+    e: SimEvent = SimEvent()
     e.table = table
     e.chain = chain
     e.kind = kind

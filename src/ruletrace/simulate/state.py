@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .hostfacts import HostFacts, addr_text
 from .probe import LOG_PROTO, flags_text
@@ -29,15 +30,52 @@ class Pkt:
         "length", "ttl", "tos", "uid", "gid", "mac", "hook", "redirected", "nat_done", "snap",
     )
 
+    # the attributes and their types (set by engine._packet and changed by targets and nft statements)
+    v: int
+    src: int
+    dst: int
+    proto: int
+    sport: int | None
+    dport: int | None
+    itype: int | None
+    icode: int | None
+    tcpflags: int | None
+    iif: str | None
+    oif: str | None
+    physin: str | None
+    physout: str | None
+    mark: int
+    ctmark: int
+    ctstate: str
+    ct: bool
+    ctstatus: int
+    orig: tuple[int, int, int | None, int | None]
+    repl_src: int
+    repl_dst: int
+    repl_sport: int | None
+    repl_dport: int | None
+    dnat: bool
+    snat: bool
+    length: int
+    ttl: int
+    tos: int
+    uid: int | None
+    gid: int | None
+    mac: str | None
+    hook: str
+    redirected: frozenset[int] | set[int]
+    nat_done: tuple[str, ...]
+    snap: tuple[object, ...] | None
+
     def __init__(self) -> None:
         self.ct = False  # a conntrack entry is attached (not in raw, not when untracked)
         self.ctstatus = 0
         self.dnat = False
         self.snat = False
-        self.redirected: frozenset[int] | set[int] = NONE  # addresses REDIRECT made local (a set once it adds one)
-        self.nat_done: tuple[str, ...] = ()  # "dst" / "src": the nat manips set up for this connection
+        self.redirected = NONE  # addresses REDIRECT made local (a set once it adds one)
+        self.nat_done = ()  # "dst" / "src": the nat manips set up for this connection
         self.hook = ""
-        self.snap: tuple | None = None  # snapshot() cache; None after anything changed
+        self.snap = None  # snapshot() cache; None after anything changed
 
     def ct_state(self) -> str:
         """The state xt_conntrack / xt_state sees now."""
@@ -45,7 +83,7 @@ class Pkt:
             return self.ctstate
         return "UNTRACKED" if self.ctstate == "UNTRACKED" else "INVALID"
 
-    def snapshot(self) -> tuple:
+    def snapshot(self) -> tuple[Any, ...]:
         """The fields a TRACE step shows, as a tuple (snapshot_fields names them); shared until snap is reset."""
         s = self.snap
         if s is None:
@@ -55,13 +93,13 @@ class Pkt:
                              self.ttl, self.tos, self.uid, self.gid)
         return s
 
-    def _snapshot(self) -> tuple:
+    def _snapshot(self) -> tuple[Any, ...]:
         return (self.v, self.src, self.dst, self.proto, self.sport, self.dport, self.itype, self.icode,
                 self.tcpflags, self.iif, self.oif, self.physin, self.physout, self.mark, self.length,
                 self.ttl, self.tos, self.uid, self.gid)
 
 
-def snapshot_fields(s: tuple) -> dict[str, str]:
+def snapshot_fields(s: tuple[Any, ...]) -> dict[str, str]:
     """A snapshot as TraceEvent.fields (kernel-log names, nf_log_syslog.c order)."""
     (v, src, dst, proto, sport, dport, itype, icode, tcpflags, iif, oif, physin, physout, mark, length,
      ttl, tos, uid, gid) = s

@@ -141,17 +141,17 @@ def _connmark(d: dict[str, str], origin: Origin | None) -> Effect:
     nfmask = _num(d.get("--nfmask") or d.get("--mask") or "0xffffffff", origin)
     ctmask = _num(d.get("--ctmask") or d.get("--mask") or "0xffffffff", origin)
     if "--save-mark" in d:
-        def effect(p: Pkt, c: Ctx) -> None:
+        def save(p: Pkt, c: Ctx) -> None:
             if p.ct:  # xt_CONNMARK: nothing to do without a conntrack entry
                 # ct->mark = (ct->mark & ~ctmask) ^ (skb->mark & nfmask)
                 p.ctmark = ((p.ctmark & ~ctmask) ^ (p.mark & nfmask)) & 0xFFFFFFFF
-        return effect
+        return save
     if "--restore-mark" in d:
-        def effect(p: Pkt, c: Ctx) -> None:
+        def restore(p: Pkt, c: Ctx) -> None:
             if p.ct:
                 # skb->mark = (skb->mark & ~nfmask) ^ (ct->mark & ctmask)
                 p.mark = ((p.mark & ~nfmask) ^ (p.ctmark & ctmask)) & 0xFFFFFFFF
-        return effect
+        return restore
     xm = _xmark(d, origin)
     if xm is None:
         raise RuletraceError("CONNMARK needs --set-xmark/--set-mark/--save-mark/--restore-mark", origin=origin)
@@ -175,7 +175,7 @@ def _ttl(d: dict[str, str], origin: Origin | None) -> Effect:
         if opt in d:
             n = _num(d[opt], origin)
 
-            def effect(p: Pkt, c: Ctx, op=op, n=n) -> None:
+            def effect(p: Pkt, c: Ctx, op: str = op, n: int = n) -> None:
                 t = n if op == "set" else p.ttl + n if op == "inc" else p.ttl - n
                 p.ttl = max(0, min(255, t))
 
@@ -280,6 +280,7 @@ def _redirect(d: dict[str, str], where: str, origin: Origin | None) -> Effect:
     port = _ports(d, origin)
 
     def effect(p: Pkt, c: Ctx) -> None:
+        a: int | None
         if p.hook == "OUTPUT":
             a = 1 if p.v == 6 else 0x7F000001  # xt_REDIRECT: locally generated -> loopback
         else:

@@ -109,6 +109,7 @@ def _source(resolve: Resolve, chain: CChain) -> tuple[str, list[Any]]:
             body.append(f"{ind}return None")
         else:  # END
             v = t.verdict
+            assert v is not None  # END targets have a verdict (semantics.VERDICT)
             body += [*decide_src(ind, table, v, k(v), ch, str(i + 1), k(cr.rule)), f"{ind}return {k(v)}"]
         if not tests:
             break  # an unconditional rule that leaves the chain: nothing after it runs
@@ -173,6 +174,7 @@ def _generic(resolve: Resolve, chain: CChain) -> Walk:
     n = len(rules)
 
     def walk(p: Any, c: Any, R: Any) -> str | None:
+        v: str | None  # a chain's verdict (None: fell off a user chain)
         A = R.append
         F = R.fam
         pos = 0
@@ -216,28 +218,28 @@ def _generic(resolve: Resolve, chain: CChain) -> Walk:
             e.family = F
             e.raw = p.snap or p.snapshot()
             A(e)
-            t = cr.target
-            flow = t.flow
+            tg = cr.target
+            flow = tg.flow
             if flow is CALL or flow is TAIL:
-                nxt = t.resolved
+                nxt = tg.resolved
                 if nxt is None:
-                    nxt = t.resolved = _target_chain(resolve, chain, t.chain)  # type: ignore[arg-type]
+                    nxt = tg.resolved = _target_chain(resolve, chain, tg.chain)  # type: ignore[arg-type]  # CALL/TAIL targets name a chain
                 v = nxt.walk(p, c, R)
                 if flow is TAIL or v is not None:
                     return v
                 pos = k + 1
                 continue
-            if t.effect is not None:
-                t.effect(p, c)
+            if tg.effect is not None:
+                tg.effect(p, c)
                 p.snap = None
             if flow is NEXT:
-                if t.trace:
+                if tg.trace:
                     R.traced()
                 pos = k + 1
                 continue
             if flow is POP:
                 return None
-            v = t.verdict  # END
+            v = tg.verdict  # END
             R.decide(v, chain, k + 1, cr.rule)
             return v
 

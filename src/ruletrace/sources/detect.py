@@ -7,10 +7,11 @@ import importlib
 import io
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
 from ..model import Origin, TraceEvent
+from ..pcap import looks_like_capture
 
 FORMATS = ("kernel-log", "nflog-pcap", "ulogd-json", "wireshark-csv", "xtables-monitor", "nft-monitor")
 # format name -> module with read_events(stream, *, name, stats=None)
@@ -25,8 +26,6 @@ MODULES = {
 ALIASES = {"journal-json": "kernel-log", "ulogd-logemu": "kernel-log", "pcap": "nflog-pcap",
            "pcapng": "nflog-pcap", "csv": "wireshark-csv", "nft": "nft-monitor"}
 
-_PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
-                b"\x0a\x0d\x0d\x0a"}
 _NFT_TRACE = re.compile(rb"^trace id [0-9a-f]{8} \S+ \S+ \S+ (?:packet: |rule |policy |verdict )", re.M)
 # "[^\s:]+" (as xtables_monitor reads table and chain), not "\S+:\S+": that backtracked cubically
 _XT_TRACE = re.compile(
@@ -37,7 +36,7 @@ _CSV_HEADER = re.compile(rb'^\xef?\xbb?\xbf?"?(?:No\.|frame\.number)"?,', re.I)
 
 def detect(head: bytes, name: str) -> str:
     """Name the trace format of an input from its first bytes (not from its file name)."""
-    if head[:4] in _PCAP_MAGICS:
+    if looks_like_capture(head):
         return "nflog-pcap"
     if _CSV_HEADER.match(head) or (b"nflog.prefix" in head[:2000] and b"," in head[:200]):
         return "wireshark-csv"
@@ -70,10 +69,11 @@ def reader(fmt: str) -> Callable[..., Iterator[TraceEvent]]:
     mod = MODULES.get(fmt)
     if mod is None:
         raise RuletraceError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
-    return importlib.import_module(f"{__package__}.{mod}").read_events
+    read: Callable[..., Iterator[TraceEvent]] = importlib.import_module(f"{__package__}.{mod}").read_events
+    return read
 
 
-def _open(path: str):
+def _open(path: str) -> tuple[BinaryIO, str]:
     from ..inputs import open_input
 
     return open_input(path)
@@ -133,6 +133,7 @@ def read_any(
     progress = options.pop("progress", None)
     streams = []
     for path in paths:
+        stream: Any  # the opened file, then perhaps the _Counting wrapper around it (same read API)
         stream, name = _open(path)
         try:
             head, stream = _peek(stream)
@@ -165,12 +166,12 @@ class _Counting:
         self._raw, self._report = raw, report
 
     def read(self, n: int = -1) -> bytes:
-        b = self._raw.read(n)
+        b: bytes = self._raw.read(n)
         self._report(len(b))
         return b
 
     def readline(self, n: int = -1) -> bytes:
-        b = self._raw.readline(n)
+        b: bytes = self._raw.readline(n)
         self._report(len(b))
         return b
 

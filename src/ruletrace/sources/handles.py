@@ -10,8 +10,12 @@ steps as rules + 1, as nf_log does.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..model import Ruleset, StepKind, TraceEvent, nft_rule_key
+
+if TYPE_CHECKING:
+    from .xt_nft import SignatureIndex
 
 TERMINAL = frozenset({"accept", "drop", "reject", "queue", "stolen", "stop"})
 
@@ -93,7 +97,7 @@ class Resolver:
             for cname, chain in chains.items():
                 for rule in chain.rules:
                     self._by_text.setdefault((table, cname, _key(rule.text)), rule.num)
-        self._sig = None  # xt_nft.SignatureIndex, built when a step's text is in the other syntax
+        self._sig: SignatureIndex | None = None  # xt_nft.SignatureIndex, built when a step's text is in the other syntax
         self.handle_mismatch = 0  # handles whose listed rule is not the traced one
 
     def number(self, ev: TraceEvent) -> int | None:

@@ -36,9 +36,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..fields import PartialIdent, bounded_int, family_of, parse_fields, tidy_text
 from ..model import Origin, StepKind, TraceEvent
@@ -47,6 +47,7 @@ from .records import MAX_TS as _MAX_TS
 from .records import sane_ts as _finite
 from .stats import ReadStats
 
+_loads: Callable[[bytes | str], Any]
 try:  # optional speed-up for journal JSON
     import orjson
 
@@ -55,6 +56,8 @@ try:  # optional speed-up for journal JSON
 except ImportError:  # pragma: no cover - orjson is optional
     _loads = json.loads
     _JSONError = (ValueError,)
+_JSON_BAD: tuple[type[Exception], ...] = (*_JSONError, RecursionError)  # a line that is no journal JSON object
+_JSON_MESSAGE_BAD: tuple[type[Exception], ...] = (*_JSONError, TypeError, AttributeError, RecursionError)  # ... or has no MESSAGE
 
 __all__ = ["KernelLogEvent", "ReadStats", "complete", "ident_of", "identity_key", "looks_like",
            "make_event", "read_events", "SOURCE"]
@@ -83,11 +86,14 @@ class KernelLogEvent(TraceEvent):
     """A TraceEvent that builds its ``origin`` on first access (one object less per line)."""
 
     __slots__ = ("_path", "_line")
+    _path: str
+    _line: int
 
-    @property  # type: ignore[override]
+    @property
     def origin(self) -> Origin | None:
         try:
-            return _ORIGIN.__get__(self, KernelLogEvent)
+            got: Origin | None = _ORIGIN.__get__(self, KernelLogEvent)
+            return got
         except AttributeError:
             o = Origin(self._path, self._line)
             _ORIGIN.__set__(self, o)
@@ -344,7 +350,7 @@ class _Reader:
         """MESSAGE and __REALTIME_TIMESTAMP of one ``journalctl -o json`` line."""
         try:
             obj = _loads(line)
-        except (*_JSONError, RecursionError):
+        except _JSON_BAD:
             if TRACE_MARK in line:
                 self.stats.skip(lineno)
             return None
@@ -672,9 +678,9 @@ def read_events(
             if fs == prev_fs:
                 fs = prev_fs  # share the bytes
             else:
-                got = seen.get(fs)
-                if got is not None:  # a packet in flight seen before with this very text
-                    fs, prev_family, prev_ident = got
+                hit = seen.get(fs)
+                if hit is not None:  # a packet in flight seen before with this very text
+                    fs, prev_family, prev_ident = hit
                 else:
                     key = identity_key(fs)  # the identity rule
                     idg = keyed.get(key)
@@ -739,7 +745,7 @@ def looks_like(head: bytes) -> bool:
                 obj = _loads(line)
                 msg = obj.get("MESSAGE") or b""
                 msg = bytes(msg) if isinstance(msg, list) else b""  # bytes(an int) allocates that many
-            except (*_JSONError, TypeError, AttributeError, RecursionError):
+            except _JSON_MESSAGE_BAD:
                 continue
             if TRACE_MARK in msg and b"IN=" in msg:
                 return True

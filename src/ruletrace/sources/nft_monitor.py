@@ -109,6 +109,14 @@ def packet_fields(text: str) -> dict[str, str]:
                 f["MARK"] = _mark(toks[i + 2])
             i += 3
             continue
+        if t == "icmpv6" and i + 2 < n and toks[i + 1] == "parameter-problem":
+            word = bounded_int(toks[i + 2])
+            if f.get("TYPE") in ("128", "129") and word is not None and word < 1 << 32:
+                # nft 1.0.6 prints an echo's id and sequence as one 32-bit "parameter-problem"
+                # word (the same bytes of the ICMPv6 header): id << 16 | sequence
+                f["ICMPID"], f["ICMPSEQ"] = str(word >> 16), str(word & 0xFFFF)
+            i += 3
+            continue
         if i + 2 < n and t.isidentifier() and toks[i + 1].isidentifier():
             proto, key = t, toks[i + 1]
             val_i = i + 2

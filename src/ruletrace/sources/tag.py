@@ -18,6 +18,7 @@ chain all in between. A pasted tag may run into the fields when the space before
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ..model import StepKind
 
@@ -31,7 +32,7 @@ _DIGITS = b"0123456789"
 _MAX_NUM_DIGITS = 10  # no chain holds that many rules
 CACHE_MAX = 200_000  # distinct names kept before the cache is cleared
 
-Info = tuple  # (table, chain, kind, num), as TraceEvent holds them
+Info = tuple[Any, ...]  # (table, chain, kind, num), as TraceEvent holds them
 
 NAMES: dict[bytes, str] = {}  # table and chain names, decoded once and shared by all tags
 
@@ -67,12 +68,12 @@ def parse(tag: bytes) -> tuple[tuple[str, str, StepKind, int] | None, int]:
         return None, 0
     num = tag[b + 1 :]
     cut = len(tag)
-    k = len(num) - len(num.lstrip(_DIGITS))
-    if k == 0 or k > _MAX_NUM_DIGITS:
+    nd = len(num) - len(num.lstrip(_DIGITS))
+    if nd == 0 or nd > _MAX_NUM_DIGITS:
         return None, 0
-    if k < len(num):
-        cut -= len(num) - k
-        num = num[:k]
+    if nd < len(num):
+        cut -= len(num) - nd
+        num = num[:nd]
     table = tag[:a]
     if table not in NAMES and not _TABLE_RE.match(table):
         return None, 0

@@ -8,10 +8,10 @@ time (the ``timestamp`` key may lack its zone).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from ..fields import packet_ident
+from ..fields import TCP_FLAG_BITS, packet_ident, proto_name
 from ..model import Origin, TraceEvent
 from .records import Tally, note_record, sane_ts
 from .tag import from_prefix as parse_tag
@@ -20,14 +20,13 @@ SOURCE = "ulogd-json"
 LOGEMU_SOURCE = "ulogd-logemu"
 
 FAMILIES = {2: "ipv4", 10: "ipv6", 7: "bridge"}
-IPPROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 136: "UDPLITE", 58: "ICMPv6"}
 IP_CE, IP_DF, IP_MF, IP_OFFSET = 0x8000, 0x4000, 0x2000, 0x1FFF  # ip.fragoff holds the flags too
 IPTOS_TOS_MASK, IPTOS_PREC_MASK = 0x1E, 0xE0
 IPV6_HDR_LEN = 40
-# ulogd's tcp.* flag keys, in the kernel log's order
-TCP_FLAG_KEYS = (("CWR", "tcp.cwr"), ("ECE", "tcp.ece"), ("URG", "tcp.urg"), ("ACK", "tcp.ack"),
-                 ("PSH", "tcp.psh"), ("RST", "tcp.rst"), ("SYN", "tcp.syn"), ("FIN", "tcp.fin"))
+# ulogd's tcp.* flag keys ("tcp.syn"), in the kernel log's order
+TCP_FLAG_KEYS = tuple((n, "tcp." + n.lower()) for n in TCP_FLAG_BITS)
 
+_loads: Callable[[bytes | str], Any]
 try:  # orjson is optional and ~4x faster on JSON lines (notes/formats.md)
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
@@ -144,7 +143,7 @@ def record_fields(obj: dict[str, Any], ifmap: dict[int, str] | None = None) -> d
         if frag & IP_OFFSET:
             f["FRAG"] = str(frag & IP_OFFSET)
     elif g("ip6.payloadlen") is not None:  # IPv6
-        f["LEN"] = str(int(g("ip6.payloadlen")) + IPV6_HDR_LEN)
+        f["LEN"] = str(int(g("ip6.payloadlen", 0)) + IPV6_HDR_LEN)
         f["TC"] = str(g("ip6.priority", 0))
         if g("ip6.hoplimit") is not None:
             f["HOPLIMIT"] = str(g("ip6.hoplimit"))
@@ -155,7 +154,7 @@ def record_fields(obj: dict[str, Any], ifmap: dict[int, str] | None = None) -> d
         if proto is None:
             proto = g("ip6.nexthdr")
     if proto is not None:
-        f["PROTO"] = IPPROTO_NAMES.get(proto, str(proto))
+        f["PROTO"] = proto_name(proto)
     if g("src_port") is not None:
         f["SPT"], f["DPT"] = str(g("src_port")), str(g("dest_port"))
     if proto == 6:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
-from ..fields import packet_ident
+from ..fields import packet_ident, tcp_flags_ordered
 from ..model import Origin, TraceEvent
 from .records import Tally, note_record, sane_ts
 from .tag import from_prefix as parse_tag
@@ -47,7 +47,6 @@ COLUMNS: dict[str, str] = {
 _INFO_PORTS = re.compile(r"(?<![0-9])([0-9]{1,5}) (?:→|->|>) ([0-9]{1,5})(?![0-9])")  # bounded: linear
 _INFO_FLAGS = re.compile(r"\[([A-Z, ]+)\]")
 _INFO_ICMP = re.compile(r"id=0x([0-9a-f]+), seq=(\d+)")
-_TCP_WORDS = ("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")
 _HEX_FIELDS = frozenset({"ID", "FLOWLBL"})  # Wireshark shows these as 0x…
 
 
@@ -148,7 +147,7 @@ def _fields(vals: dict[str, str], ifmap: dict[int, str] | None) -> dict[str, str
         fl = _INFO_FLAGS.search(info.replace("[TCP ", "{"))
         if fl:
             words = {w.strip() for w in fl[1].split(",")}
-            f["TCPFLAGS"] = " ".join(w for w in _TCP_WORDS if w in words)
+            f["TCPFLAGS"] = tcp_flags_ordered(words)
     icmp = _INFO_ICMP.search(info)
     if icmp:
         f["ICMPID"], f["ICMPSEQ"] = str(int(icmp[1], 16)), icmp[2]

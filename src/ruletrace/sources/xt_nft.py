@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from ..errors import RuletraceError
 from ..fields import bounded_int
+from ..model import Ruleset
 from ..rulesets.iptables_save import tokenize
 from .nft_monitor import ICMP_TYPES, ICMPV6_TYPES
 
@@ -39,7 +41,7 @@ _STATE_OPTS = frozenset({"--state", "--ctstate", "--ctstatus", "--dst-type", "--
 _IFACE_OPTS = frozenset({"-i", "-o", "--in-interface", "--out-interface", "--physdev-in", "--physdev-out"})
 
 
-def _values(word: str, out: set, v6: bool = False) -> None:
+def _values(word: str, out: set[Any], v6: bool = False) -> None:
     """Add what one value word names: an address, numbers, a state word, an ICMP type."""
     w = word.strip(",")
     if not w:
@@ -83,7 +85,7 @@ def _iface(name: str) -> tuple[str, str]:
     return ("s", name.rstrip("+*"))
 
 
-def save_signature(text: str) -> tuple[str, frozenset]:
+def save_signature(text: str) -> tuple[str, frozenset[Any]]:
     """(action, values) of an iptables-save rule line (``-A CHAIN …``); None when it cannot be read."""
     try:
         args = tokenize(text)
@@ -91,7 +93,7 @@ def save_signature(text: str) -> tuple[str, frozenset]:
         args = text.split()
     if args[:1] == ["-A"]:
         args = args[2:]
-    vals: set = set()
+    vals: set[Any] = set()
     action = "continue"
     v6 = False
     i, n = 0, len(args)
@@ -130,10 +132,10 @@ def save_signature(text: str) -> tuple[str, frozenset]:
     return action, frozenset(vals)
 
 
-def nft_signature(text: str) -> tuple[str, frozenset]:
+def nft_signature(text: str) -> tuple[str, frozenset[Any]]:
     """(action, values) of an nft rule's text as a trace or a listing prints it."""
     toks = _NFT_TOKEN.findall(text)
-    vals: set = set()
+    vals: set[Any] = set()
     action = "continue"
     v6 = False
     i, n = 0, len(toks)
@@ -178,7 +180,7 @@ def nft_signature(text: str) -> tuple[str, frozenset]:
     return action, frozenset(vals)
 
 
-def signature(text: str) -> tuple[str, frozenset]:
+def signature(text: str) -> tuple[str, frozenset[Any]]:
     """The reduced form of a rule in either syntax (an iptables-save line starts with ``-A``)."""
     return save_signature(text) if text.startswith("-A ") else nft_signature(text)
 
@@ -186,8 +188,8 @@ def signature(text: str) -> tuple[str, frozenset]:
 class SignatureIndex:
     """The rules of one ruleset by (table, chain, reduced form) -> rule numbers."""
 
-    def __init__(self, ruleset) -> None:
-        self._by: dict[tuple, list[int]] = {}
+    def __init__(self, ruleset: Ruleset) -> None:
+        self._by: dict[tuple[Any, ...], list[int]] = {}
         for table, chains in ruleset.tables.items():
             for cname, chain in chains.items():
                 for rule in chain.rules:

@@ -107,6 +107,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
         note_record(stats, event=True)
         nfproto, tid, table, chain, kind, spec, text = m.groups()
         handle: int | None = None
+        verdict: str | None
         if kind == "policy":
             verdict = _verdict(spec)
         else:

@@ -127,10 +127,10 @@
   function variant(v) {
     var x = variantCache[v];
     if (!x) {
-      var r = untrim(D.variants[v], 9);
+      var r = untrim(D.variants[v], 11);
       x = variantCache[v] = { path: r[0], fate: r[1], dec: r[2], extra: r[3] >= 0 ? D.extras[r[3]] : {},
                               proto: strOrNull(r[4]), inif: strOrNull(r[5]), outif: strOrNull(r[6]), flags: strOrNull(r[7]),
-                              nat: r[8] === -1 || !r[8] ? [] : r[8] };
+                              nat: r[8] === -1 || !r[8] ? [] : r[8], physin: strOrNull(r[9]), physout: strOrNull(r[10]) };
     }
     return x;
   }
@@ -139,7 +139,7 @@
     var v = variant(PK.v[i]);
     return { i: i, id: IDS[i], v: v, path: D.paths[v.path], pathId: v.path, fate: v.fate, dec: v.dec, e: v.extra,
              proto: v.proto, src: addr(PK.src[i]), sport: PK.sport[i], dst: addr(PK.dst[i]), dport: PK.dport[i],
-             inif: v.inif, outif: v.outif, flags: v.flags };
+             inif: v.inif, outif: v.outif, flags: v.flags, physin: v.physin, physout: v.physout };
   }
   var byId = null;
   function find(id) {
@@ -176,6 +176,15 @@
     var s = String(a);
     if (port === null || port === undefined) return s;
     return s.indexOf(":") >= 0 ? "[" + s + "]:" + port : s + ":" + port;
+  }
+  // bridged (br_netfilter): both bridge ports known; PHYSIN alone: came in on a bridge port, then routed
+  function bridged(p) { return !!(p.physin && p.physout); }
+  function ifaces(p) {
+    var t = (p.inif || "") + (p.outif ? " \u2192 " + p.outif : p.inif ? " \u2192" : "");
+    if (bridged(p)) return "bridged " + p.physin + " \u2192 " + p.physout + (p.inif ? " (" + p.inif + ")" : "");
+    if (p.physin) t += " (port " + p.physin + ")";
+    else if (p.physout) t += " (port " + p.physout + ")";
+    return t;
   }
   function tuple(p) { return (p.proto || "?") + " " + endpoint(p.src, p.sport) + " \u2192 " + endpoint(p.dst, p.dport) + (p.flags ? " [" + p.flags + "]" : ""); }
   function placeText(pl) {
@@ -383,9 +392,9 @@
     var row = el("div", "row");
     row.appendChild(el("span", "tw", "\u25b6"));
     row.appendChild(el("span", "pid", "#" + p.id));
-    var fb = el("span", "fate fate-" + fate, fate); row.appendChild(el("span")).appendChild(fb);
-    row.appendChild(el("span", "tuple", tuple(p)));
-    row.appendChild(el("span", "iface", (p.inif || "") + (p.outif ? " \u2192 " + p.outif : p.inif ? " \u2192" : "")));
+    var fb = el("span", "fate fate-" + fate, fate); fb.title = fate; row.appendChild(el("span", "fcell")).appendChild(fb);
+    var tu = el("span", "tuple", tuple(p)); tu.title = tuple(p); row.appendChild(tu);
+    var ifs = el("span", "iface", ifaces(p)); ifs.title = ifaces(p); row.appendChild(ifs);
     row.appendChild(el("span", "dec", decidedText(p)));
     var ab = el("span", "ab");
     ["a", "b"].forEach(function (w) {
@@ -407,7 +416,7 @@
   function detail(p) {
     var box = el("div", "detail"), e = p.e, path = p.path;
     var why = el("div", "why");
-    why.appendChild(el("b", "", D.fates[p.fate].toUpperCase()));
+    why.appendChild(el("b", "fate-word fate-" + D.fates[p.fate], D.fates[p.fate].toUpperCase()));
     why.appendChild(document.createTextNode(" " + (e.why !== undefined ? str(e.why) : decidedText(p))));
     box.appendChild(why);
     if (e.cause) {
@@ -455,13 +464,15 @@
       tbls[i].querySelector(".badges").textContent = "";
     }
     ["in", "out", "local"].forEach(function (n) { var x = $("node-" + n); x.classList.remove("on-a", "on-b"); });
-    var labelLines = {};
+    var labelLines = {}, W = $("diagram").viewBox.baseVal.width || 1040;
     ["a", "b"].forEach(function (w, wi) {
       var id = state[w], leg = $("legend-" + w);
       var at0 = id === null || id === undefined ? -1 : find(id);
       if (at0 < 0) { leg.textContent = "none"; return; }
       var p = pk(at0), path = p.path, vs = visits(path), fate = D.fates[p.fate];
-      leg.textContent = "#" + p.id + " " + tuple(p) + " \u2014 " + fate + ", " + decidedText(p);
+      leg.textContent = "#" + p.id + " " + tuple(p) + " \u2014 ";
+      leg.appendChild(el("span", "fate-word fate-" + fate, fate));
+      leg.appendChild(document.createTextNode(", " + decidedText(p) + (bridged(p) ? " (bridged)" : "")));
       var hops = [], prev = null;
       if (vs.length && vs[0].hook === "PREROUTING") prev = "in";
       if (vs.length && vs[0].hook === "OUTPUT") { prev = "local"; $("node-local").classList.add("on-" + w); }
@@ -470,36 +481,60 @@
         if (!g) return;
         g.classList.add("visited-" + w);
         var b = g.querySelector(".badges");
-        var bx = parseFloat(b.getAttribute("data-x")) + wi * 22, by = parseFloat(b.getAttribute("data-y"));
-        var badge = svg("g", { "class": "badge" });
-        badge.appendChild(svg("circle", { cx: bx, cy: by, r: 8, fill: w === "a" ? "#1f6feb" : "#e8590c" }));
+        var bx = parseFloat(b.getAttribute("data-x")) + wi * 18, by = parseFloat(b.getAttribute("data-y"));
+        var badge = svg("g", { "class": "badge badge-" + w });
+        badge.appendChild(svg("circle", { cx: bx, cy: by, r: 7, fill: w === "a" ? "#1f6feb" : "#e8590c" }));
         var t = svg("text", { x: bx, y: by + 3.5, "text-anchor": "middle" }); t.textContent = String(k + 1);
         badge.appendChild(t);
         b.appendChild(badge);
         var hook = v.hook;
-        if (prev !== hook) { if (prev) hops.push(prev + ">" + hook); prev = hook; }
+        if (prev !== hook) {
+          var hop = prev + ">" + hook;
+          if (bridged(p) && (hop === "PREROUTING>FORWARD" || hop === "null>FORWARD")) hop = (prev || "in") + ">FORWARD@bridge";
+          if (prev || hop.indexOf("@bridge") > 0) hops.push(hop);
+          prev = hook;
+        }
       });
       var last = vs.length ? vs[vs.length - 1].hook : null;
       if (last === "INPUT" && fate === "delivered") { hops.push("INPUT>local"); $("node-local").classList.add("on-" + w); }
       if (last === "POSTROUTING" && (fate === "forwarded" || fate === "sent")) { hops.push("POSTROUTING>out"); $("node-out").classList.add("on-" + w); }
-      if (vs.length && vs[0].hook === "PREROUTING") $("node-in").classList.add("on-" + w);
+      if (vs.length && (vs[0].hook === "PREROUTING" || bridged(p))) $("node-in").classList.add("on-" + w);
       var off = wi === 0 ? -3 : 3;
       hops.forEach(function (hop) {
         (D.hops[hop] || []).forEach(function (eid) {
           var src = $(eid); if (!src) return;
-          var pth = svg("path", { d: src.getAttribute("d"), "class": "path-" + w, "marker-end": "url(#arr-" + w + ")",
+          var pth = svg("path", { d: src.getAttribute("d"), "class": "path-" + w + (hop.indexOf("@bridge") > 0 ? " bridged" : ""), "marker-end": "url(#arr-" + w + ")",
                                   transform: "translate(" + off + "," + off + ")" });
           overlay.appendChild(pth);
         });
       });
-      // the deciding table of a dropped / rejected packet gets a cross
+      if (bridged(p)) {
+        var bl = D.bridge_label, btx = svg("text", { x: bl[0], y: bl[1] - wi * 13, "class": "lbl-bridge lbl-" + w });
+        btx.textContent = w.toUpperCase() + ": bridged " + p.physin + " \u2192 " + p.physout + (p.inif ? " on " + p.inif : "");
+        labels.appendChild(btx);
+        var bli = el("li", "", w.toUpperCase() + ": bridged from port " + p.physin + " to port " + p.physout +
+                     (p.inif ? " of " + p.inif : "") + " (br_netfilter: PHYSIN/PHYSOUT), not routed");
+        bli.style.color = w === "a" ? "#164fb0" : "#b0430a";
+        notes.appendChild(bli);
+      }
+      // the deciding table of a dropped / rejected packet gets a cross, labelled with the deciding rule
       if ((fate === "dropped" || fate === "rejected") && p.dec >= 0 && p.dec < path.length) {
-        var dh = hookAt(path, p.dec), dt = placeOf(path[p.dec]).table, g2 = $("tbl-" + dh + "-" + dt);
+        var ds = stepOf(path[p.dec]), dpl = placeAt(ds.place);
+        var dh = hookAt(path, p.dec), g2 = $("tbl-" + dh + "-" + dpl.table);
         if (g2) {
           g2.classList.add("decided");
-          var r = g2.querySelector(".tblbox"), x = parseFloat(r.getAttribute("x")) + parseFloat(r.getAttribute("width")) + 8,
-              y = parseFloat(r.getAttribute("y")) + 4 + wi * 3;
-          overlay.appendChild(svg("path", { d: "M" + x + "," + y + " l12,12 m0,-12 l-12,12", "class": "xmark" }));
+          var r = g2.querySelector(".tblbox"), rx = parseFloat(r.getAttribute("x")), rw = parseFloat(r.getAttribute("width")),
+              ry = parseFloat(r.getAttribute("y")), rh = parseFloat(r.getAttribute("height"));
+          var x = rx + rw + 8, y = ry + 4 + wi * 3;
+          overlay.appendChild(svg("path", { d: "M" + x + "," + y + " l12,12 m0,-12 l-12,12", "class": "xmark fate-" + fate }));
+          var xl = svg("text", { x: x + 16, y: ry + 15 + wi * 13, "class": "xlabel fate-" + fate + " xlabel-" + w });
+          xl.textContent = w.toUpperCase() + ": " + dpl.chain + (dpl.kind === "rule" ? " rule " + dpl.num : " policy " + (ds.policy || ""));
+          var full = svg("title", {}); full.textContent = decidedText(p); xl.appendChild(full);
+          labels.appendChild(xl);
+          if (xl.getBBox().x + xl.getBBox().width > W - 2) {  // no room on the right: under the table, right-aligned
+            xl.setAttribute("x", String(W - 4)); xl.setAttribute("text-anchor", "end");
+            xl.setAttribute("y", String(ry + rh + 12 + wi * 13));
+          }
         }
       }
       // NAT rewrites and mark changes: labelled next to their hook, and listed under the diagram

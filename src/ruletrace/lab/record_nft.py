@@ -1,0 +1,74 @@
+"""Record a native nftables scenario (scenarios_nft.py) against the kernel.
+
+Writes into the output folder: ``nft-monitor.txt`` (``nft monitor trace``) and
+``nft-monitor-a.txt`` (``nft -a monitor trace``), both running during the same traffic; the
+ruleset after the run in every form (``ruleset.nft`` = ``nft list ruleset``, ``ruleset-a.nft`` =
+``nft -a list ruleset``, ``ruleset.json`` = ``nft -j list ruleset``); the traced host's
+addresses and routes (``addrs.json`` = ``ip -j addr``, ``routes.json`` = ``ip -j -4 route`` and ``ip -j -6 route`` in one list); and
+what each flow's sender saw plus whether the receiver accepted it (``outcome.json``).
+Everything happens in the run's namespaces (``Lab``); they are gone when ``record`` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .netns import Lab, run
+from .scenarios_nft import NftScenario
+
+AGENT = Path(__file__).resolve().parent / "agent.py"
+MONITORS = ((["nft", "monitor", "trace"], "nft-monitor.txt"), (["nft", "-a", "monitor", "trace"], "nft-monitor-a.txt"))
+LISTINGS = ((["nft", "list", "ruleset"], "ruleset.nft"), (["nft", "-a", "list", "ruleset"], "ruleset-a.nft"),
+            (["nft", "-j", "list", "ruleset"], "ruleset.json"))
+
+
+def record(sc: NftScenario, out: Path, *, prefix: str | None = None) -> dict:
+    """Build the topology, load the layout and the tracing table, send the flows, write the captures."""
+    out.mkdir(parents=True, exist_ok=True)
+    lab = Lab(prefix=prefix) if prefix else Lab()
+    with lab:
+        hosts = sc.build(lab)
+        target = hosts["traced"]
+        run(["nft", "-f", "-"], ns=target.ns, input=sc.layout())
+        run(["nft", "-f", "-"], ns=target.ns, input=sc.trace)
+        logs = {}
+        for role, (tcp, udp) in sc.listen.items():
+            logs[role] = lab.state / f"listen-{role}.log"
+            argv = ["python3", str(AGENT), "listen", str(logs[role])]
+            argv += ["--tcp", *map(str, tcp)] if tcp else []
+            argv += ["--udp", *map(str, udp)] if udp else []
+            lab.spawn(hosts[role], argv)
+        mons = []
+        for argv, name in MONITORS:
+            f = open(out / name, "w")
+            mons.append((lab.spawn(target, ["stdbuf", "-oL", *argv], stdout=f), f))
+        time.sleep(0.6)
+        flows = []
+        for fl in sc.flows:
+            argv = ["python3", str(AGENT), fl.kind, fl.dst]
+            if fl.kind == "ping":
+                argv += ["--ident", str(fl.port)]
+            else:
+                argv += [str(fl.port), "--sport", str(fl.sport), "--timeout", "0.8"]
+            res = json.loads(run(argv, ns=hosts[fl.src].ns).stdout)
+            flows.append({"name": fl.name, "kind": fl.kind, "src": fl.src, "dst": fl.dst, "port": fl.port,
+                          "sport": fl.sport, "via": fl.via, "result": res["result"]})
+            time.sleep(0.1)
+        time.sleep(0.4)
+        for p, f in mons:
+            lab.stop(p)
+            f.close()
+        seen = [json.loads(x) for log in logs.values() if log.exists() for x in log.read_text().splitlines()]
+        for fl in flows:
+            fl["arrived"] = any(a.get("ev") in ("accept", "recv") and a.get("peer_port") == fl["sport"]
+                                for a in seen) if fl["sport"] else False
+        for argv, name in LISTINGS:
+            (out / name).write_text(run(argv, ns=target.ns).stdout)
+        (out / "addrs.json").write_text(run(["ip", "-j", "addr"], ns=target.ns).stdout)
+        routes = [r for v in ("-4", "-6") for r in json.loads(run(["ip", "-j", v, "route"], ns=target.ns).stdout)]
+        (out / "routes.json").write_text(json.dumps(routes) + "\n")
+    outcome = {"scenario": sc.name, "flows": flows}
+    (out / "outcome.json").write_text(json.dumps(outcome, indent=1) + "\n")
+    return outcome

@@ -1,0 +1,132 @@
+"""The nf_tables parts of a live session that traces from its own table (``nftnative``) and,
+with legacy xtables beside it, both backends at once (``both``): a mixin of ``tracer.Tracer``,
+which owns the state these methods use."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import RuletraceError
+from ..model import Explanation, Packet, TraceEvent
+from ..rulesets import load_ruleset
+from . import backend as be
+from . import ownpackets
+from . import session as ss
+from .versions import Version
+
+
+class NftModes:
+    """Methods of ``Tracer`` for the native nf_tables and both-backends modes."""
+
+    def _check_own_table(self) -> None:
+        """Native: re-create the session's table when a change removed it (``nft flush ruleset``)."""
+        from . import nftnative as nn
+
+        name = nn.table_name(self.sid)
+        if nn.table_exists(nn.OWN_FAMILY, name):
+            return
+        self.warn(f"the ruleset change removed this session's table {nn.OWN_FAMILY} {name}: tracing had "
+                  "stopped; re-creating it (the loss counts below cover the time since)")
+        self.actions.run(["nft", "-f", "-"], stdin=nn.table_script(self.spec, self.sid))
+        self._own_handles = nn.rule_handles(self.sid)
+        self.stats["reinstalls"] += 1
+        self.stats["arrived_before_reinstall"] = self.stats["arrived"]
+
+    def _poll_nft(self, source, timeout: float) -> list[tuple[TraceEvent, int]]:
+        from .nftrace import is_newgen, is_trace
+
+        out = []
+        for mtype, _f, _s, body in source.messages(timeout):
+            if is_newgen(mtype):
+                self.refresh()  # events after the commit are numbered against the new version
+            elif is_trace(mtype):
+                ev = self.decoder.decode(body)
+                if ev is not None:
+                    out.append((ev, self.versions.latest_n))
+        return out
+
+    def _judge_both(self, pkt: Packet, versions: list[int]) -> ownpackets.Verdict:
+        """Both backends: each part judged as its backend's session would; the packet is ours
+        when either part is (the legacy events first, then the nf_tables ones)."""
+        from . import both
+        from .nftnative import judge
+
+        v_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
+        leg, nft = both.split(pkt.events)
+        out = ownpackets.Verdict(False)
+        if leg:
+            legacy = ownpackets.judge(Packet(pkt.id, leg), [v_of[id(e)] for e in leg],
+                                      lambda v, fam: self._ruleset(v, "legacy:" + (fam or "")), self.sid, self.spec,
+                                      nft=False, others=False)
+            out.own = legacy.own
+            out.events += legacy.events
+            out.versions += legacy.versions
+            out.incomplete += [f"legacy: {w}" for w in legacy.incomplete]
+        if nft:
+            n = judge(Packet(pkt.id, nft), [v_of[id(e)] for e in nft], self.sid, self.spec, others=self._other_tables,
+                      handles=self._own_handles)
+            out.own = out.own or n.own
+            out.events += n.events
+            out.versions += n.versions
+            out.incomplete += [f"nf_tables: {w}" for w in n.incomplete]
+        return out
+
+    def _explain_both(self, pkt: Packet, versions: list[int]) -> Explanation:
+        """Both backends: each part explained against its own ruleset, merged in the kernel's order."""
+        from . import both
+
+        v_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
+        leg, nft = both.split(pkt.events)
+        parts = []
+        if nft:
+            v = v_of[id(nft[0])]
+            parts.append((both.NFT_LABEL, self._explainer(v, "nft").explain(Packet(pkt.id, nft))))
+        if leg:
+            v = v_of[id(leg[0])]
+            parts.append((both.LEGACY_LABEL, self._explainer(v, "legacy:" + (leg[0].family or "ipv4")).explain(
+                Packet(pkt.id, leg))))
+        missing = ([] if leg else ["legacy xtables"]) + ([] if nft else ["nf_tables"])
+        return both.merge(pkt, parts, missing=missing)
+
+    def _snapshot_native(self, n: int) -> Version:
+        """The whole nf_tables ruleset (sessions' tables left out), and when tracing both, the
+        legacy rulesets keyed apart (``legacy:ipv4``)."""
+        from . import nftnative as nn
+
+        full = nn.list_ruleset()
+        self._other_tables = any(t != nn.table_name(self.sid) for t in nn.own_tables_in(full))
+        text = nn.strip_own_tables(full)
+        rulesets, why = nn.read_snapshot(text)
+        if why and why != getattr(self, "_snapshot_warning", None):
+            self._snapshot_warning = why
+            self.warn(why)
+        texts = {"nft": text}
+        for fam in self.spec.families if self.both else ():
+            texts[fam] = save = be.save(be.LEGACY, fam)
+            if save.strip():
+                rs = load_ruleset(f"{be.tool(be.LEGACY, fam, save=True)} (live)", text=save)
+                rs.family = fam
+                rulesets["legacy:" + fam] = rs
+        return Version(n, time.time(), rulesets, texts)
+
+    def _count_native(self) -> None:
+        """Packets counted by the session table's rules (both: the larger of both backends' counts:
+        every packet is traced by both)."""
+        from .nftnative import counters
+
+        got = counters(self.sid)
+        if got is None:
+            self.stats["traced"] = None
+        else:
+            self.stats["skipped_by_cap"] += max(got[0] - got[1], 0)
+            self.stats["traced"] += got[1]
+        if not self.both:
+            return
+        legacy_traced = 0
+        for fam in self.spec.families:
+            try:
+                legacy_traced += ss.rule_counters(be.LEGACY, fam, self.sid)[1]
+            except RuletraceError:
+                return
+        if self.stats["traced"] is not None:
+            self.stats["traced"] = max(self.stats["traced"], legacy_traced)

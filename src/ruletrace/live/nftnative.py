@@ -1,0 +1,460 @@
+"""Live tracing on native nf_tables hosts: the session's own table, whole-ruleset snapshots.
+
+A native host (firewalld, fw4, kube-proxy's nftables mode, a hand-written nftables.conf) keeps
+its rules in tables `iptables-save` never shows. A session therefore installs its tracing in a
+table of its own, ``table inet ruletrace_<sid>`` (``<sid>``: the session's 32 hex digits), with
+one base chain per traced hook at priority -350 — before conntrack (-200) and every table of
+iptables (raw is -300) — holding two rules per chain::
+
+    <filter> counter comment "ruletrace:<sid>:seen"
+    <filter> limit rate N/second burst N packets counter meta nftrace set 1 comment "ruletrace:<sid>"
+
+The whole table is created in one ``nft -f`` transaction and deleted by its name at the end, so
+nothing else in the ruleset is touched. Every trace event names its table: the session's own
+events (the rule that set nftrace, its chain's policy) are left out of the explanation; a
+packet whose trace starts in the table of another session is that session's.
+
+The ruleset is read with ``nft -a -s list ruleset`` (every table, every family, rule handles,
+no counter values):
+the steps get the rule text the listing shows (what ``nft monitor trace`` prints) and the
+rule's position in its chain, found by its handle (handles are per table).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+import time
+
+from ..errors import RuletraceError
+from ..model import MonitorEvent, Origin, Ruleset, StepKind, TraceEvent, nft_rule_key
+from . import nftrace as nt
+from .netlink import be32, be64, cstr, parse_attrs
+
+PREFIX = "ruletrace_"
+OWN_FAMILY = "inet"
+PRIORITY = -350
+CHAINS = {"PREROUTING": ("pre", "prerouting"), "OUTPUT": ("out", "output")}
+SOURCE = "nftrace"
+TABLE_RE = re.compile(PREFIX + r"([0-9a-f]{32})")
+# nft table families -> ruletrace's family names (as the nft listing readers use them)
+FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "bridge": "bridge", "arp": "arp", "netdev": "netdev"}
+NFPROTO_FAMILY = {2: "ipv4", 10: "ipv6", 1: "inet", 7: "bridge", 3: "arp", 5: "netdev"}
+_SAFE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PORTS = re.compile(r"[A-Za-z0-9-]+(?::[A-Za-z0-9-]*)?|:[A-Za-z0-9-]+")
+_IFACE = re.compile(r"[^\s\"'\\;{}#]{1,15}")
+CMD_TIMEOUT = 30.0
+
+
+def table_name(sid: str) -> str:
+    return PREFIX + sid
+
+
+def is_own_table(name: str) -> bool:
+    """A table in the exact name shape of a session's table (any session)."""
+    return TABLE_RE.fullmatch(name) is not None
+
+
+# --- the session's table -------------------------------------------------------------------
+
+
+def _neg(value: str) -> tuple[str, str]:
+    value = value.strip()
+    return ("!= ", value[1:].strip()) if value.startswith("!") else ("", value)
+
+
+def match_expr(spec, chain: str) -> list[str]:
+    """nft match expressions for a TraceSpec in one chain (PREROUTING / OUTPUT) of an inet table.
+
+    Every value is checked before it goes into the nft script: addresses by ``ipaddress``,
+    ports, protocols and interface names by their grammar.
+    """
+    if spec.raw_match:
+        raise RuletraceError("--raw-match takes iptables match options, which the native nf_tables "
+                             "backend cannot use: filter with -p/-s/-d/--sport/--dport/-i")
+    out: list[str] = []
+    fams = tuple(spec.families)
+    if fams == ("ipv4",):
+        out.append("meta nfproto ipv4")
+    elif fams == ("ipv6",):
+        out.append("meta nfproto ipv6")
+    proto = (spec.proto or "").lower()
+    if proto and proto not in ("all", "0"):
+        if not _SAFE_WORD.fullmatch(proto):
+            raise RuletraceError(f"-p {spec.proto!r}: not a protocol name or number")
+        if proto in ("icmp", "icmpv6", "ipv6-icmp", "icmp6"):
+            names = {"ipv4": "icmp", "ipv6": "ipv6-icmp"}
+            want = [names[f] for f in fams] if proto == "icmp" else ["ipv6-icmp"]
+            out.append("meta l4proto " + (want[0] if len(want) == 1 else "{ " + ", ".join(want) + " }"))
+        else:
+            out.append(f"meta l4proto {proto}")
+    for value, key in ((spec.src, "saddr"), (spec.dst, "daddr")):
+        if value:
+            op, addr = _neg(value)
+            try:
+                net = ipaddress.ip_network(addr, strict=False)
+            except ValueError as e:
+                raise RuletraceError(f"{value!r} is not an address or network") from e
+            out.append(f"{'ip' if net.version == 4 else 'ip6'} {key} {op}{net.compressed}")
+    for value, key in ((spec.sport, "sport"), (spec.dport, "dport")):
+        if value:
+            op, ports = _neg(value)
+            if not _PORTS.fullmatch(ports):
+                raise RuletraceError(f"{value!r} is not a port or a range PORT:PORT")
+            lo, sep, hi = ports.partition(":")
+            text = f"{lo or 0}-{hi or 65535}" if sep else lo
+            out.append(f"{proto} {key} {op}{text}")
+    if spec.iface:
+        op, name = _neg(spec.iface)
+        if not _IFACE.fullmatch(name):
+            raise RuletraceError(f"-i {spec.iface!r}: not an interface name")
+        if name.endswith("+"):
+            name = name[:-1] + "*"
+        out.append(f'{"iifname" if chain == "PREROUTING" else "oifname"} {op}"{name}"')
+    return out
+
+
+def table_script(spec, sid: str) -> str:
+    """The ``nft -f`` script that creates the session's table in one transaction."""
+    name = table_name(sid)
+    lines = [f"table {OWN_FAMILY} {name} {{"]
+    for chain in spec.chains():
+        cname, hook = CHAINS[chain]
+        m = " ".join(match_expr(spec, chain))
+        pre = m + " " if m else ""
+        lines += [
+            f"\tchain {cname} {{",
+            f"\t\ttype filter hook {hook} priority {PRIORITY}; policy accept;",
+            f'\t\t{pre}counter comment "ruletrace:{sid}:seen"',
+            f"\t\t{pre}limit rate {spec.rate}/second burst {spec.rate} packets counter meta nftrace set 1 "
+            f'comment "ruletrace:{sid}"',
+            "\t}",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _nft(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def table_exists(family: str, name: str) -> bool:
+    p = _nft("list", "table", family, name)
+    return p is not None and p.returncode == 0
+
+
+def counters(sid: str) -> tuple[int, int] | None:
+    """Packets counted by the session's (seen, trace) rules, None when unreadable."""
+    p = _nft("-j", "list", "table", OWN_FAMILY, table_name(sid))
+    if p is None or p.returncode != 0:
+        return None
+    try:
+        items = json.loads(p.stdout).get("nftables", [])
+    except (ValueError, AttributeError):
+        return None
+    seen = traced = 0
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not rule:
+            continue
+        n = sum(int(e["counter"].get("packets", 0)) for e in rule.get("expr", [])
+                if isinstance(e, dict) and isinstance(e.get("counter"), dict))
+        if str(rule.get("comment", "")).endswith(":seen"):
+            seen += n
+        else:
+            traced += n
+    return seen, traced
+
+
+def rule_handles(sid: str) -> dict[int, str]:
+    """handle -> ``seen`` / ``trace`` for the rules of the session's table (empty when unreadable)."""
+    p = _nft("-a", "-j", "list", "table", OWN_FAMILY, table_name(sid))
+    if p is None or p.returncode != 0:
+        return {}
+    try:
+        items = json.loads(p.stdout).get("nftables", [])
+    except (ValueError, AttributeError):
+        return {}
+    out: dict[int, str] = {}
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if rule and isinstance(rule.get("handle"), int):
+            out[rule["handle"]] = "seen" if str(rule.get("comment", "")).endswith(":seen") else "trace"
+    return out
+
+
+# --- orphans: a session's table without a state file -----------------------------------------
+
+
+def own_tables() -> list[str]:
+    """Names of every table in the exact name shape of a session's table (family inet)."""
+    p = _nft("list", "tables", OWN_FAMILY)
+    if p is None or p.returncode != 0:
+        return []
+    out = []
+    for line in p.stdout.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "table" and words[1] == OWN_FAMILY and is_own_table(words[2]):
+            out.append(words[2])
+    return out
+
+
+def exact_shape(name: str) -> bool:
+    """True when table ``inet <name>`` holds exactly what a session writes, nothing else:
+    base chains ``pre``/``out`` (filter, prerouting/output, priority -350, policy accept) with
+    rules commented ``ruletrace:<sid>`` / ``ruletrace:<sid>:seen`` of the table's own id."""
+    m = TABLE_RE.fullmatch(name)
+    p = _nft("-j", "list", "table", OWN_FAMILY, name)
+    if m is None or p is None or p.returncode != 0:
+        return False
+    sid = m[1]
+    try:
+        items = json.loads(p.stdout).get("nftables", [])
+    except (ValueError, AttributeError):
+        return False
+    hooks = {c: h for c, h in CHAINS.values()}
+    for item in items:
+        if not isinstance(item, dict) or "metainfo" in item or "table" in item:
+            continue
+        if "chain" in item:
+            c = item["chain"]
+            if (c.get("name") not in hooks or c.get("hook") != hooks[c["name"]] or c.get("prio") != PRIORITY
+                    or c.get("type") != "filter" or c.get("policy") != "accept"):
+                return False
+        elif "rule" in item:
+            if item["rule"].get("comment") not in (f"ruletrace:{sid}", f"ruletrace:{sid}:seen"):
+                return False
+        else:
+            return False  # sets, maps, objects: not something a session writes
+    return True
+
+
+# --- snapshots ------------------------------------------------------------------------------
+
+
+def list_ruleset() -> str:
+    """``nft -a -s list ruleset`` (every table, handles, no counter values), sessions' tables left out
+    (``own_tables_in`` of the unstripped text names them)."""
+    p = _nft("-a", "-s", "list", "ruleset")  # -s: no counter values (they would be stale at once)
+    if p is None:
+        raise RuletraceError("nft -a -s list ruleset: nft not found or timed out (the nft tool is needed "
+                             "to read native nf_tables rules)")
+    if p.returncode != 0:
+        raise RuletraceError(f"nft -a -s list ruleset failed: {p.stderr.strip()[:300]}")
+    return strip_own_tables(p.stdout)
+
+
+def strip_own_tables(text: str) -> str:
+    """The listing without the tables of ruletrace sessions (top-level ``table … {`` … ``}``)."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        if not skipping and line.startswith("table "):
+            words = line.split()
+            if len(words) >= 3 and is_own_table(words[2]):
+                skipping = True
+                continue
+        if skipping:
+            if line.startswith("}"):
+                skipping = False
+            continue
+        out.append(line)
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def own_tables_in(text: str) -> list[str]:
+    """Session tables named in an unstripped listing."""
+    return [w[2] for w in (line.split() for line in text.splitlines() if line.startswith("table "))
+            if len(w) >= 3 and is_own_table(w[2])]
+
+
+def parse_snapshot(text: str) -> dict[str, Ruleset]:
+    """family -> Ruleset of a listing (an empty ruleset gives nothing)."""
+    if not text.strip():
+        return {}
+    from ..rulesets import load_rulesets
+
+    return {str(rs.family): rs for rs in load_rulesets("nft -a -s list ruleset (live)", text=text)}
+
+
+def read_snapshot(text: str) -> tuple[dict[str, Ruleset], str | None]:
+    """``parse_snapshot``, and when the text listing cannot be read, ``nft -j`` of the same
+    ruleset; when neither can, no ruleset (steps keep the kernel's verdicts, without rule text and
+    positions) and the reason why, to be said once."""
+    try:
+        return parse_snapshot(text), None
+    except RuletraceError as e:
+        first = str(e)
+    p = _nft("-a", "-s", "-j", "list", "ruleset")
+    if p is not None and p.returncode == 0:
+        try:
+            items = json.loads(p.stdout)
+            kept = [x for x in items.get("nftables", []) if not own_item(x)]
+            from ..rulesets import load_rulesets
+
+            got = load_rulesets("nft -a -s -j list ruleset (live)", text=json.dumps({"nftables": kept}))
+            return {str(rs.family): rs for rs in got}, f"the text listing could not be read ({first}): read nft -j"
+        except (ValueError, AttributeError, RuletraceError):
+            pass
+    return {}, (f"the nf_tables ruleset could not be read ({first}): steps show the kernel's verdicts "
+                "without rule text or positions")
+
+
+def own_item(item: object) -> bool:
+    """An ``nft -j`` item of a session's own table."""
+    if not isinstance(item, dict):
+        return False
+    for obj in item.values():
+        if isinstance(obj, dict):
+            name = obj.get("name") if "table" not in obj else obj.get("table")
+            if isinstance(name, str) and is_own_table(name):
+                return True
+    return False
+
+
+def table_counts(rulesets: dict[str, Ruleset]) -> list[tuple[str, str, int, int]]:
+    """``(family, table, chains, rules)`` per table of a parsed listing."""
+    return [(fam, t, len(chains), sum(len(c.rules) for c in chains.values()))
+            for fam, rs in sorted(rulesets.items()) for t, chains in rs.tables.items()]
+
+
+def _chain_keys(rulesets: dict[str, Ruleset]) -> dict[tuple[str, str, str], list[str]]:
+    """(family, table, chain) -> what a change would show: hook, priority, policy, rule text + handle."""
+    out: dict[tuple[str, str, str], list[str]] = {}
+    for fam, rs in rulesets.items():
+        for t, chains in rs.tables.items():
+            for name, c in chains.items():
+                head = f"{c.type} {c.hook} {c.priority} {c.policy}" if c.hook else ""
+                out[(fam, t, name)] = [head] + [f"{nft_rule_key(r.text)} #{r.handle}" for r in c.rules]
+        for key, body in sorted(rs.sets.items()):
+            out[(fam, key[0], "@" + key[1])] = [str(body)]
+    return out
+
+
+def changes(old: dict[str, Ruleset], new: dict[str, Ruleset]) -> list[str]:
+    """``family table:chain +A -R`` per chain whose rules (or base chain setting) changed; [] when
+    the rulesets are the same (counters aside)."""
+    a, b = _chain_keys(old), _chain_keys(new)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        ra, rb = a.get(key), b.get(key)
+        if ra == rb:
+            continue
+        where = f"{key[0]} {key[1]}:{key[2]}"
+        if ra is None or rb is None:
+            out.append(f"{where} {'added' if ra is None else 'removed'}")
+            continue
+        added = len([r for r in rb[1:] if r not in ra[1:]])
+        removed = len([r for r in ra[1:] if r not in rb[1:]])
+        extra = " (base chain changed)" if ra[0] != rb[0] else " (order changed)" if not added and not removed else ""
+        out.append(f"{where} +{added} -{removed}{extra}")
+    return out
+
+
+def judge(pkt, versions: list[int], sid: str, spec, *, others: bool, handles: dict[int, str] | None = None):
+    """Own or not (``ownpackets.Verdict``) for a packet traced through a session's table: its
+    events in any session's table are left out, chain returns nf_tables does not report are put
+    back (``handles.add_returns``, as for ``nft monitor trace``)."""
+    from ..sources.handles import add_returns
+    from .ownpackets import Verdict, spec_fits
+
+    whose = own_start(pkt.events, sid)
+    if handles:
+        # a trace another session started also reports our rules when they match: the packet is
+        # ours when our tracing rule matched it, and was left out by our cap when only our
+        # counter rule did
+        mine = {handles.get(ev.handle or -1) for ev in pkt.events if ev.table == table_name(sid)}
+        whose = "own" if "trace" in mine else "other" if "seen" in mine else whose
+    out = Verdict(False)
+    version_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
+    last = versions[0] if versions else 0
+    for ev in add_returns(ev for ev in pkt.events if not is_own_table(ev.table)):
+        last = version_of.get(id(ev), last)
+        out.events.append(ev)
+        out.versions.append(last)
+    if whose == "own":
+        out.own = True
+    elif whose == "unknown" and pkt.events:
+        first = pkt.events[0]
+        chain = "OUTPUT" if first.fields.get("OUT") and not first.fields.get("IN") else "PREROUTING"
+        fit = spec_fits(spec, first.fields, chain)
+        out.own = fit is True or (fit is None and not others)
+        if out.own:
+            out.incomplete.append("its first steps are missing (the trace does not start in the session's "
+                                  f"table {OWN_FAMILY} {table_name(sid)})")
+    return out
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class NativeDecoder(nt.TraceDecoder):
+    """NFT_MSG_TRACE -> events named by their *table's* family, with the listed rule's text and
+    position (by handle), like ``nft -a monitor trace`` read against ``nft -a -s list ruleset``."""
+
+    def __init__(self, rulesets, ifname=None) -> None:
+        super().__init__(lambda fam: None, ifname, keep_trace_rule=True)
+        self.native_rulesets = rulesets  # () -> {family: Ruleset} of the live version
+
+    def decode(self, body: bytes, *, now: float | None = None) -> TraceEvent | None:
+        self.records += 1
+        a = parse_attrs(body, 4)
+        table = cstr(a.get(nt.NFTA_TRACE_TABLE, b""))
+        chain = cstr(a.get(nt.NFTA_TRACE_CHAIN, b""))
+        ttype = be32(a[nt.NFTA_TRACE_TYPE]) if nt.NFTA_TRACE_TYPE in a else 0
+        tid = be32(a[nt.NFTA_TRACE_ID]) if nt.NFTA_TRACE_ID in a else None
+        family = NFPROTO_FAMILY.get(body[0] if body else 0, str(body[0] if body else 0))
+        proto = be32(a[nt.NFTA_TRACE_NFPROTO]) if nt.NFTA_TRACE_NFPROTO in a else (body[0] if body else 0)
+        fields = self._fields(tid, proto, a)
+        handle = be64(a[nt.NFTA_TRACE_RULE_HANDLE]) if nt.NFTA_TRACE_RULE_HANDLE in a else None
+        verdict = nt.verdict_name(a[nt.NFTA_TRACE_VERDICT]) if nt.NFTA_TRACE_VERDICT in a else None
+        rs = self.native_rulesets().get(family)
+        ch = rs.chain(table, chain) if rs is not None else None
+        end_num = len(ch.rules) + 1 if ch is not None else None
+        num: int | None = None
+        text: str | None = None
+        if ttype == nt.NFT_TRACETYPE_POLICY:
+            kind = StepKind.POLICY
+            num = end_num
+            if nt.NFTA_TRACE_POLICY in a:
+                verdict = nt.VERDICTS.get(be32(a[nt.NFTA_TRACE_POLICY]), verdict)
+        elif ttype == nt.NFT_TRACETYPE_RETURN or (ttype == nt.NFT_TRACETYPE_RULE and handle is None):
+            if ch is not None and ch.hook is not None:
+                return None  # the end of a base chain: its policy event follows
+            kind, num, verdict = StepKind.RETURN, end_num, "return"
+        elif ttype == nt.NFT_TRACETYPE_RULE:
+            kind = StepKind.RULE
+            rule = rs.handles.get((table, chain, handle)) if rs is not None and handle is not None else None
+            if rule is not None:
+                num, text = rule.num, nft_rule_key(rule.text)
+            elif not is_own_table(table):
+                self.unknown_handles += 1
+        else:
+            return None
+        return MonitorEvent(table, chain, kind, num, ts=now if now is not None else time.time(), family=family,
+                            handle=handle, ident=_ident(fields), packet_id=tid, verdict=verdict,
+                            origin=Origin("netlink", self.records), source=SOURCE, fields=fields, text=text,
+                            base=nt.NFTA_TRACE_NETWORK_HEADER in a)
+
+
+def _ident(fields: dict[str, str]) -> tuple[str, ...]:
+    from ..fields import packet_ident
+
+    return packet_ident(fields)
+
+
+def own_start(pkt_events: list[TraceEvent], sid: str) -> str:
+    """Whose trace a packet is: ``own`` (its first event is in this session's table), ``other``
+    (another session's table), or ``unknown`` (the start was lost, or tracing was switched on
+    by a rule outside any session's table)."""
+    if not pkt_events:
+        return "unknown"
+    t = pkt_events[0].table
+    if t == table_name(sid):
+        return "own"
+    return "other" if is_own_table(t) else "unknown"

@@ -1,0 +1,231 @@
+"""Conventions users expect (issue 16 item 4): IPv6 forms, --match fields, exit codes, -V, help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ruletrace.cli import main
+from ruletrace.cli.status import ExitStatus
+from ruletrace.fields import show_address
+from ruletrace.pipeline import PacketFilter, field_matches
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# the bundled ipv6 example's kernel log writes addresses in full: fd00:0010:0000:…:0002
+@pytest.mark.parametrize("form", ["fd00:10::2", "FD00:10::2", "fd00:0010:0000:0000:0000:0000:0000:0002",
+                                  "fd00:10:0:0::2", "fd00:10::2/127", "fd00:10::2/128"])
+def test_match_src_takes_any_ipv6_form(capsys, form):
+    code, out, _err = run(capsys, "explain", "--example", "ipv6", "--json", "-m", f"src={form}")
+    assert code == ExitStatus.OK
+    packets = json.loads(out)["packets"]
+    assert packets and all(p["src"] == "fd00:0010:0000:0000:0000:0000:0000:0002" for p in packets)
+
+
+def test_match_other_ipv6_address_keeps_nothing(capsys):
+    code, _out, err = run(capsys, "explain", "--example", "ipv6", "-m", "src=fd00:10::3")
+    assert code == ExitStatus.FOUND_NOTHING
+    assert "no packet matched" in err
+
+
+def test_field_matches_is_not_fooled_by_colons():
+    assert not field_matches("1a:92:22:f7:93:f6", "1a:92:22:f7:93:f7")  # a MAC is no address
+    assert field_matches("fd00:0000:0000:0000:0000:0000:0000:0001", "fd00::1")
+    assert not field_matches("10.0.0.1", "::ffff:10.0.0.2")
+
+
+def test_unknown_match_field_is_an_error_naming_the_known_ones(capsys):
+    code, out, err = run(capsys, "explain", "--example", "ipv6", "-m", "dprot=22")
+    assert code == ExitStatus.ERROR and out == ""
+    line = err.strip()
+    assert line.startswith("ruletrace: error: --match 'dprot=22': unknown field 'dprot'; known: dport, sport, src")
+    assert "hoplimit" in line and "tcpflags" in line and "\n" not in line
+
+
+def test_every_known_field_is_accepted():
+    for name in PacketFilter.known_fields():
+        PacketFilter.parse([f"{name}=1"])
+
+
+def test_views_print_ipv6_compressed(capsys):
+    code, out, _err = run(capsys, "explain", "--example", "ipv6", "--width", "200", "--no-color", "-v")
+    assert code == ExitStatus.OK
+    assert "fd00:10::2 -> fd00:10::1" in out
+    assert "SRC=fd00:10::2 DST=fd00:10::1" in out  # the -v fields line too
+    assert "0010:0000" not in out
+
+
+def test_show_address():
+    assert show_address("FD00:0010:0000:0000:0000:0000:0000:0002") == "fd00:10::2"
+    assert show_address("2001:0db8:0000:0001:0000:0000:0000:0001") == "2001:db8:0:1::1"
+    for unchanged in ("10.0.0.1", "eth0", "1a:92:22:f7:93:f6", "", "fd00::zz"):
+        assert show_address(unchanged) == unchanged
+
+
+def test_docs_cli_exit_table_is_status_table():
+    from ruletrace.cli.status import TABLE
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    rows = [tuple(c.strip().strip("`") for c in line.strip("|").split("|"))
+            for line in text.split("## Exit status")[1].split("\n## ")[0].splitlines()
+            if line.startswith("| ") and not line.startswith("| status")]
+    assert rows == TABLE
+
+
+def test_diff_exit_status_as_diff1(capsys):
+    same, _out, _err = run(capsys, "diff", "--example", "k8s-nodeport", "1", "1")
+    different, _out, _err = run(capsys, "diff", "--example", "k8s-nodeport", "1", "2")
+    trouble, _out, err = run(capsys, "diff", "--example", "k8s-nodeport", "1", "999")
+    assert (same, different, trouble) == (0, 1, 2)
+    assert "no packet 999" in err
+
+
+@pytest.mark.parametrize(("dport", "fate", "status"), [("52000", "dropped", ExitStatus.DROPPED),
+                                                       ("80", "delivered", ExitStatus.OK)])
+def test_simulate_exit_status_per_fate(capsys, dport, fate, status):
+    from ruletrace.cli.options import example_paths
+
+    rules, _logs = example_paths("k8s-nodeport")
+    code, out, _err = run(capsys, "simulate", "-r", rules[0], "-p", "tcp", "-s", "172.28.129.2",
+                          "-d", "172.28.129.4", "--dport", dport, "-i", "eth0", "--local-addr", "172.28.129.4",
+                          "--json")
+    assert json.loads(out)["packets"][0]["fate"] == fate
+    assert code == status
+
+
+def _complete(args: str, env_extra: dict | None = None) -> list[str]:
+    """What `ruletrace` answers bash's completion for the last word of ``args`` (click's protocol)."""
+    import os
+    import subprocess
+    import sys
+
+    words = args.split(" ")
+    env = {**os.environ, "_RULETRACE_COMPLETE": "bash_complete", "COMP_WORDS": args,
+           "COMP_CWORD": str(len(words) - 1), **(env_extra or {})}
+    p = subprocess.run([sys.executable, "-m", "ruletrace"], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [line.split(",", 1)[1] for line in p.stdout.splitlines()]
+
+
+def test_completion_of_values():
+    from ruletrace.cli.options import list_examples
+
+    assert _complete("ruletrace explain --example ") == list(list_examples())
+    assert _complete("ruletrace explain --example k8") == ["k8s-nodeport"]
+    assert _complete("ruletrace report --fate d") == ["dropped", "delivered"]
+    assert "nflog-pcap" in _complete("ruletrace explain -f ")
+    assert _complete("ruletrace explain -m hop") == ["hoplimit="]
+    assert _complete("ruletrace trace -p icm") == ["icmp", "icmpv6"]
+    assert _complete("ruletrace simulate -p ud") == ["udp", "udplite"]
+    assert "trace" in _complete("ruletrace ") and "lab" not in _complete("ruletrace ")
+
+
+def test_completion_of_netns_names(tmp_path, monkeypatch):
+    from ruletrace.cli import options
+
+    for name in ("rtlv-a", "rtlv-b", "other"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setattr(options, "NETNS_DIR", str(tmp_path))
+    assert [c.value for c in options.complete_netns(None, None, "rtlv")] == ["rtlv-a", "rtlv-b"]
+    monkeypatch.setattr(options, "NETNS_DIR", str(tmp_path / "missing"))
+    assert options.complete_netns(None, None, "") == []
+
+
+def test_version_short_and_long(capsys):
+    from ruletrace import __version__
+
+    for flag in ("-V", "--version"):
+        code, out, _err = run(capsys, flag)
+        assert code == ExitStatus.OK and out.strip() == f"ruletrace, version {__version__}"
+
+
+def test_lab_is_out_of_the_main_help_but_still_there(capsys):
+    code, out, _err = run(capsys, "--help")
+    assert code == ExitStatus.OK and "\n  trace " in out and "\n  man " in out
+    assert "lab" not in out
+    code, out, _err = run(capsys, "lab", "--help")
+    assert code == ExitStatus.OK and "record" in out
+
+
+def test_man_page_is_generated_from_the_cli(capsys, tmp_path):
+    import shutil
+    import subprocess
+
+    from ruletrace.cli.status import TABLE
+
+    code, page, _err = run(capsys, "man")
+    assert code == ExitStatus.OK
+    assert page.startswith(".TH RULETRACE 1 ")
+    for name in ("explain", "simulate", "trace", "cleanup", "doctor", "report", "diff", "examples"):
+        assert f'.SS "ruletrace {name} ' in page, name
+    assert ".SS \"ruletrace lab" not in page
+    assert "\\fB\\-\\-tree\\fR" in page  # the options of each command, from click
+    exits = page.split(".SH EXIT STATUS")[1].split(".SH ")[0]
+    assert exits.count(".TP") == len(TABLE) and "\\fB128+N\\fR (trace)" in exits
+    assert all(ord(ch) < 128 for ch in page)  # non-ASCII written as \[uXXXX]
+    out = tmp_path / "ruletrace.1"
+    assert run(capsys, "man", "-o", str(out))[0] == ExitStatus.OK and out.read_text() == page
+    if shutil.which("groff"):  # the page renders without a single warning
+        p = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(out)], capture_output=True, text=True)
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+def _ruletrace(*args: str, columns: int = 80) -> tuple[int, str]:
+    """``python -u -m ruletrace ARGS`` with stderr into stdout, in the order written."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
+    p = subprocess.run([sys.executable, "-u", "-m", "ruletrace", *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, env=env, timeout=120)
+    return p.returncode, p.stdout
+
+
+def test_read_line_comes_before_the_results_and_is_never_wrapped(tmp_path):
+    from ruletrace.cli.options import example_paths
+
+    rules, logs = example_paths("ipv6")
+    deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "nested"
+    deep.mkdir(parents=True)
+    log = deep / "kernel.log"
+    log.write_bytes(Path(logs[0]).read_bytes())
+    assert len(str(log)) > 80
+    code, out = _ruletrace("explain", "-r", rules[0], str(log), "--width", "80")
+    assert code == ExitStatus.OK
+    lines = out.splitlines()
+    assert lines[0] == f"ruletrace: read {log} as kernel-log"  # first, and whole at 80 columns
+    assert lines[1].startswith("packet 1 ")
+
+
+def test_error_naming_a_long_path_is_one_line(tmp_path):
+    missing = tmp_path / ("x" * 90) / "trace.log"
+    code, out = _ruletrace("explain", str(missing), columns=80)
+    assert code == ExitStatus.ERROR
+    (line,) = out.splitlines()
+    assert line.startswith("ruletrace: error: ") and str(missing) in line
+
+
+def test_report_header_names_files_not_local_paths(capsys, tmp_path):
+    out = tmp_path / "r.html"
+    code, _out, _err = run(capsys, "report", "--example", "k8s-nodeport", "-o", str(out))
+    assert code == ExitStatus.OK
+    html = out.read_text()
+    assert "trace: kernel.log (kernel-log)" in html and "ruleset.rules (iptables-save, ipv4)" in html
+    from ruletrace.cli.options import example_paths
+
+    assert str(example_paths("k8s-nodeport")[1][0]).rsplit("/", 2)[0] not in html
+
+
+def test_diff_sentences_print_addresses_compressed():
+    from ruletrace.analyze.diff import shown
+
+    assert shown("fd00:0010:0000:0000:0000:0000:0000:0002") == "fd00:10::2"
+    assert shown("") == "(none)" and shown("eth0") == "eth0"

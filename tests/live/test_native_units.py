@@ -1,0 +1,230 @@
+"""Native nf_tables live tracing and both-backends merging, without a kernel (issue 13 items 5, 6).
+
+The kernel side is tests/live/test_native_kernel.py; here: the session table's script from a
+filter, the listing without sessions' tables, change summaries, which packets are a session's,
+table owners, and the merge of legacy and nf_tables steps of one packet.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ruletrace.errors import RuletraceError
+from ruletrace.explain.explain import Explainer
+from ruletrace.live import backend as be
+from ruletrace.live import both
+from ruletrace.live import nftnative as nn
+from ruletrace.live.session import TraceSpec
+from ruletrace.model import Fate, MonitorEvent, Packet, RulesetView, StepKind, TraceEvent
+from ruletrace.rulesets import load_ruleset, load_rulesets
+
+SID = "0123456789abcdef" * 2
+
+
+def spec(**kw) -> TraceSpec:
+    s = TraceSpec(**kw)
+    s.validate()
+    return s
+
+
+def test_table_script_scopes_and_caps():
+    text = nn.table_script(spec(proto="tcp", dport="8000:8080", src="!10.1.0.0/16", iface="eth+", direction="in",
+                                rate=7), SID)
+    assert text.splitlines() == [
+        f"table inet ruletrace_{SID} {{",
+        "\tchain pre {",
+        "\t\ttype filter hook prerouting priority -350; policy accept;",
+        '\t\tmeta nfproto ipv4 meta l4proto tcp ip saddr != 10.1.0.0/16 tcp dport 8000-8080 iifname "eth*" '
+        f'counter comment "ruletrace:{SID}:seen"',
+        '\t\tmeta nfproto ipv4 meta l4proto tcp ip saddr != 10.1.0.0/16 tcp dport 8000-8080 iifname "eth*" '
+        f'limit rate 7/second burst 7 packets counter meta nftrace set 1 comment "ruletrace:{SID}"',
+        "\t}",
+        "}",
+    ]
+
+
+def test_table_script_both_directions_icmp_both_families():
+    text = nn.table_script(spec(proto="icmp", iface="wg0"), SID)
+    assert "hook prerouting priority -350" in text and "hook output priority -350" in text
+    assert text.count("meta l4proto { icmp, ipv6-icmp }") == 4
+    assert 'iifname "wg0"' in text and 'oifname "wg0"' in text
+
+
+@pytest.mark.parametrize("kw", [{"raw_match": ["-m", "mark", "--mark", "1"]}, {"proto": "tcp; flush ruleset"},
+                                {"proto": "tcp", "dport": "80 accept"}, {"iface": 'eth0" accept #'}])
+def test_filters_nft_cannot_take_safely_are_refused(kw):
+    with pytest.raises(RuletraceError):
+        nn.table_script(spec(all=True, **kw), SID)
+
+
+LISTING = f"""table inet filter {{ # handle 1
+	chain input {{ # handle 1
+		type filter hook input priority filter; policy accept;
+		tcp dport 8080 accept # handle 2
+	}}
+}}
+table inet ruletrace_{SID} {{ # handle 7
+	chain pre {{ # handle 1
+		type filter hook prerouting priority -350; policy accept;
+	}}
+}}
+table ip nat {{ # handle 9
+}}
+"""
+
+
+def test_sessions_tables_left_out_of_the_listing():
+    assert nn.own_tables_in(LISTING) == [f"ruletrace_{SID}"]
+    text = nn.strip_own_tables(LISTING)
+    assert "ruletrace_" not in text and "table inet filter" in text and "table ip nat" in text
+    assert not nn.is_own_table("ruletrace_ssh") and not nn.is_own_table("ruletrace_" + "A" * 32)
+
+
+def test_changes_per_chain_counters_aside():
+    old = nn.parse_snapshot(nn.strip_own_tables(LISTING))
+    assert nn.changes(old, nn.parse_snapshot(nn.strip_own_tables(LISTING))) == []
+    new = nn.parse_snapshot(nn.strip_own_tables(LISTING).replace(
+        "tcp dport 8080 accept # handle 2", "udp dport 53 accept # handle 3\n\t\ttcp dport 8080 accept # handle 2"))
+    assert nn.changes(old, new) == ["inet filter:input +1 -0"]
+    pol = nn.parse_snapshot(nn.strip_own_tables(LISTING).replace("policy accept", "policy drop"))
+    assert nn.changes(old, pol) == ["inet filter:input +0 -0 (base chain changed)"]
+
+
+def _ev(table: str, chain: str, kind=StepKind.RULE, num=None, *, handle=None, verdict="continue", tid=5,
+        fields=None) -> MonitorEvent:
+    return MonitorEvent(table, chain, kind, num, family="inet", handle=handle, packet_id=tid, verdict=verdict,
+                        source="nftrace", fields=fields or {"PROTO": "TCP", "DPT": "8080", "IN": "eth0"})
+
+
+def test_judge_by_own_tracing_rule_and_cap():
+    own = f"ruletrace_{SID}"
+    other = "ruletrace_" + "f" * 32
+    handles = {3: "seen", 4: "trace"}
+    s = spec(proto="tcp", dport="8080")
+    host = [_ev("filter", "input", num=1, verdict="accept")]
+    mine = nn.judge(Packet(1, [_ev(own, "pre", handle=4), *host]), [0, 0], SID, s, others=False, handles=handles)
+    assert mine.own and [e.chain for e in mine.events] == ["input"]
+    # another session started the trace, our tracing rule matched too: ours as well
+    both_ = [_ev(other, "pre", handle=9), _ev(own, "pre", handle=3), _ev(own, "pre", handle=4), *host]
+    assert nn.judge(Packet(2, both_), [0] * 4, SID, s, others=True, handles=handles).own
+    # only our counter rule: our cap left it out
+    capped = [_ev(other, "pre", handle=9), _ev(own, "pre", handle=3), *host]
+    assert not nn.judge(Packet(3, capped), [0] * 3, SID, s, others=True, handles=handles).own
+    # the start lost: the filter decides, and the path is said to be incomplete
+    lost = nn.judge(Packet(4, host), [0], SID, s, others=True, handles=handles)
+    assert lost.own and lost.incomplete
+    assert not nn.judge(Packet(5, [_ev("filter", "input", num=1, fields={"PROTO": "UDP", "IN": "eth0"})]), [0],
+                        SID, s, others=False, handles=handles).own
+
+
+def test_owners_by_name():
+    assert be.owner("inet", "firewalld", ["filter_INPUT"]) == "firewalld"
+    assert be.owner("inet", "fw4", ["input"]) == "OpenWrt fw4"
+    assert be.owner("ip", "kube-proxy", ["services"]) == "kube-proxy (nftables mode)"
+    assert be.owner("ip", "filter", ["INPUT", "FORWARD", "DOCKER-USER", "DOCKER"]) == "iptables-nft (docker chains)"
+    assert be.owner("ip", "nat", ["PREROUTING", "KUBE-SERVICES"]) == "iptables-nft (kube-proxy (iptables mode) chains)"
+    assert be.owner("inet", "filter", ["input"]) == "native"
+    assert be.owner("ip", "filter", ["input"]) == "native"  # iptables-nft names its chains INPUT, …
+
+
+def test_policies_not_accept_count():
+    save = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [3:180]\n:USER - [0:0]\nCOMMIT\n"
+    assert be.count_policies(save) == 1 and be.count_rules(save) == 0
+
+
+# --- both backends: one packet, both parts ---------------------------------------------------
+
+LEGACY = load_ruleset("legacy.save", text="*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+                      "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+LEGACY.family = "ipv4"
+NFT = RulesetView(load_rulesets("nft.txt", text="""table inet filter { # handle 1
+	chain input { # handle 1
+		type filter hook input priority filter; policy accept;
+		tcp dport 8080 accept # handle 2
+	}
+}
+"""))
+F = {"PROTO": "TCP", "SRC": "10.0.0.1", "DST": "10.0.0.2", "DPT": "8080", "IN": "eth0", "OUT": "", "ID": "7"}
+
+
+def _legacy(table, chain, kind, num):
+    return TraceEvent(table, chain, kind, num, family="ipv4", source="nflog", fields=F)
+
+
+def _nft_accept():
+    return MonitorEvent("filter", "input", StepKind.RULE, 1, family="inet", handle=2, packet_id=9, verdict="accept",
+                        source="nftrace", fields=F, text="tcp dport 8080 accept", base=True)
+
+
+def _parts(with_legacy=True, with_nft=True):
+    parts = []
+    if with_nft:
+        parts.append((both.NFT_LABEL, Explainer(NFT).explain(Packet(1, [_nft_accept()]))))
+    if with_legacy:
+        legacy = [_legacy("raw", "PREROUTING", StepKind.POLICY, 1), _legacy("filter", "INPUT", StepKind.POLICY, 1)]
+        parts.append((both.LEGACY_LABEL, Explainer(LEGACY).explain(Packet(1, legacy))))
+    return parts
+
+
+def test_merge_accept_then_legacy_policy_drop():
+    parts = _parts()
+    assert [e.fate for _l, e in parts] == [Fate.DELIVERED, Fate.DROPPED]
+    m = both.merge(Packet(1, []), parts, missing=[])
+    assert m.fate is Fate.DROPPED
+    assert (m.verdict.action, m.verdict.table, m.verdict.chain, m.verdict.rule) == ("drop", "filter", "INPUT", None)
+    assert m.verdict.reason == "accepted by nft filter:input rule 1, then dropped by legacy filter:INPUT policy DROP"
+    # kernel order: legacy raw PREROUTING (-300), then INPUT: the nft accept before the legacy drop
+    assert [(s.note, s.chain) for s in m.steps] == [("legacy xtables", "PREROUTING"), ("nf_tables", "input"),
+                                                   ("legacy xtables", "INPUT")]
+
+
+def test_one_backend_accept_is_never_the_fate():
+    m = both.merge(Packet(1, []), _parts(with_legacy=False), missing=["legacy xtables"])
+    assert m.fate is Fate.UNKNOWN and m.verdict is None
+    assert any(w.startswith("fate incomplete: legacy xtables") for w in m.warnings)
+    # a drop seen is final even when the other backend left no step
+    m = both.merge(Packet(1, []), _parts(with_nft=False), missing=["nf_tables"])
+    assert m.fate is Fate.DROPPED and m.verdict.reason.startswith("legacy: ")
+    # a session that traced one backend only
+    (_l, e), = _parts(with_legacy=False)
+    both.only_one(e, "legacy xtables")
+    assert e.fate is Fate.UNKNOWN and e.verdict is None and "--backend both" in e.warnings[-1]
+
+
+def test_merged_causes_point_at_the_merged_steps():
+    m = both.merge(Packet(1, []), _parts(), missing=[])
+    decided = [c for c in m.cause if c.role == "decided"]
+    assert decided and all(m.steps[c.step].note == "legacy xtables" and m.steps[c.step].chain == "INPUT"
+                           for c in decided if c.step is not None)
+    assert any(c.role.startswith("nft: ") and m.steps[c.step].chain == "input" for c in m.cause if c.step is not None)
+
+
+def test_a_mark_one_backend_saw_change_is_the_other_backends_rule():
+    nft_rs = RulesetView(load_rulesets("nft.txt", text="""table ip mangle { # handle 1
+	chain PREROUTING { # handle 1
+		type filter hook prerouting priority mangle; policy accept;
+		meta l4proto tcp meta mark set 0x5 # handle 2
+	}
+}
+"""))
+    marked = {**F, "MARK": "0x5"}
+    nft = [MonitorEvent("mangle", "PREROUTING", StepKind.RULE, 1, family="ipv4", handle=2, packet_id=9,
+                        verdict="continue", source="nftrace", fields=marked, text="meta l4proto tcp meta mark set 0x5",
+                        base=True),
+           MonitorEvent("mangle", "PREROUTING", StepKind.POLICY, 2, family="ipv4", packet_id=9, verdict="accept",
+                        source="nftrace", fields=marked)]
+    legacy = [_legacy("raw", "PREROUTING", StepKind.POLICY, 1),
+              TraceEvent("filter", "INPUT", StepKind.POLICY, 1, family="ipv4", source="nflog", fields=marked)]
+    parts = [(both.NFT_LABEL, Explainer(nft_rs).explain(Packet(1, nft))),
+             (both.LEGACY_LABEL, Explainer(LEGACY).explain(Packet(1, legacy)))]
+    assert [c.rule for c in parts[1][1].marks] == [None]  # the legacy part alone cannot tell who
+    m = both.merge(Packet(1, []), parts, missing=[])
+    assert [(c.table, c.chain, c.num, c.new) for c in m.marks] == [("mangle", "PREROUTING", 1, "0x5")]
+    assert m.steps[m.marks[0].step].note == "nf_tables"
+
+
+def test_own_table_items_of_nft_json():
+    assert nn.own_item({"table": {"family": "inet", "name": f"ruletrace_{SID}"}})
+    assert nn.own_item({"rule": {"family": "inet", "table": f"ruletrace_{SID}", "chain": "pre"}})
+    assert not nn.own_item({"chain": {"family": "inet", "table": "filter", "name": "input"}})
+    assert not nn.own_item({"metainfo": {"version": "1.0.6"}})

@@ -1,0 +1,112 @@
+"""Every native lab scenario simulated (issue 14 item 6): each flow's first packet is predicted from the
+recorded ruleset (`nft -a list ruleset`), the traced host's addresses and routes, and must take the
+kernel's path (table, chain, rule or policy, position) and get the fate its sender saw.
+
+Expected values come from the kernel's capture (tests/fixtures/nft_captures, see native_record.py):
+the steps of `nft -a monitor trace` after the tracing rule, and outcome.json. A `numgen random`
+choice is the kernel's: the value whose verdict-map entry leads to the chain the kernel went to
+next is given to the simulation (as `--assume numgen=N` would).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ruletrace.model import Origin, StepKind
+from ruletrace.rulesets.nft_text import parse
+from ruletrace.simulate.engine import simulate
+from ruletrace.simulate.hostfacts import HostFacts, load_addrs, load_routes
+from ruletrace.simulate.probe import Probe
+
+from .test_native_captures import CAPS, SCENARIOS, expected_fate, kernel_steps
+
+_PACKET = re.compile(r"^trace id (\S+) \S+ rttrace \S+ packet: (.*)$")
+_NUMGEN = re.compile(r"numgen random mod \d+ vmap \{ (.*) \}")
+
+
+def _facts(d: Path) -> HostFacts:
+    f = HostFacts()
+    load_addrs((d / "addrs.json").read_text(), f, origin=Origin("addrs.json"))
+    load_routes((d / "routes.json").read_text(), f, origin=Origin("routes.json"))
+    return f
+
+
+def _first_packets(d: Path) -> dict[str, tuple[str, list[tuple]]]:
+    """Per flow name: (input interface, the kernel's steps) of its first packet."""
+    outcome = json.loads((d / "outcome.json").read_text())
+    packets = kernel_steps(d)
+    lines = (d / "nft-monitor-a.txt").read_text().splitlines()
+    heads = {}  # trace id -> packet line, in order (ids are reused: keep each packet's own line)
+    order = []
+    for line in lines:
+        m = _PACKET.match(line)
+        if m and (not order or order[-1][0] != m[1] or m[1] not in heads):
+            heads[m[1]] = m[2]
+            order.append((m[1], m[2]))
+    out = {}
+    for (_tid, steps), (_tid2, head) in zip(packets, order):
+        for fl in outcome["flows"]:
+            if fl["name"] in out:
+                continue
+            if fl["kind"] == "ping":
+                hit = f"{fl['dst']} " in head and ("echo-request" in head)
+                hit = hit and (f"id {fl['port']} " in head or f"parameter-problem {fl['port'] << 16 | 1} " in head)
+            else:
+                hit = f"sport {fl['sport']} " in head and f"dport {fl['port']} " in head
+            if hit:
+                iif = re.search(r'iif "([^"]+)"', head)
+                out[fl["name"]] = (iif[1] if iif else "", steps)
+    return out
+
+
+def _numgen_value(steps: list[tuple]) -> int | None:
+    for i, s in enumerate(steps):
+        m = _NUMGEN.search(s[5]) if s[3] == "rule" else None
+        if m and i + 1 < len(steps):
+            for entry in m[1].split(", "):
+                k, _, v = entry.partition(" : ")
+                if v.split()[-1] == steps[i + 1][2]:
+                    return int(k)
+    return None
+
+
+# hooks: its packets meet netdev ingress and bridge-family tables first, which the simulator does not
+# walk yet (it walks ip/ip6/inet); every other native scenario is predicted exactly
+SIMULATED = [sc for sc in SCENARIOS if sc != "hooks"]
+
+
+@pytest.mark.parametrize("sc", SIMULATED)
+def test_native_scenario_simulated_as_the_kernel_ran_it(sc):
+    d = CAPS / sc
+    rss = parse((d / "ruleset-a.nft").read_text(), origin=Origin("ruleset-a.nft"))
+    outcome = json.loads((d / "outcome.json").read_text())
+    firsts = _first_packets(d)
+    wrong = []
+    for fl in outcome["flows"]:
+        iif, kernel = firsts[fl["name"]]
+        facts = _facts(d)
+        if (v := _numgen_value(kernel)) is not None:
+            facts.values["numgen"] = v
+        proto = {"tcp": 6, "udp": 17}.get(fl["kind"], 58 if ":" in fl["dst"] else 1)
+        src = next(s for s in _sources(d) if (":" in s) == (":" in fl["dst"]))
+        probe = Probe(proto=proto, src=src, dst=fl["dst"], sport=fl["sport"],
+                      dport=fl["port"] if fl["kind"] != "ping" else None, iif=iif)
+        res = simulate(rss, probe, facts)
+        sim = [(e.table, e.chain, "rule" if e.kind == StepKind.RULE else "policy", e.num)
+               for e in res.events[res.trace_start:]]
+        want = [(s[1], s[2], s[3], s[4]) for s in kernel[1:]]  # after the tracing rule
+        fate = expected_fate(fl, kernel)
+        if sim != want or res.fate is not fate:
+            wrong.append((fl["name"], {"kernel": want, "simulated": sim, "fate": (str(res.fate), str(fate)),
+                                       "assumptions": res.assumptions}))
+    assert not wrong, wrong
+
+
+def _sources(d: Path) -> list[str]:
+    """The tracing table's source addresses (the flows' senders)."""
+    text = (d / "ruleset.nft").read_text()
+    return re.findall(r"ip6? saddr (\S+) (?:meta l4proto tcp |icmpv6 type echo-request )?meta nftrace set 1", text)

@@ -1,0 +1,140 @@
+"""The one-line live view (render/live.py, analyze/live.py) on the bundled examples' real packets,
+at 80 and 200 columns, on a terminal (cut to the width, rewritten in place) and not (whole lines)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from ruletrace.analyze.live import Repeats, decider_text, line_of
+from ruletrace.cli.options import example_paths
+from ruletrace.model import Fate
+from ruletrace.pipeline import Run
+from ruletrace.render import json as rjson
+from ruletrace.render.live import LiveView, json_object, summary_lines, to_text
+from ruletrace.rulesets import load_ruleset
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "json-schema.json").read_text())
+NOW = 1_780_000_000.25
+FATES = tuple(f.value.upper() for f in Fate)
+
+
+def explanations(example: str) -> list:
+    rulesets, logs = example_paths(example)
+    return list(Run([load_ruleset(r) for r in rulesets], logs[:1]).explanations())
+
+
+def view_output(example: str, width: int, terminal: bool, **kw) -> tuple[str, LiveView]:
+    buf = io.StringIO()
+    view = LiveView(Console(file=buf, width=width, force_terminal=terminal, color_system=None),
+                    wall=lambda: NOW, **kw)
+    for e in explanations(example):
+        view.show(e)
+    view.finish()
+    return buf.getvalue(), view
+
+
+@pytest.mark.parametrize("width", [80, 200])
+@pytest.mark.parametrize("example", ["ipv6", "k8s-nodeport", "docker-portmap"])
+def test_not_a_terminal_one_whole_line_per_path(example, width):
+    out, view = view_output(example, width, terminal=False)
+    lines = out.splitlines()
+    expls = explanations(example)
+    distinct = len(view.repeats.paths)
+    # one line per distinct path, plus one at the end for each path repeated after its line
+    assert len(lines) == distinct + len([r for r in view.repeats.repeated() if r.count > 1])
+    for line in lines:  # never wrapped: every line has the whole packet, its fate and its decider
+        assert re.match(r"\d\d:\d\d:\d\d\.\d{3}  \S+ \S+ -> \S+", line), line
+        assert any(f"  {f}  " in line for f in FATES), line
+    first = expls[0]
+    assert lines[0].startswith(line_of(first, NOW).time)
+    assert f"  {decider_text(first)}" in lines[0]
+    assert sum(r.count for r in view.repeats.paths.values()) == len(expls)
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_terminal_lines_fit_and_repeats_rewrite_in_place(width):
+    out, _view = view_output("ipv6", width, terminal=True)
+    rows = [r for r in out.replace("\x1b[1A\x1b[2K", "\n<up>").splitlines() if r]
+    assert "<up>" in out.replace("\x1b[1A\x1b[2K", "<up>")  # the ACK repeat rewrote its own row
+    for row in rows:
+        text = row.removeprefix("<up>")
+        assert len(text) <= width, text
+        assert re.search(rf" ({'|'.join(FATES)}) +filter:\S+ (rule \d+|policy [A-Z]+)", text), text
+    rewritten = [r for r in rows if r.startswith("<up>")]
+    assert rewritten and all(r.endswith("×2") for r in rewritten[:1])
+    if width == 200:
+        assert "fd00:10::2 -> fd00:10::1" in out and "0010:0000" not in out
+
+
+def test_narrow_terminal_drops_columns_in_order():
+    expl = explanations("k8s-nodeport")[0]
+    line = line_of(expl)
+    full = to_text(line).plain
+    assert line.cause in full and line.iface in full and line.time in full
+    at80 = to_text(line, 3, 80).plain
+    assert len(at80) <= 80 and at80.endswith("×3")
+    assert line.cause not in at80 and line.time not in at80
+    assert re.search(" DROPPED +filter:KUBE-FIREWALL rule 1 +×3$", at80)
+    assert "TCP 172.28.129.2 -> 172.28.129.4:52000" in at80  # fewer words, but the addresses whole
+    assert to_text(line, 3, 200).plain == full + "  ×3"
+
+
+def test_tree_for_the_first_packet_of_each_path_then_lines():
+    out, view = view_output("ipv6", 200, terminal=False, tree=True)
+    assert out.count("\npacket ") + out.startswith("packet ") == len(view.repeats.paths)
+    assert "×2" in out  # a repeat is a line, not another tree
+
+
+def test_every_packet_as_a_tree_with_v():
+    out, _view = view_output("ipv6", 200, terminal=False, every=True, verbose=True)
+    assert out.count("packet ") == len(explanations("ipv6")) and "×" not in out
+
+
+def test_summary_lines_count_fates_deciders_and_repeats():
+    rep = Repeats()
+    for e in explanations("ipv6"):
+        rep.add(e)
+    lines = summary_lines(rep)
+    assert lines[0] == "11 packet(s): 1 dropped, 1 rejected, 4 delivered, 5 sent"
+    assert lines[1].startswith("decided by: filter:OUTPUT policy ACCEPT ×5, ")
+    assert lines[2] == "3 packet(s) took a path already shown (2 path(s) repeated)"
+
+
+def test_json_line_has_time_session_schema_and_passes_the_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    expl = explanations("ipv6")[0]
+    obj = json_object(rjson.to_json(expl), "ab12cd34", 1_780_000_000.25)
+    assert obj["time"] == "2026-05-28T20:26:40.250+00:00" and obj["session"] == "ab12cd34" and obj["schema"] == 1
+    packet_schema = {"$defs": SCHEMA["$defs"], **SCHEMA["$defs"]["packet"]}
+    jsonschema.validate(json.loads(rjson.dumps(obj)), packet_schema)
+    assert rjson.to_json(rjson.from_json(obj)) == rjson.to_json(expl)  # diff / report --from-json read it
+
+
+def test_decider_words():
+    by = {decider_text(e) for e in explanations("ipv6")}
+    assert {"filter:ICMP6 rule 3", "filter:OUTPUT policy ACCEPT", "filter:INPUT policy DROP"} <= by
+
+
+def test_a_repeat_whose_line_scrolled_away_is_reprinted_at_most_every_few_seconds():
+    from ruletrace.render.live import REPRINT_AFTER
+
+    now = [100.0]
+    buf = io.StringIO()
+    view = LiveView(Console(file=buf, width=200, color_system=None), clock=lambda: now[0], wall=lambda: NOW)
+    syn, ping = explanations("k8s-nodeport")[0], explanations("k8s-nodeport")[4]  # two paths
+    view.show(syn)
+    view.show(ping)
+    view.show(syn)  # its line is not the last one, and it was printed just now: counted only
+    assert buf.getvalue().count("\n") == 2
+    now[0] += REPRINT_AFTER
+    view.show(syn)  # a while later: printed again, with its count
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3 and lines[2].endswith("  ×3") and "DROPPED" in lines[2]
+    view.finish()  # every count was printed: nothing more
+    assert len(buf.getvalue().splitlines()) == 3
