@@ -260,15 +260,20 @@ def describe(d: RouteDecision, dst: str) -> str:
     where = {"input": "after PREROUTING", "output": "after OUTPUT", "reroute": "re-routed after NAT/mark"}[d.point]
     mark = (f"mark {d.mark} set in {d.mark_set} → " if d.mark_set else f"mark {d.mark} → ") if d.mark else ""
     head = mark + (f"ip rule {d.rule} → " if d.rule else "")
+    fwd = d.sysctls.get("net.ipv4.ip_forward")
     if d.error:
-        tail = f"table {d.table} → {d.type} ({d.error})" if d.table and d.type in REFUSING else \
-            f"route lookup for {dst} failed: {d.error}"
+        if d.table and d.type in REFUSING:
+            tail = f"table {d.table} → {d.type} ({d.error})"
+        elif d.table and d.dev:  # the kernel refused although the tables have a route: not forwarding
+            tail = (f"table {d.table} → dev {d.dev}, yet the kernel's lookup failed: {d.error}"
+                    + (f"; ip_forward={fwd}" if fwd is not None else ""))
+        else:
+            tail = f"route lookup for {dst} failed: {d.error}"
         return f"{where}: {head}{tail}"
     if d.type == "local":
         tail = f"table {d.table} → local delivery"
     else:
         tail = f"table {d.table} → " + (f"via {d.gateway} " if d.gateway else "") + f"dev {d.dev}" + (
             f" ({d.type})" if d.type not in ("unicast", None) else "")
-    fwd = d.sysctls.get("net.ipv4.ip_forward")
     extra = f"; ip_forward={fwd}" if fwd is not None and d.point == "input" and d.type != "local" else ""
     return f"{where}: {head}{tail}{extra}"

@@ -223,3 +223,26 @@ def sf_routed() -> str:
     from ruletrace.lab import scenarios_fate as sf
 
     return sf.ROUTED_DST
+
+
+def test_without_bpftrace_the_causes_are_ranked_from_the_namespace(fl, tmp_path):
+    """No drop reason (bpftrace absent): a packet last seen in PREROUTING gets its likely causes,
+    ranked from the traced namespace's routes, ip rules and sysctls, the proven one first."""
+    sc = fl.prepare("forward-off")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        for f in Path(d).glob("*") if Path(d).is_dir() else []:
+            if f.name != "bpftrace" and not (bindir / f.name).exists():
+                (bindir / f.name).symlink_to(f)
+    t = Trace(fl.host.ns, "-s", sc.src, "-d", sc.dst, "--count", "1", "--duration", "20",
+              env={**ENV, "PATH": str(bindir)})
+    fl.send(sc)
+    rc, pkts, err = t.finish()
+    assert rc == 0, err
+    (pkt,) = pkts
+    assert "drops" not in pkt and pkt["fate"] == "unknown"
+    causes = [n for n in pkt["notes"] if n.startswith("likely cause")]
+    assert causes and causes[0].startswith("likely cause 1/") and \
+        "forwarding is disabled (net.ipv4.conf." in causes[0] and "IP_INADDRERRORS" in causes[0], pkt["notes"]
+    assert causes[-1].endswith("the log was cut after PREROUTING")

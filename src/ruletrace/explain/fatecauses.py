@@ -131,13 +131,14 @@ def likely_causes(expl: Explanation, facts: rt.RouteFacts, d: RouteDecision | No
     if src and iif != "lo" and (facts.local or facts.routes) and facts.is_local(src):
         proven.append(f"its source {src} is an address of this host: the kernel drops it as a martian "
                       f"(IP_LOCAL_SOURCE){src_of.get('addrs', src_of.get('routes', ''))}")
-    if d is not None and d.error:
+    route_failed = d is not None and bool(d.error) and (d.type in rt.REFUSING or (d.table is None and d.rule is None))
+    if d is not None and route_failed:
         no_table = d.table is None and d.rule is None
         name = rt.drop_reason(d, rt.forwarding(sy, iif))
         via = f" ({'ip rule ' + d.rule + ' → ' if d.rule else ''}{'table ' + d.table if d.table else 'no table'})"
         what = "no route to" if no_table else f"{'an' if (d.type or 'x')[0] in 'aeiou' else 'a'} {d.type} route for"
         proven.append(f"{what} {dst}{via if d.rule or d.table else ''}: {name}{src_of.get('routes', '')}")
-    forwarded = d is not None and not d.error and d.type not in ("local", "broadcast", "multicast")
+    forwarded = d is not None and not route_failed and d.type not in ("local", "broadcast", "multicast")
     if d is None or forwarded:
         fwd = rt.forwarding(sy, iif)
         key = f"net.ipv4.conf.{iif}.forwarding" if iif and f"net.ipv4.conf.{iif}.forwarding" in sy \
