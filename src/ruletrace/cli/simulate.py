@@ -112,10 +112,14 @@ def with_fate(expl, res: SimResult, sysctls: dict[str, str] | None = None) -> No
     if sysctls:
         invalid_note(expl, None, sysctls)  # nf_conntrack_tcp_loose from --sysctl / the host
     expl.routing = list(res.routing)
-    for d in expl.routing:  # where the mark the lookup used was set, from the simulated steps
+    iif = expl.first.get("IN")
+    for d in expl.routing:  # where the mark the lookup used was set (from the simulated steps), in words
         if d.mark and d.mark_set is None:
             d.mark_set = mark_setter(expl, None, int(d.mark, 16))
-            d.text = routes.describe(d, d.dst or "")
+        keys = ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", f"net.ipv4.conf.{iif}.rp_filter",
+                f"net.ipv4.conf.{iif}.forwarding")
+        d.sysctls = {k: (sysctls or {})[k] for k in keys if k in (sysctls or {})} if d.point == "input" else {}
+        d.text = routes.describe(d, d.dst or "")
     if res.kernel_drop is not None:
         expl.drops = [res.kernel_drop]
         expl.fate = Fate.DROPPED

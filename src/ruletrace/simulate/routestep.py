@@ -19,20 +19,37 @@ PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
 
 
 
+DEFAULT_RULE = {"local": "0: from all lookup local", "main": "32766: from all lookup main",
+                "default": "32767: from all lookup default"}  # the kernel's rules when none were given
+
+
 def lookup(R: Any, p: Pkt, point: str) -> RouteDecision | None:
-    """The policy-routing lookup (routes.resolve: ip rules, then their tables) from the dumps given."""
+    """The policy-routing lookup (routes.resolve: ip rules, then their tables) from the dumps given.
+
+    Without ``ip rule``s only the kernel's default rules apply (local, main, default): the cached
+    longest-prefix lookup of HostFacts.route answers that (the batch walks' fast path; the same
+    tables in the same order). Its words (``text``) are written by the caller that shows them."""
     f = R.facts
     if f.raw_routes is None:
         return None
-    dst = addr_text(p.v, p.dst)
-    iif = p.iif if point == "input" else None
-    d = rt.resolve(point, f.rules, f.raw_routes, dst=dst, src=addr_text(p.v, p.src), mark=p.mark or None,
-                   iif=iif)
-    d.sysctls = {k: v for k, v in f.sysctls.items() if k in (
-        "net.ipv4.ip_forward", f"net.ipv4.conf.{iif}.rp_filter", f"net.ipv4.conf.{iif}.forwarding",
-        "net.ipv4.conf.all.rp_filter")}
-    d.text = rt.describe(d, dst)
+    if f.rules is None:
+        d = _default_rules(f, p, point)
+    else:
+        d = rt.resolve(point, f.rules, f.raw_routes, dst=addr_text(p.v, p.dst), src=addr_text(p.v, p.src),
+                       mark=p.mark or None, iif=p.iif if point == "input" else None)
     R.lookups.append(d)
+    return d
+
+
+def _default_rules(f: Any, p: Pkt, point: str) -> RouteDecision:
+    r = f.route(p.v, p.dst)
+    d = RouteDecision(point, mark=hex(p.mark) if p.mark else None, dst=addr_text(p.v, p.dst))
+    if r is None or r.type == "throw":
+        d.type, d.error = "unreachable", rt.ERRORS[None]
+        return d
+    d.table, d.rule, d.type, d.dev, d.gateway = r.table, DEFAULT_RULE.get(r.table), r.type, r.dev, r.gateway
+    if r.type in rt.REFUSING:
+        d.error = rt.ERRORS[r.type]
     return d
 
 
