@@ -250,3 +250,28 @@ def test_a_trace_ending_at_its_dnat_is_routed_to_the_new_destination(tmp_path):
     (pkt,) = json.loads(p.stdout)["packets"]
     # the line shows the packet before the DNAT ran: routed as the kernel does, to 10.94.0.7 (fs0), not local
     assert (pkt["routing"][0]["dev"], pkt["routing"][0]["table"]) == ("fs0", "main"), pkt["routing"]
+
+
+def test_default_rules_fast_path_equals_resolve():
+    """routestep's lookup without ip rules (HostFacts.route, cached) == routes.resolve with the default rules."""
+    from types import SimpleNamespace
+
+    from ruletrace.simulate.hostfacts import to_int
+    from ruletrace.simulate.routestep import lookup
+
+    f = HostFacts()
+    routes = [*ROUTES, {"type": "blackhole", "dst": "10.97.0.0/16"}, {"dst": "default", "gateway": "10.93.0.1",
+                                                                      "dev": "fh0"},
+              {"type": "prohibit", "dst": "10.97.5.0/24"}]
+    from ruletrace.model import Origin
+
+    load_routes(json.dumps(routes), f, origin=Origin("r"))
+    for dst in ("10.93.0.2", "10.93.0.9", "10.94.0.7", "10.96.0.1", "10.97.1.1", "10.97.5.5", "192.0.2.1",
+                "127.0.0.1", "10.94.0.1"):
+        v, a = to_int(dst)
+        run = SimpleNamespace(facts=f, lookups=[])
+        p = SimpleNamespace(v=v, dst=a, src=to_int("10.93.0.1")[1], mark=0, iif="fh0")
+        fast = lookup(run, p, "input")
+        ref = rt.resolve("input", None, f.raw_routes, dst=dst, src="10.93.0.1", mark=None, iif="fh0")
+        assert (fast.table, fast.type, fast.dev, fast.gateway, fast.error, fast.rule) == \
+            (ref.table, ref.type, ref.dev, ref.gateway, ref.error, ref.rule), dst
