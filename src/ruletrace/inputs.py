@@ -47,7 +47,22 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n:,} bytes"
 
 
-class _Bounded(io.RawIOBase):
+class _Layer(io.RawIOBase):
+    """A raw stream read from another (``_raw``), which it closes with itself."""
+
+    _raw: Any
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+class _Bounded(_Layer):
     """A raw stream that keeps what any input makes ruletrace hold within limits.
 
     ``max_line``: a line longer than that is cut to that length (the rest of it is dropped
@@ -71,15 +86,12 @@ class _Bounded(io.RawIOBase):
         self.first_cut = -1
         self._buf = bytearray()
 
-    def readable(self) -> bool:
-        return True
-
     @property
     def truncated(self) -> bool:
         """The compressed stream below ended before its end marker (see ``_Decompressed``)."""
         return bool(getattr(self._raw, "truncated", False))
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         want = len(b)
         if len(self._buf) < want:
             self._buf = bytearray(want)
@@ -122,11 +134,6 @@ class _Bounded(io.RawIOBase):
                 b[: len(out)] = out
                 return len(out)
 
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
 
 def limit_warnings(stream: Any, name: str) -> list[str]:
@@ -149,7 +156,7 @@ def bounded_raw(raw: Any, name: str, *, max_line: int | None = None, max_total: 
     return _Bounded(raw, name, max_line=max_line, max_total=max_total, what=what)
 
 
-class _Prefixed(io.RawIOBase):
+class Prefixed(_Layer):
     """A raw stream that returns ``head`` first, then the rest of ``raw`` (for unpeekable pipes)."""
 
     def __init__(self, head: bytes, raw: BinaryIO) -> None:
@@ -157,10 +164,7 @@ class _Prefixed(io.RawIOBase):
         self._head = memoryview(head)
         self._raw = raw
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         if self._head:
             n = min(len(b), len(self._head))
             b[:n] = self._head[:n]
@@ -171,11 +175,6 @@ class _Prefixed(io.RawIOBase):
         b[:n] = data
         return n
 
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
 
 _CHUNK = 64 * 1024  # compressed bytes fed at a time
@@ -190,7 +189,7 @@ def _new_decompressor(kind: str) -> Any:
     return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
 
 
-class _Decompressed(io.RawIOBase):
+class _Decompressed(_Layer):
     """A decompressing raw stream (gzip, bzip2, xz; several concatenated members too).
 
     Corrupt data raises RuletraceError. A stream that ends before the end-of-stream marker (a log
@@ -200,7 +199,7 @@ class _Decompressed(io.RawIOBase):
 
     def __init__(self, src: BinaryIO, name: str, kind: str) -> None:
         super().__init__()
-        self._src = src
+        self._raw = src
         self._name = name
         self._kind = kind
         self._dec = _new_decompressor(kind)
@@ -210,15 +209,12 @@ class _Decompressed(io.RawIOBase):
         self._done = False
         self.truncated = False
 
-    def readable(self) -> bool:
-        return True
-
     def _fill(self) -> None:
         """Decompress at most _OUT_MAX bytes: what a small input may expand to never sits in memory."""
         while not self._out and not self._done:
             dec = self._dec
             if dec.eof:
-                data = dec.unused_data or self._src.read(_CHUNK)
+                data = dec.unused_data or self._raw.read(_CHUNK)
                 if not data.strip(b"\0"):  # the end (NUL padding after the last member is allowed)
                     self._done = True
                     return
@@ -228,7 +224,7 @@ class _Decompressed(io.RawIOBase):
             elif self._kind != "gzip" and not dec.needs_input:  # bz2/lzma hold undelivered output
                 data = b""
             else:
-                data = self._src.read(_CHUNK)
+                data = self._raw.read(_CHUNK)
                 if not data:
                     if self._kind == "gzip" and not self._flushed:  # output zlib still holds
                         self._flushed = True
@@ -248,7 +244,7 @@ class _Decompressed(io.RawIOBase):
                 if self._out:
                     self._flushed = False
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         self._fill()
         out = self._out
         n = min(len(b), len(out))
@@ -256,11 +252,17 @@ class _Decompressed(io.RawIOBase):
         self._out = out[n:]
         return n
 
-    def close(self) -> None:
-        try:
-            self._src.close()
-        finally:
-            super().close()
+
+
+def _cannot_open(e: OSError, origin: Origin) -> RuletraceError:
+    """The one line that says why a file could not be opened."""
+    if isinstance(e, FileNotFoundError):
+        return RuletraceError("no such file", origin=origin)
+    if isinstance(e, PermissionError):
+        return RuletraceError("permission denied", origin=origin)
+    if isinstance(e, IsADirectoryError):
+        return RuletraceError("is a directory, not a file", origin=origin)
+    return RuletraceError(f"cannot open: {e.strerror or e}", origin=origin)
 
 
 def compression(head: bytes) -> str | None:
@@ -288,26 +290,18 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
             head = _read_head(raw)
         except OSError as e:
             raise RuletraceError(f"cannot read standard input: {e.strerror or e}", origin=origin) from e
-        prefixed: Any = _Prefixed(head, raw)
+        prefixed: Any = Prefixed(head, raw)
     else:
         try:
             st = os.stat(path)
-        except FileNotFoundError as e:
-            raise RuletraceError("no such file", origin=origin) from e
-        except PermissionError as e:
-            raise RuletraceError("permission denied", origin=origin) from e
         except OSError as e:
-            raise RuletraceError(f"cannot open: {e.strerror or e}", origin=origin) from e
+            raise _cannot_open(e, origin) from e
         if stat.S_ISDIR(st.st_mode):
             raise RuletraceError("is a directory, not a file", origin=origin)
         try:
             fh = open(path, "rb", buffering=0)
-        except PermissionError as e:
-            raise RuletraceError("permission denied", origin=origin) from e
-        except IsADirectoryError as e:
-            raise RuletraceError("is a directory, not a file", origin=origin) from e
         except OSError as e:
-            raise RuletraceError(f"cannot open: {e.strerror or e}", origin=origin) from e
+            raise _cannot_open(e, origin) from e
         if stat.S_ISREG(st.st_mode):
             prefixed = fh
         else:  # FIFO, character device, process substitution: make the head peekable
@@ -316,7 +310,7 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
             except OSError as e:
                 fh.close()
                 raise RuletraceError(f"cannot read: {e.strerror or e}", origin=origin) from e
-            prefixed = _Prefixed(head, fh)
+            prefixed = Prefixed(head, fh)
     base = io.BufferedReader(prefixed, BUFFER_SIZE)
     try:
         magic = base.peek(16)[:16]
@@ -365,7 +359,7 @@ def _open_limited(path: str, what: str) -> io.BufferedReader:
     mt = limit(MAX_INPUT_ENV, DEFAULT_MAX_INPUT)
     try:
         if path == "-":
-            src: Any = _Prefixed(b"", sys.stdin.buffer)
+            src: Any = Prefixed(b"", sys.stdin.buffer)
             src.close = lambda: None  # stdin stays open
         else:
             src = open(path, "rb", buffering=0)

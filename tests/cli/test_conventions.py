@@ -46,7 +46,7 @@ def test_unknown_match_field_is_an_error_naming_the_known_ones(capsys):
     assert code == ExitStatus.ERROR and out == ""
     line = err.strip()
     assert line.startswith("ruletrace: error: --match 'dprot=22': unknown field 'dprot'; known: dport, sport, src")
-    assert "hoplimit" in line and "tcpflags" in line and "\n" not in line
+    assert "hoplimit" in line and "tcpflags" in line and "owner" in line and "\n" not in line
 
 
 def test_every_known_field_is_accepted():

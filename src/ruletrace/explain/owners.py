@@ -36,6 +36,8 @@ from ..rulesets.iptables_save import find_target
 from ..rulesets.nft_model import rule_facts
 
 KINDS = ("kubernetes", "docker", "calico", "firewalld", "libvirt", "fw4", "openstack")
+# cause links that point at rules the packet did not match (analyze/near_miss.py): never its owners
+NOT_ON_PATH = frozenset({"near miss", "INPUT rule"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +375,8 @@ def deciding_owner(expl: Explanation) -> Owner | None:
     if first is not None and first.specific:
         return first
     for link in expl.cause[1:]:  # mark setter, then callers innermost first, then rewrites
+        if link.role in NOT_ON_PATH:
+            continue
         got = owner_of(link.table, link.chain, link.rule)
         if got is not None and got.specific:
             return got

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import RuletraceError
 from . import backend as be
@@ -40,17 +41,15 @@ def _targets(path: str) -> set[str]:
 
 def legacy_tables(family: str) -> list[tuple[str, int, int]]:
     """(table, chains, rules) per table of iptables-legacy-save (tables loaded in this namespace)."""
-    out: list[tuple[str, int, int]] = []
+    out: list[list[Any]] = []
     for line in be.save(be.LEGACY, family).splitlines():
         if line.startswith("*"):
-            out.append((line[1:].strip(), 0, 0))
+            out.append([line[1:].strip(), 0, 0])
         elif out and line.startswith(":"):
-            t, c, r = out[-1]
-            out[-1] = (t, c + 1, r)
+            out[-1][1] += 1
         elif out and line.startswith("-A "):
-            t, c, r = out[-1]
-            out[-1] = (t, c, r + 1)
-    return out
+            out[-1][2] += 1
+    return [(str(t), int(c), int(r)) for t, c, r in out]
 
 
 def table_checks(rep: be.BackendReport) -> list[Check]:

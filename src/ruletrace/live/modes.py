@@ -5,6 +5,8 @@ which owns the state these methods use."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RuletraceError
 from ..model import Explanation, Packet, TraceEvent
@@ -12,11 +14,33 @@ from ..rulesets import load_ruleset
 from . import backend as be
 from . import ownpackets
 from . import session as ss
-from .versions import Version
+from .versions import Version, Versions
+
+if TYPE_CHECKING:
+    from ..explain.explain import Explainer
+    from ..model import Ruleset
+    from .netlink import NetlinkSocket
+    from .nftrace import TraceDecoder
 
 
 class NftModes:
     """Methods of ``Tracer`` for the native nf_tables and both-backends modes."""
+
+    # the Tracer state and methods these use (tracer.Tracer sets and defines them)
+    sid: str
+    spec: ss.TraceSpec
+    actions: ss.Actions
+    stats: dict[str, Any]
+    versions: Versions
+    decoder: TraceDecoder | None
+    both: bool
+    warn: Callable[[str], None]
+    refresh: Callable[..., bool]
+    _own_handles: dict[int, str]
+    _other_tables: bool
+    _snapshot_warning: str | None
+    _ruleset: Callable[[int, str | None], Ruleset | None]
+    _explainer: Callable[[int, str | None], Explainer]
 
     def _check_own_table(self) -> None:
         """Native: re-create the session's table when a change removed it (``nft flush ruleset``)."""
@@ -32,15 +56,17 @@ class NftModes:
         self.stats["reinstalls"] += 1
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
 
-    def _poll_nft(self, source, timeout: float) -> list[tuple[TraceEvent, int]]:
+    def _poll_nft(self, source: NetlinkSocket, timeout: float) -> list[tuple[TraceEvent, int]]:
         from .nftrace import is_newgen, is_trace
 
+        decoder = self.decoder
+        assert decoder is not None  # set with the nftrace / native mode
         out = []
         for mtype, _f, _s, body in source.messages(timeout):
             if is_newgen(mtype):
                 self.refresh()  # events after the commit are numbered against the new version
             elif is_trace(mtype):
-                ev = self.decoder.decode(body)
+                ev = decoder.decode(body)
                 if ev is not None:
                     out.append((ev, self.versions.latest_n))
         return out

@@ -12,7 +12,7 @@ import select
 import socket
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import RuletraceError
 
@@ -87,24 +87,21 @@ def parse_attrs(buf: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
     return out
 
 
-def be16(v: bytes) -> int:
-    x: int = struct.unpack("!H", v[:2])[0]
-    return x
+def _number(fmt: str) -> Callable[[bytes], int]:
+    """A reader of one big-endian number at the start of an attribute value (struct format)."""
+    unpack_from = struct.Struct(fmt).unpack_from
+
+    def read(v: bytes) -> int:
+        x: int = unpack_from(v)[0]
+        return x
+
+    return read
 
 
-def be32(v: bytes) -> int:
-    x: int = struct.unpack("!I", v[:4])[0]
-    return x
-
-
-def be32s(v: bytes) -> int:
-    x: int = struct.unpack("!i", v[:4])[0]
-    return x
-
-
-def be64(v: bytes) -> int:
-    x: int = struct.unpack("!Q", v[:8])[0]
-    return x
+be16 = _number("!H")
+be32 = _number("!I")
+be32s = _number("!i")  # signed (verdict codes)
+be64 = _number("!Q")
 
 
 def cstr(v: bytes) -> str:

@@ -27,11 +27,17 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import RuletraceError
-from ..model import MonitorEvent, Origin, Ruleset, StepKind, TraceEvent, nft_rule_key
+from ..model import MonitorEvent, Origin, Packet, Ruleset, StepKind, TraceEvent, nft_rule_key
 from . import nftrace as nt
 from .netlink import be32, be64, cstr, parse_attrs
+
+if TYPE_CHECKING:
+    from .ownpackets import Verdict
+    from .session import TraceSpec
 
 PREFIX = "ruletrace_"
 OWN_FAMILY = "inet"
@@ -65,7 +71,7 @@ def _neg(value: str) -> tuple[str, str]:
     return ("!= ", value[1:].strip()) if value.startswith("!") else ("", value)
 
 
-def match_expr(spec, chain: str) -> list[str]:
+def match_expr(spec: TraceSpec, chain: str) -> list[str]:
     """nft match expressions for a TraceSpec in one chain (PREROUTING / OUTPUT) of an inet table.
 
     Every value is checked before it goes into the nft script: addresses by ``ipaddress``,
@@ -116,7 +122,7 @@ def match_expr(spec, chain: str) -> list[str]:
     return out
 
 
-def table_script(spec, sid: str) -> str:
+def table_script(spec: TraceSpec, sid: str) -> str:
     """The ``nft -f`` script that creates the session's table in one transaction."""
     name = table_name(sid)
     lines = [f"table {OWN_FAMILY} {name} {{"]
@@ -356,7 +362,8 @@ def changes(old: dict[str, Ruleset], new: dict[str, Ruleset]) -> list[str]:
     return out
 
 
-def judge(pkt, versions: list[int], sid: str, spec, *, others: bool, handles: dict[int, str] | None = None):
+def judge(pkt: Packet, versions: list[int], sid: str, spec: TraceSpec, *, others: bool,
+          handles: dict[int, str] | None = None) -> Verdict:
     """Own or not (``ownpackets.Verdict``) for a packet traced through a session's table: its
     events in any session's table are left out, chain returns nf_tables does not report are put
     back (``handles.add_returns``, as for ``nft monitor trace``)."""
@@ -397,7 +404,7 @@ class NativeDecoder(nt.TraceDecoder):
     """NFT_MSG_TRACE -> events named by their *table's* family, with the listed rule's text and
     position (by handle), like ``nft -a monitor trace`` read against ``nft -a -s list ruleset``."""
 
-    def __init__(self, rulesets, ifname=None) -> None:
+    def __init__(self, rulesets: Callable[[], dict[str, Ruleset]], ifname: Callable[[int], str] | None = None) -> None:
         super().__init__(lambda fam: None, ifname, keep_trace_rule=True)
         self.native_rulesets = rulesets  # () -> {family: Ruleset} of the live version
 

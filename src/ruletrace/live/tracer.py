@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..analyze import near_miss
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
 from ..model import Explanation, Packet, Ruleset, RulesetView, TraceEvent
@@ -117,7 +118,7 @@ class Tracer(NftModes):
         self.fate: Fate | None = None  # kernel drop reasons, routing, conntrack beside the rule path
         self.native = False  # nf_tables traced through a table of our own, the whole ruleset read (nftnative)
         self.both = False  # legacy xtables and nf_tables traced at once (both.py)
-        self.nft_source = None  # both: the nf_tables trace socket (self.source is the legacy one)
+        self.nft_source: Any = None  # both: the nf_tables trace socket (self.source is the legacy one)
         self.untraced: str | None = None  # a backend with rules on the hooks that this session does not trace
         self._other_tables = False  # other sessions' tables were in the last native snapshot
         self._own_handles: dict[int, str] = {}  # handles of our table's rules: seen / trace
@@ -525,7 +526,7 @@ class Tracer(NftModes):
         ex = self._explainers.get(key)
         if ex is None:
             rss = self.versions.get(version)[0].rulesets
-            rs = rss.get(family) if family else None
+            rs: Ruleset | RulesetView | None = rss.get(family) if family else None
             if family and family.startswith("legacy:"):
                 rs = rss.get(family)
             elif self.native:  # each step in the ruleset of its table's family (ip, ip6, inet, …)
@@ -591,6 +592,7 @@ class Tracer(NftModes):
             from .both import only_one
 
             only_one(expl, self.untraced)
+        near_miss.annotate(expl, self._explainer(v, fam).view)  # a drop: the ACCEPT rule one condition away
         if self.fate is not None:
             self.fate.attach(expl)
         return expl

@@ -37,11 +37,12 @@ def _fate_style(line: LiveLine) -> str:
 # narrow, the columns with a drop rank go first (1 first), then the packet is shortened;
 # the fate, the deciding rule and the count always stay. An owner column is one entry more.
 COLUMNS: list[tuple[str, Callable[[LiveLine], str], int | None]] = [
-    ("time", lambda line: "dim", 3),
+    ("time", lambda line: "dim", 4),
     ("packet", lambda line: "packet.addr", None),
     ("iface", lambda line: "packet.iface", 2),
     ("fate", _fate_style, None),
     ("decider", lambda line: "chain", None),
+    ("owner", lambda line: "owner", 3),  # explain/owners.py: "kubernetes ns/svc:http"
     ("cause", lambda line: "note", 1),
 ]
 MIN_PACKET = 20  # cells the packet column keeps at least when cut

@@ -98,6 +98,7 @@ class HostFacts:
     assume: dict[str, bool] = field(default_factory=dict)  # "statistic" / "nat:CHAIN:3" -> match?
     values: dict[str, int] = field(default_factory=dict)  # "numgen" / "TABLE:CHAIN:3" -> the value a hash picks
     ip_forward: bool = True
+    masters: dict[str, str] = field(default_factory=dict)  # bridge port -> its bridge (ip -j addr "master")
     sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
     # the dumps as iproute2 prints them, for the policy-routing lookup (routes.resolve) and rp_filter
     raw_routes: list[dict[str, Any]] | None = None  # `ip -j route [show table all]`
@@ -256,6 +257,8 @@ def load_addrs(text: str, facts: HostFacts, *, origin: Origin) -> None:
         if not isinstance(link, dict):
             continue
         ifname = link.get("ifname")
+        if ifname and isinstance(link.get("master"), str):
+            facts.masters[ifname] = link["master"]
         for ai in link.get("addr_info") or []:
             local = ai.get("local")
             if not local:

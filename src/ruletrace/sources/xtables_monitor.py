@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..fields import TCP_FLAG_WORDS, bounded_int, packet_ident, parse_fields
+from ..fields import TCP_FLAG_WORDS, bounded_int, packet_ident
+from ..logtext import parse_fields
 from ..model import MonitorEvent, Origin, StepKind, TraceEvent
 from .handles import add_returns, opens_base
 from .records import Tally, note_record, text_lines
