@@ -72,7 +72,9 @@ class Fate:
             self._why_prerouting(expl)
         elif expl.drops and expl.fate in (PacketFate.DELIVERED, PacketFate.FORWARDED, PacketFate.SENT) and \
                 expl.drops[0].reason != "NETFILTER_DROP":
-            expl.notes.append(f"every rule let it through, then the kernel dropped it: {expl.drops[0].text}")
+            d = expl.drops[0]
+            expl.notes.append(f"every rule let it through, then the kernel dropped it ({d.reason}"
+                              + (f" in {d.function})" if d.function else ")"))
         if self.conntrack:
             first = self.ct_events.first(expl) if self.ct_events is not None else None
             end = ct.entry(expl, "end")
@@ -86,7 +88,11 @@ class Fate:
         """A packet last seen in PREROUTING: the kernel's drop reason when known, else the ranked causes."""
         if expl.drops:
             expl.notes.remove(ROUTING_NOTE)
-            expl.notes.append("last seen in PREROUTING: the kernel dropped it after PREROUTING: " + expl.drops[0].text)
+            d = expl.drops[0]
+            expl.notes.append(f"last seen in PREROUTING: the kernel dropped it right after ({d.reason}"
+                              + (f" in {d.function})" if d.function else ")"))
+            if expl.drops[0].reason != "NETFILTER_DROP":  # the kernel's word: the fate is known
+                expl.fate = PacketFate.DROPPED
             return
         f = expl.packet.events[-1].fields
         try:
