@@ -222,3 +222,89 @@ def test_live_grouper_flushes_idle_packets_in_order():
         (1, ["raw:PREROUTING:policy:1", "filter:INPUT:rule:1"], [0, 1])]
     out = g.flush(0.47, everything=True)
     assert [(p.id, len(p.events)) for p, _v, _f in out] == [(2, 1)] and g.pending() == 0
+
+
+# --- the NFLOG fast path (live/nflog.py record_tlvs + FastSteps) against the reference decoder ---
+
+IP6_ICMP = bytes.fromhex("6000000000103a40fd000000000000000000000000000001fd000000000000000000000000000002"
+                         "8000f7ff4242000172746c7372746c73")
+ETH = bytes.fromhex("0a0000000002" "0a0000000001" "0800")
+
+
+def nflog_body(prefix: bytes, *, family: int = 2, payload: bytes = IP_HDR + TCP_HDR, indev: int | None = 1,
+               outdev: int | None = None, hw: bytes | None = None, mark: int = 0, seq: int | None = None,
+               stamp: tuple[int, int] | None = None, uid: int | None = None, version: int = 0) -> bytes:
+    body = struct.pack("!BBH", family, version, 0) + nl.nla(10, prefix)
+    if indev is not None:
+        body += nl.nla(4, struct.pack("!I", indev))
+    if outdev is not None:
+        body += nl.nla(5, struct.pack("!I", outdev))
+    if hw is not None:
+        body += nl.nla(15, struct.pack("!H", 1)) + nl.nla(16, hw)
+    if mark:
+        body += nl.nla(2, struct.pack("!I", mark))
+    if seq is not None:
+        body += nl.nla(12, struct.pack("!I", seq))
+    if stamp is not None:
+        body += nl.nla(3, struct.pack("!QQ", *stamp))
+    if uid is not None:
+        body += nl.nla(11, struct.pack("!I", uid))
+    return body + nl.nla(9, payload)
+
+
+def _bodies() -> list[bytes]:
+    good = [
+        nflog_body(b"TRACE: filter:INPUT:rule:1 \0"),
+        nflog_body(b"TRACE: filter:INPUT:rule:2 \0", hw=ETH, mark=0x10, seq=7),
+        nflog_body(b"TRACE: raw:OUTPUT:policy:3 \0", indev=None, outdev=2, uid=0, stamp=(1700000000, 250000)),
+        nflog_body(b"TRACE: filter:FOO:return:4 \0", family=10, payload=IP6_ICMP, hw=ETH),
+        nflog_body(b"TRACE: filter:INPUT:rule:1 \0", payload=IP_HDR[:12]),  # damaged IPv4 header
+        nflog_body(b"TRACE: filter:INPUT:rule:1 \0", family=7, payload=b"\x00\x01"),  # not IP
+        nflog_body(b"my-log \0"),  # an ordinary NFLOG rule
+        nflog_body(b"TRACE: garbage\0"),
+    ]
+    damaged = [good[0][:3], good[1][:-3], nflog_body(b"TRACE: filter:INPUT:rule:1 \0", version=1),
+               good[0][:4] + struct.pack(H + "HH", 2, 10) + good[0][8:], good[0] + b"\x01\x00"]
+    return good + damaged
+
+
+def _reference(body: bytes, record: int) -> object:
+    from ruletrace.sources import nflog as ref
+
+    try:
+        ref.decode_record(body, H, None)
+    except RuletraceError:
+        return "broken record"
+    return nflog.decode_packet(body, record=record, ifname=lambda i: f"if{i}x", now=5.0)
+
+
+def _same(a: object) -> object:
+    if not isinstance(a, TraceEvent):
+        return a
+    return {k: getattr(a, k) for k in ("table", "chain", "kind", "num", "ts", "family", "ident", "origin",
+                                       "source", "packet_id", "verdict", "handle")} | {"fields": a.fields}
+
+
+def test_nflog_record_tlvs_equals_decode_record():
+    from ruletrace.sources import nflog as ref
+
+    for body in _bodies():
+        try:
+            want = ref.decode_record(body, H, None)
+        except RuletraceError:
+            want = None
+        assert nflog.record_tlvs(body) == want, body.hex()
+
+
+def test_nflog_fast_steps_equal_decode_packet_also_when_repeated():
+    fast = nflog.FastSteps(lambda i: f"if{i}x")
+    bodies = _bodies()
+    for round_ in range(3):  # the second and third rounds come from the memo
+        for i, body in enumerate(bodies):
+            tlvs = nflog.record_tlvs(body)
+            got = "broken record" if tlvs is None else fast.decode(tlvs, i + 1, now=5.0)
+            assert _same(got) == _same(_reference(body, i + 1)), (round_, i)
+    a = fast.decode(nflog.record_tlvs(bodies[1]), 1, now=5.0)
+    b = fast.decode(nflog.record_tlvs(bodies[1]), 2, now=5.0)
+    a.fields["MARK"] = "changed"  # each step owns its fields
+    assert b.fields["MARK"] == "0x10" and b.fields["MACSRC"] == "0a:00:00:00:00:01"

@@ -136,6 +136,8 @@ class NetlinkSocket:
         self.overruns = 0  # times the kernel dropped messages for us (ENOBUFS)
         self.rcvbuf = self._set_rcvbuf(rcvbuf)
         self._pending: list[tuple[int, int, int, bytes]] = []  # messages read while waiting for an ACK
+        self._buf = bytearray(1 << 20)
+        self._view = memoryview(self._buf)
 
     def _set_rcvbuf(self, size: int) -> int:
         for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
@@ -191,11 +193,15 @@ class NetlinkSocket:
                 self._pending.append((mtype, mflags, mseq, body))
 
     def _recv(self, timeout: float | None) -> list[tuple[int, int, int, bytes]]:
-        r, _, _ = select.select([self.sock], [], [], timeout)
-        if not r:
-            return []
+        """One datagram's messages: waits up to ``timeout`` (0: only what is queued, no select)."""
+        if timeout != 0:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+            if not r:
+                return []
         try:
-            data = self.sock.recv(1 << 20)
+            # into a buffer kept for the socket: recv(1 MiB) would allocate and shrink 1 MiB a datagram
+            n = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
+            data = self._view[:n].tobytes()
         except OSError as e:
             if e.errno == errno.ENOBUFS:
                 self.overruns += 1
