@@ -308,3 +308,43 @@ def test_nflog_fast_steps_equal_decode_packet_also_when_repeated():
     b = fast.decode(nflog.record_tlvs(bodies[1]), 2, now=5.0)
     a.fields["MARK"] = "changed"  # each step owns its fields
     assert b.fields["MARK"] == "0x10" and b.fields["MACSRC"] == "0a:00:00:00:00:01"
+
+
+def test_parse_attrs_equals_the_iter_attrs_walk():
+    whole = (nl.nla(3, b"abcde") + nl.nla(4 | nl.NLA_F_NET_BYTEORDER, b"") + nl.nla(3, b"second")
+             + nl.nla_nested(5, nl.nla(1, b"x")))
+    bufs = [whole, whole + b"\x01\x00", whole[:-2], struct.pack(H + "HH", 40, 1) + b"xx",
+            struct.pack(H + "HH", 2, 1) + whole, b"", trace_msg("filter", "INPUT", 3, 9, handle=2, headers=True)]
+    for buf in bufs:
+        for offset in (0, 4):
+            try:
+                want: object = {}
+                for kind, value in nl.iter_attrs(buf, offset):
+                    want.setdefault(kind, value)
+            except RuletraceError as e:
+                want = str(e)
+            try:
+                got: object = nl.parse_attrs(buf, offset)
+            except RuletraceError as e:
+                got = str(e)
+            assert got == want, (buf.hex(), offset)
+
+
+def test_nftrace_carried_ident_is_the_fields_ident(ruleset):
+    from ruletrace.fields import packet_ident
+
+    d = nftrace.TraceDecoder(lambda fam: ruleset, lambda i: "lo")
+    damaged = nl.NFGENMSG.pack(2, 0, 0) + attr(nftrace.NFTA_TRACE_TYPE, struct.pack("!I", 3)) + attr(
+        nftrace.NFTA_TRACE_ID, struct.pack("!I", 7)) + attr(nftrace.NFTA_TRACE_CHAIN, b"INPUT\0") + attr(
+        nftrace.NFTA_TRACE_TABLE, b"filter\0") + attr(nftrace.NFTA_TRACE_RULE_HANDLE, struct.pack("!Q", 2)) + attr(
+        nftrace.NFTA_TRACE_NETWORK_HEADER, IP_HDR[:9])  # a header cut short: the carried fields stay
+    seq = [trace_msg("filter", "INPUT", 3, 7, handle=2, verdict=-1, headers=True),
+           trace_msg("filter", "INPUT", 3, 7, handle=2, verdict=-1),
+           trace_msg("filter", "INPUT", 3, 7, handle=2, verdict=-1) + attr(nftrace.NFTA_TRACE_MARK,
+                                                                            struct.pack("!I", 0x10)),
+           damaged, trace_msg("filter", "INPUT", 3, 8, handle=2, verdict=-1),  # no carry: empty fields
+           trace_msg("filter", "INPUT", 3, 7, handle=2, verdict=1)]
+    evs = [d.decode(m, now=1.0) for m in seq]
+    assert [ev is not None and ev.ident == packet_ident(ev.fields) for ev in evs] == [True] * len(evs)
+    assert evs[2].fields["MARK"] == "0x10" and "MARK" not in evs[1].fields and evs[3].fields["DPT"] == "52000"
+    assert evs[4].fields == {} and evs[5].ident == evs[0].ident

@@ -109,7 +109,7 @@ class TraceDecoder:
         self.keep_trace_rule = keep_trace_rule
         self.unknown_handles = 0  # rule handles not in the snapshot (rules added after it)
         self.records = 0
-        self._carry: OrderedDict[int, dict[str, str]] = OrderedDict()
+        self._carry: OrderedDict[int, tuple[dict[str, str], tuple[str, ...]]] = OrderedDict()
 
     def decode(self, body: bytes, *, now: float | None = None) -> TraceEvent | None:
         """One message body (nfgenmsg + attributes) -> an event, or None for steps not shown."""
@@ -122,7 +122,7 @@ class TraceDecoder:
         tid = be32(a[NFTA_TRACE_ID]) if NFTA_TRACE_ID in a else None
         proto = be32(a[NFTA_TRACE_NFPROTO]) if NFTA_TRACE_NFPROTO in a else table_family
         family = NFPROTO.get(proto, str(proto))
-        fields = self._fields(tid, proto, a)
+        fields, ident = self._fields(tid, proto, a)
         handle = be64(a[NFTA_TRACE_RULE_HANDLE]) if NFTA_TRACE_RULE_HANDLE in a else None
         verdict = verdict_name(a[NFTA_TRACE_VERDICT]) if NFTA_TRACE_VERDICT in a else None
         rs = self.rulesets(family)
@@ -154,15 +154,19 @@ class TraceDecoder:
         else:
             return None
         return TraceEvent(table, chain, kind, num, ts=now if now is not None else time.time(), family=family,
-                          handle=handle, ident=packet_ident(fields), packet_id=tid, verdict=verdict,
+                          handle=handle, ident=ident, packet_id=tid, verdict=verdict,
                           origin=Origin("netlink", self.records), source=SOURCE, fields=fields)
 
-    def _fields(self, tid: int | None, proto: int, a: dict[int, bytes]) -> dict[str, str]:
+    def _fields(self, tid: int | None, proto: int, a: dict[int, bytes]) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The step's fields and their ``packet_ident`` (MARK is no part of it: a carried ident stays)."""
         net = a.get(NFTA_TRACE_NETWORK_HEADER)
-        carry = self._carry.get(tid) if tid is not None else None
+        carried = self._carry.get(tid) if tid is not None else None
+        carry = carried[0] if carried else None
+        ident = carried[1] if carried else None
         if net is None:
             f = dict(carry) if carry else {}
         else:
+            ident = None
             # the headers as the NFLOG decoder reads them (sources/nflog.py): same fields, same text
             iif, oif, ll = a.get(NFTA_TRACE_IIF), a.get(NFTA_TRACE_OIF), a.get(NFTA_TRACE_LL_HEADER)
             f = {}
@@ -174,15 +178,18 @@ class TraceDecoder:
                     f["PROTO"] = "?"
             except nflog.DECODE_ERRORS:
                 f = dict(carry) if carry else {}
+                ident = carried[1] if carried else None
         f.pop("MARK", None)
         if NFTA_TRACE_MARK in a and be32(a[NFTA_TRACE_MARK]):
             f["MARK"] = f"{be32(a[NFTA_TRACE_MARK]):#x}"
+        if ident is None:
+            ident = packet_ident(f)
         if tid is not None:
-            self._carry[tid] = f
+            self._carry[tid] = (f, ident)
             self._carry.move_to_end(tid)
             if len(self._carry) > _CARRY_MAX:
                 self._carry.popitem(last=False)
-        return f
+        return f, ident
 
 
 def is_trace(mtype: int) -> bool:
