@@ -112,7 +112,7 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
         lab.addr(s, sb, f"{S_ADDR}/24")
         lab_run(lab, [f"iptables-{backend}-restore"], s.ns, ruleset(args.rules))
         packets = int(args.rate * args.seconds)
-        duration = args.seconds + 4
+        duration = args.seconds + args.drain
         prof = tempfile.NamedTemporaryFile(prefix="rtls-", suffix=".prof", delete=False).name
         py = [sys.executable] + (["-c", PROFILE, prof] if args.profile else ["-m", "ruletrace"])
         argv = py + ["trace", "--netns", s.ns, "--backend", backend, "--json", "-p", "icmp",
@@ -138,7 +138,9 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
                 raise SystemExit(f"bench_live: sender failed: {sent.stderr}")
             send_time = float(sent.stdout)
             rest = trace.stderr.read()
-            trace.wait(timeout=120)
+            _pid, status, usage = os.wait4(trace.pid, 0)  # the trace's CPU time (it ends by --duration)
+            trace.returncode = os.waitstatus_to_exitcode(status)
+            cpu = usage.ru_utime + usage.ru_stime
             reader.join()
         finally:
             if trace.poll() is None:
@@ -172,6 +174,10 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
     r["offered_per_s"] = round(r["steps_offered"] / send_time)
     r["received_per_s"] = round(received / max(last - t0, send_time))
     r["lag_s"] = round(max(last - t0 - send_time, 0.0), 2)
+    # what one core of this machine can take: steps received per CPU second of the trace process
+    # (start-up, snapshots and cleanup included, so a lower bound)
+    r["cpu_s"] = round(cpu, 2)
+    r["capacity_per_s"] = round(received / cpu) if cpu else 0
     r["received_ratio"] = round(received / r["steps_offered"], 4) if r["steps_offered"] else 0.0
     r["explained_ratio"] = round(r["steps_explained"] / r["steps_offered"], 4) if r["steps_offered"] else 0.0
     missing_pkts = kernel_packets - shown
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", type=int, default=100, help="matching rules in filter INPUT (default 100)")
     ap.add_argument("--rate", type=float, default=600, help="packets a second the client sends (default 600)")
     ap.add_argument("--seconds", type=float, default=4, help="how long it sends (default 4)")
+    ap.add_argument("--drain", type=float, default=4, help="the trace runs this much longer than the sending (default 4)")
     ap.add_argument("--rate-limit", type=int, default=10000, help="trace --rate-limit (default 10000, the most)")
     ap.add_argument("--profile", action="store_true", help="cProfile the trace process; print the top 25")
     ap.add_argument("--sort", default="tottime")
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{backend:6}  offered {r['offered_per_s']:>7,} steps/s ({r['steps_offered']:,} steps, "
               f"{r['packets_sent']} packets × ~{r['steps_offered'] // max(r['traced'], 1)} steps in {r['send_s']} s)  "
               f"received {r['received_ratio']:.4f}  explained {r['explained_ratio']:.4f}  "
-              f"sustained {r['received_per_s']:,}/s  lag {r['lag_s']} s")
+              f"sustained {r['received_per_s']:,}/s  lag {r['lag_s']} s  "
+              f"capacity {r['capacity_per_s']:,} steps per CPU s ({r['capacity_per_s'] / BAR:.2f} of the bar)")
         print(f"        packets: kernel {r['kernel_packets']}, traced {r['traced']}, shown {r['shown']}, "
               f"lost {r['lost']}, not shown {r['not_shown']}, incomplete {r['incomplete']}, "
               f"overruns {r['overruns']}, lost steps {r['lost_steps']}; every loss counted and shown: "

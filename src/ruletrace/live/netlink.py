@@ -45,7 +45,11 @@ NFNETLINK_V0 = 0
 HOST_ORDER = "<" if sys.byteorder == "little" else ">"  # byte order of NLA headers on this host
 
 BATCH = 1024  # datagrams read at most per messages() call
-RCVBUF = 8 << 20  # bytes: a burst of traced packets must not overflow the socket (ENOBUFS)
+# bytes: a burst of traced packets must not overflow the socket (ENOBUFS). Each step is a
+# datagram of its own (about 1 KiB of buffer with its overhead): 64 MiB hold about a second of
+# 60,000 steps/s while the explaining catches up (8 MiB held a tenth of it: bench/bench_live.py).
+# Kernel memory, taken only while a backlog waits.
+RCVBUF = 64 << 20
 
 
 def nfnl_type(subsys: int, msg: int) -> int:
