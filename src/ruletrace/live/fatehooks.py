@@ -22,9 +22,10 @@ from . import dropmon, routing
 if TYPE_CHECKING:
     from .session import TraceSpec
 
-# `conntrack -L` after a packet is a process (~20 ms): at 500 packets/s it alone would take 10
-# s a second. Packets over this many a second get a note instead (bench/bench_live.py).
-CT_LOOKUPS = 20
+# `conntrack -L` after a packet is a process (~17 ms on the lab VM): at 500 packets/s it alone
+# would take 8 s a second, and 20 a second still took a third of the trace's CPU time
+# (bench/bench_live.py --profile). Packets over this many a second get a note instead.
+CT_LOOKUPS = 5
 ENV_OFF = "RULETRACE_NO_DROP_REASONS"  # set to 1: drop reasons off (tests, hosts where BPF is unwelcome)
 
 
@@ -132,7 +133,7 @@ class Fate:
             self.ct_events.stop()
         if self.ct_budget.refused:
             self.warn(f"conntrack: {self.ct_budget.refused} packet(s) over {CT_LOOKUPS} a second: their entry "
-                      "after the packet was not read (each lookup runs `conntrack -L`, ~20 ms)")
+                      "after the packet was not read (each lookup runs `conntrack -L`)")
         m = self.monitor
         if m is not None:
             m.stop()
