@@ -348,3 +348,17 @@ def test_nftrace_carried_ident_is_the_fields_ident(ruleset):
     assert [ev is not None and ev.ident == packet_ident(ev.fields) for ev in evs] == [True] * len(evs)
     assert evs[2].fields["MARK"] == "0x10" and "MARK" not in evs[1].fields and evs[3].fields["DPT"] == "52000"
     assert evs[4].fields == {} and evs[5].ident == evs[0].ident
+
+
+def test_nftrace_remembered_names_and_verdicts_equal_the_plain_decoding(ruleset):
+    d = nftrace.TraceDecoder(lambda fam: ruleset, lambda i: "lo")
+    msgs = [trace_msg("filter", "OUTPUT", 3, 5, handle=5, verdict=-3, jump="FOO", headers=True),
+            trace_msg("filter", "FOO", 3, 5, handle=6, verdict=1),
+            trace_msg("filter", "INPUT", 3, 6, handle=2, verdict=-1, headers=True)]
+    for _ in range(3):  # the later rounds come from the memos
+        got = [(e.table, e.chain, e.verdict) for e in map(d.decode, msgs)]
+        assert got == [("filter", "OUTPUT", "jump:FOO"), ("filter", "FOO", "accept"), ("filter", "INPUT", "continue")]
+    bad = trace_msg("filter", "INPUT", 3, 6, handle=2) + attr(nftrace.NFTA_TRACE_VERDICT, struct.pack(H + "HH", 40, 1))
+    for _ in range(2):  # a damaged verdict raises each time: it is not remembered
+        with pytest.raises(RuletraceError):
+            d.decode(bad)
