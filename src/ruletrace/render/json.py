@@ -89,7 +89,15 @@ def to_json(expl: Explanation) -> JSONObject:
         # derived from the rules above, so from_json need not read them
         "owner": owner_json(deciding_owner(expl)),
         "owners": [owner_json(o) for o in path_owners(expl) if o.specific],
-    } | _fate(expl)
+    } | _fate(expl) | _misses(expl)
+
+
+def _misses(expl: Explanation) -> JSONObject:
+    """explain --explain-miss only: each rule of the chain checked against the packet's logged fields."""
+    if expl.misses is None:
+        return {}
+    return {"explain_miss": [{"table": m.table, "chain": m.chain, "num": m.num, "rule": _text(m.rule),
+                              "result": m.result, "reason": m.reason} for m in expl.misses]}
 
 
 def owner_json(o: Owner | None) -> JSONObject | None:

@@ -115,9 +115,10 @@ def scan_recording(chain: CChain, p: Pkt, c: Ctx, pos: int, notes: dict[int, str
             return i
         have = describe_value(p, bad.field)
         r = rules[i].rule
+        to_chain = rules[i].target.flow in (CALL, TAIL)
         # no value to show (a field describe_value does not know): just the condition
         notes.setdefault(i, failed(bad.text, bad.field if have else "", None if have == "(none)" else have,
-                                   r.target, r.goto))
+                                   r.target, to_chain, r.goto))
     return -1
 
 
