@@ -52,6 +52,14 @@ FIELD_NAMES = frozenset(
 )
 
 ADDRESS_FIELDS = ("SRC", "DST", "IPSRC", "IPDST", "GATEWAY")
+# what each field a rule can test is, in words ("the packet's source is …"): near misses and --explain-miss
+FIELD_WORDS: dict[str, str] = {
+    "SRC": "source", "DST": "destination", "SPT": "source port", "DPT": "destination port", "PROTO": "protocol",
+    "IN": "input interface", "OUT": "output interface", "PHYSIN": "bridge input port", "PHYSOUT": "bridge output port",
+    "MARK": "mark", "TCPFLAGS": "TCP flags", "TYPE": "ICMP type", "UID": "socket owner", "GID": "socket group",
+    "FRAG": "fragment", "CTMARK": "connection mark", "CTSTATE": "conntrack state", "TTL": "TTL",
+    "HOPLIMIT": "hop limit", "LEN": "length", "PORTS": "ports",
+}
 
 
 @lru_cache(maxsize=4096)

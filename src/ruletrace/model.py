@@ -443,6 +443,19 @@ class Change:
 
 
 @dataclass(slots=True)
+class MissLine:
+    """One rule of the ``--explain-miss`` chain, checked against a traced packet's logged fields
+    (analyze/explain_miss.py): ``result`` matched / failed / unknown / not reached."""
+
+    table: str
+    chain: str
+    num: int
+    rule: Rule | None  # None: a line about the chain itself (not in the ruleset of this family)
+    result: str
+    reason: str
+
+
+@dataclass(slots=True)
 class CauseLink:
     """One link of a cause chain: why the deciding rule matched."""
 
@@ -517,6 +530,8 @@ class Explanation:
     # equal for two explanations one Explainer made from one plan, so with equal steps apart from
     # their events (set by explain.Explainer; None otherwise): the report groups paths by it
     path_key: Any = field(default=None, compare=False, repr=False)
+    # ``explain --explain-miss CHAIN``: each rule of CHAIN and why it did (not) match; None without it
+    misses: list[MissLine] | None = None
 
     @property
     def first(self) -> dict[str, str]:

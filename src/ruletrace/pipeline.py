@@ -141,8 +141,10 @@ class Run:
         ifmap: dict[int, str] | None = None,
         progress: Callable[[int], None] | None = None,
         on_source: Callable[[SourceInfo], None] | None = None,
+        explain_miss: tuple[str, str] | None = None,
     ) -> None:
         self._rulesets = rulesets  # or a loader, called once when first needed
+        self.explain_miss = explain_miss  # (table, chain) of --explain-miss (analyze/explain_miss.chain_key)
         self.on_source = on_source  # told of each input as its format is known, before its packets
         self.inputs = inputs
         self.fmt = fmt
@@ -252,12 +254,15 @@ class Run:
                 if e is not None and self.filter.wants(e):
                     yield e
         else:
-            from .analyze import near_miss
+            from .analyze import explain_miss, near_miss
 
             view = self._explainer(None).view
+            miss = self.explain_miss
             for e in with_replies(self._explained()):
                 if self.filter.wants(e):
                     near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
+                    if miss is not None:
+                        explain_miss.annotate(e, view, miss)
                     yield e
         self._finish()
 

@@ -46,7 +46,7 @@ def test_json_has_simulation_and_misses(run, tmp_path) -> None:
     doc = json.loads(r.output)
     sim = doc["packets"][0]["simulation"]
     assert sim["fate"] == "delivered"
-    assert sim["explain_miss"][0]["reason"] == "needs --dport 52000; packet has DPT=80"
+    assert sim["explain_miss"][0]["reason"] .endswith("but `--dport 52000` did not match: the packet's destination port is 80")
     assert any("assumed DST 172.28.129.4 is local" in a for a in sim["assumptions"])
     assert [s["chain"] for s in sim["steps"]][:2] == ["PREROUTING", "KUBE-SERVICES"]
 

@@ -237,7 +237,7 @@ def test_conntrack_off_without_ct_rules() -> None:
 
 def test_explain_miss_names_the_first_failing_condition() -> None:
     r = simulate(rs_of(SEED003), syn(80), node_facts(), explain_miss="nat:KUBE-NODEPORTS")
-    assert [(m.rule.num, m.reason) for m in r.misses] == [(1, "needs --dport 52000; packet has DPT=80")]
+    assert [(m.rule.num, m.reason) for m in r.misses] == [(1, "would have jumped to KUBE-MARK-DROP but `--dport 52000` did not match: the packet's destination port is 80")]
 
 
 def test_output_path_owner_and_loopback() -> None:

@@ -24,6 +24,7 @@ from contextlib import suppress
 from typing import Any
 
 from ..explain.owners import NOT_ON_PATH
+from ..fields import FIELD_WORDS
 from ..model import CauseLink, Chain, Change, Explanation, Fate, Rule, RulesetView, StepKind
 from .rule_check import OptionCheck, check_nft_rule, check_rule, fields_read, nft_rule_options, rule_options
 
@@ -31,13 +32,6 @@ NEAR_MISS, INPUT_RULE = "near miss", "INPUT rule"  # the cause-link roles this m
 assert {NEAR_MISS, INPUT_RULE} == NOT_ON_PATH  # owners skip them: the packet did not match these rules
 MAX_NEAR = 2  # near misses named per packet
 MAX_INPUT = 1  # INPUT rules named for a forwarded packet
-# what each logged field is, in words
-_FIELD_WORDS = {
-    "SRC": "source", "DST": "destination", "SPT": "source port", "DPT": "destination port", "PROTO": "protocol",
-    "IN": "input interface", "OUT": "output interface", "PHYSIN": "bridge input port", "PHYSOUT": "bridge output port",
-    "MARK": "mark", "TCPFLAGS": "TCP flags", "TYPE": "ICMP type", "UID": "socket owner", "GID": "socket group",
-    "FRAG": "fragment",
-}
 # the fields that differ between a packet for this host and one routed through it
 _ROUTING_FIELDS = frozenset({"DST", "IN", "OUT"})
 
@@ -242,7 +236,7 @@ def _change_place(c: Change) -> str | None:
 
 
 def _miss(c: OptionCheck) -> str:
-    what = _FIELD_WORDS.get(c.field or "", c.field or "value")
+    what = FIELD_WORDS.get(c.field or "", c.field or "value")
     have = c.left if c.left is not None else "not logged"
     if c.field in ("SRC", "DST") and ":" in have:  # the log's full IPv6 form, printed compressed
         with suppress(ValueError):

@@ -31,9 +31,12 @@ from .status import ExitStatus
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--ifmap", metavar="FILE", help="Interface index -> name map for NFLOG (`ip -j link` output).")
 @hostfiles.options
+@click.option("--explain-miss", metavar="[TABLE:]CHAIN",
+              help="For each packet, every rule of CHAIN checked against its logged fields: the condition "
+                   "that failed, or unknown where the log cannot show it.")
 @options.width
 def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_json, as_jsonl, no_color,
-            verbose, ifmap, addrs, routes, ip_rules, sysctl_file, width) -> int:
+            verbose, ifmap, addrs, routes, ip_rules, sysctl_file, explain_miss, width) -> int:
     """Explain traced packets: the path rule by rule, where each ended, and why.
 
     TRACE_FILE is a kernel log (journalctl -k, dmesg, /var/log/kern.log, …), an NFLOG pcap, ulogd2
@@ -47,16 +50,25 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
         raise click.UsageError("give a trace file (or - for stdin), or --example NAME")
     if as_jsonl and (as_json or summary):
         raise click.UsageError("--jsonl writes every packet, one a line: it does not go with --json or --summary")
+    if explain_miss and summary:
+        raise click.UsageError("--explain-miss shows each packet: it does not go with --summary")
     out, err = make_consoles(no_color=no_color, width=width)
     pfilter = PacketFilter.parse(match, fates, packet_ids)
     # loaded when first needed: a parallel summary starts reading the log meanwhile
     rs = (lambda: load_rulesets(ruleset_paths)) if summary else load_rulesets(ruleset_paths)
+    miss_key = None
+    if explain_miss:
+        from ..analyze.explain_miss import chain_key
+        from ..model import RulesetView
+
+        assert not callable(rs)  # not with --summary
+        miss_key = chain_key(explain_miss, RulesetView(rs))
     ifmap_d = _load_ifmap(ifmap) if ifmap else None
     facts = hostfiles.route_facts(addrs, routes, ip_rules, sysctl_file)
     total = sum(_size(p) for p in inputs)
     with progress_for(err, total) as progress, _no_gc():
         run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, detail=not summary or as_json,
-                  ifmap=ifmap_d, progress=progress, on_source=lambda s: _say_read(err, s))
+                  ifmap=ifmap_d, progress=progress, on_source=lambda s: _say_read(err, s), explain_miss=miss_key)
         if as_jsonl:
             from ..render.json import write_jsonl
 

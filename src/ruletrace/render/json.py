@@ -20,6 +20,7 @@ from ..model import (
     Change,
     Explanation,
     Fate,
+    MissLine,
     Origin,
     Packet,
     Rule,
@@ -89,7 +90,15 @@ def to_json(expl: Explanation) -> JSONObject:
         # derived from the rules above, so from_json need not read them
         "owner": owner_json(deciding_owner(expl)),
         "owners": [owner_json(o) for o in path_owners(expl) if o.specific],
-    } | _fate(expl)
+    } | _fate(expl) | _misses(expl)
+
+
+def _misses(expl: Explanation) -> JSONObject:
+    """explain --explain-miss only: each rule of the chain checked against the packet's logged fields."""
+    if expl.misses is None:
+        return {}
+    return {"explain_miss": [{"table": m.table, "chain": m.chain, "num": m.num, "rule": _text(m.rule),
+                              "result": m.result, "reason": m.reason} for m in expl.misses]}
 
 
 def owner_json(o: Owner | None) -> JSONObject | None:
@@ -173,7 +182,16 @@ def from_json(obj: Any) -> Explanation:
         warnings=[_expect(w, str, "warnings") for w in _items(p, "warnings", "packet")],
         notes=[_expect(n, str, "notes") for n in _items(p, "notes", "packet")],
         last_seen=_get(p, "last_seen", str, "packet"),
+        misses=None if p.get("explain_miss") is None else [
+            _miss_of(m, f"explain_miss[{k}]") for k, m in enumerate(_items(p, "explain_miss", "packet"))],
     )
+
+
+def _miss_of(obj: Any, where: str) -> MissLine:
+    m = _expect(obj, dict, where)
+    table, chain, num = _get(m, "table", str, where) or "", _get(m, "chain", str, where) or "", _get(m, "num", int, where)
+    return MissLine(table, chain, num or 0, _rule(table, chain, num, _get(m, "rule", str, where)),
+                    _get(m, "result", str, where) or "", _get(m, "reason", str, where) or "")
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", (int, float): "a number"}

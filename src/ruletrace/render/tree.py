@@ -57,6 +57,10 @@ class _PacketView:
             for line in block.render_lines(console, width):
                 yield from line.render(console)
                 yield new_line
+        if self.expl.misses is not None:  # explain --explain-miss: a block after the packet
+            for line in _wrap(console, _misses(self.expl), width):
+                yield from line.render(console)
+                yield new_line
 
 
 # rich's tree guides (rich/tree.py): space, continue, fork, end; ASCII where the console is
@@ -376,6 +380,20 @@ def _footer(expl: Explanation) -> list[_Hanging]:
     if expl.notes:
         rows.append(("note", [safe(n, "note") for n in expl.notes]))
     return [_Hanging(Text(label.ljust(FOOTER_LABEL - GAP), "label"), lines) for label, lines in rows]
+
+
+def _misses(expl: Explanation) -> list[Text | _Hanging]:
+    """The --explain-miss block, in simulate's layout (cli/simulate.py): the rule, then why."""
+    ms = expl.misses or []
+    where = f"{ms[0].table}:{ms[0].chain}" if ms else "the chain"
+    out: list[Text | _Hanging] = [safe(f"rules of {where}, checked against the packet's logged fields", "bold")]
+    if not ms:
+        out.append(Text("  (the chain has no rules)"))
+    for m in ms:
+        if m.rule is not None:
+            out.append(Text.assemble((f"  {clean(m.table)}:{clean(m.chain)}:{m.num}  ", "dim"), safe(m.rule.spec)))
+        out.append(_Hanging(Text("     "), [safe(m.reason, "note" if m.result == "matched" else "")]))
+    return out
 
 
 def _change_at(c: Change, style: str) -> Text:

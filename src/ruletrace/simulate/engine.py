@@ -16,6 +16,7 @@ from ..errors import RuletraceError
 from ..model import Fate, KernelDrop, RouteDecision, Rule, Ruleset, TraceEvent, Verdict
 from .compiled import Compiled, compiled
 from .hostfacts import HostFacts, addr_text
+from .miss_words import MATCHED, NOT_REACHED, parse_chain
 from .nft_l2 import before_ip, l2_compiled
 from .nft_walk import NftCompiled, is_native, nft_compiled
 from .probe import PORT_PROTOS, Probe, flags_text
@@ -126,9 +127,7 @@ class _Run(WalkState):
         self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
         if explain_miss:
-            t, _, ch = explain_miss.partition(":")
-            if not ch:
-                t, ch = "filter", t
+            t, ch = parse_chain(explain_miss)
             if rs.chain(t, ch) is None:
                 raise RuletraceError(f"--explain-miss: no chain {ch} in table {t}", origin=rs.origin)
             self.miss_key = (t, ch)
@@ -398,9 +397,9 @@ class _Run(WalkState):
             return out
         for i, r in enumerate(chain.rules if chain else []):
             st = self.miss_state.get(i)
-            if st == "matched":
+            if st == MATCHED:
                 continue
-            out.append(Miss(r, st or "not reached: the packet left the chain before this rule"))
+            out.append(Miss(r, st or NOT_REACHED))
         return out
 
     def _fate(self, v: str) -> Fate:

@@ -14,6 +14,7 @@ from typing import Any
 from .compiled import nat_manip
 from .hostfacts import addr_text
 from .index import CChain, CRule
+from .miss_words import MATCHED, failed
 from .semantics import ACCEPT, CALL, MAX_JUMPS, NEXT, POLICY, POP, TAIL, loop_error, tail_kind
 from .state import Ctx, Pkt
 
@@ -110,10 +111,14 @@ def scan_recording(chain: CChain, p: Pkt, c: Ctx, pos: int, notes: dict[int, str
     for i in range(pos, len(rules)):
         bad = rules[i].first_failure(p, c)
         if bad is None:
-            notes[i] = "matched"
+            notes[i] = MATCHED
             return i
         have = describe_value(p, bad.field)
-        notes.setdefault(i, f"needs {bad.text}" + (f"; packet has {bad.field}={have}" if have else "; not met"))
+        r = rules[i].rule
+        to_chain = rules[i].target.flow in (CALL, TAIL)
+        # no value to show (a field describe_value does not know): just the condition
+        notes.setdefault(i, failed(bad.text, bad.field if have else "", None if have == "(none)" else have,
+                                   r.target, to_chain, r.goto))
     return -1
 
 
