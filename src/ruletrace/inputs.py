@@ -47,7 +47,24 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n:,} bytes"
 
 
-class _Bounded(io.RawIOBase):
+class Wrapper(io.RawIOBase):
+    """A readable raw stream over another stream (``inner``), which closing it closes too."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            super().close()
+
+
+class _Bounded(Wrapper):
     """A raw stream that keeps what any input makes ruletrace hold within limits.
 
     ``max_line``: a line longer than that is cut to that length (the rest of it is dropped
@@ -59,8 +76,7 @@ class _Bounded(io.RawIOBase):
 
     def __init__(self, raw: Any, name: str, *, max_line: int | None, max_total: int | None,
                  what: str = "input") -> None:
-        super().__init__()
-        self._raw = raw
+        super().__init__(raw)
         self._name = name
         self._max_line = max_line
         self._max_total = max_total
@@ -71,13 +87,10 @@ class _Bounded(io.RawIOBase):
         self.first_cut = -1
         self._buf = bytearray()
 
-    def readable(self) -> bool:
-        return True
-
     @property
     def truncated(self) -> bool:
         """The compressed stream below ended before its end marker (see ``_Decompressed``)."""
-        return bool(getattr(self._raw, "truncated", False))
+        return bool(getattr(self._inner, "truncated", False))
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         want = len(b)
@@ -85,7 +98,7 @@ class _Bounded(io.RawIOBase):
             self._buf = bytearray(want)
         buf = self._buf
         while True:
-            n = self._raw.readinto(memoryview(buf)[:want]) or 0
+            n = self._inner.readinto(memoryview(buf)[:want]) or 0
             if not n:
                 return 0
             start = self.offset
@@ -122,12 +135,6 @@ class _Bounded(io.RawIOBase):
                 b[: len(out)] = out
                 return len(out)
 
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
-
 
 def limit_warnings(stream: Any, name: str) -> list[str]:
     """What the limits of a stream from ``open_input`` changed, one warning each (none usually)."""
@@ -149,16 +156,12 @@ def bounded_raw(raw: Any, name: str, *, max_line: int | None = None, max_total: 
     return _Bounded(raw, name, max_line=max_line, max_total=max_total, what=what)
 
 
-class _Prefixed(io.RawIOBase):
+class Prefixed(Wrapper):
     """A raw stream that returns ``head`` first, then the rest of ``raw`` (for unpeekable pipes)."""
 
-    def __init__(self, head: bytes, raw: BinaryIO) -> None:
-        super().__init__()
+    def __init__(self, head: bytes, raw: Any) -> None:
+        super().__init__(raw)
         self._head = memoryview(head)
-        self._raw = raw
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._head:
@@ -166,16 +169,10 @@ class _Prefixed(io.RawIOBase):
             b[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
-        data = self._raw.read(len(b))
+        data = self._inner.read(len(b))
         n = len(data)
         b[:n] = data
         return n
-
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
 
 _CHUNK = 64 * 1024  # compressed bytes fed at a time
@@ -190,7 +187,7 @@ def _new_decompressor(kind: str) -> Any:
     return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
 
 
-class _Decompressed(io.RawIOBase):
+class _Decompressed(Wrapper):
     """A decompressing raw stream (gzip, bzip2, xz; several concatenated members too).
 
     Corrupt data raises RuletraceError. A stream that ends before the end-of-stream marker (a log
@@ -199,7 +196,7 @@ class _Decompressed(io.RawIOBase):
     """
 
     def __init__(self, src: BinaryIO, name: str, kind: str) -> None:
-        super().__init__()
+        super().__init__(src)
         self._src = src
         self._name = name
         self._kind = kind
@@ -209,9 +206,6 @@ class _Decompressed(io.RawIOBase):
         self._flushed = False
         self._done = False
         self.truncated = False
-
-    def readable(self) -> bool:
-        return True
 
     def _fill(self) -> None:
         """Decompress at most _OUT_MAX bytes: what a small input may expand to never sits in memory."""
@@ -256,12 +250,6 @@ class _Decompressed(io.RawIOBase):
         self._out = out[n:]
         return n
 
-    def close(self) -> None:
-        try:
-            self._src.close()
-        finally:
-            super().close()
-
 
 def compression(head: bytes) -> str | None:
     """The compression a stream's first bytes show (gzip, xz, bzip2), None for none."""
@@ -288,7 +276,7 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
             head = _read_head(raw)
         except OSError as e:
             raise RuletraceError(f"cannot read standard input: {e.strerror or e}", origin=origin) from e
-        prefixed: Any = _Prefixed(head, raw)
+        prefixed: Any = Prefixed(head, raw)
     else:
         try:
             st = os.stat(path)
@@ -316,7 +304,7 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
             except OSError as e:
                 fh.close()
                 raise RuletraceError(f"cannot read: {e.strerror or e}", origin=origin) from e
-            prefixed = _Prefixed(head, fh)
+            prefixed = Prefixed(head, fh)
     base = io.BufferedReader(prefixed, BUFFER_SIZE)
     try:
         magic = base.peek(16)[:16]
@@ -365,7 +353,7 @@ def _open_limited(path: str, what: str) -> io.BufferedReader:
     mt = limit(MAX_INPUT_ENV, DEFAULT_MAX_INPUT)
     try:
         if path == "-":
-            src: Any = _Prefixed(b"", sys.stdin.buffer)
+            src: Any = Prefixed(b"", sys.stdin.buffer)
             src.close = lambda: None  # stdin stays open
         else:
             src = open(path, "rb", buffering=0)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import RuletraceError
+from ..inputs import Prefixed
 from ..model import Origin, TraceEvent
 from ..pcap import looks_like_capture
 
@@ -86,33 +87,7 @@ def _peek(stream: Any, n: int = 8192) -> tuple[bytes, Any]:
         if len(head) >= min(n, 64) or head == b"":
             return head, stream
     head = stream.read(n)
-    return head, io.BufferedReader(_Chain(head, stream))  # a full binary stream (TextIOWrapper)
-
-
-class _Chain(io.RawIOBase):
-    """A raw stream that first returns ``head`` again, then the rest of ``stream``."""
-
-    def __init__(self, head: bytes, stream: Any) -> None:
-        super().__init__()
-        self._head, self._stream = head, stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self._head:
-            n = min(len(b), len(self._head))
-            b[:n], self._head = self._head[:n], self._head[n:]
-            return n
-        data = self._stream.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            super().close()
+    return head, io.BufferedReader(Prefixed(head, stream))  # a full binary stream (TextIOWrapper)
 
 
 def read_any(
