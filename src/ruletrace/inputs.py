@@ -262,6 +262,17 @@ def compression(head: bytes) -> str | None:
     return None
 
 
+def _open_error(e: OSError) -> str:
+    """What went wrong opening a file, in a few words."""
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory, not a file"
+    return f"cannot open: {e.strerror or e}"
+
+
 def open_input(path: str) -> tuple[BinaryIO, str]:
     """Open ``path`` ("-" = stdin) for binary line reading; return the stream and its display name.
 
@@ -280,22 +291,11 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
     else:
         try:
             st = os.stat(path)
-        except FileNotFoundError as e:
-            raise RuletraceError("no such file", origin=origin) from e
-        except PermissionError as e:
-            raise RuletraceError("permission denied", origin=origin) from e
-        except OSError as e:
-            raise RuletraceError(f"cannot open: {e.strerror or e}", origin=origin) from e
-        if stat.S_ISDIR(st.st_mode):
-            raise RuletraceError("is a directory, not a file", origin=origin)
-        try:
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
             fh = open(path, "rb", buffering=0)
-        except PermissionError as e:
-            raise RuletraceError("permission denied", origin=origin) from e
-        except IsADirectoryError as e:
-            raise RuletraceError("is a directory, not a file", origin=origin) from e
         except OSError as e:
-            raise RuletraceError(f"cannot open: {e.strerror or e}", origin=origin) from e
+            raise RuletraceError(_open_error(e), origin=origin) from e
         if stat.S_ISREG(st.st_mode):
             prefixed = fh
         else:  # FIFO, character device, process substitution: make the head peekable

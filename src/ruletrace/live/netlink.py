@@ -87,24 +87,23 @@ def parse_attrs(buf: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
     return out
 
 
+_BE16, _BE32, _BE32S, _BE64 = (struct.Struct(f) for f in ("!H", "!I", "!i", "!Q"))
+
+
 def be16(v: bytes) -> int:
-    x: int = struct.unpack("!H", v[:2])[0]
-    return x
+    return int(_BE16.unpack_from(v)[0])
 
 
 def be32(v: bytes) -> int:
-    x: int = struct.unpack("!I", v[:4])[0]
-    return x
+    return int(_BE32.unpack_from(v)[0])
 
 
 def be32s(v: bytes) -> int:
-    x: int = struct.unpack("!i", v[:4])[0]
-    return x
+    return int(_BE32S.unpack_from(v)[0])
 
 
 def be64(v: bytes) -> int:
-    x: int = struct.unpack("!Q", v[:8])[0]
-    return x
+    return int(_BE64.unpack_from(v)[0])
 
 
 def cstr(v: bytes) -> str:

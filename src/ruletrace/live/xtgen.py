@@ -96,6 +96,11 @@ class Fingerprint:
 
     def quick(self) -> tuple[Any, ...] | None:
         """The tables' sizes and entry counts (IPT_SO_GET_INFO): cheap, misses same-size replacements."""
+        infos = self._infos()
+        return None if infos is None else tuple((fam, name, info[32:]) for fam, _s, _l, name, info in infos)
+
+    def _infos(self) -> list[tuple[str, socket.socket, int, str, bytes]] | None:
+        """(family, socket, level, table, IPT_SO_GET_INFO reply) of every table; None when one fails."""
         out = []
         for fam in self.families:
             s = self._sock(fam)
@@ -106,8 +111,8 @@ class Fingerprint:
                 info = self._info(s, level, name)
                 if info is None:
                     return None
-                out.append((fam, name, info[32:]))
-        return tuple(out)
+                out.append((fam, s, level, name, info))
+        return out
 
     @staticmethod
     def _info(s: socket.socket, level: int, name: str) -> bytes | None:
@@ -117,21 +122,16 @@ class Fingerprint:
 
     def read(self) -> str | None:
         h = hashlib.blake2b(digest_size=16)
-        for fam in self.families:
-            s = self._sock(fam)
-            if s is None:
-                return None
-            level = SOL_IP if fam == "ipv4" else SOL_IPV6
-            for name in tables(fam):
-                raw = self._info(s, level, name)
-                if raw is None:
-                    return None
-                size = GETINFO.unpack(raw)[-1]
-                buf = ctypes.create_string_buffer(ENTRIES_HDR + size)
-                struct.pack_into("=32sI", buf, 0, name.encode()[:TABLE_MAXNAMELEN - 1], size)
-                if not _get(s.fileno(), level, SO_GET_ENTRIES, buf):
-                    return None  # e.g. EAGAIN: the table was replaced between the two calls
-                h.update(f"{fam}:{name}:".encode())
-                h.update(raw[32:])  # hooks, underflows, entry count, size
-                h.update(mask_counters(bytearray(buf.raw[ENTRIES_HDR:]), fam))
+        infos = self._infos()
+        if infos is None:
+            return None
+        for fam, s, level, name, raw in infos:
+            size = GETINFO.unpack(raw)[-1]
+            buf = ctypes.create_string_buffer(ENTRIES_HDR + size)
+            struct.pack_into("=32sI", buf, 0, name.encode()[:TABLE_MAXNAMELEN - 1], size)
+            if not _get(s.fileno(), level, SO_GET_ENTRIES, buf):
+                return None  # e.g. EAGAIN: the table was replaced between the two calls
+            h.update(f"{fam}:{name}:".encode())
+            h.update(raw[32:])  # hooks, underflows, entry count, size
+            h.update(mask_counters(bytearray(buf.raw[ENTRIES_HDR:]), fam))
         return h.hexdigest()

@@ -287,12 +287,8 @@ class _Run(WalkState):
         if not self.facts.ip_forward:
             c.note("IP forwarding is off: the kernel drops the packet before FORWARD")
             return Fate.DROPPED
-        oif = self._route_out(p, c)
-        if oif is None:
-            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: the kernel drops the packet "
-                   "before FORWARD (ICMP unreachable)")
+        if not self._routed(p, c, "the kernel drops the packet before FORWARD (ICMP unreachable)"):
             return Fate.DROPPED
-        p.oif = oif
         # ip_forward() / ip6_forward() decrement TTL / hop limit before the FORWARD hook
         if p.ttl <= 1:
             c.note("TTL would expire on forwarding: the kernel drops the packet (ICMP time exceeded)")
@@ -307,12 +303,8 @@ class _Run(WalkState):
 
     def _output(self, p: Pkt, c: Ctx) -> Fate:
         p.iif = None
-        oif = self._route_out(p, c)
-        if oif is None:
-            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: the socket gets "
-                   "'network unreachable', no packet is sent")
+        if not self._routed(p, c, "the socket gets 'network unreachable', no packet is sent"):
             return Fate.DROPPED
-        p.oif = oif
         p.snap = None
         hook = self._hook()
         v = hook("OUTPUT")(p, c, self)
@@ -337,6 +329,16 @@ class _Run(WalkState):
             return self._fate(v)
         v = hook("INPUT")(p, c, self)
         return self._fate(v) if v != ACCEPT else Fate.DELIVERED
+
+    def _routed(self, p: Pkt, c: Ctx, unroutable: str) -> bool:
+        """Route the packet out (``p.oif``); False, and a note ending in ``unroutable``, when no
+        route fits."""
+        oif = self._route_out(p, c)
+        if oif is None:
+            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: {unroutable}")
+            return False
+        p.oif = oif
+        return True
 
     def _route_out(self, p: Pkt, c: Ctx) -> str | None:
         """The output interface: -o, else the routes (and connected prefixes); None: no route."""
