@@ -47,24 +47,22 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n:,} bytes"
 
 
-class Wrapper(io.RawIOBase):
-    """A readable raw stream over another stream (``inner``), which closing it closes too."""
+class _Layer(io.RawIOBase):
+    """A raw stream read from another (``_raw``), which it closes with itself."""
 
-    def __init__(self, inner: Any) -> None:
-        super().__init__()
-        self._inner = inner
+    _raw: Any
 
     def readable(self) -> bool:
         return True
 
     def close(self) -> None:
         try:
-            self._inner.close()
+            self._raw.close()
         finally:
             super().close()
 
 
-class _Bounded(Wrapper):
+class _Bounded(_Layer):
     """A raw stream that keeps what any input makes ruletrace hold within limits.
 
     ``max_line``: a line longer than that is cut to that length (the rest of it is dropped
@@ -76,7 +74,8 @@ class _Bounded(Wrapper):
 
     def __init__(self, raw: Any, name: str, *, max_line: int | None, max_total: int | None,
                  what: str = "input") -> None:
-        super().__init__(raw)
+        super().__init__()
+        self._raw = raw
         self._name = name
         self._max_line = max_line
         self._max_total = max_total
@@ -90,15 +89,15 @@ class _Bounded(Wrapper):
     @property
     def truncated(self) -> bool:
         """The compressed stream below ended before its end marker (see ``_Decompressed``)."""
-        return bool(getattr(self._inner, "truncated", False))
+        return bool(getattr(self._raw, "truncated", False))
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         want = len(b)
         if len(self._buf) < want:
             self._buf = bytearray(want)
         buf = self._buf
         while True:
-            n = self._inner.readinto(memoryview(buf)[:want]) or 0
+            n = self._raw.readinto(memoryview(buf)[:want]) or 0
             if not n:
                 return 0
             start = self.offset
@@ -136,6 +135,7 @@ class _Bounded(Wrapper):
                 return len(out)
 
 
+
 def limit_warnings(stream: Any, name: str) -> list[str]:
     """What the limits of a stream from ``open_input`` changed, one warning each (none usually)."""
     raw = getattr(stream, "raw", None)
@@ -156,23 +156,25 @@ def bounded_raw(raw: Any, name: str, *, max_line: int | None = None, max_total: 
     return _Bounded(raw, name, max_line=max_line, max_total=max_total, what=what)
 
 
-class Prefixed(Wrapper):
+class Prefixed(_Layer):
     """A raw stream that returns ``head`` first, then the rest of ``raw`` (for unpeekable pipes)."""
 
-    def __init__(self, head: bytes, raw: Any) -> None:
-        super().__init__(raw)
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        super().__init__()
         self._head = memoryview(head)
+        self._raw = raw
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         if self._head:
             n = min(len(b), len(self._head))
             b[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
-        data = self._inner.read(len(b))
+        data = self._raw.read(len(b))
         n = len(data)
         b[:n] = data
         return n
+
 
 
 _CHUNK = 64 * 1024  # compressed bytes fed at a time
@@ -187,7 +189,7 @@ def _new_decompressor(kind: str) -> Any:
     return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
 
 
-class _Decompressed(Wrapper):
+class _Decompressed(_Layer):
     """A decompressing raw stream (gzip, bzip2, xz; several concatenated members too).
 
     Corrupt data raises RuletraceError. A stream that ends before the end-of-stream marker (a log
@@ -196,8 +198,8 @@ class _Decompressed(Wrapper):
     """
 
     def __init__(self, src: BinaryIO, name: str, kind: str) -> None:
-        super().__init__(src)
-        self._src = src
+        super().__init__()
+        self._raw = src
         self._name = name
         self._kind = kind
         self._dec = _new_decompressor(kind)
@@ -212,7 +214,7 @@ class _Decompressed(Wrapper):
         while not self._out and not self._done:
             dec = self._dec
             if dec.eof:
-                data = dec.unused_data or self._src.read(_CHUNK)
+                data = dec.unused_data or self._raw.read(_CHUNK)
                 if not data.strip(b"\0"):  # the end (NUL padding after the last member is allowed)
                     self._done = True
                     return
@@ -222,7 +224,7 @@ class _Decompressed(Wrapper):
             elif self._kind != "gzip" and not dec.needs_input:  # bz2/lzma hold undelivered output
                 data = b""
             else:
-                data = self._src.read(_CHUNK)
+                data = self._raw.read(_CHUNK)
                 if not data:
                     if self._kind == "gzip" and not self._flushed:  # output zlib still holds
                         self._flushed = True
@@ -242,13 +244,25 @@ class _Decompressed(Wrapper):
                 if self._out:
                     self._flushed = False
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]  # RawIOBase types b as Buffer
         self._fill()
         out = self._out
         n = min(len(b), len(out))
         b[:n] = out[:n]
         self._out = out[n:]
         return n
+
+
+
+def _cannot_open(e: OSError, origin: Origin) -> RuletraceError:
+    """The one line that says why a file could not be opened."""
+    if isinstance(e, FileNotFoundError):
+        return RuletraceError("no such file", origin=origin)
+    if isinstance(e, PermissionError):
+        return RuletraceError("permission denied", origin=origin)
+    if isinstance(e, IsADirectoryError):
+        return RuletraceError("is a directory, not a file", origin=origin)
+    return RuletraceError(f"cannot open: {e.strerror or e}", origin=origin)
 
 
 def compression(head: bytes) -> str | None:
@@ -260,17 +274,6 @@ def compression(head: bytes) -> str | None:
     if _BZIP2_RE.match(head):
         return "bzip2"
     return None
-
-
-def _open_error(e: OSError) -> str:
-    """What went wrong opening a file, in a few words."""
-    if isinstance(e, FileNotFoundError):
-        return "no such file"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if isinstance(e, IsADirectoryError):
-        return "is a directory, not a file"
-    return f"cannot open: {e.strerror or e}"
 
 
 def open_input(path: str) -> tuple[BinaryIO, str]:
@@ -291,11 +294,14 @@ def open_input(path: str) -> tuple[BinaryIO, str]:
     else:
         try:
             st = os.stat(path)
-            if stat.S_ISDIR(st.st_mode):
-                raise IsADirectoryError
+        except OSError as e:
+            raise _cannot_open(e, origin) from e
+        if stat.S_ISDIR(st.st_mode):
+            raise RuletraceError("is a directory, not a file", origin=origin)
+        try:
             fh = open(path, "rb", buffering=0)
         except OSError as e:
-            raise RuletraceError(_open_error(e), origin=origin) from e
+            raise _cannot_open(e, origin) from e
         if stat.S_ISREG(st.st_mode):
             prefixed = fh
         else:  # FIFO, character device, process substitution: make the head peekable

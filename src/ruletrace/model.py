@@ -513,6 +513,9 @@ class Explanation:
     drops: list[KernelDrop] = field(default_factory=list)  # kernel drop reasons (live: skb:kfree_skb)
     routing: list[RouteDecision] = field(default_factory=list)
     conntrack: list[ConntrackEntry] = field(default_factory=list)
+    # equal for two explanations one Explainer made from one plan, so with equal steps apart from
+    # their events (set by explain.Explainer; None otherwise): the report groups paths by it
+    path_key: Any = field(default=None, compare=False, repr=False)
 
     @property
     def first(self) -> dict[str, str]:

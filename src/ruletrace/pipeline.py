@@ -72,9 +72,9 @@ class PacketFilter:
 
     @classmethod
     def known_fields(cls) -> list[str]:
-        """The field words ``--match`` takes: the short names, then every other kernel-log name."""
+        """The field words ``--match`` takes: the short names, ``owner``, then every other kernel-log name."""
         aliased = set(cls.ALIASES.values())
-        return list(cls.ALIASES) + sorted(f.lower() for f in FIELD_NAMES if f not in aliased)
+        return [*cls.ALIASES, "owner"] + sorted(f.lower() for f in FIELD_NAMES if f not in aliased)
 
     def wants_packet(self, p: Packet) -> bool:
         if self.ids and p.id not in self.ids:
@@ -252,8 +252,12 @@ class Run:
                 if e is not None and self.filter.wants(e):
                     yield e
         else:
+            from .analyze import near_miss
+
+            view = self._explainer(None).view
             for e in with_replies(self._explained()):
                 if self.filter.wants(e):
+                    near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
                     yield e
         self._finish()
 

@@ -110,7 +110,7 @@ ERRORS = {"unreachable": "No route to host", "prohibit": "Permission denied", "b
           None: "Network is unreachable"}
 
 
-def _family(r: dict) -> int:
+def _family(r: dict[str, Any]) -> int:
     for k in ("dst", "gateway", "prefsrc"):
         v = str(r.get(k) or "")
         if ":" in v:
@@ -127,7 +127,7 @@ def _net(dst: str, v: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network | No
         return None
 
 
-def table_lookup(routes: list[dict], table: str, dst: str) -> dict | None:
+def table_lookup(routes: list[dict[str, Any]], table: str, dst: str) -> dict[str, Any] | None:
     """Longest-prefix match for ``dst`` among the routes of one table (lowest metric on a tie)."""
     try:
         a = ipaddress.ip_address(dst)
@@ -146,7 +146,7 @@ def table_lookup(routes: list[dict], table: str, dst: str) -> dict | None:
     return best
 
 
-def resolve(point: str, rules: list[dict] | None, routes: list[dict], *, dst: str, src: str | None,
+def resolve(point: str, rules: list[dict[str, Any]] | None, routes: list[dict[str, Any]], *, dst: str, src: str | None,
             mark: int | None, iif: str | None) -> RouteDecision:
     """The kernel's fib lookup from the dumps: the first matching ``ip rule`` (by priority) whose
     table has a route for ``dst`` (a ``throw`` route or no route goes on to the next rule)."""
@@ -196,7 +196,7 @@ def forwarding(sysctls: dict[str, str], iif: str | None) -> str | None:
     return v if v is not None else sysctls.get("net.ipv4.ip_forward")
 
 
-def rp_check(rules: list[dict] | None, routes: list[dict], sysctls: dict[str, str], *, src: str, dst: str,
+def rp_check(rules: list[dict[str, Any]] | None, routes: list[dict[str, Any]], sysctls: dict[str, str], *, src: str, dst: str,
              iif: str, mark: int | None = None) -> str | None:
     """Why reverse-path filtering refuses a packet (fib_validate_source), None when it passes or is off.
 
@@ -236,8 +236,8 @@ def parse_sysctl(text: str, path: str) -> dict[str, str]:
 class RouteFacts:
     """The host's routing facts given to explain/simulate (or read live): the dumps, as iproute2 prints them."""
 
-    rules: list[dict] | None = None  # `ip -j rule` (None: the kernel's three default rules)
-    routes: list[dict] | None = None  # `ip -j route show table all`
+    rules: list[dict[str, Any]] | None = None  # `ip -j rule` (None: the kernel's three default rules)
+    routes: list[dict[str, Any]] | None = None  # `ip -j route show table all`
     sysctls: dict[str, str] = field(default_factory=dict)  # `sysctl -a`
     local: set[str] = field(default_factory=set)  # the host's addresses (`ip -j addr`, and local routes)
     where: dict[str, str] = field(default_factory=dict)  # "sysctls" / "routes" / "rules" / "addrs" -> file

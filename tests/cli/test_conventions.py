@@ -46,7 +46,7 @@ def test_unknown_match_field_is_an_error_naming_the_known_ones(capsys):
     assert code == ExitStatus.ERROR and out == ""
     line = err.strip()
     assert line.startswith("ruletrace: error: --match 'dprot=22': unknown field 'dprot'; known: dport, sport, src")
-    assert "hoplimit" in line and "tcpflags" in line and "\n" not in line
+    assert "hoplimit" in line and "tcpflags" in line and "owner" in line and "\n" not in line
 
 
 def test_every_known_field_is_accepted():
@@ -222,3 +222,10 @@ def test_report_header_names_files_not_local_paths(capsys, tmp_path):
     from ruletrace.cli.options import example_paths
 
     assert str(example_paths("k8s-nodeport")[1][0]).rsplit("/", 2)[0] not in html
+
+
+def test_diff_sentences_print_addresses_compressed():
+    from ruletrace.analyze.diff import shown
+
+    assert shown("fd00:0010:0000:0000:0000:0000:0000:0002") == "fd00:10::2"
+    assert shown("") == "(none)" and shown("eth0") == "eth0"

@@ -299,3 +299,24 @@ def test_summary_json_names_the_deciding_rules_owner():
     assert owners[("DOCKER", 1)]["name"] == "rtl1440d0"
     policy = next(d for d in s["deciding"] if d["chain"] == "INPUT" and d["policy"])
     assert policy["owner"] is None  # filter:INPUT is nobody's
+
+
+def test_cli_tree_summary_and_match_owner():
+    import subprocess
+    import sys
+
+    def run(*args: str) -> str:
+        p = subprocess.run([sys.executable, "-m", "ruletrace", "explain", "--no-color", "--width", "160", *args],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    tree = run("--example", "k8s-nodeport", "--match", "owner=ns/ingress-nginx")
+    assert tree.splitlines()[1] == "DROPPED by filter:KUBE-FIREWALL rule 1 [kubernetes ns/ingress-nginx:http]"
+    assert 'owner        kubernetes: "ns/ingress-nginx:http has no local endpoints", at nat:KUBE-XLB' in tree
+    summary = run("--example", "docker-portmap", "--summary")
+    header = next(line for line in summary.splitlines() if "action" in line and "where" in line)
+    assert header.split() == ["packets", "action", "where", "owner", "rule"]
+    assert any("filter:DOCKER rule 1" in line and "docker rtl1440d0" in line for line in summary.splitlines())
+    assert "1 packets" in run("--example", "k8s-nodeport", "--summary", "--match", "owner=ns/ingress-nginx")
+

@@ -1,5 +1,6 @@
-"""Native nftables layouts recorded afresh against this kernel and explained: same checks as the
-fixtures' (tests/nft/test_native_captures.py), so the fixtures cannot drift from what kernels do."""
+"""Native nftables layouts recorded afresh against this kernel, explained and simulated: same checks as
+the fixtures' (tests/nft/test_native_captures.py, test_native_simulate.py), so the fixtures cannot
+drift from what kernels do."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import pytest
 
 from tests.nft import native_record
 from tests.nft.test_native_captures import FORMS, check_capture
+from tests.nft.test_native_simulate import check_simulation
 
 pytestmark = pytest.mark.kernel
 
 
 @pytest.mark.parametrize("sc", list(native_record.SCENARIOS))
-def test_fresh_native_capture_is_explained_as_the_kernel_did(kernel_lab, tmp_path, sc):
+def test_fresh_native_capture_is_explained_and_simulated_as_the_kernel_did(kernel_lab, tmp_path, sc):
     d = tmp_path / sc
     native_record.record(sc, d)
     for files in FORMS.values():
         for trace in ("nft-monitor.txt", "nft-monitor-a.txt"):
             check_capture(d, [str(d / f) for f in files], str(d / trace))
+    check_simulation(d)

@@ -260,6 +260,61 @@ def test_live_one_line_view(lab, backend):
     assert snapshot() == before
 
 
+def test_live_one_line_view_on_a_terminal(lab):
+    """On a terminal (a pty of 80 columns, stdout and stderr both on it): each line fits in one
+    row, and a repeat rewrites its own row with the count instead of printing another."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    load_scenario("nft")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    p = subprocess.Popen([sys.executable, "-m", "ruletrace", "trace", "--netns", SERVER, "--backend", "nft",
+                          "-s", C_ADDR, "--direction", "in", "-4", "--count", "3", "--duration", "20",
+                          "--no-color", "--width", "200"],  # wider than the terminal: rows still fit it
+                         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                         env={**ENV, "COLUMNS": "80", "TERM": "xterm"})
+    os.close(slave)
+    seen = b""
+
+    def read_until(done, timeout: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            ready, _w, _x = select.select([master], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                return
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+    try:
+        read_until(lambda: b"tracing (" in seen, 20)
+        assert b"tracing (" in seen, seen.decode(errors="replace")
+        for _ in range(3):
+            send_syn()
+        read_until(lambda: False, 20)  # to the end of the output (the child closes the terminal)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+    text = seen.decode(errors="replace").replace("\r\n", "\n")
+    assert text.count("\x1b[1A\x1b[2K") == 2, text  # the second and third SYN rewrote the first's row
+    rows = [r.split("\x1b[2K")[-1] for r in text.split("\n")]
+    packet_rows = [r for r in rows if " DROPPED " in r]
+    assert [r.endswith("×2") for r in packet_rows] == [False, True, False] and packet_rows[2].endswith("×3"), rows
+    assert all(len(r) <= 80 for r in packet_rows), rows  # messages are never cut: the terminal folds them
+    assert re.search(rf"TCP {C_ADDR}(:\d+)? -> {S_ADDR}:{PORT}.* DROPPED +filter:WEB rule 1", packet_rows[0])
+
+
 def test_live_verbose_shows_trees_and_commands(lab):
     load_scenario("nft")
     t = Tracer("--backend", "nft", "-s", C_ADDR, "--direction", "in", "-4", "--count", "1",

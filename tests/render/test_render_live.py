@@ -82,7 +82,7 @@ def test_narrow_terminal_drops_columns_in_order():
     assert line.cause not in at80 and line.time not in at80
     assert re.search(" DROPPED +filter:KUBE-FIREWALL rule 1 +×3$", at80)
     assert "TCP 172.28.129.2 -> 172.28.129.4:52000" in at80  # fewer words, but the addresses whole
-    assert to_text(line, 3, 200).plain == full + "  ×3"
+    assert to_text(line, 3, 260).plain == full + "  ×3"  # wide enough for every column, the owner too
 
 
 def test_tree_for_the_first_packet_of_each_path_then_lines():
@@ -113,8 +113,28 @@ def test_json_line_has_time_session_schema_and_passes_the_schema():
     assert obj["time"] == "2026-05-28T20:26:40.250+00:00" and obj["session"] == "ab12cd34" and obj["schema"] == 1
     packet_schema = {"$defs": SCHEMA["$defs"], **SCHEMA["$defs"]["packet"]}
     jsonschema.validate(json.loads(rjson.dumps(obj)), packet_schema)
+    assert rjson.to_json(rjson.from_json(obj)) == rjson.to_json(expl)  # diff / report --from-json read it
 
 
 def test_decider_words():
     by = {decider_text(e) for e in explanations("ipv6")}
     assert {"filter:ICMP6 rule 3", "filter:OUTPUT policy ACCEPT", "filter:INPUT policy DROP"} <= by
+
+
+def test_a_repeat_whose_line_scrolled_away_is_reprinted_at_most_every_few_seconds():
+    from ruletrace.render.live import REPRINT_AFTER
+
+    now = [100.0]
+    buf = io.StringIO()
+    view = LiveView(Console(file=buf, width=200, color_system=None), clock=lambda: now[0], wall=lambda: NOW)
+    syn, ping = explanations("k8s-nodeport")[0], explanations("k8s-nodeport")[4]  # two paths
+    view.show(syn)
+    view.show(ping)
+    view.show(syn)  # its line is not the last one, and it was printed just now: counted only
+    assert buf.getvalue().count("\n") == 2
+    now[0] += REPRINT_AFTER
+    view.show(syn)  # a while later: printed again, with its count
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3 and lines[2].endswith("  ×3") and "DROPPED" in lines[2]
+    view.finish()  # every count was printed: nothing more
+    assert len(buf.getvalue().splitlines()) == 3

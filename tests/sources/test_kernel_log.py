@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
-from ruletrace.fields import PartialIdent, parse_fields
+from ruletrace.fields import PartialIdent
+from ruletrace.logtext import parse_fields
 from ruletrace.model import Origin, StepKind, TraceEvent
 from ruletrace.sources.kernel_log import looks_like, read_events
 from ruletrace.sources.stats import ReadStats
@@ -439,7 +440,7 @@ def test_live_kernel_capture(tmp_path: Path) -> None:
 
 
 def test_fast_field_parser_agrees_with_the_general_one() -> None:
-    from ruletrace.fields import _parse_regular, _parse_tokens
+    from ruletrace.logtext import _parse_regular, _parse_tokens
 
     fast = 0
     for path in sorted(FIXTURES.glob("*.log")) + [FIXTURES / "journal.json"]:

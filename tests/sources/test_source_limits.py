@@ -121,7 +121,7 @@ def test_journal_message_as_a_huge_integer_is_not_allocated() -> None:
 # --- 5. time ---------------------------------------------------------------------------
 
 ADVERSARIAL = {
-    # the pattern each one broke: fields._KV, kernel_log._KMSG_RE, nft_monitor rule tail,
+    # the pattern each one broke: logtext._KV, kernel_log_records._KMSG_RE, nft_monitor rule tail,
     # xtables_monitor._TRACE, detect._XT_TRACE, wireshark_csv._INFO_PORTS
     "kernel-log": [b"Jan  1 00:00:00 h kernel: TRACE: filter:INPUT:rule:1 IN=x PROTO=TCP " + b"A" * 300_000,
                    b"TRACE: " + b"1," * 150_000, b"1,1," * 75_000 + b" TRACE: filter:INPUT:rule:1 IN=x"],

@@ -321,7 +321,7 @@ def _field_checks(fa: Mapping[str, str], fb: Mapping[str, str]) -> list[OptionCh
         va, vb = fa.get(k), fb.get(k)
         if k == "MARK":
             va, vb = va or "0x0", vb or "0x0"
-        if va != vb:
+        if va != vb and (va is None or vb is None or show_address(va) != show_address(vb)):  # one address, two forms
             out.append(OptionCheck(k, k, va, vb, True, False))
     return out
 
@@ -334,7 +334,7 @@ def _check_text(c: OptionCheck, la: str, lb: str) -> str:
 
 def shown(v: str | None) -> str:
     """A field value for a sentence: ``(none)`` when absent or empty."""
-    return "(none)" if v is None or v == "" else v
+    return "(none)" if v is None or v == "" else show_address(v)
 
 
 # ---------------------------------------------------------------- one packet in a few words

@@ -116,32 +116,40 @@ class HitMap:
         places = list(places)
         rs = self.ruleset_index(family) if ruleset is None else ruleset
         self.packets += weight
-        matched: set[tuple[int, str, str, int]] = set()
-        deepest: dict[tuple[int, str, str], int] = {}
-        fell: set[tuple[int, str, str]] = set()
+        # dicts as ordered sets; keys without the ruleset index until they are counted
+        matched: dict[tuple[str, str, int], None] = {}
+        deepest: dict[tuple[str, str], int] = {}
+        fell: dict[tuple[str, str], None] = {}
+        get = deepest.get
         for table, chain, kind, num in places:
-            key = (rs, table, chain)
+            key = (table, chain)
             if num is None:
-                deepest.setdefault(key, 0)
+                if key not in deepest:
+                    deepest[key] = 0
                 continue
             if kind == "rule":
-                matched.add((rs, table, chain, num))
+                matched[(table, chain, num)] = None
             else:
-                fell.add(key)
-            if num > deepest.get(key, 0):
+                fell[key] = None
+            if num > get(key, 0):
                 deepest[key] = num
-        for k in matched:
-            self.hits[k] += weight
-        for fk in fell:
-            self.ends[fk] += weight
-        for key, n in deepest.items():
-            self.entered[key] += weight
-            c = self._deepest.get(key)
+        hits, ends, entered, deep = self.hits, self.ends, self.entered, self._deepest
+        for table, chain, num in matched:
+            hk = (rs, table, chain, num)
+            hits[hk] = hits.get(hk, 0) + weight
+        for table, chain in fell:
+            k = (rs, table, chain)
+            ends[k] = ends.get(k, 0) + weight
+        for (table, chain), n in deepest.items():
+            k = (rs, table, chain)
+            entered[k] = entered.get(k, 0) + weight
+            c = deep.get(k)
             if c is None:
-                c = self._deepest[key] = Counter()
-            c[n] += weight
+                c = deep[k] = Counter()
+            c[n] = c.get(n, 0) + weight
+        tables = self.tables
         for hook_table in set(hook_tables(places)):
-            self.tables[hook_table] += weight
+            tables[hook_table] = tables.get(hook_table, 0) + weight
         return rs
 
     def chain_counts(self) -> Iterator[ChainCounts]:

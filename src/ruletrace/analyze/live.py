@@ -5,8 +5,8 @@
 from a new one, and counts them. Both hold only strings and counts, never an explanation, so a
 long trace costs memory per distinct path, not per packet.
 
-Owners (issue 16 item 2) go in through ``decider_text``: the one function that words the
-deciding rule, for the line, the repeats and the exit summary alike.
+Owners (issue 16 item 2, explain/owners.py) go in through ``decider_text`` / ``decider_words``:
+the words of the deciding rule, for the line, the repeats and the exit summary alike.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..explain.owners import deciding_owner
 from ..fields import show_address
 from ..model import Explanation, Fate
-from .summary import Decider, Summary
+from .near_miss import INPUT_RULE, NEAR_MISS
+from .summary import Decider, Summary, decider_owner
 
 MAX_CAUSE = 48  # characters of a rule's own text used as the cause, then "…"
 MAX_PATHS = 10_000  # distinct paths remembered; past that, a new path is shown and not remembered
@@ -33,12 +35,13 @@ class LiveLine(NamedTuple):
     decider: str  # "filter:WEB rule 1", "filter:INPUT policy DROP", "trace ends at nat:POSTROUTING"
     cause: str  # "mark 0x8000 set by nat:KUBE-MARK-DROP rule 1", "DNAT to 172.17.0.2:80", "-p tcp -j DROP"
     short: str  # the packet in fewer words, for a narrow terminal: no source port, flags or type
+    owner: str = ""  # who made the deciding rule: "kubernetes ns/ingress-nginx:http" (owner_words)
 
 
 def line_of(expl: Explanation, now: float | None = None) -> LiveLine:
     """The one-line view's words for one packet."""
     return LiveLine(_clock(expl, now), packet_text(expl), iface_text(expl), str(expl.fate).upper(),
-                    decider_text(expl), cause_text(expl), packet_text(expl, short=True))
+                    decider_text(expl), cause_text(expl), packet_text(expl, short=True), owner_words(expl))
 
 
 def packet_time(expl: Explanation, now: float | None = None) -> float:
@@ -88,16 +91,27 @@ def decider_text(expl: Explanation) -> str:
     The one place to extend: an owner ("ns/svc:http") is appended here, so the line, the
     repeats and the exit summary all show it.
     """
-    return decider_words(Summary.entry(expl)[1])
+    return decider_words(Summary.entry(expl)[1], with_owner=False)  # the line has an owner column
 
 
-def decider_words(d: Decider) -> str:
+def owner_words(expl: Explanation) -> str:
+    """Who made the deciding rule, where the host's names give one that names an object
+    (explain/owners.py; from a cause link when the rule is plumbing): "kubernetes ns/svc:http"."""
+    o = deciding_owner(expl)
+    return f"{o.kind} {o.name}" if o is not None and o.specific else ""
+
+
+def decider_words(d: Decider, *, with_owner: bool = True) -> str:
+    """The deciding rule in words; ``with_owner``: its own owner in brackets where it names an object."""
     if d.action is None:
         return f"trace ends at {d.last_seen}" if d.last_seen else "no verdict"
     where = f"{d.table}:{d.chain}"
     if d.rule is not None or d.policy is None:
-        return f"{where} rule {'?' if d.num is None else d.num}"
-    return f"{where} policy {d.policy}"
+        words = f"{where} rule {'?' if d.num is None else d.num}"
+    else:
+        words = f"{where} policy {d.policy}"
+    o = decider_owner(d) if with_owner else None
+    return f"{words} [{o.kind} {o.name}]" if o is not None and o.specific else words
 
 
 def cause_text(expl: Explanation) -> str:
@@ -115,6 +129,11 @@ def cause_text(expl: Explanation) -> str:
         if c.what in ("DST", "SRC") and c.new:
             parts.append(f"{'DNAT' if c.what == 'DST' else 'SNAT'} to {c.new}")
             break
+    o = deciding_owner(expl)
+    if o is not None and o.specific and o.detail and o.evidence.startswith('comment "'):
+        # the host's own words ("ns/svc:http has no local endpoints"), less the name the owner column shows
+        said = o.evidence[len('comment "'):-1]
+        parts.insert(0, said[len(o.name):].lstrip() if said.startswith(o.name + " ") else said)
     v = expl.verdict
     if v is not None and not parts:
         if v.rule is not None:
@@ -122,6 +141,13 @@ def cause_text(expl: Explanation) -> str:
             parts.append(spec if len(spec) <= MAX_CAUSE else spec[: MAX_CAUSE - 1] + "…")
         else:
             parts.append("no rule matched")
+    for link in expl.cause:  # analyze/near_miss.py: the rule one condition away, or INPUT opened in vain
+        if link.role == NEAR_MISS:
+            parts.append(f"nearly {link.table}:{link.chain} rule {link.num}")
+            break
+        if link.role == INPUT_RULE:
+            parts.append(f"{link.table}:{link.chain} rule {link.num} does not apply: forwarded")
+            break
     if expl.warnings:
         parts.append(f"{len(expl.warnings)} warning(s)")
     return "; ".join(parts)

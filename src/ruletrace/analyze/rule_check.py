@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import RuletraceError
 from ..rulesets.iptables_save import tokenize
@@ -65,17 +66,29 @@ def rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, str]]:
     The target's options are left out. Options this module cannot check against the log are
     returned with name ``"?"`` and their module; a rule the parser rejects gives no options.
     """
+    return [(n, m, list(a), neg, w) for n, m, a, neg, w in _options_of(rule_text)]
+
+
+def fields_read(rule_text: str) -> tuple[str, ...]:
+    """The logged fields the rule's checkable options read (kernel-log names), for callers that
+    cache ``check_rule`` results on just those values."""
+    opts = _options_of(rule_text) if rule_text.startswith("-A ") else nft_rule_options(rule_text)
+    return tuple(sorted({_FIELD[name] for name, *_ in opts if name != "?"}))
+
+
+@lru_cache(maxsize=1 << 14)
+def _options_of(rule_text: str) -> tuple[tuple[str, str, tuple[str, ...], bool, str], ...]:
     try:
         tokens = tokenize(rule_text)
         if tokens[:1] in (["-A"], ["--append"], ["-I"], ["--insert"]):
             tokens = tokens[2:]
         parsed = split_rule(tokens, None)
     except RuletraceError:
-        return []
-    out: list[tuple[str, str, list[str], bool, str]] = []
+        return ()
+    out: list[tuple[str, str, tuple[str, ...], bool, str]] = []
     for neg, letter, val in parsed.ip:
-        args = [val] if letter != "f" else []
-        out.append((_IP_NAMES[letter], "", args, neg, _written(neg, f"-{letter}", args)))
+        ip_args: tuple[str, ...] = (val,) if letter != "f" else ()
+        out.append((_IP_NAMES[letter], "", ip_args, neg, _written(neg, f"-{letter}", ip_args)))
     for module, opts in parsed.modules:
         if module == "comment":
             continue
@@ -85,8 +98,8 @@ def rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, str]]:
                 name = "?"  # connmark's --mark is the connection's mark, which the log does not show
             elif name in ("dport", "sport") and module == "multiport":  # multiport's --dport takes lists too
                 name += "s"
-            out.append((name, module, list(args), neg, _written(neg, opt, args)))
-    return out
+            out.append((name, module, tuple(args), neg, _written(neg, opt, args)))
+    return tuple(out)
 
 
 def _written(neg: bool, opt: str, args: Sequence[str]) -> str:
@@ -174,3 +187,108 @@ def _addr(want: str, have: str) -> bool | None:
         return any(ip in ipaddress.ip_network(w, strict=False) for w in want.split(","))
     except ValueError:
         return None
+
+
+# --- native nft rule text: the same checks, from nft's match expressions ---------------------------
+# (selector words) -> (option name, module); "tcp dport" also matches the protocol, as nft's own
+# dependency does. What is not here (ct, fib, sets by name, meta nfproto, marks with masks …) is
+# returned as "?" with the expression as written: the log cannot settle it.
+_NFT_SELECTORS: dict[tuple[str, str], tuple[str, str]] = {
+    ("ip", "saddr"): ("src", ""), ("ip", "daddr"): ("dst", ""), ("ip6", "saddr"): ("src", ""),
+    ("ip6", "daddr"): ("dst", ""), ("meta", "l4proto"): ("proto", ""), ("ip", "protocol"): ("proto", ""),
+    ("ip6", "nexthdr"): ("proto", ""), ("meta", "mark"): ("mark", "mark"), ("icmp", "type"): ("icmptype", "icmp"),
+    ("icmpv6", "type"): ("icmptype", "icmp6"), ("th", "dport"): ("dport", ""), ("th", "sport"): ("sport", ""),
+}
+_NFT_L4 = frozenset({"tcp", "udp", "sctp", "udplite", "dccp"})
+_NFT_IFACE = {"iifname": "in", "oifname": "out"}
+_NFT_STATEMENTS = frozenset({"accept", "drop", "reject", "return", "jump", "goto", "queue", "continue", "counter",
+                             "log", "limit", "quota", "dnat", "snat", "masquerade", "redirect", "notrack", "comment",
+                             "meta", "ct", "mark", "tcp", "udp", "ip", "ip6", "th", "iifname", "oifname", "icmp",
+                             "icmpv6", "fib", "#", "xt", "numgen", "flow", "synproxy", "tproxy", "dup", "fwd", "set"})
+
+
+def nft_rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, str]]:
+    """The match expressions of an nft rule as ``rule_options`` gives iptables options."""
+    from ..simulate.nft_values import split_tokens  # the simulator's nft tokenizer
+
+    try:
+        toks = split_tokens(rule_text)
+    except (RuletraceError, ValueError):
+        return []
+    out: list[tuple[str, str, list[str], bool, str]] = []
+    i, n = 0, len(toks)
+    while i < n:
+        t = toks[i]
+        pair = (t, toks[i + 1]) if i + 1 < n else (t, "")
+        if t in ("counter", "log", "comment", "limit", "quota") or t in ("accept", "drop", "reject", "return",
+                                                                              "continue", "masquerade", "#"):
+            break  # statements and the verdict: no matches after them in what nft lists
+        if t in _NFT_IFACE or pair in _NFT_SELECTORS or (t in _NFT_L4 and pair[1] in ("dport", "sport")):
+            start = i
+            i += 1 if t in _NFT_IFACE else 2
+            values, neg, i = _nft_values(toks, i)
+            written = " ".join(toks[start:i]).replace(" , ", ", ")
+            if t in _NFT_IFACE:
+                name, module = _NFT_IFACE[t], ""
+                if values is not None:  # nft "eth*" is iptables "eth+"
+                    values = [v[:-1] + "+" if v.endswith("*") else v for v in values]
+            elif t in _NFT_L4:
+                out.append(("proto", "", [t], False, t))  # tcp dport … needs a TCP packet (nft's dependency)
+                name, module = pair[1], ""
+            else:
+                name, module = _NFT_SELECTORS[pair]
+            if name in ("dport", "sport") and values is not None:
+                values = [v.replace("-", ":") for v in values]  # nft's range 80-90 is iptables' 80:90
+            if values is None or (name in ("in", "out", "proto", "mark", "icmptype") and len(values) != 1):
+                out.append(("?", "nft", [], neg, written))
+            else:
+                out.append((name, module, [",".join(values)], neg, written))
+            continue
+        if t in ("ct", "fib", "meta", "ip", "ip6", "mark", "numgen") or t.startswith("@"):
+            start = i
+            i += 1
+            while i < n and toks[i] not in _NFT_STATEMENTS:
+                i += 1
+            out.append(("?", "nft", [], False, " ".join(toks[start:i]).replace(" , ", ", ")))
+            continue
+        i += 1
+    return out
+
+
+def _nft_values(toks: list[str], i: int) -> tuple[list[str] | None, bool, int]:
+    """The value(s) at ``toks[i]``: ``!= x``, ``{ a, b }``, ``a,b``; None for a named set or a mask."""
+    n = len(toks)
+    neg = False
+    if i < n and toks[i] in ("!=", "==", "eq", "ne"):
+        neg = toks[i] in ("!=", "ne")
+        i += 1
+    if i >= n:
+        return None, neg, i
+    if toks[i] == "{":
+        j = toks.index("}", i) if "}" in toks[i:] else n - 1
+        vals = [v.strip('"') for v in toks[i + 1 : j] if v != ","]
+        return (vals or None), neg, j + 1
+    if toks[i] in ("vmap", "map") and i + 1 < n and toks[i + 1] == "{":  # a dispatch: not one condition
+        return None, neg, (toks.index("}", i) + 1 if "}" in toks[i:] else n)
+    if toks[i].startswith("@") or toks[i] in ("&", "|", "^", "vmap", "map"):
+        return None, neg, i + 1
+    vals = [toks[i].strip('"')]
+    i += 1
+    while i + 1 < n and toks[i] == ",":
+        vals.append(toks[i + 1].strip('"'))
+        i += 2
+    return vals, neg, i
+
+
+def check_nft_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, str]) -> list[OptionCheck]:
+    """Each match expression of an nft rule checked against two packets' fields (as ``check_rule``)."""
+    checks: list[OptionCheck] = []
+    for name, module, args, neg, written in nft_rule_options(rule_text):
+        if name == "?":
+            checks.append(OptionCheck(written, None, None, None, None, None))
+            continue
+        f = _FIELD[name]
+        va, vb = left.get(f), right.get(f)
+        checks.append(OptionCheck(written, f, _shown(f, va), _shown(f, vb),
+                                  _apply(name, module, args, va, neg), _apply(name, module, args, vb, neg)))
+    return checks

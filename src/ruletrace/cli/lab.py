@@ -21,9 +21,12 @@ def lab() -> None:
 def list_() -> None:
     """List the scenarios."""
     from ..lab.scenarios import SCENARIOS
+    from ..lab.scenarios_nft import SCENARIOS as NATIVE
 
     for s in SCENARIOS.values():
         click.echo(f"{s.name:18} {s.title}")
+    for n in NATIVE.values():
+        click.echo(f"{n.name:18} nftables: {n.title}")
 
 
 @lab.command()
@@ -37,9 +40,20 @@ def record(scenario: str, directory: Path, backend: str, example: bool) -> None:
     """Record SCENARIO's ruleset, every capture format and the observed outcome into DIRECTORY."""
     from ..lab import record as rec
     from ..lab.scenarios import get
+    from ..lab.scenarios_nft import SCENARIOS as NATIVE
 
-    sc = get(scenario)
     signal.signal(signal.SIGTERM, _sigterm)
+    if scenario in NATIVE:
+        if example:
+            raise click.UsageError("--example is for the iptables scenarios only")
+        from ..lab.record_nft import record as record_native
+
+        out = record_native(NATIVE[scenario], directory)
+        for f in out["flows"]:
+            click.echo(f"{f['name']:14} {f['result']:12} {f['via']}")
+        click.echo(f"wrote {directory}")
+        return
+    sc = get(scenario)
     backends = ("legacy", "nft") if backend == "both" else (backend,)
     r = rec.record(sc, directory, backends, log=lambda s: click.echo(s, err=True))
     if example:

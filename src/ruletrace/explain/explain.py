@@ -387,6 +387,8 @@ class Explainer:
         self.summary_only = summary_only  # cached plans then keep no per-step detail
         self.misfit_packets = 0
         self._path_memo: dict[tuple[Any, ...], tuple[Any, bool]] = {}
+        self._token = object()  # this explainer in Explanation.path_key (held there: never reused)
+        self._sig: tuple[Any, ...] = ()  # the signature of the last path _plan looked up
 
     def _plan(self, events: list[TraceEvent]) -> _Plan:
         ids = self._step_ids
@@ -397,7 +399,7 @@ class Explainer:
             if n is None:
                 n = ids[t] = len(ids)
             sig_parts.append(n)
-        sig = tuple(sig_parts)
+        sig = self._sig = tuple(sig_parts)
         plan = self._cache.get(sig)
         if plan is None:
             plan = self._walker.plan(events, not self.summary_only)
@@ -415,7 +417,10 @@ class Explainer:
         plan = self._plan(packet.events)
         if plan.misfits:
             self.misfit_packets += 1
-        return self._explanation(packet, plan, detail)
+        expl = self._explanation(packet, plan, detail)
+        if detail:  # step ids are never renumbered: one signature, one sequence of steps
+            expl.path_key = (self._token, self._sig)
+        return expl
 
     def memo(self, packet: Packet, make: Callable[[Explanation], Any]) -> Any:
         """``make(explanation)`` computed once per distinct path (e.g. a summary entry)."""

@@ -116,7 +116,7 @@ def hook_passed(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Seq
     table, chain = events[j].table, events[j].chain
     ch = rs.chain(table, chain, events[j].family) if rs is not None else None
     if ch is not None and ch.hook:
-        later = _later_base_chains(rs, events[j], events)  # type: ignore[arg-type]
+        later = _later_base_chains(rs, events[j], events)  # type: ignore[arg-type]  # rs is set: ch came from it
         return not later, ", ".join(later) or None
     if chain in HOOK_TABLES:
         last = expected_last_table(rs, hook, events)

@@ -61,7 +61,7 @@ def routing_points(expl: Explanation) -> list[tuple[str, dict[str, str], int | N
         hooks.append(cur)
     first = hooks[0] or ("PREROUTING" if evs[0].fields.get("IN") else "OUTPUT")
     if first == "OUTPUT" or (first != "PREROUTING" and not evs[0].fields.get("IN")):
-        out = [("output", evs[0].fields, 0)]
+        out: list[tuple[str, dict[str, str], int | None]] = [("output", evs[0].fields, 0)]
         after = next((i for i, h in enumerate(hooks) if h not in (None, "OUTPUT")), None)
         f = evs[after].fields if after is not None else evs[-1].fields
         f0 = evs[0].fields

@@ -30,11 +30,14 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ..errors import RuletraceError
 from ..model import Explanation, Rule, StepKind
 from ..rulesets.iptables_save import find_target
 from ..rulesets.nft_model import rule_facts
 
 KINDS = ("kubernetes", "docker", "calico", "firewalld", "libvirt", "fw4", "openstack")
+# cause links that point at rules the packet did not match (analyze/near_miss.py): never its owners
+NOT_ON_PATH = frozenset({"near miss", "INPUT rule"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,10 @@ def _target(rule: Rule | None) -> str | None:
         return None
     if rule.target or not rule.text:
         return rule.target
-    return find_target(rule.text)[0] if rule.text.startswith("-A ") else rule_facts(rule.text)[0]
+    try:
+        return find_target(rule.text)[0] if rule.text.startswith("-A ") else rule_facts(rule.text)[0]
+    except RuletraceError:  # a damaged text (an unbalanced quote): no target to tell an owner by
+        return None
 
 
 def _arg(text: str, *flags: str) -> str | None:
@@ -369,6 +375,8 @@ def deciding_owner(expl: Explanation) -> Owner | None:
     if first is not None and first.specific:
         return first
     for link in expl.cause[1:]:  # mark setter, then callers innermost first, then rewrites
+        if link.role in NOT_ON_PATH:
+            continue
         got = owner_of(link.table, link.chain, link.rule)
         if got is not None and got.specific:
             return got

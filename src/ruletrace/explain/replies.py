@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..fields import parse_fields
+from ..logtext import parse_fields
 from ..model import HOOK_TABLES, Explanation, Fate, Packet, StepKind
 from .fate import ENDS_TABLE, ROUTING_NOTE
 
@@ -49,7 +49,7 @@ def request_keys(p: Packet) -> set[tuple[Any, ...]]:
     keys.discard(None)
     if evs[0].fields.get("PROTO") in _ECHO and evs[0].fields.get("TYPE") != _ECHO[evs[0].fields["PROTO"]][0]:
         return set()  # only echo requests get echo replies
-    return keys  # type: ignore[return-value]
+    return keys  # type: ignore[return-value]  # None discarded above
 
 
 def reply_keys(p: Packet) -> list[tuple[tuple[Any, ...], bool]]:

@@ -26,7 +26,7 @@ from ..correlate.group import (
     starts_new,
 )
 from ..fields import PartialIdent
-from ..sources import kernel_log
+from ..sources import kernel_log, kernel_log_records
 from ..sources.stats import ReadStats
 
 __all__ = ["PathReader", "read_paths"]
@@ -82,14 +82,14 @@ class PathReader:
         line (its events are dropped, as ``group_packets`` does); ``stats`` gets the skipped and
         LOG lines and the events read (not lines or bytes)."""
         st = stats
-        rd = kernel_log._Reader(self.name, st)
+        rd = kernel_log_records.LineReader(self.name, st)
         tag_of = rd.tag
         ident_of = kernel_log.ident_of
         identity_key = kernel_log.identity_key
         partials = self._partials
         mark = kernel_log.TRACE_MARK
-        cache_max = kernel_log._CACHE_MAX
-        seen_max = kernel_log._SEEN_MAX
+        cache_max = kernel_log_records.CACHE_MAX
+        seen_max = kernel_log_records.SEEN_MAX
         entries = self._entries
         seen = self._seen
         open_ = self.open

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from .netns import Lab, run
 from .scenarios_nft import NftScenario
@@ -24,7 +25,7 @@ LISTINGS = ((["nft", "list", "ruleset"], "ruleset.nft"), (["nft", "-a", "list", 
             (["nft", "-j", "list", "ruleset"], "ruleset.json"))
 
 
-def record(sc: NftScenario, out: Path, *, prefix: str | None = None) -> dict:
+def record(sc: NftScenario, out: Path, *, prefix: str | None = None) -> dict[str, Any]:
     """Build the topology, load the layout and the tracing table, send the flows, write the captures."""
     out.mkdir(parents=True, exist_ok=True)
     lab = Lab(prefix=prefix) if prefix else Lab()
@@ -61,9 +62,9 @@ def record(sc: NftScenario, out: Path, *, prefix: str | None = None) -> dict:
             lab.stop(p)
             f.close()
         seen = [json.loads(x) for log in logs.values() if log.exists() for x in log.read_text().splitlines()]
-        for fl in flows:
-            fl["arrived"] = any(a.get("ev") in ("accept", "recv") and a.get("peer_port") == fl["sport"]
-                                for a in seen) if fl["sport"] else False
+        for flow in flows:
+            flow["arrived"] = any(a.get("ev") in ("accept", "recv") and a.get("peer_port") == flow["sport"]
+                                  for a in seen) if flow["sport"] else False
         for argv, name in LISTINGS:
             (out / name).write_text(run(argv, ns=target.ns).stdout)
         (out / "addrs.json").write_text(run(["ip", "-j", "addr"], ns=target.ns).stdout)

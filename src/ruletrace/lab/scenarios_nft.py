@@ -43,6 +43,7 @@ class NftScenario:
     trace: str  # the tracing table (``nft -f`` text)
     flows: list[NftFlow]
     listen: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)  # role -> tcp, udp
+    title: str = ""
 
 
 def _layout(name: str) -> Callable[[], str]:
@@ -91,6 +92,7 @@ def _build_kube(lab: Lab) -> dict[str, Host]:
 
 
 KUBE = NftScenario(
+    title="kube-proxy nftables mode: service vmaps, numgen endpoints, dnat, masquerade, reject",
     name="kube-nft",
     description=(
         "A node with kube-proxy in nftables mode: service verdict maps on ip daddr . meta l4proto . "
@@ -138,6 +140,7 @@ def _build_hooks(lab: Lab) -> dict[str, Host]:
 
 
 HOOKS = NftScenario(
+    title="netdev ingress, a bridge-family table, ip/inet tables at three input priorities",
     name="hooks",
     description=(
         "A host whose address sits on a bridge: netdev ingress on the port, a bridge-family table "
@@ -181,6 +184,7 @@ def _build_maps(lab: Lab) -> dict[str, Host]:
 
 
 MAPS = NftScenario(
+    title="gateway: dnat to ip daddr map, meta/ct mark set from maps, ct mark vmap",
     name="maps",
     description=(
         "A gateway: virtual IPs translated by dnat to ip daddr map @vip-backend, meta mark set from "
@@ -211,6 +215,7 @@ def _build_inet6(lab: Lab) -> dict[str, Host]:
 
 
 INET6 = NftScenario(
+    title="IPv6 and IPv4 in one inet table: redirect, rejects, ct state vmap",
     name="inet6",
     description=(
         "IPv6 and IPv4 through one inet table: ct state vmap, ICMPv6 types, an address . port set "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..model import Change, Explanation, Fate, Packet, Step, TraceEvent, Verdict
+from ..model import CauseLink, Change, Explanation, Fate, Packet, Step, TraceEvent, Verdict
 
 LEGACY_LABEL = "legacy"
 NFT_LABEL = "nft"
@@ -99,11 +99,12 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     # a change one backend saw happen between its steps is another backend's rule when that
     # backend's part names the rule that made it: keep that one
     made = {(c.what, c.new) for _l, e in parts for c in (*e.nat, *e.marks) if c.rule is not None}
+    causes: list[tuple[str, CauseLink]] = []  # (backend label, cause), labelled below
     for label, e in parts:
         out.nat += [replace(c, step=moved(e, c.step)) for c in e.nat if c.rule is not None or (c.what, c.new) not in made]
         out.marks += [replace(c, step=moved(e, c.step)) for c in e.marks
                       if c.rule is not None or (c.what, c.new) not in made]
-        out.cause += [(label, replace(c, step=moved(e, c.step))) for c in e.cause]  # type: ignore[misc]
+        causes += [(label, replace(c, step=moved(e, c.step))) for c in e.cause]
         out.warnings += [f"{label}: {w}" for w in e.warnings]
         out.notes += [f"{label}: {n}" for n in e.notes]
         out.drops += e.drops
@@ -114,7 +115,7 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     out.marks = [_mark_setter(out, c) for c in out.marks]
     decided_by = enders[-1] if enders else labels_in_order[-1] if labels_in_order and not missing else None
     out.cause = [c if label == decided_by else replace(c, role=f"{label}: {c.role}")
-                 for label, c in out.cause]  # type: ignore[misc]
+                 for label, c in causes]
     if enders:
         end = by_label[enders[-1]]
         out.fate, out.last_seen = end.fate, end.last_seen

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from ..analyze import near_miss
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
 from ..model import Explanation, Packet, Ruleset, RulesetView
@@ -216,6 +217,7 @@ class RulesetVersions(NftModes):
             from .both import only_one
 
             only_one(expl, self.untraced)
+        near_miss.annotate(expl, self._explainer(v, fam).view)  # a drop: the ACCEPT rule one condition away
         if self.fate is not None:
             self.fate.attach(expl)
         return expl

@@ -10,10 +10,14 @@ import shutil
 import subprocess
 import threading
 from collections import deque
+from typing import TYPE_CHECKING
 
 from ..fields import bounded_int
 from ..model import ConntrackEntry, Explanation
 from .dropmon import die_with_parent
+
+if TYPE_CHECKING:
+    from .session import TraceSpec
 
 TIMEOUT = 5.0
 PORTED = ("tcp", "udp", "sctp", "dccp", "udplite")
@@ -96,12 +100,12 @@ class Events:
     (state, timeout, tuples and status when the entry was confirmed). The child dies with us
     (PR_SET_PDEATHSIG) and is stopped on every exit path; lines are kept in a bounded deque."""
 
-    def __init__(self, spec) -> None:
+    def __init__(self, spec: TraceSpec) -> None:
         self.argv = ["conntrack", "-E", "-e", "NEW", "-o", "extended"]
         if spec.proto and spec.proto.lower() in PORTED + ("icmp", "icmpv6"):
             self.argv += ["-p", spec.proto.lower()]
         self.entries: deque[ConntrackEntry] = deque(maxlen=KEEP)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.error = ""
         self._lock = threading.Lock()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import RuletraceError
 from . import backend as be
@@ -40,7 +41,7 @@ def _targets(path: str) -> set[str]:
 
 def legacy_tables(family: str) -> list[tuple[str, int, int]]:
     """(table, chains, rules) per table of iptables-legacy-save (tables loaded in this namespace)."""
-    out: list[list] = []
+    out: list[list[Any]] = []
     for line in be.save(be.LEGACY, family).splitlines():
         if line.startswith("*"):
             out.append([line[1:].strip(), 0, 0])
@@ -48,7 +49,7 @@ def legacy_tables(family: str) -> list[tuple[str, int, int]]:
             out[-1][1] += 1
         elif out and line.startswith("-A "):
             out[-1][2] += 1
-    return [tuple(x) for x in out]  # type: ignore[misc]
+    return [(str(t), int(c), int(r)) for t, c, r in out]
 
 
 def table_checks(rep: be.BackendReport) -> list[Check]:

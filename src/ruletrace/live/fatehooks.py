@@ -90,7 +90,7 @@ class Fate:
             return
         f = expl.packet.events[-1].fields
         try:
-            facts = routing.live_facts([f.get("IN") or "", expl.routing[0].dev if expl.routing else ""],
+            facts = routing.live_facts([f.get("IN") or "", (expl.routing[0].dev or "") if expl.routing else ""],
                                        f.get("DST") or "")
         except OSError:
             return

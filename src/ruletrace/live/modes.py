@@ -19,6 +19,7 @@ from .versions import Version, Versions
 if TYPE_CHECKING:
     from ..explain.explain import Explainer
     from .fatehooks import Fate
+    from .netlink import NetlinkSocket
     from .nftrace import TraceDecoder
     from .xtgen import Fingerprint
 
@@ -50,6 +51,7 @@ class NftModes:
     decoder: TraceDecoder | None
     _own_handles: dict[int, str]
     _other_tables: bool
+    _snapshot_warning: str | None
 
     if TYPE_CHECKING:  # defined in churn.RulesetVersions
         def refresh(self, *, quiet: bool = False) -> bool: ...
@@ -70,16 +72,17 @@ class NftModes:
         self.stats["reinstalls"] += 1
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
 
-    def _poll_nft(self, source: Any, timeout: float) -> list[tuple[TraceEvent, int]]:
+    def _poll_nft(self, source: NetlinkSocket, timeout: float) -> list[tuple[TraceEvent, int]]:
         from .nftrace import is_newgen, is_trace
 
+        decoder = self.decoder
+        assert decoder is not None  # set with the nftrace / native mode
         out = []
         for mtype, _f, _s, body in source.messages(timeout):
             if is_newgen(mtype):
                 self.refresh()  # events after the commit are numbered against the new version
             elif is_trace(mtype):
-                assert self.decoder is not None
-                ev = self.decoder.decode(body)
+                ev = decoder.decode(body)
                 if ev is not None:
                     out.append((ev, self.versions.latest_n))
         return out

@@ -12,7 +12,7 @@ import select
 import socket
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import RuletraceError
 
@@ -87,23 +87,21 @@ def parse_attrs(buf: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
     return out
 
 
-_BE16, _BE32, _BE32S, _BE64 = (struct.Struct(f) for f in ("!H", "!I", "!i", "!Q"))
+def _number(fmt: str) -> Callable[[bytes], int]:
+    """A reader of one big-endian number at the start of an attribute value (struct format)."""
+    unpack_from = struct.Struct(fmt).unpack_from
+
+    def read(v: bytes) -> int:
+        x: int = unpack_from(v)[0]
+        return x
+
+    return read
 
 
-def be16(v: bytes) -> int:
-    return int(_BE16.unpack_from(v)[0])
-
-
-def be32(v: bytes) -> int:
-    return int(_BE32.unpack_from(v)[0])
-
-
-def be32s(v: bytes) -> int:
-    return int(_BE32S.unpack_from(v)[0])
-
-
-def be64(v: bytes) -> int:
-    return int(_BE64.unpack_from(v)[0])
+be16 = _number("!H")
+be32 = _number("!I")
+be32s = _number("!i")  # signed (verdict codes)
+be64 = _number("!Q")
 
 
 def cstr(v: bytes) -> str:

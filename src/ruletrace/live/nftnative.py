@@ -28,12 +28,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import RuletraceError
-from ..model import MonitorEvent, Origin, Ruleset, StepKind, TraceEvent, nft_rule_key
+from ..model import MonitorEvent, Origin, Packet, Ruleset, StepKind, TraceEvent, nft_rule_key
 from . import nftrace as nt
 from .netlink import be32, be64, cstr, parse_attrs
 
 if TYPE_CHECKING:
-    from ..model import Packet
     from .ownpackets import Verdict
     from .session import TraceSpec
 

@@ -219,7 +219,7 @@ def clean(actions: ss.Actions, *, force: bool = False, here: str | None = None) 
             except RuletraceError as e:
                 problems.append(str(e))
                 continue
-            if done is not None and done.returncode != 0 and not ud.rule_gone(done.stderr):
+            if done is not None and done.returncode != 0 and not ud.already_gone(done.stderr):
                 problems.append(f"{o.line()}: {done.stderr.strip()[:200]}")
         else:
             left.append(f"left alone, no state file for it: {o.line()} — `ruletrace cleanup --force` "

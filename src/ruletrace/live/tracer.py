@@ -115,7 +115,7 @@ class Tracer(RulesetVersions):
         self.fate: Fate | None = None  # kernel drop reasons, routing, conntrack beside the rule path
         self.native = False  # nf_tables traced through a table of our own, the whole ruleset read (nftnative)
         self.both = False  # legacy xtables and nf_tables traced at once (both.py)
-        self.nft_source = None  # both: the nf_tables trace socket (self.source is the legacy one)
+        self.nft_source: Any = None  # both: the nf_tables trace socket (self.source is the legacy one)
         self.untraced: str | None = None  # a backend with rules on the hooks that this session does not trace
         self._other_tables = False  # other sessions' tables were in the last native snapshot
         self._own_handles: dict[int, str] = {}  # handles of our table's rules: seen / trace

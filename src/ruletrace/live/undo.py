@@ -38,7 +38,7 @@ def _undo(state: ss.State, actions: ss.Actions, problems: list[str]) -> None:
         except RuletraceError as e:
             problems.append(str(e))
             continue
-        if p is not None and p.returncode != 0 and not rule_gone(p.stderr):
+        if p is not None and p.returncode != 0 and not already_gone(p.stderr):
             problems.append(f"{shlex.join(cmd)}: {p.stderr.strip()[:200]}")
     for fam, table in reversed(state.tables):  # the session's own tables: deleted whole, by name
         try:
@@ -82,6 +82,7 @@ def nft_missing(rules: list[ss.PlannedRule]) -> list[list[str]]:
     return out + tables
 
 
-def rule_gone(stderr: str) -> bool:
+def already_gone(stderr: str) -> bool:
+    """Whether iptables' complaint about a delete says the rule is not there any more."""
     s = stderr.lower()
     return "does a matching rule exist" in s or "bad rule" in s or "no chain/target/match" in s

@@ -97,10 +97,11 @@ class Fingerprint:
     def quick(self) -> tuple[Any, ...] | None:
         """The tables' sizes and entry counts (IPT_SO_GET_INFO): cheap, misses same-size replacements."""
         infos = self._infos()
-        return None if infos is None else tuple((fam, name, info[32:]) for fam, _s, _l, name, info in infos)
+        return None if infos is None else tuple((fam, name, info[32:]) for fam, name, _s, _lv, info in infos)
 
-    def _infos(self) -> list[tuple[str, socket.socket, int, str, bytes]] | None:
-        """(family, socket, level, table, IPT_SO_GET_INFO reply) of every table; None when one fails."""
+    def _infos(self) -> list[tuple[str, str, socket.socket, int, bytes]] | None:
+        """(family, table, socket, sockopt level, IPT_SO_GET_INFO answer) of every table; None if
+        any cannot be read."""
         out = []
         for fam in self.families:
             s = self._sock(fam)
@@ -111,7 +112,7 @@ class Fingerprint:
                 info = self._info(s, level, name)
                 if info is None:
                     return None
-                out.append((fam, s, level, name, info))
+                out.append((fam, name, s, level, info))
         return out
 
     @staticmethod
@@ -125,7 +126,7 @@ class Fingerprint:
         infos = self._infos()
         if infos is None:
             return None
-        for fam, s, level, name, raw in infos:
+        for fam, name, s, level, raw in infos:
             size = GETINFO.unpack(raw)[-1]
             buf = ctypes.create_string_buffer(ENTRIES_HDR + size)
             struct.pack_into("=32sI", buf, 0, name.encode()[:TABLE_MAXNAMELEN - 1], size)

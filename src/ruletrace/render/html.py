@@ -258,7 +258,7 @@ def doc_element(ident: str, obj: Any, gzip_over: int) -> Any:
     text = script_json(obj)
     if len(text) <= gzip_over:
         return Markup(f'<script type="application/json" id="{ident}">{text}</script>')
-    packed = base64.b64encode(gzip.compress(text.encode(), compresslevel=6, mtime=0)).decode()
+    packed = base64.b64encode(gzip.compress(text.encode(), compresslevel=1, mtime=0)).decode()
     return Markup(f'<script type="application/octet-stream" id="{ident}" data-encoding="gzip+base64">'
                   f'{packed}</script>')
 

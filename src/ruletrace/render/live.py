@@ -9,9 +9,11 @@ lines are never cut nor wrapped, so that ``grep`` sees whole paths.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.control import Control
@@ -35,11 +37,12 @@ def _fate_style(line: LiveLine) -> str:
 # narrow, the columns with a drop rank go first (1 first), then the packet is shortened;
 # the fate, the deciding rule and the count always stay. An owner column is one entry more.
 COLUMNS: list[tuple[str, Callable[[LiveLine], str], int | None]] = [
-    ("time", lambda line: "dim", 3),
+    ("time", lambda line: "dim", 4),
     ("packet", lambda line: "packet.addr", None),
     ("iface", lambda line: "packet.iface", 2),
     ("fate", _fate_style, None),
     ("decider", lambda line: "chain", None),
+    ("owner", lambda line: "owner", 3),  # explain/owners.py: "kubernetes ns/svc:http"
     ("cause", lambda line: "note", 1),
 ]
 MIN_PACKET = 20  # cells the packet column keeps at least when cut
@@ -142,13 +145,21 @@ class LiveView:
                 self.console.print()
                 self._blank = False
             if self.in_place:
-                text = to_text(rep.line, rep.count, self.console.width)
+                text = to_text(rep.line, rep.count, self._row_width())
                 self.console.print(text, no_wrap=True, overflow="ellipsis", crop=True)
             else:
                 self.console.print(to_text(rep.line, rep.count), soft_wrap=True, crop=False)
         rep.shown_count = rep.count
         self._last = rep
         self._printed_at[rep.first_id] = self.clock()
+
+    def _row_width(self) -> int:
+        """Cells in one row: the console's width, and never more than the terminal's own (a
+        --width wider than the terminal would wrap the line, and a rewrite would miss it)."""
+        try:
+            return min(self.console.width, os.get_terminal_size(self.console.file.fileno()).columns)
+        except (OSError, ValueError, AttributeError):  # not a real terminal (a test's buffer)
+            return self.console.width
 
     def interrupted(self) -> None:
         """Something else was written: the last row is no longer this view's."""
@@ -182,7 +193,7 @@ def summary_lines(repeats: Repeats) -> list[str]:
     return lines
 
 
-def json_object(obj: dict, session: str, when: float) -> dict:
+def json_object(obj: dict[str, Any], session: str, when: float) -> dict[str, Any]:
     """A ``to_json`` packet object as ``trace --json`` streams it: with time, session and schema."""
     from .json import SCHEMA_VERSION
 

@@ -46,6 +46,7 @@ class ReportData:
         self._place_text: dict[int, str] = {}  # rule text seen in the trace, per place (no ruleset)
         self._steps: dict[tuple[Any, ...], int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
         self._paths: dict[tuple[Any, ...], int] = {}  # (ruleset, step signature) -> path id
+        self._by_key: dict[tuple[Any, ...], int] = {}  # (ruleset, Explanation.path_key) -> path id
         self._path_steps: list[list[int]] = []
         self._path_places: list[tuple[int, list[Place]]] = []  # path id -> (ruleset, places) for the hit map
         self._path_packets: list[int] = []
@@ -54,6 +55,7 @@ class ReportData:
         self._variant_keys: list[tuple[Any, ...]] = []
         self._variant_packets: list[int] = []
         self._addrs: dict[str, int] = {}
+        self._ports: dict[Any, int | None] = {}  # logged port text -> number (analyze.diff.port)
         # one entry per packet, in input order
         self.ids: list[Any] = []
         self._pv: list[int] = []
@@ -102,17 +104,23 @@ class ReportData:
 
     def _add_explanation(self, e: Explanation) -> None:
         steps = e.steps
-        sig = tuple([(s.event.table, s.event.chain, str(s.event.kind), s.event.num, s.depth, s.action or "",
-                      s.returned_to, s.policy, s.warning, s.note) for s in steps])
         fam = None
         for ev in e.packet.events:
             if ev.family:
                 fam = ev.family
                 break
         rs = self._rs_of.ruleset_index(fam)
-        path = self._paths.get((rs, sig))
+        # the explainer's key of the path saves reading every step (same key: same steps)
+        pk = e.path_key
+        path = None if pk is None else self._by_key.get((rs, pk))
+        sig: tuple[Any, ...] | None = None
         if path is None:
-            path = self._new_path(rs, sig, [None if s.rule is None else s.rule.text for s in steps])
+            sig = _signature(steps)
+            path = self._paths.get((rs, sig))
+            if path is None:
+                path = self._new_path(rs, sig, [None if s.rule is None else s.rule.text for s in steps])
+            if pk is not None:
+                self._by_key[(rs, pk)] = path
         v = e.verdict
         dec = -1
         for c in e.cause:
@@ -121,26 +129,48 @@ class ReportData:
                 break
         else:
             if v is not None:
-                dec = _decisive_index(sig, v.table, v.chain, v.num)
+                dec = _decisive_index(sig or _signature(steps), v.table, v.chain, v.num)
         first = e.first
-        src, dst = first.get("SRC") or None, first.get("DST") or None
+        get = first.get
+        src, dst = get("SRC") or None, get("DST") or None
         src, dst = src and show_address(src), dst and show_address(dst)  # the printed form
-        sport, dport = port(first.get("SPT")), port(first.get("DPT"))
+        ports = self._ports
+        spt, dpt = get("SPT"), get("DPT")
+        sport = ports[spt] if spt in ports else ports.setdefault(spt, port(spt))
+        dport = ports[dpt] if dpt in ports else ports.setdefault(dpt, port(dpt))
         extra = (
             v.reason if v is not None and v.reason else None,
-            tuple([(c.what, c.old, c.new, c.step) for c in e.marks]),
+            tuple([(c.what, c.old, c.new, c.step) for c in e.marks]) if e.marks else (),
             tuple([(c.role, c.text, c.step) for c in e.cause if c.role != "decided"]),
             tuple(e.warnings), tuple(e.notes),
             e.last_seen if v is None else None,
         )
-        nat = tuple([(c.what, _nat_old(c.what, c.old, src, sport, dst, dport), c.new, c.step) for c in e.nat])
+        nat = tuple([(c.what, _nat_old(c.what, c.old, src, sport, dst, dport), c.new, c.step)
+                     for c in e.nat]) if e.nat else ()
         vt = None if v is None else (v.action, v.table, v.chain, v.num, v.rule is not None)
         # bridge ports (br_netfilter): PHYSIN as it came in, PHYSOUT as it last left (FORWARD/POSTROUTING)
         last = e.packet.events[-1].fields if e.packet.events else first
-        phys = (first.get("PHYSIN") or last.get("PHYSIN") or None, last.get("PHYSOUT") or None)
-        self._add_packet(e.packet.id, path, str(e.fate), dec, vt, extra, nat, first.get("PROTO") or None,
-                         first.get("IN") or None, first.get("OUT") or None, first.get("TCPFLAGS") or None,
-                         src, sport, dst, dport, phys)
+        phys = (get("PHYSIN") or last.get("PHYSIN") or None, last.get("PHYSOUT") or None)
+        fate = str(e.fate)
+        if fate not in FATES:
+            fate = "unknown"
+        key = (path, fate, dec, vt, extra, nat, get("PROTO") or None, get("IN") or None, get("OUT") or None,
+               get("TCPFLAGS") or None, phys)
+        var = self._variants.get(key)
+        if var is None:
+            var = self._variants[key] = len(self._variant_keys)
+            self._variant_keys.append(key)
+            self._variant_packets.append(0)
+        self._variant_packets[var] += 1
+        self._path_packets[path] += 1
+        self.fates[fate] += 1
+        self.ids.append(e.packet.id)
+        self._pv.append(var)
+        addrs = self._addrs  # interned (_intern, inlined)
+        self._src.append((addrs[src] if src in addrs else addrs.setdefault(src, len(addrs))) if src else -1)
+        self._dst.append((addrs[dst] if dst in addrs else addrs.setdefault(dst, len(addrs))) if dst else -1)
+        self._sport.append(sport)
+        self._dport.append(dport)
 
     def _new_path(self, rs: int, sig: tuple[Any, ...], texts: list[str | None]) -> int:
         path = self._paths[(rs, sig)] = len(self._path_steps)
@@ -163,30 +193,6 @@ class ReportData:
         self._path_places.append((rs, places))
         self._path_packets.append(0)
         return path
-
-    def _add_packet(self, pid: Any, path: int, fate: str, dec: int, vt: tuple[Any, ...] | None, extra: tuple[Any, ...], nat: tuple[Any, ...],
-                    proto: Any, in_: Any, out: Any, flags: Any, src: Any, sport: Any, dst: Any, dport: Any,
-                    phys: tuple[Any, ...] = (None, None)) -> None:
-        if fate not in FATES:
-            fate = "unknown"
-        key = (path, fate, dec, vt, extra, nat, proto, in_, out, flags, phys)
-        var = self._variants.get(key)
-        if var is None:
-            var = self._variants[key] = len(self._variant_keys)
-            self._variant_keys.append(key)
-            self._variant_packets.append(0)
-        self._variant_packets[var] += 1
-        self._path_packets[path] += 1
-        self.fates[fate] += 1
-        self.ids.append(pid)
-        self._pv.append(var)
-        self._src.append(self._addr(src))
-        self._sport.append(sport if isinstance(sport, int) else None)
-        self._dst.append(self._addr(dst))
-        self._dport.append(dport if isinstance(dport, int) else None)
-
-    def _addr(self, a: Any) -> int:
-        return _intern(self._addrs, str(a)) if a else -1
 
     def _s(self, text: Any) -> int:
         return -1 if text is None else _intern(self._strings, str(text))
@@ -275,8 +281,8 @@ class ReportData:
         if "a" not in d:
             d["a"] = ids[0] if ids else None
         if "b" not in d:
-            fate = [self._variant_keys[v][1] for v in self._pv]
-            d["b"] = next((ids[k] for k in range(len(ids)) if fate[k] != fate[0]), None)
+            keys, pv = self._variant_keys, self._pv  # the first packet whose fate differs from the first's
+            d["b"] = next((ids[k] for k in range(len(ids)) if keys[pv[k]][1] != keys[pv[0]][1]), None)
         addrs: list[str] = [""] * len(self._addrs)
         for a, i in self._addrs.items():
             addrs[i] = a
@@ -380,6 +386,12 @@ def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
             "notes": [s(n) for n in e.get("notes", ())],
         })
     return out
+
+
+def _signature(steps: Sequence[Any]) -> tuple[Any, ...]:
+    """What makes a path: each step's place and what the explainer made of it."""
+    return tuple([(s.event.table, s.event.chain, str(s.event.kind), s.event.num, s.depth, s.action or "",
+                   s.returned_to, s.policy, s.warning, s.note) for s in steps])
 
 
 def _decisive_index(sig: tuple[Any, ...], table: Any, chain: Any, num: Any) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 
 from ..errors import RuletraceError
-from ..fields import TCP_FLAG_BITS
+from ..fields import TCP_FLAG_BITS, XT_ICMP_TYPES, XT_ICMPV6_TYPES
 from ..model import Origin
 from .iptables_save import tokenize
 
@@ -64,79 +64,9 @@ KNOWN_MODULES = frozenset({
 })
 PROTO_MODULES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}  # -p without -m
 
-# ICMP type names as iptables -p icmp --help lists them: name -> (type, code or None)
-ICMP_TYPES: dict[str, tuple[int, int | None]] = {
-    "any": (255, None),
-    "echo-reply": (0, None),
-    "pong": (0, None),
-    "destination-unreachable": (3, None),
-    "network-unreachable": (3, 0),
-    "host-unreachable": (3, 1),
-    "protocol-unreachable": (3, 2),
-    "port-unreachable": (3, 3),
-    "fragmentation-needed": (3, 4),
-    "source-route-failed": (3, 5),
-    "network-unknown": (3, 6),
-    "host-unknown": (3, 7),
-    "network-prohibited": (3, 9),
-    "host-prohibited": (3, 10),
-    "TOS-network-unreachable": (3, 11),
-    "TOS-host-unreachable": (3, 12),
-    "communication-prohibited": (3, 13),
-    "host-precedence-violation": (3, 14),
-    "precedence-cutoff": (3, 15),
-    "source-quench": (4, None),
-    "redirect": (5, None),
-    "network-redirect": (5, 0),
-    "host-redirect": (5, 1),
-    "TOS-network-redirect": (5, 2),
-    "TOS-host-redirect": (5, 3),
-    "echo-request": (8, None),
-    "ping": (8, None),
-    "router-advertisement": (9, None),
-    "router-solicitation": (10, None),
-    "time-exceeded": (11, None),
-    "ttl-exceeded": (11, None),
-    "ttl-zero-during-transit": (11, 0),
-    "ttl-zero-during-reassembly": (11, 1),
-    "parameter-problem": (12, None),
-    "ip-header-bad": (12, 0),
-    "required-option-missing": (12, 1),
-    "timestamp-request": (13, None),
-    "timestamp-reply": (14, None),
-    "address-mask-request": (17, None),
-    "address-mask-reply": (18, None),
-}
-ICMPV6_TYPES: dict[str, tuple[int, int | None]] = {
-    "destination-unreachable": (1, None),
-    "no-route": (1, 0),
-    "communication-prohibited": (1, 1),
-    "beyond-scope": (1, 2),
-    "address-unreachable": (1, 3),
-    "port-unreachable": (1, 4),
-    "failed-policy": (1, 5),
-    "reject-route": (1, 6),
-    "packet-too-big": (2, None),
-    "time-exceeded": (3, None),
-    "ttl-exceeded": (3, None),
-    "ttl-zero-during-transit": (3, 0),
-    "ttl-zero-during-reassembly": (3, 1),
-    "parameter-problem": (4, None),
-    "bad-header": (4, 0),
-    "unknown-header-type": (4, 1),
-    "unknown-option": (4, 2),
-    "echo-request": (128, None),
-    "ping": (128, None),
-    "echo-reply": (129, None),
-    "pong": (129, None),
-    "router-solicitation": (133, None),
-    "router-advertisement": (134, None),
-    "neighbour-solicitation": (135, None),
-    "neighbor-solicitation": (135, None),
-    "neighbour-advertisement": (136, None),
-    "neighbor-advertisement": (136, None),
-    "redirect": (137, None),
-}
+# ICMP type names of the iptables syntax (one table: fields.py)
+ICMP_TYPES = XT_ICMP_TYPES
+ICMPV6_TYPES = XT_ICMPV6_TYPES
 # TCP header flag bits, names as --tcp-flags and the log write them (one table: fields.py)
 TCP_FLAGS = TCP_FLAG_BITS
 TCP_ALL = 0xFF
@@ -310,7 +240,7 @@ def split_rule(tokens: list[str], origin: Origin | None) -> Parsed:
             if opts is None:
                 # "-p tcp --dport 80" without "-m tcp": iptables loads the protocol's match
                 proto = next((v for _, letter, v in reversed(out.ip) if letter == "p"), None)
-                name = PROTO_MODULES.get(proto_or_none(proto), proto or "")  # type: ignore[arg-type]
+                name = PROTO_MODULES.get(proto_or_none(proto), proto or "")  # type: ignore[arg-type]  # a None key just misses
                 opts = []
                 out.modules.append((name or "?", opts))
                 known = name in KNOWN_MODULES

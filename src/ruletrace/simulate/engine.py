@@ -16,6 +16,7 @@ from ..errors import RuletraceError
 from ..model import Fate, Rule, Ruleset, TraceEvent, Verdict
 from .compiled import Compiled, compiled
 from .hostfacts import HostFacts, addr_text
+from .nft_l2 import before_ip, l2_compiled
 from .nft_walk import NftCompiled, is_native, nft_compiled
 from .probe import PORT_PROTOS, Probe, flags_text
 from .reference import run_hook
@@ -85,7 +86,7 @@ class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
-                 "_path_reason", "native", "_rerouted", "_assumed_out")
+                 "_path_reason", "native", "_rerouted", "_assumed_out", "l2")
 
     def __init__(self, rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
@@ -111,6 +112,8 @@ class _Run(WalkState):
             self.cc: Compiled | NftCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
         else:
             self.cc = compiled(rs, v == 6, index)
+        self.l2 = (l2_compiled(rss, v == 6, not (index and fast))
+                   if isinstance(self.cc, NftCompiled) and self.cc.has_l2 else None)
         self._path_reason = ""
         self._rerouted: str | None = None
         self._assumed_out: str | None = None
@@ -241,7 +244,7 @@ class _Run(WalkState):
                 c.note("input interface not given: assumed IN=eth0")
             p.oif = None
             p.snap = None
-            fate = self._incoming(p, c)
+            fate = (self._l2(p, c) if self.l2 is not None else None) or self._incoming(p, c)
         verdict = self._verdict(fate)
         misses = None
         if self.miss_key is not None:
@@ -275,6 +278,14 @@ class _Run(WalkState):
         p.orig = (p.src, p.dst, p.sport, p.dport)
         p.repl_src, p.repl_dst, p.repl_sport, p.repl_dport = p.dst, p.src, p.dport, p.sport
         p.ctstatus = CT_STATUS[p.ctstate]
+
+    def _l2(self, p: Pkt, c: Ctx) -> Fate | None:
+        """netdev ingress and bridge hooks (nft_l2.py): a fate, or None to go on in the IP stack."""
+        assert self.l2 is not None  # called only when the listings hold netdev/bridge tables
+        v, bridged = before_ip(self.l2, p, c, self, c.is_local(p, p.v, p.dst))
+        if v != ACCEPT:
+            return self._fate(v)
+        return Fate.FORWARDED if bridged else None
 
     def _incoming(self, p: Pkt, c: Ctx) -> Fate:
         hook = self._hook()
@@ -367,7 +378,7 @@ class _Run(WalkState):
         self._rerouted = self._route_out(p, c) or p.oif
 
     def _misses(self) -> list[Miss]:
-        t, ch = self.miss_key  # type: ignore[misc]
+        t, ch = self.miss_key  # type: ignore[misc]  # only called with --explain-miss set
         chain = self.rs.chain(t, ch)
         out: list[Miss] = []
         if not any(e.table == t and e.chain == ch for e in self.events) and not self.miss_state:

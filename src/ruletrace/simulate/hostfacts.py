@@ -95,6 +95,7 @@ class HostFacts:
     assume: dict[str, bool] = field(default_factory=dict)  # "statistic" / "nat:CHAIN:3" -> match?
     values: dict[str, int] = field(default_factory=dict)  # "numgen" / "TABLE:CHAIN:3" -> the value a hash picks
     ip_forward: bool = True
+    masters: dict[str, str] = field(default_factory=dict)  # bridge port -> its bridge (ip -j addr "master")
     sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
     _n_local: int = -1  # len(local) and len(routes) when the caches below were made
     _n_routes: int = -1
@@ -249,6 +250,8 @@ def load_addrs(text: str, facts: HostFacts, *, origin: Origin) -> None:
         if not isinstance(link, dict):
             continue
         ifname = link.get("ifname")
+        if ifname and isinstance(link.get("master"), str):
+            facts.masters[ifname] = link["master"]
         for ai in link.get("addr_info") or []:
             local = ai.get("local")
             if not local:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import Origin, Rule
-from .nft_sets import NSet, Unreadable, Where, cmp_fn, parse_rhs_list, parse_verdict, selector, unknown_item
+from .nft_selectors import selector
+from .nft_sets import NSet, Unreadable, Where, cmp_fn, parse_rhs_list, parse_verdict, unknown_item
 from .nft_stmts import statement
 from .nft_values import split_tokens
 from .semantics import CONTINUE

@@ -1,4 +1,6 @@
-"""nft selectors, comparisons, sets, maps and verdict maps, compiled to functions of the packet.
+"""nft comparisons, sets, maps and verdict maps, compiled to functions of the packet.
+
+Selectors (what value of the packet an expression reads) are in ``nft_selectors.py``.
 
 Sets and maps are hash lookups on exact keys (a verdict map of 10,000 services is one dict
 lookup) plus a scan of interval / prefix / wildcard elements; with ``linear`` (the reference
@@ -13,9 +15,9 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import NftSet, Origin
-from .nft_values import BARE_META, FIB_TYPES, RAW_TH, SELECTORS, comp_match, exact, parse_value, split_tokens
+from .nft_selectors import one_selector
+from .nft_values import FIB_TYPES, comp_match, exact, parse_value, split_tokens
 from .semantics import ACCEPT, CONTINUE, DROP, GOTO, JUMP, QUEUE, RETURN
-from .state import Branch
 
 MISS = object()
 
@@ -65,139 +67,6 @@ def parse_verdict(text: str, w: Where) -> tuple[str, str | None, str]:
         name = words[1].strip('"')
         return kind, name, f"{words[0]} {name}"
     return kind, None, words[0]
-
-
-# --- selectors -------------------------------------------------------------------------------------
-
-
-def selector(toks: list[str], i: int, w: Where) -> tuple[int, Any, Any, str] | None:
-    """A selector (or a concatenation ``a . b``) at toks[i]: (next index, getter, type, text); None if unknown."""
-    one = _one(toks, i, w)
-    if one is None:
-        return None
-    j, get, typ = one
-    if j < len(toks) and toks[j] == ".":
-        gets, typs = [get], [typ]
-        while j < len(toks) and toks[j] == ".":
-            nxt = _one(toks, j + 1, w)
-            if nxt is None:
-                return None
-            j, g, t = nxt
-            gets.append(g)
-            typs.append(t)
-        gs = tuple(gets)
-        if len(gs) == 2:
-            g0, g1 = gs
-
-            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
-                out = (g0(p, c), g1(p, c))
-                return None if None in out else out
-        elif len(gs) == 3:
-            g0, g1, g2 = gs
-
-            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
-                out = (g0(p, c), g1(p, c), g2(p, c))
-                return None if None in out else out
-        else:
-            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
-                out = tuple(g(p, c) for g in gs)
-                return None if None in out else out
-
-        return j, concat, tuple(typs), " ".join(toks[i:j])
-    return j, get, typ, " ".join(toks[i:j])
-
-
-def _one(toks: list[str], i: int, w: Where) -> tuple[int, Any, str] | None:
-    n = len(toks)
-    t = toks[i]
-    nxt = toks[i + 1] if i + 1 < n else ""
-    if t in BARE_META:
-        return i + 1, SELECTORS[("meta", t)][0], SELECTORS[("meta", t)][1]
-    if t == "ct" and nxt in ("original", "reply"):
-        j = i + 2
-        if j < n and toks[j] in ("ip", "ip6"):
-            j += 1
-        key = ("ct", f"{nxt} {toks[j] if j < n else ''}")
-        if nxt == "reply" or key not in SELECTORS:
-            return None
-        return j + 1, *SELECTORS[key]
-    if (t, nxt) in SELECTORS:
-        return i + 2, *SELECTORS[(t, nxt)]
-    if t.startswith("@th,"):
-        parts = t.split(",")
-        try:
-            get = RAW_TH.get((int(parts[1]), int(parts[2])))
-        except (ValueError, IndexError):
-            get = None
-        return (i + 1, get, "int") if get is not None else None
-    if t == "fib":
-        return _fib(toks, i, w)
-    if t in ("numgen", "jhash", "symhash"):
-        return _hash(toks, i, w)
-    return None
-
-
-def _fib(toks: list[str], i: int, w: Where) -> tuple[int, Any, str] | None:
-    """``fib daddr [. iif] type``, ``fib saddr . iif [. mark] oif``."""
-    j = i + 1
-    flags: list[str] = []
-    while j < len(toks) and toks[j] not in ("type", "oif", "oifname"):
-        if toks[j] != ".":
-            flags.append(toks[j])
-        j += 1
-    if j >= len(toks):
-        return None
-    result = toks[j]
-    key = w.key
-    if result == "type" and flags[:1] == ["daddr"]:
-        def fib_type(p: Any, c: Any) -> int:
-            if c.is_local(p, p.v, p.dst):
-                return 2
-            return FIB_TYPES.index(c.facts.addr_type(p.v, p.dst).lower())
-        return j + 1, fib_type, "fibtype"
-    if result in ("oif", "oifname") and flags[:1] == ["saddr"] and "iif" in flags:
-        def rpf(p: Any, c: Any) -> str:
-            if not p.iif or p.iif == "lo":
-                return p.iif or ""
-            if not c.facts.routes:
-                c.note(f"{key}: reverse-path check of {w.text!r} needs routes (--routes): assumed the "
-                       f"route back to the source leaves through IN={p.iif}")
-                return str(p.iif)
-            r = c.facts.route(p.v, p.src)
-            return p.iif if r is not None and r.dev == p.iif and r.type == "unicast" else ""
-        return j + 1, rpf, "fiboif"
-    return None
-
-
-def _hash(toks: list[str], i: int, w: Where) -> tuple[int, Any, str] | None:
-    """``numgen random|inc mod N [offset O]``, ``jhash EXPR mod N seed S [offset O]``: a branch."""
-    j = i + 1
-    while j < len(toks) and toks[j] != "mod":
-        j += 1
-    try:
-        mod = int(toks[j + 1], 0)
-    except (IndexError, ValueError):
-        return None
-    j += 2
-    offset = 0
-    while j + 1 < len(toks) and toks[j] in ("seed", "offset"):
-        if toks[j] == "offset":
-            offset = int(toks[j + 1], 0)
-        j += 2
-    expr = " ".join(toks[i:j])
-    key, word = w.key, toks[i]
-    where = (w.table, w.chain, w.num)
-
-    def get(p: Any, c: Any) -> int:
-        vals = c.facts.values
-        v = vals.get(key, vals.get(word)) if vals else None
-        how = "--assume" if v is not None else "assumed"
-        v = offset + ((v - offset) % mod if v is not None and v >= offset else 0)
-        c.branches.append(Branch(*where, expr, True, f"value {v} {how} (the kernel picks one of "
-                                 f"{offset}..{offset + mod - 1}); --assume {key}=N to take another"))
-        return v
-
-    return j, get, "int"
 
 
 # --- comparisons -------------------------------------------------------------------------------------
@@ -333,6 +202,18 @@ class NSet:
 
     def dispatch(self, get: Callable[..., Any]) -> Callable[[Any, Any], tuple[Any, ...] | None]:
         look = self.lookup
+        if not self.linear and not self.ranged:  # only exact keys: lookup() is this one dict.get
+            hashed = self.hashed
+
+            def hashed_vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
+                v = get(p, c)
+                if v is None:
+                    return None
+                d = hashed.get(v if type(v) is tuple else (v,), MISS)
+                return None if d is MISS else d
+
+            hashed_vmap.chains = self.chains  # type: ignore[attr-defined]
+            return hashed_vmap
 
         def vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
             v = get(p, c)
@@ -341,7 +222,7 @@ class NSet:
             d = look(v if type(v) is tuple else (v,))
             return None if d is MISS else d
 
-        vmap.chains = self.chains  # type: ignore[attr-defined]
+        vmap.chains = self.chains  # type: ignore[attr-defined]  # the dispatch function carries its chains for nft_expr
         return vmap
 
     def map_fn(self, get: Callable[..., Any]) -> Callable[[Any, Any], Any]:
@@ -430,7 +311,7 @@ def set_types(s: NftSet, w: Where) -> tuple[Any, str | None]:
         out = []
         for p in parts:
             if s.typeof:
-                sel = _one(p.split(), 0, w)
+                sel = one_selector(p.split(), 0, w)
                 if sel is None:
                     return None
                 out.append(sel[2])

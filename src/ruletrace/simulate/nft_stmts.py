@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .hostfacts import to_int
-from .nft_sets import NSet, Where, selector, unknown_item
+from .nft_selectors import selector
+from .nft_sets import NSet, Where, unknown_item
 from .semantics import NAT, QUEUE, REJECT
 from .state import Branch
 from .targets import masq_whose, parse_nat_range, set_dst, set_src

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import RuletraceError
+from ..fields import NFT_ICMP_CODES, NFT_ICMP_TYPES, NFT_ICMPV6_TYPES
 from ..model import Origin
 from ..rulesets.nft_model import rule_tokens
 from ..rulesets.options import PROTOCOLS
-from ..sources.nft_monitor import ICMP_CODES, ICMP_TYPES, ICMPV6_TYPES
 from .hostfacts import to_int, to_net
 from .probe import PORT_PROTOS
 from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Pkt
@@ -36,7 +36,6 @@ CT_DIR = {"original": 0, "reply": 1}
 TCP_FLAGS = {"fin": 1, "syn": 2, "rst": 4, "psh": 8, "ack": 16, "urg": 32, "ecn": 64, "cwr": 128}
 FIB_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable",
              "prohibit", "throw", "nat", "xresolve")
-ICMP_NAMES = {**{k: v for k, v in ICMP_CODES.items()}}
 
 
 def _l4(proto: int) -> Getter:
@@ -188,11 +187,11 @@ def _number(typ: str, t: str) -> int:
     if typ == "tcpflags":
         return TCP_FLAGS[t]
     if typ == "icmp":
-        return ICMP_TYPES[t]
+        return NFT_ICMP_TYPES[t]
     if typ == "icmpv6":
-        return ICMPV6_TYPES[t]
+        return NFT_ICMPV6_TYPES[t]
     if typ == "icmpcode":
-        return ICMP_NAMES[t]
+        return NFT_ICMP_CODES[t]
     if typ == "ethertype":
         return {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806}[t]
     if typ == "int":

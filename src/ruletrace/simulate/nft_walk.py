@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..model import Chain, Origin, Ruleset, StepKind
@@ -52,7 +53,10 @@ _cache: dict[tuple[Any, ...], NftCompiled] = {}
 
 def is_native(rulesets: list[Ruleset]) -> bool:
     """Whether these rulesets are nf_tables listings (base chains carry hooks), not iptables-save."""
-    return any(rs.format.startswith("nft") for rs in rulesets)
+    for rs in rulesets:  # (a loop, not any(genexpr): asked once per simulated packet)
+        if rs.format.startswith("nft"):
+            return True
+    return False
 
 
 class NChain:
@@ -84,9 +88,11 @@ class NChain:
 class NftCompiled:
     """The nft rulesets of a packet's family, compiled: hook plans and chains."""
 
-    def __init__(self, rulesets: list[Ruleset], v6: bool, linear: bool = False) -> None:
-        fams = ("ipv6" if v6 else "ipv4", "inet")
+    def __init__(self, rulesets: list[Ruleset], v6: bool, linear: bool = False,
+                 fams: tuple[str, ...] | None = None) -> None:
+        fams = fams or ("ipv6" if v6 else "ipv4", "inet")
         self.rulesets = [rs for rs in rulesets if rs.family in fams]
+        self.has_l2 = any(rs.family in ("netdev", "bridge") for rs in rulesets)  # nft_l2.py has work
         self.v6 = v6
         self.linear = linear
         self.tables: list[tuple[Ruleset, str, dict[str, NChain]]] = []
@@ -167,7 +173,7 @@ class NftCompiled:
         fn = self.hooks.get(hook)
         if fn is None:
             plan = self.plan(hook)
-            fn = self.hooks[hook] = lambda p, c, R: self.run_hook(hook, plan, p, c, R)
+            fn = self.hooks[hook] = partial(self.run_hook, hook, plan)  # (p, c, R): no frame of its own
         return fn
 
     def run_hook(self, hook: str, plan: list[Any], p: Any, c: Any, R: Any) -> str:
@@ -276,13 +282,16 @@ class NftCompiled:
         return v
 
 
-def nft_compiled(rulesets: list[Ruleset], v6: bool, linear: bool = False) -> NftCompiled:
-    """The compiled form (cached for the few most recent ruleset lists)."""
-    key = (tuple(id(r) for r in rulesets), v6, linear)
+def nft_compiled(rulesets: list[Ruleset], v6: bool, linear: bool = False,
+                 fams: tuple[str, ...] | None = None) -> NftCompiled:
+    """The compiled form (cached for the few most recent ruleset lists); ``fams``: other families
+    than the packet's and inet (nft_l2.py: netdev and bridge)."""
+    # the cached entry holds its rulesets (c.inputs), so ids in a key cannot be reused by others
+    key = (tuple(map(id, rulesets)), v6, linear, fams)
     c = _cache.get(key)
-    if c is None or len(c.inputs) != len(rulesets) or any(a is not b for a, b in zip(c.inputs, rulesets)):
+    if c is None:
         if len(_cache) >= 4:
             _cache.pop(next(iter(_cache)))
-        c = _cache[key] = NftCompiled(rulesets, v6, linear)
+        c = _cache[key] = NftCompiled(rulesets, v6, linear, fams)
         c.inputs = tuple(rulesets)
     return c

@@ -7,16 +7,7 @@ from dataclasses import dataclass
 from ..errors import RuletraceError
 from ..fields import PROTO_NAMES, tcp_flags_text
 from ..model import Origin
-from ..rulesets.options import (  # noqa: F401  (parse_icmp_type and the tables: the CLI imports them from here)
-    ICMP_TYPES,
-    ICMPV6_TYPES,
-    PROTOCOLS,
-    TCP_ALL,
-    TCP_FLAGS,
-    parse_icmp_type,
-    parse_proto,
-    parse_tcp_flags,
-)
+from ..rulesets.options import PROTOCOLS, parse_proto, parse_tcp_flags
 from .hostfacts import parse_addr
 
 # kernel log PROTO= names (fields.PROTO_NAMES: SCTP is PROTO=132 there, as nf_log prints it)

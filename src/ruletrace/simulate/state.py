@@ -30,7 +30,7 @@ class Pkt:
         "length", "ttl", "tos", "uid", "gid", "mac", "hook", "redirected", "nat_done", "snap",
     )
 
-    # the attributes and their types (set by engine._packet and changed by targets and nft statements)
+    # the attributes and their types (set when the engine builds the packet, changed by targets and nft statements)
     v: int
     src: int
     dst: int

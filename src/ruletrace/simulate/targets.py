@@ -292,7 +292,7 @@ def _redirect(d: dict[str, str], where: str, origin: Origin | None) -> Effect:
                 a = p.dst
         if not p.redirected:
             p.redirected = set()
-        p.redirected.add(a)  # type: ignore[union-attr]
+        p.redirected.add(a)  # type: ignore[union-attr]  # a set now (the shared empty frozenset replaced above)
         set_dst(p, a, port)
 
     return effect

@@ -100,11 +100,11 @@ def _source(resolve: Resolve, chain: CChain) -> tuple[str, list[Any]]:
                 body += [f"{ind}if not R.trace_start:", f"{ind}    R.trace_start = len(R.events)"]
             continue
         if flow is CALL:
-            body += [f"{ind}v = {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)",  # type: ignore[arg-type]
+            body += [f"{ind}v = {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)",  # type: ignore[arg-type]  # CALL targets name a chain
                      f"{ind}if v is not None:", f"{ind}    return v"]
             continue
         if flow is TAIL:
-            body.append(f"{ind}return {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)")  # type: ignore[arg-type]
+            body.append(f"{ind}return {k(_target_chain(resolve, chain, t.chain))}.walk(p, c, R)")  # type: ignore[arg-type]  # TAIL too
         elif flow is POP:
             body.append(f"{ind}return None")
         else:  # END
@@ -181,7 +181,7 @@ def _generic(resolve: Resolve, chain: CChain) -> Walk:
         while True:
             k = -1
             if merged:  # CChain.next_match for one candidate list per key, inlined
-                cand = keyed.get(keyfn(p))  # type: ignore[misc]
+                cand = keyed.get(keyfn(p))  # type: ignore[misc]  # keyfn is set whenever merged is
                 if cand is None:
                     cand = wild
                 for j in range(bisect_left(cand, pos) if pos else 0, len(cand)):
@@ -282,7 +282,7 @@ def make_hook(hook: str, manip: str, plan: tuple[tuple[str, CChain | None, str |
             if empty != ACCEPT:
                 body.append(f"{ind}return {k(empty)}")
             continue
-        n = len(base.rules) + 1  # type: ignore[union-attr]
+        n = len(base.rules) + 1  # type: ignore[union-attr]  # the empty-hook case continued above
         body += [f"{ind}v = {bn}.walk(p, c, R)",
                  f"{ind}if v is None:",  # RETURN in the built-in chain, or the end of a chain it went to
                  f"{ind}    " + EVENT_SRC.format(tn, h, "POLICY", n),
@@ -296,4 +296,4 @@ def make_hook(hook: str, manip: str, plan: tuple[tuple[str, CChain | None, str |
                      "    return run_hook", ""])
     ns: dict[str, Any] = {"SimEvent": SimEvent, "POLICY": StepKind.POLICY}
     exec(compile(src, "<simulate hook>", "exec"), ns)
-    return ns["make"](*consts)  # type: ignore[no-any-return]
+    return ns["make"](*consts)  # type: ignore[no-any-return]  # the generated function, from exec

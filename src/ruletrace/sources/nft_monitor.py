@@ -16,7 +16,13 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..fields import TCP_FLAG_WORDS, bounded_int
+from ..fields import (
+    NFT_ICMP_CODES,
+    NFT_ICMP_TYPES,
+    NFT_ICMPV6_TYPES,
+    TCP_FLAG_WORDS,
+    bounded_int,
+)
 from ..model import Origin, StepKind, TraceEvent, nft_rule_key
 from .handles import add_returns, monitor_event
 from .records import Tally, note_record, text_lines
@@ -47,22 +53,6 @@ def _rule_tail(rest: str) -> tuple[str, str | None, str, str] | None:
         text, hnum = text[: h.start()], h[1]
     return text, hnum, rest[i + 10 : j], rest[j + 1 :].strip()
 
-# nft's names for ICMP / ICMPv6 types (src/proto.c icmp_type_tbl, icmp6_type_tbl)
-ICMP_TYPES = {
-    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5, "echo-request": 8,
-    "router-advertisement": 9, "router-solicitation": 10, "time-exceeded": 11, "parameter-problem": 12,
-    "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
-    "address-mask-request": 17, "address-mask-reply": 18,
-}
-ICMPV6_TYPES = {
-    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
-    "echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
-    "mld-listener-done": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
-    "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137,
-}
-ICMP_CODES = {"net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2, "port-unreachable": 3,
-              "frag-needed": 4, "net-prohibited": 9, "host-prohibited": 10, "admin-prohibited": 13,
-              "no-route": 0, "addr-unreachable": 3}
 IPV6_HDR_LEN = 40
 _FIELD_MAP = {
     ("ether", "saddr"): "MACSRC", ("ether", "daddr"): "MACDST",
@@ -136,10 +126,10 @@ def packet_fields(text: str) -> dict[str, str]:
                 words = {w.strip().upper() for w in val.split("|")}
                 f["TCPFLAGS"] = " ".join(w for w in TCP_FLAG_WORDS if w in words)
             elif proto in ("icmp", "icmpv6") and key == "type":
-                table = ICMP_TYPES if proto == "icmp" else ICMPV6_TYPES
+                table = NFT_ICMP_TYPES if proto == "icmp" else NFT_ICMPV6_TYPES
                 f["TYPE"] = str(table.get(val, val))
             elif proto in ("icmp", "icmpv6") and key == "code":
-                f["CODE"] = str(ICMP_CODES.get(val, val))
+                f["CODE"] = str(NFT_ICMP_CODES.get(val, val))
             elif (proto, key) == ("ip6", "length") and bounded_int(val) is not None:
                 f["LEN"] = str(int(val) + IPV6_HDR_LEN)  # nft prints the payload length
             i = j

@@ -16,10 +16,9 @@ import re
 from typing import Any
 
 from ..errors import RuletraceError
-from ..fields import bounded_int
+from ..fields import NFT_ICMP_TYPES, NFT_ICMPV6_TYPES, bounded_int
 from ..model import Ruleset
 from ..rulesets.iptables_save import tokenize
-from .nft_monitor import ICMP_TYPES, ICMPV6_TYPES
 
 # value words both forms print the same (lower-cased): conntrack states and statuses, address types
 _WORDS = frozenset({
@@ -76,7 +75,7 @@ def _values(word: str, out: set[Any], v6: bool = False) -> None:
     if low in _WORDS:
         out.add(("w", low))
     else:
-        num = (ICMPV6_TYPES if v6 else ICMP_TYPES).get(low)
+        num = (NFT_ICMPV6_TYPES if v6 else NFT_ICMP_TYPES).get(low)
         if num is not None:
             out.add(("n", num))
 

@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..fields import TCP_FLAG_WORDS, bounded_int, parse_fields
+from ..fields import TCP_FLAG_WORDS, bounded_int
+from ..logtext import parse_fields
 from ..model import Origin, StepKind, TraceEvent
 from .handles import add_returns, monitor_event
 from .records import Tally, note_record, text_lines
