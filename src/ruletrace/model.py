@@ -480,6 +480,7 @@ class RouteDecision:
     sysctls: dict[str, str] = field(default_factory=dict)  # ip_forward, rp_filter of the interfaces involved
     text: str = ""  # one line
     mark_set: str | None = None  # where the mark was set: "mangle:PREROUTING rule 3"
+    dst: str | None = None  # the destination looked up
 
 
 @dataclass(slots=True)

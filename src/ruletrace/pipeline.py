@@ -298,11 +298,15 @@ class Run:
                 self.warnings.append("no ruleset given: steps are shown without rule text")
 
 
-def load_rulesets(paths: Iterable[str]) -> list[Ruleset]:
-    """Every ruleset of every file: an nft listing gives one per family it holds."""
+def load_rulesets(paths: Iterable[str], texts: dict[str, str] | None = None) -> list[Ruleset]:
+    """Every ruleset of every file: an nft listing gives one per family it holds.
+
+    ``texts``: the content of some of ``paths`` already read (a listing read from a live host;
+    the path is then only its name in messages)."""
     from .rulesets import load_rulesets as load
 
-    loaded = [(p, load(p)) for p in paths]
+    texts = texts or {}
+    loaded = [(p, load(p, text=texts.get(p))) for p in paths]
     saves = [rs for _, got in loaded for rs in got if rs.format == "iptables-save"]
     out: list[Ruleset] = []
     paired: list[Ruleset] = []
@@ -315,9 +319,12 @@ def load_rulesets(paths: Iterable[str]) -> list[Ruleset]:
                     from .model import Origin
                     from .rulesets.nft_json import parse_family
 
-                    with open(p, encoding="utf-8", errors="replace") as f:
-                        fam = {"ipv4": "ip", "ipv6": "ip6"}.get(rs.family or "", rs.family)
-                        got[i] = parse_family(f.read(), origin=Origin(p), family=fam, save=save)
+                    fam = {"ipv4": "ip", "ipv6": "ip6"}.get(rs.family or "", rs.family)
+                    if p in texts:
+                        got[i] = parse_family(texts[p], origin=Origin(p), family=fam, save=save)
+                    else:
+                        with open(p, encoding="utf-8", errors="replace") as f:
+                            got[i] = parse_family(f.read(), origin=Origin(p), family=fam, save=save)
                         got[i].warnings[:] = [w for w in got[i].warnings if not w.startswith("left out")]
                     paired.append(save)
         out.extend(got)
@@ -328,8 +335,11 @@ def _same_tables(save: Ruleset, rs: Ruleset) -> bool:
     """A save listing describes the same tables as one family of an nft listing: same tables, chains, rule counts."""
     if save.family not in (None, rs.family) or not save.tables or set(save.tables) != set(rs.tables):
         return False
-    return all(set(chains) == set(rs.tables[t]) and all(len(c.rules) == len(rs.tables[t][n].rules)
-                                                         for n, c in chains.items())
+    # iptables-nft-save prints every built-in chain; nf_tables has those a rule was added to: an
+    # empty chain of the save that the listing lacks does not tell them apart
+    return all(set(rs.tables[t]) <= set(chains)
+               and all(len(c.rules) == len(rs.tables[t][n].rules) if n in rs.tables[t] else not c.rules
+                       for n, c in chains.items())
                for t, chains in save.tables.items())
 
 

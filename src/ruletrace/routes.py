@@ -15,6 +15,8 @@ from .errors import RuletraceError
 from .fields import bounded_int
 from .model import Origin, RouteDecision
 
+Json = dict[str, Any]  # one object of `ip -j` output
+
 
 def _int(v: object) -> int | None:
     if v is None:
@@ -110,7 +112,7 @@ ERRORS = {"unreachable": "No route to host", "prohibit": "Permission denied", "b
           None: "Network is unreachable"}
 
 
-def _family(r: dict[str, Any]) -> int:
+def _family(r: Json) -> int:
     for k in ("dst", "gateway", "prefsrc"):
         v = str(r.get(k) or "")
         if ":" in v:
@@ -127,7 +129,7 @@ def _net(dst: str, v: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network | No
         return None
 
 
-def table_lookup(routes: list[dict[str, Any]], table: str, dst: str) -> dict[str, Any] | None:
+def table_lookup(routes: list[Json], table: str, dst: str) -> Json | None:
     """Longest-prefix match for ``dst`` among the routes of one table (lowest metric on a tie)."""
     try:
         a = ipaddress.ip_address(dst)
@@ -146,11 +148,11 @@ def table_lookup(routes: list[dict[str, Any]], table: str, dst: str) -> dict[str
     return best
 
 
-def resolve(point: str, rules: list[dict[str, Any]] | None, routes: list[dict[str, Any]], *, dst: str, src: str | None,
+def resolve(point: str, rules: list[Json] | None, routes: list[Json], *, dst: str, src: str | None,
             mark: int | None, iif: str | None) -> RouteDecision:
     """The kernel's fib lookup from the dumps: the first matching ``ip rule`` (by priority) whose
     table has a route for ``dst`` (a ``throw`` route or no route goes on to the next rule)."""
-    d = RouteDecision(point, mark=hex(mark) if mark else None)
+    d = RouteDecision(point, mark=hex(mark) if mark else None, dst=dst)
     for r in sorted(rules if rules else DEFAULT_RULES, key=lambda r: _int(r.get("priority")) or 0):
         if not rule_matches(r, src=src, dst=dst, mark=mark, iif=iif or "lo"):
             continue
@@ -196,7 +198,7 @@ def forwarding(sysctls: dict[str, str], iif: str | None) -> str | None:
     return v if v is not None else sysctls.get("net.ipv4.ip_forward")
 
 
-def rp_check(rules: list[dict[str, Any]] | None, routes: list[dict[str, Any]], sysctls: dict[str, str], *, src: str, dst: str,
+def rp_check(rules: list[Json] | None, routes: list[Json], sysctls: dict[str, str], *, src: str, dst: str,
              iif: str, mark: int | None = None) -> str | None:
     """Why reverse-path filtering refuses a packet (fib_validate_source), None when it passes or is off.
 
@@ -236,8 +238,8 @@ def parse_sysctl(text: str, path: str) -> dict[str, str]:
 class RouteFacts:
     """The host's routing facts given to explain/simulate (or read live): the dumps, as iproute2 prints them."""
 
-    rules: list[dict[str, Any]] | None = None  # `ip -j rule` (None: the kernel's three default rules)
-    routes: list[dict[str, Any]] | None = None  # `ip -j route show table all`
+    rules: list[Json] | None = None  # `ip -j rule` (None: the kernel's three default rules)
+    routes: list[Json] | None = None  # `ip -j route show table all`
     sysctls: dict[str, str] = field(default_factory=dict)  # `sysctl -a`
     local: set[str] = field(default_factory=set)  # the host's addresses (`ip -j addr`, and local routes)
     where: dict[str, str] = field(default_factory=dict)  # "sysctls" / "routes" / "rules" / "addrs" -> file
@@ -258,15 +260,20 @@ def describe(d: RouteDecision, dst: str) -> str:
     where = {"input": "after PREROUTING", "output": "after OUTPUT", "reroute": "re-routed after NAT/mark"}[d.point]
     mark = (f"mark {d.mark} set in {d.mark_set} → " if d.mark_set else f"mark {d.mark} → ") if d.mark else ""
     head = mark + (f"ip rule {d.rule} → " if d.rule else "")
+    fwd = d.sysctls.get("net.ipv4.ip_forward")
     if d.error:
-        tail = f"table {d.table} → {d.type} ({d.error})" if d.table and d.type in REFUSING else \
-            f"route lookup for {dst} failed: {d.error}"
+        if d.table and d.type in REFUSING:
+            tail = f"table {d.table} → {d.type} ({d.error})"
+        elif d.table and d.dev:  # the kernel refused although the tables have a route: not forwarding
+            tail = (f"table {d.table} → dev {d.dev}, yet the kernel's lookup failed: {d.error}"
+                    + (f"; ip_forward={fwd}" if fwd is not None else ""))
+        else:
+            tail = f"route lookup for {dst} failed: {d.error}"
         return f"{where}: {head}{tail}"
     if d.type == "local":
         tail = f"table {d.table} → local delivery"
     else:
         tail = f"table {d.table} → " + (f"via {d.gateway} " if d.gateway else "") + f"dev {d.dev}" + (
             f" ({d.type})" if d.type not in ("unicast", None) else "")
-    fwd = d.sysctls.get("net.ipv4.ip_forward")
     extra = f"; ip_forward={fwd}" if fwd is not None and d.point == "input" and d.type != "local" else ""
     return f"{where}: {head}{tail}{extra}"

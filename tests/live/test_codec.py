@@ -222,3 +222,143 @@ def test_live_grouper_flushes_idle_packets_in_order():
         (1, ["raw:PREROUTING:policy:1", "filter:INPUT:rule:1"], [0, 1])]
     out = g.flush(0.47, everything=True)
     assert [(p.id, len(p.events)) for p, _v, _f in out] == [(2, 1)] and g.pending() == 0
+
+
+# --- the NFLOG fast path (live/nflog.py record_tlvs + FastSteps) against the reference decoder ---
+
+IP6_ICMP = bytes.fromhex("6000000000103a40fd000000000000000000000000000001fd000000000000000000000000000002"
+                         "8000f7ff4242000172746c7372746c73")
+ETH = bytes.fromhex("0a0000000002" "0a0000000001" "0800")
+
+
+def nflog_body(prefix: bytes, *, family: int = 2, payload: bytes = IP_HDR + TCP_HDR, indev: int | None = 1,
+               outdev: int | None = None, hw: bytes | None = None, mark: int = 0, seq: int | None = None,
+               stamp: tuple[int, int] | None = None, uid: int | None = None, version: int = 0) -> bytes:
+    body = struct.pack("!BBH", family, version, 0) + nl.nla(10, prefix)
+    if indev is not None:
+        body += nl.nla(4, struct.pack("!I", indev))
+    if outdev is not None:
+        body += nl.nla(5, struct.pack("!I", outdev))
+    if hw is not None:
+        body += nl.nla(15, struct.pack("!H", 1)) + nl.nla(16, hw)
+    if mark:
+        body += nl.nla(2, struct.pack("!I", mark))
+    if seq is not None:
+        body += nl.nla(12, struct.pack("!I", seq))
+    if stamp is not None:
+        body += nl.nla(3, struct.pack("!QQ", *stamp))
+    if uid is not None:
+        body += nl.nla(11, struct.pack("!I", uid))
+    return body + nl.nla(9, payload)
+
+
+def _bodies() -> list[bytes]:
+    good = [
+        nflog_body(b"TRACE: filter:INPUT:rule:1 \0"),
+        nflog_body(b"TRACE: filter:INPUT:rule:2 \0", hw=ETH, mark=0x10, seq=7),
+        nflog_body(b"TRACE: raw:OUTPUT:policy:3 \0", indev=None, outdev=2, uid=0, stamp=(1700000000, 250000)),
+        nflog_body(b"TRACE: filter:FOO:return:4 \0", family=10, payload=IP6_ICMP, hw=ETH),
+        nflog_body(b"TRACE: filter:INPUT:rule:1 \0", payload=IP_HDR[:12]),  # damaged IPv4 header
+        nflog_body(b"TRACE: filter:INPUT:rule:1 \0", family=7, payload=b"\x00\x01"),  # not IP
+        nflog_body(b"my-log \0"),  # an ordinary NFLOG rule
+        nflog_body(b"TRACE: garbage\0"),
+    ]
+    damaged = [good[0][:3], good[1][:-3], nflog_body(b"TRACE: filter:INPUT:rule:1 \0", version=1),
+               good[0][:4] + struct.pack(H + "HH", 2, 10) + good[0][8:], good[0] + b"\x01\x00"]
+    return good + damaged
+
+
+def _reference(body: bytes, record: int) -> object:
+    from ruletrace.sources import nflog as ref
+
+    try:
+        ref.decode_record(body, H, None)
+    except RuletraceError:
+        return "broken record"
+    return nflog.decode_packet(body, record=record, ifname=lambda i: f"if{i}x", now=5.0)
+
+
+def _same(a: object) -> object:
+    if not isinstance(a, TraceEvent):
+        return a
+    return {k: getattr(a, k) for k in ("table", "chain", "kind", "num", "ts", "family", "ident", "origin",
+                                       "source", "packet_id", "verdict", "handle")} | {"fields": a.fields}
+
+
+def test_nflog_record_tlvs_equals_decode_record():
+    from ruletrace.sources import nflog as ref
+
+    for body in _bodies():
+        try:
+            want = ref.decode_record(body, H, None)
+        except RuletraceError:
+            want = None
+        assert nflog.record_tlvs(body) == want, body.hex()
+
+
+def test_nflog_fast_steps_equal_decode_packet_also_when_repeated():
+    fast = nflog.FastSteps(lambda i: f"if{i}x")
+    bodies = _bodies()
+    for round_ in range(3):  # the second and third rounds come from the memo
+        for i, body in enumerate(bodies):
+            tlvs = nflog.record_tlvs(body)
+            got = "broken record" if tlvs is None else fast.decode(tlvs, i + 1, now=5.0)
+            assert _same(got) == _same(_reference(body, i + 1)), (round_, i)
+    a = fast.decode(nflog.record_tlvs(bodies[1]), 1, now=5.0)
+    b = fast.decode(nflog.record_tlvs(bodies[1]), 2, now=5.0)
+    a.fields["MARK"] = "changed"  # each step owns its fields
+    assert b.fields["MARK"] == "0x10" and b.fields["MACSRC"] == "0a:00:00:00:00:01"
+
+
+def test_parse_attrs_equals_the_iter_attrs_walk():
+    whole = (nl.nla(3, b"abcde") + nl.nla(4 | nl.NLA_F_NET_BYTEORDER, b"") + nl.nla(3, b"second")
+             + nl.nla_nested(5, nl.nla(1, b"x")))
+    bufs = [whole, whole + b"\x01\x00", whole[:-2], struct.pack(H + "HH", 40, 1) + b"xx",
+            struct.pack(H + "HH", 2, 1) + whole, b"", trace_msg("filter", "INPUT", 3, 9, handle=2, headers=True)]
+    for buf in bufs:
+        for offset in (0, 4):
+            try:
+                want: object = {}
+                for kind, value in nl.iter_attrs(buf, offset):
+                    want.setdefault(kind, value)
+            except RuletraceError as e:
+                want = str(e)
+            try:
+                got: object = nl.parse_attrs(buf, offset)
+            except RuletraceError as e:
+                got = str(e)
+            assert got == want, (buf.hex(), offset)
+
+
+def test_nftrace_carried_ident_is_the_fields_ident(ruleset):
+    from ruletrace.fields import packet_ident
+
+    d = nftrace.TraceDecoder(lambda fam: ruleset, lambda i: "lo")
+    damaged = nl.NFGENMSG.pack(2, 0, 0) + attr(nftrace.NFTA_TRACE_TYPE, struct.pack("!I", 3)) + attr(
+        nftrace.NFTA_TRACE_ID, struct.pack("!I", 7)) + attr(nftrace.NFTA_TRACE_CHAIN, b"INPUT\0") + attr(
+        nftrace.NFTA_TRACE_TABLE, b"filter\0") + attr(nftrace.NFTA_TRACE_RULE_HANDLE, struct.pack("!Q", 2)) + attr(
+        nftrace.NFTA_TRACE_NETWORK_HEADER, IP_HDR[:9])  # a header cut short: the carried fields stay
+    seq = [trace_msg("filter", "INPUT", 3, 7, handle=2, verdict=-1, headers=True),
+           trace_msg("filter", "INPUT", 3, 7, handle=2, verdict=-1),
+           trace_msg("filter", "INPUT", 3, 7, handle=2, verdict=-1) + attr(nftrace.NFTA_TRACE_MARK,
+                                                                            struct.pack("!I", 0x10)),
+           damaged, trace_msg("filter", "INPUT", 3, 8, handle=2, verdict=-1),  # no carry: empty fields
+           trace_msg("filter", "INPUT", 3, 7, handle=2, verdict=1)]
+    evs = [d.decode(m, now=1.0) for m in seq]
+    assert [ev is not None and ev.ident == packet_ident(ev.fields) for ev in evs] == [True] * len(evs)
+    assert evs[2].fields["MARK"] == "0x10" and "MARK" not in evs[1].fields and evs[3].fields["DPT"] == "52000"
+    assert evs[4].fields == {} and evs[5].ident == evs[0].ident
+
+
+def test_nftrace_remembered_names_and_verdicts_equal_the_plain_decoding(ruleset):
+    d = nftrace.TraceDecoder(lambda fam: ruleset, lambda i: "lo")
+    msgs = [trace_msg("filter", "OUTPUT", 3, 5, handle=5, verdict=-3, jump="FOO", headers=True),
+            trace_msg("filter", "FOO", 3, 5, handle=6, verdict=1),
+            trace_msg("filter", "INPUT", 3, 6, handle=2, verdict=-1, headers=True)]
+    for _ in range(3):  # the later rounds come from the memos
+        got = [(e.table, e.chain, e.verdict) for e in map(d.decode, msgs)]
+        assert got == [("filter", "OUTPUT", "jump:FOO"), ("filter", "FOO", "accept"), ("filter", "INPUT", "continue")]
+    bad = trace_msg("filter", "INPUT", 3, 6, handle=2) + attr(nftrace.NFTA_TRACE_VERDICT, struct.pack(H + "HH", 40, 1))
+    for _ in range(2):  # a damaged verdict raises each time: it is not remembered
+        with pytest.raises(RuletraceError):
+            d.decode(bad)

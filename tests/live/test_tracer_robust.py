@@ -176,30 +176,70 @@ def test_two_nft_sessions_show_only_their_own_packets(lab):
     assert not any("possibly incomplete" in w for p in p1 + p2 for w in p["warnings"])
 
 
-def test_flood_through_1000_rules_counts_what_was_lost(lab):
-    """Each packet makes ~1,000 steps: the socket overflows; the loss is the TRACE counter minus what arrived."""
+def kernel_count(backend: str, comment: str) -> int:
+    """Packets the kernel counted on the filter INPUT rule with this comment (read after the trace)."""
+    for line in sh(f"iptables-{backend}-save -c -t filter", SERVER).splitlines():
+        if f"--comment {comment}" in line:
+            return int(re.match(r"\[(\d+):", line)[1])
+    raise AssertionError(f"no rule {comment} in filter INPUT")
+
+
+def losses(line: str) -> dict[str, int]:
+    """The summary's figures: traced, arrived, lost, not shown, incomplete, over the cap, overruns, lost steps."""
+    m = re.search(r"the kernel traced (\d+) packet\(s\): (\d+) arrived, (\d+) lost entirely", line)
+    assert m, line
+
+    def num(pattern: str) -> int:
+        x = re.search(pattern, line)
+        return int(x[1]) if x else 0
+
+    return {"traced": int(m[1]), "arrived": int(m[2]), "lost": int(m[3]),
+            "not_shown": num(r"(\d+) arrived but not shown"), "incomplete": num(r"(\d+) arrived possibly incomplete"),
+            "over_cap": num(r"(\d+) packet\(s\) of the flow not traced"), "overruns": num(r"(\d+) netlink overrun"),
+            "lost_steps": num(r"(\d+) step\(s\) lost")}
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_flood_through_1000_rules_counts_what_was_lost(lab, backend):
+    """Each packet makes ~1,000 steps: the socket overflows; the loss is the TRACE counter minus what arrived,
+    and the TRACE counter is what the kernel's own rule counter says went through."""
     n = 400
     restore = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" + "".join(
         f"-A INPUT -p icmp -m comment --comment r{i}\n" for i in range(1000)) + "COMMIT\n"
-    load("legacy", restore=restore)
-    t = Trace("--backend", "legacy", "--via", "netlink", "-p", "icmp", "-4", "--direction", "in",
+    load(backend, restore=restore)
+    via = ["--via", "netlink"] if backend == "legacy" else []
+    t = Trace("--backend", backend, *via, "-p", "icmp", "-4", "--direction", "in",
               "--rate-limit", "5000", "--duration", "12")
     ping(n)  # every packet is traced: the cap is far above the burst
     _rc, pkts, err = t.finish(timeout=120)
     line = summary(err)
-    m = re.search(r"the kernel traced (\d+) packet\(s\): (\d+) arrived, (\d+) lost entirely", line)
-    assert m, line
-    traced, arrived, lost = map(int, m.groups())
-    assert traced == n, line  # the kernel's count: every packet sent
-    ns = re.search(r"(\d+) arrived but not shown", line)  # still queued when --duration ended
-    assert arrived == len(pkts) + (int(ns[1]) if ns else 0) and lost == traced - arrived, line
-    inc = re.search(r"(\d+) arrived possibly incomplete", line)
-    incomplete = int(inc[1]) if inc else 0
+    x = losses(line)
+    assert x["traced"] == n == kernel_count(backend, "r0"), line  # the kernel's counts: every packet sent
+    assert x["arrived"] == len(pkts) + x["not_shown"] and x["lost"] == x["traced"] - x["arrived"], line
+    assert x["lost"] == 0 or x["overruns"] or x["lost_steps"], line  # a loss comes with its cause
     marked = sum(any("possibly incomplete" in w for w in p["warnings"]) for p in pkts)
-    assert marked <= incomplete <= marked + (int(ns[1]) if ns else 0), line  # not shown ones count too
+    assert marked <= x["incomplete"] <= marked + x["not_shown"], line  # not shown ones count too
     short = [p for p in pkts if len(p["steps"]) < 1000]  # a complete path has the 1,000 rules and more
     flagged = [p for p in short if any("possibly incomplete" in w for w in p["warnings"])]
     assert len(flagged) == len(short), (len(short), len(flagged), line)  # every visibly short path is marked
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_burst_over_the_rate_cap_is_counted(lab, backend):
+    """A burst far over --rate-limit: the packets the cap left out are the kernel's count minus the traced ones."""
+    n = 300
+    load(backend, ["-A INPUT -p icmp -m comment --comment cap0 -j ACCEPT"])
+    t = Trace("--backend", backend, "-p", "icmp", "-4", "--direction", "in", "--rate-limit", "20",
+              "--duration", "8")
+    ping(n)  # ~300 packets in well under a second: the limit (20/s, burst 20) traces a few dozen
+    _rc, pkts, err = t.finish()
+    line = summary(err)
+    x = losses(line)
+    kernel = kernel_count(backend, "cap0")
+    assert kernel == n, line
+    assert 20 <= x["traced"] < n and x["over_cap"] == kernel - x["traced"], line
+    assert x["lost"] == x["traced"] - x["arrived"] and x["arrived"] == len(pkts) + x["not_shown"], line
+    assert "over --rate-limit 20/s" in line, line
 
 
 def test_legacy_churn_each_packet_against_its_version(lab):

@@ -10,8 +10,9 @@ from contextlib import contextmanager
 import click
 
 from ..errors import RuletraceError
+from ..explain.fatecauses import annotate
 from ..pipeline import PacketFilter, Run, load_rulesets
-from . import options
+from . import hostfiles, options
 from .console import make_consoles, progress_for
 from .status import ExitStatus
 
@@ -29,14 +30,17 @@ from .status import ExitStatus
 @options.no_color
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--ifmap", metavar="FILE", help="Interface index -> name map for NFLOG (`ip -j link` output).")
+@hostfiles.options
 @options.width
 def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_json, as_jsonl, no_color,
-            verbose, ifmap, width) -> int:
+            verbose, ifmap, addrs, routes, ip_rules, sysctl_file, width) -> int:
     """Explain traced packets: the path rule by rule, where each ended, and why.
 
     TRACE_FILE is a kernel log (journalctl -k, dmesg, /var/log/kern.log, …), an NFLOG pcap, ulogd2
     JSON, xtables-monitor or nft monitor trace output; "-" reads stdin; .gz is read as is.
-    Several files are merged in time order.
+    Several files are merged in time order. With the host's routing dumps (--routes, --rules,
+    --sysctl, --addrs) each packet gets its routing decision, and one that ends after PREROUTING
+    gets the likely causes, ranked, instead of a fixed list.
     """
     ruleset_paths, inputs = options.with_example(example, rulesets, logs)
     if not inputs:
@@ -48,6 +52,7 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     # loaded when first needed: a parallel summary starts reading the log meanwhile
     rs = (lambda: load_rulesets(ruleset_paths)) if summary else load_rulesets(ruleset_paths)
     ifmap_d = _load_ifmap(ifmap) if ifmap else None
+    facts = hostfiles.route_facts(addrs, routes, ip_rules, sysctl_file)
     total = sum(_size(p) for p in inputs)
     with progress_for(err, total) as progress, _no_gc():
         run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, detail=not summary or as_json,
@@ -55,9 +60,9 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
         if as_jsonl:
             from ..render.json import write_jsonl
 
-            n = write_jsonl(run.explanations(), sys.stdout)
+            n = write_jsonl(_with_facts(run.explanations(), facts), sys.stdout)
         else:
-            n = _emit(run, out, summary=summary, as_json=as_json, verbose=verbose)
+            n = _emit(run, out, summary=summary, as_json=as_json, verbose=verbose, facts=facts)
     _report_warnings(err, run)
     if run.packets_total == 0:
         raise RuletraceError(
@@ -97,7 +102,15 @@ def _load_ifmap(path: str) -> dict[int, str]:
     return load_ifmap(path)
 
 
-def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool) -> int:
+def _with_facts(explanations, facts):
+    """Routing decisions and ranked causes from the host's dumps (explain/fatecauses.py), when given."""
+    for e in explanations:
+        if facts:
+            annotate(e, facts)
+        yield e
+
+
+def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool, facts=None) -> int:
     from ..render.json import write_document
     from ..render.summary import Summary, to_renderable
 
@@ -112,7 +125,7 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool) -> int:
     summ = Summary()
 
     def counted():
-        for e in run.explanations():
+        for e in _with_facts(run.explanations(), facts):
             yield summ.add(e)
         summ.add_skipped(run.skipped)  # run-level warnings go to stderr and the JSON "warnings"
 

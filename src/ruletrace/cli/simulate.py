@@ -8,12 +8,12 @@ from typing import Any
 import click
 
 from ..errors import RuletraceError
-from ..model import Origin, Packet, Ruleset
+from ..model import Fate, Origin, Packet, Ruleset
 from ..rulesets.options import parse_icmp_type, parse_proto, parse_tcp_flags
 from ..simulate.depends import depends_on
 from ..simulate.engine import SimResult
 from ..simulate.engine import simulate as run_simulation
-from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
+from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes, load_rules, load_sysctls
 from ..simulate.nft_walk import is_native
 from ..simulate.probe import CTSTATES, PATHS, Probe, probe_from_fields
 from .options import complete_protocols
@@ -57,7 +57,7 @@ def _read(path: str) -> str:
 
 
 def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, ipset: str | None,
-           assume: tuple[str, ...]) -> HostFacts:
+           assume: tuple[str, ...], rules: str | None = None, sysctl: str | None = None) -> HostFacts:
     f = HostFacts(assume=parse_assume(assume), values=parse_values(assume))
     for a in local_addrs:
         f.add_local(a)
@@ -65,9 +65,71 @@ def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, 
         load_addrs(_read(addrs), f, origin=Origin(addrs))
     if routes:
         load_routes(_read(routes), f, origin=Origin(routes))
+    if rules:
+        load_rules(_read(rules), f, origin=Origin(rules))
+    if sysctl:
+        load_sysctls(_read(sysctl), f, origin=Origin(sysctl))
     if ipset:
         load_ipsets(_read(ipset), f, origin=Origin(ipset))
     return f
+
+
+EMPTY = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
+
+def _from_host(netns: str | None, assume: tuple[str, ...], local_addrs: tuple[str, ...],
+               ipset: str | None) -> tuple[HostFacts, list[Ruleset], list[dict[str, Any]]]:
+    """Rulesets and host facts read from a running namespace (live/hostread.py)."""
+    from ..live.hostread import read_host
+    from ..pipeline import load_rulesets
+
+    h = read_host(netns)
+    f = HostFacts(assume=parse_assume(assume), values=parse_values(assume))
+    for a in local_addrs:
+        f.add_local(a)
+    load_addrs(h.addrs, f, origin=Origin(h.label("ip -j addr")))
+    load_routes(h.routes, f, origin=Origin(h.label("ip -j route show table all")))
+    load_rules(h.rules, f, origin=Origin(h.label("ip -j rule")))
+    load_sysctls(h.sysctls, f, origin=Origin(h.label("/proc/sys")))
+    if ipset:
+        load_ipsets(_read(ipset), f, origin=Origin(ipset))
+    texts = dict(h.rulesets) or {h.label("no rules in any backend"): EMPTY}
+    f.sources.extend(h.notes)
+    rs = load_rulesets(list(texts), texts)
+    sources = [{"path": h.label(w), "format": fmt, "role": "host-facts"} for w, fmt in (
+        ("ip -j addr", "ip-addr-json"), ("ip -j route show table all", "ip-route-json"),
+        ("ip -j rule", "ip-rule-json"), ("/proc/sys", "sysctl"))]
+    return f, rs, sources
+
+
+def with_fate(expl, res: SimResult, sysctls: dict[str, str] | None = None) -> None:
+    """The simulated routing decisions and a predicted kernel drop on the explanation, as live tracing shows them."""
+    from .. import routes
+    from ..explain.ctinvalid import invalid_note
+    from ..explain.fate import ROUTING_NOTE
+    from ..explain.fatecauses import mark_setter
+
+    if sysctls:
+        invalid_note(expl, None, sysctls)  # nf_conntrack_tcp_loose from --sysctl / the host
+    expl.routing = list(res.routing)
+    iif = expl.first.get("IN")
+    for d in expl.routing:  # where the mark the lookup used was set (from the simulated steps), in words
+        if d.mark and d.mark_set is None:
+            d.mark_set = mark_setter(expl, None, int(d.mark, 16))
+        keys = ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", f"net.ipv4.conf.{iif}.rp_filter",
+                f"net.ipv4.conf.{iif}.forwarding")
+        d.sysctls = {k: (sysctls or {})[k] for k in keys if k in (sysctls or {})} if d.point == "input" else {}
+        d.text = routes.describe(d, d.dst or "")
+    if res.kernel_drop is not None:
+        expl.drops = [res.kernel_drop]
+        expl.fate = Fate.DROPPED
+        expl.notes = [n for n in expl.notes if n != ROUTING_NOTE]
+    elif expl.fate is Fate.UNKNOWN and res.fate is not Fate.UNKNOWN:
+        # the steps end early because no chain of the later hooks exists: the simulation knows the end
+        expl.fate = res.fate
+        expl.notes = [n for n in expl.notes if n != ROUTING_NOTE]
+        expl.notes.append(f"{res.fate.value}: the hooks after {expl.last_seen} have no chains in the ruleset "
+                          f"(hooks passed: {', '.join(res.hooks)})")
 
 
 def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
@@ -122,8 +184,11 @@ def result_json(res: SimResult) -> dict[str, Any]:
 
 
 @click.command()
-@click.option("-r", "--ruleset", "rulesets", multiple=True, required=True, metavar="FILE",
+@click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE",
               help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j).")
+@click.option("--netns", metavar="NAME", help="Read the rulesets, addresses, routes, ip rules and sysctls from "
+              "this network namespace (read-only; needs root).")
+@click.option("--live", is_flag=True, help="Read them from the host (the namespace ruletrace runs in).")
 @click.option("-p", "--proto", default=None, metavar="PROTO", shell_complete=complete_protocols,
               help="Protocol name or number (tcp, udp, icmp, 47).")
 @click.option("-s", "--src", default=None, metavar="ADDR", help="Source address.")
@@ -143,10 +208,14 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("--uid", type=int, help="Socket owner uid (OUTPUT path, -m owner).")
 @click.option("--gid", type=int, help="Socket owner gid (OUTPUT path, -m owner).")
 @click.option("--length", type=click.IntRange(20, 65535), help="Packet length (LEN).")
+@click.option("--ttl", type=click.IntRange(0, 255), help="TTL / hop limit as the packet arrives (default 64).")
 @click.option("--local-addr", "local_addrs", multiple=True, metavar="[IFACE=]ADDR[/LEN]",
               help="A local address of the host (repeat).")
 @click.option("--addrs", metavar="FILE", help="`ip -j addr` output of the host.")
-@click.option("--routes", metavar="FILE", help="`ip -j route` output of the host.")
+@click.option("--routes", metavar="FILE", help="`ip -j route show table all` (or `ip -j route`) output of the host.")
+@click.option("--rules", "ip_rules", metavar="FILE", help="`ip -j rule` output of the host (policy routing).")
+@click.option("--sysctl", "sysctl_file", metavar="FILE",
+              help="`sysctl -a` output of the host: ip_forward, forwarding and rp_filter decide fates.")
 @click.option("--ipset", metavar="FILE", help="`ipset save` output of the host.")
 @click.option("--assume", multiple=True, metavar="KEY=match|nomatch",
               help="Decide a match the simulator cannot: statistic=nomatch, nat:KUBE-SVC-X:1=nomatch, foo=match; "
@@ -158,9 +227,9 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("--no-color", is_flag=True, help="No colours.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--width", type=int, help="Output width (default: the terminal's).")
-def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif, oif, path, ctstate, mark, ctmark,
-             uid, gid, length, local_addrs, addrs, routes, ipset, assume, explain_miss, compare_path, as_json,
-             no_color, verbose, width) -> int:
+def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif, oif, path, ctstate, mark, ctmark,
+             uid, gid, length, ttl, local_addrs, addrs, routes, ip_rules, sysctl_file, ipset, assume, explain_miss,
+             compare_path, as_json, no_color, verbose, width) -> int:
     """Predict where a packet goes through a ruleset, rule by rule, without root or traffic.
 
     Example: ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 -d 192.168.10.11 --dport 52000 -i eth0
@@ -174,11 +243,20 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     """
     from ..pipeline import load_rulesets
 
-    facts = _facts(local_addrs, addrs, routes, ipset, assume)
-    all_rs = load_rulesets(list(rulesets))
+    if netns or live:
+        if rulesets or addrs or routes or ip_rules or sysctl_file:
+            raise click.UsageError("--netns/--live read the rulesets and host facts themselves: "
+                                   "give no -r/--addrs/--routes/--rules/--sysctl with them")
+        facts, all_rs, host_sources = _from_host(netns, assume, local_addrs, ipset)
+    else:
+        if not rulesets:
+            raise click.UsageError("give a ruleset (-r FILE), or read a running one with --netns NAME / --live")
+        facts = _facts(local_addrs, addrs, routes, ipset, assume, ip_rules, sysctl_file)
+        all_rs = load_rulesets(list(rulesets))
+        host_sources = _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file)
     if compare_path:
         return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss,
-                        _fact_sources(addrs, routes, ipset))
+                        host_sources)
     if not (proto and src and dst):
         raise click.UsageError("give the packet: -p PROTO -s SRC -d DST (or --compare TRACEFILE)")
     o = Origin("command line")
@@ -194,17 +272,20 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
     probe = Probe(proto=parse_proto(proto, o), src=src, dst=dst, sport=sport, dport=dport, icmp_type=itype,
                   icmp_code=icode, iif=iif, oif=oif, path=path, ctstate=(ctstate or "NEW").upper(), mark=mark_i,
                   ctmark=ctmark_i, tcp_flags=parse_tcp_flags(tcp_flags, o) if tcp_flags else None,
-                  length=length, uid=uid, gid=gid)
+                  length=length, uid=uid, gid=gid, ttl=ttl)
     rs = _pick(all_rs, probe.family)
     res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
     expl = _explain(res, rs)
+    with_fate(expl, res, facts.sysctls)
     deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate is not None)
-    if deps and expl.verdict is not None:
+    if deps and expl.drops:  # the headline shows the kernel's drop reason: it says what it rests on
+        expl.drops[0].text += f"; if {', '.join(deps)}, assumed"
+    elif deps and expl.verdict is not None:
         # the headline (render/tree.py) shows the verdict's reason: it says what the verdict rests on
         expl.verdict.reason = f"{expl.verdict.reason}{'; ' if expl.verdict.reason else ''}if {', '.join(deps)}, assumed"
     res.depends_on = deps
     if as_json:
-        _write_json([(expl, res, None)], all_rs, _fact_sources(addrs, routes, ipset))
+        _write_json([(expl, res, None)], all_rs, host_sources)
     else:
         _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
     return FATE_STATUS[res.fate]
@@ -213,10 +294,12 @@ def simulate(rulesets, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif,
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
              no_color: bool, width: int | None, explain_miss: str | None, sources: list[dict[str, Any]]) -> int:
     from ..correlate.group import group_packets
-    from ..simulate.compare import compare
+    from ..explain.explain import explain_packet
+    from ..simulate.compare import compare, traced_ctstate
     from ..sources.detect import read_any
 
     rows = []
+    fates: list[tuple[Fate, Fate]] = []  # (traced, predicted)
     formats: list[str] = []
     events = read_any([trace], on_format=lambda _path, fmt: formats.append(fmt))
     for n, pkt in enumerate(group_packets(events)):
@@ -226,14 +309,22 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         probe = probe_from_fields(first.fields)
         if not probe.src or not probe.dst:
             continue
+        probe.ctstate = traced_ctstate(all_rs, pkt.events) or probe.ctstate  # a packet that skipped nat is not NEW
         probe.path = path or ("output" if first.chain in ("OUTPUT",) or (not probe.iif and probe.oif) else None)
         if probe.path is None and not (facts.local or facts.routes):
             probe.path = "forward" if any(e.chain in ("FORWARD",) for e in pkt.events) else "input"
         rs = _pick(all_rs, probe.family)
         res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
-        rows.append((_explain(res, rs, pkt.id), res, compare(res, pkt.events)))
+        expl = _explain(res, rs, pkt.id)
+        with_fate(expl, res, facts.sysctls)
+        rows.append((expl, res, compare(res, pkt.events)))
+        fates.append((explain_packet(pkt, rs[0] if isinstance(rs, list) else rs).fate, res.fate))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
+    known = [(t, p) for t, p in fates if t is not Fate.UNKNOWN]
+    count = (f"compare: {sum(c.agree for _, _, c in rows)} of {len(rows)} traced packet(s) agree with their "
+             f"prediction step by step; the fate agrees for {sum(t == p for t, p in known)} of the {len(known)} "
+             "whose trace shows it")
     if as_json:
         trace_source = {"path": trace, "format": formats[0] if formats else None, "role": "trace"}
         _write_json(rows, all_rs, [*sources, trace_source])
@@ -241,6 +332,7 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         for expl, res, cmp in rows:
             _print(expl, res, cmp, no_color=no_color, width=width, verbose=False,
                    header=f"traced packet {expl.packet.id}")
+    click.echo(count, err=as_json)
     return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.DIFFERENT
 
 
@@ -263,9 +355,11 @@ def _write_json(rows, all_rs: list[Ruleset], sources: list[dict[str, Any]]) -> N
                    sources=rs_sources + sources, extra=lambda e: {"simulation": sims[id(e)]})
 
 
-def _fact_sources(addrs: str | None, routes: str | None, ipset: str | None) -> list[dict[str, Any]]:
+def _fact_sources(addrs: str | None, routes: str | None, ipset: str | None, rules: str | None = None,
+                  sysctl: str | None = None) -> list[dict[str, Any]]:
     """The host-fact files, as ``sources`` of the JSON document (role ``host-facts``)."""
-    given = (("ip-addr-json", addrs), ("ip-route-json", routes), ("ipset-save", ipset))
+    given = (("ip-addr-json", addrs), ("ip-route-json", routes), ("ipset-save", ipset), ("ip-rule-json", rules),
+             ("sysctl", sysctl))
     return [{"path": p, "format": f, "role": "host-facts"} for f, p in given if p]
 
 

@@ -163,7 +163,9 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
             return ExitStatus.OK
         started = True
         fate = f"; {tracer.fate.status}" if tracer.fate is not None else ""
-        say(f"ruletrace: tracing ({tracer.mode}, session {tracer.sid}{fate}); Ctrl-C to stop", "dim")
+        # a native host is said on the one line shown without -v: what is traced differs (all tables)
+        scope = ": the whole nf_tables ruleset, from a table of its own" if tracer.native else ""
+        say(f"ruletrace: tracing ({tracer.mode}, session {tracer.sid}{fate}){scope}; Ctrl-C to stop", "dim")
 
         def stop() -> bool:
             return deadline is not None and time.monotonic() >= deadline

@@ -209,8 +209,9 @@ def _mark_changes(expl: Explanation) -> None:
         fa, fb = a.fields, b.fields
         if ("MARK" in fa) != ("MARK" in fb):
             cut, f = (b, fb) if "MARK" in fa else (a, fa)
-            if cut.raw is not None and not complete(f):
-                continue  # a line cut before its MARK= field: the mark is not known there
+            if isinstance(cut.raw, (str, bytes)) and not complete(f):
+                continue  # a line cut before its MARK= field: the mark is not known there (simulated
+                # events carry a snapshot tuple and leave MARK out when it is 0)
         old, new = _mark_value(fa), _mark_value(fb)
         if old == new:
             continue

@@ -12,6 +12,8 @@ ranking with the facts read from the traced namespace (and the kernel's own drop
 
 from __future__ import annotations
 
+import re
+
 from .. import routes as rt
 from ..model import Change, Explanation, RouteDecision
 from .fate import ROUTING_NOTE
@@ -69,7 +71,24 @@ def routing_points(expl: Explanation) -> list[tuple[str, dict[str, str], int | N
             out.append(("reroute", f, after))
         return out
     after = next((i for i, h in enumerate(hooks) if h not in (None, "PREROUTING")), None)
-    return [("input", evs[after].fields if after is not None else evs[-1].fields, after)]
+    if after is not None:
+        return [("input", evs[after].fields, after)]
+    return [("input", _after_last_rule(expl), None)]
+
+
+_TO_DEST = re.compile(r"--to-destination (\d+\.\d+\.\d+\.\d+)|\bdnat (?:ip )?to (\d+\.\d+\.\d+\.\d+)")
+
+
+def _after_last_rule(expl: Explanation) -> dict[str, str]:
+    """The packet after the last traced step: a TRACE line shows it before its rule's target ran, so
+    a DNAT to one address by that very rule is applied here (the kernel routes the new destination)."""
+    f = expl.packet.events[-1].fields
+    last = expl.steps[-1] if expl.steps else None
+    if last is not None and last.action == "dnat" and last.rule is not None:
+        m = _TO_DEST.search(last.rule.text)
+        if m:
+            return {**f, "DST": m.group(1) or m.group(2)}
+    return f
 
 
 def decisions(expl: Explanation, facts: rt.RouteFacts) -> list[RouteDecision]:
@@ -112,13 +131,14 @@ def likely_causes(expl: Explanation, facts: rt.RouteFacts, d: RouteDecision | No
     if src and iif != "lo" and (facts.local or facts.routes) and facts.is_local(src):
         proven.append(f"its source {src} is an address of this host: the kernel drops it as a martian "
                       f"(IP_LOCAL_SOURCE){src_of.get('addrs', src_of.get('routes', ''))}")
-    if d is not None and d.error:
+    route_failed = d is not None and bool(d.error) and (d.type in rt.REFUSING or (d.table is None and d.rule is None))
+    if d is not None and route_failed:
         no_table = d.table is None and d.rule is None
         name = rt.drop_reason(d, rt.forwarding(sy, iif))
         via = f" ({'ip rule ' + d.rule + ' → ' if d.rule else ''}{'table ' + d.table if d.table else 'no table'})"
-        what = "no route to" if no_table else f"a {d.type} route for"
+        what = "no route to" if no_table else f"{'an' if (d.type or 'x')[0] in 'aeiou' else 'a'} {d.type} route for"
         proven.append(f"{what} {dst}{via if d.rule or d.table else ''}: {name}{src_of.get('routes', '')}")
-    forwarded = d is not None and not d.error and d.type not in ("local", "broadcast", "multicast")
+    forwarded = d is not None and not route_failed and d.type not in ("local", "broadcast", "multicast")
     if d is None or forwarded:
         fwd = rt.forwarding(sy, iif)
         key = f"net.ipv4.conf.{iif}.forwarding" if iif and f"net.ipv4.conf.{iif}.forwarding" in sy \

@@ -14,6 +14,8 @@ kernel drop reason the host's kernel gives (on 6.x kernels):
                                                           NOT_SPECIFIED (ip_error; ICMP host unreachable)
 - ct-invalid     a lone TCP ACK, nf_conntrack_tcp_loose=0, filter INPUT drops ctstate INVALID
                                                           NETFILTER_DROP (nft_do_chain: iptables-nft)
+- dnat-forward   nat PREROUTING DNATs the host's address to a routed one: routed after the DNAT, forwarded
+- dnat-output    the host sends; nat OUTPUT DNATs it elsewhere: routed again (ip_route_me_harder)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class FateScenario:
     name: str
     src: str
     dst: str
-    reason: str  # what the kernel says, verbatim
+    reason: str | None  # what the kernel says, verbatim (None: not a drop scenario)
     function: str | None
     proto: str = "udp"
 
@@ -49,6 +51,8 @@ SCENARIOS = {
     "tcp-closed": FateScenario("tcp-closed", C_ADDR, H_ADDR, "NO_SOCKET", "tcp_v4_rcv", "tcp"),
     "policy-route": FateScenario("policy-route", C_ADDR, ROUTED_DST, "NOT_SPECIFIED", "ip_error"),
     "ct-invalid": FateScenario("ct-invalid", C_ADDR, H_ADDR, "NETFILTER_DROP", "nft_do_chain", "tcp"),
+    "dnat-forward": FateScenario("dnat-forward", C_ADDR, H_ADDR, None, None),
+    "dnat-output": FateScenario("dnat-output", H_ADDR, C_ADDR, None, None),
 }
 MARK, RULE_PRIO, TABLE = "0x1", "100", "100"  # policy-route
 # the rule lines each scenario adds on the host (iptables-nft); kept to show in docs and tests
@@ -57,6 +61,12 @@ HOST_RULES = {
     "ct-invalid": [["-A", "INPUT", "-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]],
     # accepts, and makes the namespace track connections (the entry is shown beside the path)
     "tcp-closed": [["-A", "INPUT", "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"]],
+    # (an ACCEPT rule in the hook after the routing step: the trace then shows the device the kernel chose)
+    "dnat-forward": [["-t", "nat", "-A", "PREROUTING", "-p", "udp", "-d", H_ADDR, "--dport", str(PORT), "-j", "DNAT",
+                      "--to-destination", f"{ROUTED_DST}:{PORT}"], ["-A", "FORWARD", "-p", "udp", "-j", "ACCEPT"]],
+    "dnat-output": [["-t", "nat", "-A", "OUTPUT", "-p", "udp", "-d", C_ADDR, "--dport", str(PORT), "-j", "DNAT",
+                     "--to-destination", f"{ROUTED_DST}:{PORT}"], ["-t", "nat", "-A", "POSTROUTING", "-p", "udp",
+                                                                   "-j", "ACCEPT"]],
 }
 
 # a lone TCP ACK from a raw socket (the kernel fills in the IP checksum and ID)
@@ -94,7 +104,7 @@ class FateLab:
                                     f"net.ipv4.conf.{self.h_if}.rp_filter": rpf,
                                     "net.netfilter.nf_conntrack_tcp_loose": "0" if name == "ct-invalid" else "1"})
         ns = self.host.ns
-        for table in ("mangle", "filter"):
+        for table in ("mangle", "filter", "nat"):
             run(["iptables-nft", "-w", "2", "-t", table, "-F"], ns=ns, check=False)
         run(["ip", "rule", "del", "priority", RULE_PRIO], ns=ns, check=False)
         run(["ip", "route", "flush", "table", TABLE], ns=ns, check=False)
@@ -117,12 +127,15 @@ class FateLab:
             return
         run(["python3", "-c", code], ns=self.client.ns)
 
+    def sender(self, sc: FateScenario) -> Host:
+        return self.host if sc.name == "dnat-output" else self.client
+
     def send_udp(self, sc: FateScenario, count: int = 1, ttl: int | None = None) -> None:
         """``count`` UDP datagrams client -> scenario destination, from the scenario's source."""
         code = ("import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 + (f"s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, {ttl})\n" if ttl else "")
                 + f"s.bind(('{sc.src}', 0))\n" + f"for _ in range({count}): s.sendto(b'rt15', ('{sc.dst}', {PORT}))\n")
-        run(["python3", "-c", code], ns=self.client.ns)
+        run(["python3", "-c", code], ns=self.sender(sc).ns)
 
 
 def build(lab: Lab) -> FateLab:

@@ -7,6 +7,7 @@ The tracer calls three hooks: :meth:`Fate.start` (after its rules are in place),
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,32 @@ from . import dropmon, routing
 if TYPE_CHECKING:
     from .session import TraceSpec
 
+# `conntrack -L` after a packet is a process (~17 ms on the lab VM): at 500 packets/s it alone
+# would take 8 s a second, and 20 a second still took a third of the trace's CPU time
+# (bench/bench_live.py --profile). Packets over this many a second get a note instead.
+CT_LOOKUPS = 5
 ENV_OFF = "RULETRACE_NO_DROP_REASONS"  # set to 1: drop reasons off (tests, hosts where BPF is unwelcome)
+
+
+class Budget:
+    """At most ``per_second`` takes in any one-second window that starts at a take."""
+
+    def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self.clock = clock
+        self.window = -1.0
+        self.used = 0
+        self.refused = 0
+
+    def take(self) -> bool:
+        now = self.clock()
+        if self.window < 0 or now - self.window >= 1.0:
+            self.window, self.used = now, 0
+        if self.used < self.per_second:
+            self.used += 1
+            return True
+        self.refused += 1
+        return False
 
 
 class Fate:
@@ -32,6 +58,7 @@ class Fate:
         self.drops_off = ""  # why drop reasons are off ('' when on)
         self.conntrack = ct.available()
         self.ct_events: ct.Events | None = None  # conntrack -E: the entry as it was made
+        self.ct_budget = Budget(CT_LOOKUPS)
 
     def start(self) -> None:
         if os.environ.get(ENV_OFF) == "1":
@@ -72,12 +99,19 @@ class Fate:
             self._why_prerouting(expl)
         elif expl.drops and expl.fate in (PacketFate.DELIVERED, PacketFate.FORWARDED, PacketFate.SENT) and \
                 expl.drops[0].reason != "NETFILTER_DROP":
-            expl.notes.append(f"every rule let it through, then the kernel dropped it: {expl.drops[0].text}")
+            d = expl.drops[0]
+            expl.notes.append(f"every rule let it through, then the kernel dropped it ({d.reason}"
+                              + (f" in {d.function})" if d.function else ")"))
         if self.conntrack:
             first = self.ct_events.first(expl) if self.ct_events is not None else None
-            end = ct.entry(expl, "end")
-            if end is None and first is not None:
-                end = ConntrackEntry("end", first.proto, text="no entry for the flow any more (removed or timed out)")
+            end = None
+            if self.ct_budget.take():
+                end = ct.entry(expl, "end")
+                if end is None and first is not None:
+                    end = ConntrackEntry("end", first.proto, text="no entry for the flow any more (removed or timed out)")
+            else:
+                expl.notes.append(f"conntrack entry after the packet not read: over {CT_LOOKUPS} packets a second "
+                                  "(each lookup runs `conntrack -L`)")
             expl.conntrack = [e for e in (first, end) if e is not None]
             loose = routing.sysctl("net.netfilter.nf_conntrack_tcp_loose")
             invalid_note(expl, end, {**sysctls, **({"net.netfilter.nf_conntrack_tcp_loose": loose} if loose else {})})
@@ -86,7 +120,11 @@ class Fate:
         """A packet last seen in PREROUTING: the kernel's drop reason when known, else the ranked causes."""
         if expl.drops:
             expl.notes.remove(ROUTING_NOTE)
-            expl.notes.append("last seen in PREROUTING: the kernel dropped it after PREROUTING: " + expl.drops[0].text)
+            d = expl.drops[0]
+            expl.notes.append(f"last seen in PREROUTING: the kernel dropped it right after ({d.reason}"
+                              + (f" in {d.function})" if d.function else ")"))
+            if expl.drops[0].reason != "NETFILTER_DROP":  # the kernel's word: the fate is known
+                expl.fate = PacketFate.DROPPED
             return
         f = expl.packet.events[-1].fields
         try:
@@ -99,6 +137,9 @@ class Fate:
     def stop(self) -> None:
         if self.ct_events is not None:
             self.ct_events.stop()
+        if self.ct_budget.refused:
+            self.warn(f"conntrack: {self.ct_budget.refused} packet(s) over {CT_LOOKUPS} a second: their entry "
+                      "after the packet was not read (each lookup runs `conntrack -L`)")
         m = self.monitor
         if m is not None:
             m.stop()

@@ -45,7 +45,11 @@ NFNETLINK_V0 = 0
 HOST_ORDER = "<" if sys.byteorder == "little" else ">"  # byte order of NLA headers on this host
 
 BATCH = 1024  # datagrams read at most per messages() call
-RCVBUF = 8 << 20  # bytes: a burst of traced packets must not overflow the socket (ENOBUFS)
+# bytes: a burst of traced packets must not overflow the socket (ENOBUFS). Each step is a
+# datagram of its own (about 1 KiB of buffer with its overhead): 64 MiB hold about a second of
+# 60,000 steps/s while the explaining catches up (8 MiB held a tenth of it: bench/bench_live.py).
+# Kernel memory, taken only while a backlog waits.
+RCVBUF = 64 << 20
 
 
 def nfnl_type(subsys: int, msg: int) -> int:
@@ -80,10 +84,23 @@ def iter_attrs(buf: bytes | memoryview, offset: int = 0) -> Iterator[tuple[int, 
 
 
 def parse_attrs(buf: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
-    """Attributes as a dict (the first of each type wins)."""
+    """Attributes as a dict (the first of each type wins).
+
+    ``iter_attrs`` inlined (it runs for every trace step): the same walk and the same error;
+    tests/live/test_codec.py proves both equal on whole and damaged buffers.
+    """
     out: dict[int, bytes] = {}
-    for kind, value in iter_attrs(buf, offset):
-        out.setdefault(kind, value)
+    end = len(buf)
+    off = offset
+    unpack = NLA_HDR.unpack_from
+    while off + 4 <= end:
+        length, kind = unpack(buf, off)
+        if length < 4 or off + length > end:
+            raise RuletraceError(f"netlink: bad attribute length {length} at offset {off}")
+        kind &= NLA_TYPE_MASK
+        if kind not in out:
+            out[kind] = bytes(buf[off + 4 : off + length])
+        off += (length + 3) & ~3
     return out
 
 
@@ -133,6 +150,8 @@ class NetlinkSocket:
         self.overruns = 0  # times the kernel dropped messages for us (ENOBUFS)
         self.rcvbuf = self._set_rcvbuf(rcvbuf)
         self._pending: list[tuple[int, int, int, bytes]] = []  # messages read while waiting for an ACK
+        self._buf = bytearray(1 << 20)
+        self._view = memoryview(self._buf)
 
     def _set_rcvbuf(self, size: int) -> int:
         for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
@@ -188,11 +207,15 @@ class NetlinkSocket:
                 self._pending.append((mtype, mflags, mseq, body))
 
     def _recv(self, timeout: float | None) -> list[tuple[int, int, int, bytes]]:
-        r, _, _ = select.select([self.sock], [], [], timeout)
-        if not r:
-            return []
+        """One datagram's messages: waits up to ``timeout`` (0: only what is queued, no select)."""
+        if timeout != 0:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+            if not r:
+                return []
         try:
-            data = self.sock.recv(1 << 20)
+            # into a buffer kept for the socket: recv(1 MiB) would allocate and shrink 1 MiB a datagram
+            n = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
+            data = self._view[:n].tobytes()
         except OSError as e:
             if e.errno == errno.ENOBUFS:
                 self.overruns += 1

@@ -293,7 +293,7 @@ class NativeDecoder(nt.TraceDecoder):
         tid = be32(a[nt.NFTA_TRACE_ID]) if nt.NFTA_TRACE_ID in a else None
         family = NFPROTO_FAMILY.get(body[0] if body else 0, str(body[0] if body else 0))
         proto = be32(a[nt.NFTA_TRACE_NFPROTO]) if nt.NFTA_TRACE_NFPROTO in a else (body[0] if body else 0)
-        fields = self._fields(tid, proto, a)
+        fields, ident = self._fields(tid, proto, a)  # the decoder's fields and their packet_ident
         handle = be64(a[nt.NFTA_TRACE_RULE_HANDLE]) if nt.NFTA_TRACE_RULE_HANDLE in a else None
         verdict = nt.verdict_name(a[nt.NFTA_TRACE_VERDICT]) if nt.NFTA_TRACE_VERDICT in a else None
         rs = self.native_rulesets().get(family)
@@ -320,15 +320,10 @@ class NativeDecoder(nt.TraceDecoder):
         else:
             return None
         return MonitorEvent(table, chain, kind, num, ts=now if now is not None else time.time(), family=family,
-                            handle=handle, ident=_ident(fields), packet_id=tid, verdict=verdict,
+                            handle=handle, ident=ident, packet_id=tid, verdict=verdict,
                             origin=Origin("netlink", self.records), source=SOURCE, fields=fields, text=text,
                             base=nt.NFTA_TRACE_NETWORK_HEADER in a)
 
-
-def _ident(fields: dict[str, str]) -> tuple[str, ...]:
-    from ..fields import packet_ident
-
-    return packet_ident(fields)
 
 
 def own_start(pkt_events: list[TraceEvent], sid: str) -> str:

@@ -60,6 +60,7 @@ NFPROTO = {2: "ipv4", 10: "ipv6", 1: "inet", 7: "bridge", 3: "arp", 5: "netdev"}
 
 SOURCE = "nftrace"
 _CARRY_MAX = 4096  # trace ids whose packet fields are remembered
+_MEMO_MAX = 256  # table/chain names and verdicts remembered
 
 
 def verdict_name(attr: bytes) -> str:
@@ -109,22 +110,24 @@ class TraceDecoder:
         self.keep_trace_rule = keep_trace_rule
         self.unknown_handles = 0  # rule handles not in the snapshot (rules added after it)
         self.records = 0
-        self._carry: OrderedDict[int, dict[str, str]] = OrderedDict()
+        self._texts: dict[bytes, str] = {}
+        self._verdicts: dict[bytes, str] = {}
+        self._carry: OrderedDict[int, tuple[dict[str, str], tuple[str, ...]]] = OrderedDict()
 
     def decode(self, body: bytes, *, now: float | None = None) -> TraceEvent | None:
         """One message body (nfgenmsg + attributes) -> an event, or None for steps not shown."""
         self.records += 1
         table_family = body[0] if body else 0
         a = parse_attrs(body, 4)
-        table = cstr(a.get(NFTA_TRACE_TABLE, b""))
-        chain = cstr(a.get(NFTA_TRACE_CHAIN, b""))
+        table = self._text(a.get(NFTA_TRACE_TABLE, b""))
+        chain = self._text(a.get(NFTA_TRACE_CHAIN, b""))
         ttype = be32(a[NFTA_TRACE_TYPE]) if NFTA_TRACE_TYPE in a else 0
         tid = be32(a[NFTA_TRACE_ID]) if NFTA_TRACE_ID in a else None
         proto = be32(a[NFTA_TRACE_NFPROTO]) if NFTA_TRACE_NFPROTO in a else table_family
         family = NFPROTO.get(proto, str(proto))
-        fields = self._fields(tid, proto, a)
+        fields, ident = self._fields(tid, proto, a)
         handle = be64(a[NFTA_TRACE_RULE_HANDLE]) if NFTA_TRACE_RULE_HANDLE in a else None
-        verdict = verdict_name(a[NFTA_TRACE_VERDICT]) if NFTA_TRACE_VERDICT in a else None
+        verdict = self._verdict(a[NFTA_TRACE_VERDICT]) if NFTA_TRACE_VERDICT in a else None
         rs = self.rulesets(family)
         ch = rs.chain(table, chain) if rs is not None else None
         end_num = len(ch.rules) + 1 if ch is not None else None
@@ -154,15 +157,37 @@ class TraceDecoder:
         else:
             return None
         return TraceEvent(table, chain, kind, num, ts=now if now is not None else time.time(), family=family,
-                          handle=handle, ident=packet_ident(fields), packet_id=tid, verdict=verdict,
+                          handle=handle, ident=ident, packet_id=tid, verdict=verdict,
                           origin=Origin("netlink", self.records), source=SOURCE, fields=fields)
 
-    def _fields(self, tid: int | None, proto: int, a: dict[int, bytes]) -> dict[str, str]:
+    def _text(self, raw: bytes) -> str:
+        """``cstr(raw)``, remembered: a trace names the same few tables and chains again and again."""
+        t = self._texts.get(raw)
+        if t is None:
+            if len(self._texts) >= _MEMO_MAX:
+                self._texts.clear()
+            t = self._texts[raw] = cstr(raw)
+        return t
+
+    def _verdict(self, raw: bytes) -> str:
+        """``verdict_name(raw)``, remembered (a damaged one raises as before and is not kept)."""
+        v = self._verdicts.get(raw)
+        if v is None:
+            if len(self._verdicts) >= _MEMO_MAX:
+                self._verdicts.clear()
+            v = self._verdicts[raw] = verdict_name(raw)
+        return v
+
+    def _fields(self, tid: int | None, proto: int, a: dict[int, bytes]) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The step's fields and their ``packet_ident`` (MARK is no part of it: a carried ident stays)."""
         net = a.get(NFTA_TRACE_NETWORK_HEADER)
-        carry = self._carry.get(tid) if tid is not None else None
+        carried = self._carry.get(tid) if tid is not None else None
+        carry = carried[0] if carried else None
+        ident = carried[1] if carried else None
         if net is None:
             f = dict(carry) if carry else {}
         else:
+            ident = None
             # the headers as the NFLOG decoder reads them (sources/nflog.py): same fields, same text
             iif, oif, ll = a.get(NFTA_TRACE_IIF), a.get(NFTA_TRACE_OIF), a.get(NFTA_TRACE_LL_HEADER)
             f = {}
@@ -174,15 +199,18 @@ class TraceDecoder:
                     f["PROTO"] = "?"
             except nflog.DECODE_ERRORS:
                 f = dict(carry) if carry else {}
+                ident = carried[1] if carried else None
         f.pop("MARK", None)
         if NFTA_TRACE_MARK in a and be32(a[NFTA_TRACE_MARK]):
             f["MARK"] = f"{be32(a[NFTA_TRACE_MARK]):#x}"
+        if ident is None:
+            ident = packet_ident(f)
         if tid is not None:
-            self._carry[tid] = f
+            self._carry[tid] = (f, ident)
             self._carry.move_to_end(tid)
             if len(self._carry) > _CARRY_MAX:
                 self._carry.popitem(last=False)
-        return f
+        return f, ident
 
 
 def is_trace(mtype: int) -> bool:

@@ -220,6 +220,8 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
         reason = _after_place(v.reason, place)
         if reason:
             line.append((" " if reason != v.reason else ": ") + clean(reason))
+    elif expl.drops and expl.fate == Fate.DROPPED:  # outside the rules: the kernel's own reason
+        line.append(" by the kernel: " + clean(expl.drops[0].text))
     elif expl.fate == Fate.UNKNOWN and expl.last_seen:
         line.append(": the trace ends at ")
         line.append_text(safe(expl.last_seen, "chain"))

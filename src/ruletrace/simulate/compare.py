@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import TraceEvent
+from ..model import Ruleset, TraceEvent
 from .engine import SimResult
 
 # fields compared on steps that agree (kernel-log names)
@@ -60,3 +60,32 @@ def compare(sim: SimResult, traced: list[TraceEvent]) -> Comparison:
                 out.field_diffs.append(f"step {i + 1} {t.tag}: {f} traced {a or '(empty)'}, "
                                        f"predicted {b or '(empty)'}")
     return out
+
+
+_NAT_HOOKS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
+
+
+def traced_ctstate(rulesets: list[Ruleset], events: list[TraceEvent]) -> str | None:
+    """The conntrack state a traced packet had, as far as its trace shows it.
+
+    The nat table runs for a connection's first packet only: a nat step in the trace makes it
+    NEW; a packet that passed a hook where the ruleset has nat chains without a nat step there
+    was not NEW (ESTABLISHED is simulated; RELATED takes the same path). None: the trace cannot tell.
+    """
+    nat_chains: set[tuple[str, str]] = set()
+    nat_hooks: set[str] = set()
+    hook_of: dict[tuple[str, str], str] = {}
+    for r in rulesets:
+        for t, chains in r.tables.items():
+            for c in chains.values():
+                hook = (c.hook or "").upper() or (c.name if c.name in _NAT_HOOKS and not c.type else "")
+                if hook:
+                    hook_of[(t, c.name)] = hook
+                if t == "nat" or c.type == "nat":
+                    nat_chains.add((t, c.name))
+                    if hook:
+                        nat_hooks.add(hook)
+    if any((e.table, e.chain) in nat_chains for e in events):
+        return "NEW"
+    passed = {hook_of.get((e.table, e.chain)) or (e.chain if e.chain in _NAT_HOOKS else "") for e in events}
+    return "ESTABLISHED" if passed & nat_hooks else None

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RuletraceError
-from ..model import Fate, Rule, Ruleset, TraceEvent, Verdict
+from ..model import Fate, KernelDrop, RouteDecision, Rule, Ruleset, TraceEvent, Verdict
 from .compiled import Compiled, compiled
 from .hostfacts import HostFacts, addr_text
 from .nft_l2 import before_ip, l2_compiled
 from .nft_walk import NftCompiled, is_native, nft_compiled
 from .probe import PORT_PROTOS, Probe, flags_text
 from .reference import run_hook
+from .routestep import kernel_drop, lookup, route_input
 from .semantics import ACCEPT, DROP, QUEUE, REJECT, WalkState
 from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Branch, Ctx, Pkt, snapshot_fields
 
@@ -59,6 +60,8 @@ class SimResult:
     assumed_out: str | None = None  # the output interface, when it was assumed
     guessed: list[str] = field(default_factory=list)  # --assume keys of matches assumed not to match
     depends_on: list[str] = field(default_factory=list)  # assumptions the verdict rests on (depends.py)
+    kernel_drop: KernelDrop | None = None  # a drop outside the rules the kernel would make (routing, sysctls)
+    routing: list[RouteDecision] = field(default_factory=list)  # the lookups made from --routes/--rules
 
     @property
     def final(self) -> dict[str, str]:
@@ -86,7 +89,7 @@ class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
-                 "_path_reason", "native", "_rerouted", "_assumed_out", "l2")
+                 "_path_reason", "native", "_rerouted", "_assumed_out", "l2", "kdrop", "lookups", "in_route")
 
     def __init__(self, rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
@@ -117,6 +120,9 @@ class _Run(WalkState):
         self._path_reason = ""
         self._rerouted: str | None = None
         self._assumed_out: str | None = None
+        self.kdrop: KernelDrop | None = None
+        self.lookups: list[RouteDecision] = []
+        self.in_route: RouteDecision | None = None
         self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
         if explain_miss:
@@ -251,7 +257,7 @@ class _Run(WalkState):
             misses = self._misses()
         return SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
                          self.hooks, self.trace_start, misses, p.snapshot(), c.path, self._assumed_out,
-                         c.guessed)
+                         c.guessed, kernel_drop=self.kdrop, routing=self.lookups)
 
     def _hook(self) -> Callable[[str], Callable[[Pkt, Ctx, WalkState], str]]:
         """hook name -> the function that runs its tables: generated (walker.make_hook) or the reference walk."""
@@ -292,18 +298,17 @@ class _Run(WalkState):
         v = hook("PREROUTING")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
+        ended = route_input(self, p, c)
+        if ended is not None:
+            return ended
         if c.is_local(p, p.v, p.dst):
             v = hook("INPUT")(p, c, self)
             return self._fate(v) if v != ACCEPT else Fate.DELIVERED
-        if not self.facts.ip_forward:
-            c.note("IP forwarding is off: the kernel drops the packet before FORWARD")
-            return Fate.DROPPED
-        if not self._routed(p, c, "the kernel drops the packet before FORWARD (ICMP unreachable)"):
+        if not self._routed(p, c, "the kernel drops the packet before FORWARD (ICMP unreachable)", self.in_route):
             return Fate.DROPPED
         # ip_forward() / ip6_forward() decrement TTL / hop limit before the FORWARD hook
         if p.ttl <= 1:
-            c.note("TTL would expire on forwarding: the kernel drops the packet (ICMP time exceeded)")
-            return Fate.DROPPED
+            return kernel_drop(self, "IP_INHDR", "ip_forward", ttl=str(p.ttl))
         p.ttl -= 1
         p.snap = None  # a packet's snapshot is shared by its steps until IN, OUT, TTL or a target changes it
         v = hook("FORWARD")(p, c, self)
@@ -321,6 +326,9 @@ class _Run(WalkState):
         v = hook("OUTPUT")(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
+        if self._rerouted is None and self.facts.rules and p.mark != self.probe.mark:
+            # ipt_mangle_out / nft route chains: a changed mark is routed again (ip_route_me_harder)
+            self._rerouted = self._route_out(p, c, force=True) or p.oif
         if self._rerouted is not None:
             # the OUTPUT hook's chains all see the device routed before nat OUTPUT changed the
             # destination (the hook state's out); the new route's device leaves from POSTROUTING on
@@ -341,22 +349,29 @@ class _Run(WalkState):
         v = hook("INPUT")(p, c, self)
         return self._fate(v) if v != ACCEPT else Fate.DELIVERED
 
-    def _routed(self, p: Pkt, c: Ctx, unroutable: str) -> bool:
-        """Route the packet out (``p.oif``); False, and a note ending in ``unroutable``, when no
-        route fits."""
-        oif = self._route_out(p, c)
+    def _routed(self, p: Pkt, c: Ctx, unroutable: str, d: RouteDecision | None = None) -> bool:
+        """Route the packet out (``p.oif``; ``d``: the decision made already, see ``_route_out``);
+        False, and a note ending in ``unroutable``, when no route fits."""
+        oif = self._route_out(p, c, d)
         if oif is None:
             c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: {unroutable}")
             return False
         p.oif = oif
         return True
 
-    def _route_out(self, p: Pkt, c: Ctx) -> str | None:
+    def _route_out(self, p: Pkt, c: Ctx, d: RouteDecision | None = None, *, force: bool = False) -> str | None:
         """The output interface: -o, else the routes (and connected prefixes); None: no route."""
         pr, f = self.probe, self.facts
         if c.path == "output" and c.is_local(p, p.v, p.dst):
             return "lo"
         moved = (p.v, p.dst) != c.orig_dst
+        if f.raw_routes is not None and (force or moved or not pr.oif):
+            if d is None:
+                d = lookup(self, p, "reroute" if force or moved else "output" if c.path == "output" else "input")
+            if d is not None and not d.error:
+                return "lo" if d.type == "local" else d.dev or f.connected(p.v, p.dst)
+            if d is not None:
+                return None
         if pr.oif and not (moved and f.routes):
             return pr.oif
         r = f.route(p.v, p.dst) if f.routes else None

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from .. import routes as rt
 from ..errors import RuletraceError
 from ..model import Origin
 
-Net = tuple[int, int, int]  # (version, network as int, mask as int)
+Net = tuple[int, int, int]
+MAIN_TABLES = ("main", "local", "default")  # the tables the kernel's default ip rules look up  # (version, network as int, mask as int)
 
 
 def to_int(addr: str, origin: Origin | None = None) -> tuple[int, int]:
@@ -72,6 +74,7 @@ class Route:
     type: str = "unicast"  # unicast, local, broadcast, blackhole, unreachable, prohibit, …
     gateway: str | None = None
     prefsrc: str | None = None
+    table: str = "main"
 
 
 @dataclass(slots=True)
@@ -97,6 +100,10 @@ class HostFacts:
     ip_forward: bool = True
     masters: dict[str, str] = field(default_factory=dict)  # bridge port -> its bridge (ip -j addr "master")
     sources: list[str] = field(default_factory=list)  # where the facts came from, for the output
+    # the dumps as iproute2 prints them, for the policy-routing lookup (routes.resolve) and rp_filter
+    raw_routes: list[dict[str, Any]] | None = None  # `ip -j route [show table all]`
+    rules: list[dict[str, Any]] | None = None  # `ip -j rule`
+    sysctls: dict[str, str] = field(default_factory=dict)  # `sysctl -a`
     _n_local: int = -1  # len(local) and len(routes) when the caches below were made
     _n_routes: int = -1
     _local_set: set[tuple[int, int]] = field(default_factory=set)
@@ -210,7 +217,7 @@ class HostFacts:
     def _route(self, version: int, addr: int) -> Route | None:
         best: Route | None = None
         for r in self.routes:
-            if r.version != version or addr & r.mask != r.net:
+            if r.version != version or addr & r.mask != r.net or r.table not in MAIN_TABLES:
                 continue
             if best is None or (r.type == "local") > (best.type == "local") or (
                 (r.type == "local") == (best.type == "local") and r.prefixlen > best.prefixlen
@@ -280,9 +287,25 @@ def load_routes(text: str, facts: HostFacts, *, origin: Origin) -> None:
         v, net, mask = to_net(dst, origin)
         plen = bin(mask).count("1")
         facts.routes.append(Route(v, net, mask, plen, r.get("dev"), r.get("type", "unicast"),
-                                  r.get("gateway"), r.get("prefsrc")))
+                                  r.get("gateway"), r.get("prefsrc"), str(r.get("table") or "main")))
         n += 1
+    facts.raw_routes = (facts.raw_routes or []) + [r for r in data if isinstance(r, dict) and "dst" in r]
     facts.sources.append(f"{n} routes from {origin.path} (ip -j route)")
+
+
+def load_rules(text: str, facts: HostFacts, *, origin: Origin) -> None:
+    """Read ``ip -j rule`` output into facts.rules (policy routing)."""
+    facts.rules = (facts.rules or []) + rt.load_json_list(text, origin.path or "--rules")
+    facts.sources.append(f"{len(facts.rules)} ip rules from {origin.path} (ip -j rule)")
+
+
+def load_sysctls(text: str, facts: HostFacts, *, origin: Origin) -> None:
+    """Read a ``sysctl -a`` dump: ip_forward, per-interface forwarding and rp_filter decide fates."""
+    facts.sysctls.update(rt.parse_sysctl(text, origin.path or "--sysctl"))
+    if facts.sysctls.get("net.ipv4.ip_forward") == "0":
+        facts.ip_forward = False
+    keys = [k for k in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter") if k in facts.sysctls]
+    facts.sources.append(f"sysctls from {origin.path} (" + ", ".join(f"{k}={facts.sysctls[k]}" for k in keys) + ")")
 
 
 def _json(text: str, origin: Origin) -> Any:
