@@ -14,6 +14,7 @@ from ruletrace.explain.explain import Explainer
 from ruletrace.live import backend as be
 from ruletrace.live import both
 from ruletrace.live import nftnative as nn
+from ruletrace.live import nftsnapshot as snap
 from ruletrace.live.session import TraceSpec
 from ruletrace.model import Fate, MonitorEvent, Packet, RulesetView, StepKind, TraceEvent
 from ruletrace.rulesets import load_ruleset, load_rulesets
@@ -74,20 +75,20 @@ table ip nat {{ # handle 9
 
 
 def test_sessions_tables_left_out_of_the_listing():
-    assert nn.own_tables_in(LISTING) == [f"ruletrace_{SID}"]
-    text = nn.strip_own_tables(LISTING)
+    assert snap.own_tables_in(LISTING) == [f"ruletrace_{SID}"]
+    text = snap.strip_own_tables(LISTING)
     assert "ruletrace_" not in text and "table inet filter" in text and "table ip nat" in text
     assert not nn.is_own_table("ruletrace_ssh") and not nn.is_own_table("ruletrace_" + "A" * 32)
 
 
 def test_changes_per_chain_counters_aside():
-    old = nn.parse_snapshot(nn.strip_own_tables(LISTING))
-    assert nn.changes(old, nn.parse_snapshot(nn.strip_own_tables(LISTING))) == []
-    new = nn.parse_snapshot(nn.strip_own_tables(LISTING).replace(
+    old = snap.parse_snapshot(snap.strip_own_tables(LISTING))
+    assert snap.changes(old, snap.parse_snapshot(snap.strip_own_tables(LISTING))) == []
+    new = snap.parse_snapshot(snap.strip_own_tables(LISTING).replace(
         "tcp dport 8080 accept # handle 2", "udp dport 53 accept # handle 3\n\t\ttcp dport 8080 accept # handle 2"))
-    assert nn.changes(old, new) == ["inet filter:input +1 -0"]
-    pol = nn.parse_snapshot(nn.strip_own_tables(LISTING).replace("policy accept", "policy drop"))
-    assert nn.changes(old, pol) == ["inet filter:input +0 -0 (base chain changed)"]
+    assert snap.changes(old, new) == ["inet filter:input +1 -0"]
+    pol = snap.parse_snapshot(snap.strip_own_tables(LISTING).replace("policy accept", "policy drop"))
+    assert snap.changes(old, pol) == ["inet filter:input +0 -0 (base chain changed)"]
 
 
 def _ev(table: str, chain: str, kind=StepKind.RULE, num=None, *, handle=None, verdict="continue", tid=5,
@@ -224,7 +225,7 @@ def test_a_mark_one_backend_saw_change_is_the_other_backends_rule():
 
 
 def test_own_table_items_of_nft_json():
-    assert nn.own_item({"table": {"family": "inet", "name": f"ruletrace_{SID}"}})
-    assert nn.own_item({"rule": {"family": "inet", "table": f"ruletrace_{SID}", "chain": "pre"}})
-    assert not nn.own_item({"chain": {"family": "inet", "table": "filter", "name": "input"}})
-    assert not nn.own_item({"metainfo": {"version": "1.0.6"}})
+    assert snap.own_item({"table": {"family": "inet", "name": f"ruletrace_{SID}"}})
+    assert snap.own_item({"rule": {"family": "inet", "table": f"ruletrace_{SID}", "chain": "pre"}})
+    assert not snap.own_item({"chain": {"family": "inet", "table": "filter", "name": "input"}})
+    assert not snap.own_item({"metainfo": {"version": "1.0.6"}})

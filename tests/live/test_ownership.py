@@ -17,6 +17,7 @@ from ruletrace.live import backend as be
 from ruletrace.live import marker as mk
 from ruletrace.live import ownership as own
 from ruletrace.live import session as ss
+from ruletrace.live import undo as ud
 
 SID = "0123456789abcdef" * 2
 TRACE = ["-p", "udp", "-m", "udp", "--dport", "53", "-m", "limit", "--limit", "50/sec", "--limit-burst", "50",
@@ -146,7 +147,7 @@ def test_undo_retries_a_hanging_lock_and_does_every_step(tmp_path, monkeypatch):
     st = _state(tmp_path, rules=ss.plan_rules(ss.TraceSpec(proto="udp", families=("ipv4",), direction="in"), SID),
                 nf_log={2: "NONE"})
     actions = ss.Actions()
-    assert ss.undo(st, actions) == []
+    assert ud.undo(st, actions) == []
     assert len(calls.read_text().splitlines()) == 4  # two hung, then both rules deleted
     assert written == [(2, "NONE")]
     assert actions.done == 3
@@ -160,7 +161,7 @@ def test_undo_keeps_going_and_reports_when_the_lock_stays_busy(tmp_path, monkeyp
     monkeypatch.setattr(ss, "nf_log_bindings", lambda path=None: {2: ("nf_log_ipv4", [])})
     st = _state(tmp_path, rules=ss.plan_rules(ss.TraceSpec(proto="udp", families=("ipv4",), direction="in"), SID),
                 nf_log={2: "NONE"})
-    problems = ss.undo(st, ss.Actions())
+    problems = ud.undo(st, ss.Actions())
     assert len(problems) == 2 and all("xtables lock" in p for p in problems)
     assert len(calls.read_text().splitlines()) == 2 * ss.LOCK_TRIES  # each rule tried on its own
     assert written == [(2, "NONE")]  # the binding is restored even so

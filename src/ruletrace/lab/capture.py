@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -107,6 +108,22 @@ def _wait_for(path: Path, text: str, timeout: float = 5.0) -> bool:
     return False
 
 
+@contextmanager
+def _running(lab: Lab, p: subprocess.Popen[bytes], started: Path, line: str, failed: str, *,
+             linger: float, sig: int = signal.SIGTERM) -> Iterator[None]:
+    """A background capture ``p`` while the body runs: it has started once ``started`` holds
+    ``line`` (else RuntimeError ``failed`` with the file's last words); stopped with ``sig``
+    ``linger`` seconds after the body, so what is still on its way is written."""
+    if not _wait_for(started, line):
+        lab.stop(p)
+        raise RuntimeError(f"{failed}: {started.read_text()[-300:] if started.exists() else ''}")
+    try:
+        yield
+    finally:
+        time.sleep(linger)
+        lab.stop(p, sig)
+
+
 def get_sysctl(lab: Lab, h: Host, key: str) -> str:
     return run(["sysctl", "-n", key], ns=h.ns).stdout.strip()
 
@@ -129,14 +146,9 @@ def tcpdump_nflog(lab: Lab, h: Host, out: Path, errfile: Path) -> Iterator[None]
     """``tcpdump -i nflog -w out`` inside a namespace (NFLOG group 0, packet-buffered)."""
     with open(errfile, "w") as err:
         p = lab.spawn(h, ["tcpdump", "-i", "nflog", "-U", "-Z", "root", "-w", str(out)], stderr=err)
-    if not _wait_for(errfile, "listening on"):
-        lab.stop(p)
-        raise RuntimeError(f"tcpdump -i nflog did not start: {errfile.read_text()[:300]}")
-    try:
+    with _running(lab, p, errfile, "listening on", "tcpdump -i nflog did not start", linger=0.2,
+                  sig=signal.SIGINT):
         yield
-    finally:
-        time.sleep(0.2)
-        lab.stop(p, signal.SIGINT)
 
 
 ULOGD_CONF = """\
@@ -168,14 +180,8 @@ def ulogd_json(lab: Lab, h: Host, out: Path, workdir: Path) -> Iterator[None]:
     conf.write_text(ULOGD_CONF.format(log=log, plugins=ULOGD_PLUGINS, out=out))
     out.touch()
     p = lab.spawn(h, ["ulogd", "-c", str(conf)])
-    if not _wait_for(log, "entering main loop"):
-        lab.stop(p)
-        raise RuntimeError(f"ulogd did not start: {log.read_text()[-300:] if log.exists() else ''}")
-    try:
+    with _running(lab, p, log, "entering main loop", "ulogd did not start", linger=0.3):
         yield
-    finally:
-        time.sleep(0.3)
-        lab.stop(p)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import RuletraceError
+from ..live.session import proc_start
 
 PREFIX = "rtl"
 PREFIX_RE = re.compile(r"^(rtl\d+)")
@@ -43,21 +44,12 @@ def run(argv: Sequence[str], *, ns: str | None = None, input: str | None = None,
     return p
 
 
-def _proc_start(pid: int) -> str | None:
-    """Start time of a process (field 22 of /proc/PID/stat), or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def _run_alive(prefix: str) -> bool:
     try:
         pid_s, start = (STATE_DIR / prefix / "pid").read_text().split()
     except (OSError, ValueError):
         return False
-    return _proc_start(int(pid_s)) == start
+    return proc_start(int(pid_s)) == start
 
 
 def new_prefix() -> str:
@@ -153,7 +145,7 @@ class Lab:
         self.state = STATE_DIR / self.prefix
         self.state.mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
-        (self.state / "pid").write_text(f"{pid} {_proc_start(pid)}\n")
+        (self.state / "pid").write_text(f"{pid} {proc_start(pid)}\n")
 
     def __enter__(self) -> Lab:
         return self

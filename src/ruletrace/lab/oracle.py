@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,37 +217,42 @@ _XT_LINE = re.compile(r"^\s*TRACE: \d+ ([0-9a-f]+) ([^:\s]+):([^:\s]+):(rule|pol
 
 def nft_monitor(path: Path, ruleset_json: Path) -> list[OPacket]:
     """Packets of ``nft -a monitor trace`` output; the TRACE rule's own event is left out."""
-    pos, events = nft_positions(ruleset_json), []
-    for line in path.read_text(errors="replace").splitlines():
-        m = _NFT_LINE.match(line)
-        if not m:
-            continue
-        tid, table, chain, kind, rest = m.groups()
-        if kind == "rule":
-            if "nftrace set 1" in rest:
-                continue
-            h = re.search(r"# handle (\d+)", rest)
-            num = pos[(table, chain, int(h[1]))] if h else -1
-        else:
-            num = pos[(table, chain, 0)]
-        events.append(((table, chain, kind, num), tid, {"trace_id": tid}))
-    return _group_by_trace_id(events)
+    return _monitor(path, ruleset_json, _nft_step)
 
 
 def xtables_monitor(path: Path, ruleset_json: Path) -> list[OPacket]:
     """Packets of ``xtables-monitor --trace`` output (rule handles in hex); TRACE rules left out."""
+    return _monitor(path, ruleset_json, _xt_step)
+
+
+# a monitor line -> (trace id, table, chain, rule|policy, rule handle: 0 for a policy, None when not
+# shown), or None for a line that is no step (or the step of the rule that switched tracing on)
+_Step = tuple[str, str, str, str, int | None]
+
+
+def _nft_step(line: str) -> _Step | None:
+    m = _NFT_LINE.match(line)
+    if not m or (m[4] == "rule" and "nftrace set 1" in m[5]):
+        return None
+    h = re.search(r"# handle (\d+)", m[5]) if m[4] == "rule" else None
+    return m[1], m[2], m[3], m[4], (int(h[1]) if h else None) if m[4] == "rule" else 0
+
+
+def _xt_step(line: str) -> _Step | None:
+    m = _XT_LINE.match(line)
+    if not m or (m[4] == "rule" and m[6].endswith("-j TRACE")):
+        return None
+    return m[1], m[2], m[3], m[4], int(m[5].split(":")[0], 16) if m[4] == "rule" else 0
+
+
+def _monitor(path: Path, ruleset_json: Path, step: Callable[[str], _Step | None]) -> list[OPacket]:
     pos, events = nft_positions(ruleset_json), []
     for line in path.read_text(errors="replace").splitlines():
-        m = _XT_LINE.match(line)
-        if not m:
+        got = step(line)
+        if got is None:
             continue
-        tid, table, chain, kind, rest, text = m.groups()
-        if kind == "rule":
-            if text.endswith("-j TRACE"):
-                continue
-            num = pos[(table, chain, int(rest.split(":")[0], 16))]
-        else:
-            num = pos[(table, chain, 0)]
+        tid, table, chain, kind, handle = got
+        num = -1 if handle is None else pos[(table, chain, handle)]
         events.append(((table, chain, kind, num), tid, {"trace_id": tid}))
     return _group_by_trace_id(events)
 

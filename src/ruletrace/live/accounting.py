@@ -55,21 +55,20 @@ def summary(stats: dict[str, Any], shown: int, rate: int) -> str:
         since = " since the TRACE rules were re-installed" if stats["reinstalls"] else ""
         parts.append(f"the kernel traced {stats['traced']} packet(s){since}: "
                      f"{stats['arrived']} arrived, {lost} lost entirely")
-    if stats["incomplete"]:
-        parts.append(f"{stats['incomplete']} arrived possibly incomplete")
-    if stats["not_shown"]:
-        parts.append(f"{stats['not_shown']} arrived but not shown")
-    if stats["skipped_by_cap"]:
-        parts.append(f"{stats['skipped_by_cap']} packet(s) of the flow not traced (over --rate-limit {rate}/s)")
-    if stats["overruns"]:
-        parts.append(f"{stats['overruns']} netlink overrun(s)")
-    if stats["lost_steps"]:
-        parts.append(f"{stats['lost_steps']} step(s) lost (NFLOG sequence gaps)")
-    if stats["foreign"]:
-        parts.append(f"{stats['foreign']} packet(s) of other sessions/flows left out")
-    if stats["changes"]:
-        parts.append(f"the ruleset changed {stats['changes']} time(s)")
+    parts += [text.format(n=stats[key], rate=rate) for key, text in _COUNTS if stats[key]]
     return ", ".join(parts)
+
+
+# the counts said only when not zero: stats key -> what is said ({n}: the count)
+_COUNTS = (
+    ("incomplete", "{n} arrived possibly incomplete"),
+    ("not_shown", "{n} arrived but not shown"),
+    ("skipped_by_cap", "{n} packet(s) of the flow not traced (over --rate-limit {rate}/s)"),
+    ("overruns", "{n} netlink overrun(s)"),
+    ("lost_steps", "{n} step(s) lost (NFLOG sequence gaps)"),
+    ("foreign", "{n} packet(s) of other sessions/flows left out"),
+    ("changes", "the ruleset changed {n} time(s)"),
+)
 
 
 def raw_rules(rs: Ruleset) -> Iterator[Rule]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RuletraceError
-from ..model import Explanation, Packet, TraceEvent
+from ..model import Explanation, Packet, Ruleset, TraceEvent
 from ..rulesets import load_ruleset
 from . import backend as be
 from . import ownpackets
@@ -18,29 +18,45 @@ from .versions import Version, Versions
 
 if TYPE_CHECKING:
     from ..explain.explain import Explainer
-    from ..model import Ruleset
+    from .fatehooks import Fate
     from .netlink import NetlinkSocket
     from .nftrace import TraceDecoder
+    from .xtgen import Fingerprint
 
 
 class NftModes:
-    """Methods of ``Tracer`` for the native nf_tables and both-backends modes."""
+    """Methods of ``Tracer`` for the native nf_tables and both-backends modes.
 
-    # the Tracer state and methods these use (tracer.Tracer sets and defines them)
-    sid: str
+    The state of a ``Tracer`` that its mixins (this one and ``churn.RulesetVersions``) use is
+    declared here; ``Tracer.__init__`` sets it."""
+
     spec: ss.TraceSpec
+    sid: str
+    backend: str | None
+    state: ss.State | None
     actions: ss.Actions
+    warn: Callable[[str], None]
     stats: dict[str, Any]
     versions: Versions
-    decoder: TraceDecoder | None
+    native: bool
     both: bool
-    warn: Callable[[str], None]
-    refresh: Callable[..., bool]
+    untraced: str | None
+    fate: Fate | None
+    _explainers: dict[tuple[int, str | None], Explainer]
+    _ambiguous: set[int]
+    _last_refresh: float
+    _fp: Fingerprint | None
+    _quick: object
+    _full: str | None
+    decoder: TraceDecoder | None
     _own_handles: dict[int, str]
     _other_tables: bool
     _snapshot_warning: str | None
-    _ruleset: Callable[[int, str | None], Ruleset | None]
-    _explainer: Callable[[int, str | None], Explainer]
+
+    if TYPE_CHECKING:  # defined in churn.RulesetVersions
+        def refresh(self, *, quiet: bool = False) -> bool: ...
+        def _ruleset(self, version: int, family: str | None) -> Ruleset | None: ...
+        def _explainer(self, version: int, family: str | None) -> Explainer: ...
 
     def _check_own_table(self) -> None:
         """Native: re-create the session's table when a change removed it (``nft flush ruleset``)."""
@@ -118,11 +134,12 @@ class NftModes:
         """The whole nf_tables ruleset (sessions' tables left out), and when tracing both, the
         legacy rulesets keyed apart (``legacy:ipv4``)."""
         from . import nftnative as nn
+        from . import nftsnapshot as snap
 
-        full = nn.list_ruleset()
-        self._other_tables = any(t != nn.table_name(self.sid) for t in nn.own_tables_in(full))
-        text = nn.strip_own_tables(full)
-        rulesets, why = nn.read_snapshot(text)
+        full = snap.list_ruleset()
+        self._other_tables = any(t != nn.table_name(self.sid) for t in snap.own_tables_in(full))
+        text = snap.strip_own_tables(full)
+        rulesets, why = snap.read_snapshot(text)
         if why and why != getattr(self, "_snapshot_warning", None):
             self._snapshot_warning = why
             self.warn(why)

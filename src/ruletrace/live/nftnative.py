@@ -1,4 +1,4 @@
-"""Live tracing on native nf_tables hosts: the session's own table, whole-ruleset snapshots.
+"""Live tracing on native nf_tables hosts: the session's own table, its packets and trace events.
 
 A native host (firewalld, fw4, kube-proxy's nftables mode, a hand-written nftables.conf) keeps
 its rules in tables `iptables-save` never shows. A session therefore installs its tracing in a
@@ -14,10 +14,7 @@ nothing else in the ruleset is touched. Every trace event names its table: the s
 events (the rule that set nftrace, its chain's policy) are left out of the explanation; a
 packet whose trace starts in the table of another session is that session's.
 
-The ruleset is read with ``nft -a -s list ruleset`` (every table, every family, rule handles,
-no counter values):
-the steps get the rule text the listing shows (what ``nft monitor trace`` prints) and the
-rule's position in its chain, found by its handle (handles are per table).
+The whole ruleset is read in ``nftsnapshot.py`` (sessions' tables left out).
 """
 
 from __future__ import annotations
@@ -142,7 +139,7 @@ def table_script(spec: TraceSpec, sid: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _nft(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str] | None:
+def run_nft(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str] | None:
     try:
         return subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True, timeout=CMD_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired):
@@ -150,13 +147,13 @@ def _nft(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 
 
 def table_exists(family: str, name: str) -> bool:
-    p = _nft("list", "table", family, name)
+    p = run_nft("list", "table", family, name)
     return p is not None and p.returncode == 0
 
 
 def counters(sid: str) -> tuple[int, int] | None:
     """Packets counted by the session's (seen, trace) rules, None when unreadable."""
-    p = _nft("-j", "list", "table", OWN_FAMILY, table_name(sid))
+    p = run_nft("-j", "list", "table", OWN_FAMILY, table_name(sid))
     if p is None or p.returncode != 0:
         return None
     try:
@@ -179,7 +176,7 @@ def counters(sid: str) -> tuple[int, int] | None:
 
 def rule_handles(sid: str) -> dict[int, str]:
     """handle -> ``seen`` / ``trace`` for the rules of the session's table (empty when unreadable)."""
-    p = _nft("-a", "-j", "list", "table", OWN_FAMILY, table_name(sid))
+    p = run_nft("-a", "-j", "list", "table", OWN_FAMILY, table_name(sid))
     if p is None or p.returncode != 0:
         return {}
     try:
@@ -199,7 +196,7 @@ def rule_handles(sid: str) -> dict[int, str]:
 
 def own_tables() -> list[str]:
     """Names of every table in the exact name shape of a session's table (family inet)."""
-    p = _nft("list", "tables", OWN_FAMILY)
+    p = run_nft("list", "tables", OWN_FAMILY)
     if p is None or p.returncode != 0:
         return []
     out = []
@@ -215,7 +212,7 @@ def exact_shape(name: str) -> bool:
     base chains ``pre``/``out`` (filter, prerouting/output, priority -350, policy accept) with
     rules commented ``ruletrace:<sid>`` / ``ruletrace:<sid>:seen`` of the table's own id."""
     m = TABLE_RE.fullmatch(name)
-    p = _nft("-j", "list", "table", OWN_FAMILY, name)
+    p = run_nft("-j", "list", "table", OWN_FAMILY, name)
     if m is None or p is None or p.returncode != 0:
         return False
     sid = m[1]
@@ -238,128 +235,6 @@ def exact_shape(name: str) -> bool:
         else:
             return False  # sets, maps, objects: not something a session writes
     return True
-
-
-# --- snapshots ------------------------------------------------------------------------------
-
-
-def list_ruleset() -> str:
-    """``nft -a -s list ruleset`` (every table, handles, no counter values), sessions' tables left out
-    (``own_tables_in`` of the unstripped text names them)."""
-    p = _nft("-a", "-s", "list", "ruleset")  # -s: no counter values (they would be stale at once)
-    if p is None:
-        raise RuletraceError("nft -a -s list ruleset: nft not found or timed out (the nft tool is needed "
-                             "to read native nf_tables rules)")
-    if p.returncode != 0:
-        raise RuletraceError(f"nft -a -s list ruleset failed: {p.stderr.strip()[:300]}")
-    return strip_own_tables(p.stdout)
-
-
-def strip_own_tables(text: str) -> str:
-    """The listing without the tables of ruletrace sessions (top-level ``table … {`` … ``}``)."""
-    out: list[str] = []
-    skipping = False
-    for line in text.splitlines():
-        if not skipping and line.startswith("table "):
-            words = line.split()
-            if len(words) >= 3 and is_own_table(words[2]):
-                skipping = True
-                continue
-        if skipping:
-            if line.startswith("}"):
-                skipping = False
-            continue
-        out.append(line)
-    return "\n".join(out) + ("\n" if out else "")
-
-
-def own_tables_in(text: str) -> list[str]:
-    """Session tables named in an unstripped listing."""
-    return [w[2] for w in (line.split() for line in text.splitlines() if line.startswith("table "))
-            if len(w) >= 3 and is_own_table(w[2])]
-
-
-def parse_snapshot(text: str) -> dict[str, Ruleset]:
-    """family -> Ruleset of a listing (an empty ruleset gives nothing)."""
-    if not text.strip():
-        return {}
-    from ..rulesets import load_rulesets
-
-    return {str(rs.family): rs for rs in load_rulesets("nft -a -s list ruleset (live)", text=text)}
-
-
-def read_snapshot(text: str) -> tuple[dict[str, Ruleset], str | None]:
-    """``parse_snapshot``, and when the text listing cannot be read, ``nft -j`` of the same
-    ruleset; when neither can, no ruleset (steps keep the kernel's verdicts, without rule text and
-    positions) and the reason why, to be said once."""
-    try:
-        return parse_snapshot(text), None
-    except RuletraceError as e:
-        first = str(e)
-    p = _nft("-a", "-s", "-j", "list", "ruleset")
-    if p is not None and p.returncode == 0:
-        try:
-            items = json.loads(p.stdout)
-            kept = [x for x in items.get("nftables", []) if not own_item(x)]
-            from ..rulesets import load_rulesets
-
-            got = load_rulesets("nft -a -s -j list ruleset (live)", text=json.dumps({"nftables": kept}))
-            return {str(rs.family): rs for rs in got}, f"the text listing could not be read ({first}): read nft -j"
-        except (ValueError, AttributeError, RuletraceError):
-            pass
-    return {}, (f"the nf_tables ruleset could not be read ({first}): steps show the kernel's verdicts "
-                "without rule text or positions")
-
-
-def own_item(item: object) -> bool:
-    """An ``nft -j`` item of a session's own table."""
-    if not isinstance(item, dict):
-        return False
-    for obj in item.values():
-        if isinstance(obj, dict):
-            name = obj.get("name") if "table" not in obj else obj.get("table")
-            if isinstance(name, str) and is_own_table(name):
-                return True
-    return False
-
-
-def table_counts(rulesets: dict[str, Ruleset]) -> list[tuple[str, str, int, int]]:
-    """``(family, table, chains, rules)`` per table of a parsed listing."""
-    return [(fam, t, len(chains), sum(len(c.rules) for c in chains.values()))
-            for fam, rs in sorted(rulesets.items()) for t, chains in rs.tables.items()]
-
-
-def _chain_keys(rulesets: dict[str, Ruleset]) -> dict[tuple[str, str, str], list[str]]:
-    """(family, table, chain) -> what a change would show: hook, priority, policy, rule text + handle."""
-    out: dict[tuple[str, str, str], list[str]] = {}
-    for fam, rs in rulesets.items():
-        for t, chains in rs.tables.items():
-            for name, c in chains.items():
-                head = f"{c.type} {c.hook} {c.priority} {c.policy}" if c.hook else ""
-                out[(fam, t, name)] = [head] + [f"{nft_rule_key(r.text)} #{r.handle}" for r in c.rules]
-        for key, body in sorted(rs.sets.items()):
-            out[(fam, key[0], "@" + key[1])] = [str(body)]
-    return out
-
-
-def changes(old: dict[str, Ruleset], new: dict[str, Ruleset]) -> list[str]:
-    """``family table:chain +A -R`` per chain whose rules (or base chain setting) changed; [] when
-    the rulesets are the same (counters aside)."""
-    a, b = _chain_keys(old), _chain_keys(new)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        ra, rb = a.get(key), b.get(key)
-        if ra == rb:
-            continue
-        where = f"{key[0]} {key[1]}:{key[2]}"
-        if ra is None or rb is None:
-            out.append(f"{where} {'added' if ra is None else 'removed'}")
-            continue
-        added = len([r for r in rb[1:] if r not in ra[1:]])
-        removed = len([r for r in ra[1:] if r not in rb[1:]])
-        extra = " (base chain changed)" if ra[0] != rb[0] else " (order changed)" if not added and not removed else ""
-        out.append(f"{where} +{added} -{removed}{extra}")
-    return out
 
 
 def judge(pkt: Packet, versions: list[int], sid: str, spec: TraceSpec, *, others: bool,
@@ -404,7 +279,8 @@ class NativeDecoder(nt.TraceDecoder):
     """NFT_MSG_TRACE -> events named by their *table's* family, with the listed rule's text and
     position (by handle), like ``nft -a monitor trace`` read against ``nft -a -s list ruleset``."""
 
-    def __init__(self, rulesets: Callable[[], dict[str, Ruleset]], ifname: Callable[[int], str] | None = None) -> None:
+    def __init__(self, rulesets: Callable[[], dict[str, Ruleset]],
+                 ifname: Callable[[int], str] | None = None) -> None:
         super().__init__(lambda fam: None, ifname, keep_trace_rule=True)
         self.native_rulesets = rulesets  # () -> {family: Ruleset} of the live version
 

@@ -63,6 +63,21 @@ _CARRY_MAX = 4096  # trace ids whose packet fields are remembered
 _MEMO_MAX = 256  # table/chain names and verdicts remembered
 
 
+class _Memo(dict[bytes, str]):
+    """``memo[raw]`` is ``fn(raw)``, computed once and kept (at most _MEMO_MAX at a time: then all
+    are forgotten); a hit is a plain dict lookup. What ``fn`` raises is raised, nothing kept."""
+
+    def __init__(self, fn: Callable[[bytes], str]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, raw: bytes) -> str:
+        if len(self) >= _MEMO_MAX:
+            self.clear()
+        v = self[raw] = self.fn(raw)
+        return v
+
+
 def verdict_name(attr: bytes) -> str:
     """NFTA_TRACE_VERDICT (nested) -> ``accept`` / ``drop`` / ``jump:CHAIN`` …"""
     a = parse_attrs(attr)
@@ -110,8 +125,10 @@ class TraceDecoder:
         self.keep_trace_rule = keep_trace_rule
         self.unknown_handles = 0  # rule handles not in the snapshot (rules added after it)
         self.records = 0
-        self._texts: dict[bytes, str] = {}
-        self._verdicts: dict[bytes, str] = {}
+        # raw attribute -> its text, remembered: a trace names the same few tables, chains and
+        # verdicts again and again (a damaged verdict raises each time and is not kept)
+        self._texts = _Memo(cstr)
+        self._verdicts = _Memo(verdict_name)
         self._carry: OrderedDict[int, tuple[dict[str, str], tuple[str, ...]]] = OrderedDict()
 
     def decode(self, body: bytes, *, now: float | None = None) -> TraceEvent | None:
@@ -119,15 +136,15 @@ class TraceDecoder:
         self.records += 1
         table_family = body[0] if body else 0
         a = parse_attrs(body, 4)
-        table = self._text(a.get(NFTA_TRACE_TABLE, b""))
-        chain = self._text(a.get(NFTA_TRACE_CHAIN, b""))
+        table = self._texts[a.get(NFTA_TRACE_TABLE, b"")]
+        chain = self._texts[a.get(NFTA_TRACE_CHAIN, b"")]
         ttype = be32(a[NFTA_TRACE_TYPE]) if NFTA_TRACE_TYPE in a else 0
         tid = be32(a[NFTA_TRACE_ID]) if NFTA_TRACE_ID in a else None
         proto = be32(a[NFTA_TRACE_NFPROTO]) if NFTA_TRACE_NFPROTO in a else table_family
         family = NFPROTO.get(proto, str(proto))
         fields, ident = self._fields(tid, proto, a)
         handle = be64(a[NFTA_TRACE_RULE_HANDLE]) if NFTA_TRACE_RULE_HANDLE in a else None
-        verdict = self._verdict(a[NFTA_TRACE_VERDICT]) if NFTA_TRACE_VERDICT in a else None
+        verdict = self._verdicts[a[NFTA_TRACE_VERDICT]] if NFTA_TRACE_VERDICT in a else None
         rs = self.rulesets(family)
         ch = rs.chain(table, chain) if rs is not None else None
         end_num = len(ch.rules) + 1 if ch is not None else None
@@ -159,24 +176,6 @@ class TraceDecoder:
         return TraceEvent(table, chain, kind, num, ts=now if now is not None else time.time(), family=family,
                           handle=handle, ident=ident, packet_id=tid, verdict=verdict,
                           origin=Origin("netlink", self.records), source=SOURCE, fields=fields)
-
-    def _text(self, raw: bytes) -> str:
-        """``cstr(raw)``, remembered: a trace names the same few tables and chains again and again."""
-        t = self._texts.get(raw)
-        if t is None:
-            if len(self._texts) >= _MEMO_MAX:
-                self._texts.clear()
-            t = self._texts[raw] = cstr(raw)
-        return t
-
-    def _verdict(self, raw: bytes) -> str:
-        """``verdict_name(raw)``, remembered (a damaged one raises as before and is not kept)."""
-        v = self._verdicts.get(raw)
-        if v is None:
-            if len(self._verdicts) >= _MEMO_MAX:
-                self._verdicts.clear()
-            v = self._verdicts[raw] = verdict_name(raw)
-        return v
 
     def _fields(self, tid: int | None, proto: int, a: dict[int, bytes]) -> tuple[dict[str, str], tuple[str, ...]]:
         """The step's fields and their ``packet_ident`` (MARK is no part of it: a carried ident stays)."""

@@ -31,6 +31,7 @@ from ..rulesets.iptables_save import tokenize
 from . import backend as be
 from . import marker as mk
 from . import session as ss
+from . import undo as ud
 from .netns import ns_id
 
 ORPHAN_CHAINS = ("PREROUTING", "OUTPUT")
@@ -193,7 +194,7 @@ def clean(actions: ss.Actions, *, force: bool = False, here: str | None = None) 
     todo = lo.dead + (lo.unproven if force else [])
     for st in todo:
         actions.say(f"{describe(st)}: gone, undoing its changes")
-        pr = ss.undo(st, actions)
+        pr = ud.undo(st, actions)
         problems += pr
         if pr:
             left.append(f"kept the state file of session {st.sid}: its undo failed")
@@ -218,7 +219,7 @@ def clean(actions: ss.Actions, *, force: bool = False, here: str | None = None) 
             except RuletraceError as e:
                 problems.append(str(e))
                 continue
-            if done is not None and done.returncode != 0 and not ss.already_gone(done.stderr):
+            if done is not None and done.returncode != 0 and not ud.already_gone(done.stderr):
                 problems.append(f"{o.line()}: {done.stderr.strip()[:200]}")
         else:
             left.append(f"left alone, no state file for it: {o.line()} — `ruletrace cleanup --force` "

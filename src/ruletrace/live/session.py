@@ -1,11 +1,12 @@
-"""A live tracing session's changes to the kernel: scoped TRACE rules, nf_log bindings, undo.
+"""A live tracing session's changes to the kernel: scoped TRACE rules, nf_log bindings, state files.
 
 Every change is written to a state file under /run/ruletrace/ *before* it is made, so that
 ``ruletrace cleanup`` can undo a session that was killed (SIGKILL, crash). Rules carry the
 comment ``ruletrace:<session-id>`` (and ``ruletrace:<session-id>:seen`` for the counter rule),
 the id being 128 random bits in hex; undo deletes a rule by its full recorded spec, so it never
 touches a rule it did not add. What may be deleted without a state file is decided in
-``ownership.py``; the liveness markers and shared-resource claims are in ``marker.py``.
+``ownership.py``; the liveness markers and shared-resource claims are in ``marker.py``; undoing
+a session's changes in ``undo.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 
 from ..errors import RuletraceError
 from . import backend as be
-from . import marker as mk
 
 STATE_DIR = Path(os.environ.get("RULETRACE_STATE_DIR", "/run/ruletrace"))
 TAG = "ruletrace:"
@@ -402,84 +402,6 @@ class Actions:
         if not self.dry_run:
             set_nf_log(pf, logger)
             self.done += 1
-
-
-# --- undo --------------------------------------------------------------------------------
-
-
-def undo(state: State, actions: Actions, marker: mk.Marker | None = None) -> list[str]:
-    """Delete the state's rules, the nf_tables objects it made (when empty and no other live
-    session still uses them) and restore its nf_log bindings (unless another live session still
-    uses them), then drop ``marker``'s claims. Every step is tried on its own; returns the
-    problems (nothing is raised)."""
-    problems: list[str] = []
-    try:
-        with mk.netns_lock(dry_run=actions.dry_run):
-            _undo(state, actions, problems)
-            if marker is not None:
-                marker.close()  # under the lock: the next one out sees we are gone
-    except RuletraceError as e:  # the lock: undo anyway, the rules at least are ours alone
-        problems.append(str(e))
-        _undo(state, actions, problems)
-    return problems
-
-
-def _undo(state: State, actions: Actions, problems: list[str]) -> None:
-    for r in reversed(state.rules):
-        cmd = r.delete_cmd(be.LEGACY if state.backend == be.BOTH else state.backend)
-        try:
-            p = actions.run(cmd, check=False)
-        except RuletraceError as e:
-            problems.append(str(e))
-            continue
-        if p is not None and p.returncode != 0 and not already_gone(p.stderr):
-            problems.append(f"{shlex.join(cmd)}: {p.stderr.strip()[:200]}")
-    for fam, table in reversed(state.tables):  # the session's own tables: deleted whole, by name
-        try:
-            if be.nft_exists(fam, table):
-                actions.run(["nft", "delete", "table", fam, table], check=True)
-        except RuletraceError as e:
-            problems.append(str(e))
-    held = mk.claims(exclude=state.sid)
-    for fam, table, chain in state.made:  # chains first, then the table, each only when empty
-        if mk.nft_claim(fam, table, chain) in held:
-            continue  # another live session uses it: the last one out deletes it
-        try:
-            if chain:
-                if be.nft_exists(fam, table, chain) and not be.nft_has_rules(fam, table, chain):
-                    actions.run(["nft", "delete", "chain", fam, table, chain], check=True)
-            elif be.nft_exists(fam, table) and not be.nft_has_chains(fam, table):
-                actions.run(["nft", "delete", "table", fam, table], check=True)
-        except RuletraceError as e:
-            problems.append(str(e))
-    current = nf_log_bindings()
-    for pf, logger in state.nf_log.items():
-        if mk.claimed_nf_log(held, pf) is not None:
-            continue  # another live session uses the binding: it restores it when it leaves
-        if current.get(pf, (None,))[0] != logger:
-            try:
-                actions.set_nf_log(pf, logger)
-            except RuletraceError as e:
-                problems.append(str(e))
-
-
-def nft_missing(rules: list[PlannedRule]) -> list[list[str]]:
-    """nf_tables chains (and tables) our rules need that do not exist yet, in deletion order."""
-    out: list[list[str]] = []
-    tables: list[list[str]] = []
-    for r in rules:
-        fam = be.NFT_FAMILY[r.family]
-        if [fam, r.table, r.chain] not in out and not be.nft_exists(fam, r.table, r.chain):
-            out.append([fam, r.table, r.chain])
-        if [fam, r.table, ""] not in tables and not be.nft_exists(fam, r.table):
-            tables.append([fam, r.table, ""])
-    return out + tables
-
-
-def already_gone(stderr: str) -> bool:
-    """Whether iptables' complaint about a delete says the rule is not there any more."""
-    s = stderr.lower()
-    return "does a matching rule exist" in s or "bad rule" in s or "no chain/target/match" in s
 
 
 # --- counters ----------------------------------------------------------------------------

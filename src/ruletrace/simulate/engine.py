@@ -303,12 +303,8 @@ class _Run(WalkState):
         if c.is_local(p, p.v, p.dst):
             v = hook("INPUT")(p, c, self)
             return self._fate(v) if v != ACCEPT else Fate.DELIVERED
-        oif = self._route_out(p, c, self.in_route)
-        if oif is None:
-            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: the kernel drops the packet "
-                   "before FORWARD (ICMP unreachable)")
+        if not self._routed(p, c, "the kernel drops the packet before FORWARD (ICMP unreachable)", self.in_route):
             return Fate.DROPPED
-        p.oif = oif
         # ip_forward() / ip6_forward() decrement TTL / hop limit before the FORWARD hook
         if p.ttl <= 1:
             return kernel_drop(self, "IP_INHDR", "ip_forward", ttl=str(p.ttl))
@@ -322,12 +318,8 @@ class _Run(WalkState):
 
     def _output(self, p: Pkt, c: Ctx) -> Fate:
         p.iif = None
-        oif = self._route_out(p, c)
-        if oif is None:
-            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: the socket gets "
-                   "'network unreachable', no packet is sent")
+        if not self._routed(p, c, "the socket gets 'network unreachable', no packet is sent"):
             return Fate.DROPPED
-        p.oif = oif
         p.snap = None
         hook = self._hook()
         v = hook("OUTPUT")(p, c, self)
@@ -355,6 +347,16 @@ class _Run(WalkState):
             return self._fate(v)
         v = hook("INPUT")(p, c, self)
         return self._fate(v) if v != ACCEPT else Fate.DELIVERED
+
+    def _routed(self, p: Pkt, c: Ctx, unroutable: str, d: RouteDecision | None = None) -> bool:
+        """Route the packet out (``p.oif``; ``d``: the decision made already, see ``_route_out``);
+        False, and a note ending in ``unroutable``, when no route fits."""
+        oif = self._route_out(p, c, d)
+        if oif is None:
+            c.note(f"no route to {addr_text(p.v, p.dst)} in the given routes: {unroutable}")
+            return False
+        p.oif = oif
+        return True
 
     def _route_out(self, p: Pkt, c: Ctx, d: RouteDecision | None = None, *, force: bool = False) -> str | None:
         """The output interface: -o, else the routes (and connected prefixes); None: no route."""

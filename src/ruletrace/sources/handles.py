@@ -10,9 +10,10 @@ steps as rules + 1, as nf_log does.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..model import Ruleset, StepKind, TraceEvent, nft_rule_key
+from ..fields import packet_ident
+from ..model import MonitorEvent, Ruleset, StepKind, TraceEvent, nft_rule_key
 
 if TYPE_CHECKING:
     from .xt_nft import SignatureIndex
@@ -69,6 +70,15 @@ def opens_base(dumped: set[str], tid: str) -> bool:
         dumped.discard(tid)
         return True
     return False
+
+
+def monitor_event(table: str, chain: str, kind: StepKind, fields: dict[str, str], *, tid: str,
+                  dumped: set[str], **kw: Any) -> MonitorEvent:
+    """A step of a monitor's trace (``nft monitor trace``, ``xtables-monitor --trace``): ``fields``
+    those of the packet's latest dump, ``tid`` its trace id; ``kw`` the rest of the event
+    (family, handle, verdict, origin, source, raw, text)."""
+    return MonitorEvent(table, chain, kind, None, ident=packet_ident(fields), packet_id=tid, fields=fields,
+                        base=opens_base(dumped, tid), **kw)
 
 
 def _xt_key(text: str) -> str:

@@ -22,10 +22,9 @@ from ..fields import (
     NFT_ICMPV6_TYPES,
     TCP_FLAG_WORDS,
     bounded_int,
-    packet_ident,
 )
-from ..model import MonitorEvent, Origin, StepKind, TraceEvent, nft_rule_key
-from .handles import add_returns, opens_base
+from ..model import Origin, StepKind, TraceEvent, nft_rule_key
+from .handles import add_returns, monitor_event
 from .records import Tally, note_record, text_lines
 
 SOURCE = "nft-monitor"
@@ -211,21 +210,6 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
             else:
                 fields["MARK"] = mark
                 packets.setdefault(tid, {})["MARK"] = mark
-        yield MonitorEvent(
-            table,
-            chain,
-            kind,
-            None,
-            family=FAMILIES.get(fam, fam),
-            handle=handle,
-            ident=packet_ident(fields),
-            packet_id=tid,
-            verdict=verdict,
-            origin=origin,
-            source=SOURCE,
-            fields=fields,
-            raw=line,
-            text=text,
-            base=opens_base(dumped, tid),
-        )
+        yield monitor_event(table, chain, kind, fields, tid=tid, dumped=dumped, family=FAMILIES.get(fam, fam),
+                            handle=handle, verdict=verdict, origin=origin, source=SOURCE, raw=line, text=text)
     tally.finish()

@@ -16,10 +16,10 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..fields import TCP_FLAG_WORDS, bounded_int, packet_ident
+from ..fields import TCP_FLAG_WORDS, bounded_int
 from ..logtext import parse_fields
-from ..model import MonitorEvent, Origin, StepKind, TraceEvent
-from .handles import add_returns, opens_base
+from ..model import Origin, StepKind, TraceEvent
+from .handles import add_returns, monitor_event
 from .records import Tally, note_record, text_lines
 
 SOURCE = "xtables-monitor"
@@ -122,21 +122,7 @@ def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> 
         if not keep_trace_rule and verdict == "continue" and text.endswith("-j TRACE"):
             continue  # the rule that switched tracing on: legacy TRACE does not report it
         fields = dict(packets.get(tid, {}))
-        yield MonitorEvent(
-            table,
-            chain,
-            StepKind(kind),
-            None,
-            family=NFPROTO.get(nfproto, nfproto),
-            handle=handle,
-            ident=packet_ident(fields),
-            packet_id=tid,
-            verdict=verdict,
-            origin=Origin(name, n),
-            source=SOURCE,
-            fields=fields,
-            raw=line,
-            text=rule_text(text) if text else None,
-            base=opens_base(dumped, tid),
-        )
+        yield monitor_event(table, chain, StepKind(kind), fields, tid=tid, dumped=dumped,
+                            family=NFPROTO.get(nfproto, nfproto), handle=handle, verdict=verdict,
+                            origin=Origin(name, n), source=SOURCE, raw=line, text=rule_text(text) if text else None)
     tally.finish()
