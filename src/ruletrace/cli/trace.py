@@ -205,6 +205,8 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
                 say("ruletrace: " + acc.summary(tracer.stats, n, rate_limit), "dim")
             for s, h in old.items():
                 signal.signal(s, h)
+    if problems:  # something of ours is still on the host: trouble, whatever else happened
+        return ExitStatus.ERROR
     if interrupted:
         return signal_status(ended_by[0]) if ended_by else ExitStatus.CTRL_C
     return ExitStatus.OK if n else ExitStatus.FOUND_NOTHING
