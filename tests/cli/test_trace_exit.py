@@ -3,14 +3,17 @@ trouble), whatever else happened; a clean session keeps its status. No kernel: a
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
+
 from ruletrace.cli import main
 from ruletrace.cli import trace as cli_trace
 from ruletrace.cli.status import ExitStatus
 
 
 class StandInTracer:
-    problems: list[str] = []
+    problems: ClassVar[list[str]] = []
 
     def __init__(self, *_a, **_k) -> None:
         self.fate = None
