@@ -275,3 +275,27 @@ def test_default_rules_fast_path_equals_resolve():
         ref = rt.resolve("input", None, f.raw_routes, dst=dst, src="10.93.0.1", mark=None, iif="fh0")
         assert (fast.table, fast.type, fast.dev, fast.gateway, fast.error, fast.rule) == \
             (ref.table, ref.type, ref.dev, ref.gateway, ref.error, ref.rule), dst
+
+
+@pytest.mark.parametrize(("text", "action"), [
+    ("-A INPUT -m conntrack ! --ctstate INVALID -j ACCEPT", "accept"),  # excludes INVALID
+    ("-A INPUT -m conntrack ! --ctstate INVALID -j DROP", "drop"),
+    ("-A INPUT -m conntrack --ctstate INVALID -j ACCEPT", "accept"),  # not a drop: nothing to explain
+    ("ct state != invalid drop", "drop"),
+])
+def test_no_invalid_note_for_a_rule_that_excludes_invalid_or_lets_it_through(text, action):
+    e = _invalid("ACK")
+    rule = Rule(table="filter", chain="INPUT", num=1, text=text, target=action.upper())
+    e.verdict = Verdict(action, "filter", "INPUT", 1, rule, action)
+    invalid_note(e, None, {"net.netfilter.nf_conntrack_tcp_loose": "0"})
+    assert e.notes == []
+
+
+def test_an_icmpv6_error_is_named_by_its_own_type_numbers():
+    rule = Rule(table="filter", chain="INPUT", num=1, text="ct state invalid drop")
+    for icmp_type, named in (("1", True), ("3", True), ("128", False)):  # unreachable, time exceeded, echo request
+        ev = TraceEvent(table="filter", chain="INPUT", kind=StepKind.RULE, num=1,
+                        fields={"PROTO": "ICMPv6", "TYPE": icmp_type, "SRC": "fd00::1", "DST": "fd00::2"})
+        e = Explanation(Packet(1, [ev]), verdict=Verdict("drop", "filter", "INPUT", 1, rule, "dropped"))
+        invalid_note(e)
+        assert ("an ICMP error that belongs to no tracked connection" in e.notes[0]) is named, (icmp_type, e.notes)

@@ -14,14 +14,19 @@ import re
 from ..model import ConntrackEntry, Explanation
 
 INVALID_PREFIX = "conntrack state INVALID: "
-_INVALID = re.compile(r"--c?t?state\s+(?:\S*,)?INVALID\b|\bct state\s+(?:\{[^}]*)?\binvalid\b", re.I)
+# a match FOR the INVALID state: `! --ctstate INVALID` and `ct state != invalid` are the opposite
+_INVALID = re.compile(r"(?<!! )--c?t?state\s+(?:\S*,)?INVALID\b|\bct state\s+(?:\{[^}]*)?\binvalid\b", re.I)
 _LOOSE = "net.netfilter.nf_conntrack_tcp_loose"
-_ICMP_ERRORS = {"3", "4", "5", "11", "12"}  # destination unreachable, source quench, redirect, time exceeded, …
+# ICMP error types: unreachable, source quench, redirect, time exceeded, parameter problem;
+# ICMPv6: unreachable, packet too big, time exceeded, parameter problem
+_ICMP_ERRORS = {"ICMP": {"3", "4", "5", "11", "12"}, "ICMPV6": {"1", "2", "3", "4"}}
 
 
 def decided_by_invalid(expl: Explanation) -> bool:
+    """A drop or reject by a rule that matches the INVALID state (not one that excludes it)."""
     v = expl.verdict
-    return v is not None and v.rule is not None and bool(_INVALID.search(v.rule.text))
+    return (v is not None and v.rule is not None and v.action.lower() in ("drop", "reject")
+            and bool(_INVALID.search(v.rule.text)))
 
 
 def why_invalid(expl: Explanation, entry: ConntrackEntry | None, sysctls: dict[str, str]) -> str:
@@ -47,7 +52,7 @@ def why_invalid(expl: Explanation, entry: ConntrackEntry | None, sysctls: dict[s
                         "pickup) or a segment outside the window of an entry already gone; the sysctl is not known")
             return (f"a TCP packet without SYN ({shown}) that {_LOOSE}={loose} did not pick up: its sequence "
                     "numbers did not fit a mid-stream connection")
-    if proto in ("ICMP", "ICMPV6") and f.get("TYPE") in _ICMP_ERRORS and entry is None:
+    if f.get("TYPE") in _ICMP_ERRORS.get(proto, ()) and entry is None:
         return "an ICMP error that belongs to no tracked connection"
     return ("conntrack refused it (a malformed or truncated header, a bad checksum with "
             "nf_conntrack_checksum=1, or no room in the table); the trace does not say which")
