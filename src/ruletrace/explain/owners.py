@@ -26,6 +26,7 @@ its JSON keep), never of the host. What each product writes:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -126,6 +127,14 @@ def _to(text: str) -> str | None:
 
 
 # --- Kubernetes
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 _K8S_PART = r"[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?"
 _K8S_SVC = re.compile(rf"(?<![\w/.:-])({_K8S_PART}/{_K8S_PART})(?::([-a-z0-9]+))?(?![\w/])")
 _K8S_NFT_CHAIN = re.compile(
@@ -141,7 +150,7 @@ _K8S_NFT_PLUMBING = frozenset({
 
 def _k8s_comment(comment: str, chain: str) -> Owner | None:
     m = _K8S_SVC.search(comment)
-    if m is None:
+    if m is None or _is_network(m.group(1)):  # "allow 10.0.0.0/8" names a network, not ns/svc
         return None
     name = m.group(1) + (f":{m.group(2)}" if m.group(2) else "")
     if m.start() == 0:
@@ -158,7 +167,8 @@ def _kubernetes(rule: Rule | None, table: str, chain: str) -> Owner | None:
     m = _K8S_NFT_CHAIN.match(chain)
     if m:
         kind, _, ns, svc, proto, port, ep, ep_port = m.groups()
-        detail = f"endpoint {ep}:{ep_port}" if ep else f"{kind} ({proto})" if kind != "service" else ""
+        ep_addr = f"[{ep}]" if ep and ":" in ep else ep  # an IPv6 endpoint with its port: [fd00::5]:80
+        detail = f"endpoint {ep_addr}:{ep_port}" if ep else f"{kind} ({proto})" if kind != "service" else ""
         return Owner("kubernetes", f"{ns}/{svc}:{port}" if port else f"{ns}/{svc}", detail, f"chain {chain}")
     kube_chain = chain.startswith("KUBE-") or table == "kube-proxy" or chain in _K8S_NFT_PLUMBING
     target = _target(rule)
@@ -200,8 +210,9 @@ def _docker(rule: Rule | None, table: str, chain: str) -> Owner | None:
     if not ours:
         return None
     bridge = nft_bridge or (bridges[0] if bridges else None)
-    if bridge is None and _DOCKER_CHAIN.match(chain) and ifaces:
+    if bridge is None and _DOCKER_CHAIN.match(chain) and chain != "DOCKER-USER" and ifaces:
         bridge = ifaces[0]  # in Docker's own chains an interface is a Docker network's bridge
+        # (not in DOCKER-USER: the user's own rules there name host interfaces too)
     dport, proto, to = _dport(text), _proto(text), _to(text)
     detail = _DOCKER_ROLE.get(chain, "")
     if rule is not None and chain == "DOCKER" and dport:
