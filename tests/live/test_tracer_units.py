@@ -252,3 +252,22 @@ def test_missing_rules_after_a_raw_restore():
     assert acc.missing_rules(rules, with_ours, SID) == []
     assert acc.missing_rules(rules, flushed, SID) == rules
     assert acc.missing_rules(rules, {}, SID) == []  # nothing read: never add a duplicate
+
+
+def test_a_failing_end_count_never_keeps_the_undo_from_running(monkeypatch):
+    """Review: the bookkeeping at teardown (counters, flush, closing) ran in the same try as the undo,
+    so one exception there left the session's rules on the host. Now each step is on its own."""
+    import ruletrace.live.tracer as lt
+
+    warned: list[str] = []
+    t = tracer([own_path(1)], warn=warned.append)
+    undone: list[object] = []
+    monkeypatch.setattr(lt.ud, "undo", lambda state, actions, marker=None: undone.append(state) or [])
+
+    def broken_count() -> None:
+        raise RuntimeError("nft list failed")
+
+    t._count = broken_count
+    assert t.teardown() == []
+    assert undone == [t.state]
+    assert any("reading the TRACE counters at the end failed (RuntimeError: nft list failed)" in w for w in warned)

@@ -403,6 +403,12 @@ class Tracer(RulesetVersions):
 
     # --- teardown ---------------------------------------------------------------------
 
+    def _flush_open(self) -> None:
+        if self._grouper is not None:  # stopped early: what was still open did arrive
+            for pkt, versions, flags in self._grouper.flush(0, everything=True):
+                if self.versions and self._judge(pkt, versions, flags) is not None:
+                    self.stats["not_shown"] += 1
+
     def teardown(self) -> list[str]:
         """Remove exactly what setup added and restore what it changed; returns problems."""
         if self._torn_down or self.state is None:
@@ -410,18 +416,21 @@ class Tracer(RulesetVersions):
         self._torn_down = True
         old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # cleanup must not be cut short
         try:
-            if self.fate is not None:
-                self.fate.stop()
-            self._count()
-            if self._grouper is not None:  # stopped early: what was still open did arrive
-                for pkt, versions, flags in self._grouper.flush(0, everything=True):
-                    if self.versions and self._judge(pkt, versions, flags) is not None:
-                        self.stats["not_shown"] += 1
-            if self._fp is not None:
-                self._fp.close()
-            for src in (self.source, self.nft_source):
-                if src is not None:
-                    src.close()
+            # bookkeeping first (the TRACE counters go with the rules), but nothing in it may keep
+            # the undo from running: each step on its own, a failure said and passed over
+            steps: list[tuple[str, Callable[[], object]]] = [
+                ("stopping drop reasons", self.fate.stop if self.fate is not None else lambda: None),
+                ("reading the TRACE counters", self._count),
+                ("counting the packets still open", self._flush_open),
+                ("closing the ruleset watch", self._fp.close if self._fp is not None else lambda: None),
+            ]
+            steps += [("closing a trace socket", src.close) for src in (self.source, self.nft_source)
+                      if src is not None]
+            for what, step in steps:
+                try:
+                    step()
+                except Exception as e:  # the undo below must run whatever failed here
+                    self.warn(f"{what} at the end failed ({type(e).__name__}: {e}); the summary may be incomplete")
             self.source = self.nft_source = None
             if self.dry_run:
                 for r in reversed(self.state.rules):
