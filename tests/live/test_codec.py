@@ -362,3 +362,39 @@ def test_nftrace_remembered_names_and_verdicts_equal_the_plain_decoding(ruleset)
     for _ in range(2):  # a damaged verdict raises each time: it is not remembered
         with pytest.raises(RuletraceError):
             d.decode(bad)
+
+
+def test_a_damaged_nftrace_message_is_counted_not_a_traceback():
+    """Review: a short NFTA_TRACE_TYPE (2 bytes) raised struct.error out of the live loop. The poll
+    skips and counts it (accounting 'damaged'), and the good message after it still arrives."""
+    from types import SimpleNamespace
+
+    from ruletrace.live import accounting as acc
+    from ruletrace.live.modes import NftModes
+    from ruletrace.live.netlink import nla
+    from ruletrace.live.nftrace import (
+        NFNL_SUBSYS_NFTABLES,
+        NFT_MSG_TRACE,
+        NFTA_TRACE_CHAIN,
+        NFTA_TRACE_TABLE,
+        NFTA_TRACE_TYPE,
+        TraceDecoder,
+    )
+
+    mtype = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE
+    head = bytes([2, 0, 0, 0])  # nfgenmsg: NFPROTO_IPV4
+    names = nla(NFTA_TRACE_TABLE, b"filter\0") + nla(NFTA_TRACE_CHAIN, b"input\0")
+    short = head + names + nla(NFTA_TRACE_TYPE, b"\0\1")
+    good = head + names + nla(NFTA_TRACE_TYPE, (2).to_bytes(4, "big"))  # NFT_TRACETYPE_POLICY
+
+    class Source:
+        def messages(self, timeout):
+            yield mtype, 0, 0, short
+            yield mtype, 0, 0, good
+
+    me = SimpleNamespace(decoder=TraceDecoder(lambda family: None, lambda i: f"if{i}"),
+                         stats=acc.new_stats(), versions=SimpleNamespace(latest_n=0), refresh=lambda: None)
+    out = NftModes._poll_nft(me, Source(), 0)  # type: ignore[arg-type]
+    assert me.stats["damaged"] == 1
+    assert [ev.chain for ev, _v in out] == ["input"]
+    assert "1 trace message(s) that could not be decoded, skipped" in acc.summary(me.stats, 0, 50)

@@ -30,6 +30,7 @@ def new_stats() -> dict[str, Any]:
         "skipped_by_cap": 0,  # packets of the flow the rate cap left out
         "overruns": 0,  # netlink ENOBUFS
         "lost_steps": 0,  # steps known to be lost (NFLOG sequence gaps)
+        "damaged": 0,  # trace messages that could not be decoded (skipped, counted)
         "marked": 0,
         "changes": 0,
         "reinstalls": 0,
@@ -66,6 +67,7 @@ _COUNTS = (
     ("skipped_by_cap", "{n} packet(s) of the flow not traced (over --rate-limit {rate}/s)"),
     ("overruns", "{n} netlink overrun(s)"),
     ("lost_steps", "{n} step(s) lost (NFLOG sequence gaps)"),
+    ("damaged", "{n} trace message(s) that could not be decoded, skipped"),
     ("foreign", "{n} packet(s) of other sessions/flows left out"),
     ("changes", "the ruleset changed {n} time(s)"),
 )

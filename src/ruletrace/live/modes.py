@@ -73,6 +73,7 @@ class NftModes:
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
 
     def _poll_nft(self, source: NetlinkSocket, timeout: float) -> list[tuple[TraceEvent, int]]:
+        from ..sources.nflog import DECODE_ERRORS
         from .nftrace import is_newgen, is_trace
 
         decoder = self.decoder
@@ -82,7 +83,11 @@ class NftModes:
             if is_newgen(mtype):
                 self.refresh()  # events after the commit are numbered against the new version
             elif is_trace(mtype):
-                ev = decoder.decode(body)
+                try:
+                    ev = decoder.decode(body)
+                except DECODE_ERRORS:  # a short or damaged attribute: counted, never a traceback
+                    self.stats["damaged"] += 1
+                    continue
                 if ev is not None:
                     out.append((ev, self.versions.latest_n))
         return out
