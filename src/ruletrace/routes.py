@@ -192,10 +192,18 @@ def rp_mode(sysctls: dict[str, str], iif: str | None) -> int:
     return max((int(v) for v in vals if v and v.isdigit()), default=0)
 
 
-def forwarding(sysctls: dict[str, str], iif: str | None) -> str | None:
-    """Whether the input interface forwards: conf.IIF.forwarding, else net.ipv4.ip_forward ("0"/"1", None: unknown)."""
-    v = sysctls.get(f"net.ipv4.conf.{iif}.forwarding") if iif else None
-    return v if v is not None else sysctls.get("net.ipv4.ip_forward")
+def forwarding_key(sysctls: dict[str, str], iif: str | None, *, v6: bool = False) -> str:
+    """The sysctl that decides whether a packet in on ``iif`` is forwarded: IPv4 conf.IIF.forwarding
+    (else net.ipv4.ip_forward); IPv6 net.ipv6.conf.all.forwarding (ip6_forward reads only that)."""
+    if v6:
+        return "net.ipv6.conf.all.forwarding"
+    key = f"net.ipv4.conf.{iif}.forwarding"
+    return key if iif and key in sysctls else "net.ipv4.ip_forward"
+
+
+def forwarding(sysctls: dict[str, str], iif: str | None, *, v6: bool = False) -> str | None:
+    """Whether a packet in on ``iif`` is forwarded ("0"/"1", None: unknown), by ``forwarding_key``."""
+    return sysctls.get(forwarding_key(sysctls, iif, v6=v6))
 
 
 def rp_check(rules: list[Json] | None, routes: list[Json], sysctls: dict[str, str], *, src: str, dst: str,

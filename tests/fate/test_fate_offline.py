@@ -299,3 +299,21 @@ def test_an_icmpv6_error_is_named_by_its_own_type_numbers():
         e = Explanation(Packet(1, [ev]), verdict=Verdict("drop", "filter", "INPUT", 1, rule, "dropped"))
         invalid_note(e)
         assert ("an ICMP error that belongs to no tracked connection" in e.notes[0]) is named, (icmp_type, e.notes)
+
+
+@pytest.mark.parametrize(("v4", "v6", "dropped"), [("0", "1", False), ("1", "0", True)])
+def test_ipv6_forwarding_is_decided_by_its_own_sysctl(tmp_path, v4, v6, dropped):
+    """Review: an IPv6 packet was dropped for net.ipv4.ip_forward=0; ip6_forward reads
+    net.ipv6.conf.all.forwarding only."""
+    assert rt.forwarding({"net.ipv4.ip_forward": v4, "net.ipv6.conf.all.forwarding": v6}, "eth0", v6=True) == v6
+    rules, sysctl = tmp_path / "v6.save", tmp_path / "sysctl.txt"
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    sysctl.write_text(f"net.ipv4.ip_forward = {v4}\nnet.ipv6.conf.all.forwarding = {v6}\n")
+    p = _run("simulate", "-r", str(rules), "--sysctl", str(sysctl), "-p", "udp", "-s", "fd00::2", "-d", "fd00:1::9",
+             "-i", "eth0", "-o", "eth1", "--json")
+    pkt = json.loads(p.stdout)["packets"][0]
+    if dropped:
+        assert pkt["fate"] == "dropped" and pkt["drops"][0]["reason"] == "IP_INADDRERRORS", pkt
+        assert pkt["drops"][0]["function"] == "ip6_forward"
+    else:
+        assert pkt["fate"] == "forwarded" and not pkt.get("drops"), pkt

@@ -134,19 +134,26 @@ def likely_causes(expl: Explanation, facts: rt.RouteFacts, d: RouteDecision | No
     route_failed = d is not None and bool(d.error) and (d.type in rt.REFUSING or (d.table is None and d.rule is None))
     if d is not None and route_failed:
         no_table = d.table is None and d.rule is None
-        name = rt.drop_reason(d, rt.forwarding(sy, iif))
+        name = rt.drop_reason(d, rt.forwarding(sy, iif, v6=":" in (dst or "")))
         via = f" ({'ip rule ' + d.rule + ' → ' if d.rule else ''}{'table ' + d.table if d.table else 'no table'})"
         what = "no route to" if no_table else f"{'an' if (d.type or 'x')[0] in 'aeiou' else 'a'} {d.type} route for"
         proven.append(f"{what} {dst}{via if d.rule or d.table else ''}: {name}{src_of.get('routes', '')}")
     forwarded = d is not None and not route_failed and d.type not in ("local", "broadcast", "multicast")
     if d is None or forwarded:
-        fwd = rt.forwarding(sy, iif)
-        key = f"net.ipv4.conf.{iif}.forwarding" if iif and f"net.ipv4.conf.{iif}.forwarding" in sy \
-            else "net.ipv4.ip_forward"
-        if fwd == "0":
-            proven.append(f"forwarding is disabled ({key}=0): IP_INADDRERRORS in ip_error{src_of.get('sysctls', '')}")
-        elif fwd is None and ":" not in (dst or ""):
-            open_.append("forwarding disabled (net.ipv4.ip_forward=0): give --sysctl to check")
+        v6 = ":" in (dst or "")
+        fwd, key = rt.forwarding(sy, iif, v6=v6), rt.forwarding_key(sy, iif, v6=v6)
+        fn = "ip6_forward" if v6 else "ip_error"
+        # forwarding matters only for a packet not to this host: proven when the route says so, or
+        # the host's addresses are known and DST is none of them
+        not_local = forwarded or (dst is not None and dst != "" and bool(facts.local or facts.routes)
+                                  and not facts.is_local(dst))
+        if fwd == "0" and not_local:
+            proven.append(f"forwarding is disabled ({key}=0): IP_INADDRERRORS in {fn}{src_of.get('sysctls', '')}")
+        elif fwd == "0":
+            open_.append(f"forwarding is disabled ({key}=0): if {dst} is not an address of this host, IP_INADDRERRORS "
+                         f"in {fn} (give --addrs or --routes to check)")
+        elif fwd is None:
+            open_.append(f"forwarding disabled ({key}=0): give --sysctl to check")
         ttl = f.get("TTL") or f.get("HOPLIMIT")
         if ttl is not None and ttl.isdigit() and int(ttl) <= 1:
             proven.append(f"TTL {ttl} expires on forwarding: IP_INHDR in ip_forward (ICMP time exceeded)")

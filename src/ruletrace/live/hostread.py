@@ -72,7 +72,7 @@ def _nft_tables(text: str) -> list[tuple[str, str]]:
 
 def _sysctls() -> str:
     base = "/proc/sys/net/ipv4"
-    names = ["net.ipv4.ip_forward", "net.netfilter.nf_conntrack_tcp_loose"]
+    names = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.netfilter.nf_conntrack_tcp_loose"]
     try:
         ifaces = sorted(os.listdir(f"{base}/conf"))
     except OSError:

@@ -73,13 +73,13 @@ def route_input(R: Any, p: Pkt, c: Ctx) -> Fate | None:
     f, sy = R.facts, R.facts.sysctls
     local = c.is_local(p, p.v, p.dst)
     d = R.in_route = lookup(R, p, "input")
-    fwd = rt.forwarding(sy, p.iif) if sy else None
+    fwd = rt.forwarding(sy, p.iif, v6=p.v == 6) if sy else None
     if fwd is None:
-        fwd = "1" if f.ip_forward else "0"
+        fwd = "1" if f.ip_forward or (p.v == 6 and sy) else "0"  # --sysctl without the IPv6 key: not known off
     if not local and d is not None and d.error:
         return kernel_drop(R, rt.drop_reason(d, fwd) or "NOT_SPECIFIED", "ip_error")
     if not local and fwd == "0":
-        return kernel_drop(R, "IP_INADDRERRORS", "ip_error")
+        return kernel_drop(R, "IP_INADDRERRORS", "ip6_forward" if p.v == 6 else "ip_error")
     if sy and f.raw_routes is not None and p.v == 4 and p.iif:
         why = rt.rp_check(f.rules, f.raw_routes, sy, src=addr_text(p.v, p.src), dst=addr_text(p.v, p.dst),
                           iif=p.iif, mark=p.mark or None)
