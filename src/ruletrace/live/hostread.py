@@ -54,6 +54,11 @@ def _has_rules(save_text: str) -> bool:
     return any(line.startswith("-A ") for line in save_text.splitlines())
 
 
+def _has_tables(save_text: str) -> bool:
+    """A save listing with any table: policies alone decide fates too (``-P INPUT DROP``, no rules)."""
+    return any(line.startswith("*") for line in save_text.splitlines())
+
+
 XT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
 
 
@@ -99,23 +104,29 @@ def read_host(netns: str | None) -> HostRead:
         if err:
             h.notes.append(f"nf_tables not read: {err}")
         saves = {}
+        unread: list[str] = []  # listings that failed: said, and an error when nothing else was read
         for cmd, _fam in SAVES:
             text, err = _run([cmd])
-            if text.strip() and _has_rules(text):
+            if text.strip() and _has_tables(text):
                 saves[h.label(cmd)] = text
+            elif err and not err.endswith("not found"):
+                unread.append(err)
         legacy = {}
         for cmd, names in LEGACY:
             try:
                 with open(f"/proc/thread-self/net/{names}") as f:
                     loaded = f.read().split()
-            except OSError:
+            except FileNotFoundError:  # ip_tables not loaded at all
+                loaded = []
+            except OSError as e:
+                unread.append(f"/proc/net/{names}: {e.strerror}")
                 loaded = []
             if loaded:  # only then: listing a namespace without legacy tables would load the module
                 text, err = _run([cmd])
-                if _has_rules(text):
+                if _has_tables(text):
                     legacy[h.label(cmd)] = text
                 elif err:
-                    h.notes.append(f"legacy iptables not read: {err}")
+                    unread.append(err)
         h.addrs, err = _run(["ip", "-j", "addr"])
         h.routes, err2 = _run(["ip", "-j", "route", "show", "table", "all"])
         r4, err3 = _run(["ip", "-j", "-4", "rule"])
@@ -125,6 +136,9 @@ def read_host(netns: str | None) -> HostRead:
         h.rules = _join_json_lists(r4, r6)
         h.sysctls = _sysctls()
     tables = _nft_tables(nft)
+    if unread and not tables and not saves and not legacy:  # never walk "no rules" that were only unread
+        raise RuletraceError(f"{h.where}: cannot read the rulesets ({'; '.join(unread)}); it needs root")
+    h.notes += [f"not read: {e}" for e in unread]
     compatible = not any("incompatible" in t for t in saves.values())  # a native table iptables-nft cannot show
     if tables and saves and compatible and all(f in ("ip", "ip6") and n in XT_TABLES for f, n in tables):
         # only iptables-nft's tables: its save listing says the same, in the form the iptables walk reads
