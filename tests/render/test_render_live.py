@@ -138,3 +138,21 @@ def test_a_repeat_whose_line_scrolled_away_is_reprinted_at_most_every_few_second
     assert len(lines) == 3 and lines[2].endswith("  ×3") and "DROPPED" in lines[2]
     view.finish()  # every count was printed: nothing more
     assert len(buf.getvalue().splitlines()) == 3
+
+
+def test_known_lines_word_for_word():
+    """Literal lines for packets whose story is known from the lab (not built by the code under
+    test): the NodePort SYN dropped through the kube-proxy mark, and IPv6 port 25 dropped by the
+    policy with the multiport rule as the near miss."""
+    k8s, _v = view_output("k8s-nodeport", 250, terminal=False)
+    v6, _v = view_output("ipv6", 250, terminal=False)
+    rest = [line.split("  ", 1)[1] for line in (k8s + v6).splitlines()]  # the time is local: left out
+    assert ("TCP 172.28.129.2:40000 -> 172.28.129.4:52000 [SYN]  in rtl961n0  DROPPED  filter:KUBE-FIREWALL rule 1  "
+            "kubernetes ns/ingress-nginx:http  has no local endpoints; mark 0x8000 set by nat:KUBE-MARK-DROP rule 1"
+            ) in rest
+    assert ("TCP 172.28.129.2:40001 -> 172.28.129.4:80 [SYN]  in rtl961n0  DELIVERED  filter:INPUT policy ACCEPT  "
+            "DNAT to 172.28.129.4:52000") in rest
+    assert ("TCP [fd00:10::2]:40003 -> [fd00:10::1]:25 [SYN]  in rtl2483s0  DROPPED  filter:INPUT policy DROP  "
+            "no rule matched; nearly filter:INPUT rule 4") in rest
+    assert ("TCP [fd00:10::1]:22 -> [fd00:10::2]:40001 [ACK SYN]  out rtl2483s0  SENT  filter:OUTPUT policy ACCEPT  "
+            "no rule matched  ×3") in rest
