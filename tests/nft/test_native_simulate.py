@@ -105,3 +105,15 @@ def _sources(d: Path) -> list[str]:
     """The tracing table's source addresses (the flows' senders)."""
     text = (d / "ruleset.nft").read_text()
     return re.findall(r"ip6? saddr (\S+) (?:meta l4proto tcp |icmpv6 type echo-request )?meta nftrace set 1", text)
+
+
+@pytest.mark.parametrize(("dst", "hook"), [("10.79.0.3", "forward"),  # another port on br0's prefix: bridged
+                                           ("198.51.100.9", "input")])  # off the prefix: sent to br0 as gateway
+def test_a_frame_routed_through_the_bridge_goes_up_to_ip(dst, hook):
+    """Review: a frame from a bridge port to an address beyond the bridge's prefix was taken as
+    bridged (FORWARD/NAT skipped); it is addressed to the bridge's MAC as the gateway and goes up."""
+    d = CAPS / "hooks"
+    rss = parse((d / "ruleset-a.nft").read_text(), origin=Origin("ruleset-a.nft"))
+    res = simulate(rss, Probe(proto=17, src="10.79.0.1", dst=dst, sport=40000, dport=53, iif="eth0"), _facts(d))
+    bridge_hooks = [e.chain for e in res.events if e.family == "bridge"]
+    assert hook in bridge_hooks and ({"input", "forward"} - {hook}).isdisjoint(bridge_hooks), bridge_hooks

@@ -287,7 +287,11 @@ class _Run(WalkState):
     def _l2(self, p: Pkt, c: Ctx) -> Fate | None:
         """netdev ingress and bridge hooks (nft_l2.py): a fate, or None to go on in the IP stack."""
         assert self.l2 is not None  # called only when the listings hold netdev/bridge tables
-        v, bridged = before_ip(self.l2, p, c, self, c.is_local(p, p.v, p.dst))
+        # up to the IP stack: for the host itself, or routed through it (the frame was sent to the
+        # bridge's MAC as the gateway: DST is not on the bridge's own prefix); else bridged
+        master = c.facts.masters.get(p.iif) if p.iif else None
+        up = c.is_local(p, p.v, p.dst) or (master is not None and c.facts.connected(p.v, p.dst) != master)
+        v, bridged = before_ip(self.l2, p, c, self, up)
         if v != ACCEPT:
             return self._fate(v)
         return Fate.FORWARDED if bridged else None

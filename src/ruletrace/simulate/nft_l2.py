@@ -72,7 +72,7 @@ def before_ip(cc: NftCompiled, p: Any, c: Any, R: Any, local: bool) -> tuple[str
         p.iif = master
         p.snap = None
         return v, False
-    c.note(f"bridged by {master} (not for its own address): the IP hooks do not see it "
+    c.note(f"bridged by {master} (DST is on its own prefix, not one of its addresses): the IP hooks do not see it "
            "(br_netfilter's bridge-nf-call-iptables assumed off)")
     for hook, name in (("forward", "FORWARD"), ("postrouting", "POSTROUTING")):
         v = _run(cc, _chains(cc, "bridge", hook), name, p, c, R)
