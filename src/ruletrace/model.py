@@ -379,6 +379,9 @@ class Packet:
 
     id: int
     events: list[TraceEvent] = field(default_factory=list)
+    # the packet's fields when no event carries them (a simulated packet the routing step dropped
+    # before any chain ran); ``Explanation.first`` falls back to them
+    fields: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -536,4 +539,4 @@ class Explanation:
     @property
     def first(self) -> dict[str, str]:
         """The packet's fields as first seen."""
-        return self.packet.events[0].fields if self.packet.events else {}
+        return self.packet.events[0].fields if self.packet.events else (self.packet.fields or {})

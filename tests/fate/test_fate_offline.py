@@ -315,5 +315,10 @@ def test_ipv6_forwarding_is_decided_by_its_own_sysctl(tmp_path, v4, v6, dropped)
     if dropped:
         assert pkt["fate"] == "dropped" and pkt["drops"][0]["reason"] == "IP_INADDRERRORS", pkt
         assert pkt["drops"][0]["function"] == "ip6_forward"
+        # dropped before any chain: the packet is still named (review: the header was `? ? -> ?`)
+        assert (pkt["src"], pkt["dst"], pkt["proto"], pkt["in"]) == ("fd00::2", "fd00:1::9", "UDP", "eth0"), pkt
+        tree = _run("simulate", "-r", str(rules), "--sysctl", str(sysctl), "-p", "udp", "-s", "fd00::2", "-d",
+                    "fd00:1::9", "-i", "eth0", "-o", "eth1", "--no-color").stdout
+        assert tree.startswith("packet 1  UDP [fd00::2]:") and "-> [fd00:1::9]:" in tree.splitlines()[0], tree
     else:
         assert pkt["fate"] == "forwarded" and not pkt.get("drops"), pkt

@@ -157,7 +157,8 @@ def _explain(res: SimResult, rs: Ruleset | list[Ruleset], pid: int = 1):
 
     if isinstance(rs, list):  # nf_tables: the events name their tables; explain reads one ruleset
         rs = rs[0]
-    return explain_packet(Packet(id=pid, events=list(res.events)), rs)
+    # no event (routing dropped it before any chain): the packet as the probe made it
+    return explain_packet(Packet(id=pid, events=list(res.events), fields=None if res.events else res.final), rs)
 
 
 def result_json(res: SimResult) -> dict[str, Any]:
