@@ -121,7 +121,8 @@ def address_ok(v: str) -> bool:
     if ":" in v:
         return 2 <= v.count(":") <= 7 and len(v) <= 45 and all(c in _HEX6 for c in v)
     parts = v.split(".")
-    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
+    # isascii: str.isdigit() is true for "①" and "²", which int() refuses
+    return len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
 
 
 _KV = re.compile(r"(?<![A-Z])([A-Z]+)=(\S*)")  # not from inside a run of capitals: linear

@@ -69,3 +69,13 @@ def test_a_change_no_rule_explains_says_where_it_was_first_seen_once(tmp_path):
     why = next(x for x in e.cause if x.role == "rewritten")
     assert why.text == ("DST 192.168.50.1:10000 → 172.17.0.9:80, first seen at filter:FORWARD "
                         "(changed outside the traced rules)")
+
+
+def test_an_address_with_unicode_digits_is_unknown_not_an_error():
+    """The fuzz corpus: '①' is a digit to str.isdigit() but not to int(); such an address is
+    damaged (unknown), never a ValueError."""
+    from ruletrace.logtext import address_ok, parse_fields
+
+    assert not address_ok("10.0.0.①") and not address_ok("1²7.0.0.1") and address_ok("10.0.0.1")
+    fields = parse_fields("IN=eth0 OUT= SRC=10.0.0.① DST=10.0.0.2 LEN=60 TTL=64 ID=1 PROTO=TCP SPT=1 DPT=2")
+    assert "SRC" not in fields or fields["SRC"] != "10.0.0.①"
