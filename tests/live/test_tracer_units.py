@@ -291,6 +291,17 @@ def test_explain_miss_live_packet_block_line_and_json():
     assert line.miss == "miss INPUT rule 1: `-p udp` did not match"
     assert "miss INPUT rule 1" in to_text(line).plain
     assert [m["result"] for m in to_json(expl)["explain_miss"]] == ["failed", "matched"]
+    import io
+
+    from rich.console import Console
+
+    from ruletrace.render.live import LiveView
+
+    buf = io.StringIO()
+    LiveView(Console(file=buf, width=200, color_system=None), tree=True).show(expl)  # --tree: the whole block
+    shown = buf.getvalue()
+    assert "rules of filter:INPUT, checked against the packet's logged fields" in shown, shown
+    assert "`-p udp` did not match: the packet's protocol is ICMP" in shown, shown
 
 
 def test_explain_miss_chain_not_in_live_ruleset():
