@@ -401,3 +401,35 @@ def test_rule_churn_is_detected_and_used(lab, backend):
     assert not pkt["warnings"], pkt["warnings"]
     assert any("filter:INPUT +1 -0" in n for n in pkt["notes"]), pkt["notes"]
     assert "the ruleset changed during the trace" in err
+
+
+def test_live_explain_miss(lab):
+    """trace --explain-miss INPUT: a live ping (accepted by INPUT rule 2) is told why INPUT rule 1
+    did not take it, on its line (a hint), in JSON (the block); a chain not in the live ruleset is
+    one error line, exit 2, and the session is still cleaned up."""
+    load_scenario("legacy")
+    before = snapshot()
+    t = Tracer("--backend", "legacy", "-s", C_ADDR, "--direction", "in", "-4", "--count", "1",
+               "--duration", "15", "--json", "--explain-miss", "filter:INPUT")
+    send_ping()
+    rc, out, err = t.finish()
+    assert rc == 0, err
+    (pkt,) = [json.loads(line) for line in out.splitlines()]
+    rows = [(m["chain"], m["num"], m["result"]) for m in pkt["explain_miss"]]
+    assert rows == [("INPUT", 1, "failed"), ("INPUT", 2, "matched")], pkt["explain_miss"]
+    assert "`-p tcp` did not match: the packet's protocol is ICMP" in pkt["explain_miss"][0]["reason"]
+    t = Tracer("--backend", "legacy", "-s", C_ADDR, "--direction", "in", "-4", "--count", "1",
+               "--duration", "15", "--explain-miss", "INPUT")
+    send_ping()
+    rc, out, err = t.finish()
+    assert rc == 0, err
+    assert out.rstrip().endswith("miss INPUT rule 1: `-p tcp` did not match"), out
+    assert snapshot() == before
+    p = ruletrace("trace", "--netns", SERVER, "--backend", "legacy", "-s", C_ADDR, "-4", "--count", "1",
+                  "--explain-miss", "NOPE")
+    assert p.returncode == 2, p.stderr
+    errors = [line for line in p.stderr.splitlines() if "NOPE" in line]
+    assert errors == ["ruletrace: error: --explain-miss: no chain NOPE in table filter of the live ruleset "
+                      "(backend legacy, 1 ruleset(s) read)"], p.stderr
+    assert "Traceback" not in p.stderr
+    assert snapshot() == before  # set up, refused, cleaned up

@@ -271,3 +271,51 @@ def test_a_failing_end_count_never_keeps_the_undo_from_running(monkeypatch):
     assert t.teardown() == []
     assert undone == [t.state]
     assert any("reading the TRACE counters at the end failed (RuntimeError: nft list failed)" in w for w in warned)
+
+
+def test_explain_miss_live_packet_block_line_and_json():
+    # trace --explain-miss INPUT: the live packet (ICMP, INPUT rule 2 accepts it) gets the block
+    # explain --explain-miss gives, its line a hint naming rule 1's failed condition, JSON the key
+    from ruletrace.analyze.live import line_of
+    from ruletrace.render.json import to_json
+    from ruletrace.render.live import to_text
+
+    t = tracer([[ev("raw:PREROUTING:policy:3", 1), ev("filter:INPUT:rule:2", 1)]], save_text(extra_input=1),
+               explain_miss="INPUT")
+    t.miss_key = t._miss_chain(t.explain_miss)
+    assert t.miss_key == ("filter", "INPUT")
+    (expl,) = list(t.explanations(limit=1))
+    assert [(m.num, m.result) for m in expl.misses] == [(1, "failed"), (2, "matched")]
+    assert "`-p udp` did not match: the packet's protocol is ICMP" in expl.misses[0].reason
+    line = line_of(expl)
+    assert line.miss == "miss INPUT rule 1: `-p udp` did not match"
+    assert "miss INPUT rule 1" in to_text(line).plain
+    assert [m["result"] for m in to_json(expl)["explain_miss"]] == ["failed", "matched"]
+    import io
+
+    from rich.console import Console
+
+    from ruletrace.render.live import LiveView
+
+    buf = io.StringIO()
+    LiveView(Console(file=buf, width=200, color_system=None), tree=True).show(expl)  # --tree: the whole block
+    shown = buf.getvalue()
+    assert "rules of filter:INPUT, checked against the packet's logged fields" in shown, shown
+    assert "`-p udp` did not match: the packet's protocol is ICMP" in shown, shown
+
+
+def test_explain_miss_chain_not_in_live_ruleset():
+    from ruletrace.errors import RuletraceError
+
+    t = tracer([])
+    with pytest.raises(RuletraceError, match="no chain NOPE in table filter of the live ruleset"):
+        t._miss_chain("NOPE")
+    assert line_of_without_block(t) == ""
+
+
+def line_of_without_block(t) -> str:
+    from ruletrace.analyze.live import line_of
+
+    t.source = FakeSource([own_path(1)])
+    (expl,) = list(t.explanations(limit=1))
+    return line_of(expl).miss

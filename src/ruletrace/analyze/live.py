@@ -18,6 +18,7 @@ from typing import NamedTuple
 from ..explain.owners import deciding_owner
 from ..fields import show_address
 from ..model import Explanation, Fate
+from .explain_miss import FAILED, MATCHED, UNKNOWN, WOULD
 from .near_miss import INPUT_RULE, NEAR_MISS
 from .summary import Decider, Summary, decider_owner
 
@@ -36,12 +37,14 @@ class LiveLine(NamedTuple):
     cause: str  # "mark 0x8000 set by nat:KUBE-MARK-DROP rule 1", "DNAT to 172.17.0.2:80", "-p tcp -j DROP"
     short: str  # the packet in fewer words, for a narrow terminal: no source port, flags or type
     owner: str = ""  # who made the deciding rule: "kubernetes ns/ingress-nginx:http" (owner_words)
+    miss: str = ""  # trace --explain-miss: "miss WEB rule 2: `-s 10.9.0.0/16`" (miss_text)
 
 
 def line_of(expl: Explanation, now: float | None = None) -> LiveLine:
     """The one-line view's words for one packet."""
     return LiveLine(_clock(expl, now), packet_text(expl), iface_text(expl), str(expl.fate).upper(),
-                    decider_text(expl), cause_text(expl), packet_text(expl, short=True), owner_words(expl))
+                    decider_text(expl), cause_text(expl), packet_text(expl, short=True), owner_words(expl),
+                    miss_text(expl))
 
 
 def packet_time(expl: Explanation, now: float | None = None) -> float:
@@ -112,6 +115,27 @@ def decider_words(d: Decider, *, with_owner: bool = True) -> str:
         words = f"{where} policy {d.policy}"
     o = decider_owner(d) if with_owner else None
     return f"{words} [{o.kind} {o.name}]" if o is not None and o.specific else words
+
+
+def miss_text(expl: Explanation) -> str:
+    """The --explain-miss block in a few words: the chain's first rule whose condition failed, with
+    the condition (the block's own words, analyze/explain_miss.py); else the first rule that would
+    match, is unknown or matched. Empty without the block."""
+    ms = expl.misses
+    if ms is None:
+        return ""
+    if not ms:
+        return "miss: the chain has no rules"
+    for result in (FAILED, WOULD, UNKNOWN, MATCHED):
+        m = next((m for m in ms if m.result == result), None)
+        if m is None:
+            continue
+        where = f"miss {m.chain} rule {m.num}" if m.rule is not None else f"miss {m.table}:{m.chain}"
+        if result == FAILED:
+            opt = m.reason.split("`")[1] if m.reason.count("`") >= 2 else ""
+            return f"{where}: `{opt}` did not match" if opt else f"{where}: did not match"
+        return f"{where}: {result}"
+    return f"miss {ms[0].chain}: not reached"
 
 
 def cause_text(expl: Explanation) -> str:

@@ -96,10 +96,13 @@ def _netns_options(f):
 @click.option("--no-color", is_flag=True, help="No colours.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Everything: the tree of every packet with its fields, and every command run.")
+@click.option("--explain-miss", metavar="[TABLE:]CHAIN",
+              help="For each packet, every rule of CHAIN (of the live ruleset) checked against its logged "
+                   "fields: a hint on its line, the whole block with --tree or -v, `explain_miss` in --json.")
 @click.option("--width", type=int, help="Output width (default: the terminal's).")
 def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all, v4, v6, count, duration,
           as_json, tree, dry_run, netns, pid, rate_limit, backend, via, no_cleanup_stale, no_color, verbose,
-          width) -> int:
+          explain_miss, width) -> int:
     """Trace packets live: add scoped TRACE rules, explain each packet as it passes, clean up.
 
     One line per packet (time, packet, fate, deciding rule, cause); packets that take a path
@@ -136,7 +139,11 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     tracer = Tracer(spec, backend=backend, via=via, dry_run=dry_run, netns=nsinfo,
                     say=(lambda s: say("ruletrace: " + s, "dim")) if detail else None,
                     warn=lambda s: say("ruletrace: warning: " + s, "yellow"),
-                    note=lambda s: say("ruletrace: " + s, "dim"))
+                    note=lambda s: say("ruletrace: " + s, "dim"), explain_miss=explain_miss)
+    if explain_miss:  # a malformed [TABLE:]CHAIN fails before any change; its presence is checked after setup
+        from ..simulate.miss_words import parse_chain
+
+        parse_chain(explain_miss)
     absorbed: list[str] = []
     ended_by: list[int] = []  # the signal that ended the trace: exit status 128 + N after cleanup
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 
-from ..analyze import near_miss
+from ..analyze import explain_miss, near_miss
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
 from ..model import Explanation, Packet, Ruleset, RulesetView
 from ..rulesets import load_ruleset
+from ..simulate.miss_words import parse_chain
 from . import accounting as acc
 from . import backend as be
 from . import undo as ud
@@ -164,6 +165,19 @@ class RulesetVersions(NftModes):
             ex = self._explainers[key] = Explainer(rs)
         return ex
 
+    def _version_view(self, version: int) -> RulesetView:
+        """Every ruleset of one version (all families, both backends)."""
+        return RulesetView(list(self.versions.get(version)[0].rulesets.values()))
+
+    def _miss_chain(self, spec: str) -> tuple[str, str]:
+        """``--explain-miss [TABLE:]CHAIN`` checked against the live ruleset (the latest snapshot)."""
+        table, chain = parse_chain(spec)
+        view = self._version_view(self.versions.latest_n)
+        if not any(rs.chain(table, chain) is not None for rs in view.rulesets):
+            raise RuletraceError(f"--explain-miss: no chain {chain} in table {table} of the live ruleset "
+                                 f"(backend {self.backend}, {len(view.rulesets)} ruleset(s) read)")
+        return table, chain
+
     def _fits(self, v: int, fam: str | None, pkt: Packet) -> tuple[Explanation, bool]:
         ex = self._explainer(v, fam)
         before = ex.misfit_packets
@@ -175,6 +189,8 @@ class RulesetVersions(NftModes):
             expl = self._explain_both(pkt, versions)
             for why in incomplete or ():
                 expl.warnings.append("possibly incomplete: " + why)
+            if self.miss_key is not None:  # each part's rules together: the chain of the family it ran in
+                explain_miss.annotate(expl, self._version_view(versions[0] if versions else 0), self.miss_key)
             if self.fate is not None:
                 self.fate.attach(expl)
             return expl
@@ -217,7 +233,10 @@ class RulesetVersions(NftModes):
             from .both import only_one
 
             only_one(expl, self.untraced)
-        near_miss.annotate(expl, self._explainer(v, fam).view)  # a drop: the ACCEPT rule one condition away
+        view = self._explainer(v, fam).view
+        near_miss.annotate(expl, view)  # a drop: the ACCEPT rule one condition away
+        if self.miss_key is not None:
+            explain_miss.annotate(expl, view, self.miss_key)
         if self.fate is not None:
             self.fate.attach(expl)
         return expl

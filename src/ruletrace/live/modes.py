@@ -42,6 +42,7 @@ class NftModes:
     both: bool
     untraced: str | None
     fate: Fate | None
+    miss_key: tuple[str, str] | None  # --explain-miss: (table, chain)
     _explainers: dict[tuple[int, str | None], Explainer]
     _ambiguous: set[int]
     _last_refresh: float

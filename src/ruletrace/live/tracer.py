@@ -79,8 +79,11 @@ class Tracer(RulesetVersions):
                  dry_run: bool = False, netns: dict[str, Any] | None = None,
                  say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
                  note: Callable[[str], None] | None = None, idle: float = IDLE,
-                 churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT) -> None:
+                 churn_interval: float = CHURN_INTERVAL, max_versions: int = MAX_KEPT,
+                 explain_miss: str | None = None) -> None:
         self.spec = spec
+        self.explain_miss = explain_miss  # "[TABLE:]CHAIN": checked against snapshot 0 in setup
+        self.miss_key: tuple[str, str] | None = None
         self.requested = backend
         self.via = via
         self.dry_run = dry_run
@@ -184,6 +187,8 @@ class Tracer(RulesetVersions):
             self._fp = Fingerprint(self.spec.families)
             self._quick, self._full = self._fp.quick(), self._fp.read()
         self.versions.add(self._snapshot(0))
+        if self.explain_miss:  # a chain not in the live ruleset: one error, teardown still runs
+            self.miss_key = self._miss_chain(self.explain_miss)
         if self.backend in (be.NFT, be.BOTH):
             from .nftrace import NFNLGRP_NFTABLES
 

@@ -44,6 +44,7 @@ COLUMNS: list[tuple[str, Callable[[LiveLine], str], int | None]] = [
     ("decider", lambda line: "chain", None),
     ("owner", lambda line: "owner", 3),  # explain/owners.py: "kubernetes ns/svc:http"
     ("cause", lambda line: "note", 1),
+    ("miss", lambda line: "note", 1),  # trace --explain-miss; dropped after the cause (same rank, by name)
 ]
 MIN_PACKET = 20  # cells the packet column keeps at least when cut
 
