@@ -307,12 +307,16 @@ def test_offline_names_the_live_cause(fl, name, tmp_path):
     in_input = any(st["chain"] == "INPUT" for st in off["steps"])  # an (empty) INPUT chain left by a scenario before
     if name == "closed-udp" and not in_input:  # nothing traced after PREROUTING, no socket list: cannot know
         assert (off["fate"], live["fate"]) == ("unknown", "dropped") and "drops" not in off, off
-        assert off["notes"][0] == "last seen in PREROUTING: the routing step delivers it here; its end is not in " \
-            "the trace", off["notes"]
+        assert "last seen in PREROUTING: the routing step delivers it here; its end is not in the trace" in \
+            off["notes"], off["notes"]
         assert causes[0].startswith("likely cause 1/2: the routing step delivers it here") and \
             "NO_SOCKET: the dumps hold no socket list, so unknown" in causes[0], causes
     elif name in ("closed-udp", "tcp-closed"):  # INPUT let it through: delivered; the socket is beyond the dumps
-        assert off["fate"] == "delivered" and live["fate"] in ("delivered", "dropped") and not causes, off
+        assert not causes, off  # (the live run names NO_SOCKET: asserted above)
+        # iptables-nft-save lists every built-in chain of a table, also those the kernel never created (nat INPUT
+        # left by the dnat scenarios): offline then waits for it and says so, rather than guessing
+        assert off["fate"] == "delivered" or (off["fate"], off["notes"]) == (
+            "unknown", ["last seen in filter INPUT: the trace stops before the hook's last table (nat) decided"]), off
         assert "NO_SOCKET" not in json.dumps(off) and "drops" not in off, off
     elif name == "ct-invalid":  # a rule's drop: the same rule, explained the same way
         assert off["fate"] == live["fate"] == "dropped" and not causes, off
