@@ -167,12 +167,19 @@ def resolve(point: str, rules: list[Json] | None, routes: list[Json], *, dst: st
             continue
         d.rule, d.table = rule_text(r), str(r["table"])
         d.type = str(route.get("type") or "unicast")
-        d.dev, d.gateway = route.get("dev"), route.get("gateway")
+        d.dev = route_dev(d.type, route.get("dev"))
+        d.gateway = route.get("gateway")
         if d.type in REFUSING:
             d.error = ERRORS[d.type]
         return d
     d.type, d.error = "unreachable", ERRORS[None]  # no table had a route: the kernel's res type then
     return d
+
+
+def route_dev(rtype: str | None, dev: str | None) -> str | None:
+    """The device a lookup answers: a local route delivers through loopback, so the kernel says dev lo,
+    not the device the address sits on (lab-measured: `ip route get`, rtnetlink; simulate's OUT agrees)."""
+    return "lo" if rtype == "local" else dev
 
 
 def drop_reason(d: RouteDecision, forwarding: str | None) -> str | None:

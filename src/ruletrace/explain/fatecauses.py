@@ -16,6 +16,7 @@ import re
 
 from .. import routes as rt
 from ..model import Change, Explanation, RouteDecision
+from .ctinvalid import invalid_note
 from .fate import ROUTING_NOTE
 
 CAUSE_PREFIX = "likely cause"
@@ -169,8 +170,9 @@ def likely_causes(expl: Explanation, facts: rt.RouteFacts, d: RouteDecision | No
         open_.append("no route to its destination (or an unreachable/prohibit route): give --routes and --rules "
                      "to check")
     if d is not None and d.type == "local" and not proven:
-        open_.append("the routing step delivers it here, yet the trace stops before INPUT: a martian address, "
-                     "or the log was cut")
+        open_.append("the routing step delivers it here and the trace shows nothing after PREROUTING: no traced "
+                     "chain in INPUT, then no socket for it (NO_SOCKET: the dumps hold no socket list, so unknown), "
+                     "a martian address, or the log was cut")
     open_.append("the log was cut after PREROUTING")
     return proven + open_
 
@@ -179,6 +181,8 @@ def annotate(expl: Explanation, facts: rt.RouteFacts) -> None:
     """Offline: routing decisions from the dumps, and the ranked causes in place of the fixed guess."""
     if not facts:
         return
+    if facts.sysctls:  # a rule that drops ctstate INVALID: nf_conntrack_tcp_loose is now known
+        invalid_note(expl, None, facts.sysctls)
     if not expl.routing:
         expl.routing = decisions(expl, facts)
     if ROUTING_NOTE not in expl.notes:
@@ -187,5 +191,7 @@ def annotate(expl: Explanation, facts: rt.RouteFacts) -> None:
     if causes:
         expl.notes.remove(ROUTING_NOTE)
         n = len(causes)
-        expl.notes.append("last seen in PREROUTING: the routing step after it ended the packet")
+        local = bool(expl.routing) and expl.routing[0].type == "local" and causes[0].startswith("the routing step")
+        expl.notes.append("last seen in PREROUTING: " + ("the routing step delivers it here; its end is not in the "
+                                                         "trace" if local else "the routing step after it ended the packet"))
         expl.notes.extend(f"{CAUSE_PREFIX} {i}/{n}: {c}" for i, c in enumerate(causes, 1))

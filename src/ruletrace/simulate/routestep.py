@@ -47,7 +47,8 @@ def _default_rules(f: Any, p: Pkt, point: str) -> RouteDecision:
     if r is None or r.type == "throw":
         d.type, d.error = "unreachable", rt.ERRORS[None]
         return d
-    d.table, d.rule, d.type, d.dev, d.gateway = r.table, DEFAULT_RULE.get(r.table), r.type, r.dev, r.gateway
+    d.table, d.rule, d.type, d.dev, d.gateway = r.table, DEFAULT_RULE.get(r.table), r.type, \
+        rt.route_dev(r.type, r.dev), r.gateway
     if r.type in rt.REFUSING:
         d.error = rt.ERRORS[r.type]
     return d
