@@ -260,13 +260,17 @@ def _masquerade(d: dict[str, str], where: str, origin: Origin | None) -> Effect:
     port = _ports(d, origin)
 
     def effect(p: Pkt, c: Ctx) -> None:
-        a = c.facts.masquerade_addr(p.oif, p.v, p.dst)
-        if a is None:
-            c.note(f"{where}: MASQUERADE uses {masq_whose(p.oif)}, which is not known (give --addrs): "
-                   "SRC left as is")
-        set_src(p, a, port)
+        masquerade(p, c, f"{where}: MASQUERADE", port)
 
     return effect
+
+
+def masquerade(p: Pkt, c: Ctx, what: str, port: int | None) -> None:
+    """Source NAT to the address the out interface has (iptables MASQUERADE, nft masquerade)."""
+    a = c.facts.masquerade_addr(p.oif, p.v, p.dst)
+    if a is None:
+        c.note(f"{what} uses {masq_whose(p.oif)}, which is not known (give --addrs): SRC left as is")
+    set_src(p, a, port)
 
 
 def masq_whose(oif: str | None) -> str:
