@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Origin, Rule
+from ..rulesets.options import int_pair
 from .hostfacts import addr_text, to_int, to_net
 from .semantics import ACCEPT, CONTINUE, DROP, FLOW, GOTO, JUMP, NAT, QUEUE, REJECT, RETURN, VERDICT
 from .state import Ctx, Pkt
@@ -199,12 +200,8 @@ def parse_nat_range(text: str, v6: bool, origin: Origin | None) -> tuple[str | N
     lo, _, hi = addr.partition("-")
     plo = phi = None
     if ports:
-        a, _, b = ports.partition("-")
-        try:
-            plo = int(a)
-            phi = int(b) if b else plo
-        except ValueError:
-            raise RuletraceError(f"bad port range in {text!r}", origin=origin) from None
+        plo, phi = int_pair(ports, "-", f"bad port range in {text!r}", origin)
+        phi = plo if phi is None else phi
     return (lo or None), (hi or None), plo, phi
 
 
