@@ -223,6 +223,10 @@ def _nat(name: str, d: dict[str, str], where: str, origin: Origin | None, v6: bo
     return effect
 
 
+# set_dst and set_src mirror each other field for field (destination NAT / source NAT and the
+# reply tuple conntrack reverses); kept as two flat functions, one call per translated packet.
+# Checked by tests/simulate/test_engine.py::test_dnat_reroutes_to_forward_with_route_and_ttl
+# (DNAT then MASQUERADE) and, against the kernel, tests/simulate/test_kernel_diff.py.
 def set_dst(p: Pkt, addr: int | None, port: int | None) -> None:
     if addr is not None:
         p.dst = addr
