@@ -22,6 +22,11 @@ BZIP2_MAGIC = b"BZh"  # followed by the block size digit '1'..'9' and the block 
 XZ_MAGIC = b"\xfd7zXZ\x00"  # xz file format 1.0.4, header magic bytes
 
 _BZIP2_RE = re.compile(rb"BZh[1-9]1AY&SY")
+_COMPRESSIONS = (  # name, what a stream's first bytes match
+    ("gzip", re.compile(re.escape(GZIP_MAGIC))),
+    ("xz", re.compile(re.escape(XZ_MAGIC))),
+    ("bzip2", _BZIP2_RE),
+)
 
 # --- limits on what any input may make ruletrace hold (docs/sources.md, "Limits") ---------------
 MAX_LINE_ENV = "RULETRACE_MAX_LINE"  # longest line of any text input (trace logs too)
@@ -267,13 +272,7 @@ def _cannot_open(e: OSError, origin: Origin) -> RuletraceError:
 
 def compression(head: bytes) -> str | None:
     """The compression a stream's first bytes show (gzip, xz, bzip2), None for none."""
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(XZ_MAGIC):
-        return "xz"
-    if _BZIP2_RE.match(head):
-        return "bzip2"
-    return None
+    return next((name for name, magic in _COMPRESSIONS if magic.match(head)), None)
 
 
 def open_input(path: str) -> tuple[BinaryIO, str]:

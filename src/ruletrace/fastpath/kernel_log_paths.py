@@ -81,6 +81,8 @@ class PathReader:
         """Read ``stream``'s lines. ``admit(line)`` False keeps a packet from starting at that
         line (its events are dropped, as ``group_packets`` does); ``stats`` gets the skipped and
         LOG lines and the events read (not lines or bytes)."""
+        # the hot loop's names, bound once; what it inlines is kernel_log.read_events + correlate.group's
+        # group_packets (tests/sources/test_kernel_log_paths.py::test_same_packets_as_read_events_and_group_packets)
         st = stats
         rd = kernel_log_records.LineReader(self.name, st)
         tag_of = rd.tag

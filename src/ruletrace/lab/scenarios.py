@@ -7,6 +7,8 @@ ipv6. Rulesets are templates: ``$name`` is replaced by the run's interface names
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .netns import Lab
 from .scenario import FORWARDING, Flow, Scenario
 from .scenarios_k8s import K8S_NODEPORT
@@ -243,12 +245,20 @@ COMMIT
 """
 
 
-def _build_filter(lab: Lab) -> dict[str, str]:
-    client, server = lab.host("client"), lab.host("server")
-    c_if, s_if = lab.veth(client, "c0", server, "s0")
-    lab.addr(client, c_if, "10.10.0.2/24")
-    lab.addr(server, s_if, "10.10.0.1/24")
-    return {"client": "10.10.0.2", "server": "10.10.0.1"}
+def _client_server(client_addr: str, server_addr: str, prefix: int) -> Callable[[Lab], dict[str, str]]:
+    """A lab builder: a client and a server on one veth pair, with these addresses."""
+
+    def build(lab: Lab) -> dict[str, str]:
+        client, server = lab.host("client"), lab.host("server")
+        c_if, s_if = lab.veth(client, "c0", server, "s0")
+        lab.addr(client, c_if, f"{client_addr}/{prefix}")
+        lab.addr(server, s_if, f"{server_addr}/{prefix}")
+        return {"client": client_addr, "server": server_addr}
+
+    return build
+
+
+_build_filter = _client_server("10.10.0.2", "10.10.0.1", 24)
 
 
 def _tcp(name: str, port: int, what: str) -> Flow:
@@ -313,12 +323,7 @@ COMMIT
 """
 
 
-def _build_v6(lab: Lab) -> dict[str, str]:
-    client, server = lab.host("client"), lab.host("server")
-    c_if, s_if = lab.veth(client, "c0", server, "s0")
-    lab.addr(client, c_if, "fd00:10::2/64")
-    lab.addr(server, s_if, "fd00:10::1/64")
-    return {"client": "fd00:10::2", "server": "fd00:10::1"}
+_build_v6 = _client_server("fd00:10::2", "fd00:10::1", 64)
 
 
 IPV6 = Scenario(

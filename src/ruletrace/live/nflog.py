@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from ..errors import RuletraceError
 from ..fields import packet_ident
@@ -201,6 +201,7 @@ _TLV_TYPE_MASK = nflog.NLA_TYPE_MASK
 _FIELD_ATTRS = (nflog.NFULA_IFINDEX_INDEV, nflog.NFULA_IFINDEX_OUTDEV, nflog.NFULA_HWTYPE, nflog.NFULA_HWHEADER,
                 nflog.NFULA_IFINDEX_PHYSINDEV, nflog.NFULA_IFINDEX_PHYSOUTDEV, nflog.NFULA_PAYLOAD,
                 nflog.NFULA_PACKET_HDR, nflog.NFULA_UID, nflog.NFULA_GID, nflog.NFULA_MARK, nflog.NFULA_CT_INFO)
+V = TypeVar("V")
 _MEMO_MAX = 512  # distinct packets remembered (one packet's steps share one entry)
 
 
@@ -244,28 +245,14 @@ class FastSteps:
     def decode(self, tlvs: dict[int, bytes], record: int, now: float | None = None) -> TraceEvent | Literal[False] | None:
         prefix = tlvs.get(nflog.NFULA_PREFIX, b"")
         tags = self._tags
-        if prefix in tags:
-            tag = tags[prefix]
-        else:
-            if len(tags) >= _MEMO_MAX:
-                tags.clear()
-            tag = tags[prefix] = nflog.trace_tag(tlvs)
+        # the hits stay inline (a lookup per step); a miss, once per packet, goes through _remember
+        tag = tags[prefix] if prefix in tags else _remember(tags, prefix, nflog.trace_tag(tlvs))
         if tag is None:
             return False
         get = tlvs.get
         key = (tlvs[0], *[get(k) for k in _FIELD_ATTRS])
         memo = self._fields
-        if key in memo:
-            hit = memo[key]
-        else:
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            try:
-                f = nflog.packet_fields(tlvs, self.ifname)
-                hit = (f, packet_ident(f))
-            except nflog.DECODE_ERRORS:
-                hit = None
-            memo[key] = hit
+        hit = memo[key] if key in memo else _remember(memo, key, self._packet(tlvs))
         if hit is None:
             return None
         ts = now if now is not None else time.time()
@@ -277,6 +264,23 @@ class FastSteps:
         return TraceEvent(tag[0], tag[1], tag[2], tag[3], ts=ts, family=nflog.FAMILIES.get(family, str(family)),
                           ident=hit[1], origin=Origin("netlink", record or None), source=SOURCE,
                           fields=dict(hit[0]))
+
+
+    def _packet(self, tlvs: dict[int, bytes]) -> tuple[dict[str, str], tuple[str, ...]] | None:
+        """The packet's fields and identity (the reference: sources.nflog.packet_fields); None: undecodable."""
+        try:
+            f = nflog.packet_fields(tlvs, self.ifname)
+            return f, packet_ident(f)
+        except nflog.DECODE_ERRORS:
+            return None
+
+
+def _remember(memo: dict[Any, V], key: Any, value: V) -> V:
+    """Keep ``value`` under ``key`` in a memo of at most _MEMO_MAX entries (emptied when full)."""
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 _STAMP = struct.Struct("!QQ")

@@ -88,6 +88,15 @@ def parse_proto(text: str, origin: Origin | None = None) -> int:
         raise RuletraceError(f"unknown protocol {text!r}", origin=origin) from None
 
 
+def int_pair(text: str, sep: str, error: str, origin: Origin | None) -> tuple[int, int | None]:
+    """``A`` or ``A<sep>B`` as whole numbers (B None when absent); else the error ``error``."""
+    a, _, b = text.partition(sep)
+    try:
+        return int(a), (int(b) if b else None)
+    except ValueError:
+        raise RuletraceError(error, origin=origin) from None
+
+
 def parse_icmp_type(text: str, v6: bool, origin: Origin | None = None) -> tuple[int, int | None]:
     """``TYPE[/CODE]`` (number or name) -> (type, code or None for any code)."""
     names = ICMPV6_TYPES if v6 else ICMP_TYPES
@@ -97,12 +106,7 @@ def parse_icmp_type(text: str, v6: bool, origin: Origin | None = None) -> tuple[
     low = {k.lower(): v for k, v in names.items()}
     if t.lower() in low:
         return low[t.lower()]
-    typ, _, code = t.partition("/")
-    try:
-        n = int(typ)
-        c = int(code) if code else None
-    except ValueError:
-        raise RuletraceError(f"unknown {'icmpv6' if v6 else 'icmp'} type {text!r}", origin=origin) from None
+    n, c = int_pair(t, "/", f"unknown {'icmpv6' if v6 else 'icmp'} type {text!r}", origin)
     if not 0 <= n <= 255 or (c is not None and not 0 <= c <= 255):
         raise RuletraceError(f"icmp type/code out of range: {text!r}", origin=origin)
     return n, c

@@ -249,9 +249,7 @@ class HostFacts:
 
 def load_addrs(text: str, facts: HostFacts, *, origin: Origin) -> None:
     """Read ``ip -j addr`` output into facts.local."""
-    data = _json(text, origin)
-    if not isinstance(data, list):
-        raise RuletraceError("expected a JSON list (ip -j addr)", origin=origin)
+    data = _json_list(text, origin, "ip -j addr")
     n = 0
     for link in data:
         if not isinstance(link, dict):
@@ -273,9 +271,7 @@ def load_addrs(text: str, facts: HostFacts, *, origin: Origin) -> None:
 
 def load_routes(text: str, facts: HostFacts, *, origin: Origin) -> None:
     """Read ``ip -j route`` (or ``ip -j route show table all``) output into facts.routes."""
-    data = _json(text, origin)
-    if not isinstance(data, list):
-        raise RuletraceError("expected a JSON list (ip -j route)", origin=origin)
+    data = _json_list(text, origin, "ip -j route")
     n = 0
     for r in data:
         if not isinstance(r, dict) or "dst" not in r:
@@ -306,6 +302,14 @@ def load_sysctls(text: str, facts: HostFacts, *, origin: Origin) -> None:
         facts.ip_forward = False
     keys = [k for k in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter") if k in facts.sysctls]
     facts.sources.append(f"sysctls from {origin.path} (" + ", ".join(f"{k}={facts.sysctls[k]}" for k in keys) + ")")
+
+
+def _json_list(text: str, origin: Origin, what: str) -> list[Any]:
+    """The JSON list ``what`` (e.g. ``ip -j addr``) prints; else an error naming it."""
+    data = _json(text, origin)
+    if not isinstance(data, list):
+        raise RuletraceError(f"expected a JSON list ({what})", origin=origin)
+    return data
 
 
 def _json(text: str, origin: Origin) -> Any:

@@ -15,7 +15,7 @@ from .nft_selectors import selector
 from .nft_sets import NSet, Where, unknown_item
 from .semantics import NAT, QUEUE, REJECT
 from .state import Branch
-from .targets import masq_whose, parse_nat_range, set_dst, set_src
+from .targets import masquerade, parse_nat_range, set_dst, set_src
 
 Result = tuple[int, Any, Any, bool]
 _LOG_OPTS = frozenset({"prefix", "level", "group", "snaplen", "queue-threshold"})
@@ -219,11 +219,7 @@ def _nat(toks: list[str], i: int, w: Where) -> Result:
         port = _port_of(text)
 
         def masq(p: Any, c: Any) -> bool:
-            a = c.facts.masquerade_addr(p.oif, p.v, p.dst)
-            if a is None:
-                c.note(f"{where}: masquerade uses {masq_whose(p.oif)}, which is not known (give --addrs): "
-                       "SRC left as is")
-            set_src(p, a, port)
+            masquerade(p, c, f"{where}: masquerade", port)
             p.snap = None
             return True
         return j, masq, (NAT, None, "accept"), False

@@ -169,31 +169,27 @@ def parse_value(typ: str, text: str, v6: bool, origin: Origin | None) -> tuple[A
         raise RuletraceError(f"cannot read {text!r} as a {typ} value", origin=origin) from None
 
 
+_NAMES: dict[str, dict[str, int]] = {  # a value type -> the names nft accepts for its values
+    "proto": PROTOCOLS,
+    "nfproto": NFPROTO,
+    "ctstate": CT_STATE,
+    "ctstatus": CT_STATUS,
+    "pkttype": PKTTYPE,
+    "ctdir": CT_DIR,
+    "tcpflags": TCP_FLAGS,
+    "icmp": NFT_ICMP_TYPES,
+    "icmpv6": NFT_ICMPV6_TYPES,
+    "icmpcode": NFT_ICMP_CODES,
+    "ethertype": {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806},
+}
+
+
 def _number(typ: str, t: str) -> int:
     if t[:1].isdigit():
         return int(t, 0)
-    if typ == "proto":
-        return PROTOCOLS[t]
-    if typ == "nfproto":
-        return NFPROTO[t]
-    if typ == "ctstate":
-        return CT_STATE[t]
-    if typ == "ctstatus":
-        return CT_STATUS[t]
-    if typ == "pkttype":
-        return PKTTYPE[t]
-    if typ == "ctdir":
-        return CT_DIR[t]
-    if typ == "tcpflags":
-        return TCP_FLAGS[t]
-    if typ == "icmp":
-        return NFT_ICMP_TYPES[t]
-    if typ == "icmpv6":
-        return NFT_ICMPV6_TYPES[t]
-    if typ == "icmpcode":
-        return NFT_ICMP_CODES[t]
-    if typ == "ethertype":
-        return {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806}[t]
+    names = _NAMES.get(typ)
+    if names is not None:
+        return names[t]
     if typ == "int":
         return _service(t)
     raise ValueError(t)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Origin, Rule
+from ..rulesets.options import int_pair
 from .hostfacts import addr_text, to_int, to_net
 from .semantics import ACCEPT, CONTINUE, DROP, FLOW, GOTO, JUMP, NAT, QUEUE, REJECT, RETURN, VERDICT
 from .state import Ctx, Pkt
@@ -199,12 +200,8 @@ def parse_nat_range(text: str, v6: bool, origin: Origin | None) -> tuple[str | N
     lo, _, hi = addr.partition("-")
     plo = phi = None
     if ports:
-        a, _, b = ports.partition("-")
-        try:
-            plo = int(a)
-            phi = int(b) if b else plo
-        except ValueError:
-            raise RuletraceError(f"bad port range in {text!r}", origin=origin) from None
+        plo, phi = int_pair(ports, "-", f"bad port range in {text!r}", origin)
+        phi = plo if phi is None else phi
     return (lo or None), (hi or None), plo, phi
 
 
@@ -226,6 +223,10 @@ def _nat(name: str, d: dict[str, str], where: str, origin: Origin | None, v6: bo
     return effect
 
 
+# set_dst and set_src mirror each other field for field (destination NAT / source NAT and the
+# reply tuple conntrack reverses); kept as two flat functions, one call per translated packet.
+# Checked by tests/simulate/test_engine.py::test_dnat_reroutes_to_forward_with_route_and_ttl
+# (DNAT then MASQUERADE) and, against the kernel, tests/simulate/test_kernel_diff.py.
 def set_dst(p: Pkt, addr: int | None, port: int | None) -> None:
     if addr is not None:
         p.dst = addr
@@ -260,13 +261,17 @@ def _masquerade(d: dict[str, str], where: str, origin: Origin | None) -> Effect:
     port = _ports(d, origin)
 
     def effect(p: Pkt, c: Ctx) -> None:
-        a = c.facts.masquerade_addr(p.oif, p.v, p.dst)
-        if a is None:
-            c.note(f"{where}: MASQUERADE uses {masq_whose(p.oif)}, which is not known (give --addrs): "
-                   "SRC left as is")
-        set_src(p, a, port)
+        masquerade(p, c, f"{where}: MASQUERADE", port)
 
     return effect
+
+
+def masquerade(p: Pkt, c: Ctx, what: str, port: int | None) -> None:
+    """Source NAT to the address the out interface has (iptables MASQUERADE, nft masquerade)."""
+    a = c.facts.masquerade_addr(p.oif, p.v, p.dst)
+    if a is None:
+        c.note(f"{what} uses {masq_whose(p.oif)}, which is not known (give --addrs): SRC left as is")
+    set_src(p, a, port)
 
 
 def masq_whose(oif: str | None) -> str:

@@ -9,11 +9,12 @@ steps as rules + 1, as nf_log does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..fields import packet_ident
 from ..model import MonitorEvent, Ruleset, StepKind, TraceEvent, nft_rule_key
+from .records import Tally, text_lines
 
 if TYPE_CHECKING:
     from .xt_nft import SignatureIndex
@@ -79,6 +80,36 @@ def monitor_event(table: str, chain: str, kind: StepKind, fields: dict[str, str]
     (family, handle, verdict, origin, source, raw, text)."""
     return MonitorEvent(table, chain, kind, None, ident=packet_ident(fields), packet_id=tid, fields=fields,
                         base=opens_base(dumped, tid), **kw)
+
+
+class MonitorState:
+    """What a monitor's reader keeps from line to line (``nft monitor trace``, ``xtables-monitor --trace``)."""
+
+    __slots__ = ("dumped", "keep_trace_rule", "name", "packets", "stats", "tally")
+
+    def __init__(self, name: str, stats: Any, keep_trace_rule: bool) -> None:
+        self.name = name
+        self.stats = stats
+        self.keep_trace_rule = keep_trace_rule
+        self.tally = Tally(stats)
+        self.packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest packet dump
+        self.dumped: set[str] = set()  # trace ids whose packet dump opened a base chain not yet seen
+
+
+def read_monitor(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool,
+                 step: Callable[[MonitorState, int, str], TraceEvent | None]) -> Iterator[TraceEvent]:
+    """The steps ``step`` makes of a monitor's lines (None: a line that is no step), with implied
+    user-chain returns added."""
+    st = MonitorState(name, stats, keep_trace_rule)
+
+    def steps() -> Iterator[TraceEvent]:
+        for n, line in text_lines(stream):
+            ev = step(st, n, line)
+            if ev is not None:
+                yield ev
+        st.tally.finish()
+
+    return add_returns(steps())
 
 
 def _xt_key(text: str) -> str:

@@ -136,6 +136,9 @@ def _no_header(ipc: bytes, x: bytes) -> bool:
     return b"FRAG:" in ipc or x.startswith(b"INCOMPLETE")
 
 
+_ID_KEYS = ((b"TOS=", b" ID="), (b"TC=", b" FLOWLBL="))  # the IP header's first field -> its ID's key
+
+
 def partial_ident(fs: bytes) -> PartialIdent | None:
     """For tidy text cut short: the part of ``ident_of``'s ident it holds, a byte prefix of the
     full one (``fields.PartialIdent``); None when the text ends before the packet's ID (IPv4
@@ -144,12 +147,11 @@ def partial_ident(fs: bytes) -> PartialIdent | None:
     if not sep:
         return None
     ln, _, x = x.partition(b" ")
-    if x.startswith(b"TOS="):
-        _, sep, x = x.partition(b" ID=")
-    elif x.startswith(b"TC="):
-        _, sep, x = x.partition(b" FLOWLBL=")
-    else:
+    # ident_of's head (there inlined, the hot path): the packet's ID starts at ID= (IPv4) or FLOWLBL= (IPv6)
+    id_key = next((key for head, key in _ID_KEYS if x.startswith(head)), None)
+    if id_key is None:
         return None
+    _, sep, x = x.partition(id_key)
     if not sep:
         return None
     ipc, sep2, x = x.partition(b" PROTO=")

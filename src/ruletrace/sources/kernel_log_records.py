@@ -402,18 +402,10 @@ def make_event(info: tuple[str, str, StepKind, int], fs: bytes, ts: float | None
     family, ident = got
     ev = _new(KernelLogEvent)
     ev.table, ev.chain, ev.kind, ev.num = info
-    ev.ts = ts
-    ev.family = family
-    ev.handle = None
-    ev.ident = ident
-    ev.packet_id = None
-    ev.verdict = None
-    ev.source = SOURCE
-    ev.raw = fs
-    ev._fields = fields
-    ev._parse = parse_fields
-    ev._path = path
-    ev._line = line
+    ev.ts, ev.family, ev.ident = ts, family, ident
+    ev.handle = ev.packet_id = ev.verdict = None  # a kernel log line prints none of them
+    ev.source, ev.raw = SOURCE, fs
+    ev._fields, ev._parse, ev._path, ev._line = fields, parse_fields, path, line
     return ev
 
 

@@ -24,8 +24,8 @@ from ..fields import (
     bounded_int,
 )
 from ..model import Origin, StepKind, TraceEvent, nft_rule_key
-from .handles import add_returns, monitor_event
-from .records import Tally, note_record, text_lines
+from .handles import MonitorState, monitor_event, read_monitor
+from .records import note_record
 
 SOURCE = "nft-monitor"
 FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "bridge": "bridge", "arp": "arp", "netdev": "netdev"}
@@ -153,63 +153,59 @@ def _verdict(text: str) -> str:
     return ":".join(parts[:2]) if len(parts) > 1 and parts[0] in ("jump", "goto") else " ".join(parts)
 
 
+def _step(st: MonitorState, n: int, line: str) -> TraceEvent | None:
+    """The step one line of ``nft monitor trace`` shows, None for none (a packet dump, a bad line)."""
+    m = _LINE.match(line)
+    origin = Origin(st.name, n)
+    if m is None:
+        note_record(st.stats, event=False)
+        st.tally.bad(origin, f"not `nft monitor trace` output: {line[:60]!r}")
+        return None
+    tid, fam, table, chain, what, rest = m.groups()
+    if what == "packet: ":
+        note_record(st.stats, event=False)
+        st.packets[tid] = packet_fields(rest)
+        st.dumped.add(tid)
+        return None
+    note_record(st.stats, event=True)
+    fields = dict(st.packets.get(tid, {}))
+    handle: int | None = None
+    text: str | None = None
+    if what == "rule ":
+        t = _rule_tail(rest)
+        if t is None:
+            st.tally.bad(origin, "rule line without '(verdict …)'")
+            return None
+        text, hnum, vtext, after = t
+        handle = bounded_int(hnum) if hnum else None
+        verdict = _verdict(vtext)
+        kind = StepKind.RULE
+        if not st.keep_trace_rule and verdict == "continue" and "nftrace set 1" in text:
+            return None  # the rule that switched tracing on: legacy TRACE does not report it
+        text = nft_rule_key(text)
+    elif what == "policy ":
+        words = rest.split()
+        verdict = words[0] if words else ""
+        kind = StepKind.POLICY
+        after = " ".join(words[1:])
+    else:  # handle-less end of a chain ("verdict continue" / "return …"): the chain's return
+        words = rest.split()
+        verdict = _verdict(" ".join(words[:2]) if words[:1] in (["jump"], ["goto"]) else " ".join(words[:1]))
+        kind = StepKind.RETURN if verdict in ("continue", "return") else StepKind.RULE
+        after = ""
+    if after and "meta mark" in after:
+        mark = packet_fields(after).get("MARK")
+        if mark is None:  # "meta mark" without a value: nothing to keep
+            st.tally.bad(origin, "'meta mark' without a value")
+        else:
+            fields["MARK"] = mark
+            st.packets.setdefault(tid, {})["MARK"] = mark
+    return monitor_event(table, chain, kind, fields, tid=tid, dumped=st.dumped, family=FAMILIES.get(fam, fam),
+                         handle=handle, verdict=verdict, origin=origin, source=SOURCE, raw=line, text=text)
+
+
 def read_events(
     stream: BinaryIO, *, name: str, stats: Any = None, keep_trace_rule: bool = True
 ) -> Iterator[TraceEvent]:
     """Steps from ``nft monitor trace`` output, with implied user-chain returns added."""
-    return add_returns(_read(stream, name=name, stats=stats, keep_trace_rule=keep_trace_rule))
-
-
-def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> Iterator[TraceEvent]:
-    tally = Tally(stats)
-    packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest packet dump
-    dumped: set[str] = set()  # trace ids whose packet dump opened a base chain not yet seen
-    for n, line in text_lines(stream):
-        m = _LINE.match(line)
-        origin = Origin(name, n)
-        if m is None:
-            note_record(stats, event=False)
-            tally.bad(origin, f"not `nft monitor trace` output: {line[:60]!r}")
-            continue
-        tid, fam, table, chain, what, rest = m.groups()
-        if what == "packet: ":
-            note_record(stats, event=False)
-            packets[tid] = packet_fields(rest)
-            dumped.add(tid)
-            continue
-        note_record(stats, event=True)
-        fields = dict(packets.get(tid, {}))
-        handle: int | None = None
-        text: str | None = None
-        if what == "rule ":
-            t = _rule_tail(rest)
-            if t is None:
-                tally.bad(origin, "rule line without '(verdict …)'")
-                continue
-            text, hnum, vtext, after = t
-            handle = bounded_int(hnum) if hnum else None
-            verdict = _verdict(vtext)
-            kind = StepKind.RULE
-            if not keep_trace_rule and verdict == "continue" and "nftrace set 1" in text:
-                continue  # the rule that switched tracing on: legacy TRACE does not report it
-            text = nft_rule_key(text)
-        elif what == "policy ":
-            words = rest.split()
-            verdict = words[0] if words else ""
-            kind = StepKind.POLICY
-            after = " ".join(words[1:])
-        else:  # handle-less end of a chain ("verdict continue" / "return …"): the chain's return
-            words = rest.split()
-            verdict = _verdict(" ".join(words[:2]) if words[:1] in (["jump"], ["goto"]) else " ".join(words[:1]))
-            kind = StepKind.RETURN if verdict in ("continue", "return") else StepKind.RULE
-            after = ""
-        if after and "meta mark" in after:
-            mark = packet_fields(after).get("MARK")
-            if mark is None:  # "meta mark" without a value: nothing to keep
-                tally.bad(origin, "'meta mark' without a value")
-            else:
-                fields["MARK"] = mark
-                packets.setdefault(tid, {})["MARK"] = mark
-        yield monitor_event(table, chain, kind, fields, tid=tid, dumped=dumped, family=FAMILIES.get(fam, fam),
-                            handle=handle, verdict=verdict, origin=origin, source=SOURCE, raw=line, text=text)
-    tally.finish()
+    return read_monitor(stream, name=name, stats=stats, keep_trace_rule=keep_trace_rule, step=_step)

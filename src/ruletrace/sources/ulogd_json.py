@@ -34,11 +34,7 @@ except ImportError:  # pragma: no cover
 
 
 def read_events(
-    stream: BinaryIO,
-    *,
-    name: str,
-    stats: Any = None,
-    ifmap: dict[int, str] | None = None,
+    stream: BinaryIO, *, name: str, stats: Any = None, ifmap: dict[int, str] | None = None
 ) -> Iterator[TraceEvent]:
     """TRACE events from ulogd2 JSON lines; lines that are not JSON objects are counted as broken."""
     tally = Tally(stats)
@@ -50,9 +46,7 @@ def read_events(
         try:
             obj = _loads(line)
         except (ValueError, RecursionError):
-            note_record(stats, event=False)
-            tally.bad(origin, "not a JSON object (ulogd JSON has one object per line)")
-            continue
+            obj = None
         if not isinstance(obj, dict):
             note_record(stats, event=False)
             tally.bad(origin, "not a JSON object (ulogd JSON has one object per line)")

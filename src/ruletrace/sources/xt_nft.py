@@ -90,12 +90,10 @@ def save_signature(text: str) -> tuple[str, frozenset[Any]]:
         args = tokenize(text)
     except RuletraceError:  # an unbalanced quote (a cut trace line): the words as they are
         args = text.split()
-    if args[:1] == ["-A"]:
-        args = args[2:]
+    i, n = (2 if args[:1] == ["-A"] else 0), len(args)  # past ``-A CHAIN``
     vals: set[Any] = set()
     action = "continue"
     v6 = False
-    i, n = 0, len(args)
     while i < n:
         a = args[i]
         if a == "!":

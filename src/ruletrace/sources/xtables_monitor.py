@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 from ..fields import TCP_FLAG_WORDS, bounded_int
 from ..logtext import parse_fields
 from ..model import Origin, StepKind, TraceEvent
-from .handles import add_returns, monitor_event
-from .records import Tally, note_record, text_lines
+from .handles import MonitorState, monitor_event, read_monitor
+from .records import note_record
 
 SOURCE = "xtables-monitor"
 NFPROTO = {"2": "ipv4", "10": "ipv6", "7": "bridge", "3": "arp", "1": "inet"}
@@ -81,48 +81,43 @@ def rule_text(text: str) -> str:
     return " ".join(words[i:]).strip()
 
 
+def _step(st: MonitorState, n: int, line: str) -> TraceEvent | None:
+    """The step one TRACE line shows; None for a PACKET line (kept in ``st``) or any other line."""
+    m = _TRACE.match(line)
+    if m is None:
+        p = _PACKET.match(line)
+        note_record(st.stats, event=False)
+        if p is not None:
+            st.packets[p[2]] = packet_fields(p[3].strip())
+            st.dumped.add(p[2])
+        elif not (line.startswith(("EVENT:", " EVENT:")) or "xtables-monitor" in line):
+            # (EVENT: ruleset changes without a --trace filter, and the tool's own notices, are passed over)
+            st.tally.bad(Origin(st.name, n), f"not xtables-monitor --trace output: {line[:60]!r}")
+        return None
+    note_record(st.stats, event=True)
+    nfproto, tid, table, chain, kind, spec, text = m.groups()
+    handle: int | None = None
+    verdict: str | None
+    if kind == "policy":
+        verdict = _verdict(spec)
+    else:
+        hexnum, _, vword = spec.partition(":")
+        handle = bounded_int(hexnum, 16)
+        if handle is None:
+            st.tally.bad(Origin(st.name, n), f"bad rule handle {hexnum!r}")
+            return None
+        verdict = _verdict(vword) if vword else None
+    text = (text or "").strip()
+    if not st.keep_trace_rule and verdict == "continue" and text.endswith("-j TRACE"):
+        return None  # the rule that switched tracing on: legacy TRACE does not report it
+    fields = dict(st.packets.get(tid, {}))
+    return monitor_event(table, chain, StepKind(kind), fields, tid=tid, dumped=st.dumped,
+                         family=NFPROTO.get(nfproto, nfproto), handle=handle, verdict=verdict,
+                         origin=Origin(st.name, n), source=SOURCE, raw=line, text=rule_text(text) if text else None)
+
+
 def read_events(
     stream: BinaryIO, *, name: str, stats: Any = None, keep_trace_rule: bool = False
 ) -> Iterator[TraceEvent]:
     """TRACE steps from ``xtables-monitor --trace`` output, with implied user-chain returns added."""
-    return add_returns(_read(stream, name=name, stats=stats, keep_trace_rule=keep_trace_rule))
-
-
-def _read(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool) -> Iterator[TraceEvent]:
-    tally = Tally(stats)
-    packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest PACKET line
-    dumped: set[str] = set()  # trace ids whose PACKET line opened a base chain not yet seen
-    for n, line in text_lines(stream):
-        m = _TRACE.match(line)
-        if m is None:
-            p = _PACKET.match(line)
-            note_record(stats, event=False)
-            if p is not None:
-                packets[p[2]] = packet_fields(p[3].strip())
-                dumped.add(p[2])
-            elif line.startswith(("EVENT:", " EVENT:")) or "xtables-monitor" in line:
-                continue  # ruleset change events (without --trace filter) and the tool's own notices
-            else:
-                tally.bad(Origin(name, n), f"not xtables-monitor --trace output: {line[:60]!r}")
-            continue
-        note_record(stats, event=True)
-        nfproto, tid, table, chain, kind, spec, text = m.groups()
-        handle: int | None = None
-        verdict: str | None
-        if kind == "policy":
-            verdict = _verdict(spec)
-        else:
-            hexnum, _, vword = spec.partition(":")
-            handle = bounded_int(hexnum, 16)
-            if handle is None:
-                tally.bad(Origin(name, n), f"bad rule handle {hexnum!r}")
-                continue
-            verdict = _verdict(vword) if vword else None
-        text = (text or "").strip()
-        if not keep_trace_rule and verdict == "continue" and text.endswith("-j TRACE"):
-            continue  # the rule that switched tracing on: legacy TRACE does not report it
-        fields = dict(packets.get(tid, {}))
-        yield monitor_event(table, chain, StepKind(kind), fields, tid=tid, dumped=dumped,
-                            family=NFPROTO.get(nfproto, nfproto), handle=handle, verdict=verdict,
-                            origin=Origin(name, n), source=SOURCE, raw=line, text=rule_text(text) if text else None)
-    tally.finish()
+    return read_monitor(stream, name=name, stats=stats, keep_trace_rule=keep_trace_rule, step=_step)
