@@ -438,10 +438,7 @@ class Tracer(RulesetVersions):
                     self.warn(f"{what} at the end failed ({type(e).__name__}: {e}); the summary may be incomplete")
             self.source = self.nft_source = None
             if self.dry_run:
-                for r in reversed(self.state.rules):
-                    self.actions.run(r.delete_cmd(self.rule_backend))
-                for fam, table in self.state.tables:
-                    self.actions.run(["nft", "delete", "table", fam, table])
+                ud.dry_run_undo(self.state, self.actions, self.rule_backend)
                 return []
             problems = ud.undo(self.state, self.actions, self.marker)
             if not problems:

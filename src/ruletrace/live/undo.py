@@ -13,6 +13,14 @@ from . import marker as mk
 from . import session as ss
 
 
+def dry_run_undo(state: ss.State, actions: ss.Actions, rule_backend: str) -> None:
+    """--dry-run: print the commands an undo of ``state`` would run (nothing was made)."""
+    for r in reversed(state.rules):
+        actions.run(r.delete_cmd(rule_backend))
+    for fam, table in state.tables:
+        actions.run(["nft", "delete", "table", fam, table])
+
+
 def undo(state: ss.State, actions: ss.Actions, marker: mk.Marker | None = None) -> list[str]:
     """Delete the state's rules, the nf_tables objects it made (when empty and no other live
     session still uses them) and restore its nf_log bindings (unless another live session still
