@@ -275,6 +275,8 @@ def test_default_rules_fast_path_equals_resolve():
         ref = rt.resolve("input", None, f.raw_routes, dst=dst, src="10.93.0.1", mark=None, iif="fh0")
         assert (fast.table, fast.type, fast.dev, fast.gateway, fast.error, fast.rule) == \
             (ref.table, ref.type, ref.dev, ref.gateway, ref.error, ref.rule), dst
+        again = lookup(SimpleNamespace(facts=f, lookups=[]), p, "input")  # remembered: the same answer
+        assert again is fast and again.text == "", dst
 
 
 @pytest.mark.parametrize(("text", "action"), [
@@ -322,3 +324,20 @@ def test_ipv6_forwarding_is_decided_by_its_own_sysctl(tmp_path, v4, v6, dropped)
         assert tree.startswith("packet 1  UDP [fd00::2]:") and "-> [fd00:1::9]:" in tree.splitlines()[0], tree
     else:
         assert pkt["fate"] == "forwarded" and not pkt.get("drops"), pkt
+
+
+def test_remembered_route_decisions_are_worded_on_copies():
+    """The simulator shares one decision per (point, dst, mark) across a batch; the CLI words each
+    packet's on a copy, so one packet's text or mark never shows up on another's."""
+    f = _facts()
+    first, second = _sim("10.94.0.7"), _sim("10.94.0.7")
+    assert first.routing[0] is not None and first.routing[0].text == ""
+    from ruletrace.cli.simulate import _explain, with_fate
+    from ruletrace.pipeline import load_rulesets
+
+    rs = load_rulesets([str(F / "mark-policy.rules")])[0]
+    res = simulate(rs, Probe(proto=17, src="10.93.0.1", dst="10.94.0.7", dport=9998, iif="fh0"), f)
+    expl = _explain(res, rs)
+    with_fate(expl, res, f.sysctls)
+    assert expl.routing[0].text and res.routing[0].text == "" and expl.routing[0] is not res.routing[0]
+    assert second.routing[0].text == ""

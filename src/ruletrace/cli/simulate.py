@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -111,7 +112,7 @@ def with_fate(expl, res: SimResult, sysctls: dict[str, str] | None = None) -> No
 
     if sysctls:
         invalid_note(expl, None, sysctls)  # nf_conntrack_tcp_loose from --sysctl / the host
-    expl.routing = list(res.routing)
+    expl.routing = [replace(d) for d in res.routing]  # the simulator shares them: worded on copies
     iif = expl.first.get("IN")
     for d in expl.routing:  # where the mark the lookup used was set (from the simulated steps), in words
         if d.mark and d.mark_set is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import routes as rt
 from ..errors import RuletraceError
-from ..model import Origin
+from ..model import Origin, RouteDecision
 
 Net = tuple[int, int, int]
 MAIN_TABLES = ("main", "local", "default")  # the tables the kernel's default ip rules look up  # (version, network as int, mask as int)
@@ -50,6 +50,7 @@ def to_net(text: str, origin: Origin | None = None) -> Net:
 
 
 @lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 16)  # per packet on the routing step: a batch repeats its few addresses
 def addr_text(version: int, value: int) -> str:
     """(version, int) -> address text as the kernel log writes it."""
     return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
@@ -110,6 +111,8 @@ class HostFacts:
     _local_routes: list[Route] = field(default_factory=list)
     _local_known: bool = False
     _routes_seen: dict[tuple[int, int], Route | None] = field(default_factory=dict)  # route() answers
+    # (point, version, dst, mark) -> the routing step's decision (routestep._default_rules)
+    route_decisions: dict[tuple[Any, ...], RouteDecision] = field(default_factory=dict)
 
     def add_local(self, text: str) -> None:
         """Add ``[IFACE=]ADDR[/PLEN]`` (``--local-addr``)."""

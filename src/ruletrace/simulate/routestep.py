@@ -42,6 +42,19 @@ def lookup(R: Any, p: Pkt, point: str) -> RouteDecision | None:
 
 
 def _default_rules(f: Any, p: Pkt, point: str) -> RouteDecision:
+    """The decision for (point, destination, mark), remembered in the facts: a batch of probes asks
+    the same few (the answer is a function of the facts alone). Shared: callers that word a
+    decision copy it first (cli/simulate.with_fate)."""
+    key = (point, p.v, p.dst, p.mark)
+    d: RouteDecision | None = f.route_decisions.get(key)
+    if d is None:
+        d = _decide(f, p, point)
+        if len(f.route_decisions) < 1 << 16:
+            f.route_decisions[key] = d
+    return d
+
+
+def _decide(f: Any, p: Pkt, point: str) -> RouteDecision:
     r = f.route(p.v, p.dst)
     d = RouteDecision(point, mark=hex(p.mark) if p.mark else None, dst=addr_text(p.v, p.dst))
     if r is None or r.type == "throw":
