@@ -42,28 +42,31 @@ def record(scenario: str, directory: Path, backend: str, example: bool) -> None:
     from ..lab.scenarios import get
     from ..lab.scenarios_nft import SCENARIOS as NATIVE
 
-    signal.signal(signal.SIGTERM, _sigterm)
-    if scenario in NATIVE:
-        if example:
-            raise click.UsageError("--example is for the iptables scenarios only")
-        from ..lab.record_nft import record as record_native
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    try:  # restored after: an in-process caller (the tests) must not keep this handler
+        if scenario in NATIVE:
+            if example:
+                raise click.UsageError("--example is for the iptables scenarios only")
+            from ..lab.record_nft import record as record_native
 
-        out = record_native(NATIVE[scenario], directory)
-        for f in out["flows"]:
-            click.echo(f"{f['name']:14} {f['result']:12} {f['via']}")
+            out = record_native(NATIVE[scenario], directory)
+            for f in out["flows"]:
+                click.echo(f"{f['name']:14} {f['result']:12} {f['via']}")
+            click.echo(f"wrote {directory}")
+            return
+        sc = get(scenario)
+        backends = ("legacy", "nft") if backend == "both" else (backend,)
+        r = rec.record(sc, directory, backends, log=lambda s: click.echo(s, err=True))
+        if example:
+            meta = rec.write_example(sc, directory)
+            for name in meta["omitted"]:
+                click.echo(f"left out {name} (size budget)", err=True)
+        for f in r.flows:
+            arrived = {True: "arrived", False: "did not arrive", None: "passes disagree"}[f["arrived"]]
+            click.echo(f"{f['name']:12} {arrived:15} {f['description']}")
         click.echo(f"wrote {directory}")
-        return
-    sc = get(scenario)
-    backends = ("legacy", "nft") if backend == "both" else (backend,)
-    r = rec.record(sc, directory, backends, log=lambda s: click.echo(s, err=True))
-    if example:
-        meta = rec.write_example(sc, directory)
-        for name in meta["omitted"]:
-            click.echo(f"left out {name} (size budget)", err=True)
-    for f in r.flows:
-        arrived = {True: "arrived", False: "did not arrive", None: "passes disagree"}[f["arrived"]]
-        click.echo(f"{f['name']:12} {arrived:15} {f['description']}")
-    click.echo(f"wrote {directory}")
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @lab.command()

@@ -299,7 +299,10 @@ def summarize(path: str, load_rulesets: Callable[[], Any], pick: Callable[[Any, 
         for p in procs:
             if p.is_alive():
                 p.terminate()
-                p.join()
+                p.join(2)
+                if p.is_alive():  # a SIGTERM handler it inherited (an in-process caller's) kept it
+                    p.kill()
+                    p.join()
     ordered = [results[i] for i in range(len(cuts) - 1)]
     return (total, sum(r.skipped for r in ordered), sum(r.events for r in ordered),
             sum(x.misfit_packets for x in explainers.values()))
