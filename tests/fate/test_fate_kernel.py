@@ -42,8 +42,22 @@ if _skip_reason():
     pytestmark = [pytest.mark.kernel, pytest.mark.skip(reason=_skip_reason())]
 
 
-def _bpftrace_pids() -> set[str]:
-    return set(subprocess.run(["pgrep", "-x", "bpftrace"], capture_output=True, text=True).stdout.split())
+def _bpftrace_pids(ns: str | None = None) -> set[str]:
+    """bpftrace processes; with ``ns``, only those filtering on that namespace (the script names its
+    inode): another test run's bpftrace on this machine must not count as ours."""
+    pids = set(subprocess.run(["pgrep", "-x", "bpftrace"], capture_output=True, text=True).stdout.split())
+    if ns is None:
+        return pids
+    inum = str(os.stat(f"/run/netns/{ns}").st_ino)
+    out = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if inum.encode() in f.read():
+                    out.add(pid)
+        except OSError:
+            continue
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +85,7 @@ class Trace(BackgroundTrace):
                                   "tcp-closed", "policy-route", "ct-invalid"])
 def test_drop_reason_named_live(fl, name):
     sc = fl.prepare(name)
-    before = _bpftrace_pids()
+    before = _bpftrace_pids(fl.host.ns)
     t = Trace(fl.host.ns, "-s", sc.src, "-d", sc.dst, "--count", "1", "--duration", "20", proto=sc.proto)
     assert "drop reasons on" in "".join(t.err)
     fl.send(sc)
@@ -122,20 +136,20 @@ def test_drop_reason_named_live(fl, name):
     if name in ("forward-off", "no-route", "rp-filter", "ttl-expired", "policy-route"):  # ends after PREROUTING
         assert (pkt["fate"], pkt["verdict"]) == ("dropped", None), pkt
         assert any(n.startswith("last seen in PREROUTING: the kernel dropped it") for n in pkt["notes"]), pkt
-    assert _bpftrace_pids() <= before  # the child went with the trace
+    assert _bpftrace_pids(fl.host.ns) <= before  # the child went with the trace
 
 
 def test_bpftrace_dies_with_a_killed_ruletrace(fl):
     sc = fl.prepare("closed-udp")
-    before = _bpftrace_pids()
+    before = _bpftrace_pids(fl.host.ns)
     t = Trace(fl.host.ns, "-s", sc.src, "--duration", "60")
-    assert _bpftrace_pids() - before, "bpftrace should run while tracing"
+    assert _bpftrace_pids(fl.host.ns) - before, "bpftrace should run while tracing"
     t.p.send_signal(signal.SIGKILL)
     t.p.communicate(timeout=10)
     deadline = time.monotonic() + 5
-    while _bpftrace_pids() - before and time.monotonic() < deadline:
+    while _bpftrace_pids(fl.host.ns) - before and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not (_bpftrace_pids() - before)  # PR_SET_PDEATHSIG: no BPF program left attached
+    assert not (_bpftrace_pids(fl.host.ns) - before)  # PR_SET_PDEATHSIG: no BPF program left attached
     subprocess.run([sys.executable, "-m", "ruletrace", "cleanup", "--netns", fl.host.ns], env=ENV,
                    capture_output=True, timeout=60)
 
