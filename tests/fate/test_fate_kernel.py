@@ -154,15 +154,21 @@ def test_bpftrace_dies_with_a_killed_ruletrace(fl):
                    capture_output=True, timeout=60)
 
 
-def test_without_bpftrace_tracing_goes_on(fl, tmp_path):
-    """PATH without bpftrace: the trace says drop reasons are off and why, and still explains."""
-    sc = fl.prepare("closed-udp")
+def _path_without_bpftrace(tmp_path: Path) -> Path:
+    """A folder of links to every program on PATH but bpftrace: the host as if it had none."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for d in os.environ.get("PATH", "").split(os.pathsep):
         for f in Path(d).glob("*") if Path(d).is_dir() else []:
             if f.name != "bpftrace" and not (bindir / f.name).exists():
                 (bindir / f.name).symlink_to(f)
+    return bindir
+
+
+def test_without_bpftrace_tracing_goes_on(fl, tmp_path):
+    """PATH without bpftrace: the trace says drop reasons are off and why, and still explains."""
+    sc = fl.prepare("closed-udp")
+    bindir = _path_without_bpftrace(tmp_path)
     env = {**ENV, "PATH": str(bindir)}
     t = Trace(fl.host.ns, "-s", sc.src, "--count", "1", "--duration", "20", env=env)
     assert "drop reasons off: bpftrace not found on PATH" in "".join(t.err)
@@ -243,12 +249,7 @@ def test_without_bpftrace_the_causes_are_ranked_from_the_namespace(fl, tmp_path)
     """No drop reason (bpftrace absent): a packet last seen in PREROUTING gets its likely causes,
     ranked from the traced namespace's routes, ip rules and sysctls, the proven one first."""
     sc = fl.prepare("forward-off")
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        for f in Path(d).glob("*") if Path(d).is_dir() else []:
-            if f.name != "bpftrace" and not (bindir / f.name).exists():
-                (bindir / f.name).symlink_to(f)
+    bindir = _path_without_bpftrace(tmp_path)
     t = Trace(fl.host.ns, "-s", sc.src, "-d", sc.dst, "--count", "1", "--duration", "20",
               env={**ENV, "PATH": str(bindir)})
     fl.send(sc)
