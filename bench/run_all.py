@@ -3,6 +3,7 @@
     python3 bench/run_all.py                 # 10,000 services, 100,000 NodePort SYNs
     python3 bench/run_all.py --force         # regenerate the inputs first
     python3 bench/run_all.py --services 2000 --packets 20000   # a quicker look
+    python3 bench/run_all.py --outputs       # also every output at full scale (bench_outputs.py: long)
 
 Exit status 0 when every bar is met. The figures also go to OUT/results.json.
 """
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 import bench_explain
+import bench_outputs
 import bench_ruleset
 import timing
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=timing.OUT,
                     help="where the inputs are cached (default bench/out)")
     ap.add_argument("--no-simulate", action="store_true", help="skip bench/bench_simulate.py")
+    ap.add_argument("--outputs", action="store_true",
+                    help="also bench_outputs.py: explain --json/--jsonl/tree and the report stage (slow)")
     a = ap.parse_args(argv)
 
     gen = timing.ensure_inputs(a.out, services=a.services, packets=a.packets, seed=a.seed, force=a.force)
@@ -79,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
          f"<= {ex['rss_bar']:.0f} MB", ex["rss_result"]),
         ("explain --summary events/s", f"{ex['events_per_s']:,.0f}", "-", "-"),
     ]
+    if a.outputs:
+        print("--- bench_outputs.py", flush=True)
+        rc = bench_outputs.main(["--packets", str(a.packets), "--services", str(a.services)])
+        rows.append(("bench_outputs.py (json, jsonl, tree, report stage)", f"exit {rc}", "its own bars",
+                     "PASS" if rc == 0 else "FAIL"))
     sim = None if a.no_simulate else _simulate()
     if sim:
         rows.append(("bench_simulate.py", *sim))
