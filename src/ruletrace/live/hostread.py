@@ -50,10 +50,6 @@ def _run(argv: list[str]) -> tuple[str, str]:
     return p.stdout, ""
 
 
-def _has_rules(save_text: str) -> bool:
-    return any(line.startswith("-A ") for line in save_text.splitlines())
-
-
 def _has_tables(save_text: str) -> bool:
     """A save listing with any table: policies alone decide fates too (``-P INPUT DROP``, no rules)."""
     return any(line.startswith("*") for line in save_text.splitlines())

@@ -50,7 +50,6 @@ def to_net(text: str, origin: Origin | None = None) -> Net:
 
 
 @lru_cache(maxsize=1 << 16)
-@lru_cache(maxsize=1 << 16)  # per packet on the routing step: a batch repeats its few addresses
 def addr_text(version: int, value: int) -> str:
     """(version, int) -> address text as the kernel log writes it."""
     return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
