@@ -16,8 +16,8 @@ from .. import routes as rt
 from ..errors import RuletraceError
 from ..model import Origin, RouteDecision
 
-Net = tuple[int, int, int]
-MAIN_TABLES = ("main", "local", "default")  # the tables the kernel's default ip rules look up  # (version, network as int, mask as int)
+Net = tuple[int, int, int]  # (version, network as int, mask as int)
+MAIN_TABLES = ("main", "local", "default")  # the tables the kernel's default ip rules look up
 
 
 def to_int(addr: str, origin: Origin | None = None) -> tuple[int, int]:
