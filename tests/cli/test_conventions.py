@@ -229,3 +229,9 @@ def test_diff_sentences_print_addresses_compressed():
 
     assert shown("fd00:0010:0000:0000:0000:0000:0000:0002") == "fd00:10::2"
     assert shown("") == "(none)" and shown("eth0") == "eth0"
+
+
+def test_man_into_a_folder_that_does_not_exist_is_one_line(capsys, tmp_path):
+    code, _out, err = run(capsys, "man", "-o", str(tmp_path / "no" / "ruletrace.1"))
+    assert code == ExitStatus.ERROR and "Traceback" not in err
+    assert err.startswith("ruletrace: error: ") and "cannot write the manual page" in err and err.count("\n") == 1

@@ -103,9 +103,10 @@ def man(output) -> int:
     from . import cli
 
     text = manpage(cli, __version__)
-    if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+    if output:  # the report's safe write: no symlink followed, renamed into place, one line on failure
+        from .safe_write import write_output
+
+        write_output(output, text, what="the manual page")
     else:
         sys.stdout.write(text)
     return 0
