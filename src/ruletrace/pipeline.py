@@ -54,6 +54,8 @@ class PacketFilter:
             if not sep or not k:
                 raise RuletraceError(f"--match {item!r}: expected FIELD=VALUE, e.g. dport=52000")
             if k.lower() == "owner":
+                if not v:  # (an empty FIELD= matches an empty field, e.g. out=; no owner is empty)
+                    raise RuletraceError(f"--match {item!r}: give the owner, e.g. owner=ns/svc or owner=docker")
                 owners.append(v)
                 continue
             key = cls.ALIASES.get(k.lower(), k.upper())

@@ -235,3 +235,8 @@ def test_man_into_a_folder_that_does_not_exist_is_one_line(capsys, tmp_path):
     code, _out, err = run(capsys, "man", "-o", str(tmp_path / "no" / "ruletrace.1"))
     assert code == ExitStatus.ERROR and "Traceback" not in err
     assert err.startswith("ruletrace: error: ") and "cannot write the manual page" in err and err.count("\n") == 1
+
+
+def test_an_empty_owner_is_an_error_not_an_empty_result(capsys):
+    code, out, err = run(capsys, "explain", "--example", "ipv6", "-m", "owner=")
+    assert code == ExitStatus.ERROR and out == "" and "give the owner" in err
