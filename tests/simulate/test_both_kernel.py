@@ -61,9 +61,9 @@ CASES = {
 @contextlib.contextmanager
 def listening(*ports: int):
     """A TCP listener on each port in the server namespace (killed by its own pid at the end)."""
-    code = ("import socket, time\nss = []\nfor p in %r:\n    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+    code = (f"import socket, time\nss = []\nfor p in {ports!r}:\n    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
             "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', p)); s.listen(); ss.append(s)\nprint('up', flush=True)\n"
-            "time.sleep(60)\n" % (ports,))
+            "time.sleep(60)\n")
     p = subprocess.Popen(["ip", "netns", "exec", SERVER, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "up"
