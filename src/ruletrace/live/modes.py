@@ -166,8 +166,11 @@ class NftModes:
         return Version(n, time.time(), rulesets, texts)
 
     def _count_native(self) -> None:
-        """Packets counted by the session table's rules (both: the larger of both backends' counts:
-        every packet is traced by both)."""
+        """Packets counted by the session tables' rules. Both backends: the nf_tables table's rule
+        is the only switch (the nftrace flag it sets is the one legacy TRACE logs by too; the
+        legacy side has counter rules only), so its counter is every packet either backend traced;
+        when the two backends' counter rules saw different numbers of the filter's packets (one
+        dropped some before the other's hook), both numbers are said."""
         from .nftnative import counters
 
         got = counters(self.sid, self.own_families())
@@ -176,13 +179,13 @@ class NftModes:
         else:
             self.stats["skipped_by_cap"] += max(got[0] - got[1], 0)
             self.stats["traced"] += got[1]
-        if not self.both:
+        if not self.both or got is None:
             return
-        legacy_traced = 0
+        legacy_seen = 0
         for fam in self.spec.families:
             try:
-                legacy_traced += ss.rule_counters(be.LEGACY, fam, self.sid)[1]
+                legacy_seen += ss.rule_counters(be.LEGACY, fam, self.sid)[0]
             except RuletraceError:
                 return
-        if self.stats["traced"] is not None:
-            self.stats["traced"] = max(self.stats["traced"], legacy_traced)
+        if legacy_seen != got[0]:
+            self.stats["seen_by"] = {"nf_tables": got[0], "legacy xtables": legacy_seen}
