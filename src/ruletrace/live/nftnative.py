@@ -298,8 +298,8 @@ def judge(pkt: Packet, versions: list[int], sid: str, spec: TraceSpec, *, others
         fit = spec_fits(spec, first.fields, chain)
         out.own = fit is True or (fit is None and not others)
         if out.own:
-            out.incomplete.append("its first steps are missing (the trace does not start in the session's "
-                                  f"table {OWN_FAMILY} {table_name(sid)})")
+            out.incomplete.append("its first steps are missing (the trace does not start in one of the "
+                                  f"session's tables {table_name(sid)})")
     return out
 
 
