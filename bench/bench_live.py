@@ -1,6 +1,6 @@
 """Live tracing at full rate (issue 16 item 6): does `ruletrace trace` keep up with 50,000 steps/s?
 
-Two lab namespaces joined by a veth (prefix ``rtls-``, deleted in ``finally``); the server
+Two lab namespaces joined by a veth (prefix ``rtlf-``, deleted in ``finally``); the server
 gets ``--rules`` matching rules in filter INPUT (``-p icmp -m comment``, no target: every
 traced packet makes one step per rule), the client sends ``--rate`` ICMP echo requests a
 second for ``--seconds`` (a bounded burst), while ``ruletrace trace --json`` runs in the server
@@ -105,7 +105,7 @@ def lab_run(lab: Lab, argv: list[str], ns: str, stdin: str | None = None) -> str
 
 
 def measure(backend: str, args: argparse.Namespace) -> dict:
-    with Lab(prefix=f"rtls-{os.getpid() % 10000}") as lab:
+    with Lab(prefix=f"rtlf-{os.getpid() % 10000}") as lab:
         c, s = lab.host("c"), lab.host("s")
         ca, sb = lab.veth(c, "a", s, "b")
         lab.addr(c, ca, f"{C_ADDR}/24")
@@ -113,7 +113,7 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
         lab_run(lab, [f"iptables-{backend}-restore"], s.ns, ruleset(args.rules))
         packets = int(args.rate * args.seconds)
         duration = args.seconds + args.drain
-        prof = tempfile.NamedTemporaryFile(prefix="rtls-", suffix=".prof", delete=False).name
+        prof = tempfile.NamedTemporaryFile(prefix="rtlf-", suffix=".prof", delete=False).name
         py = [sys.executable] + (["-c", PROFILE, prof] if args.profile else ["-m", "ruletrace"])
         argv = py + ["trace", "--netns", s.ns, "--backend", backend, "--json", "-p", "icmp",
                      "-4", "--direction", "in", "-s", C_ADDR, "--rate-limit", str(args.rate_limit),

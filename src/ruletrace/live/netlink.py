@@ -246,6 +246,43 @@ class NetlinkSocket:
         return out
 
 
+    def packet_bodies(self, timeout: float | None, mtype: int, *, batch: int = BATCH) -> list[bytes]:
+        """The bodies of the messages of type ``mtype`` that arrived, as ``messages()`` takes them
+        (others are passed over). A datagram holding one message whole (each NFLOG step is one)
+        is cut from the receive buffer directly; any other goes through ``split_messages``."""
+        if self._pending:
+            out, self._pending = self._pending, []
+            return [body for t, _f, _s, body in out if t == mtype]
+        if timeout != 0:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+            if not r:
+                return []
+        bodies: list[bytes] = []
+        recv_into, buf, view = self.sock.recv_into, self._buf, self._view
+        head = _HEAD.unpack_from
+        for _ in range(batch):
+            try:
+                n = recv_into(buf, 0, socket.MSG_DONTWAIT)
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    break
+                if e.errno in (errno.EAGAIN, errno.EINTR):
+                    break
+                raise
+            if n >= 16:
+                length, t = head(buf)
+                if length == n:
+                    if t == mtype:
+                        bodies.append(view[16:n].tobytes())
+                    continue
+            bodies += [body for t, _f, _s, body in split_messages(view[:n].tobytes()) if t == mtype]
+        return bodies
+
+
+_HEAD = struct.Struct("=IH")  # nlmsg_len, nlmsg_type: the start of NLMSG_HDR
+
+
 def split_messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
     """Split one recv() buffer into ``(type, flags, seq, body)`` netlink messages."""
     off = 0
