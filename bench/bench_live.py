@@ -165,7 +165,8 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
         "arrived": num(r"(\d+) arrived,"), "lost": num(r"(\d+) lost entirely"),
         "not_shown": num(r"(\d+) arrived but not shown"), "incomplete": num(r"(\d+) arrived possibly incomplete"),
         "over_cap": num(r"(\d+) packet\(s\) of the flow not traced"), "overruns": num(r"(\d+) netlink overrun"),
-        "lost_steps": num(r"(\d+) step\(s\) lost"),
+        "lost_steps": num(r"(\d+) step\(s\) lost"), "empty": num(r"(\d+) arrived with no step past"),
+        "unread": num(r"(\d+) step\(s\) still queued"), "ended": num(r"(\d+) still arriving when the trace ended"),
         "steps_offered": offered_counters + traced * OWN_STEPS[backend],
         "steps_received": received, "steps_explained": sum(len(p["steps"]) for p in pkts),
         "summary": line,
@@ -182,8 +183,9 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
     r["explained_ratio"] = round(r["steps_explained"] / r["steps_offered"], 4) if r["steps_offered"] else 0.0
     missing_pkts = kernel_packets - shown
     packets_add_up = (traced + r["over_cap"] == kernel_packets
-                      and r["lost"] == max(traced - r["arrived"], 0) and r["arrived"] == shown + r["not_shown"])
-    step_loss_shown = received >= r["steps_offered"] or bool(r["overruns"] or r["lost_steps"] or r["incomplete"])
+                      and r["lost"] == max(traced - r["arrived"], 0) and r["arrived"] == shown + r["not_shown"] + r["empty"])
+    step_loss_shown = received >= r["steps_offered"] or bool(r["overruns"] or r["lost_steps"] or r["incomplete"]
+                                                              or r["unread"])
     r["losses_counted"] = packets_add_up and step_loss_shown and (missing_pkts == 0 or bool(
         r["lost"] or r["not_shown"] or r["over_cap"]))
     if args.profile:
@@ -221,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
               f"sustained {r['received_per_s']:,}/s  lag {r['lag_s']} s  "
               f"capacity {r['capacity_per_s']:,} steps per CPU s ({r['capacity_per_s'] / BAR:.2f} of the bar)")
         print(f"        packets: kernel {r['kernel_packets']}, traced {r['traced']}, shown {r['shown']}, "
-              f"lost {r['lost']}, not shown {r['not_shown']}, incomplete {r['incomplete']}, "
-              f"overruns {r['overruns']}, lost steps {r['lost_steps']}; every loss counted and shown: "
+              f"lost {r['lost']}, not shown {r['not_shown']} (at the end {r['ended']}), "
+              f"no steps {r['empty']}, incomplete {r['incomplete']}, overruns {r['overruns']}, "
+              f"lost steps {r['lost_steps']}, unread steps {r['unread']}; every loss counted and shown: "
               f"{'yes' if r['losses_counted'] else 'NO'}  "
               f"{'PASS' if keeps_up and r['losses_counted'] else 'FAIL'} (bar {BAR:,} steps/s, nothing lost)")
         if a.profile:

@@ -280,6 +280,31 @@ class NetlinkSocket:
         return bodies
 
 
+    def discard(self, deadline: float, mtype: int | None = None) -> tuple[int, bool]:
+        """Read what is queued without decoding it, until the queue is empty or ``deadline``
+        (monotonic): (messages of type ``mtype`` — any type when None — read, whether more may be
+        queued). For the end of a trace: what it did not get to, counted."""
+        n = 0
+        while True:
+            if _now() >= deadline:
+                return n, True
+            try:
+                got = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    continue
+                if e.errno == errno.EINTR:
+                    continue
+                if e.errno == errno.EAGAIN:
+                    return n, False
+                raise
+            if got >= 16 and _HEAD.unpack_from(self._buf)[0] == got:
+                n += mtype is None or _HEAD.unpack_from(self._buf)[1] == mtype
+            else:
+                n += sum(mtype is None or t == mtype for t, _f, _s, _b in split_messages(self._view[:got].tobytes()))
+
+
 _HEAD = struct.Struct("=IH")  # nlmsg_len, nlmsg_type: the start of NLMSG_HDR
 
 

@@ -139,6 +139,10 @@ class NflogListener:
     def overruns(self) -> int:
         return self.sock.overruns if self.sock else 0
 
+    def discard(self, deadline: float) -> tuple[int, bool]:
+        """The steps still queued, read and counted, not decoded (``NetlinkSocket.discard``)."""
+        return self.sock.discard(deadline, _PACKET) if self.sock is not None else (0, False)
+
     def _sequence(self, raw: bytes | None) -> None:
         """NFULA_SEQ (NFULNL_CFG_F_SEQ): one number per message of the group; a gap is a loss."""
         if raw is None or len(raw) < 4:
