@@ -186,6 +186,7 @@ class Tracer(Receiving):
 
             self._fp = Fingerprint(self.spec.families)
             self._quick, self._full = self._fp.quick(), self._fp.read()
+        self._docker_names()
         self.versions.add(self._snapshot(0))
         if self.explain_miss:  # a chain not in the live ruleset: one error, teardown still runs
             self.miss_key = self._miss_chain(self.explain_miss)
@@ -199,6 +200,15 @@ class Tracer(Receiving):
 
         self.fate = Fate(self.spec, say=self.say, warn=self.warn)  # kept first: teardown stops what it starts
         self.fate.start()
+
+    def _docker_names(self) -> None:
+        """Docker's names for its networks and containers, where the host's docker answers (read-only)."""
+        from ..explain.owners import use_docker_names
+        from .dockerhost import read
+
+        names, why = read()
+        use_docker_names(names)
+        self.say(why or f"docker: {len(names.networks) if names else 0} bridge network(s) named by docker inspect")
 
     def _open_nftrace(self) -> None:
         from .netlink import NetlinkSocket
