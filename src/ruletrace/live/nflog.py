@@ -169,8 +169,14 @@ class NflogListener:
             got = layouts.decode(body, self.records)
             if got is not None:
                 ev, seq = got
-                if seq is not None:
-                    self._sequence(seq)
+                if seq is not None:  # _sequence inlined (a number here, not its bytes): the same check
+                    last = self._seq
+                    if last is not None:
+                        skipped = (seq - last - 1) & 0xFFFFFFFF
+                        if 0 < skipped < 1 << 31:
+                            self.gaps += 1
+                            self.lost_steps += skipped
+                    self._seq = seq
             else:  # no layout known for it (its first time, or damaged): the walk of every attribute
                 tlvs = record_tlvs(body)
                 if tlvs is None:
@@ -297,12 +303,12 @@ class _Layout:
 
     __slots__ = ("check", "hdrs", "prefix", "keep", "seq", "stamp")
 
-    def __init__(self, check: struct.Struct, hdrs: tuple[int, ...], prefix: tuple[int, int] | None,
-                 keep: tuple[tuple[int, int], ...], seq: int | None, stamp: int | None) -> None:
+    def __init__(self, check: struct.Struct, hdrs: tuple[int, ...], prefix: slice | None,
+                 keep: tuple[slice, ...], seq: int | None, stamp: int | None) -> None:
         self.check = check  # unpacks every attribute header at once
         self.hdrs = hdrs  # what it must give: (length, type) of each attribute, in order
-        self.prefix = prefix  # (start, end) of the first NFULA_PREFIX value
-        self.keep = keep  # (start, end) regions holding every attribute but the prefix, time and sequence
+        self.prefix = prefix  # where the first NFULA_PREFIX value is
+        self.keep = keep  # the regions holding every attribute but the prefix, time and sequence
         self.seq = seq  # offset of the first NFULA_SEQ value when it has 4 bytes or more
         self.stamp = stamp  # offset of the first NFULA_TIMESTAMP value when it has 16 bytes or more
 
@@ -310,6 +316,7 @@ class _Layout:
 _VARYING = (nflog.NFULA_PREFIX, nflog.NFULA_TIMESTAMP, nflog.NFULA_SEQ, nflog.NFULA_SEQ_GLOBAL)
 _LAYOUTS_MAX = 64
 _SEQ = struct.Struct("!I")
+_MISS: Any = object()
 
 
 class Layouts:
@@ -356,7 +363,7 @@ class Layouts:
             if kind not in seen:
                 seen.add(kind)
                 if kind == nflog.NFULA_PREFIX:
-                    prefix = (off + 4, off + length)
+                    prefix = slice(off + 4, off + length)
                 elif kind == nflog.NFULA_SEQ and length >= 8:
                     seq = off + 4
                 elif kind == nflog.NFULA_TIMESTAMP and length >= 20:
@@ -371,12 +378,13 @@ class Layouts:
             start = b
         if start < n:
             keep.append((start, n))
-        layout = _Layout(struct.Struct("".join(fmt)), tuple(hdrs), prefix, tuple(keep), seq, stamp)
+        layout = _Layout(struct.Struct("".join(fmt)), tuple(hdrs), prefix, tuple(slice(a, b) for a, b in keep), seq,
+                         stamp)
         self._by_len.setdefault(n, []).append(layout)
         self._count += 1
 
-    def decode(self, body: bytes, record: int) -> tuple[TraceEvent | Literal[False] | None, bytes | None] | None:
-        """(the step or False or None as ``FastSteps.decode``, the raw NFULA_SEQ), None: no shape fits."""
+    def decode(self, body: bytes, record: int) -> tuple[TraceEvent | Literal[False] | None, int | None] | None:
+        """(the step or False or None as ``FastSteps.decode``, NFULA_SEQ's number), None: no shape fits."""
         cands = self._by_len.get(len(body))
         if cands is None or body[1] != 0:  # (a shape's length is 4 or more) the nflog version: only 0
             return None
@@ -387,16 +395,18 @@ class Layouts:
             return None
         fast = self.fast
         p = lay.prefix
-        prefix = body[p[0]:p[1]] if p is not None else b""
-        tags = fast._tags
-        tag = tags[prefix] if prefix in tags else _remember(tags, prefix, nflog.parse_tag(prefix.split(b"\0", 1)[0]))
+        prefix = body[p] if p is not None else b""
+        tag = fast._tags.get(prefix, _MISS)
+        if tag is _MISS:
+            tag = _remember(fast._tags, prefix, nflog.parse_tag(prefix.split(b"\0", 1)[0]))
         s = lay.seq
-        seq = body[s:s + 4] if s is not None else None
+        seq = _SEQ.unpack_from(body, s)[0] if s is not None else None
         if tag is None:
             return False, seq
-        key = tuple([body[a:b] for a, b in lay.keep])  # whole attributes: equal bytes, equal attributes
-        memo = self._fields
-        hit = memo[key] if key in memo else _remember(memo, key, fast._packet(record_tlvs(body) or {0: body[:1]}))
+        key = tuple(map(body.__getitem__, lay.keep))  # whole attributes: equal bytes, equal attributes
+        hit = self._fields.get(key, _MISS)
+        if hit is _MISS:
+            hit = _remember(self._fields, key, fast._packet(record_tlvs(body) or {0: body[:1]}))
         if hit is None:
             return None, seq
         t = lay.stamp
