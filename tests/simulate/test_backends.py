@@ -167,3 +167,16 @@ def test_which_listing_is_which_backend(tmp_path, capsys) -> None:
     assert legacy == [plain] and "walked as iptables-legacy's tables" in notes[0]
     assert _rs(LEGACY_DROP, "x")[0].backend == "legacy" and _rs(NFT_SAVE, "y")[0].backend == "nft"
     assert str(Origin("plain.save")) in notes[0]
+
+
+def test_cli_both_delivered_keeps_the_combined_words_and_the_socket(tmp_path, capsys) -> None:
+    (tmp_path / "legacy.save").write_text(LEGACY_DROP.replace("--dport 22", "--dport 80"))
+    (tmp_path / "nft.txt").write_text(NFT_ACCEPT)
+    (tmp_path / "ss.txt").write_text("tcp LISTEN 0 128 0.0.0.0:80 0.0.0.0:*\n")
+    assert main(["simulate", "-r", str(tmp_path / "legacy.save"), "-r", str(tmp_path / "nft.txt"), "-p", "tcp",
+                 "-s", "10.0.0.1", "-d", "10.0.0.2", "--dport", "80", "--path", "input", "-i", "eth0",
+                 "--sockets", str(tmp_path / "ss.txt"), "--json"]) == 0
+    (pkt,) = json.loads(capsys.readouterr().out)["packets"]
+    assert pkt["fate"] == "delivered"
+    assert pkt["verdict"]["reason"] == ("accepted by nft filter:input rule 1, then accepted by legacy filter:INPUT "
+                                        "rule 1; a tcp socket listens on 0.0.0.0:80 (it takes 10.0.0.2:80)")

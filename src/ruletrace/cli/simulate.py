@@ -311,7 +311,8 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
     expl = _explain(res, rs)
     with_fate(expl, res, facts.sysctls)
     if res.socket is not None and expl.verdict is not None and expl.fate is Fate.DELIVERED:
-        expl.verdict.reason = res.socket  # the headline: what the socket does, or that it was not checked
+        # the headline: what the socket does, or that it was not checked (after both backends' words)
+        expl.verdict.reason = f"{expl.verdict.reason}; {res.socket}" if res.backends else res.socket
     deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate is not None)
     if deps and expl.drops:  # the headline shows the kernel's drop reason: it says what it rests on
         expl.drops[0].text += f"; if {', '.join(deps)}, assumed"
