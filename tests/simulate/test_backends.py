@@ -180,3 +180,13 @@ def test_cli_both_delivered_keeps_the_combined_words_and_the_socket(tmp_path, ca
     assert pkt["fate"] == "delivered"
     assert pkt["verdict"]["reason"] == ("accepted by nft filter:input rule 1, then accepted by legacy filter:INPUT "
                                         "rule 1; a tcp socket listens on 0.0.0.0:80 (it takes 10.0.0.2:80)")
+
+
+def test_explain_miss_with_both_backends_is_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "legacy.save").write_text(LEGACY_DROP)
+    (tmp_path / "nft.txt").write_text(NFT_ACCEPT)
+    code = main(["simulate", "-r", str(tmp_path / "legacy.save"), "-r", str(tmp_path / "nft.txt"), "-p", "tcp",
+                 "-s", "10.0.0.1", "-d", "10.0.0.2", "--dport", "80", "--explain-miss", "INPUT"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--explain-miss is not available" in err and err.count("\n") == 1
+    assert "Traceback" not in err

@@ -213,7 +213,9 @@ def result_json(res: SimResult) -> dict[str, Any]:
 
 @click.command()
 @click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE",
-              help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j).")
+              help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j); "
+                   "iptables-legacy-save output beside an nft listing or iptables-nft-save output: both backends, "
+                   "walked together.")
 @click.option("--netns", metavar="NAME", help="Read the rulesets, addresses, routes, ip rules and sysctls from "
               "this network namespace (read-only; needs root).")
 @click.option("--live", is_flag=True, help="Read them from the host (the namespace ruletrace runs in).")
@@ -250,7 +252,8 @@ def result_json(res: SimResult) -> dict[str, Any]:
                    "reset / ICMP port unreachable (without it, whether a socket listens is not checked).")
 @click.option("--assume", multiple=True, metavar="KEY=match|nomatch",
               help="Decide a match the simulator cannot: statistic=nomatch, nat:KUBE-SVC-X:1=nomatch, foo=match; "
-                   "numgen=N picks the value of an nft numgen/jhash.")
+                   "numgen=N picks the value of an nft numgen/jhash; legacy-first=match runs legacy tables before "
+                   "nf_tables chains of the same priority.")
 @click.option("--explain-miss", metavar="[TABLE:]CHAIN", help="List the rules of CHAIN that did not match, and why.")
 @click.option("--compare", "compare_path", metavar="TRACEFILE",
               help="Simulate the packets of a trace and show where prediction and trace part ways.")
