@@ -83,6 +83,8 @@ class Rule:
     counters: tuple[int, int] | None = None  # packets, bytes where the listing had them
     # --- nf_tables native (rulesets/nft_model.py) ---
     vmap: str | None = None  # verdict-map dispatch ("@name" or "{ k : verdict, … }"); target stays None
+    # an iptables-nft rule whose text is its iptables-nft-save line: nf_tables' rendering of it (rulesets/xt_save.py)
+    listed: str | None = None
 
     @property
     def spec(self) -> str:

@@ -140,6 +140,9 @@ class Tracer(RulesetVersions):
             self.warn(f"only {self.backend} is traced although {self.untraced} holds rules too: fates other than "
                       "a drop or reject seen are incomplete (--backend both traces both)")
         self.native = rep.native or self.both
+        from .nftraw import check_raw
+
+        check_raw(self.spec, native=self.native, both=self.both, warn=self.warn)  # before any change
         if self.native:
             from . import nftnative as nn
 
