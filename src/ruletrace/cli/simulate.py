@@ -129,15 +129,13 @@ def with_fate(expl, res: SimResult, sysctls: dict[str, str] | None = None) -> No
                 f"net.ipv4.conf.{iif}.forwarding")
         d.sysctls = {k: (sysctls or {})[k] for k in keys if k in (sysctls or {})} if d.point == "input" else {}
         d.text = routes.describe(d, d.dst or "")
-    if res.kernel_drop is not None and res.fate is Fate.DELIVERED:  # NO_SOCKET: the stack answers it
+    if res.kernel_drop is not None:
         d = res.kernel_drop
         expl.drops = [d]
-        expl.fate = Fate.DELIVERED
-        expl.notes.append(f"every rule let it through, then the kernel dropped it ({d.reason} in {d.function})")
-    elif res.kernel_drop is not None:
-        expl.drops = [res.kernel_drop]
-        expl.fate = Fate.DROPPED
         expl.notes = [n for n in expl.notes if n != ROUTING_NOTE]
+        expl.fate = res.fate if res.fate is Fate.DELIVERED else Fate.DROPPED
+        if res.fate is Fate.DELIVERED:  # NO_SOCKET (simulate/sockets.py): the stack answers it
+            expl.notes.append(f"every rule let it through, then the kernel dropped it ({d.reason} in {d.function})")
     elif expl.fate is Fate.UNKNOWN and res.fate is not Fate.UNKNOWN:
         # the steps end early because no chain of the later hooks exists: the simulation knows the end
         expl.fate = res.fate
