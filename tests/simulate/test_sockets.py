@@ -107,3 +107,15 @@ def test_cli_exit_status_and_headline(tmp_path, capsys) -> None:
     assert pkt["fate"] == "delivered" and pkt["drops"][0]["reason"] == "NO_SOCKET"
     assert pkt["simulation"]["socket"].startswith("delivered to the stack, answered with a TCP reset")
     assert {"path": str(tmp_path / "ss.txt"), "format": "ss", "role": "host-facts"} in doc["sources"]
+
+
+def test_loopback_syn_to_a_closed_port_without_input_chains(tmp_path, capsys) -> None:
+    """Only raw chains: the steps end in PREROUTING, yet routing did not drop it: no socket did."""
+    (tmp_path / "r.save").write_text("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    (tmp_path / "ss.txt").write_text("tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n")
+    code = main(["simulate", "-r", str(tmp_path / "r.save"), "-p", "tcp", "-s", "127.0.0.1", "-d", "127.0.0.1",
+                 "--dport", "9", "--sockets", str(tmp_path / "ss.txt"), "--json"])
+    (pkt,) = json.loads(capsys.readouterr().out)["packets"]
+    assert code == ExitStatus.NO_SOCKET and pkt["fate"] == "delivered"
+    assert not any("routing decision" in n for n in pkt["notes"]), pkt["notes"]
+    assert "every rule let it through, then the kernel dropped it (NO_SOCKET in tcp_v4_rcv)" in pkt["notes"]
