@@ -190,3 +190,54 @@ def test_explain_miss_with_both_backends_is_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2 and "--explain-miss is not available" in err and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+DOCKER_LEGACY = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -o docker0 -j ACCEPT
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+COMMIT
+"""
+VM_NFT = """table inet vms {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "virbr0" accept
+	}
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 192.168.122.0/24 oifname "eth0" masquerade
+	}
+}
+"""
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_forward_legacy_policy_drop_beats_an_nft_accept_and_snat_is_shared(index) -> None:
+    """Docker's iptables-legacy FORWARD DROP beside a VM bridge's nftables accept: the VM's packet is
+    dropped in legacy FORWARD; Docker's own passes both, and in the one NAT hook after routing the nft
+    srcnat chain (no mapping) runs before legacy's MASQUERADE."""
+    leg = _rs(DOCKER_LEGACY, "legacy.save")[0]
+    nft = _rs(VM_NFT, "nft.txt")
+    f = HostFacts(assume={"conntrack": True})
+    vm = Probe(proto=6, src="192.168.122.5", dst="93.184.216.34", dport=443, path="forward", iif="virbr0", oif="eth0")
+    res = simulate(Both(leg, nft), vm, f, index=index)
+    assert res.fate is Fate.DROPPED and res.decided_by == "legacy"
+    assert _path(res)[-2:] == [("nft", "vms", "forward", "rule", 1), ("legacy", "filter", "FORWARD", "policy", 3)]
+    ctr = Probe(proto=6, src="172.17.0.2", dst="93.184.216.34", dport=443, path="forward", iif="docker0", oif="eth0")
+    res = simulate(Both(leg, nft), ctr, f, index=index)
+    assert res.fate is Fate.FORWARDED
+    # one NAT hook: the nft srcnat chain (no match, no mapping) runs, then legacy's MASQUERADE sets it
+    assert _path(res)[-2:] == [("nft", "vms", "post", "policy", 2), ("legacy", "nat", "POSTROUTING", "rule", 1)]
+    out = Probe(proto=6, src="192.168.122.5", dst="172.17.0.2", dport=80, path="forward", iif="virbr0", oif="docker0")
+    res = simulate(Both(leg, nft), out, f, index=index)
+    assert res.fate is Fate.FORWARDED
+    assert res.final["SRC"] == "192.168.122.5"  # neither SNAT applies out of docker0
