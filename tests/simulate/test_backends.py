@@ -241,3 +241,19 @@ def test_forward_legacy_policy_drop_beats_an_nft_accept_and_snat_is_shared(index
     res = simulate(Both(leg, nft), out, f, index=index)
     assert res.fate is Fate.FORWARDED
     assert res.final["SRC"] == "192.168.122.5"  # neither SNAT applies out of docker0
+
+
+def test_compare_a_legacy_trace_on_a_both_backends_host(tmp_path, capsys) -> None:
+    """A TRACE log shows legacy's steps only: compared with the legacy steps of the prediction, and its
+    fate is legacy's word on the packet, explained against the legacy listing."""
+    (tmp_path / "legacy.save").write_text(LEGACY_DROP)
+    (tmp_path / "nft.txt").write_text(NFT_ACCEPT)
+    (tmp_path / "trace.log").write_text(
+        "Jan  1 12:00:00 host kernel: TRACE: filter:INPUT:policy:2 IN=eth0 OUT= MAC=00:15:5d:12:e2:28:00:15:5d:12:e2:"
+        "24:08:00 SRC=10.0.0.1 DST=10.0.0.2 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=41569 DF PROTO=TCP SPT=55694 DPT=80 "
+        "SEQ=1 ACK=0 WINDOW=29200 RES=0x00 SYN URGP=0\n")
+    code = main(["simulate", "-r", str(tmp_path / "legacy.save"), "-r", str(tmp_path / "nft.txt"), "--compare",
+                 str(tmp_path / "trace.log"), "--path", "input", "--no-color"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1 of 1 traced packet(s) agree with their prediction step by step; the fate agrees for 1 of the 1" in out

@@ -19,7 +19,7 @@ from ..simulate.nft_walk import is_native
 from ..simulate.probe import CTSTATES, PATHS, Probe, probe_from_fields
 from ..simulate.sockets import load_sockets
 from .options import complete_protocols
-from .simulate_both import Both, explain_both, split_backends, with_legacy
+from .simulate_both import Both, explain_both, split_backends, traced_explanation, traced_part, with_legacy
 from .status import ExitStatus, simulate_status
 
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
@@ -354,9 +354,10 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
         expl = _explain(res, rs, pkt.id)
         with_fate(expl, res, facts.sysctls)
-        rows.append((expl, res, compare(res, pkt.events)))
-        one = rs.nft_list[0] if isinstance(rs, Both) else rs[0] if isinstance(rs, list) else rs
-        fates.append((explain_packet(pkt, one).fate, res.fate))
+        rows.append((expl, res, compare(traced_part(res, pkt.events) if isinstance(rs, Both) else res, pkt.events)))
+        traced = (traced_explanation(pkt, rs) if isinstance(rs, Both)
+                  else explain_packet(pkt, rs[0] if isinstance(rs, list) else rs))
+        fates.append((traced.fate, res.fate))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
     known = [(t, p) for t, p in fates if t is not Fate.UNKNOWN]
