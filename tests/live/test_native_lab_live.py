@@ -190,6 +190,8 @@ def test_live_session_on_native_scenario_is_the_kernels_trace(name, tmp_path):
     assert not got["after_exit"], got["after_exit"]
     assert got["killed_left"] and got["cleanup"][0] == 0, got["cleanup"]
     assert not got["after_cleanup"], (got["cleanup"], got["after_cleanup"])
+    # each packet meets one session chain's cap and counter: the kernel's count is what arrived
+    assert ", 0 lost entirely" in got["err"], got["err"]
     live = [json.loads(line) for line in got["out"].splitlines()]
     kernel = kernel_packets((tmp_path / "nft-monitor-a.txt").read_text(), positions(tmp_path))
     compared = []

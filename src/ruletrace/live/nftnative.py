@@ -25,7 +25,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RuletraceError
 from ..model import MonitorEvent, Origin, Packet, Ruleset, StepKind, TraceEvent, nft_rule_key
@@ -174,7 +174,8 @@ def table_exists(family: str, name: str) -> bool:
     return p is not None and p.returncode == 0
 
 
-def _own_rules(sid: str, families: list[str] | tuple[str, ...], *args: str) -> list[tuple[str, dict]] | None:
+def _own_rules(sid: str, families: list[str] | tuple[str, ...],
+               *args: str) -> list[tuple[str, dict[str, Any]]] | None:
     """``(nft family, rule)`` of the session's tables in ``families`` (``nft -j``), None when one is unreadable."""
     out = []
     for fam in families:
