@@ -240,7 +240,7 @@ def test_native_live_fate_and_numbers_like_nft_monitor(lab, layout, tmp_path):
     offline = [x for x in json.loads(p.stdout)["packets"] if x["src"] == C_ADDR and x["dport"] in (PORT, CLOSED)]
     assert [shape(x) for x in offline] == [shape(x) for x in live]
     # every rule step has the listing's text
-    assert all(s["rule"] for x in live for s in x["steps"] if s["kind"] == "rule"), live
+    assert all(x["tables"]["rules"][s["rule"]] for x in live for s in x["steps"] if s["kind"] == "rule"), live
 
 
 def test_native_sigkill_then_cleanup_restores_exactly(lab):
@@ -412,7 +412,7 @@ def test_native_rule_churn_and_two_sessions(lab):
         assert rc == 0, err
         (pkt,) = [json.loads(line) for line in out.splitlines()]
         assert (pkt["fate"], pkt["verdict"]["chain"], pkt["verdict"]["num"]) == ("delivered", "input_wan", 3), pkt
-        assert pkt["verdict"]["rule"] == f'tcp dport {PORT} counter accept comment "!fw4: Allow-Web"'
+        assert pkt["tables"]["rules"][pkt["verdict"]["rule"]] == f'tcp dport {PORT} counter accept comment "!fw4: Allow-Web"'
         assert not any(s["table"].startswith("ruletrace_") for s in pkt["steps"])
         assert any("inet fw4:input_wan +1 -0" in n for n in pkt["notes"]), pkt["notes"]
     sh("nft delete rule inet fw4 input_wan handle "

@@ -240,6 +240,60 @@ def test_own_table_items_of_nft_json():
     assert not snap.own_item({"metainfo": {"version": "1.0.6"}})
 
 
+# --- --raw-match on a native host (live/nftraw.py) ---------------------------------------------
+
+
+def test_raw_match_goes_into_both_rules_after_the_filters():
+    s = spec(proto="tcp", raw_text='ip saddr { 10.0.0.0/8, 192.168.0.0/16 } iifname "eth0" tcp dport 443',
+             raw_match=["x"], direction="in")
+    lines = nn.table_script(s, SID).splitlines()
+    assert [x.split(" counter")[0].split(" limit")[0] for x in lines if "ruletrace:" in x] == [
+        '\t\tmeta l4proto tcp ip saddr { 10.0.0.0/8, 192.168.0.0/16 } iifname "eth0" tcp dport 443'] * 2
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ("tcp dport 443 accept", "'accept' is a statement"),
+    ("meta mark set 1", "'set' is a statement"),
+    ("tcp dport 443 counter", "'counter' is a statement"),
+    ("ip saddr 10.0.0.1 ; flush ruleset", "would end the rule"),
+    ("tcp dport 1 # x", "would end the rule"),
+    ("tcp dport 1\ntable ip x", "line break"),
+    ("tcp dport { 1, 2", "without its"),
+    ("tcp dport 1 } }", "without its"),
+    ('iifname "eth0', "not closed"),
+    ("-m mark --mark 1", "iptables options"),
+])
+def test_raw_match_that_is_not_one_match_is_refused(raw, says):
+    with pytest.raises(RuletraceError, match=says):
+        nn.table_script(spec(raw_text=raw, raw_match=raw.split()), SID)
+
+
+def test_raw_match_quoted_words_are_values_not_statements():
+    s = spec(raw_text='iifname "accept" meta mark 0x10', raw_match=["x"])
+    assert 'iifname "accept" meta mark 0x10 counter' in nn.table_script(s, SID)
+
+
+@pytest.mark.parametrize(("raw", "native", "both", "says"), [
+    ("-m mark --mark 1", True, False, "nft match expression"),
+    ("! -s 10.0.0.1", True, False, "nft match expression"),
+    ("meta mark 0x10", False, False, "iptables match options"),
+    ("meta mark 0x10", True, True, "both syntaxes"),
+    ("-m mark --mark 1", True, True, "both syntaxes"),
+])
+def test_raw_match_syntax_must_fit_the_session(raw, native, both, says):
+    from ruletrace.live.nftraw import check_syntax
+
+    with pytest.raises(RuletraceError, match=says):
+        check_syntax(raw, native=native, both=both)
+
+
+def test_raw_match_in_the_right_syntax_passes():
+    from ruletrace.live.nftraw import check_syntax
+
+    check_syntax("! -s 10.0.0.1 -m mark --mark 1", native=False, both=False)
+    check_syntax("ip saddr != 10.0.0.1", native=True, both=False)
+
+
 # --- the early hooks: netdev ingress and bridge chains (nfthooks) ------------------------------
 
 CHAINS_TEXT = f"""table netdev edge {{

@@ -1,10 +1,11 @@
 """Record a native nftables scenario (scenarios_nft.py) against the kernel.
 
-Writes into the output folder: ``nft-monitor.txt`` (``nft monitor trace``) and
-``nft-monitor-a.txt`` (``nft -a monitor trace``), both running during the same traffic; the
+Writes into the output folder: ``nft-monitor.txt`` (``nft monitor trace``),
+``nft-monitor-a.txt`` (``nft -a monitor trace``) and ``xtables-monitor.txt``
+(``xtables-monitor --trace``), all running during the same traffic; the
 ruleset after the run in every form (``ruleset.nft`` = ``nft list ruleset``, ``ruleset-a.nft`` =
-``nft -a list ruleset``, ``ruleset.json`` = ``nft -j list ruleset``); the traced host's
-addresses and routes (``addrs.json`` = ``ip -j addr``, ``routes.json`` = ``ip -j -4 route`` and ``ip -j -6 route`` in one list); and
+``nft -a list ruleset``, ``ruleset.json`` = ``nft -j list ruleset``, and ``iptables-nft-save.txt``
+when the scenario loads iptables-nft rules too); the traced host's addresses and routes (``addrs.json`` = ``ip -j addr``, ``routes.json`` = ``ip -j -4 route`` and ``ip -j -6 route`` in one list); and
 what each flow's sender saw plus whether the receiver accepted it (``outcome.json``).
 Everything happens in the run's namespaces (``Lab``); they are gone when ``record`` returns.
 """
@@ -23,7 +24,8 @@ from .netns import Host, Lab, run
 from .scenarios_nft import NftScenario
 
 AGENT = Path(__file__).resolve().parent / "agent.py"
-MONITORS = ((["nft", "monitor", "trace"], "nft-monitor.txt"), (["nft", "-a", "monitor", "trace"], "nft-monitor-a.txt"))
+MONITORS = ((["nft", "monitor", "trace"], "nft-monitor.txt"), (["nft", "-a", "monitor", "trace"], "nft-monitor-a.txt"),
+            (["xtables-monitor", "--trace"], "xtables-monitor.txt"))
 LISTINGS = ((["nft", "list", "ruleset"], "ruleset.nft"), (["nft", "-a", "list", "ruleset"], "ruleset-a.nft"),
             (["nft", "-j", "list", "ruleset"], "ruleset.json"))
 
@@ -41,12 +43,16 @@ def record(sc: NftScenario, out: Path, *, prefix: str | None = None,
         hosts = sc.build(lab)
         target = hosts["traced"]
         run(["nft", "-f", "-"], ns=target.ns, input=sc.layout())
+        if sc.iptables is not None:
+            run(["iptables-nft-restore"], ns=target.ns, input=sc.iptables())
         if session is None:
             run(["nft", "-f", "-"], ns=target.ns, input=sc.trace)
         with session(target) if session is not None else contextlib.nullcontext():
             flows = _run_flows(sc, lab, hosts, out)
         for argv, name in LISTINGS:
             (out / name).write_text(run(argv, ns=target.ns).stdout)
+        if sc.iptables is not None:
+            (out / "iptables-nft-save.txt").write_text(run(["iptables-nft-save"], ns=target.ns).stdout)
         (out / "addrs.json").write_text(run(["ip", "-j", "addr"], ns=target.ns).stdout)
         routes = [r for v in ("-4", "-6") for r in json.loads(run(["ip", "-j", v, "route"], ns=target.ns).stdout)]
         (out / "routes.json").write_text(json.dumps(routes) + "\n")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 PRIORITY = -350
 GAP = 10  # how far before the first chain of a device / of bridge prerouting ours goes
@@ -140,7 +141,7 @@ def chain_heads(hooks: EarlyHooks, family: str) -> list[tuple[str, str]]:
     return []
 
 
-def chain_shape(family: str, c: dict[str, object]) -> bool:
+def chain_shape(family: str, c: dict[str, Any]) -> bool:
     """An ``nft -j`` chain of a session's netdev / bridge table, exactly as ``chain_heads`` makes it."""
     prio = c.get("prio")
     if c.get("type") != "filter" or c.get("policy") != "accept" or not isinstance(prio, int) or prio > PRIORITY:

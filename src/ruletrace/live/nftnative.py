@@ -77,9 +77,6 @@ def match_expr(spec: TraceSpec, chain: str) -> list[str]:
     Every value is checked before it goes into the nft script: addresses by ``ipaddress``,
     ports, protocols and interface names by their grammar.
     """
-    if spec.raw_match:
-        raise RuletraceError("--raw-match takes iptables match options, which the native nf_tables "
-                             "backend cannot use: filter with -p/-s/-d/--sport/--dport/-i")
     out: list[str] = []
     fams = tuple(spec.families)
     if fams == ("ipv4",):
@@ -119,6 +116,10 @@ def match_expr(spec: TraceSpec, chain: str) -> list[str]:
         if name.endswith("+"):
             name = name[:-1] + "*"
         out.append(f'{"iifname" if chain == "PREROUTING" else "oifname"} {op}"{name}"')
+    if spec.raw_text.strip() or spec.raw_match:
+        from .nftraw import clause
+
+        out.append(clause(spec))  # an nft match expression, checked (nftraw.py)
     return out
 
 
@@ -174,8 +175,7 @@ def table_exists(family: str, name: str) -> bool:
     return p is not None and p.returncode == 0
 
 
-def _own_rules(sid: str, families: list[str] | tuple[str, ...],
-               *args: str) -> list[tuple[str, dict[str, Any]]] | None:
+def _own_rules(sid: str, families: list[str] | tuple[str, ...], *args: str) -> list[tuple[str, dict[str, Any]]] | None:
     """``(nft family, rule)`` of the session's tables in ``families`` (``nft -j``), None when one is unreadable."""
     out = []
     for fam in families:
