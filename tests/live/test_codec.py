@@ -163,6 +163,8 @@ def test_plan_rules_order_and_tags():
          "--dport", "52000", "-m", "comment", "--comment", "ruletrace:abcd1234:seen"],
     ]
     assert rules[0].delete_cmd("nft")[:7] == ["iptables-nft", "-w", "2", "-t", "raw", "-D", "PREROUTING"]
+    # both backends: nf_tables switches tracing on, the legacy side only counts
+    assert ss.plan_rules(spec, "abcd1234", counters_only=True) == rules[1:]
 
 
 @pytest.mark.parametrize("kw, msg", [

@@ -340,6 +340,8 @@ def test_early_hooks_from_the_chain_listing():
     assert h.bridge == -350 and h.families() == ["netdev", "bridge"]
     assert eh.read(CHAINS_TEXT.replace("dstnat", "-400"), CHAINS_JSON.replace("-300", "-400")).bridge == -410
     assert not eh.read("table inet f {\n}\n", '{"nftables": []}')
+    odd = CHAINS_TEXT.replace('device "eth0"', 'device "eth0;x"')
+    assert "eth0;x" not in eh.read(odd, CHAINS_JSON).ingress  # never written into an nft script
 
 
 def test_early_hook_tables_scope_cap_and_leave_packets_to_the_first():
@@ -382,3 +384,23 @@ def test_live_grouper_keeps_a_bridged_up_frame_one_packet():
     assert [[(e.family, e.table) for e in p.events] for p, _v, _f in out] == [
         [("bridge", f"ruletrace_{SID}"), ("bridge", "lanbridge"), ("inet", f"ruletrace_{SID}"), ("inet", "host")],
         [("inet", "host")]]
+
+
+def test_live_grouper_reused_trace_id_does_not_hold_back_the_packet_before():
+    """The kernel gives the next packet of a flow the same trace id (same buffer, same flow hash):
+    the first packet is complete, flushed in its turn, not held open by the second's steps."""
+    g = LiveGrouper(idle=0.25)
+    syn = [_ev("host", "input", tid=7, verdict="accept") for _ in range(2)]
+    ack = [_ev("host", "input", tid=7, verdict="accept") for _ in range(2)]
+    for e in syn:
+        e.ident = (b"syn",)
+    for e in ack:
+        e.ident = (b"ack",)
+    g.add(syn[0], 0, 0.0)
+    g.add(syn[1], 0, 0.0)
+    g.add(ack[0], 0, 0.2)
+    out = g.flush(0.3)  # the SYN is idle: out, before the ACK that reused its id
+    assert [[e.ident for e in p.events] for p, _v, _f in out] == [[(b"syn",), (b"syn",)]]
+    g.add(ack[1], 0, 0.35)
+    out = g.flush(0.7)
+    assert [[e.ident for e in p.events] for p, _v, _f in out] == [[(b"ack",), (b"ack",)]] and g.pending() == 0

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 from ..correlate.group import bridge_passes_up, group_packets
+from ..fields import PartialIdent
 from ..model import Packet, TraceEvent
 
 IDLE = 0.25  # seconds without a step after which a packet's path is taken as complete
+
+
+def _other_packet(a: Any, b: Any) -> bool:
+    """Two full, different idents: ``group_packets`` (the reference) keys its packets by ident, so
+    events under them are never one packet (a partial or empty ident may still join: not told)."""
+    return (a is not None and b is not None and a != b and type(a) is not PartialIdent
+            and type(b) is not PartialIdent and any(a) and any(b))
 
 
 class LiveGrouper:
@@ -40,6 +49,8 @@ class LiveGrouper:
         key = ("id", ev.packet_id) if ev.packet_id is not None and not self.by_ident else ev.ident
         if not self.by_ident and ev.packet_id is not None:
             key = self._alias.get(key, key)
+            if key in self._open and _other_packet(self._open[key][-1][1].ident, ev.ident):
+                self._retire(key)
             if key not in self._open and ev.ident is not None:
                 for k in reversed(self._open):
                     last = self._open[k][-1][1]
@@ -52,6 +63,18 @@ class LiveGrouper:
         self._seq += 1
         self._open.setdefault(key, []).append((self._seq, ev, version))
         self._last[key] = now
+
+    def _retire(self, key: object) -> None:
+        """The kernel reused an open packet's trace id for another packet (same socket buffer
+        address, same flow hash): the open one is complete, kept under a key of its own so that
+        it is flushed when idle, in its turn, instead of waiting for the newcomer."""
+        self._seq += 1
+        old = ("retired", self._seq)
+        self._open[old] = self._open.pop(key)
+        self._last[old] = self._last.pop(key)
+        if key in self._flags:
+            self._flags[old] = self._flags.pop(key)
+        self._alias = {a: k for a, k in self._alias.items() if k != key}
 
     def pending(self) -> int:
         return len(self._open)

@@ -38,6 +38,7 @@ _TABLE = re.compile(r"^table (\S+) (\S+) \{")
 _CHAIN = re.compile(r"^\s+chain (\S+) \{")
 _DEVS = re.compile(r'hook ingress (?:device "?([^";\s]+)"?|devices = \{ ([^}]*) \})')
 _CHAIN_NAME = re.compile(r"in\d+")
+_DEVICE = re.compile(r"[^\s\"'\\;{}#,]{1,15}")  # an interface name that goes into the nft script as is
 
 
 @dataclass
@@ -94,7 +95,8 @@ def read(chains_text: str, chains_json: str, own: object = None) -> EarlyHooks:
             devs = [m[1]] if m[1] else [d.strip().strip('"') for d in m[2].split(",") if d.strip()]
             p = prio.get((family, table, chain), 0)
             for d in devs:
-                out.ingress[d] = min(out.ingress.get(d, PRIORITY), p - GAP)
+                if _DEVICE.fullmatch(d):  # anything else was not read right: not written into a script
+                    out.ingress[d] = min(out.ingress.get(d, PRIORITY), p - GAP)
     out.ingress = dict(sorted(out.ingress.items()))
     return out
 

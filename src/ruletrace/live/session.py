@@ -152,19 +152,21 @@ class PlannedRule:
         return {"family": self.family, "table": self.table, "chain": self.chain, "args": self.args}
 
 
-def plan_rules(spec: TraceSpec, sid: str) -> list[PlannedRule]:
+def plan_rules(spec: TraceSpec, sid: str, *, counters_only: bool = False) -> list[PlannedRule]:
     """The rules of a session, in insertion order (each goes to position 1).
 
     Per chain: the TRACE rule (``-m limit``) and, inserted before it, a counter rule without a
     target that sees every packet of the flow, so that the packets the cap skipped can be counted.
+    ``counters_only``: the counter rules alone (both backends: nf_tables switches tracing on).
     """
     out: list[PlannedRule] = []
     for fam in spec.families:
         for chain in spec.chains():
             m = spec.match_args(fam, chain)
-            out.append(PlannedRule(fam, "raw", chain, [
-                *m, "-m", "limit", "--limit", f"{spec.rate}/second", "--limit-burst", str(spec.rate),
-                "-m", "comment", "--comment", TAG + sid, "-j", "TRACE"]))
+            if not counters_only:
+                out.append(PlannedRule(fam, "raw", chain, [
+                    *m, "-m", "limit", "--limit", f"{spec.rate}/second", "--limit-burst", str(spec.rate),
+                    "-m", "comment", "--comment", TAG + sid, "-j", "TRACE"]))
             out.append(PlannedRule(fam, "raw", chain, [*m, "-m", "comment", "--comment", TAG + sid + SEEN_SUFFIX]))
     return out
 

@@ -147,9 +147,8 @@ class Tracer(Receiving):
 
             self._hooks = discover()  # netdev ingress / bridge chains: traced by tables of our own too
             script = nn.table_script(self.spec, self.sid, self._hooks)  # a filter nft cannot take fails first
-        rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid)
-        if self.both:  # the nf_tables table's rule is the one switch (modes._count_native): counters only
-            rules = [r for r in rules if r.args[-1].endswith(ss.SEEN_SUFFIX)]
+        # both: the nf_tables table's rule is the one switch (modes._count_native), legacy gets counters only
+        rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid, counters_only=self.both)
         self.netns.setdefault("id", ns_id())
         self.marker.hold()  # before any change: others in this namespace see the session is alive
         self.state = ss.new_state(self.sid, self.netns, self.backend)
