@@ -192,6 +192,9 @@ class Ruleset:
     origin: Origin | None = None
     format: str = ""  # "iptables-save", "iptables-list", "nft-json", …
     warnings: list[str] = field(default_factory=list)
+    # which iptables wrote an iptables-save listing, when its header says: "legacy" (iptables-save,
+    # iptables-legacy-save) or "nft" (iptables-nft-save: "(nf_tables)"); None: not said
+    backend: str | None = None
     # nf_tables rule handle -> Rule, filled by readers that know handles
     handles: dict[tuple[str, str, int], Rule] = field(default_factory=dict)
     # --- nf_tables native (rulesets/nft_model.py); empty for iptables listings ---

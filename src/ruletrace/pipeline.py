@@ -276,7 +276,9 @@ class Run:
                 yield packet, None
                 continue
             fam = packet.events[0].family if packet.events else None
-            yield packet, self._explainer(fam).explain(packet, detail=self.detail)
+            ex = self._explainer(fam)
+            # each distinct path (and field-change signature) annotated once: equal to explain()
+            yield packet, ex.explain_cached(packet) if self.detail else ex.explain(packet, detail=False)
 
     def _finish(self) -> None:
         for st in self._stats:
