@@ -341,13 +341,16 @@ def load_rulesets(paths: Iterable[str], texts: dict[str, str] | None = None) -> 
                     paired.append(save)
         out.extend(got)
     if saves:  # a host with native tables too: iptables-nft's tables take their save lines (xt_save)
-        from .rulesets.xt_save import pair_save
+        from .rulesets.xt_save import pair_save, restate_placeholders
 
         for rs in out:
             if rs.format in ("nft-text", "nft-json"):
                 save = next((sv for sv in saves if sv not in paired and pair_save(rs, sv)), None)
                 if save is not None:
                     paired.append(save)
+        for _p, got in loaded:
+            if any(rs.format == "nft-json" for rs in got):
+                restate_placeholders(got)
     return [rs for rs in out if not any(rs is sv for sv in paired)]
 
 

@@ -62,3 +62,12 @@ def test_a_save_that_does_not_describe_the_table_is_not_paired():
     assert sorted(fitting_tables(rs, load_ruleset("save", text=other))) == ["mangle", "nat"]
     six = SAVE.replace("iptables-nft-save", "ip6tables-nft-save")
     assert fitting_tables(rs, load_ruleset("save", text=six)) == []  # an ip6tables save: another family
+
+
+def test_placeholder_warning_goes_once_the_save_resolves_them():
+    alone = load_rulesets([str(D / "ruleset.json")])
+    assert any("xt placeholders" in w for rs in alone for w in rs.warnings)
+    paired = load_rulesets([str(D / "ruleset.json"), str(D / "iptables-nft-save.txt")])
+    assert not any("xt placeholders" in w for rs in paired for w in rs.warnings)
+    ip = next(rs for rs in paired if rs.family == "ipv4")
+    assert ip.rule("filter", "INPUT", 2).text == "-A INPUT -s 10.84.0.1/32 -p tcp -m multiport --dports 22,80 -j ALLOWED"
