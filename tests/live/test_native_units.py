@@ -283,3 +283,16 @@ def test_raw_match_in_the_right_syntax_passes():
 
     check_syntax("! -s 10.0.0.1 -m mark --mark 1", native=False, both=False)
     check_syntax("ip saddr != 10.0.0.1", native=True, both=False)
+
+
+def test_a_pairing_with_the_save_is_no_ruleset_change():
+    from pathlib import Path
+
+    from ruletrace.rulesets.xt_save import pair_save
+
+    mixed = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "mixed"
+    text = (mixed / "ruleset-a.nft").read_text()
+    plain, paired = snap.parse_snapshot(text), snap.parse_snapshot(text)
+    assert pair_save(paired["ipv4"], load_ruleset("save", text=(mixed / "iptables-nft-save.txt").read_text()))
+    assert paired["ipv4"].rule("filter", "INPUT", 1).text.startswith("-A INPUT")
+    assert snap.changes(plain, paired) == []  # (one snapshot paired, the next not: nothing changed)
