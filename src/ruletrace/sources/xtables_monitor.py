@@ -157,6 +157,7 @@ def _step(st: MonitorState, n: int, line: str) -> TraceEvent | None:
 
 
 _SAME_PACKET = ("SRC", "DST", "LEN", "ID")
+_MAX_ALIASES = 1024
 
 
 def _passed_up(st: MonitorState, family: str, tid: str, fields: dict[str, str]) -> None:
@@ -174,6 +175,8 @@ def _passed_up(st: MonitorState, family: str, tid: str, fields: dict[str, str]) 
             and all(last[2].get(k) == fields.get(k) for k in _SAME_PACKET)):
         first = st.aliases.get(last[1])
         st.aliases[tid] = (first[0] if first else last[1], first[1] if first else packet_ident(last[2]), ident)
+        if len(st.aliases) > _MAX_ALIASES:  # a packet's IP steps follow its bridge steps at once: the oldest go
+            del st.aliases[next(iter(st.aliases))]
 
 
 def read_events(
