@@ -142,7 +142,7 @@ def _step(st: MonitorState, n: int, line: str) -> TraceEvent | None:
     text = (text or "").strip()
     if not st.keep_trace_rule and verdict == "continue" and text.endswith("-j TRACE"):
         return None  # the rule that switched tracing on: legacy TRACE does not report it
-    if text and " -A " not in f" {text}" and st.stats is not None:
+    if text and "-A " not in text and st.stats is not None:
         st.stats.warnings.append(
             f"{st.name}:{n}: xtables-monitor printed only {text!r} for {table}:{chain} rule handle {handle}: it "
             "cannot translate that native nf_tables rule and stops there ('Parsing nftables rule failed' on "
@@ -166,15 +166,15 @@ def _passed_up(st: MonitorState, family: str, tid: str, fields: dict[str, str]) 
     nf_tables gave it a new trace id; its steps go on with the bridge packet (its trace id and
     identity) until a dump of that id shows another packet."""
     last, st.last_dump = st.last_dump, (family, tid, fields)
-    ident = packet_ident(fields)
-    alias = st.aliases.get(tid)
-    if alias is not None and alias[2] != ident:
+    alias = st.aliases.get(tid) if st.aliases else None
+    if alias is not None and alias[2] != packet_ident(fields):
         del st.aliases[tid]  # the trace id names another packet now
-    if (family in ("1", "2", "10") and last is not None and last[0] == "7" and last[1] != tid
+    if (last is not None and last[0] == "7" and family in ("1", "2", "10") and last[1] != tid
             and all(fields.get(k) for k in _SAME_PACKET)
             and all(last[2].get(k) == fields.get(k) for k in _SAME_PACKET)):
         first = st.aliases.get(last[1])
-        st.aliases[tid] = (first[0] if first else last[1], first[1] if first else packet_ident(last[2]), ident)
+        st.aliases[tid] = (first[0] if first else last[1], first[1] if first else packet_ident(last[2]),
+                           packet_ident(fields))
         if len(st.aliases) > _MAX_ALIASES:  # a packet's IP steps follow its bridge steps at once: the oldest go
             del st.aliases[next(iter(st.aliases))]
 
