@@ -134,4 +134,8 @@ def check_script(script: str, raw: str) -> str | None:
     c2 = int(m[3]) if m[3] else c1
     near = lines[n - 1][c1 - 1:c2] if 0 < n <= len(lines) else ""
     where = f" (at {near!r})" if near.strip() else ""
+    family = next((w[1] for w in (x.split() for x in reversed(lines[:n])) if len(w) > 1 and w[0] == "table"), "")
+    if family and family != "inet":  # the raw match goes into every table the session makes
+        where += (f" in the session's {family} table (this host's {family} chains are traced too: the raw "
+                  "match must suit the inet, netdev and bridge families, e.g. 'meta protocol ip', not 'meta nfproto')")
     raise RuletraceError(f"--raw-match {raw!r}: nft refuses it: {m[4].strip()}{where}")
