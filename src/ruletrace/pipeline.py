@@ -307,11 +307,15 @@ class Run:
                 self.warnings.append("no ruleset given: steps are shown without rule text")
 
 
-def load_rulesets(paths: Iterable[str], texts: dict[str, str] | None = None) -> list[Ruleset]:
+def load_rulesets(paths: Iterable[str], texts: dict[str, str] | None = None, *,
+                  pair_saves: bool = True) -> list[Ruleset]:
     """Every ruleset of every file: an nft listing gives one per family it holds.
 
     ``texts``: the content of some of ``paths`` already read (a listing read from a live host;
-    the path is then only its name in messages)."""
+    the path is then only its name in messages). ``pair_saves``: the tables iptables-nft made
+    show their ``iptables-nft-save`` lines (``rulesets/xt_save.py``) when a save is given; False
+    keeps nft's text of the rules (the simulator walks nft text) and resolves only ``nft -j``'s
+    ``xt`` placeholders from the save."""
     from .rulesets import load_rulesets as load
 
     texts = texts or {}
@@ -335,19 +339,23 @@ def load_rulesets(paths: Iterable[str], texts: dict[str, str] | None = None) -> 
                         with open(p, encoding="utf-8", errors="replace") as f:
                             got[i] = parse_family(f.read(), origin=Origin(p), family=fam, save=save)
                         got[i].warnings[:] = [w for w in got[i].warnings if not w.startswith("left out")]
-                    from .rulesets.xt_save import pair_save
+                    if pair_saves:
+                        from .rulesets.xt_save import pair_save
 
-                    pair_save(got[i], save)  # every rule, not only the xt placeholders, shows its save line
+                        pair_save(got[i], save)  # every rule, not only the xt placeholders, shows its save line
                     paired.append(save)
         out.extend(got)
-    if saves:  # a host with native tables too: iptables-nft's tables take their save lines (xt_save)
-        from .rulesets.xt_save import pair_save
+    if saves and pair_saves:  # a host with native tables too: iptables-nft's tables take their save lines
+        from .rulesets.xt_save import pair_save, restate_placeholders
 
         for rs in out:
             if rs.format in ("nft-text", "nft-json"):
                 save = next((sv for sv in saves if sv not in paired and pair_save(rs, sv)), None)
                 if save is not None:
                     paired.append(save)
+        for _p, got in loaded:
+            if any(rs.format == "nft-json" for rs in got):
+                restate_placeholders(got)
     return [rs for rs in out if not any(rs is sv for sv in paired)]
 
 

@@ -1,8 +1,9 @@
 """`ruletrace trace --raw-match` on a native nftables host (issue 13), against the real kernel.
 
-The raw match is an nft expression there: it goes into the session table's rules, so only the
-packets it selects are traced; a bad one is refused (one line, exit 2) before anything is made.
-Namespaces of our own (prefix rtnp), the firewalld-style layout of test_native_kernel.
+The raw match is an nft expression there: it goes into the session tables' rules (inet, and
+netdev for the host's ingress chain), so only the packets it selects are traced; a bad one is
+refused (one line, exit 2) before anything is made. Namespaces of our own (prefix rtnp), the
+firewalld-style layout of test_native_kernel plus a netdev ingress chain.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def host(tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
     with pair(CLIENT, SERVER, PREFIX + "v"):
         sh("nft -f -", SERVER, stdin=FIREWALLD)  # (its iifname names another veth: the zone's fallback goto applies)
+        # a netdev ingress chain: the session makes a netdev table too, and the raw match goes there as well
+        sh("nft -f -", SERVER, stdin=f'table netdev edge {{\n\tchain in {{\n\t\ttype filter hook ingress device '
+                                      f'"{PREFIX}v" priority -500; policy accept;\n\t}}\n}}\n')
         yield {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
                "RULETRACE_NO_DROP_REASONS": "1", "RULETRACE_STATE_DIR": str(state)}, Path(state)
 
@@ -59,6 +63,7 @@ def test_raw_match_selects_only_its_packets(host):
     ("tcp dport 443; flush ruleset", "would end the rule"),
     ("tcp dport 443 } chain x {", "without its"),
     ("-m mark --mark 0x10", "nft match expression"),
+    ("meta nfproto ipv4 tcp dport 443", "in the session's netdev table"),  # fine in inet, not in netdev
 ])
 def test_bad_raw_match_refused_before_any_change(host, raw, says):
     env, state = host

@@ -404,3 +404,16 @@ def test_live_grouper_reused_trace_id_does_not_hold_back_the_packet_before():
     g.add(ack[1], 0, 0.35)
     out = g.flush(0.7)
     assert [[e.ident for e in p.events] for p, _v, _f in out] == [[(b"ack",), (b"ack",)]] and g.pending() == 0
+
+
+def test_a_pairing_with_the_save_is_no_ruleset_change():
+    from pathlib import Path
+
+    from ruletrace.rulesets.xt_save import pair_save
+
+    mixed = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "mixed"
+    text = (mixed / "ruleset-a.nft").read_text()
+    plain, paired = snap.parse_snapshot(text), snap.parse_snapshot(text)
+    assert pair_save(paired["ipv4"], load_ruleset("save", text=(mixed / "iptables-nft-save.txt").read_text()))
+    assert paired["ipv4"].rule("filter", "INPUT", 1).text.startswith("-A INPUT")
+    assert snap.changes(plain, paired) == []  # (one snapshot paired, the next not: nothing changed)

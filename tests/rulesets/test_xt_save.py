@@ -62,3 +62,26 @@ def test_a_save_that_does_not_describe_the_table_is_not_paired():
     assert sorted(fitting_tables(rs, load_ruleset("save", text=other))) == ["mangle", "nat"]
     six = SAVE.replace("iptables-nft-save", "ip6tables-nft-save")
     assert fitting_tables(rs, load_ruleset("save", text=six)) == []  # an ip6tables save: another family
+
+
+def test_placeholder_warning_goes_once_the_save_resolves_them():
+    alone = load_rulesets([str(D / "ruleset.json")])
+    assert any("xt placeholders" in w for rs in alone for w in rs.warnings)
+    paired = load_rulesets([str(D / "ruleset.json"), str(D / "iptables-nft-save.txt")])
+    assert not any("xt placeholders" in w for rs in paired for w in rs.warnings)
+    ip = next(rs for rs in paired if rs.family == "ipv4")
+    assert ip.rule("filter", "INPUT", 2).text == "-A INPUT -s 10.84.0.1/32 -p tcp -m multiport --dports 22,80 -j ALLOWED"
+
+
+def test_simulate_keeps_walking_nft_text_when_a_save_is_given():
+    """The simulator walks nft's text: `simulate -r listing -r save` is not paired (the kernel's
+    decider for this SYN, from the recorded trace, is the ALLOWED chain's accept)."""
+    import subprocess
+    import sys
+
+    for listing in ("ruleset-a.nft", "ruleset.nft"):
+        p = subprocess.run([sys.executable, "-m", "ruletrace", "simulate", "-r", str(D / listing), "-r",
+                            str(D / "iptables-nft-save.txt"), "--addrs", str(D / "addrs.json"), "--routes",
+                            str(D / "routes.json"), "-p", "tcp", "-s", "10.84.0.1", "-d", "10.84.0.2", "--dport", "22",
+                            "--sport", "48022", "-i", "eth0", "--no-color"], capture_output=True, text=True, timeout=60)
+        assert "DELIVERED by filter:ALLOWED rule 1" in p.stdout, p.stdout + p.stderr

@@ -103,7 +103,7 @@ def _from_host(netns: str | None, assume: tuple[str, ...], local_addrs: tuple[st
         f.sockets = load_sockets(h.sockets, h.label("ss -lntu"), Origin(h.label("ss -lntu")))
     texts = dict(h.rulesets) or {h.label("no rules in any backend"): EMPTY}
     f.sources.extend(h.notes)
-    rs = load_rulesets(list(texts), texts)
+    rs = load_rulesets(list(texts), texts, pair_saves=False)  # the walk reads nft's text of iptables-nft rules
     sources = [{"path": h.label(w), "format": fmt, "role": "host-facts"} for w, fmt in (
         ("ip -j addr", "ip-addr-json"), ("ip -j route show table all", "ip-route-json"),
         ("ip -j rule", "ip-rule-json"), ("/proc/sys", "sysctl"), ("ss -lntu", "ss"))
@@ -285,7 +285,7 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
         if not rulesets:
             raise click.UsageError("give a ruleset (-r FILE), or read a running one with --netns NAME / --live")
         facts = _facts(local_addrs, addrs, routes, ipset, assume, ip_rules, sysctl_file, sockets_file)
-        all_rs = load_rulesets(list(rulesets))
+        all_rs = load_rulesets(list(rulesets), pair_saves=False)  # the walk reads nft's text of iptables-nft rules
         host_sources = _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file, sockets_file)
     facts.sources.extend(split_backends(all_rs)[2])  # which listing was walked as which backend
     if compare_path:

@@ -6,7 +6,8 @@ Writes into the output folder: ``nft-monitor.txt`` (``nft monitor trace``),
 ruleset after the run in every form (``ruleset.nft`` = ``nft list ruleset``, ``ruleset-a.nft`` =
 ``nft -a list ruleset``, ``ruleset.json`` = ``nft -j list ruleset``, and ``iptables-nft-save.txt``
 when the scenario loads iptables-nft rules too); the traced host's addresses and routes (``addrs.json`` = ``ip -j addr``, ``routes.json`` = ``ip -j -4 route`` and ``ip -j -6 route`` in one list); and
-what each flow's sender saw plus whether the receiver accepted it (``outcome.json``).
+what each flow's sender saw plus whether the receiver accepted it, and any monitor that exited
+early with its message (``outcome.json``).
 Everything happens in the run's namespaces (``Lab``); they are gone when ``record`` returns.
 """
 
@@ -48,7 +49,7 @@ def record(sc: NftScenario, out: Path, *, prefix: str | None = None,
         if session is None:
             run(["nft", "-f", "-"], ns=target.ns, input=sc.trace)
         with session(target) if session is not None else contextlib.nullcontext():
-            flows = _run_flows(sc, lab, hosts, out)
+            flows, missing = _run_flows(sc, lab, hosts, out)
         for argv, name in LISTINGS:
             (out / name).write_text(run(argv, ns=target.ns).stdout)
         if sc.iptables is not None:
@@ -56,13 +57,16 @@ def record(sc: NftScenario, out: Path, *, prefix: str | None = None,
         (out / "addrs.json").write_text(run(["ip", "-j", "addr"], ns=target.ns).stdout)
         routes = [r for v in ("-4", "-6") for r in json.loads(run(["ip", "-j", v, "route"], ns=target.ns).stdout)]
         (out / "routes.json").write_text(json.dumps(routes) + "\n")
-    outcome = {"scenario": sc.name, "flows": flows}
+    outcome = {"scenario": sc.name, "flows": flows, "missing": missing}
     (out / "outcome.json").write_text(json.dumps(outcome, indent=1) + "\n")
     return outcome
 
 
-def _run_flows(sc: NftScenario, lab: Lab, hosts: dict[str, Host], out: Path) -> list[dict[str, Any]]:
-    """Listeners and monitors up, the flows sent one at a time, the monitors stopped; what each flow saw."""
+def _run_flows(sc: NftScenario, lab: Lab, hosts: dict[str, Host],
+               out: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Listeners and monitors up, the flows sent one at a time, the monitors stopped; what each flow
+    saw, and each monitor that exited early with its message (xtables-monitor on a native rule it
+    cannot translate)."""
     target = hosts["traced"]
     logs = {}
     for role, (tcp, udp) in sc.listen.items():
@@ -73,8 +77,8 @@ def _run_flows(sc: NftScenario, lab: Lab, hosts: dict[str, Host], out: Path) -> 
         lab.spawn(hosts[role], argv)
     mons = []
     for argv, name in MONITORS:
-        f = open(out / name, "w")
-        mons.append((lab.spawn(target, ["stdbuf", "-oL", *argv], stdout=f), f))
+        f, err = open(out / name, "w"), open(lab.state / f"{name}.err", "w")
+        mons.append((lab.spawn(target, ["stdbuf", "-oL", *argv], stdout=f, stderr=err), f, err, name))
     time.sleep(0.6)
     flows = []
     for fl in sc.flows:
@@ -88,11 +92,17 @@ def _run_flows(sc: NftScenario, lab: Lab, hosts: dict[str, Host], out: Path) -> 
                       "sport": fl.sport, "via": fl.via, "result": res["result"]})
         time.sleep(0.1)
     time.sleep(0.4)
-    for p, f in mons:
+    missing = {}
+    for p, f, err, name in mons:
+        early = p.poll()
         lab.stop(p)
         f.close()
+        err.close()
+        if early is not None:
+            msg = " ".join((lab.state / f"{name}.err").read_text(errors="replace").split())[:300]
+            missing[name] = f"exited early (status {early}): {msg}"
     seen = [json.loads(x) for log in logs.values() if log.exists() for x in log.read_text().splitlines()]
     for flow in flows:
         flow["arrived"] = any(a.get("ev") in ("accept", "recv") and a.get("peer_port") == flow["sport"]
                               for a in seen) if flow["sport"] else False
-    return flows
+    return flows, missing

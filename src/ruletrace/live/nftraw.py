@@ -45,18 +45,18 @@ def is_iptables_syntax(raw: str) -> bool:
     return words[0].startswith("-") or (words[0] == "!" and len(words) > 1 and words[1].startswith("-"))
 
 
-def check_raw(spec: TraceSpec, *, native: bool, both: bool, warn: Callable[[str], None]) -> None:
-    """Before any change: the raw match is in the session's syntax (``check_syntax``) and, on a
-    native host, nft accepts the table script that holds it (``check_script``)."""
+def check_raw(spec: TraceSpec, *, native: bool, both: bool, script: str = "",
+              warn: Callable[[str], None] | None = None) -> None:
+    """Before any change: the raw match is in the session's syntax (``check_syntax``) and, given
+    the session's ``nft -f`` script on a native host (every table it will make: inet, netdev,
+    bridge), nft accepts that script (``check_script``; a note that it could not ask goes to ``warn``)."""
     raw = spec.raw_text.strip()
     if not raw:
         return
     check_syntax(raw, native=native, both=both)
-    if native:
-        from .nftnative import table_script
-
-        note = check_script(table_script(spec, "0" * 32), raw)
-        if note:
+    if native and script:
+        note = check_script(script, raw)
+        if note and warn is not None:
             warn(note)
 
 
@@ -134,4 +134,8 @@ def check_script(script: str, raw: str) -> str | None:
     c2 = int(m[3]) if m[3] else c1
     near = lines[n - 1][c1 - 1:c2] if 0 < n <= len(lines) else ""
     where = f" (at {near!r})" if near.strip() else ""
+    family = next((w[1] for w in (x.split() for x in reversed(lines[:n])) if len(w) > 1 and w[0] == "table"), "")
+    if family and family != "inet":  # the raw match goes into every table the session makes
+        where += (f" in the session's {family} table (this host's {family} chains are traced too: the raw "
+                  "match must suit the inet, netdev and bridge families, e.g. 'meta protocol ip', not 'meta nfproto')")
     raise RuletraceError(f"--raw-match {raw!r}: nft refuses it: {m[4].strip()}{where}")

@@ -142,7 +142,8 @@ def _chain_keys(rulesets: dict[str, Ruleset]) -> dict[tuple[str, str, str], list
         for t, chains in rs.tables.items():
             for name, c in chains.items():
                 head = f"{c.type} {c.hook} {c.priority} {c.policy}" if c.hook else ""
-                out[(fam, t, name)] = [head] + [f"{nft_rule_key(r.text)} #{r.handle}" for r in c.rules]
+                # (nft's text even where a save line was paired in: a pairing that fails once is no change)
+                out[(fam, t, name)] = [head] + [f"{nft_rule_key(r.listed or r.text)} #{r.handle}" for r in c.rules]
         for key, body in sorted(rs.sets.items()):
             out[(fam, key[0], "@" + key[1])] = [str(body)]
     return out

@@ -140,13 +140,15 @@ class Tracer(Receiving):
         self.native = rep.native or self.both
         from .nftraw import check_raw
 
-        check_raw(self.spec, native=self.native, both=self.both, warn=self.warn)  # before any change
+        check_raw(self.spec, native=self.native, both=self.both)  # the syntax, before anything is read
+        script = ""
         if self.native:
             from . import nftnative as nn
             from .nfthooks import discover
 
             self._hooks = discover()  # netdev ingress / bridge chains: traced by tables of our own too
             script = nn.table_script(self.spec, self.sid, self._hooks)  # a filter nft cannot take fails first
+        check_raw(self.spec, native=self.native, both=self.both, script=script, warn=self.warn)  # nft --check
         # both: the nf_tables table's rule is the one switch (modes._count_native), legacy gets counters only
         rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid, counters_only=self.both)
         self.netns.setdefault("id", ns_id())

@@ -68,3 +68,18 @@ def pair_save(listed: Ruleset, save: Ruleset) -> list[str]:
             for rule in chain.rules:
                 take_save_line(rule, save)
     return tables
+
+
+def restate_placeholders(rulesets: list[Ruleset]) -> None:
+    """After pairing the families of one ``nft -j`` listing: its warning about ``xt`` placeholders
+    (``nft_json.parse`` puts it on the first family) counts the ones no save line replaced."""
+    if not any(r.listed for rs in rulesets for t in rs.tables.values() for c in t.values() for r in c.rules):
+        return  # nothing was paired
+    left = sum(1 for rs in rulesets for t in rs.tables.values() for c in t.values() for r in c.rules
+               if "xt match " in r.text or "xt target " in r.text)
+    for rs in rulesets:
+        if any("xt placeholders" in w for w in rs.warnings):
+            rs.warnings[:] = [w for w in rs.warnings if "xt placeholders" not in w]
+            if left:
+                rs.warnings.append(f"{left} rule(s) hold iptables-nft xt placeholders that the iptables-nft-save "
+                                   "given does not resolve (their matches are not in the JSON)")

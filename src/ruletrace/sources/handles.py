@@ -74,18 +74,19 @@ def opens_base(dumped: set[str], tid: str) -> bool:
 
 
 def monitor_event(table: str, chain: str, kind: StepKind, fields: dict[str, str], *, tid: str,
-                  dumped: set[str], **kw: Any) -> MonitorEvent:
+                  dumped: set[str], ident: tuple[str, ...] | None = None, **kw: Any) -> MonitorEvent:
     """A step of a monitor's trace (``nft monitor trace``, ``xtables-monitor --trace``): ``fields``
-    those of the packet's latest dump, ``tid`` its trace id; ``kw`` the rest of the event
-    (family, handle, verdict, origin, source, raw, text)."""
-    return MonitorEvent(table, chain, kind, None, ident=packet_ident(fields), packet_id=tid, fields=fields,
-                        base=opens_base(dumped, tid), **kw)
+    those of the packet's latest dump, ``tid`` its trace id; ``ident`` the packet's identity when
+    not that of ``fields``; ``kw`` the rest of the event (family, handle, verdict, origin, source,
+    raw, text)."""
+    return MonitorEvent(table, chain, kind, None, ident=packet_ident(fields) if ident is None else ident,
+                        packet_id=tid, fields=fields, base=opens_base(dumped, tid), **kw)
 
 
 class MonitorState:
     """What a monitor's reader keeps from line to line (``nft monitor trace``, ``xtables-monitor --trace``)."""
 
-    __slots__ = ("dumped", "keep_trace_rule", "name", "packets", "stats", "tally")
+    __slots__ = ("aliases", "dumped", "keep_trace_rule", "last_dump", "name", "packets", "stats", "tally")
 
     def __init__(self, name: str, stats: Any, keep_trace_rule: bool) -> None:
         self.name = name
@@ -94,6 +95,10 @@ class MonitorState:
         self.tally = Tally(stats)
         self.packets: dict[str, dict[str, str]] = {}  # trace id -> fields of its latest packet dump
         self.dumped: set[str] = set()  # trace ids whose packet dump opened a base chain not yet seen
+        # a reader's own: trace id -> (trace id, identity) of the packet it goes on (xtables_monitor),
+        # and (family, trace id, fields) of the latest dump
+        self.aliases: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+        self.last_dump: tuple[str, str, dict[str, str]] | None = None
 
 
 def read_monitor(stream: BinaryIO, *, name: str, stats: Any, keep_trace_rule: bool,
