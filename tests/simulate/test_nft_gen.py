@@ -276,3 +276,12 @@ def test_each_verdict_then_the_rules_after_it(verdict: str, how: str, where: str
     rss = parse(text, origin=Origin("t"))
     res = same(rss, Probe(proto=6, src="10.0.0.9", dst="10.0.0.1", dport=80, iif="eth0"), _facts)
     assert res[0] and generated(rss)
+
+
+def test_a_loop_is_reported_as_the_reference_reports_it() -> None:
+    # the generated walk's jumps are Python calls: a loop ends in RecursionError, and the engine runs
+    # the reference walk again, which names the loop
+    rss = parse("table ip t {\n chain in { type filter hook input priority 0; policy drop; jump a; }\n"
+                " chain a { jump b; }\n chain b { tcp dport 22 jump a; }\n}\n", origin=Origin("t"))
+    res = same(rss, Probe(proto=6, src="10.0.0.9", dst="10.0.0.1", dport=22, iif="eth0"), _facts)
+    assert res[0] == "error" and "loops" in res[1]

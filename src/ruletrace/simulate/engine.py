@@ -34,6 +34,8 @@ CT_STATUS = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSUR
 # options), UDP 8, ICMP / ICMPv6 echo 64
 DEFAULT_PAYLOAD = {6: 32, 17: 8, 1: 64, 58: 64}
 _ACCEPTED_BY: dict[str, str] = {}  # verdict reason -> "last accepted by <reason>" (one string per rule)
+_NOTES: dict[Any, str] = {}  # the words of the packet's own assumptions, made once (few distinct ones)
+_FLAGS_NOTE = {f: f"TCP flags not given: assumed {flags_text(f)}" for f in (0x02, 0x10)}
 
 
 @dataclass(slots=True)
@@ -73,6 +75,12 @@ class SimResult:
     def final(self) -> dict[str, str]:
         """The packet as it leaves (kernel-log field names)."""
         return snapshot_fields(self.final_snapshot) if self.final_snapshot else {}
+
+
+def _note(key: Any, text: str) -> str:
+    if len(_NOTES) < 1 << 12:
+        _NOTES[key] = text
+    return text
 
 
 def simulate(ruleset: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts | None = None, *,
@@ -172,7 +180,9 @@ class _Run(WalkState):
         c.orig_src = (v, p.src)
         note = c.assumptions.__setitem__  # Ctx.note without its frame: note(text, None)
         if pr.path is None:
-            note(f"path {path}: {self._path_reason}", None)
+            text = _NOTES.get((path, self._path_reason)) or _note((path, self._path_reason),
+                                                                  f"path {path}: {self._path_reason}")
+            note(text, None)
         p.itype = p.icode = None
         if proto in PORT_PROTOS:
             sport, dport = pr.sport, pr.dport
@@ -189,7 +199,7 @@ class _Run(WalkState):
             flags = pr.tcp_flags
             if flags is None:
                 flags = 0x02 if ctstate == "NEW" else 0x10
-                note(f"TCP flags not given: assumed {flags_text(flags)}", None)
+                note(_FLAGS_NOTE[flags], None)
             p.tcpflags = flags
         else:
             p.tcpflags = None
@@ -201,7 +211,7 @@ class _Run(WalkState):
                     p.itype, p.icode = pr.icmp_type, pr.icmp_code or 0
         if pr.length is None:
             p.length = (20 if v == 4 else 40) + DEFAULT_PAYLOAD.get(proto, 0) + (8 if p.tcpflags == 0x02 else 0)
-            note(f"packet length not given: assumed LEN={p.length}", None)
+            note(_NOTES.get(p.length) or _note(p.length, f"packet length not given: assumed LEN={p.length}"), None)
         else:
             p.length = pr.length
         p.ttl = pr.ttl if pr.ttl is not None else 64

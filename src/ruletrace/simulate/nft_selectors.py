@@ -137,13 +137,18 @@ def _hash(toks: list[str], i: int, w: RuleAt) -> tuple[int, Any, str] | None:
     key, word = w.key, toks[i]
     where = (w.table, w.chain, w.num)
 
+    notes: dict[tuple[int, str], str] = {}  # the branch's words per (value, how): one string each
+
     def get(p: Any, c: Any) -> int:
         vals = c.facts.values
         v = vals.get(key, vals.get(word)) if vals else None
         how = "--assume" if v is not None else "assumed"
         v = offset + ((v - offset) % mod if v is not None and v >= offset else 0)
-        c.branches.append(Branch(*where, expr, True, f"value {v} {how} (the kernel picks one of "
-                                 f"{offset}..{offset + mod - 1}); --assume {key}=N to take another"))
+        note = notes.get((v, how))
+        if note is None:
+            note = notes[(v, how)] = (f"value {v} {how} (the kernel picks one of {offset}..{offset + mod - 1}); "
+                                      f"--assume {key}=N to take another")
+        c.branches.append(Branch(*where, expr, True, note))
         return v
 
     return j, get, "int"

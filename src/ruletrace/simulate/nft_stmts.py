@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .hostfacts import to_int
+from .nft_code import code_fn, embed
 from .nft_selectors import selector
 from .nft_sets import NSet, Where, unknown_item
 from .semantics import NAT, QUEUE, REJECT
@@ -20,8 +21,7 @@ from .targets import masquerade, parse_nat_range, set_dst, set_src
 Result = tuple[int, Any, Any, bool]
 _LOG_OPTS = frozenset({"prefix", "level", "group", "snaplen", "queue-threshold"})
 _NAT_FLAGS = frozenset({"persistent", "random", "fully-random"})
-_OPS = {"|": lambda a, b: a | b, "or": lambda a, b: a | b, "&": lambda a, b: a & b, "and": lambda a, b: a & b,
-        "^": lambda a, b: a ^ b, "xor": lambda a, b: a ^ b, "<<": lambda a, b: a << b, ">>": lambda a, b: a >> b}
+_OPS = {"|": "|", "or": "|", "&": "&", "and": "&", "^": "^", "xor": "^", "<<": "<<", ">>": ">>"}  # as Python operators
 
 
 def statement(toks: list[str], i: int, w: Where) -> Result | None:
@@ -149,11 +149,13 @@ def value_expr(toks: list[str], i: int, w: Where) -> tuple[int, Callable[[Any, A
             const = int(toks[i], 0)
         except ValueError:
             raise w.error(f"cannot read value {toks[i]!r}") from None
-        get = (lambda p, c, k=const: k)
+        get = code_fn("{0}", (const,))
         i += 1
     while i + 1 < n and toks[i] in _OPS:
         op, arg = _OPS[toks[i]], int(toks[i + 1].strip("()"), 0)
-        get = (lambda p, c, g=get, f=op, a=arg: None if (v := g(p, c)) is None else f(v, a) & 0xFFFFFFFF)
+        k: list[Any] = []
+        get = code_fn(f"None if (v := {embed(get, k)}) is None else (v {op} {{{len(k)}}}) & 0xFFFFFFFF",
+                      (*k, arg))
         i += 2
     if i < n and toks[i] == "map":
         m, i = NSet.inline_or_named(toks, i + 1, w, "int", "int")
@@ -217,9 +219,10 @@ def _nat(toks: list[str], i: int, w: Where) -> Result:
     where = w.key
     if kind == "masquerade":
         port = _port_of(text)
+        what = f"{where}: masquerade"
 
         def masq(p: Any, c: Any) -> bool:
-            masquerade(p, c, f"{where}: masquerade", port)
+            masquerade(p, c, what, port)
             p.snap = None
             return True
         return j, masq, (NAT, None, "accept"), False
