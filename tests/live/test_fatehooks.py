@@ -43,3 +43,16 @@ def test_no_conntrack_lookup_for_a_packet_explained_long_after_it_passed(monkeyp
     assert any("explained 5.0 s after it" in n for n in late.notes)
     fate.stop()
     assert any("1 packet(s) explained over 1 s after they passed" in w for w in warned)
+
+
+def test_sysctls_are_read_at_most_once_a_second(monkeypatch):
+    from ruletrace.live import routing
+
+    reads: list[str] = []
+    clock = [100.0]
+    monkeypatch.setattr(routing, "_sysctls", {})
+    monkeypatch.setattr(routing, "_sysctl_uncached", lambda name: reads.append(name) or "1")
+    monkeypatch.setattr(routing.time, "monotonic", lambda: clock[0])
+    assert [routing.sysctl("net.ipv4.ip_forward") for _ in range(3)] == ["1"] * 3
+    clock[0] += routing.MEMO_SECONDS
+    assert routing.sysctl("net.ipv4.ip_forward") == "1" and reads == ["net.ipv4.ip_forward"] * 2
