@@ -117,6 +117,8 @@ def meaning(name: str, *, proto: str | None = None, port: int | str | None = Non
                 "names no reason for these)")
     elif name == "NO_SOCKET" and (proto or "").lower() == "tcp":
         text += "; the kernel answered with a TCP RST"
+    elif name == "NO_SOCKET" and (proto or "").lower() == "udp":
+        text += "; the kernel answered with ICMP port unreachable"
     elif name == "IP_RPFILTER" and iface:
         vals = [f"{k}={sysctls[k]}" for k in (f"net.ipv4.conf.{iface}.rp_filter", "net.ipv4.conf.all.rp_filter")
                 if k in sysctls]

@@ -108,7 +108,7 @@ def test_json_escapes_bidi_and_c1_controls(tmp_path, capsys, monkeypatch, encode
     for esc in ("\\u001b]0;owned\\u0007", "\\u202e", "\\u009b31m", "\\u2066x\\u2069"):
         assert esc in out
     doc = json.loads(out)  # still JSON, and it decodes to the text of the ruleset
-    rule = doc["packets"][0]["steps"][12]["rule"]
+    rule = doc["tables"]["rules"][doc["packets"][0]["steps"][12]["rule"]]
     assert f"ingress{EVIL}\u2066x\u2069" in rule
 
 

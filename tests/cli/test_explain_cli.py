@@ -26,13 +26,14 @@ def test_json_has_both_packets_with_fates_and_the_cause(capsys):
     code, out, _err = run(capsys, "explain", "-r", RULES, LOG, "--json")
     assert code == ExitStatus.OK
     doc = json.loads(out)
-    assert doc["schema"] == 1
+    assert doc["schema"] == 2
     pk = {p["dport"]: p for p in doc["packets"]}
     assert set(pk) == {52000, 80}
     drop, ok = pk[52000], pk[80]
     assert drop["fate"] == "dropped" and ok["fate"] == "delivered"
     assert drop["verdict"]["chain"] == "KUBE-FIREWALL" and drop["verdict"]["num"] == 1
-    assert drop["verdict"]["rule"].endswith("--mark 0x8000/0x8000 -j DROP")
+    rules = doc["tables"]["rules"]
+    assert rules[drop["verdict"]["rule"]].endswith("--mark 0x8000/0x8000 -j DROP")
     assert [c["role"] for c in drop["cause"]][:2] == ["decided", "mark set"]
     assert any(c["chain"] == "KUBE-NODEPORTS" and c["num"] == 16 for c in drop["cause"])
     assert drop["marks"][0]["new"] == "0x8000"
@@ -40,7 +41,7 @@ def test_json_has_both_packets_with_fates_and_the_cause(capsys):
     assert len(drop["steps"]) == 25 and len(ok["steps"]) == 20
     step = drop["steps"][12]
     assert (step["table"], step["chain"], step["kind"], step["num"]) == ("nat", "KUBE-NODEPORTS", "rule", 16)
-    assert "ingress-nginx:http" in step["rule"]
+    assert "ingress-nginx:http" in rules[step["rule"]]
     # the 52000 log was taken before a TRACE rule was added for port 80: the raw policy number misfits
     assert "chain has 3 rules" in drop["steps"][0]["warning"]
     assert doc["summary"]
@@ -152,14 +153,20 @@ def test_a_reader_that_goes_away_is_not_an_error(extra):
 
 def test_jsonl_is_the_documents_packets_one_a_line(capsys):
     code, out, _ = run(capsys, "explain", "-r", RULES, LOG, "--json")
-    packets = json.loads(out)["packets"]
+    doc = json.loads(out)
     code, out, err = run(capsys, "explain", "-r", RULES, LOG, "--jsonl")
     assert code == ExitStatus.OK
-    lines = out.splitlines()
-    assert len(lines) == 2 and [json.loads(line) for line in lines] == packets
+    lines = [json.loads(line) for line in out.splitlines()]
+    # the packets, each after a table line with the rule texts and owners it is the first to use
+    assert [x for x in lines if "tables" not in x] == doc["packets"]
+    tables = [x["tables"] for x in lines if "tables" in x]
+    assert [list(x) for x in lines] == [["tables"], list(doc["packets"][0])] * 2
+    for key in ("rules", "owners"):
+        merged = {k: v for t in tables for k, v in t[key].items()}
+        assert merged == doc["tables"][key] and sum(len(t[key]) for t in tables) == len(merged)  # each once
     assert "older or newer" in err  # run warnings go to stderr: the lines are packets only
     code, out, _ = run(capsys, "explain", "-r", RULES, LOG, "--jsonl", "--fate", "dropped")
-    assert [json.loads(line)["dport"] for line in out.splitlines()] == [52000]
+    assert [json.loads(line)["dport"] for line in out.splitlines() if '"steps"' in line] == [52000]
 
 
 @pytest.mark.parametrize("other", ["--json", "--summary"])

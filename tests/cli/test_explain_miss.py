@@ -159,6 +159,6 @@ def test_json_validates_against_the_published_schema(tmp_path, capsys):
     from ruletrace.render.json import from_json, to_json
 
     for p in doc["packets"]:  # read back to the model (report --from-json, diff) and written again alike
-        assert to_json(from_json(p))["explain_miss"] == p["explain_miss"]
+        assert to_json(from_json(p, doc["tables"]))["explain_miss"] == p["explain_miss"]
     code, out, _ = run(capsys, "explain", "-r", str(ex / "ruleset6.rules"), str(ex / "kernel.log"), "--json")
     assert all("explain_miss" not in p for p in json.loads(out)["packets"])  # additive: only with the option

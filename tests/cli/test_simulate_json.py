@@ -46,7 +46,7 @@ def test_probe_document_passes_the_schema(tmp_path, capsys, rules):
     _, doc = simulate(capsys, rules, *PROBE, "--dport", "52000", "-i", "eth0", "--addrs", str(addrs),
                       "--explain-miss", "nat:KUBE-NODEPORTS")
     validate(doc)
-    assert (doc["schema"], doc["tool"]) == (1, "ruletrace") and doc["version"]
+    assert (doc["schema"], doc["tool"]) == (2, "ruletrace") and doc["version"]
     assert "command" not in doc
     (pk,) = doc["packets"]
     assert pk["fate"] == "dropped" and pk["simulation"]["fate"] == "dropped"

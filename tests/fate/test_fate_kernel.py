@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ruletrace.render.json import expand
 from tests.helpers import BackgroundTrace
 
 pytestmark = pytest.mark.kernel
@@ -226,7 +227,8 @@ def test_route_after_dnat_is_the_kernels(fl, name):
     assert rc == 0, err
     (pkt,) = pkts
     assert any(c["what"] == "DST" and c["new"].startswith(sf_routed()) for c in pkt["nat"]), pkt["nat"]
-    out_at = {s["chain"]: s["fields"].get("OUT") for s in pkt["steps"] if s["fields"].get("OUT")}
+    whole = expand(pkt)["steps"]  # each step with all its fields (schema 2 writes what changed)
+    out_at = {s["chain"]: s["fields"].get("OUT") for s in whole if s["fields"].get("OUT")}
     routes = {r["point"]: r for r in pkt["routing"]}
     if name == "dnat-forward":
         assert set(routes) == {"input"}, routes

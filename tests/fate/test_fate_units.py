@@ -24,7 +24,7 @@ def test_reason_names_come_from_the_format_file():
 
 def test_meaning_names_the_fact():
     assert kf.sentence("NO_SOCKET", "__udp4_lib_rcv", proto="UDP", port=9998) == \
-        "no socket listens on udp/9998: NO_SOCKET in __udp4_lib_rcv"
+        "no socket listens on udp/9998; the kernel answered with ICMP port unreachable: NO_SOCKET in __udp4_lib_rcv"
     assert kf.sentence("IP_INADDRERRORS", "ip_error", sysctls={"net.ipv4.ip_forward": "0"}) == \
         "forwarding is disabled on this host (net.ipv4.ip_forward=0): IP_INADDRERRORS in ip_error"
     # forwarding on: the generic words, not a claim about ip_forward

@@ -54,3 +54,13 @@ def test_a_failed_listing_beside_a_good_one_is_said(monkeypatch):
     h = hr.read_host(None)
     assert "this host: iptables-nft-save" in h.rulesets
     assert "not read: ip6tables-nft-save: exit 1" in h.notes
+
+
+def test_listening_sockets_are_read_or_said_unread(monkeypatch):
+    ss = "Netid State Recv-Q Send-Q Local Address:Port Peer Address:Port\ntcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n"
+    monkeypatch.setattr(hr, "_run", canned({"nft": (NFT_IP_ONLY, ""), "iptables-nft-save": (V4, ""), "ss": (ss, "")}))
+    assert hr.read_host(None).sockets == ss
+    monkeypatch.setattr(hr, "_run", canned({"nft": (NFT_IP_ONLY, ""), "iptables-nft-save": (V4, "")}))
+    h = hr.read_host(None)
+    assert h.sockets is None
+    assert "listening sockets not read (ss not found): whether a socket takes a packet is not checked" in h.notes

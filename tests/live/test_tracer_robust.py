@@ -259,7 +259,7 @@ def test_legacy_churn_each_packet_against_its_version(lab):
     assert len(pkts) == 10, err
     for i, p in enumerate(pkts):
         assert (p["verdict"]["chain"], p["verdict"]["num"]) == ("INPUT", 2 if i % 2 == 0 else 1), (i, p["notes"])
-        assert "-p icmp" in (p["steps"][-1]["rule"] or ""), (i, p["steps"][-1], p["notes"], p["warnings"])
+        assert "-p icmp" in p["tables"]["rules"].get(p["steps"][-1].get("rule"), ""), (i, p["steps"][-1], p["notes"])
 
 
 @pytest.mark.parametrize("backend", ["legacy", "nft"])

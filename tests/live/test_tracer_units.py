@@ -285,6 +285,16 @@ def test_loss_summary():
     assert acc.lost_packets(st) is None and "could not be read" in acc.summary(st, 0, 50)
 
 
+def test_both_backends_summary_says_each_backends_count_only_when_they_differ():
+    st = acc.new_stats()
+    st.update(traced=4, arrived=4, events=40)
+    assert "per backend" not in acc.summary(st, 4, 50)
+    st["seen_by"] = {"nf_tables": 5, "legacy xtables": 4}
+    line = acc.summary(st, 4, 50)
+    assert "the kernel traced 4 packet(s): 4 arrived, 0 lost entirely" in line
+    assert "the filter's packets seen per backend: nf_tables 5, legacy xtables 4" in line
+
+
 def test_missing_rules_after_a_raw_restore():
     spec = ss.TraceSpec(proto="icmp", direction="in", families=("ipv4",))
     rules = ss.plan_rules(spec, SID)

@@ -28,7 +28,7 @@ _FAM = {"ip": "ipv4", "ip6": "ipv6"}
 _LINE = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (rule|policy) (.*)$")
 
 
-def _positions(d: Path) -> dict[tuple, int]:
+def positions(d: Path) -> dict[tuple, int]:
     """(family, table, chain, handle) -> 1-based position; (family, table, chain, 0) -> rules + 1."""
     count: dict[tuple, int] = defaultdict(int)
     pos = {}
@@ -64,7 +64,7 @@ def kernel_steps(d: Path) -> list[tuple[str, list[tuple]]]:
     at an IP-family hook, right after a packet whose last step was a bridge-family one, goes on
     with that packet (the flows are sent one at a time). A rule of a table iptables-nft made is
     its iptables-nft-save line at the same position (iptables-nft keeps them in order)."""
-    pos = _positions(d)
+    pos = positions(d)
     saved = save_lines(d)
     out: list[tuple[str, list[tuple]]] = []
     cur: dict[str, list[tuple]] = {}
@@ -83,14 +83,14 @@ def kernel_steps(d: Path) -> list[tuple[str, list[tuple]]]:
             num = pos[(fam, table, chain, int(h.split()[0]))]
             if fam == "ip" and (table, chain) in saved:
                 text = saved[(table, chain)][num - 1]
-            cur[tid].append((_FAM.get(fam, fam), table, chain, "rule", num, _set_order(nft_rule_key(text))))
+            cur[tid].append((_FAM.get(fam, fam), table, chain, "rule", num, set_order(nft_rule_key(text))))
         else:
             cur[tid].append((_FAM.get(fam, fam), table, chain, "policy", pos[(fam, table, chain, 0)],
                              rest.split()[0].upper()))
     return out
 
 
-def _set_order(text: str) -> str:
+def set_order(text: str) -> str:
     """An anonymous set's elements sorted: `nft monitor` and `nft list` print them in different orders."""
     return re.sub(r"\{ ([^{}]*) \}", lambda m: "{ " + ", ".join(sorted(m[1].split(", "))) + " }", text)
 
@@ -100,7 +100,7 @@ def _explained_steps(e) -> list[tuple]:
     for s in e.steps:
         if s.kind is StepKind.RETURN:  # implied by the reader: the kernel prints no event for them
             continue
-        what = _set_order(nft_rule_key(s.rule.text)) if s.kind is StepKind.RULE and s.rule is not None else s.policy
+        what = set_order(nft_rule_key(s.rule.text)) if s.kind is StepKind.RULE and s.rule is not None else s.policy
         got.append((s.event.family, s.table, s.chain, str(s.kind), s.num, what))
     return got
 

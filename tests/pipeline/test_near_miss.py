@@ -144,7 +144,7 @@ def test_shown_in_the_tree_and_json(tmp_path):
     doc = json.loads(subprocess.run([*base, "--json"], capture_output=True, text=True, check=True).stdout)
     link = next(c for c in doc["packets"][0]["cause"] if c["role"] == "near miss")
     assert (link["chain"], link["num"], link["step"]) == ("INPUT", 5, None)
-    assert link["rule"] == "-A INPUT -s fd00:97::/64 -p tcp -m tcp --dport 8443 -j ACCEPT"
+    assert doc["tables"]["rules"][link["rule"]] == "-A INPUT -s fd00:97::/64 -p tcp -m tcp --dport 8443 -j ACCEPT"
 
 
 # --- native nft: the zones capture (firewalld-style layout recorded by the lab)

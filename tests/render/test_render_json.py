@@ -18,61 +18,68 @@ from ruletrace.render.json import SCHEMA_VERSION, document, dumps, to_json, writ
 SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "json-schema.json"
 
 PACKET_KEYS = [
-    "id", "proto", "src", "dst", "sport", "dport", "family", "in", "out", "steps", "fate",
-    "verdict", "last_seen", "nat", "marks", "cause", "warnings", "notes", "owner", "owners",
+    "id", "proto", "src", "dst", "sport", "dport", "family", "in", "out", "fields", "steps", "fate",
+    "verdict", "last_seen", "nat", "marks", "cause", "warnings", "notes", "owner", "owners", "tables",
 ]  # fmt: skip
-STEP_KEYS = [
-    "table", "chain", "kind", "num", "rule", "policy", "returned_to", "depth", "action",
-    "warning", "note", "fields", "origin", "ts",
-]  # fmt: skip
+STEP_KEYS = ["table", "chain", "kind", "num", "depth", "action"]  # always there, then the ones that apply
+STEP_OPTIONAL = ["rule", "policy", "returned_to", "warning", "note", "fields"]
+
+
+def _rules(j: dict) -> dict[str, str]:
+    return j["tables"]["rules"]
 
 
 def test_packet_header_values() -> None:
     j = to_json(seed003_drop())
     assert list(j) == PACKET_KEYS
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
     assert (j["id"], j["proto"], j["src"], j["dst"]) == (1, "TCP", "172.28.129.2", "172.28.129.4")
     assert (j["sport"], j["dport"]) == (55694, 52000)  # ints, as first seen
     assert (j["family"], j["in"], j["out"]) == ("ipv4", "eth0", None)  # "OUT=" (empty) is null
+    assert j["fields"] == SYN_52000  # the packet's fields once, as first seen
     assert j["fate"] == "dropped"
     assert j["last_seen"] is None
     assert j["warnings"] == [] and j["notes"] == [] and j["nat"] == []
 
 
 def test_steps() -> None:
-    steps = to_json(seed003_drop())["steps"]
+    j = to_json(seed003_drop())
+    steps = j["steps"]
     assert len(steps) == 25
-    assert all(list(s) == STEP_KEYS for s in steps)
-    assert steps[0] == {
-        "table": "raw",
-        "chain": "PREROUTING",
-        "kind": "policy",
-        "num": 3,
-        "rule": None,
-        "policy": "ACCEPT",
-        "returned_to": None,
-        "depth": 0,
-        "action": "accept",
-        "warning": None,
-        "note": None,
-        "fields": SYN_52000,
-        "origin": "messages:1",
-        "ts": 1704115396.0,
-    }
+    for s in steps:
+        keys = list(s)
+        assert keys[:6] == STEP_KEYS and keys[-2:] == ["origin", "ts"]
+        assert keys[6:-2] == [k for k in STEP_OPTIONAL if k in s]  # in this order, each only when it applies
+    # the first step: no rule, no changed fields (they are the packet's)
+    assert steps[0] == {"table": "raw", "chain": "PREROUTING", "kind": "policy", "num": 3, "depth": 0,
+                        "action": "accept", "policy": "ACCEPT", "origin": "messages:1", "ts": 1704115396.0}
     s13 = steps[12]
     assert (s13["table"], s13["chain"], s13["kind"], s13["num"], s13["depth"]) == ("nat", "KUBE-NODEPORTS", "rule", 16, 2)
-    assert s13["rule"] == (
+    assert _rules(j)[s13["rule"]] == (
         '-A KUBE-NODEPORTS -p tcp -m comment --comment "ootob9/ingress-nginx:http" -m tcp --dport 52000'
         " -j KUBE-XLB-VETHOZVMBYUVK3NB"
     )
-    assert s13["policy"] is None and s13["returned_to"] is None
+    assert s13["rule"] == rjson.rule_id(_rules(j)[s13["rule"]]) and len(s13["rule"]) == 16
+    assert "policy" not in s13 and "returned_to" not in s13
     ret = steps[15]
     assert (ret["kind"], ret["num"], ret["returned_to"], ret["depth"]) == ("return", 2, "KUBE-XLB-VETHOZVMBYUVK3NB", 4)
-    assert ret["rule"] is None
-    # fields as seen at each step: the mark shows up only after KUBE-MARK-DROP set it
-    assert "MARK" not in steps[14]["fields"]
-    assert ret["fields"]["MARK"] == "0x8000"
+    assert "rule" not in ret
+    # each step carries only the fields that changed: the mark shows up after KUBE-MARK-DROP set it
+    assert [k for k, s in enumerate(steps) if "fields" in s] == [15]
+    assert ret["fields"] == {"MARK": "0x8000"}
     assert steps[24]["origin"] == "messages:25"
+    assert sorted(_rules(j)) == sorted({s["rule"] for s in steps if "rule" in s} | {c["rule"] for c in j["cause"]})
+
+
+def test_fields_removed_and_changed() -> None:
+    """A field a step no longer shows is null in its ``fields``; a changed one has its new value."""
+    rows = [("raw:PREROUTING:policy:1", 0, "ACCEPT", "accept", {}),
+            ("nat:PREROUTING:policy:1", 0, "ACCEPT", "accept", {"MARK": "0x1"}),
+            ("filter:INPUT:policy:1", 0, "ACCEPT", "accept", {"DPT": "80"})]
+    packet, steps = build("x", rows, {"SRC": "10.0.0.1", "DPT": "53"}, 3)
+    j = to_json(Explanation(packet, steps=steps))
+    assert j["fields"] == {"SRC": "10.0.0.1", "DPT": "53"}
+    assert [s.get("fields") for s in j["steps"]] == [None, {"MARK": "0x1"}, {"DPT": "80", "MARK": None}]
 
 
 def test_verdict_marks_cause() -> None:
@@ -86,9 +93,10 @@ def test_verdict_marks_cause() -> None:
         "table": "filter",
         "chain": "KUBE-FIREWALL",
         "num": 1,
-        "rule": fw,
+        "rule": rjson.rule_id(fw),
         "reason": "mark 0x8000/0x8000 matched",
     }
+    assert _rules(j)[j["verdict"]["rule"]] == fw
     assert j["marks"] == [
         {
             "what": "MARK",
@@ -97,7 +105,7 @@ def test_verdict_marks_cause() -> None:
             "table": "nat",
             "chain": "KUBE-MARK-DROP",
             "num": 1,
-            "rule": "-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000",
+            "rule": rjson.rule_id("-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000"),
             "note": "",
             "step": 14,
         }
@@ -108,14 +116,14 @@ def test_verdict_marks_cause() -> None:
         ("called from", "nat", "KUBE-XLB-VETHOZVMBYUVK3NB", 4, 13),
         ("called from", "nat", "KUBE-NODEPORTS", 16, 12),
     ]
-    assert j["cause"][0]["rule"] == fw
+    assert _rules(j)[j["cause"][0]["rule"]] == fw
     assert j["cause"][3]["text"] == "ootob9/ingress-nginx:http, dport 52000"
 
 
 def test_nat_policy_verdict_warnings() -> None:
     j = to_json(seed003_port80())
     assert j["dport"] == 80  # as first seen, before the DNAT
-    assert j["steps"][2]["fields"]["DPT"] == "52000"
+    assert [s.get("fields") for s in j["steps"]] == [None, None, {"DPT": "52000"}, None, None, None, None]
     assert j["nat"] == [
         {
             "what": "DST",
@@ -124,7 +132,8 @@ def test_nat_policy_verdict_warnings() -> None:
             "table": "nat",
             "chain": "PREROUTING",
             "num": 3,
-            "rule": "-A PREROUTING -d 172.28.129.4/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 172.28.129.4:52000",
+            "rule": rjson.rule_id(
+                "-A PREROUTING -d 172.28.129.4/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 172.28.129.4:52000"),
             "note": "",
             "step": 1,
         }
@@ -179,8 +188,13 @@ def _document() -> dict:
 
 def test_document() -> None:
     d = _document()
-    assert list(d) == ["schema", "tool", "version", "packets", "sources", "summary", "warnings"]
-    assert (d["schema"], d["tool"], d["version"]) == (1, "ruletrace", ruletrace.__version__)
+    assert list(d) == ["schema", "tool", "version", "packets", "tables", "sources", "summary", "warnings"]
+    assert (d["schema"], d["tool"], d["version"]) == (2, "ruletrace", ruletrace.__version__)
+    # every rule text and owner once, in the document's tables; the packets name them by id
+    standalone = [to_json(e) for e in (seed003_drop(), seed003_port80(), unknown_fate())]
+    assert [dict(p, tables=None) for p in standalone] == [dict(p, tables=None) for p in d["packets"]]
+    assert d["tables"]["rules"] == {k: v for p in standalone for k, v in p["tables"]["rules"].items()}
+    assert d["tables"]["owners"] == {k: v for p in standalone for k, v in p["tables"]["owners"].items()}
     assert d["sources"] == [
         {"path": "rules.v4", "format": None, "role": None},
         {"path": "messages", "format": "kernel-log", "role": "trace"},
@@ -211,10 +225,18 @@ def test_write_jsonl(monkeypatch) -> None:
     buf = io.StringIO()
     monkeypatch.setattr(buf, "flush", lambda: flushes.append(1))
     assert write_jsonl(iter(expls), buf, flush=True) == 2
-    lines = buf.getvalue().split("\n")
-    assert lines[2] == "" and len(lines) == 3
-    assert [json.loads(line) for line in lines[:2]] == [to_json(e) for e in expls]
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert buf.getvalue().endswith("\n")
+    # a table line before each packet that is the first to use a rule text or owner
+    assert [sorted(x) for x in lines] == [["tables"], sorted(PACKET_KEYS[:-1]), ["tables"], sorted(PACKET_KEYS[:-1])]
+    for table_line, packet, e in ((lines[0], lines[1], expls[0]), (lines[2], lines[3], expls[1])):
+        alone = to_json(e)
+        assert packet == {k: v for k, v in alone.items() if k != "tables"}
+        assert table_line["tables"] == alone["tables"]  # (the two packets share no rule)
     assert len(flushes) == 2
+    buf = io.StringIO()
+    write_jsonl([seed003_drop(), seed003_drop()], buf)
+    assert len(buf.getvalue().splitlines()) == 3  # the second packet's rules are known already
 
 
 class _SourceInfo:  # what the pipeline keeps per input: attributes, no role
@@ -276,9 +298,13 @@ def test_output_validates_against_the_json_schema() -> None:
         lambda p: p.update(sport="55694"),  # a port as a string
         lambda p: p["steps"][0].update(kind="jump"),
         lambda p: p.update(fate="lost"),
-        lambda p: p["steps"][0].pop("fields"),
+        lambda p: p.pop("fields"),
+        lambda p: p["steps"][0].update(rule=None),  # no rule: the key is left out, never null
+        lambda p: p["steps"][12].update(rule="KUBE-NODEPORTS"),  # a rule is an id, not a text
+        lambda p: p["steps"][15].update(fields={"MARK": 1}),
     ],
-    ids=["extra-key", "port-string", "bad-kind", "bad-fate", "missing-fields"],
+    ids=["extra-key", "port-string", "bad-kind", "bad-fate", "missing-fields", "null-rule", "rule-text",
+         "field-number"],
 )
 def test_json_schema_rejects_what_it_does_not_document(breakage) -> None:
     jsonschema, schema = _validator()

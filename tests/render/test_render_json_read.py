@@ -12,7 +12,7 @@ import pytest
 from ruletrace.cli.options import example_paths, list_examples
 from ruletrace.errors import RuletraceError
 from ruletrace.pipeline import explain_files
-from ruletrace.render.json import dumps, from_json, to_json, write_document, write_jsonl
+from ruletrace.render.json import document, dumps, from_json, to_json, write_document, write_jsonl
 from ruletrace.render.json_read import JsonPackets, is_ruletrace_json
 
 
@@ -36,22 +36,27 @@ def test_examples_round_trip(example) -> None:
             assert back.verdict.rule.text == e.verdict.rule.text
 
 
-@pytest.mark.parametrize("form", ["document", "jsonl", "indented"])
-def test_every_written_form_reads_back(example, form, tmp_path) -> None:
+@pytest.mark.parametrize("form", ["document", "jsonl", "indented", "one-line", "standalone", "stdin"])
+def test_every_written_form_reads_back(example, form, tmp_path, monkeypatch) -> None:
     out = io.StringIO()
-    if form == "document":
+    if form in ("document", "stdin"):
         write_document(example, out, warnings=["w1"], sources=[{"path": "k.log", "format": "kernel-log"}])
     elif form == "jsonl":
         write_jsonl(example, out)
+    elif form == "standalone":  # trace --json: each line with its own tables
+        out.write("".join(dumps(to_json(e)) + "\n" for e in example))
     else:
-        doc = {"schema": 1, "tool": "ruletrace", "packets": [to_json(e) for e in example], "warnings": ["w1"]}
-        out.write(dumps(doc, indent=True))
+        out.write(dumps(document(example, warnings=["w1"]), indent=form == "indented"))
     f = tmp_path / "out.json"
     f.write_text(out.getvalue())
     assert is_ruletrace_json(str(f))
-    r = JsonPackets(str(f))
+    path = str(f)
+    if form == "stdin":  # the tables come last and stdin cannot be read from its end: lines are kept
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(f.read_bytes())))
+        path = "-"
+    r = JsonPackets(path)
     assert [to_json(e) for e in r] == [to_json(e) for e in example]
-    if form != "jsonl":
+    if form not in ("jsonl", "standalone"):
         assert r.warnings == ["w1"]
 
 

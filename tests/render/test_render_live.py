@@ -110,7 +110,7 @@ def test_json_line_has_time_session_schema_and_passes_the_schema():
     jsonschema = pytest.importorskip("jsonschema")
     expl = explanations("ipv6")[0]
     obj = json_object(rjson.to_json(expl), "ab12cd34", 1_780_000_000.25)
-    assert obj["time"] == "2026-05-28T20:26:40.250+00:00" and obj["session"] == "ab12cd34" and obj["schema"] == 1
+    assert obj["time"] == "2026-05-28T20:26:40.250+00:00" and obj["session"] == "ab12cd34" and obj["schema"] == 2
     packet_schema = {"$defs": SCHEMA["$defs"], **SCHEMA["$defs"]["packet"]}
     jsonschema.validate(json.loads(rjson.dumps(obj)), packet_schema)
     assert rjson.to_json(rjson.from_json(obj)) == rjson.to_json(expl)  # diff / report --from-json read it

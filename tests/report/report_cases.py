@@ -16,24 +16,25 @@ LOG = str(FIX / "seed003.log")
 
 @lru_cache(maxsize=1)
 def seed003_json() -> tuple[dict, dict]:
-    """Packets 1 (dport 52000) and 2 (dport 80) of seed 003 in their JSON form."""
+    """Packets 1 (dport 52000) and 2 (dport 80) of seed 003 in their JSON form, each step whole (the
+    shape of schema 1, which report --from-json and diff read too: ``render.json.expand``)."""
     from ruletrace.pipeline import explain_files
-    from ruletrace.render.json import to_json
+    from ruletrace.render.json import expand, to_json
 
     r = explain_files(RULES, [LOG])
-    a, b = (to_json(e) for e in r.explanations)
+    a, b = (expand(to_json(e)) for e in r.explanations)
     return a, b
 
 
 def step(table: str, chain: str, kind: str, num: int, rule: str | None = None, **fields: str) -> dict:
-    """One JSON step (render.json form) with the given fields."""
+    """One JSON step (schema 1 form) with the given fields."""
     return {"table": table, "chain": chain, "kind": kind, "num": num, "rule": rule, "policy": None,
             "returned_to": None, "depth": 0 if chain.isupper() and chain in {"PREROUTING", "INPUT", "FORWARD",
             "OUTPUT", "POSTROUTING"} else 1, "action": None, "warning": None, "note": None, "fields": dict(fields)}
 
 
 def packet(pid: int, steps: list[dict], fate: str = "unknown", tcpflags: str | None = None, **top) -> dict:
-    """A JSON packet object around ``steps``, as ``to_json`` writes one: the addresses, ports and
+    """A schema 1 JSON packet object around ``steps`` (``expand(to_json(e))``): the addresses, ports and
     interfaces of the top level are the first step's fields (given there too)."""
     p = {"id": pid, "proto": "TCP", "src": "10.0.0.1", "dst": "10.0.0.2", "sport": 1000, "dport": 80,
          "family": "ipv4", "in": "eth0", "out": None, "steps": steps, "fate": fate, "verdict": None,

@@ -167,3 +167,93 @@ def test_which_listing_is_which_backend(tmp_path, capsys) -> None:
     assert legacy == [plain] and "walked as iptables-legacy's tables" in notes[0]
     assert _rs(LEGACY_DROP, "x")[0].backend == "legacy" and _rs(NFT_SAVE, "y")[0].backend == "nft"
     assert str(Origin("plain.save")) in notes[0]
+
+
+def test_cli_both_delivered_keeps_the_combined_words_and_the_socket(tmp_path, capsys) -> None:
+    (tmp_path / "legacy.save").write_text(LEGACY_DROP.replace("--dport 22", "--dport 80"))
+    (tmp_path / "nft.txt").write_text(NFT_ACCEPT)
+    (tmp_path / "ss.txt").write_text("tcp LISTEN 0 128 0.0.0.0:80 0.0.0.0:*\n")
+    assert main(["simulate", "-r", str(tmp_path / "legacy.save"), "-r", str(tmp_path / "nft.txt"), "-p", "tcp",
+                 "-s", "10.0.0.1", "-d", "10.0.0.2", "--dport", "80", "--path", "input", "-i", "eth0",
+                 "--sockets", str(tmp_path / "ss.txt"), "--json"]) == 0
+    (pkt,) = json.loads(capsys.readouterr().out)["packets"]
+    assert pkt["fate"] == "delivered"
+    assert pkt["verdict"]["reason"] == ("accepted by nft filter:input rule 1, then accepted by legacy filter:INPUT "
+                                        "rule 1; a tcp socket listens on 0.0.0.0:80 (it takes 10.0.0.2:80)")
+
+
+def test_explain_miss_with_both_backends_is_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "legacy.save").write_text(LEGACY_DROP)
+    (tmp_path / "nft.txt").write_text(NFT_ACCEPT)
+    code = main(["simulate", "-r", str(tmp_path / "legacy.save"), "-r", str(tmp_path / "nft.txt"), "-p", "tcp",
+                 "-s", "10.0.0.1", "-d", "10.0.0.2", "--dport", "80", "--explain-miss", "INPUT"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--explain-miss is not available" in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+DOCKER_LEGACY = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -o docker0 -j ACCEPT
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+COMMIT
+"""
+VM_NFT = """table inet vms {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "virbr0" accept
+	}
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 192.168.122.0/24 oifname "eth0" masquerade
+	}
+}
+"""
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_forward_legacy_policy_drop_beats_an_nft_accept_and_snat_is_shared(index) -> None:
+    """Docker's iptables-legacy FORWARD DROP beside a VM bridge's nftables accept: the VM's packet is
+    dropped in legacy FORWARD; Docker's own passes both, and in the one NAT hook after routing the nft
+    srcnat chain (no mapping) runs before legacy's MASQUERADE."""
+    leg = _rs(DOCKER_LEGACY, "legacy.save")[0]
+    nft = _rs(VM_NFT, "nft.txt")
+    f = HostFacts(assume={"conntrack": True})
+    vm = Probe(proto=6, src="192.168.122.5", dst="93.184.216.34", dport=443, path="forward", iif="virbr0", oif="eth0")
+    res = simulate(Both(leg, nft), vm, f, index=index)
+    assert res.fate is Fate.DROPPED and res.decided_by == "legacy"
+    assert _path(res)[-2:] == [("nft", "vms", "forward", "rule", 1), ("legacy", "filter", "FORWARD", "policy", 3)]
+    ctr = Probe(proto=6, src="172.17.0.2", dst="93.184.216.34", dport=443, path="forward", iif="docker0", oif="eth0")
+    res = simulate(Both(leg, nft), ctr, f, index=index)
+    assert res.fate is Fate.FORWARDED
+    # one NAT hook: the nft srcnat chain (no match, no mapping) runs, then legacy's MASQUERADE sets it
+    assert _path(res)[-2:] == [("nft", "vms", "post", "policy", 2), ("legacy", "nat", "POSTROUTING", "rule", 1)]
+    out = Probe(proto=6, src="192.168.122.5", dst="172.17.0.2", dport=80, path="forward", iif="virbr0", oif="docker0")
+    res = simulate(Both(leg, nft), out, f, index=index)
+    assert res.fate is Fate.FORWARDED
+    assert res.final["SRC"] == "192.168.122.5"  # neither SNAT applies out of docker0
+
+
+def test_compare_a_legacy_trace_on_a_both_backends_host(tmp_path, capsys) -> None:
+    """A TRACE log shows legacy's steps only: compared with the legacy steps of the prediction, and its
+    fate is legacy's word on the packet, explained against the legacy listing."""
+    (tmp_path / "legacy.save").write_text(LEGACY_DROP)
+    (tmp_path / "nft.txt").write_text(NFT_ACCEPT)
+    (tmp_path / "trace.log").write_text(
+        "Jan  1 12:00:00 host kernel: TRACE: filter:INPUT:policy:2 IN=eth0 OUT= MAC=00:15:5d:12:e2:28:00:15:5d:12:e2:"
+        "24:08:00 SRC=10.0.0.1 DST=10.0.0.2 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=41569 DF PROTO=TCP SPT=55694 DPT=80 "
+        "SEQ=1 ACK=0 WINDOW=29200 RES=0x00 SYN URGP=0\n")
+    code = main(["simulate", "-r", str(tmp_path / "legacy.save"), "-r", str(tmp_path / "nft.txt"), "--compare",
+                 str(tmp_path / "trace.log"), "--path", "input", "--no-color"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1 of 1 traced packet(s) agree with their prediction step by step; the fate agrees for 1 of the 1" in out

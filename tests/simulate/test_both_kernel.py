@@ -55,6 +55,9 @@ CASES = {
     "legacy-dnat": (f"{L} -t nat -A PREROUTING -p tcp --dport {PORT} -j DNAT --to-destination {S_ADDR}:{PORT2}",
                     nft_input(f"\t\ttcp dport {PORT} drop\n\t\ttcp dport {PORT2} accept"), "delivered", "nft"),
     "nft-dnat": (f"{L} -P INPUT DROP; {L} -A INPUT -p tcp --dport {PORT2} -j ACCEPT", NFT_DNAT, "delivered", "legacy"),
+    # the classic: "I added an ACCEPT rule (iptables-nft) but nothing changes" (legacy's policy drops it)
+    "iptables-nft-accept+legacy-drop": (f"{L} -P INPUT DROP", f"iptables-nft -A INPUT -p tcp --dport {PORT} -j ACCEPT",
+                                        "dropped", "legacy"),
 }
 
 
@@ -90,7 +93,10 @@ def test_simulate_both_backends_like_the_kernel(name):
     legacy, nft, fate, decider = CASES[name]
     with pair(CLIENT, SERVER, VETH), listening(PORT, PORT2):
         sh(legacy, SERVER)  # legacy first: the nft chains, registered later, run first at one priority
-        sh("nft -f -", SERVER, stdin=nft)
+        if nft.startswith("iptables-nft"):
+            sh(nft, SERVER)
+        else:
+            sh("nft -f -", SERVER, stdin=nft)
         t = BackgroundTrace("--netns", SERVER, "-p", "tcp", "-s", C_ADDR, "-4", "--count", "1", "--duration", "15",
                             "--json", env=ENV, timeout=20)
         real = connect(PORT)
@@ -109,8 +115,9 @@ def test_simulate_both_backends_like_the_kernel(name):
     assert traced["fate"] == (fate if name != "nft-dnat" else "unknown"), traced
     assert steps(sim) == steps(traced), (steps(sim), steps(traced))  # same order, same backend on each step
     assert sim["simulation"]["decided_by"] == decider
-    if name == "legacy-drop+nft-accept":
-        assert sim["verdict"]["reason"] == ("accepted by nft filter:input rule 1, then dropped by legacy "
+    if name in ("legacy-drop+nft-accept", "iptables-nft-accept+legacy-drop"):
+        chain = "input" if name.startswith("legacy") else "INPUT"
+        assert sim["verdict"]["reason"] == (f"accepted by nft filter:{chain} rule 1, then dropped by legacy "
                                             "filter:INPUT policy DROP")
     if "dnat" in name:
         assert sim["simulation"]["final"]["DPT"] == str(PORT2)

@@ -17,9 +17,10 @@ from ..simulate.engine import simulate as run_simulation
 from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes, load_rules, load_sysctls
 from ..simulate.nft_walk import is_native
 from ..simulate.probe import CTSTATES, PATHS, Probe, probe_from_fields
+from ..simulate.sockets import load_sockets
 from .options import complete_protocols
-from .simulate_both import Both, explain_both, split_backends, with_legacy
-from .status import FATE_STATUS, ExitStatus
+from .simulate_both import Both, explain_both, split_backends, traced_explanation, traced_part, with_legacy
+from .status import ExitStatus, simulate_status
 
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
 _FALSE = {"nomatch": False, "no-match": False, "no": False, "false": False, "off": False, "0": False}
@@ -59,8 +60,11 @@ def _read(path: str) -> str:
 
 
 def _facts(local_addrs: tuple[str, ...], addrs: str | None, routes: str | None, ipset: str | None,
-           assume: tuple[str, ...], rules: str | None = None, sysctl: str | None = None) -> HostFacts:
+           assume: tuple[str, ...], rules: str | None = None, sysctl: str | None = None,
+           sockets: str | None = None) -> HostFacts:
     f = HostFacts(assume=parse_assume(assume), values=parse_values(assume))
+    if sockets:
+        f.sockets = load_sockets(_read(sockets), sockets, Origin(sockets))
     for a in local_addrs:
         f.add_local(a)
     if addrs:
@@ -95,12 +99,15 @@ def _from_host(netns: str | None, assume: tuple[str, ...], local_addrs: tuple[st
     load_sysctls(h.sysctls, f, origin=Origin(h.label("/proc/sys")))
     if ipset:
         load_ipsets(_read(ipset), f, origin=Origin(ipset))
+    if h.sockets is not None:
+        f.sockets = load_sockets(h.sockets, h.label("ss -lntu"), Origin(h.label("ss -lntu")))
     texts = dict(h.rulesets) or {h.label("no rules in any backend"): EMPTY}
     f.sources.extend(h.notes)
     rs = load_rulesets(list(texts), texts)
     sources = [{"path": h.label(w), "format": fmt, "role": "host-facts"} for w, fmt in (
         ("ip -j addr", "ip-addr-json"), ("ip -j route show table all", "ip-route-json"),
-        ("ip -j rule", "ip-rule-json"), ("/proc/sys", "sysctl"))]
+        ("ip -j rule", "ip-rule-json"), ("/proc/sys", "sysctl"), ("ss -lntu", "ss"))
+        if w != "ss -lntu" or h.sockets is not None]
     return f, rs, sources
 
 
@@ -123,9 +130,12 @@ def with_fate(expl, res: SimResult, sysctls: dict[str, str] | None = None) -> No
         d.sysctls = {k: (sysctls or {})[k] for k in keys if k in (sysctls or {})} if d.point == "input" else {}
         d.text = routes.describe(d, d.dst or "")
     if res.kernel_drop is not None:
-        expl.drops = [res.kernel_drop]
-        expl.fate = Fate.DROPPED
+        d = res.kernel_drop
+        expl.drops = [d]
         expl.notes = [n for n in expl.notes if n != ROUTING_NOTE]
+        expl.fate = res.fate if res.fate is Fate.DELIVERED else Fate.DROPPED
+        if res.fate is Fate.DELIVERED:  # NO_SOCKET (simulate/sockets.py): the stack answers it
+            expl.notes.append(f"every rule let it through, then the kernel dropped it ({d.reason} in {d.function})")
     elif expl.fate is Fate.UNKNOWN and res.fate is not Fate.UNKNOWN:
         # the steps end early because no chain of the later hooks exists: the simulation knows the end
         expl.fate = res.fate
@@ -192,6 +202,7 @@ def result_json(res: SimResult) -> dict[str, Any]:
         "steps": [{"table": e.table, "chain": e.chain, "kind": str(e.kind), "num": e.num, "fields": e.fields,
                    **({"backend": res.backends[i]} if res.backends else {})} for i, e in enumerate(res.events)],
         **({"decided_by": res.decided_by} if res.backends else {}),
+        **({"socket": res.socket} if res.socket is not None else {}),
         "explain_miss": None if res.misses is None else [
             {"table": m.rule.table, "chain": m.rule.chain, "num": m.rule.num, "rule": m.rule.text,
              "reason": m.reason} for m in res.misses],
@@ -200,7 +211,9 @@ def result_json(res: SimResult) -> dict[str, Any]:
 
 @click.command()
 @click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE",
-              help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j).")
+              help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j); "
+                   "iptables-legacy-save output beside an nft listing or iptables-nft-save output: both backends, "
+                   "walked together.")
 @click.option("--netns", metavar="NAME", help="Read the rulesets, addresses, routes, ip rules and sysctls from "
               "this network namespace (read-only; needs root).")
 @click.option("--live", is_flag=True, help="Read them from the host (the namespace ruletrace runs in).")
@@ -232,9 +245,13 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("--sysctl", "sysctl_file", metavar="FILE",
               help="`sysctl -a` output of the host: ip_forward, forwarding and rp_filter decide fates.")
 @click.option("--ipset", metavar="FILE", help="`ipset save` output of the host.")
+@click.option("--sockets", "sockets_file", metavar="FILE",
+              help="`ss -lntu` output of the host: a TCP SYN or UDP datagram no socket takes is answered with a "
+                   "reset / ICMP port unreachable (without it, whether a socket listens is not checked).")
 @click.option("--assume", multiple=True, metavar="KEY=match|nomatch",
               help="Decide a match the simulator cannot: statistic=nomatch, nat:KUBE-SVC-X:1=nomatch, foo=match; "
-                   "numgen=N picks the value of an nft numgen/jhash.")
+                   "numgen=N picks the value of an nft numgen/jhash; legacy-first=match runs legacy tables before "
+                   "nf_tables chains of the same priority.")
 @click.option("--explain-miss", metavar="[TABLE:]CHAIN", help="List the rules of CHAIN that did not match, and why.")
 @click.option("--compare", "compare_path", metavar="TRACEFILE",
               help="Simulate the packets of a trace and show where prediction and trace part ways.")
@@ -243,8 +260,8 @@ def result_json(res: SimResult) -> dict[str, Any]:
 @click.option("-v", "--verbose", is_flag=True, help="Show the packet fields of every step.")
 @click.option("--width", type=int, help="Output width (default: the terminal's).")
 def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tcp_flags, iif, oif, path, ctstate, mark, ctmark,
-             uid, gid, length, ttl, local_addrs, addrs, routes, ip_rules, sysctl_file, ipset, assume, explain_miss,
-             compare_path, as_json, no_color, verbose, width) -> int:
+             uid, gid, length, ttl, local_addrs, addrs, routes, ip_rules, sysctl_file, ipset, sockets_file, assume,
+             explain_miss, compare_path, as_json, no_color, verbose, width) -> int:
     """Predict where a packet goes through a ruleset, rule by rule, without root or traffic.
 
     Example: ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 -d 192.168.10.11 --dport 52000 -i eth0
@@ -253,22 +270,23 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
 
     \b
     Exit status: 0 delivered, forwarded or sent; 3 dropped; 4 rejected; 5 unknown (queued to
-    user space, or no decision); 2 bad input. With --compare: 0 every traced packet agrees with
+    user space, or no decision); 6 delivered but no socket takes it (TCP reset / ICMP port
+    unreachable); 2 bad input. With --compare: 0 every traced packet agrees with
     its prediction, 1 some part ways.
     """
     from ..pipeline import load_rulesets
 
     if netns or live:
-        if rulesets or addrs or routes or ip_rules or sysctl_file:
+        if rulesets or addrs or routes or ip_rules or sysctl_file or sockets_file:
             raise click.UsageError("--netns/--live read the rulesets and host facts themselves: "
-                                   "give no -r/--addrs/--routes/--rules/--sysctl with them")
+                                   "give no -r/--addrs/--routes/--rules/--sysctl/--sockets with them")
         facts, all_rs, host_sources = _from_host(netns, assume, local_addrs, ipset)
     else:
         if not rulesets:
             raise click.UsageError("give a ruleset (-r FILE), or read a running one with --netns NAME / --live")
-        facts = _facts(local_addrs, addrs, routes, ipset, assume, ip_rules, sysctl_file)
+        facts = _facts(local_addrs, addrs, routes, ipset, assume, ip_rules, sysctl_file, sockets_file)
         all_rs = load_rulesets(list(rulesets))
-        host_sources = _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file)
+        host_sources = _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file, sockets_file)
     facts.sources.extend(split_backends(all_rs)[2])  # which listing was walked as which backend
     if compare_path:
         return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss,
@@ -293,6 +311,9 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
     res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
     expl = _explain(res, rs)
     with_fate(expl, res, facts.sysctls)
+    if res.socket is not None and expl.verdict is not None and expl.fate is Fate.DELIVERED:
+        # the headline: what the socket does, or that it was not checked (after both backends' words)
+        expl.verdict.reason = f"{expl.verdict.reason}; {res.socket}" if res.backends else res.socket
     deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate is not None)
     if deps and expl.drops:  # the headline shows the kernel's drop reason: it says what it rests on
         expl.drops[0].text += f"; if {', '.join(deps)}, assumed"
@@ -304,7 +325,7 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
         _write_json([(expl, res, None)], all_rs, host_sources)
     else:
         _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
-    return FATE_STATUS[res.fate]
+    return simulate_status(res.fate, res.kernel_drop.reason if res.kernel_drop else None)
 
 
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
@@ -333,9 +354,10 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
         expl = _explain(res, rs, pkt.id)
         with_fate(expl, res, facts.sysctls)
-        rows.append((expl, res, compare(res, pkt.events)))
-        one = rs.nft_list[0] if isinstance(rs, Both) else rs[0] if isinstance(rs, list) else rs
-        fates.append((explain_packet(pkt, one).fate, res.fate))
+        rows.append((expl, res, compare(traced_part(res, pkt.events) if isinstance(rs, Both) else res, pkt.events)))
+        traced = (traced_explanation(pkt, rs) if isinstance(rs, Both)
+                  else explain_packet(pkt, rs[0] if isinstance(rs, list) else rs))
+        fates.append((traced.fate, res.fate))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
     known = [(t, p) for t, p in fates if t is not Fate.UNKNOWN]
@@ -373,10 +395,10 @@ def _write_json(rows, all_rs: list[Ruleset], sources: list[dict[str, Any]]) -> N
 
 
 def _fact_sources(addrs: str | None, routes: str | None, ipset: str | None, rules: str | None = None,
-                  sysctl: str | None = None) -> list[dict[str, Any]]:
+                  sysctl: str | None = None, sockets: str | None = None) -> list[dict[str, Any]]:
     """The host-fact files, as ``sources`` of the JSON document (role ``host-facts``)."""
     given = (("ip-addr-json", addrs), ("ip-route-json", routes), ("ipset-save", ipset), ("ip-rule-json", rules),
-             ("sysctl", sysctl))
+             ("sysctl", sysctl), ("ss", sockets))
     return [{"path": p, "format": f, "role": "host-facts"} for f, p in given if p]
 
 

@@ -15,7 +15,7 @@ from ..simulate.backends import LEGACY, NFT, Both
 from ..simulate.engine import SimResult
 
 SAVE = "iptables-save"
-__all__ = ["Both", "explain_both", "split_backends", "with_legacy"]
+__all__ = ["Both", "explain_both", "split_backends", "traced_explanation", "traced_part", "with_legacy"]
 
 
 def split_backends(all_rs: list[Ruleset]) -> tuple[list[Ruleset], list[Ruleset], list[str]]:
@@ -92,3 +92,32 @@ def explain_both(res: SimResult, both: Both, pid: int) -> Explanation:
     expl.warnings = [w for w in expl.warnings if not w.startswith("the two backends' paths end differently")]
     expl.fate = res.fate
     return expl
+
+
+NFT_SOURCES = frozenset({"nftrace", "nft-monitor", "xtables-monitor"})  # nf_tables' trace; the rest: legacy TRACE
+
+
+def traced_explanation(packet: Packet, both: Both) -> Explanation:
+    """A traced packet of a both-backends host (--compare): each backend's steps against its own
+    listing (nf_tables' from nftrace / nft monitor / xtables-monitor, legacy's from TRACE logs),
+    merged as a live both-backends trace merges them."""
+    from ..live.both import merge
+
+    nft = [e for e in packet.events if e.source in NFT_SOURCES]
+    leg = [e for e in packet.events if e.source not in NFT_SOURCES]
+    parts = [(label, _part(evs, rs, packet.id)) for label, evs, rs in ((NFT, nft, both.nft), (LEGACY, leg, both.legacy))
+             if evs]
+    if len(parts) == 1:
+        return parts[0][1]
+    return merge(packet, parts, missing=[])
+
+
+def traced_part(res: SimResult, traced: list[TraceEvent]) -> SimResult:
+    """The prediction to compare with a trace of one backend only (a TRACE log, or nft monitor trace):
+    the predicted steps of that backend; a trace of both is compared with the whole prediction."""
+    from dataclasses import replace
+
+    seen = {NFT if e.source in NFT_SOURCES else LEGACY for e in traced}
+    if not res.backends or len(seen) != 1:
+        return res
+    return replace(res, events=[e for e, b in zip(res.events, res.backends, strict=True) if b in seen], trace_start=0)

@@ -19,6 +19,7 @@ class ExitStatus(IntEnum):
     DROPPED = 3  # simulate: the packet would be dropped
     REJECTED = 4  # simulate: the packet would be rejected
     UNKNOWN = 5  # simulate: the fate cannot be told
+    NO_SOCKET = 6  # simulate: delivered, but no socket takes it (answered with a TCP reset / ICMP port unreachable)
     CTRL_C = 130  # 128 + SIGINT
 
 
@@ -29,6 +30,14 @@ FATE_STATUS: dict[Fate, ExitStatus] = {
     Fate.DELIVERED: ExitStatus.OK, Fate.FORWARDED: ExitStatus.OK, Fate.SENT: ExitStatus.OK,
     Fate.DROPPED: ExitStatus.DROPPED, Fate.REJECTED: ExitStatus.REJECTED, Fate.UNKNOWN: ExitStatus.UNKNOWN,
 }
+
+
+def simulate_status(fate: Fate, kernel_drop: str | None = None) -> ExitStatus:
+    """simulate's exit status: the fate's (FATE_STATUS), or NO_SOCKET when the packet reaches the host
+    but no socket takes it (``kernel_drop``: the predicted drop reason)."""
+    if fate is Fate.DELIVERED and kernel_drop == "NO_SOCKET":
+        return ExitStatus.NO_SOCKET
+    return FATE_STATUS[fate]
 
 
 def signal_status(signum: int) -> int:
@@ -46,7 +55,8 @@ TABLE: list[tuple[str, str, str]] = [
     ("3", "simulate", "the packet would be DROPPED"),
     ("4", "simulate", "the packet would be REJECTED"),
     ("5", "simulate", "the fate is UNKNOWN (the ruleset does not tell)"),
+    ("6", "simulate", "DELIVERED, but no socket listens on the port (answered with a TCP reset / ICMP port unreachable)"),
     ("128+N", "trace", "ended by signal N after cleaning up: 130 SIGINT (Ctrl-C), 143 SIGTERM, 129 SIGHUP"),
 ]
 
-__all__ = ["FATE_STATUS", "SIGNAL_BASE", "TABLE", "ExitStatus", "signal_status"]
+__all__ = ["FATE_STATUS", "SIGNAL_BASE", "TABLE", "ExitStatus", "signal_status", "simulate_status"]

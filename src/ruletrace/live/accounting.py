@@ -38,6 +38,7 @@ def new_stats() -> dict[str, Any]:
         "marked": 0,
         "changes": 0,
         "reinstalls": 0,
+        "seen_by": None,  # both backends: backend -> the filter's packets its counter rules saw, when they differ
     }
 
 
@@ -60,6 +61,9 @@ def summary(stats: dict[str, Any], shown: int, rate: int) -> str:
         since = " since the TRACE rules were re-installed" if stats["reinstalls"] else ""
         parts.append(f"the kernel traced {stats['traced']} packet(s){since}: "
                      f"{stats['arrived']} arrived, {lost} lost entirely{lost_why(stats) if lost else ''}")
+    if stats.get("seen_by"):  # both backends, their counter rules disagree
+        parts.append("the filter's packets seen per backend: "
+                     + ", ".join(f"{b} {n}" for b, n in stats["seen_by"].items()))
     for key, text in _COUNTS:
         if stats[key]:
             parts.append(text.format(n=stats[key], rate=rate, ended=stats["ended"],

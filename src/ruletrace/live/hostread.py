@@ -3,7 +3,7 @@
 Read-only: every command only lists (``nft -j list ruleset``, ``iptables-nft-save``,
 ``iptables-legacy-save`` when the namespace has legacy tables (walked beside nf_tables when both
 hold rules), ``ip -j addr``, ``ip -j route show
-table all``, ``ip -j rule``) and the sysctls that decide fates (ip_forward, per-interface
+table all``, ``ip -j rule``, ``ss -lntu``) and the sysctls that decide fates (ip_forward, per-interface
 forwarding, rp_filter, src_valid_mark, nf_conntrack_tcp_loose) are read from /proc/sys inside the
 namespace. Nothing is loaded, added or changed. The texts are handed to the same readers as files.
 """
@@ -32,6 +32,7 @@ class HostRead:
     routes: str = "[]"
     rules: str = "[]"
     sysctls: str = ""  # "name = value" lines, as `sysctl -a` prints them
+    sockets: str | None = None  # `ss -lntu` (listening sockets); None: not read
     notes: list[str] = field(default_factory=list)
 
     def label(self, what: str) -> str:
@@ -132,6 +133,11 @@ def read_host(netns: str | None) -> HostRead:
             raise RuletraceError(f"{h.where}: cannot read the routing facts: {err or err2 or err3}")
         h.rules = _join_json_lists(r4, r6)
         h.sysctls = _sysctls()
+        socks, err = _run(["ss", "-lntu"])
+        if err:
+            h.notes.append(f"listening sockets not read ({err}): whether a socket takes a packet is not checked")
+        else:
+            h.sockets = socks
     tables = _nft_tables(nft)
     if unread and not tables and not saves and not legacy:  # never walk "no rules" that were only unread
         raise RuletraceError(f"{h.where}: cannot read the rulesets ({'; '.join(unread)}); it needs root")

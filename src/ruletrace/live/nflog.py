@@ -21,6 +21,7 @@ from ..errors import RuletraceError
 from ..fields import packet_ident
 from ..model import Origin, StepKind, TraceEvent
 from ..sources import nflog
+from ..sources.tag import from_prefix as parse_tag
 from .netlink import (
     HOST_ORDER,
     NFGENMSG,
@@ -346,7 +347,8 @@ class Layouts:
         if self._count >= _LAYOUTS_MAX:  # shapes are few (one per interface pair and header set): start over
             self._by_len.clear()
             self._count = 0
-        fmt, hdrs, seen, at = [HOST_ORDER], [], set(), 0
+        fmt, seen, at = [HOST_ORDER], set(), 0
+        hdrs: list[int] = []
         prefix = seq = stamp = None
         cut: list[tuple[int, int]] = []  # attribute spans left out of the packet key
         off = 4
@@ -398,7 +400,7 @@ class Layouts:
         prefix = body[p] if p is not None else b""
         tag = fast._tags.get(prefix, _MISS)
         if tag is _MISS:
-            tag = _remember(fast._tags, prefix, nflog.parse_tag(prefix.split(b"\0", 1)[0]))
+            tag = _remember(fast._tags, prefix, parse_tag(prefix.split(b"\0", 1)[0]))
         s = lay.seq
         seq = _SEQ.unpack_from(body, s)[0] if s is not None else None
         if tag is None:

@@ -118,7 +118,8 @@ class Tracer(Receiving):
         self.nft_source: Any = None  # both: the nf_tables trace socket (self.source is the legacy one)
         self.untraced: str | None = None  # a backend with rules on the hooks that this session does not trace
         self._other_tables = False  # other sessions' tables were in the last native snapshot
-        self._own_handles: dict[int, str] = {}  # handles of our table's rules: seen / trace
+        self._own_handles: dict[tuple[str, int], str] = {}  # (family, handle) of our tables' rules: seen / trace
+        self._hooks: Any = None  # native: the early hooks traced too (nfthooks.EarlyHooks)
 
     # --- setup ------------------------------------------------------------------------
 
@@ -142,9 +143,13 @@ class Tracer(Receiving):
         check_raw(self.spec, native=self.native, both=self.both, warn=self.warn)  # before any change
         if self.native:
             from . import nftnative as nn
+            from .nfthooks import discover
 
-            script = nn.table_script(self.spec, self.sid)  # a filter nft cannot take fails before any change
+            self._hooks = discover()  # netdev ingress / bridge chains: traced by tables of our own too
+            script = nn.table_script(self.spec, self.sid, self._hooks)  # a filter nft cannot take fails first
         rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid)
+        if self.both:  # the nf_tables table's rule is the one switch (modes._count_native): counters only
+            rules = [r for r in rules if r.args[-1].endswith(ss.SEEN_SUFFIX)]
         self.netns.setdefault("id", ns_id())
         self.marker.hold()  # before any change: others in this namespace see the session is alive
         self.state = ss.new_state(self.sid, self.netns, self.backend)
@@ -167,11 +172,12 @@ class Tracer(Receiving):
                 self.nft_source, self.source = self.source, legacy_source
                 self.mode = f"{legacy_mode}+nftrace"
             if self.native:
-                self.state.tables.append([nn.OWN_FAMILY, nn.table_name(self.sid)])
+                self.state.tables += [[fam, nn.table_name(self.sid)] for fam in nn.own_scripts(self.spec, self.sid,
+                                                                                                 self._hooks)]
                 if not self.dry_run:
                     self.state.save()  # recorded before it is made: cleanup can always find it
                 self.actions.run(["nft", "-f", "-"], stdin=script)  # one transaction: all of it or nothing
-                self._own_handles = {} if self.dry_run else nn.rule_handles(self.sid)
+                self._own_handles = {} if self.dry_run else nn.rule_handles(self.sid, self.own_families())
             if self.backend == be.NFT and not self.dry_run and not self.native:
                 own.share_made(self.state, self.marker, ud.nft_missing(rules))  # iptables-nft creates these
             for r in rules:

@@ -19,6 +19,8 @@ _EXPORTS = {
     "document": "json",
     "dumps": "json",
     "write_jsonl": "json",
+    "packet_json": "json",
+    "Tables": "json",
 }
 
 __all__ = list(_EXPORTS)

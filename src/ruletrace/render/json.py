@@ -1,34 +1,26 @@
 """Explanations as JSON: the stable, versioned machine-readable output (docs/json-schema.md).
 
-``to_json`` writes one packet's explanation; ``from_json`` is its inverse, the model read back
-(``render.json_read`` reads whole files of it).
+Schema 2 writes each rule text and owner once, in the ``tables`` of the document or stream, and
+each step only the fields that changed since the step before (``packet_json`` with a ``Tables``);
+``to_json`` is one packet standing alone (its tables inside it). ``from_json`` (``render.json_model``)
+is their inverse for schema 1 and 2; ``render.json_read`` reads whole files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json as _json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from typing import IO, Any
 
 from .. import __version__
 from ..errors import RuletraceError
 from ..explain.owners import Owner, deciding_owner, path_owners
-from ..model import (
-    CauseLink,
-    Change,
-    Explanation,
-    Fate,
-    MissLine,
-    Origin,
-    Packet,
-    Rule,
-    Step,
-    StepKind,
-    TraceEvent,
-    Verdict,
-)
+from ..model import Change, Explanation, Rule, Step
+from .json_model import READS, expand, from_json
 
 _orjson: Any
 try:  # optional speed-up; output is byte-identical to the stdlib path
@@ -37,16 +29,111 @@ except ImportError:  # pragma: no cover - depends on the machine
     _orjson = None
 
 # Bump only for incompatible changes (a key removed, renamed or retyped). New keys may appear
-# within a version; readers must ignore keys they do not know.
-SCHEMA_VERSION = 1
+# within a version; readers must ignore keys they do not know. ``from_json`` reads every version
+# in ``READS`` (docs/json-schema.md, "Changes from schema 1").
+SCHEMA_VERSION = 2
 
 JSONObject = dict[str, Any]
 
+__all__ = ["READS", "SCHEMA_VERSION", "Tables", "document", "dumps", "expand", "from_json", "owner_json", "packet_json",
+           "rule_id", "to_json", "write_document", "write_jsonl"]
+
+
+@lru_cache(maxsize=1 << 17)
+def rule_id(text: str) -> str:
+    """A rule text's key in ``tables.rules``: 16 hex digits of its BLAKE2b hash, so the same text has
+    the same id in every run and in every process of a parallel one (no table to share)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+@lru_cache(maxsize=1 << 14)
+def _owner_entry(o: Owner) -> tuple[str, JSONObject]:
+    obj = o.as_json()
+    return hashlib.blake2b(dumps(obj).encode(), digest_size=8).hexdigest(), obj
+
+
+class Tables:
+    """The ``tables`` of one document or stream: rule texts and owners by id, each written once.
+
+    ``take_new()`` gives the entries added since it was last called: the table line JSON Lines
+    write before the packet that first uses them. Per distinct path (``Explanation.path_key``)
+    the steps' constant part and the path's owners are built once and reused.
+    """
+
+    __slots__ = ("_new_owners", "_new_rules", "_paths", "owners", "rules")
+
+    PATHS_MAX = 1 << 15  # distinct paths kept before the per-path cache starts again
+
+    def __init__(self) -> None:
+        self.rules: dict[str, str] = {}
+        self.owners: dict[str, JSONObject] = {}
+        self._new_rules: dict[str, str] = {}
+        self._new_owners: dict[str, JSONObject] = {}
+        self._paths: dict[Any, tuple[list[JSONObject], list[str]]] = {}
+
+    def rule(self, rule: Rule | None) -> str | None:
+        """The id of ``rule``'s text (entered in the table on first use); None for no rule."""
+        if rule is None:
+            return None
+        text = rule.text
+        rid = rule_id(text)
+        have = self.rules.get(rid)
+        if have is None:
+            self.rules[rid] = self._new_rules[rid] = text
+        elif have != text:  # 64 bits: never seen; said rather than written wrong
+            raise RuletraceError(f"two rule texts have the same id {rid}: {have!r} and {text!r}")
+        return rid
+
+    def owner(self, o: Owner | None) -> str | None:
+        """The id of owner ``o`` (entered in the table on first use); None for no owner."""
+        if o is None:
+            return None
+        oid, obj = _owner_entry(o)
+        if oid not in self.owners:
+            self.owners[oid] = self._new_owners[oid] = obj
+        return oid
+
+    def take_new(self) -> JSONObject | None:
+        """``{"tables": …}`` with the entries added since the last call, or None when there are none."""
+        if not self._new_rules and not self._new_owners:
+            return None
+        out = {"tables": {"rules": self._new_rules, "owners": self._new_owners}}
+        self._new_rules, self._new_owners = {}, {}
+        return out
+
+    def as_json(self) -> JSONObject:
+        return {"rules": self.rules, "owners": self.owners}
+
+    def path_part(self, expl: Explanation) -> tuple[list[JSONObject], list[str]]:
+        """The steps without their packet's own values, and the owner ids of the path: built once
+        per path (the same plan gives the same steps: explain.Explainer sets ``path_key``)."""
+        key = expl.path_key
+        got = self._paths.get(key) if key is not None else None
+        if got is None:
+            got = ([_step_const(s, self) for s in expl.steps],
+                   [self.owner(o) or "" for o in path_owners(expl) if o.specific])
+            if key is not None:
+                if len(self._paths) >= self.PATHS_MAX:
+                    self._paths.clear()
+                self._paths[key] = got
+        return got
+
 
 def to_json(expl: Explanation) -> JSONObject:
-    """One packet's explanation as a JSON-ready dict (schema ``SCHEMA_VERSION``)."""
+    """One packet standing alone (``trace --json`` lines): ``packet_json`` with the ``tables`` it uses."""
+    tables = Tables()
+    obj = packet_json(expl, tables)
+    obj["tables"] = tables.as_json()
+    return obj
+
+
+def packet_json(expl: Explanation, tables: Tables) -> JSONObject:
+    """One packet's explanation as a JSON-ready dict (schema ``SCHEMA_VERSION``), rules and owners
+    as ids into ``tables``."""
     first = expl.first
     v = expl.verdict
+    rule = tables.rule
+    consts, owners = tables.path_part(expl)
     return {
         "id": expl.packet.id,
         "proto": first.get("PROTO") or None,
@@ -57,7 +144,8 @@ def to_json(expl: Explanation) -> JSONObject:
         "family": _family(expl),
         "in": first.get("IN") or None,
         "out": first.get("OUT") or None,
-        "steps": [_step(s) for s in expl.steps],
+        "fields": dict(first),
+        "steps": _steps(expl, consts, first),
         "fate": str(expl.fate),
         "verdict": None
         if v is None
@@ -66,19 +154,19 @@ def to_json(expl: Explanation) -> JSONObject:
             "table": v.table,
             "chain": v.chain,
             "num": v.num,
-            "rule": _text(v.rule),
+            "rule": rule(v.rule),
             "reason": v.reason,
         },
         "last_seen": expl.last_seen,
-        "nat": [_change(c) for c in expl.nat],
-        "marks": [_change(c) for c in expl.marks],
+        "nat": [_change(c, tables) for c in expl.nat],
+        "marks": [_change(c, tables) for c in expl.marks],
         "cause": [
             {
                 "role": c.role,
                 "table": c.table,
                 "chain": c.chain,
                 "num": c.num,
-                "rule": _text(c.rule),
+                "rule": rule(c.rule),
                 "text": c.text,
                 "step": c.step,
             }
@@ -88,16 +176,56 @@ def to_json(expl: Explanation) -> JSONObject:
         "notes": list(expl.notes),
         # who made the deciding rule, and every object owner along the path (explain/owners.py);
         # derived from the rules above, so from_json need not read them
-        "owner": owner_json(deciding_owner(expl)),
-        "owners": [owner_json(o) for o in path_owners(expl) if o.specific],
-    } | _fate(expl) | _misses(expl)
+        "owner": tables.owner(deciding_owner(expl)),
+        "owners": list(owners),
+    } | _fate(expl) | _misses(expl, tables)
 
 
-def _misses(expl: Explanation) -> JSONObject:
+def _step_const(s: Step, tables: Tables) -> JSONObject:
+    """What a step is on every packet of its path: all but ``fields``, ``origin`` and ``ts``."""
+    ev = s.event
+    d: JSONObject = {"table": ev.table, "chain": ev.chain, "kind": str(ev.kind), "num": ev.num, "depth": s.depth,
+                     "action": s.action or None}
+    for key, value in (("rule", tables.rule(s.rule)), ("policy", s.policy), ("returned_to", s.returned_to),
+                       ("warning", s.warning), ("note", s.note)):
+        if value is not None:
+            d[key] = value
+    return d
+
+
+def _steps(expl: Explanation, consts: list[JSONObject], first: Mapping[str, str]) -> list[JSONObject]:
+    """Each step: its constant part, the fields that changed since the step before (the first step:
+    since the packet's ``fields``), where it was read and when."""
+    out = []
+    prev_ev = None
+    prev: Mapping[str, str] = first
+    for c, s in zip(consts, expl.steps):
+        ev = s.event
+        d = c.copy()
+        if prev_ev is None or not ev.same_fields(prev_ev):
+            f = ev.fields
+            if f is not prev:
+                delta: dict[str, str | None] = {k: v for k, v in f.items() if prev.get(k) != v}
+                for k in prev:
+                    if k not in f:
+                        delta[k] = None
+                if delta:
+                    d["fields"] = delta
+            prev = f
+        prev_ev = ev
+        o = ev.origin
+        d["origin"] = None if o is None else str(o)
+        ts = ev.ts
+        d["ts"] = ts if ts is not None and math.isfinite(ts) else None
+        out.append(d)
+    return out
+
+
+def _misses(expl: Explanation, tables: Tables) -> JSONObject:
     """explain --explain-miss only: each rule of the chain checked against the packet's logged fields."""
     if expl.misses is None:
         return {}
-    return {"explain_miss": [{"table": m.table, "chain": m.chain, "num": m.num, "rule": _text(m.rule),
+    return {"explain_miss": [{"table": m.table, "chain": m.chain, "num": m.num, "rule": tables.rule(m.rule),
                               "result": m.result, "reason": m.reason} for m in expl.misses]}
 
 
@@ -123,137 +251,18 @@ def _fate(expl: Explanation) -> JSONObject:
     return out
 
 
-def from_json(obj: Any) -> Explanation:
-    """The explanation that a packet object of ``to_json`` describes: its inverse.
-
-    ``to_json(from_json(to_json(e))) == to_json(e)`` for every explanation ``e`` whose packet
-    events are its steps' events (what the explainer makes). The packet's events are rebuilt
-    from its steps, each with the packet's ``family``. Keys it does not know are ignored
-    (``simulation``); a missing key reads as null (or empty). A value of the wrong type raises
-    RuletraceError naming the key; the caller adds the file and line.
-    """
-    p = _expect(obj, dict, "packet")
-    pid = _get(p, "id", int, "packet")
-    family = _get(p, "family", str, "packet")
-    events: list[TraceEvent] = []
-    steps: list[Step] = []
-    for k, raw in enumerate(_items(p, "steps", "packet")):
-        where = f"steps[{k}]"
-        s = _expect(raw, dict, where)
-        table, chain = s.get("table"), s.get("chain")
-        if not isinstance(table, str) or not isinstance(chain, str):
-            raise RuletraceError(f"packet step without table/chain ({where})")
-        kind_s = _get(s, "kind", str, where)
-        try:
-            kind = StepKind(kind_s)
-        except ValueError:
-            raise RuletraceError(f"{where}.kind: {kind_s!r} is not one of rule, return, policy") from None
-        num = _get(s, "num", int, where)
-        fields = _get(s, "fields", dict, where) or {}
-        if not all(isinstance(v, str) for v in fields.values()):
-            raise RuletraceError(f"{where}.fields: every value must be a string")
-        ts = _get(s, "ts", (int, float), where)
-        ev = TraceEvent(table, chain, kind, num, ts=ts, family=family, origin=_origin_of(_get(s, "origin", str, where)),
-                        source="ruletrace-json", fields=fields)
-        events.append(ev)
-        steps.append(Step(ev, _rule(table, chain, num, _get(s, "rule", str, where)), _get(s, "policy", str, where),
-                          _get(s, "returned_to", str, where), _get(s, "depth", int, where) or 0,
-                          _get(s, "action", str, where) or "", _get(s, "warning", str, where),
-                          _get(s, "note", str, where)))
-    fate_s = _get(p, "fate", str, "packet") or "unknown"
-    try:
-        fate = Fate(fate_s)
-    except ValueError:
-        raise RuletraceError(f"fate {fate_s!r} is not one of {', '.join(f.value for f in Fate)}") from None
-    verdict = None
-    v = _get(p, "verdict", dict, "packet")
-    if v is not None:
-        vt, vc, vn = _get(v, "table", str, "verdict"), _get(v, "chain", str, "verdict"), _get(v, "num", int, "verdict")
-        verdict = Verdict(_get(v, "action", str, "verdict"), vt, vc, vn, _rule(vt, vc, vn, _get(v, "rule", str, "verdict")),
-                          _get(v, "reason", str, "verdict"))
-    return Explanation(
-        Packet(pid, events),
-        steps=steps,
-        fate=fate,
-        verdict=verdict,
-        nat=[_change_of(c, f"nat[{k}]") for k, c in enumerate(_items(p, "nat", "packet"))],
-        marks=[_change_of(c, f"marks[{k}]") for k, c in enumerate(_items(p, "marks", "packet"))],
-        cause=[_cause_of(c, f"cause[{k}]") for k, c in enumerate(_items(p, "cause", "packet"))],
-        warnings=[_expect(w, str, "warnings") for w in _items(p, "warnings", "packet")],
-        notes=[_expect(n, str, "notes") for n in _items(p, "notes", "packet")],
-        last_seen=_get(p, "last_seen", str, "packet"),
-        misses=None if p.get("explain_miss") is None else [
-            _miss_of(m, f"explain_miss[{k}]") for k, m in enumerate(_items(p, "explain_miss", "packet"))],
-    )
-
-
-def _miss_of(obj: Any, where: str) -> MissLine:
-    m = _expect(obj, dict, where)
-    table, chain, num = _get(m, "table", str, where) or "", _get(m, "chain", str, where) or "", _get(m, "num", int, where)
-    return MissLine(table, chain, num or 0, _rule(table, chain, num, _get(m, "rule", str, where)),
-                    _get(m, "result", str, where) or "", _get(m, "reason", str, where) or "")
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", (int, float): "a number"}
-
-
-def _expect(value: Any, typ: Any, where: str) -> Any:
-    if isinstance(value, typ) and not (isinstance(value, bool) and typ is not bool):
-        return value
-    raise RuletraceError(f"{where}: expected {_TYPE_NAMES.get(typ, typ)}, got {_json_type(value)}")
-
-
-def _get(d: Mapping[str, Any], key: str, typ: Any, where: str) -> Any:
-    """``d[key]`` when it has type ``typ``; None when missing or null."""
-    value = d.get(key)
-    return None if value is None else _expect(value, typ, f"{where}.{key}")
-
-
-def _items(d: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    return _get(d, key, list, where) or []
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    return {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}.get(
-        type(value), type(value).__name__)
-
-
-def _rule(table: str | None, chain: str | None, num: int | None, text: str | None) -> Rule | None:
-    # only the text is written (and so known): table, chain and number are the place it was seen
-    return None if text is None else Rule(table or "", chain or "", num or 0, text)
-
-
-def _change_of(obj: Any, where: str) -> Change:
-    c = _expect(obj, dict, where)
-    table, chain, num = _get(c, "table", str, where), _get(c, "chain", str, where), _get(c, "num", int, where)
-    return Change(_get(c, "what", str, where), _get(c, "old", str, where), _get(c, "new", str, where), table, chain,
-                  num, _rule(table, chain, num, _get(c, "rule", str, where)), _get(c, "step", int, where),
-                  _get(c, "note", str, where))
-
-
-def _cause_of(obj: Any, where: str) -> CauseLink:
-    c = _expect(obj, dict, where)
-    table, chain, num = _get(c, "table", str, where), _get(c, "chain", str, where), _get(c, "num", int, where)
-    return CauseLink(_get(c, "role", str, where), table, chain, num, _rule(table, chain, num, _get(c, "rule", str, where)),
-                     _get(c, "text", str, where), _get(c, "step", int, where))
-
-
-# str(Origin): "path", "path:line" or "path:line:col" (line and col >= 1)
-_ORIGIN = re.compile(r"(.*?):([1-9][0-9]*)(?::([1-9][0-9]*))?", re.DOTALL)
-
-
-def _origin_of(text: str | None) -> Origin | None:
-    """The Origin whose ``str`` is ``text`` (a path ending in ``:N`` reads as a line: the same text)."""
-    if text is None:
-        return None
-    m = _ORIGIN.fullmatch(text)
-    if m is None:
-        return Origin(text)
-    return Origin(m.group(1), int(m.group(2)), int(m.group(3)) if m.group(3) else None)
+def _change(c: Change, tables: Tables) -> JSONObject:
+    return {
+        "what": c.what,
+        "old": c.old,
+        "new": c.new,
+        "table": c.table,
+        "chain": c.chain,
+        "num": c.num,
+        "rule": tables.rule(c.rule),
+        "note": c.note,
+        "step": c.step,
+    }
 
 
 def document(
@@ -262,18 +271,16 @@ def document(
     warnings: Iterable[str] = (),
     sources: Iterable[Any] = (),
 ) -> JSONObject:
-    """The whole ``--json`` output: header, packets, sources, summary and run warnings.
+    """The whole ``--json`` output: header, packets, tables, sources, summary and run warnings.
 
     ``summary`` is a ``render.summary.Summary`` (or anything with ``to_json()``), a ready
     dict, or None. A source is a path, a mapping or an object with ``path``, ``format`` and
-    ``role`` (missing ones are null). Packets come before sources because sources are only
-    known once they have been read (see ``write_document``).
+    ``role`` (missing ones are null). Packets come before the tables and sources because those
+    are only complete once every packet has been read (see ``write_document``).
     """
-    return {
-        **_head(),
-        "packets": [to_json(e) for e in expls],
-        **_tail(summary, warnings, sources),
-    }
+    tables = Tables()
+    packets = [packet_json(e, tables) for e in expls]
+    return {**_head(), "packets": packets, "tables": tables.as_json(), **_tail(summary, warnings, sources)}
 
 
 def write_document(
@@ -288,22 +295,42 @@ def write_document(
 ) -> int:
     """Stream the document of ``document()`` to ``stream``, one packet per line; return the packet count.
 
-    Packets are written as they come, so no list of them is held. ``summary``, ``warnings``
-    and ``sources`` are read after the last packet: lists or a Summary that fill up while the
-    explanations stream are fine. ``packets=False`` consumes the explanations but writes
-    ``"packets": []`` (for ``--summary --json``). ``extra(expl)`` gives keys added after a
-    packet's own (``simulation`` for ``simulate --json``; see docs/json-schema.md).
+    Packets are written as they come, so no list of them is held (the tables hold each distinct
+    rule text and owner once). ``summary``, ``warnings`` and ``sources`` are read after the last
+    packet: lists or a Summary that fill up while the explanations stream are fine.
+    ``packets=False`` consumes the explanations but writes ``"packets": []`` (for ``--summary
+    --json``). ``extra(expl)`` gives keys added after a packet's own (``simulation`` for
+    ``simulate --json``; see docs/json-schema.md).
     """
-    stream.write(dumps(_head())[:-1] + ',"packets":[')
-    n = 0
-    for e in expls:
-        if packets:
-            obj = to_json(e)
+    tables = Tables()
+
+    def lines() -> Iterable[str | None]:
+        for e in expls:
+            if not packets:
+                yield None
+                continue
+            obj = packet_json(e, tables)
             if extra is not None:
                 obj.update(extra(e))
-            stream.write(("\n" if n == 0 else ",\n") + dumps(obj))
+            yield dumps(obj)
+
+    return write_lines(lines(), stream, tables, summary=summary, warnings=warnings, sources=sources)
+
+
+def write_lines(lines: Iterable[str | None], stream: IO[str], tables: Tables, *, summary: Any = None,
+                warnings: Iterable[str] = (), sources: Iterable[Any] = ()) -> int:
+    """The document around packets already encoded (``None``: a packet counted, not written); return the count.
+
+    ``tables`` must hold every id the lines use once the last line is taken (fastpath/parallel_json.py)."""
+    stream.write(dumps(_head())[:-1] + ',"packets":[')
+    n = written = 0
+    for text in lines:
+        if text is not None:
+            stream.write(("\n" if written == 0 else ",\n") + text)
+            written += 1
         n += 1
-    stream.write(("\n]," if packets and n else "],") + dumps(_tail(summary, warnings, sources))[1:] + "\n")
+    rest = {"tables": tables.as_json(), **_tail(summary, warnings, sources)}
+    stream.write(("\n]," if written else "],") + dumps(rest)[1:] + "\n")
     return n
 
 
@@ -319,6 +346,24 @@ def _tail(summary: Any, warnings: Iterable[str], sources: Iterable[Any]) -> JSON
         "summary": None if summary is None else dict(summary),
         "warnings": [str(w) for w in warnings],
     }
+
+
+def write_jsonl(expls: Iterable[Explanation], stream: IO[str], *, flush: bool = False) -> int:
+    """Write one packet object a line (JSON Lines), each after a table line with the rule texts and
+    owners it is the first to use; return how many packets were written.
+
+    ``flush=True`` flushes after each packet, for live tracing piped into ``jq``.
+    """
+    tables = Tables()
+    n = 0
+    for e in expls:
+        obj = packet_json(e, tables)
+        new = tables.take_new()
+        stream.write(dumps(obj) + "\n" if new is None else dumps(new) + "\n" + dumps(obj) + "\n")
+        if flush:
+            stream.flush()
+        n += 1
+    return n
 
 
 # Characters written as \uXXXX although JSON allows them raw: DEL and the C1 controls (U+0080-U+009F;
@@ -360,63 +405,6 @@ def dumps(obj: Any, *, indent: bool = False) -> str:
     if not _UNSAFE.search(rest.decode()):
         return s
     return _UNSAFE.sub(_escape, s)
-def write_jsonl(expls: Iterable[Explanation], stream: IO[str], *, flush: bool = False) -> int:
-    """Write one packet object per line (JSON Lines); return how many were written.
-
-    ``flush=True`` flushes after each line, for live tracing piped into ``jq``.
-    """
-    n = 0
-    for e in expls:
-        stream.write(dumps(to_json(e)))
-        stream.write("\n")
-        if flush:
-            stream.flush()
-        n += 1
-    return n
-
-
-def _step(s: Step) -> JSONObject:
-    ev = s.event
-    return {
-        "table": ev.table,
-        "chain": ev.chain,
-        "kind": str(ev.kind),
-        "num": ev.num,
-        "rule": _text(s.rule),
-        "policy": s.policy,
-        "returned_to": s.returned_to,
-        "depth": s.depth,
-        "action": s.action or None,
-        "warning": s.warning,
-        "note": s.note,
-        "fields": dict(ev.fields),
-        "origin": _origin(ev.origin),
-        "ts": ev.ts if ev.ts is not None and math.isfinite(ev.ts) else None,
-    }
-
-
-def _change(c: Change) -> JSONObject:
-    return {
-        "what": c.what,
-        "old": c.old,
-        "new": c.new,
-        "table": c.table,
-        "chain": c.chain,
-        "num": c.num,
-        "rule": _text(c.rule),
-        "note": c.note,
-        "step": c.step,
-    }
-
-
-def _text(rule: Rule | None) -> str | None:
-    return None if rule is None else rule.text
-
-
-def _origin(o: Origin | None) -> str | None:
-    return None if o is None else str(o)
-
-
 def _port(value: str | None) -> int | None:
     if value is None or not (value.isascii() and value.isdigit()):
         return None

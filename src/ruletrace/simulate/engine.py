@@ -24,6 +24,7 @@ from .probe import PORT_PROTOS, Probe, flags_text
 from .reference import run_hook
 from .routestep import kernel_drop, lookup, route_input
 from .semantics import ACCEPT, DROP, QUEUE, REJECT, WalkState
+from .sockets import socket_check
 from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Branch, Ctx, Pkt, snapshot_fields
 
 # status of the connection a probe in each tracked state belongs to
@@ -66,6 +67,7 @@ class SimResult:
     routing: list[RouteDecision] = field(default_factory=list)  # the lookups made from --routes/--rules
     backends: list[str] = field(default_factory=list)  # both backends walked: each event's ("legacy" / "nft")
     decided_by: str | None = None  # both backends walked: the backend of the verdict's rule
+    socket: str | None = None  # delivered: whether a socket takes it, in words (sockets.py)
 
     @property
     def final(self) -> dict[str, str]:
@@ -95,7 +97,7 @@ class _Run(WalkState):
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
                  "_path_reason", "native", "_rerouted", "_assumed_out", "l2", "kdrop", "lookups", "in_route",
-                 "backends")
+                 "backends", "socket")
 
     def __init__(self, given: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
@@ -124,6 +126,7 @@ class _Run(WalkState):
         else:
             self.cc = compiled(rs, v == 6, index)
         self.backends: list[str] | None = None
+        self.socket: str | None = None  # what the socket check found (sockets.py), in words
         if both is not None:
             self.backends = []
             self.cc = combined(both, self.cc, fam, index, fast and index, facts.assume, explain_miss)
@@ -268,7 +271,7 @@ class _Run(WalkState):
             misses = self._misses()
         res = SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
                         self.hooks, self.trace_start, misses, p.snapshot(), c.path, self._assumed_out,
-                        c.guessed, kernel_drop=self.kdrop, routing=self.lookups)
+                        c.guessed, kernel_drop=self.kdrop, routing=self.lookups, socket=self.socket)
         if self.backends is not None and isinstance(self.cc, BothCompiled):
             res.backends = self.backends
             res.decided_by = self.cc.backend_of(self.decider[1]) if self.decider is not None else None
@@ -322,7 +325,7 @@ class _Run(WalkState):
             return ended
         if c.is_local(p, p.v, p.dst):
             v = hook("INPUT")(p, c, self)
-            return self._fate(v) if v != ACCEPT else Fate.DELIVERED
+            return self._fate(v) if v != ACCEPT else socket_check(self, p, c)
         if not self._routed(p, c, "the kernel drops the packet before FORWARD (ICMP unreachable)", self.in_route):
             return Fate.DROPPED
         # ip_forward() / ip6_forward() decrement TTL / hop limit before the FORWARD hook
@@ -366,7 +369,7 @@ class _Run(WalkState):
         if v != ACCEPT:
             return self._fate(v)
         v = hook("INPUT")(p, c, self)
-        return self._fate(v) if v != ACCEPT else Fate.DELIVERED
+        return self._fate(v) if v != ACCEPT else socket_check(self, p, c)
 
     def _routed(self, p: Pkt, c: Ctx, unroutable: str, d: RouteDecision | None = None) -> bool:
         """Route the packet out (``p.oif``; ``d``: the decision made already, see ``_route_out``);

@@ -104,6 +104,7 @@ class HostFacts:
     raw_routes: list[dict[str, Any]] | None = None  # `ip -j route [show table all]`
     rules: list[dict[str, Any]] | None = None  # `ip -j rule`
     sysctls: dict[str, str] = field(default_factory=dict)  # `sysctl -a`
+    sockets: Any = None  # `ss -lntu`: a sockets.Sockets (it imports this module); None: not known
     _n_local: int = -1  # len(local) and len(routes) when the caches below were made
     _n_routes: int = -1
     _local_set: set[tuple[int, int]] = field(default_factory=set)
