@@ -458,3 +458,49 @@ def _check_packet_bodies(a, b) -> None:
             for t, _f, _s, body in nl.split_messages(d) if t == 0x400]
     assert got == want and got[:3] == [b"first", b"2nd", b"third!!!"]
     assert sock.packet_bodies(0, 0x400) == []
+
+
+def test_nftrace_decode_fast_equals_decode(ruleset):
+    """decode_fast (message shapes, the step part remembered per distinct bytes) == decode, event by
+    event, with the same counters: headers carried, marks, an unknown handle, damaged messages, a
+    new ruleset version (its numbers), the TRACE rule's event."""
+    other = load_ruleset("t.save", text=SAVE.replace("-A INPUT -p tcp", "-A INPUT -p udp -j DROP\n-A INPUT -p tcp"))
+    other.family = "ipv4"
+    nftrace.attach_handles(other, NFT_JSON.replace('"handle": 2}}, {"rule": {"family": "ip", "table": "filter", '
+                                                   '"chain": "INPUT"', '"handle": 2}}, {"rule": {"family": "ip", '
+                                                   '"table": "filter", "chain": "INPUT", "handle": 9}}, {"rule": '
+                                                   '{"family": "ip", "table": "filter", "chain": "INPUT"'), family="ipv4")
+    live = [ruleset]
+    msgs = []
+    for tid in (11, 12, 13):
+        msgs += [trace_msg("raw", "OUTPUT", 3, tid, handle=2, verdict=-1, headers=True),
+                 trace_msg("raw", "OUTPUT", 3, tid, verdict=-1), trace_msg("raw", "OUTPUT", 1, tid, policy=1),
+                 trace_msg("filter", "OUTPUT", 3, tid, handle=5, verdict=-3, jump="FOO", headers=True),
+                 trace_msg("filter", "FOO", 3, tid, handle=6, verdict=1),
+                 trace_msg("filter", "FOO", 3, tid, verdict=-1),
+                 trace_msg("filter", "INPUT", 3, tid, handle=2, verdict=-1)
+                 + attr(nftrace.NFTA_TRACE_MARK, struct.pack("!I", tid)),
+                 trace_msg("filter", "INPUT", 3, tid, handle=99, verdict=1),
+                 trace_msg("filter", "INPUT", 3, tid, handle=2)
+                 + attr(nftrace.NFTA_TRACE_VERDICT, struct.pack(H + "HH", 40, 1)),  # damaged verdict
+                 trace_msg("filter", "INPUT", 1, tid, policy=0)]
+    msgs.append(msgs[0][:6])  # cut short
+    ref = nftrace.TraceDecoder(lambda fam: live[0], lambda i: f"if{i}")
+    fast = nftrace.TraceDecoder(lambda fam: live[0], lambda i: f"if{i}")
+
+    def run(d, m, fn):
+        try:
+            return _same(fn(d)(m, now=1.0))
+        except (RuletraceError, *nflog.nflog.DECODE_ERRORS) as e:
+            return type(e).__name__
+
+    for round_ in range(3):
+        if round_ == 2:
+            live[0] = other  # a new version: the same messages number against it
+        for i, m in enumerate(msgs):
+            want = run(ref, m, lambda d: d.decode)
+            assert run(fast, m, lambda d: d.decode_fast) == want, (round_, i)
+    assert (fast.records, fast.unknown_handles) == (ref.records, ref.unknown_handles)
+    assert fast._steps, "the fast path was taken"
+    a, b = fast.decode_fast(msgs[4], now=1.0), fast.decode_fast(msgs[4], now=1.0)
+    assert a.raw is b.raw is not None and a.fields == b.fields and a.fields is not b.fields  # shared, own copies

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 # would take 8 s a second, and 20 a second still took a third of the trace's CPU time
 # (bench/bench_live.py --profile). Packets over this many a second get a note instead.
 CT_LOOKUPS = 5
+# a packet explained this long after its last step: the entry read now is not the one after it
+# (a backlog of steps is being worked off), so none is read (nor a process run for it)
+CT_BEHIND = 1.0
 ENV_OFF = "RULETRACE_NO_DROP_REASONS"  # set to 1: drop reasons off (tests, hosts where BPF is unwelcome)
 
 
@@ -59,6 +62,7 @@ class Fate:
         self.conntrack = ct.available()
         self.ct_events: ct.Events | None = None  # conntrack -E: the entry as it was made
         self.ct_budget = Budget(CT_LOOKUPS)
+        self.ct_behind = 0  # packets explained over CT_BEHIND s after they passed: no lookup
 
     def start(self) -> None:
         if os.environ.get(ENV_OFF) == "1":
@@ -105,7 +109,13 @@ class Fate:
         if self.conntrack:
             first = self.ct_events.first(expl) if self.ct_events is not None else None
             end = None
-            if self.ct_budget.take():
+            last = expl.packet.events[-1].ts if expl.packet.events else None
+            behind = time.time() - last if last else 0.0
+            if behind > CT_BEHIND:
+                self.ct_behind += 1
+                expl.notes.append(f"conntrack entry after the packet not read: explained {behind:.1f} s after it "
+                                  "(the entry now is not the one it left)")
+            elif self.ct_budget.take():
                 end = ct.entry(expl, "end")
                 if end is None and first is not None:
                     end = ConntrackEntry("end", first.proto, text="no entry for the flow any more (removed or timed out)")
@@ -137,6 +147,9 @@ class Fate:
     def stop(self) -> None:
         if self.ct_events is not None:
             self.ct_events.stop()
+        if self.ct_behind:
+            self.warn(f"conntrack: {self.ct_behind} packet(s) explained over {CT_BEHIND:g} s after they passed: "
+                      "their entry after the packet was not read")
         if self.ct_budget.refused:
             self.warn(f"conntrack: {self.ct_budget.refused} packet(s) over {CT_LOOKUPS} a second: their entry "
                       "after the packet was not read (each lookup runs `conntrack -L`)")

@@ -82,17 +82,19 @@ class NftModes:
 
     def _poll_nft(self, source: NetlinkSocket, timeout: float) -> list[tuple[TraceEvent, int]]:
         from ..sources.nflog import DECODE_ERRORS
-        from .nftrace import is_newgen, is_trace
+        from .nftrace import TraceDecoder, is_newgen, is_trace
 
         decoder = self.decoder
         assert decoder is not None  # set with the nftrace / native mode
+        # the plain decoder's fast path (its step part once per distinct message); the native one walks
+        decode = decoder.decode_fast if type(decoder) is TraceDecoder else decoder.decode
         out = []
         for mtype, _f, _s, body in source.messages(timeout):
             if is_newgen(mtype):
                 self.refresh()  # events after the commit are numbered against the new version
             elif is_trace(mtype):
                 try:
-                    ev = decoder.decode(body)
+                    ev = decode(body)
                 except DECODE_ERRORS:  # a short or damaged attribute: counted, never a traceback
                     self.stats["damaged"] += 1
                     continue

@@ -104,6 +104,54 @@ def parse_attrs(buf: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
     return out
 
 
+class Shape:
+    """Where ``parse_attrs(body, offset)`` finds each attribute of one message shape.
+
+    ``match(body)`` is True when the body has this shape: the same length and the same (length,
+    type) attribute headers at the same offsets (one ``struct`` unpack, compared as a tuple), so
+    the walk would go exactly as it went for the body the shape was learned from. Then
+    ``body[shape.first[kind]]`` is what ``parse_attrs`` gives for ``kind``, and the ``keep``
+    slices cover every attribute but the ``varying`` ones (whole attributes: equal bytes there,
+    equal attributes). tests/live/test_codec.py proves the decoders that use it equal to the walk.
+    """
+
+    __slots__ = ("check", "first", "hdrs", "keep", "size", "vary")
+
+    def __init__(self, body: bytes, offset: int, varying: frozenset[int]) -> None:
+        """Learned from ``body`` (which ``parse_attrs`` must have read without an error)."""
+        n = len(body)
+        fmt, hdrs, at, off = ["="], [], 0, offset
+        self.first: dict[int, slice] = {}
+        cut: list[tuple[int, int]] = []
+        while off + 4 <= n:
+            length, kind = NLA_HDR.unpack_from(body, off)
+            fmt.append(f"{off - at}xHH")
+            at = off + 4
+            hdrs += (length, kind)
+            kind &= NLA_TYPE_MASK
+            end = min(off + ((length + 3) & ~3), n)
+            if kind not in self.first:
+                self.first[kind] = slice(off + 4, off + length)
+                if kind in varying:
+                    cut.append((off, end))
+            off = end if end > off else n
+        keep, start = [], 0
+        for a, b in cut:
+            if a > start:
+                keep.append(slice(start, a))
+            start = b
+        if start < n:
+            keep.append(slice(start, n))
+        self.vary = tuple((k, v) for k, v in self.first.items() if k in varying)  # the varying ones present
+        self.check = struct.Struct("".join(fmt))
+        self.hdrs = tuple(hdrs)
+        self.keep = tuple(keep)
+        self.size = n
+
+    def match(self, body: bytes) -> bool:
+        return len(body) == self.size and self.check.unpack_from(body) == self.hdrs
+
+
 def _number(fmt: str) -> Callable[[bytes], int]:
     """A reader of one big-endian number at the start of an attribute value (struct format)."""
     unpack_from = struct.Struct(fmt).unpack_from

@@ -54,7 +54,24 @@ def _ip_uncached(args: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
     return (data if isinstance(data, list) else None), ""
 
 
+_sysctls: dict[str, tuple[float, str | None]] = {}
+
+
 def sysctl(name: str) -> str | None:
+    """A sysctl's value in this namespace (remembered for MEMO_SECONDS, as ``ip``'s answers: a
+    packet's routing reads about eight, and a burst of packets the same ones)."""
+    now = time.monotonic()
+    hit = _sysctls.get(name)
+    if hit is not None and now - hit[0] < MEMO_SECONDS:
+        return hit[1]
+    got = _sysctl_uncached(name)
+    if len(_sysctls) >= MEMO_MAX:
+        _sysctls.clear()
+    _sysctls[name] = (now, got)
+    return got
+
+
+def _sysctl_uncached(name: str) -> str | None:
     try:
         return Path("/proc/sys/" + name.replace(".", "/")).read_text().strip()
     except OSError:
