@@ -1,6 +1,6 @@
 """Live tracing at full rate (issue 16 item 6): does `ruletrace trace` keep up with 50,000 steps/s?
 
-Two lab namespaces joined by a veth (prefix ``rtls-``, deleted in ``finally``); the server
+Two lab namespaces joined by a veth (prefix ``rtlf-``, deleted in ``finally``); the server
 gets ``--rules`` matching rules in filter INPUT (``-p icmp -m comment``, no target: every
 traced packet makes one step per rule), the client sends ``--rate`` ICMP echo requests a
 second for ``--seconds`` (a bounded burst), while ``ruletrace trace --json`` runs in the server
@@ -105,7 +105,7 @@ def lab_run(lab: Lab, argv: list[str], ns: str, stdin: str | None = None) -> str
 
 
 def measure(backend: str, args: argparse.Namespace) -> dict:
-    with Lab(prefix=f"rtls-{os.getpid() % 10000}") as lab:
+    with Lab(prefix=f"rtlf-{os.getpid() % 10000}") as lab:
         c, s = lab.host("c"), lab.host("s")
         ca, sb = lab.veth(c, "a", s, "b")
         lab.addr(c, ca, f"{C_ADDR}/24")
@@ -113,7 +113,7 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
         lab_run(lab, [f"iptables-{backend}-restore"], s.ns, ruleset(args.rules))
         packets = int(args.rate * args.seconds)
         duration = args.seconds + args.drain
-        prof = tempfile.NamedTemporaryFile(prefix="rtls-", suffix=".prof", delete=False).name
+        prof = tempfile.NamedTemporaryFile(prefix="rtlf-", suffix=".prof", delete=False).name
         py = [sys.executable] + (["-c", PROFILE, prof] if args.profile else ["-m", "ruletrace"])
         argv = py + ["trace", "--netns", s.ns, "--backend", backend, "--json", "-p", "icmp",
                      "-4", "--direction", "in", "-s", C_ADDR, "--rate-limit", str(args.rate_limit),
@@ -165,7 +165,8 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
         "arrived": num(r"(\d+) arrived,"), "lost": num(r"(\d+) lost entirely"),
         "not_shown": num(r"(\d+) arrived but not shown"), "incomplete": num(r"(\d+) arrived possibly incomplete"),
         "over_cap": num(r"(\d+) packet\(s\) of the flow not traced"), "overruns": num(r"(\d+) netlink overrun"),
-        "lost_steps": num(r"(\d+) step\(s\) lost"),
+        "lost_steps": num(r"(\d+) step\(s\) lost"), "empty": num(r"(\d+) arrived with no step past"),
+        "unread": num(r"(\d+) step\(s\) still queued"), "ended": num(r"(\d+) still arriving when the trace ended"),
         "steps_offered": offered_counters + traced * OWN_STEPS[backend],
         "steps_received": received, "steps_explained": sum(len(p["steps"]) for p in pkts),
         "summary": line,
@@ -182,8 +183,9 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
     r["explained_ratio"] = round(r["steps_explained"] / r["steps_offered"], 4) if r["steps_offered"] else 0.0
     missing_pkts = kernel_packets - shown
     packets_add_up = (traced + r["over_cap"] == kernel_packets
-                      and r["lost"] == max(traced - r["arrived"], 0) and r["arrived"] == shown + r["not_shown"])
-    step_loss_shown = received >= r["steps_offered"] or bool(r["overruns"] or r["lost_steps"] or r["incomplete"])
+                      and r["lost"] == max(traced - r["arrived"], 0) and r["arrived"] == shown + r["not_shown"] + r["empty"])
+    step_loss_shown = received >= r["steps_offered"] or bool(r["overruns"] or r["lost_steps"] or r["incomplete"]
+                                                              or r["unread"])
     r["losses_counted"] = packets_add_up and step_loss_shown and (missing_pkts == 0 or bool(
         r["lost"] or r["not_shown"] or r["over_cap"]))
     if args.profile:
@@ -221,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
               f"sustained {r['received_per_s']:,}/s  lag {r['lag_s']} s  "
               f"capacity {r['capacity_per_s']:,} steps per CPU s ({r['capacity_per_s'] / BAR:.2f} of the bar)")
         print(f"        packets: kernel {r['kernel_packets']}, traced {r['traced']}, shown {r['shown']}, "
-              f"lost {r['lost']}, not shown {r['not_shown']}, incomplete {r['incomplete']}, "
-              f"overruns {r['overruns']}, lost steps {r['lost_steps']}; every loss counted and shown: "
+              f"lost {r['lost']}, not shown {r['not_shown']} (at the end {r['ended']}), "
+              f"no steps {r['empty']}, incomplete {r['incomplete']}, overruns {r['overruns']}, "
+              f"lost steps {r['lost_steps']}, unread steps {r['unread']}; every loss counted and shown: "
               f"{'yes' if r['losses_counted'] else 'NO'}  "
               f"{'PASS' if keeps_up and r['losses_counted'] else 'FAIL'} (bar {BAR:,} steps/s, nothing lost)")
         if a.profile:

@@ -83,6 +83,8 @@ class Rule:
     counters: tuple[int, int] | None = None  # packets, bytes where the listing had them
     # --- nf_tables native (rulesets/nft_model.py) ---
     vmap: str | None = None  # verdict-map dispatch ("@name" or "{ k : verdict, … }"); target stays None
+    # an iptables-nft rule whose text is its iptables-nft-save line: nf_tables' rendering of it (rulesets/xt_save.py)
+    listed: str | None = None
 
     @property
     def spec(self) -> str:
@@ -190,6 +192,9 @@ class Ruleset:
     origin: Origin | None = None
     format: str = ""  # "iptables-save", "iptables-list", "nft-json", …
     warnings: list[str] = field(default_factory=list)
+    # which iptables wrote an iptables-save listing, when its header says: "legacy" (iptables-save,
+    # iptables-legacy-save) or "nft" (iptables-nft-save: "(nf_tables)"); None: not said
+    backend: str | None = None
     # nf_tables rule handle -> Rule, filled by readers that know handles
     handles: dict[tuple[str, str, int], Rule] = field(default_factory=dict)
     # --- nf_tables native (rulesets/nft_model.py); empty for iptables listings ---

@@ -361,15 +361,17 @@ class Run:
                 yield packet, None
                 continue
             fam = packet.events[0].family if packet.events else None
+            ex = self._explainer(fam)
+            # each distinct path (and field-change signature) annotated once: equal to explain()
             if mine is None:
-                yield packet, self._explainer(fam).explain(packet, detail=self.detail)
+                yield packet, ex.explain_cached(packet) if self.detail else ex.explain(packet, detail=False)
             elif mine(n):
-                e = self._explainer(fam).explain(packet, detail=True)
+                e = ex.explain_cached(packet)
                 if where is not None:
                     where[id(e)] = n
                 yield packet, e
             else:  # its fate is all the reply lookup reads of it (a cached plan)
-                yield packet, self._explainer(fam).explain(packet, detail=False)
+                yield packet, ex.explain(packet, detail=False)
 
     def _finish(self) -> None:
         for st in self._stats:
@@ -426,8 +428,19 @@ def load_rulesets(paths: Iterable[str], texts: dict[str, str] | None = None) -> 
                         with open(p, encoding="utf-8", errors="replace") as f:
                             got[i] = parse_family(f.read(), origin=Origin(p), family=fam, save=save)
                         got[i].warnings[:] = [w for w in got[i].warnings if not w.startswith("left out")]
+                    from .rulesets.xt_save import pair_save
+
+                    pair_save(got[i], save)  # every rule, not only the xt placeholders, shows its save line
                     paired.append(save)
         out.extend(got)
+    if saves:  # a host with native tables too: iptables-nft's tables take their save lines (xt_save)
+        from .rulesets.xt_save import pair_save
+
+        for rs in out:
+            if rs.format in ("nft-text", "nft-json"):
+                save = next((sv for sv in saves if sv not in paired and pair_save(rs, sv)), None)
+                if save is not None:
+                    paired.append(save)
     return [rs for rs in out if not any(rs is sv for sv in paired)]
 
 

@@ -398,3 +398,61 @@ def test_a_damaged_nftrace_message_is_counted_not_a_traceback():
     assert me.stats["damaged"] == 1
     assert [ev.chain for ev, _v in out] == ["input"]
     assert "1 trace message(s) that could not be decoded, skipped" in acc.summary(me.stats, 0, 50)
+
+
+def test_nflog_shapes_equal_the_walk_for_every_step():
+    """NflogListener.decode_bodies (record shapes learned, the attribute walk skipped) gives, body by
+    body, what the reference decoder gives: the same events, the same damaged count, the same gaps."""
+    prefixes = [b"TRACE: raw:PREROUTING:policy:3 \0", b"TRACE: filter:INPUT:rule:1 \0",
+                b"TRACE: filter:INPUT:rule:12 \0", b"TRACE: filter:INPUT:policy:101 \0", b"my-log \0"]
+    bodies = []
+    for p, payload in enumerate([IP_HDR + TCP_HDR, IP6_ICMP, IP_HDR[:12], IP_HDR + TCP_HDR[:4]]):
+        fam = 10 if payload is IP6_ICMP else 2
+        for k, prefix in enumerate(prefixes * 2):
+            bodies.append(nflog_body(prefix, family=fam, payload=payload, hw=ETH, mark=k % 3 // 2,
+                                     seq=len(bodies) + (k == 7), stamp=(1700000000 + p, k)))
+        bodies.append(nflog_body(prefixes[1], family=fam, payload=payload))  # no time stamp, no sequence
+    bodies += _bodies() * 2
+    listener = nflog.NflogListener([2], ifname=lambda i: f"if{i}x")
+    ref_seq = nflog.NflogListener([2])  # its sequence check fed the reference way
+    bad = 0
+    for i, body in enumerate(bodies):
+        got = listener.decode_bodies([body])
+        want = _reference(body, i + 1) if not got else nflog.decode_packet(
+            body, record=i + 1, ifname=lambda i: f"if{i}x", now=got[0].ts)
+        tlvs = nflog.record_tlvs(body)
+        if tlvs is not None:
+            ref_seq._sequence(tlvs.get(12))
+        bad += want is None or want == "broken record"
+        assert [_same(e) for e in got] == ([_same(want)] if isinstance(want, TraceEvent) else []), i
+    assert listener.bad == bad and listener.records == len(bodies)
+    assert (listener.gaps, listener.lost_steps) == (ref_seq.gaps, ref_seq.lost_steps) != (0, 0)
+    a, b = listener.decode_bodies(bodies[0:2])
+    assert a.raw is b.raw and a.fields == b.fields and a.fields is not b.fields  # one packet entry, own copies
+
+
+def test_packet_bodies_takes_whole_messages_of_one_type():
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        _check_packet_bodies(a, b)
+
+
+def _check_packet_bodies(a, b) -> None:
+    sock = nl.NetlinkSocket.__new__(nl.NetlinkSocket)
+    sock.sock, sock._pending, sock.overruns = a, [], 0
+    sock._buf = bytearray(1 << 16)
+    sock._view = memoryview(sock._buf)
+
+    def msg(mtype: int, body: bytes) -> bytes:
+        return nl.NLMSG_HDR.pack(16 + len(body), mtype, 0, 1, 0) + body + b"\0" * (nl.align4(len(body)) - len(body))
+
+    one, other, two = msg(0x400, b"first"), msg(0x401, b"other"), msg(0x400, b"2nd") + msg(0x400, b"third!!!")
+    for d in (one, other, two, msg(0x400, b"")):
+        b.send(d)
+    got = sock.packet_bodies(1.0, 0x400)
+    want = [body for d in (one, other, two, msg(0x400, b""))
+            for t, _f, _s, body in nl.split_messages(d) if t == 0x400]
+    assert got == want and got[:3] == [b"first", b"2nd", b"third!!!"]
+    assert sock.packet_bodies(0, 0x400) == []

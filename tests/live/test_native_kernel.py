@@ -279,21 +279,26 @@ def test_native_orphan_table_only_with_force_and_exact_shape(lab):
     before = snapshot()
     sid, fake = "5eed" * 8, "f00d" * 8
     from ruletrace.live import nftnative as nn
+    from ruletrace.live.nfthooks import EarlyHooks
     from ruletrace.live.session import TraceSpec
 
     spec = TraceSpec(proto="udp", dport="53")
     spec.validate()
-    sh("nft -f -", stdin=nn.table_script(spec, sid))
-    lookalike = nn.table_script(spec, fake).replace("policy accept;", "policy accept;\n\t\ttcp dport 22 accept", 1)
+    early = EarlyHooks({VETH: -360}, -350)  # the netdev and bridge tables of a session too
+    sh("nft -f -", stdin=nn.table_script(spec, sid, early))
+    fakes = nn.own_scripts(spec, fake, early)
+    lookalike = "".join(text.replace("policy accept;", "policy accept;\n\t\ttcp dport 22 accept", 1)
+                        for text in fakes.values())
     sh("nft -f -", stdin=lookalike)
     p = ruletrace(lab, "cleanup", "--netns", SERVER)
     assert p.returncode == 0 and "--force" in p.stderr, p.stderr
-    assert f"ruletrace_{sid}" in sh("nft list tables")
+    assert sh("nft list tables").count(f"ruletrace_{sid}") == 3
     p = ruletrace(lab, "cleanup", "--netns", SERVER, "--force")
     assert p.returncode == 0, p.stderr
     tables = sh("nft list tables")
-    assert f"ruletrace_{sid}" not in tables and f"ruletrace_{fake}" in tables  # not ours: never touched
-    sh(f"nft delete table inet ruletrace_{fake}")
+    assert f"ruletrace_{sid}" not in tables and tables.count(f"ruletrace_{fake}") == 3  # not ours: never touched
+    for fam in fakes:
+        sh(f"nft delete table {fam} ruletrace_{fake}")
     assert snapshot() == before
 
 
@@ -353,6 +358,8 @@ def test_both_backends_legacy_policy_drop_is_the_fate(lab, order):
         send_syn(PORT, client)
         rc, out, err = t.communicate(20)
         assert rc == 0, err
+        # one switch (the nft table's rule) for both backends: the one SYN counted once
+        assert "the kernel traced 1 packet(s): 1 arrived, 0 lost entirely" in err, err
         (pkt,) = [json.loads(line) for line in out.splitlines()]
         v = pkt["verdict"]
         assert (pkt["fate"], v["action"], v["table"], v["chain"], v["rule"]) == (
@@ -411,3 +418,55 @@ def test_native_rule_churn_and_two_sessions(lab):
     sh("nft delete rule inet fw4 input_wan handle "
        + re.search(r"tcp dport 9 accept # handle (\d+)", sh("nft -a list chain inet fw4 input_wan"))[1])
     assert snapshot() == before
+
+
+EDGE = f"""
+table netdev edge {{
+	chain ingress-veth {{
+		type filter hook ingress device "{VETH}" priority -400; policy accept;
+		tcp dport {CLOSED} counter drop comment "closed at the edge"
+	}}
+}}
+table bridge lan {{
+	chain pre {{
+		type filter hook prerouting priority dstnat; policy accept;
+	}}
+}}
+"""
+
+
+def test_native_netdev_ingress_traced_counted_once_and_recreated_after_a_flush(lab):
+    """A netdev ingress drop is traced from the session's own netdev table (before the device's
+    chain), the packet counted once although it crosses two session chains' hooks; a flush
+    removes the session's three tables: they are re-created, and removed at the end."""
+    sh("nft flush ruleset")
+    sh("nft -f -", stdin=FIREWALLD + EDGE)
+    before = snapshot()
+    t = trace(lab, "-p", "tcp", "-s", C_ADDR, "--direction", "in", "-4", "--count", "2", "--duration", "20",
+              "--json")
+    assert sh("nft list tables").count("ruletrace_") == 3  # inet, netdev, bridge
+    chains = sh("nft list table netdev " + re.search(r"ruletrace_[0-9a-f]{32}", sh("nft list tables"))[0])
+    assert f'device "{VETH}" priority -410' in chains
+    send_syn(CLOSED)
+    sh("nft flush ruleset")
+    time.sleep(1.0)
+    assert sh("nft list tables").count("ruletrace_") == 3  # re-created
+    sh("nft -f -", stdin=FIREWALLD)
+    send_syn(PORT)
+    rc, out, err = t.communicate(20)
+    assert rc == 0, err
+    pkts = [json.loads(line) for line in out.splitlines()]
+    assert len(pkts) == 2, (pkts, err)
+    first, second = pkts
+    assert (first["fate"], first["verdict"]["table"], first["verdict"]["chain"], first["verdict"]["num"]) == (
+        "dropped", "edge", "ingress-veth", 1), first
+    assert [s["table"] for s in first["steps"]] == ["edge"]
+    assert (second["dport"], second["fate"], second["verdict"]["chain"], second["verdict"]["num"]) == (
+        PORT, "delivered", "filter_IN_public_allow", 2), second
+    assert "removed this session's table(s)" in err and "re-creating" in err, err
+    assert "lost entirely" in err and ", 0 lost entirely" in err, err
+    assert "ruletrace_" not in sh("nft list tables")
+    after = snapshot()  # what the flush and the reload left, and nothing of the session's
+    sh("nft flush ruleset")
+    sh("nft -f -", stdin=FIREWALLD)
+    assert snapshot() == after and after != before

@@ -7,14 +7,18 @@ table owners, and the merge of legacy and nf_tables steps of one packet.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ruletrace.errors import RuletraceError
 from ruletrace.explain.explain import Explainer
 from ruletrace.live import backend as be
 from ruletrace.live import both
+from ruletrace.live import nfthooks as eh
 from ruletrace.live import nftnative as nn
 from ruletrace.live import nftsnapshot as snap
+from ruletrace.live.grouper import LiveGrouper
 from ruletrace.live.session import TraceSpec
 from ruletrace.model import Fate, MonitorEvent, Packet, RulesetView, StepKind, TraceEvent
 from ruletrace.rulesets import load_ruleset, load_rulesets
@@ -92,15 +96,15 @@ def test_changes_per_chain_counters_aside():
 
 
 def _ev(table: str, chain: str, kind=StepKind.RULE, num=None, *, handle=None, verdict="continue", tid=5,
-        fields=None) -> MonitorEvent:
-    return MonitorEvent(table, chain, kind, num, family="inet", handle=handle, packet_id=tid, verdict=verdict,
+        fields=None, family="inet") -> MonitorEvent:
+    return MonitorEvent(table, chain, kind, num, family=family, handle=handle, packet_id=tid, verdict=verdict,
                         source="nftrace", fields=fields or {"PROTO": "TCP", "DPT": "8080", "IN": "eth0"})
 
 
 def test_judge_by_own_tracing_rule_and_cap():
     own = f"ruletrace_{SID}"
     other = "ruletrace_" + "f" * 32
-    handles = {3: "seen", 4: "trace"}
+    handles = {("inet", 3): "seen", ("inet", 4): "trace", ("netdev", 4): "seen", ("netdev", 3): "trace"}
     s = spec(proto="tcp", dport="8080")
     host = [_ev("filter", "input", num=1, verdict="accept")]
     mine = nn.judge(Packet(1, [_ev(own, "pre", handle=4), *host]), [0, 0], SID, s, others=False, handles=handles)
@@ -116,6 +120,11 @@ def test_judge_by_own_tracing_rule_and_cap():
     assert lost.own and lost.incomplete
     assert not nn.judge(Packet(5, [_ev("filter", "input", num=1, fields={"PROTO": "UDP", "IN": "eth0"})]), [0],
                         SID, s, others=False, handles=handles).own
+    # handles are per table: the netdev table's handle 3 is its tracing rule, the inet one's is the counter
+    early = [_ev(other, "pre", handle=9), _ev(own, "in0", handle=3, family="netdev"), *host]
+    assert nn.judge(Packet(6, early), [0] * 3, SID, s, others=True, handles=handles).own
+    capped_early = [_ev(other, "pre", handle=9), _ev(own, "in0", handle=4, family="netdev"), *host]
+    assert not nn.judge(Packet(7, capped_early), [0] * 3, SID, s, others=True, handles=handles).own
 
 
 def test_owners_by_name():
@@ -229,3 +238,147 @@ def test_own_table_items_of_nft_json():
     assert snap.own_item({"rule": {"family": "inet", "table": f"ruletrace_{SID}", "chain": "pre"}})
     assert not snap.own_item({"chain": {"family": "inet", "table": "filter", "name": "input"}})
     assert not snap.own_item({"metainfo": {"version": "1.0.6"}})
+
+
+# --- --raw-match on a native host (live/nftraw.py) ---------------------------------------------
+
+
+def test_raw_match_goes_into_both_rules_after_the_filters():
+    s = spec(proto="tcp", raw_text='ip saddr { 10.0.0.0/8, 192.168.0.0/16 } iifname "eth0" tcp dport 443',
+             raw_match=["x"], direction="in")
+    lines = nn.table_script(s, SID).splitlines()
+    assert [x.split(" counter")[0].split(" limit")[0] for x in lines if "ruletrace:" in x] == [
+        '\t\tmeta l4proto tcp ip saddr { 10.0.0.0/8, 192.168.0.0/16 } iifname "eth0" tcp dport 443'] * 2
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ("tcp dport 443 accept", "'accept' is a statement"),
+    ("meta mark set 1", "'set' is a statement"),
+    ("tcp dport 443 counter", "'counter' is a statement"),
+    ("ip saddr 10.0.0.1 ; flush ruleset", "would end the rule"),
+    ("tcp dport 1 # x", "would end the rule"),
+    ("tcp dport 1\ntable ip x", "line break"),
+    ("tcp dport { 1, 2", "without its"),
+    ("tcp dport 1 } }", "without its"),
+    ('iifname "eth0', "not closed"),
+    ("-m mark --mark 1", "iptables options"),
+])
+def test_raw_match_that_is_not_one_match_is_refused(raw, says):
+    with pytest.raises(RuletraceError, match=says):
+        nn.table_script(spec(raw_text=raw, raw_match=raw.split()), SID)
+
+
+def test_raw_match_quoted_words_are_values_not_statements():
+    s = spec(raw_text='iifname "accept" meta mark 0x10', raw_match=["x"])
+    assert 'iifname "accept" meta mark 0x10 counter' in nn.table_script(s, SID)
+
+
+@pytest.mark.parametrize(("raw", "native", "both", "says"), [
+    ("-m mark --mark 1", True, False, "nft match expression"),
+    ("! -s 10.0.0.1", True, False, "nft match expression"),
+    ("meta mark 0x10", False, False, "iptables match options"),
+    ("meta mark 0x10", True, True, "both syntaxes"),
+    ("-m mark --mark 1", True, True, "both syntaxes"),
+])
+def test_raw_match_syntax_must_fit_the_session(raw, native, both, says):
+    from ruletrace.live.nftraw import check_syntax
+
+    with pytest.raises(RuletraceError, match=says):
+        check_syntax(raw, native=native, both=both)
+
+
+def test_raw_match_in_the_right_syntax_passes():
+    from ruletrace.live.nftraw import check_syntax
+
+    check_syntax("! -s 10.0.0.1 -m mark --mark 1", native=False, both=False)
+    check_syntax("ip saddr != 10.0.0.1", native=True, both=False)
+
+
+# --- the early hooks: netdev ingress and bridge chains (nfthooks) ------------------------------
+
+CHAINS_TEXT = f"""table netdev edge {{
+	chain ingress-eth0 {{
+		type filter hook ingress device "eth0" priority -450; policy accept;
+	}}
+	chain multi {{
+		type filter hook ingress devices = {{ eth1, wan }} priority filter - 10; policy accept;
+	}}
+}}
+table netdev egress {{
+	chain out {{
+		type filter hook egress device "eth9" priority 0; policy accept;
+	}}
+}}
+table bridge lanbridge {{
+	chain prerouting {{
+		type filter hook prerouting priority dstnat; policy accept;
+	}}
+	chain forward {{
+		type filter hook forward priority filter; policy accept;
+	}}
+}}
+table netdev ruletrace_{SID} {{
+	chain in0 {{
+		type filter hook ingress device "lo" priority -350; policy accept;
+	}}
+}}
+"""
+CHAINS_JSON = json.dumps({"nftables": [
+    {"chain": {"family": "netdev", "table": "edge", "name": "ingress-eth0", "hook": "ingress", "prio": -450}},
+    {"chain": {"family": "netdev", "table": "edge", "name": "multi", "hook": "ingress", "prio": -10}},
+    {"chain": {"family": "netdev", "table": "egress", "name": "out", "hook": "egress", "prio": 0}},
+    {"chain": {"family": "bridge", "table": "lanbridge", "name": "prerouting", "hook": "prerouting", "prio": -300}},
+    {"chain": {"family": "bridge", "table": "lanbridge", "name": "forward", "hook": "forward", "prio": -200}},
+    {"chain": {"family": "netdev", "table": f"ruletrace_{SID}", "name": "in0", "hook": "ingress", "prio": -350}},
+]})
+
+
+def test_early_hooks_from_the_chain_listing():
+    h = eh.read(CHAINS_TEXT, CHAINS_JSON, nn.is_own_table)
+    # 10 before each device's first netdev chain, -350 at most; egress needs nothing; sessions' tables left out
+    assert h.ingress == {"eth0": -460, "eth1": -350, "wan": -350}
+    assert h.bridge == -350 and h.families() == ["netdev", "bridge"]
+    assert eh.read(CHAINS_TEXT.replace("dstnat", "-400"), CHAINS_JSON.replace("-300", "-400")).bridge == -410
+    assert not eh.read("table inet f {\n}\n", '{"nftables": []}')
+
+
+def test_early_hook_tables_scope_cap_and_leave_packets_to_the_first():
+    h = eh.EarlyHooks({"eth0": -460}, -350)
+    s = spec(proto="tcp", dport="22", direction="in", families=("ipv4",), rate=5)
+    scripts = nn.own_scripts(s, SID, h)
+    assert list(scripts) == ["inet", "netdev", "bridge"]
+    net, br, inet = scripts["netdev"], scripts["bridge"], scripts["inet"]
+    assert f"table netdev ruletrace_{SID} {{" in net
+    assert 'type filter hook ingress device "eth0" priority -460; policy accept;' in net
+    # an IP family is an ethertype outside ip/inet tables
+    assert ("meta protocol ip meta l4proto tcp tcp dport 22 limit rate 5/second burst 5 packets counter "
+            f'meta nftrace set 1 comment "ruletrace:{SID}"') in net
+    assert 'meta protocol ip meta l4proto tcp tcp dport 22 iifname != { "eth0" } counter' in br
+    assert "type filter hook prerouting priority -350; policy accept;" in br
+    assert 'iifname != { "eth0" } meta iifkind != "bridge" counter' in inet and "meta nfproto ipv4" in inet
+    assert nn.table_script(s, SID, h) == inet + net + br
+    # -i: port and bridge never share a name, the inet chain keeps passed-up frames
+    with_if = nn.own_scripts(spec(iface="br0", direction="in"), SID, h)
+    assert "iifkind" not in with_if["inet"] and 'iifname "br0"' in with_if["bridge"]
+    # outgoing only: nothing before the inet output hook
+    assert list(nn.own_scripts(spec(proto="udp", direction="out"), SID, h)) == ["inet"]
+
+
+def test_live_grouper_keeps_a_bridged_up_frame_one_packet():
+    """The bridge -> IP hop gives a new trace id: the new id joins the packet (correlate's rule)."""
+    g = LiveGrouper(idle=0.25)
+    ident = b"same-packet"
+    evs = [_ev(f"ruletrace_{SID}", "pre", tid=1, family="bridge"), _ev("lanbridge", "input", tid=1, family="bridge"),
+           _ev(f"ruletrace_{SID}", "pre", tid=2), _ev("host", "input", tid=2, verdict="accept")]
+    other = _ev("host", "input", tid=3, verdict="accept")
+    for i, e in enumerate(evs):
+        e.ident = ident
+        g.add(e, 0, i * 0.01)
+    other.ident = b"another"
+    g.add(other, 0, 0.2)
+    out = g.flush(0.27)  # the bridge half is idle for 0.25 s, its IP half is not: both wait
+    assert out == []
+    out = g.flush(0.5, everything=True)
+    assert [[(e.family, e.table) for e in p.events] for p, _v, _f in out] == [
+        [("bridge", f"ruletrace_{SID}"), ("bridge", "lanbridge"), ("inet", f"ruletrace_{SID}"), ("inet", "host")],
+        [("inet", "host")]]

@@ -94,6 +94,47 @@ def test_count_stops_exactly_and_counts_the_rest():
     assert (t.stats["arrived"], t.stats["not_shown"], t.stats["packets"]) == (5, 2, 3)
 
 
+def test_packets_left_at_the_end_are_counted_by_why():
+    """--count reached, still arriving at the end, only the session's own rule, steps never read:
+    each packet of this session lands in exactly one count, and the summary says which is which."""
+    only_own = [ev("raw:PREROUTING:rule:2", 9)]  # the TRACE rule's own step: nothing to explain
+    t = tracer([[e for s in range(3) for e in own_path(s)] + only_own])
+    t.source.discard = lambda deadline: (7, False)  # steps still queued after the drain
+    got = list(t.explanations(limit=2))
+    st = t.stats
+    assert len(got) == 2 and (st["arrived"], st["not_shown"], st["ended"], st["empty"]) == (4, 1, 0, 1)
+    assert st["unread"] == 7
+    st["traced"] = 6
+    line = acc.summary(st, len(got), 50)
+    assert "6 packet(s): 4 arrived, 2 lost entirely (their steps were still queued when the trace ended)" in line
+    assert "1 arrived but not shown (1 after --count, 0 still arriving when the trace ended" in line
+    assert "1 arrived with no step past this session's own rules" in line
+    assert "7 step(s) still queued when the trace ended, not read" in line
+    assert st["arrived"] == st["packets"] + st["not_shown"] + st["empty"]
+
+
+def test_packets_of_the_end_drain_count_as_still_arriving():
+    t = tracer([own_path(0), [e for s in (1, 2) for e in own_path(s)]])
+    t.idle = 0.05  # the drain at the end polls until 0.05 s pass without a step
+    calls = []
+    assert len(list(t.explanations(stop=lambda: calls.append(1) or len(calls) > 1))) == 1
+    assert (t.stats["arrived"], t.stats["not_shown"], t.stats["ended"]) == (3, 2, 2)
+    assert "2 arrived but not shown (0 after --count, 2 still arriving when the trace ended" in acc.summary(
+        t.stats, 1, 50)
+
+
+def test_loss_causes_are_said_as_far_as_known():
+    st = acc.new_stats()
+    st.update(traced=10, arrived=4)
+    assert "6 lost entirely (no step of theirs was received; the kernel reported no overflow)" in acc.summary(st, 4, 50)
+    st.update(overruns=2)
+    assert "6 lost entirely (the kernel dropped their steps: the receive queue overflowed)" in acc.summary(st, 4, 50)
+    st.update(unread=300, unread_more=True)
+    line = acc.summary(st, 4, 50)
+    assert "the kernel dropped steps, and steps were still queued when the trace ended" in line
+    assert "at least 300 step(s) still queued" in line
+
+
 def test_count_zero_stops_at_once():
     t = tracer([own_path(1)])
     assert list(t.explanations(limit=0)) == []
@@ -242,6 +283,16 @@ def test_loss_summary():
     assert "17 arrived possibly incomplete" in line and "3 netlink overrun(s)" in line
     st["traced"] = None
     assert acc.lost_packets(st) is None and "could not be read" in acc.summary(st, 0, 50)
+
+
+def test_both_backends_summary_says_each_backends_count_only_when_they_differ():
+    st = acc.new_stats()
+    st.update(traced=4, arrived=4, events=40)
+    assert "per backend" not in acc.summary(st, 4, 50)
+    st["seen_by"] = {"nf_tables": 5, "legacy xtables": 4}
+    line = acc.summary(st, 4, 50)
+    assert "the kernel traced 4 packet(s): 4 arrived, 0 lost entirely" in line
+    assert "the filter's packets seen per backend: nf_tables 5, legacy xtables 4" in line
 
 
 def test_missing_rules_after_a_raw_restore():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..explain.owners import deciding_owner
 from ..fields import show_address
@@ -188,14 +188,22 @@ class PathKey(NamedTuple):
     iface: str
     fate: Fate
     decider: Decider
-    steps: tuple[str, ...]
+    steps: Any  # _steps_key
 
 
 def path_key(expl: Explanation) -> PathKey:
     f = expl.first
     return PathKey(f.get("PROTO", ""), show_address(f.get("SRC", "")), show_address(f.get("DST", "")),
                    f.get("DPT", ""), f.get("IN", "") + ">" + f.get("OUT", ""), expl.fate,
-                   Summary.entry(expl)[1], tuple(f"{s.table}:{s.chain}:{s.kind}:{s.num}" for s in expl.steps))
+                   Summary.entry(expl)[1], _steps_key(expl))
+
+
+def _steps_key(expl: Explanation) -> Any:
+    """The path's steps: the Explainer's own key of the path where it set one (equal for equal
+    step sequences, computed once per packet anyway), else each step's table:chain:kind:num."""
+    if expl.path_key is not None:
+        return expl.path_key
+    return tuple(f"{s.table}:{s.chain}:{s.kind}:{s.num}" for s in expl.steps)
 
 
 @dataclass(slots=True)

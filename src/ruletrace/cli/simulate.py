@@ -18,6 +18,7 @@ from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
 from ..simulate.nft_walk import is_native
 from ..simulate.probe import CTSTATES, PATHS, Probe, probe_from_fields
 from .options import complete_protocols
+from .simulate_both import Both, explain_both, split_backends, with_legacy
 from .status import FATE_STATUS, ExitStatus
 
 _TRUE = {"match": True, "matches": True, "yes": True, "true": True, "on": True, "1": True}
@@ -133,7 +134,16 @@ def with_fate(expl, res: SimResult, sysctls: dict[str, str] | None = None) -> No
                           f"(hooks passed: {', '.join(res.hooks)})")
 
 
-def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
+def _pick(all_rs: list[Ruleset], family: str) -> Ruleset | list[Ruleset] | Both:
+    """The packet's rulesets: of its family (nf_tables: its family and inet), and beside them the
+    legacy xtables listing of its family when both backends hold rules (cli/simulate_both.py)."""
+    legacy, rest, _notes = split_backends(all_rs)
+    if legacy and not any(rs.family in (None, family, "inet") for rs in rest):
+        return _pick_one(legacy, family)  # no nf_tables rules of the family: legacy alone
+    return with_legacy(legacy, _pick_one(rest, family), family) if legacy else _pick_one(rest, family)
+
+
+def _pick_one(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
     """The ruleset of the packet's family; for nf_tables listings, those of its family and inet."""
     from ..model import pick_ruleset
 
@@ -152,10 +162,12 @@ def _pick(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
     return rs
 
 
-def _explain(res: SimResult, rs: Ruleset | list[Ruleset], pid: int = 1):
+def _explain(res: SimResult, rs: Ruleset | list[Ruleset] | Both, pid: int = 1):
     """The simulated path explained like a traced one (packet ``pid``)."""
     from ..explain.explain import explain_packet
 
+    if isinstance(rs, Both):
+        return explain_both(res, rs, pid)
     if isinstance(rs, list):  # nf_tables: the events name their tables; explain reads one ruleset
         rs = rs[0]
     # no event (routing dropped it before any chain): the packet as the probe made it
@@ -177,8 +189,9 @@ def result_json(res: SimResult) -> dict[str, Any]:
         "depends_on": res.depends_on,
         "trace_start": res.trace_start,
         "final": res.final,
-        "steps": [{"table": e.table, "chain": e.chain, "kind": str(e.kind), "num": e.num, "fields": e.fields}
-                  for e in res.events],
+        "steps": [{"table": e.table, "chain": e.chain, "kind": str(e.kind), "num": e.num, "fields": e.fields,
+                   **({"backend": res.backends[i]} if res.backends else {})} for i, e in enumerate(res.events)],
+        **({"decided_by": res.decided_by} if res.backends else {}),
         "explain_miss": None if res.misses is None else [
             {"table": m.rule.table, "chain": m.rule.chain, "num": m.rule.num, "rule": m.rule.text,
              "reason": m.reason} for m in res.misses],
@@ -256,6 +269,7 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
         facts = _facts(local_addrs, addrs, routes, ipset, assume, ip_rules, sysctl_file)
         all_rs = load_rulesets(list(rulesets))
         host_sources = _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file)
+    facts.sources.extend(split_backends(all_rs)[2])  # which listing was walked as which backend
     if compare_path:
         return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss,
                         host_sources)
@@ -320,7 +334,8 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         expl = _explain(res, rs, pkt.id)
         with_fate(expl, res, facts.sysctls)
         rows.append((expl, res, compare(res, pkt.events)))
-        fates.append((explain_packet(pkt, rs[0] if isinstance(rs, list) else rs).fate, res.fate))
+        one = rs.nft_list[0] if isinstance(rs, Both) else rs[0] if isinstance(rs, list) else rs
+        fates.append((explain_packet(pkt, one).fate, res.fate))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
     known = [(t, p) for t, p in fates if t is not Fate.UNKNOWN]

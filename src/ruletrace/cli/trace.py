@@ -70,8 +70,9 @@ def _netns_options(f):
 @click.option("--direction", type=click.Choice(["in", "out", "both"]), default="both", show_default=True,
               help="in: packets arriving (raw PREROUTING; native nf_tables: the session table's prerouting "
                    "chain); out: locally sent (OUTPUT).")
-@click.option("--raw-match", metavar="'OPTS'", help="Extra iptables match options, e.g. '-m mark --mark 0x10' "
-              "(legacy and iptables-nft hosts; refused on native nf_tables hosts).")
+@click.option("--raw-match", metavar="'MATCH'", help="An extra match in the syntax of the rules the session adds: "
+              "iptables options on legacy and iptables-nft hosts ('-m mark --mark 0x10'), an nft expression on "
+              "native nf_tables hosts ('ip saddr 10.0.0.0/8 tcp dport 443'); checked before any change.")
 @click.option("--all", "trace_all", is_flag=True, help="Allow a trace without any filter (every packet).")
 @click.option("-4", "v4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "v6", is_flag=True, help="IPv6 only.")
@@ -130,7 +131,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     except ValueError as e:
         raise RuletraceError(f"--raw-match {raw_match!r}: {e} (quote it as a shell would)") from e
     spec = ss.TraceSpec(proto=proto, dport=dport, sport=sport, src=src, dst=dst, iface=iface,
-                        direction=direction, raw_match=raw, families=families,
+                        direction=direction, raw_match=raw, raw_text=raw_match or "", families=families,
                         rate=rate_limit, all=trace_all)
     spec.validate()
     nsinfo = _enter_netns(netns, pid)

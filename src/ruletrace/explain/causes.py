@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from ..fields import show_address
-from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind
+from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind, TraceEvent
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
 from .owners import Owner, owner_of, rule_comments
 
@@ -152,6 +152,28 @@ def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: Ru
     return f"{one}{names}, reached from {_where(s)}; its trace line is not in the log"
 
 
+def address_change(before: dict[str, str], after: dict[str, str], ip: str, port: str) -> tuple[str, str] | None:
+    """(old, new) ``addr:port`` when the packet's ``ip``/``port`` differ between two steps' fields, else None."""
+    if (port in before) != (port in after):  # one line was cut: compare what both show
+        before, after = {ip: before.get(ip, "")}, {ip: after.get(ip, "")}
+    old, new = _addr(before, ip, port), _addr(after, ip, port)
+    if not old or not new or old == new:
+        return None
+    return old, new
+
+
+def mark_change(a: TraceEvent, b: TraceEvent) -> tuple[int, int] | None:
+    """(old, new) mark when it differs between two consecutive events, else None (also when a line
+    was cut before its MARK= field: the mark is not known there)."""
+    fa, fb = a.fields, b.fields
+    if ("MARK" in fa) != ("MARK" in fb):
+        cut, f = (b, fb) if "MARK" in fa else (a, fa)
+        if isinstance(cut.raw, (str, bytes)) and not complete(f):
+            return None  # (simulated events carry a snapshot tuple and leave MARK out when it is 0)
+    old, new = _mark_value(fa), _mark_value(fb)
+    return None if old == new else (old, new)
+
+
 def _nat_changes(expl: Explanation, view: RulesetView | None = None) -> None:
     steps = expl.steps
     used: set[int] = set()
@@ -161,12 +183,10 @@ def _nat_changes(expl: Explanation, view: RulesetView | None = None) -> None:
             continue
         before, after = a.fields, b.fields
         for what, ip, port, actions in (("DST", "DST", "DPT", _DNAT_ACTIONS), ("SRC", "SRC", "SPT", _SNAT_ACTIONS)):
-            if (port in before) != (port in after):  # one line was cut: compare what both show
-                before, after = {ip: before.get(ip, "")}, {ip: after.get(ip, "")}
-            old, new = _addr(before, ip, port), _addr(after, ip, port)
-            before, after = a.fields, b.fields
-            if not old or not new or old == new:
+            got = address_change(before, after, ip, port)
+            if got is None:
                 continue
+            old, new = got
             j = setter_index(steps, i, what)
             s = steps[j] if j >= 0 else None
             if s is not None and s.kind is StepKind.RULE and s.action in actions:
@@ -190,14 +210,21 @@ def _nat_changes(expl: Explanation, view: RulesetView | None = None) -> None:
     # SNAT/MASQUERADE in POSTROUTING act after the last TRACE step: state them from the rule
     for j, s in enumerate(steps):
         if s.action in ("snat", "masquerade") and j not in used:
-            f = s.event.fields
-            m = _TO.search(s.rule.text) if s.rule is not None else None
-            new = m.group(1) if m else (f"address of {f.get('OUT') or 'the outgoing interface'}"
-                                        if s.action == "masquerade" else "an address the rule gives")
-            expl.nat.append(
-                Change("SRC", _addr(f, "SRC", "SPT") or "its source", new, s.table, s.chain, s.num, s.rule, j,
-                       note="applied as the packet leaves; not visible in later trace steps")
-            )
+            expl.nat.append(leaving_snat(s, j))
+
+
+LEAVING_NOTE = "applied as the packet leaves; not visible in later trace steps"
+
+
+def leaving_snat(s: Step, j: int) -> Change:
+    """The SNAT/MASQUERADE of step ``j`` (``s``), which acts after the last TRACE step: its
+    old source is the packet's own (explain/pathcache.py remakes it for each packet of a path)."""
+    f = s.event.fields
+    m = _TO.search(s.rule.text) if s.rule is not None else None
+    new = m.group(1) if m else (f"address of {f.get('OUT') or 'the outgoing interface'}"
+                                if s.action == "masquerade" else "an address the rule gives")
+    return Change("SRC", _addr(f, "SRC", "SPT") or "its source", new, s.table, s.chain, s.num, s.rule, j,
+                  note=LEAVING_NOTE)
 
 
 def _mark_changes(expl: Explanation) -> None:
@@ -206,15 +233,10 @@ def _mark_changes(expl: Explanation) -> None:
         a, b = steps[i - 1].event, steps[i].event
         if a.raw is b.raw and a.raw is not None:
             continue
-        fa, fb = a.fields, b.fields
-        if ("MARK" in fa) != ("MARK" in fb):
-            cut, f = (b, fb) if "MARK" in fa else (a, fa)
-            if isinstance(cut.raw, (str, bytes)) and not complete(f):
-                continue  # a line cut before its MARK= field: the mark is not known there (simulated
-                # events carry a snapshot tuple and leave MARK out when it is 0)
-        old, new = _mark_value(fa), _mark_value(fb)
-        if old == new:
+        got = mark_change(a, b)
+        if got is None:
             continue
+        old, new = got
         j = setter_index(steps, i, "MARK")
         s = steps[j]
         if s.kind is StepKind.RULE and s.rule is not None and s.action == "continue":

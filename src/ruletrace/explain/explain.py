@@ -34,33 +34,23 @@ from ..model import (
     StepKind,
     TraceEvent,
     Verdict,
-    iptables_priority,
 )
-from ..rulesets.iptables_save import find_target
-from ..rulesets.nft_model import HOOKS as NFT_HOOKS
-from ..rulesets.nft_model import rule_facts
 from . import causes
 from .ctinvalid import invalid_note
 from .fate import ENDS_TABLE as _ENDS_TABLE
 from .fate import decide
+from .pathcache import PathCache
+from .ruleaction import (
+    KERNEL_VERDICTS,
+    action_for,
+    base_hook,
+    kernel_action,
+    trace_rule,
+    unconditional_verdict,
+)
 
-# target -> action; anything else is a non-terminal target ("continue") or a user chain
-_TERMINAL = {
-    "ACCEPT": "accept",
-    "DROP": "drop",
-    "REJECT": "reject",
-    "QUEUE": "queue",
-    "NFQUEUE": "queue",
-    "RETURN": "return",
-    "DNAT": "dnat",
-    "SNAT": "snat",
-    "MASQUERADE": "masquerade",
-    "REDIRECT": "redirect",
-    "NETMAP": "netmap",
-    "TPROXY": "tproxy",
-    "SYNPROXY": "synproxy",
-}
-_KERNEL_VERDICTS = {"accept", "drop", "reject", "queue", "return", "continue", "jump", "goto", "stolen"}
+__all__ = ["Explainer", "base_hook", "explain_packet", "kernel_action", "trace_rule"]
+
 _CACHE_MAX = 200_000
 _SIG = attrgetter("table", "chain", "kind", "num", "verdict", "text", "base", "family")
 
@@ -108,77 +98,6 @@ class _Plan:
     memo: Any = None  # what a caller derived from this path once (e.g. its summary entry)
 
 
-def _action_for(rule: Rule | None, ruleset: Ruleset | None, table: str) -> str:
-    if rule is None:
-        return "unknown"
-    t = rule.target
-    if not t:
-        return "continue"
-    a = _TERMINAL.get(t)
-    if a is not None:
-        return a
-    if ruleset is not None and ruleset.chain(table, t) is not None:
-        return "goto" if rule.goto else "jump"
-    if rule.goto:
-        return "goto"
-    if t.isupper() or t.replace("-", "").replace("_", "").isupper():
-        # non-terminating extension targets: LOG, MARK, CONNMARK, CT, TRACE, NFLOG, TTL, …
-        return "continue"
-    return "jump"
-
-
-def kernel_action(kv: str, text_action: str) -> str:
-    """What a rule did, from the kernel's verdict and what its printed text says it does.
-
-    nf_tables reports a NAT statement's verdict as accept and a reject statement's as drop:
-    the text tells them apart. Otherwise the kernel's verdict is the fact.
-    """
-    k = kv.split(":", 1)[0].lower()
-    if k == "accept" and text_action in _ENDS_TABLE:
-        return text_action
-    if k == "drop" and text_action == "reject":
-        return "reject"
-    return k if k in _KERNEL_VERDICTS else text_action
-
-
-def trace_rule(table: str, chain: str, text: str) -> Rule:
-    """A rule known only from the text a monitor printed (``num`` None: its position is not known)."""
-    if text.startswith("-A "):  # xtables-monitor: iptables syntax
-        target, goto = find_target(text)
-        return Rule(table, chain, None, text, target=target, goto=goto)  # type: ignore[arg-type]
-    target, goto, vmap, _ = rule_facts(text)
-    return Rule(table, chain, None, text, target=target, goto=goto, vmap=vmap)  # type: ignore[arg-type]
-
-
-def base_hook(ch: Chain | None, table: str, chain: str) -> tuple[str | None, int | None]:
-    """(hook, priority) of a base chain: the ruleset's, else what an iptables or hook-named chain implies."""
-    if ch is not None and ch.hook:
-        return ch.hook.upper(), ch.priority
-    if chain in BUILTIN_CHAINS:
-        return chain, iptables_priority(table, chain)
-    if chain.lower() in NFT_HOOKS:
-        return chain.upper(), None
-    return None, None
-
-
-# what an `iptables -L` row shows for "any": protocol, option, interfaces, addresses
-_LIST_ANY = frozenset({"0", "all", "--", "*", "0.0.0.0/0", "::/0"})
-
-
-def _unconditional_verdict(rule: Rule) -> bool:
-    """A rule with no match at all whose target is a standard verdict (``-j DROP``).
-
-    Read from the iptables-save form (``-A X -j DROP``) and the ``iptables -L`` row form
-    (``DROP all -- * * 0.0.0.0/0 0.0.0.0/0``).
-    """
-    if rule.target not in ("ACCEPT", "DROP", "RETURN"):
-        return False
-    words = rule.spec.split()
-    if words == ["-j", rule.target]:
-        return True
-    return len(words) > 1 and words[0] == rule.target and all(w in _LIST_ANY for w in words[1:])
-
-
 class _Walker:
     """Builds the path plan for one step sequence."""
 
@@ -207,15 +126,15 @@ class _Walker:
                     warning = f"rule {num} is past the end of {table}:{chain} ({len(ch.rules)} rules)"
             if rule is None and text and warning is None:
                 rule = trace_rule(table, chain, text)  # the monitor printed it: show it as the rule
-            action = _action_for(rule, rs, table)
+            action = action_for(rule, rs, table)
         elif (
             ch is not None and num is not None and 1 <= num <= len(ch.rules)
-            and _unconditional_verdict(ch.rules[num - 1])
+            and unconditional_verdict(ch.rules[num - 1])
         ):
             # legacy ip_tables reports an unconditional ACCEPT/DROP/RETURN rule as the chain's
             # end ("return:N" / "policy:N" with N its own number): it cannot tell it from the tail
             rule = ch.rules[num - 1]
-            action = _action_for(rule, rs, table)
+            action = action_for(rule, rs, table)
         elif kind is StepKind.RETURN:
             action = "return"
             if ch is not None and num is not None and num != len(ch.rules) + 1:
@@ -242,7 +161,7 @@ class _Walker:
             action = kernel_action(kv, action)
         elif kv:
             kv_action = kv.split(":", 1)[0].lower()
-            if kv_action in _KERNEL_VERDICTS and rule is not None and kv_action != action:
+            if kv_action in KERNEL_VERDICTS and rule is not None and kv_action != action:
                 compatible = (
                     (kv_action == "accept" and action in _ENDS_TABLE)
                     or (kv_action == "drop" and action == "reject")  # xt REJECT reports drop
@@ -250,7 +169,7 @@ class _Walker:
                 )
                 if not compatible and warning is None:
                     warning = f"kernel verdict {kv} but the ruleset's rule implies {action}"
-            if action == "unknown" and kv_action in _KERNEL_VERDICTS:
+            if action == "unknown" and kv_action in KERNEL_VERDICTS:
                 action = kv_action
         return builtin, ch is not None, rule, policy, action, warning, missing, hook, prio
 
@@ -389,6 +308,7 @@ class Explainer:
         self._path_memo: dict[tuple[Any, ...], tuple[Any, bool]] = {}
         self._token = object()  # this explainer in Explanation.path_key (held there: never reused)
         self._sig: tuple[Any, ...] = ()  # the signature of the last path _plan looked up
+        self.paths = PathCache()  # detailed explanations per (path, field changes): explain_cached
 
     def _plan(self, events: list[TraceEvent]) -> _Plan:
         ids = self._step_ids
@@ -420,6 +340,19 @@ class Explainer:
         expl = self._explanation(packet, plan, detail)
         if detail:  # step ids are never renumbered: one signature, one sequence of steps
             expl.path_key = (self._token, self._sig)
+        return expl
+
+    def explain_cached(self, packet: Packet) -> Explanation:
+        """``explain(packet)`` (the reference), made once per path and field-change signature and
+        copied for the packets that share them (explain/pathcache.py): equal, a fraction of the work."""
+        if self.summary_only:
+            raise ValueError("this Explainer keeps no step detail (summary_only=True)")
+        plan = self._plan(packet.events)
+        if plan.misfits:
+            self.misfit_packets += 1
+        sig = self._sig
+        expl = self.paths.explain(packet, sig, lambda: self._explanation(packet, plan, True))
+        expl.path_key = (self._token, sig)
         return expl
 
     def memo(self, packet: Packet, make: Callable[[Explanation], Any]) -> Any:

@@ -35,6 +35,7 @@ from ..errors import RuletraceError
 from ..model import Explanation, Rule, StepKind
 from ..rulesets.iptables_save import find_target
 from ..rulesets.nft_model import rule_facts
+from .docker_names import DockerNames
 
 KINDS = ("kubernetes", "docker", "calico", "firewalld", "libvirt", "fw4", "openstack")
 # cause links that point at rules the packet did not match (analyze/near_miss.py): never its owners
@@ -199,6 +200,16 @@ _DOCKER_ROLE = {"DOCKER-USER": "your rules, run before Docker's", "DOCKER-ISOLAT
                 "DOCKER-ISOLATION-STAGE-2": "network isolation", "DOCKER-INGRESS": "swarm ingress"}
 
 
+_DOCKER_NAMES: DockerNames | None = None  # what the host's docker said (live/dockerhost.py), if it answered
+
+
+def use_docker_names(names: DockerNames | None) -> None:
+    """Name Docker's bridges and containers as the host's docker does (None: from the ruleset only)."""
+    global _DOCKER_NAMES
+    _DOCKER_NAMES = names
+    _owner.cache_clear()
+
+
 def _docker(rule: Rule | None, table: str, chain: str) -> Owner | None:
     text = rule.text if rule is not None else ""
     ifaces = _ifaces(text)
@@ -224,6 +235,14 @@ def _docker(rule: Rule | None, table: str, chain: str) -> Owner | None:
     name = chain if _DOCKER_CHAIN.match(chain) or not target else target
     evidence = (f"bridge {bridge}" if bridge else f"table {table}" if table.startswith("docker")
                 else f"chain {chain}" if name == chain else f"target {name}")
+    names = _DOCKER_NAMES
+    if names is not None:  # the host's docker answered: its network and container names
+        ctr = names.container(to or (_arg(text, "-d", "--destination", "daddr") if detail else None))
+        if ctr and detail.startswith("published"):
+            detail = f"{detail} (container {ctr})"
+        net = names.network(bridge)
+        if net:
+            return Owner("docker", f"network {net}", detail, f"{evidence}, docker inspect")
     if bridge:
         return Owner("docker", bridge, detail, evidence)
     return Owner("docker", name, detail or _DOCKER_ROLE.get(name, ""), evidence,

@@ -44,6 +44,7 @@ class NftScenario:
     flows: list[NftFlow]
     listen: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)  # role -> tcp, udp
     title: str = ""
+    iptables: Callable[[], str] | None = None  # iptables-nft-restore input loaded after the layout
 
 
 def _layout(name: str) -> Callable[[], str]:
@@ -237,4 +238,39 @@ INET6 = NftScenario(
     ],
 )
 
-SCENARIOS: dict[str, NftScenario] = {s.name: s for s in (KUBE, HOOKS, MAPS, INET6)}
+# --- native tables and iptables-nft tables on one host ---------------------------------------------
+
+def _build_mixed(lab: Lab) -> dict[str, Host]:
+    client, server = lab.host("client"), lab.host("server")
+    c_if, s_if = lab.veth(client, "c0", server, "s0")
+    rename(server.ns, s_if, "eth0")
+    lab.addr(client, c_if, "10.84.0.1/24")
+    lab.addr(server, "eth0", "10.84.0.2/24")
+    return {"traced": server, "client": client}
+
+
+MIXED = NftScenario(
+    title="native nftables beside iptables-nft tables on one host",
+    name="mixed",
+    description=(
+        "A native inet table (input at filter + 10: ct state, a drop, a tcp reset) beside the tables "
+        "iptables-nft made (filter with a user chain, multiport, comment, addrtype and REJECT; mangle "
+        "MARK; nat REDIRECT): steps in iptables-nft's tables pair back to their iptables-nft-save lines."),
+    layout=_layout("mixed.nft"),
+    iptables=_layout("mixed.iptables"),
+    build=_build_mixed,
+    trace=trace_table("inet", "prerouting", ["ip saddr 10.84.0.1"]),
+    listen={"traced": ([22, 80, 81, 82, 83], [])},
+    flows=[
+        NftFlow("ssh", "tcp", "client", "10.84.0.2", 22, 48022, "local", "iptables-nft ALLOWED accepts"),
+        NftFlow("web", "tcp", "client", "10.84.0.2", 80, 48080, "local",
+                "ALLOWED returns, filter INPUT policy accept, the native table drops"),
+        NftFlow("web-alt", "tcp", "client", "10.84.0.2", 81, 48081, "local", "accepted by the commented rule"),
+        NftFlow("closed", "tcp", "client", "10.84.0.2", 82, 48082, "local", "iptables-nft REJECT"),
+        NftFlow("other", "tcp", "client", "10.84.0.2", 83, 48083, "local", "both policies accept"),
+        NftFlow("redirect", "tcp", "client", "10.84.0.2", 8080, 48088, "local", "nat REDIRECT to 81, accepted"),
+        NftFlow("reset", "tcp", "client", "10.84.0.2", 8081, 48089, "local", "native reject with tcp reset"),
+    ],
+)
+
+SCENARIOS: dict[str, NftScenario] = {s.name: s for s in (KUBE, HOOKS, MAPS, INET6, MIXED)}

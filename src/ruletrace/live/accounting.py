@@ -25,6 +25,10 @@ def new_stats() -> dict[str, Any]:
         "arrived": 0,  # this session's packets that arrived (shown or not)
         "arrived_before_reinstall": 0,
         "not_shown": 0,  # arrived after --count was reached, or after the end
+        "ended": 0,  # of not_shown: still being received when the trace ended (counted, not explained)
+        "empty": 0,  # arrived with no step past the session's own rules (nothing to explain)
+        "unread": 0,  # steps still queued when the trace ended, not read (their packets: lost entirely)
+        "unread_more": False,  # the count of unread steps stopped at its time bound: at least that many
         "incomplete": 0,  # arrived with a visibly incomplete path, or open during a loss
         "foreign": 0,  # packets of other sessions / not this session's flow, left out
         "skipped_by_cap": 0,  # packets of the flow the rate cap left out
@@ -34,6 +38,7 @@ def new_stats() -> dict[str, Any]:
         "marked": 0,
         "changes": 0,
         "reinstalls": 0,
+        "seen_by": None,  # both backends: backend -> the filter's packets its counter rules saw, when they differ
     }
 
 
@@ -55,15 +60,37 @@ def summary(stats: dict[str, Any], shown: int, rate: int) -> str:
     elif stats["traced"] or stats["arrived"]:
         since = " since the TRACE rules were re-installed" if stats["reinstalls"] else ""
         parts.append(f"the kernel traced {stats['traced']} packet(s){since}: "
-                     f"{stats['arrived']} arrived, {lost} lost entirely")
-    parts += [text.format(n=stats[key], rate=rate) for key, text in _COUNTS if stats[key]]
+                     f"{stats['arrived']} arrived, {lost} lost entirely{lost_why(stats) if lost else ''}")
+    if stats.get("seen_by"):  # both backends, their counter rules disagree
+        parts.append("the filter's packets seen per backend: "
+                     + ", ".join(f"{b} {n}" for b, n in stats["seen_by"].items()))
+    for key, text in _COUNTS:
+        if stats[key]:
+            parts.append(text.format(n=stats[key], rate=rate, ended=stats["ended"],
+                                     counted=stats["not_shown"] - stats["ended"],
+                                     least="at least " if stats["unread_more"] else ""))
     return ", ".join(parts)
+
+
+def lost_why(stats: dict[str, Any]) -> str:
+    """Why packets were lost entirely, from what the session saw (said only as far as it knows)."""
+    kernel = stats["overruns"] or stats["lost_steps"]
+    if stats["unread"] and not kernel:
+        return " (their steps were still queued when the trace ended)"
+    if kernel and not stats["unread"]:
+        return " (the kernel dropped their steps: the receive queue overflowed)"
+    if kernel:
+        return " (the kernel dropped steps, and steps were still queued when the trace ended)"
+    return " (no step of theirs was received; the kernel reported no overflow)"
 
 
 # the counts said only when not zero: stats key -> what is said ({n}: the count)
 _COUNTS = (
     ("incomplete", "{n} arrived possibly incomplete"),
-    ("not_shown", "{n} arrived but not shown"),
+    ("not_shown", "{n} arrived but not shown ({counted} after --count, {ended} still arriving when the trace "
+                  "ended: counted, not explained)"),
+    ("empty", "{n} arrived with no step past this session's own rules (nothing to explain)"),
+    ("unread", "{least}{n} step(s) still queued when the trace ended, not read"),
     ("skipped_by_cap", "{n} packet(s) of the flow not traced (over --rate-limit {rate}/s)"),
     ("overruns", "{n} netlink overrun(s)"),
     ("lost_steps", "{n} step(s) lost (NFLOG sequence gaps)"),

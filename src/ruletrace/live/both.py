@@ -80,11 +80,13 @@ def describe(label: str, v: Verdict | None) -> str:
     return f"{past} by {label} {where} {how}"
 
 
-def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list[str]) -> Explanation:
+def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list[str],
+          ordered: list[tuple[str, list[Step]]] | None = None) -> Explanation:
     """One explanation of a packet from its legacy and nf_tables parts (``(label, explanation)``,
     only the parts with steps); ``missing``: labels of backends that hold rules on the packet's
-    way but left no step (lost, or not traced)."""
-    ordered = order(parts)
+    way but left no step (lost, or not traced); ``ordered``: the parts' steps in the kernel's order
+    when the caller knows it (simulate walks both backends in that order), else ``order(parts)``."""
+    ordered = order(parts) if ordered is None else ordered
     out = Explanation(packet)
     for label, steps in ordered:
         for s in steps:

@@ -181,7 +181,7 @@ class RulesetVersions(NftModes):
     def _fits(self, v: int, fam: str | None, pkt: Packet) -> tuple[Explanation, bool]:
         ex = self._explainer(v, fam)
         before = ex.misfit_packets
-        expl = ex.explain(pkt)
+        expl = ex.explain_cached(pkt)  # each distinct path annotated once (explain/pathcache.py)
         return expl, ex.misfit_packets == before
 
     def _explain(self, pkt: Packet, versions: list[int], incomplete: list[str] | None = None) -> Explanation:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..correlate.group import group_packets
+from ..correlate.group import bridge_passes_up, group_packets
 from ..model import Packet, TraceEvent
 
 IDLE = 0.25  # seconds without a step after which a packet's path is taken as complete
@@ -18,6 +18,9 @@ class LiveGrouper:
     flagged "overrun" too (after an overrun netlink drops every message until the receive queue
     was emptied, so the packets whose steps are still queued lose their tails).
     ``referenced()`` are the ruleset versions open packets use.
+    A frame a bridge passes up to its host's IP stack gets a new nf_tables trace id there: its
+    new id joins the open packet whose last step was the bridge's (``bridge_passes_up``, the
+    offline reader's rule), so that both halves complete, and are grouped, together.
     """
 
     def __init__(self, idle: float = IDLE, *, by_ident: bool = False) -> None:
@@ -28,12 +31,22 @@ class LiveGrouper:
         self._open: OrderedDict[object, list[tuple[int, TraceEvent, int]]] = OrderedDict()
         self._last: dict[object, float] = {}
         self._flags: dict[object, set[str]] = {}
+        self._alias: dict[object, object] = {}  # a trace id the bridge -> IP hop gave -> the packet's key
         self._seq = 0
         self._next_id = 1
         self.suspect = False
 
     def add(self, ev: TraceEvent, version: int, now: float) -> None:
         key = ("id", ev.packet_id) if ev.packet_id is not None and not self.by_ident else ev.ident
+        if not self.by_ident and ev.packet_id is not None:
+            key = self._alias.get(key, key)
+            if key not in self._open and ev.ident is not None:
+                for k in reversed(self._open):
+                    last = self._open[k][-1][1]
+                    if last.ident == ev.ident and bridge_passes_up(last, ev):
+                        self._alias[key] = k
+                        key = k
+                        break
         if self.suspect:
             self._flags.setdefault(key, set()).add("overrun")
         self._seq += 1
@@ -56,6 +69,9 @@ class LiveGrouper:
         keys = [k for k in self._open if everything or now - self._last[k] >= self.idle]
         if not keys:
             return []
+        if self._alias:
+            done = set(keys)
+            self._alias = {a: k for a, k in self._alias.items() if k not in done}
         batch: list[tuple[int, TraceEvent, int]] = []
         flags_of: dict[int, set[str]] = {}
         if self.by_ident:

@@ -1,7 +1,8 @@
 """A running host's (or network namespace's) rulesets and routing facts, read for ``simulate``.
 
 Read-only: every command only lists (``nft -j list ruleset``, ``iptables-nft-save``,
-``iptables-legacy-save`` when the namespace has legacy tables, ``ip -j addr``, ``ip -j route show
+``iptables-legacy-save`` when the namespace has legacy tables (walked beside nf_tables when both
+hold rules), ``ip -j addr``, ``ip -j route show
 table all``, ``ip -j rule``) and the sysctls that decide fates (ip_forward, per-interface
 forwarding, rp_filter, src_valid_mark, nf_conntrack_tcp_loose) are read from /proc/sys inside the
 namespace. Nothing is loaded, added or changed. The texts are handed to the same readers as files.
@@ -142,12 +143,8 @@ def read_host(netns: str | None) -> HostRead:
     elif tables:
         h.rulesets[h.label("nft -j list ruleset")] = nft
         h.rulesets.update(saves)  # they resolve the xt placeholders of iptables-nft's tables
-    if tables:
-        if legacy:
-            h.notes.append("iptables-legacy has rules here too; the kernel runs them beside nf_tables, but this "
-                           "simulation walks the nf_tables rules only")
-    elif legacy:
-        h.rulesets.update(legacy)
+    # legacy tables run beside nf_tables on the same hooks: simulate walks both (simulate/backends.py)
+    h.rulesets.update(legacy)
     return h
 
 

@@ -50,7 +50,8 @@ class NftModes:
     _quick: object
     _full: str | None
     decoder: TraceDecoder | None
-    _own_handles: dict[int, str]
+    _own_handles: dict[tuple[str, int], str]
+    _hooks: Any  # nfthooks.EarlyHooks
     _other_tables: bool
     _snapshot_warning: str | None
 
@@ -59,17 +60,23 @@ class NftModes:
         def _ruleset(self, version: int, family: str | None) -> Ruleset | None: ...
         def _explainer(self, version: int, family: str | None) -> Explainer: ...
 
+    def own_families(self) -> list[str]:
+        """The nft families of the session's own tables (inet, and netdev / bridge: ``nfthooks``)."""
+        return [fam for fam, _t in self.state.tables] if self.state is not None else []
+
     def _check_own_table(self) -> None:
-        """Native: re-create the session's table when a change removed it (``nft flush ruleset``)."""
+        """Native: re-create the session's tables a change removed (``nft flush ruleset``)."""
         from . import nftnative as nn
 
         name = nn.table_name(self.sid)
-        if nn.table_exists(nn.OWN_FAMILY, name):
+        scripts = nn.own_scripts(self.spec, self.sid, self._hooks)
+        gone = [fam for fam in self.own_families() if fam in scripts and not nn.table_exists(fam, name)]
+        if not gone:
             return
-        self.warn(f"the ruleset change removed this session's table {nn.OWN_FAMILY} {name}: tracing had "
-                  "stopped; re-creating it (the loss counts below cover the time since)")
-        self.actions.run(["nft", "-f", "-"], stdin=nn.table_script(self.spec, self.sid))
-        self._own_handles = nn.rule_handles(self.sid)
+        self.warn(f"the ruleset change removed this session's table(s) {', '.join(f'{f} {name}' for f in gone)}: "
+                  "tracing had stopped; re-creating (the loss counts below cover the time since)")
+        self.actions.run(["nft", "-f", "-"], stdin="".join(scripts[fam] for fam in gone))
+        self._own_handles = nn.rule_handles(self.sid, self.own_families())
         self.stats["reinstalls"] += 1
         self.stats["arrived_before_reinstall"] = self.stats["arrived"]
 
@@ -159,23 +166,26 @@ class NftModes:
         return Version(n, time.time(), rulesets, texts)
 
     def _count_native(self) -> None:
-        """Packets counted by the session table's rules (both: the larger of both backends' counts:
-        every packet is traced by both)."""
+        """Packets counted by the session tables' rules. Both backends: the nf_tables table's rule
+        is the only switch (the nftrace flag it sets is the one legacy TRACE logs by too; the
+        legacy side has counter rules only), so its counter is every packet either backend traced;
+        when the two backends' counter rules saw different numbers of the filter's packets (one
+        dropped some before the other's hook), both numbers are said."""
         from .nftnative import counters
 
-        got = counters(self.sid)
+        got = counters(self.sid, self.own_families())
         if got is None:
             self.stats["traced"] = None
         else:
             self.stats["skipped_by_cap"] += max(got[0] - got[1], 0)
             self.stats["traced"] += got[1]
-        if not self.both:
+        if not self.both or got is None:
             return
-        legacy_traced = 0
+        legacy_seen = 0
         for fam in self.spec.families:
             try:
-                legacy_traced += ss.rule_counters(be.LEGACY, fam, self.sid)[1]
+                legacy_seen += ss.rule_counters(be.LEGACY, fam, self.sid)[0]
             except RuletraceError:
                 return
-        if self.stats["traced"] is not None:
-            self.stats["traced"] = max(self.stats["traced"], legacy_traced)
+        if legacy_seen != got[0]:
+            self.stats["seen_by"] = {"nf_tables": got[0], "legacy xtables": legacy_seen}

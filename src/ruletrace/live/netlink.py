@@ -246,6 +246,68 @@ class NetlinkSocket:
         return out
 
 
+    def packet_bodies(self, timeout: float | None, mtype: int, *, batch: int = BATCH) -> list[bytes]:
+        """The bodies of the messages of type ``mtype`` that arrived, as ``messages()`` takes them
+        (others are passed over). A datagram holding one message whole (each NFLOG step is one)
+        is cut from the receive buffer directly; any other goes through ``split_messages``."""
+        if self._pending:
+            out, self._pending = self._pending, []
+            return [body for t, _f, _s, body in out if t == mtype]
+        if timeout != 0:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+            if not r:
+                return []
+        bodies: list[bytes] = []
+        recv_into, buf, view = self.sock.recv_into, self._buf, self._view
+        head = _HEAD.unpack_from
+        for _ in range(batch):
+            try:
+                n = recv_into(buf, 0, socket.MSG_DONTWAIT)
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    break
+                if e.errno in (errno.EAGAIN, errno.EINTR):
+                    break
+                raise
+            if n >= 16:
+                length, t = head(buf)
+                if length == n:
+                    if t == mtype:
+                        bodies.append(view[16:n].tobytes())
+                    continue
+            bodies += [body for t, _f, _s, body in split_messages(view[:n].tobytes()) if t == mtype]
+        return bodies
+
+
+    def discard(self, deadline: float, mtype: int | None = None) -> tuple[int, bool]:
+        """Read what is queued without decoding it, until the queue is empty or ``deadline``
+        (monotonic): (messages of type ``mtype`` — any type when None — read, whether more may be
+        queued). For the end of a trace: what it did not get to, counted."""
+        n = 0
+        while True:
+            if _now() >= deadline:
+                return n, True
+            try:
+                got = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    continue
+                if e.errno == errno.EINTR:
+                    continue
+                if e.errno == errno.EAGAIN:
+                    return n, False
+                raise
+            if got >= 16 and _HEAD.unpack_from(self._buf)[0] == got:
+                n += mtype is None or _HEAD.unpack_from(self._buf)[1] == mtype
+            else:
+                n += sum(mtype is None or t == mtype for t, _f, _s, _b in split_messages(self._view[:got].tobytes()))
+
+
+_HEAD = struct.Struct("=IH")  # nlmsg_len, nlmsg_type: the start of NLMSG_HDR
+
+
 def split_messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
     """Split one recv() buffer into ``(type, flags, seq, body)`` netlink messages."""
     off = 0

@@ -21,6 +21,7 @@ from ..errors import RuletraceError
 from ..fields import packet_ident
 from ..model import Origin, StepKind, TraceEvent
 from ..sources import nflog
+from ..sources.tag import from_prefix as parse_tag
 from .netlink import (
     HOST_ORDER,
     NFGENMSG,
@@ -59,6 +60,7 @@ AF_INET, AF_INET6 = 2, 10
 TRACE_GROUP = 0  # nf_log_trace() with the default loginfo logs to group 0
 
 SOURCE = "nflog"
+_PACKET = nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET)
 
 
 def _config(family: int, group: int, *attrs: bytes) -> tuple[int, bytes]:
@@ -101,6 +103,7 @@ class NflogListener:
         self.lost_steps = 0  # messages those gaps skipped
         self._seq: int | None = None
         self._fast = FastSteps(self.ifname)
+        self._layouts = Layouts(self._fast)
 
     def open(self) -> None:
         """Bind the families' logger and the group; EPERM/EBUSY mean another listener has it."""
@@ -137,6 +140,10 @@ class NflogListener:
     def overruns(self) -> int:
         return self.sock.overruns if self.sock else 0
 
+    def discard(self, deadline: float) -> tuple[int, bool]:
+        """The steps still queued, read and counted, not decoded (``NetlinkSocket.discard``)."""
+        return self.sock.discard(deadline, _PACKET) if self.sock is not None else (0, False)
+
     def _sequence(self, raw: bytes | None) -> None:
         """NFULA_SEQ (NFULNL_CFG_F_SEQ): one number per message of the group; a gap is a loss."""
         if raw is None or len(raw) < 4:
@@ -152,18 +159,34 @@ class NflogListener:
     def poll(self, timeout: float | None) -> list[TraceEvent]:
         """TRACE events received within ``timeout`` seconds (possibly none)."""
         assert self.sock is not None
+        return self.decode_bodies(self.sock.packet_bodies(timeout, _PACKET))
+
+    def decode_bodies(self, bodies: list[bytes]) -> list[TraceEvent]:
+        """The TRACE events of NFULNL_MSG_PACKET bodies (counted, sequence-checked, damaged ones counted)."""
         out: list[TraceEvent] = []
-        want = nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET)
-        for mtype, _flags, _seq, body in self.sock.messages(timeout):
-            if mtype != want:
-                continue
+        layouts = self._layouts
+        for body in bodies:
             self.records += 1
-            tlvs = record_tlvs(body)
-            if tlvs is None:
-                self.bad += 1
-                continue
-            self._sequence(tlvs.get(nflog.NFULA_SEQ))
-            ev = self._fast.decode(tlvs, self.records)
+            got = layouts.decode(body, self.records)
+            if got is not None:
+                ev, seq = got
+                if seq is not None:  # _sequence inlined (a number here, not its bytes): the same check
+                    last = self._seq
+                    if last is not None:
+                        skipped = (seq - last - 1) & 0xFFFFFFFF
+                        if 0 < skipped < 1 << 31:
+                            self.gaps += 1
+                            self.lost_steps += skipped
+                    self._seq = seq
+            else:  # no layout known for it (its first time, or damaged): the walk of every attribute
+                tlvs = record_tlvs(body)
+                if tlvs is None:
+                    self.bad += 1
+                    continue
+                self._sequence(tlvs.get(nflog.NFULA_SEQ))
+                ev = self._fast.decode(tlvs, self.records)
+                if ev is not None and ev is not False:
+                    layouts.learn(body)
             if ev is None:
                 self.bad += 1
             elif ev is not False:
@@ -273,6 +296,138 @@ class FastSteps:
             return f, packet_ident(f)
         except nflog.DECODE_ERRORS:
             return None
+
+
+class _Layout:
+    """Where the attributes of one record shape are: every record of a packet has the same shape
+    (the same attribute headers at the same offsets) apart from the prefix's length."""
+
+    __slots__ = ("check", "hdrs", "prefix", "keep", "seq", "stamp")
+
+    def __init__(self, check: struct.Struct, hdrs: tuple[int, ...], prefix: slice | None,
+                 keep: tuple[slice, ...], seq: int | None, stamp: int | None) -> None:
+        self.check = check  # unpacks every attribute header at once
+        self.hdrs = hdrs  # what it must give: (length, type) of each attribute, in order
+        self.prefix = prefix  # where the first NFULA_PREFIX value is
+        self.keep = keep  # the regions holding every attribute but the prefix, time and sequence
+        self.seq = seq  # offset of the first NFULA_SEQ value when it has 4 bytes or more
+        self.stamp = stamp  # offset of the first NFULA_TIMESTAMP value when it has 16 bytes or more
+
+
+_VARYING = (nflog.NFULA_PREFIX, nflog.NFULA_TIMESTAMP, nflog.NFULA_SEQ, nflog.NFULA_SEQ_GLOBAL)
+_LAYOUTS_MAX = 64
+_SEQ = struct.Struct("!I")
+_MISS: Any = object()
+
+
+class Layouts:
+    """``FastSteps.decode(record_tlvs(body), …)`` without the walk of the attributes (a step of
+    a packet differs from the one before in its prefix, time stamp and sequence number only).
+
+    ``learn(body)`` records the shape of a record that decoded as a step: the (length, type)
+    header of each attribute and where the walk found it. A later body of the same length whose
+    headers at those offsets are the same (one ``struct`` unpack, compared as a tuple) walks
+    exactly the same way, so its attributes are where the shape says: the prefix, time stamp and
+    sequence are read there, and the packet's fields are those of the first record equal in
+    every other byte (``FastSteps``, the reference ``sources.nflog.packet_fields`` run once per
+    packet). ``decode`` returns None where no shape fits: the caller walks the record.
+    tests/live/test_codec.py proves both equal.
+    """
+
+    def __init__(self, fast: FastSteps) -> None:
+        self.fast = fast
+        self._by_len: dict[int, list[_Layout]] = {}
+        self._count = 0
+        self._fields: dict[tuple[object, ...], tuple[dict[str, str], tuple[str, ...]] | None] = {}
+
+    def learn(self, body: bytes) -> None:
+        n = len(body)
+        if n < 4 or body[1] != 0:
+            return
+        if self._count >= _LAYOUTS_MAX:  # shapes are few (one per interface pair and header set): start over
+            self._by_len.clear()
+            self._count = 0
+        fmt, seen, at = [HOST_ORDER], set(), 0
+        hdrs: list[int] = []
+        prefix = seq = stamp = None
+        cut: list[tuple[int, int]] = []  # attribute spans left out of the packet key
+        off = 4
+        unpack = _TLV.unpack_from
+        while off + 4 <= n:
+            length, kind = unpack(body, off)
+            if length < 4 or off + length > n:
+                return  # damaged: never a shape
+            fmt.append(f"{off - at}xHH")
+            at = off + 4
+            hdrs += (length, kind)
+            kind &= _TLV_TYPE_MASK
+            end = off + ((length + 3) & ~3)
+            if kind not in seen:
+                seen.add(kind)
+                if kind == nflog.NFULA_PREFIX:
+                    prefix = slice(off + 4, off + length)
+                elif kind == nflog.NFULA_SEQ and length >= 8:
+                    seq = off + 4
+                elif kind == nflog.NFULA_TIMESTAMP and length >= 20:
+                    stamp = off + 4
+                if kind in _VARYING:
+                    cut.append((off, min(end, n)))
+            off = end
+        keep, start = [], 0
+        for a, b in cut:
+            if a > start:
+                keep.append((start, a))
+            start = b
+        if start < n:
+            keep.append((start, n))
+        layout = _Layout(struct.Struct("".join(fmt)), tuple(hdrs), prefix, tuple(slice(a, b) for a, b in keep), seq,
+                         stamp)
+        self._by_len.setdefault(n, []).append(layout)
+        self._count += 1
+
+    def decode(self, body: bytes, record: int) -> tuple[TraceEvent | Literal[False] | None, int | None] | None:
+        """(the step or False or None as ``FastSteps.decode``, NFULA_SEQ's number), None: no shape fits."""
+        cands = self._by_len.get(len(body))
+        if cands is None or body[1] != 0:  # (a shape's length is 4 or more) the nflog version: only 0
+            return None
+        for lay in cands:
+            if lay.check.unpack_from(body) == lay.hdrs:
+                break
+        else:
+            return None
+        fast = self.fast
+        p = lay.prefix
+        prefix = body[p] if p is not None else b""
+        tag = fast._tags.get(prefix, _MISS)
+        if tag is _MISS:
+            tag = _remember(fast._tags, prefix, parse_tag(prefix.split(b"\0", 1)[0]))
+        s = lay.seq
+        seq = _SEQ.unpack_from(body, s)[0] if s is not None else None
+        if tag is None:
+            return False, seq
+        key = tuple(map(body.__getitem__, lay.keep))  # whole attributes: equal bytes, equal attributes
+        hit = self._fields.get(key, _MISS)
+        if hit is _MISS:
+            hit = _remember(self._fields, key, fast._packet(record_tlvs(body) or {0: body[:1]}))
+        if hit is None:
+            return None, seq
+        t = lay.stamp
+        if t is not None:
+            sec, usec = _STAMP.unpack_from(body, t)
+            ts = sec + usec * 1e-6
+        else:
+            ts = time.time()
+        family = body[0]
+        # raw: the packet's entry, one object for every step with these fields (explain skips
+        # comparing the fields of two steps that share it, as for a kernel log line's text)
+        return TraceEvent(tag[0], tag[1], tag[2], tag[3], ts=ts, family=nflog.FAMILIES.get(family, str(family)),
+                          ident=hit[1], origin=Origin("netlink", record or None), source=SOURCE,
+                          raw=hit, parse=_own_fields), seq
+
+
+def _own_fields(hit: tuple[dict[str, str], tuple[str, ...]]) -> dict[str, str]:
+    """A step's own copy of its packet's fields (made when first read)."""
+    return dict(hit[0])
 
 
 def _remember(memo: dict[Any, V], key: Any, value: V) -> V:

@@ -25,12 +25,14 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RuletraceError
 from ..model import MonitorEvent, Origin, Packet, Ruleset, StepKind, TraceEvent, nft_rule_key
+from . import nfthooks as eh
 from . import nftrace as nt
 from .netlink import be32, be64, cstr, parse_attrs
+from .nfthooks import EarlyHooks
 
 if TYPE_CHECKING:
     from .ownpackets import Verdict
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 PREFIX = "ruletrace_"
 OWN_FAMILY = "inet"
+OWN_FAMILIES = (OWN_FAMILY, "netdev", "bridge")  # the session's tables: inet, and the early hooks' (nfthooks)
 PRIORITY = -350
 CHAINS = {"PREROUTING": ("pre", "prerouting"), "OUTPUT": ("out", "output")}
 SOURCE = "nftrace"
@@ -74,9 +77,6 @@ def match_expr(spec: TraceSpec, chain: str) -> list[str]:
     Every value is checked before it goes into the nft script: addresses by ``ipaddress``,
     ports, protocols and interface names by their grammar.
     """
-    if spec.raw_match:
-        raise RuletraceError("--raw-match takes iptables match options, which the native nf_tables "
-                             "backend cannot use: filter with -p/-s/-d/--sport/--dport/-i")
     out: list[str] = []
     fams = tuple(spec.families)
     if fams == ("ipv4",):
@@ -116,27 +116,51 @@ def match_expr(spec: TraceSpec, chain: str) -> list[str]:
         if name.endswith("+"):
             name = name[:-1] + "*"
         out.append(f'{"iifname" if chain == "PREROUTING" else "oifname"} {op}"{name}"')
+    if spec.raw_text.strip() or spec.raw_match:
+        from .nftraw import clause
+
+        out.append(clause(spec))  # an nft match expression, checked (nftraw.py)
     return out
 
 
-def table_script(spec: TraceSpec, sid: str) -> str:
-    """The ``nft -f`` script that creates the session's table in one transaction."""
+def _chain_lines(cname: str, head: str, matches: list[str], spec: TraceSpec, sid: str) -> list[str]:
+    pre = " ".join(matches) + " " if matches else ""
+    return [
+        f"\tchain {cname} {{",
+        f"\t\t{head}",
+        f'\t\t{pre}counter comment "ruletrace:{sid}:seen"',
+        f"\t\t{pre}limit rate {spec.rate}/second burst {spec.rate} packets counter meta nftrace set 1 "
+        f'comment "ruletrace:{sid}"',
+        "\t}",
+    ]
+
+
+def own_scripts(spec: TraceSpec, sid: str, hooks: EarlyHooks | None = None) -> dict[str, str]:
+    """nft family -> the ``nft -f`` text of the session's table in it: inet always, netdev and
+    bridge for the early hooks (``nfthooks``) of the ruleset."""
+    hooks = hooks or EarlyHooks()
     name = table_name(sid)
+    iface = bool(spec.iface)
     lines = [f"table {OWN_FAMILY} {name} {{"]
     for chain in spec.chains():
         cname, hook = CHAINS[chain]
-        m = " ".join(match_expr(spec, chain))
-        pre = m + " " if m else ""
-        lines += [
-            f"\tchain {cname} {{",
-            f"\t\ttype filter hook {hook} priority {PRIORITY}; policy accept;",
-            f'\t\t{pre}counter comment "ruletrace:{sid}:seen"',
-            f"\t\t{pre}limit rate {spec.rate}/second burst {spec.rate} packets counter meta nftrace set 1 "
-            f'comment "ruletrace:{sid}"',
-            "\t}",
-        ]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+        m = match_expr(spec, chain) + eh.skip_exprs(hooks, OWN_FAMILY, chain, iface=iface)
+        lines += _chain_lines(cname, f"type filter hook {hook} priority {PRIORITY}; policy accept;", m, spec, sid)
+    out = {OWN_FAMILY: "\n".join(lines + ["}"]) + "\n"}
+    for family in hooks.families():
+        if "PREROUTING" not in spec.chains():
+            break  # the early hooks see incoming packets only
+        m = eh.ether(match_expr(spec, "PREROUTING")) + eh.skip_exprs(hooks, family, "bridge", iface=iface)
+        lines = [f"table {family} {name} {{"]
+        for cname, head in eh.chain_heads(hooks, family):
+            lines += _chain_lines(cname, head, m, spec, sid)
+        out[family] = "\n".join(lines + ["}"]) + "\n"
+    return out
+
+
+def table_script(spec: TraceSpec, sid: str, hooks: EarlyHooks | None = None) -> str:
+    """The ``nft -f`` script that creates the session's tables in one transaction."""
+    return "".join(own_scripts(spec, sid, hooks).values())
 
 
 def run_nft(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str] | None:
@@ -151,20 +175,29 @@ def table_exists(family: str, name: str) -> bool:
     return p is not None and p.returncode == 0
 
 
-def counters(sid: str) -> tuple[int, int] | None:
-    """Packets counted by the session's (seen, trace) rules, None when unreadable."""
-    p = run_nft("-j", "list", "table", OWN_FAMILY, table_name(sid))
-    if p is None or p.returncode != 0:
-        return None
-    try:
-        items = json.loads(p.stdout).get("nftables", [])
-    except (ValueError, AttributeError):
+def _own_rules(sid: str, families: list[str] | tuple[str, ...], *args: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """``(nft family, rule)`` of the session's tables in ``families`` (``nft -j``), None when one is unreadable."""
+    out = []
+    for fam in families:
+        p = run_nft(*args, "-j", "list", "table", fam, table_name(sid))
+        if p is None or p.returncode != 0:
+            return None
+        try:
+            items = json.loads(p.stdout).get("nftables", [])
+        except (ValueError, AttributeError):
+            return None
+        out += [(fam, item["rule"]) for item in items if isinstance(item, dict) and isinstance(item.get("rule"), dict)]
+    return out
+
+
+def counters(sid: str, families: list[str] | tuple[str, ...] = (OWN_FAMILY,)) -> tuple[int, int] | None:
+    """Packets counted by the session's (seen, trace) rules in its tables, None when unreadable
+    (each packet meets one pair: ``nfthooks``)."""
+    rules = _own_rules(sid, families)
+    if rules is None:
         return None
     seen = traced = 0
-    for item in items:
-        rule = item.get("rule") if isinstance(item, dict) else None
-        if not rule:
-            continue
+    for _fam, rule in rules:
         n = sum(int(e["counter"].get("packets", 0)) for e in rule.get("expr", [])
                 if isinstance(e, dict) and isinstance(e.get("counter"), dict))
         if str(rule.get("comment", "")).endswith(":seen"):
@@ -174,45 +207,41 @@ def counters(sid: str) -> tuple[int, int] | None:
     return seen, traced
 
 
-def rule_handles(sid: str) -> dict[int, str]:
-    """handle -> ``seen`` / ``trace`` for the rules of the session's table (empty when unreadable)."""
-    p = run_nft("-a", "-j", "list", "table", OWN_FAMILY, table_name(sid))
-    if p is None or p.returncode != 0:
-        return {}
-    try:
-        items = json.loads(p.stdout).get("nftables", [])
-    except (ValueError, AttributeError):
-        return {}
-    out: dict[int, str] = {}
-    for item in items:
-        rule = item.get("rule") if isinstance(item, dict) else None
-        if rule and isinstance(rule.get("handle"), int):
-            out[rule["handle"]] = "seen" if str(rule.get("comment", "")).endswith(":seen") else "trace"
+def rule_handles(sid: str, families: list[str] | tuple[str, ...] = (OWN_FAMILY,)) -> dict[tuple[str, int], str]:
+    """(family as events name it, handle) -> ``seen`` / ``trace`` for the rules of the session's
+    tables (handles are per table; empty when unreadable)."""
+    out: dict[tuple[str, int], str] = {}
+    for fam, rule in _own_rules(sid, families, "-a") or []:
+        if isinstance(rule.get("handle"), int):
+            kind = "seen" if str(rule.get("comment", "")).endswith(":seen") else "trace"
+            out[(FAMILIES[fam], rule["handle"])] = kind
     return out
 
 
 # --- orphans: a session's table without a state file -----------------------------------------
 
 
-def own_tables() -> list[str]:
-    """Names of every table in the exact name shape of a session's table (family inet)."""
-    p = run_nft("list", "tables", OWN_FAMILY)
-    if p is None or p.returncode != 0:
-        return []
+def own_tables() -> list[tuple[str, str]]:
+    """``(nft family, name)`` of every table in the exact name shape of a session's table."""
     out = []
-    for line in p.stdout.splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == "table" and words[1] == OWN_FAMILY and is_own_table(words[2]):
-            out.append(words[2])
+    for fam in OWN_FAMILIES:
+        p = run_nft("list", "tables", fam)
+        if p is None or p.returncode != 0:
+            continue
+        for line in p.stdout.splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] == "table" and words[1] == fam and is_own_table(words[2]):
+                out.append((fam, words[2]))
     return out
 
 
-def exact_shape(name: str) -> bool:
-    """True when table ``inet <name>`` holds exactly what a session writes, nothing else:
-    base chains ``pre``/``out`` (filter, prerouting/output, priority -350, policy accept) with
-    rules commented ``ruletrace:<sid>`` / ``ruletrace:<sid>:seen`` of the table's own id."""
+def exact_shape(name: str, family: str = OWN_FAMILY) -> bool:
+    """True when table ``<family> <name>`` holds exactly what a session writes, nothing else:
+    base chains ``pre``/``out`` (inet: filter, prerouting/output, priority -350, policy accept;
+    netdev / bridge: ``nfthooks.chain_shape``) with rules commented ``ruletrace:<sid>`` /
+    ``ruletrace:<sid>:seen`` of the table's own id."""
     m = TABLE_RE.fullmatch(name)
-    p = run_nft("-j", "list", "table", OWN_FAMILY, name)
+    p = run_nft("-j", "list", "table", family, name) if family in OWN_FAMILIES else None
     if m is None or p is None or p.returncode != 0:
         return False
     sid = m[1]
@@ -226,7 +255,10 @@ def exact_shape(name: str) -> bool:
             continue
         if "chain" in item:
             c = item["chain"]
-            if (c.get("name") not in hooks or c.get("hook") != hooks[c["name"]] or c.get("prio") != PRIORITY
+            if family != OWN_FAMILY:
+                if not eh.chain_shape(family, c):
+                    return False
+            elif (c.get("name") not in hooks or c.get("hook") != hooks[c["name"]] or c.get("prio") != PRIORITY
                     or c.get("type") != "filter" or c.get("policy") != "accept"):
                 return False
         elif "rule" in item:
@@ -238,7 +270,7 @@ def exact_shape(name: str) -> bool:
 
 
 def judge(pkt: Packet, versions: list[int], sid: str, spec: TraceSpec, *, others: bool,
-          handles: dict[int, str] | None = None) -> Verdict:
+          handles: dict[tuple[str, int], str] | None = None) -> Verdict:
     """Own or not (``ownpackets.Verdict``) for a packet traced through a session's table: its
     events in any session's table are left out, chain returns nf_tables does not report are put
     back (``handles.add_returns``, as for ``nft monitor trace``)."""
@@ -250,7 +282,7 @@ def judge(pkt: Packet, versions: list[int], sid: str, spec: TraceSpec, *, others
         # a trace another session started also reports our rules when they match: the packet is
         # ours when our tracing rule matched it, and was left out by our cap when only our
         # counter rule did
-        mine = {handles.get(ev.handle or -1) for ev in pkt.events if ev.table == table_name(sid)}
+        mine = {handles.get((ev.family or "", ev.handle or -1)) for ev in pkt.events if ev.table == table_name(sid)}
         whose = "own" if "trace" in mine else "other" if "seen" in mine else whose
     out = Verdict(False)
     version_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
@@ -267,8 +299,8 @@ def judge(pkt: Packet, versions: list[int], sid: str, spec: TraceSpec, *, others
         fit = spec_fits(spec, first.fields, chain)
         out.own = fit is True or (fit is None and not others)
         if out.own:
-            out.incomplete.append("its first steps are missing (the trace does not start in the session's "
-                                  f"table {OWN_FAMILY} {table_name(sid)})")
+            out.incomplete.append("its first steps are missing (the trace does not start in one of the "
+                                  f"session's tables {table_name(sid)})")
     return out
 
 

@@ -3,8 +3,11 @@
 The ruleset is read with ``nft -a -s list ruleset`` (every table, every family, rule handles,
 no counter values): the steps get the rule text the listing shows (what ``nft monitor trace``
 prints) and the rule's position in its chain, found by its handle (handles are per table).
-A listing the text reader cannot read falls back to ``nft -j`` of the same ruleset. The
-session's own table is installed by ``nftnative.py``.
+A listing the text reader cannot read falls back to ``nft -j`` of the same ruleset. The tables
+iptables-nft made (``ip``/``ip6`` filter, nat, mangle, raw, security) are read with
+``iptables-nft-save`` / ``ip6tables-nft-save`` too and paired with it (``rulesets/xt_save.py``):
+their steps show the iptables rule and its number, as on a legacy host. The session's own table
+is installed by ``nftnative.py``.
 """
 
 from __future__ import annotations
@@ -66,7 +69,9 @@ def read_snapshot(text: str) -> tuple[dict[str, Ruleset], str | None]:
     ruleset; when neither can, no ruleset (steps keep the kernel's verdicts, without rule text and
     positions) and the reason why, to be said once."""
     try:
-        return parse_snapshot(text), None
+        got = parse_snapshot(text)
+        pair_iptables_nft(got)
+        return got, None
     except RuletraceError as e:
         first = str(e)
     p = run_nft("-a", "-s", "-j", "list", "ruleset")
@@ -76,12 +81,40 @@ def read_snapshot(text: str) -> tuple[dict[str, Ruleset], str | None]:
             kept = [x for x in items.get("nftables", []) if not own_item(x)]
             from ..rulesets import load_rulesets
 
-            got = load_rulesets("nft -a -s -j list ruleset (live)", text=json.dumps({"nftables": kept}))
-            return {str(rs.family): rs for rs in got}, f"the text listing could not be read ({first}): read nft -j"
+            loaded = load_rulesets("nft -a -s -j list ruleset (live)", text=json.dumps({"nftables": kept}))
+            by_family = {str(rs.family): rs for rs in loaded}
+            pair_iptables_nft(by_family)
+            return by_family, f"the text listing could not be read ({first}): read nft -j"
         except (ValueError, AttributeError, RuletraceError):
             pass
     return {}, (f"the nf_tables ruleset could not be read ({first}): steps show the kernel's verdicts "
                 "without rule text or positions")
+
+
+XT_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})  # the tables iptables-nft makes
+
+
+def pair_iptables_nft(rulesets: dict[str, Ruleset]) -> list[str]:
+    """The ip/ip6 tables iptables-nft made take their ``iptables-nft-save`` lines (by position,
+    ``xt_save.pair_save``; a save that does not fit a table, e.g. read across a change, leaves it
+    in nft syntax); returns ``family table`` of each table paired."""
+    from ..rulesets import load_ruleset
+    from ..rulesets.xt_save import pair_save
+    from . import backend as be
+
+    out = []
+    for fam in ("ipv4", "ipv6"):
+        rs = rulesets.get(fam)
+        if rs is None or not XT_TABLES & set(rs.tables):
+            continue
+        try:
+            text = be.save(be.NFT, fam)
+        except RuletraceError:
+            continue
+        if text.strip():
+            name = be.tool(be.NFT, fam, save=True)
+            out += [f"{fam} {t}" for t in pair_save(rs, load_ruleset(f"{name} (live)", text=text))]
+    return out
 
 
 def own_item(item: object) -> bool:

@@ -13,8 +13,9 @@
   comment, ``<sid>`` exactly 32 lowercase hex digits — and deleted only with ``force`` and when
   no marker of that session is held. Everything else that looks tagged is not ours.
 * An nf_tables table without a state file is recognised only as ``table inet
-  ruletrace_<sid>`` holding exactly what a session writes (``nftnative.exact_shape``), and
-  deleted, whole, only with ``force`` and when no marker of that session is held.
+  ruletrace_<sid>`` (or ``netdev`` / ``bridge``, the early hooks' tables: ``nfthooks``) holding
+  exactly what a session writes (``nftnative.exact_shape``), and deleted, whole, only with
+  ``force`` and when no marker of that session is held.
 """
 
 from __future__ import annotations
@@ -104,10 +105,10 @@ def shaped_tables() -> list[OrphanTable]:
     if not be.have_tool("nft"):
         return []
     out = []
-    for name in nn.own_tables():
+    for fam, name in nn.own_tables():
         m = nn.TABLE_RE.fullmatch(name)
-        if m is not None and nn.exact_shape(name):
-            out.append(OrphanTable(nn.OWN_FAMILY, name, m[1]))
+        if m is not None and nn.exact_shape(name, fam):
+            out.append(OrphanTable(fam, name, m[1]))
     return out
 
 

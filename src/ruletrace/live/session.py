@@ -60,7 +60,8 @@ class TraceSpec:
     dst: str | None = None
     iface: str | None = None
     direction: str = "both"  # in: raw PREROUTING, out: raw OUTPUT, both
-    raw_match: list[str] = field(default_factory=list)
+    raw_match: list[str] = field(default_factory=list)  # --raw-match as iptables options (shell words)
+    raw_text: str = ""  # --raw-match as given: an nft match expression on native hosts (live/nftraw.py)
     families: tuple[str, ...] = ("ipv4", "ipv6")
     rate: int = DEFAULT_RATE
     all: bool = False

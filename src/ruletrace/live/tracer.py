@@ -19,17 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RuletraceError
 from ..explain.explain import Explainer
-from ..model import Explanation, Packet, TraceEvent
+from ..model import Explanation, Packet
 from . import accounting as acc
 from . import backend as be
 from . import marker as mk
 from . import ownership as own
-from . import ownpackets
 from . import session as ss
 from . import undo as ud
-from .churn import RulesetVersions
 from .grouper import IDLE, LiveGrouper
 from .netns import is_initial, ns_id
+from .receiving import Receiving
 from .versions import MAX_KEPT, Version, Versions, diff_summary
 
 if TYPE_CHECKING:  # imported where used: each backend loads only its own modules
@@ -40,8 +39,6 @@ if TYPE_CHECKING:  # imported where used: each backend loads only its own module
 __all__ = ["LiveGrouper", "Stop", "Tracer", "Version", "diff_summary", "check_privileges"]
 
 CHURN_INTERVAL = 2.0  # seconds between full fingerprints of a legacy ruleset (xtgen)
-QUICK_INTERVAL = 0.02  # seconds at least between two legacy size checks (xtgen.quick, ~0.6 ms a table)
-DRAIN_MAX = 2.0  # seconds at most to take in steps still under way when the trace ends
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -72,7 +69,7 @@ def check_privileges(backend: str | None = None) -> None:
                              "(set RULETRACE_STATE_DIR to a writable folder)") from e
 
 
-class Tracer(RulesetVersions):
+class Tracer(Receiving):
     """One live trace session: ``setup()``, iterate ``explanations()``, always ``teardown()``."""
 
     def __init__(self, spec: ss.TraceSpec, *, backend: str = "auto", via: str = "auto",
@@ -121,7 +118,8 @@ class Tracer(RulesetVersions):
         self.nft_source: Any = None  # both: the nf_tables trace socket (self.source is the legacy one)
         self.untraced: str | None = None  # a backend with rules on the hooks that this session does not trace
         self._other_tables = False  # other sessions' tables were in the last native snapshot
-        self._own_handles: dict[int, str] = {}  # handles of our table's rules: seen / trace
+        self._own_handles: dict[tuple[str, int], str] = {}  # (family, handle) of our tables' rules: seen / trace
+        self._hooks: Any = None  # native: the early hooks traced too (nfthooks.EarlyHooks)
 
     # --- setup ------------------------------------------------------------------------
 
@@ -140,11 +138,18 @@ class Tracer(RulesetVersions):
             self.warn(f"only {self.backend} is traced although {self.untraced} holds rules too: fates other than "
                       "a drop or reject seen are incomplete (--backend both traces both)")
         self.native = rep.native or self.both
+        from .nftraw import check_raw
+
+        check_raw(self.spec, native=self.native, both=self.both, warn=self.warn)  # before any change
         if self.native:
             from . import nftnative as nn
+            from .nfthooks import discover
 
-            script = nn.table_script(self.spec, self.sid)  # a filter nft cannot take fails before any change
+            self._hooks = discover()  # netdev ingress / bridge chains: traced by tables of our own too
+            script = nn.table_script(self.spec, self.sid, self._hooks)  # a filter nft cannot take fails first
         rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid)
+        if self.both:  # the nf_tables table's rule is the one switch (modes._count_native): counters only
+            rules = [r for r in rules if r.args[-1].endswith(ss.SEEN_SUFFIX)]
         self.netns.setdefault("id", ns_id())
         self.marker.hold()  # before any change: others in this namespace see the session is alive
         self.state = ss.new_state(self.sid, self.netns, self.backend)
@@ -167,11 +172,12 @@ class Tracer(RulesetVersions):
                 self.nft_source, self.source = self.source, legacy_source
                 self.mode = f"{legacy_mode}+nftrace"
             if self.native:
-                self.state.tables.append([nn.OWN_FAMILY, nn.table_name(self.sid)])
+                self.state.tables += [[fam, nn.table_name(self.sid)] for fam in nn.own_scripts(self.spec, self.sid,
+                                                                                                 self._hooks)]
                 if not self.dry_run:
                     self.state.save()  # recorded before it is made: cleanup can always find it
                 self.actions.run(["nft", "-f", "-"], stdin=script)  # one transaction: all of it or nothing
-                self._own_handles = {} if self.dry_run else nn.rule_handles(self.sid)
+                self._own_handles = {} if self.dry_run else nn.rule_handles(self.sid, self.own_families())
             if self.backend == be.NFT and not self.dry_run and not self.native:
                 own.share_made(self.state, self.marker, ud.nft_missing(rules))  # iptables-nft creates these
             for r in rules:
@@ -186,6 +192,7 @@ class Tracer(RulesetVersions):
 
             self._fp = Fingerprint(self.spec.families)
             self._quick, self._full = self._fp.quick(), self._fp.read()
+        self._docker_names()
         self.versions.add(self._snapshot(0))
         if self.explain_miss:  # a chain not in the live ruleset: one error, teardown still runs
             self.miss_key = self._miss_chain(self.explain_miss)
@@ -199,6 +206,15 @@ class Tracer(RulesetVersions):
 
         self.fate = Fate(self.spec, say=self.say, warn=self.warn)  # kept first: teardown stops what it starts
         self.fate.start()
+
+    def _docker_names(self) -> None:
+        """Docker's names for its networks and containers, where the host's docker answers (read-only)."""
+        from ..explain.owners import use_docker_names
+        from .dockerhost import read
+
+        names, why = read()
+        use_docker_names(names)
+        self.say(why or f"docker: {len(names.networks) if names else 0} bridge network(s) named by docker inspect")
 
     def _open_nftrace(self) -> None:
         from .netlink import NetlinkSocket
@@ -271,77 +287,6 @@ class Tracer(RulesetVersions):
         follower.open()
         self.source = follower
 
-    # --- receiving --------------------------------------------------------------------
-
-    def _poll(self, timeout: float) -> list[tuple[TraceEvent, int]]:
-        if self.both:
-            import select
-
-            select.select([self.source, self.nft_source], [], [], timeout)
-            return self._poll_nft(self.nft_source, 0) + self._poll_legacy(0)
-        if self.mode == "nftrace":
-            return self._poll_nft(self.source, timeout)
-        return self._poll_legacy(timeout)
-
-    def _poll_legacy(self, timeout: float) -> list[tuple[TraceEvent, int]]:
-        evs = self.source.poll(timeout)
-        now = time.monotonic()
-        if evs and self._fp is not None and now - self._last_quick >= QUICK_INTERVAL:
-            self._last_quick = now
-            # the steps just read may predate a change noticed now: the version before stays a candidate
-            if self._legacy_changed(full=False) and self.refresh():
-                self._ambiguous.add(self.versions.latest_n)
-        v = self.versions.latest_n
-        return [(ev, v) for ev in evs]
-
-    def _source_losses(self) -> int:
-        """Times steps were lost so far (netlink overruns, NFLOG sequence gaps, kernel log overwrites)."""
-        src = self.source
-        if src is None:
-            return self._losses
-        nsrc = self.nft_source
-        self.stats["overruns"] = getattr(src, "overruns", 0) + getattr(nsrc, "overruns", 0)
-        self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
-        lost: int = self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
-        return lost
-
-    def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
-        batch = self._poll(timeout)
-        now = time.monotonic()
-        for ev, v in batch:
-            grouper.add(ev, v, now)
-        self.stats["events"] += len(batch)
-        losses = self._source_losses()
-        if losses > self._losses:  # steps were dropped: every packet open now may miss some,
-            self._losses = losses  # and so may every packet whose steps are still queued
-            self.stats["marked"] += grouper.mark_open("overrun")
-            grouper.suspect = True
-        elif not batch:
-            grouper.suspect = False  # the queue ran empty: the kernel delivers again
-        return len(batch)
-
-    def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownpackets.Verdict | None:
-        if self.both:
-            j = self._judge_both(pkt, versions)
-        elif self.native:
-            from .nftnative import judge
-
-            j = judge(pkt, versions, self.sid, self.spec, others=self._other_tables, handles=self._own_handles)
-        else:
-            others = any(ss.TAG in r.text and ss.TAG + self.sid not in r.text
-                         for rs in self.versions.latest.rulesets.values() for r in acc.raw_rules(rs))
-            j = ownpackets.judge(pkt, versions, self._ruleset, self.sid, self.spec, nft=self.mode == "nftrace",
-                                others=others)
-        if not j.own:
-            self.stats["foreign"] += 1
-            return None
-        if "overrun" in flags:
-            j.incomplete.append("steps were lost while it was traced (netlink overrun or lost kernel "
-                                "log records): its path may be incomplete")
-        self.stats["arrived"] += 1
-        self.stats["incomplete"] += bool(j.incomplete)
-        return j
-
     def explanations(self, *, stop: Callable[[], bool] = lambda: False,
                      limit: int | None = None) -> Iterator[Explanation]:
         """Explained packets as they complete, until ``stop()`` (checked every 0.1 s) or ``limit`` shown."""
@@ -363,7 +308,10 @@ class Tracer(RulesetVersions):
             self.versions.prune(grouper.referenced())
             for pkt, versions, flags in grouper.flush(now, everything=ended):
                 j = self._judge(pkt, versions, flags)
-                if j is None or not j.events:
+                if j is None:
+                    continue
+                if not j.events:  # only the session's own rules: counted
+                    self.stats["empty"] += 1
                     continue
                 if limit is not None and shown >= limit:
                     self.stats["not_shown"] += 1
@@ -377,42 +325,11 @@ class Tracer(RulesetVersions):
                 self._finish(grouper)
                 return
 
-    def _finish(self, grouper: LiveGrouper) -> None:
-        """Read the TRACE counters, then take in the steps still under way, to count what was lost."""
-        self._count()
-        quiet = time.monotonic() + self.idle
-        deadline = time.monotonic() + DRAIN_MAX
-        while time.monotonic() < min(quiet, deadline):
-            if self._receive(grouper, 0.05):
-                quiet = time.monotonic() + self.idle
-        for pkt, versions, flags in grouper.flush(0, everything=True):
-            if self._judge(pkt, versions, flags) is not None:
-                self.stats["not_shown"] += 1
-
-    def _count(self) -> None:
-        if self._counted or self.dry_run or self.backend is None:
-            return
-        self._counted = True
-        if self.native:
-            self._count_native()
-            return
-        for fam in self.spec.families:
-            try:
-                seen, traced = ss.rule_counters(self.backend, fam, self.sid)
-            except RuletraceError:
-                self.stats["traced"] = None
-                return
-            self.stats["skipped_by_cap"] += max(seen - traced, 0)
-            if self.stats["traced"] is not None:
-                self.stats["traced"] += traced
-
     # --- teardown ---------------------------------------------------------------------
 
     def _flush_open(self) -> None:
-        if self._grouper is not None:  # stopped early: what was still open did arrive
-            for pkt, versions, flags in self._grouper.flush(0, everything=True):
-                if self.versions and self._judge(pkt, versions, flags) is not None:
-                    self.stats["not_shown"] += 1
+        if self._grouper is not None and self.versions:  # stopped early: what was still open did arrive
+            self._count_left(self._grouper.flush(0, everything=True), ended=True)
 
     def teardown(self) -> list[str]:
         """Remove exactly what setup added and restore what it changed; returns problems."""

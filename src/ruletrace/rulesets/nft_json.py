@@ -140,12 +140,10 @@ def _has_xt(exprs: Any) -> bool:
 
 
 def _resolve_xt(rule: Rule, save: Ruleset) -> bool:
-    """The save's rule at the same place stands for an xt rule: its text and target."""
-    other = save.rule(rule.table, rule.chain, rule.num)
-    if other is None:
-        return False
-    rule.text, rule.target, rule.goto = other.text, other.target, other.goto
-    return True
+    """The save's rule at the same place stands for an xt rule: its text and target (xt_save)."""
+    from .xt_save import take_save_line
+
+    return take_save_line(rule, save)
 
 
 def _set(obj: dict[str, Any], kind: str, fam: str, origin: Origin) -> NftSet:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Ruleset
+from .backends import Both
 from .engine import SimResult, simulate
 from .hostfacts import HostFacts
 from .probe import Probe
@@ -26,7 +27,7 @@ def _outcome(res: SimResult) -> tuple[Any, ...]:
     return (res.fate, None) if v is None else (res.fate, v.action, v.table, v.chain, v.num)
 
 
-def depends_on(rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, res: SimResult, *,
+def depends_on(rs: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts, res: SimResult, *,
                ctstate_given: bool = True) -> list[str]:
     """The assumptions (in words) whose other value changes the fate or the deciding rule."""
     base = _outcome(res)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Fate, KernelDrop, RouteDecision, Rule, Ruleset, TraceEvent, Verdict
+from .backends import Both, BothCompiled, combined
 from .compiled import Compiled, compiled
 from .hostfacts import HostFacts, addr_text
 from .miss_words import MATCHED, NOT_REACHED, parse_chain
@@ -63,6 +64,8 @@ class SimResult:
     depends_on: list[str] = field(default_factory=list)  # assumptions the verdict rests on (depends.py)
     kernel_drop: KernelDrop | None = None  # a drop outside the rules the kernel would make (routing, sysctls)
     routing: list[RouteDecision] = field(default_factory=list)  # the lookups made from --routes/--rules
+    backends: list[str] = field(default_factory=list)  # both backends walked: each event's ("legacy" / "nft")
+    decided_by: str | None = None  # both backends walked: the backend of the verdict's rule
 
     @property
     def final(self) -> dict[str, str]:
@@ -70,12 +73,13 @@ class SimResult:
         return snapshot_fields(self.final_snapshot) if self.final_snapshot else {}
 
 
-def simulate(ruleset: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts | None = None, *,
+def simulate(ruleset: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts | None = None, *,
              explain_miss: str | None = None, index: bool = True) -> SimResult:
     """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made.
 
     ``ruleset``: an iptables listing, or nf_tables listings (a list: every family's tables; the
-    packet meets those of its family and ``inet``, walked natively by nft_walk.py).
+    packet meets those of its family and ``inet``, walked natively by nft_walk.py); or ``Both``:
+    legacy xtables tables beside nf_tables, walked together (backends.py).
     """
     facts = facts or HostFacts()
     try:
@@ -90,14 +94,17 @@ class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
-                 "_path_reason", "native", "_rerouted", "_assumed_out", "l2", "kdrop", "lookups", "in_route")
+                 "_path_reason", "native", "_rerouted", "_assumed_out", "l2", "kdrop", "lookups", "in_route",
+                 "backends")
 
-    def __init__(self, rs: Ruleset | list[Ruleset], probe: Probe, facts: HostFacts, explain_miss: str | None,
+    def __init__(self, given: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
         v, src, dst = probe.addrs()
         self.probe = probe
         self.facts = facts
         fam = "ipv6" if v == 6 else "ipv4"
+        both = given if isinstance(given, Both) else None
+        rs = given.nft if isinstance(given, Both) else given
         rss = rs if isinstance(rs, list) else [rs]
         self.native = is_native(rss)
         if self.native:
@@ -113,11 +120,16 @@ class _Run(WalkState):
         if self.native:
             if explain_miss:
                 raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
-            self.cc: Compiled | NftCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
+            self.cc: Compiled | NftCompiled | BothCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
         else:
             self.cc = compiled(rs, v == 6, index)
+        self.backends: list[str] | None = None
+        if both is not None:
+            self.backends = []
+            self.cc = combined(both, self.cc, fam, index, fast and index, facts.assume, explain_miss)
+        nft = self.cc.nft if isinstance(self.cc, BothCompiled) else self.cc
         self.l2 = (l2_compiled(rss, v == 6, not (index and fast))
-                   if isinstance(self.cc, NftCompiled) and self.cc.has_l2 else None)
+                   if isinstance(nft, NftCompiled) and nft.has_l2 else None)
         self._path_reason = ""
         self._rerouted: str | None = None
         self._assumed_out: str | None = None
@@ -196,7 +208,7 @@ class _Run(WalkState):
         if pr.mark:
             note(f"initial mark 0x{pr.mark:x} (--mark)", None)
         p.orig = (p.src, p.dst, p.sport, p.dport)
-        if isinstance(self.cc, NftCompiled) and not self.cc.base:
+        if isinstance(self.cc, NftCompiled) and not self.cc.base:  # (with both backends, legacy has chains)
             fams = "ip6" if v == 6 else "ip"
             note(f"the ruleset has no base chain of family {fams} or inet on prerouting, input, forward, "
                  "output or postrouting: no rule sees this packet", None)
@@ -254,13 +266,17 @@ class _Run(WalkState):
         misses = None
         if self.miss_key is not None:
             misses = self._misses()
-        return SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
-                         self.hooks, self.trace_start, misses, p.snapshot(), c.path, self._assumed_out,
-                         c.guessed, kernel_drop=self.kdrop, routing=self.lookups)
+        res = SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
+                        self.hooks, self.trace_start, misses, p.snapshot(), c.path, self._assumed_out,
+                        c.guessed, kernel_drop=self.kdrop, routing=self.lookups)
+        if self.backends is not None and isinstance(self.cc, BothCompiled):
+            res.backends = self.backends
+            res.decided_by = self.cc.backend_of(self.decider[1]) if self.decider is not None else None
+        return res
 
     def _hook(self) -> Callable[[str], Callable[[Pkt, Ctx, WalkState], str]]:
         """hook name -> the function that runs its tables: generated (walker.make_hook) or the reference walk."""
-        if self.fast or self.native:
+        if self.fast or self.native or self.backends is not None:
             return self.cc.hook  # bound once: no frame of ours per hook
         return lambda hook: lambda p, c, run: run_hook(hook, p, c, run)
 

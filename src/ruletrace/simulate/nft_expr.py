@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import Origin, Rule
+from .nft_code import code_fn, const, embed
 from .nft_selectors import selector
 from .nft_sets import NSet, Unreadable, Where, cmp_fn, parse_rhs_list, parse_verdict, unknown_item
 from .nft_stmts import statement
@@ -113,8 +114,8 @@ def _match(toks: list[str], i: int, w: Where) -> tuple[int, Item | None, Any]:
     n = len(toks)
     if i < n and toks[i] in ("&", "and") and i + 1 < n:
         mask, i = _mask(toks, i + 1, w, typ)
-        inner = get
-        get = (lambda p, c, g=inner, m=mask: None if (v := g(p, c)) is None else v & m)
+        k: list[Any] = []
+        get = code_fn(f"None if (v := {embed(get, k)}) is None else v & {const(mask, k)}", tuple(k))
     if i < n and toks[i] == "vmap":
         if i + 1 >= n:
             raise w.error("'vmap' without a map")
@@ -130,7 +131,8 @@ def _match(toks: list[str], i: int, w: Where) -> tuple[int, Item | None, Any]:
         s, i = NSet.inline_or_named(toks, i, w, typ, None)
         hit = s.contains_fn(get)
         if op == "!=":
-            return i, (lambda p, c, h=hit, g=get: g(p, c) is not None and not h(p, c)), None
+            k = []
+            return i, code_fn(f"{embed(get, k)} is not None and not {embed(hit, k)}", tuple(k)), None
         return i, hit, None
     comps, i = parse_rhs_list(toks, i, w, typ)
     return i, cmp_fn(get, typ, op, comps, w), None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from .nft_code import code_fn, embed
 from .nft_values import BARE_META, FIB_TYPES, RAW_TH, SELECTORS
 from .state import Branch
 
@@ -42,25 +43,17 @@ def selector(toks: list[str], i: int, w: RuleAt) -> tuple[int, Any, Any, str] | 
             gets.append(g)
             typs.append(t)
         gs = tuple(gets)
-        if len(gs) == 2:
-            g0, g1 = gs
-
-            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
-                out = (g0(p, c), g1(p, c))
-                return None if None in out else out
-        elif len(gs) == 3:
-            g0, g1, g2 = gs
-
-            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
-                out = (g0(p, c), g1(p, c), g2(p, c))
-                return None if None in out else out
-        else:
-            def concat(p: Any, c: Any) -> tuple[Any, ...] | None:
-                out = tuple(g(p, c) for g in gs)
-                return None if None in out else out
-
+        concat = _concat(gs)
+        concat.__dict__["concat"] = True  # it returns a tuple (nft_sets keys it as is)
         return j, concat, tuple(typs), " ".join(toks[i:j])
     return j, get, typ, " ".join(toks[i:j])
+
+
+def _concat(gs: tuple[Any, ...]) -> Any:
+    """The getter of ``a . b . c``: the tuple of the parts' values; None when one of them is None."""
+    consts: list[Any] = []
+    parts = ", ".join(embed(g, consts) for g in gs)
+    return code_fn(f"None if None in (t := ({parts},)) else t", tuple(consts))
 
 
 def one_selector(toks: list[str], i: int, w: RuleAt) -> tuple[int, Any, str] | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import NftSet, Origin
+from .nft_code import code_fn, const, embed
 from .nft_selectors import one_selector
 from .nft_values import FIB_TYPES, comp_match, exact, parse_value, split_tokens
 from .semantics import ACCEPT, CONTINUE, DROP, GOTO, JUMP, QUEUE, RETURN
@@ -125,40 +126,48 @@ BITMASK = frozenset({"ctstate", "ctstatus", "tcpflags"})
 
 
 def cmp_fn(get: Callable[..., Any], typ: Any, op: str, comps: list[Any], w: Where) -> Callable[[Any, Any], bool]:
-    """The item of ``SEL [op] VALUE[,VALUE…]`` (op "implicit": none written)."""
+    """The item of ``SEL [op] VALUE[,VALUE…]`` (op "implicit": none written), as code (nft_code.py)."""
+    k: list[Any] = []
+    g = embed(get, k)
     if comps and comps[0][0] == "mask":
         _m, mask, want = comps[0]
-        eq = op != "!="
-        return lambda p, c: (v := get(p, c)) is not None and ((v & mask) == want) == eq
+        eq = "!=" if op == "!=" else "=="
+        return code_fn(f"(v := {g}) is not None and (v & {const(mask, k)}) {eq} {const(want, k)}", tuple(k))
     single = not isinstance(typ, tuple)
-    keys = [k[0] if single else k for k in comps]
+    keys = [c[0] if single else c for c in comps]
     if single and typ in BITMASK:
         bits = 0
-        for k in keys:
-            bits |= k[0]
+        for key in keys:
+            bits |= key[0]
+        b = const(bits, k)
         if op == "implicit":  # a flag test: any of the bits
-            return lambda p, c: (v := get(p, c)) is not None and v & bits != 0
+            return code_fn(f"(v := {g}) is not None and v & {b} != 0", tuple(k))
         if op == "!=" and typ == "ctstate":
-            return lambda p, c: (v := get(p, c)) is not None and v & bits == 0
+            return code_fn(f"(v := {g}) is not None and v & {b} == 0", tuple(k))
         if op in ("==", "!="):
-            eq = op == "=="
-            return lambda p, c: (v := get(p, c)) is not None and (v == bits) == eq
+            return code_fn(f"(v := {g}) is not None and v {op} {b}", tuple(k))
     if op == "implicit":
         op = "=="
     if len(keys) == 1 and op in ("<", ">", "<=", ">="):
-        lo = keys[0][0]
-        test: Callable[[Any], bool] = {"<": lambda v: v < lo, ">": lambda v: v > lo, "<=": lambda v: v <= lo, ">=": lambda v: v >= lo}[op]
-        return lambda p, c: (v := get(p, c)) is not None and test(v)
-    hit = op != "!="
+        return code_fn(f"(v := {g}) is not None and v {op} {const(keys[0][0], k)}", tuple(k))
     if single:
         ex = exact(keys[0])
         if len(keys) == 1 and ex is not None:
             if op == "!=":
-                return lambda p, c: (v := get(p, c)) is not None and v != ex
-            return lambda p, c: get(p, c) == ex
-        return lambda p, c: (v := get(p, c)) is not None and any(comp_match(k, v) for k in keys) == hit
-    return lambda p, c: (v := get(p, c)) is not None and any(
-        all(comp_match(kc, vc) for kc, vc in zip(k, v)) for k in keys) == hit
+                return code_fn(f"(v := {g}) is not None and v != {const(ex, k)}", tuple(k))
+            return code_fn(f"{g} == {const(ex, k)}", tuple(k))
+        # any(comp_match(key, v) for key in keys): an integer interval inlined as comp_match reads it
+        tests = [f"{const(key[0], k)} <= v <= {const(key[1], k)}" if type(key[0]) is int
+                 else f"{const(comp_match, k)}({const(key, k)}, v)" for key in keys]
+        anyof = " or ".join(tests)
+        return code_fn(f"(v := {g}) is not None and {'not ' if op == '!=' else ''}({anyof})", tuple(k))
+    return code_fn(f"(v := {g}) is not None and {const(_concat_in, k)}({const(tuple(keys), k)}, v) == "
+                   f"{const(op != '!=', k)}", tuple(k))
+
+
+def _concat_in(keys: tuple[Any, ...], v: tuple[Any, ...]) -> bool:
+    """Whether a concatenation's values are in one of the keys (component by component)."""
+    return any(all(comp_match(kc, vc) for kc, vc in zip(key, v)) for key in keys)
 
 
 # --- sets and maps ---------------------------------------------------------------------------------
@@ -197,23 +206,23 @@ class NSet:
         return d
 
     def contains_fn(self, get: Callable[..., Any]) -> Callable[[Any, Any], bool]:
+        k: list[Any] = []
+        if not self.linear and not self.ranged:  # only exact keys: lookup() is a membership test
+            tup = getattr(get, "concat", False)  # a concatenation's getter returns the key tuple itself
+            keys = frozenset(self.hashed) if tup else frozenset(key[0] for key in self.hashed)
+            return code_fn(f"(v := {embed(get, k)}) is not None and v in {const(keys, k)}", tuple(k))
         look = self.lookup
         return lambda p, c: (v := get(p, c)) is not None and look(v if type(v) is tuple else (v,)) is not MISS
 
     def dispatch(self, get: Callable[..., Any]) -> Callable[[Any, Any], tuple[Any, ...] | None]:
         look = self.lookup
         if not self.linear and not self.ranged:  # only exact keys: lookup() is this one dict.get
-            hashed = self.hashed
-
-            def hashed_vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
-                v = get(p, c)
-                if v is None:
-                    return None
-                d = hashed.get(v if type(v) is tuple else (v,), MISS)
-                return None if d is MISS else d
-
-            hashed_vmap.chains = self.chains  # type: ignore[attr-defined]
-            return hashed_vmap
+            tup = getattr(get, "concat", False)
+            data = self.hashed if tup else {key[0]: d for key, d in self.hashed.items()}
+            k: list[Any] = []
+            fn = code_fn(f"None if (v := {embed(get, k)}) is None else {const(data, k)}.get(v)", tuple(k))
+            fn.chains = self.chains  # type: ignore[attr-defined]
+            return fn
 
         def vmap(p: Any, c: Any) -> tuple[Any, ...] | None:
             v = get(p, c)

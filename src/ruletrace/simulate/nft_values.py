@@ -20,6 +20,7 @@ from ..model import Origin
 from ..rulesets.nft_model import rule_tokens
 from ..rulesets.options import PROTOCOLS
 from .hostfacts import to_int, to_net
+from .nft_code import code_fn
 from .probe import PORT_PROTOS
 from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Pkt
 
@@ -38,29 +39,20 @@ FIB_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", 
              "prohibit", "throw", "nat", "xresolve")
 
 
-def _l4(proto: int) -> Getter:
-    def get(p: Pkt, c: Any) -> Any:
-        return p.proto == proto or None
-    return get
+def _g(expr: str, *consts: Any) -> Getter:
+    """A getter from its expression (nft_code.code_fn: nft_gen.py inlines the same text)."""
+    return code_fn(expr, consts)
 
 
 def _ports(protos: frozenset[int], which: str) -> Getter:
-    if which == "sport":
-        return lambda p, c: p.sport if p.proto in protos else None
-    return lambda p, c: p.dport if p.proto in protos else None
+    field = "p.sport" if which == "sport" else "p.dport"
+    if len(protos) == 1:
+        return _g(f"{field} if p.proto == {next(iter(protos))} else None")
+    return _g(f"{field} if p.proto in {{0}} else None", protos)
 
 
 def _addr(v: int, which: str) -> Getter:
-    if which == "saddr":
-        return lambda p, c: p.src if p.v == v else None
-    return lambda p, c: p.dst if p.v == v else None
-
-
-def _ifname(which: str) -> Getter:
-    # NFT_META_IIFNAME / OIFNAME: "" when the packet has no such device (nft_meta_store_ifname)
-    if which == "in":
-        return lambda p, c: p.iif or ""
-    return lambda p, c: p.oif or ""
+    return _g(f"p.{'src' if which == 'saddr' else 'dst'} if p.v == {v} else None")
 
 
 def _pkttype(p: Pkt, c: Any) -> int:
@@ -68,16 +60,10 @@ def _pkttype(p: Pkt, c: Any) -> int:
     return 1 if t == "BROADCAST" else 2 if t == "MULTICAST" else 0
 
 
-def _ct_status(p: Pkt, c: Any) -> int | None:
-    if not p.ct:
-        return None
-    return p.ctstatus | (32 if p.dnat else 0) | (16 if p.snat else 0)
-
-
 def _icmp(proto: int, which: str) -> Getter:
     if which == "type":
-        return lambda p, c: p.itype if p.proto == proto else None
-    return lambda p, c: (p.icode or 0) if p.proto == proto and p.itype is not None else None
+        return _g(f"p.itype if p.proto == {proto} else None")
+    return _g(f"(p.icode or 0) if p.proto == {proto} and p.itype is not None else None")
 
 
 # (first word, second word) -> (getter, value type); value types: addr4 addr6 int ifname proto
@@ -85,41 +71,43 @@ def _icmp(proto: int, which: str) -> Getter:
 SELECTORS: dict[tuple[str, str], tuple[Getter, str]] = {
     ("ip", "saddr"): (_addr(4, "saddr"), "addr4"),
     ("ip", "daddr"): (_addr(4, "daddr"), "addr4"),
-    ("ip", "protocol"): (lambda p, c: p.proto if p.v == 4 else None, "proto"),
-    ("ip", "ttl"): (lambda p, c: p.ttl if p.v == 4 else None, "int"),
-    ("ip", "length"): (lambda p, c: p.length if p.v == 4 else None, "int"),
-    ("ip", "dscp"): (lambda p, c: p.tos >> 2 if p.v == 4 else None, "int"),
+    ("ip", "protocol"): (_g("p.proto if p.v == 4 else None"), "proto"),
+    ("ip", "ttl"): (_g("p.ttl if p.v == 4 else None"), "int"),
+    ("ip", "length"): (_g("p.length if p.v == 4 else None"), "int"),
+    ("ip", "dscp"): (_g("p.tos >> 2 if p.v == 4 else None"), "int"),
     ("ip6", "saddr"): (_addr(6, "saddr"), "addr6"),
     ("ip6", "daddr"): (_addr(6, "daddr"), "addr6"),
-    ("ip6", "nexthdr"): (lambda p, c: p.proto if p.v == 6 else None, "proto"),
-    ("ip6", "hoplimit"): (lambda p, c: p.ttl if p.v == 6 else None, "int"),
-    ("tcp", "flags"): (lambda p, c: p.tcpflags if p.proto == 6 else None, "tcpflags"),
+    ("ip6", "nexthdr"): (_g("p.proto if p.v == 6 else None"), "proto"),
+    ("ip6", "hoplimit"): (_g("p.ttl if p.v == 6 else None"), "int"),
+    ("tcp", "flags"): (_g("p.tcpflags if p.proto == 6 else None"), "tcpflags"),
     ("icmp", "type"): (_icmp(1, "type"), "icmp"),
     ("icmp", "code"): (_icmp(1, "code"), "icmpcode"),
     ("icmpv6", "type"): (_icmp(58, "type"), "icmpv6"),
     ("icmpv6", "code"): (_icmp(58, "code"), "icmpcode"),
-    ("meta", "iifname"): (_ifname("in"), "ifname"),
-    ("meta", "oifname"): (_ifname("out"), "ifname"),
-    ("meta", "iif"): (lambda p, c: p.iif or None, "ifname"),
-    ("meta", "oif"): (lambda p, c: p.oif or None, "ifname"),
-    ("meta", "mark"): (lambda p, c: p.mark, "int"),
-    ("meta", "l4proto"): (lambda p, c: p.proto, "proto"),
-    ("meta", "nfproto"): (lambda p, c: 2 if p.v == 4 else 10, "nfproto"),
-    ("meta", "protocol"): (lambda p, c: 0x0800 if p.v == 4 else 0x86DD, "ethertype"),
+    # NFT_META_IIFNAME / OIFNAME: "" when the packet has no such device (nft_meta_store_ifname)
+    ("meta", "iifname"): (_g("p.iif or ''"), "ifname"),
+    ("meta", "oifname"): (_g("p.oif or ''"), "ifname"),
+    ("meta", "iif"): (_g("p.iif or None"), "ifname"),
+    ("meta", "oif"): (_g("p.oif or None"), "ifname"),
+    ("meta", "mark"): (_g("p.mark"), "int"),
+    ("meta", "l4proto"): (_g("p.proto"), "proto"),
+    ("meta", "nfproto"): (_g("2 if p.v == 4 else 10"), "nfproto"),
+    ("meta", "protocol"): (_g("0x0800 if p.v == 4 else 0x86DD"), "ethertype"),
     ("meta", "pkttype"): (_pkttype, "pkttype"),
-    ("meta", "skuid"): (lambda p, c: p.uid, "int"),
-    ("meta", "skgid"): (lambda p, c: p.gid, "int"),
-    ("meta", "length"): (lambda p, c: p.length, "int"),
-    ("ct", "state"): (lambda p, c: _STATE_OF.get(p.ct_state(), 1), "ctstate"),
-    ("ct", "status"): (_ct_status, "ctstatus"),
-    ("ct", "mark"): (lambda p, c: p.ctmark if p.ct else None, "int"),
-    ("ct", "direction"): (lambda p, c: 0 if p.ct else None, "ctdir"),
-    ("ct", "l3proto"): (lambda p, c: (2 if p.v == 4 else 10) if p.ct else None, "nfproto"),
-    ("ct", "protocol"): (lambda p, c: p.proto if p.ct else None, "proto"),
-    ("ct", "original saddr"): (lambda p, c: p.orig[0] if p.ct else None, "addr"),
-    ("ct", "original daddr"): (lambda p, c: p.orig[1] if p.ct else None, "addr"),
-    ("ct", "original proto-src"): (lambda p, c: p.orig[2] if p.ct else None, "int"),
-    ("ct", "original proto-dst"): (lambda p, c: p.orig[3] if p.ct else None, "int"),
+    ("meta", "skuid"): (_g("p.uid"), "int"),
+    ("meta", "skgid"): (_g("p.gid"), "int"),
+    ("meta", "length"): (_g("p.length"), "int"),
+    ("ct", "state"): (_g("{0}.get(p.ct_state(), 1)", _STATE_OF), "ctstate"),
+    ("ct", "status"): (_g("(p.ctstatus | (32 if p.dnat else 0) | (16 if p.snat else 0)) if p.ct else None"),
+                       "ctstatus"),
+    ("ct", "mark"): (_g("p.ctmark if p.ct else None"), "int"),
+    ("ct", "direction"): (_g("0 if p.ct else None"), "ctdir"),
+    ("ct", "l3proto"): (_g("(2 if p.v == 4 else 10) if p.ct else None"), "nfproto"),
+    ("ct", "protocol"): (_g("p.proto if p.ct else None"), "proto"),
+    ("ct", "original saddr"): (_g("p.orig[0] if p.ct else None"), "addr"),
+    ("ct", "original daddr"): (_g("p.orig[1] if p.ct else None"), "addr"),
+    ("ct", "original proto-src"): (_g("p.orig[2] if p.ct else None"), "int"),
+    ("ct", "original proto-dst"): (_g("p.orig[3] if p.ct else None"), "int"),
 }
 for _proto, _num in (("tcp", 6), ("udp", 17), ("udplite", 136), ("sctp", 132), ("dccp", 33)):
     SELECTORS[(_proto, "sport")] = (_ports(frozenset({_num}), "sport"), "int")

@@ -13,8 +13,10 @@
   regular chain pop (the implicit end logs no step: the kernel reports none); with nothing to pop,
   the base chain's policy step (``policy``) ends it with its policy.
 
-``NftCompiled(…, linear=False)`` hashes set and map look-ups (the fast path); ``linear=True`` scans
-them (the reference): the walk is the same code, so the only difference is the look-up.
+``NftCompiled(…, linear=False)`` hashes set and map look-ups and runs the hooks as generated code
+(nft_gen.py, the fast path); ``linear=True`` scans them and runs ``run_hook`` / ``walk`` here (the
+reference). The generated code inlines the same item expressions (nft_code.py) and follows this
+walk; tests/simulate/test_nft_gen.py checks the two agree.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from ..model import Chain, Origin, Ruleset, StepKind
 from .compiled import nat_manip
 from .nft_expr import NRule, compile_nft_rule
+from .nft_gen import chain_fn, hook_fn
 from .nft_sets import NSet, Where, compile_set
 from .semantics import (
     ACCEPT,
@@ -63,7 +66,7 @@ class NChain:
     """A chain of an nft table; its rules are compiled on first walk."""
 
     __slots__ = ("table", "name", "family", "src", "rules", "policy", "base", "hook", "priority", "reg",
-                 "reasons", "tab", "type")
+                 "reasons", "tab", "type", "fn")
 
     def __init__(self, family: str, ch: Chain, tab: dict[str, NChain]) -> None:
         self.table = ch.table
@@ -79,6 +82,7 @@ class NChain:
         self.type = ch.type
         self.reasons: dict[int | None, str] = {}
         self.tab = tab  # the chains of its table, for jumps
+        self.fn: Callable[..., str | None] | None = None  # the generated walk (nft_gen.chain_fn), compiled on first call
 
     @property
     def builtin(self) -> bool:
@@ -107,6 +111,8 @@ class NftCompiled:
                 tab: dict[str, NChain] = {}
                 for name, ch in chains.items():
                     nc = tab[name] = NChain(rs.family or "", ch, tab)
+                    if not linear:
+                        nc.fn = partial(self._first_walk, nc)
                     if nc.base and nc.hook in NAT_PRIO.keys() | {"forward"}:
                         self.base.append(nc)
                     if ch.type == "nat" or any(CT_USER.search(r.text) for r in ch.rules):
@@ -135,11 +141,17 @@ class NftCompiled:
                 d[key] = compile_set(s, w)
         return d
 
+    def _first_walk(self, ch: NChain, p: Any, c: Any, R: Any) -> str | None:
+        fn = ch.fn = chain_fn(ch, self.rules(ch), self._policy)
+        return fn(p, c, R)
+
     def compile_all(self) -> int:
         n = 0
         for _rs, _t, tab in self.tables:
             for ch in tab.values():
                 n += len(self.rules(ch))
+                if not self.linear:
+                    ch.fn = chain_fn(ch, self.rules(ch), self._policy)
         return n
 
     # --- the hooks ------------------------------------------------------------------------------
@@ -173,7 +185,10 @@ class NftCompiled:
         fn = self.hooks.get(hook)
         if fn is None:
             plan = self.plan(hook)
-            fn = self.hooks[hook] = partial(self.run_hook, hook, plan)  # (p, c, R): no frame of its own
+            if self.linear:
+                fn = self.hooks[hook] = partial(self.run_hook, hook, plan)  # (p, c, R): no frame of its own
+            else:
+                fn = self.hooks[hook] = hook_fn(hook, nat_manip(hook), plan, self._policy)
         return fn
 
     def run_hook(self, hook: str, plan: list[Any], p: Any, c: Any, R: Any) -> str:

@@ -125,7 +125,7 @@ EVENT_SRC = ("e = SimEvent(); e.table = {0}; e.chain = {1}; e.kind = {2}; e.num 
 class WalkState:
     """What a walk records: the steps, the rule (or policy) that decided, where tracing started."""
 
-    __slots__ = ("events", "append", "fam", "decider", "trace_start", "hooks")
+    __slots__ = ("events", "append", "fam", "decider", "trace_start", "hooks", "jumps")
 
     def __init__(self, fam: str) -> None:
         self.events: list[TraceEvent] = []
@@ -134,6 +134,7 @@ class WalkState:
         self.decider: tuple[str, Any, int | None, Rule | None] | None = None  # (verdict, CChain, num, rule)
         self.trace_start = 0  # events before this index come before the first -j TRACE rule fired
         self.hooks: list[str] = []
+        self.jumps = 0  # jumps in the current nft base chain's walk (nft_gen.py)
 
     def step(self, table: str, chain: str, kind: StepKind, num: int, p: Pkt) -> None:
         self.append(sim_event(table, chain, kind, num, self.fam, p))

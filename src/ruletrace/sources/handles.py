@@ -138,6 +138,8 @@ class Resolver:
             for cname, chain in chains.items():
                 for rule in chain.rules:
                     self._by_text.setdefault((table, cname, _key(rule.text)), rule.num)
+                    if rule.listed:  # (an iptables-nft rule paired with its save line: as nft prints it)
+                        self._by_text.setdefault((table, cname, _key(rule.listed)), rule.num)
         self._sig: SignatureIndex | None = None  # xt_nft.SignatureIndex, built when a step's text is in the other syntax
         self.handle_mismatch = 0  # handles whose listed rule is not the traced one
 
@@ -150,7 +152,8 @@ class Resolver:
         if ev.handle is not None:
             rule = rs.handles.get((ev.table, ev.chain, ev.handle))
             if rule is not None:
-                if not text or self._same(rule.text, text):
+                # an iptables-nft rule paired with its save line: nft prints its listed rendering
+                if not text or self._same(rule.text, text) or (rule.listed and self._same(rule.listed, text)):
                     return rule.num
                 self.handle_mismatch += 1
         if not text:

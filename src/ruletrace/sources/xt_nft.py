@@ -58,14 +58,17 @@ def _values(word: str, out: set[Any], v6: bool = False) -> None:
             _values(head.strip("[]"), out, v6)
             _values(tail, out, v6)
             return
+        if sep == ":" and tail:  # ":81" (nft's ``redirect to :81``, iptables' ``--to-ports 81``)
+            _values(tail, out, v6)
+            return
     n = bounded_int(w, 0) if _NUMBER.match(w) else None
     if n is not None:
         out.add(("n", n))
         return
     parts = w.split("/") if "/" in w else []
     nums = [bounded_int(p, 0) if _NUMBER.match(p) else None for p in parts]
-    if parts and None not in nums:  # VALUE/MASK
-        out.update(("n", x) for x in nums)
+    if parts and None not in nums:  # VALUE/MASK (a mask of all 32 bits is no mask: nft prints none)
+        out.update(("n", x) for i, x in enumerate(nums) if not (i and x == 0xFFFFFFFF))
         return
     low = w.lower()
     if "," in low:
