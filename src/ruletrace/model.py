@@ -352,12 +352,14 @@ class TraceEvent:
         return f
 
     def same_fields(self, other: TraceEvent) -> bool:
-        """True when both events' fields are known equal without parsing them: the same dict, or the
-        same raw text for the same parser (the steps of one hook print the same fields)."""
-        mine, theirs = self._fields, other._fields
-        if mine is not None or theirs is not None:
-            return mine is theirs
-        return self._parse is other._parse and self.raw is not None and self.raw == other.raw
+        """True when both events' fields are known equal without parsing them: the same raw text for
+        the same parser (fields given with a raw text are parsed from it and never changed), or the
+        same dict. False only means "not known equal" (compare the fields)."""
+        mine = self._fields
+        if mine is not None and mine is other._fields:
+            return True
+        raw = self.raw
+        return raw is not None and self._parse is not None and self._parse is other._parse and raw == other.raw
 
     # nf_tables monitors only (MonitorEvent): the rule text the monitor printed, and whether the
     # event opens a base chain's run; class-level defaults for every other source

@@ -250,27 +250,112 @@ class Run:
         self._finish_warnings(misfits)
         return summ
 
+    def write_json_parallel(self, stream: Any, *, jsonl: bool,
+                            annotate: Callable[[Explanation], Any] | None = None,
+                            workers: int | None = None) -> int | None:
+        """``explain --jsonl`` (or the ``--json`` document) written on every core, equal byte for byte
+        to the sequential output (``fastpath.parallel_json``; tests/pipeline/test_parallel_json.py);
+        the packets written, or None where it does not apply: the caller then streams
+        ``explanations()``. It applies to one plain kernel-log file of 32 MiB or more, with detail.
+        ``annotate(e)`` runs on each explanation before it is written (routing facts)."""
+        import multiprocessing
+
+        from .analyze.summary import Summary
+        from .fastpath import parallel_json
+
+        if not self.detail or len(self.inputs) != 1 or self.ifmap is not None:
+            return None
+        path = self.inputs[0]
+        if not parallel_json.usable(path, self.fmt):
+            return None
+        self.rulesets  # noqa: B018  # loaded once, before the workers fork
+        self._add_source(SourceInfo(path, "kernel-log"))  # "read X as FORMAT" before the results
+        summ = Summary()
+        done_bytes = multiprocessing.get_context("fork").Value("q", 0)
+        report = self.progress
+
+        def share(mine: Callable[[int], bool]) -> Iterator[tuple[int, Explanation]]:
+            def count_bytes(n: int) -> None:
+                with done_bytes.get_lock():
+                    done_bytes.value += n
+
+            self.progress = count_bytes if report is not None and mine(0) else None  # one process shows it
+            self.on_source = None  # said once, by the parent
+            return self.shard(mine)
+
+        def each(e: Explanation) -> None:
+            if annotate is not None:
+                annotate(e)
+            summ.add(e)
+
+        def finish() -> dict[str, Any]:
+            return {"summary": summ, "warnings": self.warnings, "skipped": self.skipped, "events": self.events,
+                    "packets_total": self.packets_total}
+
+        def tail(infos: list[Any]) -> dict[str, Any]:
+            total = Summary()
+            for info in infos:
+                total.merge(info["summary"])
+            total.add_skipped(infos[0]["skipped"])
+            return {"summary": total, "warnings": infos[0]["warnings"], "sources": self.sources}
+
+        shown = 0
+
+        def progress() -> None:
+            nonlocal shown
+            if report is not None:
+                now = done_bytes.value
+                report(now - shown)
+                shown = now
+
+        n, infos = parallel_json.write(share, stream, jsonl=jsonl, count=each, finish=finish, progress=progress,
+                                       workers=workers, tail=tail)
+        progress()
+        first = infos[0]
+        self.warnings, self.skipped, self.events, self.packets_total = (
+            list(first["warnings"]), first["skipped"], first["events"], first["packets_total"])
+        return n
+
     def explanations(self) -> Iterator[Explanation]:
         if not self.detail:  # summaries: no reply lookup (it would read every packet's fields)
             for _packet, e in self._explained():
                 if e is not None and self.filter.wants(e):
                     yield e
         else:
-            from .analyze import explain_miss, near_miss
-
-            view = self._explainer(None).view
-            miss = self.explain_miss
-            for e in with_replies(self._explained()):
-                if self.filter.wants(e):
-                    near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
-                    if miss is not None:
-                        explain_miss.annotate(e, view, miss)
-                    yield e
+            for _n, e in self._detailed(None):
+                yield e
         self._finish()
 
-    def _explained(self) -> Iterator[tuple[Packet, Explanation | None]]:
-        """Every packet, with its explanation when the packet filter keeps it."""
-        for packet in group_packets(self.read_events()):
+    def shard(self, mine: Callable[[int], bool]) -> Iterator[tuple[int, Explanation]]:
+        """``explanations()`` of the packets whose position ``n`` (0-based, in reading order, filtered
+        ones counted) ``mine(n)`` keeps, as ``(n, explanation)``: one process's share of a run that
+        several processes make alike (fastpath/parallel_json.py). Every packet is read, grouped and
+        planned as in ``explanations()``, so positions, ids and the reply lookup are the same; only
+        this share is explained in detail (and annotated). With ``detail`` only."""
+        yield from self._detailed(mine)
+        self._finish()
+
+    def _detailed(self, mine: Callable[[int], bool] | None) -> Iterator[tuple[int, Explanation]]:
+        from .analyze import explain_miss, near_miss
+
+        view = self._explainer(None).view
+        miss = self.explain_miss
+        where: dict[int, int] = {}  # id(explanation) -> its position, for this share's explanations
+        for e in with_replies(self._explained(mine, where)):
+            n = where.pop(id(e), -1) if mine is not None else -1
+            if mine is not None and n < 0:
+                continue  # another process's packet, planned here only for the reply lookup
+            if self.filter.wants(e):
+                near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
+                if miss is not None:
+                    explain_miss.annotate(e, view, miss)
+                yield n, e
+
+    def _explained(self, mine: Callable[[int], bool] | None = None,
+                   where: dict[int, int] | None = None) -> Iterator[tuple[Packet, Explanation | None]]:
+        """Every packet, with its explanation when the packet filter keeps it (in detail when
+        ``mine`` keeps its position, or always without ``mine``; ``where`` gets their positions)."""
+        for n, packet in enumerate(group_packets(self.read_events())):
             self.packets_total += 1
             if not self.filter.wants_packet(packet):
                 yield packet, None
@@ -278,7 +363,15 @@ class Run:
             fam = packet.events[0].family if packet.events else None
             ex = self._explainer(fam)
             # each distinct path (and field-change signature) annotated once: equal to explain()
-            yield packet, ex.explain_cached(packet) if self.detail else ex.explain(packet, detail=False)
+            if mine is None:
+                yield packet, ex.explain_cached(packet) if self.detail else ex.explain(packet, detail=False)
+            elif mine(n):
+                e = ex.explain_cached(packet)
+                if where is not None:
+                    where[id(e)] = n
+                yield packet, e
+            else:  # its fate is all the reply lookup reads of it (a cached plan)
+                yield packet, ex.explain(packet, detail=False)
 
     def _finish(self) -> None:
         for st in self._stats:

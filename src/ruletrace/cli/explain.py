@@ -69,7 +69,13 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     with progress_for(err, total) as progress, _no_gc():
         run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, detail=not summary or as_json,
                   ifmap=ifmap_d, progress=progress, on_source=lambda s: _say_read(err, s), explain_miss=miss_key)
-        if as_jsonl:
+        n = None
+        if as_jsonl or (as_json and not summary):  # on every core where the pipeline can
+            n = run.write_json_parallel(sys.stdout, jsonl=as_jsonl,
+                                        annotate=(lambda e: annotate(e, facts)) if facts else None)
+        if n is not None:
+            pass
+        elif as_jsonl:
             from ..render.json import write_jsonl
 
             n = write_jsonl(_with_facts(run.explanations(), facts), sys.stdout)

@@ -196,7 +196,9 @@ def _step_const(s: Step, tables: Tables) -> JSONObject:
 def _steps(expl: Explanation, consts: list[JSONObject], first: Mapping[str, str]) -> list[JSONObject]:
     """Each step: its constant part, the fields that changed since the step before (the first step:
     since the packet's ``fields``), where it was read and when."""
-    out = []
+    out: list[JSONObject] = []
+    append = out.append
+    isfinite = math.isfinite
     prev_ev = None
     prev: Mapping[str, str] = first
     for c, s in zip(consts, expl.steps):
@@ -204,20 +206,19 @@ def _steps(expl: Explanation, consts: list[JSONObject], first: Mapping[str, str]
         d = c.copy()
         if prev_ev is None or not ev.same_fields(prev_ev):
             f = ev.fields
-            if f is not prev:
+            if f is not prev and f != prev:
                 delta: dict[str, str | None] = {k: v for k, v in f.items() if prev.get(k) != v}
-                for k in prev:
+                for k in prev:  # in order: the output is the same in every run
                     if k not in f:
                         delta[k] = None
-                if delta:
-                    d["fields"] = delta
+                d["fields"] = delta
             prev = f
         prev_ev = ev
         o = ev.origin
         d["origin"] = None if o is None else str(o)
         ts = ev.ts
-        d["ts"] = ts if ts is not None and math.isfinite(ts) else None
-        out.append(d)
+        d["ts"] = ts if ts is not None and isfinite(ts) else None
+        append(d)
     return out
 
 
@@ -318,10 +319,13 @@ def write_document(
 
 
 def write_lines(lines: Iterable[str | None], stream: IO[str], tables: Tables, *, summary: Any = None,
-                warnings: Iterable[str] = (), sources: Iterable[Any] = ()) -> int:
+                warnings: Iterable[str] = (), sources: Iterable[Any] = (),
+                tail: Callable[[], tuple[Any, Iterable[str], Iterable[Any]]] | None = None) -> int:
     """The document around packets already encoded (``None``: a packet counted, not written); return the count.
 
-    ``tables`` must hold every id the lines use once the last line is taken (fastpath/parallel_json.py)."""
+    ``tables`` must hold every id the lines use once the last line is taken; ``tail()``, when
+    given, is called then for (summary, warnings, sources) instead of the arguments
+    (fastpath/parallel_json.py)."""
     stream.write(dumps(_head())[:-1] + ',"packets":[')
     n = written = 0
     for text in lines:
@@ -329,6 +333,8 @@ def write_lines(lines: Iterable[str | None], stream: IO[str], tables: Tables, *,
             stream.write(("\n" if written == 0 else ",\n") + text)
             written += 1
         n += 1
+    if tail is not None:
+        summary, warnings, sources = tail()
     rest = {"tables": tables.as_json(), **_tail(summary, warnings, sources)}
     stream.write(("\n]," if written else "],") + dumps(rest)[1:] + "\n")
     return n
