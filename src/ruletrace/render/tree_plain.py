@@ -41,7 +41,9 @@ from .tree import (
 )
 
 _WORD = re.compile(r"\s*\S+\s*")  # a word and the blanks around it, as rich divides a line
-_CACHE_MAX = 200_000
+_CACHE_MAX = 200_000  # wrapped texts kept
+_SKELETONS_MAX = 20_000  # paths whose layout is kept
+_VARIANTS_MAX = 16  # annotation variants of one step whose lines are kept
 
 
 def _simple(s: str) -> bool:
@@ -75,6 +77,7 @@ class PlainTree:
         self.width = width
         self.guides = ASCII_GUIDES if ascii_only else UNICODE_GUIDES
         self._wrapped: dict[tuple[Any, int], list[str]] = {}
+        self._skeletons: dict[tuple[Any, ...], list[Any]] = {}
         self._rich: Any = None  # a Console for the rare text rich must wrap itself
 
     # --- layout -----------------------------------------------------------------------------
@@ -149,8 +152,7 @@ class PlainTree:
         hl = len(head) if _simple(head) else cell_len(head)
         indent = hl + GAP
         room = width - indent
-        fits = room > 0 and all(isinstance(t, str) and _cells(t) <= room for t in h.lines)
-        if room >= MIN_BODY or fits:
+        if room >= MIN_BODY or (room > 0 and all(isinstance(t, str) and _cells(t) <= room for t in h.lines)):
             body = self._wrap(h.lines, width - indent)
             if not body:
                 return [head]
@@ -160,32 +162,71 @@ class PlainTree:
         out += ("  " + line for line in self._wrap(h.lines, max(width - GAP, 1)))
         return out
 
-    def _walk(self, nodes: list[tuple[str | _Hang, list[Any]]], prefix: str, out: list[str]) -> None:
+    def _skeleton(self, nodes: list[Any], prefix: str, out: list[Any]) -> None:
+        """tree._walk, with each step's lines left to fill: (None, lines) for a hook's heading,
+        [i, first prefix, prefix below, room, head, body, {annotations: lines}] for step i."""
         space, cont, fork, end = self.guides
         width = self.width
         last_k = len(nodes) - 1
-        for k, (label, children) in enumerate(nodes):
+        for k, (i, label, body, children) in enumerate(nodes):
             last = k == last_k
             below = prefix + (space if last else cont)
-            lines = self._lines(label, max(width - len(below), 1))
-            if lines:
-                out.append(prefix + (end if last else fork) + lines[0])
-                out += [below + line for line in lines[1:]]
-            self._walk(children, below, out)
+            first = prefix + (end if last else fork)
+            room = max(width - len(below), 1)
+            if i is None:
+                lines = self._lines(label, room)
+                out.append((None, [first + lines[0], *(below + line for line in lines[1:])] if lines else []))
+            else:
+                out.append([i, first, below, room, label, body, {}])
+            self._skeleton(children, below, out)
+
+    def _tree(self, expl: Explanation, decisive: int | None, verbose: bool) -> list[Any]:
+        """The path's skeleton: made once per path (``Explanation.path_key``) and decisive step."""
+        pk = expl.path_key
+        key = (pk, decisive, verbose)
+        sk = self._skeletons.get(key) if pk is not None else None
+        if sk is None:
+            max_depth = max((self.width - MIN_LABEL) // 4 - 2, 0)
+            sk = []
+            self._skeleton(_hooks(expl, decisive, max_depth), "", sk)
+            if pk is not None:
+                if len(self._skeletons) >= _SKELETONS_MAX:
+                    self._skeletons.clear()
+                self._skeletons[key] = sk
+        return sk
+
+    def _steps(self, expl: Explanation, decisive: int | None, verbose: bool, out: list[str]) -> None:
+        notes = _step_annotations(expl, decisive, verbose)
+        for entry in self._tree(expl, decisive, verbose):
+            i = entry[0]
+            if i is None:
+                out += entry[1]
+                continue
+            ann = notes.get(i)
+            ann_key = tuple(ann) if ann else ()
+            seen = entry[6]
+            lines = seen.get(ann_key)
+            if lines is None:
+                got = self._hanging(_Hang(entry[4], [entry[5], *ann_key]), entry[3])
+                lines = [entry[1] + got[0], *(entry[2] + line for line in got[1:])] if got else []
+                if len(seen) < _VARIANTS_MAX:  # the lines of a step with packet-own words are not kept
+                    seen[ann_key] = lines
+            out += lines
 
     # --- content (the words of tree.py, as str) -------------------------------------------------
     def render(self, expl: Explanation, verbose: bool = False) -> str:
         """One packet's block, each line ended by a newline (what ``console.print`` writes)."""
         width = self.width
-        max_depth = max((width - MIN_LABEL) // 4 - 2, 0)
         decisive = decisive_step(expl)
         out = self._wrap(_header(expl, decisive, verbose), width)
-        self._walk(_hooks(expl, decisive, verbose, max_depth), "", out)
+        self._steps(expl, decisive, verbose, out)
         for block in _footer(expl):
             out += self._lines(block, width)
         if expl.misses is not None:
             out += self._wrap(_misses(expl), width)
-        if any(_cells(line) > width for line in out):  # rich cuts what is wider than the console
+        # rich cuts what is wider than the console: only possible when the room left for a node or
+        # a footer's column is below 1 (tree guides and labels keep it above at 16 columns or more)
+        if width < 16 and any(_cells(line) > width for line in out):
             out = [_crop(line, width) for line in out]
         out.append("")
         return "\n".join(out)
@@ -269,19 +310,19 @@ def _body(step: Step) -> str:
     return clean(step.rule.spec)
 
 
-def _hooks(expl: Explanation, decisive: int | None, verbose: bool, max_depth: int) -> list[tuple[Any, list[Any]]]:
-    """tree._build's hook and step nodes: (label, children)."""
-    notes = _step_annotations(expl, decisive, verbose)
+def _hooks(expl: Explanation, decisive: int | None, max_depth: int) -> list[Any]:
+    """tree._build's hook and step nodes: (step index or None for a hook, label, body, children);
+    a step's annotations are added when its lines are made (PlainTree._steps)."""
     steps = expl.steps
-    hooks: list[tuple[Any, list[Any]]] = []
+    hooks: list[Any] = []
     for hook, indices in hook_groups(steps):
         tables: list[str] = []
         for i in indices:
             t = steps[i].table
             if t not in tables:
                 tables.append(t)
-        node: tuple[Any, list[Any]] = (
-            strip_control_codes(f"{hook or '?'}  ") + " -> ".join(clean(t) for t in tables), [])
+        node: tuple[Any, ...] = (
+            None, strip_control_codes(f"{hook or '?'}  ") + " -> ".join(clean(t) for t in tables), None, [])
         hooks.append(node)
         stack = [node]
         for i in indices:
@@ -291,8 +332,8 @@ def _hooks(expl: Explanation, decisive: int | None, verbose: bool, max_depth: in
             head = _head(step)
             if p < depth:
                 head = f"(depth {depth}) " + head
-            child: tuple[Any, list[Any]] = (_Hang(head, [_body(step), *notes.get(i, ())]), [])
-            stack[p][1].append(child)
+            child: tuple[Any, ...] = (i, head, _body(step), [])
+            stack[p][3].append(child)
             del stack[p + 1 :]
             stack.append(child)
     return hooks
