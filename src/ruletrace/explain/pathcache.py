@@ -33,6 +33,7 @@ from ..model import Explanation, Packet, Step, TraceEvent
 from .causes import LEAVING_NOTE, address_change, leaving_snat, mark_change
 
 CACHE_MAX = 100_000  # cached explanations; the cache starts over when full
+_NO_PACKET = Packet(0)  # the templates' explanation holds only fate, verdict and last_seen
 
 
 def field_signature(events: list[TraceEvent]) -> tuple[Any, ...]:
@@ -54,7 +55,9 @@ def field_signature(events: list[TraceEvent]) -> tuple[Any, ...]:
 
 
 def _copy(s: Step) -> Step:
-    return Step(s.event, s.rule, s.policy, s.returned_to, s.depth, s.action, s.warning, s.note, s.hook, s.priority)
+    # without its event: a template holds no packet (its events and parsed fields: ~50 KB a path)
+    return Step(None, s.rule, s.policy, s.returned_to,  # type: ignore[arg-type]  # the event comes with each copy
+                s.depth, s.action, s.warning, s.note, s.hook, s.priority)
 
 
 class _Template:
@@ -93,7 +96,7 @@ class PathCache:
             if len(self._cache) >= CACHE_MAX:
                 self._cache.clear()
             t = self._cache[key] = _Template(e)
-            t.expl = Explanation(packet, fate=e.fate, verdict=e.verdict, last_seen=e.last_seen)
+            t.expl = Explanation(_NO_PACKET, fate=e.fate, verdict=e.verdict, last_seen=e.last_seen)
             t.steps = [_copy(s) for s in e.steps]  # a caller may change a Step it was given
             return e
         self.hits += 1

@@ -9,7 +9,6 @@ format; ``render.html`` puts it in the page.
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -19,8 +18,12 @@ from ..analyze.hitmap import HitMap, Place
 from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset
 from .json import from_json
+from .report_unpack import unpack
+
+__all__ = ["FATES", "FORMAT", "ReportData", "file_name", "rule_spec", "unpack"]
 
 FORMAT = 2  # version of the embedded document ("v"); 2: packets aggregated by variant, sparse hit counts
+_CORES_MAX = 50_000  # memo entries of (path key, shared objects); starts over when full
 PAGE_SIZE = 200  # packets per page of the packet list
 KINDS = ("rule", "return", "policy")  # StepKind values
 FATES = tuple(f.value for f in Fate)
@@ -35,8 +38,15 @@ class ReportData:
     by its packets.
     """
 
-    def __init__(self, rulesets: Sequence[Ruleset] = (), *, keep: Iterable[Any] = ()) -> None:
+    def __init__(self, rulesets: Sequence[Ruleset] = (), *, keep: Iterable[Any] = (), fast: bool = True) -> None:
         self.rulesets = list(rulesets)
+        # fast=False: every packet's shared part made from its explanation (the reference the memo
+        # of explanations one explainer shared is tested against: tests/report/test_report_fast.py)
+        self.fast = fast
+        self.shared = 0  # packets whose shared part came from the memo
+        self._cores: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._core_ids: dict[Any, int] = {}
+        self._fast_variants: dict[tuple[Any, ...], int] = {}
         self._rs_of = HitMap(self.rulesets)  # picks a packet's ruleset by family
         self.keep = set(keep)  # packet ids whose explanation is kept (for --diff)
         self.kept: dict[Any, Explanation] = {}
@@ -103,15 +113,72 @@ class ReportData:
         return n
 
     def _add_explanation(self, e: Explanation) -> None:
-        steps = e.steps
         fam = None
         for ev in e.packet.events:
             if ev.family:
                 fam = ev.family
                 break
         rs = self._rs_of.ruleset_index(fam)
-        # the explainer's key of the path saves reading every step (same key: same steps)
         pk = e.path_key
+        v = e.verdict
+        if self.fast and pk is not None:
+            # what a packet shares with its path (path, deciding step, verdict, why, marks, causes,
+            # notes) made once per explainer's path key and the very objects the explainer shared
+            # (explain/pathcache.py); the objects are held, so their ids stay theirs
+            ck = (rs, pk, id(v), tuple(map(id, e.cause)), tuple(map(id, e.marks)), tuple(e.warnings),
+                  tuple(e.notes), e.last_seen)
+            got = self._cores.get(ck)
+            if got is not None:
+                self.shared += 1
+            else:
+                if len(self._cores) >= _CORES_MAX:
+                    self._cores.clear()
+                got = self._cores[ck] = (self._core(e, rs, pk), (v, list(e.cause), list(e.marks)))
+            path, dec, vt, extra, cid = got[0]
+        else:
+            path, dec, vt, extra, cid = self._core(e, rs, pk)
+        first = e.first
+        get = first.get
+        src, dst = get("SRC") or None, get("DST") or None
+        src, dst = src and show_address(src), dst and show_address(dst)  # the printed form
+        ports = self._ports
+        spt, dpt = get("SPT"), get("DPT")
+        sport = ports[spt] if spt in ports else ports.setdefault(spt, port(spt))
+        dport = ports[dpt] if dpt in ports else ports.setdefault(dpt, port(dpt))
+        nat = tuple([(c.what, _nat_old(c.what, c.old, src, sport, dst, dport), c.new, c.step)
+                     for c in e.nat]) if e.nat else ()
+        # bridge ports (br_netfilter): PHYSIN as it came in, PHYSOUT as it last left (FORWARD/POSTROUTING)
+        last = e.packet.events[-1].fields if e.packet.events else first
+        phys = (get("PHYSIN") or last.get("PHYSIN") or None, last.get("PHYSOUT") or None)
+        fate = str(e.fate)
+        if fate not in FATES:
+            fate = "unknown"
+        own = (fate, nat, get("PROTO") or None, get("IN") or None, get("OUT") or None, get("TCPFLAGS") or None, phys)
+        fk = (cid, *own)  # cid stands for (path, dec, vt, extra): one hash of small values a packet
+        var = self._fast_variants.get(fk)
+        if var is None:
+            key = (path, fate, dec, vt, extra, *own[1:])
+            var = self._variants.get(key)
+            if var is None:
+                var = self._variants[key] = len(self._variant_keys)
+                self._variant_keys.append(key)
+                self._variant_packets.append(0)
+            self._fast_variants[fk] = var
+        self._variant_packets[var] += 1
+        self._path_packets[path] += 1
+        self.fates[fate] += 1
+        self.ids.append(e.packet.id)
+        self._pv.append(var)
+        addrs = self._addrs  # interned (_intern, inlined)
+        self._src.append((addrs[src] if src in addrs else addrs.setdefault(src, len(addrs))) if src else -1)
+        self._dst.append((addrs[dst] if dst in addrs else addrs.setdefault(dst, len(addrs))) if dst else -1)
+        self._sport.append(sport)
+        self._dport.append(dport)
+
+    def _core(self, e: Explanation, rs: int, pk: Any) -> tuple[Any, ...]:
+        """(path, deciding step, verdict, extra, their number) of a packet: what it shares with its path."""
+        steps = e.steps
+        # the explainer's key of the path saves reading every step (same key: same steps)
         path = None if pk is None else self._by_key.get((rs, pk))
         sig: tuple[Any, ...] | None = None
         if path is None:
@@ -130,14 +197,6 @@ class ReportData:
         else:
             if v is not None:
                 dec = _decisive_index(sig or _signature(steps), v.table, v.chain, v.num)
-        first = e.first
-        get = first.get
-        src, dst = get("SRC") or None, get("DST") or None
-        src, dst = src and show_address(src), dst and show_address(dst)  # the printed form
-        ports = self._ports
-        spt, dpt = get("SPT"), get("DPT")
-        sport = ports[spt] if spt in ports else ports.setdefault(spt, port(spt))
-        dport = ports[dpt] if dpt in ports else ports.setdefault(dpt, port(dpt))
         extra = (
             v.reason if v is not None and v.reason else None,
             tuple([(c.what, c.old, c.new, c.step) for c in e.marks]) if e.marks else (),
@@ -145,32 +204,9 @@ class ReportData:
             tuple(e.warnings), tuple(e.notes),
             e.last_seen if v is None else None,
         )
-        nat = tuple([(c.what, _nat_old(c.what, c.old, src, sport, dst, dport), c.new, c.step)
-                     for c in e.nat]) if e.nat else ()
         vt = None if v is None else (v.action, v.table, v.chain, v.num, v.rule is not None)
-        # bridge ports (br_netfilter): PHYSIN as it came in, PHYSOUT as it last left (FORWARD/POSTROUTING)
-        last = e.packet.events[-1].fields if e.packet.events else first
-        phys = (get("PHYSIN") or last.get("PHYSIN") or None, last.get("PHYSOUT") or None)
-        fate = str(e.fate)
-        if fate not in FATES:
-            fate = "unknown"
-        key = (path, fate, dec, vt, extra, nat, get("PROTO") or None, get("IN") or None, get("OUT") or None,
-               get("TCPFLAGS") or None, phys)
-        var = self._variants.get(key)
-        if var is None:
-            var = self._variants[key] = len(self._variant_keys)
-            self._variant_keys.append(key)
-            self._variant_packets.append(0)
-        self._variant_packets[var] += 1
-        self._path_packets[path] += 1
-        self.fates[fate] += 1
-        self.ids.append(e.packet.id)
-        self._pv.append(var)
-        addrs = self._addrs  # interned (_intern, inlined)
-        self._src.append((addrs[src] if src in addrs else addrs.setdefault(src, len(addrs))) if src else -1)
-        self._dst.append((addrs[dst] if dst in addrs else addrs.setdefault(dst, len(addrs))) if dst else -1)
-        self._sport.append(sport)
-        self._dport.append(dport)
+        cid = _intern(self._core_ids, (path, dec, vt, extra))  # type: ignore[arg-type]  # any hashable
+        return path, dec, vt, extra, cid
 
     def _new_path(self, rs: int, sig: tuple[Any, ...], texts: list[str | None]) -> int:
         path = self._paths[(rs, sig)] = len(self._path_steps)
@@ -333,61 +369,6 @@ class ReportData:
         return e
 
 
-def unpack(data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The packets of a report document (``ReportData.data()``) in their JSON form again.
-
-    What the page's script does, in Python: the test that the compact form round-trips. Only
-    what the report keeps comes back (no per-step fields, rule text only of chains packets entered).
-    """
-    strings, addrs, kinds, tables = data["strings"], data["addrs"], data["kinds"], data["tables"]
-    text = {ci: tx for ci, tx in data["texts"]}
-
-    def s(i: int) -> str | None:
-        return None if i < 0 else strings[i]
-
-    def chain_of(ci: int) -> tuple[str, str]:
-        c = data["chains"][ci] if ci >= 0 else data["xchains"][-1 - ci]
-        return tables[c[1]], c[2]
-
-    def step(sid: int) -> dict[str, Any]:
-        st = _untrim(data["steps"][sid], 7)
-        ci, kind, num = data["places"][st[0]]
-        table, chain = chain_of(ci)
-        kind = kinds[kind]
-        rule = None
-        if ci >= 0 and kind == "rule" and isinstance(num, int) and ci in text and 1 <= num <= len(text[ci]):
-            spec = text[ci][num - 1]
-            rule = None if spec is None else f"-A {chain} {spec}"
-        return {"table": table, "chain": chain, "kind": kind, "num": num, "rule": rule, "depth": st[1],
-                "action": s(st[2]), "returned_to": s(st[3]), "policy": s(st[4]), "warning": s(st[5]),
-                "note": s(st[6])}
-
-    pk = data["packets"]
-    ids = list(itertools.accumulate(pk["id"])) if pk["id_delta"] else pk["id"]
-    out = []
-    for k, pid in enumerate(ids):
-        path, fate, dec, x, proto, in_, out_, flags, nat, physin, physout = _untrim(data["variants"][pk["v"][k]], 11)
-        nat = nat if nat != -1 else None
-        e = data["extras"][x] if x >= 0 else {}
-        src = addrs[pk["src"][k]] if pk["src"][k] >= 0 else None
-        dst = addrs[pk["dst"][k]] if pk["dst"][k] >= 0 else None
-        sport, dport = pk["sport"][k], pk["dport"][k]
-        out.append({
-            "id": pid, "proto": s(proto), "src": src, "dst": dst, "sport": sport, "dport": dport,
-            "in": s(in_), "out": s(out_), "tcpflags": s(flags), "physin": s(physin), "physout": s(physout),
-            "steps": [step(sid) for sid in data["paths"][path]],
-            "fate": data["fates"][fate], "decisive": dec,
-            "reason": s(e.get("why", -1)), "last_seen": s(e.get("last", -1)),
-            "nat": [{"what": w, "old": (endpoint(dst, dport) if w == "DST" else endpoint(src, sport))
-                     if old == 0 else old, "new": new, "step": st} for w, old, new, st in nat or ()],
-            "marks": [{"what": w, "old": old, "new": new, "step": st} for w, old, new, st in e.get("marks", ())],
-            "cause": [{"role": s(r), "text": s(t), "step": st} for r, t, st in e.get("cause", ())],
-            "warnings": [s(w) for w in e.get("warn", ())],
-            "notes": [s(n) for n in e.get("notes", ())],
-        })
-    return out
-
-
 def _signature(steps: Sequence[Any]) -> tuple[Any, ...]:
     """What makes a path: each step's place and what the explainer made of it."""
     return tuple([(s.event.table, s.event.chain, str(s.event.kind), s.event.num, s.depth, s.action or "",
@@ -424,10 +405,6 @@ def _trim(row: list[Any]) -> list[Any]:
     while row and (row[-1] is None or row[-1] == -1):
         row.pop()
     return row
-
-
-def _untrim(row: list[Any], n: int) -> list[Any]:
-    return list(row) + [-1] * (n - len(row))
 
 
 def rule_spec(text: str | None, chain: str) -> str | None:

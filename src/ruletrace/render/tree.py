@@ -92,10 +92,10 @@ def _walk(
 def _build(
     expl: Explanation, verbose: bool, max_depth: int
 ) -> tuple[list[Text], list[_Node], list[_Hanging]]:
-    decisive = _decisive(expl)
+    decisive = decisive_step(expl)
     notes = _step_annotations(expl, decisive, verbose)
     hooks: list[_Node] = []
-    for hook, indices in _hook_groups(expl.steps):
+    for hook, indices in hook_groups(expl.steps):
         tables: list[str] = []
         for i in indices:
             t = expl.steps[i].table
@@ -120,8 +120,22 @@ def _build(
 
 
 def render_explanations(expls: Iterable[Explanation], console: Console, *, verbose: bool = False) -> int:
-    """Print each explanation as it comes, a blank line between packets; return how many."""
+    """Print each explanation as it comes, a blank line between packets; return how many.
+
+    Without colour (a file, a pipe, --no-color) the text is laid out by ``tree_plain.PlainTree``:
+    the same bytes as rich's layout below (tests/render/test_tree_plain.py), a fraction of the time.
+    """
     n = 0
+    if console.color_system is None and not console.record and not console.quiet:
+        from .tree_plain import PlainTree
+
+        plain = PlainTree(console.width, ascii_only=console.options.ascii_only)
+        write = console.file.write
+        for expl in expls:
+            write(plain.render(expl, verbose) if not n else "\n" + plain.render(expl, verbose))
+            n += 1
+        console.file.flush()
+        return n
     with console.use_theme(THEME):
         for expl in expls:
             if n:
@@ -177,9 +191,9 @@ def _header(expl: Explanation, decisive: int | None, verbose: bool) -> list[Text
     head = Text.assemble((f"packet {clean(expl.packet.id)}", "packet.id"), "  ")
     head.append(clean(f.get("PROTO") or "?"), "packet.proto")
     head.append(" ")
-    head.append(_endpoint(f.get("SRC"), f.get("SPT")), "packet.addr")
+    head.append(endpoint(f.get("SRC"), f.get("SPT")), "packet.addr")
     head.append(" -> ")
-    head.append(_endpoint(f.get("DST"), f.get("DPT")), "packet.addr")
+    head.append(endpoint(f.get("DST"), f.get("DPT")), "packet.addr")
     if f.get("TCPFLAGS"):
         head.append(f" [{clean(f['TCPFLAGS'])}]")
     if f.get("TYPE"):  # ICMP / ICMPv6
@@ -221,7 +235,7 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
             line.append(" [")
             line.append(clean(f"{owner.kind} {owner.name}"), "owner")
             line.append("]")
-        reason = _after_place(v.reason, place)
+        reason = after_place(v.reason, place)
         if reason:
             line.append((" " if reason != v.reason else ": ") + clean(reason))
     elif expl.drops and expl.fate == Fate.DROPPED:  # outside the rules: the kernel's own reason
@@ -232,7 +246,7 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
     return line
 
 
-def _after_place(text: str, place: str) -> str:
+def after_place(text: str, place: str) -> str:
     """``text`` minus a short lead-in up to ``place``: "dropped by filter:X rule 1 because …" -> "because …".
 
     The header and footer already name the place; explainers often repeat it in their sentence.
@@ -246,7 +260,7 @@ def _after_place(text: str, place: str) -> str:
     return rest
 
 
-def _endpoint(addr: str | None, port: str | None) -> str:
+def endpoint(addr: str | None, port: str | None) -> str:
     a = clean(show_address(addr) if addr else "?")
     if not port:
         return a
@@ -290,9 +304,9 @@ def _step_annotations(expl: Explanation, decisive: int | None, verbose: bool) ->
         action = expl.verdict.action
         add(decisive, Text(f"=> {clean(action.upper())}", verdict_style(action)))
     for c in expl.nat:
-        add(c.step, safe(_change(c), "nat"))
+        add(c.step, safe(change_text(c), "nat"))
     for c in expl.marks:
-        add(c.step, safe(_change(c), "mark"))
+        add(c.step, safe(change_text(c), "mark"))
     for link in expl.cause:
         if link.step != decisive:
             add(link.step, Text.assemble(("<- cause: ", "cause"), safe(link.role, "cause")))
@@ -315,14 +329,14 @@ def _step_annotations(expl: Explanation, decisive: int | None, verbose: bool) ->
     return out
 
 
-def _change(c: Change) -> str:
+def change_text(c: Change) -> str:
     old = "(none)" if c.old is None else c.old
     new = "(none)" if c.new is None else c.new
     text = f"{c.what} {old} -> {new}"
     return f"{text} ({c.note})" if c.note else text
 
 
-def _decisive(expl: Explanation) -> int | None:
+def decisive_step(expl: Explanation) -> int | None:
     """Index of the step that made the verdict: the last step at the verdict's place."""
     v = expl.verdict
     if v is not None:
@@ -336,7 +350,7 @@ def _decisive(expl: Explanation) -> int | None:
     return None
 
 
-def _hook_groups(steps: list[Step]) -> Iterator[tuple[str | None, list[int]]]:
+def hook_groups(steps: list[Step]) -> Iterator[tuple[str | None, list[int]]]:
     """Consecutive steps of one hook: a built-in chain at depth 0 names the hook, user chains inherit it."""
     hook: str | None = None
     group: list[int] = []
@@ -397,7 +411,7 @@ def _misses(expl: Explanation) -> list[Text | _Hanging]:
 
 
 def _change_at(c: Change, style: str) -> Text:
-    line = safe(_change(c), style)
+    line = safe(change_text(c), style)
     if c.table or c.chain:
         line.append(" at ")
         line.append_text(_at(c.table, c.chain, c.num, False))
