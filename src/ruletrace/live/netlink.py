@@ -120,7 +120,8 @@ class Shape:
     def __init__(self, body: bytes, offset: int, varying: frozenset[int]) -> None:
         """Learned from ``body`` (which ``parse_attrs`` must have read without an error)."""
         n = len(body)
-        fmt, hdrs, at, off = ["="], [], 0, offset
+        fmt, at, off = ["="], 0, offset
+        hdrs: list[int] = []
         self.first: dict[int, slice] = {}
         cut: list[tuple[int, int]] = []
         while off + 4 <= n:
