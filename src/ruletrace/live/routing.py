@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import routes
 from ..explain.fatecauses import mark_setter, routing_points
@@ -26,18 +27,27 @@ MEMO_MAX = 1024
 _memo: dict[tuple[str, ...], tuple[float, tuple[list[dict[str, Any]] | None, str]]] = {}
 
 
-def _ip(args: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
-    """``ip -j -d ARGS`` (answers remembered for MEMO_SECONDS: routes change rarely within a second)."""
-    key = tuple(args)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remembered(memo: dict[K, tuple[float, V]], key: K, get: Callable[[], V]) -> V:
+    """``memo``'s answer for ``key`` while younger than MEMO_SECONDS, else ``get()`` remembered
+    (the memo is emptied when it holds MEMO_MAX answers)."""
     now = time.monotonic()
-    hit = _memo.get(key)
+    hit = memo.get(key)
     if hit is not None and now - hit[0] < MEMO_SECONDS:
         return hit[1]
-    got = _ip_uncached(args)
-    if len(_memo) >= MEMO_MAX:
-        _memo.clear()
-    _memo[key] = (now, got)
+    got = get()
+    if len(memo) >= MEMO_MAX:
+        memo.clear()
+    memo[key] = (now, got)
     return got
+
+
+def _ip(args: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
+    """``ip -j -d ARGS`` (answers remembered for MEMO_SECONDS: routes change rarely within a second)."""
+    return _remembered(_memo, tuple(args), lambda: _ip_uncached(args))
 
 
 def _ip_uncached(args: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
@@ -60,15 +70,7 @@ _sysctls: dict[str, tuple[float, str | None]] = {}
 def sysctl(name: str) -> str | None:
     """A sysctl's value in this namespace (remembered for MEMO_SECONDS, as ``ip``'s answers: a
     packet's routing reads about eight, and a burst of packets the same ones)."""
-    now = time.monotonic()
-    hit = _sysctls.get(name)
-    if hit is not None and now - hit[0] < MEMO_SECONDS:
-        return hit[1]
-    got = _sysctl_uncached(name)
-    if len(_sysctls) >= MEMO_MAX:
-        _sysctls.clear()
-    _sysctls[name] = (now, got)
-    return got
+    return _remembered(_sysctls, name, lambda: _sysctl_uncached(name))
 
 
 def _sysctl_uncached(name: str) -> str | None:
