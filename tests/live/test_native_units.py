@@ -233,6 +233,52 @@ def test_a_mark_one_backend_saw_change_is_the_other_backends_rule():
     assert m.steps[m.marks[0].step].note == "nf_tables"
 
 
+NFT_DNAT = RulesetView(load_rulesets("nft.txt", text="""table ip nat { # handle 1
+	chain pre { # handle 1
+		type nat hook prerouting priority dstnat; policy accept;
+		tcp dport 8080 dnat to 10.0.0.2:8081 # handle 2
+	}
+}
+"""))
+LEGACY_OPEN = load_ruleset("legacy.save", text="*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+                           "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                           "-A INPUT -p tcp --dport 8081 -j ACCEPT\nCOMMIT\n")
+LEGACY_OPEN.family = "ipv4"
+
+
+def _dnat_parts():
+    """nf_tables DNATs in its only chain (nat prerouting), legacy filter INPUT accepts the new port."""
+    nft = [MonitorEvent("nat", "pre", StepKind.RULE, 1, family="ipv4", handle=2, packet_id=9, verdict="accept",
+                        source="nftrace", fields=F, text="tcp dport 8080 dnat to 10.0.0.2:8081", base=True)]
+    after = {**F, "DPT": "8081"}
+    legacy = [_legacy("raw", "PREROUTING", StepKind.POLICY, 1),
+              TraceEvent("filter", "INPUT", StepKind.RULE, 1, family="ipv4", source="nflog", fields=after)]
+    return [(both.NFT_LABEL, Explainer(NFT_DNAT).explain(Packet(1, nft))),
+            (both.LEGACY_LABEL, Explainer(LEGACY_OPEN).explain(Packet(1, legacy)))]
+
+
+def test_a_part_that_ends_at_an_earlier_hook_let_the_packet_through():
+    parts = _dnat_parts()
+    assert parts[0][1].fate is Fate.UNKNOWN  # alone, nf_tables last saw it in PREROUTING
+    assert [c.rule for c in parts[1][1].nat] == [None]  # alone, legacy cannot tell who rewrote it
+    events = [ev for _l, e in parts for ev in e.packet.events]
+    holds = {both.NFT_LABEL: both.held(NFT_DNAT.rulesets, "ipv4", events),
+             both.LEGACY_LABEL: both.held([LEGACY_OPEN], None, events)}
+    assert holds == {both.NFT_LABEL: {"PREROUTING"}, both.LEGACY_LABEL: {"PREROUTING", "OUTPUT", "INPUT", "FORWARD"}}
+    m = both.merge(Packet(1, []), parts, missing=[], holds=holds)
+    assert m.fate is Fate.DELIVERED and not m.warnings, m.warnings
+    assert m.verdict.reason == "accepted (DNAT) by nft nat:pre rule 1, then accepted by legacy filter:INPUT rule 1"
+    assert not any("last seen" in n for n in m.notes), m.notes
+    assert [(c.what, c.table, c.chain, c.num, c.new) for c in m.nat] == [("DST", "nat", "pre", 1, "10.0.0.2:8081")]
+    assert m.steps[m.nat[0].step].note == "nf_tables"
+    # nf_tables holding a chain on INPUT that left no step there: its part is cut, the fate incomplete
+    m = both.merge(Packet(1, []), _dnat_parts(), missing=[], holds={**holds, both.NFT_LABEL: {"PREROUTING", "INPUT"}})
+    assert m.fate is Fate.UNKNOWN and m.verdict is None
+    assert any(w.startswith("fate incomplete: nft holds rules on INPUT") for w in m.warnings), m.warnings
+    # a later packet of the connection skips nat: nat chains are not on its way
+    assert both.held(NFT_DNAT.rulesets, "ipv4", [_legacy("filter", "INPUT", StepKind.RULE, 1)]) == set()
+
+
 def test_own_table_items_of_nft_json():
     assert snap.own_item({"table": {"family": "inet", "name": f"ruletrace_{SID}"}})
     assert snap.own_item({"rule": {"family": "inet", "table": f"ruletrace_{SID}", "chain": "pre"}})

@@ -88,8 +88,8 @@ def explain_both(res: SimResult, both: Both, pid: int) -> Explanation:
         else:
             ordered.append((label, [s]))
     expl = merge(Packet(id=pid, events=list(res.events)), parts, missing=[], ordered=ordered)
-    # the walk knows the combined fate: one backend's part ends where its last chain did
-    expl.warnings = [w for w in expl.warnings if not w.startswith("the two backends' paths end differently")]
+    # the merge lets a part that ends at an earlier hook through (live/both.py); the walk also knows
+    # what happens after the last chain (routing, the socket): its fate is the packet's
     expl.fate = res.fate
     return expl
 

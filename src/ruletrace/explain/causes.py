@@ -18,8 +18,8 @@ from .owners import Owner, owner_of, rule_comments
 _DPORT = re.compile(r"--dports? (\S+)|\bdpts?:(\S+)|multiport dports (\S+)")
 _MARK_MATCH = re.compile(r"-m mark (!\s+)?--mark (\S+)|(?<!conn)mark match (!)?(\S+)")
 _TO = re.compile(r"--to(?:-destination|-source|-ports)? (\S+)")
-_DNAT_ACTIONS = ("dnat", "redirect", "netmap")
-_SNAT_ACTIONS = ("snat", "masquerade", "netmap")
+DNAT_ACTIONS = ("dnat", "redirect", "netmap")
+SNAT_ACTIONS = ("snat", "masquerade", "netmap")
 
 
 def rule_comment(rule: Rule | None) -> str | None:
@@ -119,7 +119,7 @@ def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: Ru
         return None
     s = steps[j]
     family = s.event.family
-    actions = _DNAT_ACTIONS if what == "DST" else _SNAT_ACTIONS
+    actions = DNAT_ACTIONS if what == "DST" else SNAT_ACTIONS
     want_ip = _host(new)
     found: list[Rule] = []
     seen: set[str] = set()
@@ -182,7 +182,7 @@ def _nat_changes(expl: Explanation, view: RulesetView | None = None) -> None:
         if a.raw is b.raw and a.raw is not None:  # one text object (kernel_log shares it): no change
             continue
         before, after = a.fields, b.fields
-        for what, ip, port, actions in (("DST", "DST", "DPT", _DNAT_ACTIONS), ("SRC", "SRC", "SPT", _SNAT_ACTIONS)):
+        for what, ip, port, actions in (("DST", "DST", "DPT", DNAT_ACTIONS), ("SRC", "SRC", "SPT", SNAT_ACTIONS)):
             got = address_change(before, after, ip, port)
             if got is None:
                 continue

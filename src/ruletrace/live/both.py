@@ -13,14 +13,24 @@ is final. So:
 * the packet's fate is a drop or reject by either backend when one happened (the packet got
   that far); an accept, delivery or forward needs both backends' word: when one of them left
   no step at all for the packet, the fate is unknown and said to be incomplete. One backend's
-  verdict is never printed as the packet's fate.
+  verdict is never printed as the packet's fate;
+* a backend's part shows only the hooks where that backend holds chains: a part that ends at an
+  earlier hook than the other backend's (nf_tables with only a nat prerouting chain that DNATs,
+  legacy filter INPUT after it) let the packet through, since the other backend saw it later;
+  its own "last seen in PREROUTING" is not the packet's end. The fate is then the word of the
+  backends that saw the packet at its last hook, unless the earlier one holds chains on a later
+  hook of the path (``holds``) and left no step there: then the fate is incomplete;
+* a NAT or mark change one backend saw happen outside its rules is the other backend's rule that
+  made it when an earlier step of the merged path is such a rule (nf_tables reports no packet
+  after its last rule, so its dnat shows in the legacy steps that follow).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from ..model import CauseLink, Change, Explanation, Fate, Packet, Step, TraceEvent, Verdict
+from ..explain.causes import DNAT_ACTIONS, SNAT_ACTIONS
+from ..model import CauseLink, Change, Explanation, Fate, Packet, Ruleset, Step, StepKind, TraceEvent, Verdict
 
 LEGACY_LABEL = "legacy"
 NFT_LABEL = "nft"
@@ -54,6 +64,29 @@ def _blocks(steps: list[Step], label: str) -> list[tuple[tuple[int, int], str, l
     return out
 
 
+def held(rulesets: list[Ruleset], family: str | None, events: list[TraceEvent]) -> set[str]:
+    """The hooks (``INPUT``, …) where these rulesets hold chains that a packet of ``family`` (the
+    address family, ``ipv4``) with these events passes: nf_tables base chains of its family's and
+    inet tables, the built-in chains of legacy tables; nat ones only for a connection's first
+    packet (its events show a nat step)."""
+    fams = {family, "inet"} if family else None
+    nat_chains = {(t, c.name) for rs in rulesets for t, chains in rs.tables.items() for c in chains.values()
+                  if c.type == "nat" or (c.hook is None and t == "nat")}
+    first = any((e.table, e.chain) in nat_chains for e in events)
+    out: set[str] = set()
+    for rs in rulesets:
+        if fams is not None and rs.family is not None and rs.family not in fams:
+            continue
+        for t, chains in rs.tables.items():
+            for c in chains.values():
+                if (t, c.name) in nat_chains and not first:
+                    continue
+                hook = c.hook.upper() if c.hook else c.name if c.builtin and c.name in HOOK_RANK else None
+                if hook is not None:
+                    out.add(hook)
+    return out
+
+
 def _ends(block: list[Step]) -> bool:
     return any(s.action in ("drop", "reject") for s in block)
 
@@ -81,11 +114,13 @@ def describe(label: str, v: Verdict | None) -> str:
 
 
 def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list[str],
-          ordered: list[tuple[str, list[Step]]] | None = None) -> Explanation:
+          ordered: list[tuple[str, list[Step]]] | None = None,
+          holds: dict[str, set[str]] | None = None) -> Explanation:
     """One explanation of a packet from its legacy and nf_tables parts (``(label, explanation)``,
     only the parts with steps); ``missing``: labels of backends that hold rules on the packet's
     way but left no step (lost, or not traced); ``ordered``: the parts' steps in the kernel's order
-    when the caller knows it (simulate walks both backends in that order), else ``order(parts)``."""
+    when the caller knows it (simulate walks both backends in that order), else ``order(parts)``;
+    ``holds``: per label, the hooks (``INPUT``, …) where that backend has chains, when known."""
     ordered = order(parts) if ordered is None else ordered
     out = Explanation(packet)
     for label, steps in ordered:
@@ -113,8 +148,13 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     last_block = {label: i for i, (label, _s) in enumerate(ordered)}  # where each backend decided
     labels_in_order = sorted(last_block, key=last_block.__getitem__)
     enders = [label for label in labels_in_order if by_label[label].fate in ENDS]
-    sentence = ", then ".join(describe(label, by_label[label].verdict) for label in labels_in_order)
-    out.marks = [_mark_setter(out, c) for c in out.marks]
+    through, unseen = _passed_through(ordered, labels_in_order, holds)
+    # a part the packet went on from: its "last seen" is not where the packet ended
+    out.notes = [n for n in out.notes if not any(n.startswith(f"{label}: last seen") for label in through)]
+    sentence = ", then ".join(_passed(label, by_label[label]) if label in through
+                              else describe(label, by_label[label].verdict) for label in labels_in_order)
+    out.nat = [_setter(out, c) for c in out.nat]
+    out.marks = [_setter(out, c) for c in out.marks]
     decided_by = enders[-1] if enders else labels_in_order[-1] if labels_in_order and not missing else None
     out.cause = [c if label == decided_by else replace(c, role=f"{label}: {c.role}")
                  for label, c in causes]
@@ -131,15 +171,22 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
             "this packet's way but no step of "
             + ("it" if len(missing) == 1 else "them")
             + " arrived; " + (sentence or "nothing decided") + " is only part of the packet's path")
+    elif unseen:
+        out.fate = Fate.UNKNOWN
+        decider = None
+        out.last_seen = by_label[labels_in_order[-1]].last_seen
+        out.warnings += [f"fate incomplete: {label} holds rules on {', '.join(hooks)}, where the packet was seen, "
+                         f"but no step of {label} arrived there; " + sentence + " is only part of the packet's path"
+                         for label, hooks in unseen]
     else:
-        fates = {e.fate for _l, e in parts}
+        fates = {e.fate for label, e in parts if label not in through}
         out.fate = fates.pop() if len(fates) == 1 else Fate.UNKNOWN
         last = by_label[labels_in_order[-1]] if labels_in_order else None
         decider = last.verdict if last is not None else None
         out.last_seen = last.last_seen if last is not None else None
         if out.fate is Fate.UNKNOWN and parts:
             out.warnings.append("the two backends' paths end differently: "
-                                + "; ".join(f"{label}: {e.fate}" for label, e in parts))
+                                + "; ".join(f"{label}: {e.fate}" for label, e in parts if label not in through))
     if decider is not None:
         reason = sentence if len(labels_in_order) > 1 else f"{labels_in_order[0]}: {decider.reason}"
         out.verdict = Verdict(decider.action, decider.table, decider.chain, decider.num, decider.rule,
@@ -149,6 +196,41 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     return out
 
 
+def _passed_through(ordered: list[tuple[str, list[Step]]], labels: list[str],
+                    holds: dict[str, set[str]] | None) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The backends whose part ends at an earlier hook than the merged path's last (the packet went
+    on: another backend saw it later), and of those, each with the later hooks of the path where it
+    holds chains (``holds``) but left no step: (through labels, [(label, hooks)])."""
+    seen: dict[str, list[str]] = {}  # label -> the hooks its steps show, in order
+    path: list[str] = []
+    for label, steps in ordered:
+        for s in steps:
+            if s.depth == 0 and s.hook is not None:
+                seen.setdefault(label, []).append(s.hook)
+                if not path or path[-1] != s.hook:
+                    path.append(s.hook)
+    if not path:
+        return [], []
+    end = HOOK_RANK.get(path[-1], 1)
+    through = [label for label in labels if seen.get(label) and HOOK_RANK.get(seen[label][-1], 1) < end]
+    unseen = []
+    for label in through:
+        later = path[path.index(seen[label][-1]) + 1:]
+        held = [h for h in later if h in (holds or {}).get(label, set()) and h not in seen[label]]
+        if held:
+            unseen.append((label, held))
+    return through, unseen
+
+
+def _passed(label: str, e: Explanation) -> str:
+    """A part the packet went on from, in words: its last accepting (or NAT) step."""
+    for s in reversed(e.steps):
+        if s.depth == 0 and (s.action == "accept" or s.action in DNAT_ACTIONS or s.action in SNAT_ACTIONS):
+            how = "policy" if s.kind is StepKind.POLICY else ""
+            return describe(label, Verdict(s.action, s.table, s.chain, s.num, s.rule, reason=how))
+    return f"passed {label}" + (f" {e.last_seen}" if e.last_seen else "")
+
+
 def _mark_value(text: str | None) -> int | None:
     try:
         return int(text, 16) if text else 0
@@ -156,19 +238,25 @@ def _mark_value(text: str | None) -> int | None:
         return None
 
 
-def _mark_setter(out: Explanation, c: Change) -> Change:
-    """A mark change one backend's part saw happen outside its rules, given to the other
-    backend's rule that made it: the latest earlier step of the merged path whose rule sets a
-    mark and after which the packet carries the new value (nf_tables reports the mark after the
-    rule ran)."""
-    if c.rule is not None or c.step is None or c.what != "MARK":
+def _setter(out: Explanation, c: Change) -> Change:
+    """A NAT or mark change one backend's part saw happen outside its rules, given to the other
+    backend's rule that made it: the latest earlier step of the merged path whose rule rewrites
+    that field (a dnat for DST/DPT, an snat or masquerade for SRC/SPT), or sets a mark after which
+    the packet carries the new value (nf_tables reports the mark after the rule ran)."""
+    if c.rule is not None or c.step is None:
+        return c
+    nat = DNAT_ACTIONS if c.what in ("DST", "DPT") else SNAT_ACTIONS if c.what in ("SRC", "SPT") else None
+    if nat is None and c.what != "MARK":
         return c
     want = _mark_value(c.new)
     for j in range(c.step - 1, -1, -1):
         st = out.steps[j]
         if st.note == out.steps[c.step].note:
             continue  # the same backend's step: its part already looked
-        if (st.rule is not None and st.action == "continue" and "mark" in st.rule.text.lower()
+        if st.rule is None:
+            continue
+        if (st.action in nat if nat is not None else
+                st.action == "continue" and "mark" in st.rule.text.lower()
                 and _mark_value(st.event.fields.get("MARK")) == want):
             return replace(c, table=st.table, chain=st.chain, num=st.num, rule=st.rule, step=j, note="")
     return c

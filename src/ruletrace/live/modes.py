@@ -135,15 +135,19 @@ class NftModes:
         v_of = {id(ev): v for ev, v in zip(pkt.events, versions)}
         leg, nft = both.split(pkt.events)
         parts = []
+        fam = (leg[0].family if leg else None) or "ipv4"
+        rss = self.versions.get(v_of[id(pkt.events[0])])[0].rulesets if pkt.events else {}
+        holds = {both.NFT_LABEL: both.held([r for k, r in rss.items() if not k.startswith("legacy:")],
+                                           fam if leg else None, pkt.events),
+                 both.LEGACY_LABEL: both.held([r for k, r in rss.items() if k == "legacy:" + fam], None, pkt.events)}
         if nft:
             v = v_of[id(nft[0])]
             parts.append((both.NFT_LABEL, self._explainer(v, "nft").explain(Packet(pkt.id, nft))))
         if leg:
             v = v_of[id(leg[0])]
-            parts.append((both.LEGACY_LABEL, self._explainer(v, "legacy:" + (leg[0].family or "ipv4")).explain(
-                Packet(pkt.id, leg))))
+            parts.append((both.LEGACY_LABEL, self._explainer(v, "legacy:" + fam).explain(Packet(pkt.id, leg))))
         missing = ([] if leg else ["legacy xtables"]) + ([] if nft else ["nf_tables"])
-        return both.merge(pkt, parts, missing=missing)
+        return both.merge(pkt, parts, missing=missing, holds=holds)
 
     def _snapshot_native(self, n: int) -> Version:
         """The whole nf_tables ruleset (sessions' tables left out), and when tracing both, the
