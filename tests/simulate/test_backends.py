@@ -257,3 +257,112 @@ def test_compare_a_legacy_trace_on_a_both_backends_host(tmp_path, capsys) -> Non
     out = capsys.readouterr().out
     assert code == 0, out
     assert "1 of 1 traced packet(s) agree with their prediction step by step; the fate agrees for 1 of the 1" in out
+
+
+# --- the generated nft chain functions in the both-backends walk equal the plain walk ------------
+
+NFT_FLOW = """table inet flow {
+	map ports {
+		type inet_service : verdict
+		elements = { 80 : jump web, 81 : goto drops, 82 : accept }
+	}
+	chain input {
+		type filter hook input priority filter; policy accept;
+		ct state established accept
+		tcp dport 85 return
+		tcp dport vmap @ports
+		tcp dport 83 jump web
+		counter
+	}
+	chain web {
+		ip saddr 10.0.0.9 return
+		meta mark set 0x3
+		tcp dport 80 accept
+	}
+	chain drops {
+		tcp dport 81 drop
+	}
+	chain pre {
+		type nat hook prerouting priority dstnat; policy accept;
+		tcp dport 84 dnat to 10.0.0.2:81
+	}
+}
+"""
+NFT_LOOP = """table inet l {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		jump a
+	}
+	chain a {
+		jump b
+	}
+	chain b {
+		jump a
+	}
+}
+"""
+LEGACY6 = """*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p ipv6-icmp -j ACCEPT
+-A INPUT -p tcp --dport 81 -j ACCEPT
+COMMIT
+"""
+NFT6_NAT = """table inet nat {
+	chain pre {
+		type nat hook prerouting priority dstnat; policy accept;
+		tcp dport 80 dnat ip6 to [fd00::2]:81
+	}
+}
+"""
+_BOTH = [(LEGACY_DROP, NFT_ACCEPT), (LEGACY_NAT, NFT_ACCEPT), (LEGACY_NAT, NFT_NAT), (LEGACY_DROP, NFT_SAVE),
+         (LEGACY_DROP, NFT_FLOW), (LEGACY_NAT, NFT_FLOW)]
+
+
+def _outcome(both: Both, probe: Probe, facts: HostFacts, index: bool) -> tuple:
+    from ruletrace.errors import RuletraceError
+    try:
+        r = simulate(both, probe, facts, index=index)
+    except RuletraceError as e:
+        return ("error", str(e))
+    return ([(e.table, e.chain, str(e.kind), e.num, e.family, e.raw, e.handle, e.verdict) for e in r.events],
+            r.backends, r.decided_by, r.fate, r.verdict, r.assumptions, r.branches, r.hooks, r.final_snapshot,
+            r.path, r.routing)
+
+
+def test_generated_nft_chains_in_the_both_walk_equal_the_plain_walk(monkeypatch) -> None:
+    """The fast both-backends walk runs nf_tables base chains by nft_gen.py's functions (the plain
+    NftCompiled.walk is never called), with the very results of the plain walk (index=False: the
+    reference walk of both backends), over every both-backends case here and each probe."""
+    from ruletrace.simulate.nft_walk import NftCompiled
+
+    probes = [Probe(proto=6, src=src, dst="10.0.0.2", dport=d, path="input", iif="eth0")
+              for src in ("10.0.0.1", "10.0.0.9") for d in (22, 80, 81, 82, 83, 84, 85, 8080)]
+    probes += [Probe(proto=17, src="10.0.0.1", dst="10.0.0.2", dport=80, path="input", iif="eth0")]
+    def both(leg: str, nft: str) -> Both:
+        n = _rs(nft, "nft.txt")
+        return Both(_rs(leg, "legacy.save")[0], n if n[0].format.startswith("nft") else n[0])
+
+    cases = [(both(leg, nft), pr) for leg, nft in _BOTH for pr in probes]
+    cases += [(Both(_rs(LEGACY6, "legacy.save")[0], _rs(NFT6_NAT, "nft.txt")),
+               Probe(proto=6, src="fd00::1", dst="fd00::2", dport=d, path="input", iif="eth0")) for d in (80, 81, 82)]
+    facts = [HostFacts(assume={"conntrack": True}), HostFacts(assume={"conntrack": True, "legacy-first": True}),
+             HostFacts(assume={"conntrack": True, "state": "ESTABLISHED"})]
+    plain = [_outcome(b, pr, f, index=False) for b, pr in cases for f in facts]
+
+    def no_plain_walk(*_a, **_k):
+        raise AssertionError("the fast both-backends walk called the plain nft walk")
+
+    monkeypatch.setattr(NftCompiled, "walk", no_plain_walk)
+    fast = [_outcome(b, pr, f, index=True) for b, pr in cases for f in facts]
+    for (_b, pr), f, got, want in zip([c for c in cases for _f in facts], facts * len(cases), fast, plain, strict=True):
+        assert got == want, (pr, f.assume, got, want)
+    outcomes = {(o[3], o[2]) for o in plain}
+    assert len(outcomes) >= 4, outcomes  # the cases reach different fates and deciders
+    # a jump loop: the generated functions end in RecursionError, the engine then runs the plain walk
+    monkeypatch.undo()
+    loop = Both(_rs(LEGACY_DROP, "legacy.save")[0], _rs(NFT_LOOP, "nft.txt"))
+    pr = probes[0]
+    got, want = _outcome(loop, pr, facts[0], index=True), _outcome(loop, pr, facts[0], index=False)
+    assert got == want and got[0] == "error" and "loop" in got[1], (got, want)

@@ -18,8 +18,10 @@ stated whenever such a tie is on the packet's way.
 ``BothCompiled`` offers the engine what ``compiled.Compiled`` and ``nft_walk.NftCompiled`` offer
 (``hook``, ``uses_conntrack``) and walks each side with that side's own walk: legacy tables by
 walker.py's chain functions (the fast path; the table piece of ``walker.make_hook``) or by
-``reference.walk_table``; nf_tables chains by ``NftCompiled.walk``. Every step is labelled with its
-backend (the engine's ``backends``).
+``reference.walk_table``; nf_tables base chains by their generated functions (the fast path:
+nft_gen.py's ``chain_fn``, run as the base-chain piece of ``nft_gen.hook_fn`` runs it) or by
+``NftCompiled.walk`` (the reference). tests/simulate/test_backends.py checks both walks give the
+same results. Every step is labelled with its backend (the engine's ``backends``).
 """
 
 from __future__ import annotations
@@ -202,7 +204,13 @@ class BothCompiled:
         n = len(R.events)
         if kind == "nft":
             assert isinstance(self.nft, NftCompiled)  # "nft" entries come from native listings
-            v = self.nft.walk(item, p, c, R)
+            if self.fast and item.fn is not None:
+                # the base-chain piece of nft_gen.hook_fn: the chain's function, its policy when it returned
+                R.jumps = 0
+                r = item.fn(p, c, R)
+                v = self.nft.policy(item, p, R, item.family) if r is None else r
+            else:
+                v = self.nft.walk(item, p, c, R)
         else:
             cc = self.legacy if label == LEGACY else self.nft
             t, base, _empty = item

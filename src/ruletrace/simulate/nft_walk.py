@@ -296,6 +296,8 @@ class NftCompiled:
         R.decide(v, base, None, None)
         return v
 
+    policy = _policy  # public: a base chain's end after its generated function (backends.py)
+
 
 def nft_compiled(rulesets: list[Ruleset], v6: bool, linear: bool = False,
                  fams: tuple[str, ...] | None = None) -> NftCompiled:
