@@ -1,7 +1,7 @@
 """The simulator: Ruleset + Probe + HostFacts -> the TraceEvents the kernel's TRACE would log.
 
-This module builds the packet from the probe, takes it through the hooks of its path (routing,
-conntrack, loopback) and turns the walk's verdict into a fate. The hooks' tables are walked by
+This module takes the packet made from the probe (packet.py) through the hooks of its path
+(routing, conntrack, loopback) and turns the walk's verdict into a fate. The hooks' tables are walked by
 walker.py's generated functions (the fast path) or reference.py (the reference walk); what a
 rule's target does to the walk is defined once, in semantics.py; hook plans in compiled.py.
 """
@@ -20,7 +20,8 @@ from .hostfacts import HostFacts, addr_text
 from .miss_words import MATCHED, NOT_REACHED, parse_chain
 from .nft_l2 import before_ip, l2_compiled
 from .nft_walk import NftCompiled, is_native, nft_compiled
-from .probe import PORT_PROTOS, Probe, flags_text
+from .packet import make_packet
+from .probe import Probe
 from .reference import run_hook
 from .routestep import kernel_drop, lookup, route_input
 from .semantics import ACCEPT, DROP, QUEUE, REJECT, WalkState
@@ -30,12 +31,7 @@ from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Bra
 # status of the connection a probe in each tracked state belongs to
 CT_STATUS = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSURED,
              "RELATED": IPS_EXPECTED | IPS_CONFIRMED}
-# header bytes after the IP header of a probe without --length: TCP 32 (a SYN 40, with its
-# options), UDP 8, ICMP / ICMPv6 echo 64
-DEFAULT_PAYLOAD = {6: 32, 17: 8, 1: 64, 58: 64}
 _ACCEPTED_BY: dict[str, str] = {}  # verdict reason -> "last accepted by <reason>" (one string per rule)
-_NOTES: dict[Any, str] = {}  # the words of the packet's own assumptions, made once (few distinct ones)
-_FLAGS_NOTE = {f: f"TCP flags not given: assumed {flags_text(f)}" for f in (0x02, 0x10)}
 
 
 @dataclass(slots=True)
@@ -77,12 +73,6 @@ class SimResult:
         return snapshot_fields(self.final_snapshot) if self.final_snapshot else {}
 
 
-def _note(key: Any, text: str) -> str:
-    if len(_NOTES) < 1 << 12:
-        _NOTES[key] = text
-    return text
-
-
 def simulate(ruleset: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts | None = None, *,
              explain_miss: str | None = None, index: bool = True) -> SimResult:
     """Predict the packet's path: its TRACE steps, fate, verdict and every assumption made.
@@ -104,7 +94,7 @@ class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
-                 "_path_reason", "native", "_rerouted", "_assumed_out", "l2", "kdrop", "lookups", "in_route",
+                 "native", "_rerouted", "_assumed_out", "l2", "kdrop", "lookups", "in_route",
                  "backends", "socket")
 
     def __init__(self, given: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts, explain_miss: str | None,
@@ -141,7 +131,6 @@ class _Run(WalkState):
         nft = self.cc.nft if isinstance(self.cc, BothCompiled) else self.cc
         self.l2 = (l2_compiled(rss, v == 6, not (index and fast))
                    if isinstance(nft, NftCompiled) and nft.has_l2 else None)
-        self._path_reason = ""
         self._rerouted: str | None = None
         self._assumed_out: str | None = None
         self.kdrop: KernelDrop | None = None
@@ -161,103 +150,9 @@ class _Run(WalkState):
     # --- setup ---------------------------------------------------------------------------
 
     def _packet(self) -> tuple[Pkt, Ctx]:
-        pr, f = self.probe, self.facts
-        p = Pkt()
-        v = p.v = self.v
-        p.src, p.dst = self.addrs
-        proto = p.proto = pr.proto
-        p.mark = pr.mark
-        p.ctmark = pr.ctmark
-        ctstate = p.ctstate = pr.ctstate
-        p.tos = pr.tos
-        p.uid, p.gid = pr.uid, pr.gid
-        p.physin, p.physout = pr.physin, pr.physout
-        p.mac = pr.mac_src
-        known = f.knows_local()
-        path = self._path(p, known)
-        c = Ctx(f, path, known)
-        c.orig_dst = (v, p.dst)
-        c.orig_src = (v, p.src)
-        note = c.assumptions.__setitem__  # Ctx.note without its frame: note(text, None)
-        if pr.path is None:
-            text = _NOTES.get((path, self._path_reason)) or _note((path, self._path_reason),
-                                                                  f"path {path}: {self._path_reason}")
-            note(text, None)
-        p.itype = p.icode = None
-        if proto in PORT_PROTOS:
-            sport, dport = pr.sport, pr.dport
-            if sport is None:
-                sport = 40000
-                note("source port not given: assumed 40000", None)
-            if dport is None:
-                dport = 0
-                note("destination port not given: assumed 0", None)
-            p.sport, p.dport = sport, dport
-        else:
-            p.sport = p.dport = None
-        if proto == 6:
-            flags = pr.tcp_flags
-            if flags is None:
-                flags = 0x02 if ctstate == "NEW" else 0x10
-                note(_FLAGS_NOTE[flags], None)
-            p.tcpflags = flags
-        else:
-            p.tcpflags = None
-            if proto == 1 or proto == 58:
-                if pr.icmp_type is None:
-                    p.itype, p.icode = (128, 0) if proto == 58 else (8, 0)
-                    note(f"ICMP type not given: assumed echo-request ({p.itype}/0)", None)
-                else:
-                    p.itype, p.icode = pr.icmp_type, pr.icmp_code or 0
-        if pr.length is None:
-            p.length = (20 if v == 4 else 40) + DEFAULT_PAYLOAD.get(proto, 0) + (8 if p.tcpflags == 0x02 else 0)
-            note(_NOTES.get(p.length) or _note(p.length, f"packet length not given: assumed LEN={p.length}"), None)
-        else:
-            p.length = pr.length
-        p.ttl = pr.ttl if pr.ttl is not None else 64
-        if ctstate != "NEW":
-            note(f"conntrack state {ctstate}: the nat table is not traversed (only a connection's "
-                 "first packet is); a NAT mapping of the connection is not applied", None)
-        if pr.mark:
-            note(f"initial mark 0x{pr.mark:x} (--mark)", None)
-        p.orig = (p.src, p.dst, p.sport, p.dport)
-        if isinstance(self.cc, NftCompiled) and not self.cc.base:  # (with both backends, legacy has chains)
-            fams = "ip6" if v == 6 else "ip"
-            note(f"the ruleset has no base chain of family {fams} or inet on prerouting, input, forward, "
-                 "output or postrouting: no rule sees this packet", None)
-        if not c.local_known:
-            c.is_local(p, v, p.src)  # state the locality assumed for both addresses up front
-            c.is_local(p, v, p.dst)
-        return p, c
-
-    def _path(self, p: Pkt, known: bool) -> str:
-        pr, f = self.probe, self.facts
-        if pr.path is not None:
-            return pr.path
-        if pr.iif is None and (p.src >> 24 == 127 if p.v == 4 else p.src == 1):
-            self._path_reason = f"SRC {pr.src} is a loopback address: locally generated"
-            return "output"
-        if known:
-            src_local = f.is_local(p.v, p.src)
-            if f.is_local(p.v, p.dst) and not (pr.iif is None and pr.oif and src_local):
-                if src_local and pr.iif is None:
-                    self._path_reason = "SRC and DST are local addresses and no -i: locally generated"
-                    return "output"
-                self._path_reason = f"DST {pr.dst} is a local address"
-                return "input"
-            if src_local:
-                self._path_reason = f"SRC {pr.src} is a local address"
-                return "output"
-            self._path_reason = "neither SRC nor DST is a local address"
-            return "forward"
-        if pr.oif and pr.iif:
-            self._path_reason = "-i and -o given, no local addresses: assumed routed through"
-            return "forward"
-        if pr.oif:
-            self._path_reason = "-o given without -i, no local addresses: assumed locally generated"
-            return "output"
-        self._path_reason = f"no local addresses given: assumed DST {pr.dst} is local (use --path to change)"
-        return "input"
+        # (with both backends, legacy has chains)
+        return make_packet(self.probe, self.facts, self.v, self.addrs,
+                           isinstance(self.cc, NftCompiled) and not self.cc.base)
 
     # --- the walk ------------------------------------------------------------------------
 
