@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..analyze.diff import decided_at, endpoint, port
-from ..analyze.hitmap import HitMap, Place
+from ..analyze.hitmap import HitMap
 from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset
 from .json import from_json
@@ -58,7 +58,7 @@ class ReportData:
         self._paths: dict[tuple[Any, ...], int] = {}  # (ruleset, step signature) -> path id
         self._by_key: dict[tuple[Any, ...], int] = {}  # (ruleset, Explanation.path_key) -> path id
         self._path_steps: list[list[int]] = []
-        self._path_places: list[tuple[int, list[Place]]] = []  # path id -> (ruleset, places) for the hit map
+        self._path_places: list[list[int]] = []  # path id -> its places (ids into _places) for the hit map
         self._path_packets: list[int] = []
         self._extras: dict[tuple[Any, ...], int] = {}
         self._variants: dict[tuple[Any, ...], int] = {}
@@ -87,8 +87,14 @@ class ReportData:
         """Per-rule counts over every packet added so far (counted once per distinct path)."""
         if self._hitmap is None or self._hitmap.packets != len(self.ids):
             hm = HitMap(self.rulesets)
-            for (rs, places), n in zip(self._path_places, self._path_packets):
-                hm.add(places, weight=n, ruleset=rs)
+            keys: list[Any] = [None] * len(self._places)
+            for key, i in self._places.items():
+                keys[i] = key
+            if self.fast:  # the same counts (HitMap.add_paths), with the work per place done once
+                hm.add_paths(keys, zip(self._path_places, self._path_packets))
+            else:
+                for pids, n in zip(self._path_places, self._path_packets):
+                    hm.add([keys[p][1:] for p in pids], weight=n, ruleset=keys[pids[0]][0] if pids else 0)
             self._hitmap = hm
         return self._hitmap
 
@@ -293,7 +299,7 @@ class ReportData:
     def _new_path(self, rs: int, sig: tuple[Any, ...], texts: list[str | None]) -> int:
         path = self._paths[(rs, sig)] = len(self._path_steps)
         step_ids = []
-        places: list[Place] = []
+        places: list[int] = []
         for (table, chain, kind, num, depth, action, returned_to, policy, warning, note), text in zip(sig, texts):
             pkey = (rs, table, chain, kind, num)
             place = self._places.get(pkey)
@@ -306,9 +312,9 @@ class ReportData:
             if sid is None:
                 sid = self._steps[skey] = len(self._steps)
             step_ids.append(sid)
-            places.append((table, chain, kind, num))
+            places.append(place)
         self._path_steps.append(step_ids)
-        self._path_places.append((rs, places))
+        self._path_places.append(places)
         self._path_packets.append(0)
         return path
 
