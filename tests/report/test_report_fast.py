@@ -110,3 +110,18 @@ def test_last_fields_found_in_an_earlier_event_with_the_same_raw_text():
     fresh = [ev(bridged), ev(bridged)]
     calls.clear()
     assert _known_fields(fresh) == {**parse_fields(bridged)} and len(calls) == 1
+
+
+def test_memo_dropping_entries_changes_nothing(tmp_path, monkeypatch):
+    # the shared-part memo is a cache: with room for one entry per verdict and two in all it drops
+    # entries all the time, and the document is still the reference's
+    from ruletrace.render import report_data
+
+    monkeypatch.setattr(report_data, "_BUCKET_MAX", 1)
+    monkeypatch.setattr(report_data, "_CORES_MAX", 2)
+    rules, log = kube_log(tmp_path, services=20, packets=300, seed=3)
+    fast, ref = _docs([rules], log, ReportBuilder)
+    assert fast.data() == ref.data()
+    v6 = EXAMPLES / "ipv6"
+    fast, ref = _docs([v6 / "ruleset6.rules"], v6 / "kernel.log", ReportBuilder)
+    assert fast.data() == ref.data()

@@ -24,6 +24,7 @@ __all__ = ["FATES", "FORMAT", "ReportData", "file_name", "rule_spec", "unpack"]
 
 FORMAT = 2  # version of the embedded document ("v"); 2: packets aggregated by variant, sparse hit counts
 _CORES_MAX = 50_000  # memo entries of (path key, shared objects); starts over when full
+_BUCKET_MAX = 8  # memo entries under one verdict object (the oldest goes)
 PAGE_SIZE = 200  # packets per page of the packet list
 KINDS = ("rule", "return", "policy")  # StepKind values
 FATES = tuple(f.value for f in Fate)
@@ -44,7 +45,8 @@ class ReportData:
         # of explanations one explainer shared is tested against: tests/report/test_report_fast.py)
         self.fast = fast
         self.shared = 0  # packets whose shared part came from the memo
-        self._cores: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._cores: dict[int, list[tuple[Any, ...]]] = {}  # id(verdict) -> (what the core is made of, core)
+        self._core_count = 0
         self._core_ids: dict[Any, int] = {}
         self._fast_variants: dict[tuple[Any, ...], int] = {}
         self._rs_of = HitMap(self.rulesets)  # picks a packet's ruleset by family
@@ -176,8 +178,10 @@ class ReportData:
         The reference is the rest of ``_add_explanation`` (``fast=False``); tests/report/test_report_fast.py
         proves the documents and pages equal. What differs is only how values are found again:
         - what a packet shares with its path (path, deciding step, verdict, why, marks, causes,
-          notes) is made once per explainer's path key and the very objects the explainer shared
-          (explain/pathcache.py); the objects are held, so their ids stay theirs;
+          notes) is made once per explainer's path key and the objects the explainer shared
+          (explain/pathcache.py: one verdict object per plan, the same cause and mark objects for
+          the packets of one template); ``_core`` of equal inputs gives equal results, so a memo
+          entry dropped only costs the work again;
         - with at most one ruleset every packet is counted under ruleset 0 (as ``ruleset_index``
           answers), so the family is not looked up;
         - a logged address is shown (``show_address``) and numbered once per distinct text;
@@ -195,17 +199,32 @@ class ReportData:
                     break
             rs = self._rs_of.ruleset_index(fam)
         v = e.verdict
-        # flat: None ends each run of ids / texts (an id or a text is never None)
-        ck = (rs, pk, id(v), *map(id, e.cause), None, *map(id, e.marks), None, *e.warnings, None, *e.notes, None,
-              e.last_seen)
-        got = self._cores.get(ck)
-        if got is not None:
-            self.shared += 1
-        else:
-            if len(self._cores) >= _CORES_MAX:
-                self._cores.clear()
-            got = self._cores[ck] = (self._core(e, rs, pk), (v, list(e.cause), list(e.marks)))
-        cid = got[0][4]
+        # the packet's shared part, looked up by its verdict object (one per plan; held here, so its id
+        # stays its own) and then compared: path key, causes, marks, warnings, notes, last seen, ruleset
+        # (lists compare their items by identity first: the explainer's shared objects compare in C)
+        cause, marks, warnings, notes, last_seen = e.cause, e.marks, e.warnings, e.notes, e.last_seen
+        bucket = self._cores.get(id(v))
+        core = None
+        if bucket is not None:
+            for ent in bucket:
+                if (ent[0] == pk and ent[1] == cause and ent[2] == marks and ent[3] == warnings
+                        and ent[4] == notes and ent[5] == last_seen and ent[6] == rs):
+                    core = ent[7]
+                    self.shared += 1
+                    break
+        if core is None:
+            if bucket is None:
+                if self._core_count >= _CORES_MAX:
+                    self._cores.clear()
+                    self._core_count = 0
+                bucket = self._cores[id(v)] = []
+            elif len(bucket) >= _BUCKET_MAX:
+                del bucket[0]
+                self._core_count -= 1
+            core = self._core(e, rs, pk)
+            bucket.append((pk, list(cause), list(marks), list(warnings), list(notes), last_seen, rs, core, v))
+            self._core_count += 1
+        cid = core[4]
         events = e.packet.events
         if events:
             first = events[0].fields
@@ -245,7 +264,7 @@ class ReportData:
               physin, physout)
         var = self._fast_variants.get(fk)
         if var is None:
-            path, dec, vt, extra, _cid = got[0]
+            path, dec, vt, extra, _cid = core
             key = (path, fate, dec, vt, extra, *fk[2:7], (physin, physout))
             var = self._variants.get(key)
             if var is None:
@@ -254,7 +273,7 @@ class ReportData:
                 self._variant_packets.append(0)
             self._fast_variants[fk] = var
         self._variant_packets[var] += 1
-        self._path_packets[got[0][0]] += 1
+        self._path_packets[core[0]] += 1
         self.fates[fate] += 1
         self.ids.append(e.packet.id)
         self._pv.append(var)
