@@ -57,6 +57,7 @@ class ReportData:
         self._places: dict[tuple[Any, ...], int] = {}  # (ruleset, table, chain, kind, num) -> place id
         self._place_text: dict[int, str] = {}  # rule text seen in the trace, per place (no ruleset)
         self._steps: dict[tuple[Any, ...], int] = {}  # (place, depth, action, returned_to, policy, warning, note) -> id
+        self._step_of: dict[int, dict[tuple[Any, ...], tuple[int, int]]] = {}  # ruleset -> step signature -> (step, place)
         self._paths: dict[tuple[Any, ...], int] = {}  # (ruleset, step signature) -> path id
         self._by_key: dict[tuple[Any, ...], int] = {}  # (ruleset, Explanation.path_key) -> path id
         self._path_steps: list[list[int]] = []
@@ -292,7 +293,7 @@ class ReportData:
             sig = _signature(steps)
             path = self._paths.get((rs, sig))
             if path is None:
-                path = self._new_path(rs, sig, [None if s.rule is None else s.rule.text for s in steps])
+                path = self._new_path(rs, sig, steps)
             if pk is not None:
                 self._by_key[(rs, pk)] = path
         v = e.verdict
@@ -315,21 +316,33 @@ class ReportData:
         cid = _intern(self._core_ids, (path, dec, vt, extra))  # type: ignore[arg-type]  # any hashable
         return path, dec, vt, extra, cid
 
-    def _new_path(self, rs: int, sig: tuple[Any, ...], texts: list[str | None]) -> int:
+    def _new_path(self, rs: int, sig: tuple[Any, ...], steps: Sequence[Any]) -> int:
         path = self._paths[(rs, sig)] = len(self._path_steps)
         step_ids = []
         places: list[int] = []
-        for (table, chain, kind, num, depth, action, returned_to, policy, warning, note), text in zip(sig, texts):
-            pkey = (rs, table, chain, kind, num)
-            place = self._places.get(pkey)
-            if place is None:
-                place = self._places[pkey] = len(self._places)
-            if text and place not in self._place_text:
-                self._place_text[place] = text
-            skey = (place, depth, action, returned_to, policy, warning, note)
-            sid = self._steps.get(skey)
-            if sid is None:
-                sid = self._steps[skey] = len(self._steps)
+        # a step's place and number per (ruleset, its signature): one look-up a step seen before
+        step_of = self._step_of.get(rs)
+        if step_of is None:
+            step_of = self._step_of[rs] = {}
+        place_text = self._place_text
+        for st, step in zip(sig, steps):
+            got = step_of.get(st)
+            if got is None:
+                table, chain, kind, num, depth, action, returned_to, policy, warning, note = st
+                pkey = (rs, table, chain, kind, num)
+                place = self._places.get(pkey)
+                if place is None:
+                    place = self._places[pkey] = len(self._places)
+                skey = (place, depth, action, returned_to, policy, warning, note)
+                sid = self._steps.get(skey)
+                if sid is None:
+                    sid = self._steps[skey] = len(self._steps)
+                got = step_of[st] = (sid, place)
+            sid, place = got
+            if place not in place_text:
+                rule = step.rule
+                if rule is not None and rule.text:
+                    place_text[place] = rule.text
             step_ids.append(sid)
             places.append(place)
         self._path_steps.append(step_ids)
