@@ -90,59 +90,87 @@ def simulate(ruleset: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostF
         return _Run(ruleset, probe, facts, explain_miss, index, fast=False).run()
 
 
+Setup = tuple[Any, Ruleset, bool, "Compiled | NftCompiled | BothCompiled", "NftCompiled | None", bool,
+              "tuple[str, str] | None"]
+SETUPS: dict[Any, Setup] = {}  # _Run's remembered setups (a few rulesets at a time)
+
+
+def setup(given: Ruleset | list[Ruleset] | Both, v: int, index: bool, fast: bool, facts: HostFacts,
+          explain_miss: str | None) -> Setup:
+    """What a run needs from the ruleset: (given, the ruleset walked, native?, its compiled form,
+    the netdev/bridge tables' or None, no base chain at all?, the --explain-miss chain or None).
+    A function of its arguments alone (facts: only their --assume, and only with both backends)."""
+    fam = "ipv6" if v == 6 else "ipv4"
+    both = given if isinstance(given, Both) else None
+    rs = given.nft if isinstance(given, Both) else given
+    rss = rs if isinstance(rs, list) else [rs]
+    native = is_native(rss)
+    if native:
+        rs = rss[0]
+    elif isinstance(rs, list):
+        rs = rss[0]
+    if not native and rs.family is not None and rs.family != fam:
+        raise RuletraceError(f"the ruleset is {rs.family} but the packet is {fam}", origin=rs.origin)
+    cc: Compiled | NftCompiled | BothCompiled
+    if native:
+        if explain_miss:
+            raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
+        cc = nft_compiled(rss, v == 6, linear=not (index and fast))
+    else:
+        cc = compiled(rs, v == 6, index)
+    if both is not None:
+        cc = combined(both, cc, fam, index, fast and index, facts.assume, explain_miss)
+    nft = cc.nft if isinstance(cc, BothCompiled) else cc
+    l2 = l2_compiled(rss, v == 6, not (index and fast)) if isinstance(nft, NftCompiled) and nft.has_l2 else None
+    miss_key = None
+    if explain_miss:
+        t, ch = parse_chain(explain_miss)
+        if rs.chain(t, ch) is None:
+            raise RuletraceError(f"--explain-miss: no chain {ch} in table {t}", origin=rs.origin)
+        miss_key = (t, ch)
+    # (with both backends, legacy has chains)
+    no_chains = isinstance(cc, NftCompiled) and not cc.base
+    held = tuple(given) if isinstance(given, list) else given  # keeps the ids of a remembered key alive
+    return held, rs, native, cc, l2, no_chains, miss_key
+
+
 class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
                  "native", "_rerouted", "_assumed_out", "l2", "kdrop", "lookups", "in_route",
-                 "backends", "socket")
+                 "backends", "socket", "no_chains")
 
     def __init__(self, given: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
         v, src, dst = probe.addrs()
         self.probe = probe
         self.facts = facts
-        fam = "ipv6" if v == 6 else "ipv4"
-        both = given if isinstance(given, Both) else None
-        rs = given.nft if isinstance(given, Both) else given
-        rss = rs if isinstance(rs, list) else [rs]
-        self.native = is_native(rss)
-        if self.native:
-            rs = rss[0]
-        elif isinstance(rs, list):
-            rs = rss[0]
-        if not self.native and rs.family is not None and rs.family != fam:
-            raise RuletraceError(f"the ruleset is {rs.family} but the packet is {fam}", origin=rs.origin)
-        WalkState.__init__(self, fam)
+        if explain_miss is None and not isinstance(given, Both):
+            # the ruleset's part of the setup, remembered (setup() is the reference: the same answer
+            # for the same rulesets, version and walk; tests/simulate/test_engine_memo.py)
+            key = (tuple(map(id, given)) if type(given) is list else id(given), v, index, fast)
+            s = SETUPS.get(key)
+            if s is None:
+                s = setup(given, v, index, fast, facts, None)
+                if len(SETUPS) >= 4:
+                    SETUPS.pop(next(iter(SETUPS)))
+                SETUPS[key] = s
+        else:
+            s = setup(given, v, index, fast, facts, explain_miss)
+        _given, rs, self.native, self.cc, self.l2, self.no_chains, self.miss_key = s
+        WalkState.__init__(self, "ipv6" if v == 6 else "ipv4")
         self.rs = rs
         self.v = v
         self.addrs = (src, dst)
-        if self.native:
-            if explain_miss:
-                raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
-            self.cc: Compiled | NftCompiled | BothCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
-        else:
-            self.cc = compiled(rs, v == 6, index)
-        self.backends: list[str] | None = None
+        self.backends: list[str] | None = [] if isinstance(given, Both) else None
         self.socket: str | None = None  # what the socket check found (sockets.py), in words
-        if both is not None:
-            self.backends = []
-            self.cc = combined(both, self.cc, fam, index, fast and index, facts.assume, explain_miss)
-        nft = self.cc.nft if isinstance(self.cc, BothCompiled) else self.cc
-        self.l2 = (l2_compiled(rss, v == 6, not (index and fast))
-                   if isinstance(nft, NftCompiled) and nft.has_l2 else None)
         self._rerouted: str | None = None
         self._assumed_out: str | None = None
         self.kdrop: KernelDrop | None = None
         self.lookups: list[RouteDecision] = []
         self.in_route: RouteDecision | None = None
-        self.miss_key: tuple[str, str] | None = None
         self.miss_state: dict[int, str] = {}
-        if explain_miss:
-            t, ch = parse_chain(explain_miss)
-            if rs.chain(t, ch) is None:
-                raise RuletraceError(f"--explain-miss: no chain {ch} in table {t}", origin=rs.origin)
-            self.miss_key = (t, ch)
         # the chain functions (walker.py) with the index; the reference walk without it, and
         # for --explain-miss, which notes why each rule of its chain did not match
         self.fast = fast and index and self.miss_key is None
@@ -151,8 +179,7 @@ class _Run(WalkState):
 
     def _packet(self) -> tuple[Pkt, Ctx]:
         # (with both backends, legacy has chains)
-        return make_packet(self.probe, self.facts, self.v, self.addrs,
-                           isinstance(self.cc, NftCompiled) and not self.cc.base)
+        return make_packet(self.probe, self.facts, self.v, self.addrs, self.no_chains)
 
     # --- the walk ------------------------------------------------------------------------
 
