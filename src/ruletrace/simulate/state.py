@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 from .hostfacts import HostFacts, addr_text
@@ -88,19 +87,17 @@ class Pkt:
         """The fields a TRACE step shows, as a tuple (snapshot_fields names them); shared until snap is reset."""
         s = self.snap
         if s is None:
-            # _snapshot as one C call (attrgetter of the same names in the same order): this runs
-            # for each step after the packet changed; tests/simulate/test_engine.py checks they agree
-            s = self.snap = _SNAP(self)
+            # _snapshot, inlined: this runs for each step after the packet changed (specialised slot
+            # reads; an operator.attrgetter of the names costs more: a generic look-up per name)
+            s = self.snap = (self.v, self.src, self.dst, self.proto, self.sport, self.dport, self.itype, self.icode,
+                             self.tcpflags, self.iif, self.oif, self.physin, self.physout, self.mark, self.length,
+                             self.ttl, self.tos, self.uid, self.gid)
         return s
 
     def _snapshot(self) -> tuple[Any, ...]:
         return (self.v, self.src, self.dst, self.proto, self.sport, self.dport, self.itype, self.icode,
                 self.tcpflags, self.iif, self.oif, self.physin, self.physout, self.mark, self.length,
                 self.ttl, self.tos, self.uid, self.gid)
-
-
-_SNAP = attrgetter("v", "src", "dst", "proto", "sport", "dport", "itype", "icode", "tcpflags", "iif", "oif",
-                   "physin", "physout", "mark", "length", "ttl", "tos", "uid", "gid")
 
 
 def snapshot_fields(s: tuple[Any, ...]) -> dict[str, str]:
