@@ -68,7 +68,10 @@ class Receiving(RulesetVersions):
         nsrc = self.nft_source
         self.stats["overruns"] = getattr(src, "overruns", 0) + getattr(nsrc, "overruns", 0)
         self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
-        lost: int = self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+        # steps the reader process dropped (its buffer full: reader.py); the NFLOG listener's is its socket's
+        self.stats["dropped"] = getattr(getattr(src, "sock", src), "dropped", 0)
+        lost: int = (self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+                     + self.stats["dropped"])
         return lost
 
     def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
@@ -135,9 +138,10 @@ class Receiving(RulesetVersions):
         """Steps still queued after the drain: read, counted, not decoded (at most UNREAD_MAX s)."""
         deadline = time.monotonic() + UNREAD_MAX
         from .netlink import NetlinkSocket
+        from .reader import ReaderSocket
 
         for src in (self.source, self.nft_source):
-            if isinstance(src, NetlinkSocket):  # an nf_tables trace socket: its trace events
+            if isinstance(src, (NetlinkSocket, ReaderSocket)):  # an nf_tables trace socket: its trace events
                 from .nftrace import NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
 
                 n, more = src.discard(deadline, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE)
@@ -147,6 +151,7 @@ class Receiving(RulesetVersions):
                 continue
             self.stats["unread"] += n
             self.stats["unread_more"] = self.stats["unread_more"] or more
+        self._source_losses()  # a reader process's last overrun / drop counts came with its end
 
     def _count(self) -> None:
         if self._counted or self.dry_run or self.backend is None:
