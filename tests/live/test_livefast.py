@@ -208,3 +208,59 @@ def test_steps_dropped_by_the_reader_are_said_with_their_cause():
     assert "250 step(s) dropped (the reader process's buffer was full)" in line
     st.update(overruns=1, unread=5)
     assert "buffer was full; the kernel dropped steps too; steps were still queued" in acc.summary(st, 7, 10000)
+
+
+def test_the_reader_clock_is_the_sockets_time_not_the_parents(pair):
+    """Packets go idle by the time up to which everything queued was handed out: a backlog does
+    not age while it waits in the pipe, and an idle socket's time still advances (heartbeats)."""
+    a, b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        b.send(_msg(TRACE, b"one"))
+        time.sleep(0.3)  # read by the child long ago; waiting here does not make it older
+        t_before = time.monotonic()
+        assert r.packet_bodies(0, TRACE, batch=1) == [b"one"]
+        assert r.clock < t_before - 0.2  # the time the child read it, ~0.3 s ago
+        time.sleep(0.2)
+        for _ in range(3):  # the heartbeats since: the socket was empty until about now
+            assert r.packet_bodies(0.1, TRACE) == []
+        assert r.clock > t_before + 0.1
+    finally:
+        r.close()
+
+
+def test_a_reader_killed_unasked_counts_as_an_overrun_and_the_socket_is_read_directly(pair):
+    a, b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        b.send(_msg(TRACE, b"before"))
+        assert _take(r, 1, lambda r: r.packet_bodies(0.5, TRACE)) == [b"before"]
+        os.kill(r.pid, signal.SIGKILL)
+        time.sleep(0.2)
+        b.send(_msg(TRACE, b"after"))
+        assert _take(r, 1, lambda r: r.packet_bodies(0.5, TRACE)) == [b"after"]
+        assert r.direct and r.overruns == 1 and r.pid == 0
+        b.send(_msg(TRACE, b"left"))
+        assert r.discard(time.monotonic() + 2, TRACE) == (1, False)
+    finally:
+        r.close()
+
+
+def test_packets_still_open_when_the_trace_ends_behind_its_queue_are_marked_incomplete(tmp_path, monkeypatch):
+    """The last packets shown at the end, while steps are still queued (a reader's backlog), may
+    lack steps: each says so and is counted as possibly incomplete; caught up, none is."""
+    from ruletrace.live import session as ss
+    from tests.live.test_tracer_units import own_path, tracer
+
+    monkeypatch.setattr(ss, "STATE_DIR", tmp_path / "state")
+    for behind in (True, False):
+        t = tracer([[e for s in range(3) for e in own_path(s)]])
+        t.idle = 10.0  # nothing completes before the end: every packet is flushed by it
+        t.source.behind = lambda behind=behind: behind
+        calls = iter([False, True])
+        got = list(t.explanations(stop=lambda calls=calls: next(calls, True)))
+        assert len(got) == 3
+        words = [any("steps were still queued" in w for w in e.warnings) for e in got]
+        assert words == [behind] * 3 and t.stats["incomplete"] == (3 if behind else 0)

@@ -29,6 +29,7 @@ import socket
 import struct
 import time
 from collections import deque
+from typing import TypeVar
 
 from .netlink import BATCH, BATCH_STEPS, NetlinkSocket, bodies_of, split_messages
 
@@ -39,9 +40,12 @@ PR_SET_PDEATHSIG = 1
 ENV = "RULETRACE_LIVE_READER"  # "0": no reader process (read the socket in the tracing process)
 
 FRAME = struct.Struct("=IB")  # payload length, kind
-DATAGRAM, OVERRUN, DROPPED, END = 0, 1, 2, 3
+DATAGRAM, OVERRUN, DROPPED, END, CLOCK = 0, 1, 2, 3, 4
+STAMP = struct.Struct("=d")  # DATAGRAM: when the child read it, then the datagram; CLOCK: when the socket was empty
+HEARTBEAT = 0.05  # seconds: how often an idle child says the socket is still empty
 COUNT = struct.Struct("=IB")  # END: messages not read, whether more may have been queued
 _HEAD = struct.Struct("=IH").unpack_from  # nlmsg_len, nlmsg_type
+T = TypeVar("T")
 
 
 def enabled() -> bool:
@@ -71,9 +75,16 @@ class ReaderSocket:
         self._fd = -1
         self._ctl = -1
         self._data = bytearray()  # bytes read from the pipe, not yet cut into frames
-        self._frames: deque[bytes] = deque()  # datagrams cut, not yet handed out
+        # datagrams cut, not yet handed out: (when the child read it, the datagram or None for a CLOCK)
+        self._frames: deque[tuple[float, bytes | None]] = deque()
+        # the socket's time as far as the frames handed out tell: every step the kernel had queued
+        # by then has been handed out (the grouper's clock: a packet is idle by this, so that a
+        # backlog in the pipe, or a child not yet scheduled, never completes a packet early)
+        self.clock = time.monotonic()
         self._end: tuple[int, bool] | None = None
         self._eof = False
+        self.direct = False  # the child died unasked: the socket is read here (``_orphaned``)
+        self._overruns_before = 0
 
     # --- the child ----------------------------------------------------------------------
 
@@ -116,7 +127,11 @@ class ReaderSocket:
 
     def _read(self, timeout: float | None) -> None:
         """Take what the pipe holds (waiting up to ``timeout`` when nothing is ready), cut frames."""
-        if self._frames or self._eof or self._fd < 0:
+        if self._frames or self._fd < 0:
+            return
+        if self._eof:
+            if self._end is None and self._ctl >= 0:
+                self._orphaned()
             return
         if timeout != 0:
             ready, _, _ = select.select([self._fd], [], [], timeout)
@@ -148,7 +163,9 @@ class ReaderSocket:
             body = bytes(data[off + 5:off + 5 + length])
             off += 5 + length
             if kind == DATAGRAM:
-                frames.append(body)
+                frames.append((STAMP.unpack_from(body)[0], body[8:]))
+            elif kind == CLOCK:
+                frames.append((STAMP.unpack(body)[0], None))
             elif kind == OVERRUN:
                 self.overruns += struct.unpack("=I", body)[0]
             elif kind == DROPPED:
@@ -158,22 +175,46 @@ class ReaderSocket:
                 self._end = (unread, bool(more))
         del data[:off]
 
+    def behind(self) -> bool:
+        """Whether steps may still be on their way: datagrams not handed out, or no word from the
+        child that the socket was empty for longer than its heartbeats take."""
+        return bool(self._frames) or time.monotonic() - self.clock > 4 * HEARTBEAT
+
+    def _orphaned(self) -> None:
+        """The child ended before it was asked to (killed): the steps it held are lost, their
+        number unknown, so it counts as an overrun (every open packet flagged); the socket is
+        read here from now on."""
+        self._stop_child()
+        os.close(self._ctl)
+        self._ctl = -1
+        self.overruns += 1
+        self._overruns_before = self.overruns - self.sock.overruns
+        self.direct = True
+
     def messages(self, timeout: float | None, *, batch: int = BATCH) -> list[tuple[int, int, int, bytes]]:
         """As ``NetlinkSocket.messages``: the messages of up to ``batch`` datagrams."""
+        if self.direct:
+            return self._direct(self.sock.messages(timeout, batch=batch))
         self._read(timeout)
         out: list[tuple[int, int, int, bytes]] = []
         frames = self._frames
         for _ in range(min(batch, len(frames))):
-            out += split_messages(frames.popleft())
+            self.clock, data = frames.popleft()
+            if data is not None:
+                out += split_messages(data)
         return out
 
     def packet_bodies(self, timeout: float | None, mtype: int, *, batch: int = BATCH) -> list[bytes]:
         """As ``NetlinkSocket.packet_bodies``: the bodies of the messages of type ``mtype``."""
+        if self.direct:
+            return self._direct(self.sock.packet_bodies(timeout, mtype, batch=batch))
         self._read(timeout)
         bodies: list[bytes] = []
         frames = self._frames
         for _ in range(min(batch, len(frames))):
-            data = frames.popleft()
+            self.clock, data = frames.popleft()
+            if data is None:
+                continue
             if len(data) >= 16:
                 length, t = _HEAD(data)
                 if length == len(data):
@@ -185,21 +226,28 @@ class ReaderSocket:
                 break
         return bodies
 
+    def _direct(self, got: list[T]) -> list[T]:
+        self.overruns = self._overruns_before + self.sock.overruns
+        self.clock = time.monotonic()
+        return got
+
     def discard(self, deadline: float, mtype: int | None = None) -> tuple[int, bool]:
         """The end: the child stops, counts what is still queued in the socket and in its buffer;
         the datagrams still in the pipe are counted here. (messages of ``mtype``, whether more may
         have been queued: the deadline passed first)."""
+        if self.direct:
+            return self._unread_socket(deadline, mtype)
         if self._ctl >= 0:
             os.close(self._ctl)  # EOF: the child's signal to stop reading and count
             self._ctl = -1
-        n = sum(count_of(f, mtype) for f in self._frames)
+        n = sum(count_of(f, mtype) for _t, f in self._frames if f is not None)
         self._frames.clear()
         while self._end is None and not self._eof:
             left = deadline - time.monotonic()
             if left <= 0:
                 return n + self._unread_socket(deadline, mtype)[0], True
             self._read(left)
-            n += sum(count_of(f, mtype) for f in self._frames)
+            n += sum(count_of(f, mtype) for _t, f in self._frames if f is not None)
             self._frames.clear()
         if self._end is None:  # the child is gone without its count: the socket is still ours
             got, more = self._unread_socket(deadline, mtype)
@@ -270,18 +318,23 @@ class _Child:
         self.recv = bytearray(1 << 18)
         self.view = memoryview(self.recv)
         self.overruns = self.dropped = 0
+        self.last_clock = False  # the last frame buffered is a CLOCK (a newer one replaces it)
 
     def push(self, kind: int, payload: bytes) -> None:
-        self.buf.append(FRAME.pack(len(payload), kind) + payload)
-        self.size += 5 + len(payload)
+        if self.last_clock and self.buf:  # only the newest "empty at" matters
+            self.size -= len(self.buf.pop())
+        self.last_clock = kind == CLOCK
+        frame = FRAME.pack(len(payload), kind) + payload
+        self.buf.append(frame)
+        self.size += len(frame)
 
     def run(self) -> None:
         os.set_blocking(self.out, False)
         sock, fd = self.sock, self.sock.fileno()
         while True:
             want_out = [self.out] if (self.buf or self.head) else []
-            r, w, _ = select.select([fd, self.ctl], want_out, [], 1.0)
-            if fd in r:
+            r, w, _ = select.select([fd, self.ctl], want_out, [], HEARTBEAT)
+            if fd in r or not (r or w):  # data, or a heartbeat: take() says when it found it empty
                 self.take(sock)
             if w or want_out:
                 self.flush()
@@ -292,6 +345,7 @@ class _Child:
     def take(self, sock: socket.socket) -> None:
         view = self.view
         for _ in range(256):
+            now = time.monotonic()  # before the read: anything queued by now, this read or a later one gets
             try:
                 n = sock.recv_into(self.recv, 0, socket.MSG_DONTWAIT)
             except OSError as e:
@@ -299,7 +353,10 @@ class _Child:
                     self.overruns += 1
                     self.push(OVERRUN, struct.pack("=I", 1))
                     continue
-                if e.errno in (errno.EAGAIN, errno.EINTR):
+                if e.errno == errno.EAGAIN:
+                    self.push(CLOCK, STAMP.pack(now))  # empty at `now`: every step queued before is passed on
+                    return
+                if e.errno == errno.EINTR:
                     return
                 raise
             data = view[:n].tobytes()
@@ -308,7 +365,7 @@ class _Child:
                 if lost == count_of(data, None):  # only trace messages in it: dropped, counted
                     self.push(DROPPED, struct.pack("=I", lost))
                     continue
-            self.push(DATAGRAM, data)
+            self.push(DATAGRAM, STAMP.pack(now) + data)
 
     def flush(self) -> None:
         while self.head or self.buf:
@@ -319,6 +376,7 @@ class _Child:
                     parts.append(p)
                     size += len(p)
                 self.head = b"".join(parts)
+                self.last_clock = False  # the frames buffered are all in the chunk being written
             try:
                 n = os.write(self.out, self.head)
             except BlockingIOError:
@@ -339,7 +397,7 @@ class _Child:
                 self.head = b""
         except OSError:
             return
-        unread = sum(count_of(f[5:], self.mtype) for f in self.buf if f[4] == DATAGRAM)
+        unread = sum(count_of(f[13:], self.mtype) for f in self.buf if f[4] == DATAGRAM)
         deadline = time.monotonic() + 1.0
         more = False
         while True:

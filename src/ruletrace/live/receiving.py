@@ -74,9 +74,16 @@ class Receiving(RulesetVersions):
                      + self.stats["dropped"])
         return lost
 
+    def clock(self) -> float:
+        """The time by which packets go idle: now, or with a reader process (reader.py) the time
+        up to which every step the kernel queued has been received (a backlog does not age)."""
+        src = self.source
+        reader_clock = getattr(getattr(src, "sock", src), "clock", None) if src is not None else None
+        return reader_clock if isinstance(reader_clock, float) else time.monotonic()
+
     def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
         batch = self._poll(timeout)
-        now = time.monotonic()
+        now = self.clock()
         for ev, v in batch:
             grouper.add(ev, v, now)
         self.stats["events"] += len(batch)
@@ -88,6 +95,23 @@ class Receiving(RulesetVersions):
         elif not batch:
             grouper.suspect = False  # the queue ran empty: the kernel delivers again
         return len(batch)
+
+    def _behind(self) -> bool:
+        """Whether steps are still queued to be read (a reader process's backlog, or the socket's)."""
+        import select
+
+        for src in (self.source, self.nft_source):
+            inner = getattr(src, "sock", src)
+            if hasattr(inner, "behind"):
+                if inner.behind():
+                    return True
+            elif src is not None and hasattr(src, "fileno"):
+                try:
+                    if select.select([src], [], [], 0)[0]:
+                        return True
+                except (OSError, ValueError, TypeError):
+                    continue
+        return False
 
     def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownpackets.Verdict | None:
         if self.both:
@@ -107,6 +131,9 @@ class Receiving(RulesetVersions):
         if "overrun" in flags:
             j.incomplete.append("steps were lost while it was traced (netlink overrun or lost kernel "
                                 "log records): its path may be incomplete")
+        if "ended" in flags:
+            j.incomplete.append("the trace ended while steps were still queued to be read: its path may be "
+                                "incomplete")
         self.stats["arrived"] += 1
         self.stats["incomplete"] += bool(j.incomplete)
         return j

@@ -308,7 +308,9 @@ class Tracer(Receiving):
                 if self._legacy_changed(full=True):
                     self.refresh()
             self.versions.prune(grouper.referenced())
-            for pkt, versions, flags in grouper.flush(now, everything=ended):
+            if ended and self._behind():  # the open packets' further steps may be among those still queued
+                grouper.mark_open("ended")
+            for pkt, versions, flags in grouper.flush(self.clock(), everything=ended):
                 j = self._judge(pkt, versions, flags)
                 if j is None:
                     continue
