@@ -85,7 +85,7 @@ def route_input(R: Any, p: Pkt, c: Ctx) -> Fate | None:
     """The routing step after PREROUTING (ip_route_input_slow): a failed lookup, forwarding off
     on the input interface, and reverse-path filtering drop the packet here."""
     f, sy = R.facts, R.facts.sysctls
-    local = c.is_local(p, p.v, p.dst)
+    local = R.in_local = c.is_local(p, p.v, p.dst)
     d = R.in_route = lookup(R, p, "input")
     fwd = rt.forwarding(sy, p.iif, v6=p.v == 6) if sy else None
     if fwd is None:
