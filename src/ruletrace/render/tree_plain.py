@@ -70,6 +70,14 @@ def _key(item: str | _Hang) -> Any:
     return item.key
 
 
+def for_console(console: Any) -> PlainTree | None:
+    """The plain layout where ``console`` (rich) prints no colour and records nothing (a file, a
+    pipe, ``--no-color``); None where rich must lay the tree out itself."""
+    if console.color_system is None and not console.record and not console.quiet:
+        return PlainTree(console.width, ascii_only=console.options.ascii_only)
+    return None
+
+
 class PlainTree:
     """Renders explanations as rich's tree would print them without colour, at one width."""
 
