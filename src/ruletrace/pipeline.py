@@ -218,9 +218,9 @@ class Run:
     def summary(self) -> Summary:
         """Counts over every packet the filters keep, skipped lines included.
 
-        The one place that picks the fast path: one large uncompressed kernel-log file, summary
-        only (``detail=False``), no packet-field filters is counted on every core
-        (``fastpath.parallel``, equal to the sequential pass: tests/pipeline/test_parallel.py);
+        One large uncompressed kernel-log file, summary only (``detail=False``), no packet-field
+        filters is counted on every core (``parallel_log``, the one place that picks a fast path;
+        ``fastpath.parallel``, equal to the sequential pass: tests/pipeline/test_parallel.py);
         anything else streams ``explanations()`` once.
         """
         from .analyze.summary import Summary
@@ -233,14 +233,30 @@ class Run:
         summ.add_skipped(self.skipped)
         return summ
 
+    def parallel_log(self, output: str) -> str | None:
+        """The one place that picks a fast path: the log file that processes on every core share
+        for ``output`` (``"summary"``, ``"json"`` or ``"tree"``), or None where the sequential
+        reference must run. Each needs one plain kernel-log file of 32 MiB or more
+        (``fastpath.parallel.usable``); the summary counts paths without detail, so with no
+        filter that reads fields or steps; JSON and the tree explain in detail, without --ifmap."""
+        from .fastpath import parallel
+
+        if len(self.inputs) != 1:
+            return None
+        if output == "summary":
+            if self.detail or self.filter.match or self.filter.ids or self.filter.owners:
+                return None
+        elif not self.detail or self.ifmap is not None:
+            return None
+        path = self.inputs[0]
+        return path if parallel.usable(path, self.fmt) else None
+
     def _parallel_summary(self) -> Summary | None:
         """The summary computed on every core, or None where that does not apply."""
         from .fastpath import parallel
 
-        if self.detail or len(self.inputs) != 1 or self.filter.match or self.filter.ids or self.filter.owners:
-            return None
-        path = self.inputs[0]
-        if not parallel.usable(path, self.fmt):
+        path = self.parallel_log("summary")
+        if path is None:
             return None
         summ, skipped, events, misfits = parallel.summarize(
             path, lambda: self.rulesets, pick_ruleset, self.filter.fates, progress=self.progress
@@ -263,10 +279,8 @@ class Run:
         from .analyze.summary import Summary
         from .fastpath import parallel_json
 
-        if not self.detail or len(self.inputs) != 1 or self.ifmap is not None:
-            return None
-        path = self.inputs[0]
-        if not parallel_json.usable(path, self.fmt):
+        path = self.parallel_log("json")
+        if path is None:
             return None
         self.rulesets  # noqa: B018  # loaded once, before the workers fork
         self._add_source(SourceInfo(path, "kernel-log"))  # "read X as FORMAT" before the results
@@ -329,10 +343,8 @@ class Run:
         from .analyze.summary import Summary
         from .fastpath import parallel_tree
 
-        if not self.detail or len(self.inputs) != 1 or self.ifmap is not None:
-            return None
-        path = self.inputs[0]
-        if not parallel_tree.usable(path, self.fmt):
+        path = self.parallel_log("tree")
+        if path is None:
             return None
         share, progress = self._on_every_core(path)
         summ = Summary()

@@ -25,16 +25,10 @@ from typing import IO, Any
 
 from ..errors import RuletraceError
 from ..model import Explanation
-from . import parallel
 
 BLOCK = 200  # packets a block (~1 MB of text): enough to queue cheaply, small enough to keep all busy
 QUEUED = 8  # blocks a worker may have laid out ahead of the parent
 Share = Callable[[Callable[[int], bool]], Iterator[tuple[int, Explanation]]]
-
-
-def usable(path: str, fmt: str | None) -> bool:
-    """One plain kernel-log file large enough to be worth the processes (as the parallel summary)."""
-    return parallel.usable(path, fmt)
 
 
 def _serve(k: int, workers: int, share: Share, out: Any, render: Callable[[Explanation], str],
