@@ -370,12 +370,12 @@ class Run:
         total.add_skipped(self.skipped)
         return n, total
 
-    def _on_every_core(self, path: str) -> tuple[Callable[[Callable[[int], bool]], Iterator[tuple[int, Explanation]]],
-                                                 Callable[[], None]]:
-        """For a run that forked processes share (``shard``): the rulesets loaded and the source
-        said once, here, before the fork; ``share(mine)``, run in each process, gives its
-        explanations, the first process counting the bytes it reads for the progress bar;
-        ``progress()``, in the parent, shows them."""
+    def _on_every_core(self, path: str) -> tuple[Callable[[int, Callable[[Any], bool]],
+                                                          Iterator[tuple[int, Explanation]]], Callable[[], None]]:
+        """For a run that forked processes share (``shard_by_path``): the rulesets loaded and the
+        source said once, here, before the fork; ``share(k, deal)``, run in process k, gives its
+        explanations, process 0 counting the bytes it reads for the progress bar; ``progress()``,
+        in the parent, shows them."""
         import multiprocessing
 
         self.rulesets  # noqa: B018  # loaded once, before the workers fork
@@ -383,14 +383,14 @@ class Run:
         done_bytes = multiprocessing.get_context("fork").Value("q", 0)
         report = self.progress
 
-        def share(mine: Callable[[int], bool]) -> Iterator[tuple[int, Explanation]]:
+        def share(k: int, deal: Callable[[Any], bool]) -> Iterator[tuple[int, Explanation]]:
             def count_bytes(n: int) -> None:
                 with done_bytes.get_lock():
                     done_bytes.value += n
 
-            self.progress = count_bytes if report is not None and mine(0) else None  # one process shows it
+            self.progress = count_bytes if report is not None and k == 0 else None  # one process shows it
             self.on_source = None  # said once, by the parent
-            return self.shard(mine)
+            return self.shard_by_path(deal)
 
         shown = 0
 
@@ -422,15 +422,25 @@ class Run:
         yield from self._detailed(mine)
         self._finish()
 
-    def _detailed(self, mine: Callable[[int], bool] | None) -> Iterator[tuple[int, Explanation]]:
+    def shard_by_path(self, deal: Callable[[Any], bool]) -> Iterator[tuple[int, Explanation]]:
+        """As ``shard``, the share dealt by path: ``deal(path)`` is asked for each packet the
+        packet filter keeps, in reading order, with its path's signature (equal for the packets of
+        one path: ``Explainer.path_of``); the packets it keeps are explained in detail. Every
+        process asks it of the same packets in the same order (fastpath/parallel_tree.py)."""
+        yield from self._detailed(None, deal)
+        self._finish()
+
+    def _detailed(self, mine: Callable[[int], bool] | None,
+                  deal: Callable[[Any], bool] | None = None) -> Iterator[tuple[int, Explanation]]:
         from .analyze import explain_miss, near_miss
 
         view = self._explainer(None).view
         miss = self.explain_miss
         where: dict[int, int] = {}  # id(explanation) -> its position, for this share's explanations
-        for e in with_replies(self._explained(mine, where)):
-            n = where.pop(id(e), -1) if mine is not None else -1
-            if mine is not None and n < 0:
+        shared = mine is not None or deal is not None
+        for e in with_replies(self._explained(mine, where, deal)):
+            n = where.pop(id(e), -1) if shared else -1
+            if shared and n < 0:
                 continue  # another process's packet, planned here only for the reply lookup
             if self.filter.wants(e):
                 near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
@@ -439,9 +449,11 @@ class Run:
                 yield n, e
 
     def _explained(self, mine: Callable[[int], bool] | None = None,
-                   where: dict[int, int] | None = None) -> Iterator[tuple[Packet, Explanation | None]]:
+                   where: dict[int, int] | None = None,
+                   deal: Callable[[Any], bool] | None = None) -> Iterator[tuple[Packet, Explanation | None]]:
         """Every packet, with its explanation when the packet filter keeps it (in detail when
-        ``mine`` keeps its position, or always without ``mine``; ``where`` gets their positions)."""
+        ``mine`` keeps its position or ``deal`` its path, or always without them; ``where`` gets
+        their positions)."""
         for n, packet in enumerate(group_packets(self.read_events())):
             self.packets_total += 1
             if not self.filter.wants_packet(packet):
@@ -450,9 +462,9 @@ class Run:
             fam = packet.events[0].family if packet.events else None
             ex = self._explainer(fam)
             # each distinct path (and field-change signature) annotated once: equal to explain()
-            if mine is None:
+            if mine is None and deal is None:
                 yield packet, ex.explain_cached(packet) if self.detail else ex.explain(packet, detail=False)
-            elif mine(n):
+            elif deal(ex.path_of(packet)) if deal is not None else mine is not None and mine(n):
                 e = ex.explain_cached(packet)
                 if where is not None:
                     where[id(e)] = n

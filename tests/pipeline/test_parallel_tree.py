@@ -100,22 +100,25 @@ def _cli(capsys, monkeypatch, parallel_on: bool, *args: str) -> tuple[int, str, 
     return code, out, err
 
 
-@pytest.mark.parametrize("which,block,extra", [
-    ("kube", 7, ()), ("kube", 200, ()), ("kube", 13, ("-v",)), ("kube", 6, ("--width", "61")),
-    ("damaged", 5, ()), ("damaged", 3, ("-v",)), ("stale", 3, ()),
-    ("kube", 4, ("--fate", "rejected")), ("kube", 9, ("--match", "dport=5432")),
-    ("kube", 2, ("--packet", "5", "--packet", "77")), ("kube", 1, ("--packet", "9")),
-    ("kube", 8, ("--match", "dport=1")),  # nothing kept: no output, exit status 1
-    # UNKNOWN packets answered by later packets, whose blocks other processes lay out
-    ("answered", 1, ()), ("answered", 7, ()), ("answered", 4, ("--fate", "delivered")),
-    ("answered", 3, ("--fate", "unknown", "-v")), ("answered", 5, ("--match", "proto=tcp", "--width", "200")),
-    ("docker-portmap", 1, ()), ("k8s-nodeport", 2, ("-v",)),
+# (batch: packets a worker sends at once; slack: how far a worker's load may run ahead before a
+# path moves: 0 and 1 move paths between the workers all the time)
+@pytest.mark.parametrize("which,batch,slack,extra", [
+    ("kube", 7, 400, ()), ("kube", 200, 0, ()), ("kube", 13, 1, ("-v",)), ("kube", 6, 5, ("--width", "61")),
+    ("damaged", 5, 400, ()), ("damaged", 3, 1, ("-v",)), ("stale", 3, 2, ()),
+    ("kube", 4, 3, ("--fate", "rejected")), ("kube", 9, 0, ("--match", "dport=5432")),
+    ("kube", 2, 1, ("--packet", "5", "--packet", "77")), ("kube", 1, 400, ("--packet", "9")),
+    ("kube", 8, 1, ("--match", "dport=1")),  # nothing kept: no output, exit status 1
+    # UNKNOWN packets answered by later packets, which other processes lay out
+    ("answered", 1, 0, ()), ("answered", 7, 400, ()), ("answered", 4, 1, ("--fate", "delivered")),
+    ("answered", 3, 2, ("--fate", "unknown", "-v")), ("answered", 5, 0, ("--match", "proto=tcp", "--width", "200")),
+    ("docker-portmap", 1, 0, ()), ("k8s-nodeport", 2, 1, ("-v",)),
 ])
-def test_parallel_output_equals_sequential(request, capsys, monkeypatch, which, block, extra):
+def test_parallel_output_equals_sequential(request, capsys, monkeypatch, which, batch, slack, extra):
     rules, log = request.getfixturevalue(which) if which in ("kube", "damaged", "stale", "answered") else _example(which)
     args = ("explain", "-r", str(rules), str(log), "--no-color", "--width", "120", *extra)
     code, seq, seq_err = _cli(capsys, monkeypatch, False, *args)
-    monkeypatch.setattr(parallel_tree, "BLOCK", block)
+    monkeypatch.setattr(parallel_tree, "BATCH", batch)
+    monkeypatch.setattr(parallel_tree, "SLACK", slack)
     used: list[int] = []
     real = parallel_tree.write
 
@@ -137,7 +140,7 @@ def test_parallel_output_equals_sequential(request, capsys, monkeypatch, which, 
         assert "damaged line(s) were skipped" in seq_err and "lines skipped" in seq
     if which == "stale":
         assert "the ruleset does not fit" in seq_err
-    if which == "answered" and "unknown" not in extra:  # answered across blocks
+    if which == "answered" and "unknown" not in extra:  # answered by other workers' packets too
         assert seq.count("proves that it got through") == 28
 
 
@@ -153,13 +156,38 @@ def test_any_number_of_workers(kube, workers, monkeypatch):
     seq = io.StringIO()
     n = render_explanations(Run(rs, [str(log)]).explanations(), Console(file=seq, width=100, color_system=None))
     monkeypatch.setattr(parallel, "MIN_BYTES", 1)
-    monkeypatch.setattr(parallel_tree, "BLOCK", 11)
+    monkeypatch.setattr(parallel_tree, "BATCH", 11)
     par = io.StringIO()
     run = Run(rs, [str(log)])
     plain = PlainTree(100)
     got = run.write_tree_parallel(par, plain.render, workers=workers)
     assert got is not None and got[0] == n == 300 and got[1].packets == 300
     assert par.getvalue() == seq.getvalue() and run.packets_total == 300
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_dealing_by_path(workers):
+    """Each packet goes to exactly one worker, the same in every process; a path stays with its
+    worker while the loads are close, and one path that most packets take is shared out."""
+    import random
+
+    from ruletrace.fastpath.parallel_tree import Dealer
+
+    rnd = random.Random(workers)
+    paths = [("big",) if rnd.random() < 0.8 else (rnd.randrange(50),) for _ in range(5000)]
+    dealers = [Dealer(k, workers, slack=30) for k in range(workers)]
+    taken: list[list[int]] = [[] for _ in range(workers)]
+    for n, path in enumerate(paths):
+        mine = [d(path) for d in dealers]
+        assert mine.count(True) == 1
+        taken[mine.index(True)].append(n)
+    sizes = [len(t) for t in taken]
+    assert max(sizes) - min(sizes) <= 31
+    loose = [Dealer(k, workers, slack=10**9) for k in range(workers)]
+    owner = {}
+    for path in paths:
+        k = [d(path) for d in loose].index(True)
+        assert owner.setdefault(path, k) == k  # never moved
 
 
 def test_where_it_does_not_apply(kube, tmp_path):

@@ -1,15 +1,21 @@
 """The packet tree of ``explain`` (without colour) for huge kernel logs, on every core, equal to the sequential output.
 
-As ``parallel_json.py`` does for JSON: each worker process reads, groups and plans the whole log
-(``pipeline.Run.shard``), so packet positions, ids and the reply lookup (explain/replies.py: an
-UNKNOWN packet answered by a later one, maybe of another worker's block) are exactly the
-sequential run's. It explains in detail, annotates and lays out only its share: blocks of
-``BLOCK`` consecutive packets, dealt to the workers in turn. A block goes to the parent as one
-string, its packets' texts joined by a blank line; the parent writes the blocks in order, a
-blank line between packets, as ``render.tree.render_explanations`` does.
+As in ``parallel_json.py``, each worker process reads, groups and plans the whole log
+(``pipeline.Run.shard_by_path``), so packet positions, ids and the reply lookup (explain/replies.py:
+an UNKNOWN packet answered by a later one, maybe another worker's) are exactly the sequential
+run's. Each worker explains in detail, annotates and lays out only its share, sent to the parent as
+``(position, text)`` in batches; the parent merges the workers' streams by position and writes
+the texts in order, a blank line between two packets, as ``render.tree.render_explanations`` does.
+
+The share is dealt by path (``Dealer``), not by position: a path's packets go to one worker, so
+its explanation template (explain/pathcache.py) and its layout (render/tree_plain.py) are made and
+kept in one process only — half the misses and half the cache memory of each worker with two
+workers. Every process deals alike, as each sees every packet in the same order. A path moves to
+the least loaded worker when its own is ``SLACK`` packets ahead, so one path that most packets
+take is still shared out.
 
 Reading, grouping and planning every packet in every process costs ~0.07 ms of CPU a packet
-(100,000-packet kube log: 7.3 s of the ~46 s a packet's detail and layout take in one process);
+(100,000-packet kube log: 7.3 s of the ~46 s the detail and layout take in one process);
 reading slices instead (``parallel.py``) would need the packet ids, the line numbers of ``-v``
 and the reply lookup carried across slice boundaries. The output is byte for byte the
 sequential one (tests/pipeline/test_parallel_tree.py).
@@ -17,6 +23,7 @@ sequential one (tests/pipeline/test_parallel_tree.py).
 
 from __future__ import annotations
 
+import heapq
 import multiprocessing
 import os
 import queue
@@ -26,30 +33,51 @@ from typing import IO, Any
 from ..errors import RuletraceError
 from ..model import Explanation
 
-BLOCK = 200  # packets a block (~1 MB of text): enough to queue cheaply, small enough to keep all busy
-QUEUED = 8  # blocks a worker may have laid out ahead of the parent
-Share = Callable[[Callable[[int], bool]], Iterator[tuple[int, Explanation]]]
+BATCH = 200  # packets a worker sends at once (~1 MB of text)
+QUEUED = 8  # batches a worker may have laid out ahead of the parent
+SLACK = 400  # packets a worker may be dealt ahead of the least loaded one before its paths move
+Share = Callable[[int, Callable[[Any], bool]], Iterator[tuple[int, Explanation]]]
+
+
+class Dealer:
+    """Whether worker ``k`` of ``workers`` takes a packet, by its path: the path's worker, unless
+    that one has been dealt more than ``slack`` packets beyond the least loaded worker; then the
+    path moves to the least loaded one (the lowest number of those). Deterministic: every process
+    deals the same packets alike."""
+
+    __slots__ = ("k", "load", "owner", "slack")
+
+    def __init__(self, k: int, workers: int, slack: int | None = None) -> None:
+        self.k = k
+        self.slack = SLACK if slack is None else slack
+        self.load = [0] * workers
+        self.owner: dict[Any, int] = {}
+
+    def __call__(self, path: Any) -> bool:
+        load = self.load
+        w = self.owner.get(path)
+        if w is None or load[w] > min(load) + self.slack:
+            w = self.owner[path] = load.index(min(load))
+        load[w] += 1
+        return w == self.k
 
 
 def _serve(k: int, workers: int, share: Share, out: Any, render: Callable[[Explanation], str],
            count: Callable[[Explanation], Any], finish: Callable[[], Any]) -> None:
-    """A worker: lay out blocks k, k + workers, …; send each as ``(block, packets, text)``, then
-    ``("done", finish())``. A block whose packets were all filtered out is sent empty."""
+    """A worker: send ``(positions, texts)`` of its packets in batches, then ``("done", finish())``."""
     try:
+        ns: list[int] = []
         texts: list[str] = []
-        block = k  # the next block of this worker, and its texts so far
-        for n, e in share(lambda n: (n // BLOCK) % workers == k):
-            b = n // BLOCK
-            while block < b:
-                out.put((block, len(texts), "\n".join(texts)))
-                block, texts = block + workers, []
+        for n, e in share(k, Dealer(k, workers)):
             count(e)
+            ns.append(n)
             texts.append(render(e))
-        info = finish()  # how many packets there were: every block up to the last one is sent
-        last = (info["packets_total"] - 1) // BLOCK
-        while block <= last:
-            out.put((block, len(texts), "\n".join(texts)))
-            block, texts = block + workers, []
+            if len(ns) >= BATCH:
+                out.put((ns, texts))
+                ns, texts = [], []
+        info = finish()
+        if ns:
+            out.put((ns, texts))
         out.put(("done", info))
     except RuletraceError as e:
         out.put(("error", (e.message, e.origin)))
@@ -60,13 +88,13 @@ def _serve(k: int, workers: int, share: Share, out: Any, render: Callable[[Expla
 def write(share: Share, stream: IO[str], *, render: Callable[[Explanation], str],
           count: Callable[[Explanation], Any], finish: Callable[[], dict[str, Any]],
           progress: Callable[[], None] | None = None, workers: int | None = None) -> tuple[int, list[Any]]:
-    """Write ``render(e)`` of every explanation of ``share`` (``Run.shard``), a blank line between
-    two, made by ``workers`` processes; return (packets written, each worker's ``finish()``).
+    """Write ``render(e)`` of every explanation, a blank line between two, made by ``workers``
+    processes; return (packets written, each worker's ``finish()``).
 
-    ``render(e)`` is one packet's text ending in a newline (``PlainTree.render``); ``count(e)``
-    runs in the worker before it (annotations, a Summary's ``add``); ``finish()`` in each worker
-    after its last packet, its value sent back (picklable; ``packets_total`` is required).
-    ``progress()`` is called while the parent waits.
+    ``share(k, deal)`` is worker k's ``(position, explanation)`` pairs (``Run.shard_by_path``);
+    ``render(e)`` one packet's text ending in a newline (``PlainTree.render``); ``count(e)`` runs
+    in the worker before it (annotations, a Summary's ``add``); ``finish()`` in each worker after
+    its last packet, its value sent back (picklable). ``progress()`` is called while the parent waits.
     """
     workers = max(2, workers or min(os.cpu_count() or 2, 8))
     ctx = multiprocessing.get_context("fork")
@@ -91,25 +119,22 @@ def write(share: Share, stream: IO[str], *, render: Callable[[Explanation], str]
                 raise RuletraceError(message, origin=origin)
             return item
 
+    def stream_of(k: int) -> Iterator[tuple[int, str]]:
+        while True:
+            item = get(k)
+            if item[0] == "done":
+                infos[k] = item[1]
+                return
+            yield from zip(*item)
+
     try:
         for p in procs:
             p.start()
         n = 0
-        b = 0
         write_ = stream.write
-        while True:
-            item = get(b % workers)
-            if item[0] == "done":
-                infos[b % workers] = item[1]
-                break
-            _, packets, text = item
-            if packets:
-                write_(text if not n else "\n" + text)
-                n += packets
-            b += 1
-        for k in range(workers):
-            if infos[k] is None:
-                infos[k] = get(k)[1]
+        for _, text in heapq.merge(*map(stream_of, range(workers))):  # positions differ: texts never compared
+            write_(text if not n else "\n" + text)
+            n += 1
         stream.flush()
         for p in procs:
             p.join()
