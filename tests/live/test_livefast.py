@@ -177,6 +177,7 @@ time.sleep(60)
         time.sleep(0.3)
         fds = [os.readlink(f"/proc/{child}/fd/{x}") for x in os.listdir(f"/proc/{child}/fd")]
         assert not any(x.endswith("/lock") for x in fds), fds
+        assert sum(x.startswith("pipe:") for x in fds) == 2, fds  # its own two, not the trace's stdout
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         deadline = time.monotonic() + 5

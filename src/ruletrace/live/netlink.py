@@ -326,7 +326,7 @@ class NetlinkSocket:
                     if t == mtype:
                         bodies.append(view[16:n].tobytes())
                     continue
-            bodies += bodies_of(view[:n].tobytes(), mtype)  # a batch of NFLOG steps (nflog.QTHRESH)
+            bodies += bodies_of(view[:n].tobytes(), mtype)
             if len(bodies) >= BATCH_STEPS:
                 break
         return bodies

@@ -15,8 +15,9 @@ the kernel's per-datagram allocation). Nothing is lost silently:
 The child is bound to the parent: it gets SIGKILL when the parent dies (PR_SET_PDEATHSIG, so a
 SIGKILLed trace leaves no reader holding the NFLOG group), ignores the terminal's signals (the
 parent decides when the trace ends), keeps only the socket and its two pipes open (not the
-session's lock), and is killed and reaped by ``close``. ``ReaderSocket`` offers the methods of
-``netlink.NetlinkSocket`` the live loop uses, so the rest of the tracer does not change.
+session's lock, nor the trace's output: 0-2 are /dev/null), and is killed and reaped by
+``close``. ``ReaderSocket`` offers the methods of ``netlink.NetlinkSocket`` the live loop uses,
+so the rest of the tracer does not change.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class ReaderSocket:
             try:
                 os.close(r)
                 os.close(cw)
-                _child_setup(keep={self.sock.fileno(), w, cr, 0, 1, 2})
+                _child_setup(keep={self.sock.fileno(), w, cr})
                 _Child(self.sock.sock, w, cr, self.mtype, self.limit).run()
                 code = 0
             finally:
@@ -305,6 +306,12 @@ def _child_setup(keep: set[int]) -> None:  # pragma: no cover - runs in the chil
                 os.close(fd)
             except OSError:
                 pass
+    null = os.open(os.devnull, os.O_RDWR)  # not the trace's terminal or output pipe: a reader of
+    for fd in (0, 1, 2):  # `trace --json | …` sees its end when the trace ends, whatever the child does
+        if null != fd:
+            os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
 
 
 class _Child:

@@ -109,7 +109,7 @@ class Receiving(RulesetVersions):
                 try:
                     if select.select([src], [], [], 0)[0]:
                         return True
-                except (OSError, ValueError, TypeError):
+                except (OSError, ValueError, TypeError, AttributeError):  # closed, or no file behind it
                     continue
         return False
 

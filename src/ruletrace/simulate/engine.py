@@ -34,7 +34,8 @@ CT_STATUS = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSUR
 # Fate's members as plain globals: looking a member up on the Enum class costs ~10x a global
 DROPPED, REJECTED, FORWARDED, SENT, UNKNOWN = Fate.DROPPED, Fate.REJECTED, Fate.FORWARDED, Fate.SENT, Fate.UNKNOWN
 _ACCEPTED_BY: dict[str, str] = {}
-_NO_HOOKS: dict[str, Any] = {}  # verdict reason -> "last accepted by <reason>" (one string per rule)
+_NO_HOOKS: dict[str, Any] = {}  # (never written)
+_NO_MISSES: dict[int, str] = {}  # (never written)  # verdict reason -> "last accepted by <reason>" (one string per rule)
 
 
 @dataclass(slots=True)
@@ -178,7 +179,8 @@ class _Run(WalkState):
         self.lookups: list[RouteDecision] = []
         self.in_route: RouteDecision | None = None
         self.in_local = False  # the routing step after PREROUTING found DST local (routestep.route_input)
-        self.miss_state: dict[int, str] = {}
+        # --explain-miss: each rule's state (reference.scan_recording); never written without it
+        self.miss_state: dict[int, str] = {} if self.miss_key is not None else _NO_MISSES
 
     # --- the walk ------------------------------------------------------------------------
 
@@ -199,9 +201,10 @@ class _Run(WalkState):
         misses = None
         if self.miss_key is not None:
             misses = self._misses()
+        # every field in order, positionally (no keyword matching in the call)
         res = SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
-                        self.hooks, self.trace_start, misses, p.snapshot(), c.path, self._assumed_out,
-                        c.guessed, kernel_drop=self.kdrop, routing=self.lookups, socket=self.socket)
+                        self.hooks, self.trace_start, misses, p.snap or p.snapshot(), c.path, self._assumed_out,
+                        c.guessed, [], self.kdrop, self.lookups, [], None, self.socket)
         if self.backends is not None and isinstance(self.cc, BothCompiled):
             res.backends = self.backends
             res.decided_by = self.cc.backend_of(self.decider[1]) if self.decider is not None else None
@@ -239,7 +242,10 @@ class _Run(WalkState):
             return
         p.ct = True
         p.orig = (p.src, p.dst, p.sport, p.dport)
-        p.repl_src, p.repl_dst, p.repl_sport, p.repl_dport = p.dst, p.src, p.dport, p.sport
+        p.repl_src = p.dst
+        p.repl_dst = p.src
+        p.repl_sport = p.dport
+        p.repl_dport = p.sport
         p.ctstatus = CT_STATUS[p.ctstate]
 
     def _l2(self, p: Pkt, c: Ctx) -> Fate | None:

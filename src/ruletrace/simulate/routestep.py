@@ -33,7 +33,8 @@ def lookup(R: Any, p: Pkt, point: str) -> RouteDecision | None:
     if f.raw_routes is None:
         return None
     if f.rules is None:
-        d = _default_rules(f, p, point)
+        # _default_rules' remembered decision read here first (no frame when it is there)
+        d = f.route_decisions.get((point, p.v, p.dst, p.mark)) or _default_rules(f, p, point)
     else:
         d = rt.resolve(point, f.rules, f.raw_routes, dst=addr_text(p.v, p.dst), src=addr_text(p.v, p.src),
                        mark=p.mark or None, iif=p.iif if point == "input" else None)
