@@ -313,8 +313,10 @@ class Run:
             for pair in self._explained(packets=packets):
                 fed += pair[1] is not None
                 yield pair
-            for p in after:
-                if passed == fed:  # nothing waits for a reply
+            rest = iter(after)
+            while passed != fed:  # something waits for a reply (asked before a packet is read)
+                p = next(rest, None)
+                if p is None:
                     return
                 yield p, None
 

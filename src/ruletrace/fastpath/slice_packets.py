@@ -131,6 +131,16 @@ def cut(path: str, slice_bytes: int) -> tuple[list[int], list[int]]:
     return cuts, lines
 
 
+def _line(ev: TraceEvent) -> int:
+    """The line of an event (kernel-log events keep it apart from their lazily made origin)."""
+    try:
+        line: int = ev._line  # type: ignore[attr-defined]
+        return line
+    except AttributeError:
+        o = ev.origin
+        return o.line if o is not None and o.line is not None else -1
+
+
 def _counted(events: Iterator[TraceEvent], stats: ReadStats, lo: int, hi: int) -> Iterator[TraceEvent]:
     """The events; ``stats.events`` counts those of lines [lo, hi) (as one reader of the file does),
     not the reader's own count of every event it read."""
@@ -138,8 +148,7 @@ def _counted(events: Iterator[TraceEvent], stats: ReadStats, lo: int, hi: int) -
     n = 0
     try:
         for ev in events:
-            line = ev.origin.line if ev.origin is not None else None
-            if line is not None and lo <= line < hi:
+            if lo <= _line(ev) < hi:
                 n += 1
             yield ev
     finally:
@@ -167,13 +176,11 @@ def packets(path: str, cuts: list[int], lines: list[int], i: int, stats: SliceSt
                           lo_line, hi_line)
 
         def admit(ev: TraceEvent) -> bool:  # no packet starts in the overflow
-            o = ev.origin
-            return o is None or o.line is None or o.line < hi_line
+            return _line(ev) < hi_line
 
         n = 0
         for p in group_packets(events, admit=admit):
-            o = p.events[0].origin if p.events else None
-            if o is not None and o.line is not None and o.line < lo_line:
+            if p.events and 0 <= _line(p.events[0]) < lo_line:
                 continue  # the slice before's (its start lies in the warm-up)
             n += 1
             p.id = n
