@@ -197,8 +197,8 @@ def test_replies_from_later_slices_are_found(replies, capsys, monkeypatch, slice
     assert (code2, par, par_err) == (code, seq, seq_err)
 
 
-@pytest.mark.parametrize("slice_bytes", [9_000, 33_333, 250_000])
-def test_slices_hold_the_sequential_packets(kube, damaged, monkeypatch, slice_bytes):
+@pytest.mark.parametrize("slice_bytes,shrink", [(9_000, 0), (33_333, 0), (250_000, 0), (200_000, 4)])
+def test_slices_hold_the_sequential_packets(kube, damaged, monkeypatch, slice_bytes, shrink):
     """fastpath/slice_packets.py: the slices' packets, in order, are group_packets' over the whole file
     (same events, lines and fields); each slice's counts add up to one reader's."""
     from ruletrace.correlate.group import group_packets
@@ -212,7 +212,7 @@ def test_slices_hold_the_sequential_packets(kube, damaged, monkeypatch, slice_by
         with open(log, "rb") as f:
             want = [[(str(ev.origin), ev.table, ev.chain, ev.num, ev.raw) for ev in p.events]
                     for p in group_packets(read_events(f, name=str(log), stats=whole))]
-        cuts, lines = slice_packets.cut(str(log), slice_bytes)
+        cuts, lines = slice_packets.cut(str(log), slice_bytes, shrink)
         assert len(cuts) > 2 and cuts[-1] == log.stat().st_size
         got, parts = [], []
         for i in range(len(cuts) - 1):

@@ -42,7 +42,7 @@ from ..render.json import Tables, dumps, packet_json, write_lines
 from ..sources.stats import ReadStats
 from . import parallel, slice_packets
 
-SLICE_BYTES = 16 << 20  # a slice: ~25,000 packets of the kube log; the last worker ends at most one late
+SLICE_BYTES = 32 << 20  # the largest slice (~5,000 packets of the kube log); the last ones are smaller
 BLOCK = 200  # packets a message: small enough to keep the parent busy, big enough to queue cheaply
 QUEUED = 8  # messages a worker may have sent ahead of the parent
 MARK = 10**15  # packet ids in the workers: MARK + slice * STRIDE + number within the slice
@@ -140,7 +140,7 @@ def write(path: str, name: str, explain: Explain, stream: IO[str], *, jsonl: boo
     ``warnings`` and ``sources`` (``--json``). ``progress(bytes)`` is told the bytes done.
     """
     workers = max(2, workers or min(os.cpu_count() or 2, 8))
-    cuts, lines = slice_packets.cut(path, SLICE_BYTES)
+    cuts, lines = slice_packets.cut(path, SLICE_BYTES, shrink=2 * workers)
     nslices = len(cuts) - 1
     ctx = multiprocessing.get_context("fork")
     done_bytes = ctx.Value("q", 0)

@@ -107,14 +107,18 @@ def _line_start(f: BinaryIO, offset: int) -> int:
     return f.tell()
 
 
-def cut(path: str, slice_bytes: int) -> tuple[list[int], list[int]]:
-    """Cut points (line starts, the first 0, the last the file size) about ``slice_bytes`` apart,
-    and the lines before each."""
+def cut(path: str, slice_bytes: int, shrink: int = 0) -> tuple[list[int], list[int]]:
+    """Cut points (line starts, the first 0, the last the file size) and the lines before each.
+    Slices are ``slice_bytes`` long; with ``shrink``, a slice is at most 1/``shrink`` of what is
+    left (none below ``slice_bytes`` / 8): the last ones are small, so processes that claim them
+    in turn run dry together."""
     size = os.path.getsize(path)
     cuts = [0]
     with open(path, "rb", buffering=0) as f:
         while cuts[-1] < size:
-            nxt = _line_start(f, cuts[-1] + max(1, slice_bytes)) if cuts[-1] + slice_bytes < size else size
+            left = size - cuts[-1]
+            step = max(1, slice_bytes if not shrink else max(slice_bytes // 8, min(slice_bytes, left // shrink)))
+            nxt = _line_start(f, cuts[-1] + step) if step < left else size
             cuts.append(min(nxt, size))
         lines = [0]
         f.seek(0)
