@@ -198,15 +198,20 @@ def write(path: str, name: str, explain: Explain, stream: IO[str], *, jsonl: boo
         return int(owner[j])
 
     def real_id(mark: int) -> int | None:
+        """The id of the packet a worker called ``mark``; None while its slice is not counted."""
         j, n = divmod(mark - MARK, STRIDE)
         return offsets[j] + n if j < len(offsets) else None
+
+    def marks(e: Explanation) -> list[str]:
+        """The worker ids in ``e``'s notes (16-digit numbers that are no worker id stay as they are)."""
+        return [m for x in e.notes for m in _MARKED.findall(x) if 0 <= int(m) - MARK < nslices * STRIDE]
 
     def encode(n: int, new: Any, text: Any) -> Iterator[tuple[bool, str]]:
         """A packet's lines: the table line it needs (entries new to the parent), then the packet."""
         if new is None and isinstance(text, Explanation):  # named another packet: encoded here
             e = text
-            ids = {m: real_id(int(m)) for x in e.notes for m in _MARKED.findall(x)}
-            e.notes = [_MARKED.sub(lambda m: str(ids[m.group()]), x) for x in e.notes]
+            ids = {m: str(real_id(int(m))) for m in marks(e)}
+            e.notes = [_MARKED.sub(lambda m: ids.get(m.group(), m.group()), x) for x in e.notes]
             e.packet.id = n
             out = dumps(packet_json(e, tables))
             got = tables.take_new()
@@ -228,7 +233,7 @@ def write(path: str, name: str, explain: Explain, stream: IO[str], *, jsonl: boo
         e = item[2]
         if item[1] is not None or not isinstance(e, Explanation):
             return True
-        return all(real_id(int(m)) is not None for x in e.notes for m in _MARKED.findall(x))
+        return all(real_id(int(m)) is not None for m in marks(e))
 
     def texts() -> Iterator[tuple[bool, str]]:
         """(a packet?, its line) in order: the packets, each after the table line it needs."""
