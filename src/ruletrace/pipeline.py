@@ -218,9 +218,9 @@ class Run:
     def summary(self) -> Summary:
         """Counts over every packet the filters keep, skipped lines included.
 
-        The one place that picks the fast path: one large uncompressed kernel-log file, summary
-        only (``detail=False``), no packet-field filters is counted on every core
-        (``fastpath.parallel``, equal to the sequential pass: tests/pipeline/test_parallel.py);
+        One large uncompressed kernel-log file, summary only (``detail=False``), no packet-field
+        filters is counted on every core (``parallel_log``, the one place that picks a fast path;
+        ``fastpath.parallel``, equal to the sequential pass: tests/pipeline/test_parallel.py);
         anything else streams ``explanations()`` once.
         """
         from .analyze.summary import Summary
@@ -233,14 +233,30 @@ class Run:
         summ.add_skipped(self.skipped)
         return summ
 
+    def parallel_log(self, output: str) -> str | None:
+        """The one place that picks a fast path: the log file that processes on every core share
+        for ``output`` (``"summary"``, ``"json"`` or ``"tree"``), or None where the sequential
+        reference must run. Each needs one plain kernel-log file of 32 MiB or more
+        (``fastpath.parallel.usable``); the summary counts paths without detail, so with no
+        filter that reads fields or steps; JSON and the tree explain in detail, without --ifmap."""
+        from .fastpath import parallel
+
+        if len(self.inputs) != 1:
+            return None
+        if output == "summary":
+            if self.detail or self.filter.match or self.filter.ids or self.filter.owners:
+                return None
+        elif not self.detail or self.ifmap is not None:
+            return None
+        path = self.inputs[0]
+        return path if parallel.usable(path, self.fmt) else None
+
     def _parallel_summary(self) -> Summary | None:
         """The summary computed on every core, or None where that does not apply."""
         from .fastpath import parallel
 
-        if self.detail or len(self.inputs) != 1 or self.filter.match or self.filter.ids or self.filter.owners:
-            return None
-        path = self.inputs[0]
-        if not parallel.usable(path, self.fmt):
+        path = self.parallel_log("summary")
+        if path is None:
             return None
         summ, skipped, events, misfits = parallel.summarize(
             path, lambda: self.rulesets, pick_ruleset, self.filter.fates, progress=self.progress
@@ -258,30 +274,89 @@ class Run:
         the packets written, or None where it does not apply: the caller then streams
         ``explanations()``. It applies to one plain kernel-log file of 32 MiB or more, with detail.
         ``annotate(e)`` runs on each explanation before it is written (routing facts)."""
-        import multiprocessing
-
         from .analyze.summary import Summary
         from .fastpath import parallel_json
 
-        if not self.detail or len(self.inputs) != 1 or self.ifmap is not None:
-            return None
-        path = self.inputs[0]
-        if not parallel_json.usable(path, self.fmt):
+        path = self.parallel_log("json")
+        if path is None:
             return None
         self.rulesets  # noqa: B018  # loaded once, before the workers fork
         self._add_source(SourceInfo(path, "kernel-log"))  # "read X as FORMAT" before the results
         summ = Summary()
-        done_bytes = multiprocessing.get_context("fork").Value("q", 0)
+
+        def each(e: Explanation) -> None:
+            if annotate is not None:
+                annotate(e)
+            summ.add(e)
+
+        def finish() -> dict[str, Any]:
+            return {"summary": summ, "misfits": sum(ex.misfit_packets for ex in self._explainers.values())}
+
+        def close(infos: list[Any], stats: ReadStats, packets: int) -> None:
+            self.skipped, self.events, self.packets_total = stats.skipped, stats.events, packets
+            self.warnings = list(stats.warnings)
+            self._finish_warnings(sum(info["misfits"] for info in infos))
+
+        def tail(infos: list[Any], stats: ReadStats, packets: int) -> dict[str, Any]:
+            close(infos, stats, packets)
+            total = Summary()
+            for info in infos:
+                total.merge(info["summary"])
+            total.add_skipped(self.skipped)
+            return {"summary": total, "warnings": self.warnings, "sources": self.sources}
+
         report = self.progress
+        self.progress = None  # the workers do not draw it: the parent reports their bytes
+        try:
+            n, infos, stats, packets = parallel_json.write(
+                path, path, self.explain_slice, stream, jsonl=jsonl, count=each, finish=finish,
+                progress=report, workers=workers, tail=tail)
+        finally:
+            self.progress = report
+        close(infos, stats, packets)
+        return n
 
-        def share(mine: Callable[[int], bool]) -> Iterator[tuple[int, Explanation]]:
-            def count_bytes(n: int) -> None:
-                with done_bytes.get_lock():
-                    done_bytes.value += n
+    def explain_slice(self, packets: Iterable[Packet], after: Iterable[Packet]) -> Iterator[Explanation]:
+        """``explanations()`` of ``packets`` (one slice of the log, fastpath/slice_packets.py) without
+        the run's counts; ``after``, the packets that follow, are read (as far as needed) only to
+        answer the slice's UNKNOWN packets still waiting at its end (explain/replies.py)."""
+        fed = passed = 0
 
-            self.progress = count_bytes if report is not None and mine(0) else None  # one process shows it
-            self.on_source = None  # said once, by the parent
-            return self.shard(mine)
+        def items() -> Iterator[tuple[Packet, Explanation | None]]:
+            nonlocal fed
+            for pair in self._explained(packets=packets):
+                fed += pair[1] is not None
+                yield pair
+            rest = iter(after)
+            while passed != fed:  # something waits for a reply (asked before a packet is read)
+                p = next(rest, None)
+                if p is None:
+                    return
+                yield p, None
+
+        for e in with_replies(items()):
+            passed += 1
+            if self.filter.wants(e):
+                yield self._annotated(e)
+
+    def write_tree_parallel(self, stream: Any, render: Callable[[Explanation], str], *,
+                            annotate: Callable[[Explanation], Any] | None = None,
+                            workers: int | None = None) -> tuple[int, Summary] | None:
+        """The packet tree (``render(e)``: one packet's text, ``render.tree_plain.PlainTree.render``)
+        written on every core, a blank line between packets, equal byte for byte to the sequential
+        ``render.tree.render_explanations`` (``fastpath.parallel_tree``;
+        tests/pipeline/test_parallel_tree.py); returns the packets written and their summary
+        (skipped lines counted), or None where it does not apply: the caller then streams
+        ``explanations()``. It applies where the parallel JSON does (one plain kernel-log file of
+        32 MiB or more, with detail). ``annotate(e)`` runs on each explanation first (routing facts)."""
+        from .analyze.summary import Summary
+        from .fastpath import parallel_tree
+
+        path = self.parallel_log("tree")
+        if path is None:
+            return None
+        share, progress = self._on_every_core(path)
+        summ = Summary()
 
         def each(e: Explanation) -> None:
             if annotate is not None:
@@ -292,12 +367,39 @@ class Run:
             return {"summary": summ, "warnings": self.warnings, "skipped": self.skipped, "events": self.events,
                     "packets_total": self.packets_total}
 
-        def tail(infos: list[Any]) -> dict[str, Any]:
-            total = Summary()
-            for info in infos:
-                total.merge(info["summary"])
-            total.add_skipped(infos[0]["skipped"])
-            return {"summary": total, "warnings": infos[0]["warnings"], "sources": self.sources}
+        n, infos = parallel_tree.write(share, stream, render=render, count=each, finish=finish, progress=progress,
+                                       workers=workers)
+        progress()
+        first = infos[0]
+        self.warnings, self.skipped, self.events, self.packets_total = (
+            list(first["warnings"]), first["skipped"], first["events"], first["packets_total"])
+        total = Summary()
+        for info in infos:
+            total.merge(info["summary"])
+        total.add_skipped(self.skipped)
+        return n, total
+
+    def _on_every_core(self, path: str) -> tuple[Callable[[int, Callable[[Any], bool]],
+                                                          Iterator[tuple[int, Explanation]]], Callable[[], None]]:
+        """For a run that forked processes share (``shard_by_path``): the rulesets loaded and the
+        source said once, here, before the fork; ``share(k, deal)``, run in process k, gives its
+        explanations, process 0 counting the bytes it reads for the progress bar; ``progress()``,
+        in the parent, shows them."""
+        import multiprocessing
+
+        self.rulesets  # noqa: B018  # loaded once, before the workers fork
+        self._add_source(SourceInfo(path, "kernel-log"))  # "read X as FORMAT" before the results
+        done_bytes = multiprocessing.get_context("fork").Value("q", 0)
+        report = self.progress
+
+        def share(k: int, deal: Callable[[Any], bool]) -> Iterator[tuple[int, Explanation]]:
+            def count_bytes(n: int) -> None:
+                with done_bytes.get_lock():
+                    done_bytes.value += n
+
+            self.progress = count_bytes if report is not None and k == 0 else None  # one process shows it
+            self.on_source = None  # said once, by the parent
+            return self.shard_by_path(deal)
 
         shown = 0
 
@@ -308,13 +410,7 @@ class Run:
                 report(now - shown)
                 shown = now
 
-        n, infos = parallel_json.write(share, stream, jsonl=jsonl, count=each, finish=finish, progress=progress,
-                                       workers=workers, tail=tail)
-        progress()
-        first = infos[0]
-        self.warnings, self.skipped, self.events, self.packets_total = (
-            list(first["warnings"]), first["skipped"], first["events"], first["packets_total"])
-        return n
+        return share, progress
 
     def explanations(self) -> Iterator[Explanation]:
         if not self.detail:  # summaries: no reply lookup (it would read every packet's fields)
@@ -326,36 +422,45 @@ class Run:
                 yield e
         self._finish()
 
-    def shard(self, mine: Callable[[int], bool]) -> Iterator[tuple[int, Explanation]]:
-        """``explanations()`` of the packets whose position ``n`` (0-based, in reading order, filtered
-        ones counted) ``mine(n)`` keeps, as ``(n, explanation)``: one process's share of a run that
-        several processes make alike (fastpath/parallel_json.py). Every packet is read, grouped and
-        planned as in ``explanations()``, so positions, ids and the reply lookup are the same; only
-        this share is explained in detail (and annotated). With ``detail`` only."""
-        yield from self._detailed(mine)
+    def shard_by_path(self, deal: Callable[[Any], bool]) -> Iterator[tuple[int, Explanation]]:
+        """One process's share of a run that several processes make alike, as ``(position,
+        explanation)``: every packet is read, grouped and planned as in ``explanations()``, so
+        positions, ids and the reply lookup are the same; the share is dealt by path: ``deal(path)`` is asked for each packet the
+        packet filter keeps, in reading order, with its path's signature (equal for the packets of
+        one path: ``Explainer.path_of``); the packets it keeps are explained in detail. Every
+        process asks it of the same packets in the same order (fastpath/parallel_tree.py)."""
+        yield from self._detailed(None, deal)
         self._finish()
 
-    def _detailed(self, mine: Callable[[int], bool] | None) -> Iterator[tuple[int, Explanation]]:
+    def _detailed(self, mine: Callable[[int], bool] | None,
+                  deal: Callable[[Any], bool] | None = None) -> Iterator[tuple[int, Explanation]]:
+        where: dict[int, int] = {}  # id(explanation) -> its position, for this share's explanations
+        shared = mine is not None or deal is not None
+        for e in with_replies(self._explained(mine, where, deal)):
+            n = where.pop(id(e), -1) if shared else -1
+            if shared and n < 0:
+                continue  # another process's packet, planned here only for the reply lookup
+            if self.filter.wants(e):
+                yield n, self._annotated(e)
+
+    def _annotated(self, e: Explanation) -> Explanation:
+        """A kept packet's analyses: near misses of a drop, ``--explain-miss``."""
         from .analyze import explain_miss, near_miss
 
         view = self._explainer(None).view
-        miss = self.explain_miss
-        where: dict[int, int] = {}  # id(explanation) -> its position, for this share's explanations
-        for e in with_replies(self._explained(mine, where)):
-            n = where.pop(id(e), -1) if mine is not None else -1
-            if mine is not None and n < 0:
-                continue  # another process's packet, planned here only for the reply lookup
-            if self.filter.wants(e):
-                near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
-                if miss is not None:
-                    explain_miss.annotate(e, view, miss)
-                yield n, e
+        near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
+        if self.explain_miss is not None:
+            explain_miss.annotate(e, view, self.explain_miss)
+        return e
 
     def _explained(self, mine: Callable[[int], bool] | None = None,
-                   where: dict[int, int] | None = None) -> Iterator[tuple[Packet, Explanation | None]]:
-        """Every packet, with its explanation when the packet filter keeps it (in detail when
-        ``mine`` keeps its position, or always without ``mine``; ``where`` gets their positions)."""
-        for n, packet in enumerate(group_packets(self.read_events())):
+                   where: dict[int, int] | None = None,
+                   deal: Callable[[Any], bool] | None = None,
+                   packets: Iterable[Packet] | None = None) -> Iterator[tuple[Packet, Explanation | None]]:
+        """Every packet (of the inputs, or ``packets``), with its explanation when the packet filter
+        keeps it (in detail when ``mine`` keeps its position or ``deal`` its path, or always without
+        them; ``where`` gets their positions)."""
+        for n, packet in enumerate(group_packets(self.read_events()) if packets is None else packets):
             self.packets_total += 1
             if not self.filter.wants_packet(packet):
                 yield packet, None
@@ -363,9 +468,9 @@ class Run:
             fam = packet.events[0].family if packet.events else None
             ex = self._explainer(fam)
             # each distinct path (and field-change signature) annotated once: equal to explain()
-            if mine is None:
+            if mine is None and deal is None:
                 yield packet, ex.explain_cached(packet) if self.detail else ex.explain(packet, detail=False)
-            elif mine(n):
+            elif deal(ex.path_of(packet)) if deal is not None else mine is not None and mine(n):
                 e = ex.explain_cached(packet)
                 if where is not None:
                     where[id(e)] = n

@@ -112,3 +112,23 @@ def test_colour_still_goes_through_rich():
     e = _odd_packet()
     render_explanations([e], con)
     assert "\x1b[" in buf.getvalue()
+
+
+def test_kept_footer_rows_follow_each_packets_own_objects(tmp_path):
+    """Footer rows are kept by the identity of the changes and causes they show (shared by the
+    packets of a path): a packet whose lists hold other objects, or fewer, or more, gets its own words."""
+    import dataclasses
+
+    rules, log = kube_log(tmp_path, services=30, packets=40)
+    expls = _explained([rules], log)
+    e = next(x for x in expls if x.nat and len(x.cause) > 2)
+    c0 = e.cause[0]
+    variants = [
+        e,
+        dataclasses.replace(e, cause=e.cause[1:], notes=[*e.notes, "a note of its own"]),
+        dataclasses.replace(e, cause=[dataclasses.replace(c0, role="other role"), *e.cause[1:]]),
+        dataclasses.replace(e, nat=[dataclasses.replace(e.nat[0], new="10.9.9.9:1")], warnings=["w"]),
+        e,
+    ]
+    for width in (120, 50):
+        assert _plain(variants, width) == _rich(variants, width)

@@ -150,7 +150,18 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool, facts=N
     if as_json:
         return write_document(counted(), sys.stdout, summary=summ, warnings=run.warnings, sources=run.sources)
     from ..render.tree import render_explanations
+    from ..render.tree_plain import for_console
 
+    plain = for_console(out)
+    if plain is not None:  # on every core where the pipeline can
+        got = run.write_tree_parallel(out.file, lambda e: plain.render(e, verbose),
+                                      annotate=(lambda e: annotate(e, facts)) if facts else None)
+        if got is not None:
+            n, summ = got
+            if n > 1:
+                out.print()
+                out.print(to_renderable(summ))
+            return n
     n = render_explanations(counted(), out, verbose=verbose)
     if n > 1:
         out.print()

@@ -330,6 +330,12 @@ class Explainer:
             self._cache[sig] = plan
         return plan
 
+    def path_of(self, packet: Packet) -> tuple[Any, ...]:
+        """The signature of the packet's path: equal for the packets of one path, as the plan and
+        ``Explanation.path_key`` are (the plan is made and kept; nothing is counted)."""
+        self._plan(packet.events)
+        return self._sig
+
     def explain(self, packet: Packet, *, detail: bool = True) -> Explanation:
         """Explain one packet; ``detail=False`` skips steps, NAT, marks and causes (for summaries)."""
         if detail and self.summary_only:

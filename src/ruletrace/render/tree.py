@@ -125,11 +125,11 @@ def render_explanations(expls: Iterable[Explanation], console: Console, *, verbo
     Without colour (a file, a pipe, --no-color) the text is laid out by ``tree_plain.PlainTree``:
     the same bytes as rich's layout below (tests/render/test_tree_plain.py), a fraction of the time.
     """
-    n = 0
-    if console.color_system is None and not console.record and not console.quiet:
-        from .tree_plain import PlainTree
+    from .tree_plain import for_console
 
-        plain = PlainTree(console.width, ascii_only=console.options.ascii_only)
+    n = 0
+    plain = for_console(console)
+    if plain is not None:
         write = console.file.write
         for expl in expls:
             write(plain.render(expl, verbose) if not n else "\n" + plain.render(expl, verbose))

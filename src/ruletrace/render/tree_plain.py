@@ -14,8 +14,9 @@ cached by its words and the room it has, so a repeated step costs a dict lookup.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
@@ -24,7 +25,17 @@ from rich.text import Text
 
 from ..explain.owners import deciding_owner
 from ..fields import show_field
-from ..model import Change, Explanation, Fate, Step, StepKind
+from ..model import (
+    CauseLink,
+    Change,
+    ConntrackEntry,
+    Explanation,
+    Fate,
+    KernelDrop,
+    RouteDecision,
+    Step,
+    StepKind,
+)
 from .theme import clean
 from .tree import (
     ASCII_GUIDES,
@@ -43,7 +54,8 @@ from .tree import (
 _WORD = re.compile(r"\s*\S+\s*")  # a word and the blanks around it, as rich divides a line
 _CACHE_MAX = 200_000  # wrapped texts kept
 _SKELETONS_MAX = 20_000  # paths whose layout is kept
-_VARIANTS_MAX = 16  # annotation variants of one step whose lines are kept
+_VARIANTS_MAX = 16
+_ROWS_MAX = 50_000  # footer rows whose lines are kept  # annotation variants of one step whose lines are kept
 
 
 def _simple(s: str) -> bool:
@@ -70,6 +82,14 @@ def _key(item: str | _Hang) -> Any:
     return item.key
 
 
+def for_console(console: Any) -> PlainTree | None:
+    """The plain layout where ``console`` (rich) prints no colour and records nothing (a file, a
+    pipe, ``--no-color``); None where rich must lay the tree out itself."""
+    if console.color_system is None and not console.record and not console.quiet:
+        return PlainTree(console.width, ascii_only=console.options.ascii_only)
+    return None
+
+
 class PlainTree:
     """Renders explanations as rich's tree would print them without colour, at one width."""
 
@@ -78,6 +98,7 @@ class PlainTree:
         self.guides = ASCII_GUIDES if ascii_only else UNICODE_GUIDES
         self._wrapped: dict[tuple[Any, int], list[str]] = {}
         self._skeletons: dict[tuple[Any, ...], list[Any]] = {}
+        self._rows: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[str]]] = {}
         self._rich: Any = None  # a Console for the rare text rich must wrap itself
 
     # --- layout -----------------------------------------------------------------------------
@@ -137,6 +158,8 @@ class PlainTree:
         return out
 
     def _lines(self, item: str | _Hang, width: int) -> list[str]:
+        if type(item) is str and len(item) <= width and _simple(item):
+            return [item.rstrip()]  # wrap_text's first case, not kept: one packet's own words mostly
         key = (_key(item), width)
         got = self._wrapped.get(key)
         if got is None:
@@ -195,6 +218,23 @@ class PlainTree:
                 self._skeletons[key] = sk
         return sk
 
+    def _footer(self, expl: Explanation, out: list[str]) -> None:
+        """The footer's rows (``_footer_rows``). A row's lines are kept by the identity of the
+        objects it shows, which the explanations of one path share (explain/pathcache.py hands
+        each packet its own lists of its template's changes and causes, never changed in place);
+        the objects are kept with them, so an equal id is the same object."""
+        width = self.width
+        rows = self._rows
+        for label, objs, make in _footer_rows(expl):
+            key = (label, *map(id, objs))
+            got = rows.get(key)
+            if got is None or not all(map(operator.is_, got[0], objs)):
+                got = (tuple(objs), self._hanging(_Hang(label.ljust(FOOTER_LABEL - GAP), make(objs)), width))
+                if len(rows) >= _ROWS_MAX:
+                    rows.clear()
+                rows[key] = got
+            out += got[1]
+
     def _steps(self, expl: Explanation, decisive: int | None, verbose: bool, out: list[str]) -> None:
         notes = _step_annotations(expl, decisive, verbose)
         for entry in self._tree(expl, decisive, verbose):
@@ -220,8 +260,7 @@ class PlainTree:
         decisive = decisive_step(expl)
         out = self._wrap(_header(expl, decisive, verbose), width)
         self._steps(expl, decisive, verbose, out)
-        for block in _footer(expl):
-            out += self._lines(block, width)
+        self._footer(expl, out)
         if expl.misses is not None:
             out += self._wrap(_misses(expl), width)
         # rich cuts what is wider than the console: only possible when the room left for a node or
@@ -392,34 +431,59 @@ def _change_at(c: Change) -> str:
     return line
 
 
-def _footer(expl: Explanation) -> list[_Hang]:
-    rows: list[tuple[str, Sequence[str | _Hang]]] = []
+def _changes(cs: Sequence[Change]) -> list[str | _Hang]:
+    return [_change_at(c) for c in cs]
+
+
+def _causes(cause: Sequence[CauseLink]) -> list[str | _Hang]:
+    width = max(len(c.role) for c in cause)
+    lines: list[str | _Hang] = []
+    for c in cause:
+        where = _at(c.table, c.chain, c.num, c.rule is None and c.num is not None)
+        if c.text and where in c.text:
+            where = clean(c.text)
+        elif c.text:
+            where += ": " + clean(c.text)
+        lines.append(_Hang(clean(c.role.ljust(width)), [where]))
+    return lines
+
+
+def _drops(drops: Sequence[KernelDrop]) -> list[str | _Hang]:
+    return [clean("dropped: " + (d.text or d.reason)) for d in drops]
+
+
+def _routing(routing: Sequence[RouteDecision]) -> list[str | _Hang]:
+    return [clean(r.text) for r in routing]
+
+
+def _conntrack(entries: Sequence[ConntrackEntry]) -> list[str | _Hang]:
+    return [clean(f"{c.when}: {c.text}") for c in entries]
+
+
+def _texts(texts: Sequence[str]) -> list[str | _Hang]:
+    return [clean(t) for t in texts]
+
+
+def _footer_rows(expl: Explanation) -> list[tuple[str, Sequence[Any], Callable[[Any], list[str | _Hang]]]]:
+    """tree._footer: each row's label, the objects it shows and what makes its lines of them."""
+    rows: list[tuple[str, Sequence[Any], Callable[[Any], list[str | _Hang]]]] = []
     if expl.nat:
-        rows.append(("nat", [_change_at(c) for c in expl.nat]))
+        rows.append(("nat", expl.nat, _changes))
     if expl.marks:
-        rows.append(("mark", [_change_at(c) for c in expl.marks]))
+        rows.append(("mark", expl.marks, _changes))
     if expl.cause:
-        width = max(len(c.role) for c in expl.cause)
-        lines: list[str | _Hang] = []
-        for c in expl.cause:
-            where = _at(c.table, c.chain, c.num, c.rule is None and c.num is not None)
-            if c.text and where in c.text:
-                where = clean(c.text)
-            elif c.text:
-                where += ": " + clean(c.text)
-            lines.append(_Hang(clean(c.role.ljust(width)), [where]))
-        rows.append(("why", lines))
+        rows.append(("why", expl.cause, _causes))
     if expl.drops:
-        rows.append(("kernel", [clean("dropped: " + (d.text or d.reason)) for d in expl.drops]))
+        rows.append(("kernel", expl.drops, _drops))
     if expl.routing:
-        rows.append(("route", [clean(r.text) for r in expl.routing]))
+        rows.append(("route", expl.routing, _routing))
     if expl.conntrack:
-        rows.append(("ct", [clean(f"{c.when}: {c.text}") for c in expl.conntrack]))
+        rows.append(("ct", expl.conntrack, _conntrack))
     if expl.warnings:
-        rows.append(("warning", [clean(w) for w in expl.warnings]))
+        rows.append(("warning", expl.warnings, _texts))
     if expl.notes:
-        rows.append(("note", [clean(n) for n in expl.notes]))
-    return [_Hang(label.ljust(FOOTER_LABEL - GAP), lines) for label, lines in rows]
+        rows.append(("note", expl.notes, _texts))
+    return rows
 
 
 def _misses(expl: Explanation) -> list[str | _Hang]:
