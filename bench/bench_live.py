@@ -3,15 +3,15 @@
 Two lab namespaces joined by a veth (prefix ``rtlf-``, deleted in ``finally``); the server
 gets ``--rules`` matching rules in filter INPUT (``-p icmp -m comment``, no target: every
 traced packet makes one step per rule), the client sends ``--rate`` ICMP echo requests a
-second for ``--seconds`` (a bounded burst), while ``ruletrace trace --json`` runs in the server
-namespace with one backend: ``legacy`` (TRACE steps through NFLOG / netlink) or ``nft``
+second for ``--seconds`` (a bounded burst), while ``ruletrace trace`` runs in the server
+namespace, in the default one-line view and with ``--json`` (``--view``), with one backend: ``legacy`` (TRACE steps through NFLOG / netlink) or ``nft``
 (iptables-nft, nftrace events). Printed per backend, as ratios:
 
 - steps offered: what the kernel produced, from its own counters after the run (every rule
   and built-in policy counter of PREROUTING and INPUT in every table; only traced packets go
   there) plus the session's own rule steps (the TRACE counter × the steps its rules make);
-- steps received (the tool's "trace step(s)") and explained (steps of the JSON packets), as a
-  fraction of offered, and the rate the tool sustained: received steps ÷ (last output − first
+- steps received (the tool's "trace step(s)") as a fraction of offered, packets explained
+  (shown) as a fraction of the kernel's count, and the rate the tool sustained: received steps ÷ (last output − first
   packet sent);
 - packets: sent, counted by the kernel (filter INPUT rule 1), traced (the tool's TRACE counter),
   shown, lost: and whether every loss was counted and shown (the summary's loss figures add up
@@ -104,7 +104,7 @@ def lab_run(lab: Lab, argv: list[str], ns: str, stdin: str | None = None) -> str
     return run(argv, ns=ns, input=stdin).stdout
 
 
-def measure(backend: str, args: argparse.Namespace) -> dict:
+def measure(backend: str, view: str, args: argparse.Namespace) -> dict:
     with Lab(prefix=f"rtlf-{os.getpid() % 10000}") as lab:
         c, s = lab.host("c"), lab.host("s")
         ca, sb = lab.veth(c, "a", s, "b")
@@ -115,7 +115,7 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
         duration = args.seconds + args.drain
         prof = tempfile.NamedTemporaryFile(prefix="rtlf-", suffix=".prof", delete=False).name
         py = [sys.executable] + (["-c", PROFILE, prof] if args.profile else ["-m", "ruletrace"])
-        argv = py + ["trace", "--netns", s.ns, "--backend", backend, "--json", "-p", "icmp",
+        argv = py + ["trace", "--netns", s.ns, "--backend", backend, *(["--json"] if view == "json" else []), "-p", "icmp",
                      "-4", "--direction", "in", "-s", C_ADDR, "--rate-limit", str(args.rate_limit),
                      "--duration", str(duration)] + (["--via", "netlink"] if backend == "legacy" else [])
         trace = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=src_env())
@@ -148,7 +148,7 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
                 trace.wait()
         err_text = "".join(err) + rest
         offered_counters, kernel_packets = kernel_counters(lab, s.ns, backend)
-    pkts = [json.loads(x) for _t, x in out]
+    pkts = [json.loads(x) for _t, x in out] if view == "json" else []
     line = next((x for x in err_text.splitlines() if SUMMARY.search(x)), "")
     if not line:
         raise SystemExit(f"bench_live: no summary line from the trace:\n{err_text}")
@@ -160,7 +160,7 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
     shown, received = map(int, SUMMARY.search(line).groups())
     traced = num(r"the kernel traced (\d+) packet")
     r = {
-        "backend": backend, "rules": args.rules, "packets_sent": packets, "send_s": round(send_time, 3),
+        "backend": backend, "view": view, "rules": args.rules, "packets_sent": packets, "send_s": round(send_time, 3),
         "kernel_packets": kernel_packets, "traced": traced, "shown": shown,
         "arrived": num(r"(\d+) arrived,"), "lost": num(r"(\d+) lost entirely"),
         "not_shown": num(r"(\d+) arrived but not shown"), "incomplete": num(r"(\d+) arrived possibly incomplete"),
@@ -168,7 +168,7 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
         "lost_steps": num(r"(\d+) step\(s\) lost"), "empty": num(r"(\d+) arrived with no step past"),
         "unread": num(r"(\d+) step\(s\) still queued"), "ended": num(r"(\d+) still arriving when the trace ended"),
         "steps_offered": offered_counters + traced * OWN_STEPS[backend],
-        "steps_received": received, "steps_explained": sum(len(p["steps"]) for p in pkts),
+        "steps_received": received, "steps_explained": sum(len(p["steps"]) for p in pkts) if view == "json" else None,
         "summary": line,
     }
     last = out[-1][0] if out else t0
@@ -180,7 +180,9 @@ def measure(backend: str, args: argparse.Namespace) -> dict:
     r["cpu_s"] = round(cpu, 2)
     r["capacity_per_s"] = round(received / cpu) if cpu else 0
     r["received_ratio"] = round(received / r["steps_offered"], 4) if r["steps_offered"] else 0.0
-    r["explained_ratio"] = round(r["steps_explained"] / r["steps_offered"], 4) if r["steps_offered"] else 0.0
+    # explained: packets shown ÷ the kernel's count (every packet takes the same path, so the steps'
+    # ratio is the same; --json also has the steps of its packets, checked against it)
+    r["explained_ratio"] = round(shown / kernel_packets, 4) if kernel_packets else 0.0
     missing_pkts = kernel_packets - shown
     packets_add_up = (traced + r["over_cap"] == kernel_packets
                       and r["lost"] == max(traced - r["arrived"], 0) and r["arrived"] == shown + r["not_shown"] + r["empty"])
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=4, help="how long it sends (default 4)")
     ap.add_argument("--drain", type=float, default=4, help="the trace runs this much longer than the sending (default 4)")
     ap.add_argument("--rate-limit", type=int, default=10000, help="trace --rate-limit (default 10000, the most)")
+    ap.add_argument("--view", default="line,json",
+                    help="line (the default one-line view), json (trace --json) or both, comma-separated")
     ap.add_argument("--profile", action="store_true", help="cProfile the trace process; print the top 25")
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
@@ -212,17 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = []
     ok = True
-    for backend in a.backend.split(","):
-        r = measure(backend, a)
+    for backend, view in ((b, v) for b in a.backend.split(",") for v in a.view.split(",")):
+        r = measure(backend, view, a)
         results.append(r)
         keeps_up = r["offered_per_s"] >= BAR and r["received_ratio"] >= 1.0 and r["lost"] == 0
         ok = ok and keeps_up and r["losses_counted"]
-        print(f"{backend:6}  offered {r['offered_per_s']:>7,} steps/s ({r['steps_offered']:,} steps, "
+        print(f"{backend:6} {view:4}  offered {r['offered_per_s']:>7,} steps/s ({r['steps_offered']:,} steps, "
               f"{r['packets_sent']} packets × ~{r['steps_offered'] // max(r['traced'], 1)} steps in {r['send_s']} s)  "
               f"received {r['received_ratio']:.4f}  explained {r['explained_ratio']:.4f}  "
               f"sustained {r['received_per_s']:,}/s  lag {r['lag_s']} s  "
               f"capacity {r['capacity_per_s']:,} steps per CPU s ({r['capacity_per_s'] / BAR:.2f} of the bar)")
-        print(f"        packets: kernel {r['kernel_packets']}, traced {r['traced']}, shown {r['shown']}, "
+        print(f"             packets: kernel {r['kernel_packets']}, traced {r['traced']}, shown {r['shown']}, "
               f"lost {r['lost']}, not shown {r['not_shown']} (at the end {r['ended']}), "
               f"no steps {r['empty']}, incomplete {r['incomplete']}, overruns {r['overruns']}, "
               f"lost steps {r['lost_steps']}, unread steps {r['unread']}; every loss counted and shown: "

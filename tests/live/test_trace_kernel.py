@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ruletrace.lab.capture import enable_all_netns_logging
 from tests.helpers import BackgroundTrace
 
 pytestmark = pytest.mark.kernel
@@ -163,6 +164,7 @@ def offline_legacy(ruleset: str, tmp: Path) -> list[dict]:
     """The same rules and traffic through the kernel log and `ruletrace explain`."""
     sh(f"cat > {tmp}/rs.save <<'EOF'\n{ruleset}\nEOF\niptables-legacy-restore < {tmp}/rs.save", SERVER)
     sh("echo nf_log_ipv4 > /proc/sys/net/netfilter/nf_log/2", SERVER)
+    enable_all_netns_logging()  # a namespace's TRACE lines reach the kernel log only with this set
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     os.lseek(fd, 0, os.SEEK_END)
     send_syn()

@@ -1,32 +1,72 @@
-"""The report's per-path memo (render/report_data.ReportData, fast=True) gives the same document
-as making every packet's shared part from its own explanation (fast=False), on every fixture,
-example, lab capture and a generated kube-proxy log; and the page's document is the same too."""
+"""The report's fast path (render/report_data.ReportData, fast=True: ``_add_fast`` with its per-path
+memo) gives the same document as making every packet's part from its own explanation (fast=False),
+on every fixture, example, lab capture and a generated kube-proxy log; and the page is the same
+byte for byte."""
 
 from __future__ import annotations
+
+import dataclasses
+import datetime as dt
 
 import pytest
 
 from ruletrace.pipeline import Run, load_rulesets
 from ruletrace.render.html import ReportBuilder
 from ruletrace.render.report_data import ReportData
-from tests.corpus_cases import cases, kube_log
+from tests.corpus_cases import EXAMPLES, cases, kube_log
+
+WHEN = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
 
 
-def _docs(rulesets, trace, cls=ReportData):
+def _explanations(rulesets, traces):
     rs = load_rulesets([str(r) for r in rulesets])
-    expls = list(Run(rs, [str(trace)]).explanations())
+    return rs, list(Run(rs, [str(t) for t in traces]).explanations())
+
+
+def _docs(rulesets, trace, cls=ReportData, *, unkeyed=lambda k: False):
+    rs, expls = _explanations(rulesets, [trace] if not isinstance(trace, list) else trace)
     fast, ref = cls(rs), cls(rs, fast=False)
-    for e in expls:
-        fast.add(e)
+    for k, e in enumerate(expls):
+        # the reference first: it parses what the fast path may find already parsed, not the other way
         ref.add(e)
+        fast.add(dataclasses.replace(e, path_key=None) if unkeyed(k) else e)
     return fast, ref
 
 
 @pytest.mark.parametrize("name,rulesets,trace", cases(), ids=[c[0] for c in cases()])
 def test_fast_equals_reference(name, rulesets, trace):
-    fast, ref = _docs(rulesets, trace)
+    fast, ref = _docs(rulesets, trace, ReportBuilder)
     assert fast.data() == ref.data()
     assert fast.deciders() == ref.deciders()
+    assert fast.render(title="t", generated=WHEN) == ref.render(title="t", generated=WHEN)
+
+
+def test_fast_path_was_taken():
+    # the kube example's packets carry the explainer's path key: the fast path, not the reference, ran
+    fast, ref = _docs([EXAMPLES / "k8s-nodeport" / "ruleset.rules"], EXAMPLES / "k8s-nodeport" / "kernel.log")
+    assert fast.packets > 1 and fast._shown and not ref._shown  # addresses numbered by _add_fast only
+
+
+def test_two_rulesets_by_family():
+    # an IPv4 and an IPv6 ruleset: each packet counted under its family's (not the one-ruleset shortcut)
+    v4, v6 = EXAMPLES / "filter-basics", EXAMPLES / "ipv6"
+    fast, ref = _docs([v4 / "ruleset.rules", v6 / "ruleset6.rules"], [v4 / "kernel.log", v6 / "kernel.log"],
+                      ReportBuilder)
+    doc = fast.data()
+    assert {c[0] for c in doc["chains"] if len(c) > 5} == {0, 1}  # both rulesets have entered chains
+    assert doc == ref.data()
+    assert fast.render(title="t", generated=WHEN) == ref.render(title="t", generated=WHEN)
+
+
+@pytest.mark.parametrize("name", ["k8s-nodeport", "ipv6", "docker-portmap"])
+def test_keyed_and_unkeyed_packets_mixed(name):
+    # packets without a path key (e.g. read back from JSON) take the reference path inside the same
+    # builder: both number addresses, strings and variants in one set of tables
+    d = EXAMPLES / name
+    rules = sorted(d.glob("ruleset*.rules"))[:1]
+    fast, ref = _docs(rules, d / "kernel.log", ReportBuilder, unkeyed=lambda k: k % 3 == 1)
+    assert fast.data() == ref.data()
+    assert fast.render(title="t", generated=WHEN) == ref.render(title="t", generated=WHEN)
 
 
 def test_fast_equals_reference_on_a_generated_kube_log(tmp_path):
@@ -34,4 +74,39 @@ def test_fast_equals_reference_on_a_generated_kube_log(tmp_path):
     fast, ref = _docs([rules], log, ReportBuilder)
     assert fast.packets == 800 and fast.shared > 400 and ref.shared == 0
     assert fast.data() == ref.data()  # ReportBuilder.data: with the diagram's hooks and labels
-    assert fast.render(title="t") == ref.render(title="t")
+    assert fast.render(title="t", generated=WHEN) == ref.render(title="t", generated=WHEN)
+
+
+def test_last_fields_found_in_an_earlier_event_with_the_same_raw_text():
+    # _known_fields: the last event's fields are an earlier event's parsed fields when both hold the
+    # very same raw text for the same parser; otherwise they are parsed as TraceEvent.fields does
+    from ruletrace.logtext import parse_fields
+    from ruletrace.model import StepKind, TraceEvent
+    from ruletrace.render.report_data import _known_fields
+
+    calls = []
+
+    def parse(raw):
+        calls.append(raw)
+        return parse_fields(raw)
+
+    bridged = b"IN=br0 OUT=br0 PHYSIN=veth1 PHYSOUT=veth2 SRC=10.0.0.1 DST=10.0.0.2 PROTO=TCP "
+    other = b"IN=br0 OUT=br0 PHYSIN=veth1 SRC=10.0.0.1 DST=10.0.0.2 PROTO=TCP "
+
+    def ev(raw, p=parse):
+        return TraceEvent("filter", "FORWARD", StepKind.RULE, 1, raw=raw, parse=p)
+
+    evs = [ev(other), ev(bridged), ev(bridged), ev(bridged)]
+    parsed = evs[1].fields
+    calls.clear()
+    got = _known_fields(evs)
+    assert got is parsed and got["PHYSOUT"] == "veth2" and calls == []  # not parsed again
+    # a different parser, or an equal text that is another object: parsed for the last event itself
+    for last in (ev(bridged, lambda r: {**parse(r), "X": "1"}), ev(bytes(bytearray(bridged)))):
+        calls.clear()
+        got = _known_fields([*evs[:2], last])
+        assert got == last.fields and len(calls) == 1
+    # nothing parsed before: the last event's own fields
+    fresh = [ev(bridged), ev(bridged)]
+    calls.clear()
+    assert _known_fields(fresh) == {**parse_fields(bridged)} and len(calls) == 1

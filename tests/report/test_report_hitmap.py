@@ -70,3 +70,62 @@ def test_hook_tables_follow_builtin_chains():
         ("PREROUTING", "raw"), ("PREROUTING", "mangle"), ("PREROUTING", "nat"), ("INPUT", "mangle"),
         ("INPUT", "filter")]
     assert list(hook_tables(places_of(from_json(b).steps)))[-1] == ("INPUT", "nat")
+
+
+def _state(hm):
+    # every counter add makes, with its keys (a key counted with weight 0 still makes a row)
+    return (hm.packets, dict(hm.hits), dict(hm.ends), dict(hm.entered),
+            {k: dict(v) for k, v in hm._deepest.items()}, dict(hm.tables))
+
+
+def _add_paths_vs_add(rulesets, paths):
+    """HitMap.add_paths (places numbered once) against HitMap.add per path (the reference)."""
+    ids: dict = {}
+    numbered = []
+    for rs_i, places, w in paths:
+        numbered.append(([ids.setdefault((rs_i, *p), len(ids)) for p in places], w))
+    keys = list(ids)
+    ref, fast = HitMap(rulesets), HitMap(rulesets)
+    for rs_i, places, w in paths:
+        ref.add(places, weight=w, ruleset=rs_i)
+    fast.add_paths(keys, numbered)
+    assert _state(fast) == _state(ref)
+    assert list(fast.chain_counts()) == list(ref.chain_counts())
+    return fast
+
+
+def test_add_paths_equals_add_on_hand_made_paths():
+    # repeats (a rule matched twice counts once), a chain left by return and by policy, steps without a
+    # number, rule number 0, weight 0 (keys made, counts 0), user chains under the hook that called
+    # them, a table no hook has, a second ruleset, an empty path, and adding to counts already there
+    paths = [
+        (0, [("raw", "PREROUTING", "rule", 1), ("nat", "PREROUTING", "rule", 2), ("nat", "KUBE-SVC", "rule", 3),
+             ("nat", "KUBE-SVC", "return", 4), ("nat", "PREROUTING", "rule", 2), ("filter", "FORWARD", "policy", 5),
+             ("mangle", "POSTROUTING", "rule", 1)], 3),
+        (0, [("filter", "INPUT", "rule", None), ("filter", "USER", "rule", 0), ("filter", "INPUT", "policy", 2),
+             ("weird", "OUTPUT", "rule", 1), ("filter", "OUTPUT", "rule", 1), ("security", "OUTPUT", "rule", 2)], 0),
+        (1, [("filter", "INPUT", "rule", 1), ("filter", "INPUT", "rule", 3)], 2),
+        (0, [], 4),
+        (0, [("filter", "USER", "rule", 7), ("filter", "FORWARD", "rule", 1), ("filter", "USER", "rule", 2)], 1),
+    ]
+    hm = _add_paths_vs_add([], paths)
+    assert hm.hits[(0, "nat", "PREROUTING", 2)] == 3 and hm.tables[("FORWARD", "filter")] == 3 + 1
+    assert (1, "filter", "INPUT") in hm.entered
+    # a second call adds to the counts of the first, as add does
+    ref, fast = HitMap(), HitMap()
+    for rs_i, places, w in paths:
+        ref.add(places, weight=w, ruleset=rs_i)
+        ref.add(places, weight=w, ruleset=rs_i)
+    keys = sorted({(rs_i, *p) for rs_i, places, _w in paths for p in places}, key=repr)
+    numbered = [([keys.index((rs_i, *p)) for p in places], w) for rs_i, places, w in paths]
+    fast.add_paths(keys, numbered)
+    fast.add_paths(keys, numbered)
+    assert _state(fast) == _state(ref)
+
+
+def test_add_paths_equals_add_on_seed003():
+    rs = load_ruleset(RULES)
+    paths = []
+    for p in seed003_json():
+        paths.append((0, places_of(from_json(p).steps), 1 + p["id"] % 3))
+    _add_paths_vs_add([rs], paths)

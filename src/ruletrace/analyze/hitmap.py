@@ -152,6 +152,103 @@ class HitMap:
             tables[hook_table] = tables.get(hook_table, 0) + weight
         return rs
 
+    def add_paths(self, places: Sequence[tuple[int, str, str, str, int | None]],
+                  paths: Iterable[tuple[Sequence[int], int]]) -> None:
+        """``add`` for many paths at once: each path as numbers into ``places`` (a place is
+        (ruleset, table, chain, kind, num)) with its weight; the path's ruleset is its places'.
+
+        The counts equal ``add(path's places, weight=w, ruleset=rs)`` for each path (the reference:
+        tests/report/test_report_hitmap.py proves them equal); what a place says (its chain, whether
+        it is a rule, the hook a built-in chain names, its table's diagram row) is worked out once per
+        place instead of once per path that passes it, and a path is counted with numbers, not tuples.
+        """
+        n = len(places)
+        chain_keys: dict[tuple[int, str, str], int] = {}
+        chain_of = [0] * n
+        num_of: list[int | None] = [None] * n
+        rule_of = [False] * n
+        hook_of = [-1] * n  # the hook a built-in chain names (hook_tables): its index in HOOKS, or -1
+        table_of = [0] * n  # the table's index in TABLES, or -1
+        for i, (rs, table, chain, kind, num) in enumerate(places):
+            c = chain_keys.get((rs, table, chain))
+            if c is None:
+                c = chain_keys[(rs, table, chain)] = len(chain_keys)
+            chain_of[i], num_of[i], rule_of[i] = c, num, kind == "rule"
+            up = chain.upper()
+            if up in HOOK_TABLES and table in TABLES:
+                hook_of[i] = HOOKS.index(up)
+            table_of[i] = TABLES.index(table) if table in TABLES else -1
+        nt = len(TABLES)
+        boxes = [(hook, table) for hook in HOOKS for table in TABLES]  # box hook * nt + table
+        in_box = [table in HOOK_TABLES[hook] for hook, table in boxes]
+        # counts per place / chain / box; None until a path passes (then the key is made, as add makes it)
+        hits_at: list[int | None] = [None] * n
+        chains = len(chain_keys)
+        ends_at: list[int | None] = [None] * chains
+        entered_at: list[int | None] = [None] * chains
+        deep_at: list[dict[int, int]] = [{} for _ in range(chains)]
+        box_n: list[int | None] = [None] * len(boxes)
+        total = 0
+        for pids, w in paths:
+            total += w
+            deepest: dict[int, int] = {}
+            fell: set[int] = set()
+            matched: set[int] = set()
+            seen_box: set[int] = set()
+            hook = -1
+            for p in pids:
+                h = hook_of[p]
+                if h >= 0:
+                    hook = h
+                if hook >= 0:
+                    t = table_of[p]
+                    if t >= 0 and in_box[hook * nt + t]:
+                        seen_box.add(hook * nt + t)
+                c = chain_of[p]
+                num = num_of[p]
+                if num is None:
+                    if c not in deepest:
+                        deepest[c] = 0
+                    continue
+                if rule_of[p]:
+                    matched.add(p)
+                else:
+                    fell.add(c)
+                if num > deepest.get(c, 0):
+                    deepest[c] = num
+            for p in matched:
+                hits_at[p] = (hits_at[p] or 0) + w
+            for c in fell:
+                ends_at[c] = (ends_at[c] or 0) + w
+            for c, top in deepest.items():
+                entered_at[c] = (entered_at[c] or 0) + w
+                d = deep_at[c]
+                d[top] = d.get(top, 0) + w
+            for b in seen_box:
+                box_n[b] = (box_n[b] or 0) + w
+        self.packets += total
+        hits, ends, entered, deep, tables = self.hits, self.ends, self.entered, self._deepest, self.tables
+        for p, (rs, table, chain, _kind, num) in enumerate(places):
+            m = hits_at[p]
+            if m is not None and num is not None:  # counted: a rule with a number
+                hk = (rs, table, chain, num)
+                hits[hk] = hits.get(hk, 0) + m
+        for k, c in chain_keys.items():
+            m = ends_at[c]
+            if m is not None:
+                ends[k] = ends.get(k, 0) + m
+            m = entered_at[c]
+            if m is not None:
+                entered[k] = entered.get(k, 0) + m
+                got = deep.get(k)
+                if got is None:
+                    got = deep[k] = Counter()
+                for top, m in deep_at[c].items():
+                    got[top] = got.get(top, 0) + m
+        for b, m in enumerate(box_n):
+            if m is not None:
+                tables[boxes[b]] = tables.get(boxes[b], 0) + m
+
     def chain_counts(self) -> Iterator[ChainCounts]:
         """Every chain in the order of ``chains()``, with its counts kept sparse (no per-rule objects).
 

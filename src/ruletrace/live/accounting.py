@@ -34,6 +34,7 @@ def new_stats() -> dict[str, Any]:
         "skipped_by_cap": 0,  # packets of the flow the rate cap left out
         "overruns": 0,  # netlink ENOBUFS
         "lost_steps": 0,  # steps known to be lost (NFLOG sequence gaps)
+        "dropped": 0,  # steps the reader process dropped: its buffer was full (reader.py)
         "damaged": 0,  # trace messages that could not be decoded (skipped, counted)
         "marked": 0,
         "changes": 0,
@@ -65,7 +66,7 @@ def summary(stats: dict[str, Any], shown: int, rate: int) -> str:
         parts.append("the filter's packets seen per backend: "
                      + ", ".join(f"{b} {n}" for b, n in stats["seen_by"].items()))
     for key, text in _COUNTS:
-        if stats[key]:
+        if stats.get(key):
             parts.append(text.format(n=stats[key], rate=rate, ended=stats["ended"],
                                      counted=stats["not_shown"] - stats["ended"],
                                      least="at least " if stats["unread_more"] else ""))
@@ -75,6 +76,10 @@ def summary(stats: dict[str, Any], shown: int, rate: int) -> str:
 def lost_why(stats: dict[str, Any]) -> str:
     """Why packets were lost entirely, from what the session saw (said only as far as it knows)."""
     kernel = stats["overruns"] or stats["lost_steps"]
+    if stats.get("dropped"):
+        return (" (steps were dropped: the reader's buffer was full"
+                + ("; the kernel dropped steps too" if kernel else "")
+                + ("; steps were still queued when the trace ended" if stats["unread"] else "") + ")")
     if stats["unread"] and not kernel:
         return " (their steps were still queued when the trace ended)"
     if kernel and not stats["unread"]:
@@ -94,6 +99,7 @@ _COUNTS = (
     ("skipped_by_cap", "{n} packet(s) of the flow not traced (over --rate-limit {rate}/s)"),
     ("overruns", "{n} netlink overrun(s)"),
     ("lost_steps", "{n} step(s) lost (NFLOG sequence gaps)"),
+    ("dropped", "{n} step(s) dropped (the reader process's buffer was full)"),
     ("damaged", "{n} trace message(s) that could not be decoded, skipped"),
     ("foreign", "{n} packet(s) of other sessions/flows left out"),
     ("changes", "the ruleset changed {n} time(s)"),

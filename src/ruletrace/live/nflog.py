@@ -58,6 +58,10 @@ CFG_MODE = struct.Struct("!IBx")  # copy_range, copy_mode, pad
 AF_INET, AF_INET6 = 2, 10
 TRACE_GROUP = 0  # nf_log_trace() with the default loginfo logs to group 0
 
+# One datagram a step: TRACE logs with its own loginfo (not NF_LOG_TYPE_ULOG), for which
+# nfnetlink_log uses its default loginfo, whose qthreshold 1 caps the instance's QTHRESH, so
+# asking for batches (QTHRESH, NLBUFSIZ) changes nothing (measured: 20,400 steps, 20,400
+# datagrams) but a bigger allocation per step. The reader process (reader.py) drains them.
 SOURCE = "nflog"  # (nflog_fast.SOURCE: the same)
 _PACKET = nfnl_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET)
 

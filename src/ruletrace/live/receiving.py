@@ -68,12 +68,22 @@ class Receiving(RulesetVersions):
         nsrc = self.nft_source
         self.stats["overruns"] = getattr(src, "overruns", 0) + getattr(nsrc, "overruns", 0)
         self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
-        lost: int = self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+        # steps the reader process dropped (its buffer full: reader.py); the NFLOG listener's is its socket's
+        self.stats["dropped"] = getattr(getattr(src, "sock", src), "dropped", 0)
+        lost: int = (self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
+                     + self.stats["dropped"])
         return lost
+
+    def clock(self) -> float:
+        """The time by which packets go idle: now, or with a reader process (reader.py) the time
+        up to which every step the kernel queued has been received (a backlog does not age)."""
+        src = self.source
+        reader_clock = getattr(getattr(src, "sock", src), "clock", None) if src is not None else None
+        return reader_clock if isinstance(reader_clock, float) else time.monotonic()
 
     def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
         batch = self._poll(timeout)
-        now = time.monotonic()
+        now = self.clock()
         for ev, v in batch:
             grouper.add(ev, v, now)
         self.stats["events"] += len(batch)
@@ -85,6 +95,23 @@ class Receiving(RulesetVersions):
         elif not batch:
             grouper.suspect = False  # the queue ran empty: the kernel delivers again
         return len(batch)
+
+    def _behind(self) -> bool:
+        """Whether steps are still queued to be read (a reader process's backlog, or the socket's)."""
+        import select
+
+        for src in (self.source, self.nft_source):
+            inner = getattr(src, "sock", src)
+            if hasattr(inner, "behind"):
+                if inner.behind():
+                    return True
+            elif src is not None and hasattr(src, "fileno"):
+                try:
+                    if select.select([src], [], [], 0)[0]:
+                        return True
+                except (OSError, ValueError, TypeError, AttributeError):  # closed, or no file behind it
+                    continue
+        return False
 
     def _judge(self, pkt: Packet, versions: list[int], flags: set[str]) -> ownpackets.Verdict | None:
         if self.both:
@@ -104,6 +131,9 @@ class Receiving(RulesetVersions):
         if "overrun" in flags:
             j.incomplete.append("steps were lost while it was traced (netlink overrun or lost kernel "
                                 "log records): its path may be incomplete")
+        if "ended" in flags:
+            j.incomplete.append("the trace ended while steps were still queued to be read: its path may be "
+                                "incomplete")
         self.stats["arrived"] += 1
         self.stats["incomplete"] += bool(j.incomplete)
         return j
@@ -135,9 +165,10 @@ class Receiving(RulesetVersions):
         """Steps still queued after the drain: read, counted, not decoded (at most UNREAD_MAX s)."""
         deadline = time.monotonic() + UNREAD_MAX
         from .netlink import NetlinkSocket
+        from .reader import ReaderSocket
 
         for src in (self.source, self.nft_source):
-            if isinstance(src, NetlinkSocket):  # an nf_tables trace socket: its trace events
+            if isinstance(src, (NetlinkSocket, ReaderSocket)):  # an nf_tables trace socket: its trace events
                 from .nftrace import NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
 
                 n, more = src.discard(deadline, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE)
@@ -147,6 +178,7 @@ class Receiving(RulesetVersions):
                 continue
             self.stats["unread"] += n
             self.stats["unread_more"] = self.stats["unread_more"] or more
+        self._source_losses()  # a reader process's last overrun / drop counts came with its end
 
     def _count(self) -> None:
         if self._counted or self.dry_run or self.backend is None:

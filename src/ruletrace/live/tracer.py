@@ -294,6 +294,7 @@ class Tracer(Receiving):
         if self.dry_run:
             return
         grouper = self._grouper = LiveGrouper(self.idle, by_ident=self.both)
+        self._start_reader()
         shown = 0
         ended = limit is not None and limit <= 0
         while True:
@@ -307,7 +308,9 @@ class Tracer(Receiving):
                 if self._legacy_changed(full=True):
                     self.refresh()
             self.versions.prune(grouper.referenced())
-            for pkt, versions, flags in grouper.flush(now, everything=ended):
+            if ended and self._behind():  # the open packets' further steps may be among those still queued
+                grouper.mark_open("ended")
+            for pkt, versions, flags in grouper.flush(self.clock(), everything=ended):
                 j = self._judge(pkt, versions, flags)
                 if j is None:
                     continue
@@ -325,6 +328,28 @@ class Tracer(Receiving):
             if ended:
                 self._finish(grouper)
                 return
+
+    def _start_reader(self) -> None:
+        """A reader process draining the trace socket while packets are explained (reader.py):
+        NFLOG or nf_tables traced alone, where a second core can run it."""
+        from . import reader
+
+        if not reader.enabled() or self.both or self.source is None:
+            return
+        if self.mode == "nflog":
+            from .netlink import NetlinkSocket
+            from .nflog import _PACKET
+
+            if isinstance(getattr(self.source, "sock", None), NetlinkSocket):
+                self.source.sock = r = reader.ReaderSocket(self.source.sock, _PACKET)
+                r.start()
+        elif self.mode == "nftrace":
+            from .netlink import NetlinkSocket
+            from .nftrace import NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
+
+            if isinstance(self.source, NetlinkSocket):
+                self.source = r = reader.ReaderSocket(self.source, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE)
+                r.start()
 
     # --- teardown ---------------------------------------------------------------------
 

@@ -10,11 +10,11 @@ format; ``render.html`` puts it in the page.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..analyze.diff import decided_at, endpoint, port
-from ..analyze.hitmap import HitMap, Place
+from ..analyze.hitmap import HitMap
 from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset
 from .json import from_json
@@ -58,7 +58,7 @@ class ReportData:
         self._paths: dict[tuple[Any, ...], int] = {}  # (ruleset, step signature) -> path id
         self._by_key: dict[tuple[Any, ...], int] = {}  # (ruleset, Explanation.path_key) -> path id
         self._path_steps: list[list[int]] = []
-        self._path_places: list[tuple[int, list[Place]]] = []  # path id -> (ruleset, places) for the hit map
+        self._path_places: list[list[int]] = []  # path id -> its places (ids into _places) for the hit map
         self._path_packets: list[int] = []
         self._extras: dict[tuple[Any, ...], int] = {}
         self._variants: dict[tuple[Any, ...], int] = {}
@@ -66,6 +66,8 @@ class ReportData:
         self._variant_packets: list[int] = []
         self._addrs: dict[str, int] = {}
         self._ports: dict[Any, int | None] = {}  # logged port text -> number (analyze.diff.port)
+        self._shown: dict[str, tuple[int, str]] = {}  # logged address -> (its number, shown form): _add_fast
+        self._one_ruleset = len(self.rulesets) <= 1
         # one entry per packet, in input order
         self.ids: list[Any] = []
         self._pv: list[int] = []
@@ -85,8 +87,14 @@ class ReportData:
         """Per-rule counts over every packet added so far (counted once per distinct path)."""
         if self._hitmap is None or self._hitmap.packets != len(self.ids):
             hm = HitMap(self.rulesets)
-            for (rs, places), n in zip(self._path_places, self._path_packets):
-                hm.add(places, weight=n, ruleset=rs)
+            keys: list[Any] = [None] * len(self._places)
+            for key, i in self._places.items():
+                keys[i] = key
+            if self.fast:  # the same counts (HitMap.add_paths), with the work per place done once
+                hm.add_paths(keys, zip(self._path_places, self._path_packets))
+            else:
+                for pids, n in zip(self._path_places, self._path_packets):
+                    hm.add([keys[p][1:] for p in pids], weight=n, ruleset=keys[pids[0]][0] if pids else 0)
             self._hitmap = hm
         return self._hitmap
 
@@ -113,30 +121,17 @@ class ReportData:
         return n
 
     def _add_explanation(self, e: Explanation) -> None:
+        pk = e.path_key
+        if self.fast and pk is not None:
+            self._add_fast(e, pk)
+            return
         fam = None
         for ev in e.packet.events:
             if ev.family:
                 fam = ev.family
                 break
         rs = self._rs_of.ruleset_index(fam)
-        pk = e.path_key
-        v = e.verdict
-        if self.fast and pk is not None:
-            # what a packet shares with its path (path, deciding step, verdict, why, marks, causes,
-            # notes) made once per explainer's path key and the very objects the explainer shared
-            # (explain/pathcache.py); the objects are held, so their ids stay theirs
-            ck = (rs, pk, id(v), tuple(map(id, e.cause)), tuple(map(id, e.marks)), tuple(e.warnings),
-                  tuple(e.notes), e.last_seen)
-            got = self._cores.get(ck)
-            if got is not None:
-                self.shared += 1
-            else:
-                if len(self._cores) >= _CORES_MAX:
-                    self._cores.clear()
-                got = self._cores[ck] = (self._core(e, rs, pk), (v, list(e.cause), list(e.marks)))
-            path, dec, vt, extra, cid = got[0]
-        else:
-            path, dec, vt, extra, cid = self._core(e, rs, pk)
+        path, dec, vt, extra, cid = self._core(e, rs, e.path_key)
         first = e.first
         get = first.get
         src, dst = get("SRC") or None, get("DST") or None
@@ -172,6 +167,99 @@ class ReportData:
         addrs = self._addrs  # interned (_intern, inlined)
         self._src.append((addrs[src] if src in addrs else addrs.setdefault(src, len(addrs))) if src else -1)
         self._dst.append((addrs[dst] if dst in addrs else addrs.setdefault(dst, len(addrs))) if dst else -1)
+        self._sport.append(sport)
+        self._dport.append(dport)
+
+    def _add_fast(self, e: Explanation, pk: Any) -> None:
+        """``_add_explanation`` for an explanation with a path key: the same document, less work a packet.
+
+        The reference is the rest of ``_add_explanation`` (``fast=False``); tests/report/test_report_fast.py
+        proves the documents and pages equal. What differs is only how values are found again:
+        - what a packet shares with its path (path, deciding step, verdict, why, marks, causes,
+          notes) is made once per explainer's path key and the very objects the explainer shared
+          (explain/pathcache.py); the objects are held, so their ids stay theirs;
+        - with at most one ruleset every packet is counted under ruleset 0 (as ``ruleset_index``
+          answers), so the family is not looked up;
+        - a logged address is shown (``show_address``) and numbered once per distinct text;
+        - the last event's fields are those of the latest earlier event with the same raw text and
+          parser whose fields are already parsed (``TraceEvent.same_fields``: equal fields);
+        - the variant is found by one flat tuple of the packet's own values.
+        """
+        if self._one_ruleset:
+            rs = 0
+        else:
+            fam = None
+            for ev in e.packet.events:
+                if ev.family:
+                    fam = ev.family
+                    break
+            rs = self._rs_of.ruleset_index(fam)
+        v = e.verdict
+        # flat: None ends each run of ids / texts (an id or a text is never None)
+        ck = (rs, pk, id(v), *map(id, e.cause), None, *map(id, e.marks), None, *e.warnings, None, *e.notes, None,
+              e.last_seen)
+        got = self._cores.get(ck)
+        if got is not None:
+            self.shared += 1
+        else:
+            if len(self._cores) >= _CORES_MAX:
+                self._cores.clear()
+            got = self._cores[ck] = (self._core(e, rs, pk), (v, list(e.cause), list(e.marks)))
+        cid = got[0][4]
+        events = e.packet.events
+        if events:
+            first = events[0].fields
+            last = _known_fields(events)
+        else:
+            first = last = e.packet.fields or {}
+        get = first.get
+        shown = self._shown
+        src, dst = get("SRC"), get("DST")
+        if src:
+            got_src = shown.get(src)
+            if got_src is None:
+                a = show_address(src)
+                got_src = shown[src] = (_intern(self._addrs, a), a)
+            si, src_s = got_src
+        else:
+            si, src_s = -1, None
+        if dst:
+            got_dst = shown.get(dst)
+            if got_dst is None:
+                a = show_address(dst)
+                got_dst = shown[dst] = (_intern(self._addrs, a), a)
+            di, dst_s = got_dst
+        else:
+            di, dst_s = -1, None
+        ports = self._ports
+        spt, dpt = get("SPT"), get("DPT")
+        sport = ports[spt] if spt in ports else ports.setdefault(spt, port(spt))
+        dport = ports[dpt] if dpt in ports else ports.setdefault(dpt, port(dpt))
+        nat = tuple([(c.what, _nat_old(c.what, c.old, src_s, sport, dst_s, dport), c.new, c.step)
+                     for c in e.nat]) if e.nat else ()
+        fate = str(e.fate)
+        if fate not in FATES:
+            fate = "unknown"
+        physin, physout = get("PHYSIN") or last.get("PHYSIN") or None, last.get("PHYSOUT") or None
+        fk = (cid, fate, nat, get("PROTO") or None, get("IN") or None, get("OUT") or None, get("TCPFLAGS") or None,
+              physin, physout)
+        var = self._fast_variants.get(fk)
+        if var is None:
+            path, dec, vt, extra, _cid = got[0]
+            key = (path, fate, dec, vt, extra, *fk[2:7], (physin, physout))
+            var = self._variants.get(key)
+            if var is None:
+                var = self._variants[key] = len(self._variant_keys)
+                self._variant_keys.append(key)
+                self._variant_packets.append(0)
+            self._fast_variants[fk] = var
+        self._variant_packets[var] += 1
+        self._path_packets[got[0][0]] += 1
+        self.fates[fate] += 1
+        self.ids.append(e.packet.id)
+        self._pv.append(var)
+        self._src.append(si)
+        self._dst.append(di)
         self._sport.append(sport)
         self._dport.append(dport)
 
@@ -211,7 +299,7 @@ class ReportData:
     def _new_path(self, rs: int, sig: tuple[Any, ...], texts: list[str | None]) -> int:
         path = self._paths[(rs, sig)] = len(self._path_steps)
         step_ids = []
-        places: list[Place] = []
+        places: list[int] = []
         for (table, chain, kind, num, depth, action, returned_to, policy, warning, note), text in zip(sig, texts):
             pkey = (rs, table, chain, kind, num)
             place = self._places.get(pkey)
@@ -224,9 +312,9 @@ class ReportData:
             if sid is None:
                 sid = self._steps[skey] = len(self._steps)
             step_ids.append(sid)
-            places.append((table, chain, kind, num))
+            places.append(place)
         self._path_steps.append(step_ids)
-        self._path_places.append((rs, places))
+        self._path_places.append(places)
         self._path_packets.append(0)
         return path
 
@@ -295,9 +383,21 @@ class ReportData:
                 if tx is not None and tx[num - 1] is None:
                     tx[num - 1] = rule_spec(text, chain)
         steps: list[list[Any]] = [[]] * len(self._steps)
+        sdict = self._strings
+
+        def s(text: Any) -> int:  # self._s, with the None test first (most values are None)
+            if text is None:
+                return -1
+            if type(text) is not str:
+                text = str(text)
+            i = sdict.get(text)
+            if i is None:
+                i = sdict[text] = len(sdict)
+            return i
+
         for (place, depth, action, returned_to, policy, warning, note), i in self._steps.items():
-            steps[i] = _trim([place, depth, self._s(action or None), self._s(returned_to), self._s(policy),
-                              self._s(warning), self._s(note)])
+            row = [place, depth, s(action or None), s(returned_to), s(policy), s(warning), s(note)]
+            steps[i] = _trim(row)
         extras: list[dict[str, Any]] = []
         extra_ids: dict[tuple[Any, ...], int] = {}
         variants: list[list[Any]] = []
@@ -307,10 +407,9 @@ class ReportData:
                 x = extra_ids.get(extra, -1)
                 if x < 0:
                     x = extra_ids[extra] = len(extras)
-                    extras.append(self._extra(extra))
-            variants.append(_trim([path, FATES.index(fate), dec, x, self._s(proto), self._s(in_), self._s(out),
-                                   self._s(flags), [list(c) for c in nat] or None, self._s(phys[0]),
-                                   self._s(phys[1])]))
+                    extras.append(self._extra(extra, s))
+            variants.append(_trim([path, FATES.index(fate), dec, x, s(proto), s(in_), s(out),
+                                   s(flags), [list(c) for c in nat] or None, s(phys[0]), s(phys[1])]))
         ids = self.ids
         delta = all(type(i) is int for i in ids)
         d = dict(defaults or {})
@@ -351,22 +450,40 @@ class ReportData:
             "defaults": d,
         }
 
-    def _extra(self, extra: tuple[Any, ...]) -> dict[str, Any]:
+    def _extra(self, extra: tuple[Any, ...], s: Callable[[Any], int] | None = None) -> dict[str, Any]:
+        if s is None:
+            s = self._s
         why, marks, cause, warnings, notes, last = extra
         e: dict[str, Any] = {}
         if why:
-            e["why"] = self._s(why)
+            e["why"] = s(why)
         if marks:
             e["marks"] = [list(c) for c in marks]
         if cause:
-            e["cause"] = [[self._s(role), self._s(text), step] for role, text, step in cause]
+            e["cause"] = [[s(role), s(text), step] for role, text, step in cause]
         if warnings:
-            e["warn"] = [self._s(w) for w in warnings]
+            e["warn"] = [s(w) for w in warnings]
         if notes:
-            e["notes"] = [self._s(n) for n in notes]
+            e["notes"] = [s(n) for n in notes]
         if last:
-            e["last"] = self._s(last)
+            e["last"] = s(last)
         return e
+
+
+def _known_fields(events: Sequence[Any]) -> dict[str, str]:
+    """The last event's fields, parsed at most once: an earlier event with the very same raw text and
+    parser has equal fields (``TraceEvent.same_fields``), so its parsed dict is taken when there is one."""
+    last = events[-1]
+    if last._fields is not None or last.raw is None or last._parse is None:
+        return last.fields  # type: ignore[no-any-return]
+    raw, parse = last.raw, last._parse
+    for k in range(len(events) - 2, -1, -1):
+        ev = events[k]
+        if ev.raw is not raw or ev._parse is not parse:
+            break
+        if ev._fields is not None:
+            return ev._fields  # type: ignore[no-any-return]
+    return last.fields  # type: ignore[no-any-return]
 
 
 def _signature(steps: Sequence[Any]) -> tuple[Any, ...]:

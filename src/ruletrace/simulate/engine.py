@@ -31,7 +31,11 @@ from .state import IPS_ASSURED, IPS_CONFIRMED, IPS_EXPECTED, IPS_SEEN_REPLY, Bra
 # status of the connection a probe in each tracked state belongs to
 CT_STATUS = {"NEW": 0, "ESTABLISHED": IPS_SEEN_REPLY | IPS_CONFIRMED | IPS_ASSURED,
              "RELATED": IPS_EXPECTED | IPS_CONFIRMED}
-_ACCEPTED_BY: dict[str, str] = {}  # verdict reason -> "last accepted by <reason>" (one string per rule)
+# Fate's members as plain globals: looking a member up on the Enum class costs ~10x a global
+DROPPED, REJECTED, FORWARDED, SENT, UNKNOWN = Fate.DROPPED, Fate.REJECTED, Fate.FORWARDED, Fate.SENT, Fate.UNKNOWN
+_ACCEPTED_BY: dict[str, str] = {}
+_NO_HOOKS: dict[str, Any] = {}  # (never written)
+_NO_MISSES: dict[int, str] = {}  # (never written)  # verdict reason -> "last accepted by <reason>" (one string per rule)
 
 
 @dataclass(slots=True)
@@ -90,75 +94,98 @@ def simulate(ruleset: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostF
         return _Run(ruleset, probe, facts, explain_miss, index, fast=False).run()
 
 
+Setup = tuple[Any, Ruleset, bool, "Compiled | NftCompiled | BothCompiled", "NftCompiled | None", bool,
+              "tuple[str, str] | None", bool, str]
+SETUPS: dict[Any, Setup] = {}  # _Run's remembered setups (a few rulesets at a time)
+
+
+def setup(given: Ruleset | list[Ruleset] | Both, v: int, index: bool, fast: bool, facts: HostFacts,
+          explain_miss: str | None) -> Setup:
+    """What a run needs from the ruleset: (given, the ruleset walked, native?, its compiled form,
+    the netdev/bridge tables' or None, no base chain at all?, the --explain-miss chain or None,
+    walked by generated functions?, the packet's family).
+    A function of its arguments alone (facts: only their --assume, and only with both backends)."""
+    fam = "ipv6" if v == 6 else "ipv4"
+    both = given if isinstance(given, Both) else None
+    rs = given.nft if isinstance(given, Both) else given
+    rss = rs if isinstance(rs, list) else [rs]
+    native = is_native(rss)
+    if native:
+        rs = rss[0]
+    elif isinstance(rs, list):
+        rs = rss[0]
+    if not native and rs.family is not None and rs.family != fam:
+        raise RuletraceError(f"the ruleset is {rs.family} but the packet is {fam}", origin=rs.origin)
+    cc: Compiled | NftCompiled | BothCompiled
+    if native:
+        if explain_miss:
+            raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
+        cc = nft_compiled(rss, v == 6, linear=not (index and fast))
+    else:
+        cc = compiled(rs, v == 6, index)
+    if both is not None:
+        cc = combined(both, cc, fam, index, fast and index, facts.assume, explain_miss)
+    nft = cc.nft if isinstance(cc, BothCompiled) else cc
+    l2 = l2_compiled(rss, v == 6, not (index and fast)) if isinstance(nft, NftCompiled) and nft.has_l2 else None
+    miss_key = None
+    if explain_miss:
+        t, ch = parse_chain(explain_miss)
+        if rs.chain(t, ch) is None:
+            raise RuletraceError(f"--explain-miss: no chain {ch} in table {t}", origin=rs.origin)
+        miss_key = (t, ch)
+    # (with both backends, legacy has chains)
+    no_chains = isinstance(cc, NftCompiled) and not cc.base
+    held = tuple(given) if isinstance(given, list) else given  # keeps the ids of a remembered key alive
+    # the chain functions (walker.py) with the index; the reference walk without it, and
+    # for --explain-miss, which notes why each rule of its chain did not match
+    gen = fast and index and miss_key is None
+    return held, rs, native, cc, l2, no_chains, miss_key, gen, fam
+
+
 class _Run(WalkState):
     """One simulation: the walk's record (WalkState) and what the hooks between the walks need."""
 
     __slots__ = ("rs", "probe", "facts", "cc", "p", "c", "miss_key", "miss_state", "v", "addrs", "fast",
                  "native", "_rerouted", "_assumed_out", "l2", "kdrop", "lookups", "in_route",
-                 "backends", "socket")
+                 "backends", "socket", "no_chains", "in_local")
 
     def __init__(self, given: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts, explain_miss: str | None,
                  index: bool, fast: bool = True) -> None:
         v, src, dst = probe.addrs()
         self.probe = probe
         self.facts = facts
-        fam = "ipv6" if v == 6 else "ipv4"
-        both = given if isinstance(given, Both) else None
-        rs = given.nft if isinstance(given, Both) else given
-        rss = rs if isinstance(rs, list) else [rs]
-        self.native = is_native(rss)
-        if self.native:
-            rs = rss[0]
-        elif isinstance(rs, list):
-            rs = rss[0]
-        if not self.native and rs.family is not None and rs.family != fam:
-            raise RuletraceError(f"the ruleset is {rs.family} but the packet is {fam}", origin=rs.origin)
+        both = isinstance(given, Both)
+        if explain_miss is None and not both:
+            # the ruleset's part of the setup, remembered (setup() is the reference: the same answer
+            # for the same rulesets, version and walk; tests/simulate/test_engine_memo.py)
+            key = (tuple(map(id, given)) if type(given) is list else id(given), v, index, fast)
+            s = SETUPS.get(key)
+            if s is None:
+                s = setup(given, v, index, fast, facts, None)
+                if len(SETUPS) >= 4:
+                    SETUPS.pop(next(iter(SETUPS)))
+                SETUPS[key] = s
+        else:
+            s = setup(given, v, index, fast, facts, explain_miss)
+        _given, self.rs, self.native, self.cc, self.l2, self.no_chains, self.miss_key, self.fast, fam = s
         WalkState.__init__(self, fam)
-        self.rs = rs
         self.v = v
         self.addrs = (src, dst)
-        if self.native:
-            if explain_miss:
-                raise RuletraceError("--explain-miss is not available for nftables rulesets yet", origin=rs.origin)
-            self.cc: Compiled | NftCompiled | BothCompiled = nft_compiled(rss, v == 6, linear=not (index and fast))
-        else:
-            self.cc = compiled(rs, v == 6, index)
-        self.backends: list[str] | None = None
+        self.backends: list[str] | None = [] if both else None
         self.socket: str | None = None  # what the socket check found (sockets.py), in words
-        if both is not None:
-            self.backends = []
-            self.cc = combined(both, self.cc, fam, index, fast and index, facts.assume, explain_miss)
-        nft = self.cc.nft if isinstance(self.cc, BothCompiled) else self.cc
-        self.l2 = (l2_compiled(rss, v == 6, not (index and fast))
-                   if isinstance(nft, NftCompiled) and nft.has_l2 else None)
         self._rerouted: str | None = None
         self._assumed_out: str | None = None
         self.kdrop: KernelDrop | None = None
         self.lookups: list[RouteDecision] = []
         self.in_route: RouteDecision | None = None
-        self.miss_key: tuple[str, str] | None = None
-        self.miss_state: dict[int, str] = {}
-        if explain_miss:
-            t, ch = parse_chain(explain_miss)
-            if rs.chain(t, ch) is None:
-                raise RuletraceError(f"--explain-miss: no chain {ch} in table {t}", origin=rs.origin)
-            self.miss_key = (t, ch)
-        # the chain functions (walker.py) with the index; the reference walk without it, and
-        # for --explain-miss, which notes why each rule of its chain did not match
-        self.fast = fast and index and self.miss_key is None
-
-    # --- setup ---------------------------------------------------------------------------
-
-    def _packet(self) -> tuple[Pkt, Ctx]:
-        # (with both backends, legacy has chains)
-        return make_packet(self.probe, self.facts, self.v, self.addrs,
-                           isinstance(self.cc, NftCompiled) and not self.cc.base)
+        self.in_local = False  # the routing step after PREROUTING found DST local (routestep.route_input)
+        # --explain-miss: each rule's state (reference.scan_recording); never written without it
+        self.miss_state: dict[int, str] = {} if self.miss_key is not None else _NO_MISSES
 
     # --- the walk ------------------------------------------------------------------------
 
     def run(self) -> SimResult:
-        p, c = self._packet()
-        self.p, self.c = p, c
+        p, c = self.p, self.c = make_packet(self.probe, self.facts, self.v, self.addrs, self.no_chains)
         pr = self.probe
         if c.path == "output":
             fate = self._output(p, c)
@@ -174,9 +201,10 @@ class _Run(WalkState):
         misses = None
         if self.miss_key is not None:
             misses = self._misses()
+        # every field in order, positionally (no keyword matching in the call)
         res = SimResult(pr, self.events, list(c.assumptions), c.branches, fate, verdict, list(self.facts.sources),
-                        self.hooks, self.trace_start, misses, p.snapshot(), c.path, self._assumed_out,
-                        c.guessed, kernel_drop=self.kdrop, routing=self.lookups, socket=self.socket)
+                        self.hooks, self.trace_start, misses, p.snap or p.snapshot(), c.path, self._assumed_out,
+                        c.guessed, [], self.kdrop, self.lookups, [], None, self.socket)
         if self.backends is not None and isinstance(self.cc, BothCompiled):
             res.backends = self.backends
             res.decided_by = self.cc.backend_of(self.decider[1]) if self.decider is not None else None
@@ -187,6 +215,15 @@ class _Run(WalkState):
         if self.fast or self.native or self.backends is not None:
             return self.cc.hook  # bound once: no frame of ours per hook
         return lambda hook: lambda p, c, run: run_hook(hook, p, c, run)
+
+    def _hooks(self) -> tuple[Callable[[str], Callable[[Pkt, Ctx, WalkState], str] | None],
+                              Callable[[str], Callable[[Pkt, Ctx, WalkState], str]]]:
+        """(name -> the hook's function made already, else None; _hook): ``made(h) or hook(h)`` is
+        ``hook(h)`` (cc.hook returns what it put in cc.hooks), without cc.hook's frame when made."""
+        if self.fast or self.native or self.backends is not None:
+            cc = self.cc
+            return cc.hooks.get, cc.hook
+        return _NO_HOOKS.get, self._hook()
 
     def conntrack(self, p: Pkt, c: Ctx) -> None:
         """The conntrack hook: attach the connection's entry (unless there is none)."""
@@ -205,7 +242,10 @@ class _Run(WalkState):
             return
         p.ct = True
         p.orig = (p.src, p.dst, p.sport, p.dport)
-        p.repl_src, p.repl_dst, p.repl_sport, p.repl_dport = p.dst, p.src, p.dport, p.sport
+        p.repl_src = p.dst
+        p.repl_dst = p.src
+        p.repl_sport = p.dport
+        p.repl_dport = p.sport
         p.ctstatus = CT_STATUS[p.ctstate]
 
     def _l2(self, p: Pkt, c: Ctx) -> Fate | None:
@@ -221,28 +261,28 @@ class _Run(WalkState):
         return Fate.FORWARDED if bridged else None
 
     def _incoming(self, p: Pkt, c: Ctx) -> Fate:
-        hook = self._hook()
-        v = hook("PREROUTING")(p, c, self)
+        made, hook = self._hooks()
+        v = (made("PREROUTING") or hook("PREROUTING"))(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
         ended = route_input(self, p, c)
         if ended is not None:
             return ended
-        if c.is_local(p, p.v, p.dst):
-            v = hook("INPUT")(p, c, self)
+        if self.in_local:  # route_input's c.is_local of this DST
+            v = (made("INPUT") or hook("INPUT"))(p, c, self)
             return self._fate(v) if v != ACCEPT else socket_check(self, p, c)
         if not self._routed(p, c, "the kernel drops the packet before FORWARD (ICMP unreachable)", self.in_route):
-            return Fate.DROPPED
+            return DROPPED
         # ip_forward() / ip6_forward() decrement TTL / hop limit before the FORWARD hook
         if p.ttl <= 1:
             return kernel_drop(self, "IP_INHDR", "ip_forward", ttl=str(p.ttl))
         p.ttl -= 1
         p.snap = None  # a packet's snapshot is shared by its steps until IN, OUT, TTL or a target changes it
-        v = hook("FORWARD")(p, c, self)
+        v = (made("FORWARD") or hook("FORWARD"))(p, c, self)
         if v != ACCEPT:
             return self._fate(v)
-        v = hook("POSTROUTING")(p, c, self)
-        return self._fate(v) if v != ACCEPT else Fate.FORWARDED
+        v = (made("POSTROUTING") or hook("POSTROUTING"))(p, c, self)
+        return self._fate(v) if v != ACCEPT else FORWARDED
 
     def _output(self, p: Pkt, c: Ctx) -> Fate:
         p.iif = None
@@ -334,13 +374,13 @@ class _Run(WalkState):
 
     def _fate(self, v: str) -> Fate:
         if v == DROP:
-            return Fate.DROPPED
+            return DROPPED
         if v == REJECT:
-            return Fate.REJECTED
+            return REJECTED
         if v == QUEUE:
             self.c.note("the packet was queued to user space: its fate depends on that program")
-            return Fate.UNKNOWN
-        return Fate.UNKNOWN
+            return UNKNOWN
+        return UNKNOWN
 
     def _verdict(self, fate: Fate) -> Verdict | None:
         d = self.decider
@@ -355,7 +395,7 @@ class _Run(WalkState):
             else:
                 reason = f"rule {num} of {where}: {rule.text}"
             chain.reasons[num] = reason
-        if fate in (Fate.DROPPED, Fate.REJECTED) or action != ACCEPT:
+        if fate is DROPPED or fate is REJECTED or action != ACCEPT:
             return Verdict(action, chain.table, chain.name, num, rule, reason)
         text = _ACCEPTED_BY.get(reason)
         if text is None:

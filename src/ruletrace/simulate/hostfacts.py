@@ -111,6 +111,10 @@ class HostFacts:
     _local_routes: list[Route] = field(default_factory=list)
     _local_known: bool = False
     _routes_seen: dict[tuple[int, int], Route | None] = field(default_factory=dict)  # route() answers
+    # (version, addr) -> is_local() / addr_type() answers: remembered until local or routes change
+    # (_refresh makes new dicts); their references are _is_local and _addr_type
+    local_seen: dict[tuple[int, int], bool] = field(default_factory=dict)
+    _types_seen: dict[tuple[int, int], str] = field(default_factory=dict)
     # (point, version, dst, mark) -> the routing step's decision (routestep._default_rules)
     route_decisions: dict[tuple[Any, ...], RouteDecision] = field(default_factory=dict)
 
@@ -133,6 +137,8 @@ class HostFacts:
         self._n_local = len(self.local)
         self._n_routes = len(self.routes)
         self._routes_seen = {}
+        self.local_seen = {}
+        self._types_seen = {}
         self._local_set = {(la.version, la.addr) for la in self.local}
         self._local_routes = [r for r in self.routes if r.type == "local"]
         self._local_known = bool(self._local_set or self._local_routes)
@@ -144,12 +150,24 @@ class HostFacts:
         return self._local_known
 
     def is_local(self, version: int, addr: int) -> bool:
+        """Whether addr is an address of the host: _is_local's answer, remembered per address (a
+        function of local and routes alone; a batch of probes asks about the same few addresses)."""
+        if len(self.local) != self._n_local or len(self.routes) != self._n_routes:
+            self._refresh()
+        key = (version, addr)
+        r = self.local_seen.get(key)
+        if r is None:
+            if len(self.local_seen) >= 1 << 16:
+                self.local_seen.clear()
+            r = self.local_seen[key] = self._is_local(version, addr)
+        return r
+
+    def _is_local(self, version: int, addr: int) -> bool:
+        """is_local, the reference: the loopback prefixes, the local addresses, the local routes."""
         if version == 4 and addr >> 24 == 127:
             return True  # 127.0.0.0/8 is in the local routing table
         if version == 6 and addr == 1:
             return True
-        if len(self.local) != self._n_local or len(self.routes) != self._n_routes:
-            self._refresh()
         if (version, addr) in self._local_set:
             return True
         for r in self._local_routes:
@@ -229,10 +247,23 @@ class HostFacts:
         return best
 
     def addr_type(self, version: int, addr: int) -> str:
-        """The addrtype of an address (RTN_* name as -m addrtype writes it)."""
+        """The addrtype of an address (RTN_* name as -m addrtype writes it): _addr_type's answer,
+        remembered per address as is_local's is."""
+        if len(self.local) != self._n_local or len(self.routes) != self._n_routes:
+            self._refresh()
+        key = (version, addr)
+        t = self._types_seen.get(key)
+        if t is None:
+            if len(self._types_seen) >= 1 << 16:
+                self._types_seen.clear()
+            t = self._types_seen[key] = self._addr_type(version, addr)
+        return t
+
+    def _addr_type(self, version: int, addr: int) -> str:
+        """addr_type, the reference: from the local addresses, the address's kind and its route."""
         if addr == 0:
             return "UNSPEC"
-        if self.is_local(version, addr):
+        if self._is_local(version, addr):
             return "LOCAL"
         if version == 4:
             if addr == 0xFFFFFFFF:
@@ -244,7 +275,7 @@ class HostFacts:
                     return "BROADCAST"
         elif addr >> 120 == 0xFF:
             return "MULTICAST"
-        r = self.route(version, addr)
+        r = self._route(version, addr)
         if r is not None and r.type in ("broadcast", "blackhole", "unreachable", "prohibit", "anycast", "throw", "nat"):
             return r.type.upper()
         return "UNICAST"

@@ -19,6 +19,8 @@ from .state import Ctx, Pkt
 DEFAULT_PAYLOAD = {6: 32, 17: 8, 1: 64, 58: 64}
 _NOTES: dict[Any, str] = {}  # the words of the packet's own assumptions, made once (few distinct ones)
 _FLAGS_NOTE = {f: f"TCP flags not given: assumed {flags_text(f)}" for f in (0x02, 0x10)}
+# (version, protocol, a SYN?) -> the length a probe without --length is given, and the note saying so
+_LENGTHS: dict[tuple[int, int, bool], tuple[int, str]] = {}
 
 
 def _note(key: Any, text: str) -> str:
@@ -77,8 +79,15 @@ def make_packet(pr: Probe, f: HostFacts, v: int, addrs: tuple[int, int], no_chai
             else:
                 p.itype, p.icode = pr.icmp_type, pr.icmp_code or 0
     if pr.length is None:
-        p.length = (20 if v == 4 else 40) + DEFAULT_PAYLOAD.get(proto, 0) + (8 if p.tcpflags == 0x02 else 0)
-        note(_NOTES.get(p.length) or _note(p.length, f"packet length not given: assumed LEN={p.length}"), None)
+        key = (v, proto, p.tcpflags == 0x02)
+        dflt = _LENGTHS.get(key)
+        if dflt is None:
+            n = (20 if v == 4 else 40) + DEFAULT_PAYLOAD.get(proto, 0) + (8 if p.tcpflags == 0x02 else 0)
+            dflt = (n, f"packet length not given: assumed LEN={n}")
+            if len(_LENGTHS) < 1 << 12:
+                _LENGTHS[key] = dflt
+        p.length = dflt[0]
+        note(dflt[1], None)
     else:
         p.length = pr.length
     p.ttl = pr.ttl if pr.ttl is not None else 64
@@ -99,14 +108,22 @@ def make_packet(pr: Probe, f: HostFacts, v: int, addrs: tuple[int, int], no_chai
 
 
 def choose_path(pr: Probe, f: HostFacts, p: Pkt, known: bool) -> tuple[str, str]:
-    """The packet's path (input / forward / output) and why: given, or from the addresses."""
+    """The packet's path (input / forward / output) and why: given, or from the addresses; ``known``:
+    f.knows_local(), asked just before (so f.local_seen holds answers for the facts as they are)."""
     if pr.path is not None:
         return pr.path, "given"
     if pr.iif is None and (p.src >> 24 == 127 if p.v == 4 else p.src == 1):
         return "output", f"SRC {pr.src} is a loopback address: locally generated"
     if known:
-        src_local = f.is_local(p.v, p.src)
-        if f.is_local(p.v, p.dst) and not (pr.iif is None and pr.oif and src_local):
+        # f.is_local's remembered answers first (the caller has just checked the facts: knows_local)
+        seen = f.local_seen
+        src_local = seen.get((p.v, p.src))
+        if src_local is None:
+            src_local = f.is_local(p.v, p.src)
+        dst_local = seen.get((p.v, p.dst))
+        if dst_local is None:
+            dst_local = f.is_local(p.v, p.dst)
+        if dst_local and not (pr.iif is None and pr.oif and src_local):
             if src_local and pr.iif is None:
                 return "output", "SRC and DST are local addresses and no -i: locally generated"
             return "input", f"DST {pr.dst} is a local address"

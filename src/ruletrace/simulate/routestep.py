@@ -33,7 +33,8 @@ def lookup(R: Any, p: Pkt, point: str) -> RouteDecision | None:
     if f.raw_routes is None:
         return None
     if f.rules is None:
-        d = _default_rules(f, p, point)
+        # _default_rules' remembered decision read here first (no frame when it is there)
+        d = f.route_decisions.get((point, p.v, p.dst, p.mark)) or _default_rules(f, p, point)
     else:
         d = rt.resolve(point, f.rules, f.raw_routes, dst=addr_text(p.v, p.dst), src=addr_text(p.v, p.src),
                        mark=p.mark or None, iif=p.iif if point == "input" else None)
@@ -85,7 +86,7 @@ def route_input(R: Any, p: Pkt, c: Ctx) -> Fate | None:
     """The routing step after PREROUTING (ip_route_input_slow): a failed lookup, forwarding off
     on the input interface, and reverse-path filtering drop the packet here."""
     f, sy = R.facts, R.facts.sysctls
-    local = c.is_local(p, p.v, p.dst)
+    local = R.in_local = c.is_local(p, p.v, p.dst)
     d = R.in_route = lookup(R, p, "input")
     fwd = rt.forwarding(sy, p.iif, v6=p.v == 6) if sy else None
     if fwd is None:

@@ -87,7 +87,8 @@ class Pkt:
         """The fields a TRACE step shows, as a tuple (snapshot_fields names them); shared until snap is reset."""
         s = self.snap
         if s is None:
-            # _snapshot, inlined: this runs for each step after the packet changed
+            # _snapshot, inlined: this runs for each step after the packet changed (specialised slot
+            # reads; an operator.attrgetter of the names costs more: a generic look-up per name)
             s = self.snap = (self.v, self.src, self.dst, self.proto, self.sport, self.dport, self.itype, self.icode,
                              self.tcpflags, self.iif, self.oif, self.physin, self.physout, self.mark, self.length,
                              self.ttl, self.tos, self.uid, self.gid)
@@ -151,7 +152,8 @@ class Branch:
 class Ctx:
     """Facts, the probe's path and the record of every assumption made."""
 
-    __slots__ = ("facts", "assumptions", "branches", "path", "orig_dst", "orig_src", "local_known", "guessed")
+    __slots__ = ("facts", "assumptions", "branches", "path", "orig_dst", "orig_src", "local_known", "guessed",
+                 "local_seen")
 
     def __init__(self, facts: HostFacts, path: str, local_known: bool | None = None) -> None:
         self.facts = facts
@@ -162,6 +164,9 @@ class Ctx:
         self.orig_dst: tuple[int, int] = (0, 0)
         self.orig_src: tuple[int, int] = (0, 0)
         self.local_known = facts.knows_local() if local_known is None else local_known
+        # facts.is_local's remembered answers: the facts were checked (knows_local) just before
+        # this packet and do not change during its walk, so is_local reads them without the check
+        self.local_seen = facts.local_seen
 
     def note(self, text: str) -> None:
         self.assumptions[text] = None
@@ -178,8 +183,11 @@ class Ctx:
         """Whether an address is the host's own, from facts or from the probe's path."""
         if addr in p.redirected:
             return True
-        if self.local_known or self.facts.is_local(v, addr):
-            return self.facts.is_local(v, addr)
+        if self.local_known:
+            r = self.local_seen.get((v, addr))
+            return self.facts.is_local(v, addr) if r is None else r
+        if self.facts.is_local(v, addr):
+            return True
         if (v, addr) == self.orig_dst and self.path == "input":
             self.note(f"no local addresses given: {addr_text(v, addr)} assumed local (path input)")
             return True

@@ -270,8 +270,17 @@ def masquerade(p: Pkt, c: Ctx, what: str, port: int | None) -> None:
     """Source NAT to the address the out interface has (iptables MASQUERADE, nft masquerade)."""
     a = c.facts.masquerade_addr(p.oif, p.v, p.dst)
     if a is None:
-        c.note(f"{what} uses {masq_whose(p.oif)}, which is not known (give --addrs): SRC left as is")
+        key = (what, p.oif)
+        text = _MASQ_NOTES.get(key)
+        if text is None:
+            text = f"{what} uses {masq_whose(p.oif)}, which is not known (give --addrs): SRC left as is"
+            if len(_MASQ_NOTES) < 1 << 12:
+                _MASQ_NOTES[key] = text
+        c.note(text)
     set_src(p, a, port)
+
+
+_MASQ_NOTES: dict[tuple[str, str | None], str] = {}  # masquerade's note, made once per (rule, interface)
 
 
 def masq_whose(oif: str | None) -> str:

@@ -1,0 +1,267 @@
+"""Fast paths of the live tracer's receiving (no kernel): each equal to the reference it names."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ruletrace.live import netlink as nl
+from ruletrace.live import reader as rd
+
+
+def _msg(mtype: int, body: bytes, *, length: int | None = None) -> bytes:
+    n = 16 + len(body) if length is None else length
+    return nl.NLMSG_HDR.pack(n, mtype, 0, 1, 0) + body + b"\0" * (nl.align4(len(body)) - len(body))
+
+
+def _reference(data: bytes, mtype: int) -> list[bytes]:
+    return [body for t, _f, _s, body in nl.split_messages(data) if t == mtype]
+
+
+def test_bodies_of_equals_split_messages_on_whole_cut_and_damaged_datagrams():
+    rnd = random.Random(7)
+    cases = [b"", b"\0" * 15, _msg(0x400, b""), _msg(0x400, b"abc") + _msg(3, b"") + _msg(0x400, b"x" * 9)]
+    for _ in range(400):
+        parts = [_msg(rnd.choice((0x400, 0x401, 3)), rnd.randbytes(rnd.randrange(0, 40))) for _ in range(rnd.randrange(1, 9))]
+        data = b"".join(parts)
+        cases.append(data)
+        cases.append(data[: rnd.randrange(len(data) + 1)])  # cut short anywhere
+        bad = bytearray(data)
+        at = rnd.randrange(len(parts))
+        off = sum(len(p) for p in parts[:at])
+        bad[off:off + 4] = rnd.choice((0, 5, 15, 10**6)).to_bytes(4, "little" if nl.HOST_ORDER == "<" else "big")
+        cases.append(bytes(bad))  # a length below the header or past the end stops both walks
+    for data in cases:
+        assert nl.bodies_of(data, 0x400) == _reference(data, 0x400)
+    assert nl.bodies_of(_msg(0x400, b"ab") + _msg(0x400, b"cdefg"), 0x400) == [b"ab", b"cdefg"]  # by hand
+
+
+# --- the reader process (live/reader.py) --------------------------------------------------------
+
+TRACE, OTHER = 0x400, 0x401
+
+
+def _plain(sock: socket.socket) -> nl.NetlinkSocket:
+    """A NetlinkSocket over one end of a datagram socketpair (no kernel netlink needed)."""
+    s = nl.NetlinkSocket.__new__(nl.NetlinkSocket)
+    s.sock, s._pending, s.overruns = sock, [], 0
+    s._buf = bytearray(1 << 18)
+    s._view = memoryview(s._buf)
+    return s
+
+
+def _datagrams(n: int, rnd: random.Random) -> list[bytes]:
+    out = []
+    for i in range(n):
+        k = rnd.randrange(1, 5)
+        out.append(b"".join(_msg(TRACE if (i + j) % 7 else OTHER, rnd.randbytes(rnd.randrange(0, 60)) + bytes([i % 251]))
+                            for j in range(k)))
+    return out
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _send_all(b: socket.socket, grams: list[bytes]) -> None:
+    for g in grams:
+        b.send(g)
+
+
+def _take(r: rd.ReaderSocket, want: int, how) -> list:
+    got: list = []
+    deadline = time.monotonic() + 10
+    while len(got) < want and time.monotonic() < deadline:
+        got += how(r)
+    return got
+
+
+def test_reader_packet_bodies_and_messages_equal_the_plain_socket(pair):
+    a, b = pair
+    grams = _datagrams(300, random.Random(3))
+    want_bodies = [x for g in grams for x in _reference(g, TRACE)]
+    want_msgs = [m for g in grams for m in nl.split_messages(g)]
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        _send_all(b, grams)
+        got = _take(r, len(want_bodies), lambda r: r.packet_bodies(0.5, TRACE))
+        assert got == want_bodies
+        assert r.overruns == 0 and r.dropped == 0
+        _send_all(b, grams)
+        assert _take(r, len(want_msgs), lambda r: r.messages(0.5)) == want_msgs
+        # the reference itself, on the same datagrams: the reader hands out what it would
+        c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with c, d:
+            plain = _plain(c)
+            for g in grams[:5]:
+                d.send(g)
+            assert plain.packet_bodies(1.0, TRACE) == [x for g in grams[:5] for x in _reference(g, TRACE)]
+        assert r.discard(time.monotonic() + 5, TRACE) == (0, False)
+    finally:
+        r.close()
+    assert r.pid == 0
+
+
+def test_reader_counts_what_it_never_handed_out(pair):
+    """Nothing read by the parent: the end counts every trace message (pipe + buffer + socket)."""
+    a, b = pair
+    grams = _datagrams(400, random.Random(5))
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        _send_all(b, grams)
+        time.sleep(0.3)
+        n, more = r.discard(time.monotonic() + 5, TRACE)
+    finally:
+        r.close()
+    assert (n, more) == (sum(len(_reference(g, TRACE)) for g in grams), False)
+
+
+def test_a_full_reader_buffer_drops_only_trace_datagrams_and_counts_them(pair):
+    a, b = pair
+    big = [_msg(TRACE, i.to_bytes(2, "big") * 1000) for i in range(2500)]  # ~5 MB: more than pipe + limit
+    newgen = _msg(OTHER, b"generation")
+    r = rd.ReaderSocket(_plain(a), TRACE, limit=64 << 10)
+    r.start()
+    try:
+        _send_all(b, big[:1500] + [newgen] + big[1500:])
+        time.sleep(0.5)
+        got = _take(r, 1, lambda r: r.messages(0.5))
+        while True:
+            more = r.messages(0.3)
+            if not more:
+                break
+            got += more
+        unread, _more = r.discard(time.monotonic() + 5, TRACE)
+    finally:
+        r.close()
+    traces = [m for m in got if m[0] == TRACE]
+    assert r.dropped > 0  # the buffer was full
+    assert len(traces) + r.dropped + unread == len(big)  # every step: handed out, dropped or unread
+    assert (OTHER, 0, 1, b"generation") in got  # a ruleset generation is never dropped
+    idx = [int.from_bytes(m[3][:2], "big") for m in traces]
+    assert idx == sorted(set(idx))  # in the order sent, each once, gaps where dropped
+    assert all(m[3] == m[3][:2] * 1000 for m in traces)  # whole
+
+
+def test_the_reader_dies_with_a_killed_trace_and_holds_none_of_its_files(tmp_path):
+    script = f"""
+import os, socket, sys, time
+sys.path.insert(0, {str(os.path.join(os.path.dirname(__file__), "..", "..", "src"))!r})
+from ruletrace.live import netlink as nl, reader as rd
+keep = open({str(tmp_path / "lock")!r}, "w")  # stands for the session's lock file
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+s = nl.NetlinkSocket.__new__(nl.NetlinkSocket)
+s.sock, s._pending, s.overruns = a, [], 0
+r = rd.ReaderSocket(s, 0x400)
+r.start()
+print(r.pid, flush=True)
+time.sleep(60)
+"""
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(p.stdout.readline())
+        time.sleep(0.3)
+        fds = [os.readlink(f"/proc/{child}/fd/{x}") for x in os.listdir(f"/proc/{child}/fd")]
+        assert not any(x.endswith("/lock") for x in fds), fds
+        assert sum(x.startswith("pipe:") for x in fds) == 2, fds  # its own two, not the trace's stdout
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(child):
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_steps_dropped_by_the_reader_are_said_with_their_cause():
+    from ruletrace.live import accounting as acc
+
+    st = acc.new_stats()
+    st.update(traced=10, arrived=7, dropped=250)
+    line = acc.summary(st, 7, 10000)
+    assert "3 lost entirely (steps were dropped: the reader's buffer was full)" in line
+    assert "250 step(s) dropped (the reader process's buffer was full)" in line
+    st.update(overruns=1, unread=5)
+    assert "buffer was full; the kernel dropped steps too; steps were still queued" in acc.summary(st, 7, 10000)
+
+
+def test_the_reader_clock_is_the_sockets_time_not_the_parents(pair):
+    """Packets go idle by the time up to which everything queued was handed out: a backlog does
+    not age while it waits in the pipe, and an idle socket's time still advances (heartbeats)."""
+    a, b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        b.send(_msg(TRACE, b"one"))
+        time.sleep(0.3)  # read by the child long ago; waiting here does not make it older
+        t_before = time.monotonic()
+        assert r.packet_bodies(0, TRACE, batch=1) == [b"one"]
+        assert r.clock < t_before - 0.2  # the time the child read it, ~0.3 s ago
+        time.sleep(0.2)
+        for _ in range(3):  # the heartbeats since: the socket was empty until about now
+            assert r.packet_bodies(0.1, TRACE) == []
+        assert r.clock > t_before + 0.1
+    finally:
+        r.close()
+
+
+def test_a_reader_killed_unasked_counts_as_an_overrun_and_the_socket_is_read_directly(pair):
+    a, b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        b.send(_msg(TRACE, b"before"))
+        assert _take(r, 1, lambda r: r.packet_bodies(0.5, TRACE)) == [b"before"]
+        os.kill(r.pid, signal.SIGKILL)
+        time.sleep(0.2)
+        b.send(_msg(TRACE, b"after"))
+        assert _take(r, 1, lambda r: r.packet_bodies(0.5, TRACE)) == [b"after"]
+        assert r.direct and r.overruns == 1 and r.pid == 0
+        b.send(_msg(TRACE, b"left"))
+        assert r.discard(time.monotonic() + 2, TRACE) == (1, False)
+    finally:
+        r.close()
+
+
+def test_packets_still_open_when_the_trace_ends_behind_its_queue_are_marked_incomplete(tmp_path, monkeypatch):
+    """The last packets shown at the end, while steps are still queued (a reader's backlog), may
+    lack steps: each says so and is counted as possibly incomplete; caught up, none is."""
+    from ruletrace.live import session as ss
+    from tests.live.test_tracer_units import own_path, tracer
+
+    monkeypatch.setattr(ss, "STATE_DIR", tmp_path / "state")
+    for behind in (True, False):
+        t = tracer([[e for s in range(3) for e in own_path(s)]])
+        t.idle = 10.0  # nothing completes before the end: every packet is flushed by it
+        t.source.behind = lambda behind=behind: behind
+        calls = iter([False, True])
+        got = list(t.explanations(stop=lambda calls=calls: next(calls, True)))
+        assert len(got) == 3
+        words = [any("steps were still queued" in w for w in e.warnings) for e in got]
+        assert words == [behind] * 3 and t.stats["incomplete"] == (3 if behind else 0)
