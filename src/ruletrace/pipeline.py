@@ -274,8 +274,6 @@ class Run:
         the packets written, or None where it does not apply: the caller then streams
         ``explanations()``. It applies to one plain kernel-log file of 32 MiB or more, with detail.
         ``annotate(e)`` runs on each explanation before it is written (routing facts)."""
-        import multiprocessing
-
         from .analyze.summary import Summary
         from .fastpath import parallel_json
 
@@ -285,17 +283,6 @@ class Run:
         self.rulesets  # noqa: B018  # loaded once, before the workers fork
         self._add_source(SourceInfo(path, "kernel-log"))  # "read X as FORMAT" before the results
         summ = Summary()
-        done_bytes = multiprocessing.get_context("fork").Value("q", 0)
-        report = self.progress
-
-        def share(mine: Callable[[int], bool]) -> Iterator[tuple[int, Explanation]]:
-            def count_bytes(n: int) -> None:
-                with done_bytes.get_lock():
-                    done_bytes.value += n
-
-            self.progress = count_bytes if report is not None and mine(0) else None  # one process shows it
-            self.on_source = None  # said once, by the parent
-            return self.shard(mine)
 
         def each(e: Explanation) -> None:
             if annotate is not None:
@@ -303,32 +290,54 @@ class Run:
             summ.add(e)
 
         def finish() -> dict[str, Any]:
-            return {"summary": summ, "warnings": self.warnings, "skipped": self.skipped, "events": self.events,
-                    "packets_total": self.packets_total}
+            return {"summary": summ, "misfits": sum(ex.misfit_packets for ex in self._explainers.values())}
 
-        def tail(infos: list[Any]) -> dict[str, Any]:
+        def close(infos: list[Any], stats: ReadStats, packets: int) -> None:
+            self.skipped, self.events, self.packets_total = stats.skipped, stats.events, packets
+            self.warnings = list(stats.warnings)
+            self._finish_warnings(sum(info["misfits"] for info in infos))
+
+        def tail(infos: list[Any], stats: ReadStats, packets: int) -> dict[str, Any]:
+            close(infos, stats, packets)
             total = Summary()
             for info in infos:
                 total.merge(info["summary"])
-            total.add_skipped(infos[0]["skipped"])
-            return {"summary": total, "warnings": infos[0]["warnings"], "sources": self.sources}
+            total.add_skipped(self.skipped)
+            return {"summary": total, "warnings": self.warnings, "sources": self.sources}
 
-        shown = 0
-
-        def progress() -> None:
-            nonlocal shown
-            if report is not None:
-                now = done_bytes.value
-                report(now - shown)
-                shown = now
-
-        n, infos = parallel_json.write(share, stream, jsonl=jsonl, count=each, finish=finish, progress=progress,
-                                       workers=workers, tail=tail)
-        progress()
-        first = infos[0]
-        self.warnings, self.skipped, self.events, self.packets_total = (
-            list(first["warnings"]), first["skipped"], first["events"], first["packets_total"])
+        report = self.progress
+        self.progress = None  # the workers do not draw it: the parent reports their bytes
+        try:
+            n, infos, stats, packets = parallel_json.write(
+                path, path, self.explain_slice, stream, jsonl=jsonl, count=each, finish=finish,
+                progress=report, workers=workers, tail=tail)
+        finally:
+            self.progress = report
+        close(infos, stats, packets)
         return n
+
+    def explain_slice(self, packets: Iterable[Packet], after: Iterable[Packet]) -> Iterator[Explanation]:
+        """``explanations()`` of ``packets`` (one slice of the log, fastpath/slice_packets.py) without
+        the run's counts; ``after``, the packets that follow, are read (as far as needed) only to
+        answer the slice's UNKNOWN packets still waiting at its end (explain/replies.py)."""
+        fed = passed = 0
+
+        def items() -> Iterator[tuple[Packet, Explanation | None]]:
+            nonlocal fed
+            for pair in self._explained(packets=packets):
+                fed += pair[1] is not None
+                yield pair
+            rest = iter(after)
+            while passed != fed:  # something waits for a reply (asked before a packet is read)
+                p = next(rest, None)
+                if p is None:
+                    return
+                yield p, None
+
+        for e in with_replies(items()):
+            passed += 1
+            if self.filter.wants(e):
+                yield self._annotated(e)
 
     def write_tree_parallel(self, stream: Any, render: Callable[[Explanation], str], *,
                             annotate: Callable[[Explanation], Any] | None = None,
@@ -413,17 +422,10 @@ class Run:
                 yield e
         self._finish()
 
-    def shard(self, mine: Callable[[int], bool]) -> Iterator[tuple[int, Explanation]]:
-        """``explanations()`` of the packets whose position ``n`` (0-based, in reading order, filtered
-        ones counted) ``mine(n)`` keeps, as ``(n, explanation)``: one process's share of a run that
-        several processes make alike (fastpath/parallel_json.py). Every packet is read, grouped and
-        planned as in ``explanations()``, so positions, ids and the reply lookup are the same; only
-        this share is explained in detail (and annotated). With ``detail`` only."""
-        yield from self._detailed(mine)
-        self._finish()
-
     def shard_by_path(self, deal: Callable[[Any], bool]) -> Iterator[tuple[int, Explanation]]:
-        """As ``shard``, the share dealt by path: ``deal(path)`` is asked for each packet the
+        """One process's share of a run that several processes make alike, as ``(position,
+        explanation)``: every packet is read, grouped and planned as in ``explanations()``, so
+        positions, ids and the reply lookup are the same; the share is dealt by path: ``deal(path)`` is asked for each packet the
         packet filter keeps, in reading order, with its path's signature (equal for the packets of
         one path: ``Explainer.path_of``); the packets it keeps are explained in detail. Every
         process asks it of the same packets in the same order (fastpath/parallel_tree.py)."""
@@ -432,10 +434,6 @@ class Run:
 
     def _detailed(self, mine: Callable[[int], bool] | None,
                   deal: Callable[[Any], bool] | None = None) -> Iterator[tuple[int, Explanation]]:
-        from .analyze import explain_miss, near_miss
-
-        view = self._explainer(None).view
-        miss = self.explain_miss
         where: dict[int, int] = {}  # id(explanation) -> its position, for this share's explanations
         shared = mine is not None or deal is not None
         for e in with_replies(self._explained(mine, where, deal)):
@@ -443,18 +441,26 @@ class Run:
             if shared and n < 0:
                 continue  # another process's packet, planned here only for the reply lookup
             if self.filter.wants(e):
-                near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
-                if miss is not None:
-                    explain_miss.annotate(e, view, miss)
-                yield n, e
+                yield n, self._annotated(e)
+
+    def _annotated(self, e: Explanation) -> Explanation:
+        """A kept packet's analyses: near misses of a drop, ``--explain-miss``."""
+        from .analyze import explain_miss, near_miss
+
+        view = self._explainer(None).view
+        near_miss.annotate(e, view)  # a drop: the ACCEPT rule one condition away
+        if self.explain_miss is not None:
+            explain_miss.annotate(e, view, self.explain_miss)
+        return e
 
     def _explained(self, mine: Callable[[int], bool] | None = None,
                    where: dict[int, int] | None = None,
-                   deal: Callable[[Any], bool] | None = None) -> Iterator[tuple[Packet, Explanation | None]]:
-        """Every packet, with its explanation when the packet filter keeps it (in detail when
-        ``mine`` keeps its position or ``deal`` its path, or always without them; ``where`` gets
-        their positions)."""
-        for n, packet in enumerate(group_packets(self.read_events())):
+                   deal: Callable[[Any], bool] | None = None,
+                   packets: Iterable[Packet] | None = None) -> Iterator[tuple[Packet, Explanation | None]]:
+        """Every packet (of the inputs, or ``packets``), with its explanation when the packet filter
+        keeps it (in detail when ``mine`` keeps its position or ``deal`` its path, or always without
+        them; ``where`` gets their positions)."""
+        for n, packet in enumerate(group_packets(self.read_events()) if packets is None else packets):
             self.packets_total += 1
             if not self.filter.wants_packet(packet):
                 yield packet, None

@@ -5,6 +5,8 @@ Each memo of the shared engine names its reference; here each is checked against
 - ``HostFacts.is_local`` / ``addr_type`` (and ``Ctx.is_local``, which reads the same memo) against
   ``HostFacts._is_local`` / ``_addr_type``, the scans over the addresses and routes, on the lab
   scenarios' facts and hand-made ones with every address kind, and forgotten when facts change;
+- the words made once: masquerade's note for an interface without an address (``targets.masquerade``)
+  and the default length of a probe without one (``packet.make_packet``), against hand-written text;
 - ``engine.SETUPS`` (a run's ruleset part: compiled form, native or not, netdev tables) against
   ``engine.setup``: a batch of probes simulated with one facts object and every memo warm gives
   what each probe gives alone, with fresh facts and no remembered setup — on the native lab
@@ -211,3 +213,23 @@ def test_iptables_fixtures_warm_equal_cold(name: str) -> None:
               for iif in ("eth0", "docker0", None)]
     _warm_equals_cold(rs, probes, facts)
     _warm_equals_cold(rs, probes, facts, index=False)
+
+
+def test_words_made_once_are_the_words() -> None:
+    rs = parse_save("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                    ":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth1 -j MASQUERADE\nCOMMIT\n",
+                    origin=Origin("t.rules"))
+    f = HostFacts()
+    f.add_local("eth0=10.0.0.1/24")
+    load_routes('[{"dst": "10.1.0.0/16", "dev": "eth1"}]', f, origin=Origin("routes"))
+    masq = "nat:POSTROUTING:1: MASQUERADE uses the address of eth1, which is not known (give --addrs): SRC left as is"
+    lengths = {(6, None): 60, (6, 0x10): 52, (17, None): 28, (1, None): 84}
+    for _ in range(2):  # made, then read back
+        for (proto, flags), n in lengths.items():
+            r = simulate(rs, Probe(proto=proto, src="10.0.0.9", dst="10.1.2.3", iif="eth0", tcp_flags=flags,
+                                   dport=80 if proto != 1 else None), f)
+            assert masq in r.assumptions
+            assert f"packet length not given: assumed LEN={n}" in r.assumptions
+            assert r.final["LEN"] == str(n)
+    r = simulate(rs, Probe(proto=6, src="fd00::9", dst="fd01::3", iif="eth0", dport=80), HostFacts())
+    assert "packet length not given: assumed LEN=80" in r.assumptions

@@ -96,7 +96,10 @@ def simulate(ruleset: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostF
 
 Setup = tuple[Any, Ruleset, bool, "Compiled | NftCompiled | BothCompiled", "NftCompiled | None", bool,
               "tuple[str, str] | None", bool, str]
-SETUPS: dict[Any, Setup] = {}  # _Run's remembered setups (a few rulesets at a time)
+# _Run's remembered setups, a few rulesets at a time. An entry holds its compiled form, which may
+# outlive that form's entry in compiled()'s / nft_compiled()'s own caches: a second compile of the
+# same rulesets then walks alike (compiling is deterministic), only the memory is held longer.
+SETUPS: dict[Any, Setup] = {}
 
 
 def setup(given: Ruleset | list[Ruleset] | Both, v: int, index: bool, fast: bool, facts: HostFacts,

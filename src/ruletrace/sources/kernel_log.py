@@ -65,9 +65,11 @@ _PROGRESS_EVERY = 0x3FFF  # lines between updates of stats.lines / stats.bytes_r
 
 
 def read_events(
-    stream: BinaryIO, *, name: str, stats: ReadStats | None = None
+    stream: BinaryIO, *, name: str, stats: ReadStats | None = None, line0: int = 0
 ) -> Iterator[TraceEvent]:
     """Yield one TraceEvent per kernel-log TRACE record in ``stream`` (binary, line by line).
+
+    ``line0``: the lines of the file before the stream's first (a slice of it: fastpath/slice_packets.py).
 
     (``kernel_log_paths`` reads the same lines straight into packet paths, for summaries.)
     """
@@ -77,7 +79,7 @@ def read_events(
     stamps = rd.stamps
     tag_of = rd.tag
     mark = TRACE_MARK
-    lineno = 0
+    lineno = line0
     nbytes = 0
     events = 0
     # the field text of the previous clean record and what it gave; then the texts and the
@@ -89,7 +91,7 @@ def read_events(
     prev_family: str | None = None
     prev_ident: object = None
     try:
-        for lineno, line in enumerate(stream, 1):
+        for lineno, line in enumerate(stream, line0 + 1):
             nbytes += len(line)
             if not lineno & _PROGRESS_EVERY:
                 st.lines = lineno
