@@ -183,6 +183,15 @@ def test_dealing_by_path(workers):
         taken[mine.index(True)].append(n)
     sizes = [len(t) for t in taken]
     assert max(sizes) - min(sizes) <= 31
+    from ruletrace.fastpath import parallel_tree as pt
+
+    few = [Dealer(k, workers, slack=30) for k in range(workers)]
+    old = pt.OWNERS_MAX
+    pt.OWNERS_MAX = 7  # forgetting the paths' workers: still each packet to exactly one worker
+    try:
+        assert all([d(p) for d in few].count(True) == 1 for p in paths)
+    finally:
+        pt.OWNERS_MAX = old
     loose = [Dealer(k, workers, slack=10**9) for k in range(workers)]
     owner = {}
     for path in paths:

@@ -36,14 +36,16 @@ from ..model import Explanation
 BATCH = 200  # packets a worker sends at once (~1 MB of text)
 QUEUED = 8  # batches a worker may have laid out ahead of the parent
 SLACK = 400  # packets a worker may be dealt ahead of the least loaded one before its paths move
+OWNERS_MAX = 100_000  # paths whose worker is remembered; then dealt afresh (as the plan cache, bounded)
 Share = Callable[[int, Callable[[Any], bool]], Iterator[tuple[int, Explanation]]]
 
 
 class Dealer:
     """Whether worker ``k`` of ``workers`` takes a packet, by its path: the path's worker, unless
     that one has been dealt more than ``slack`` packets beyond the least loaded worker; then the
-    path moves to the least loaded one (the lowest number of those). Deterministic: every process
-    deals the same packets alike."""
+    path moves to the least loaded one (the lowest number of those). A new path goes to the least
+    loaded worker; up to ``OWNERS_MAX`` paths are remembered. Deterministic: every process deals
+    the same packets alike."""
 
     __slots__ = ("k", "load", "owner", "slack")
 
@@ -57,6 +59,8 @@ class Dealer:
         load = self.load
         w = self.owner.get(path)
         if w is None or load[w] > min(load) + self.slack:
+            if w is None and len(self.owner) >= OWNERS_MAX:
+                self.owner.clear()  # in every process at the same packet: they still deal alike
             w = self.owner[path] = load.index(min(load))
         load[w] += 1
         return w == self.k
