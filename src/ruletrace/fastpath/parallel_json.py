@@ -291,11 +291,5 @@ def write(path: str, name: str, explain: Explain, stream: IO[str], *, jsonl: boo
             p.join()
         show()
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(2)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+        parallel.stop(procs)
     return n, infos, total_stats(), offsets[-1]

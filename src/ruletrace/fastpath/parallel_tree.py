@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from ..errors import RuletraceError
 from ..model import Explanation
+from . import parallel
 
 BATCH = 200  # packets a worker sends at once (~1 MB of text)
 QUEUED = 8  # batches a worker may have laid out ahead of the parent
@@ -143,11 +144,5 @@ def write(share: Share, stream: IO[str], *, render: Callable[[Explanation], str]
         for p in procs:
             p.join()
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(2)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+        parallel.stop(procs)
     return n, infos

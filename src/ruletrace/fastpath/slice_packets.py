@@ -24,12 +24,13 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from ..correlate.group import group_packets
 from ..model import Packet, TraceEvent
 from ..sources import kernel_log
 from ..sources.stats import MAX_SKIPPED_LINES, ReadStats
+from .parallel import Span
 
 __all__ = ["OVERFLOW_BYTES", "WARM_BYTES", "SliceStats", "cut", "packets"]
 
@@ -74,28 +75,6 @@ def merge(parts: list[ReadStats]) -> ReadStats:
     del st.skipped_lines[MAX_SKIPPED_LINES:], st.cut_lines[MAX_SKIPPED_LINES:]
     st.cut_warning()
     return st
-
-
-class _Bytes(io.RawIOBase):
-    """Raw bytes [pos, end) of an open file (read through an io.BufferedReader: lines at C speed)."""
-
-    def __init__(self, f: BinaryIO, pos: int, end: int) -> None:
-        super().__init__()
-        self.f, self.pos, self.end = f, pos, end
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        want = min(len(b), self.end - self.pos)
-        if want <= 0:
-            return 0
-        self.f.seek(self.pos)
-        data = self.f.read(want)
-        n = len(data)
-        b[:n] = data
-        self.pos += n
-        return n
 
 
 def _line_start(f: BinaryIO, offset: int) -> int:
@@ -175,7 +154,7 @@ def packets(path: str, cuts: list[int], lines: list[int], i: int, stats: SliceSt
         f.seek(warm)
         line0 = lines[i] - f.read(lo - warm).count(b"\n")
         end = _line_start(f, hi + OVERFLOW_BYTES) if hi < cuts[-1] else hi
-        stream = io.BufferedReader(_Bytes(f, warm, end), 1 << 20)
+        stream = io.BufferedReader(Span(f, warm, end), 1 << 20)
         events = _counted(kernel_log.read_events(stream, name=name or path, stats=st, line0=line0), st,
                           lo_line, hi_line)
 
