@@ -61,3 +61,22 @@ class BackgroundTrace:
             _out, err = self.p.communicate()
             raise AssertionError("the trace did not end:\n" + "".join(self.err) + err) from None
         return self.p.returncode, out, "".join(self.err) + err
+
+
+def example(name: str):
+    """The first ruleset and trace of a bundled example."""
+    from ruletrace.cli.options import example_paths
+
+    rules, logs = example_paths(name)
+    return rules[0], logs[0]
+
+
+def cli(capsys, monkeypatch, parallel_on: bool, *args: str) -> tuple[int, str, str]:
+    """``ruletrace ARGS`` in this process, the parallel fast paths allowed at any size or never."""
+    from ruletrace.cli import main
+    from ruletrace.fastpath import parallel
+
+    monkeypatch.setattr(parallel, "MIN_BYTES", 1 if parallel_on else 1 << 62)
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err

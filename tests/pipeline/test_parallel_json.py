@@ -6,62 +6,15 @@ fastpath/slice_packets.py gives each slice the packets one pass over the whole f
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ruletrace.cli import main
-from ruletrace.cli.options import example_paths
 from ruletrace.fastpath import parallel, parallel_json, slice_packets
 from ruletrace.pipeline import Run, load_rulesets
+from tests.helpers import cli, example
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kube")
-    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_kube.py"), "--small", "--packets", "300",
-                    "--out", str(out)], check=True, capture_output=True)
-    return out / "kube.rules", out / "kube.log"
-
-
-@pytest.fixture(scope="module")
-def damaged(kube, tmp_path_factory):
-    """The same log with lines cut short and lines of other programs in between: skipped lines."""
-    rules, log = kube
-    out = []
-    for i, line in enumerate(log.read_bytes().splitlines(keepends=True)):
-        out.append(line[: line.find(b"TRACE: ") + 20] + b"\n" if i % 301 == 5 else line)
-        if i % 397 == 3:
-            out.append(b"Nov 23 03:49:00 node1 systemd[1]: Started something.\n")
-    p = tmp_path_factory.mktemp("damaged") / "kube.log"
-    p.write_bytes(b"".join(out))
-    return rules, p
-
-
-@pytest.fixture(scope="module")
-def stale(kube, tmp_path_factory):
-    """The log against a ruleset that lacks some of its rules: misfit warnings."""
-    rules, log = kube
-    lines = rules.read_text().splitlines(keepends=True)
-    p = tmp_path_factory.mktemp("stale") / "kube.rules"
-    p.write_text("".join(x for i, x in enumerate(lines) if not (x.startswith("-A KUBE-SEP-") and i % 3 == 0)))
-    return p, log
-
-
-def _example(name: str):
-    rules, logs = example_paths(name)
-    return rules[0], logs[0]
-
-
-def _cli(capsys, monkeypatch, parallel_on: bool, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(parallel, "MIN_BYTES", 1 if parallel_on else 1 << 62)
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _small_slices(monkeypatch, slice_bytes: int, around: int = 100_000, block: int = 7) -> None:
@@ -82,9 +35,9 @@ def _small_slices(monkeypatch, slice_bytes: int, around: int = 100_000, block: i
     ("k8s-nodeport", 1500, ("--fate", "delivered")),
 ])
 def test_parallel_output_equals_sequential(request, capsys, monkeypatch, form, which, slice_bytes, extra):
-    rules, log = request.getfixturevalue(which) if which in ("kube", "damaged", "stale") else _example(which)
+    rules, log = request.getfixturevalue(which) if which in ("kube", "damaged", "stale") else example(which)
     args = ("explain", "-r", str(rules), str(log), form, *extra)
-    code, seq, seq_err = _cli(capsys, monkeypatch, False, *args)
+    code, seq, seq_err = cli(capsys, monkeypatch, False, *args)
     _small_slices(monkeypatch, slice_bytes, block=5 if slice_bytes < 1 << 30 else 200)
     used: list[int] = []
     real = parallel_json.write
@@ -94,7 +47,7 @@ def test_parallel_output_equals_sequential(request, capsys, monkeypatch, form, w
         return real(*a, **kw)
 
     monkeypatch.setattr(parallel_json, "write", spy)
-    code2, par, par_err = _cli(capsys, monkeypatch, True, *args)
+    code2, par, par_err = cli(capsys, monkeypatch, True, *args)
     assert used, "the parallel path did not run"
     assert (code2, par, par_err) == (code, seq, seq_err)
     assert seq.count("\n") > 3
@@ -190,10 +143,10 @@ def test_replies_from_later_slices_are_found(replies, capsys, monkeypatch, slice
     by its file-wide id, and the fate is what the reply proves, as one process says."""
     rules, log = replies
     args = ("explain", "-r", str(rules), str(log), "--jsonl", *extra)
-    code, seq, seq_err = _cli(capsys, monkeypatch, False, *args)
+    code, seq, seq_err = cli(capsys, monkeypatch, False, *args)
     assert seq.count("proves that it got through") > 20
     _small_slices(monkeypatch, slice_bytes)
-    code2, par, par_err = _cli(capsys, monkeypatch, True, *args)
+    code2, par, par_err = cli(capsys, monkeypatch, True, *args)
     assert (code2, par, par_err) == (code, seq, seq_err)
 
 

@@ -6,50 +6,16 @@ exit status; on clean, damaged and stale-ruleset logs, with filters, ``-v`` and 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ruletrace.cli import main
-from ruletrace.cli.options import example_paths
 from ruletrace.fastpath import parallel, parallel_tree
 from ruletrace.pipeline import Run, load_rulesets
+from tests.helpers import cli, example
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kube")
-    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_kube.py"), "--small", "--packets", "300",
-                    "--out", str(out)], check=True, capture_output=True)
-    return out / "kube.rules", out / "kube.log"
-
-
-@pytest.fixture(scope="module")
-def damaged(kube, tmp_path_factory):
-    """The same log with lines cut short and lines of other programs in between: skipped lines."""
-    rules, log = kube
-    out = []
-    for i, line in enumerate(log.read_bytes().splitlines(keepends=True)):
-        out.append(line[: line.find(b"TRACE: ") + 20] + b"\n" if i % 301 == 5 else line)
-        if i % 397 == 3:
-            out.append(b"Nov 23 03:49:00 node1 systemd[1]: Started something.\n")
-    p = tmp_path_factory.mktemp("damaged") / "kube.log"
-    p.write_bytes(b"".join(out))
-    return rules, p
-
-
-@pytest.fixture(scope="module")
-def stale(kube, tmp_path_factory):
-    """The log against a ruleset that lacks some of its rules: misfit warnings."""
-    rules, log = kube
-    lines = rules.read_text().splitlines(keepends=True)
-    p = tmp_path_factory.mktemp("stale") / "kube.rules"
-    p.write_text("".join(x for i, x in enumerate(lines) if not (x.startswith("-A KUBE-SEP-") and i % 3 == 0)))
-    return p, log
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +54,6 @@ def answered(kube, tmp_path_factory):
     return rules, p
 
 
-def _example(name: str):
-    rules, logs = example_paths(name)
-    return rules[0], logs[0]
-
-
-def _cli(capsys, monkeypatch, parallel_on: bool, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(parallel, "MIN_BYTES", 1 if parallel_on else 1 << 62)
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 # (batch: packets a worker sends at once; slack: how far a worker's load may run ahead before a
 # path moves: 0 and 1 move paths between the workers all the time)
 @pytest.mark.parametrize("which,batch,slack,extra", [
@@ -114,9 +68,9 @@ def _cli(capsys, monkeypatch, parallel_on: bool, *args: str) -> tuple[int, str, 
     ("docker-portmap", 1, 0, ()), ("k8s-nodeport", 2, 1, ("-v",)),
 ])
 def test_parallel_output_equals_sequential(request, capsys, monkeypatch, which, batch, slack, extra):
-    rules, log = request.getfixturevalue(which) if which in ("kube", "damaged", "stale", "answered") else _example(which)
+    rules, log = request.getfixturevalue(which) if which in ("kube", "damaged", "stale", "answered") else example(which)
     args = ("explain", "-r", str(rules), str(log), "--no-color", "--width", "120", *extra)
-    code, seq, seq_err = _cli(capsys, monkeypatch, False, *args)
+    code, seq, seq_err = cli(capsys, monkeypatch, False, *args)
     monkeypatch.setattr(parallel_tree, "BATCH", batch)
     monkeypatch.setattr(parallel_tree, "SLACK", slack)
     used: list[int] = []
@@ -127,7 +81,7 @@ def test_parallel_output_equals_sequential(request, capsys, monkeypatch, which, 
         return real(*a, **kw)
 
     monkeypatch.setattr(parallel_tree, "write", spy)
-    code2, par, par_err = _cli(capsys, monkeypatch, True, *args)
+    code2, par, par_err = cli(capsys, monkeypatch, True, *args)
     assert used, "the parallel path did not run"
     assert (code2, par, par_err) == (code, seq, seq_err)
     if "dport=1" in extra:
