@@ -265,3 +265,86 @@ def test_packets_still_open_when_the_trace_ends_behind_its_queue_are_marked_inco
         assert len(got) == 3
         words = [any("steps were still queued" in w for w in e.warnings) for e in got]
         assert words == [behind] * 3 and t.stats["incomplete"] == (3 if behind else 0)
+
+
+# --- review: losses at the end, fork failure, one CPU -------------------------------------------
+
+
+def test_losses_still_buffered_in_the_child_at_the_end_are_counted(pair):
+    """The child's end with frames it could not yet write (the pipe was full): the overruns and
+    drops among them reach the parent with its count, not only the unread steps."""
+    a, _b = pair
+    r_fd, w_fd = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    try:
+        child = rd._Child(a, w_fd, ctl_r, TRACE, 1 << 20)
+        child.push(rd.DATAGRAM, rd.STAMP.pack(1.0) + _msg(TRACE, b"a") + _msg(TRACE, b"b"))
+        child.push(rd.OVERRUN, rd.struct.pack("=I", 1))
+        child.push(rd.DROPPED, rd.struct.pack("=I", 3))
+        child.push(rd.DATAGRAM, rd.STAMP.pack(2.0) + _msg(OTHER, b"generation"))
+        child.push(rd.DROPPED, rd.struct.pack("=I", 2))
+        child.end(a)
+        parent = rd.ReaderSocket(_plain(a), TRACE)
+        parent._data += os.read(r_fd, 1 << 16)
+        parent._cut()
+    finally:
+        for fd in (r_fd, w_fd, ctl_r, ctl_w):
+            os.close(fd)
+    assert parent._end == (2, False)  # the two trace steps never written
+    assert (parent.overruns, parent.dropped) == (1, 5)
+
+
+def test_a_reader_killed_before_its_count_makes_the_unread_count_a_lower_bound(pair):
+    """The child killed with steps in its buffer (the pipe full): their number is unknown, so the
+    count of steps not read is "at least" (more=True), never an exact-looking undercount."""
+    a, b = pair
+    big = [_msg(TRACE, i.to_bytes(2, "big") * 1000) for i in range(1500)]  # ~3 MB: more than the pipe
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        _send_all(b, big)
+        time.sleep(0.5)
+        os.kill(r.pid, signal.SIGKILL)
+        time.sleep(0.1)
+        unread, more = r.discard(time.monotonic() + 5, TRACE)
+    finally:
+        r.close()
+    assert unread < len(big) and more is True
+
+
+def test_no_fork_means_no_reader_and_no_leaked_pipes(pair, monkeypatch):
+    """fork failing (EAGAIN, ENOMEM, a platform without it): the trace reads its socket itself,
+    no traceback, no descriptor left behind."""
+    from types import SimpleNamespace
+
+    from ruletrace.live.tracer import Tracer
+
+    a, _b = pair
+    monkeypatch.delenv(rd.ENV, raising=False)
+    monkeypatch.setattr(rd, "enabled", lambda: True)
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(rd.os, "fork", no_fork)
+    before = sorted(os.listdir("/proc/self/fd"))
+    plain = _plain(a)
+    fake = SimpleNamespace(both=False, mode="nftrace", source=plain)
+    Tracer._start_reader(fake)  # type: ignore[arg-type]
+    assert fake.source is plain
+    nflog = SimpleNamespace(sock=plain)
+    fake = SimpleNamespace(both=False, mode="nflog", source=nflog)
+    Tracer._start_reader(fake)  # type: ignore[arg-type]
+    assert nflog.sock is plain
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_one_cpu_by_affinity_means_no_reader(monkeypatch):
+    """cpu_count() counts the machine's CPUs; a trace pinned to one (taskset, a cgroup cpuset)
+    has no second core for the reader."""
+    monkeypatch.delenv(rd.ENV, raising=False)
+    monkeypatch.setattr(rd.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(rd.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert rd.enabled() is False
+    monkeypatch.setattr(rd.os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    assert rd.enabled() is True

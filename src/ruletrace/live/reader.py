@@ -50,8 +50,15 @@ T = TypeVar("T")
 
 
 def enabled() -> bool:
-    """A reader process is used where a second core can run it, unless RULETRACE_LIVE_READER=0."""
-    return os.environ.get(ENV, "") != "0" and (os.cpu_count() or 1) >= 2
+    """A reader process is used where a second core can run it, unless RULETRACE_LIVE_READER=0.
+    The cores this process may run on (its affinity: taskset, a cpuset), not the machine's."""
+    if os.environ.get(ENV, "") == "0":
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return cpus >= 2
 
 
 def count_of(data: bytes, mtype: int | None) -> int:
@@ -90,6 +97,8 @@ class ReaderSocket:
     # --- the child ----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Fork the child. OSError (no fork: EAGAIN, ENOMEM) leaves nothing open; the caller
+        reads the socket itself."""
         r, w = os.pipe()
         cr, cw = os.pipe()
         try:
@@ -98,7 +107,12 @@ class ReaderSocket:
             fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # a smaller pipe only means more switches
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (r, w, cr, cw):
+                os.close(fd)
+            raise
         if pid == 0:  # pragma: no cover - the child; its behaviour is tested through the parent
             code = 1
             try:
@@ -251,8 +265,8 @@ class ReaderSocket:
             n += sum(count_of(f, mtype) for _t, f in self._frames if f is not None)
             self._frames.clear()
         if self._end is None:  # the child is gone without its count: the socket is still ours
-            got, more = self._unread_socket(deadline, mtype)
-            return n + got, more
+            got, _more = self._unread_socket(deadline, mtype)
+            return n + got, True  # what the child held is lost uncounted: "at least"
         return n + self._end[0], self._end[1]
 
     def _unread_socket(self, deadline: float, mtype: int | None) -> tuple[int, bool]:
@@ -405,6 +419,8 @@ class _Child:
         except OSError:
             return
         unread = sum(count_of(f[13:], self.mtype) for f in self.buf if f[4] == DATAGRAM)
+        # the losses among the frames not written are said too (the parent counts them before END)
+        losses = b"".join(f for f in self.buf if f[4] in (OVERRUN, DROPPED))
         deadline = time.monotonic() + 1.0
         more = False
         while True:
@@ -419,7 +435,7 @@ class _Child:
                 break  # EAGAIN: empty
             unread += count_of(self.view[:n].tobytes(), self.mtype)
         try:
-            os.write(self.out, FRAME.pack(COUNT.size, END) + COUNT.pack(min(unread, 0xFFFFFFFF), more))
+            os.write(self.out, losses + FRAME.pack(COUNT.size, END) + COUNT.pack(min(unread, 0xFFFFFFFF), more))
         except OSError:
             pass
 
