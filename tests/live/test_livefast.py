@@ -348,3 +348,41 @@ def test_one_cpu_by_affinity_means_no_reader(monkeypatch):
     assert rd.enabled() is False
     monkeypatch.setattr(rd.os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
     assert rd.enabled() is True
+
+
+def test_messages_the_socket_read_before_the_reader_started_come_first():
+    """NetlinkSocket._pending (messages read while a request waited for its ACK) are handed out
+    by the reader as the socket would, before what the child reads; unread, they are counted."""
+    early = [(TRACE, 0, 1, b"early-1"), (OTHER, 0, 2, b"gen"), (TRACE, 0, 3, b"early-22")]
+    cases = ((lambda r: r.packet_bodies(0.5, TRACE), [b"early-1", b"early-22", b"late"]),
+             (lambda r: r.messages(0.5), [*early, (TRACE, 0, 1, b"late")]),
+             (None, (2, False)))
+    for how, want in cases:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with a, b:
+            plain = _plain(a)
+            plain._pending = list(early)
+            r = rd.ReaderSocket(plain, TRACE)
+            r.start()
+            try:
+                if how is None:
+                    assert r.discard(time.monotonic() + 5, TRACE) == want
+                    continue
+                b.send(_msg(TRACE, b"late"))
+                assert _take(r, len(want), how) == want
+            finally:
+                r.close()
+
+
+def test_a_child_whose_parent_is_already_gone_leaves_even_under_a_subreaper():
+    """The parent dead before PR_SET_PDEATHSIG took effect: the child sees a parent that is not
+    the one that forked it (init, or a subreaper whose pid is not 1) and leaves."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            rd._child_setup(keep=set(), parent=os.getppid() + 1_000_000)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1

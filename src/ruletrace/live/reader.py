@@ -32,7 +32,7 @@ import time
 from collections import deque
 from typing import TypeVar
 
-from .netlink import BATCH, BATCH_STEPS, NetlinkSocket, bodies_of, split_messages
+from .netlink import BATCH, BATCH_STEPS, NLMSG_HDR, NetlinkSocket, align4, bodies_of, split_messages
 
 LIMIT = 256 << 20  # bytes of datagrams the child keeps at most (~1 million NFLOG steps)
 PIPE_SIZE = 1 << 20  # the pipe's capacity asked for (F_SETPIPE_SZ; the default 64 KiB otherwise)
@@ -107,6 +107,7 @@ class ReaderSocket:
             fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # a smaller pipe only means more switches
+        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError:
@@ -118,7 +119,7 @@ class ReaderSocket:
             try:
                 os.close(r)
                 os.close(cw)
-                _child_setup(keep={self.sock.fileno(), w, cr})
+                _child_setup(keep={self.sock.fileno(), w, cr}, parent=parent)
                 _Child(self.sock.sock, w, cr, self.mtype, self.limit).run()
                 code = 0
             finally:
@@ -127,6 +128,13 @@ class ReaderSocket:
         os.close(cr)
         os.set_blocking(r, False)
         self.pid, self._fd, self._ctl = pid, r, cw
+        # messages the socket read while it waited for an ACK (NetlinkSocket._pending) come first,
+        # as the socket's own messages() would hand them out: one datagram of them
+        pending, self.sock._pending = self.sock._pending, []
+        if pending:
+            self._frames.append((self.clock, b"".join(
+                NLMSG_HDR.pack(NLMSG_HDR.size + len(body), t, fl, seq, 0) + body + b"\0" * (align4(len(body)) - len(body))
+                for t, fl, seq, body in pending)))
 
     # --- what the live loop calls ---------------------------------------------------------
 
@@ -297,7 +305,7 @@ class ReaderSocket:
         self.sock.close()
 
 
-def _child_setup(keep: set[int]) -> None:  # pragma: no cover - runs in the child
+def _child_setup(keep: set[int], parent: int) -> None:  # pragma: no cover - runs in the child
     """Die with the parent, leave the end of the trace to it, hold nothing else of it open."""
     try:
         import ctypes
@@ -306,7 +314,8 @@ def _child_setup(keep: set[int]) -> None:  # pragma: no cover - runs in the chil
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the parent died before the line above took effect
+    if os.getppid() != parent:  # the parent died before the line above took effect (the child
+        # was re-parented: to init, or to a subreaper, whose pid is not 1)
         os._exit(1)
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(s, signal.SIG_IGN)
