@@ -386,3 +386,36 @@ def test_a_child_whose_parent_is_already_gone_leaves_even_under_a_subreaper():
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
+
+
+def test_an_idle_reader_is_not_behind_however_long_the_parent_was_away(pair):
+    """The child's heartbeats in the pipe say the socket is empty: a parent that read nothing
+    for a while (explaining, its output blocked) is not told steps may still be queued, which
+    would mark every packet open at the end "may be incomplete"; a datagram not handed out is."""
+    a, b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        time.sleep(0.2)
+        assert r.messages(0.5) == []  # caught up
+        time.sleep(10 * rd.HEARTBEAT)
+        assert r.behind() is False
+        b.send(_msg(TRACE, b"x"))
+        time.sleep(0.2)
+        assert r.behind() is True
+        assert _take(r, 1, lambda r: r.packet_bodies(0.5, TRACE)) == [b"x"]
+        time.sleep(0.2)
+        assert r.behind() is False
+        os.kill(r.pid, signal.SIGKILL)  # read directly from now on: behind means queued in the socket
+        time.sleep(0.1)
+        for _ in range(20):  # the pipe's last heartbeats, then its end
+            assert r.packet_bodies(0.1, TRACE) == []
+            if r.direct:
+                break
+        assert r.direct
+        time.sleep(10 * rd.HEARTBEAT)
+        assert r.behind() is False
+        b.send(_msg(TRACE, b"y"))
+        assert r.behind() is True
+    finally:
+        r.close()

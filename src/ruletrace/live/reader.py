@@ -200,8 +200,27 @@ class ReaderSocket:
 
     def behind(self) -> bool:
         """Whether steps may still be on their way: datagrams not handed out, or no word from the
-        child that the socket was empty for longer than its heartbeats take."""
-        return bool(self._frames) or time.monotonic() - self.clock > 4 * HEARTBEAT
+        child that the socket was empty for longer than its heartbeats take. The pipe is read
+        first (without waiting): its heartbeats are that word, however long ago the last
+        messages() was; read directly (the child gone), whether the socket has anything queued."""
+        if self.direct:
+            try:
+                return bool(select.select([self.sock.fileno()], [], [], 0)[0])
+            except (OSError, ValueError):
+                return False
+        frames = self._frames
+        for _ in range(64):  # a bounded catch-up: each _read takes at most 16 MiB
+            while frames and frames[0][1] is None:  # "empty at": what messages() would take from them
+                self.clock = frames.popleft()[0]
+            if frames or self._eof:
+                break
+            before = len(self._data)
+            self._read(0)
+            if not frames and len(self._data) == before:
+                break
+        if self.direct:
+            return self.behind()
+        return bool(frames) or time.monotonic() - self.clock > 4 * HEARTBEAT
 
     def _orphaned(self) -> None:
         """The child ended before it was asked to (killed): the steps it held are lost, their
