@@ -419,3 +419,22 @@ def test_an_idle_reader_is_not_behind_however_long_the_parent_was_away(pair):
         assert r.behind() is True
     finally:
         r.close()
+
+
+def test_the_child_needs_no_import_after_the_fork():
+    """prctl is found before the fork (an import or dlopen in the child of a threaded trace may
+    wait forever on a lock another thread held): ctypes is loaded in the parent by start()."""
+    code = ("import socket, sys, time\n"
+            "from tests.live.test_livefast import _plain\n"
+            "from ruletrace.live import reader as rd\n"
+            "assert 'ctypes' not in sys.modules, 'loaded before start'\n"
+            "a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            "r = rd.ReaderSocket(_plain(a), 0x400)\n"
+            "r.start()\n"
+            "print('ctypes' in sys.modules)\n"
+            "r.close()\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(root, "src"), root])}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"

@@ -30,7 +30,7 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .netlink import BATCH, BATCH_STEPS, NLMSG_HDR, NetlinkSocket, align4, bodies_of, split_messages
 
@@ -108,6 +108,7 @@ class ReaderSocket:
         except OSError:
             pass  # a smaller pipe only means more switches
         parent = os.getpid()
+        prctl = _prctl()  # found before the fork: no import or dlopen in the child of a threaded process
         try:
             pid = os.fork()
         except OSError:
@@ -119,7 +120,7 @@ class ReaderSocket:
             try:
                 os.close(r)
                 os.close(cw)
-                _child_setup(keep={self.sock.fileno(), w, cr}, parent=parent)
+                _child_setup(keep={self.sock.fileno(), w, cr}, parent=parent, prctl=prctl)
                 _Child(self.sock.sock, w, cr, self.mtype, self.limit).run()
                 code = 0
             finally:
@@ -324,15 +325,25 @@ class ReaderSocket:
         self.sock.close()
 
 
-def _child_setup(keep: set[int], parent: int) -> None:  # pragma: no cover - runs in the child
-    """Die with the parent, leave the end of the trace to it, hold nothing else of it open."""
+def _prctl() -> Any:
+    """libc's prctl, or None. Looked up in the parent: the trace has threads (conntrack, dropmon
+    readers), and an import (the import lock) or a dlopen (the loader's lock) in a child forked
+    while another thread held that lock would never return: a child that never reads."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+def _child_setup(keep: set[int], parent: int, prctl: Any = None) -> None:  # pragma: no cover - runs in the child
+    """Die with the parent, leave the end of the trace to it, hold nothing else of it open."""
+    if prctl is not None:
+        try:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
     if os.getppid() != parent:  # the parent died before the line above took effect (the child
         # was re-parented: to init, or to a subreaper, whose pid is not 1)
         os._exit(1)
