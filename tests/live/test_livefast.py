@@ -438,3 +438,23 @@ def test_the_child_needs_no_import_after_the_fork():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_the_reader_is_found_whether_it_is_the_source_or_the_listeners_socket(pair):
+    """nf_tables traced alone: the source is the ReaderSocket itself (whose .sock is the netlink
+    socket); NFLOG: the listener's .sock is the ReaderSocket. Either way its drops are counted
+    as losses, its clock is the trace's clock and its backlog is what "behind" asks."""
+    from types import SimpleNamespace
+
+    from ruletrace.live.accounting import new_stats
+    from ruletrace.live.receiving import Receiving
+
+    a, _b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)  # not started: its counts set by hand
+    r.dropped, r.clock = 3, 12.5
+    r._frames.append((12.5, _msg(TRACE, b"queued")))
+    for source in (r, SimpleNamespace(sock=r, overruns=0)):
+        t = SimpleNamespace(source=source, nft_source=None, stats=new_stats(), _losses=0)
+        assert Receiving._source_losses(t) == 3 and t.stats["dropped"] == 3  # type: ignore[arg-type]
+        assert Receiving.clock(t) == 12.5  # type: ignore[arg-type]
+        assert Receiving._behind(t) is True  # type: ignore[arg-type]
