@@ -265,3 +265,196 @@ def test_packets_still_open_when_the_trace_ends_behind_its_queue_are_marked_inco
         assert len(got) == 3
         words = [any("steps were still queued" in w for w in e.warnings) for e in got]
         assert words == [behind] * 3 and t.stats["incomplete"] == (3 if behind else 0)
+
+
+# --- review: losses at the end, fork failure, one CPU -------------------------------------------
+
+
+def test_losses_still_buffered_in_the_child_at_the_end_are_counted(pair):
+    """The child's end with frames it could not yet write (the pipe was full): the overruns and
+    drops among them reach the parent with its count, not only the unread steps."""
+    a, _b = pair
+    r_fd, w_fd = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    try:
+        child = rd._Child(a, w_fd, ctl_r, TRACE, 1 << 20)
+        child.push(rd.DATAGRAM, rd.STAMP.pack(1.0) + _msg(TRACE, b"a") + _msg(TRACE, b"b"))
+        child.push(rd.OVERRUN, rd.struct.pack("=I", 1))
+        child.push(rd.DROPPED, rd.struct.pack("=I", 3))
+        child.push(rd.DATAGRAM, rd.STAMP.pack(2.0) + _msg(OTHER, b"generation"))
+        child.push(rd.DROPPED, rd.struct.pack("=I", 2))
+        child.end(a)
+        parent = rd.ReaderSocket(_plain(a), TRACE)
+        parent._data += os.read(r_fd, 1 << 16)
+        parent._cut()
+    finally:
+        for fd in (r_fd, w_fd, ctl_r, ctl_w):
+            os.close(fd)
+    assert parent._end == (2, False)  # the two trace steps never written
+    assert (parent.overruns, parent.dropped) == (1, 5)
+
+
+def test_a_reader_killed_before_its_count_makes_the_unread_count_a_lower_bound(pair):
+    """The child killed with steps in its buffer (the pipe full): their number is unknown, so the
+    count of steps not read is "at least" (more=True), never an exact-looking undercount."""
+    a, b = pair
+    big = [_msg(TRACE, i.to_bytes(2, "big") * 1000) for i in range(1500)]  # ~3 MB: more than the pipe
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        _send_all(b, big)
+        time.sleep(0.5)
+        os.kill(r.pid, signal.SIGKILL)
+        time.sleep(0.1)
+        unread, more = r.discard(time.monotonic() + 5, TRACE)
+    finally:
+        r.close()
+    assert unread < len(big) and more is True
+
+
+def test_no_fork_means_no_reader_and_no_leaked_pipes(pair, monkeypatch):
+    """fork failing (EAGAIN, ENOMEM, a platform without it): the trace reads its socket itself,
+    no traceback, no descriptor left behind."""
+    from types import SimpleNamespace
+
+    from ruletrace.live.tracer import Tracer
+
+    a, _b = pair
+    monkeypatch.delenv(rd.ENV, raising=False)
+    monkeypatch.setattr(rd, "enabled", lambda: True)
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(rd.os, "fork", no_fork)
+    before = sorted(os.listdir("/proc/self/fd"))
+    plain = _plain(a)
+    fake = SimpleNamespace(both=False, mode="nftrace", source=plain)
+    Tracer._start_reader(fake)  # type: ignore[arg-type]
+    assert fake.source is plain
+    nflog = SimpleNamespace(sock=plain)
+    fake = SimpleNamespace(both=False, mode="nflog", source=nflog)
+    Tracer._start_reader(fake)  # type: ignore[arg-type]
+    assert nflog.sock is plain
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_one_cpu_by_affinity_means_no_reader(monkeypatch):
+    """cpu_count() counts the machine's CPUs; a trace pinned to one (taskset, a cgroup cpuset)
+    has no second core for the reader."""
+    monkeypatch.delenv(rd.ENV, raising=False)
+    monkeypatch.setattr(rd.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(rd.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert rd.enabled() is False
+    monkeypatch.setattr(rd.os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    assert rd.enabled() is True
+
+
+def test_messages_the_socket_read_before_the_reader_started_come_first():
+    """NetlinkSocket._pending (messages read while a request waited for its ACK) are handed out
+    by the reader as the socket would, before what the child reads; unread, they are counted."""
+    early = [(TRACE, 0, 1, b"early-1"), (OTHER, 0, 2, b"gen"), (TRACE, 0, 3, b"early-22")]
+    cases = ((lambda r: r.packet_bodies(0.5, TRACE), [b"early-1", b"early-22", b"late"]),
+             (lambda r: r.messages(0.5), [*early, (TRACE, 0, 1, b"late")]),
+             (None, (2, False)))
+    for how, want in cases:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with a, b:
+            plain = _plain(a)
+            plain._pending = list(early)
+            r = rd.ReaderSocket(plain, TRACE)
+            r.start()
+            try:
+                if how is None:
+                    assert r.discard(time.monotonic() + 5, TRACE) == want
+                    continue
+                b.send(_msg(TRACE, b"late"))
+                assert _take(r, len(want), how) == want
+            finally:
+                r.close()
+
+
+def test_a_child_whose_parent_is_already_gone_leaves_even_under_a_subreaper():
+    """The parent dead before PR_SET_PDEATHSIG took effect: the child sees a parent that is not
+    the one that forked it (init, or a subreaper whose pid is not 1) and leaves."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            rd._child_setup(keep=set(), parent=os.getppid() + 1_000_000)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
+
+
+def test_an_idle_reader_is_not_behind_however_long_the_parent_was_away(pair):
+    """The child's heartbeats in the pipe say the socket is empty: a parent that read nothing
+    for a while (explaining, its output blocked) is not told steps may still be queued, which
+    would mark every packet open at the end "may be incomplete"; a datagram not handed out is."""
+    a, b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)
+    r.start()
+    try:
+        time.sleep(0.2)
+        assert r.messages(0.5) == []  # caught up
+        time.sleep(10 * rd.HEARTBEAT)
+        assert r.behind() is False
+        b.send(_msg(TRACE, b"x"))
+        time.sleep(0.2)
+        assert r.behind() is True
+        assert _take(r, 1, lambda r: r.packet_bodies(0.5, TRACE)) == [b"x"]
+        time.sleep(0.2)
+        assert r.behind() is False
+        os.kill(r.pid, signal.SIGKILL)  # read directly from now on: behind means queued in the socket
+        time.sleep(0.1)
+        for _ in range(20):  # the pipe's last heartbeats, then its end
+            assert r.packet_bodies(0.1, TRACE) == []
+            if r.direct:
+                break
+        assert r.direct
+        time.sleep(10 * rd.HEARTBEAT)
+        assert r.behind() is False
+        b.send(_msg(TRACE, b"y"))
+        assert r.behind() is True
+    finally:
+        r.close()
+
+
+def test_the_child_needs_no_import_after_the_fork():
+    """prctl is found before the fork (an import or dlopen in the child of a threaded trace may
+    wait forever on a lock another thread held): ctypes is loaded in the parent by start()."""
+    code = ("import socket, sys, time\n"
+            "from tests.live.test_livefast import _plain\n"
+            "from ruletrace.live import reader as rd\n"
+            "assert 'ctypes' not in sys.modules, 'loaded before start'\n"
+            "a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            "r = rd.ReaderSocket(_plain(a), 0x400)\n"
+            "r.start()\n"
+            "print('ctypes' in sys.modules)\n"
+            "r.close()\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(root, "src"), root])}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_the_reader_is_found_whether_it_is_the_source_or_the_listeners_socket(pair):
+    """nf_tables traced alone: the source is the ReaderSocket itself (whose .sock is the netlink
+    socket); NFLOG: the listener's .sock is the ReaderSocket. Either way its drops are counted
+    as losses, its clock is the trace's clock and its backlog is what "behind" asks."""
+    from types import SimpleNamespace
+
+    from ruletrace.live.accounting import new_stats
+    from ruletrace.live.receiving import Receiving
+
+    a, _b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)  # not started: its counts set by hand
+    r.dropped, r.clock = 3, 12.5
+    r._frames.append((12.5, _msg(TRACE, b"queued")))
+    for source in (r, SimpleNamespace(sock=r, overruns=0)):
+        t = SimpleNamespace(source=source, nft_source=None, stats=new_stats(), _losses=0)
+        assert Receiving._source_losses(t) == 3 and t.stats["dropped"] == 3  # type: ignore[arg-type]
+        assert Receiving.clock(t) == 12.5  # type: ignore[arg-type]
+        assert Receiving._behind(t) is True  # type: ignore[arg-type]

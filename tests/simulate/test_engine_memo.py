@@ -108,6 +108,33 @@ def test_remembered_answers_are_forgotten_when_facts_change() -> None:
     assert f.is_local(4, b) and f.addr_type(4, b) == "LOCAL"
 
 
+
+def test_routing_decisions_are_forgotten_when_routes_change() -> None:
+    """routestep's remembered decision (per point, dst, mark) follows the routes: a blackhole
+    route added to facts already used gives what fresh facts with it give."""
+    rs = parse_nft("table inet f {\n chain fwd {\n type filter hook forward priority 0; policy accept;\n }\n}\n",
+                   origin=Origin("t"))
+    base = [{"dst": "default", "dev": "eth0", "gateway": "10.0.0.254"}]
+    hole = [{"dst": "10.44.0.0/16", "type": "blackhole"}]
+
+    def facts(routes: list[dict[str, Any]]) -> HostFacts:
+        f = HostFacts()
+        load_addrs(json.dumps([{"ifname": "eth0", "addr_info": [{"local": "10.0.0.1", "prefixlen": 24}]}]), f,
+                   origin=Origin("addrs"))
+        load_routes(json.dumps(routes), f, origin=Origin("routes"))
+        return f
+
+    probe = Probe(proto=6, src="192.168.1.5", dst="10.44.0.9", dport=80, iif="eth1")
+    warm = facts(base)
+    assert [d.type for d in simulate(rs, probe, warm).routing] == ["unicast"]
+    load_routes(json.dumps(hole), warm, origin=Origin("more routes"))
+    got = simulate(rs, probe, warm)
+    assert [d.type for d in got.routing] == ["blackhole"] and got.kernel_drop is not None  # by hand
+    cold = facts(base)
+    load_routes(json.dumps(hole), cold, origin=Origin("more routes"))
+    assert _outcome(rs, probe, warm) == _outcome(rs, probe, cold)
+
+
 def _outcome(rs: Any, probe: Probe, facts: HostFacts, **kw: Any) -> tuple[Any, ...]:
     try:
         r = simulate(rs, probe, facts, **kw)

@@ -30,9 +30,9 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from .netlink import BATCH, BATCH_STEPS, NetlinkSocket, bodies_of, split_messages
+from .netlink import BATCH, BATCH_STEPS, NLMSG_HDR, NetlinkSocket, align4, bodies_of, split_messages
 
 LIMIT = 256 << 20  # bytes of datagrams the child keeps at most (~1 million NFLOG steps)
 PIPE_SIZE = 1 << 20  # the pipe's capacity asked for (F_SETPIPE_SZ; the default 64 KiB otherwise)
@@ -50,8 +50,15 @@ T = TypeVar("T")
 
 
 def enabled() -> bool:
-    """A reader process is used where a second core can run it, unless RULETRACE_LIVE_READER=0."""
-    return os.environ.get(ENV, "") != "0" and (os.cpu_count() or 1) >= 2
+    """A reader process is used where a second core can run it, unless RULETRACE_LIVE_READER=0.
+    The cores this process may run on (its affinity: taskset, a cpuset), not the machine's."""
+    if os.environ.get(ENV, "") == "0":
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return cpus >= 2
 
 
 def count_of(data: bytes, mtype: int | None) -> int:
@@ -90,6 +97,8 @@ class ReaderSocket:
     # --- the child ----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Fork the child. OSError (no fork: EAGAIN, ENOMEM) leaves nothing open; the caller
+        reads the socket itself."""
         r, w = os.pipe()
         cr, cw = os.pipe()
         try:
@@ -98,13 +107,20 @@ class ReaderSocket:
             fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # a smaller pipe only means more switches
-        pid = os.fork()
+        parent = os.getpid()
+        prctl = _prctl()  # found before the fork: no import or dlopen in the child of a threaded process
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (r, w, cr, cw):
+                os.close(fd)
+            raise
         if pid == 0:  # pragma: no cover - the child; its behaviour is tested through the parent
             code = 1
             try:
                 os.close(r)
                 os.close(cw)
-                _child_setup(keep={self.sock.fileno(), w, cr})
+                _child_setup(keep={self.sock.fileno(), w, cr}, parent=parent, prctl=prctl)
                 _Child(self.sock.sock, w, cr, self.mtype, self.limit).run()
                 code = 0
             finally:
@@ -113,6 +129,13 @@ class ReaderSocket:
         os.close(cr)
         os.set_blocking(r, False)
         self.pid, self._fd, self._ctl = pid, r, cw
+        # messages the socket read while it waited for an ACK (NetlinkSocket._pending) come first,
+        # as the socket's own messages() would hand them out: one datagram of them
+        pending, self.sock._pending = self.sock._pending, []
+        if pending:
+            self._frames.append((self.clock, b"".join(
+                NLMSG_HDR.pack(NLMSG_HDR.size + len(body), t, fl, seq, 0) + body + b"\0" * (align4(len(body)) - len(body))
+                for t, fl, seq, body in pending)))
 
     # --- what the live loop calls ---------------------------------------------------------
 
@@ -178,8 +201,27 @@ class ReaderSocket:
 
     def behind(self) -> bool:
         """Whether steps may still be on their way: datagrams not handed out, or no word from the
-        child that the socket was empty for longer than its heartbeats take."""
-        return bool(self._frames) or time.monotonic() - self.clock > 4 * HEARTBEAT
+        child that the socket was empty for longer than its heartbeats take. The pipe is read
+        first (without waiting): its heartbeats are that word, however long ago the last
+        messages() was; read directly (the child gone), whether the socket has anything queued."""
+        if self.direct:
+            try:
+                return bool(select.select([self.sock.fileno()], [], [], 0)[0])
+            except (OSError, ValueError):
+                return False
+        frames = self._frames
+        for _ in range(64):  # a bounded catch-up: each _read takes at most 16 MiB
+            while frames and frames[0][1] is None:  # "empty at": what messages() would take from them
+                self.clock = frames.popleft()[0]
+            if frames or self._eof:
+                break
+            before = len(self._data)
+            self._read(0)
+            if not frames and len(self._data) == before:
+                break
+        if self.direct:
+            return self.behind()
+        return bool(frames) or time.monotonic() - self.clock > 4 * HEARTBEAT
 
     def _orphaned(self) -> None:
         """The child ended before it was asked to (killed): the steps it held are lost, their
@@ -251,8 +293,8 @@ class ReaderSocket:
             n += sum(count_of(f, mtype) for _t, f in self._frames if f is not None)
             self._frames.clear()
         if self._end is None:  # the child is gone without its count: the socket is still ours
-            got, more = self._unread_socket(deadline, mtype)
-            return n + got, more
+            got, _more = self._unread_socket(deadline, mtype)
+            return n + got, True  # what the child held is lost uncounted: "at least"
         return n + self._end[0], self._end[1]
 
     def _unread_socket(self, deadline: float, mtype: int | None) -> tuple[int, bool]:
@@ -283,16 +325,27 @@ class ReaderSocket:
         self.sock.close()
 
 
-def _child_setup(keep: set[int]) -> None:  # pragma: no cover - runs in the child
-    """Die with the parent, leave the end of the trace to it, hold nothing else of it open."""
+def _prctl() -> Any:
+    """libc's prctl, or None. Looked up in the parent: the trace has threads (conntrack, dropmon
+    readers), and an import (the import lock) or a dlopen (the loader's lock) in a child forked
+    while another thread held that lock would never return: a child that never reads."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the parent died before the line above took effect
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+def _child_setup(keep: set[int], parent: int, prctl: Any = None) -> None:  # pragma: no cover - runs in the child
+    """Die with the parent, leave the end of the trace to it, hold nothing else of it open."""
+    if prctl is not None:
+        try:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect (the child
+        # was re-parented: to init, or to a subreaper, whose pid is not 1)
         os._exit(1)
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(s, signal.SIG_IGN)
@@ -405,6 +458,8 @@ class _Child:
         except OSError:
             return
         unread = sum(count_of(f[13:], self.mtype) for f in self.buf if f[4] == DATAGRAM)
+        # the losses among the frames not written are said too (the parent counts them before END)
+        losses = b"".join(f for f in self.buf if f[4] in (OVERRUN, DROPPED))
         deadline = time.monotonic() + 1.0
         more = False
         while True:
@@ -419,7 +474,7 @@ class _Child:
                 break  # EAGAIN: empty
             unread += count_of(self.view[:n].tobytes(), self.mtype)
         try:
-            os.write(self.out, FRAME.pack(COUNT.size, END) + COUNT.pack(min(unread, 0xFFFFFFFF), more))
+            os.write(self.out, losses + FRAME.pack(COUNT.size, END) + COUNT.pack(min(unread, 0xFFFFFFFF), more))
         except OSError:
             pass
 

@@ -68,8 +68,9 @@ class Receiving(RulesetVersions):
         nsrc = self.nft_source
         self.stats["overruns"] = getattr(src, "overruns", 0) + getattr(nsrc, "overruns", 0)
         self.stats["lost_steps"] = getattr(src, "lost_steps", 0)
-        # steps the reader process dropped (its buffer full: reader.py); the NFLOG listener's is its socket's
-        self.stats["dropped"] = getattr(getattr(src, "sock", src), "dropped", 0)
+        # steps the reader process dropped (its buffer full: reader.py)
+        reader = _reader_of(src)
+        self.stats["dropped"] = reader.dropped if reader is not None else 0
         lost: int = (self.stats["overruns"] + getattr(src, "gaps", 0) + getattr(src, "lost", 0)
                      + self.stats["dropped"])
         return lost
@@ -77,9 +78,8 @@ class Receiving(RulesetVersions):
     def clock(self) -> float:
         """The time by which packets go idle: now, or with a reader process (reader.py) the time
         up to which every step the kernel queued has been received (a backlog does not age)."""
-        src = self.source
-        reader_clock = getattr(getattr(src, "sock", src), "clock", None) if src is not None else None
-        return reader_clock if isinstance(reader_clock, float) else time.monotonic()
+        reader = _reader_of(self.source)
+        return reader.clock if reader is not None else time.monotonic()
 
     def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
         batch = self._poll(timeout)
@@ -101,9 +101,12 @@ class Receiving(RulesetVersions):
         import select
 
         for src in (self.source, self.nft_source):
-            inner = getattr(src, "sock", src)
-            if hasattr(inner, "behind"):
-                if inner.behind():
+            reader = _reader_of(src)
+            if reader is not None:
+                if reader.behind():
+                    return True
+            elif hasattr(src, "behind"):  # a source that says it itself
+                if src.behind():
                     return True
             elif src is not None and hasattr(src, "fileno"):
                 try:
@@ -197,3 +200,14 @@ class Receiving(RulesetVersions):
             if self.stats["traced"] is not None:
                 self.stats["traced"] += traced
 
+
+def _reader_of(src: Any) -> Any:
+    """The reader process's socket (reader.ReaderSocket) of a source, or None: the source itself
+    (nf_tables traced alone), or the NFLOG listener's socket. Not ``getattr(src, "sock", src)``:
+    a ReaderSocket has a ``sock`` too (the netlink socket it drains)."""
+    from .reader import ReaderSocket
+
+    if isinstance(src, ReaderSocket):
+        return src
+    inner = getattr(src, "sock", None)
+    return inner if isinstance(inner, ReaderSocket) else None

@@ -341,15 +341,23 @@ class Tracer(Receiving):
             from .nflog import _PACKET
 
             if isinstance(getattr(self.source, "sock", None), NetlinkSocket):
-                self.source.sock = r = reader.ReaderSocket(self.source.sock, _PACKET)
-                r.start()
+                r = reader.ReaderSocket(self.source.sock, _PACKET)
+                try:
+                    r.start()
+                except OSError:  # no fork: the socket is read here
+                    return
+                self.source.sock = r
         elif self.mode == "nftrace":
             from .netlink import NetlinkSocket
             from .nftrace import NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
 
             if isinstance(self.source, NetlinkSocket):
-                self.source = r = reader.ReaderSocket(self.source, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE)
-                r.start()
+                r = reader.ReaderSocket(self.source, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE)
+                try:
+                    r.start()
+                except OSError:  # no fork: the socket is read here
+                    return
+                self.source = r
 
     # --- teardown ---------------------------------------------------------------------
 

@@ -139,6 +139,7 @@ class HostFacts:
         self._routes_seen = {}
         self.local_seen = {}
         self._types_seen = {}
+        self.route_decisions = {}  # routestep._default_rules' answers read route(): forgotten with it
         self._local_set = {(la.version, la.addr) for la in self.local}
         self._local_routes = [r for r in self.routes if r.type == "local"]
         self._local_known = bool(self._local_set or self._local_routes)
