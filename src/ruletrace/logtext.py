@@ -112,17 +112,25 @@ def parse_fields(raw: str | bytes) -> dict[str, str]:
     return dict(out)
 
 
-_HEX6 = frozenset("0123456789abcdefABCDEF:.")
+_HEX6 = "0123456789abcdefABCDEF:."
+# every ASCII decimal text of 1 to 3 digits whose value is below 256 ("0", "07", "007", "255"):
+# a set lookup per part instead of isascii/isdigit/int (the octet rule, as one table)
+_OCTETS = frozenset(f"{n:0{w}d}" for w in (1, 2, 3) for n in range(min(256, 10**w)))
 
 
 def address_ok(v: str) -> bool:
     """Is ``v`` an address as nf_log prints one (dotted IPv4, IPv6 with colons)? Cheap: no
     ``ipaddress`` object on this path; run once per distinct field text."""
     if ":" in v:
-        return 2 <= v.count(":") <= 7 and len(v) <= 45 and all(c in _HEX6 for c in v)
+        # strip(chars) leaves "" exactly when every character is one of them
+        return 2 <= v.count(":") <= 7 and len(v) <= 45 and not v.strip(_HEX6)
     parts = v.split(".")
-    # isascii: str.isdigit() is true for "①" and "²", which int() refuses
-    return len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
+    # only ASCII digits: str.isdigit() is true for "①" and "²", which int() refuses
+    if len(parts) != 4:
+        return False
+    a, b, c, d = parts
+    o = _OCTETS
+    return a in o and b in o and c in o and d in o
 
 
 _KV = re.compile(r"(?<![A-Z])([A-Z]+)=(\S*)")  # not from inside a run of capitals: linear
