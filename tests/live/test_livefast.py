@@ -458,3 +458,33 @@ def test_the_reader_is_found_whether_it_is_the_source_or_the_listeners_socket(pa
         assert Receiving._source_losses(t) == 3 and t.stats["dropped"] == 3  # type: ignore[arg-type]
         assert Receiving.clock(t) == 12.5  # type: ignore[arg-type]
         assert Receiving._behind(t) is True  # type: ignore[arg-type]
+
+
+def test_a_datagram_stamp_does_not_age_a_packet_whose_next_steps_are_still_queued(pair):
+    """Only an "empty at" moves the reader's clock. Packet A's first step is read at 10.0; the
+    child is then descheduled; after it, it reads packet B's step (10.9, another CPU's packet
+    queued in between) and then A's second step (10.91). Were the clock the datagrams' stamps, A
+    would be 0.9 s idle (IDLE is 0.25 s) when B's step is handed out, and completed without its
+    second step: one packet seen as two (the 1,000-rule flood kernel test under load)."""
+    from types import SimpleNamespace
+
+    from ruletrace.live.grouper import LiveGrouper
+    from ruletrace.live.receiving import Receiving
+    from tests.helpers import ev
+
+    a, _b = pair
+    r = rd.ReaderSocket(_plain(a), TRACE)  # not started: its frames given by hand, as the child sends them
+    r.clock = r.seen = 9.9
+    r._frames.extend([(10.0, _msg(TRACE, b"A1")), (10.9, _msg(TRACE, b"B1")), (10.91, _msg(TRACE, b"A2")),
+                      (11.5, None)])
+    t = SimpleNamespace(source=r)
+    grouper = LiveGrouper()
+    steps = {b"A1": ev("filter:INPUT:rule:1", ("A",)), b"B1": ev("filter:INPUT:rule:1", ("B",)),
+             b"A2": ev("filter:INPUT:rule:2", ("A",))}
+    done = []
+    for _ in range(4):  # one frame handed out at a time, then the packets that went idle, as the tracer does
+        for body in r.packet_bodies(0, TRACE, batch=1):
+            grouper.add(steps[body], 1, Receiving._seen(t))  # type: ignore[arg-type]
+        done += grouper.flush(Receiving.clock(t))  # type: ignore[arg-type]
+    assert sorted(len(p.events) for p, _v, _f in done) == [1, 2]  # A whole, B alone
+    assert r.clock == 11.5 and r.seen == 11.5  # the "empty at" moved it, at the end

@@ -89,6 +89,11 @@ class ReaderSocket:
         # by then has been handed out (the grouper's clock: a packet is idle by this, so that a
         # backlog in the pipe, or a child not yet scheduled, never completes a packet early)
         self.clock = time.monotonic()
+        # when the child read the newest datagram handed out (>= clock): a step's age counts from
+        # it. Only an "empty at" moves ``clock``: a datagram's stamp says it was queued by then, not
+        # that nothing queued before it is still behind it (a child descheduled mid-burst, two CPUs'
+        # packets interleaved), so it must not age the packets whose next steps are still queued
+        self.seen = self.clock
         self._end: tuple[int, bool] | None = None
         self._eof = False
         self.direct = False  # the child died unasked: the socket is read here (``_orphaned``)
@@ -212,7 +217,7 @@ class ReaderSocket:
         frames = self._frames
         for _ in range(64):  # a bounded catch-up: each _read takes at most 16 MiB
             while frames and frames[0][1] is None:  # "empty at": what messages() would take from them
-                self.clock = frames.popleft()[0]
+                self.clock = self.seen = frames.popleft()[0]
             if frames or self._eof:
                 break
             before = len(self._data)
@@ -242,8 +247,10 @@ class ReaderSocket:
         out: list[tuple[int, int, int, bytes]] = []
         frames = self._frames
         for _ in range(min(batch, len(frames))):
-            self.clock, data = frames.popleft()
-            if data is not None:
+            self.seen, data = frames.popleft()
+            if data is None:
+                self.clock = self.seen
+            else:
                 out += split_messages(data)
         return out
 
@@ -255,8 +262,9 @@ class ReaderSocket:
         bodies: list[bytes] = []
         frames = self._frames
         for _ in range(min(batch, len(frames))):
-            self.clock, data = frames.popleft()
+            self.seen, data = frames.popleft()
             if data is None:
+                self.clock = self.seen
                 continue
             if len(data) >= 16:
                 length, t = _HEAD(data)
@@ -271,7 +279,7 @@ class ReaderSocket:
 
     def _direct(self, got: list[T]) -> list[T]:
         self.overruns = self._overruns_before + self.sock.overruns
-        self.clock = time.monotonic()
+        self.clock = self.seen = time.monotonic()
         return got
 
     def discard(self, deadline: float, mtype: int | None = None) -> tuple[int, bool]:

@@ -81,9 +81,15 @@ class Receiving(RulesetVersions):
         reader = _reader_of(self.source)
         return reader.clock if reader is not None else time.monotonic()
 
+    def _seen(self) -> float:
+        """When the steps just received were read: now, or with a reader process the child's stamp
+        of the newest datagram handed out (never before ``clock()``): a packet's age counts from it."""
+        reader = _reader_of(self.source)
+        return reader.seen if reader is not None else time.monotonic()
+
     def _receive(self, grouper: LiveGrouper, timeout: float) -> int:
         batch = self._poll(timeout)
-        now = self.clock()
+        now = self._seen()
         for ev, v in batch:
             grouper.add(ev, v, now)
         self.stats["events"] += len(batch)
