@@ -123,6 +123,30 @@ def test_packets_of_the_end_drain_count_as_still_arriving():
         t.stats, 1, 50)
 
 
+def test_a_packet_open_at_the_end_with_steps_still_queued_is_counted_once():
+    """The trace ends while the reader is behind: the packet open then is not shown cut at the end
+    and counted again for the steps the drain takes in (a 1,000-rule flood under load: 401 packets
+    arrived for 400 traced); the drain continues it and it is counted once, not shown."""
+    t = tracer([[own_path(0)[0]], [own_path(0)[1]]])
+    t.idle = 0.5  # longer than a loop turn: only the end decides
+    t.source.behind = lambda: bool(t.source.batches)
+    calls = []
+    got = list(t.explanations(stop=lambda: calls.append(1) or len(calls) > 1))
+    st = t.stats
+    assert got == [] and st["events"] == 2
+    assert (st["arrived"], st["not_shown"], st["ended"], st["incomplete"]) == (1, 1, 1, 0)
+
+
+def test_a_packet_open_at_the_end_with_nothing_queued_is_shown():
+    t = tracer([own_path(0)])
+    t.idle = 0.5
+    t.source.behind = lambda: False
+    calls = []
+    got = list(t.explanations(stop=lambda: calls.append(1) or len(calls) > 1))
+    assert len(got) == 1 and len(got[0].packet.events) == 2
+    assert (t.stats["arrived"], t.stats["not_shown"], t.stats["packets"]) == (1, 0, 1)
+
+
 def test_loss_causes_are_said_as_far_as_known():
     st = acc.new_stats()
     st.update(traced=10, arrived=4)

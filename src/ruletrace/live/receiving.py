@@ -155,6 +155,8 @@ class Receiving(RulesetVersions):
         while time.monotonic() < min(quiet, deadline):
             if self._receive(grouper, 0.05):
                 quiet = time.monotonic() + self.idle
+        if self._behind():  # the open packets' further steps may be among those still queued
+            grouper.mark_open("ended")
         self._count_left(grouper.flush(0, everything=True), ended=True)
         self._count_unread()
 

@@ -308,9 +308,11 @@ class Tracer(Receiving):
                 if self._legacy_changed(full=True):
                     self.refresh()
             self.versions.prune(grouper.referenced())
-            if ended and self._behind():  # the open packets' further steps may be among those still queued
-                grouper.mark_open("ended")
-            for pkt, versions, flags in grouper.flush(self.clock(), everything=ended):
+            # at the end, the packets still open are shown only when nothing is still queued: with a
+            # backlog their further steps may be among it, and _finish takes them in to the same open
+            # packet, which is then counted (not shown) once, instead of shown cut and counted again
+            everything = ended and not self._behind()
+            for pkt, versions, flags in grouper.flush(self.clock(), everything=everything):
                 j = self._judge(pkt, versions, flags)
                 if j is None:
                     continue
