@@ -178,6 +178,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         def stop() -> bool:
             return deadline is not None and time.monotonic() >= deadline
 
+        alone: dict[Any, Any] = {}  # to_json's per-path seeds (each line stands alone, built once a path)
         for expl in tracer.explanations(stop=stop, limit=count):
             n += 1
             try:
@@ -185,7 +186,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
                     from ..render import json as rjson
 
                     view.repeats.summary.add(expl)
-                    obj = json_object(rjson.to_json(expl), tracer.sid, packet_time(expl, time.time()))
+                    obj = json_object(rjson.to_json(expl, alone), tracer.sid, packet_time(expl, time.time()))
                     sys.stdout.write(rjson.dumps(obj) + "\n")
                     sys.stdout.flush()
                 else:

@@ -307,7 +307,8 @@ class Tracer(Receiving):
                 self._last_refresh = now
                 if self._legacy_changed(full=True):
                     self.refresh()
-            self.versions.prune(grouper.referenced())
+            if len(self.versions) > 1:  # one version is the live one, always kept: nothing to prune
+                self.versions.prune(grouper.referenced())  # (which walks every open step)
             # at the end, the packets still open are shown only when nothing is still queued: with a
             # backlog their further steps may be among it, and _finish takes them in to the same open
             # packet, which is then counted (not shown) once, instead of shown cut and counted again

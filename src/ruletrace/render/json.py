@@ -119,12 +119,33 @@ class Tables:
         return got
 
 
-def to_json(expl: Explanation) -> JSONObject:
-    """One packet standing alone (``trace --json`` lines): ``packet_json`` with the ``tables`` it uses."""
+def to_json(expl: Explanation, paths: AlonePaths | None = None) -> JSONObject:
+    """One packet standing alone (``trace --json`` lines): ``packet_json`` with the ``tables`` it uses.
+
+    ``paths`` (optional, held by the caller across packets) keeps, per path, the tables as a fresh
+    ``Tables`` holds them after ``path_part`` (which ``packet_json`` calls first): a packet of a
+    known path starts from them instead of building its steps' constant part again. The object is
+    the same with or without it (tests/render/test_json_alone.py)."""
     tables = Tables()
+    key = expl.path_key
+    if paths is not None and key is not None:
+        seed = paths.get(key)
+        if seed is None:
+            part = tables.path_part(expl)
+            seed = (dict(tables.rules), dict(tables.owners), part)
+            if len(paths) >= Tables.PATHS_MAX:
+                paths.clear()
+            paths[key] = seed
+        else:
+            tables.rules, tables.owners = dict(seed[0]), dict(seed[1])
+            tables._paths[key] = seed[2]
     obj = packet_json(expl, tables)
     obj["tables"] = tables.as_json()
     return obj
+
+
+# to_json's per-path seeds: Explanation.path_key -> (rules, owners, path_part) of a fresh Tables
+AlonePaths = dict[Any, tuple[dict[str, str], dict[str, JSONObject], tuple[list[JSONObject], list[str]]]]
 
 
 def packet_json(expl: Explanation, tables: Tables) -> JSONObject:
