@@ -46,22 +46,39 @@ class LiveGrouper:
         self.suspect = False
 
     def add(self, ev: TraceEvent, version: int, now: float) -> None:
-        key = ("id", ev.packet_id) if ev.packet_id is not None and not self.by_ident else ev.ident
-        if not self.by_ident and ev.packet_id is not None:
-            key = self._alias.get(key, key)
-            if key in self._open and _other_packet(self._open[key][-1][1].ident, ev.ident):
-                self._retire(key)
-            if key not in self._open and ev.ident is not None:
+        # (every step of a live trace comes here: the common case, a known trace id whose open
+        # packet has the same ident object, makes no call and no lookup it can skip)
+        pid = ev.packet_id
+        key: object
+        steps = None
+        if pid is not None and not self.by_ident:
+            key = ("id", pid)
+            if self._alias:
+                key = self._alias.get(key, key)
+            steps = self._open.get(key)
+            ident = ev.ident
+            if steps is not None:
+                last_ident = steps[-1][1].ident
+                if last_ident is not ident and _other_packet(last_ident, ident):
+                    self._retire(key)
+                    steps = None
+            if steps is None and ident is not None:
                 for k in reversed(self._open):
                     last = self._open[k][-1][1]
-                    if last.ident == ev.ident and bridge_passes_up(last, ev):
+                    if last.ident == ident and bridge_passes_up(last, ev):
                         self._alias[key] = k
                         key = k
+                        steps = self._open[k]
                         break
+        else:
+            key = ev.ident
+            steps = self._open.get(key)
         if self.suspect:
             self._flags.setdefault(key, set()).add("overrun")
         self._seq += 1
-        self._open.setdefault(key, []).append((self._seq, ev, version))
+        if steps is None:
+            steps = self._open[key] = []
+        steps.append((self._seq, ev, version))
         self._last[key] = now
 
     def _retire(self, key: object) -> None:
