@@ -133,8 +133,8 @@ def to_json(expl: Explanation, paths: AlonePaths | None = None) -> JSONObject:
         if seed is None:
             part = tables.path_part(expl)
             seed = (dict(tables.rules), dict(tables.owners), part)
-            if len(paths) >= Tables.PATHS_MAX:
-                paths.clear()
+            if len(paths) >= ALONE_PATHS_MAX:  # a long live session on a host whose ruleset changes:
+                paths.clear()  # each version's explainer makes new keys; the old ones go
             paths[key] = seed
         else:
             tables.rules, tables.owners = dict(seed[0]), dict(seed[1])
@@ -143,6 +143,8 @@ def to_json(expl: Explanation, paths: AlonePaths | None = None) -> JSONObject:
     obj["tables"] = tables.as_json()
     return obj
 
+
+ALONE_PATHS_MAX = 4096  # to_json's per-path seeds kept at most (then it starts again)
 
 # to_json's per-path seeds: Explanation.path_key -> (rules, owners, path_part) of a fresh Tables
 AlonePaths = dict[Any, tuple[dict[str, str], dict[str, JSONObject], tuple[list[JSONObject], list[str]]]]
