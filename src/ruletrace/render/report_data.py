@@ -424,17 +424,21 @@ class ReportData:
         xchains: list[list[Any]] = []
         kinds: list[str] = list(KINDS)
         places: list[list[Any]] = [[]] * len(self._places)
+        kind_no = {k: n for n, k in enumerate(kinds)}  # kinds.index
+        place_text = self._place_text
         for (rs, table, chain, kind, num), i in self._places.items():
             got = chain_index.get((rs, table, chain))
             ci = -1 - len(xchains) if got is None else got
             if got is None:
                 chain_index[(rs, table, chain)] = ci
                 xchains.append([rs, tables.setdefault(table, len(tables)), chain])
-            if kind not in kinds:
+            k = kind_no.get(kind)
+            if k is None:
+                k = kind_no[kind] = len(kinds)
                 kinds.append(kind)
-            places[i] = [ci, kinds.index(kind), num]
+            places[i] = [ci, k, num]
             # no ruleset: the rule text comes from the trace, where it showed it
-            text = self._place_text.get(i)
+            text = place_text.get(i)
             if text and ci >= 0 and kind == "rule" and isinstance(num, int) and 1 <= num <= sizes[ci]:
                 tx = text_of.get(ci)
                 if tx is not None and tx[num - 1] is None:
@@ -596,10 +600,21 @@ def _chain_rows_fast(hm: HitMap, rulesets: Sequence[Ruleset], tables: dict[str, 
                     chains.append([i, t, name, n, policy] if policy is not None else [i, t, name, n])
                     continue
                 got = hits.get(key)
-                h = list(flat(sorted(kv for kv in got if 1 <= kv[0] <= n))) if got else []
+                if not got:
+                    h = []
+                elif len(got) == 1:  # most chains: one rule matched
+                    k, c = got[0]
+                    h = [k, c] if 1 <= k <= n else []
+                else:
+                    h = list(flat(sorted(kv for kv in got if 1 <= kv[0] <= n)))
                 d = deep.get(key)
-                chains.append([i, t, name, n, policy, entered, ends.get(key, 0), h,
-                               list(flat(sorted(d.items()))) if d else []])
+                if not d:
+                    dl = []
+                elif len(d) == 1:
+                    dl = list(flat(d.items()))
+                else:
+                    dl = list(flat(sorted(d.items())))
+                chains.append([i, t, name, n, policy, entered, ends.get(key, 0), h, dl])
                 prefix = f"-A {name} "
                 cut = len(prefix)
                 texts.append([ci, [None if (x := r.text) is None else x[cut:] if x.startswith(prefix) else x
