@@ -457,6 +457,13 @@ class ReportData:
             return i
 
         for (place, depth, action, returned_to, policy, warning, note), i in self._steps.items():
+            if returned_to is None and policy is None and warning is None and note is None and action \
+                    and type(action) is str:  # most steps: s() of the action only, nothing to trim after it
+                a = sdict.get(action)
+                if a is None:
+                    a = sdict[action] = len(sdict)
+                steps[i] = [place, depth, a]
+                continue
             row = [place, depth, s(action or None), s(returned_to), s(policy), s(warning), s(note)]
             steps[i] = _trim(row)
         extras: list[dict[str, Any]] = []
@@ -521,7 +528,20 @@ class ReportData:
         if marks:
             e["marks"] = [list(c) for c in marks]
         if cause:
-            e["cause"] = [[s(role), s(text), step] for role, text, step in cause]
+            sdict = self._strings  # where s() numbers a text (data's and _s alike), in line for str
+            rows = []
+            for role, text, step in cause:
+                if type(role) is str and type(text) is str:
+                    r = sdict.get(role)
+                    if r is None:
+                        r = sdict[role] = len(sdict)
+                    t = sdict.get(text)
+                    if t is None:
+                        t = sdict[text] = len(sdict)
+                    rows.append([r, t, step])
+                else:
+                    rows.append([s(role), s(text), step])
+            e["cause"] = rows
         if warnings:
             e["warn"] = [s(w) for w in warnings]
         if notes:
