@@ -459,10 +459,10 @@ class ReportData:
         for (place, depth, action, returned_to, policy, warning, note), i in self._steps.items():
             if returned_to is None and policy is None and warning is None and note is None and action \
                     and type(action) is str:  # most steps: s() of the action only, nothing to trim after it
-                a = sdict.get(action)
-                if a is None:
-                    a = sdict[action] = len(sdict)
-                steps[i] = [place, depth, a]
+                ai = sdict.get(action)
+                if ai is None:
+                    ai = sdict[action] = len(sdict)
+                steps[i] = [place, depth, ai]
                 continue
             row = [place, depth, s(action or None), s(returned_to), s(policy), s(warning), s(note)]
             steps[i] = _trim(row)
