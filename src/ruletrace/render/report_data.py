@@ -46,7 +46,7 @@ class ReportData:
         # of explanations one explainer shared is tested against: tests/report/test_report_fast.py)
         self.fast = fast
         self.shared = 0  # packets whose shared part came from the memo
-        self._cores: dict[int, list[tuple[Any, ...]]] = {}  # id(verdict) -> (what the core is made of, core)
+        self._cores: dict[int, list[tuple[Any, ...]]] = {}  # id(verdict) -> [(what the core is made of, core, verdict)]
         self._core_count = 0
         self._core_ids: dict[Any, int] = {}
         self._fast_variants: dict[tuple[Any, ...], int] = {}
@@ -227,14 +227,16 @@ class ReportData:
         # the packet's shared part, looked up by its verdict object (one per plan; held here, so its id
         # stays its own) and then compared: path key, causes, marks, warnings, notes, last seen, ruleset
         # (lists compare their items by identity first: the explainer's shared objects compare in C)
-        cause, marks, warnings, notes, last_seen = e.cause, e.marks, e.warnings, e.notes, e.last_seen
+        cause, marks, warnings, notes = e.cause, e.marks, e.warnings, e.notes
+        # one flat tuple (the lengths first, so it says where each list ends): compared with a stored
+        # one in one pass over contiguous memory, not five stored lists
+        made_of = (pk, rs, e.last_seen, len(cause), len(marks), len(warnings), *cause, *marks, *warnings, *notes)
         bucket = self._cores.get(id(v))
         core = None
         if bucket is not None:
             for ent in bucket:
-                if (ent[0] == pk and ent[1] == cause and ent[2] == marks and ent[3] == warnings
-                        and ent[4] == notes and ent[5] == last_seen and ent[6] == rs):
-                    core = ent[7]
+                if ent[0] == made_of:
+                    core = ent[1]
                     break
         if core is None:
             if bucket is None:
@@ -246,7 +248,7 @@ class ReportData:
                 del bucket[0]
                 self._core_count -= 1
             core = self._core(e, rs, pk)
-            bucket.append((pk, list(cause), list(marks), list(warnings), list(notes), last_seen, rs, core, v))
+            bucket.append((made_of, core, v))
             self._core_count += 1
         else:
             self.shared += 1
