@@ -136,9 +136,13 @@ class ReportData:
     def add(self, item: Explanation | Mapping[str, Any]) -> None:
         """Count and store one packet: an Explanation or a JSON packet object (``render.json.from_json``)."""
         e = item if isinstance(item, Explanation) else from_json(item)
-        if e.packet.id in self.keep:
+        if self.keep and e.packet.id in self.keep:
             self.kept[e.packet.id] = e
-        self._add_explanation(e)
+        pk = e.path_key
+        if pk is not None and self.fast:  # as _add_explanation chooses, one call less a packet
+            self._add_fast(e, pk)
+        else:
+            self._add_explanation(e)
 
     def add_all(self, items: Iterable[Explanation | Mapping[str, Any]]) -> int:
         """``add`` each item; return how many."""
