@@ -125,3 +125,69 @@ def test_memo_dropping_entries_changes_nothing(tmp_path, monkeypatch):
     v6 = EXAMPLES / "ipv6"
     fast, ref = _docs([v6 / "ruleset6.rules"], v6 / "kernel.log", ReportBuilder)
     assert fast.data() == ref.data()
+
+
+def test_counts_are_the_packets_own(tmp_path):
+    # packets per fate, per path and per variant are counted from each packet's variant when asked
+    # (_counts), not a packet at a time: they must equal counting the explanations directly, also
+    # when asked between adds (the count is made again when packets came since)
+    from collections import Counter
+
+    from ruletrace.render.report_data import _signature
+
+    rules, log = kube_log(tmp_path, services=20, packets=300, seed=5)
+    rs, expls = _explanations([rules], [log])
+    for fast in (True, False):
+        b = ReportData(rs, fast=fast)
+        fates: Counter[str] = Counter()
+        paths: dict[tuple, int] = {}
+        for k, e in enumerate(expls):
+            b.add(e)
+            fates[str(e.fate)] += 1
+            sig = _signature(e.steps)
+            paths[sig] = paths.get(sig, 0) + 1
+            if k in (0, 57, 149):
+                assert b.fates == fates and list(b.fates) == list(fates)  # same counts, same order
+        per_variant, per_path, got = b._counts()
+        assert got == fates and list(got) == list(fates) and len(fates) > 1
+        assert per_path == list(paths.values())  # paths are numbered in the order first seen
+        assert sum(per_variant) == len(expls) == b.hitmap.packets
+        assert min(per_variant) >= 1 and max(per_path) > 1
+
+
+def test_fast_chain_rows_equal_the_reference(tmp_path):
+    # _chain_rows_fast against _chain_rows (HitMap.chain_counts): a table without chains is not
+    # numbered, a rule number past the chain's end is not a hit row, chains entered or not, policy
+    # or none, on hand-made counts and on a generated kube log
+    from ruletrace.analyze.hitmap import HitMap
+    from ruletrace.model import Chain, Rule, Ruleset
+    from ruletrace.render.report_data import _chain_rows, _chain_rows_fast
+
+    def rules(chain, n):
+        return [Rule("filter", chain, k, f"-A {chain} -j R{k}") for k in range(1, n + 1)]
+
+    rs = Ruleset("ipv4", {"raw": {}, "filter": {"INPUT": Chain("filter", "INPUT", "ACCEPT", rules("INPUT", 3)),
+                                                "X": Chain("filter", "X", None, rules("X", 2)),
+                                                "Y": Chain("filter", "Y", None, [Rule("filter", "Y", 1, "odd")])},
+                          "nat": {"PREROUTING": Chain("nat", "PREROUTING", "ACCEPT", [])}})
+    hm = HitMap([rs])
+    hm.add([("filter", "INPUT", "rule", 1), ("filter", "X", "rule", 2), ("filter", "X", "rule", 5),
+            ("filter", "INPUT", "rule", 2), ("filter", "INPUT", "rule", 3)], weight=3)
+    hm.add([("filter", "INPUT", "policy", 4)])
+    hm.add([("filter", "Y", "rule", 1), ("filter", "Y", "return", 2)], weight=2)
+    for tables_ref, tables_fast in (({}, {}), ({"filter": 0}, {"filter": 0})):
+        ref = _chain_rows(hm, [rs], tables_ref)
+        assert _chain_rows_fast(hm, [rs], tables_fast) == ref and tables_fast == tables_ref
+    chains, index, _sizes, texts = ref
+    assert "raw" not in tables_ref
+    assert texts == [[index[(0, "filter", "INPUT")], ["-j R1", "-j R2", "-j R3"]],
+                     [index[(0, "filter", "X")], ["-j R1", "-j R2"]], [index[(0, "filter", "Y")], ["odd"]]]
+    assert chains[index[(0, "nat", "PREROUTING")]] == [0, tables_ref["nat"], "PREROUTING", 0, "ACCEPT"]
+    x = chains[index[(0, "filter", "X")]]
+    assert x[5:] == [3, 0, [2, 3], [5, 3]]  # rule 5 of a 2-rule chain is no hit row (but the deepest)
+    rules_, log = kube_log(tmp_path, services=30, packets=400, seed=11)
+    ks, expls = _explanations([rules_], [log])
+    b = ReportData(ks)
+    for e in expls:
+        b.add(e)
+    assert _chain_rows_fast(b.hitmap, ks, {}) == _chain_rows(b.hitmap, ks, {})

@@ -47,6 +47,33 @@ def test_script_json_escapes_markup_and_line_separators():
     assert json.loads(s) == {"a": "</script><!-- \u2028 \u2029"}
 
 
+def _doc_element_reference(ident, obj, gzip_over):
+    # doc_element as it was written before its bytes fast path: from the text of script_json
+    import base64
+    import gzip
+
+    text = script_json(obj)
+    if len(text) <= gzip_over:
+        return f'<script type="application/json" id="{ident}">{text}</script>'
+    packed = base64.b64encode(gzip.compress(text.encode(), compresslevel=1, mtime=0)).decode()
+    return f'<script type="application/octet-stream" id="{ident}" data-encoding="gzip+base64">{packed}</script>'
+
+
+def test_doc_element_equals_the_text_reference():
+    # made from the encoder's UTF-8 bytes: the same element as from script_json's text, around the
+    # gzip threshold (counted in characters, not bytes), with "<", non-ASCII, escaped controls, DEL
+    from ruletrace.render import json as rjson
+    from ruletrace.render.html import doc_element
+
+    objs = [{"a": "plain"}, {"a": "</script><!--"}, {"a": "→ ü 中 😀 <x>"}, ["\u202e", "\x7f", "\x85", "\u2028"],
+            {"a": "x" * 50, "b": "é" * 30}, [EVIL, "DST 1.2.3.4:80 → 10.0.0.1:8080"] * 5, {"\u061c": 1}]
+    for obj in objs:
+        n = len(script_json(obj))
+        for over in (0, n - 1, n, n + 1, len(script_json(obj).encode()), 1 << 20):
+            assert str(doc_element("d", obj, over)) == _doc_element_reference("d", obj, over), (obj, over)
+        assert rjson.dumps_utf8(obj) == rjson.dumps(obj).encode()
+
+
 def test_page_is_self_contained():
     page = to_html(seed003_json(), [load_ruleset(RULES)])
     assert "Content-Security-Policy" in page

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 from .. import __version__
 from ..analyze.diff import PathDiff, diff_packets
 from ..model import HOOK_TABLES, Explanation, Ruleset
-from .json import dumps
+from .json import dumps, dumps_utf8
 from .report_data import FATES, ReportData, file_name, rule_spec, unpack
 
 __all__ = ["FATE_COLORS", "ReportBuilder", "compact_count", "doc_element", "fate_css", "script_json", "to_html",
@@ -35,6 +35,7 @@ __all__ = ["FATE_COLORS", "ReportBuilder", "compact_count", "doc_element", "fate
 TEXT_GZIP_OVER = 1 << 20  # rule text above this many bytes is embedded gzipped (see doc_element)
 DATA_GZIP_OVER = 4 << 20  # the data document too: below it, plain JSON parses in well under 100 ms
 TOP_DECIDERS = 10
+_NOT_CONTINUATION = bytes([*range(0x80), *range(0xC0, 0x100)])  # all bytes but UTF-8's 10xxxxxx
 
 # packet-flow diagram geometry (SVG user units)
 HOOK_W = 150
@@ -255,10 +256,14 @@ def doc_element(ident: str, obj: Any, gzip_over: int) -> Any:
     """
     from markupsafe import Markup
 
-    text = script_json(obj)
-    if len(text) <= gzip_over:
-        return Markup(f'<script type="application/json" id="{ident}">{text}</script>')
-    packed = base64.b64encode(gzip.compress(text.encode(), compresslevel=1, mtime=0)).decode()
+    # script_json(obj) as UTF-8 (the reference: tests/report/test_report_html.py), made from the
+    # encoder's bytes: a "<" is one byte in UTF-8 and no part of another character's bytes, and a
+    # text's length is its bytes less the continuation bytes
+    raw = dumps_utf8(obj).replace(b"<", b"\\u003c")
+    chars = len(raw) if raw.isascii() else len(raw) - len(raw.translate(None, _NOT_CONTINUATION))
+    if chars <= gzip_over:
+        return Markup(f'<script type="application/json" id="{ident}">{raw.decode()}</script>')
+    packed = base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode()
     return Markup(f'<script type="application/octet-stream" id="{ident}" data-encoding="gzip+base64">'
                   f'{packed}</script>')
 

@@ -35,7 +35,7 @@ SCHEMA_VERSION = 2
 
 JSONObject = dict[str, Any]
 
-__all__ = ["READS", "SCHEMA_VERSION", "Tables", "document", "dumps", "expand", "from_json", "owner_json", "packet_json",
+__all__ = ["READS", "SCHEMA_VERSION", "Tables", "document", "dumps", "dumps_utf8", "expand", "from_json", "owner_json", "packet_json",
            "rule_id", "to_json", "write_document", "write_jsonl"]
 
 
@@ -434,6 +434,19 @@ def dumps(obj: Any, *, indent: bool = False) -> str:
     if not _UNSAFE.search(rest.decode()):
         return s
     return _UNSAFE.sub(_escape, s)
+def dumps_utf8(obj: Any) -> bytes:
+    """``dumps(obj).encode()`` (the reference), without making the text: orjson's UTF-8 as it is when
+    it holds nothing ``dumps`` escapes (the same test ``dumps`` makes), else the reference."""
+    if _orjson is not None:
+        raw: bytes = _orjson.dumps(obj)
+        if raw.isascii():
+            if b"\x7f" not in raw:
+                return raw
+        elif not _UNSAFE.search(raw.translate(None, _ASCII_BELOW_DEL).decode()):
+            return raw
+    return dumps(obj).encode()
+
+
 def _port(value: str | None) -> int | None:
     if value is None or not (value.isascii() and value.isdigit()):
         return None

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import chain as _chain
 from typing import Any
 
 from ..analyze.diff import decided_at, endpoint, port
-from ..analyze.hitmap import HitMap
+from ..analyze.hitmap import HitMap, _table_order
 from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset
 from .json import from_json
@@ -45,14 +46,13 @@ class ReportData:
         # of explanations one explainer shared is tested against: tests/report/test_report_fast.py)
         self.fast = fast
         self.shared = 0  # packets whose shared part came from the memo
-        self._cores: dict[int, list[tuple[Any, ...]]] = {}  # id(verdict) -> (what the core is made of, core)
+        self._cores: dict[int, list[tuple[Any, ...]]] = {}  # id(verdict) -> [(what the core is made of, core, verdict)]
         self._core_count = 0
         self._core_ids: dict[Any, int] = {}
         self._fast_variants: dict[tuple[Any, ...], int] = {}
         self._rs_of = HitMap(self.rulesets)  # picks a packet's ruleset by family
         self.keep = set(keep)  # packet ids whose explanation is kept (for --diff)
         self.kept: dict[Any, Explanation] = {}
-        self.fates: Counter[str] = Counter()
         self._strings: dict[str, int] = {}
         self._places: dict[tuple[Any, ...], int] = {}  # (ruleset, table, chain, kind, num) -> place id
         self._place_text: dict[int, str] = {}  # rule text seen in the trace, per place (no ruleset)
@@ -62,14 +62,12 @@ class ReportData:
         self._by_key: dict[tuple[Any, ...], int] = {}  # (ruleset, Explanation.path_key) -> path id
         self._path_steps: list[list[int]] = []
         self._path_places: list[list[int]] = []  # path id -> its places (ids into _places) for the hit map
-        self._path_packets: list[int] = []
         self._extras: dict[tuple[Any, ...], int] = {}
         self._variants: dict[tuple[Any, ...], int] = {}
         self._variant_keys: list[tuple[Any, ...]] = []
-        self._variant_packets: list[int] = []
         self._addrs: dict[str, int] = {}
         self._ports: dict[Any, int | None] = {}  # logged port text -> number (analyze.diff.port)
-        self._shown: dict[str, tuple[int, str]] = {}  # logged address -> (its number, shown form): _add_fast
+        self._shown: dict[str, tuple[int, str, str, str]] = {}  # logged address -> _show(it): _add_fast
         self._one_ruleset = len(self.rulesets) <= 1
         # one entry per packet, in input order
         self.ids: list[Any] = []
@@ -79,11 +77,37 @@ class ReportData:
         self._dst: list[int] = []
         self._dport: list[int | None] = []
         self._hitmap: HitMap | None = None
+        # packets per variant, per path and per fate, counted from _pv when asked (_counts)
+        self._counted: tuple[int, list[int], list[int], Counter[str]] | None = None
 
     @property
     def packets(self) -> int:
         """How many packets were added."""
         return len(self.ids)
+
+    @property
+    def fates(self) -> Counter[str]:
+        """Packets per fate (``Fate`` value), in the order each fate first came."""
+        return self._counts()[2]
+
+    def _counts(self) -> tuple[list[int], list[int], Counter[str]]:
+        """Packets per variant, per path and per fate: counted from each packet's variant when asked
+        (a variant names its path and fate), not a packet at a time as they come."""
+        pv = self._pv
+        got = self._counted
+        if got is not None and got[0] == len(pv):
+            return got[1], got[2], got[3]
+        keys = self._variant_keys
+        per_variant = [0] * len(keys)
+        for v, n in Counter(pv).items():
+            per_variant[v] = n
+        per_path = [0] * len(self._path_steps)
+        fates: Counter[str] = Counter()
+        for key, n in zip(keys, per_variant):
+            per_path[key[0]] += n
+            fates[key[1]] += n
+        self._counted = (len(pv), per_variant, per_path, fates)
+        return per_variant, per_path, fates
 
     @property
     def hitmap(self) -> HitMap:
@@ -93,10 +117,11 @@ class ReportData:
             keys: list[Any] = [None] * len(self._places)
             for key, i in self._places.items():
                 keys[i] = key
+            per_path = self._counts()[1]
             if self.fast:  # the same counts (HitMap.add_paths), with the work per place done once
-                hm.add_paths(keys, zip(self._path_places, self._path_packets))
+                hm.add_paths(keys, zip(self._path_places, per_path))
             else:
-                for pids, n in zip(self._path_places, self._path_packets):
+                for pids, n in zip(self._path_places, per_path):
                     hm.add([keys[p][1:] for p in pids], weight=n, ruleset=keys[pids[0]][0] if pids else 0)
             self._hitmap = hm
         return self._hitmap
@@ -111,9 +136,13 @@ class ReportData:
     def add(self, item: Explanation | Mapping[str, Any]) -> None:
         """Count and store one packet: an Explanation or a JSON packet object (``render.json.from_json``)."""
         e = item if isinstance(item, Explanation) else from_json(item)
-        if e.packet.id in self.keep:
+        if self.keep and e.packet.id in self.keep:
             self.kept[e.packet.id] = e
-        self._add_explanation(e)
+        pk = e.path_key
+        if pk is not None and self.fast:  # as _add_explanation chooses, one call less a packet
+            self._add_fast(e, pk)
+        else:
+            self._add_explanation(e)
 
     def add_all(self, items: Iterable[Explanation | Mapping[str, Any]]) -> int:
         """``add`` each item; return how many."""
@@ -160,11 +189,7 @@ class ReportData:
             if var is None:
                 var = self._variants[key] = len(self._variant_keys)
                 self._variant_keys.append(key)
-                self._variant_packets.append(0)
             self._fast_variants[fk] = var
-        self._variant_packets[var] += 1
-        self._path_packets[path] += 1
-        self.fates[fate] += 1
         self.ids.append(e.packet.id)
         self._pv.append(var)
         addrs = self._addrs  # interned (_intern, inlined)
@@ -185,7 +210,10 @@ class ReportData:
           entry dropped only costs the work again;
         - with at most one ruleset every packet is counted under ruleset 0 (as ``ruleset_index``
           answers), so the family is not looked up;
-        - a logged address is shown (``show_address``) and numbered once per distinct text;
+        - a logged address is shown (``show_address``) and numbered once per distinct text, and the
+          start of its ``endpoint`` text made then too: a NAT ``old`` value is compared with the
+          packet's own endpoint as ``_nat_old`` does, without a call a rewrite;
+        - a port text is made a number (``port``) in line, without a table;
         - the last event's fields are those of the latest earlier event with the same raw text and
           parser whose fields are already parsed (``TraceEvent.same_fields``: equal fields);
         - the variant is found by one flat tuple of the packet's own values.
@@ -203,15 +231,16 @@ class ReportData:
         # the packet's shared part, looked up by its verdict object (one per plan; held here, so its id
         # stays its own) and then compared: path key, causes, marks, warnings, notes, last seen, ruleset
         # (lists compare their items by identity first: the explainer's shared objects compare in C)
-        cause, marks, warnings, notes, last_seen = e.cause, e.marks, e.warnings, e.notes, e.last_seen
+        cause, marks, warnings, notes = e.cause, e.marks, e.warnings, e.notes
+        # one flat tuple (the lengths first, so it says where each list ends): compared with a stored
+        # one in one pass over contiguous memory, not five stored lists
+        made_of = (pk, rs, e.last_seen, len(cause), len(marks), len(warnings), *cause, *marks, *warnings, *notes)
         bucket = self._cores.get(id(v))
         core = None
         if bucket is not None:
             for ent in bucket:
-                if (ent[0] == pk and ent[1] == cause and ent[2] == marks and ent[3] == warnings
-                        and ent[4] == notes and ent[5] == last_seen and ent[6] == rs):
-                    core = ent[7]
-                    self.shared += 1
+                if ent[0] == made_of:
+                    core = ent[1]
                     break
         if core is None:
             if bucket is None:
@@ -223,13 +252,19 @@ class ReportData:
                 del bucket[0]
                 self._core_count -= 1
             core = self._core(e, rs, pk)
-            bucket.append((pk, list(cause), list(marks), list(warnings), list(notes), last_seen, rs, core, v))
+            bucket.append((made_of, core, v))
             self._core_count += 1
-        cid = core[4]
+        else:
+            self.shared += 1
         events = e.packet.events
         if events:
-            first = events[0].fields
-            last = _known_fields(events)
+            ev = events[0]
+            first = ev._fields
+            if first is None:
+                first = ev.fields
+            last = events[-1]._fields
+            if last is None:
+                last = _known_fields(events)
         else:
             first = last = e.packet.fields or {}
         get = first.get
@@ -238,31 +273,44 @@ class ReportData:
         if src:
             got_src = shown.get(src)
             if got_src is None:
-                a = show_address(src)
-                got_src = shown[src] = (_intern(self._addrs, a), a)
-            si, src_s = got_src
+                got_src = shown[src] = self._show(src)
+            si = got_src[0]
         else:
-            si, src_s = -1, None
+            si, got_src = -1, None
         if dst:
             got_dst = shown.get(dst)
             if got_dst is None:
-                a = show_address(dst)
-                got_dst = shown[dst] = (_intern(self._addrs, a), a)
-            di, dst_s = got_dst
+                got_dst = shown[dst] = self._show(dst)
+            di = got_dst[0]
         else:
-            di, dst_s = -1, None
-        ports = self._ports
-        spt, dpt = get("SPT"), get("DPT")
-        sport = ports[spt] if spt in ports else ports.setdefault(spt, port(spt))
-        dport = ports[dpt] if dpt in ports else ports.setdefault(dpt, port(dpt))
-        nat = tuple([(c.what, _nat_old(c.what, c.old, src_s, sport, dst_s, dport), c.new, c.step)
-                     for c in e.nat]) if e.nat else ()
+            di, got_dst = -1, None
+        spt, dpt = get("SPT"), get("DPT")  # analyze.diff.port, in line
+        sport = int(spt) if spt and spt.isdigit() and spt.isascii() else None
+        dport = int(dpt) if dpt and dpt.isdigit() and dpt.isascii() else None
+        enat = e.nat
+        if enat:
+            parts = []
+            for c in enat:
+                what = c.what
+                old: Any = c.old
+                if what == "DST":  # _nat_old: the packet's own first DST:DPT is written as 0
+                    own = None if got_dst is None else got_dst[2] if dport is None else got_dst[3] + str(dport)
+                    if old == own:
+                        old = 0
+                elif what == "SRC":
+                    own = None if got_src is None else got_src[2] if sport is None else got_src[3] + str(sport)
+                    if old == own:
+                        old = 0
+                parts.append((what, old, c.new, c.step))
+            nat: tuple[Any, ...] = tuple(parts)
+        else:
+            nat = ()
         fate = str(e.fate)
         if fate not in FATES:
             fate = "unknown"
         physin, physout = get("PHYSIN") or last.get("PHYSIN") or None, last.get("PHYSOUT") or None
-        fk = (cid, fate, nat, get("PROTO") or None, get("IN") or None, get("OUT") or None, get("TCPFLAGS") or None,
-              physin, physout)
+        fk = (core[4], fate, nat, get("PROTO") or None, get("IN") or None, get("OUT") or None,
+              get("TCPFLAGS") or None, physin, physout)
         var = self._fast_variants.get(fk)
         if var is None:
             path, dec, vt, extra, _cid = core
@@ -271,17 +319,20 @@ class ReportData:
             if var is None:
                 var = self._variants[key] = len(self._variant_keys)
                 self._variant_keys.append(key)
-                self._variant_packets.append(0)
             self._fast_variants[fk] = var
-        self._variant_packets[var] += 1
-        self._path_packets[core[0]] += 1
-        self.fates[fate] += 1
         self.ids.append(e.packet.id)
         self._pv.append(var)
         self._src.append(si)
         self._dst.append(di)
         self._sport.append(sport)
         self._dport.append(dport)
+
+    def _show(self, logged: str) -> tuple[int, str, str, str]:
+        """A logged address's number, its shown form (``show_address``), and its ``endpoint`` text
+        without a port and the start of it with one (``addr:`` or ``[addr]:``)."""
+        shown = show_address(logged)
+        a = show_address(str(shown))  # as endpoint(shown, port) makes it
+        return _intern(self._addrs, shown), shown, a, f"[{a}]:" if ":" in a else f"{a}:"
 
     def _core(self, e: Explanation, rs: int, pk: Any) -> tuple[Any, ...]:
         """(path, deciding step, verdict, extra, their number) of a packet: what it shares with its path."""
@@ -347,7 +398,6 @@ class ReportData:
             places.append(place)
         self._path_steps.append(step_ids)
         self._path_places.append(places)
-        self._path_packets.append(0)
         return path
 
     def _s(self, text: Any) -> int:
@@ -358,7 +408,7 @@ class ReportData:
     def deciders(self) -> Counter[tuple[str, str]]:
         """(where the fate was decided, rule key) -> packets."""
         out: Counter[tuple[str, str]] = Counter()
-        for key, n in zip(self._variant_keys, self._variant_packets):
+        for key, n in zip(self._variant_keys, self._counts()[0]):
             vt, extra = key[3], key[4]
             if vt is None:
                 out[(decided_at(None, None, None, None, False, extra[5]), "")] += n
@@ -372,44 +422,29 @@ class ReportData:
         self._strings = {}
         hm = self.hitmap
         tables: dict[str, int] = {}
-        chains: list[list[Any]] = []
-        chain_index: dict[tuple[int, str, str], int] = {}
-        sizes: list[int] = []
-        texts: list[list[Any]] = []  # [chain index, [rule spec or None, ...]] for chains packets entered
-        rs_chains = {i: {(t, name): c for t, cs in rs.tables.items() for name, c in cs.items()}
-                     for i, rs in enumerate(self.rulesets)}
-        for cc in hm.chain_counts():
-            ci = len(chains)
-            chain_index[(cc.ruleset, cc.table, cc.name)] = ci
-            t = tables.setdefault(cc.table, len(tables))
-            row: list[Any] = [cc.ruleset, t, cc.name, cc.rules, cc.policy]
-            if cc.entered:
-                row += [cc.entered, cc.fell_off, [x for kv in cc.hits.items() for x in kv],
-                        [x for kv in cc.deepest.items() for x in kv]]
-                if cc.known:
-                    rules = rs_chains[cc.ruleset][(cc.table, cc.name)].rules
-                    texts.append([ci, [rule_spec(r.text, cc.name) for r in rules]])
-                else:
-                    texts.append([ci, [None] * cc.rules])
-            elif cc.policy is None:
-                row.pop()
-            chains.append(row)
-            sizes.append(cc.rules)
+        if self.fast and self.rulesets:
+            chains, chain_index, sizes, texts = _chain_rows_fast(hm, self.rulesets, tables)
+        else:
+            chains, chain_index, sizes, texts = _chain_rows(hm, self.rulesets, tables)
         text_of = {ci: tx for ci, tx in texts}
         xchains: list[list[Any]] = []
         kinds: list[str] = list(KINDS)
         places: list[list[Any]] = [[]] * len(self._places)
+        kind_no = {k: n for n, k in enumerate(kinds)}  # kinds.index
+        place_text = self._place_text
         for (rs, table, chain, kind, num), i in self._places.items():
             got = chain_index.get((rs, table, chain))
             ci = -1 - len(xchains) if got is None else got
             if got is None:
                 chain_index[(rs, table, chain)] = ci
                 xchains.append([rs, tables.setdefault(table, len(tables)), chain])
-            if kind not in kinds:
+            k = kind_no.get(kind)
+            if k is None:
+                k = kind_no[kind] = len(kinds)
                 kinds.append(kind)
-            places[i] = [ci, kinds.index(kind), num]
+            places[i] = [ci, k, num]
             # no ruleset: the rule text comes from the trace, where it showed it
-            text = self._place_text.get(i)
+            text = place_text.get(i)
             if text and ci >= 0 and kind == "rule" and isinstance(num, int) and 1 <= num <= sizes[ci]:
                 tx = text_of.get(ci)
                 if tx is not None and tx[num - 1] is None:
@@ -428,6 +463,13 @@ class ReportData:
             return i
 
         for (place, depth, action, returned_to, policy, warning, note), i in self._steps.items():
+            if returned_to is None and policy is None and warning is None and note is None and action \
+                    and type(action) is str:  # most steps: s() of the action only, nothing to trim after it
+                ai = sdict.get(action)
+                if ai is None:
+                    ai = sdict[action] = len(sdict)
+                steps[i] = [place, depth, ai]
+                continue
             row = [place, depth, s(action or None), s(returned_to), s(policy), s(warning), s(note)]
             steps[i] = _trim(row)
         extras: list[dict[str, Any]] = []
@@ -492,7 +534,20 @@ class ReportData:
         if marks:
             e["marks"] = [list(c) for c in marks]
         if cause:
-            e["cause"] = [[s(role), s(text), step] for role, text, step in cause]
+            sdict = self._strings  # where s() numbers a text (data's and _s alike), in line for str
+            rows = []
+            for role, text, step in cause:
+                if type(role) is str and type(text) is str:
+                    r = sdict.get(role)
+                    if r is None:
+                        r = sdict[role] = len(sdict)
+                    t = sdict.get(text)
+                    if t is None:
+                        t = sdict[text] = len(sdict)
+                    rows.append([r, t, step])
+                else:
+                    rows.append([s(role), s(text), step])
+            e["cause"] = rows
         if warnings:
             e["warn"] = [s(w) for w in warnings]
         if notes:
@@ -500,6 +555,97 @@ class ReportData:
         if last:
             e["last"] = s(last)
         return e
+
+
+def _chain_rows(hm: HitMap, rulesets: Sequence[Ruleset], tables: dict[str, int]) -> tuple[
+        list[list[Any]], dict[tuple[int, str, str], int], list[int], list[list[Any]]]:
+    """The document's chain rows (every chain of ``hm.chain_counts()``, ``tables`` numbered as met), the
+    chain index of each (ruleset, table, chain), each chain's rule count, and the rule texts
+    ``[chain index, [rule spec or None, ...]]`` of the chains packets entered. The reference of
+    ``_chain_rows_fast``."""
+    chains: list[list[Any]] = []
+    chain_index: dict[tuple[int, str, str], int] = {}
+    sizes: list[int] = []
+    texts: list[list[Any]] = []
+    rs_chains = {i: {(t, name): c for t, cs in rs.tables.items() for name, c in cs.items()}
+                 for i, rs in enumerate(rulesets)}
+    for cc in hm.chain_counts():
+        ci = len(chains)
+        chain_index[(cc.ruleset, cc.table, cc.name)] = ci
+        t = tables.setdefault(cc.table, len(tables))
+        row: list[Any] = [cc.ruleset, t, cc.name, cc.rules, cc.policy]
+        if cc.entered:
+            row += [cc.entered, cc.fell_off, [x for kv in cc.hits.items() for x in kv],
+                    [x for kv in cc.deepest.items() for x in kv]]
+            if cc.known:
+                rules = rs_chains[cc.ruleset][(cc.table, cc.name)].rules
+                texts.append([ci, [rule_spec(r.text, cc.name) for r in rules]])
+            else:
+                texts.append([ci, [None] * cc.rules])
+        elif cc.policy is None:
+            row.pop()
+        chains.append(row)
+        sizes.append(cc.rules)
+    return chains, chain_index, sizes, texts
+
+
+def _chain_rows_fast(hm: HitMap, rulesets: Sequence[Ruleset], tables: dict[str, int]) -> tuple[
+        list[list[Any]], dict[tuple[int, str, str], int], list[int], list[list[Any]]]:
+    """``_chain_rows`` (the reference) for given rulesets, without a ``ChainCounts`` object a chain:
+    the chains are walked as ``HitMap.chain_counts`` walks them (rulesets in order, tables in kernel
+    order, chains as listed), a chain no packet entered is one short row, and the counts of one
+    that was entered are flattened from the hit map's own tables (``tests/report/test_report_fast.py``:
+    the same rows on every case, and on a generated kube log)."""
+    chains: list[list[Any]] = []
+    chain_index: dict[tuple[int, str, str], int] = {}
+    sizes: list[int] = []
+    texts: list[list[Any]] = []
+    entered_of, ends, deep = hm.entered, hm.ends, hm._deepest
+    hits: dict[tuple[int, str, str], list[tuple[int, int]]] = {}
+    for (rs_i, table, cname, num), c in hm.hits.items():
+        got = hits.get((rs_i, table, cname))
+        if got is None:
+            hits[(rs_i, table, cname)] = [(num, c)]
+        else:
+            got.append((num, c))
+    flat = _chain.from_iterable
+    for i, rs in enumerate(rulesets):
+        for table in _table_order(rs.tables):
+            of_table = rs.tables[table]
+            if not of_table:
+                continue
+            t = tables.setdefault(table, len(tables))  # numbered at its first chain, as the reference does
+            for chain in of_table.values():
+                name, policy, rules = chain.name, chain.policy, chain.rules
+                n = len(rules)
+                key = (i, table, name)
+                ci = chain_index[key] = len(chains)
+                sizes.append(n)
+                entered = entered_of.get(key, 0)
+                if not entered:
+                    chains.append([i, t, name, n, policy] if policy is not None else [i, t, name, n])
+                    continue
+                got = hits.get(key)
+                if not got:
+                    h = []
+                elif len(got) == 1:  # most chains: one rule matched
+                    k, c = got[0]
+                    h = [k, c] if 1 <= k <= n else []
+                else:
+                    h = list(flat(sorted(kv for kv in got if 1 <= kv[0] <= n)))
+                d = deep.get(key)
+                if not d:
+                    dl = []
+                elif len(d) == 1:
+                    dl = list(flat(d.items()))
+                else:
+                    dl = list(flat(sorted(d.items())))
+                chains.append([i, t, name, n, policy, entered, ends.get(key, 0), h, dl])
+                prefix = f"-A {name} "
+                cut = len(prefix)
+                texts.append([ci, [None if (x := r.text) is None else x[cut:] if x.startswith(prefix) else x
+                                   for r in rules]])
+    return chains, chain_index, sizes, texts
 
 
 def _known_fields(events: Sequence[Any]) -> dict[str, str]:
