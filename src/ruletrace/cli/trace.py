@@ -178,7 +178,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         def stop() -> bool:
             return deadline is not None and time.monotonic() >= deadline
 
-        alone: dict[Any, Any] = {}  # to_json's per-path seeds (each line stands alone, built once a path)
+        alone: dict[Any, Any] = {}  # render.json.AlonePaths: to_json's per-path seeds (each line stands alone)
         for expl in tracer.explanations(stop=stop, limit=count):
             n += 1
             try:

@@ -35,8 +35,8 @@ SCHEMA_VERSION = 2
 
 JSONObject = dict[str, Any]
 
-__all__ = ["READS", "SCHEMA_VERSION", "Tables", "document", "dumps", "dumps_utf8", "expand", "from_json", "owner_json", "packet_json",
-           "rule_id", "to_json", "write_document", "write_jsonl"]
+__all__ = ["READS", "SCHEMA_VERSION", "AlonePaths", "Tables", "document", "dumps", "dumps_utf8", "expand", "from_json",
+           "owner_json", "packet_json", "rule_id", "to_json", "write_document", "write_jsonl"]
 
 
 @lru_cache(maxsize=1 << 17)
@@ -119,6 +119,12 @@ class Tables:
         return got
 
 
+ALONE_PATHS_MAX = 4096  # to_json's per-path seeds kept at most (then it starts again)
+
+# to_json's per-path seeds: Explanation.path_key -> (rules, owners, path_part) of a fresh Tables
+AlonePaths = dict[Any, tuple[dict[str, str], dict[str, JSONObject], tuple[list[JSONObject], list[str]]]]
+
+
 def to_json(expl: Explanation, paths: AlonePaths | None = None) -> JSONObject:
     """One packet standing alone (``trace --json`` lines): ``packet_json`` with the ``tables`` it uses.
 
@@ -142,12 +148,6 @@ def to_json(expl: Explanation, paths: AlonePaths | None = None) -> JSONObject:
     obj = packet_json(expl, tables)
     obj["tables"] = tables.as_json()
     return obj
-
-
-ALONE_PATHS_MAX = 4096  # to_json's per-path seeds kept at most (then it starts again)
-
-# to_json's per-path seeds: Explanation.path_key -> (rules, owners, path_part) of a fresh Tables
-AlonePaths = dict[Any, tuple[dict[str, str], dict[str, JSONObject], tuple[list[JSONObject], list[str]]]]
 
 
 def packet_json(expl: Explanation, tables: Tables) -> JSONObject:
@@ -434,6 +434,8 @@ def dumps(obj: Any, *, indent: bool = False) -> str:
     if not _UNSAFE.search(rest.decode()):
         return s
     return _UNSAFE.sub(_escape, s)
+
+
 def dumps_utf8(obj: Any) -> bytes:
     """``dumps(obj).encode()`` (the reference), without making the text: orjson's UTF-8 as it is when
     it holds nothing ``dumps`` escapes (the same test ``dumps`` makes), else the reference."""

@@ -641,7 +641,7 @@ def _chain_rows_fast(hm: HitMap, rulesets: Sequence[Ruleset], tables: dict[str, 
                 else:
                     dl = list(flat(sorted(d.items())))
                 chains.append([i, t, name, n, policy, entered, ends.get(key, 0), h, dl])
-                prefix = f"-A {name} "
+                prefix = f"-A {name} "  # rule_spec (the reference), in line: one prefix a chain
                 cut = len(prefix)
                 texts.append([ci, [None if (x := r.text) is None else x[cut:] if x.startswith(prefix) else x
                                    for r in rules]])
