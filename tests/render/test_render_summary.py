@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from render_cases import render, seed003_drop, seed003_port80, unknown_fate
+from render_cases import build, render, seed003_drop, seed003_port80, unknown_fate
 from rich.cells import cell_len
 
 from ruletrace.analyze import summary as summary_mod
 from ruletrace.analyze.summary import Summary
-from ruletrace.model import Fate
+from ruletrace.model import Explanation, Fate, Verdict
 from ruletrace.render import summary as summary_view
 from ruletrace.render.summary import to_renderable
 
@@ -105,11 +105,51 @@ def test_terminal_rows() -> None:
 
 
 def test_long_rule_text_is_ellipsized_on_one_row() -> None:
-    for width in (100, 60):
+    for width in (100, 80):
         out = render(to_renderable(_filled()), width=width)
         row = next(line for line in out.splitlines() if "KUBE-FIREWALL rule 1" in line)
         assert row.rstrip().endswith("…")
         assert all(cell_len(line) <= width for line in out.splitlines())
+    # too narrow for any of it: the rule text is left out, the count, action and place stay whole
+    out = render(to_renderable(_filled()), width=50)
+    assert "3   drop     filter:KUBE-FIREWALL rule 1" in out and "-m comment" not in out
+    assert all(cell_len(line) <= 50 for line in out.splitlines())
+
+
+def _kube_reject() -> Explanation:
+    rule = ('-A KUBE-EXTERNAL-SERVICES -p tcp -m comment --comment "payments/cart-queue-8824:https has no endpoints"'
+            " -m addrtype --dst-type LOCAL -m tcp --dport 31234 -j REJECT --reject-with icmp-port-unreachable")
+    packet, steps = build("kern.log", [("filter:KUBE-EXTERNAL-SERVICES:rule:347", 0, rule, "reject", {})],
+                          {"IN": "eth0", "SRC": "10.0.0.5", "DST": "10.0.0.9", "PROTO": "TCP"}, 7)
+    return Explanation(packet, steps=steps, fate=Fate.REJECTED,
+                       verdict=Verdict("reject", "filter", "KUBE-EXTERNAL-SERVICES", 347, steps[0].rule, ""))
+
+
+def test_counts_actions_and_places_are_never_cut() -> None:
+    """At 80 columns the table had cut the counts to "26…" and the actions to "a…" (a 100,000-packet
+    kube log): those and the rule's place stay whole at any width; the owner gives way first (its
+    name kept, without its kind, when short of room), then the rule text."""
+    s = Summary()
+    s.count(Summary.entry(seed003_drop()), 1_234_567)
+    s.count(Summary.entry(_kube_reject()), 26_390)
+    for width in (40, 60, 80, 100, 200):
+        out = render(to_renderable(s), width=width)
+        lines = out.splitlines()
+        assert all(cell_len(line) <= width for line in lines), width
+        rows = [" ".join(line.split()) for line in lines]
+        if width >= 60:
+            assert any(r.startswith("1234567 drop filter:KUBE-FIREWALL rule 1") for r in rows), (width, out)
+            assert any(r.startswith("26390 reject filter:KUBE-EXTERNAL-SERVICES rule 347") for r in rows), (width, out)
+        else:  # only the place gives way, at its end
+            assert any(r.startswith("1234567 drop filter:KUBE-") for r in rows), (width, out)
+            assert any(r.startswith("26390 reject filter:KUBE-") for r in rows), (width, out)
+        owner = next(r for r in rows if r.startswith("26390 "))
+        if width == 80:
+            assert "payments/cart-qu" in owner and "kubernetes" not in owner
+        if width >= 100:
+            assert "kubernetes payments/cart-queue" in owner
+        if width == 200:
+            assert "--comment" in owner
 
 
 def test_warning_texts_are_capped(monkeypatch) -> None:

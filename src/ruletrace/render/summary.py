@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -41,24 +41,7 @@ def to_renderable(summary: Summary) -> RenderableType:
 
     ranked = summary.ranked()
     if ranked:
-        rules = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
-        rules.add_column("packets", justify="right", no_wrap=True)
-        rules.add_column("action", no_wrap=True)
-        rules.add_column("where", no_wrap=True)
-        owners = [decider_owner(d) for d, _ in ranked[:TOP_RULES]]
-        shown = [o if o is not None and o.specific else None for o in owners]
-        if any(shown):  # who made the deciding rule, where the host's names say (explain/owners.py)
-            rules.add_column("owner", no_wrap=True, overflow="ellipsis", max_width=32)
-        rules.add_column("rule")  # wrapable, so the table gives it what is left; cells ellipsize
-        for (d, n), o in zip(ranked[:TOP_RULES], shown):
-            action, where, what = _decider_cells(d)
-            owner = [safe(f"{o.kind} {o.name}", "owner") if o is not None else Text("")] if any(shown) else []
-            rules.add_row(str(n), action, where, *owner, what)
-        if len(ranked) > TOP_RULES:
-            rest = sum(n for _, n in ranked[TOP_RULES:])
-            pad = [""] if any(shown) else []
-            rules.add_row(str(rest), "", Text(f"{len(ranked) - TOP_RULES} more", "note"), *pad, "")
-        parts.append(rules)
+        parts.append(_Deciders(ranked))
 
     if summary.warnings:
         warns = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
@@ -71,6 +54,62 @@ def to_renderable(summary: Summary) -> RenderableType:
     for part in parts:
         spaced += (Text(""), part) if spaced else (part,)
     return Group(*spaced)
+
+
+class _Deciders:
+    """The packets by deciding rule, laid out for the width it is drawn at.
+
+    The count, the action and where the rule is (table, chain, number) are the answer and are never
+    cut; the owner and then the rule text get what is left, and are left out when too little is
+    (at 80 columns the plain table had squeezed the counts to "26…" and the actions to "a…").
+    """
+
+    def __init__(self, ranked: list[tuple[Decider, int]]) -> None:
+        self.cells = [(str(n), *_decider_cells(d)) for d, n in ranked[:TOP_RULES]]
+        self.rest = (sum(n for _, n in ranked[TOP_RULES:]), len(ranked) - TOP_RULES)
+        owners = [decider_owner(d) for d, _ in ranked[:TOP_RULES]]
+        self.owners = [o if o is not None and o.specific else None for o in owners]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        cells, (rest, more) = self.cells, self.rest
+        counts = [c[0] for c in cells] + ([str(rest)] if more > 0 else [])
+        w_count = max(len("packets"), *(len(c) for c in counts))
+        w_action = max(len("action"), *(c[1].cell_len for c in cells))
+        w_where = max(len("where"), *(c[2].cell_len for c in cells))
+        left = options.max_width - (w_count + w_action + w_where + 3 * _GAP)
+        table = Table(box=box.SIMPLE_HEAD, header_style="summary.header", show_edge=False)
+        table.add_column("packets", justify="right", no_wrap=True, min_width=w_count)
+        table.add_column("action", no_wrap=True, min_width=w_action)
+        if left < 0:  # too narrow even for these: only "where" gives way (its end ellipsized)
+            table.add_column("where", no_wrap=True, overflow="ellipsis", max_width=max(8, w_where + left))
+        else:
+            table.add_column("where", no_wrap=True, min_width=w_where)
+        with_owner = any(self.owners) and left >= _OWNER_MIN + _GAP
+        named = [f"{o.kind} {o.name}" if o is not None else "" for o in self.owners]
+        if with_owner:  # who made the deciding rule, where the host's names say (explain/owners.py)
+            w_owner = min(_OWNER_MAX, left - _GAP)
+            if w_owner < _OWNER_MAX and max(map(len, named)) > w_owner:  # short of room: the name alone
+                named = [o.name if o is not None else "" for o in self.owners]
+            table.add_column("owner", no_wrap=True, overflow="ellipsis", max_width=w_owner)
+            left -= min(w_owner, max(map(len, named))) + _GAP
+        with_rule = left >= _RULE_MIN + _GAP
+        if with_rule:
+            table.add_column("rule")  # wrapable, so the table gives it what is left; cells ellipsize
+        for (count, action, where, what), name in zip(cells, named):
+            row: list[RenderableType] = [count, action, where]
+            if with_owner:
+                row.append(safe(name, "owner") if name else Text(""))
+            if with_rule:
+                row.append(what)
+            table.add_row(*row)
+        if more > 0:
+            table.add_row(str(rest), "", Text(f"{more} more", "note"), *[""] * (with_owner + with_rule))
+        yield table
+
+
+_GAP = 3  # the columns' padding and rule between them
+_OWNER_MIN, _OWNER_MAX = 14, 32
+_RULE_MIN = 10
 
 
 def _decider_cells(d: Decider) -> tuple[Text, Text, Text]:
