@@ -83,3 +83,18 @@ def test_report_with_filters_and_diff(tmp_path, capsys):
 def test_report_needs_input(capsys):
     code, _, err = run(capsys, "report", "-o", "/dev/null")
     assert code == 2 and "give a trace file" in err
+
+
+def test_diff_at_80_columns_keeps_the_divergence_text_under_itself(capsys):
+    """At 80 columns a divergence's text wraps under its own first line (it went back to the
+    margin, mixed with the labels); the one-line form at a wide terminal is unchanged."""
+    code, out, err = run(capsys, "diff", "-r", RULES, LOG, "1", "2", "--no-color", "--width", "80")
+    assert code == ExitStatus.DIFFERENT, err
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    i = next(k for k, line in enumerate(lines) if line.startswith("first divergence  nat:KUBE-NODEPORTS rule 16"))
+    follow = lines[i + 1]
+    assert follow.startswith(" " * len("first divergence  ")) and follow.strip(), lines[i:i + 3]
+    rule = next(k for k, line in enumerate(lines) if line.startswith("    rule  -A KUBE-NODEPORTS"))
+    assert lines[rule + 1].startswith(" " * len("    rule  ")) and lines[rule + 1].strip()
+    assert not any(line.startswith(("(packet", "-m ", "--")) for line in lines)  # nothing wrapped to the margin

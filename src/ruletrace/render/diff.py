@@ -44,19 +44,26 @@ def to_renderable(diff: PathDiff) -> Any:
         parts.append(Text("the two paths are the same", "label"))
     for k, d in enumerate(diff.divergences):
         label = "first divergence" if k == 0 else f"divergence {k + 1}"
-        t = Text.assemble((label, "cause"), "  ", safe(d.text))
-        parts.append(t)
+        parts.append(_hang(Text(label, "cause"), safe(d.text)))
         if d.rule:
-            parts.append(Text.assemble("    rule  ", safe(d.rule, "rule.text")))
+            parts.append(_hang(Text("    rule"), safe(d.rule, "rule.text")))
         for c in d.decisive:
-            parts.append(Text.assemble("    ", (clean(c.option), "label"), "  ",
-                                       f"{clean(diff.left.label)}: {clean(shown(c.left))} "
-                                       f"({'matches' if c.left_ok else 'no match'}), "
-                                       f"{clean(diff.right.label)}: {clean(shown(c.right))} "
-                                       f"({'matches' if c.right_ok else 'no match'})"))
+            parts.append(_hang(Text.assemble("    ", (clean(c.option), "label")), Text(
+                f"{clean(diff.left.label)}: {clean(shown(c.left))} ({'matches' if c.left_ok else 'no match'}), "
+                f"{clean(diff.right.label)}: {clean(shown(c.right))} ({'matches' if c.right_ok else 'no match'})")))
     for n in diff.notes:
-        parts.append(Text.assemble(("note", "note"), "  ", safe(n, "note")))
+        parts.append(_hang(Text("note", "note"), safe(n, "note")))
     return Group(*parts)
+
+
+def _hang(label: Text, body: Text) -> Table:
+    """``label  body``, the body's wrapped lines under its first (not back at the margin), so a
+    divergence stays readable at 80 columns; on one line the same text as ``label + "  " + body``."""
+    grid = Table.grid(padding=(0, 2, 0, 0))  # two spaces after the label, none at the edges
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")  # a rule text's long words (chain names) broken rather than cut
+    grid.add_row(label, body)
+    return grid
 
 
 def _cell(s: DiffStep | None, style: str, first: Divergence | None, row: int) -> Any:
