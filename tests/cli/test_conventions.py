@@ -177,6 +177,27 @@ def test_man_page_is_generated_from_the_cli(capsys, tmp_path):
         assert p.returncode == 0 and p.stderr == "", p.stderr
 
 
+def test_help_fits_80_columns_and_lists_stay_lists(capsys, monkeypatch):
+    """Every command's --help at 80 columns: no line longer (the trace formats' choice list and
+    simulate's exit statuses ran to 91), the example on its own lines, each exit status on its
+    own line; the man page keeps those blocks line by line too (``.nf``)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    for cmd in ([], ["explain"], ["simulate"], ["trace"], ["cleanup"], ["doctor"], ["report"], ["diff"],
+                ["examples"], ["man"]):
+        code, out, _err = run(capsys, *cmd, "--help")
+        assert code == ExitStatus.OK
+        assert [ln for ln in out.splitlines() if len(ln) > 80] == [], cmd
+    _code, out, _err = run(capsys, "simulate", "--help")
+    lines = [ln.strip() for ln in out.splitlines()]
+    assert "ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 \\" in lines
+    for status in ("0  delivered, forwarded or sent", "3  dropped", "4  rejected", "2  bad input"):
+        assert status in lines
+    _code, page, _err = run(capsys, "man")
+    block = page.split("Exit status:")[1].split(".fi")[0]
+    assert page.split("Exit status:")[0].endswith(".nf\n")
+    assert "\n  3  dropped\n  4  rejected\n" in block
+
+
 def _ruletrace(*args: str, columns: int = 80) -> tuple[int, str]:
     """``python -u -m ruletrace ARGS`` with stderr into stdout, in the order written."""
     import os

@@ -7,6 +7,7 @@ the exit status table (status.TABLE) and the environment. So it cannot fall behi
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import click
@@ -31,12 +32,16 @@ def roff(text: str) -> str:
 
 
 def _paragraphs(help_text: str) -> list[str]:
-    """click help text as paragraphs ("\\b" blocks kept as they are)."""
+    """click help text as roff paragraphs: a "\\b" block (an example, a list) line by line as
+    written (``.nf``: no filling), any other block filled."""
     out = []
-    for block in (help_text or "").strip().split("\n\n"):
-        lines = [ln.strip() for ln in block.strip().splitlines() if ln.strip() != "\b"]
-        if lines:
-            out.append(" ".join(lines))
+    for block in inspect.cleandoc(help_text or "").split("\n\n"):
+        raw = [ln.rstrip() for ln in block.splitlines() if ln.strip()]
+        if raw and raw[0].strip() == "\b":
+            if raw[1:]:
+                out.append(".nf\n" + roff("\n".join(raw[1:])) + "\n.fi")
+        elif raw:
+            out.append(roff(" ".join(ln.strip() for ln in raw)))
     return out
 
 
@@ -45,7 +50,7 @@ def _command(ctx: click.Context, name: str, cmd: click.Command, lines: list[str]
     pieces = " ".join(cmd.collect_usage_pieces(sub))
     lines += [f'.SS "{roff(sub.command_path)} {roff(pieces)}"']
     for para in _paragraphs(cmd.help or ""):
-        lines += [roff(para), ".PP"]
+        lines += [para, ".PP"]
     for param in cmd.get_params(sub):
         rec = param.get_help_record(sub)
         if rec is None:
@@ -65,14 +70,14 @@ def manpage(cli: click.Group, version: str) -> str:
     lines = [
         f'.TH RULETRACE 1 "" "ruletrace {roff(version)}" "User Commands"',
         ".SH NAME",
-        "ruletrace \\- " + roff(paras[0] if paras else "explain netfilter TRACE output"),
+        "ruletrace \\- " + (paras[0] if paras else "explain netfilter TRACE output"),
         ".SH SYNOPSIS",
         ".B ruletrace",
         "[\\fIOPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...",
         ".SH DESCRIPTION",
     ]
     for para in paras[1:]:
-        lines += [roff(para), ".PP"]
+        lines += [para, ".PP"]
     lines += [".SH OPTIONS"]
     for param in cli.get_params(ctx):
         rec = param.get_help_record(ctx)

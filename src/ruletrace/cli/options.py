@@ -64,8 +64,8 @@ def complete_protocols(_ctx, _param, incomplete: str) -> list[CompletionItem]:
 ruleset = click.option("-r", "--ruleset", "rulesets", multiple=True, metavar="FILE", help=RULESET_HELP)
 example = click.option("--example", metavar="NAME", shell_complete=complete_examples,
                        help="Use a bundled example (see `ruletrace examples`).")
-trace_format = click.option("-f", "--format", "fmt", type=click.Choice(FORMATS),
-                            help="Trace format (default: detected).")
+trace_format = click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), metavar="FORMAT",
+                            help="Trace format (default: detected): " + ", ".join(FORMATS) + ".")
 no_color = click.option("--no-color", is_flag=True,
                         help="No colours (also when NO_COLOR is set or output is not a TTY).")
 width = click.option("--width", type=int, help="Output width (default: the terminal's).")

@@ -264,15 +264,24 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
              explain_miss, compare_path, as_json, no_color, verbose, width) -> int:
     """Predict where a packet goes through a ruleset, rule by rule, without root or traffic.
 
-    Example: ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 -d 192.168.10.11 --dport 52000 -i eth0
+    \b
+    Example:
+      ruletrace simulate -r node.rules -p tcp -s 10.0.0.5 \\
+          -d 192.168.10.11 --dport 52000 -i eth0
+
     Every host fact the answer depends on (local addresses, routes, conntrack state, ipsets) is
     given or defaulted, and stated in the output with every assumption made.
 
     \b
-    Exit status: 0 delivered, forwarded or sent; 3 dropped; 4 rejected; 5 unknown (queued to
-    user space, or no decision); 6 delivered but no socket takes it (TCP reset / ICMP port
-    unreachable); 2 bad input. With --compare: 0 every traced packet agrees with
-    its prediction, 1 some part ways.
+    Exit status:
+      0  delivered, forwarded or sent
+      3  dropped
+      4  rejected
+      5  unknown (queued to user space, or no decision)
+      6  delivered but no socket takes it (TCP reset / ICMP port unreachable)
+      2  bad input
+    With --compare: 0 every traced packet agrees with its prediction,
+    1 some part ways.
     """
     from ..pipeline import load_rulesets
 
