@@ -75,7 +75,7 @@ def test_hook_tables_follow_builtin_chains():
 def _state(hm):
     # every counter add makes, with its keys (a key counted with weight 0 still makes a row)
     return (hm.packets, dict(hm.hits), dict(hm.ends), dict(hm.entered),
-            {k: dict(v) for k, v in hm._deepest.items()}, dict(hm.tables))
+            {k: dict(v) for k, v in hm.deepest.items()}, dict(hm.tables))
 
 
 def _add_paths_vs_add(rulesets, paths):

@@ -86,7 +86,7 @@ class ChainCounts:
 class HitMap:
     """Accumulates per-rule packet counts over a stream of packets; holds no packet."""
 
-    __slots__ = ("rulesets", "hits", "ends", "entered", "_deepest", "tables", "packets")
+    __slots__ = ("rulesets", "hits", "ends", "entered", "deepest", "tables", "packets")
 
     def __init__(self, rulesets: Sequence[Ruleset] = ()) -> None:
         self.rulesets = list(rulesets)
@@ -94,7 +94,7 @@ class HitMap:
         self.ends: Counter[tuple[int, str, str]] = Counter()
         self.entered: Counter[tuple[int, str, str]] = Counter()
         # (ruleset, table, chain) -> Counter of the highest rule number a packet showed there
-        self._deepest: dict[tuple[int, str, str], Counter[int]] = {}
+        self.deepest: dict[tuple[int, str, str], Counter[int]] = {}
         self.tables: Counter[tuple[str, str]] = Counter()  # (hook, table) -> packets that passed it
         self.packets = 0
 
@@ -133,7 +133,7 @@ class HitMap:
                 fell[key] = None
             if num > get(key, 0):
                 deepest[key] = num
-        hits, ends, entered, deep = self.hits, self.ends, self.entered, self._deepest
+        hits, ends, entered, deep = self.hits, self.ends, self.entered, self.deepest
         for table, chain, num in matched:
             hk = (rs, table, chain, num)
             hits[hk] = hits.get(hk, 0) + weight
@@ -227,7 +227,7 @@ class HitMap:
             for b in seen_box:
                 box_n[b] = (box_n[b] or 0) + w
         self.packets += total
-        hits, ends, entered, deep, tables = self.hits, self.ends, self.entered, self._deepest, self.tables
+        hits, ends, entered, deep, tables = self.hits, self.ends, self.entered, self.deepest, self.tables
         for p, (rs, table, chain, _kind, num) in enumerate(places):
             m = hits_at[p]
             if m is not None and num is not None:  # counted: a rule with a number
@@ -265,11 +265,11 @@ class HitMap:
                 return ChainCounts(rs_i, table, name, policy, n, known)
             return ChainCounts(rs_i, table, name, policy, n, known, entered, self.ends.get(key, 0),
                                {k: c for k, c in sorted(hits.get(key, {}).items()) if 1 <= k <= n},
-                               dict(sorted(self._deepest.get(key, {}).items())))
+                               dict(sorted(self.deepest.get(key, {}).items())))
 
         if self.rulesets:
             for i, rs in enumerate(self.rulesets):
-                for table in _table_order(rs.tables):
+                for table in table_order(rs.tables):
                     for chain in rs.tables[table].values():
                         yield counts(i, table, chain.name, chain.policy, len(chain.rules), True)
             return
@@ -278,7 +278,7 @@ class HitMap:
 
     def _trace_chains(self) -> list[tuple[tuple[int, str, str], int]]:
         sizes: dict[tuple[int, str, str], int] = {}
-        for (rs_i, table, chain), c in self._deepest.items():
+        for (rs_i, table, chain), c in self.deepest.items():
             top = max(c)
             n = top - 1 if self.ends.get((rs_i, table, chain)) else top
             sizes[(rs_i, table, chain)] = max(n, sizes.get((rs_i, table, chain), 0))
@@ -293,7 +293,7 @@ class HitMap:
         out: list[ChainHits] = []
         if self.rulesets:
             for i, rs in enumerate(self.rulesets):
-                for table in _table_order(rs.tables):
+                for table in table_order(rs.tables):
                     for chain in rs.tables[table].values():
                         rules = [RuleHits(r.num, r.text) for r in chain.rules]
                         out.append(self._fill(ChainHits(i, table, chain.name, chain.policy, rules)))
@@ -308,7 +308,7 @@ class HitMap:
         key = (ch.ruleset, ch.table, ch.name)
         ch.entered = self.entered.get(key, 0)
         ch.fell_off = self.ends.get(key, 0)
-        deepest = self._deepest.get(key)
+        deepest = self.deepest.get(key)
         if deepest:
             # evaluated(k) = packets whose deepest number in the chain is >= k: a suffix sum
             order = sorted(deepest, reverse=True)
@@ -354,7 +354,7 @@ def places_of(steps: Iterable[Step]) -> list[Place]:
     return [(s.event.table, s.event.chain, str(s.event.kind), s.event.num) for s in steps]
 
 
-def _table_order(tables: Iterable[str]) -> list[str]:
+def table_order(tables: Iterable[str]) -> list[str]:
     known = [t for t in TABLES if t in tables]
     return known + sorted(t for t in tables if t not in TABLES)
 

@@ -6,7 +6,7 @@ import shlex
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,9 @@ from ..errors import RuletraceError
 from .console import make_consoles
 from .options import complete_netns, complete_protocols
 from .status import ExitStatus, signal_status
+
+if TYPE_CHECKING:
+    from ..render.json import AlonePaths  # imported when used: the live view starts without it
 
 
 def _enter_netns(netns: str | None, pid: int | None) -> dict[str, Any]:
@@ -178,7 +181,7 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         def stop() -> bool:
             return deadline is not None and time.monotonic() >= deadline
 
-        alone: dict[Any, Any] = {}  # render.json.AlonePaths: to_json's per-path seeds (each line stands alone)
+        alone: AlonePaths = {}  # to_json's per-path seeds (each line stands alone)
         for expl in tracer.explanations(stop=stop, limit=count):
             n += 1
             try:

@@ -15,7 +15,7 @@ from itertools import chain as _chain
 from typing import Any
 
 from ..analyze.diff import decided_at, endpoint, port
-from ..analyze.hitmap import HitMap, _table_order
+from ..analyze.hitmap import HitMap, table_order
 from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset
 from .json import from_json
@@ -600,7 +600,7 @@ def _chain_rows_fast(hm: HitMap, rulesets: Sequence[Ruleset], tables: dict[str, 
     chain_index: dict[tuple[int, str, str], int] = {}
     sizes: list[int] = []
     texts: list[list[Any]] = []
-    entered_of, ends, deep = hm.entered, hm.ends, hm._deepest
+    entered_of, ends, deep = hm.entered, hm.ends, hm.deepest
     hits: dict[tuple[int, str, str], list[tuple[int, int]]] = {}
     for (rs_i, table, cname, num), c in hm.hits.items():
         got = hits.get((rs_i, table, cname))
@@ -610,7 +610,7 @@ def _chain_rows_fast(hm: HitMap, rulesets: Sequence[Ruleset], tables: dict[str, 
             got.append((num, c))
     flat = _chain.from_iterable
     for i, rs in enumerate(rulesets):
-        for table in _table_order(rs.tables):
+        for table in table_order(rs.tables):
             of_table = rs.tables[table]
             if not of_table:
                 continue
