@@ -35,16 +35,26 @@ def test_docker_published_port_owner_and_no_owner_for_plain_rules():
     assert line_of(_first("filter-basics", "dport=22")).owner == ""
 
 
-def test_the_owner_column_is_shown_and_dropped_before_the_time():
+def test_a_narrow_terminal_keeps_the_owner_longer_than_the_time():
+    """The answer goes last: a narrow terminal gives up the source port and flags, the time and
+    the interfaces before the cause and the owner, and cuts those short ("…", the owner's kind
+    first) before leaving them out. (It used to drop the owner before the time: a 100-column
+    terminal showed "03:34:01.000" and ":45789 [SYN]" but never "ns/svc:http".)"""
     from ruletrace.render.live import to_text
 
     line = line_of(_first("k8s-nodeport", "dport=52000"))
     full = to_text(line, 3).plain
     assert "filter:KUBE-FIREWALL rule 1  kubernetes ns/ingress-nginx:http  has no local endpoints;" in full
-    at150 = to_text(line, 3, 150).plain  # the cause and interfaces go first
-    assert "kubernetes ns/ingress-nginx:http" in at150 and line.time in at150 and at150.endswith("×3")
+    at150 = to_text(line, 3, 150).plain
+    assert len(at150) <= 150 and at150.endswith("×3")
+    assert "kubernetes ns/ingress-nginx:http  has no local endpoints" in at150  # the cause cut, not dropped
+    assert line.time not in at150 and ":40000" not in at150 and "[SYN]" not in at150 and "rtl961n0" not in at150
+    at100 = to_text(line, 3, 100).plain
+    assert len(at100) <= 100 and at100.endswith("×3")
+    assert "rule 1  ns/ingress-nginx:" in at100 and "kubernetes" not in at100  # the name, cut
     at80 = to_text(line, 3, 80).plain
-    assert len(at80) <= 80 and at80.endswith("×3") and "kubernetes" not in at80
+    assert len(at80) <= 80 and at80.endswith("×3") and "ns/ingress" not in at80
+    assert "TCP 172.28.129.2 -> 172.28.129.4:52000  DROPPED  filter:KUBE-FIREWALL rule 1" in at80
 
 
 def test_summary_words_use_the_rules_own_owner():

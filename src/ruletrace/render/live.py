@@ -33,44 +33,62 @@ def _fate_style(line: LiveLine) -> str:
     return fate_style(line.fate.lower())
 
 
-# The one-line view, left to right: (field of LiveLine, style, drop): where a terminal is too
-# narrow, the columns with a drop rank go first (1 first), then the packet is shortened;
-# the fate, the deciding rule and the count always stay. An owner column is one entry more.
-COLUMNS: list[tuple[str, Callable[[LiveLine], str], int | None]] = [
-    ("time", lambda line: "dim", 4),
-    ("packet", lambda line: "packet.addr", None),
-    ("iface", lambda line: "packet.iface", 2),
-    ("fate", _fate_style, None),
-    ("decider", lambda line: "chain", None),
-    ("owner", lambda line: "owner", 3),  # explain/owners.py: "kubernetes ns/svc:http"
-    ("cause", lambda line: "note", 1),
-    ("miss", lambda line: "note", 1),  # trace --explain-miss; dropped after the cause (same rank, by name)
+# The one-line view, left to right: (field of LiveLine, style). COLUMNS is the one list of what
+# a line shows; NARROWING says what gives way, in order, where a terminal is too narrow.
+COLUMNS: list[tuple[str, Callable[[LiveLine], str]]] = [
+    ("time", lambda line: "dim"),
+    ("packet", lambda line: "packet.addr"),
+    ("iface", lambda line: "packet.iface"),
+    ("fate", _fate_style),
+    ("decider", lambda line: "chain"),
+    ("owner", lambda line: "owner"),  # explain/owners.py: "kubernetes ns/svc:http"
+    ("cause", lambda line: "note"),
+    ("miss", lambda line: "note"),  # trace --explain-miss
 ]
+# What a narrow terminal gives up first: the packet's source port and flags ("short"), the time,
+# the interfaces; then the cause, the near miss and the owner are each cut short ("…") to what
+# is left (the owner losing its kind first), or left out when fewer than CUT_MIN cells are;
+# then the gaps narrow. The answer --
+# the packet's addresses, its fate, the deciding rule, who owns it and the count -- goes last:
+# a Kubernetes drop at 100 columns says "ns/svc:http" and "has no local endpoints", not the
+# time and the source port.
+NARROWING = ("short", "time", "iface", "cause", "miss", "owner", "gap")
+CUT = frozenset({"cause", "miss", "owner"})
+CUT_MIN = 12  # cells a cut column keeps at least (its "…" included)
 MIN_PACKET = 20  # cells the packet column keeps at least when cut
 
 
 def to_text(line: LiveLine, count: int = 1, width: int | None = None) -> Text:
     """One packet's line: the columns, then "×N" when N packets took this path.
 
-    With ``width``, the line fits in it: columns are dropped (cause, interfaces, time), the
-    packet is said in fewer words (no source port, no flags), columns are one space apart, then
-    the packet is cut in its middle with "…", and at last the end of the line is.
+    With ``width``, the line fits in it, giving way in the order of ``NARROWING``; at last the
+    packet is cut in its middle with "…", and then the end of the line is.
     """
     dropped: set[str] = set()
-    ranks = sorted((rank, name) for name, _s, rank in COLUMNS if rank is not None)
     gap = GAP
-    while True:
-        text = _assemble(line, count, dropped, gap)
-        if width is None or text.cell_len <= width:
-            return text
-        if ranks:
-            dropped.add(ranks.pop(0)[1])
-        elif line.packet != line.short:
+    text = _assemble(line, count, dropped, gap)
+    if width is None or text.cell_len <= width:
+        return text
+    for step in NARROWING:
+        if step == "short":
             line = line._replace(packet=line.short)
-        elif gap != " ":
+        elif step == "gap":
             gap = " "
+        elif step in CUT and getattr(line, step):
+            dropped.add(step)
+            room = width - _assemble(line, count, dropped, gap).cell_len - len(gap)
+            if room >= CUT_MIN:
+                cut = Text(clean(getattr(line, step)))
+                if step == "owner" and cut.cell_len > room and " " in cut.plain:
+                    cut = Text(cut.plain.split(" ", 1)[1])  # the name without its kind ("kubernetes ")
+                cut.truncate(room, overflow="ellipsis")
+                line = line._replace(**{step: cut.plain})
+                dropped.discard(step)
         else:
-            break
+            dropped.add(step)
+        text = _assemble(line, count, dropped, gap)
+        if text.cell_len <= width:
+            return text
     over = text.cell_len - width
     packet = clean(line.packet)
     keep = max(len(packet) - over - 1, MIN_PACKET)
@@ -84,7 +102,7 @@ def to_text(line: LiveLine, count: int = 1, width: int | None = None) -> Text:
 
 def _assemble(line: LiveLine, count: int, dropped: set[str], gap: str = GAP) -> Text:
     out = Text()
-    for name, style, _rank in COLUMNS:
+    for name, style in COLUMNS:
         value = getattr(line, name)
         if not value or name in dropped:
             continue
