@@ -40,3 +40,15 @@ def test_an_ipv6_endpoint_keeps_its_port_apart():
     assert owner is not None and owner.detail == "endpoint [fd00:10::5]:8080"
     owner = owner_of("kube-proxy", "endpoint-ABCD1234-ns/svc/tcp/http__10.0.0.5/8080")
     assert owner is not None and owner.detail == "endpoint 10.0.0.5:8080"
+
+
+def test_a_namespace_starting_with_a_digit_is_still_a_service():
+    """_is_network says no without ipaddress to texts not starting with a digit; those that do
+    still go through it: a namespace may start with one."""
+    rule = Rule("nat", "KUBE-SVC-X", 1, '-A KUBE-SVC-X -m comment --comment "3scale/apicast:http" -j KUBE-SEP-Y',
+                target="KUBE-SEP-Y")
+    assert owner_of("nat", "KUBE-SVC-X", rule).name == "3scale/apicast:http"
+    rule = Rule("nat", "KUBE-SVC-X", 1, '-A KUBE-SVC-X -m comment --comment "10.1.2.0/24" -j KUBE-SEP-Y',
+                target="KUBE-SEP-Y")
+    owner = owner_of("nat", "KUBE-SVC-X", rule)
+    assert owner is not None and owner.name == "KUBE-SVC-X"  # the hashed chain, not the network
