@@ -125,6 +125,27 @@ def test_examples_list_and_run(capsys):
     assert fates.get(52000) == "dropped" and fates.get(80) == "delivered"
 
 
+def test_examples_wrap_under_their_titles_on_a_terminal(capsys, monkeypatch):
+    """On an 80-column terminal a long title wraps under itself, not back at the margin; piped,
+    every example is one whole line (grep)."""
+    import os
+    import shutil
+    import sys
+
+    code, piped, _ = run(capsys, "examples")
+    assert code == 0 and all(line[:1] != " " for line in piped.splitlines())
+    assert any(len(line) > 80 for line in piped.splitlines())  # the titles are long: the test means something
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((80, 24)))
+    code, out, _ = run(capsys, "examples")
+    lines = out.splitlines()
+    assert code == 0 and all(len(line) <= 80 for line in lines)
+    names = [ln.split()[0] for ln in lines if ln[:1] != " "]
+    assert names == [ln.split()[0] for ln in piped.splitlines()]
+    assert all(ln.startswith(" " * 19) and ln[19] != " " for ln in lines if ln[:1] == " ")
+    assert " ".join(" ".join(lines).split()) == " ".join(" ".join(piped.splitlines()).split())  # same words
+
+
 def test_cli_json_validates_against_the_published_schema(capsys):
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "json-schema.json").read_text())

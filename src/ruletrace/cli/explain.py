@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
+import textwrap
 from contextlib import contextmanager
 
 import click
@@ -197,6 +199,11 @@ def examples() -> int:
     if not ex:
         click.echo("no examples bundled")
         return ExitStatus.FOUND_NOTHING
+    # on a terminal a title wraps under itself (not back at the margin); a pipe gets whole lines
+    cols = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
     for name, info in ex.items():
-        click.echo(f"{name:18} {info.get('title', '')}")
+        head, title = f"{name:18} ", info.get("title", "")
+        if cols > len(head) + 20:
+            title = ("\n" + " " * len(head)).join(textwrap.wrap(title, cols - len(head) - 1) or [""])
+        click.echo(head + title)
     return ExitStatus.OK
