@@ -48,10 +48,9 @@ COLUMNS: list[tuple[str, Callable[[LiveLine], str]]] = [
 # What a narrow terminal gives up first: the packet's source port and flags ("short"), the time,
 # the interfaces; then the cause, the near miss and the owner are each cut short ("…") to what
 # is left (the owner losing its kind first), or left out when fewer than CUT_MIN cells are;
-# then the gaps narrow. The answer --
-# the packet's addresses, its fate, the deciding rule, who owns it and the count -- goes last:
-# a Kubernetes drop at 100 columns says "ns/svc:http" and "has no local endpoints", not the
-# time and the source port.
+# then the gaps narrow. The answer -- the packet's addresses, its fate, the deciding rule, who
+# owns it and the count -- goes last: a Kubernetes drop at 120 columns names its service
+# ("ns/svc:http"), where it used to show the time and the source port instead.
 NARROWING = ("short", "time", "iface", "cause", "miss", "owner", "gap")
 CUT = frozenset({"cause", "miss", "owner"})
 CUT_MIN = 12  # cells a cut column keeps at least (its "…" included)
