@@ -98,3 +98,26 @@ def test_diff_at_80_columns_keeps_the_divergence_text_under_itself(capsys):
     rule = next(k for k, line in enumerate(lines) if line.startswith("    rule  -A KUBE-NODEPORTS"))
     assert lines[rule + 1].startswith(" " * len("    rule  ")) and lines[rule + 1].strip()
     assert not any(line.startswith(("(packet", "-m ", "--")) for line in lines)  # nothing wrapped to the margin
+
+
+def test_diff_at_80_columns_keeps_every_steps_rule_number(capsys):
+    """Each side of a row says which step it is, whole: table, chain (its middle given up when
+    long: "KUBE-XLB…K3NB") and rule or return number; the rule text is what gets cut."""
+    import re
+
+    code, out, err = run(capsys, "diff", "-r", RULES, LOG, "1", "2", "--no-color", "--width", "80")
+    assert code == ExitStatus.DIFFERENT, err
+    lines = out.splitlines()
+    top = next(k for k, line in enumerate(lines) if line.startswith("─"))
+    end = next(k for k, line in enumerate(lines) if line.startswith("first divergence"))
+    step = re.compile(r"^\s*\w+:[\w…-]+ (rule|return|policy) \d+(\s|…|$)")
+    sides = 0
+    for row in lines[top + 1:end]:
+        assert len(row) <= 80
+        left, right = row[1:41], row[42:]  # the mark, the left column, "=" or "|", the right column
+        for side in (left, right):
+            if side.strip():
+                assert step.match(side), (side, row)
+                sides += 1
+    assert sides >= 20
+    assert any("KUBE-XLB" in row and "…" in row.split("rule")[0] for row in lines[top + 1:end])  # a long chain cut in its middle

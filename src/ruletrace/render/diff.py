@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -69,20 +70,53 @@ def _hang(label: Text, body: Text) -> Table:
 def _cell(s: DiffStep | None, style: str, first: Divergence | None, row: int) -> Any:
     if s is None:
         return Text("")
-    t = Text("  " * min(s.depth, 6), style)
-    t.append(f"{clean(s.table)}:", "table" if not style else style)
-    t.append(clean(s.chain), "chain" if not style else style)
+    indent = Text("  " * min(s.depth, 6), style)
+    chain = clean(s.chain)
     if s.kind == "rule":
-        t.append(f" rule {s.num}", "rule.num" if not style else style)
+        tail = Text(f" rule {s.num}", "rule.num" if not style else style)
+        rest = Text("")
         if s.rule:
             spec = s.rule
             prefix = f"-A {s.chain} "
-            t.append("  ")
-            t.append_text(safe(spec[len(prefix):] if spec.startswith(prefix) else spec, style or "rule.text"))
+            rest = Text("  ") + safe(spec[len(prefix):] if spec.startswith(prefix) else spec, style or "rule.text")
     else:
-        t.append(f" {s.kind} {s.num if s.num is not None else '?'}", style or "step.return")
-        if s.policy:
-            t.append(f"  {clean(s.policy)}", style or verdict_style(s.policy))
-    if first is not None and row == first.row:
-        t.stylize("bold")
-    return t
+        tail = Text(f" {s.kind} {s.num if s.num is not None else '?'}", style or "step.return")
+        rest = Text(f"  {clean(s.policy)}", style or verdict_style(s.policy)) if s.policy else Text("")
+    cell = _Step(indent, Text(f"{clean(s.table)}:", "table" if not style else style), chain,
+                 "chain" if not style else style, tail, rest)
+    cell.bold = first is not None and row == first.row
+    return cell
+
+
+class _Step:
+    """One step in a diff column, fitted to the column's width: what the step is (table, chain,
+    rule number) stays whole while the rule text after it is cut ("…"); where even that does not
+    fit, the chain name gives up its middle ("KUBE-XLB-VE…K3NB"), never the rule number. (At 80
+    columns the rows read "nat:KUBE-XLB-VETHOZVMBYUVK3…": which rule was lost.)"""
+
+    def __init__(self, indent: Text, table: Text, chain: str, chain_style: str, tail: Text, rest: Text) -> None:
+        self.indent, self.table, self.chain, self.chain_style, self.tail, self.rest = (
+            indent, table, chain, chain_style, tail, rest)
+        self.bold = False
+
+    def text(self, width: int | None = None) -> Text:
+        chain = self.chain
+        fixed = self.indent.cell_len + self.table.cell_len + self.tail.cell_len
+        if width is not None and fixed + len(chain) > width and len(chain) > 3:
+            keep = max(width - fixed - 1, 2)
+            head = (keep + 1) // 2
+            chain = chain[:head] + "…" + chain[len(chain) - (keep - head):]
+        t = Text.assemble(self.indent, self.table, (chain, self.chain_style), self.tail)
+        if width is None or t.cell_len + len("  x") <= width:  # room for some of the rule text, cut
+            t.append_text(self.rest)
+        if width is not None and t.cell_len > width:
+            t.truncate(width, overflow="ellipsis")
+        if self.bold:
+            t.stylize("bold")
+        return t
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.text(options.max_width)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(1, self.text().cell_len)
