@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ruletrace.analyze.live import Repeats, decider_text, line_of
+from ruletrace.analyze.live import Repeats, decider_text, decider_words, line_of
 from ruletrace.cli.options import example_paths
 from ruletrace.model import Fate
 from ruletrace.pipeline import Run
@@ -100,10 +100,32 @@ def test_summary_lines_count_fates_deciders_and_repeats():
     rep = Repeats()
     for e in explanations("ipv6"):
         rep.add(e)
-    lines = summary_lines(rep)
+    lines = summary_lines(rep, 1000)
     assert lines[0] == "11 packet(s): 1 dropped, 1 rejected, 4 delivered, 5 sent"
     assert lines[1].startswith("decided by: filter:OUTPUT policy ACCEPT ×5, ")
     assert lines[2] == "3 packet(s) took a path already shown (2 path(s) repeated)"
+    assert len(lines) == 3  # one line while it fits
+
+
+def test_summary_deciders_one_a_line_when_they_do_not_fit():
+    """A kube node's deciders with their owners made one line of ~350 characters; past the width
+    each decider gets its own line, its count first, the rest counted."""
+    rep = Repeats()
+    for name in ("k8s-nodeport", "ipv6", "docker-portmap", "filter-basics"):
+        for e in explanations(name):
+            rep.add(e)
+    wide = summary_lines(rep, 1000)
+    assert len(wide) == 3 and wide[1].startswith("decided by: ") and wide[1].endswith(" more")
+    narrow = summary_lines(rep, 80)
+    assert narrow[0] == wide[0] and narrow[1] == "decided by:" and narrow[-1] == wide[-1]
+    listed = narrow[2:-1]
+    ranked = rep.summary.ranked()
+    assert len(listed) == 6  # five deciders and the rest
+    for line, (d, n) in zip(listed[:5], ranked):
+        assert re.fullmatch(rf" +{n}  " + re.escape(decider_words(d)), line), line
+    rest = sum(n for _d, n in ranked[5:])
+    assert re.fullmatch(rf" +{rest}  {len(ranked) - 5} more", listed[-1])
+    assert len({len(x) - len(x.lstrip()) + len(x.split()[0]) for x in listed}) == 1  # counts right-aligned
 
 
 def test_json_line_has_time_session_schema_and_passes_the_schema():

@@ -233,8 +233,8 @@ def _finish_view(view, say, as_json: bool) -> None:
             view.finish()
     except OSError:
         pass
-    for line in summary_lines(view.repeats):
-        say("ruletrace: " + line)
+    for line in summary_lines(view.repeats, say.err.width):
+        say(line if line.startswith(" ") else "ruletrace: " + line)  # a decider of the list: indented
 
 
 def _offer_cleanup(say, *, dry_run: bool, clean: bool) -> None:

@@ -193,8 +193,16 @@ class LiveView:
             self._print(rep)
 
 
-def summary_lines(repeats: Repeats) -> list[str]:
-    """The exit summary's words: packets by fate, then by deciding rule (most first)."""
+SUMMARY_DECIDERS = 5  # deciding rules the exit summary names (the most packets first)
+
+
+def summary_lines(repeats: Repeats, width: int = 100) -> list[str]:
+    """The exit summary's words: packets by fate, then by deciding rule (most first).
+
+    The deciders are one line while that fits in ``width`` (with the caller's "ruletrace: "),
+    else "decided by:" and one indented line each, its count first: a kube node's five
+    deciders with their owners made one line of ~350 characters that a terminal folded
+    mid-word."""
     s = repeats.summary
     if not s.packets:
         return []
@@ -202,9 +210,18 @@ def summary_lines(repeats: Repeats) -> list[str]:
     lines = [f"{s.packets} packet(s): {fates}"]
     ranked = s.ranked()
     if ranked:
-        shown = ", ".join(f"{decider_words(d)} ×{n}" for d, n in ranked[:5])
-        more = f", {len(ranked) - 5} more" if len(ranked) > 5 else ""
-        lines.append(f"decided by: {shown}{more}")
+        top = ranked[:SUMMARY_DECIDERS]
+        more = len(ranked) - len(top)
+        shown = ", ".join(f"{decider_words(d)} ×{n}" for d, n in top) + (f", {more} more" if more else "")
+        if len("ruletrace: decided by: " + shown) <= width:
+            lines.append(f"decided by: {shown}")
+        else:
+            rest = sum(n for _d, n in ranked[len(top):])
+            digits = max(len(str(n)) for n in [rest, *(n for _d, n in top)])
+            lines.append("decided by:")
+            lines += [f"  {n:>{digits}}  {decider_words(d)}" for d, n in top]
+            if more:
+                lines.append(f"  {rest:>{digits}}  {more} more")
     collapsed = sum(r.count - 1 for r in repeats.repeated())
     if collapsed:
         lines.append(f"{collapsed} packet(s) took a path already shown ({len(repeats.repeated())} path(s) repeated)")
