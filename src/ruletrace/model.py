@@ -555,3 +555,12 @@ class Explanation:
     def first(self) -> dict[str, str]:
         """The packet's fields as first seen."""
         return self.packet.events[0].fields if self.packet.events else (self.packet.fields or {})
+
+
+def rule_spec(text: str | None, chain: str) -> str | None:
+    """A rule's saved text without its leading ``-A CHAIN `` (the prefix and its space exactly:
+    ``-A FOO`` is not the prefix of ``-A FOOBAR …``); None for no text."""
+    if text is None:
+        return None
+    prefix = f"-A {chain} "
+    return text[len(prefix):] if text.startswith(prefix) else text

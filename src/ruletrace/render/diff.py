@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..analyze.diff import DiffPacket, DiffStep, Divergence, PathDiff, diff_packets, shown
+from ..model import rule_spec
 from .theme import clean, fate_style, safe, verdict_style
 
 __all__ = ["diff_packets", "to_renderable"]
@@ -76,9 +77,7 @@ def _cell(s: DiffStep | None, style: str, first: Divergence | None, row: int) ->
         tail = Text(f" rule {s.num}", "rule.num" if not style else style)
         rest = Text("")
         if s.rule:
-            spec = s.rule
-            prefix = f"-A {s.chain} "
-            rest = Text("  ") + safe(spec[len(prefix):] if spec.startswith(prefix) else spec, style or "rule.text")
+            rest = Text("  ") + safe(rule_spec(s.rule, s.chain), style or "rule.text")
     else:
         tail = Text(f" {s.kind} {s.num if s.num is not None else '?'}", style or "step.return")
         rest = Text(f"  {clean(s.policy)}", style or verdict_style(s.policy)) if s.policy else Text("")

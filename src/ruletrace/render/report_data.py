@@ -17,7 +17,7 @@ from typing import Any
 from ..analyze.diff import decided_at, endpoint, port
 from ..analyze.hitmap import HitMap, table_order
 from ..fields import show_address
-from ..model import Explanation, Fate, Ruleset
+from ..model import Explanation, Fate, Ruleset, rule_spec
 from .json import from_json
 from .report_unpack import unpack
 
@@ -700,14 +700,6 @@ def _trim(row: list[Any]) -> list[Any]:
     while row and (row[-1] is None or row[-1] == -1):
         row.pop()
     return row
-
-
-def rule_spec(text: str | None, chain: str) -> str | None:
-    """A rule's text without its leading ``-A CHAIN``."""
-    if text is None:
-        return None
-    prefix = f"-A {chain} "
-    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def file_name(path: object) -> str:

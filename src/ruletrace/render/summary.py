@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..analyze.summary import Decider, Summary, decider_owner
-from ..model import Fate
+from ..model import Fate, rule_spec
 from .theme import clean, fate_style, safe, verdict_style
 
 TOP_RULES = 20  # deciding rules shown in the terminal table; JSON has them all
@@ -120,11 +120,7 @@ def _decider_cells(d: Decider) -> tuple[Text, Text, Text]:
     if d.rule is not None:
         where.append(" rule ")
         where.append(clean(d.num if d.num is not None else "?"), "rule.num")
-        spec = d.rule
-        prefix = f"-A {d.chain} "
-        if spec.startswith(prefix):
-            spec = spec[len(prefix) :]
-        what = safe(spec, "rule.text")
+        what = safe(rule_spec(d.rule, d.chain or ""), "rule.text")
     else:
         where.append(" policy")
         what = safe(d.policy or "?", verdict_style(d.policy))
