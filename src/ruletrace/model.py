@@ -88,10 +88,8 @@ class Rule:
 
     @property
     def spec(self) -> str:
-        """The rule without its leading ``-A CHAIN``."""
-        prefix = f"-A {self.chain}"
-        t = self.text
-        return t[len(prefix) :].lstrip() if t.startswith(prefix) else t
+        """The rule without its leading ``-A CHAIN`` (``rule_spec``, the one home of that cut)."""
+        return rule_spec(self.text, self.chain)  # type: ignore[return-value]  # a str for a str
 
     @property
     def target_args(self) -> str:
@@ -558,9 +556,15 @@ class Explanation:
 
 
 def rule_spec(text: str | None, chain: str) -> str | None:
-    """A rule's saved text without its leading ``-A CHAIN `` (the prefix and its space exactly:
-    ``-A FOO`` is not the prefix of ``-A FOOBAR …``); None for no text."""
+    """A rule's saved text without its leading ``-A CHAIN`` and the blanks after it: ``-A FOO -j X``
+    gives ``-j X``, a bare counting rule ``-A FOO`` gives ``""``; the chain's name must end there
+    (``-A FOOBAR …`` is not a rule of FOO's prefix), any other text is given back as it is (an nft
+    rule, a listing's line); None for no text. Every view of a rule's text cuts it here
+    (``Rule.spec``, the tree, diff, summary, report)."""
     if text is None:
         return None
-    prefix = f"-A {chain} "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    prefix = f"-A {chain}"
+    n = len(prefix)
+    if not text.startswith(prefix) or (len(text) > n and not text[n].isspace()):
+        return text
+    return text[n:].lstrip()

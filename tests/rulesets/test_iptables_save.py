@@ -300,3 +300,28 @@ def test_headerless_raw_only_target_picks_raw():
 def test_headerless_rules_that_cannot_be_placed_give_one_clear_line(text, needle):
     with pytest.raises(RuletraceError, match=needle):
         _parse_text(text)
+
+
+def test_rule_spec_is_one_cut_for_every_view() -> None:
+    # Rule.spec (tree, near miss, simulator) and rule_spec (diff, summary, report) cut alike: before
+    # they were one home, the report showed a bare counting rule as "-A FORWARD" where the tree
+    # showed nothing, and Rule.spec cut "-A FOO" off a "-A FOOBAR" text
+    from ruletrace.model import Rule, rule_spec
+
+    assert rule_spec("-A FORWARD", "FORWARD") == ""
+    assert rule_spec("-A FOO -j X", "FOO") == "-j X"
+    assert rule_spec("-A FOO   -j X", "FOO") == "-j X"
+    assert rule_spec("-A FOOBAR -j X", "FOO") == "-A FOOBAR -j X"
+    assert rule_spec("ip saddr 10.0.0.1 drop", "input") == "ip saddr 10.0.0.1 drop"
+    assert rule_spec(None, "FOO") is None
+    assert Rule("filter", "FOO", 1, "-A FOOBAR -j X").spec == "-A FOOBAR -j X"
+    seen = 0
+    for path in sorted(CORPUS.glob("*.save")):
+        rs = _parse(path.read_text())
+        for table in rs.tables.values():
+            for chain in table.values():
+                for r in chain.rules:
+                    assert r.spec == rule_spec(r.text, r.chain)
+                    assert not r.spec.startswith(f"-A {r.chain} ")
+                    seen += 1
+    assert seen > 1000
