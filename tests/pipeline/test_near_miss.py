@@ -203,3 +203,46 @@ def test_nft_forward_drop_names_the_input_hook_rule(tmp_path):
         "hostfw:input rule 2 `tcp dport 8080 accept` accepts port 8080/tcp, but input-hook rules apply only to "
         "packets for this host: this packet is routed through the host (forwarded), not delivered to it, so "
         "hostfw:forward rules decide")
+
+
+NFT_INET = """table inet zonefw {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		tcp dport 22 accept
+		tcp dport 8443 ip6 saddr fd00:97::/64 accept
+		ip saddr 10.8.0.0/16 udp dport 53 accept
+	}
+}
+"""
+_V4_FIELDS = ("IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 SRC=10.99.0.1 DST=10.99.0.2 LEN=60 "
+              "TOS=0x00 PREC=0x00 TTL=64 ID=1 DF PROTO=TCP SPT=40000 DPT=8443 WINDOW=64240 RES=0x00 SYN URGP=0")
+
+
+def test_nft_inet_near_miss_never_asks_for_another_address_family(tmp_path):
+    # lab (firewalld-style inet table, an IPv4 SYN to 8443): the near miss named `… ip6 saddr fd00:97::/64
+    # accept` ("the source does not match; the packet's is 10.99.0.1"): no source makes an IPv4 packet
+    # match an ip6 expression (nft's implicit nfproto dependency), so only `tcp dport 22` is one condition away
+    (tmp_path / "fw.nft").write_text(NFT_INET)
+    (tmp_path / "v4.log").write_text(f"[  1.000001] TRACE: zonefw:input:policy:4 {_V4_FIELDS}\n")
+    (e,) = explain_files(str(tmp_path / "fw.nft"), [str(tmp_path / "v4.log")]).explanations
+    assert [c.num for c in e.cause if c.role == "near miss"] == [1]
+    # an IPv6 packet from the wrong network: the ip6 rule is the nearest, the IPv4-only rule 3 never named
+    (tmp_path / "v6.log").write_text(
+        f"[  1.000001] TRACE: zonefw:input:policy:4 {_V6_FIELDS.format(dport=8443)}\n")
+    (e6,) = explain_files(str(tmp_path / "fw.nft"), [str(tmp_path / "v6.log")]).explanations
+    near = [c for c in e6.cause if c.role == "near miss"]
+    assert [c.num for c in near] == [2, 1]
+    assert "the source does not match (`ip6 saddr fd00:97::/64`; the packet's is fd00:98::2)" in near[0].text
+
+
+def test_nft_rule_family():
+    from ruletrace.analyze.rule_check import nft_rule_family, packet_family
+
+    assert nft_rule_family("tcp dport 8443 ip6 saddr fd00:97::/64 accept") == "ipv6"
+    assert nft_rule_family("ip saddr 10.0.0.0/8 accept") == "ipv4"
+    assert nft_rule_family("icmpv6 type echo-request accept") == "ipv6"
+    assert nft_rule_family("meta l4proto { icmp, ipv6-icmp } accept") is None
+    assert nft_rule_family("tcp dport 22 accept") is None
+    assert packet_family({"SRC": "fd00:0098::2"}) == "ipv6"
+    assert packet_family({"SRC": "10.0.0.1"}) == "ipv4"
+    assert packet_family({}) is None

@@ -5,6 +5,8 @@ ACCEPT rules the packet walked past in that table and hook are checked against t
 fields with ``rule_check`` (the simulator's option parser; the same checks ``diff`` uses). A rule
 whose options all hold but one is named, with that one: "filter:INPUT rule 5 … would have accepted
 it: the source fd00:98::2 is not in fd00:97::/64". Options the log cannot show are said, never blamed.
+An nft rule of an inet (bridge, netdev) table whose ``ip``/``ip6`` expressions need the other
+address family is never a near miss: no one condition turns an IPv4 packet into an IPv6 one.
 
 A forwarded packet dropped in FORWARD while filter INPUT has an ACCEPT for its port gets the other
 common answer: INPUT rules apply only to packets for the host itself; after a DNAT to another
@@ -26,7 +28,16 @@ from typing import Any
 from ..explain.owners import NOT_ON_PATH
 from ..fields import FIELD_WORDS
 from ..model import CauseLink, Chain, Change, Explanation, Fate, Rule, RulesetView, StepKind
-from .rule_check import OptionCheck, check_nft_rule, check_rule, fields_read, nft_rule_options, rule_options
+from .rule_check import (
+    OptionCheck,
+    check_nft_rule,
+    check_rule,
+    fields_read,
+    nft_rule_family,
+    nft_rule_options,
+    packet_family,
+    rule_options,
+)
 
 NEAR_MISS, INPUT_RULE = "near miss", "INPUT rule"  # the cause-link roles this module adds
 assert {NEAR_MISS, INPUT_RULE} == NOT_ON_PATH  # owners skip them: the packet did not match these rules
@@ -114,6 +125,7 @@ def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
     if not _catch_all(expl, k, nft):
         return []
     fields = v.event.fields or expl.first
+    have = packet_family(fields)
     found: list[tuple[int, int, int, CauseLink]] = []
     for chain, stop in _walked(expl, k):
         ch = view.chain(v.table, chain, family)
@@ -124,6 +136,8 @@ def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
                 break
             if not _readable(r, nft) or not _accepts(r, view, family, nft):
                 continue
+            if nft and (need := nft_rule_family(r.text)) is not None and need != (have or need):
+                continue  # an `ip6 saddr …` rule of an inet table: no one condition makes an IPv4 packet IPv6
             checks = _checks(r.text, fields)
             failed = [c for c in checks if c.left_ok is False]
             if len(failed) != 1 or not any(c.left_ok for c in checks):

@@ -255,6 +255,25 @@ def nft_rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, st
     return out
 
 
+# the first word of an nft match -> the address family it needs: nft gives an ``ip``/``ip6``/``icmp``/
+# ``icmpv6`` expression an implicit ``meta nfproto`` (or l4proto) dependency in inet, bridge and
+# netdev tables, so such a rule never matches a packet of the other family
+_NFT_FAMILY = {"ip": "ipv4", "icmp": "ipv4", "ip6": "ipv6", "icmpv6": "ipv6"}
+
+
+def nft_rule_family(rule_text: str) -> str | None:
+    """The address family ("ipv4"/"ipv6") an nft rule's matches need, None: any (or both named)."""
+    fams = {_NFT_FAMILY[w] for *_, written in nft_rule_options(rule_text)
+            if (w := written.partition(" ")[0]) in _NFT_FAMILY}
+    return fams.pop() if len(fams) == 1 else None
+
+
+def packet_family(fields: Mapping[str, str]) -> str | None:
+    """The address family of a logged packet, from the form of its addresses; None: not logged."""
+    a = fields.get("SRC") or fields.get("DST") or ""
+    return "ipv6" if ":" in a else "ipv4" if "." in a else None
+
+
 def _nft_values(toks: list[str], i: int) -> tuple[list[str] | None, bool, int]:
     """The value(s) at ``toks[i]``: ``!= x``, ``{ a, b }``, ``a,b``; None for a named set or a mask."""
     n = len(toks)
