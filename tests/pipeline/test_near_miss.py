@@ -160,7 +160,7 @@ def test_nft_policy_like_reject_names_the_zone_rule_one_condition_away():
         assert near.text == (
             "zonefw:zone_public_allow rule 1 `tcp dport 22 ct state new,untracked accept` would have accepted it: "
             "the destination port does not match (`tcp dport 22`; the packet's is 80) "
-            "(and if `ct state new, untracked`, which the log cannot show, also held)")
+            "(and if `ct state new,untracked`, which the log cannot show, also held)")
 
 
 def test_nft_match_expressions_read_like_iptables_options():
@@ -177,6 +177,10 @@ def test_nft_match_expressions_read_like_iptables_options():
     assert [c.left_ok for c in check_nft_rule("udp dport 85 accept", f, f)] == [False, True]
     assert [c.option for c in check_nft_rule("ip saddr @allowed iifname vmap { \"lo\" : accept }", f, f)] == [
         "ip saddr @allowed", 'iifname vmap { "lo" : accept }']
+    # quoted as the rule lists them: a bare list stays glued ("new,untracked" was "new, untracked")
+    assert [w for *_, w in nft_rule_options("ct state new,untracked ip saddr 10.0.0.1,10.0.0.2 "
+                                            "ct state { established, related } accept")] == [
+        "ct state new,untracked", "ip saddr 10.0.0.1,10.0.0.2", "ct state { established, related }"]
 
 
 NFT_HOST = """table inet hostfw {

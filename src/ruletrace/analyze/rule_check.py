@@ -227,7 +227,7 @@ def nft_rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, st
             start = i
             i += 1 if t in _NFT_IFACE else 2
             values, neg, i = _nft_values(toks, i)
-            written = " ".join(toks[start:i]).replace(" , ", ", ")
+            written = _nft_written(toks[start:i])
             if t in _NFT_IFACE:
                 name, module = _NFT_IFACE[t], ""
                 if values is not None:  # nft "eth*" is iptables "eth+"
@@ -249,7 +249,7 @@ def nft_rule_options(rule_text: str) -> list[tuple[str, str, list[str], bool, st
             i += 1
             while i < n and toks[i] not in _NFT_STATEMENTS:
                 i += 1
-            out.append(("?", "nft", [], False, " ".join(toks[start:i]).replace(" , ", ", ")))
+            out.append(("?", "nft", [], False, _nft_written(toks[start:i])))
             continue
         i += 1
     return out
@@ -272,6 +272,21 @@ def packet_family(fields: Mapping[str, str]) -> str | None:
     """The address family of a logged packet, from the form of its addresses; None: not logged."""
     a = fields.get("SRC") or fields.get("DST") or ""
     return "ipv6" if ":" in a else "ipv4" if "." in a else None
+
+
+def _nft_written(toks: list[str]) -> str:
+    """An expression's tokens as nft lists them: ``{ 22, 80-90 }`` in a set, ``new,untracked`` in a bare list."""
+    out: list[str] = []
+    depth = 0
+    for t in toks:
+        if t == "," and out:
+            out[-1] += ","
+            if depth == 0:
+                out[-1] += "\0"  # glued to the next value
+            continue
+        depth += (t == "{") - (t == "}")
+        out.append(t)
+    return " ".join(out).replace("\0 ", "")
 
 
 def _nft_values(toks: list[str], i: int) -> tuple[list[str] | None, bool, int]:
