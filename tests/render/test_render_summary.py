@@ -167,3 +167,12 @@ def test_more_deciding_rules_than_shown(monkeypatch) -> None:
     lines = [" ".join(line.split()) for line in out.splitlines()]
     assert "2 2 more" in lines  # the 2 packets of the 2 rules not shown
     assert len(_filled().to_json()["deciding"]) == 3  # JSON keeps them all
+
+
+def test_totals_line_says_one_in_the_singular() -> None:
+    # a pasted monitor trace cut mid-line: "2 packets, 1 lines skipped"
+    s = Summary()
+    s.packets, s.skipped_lines = 1, 1
+    assert render(to_renderable(s)).splitlines()[0] == "1 packet, 1 line skipped"
+    s.packets, s.skipped_lines = 2, 3
+    assert render(to_renderable(s)).splitlines()[0] == "2 packets, 3 lines skipped"

@@ -87,7 +87,7 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     if run.packets_total == 0:
         raise RuletraceError(
             f"no TRACE events found in {', '.join(inputs)}"
-            + (f" ({run.skipped} damaged lines skipped)" if run.skipped else "")
+            + (f" ({run.skipped} damaged line{'' if run.skipped == 1 else 's'} skipped)" if run.skipped else "")
         )
     if n == 0:
         err.print("ruletrace: no packet matched the filters", markup=False, highlight=False, soft_wrap=True)

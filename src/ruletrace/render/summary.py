@@ -18,9 +18,10 @@ __all__ = ["TOP_RULES", "Summary", "to_renderable"]  # Summary: where renderers 
 
 def to_renderable(summary: Summary) -> RenderableType:
     """A terminal view: a totals line, packets by fate, by deciding rule, and warnings."""
-    total = Text.assemble((f"{summary.packets}", "summary.count"), " packets")
+    total = Text.assemble((f"{summary.packets}", "summary.count"), " packet" if summary.packets == 1 else " packets")
     if summary.skipped_lines:
-        skipped = Text.assemble(", ", (f"{summary.skipped_lines}", "summary.count"), " lines skipped")
+        skipped = Text.assemble(", ", (f"{summary.skipped_lines}", "summary.count"),
+                                " line skipped" if summary.skipped_lines == 1 else " lines skipped")
         total.append_text(skipped)
     if summary.packets_with_warnings:
         total.append_text(
