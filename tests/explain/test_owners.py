@@ -320,5 +320,5 @@ def test_cli_tree_summary_and_match_owner():
     header = next(line for line in summary.splitlines() if "action" in line and "where" in line)
     assert header.split() == ["packets", "action", "where", "owner", "rule"]
     assert any("filter:DOCKER rule 1" in line and "docker rtl1440d0" in line for line in summary.splitlines())
-    assert "1 packets" in run("--example", "k8s-nodeport", "--summary", "--match", "owner=ns/ingress-nginx")
+    assert "1 packet\n" in run("--example", "k8s-nodeport", "--summary", "--match", "owner=ns/ingress-nginx")
 
