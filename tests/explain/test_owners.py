@@ -322,3 +322,42 @@ def test_cli_tree_summary_and_match_owner():
     assert any("filter:DOCKER rule 1" in line and "docker rtl1440d0" in line for line in summary.splitlines())
     assert "1 packet\n" in run("--example", "k8s-nodeport", "--summary", "--match", "owner=ns/ingress-nginx")
 
+
+
+def test_firewalld_zone_owns_the_catch_all_reject_the_packet_fell_to():
+    # lab capture (native nft, a firewalld-style inet table written here, `nft monitor trace`): a SYN to a
+    # port zone public does not open goes filter_INPUT -> _ZONES -> IN_public -> IN_public_allow, falls off
+    # the zone's chains and is rejected by filter_INPUT's catch-all. That rule is firewalld plumbing; the
+    # zone whose rules did not take the packet is who decided (its default target)
+    from ruletrace.explain.owners import deciding_owner
+    from ruletrace.pipeline import explain_files
+
+    d = FIXTURES / "owners" / "firewalld-zone"
+    res = explain_files(str(d / "ruleset.nft"), [str(d / "nft-monitor.txt")])
+    rejected = [e for e in res.explanations if e.fate.value == "rejected"]
+    assert len(rejected) == 4  # IPv6 and IPv4, each SYN sent again
+    for e in rejected:
+        assert (e.verdict.chain, e.verdict.num) == ("filter_INPUT", 5)
+        o = deciding_owner(e)
+        assert (o.kind, o.name, o.specific) == ("firewalld", "zone public", True)
+        (fell,) = [c for c in e.cause if c.role == "fell off"]
+        assert fell.chain == "filter_IN_public" and e.steps[fell.step].kind.value == "return"
+        assert fell.text == ("no rule of firewalld zone public took it (it fell off firewalld:filter_IN_public), "
+                             "so firewalld:filter_INPUT rule 5, after the zone's chains, decided")
+        assert e.cause[0].text.endswith("; firewalld zone public, input")
+
+
+def test_firewalld_plumbing_drop_before_any_zone_stays_plumbing(tmp_path):
+    # `ct state invalid drop` in filter_INPUT: no zone was walked, so no zone is named
+    from ruletrace.explain.owners import deciding_owner
+    from ruletrace.pipeline import explain_files
+
+    d = FIXTURES / "owners" / "firewalld-zone"
+    lines = [ln for ln in (d / "nft-monitor.txt").read_text().splitlines(keepends=True)
+             if "filter_INPUT packet:" in ln and "e4f166c6" in ln]
+    lines.append("trace id e4f166c6 inet firewalld filter_INPUT rule ct state invalid drop (verdict drop)\n")
+    (tmp_path / "invalid.txt").write_text("".join(lines))
+    (e,) = explain_files(str(d / "ruleset.nft"), [str(tmp_path / "invalid.txt")]).explanations
+    assert e.fate.value == "dropped" and not [c for c in e.cause if c.role == "fell off"]
+    o = deciding_owner(e)
+    assert o is not None and not o.specific

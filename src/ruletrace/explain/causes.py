@@ -324,6 +324,9 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
                         chain.append(CauseLink("rewritten", s.table, s.chain, None, None,
                                                f"DST {c.old} → {c.new}, first seen at {s.table}:{s.chain} "
                                                f"({_short(c.note)})", c.step))
+    fell = _fell_off_zone(expl, verdict_index)
+    if fell is not None:
+        chain.append(fell)
     owned = _owner_link(chain)
     if owned is not None:
         link, words = owned
@@ -332,6 +335,28 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
     if len(chain) > 1:
         decided.text = sentence
     expl.cause = chain
+
+
+FELL_OFF = "fell off"  # the cause-link role of _fell_off_zone
+
+
+def _fell_off_zone(expl: Explanation, k: int) -> CauseLink | None:
+    """A firewalld catch-all (``reject with icmpx admin-prohibited`` after the zone dispatch) that
+    decided right after the packet fell off a zone's (or policy's) chains: no rule of that zone took
+    the packet, so the zone's default target is what rejected it. The zone then owns the decision."""
+    v = expl.steps[k]
+    o = owner_of(v.table, v.chain, v.rule)
+    if k == 0 or o is None or o.specific or o.kind != "firewalld":
+        return None
+    prev = expl.steps[k - 1]
+    if prev.kind is not StepKind.RETURN:
+        return None
+    zone = owner_of(prev.table, prev.chain, None)
+    if zone is None or not zone.specific or zone.kind != "firewalld":
+        return None
+    return CauseLink(FELL_OFF, prev.table, prev.chain, None, None,
+                     f"no rule of firewalld {zone.name} took it (it fell off {prev.table}:{prev.chain}), "
+                     f"so {_where(v)}, after the zone's chains, decided", k - 1)
 
 
 def _owner_link(chain: list[CauseLink]) -> tuple[CauseLink, str] | None:
@@ -350,7 +375,7 @@ def _owner_link(chain: list[CauseLink]) -> tuple[CauseLink, str] | None:
         if first is None:
             return None
         link, o = first
-    at = _place(link.table, link.chain, link.num)
+    at = f"{link.table}:{link.chain}" if link.role == FELL_OFF else _place(link.table, link.chain, link.num)
     if o.evidence.startswith("comment "):  # the host's own words are the answer
         words = f"{o.kind}: {o.evidence[len('comment '):]}"
         text = f"{words}, at {at}"

@@ -17,6 +17,8 @@ its JSON keep), never of the host. What each product writes:
   comments ``cali:<rule id>`` and ``Policy NAME ingress``.
 * firewalld: zone chains ``IN_public``, ``IN_public_allow``, ``FWDI_public`` …, policy chains
   ``IN_policy_NAME``; in nft (table ``firewalld``) the same names behind ``filter_``/``nat_``/….
+  A reject by firewalld's own catch-all right after the packet fell off a zone's chains is the
+  zone's (its default target): explain/causes.py adds that link, and ``deciding_owner`` reads it.
   Service names are not in the ruleset (the ``_allow`` chain holds their ports).
 * libvirt: ``LIBVIRT_INP/OUT/FWI/FWO/FWX/PRT`` chains, ``virbrN`` bridges; nft tables ``libvirt…``.
 * OpenWrt fw4 (table ``fw4``): ``input_lan``, ``forward_wan``, ``accept_to_wan``, ``srcnat_wan`` …;
