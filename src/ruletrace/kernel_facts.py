@@ -25,6 +25,8 @@ class Reason:
     fact: str = ""
 
 
+NETFILTER_DROP = "NETFILTER_DROP"  # the reason netfilter gives for its own DROP / REJECT / policy
+
 # name (verbatim from the kernel) -> meaning. {proto}/{port}/{dst}/{iface} are filled in when known.
 REASONS: dict[str, Reason] = {
     "NOT_SPECIFIED": Reason("the kernel freed it without naming a reason"),

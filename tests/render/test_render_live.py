@@ -178,3 +178,20 @@ def test_known_lines_word_for_word():
             "no rule matched; nearly filter:INPUT rule 4") in rest
     assert ("TCP [fd00:10::1]:22 -> [fd00:10::2]:40001 [ACK SYN]  out rtl2483s0  SENT  filter:OUTPUT policy ACCEPT  "
             "no rule matched  ×3") in rest
+
+
+def test_cause_names_the_near_miss_not_netfilters_own_drop_reason():
+    # lab (firewalld-style inet table, drop reasons on): every REJECT also came with the kernel's
+    # NETFILTER_DROP, and the line's cause read "kernel: a netfilter rule or chain policy dropped it"
+    # -- true of every rule drop, and it hid the near miss. A reason other than netfilter's stays first.
+    from ruletrace.analyze.live import cause_text
+    from ruletrace.kernel_facts import NETFILTER_DROP
+    from ruletrace.model import KernelDrop
+    from ruletrace.pipeline import explain_files
+
+    d = Path(__file__).resolve().parents[1] / "fixtures" / "owners" / "firewalld-zone"
+    e = explain_files(str(d / "ruleset.nft"), [str(d / "nft-monitor.txt")]).explanations[0]
+    e.drops = [KernelDrop(NETFILTER_DROP, "nft_do_chain", "a netfilter rule or chain policy dropped it")]
+    assert cause_text(e) == "reject with icmpx admin-prohibited; nearly firewalld:filter_IN_public_allow rule 3"
+    e.drops.insert(0, KernelDrop("NO_SOCKET", None, "no socket listens on tcp/8443"))
+    assert cause_text(e) == "kernel: no socket listens on tcp/8443"

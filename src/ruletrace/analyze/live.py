@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from ..explain.owners import deciding_owner
 from ..fields import show_address
+from ..kernel_facts import NETFILTER_DROP
 from ..model import Explanation, Fate
 from .explain_miss import FAILED, MATCHED, UNKNOWN, WOULD
 from .near_miss import INPUT_RULE, NEAR_MISS
@@ -141,8 +142,11 @@ def miss_text(expl: Explanation) -> str:
 def cause_text(expl: Explanation) -> str:
     """Why, in a few words: the kernel's drop reason, the mark or NAT that led to the rule, the
     rule's own conditions, or "no rule matched" for a policy."""
-    if expl.drops:
-        d = expl.drops[0]
+    # the kernel's own reason first, unless it only says netfilter dropped it where a rule or policy
+    # of the trace already decided (a REJECT or DROP: NETFILTER_DROP); then the causes say more
+    d = next((d for d in expl.drops if not (d.reason == NETFILTER_DROP and expl.fate in (Fate.DROPPED, Fate.REJECTED)
+                                             and expl.verdict is not None)), None)
+    if d is not None:
         return "kernel: " + (d.text or d.reason)
     parts: list[str] = []
     for link in expl.cause:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..explain.ctinvalid import invalid_note
 from ..explain.fate import ROUTING_NOTE
 from ..explain.fatecauses import annotate
+from ..kernel_facts import NETFILTER_DROP
 from ..model import ConntrackEntry, Explanation
 from ..model import Fate as PacketFate
 from . import conntrack as ct
@@ -102,7 +103,7 @@ class Fate:
         if ROUTING_NOTE in expl.notes:
             self._why_prerouting(expl)
         elif expl.drops and expl.fate in (PacketFate.DELIVERED, PacketFate.FORWARDED, PacketFate.SENT) and \
-                expl.drops[0].reason != "NETFILTER_DROP":
+                expl.drops[0].reason != NETFILTER_DROP:
             d = expl.drops[0]
             expl.notes.append(f"every rule let it through, then the kernel dropped it ({d.reason}"
                               + (f" in {d.function})" if d.function else ")"))
@@ -133,7 +134,7 @@ class Fate:
             d = expl.drops[0]
             expl.notes.append(f"last seen in PREROUTING: the kernel dropped it right after ({d.reason}"
                               + (f" in {d.function})" if d.function else ")"))
-            if expl.drops[0].reason != "NETFILTER_DROP":  # the kernel's word: the fate is known
+            if expl.drops[0].reason != NETFILTER_DROP:  # the kernel's word: the fate is known
                 expl.fate = PacketFate.DROPPED
             return
         f = expl.packet.events[-1].fields
