@@ -325,3 +325,32 @@ def test_rule_spec_is_one_cut_for_every_view() -> None:
                     assert not r.spec.startswith(f"-A {r.chain} ")
                     seen += 1
     assert seen > 1000
+
+
+def test_headerless_builtin_chain_policy_is_unknown():
+    # a pasted chain without its ':INPUT DROP' line: its policy was assumed ACCEPT (with a warning no
+    # view showed), so a packet the host dropped read "DELIVERED by filter:INPUT policy ACCEPT"
+    rs = _parse_text("-A INPUT -i lo -j ACCEPT\n-A INPUT -j SERVICES\n")
+    assert rs.tables["filter"]["INPUT"].policy is None
+
+
+def test_iptables_S_reads_as_iptables_save():
+    # `iptables -S` / `-S -v` (real output, fixtures/rulesets/README.md) give the chains, policies,
+    # rules and counters that iptables-save of the same ruleset does
+    from ruletrace.model import rule_spec
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "rulesets"
+    save = parse((Path(__file__).resolve().parents[2] / "src" / "ruletrace" / "examples" / "filter-basics"
+                  / "ruleset.rules").read_text(), origin=Origin("ruleset.rules"))
+    for name in ("filter-basics.S", "filter-basics.Sv"):
+        rs = parse((fixtures / name).read_text(), origin=Origin(name))
+        for cname, ch in save.tables["filter"].items():
+            got = rs.tables["filter"][cname]
+            assert got.policy == ch.policy, (name, cname)
+            assert [(r.num, rule_spec(r.text, cname), r.target, r.goto) for r in got.rules] == \
+                [(r.num, rule_spec(r.text, cname), r.target, r.goto) for r in ch.rules], (name, cname)
+        if name.endswith("Sv"):
+            assert rs.tables["filter"]["INPUT"].counters == (0, 0)
+            assert all(r.counters == (0, 0) for r in rs.tables["filter"]["INPUT"].rules)
+    with pytest.raises(RuletraceError, match="expected '-P CHAIN POLICY' or '-N CHAIN'"):
+        _parse_text("-P INPUT\n")

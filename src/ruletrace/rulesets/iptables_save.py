@@ -141,10 +141,18 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
     table_line = 0
     lineno = 0
     headerless = False  # rules pasted without their "*table" line: the table is inferred
+    listed_s = False  # `iptables -S` output: "-P"/"-N" chain lines (and "-c P B" in rules with -v)
     for lineno, line in enumerate(text.split("\n"), 1):
         c = line[:1]
+        if c == "-" and line[1:3] in ("P ", "N "):  # `iptables -S`: "-P INPUT DROP", "-N NAME"
+            line, c = _declaration(line, Origin(path, lineno)), ":"
+            listed_s = True
         if c == "-":
             counters = None
+            if listed_s and " -c " in line and (m := _S_COUNTERS.search(line)) is not None:
+                # `iptables -S -v` writes a rule's counters inside it: "-A INPUT -i lo -c 10 840 -j ACCEPT"
+                counters = (int(m.group(1)), int(m.group(2)))
+                line = line[: m.start()] + line[m.end() :]
         elif c == "[":
             # iptables-save -c: "[pkts:bytes] -A CHAIN …"
             m = _COUNTERS.match(line)
@@ -216,7 +224,7 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
             chains = tables[table] = {}
         chain = chains.get(name)
         if chain is None:
-            if headerless and name not in TABLE_CHAINS[table]:  # a fragment declares no chains
+            if headerless:  # a fragment declares no chains: a built-in chain's policy is not in it either
                 chain = chains[name] = Chain(table, name, None, [], None, None)
             else:
                 chain = _undeclared(name, table, chains, Origin(path, lineno), warnings)
@@ -263,6 +271,9 @@ def _headerless_table(text: str, path: str, warnings: list[str]) -> str:
             line = line[line.find("]") + 1 :].lstrip()
         if line.startswith(":"):
             name = line[1:].split(" ", 1)[0]
+        elif line.startswith(("-P ", "-N ")):  # iptables -S
+            name = line.split()[1] if len(line.split()) > 1 else ""
+            line = ":"
         elif line.startswith(("-A ", "-A\t", "--append ")):
             name = line.split(None, 2)[1] if len(line.split(None, 2)) > 1 else ""
         else:
@@ -306,6 +317,20 @@ def _headerless_table(text: str, path: str, warnings: list[str]) -> str:
     warnings.append(f"{where}no '*table' line: rules read as table {table} ({why}) — a guess; "
                     f"paste the '*{table}' line above them to be sure")
     return table
+
+
+_S_COUNTERS = re.compile(r" -c ([0-9]{1,20}) ([0-9]{1,20})(?= |$)")
+
+
+def _declaration(line: str, origin: Origin) -> str:
+    """An ``iptables -S`` chain line as the ``:CHAIN POLICY`` line iptables-save writes for it:
+    ``-P INPUT DROP`` (``-S -v`` adds ``-c PKTS BYTES``) and ``-N NAME`` (a user chain)."""
+    parts = line.split()
+    if parts[0] == "-N" and len(parts) == 2:
+        return f":{parts[1]} -"
+    if parts[0] == "-P" and len(parts) in (3, 6) and (len(parts) == 3 or parts[3] == "-c"):
+        return f":{parts[1]} {parts[2]}" + (f" [{parts[4]}:{parts[5]}]" if len(parts) == 6 else "")
+    raise RuletraceError(f"bad chain line, expected '-P CHAIN POLICY' or '-N CHAIN': {_clip(line)}", origin=origin)
 
 
 def _append_chain(line: str, origin: Origin) -> str:
