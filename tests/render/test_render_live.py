@@ -195,3 +195,21 @@ def test_cause_names_the_near_miss_not_netfilters_own_drop_reason():
     assert cause_text(e) == "reject with icmpx admin-prohibited; nearly firewalld:filter_IN_public_allow rule 3"
     e.drops.insert(0, KernelDrop("NO_SOCKET", None, "no socket listens on tcp/8443"))
     assert cause_text(e) == "kernel: no socket listens on tcp/8443"
+
+
+def test_80_columns_keep_both_ipv6_addresses_whole_the_chain_gives_way():
+    # lab (firewalld-style table, IPv6 SYN): at 80 columns the line read
+    # "TCP fd00:99:1::2…0:99:1::1]:9091  REJECTED  firewalld:filter_INPUT_POLICIES rule 3": the
+    # addresses were cut while the long chain name stayed whole
+    from ruletrace.analyze.live import LiveLine
+
+    line = LiveLine(time="01:02:03.456", packet="TCP [fd00:99:1::2]:40000 -> [fd00:99:1::1]:9091 [SYN]",
+                    iface="in veth0", fate="REJECTED", decider="firewalld:filter_INPUT_POLICIES rule 3",
+                    cause="reject with icmpx admin-prohibited", short="TCP fd00:99:1::2 -> [fd00:99:1::1]:9091",
+                    owner="firewalld zone public", miss="")
+    at80 = to_text(line, 2, 80).plain
+    assert len(at80) <= 80 and at80.endswith("×2")
+    assert "TCP fd00:99:1::2 -> [fd00:99:1::1]:9091 REJECTED firewalld:" in at80
+    assert re.search(r"firewalld:\w+…\w*ICIES rule 3", at80)
+    at60 = to_text(line, 2, 60).plain  # past the chain's least, the packet is cut as before
+    assert len(at60) <= 60 and "REJECTED" in at60 and "…" in at60

@@ -55,13 +55,15 @@ NARROWING = ("short", "time", "iface", "cause", "miss", "owner", "gap")
 CUT = frozenset({"cause", "miss", "owner"})
 CUT_MIN = 12  # cells a cut column keeps at least (its "…" included)
 MIN_PACKET = 20  # cells the packet column keeps at least when cut
+MIN_CHAIN = 9  # characters the deciding rule's chain keeps at least when cut ("…" included)
 
 
 def to_text(line: LiveLine, count: int = 1, width: int | None = None) -> Text:
     """One packet's line: the columns, then "×N" when N packets took this path.
 
-    With ``width``, the line fits in it, giving way in the order of ``NARROWING``; at last the
-    packet is cut in its middle with "…", and then the end of the line is.
+    With ``width``, the line fits in it, giving way in the order of ``NARROWING``; then the
+    deciding rule's chain gives up its middle (the addresses stay whole); at last the packet is cut
+    in its middle with "…", and then the end of the line is.
     """
     dropped: set[str] = set()
     gap = GAP
@@ -89,6 +91,13 @@ def to_text(line: LiveLine, count: int = 1, width: int | None = None) -> Text:
         if text.cell_len <= width:
             return text
     over = text.cell_len - width
+    decider = _cut_chain(clean(line.decider), over)
+    if decider != line.decider:  # the chain gives up its middle: "firewalld:filter_I…OLICIES rule 3"
+        line = line._replace(decider=decider)
+        text = _assemble(line, count, dropped, gap)
+        if text.cell_len <= width:
+            return text
+        over = text.cell_len - width
     packet = clean(line.packet)
     keep = max(len(packet) - over - 1, MIN_PACKET)
     if keep < len(packet):
@@ -97,6 +106,20 @@ def to_text(line: LiveLine, count: int = 1, width: int | None = None) -> Text:
         text = _assemble(line, count, dropped, gap)
     text.truncate(width, overflow="ellipsis")
     return text
+
+
+def _cut_chain(decider: str, over: int) -> str:
+    """The deciding rule ``table:CHAIN rule N`` with ``over`` cells less, taken from the chain's
+    middle (table, the chain's ends and the rule's number stay); as it is when it has no such part."""
+    table, colon, rest = decider.partition(":")
+    chain, space, tail = rest.partition(" ")
+    if not colon or not space:
+        return decider
+    keep = max(len(chain) - over - 1, MIN_CHAIN)
+    if keep >= len(chain):
+        return decider
+    head = (keep + 1) // 2
+    return f"{table}:{chain[:head]}…{chain[len(chain) - (keep - head):]} {tail}"
 
 
 def _assemble(line: LiveLine, count: int, dropped: set[str], gap: str = GAP) -> Text:
