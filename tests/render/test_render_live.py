@@ -213,3 +213,15 @@ def test_80_columns_keep_both_ipv6_addresses_whole_the_chain_gives_way():
     assert re.search(r"firewalld:\w+…\w*ICIES rule 3", at80)
     at60 = to_text(line, 2, 60).plain  # past the chain's least, the packet is cut as before
     assert len(at60) <= 60 and "REJECTED" in at60 and "…" in at60
+
+
+def test_piped_line_keeps_the_whole_rule_text_as_its_cause():
+    # lab, output piped: "filter:INPUT rule 1  -m conntrack --ctstate RELATED,ESTABLISHED -j A…" --
+    # the rule text was cut at 48 characters even where lines are never cut
+    from ruletrace.analyze.live import cause_text
+
+    e = next(e for e in explanations("filter-basics") if e.verdict is not None and e.verdict.rule is not None
+             and len(e.verdict.rule.spec) > 48 and not e.drops)
+    assert e.verdict.rule.spec in cause_text(e)
+    out, _view = view_output("filter-basics", 80, terminal=False)
+    assert e.verdict.rule.spec in out and "…" not in out

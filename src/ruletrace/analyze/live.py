@@ -23,7 +23,6 @@ from .explain_miss import FAILED, MATCHED, UNKNOWN, WOULD
 from .near_miss import INPUT_RULE, NEAR_MISS
 from .summary import Decider, Summary, decider_owner
 
-MAX_CAUSE = 48  # characters of a rule's own text used as the cause, then "…"
 MAX_PATHS = 10_000  # distinct paths remembered; past that, a new path is shown and not remembered
 
 
@@ -165,8 +164,7 @@ def cause_text(expl: Explanation) -> str:
     v = expl.verdict
     if v is not None and not parts:
         if v.rule is not None:
-            spec = v.rule.spec
-            parts.append(spec if len(spec) <= MAX_CAUSE else spec[: MAX_CAUSE - 1] + "…")
+            parts.append(v.rule.spec)  # whole: a terminal's line cuts it to the width (render/live.py), a pipe never
         else:
             parts.append("no rule matched")
     for link in expl.cause:  # analyze/near_miss.py: the rule one condition away, or INPUT opened in vain
