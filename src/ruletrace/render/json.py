@@ -19,6 +19,7 @@ from typing import IO, Any
 from .. import __version__
 from ..errors import RuletraceError
 from ..explain.owners import Owner, deciding_owner, path_owners
+from ..fields import show_address
 from ..model import Change, Explanation, Rule, Step
 from .json_model import READS, expand, from_json
 
@@ -160,8 +161,8 @@ def packet_json(expl: Explanation, tables: Tables) -> JSONObject:
     return {
         "id": expl.packet.id,
         "proto": first.get("PROTO") or None,
-        "src": first.get("SRC") or None,
-        "dst": first.get("DST") or None,
+        "src": _address(first.get("SRC")),  # compressed (docs/cli.md); ``fields`` keep the log's form
+        "dst": _address(first.get("DST")),
         "sport": _port(first.get("SPT")),
         "dport": _port(first.get("DPT")),
         "family": _family(expl),
@@ -453,6 +454,10 @@ def _port(value: str | None) -> int | None:
     if value is None or not (value.isascii() and value.isdigit()):
         return None
     return int(value)
+
+
+def _address(v: str | None) -> str | None:
+    return show_address(v) if v else None
 
 
 def _family(expl: Explanation) -> str | None:
