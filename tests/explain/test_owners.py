@@ -221,6 +221,10 @@ def test_fw4_zones_and_rule_names():
     assert (rule_owner(jump).name, rule_owner(jump).detail) == ("zone wan", "input")
     assert not rule_owner(rs.tables["fw4"]["handle_reject"].rules[0]).specific
     assert owner_of("rtr", "input_wan") is None  # fw4's chain names only in table fw4
+    # fw4 comments its own handle_reject rules too ("!fw4: Reject TCP traffic"): still plumbing, so a
+    # reject there is the zone's (review: "REJECTED by fw4:handle_reject rule 1 [fw4 handle_reject]")
+    commented = Rule("fw4", "handle_reject", 1, 'meta l4proto tcp reject with tcp reset comment "!fw4: Reject TCP traffic"')
+    assert not rule_owner(commented).specific
 
 
 # --- OpenStack (openstack-router example: neutron's older quantum- names)
@@ -361,3 +365,46 @@ def test_firewalld_plumbing_drop_before_any_zone_stays_plumbing(tmp_path):
     assert e.fate.value == "dropped" and not [c for c in e.cause if c.role == "fell off"]
     o = deciding_owner(e)
     assert o is not None and not o.specific
+
+
+FW4_HOST = """table inet fw4 {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif "lo" accept comment "!fw4: Accept traffic from loopback"
+		iifname "wan" jump input_wan comment "!fw4: Handle wan IPv4/IPv6 input traffic"
+	}
+	chain input_wan {
+		tcp dport 8443 counter accept comment "!fw4: Allow-Admin"
+		jump reject_from_wan
+	}
+	chain reject_from_wan {
+		iifname "wan" counter jump handle_reject comment "!fw4: reject wan IPv4/IPv6 traffic"
+	}
+	chain handle_reject {
+		meta l4proto tcp reject with tcp reset comment "!fw4: Reject TCP traffic"
+		reject comment "!fw4: Reject any other traffic"
+	}
+}
+"""
+
+
+def test_fw4_reject_in_handle_reject_is_the_zones(tmp_path):
+    # review: a SYN to a port zone wan does not open read "REJECTED by fw4:handle_reject rule 1
+    # [fw4 handle_reject]"; the zone whose chain jumped there is who rejected it
+    import subprocess
+    import sys
+
+    (tmp_path / "fw4.nft").write_text(FW4_HOST)
+    p = subprocess.run([sys.executable, "-m", "ruletrace", "simulate", "--no-color", "--width", "120", "-r",
+                        str(tmp_path / "fw4.nft"), "-p", "tcp", "-s", "203.0.113.9", "-d", "192.0.2.1",
+                        "--dport", "443", "-i", "wan", "--local-addr", "wan=192.0.2.1/24", "--json"],
+                       capture_output=True, text=True)
+    assert p.returncode == 4, p.stderr  # rejected
+    import json
+
+    doc = json.loads(p.stdout)
+    pkt = doc["packets"][0] if "packets" in doc else doc
+    owners = doc.get("tables", pkt.get("tables", {})).get("owners", {})
+    assert owners[pkt["owner"]]["name"] == "zone wan"
+    assert [(c["role"], c["chain"]) for c in pkt["cause"]][:3] == [
+        ("decided", "handle_reject"), ("called from", "reject_from_wan"), ("owner", "reject_from_wan")]

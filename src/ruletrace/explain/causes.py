@@ -327,6 +327,8 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
     fell = _fell_off_zone(expl, verdict_index)
     if fell is not None:
         chain.append(fell)
+    elif len(chain) == 1:
+        chain.extend(_plumbing_callers(expl, frames, verdict_index))
     owned = _owner_link(chain)
     if owned is not None:
         link, words = owned
@@ -335,6 +337,22 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
     if len(chain) > 1:
         decided.text = sentence
     expl.cause = chain
+
+
+def _plumbing_callers(expl: Explanation, frames: list[tuple[int, ...]], k: int) -> list[CauseLink]:
+    """A verdict in a product's shared chain (fw4's handle_reject): the jumps into it, innermost first,
+    up to the first whose rule names an object (``reject_from_wan``: zone wan); none when no caller does
+    (KUBE-FIREWALL called from INPUT) or the deciding rule names one itself."""
+    v = expl.steps[k]
+    o = owner_of(v.table, v.chain, v.rule)
+    if o is None or o.specific:
+        return []
+    callers = _called_from(expl, frames, k)
+    for i, c in enumerate(callers):
+        co = owner_of(c.table, c.chain, c.rule)
+        if co is not None and co.specific:
+            return callers[: i + 1]
+    return []
 
 
 FELL_OFF = "fell off"  # the cause-link role of _fell_off_zone

@@ -340,8 +340,10 @@ def _fw4(rule: Rule | None, table: str, chain: str) -> Owner | None:
     detail = f"rule {named[0]}" if named else m.group(1).replace("_", " ") if m else ""
     if m:
         return Owner("fw4", f"zone {m.group(2)}", detail, f"chain {chain} of table {table}")
+    # a "!fw4:" comment names a user's rule, except in fw4's own handle_* chains ("!fw4: Reject TCP
+    # traffic" in handle_reject): there the zone chain that jumped in is the owner (a cause link)
     return Owner("fw4", chain, detail, f"table {table}" if table == "fw4" else f'comment "!fw4: {named[0]}"',
-                 specific=bool(named))
+                 specific=bool(named) and not chain.startswith("handle_"))
 
 
 # --- OpenStack neutron (quantum before 2013)
