@@ -439,8 +439,9 @@ class Verdict:
     table: str | None = None
     chain: str | None = None
     num: int | None = None
-    rule: Rule | None = None  # None for a chain policy
+    rule: Rule | None = None  # None for a chain policy, or a rule the ruleset does not hold
     reason: str = ""  # one human-readable sentence
+    kind: StepKind | None = None  # the deciding step's: RULE with rule None is a rule not in the ruleset
 
 
 @dataclass(slots=True)

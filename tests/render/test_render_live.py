@@ -225,3 +225,19 @@ def test_piped_line_keeps_the_whole_rule_text_as_its_cause():
     assert e.verdict.rule.spec in cause_text(e)
     out, _view = view_output("filter-basics", 80, terminal=False)
     assert e.verdict.rule.spec in out and "…" not in out
+
+
+def test_a_rule_missing_from_the_ruleset_is_no_policy():
+    # review (a native `table ip filter` read as iptables-nft, so no rule text): the tree said
+    # "REJECTED by filter:INPUT rule ?" while the line said "filter:INPUT policy DROP  no rule matched"
+    from ruletrace.analyze.live import cause_text, decider_text
+    from ruletrace.model import Explanation, Fate, Packet, StepKind, Verdict
+
+    e = Explanation(Packet(1), fate=Fate.REJECTED,
+                    verdict=Verdict("reject", "filter", "INPUT", None, None, "rejected by a rule of filter:INPUT",
+                                    StepKind.RULE))
+    assert decider_text(e) == "filter:INPUT rule ?"
+    assert cause_text(e) == "a rule not in the ruleset"
+    policy = Explanation(Packet(2), fate=Fate.DROPPED, verdict=Verdict("drop", "filter", "INPUT", 3, None, "",
+                                                                      StepKind.POLICY))
+    assert decider_text(policy) == "filter:INPUT policy DROP" and cause_text(policy) == "no rule matched"

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from ..explain.owners import deciding_owner
 from ..fields import show_address
 from ..kernel_facts import NETFILTER_DROP
-from ..model import Explanation, Fate
+from ..model import Explanation, Fate, StepKind
 from .explain_miss import FAILED, MATCHED, UNKNOWN, WOULD
 from .near_miss import INPUT_RULE, NEAR_MISS
 from .summary import Decider, Summary, decider_owner
@@ -165,6 +165,8 @@ def cause_text(expl: Explanation) -> str:
     if v is not None and not parts:
         if v.rule is not None:
             parts.append(v.rule.spec)  # whole: a terminal's line cuts it to the width (render/live.py), a pipe never
+        elif v.kind is StepKind.RULE:  # the kernel named a rule the ruleset read does not hold
+            parts.append("a rule not in the ruleset")
         else:
             parts.append("no rule matched")
     for link in expl.cause:  # analyze/near_miss.py: the rule one condition away, or INPUT opened in vain

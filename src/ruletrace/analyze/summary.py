@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 from ..explain.owners import Owner, owner_of
-from ..model import Explanation, Fate, Rule
+from ..model import Explanation, Fate, Rule, StepKind
 
 MAX_WARNINGS = 1000  # distinct warning texts kept; more are counted under OTHER_WARNINGS
 OTHER_WARNINGS = "(other warnings)"
@@ -129,6 +129,8 @@ def _decider(expl: Explanation) -> Decider:
     if v.rule is not None:
         num = v.num if v.num is not None else v.rule.num
         return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None)
+    if v.kind is StepKind.RULE:  # a rule the ruleset does not hold ("rule ?"), not the chain's policy
+        return Decider(v.action, v.table, v.chain, v.num, None, None, None)
     policy = next(
         (s.policy for s in reversed(expl.steps) if s.policy and s.table == v.table and s.chain == v.chain),
         v.action.upper(),

@@ -48,7 +48,7 @@ def place(ev: Any, rule: Any, kind: StepKind) -> str:
 def _verdict(events: Sequence[TraceEvent], steps: Sequence[Any], i: int, reason: str) -> Verdict:
     ev, sp = events[i], steps[i]
     num = ev.num if ev.num is not None else sp.rule.num if sp.rule is not None else None
-    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason)
+    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason, ev.kind)
 
 
 def _what(ev: TraceEvent, sp: Any) -> str:

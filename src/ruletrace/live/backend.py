@@ -202,10 +202,14 @@ XT_CHAIN_OWNERS = (("DOCKER", "docker"), ("KUBE-", "kube-proxy (iptables mode)")
                    ("ufw-", "ufw"), ("CNI-", "CNI plugins"), ("LIBVIRT_", "libvirt"), ("NETAVARK", "podman (netavark)"))
 
 
-def owner(family: str, table: str, chains: list[str]) -> str:
+def owner(family: str, table: str, chains: list[str], uncounted: int = 0) -> str:
     """Who made an nf_tables table, from its name (and for iptables-nft's tables, its chains'):
-    ``iptables-nft``, ``iptables-nft (docker, …)``, ``firewalld``…, or ``native`` when unknown."""
-    if family in ("ip", "ip6", "arp", "bridge") and table in XT_TABLES | {"broute"}:
+    ``iptables-nft``, ``iptables-nft (docker, …)``, ``firewalld``…, or ``native`` when unknown.
+
+    ``uncounted``: the table's rules without a ``counter``. iptables-nft gives every rule one (its
+    packet and byte counts), so a ``table ip filter`` with a rule that has none was written with
+    nft (``iptables-restore-translate``, by hand) and is read as native nf_tables."""
+    if family in ("ip", "ip6", "arp", "bridge") and table in XT_TABLES | {"broute"} and not uncounted:
         base = [c for c in chains if c.upper() == c and c in XT_CHAINS | {"BROUTING"}]
         if base or not chains:
             users = sorted({who for c in chains for pre, who in XT_CHAIN_OWNERS if c.startswith(pre)})
@@ -230,6 +234,7 @@ def nft_tables() -> list[tuple[str, str, int, int, str]]:
     order: list[tuple[str, str]] = []
     chains: dict[tuple[str, str], list[str]] = {}
     rules: dict[tuple[str, str], int] = {}
+    uncounted: dict[tuple[str, str], int] = {}  # rules without a counter: not iptables-nft's (see owner)
     for item in items:
         if not isinstance(item, dict):
             continue
@@ -246,8 +251,11 @@ def nft_tables() -> list[tuple[str, str, int, int, str]]:
                 chains.setdefault(key, []).append(str(obj.get("name")))
             else:
                 rules[key] = rules.get(key, 0) + 1
-    return [(f, t, len(chains.get((f, t), [])), rules.get((f, t), 0), owner(f, t, chains.get((f, t), [])))
-            for f, t in order]
+                exprs = obj.get("expr")
+                if not (isinstance(exprs, list) and any(isinstance(e, dict) and "counter" in e for e in exprs)):
+                    uncounted[key] = uncounted.get(key, 0) + 1
+    return [(f, t, len(chains.get((f, t), [])), rules.get((f, t), 0),
+             owner(f, t, chains.get((f, t), []), uncounted.get((f, t), 0))) for f, t in order]
 
 
 # --- nf_tables objects (iptables-nft creates tables and chains on first use) ----------------

@@ -113,7 +113,11 @@ def pair_iptables_nft(rulesets: dict[str, Ruleset]) -> list[str]:
             continue
         if text.strip():
             name = be.tool(be.NFT, fam, save=True)
-            out += [f"{fam} {t}" for t in pair_save(rs, load_ruleset(f"{name} (live)", text=text))]
+            try:
+                saved = load_ruleset(f"{name} (live)", text=text)
+            except RuletraceError:  # only tables nft wrote ("# Table `filter' is incompatible, use 'nft'
+                continue  # tool."): they keep their nft syntax
+            out += [f"{fam} {t}" for t in pair_save(rs, saved)]
     return out
 
 
