@@ -408,3 +408,18 @@ def test_fw4_reject_in_handle_reject_is_the_zones(tmp_path):
     assert owners[pkt["owner"]]["name"] == "zone wan"
     assert [(c["role"], c["chain"]) for c in pkt["cause"]][:3] == [
         ("decided", "handle_reject"), ("called from", "reject_from_wan"), ("owner", "reject_from_wan")]
+
+
+def test_firewalld_iptables_backend_reject_after_the_zones_is_the_zones():
+    # review: the iptables backend's "-A INPUT -j REJECT" after INPUT_ZONES had no owner (the nft
+    # backend's catch-all named zone public): the same answer on both backends now
+    from ruletrace.explain.owners import deciding_owner
+    from ruletrace.pipeline import explain_files
+
+    d = FIXTURES / "owners" / "firewalld-iptables"
+    (e,) = explain_files(str(d / "ruleset.rules"), [str(d / "kernel.log")]).explanations
+    assert e.fate.value == "rejected" and (e.verdict.chain, e.verdict.num) == ("INPUT", 6)
+    assert deciding_owner(e).name == "zone public"
+    assert [c.chain for c in e.cause if c.role == "fell off"] == ["IN_public"]
+    assert [(c.chain, c.num) for c in e.cause if c.role == "near miss"] == [("IN_public_allow", 1),
+                                                                            ("IN_public_allow", 2)]

@@ -250,3 +250,43 @@ def test_nft_rule_family():
     assert packet_family({"SRC": "fd00:0098::2"}) == "ipv6"
     assert packet_family({"SRC": "10.0.0.1"}) == "ipv4"
     assert packet_family({}) is None
+
+
+NFT_POLICIES = """table inet firewalld {
+	chain filter_INPUT {
+		type filter hook input priority filter + 10; policy accept;
+		ct state { established, related } accept
+		jump filter_INPUT_POLICIES
+		reject with icmpx admin-prohibited
+	}
+	chain filter_INPUT_POLICIES {
+		iifname "eth0" jump filter_IN_public
+		iifname "eth0" reject with icmpx admin-prohibited
+		reject with icmpx admin-prohibited
+	}
+	chain filter_IN_public {
+		jump filter_IN_public_allow
+	}
+	chain filter_IN_public_allow {
+		tcp dport 22 accept
+		tcp dport 9090 accept
+	}
+}
+"""
+
+
+def test_nft_interface_catch_all_of_firewalld_policies_has_near_misses(tmp_path):
+    # firewalld >= 1.0 dispatches and rejects per interface (`iifname "eth0" reject …`): an
+    # interface-only condition is still the catch-all of that interface (review: no near miss on the
+    # nft backend where the iptables one named `--dport 9090`)
+    f = _V4_FIELDS.replace("IN=eth0", "IN=eth0").replace("DPT=8443", "DPT=9091")
+    lines = [f"[  1.00000{i}] TRACE: firewalld:{tag} {f}\n" for i, tag in enumerate(
+        ("filter_INPUT:rule:2", "filter_INPUT_POLICIES:rule:1", "filter_IN_public:rule:1",
+         "filter_IN_public_allow:return:3", "filter_IN_public:return:2", "filter_INPUT_POLICIES:rule:2"))]
+    (tmp_path / "fw.nft").write_text(NFT_POLICIES)
+    (tmp_path / "k.log").write_text("".join(lines))
+    (e,) = explain_files(str(tmp_path / "fw.nft"), [str(tmp_path / "k.log")]).explanations
+    assert e.fate.value == "rejected"
+    assert [(c.chain, c.num) for c in e.cause if c.role == "near miss"] == [("filter_IN_public_allow", 1),
+                                                                            ("filter_IN_public_allow", 2)]
+    assert [c.chain for c in e.cause if c.role == "fell off"] == ["filter_IN_public"]

@@ -88,10 +88,15 @@ def _catch_all(expl: Explanation, k: int, nft: bool) -> bool:
 
 
 def _plain(r: Rule, nft: bool) -> bool:
-    """A rule without any match (``-j DROP``, ``-j ZONE``; nft ``reject with icmpx …``, ``jump zones``)."""
+    """A rule without any match (``-j DROP``, ``-j ZONE``; nft ``reject with icmpx …``, ``jump zones``)
+    but the interface: firewalld's ``iifname "eth0" jump filter_IN_public`` and ``iifname "eth0"
+    reject`` are the catch-all of what arrives there."""
     if r.text.startswith("-A "):
-        return not rule_options(r.text)
-    return nft and not r.vmap and not nft_rule_options(r.text)
+        return all(name in _IFACE_ONLY for name, *_ in rule_options(r.text))
+    return nft and not r.vmap and all(name in _IFACE_ONLY for name, *_ in nft_rule_options(r.text))
+
+
+_IFACE_ONLY = frozenset({"in", "out"})  # rule_check's names of -i/-o, iifname/oifname
 
 
 def _readable(r: Rule, nft: bool) -> bool:

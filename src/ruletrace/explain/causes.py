@@ -359,13 +359,14 @@ FELL_OFF = "fell off"  # the cause-link role of _fell_off_zone
 
 
 def _fell_off_zone(expl: Explanation, k: int) -> CauseLink | None:
-    """A firewalld catch-all (``reject with icmpx admin-prohibited`` after the zone dispatch) that
-    decided right after the packet fell off a zone's (or policy's) chains: no rule of that zone took
-    the packet, so the zone's default target is what rejected it. The zone then owns the decision."""
+    """A firewalld catch-all (``reject with icmpx admin-prohibited`` after the zone dispatch; with the
+    iptables backend ``-A INPUT -j REJECT`` after ``INPUT_ZONES``) that decided right after the packet
+    fell off a zone's (or policy's) chains: no rule of that zone took the packet, so the zone's
+    default target is what rejected it. The zone then owns the decision."""
     v = expl.steps[k]
-    o = owner_of(v.table, v.chain, v.rule)
-    if k == 0 or o is None or o.specific or o.kind != "firewalld":
-        return None
+    o = owner_of(v.table, v.chain, v.rule)  # firewalld's plumbing (nft), or no owner (iptables' INPUT)
+    if k == 0 or v.kind is not StepKind.RULE or (o is not None and (o.specific or o.kind != "firewalld")):
+        return None  # a chain's policy is the host's, not a zone's
     prev = expl.steps[k - 1]
     if prev.kind is not StepKind.RETURN:
         return None
