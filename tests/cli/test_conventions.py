@@ -227,6 +227,12 @@ def test_read_line_comes_before_the_results_and_is_never_wrapped(tmp_path):
     lines = out.splitlines()
     assert lines[0] == f"ruletrace: read {log} as kernel-log"  # first, and whole at 80 columns
     assert lines[1].startswith("packet 1 ")
+    # report, diff and simulate --compare say it too (review: only explain did)
+    for args in (("report", "-r", rules[0], str(log), "-o", str(tmp_path / "r.html")),
+                 ("diff", "-r", rules[0], str(log), "1", "2", "--width", "80"),
+                 ("simulate", "-r", rules[0], "--compare", str(log), "--width", "80")):
+        code, out = _ruletrace(*args)
+        assert out.splitlines()[0] == f"ruletrace: read {log} as kernel-log", (args, out[:300])
 
 
 def test_error_naming_a_long_path_is_one_line(tmp_path):

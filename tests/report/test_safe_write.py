@@ -27,7 +27,8 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
+    # "read FILE as FORMAT" comes first where a trace was read; then the error, one line
+    lines = [ln for ln in err.strip().splitlines() if not (ln.startswith("ruletrace: read ") and " as " in ln)]
     assert len(lines) == 1 and lines[0].startswith("ruletrace: error: "), err
     return lines[0]
 

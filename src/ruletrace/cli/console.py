@@ -67,3 +67,13 @@ def progress_for(err: Console, total: int) -> Iterator[Callable[[int], None] | N
                 prog.update(task, completed=done)
 
         yield advance
+
+
+def say_read(err: Console, path: str, fmt: str | None) -> None:
+    """"read FILE as FORMAT" (explain, report, diff, simulate --compare), as soon as the format is
+    known: before the results it is about; one line, never wrapped."""
+    from ..render.theme import clean  # file names carry text from the user
+
+    err.print(f"ruletrace: read {clean(path)} as {clean(fmt or '?')}", style="dim", markup=False, highlight=False,
+              soft_wrap=True)
+    err.file.flush()

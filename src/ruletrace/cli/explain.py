@@ -15,7 +15,7 @@ from ..errors import RuletraceError
 from ..explain.fatecauses import annotate
 from ..pipeline import PacketFilter, Run, load_rulesets
 from . import hostfiles, options
-from .console import make_consoles, progress_for
+from .console import make_consoles, progress_for, say_read
 from .status import ExitStatus
 
 
@@ -70,7 +70,7 @@ def explain(logs, rulesets, example, fmt, match, fates, packet_ids, summary, as_
     total = sum(_size(p) for p in inputs)
     with progress_for(err, total) as progress, _no_gc():
         run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, detail=not summary or as_json,
-                  ifmap=ifmap_d, progress=progress, on_source=lambda s: _say_read(err, s), explain_miss=miss_key)
+                  ifmap=ifmap_d, progress=progress, on_source=lambda s: say_read(err, s.path, s.format), explain_miss=miss_key)
         n = None
         if as_jsonl or (as_json and not summary):  # on every core where the pipeline can
             n = run.write_json_parallel(sys.stdout, jsonl=as_jsonl,
@@ -172,14 +172,6 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool, facts=N
 
 
 SAY = {"markup": False, "highlight": False, "soft_wrap": True}  # one message, one line: never wrapped by us
-
-
-def _say_read(err, s) -> None:
-    """"read FILE as FORMAT", as soon as the format is known: before the results it is about."""
-    from ..render.theme import clean  # file names carry text from the user
-
-    err.print(f"ruletrace: read {clean(s.path)} as {clean(s.format)}", style="dim", **SAY)
-    err.file.flush()
 
 
 def _report_warnings(err, run: Run) -> None:

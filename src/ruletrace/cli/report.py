@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from ..pipeline import PacketFilter, Run, load_rulesets
 from ..render.json_read import JsonPackets, is_ruletrace_json
 from ..render.theme import clean
 from . import options
-from .console import make_consoles
+from .console import make_consoles, say_read
 from .status import ExitStatus
 
 
@@ -62,7 +62,7 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
         sources += doc.sources or [{"path": path, "format": "ruletrace-json"}]
         warnings += doc.warnings
     if inputs:
-        run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter)
+        run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, on_source=lambda src: say_read(err, src.path, src.format))
         n += builder.add_all(run.explanations())
         sources += run.sources
         warnings += run.warnings
@@ -129,12 +129,13 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
             raise click.UsageError("give a trace file (or --example NAME) before the two packet ids")
         wanted = [(tuple(inputs), ids[0]), (tuple(inputs), ids[1])]
     rs = load_rulesets(ruleset_paths)
+    out, err = make_consoles(no_color=no_color, width=width)
     found: dict[tuple[Any, int], Explanation] = {}
     by_input: dict[Any, set[int]] = {}
     for src, pid in wanted:
         by_input.setdefault(src, set()).add(pid)
     for src, pids in by_input.items():
-        for e in _packets(src, pids, rs, fmt):
+        for e in _packets(src, pids, rs, fmt, on_source=lambda src: say_read(err, src.path, src.format)):
             found[(src, e.packet.id)] = e
     packets = []
     for src, pid in wanted:
@@ -151,7 +152,6 @@ def diff(args, rulesets, example, left, right, fmt, as_json, no_color, width) ->
         doc = {"schema": 1, "tool": "ruletrace", "command": "diff", **pd.to_json()}
         sys.stdout.write(dumps(doc, indent=True) + "\n")
     else:
-        out, _err = make_consoles(no_color=no_color, width=width)
         out.print(to_renderable(pd))
     return ExitStatus.OK if pd.same else ExitStatus.DIFFERENT
 
@@ -183,15 +183,17 @@ class _Target:
 # ---------------------------------------------------------------- reading packets
 
 
-def _packets(src: Any, ids: set[int], rs: list[Any], fmt: str | None) -> Iterator[Explanation]:
-    """Packets ``ids`` of one input (a trace read with the ruleset, or ruletrace JSON read back)."""
+def _packets(src: Any, ids: set[int], rs: list[Any], fmt: str | None,
+             on_source: Callable[[Any], None] | None = None) -> Iterator[Explanation]:
+    """Packets ``ids`` of one input (a trace read with the ruleset, or ruletrace JSON read back);
+    ``on_source`` hears of each trace file's format as it is known."""
     paths = [src] if isinstance(src, str) else list(src)
     json_paths = [p for p in paths if is_ruletrace_json(p)]
     for p in json_paths:
         yield from (e for e in JsonPackets(p) if e.packet.id in ids)
     traces = [p for p in paths if p not in json_paths]
     if traces:
-        run = Run(rs, traces, fmt=fmt, packet_filter=PacketFilter(ids=set(ids)))
+        run = Run(rs, traces, fmt=fmt, packet_filter=PacketFilter(ids=set(ids)), on_source=on_source)
         yield from run.explanations()
 
 

@@ -347,7 +347,15 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
     rows = []
     fates: list[tuple[Fate, Fate]] = []  # (traced, predicted)
     formats: list[str] = []
-    events = read_any([trace], on_format=lambda _path, fmt: formats.append(fmt))
+    from .console import make_consoles, say_read
+
+    _out, err = make_consoles(no_color=no_color)
+
+    def heard(path: str, fmt: str) -> None:
+        formats.append(fmt)
+        say_read(err, path, fmt)
+
+    events = read_any([trace], on_format=heard)
     for n, pkt in enumerate(group_packets(events)):
         if n >= MAX_COMPARED or not pkt.events:
             break
