@@ -139,6 +139,15 @@ def test_completion_of_netns_names(tmp_path, monkeypatch):
     assert [c.value for c in options.complete_netns(None, None, "rtlv")] == ["rtlv-a", "rtlv-b"]
     monkeypatch.setattr(options, "NETNS_DIR", str(tmp_path / "missing"))
     assert options.complete_netns(None, None, "") == []
+    # every command that takes --netns completes it (review: simulate --netns completed nothing)
+    import click
+
+    from ruletrace.cli import cli
+
+    for name, cmd in cli.commands.items():
+        for param in cmd.params:
+            if isinstance(param, click.Option) and "--netns" in param.opts:
+                assert param._custom_shell_complete is options.complete_netns, name
 
 
 def test_version_short_and_long(capsys):

@@ -18,7 +18,7 @@ from ..simulate.hostfacts import HostFacts, load_addrs, load_ipsets, load_routes
 from ..simulate.nft_walk import is_native
 from ..simulate.probe import CTSTATES, PATHS, Probe, probe_from_fields
 from ..simulate.sockets import load_sockets
-from .options import complete_protocols
+from .options import complete_netns, complete_protocols
 from .simulate_both import Both, explain_both, split_backends, traced_explanation, traced_part, with_legacy
 from .status import ExitStatus, simulate_status
 
@@ -214,7 +214,8 @@ def result_json(res: SimResult) -> dict[str, Any]:
               help="iptables-save / ip6tables-save output (repeat for IPv4 + IPv6), or nft list ruleset (text or -j); "
                    "iptables-legacy-save output beside an nft listing or iptables-nft-save output: both backends, "
                    "walked together.")
-@click.option("--netns", metavar="NAME", help="Read the rulesets, addresses, routes, ip rules and sysctls from "
+@click.option("--netns", metavar="NAME", shell_complete=complete_netns,
+              help="Read the rulesets, addresses, routes, ip rules and sysctls from "
               "this network namespace (read-only; needs root).")
 @click.option("--live", is_flag=True, help="Read them from the host (the namespace ruletrace runs in).")
 @click.option("-p", "--proto", default=None, metavar="PROTO", shell_complete=complete_protocols,
