@@ -144,10 +144,15 @@ def test_completion_of_netns_names(tmp_path, monkeypatch):
 
     from ruletrace.cli import cli
 
-    for name, cmd in cli.commands.items():
-        for param in cmd.params:
+    ctx = click.Context(cli)
+    found = []
+    for name in cli.list_commands(ctx):
+        cmd = cli.get_command(ctx, name)
+        for param in cmd.params if cmd is not None else ():
             if isinstance(param, click.Option) and "--netns" in param.opts:
+                found.append(name)
                 assert param._custom_shell_complete is options.complete_netns, name
+    assert {"trace", "simulate"} <= set(found)
 
 
 def test_version_short_and_long(capsys):
