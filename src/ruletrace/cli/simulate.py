@@ -178,10 +178,16 @@ def _explain(res: SimResult, rs: Ruleset | list[Ruleset] | Both, pid: int = 1):
 
     if isinstance(rs, Both):
         return explain_both(res, rs, pid)
+    events = list(res.events)
     if isinstance(rs, list):  # nf_tables: the events name their tables; explain reads one ruleset
+        from ..sources.handles import add_returns, resolve_handles
+
         rs = rs[0]
+        # as for a monitor's trace: the walk reports no step where a regular chain ends (the kernel
+        # does not), the explanation wants that return (numbered rules + 1)
+        events = list(resolve_handles(add_returns(events), rs))
     # no event (routing dropped it before any chain): the packet as the probe made it
-    return explain_packet(Packet(id=pid, events=list(res.events), fields=None if res.events else res.final), rs)
+    return explain_packet(Packet(id=pid, events=events, fields=None if res.events else res.final), rs)
 
 
 def result_json(res: SimResult) -> dict[str, Any]:

@@ -72,6 +72,9 @@ def _mark_value(f: dict[str, str]) -> int:
 # Sources whose rule events show the packet after the rule's statements ran (nf_tables trace
 # events); in kernel-log / NFLOG TRACE a rule's line is written when it matches, before its target.
 AFTER_STATEMENTS = frozenset({"nft-monitor", "xtables-monitor", "nftrace"})
+# the simulator's nf_tables steps (simulate/semantics.NFT_SOURCE): the whole packet as it is after the
+# rule's statements, at every step (no payload printed once per base chain): any change is the rule's own
+AFTER_ALL = "simulate-nft"
 
 
 def setter_index(steps: list[Step], i: int, what: str) -> int:
@@ -83,7 +86,8 @@ def setter_index(steps: list[Step], i: int, what: str) -> int:
     their packet payload is printed once per base chain, so an address rewrite shows, as in
     the kernel log, from the step after the rule that made it.
     """
-    if what == "MARK" and steps[i].event.source in AFTER_STATEMENTS:
+    source = steps[i].event.source
+    if source == AFTER_ALL or (what == "MARK" and source in AFTER_STATEMENTS):
         return i
     return i - 1
 

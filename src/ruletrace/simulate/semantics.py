@@ -93,12 +93,16 @@ class SimEvent(TraceEvent):
     __init__ = object.__init__
 
 
+NFT_SOURCE = "simulate-nft"  # explain/causes.py: its steps show the packet after the rule's statements
+
+
 class NftSimEvent(TraceEvent):
-    """A predicted nf_tables step: as SimEvent, but ``handle`` and ``verdict`` are its own (slots, no dict)."""
+    """A predicted nf_tables step: as SimEvent, but ``handle`` and ``verdict`` are its own (slots, no dict).
+    Its packet is the one after the rule's statements ran (a mark set, a DNAT), as nf_tables reports it."""
 
     ts = ident = packet_id = None
     origin = ORIGIN
-    source = SOURCE
+    source = NFT_SOURCE
     _parse = staticmethod(snapshot_fields)
     _fields = None
     __init__ = object.__init__
