@@ -187,7 +187,13 @@ def _explain(res: SimResult, rs: Ruleset | list[Ruleset] | Both, pid: int = 1):
         # does not), the explanation wants that return (numbered rules + 1)
         events = list(resolve_handles(add_returns(events), rs))
     # no event (routing dropped it before any chain): the packet as the probe made it
-    return explain_packet(Packet(id=pid, events=events, fields=None if res.events else res.final), rs)
+    e = explain_packet(Packet(id=pid, events=events, fields=None if res.events else res.final), rs)
+    if rs is not None:  # a predicted drop's near miss, as explain gives a traced one's
+        from ..analyze import near_miss
+        from ..model import RulesetView
+
+        near_miss.annotate(e, RulesetView([rs]))
+    return e
 
 
 def result_json(res: SimResult) -> dict[str, Any]:
