@@ -194,6 +194,11 @@ def test_libvirt():
                'iif "virbr0" counter accept\n\t}\n}\n')
     o = rule_owner(nft.tables["libvirt_network"]["guest_output"].rules[0])
     assert (o.kind, o.detail) == ("libvirt", "forward from guests")
+    # libvirt's nft rules name the bridge with iif/oif (review: "libvirt guest_input", no bridge)
+    assert (o.name, o.evidence, o.specific) == ("virbr0", "bridge virbr0", True)
+    from ruletrace.explain.owners import _ifaces
+
+    assert _ifaces("fib saddr . mark . iif oif missing drop") == []  # iif/oif here name no interface
 
 
 # --- OpenWrt fw4

@@ -109,7 +109,13 @@ def _arg(text: str, *flags: str) -> str | None:
 
 def _ifaces(text: str) -> list[str]:
     """Every interface a rule names (negated ones too: ``! -i docker0`` names docker0)."""
-    return re.findall(r'(?:^|\s)(?:-i|-o|--in-interface|--out-interface|iifname|oifname)\s+(?:!=?\s+)?"?([\w.+@-]+)"?', text)
+    # nft: iifname/oifname, and iif/oif (an interface index nft lists by its quoted name: libvirt
+    # writes them; ``fib saddr . iif oif missing`` names none)
+    return [a or b for a, b in _IFACE.findall(text)]
+
+
+_IFACE = re.compile(r'(?:^|\s)(?:(?:-i|-o|--in-interface|--out-interface|iifname|oifname)\s+(?:!=?\s+)?"?([\w.+@-]+)"?'
+                    r'|(?:iif|oif)\s+(?:!=?\s+)?"([\w.+@-]+)")')
 
 
 def _dport(text: str) -> str | None:
