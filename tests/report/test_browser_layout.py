@@ -219,3 +219,25 @@ def test_bridged_packet_is_drawn_port_to_port(pages, browser):
     assert EDGES["e-route-fwd"] in b and not any(bridged for bridged in b.values())
     assert not [t for t in got["text"] if t.startswith("B:")]
     assert re.match(r"bridged rtl1440v1 → rtl1440v2", got["row"])
+
+
+BRIDGE_BOXES = """
+  var box = document.querySelector('#labels').ownerSVGElement.getBoundingClientRect();
+  var out = [];
+  document.querySelectorAll('#labels .lbl-bridge').forEach(function (e) {
+    var r = e.getBoundingClientRect();
+    out.push([e.textContent, r.top - box.top, r.bottom - box.top, r.left - box.left, r.right - box.left]);
+  });
+  return {labels: out, width: box.width};"""
+
+
+def test_two_bridged_packets_labels_are_whole_and_apart(pages, browser):
+    # review: docker-portmap 13 and 14 compared (both bridged): B's label was drawn above A's at y=1,
+    # on it and cut off by the diagram's top edge
+    got = look(browser, pages["docker"].as_uri() + "#a=13&b=14", 1280, BRIDGE_BOXES)
+    labels = sorted(got["labels"], key=lambda t: t[0])
+    assert [t[0][:2] for t in labels] == ["A:", "B:"], got
+    (_, a_top, a_bottom, _, a_right), (_, b_top, b_bottom, _, b_right) = labels
+    assert a_top >= 0 and b_top >= 0  # inside the diagram
+    assert a_bottom <= b_top or b_bottom <= a_top  # one above the other, not on it
+    assert max(a_right, b_right) <= got["width"]

@@ -509,7 +509,8 @@
         });
       });
       if (bridged(p)) {
-        var bl = D.bridge_label, btx = svg("text", { x: bl[0], y: bl[1] - wi * 13, "class": "lbl-bridge lbl-" + w });
+        // A's label above the bridge edge, B's between the edge and the boxes (above A's it was cut off)
+        var bl = D.bridge_label, btx = svg("text", { x: bl[0], y: wi === 0 ? bl[1] : bl[1] + 20, "class": "lbl-bridge lbl-" + w });
         btx.textContent = w.toUpperCase() + ": bridged " + p.physin + " \u2192 " + p.physout + (p.inif ? " on " + p.inif : "");
         labels.appendChild(btx);
         var bli = el("li", "", w.toUpperCase() + ": bridged from port " + p.physin + " to port " + p.physout +
