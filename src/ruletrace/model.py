@@ -566,6 +566,10 @@ def rule_spec(text: str | None, chain: str) -> str | None:
         return None
     prefix = f"-A {chain}"
     n = len(prefix)
-    if not text.startswith(prefix) or (len(text) > n and not text[n].isspace()):
-        return text
-    return text[n:].lstrip()
+    if text.startswith(prefix):
+        return text[n:].lstrip() if len(text) == n or text[n].isspace() else text
+    if text.startswith("-A") and text[2:3].isspace():  # blanks doubled by a paste: "-A  INPUT …"
+        rest = text[2:].lstrip()
+        if rest.startswith(chain) and (len(rest) == len(chain) or rest[len(chain)].isspace()):
+            return rest[len(chain):].lstrip()
+    return text

@@ -354,3 +354,11 @@ def test_iptables_S_reads_as_iptables_save():
             assert all(r.counters == (0, 0) for r in rs.tables["filter"]["INPUT"].rules)
     with pytest.raises(RuletraceError, match="expected '-P CHAIN POLICY' or '-N CHAIN'"):
         _parse_text("-P INPUT\n")
+
+
+def test_doubled_blank_after_dash_A_names_the_chain():
+    # review: "-A  INPUT -j ACCEPT" (a paste's doubled blank) failed with "rule appended to chain ,
+    # which is not declared"
+    rs = _parse_text("*filter\n:INPUT DROP [0:0]\n-A  INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n")
+    (r,) = rs.tables["filter"]["INPUT"].rules
+    assert r.target == "ACCEPT" and r.spec == "-p tcp --dport 22 -j ACCEPT"

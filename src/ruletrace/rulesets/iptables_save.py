@@ -212,10 +212,10 @@ def parse(text: str, *, origin: Origin) -> Ruleset:
         # a rule: "-A CHAIN spec…"; the hot path, kept inline
         line = line.rstrip()
         tab = "\t" in line
-        if line.startswith("-A ") and not tab:
+        if line.startswith("-A ") and not tab and line[3:4] != " ":
             end = line.find(" ", 3)
             name = line[3:] if end < 0 else line[3:end]
-        else:
+        else:  # (tabs, "--append", or blanks doubled by a paste: "-A  INPUT")
             name = _append_chain(line, Origin(path, lineno))
         if table is None:
             if seen_at or headerless:
