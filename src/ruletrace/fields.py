@@ -31,7 +31,7 @@ Values are the kernel's text, unconverted (``TOS=0x00``, ``MARK=0x8000``, addres
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 # Names a TraceEvent.fields dict may hold (kernel-log names, see docs/DEVELOPING.md).
@@ -239,13 +239,15 @@ XT_ICMPV6_TYPES: dict[str, tuple[int, int | None]] = {
 }
 
 
-def family_of(fields: dict[str, str]) -> str | None:
-    """``"ipv4"`` or ``"ipv6"`` from which header fields are present, else None."""
+def family_of(fields: Mapping[str, str]) -> str | None:
+    """``"ipv4"`` or ``"ipv6"`` from which header fields are present, else from the form of the
+    addresses (a paste without TTL/HOPLIMIT), else None."""
     if "HOPLIMIT" in fields or "FLOWLBL" in fields:
         return "ipv6"
     if "TTL" in fields or "TOS" in fields:
         return "ipv4"
-    return None
+    a = fields.get("SRC") or fields.get("DST") or ""
+    return "ipv6" if ":" in a else "ipv4" if "." in a else None
 
 
 # Fields that stay the same while one packet crosses the rules (NAT rewrites SRC/DST/SPT/DPT and

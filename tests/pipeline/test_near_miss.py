@@ -240,7 +240,8 @@ def test_nft_inet_near_miss_never_asks_for_another_address_family(tmp_path):
 
 
 def test_nft_rule_family():
-    from ruletrace.analyze.rule_check import nft_rule_family, packet_family
+    from ruletrace.analyze.rule_check import nft_rule_family
+    from ruletrace.fields import family_of as packet_family  # the one home of a packet's family
 
     assert nft_rule_family("tcp dport 8443 ip6 saddr fd00:97::/64 accept") == "ipv6"
     assert nft_rule_family("ip saddr 10.0.0.0/8 accept") == "ipv4"

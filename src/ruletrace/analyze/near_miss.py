@@ -26,16 +26,15 @@ from contextlib import suppress
 from typing import Any
 
 from ..explain.owners import NOT_ON_PATH
-from ..fields import FIELD_WORDS
+from ..fields import FIELD_WORDS, family_of
 from ..model import CauseLink, Chain, Change, Explanation, Fate, Rule, RulesetView, StepKind
 from .rule_check import (
     OptionCheck,
     check_nft_rule,
     check_rule,
+    family_needed,
     fields_read,
-    nft_rule_family,
     nft_rule_options,
-    packet_family,
     rule_options,
 )
 
@@ -87,6 +86,9 @@ def _catch_all(expl: Explanation, k: int, nft: bool) -> bool:
     return True
 
 
+_IFACE_ONLY = frozenset({"in", "out"})  # rule_check's names of -i/-o, iifname/oifname
+
+
 def _plain(r: Rule, nft: bool) -> bool:
     """A rule without any match (``-j DROP``, ``-j ZONE``; nft ``reject with icmpx …``, ``jump zones``)
     but the interface: firewalld's ``iifname "eth0" jump filter_IN_public`` and ``iifname "eth0"
@@ -95,8 +97,6 @@ def _plain(r: Rule, nft: bool) -> bool:
         return all(name in _IFACE_ONLY for name, *_ in rule_options(r.text))
     return nft and not r.vmap and all(name in _IFACE_ONLY for name, *_ in nft_rule_options(r.text))
 
-
-_IFACE_ONLY = frozenset({"in", "out"})  # rule_check's names of -i/-o, iifname/oifname
 
 
 def _readable(r: Rule, nft: bool) -> bool:
@@ -130,7 +130,7 @@ def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
     if not _catch_all(expl, k, nft):
         return []
     fields = v.event.fields or expl.first
-    have = packet_family(fields)
+    have = family_of(fields)
     found: list[tuple[int, int, int, CauseLink]] = []
     for chain, stop in _walked(expl, k):
         ch = view.chain(v.table, chain, family)
@@ -141,9 +141,9 @@ def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
                 break
             if not _readable(r, nft) or not _accepts(r, view, family, nft):
                 continue
-            if nft and (need := nft_rule_family(r.text)) is not None and need != (have or need):
-                continue  # an `ip6 saddr …` rule of an inet table: no one condition makes an IPv4 packet IPv6
             checks = _checks(r.text, fields)
+            if nft and (need := family_needed(c.option for c in checks)) is not None and need != (have or need):
+                continue  # an `ip6 saddr …` rule of an inet table: no one condition makes an IPv4 packet IPv6
             failed = [c for c in checks if c.left_ok is False]
             if len(failed) != 1 or not any(c.left_ok for c in checks):
                 continue  # one condition differs, and some other holds (else `-i lo -j ACCEPT` always would)

@@ -8,7 +8,7 @@ option belongs to and how many arguments it takes. Only options a log line can s
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -263,15 +263,14 @@ _NFT_FAMILY = {"ip": "ipv4", "icmp": "ipv4", "ip6": "ipv6", "icmpv6": "ipv6"}
 
 def nft_rule_family(rule_text: str) -> str | None:
     """The address family ("ipv4"/"ipv6") an nft rule's matches need, None: any (or both named)."""
-    fams = {_NFT_FAMILY[w] for *_, written in nft_rule_options(rule_text)
-            if (w := written.partition(" ")[0]) in _NFT_FAMILY}
+    return family_needed(written for *_, written in nft_rule_options(rule_text))
+
+
+def family_needed(written: Iterable[str]) -> str | None:
+    """``nft_rule_family`` of a rule's match expressions as written (``OptionCheck.option``: the
+    rule parsed once, by ``check_nft_rule``)."""
+    fams = {_NFT_FAMILY[w] for x in written if (w := x.partition(" ")[0]) in _NFT_FAMILY}
     return fams.pop() if len(fams) == 1 else None
-
-
-def packet_family(fields: Mapping[str, str]) -> str | None:
-    """The address family of a logged packet, from the form of its addresses; None: not logged."""
-    a = fields.get("SRC") or fields.get("DST") or ""
-    return "ipv6" if ":" in a else "ipv4" if "." in a else None
 
 
 def _nft_written(toks: list[str]) -> str:

@@ -12,7 +12,7 @@ import re
 from ..fields import show_address
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind, TraceEvent
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
-from .owners import Owner, owner_of, rule_comments
+from .owners import FALLS_TO_CATCH_ALL, Owner, owner_of, rule_comments
 
 # iptables-save form, and the `iptables -L` row form ("tcp dpt:80", "mark match 0x1")
 _DPORT = re.compile(r"--dports? (\S+)|\bdpts?:(\S+)|multiport dports (\S+)")
@@ -363,22 +363,23 @@ FELL_OFF = "fell off"  # the cause-link role of _fell_off_zone
 
 
 def _fell_off_zone(expl: Explanation, k: int) -> CauseLink | None:
-    """A firewalld catch-all (``reject with icmpx admin-prohibited`` after the zone dispatch; with the
-    iptables backend ``-A INPUT -j REJECT`` after ``INPUT_ZONES``) that decided right after the packet
-    fell off a zone's (or policy's) chains: no rule of that zone took the packet, so the zone's
-    default target is what rejected it. The zone then owns the decision."""
+    """A product's catch-all (owners.FALLS_TO_CATCH_ALL: firewalld's ``reject with icmpx
+    admin-prohibited`` after the zone dispatch; with its iptables backend ``-A INPUT -j REJECT`` after
+    ``INPUT_ZONES``) that decided right after the packet fell off a zone's (or policy's) chains: no
+    rule of that zone took the packet, so the zone's default target is what rejected it. The zone
+    then owns the decision."""
     v = expl.steps[k]
-    o = owner_of(v.table, v.chain, v.rule)  # firewalld's plumbing (nft), or no owner (iptables' INPUT)
-    if k == 0 or v.kind is not StepKind.RULE or (o is not None and (o.specific or o.kind != "firewalld")):
+    if k == 0 or v.kind is not StepKind.RULE or expl.steps[k - 1].kind is not StepKind.RETURN:
         return None  # a chain's policy is the host's, not a zone's
     prev = expl.steps[k - 1]
-    if prev.kind is not StepKind.RETURN:
-        return None
     zone = owner_of(prev.table, prev.chain, None)
-    if zone is None or not zone.specific or zone.kind != "firewalld":
+    if zone is None or not zone.specific or zone.kind not in FALLS_TO_CATCH_ALL:
+        return None
+    o = owner_of(v.table, v.chain, v.rule)  # the product's plumbing (nft), or no owner (iptables' INPUT)
+    if o is not None and (o.specific or o.kind != zone.kind):
         return None
     return CauseLink(FELL_OFF, prev.table, prev.chain, None, None,
-                     f"no rule of firewalld {zone.name} took it (it fell off {prev.table}:{prev.chain}), "
+                     f"no rule of {zone.kind} {zone.name} took it (it fell off {prev.table}:{prev.chain}), "
                      f"so {_where(v)}, after the zone's chains, decided", k - 1)
 
 

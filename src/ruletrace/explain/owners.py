@@ -42,6 +42,11 @@ from .docker_names import DockerNames
 KINDS = ("kubernetes", "docker", "calico", "firewalld", "libvirt", "fw4", "openstack")
 # cause links that point at rules the packet did not match (analyze/near_miss.py): never its owners
 NOT_ON_PATH = frozenset({"near miss", "INPUT rule"})
+# products whose zone (or policy) chains end without a verdict and leave it to a catch-all rule of
+# the product's own after them (firewalld: a zone's default target is the reject after the zone
+# dispatch): a packet rejected there right after falling off such a chain is that zone's
+# (explain/causes.py, the "fell off" link)
+FALLS_TO_CATCH_ALL = frozenset({"firewalld"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ..analyze.diff import DiffPacket, DiffStep, Divergence, PathDiff, diff_packets, shown
 from ..model import rule_spec
-from .theme import clean, fate_style, safe, verdict_style
+from .theme import clean, cut_middle, fate_style, safe, verdict_style
 
 __all__ = ["diff_packets", "to_renderable"]
 
@@ -102,9 +102,7 @@ class _Step:
         chain = self.chain
         fixed = self.indent.cell_len + self.table.cell_len + self.tail.cell_len
         if width is not None and fixed + len(chain) > width and len(chain) > 3:
-            keep = max(width - fixed - 1, 2)
-            head = (keep + 1) // 2
-            chain = chain[:head] + "…" + chain[len(chain) - (keep - head):]
+            chain = cut_middle(chain, max(width - fixed - 1, 2))
         t = Text.assemble(self.indent, self.table, (chain, self.chain_style), self.tail)
         if width is None or t.cell_len + len("  x") <= width:  # room for some of the rule text, cut
             t.append_text(self.rest)

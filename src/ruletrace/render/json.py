@@ -19,7 +19,7 @@ from typing import IO, Any
 from .. import __version__
 from ..errors import RuletraceError
 from ..explain.owners import Owner, deciding_owner, path_owners
-from ..fields import show_address
+from ..fields import family_of, show_address
 from ..model import Change, Explanation, Rule, Step
 from .json_model import READS, expand, from_json
 
@@ -464,12 +464,7 @@ def _family(expl: Explanation) -> str | None:
     for ev in expl.packet.events:
         if ev.family:
             return ev.family
-    src = expl.first.get("SRC", "")
-    if ":" in src:  # the kernel log prints IPv6 addresses with colons, IPv4 with dots
-        return "ipv6"
-    if "." in src:
-        return "ipv4"
-    return None
+    return family_of(expl.first)  # the source did not say: its header fields, else its addresses' form
 
 
 def _source(s: Any) -> JSONObject:

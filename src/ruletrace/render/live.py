@@ -22,7 +22,7 @@ from rich.text import Text
 
 from ..analyze.live import LiveLine, Repeat, Repeats, decider_words
 from ..model import Explanation, Fate
-from .theme import THEME, clean, fate_style
+from .theme import THEME, clean, cut_middle, fate_style
 
 GAP = "  "
 REPRINT_AFTER = 5.0  # seconds: a repeat of a path whose line scrolled away is printed again at most this often
@@ -99,10 +99,9 @@ def to_text(line: LiveLine, count: int = 1, width: int | None = None) -> Text:
             return text
         over = text.cell_len - width
     packet = clean(line.packet)
-    keep = max(len(packet) - over - 1, MIN_PACKET)
-    if keep < len(packet):
-        head = (keep + 1) // 2
-        line = line._replace(packet=packet[:head] + "…" + packet[len(packet) - (keep - head):])
+    short = cut_middle(packet, max(len(packet) - over - 1, MIN_PACKET))
+    if short != packet:
+        line = line._replace(packet=short)
         text = _assemble(line, count, dropped, gap)
     text.truncate(width, overflow="ellipsis")
     return text
@@ -115,11 +114,8 @@ def _cut_chain(decider: str, over: int) -> str:
     chain, space, tail = rest.partition(" ")
     if not colon or not space:
         return decider
-    keep = max(len(chain) - over - 1, MIN_CHAIN)
-    if keep >= len(chain):
-        return decider
-    head = (keep + 1) // 2
-    return f"{table}:{chain[:head]}…{chain[len(chain) - (keep - head):]} {tail}"
+    cut = cut_middle(chain, max(len(chain) - over - 1, MIN_CHAIN))
+    return decider if cut == chain else f"{table}:{cut} {tail}"
 
 
 def _assemble(line: LiveLine, count: int, dropped: set[str], gap: str = GAP) -> Text:

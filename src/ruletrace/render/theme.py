@@ -88,3 +88,12 @@ def clean(text: object) -> str:
 def safe(text: object, style: str | Style = "") -> Text:
     """A ``Text`` of untrusted ``text`` (never parsed as markup), cleaned of control characters."""
     return Text(clean(text), style=style)
+
+
+def cut_middle(text: str, keep: int) -> str:
+    """``text`` with ``keep`` of its characters, the ends kept and "…" for the middle
+    ("KUBE-XLB…BYUVK3NB"); as it is when it has no more than ``keep``."""
+    if keep >= len(text):
+        return text
+    head = (keep + 1) // 2
+    return text[:head] + "…" + text[len(text) - (keep - head):]

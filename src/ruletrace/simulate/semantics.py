@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RuletraceError
+from ..explain.causes import AFTER_ALL
 from ..model import Origin, Rule, StepKind, TraceEvent
 from .state import Pkt, snapshot_fields
 
@@ -93,7 +94,7 @@ class SimEvent(TraceEvent):
     __init__ = object.__init__
 
 
-NFT_SOURCE = "simulate-nft"  # explain/causes.py: its steps show the packet after the rule's statements
+NFT_SOURCE = AFTER_ALL  # its steps show the whole packet after the rule's statements (explain/causes.py)
 
 
 class NftSimEvent(TraceEvent):
