@@ -139,3 +139,37 @@ def test_loopback_packet_is_delivered_locally_with_the_path_through_both_halves(
     [m] = e.marks
     assert (m.old, m.new, m.chain, m.num) == ("0x0", "0x5", "PREROUTING", 1)
     assert "--set-xmark 0x5" in m.rule.text
+
+
+# an IPv6 multicast listener report the kernel sent twice at link-up, both traced under one trace id
+# (it hashes the buffer's address, flow hash and input interface) with identical headers: seen on 6.18
+_REPORT = (
+    'trace id 73cd2bb6 inet host pre packet: iif "eth0" ether saddr fe:63:67:52:af:9f ether daddr 33:33:00:00:00:16 '
+    "ip6 saddr fe80::fc63:67ff:fe52:af9f ip6 daddr ff02::16 ip6 dscp cs0 ip6 ecn not-ect ip6 hoplimit 1 "
+    "ip6 flowlabel 0 ip6 nexthdr ip ip6 length 56\n"
+    'trace id 73cd2bb6 inet host pre rule iifname != "lo" counter packets 0 bytes 0 jump mld (verdict jump mld)\n'
+    "trace id 73cd2bb6 inet host mld rule ip6 nexthdr ip counter packets 0 bytes 0 (verdict continue)\n"
+    "trace id 73cd2bb6 inet host pre policy accept\n"
+    # the second hook's base chain: the same packet on (its dump opens another base chain)
+    'trace id 73cd2bb6 inet host in packet: iif "eth0" ip6 saddr fe80::fc63:67ff:fe52:af9f ip6 daddr ff02::16 '
+    "ip6 flowlabel 0 ip6 nexthdr ip ip6 length 56\n"
+    "trace id 73cd2bb6 inet host in rule jump mld (verdict jump mld)\n"
+    "trace id 73cd2bb6 inet host mld rule ip6 nexthdr ip counter packets 0 bytes 0 (verdict continue)\n"
+    "trace id 73cd2bb6 inet host in policy accept\n"
+)
+
+
+def test_an_nft_base_chain_run_again_under_the_same_trace_id_is_a_new_packet():
+    import io
+
+    from ruletrace.sources.nft_monitor import read_events
+
+    def packets(text: str) -> list[list[str]]:
+        evs = read_events(io.BytesIO(text.encode()), name="monitor.txt")
+        return [[f"{e.chain}:{e.kind.value}" for e in p.events] for p in group_packets(evs)]
+
+    one = ["pre:rule", "mld:rule", "mld:return", "pre:policy", "in:rule", "mld:rule", "mld:return", "in:policy"]
+    # one packet through two base chains that both jump to one chain: one packet
+    assert packets(_REPORT) == [one]
+    # the same report again, the same trace id: the base chain `pre` opens again, a second packet
+    assert packets(_REPORT + _REPORT) == [one, one]

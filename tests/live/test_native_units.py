@@ -469,6 +469,21 @@ def test_live_grouper_reused_trace_id_does_not_hold_back_the_packet_before():
     assert [[e.ident for e in p.events] for p, _v, _f in out] == [[(b"ack",), (b"ack",)]] and g.pending() == 0
 
 
+def test_live_grouper_two_identical_packets_under_one_trace_id_are_two():
+    """Two identical IPv6 multicast reports within the idle time, one trace id (CI saw it: the
+    kernel traced 12 packets, 11 "arrived"): the session's base chain opening again is a new packet."""
+    g = LiveGrouper(idle=0.25)
+    for i in range(2):
+        for e in (MonitorEvent(f"ruletrace_{SID}", "pre", StepKind.RULE, 1, family="inet", handle=3, packet_id=9,
+                               verdict="continue", source="nftrace", fields={"PROTO": "ICMPv6"}, base=True),
+                  MonitorEvent(f"ruletrace_{SID}", "pre", StepKind.POLICY, 2, family="inet", packet_id=9,
+                               verdict="accept", source="nftrace", fields={"PROTO": "ICMPv6"})):
+            e.ident = (b"report",)
+            g.add(e, 0, i * 0.1)
+    out = g.flush(1.0)
+    assert [[e.kind for e in p.events] for p, _v, _f in out] == [[StepKind.RULE, StepKind.POLICY]] * 2
+
+
 def test_a_pairing_with_the_save_is_no_ruleset_change():
     from pathlib import Path
 

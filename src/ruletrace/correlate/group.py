@@ -8,6 +8,9 @@ exact ids where a traversal starts, and by position: a packet only moves forward
 OUTPUT, then INPUT or FORWARD, then POSTROUTING; tables in priority order within a hook), so
 an event that lies *behind* the open packet's position starts a new packet — except a packet
 that loops back: sent out on ``lo`` (POSTROUTING), it comes in on ``lo`` (PREROUTING ``IN=lo``).
+nf_tables chains have names of their own, not hooks: there a base chain the packet already ran
+starts a new packet when it opens again (``reenters_base``), e.g. two identical IPv6 multicast
+reports the kernel gave the same trace id.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ DEFAULT_WINDOW = 50_000  # events after which an idle open packet is considered 
 
 
 # open packet state, a list for speed:
-# [events, hook, table index, last num in hook, seen, id, exact packet id of the last event]
-_EVENTS, _HOOK, _TI, _LAST, _SEEN, _ID, _PID = range(7)
+# [events, hook, table index, last num in hook, seen, id, exact packet id of the last event,
+#  nf_tables base chains it ran (None until one opened)]
+_EVENTS, _HOOK, _TI, _LAST, _SEEN, _ID, _PID, _BASES = range(8)
 
 
 def starts_new(op: list[Any], hook: str, ti: int, num: int) -> bool:
@@ -46,6 +50,16 @@ def starts_new(op: list[Any], hook: str, ti: int, num: int) -> bool:
         return ti < op[_TI]  # type: ignore[no-any-return]  # op is a list of mixed fields, for speed
     last: int = op[_LAST]
     return last > 0 and num <= last
+
+
+def reenters_base(bases: set[tuple[Any, str, str]] | None, ev: TraceEvent) -> bool:
+    """The grouping rule for nf_tables chains (named freely, not after hooks): an event that opens a
+    base chain's run (``ev.base``: the kernel dumps the packet once per base chain it runs) in a
+    base chain the open packet already ran starts a new packet. One traversal runs a base chain
+    once; the kernel's trace id alone does not tell two packets apart (it hashes the socket
+    buffer's address, the flow hash and the input interface: a flow's next packet may get the same
+    id, and identical packets, such as an IPv6 multicast report sent twice, the same ident too)."""
+    return ev.base and bases is not None and (ev.family, ev.table, ev.chain) in bases
 
 
 def loops_back(cur_hook: str | None, hook: str, in_iface: str | None) -> bool:
@@ -160,7 +174,7 @@ def group_packets(
                 # a frame a bridge passes up to its host gets a new nf_tables trace id when it
                 # leaves the bridge hooks for the IP stack's: the same packet (bridge_passes_up)
                 restart = (pid is not None and op[_PID] is not None and pid != op[_PID]
-                           and not bridge_passes_up(op[_EVENTS][-1], ev))
+                           and not bridge_passes_up(op[_EVENTS][-1], ev)) or reenters_base(op[_BASES], ev)
             if restart:
                 del open_[key]
                 finish(op)
@@ -170,7 +184,7 @@ def group_packets(
         if op is None:
             if admit is not None and not admit(ev):
                 continue
-            op = [[], None, -1, 0, 0, next_id, pid]
+            op = [[], None, -1, 0, 0, next_id, pid, None]
             next_id += 1
             open_[key] = op
             if type(key) is PartialIdent:
@@ -178,6 +192,10 @@ def group_packets(
         op[_EVENTS].append(ev)
         op[_SEEN] = counter
         op[_PID] = pid
+        if ev.base:
+            if op[_BASES] is None:
+                op[_BASES] = set()
+            op[_BASES].add((ev.family, ev.table, ev.chain))
         if ti is not None:
             if ev.chain != op[_HOOK] or ti != op[_TI]:
                 op[_HOOK], op[_TI], op[_LAST] = ev.chain, ti, 0
