@@ -50,8 +50,10 @@ def test_to_json() -> None:
             "policy": None,
             "last_seen": None,
             "count": 3,
-            "owner": {"kind": "kubernetes", "name": "KUBE-FIREWALL", "specific": False, "evidence": "chain KUBE-FIREWALL",
-                      "detail": "kubernetes firewall for dropping marked packets"},
+            # KUBE-FIREWALL is plumbing: the owner is the tree's, the service whose rule marked the packet
+            "owner": {"kind": "kubernetes", "name": "ootob9/ingress-nginx:http", "specific": True,
+                      "evidence": 'comment "ootob9/ingress-nginx:http has no local endpoints"',
+                      "detail": "has no local endpoints"},
         },
         {
             "action": "accept",
@@ -98,18 +100,25 @@ def test_terminal_rows() -> None:
     assert "unknown 1 20.0%" in lines
     assert "rejected 0 0.0%" not in lines  # fates nobody had are left out
     drop_row = next(line for line in lines if line.startswith("3 drop filter:KUBE-FIREWALL rule 1 "))
-    assert drop_row.startswith('3 drop filter:KUBE-FIREWALL rule 1 -m comment --comment "kubernetes')
+    # the owner column: who decided as the tree says (the service that marked it), then the rule
+    assert drop_row.startswith("3 drop filter:KUBE-FIREWALL rule 1 kubernetes ootob9/ingress-nginx")
+    assert "-m comment" in drop_row
     assert "1 accept filter:INPUT policy ACCEPT" in lines
     assert "1 none trace ends at nat:POSTROUTING" in lines
     assert "1 ruleset looks older than the log" in lines
 
 
 def test_long_rule_text_is_ellipsized_on_one_row() -> None:
-    for width in (100, 80):
+    for width in (120, 100):
         out = render(to_renderable(_filled()), width=width)
         row = next(line for line in out.splitlines() if "KUBE-FIREWALL rule 1" in line)
-        assert row.rstrip().endswith("…")
+        assert row.rstrip().endswith("…") and "ootob9/ingress-nginx" in row
         assert all(cell_len(line) <= width for line in out.splitlines())
+    # at 80 the owner takes what is left: the rule text goes first
+    out = render(to_renderable(_filled()), width=80)
+    row = next(line for line in out.splitlines() if "KUBE-FIREWALL rule 1" in line)
+    assert row.rstrip().endswith("ootob9/ingress-nginx:http") and "-m comment" not in row
+    assert all(cell_len(line) <= 80 for line in out.splitlines())
     # too narrow for any of it: the rule text is left out, the count, action and place stay whole
     out = render(to_renderable(_filled()), width=50)
     assert "3   drop     filter:KUBE-FIREWALL rule 1" in out and "-m comment" not in out
@@ -176,3 +185,26 @@ def test_totals_line_says_one_in_the_singular() -> None:
     assert render(to_renderable(s)).splitlines()[0] == "1 packet, 1 line skipped"
     s.packets, s.skipped_lines = 2, 3
     assert render(to_renderable(s)).splitlines()[0] == "2 packets, 3 lines skipped"
+
+
+def test_deciders_name_the_owner_the_tree_names_and_split_by_it() -> None:
+    """A summary of detailed explanations (JSON, the live exit summary) names who decided as the
+    tree does; one plumbing rule deciding for two services is two lines. Without detail (`explain
+    --summary`, no packet fields) the rule's own owner is all there is, and it is not guessed."""
+    from ruletrace.analyze.live import decider_words
+    from ruletrace.explain.owners import Owner
+
+    s = _filled()
+    (d, n), *_ = s.ranked()
+    assert n == 3 and decider_words(d) == "filter:KUBE-FIREWALL rule 1 [kubernetes ootob9/ingress-nginx:http]"
+    other = seed003_drop()
+    other.cause = other.cause[:1]  # the same rule, no link to a service: its own (plumbing) owner
+    s.add(other)
+    got = {summary_mod.decider_owner(d): n for d, n in s.ranked() if d.chain == "KUBE-FIREWALL"}
+    assert got == {Owner("kubernetes", "ootob9/ingress-nginx:http", "has no local endpoints",
+                         'comment "ootob9/ingress-nginx:http has no local endpoints"'): 3,
+                   Owner("kubernetes", "KUBE-FIREWALL", "kubernetes firewall for dropping marked packets",
+                         "chain KUBE-FIREWALL", specific=False): 1}
+    bare = seed003_drop()
+    bare.steps, bare.cause = [], []  # `explain --summary`: no detail
+    assert summary_mod.decider_owner(Summary.entry(bare)[1]).name == "KUBE-FIREWALL"

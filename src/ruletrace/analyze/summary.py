@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, NamedTuple
 
-from ..explain.owners import Owner, owner_of
+from ..explain.owners import Owner, deciding_owner, owner_of
 from ..model import Explanation, Fate, Rule, StepKind
 
 MAX_WARNINGS = 1000  # distinct warning texts kept; more are counted under OTHER_WARNINGS
@@ -25,6 +25,12 @@ class Decider(NamedTuple):
     rule: str | None  # iptables-save text of the deciding rule
     policy: str | None  # the chain policy when no rule decided
     last_seen: str | None  # "table:chain" where the trace ended, when nothing decided
+    # who decided, as the tree says it (``explain.owners.deciding_owner``): the rule's own owner, or,
+    # where the rule is a product's plumbing (KUBE-FIREWALL), the owner a cause link names (the
+    # service whose rule set the mark). Those links need the packet's fields: an explanation without
+    # detail (``explain --summary``) has none, and its deciders name the rule's own owner.
+    # One rule, two owners: two deciders.
+    owner: Owner | None = None
 
 
 class Summary:
@@ -90,7 +96,7 @@ class Summary:
             "packets": self.packets,
             "skipped_lines": self.skipped_lines,
             "fates": {str(f): self.fates.get(f, 0) for f in Fate},
-            "deciding": [{**d._asdict(), "count": n, "owner": _as_json(decider_owner(d))}
+            "deciding": [{**_fields(d), "count": n, "owner": _as_json(decider_owner(d))}
                          for d, n in self.ranked()],
             "packets_with_warnings": self.packets_with_warnings,
             "warnings": [{"text": t, "count": n} for t, n in self.top_warnings()],
@@ -106,11 +112,21 @@ class Summary:
 
 
 def decider_owner(d: Decider) -> Owner | None:
-    """Who made the deciding rule (or chain, for a policy), from its names and text alone."""
+    """Who decided: the owner the packet's explanation gave (``Decider.owner``), else the deciding
+    rule's (or chain's, for a policy), from its names and text alone."""
     if d.action is None:
         return None
+    if d.owner is not None:
+        return d.owner
     rule = None if d.rule is None else Rule(d.table or "", d.chain or "", d.num or 0, d.rule)
     return owner_of(d.table, d.chain, rule)
+
+
+def _fields(d: Decider) -> dict[str, Any]:
+    """A decider's fields for JSON; its owner goes in as ``owner``, after ``count`` (docs/json-schema.md)."""
+    out = d._asdict()
+    del out["owner"]
+    return out
 
 
 def _as_json(o: Owner | None) -> dict[str, Any] | None:
@@ -118,21 +134,22 @@ def _as_json(o: Owner | None) -> dict[str, Any] | None:
 
 
 def _order(d: Decider) -> tuple[Any, ...]:
-    """A total order on deciders: by action, table, chain, number …; a missing field last."""
-    return tuple((x is None, x if x is not None else "") for x in d)
+    """A total order on deciders: by action, table, chain, number …, owner; a missing field last."""
+    return (*((x is None, x if x is not None else "") for x in d[:-1]), (d.owner is None, str(d.owner or "")))
 
 
 def _decider(expl: Explanation) -> Decider:
     v = expl.verdict
     if v is None:
         return Decider(None, None, None, None, None, None, expl.last_seen)
+    owner = deciding_owner(expl)
     if v.rule is not None:
         num = v.num if v.num is not None else v.rule.num
-        return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None)
+        return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None, owner)
     if v.kind is StepKind.RULE:  # a rule the ruleset does not hold ("rule ?"), not the chain's policy
-        return Decider(v.action, v.table, v.chain, v.num, None, None, None)
+        return Decider(v.action, v.table, v.chain, v.num, None, None, None, owner)
     policy = next(
         (s.policy for s in reversed(expl.steps) if s.policy and s.table == v.table and s.chain == v.chain),
         v.action.upper(),
     )
-    return Decider(v.action, v.table, v.chain, v.num, None, policy, None)
+    return Decider(v.action, v.table, v.chain, v.num, None, policy, None, owner)
