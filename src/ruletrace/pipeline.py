@@ -529,8 +529,9 @@ def load_rulesets(paths: Iterable[str], texts: dict[str, str] | None = None, *,
                 if save is not None:
                     from .model import Origin
                     from .rulesets.nft_json import parse_family
+                    from .rulesets.nft_model import NFT_WORDS
 
-                    fam = {"ipv4": "ip", "ipv6": "ip6"}.get(rs.family or "", rs.family)
+                    fam = NFT_WORDS.get(rs.family or "", rs.family)
                     if p in texts:
                         got[i] = parse_family(texts[p], origin=Origin(p), family=fam, save=save)
                     else:

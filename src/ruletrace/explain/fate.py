@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ..model import HOOK_TABLES, Fate, RulesetView, StepKind, TraceEvent, Verdict
+from ..rulesets.nft_model import NFT_WORDS
 
 _NAT_ACTIONS = frozenset({"dnat", "snat", "masquerade", "redirect", "netmap"})
 # actions that end the traversal of the current table (the packet goes on to the next one)
@@ -102,7 +103,7 @@ def _later_base_chains(rs: RulesetView, ev: TraceEvent, events: Sequence[TraceEv
                 # across families only the priority orders them (registration order is per listing)
                 later = (c.priority or 0, -(c.reg or 0)) > me if r is mine else (c.priority or 0) > me[0]
                 if later and (c.type != "nat" or nat_seen):
-                    fam = {"ipv4": "ip", "ipv6": "ip6"}.get(r.family or "", r.family)
+                    fam = NFT_WORDS.get(r.family or "", r.family)
                     out.append(f"{fam} {t}:{c.name}" if many and fam else f"{t}:{c.name}")
     return out
 

@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..errors import RuletraceError
+from ..rulesets.nft_model import NFT_WORDS
 
 LEGACY = "legacy"
 NFT = "nft"
@@ -260,7 +261,7 @@ def nft_tables() -> list[tuple[str, str, int, int, str]]:
 
 # --- nf_tables objects (iptables-nft creates tables and chains on first use) ----------------
 
-NFT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
+NFT_FAMILY = NFT_WORDS  # "ipv4" -> "ip" (rulesets/nft_model, the one home)
 
 
 def _nft(*args: str) -> subprocess.CompletedProcess[str] | None:

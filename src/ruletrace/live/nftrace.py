@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from ..errors import RuletraceError
 from ..fields import packet_ident
 from ..model import BUILTIN_CHAINS, Origin, Ruleset, StepKind, TraceEvent
+from ..rulesets.nft_model import NFT_WORDS
 from ..sources import nflog
 from .netlink import Shape, be16, be32, be32s, be64, cstr, parse_attrs
 from .nflog import interface_name
@@ -95,7 +96,7 @@ def attach_handles(ruleset: Ruleset, nft_json: str, *, family: str) -> int:
     iptables-nft keeps one nft rule per iptables rule in the same order, so the n-th rule of a
     chain in the listing is rule n of the iptables-save chain.
     """
-    nft_family = {"ipv4": "ip", "ipv6": "ip6"}.get(family, family)
+    nft_family = NFT_WORDS.get(family, family)
     try:
         items = json.loads(nft_json).get("nftables", [])
     except (ValueError, AttributeError) as e:

@@ -14,7 +14,10 @@ from ..errors import RuletraceError
 from ..fields import bounded_int
 from ..model import Chain, NftSet, Origin, Rule, Ruleset
 
+# nft's family words -> the family names rulesets and events carry ("ipv4" as iptables' rulesets say it),
+# and back (``table ip filter``): the one home of both
 FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "arp": "arp", "bridge": "bridge", "netdev": "netdev"}
+NFT_WORDS = {ours: word for word, ours in FAMILIES.items()}
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting", "ingress", "egress")
 CHAIN_TYPES = ("filter", "nat", "route")
 # standard priority names, nft(8) "CHAINS": (value, hooks where valid; empty = any)

@@ -24,11 +24,11 @@ from ..fields import (
     bounded_int,
 )
 from ..model import Origin, StepKind, TraceEvent, nft_rule_key
+from ..rulesets.nft_model import FAMILIES
 from .handles import MonitorState, monitor_event, read_monitor
 from .records import note_record
 
 SOURCE = "nft-monitor"
-FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "bridge": "bridge", "arp": "arp", "netdev": "netdev"}
 
 _LINE = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) (packet: |rule |policy |verdict |return )(.*)$")
 _HANDLE = re.compile(r" # handle ([0-9]{1,20})\Z")
