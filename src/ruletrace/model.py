@@ -442,6 +442,7 @@ class Verdict:
     rule: Rule | None = None  # None for a chain policy, or a rule the ruleset does not hold
     reason: str = ""  # one human-readable sentence
     kind: StepKind | None = None  # the deciding step's: RULE with rule None is a rule not in the ruleset
+    family: str | None = field(default=None, compare=False)  # the deciding step's event's, where the source says it
 
 
 @dataclass(slots=True)
@@ -549,6 +550,9 @@ class Explanation:
     path_key: Any = field(default=None, compare=False, repr=False)
     # ``explain --explain-miss CHAIN``: each rule of CHAIN and why it did (not) match; None without it
     misses: list[MissLine] | None = None
+    # table names the path shows in two families (``ip filter`` and ``inet filter``): every view names
+    # those with their family (rulesets/nft_model.table_label)
+    shared: frozenset[str] = frozenset()
 
     @property
     def first(self) -> dict[str, str]:

@@ -21,7 +21,7 @@ from ..kernel_facts import NETFILTER_DROP
 from ..model import Explanation, Fate, StepKind
 from .explain_miss import FAILED, MATCHED, UNKNOWN, WOULD
 from .near_miss import INPUT_RULE, NEAR_MISS
-from .summary import Decider, Summary, decider_owner
+from .summary import Decider, Summary, decider_owner, decider_table
 
 MAX_PATHS = 10_000  # distinct paths remembered; past that, a new path is shown and not remembered
 
@@ -108,7 +108,7 @@ def decider_words(d: Decider, *, with_owner: bool = True) -> str:
     """The deciding rule in words; ``with_owner``: its own owner in brackets where it names an object."""
     if d.action is None:
         return f"trace ends at {d.last_seen}" if d.last_seen else "no verdict"
-    where = f"{d.table}:{d.chain}"
+    where = f"{decider_table(d)}:{d.chain}"
     if d.rule is not None or d.policy is None:
         words = f"{where} rule {'?' if d.num is None else d.num}"
     else:

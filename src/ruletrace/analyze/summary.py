@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from ..explain.owners import Owner, deciding_owner, owner_of
 from ..model import Explanation, Fate, Rule, StepKind
+from ..rulesets.nft_model import table_label
 
 MAX_WARNINGS = 1000  # distinct warning texts kept; more are counted under OTHER_WARNINGS
 OTHER_WARNINGS = "(other warnings)"
@@ -25,6 +26,9 @@ class Decider(NamedTuple):
     rule: str | None  # iptables-save text of the deciding rule
     policy: str | None  # the chain policy when no rule decided
     last_seen: str | None  # "table:chain" where the trace ended, when nothing decided
+    # the deciding table's family where the packet's path shows its name in two (``ip same`` and
+    # ``inet same``: Explanation.shared); None otherwise
+    family: str | None = None
     # who decided, as the tree says it (``explain.owners.deciding_owner``): the rule's own owner, or,
     # where the rule is a product's plumbing (KUBE-FIREWALL), the owner a cause link names (the
     # service whose rule set the mark). Those links need the packet's fields: an explanation without
@@ -111,6 +115,13 @@ class Summary:
         return sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
+def decider_table(d: Decider) -> str:
+    """The deciding table as every view names it: ``ip same`` where the path showed that name in two
+    families (``Decider.family``), else its name ("?" when unknown)."""
+    table = d.table or "?"
+    return table_label(table, d.family, (table,))
+
+
 def decider_owner(d: Decider) -> Owner | None:
     """Who decided: the owner the packet's explanation gave (``Decider.owner``), else the deciding
     rule's (or chain's, for a policy), from its names and text alone."""
@@ -126,6 +137,8 @@ def _fields(d: Decider) -> dict[str, Any]:
     """A decider's fields for JSON; its owner goes in as ``owner``, after ``count`` (docs/json-schema.md)."""
     out = d._asdict()
     del out["owner"]
+    if out["family"] is None:  # only where two families' tables share the name
+        del out["family"]
     return out
 
 
@@ -143,13 +156,14 @@ def _decider(expl: Explanation) -> Decider:
     if v is None:
         return Decider(None, None, None, None, None, None, expl.last_seen)
     owner = deciding_owner(expl)
+    family = v.family if v.table in expl.shared else None
     if v.rule is not None:
         num = v.num if v.num is not None else v.rule.num
-        return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None, owner)
+        return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None, family, owner)
     if v.kind is StepKind.RULE:  # a rule the ruleset does not hold ("rule ?"), not the chain's policy
-        return Decider(v.action, v.table, v.chain, v.num, None, None, None, owner)
+        return Decider(v.action, v.table, v.chain, v.num, None, None, None, family, owner)
     policy = next(
         (s.policy for s in reversed(expl.steps) if s.policy and s.table == v.table and s.chain == v.chain),
         v.action.upper(),
     )
-    return Decider(v.action, v.table, v.chain, v.num, None, policy, None, owner)
+    return Decider(v.action, v.table, v.chain, v.num, None, policy, None, family, owner)

@@ -8,9 +8,11 @@ PREROUTING shows from the first step of the next hook on.
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 
 from ..fields import show_address
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind, TraceEvent
+from ..rulesets.nft_model import table_label
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
 from .owners import FALLS_TO_CATCH_ALL, Owner, owner_of, rule_comments
 
@@ -37,15 +39,26 @@ def rule_dport(rule: Rule | None) -> str | None:
     return next((g for g in m.groups() if g), None) if m else None
 
 
-def _place(table: str | None, chain: str | None, num: int | None) -> str:
-    return f"{table}:{chain} rule {num}" if num is not None else f"a rule of {table}:{chain}"
+def _place(table: str | None, chain: str | None, num: int | None, family: str | None = None,
+           shared: Container[str] = ()) -> str:
+    t = table_label(table or "?", family, shared)
+    return f"{t}:{chain} rule {num}" if num is not None else f"a rule of {t}:{chain}"
 
 
-def _where(step: Step) -> str:
+def _where(step: Step, shared: Container[str] = ()) -> str:
+    """``table:chain rule N`` of a step; its table named with its family where the path shows the
+    name in two (``shared``, ``Explanation.shared``)."""
     num = step.num if step.num is not None else step.rule.num if step.rule is not None else None
+    t = table_label(step.table, step.event.family, shared)
     if num is None:
-        return f"a rule of {step.table}:{step.chain}"
-    return f"{step.table}:{step.chain} rule {num}"
+        return f"a rule of {t}:{step.chain}"
+    return f"{t}:{step.chain} rule {num}"
+
+
+def _at_step(expl: Explanation, table: str | None, chain: str | None, num: int | None, step: int | None) -> str:
+    """``_place`` of a link or change made at step ``step`` of ``expl`` (its family from that step)."""
+    fam = expl.steps[step].event.family if step is not None and 0 <= step < len(expl.steps) else None
+    return _place(table, chain, num, fam, expl.shared)
 
 
 def _addr(f: dict[str, str], ip: str, port: str) -> str | None:
@@ -92,13 +105,14 @@ def setter_index(steps: list[Step], i: int, what: str) -> int:
     return i - 1
 
 
-def _probably(s: Step) -> str:
+def _probably(s: Step, shared: Container[str] = ()) -> str:
+    t = table_label(s.table, s.event.family, shared)
     if s.num is not None or s.rule is not None:
-        where = _where(s)
+        where = _where(s, shared)
     elif s.event.handle is not None:
-        where = f"{s.table}:{s.chain} rule handle {s.event.handle}"
+        where = f"{t}:{s.chain} rule handle {s.event.handle}"
     else:
-        where = f"a rule of {s.table}:{s.chain}"
+        where = f"a rule of {t}:{s.chain}"
     return f"probably {where} (its text is not in the ruleset)"
 
 
@@ -111,7 +125,8 @@ def _host(addr: str) -> str:
     return addr.split("-")[0]
 
 
-def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: RulesetView | None) -> str | None:
+def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: RulesetView | None,
+                        shared: Container[str] = ()) -> str | None:
     """Trace lines lost between a jump and the change: the nat rules of the jumped chains (and the
     chains they jump to) whose ``--to`` gives the new address. A guess from the ruleset, said so."""
     if view is None:
@@ -153,7 +168,7 @@ def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: Ru
         found = same or found
     names = ", ".join(f"nat:{r.chain} rule {r.num}" for r in found[:3]) + (" …" if len(found) > 3 else "")
     one = "probably " if len(found) == 1 else "probably one of "
-    return f"{one}{names}, reached from {_where(s)}; its trace line is not in the log"
+    return f"{one}{names}, reached from {_where(s, shared)}; its trace line is not in the log"
 
 
 def address_change(before: dict[str, str], after: dict[str, str], ip: str, port: str) -> tuple[str, str] | None:
@@ -199,17 +214,17 @@ def _nat_changes(expl: Explanation, view: RulesetView | None = None) -> None:
             elif s is not None and s.kind is StepKind.RULE and s.rule is None and s.table == "nat":
                 # the rule's chain is missing from the ruleset (or there is none): a nat rule ran
                 used.add(j)
-                expl.nat.append(Change(what, old, new, s.table, s.chain, s.num, None, j, note=_probably(s)))
+                expl.nat.append(Change(what, old, new, s.table, s.chain, s.num, None, j, note=_probably(s, expl.shared)))
             elif not any(st.table == "nat" for st in steps[:i]):
                 expl.nat.append(Change(
                     what, old, new, step=i,
                     note="rewritten by conntrack: the connection was NATed when it started; no nat rule ran now",
                 ))
             else:
-                guess = _untraced_nat_rules(steps, i, what, new, view)
+                guess = _untraced_nat_rules(steps, i, what, new, view, expl.shared)
                 expl.nat.append(Change(
                     what, old, new, step=i,
-                    note=guess or f"changed outside the traced rules; first seen at {_where(steps[i])}",
+                    note=guess or f"changed outside the traced rules; first seen at {_where(steps[i], expl.shared)}",
                 ))
     # SNAT/MASQUERADE in POSTROUTING act after the last TRACE step: state them from the rule
     for j, s in enumerate(steps):
@@ -247,7 +262,7 @@ def _mark_changes(expl: Explanation) -> None:
             expl.marks.append(Change("MARK", hex(old), hex(new), s.table, s.chain, s.num, s.rule, j))
         elif s.kind is StepKind.RULE and s.rule is None:
             expl.marks.append(Change("MARK", hex(old), hex(new), s.table, s.chain, s.num, None, j,
-                                     note=_probably(s)))
+                                     note=_probably(s, expl.shared)))
         else:
             expl.marks.append(
                 Change("MARK", hex(old), hex(new), step=i,
@@ -259,14 +274,14 @@ def _called_from(expl: Explanation, frames: list[tuple[int, ...]], k: int) -> li
     links = []
     for j in reversed(frames[k]):
         s = expl.steps[j]
-        links.append(CauseLink("called from", s.table, s.chain, s.num, s.rule, f"reached from {_where(s)}", j))
+        links.append(CauseLink("called from", s.table, s.chain, s.num, s.rule, f"reached from {_where(s, expl.shared)}", j))
     return links
 
 
-def _describe_frame(link: CauseLink) -> str:
+def _describe_frame(expl: Explanation, link: CauseLink) -> str:
     d = rule_dport(link.rule)
     extra = [x for x in (rule_comment(link.rule), f"dport {d}" if d else None) if x]
-    return _place(link.table, link.chain, link.num) + (f" ({', '.join(extra)})" if extra else "")
+    return _at_step(expl, link.table, link.chain, link.num, link.step) + (f" ({', '.join(extra)})" if extra else "")
 
 
 def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: int | None,
@@ -303,37 +318,38 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
             )
             if setter is not None and setter.num is not None:
                 idx = setter.step if setter.step is not None else 0
+                set_at = _at_step(expl, setter.table, setter.chain, setter.num, setter.step)
                 chain.append(CauseLink("mark set", setter.table, setter.chain, setter.num, setter.rule,
-                                       f"mark {setter.new} set by {setter.table}:{setter.chain} rule {setter.num}",
+                                       f"mark {setter.new} set by {set_at}",
                                        idx))
                 callers = _called_from(expl, frames, idx)
                 chain.extend(callers)
                 sentence = (
-                    f"{expl.fate.value} in {_where(vstep)} because of mark {v:#x}, set in "
-                    f"{setter.table}:{setter.chain} rule {setter.num}"
+                    f"{expl.fate.value} in {_where(vstep, expl.shared)} because of mark {v:#x}, set in {set_at}"
                 )
                 focus = next((c for c in callers if rule_dport(c.rule)), None) or next(
                     (c for c in callers if rule_comment(c.rule)), None)
                 if focus is not None:
-                    sentence += f", reached from {_describe_frame(focus)}"
+                    sentence += f", reached from {_describe_frame(expl, focus)}"
         if expl.nat and expl.fate in (Fate.DROPPED, Fate.REJECTED, Fate.DELIVERED, Fate.FORWARDED):
             for c in expl.nat:
                 if c.step is not None and c.step < verdict_index and c.what == "DST":
                     if c.table is not None:
                         chain.append(CauseLink("rewritten", c.table, c.chain, c.num, c.rule,
-                                               f"DST {c.old} → {c.new} at {_place(c.table, c.chain, c.num)}",
+                                               f"DST {c.old} → {c.new} at {_at_step(expl, c.table, c.chain, c.num, c.step)}",
                                                c.step))
                     else:  # conntrack or outside the traced rules: no rule to name, name the place
                         s = expl.steps[c.step]
                         chain.append(CauseLink("rewritten", s.table, s.chain, None, None,
-                                               f"DST {c.old} → {c.new}, first seen at {s.table}:{s.chain} "
+                                               f"DST {c.old} → {c.new}, first seen at "
+                                               f"{table_label(s.table, s.event.family, expl.shared)}:{s.chain} "
                                                f"({_short(c.note)})", c.step))
     fell = _fell_off_zone(expl, verdict_index)
     if fell is not None:
         chain.append(fell)
     elif len(chain) == 1:
         chain.extend(_plumbing_callers(expl, frames, verdict_index))
-    owned = _owner_link(chain)
+    owned = _owner_link(expl, chain)
     if owned is not None:
         link, words = owned
         chain.append(link)
@@ -379,11 +395,12 @@ def _fell_off_zone(expl: Explanation, k: int) -> CauseLink | None:
     if o is not None and (o.specific or o.kind != zone.kind):
         return None
     return CauseLink(FELL_OFF, prev.table, prev.chain, None, None,
-                     f"no rule of {zone.kind} {zone.name} took it (it fell off {prev.table}:{prev.chain}), "
-                     f"so {_where(v)}, after the zone's chains, decided", k - 1)
+                     f"no rule of {zone.kind} {zone.name} took it (it fell off "
+                     f"{table_label(prev.table, prev.event.family, expl.shared)}:{prev.chain}), "
+                     f"so {_where(v, expl.shared)}, after the zone's chains, decided", k - 1)
 
 
-def _owner_link(chain: list[CauseLink]) -> tuple[CauseLink, str] | None:
+def _owner_link(expl: Explanation, chain: list[CauseLink]) -> tuple[CauseLink, str] | None:
     """Who made the deciding rule, or the nearest link that names an object (a Kubernetes service
     whose comment says it "has no local endpoints"): the link and its words for the why."""
     first: tuple[CauseLink, Owner] | None = None
@@ -399,7 +416,9 @@ def _owner_link(chain: list[CauseLink]) -> tuple[CauseLink, str] | None:
         if first is None:
             return None
         link, o = first
-    at = f"{link.table}:{link.chain}" if link.role == FELL_OFF else _place(link.table, link.chain, link.num)
+    at = _at_step(expl, link.table, link.chain, link.num, link.step)
+    if link.role == FELL_OFF:
+        at = at.removeprefix("a rule of ")
     if o.evidence.startswith("comment "):  # the host's own words are the answer
         words = f"{o.kind}: {o.evidence[len('comment '):]}"
         text = f"{words}, at {at}"
@@ -421,6 +440,6 @@ def _nat_accept_skips_snat(expl: Explanation) -> None:
             hook = next((st.chain for st in reversed(expl.steps[: i + 1]) if st.depth == 0), s.chain)
             if hook == "POSTROUTING":
                 expl.notes.append(
-                    f"ACCEPT at {_where(s)} ends the nat table for this packet: "
+                    f"ACCEPT at {_where(s, expl.shared)} ends the nat table for this packet: "
                     "SNAT/MASQUERADE rules after it in nat POSTROUTING are skipped"
                 )

@@ -35,6 +35,7 @@ from ..model import (
     TraceEvent,
     Verdict,
 )
+from ..rulesets.nft_model import shared_tables
 from . import causes
 from .ctinvalid import invalid_note
 from .fate import ENDS_TABLE as _ENDS_TABLE
@@ -96,6 +97,7 @@ class _Plan:
     notes: list[str] = field(default_factory=list)
     misfits: int = 0  # steps the ruleset does not fit
     memo: Any = None  # what a caller derived from this path once (e.g. its summary entry)
+    shared: frozenset[str] = frozenset()  # table names the path shows in two families (Explanation.shared)
 
 
 class _Walker:
@@ -272,7 +274,8 @@ class _Walker:
 
     def _fate(self, events: list[TraceEvent], steps: list[_StepPlan]) -> _Plan:
         d = decide(self.view, events, steps)
-        return _Plan(steps, d.fate, d.verdict, d.verdict_index, d.last_seen, notes=d.notes)
+        return _Plan(steps, d.fate, d.verdict, d.verdict_index, d.last_seen, notes=d.notes,
+                     shared=shared_tables(events))
 
     def _skipped_nat(self, events: list[TraceEvent], plan: _Plan) -> None:
         """Say so when a hook was traversed without its nat chain although the ruleset has one."""
@@ -397,6 +400,7 @@ class Explainer:
             warnings=list(plan.warnings),
             notes=list(plan.notes),
             last_seen=plan.last_seen,
+            shared=plan.shared,
         )
         if not detail:
             return expl

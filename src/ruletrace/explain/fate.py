@@ -11,11 +11,11 @@ more: ``explain.replies`` looks for it over all packets.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any, NamedTuple
 
 from ..model import HOOK_TABLES, Fate, RulesetView, StepKind, TraceEvent, Verdict
-from ..rulesets.nft_model import NFT_WORDS
+from ..rulesets.nft_model import NFT_WORDS, shared_tables, table_label
 
 _NAT_ACTIONS = frozenset({"dnat", "snat", "masquerade", "redirect", "netmap"})
 # actions that end the traversal of the current table (the packet goes on to the next one)
@@ -35,30 +35,36 @@ class Decision(NamedTuple):
     notes: list[str]
 
 
-def place(ev: Any, rule: Any, kind: StepKind) -> str:
+def where(ev: Any, shared: Container[str] = ()) -> str:
+    """``table:chain`` of an event, the table named with its family where the path shows its name in
+    two (``shared``: ``inet same:in``, ``ip same:in``)."""
+    return f"{table_label(ev.table, ev.family, shared)}:{ev.chain}"
+
+
+def place(ev: Any, rule: Any, kind: StepKind, shared: Container[str] = ()) -> str:
     """``table:chain rule N`` / ``the end of table:chain`` of one step, never with ``None`` in it."""
     num = ev.num if ev.num is not None else rule.num if rule is not None else None
-    where = f"{ev.table}:{ev.chain}"
+    where_ = where(ev, shared)
     if kind is StepKind.RULE or rule is not None:
         if num is None and rule is not None and rule.text:  # known by the text the trace printed
-            return f"{where} rule `{rule.text}`"
-        return f"{where} rule {num}" if num is not None else f"a rule of {where}"
-    return f"the end of {where}"
+            return f"{where_} rule `{rule.text}`"
+        return f"{where_} rule {num}" if num is not None else f"a rule of {where_}"
+    return f"the end of {where_}"
 
 
 def _verdict(events: Sequence[TraceEvent], steps: Sequence[Any], i: int, reason: str) -> Verdict:
     ev, sp = events[i], steps[i]
     num = ev.num if ev.num is not None else sp.rule.num if sp.rule is not None else None
-    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason, ev.kind)
+    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason, ev.kind, ev.family)
 
 
-def _what(ev: TraceEvent, sp: Any) -> str:
+def _what(ev: TraceEvent, sp: Any, shared: Container[str] = ()) -> str:
     """The deciding place in words: a rule, or a built-in chain's policy."""
     if ev.kind is StepKind.POLICY and sp.rule is None:
         if sp.action in ("", "unknown"):
-            return f"the policy of {ev.table}:{ev.chain}"
-        return f"the {sp.action.upper()} policy of {ev.table}:{ev.chain}"
-    return place(ev, sp.rule, ev.kind)
+            return f"the policy of {where(ev, shared)}"
+        return f"the {sp.action.upper()} policy of {where(ev, shared)}"
+    return place(ev, sp.rule, ev.kind, shared)
 
 
 def expected_last_table(rs: RulesetView | None, hook: str, events: Sequence[TraceEvent]) -> str | None:
@@ -132,7 +138,8 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
         return Decision(Fate.UNKNOWN, None, None, None, [])
     last_i = len(events) - 1
     last, last_ev = steps[last_i], events[last_i]
-    last_seen = f"{last_ev.table}:{last_ev.chain}"
+    shared = shared_tables(events)
+    last_seen = where(last_ev, shared)
     hooks = [sp.hook for sp in steps if sp.hook]
     first_hook = hooks[0] if hooks else None
     last_hook = hooks[-1] if hooks else None
@@ -140,10 +147,10 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
 
     if last.action in ("drop", "reject"):
         fate = Fate.DROPPED if last.action == "drop" else Fate.REJECTED
-        reason = f"{fate.value} by {_what(last_ev, last)}"
+        reason = f"{fate.value} by {_what(last_ev, last, shared)}"
         return Decision(fate, _verdict(events, steps, last_i, reason), last_i, last_seen, notes)
     if last.action == "queue":
-        notes.append(f"queued to user space by {_what(last_ev, last)}: the verdict is a program's")
+        notes.append(f"queued to user space by {_what(last_ev, last, shared)}: the verdict is a program's")
         return Decision(Fate.UNKNOWN, None, None, last_seen, notes)
 
     # the last terminal decision of the filter table, else of any table
@@ -179,18 +186,18 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
         if last_hook == "PREROUTING" and passed:
             notes.append(ROUTING_NOTE)
         elif last.action == "unknown" and last_ev.kind is not StepKind.RULE:
-            notes.append(f"last seen at {_what(last_ev, last)}: its verdict is not known without the "
+            notes.append(f"last seen at {_what(last_ev, last, shared)}: its verdict is not known without the "
                          "ruleset" if rs is None else
-                         f"last seen at {_what(last_ev, last)}: the ruleset does not say its verdict")
+                         f"last seen at {_what(last_ev, last, shared)}: the ruleset does not say its verdict")
         elif last.action == "return" and last_ev.kind is StepKind.RETURN and rs is None:
             notes.append(f"last seen at the end of {last_seen}: legacy iptables reports an unconditional "
                          "-j ACCEPT or -j DROP rule there as well; without the ruleset the verdict is unknown")
         elif ended and last_hook is not None:
-            notes.append(f"last seen in {last_ev.table} {last_hook}: the trace stops before the hook's "
+            notes.append(f"last seen in {table_label(last_ev.table, last_ev.family, shared)} {last_hook}: the trace stops before the hook's "
                          f"last {'table' if ':' not in (after or '') else 'base chain'} ({after}) decided")
         return Decision(fate, None, None, last_seen, notes)
     if decisive is None:
         return Decision(fate, None, None, last_seen, notes)
     ev = events[decisive]
-    reason = f"accepted by {_what(ev, steps[decisive])}"
+    reason = f"accepted by {_what(ev, steps[decisive], shared)}"
     return Decision(fate, _verdict(events, steps, decisive, reason), decisive, last_seen, notes)

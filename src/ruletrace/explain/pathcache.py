@@ -96,7 +96,7 @@ class PathCache:
             if len(self._cache) >= CACHE_MAX:
                 self._cache.clear()
             t = self._cache[key] = _Template(e)
-            t.expl = Explanation(_NO_PACKET, fate=e.fate, verdict=e.verdict, last_seen=e.last_seen)
+            t.expl = Explanation(_NO_PACKET, fate=e.fate, verdict=e.verdict, last_seen=e.last_seen, shared=e.shared)
             t.steps = [_copy(s) for s in e.steps]  # a caller may change a Step it was given
             return e
         self.hits += 1
@@ -112,4 +112,4 @@ class PathCache:
             nat = list(nat)
         x = t.expl
         return Explanation(packet, steps, x.fate, x.verdict, nat, list(t.marks), list(t.cause),
-                           list(t.warnings), list(t.notes), x.last_seen)
+                           list(t.warnings), list(t.notes), x.last_seen, shared=x.shared)

@@ -111,7 +111,8 @@ class Tables:
         key = expl.path_key
         got = self._paths.get(key) if key is not None else None
         if got is None:
-            got = ([_step_const(s, self) for s in expl.steps],
+            shared = expl.shared
+            got = ([_step_const(s, self, shared) for s in expl.steps],
                    [self.owner(o) or "" for o in path_owners(expl) if o.specific])
             if key is not None:
                 if len(self._paths) >= self.PATHS_MAX:
@@ -180,7 +181,7 @@ def packet_json(expl: Explanation, tables: Tables) -> JSONObject:
             "num": v.num,
             "rule": rule(v.rule),
             "reason": v.reason,
-        },
+        } | ({"family": v.family} if v.family is not None and v.table in expl.shared else {}),
         "last_seen": expl.last_seen,
         "nat": [_change(c, tables) for c in expl.nat],
         "marks": [_change(c, tables) for c in expl.marks],
@@ -205,11 +206,14 @@ def packet_json(expl: Explanation, tables: Tables) -> JSONObject:
     } | _fate(expl) | _misses(expl, tables)
 
 
-def _step_const(s: Step, tables: Tables) -> JSONObject:
-    """What a step is on every packet of its path: all but ``fields``, ``origin`` and ``ts``."""
+def _step_const(s: Step, tables: Tables, shared: frozenset[str] = frozenset()) -> JSONObject:
+    """What a step is on every packet of its path: all but ``fields``, ``origin`` and ``ts``; its
+    ``family`` where the path shows its table's name in two families (``Explanation.shared``)."""
     ev = s.event
     d: JSONObject = {"table": ev.table, "chain": ev.chain, "kind": str(ev.kind), "num": ev.num, "depth": s.depth,
                      "action": s.action or None}
+    if ev.table in shared and ev.family is not None:
+        d["family"] = ev.family
     for key, value in (("rule", tables.rule(s.rule)), ("policy", s.policy), ("returned_to", s.returned_to),
                        ("warning", s.warning), ("note", s.note)):
         if value is not None:

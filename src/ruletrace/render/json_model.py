@@ -27,6 +27,7 @@ from ..model import (
     TraceEvent,
     Verdict,
 )
+from ..rulesets.nft_model import shared_tables
 
 READS = (1, 2)  # the schema versions from_json reads
 
@@ -70,7 +71,7 @@ def from_json(obj: Any, tables: Mapping[str, Any] | None = None) -> Explanation:
         else:
             fields = _fields_of(_get(s, "fields", dict, where) or {}, f"{where}.fields")
         ts = _get(s, "ts", (int, float), where)
-        ev = TraceEvent(table, chain, kind, num, ts=ts, family=family, origin=_origin_of(_get(s, "origin", str, where)),
+        ev = TraceEvent(table, chain, kind, num, ts=ts, family=_get(s, "family", str, where) or family, origin=_origin_of(_get(s, "origin", str, where)),
                         source="ruletrace-json", fields=fields)
         events.append(ev)
         text = _rule_text(s, rules, where) if v2 else _get(s, "rule", str, where)
@@ -92,7 +93,7 @@ def from_json(obj: Any, tables: Mapping[str, Any] | None = None) -> Explanation:
     if v is not None:
         vt, vc, vn = _get(v, "table", str, "verdict"), _get(v, "chain", str, "verdict"), _get(v, "num", int, "verdict")
         verdict = Verdict(_get(v, "action", str, "verdict"), vt, vc, vn, _rule(vt, vc, vn, text_of(v, "verdict")),
-                          _get(v, "reason", str, "verdict"))
+                          _get(v, "reason", str, "verdict"), family=_get(v, "family", str, "verdict"))
     return Explanation(
         Packet(pid, events),
         steps=steps,
@@ -104,6 +105,7 @@ def from_json(obj: Any, tables: Mapping[str, Any] | None = None) -> Explanation:
         warnings=[_expect(w, str, "warnings") for w in _items(p, "warnings", "packet")],
         notes=[_expect(n, str, "notes") for n in _items(p, "notes", "packet")],
         last_seen=_get(p, "last_seen", str, "packet"),
+        shared=shared_tables(events),
         misses=None if p.get("explain_miss") is None else [
             _miss_of(m, f"explain_miss[{k}]", text_of) for k, m in enumerate(_items(p, "explain_miss", "packet"))],
     )

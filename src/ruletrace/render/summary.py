@@ -7,7 +7,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
-from ..analyze.summary import Decider, Summary, decider_owner
+from ..analyze.summary import Decider, Summary, decider_owner, decider_table
 from ..model import Fate, rule_spec
 from .theme import clean, fate_style, safe, verdict_style
 
@@ -117,7 +117,7 @@ def _decider_cells(d: Decider) -> tuple[Text, Text, Text]:
     if d.action is None:
         where = Text("trace ends at ") + safe(d.last_seen or "?", "chain")
         return Text("none", "verdict.unknown"), where, Text("")
-    where = Text.assemble(safe(d.table or "?", "table"), ":", safe(d.chain or "?", "chain"))
+    where = Text.assemble(safe(decider_table(d), "table"), ":", safe(d.chain or "?", "chain"))
     if d.rule is not None:
         where.append(" rule ")
         where.append(clean(d.num if d.num is not None else "?"), "rule.num")

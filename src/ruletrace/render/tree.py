@@ -11,6 +11,7 @@ from rich.text import Text
 from ..explain.owners import deciding_owner
 from ..fields import show_address, show_field
 from ..model import BUILTIN_CHAINS, Change, Explanation, Fate, Step, StepKind
+from ..rulesets.nft_model import table_label
 from .theme import THEME, clean, fate_style, safe, verdict_style
 
 GAP = 2  # spaces between a step's head and its text
@@ -98,7 +99,8 @@ def _build(
     for hook, indices in hook_groups(expl.steps):
         tables: list[str] = []
         for i in indices:
-            t = expl.steps[i].table
+            s = expl.steps[i]
+            t = table_label(s.table, s.event.family, expl.shared)
             if t not in tables:
                 tables.append(t)
         heading = Text.assemble((hook or "?", "hook"), "  ")
@@ -109,7 +111,7 @@ def _build(
             step = expl.steps[i]
             depth = max(step.depth, 0)
             p = min(depth, len(stack) - 1, max_depth)  # a gap in depth attaches to the deepest chain
-            head = _head(step, i == decisive)
+            head = _head(step, i == decisive, expl.shared)
             if p < depth:  # shown shallower than it is: say how deep
                 head = Text(f"(depth {depth}) ", "origin") + head
             node = _Node(_Hanging(head, [_body(step), *notes.get(i, ())]))
@@ -219,8 +221,9 @@ def _fate_line(expl: Explanation, decisive: int | None) -> Text:
     if v is not None:
         by_policy = v.rule is None and (decisive is None or expl.steps[decisive].kind == StepKind.POLICY)
         line.append(" by ")
-        line.append_text(_where(v.table, v.chain))
-        place = f"{v.table}:{v.chain}"
+        table = table_label(v.table or "?", v.family, expl.shared)
+        line.append_text(_where(table, v.chain))
+        place = f"{table}:{v.chain}"
         if by_policy:
             line.append(" policy ")
             line.append(clean(v.action.upper()), verdict_style(v.action))
@@ -271,9 +274,9 @@ def _where(table: str | None, chain: str | None) -> Text:
     return Text.assemble(safe(table or "?", "table"), ":", safe(chain or "?", "chain"))
 
 
-def _head(step: Step, decisive: bool) -> Text:
+def _head(step: Step, decisive: bool, shared: frozenset[str] = frozenset()) -> Text:
     kind = step.kind
-    head = _where(step.table, step.chain)
+    head = _where(table_label(step.table, step.event.family, shared), step.chain)
     head.append(f" {kind} ", f"step.{kind}")
     head.append("?" if step.num is None else clean(step.num), "rule.num")
     if decisive:
@@ -368,15 +371,15 @@ def hook_groups(steps: list[Step]) -> Iterator[tuple[str | None, list[int]]]:
 def _footer(expl: Explanation) -> list[_Hanging]:
     rows: list[tuple[str, Sequence[Text | _Hanging]]] = []
     if expl.nat:
-        rows.append(("nat", [_change_at(c, "nat") for c in expl.nat]))
+        rows.append(("nat", [_change_at(expl, c, "nat") for c in expl.nat]))
     if expl.marks:
-        rows.append(("mark", [_change_at(c, "mark") for c in expl.marks]))
+        rows.append(("mark", [_change_at(expl, c, "mark") for c in expl.marks]))
     if expl.cause:
         width = max(len(c.role) for c in expl.cause)
         lines: list[Text | _Hanging] = []
         for c in expl.cause:
             # a link without a rule but with a number is a chain policy (num = rules + 1)
-            where = _at(c.table, c.chain, c.num, c.rule is None and c.num is not None)
+            where = _at(step_table(expl, c.table, c.step), c.chain, c.num, c.rule is None and c.num is not None)
             if c.text and where.plain in c.text:  # the sentence names the place itself
                 where = safe(c.text)
             elif c.text:
@@ -410,12 +413,20 @@ def _misses(expl: Explanation) -> list[Text | _Hanging]:
     return out
 
 
-def _change_at(c: Change, style: str) -> Text:
+def _change_at(expl: Explanation, c: Change, style: str) -> Text:
     line = safe(change_text(c), style)
     if c.table or c.chain:
         line.append(" at ")
-        line.append_text(_at(c.table, c.chain, c.num, False))
+        line.append_text(_at(step_table(expl, c.table, c.step), c.chain, c.num, False))
     return line
+
+
+def step_table(expl: Explanation, table: str | None, step: int | None) -> str | None:
+    """The table of a change or cause link made at step ``step``, named with that step's family where
+    the path shows its name in two (rulesets/nft_model.table_label)."""
+    if table is None or not expl.shared or step is None or not 0 <= step < len(expl.steps):
+        return table
+    return table_label(table, expl.steps[step].event.family, expl.shared)
 
 
 def _at(table: str | None, chain: str | None, num: int | None, policy: bool) -> Text:

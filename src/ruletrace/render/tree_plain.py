@@ -17,6 +17,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
@@ -36,6 +37,7 @@ from ..model import (
     Step,
     StepKind,
 )
+from ..rulesets.nft_model import table_label
 from .theme import clean
 from .tree import (
     ASCII_GUIDES,
@@ -49,6 +51,7 @@ from .tree import (
     decisive_step,
     endpoint,
     hook_groups,
+    step_table,
 )
 
 _WORD = re.compile(r"\s*\S+\s*")  # a word and the blanks around it, as rich divides a line
@@ -312,8 +315,9 @@ def _fate_line(expl: Explanation, decisive: int | None) -> str:
     v = expl.verdict
     if v is not None:
         by_policy = v.rule is None and (decisive is None or expl.steps[decisive].kind == StepKind.POLICY)
-        line += " by " + _where(v.table, v.chain)
-        place = f"{v.table}:{v.chain}"
+        table = table_label(v.table or "?", v.family, expl.shared)
+        line += " by " + _where(table, v.chain)
+        place = f"{table}:{v.chain}"
         if by_policy:
             line += " policy " + clean(v.action.upper())
         else:
@@ -334,8 +338,9 @@ def _fate_line(expl: Explanation, decisive: int | None) -> str:
     return line
 
 
-def _head(step: Step) -> str:
-    return f"{_where(step.table, step.chain)} {step.kind} {'?' if step.num is None else clean(step.num)}"
+def _head(step: Step, shared: frozenset[str] = frozenset()) -> str:
+    table = table_label(step.table, step.event.family, shared)
+    return f"{_where(table, step.chain)} {step.kind} {'?' if step.num is None else clean(step.num)}"
 
 
 def _body(step: Step) -> str:
@@ -357,7 +362,7 @@ def _hooks(expl: Explanation, decisive: int | None, max_depth: int) -> list[Any]
     for hook, indices in hook_groups(steps):
         tables: list[str] = []
         for i in indices:
-            t = steps[i].table
+            t = table_label(steps[i].table, steps[i].event.family, expl.shared)
             if t not in tables:
                 tables.append(t)
         node: tuple[Any, ...] = (
@@ -368,7 +373,7 @@ def _hooks(expl: Explanation, decisive: int | None, max_depth: int) -> list[Any]
             step = steps[i]
             depth = max(step.depth, 0)
             p = min(depth, len(stack) - 1, max_depth)
-            head = _head(step)
+            head = _head(step, expl.shared)
             if p < depth:
                 head = f"(depth {depth}) " + head
             child: tuple[Any, ...] = (i, head, _body(step), [])
@@ -424,22 +429,22 @@ def _at(table: str | None, chain: str | None, num: int | None, policy: bool) -> 
     return where
 
 
-def _change_at(c: Change) -> str:
+def _change_at(expl: Explanation, c: Change) -> str:
     line = clean(change_text(c))
     if c.table or c.chain:
-        line += " at " + _at(c.table, c.chain, c.num, False)
+        line += " at " + _at(step_table(expl, c.table, c.step), c.chain, c.num, False)
     return line
 
 
-def _changes(cs: Sequence[Change]) -> list[str | _Hang]:
-    return [_change_at(c) for c in cs]
+def _changes(expl: Explanation, cs: Sequence[Change]) -> list[str | _Hang]:
+    return [_change_at(expl, c) for c in cs]
 
 
-def _causes(cause: Sequence[CauseLink]) -> list[str | _Hang]:
+def _causes(expl: Explanation, cause: Sequence[CauseLink]) -> list[str | _Hang]:
     width = max(len(c.role) for c in cause)
     lines: list[str | _Hang] = []
     for c in cause:
-        where = _at(c.table, c.chain, c.num, c.rule is None and c.num is not None)
+        where = _at(step_table(expl, c.table, c.step), c.chain, c.num, c.rule is None and c.num is not None)
         if c.text and where in c.text:
             where = clean(c.text)
         elif c.text:
@@ -468,11 +473,11 @@ def _footer_rows(expl: Explanation) -> list[tuple[str, Sequence[Any], Callable[[
     """tree._footer: each row's label, the objects it shows and what makes its lines of them."""
     rows: list[tuple[str, Sequence[Any], Callable[[Any], list[str | _Hang]]]] = []
     if expl.nat:
-        rows.append(("nat", expl.nat, _changes))
+        rows.append(("nat", expl.nat, partial(_changes, expl)))
     if expl.marks:
-        rows.append(("mark", expl.marks, _changes))
+        rows.append(("mark", expl.marks, partial(_changes, expl)))
     if expl.cause:
-        rows.append(("why", expl.cause, _causes))
+        rows.append(("why", expl.cause, partial(_causes, expl)))
     if expl.drops:
         rows.append(("kernel", expl.drops, _drops))
     if expl.routing:

@@ -9,6 +9,8 @@ end produced it, so the text reader and the JSON reader cannot disagree on them.
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Iterable
+from typing import Any
 
 from ..errors import RuletraceError
 from ..fields import bounded_int
@@ -18,6 +20,29 @@ from ..model import Chain, NftSet, Origin, Rule, Ruleset
 # and back (``table ip filter``): the one home of both
 FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "arp": "arp", "bridge": "bridge", "netdev": "netdev"}
 NFT_WORDS = {ours: word for word, ours in FAMILIES.items()}
+
+
+def shared_tables(events: Iterable[Any]) -> frozenset[str]:
+    """The table names a packet's path shows in two or more families (``table ip filter`` and
+    ``table inet filter`` on one path): each such table is named with its family (``table_label``)."""
+    first: dict[str, str] = {}
+    shared: set[str] = set()
+    for ev in events:
+        fam = ev.family
+        if fam is None:
+            continue
+        seen = first.setdefault(ev.table, fam)
+        if seen != fam:
+            shared.add(ev.table)
+    return frozenset(shared)
+
+
+def table_label(table: str, family: str | None, shared: Container[str]) -> str:
+    """A table as a path shows it: its name, or, where the path shows that name in two families,
+    with the family in nft's words (``ip filter``, ``inet filter``), the one rule for every view."""
+    if family is None or table not in shared:
+        return table
+    return f"{NFT_WORDS.get(family, family)} {table}"
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting", "ingress", "egress")
 CHAIN_TYPES = ("filter", "nat", "route")
 # standard priority names, nft(8) "CHAINS": (value, hooks where valid; empty = any)

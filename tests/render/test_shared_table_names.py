@@ -1,0 +1,98 @@
+"""One table name in two families on one path (``table inet same`` and ``table ip same``, as a host
+with nftables.conf's ``inet filter`` and Docker's iptables-nft ``ip filter`` has): every view names
+those tables with their family, nft's words, and leaves every other table's name as it is.
+
+The lab capture ``nft_captures/layered``: an IPv4 SYN to port 22 is accepted by ``inet same``'s
+rule 1 and then by ``ip same``'s policy, which decides; before, both read ``same:in``, so the tree
+said "same:in rule 1 … accept" and then "same:in policy ACCEPT" as if the accept had not held.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from ruletrace.analyze.live import decider_words
+from ruletrace.analyze.summary import Summary
+from ruletrace.pipeline import Run, load_rulesets
+from ruletrace.render.json import to_json
+from ruletrace.render.json_model import from_json
+from ruletrace.render.tree import render_explanations
+from ruletrace.rulesets.nft_model import shared_tables, table_label
+
+LAYERED = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "layered"
+
+
+def _explained():
+    run = Run(load_rulesets([str(LAYERED / "ruleset-a.nft")]), [str(LAYERED / "nft-monitor-a.txt")])
+    return list(run.explanations())
+
+
+def _ssh4(expls):
+    return next(e for e in expls if e.first.get("DPT") == "22" and e.first.get("SRC") == "10.77.0.1"
+                and e.first.get("TCPFLAGS") == "SYN")
+
+
+def test_the_rule_names_a_shared_table_with_its_family_only():
+    class Ev:
+        def __init__(self, table, family):
+            self.table, self.family = table, family
+
+    path = [Ev("early", "ipv4"), Ev("same", "inet"), Ev("late", "ipv4"), Ev("same", "ipv4"), Ev("x", None)]
+    assert shared_tables(path) == {"same"}
+    assert table_label("same", "ipv4", {"same"}) == "ip same"
+    assert table_label("same", "inet", {"same"}) == "inet same"
+    assert table_label("same", "ipv6", {"same"}) == "ip6 same"
+    assert table_label("early", "ipv4", {"same"}) == "early"  # a name only one family has: as it is
+    assert table_label("same", None, {"same"}) == "same"  # no family known: nothing made up
+    assert shared_tables([Ev("filter", "ipv4"), Ev("filter", "ipv4")]) == frozenset()
+
+
+def test_tree_why_and_deciders_say_which_family():
+    e = _ssh4(_explained())
+    assert e.shared == {"same"}
+    buf = io.StringIO()
+    from rich.console import Console
+
+    render_explanations([e], Console(file=buf, width=200, color_system=None), verbose=False)
+    out = buf.getvalue()
+    assert "DELIVERED by ip same:in policy ACCEPT" in out
+    assert "INPUT  early -> inet same -> late -> ip same" in out
+    assert "├── inet same:in rule 1  tcp dport 22 accept" in out
+    assert "└── ip same:in policy 2  ACCEPT" in out
+    assert "accepted by the ACCEPT policy of ip same:in" in out
+    assert " same:in" not in out.replace("inet same:in", "").replace("ip same:in", "")
+    # the deciders of a summary: "ip same" and "ip6 same" apart (they read "same:in" twice before)
+    s = Summary()
+    for x in _explained():
+        s.add(x)
+    words = [decider_words(d) for d, _n in s.ranked()]
+    assert "ip same:in policy ACCEPT" in words and "ip6 same:in policy ACCEPT" in words
+    assert s.to_json()["deciding"][0]["family"] in ("ipv4", "ipv6")
+    # a table only one family has keeps its plain name everywhere
+    assert "early:in rule 1" in out and "ip early" not in out
+
+
+def test_json_says_the_family_of_a_shared_tables_steps_and_reads_it_back():
+    e = _ssh4(_explained())
+    pkt = json.loads(json.dumps(to_json(e)))
+    fams = {(s["table"], s.get("family")) for s in pkt["steps"]}
+    assert ("same", "inet") in fams and ("same", "ipv4") in fams
+    assert ("early", None) in fams  # no key where the name is not shared
+    assert pkt["verdict"]["family"] == "ipv4"
+    back = from_json(pkt, pkt["tables"])
+    assert back.shared == {"same"} and back.verdict is not None and back.verdict.family == "ipv4"
+
+
+def test_the_family_keys_are_in_the_json_schema():
+    import pytest
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "json-schema.json").read_text())
+    e = _ssh4(_explained())
+    jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/packet"}).validate(
+        json.loads(json.dumps(to_json(e))))
+    s = Summary()
+    s.add(e)
+    jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/summary"}).validate(s.to_json())
