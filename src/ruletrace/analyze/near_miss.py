@@ -28,6 +28,7 @@ from typing import Any
 from ..explain.owners import NOT_ON_PATH
 from ..fields import FIELD_WORDS, family_of
 from ..model import CauseLink, Chain, Change, Explanation, Fate, Rule, RulesetView, StepKind
+from . import vmap_owner
 from .rule_check import (
     OptionCheck,
     check_nft_rule,
@@ -53,6 +54,7 @@ def annotate(expl: Explanation, view: RulesetView | None) -> None:
     k = _decided_index(expl)
     if k is None:
         return
+    vmap_owner.annotate(expl, view)  # first: who decided, where a verdict map chose the chain
     vstep = expl.steps[k]
     expl.cause.extend(near_misses(expl, view, k))
     if (vstep.hook or vstep.chain) == "FORWARD":

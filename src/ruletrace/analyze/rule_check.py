@@ -325,3 +325,67 @@ def check_nft_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, 
         checks.append(OptionCheck(written, f, _shown(f, va), _shown(f, vb),
                                   _apply(name, module, args, va, neg), _apply(name, module, args, vb, neg)))
     return checks
+
+
+def vmap_key(rule_text: str) -> tuple[list[tuple[str, str]], str] | None:
+    """The key selectors and the map of an nft verdict-map rule on a named map, ``ip daddr . meta
+    l4proto . th dport vmap @no-endpoint-services`` -> ([("dst", ""), ("proto", ""), ("dport", "")],
+    "no-endpoint-services"); None for any other rule, or a selector the log cannot show."""
+    from ..simulate.nft_values import split_tokens  # the simulator's nft tokenizer
+
+    try:
+        toks = split_tokens(rule_text)
+    except (RuletraceError, ValueError):
+        return None
+    if "vmap" not in toks:
+        return None
+    i = toks.index("vmap")
+    if i + 1 >= len(toks) or not toks[i + 1].startswith("@") or i == 0:
+        return None
+    parts: list[tuple[str, str]] = []
+    words = toks[:i]
+    for j in range(0, len(words), 3):  # "a b . c d . e f": selector pairs joined by "."
+        pair = (words[j], words[j + 1]) if j + 1 < len(words) else (words[j], "")
+        sep = words[j + 2] if j + 2 < len(words) else "."
+        if sep != ".":
+            return None
+        if pair in _NFT_SELECTORS:
+            parts.append(_NFT_SELECTORS[pair])
+        elif pair[0] in _NFT_L4 and pair[1] in ("dport", "sport"):  # "tcp dport": the port (a map key of one protocol)
+            parts.append((pair[1], ""))
+        else:
+            return None
+    return parts, toks[i + 1][1:]
+
+
+def vmap_element(rule_text: str, elements: Sequence[str], fields: Mapping[str, str]) -> str | None:
+    """The element of a named verdict map the packet's logged fields select (as the map is listed,
+    ``10.96.9.9 . tcp . 80 comment "shop/cart:http" : goto reject-chain``): the one element whose
+    every key part matches (``_match``, the checks of near misses); None when the rule is no such
+    lookup, or no element, more than one, or one the fields cannot settle (a range the log cannot
+    show) fits — never a guess."""
+    got = vmap_key(rule_text)
+    if got is None:
+        return None
+    parts, _name = got
+    found = None
+    for elem in elements:
+        key = elem.partition(" : ")[0].partition(" comment ")[0]
+        values = [v.strip() for v in key.split(" . ")]
+        if len(values) != len(parts):
+            return None
+        results = []
+        for (name, module), value in zip(parts, values):
+            if name in ("dport", "sport"):
+                value = value.replace("-", ":")
+            try:
+                results.append(_match(name, module, [value], fields.get(_FIELD[name])))
+            except RuletraceError:
+                results.append(None)
+        if all(r is True for r in results):
+            if found is not None:
+                return None
+            found = elem
+        elif None in results and False not in results:
+            return None  # this element may be the one: cannot tell
+    return found

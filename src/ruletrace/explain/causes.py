@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container
+from dataclasses import replace
 
 from ..fields import show_address
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind, TraceEvent
@@ -357,6 +358,30 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
     if len(chain) > 1:
         decided.text = sentence
     expl.cause = chain
+
+
+def add_links(expl: Explanation, links: list[CauseLink]) -> None:
+    """Cause links found after the explanation was made (analyze/vmap_owner: the element of a verdict
+    map the packet selected) go before the owner link, and the owner is named again from the chain
+    with them (``_owner_link``, as ``annotate`` names it): the owner link and the why's sentence.
+    The links of ``expl.cause`` are never changed in place (explain/pathcache.py shares them between
+    the packets of a path): changed ones are copies."""
+    if not links or not expl.cause or expl.cause[0].role != "decided":
+        return
+    chain = expl.cause
+    k = next((i for i, c in enumerate(chain) if c.role == "owner"), len(chain))
+    base, rest = chain[:k], chain[k + 1:]
+    old = _owner_link(expl, base)
+    new = _owner_link(expl, base + links)
+    sentence = chain[0].text
+    if old is not None and sentence.endswith(f"; {old[1]}"):
+        sentence = sentence[: -len(old[1]) - 2]
+    out = base + links
+    if new is not None:
+        out.append(new[0])
+        sentence = f"{sentence}; {new[1]}"
+    out[0] = replace(chain[0], text=sentence)
+    expl.cause = out + rest
 
 
 def _plumbing_callers(expl: Explanation, frames: list[tuple[int, ...]], k: int) -> list[CauseLink]:

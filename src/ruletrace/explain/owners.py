@@ -182,6 +182,20 @@ def _k8s_comment(comment: str, chain: str) -> Owner | None:
     return Owner("kubernetes", name, detail, f'comment "{comment}"')
 
 
+# a verdict map's element the packet selected, as a rule of the chain whose lookup it answered
+# (analyze/vmap_owner): the text names the map, then the element as listed
+ELEMENT_OF = "element of @"
+# kube-proxy's nftables maps whose elements are services without endpoints (their verdict is the
+# reject-chain or drop): what such an element's service is told
+_K8S_NO_ENDPOINTS = {"no-endpoint-services": "has no endpoints", "no-endpoint-nodeports": "has no endpoints"}
+
+
+def element_rule(rule: Rule, set_name: str, element: str) -> Rule:
+    """The element ``element`` of map ``set_name`` that ``rule``'s lookup selected, as a rule of its
+    chain (its owner is read as any rule's: from its comment)."""
+    return Rule(rule.table, rule.chain, rule.num, f"{ELEMENT_OF}{set_name}: {element}", handle=rule.handle)
+
+
 def _kubernetes(rule: Rule | None, table: str, chain: str) -> Owner | None:
     m = _K8S_NFT_CHAIN.match(chain)
     if m:
@@ -194,6 +208,10 @@ def _kubernetes(rule: Rule | None, table: str, chain: str) -> Owner | None:
     if rule is not None and (kube_chain or (target or "").startswith("KUBE-")):
         for c in rule_comments(rule.text):
             got = _k8s_comment(c, chain)
+            if got is not None and rule.text.startswith(ELEMENT_OF):
+                name = rule.text[len(ELEMENT_OF):].partition(":")[0]
+                return Owner(got.kind, got.name, got.detail or _K8S_NO_ENDPOINTS.get(name, ""),
+                             f'element of map @{name}: comment "{c}"')
             if got is not None:
                 if got.detail == "endpoint" or (not got.detail and chain.startswith("KUBE-SEP-")):
                     to = _to(rule.text)
