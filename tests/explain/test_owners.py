@@ -300,7 +300,8 @@ def test_json_owner_keys_and_round_trip():
     assert "docker0" not in names  # nat:DOCKER rule 1 (-i docker0) did not match: only its chain end ran
     assert to_json(from_json(to_json(e))) == to_json(e)  # derived from the rules' text: the same after reading back
     docker = [to_json(x) for x in _run("docker-portmap", "dport=10000")]
-    assert expand(docker[0])["owner"]["detail"] == "published port, to 172.17.0.2:80/tcp"
+    # filter DOCKER's rule says only the container's side; the DNAT on the path gives the host port
+    assert expand(docker[0])["owner"]["detail"] == "published port 10000/tcp -> 172.17.0.2:80"
     assert to_json(from_json(docker[0])) == docker[0]
 
 
@@ -428,3 +429,30 @@ def test_firewalld_iptables_backend_reject_after_the_zones_is_the_zones():
     assert [c.chain for c in e.cause if c.role == "fell off"] == ["IN_public"]
     assert [(c.chain, c.num) for c in e.cause if c.role == "near miss"] == [("IN_public_allow", 1),
                                                                             ("IN_public_allow", 2)]
+
+
+def test_docker_filter_rule_owner_takes_the_host_port_from_the_dnat_on_the_path():
+    from ruletrace.explain.owners import published_port
+    from ruletrace.model import CauseLink, Rule
+
+    filt = Owner("docker", "docker0", "published port, to 172.17.0.2:80/tcp (container web)", "bridge docker0")
+    dnat = Rule("nat", "DOCKER", 2, "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
+                "172.17.0.2:80", "DNAT")
+    link = CauseLink("rewritten", "nat", "DOCKER", 2, dnat, "DST …", 3)
+    got = published_port(filt, [link])
+    assert got == Owner("docker", "docker0", "published port 8080/tcp -> 172.17.0.2:80 (container web)",
+                        "bridge docker0")
+    # another container, another protocol, or no rewrite on the path: the filter rule's own words
+    other = Rule("nat", "DOCKER", 3, "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8081 -j DNAT --to-destination "
+                 "172.17.0.3:80", "DNAT")
+    assert published_port(filt, [CauseLink("rewritten", "nat", "DOCKER", 3, other, "", 3)]) == filt
+    udp = Rule("nat", "DOCKER", 4, "-A DOCKER ! -i docker0 -p udp -m udp --dport 8080 -j DNAT --to-destination "
+               "172.17.0.2:80", "DNAT")
+    assert published_port(filt, [CauseLink("rewritten", "nat", "DOCKER", 4, udp, "", 3)]) == filt
+    assert published_port(filt, [CauseLink("decided", "nat", "DOCKER", 2, dnat, "", 3)]) == filt
+    # IPv6: the DNAT names the container in brackets
+    v6 = Owner("docker", "docker0", "published port, to fd00::2:80/tcp", "bridge docker0")
+    dnat6 = Rule("nat", "DOCKER", 2, "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
+                 "[fd00::2]:80", "DNAT")
+    assert published_port(v6, [CauseLink("rewritten", "nat", "DOCKER", 2, dnat6, "", 1)]).detail == (
+        "published port 8080/tcp -> [fd00::2]:80")

@@ -15,7 +15,7 @@ from ..fields import show_address
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind, TraceEvent
 from ..rulesets.nft_model import table_label
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
-from .owners import FALLS_TO_CATCH_ALL, Owner, owner_of, rule_comments
+from .owners import FALLS_TO_CATCH_ALL, Owner, owner_of, published_port, rule_comments
 
 # iptables-save form, and the `iptables -L` row form ("tcp dpt:80", "mark match 0x1")
 _DPORT = re.compile(r"--dports? (\S+)|\bdpts?:(\S+)|multiport dports (\S+)")
@@ -441,6 +441,7 @@ def _owner_link(expl: Explanation, chain: list[CauseLink]) -> tuple[CauseLink, s
         if first is None:
             return None
         link, o = first
+    o = published_port(o, chain)  # Docker's filter rule: the host port from the DNAT on the path
     at = _at_step(expl, link.table, link.chain, link.num, link.step)
     if link.role == FELL_OFF:
         at = at.removeprefix("a rule of ")

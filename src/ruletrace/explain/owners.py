@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from ..errors import RuletraceError
-from ..model import Explanation, Rule, StepKind
+from ..model import CauseLink, Explanation, Rule, StepKind
 from ..rulesets.iptables_save import find_target
 from ..rulesets.nft_model import rule_facts
 from .docker_names import DockerNames
@@ -285,6 +286,30 @@ def _docker(rule: Rule | None, table: str, chain: str) -> Owner | None:
                  specific=detail.startswith("published"))
 
 
+_PUBLISHED_TO = re.compile(r"^published port, to (\S+):(\d+)/(\w+)")  # filter DOCKER: the container's side only
+_PUBLISHED = re.compile(r"^published port (\d+)/(\w+) -> (\S+):(\d+)")  # nat DOCKER's DNAT: host port -> container
+
+
+def published_port(o: Owner, links: Iterable[CauseLink]) -> Owner:
+    """Docker's filter rule says only the container's side of a published port ("published port, to
+    172.17.0.2:80/tcp"); the DNAT rule in nat DOCKER that rewrote the packet on the same path (a
+    ``rewritten`` link) says the host's ("published port 8080/tcp -> 172.17.0.2:80"): when both name
+    the same container address, port and protocol, the owner says the host port too."""
+    m = _PUBLISHED_TO.match(o.detail) if o.kind == "docker" else None
+    if m is None:
+        return o
+    addr, port, proto = m.groups()
+    for link in links:
+        if link.role != "rewritten":
+            continue
+        x = owner_of(link.table, link.chain, link.rule)
+        n = _PUBLISHED.match(x.detail) if x is not None and x.kind == "docker" else None
+        if n is not None and n.group(2) == proto and n.group(3).strip("[]") == addr and n.group(4) == port:
+            rest = o.detail[m.end():]  # " (container web)" when docker named it
+            return Owner(o.kind, o.name, x.detail if "(container " in x.detail else x.detail + rest, o.evidence)  # type: ignore[union-attr]  # x is set when n is
+    return o
+
+
 # --- Calico
 _CALI_CHAIN = re.compile(r"^(?:(?:filter|nat|mangle|raw)-)?cali-(?:(tw|fw|th|fh|pri|pro|pi|po|sm)-)?(.+)$")
 _CALI_ROLE = {"tw": ("workload", "to workload"), "fw": ("workload", "from workload"),
@@ -441,7 +466,7 @@ def deciding_owner(expl: Explanation) -> Owner | None:
         return None
     first = owner_of(v.table, v.chain, v.rule)
     if first is not None and first.specific:
-        return first
+        return published_port(first, expl.cause)
     for link in expl.cause[1:]:  # mark setter, then callers innermost first, then rewrites
         if link.role in NOT_ON_PATH:
             continue
