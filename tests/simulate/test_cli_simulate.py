@@ -111,6 +111,47 @@ def test_exit_status_per_fate(tmp_path, capsys, target: str, status: int) -> Non
     capsys.readouterr()
 
 
+def test_an_assumed_interface_is_tried_as_each_interface_the_path_names(tmp_path, capsys) -> None:
+    """Docker's published port without --routes: the DNAT sends the packet to FORWARD, where only
+    `-o docker0 -j DOCKER` reaches the accept. OUT=eth1 is assumed, and another name no rule uses
+    leaves the drop as it is; docker0, which the FORWARD rules name, does not: the drop rests on
+    OUT=eth1 and says so (it did not)."""
+    rules = tmp_path / "d.rules"
+    rules.write_text("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     ":POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n"
+                     "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n"
+                     "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\nCOMMIT\n"
+                     "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n"
+                     "-A FORWARD -o docker0 -j DOCKER\n"
+                     "-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n")
+    base = ["simulate", "-r", str(rules), "-p", "tcp", "-s", "192.168.50.2", "-d", "192.168.50.1", "--dport", "8080",
+            "-i", "eth0", "--ctstate", "NEW", "--local-addr", "eth0=192.168.50.1/24", "--json"]
+    assert main(base) == 3
+    sim = json.loads(capsys.readouterr().out)["packets"][0]["simulation"]
+    assert sim["depends_on"] == ["OUT=eth1"]
+    assert main([*base, "-o", "docker0"]) == 0  # the interface the assumption stood for: forwarded
+    capsys.readouterr()
+
+
+def test_an_assumed_local_destination_is_named_as_such_when_a_dnat_forwards_it(tmp_path, capsys) -> None:
+    """No local addresses given: 192.168.50.1 is assumed local, so the DNAT of nat PREROUTING
+    (`--dst-type LOCAL`) applies and the packet is forwarded to 172.17.0.2, where FORWARD drops it.
+    Were it not local, FORWARD's policy would accept it: the drop rests on the destination being
+    local, which is what the headline says (not 'path input': the packet went to FORWARD)."""
+    rules = tmp_path / "l.rules"
+    rules.write_text("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     ":POSTROUTING ACCEPT [0:0]\n"
+                     "-A PREROUTING -m addrtype --dst-type LOCAL -p tcp --dport 8080 -j DNAT --to-destination "
+                     "172.17.0.2:80\nCOMMIT\n"
+                     "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     "-A FORWARD -d 172.17.0.2/32 -j DROP\nCOMMIT\n")
+    base = ["simulate", "-r", str(rules), "-p", "tcp", "-s", "192.168.50.2", "-d", "192.168.50.1", "--dport", "8080",
+            "-i", "eth0", "--ctstate", "NEW", "--json"]
+    assert main(base) == 3
+    sim = json.loads(capsys.readouterr().out)["packets"][0]["simulation"]
+    assert sim["depends_on"] == ["192.168.50.1 local"]
+
+
 def test_headline_states_the_assumption_the_verdict_rests_on(tmp_path, capsys) -> None:
     rules = tmp_path / "f.rules"
     rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"

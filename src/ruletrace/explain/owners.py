@@ -113,7 +113,7 @@ def _arg(text: str, *flags: str) -> str | None:
     return None
 
 
-def _ifaces(text: str) -> list[str]:
+def rule_interfaces(text: str) -> list[str]:
     """Every interface a rule names (negated ones too: ``! -i docker0`` names docker0)."""
     # nft: iifname/oifname, and iif/oif (an interface index nft lists by its quoted name: libvirt
     # writes them; ``fib saddr . iif oif missing`` names none)
@@ -249,7 +249,7 @@ def use_docker_names(names: DockerNames | None) -> None:
 
 def _docker(rule: Rule | None, table: str, chain: str) -> Owner | None:
     text = rule.text if rule is not None else ""
-    ifaces = _ifaces(text)
+    ifaces = rule_interfaces(text)
     bridges = [i for i in ifaces if _DOCKER_BRIDGE.match(i)]
     nft_bridge = chain.rpartition("__")[2] if table.startswith("docker") and "__" in chain else None
     ours = bool(_DOCKER_CHAIN.match(chain)) or table.startswith("docker") or bool(bridges)
@@ -374,7 +374,7 @@ _LIBVIRT_ROLE = {"LIBVIRT_INP": "input from guests", "LIBVIRT_OUT": "output to g
 def _libvirt(rule: Rule | None, table: str, chain: str) -> Owner | None:
     if not (chain.startswith("LIBVIRT_") or table.startswith("libvirt")):
         return None
-    bridges = [i for i in _ifaces(rule.text if rule is not None else "") if re.match(r"^virbr\d+$", i)]
+    bridges = [i for i in rule_interfaces(rule.text if rule is not None else "") if re.match(r"^virbr\d+$", i)]
     role = _LIBVIRT_ROLE.get(chain, "")
     if bridges:
         return Owner("libvirt", bridges[0], role, f"bridge {bridges[0]}")

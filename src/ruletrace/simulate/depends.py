@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import RuletraceError
+from ..explain.owners import rule_interfaces
 from ..model import Ruleset
 from .backends import Both
 from .engine import SimResult, simulate
@@ -20,6 +21,23 @@ from .hostfacts import HostFacts
 from .probe import Probe
 
 OTHER_IFACE = "rt-other0"  # an interface name no rule is written for
+IFACES_MAX = 8  # interfaces the path's rules name, each tried as the assumed one's other value
+
+
+def _path_ifaces(rs: Ruleset | list[Ruleset] | Both, res: SimResult) -> list[str]:
+    """The interfaces the rules of the chains the packet walked name (``-o docker0``, ``oifname
+    "br0"``): another value of an assumed interface that could change the verdict is one of them,
+    or none (OTHER_IFACE); a wildcard (``veth+``) is tried as one interface it covers."""
+    sets = [rs.legacy, *rs.nft_list] if isinstance(rs, Both) else rs if isinstance(rs, list) else [rs]
+    walked = {(ev.table, ev.chain) for ev in res.events}
+    out: dict[str, None] = {}
+    for one in sets:
+        for table, chain in walked:
+            ch = one.chain(table, chain)
+            for r in ch.rules if ch is not None else ():
+                for name in rule_interfaces(r.text):
+                    out[name[:-1] + "0" if name.endswith(("+", "*")) else name] = None
+    return list(out)[:IFACES_MAX]
 
 
 def _outcome(res: SimResult) -> tuple[Any, ...]:
@@ -41,12 +59,17 @@ def depends_on(rs: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFact
 
     pinned = replace(probe, path=res.path)
     if probe.path is None and not facts.knows_local():
-        others = [p for p in ("input", "forward", "output") if p != res.path]
+        # a packet that came in on an interface is not one this host sends
+        others = [p for p in ("input", "forward", "output") if p != res.path and not (probe.iif and p == "output")]
         if any(differs(replace(probe, path=p)) for p in others):
-            out.append(f"path {res.path}")
-    if probe.iif is None and res.path != "output" and differs(replace(pinned, iif=OTHER_IFACE)):
+            # the assumption is the destination's locality: after a DNAT the packet may be forwarded all the same
+            out.append(f"{probe.dst} local" if res.path == "input" and "FORWARD" in res.hooks else f"path {res.path}")
+    named = _path_ifaces(rs, res)
+    if probe.iif is None and res.path != "output" and any(
+            differs(replace(pinned, iif=i)) for i in [OTHER_IFACE, *named] if i != "eth0"):
         out.append("IN=eth0")
-    if res.assumed_out is not None and differs(replace(pinned, oif=OTHER_IFACE)):
+    if res.assumed_out is not None and any(
+            differs(replace(pinned, oif=i)) for i in [OTHER_IFACE, *named] if i != res.assumed_out):
         out.append(f"OUT={res.assumed_out}")
     if not ctstate_given and probe.ctstate == "NEW" and differs(replace(probe, ctstate="ESTABLISHED")):
         out.append("conntrack state NEW")
