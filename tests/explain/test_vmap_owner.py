@@ -21,8 +21,8 @@ DB = '10.96.9.8 . tcp . 5432 comment "shop/db:sql" : goto reject-chain'
 
 
 def test_the_element_the_logged_fields_select_and_never_a_guess():
-    assert vmap_key(LOOKUP) == ([("dst", ""), ("proto", ""), ("dport", "")], "no-endpoint-services")
-    assert vmap_key("tcp dport vmap @ports") == ([("dport", "")], "ports")
+    assert vmap_key(LOOKUP) == ((("dst", ""), ("proto", ""), ("dport", "")), "no-endpoint-services")
+    assert vmap_key("tcp dport vmap @ports") == ((("dport", ""),), "ports")
     assert vmap_key("ip daddr @cluster-ips reject") is None  # a set, not a verdict map
     assert vmap_key("ct state vmap @states") is None  # a key the log cannot show
     syn = {"DST": "10.96.9.9", "PROTO": "TCP", "DPT": "80"}

@@ -327,7 +327,8 @@ def check_nft_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, 
     return checks
 
 
-def vmap_key(rule_text: str) -> tuple[list[tuple[str, str]], str] | None:
+@lru_cache(maxsize=4096)
+def vmap_key(rule_text: str) -> tuple[tuple[tuple[str, str], ...], str] | None:
     """The key selectors and the map of an nft verdict-map rule on a named map, ``ip daddr . meta
     l4proto . th dport vmap @no-endpoint-services`` -> ([("dst", ""), ("proto", ""), ("dport", "")],
     "no-endpoint-services"); None for any other rule, or a selector the log cannot show."""
@@ -355,7 +356,7 @@ def vmap_key(rule_text: str) -> tuple[list[tuple[str, str]], str] | None:
             parts.append((pair[1], ""))
         else:
             return None
-    return parts, toks[i + 1][1:]
+    return tuple(parts), toks[i + 1][1:]
 
 
 def vmap_element(rule_text: str, elements: Sequence[str], fields: Mapping[str, str]) -> str | None:
