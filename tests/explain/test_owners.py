@@ -196,9 +196,14 @@ def test_libvirt():
     assert (o.kind, o.detail) == ("libvirt", "forward from guests")
     # libvirt's nft rules name the bridge with iif/oif (review: "libvirt guest_input", no bridge)
     assert (o.name, o.evidence, o.specific) == ("virbr0", "bridge virbr0", True)
-    from ruletrace.explain.owners import _ifaces
+    from ruletrace.explain.owners import rule_interfaces
 
-    assert _ifaces("fib saddr . mark . iif oif missing drop") == []  # iif/oif here name no interface
+    assert rule_interfaces("fib saddr . mark . iif oif missing drop") == []  # iif/oif here name no interface
+    # nft name sets, wildcards, a concatenation (review: `{ "br0", "br1" }` gave none, `iifname . oifname` gave ".")
+    assert rule_interfaces('oifname { "br0", "br1" } accept') == ["br0", "br1"]
+    assert rule_interfaces('iifname . oifname { "eth0" . "br0" } accept') == []
+    assert rule_interfaces('iifname "veth*" accept') == ["veth*"]
+    assert rule_interfaces("-A FORWARD -i veth+ ! -o docker0 -j ACCEPT") == ["veth+", "docker0"]
 
 
 # --- OpenWrt fw4

@@ -133,6 +133,26 @@ def test_an_assumed_interface_is_tried_as_each_interface_the_path_names(tmp_path
     capsys.readouterr()
 
 
+def test_every_interface_the_path_names_is_tried_in_a_stable_order(tmp_path, capsys) -> None:
+    """Twenty bridges' rules before `-o docker0 -j ACCEPT` (review: with more than eight names the
+    condition was lost, and which names were tried depended on the hash seed)."""
+    import os
+    import subprocess
+    import sys
+
+    rules = tmp_path / "m.rules"
+    bridges = "".join(f"-A FORWARD -i br-{n} -o br-{n} -j ACCEPT\n" for n in range(20))
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n" + bridges
+                     + "-A FORWARD -o docker0 -j ACCEPT\nCOMMIT\n")
+    argv = [sys.executable, "-m", "ruletrace", "simulate", "-r", str(rules), "-p", "tcp", "-s", "192.168.50.2",
+            "-d", "172.17.0.2", "--dport", "80", "-i", "eth0", "--ctstate", "NEW", "--local-addr",
+            "eth0=192.168.50.1/24", "--json"]
+    for seed in ("1", "2"):
+        p = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert p.returncode == 3, p.stderr
+        assert json.loads(p.stdout)["packets"][0]["simulation"]["depends_on"] == ["OUT=eth1"]
+
+
 def test_an_assumed_local_destination_is_named_as_such_when_a_dnat_forwards_it(tmp_path, capsys) -> None:
     """No local addresses given: 192.168.50.1 is assumed local, so the DNAT of nat PREROUTING
     (`--dst-type LOCAL`) applies and the packet is forwarded to 172.17.0.2, where FORWARD drops it.

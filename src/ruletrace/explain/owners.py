@@ -114,14 +114,25 @@ def _arg(text: str, *flags: str) -> str | None:
 
 
 def rule_interfaces(text: str) -> list[str]:
-    """Every interface a rule names (negated ones too: ``! -i docker0`` names docker0)."""
+    """Every interface a rule names (negated ones too: ``! -i docker0`` names docker0), wildcards as
+    written (``veth+``, ``"veth*"``), each of an nft name set (``oifname { "br0", "br1" }``)."""
     # nft: iifname/oifname, and iif/oif (an interface index nft lists by its quoted name: libvirt
-    # writes them; ``fib saddr . iif oif missing`` names none)
-    return [a or b for a, b in _IFACE.findall(text)]
+    # writes them; ``fib saddr . iif oif missing`` names none); a concatenation (``iifname .
+    # oifname { … }``) pairs names with each other: not read
+    out: list[str] = []
+    for one, many, index in _IFACE.findall(text):
+        if one or index:
+            out.append(one or index)
+        else:
+            out += _IFNAME.findall(many)
+    return out
 
 
-_IFACE = re.compile(r'(?:^|\s)(?:(?:-i|-o|--in-interface|--out-interface|iifname|oifname)\s+(?:!=?\s+)?"?([\w.+@-]+)"?'
-                    r'|(?:iif|oif)\s+(?:!=?\s+)?"([\w.+@-]+)")')
+_IFNAME_CHARS = r"[\w.+*@-]*[\w+*@-]"  # an interface name (a lone "." is the concatenation operator)
+_IFNAME = re.compile(rf'"?({_IFNAME_CHARS})"?')
+_IFACE = re.compile(rf'(?:^|(?<!\.)\s)(?:(?:-i|-o|--in-interface|--out-interface|iifname|oifname)\s+(?:!=?\s+)?'
+                    rf'(?:(?!(?:vmap|map)\s)(?!@)"?({_IFNAME_CHARS})"?(?=\s|$)|\{{([^}}]*)\}})'
+                    rf'|(?:iif|oif)\s+(?:!=?\s+)?"({_IFNAME_CHARS})")')
 
 
 def _dport(text: str) -> str | None:

@@ -21,18 +21,21 @@ from .hostfacts import HostFacts
 from .probe import Probe
 
 OTHER_IFACE = "rt-other0"  # an interface name no rule is written for
-IFACES_MAX = 8  # interfaces the path's rules name, each tried as the assumed one's other value
+# interfaces the path's rules name, each tried as the assumed one's other value (one simulation each);
+# a path whose rules name more is rare (a Docker host with that many networks): the first ones are tried
+IFACES_MAX = 64
 
 
 def _path_ifaces(rs: Ruleset | list[Ruleset] | Both, res: SimResult) -> list[str]:
     """The interfaces the rules of the chains the packet walked name (``-o docker0``, ``oifname
-    "br0"``): another value of an assumed interface that could change the verdict is one of them,
-    or none (OTHER_IFACE); a wildcard (``veth+``) is tried as one interface it covers."""
+    "br0"``), in the order of the path and its rules: another value of an assumed interface that
+    could change the verdict is one of them, or none (OTHER_IFACE); a wildcard (``veth+``) is tried
+    as one interface it covers."""
     sets = [rs.legacy, *rs.nft_list] if isinstance(rs, Both) else rs if isinstance(rs, list) else [rs]
-    walked = {(ev.table, ev.chain) for ev in res.events}
+    walked = dict.fromkeys((ev.table, ev.chain) for ev in res.events)  # in path order
     out: dict[str, None] = {}
-    for one in sets:
-        for table, chain in walked:
+    for table, chain in walked:
+        for one in sets:
             ch = one.chain(table, chain)
             for r in ch.rules if ch is not None else ():
                 for name in rule_interfaces(r.text):
