@@ -173,3 +173,18 @@ def test_an_nft_base_chain_run_again_under_the_same_trace_id_is_a_new_packet():
     assert packets(_REPORT) == [one]
     # the same report again, the same trace id: the base chain `pre` opens again, a second packet
     assert packets(_REPORT + _REPORT) == [one, one]
+
+
+def test_an_iptables_nft_base_chain_run_again_under_the_same_trace_id_is_a_new_packet():
+    """The same with iptables-nft's hook-named chains (review: the position rule cannot tell, as a
+    monitor's rule events have no rule number)."""
+    import io
+
+    from ruletrace.sources.nft_monitor import read_events
+
+    report = ('trace id 73cd2bb6 ip6 filter INPUT packet: iif "eth0" ip6 saddr fe80::1 ip6 daddr ff02::16 '
+              "ip6 nexthdr ipv6-icmp ip6 length 56 icmpv6 type mld2-listener-report\n"
+              "trace id 73cd2bb6 ip6 filter INPUT rule meta l4proto ipv6-icmp counter packets 0 bytes 0 accept "
+              "(verdict accept)\n")
+    evs = read_events(io.BytesIO((report + report).encode()), name="monitor.txt")
+    assert [len(p.events) for p in group_packets(evs)] == [1, 1]

@@ -8,9 +8,10 @@ exact ids where a traversal starts, and by position: a packet only moves forward
 OUTPUT, then INPUT or FORWARD, then POSTROUTING; tables in priority order within a hook), so
 an event that lies *behind* the open packet's position starts a new packet — except a packet
 that loops back: sent out on ``lo`` (POSTROUTING), it comes in on ``lo`` (PREROUTING ``IN=lo``).
-nf_tables chains have names of their own, not hooks: there a base chain the packet already ran
-starts a new packet when it opens again (``reenters_base``), e.g. two identical IPv6 multicast
-reports the kernel gave the same trace id.
+nf_tables chains have names of their own, not hooks, and a monitor's rule events carry no rule
+number: there a base chain the packet already ran starts a new packet when it opens again
+(``reenters_base``), e.g. two identical IPv6 multicast reports the kernel gave the same trace id
+(in an iptables-nft ``ip6 filter INPUT`` as in a native ``inet fw input``).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def group_packets(
                 restart = (
                     starts_new(op, ev.chain, ti, ev.num or 0)
                     and not loops_back(op[_HOOK], ev.chain, ev.fields.get("IN"))
-                ) or (
+                ) or reenters_base(op[_BASES], ev) or (
                     # another exact id where a traversal starts; mid-path a new id is the same
                     # packet (bridged packets get a new nf_tables trace id at FORWARD)
                     pid is not None and op[_PID] is not None and pid != op[_PID]
