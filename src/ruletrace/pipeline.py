@@ -336,8 +336,9 @@ class Run:
 
         for e in with_replies(items()):
             passed += 1
-            if self.filter.wants(e):
-                yield self._annotated(e)
+            kept = self._kept(e)
+            if kept is not None:
+                yield kept
 
     def write_tree_parallel(self, stream: Any, render: Callable[[Explanation], str], *,
                             annotate: Callable[[Explanation], Any] | None = None,
@@ -440,8 +441,18 @@ class Run:
             n = where.pop(id(e), -1) if shared else -1
             if shared and n < 0:
                 continue  # another process's packet, planned here only for the reply lookup
-            if self.filter.wants(e):
-                yield n, self._annotated(e)
+            kept = self._kept(e)
+            if kept is not None:
+                yield n, kept
+
+    def _kept(self, e: Explanation) -> Explanation | None:
+        """``e`` with its analyses when the filters keep it, else None. An ``owner=`` filter is
+        asked after the analyses, which may name the owner (analyze/vmap_owner: the service whose
+        map element chose kube-proxy's reject-chain); other filters before, to spare the work."""
+        if self.filter.owners:
+            e = self._annotated(e)
+            return e if self.filter.wants(e) else None
+        return self._annotated(e) if self.filter.wants(e) else None
 
     def _annotated(self, e: Explanation) -> Explanation:
         """A kept packet's analyses: near misses of a drop, ``--explain-miss``."""

@@ -79,3 +79,15 @@ def test_one_path_two_services_two_owners_and_no_shared_link_changed(tmp_path):
         s.add(x)
     owners = sorted(d.owner.name for d, _n in s.ranked() if d.chain == "reject-chain")
     assert owners == ["shop/cart:http", "shop/db:sql"]  # one rule, two services: two deciders
+
+
+def test_owner_filter_keeps_the_packet_its_map_element_names(capsys):
+    """`-m owner=shop/cart:http` keeps the reject the map element names (review: the filter was asked
+    before the analyses that find it: "no packet matched the filters")."""
+    from ruletrace.cli import main
+
+    argv = ["explain", "-r", str(KUBE / "ruleset-a.nft"), str(KUBE / "nft-monitor-a.txt"), "--no-color"]
+    assert main([*argv, "-m", "owner=shop/cart:http"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\npacket ") + out.startswith("packet ") == 1
+    assert "10.96.9.9:80" in out and "[kubernetes shop/cart:http]" in out
