@@ -32,6 +32,20 @@ def test_the_element_the_logged_fields_select_and_never_a_guess():
     # two elements that both fit (an interval and an address in it): not one answer, so none
     both = ["10.96.0.0/16 . tcp . 80 : goto reject-chain", CART]
     assert vmap_element(LOOKUP, both, syn) is None
+    # review: an address range settles (it blocked every lookup), and an element's counter or
+    # timeout is not part of its key
+    ranged = ["10.0.0.1-10.0.0.5 . tcp . 80 : drop",
+              '10.96.9.9 . tcp . 80 timeout 1h expires 59m counter packets 3 bytes 180 comment "shop/cart:http" '
+              ": goto reject-chain"]
+    assert vmap_element(LOOKUP, ranged, syn) == ranged[1]
+    assert vmap_element(LOOKUP, ranged, {**syn, "DST": "10.0.0.3"}) == ranged[0]
+    # kube-proxy's node port lookup: matches before the key (`ip daddr @nodeport-ips`) held, the key
+    # is the concatenation right before vmap
+    nodeport = "ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"
+    assert vmap_key(nodeport) == ((("proto", ""), ("dport", "")), "no-endpoint-nodeports")
+    assert vmap_element(nodeport, ['tcp . 30081 comment "shop/cart:http" : goto reject-chain'],
+                        {"DST": "10.78.0.2", "PROTO": "TCP", "DPT": "30081"}) is not None
+    assert vmap_key("ip daddr . ct state vmap @m") is None  # a key part the log cannot show
 
 
 def _run(tmp_path: Path, second: bool) -> list:

@@ -8,6 +8,7 @@ option belongs to and how many arguments it takes. Only options a log line can s
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -182,9 +183,18 @@ def _tcp_flags(args: Sequence[str], have: str | None) -> bool | None:
 
 
 def _addr(want: str, have: str) -> bool | None:
+    """``have`` in one of ``want``'s networks or nft ranges (``10.0.0.1-10.0.0.5``)."""
     try:
         ip = ipaddress.ip_address(have)
-        return any(ip in ipaddress.ip_network(w, strict=False) for w in want.split(","))
+        for w in want.split(","):
+            lo, dash, hi = w.partition("-")
+            if dash:
+                a, b = ipaddress.ip_address(lo.strip()), ipaddress.ip_address(hi.strip())
+                if a.version == ip.version and a <= ip <= b:  # type: ignore[operator]  # one version, checked
+                    return True
+            elif ip in ipaddress.ip_network(w, strict=False):
+                return True
+        return False
     except ValueError:
         return None
 
@@ -329,9 +339,10 @@ def check_nft_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, 
 
 @lru_cache(maxsize=4096)
 def vmap_key(rule_text: str) -> tuple[tuple[tuple[str, str], ...], str] | None:
-    """The key selectors and the map of an nft verdict-map rule on a named map, ``ip daddr . meta
-    l4proto . th dport vmap @no-endpoint-services`` -> ([("dst", ""), ("proto", ""), ("dport", "")],
-    "no-endpoint-services"); None for any other rule, or a selector the log cannot show."""
+    """The key selectors and the map of an nft verdict-map rule on a named map: the concatenation
+    right before ``vmap`` (matches before it held: the rule matched), ``ip daddr @nodeport-ips meta
+    l4proto . th dport vmap @no-endpoint-nodeports`` -> ((("proto", ""), ("dport", "")),
+    "no-endpoint-nodeports"); None for any other rule, or a key part the log cannot show."""
     from ..simulate.nft_values import split_tokens  # the simulator's nft tokenizer
 
     try:
@@ -344,19 +355,30 @@ def vmap_key(rule_text: str) -> tuple[tuple[tuple[str, str], ...], str] | None:
     if i + 1 >= len(toks) or not toks[i + 1].startswith("@") or i == 0:
         return None
     parts: list[tuple[str, str]] = []
-    words = toks[:i]
-    for j in range(0, len(words), 3):  # "a b . c d . e f": selector pairs joined by "."
-        pair = (words[j], words[j + 1]) if j + 1 < len(words) else (words[j], "")
-        sep = words[j + 2] if j + 2 < len(words) else "."
-        if sep != ".":
-            return None
-        if pair in _NFT_SELECTORS:
+    j = i  # the key's parts, from its end: "a b . c d" (selector pairs) or iifname/oifname, joined by "."
+    while True:
+        one = toks[j - 1] if j >= 1 else ""
+        pair = (toks[j - 2], one) if j >= 2 else ("", one)
+        if one in _NFT_IFACE:
+            parts.append((_NFT_IFACE[one], ""))
+            j -= 1
+        elif pair in _NFT_SELECTORS:
             parts.append(_NFT_SELECTORS[pair])
-        elif pair[0] in _NFT_L4 and pair[1] in ("dport", "sport"):  # "tcp dport": the port (a map key of one protocol)
-            parts.append((pair[1], ""))
+            j -= 2
+        elif pair[0] in _NFT_L4 and one in ("dport", "sport"):  # "tcp dport": the port
+            parts.append((one, ""))
+            j -= 2
         else:
-            return None
-    return tuple(parts), toks[i + 1][1:]
+            return None  # a part the log cannot show (ct state, a mark with a mask …): not settled
+        if j >= 1 and toks[j - 1] == ".":
+            j -= 1
+            continue
+        break
+    return tuple(reversed(parts)), toks[i + 1][1:]
+
+
+# what an element lists after its key (nft list ruleset): its options, then ": verdict"
+_ELEMENT_END = re.compile(r" (?:timeout|expires|counter|comment|:) ")
 
 
 def vmap_element(rule_text: str, elements: Sequence[str], fields: Mapping[str, str]) -> str | None:
@@ -371,7 +393,8 @@ def vmap_element(rule_text: str, elements: Sequence[str], fields: Mapping[str, s
     parts, _name = got
     found = None
     for elem in elements:
-        key = elem.partition(" : ")[0].partition(" comment ")[0]
+        m = _ELEMENT_END.search(elem)
+        key = elem[: m.start()] if m is not None else elem
         values = [v.strip() for v in key.split(" . ")]
         if len(values) != len(parts):
             return None
