@@ -96,3 +96,27 @@ def test_the_family_keys_are_in_the_json_schema():
     s = Summary()
     s.add(e)
     jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/summary"}).validate(s.to_json())
+
+
+def test_a_path_that_meets_one_of_the_tables_names_it_with_its_family_too(tmp_path):
+    """The ruleset gives `same` to three families: a packet that meets only `inet same` names it so
+    too (review: it read `same:in`, and the summary put `ip same:in` beside a bare `same:in`), in
+    the tree and in JSON read back."""
+    trace = (LAYERED / "nft-monitor-a.txt").read_text().splitlines()
+    first = trace[0].split()[2]
+    one = [x for x in trace if x.split()[2] == first and " ip same " not in x]  # the SYN, without ip same
+    assert len(one) < len([x for x in trace if x.split()[2] == first])
+    (tmp_path / "t.txt").write_text("\n".join(one) + "\n")
+    (e,) = list(Run(load_rulesets([str(LAYERED / "ruleset-a.nft")]), [str(tmp_path / "t.txt")]).explanations())
+    assert "same" in e.shared and {s.event.family for s in e.steps if s.table == "same"} == {"inet"}
+    buf = io.StringIO()
+    from rich.console import Console
+
+    render_explanations([e], Console(file=buf, width=200, color_system=None), verbose=False)
+    out = buf.getvalue()
+    assert "inet same:in rule 1" in out
+    assert " same:in" not in out.replace("inet same:in", "").replace("ip same:in", "")
+    pkt = json.loads(json.dumps(to_json(e)))
+    back = from_json(pkt, pkt["tables"])
+    assert back.shared == {"same"}
+    assert {(s["table"], s.get("family")) for s in pkt["steps"] if s["table"] == "same"} == {("same", "inet")}

@@ -35,7 +35,7 @@ from ..model import (
     TraceEvent,
     Verdict,
 )
-from ..rulesets.nft_model import shared_tables
+from ..rulesets.nft_model import shared_in_rulesets, shared_tables
 from . import causes
 from .ctinvalid import invalid_note
 from .fate import ENDS_TABLE as _ENDS_TABLE
@@ -105,6 +105,8 @@ class _Walker:
 
     def __init__(self, view: RulesetView | None) -> None:
         self.view = view if view else None  # every lookup by the family of the step's event
+        # table names the listings give two families: named with the family on every path (nft_model)
+        self.shared = shared_in_rulesets(view.rulesets) if view else frozenset()
         # (table, chain, kind, num, verdict) -> what the ruleset says of that step alone
         self._static: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
@@ -273,9 +275,9 @@ class _Walker:
         return plan
 
     def _fate(self, events: list[TraceEvent], steps: list[_StepPlan]) -> _Plan:
-        d = decide(self.view, events, steps)
-        return _Plan(steps, d.fate, d.verdict, d.verdict_index, d.last_seen, notes=d.notes,
-                     shared=shared_tables(events))
+        shared = self.shared | shared_tables(events) if self.shared else shared_tables(events)
+        d = decide(self.view, events, steps, shared)
+        return _Plan(steps, d.fate, d.verdict, d.verdict_index, d.last_seen, notes=d.notes, shared=shared)
 
     def _skipped_nat(self, events: list[TraceEvent], plan: _Plan) -> None:
         """Say so when a hook was traversed without its nat chain although the ruleset has one."""

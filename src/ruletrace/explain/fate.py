@@ -15,7 +15,7 @@ from collections.abc import Container, Sequence
 from typing import Any, NamedTuple
 
 from ..model import HOOK_TABLES, Fate, RulesetView, StepKind, TraceEvent, Verdict
-from ..rulesets.nft_model import NFT_WORDS, shared_tables, table_label
+from ..rulesets.nft_model import NFT_WORDS, table_label
 
 _NAT_ACTIONS = frozenset({"dnat", "snat", "masquerade", "redirect", "netmap"})
 # actions that end the traversal of the current table (the packet goes on to the next one)
@@ -132,13 +132,14 @@ def hook_passed(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Seq
     return events[i].source in _NFTRACE_SOURCES, None
 
 
-def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence[Any]) -> Decision:
-    """Fate, verdict (None when the fate is UNKNOWN), its step, last place seen, notes."""
+def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence[Any],
+           shared: Container[str] = ()) -> Decision:
+    """Fate, verdict (None when the fate is UNKNOWN), its step, last place seen, notes; ``shared``:
+    the table names named with their family (``Explanation.shared``)."""
     if not events:
         return Decision(Fate.UNKNOWN, None, None, None, [])
     last_i = len(events) - 1
     last, last_ev = steps[last_i], events[last_i]
-    shared = shared_tables(events)
     last_seen = where(last_ev, shared)
     hooks = [sp.hook for sp in steps if sp.hook]
     first_hook = hooks[0] if hooks else None

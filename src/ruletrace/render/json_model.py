@@ -105,7 +105,9 @@ def from_json(obj: Any, tables: Mapping[str, Any] | None = None) -> Explanation:
         warnings=[_expect(w, str, "warnings") for w in _items(p, "warnings", "packet")],
         notes=[_expect(n, str, "notes") for n in _items(p, "notes", "packet")],
         last_seen=_get(p, "last_seen", str, "packet"),
-        shared=shared_tables(events),
+        # a step's "family" is written only where its table's name is shared (render/json._step_const)
+        shared=shared_tables(events) | {s["table"] for s in _items(p, "steps", "packet")
+                                         if isinstance(s, dict) and isinstance(s.get("family"), str)},
         misses=None if p.get("explain_miss") is None else [
             _miss_of(m, f"explain_miss[{k}]", text_of) for k, m in enumerate(_items(p, "explain_miss", "packet"))],
     )

@@ -37,6 +37,22 @@ def shared_tables(events: Iterable[Any]) -> frozenset[str]:
     return frozenset(shared)
 
 
+def shared_in_rulesets(rulesets: Iterable[Ruleset]) -> frozenset[str]:
+    """The table names nf_tables listings give two or more families (``table inet same``, ``table ip
+    same``; or ``inet filter`` beside iptables-nft's ``filter``): named with their family on every
+    packet's path, as the path shows one table or both. Names only iptables listings share (filter
+    of iptables-save and of ip6tables-save: no packet meets both) stay as they are."""
+    families: dict[str, set[str]] = {}
+    native: set[str] = set()
+    for rs in rulesets:
+        for t in rs.tables:
+            if rs.family is not None:
+                families.setdefault(t, set()).add(rs.family)
+            if rs.format.startswith("nft"):
+                native.add(t)
+    return frozenset(t for t, fams in families.items() if len(fams) > 1 and t in native)
+
+
 def table_label(table: str, family: str | None, shared: Container[str]) -> str:
     """A table as a path shows it: its name, or, where the path shows that name in two families,
     with the family in nft's words (``ip filter``, ``inet filter``), the one rule for every view."""
