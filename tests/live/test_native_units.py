@@ -205,6 +205,20 @@ def test_merge_accept_then_legacy_policy_drop():
                                                    ("legacy xtables", "INPUT")]
 
 
+def test_merge_keeps_each_backends_shared_table_names_and_the_deciders_family():
+    """review: the merged explanation lost the nf_tables part's family labels (Explanation.shared,
+    Verdict.family); a legacy table is told by its step's note, never named ``ip filter``."""
+    nft_part = _parts(with_legacy=False)[0][1]
+    nft_part.shared = frozenset({"filter"})  # as when the nft listing holds ip filter and inet filter
+    m = both.merge(Packet(1, []), [(both.NFT_LABEL, nft_part)], missing=[])
+    assert m.shared == {"filter"}
+    parts = _parts()
+    parts[1][1].verdict.family = "ipv4"
+    m = both.merge(Packet(1, []), parts, missing=[])
+    assert m.verdict.family == "ipv4" and m.verdict.kind is StepKind.POLICY
+    assert m.shared == frozenset()  # legacy filter and nft inet filter: each backend's own names
+
+
 def test_one_backend_accept_is_never_the_fate():
     m = both.merge(Packet(1, []), _parts(with_legacy=False), missing=["legacy xtables"])
     assert m.fate is Fate.UNKNOWN and m.verdict is None

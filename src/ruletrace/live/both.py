@@ -122,7 +122,9 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     when the caller knows it (simulate walks both backends in that order), else ``order(parts)``;
     ``holds``: per label, the hooks (``INPUT``, …) where that backend has chains, when known."""
     ordered = order(parts) if ordered is None else ordered
-    out = Explanation(packet)
+    # each backend's shared table names (nft: ``inet filter`` beside iptables-nft's ``filter``); a
+    # legacy table is told from an nf_tables one by its step's note, not named ``ip filter``
+    out = Explanation(packet, shared=frozenset().union(*(e.shared for _label, e in parts)))
     for label, steps in ordered:
         for s in steps:
             s.note = f"{label}: {s.note}" if s.note else (LEGACY_LABEL + " xtables" if label == LEGACY_LABEL
@@ -190,7 +192,7 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     if decider is not None:
         reason = sentence if len(labels_in_order) > 1 else f"{labels_in_order[0]}: {decider.reason}"
         out.verdict = Verdict(decider.action, decider.table, decider.chain, decider.num, decider.rule,
-                              reason=reason)
+                              reason=reason, kind=decider.kind, family=decider.family)
     elif sentence:
         out.notes.append(sentence)
     return out
