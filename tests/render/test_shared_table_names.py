@@ -120,3 +120,19 @@ def test_a_path_that_meets_one_of_the_tables_names_it_with_its_family_too(tmp_pa
     back = from_json(pkt, pkt["tables"])
     assert back.shared == {"same"}
     assert {(s["table"], s.get("family")) for s in pkt["steps"] if s["table"] == "same"} == {("same", "inet")}
+
+
+def test_diff_never_aligns_two_families_tables_as_one():
+    """review: `diff` of the IPv4 and the IPv6 SSH packet put `ip same:in policy 2` as equal to
+    `ip6 same:in policy 3`, and said both headlines as `same:in`."""
+    from ruletrace.analyze.diff import DiffPacket, diff_packets
+
+    expls = _explained()
+    v4 = _ssh4(expls)
+    v6 = next(e for e in expls if e.first.get("DST") == "fd77::2" and e.first.get("TCPFLAGS") == "SYN")
+    a, b = DiffPacket.of(v4), DiffPacket.of(v6)
+    assert (a.decided, b.decided) == ("ip same:in policy ACCEPT", "ip6 same:in policy ACCEPT")
+    pd = diff_packets(a, b)
+    same = [(a.steps[r.left].table, b.steps[r.right].table) for r in pd.rows if r.tag == "same"]
+    assert ("inet same", "inet same") in same and all(x == y for x, y in same)
+    assert not any(r.tag == "same" and a.steps[r.left].table == "ip same" for r in pd.rows)

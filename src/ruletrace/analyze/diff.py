@@ -21,6 +21,7 @@ from typing import Any
 
 from ..fields import show_address
 from ..model import HOOK_TABLES, Explanation, Step
+from ..rulesets.nft_model import table_label
 from .rule_check import OptionCheck, check_rule
 
 SIDES = ("left", "right")
@@ -53,11 +54,13 @@ class DiffStep:
         return f"{self.table}:{self.chain} {what}"
 
     @classmethod
-    def of(cls, s: Step) -> DiffStep:
-        """From one step of an explanation."""
+    def of(cls, s: Step, shared: frozenset[str] = frozenset()) -> DiffStep:
+        """From one step of an explanation; ``shared`` (``Explanation.shared``): its table is named with
+        its family where two families' tables share the name (``ip same``), so that two such tables
+        are never aligned as one."""
         ev = s.event
         return cls(
-            table=ev.table or "?",
+            table=table_label(ev.table, ev.family, shared) if ev.table else "?",
             chain=ev.chain or "?",
             kind=str(ev.kind),
             num=ev.num,
@@ -89,7 +92,7 @@ class DiffPacket:
             fate=str(e.fate),
             decided=decided_text(e),
             summary=packet_summary(e),
-            steps=[DiffStep.of(s) for s in e.steps],
+            steps=[DiffStep.of(s, e.shared) for s in e.steps],
         )
 
 
@@ -369,7 +372,8 @@ def decided_text(e: Explanation) -> str:
     v = e.verdict
     if v is None:
         return decided_at(None, None, None, None, False, e.last_seen)
-    return decided_at(v.action or "", v.table, v.chain, v.num, v.rule is not None, None)
+    table = table_label(v.table, v.family, e.shared) if v.table else None
+    return decided_at(v.action or "", table, v.chain, v.num, v.rule is not None, None)
 
 
 def decided_at(action: str | None, table: str | None, chain: str | None, num: int | None, by_rule: bool,
