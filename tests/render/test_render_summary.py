@@ -208,3 +208,25 @@ def test_deciders_name_the_owner_the_tree_names_and_split_by_it() -> None:
     bare = seed003_drop()
     bare.steps, bare.cause = [], []  # `explain --summary`: no detail
     assert summary_mod.decider_owner(Summary.entry(bare)[1]).name == "KUBE-FIREWALL"
+
+
+def test_two_endpoints_of_one_service_are_one_decider_with_what_they_share() -> None:
+    """review: deciders were keyed on the whole owner, so the masquerade of two endpoints of
+    shop/front:http read as two identical rows; they are one, without the endpoint, and a third
+    service is its own row. Merging a worker's summary groups the same way."""
+    from ruletrace.analyze.summary import Decider
+    from ruletrace.explain.owners import Owner
+
+    def d(owner):
+        return Decider("masquerade", "kube-proxy", "masquerading", 3, "masquerade", None, None, None, owner)
+
+    ep = [Owner("kubernetes", "shop/front:http", f"endpoint 10.244.1.{n}:8080",
+                f"chain endpoint-X{n}-shop/front/tcp/http__10.244.1.{n}/8080") for n in (5, 7)]
+    dns = Owner("kubernetes", "kube-system/kube-dns:dns", "endpoint 10.244.1.6:53", "chain endpoint-J7")
+    s, w = Summary(), Summary()
+    s.count((Fate.FORWARDED, d(ep[0]), ()))
+    s.count((Fate.FORWARDED, d(dns), ()))
+    w.count((Fate.FORWARDED, d(ep[1]), ()), 2)
+    s.merge(w)
+    got = {(x.owner.name, x.owner.detail, x.owner.evidence): n for x, n in s.ranked()}
+    assert got == {("shop/front:http", "", ""): 3, ("kube-system/kube-dns:dns", "endpoint 10.244.1.6:53", "chain endpoint-J7"): 1}

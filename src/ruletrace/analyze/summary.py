@@ -33,14 +33,15 @@ class Decider(NamedTuple):
     # where the rule is a product's plumbing (KUBE-FIREWALL), the owner a cause link names (the
     # service whose rule set the mark). Those links need the packet's fields: an explanation without
     # detail (``explain --summary``) has none, and its deciders name the rule's own owner.
-    # One rule, two owners: two deciders.
+    # One rule, two owners (kind and name): two deciders; two endpoints of one service are one
+    # (``Summary`` keeps of the owner what its packets agree on)
     owner: Owner | None = None
 
 
 class Summary:
     """Accumulates counts over explanations as they stream by; holds no explanation."""
 
-    __slots__ = ("packets", "fates", "deciding", "skipped_lines", "warnings", "packets_with_warnings")
+    __slots__ = ("packets", "fates", "deciding", "skipped_lines", "warnings", "packets_with_warnings", "_groups")
 
     def __init__(self) -> None:
         self.packets = 0
@@ -49,6 +50,8 @@ class Summary:
         self.skipped_lines = 0
         self.warnings: Counter[str] = Counter()
         self.packets_with_warnings = 0
+        # a decider by its owner's kind and name -> the one it is counted under (_grouped)
+        self._groups: dict[tuple[Any, ...], Decider] = {}
 
     def add(self, expl: Explanation) -> Explanation:
         """Count one explanation; return it, so ``map(summary.add, expls)`` passes them on."""
@@ -57,7 +60,8 @@ class Summary:
 
     @staticmethod
     def entry(expl: Explanation) -> tuple[Fate, Decider, tuple[str, ...]]:
-        """What the summary counts of one explanation; the same for every packet of one path."""
+        """What the summary counts of one explanation: its fate, decider and warnings (the owner of the
+        decider may differ between packets of one path: a map element names each one's service)."""
         messages = list(expl.warnings)
         messages += (s.warning for s in expl.steps if s.warning)
         return expl.fate, _decider(expl), tuple(messages)
@@ -67,11 +71,35 @@ class Summary:
         fate, decider, messages = entry
         self.packets += n
         self.fates[fate] += n
-        self.deciding[decider] += n
+        self.deciding[self._grouped(decider)] += n
         if messages:
             self.packets_with_warnings += n
             for m in messages:
                 self.warn(m, n)
+
+    def _grouped(self, d: Decider) -> Decider:
+        """The decider ``d`` is counted under: one per rule and owner (kind and name), whose owner keeps
+        the detail and evidence all its packets agree on (a service's endpoints: "endpoint 10.244.1.5:8080"
+        and "…7:8080" are one owner, without the endpoint), so that no two rows read the same."""
+        o = d.owner
+        if o is None:
+            return d
+        key = (*d[:-1], o.kind, o.name, o.specific)
+        got = self._groups.get(key)
+        if got is None:
+            self._groups[key] = d
+            return d
+        g = got.owner
+        if g is None or g == o:
+            return got
+        kept = Owner(g.kind, g.name, g.detail if g.detail == o.detail else "",
+                     g.evidence if g.evidence == o.evidence else "", g.specific)
+        if kept == g:
+            return got
+        new = got._replace(owner=kept)
+        self.deciding[new] += self.deciding.pop(got, 0)
+        self._groups[key] = new
+        return new
 
     def warn(self, message: str, count: int = 1) -> None:
         """Count a warning that is not tied to one packet (or is, via ``add``)."""
@@ -84,7 +112,8 @@ class Summary:
         """Add another summary's counts (from a worker process) to this one."""
         self.packets += other.packets
         self.fates.update(other.fates)
-        self.deciding.update(other.deciding)
+        for d, n in other.deciding.items():
+            self.deciding[self._grouped(d)] += n
         self.skipped_lines += other.skipped_lines
         self.packets_with_warnings += other.packets_with_warnings
         for text, n in other.warnings.items():
