@@ -440,24 +440,27 @@ def test_docker_filter_rule_owner_takes_the_host_port_from_the_dnat_on_the_path(
     from ruletrace.explain.owners import published_port
     from ruletrace.model import CauseLink, Rule
 
-    filt = Owner("docker", "docker0", "published port, to 172.17.0.2:80/tcp (container web)", "bridge docker0")
+    filt = Owner("docker", "docker0", "published port, to 172.17.0.2:80/tcp", "bridge docker0")
+    accept = Rule("filter", "DOCKER", 1, "-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 "
+                  "-j ACCEPT", "ACCEPT")
     dnat = Rule("nat", "DOCKER", 2, "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
                 "172.17.0.2:80", "DNAT")
     link = CauseLink("rewritten", "nat", "DOCKER", 2, dnat, "DST …", 3)
-    got = published_port(filt, [link])
-    assert got == Owner("docker", "docker0", "published port 8080/tcp -> 172.17.0.2:80 (container web)",
-                        "bridge docker0")
+    got = published_port(filt, accept, [link])
+    assert got == Owner("docker", "docker0", "published port 8080/tcp -> 172.17.0.2:80", "bridge docker0")
     # another container, another protocol, or no rewrite on the path: the filter rule's own words
     other = Rule("nat", "DOCKER", 3, "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8081 -j DNAT --to-destination "
                  "172.17.0.3:80", "DNAT")
-    assert published_port(filt, [CauseLink("rewritten", "nat", "DOCKER", 3, other, "", 3)]) == filt
+    assert published_port(filt, accept, [CauseLink("rewritten", "nat", "DOCKER", 3, other, "", 3)]) == filt
     udp = Rule("nat", "DOCKER", 4, "-A DOCKER ! -i docker0 -p udp -m udp --dport 8080 -j DNAT --to-destination "
                "172.17.0.2:80", "DNAT")
-    assert published_port(filt, [CauseLink("rewritten", "nat", "DOCKER", 4, udp, "", 3)]) == filt
-    assert published_port(filt, [CauseLink("decided", "nat", "DOCKER", 2, dnat, "", 3)]) == filt
+    assert published_port(filt, accept, [CauseLink("rewritten", "nat", "DOCKER", 4, udp, "", 3)]) == filt
+    assert published_port(filt, accept, [CauseLink("decided", "nat", "DOCKER", 2, dnat, "", 3)]) == filt
     # IPv6: the DNAT names the container in brackets
     v6 = Owner("docker", "docker0", "published port, to fd00::2:80/tcp", "bridge docker0")
+    accept6 = Rule("filter", "DOCKER", 1, "-A DOCKER -d fd00::2/128 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 "
+                   "-j ACCEPT", "ACCEPT")
     dnat6 = Rule("nat", "DOCKER", 2, "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
                  "[fd00::2]:80", "DNAT")
-    assert published_port(v6, [CauseLink("rewritten", "nat", "DOCKER", 2, dnat6, "", 1)]).detail == (
+    assert published_port(v6, accept6, [CauseLink("rewritten", "nat", "DOCKER", 2, dnat6, "", 1)]).detail == (
         "published port 8080/tcp -> [fd00::2]:80")

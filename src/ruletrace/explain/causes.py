@@ -441,7 +441,7 @@ def _owner_link(expl: Explanation, chain: list[CauseLink]) -> tuple[CauseLink, s
         if first is None:
             return None
         link, o = first
-    o = published_port(o, chain)  # Docker's filter rule: the host port from the DNAT on the path
+    o = published_port(o, link.rule, chain)  # Docker's filter rule: the host port from the DNAT on the path
     at = _at_step(expl, link.table, link.chain, link.num, link.step)
     if link.role == FELL_OFF:
         at = at.removeprefix("a rule of ")

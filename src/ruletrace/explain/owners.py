@@ -297,27 +297,30 @@ def _docker(rule: Rule | None, table: str, chain: str) -> Owner | None:
                  specific=detail.startswith("published"))
 
 
-_PUBLISHED_TO = re.compile(r"^published port, to (\S+):(\d+)/(\w+)")  # filter DOCKER: the container's side only
-_PUBLISHED = re.compile(r"^published port (\d+)/(\w+) -> (\S+):(\d+)")  # nat DOCKER's DNAT: host port -> container
-
-
-def published_port(o: Owner, links: Iterable[CauseLink]) -> Owner:
-    """Docker's filter rule says only the container's side of a published port ("published port, to
-    172.17.0.2:80/tcp"); the DNAT rule in nat DOCKER that rewrote the packet on the same path (a
-    ``rewritten`` link) says the host's ("published port 8080/tcp -> 172.17.0.2:80"): when both name
-    the same container address, port and protocol, the owner says the host port too."""
-    m = _PUBLISHED_TO.match(o.detail) if o.kind == "docker" else None
-    if m is None:
+def published_port(o: Owner, rule: Rule | None, links: Iterable[CauseLink]) -> Owner:
+    """Docker's filter rule ``rule`` names only the container's side of a published port ("published
+    port, to 172.17.0.2:80/tcp"); the DNAT in nat DOCKER that rewrote the packet on the same path (a
+    ``rewritten`` link) names the host's: when its ``--to`` is the filter rule's destination address
+    and port, for the same protocol (read from both rules' texts), the owner takes the DNAT rule's
+    words ("published port 8080/tcp -> 172.17.0.2:80", with the container where docker named it)."""
+    if o.kind != "docker" or rule is None:
         return o
-    addr, port, proto = m.groups()
+    text = rule.text
+    dst, dport, proto = _arg(text, "-d", "--destination", "daddr"), _dport(text), _proto(text)
+    if not dst or not dport or _to(text):
+        return o
+    addr = dst.split("/")[0]
     for link in links:
-        if link.role != "rewritten":
+        if link.role != "rewritten" or link.rule is None:
             continue
-        x = owner_of(link.table, link.chain, link.rule)
-        n = _PUBLISHED.match(x.detail) if x is not None and x.kind == "docker" else None
-        if n is not None and n.group(2) == proto and n.group(3).strip("[]") == addr and n.group(4) == port:
-            rest = o.detail[m.end():]  # " (container web)" when docker named it
-            return Owner(o.kind, o.name, x.detail if "(container " in x.detail else x.detail + rest, o.evidence)  # type: ignore[union-attr]  # x is set when n is
+        to = _to(link.rule.text)
+        if to is None or _proto(link.rule.text) != proto:
+            continue
+        host, _, port = to.rpartition(":")
+        if host.strip("[]") == addr and port == dport:
+            x = owner_of(link.table, link.chain, link.rule)
+            if x is not None and x.kind == "docker" and x.detail:
+                return Owner(o.kind, o.name, x.detail, o.evidence)
     return o
 
 
@@ -477,7 +480,7 @@ def deciding_owner(expl: Explanation) -> Owner | None:
         return None
     first = owner_of(v.table, v.chain, v.rule)
     if first is not None and first.specific:
-        return published_port(first, expl.cause)
+        return published_port(first, v.rule, expl.cause)
     for link in expl.cause[1:]:  # mark setter, then callers innermost first, then rewrites
         if link.role in NOT_ON_PATH:
             continue
