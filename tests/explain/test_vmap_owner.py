@@ -72,7 +72,9 @@ def test_a_service_without_endpoints_owns_the_reject(tmp_path):
     assert roles[:3] == ["decided", "map element", "owner"]
     assert e.cause[0].text == "rejected by kube-proxy:reject-chain rule 1; kubernetes shop/cart:http, has no endpoints"
     link = e.cause[1]
-    assert (link.chain, link.num) == ("service-endpoints-check", 1) and CART in link.text
+    assert (link.chain, link.num) == ("service-endpoints-check", 1) and CART in link.rule.text
+    assert link.text == ("the packet's key selected element 10.96.9.9 . tcp . 80 of map @no-endpoint-services "
+                         "(goto reject-chain)")
     # the other rejects keep their own: cluster-ips-check names no service
     wrong_port = next(x for x in _run(tmp_path, False) if x.first.get("DPT") == "81")
     assert "map element" not in [c.role for c in wrong_port.cause]
@@ -105,3 +107,11 @@ def test_owner_filter_keeps_the_packet_its_map_element_names(capsys):
     out = capsys.readouterr().out
     assert out.count("\npacket ") + out.startswith("packet ") == 1
     assert "10.96.9.9:80" in out and "[kubernetes shop/cart:http]" in out
+
+
+def test_the_live_line_says_what_the_map_says_of_the_service(tmp_path):
+    """review: the live line's cause lost "has no endpoints" (its words come from a comment only)."""
+    from ruletrace.analyze.live import cause_text
+
+    e = next(x for x in _run(tmp_path, False) if x.first.get("DST") == "10.96.9.9")
+    assert cause_text(e).startswith("has no endpoints")

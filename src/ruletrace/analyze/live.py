@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..explain.owners import deciding_owner
+from ..explain.owners import ELEMENT_EVIDENCE, deciding_owner
 from ..fields import show_address
 from ..kernel_facts import NETFILTER_DROP
 from ..model import Explanation, Fate, StepKind
@@ -105,7 +105,8 @@ def owner_words(expl: Explanation) -> str:
 
 
 def decider_words(d: Decider, *, with_owner: bool = True) -> str:
-    """The deciding rule in words; ``with_owner``: its own owner in brackets where it names an object."""
+    """The deciding rule in words; ``with_owner``: who decided (``decider_owner``: as the tree says it)
+    in brackets where it names an object."""
     if d.action is None:
         return f"trace ends at {d.last_seen}" if d.last_seen else "no verdict"
     where = f"{decider_table(d)}:{d.chain}"
@@ -161,6 +162,8 @@ def cause_text(expl: Explanation) -> str:
         # the host's own words ("ns/svc:http has no local endpoints"), less the name the owner column shows
         said = o.evidence[len('comment "'):-1]
         parts.insert(0, said[len(o.name):].lstrip() if said.startswith(o.name + " ") else said)
+    elif o is not None and o.specific and o.detail and o.evidence.startswith(ELEMENT_EVIDENCE):
+        parts.insert(0, o.detail)  # a verdict map's element named it: what the map says of it ("has no endpoints")
     v = expl.verdict
     if v is not None and not parts:
         if v.rule is not None:

@@ -381,6 +381,16 @@ def vmap_key(rule_text: str) -> tuple[tuple[tuple[str, str], ...], str] | None:
 _ELEMENT_END = re.compile(r" (?:timeout|expires|counter|comment|:) ")
 
 
+def element_parts(elem: str) -> tuple[str, str | None]:
+    """A map element as nft lists it -> (its key, its data: the verdict of a verdict map; None for a
+    set's element): ``10.96.9.9 . tcp . 80 counter packets 3 bytes 180 comment "…" : goto x`` ->
+    ("10.96.9.9 . tcp . 80", "goto x")."""
+    m = _ELEMENT_END.search(elem)
+    key = elem[: m.start()] if m is not None else elem
+    _k, colon, data = elem.rpartition(" : ")
+    return key, data if colon else None
+
+
 def vmap_element(rule_text: str, elements: Sequence[str], fields: Mapping[str, str]) -> str | None:
     """The element of a named verdict map the packet's logged fields select (as the map is listed,
     ``10.96.9.9 . tcp . 80 comment "shop/cart:http" : goto reject-chain``): the one element whose
@@ -393,8 +403,7 @@ def vmap_element(rule_text: str, elements: Sequence[str], fields: Mapping[str, s
     parts, _name = got
     found = None
     for elem in elements:
-        m = _ELEMENT_END.search(elem)
-        key = elem[: m.start()] if m is not None else elem
+        key, _data = element_parts(elem)
         values = [v.strip() for v in key.split(" . ")]
         if len(values) != len(parts):
             return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..explain.causes import add_links
 from ..explain.owners import element_rule
 from ..model import CauseLink, Explanation, RulesetView, StepKind
-from .rule_check import vmap_element, vmap_key
+from .rule_check import element_parts, vmap_element, vmap_key
 
 ROLE = "map element"
 
@@ -37,14 +37,15 @@ def annotate(expl: Explanation, view: RulesetView | None) -> None:
     rule = caller.rule
     if caller.kind is not StepKind.RULE or rule is None or not (rule.vmap or "").startswith("@"):
         return
-    key = vmap_key(rule.text)
+    lookup = vmap_key(rule.text)
     rs = view.pick(caller.event.family)
-    nset = rs.sets.get((rule.table, key[1])) if key is not None and rs is not None else None
+    nset = rs.sets.get((rule.table, lookup[1])) if lookup is not None and rs is not None else None
     if nset is None:
         return
     element = vmap_element(rule.text, nset.elements, caller.event.fields)
     if element is None:
         return
-    text = f"the packet selected the element {element} of map @{nset.name}"
+    key, verdict = element_parts(element)
+    text = f"the packet's key selected element {key} of map @{nset.name}" + (f" ({verdict})" if verdict else "")
     add_links(expl, [CauseLink(ROLE, rule.table, rule.chain, rule.num, element_rule(rule, nset.name, element),
                                text, j)])

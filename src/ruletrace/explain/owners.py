@@ -197,6 +197,7 @@ def _k8s_comment(comment: str, chain: str) -> Owner | None:
 # a verdict map's element the packet selected, as a rule of the chain whose lookup it answered
 # (analyze/vmap_owner): the text names the map, then the element as listed
 ELEMENT_OF = "element of @"
+ELEMENT_EVIDENCE = "element of map @"  # an owner's evidence when a map element's comment named it
 # kube-proxy's nftables maps whose elements are services without endpoints (their verdict is the
 # reject-chain or drop): what such an element's service is told
 _K8S_NO_ENDPOINTS = {"no-endpoint-services": "has no endpoints", "no-endpoint-nodeports": "has no endpoints"}
@@ -223,7 +224,7 @@ def _kubernetes(rule: Rule | None, table: str, chain: str) -> Owner | None:
             if got is not None and rule.text.startswith(ELEMENT_OF):
                 name = rule.text[len(ELEMENT_OF):].partition(":")[0]
                 return Owner(got.kind, got.name, got.detail or _K8S_NO_ENDPOINTS.get(name, ""),
-                             f'element of map @{name}: comment "{c}"')
+                             f'{ELEMENT_EVIDENCE}{name}: comment "{c}"')
             if got is not None:
                 if got.detail == "endpoint" or (not got.detail and chain.startswith("KUBE-SEP-")):
                     to = _to(rule.text)
