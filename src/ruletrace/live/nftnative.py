@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RuletraceError
 from ..model import MonitorEvent, Origin, Packet, Ruleset, StepKind, TraceEvent, nft_rule_key
 from ..rulesets.nft_model import FAMILIES
+from ..sources import nflog
 from . import nfthooks as eh
 from . import nftrace as nt
 from .netlink import be32, be64, cstr, parse_attrs
@@ -47,7 +48,7 @@ CHAINS = {"PREROUTING": ("pre", "prerouting"), "OUTPUT": ("out", "output")}
 SOURCE = "nftrace"
 TABLE_RE = re.compile(PREFIX + r"([0-9a-f]{32})")
 # nft table families -> ruletrace's family names (as the nft listing readers use them)
-NFPROTO_FAMILY = {2: "ipv4", 10: "ipv6", 1: "inet", 7: "bridge", 3: "arp", 5: "netdev"}
+NFPROTO_FAMILY = nflog.FAMILIES  # sources/nflog, the one home of netfilter's family numbers
 _SAFE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PORTS = re.compile(r"[A-Za-z0-9-]+(?::[A-Za-z0-9-]*)?|:[A-Za-z0-9-]+")
 _IFACE = re.compile(r"[^\s\"'\\;{}#]{1,15}")

@@ -50,7 +50,9 @@ NFULA_CT_INFO = 19  # be32 enum ip_conntrack_info
 CT_INFO = {0: "ESTABLISHED", 1: "RELATED", 2: "NEW", 3: "ESTABLISHED_REPLY", 4: "RELATED_REPLY"}
 
 AF_INET, AF_INET6, AF_BRIDGE = 2, 10, 7
-FAMILIES = {AF_INET: "ipv4", AF_INET6: "ipv6", AF_BRIDGE: "bridge"}
+# netfilter's protocol family numbers (NFPROTO_*, the AF_* numbers for IP and bridge), as NFLOG
+# headers, ulogd's oob.family and nf_tables trace events carry them -> the family names events carry
+FAMILIES = {AF_INET: "ipv4", AF_INET6: "ipv6", AF_BRIDGE: "bridge", 1: "inet", 3: "arp", 5: "netdev"}
 ARPHRD_ETHER = 1
 ETH_HLEN = 14
 

@@ -13,13 +13,13 @@ from typing import Any, BinaryIO
 
 from ..fields import TCP_FLAG_BITS, packet_ident, proto_name
 from ..model import Origin, TraceEvent
+from .nflog import FAMILIES
 from .records import Tally, note_record, sane_ts
 from .tag import from_prefix as parse_tag
 
 SOURCE = "ulogd-json"
 LOGEMU_SOURCE = "ulogd-logemu"
 
-FAMILIES = {2: "ipv4", 10: "ipv6", 7: "bridge"}
 IP_CE, IP_DF, IP_MF, IP_OFFSET = 0x8000, 0x4000, 0x2000, 0x1FFF  # ip.fragoff holds the flags too
 IPTOS_TOS_MASK, IPTOS_PREC_MASK = 0x1E, 0xE0
 IPV6_HDR_LEN = 40
