@@ -136,3 +136,21 @@ def test_diff_never_aligns_two_families_tables_as_one():
     same = [(a.steps[r.left].table, b.steps[r.right].table) for r in pd.rows if r.tag == "same"]
     assert ("inet same", "inet same") in same and all(x == y for x, y in same)
     assert not any(r.tag == "same" and a.steps[r.left].table == "ip same" for r in pd.rows)
+
+
+def test_the_decisive_step_is_the_verdicts_familys():
+    """review: the last step at the verdict's table, chain and number was taken as decisive,
+    whichever family's table it was."""
+    from dataclasses import replace
+
+    from ruletrace.render.tree import decisive_step
+
+    e = _ssh4(_explained())
+    k = decisive_step(e)
+    assert (e.steps[k].table, e.steps[k].event.family, e.steps[k].kind.value) == ("same", "ipv4", "policy")
+    # a verdict in inet same's `in` at a number the later ip same step has too: the inet step
+    inet = next(i for i, s in enumerate(e.steps) if s.table == "same" and s.event.family == "inet")
+    e.steps[k].event.num = e.steps[inet].num  # (this test's own events: the ip step gets that number)
+    e.verdict = replace(e.verdict, num=e.steps[inet].num, family="inet")
+    e.cause = []
+    assert inet < k and decisive_step(e) == inet

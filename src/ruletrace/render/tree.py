@@ -345,8 +345,9 @@ def decisive_step(expl: Explanation) -> int | None:
     if v is not None:
         for i in range(len(expl.steps) - 1, -1, -1):
             s = expl.steps[i]
-            if s.table == v.table and s.chain == v.chain and (v.num is None or s.num == v.num):
-                return i
+            if s.table == v.table and s.chain == v.chain and (v.num is None or s.num == v.num) and (
+                    v.family is None or v.table not in expl.shared or s.event.family == v.family):
+                return i  # (a table name two families share: the verdict's family's)
     for link in expl.cause:
         if link.role == "decided" and link.step is not None:
             return link.step
