@@ -201,3 +201,16 @@ def test_100k_packets_open_quickly_one_page_in_the_dom(tmp_path):
     assert d.by_id("packet-list")["data-count"] == "50000"
     print(f"100k packets: build+render {build_s:.1f} s, {len(html) / 1e6:.1f} MB, browser open+dump {open_s:.1f} s")
     assert open_s < 10
+
+
+def test_a_native_path_through_several_families_tables(tmp_path):
+    """The lab's layered capture: an IPv4 packet passes ip early/late, inet same and ip same. Each
+    step is counted in its own family's ruleset (they all went to the packet's first family's, so
+    the ip tables' chains showed no hits and their steps came from 'extra' chains), and a table
+    name three families share is shown with its family, as the tree says it."""
+    caps = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "layered"
+    out = tmp_path / "layered.html"
+    assert main(["report", "-r", str(caps / "ruleset-a.nft"), str(caps / "nft-monitor-a.txt"), "-o", str(out)]) == 0
+    _d, html = dom(tmp_path, out.as_uri() + "#packet=1")
+    assert "inet same:in" in html and "ip same:in" in html
+    assert not re.search(r">same:in", html)  # never the bare name of a shared table

@@ -106,49 +106,48 @@ class HitMap:
                     return i
         return 0
 
-    def add(self, places: Iterable[Place], family: str | None = None, *, weight: int = 1,
-            ruleset: int | None = None) -> int:
+    def add(self, places: Iterable[Place | tuple[int, str, str, str, int | None]], family: str | None = None, *,
+            weight: int = 1, ruleset: int | None = None) -> int:
         """Count ``weight`` packets that took these steps; return the ruleset index they were counted under.
 
         ``ruleset`` overrides the index ``family`` would pick (the report counts each distinct
-        path once, with its number of packets as the weight).
+        path once, with its number of packets as the weight). A place given with its ruleset first,
+        ``(ruleset, table, chain, kind, num)``, is counted under that one: the steps of one native
+        nf_tables path are in tables of several families (``ip nat``, ``inet filter``).
         """
-        places = list(places)
         rs = self.ruleset_index(family) if ruleset is None else ruleset
+        places = [p if len(p) == 5 else (rs, *p) for p in places]
         self.packets += weight
         # dicts as ordered sets; keys without the ruleset index until they are counted
-        matched: dict[tuple[str, str, int], None] = {}
-        deepest: dict[tuple[str, str], int] = {}
-        fell: dict[tuple[str, str], None] = {}
+        matched: dict[tuple[int, str, str, int], None] = {}
+        deepest: dict[tuple[int, str, str], int] = {}
+        fell: dict[tuple[int, str, str], None] = {}
         get = deepest.get
-        for table, chain, kind, num in places:
-            key = (table, chain)
+        for prs, table, chain, kind, num in places:  # type: ignore[misc]  # made 5 items above
+            key = (prs, table, chain)
             if num is None:
                 if key not in deepest:
                     deepest[key] = 0
                 continue
             if kind == "rule":
-                matched[(table, chain, num)] = None
+                matched[(prs, table, chain, num)] = None
             else:
                 fell[key] = None
             if num > get(key, 0):
                 deepest[key] = num
         hits, ends, entered, deep = self.hits, self.ends, self.entered, self.deepest
-        for table, chain, num in matched:
-            hk = (rs, table, chain, num)
+        for hk in matched:
             hits[hk] = hits.get(hk, 0) + weight
-        for table, chain in fell:
-            k = (rs, table, chain)
+        for k in fell:
             ends[k] = ends.get(k, 0) + weight
-        for (table, chain), n in deepest.items():
-            k = (rs, table, chain)
+        for k, n in deepest.items():
             entered[k] = entered.get(k, 0) + weight
             c = deep.get(k)
             if c is None:
                 c = deep[k] = Counter()
             c[n] = c.get(n, 0) + weight
         tables = self.tables
-        for hook_table in set(hook_tables(places)):
+        for hook_table in set(hook_tables([(t, c, k, n) for _r, t, c, k, n in places])):  # type: ignore[misc]  # 5 items
             tables[hook_table] = tables.get(hook_table, 0) + weight
         return rs
 

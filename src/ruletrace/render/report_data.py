@@ -18,6 +18,7 @@ from ..analyze.diff import decided_at, endpoint, port
 from ..analyze.hitmap import HitMap, table_order
 from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset, rule_spec
+from ..rulesets.nft_model import shared_in_rulesets, table_label
 from .json import from_json
 from .report_unpack import unpack
 
@@ -69,6 +70,11 @@ class ReportData:
         self._ports: dict[Any, int | None] = {}  # logged port text -> number (analyze.diff.port)
         self._shown: dict[str, tuple[int, str, str, str]] = {}  # logged address -> _show(it): _add_fast
         self._one_ruleset = len(self.rulesets) <= 1
+        # a family -> the first ruleset of it (HitMap.ruleset_index), for the steps of a path
+        self._family_index: dict[str, int] = {}
+        for i, r in enumerate(self.rulesets):
+            if r.family is not None:
+                self._family_index.setdefault(r.family, i)
         # one entry per packet, in input order
         self.ids: list[Any] = []
         self._pv: list[int] = []
@@ -122,7 +128,7 @@ class ReportData:
                 hm.add_paths(keys, zip(self._path_places, per_path))
             else:
                 for pids, n in zip(self._path_places, per_path):
-                    hm.add([keys[p][1:] for p in pids], weight=n, ruleset=keys[pids[0]][0] if pids else 0)
+                    hm.add([keys[p] for p in pids], weight=n)  # each place under its own ruleset
             self._hitmap = hm
         return self._hitmap
 
@@ -355,7 +361,7 @@ class ReportData:
                 break
         else:
             if v is not None:
-                dec = _decisive_index(sig or _signature(steps), v.table, v.chain, v.num)
+                dec = _decisive_index(sig or _signature(steps), v.table, v.chain, v.num, v.family)
         extra = (
             v.reason if v is not None and v.reason else None,
             tuple([(c.what, c.old, c.new, c.step) for c in e.marks]) if e.marks else (),
@@ -363,7 +369,9 @@ class ReportData:
             tuple(e.warnings), tuple(e.notes),
             e.last_seen if v is None else None,
         )
-        vt = None if v is None else (v.action, v.table, v.chain, v.num, v.rule is not None)
+        # the deciding table as every view names it ("ip same" where two families share the name)
+        vt = None if v is None else (v.action, table_label(v.table, v.family, e.shared) if v.table else v.table,
+                                     v.chain, v.num, v.rule is not None)
         cid = _intern(self._core_ids, (path, dec, vt, extra))  # type: ignore[arg-type]  # any hashable
         return path, dec, vt, extra, cid
 
@@ -376,11 +384,14 @@ class ReportData:
         if step_of is None:
             step_of = self._step_of[rs] = {}
         place_text = self._place_text
+        one = self._one_ruleset
         for st, step in zip(sig, steps):
             got = step_of.get(st)
             if got is None:
-                table, chain, kind, num, depth, action, returned_to, policy, warning, note = st
-                pkey = (rs, table, chain, kind, num)
+                table, chain, kind, num, depth, action, returned_to, policy, warning, note, family = st
+                # each step in the ruleset of its own family: one native path meets ip nat and inet filter
+                srs = rs if one or family is None else self._family_index.get(family, rs)
+                pkey = (srs, table, chain, kind, num)
                 place = self._places.get(pkey)
                 if place is None:
                     place = self._places[pkey] = len(self._places)
@@ -504,6 +515,9 @@ class ReportData:
             "fates": list(FATES),
             "kinds": kinds,
             "tables": list(tables),
+            # "RULESET/TABLE" -> the table with its family where two families' tables share its name
+            # (rulesets/nft_model.table_label, as every other view names it)
+            "table_labels": self._table_labels(tables, chains, xchains),
             "chains": chains,
             "xchains": xchains,
             "places": places,
@@ -523,6 +537,22 @@ class ReportData:
             "ruleset_known": bool(self.rulesets),
             "defaults": d,
         }
+
+    def _table_labels(self, tables: dict[str, int], chains: list[list[Any]],
+                      xchains: list[list[Any]]) -> dict[str, str]:
+        shared = shared_in_rulesets(self.rulesets)
+        out: dict[str, str] = {}
+        if not shared:
+            return out
+        names = list(tables)
+        for row in (*chains, *xchains):
+            rs, t = row[0], row[1]
+            name = names[t]
+            if name in shared and 0 <= rs < len(self.rulesets):
+                label = table_label(name, self.rulesets[rs].family, shared)
+                if label != name:
+                    out[f"{rs}/{t}"] = label
+        return out
 
     def _extra(self, extra: tuple[Any, ...], s: Callable[[Any], int] | None = None) -> dict[str, Any]:
         if s is None:
@@ -667,14 +697,15 @@ def _known_fields(events: Sequence[Any]) -> dict[str, str]:
 def _signature(steps: Sequence[Any]) -> tuple[Any, ...]:
     """What makes a path: each step's place and what the explainer made of it."""
     return tuple([(s.event.table, s.event.chain, str(s.event.kind), s.event.num, s.depth, s.action or "",
-                   s.returned_to, s.policy, s.warning, s.note) for s in steps])
+                   s.returned_to, s.policy, s.warning, s.note, s.event.family) for s in steps])
 
 
-def _decisive_index(sig: tuple[Any, ...], table: Any, chain: Any, num: Any) -> int:
-    """The last step of the path at the verdict's place (when no cause link names the step)."""
+def _decisive_index(sig: tuple[Any, ...], table: Any, chain: Any, num: Any, family: Any = None) -> int:
+    """The last step of the path at the verdict's place (when no cause link names the step); of the
+    verdict's family where it says one (a table name two families share)."""
     for k in range(len(sig) - 1, -1, -1):
         st = sig[k]
-        if st[0] == table and st[1] == chain and (num is None or st[3] == num):
+        if st[0] == table and st[1] == chain and (num is None or st[3] == num) and (family is None or st[10] == family):
             return k
     return -1
 

@@ -45,8 +45,11 @@
   // rows leave out trailing "nothing" (-1 or null); padded back with -1
   function untrim(row, n) { var r = row.slice(); while (r.length < n) r.push(-1); return r; }
 
+  // a table name two families' tables share is shown with its family ("ip same"): D.table_labels
+  var TLABELS = D.table_labels || {};
+  function tableLabel(rs, t) { return TLABELS[rs + "/" + t] || D.tables[t]; }
   var chains = D.chains.map(function (c, i) {
-    return { i: i, rs: c[0], table: D.tables[c[1]], name: c[2], n: c[3], policy: c.length > 4 ? c[4] : null,
+    return { i: i, rs: c[0], table: D.tables[c[1]], label: tableLabel(c[0], c[1]), name: c[2], n: c[3], policy: c.length > 4 ? c[4] : null,
              entered: c[5] || 0, fell: c[6] || 0, hits: c[7] || [], deep: c[8] || [], first: 0 };
   });
   var RULES = 0;
@@ -54,7 +57,7 @@
   function chainRef(ci) {
     if (ci >= 0) return chains[ci];
     var x = D.xchains[-1 - ci];
-    return { i: ci, rs: x[0], table: D.tables[x[1]], name: x[2], n: 0, policy: null, entered: 0, fell: 0, hits: [], deep: [], first: -1 };
+    return { i: ci, rs: x[0], table: D.tables[x[1]], label: tableLabel(x[0], x[1]), name: x[2], n: 0, policy: null, entered: 0, fell: 0, hits: [], deep: [], first: -1 };
   }
   // per-chain rule counts, built the first time a chain is shown: hits[num], evaluated[num]
   var countCache = {};
@@ -108,7 +111,7 @@
     if (!pl) {
       var r = D.places[id], c = chainRef(r[0]), num = r[2], kind = D.kinds[r[1]];
       var ri = c.first >= 0 && kind === "rule" && num !== null && num >= 1 && num <= c.n ? c.first + num - 1 : -1;
-      pl = placeCache[id] = { table: c.table, chain: c.name, kind: kind, num: num, ri: ri };
+      pl = placeCache[id] = { table: c.table, label: c.label, chain: c.name, kind: kind, num: num, ri: ri };
     }
     return pl;
   }
@@ -189,7 +192,7 @@
   function tuple(p) { return (p.proto || "?") + " " + endpoint(p.src, p.sport) + " \u2192 " + endpoint(p.dst, p.dport) + (p.flags ? " [" + p.flags + "]" : ""); }
   function placeText(pl) {
     var n = pl.num === null ? "?" : pl.num;
-    return pl.table + ":" + pl.chain + (pl.kind === "rule" ? " rule " + n : " " + pl.kind + " " + n);
+    return pl.label + ":" + pl.chain + (pl.kind === "rule" ? " rule " + n : " " + pl.kind + " " + n);
   }
   function ruleKey(ri) {
     var c = chainOfRule(ri);
@@ -214,7 +217,7 @@
     } else {
       var s = stepOf(path[k]), pl = placeAt(s.place);
       var what = pl.kind === "rule" ? " rule " + pl.num : " policy " + (s.policy || "");
-      t = pl.table + ":" + pl.chain + what + (s.action && pl.kind === "rule" ? " (" + s.action + ")" : "");
+      t = pl.label + ":" + pl.chain + what + (s.action && pl.kind === "rule" ? " (" + s.action + ")" : "");
     }
     return (decidedCache[PK.v[p.i]] = t);
   }
@@ -277,7 +280,7 @@
     if (s === undefined) {
       var seen = {}, bits = [];
       D.paths[pi].forEach(function (sid) {
-        var pl = placeOf(sid), c = pl.table + ":" + pl.chain;
+        var pl = placeOf(sid), c = pl.label + ":" + pl.chain;
         if (!seen[c]) { seen[c] = 1; bits.push(c); }
         var t = pl.ri >= 0 ? ruleText(pl.ri) : null;
         if (t) bits.push(t);
@@ -436,7 +439,7 @@
       if (h !== hook) { hook = h; ol.appendChild(el("li", "hk", h || "?")); }
       var li = el("li", "st" + (k === p.dec ? " decisive" : ""));
       li.style.paddingLeft = (Math.min(s.depth, 10) * 16 + 8) + "px";
-      li.appendChild(el("span", "where", pl.table + ":" + pl.chain));
+      li.appendChild(el("span", "where", pl.label + ":" + pl.chain));
       li.appendChild(el("span", "k", pl.kind === "rule" ? " rule " + pl.num : " " + pl.kind + " " + pl.num));
       var text = pl.ri >= 0 ? ruleText(pl.ri) : null;
       if (pl.kind === "rule" && text) li.appendChild(el("span", "txt", "  " + text));
@@ -554,7 +557,7 @@
         if (!at) return;
         var n = labelLines[h] = (labelLines[h] || 0) + 1;
         var tx = svg("text", { x: at[0], y: at[1] + (n - 1) * at[3], "text-anchor": at[2], "class": "lbl lbl-" + w });
-        tx.textContent = text + (pl ? " @" + pl.table : "");
+        tx.textContent = text + (pl ? " @" + pl.label : "");
         labels.appendChild(tx);
       });
     });
@@ -581,7 +584,7 @@
     for (var i = 0; i < chains.length; i++) {
       var c = chains[i];
       if (state.hmEntered && !c.entered) continue;
-      if (q && (c.table + ":" + c.name).toLowerCase().indexOf(q) < 0) continue;
+      if (q && (c.label + ":" + c.name).toLowerCase().indexOf(q) < 0) continue;
       out.push(i);
     }
     return out;
@@ -602,7 +605,7 @@
       var k = c.entered ? countsOf(c) : null;
       if (k) { unreached = 0; for (var r = 1; r <= c.n; r++) if (!k.e[r]) unreached++; }
       var td = el("td", "cn");
-      var tag = el("span", "tbltag", c.table); tag.style.background = TCOLOR[c.table] || "#888";
+      var tag = el("span", "tbltag", c.label); tag.style.background = TCOLOR[c.table] || "#888";
       td.appendChild(tag);
       var a = el("a", "", c.name); a.href = "#ruleset"; a.onclick = function (ev) { ev.preventDefault(); gotoChain(ci, -1); };
       td.appendChild(a);
