@@ -363,6 +363,15 @@ class TraceEvent:
     # event opens a base chain's run; class-level defaults for every other source
     text: str | None = None
     base: bool = False
+    # an nf_tables step (a monitor's, the live nftrace's, the nft simulator's): its table's name may be
+    # one of several families' (``ip filter``, ``inet filter``); a legacy xtables step's is not
+    nftables: bool = False
+
+    @property
+    def label_family(self) -> str | None:
+        """The family a view names this step's table with where the name is shared
+        (rulesets/nft_model.table_label): an nf_tables step's; None for a legacy xtables step."""
+        return self.family if self.nftables else None
 
     @property
     def tag(self) -> str:
@@ -376,6 +385,7 @@ class MonitorEvent(TraceEvent):
     """An nf_tables trace event read from ``nft monitor trace`` or ``xtables-monitor --trace``."""
 
     __slots__ = ("base", "text")
+    nftables = True
 
     def __init__(self, *args: Any, text: str | None = None, base: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)

@@ -204,6 +204,9 @@ def test_libvirt():
     assert rule_interfaces('iifname . oifname { "eth0" . "br0" } accept') == []
     assert rule_interfaces('iifname "veth*" accept') == ["veth*"]
     assert rule_interfaces("-A FORWARD -i veth+ ! -o docker0 -j ACCEPT") == ["veth+", "docker0"]
+    # fw4's zone dispatch names its interfaces as the keys of an anonymous verdict map
+    assert rule_interfaces('iifname vmap { "wan" : jump forward_wan, "br-lan" : jump forward_lan }') == [
+        "wan", "br-lan"]
 
 
 # --- OpenWrt fw4

@@ -36,8 +36,8 @@ def _ssh4(expls):
 
 def test_the_rule_names_a_shared_table_with_its_family_only():
     class Ev:
-        def __init__(self, table, family):
-            self.table, self.family = table, family
+        def __init__(self, table, family, nftables=True):
+            self.table, self.family, self.nftables = table, family, nftables
 
     path = [Ev("early", "ipv4"), Ev("same", "inet"), Ev("late", "ipv4"), Ev("same", "ipv4"), Ev("x", None)]
     assert shared_tables(path) == {"same"}
@@ -47,6 +47,8 @@ def test_the_rule_names_a_shared_table_with_its_family_only():
     assert table_label("early", "ipv4", {"same"}) == "early"  # a name only one family has: as it is
     assert table_label("same", None, {"same"}) == "same"  # no family known: nothing made up
     assert shared_tables([Ev("filter", "ipv4"), Ev("filter", "ipv4")]) == frozenset()
+    # a legacy xtables step is never an nf_tables table of a family (review: "ip filter" on legacy steps)
+    assert shared_tables([Ev("filter", "ipv4", nftables=False), Ev("filter", "inet")]) == frozenset()
 
 
 def test_tree_why_and_deciders_say_which_family():
@@ -79,7 +81,10 @@ def test_json_says_the_family_of_a_shared_tables_steps_and_reads_it_back():
     pkt = json.loads(json.dumps(to_json(e)))
     fams = {(s["table"], s.get("family")) for s in pkt["steps"]}
     assert ("same", "inet") in fams and ("same", "ipv4") in fams
-    assert ("early", None) in fams  # no key where the name is not shared
+    # the packet's family is its first step's (inet: the tracing table); a step of another family's
+    # table says its own, so that a reader puts it in that family's listing (review: report --from-json)
+    assert pkt["family"] == "inet" and ("early", "ipv4") in fams and ("rttrace", None) in fams
+    assert pkt["shared"] == ["same"]
     assert pkt["verdict"]["family"] == "ipv4"
     back = from_json(pkt, pkt["tables"])
     assert back.shared == {"same"} and back.verdict is not None and back.verdict.family == "ipv4"
@@ -154,3 +159,40 @@ def test_the_decisive_step_is_the_verdicts_familys():
     e.verdict = replace(e.verdict, num=e.steps[inet].num, family="inet")
     e.cause = []
     assert inet < k and decisive_step(e) == inet
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "ruletrace" / "examples"
+BOTH_NFT = """table ip filter {
+\tchain INPUT {
+\t\ttype filter hook input priority filter; policy accept;
+\t\ttcp dport 23 counter accept
+\t}
+}
+table inet filter {
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\ttcp dport 24 drop
+\t}
+}
+"""
+
+
+def test_legacy_xtables_tables_are_never_named_with_a_family(tmp_path, capsys):
+    """review: legacy iptables-save + ip6tables-save beside an nft listing with `inet filter` named
+    every legacy step `ip filter`; both backends simulated named legacy filter `ip filter` too."""
+    from ruletrace.cli import main
+
+    nft = tmp_path / "nft.nft"
+    nft.write_text(BOTH_NFT)
+    fb = EXAMPLES / "filter-basics"
+    assert main(["explain", "-r", str(fb / "ruleset.rules"), "-r", str(EXAMPLES / "ipv6" / "ruleset6.rules"),
+                 "-r", str(nft), str(fb / "kernel.log"), "--no-color"]) == 0
+    out = capsys.readouterr().out
+    assert "filter:INPUT" in out and "ip filter" not in out and "ip6 filter" not in out
+    main(["simulate", "-r", str(fb / "ruleset.rules"), "-r", str(nft), "-p", "tcp", "-s", "10.10.0.2", "-d",
+          "10.10.0.1", "--dport", "22", "--path", "input", "--no-color", "--width", "300"])
+    out = capsys.readouterr().out
+    head = out.splitlines()[1]
+    assert head.startswith("DELIVERED by filter:ALLOWED rule 1: accepted by nft ip filter:INPUT policy ACCEPT, "
+                           "then accepted by legacy filter:ALLOWED rule 1")
+    assert "INPUT  inet filter -> ip filter -> filter" in out

@@ -214,3 +214,7 @@ def test_a_native_path_through_several_families_tables(tmp_path):
     _d, html = dom(tmp_path, out.as_uri() + "#packet=1")
     assert "inet same:in" in html and "ip same:in" in html
     assert not re.search(r">same:in", html)  # never the bare name of a shared table
+    # a rule link names the family's table (review: `#rule=same:in:2` opened ip same's, and dropped the filter)
+    d, html = dom(tmp_path, out.as_uri() + "#rule=ip6%20same:in:2")
+    rows = [a for t, a in d.elements if t == "li" and "pkt" in a.get("class", "").split()]
+    assert [r["data-id"] for r in rows] == ["6"] and "hit ip6 same:in rule 2" in html

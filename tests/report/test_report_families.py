@@ -12,17 +12,23 @@ from ruletrace.render.report_data import ReportData
 CAPS = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures"
 
 
-def _data(name: str, *, fast: bool = True) -> tuple[dict, list]:
+def _data(name: str, *, fast: bool = True, via_json: bool = False) -> tuple[dict, list]:
+    from ruletrace.render.json import to_json
+    from ruletrace.render.json_model import from_json
+
     rss = load_rulesets([str(CAPS / name / "ruleset-a.nft")])
     b = ReportData(rss, fast=fast)
     for e in Run(rss, [str(CAPS / name / "nft-monitor-a.txt")]).explanations():
+        if via_json:  # `report --from-json`: the packets as explain --json wrote them
+            j = to_json(e)
+            e = from_json(j, j["tables"])
         b.add(e)
     return b.data(), rss
 
 
 def test_each_step_is_counted_in_its_own_familys_ruleset():
-    for fast in (True, False):
-        d, rss = _data("mixed", fast=fast)
+    for fast, via_json in ((True, False), (False, False), (True, True)):
+        d, rss = _data("mixed", fast=fast, via_json=via_json)
         fam = [r.family for r in rss]
         assert d["xchains"] == []  # every step's chain is in its ruleset (ip filter's were "extra" in inet's)
         entered = {(fam[c[0]], d["tables"][c[1]], c[2]): c[5] if len(c) > 5 else 0 for c in d["chains"]}
@@ -30,7 +36,7 @@ def test_each_step_is_counted_in_its_own_familys_ruleset():
 
 
 def test_a_shared_table_name_is_labelled_with_its_family():
-    d, rss = _data("layered")
+    d, _rss = _data("layered")
     labels = set(d["table_labels"].values())
     assert {"inet same", "ip same", "ip6 same"} <= labels
     assert not any(v.endswith((" early", " late")) for v in labels)  # names only one family has: as they are

@@ -153,6 +153,18 @@ def test_every_interface_the_path_names_is_tried_in_a_stable_order(tmp_path, cap
         assert json.loads(p.stdout)["packets"][0]["simulation"]["depends_on"] == ["OUT=eth1"]
 
 
+def test_an_assumed_input_interface_is_tried_as_each_zone_of_a_dispatch_map(capsys) -> None:
+    """The lab's fw4-style router: forward's `iifname vmap { "wan" : jump forward_wan, "br-lan" : …}`
+    (review: its names were not read, so a reject that rests on IN=eth0 read as unconditional)."""
+    from pathlib import Path
+
+    rules = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "router" / "ruleset-a.nft"
+    base = ["simulate", "-r", str(rules), "-p", "tcp", "-s", "192.168.1.5", "-d", "8.8.8.8", "--dport", "443",
+            "--path", "forward", "-o", "wan", "--ctstate", "NEW", "--json"]
+    main(base)
+    assert "IN=eth0" in json.loads(capsys.readouterr().out)["packets"][0]["simulation"]["depends_on"]
+
+
 def test_an_assumed_local_destination_is_named_as_such_when_a_dnat_forwards_it(tmp_path, capsys) -> None:
     """No local addresses given: 192.168.50.1 is assumed local, so the DNAT of nat PREROUTING
     (`--dst-type LOCAL`) applies and the packet is forwarded to 172.17.0.2, where FORWARD drops it.

@@ -60,7 +60,7 @@ class DiffStep:
         are never aligned as one."""
         ev = s.event
         return cls(
-            table=table_label(ev.table, ev.family, shared) if ev.table else "?",
+            table=table_label(ev.table, ev.label_family, shared) if ev.table else "?",
             chain=ev.chain or "?",
             kind=str(ev.kind),
             num=ev.num,

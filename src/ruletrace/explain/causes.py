@@ -50,7 +50,7 @@ def _where(step: Step, shared: Container[str] = ()) -> str:
     """``table:chain rule N`` of a step; its table named with its family where the path shows the
     name in two (``shared``, ``Explanation.shared``)."""
     num = step.num if step.num is not None else step.rule.num if step.rule is not None else None
-    t = table_label(step.table, step.event.family, shared)
+    t = table_label(step.table, step.event.label_family, shared)
     if num is None:
         return f"a rule of {t}:{step.chain}"
     return f"{t}:{step.chain} rule {num}"
@@ -58,7 +58,7 @@ def _where(step: Step, shared: Container[str] = ()) -> str:
 
 def _at_step(expl: Explanation, table: str | None, chain: str | None, num: int | None, step: int | None) -> str:
     """``_place`` of a link or change made at step ``step`` of ``expl`` (its family from that step)."""
-    fam = expl.steps[step].event.family if step is not None and 0 <= step < len(expl.steps) else None
+    fam = expl.steps[step].event.label_family if step is not None and 0 <= step < len(expl.steps) else None
     return _place(table, chain, num, fam, expl.shared)
 
 
@@ -107,7 +107,7 @@ def setter_index(steps: list[Step], i: int, what: str) -> int:
 
 
 def _probably(s: Step, shared: Container[str] = ()) -> str:
-    t = table_label(s.table, s.event.family, shared)
+    t = table_label(s.table, s.event.label_family, shared)
     if s.num is not None or s.rule is not None:
         where = _where(s, shared)
     elif s.event.handle is not None:
@@ -343,7 +343,7 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
                         s = expl.steps[c.step]
                         chain.append(CauseLink("rewritten", s.table, s.chain, None, None,
                                                f"DST {c.old} → {c.new}, first seen at "
-                                               f"{table_label(s.table, s.event.family, expl.shared)}:{s.chain} "
+                                               f"{table_label(s.table, s.event.label_family, expl.shared)}:{s.chain} "
                                                f"({_short(c.note)})", c.step))
     fell = _fell_off_zone(expl, verdict_index)
     if fell is not None:
@@ -421,7 +421,7 @@ def _fell_off_zone(expl: Explanation, k: int) -> CauseLink | None:
         return None
     return CauseLink(FELL_OFF, prev.table, prev.chain, None, None,
                      f"no rule of {zone.kind} {zone.name} took it (it fell off "
-                     f"{table_label(prev.table, prev.event.family, expl.shared)}:{prev.chain}), "
+                     f"{table_label(prev.table, prev.event.label_family, expl.shared)}:{prev.chain}), "
                      f"so {_where(v, expl.shared)}, after the zone's chains, decided", k - 1)
 
 

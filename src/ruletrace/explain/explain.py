@@ -68,6 +68,12 @@ class _PathStep(NamedTuple):
     base: bool = False
     family: str | None = None
 
+    @property
+    def label_family(self) -> None:
+        """A kernel log's path (fastpath.kernel_log_paths): legacy xtables steps, never named with a
+        family (TraceEvent.label_family)."""
+        return None
+
 
 _path_step = partial(tuple.__new__, _PathStep)  # (table, chain, kind, num, verdict) -> _PathStep
 

@@ -38,7 +38,7 @@ class Decision(NamedTuple):
 def where(ev: Any, shared: Container[str] = ()) -> str:
     """``table:chain`` of an event, the table named with its family where the path shows its name in
     two (``shared``: ``inet same:in``, ``ip same:in``)."""
-    return f"{table_label(ev.table, ev.family, shared)}:{ev.chain}"
+    return f"{table_label(ev.table, ev.label_family, shared)}:{ev.chain}"
 
 
 def place(ev: Any, rule: Any, kind: StepKind, shared: Container[str] = ()) -> str:
@@ -55,7 +55,7 @@ def place(ev: Any, rule: Any, kind: StepKind, shared: Container[str] = ()) -> st
 def _verdict(events: Sequence[TraceEvent], steps: Sequence[Any], i: int, reason: str) -> Verdict:
     ev, sp = events[i], steps[i]
     num = ev.num if ev.num is not None else sp.rule.num if sp.rule is not None else None
-    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason, ev.kind, ev.family)
+    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason, ev.kind, ev.label_family)
 
 
 def _what(ev: TraceEvent, sp: Any, shared: Container[str] = ()) -> str:
@@ -194,7 +194,7 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
             notes.append(f"last seen at the end of {last_seen}: legacy iptables reports an unconditional "
                          "-j ACCEPT or -j DROP rule there as well; without the ruleset the verdict is unknown")
         elif ended and last_hook is not None:
-            notes.append(f"last seen in {table_label(last_ev.table, last_ev.family, shared)} {last_hook}: the trace stops before the hook's "
+            notes.append(f"last seen in {table_label(last_ev.table, last_ev.label_family, shared)} {last_hook}: the trace stops before the hook's "
                          f"last {'table' if ':' not in (after or '') else 'base chain'} ({after}) decided")
         return Decision(fate, None, None, last_seen, notes)
     if decisive is None:

@@ -125,11 +125,14 @@ def rule_interfaces(text: str) -> list[str]:
             out.append(one or index)
         else:
             out += _IFNAME.findall(many)
+    for body in _IFACE_VMAP.findall(text):  # fw4/firewalld's dispatch: iifname vmap { "wan" : jump …, … }
+        out += [m.group(1) for e in body.split(",") if (m := _IFNAME.match(e.strip().partition(" : ")[0]))]
     return out
 
 
 _IFNAME_CHARS = r"[\w.+*@-]*[\w+*@-]"  # an interface name (a lone "." is the concatenation operator)
 _IFNAME = re.compile(rf'"?({_IFNAME_CHARS})"?')
+_IFACE_VMAP = re.compile(r'(?:^|(?<!\.)\s)(?:iifname|oifname)\s+vmap\s+\{([^}]*)\}')
 _IFACE = re.compile(rf'(?:^|(?<!\.)\s)(?:(?:-i|-o|--in-interface|--out-interface|iifname|oifname)\s+(?:!=?\s+)?'
                     rf'(?:(?!(?:vmap|map)\s)(?!@)"?({_IFNAME_CHARS})"?(?=\s|$)|\{{([^}}]*)\}})'
                     rf'|(?:iif|oif)\s+(?:!=?\s+)?"({_IFNAME_CHARS})")')

@@ -31,6 +31,7 @@ from dataclasses import replace
 
 from ..explain.causes import DNAT_ACTIONS, SNAT_ACTIONS
 from ..model import CauseLink, Change, Explanation, Fate, Packet, Ruleset, Step, StepKind, TraceEvent, Verdict
+from ..rulesets.nft_model import table_label
 
 LEGACY_LABEL = "legacy"
 NFT_LABEL = "nft"
@@ -101,14 +102,15 @@ def order(parts: list[tuple[str, Explanation]]) -> list[tuple[str, list[Step]]]:
     return [(label, steps) for _k, label, steps in blocks]
 
 
-def describe(label: str, v: Verdict | None) -> str:
-    """``accepted by nft filter:INPUT rule 1`` / ``dropped by legacy filter:INPUT policy DROP``."""
+def describe(label: str, v: Verdict | None, shared: frozenset[str] = frozenset()) -> str:
+    """``accepted by nft filter:INPUT rule 1`` / ``dropped by legacy filter:INPUT policy DROP``; an
+    nf_tables table whose name two families share with its family (``nft ip filter:INPUT``)."""
     if v is None:
         return f"no decision by {label}"
     past = {"accept": "accepted", "drop": "dropped", "reject": "rejected", "queue": "queued",
             "dnat": "accepted (DNAT)", "snat": "accepted (SNAT)", "masquerade": "accepted (MASQUERADE)",
             "redirect": "accepted (REDIRECT)"}.get(v.action, v.action)
-    where = f"{v.table}:{v.chain}" if v.table else "?"
+    where = f"{table_label(v.table, v.family, shared)}:{v.chain}" if v.table else "?"
     how = f"policy {v.action.upper()}" if v.rule is None and "policy" in v.reason else f"rule {v.num}"
     return f"{past} by {label} {where} {how}"
 
@@ -154,7 +156,8 @@ def merge(packet: Packet, parts: list[tuple[str, Explanation]], *, missing: list
     # a part the packet went on from: its "last seen" is not where the packet ended
     out.notes = [n for n in out.notes if not any(n.startswith(f"{label}: last seen") for label in through)]
     sentence = ", then ".join(_passed(label, by_label[label]) if label in through
-                              else describe(label, by_label[label].verdict) for label in labels_in_order)
+                              else describe(label, by_label[label].verdict, by_label[label].shared)
+                              for label in labels_in_order)
     out.nat = [_setter(out, c) for c in out.nat]
     out.marks = [_setter(out, c) for c in out.marks]
     decided_by = enders[-1] if enders else labels_in_order[-1] if labels_in_order and not missing else None
@@ -229,7 +232,8 @@ def _passed(label: str, e: Explanation) -> str:
     for s in reversed(e.steps):
         if s.depth == 0 and (s.action == "accept" or s.action in DNAT_ACTIONS or s.action in SNAT_ACTIONS):
             how = "policy" if s.kind is StepKind.POLICY else ""
-            return describe(label, Verdict(s.action, s.table, s.chain, s.num, s.rule, reason=how))
+            return describe(label, Verdict(s.action, s.table, s.chain, s.num, s.rule, reason=how,
+                                           family=s.event.label_family), e.shared)
     return f"passed {label}" + (f" {e.last_seen}" if e.last_seen else "")
 
 

@@ -111,8 +111,8 @@ class Tables:
         key = expl.path_key
         got = self._paths.get(key) if key is not None else None
         if got is None:
-            shared = expl.shared
-            got = ([_step_const(s, self, shared) for s in expl.steps],
+            shared, family = expl.shared, _family(expl)
+            got = ([_step_const(s, self, shared, family) for s in expl.steps],
                    [self.owner(o) or "" for o in path_owners(expl) if o.specific])
             if key is not None:
                 if len(self._paths) >= self.PATHS_MAX:
@@ -203,16 +203,18 @@ def packet_json(expl: Explanation, tables: Tables) -> JSONObject:
         # derived from the rules above, so from_json need not read them
         "owner": tables.owner(deciding_owner(expl)),
         "owners": list(owners),
-    } | _fate(expl) | _misses(expl, tables)
+    } | ({"shared": sorted(expl.shared)} if expl.shared else {}) | _fate(expl) | _misses(expl, tables)
 
 
-def _step_const(s: Step, tables: Tables, shared: frozenset[str] = frozenset()) -> JSONObject:
+def _step_const(s: Step, tables: Tables, shared: frozenset[str] = frozenset(),
+                family: str | None = None) -> JSONObject:
     """What a step is on every packet of its path: all but ``fields``, ``origin`` and ``ts``; its
-    ``family`` where the path shows its table's name in two families (``Explanation.shared``)."""
+    ``family`` where it is not the packet's (``family``: one native path meets ip and inet tables),
+    and for every nf_tables step whose table's name two families share (``Explanation.shared``)."""
     ev = s.event
     d: JSONObject = {"table": ev.table, "chain": ev.chain, "kind": str(ev.kind), "num": ev.num, "depth": s.depth,
                      "action": s.action or None}
-    if ev.table in shared and ev.family is not None:
+    if ev.family is not None and (ev.family != family or (ev.table in shared and ev.nftables)):
         d["family"] = ev.family
     for key, value in (("rule", tables.rule(s.rule)), ("policy", s.policy), ("returned_to", s.returned_to),
                        ("warning", s.warning), ("note", s.note)):

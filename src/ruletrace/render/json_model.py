@@ -19,6 +19,7 @@ from ..model import (
     Explanation,
     Fate,
     MissLine,
+    MonitorEvent,
     Origin,
     Packet,
     Rule,
@@ -27,7 +28,6 @@ from ..model import (
     TraceEvent,
     Verdict,
 )
-from ..rulesets.nft_model import shared_tables
 
 READS = (1, 2)  # the schema versions from_json reads
 
@@ -51,6 +51,7 @@ def from_json(obj: Any, tables: Mapping[str, Any] | None = None) -> Explanation:
     family = _get(p, "family", str, "packet")
     events: list[TraceEvent] = []
     steps: list[Step] = []
+    shared = frozenset(_expect(t, str, "shared") for t in _items(p, "shared", "packet"))
     fields: dict[str, str] = _fields_of(_get(p, "fields", dict, "packet") or {}, "packet.fields") if v2 else {}
     for k, raw in enumerate(_items(p, "steps", "packet")):
         where = f"steps[{k}]"
@@ -71,8 +72,12 @@ def from_json(obj: Any, tables: Mapping[str, Any] | None = None) -> Explanation:
         else:
             fields = _fields_of(_get(s, "fields", dict, where) or {}, f"{where}.fields")
         ts = _get(s, "ts", (int, float), where)
-        ev = TraceEvent(table, chain, kind, num, ts=ts, family=_get(s, "family", str, where) or family, origin=_origin_of(_get(s, "origin", str, where)),
-                        source="ruletrace-json", fields=fields)
+        own = _get(s, "family", str, where)
+        # a step whose family the writer named: its own where not the packet's, and each nf_tables
+        # step whose table's name two families share (an nf_tables step: named with it again)
+        make = MonitorEvent if own is not None and table in shared else TraceEvent
+        ev = make(table, chain, kind, num, ts=ts, family=own or family, origin=_origin_of(_get(s, "origin", str, where)),
+                  source="ruletrace-json", fields=fields)
         events.append(ev)
         text = _rule_text(s, rules, where) if v2 else _get(s, "rule", str, where)
         steps.append(Step(ev, _rule(table, chain, num, text), _get(s, "policy", str, where),
@@ -105,9 +110,7 @@ def from_json(obj: Any, tables: Mapping[str, Any] | None = None) -> Explanation:
         warnings=[_expect(w, str, "warnings") for w in _items(p, "warnings", "packet")],
         notes=[_expect(n, str, "notes") for n in _items(p, "notes", "packet")],
         last_seen=_get(p, "last_seen", str, "packet"),
-        # a step's "family" is written only where its table's name is shared (render/json._step_const)
-        shared=shared_tables(events) | {s["table"] for s in _items(p, "steps", "packet")
-                                         if isinstance(s, dict) and isinstance(s.get("family"), str)},
+        shared=shared,
         misses=None if p.get("explain_miss") is None else [
             _miss_of(m, f"explain_miss[{k}]", text_of) for k, m in enumerate(_items(p, "explain_miss", "packet"))],
     )

@@ -18,7 +18,7 @@ from ..analyze.diff import decided_at, endpoint, port
 from ..analyze.hitmap import HitMap, table_order
 from ..fields import show_address
 from ..model import Explanation, Fate, Ruleset, rule_spec
-from ..rulesets.nft_model import shared_in_rulesets, table_label
+from ..rulesets.nft_model import is_nftables, shared_in_rulesets, table_label
 from .json import from_json
 from .report_unpack import unpack
 
@@ -548,7 +548,7 @@ class ReportData:
         for row in (*chains, *xchains):
             rs, t = row[0], row[1]
             name = names[t]
-            if name in shared and 0 <= rs < len(self.rulesets):
+            if name in shared and 0 <= rs < len(self.rulesets) and is_nftables(self.rulesets[rs]):
                 label = table_label(name, self.rulesets[rs].family, shared)
                 if label != name:
                     out[f"{rs}/{t}"] = label

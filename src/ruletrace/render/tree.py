@@ -100,7 +100,7 @@ def _build(
         tables: list[str] = []
         for i in indices:
             s = expl.steps[i]
-            t = table_label(s.table, s.event.family, expl.shared)
+            t = table_label(s.table, s.event.label_family, expl.shared)
             if t not in tables:
                 tables.append(t)
         heading = Text.assemble((hook or "?", "hook"), "  ")
@@ -276,7 +276,7 @@ def _where(table: str | None, chain: str | None) -> Text:
 
 def _head(step: Step, decisive: bool, shared: frozenset[str] = frozenset()) -> Text:
     kind = step.kind
-    head = _where(table_label(step.table, step.event.family, shared), step.chain)
+    head = _where(table_label(step.table, step.event.label_family, shared), step.chain)
     head.append(f" {kind} ", f"step.{kind}")
     head.append("?" if step.num is None else clean(step.num), "rule.num")
     if decisive:
@@ -346,7 +346,7 @@ def decisive_step(expl: Explanation) -> int | None:
         for i in range(len(expl.steps) - 1, -1, -1):
             s = expl.steps[i]
             if s.table == v.table and s.chain == v.chain and (v.num is None or s.num == v.num) and (
-                    v.family is None or v.table not in expl.shared or s.event.family == v.family):
+                    v.family is None or v.table not in expl.shared or s.event.label_family == v.family):
                 return i  # (a table name two families share: the verdict's family's)
     for link in expl.cause:
         if link.role == "decided" and link.step is not None:
@@ -427,7 +427,7 @@ def step_table(expl: Explanation, table: str | None, step: int | None) -> str | 
     the path shows its name in two (rulesets/nft_model.table_label)."""
     if table is None or not expl.shared or step is None or not 0 <= step < len(expl.steps):
         return table
-    return table_label(table, expl.steps[step].event.family, expl.shared)
+    return table_label(table, expl.steps[step].event.label_family, expl.shared)
 
 
 def _at(table: str | None, chain: str | None, num: int | None, policy: bool) -> Text:

@@ -339,7 +339,7 @@ def _fate_line(expl: Explanation, decisive: int | None) -> str:
 
 
 def _head(step: Step, shared: frozenset[str] = frozenset()) -> str:
-    table = table_label(step.table, step.event.family, shared)
+    table = table_label(step.table, step.event.label_family, shared)
     return f"{_where(table, step.chain)} {step.kind} {'?' if step.num is None else clean(step.num)}"
 
 
@@ -362,7 +362,7 @@ def _hooks(expl: Explanation, decisive: int | None, max_depth: int) -> list[Any]
     for hook, indices in hook_groups(steps):
         tables: list[str] = []
         for i in indices:
-            t = table_label(steps[i].table, steps[i].event.family, expl.shared)
+            t = table_label(steps[i].table, steps[i].event.label_family, expl.shared)
             if t not in tables:
                 tables.append(t)
         node: tuple[Any, ...] = (

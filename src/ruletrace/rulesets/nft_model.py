@@ -28,7 +28,7 @@ def shared_tables(events: Iterable[Any]) -> frozenset[str]:
     first: dict[str, str] = {}
     shared: set[str] = set()
     for ev in events:
-        fam = ev.family
+        fam = ev.family if getattr(ev, "nftables", False) else None  # a legacy xtables step: not an nft table
         if fam is None:
             continue
         seen = first.setdefault(ev.table, fam)
@@ -40,17 +40,20 @@ def shared_tables(events: Iterable[Any]) -> frozenset[str]:
 def shared_in_rulesets(rulesets: Iterable[Ruleset]) -> frozenset[str]:
     """The table names nf_tables listings give two or more families (``table inet same``, ``table ip
     same``; or ``inet filter`` beside iptables-nft's ``filter``): named with their family on every
-    packet's path, as the path shows one table or both. Names only iptables listings share (filter
-    of iptables-save and of ip6tables-save: no packet meets both) stay as they are."""
+    packet's path, as the path shows one table or both. Legacy xtables listings do not count (their
+    steps are never named so): iptables-save's and ip6tables-save's filter stay ``filter``."""
     families: dict[str, set[str]] = {}
-    native: set[str] = set()
     for rs in rulesets:
+        if rs.family is None or not is_nftables(rs):
+            continue
         for t in rs.tables:
-            if rs.family is not None:
-                families.setdefault(t, set()).add(rs.family)
-            if rs.format.startswith("nft"):
-                native.add(t)
-    return frozenset(t for t, fams in families.items() if len(fams) > 1 and t in native)
+            families.setdefault(t, set()).add(rs.family)
+    return frozenset(t for t, fams in families.items() if len(fams) > 1)
+
+
+def is_nftables(rs: Ruleset) -> bool:
+    """A listing of nf_tables tables: nft's own, or iptables-nft-save's (its header says nf_tables)."""
+    return rs.format.startswith("nft") or rs.backend == "nft"
 
 
 def table_label(table: str, family: str | None, shared: Container[str]) -> str:

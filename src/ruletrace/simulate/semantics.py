@@ -102,6 +102,7 @@ class NftSimEvent(TraceEvent):
     Its packet is the one after the rule's statements ran (a mark set, a DNAT), as nf_tables reports it."""
 
     ts = ident = packet_id = None
+    nftables = True
     origin = ORIGIN
     source = NFT_SOURCE
     _parse = staticmethod(snapshot_fields)

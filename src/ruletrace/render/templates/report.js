@@ -196,14 +196,18 @@
   }
   function ruleKey(ri) {
     var c = chainOfRule(ri);
-    return c ? c.table + ":" + c.name + ":" + (ri - c.first + 1) : String(ri);
+    return c ? c.label + ":" + c.name + ":" + (ri - c.first + 1) : String(ri);
   }
   var ruleByKey = null;
   function ruleFromKey(key) {
     if (/^\d+$/.test(key)) return parseInt(key, 10);
     var m = /^([^:]*):(.*):(\d+)$/.exec(key);
     if (!m) return -1;
-    if (!ruleByKey) { ruleByKey = {}; chains.forEach(function (c) { var k = c.table + ":" + c.name; if (!(k in ruleByKey)) ruleByKey[k] = c; }); }
+    if (!ruleByKey) {  // by the table's label ("ip6 same"), and by its bare name for a link written without
+      ruleByKey = {};
+      chains.forEach(function (c) { var k = c.label + ":" + c.name; if (!(k in ruleByKey)) ruleByKey[k] = c; });
+      chains.forEach(function (c) { var k = c.table + ":" + c.name; if (!(k in ruleByKey)) ruleByKey[k] = c; });
+    }
     var c = ruleByKey[m[1] + ":" + m[2]], n = parseInt(m[3], 10);
     return c && n >= 1 && n <= c.n ? c.first + n - 1 : -1;
   }
