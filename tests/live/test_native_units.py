@@ -216,7 +216,6 @@ def test_merge_keeps_each_backends_shared_table_names_and_the_deciders_family():
     parts[1][1].verdict.family = "ipv4"
     m = both.merge(Packet(1, []), parts, missing=[])
     assert m.verdict.family == "ipv4" and m.verdict.kind is StepKind.POLICY
-    assert m.shared == frozenset()  # legacy filter and nft inet filter: each backend's own names
 
 
 def test_one_backend_accept_is_never_the_fate():
