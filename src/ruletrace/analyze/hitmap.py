@@ -98,13 +98,14 @@ class HitMap:
         self.tables: Counter[tuple[str, str]] = Counter()  # (hook, table) -> packets that passed it
         self.packets = 0
 
-    def ruleset_index(self, family: str | None) -> int:
-        """Which ruleset a packet of ``family`` was explained against (as the pipeline picks it)."""
+    def ruleset_index(self, family: str | None, default: int = 0) -> int:
+        """Which ruleset a packet (or a step) of ``family`` was explained against (as the pipeline
+        picks it); ``default`` when no ruleset is of that family."""
         if family is not None:
             for i, rs in enumerate(self.rulesets):
                 if rs.family == family:
                     return i
-        return 0
+        return default
 
     def add(self, places: Iterable[Place | tuple[int, str, str, str, int | None]], family: str | None = None, *,
             weight: int = 1, ruleset: int | None = None) -> int:

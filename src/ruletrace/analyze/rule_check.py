@@ -407,14 +407,9 @@ def vmap_element(rule_text: str, elements: Sequence[str], fields: Mapping[str, s
         values = [v.strip() for v in key.split(" . ")]
         if len(values) != len(parts):
             return None
-        results = []
-        for (name, module), value in zip(parts, values):
-            if name in ("dport", "sport"):
-                value = value.replace("-", ":")
-            try:
-                results.append(_match(name, module, [value], fields.get(_FIELD[name])))
-            except RuletraceError:
-                results.append(None)
+        results = [_apply(name, module, [value.replace("-", ":") if name in ("dport", "sport") else value],
+                          fields.get(_FIELD[name]), False)
+                   for (name, module), value in zip(parts, values)]
         if all(r is True for r in results):
             if found is not None:
                 return None

@@ -356,12 +356,11 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
     from ..explain.explain import explain_packet
     from ..simulate.compare import compare, traced_ctstate
     from ..sources.detect import read_any
+    from .console import make_consoles, say_read
 
     rows = []
     fates: list[tuple[Fate, Fate]] = []  # (traced, predicted)
     formats: list[str] = []
-    from .console import make_consoles, say_read
-
     _out, err = make_consoles(no_color=no_color)
 
     def heard(path: str, fmt: str) -> None:

@@ -161,11 +161,13 @@ def group_packets(
             key = resolve_key(open_, partials, key)
             op = open_.get(key)
         if op is not None:
-            if ti is not None:
+            if reenters_base(op[_BASES], ev):
+                restart = True
+            elif ti is not None:
                 restart = (
                     starts_new(op, ev.chain, ti, ev.num or 0)
                     and not loops_back(op[_HOOK], ev.chain, ev.fields.get("IN"))
-                ) or reenters_base(op[_BASES], ev) or (
+                ) or (
                     # another exact id where a traversal starts; mid-path a new id is the same
                     # packet (bridged packets get a new nf_tables trace id at FORWARD)
                     pid is not None and op[_PID] is not None and pid != op[_PID]
@@ -175,7 +177,7 @@ def group_packets(
                 # a frame a bridge passes up to its host gets a new nf_tables trace id when it
                 # leaves the bridge hooks for the IP stack's: the same packet (bridge_passes_up)
                 restart = (pid is not None and op[_PID] is not None and pid != op[_PID]
-                           and not bridge_passes_up(op[_EVENTS][-1], ev)) or reenters_base(op[_BASES], ev)
+                           and not bridge_passes_up(op[_EVENTS][-1], ev))
             if restart:
                 del open_[key]
                 finish(op)

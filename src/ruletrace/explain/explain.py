@@ -281,7 +281,7 @@ class _Walker:
         return plan
 
     def _fate(self, events: list[TraceEvent], steps: list[_StepPlan]) -> _Plan:
-        shared = self.shared | shared_tables(events) if self.shared else shared_tables(events)
+        shared = self.shared | shared_tables(events)
         d = decide(self.view, events, steps, shared)
         return _Plan(steps, d.fate, d.verdict, d.verdict_index, d.last_seen, notes=d.notes, shared=shared)
 

@@ -70,11 +70,6 @@ class ReportData:
         self._ports: dict[Any, int | None] = {}  # logged port text -> number (analyze.diff.port)
         self._shown: dict[str, tuple[int, str, str, str]] = {}  # logged address -> _show(it): _add_fast
         self._one_ruleset = len(self.rulesets) <= 1
-        # a family -> the first ruleset of it (HitMap.ruleset_index), for the steps of a path
-        self._family_index: dict[str, int] = {}
-        for i, r in enumerate(self.rulesets):
-            if r.family is not None:
-                self._family_index.setdefault(r.family, i)
         # one entry per packet, in input order
         self.ids: list[Any] = []
         self._pv: list[int] = []
@@ -390,7 +385,7 @@ class ReportData:
             if got is None:
                 table, chain, kind, num, depth, action, returned_to, policy, warning, note, family = st
                 # each step in the ruleset of its own family: one native path meets ip nat and inet filter
-                srs = rs if one or family is None else self._family_index.get(family, rs)
+                srs = rs if one or family is None else self._rs_of.ruleset_index(family, rs)
                 pkey = (srs, table, chain, kind, num)
                 place = self._places.get(pkey)
                 if place is None:

@@ -16,7 +16,7 @@ from ..errors import RuletraceError
 from ..explain.owners import rule_interfaces
 from ..model import Ruleset
 from .backends import Both
-from .engine import SimResult, simulate
+from .engine import ASSUMED_IIF, SimResult, simulate
 from .hostfacts import HostFacts
 from .probe import Probe
 
@@ -69,8 +69,8 @@ def depends_on(rs: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFact
             out.append(f"{probe.dst} local" if res.path == "input" and "FORWARD" in res.hooks else f"path {res.path}")
     named = _path_ifaces(rs, res)
     if probe.iif is None and res.path != "output" and any(
-            differs(replace(pinned, iif=i)) for i in [OTHER_IFACE, *named] if i != "eth0"):
-        out.append("IN=eth0")
+            differs(replace(pinned, iif=i)) for i in [OTHER_IFACE, *named] if i != ASSUMED_IIF):
+        out.append(f"IN={ASSUMED_IIF}")
     if res.assumed_out is not None and any(
             differs(replace(pinned, oif=i)) for i in [OTHER_IFACE, *named] if i != res.assumed_out):
         out.append(f"OUT={res.assumed_out}")

@@ -37,6 +37,8 @@ _ACCEPTED_BY: dict[str, str] = {}
 _NO_HOOKS: dict[str, Any] = {}  # (never written)
 _NO_MISSES: dict[int, str] = {}  # (never written)  # verdict reason -> "last accepted by <reason>" (one string per rule)
 
+ASSUMED_IIF = "eth0"  # the input interface a probe without one is given (depends.py tries others)
+
 
 @dataclass(slots=True)
 class Miss:
@@ -195,8 +197,8 @@ class _Run(WalkState):
         else:
             p.iif = pr.iif
             if p.iif is None:
-                p.iif = "eth0"
-                c.note("input interface not given: assumed IN=eth0")
+                p.iif = ASSUMED_IIF
+                c.note(f"input interface not given: assumed IN={ASSUMED_IIF}")
             p.oif = None
             p.snap = None
             fate = (self._l2(p, c) if self.l2 is not None else None) or self._incoming(p, c)
