@@ -453,6 +453,9 @@ class Verdict:
     reason: str = ""  # one human-readable sentence
     kind: StepKind | None = None  # the deciding step's: RULE with rule None is a rule not in the ruleset
     family: str | None = field(default=None, compare=False)  # the deciding step's event's, where the source says it
+    # a legacy xtables verdict's packet family (``family`` is None there: its tables are never labelled in
+    # a path); the summary tells iptables' filter from ip6tables' by it (analyze/summary.Summary.ranked)
+    legacy_family: str | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)

@@ -157,3 +157,31 @@ def test_run_summary_takes_the_parallel_pass_only_where_it_applies(kube, monkeyp
     assert Run(rs, [str(log)], detail=True).summary().packets == 600
     assert Run(rs, [str(log)], detail=False, packet_filter=PacketFilter(ids={1, 2})).summary().packets == 2
     assert calls == []
+
+
+def test_parallel_summary_tells_iptables_from_ip6tables_as_the_sequential_does(tmp_path, monkeypatch):
+    """iptables-save + ip6tables-save and a log of IPv4 and IPv6 packets ending at filter:OUTPUT's
+    policy: two tables, two deciders, on every core as in one process (the fast path's path steps now
+    carry their packet's family)."""
+    from tests.render.test_shared_table_names import _TAIL4, _TAIL6, V4, V6
+
+    (tmp_path / "v4.save").write_text(V4)
+    (tmp_path / "v6.save").write_text(V6)
+    lines = []
+    for i in range(1, 1500):
+        if i % 3:
+            lines += [f"[  100.{i:06d}] TRACE: filter:OUTPUT:rule:1 {_TAIL4.format(id=i)}",
+                      f"[  100.{i:06d}] TRACE: filter:OUTPUT:policy:2 {_TAIL4.format(id=i)}"]
+        else:
+            lines.append(f"[  100.{i:06d}] TRACE: filter:OUTPUT:policy:3 {_TAIL6.format(id=i)}")
+    log = tmp_path / "t.log"
+    log.write_text("\n".join(lines) + "\n")
+    rules = [str(tmp_path / "v4.save"), str(tmp_path / "v6.save")]
+    seq = Summary()
+    for e in Run(load_rulesets(rules), [str(log)], detail=False).explanations():
+        seq.add(e)
+    monkeypatch.setattr(parallel, "SLICE_MIN", log.stat().st_size // 6)
+    rs = load_rulesets(rules)
+    par, *_ = parallel.summarize(str(log), lambda: rs, pick_ruleset, workers=2)
+    assert par.to_json() == seq.to_json()
+    assert [(d["family"], d["count"]) for d in seq.to_json()["deciding"]] == [("ipv4", 1000), ("ipv6", 499)]

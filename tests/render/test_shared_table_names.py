@@ -13,7 +13,7 @@ import io
 import json
 from pathlib import Path
 
-from ruletrace.analyze.live import decider_words
+from ruletrace.analyze.live import decider_text, decider_words
 from ruletrace.analyze.summary import Summary
 from ruletrace.pipeline import Run, load_rulesets
 from ruletrace.render.json import to_json
@@ -196,3 +196,70 @@ def test_legacy_xtables_tables_are_never_named_with_a_family(tmp_path, capsys):
     assert head.startswith("DELIVERED by filter:ALLOWED rule 1: accepted by nft ip filter:INPUT policy ACCEPT, "
                            "then accepted by legacy filter:ALLOWED rule 1")
     assert "INPUT  inet filter -> ip filter -> filter" in out
+
+
+V4 = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p tcp -j LOG
+COMMIT
+"""
+V6 = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -d fd99::1/128 -j DROP
+-A OUTPUT -d fd99::2/128 -j DROP
+COMMIT
+"""
+_TAIL4 = ("IN= OUT=eth0 SRC=10.0.0.1 DST=10.0.0.2 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID={id} DF PROTO=TCP SPT=1000 "
+          "DPT=80 SEQ=1 ACK=0 WINDOW=64240 RES=0x00 SYN URGP=0")
+_TAIL6 = ("IN= OUT=eth0 SRC=fd00::1 DST=fd00::2 LEN=80 TC=0 HOPLIMIT=64 FLOWLBL={id} PROTO=TCP SPT=1000 DPT=80 "
+          "SEQ=1 ACK=0 WINDOW=64240 RES=0x00 SYN URGP=0")
+
+
+def _legacy_both(tmp_path, six=True):
+    (tmp_path / "v4.save").write_text(V4)
+    (tmp_path / "v6.save").write_text(V6)
+    lines = [f"[  100.00000{i}] TRACE: filter:OUTPUT:rule:1 {_TAIL4.format(id=i)}\n"
+             f"[  100.00000{i}] TRACE: filter:OUTPUT:policy:2 {_TAIL4.format(id=i)}" for i in (1, 2)]
+    if six:
+        lines.append(f"[  100.000003] TRACE: filter:OUTPUT:policy:3 {_TAIL6.format(id=3)}")
+    (tmp_path / "t.log").write_text("\n".join(lines) + "\n")
+    return [str(tmp_path / "v4.save"), str(tmp_path / "v6.save"), str(tmp_path / "t.log")]
+
+
+def test_a_summary_tells_iptables_tables_from_ip6tables_ones(tmp_path, capsys):
+    """Left from the last session: iptables-save + ip6tables-save, IPv4 and IPv6 packets ending at
+    filter:OUTPUT's policy: `--summary` showed two rows both reading "filter:OUTPUT policy ACCEPT" (the
+    policies' numbers differ). They are two tables: the summary names each in its tool's words, never
+    nft's (`ip filter` is the nf_tables table on a mixed host), and the tree of one packet stays as it was."""
+    from ruletrace.cli import main
+
+    v4, v6, log = _legacy_both(tmp_path)
+    assert main(["explain", "-r", v4, "-r", v6, log, "--summary", "--no-color", "--width", "120"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if "policy" in ln]
+    assert rows == [["2", "accept", "iptables", "filter:OUTPUT", "policy", "ACCEPT"],
+                    ["1", "accept", "ip6tables", "filter:OUTPUT", "policy", "ACCEPT"]]
+    assert main(["explain", "-r", v4, "-r", v6, log, "--json"]) == 0
+    deciding = json.loads(capsys.readouterr().out)["summary"]["deciding"]
+    assert [(d["family"], d["num"], d["count"]) for d in deciding] == [("ipv4", 2, 2), ("ipv6", 3, 1)]
+    assert main(["explain", "-r", v4, "-r", v6, log, "--no-color"]) == 0
+    tree, _, summary = capsys.readouterr().out.partition("3 packets")
+    assert "iptables" not in tree and "ip filter" not in tree and "SENT by filter:OUTPUT policy ACCEPT" in tree
+    assert "ip6tables filter:OUTPUT policy" in summary  # the summary after the trees: two tables
+
+
+def test_one_familys_legacy_deciders_keep_their_plain_names(tmp_path, capsys):
+    from ruletrace.cli import main
+
+    v4, v6, log = _legacy_both(tmp_path, six=False)
+    assert main(["explain", "-r", v4, "-r", v6, log, "--json"]) == 0
+    (d,) = json.loads(capsys.readouterr().out)["summary"]["deciding"]
+    assert "family" not in d and d["count"] == 2
+    s = Summary()
+    for e in Run(load_rulesets([v4, v6]), [log]).explanations():
+        s.add(e)
+        assert decider_text(e) == "filter:OUTPUT policy ACCEPT"  # the live line
+    assert [decider_words(d) for d, _ in s.ranked()] == ["filter:OUTPUT policy ACCEPT"]

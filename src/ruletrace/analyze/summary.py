@@ -36,6 +36,10 @@ class Decider(NamedTuple):
     # One rule, two owners (kind and name): two deciders; two endpoints of one service are one
     # (``Summary`` keeps of the owner what its packets agree on)
     owner: Owner | None = None
+    # a legacy xtables decider's packet family (iptables' filter and ip6tables' filter are two tables, so
+    # two deciders); ``Summary.ranked`` copies it to ``family``, and the views name the table in its tool's
+    # words, only where the summary's deciders hold the name in two families
+    xtables: str | None = None
 
 
 class Summary:
@@ -84,7 +88,7 @@ class Summary:
         o = d.owner
         if o is None:
             return d
-        key = (*d[:-1], o.kind, o.name, o.specific)
+        key = (*_plain(d), o.kind, o.name, o.specific)
         got = self._groups.get(key)
         if got is None:
             self._groups[key] = d
@@ -136,9 +140,20 @@ class Summary:
         }
 
     def ranked(self) -> list[tuple[Decider, int]]:
-        # most packets first; ties by place, so that the order does not depend on which packet
-        # came first (the parallel summary counts slices in the order they finish)
-        return sorted(self.deciding.items(), key=lambda kv: (-kv[1], _order(kv[0])))
+        """The deciders as every view shows them, most packets first; ties by place, so that the order
+        does not depend on which packet came first (the parallel summary counts slices in the order they
+        finish). A legacy decider's family stays only where the deciders show its table's name in two
+        families (IPv4's and IPv6's filter:OUTPUT policy read alike otherwise)."""
+        fams: dict[str | None, set[str]] = {}
+        for d in self.deciding:
+            if d.xtables is not None:
+                fams.setdefault(d.table, set()).add(d.xtables)
+        shown: Counter[Decider] = Counter()
+        for d, n in self.deciding.items():
+            if d.xtables is not None:
+                d = d._replace(family=d.xtables) if len(fams[d.table]) > 1 else d._replace(xtables=None)
+            shown[d] += n
+        return sorted(shown.items(), key=lambda kv: (-kv[1], _order(kv[0])))
 
     def top_warnings(self, limit: int | None = None) -> list[tuple[str, int]]:
         return sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
@@ -146,9 +161,10 @@ class Summary:
 
 def decider_table(d: Decider) -> str:
     """The deciding table as every view names it: ``ip same`` where the path showed that name in two
-    families (``Decider.family``), else its name ("?" when unknown)."""
+    families (``Decider.family``), ``ip6tables filter`` where the summary holds a legacy table's name in
+    two (``Summary.ranked``), else its name ("?" when unknown)."""
     table = d.table or "?"
-    return table_label(table, d.family, (table,))
+    return table_label(table, d.family, (table,), legacy=d.xtables is not None)
 
 
 def decider_owner(d: Decider) -> Owner | None:
@@ -165,7 +181,7 @@ def decider_owner(d: Decider) -> Owner | None:
 def _fields(d: Decider) -> dict[str, Any]:
     """A decider's fields for JSON; its owner goes in as ``owner``, after ``count`` (docs/json-schema.md)."""
     out = d._asdict()
-    del out["owner"]
+    del out["owner"], out["xtables"]
     if out["family"] is None:  # only where two families' tables share the name
         del out["family"]
     return out
@@ -175,9 +191,14 @@ def _as_json(o: Owner | None) -> dict[str, Any] | None:
     return None if o is None else o.as_json()
 
 
+def _plain(d: Decider) -> tuple[Any, ...]:
+    """A decider's fields but its owner."""
+    return d[:-2] + d[-1:]
+
+
 def _order(d: Decider) -> tuple[Any, ...]:
     """A total order on deciders: by action, table, chain, number …, owner; a missing field last."""
-    return (*((x is None, x if x is not None else "") for x in d[:-1]), (d.owner is None, str(d.owner or "")))
+    return (*((x is None, x if x is not None else "") for x in _plain(d)), (d.owner is None, str(d.owner or "")))
 
 
 def _decider(expl: Explanation) -> Decider:
@@ -186,13 +207,14 @@ def _decider(expl: Explanation) -> Decider:
         return Decider(None, None, None, None, None, None, expl.last_seen)
     owner = deciding_owner(expl)
     family = v.family if v.table in expl.shared else None
+    xt = v.legacy_family if family is None else None
     if v.rule is not None:
         num = v.num if v.num is not None else v.rule.num
-        return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None, family, owner)
+        return Decider(v.action, v.table, v.chain, num, v.rule.text, None, None, family, owner, xt)
     if v.kind is StepKind.RULE:  # a rule the ruleset does not hold ("rule ?"), not the chain's policy
-        return Decider(v.action, v.table, v.chain, v.num, None, None, None, family, owner)
+        return Decider(v.action, v.table, v.chain, v.num, None, None, None, family, owner, xt)
     policy = next(
         (s.policy for s in reversed(expl.steps) if s.policy and s.table == v.table and s.chain == v.chain),
         v.action.upper(),
     )
-    return Decider(v.action, v.table, v.chain, v.num, None, policy, None, family, owner)
+    return Decider(v.action, v.table, v.chain, v.num, None, policy, None, family, owner, xt)

@@ -74,6 +74,11 @@ class _PathStep(NamedTuple):
         family (TraceEvent.label_family)."""
         return None
 
+    @property
+    def nftables(self) -> bool:
+        """A kernel log's step is a legacy xtables one (TraceEvent.nftables)."""
+        return False
+
 
 _path_step = partial(tuple.__new__, _PathStep)  # (table, chain, kind, num, verdict) -> _PathStep
 
@@ -382,8 +387,10 @@ class Explainer:
             m = plan.memo = make(self._explanation(packet, plan, False))
         return m
 
-    def memo_path(self, steps: tuple[Any, ...], make: Callable[[Explanation], Any], n: int = 1) -> Any:
-        """``make(explanation)`` for ``n`` packets of a path given as ``(table, chain, kind, num)`` steps.
+    def memo_path(self, steps: tuple[Any, ...], make: Callable[[Explanation], Any], n: int = 1,
+                  family: str | None = None) -> Any:
+        """``make(explanation)`` for ``n`` packets of a path given as ``(table, chain, kind, num)`` steps
+        of a packet of ``family`` (one Explainer sees one family's paths: its key is the steps alone).
 
         Computed once per path.
 
@@ -391,7 +398,7 @@ class Explainer:
         """
         got = self._path_memo.get(steps)
         if got is None:
-            events = list(map(_path_step, map(operator.add, steps, repeat((None, None, False, None)))))
+            events = list(map(_path_step, map(operator.add, steps, repeat((None, None, False, family)))))
             plan = self._walker.plan(events, False)  # type: ignore[arg-type]  # _PathStep has the TraceEvent fields a walk reads
             got = self._path_memo[steps] = (
                 make(self._explanation(Packet(0, events), plan, False)), bool(plan.misfits)  # type: ignore[arg-type]  # as above

@@ -55,7 +55,8 @@ def place(ev: Any, rule: Any, kind: StepKind, shared: Container[str] = ()) -> st
 def _verdict(events: Sequence[TraceEvent], steps: Sequence[Any], i: int, reason: str) -> Verdict:
     ev, sp = events[i], steps[i]
     num = ev.num if ev.num is not None else sp.rule.num if sp.rule is not None else None
-    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason, ev.kind, ev.label_family)
+    return Verdict(sp.action, ev.table, ev.chain, num, sp.rule, reason, ev.kind, ev.label_family,
+                   None if ev.nftables else ev.family)
 
 
 def _what(ev: TraceEvent, sp: Any, shared: Container[str] = ()) -> str:

@@ -239,7 +239,7 @@ def summarize(path: str, load_rulesets: Callable[[], Any], pick: Callable[[Any, 
             ex = explainers.get(fam)
             if ex is None:
                 ex = explainers[fam] = Explainer(pick(rulesets, fam), summary_only=True)
-            entry = ex.memo_path(steps, entry_of, n)
+            entry = ex.memo_path(steps, entry_of, n, fam)
             if not fates or entry[0] in fates:
                 total.count(entry, n)
 

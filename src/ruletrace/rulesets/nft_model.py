@@ -20,6 +20,9 @@ from ..model import Chain, NftSet, Origin, Rule, Ruleset
 # and back (``table ip filter``): the one home of both
 FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet", "arp": "arp", "bridge": "bridge", "netdev": "netdev"}
 NFT_WORDS = {ours: word for word, ours in FAMILIES.items()}
+# a legacy xtables table by its family, in the tools' own words (never nft's: ``ip filter`` is the nf_tables
+# table on a mixed host)
+XTABLES_WORDS = {"ipv4": "iptables", "ipv6": "ip6tables", "arp": "arptables", "bridge": "ebtables"}
 
 
 def shared_tables(events: Iterable[Any]) -> frozenset[str]:
@@ -56,11 +59,14 @@ def is_nftables(rs: Ruleset) -> bool:
     return rs.format.startswith("nft") or rs.backend == "nft"
 
 
-def table_label(table: str, family: str | None, shared: Container[str]) -> str:
+def table_label(table: str, family: str | None, shared: Container[str], *, legacy: bool = False) -> str:
     """A table as a path shows it: its name, or, where the path shows that name in two families,
-    with the family in nft's words (``ip filter``, ``inet filter``), the one rule for every view."""
+    with the family in nft's words (``ip filter``, ``inet filter``), the one rule for every view;
+    a ``legacy`` xtables table in its tool's (``ip6tables filter``: a summary over IPv4 and IPv6 packets)."""
     if family is None or table not in shared:
         return table
+    if legacy:
+        return f"{XTABLES_WORDS.get(family, family)} {table}"
     return f"{NFT_WORDS.get(family, family)} {table}"
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting", "ingress", "egress")
 CHAIN_TYPES = ("filter", "nat", "route")
