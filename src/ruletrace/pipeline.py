@@ -11,7 +11,7 @@ from .correlate.group import group_packets
 from .errors import RuletraceError
 from .explain.explain import Explainer
 from .explain.replies import with_replies
-from .fields import FIELD_NAMES, same_address
+from .fields import FIELD_NAMES, bounded_int, proto_name, same_address
 from .model import Explanation, Fate, Packet, Ruleset, RulesetView, TraceEvent, pick_ruleset
 from .sources.stats import ReadStats
 
@@ -61,7 +61,7 @@ class PacketFilter:
             key = cls.ALIASES.get(k.lower(), k.upper())
             if key not in FIELD_NAMES:
                 raise RuletraceError(f"--match {item!r}: unknown field {k!r}; known: {', '.join(cls.known_fields())}")
-            m[key] = v.upper() if key == "PROTO" else v
+            m[key] = match_value(key, v.strip(), item)
         fs = set()
         for f in fates:
             try:
@@ -90,6 +90,39 @@ class PacketFilter:
         if self.fates and e.fate not in self.fates:
             return False
         return not self.owners or owned_by(e, self.owners)
+
+
+_NUMBERS = {"SPT": 65535, "DPT": 65535, "ID": 2**32 - 1, "TTL": 255, "HOPLIMIT": 255, "LEN": 2**32 - 1,
+            "TYPE": 255, "CODE": 255, "MARK": 2**32 - 1}
+
+
+def match_value(key: str, v: str, item: str) -> str:
+    """A ``--match`` value as the fields spell it, or an error naming what is wrong with it: an address
+    or CIDR for SRC/DST (``[fd00::1]`` taken too), a number in range for ports and the like, a mark in any
+    base (``0x00008000`` and ``32768`` are the log's ``0x8000``), a protocol by name or number
+    (``ipv6-icmp`` and ``58`` are the log's ``ICMPv6``). An empty value matches an empty field (``out=``)."""
+    if not v:
+        return v
+    if key in ("SRC", "DST"):
+        bare = v[1:-1] if v[:1] == "[" and v[-1:] == "]" else v
+        try:
+            ipaddress.ip_network(bare, strict=False) if "/" in bare else ipaddress.ip_address(bare)
+        except ValueError:
+            raise RuletraceError(f"--match {item!r}: {bare!r} is not an IP address or network") from None
+        return bare
+    if key in _NUMBERS:
+        n = bounded_int(v, 0) if key == "MARK" else bounded_int(v)
+        if n is None or not 0 <= n <= _NUMBERS[key]:
+            what = "a number (0x… for hex)" if key == "MARK" else "a number"
+            raise RuletraceError(f"--match {item!r}: expected {what} from 0 to {_NUMBERS[key]}")
+        return f"{n:#x}" if key == "MARK" else str(n)
+    if key == "PROTO":
+        from .rulesets.options import PROTOCOLS
+
+        low = v.lower()
+        n = int(low) if low.isdigit() and len(low) <= 3 else PROTOCOLS.get("icmpv6" if low == "icmp6" else low)
+        return proto_name(n).upper() if n is not None else v.upper()
+    return v
 
 
 def owned_by(e: Explanation, wants: list[str]) -> bool:
@@ -498,6 +531,10 @@ class Run:
         self._finish_warnings(sum(ex.misfit_packets for ex in self._explainers.values()))
 
     def _finish_warnings(self, misfit: int) -> None:
+        # what the ruleset parsers said (a guessed table, a missing COMMIT, a policy not given) first, once
+        # each (an nft listing gives one ruleset per family, each with the file's warnings)
+        said = dict.fromkeys(w for rs in self.rulesets for w in rs.warnings)
+        self.warnings[:0] = [w for w in said if w not in self.warnings]
         if misfit and self.skipped:
             self.warnings.append(
                 f"the ruleset does not fit {misfit} packet(s); {self.skipped} damaged line(s) were skipped "

@@ -54,7 +54,7 @@ def test_unknown_match_field_is_an_error_naming_the_known_ones(capsys):
 
 def test_every_known_field_is_accepted():
     for name in PacketFilter.known_fields():
-        PacketFilter.parse([f"{name}=1"])
+        PacketFilter.parse([f"{name}={'10.0.0.1' if name in ('src', 'dst') else 1}"])
 
 
 def test_views_print_ipv6_compressed(capsys):
@@ -284,3 +284,80 @@ def test_man_into_a_folder_that_does_not_exist_is_one_line(capsys, tmp_path):
 def test_an_empty_owner_is_an_error_not_an_empty_result(capsys):
     code, out, err = run(capsys, "explain", "--example", "ipv6", "-m", "owner=")
     assert code == ExitStatus.ERROR and out == "" and "give the owner" in err
+
+
+# review (pasted data): a --match value was compared as text and never checked: the protocol as iptables and nft
+# spell it, a mark as nft prints it, found nothing; a redacted or impossible value quietly matched nothing
+@pytest.mark.parametrize("value", ["proto=ipv6-icmp", "proto=58", "proto=icmp6", "proto=ICMPv6",
+                                   "src=[fd00:10::2]", "src=fd00:10::2 "])
+def test_match_values_in_the_forms_people_type(capsys, value):
+    code, out, _err = run(capsys, "explain", "--example", "ipv6", "--json", "-m", value)
+    assert code == ExitStatus.OK and json.loads(out)["packets"]
+
+
+@pytest.mark.parametrize("value", ["mark=0x00008000", "mark=32768", "mark=0x8000"])
+def test_match_mark_in_any_base(capsys, value):
+    code, out, _err = run(capsys, "explain", "--example", "k8s-nodeport", "--json", "-m", value)
+    assert code == ExitStatus.OK
+    packets = json.loads(out)["packets"]
+    assert packets and all(any(s.get("fields", {}).get("MARK") == "0x8000" for s in p["steps"]) or
+                           p["fields"].get("MARK") == "0x8000" for p in packets)
+
+
+@pytest.mark.parametrize("value,says", [
+    ("src=x.x.x.x", "'x.x.x.x' is not an IP address or network"),
+    ("src=300.1.1.1", "is not an IP address"), ("dst=10.0.0.0/99", "is not an IP address or network"),
+    ("src=fd00:10::2::1", "is not an IP address"), ("dport=abc", "expected a number from 0 to 65535"),
+    ("sport=70000", "expected a number from 0 to 65535"), ("dport=22,80", "expected a number"),
+    ("mark=0xzz", "expected a number (0x… for hex)"), ("ttl=300", "from 0 to 255")])
+def test_a_match_value_that_cannot_be_is_an_error(capsys, value, says):
+    code, out, err = run(capsys, "explain", "--example", "ipv6", "-m", value)
+    assert code == ExitStatus.ERROR and out == ""
+    assert err.startswith(f"ruletrace: error: --match {value!r}: ") and says in err
+
+
+def test_the_read_line_comes_before_the_json_document(tmp_path):
+    """review: `explain --json 2>&1` put "ruletrace: read X as kernel-log" inside the document, after
+    `"packets":[` (the document opened before the first packet was read)."""
+    import subprocess
+    import sys
+
+    both = subprocess.run([sys.executable, "-m", "ruletrace", "explain", "--example", "filter-basics", "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True).stdout
+    head, _, doc = both.partition("\n")
+    assert head.startswith("ruletrace: read ") and head.endswith(" as kernel-log")
+    assert json.loads(doc)["packets"]
+
+
+K8S = Path(__file__).resolve().parents[2] / "src" / "ruletrace" / "examples" / "k8s-nodeport"
+
+
+def test_a_missing_policy_line_is_an_unknown_policy_said_as_a_warning(tmp_path, capsys):
+    """review (pasted data): the filter table pasted without its `:INPUT ACCEPT` line was read as policy
+    ACCEPT ("accepted by the ACCEPT policy of filter:INPUT"); README: unknown, never an assumed ACCEPT.
+    The parser said so, but its warnings never reached the user."""
+    lines = (K8S / "ruleset.rules").read_text().splitlines(keepends=True)
+    start = lines.index("*filter\n")
+    rules = tmp_path / "nopol.rules"
+    rules.write_text("".join(x for i, x in enumerate(lines) if not (i > start and x.startswith(":INPUT "))))
+    log = tmp_path / "one.log"
+    log.write_text(next(x for x in (K8S / "kernel.log").read_text().splitlines(keepends=True)
+                        if "filter:INPUT:policy" in x))
+    _code, out, err = run(capsys, "explain", "-r", str(rules), str(log), "--no-color", "--width", "200")
+    assert "UNKNOWN" in out and "accepted by" not in out and "the ruleset does not say its verdict" in out
+    assert "ruletrace: warning: " + str(rules) + ":" in err
+    assert "built-in chain filter INPUT not declared: its policy is unknown" in err
+    _code, out, err = run(capsys, "explain", "-r", str(rules), str(log), "--json")
+    assert any("its policy is unknown" in w for w in json.loads(out)["warnings"])
+
+
+def test_the_parsers_guesses_and_cuts_are_said(tmp_path, capsys):
+    text = (K8S / "ruleset.rules").read_text()
+    one = tmp_path / "onechain.rules"
+    one.write_text("".join(x for x in text.splitlines(keepends=True) if x.startswith(("-A KUBE-FIREWALL", "-A INPUT"))))
+    err = run(capsys, "explain", "-r", str(one), str(K8S / "kernel.log"), "--summary")[2]
+    assert "no '*table' line: rules read as table filter (iptables' default) — a guess" in err
+    cut = tmp_path / "cut.rules"
+    cut.write_text(text[:text.index("COMMIT", text.index("*nat"))])
+    err = run(capsys, "explain", "-r", str(cut), str(K8S / "kernel.log"), "--summary")[2]
+    assert "table nat (line " in err and "has no COMMIT at end of file" in err

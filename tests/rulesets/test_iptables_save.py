@@ -182,8 +182,9 @@ def test_family_without_header() -> None:
 def test_builtin_chain_not_declared_is_created() -> None:
     rs = _parse("*filter\n-A INPUT -j DROP\nCOMMIT\n")
     assert rs.rule("filter", "INPUT", 1).target == "DROP"
-    assert rs.chain("filter", "INPUT").policy == "ACCEPT"
-    assert len(rs.warnings) == 1 and "t.save:2" in rs.warnings[0]
+    # its policy is the kernel's, which the paste does not show: unknown, never an assumed ACCEPT (README)
+    assert rs.chain("filter", "INPUT").policy is None and rs.chain("filter", "INPUT").builtin
+    assert len(rs.warnings) == 1 and "t.save:2" in rs.warnings[0] and "its policy is unknown" in rs.warnings[0]
 
 
 def test_missing_commit_is_a_warning() -> None:

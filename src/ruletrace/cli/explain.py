@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import shutil
 import sys
@@ -130,6 +131,14 @@ def _with_facts(explanations, facts):
         yield e
 
 
+def _primed(items):
+    """``items`` with its first one already taken (the reading, and what it says on stderr, done)."""
+    it = iter(items)
+    for first in it:
+        return itertools.chain((first,), it)
+    return iter(())
+
+
 def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool, facts=None) -> int:
     from ..render.json import write_document
     from ..render.summary import Summary, to_renderable
@@ -149,8 +158,9 @@ def _emit(run: Run, out, *, summary: bool, as_json: bool, verbose: bool, facts=N
             yield summ.add(e)
         summ.add_skipped(run.skipped)  # run-level warnings go to stderr and the JSON "warnings"
 
-    if as_json:
-        return write_document(counted(), sys.stdout, summary=summ, warnings=run.warnings, sources=run.sources)
+    if as_json:  # the first packet read before the document opens: "read X as FORMAT" comes first on 2>&1
+        return write_document(_primed(counted()), sys.stdout, summary=summ, warnings=run.warnings,
+                              sources=run.sources)
     from ..render.tree import render_explanations
     from ..render.tree_plain import for_console
 

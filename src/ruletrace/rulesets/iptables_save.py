@@ -383,9 +383,10 @@ def _undeclared(
     name: str, table: str, chains: dict[str, Chain], origin: Origin, warnings: list[str]
 ) -> Chain:
     if name in TABLE_CHAINS[table]:
-        # iptables-restore keeps the table's built-in chains even when not listed
-        warnings.append(f"{origin}: built-in chain {table} {name} not declared; assuming policy ACCEPT")
-        chain = chains[name] = Chain(table, name, "ACCEPT", [], None, None)
+        # iptables-restore keeps the table's built-in chains even when not listed, and their policies as
+        # the kernel had them: unknown here (README: never an assumed ACCEPT)
+        warnings.append(f"{origin}: built-in chain {table} {name} not declared: its policy is unknown")
+        chain = chains[name] = Chain(table, name, None, [], None, None)
         return chain
     raise RuletraceError(
         f"rule appended to chain {name}, which is not declared in table {table} (add ':{name} - [0:0]')",
