@@ -221,3 +221,34 @@ def test_no_chain_header_is_an_error() -> None:
     with pytest.raises(RuletraceError, match="no 'Chain") as exc:
         _parse("hello\n")
     assert str(exc.value).startswith("t.list: ")
+
+
+_NAT_ROWS = """Chain PREROUTING (policy ACCEPT 0 packets, 0 bytes)
+num   pkts bytes target     prot opt in     out     source               destination
+1        0     0 DNAT       6    --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:10.0.0.2:8080
+
+Chain POSTROUTING (policy ACCEPT 0 packets, 0 bytes)
+num   pkts bytes target     prot opt in     out     source               destination
+"""
+
+
+def test_a_nat_listing_without_its_table_line_is_read_as_nat():
+    """review (pasted data): a `-t nat` listing pasted without its '# iptables … -t nat' line was read as
+    table filter, silently: filter then had PREROUTING and POSTROUTING, which it cannot have."""
+    rs = _parse(_NAT_ROWS)
+    assert list(rs.tables) == ["nat"]
+    assert rs.chain("nat", "PREROUTING").rules[0].table == "nat" and rs.rule("nat", "PREROUTING", 1).target == "DNAT"
+    assert len(rs.warnings) == 1 and "read as table nat, as filter has no PREROUTING, POSTROUTING" in rs.warnings[0]
+    assert "a guess" not in rs.warnings[0]  # DNAT runs in nat only
+
+
+def test_unannounced_chains_filter_can_have_stay_filter():
+    rs = _parse(_NAT_ROWS.replace("PREROUTING", "INPUT").replace("POSTROUTING", "OUTPUT").replace("DNAT", "ACCEPT")
+                .replace(" to:10.0.0.2:8080", ""))
+    assert list(rs.tables) == ["filter"] and not rs.warnings
+
+
+def test_a_mangle_listing_without_a_sure_sign_is_a_guess():
+    rs = _parse(_NAT_ROWS.replace("DNAT  ", "MARK  ").replace(" to:10.0.0.2:8080", " MARK set 0x1"))
+    assert list(rs.tables) == ["nat"]  # PREROUTING and POSTROUTING: nat first of the tables that have both
+    assert rs.warnings[0].endswith("— a guess")

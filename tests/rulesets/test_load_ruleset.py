@@ -121,3 +121,36 @@ def test_nft_json_reader_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(RuletraceError, match="nft JSON rulesets are not supported") as exc:
         load_ruleset(str(path))
     assert exc.value.origin == Origin(str(path))
+
+
+_K8S = Path(__file__).resolve().parents[2] / "src" / "ruletrace" / "examples" / "k8s-nodeport" / "ruleset.rules"
+
+
+@pytest.mark.parametrize("quote,offset", [
+    (lambda t: "".join("    " + x for x in t.splitlines(keepends=True)), 0),  # Markdown / forum indentation
+    (lambda t: "".join("\t" + x for x in t.splitlines(keepends=True)), 0),
+    (lambda t: "```\n" + t + "```\n", 1),  # a fenced block pasted whole
+    (lambda t: "```sh\n" + "".join("  " + x for x in t.splitlines(keepends=True)) + "```", 1),
+])
+def test_a_ruleset_pasted_as_a_quote_is_read_with_a_warning(tmp_path, quote, offset):
+    """review (pasted data): an indented iptables-save was refused as 'not a ruleset' and a ``` fence line
+    as 'not an iptables-save line' (the same indentation on a trace was accepted). Lines keep their numbers."""
+    plain = load_ruleset(str(_K8S))
+    p = tmp_path / "q.rules"
+    p.write_text(quote(_K8S.read_text()))
+    rs = load_ruleset(str(p))
+    assert rs.warnings[0] == f"{p}: read without the indentation or ``` fences it was pasted with"
+
+    def rules(r):
+        return [(t, c, x.num, x.text, x.origin.line if x.origin else None)
+                for t, cs in r.tables.items() for c, ch in cs.items() for x in ch.rules]
+
+    assert rules(rs) == [(t, c, n, text, line + offset) for t, c, n, text, line in rules(plain)]
+
+
+def test_a_fault_inside_a_quoted_ruleset_is_said_of_the_text_as_given(tmp_path):
+    p = tmp_path / "q.rules"
+    p.write_text("    *filter\n    :INPUT ACCEPT [0:0]\n    -A NOPE -j DROP\n    COMMIT\n")
+    with pytest.raises(RuletraceError) as e:
+        load_ruleset(str(p))
+    assert "not a ruleset" in str(e.value) or "NOPE" in str(e.value)

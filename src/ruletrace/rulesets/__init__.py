@@ -7,6 +7,7 @@ nft listings (``nft list ruleset`` text and ``nft -j``) give one Ruleset per nft
 from __future__ import annotations
 
 import re
+import textwrap
 
 from ..errors import RuletraceError
 from ..inputs import compression
@@ -55,6 +56,30 @@ def load_rulesets(path: str, text: str | None = None, *, save: Ruleset | None = 
         text = _read(path, origin)
     if not text.strip():
         raise RuletraceError("empty ruleset file", origin=origin)
+    try:
+        return _parse(text, origin, save)
+    except RuletraceError as e:
+        bare = _unquoted(text)
+        if bare is None:
+            raise
+        try:
+            got = _parse(bare, origin, save)
+        except RuletraceError:
+            raise e from None  # the fault is the listing's, not its quoting: said of the text as given
+    for rs in got:
+        rs.warnings.insert(0, f"{path}: read without the indentation or ``` fences it was pasted with")
+    return got
+
+
+def _unquoted(text: str) -> str | None:
+    """A ruleset pasted as a quote (indented as Markdown, a forum or an email does, between ``` fences)
+    as the tool printed it; the same lines, so line numbers hold. None: nothing to take away."""
+    lines = ["" if ln.strip().startswith("```") else ln for ln in text.split("\n")]
+    bare = textwrap.dedent("\n".join(lines))
+    return bare if bare != text else None
+
+
+def _parse(text: str, origin: Origin, save: Ruleset | None) -> list[Ruleset]:
     if _SAVE.search(text):
         from . import iptables_save
 

@@ -84,6 +84,7 @@ class _Reader:
         self.skipped = 0
         self.first_skipped = 0
         self.missing = 0  # placeholder rows made for rules left out of the listing
+        self.announced = False  # a line named a table (else the chains are filter's, or what they show)
 
     def origin(self, lineno: int) -> Origin:
         return Origin(self.path, lineno)
@@ -130,7 +131,33 @@ class _Reader:
                 self.first_skipped = lineno
             self.skipped += 1
 
+    def _unannounced(self) -> None:
+        """Chains listed without a line naming their table are filter's (iptables' default) unless
+        they show another: a built-in chain filter has not (a nat listing's PREROUTING) or a target
+        only one table runs (DNAT: nat), as for ``-A`` lines without ``*table``; said as a guess."""
+        from .iptables_save import _HEADERLESS_ORDER, TABLE_CHAINS, TARGET_TABLE
+
+        chains = self.rs.tables["filter"]
+        builtins = [n for n in chains if any(n in names for names in TABLE_CHAINS.values())]
+        signs = {TARGET_TABLE[r.target] for c in chains.values() for r in c.rules if r.target in TARGET_TABLE}
+        fits = [t for t in _HEADERLESS_ORDER if all(b in TABLE_CHAINS[t] for b in builtins)
+                and (not signs or signs == {t})]
+        if not fits or fits[0] == "filter":
+            return
+        table = fits[0]
+        why = ", ".join(b for b in builtins if b not in TABLE_CHAINS["filter"]) or "its targets"
+        for c in chains.values():
+            c.table = table
+            for r in c.rules:
+                r.table = table
+        self.rs.tables = {table: chains}
+        sure = len(fits) == 1 or bool(signs)
+        self.rs.warnings.append(
+            f"{self.path}: no line names the listing's table (such as '# iptables -L -n -v -t {table}'): read "
+            f"as table {table}, as filter has no {why}" + ("" if sure else " — a guess"))
+
     def _set_table(self, table: str, lineno: int) -> None:
+        self.announced = True
         self.table, self.table_line = table, lineno
         self.chain = self.columns = None
 
@@ -245,6 +272,8 @@ class _Reader:
         if self.skipped:
             rs.warnings.append(f"{self.path}:{self.first_skipped}: {self.skipped} line(s) outside any "
                                "chain listing skipped")
+        if not self.announced and list(rs.tables) == ["filter"]:
+            self._unannounced()
         rs.family = self.family_hint or (
             "ipv6" if _V6_HINT.search(text) else "ipv4" if _V4_HINT.search(text) else None
         )
