@@ -8,12 +8,14 @@ PREROUTING shows from the first step of the next hook on.
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import replace
 
+from ..errors import RuletraceError
 from ..fields import show_address
 from ..model import CauseLink, Change, Explanation, Fate, Rule, RulesetView, Step, StepKind, TraceEvent
 from ..rulesets.nft_model import table_label
+from ..rulesets.options import parse_spec, xmark
 from ..sources.kernel_log import complete  # field text that reaches the packet's end
 from .owners import FALLS_TO_CATCH_ALL, Owner, owner_of, published_port, rule_comments
 
@@ -126,6 +128,64 @@ def _host(addr: str) -> str:
     return addr.split("-")[0]
 
 
+def _untraced_rules(steps: list[Step], i: int, table: str, view: RulesetView,
+                    fits: Callable[[Rule], bool]) -> list[Rule]:
+    """Rules of ``table`` that ``fits`` and a lost trace line may have hidden before step ``i``: those of
+    the chains the path shows there, and of the chains its rules jumped to (and theirs, up to 256)."""
+    family = next((s.event.family for s in reversed(steps[:i]) if s.table == table), None)
+    shown = list(dict.fromkeys(s.chain for s in steps[:i] if s.table == table))
+    todo = [s.rule.target for s in steps[:i] if s.table == table and s.kind is StepKind.RULE
+            and s.rule is not None and s.rule.target and s.rule.target not in shown]
+    found: list[Rule] = []
+    seen: set[str] = set()
+    for name in shown:  # (no walk from these: their jumps the path shows)
+        seen.add(name)
+        chain = view.chain(table, name, family)
+        found += [r for r in chain.rules if fits(r)] if chain is not None else []
+    while todo and len(seen) < 256:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        chain = view.chain(table, name, family)
+        if chain is None:
+            continue
+        for r in chain.rules:
+            if fits(r):
+                found.append(r)
+            elif r.target and view.chain(table, r.target, family) is not None:
+                todo.append(r.target)
+    return found
+
+
+def _untraced_mark_rules(steps: list[Step], i: int, old: int, new: int, view: RulesetView | None,
+                         shared: Container[str] = ()) -> str | None:
+    """A mark changed between two steps with no rule of the path to set it: the MARK rules of the
+    tables and chains the packet passed (and the chains they jumped to) that make ``new`` of ``old``
+    (``rulesets.options.xmark``), whose trace line is lost. A guess from the ruleset, said so."""
+    if view is None:
+        return None
+
+    def sets(r: Rule) -> bool:
+        if r.target != "MARK":
+            return False
+        try:
+            parsed = parse_spec(r.spec)
+            xm = xmark({o: (a[0] if a else "") for _, o, a in parsed.target_opts}, None)
+        except RuletraceError:
+            return False
+        return xm is not None and (old & ~xm[1] & 0xFFFFFFFF) ^ xm[0] == new
+
+    found: list[Rule] = []
+    for table in dict.fromkeys(s.table for s in steps[:i] if s.table):
+        found += _untraced_rules(steps, i, table, view, sets)
+    if not found:
+        return None
+    names = ", ".join(f"{r.table}:{r.chain} rule {r.num}" for r in found[:3]) + (" …" if len(found) > 3 else "")
+    one = "probably " if len(found) == 1 else "probably one of "
+    return f"{one}{names} (it sets this mark); its trace line is not in the log"
+
+
 def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: RulesetView | None,
                         shared: Container[str] = ()) -> str | None:
     """Trace lines lost between a jump and the change: the nat rules of the jumped chains (and the
@@ -135,32 +195,20 @@ def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: Ru
     j = i - 1
     while j >= 0 and steps[j].table != "nat":
         j -= 1
-    if j < 0 or steps[j].rule is None or steps[j].kind is not StepKind.RULE:
+    if j < 0:
         return None
     s = steps[j]
-    family = s.event.family
     actions = DNAT_ACTIONS if what == "DST" else SNAT_ACTIONS
     want_ip = _host(new)
-    found: list[Rule] = []
-    seen: set[str] = set()
-    todo = [s.rule.target] if s.rule is not None and s.rule.target else []
-    while todo and len(seen) < 256:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        chain = view.chain("nat", name, family)
-        if chain is None:
-            continue
-        for r in chain.rules:
-            t = (r.target or "").lower()
-            if t in actions:
-                m = _TO.search(r.text)
-                to = m.group(1) if m else ""
-                if to and (to == new or _host(to) == want_ip):
-                    found.append(r)
-            elif r.target and view.chain("nat", r.target, family) is not None:
-                todo.append(r.target)
+
+    def gives(r: Rule) -> bool:
+        if (r.target or "").lower() not in actions:
+            return False
+        m = _TO.search(r.text)
+        to = m.group(1) if m else ""
+        return bool(to) and (to == new or _host(to) == want_ip)
+
+    found = _untraced_rules(steps, i, "nat", view, gives)
     if not found:
         return None
     port = steps[i - 1].event.fields.get("DPT" if what == "DST" else "SPT")
@@ -169,7 +217,9 @@ def _untraced_nat_rules(steps: list[Step], i: int, what: str, new: str, view: Ru
         found = same or found
     names = ", ".join(f"nat:{r.chain} rule {r.num}" for r in found[:3]) + (" …" if len(found) > 3 else "")
     one = "probably " if len(found) == 1 else "probably one of "
-    return f"{one}{names}, reached from {_where(s, shared)}; its trace line is not in the log"
+    jumped = s.kind is StepKind.RULE and s.rule is not None and s.rule.target == found[0].chain
+    reached = f", reached from {_where(s, shared)}" if jumped else ""
+    return f"{one}{names}{reached}; its trace line is not in the log"
 
 
 def address_change(before: dict[str, str], after: dict[str, str], ip: str, port: str) -> tuple[str, str] | None:
@@ -247,7 +297,7 @@ def leaving_snat(s: Step, j: int) -> Change:
                   note=LEAVING_NOTE)
 
 
-def _mark_changes(expl: Explanation) -> None:
+def _mark_changes(expl: Explanation, view: RulesetView | None = None) -> None:
     steps = expl.steps
     for i in range(1, len(steps)):
         a, b = steps[i - 1].event, steps[i].event
@@ -265,9 +315,10 @@ def _mark_changes(expl: Explanation) -> None:
             expl.marks.append(Change("MARK", hex(old), hex(new), s.table, s.chain, s.num, None, j,
                                      note=_probably(s, expl.shared)))
         else:
+            guess = _untraced_mark_rules(steps, i, old, new, view, expl.shared)
             expl.marks.append(
                 Change("MARK", hex(old), hex(new), step=i,
-                       note="changed outside the traced rules (conntrack, routing or an untraced table)")
+                       note=guess or "changed outside the traced rules (conntrack, routing or an untraced table)")
             )
 
 
@@ -291,7 +342,7 @@ def annotate(expl: Explanation, frames: list[tuple[int, ...]], verdict_index: in
     if not expl.steps:
         return
     _nat_changes(expl, view)
-    _mark_changes(expl)
+    _mark_changes(expl, view)
     _nat_accept_skips_snat(expl)
     if verdict_index is None or expl.verdict is None:
         return

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Origin, Rule
-from ..rulesets.options import int_pair
+from ..rulesets.options import int_pair, mark_num, xmark
 from .hostfacts import addr_text, to_int, to_net
 from .semantics import ACCEPT, CONTINUE, DROP, FLOW, GOTO, JUMP, NAT, QUEUE, REJECT, RETURN, VERDICT
 from .state import Ctx, Pkt
@@ -97,37 +97,8 @@ def compile_target(rule: Rule, name: str | None, goto: bool, opts: list[tuple[bo
     return Target(CONTINUE, name, unknown, args=args)
 
 
-def _num(text: str, origin: Origin | None) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise RuletraceError(f"bad number {text!r}", origin=origin) from None
-
-
-def _vm(text: str, origin: Origin | None, default_mask: int = 0xFFFFFFFF) -> tuple[int, int]:
-    v, _, m = text.partition("/")
-    return _num(v, origin), (_num(m, origin) if m else default_mask)
-
-
-def _xmark(d: dict[str, str], origin: Origin | None) -> tuple[int, int] | None:
-    """MARK/CONNMARK value-changing options as xt_mark_tginfo2 (mark, mask): new = (old & ~mask) ^ mark."""
-    if "--set-xmark" in d:
-        return _vm(d["--set-xmark"], origin)
-    if "--set-mark" in d:
-        v, m = _vm(d["--set-mark"], origin)
-        return v, m | v  # libxt_MARK: --set-mark v/m is --set-xmark v/(m|v)
-    if "--and-mark" in d:
-        return 0, ~_num(d["--and-mark"], origin) & 0xFFFFFFFF
-    if "--or-mark" in d:
-        v = _num(d["--or-mark"], origin)
-        return v, v
-    if "--xor-mark" in d:
-        return _num(d["--xor-mark"], origin), 0
-    return None
-
-
 def _mark(d: dict[str, str], origin: Origin | None) -> Effect:
-    xm = _xmark(d, origin)
+    xm = xmark(d, origin)
     if xm is None:
         raise RuletraceError("MARK needs --set-xmark/--set-mark/--and-mark/--or-mark/--xor-mark", origin=origin)
     val, mask = xm
@@ -139,8 +110,8 @@ def _mark(d: dict[str, str], origin: Origin | None) -> Effect:
 
 
 def _connmark(d: dict[str, str], origin: Origin | None) -> Effect:
-    nfmask = _num(d.get("--nfmask") or d.get("--mask") or "0xffffffff", origin)
-    ctmask = _num(d.get("--ctmask") or d.get("--mask") or "0xffffffff", origin)
+    nfmask = mark_num(d.get("--nfmask") or d.get("--mask") or "0xffffffff", origin)
+    ctmask = mark_num(d.get("--ctmask") or d.get("--mask") or "0xffffffff", origin)
     if "--save-mark" in d:
         def save(p: Pkt, c: Ctx) -> None:
             if p.ct:  # xt_CONNMARK: nothing to do without a conntrack entry
@@ -153,7 +124,7 @@ def _connmark(d: dict[str, str], origin: Origin | None) -> Effect:
                 # skb->mark = (skb->mark & ~nfmask) ^ (ct->mark & ctmask)
                 p.mark = ((p.mark & ~nfmask) ^ (p.ctmark & ctmask)) & 0xFFFFFFFF
         return restore
-    xm = _xmark(d, origin)
+    xm = xmark(d, origin)
     if xm is None:
         raise RuletraceError("CONNMARK needs --set-xmark/--set-mark/--save-mark/--restore-mark", origin=origin)
     val, mask = xm
@@ -174,7 +145,7 @@ def _ttl(d: dict[str, str], origin: Origin | None) -> Effect:
     for opt, op in (("--ttl-set", "set"), ("--hl-set", "set"), ("--ttl-inc", "inc"), ("--hl-inc", "inc"),
                     ("--ttl-dec", "dec"), ("--hl-dec", "dec")):
         if opt in d:
-            n = _num(d[opt], origin)
+            n = mark_num(d[opt], origin)
 
             def effect(p: Pkt, c: Ctx, op: str = op, n: int = n) -> None:
                 t = n if op == "set" else p.ttl + n if op == "inc" else p.ttl - n
