@@ -259,3 +259,19 @@ def test_native_tables_of_one_hook_in_priority_order(tmp_path):
                         html, re.S)
     assert len(badges) == 7 and [n for _t, n in badges] == [str(k) for k in range(1, 8)]
 
+
+def test_a_user_chains_deciding_rule_is_no_policy(tmp_path):
+    """filter-basics packet 13 is dropped by LOGDROP's `-j DROP`, which legacy ip_tables logs as
+    `return:2`: the cross, legend and packet rows say `LOGDROP rule 2` as the summary does, never
+    `LOGDROP policy` (a user chain has no policy); ALLOWED's `-j ACCEPT` likewise."""
+    out = tmp_path / "fb.html"
+    assert main(["report", "--example", "filter-basics", "--diff", "13,11", "-o", str(out)]) == 0
+    _d, html = dom(tmp_path, out.as_uri())
+    labels = re.search(r'<g id="labels">(.*?)</g>', html, re.S).group(1)
+    assert re.search(r">A: LOGDROP rule 2<title>filter:LOGDROP rule 2 \(drop\)</title>", labels)
+    legend = re.search(r'<span id="legend-a">(.*?)</span>\s*</span>', html, re.S).group(1)
+    assert "filter:LOGDROP rule 2 (drop)" in legend
+    decs = re.findall(r'<span class="dec">([^<]*)</span>', html)
+    assert "filter:LOGDROP rule 2 (drop)" in decs and "filter:ALLOWED rule 1 (accept)" in decs
+    assert not [t for t in decs if t.startswith(("filter:LOGDROP policy", "filter:ALLOWED policy"))]
+    assert "policy" not in labels

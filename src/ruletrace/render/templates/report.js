@@ -220,10 +220,15 @@
       t = p.e.last !== undefined ? "trace ends at " + str(p.e.last) : "nothing decided";
     } else {
       var s = stepOf(path[k]), pl = placeAt(s.place);
-      var what = pl.kind === "rule" ? " rule " + pl.num : " policy " + (s.policy || "");
-      t = pl.label + ":" + pl.chain + what + (s.action && pl.kind === "rule" ? " (" + s.action + ")" : "");
+      t = pl.label + ":" + pl.chain + decidedWhere(s, pl) + (s.action && pl.kind !== "policy" ? " (" + s.action + ")" : "");
     }
     return (decidedCache[PK.v[p.i]] = t);
+  }
+
+  // what decided at a step: a built-in chain's policy, else a rule. A user chain has no policy: the
+  // kernel logs its unconditional `-j DROP` as `return N` (legacy ip_tables), and that is rule N
+  function decidedWhere(s, pl) {
+    return pl.kind === "policy" ? " policy " + (s.policy || String(s.action || "").toUpperCase()) : " rule " + pl.num;
   }
 
   // the diagram's rows a path passes: [{hook, box, first step index}], repeats folded. Each step's row
@@ -543,7 +548,7 @@
           var x = rx + rw + 8, y = ry + 4 + wi * 3;
           overlay.appendChild(svg("path", { d: "M" + x + "," + y + " l12,12 m0,-12 l-12,12", "class": "xmark fate-" + fate }));
           var xl = svg("text", { x: x + 16, y: ry + 15 + wi * 13, "class": "xlabel fate-" + fate + " xlabel-" + w });
-          xl.textContent = w.toUpperCase() + ": " + dpl.chain + (dpl.kind === "rule" ? " rule " + dpl.num : " policy " + (ds.policy || ""));
+          xl.textContent = w.toUpperCase() + ": " + dpl.chain + decidedWhere(ds, dpl);
           var full = svg("title", {}); full.textContent = decidedText(p); xl.appendChild(full);
           labels.appendChild(xl);
           if (xl.getBBox().x + xl.getBBox().width > W - 2) {  // no room on the right: under the table, right-aligned
