@@ -204,8 +204,12 @@ class ReportBuilder(ReportData):
         warnings: Iterable[str] = (),
         diff: PathDiff | None = None,
         generated: _dt.datetime | None = None,
+        predicted: bool = False,
     ) -> str:
-        """The whole page as one string."""
+        """The whole page as one string; ``predicted``: the packets are ``simulate``'s, not traced.
+
+        A source whose ``role`` is ``ruleset`` (a ``--json`` document's ``sources``) is named as a
+        ruleset, ``host-facts`` as host facts, anything else as a trace."""
         env = _environment()
         from markupsafe import Markup
 
@@ -224,8 +228,10 @@ class ReportBuilder(ReportData):
             title=title or "ruletrace report",
             version=__version__,
             generated=when,
-            sources=[_source_text(s) for s in sources],
-            rulesets=data["rulesets"],
+            sources=[(_ROLE_WORDS.get(_role(s) or "", "trace"), _source_text(s)) for s in sources
+                     if _role(s) != "ruleset"],
+            rulesets=_ruleset_lines(self.rulesets, [_source_text(s) for s in sources if _role(s) == "ruleset"]),
+            predicted=predicted,
             warnings=list(warnings),
             packets=len(self.ids),
             paths=self.paths,
@@ -314,6 +320,34 @@ def script_json(obj: Any) -> str:
     the same value with ``JSON.parse``.
     """
     return dumps(obj).replace("<", "\\u003c")
+
+
+_ROLE_WORDS = {"host-facts": "host facts"}
+
+
+def _role(s: Any) -> str | None:
+    if isinstance(s, str):
+        return None
+    got = s.get("role") if isinstance(s, Mapping) else getattr(s, "role", None)
+    return got if isinstance(got, str) else None
+
+
+def _ruleset_lines(rulesets: Sequence[Ruleset], named: Iterable[str]) -> list[str]:
+    """The header's ruleset lines: a file once, with its families (one Ruleset a family of an nft
+    listing), then rulesets a --json document's sources name, each once."""
+    files: dict[tuple[str, str], list[str]] = {}
+    for rs in rulesets:
+        fams = files.setdefault((file_name(rs.origin.path) if rs.origin else "ruleset", rs.format), [])
+        if rs.family and rs.family not in fams:
+            fams.append(rs.family)
+    out = []
+    for (where, fmt), fams in files.items():
+        bits = ", ".join(b for b in (fmt, ", ".join(fams)) if b)
+        out.append(f"{where} ({bits})" if bits else where)
+    for text in named:
+        if text not in out:
+            out.append(text)
+    return out
 
 
 def _source_text(s: Any) -> str:
