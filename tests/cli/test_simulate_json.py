@@ -85,7 +85,7 @@ def test_report_and_diff_read_simulate_json(tmp_path, capsys, rules):
     code = main(["report", "--from-json", str(sim), "-o", str(out)])
     err = capsys.readouterr().err
     assert code == ExitStatus.OK, err
-    assert "wrote" in err and "(1 packets" in err
+    assert "wrote" in err and "(1 packet, " in err
     drop = tmp_path / "drop.json"
     drop.write_text(json.dumps(doc))
     code = main(["diff", "--left", f"{drop}:1", "--right", f"{sim}:1", "--json"])

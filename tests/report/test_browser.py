@@ -218,3 +218,60 @@ def test_a_native_path_through_several_families_tables(tmp_path):
     d, html = dom(tmp_path, out.as_uri() + "#rule=ip6%20same:in:2")
     rows = [a for t, a in d.elements if t == "li" and "pkt" in a.get("class", "").split()]
     assert [r["data-id"] for r in rows] == ["6"] and "hit ip6 same:in rule 2" in html
+
+
+NFT_CAPS = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures"
+
+
+def test_a_native_path_is_drawn_by_hook_and_the_reject_crossed(tmp_path):
+    """Native nf_tables steps are drawn by their base chain's hook, in rows of the nft tables with a
+    base chain there (in priority order): the zones capture's packet 1 (accepted) and packet 11
+    (rejected by zonefw:in_main rule 6). The diagram showed only iptables' tables, nothing visited."""
+    caps = NFT_CAPS / "zones"
+    out = tmp_path / "zones.html"
+    assert main(["report", "-r", str(caps / "ruleset-a.nft"), str(caps / "nft-monitor-a.txt"), "-o", str(out)]) == 0
+    d, html = dom(tmp_path, out.as_uri() + "#a=1&b=11")
+    rows = [(a["data-hook"], a["data-table"]) for a in d.with_class("tbl")]
+    assert rows == [("PREROUTING", "rttrace"), ("PREROUTING", "zonefw"), ("INPUT", "zonefw"), ("FORWARD", "zonefw")]
+    for w in ("a", "b"):
+        assert {(a["data-hook"], a["data-table"]) for a in d.with_class(f"visited-{w}")} == {
+            ("PREROUTING", "rttrace"), ("PREROUTING", "zonefw"), ("INPUT", "zonefw")}
+    assert {(a["data-hook"], a["data-table"]) for a in d.with_class("decided")} == {("INPUT", "zonefw")}
+    # network in -> PREROUTING -> routing -> INPUT for both; on to the local process for A only
+    assert len(d.with_class("path-a")) == 4 and len(d.with_class("path-b")) == 3
+    assert len(d.with_class("xmark")) == 1
+    labels = re.search(r'<g id="labels">(.*?)</g>', html, re.S).group(1)
+    assert "B: in_main rule 6" in labels
+
+
+def test_native_tables_of_one_hook_in_priority_order(tmp_path):
+    """The layered capture: INPUT has ip early (mangle - 5), inet same (filter - 10), ip late and
+    ip6 same (filter), ip same (security); packet 1 passes them in that order (not ip6 same)."""
+    caps = NFT_CAPS / "layered"
+    out = tmp_path / "layered.html"
+    assert main(["report", "-r", str(caps / "ruleset-a.nft"), str(caps / "nft-monitor-a.txt"), "-o", str(out)]) == 0
+    d, html = dom(tmp_path, out.as_uri() + "#a=1")
+    rows = [a["data-table"] for a in d.with_class("tbl") if a["data-hook"] == "INPUT"]
+    assert rows == ["early", "inet same", "late", "ip6 same", "ip same"]
+    visited = [a["data-table"] for a in d.with_class("visited-a") if a["data-hook"] == "INPUT"]
+    assert visited == ["early", "inet same", "late", "ip same"]
+    badges = re.findall(r'data-table="([^"]*)"[^>]*>(?:(?!</g>\s*</g>).)*?class="badge badge-a".*?<text[^>]*>(\d+)</text>',
+                        html, re.S)
+    assert len(badges) == 7 and [n for _t, n in badges] == [str(k) for k in range(1, 8)]
+
+
+def test_a_user_chains_deciding_rule_is_no_policy(tmp_path):
+    """filter-basics packet 13 is dropped by LOGDROP's `-j DROP`, which legacy ip_tables logs as
+    `return:2`: the cross, legend and packet rows say `LOGDROP rule 2` as the summary does, never
+    `LOGDROP policy` (a user chain has no policy); ALLOWED's `-j ACCEPT` likewise."""
+    out = tmp_path / "fb.html"
+    assert main(["report", "--example", "filter-basics", "--diff", "13,11", "-o", str(out)]) == 0
+    _d, html = dom(tmp_path, out.as_uri())
+    labels = re.search(r'<g id="labels">(.*?)</g>', html, re.S).group(1)
+    assert re.search(r">A: LOGDROP rule 2<title>filter:LOGDROP rule 2 \(drop\)</title>", labels)
+    legend = re.search(r'<span id="legend-a">(.*?)</span>\s*</span>', html, re.S).group(1)
+    assert "filter:LOGDROP rule 2 (drop)" in legend
+    decs = re.findall(r'<span class="dec">([^<]*)</span>', html)
+    assert "filter:LOGDROP rule 2 (drop)" in decs and "filter:ALLOWED rule 1 (accept)" in decs
+    assert not [t for t in decs if t.startswith(("filter:LOGDROP policy", "filter:ALLOWED policy"))]
+    assert "policy" not in labels

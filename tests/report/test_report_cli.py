@@ -121,3 +121,53 @@ def test_diff_at_80_columns_keeps_every_steps_rule_number(capsys):
                 sides += 1
     assert sides >= 20
     assert any("KUBE-XLB" in row and "…" in row.split("rule")[0] for row in lines[top + 1:end])  # a long chain cut in its middle
+
+
+def _header(page: str) -> list[str]:
+    import re
+
+    return re.findall(r'<span class="src[^"]*">([^<]*)</span>', page)
+
+
+def test_report_of_simulate_json_names_the_ruleset_and_says_predicted(capsys, tmp_path):
+    """`simulate --json` lists its ruleset among its sources with role "ruleset": the page named it
+    "trace: ruleset.rules", said "no ruleset given", and called the packets traced."""
+    sim = tmp_path / "s.json"
+    code, out, _ = run(capsys, "simulate", "-r", RULES, "-p", "tcp", "-s", "10.0.0.9", "-d", "172.28.129.4",
+                       "--dport", "52000", "-i", "eth0", "--json")
+    sim.write_text(out)
+    page = tmp_path / "s.html"
+    code, _, err = run(capsys, "report", "--from-json", str(sim), "-o", str(page))
+    assert code == ExitStatus.OK, err
+    html = page.read_text()
+    head = _header(html)
+    assert "ruleset: seed003.rules (iptables-save)" in head
+    assert not [h for h in head if h.startswith("trace:") or "no ruleset given" in h]
+    assert any(h.startswith("predicted packets (ruletrace simulate)") for h in head)
+    assert "predicted packets that passed it" in html and "traced packets" not in html
+    assert "(1 packet, " in err  # one packet, not "1 packets"
+
+
+def test_report_of_explain_json_stays_traced(capsys, tmp_path):
+    js = tmp_path / "e.json"
+    _code, out, _ = run(capsys, "explain", "-r", RULES, LOG, "--json")
+    js.write_text(out)
+    page = tmp_path / "e.html"
+    code, _, err = run(capsys, "report", "--from-json", str(js), "-o", str(page))
+    assert code == ExitStatus.OK, err
+    html = page.read_text()
+    assert "predicted" not in html and "traced packets that passed it" in html
+    assert "(2 packets, " in err
+
+
+def test_a_listing_of_several_families_is_named_once(capsys, tmp_path):
+    """nft's layered listing is one Ruleset a family: the header listed ruleset-a.nft six times."""
+    from pathlib import Path
+
+    caps = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "layered"
+    page = tmp_path / "l.html"
+    code, _, err = run(capsys, "report", "-r", str(caps / "ruleset-a.nft"), str(caps / "nft-monitor-a.txt"),
+                       "-o", str(page))
+    assert code == ExitStatus.OK, err
+    rulesets = [h for h in _header(page.read_text()) if h.startswith("ruleset:")]
+    assert rulesets == ["ruleset: ruleset-a.nft (nft-text, netdev, bridge, ipv4, inet, ipv6, arp)"]

@@ -56,11 +56,13 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
     sources: list[Any] = []
     warnings: list[str] = []
     n = 0
+    simulated = 0
     for path in from_json:
         doc = JsonPackets(path)
         n += builder.add_all(e for e in doc if pfilter.wants_packet(e.packet) and pfilter.wants(e))
         sources += doc.sources or [{"path": path, "format": "ruletrace-json"}]
         warnings += doc.warnings
+        simulated += doc.simulated
     if inputs:
         run = Run(rs, inputs, fmt=fmt, packet_filter=pfilter, on_source=lambda src: say_read(err, src.path, src.format))
         n += builder.add_all(run.explanations())
@@ -77,12 +79,14 @@ def report(logs, rulesets, example, from_json, fmt, match, fates, packet_ids, di
             raise RuletraceError(f"--diff: no packet {' or '.join(missing)} in the input (after filters)")
         pd = diff_packets(builder.kept[pair[0]], builder.kept[pair[1]])
     name = title or _default_title(example, inputs, from_json)
-    html = builder.render(title=name, sources=sources, warnings=warnings, diff=pd)
+    # predicted packets (simulate --json) and no trace: the page says so
+    html = builder.render(title=name, sources=sources, warnings=warnings, diff=pd,
+                          predicted=bool(simulated) and simulated == n and not inputs)
     if output == "-":
         sys.stdout.write(html)
     else:
         target.write(html)
-        err.print(f"ruletrace: wrote {clean(output)} ({n} packets, {len(html) // 1024} KiB)", markup=False,
+        err.print(f"ruletrace: wrote {clean(output)} ({n} packet{'' if n == 1 else 's'}, {len(html) // 1024} KiB)", markup=False,
                   highlight=False, soft_wrap=True)
     for w in warnings:
         err.print(f"ruletrace: warning: {clean(w)}", markup=False, highlight=False, style="yellow", soft_wrap=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import gzip
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -107,6 +108,26 @@ FATE_COLORS: dict[str, tuple[str, str]] = {
     "unknown": ("#8a5a00", "#fff1d6"),
 }
 TABLE_COLORS = {"raw": "#8a8f98", "mangle": "#9b59b6", "nat": "#2f7ed8", "filter": "#e0782f", "security": "#16a085"}
+# a row's colour by its priority: the iptables table registered at or just below it (nat: dstnat, srcnat)
+_PRIORITY_COLORS = ((-200, "raw"), (-125, "mangle"), (-50, "nat"), (25, "filter"), (75, "security"))
+NAME_MAX = 9  # characters of a table label a diagram row has room for (then "…")
+
+
+def _row_color(label: str, priority: int | None) -> str:
+    if priority is None:
+        return TABLE_COLORS.get(label, "#888")
+    for upto, table in _PRIORITY_COLORS:
+        if priority < upto:
+            return TABLE_COLORS[table]
+    return TABLE_COLORS["nat"]
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= NAME_MAX else label[:NAME_MAX - 1] + "\u2026"
+
+
+def _id_safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", label)
 
 
 @dataclass(slots=True)
@@ -119,6 +140,9 @@ class TableBox:
     h: int
     color: str
     packets: int  # traced packets that passed this table at this hook
+    box: int = -1  # its row id in the document ("boxes", "path_boxes")
+    name: str = ""  # the label as drawn (a long one shortened; the whole label on hover)
+    ident: str = ""  # the label as it can stand in an element id
 
 
 @dataclass(slots=True)
@@ -136,28 +160,41 @@ class ReportBuilder(ReportData):
 
     def data(self, *, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The document the page renders from (``ReportData.data``) with the diagram's hooks, hops and labels."""
+        doc = super().data(defaults=defaults)
+        _boxes, labels, _h = self._layout()
         return {
-            **super().data(defaults=defaults),
+            **doc,
             "hooks": {h: list(t) for h, t in HOOK_TABLES.items()},
             "hops": HOPS,
-            "labels": {h: list(v) for h, v in LABEL_AT.items()},
+            "labels": labels,
             "bridge_label": list(BRIDGE_LABEL_AT),
         }
 
     def diagram(self) -> list[HookBox]:
         """The hook boxes with their table rows, placed, with aggregate packet counts."""
-        counts = self.hitmap.tables
+        return self._layout()[0]
+
+    def _layout(self) -> tuple[list[HookBox], dict[str, list[Any]], int]:
+        """The hook boxes (their rows: ``diagram_rows``), where each hook's NAT / mark labels go (under a
+        box that grew past them), and the diagram's height."""
+        counts = self.box_counts()
         boxes = []
-        for hook, tables in HOOK_TABLES.items():
+        labels: dict[str, list[Any]] = {}
+        height = DIAGRAM_H
+        for hook, rows in self.diagram_rows().items():
             x, y = HOOK_XY[hook]
-            rows = []
-            for k, t in enumerate(tables):
+            placed = []
+            for k, (b, label, prio) in enumerate(rows):
                 ty = y + HEAD_H + ROW_GAP + k * (ROW_H + ROW_GAP)
-                rows.append(TableBox(hook, t, x + 8, ty, HOOK_W - 16, ROW_H, TABLE_COLORS.get(t, "#888"),
-                                     counts.get((hook, t), 0)))
-            h = HEAD_H + ROW_GAP + len(tables) * (ROW_H + ROW_GAP) + 4
-            boxes.append(HookBox(hook, x, y, HOOK_W, h, rows))
-        return boxes
+                placed.append(TableBox(hook, label, x + 8, ty, HOOK_W - 16, ROW_H, _row_color(label, prio),
+                                       counts[b] if b < len(counts) else 0, b, _short(label), _id_safe(label)))
+            h = HEAD_H + ROW_GAP + len(rows) * (ROW_H + ROW_GAP) + 4
+            boxes.append(HookBox(hook, x, y, HOOK_W, h, placed))
+            lx, ly, anchor, step = LABEL_AT[hook]
+            under = step > 0 and x <= lx <= x + HOOK_W  # labels under the box (not beside it) go under its last row
+            labels[hook] = [lx, max(ly, y + h + 18) if under else ly, anchor, step]
+            height = max(height, y + h + 40)
+        return boxes, labels, height
 
     def render(
         self,
@@ -167,8 +204,12 @@ class ReportBuilder(ReportData):
         warnings: Iterable[str] = (),
         diff: PathDiff | None = None,
         generated: _dt.datetime | None = None,
+        predicted: bool = False,
     ) -> str:
-        """The whole page as one string."""
+        """The whole page as one string; ``predicted``: the packets are ``simulate``'s, not traced.
+
+        A source whose ``role`` is ``ruleset`` (a ``--json`` document's ``sources``) is named as a
+        ruleset, ``host-facts`` as host facts, anything else as a trace."""
         env = _environment()
         from markupsafe import Markup
 
@@ -181,23 +222,26 @@ class ReportBuilder(ReportData):
         deciders = [
             {"text": t, "rule": k, "count": n} for (t, k), n in self.deciders().most_common(TOP_DECIDERS)
         ]
+        diagram, _labels, height = self._layout()
         tmpl = env.get_template("report.html.j2")
         page: str = tmpl.render(
             title=title or "ruletrace report",
             version=__version__,
             generated=when,
-            sources=[_source_text(s) for s in sources],
-            rulesets=data["rulesets"],
+            sources=[(_ROLE_WORDS.get(_role(s) or "", "trace"), _source_text(s)) for s in sources
+                     if _role(s) != "ruleset"],
+            rulesets=_ruleset_lines(self.rulesets, [_source_text(s) for s in sources if _role(s) == "ruleset"]),
+            predicted=predicted,
             warnings=list(warnings),
             packets=len(self.ids),
             paths=self.paths,
             fates=[(f, self.fates.get(f, 0)) for f in FATES if self.fates.get(f)],
             deciders=deciders,
-            diagram=self.diagram(),
+            diagram=diagram,
             nodes=NODES,
             edges=EDGES,
             width=DIAGRAM_W,
-            height=DIAGRAM_H,
+            height=height,
             diff=diff,
             diff_rows=_diff_rows(diff) if diff is not None else [],
             css=Markup(_asset("report.css") + fate_css()),
@@ -276,6 +320,34 @@ def script_json(obj: Any) -> str:
     the same value with ``JSON.parse``.
     """
     return dumps(obj).replace("<", "\\u003c")
+
+
+_ROLE_WORDS = {"host-facts": "host facts"}
+
+
+def _role(s: Any) -> str | None:
+    if isinstance(s, str):
+        return None
+    got = s.get("role") if isinstance(s, Mapping) else getattr(s, "role", None)
+    return got if isinstance(got, str) else None
+
+
+def _ruleset_lines(rulesets: Sequence[Ruleset], named: Iterable[str]) -> list[str]:
+    """The header's ruleset lines: a file once, with its families (one Ruleset a family of an nft
+    listing), then rulesets a --json document's sources name, each once."""
+    files: dict[tuple[str, str], list[str]] = {}
+    for rs in rulesets:
+        fams = files.setdefault((file_name(rs.origin.path) if rs.origin else "ruleset", rs.format), [])
+        if rs.family and rs.family not in fams:
+            fams.append(rs.family)
+    out = []
+    for (where, fmt), fams in files.items():
+        bits = ", ".join(b for b in (fmt, ", ".join(fams)) if b)
+        out.append(f"{where} ({bits})" if bits else where)
+    for text in named:
+        if text not in out:
+            out.append(text)
+    return out
 
 
 def _source_text(s: Any) -> str:

@@ -51,6 +51,7 @@ class JsonPackets:
         self.sources: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.tables: dict[str, Any] = {"rules": {}, "owners": {}}
+        self.simulated = 0  # packets of ``simulate --json`` (with a "simulation" object): predicted, not traced
 
     def __iter__(self) -> Iterator[Explanation]:
         try:
@@ -164,6 +165,8 @@ class JsonPackets:
         if not isinstance(obj, dict) or not isinstance(obj.get("steps"), list):
             raise RuletraceError(f"{where}not a ruletrace packet object (no \"steps\" list)",
                                  origin=Origin(self.path, line))
+        if isinstance(obj.get("simulation"), dict):
+            self.simulated += 1
         try:
             return from_json(obj, self.tables)
         except RuletraceError as e:

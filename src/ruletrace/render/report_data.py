@@ -17,7 +17,7 @@ from typing import Any
 from ..analyze.diff import decided_at, endpoint, port
 from ..analyze.hitmap import HitMap, table_order
 from ..fields import show_address
-from ..model import Explanation, Fate, Ruleset, rule_spec
+from ..model import HOOK_TABLES, TABLES, Explanation, Fate, Ruleset, iptables_priority, rule_spec
 from ..rulesets.nft_model import is_nftables, shared_in_rulesets, table_label
 from .json import from_json
 from .report_unpack import unpack
@@ -29,6 +29,7 @@ _CORES_MAX = 50_000  # memo entries of (path key, shared objects); starts over w
 _BUCKET_MAX = 8  # memo entries under one verdict object (the oldest goes)
 PAGE_SIZE = 200  # packets per page of the packet list
 KINDS = ("rule", "return", "policy")  # StepKind values
+_NOT_IP = frozenset({"bridge", "netdev", "arp"})  # families whose hooks are not the IP stack's the diagram draws
 FATES = tuple(f.value for f in Fate)
 
 
@@ -63,6 +64,14 @@ class ReportData:
         self._by_key: dict[tuple[Any, ...], int] = {}  # (ruleset, Explanation.path_key) -> path id
         self._path_steps: list[list[int]] = []
         self._path_places: list[list[int]] = []  # path id -> its places (ids into _places) for the hit map
+        # the diagram's table rows: (HOOK, table label) -> row id; each row's [hook, label, priority];
+        # per path, each step's row (-1: none): a native step's by its base chain's hook, an iptables
+        # step's by the built-in chain that named its hook (analyze.hitmap.hook_tables)
+        self._boxes: dict[tuple[str, str], int] = {}
+        self._box_rows: list[list[Any]] = []
+        self._path_boxes: list[list[int]] = []
+        self._native_seen = False  # a step of a native nf_tables table got a row
+        self._shared_tables = shared_in_rulesets(self.rulesets)
         self._extras: dict[tuple[Any, ...], int] = {}
         self._variants: dict[tuple[Any, ...], int] = {}
         self._variant_keys: list[tuple[Any, ...]] = []
@@ -404,7 +413,92 @@ class ReportData:
             places.append(place)
         self._path_steps.append(step_ids)
         self._path_places.append(places)
+        self._path_boxes.append(self._step_boxes(rs, sig, steps))
         return path
+
+    # ------------------------------------------------------------------ the diagram's rows
+
+    def _box(self, hook: str, label: str, priority: int | None) -> int:
+        """The row of ``label`` at ``hook`` (made at its first sight); its priority the lowest known."""
+        b = self._boxes.get((hook, label))
+        if b is None:
+            b = self._boxes[(hook, label)] = len(self._box_rows)
+            self._box_rows.append([hook, label, priority])
+        elif priority is not None and (self._box_rows[b][2] is None or priority < self._box_rows[b][2]):
+            self._box_rows[b][2] = priority
+        return b
+
+    def _step_boxes(self, rs: int, sig: tuple[Any, ...], steps: Sequence[Any]) -> list[int]:
+        """Each step's diagram row (-1: none), as the terminal tree groups steps by hook: a step's hook
+        is its base chain's (``Step.hook``; else the ruleset's base chain, else a built-in chain's
+        name), and a user chain's step is under the hook of the chain that called it."""
+        out: list[int] = []
+        hook: str | None = None
+        prio: int | None = None
+        for st, step in zip(sig, steps):
+            table, chain, family = st[0], st[1], st[10]
+            srs = rs if self._one_ruleset or family is None else self._rs_of.ruleset_index(family, rs)
+            ruleset = self.rulesets[srs] if 0 <= srs < len(self.rulesets) else None
+            native = is_nftables(ruleset) if ruleset is not None else family is not None
+            h, p = getattr(step, "hook", None), getattr(step, "priority", None)
+            if not h:
+                ch = ruleset.chain(table, chain) if ruleset is not None else None
+                up = str(chain).upper()
+                if ch is not None and ch.hook:
+                    h, p = ch.hook, ch.priority
+                elif up in HOOK_TABLES and table in TABLES:
+                    h, p = up, iptables_priority(table, up)
+            if h:
+                h = str(h).upper()
+                if h != hook or p is not None:
+                    hook, prio = h, p
+            fam = ruleset.family if ruleset is not None else family
+            if hook not in HOOK_TABLES or fam in _NOT_IP or (not native and table not in HOOK_TABLES[hook]):
+                out.append(-1)
+                continue
+            if native and ruleset is not None:
+                label = table_label(table, ruleset.family, self._shared_tables)
+                self._native_seen = True
+            else:
+                label = table
+                self._native_seen = self._native_seen or native
+            out.append(self._box(hook, label, prio if prio is not None else iptables_priority(table, hook)))
+        return out
+
+    def diagram_rows(self) -> dict[str, list[tuple[int, str, int | None]]]:
+        """Each hook's table rows ``(row id, table label, priority)`` in kernel priority order: the
+        iptables tables (raw, mangle, nat, filter, security) for an iptables ruleset or trace, each
+        nf_tables table with a base chain on the hook for a native listing, and every table a path
+        passed."""
+        hooked = False
+        for rs in self.rulesets:
+            if not is_nftables(rs) or rs.family in _NOT_IP:
+                continue
+            for table, chains in rs.tables.items():
+                for ch in chains.values():
+                    if ch.hook and ch.hook.upper() in HOOK_TABLES:
+                        hooked = True
+                        self._box(ch.hook.upper(), table_label(table, rs.family, self._shared_tables), ch.priority)
+        legacy = any(not is_nftables(rs) for rs in self.rulesets)
+        if legacy or (not hooked and not self._native_seen):
+            for hook, tables in HOOK_TABLES.items():
+                for t in tables:
+                    self._box(hook, t, iptables_priority(t, hook))
+        out: dict[str, list[tuple[int, str, int | None]]] = {h: [] for h in HOOK_TABLES}
+        for b, (hook, label, prio) in enumerate(self._box_rows):
+            out[hook].append((b, label, prio))
+        for rows in out.values():
+            rows.sort(key=lambda r: (r[2] is None, r[2] or 0, r[0]))
+        return out
+
+    def box_counts(self) -> list[int]:
+        """Packets that passed each diagram row (a row a path passes twice counts its packets once)."""
+        counts = [0] * len(self._box_rows)
+        for boxes, n in zip(self._path_boxes, self._counts()[1]):
+            for b in set(boxes):
+                if b >= 0:
+                    counts[b] += n
+        return counts
 
     def _s(self, text: Any) -> int:
         return -1 if text is None else _intern(self._strings, str(text))
@@ -426,6 +520,7 @@ class ReportData:
     def data(self, *, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The JSON document the page renders from (``unpack`` reads it back; see docs/report.md)."""
         self._strings = {}
+        self.diagram_rows()  # every row, so the document names them all
         hm = self.hitmap
         tables: dict[str, int] = {}
         if self.fast and self.rulesets:
@@ -518,6 +613,9 @@ class ReportData:
             "places": places,
             "steps": steps,
             "paths": self._path_steps,
+            # the diagram's table rows [HOOK, table label], and per path each step's row (-1: none)
+            "boxes": [[h, label] for h, label, _p in self._box_rows],
+            "path_boxes": self._path_boxes,
             "variants": variants,
             "extras": extras,
             "strings": strings,

@@ -220,27 +220,37 @@
       t = p.e.last !== undefined ? "trace ends at " + str(p.e.last) : "nothing decided";
     } else {
       var s = stepOf(path[k]), pl = placeAt(s.place);
-      var what = pl.kind === "rule" ? " rule " + pl.num : " policy " + (s.policy || "");
-      t = pl.label + ":" + pl.chain + what + (s.action && pl.kind === "rule" ? " (" + s.action + ")" : "");
+      t = pl.label + ":" + pl.chain + decidedWhere(s, pl) + (s.action && pl.kind !== "policy" ? " (" + s.action + ")" : "");
     }
     return (decidedCache[PK.v[p.i]] = t);
   }
 
-  // hooks of a path: [{hook, table, first step index}], as the diagram shows it
-  var HOOKS = D.hooks;
-  function visits(path) {
-    var out = [], hook = null, last = "";
+  // what decided at a step: a built-in chain's policy, else a rule. A user chain has no policy: the
+  // kernel logs its unconditional `-j DROP` as `return N` (legacy ip_tables), and that is rule N
+  function decidedWhere(s, pl) {
+    return pl.kind === "policy" ? " policy " + (s.policy || String(s.action || "").toUpperCase()) : " rule " + pl.num;
+  }
+
+  // the diagram's rows a path passes: [{hook, box, first step index}], repeats folded. Each step's row
+  // (D.path_boxes, -1: none) is worked out by report_data.py: a native nf_tables step by its base
+  // chain's hook, an iptables step by the built-in chain that names its hook
+  var HOOKS = D.hooks, BOXES = D.boxes || [], PBOX = D.path_boxes || [];
+  function boxOf(pi, k) { var pb = PBOX[pi]; return pb && k < pb.length ? pb[k] : -1; }
+  function boxEl(b) { return b >= 0 ? document.querySelector('#diagram .tbl[data-box="' + b + '"]') : null; }
+  function visits(pi) {
+    var out = [], last = -1, path = D.paths[pi];
     for (var k = 0; k < path.length; k++) {
-      var pl = placeOf(path[k]), up = String(pl.chain).toUpperCase();
-      if (HOOKS[up] && HOOKS[up].indexOf(pl.table) >= 0) hook = up;
-      if (!hook || HOOKS[hook].indexOf(pl.table) < 0) continue;
-      var key = hook + "/" + pl.table;
-      if (key !== last) { out.push({ hook: hook, table: pl.table, step: k }); last = key; }
+      var b = boxOf(pi, k);
+      if (b < 0 || b === last) continue;
+      out.push({ hook: BOXES[b][0], box: b, step: k }); last = b;
     }
     return out;
   }
-  function hookAt(path, k) {
-    for (var j = k; j >= 0; j--) { var up = String(placeOf(path[j]).chain).toUpperCase(); if (HOOKS[up]) return up; }
+  function hookAt(pi, k) {
+    for (var j = k; j >= 0; j--) {
+      var b = boxOf(pi, j); if (b >= 0) return BOXES[b][0];
+      var up = String(placeOf(D.paths[pi][j]).chain).toUpperCase(); if (HOOKS[up]) return up;
+    }
     return null;
   }
 
@@ -437,7 +447,7 @@
     (e.marks || []).forEach(function (c) { add(c[3], "ann mark", c[0] + " " + (c[1] || "0x0") + " \u2192 " + (c[2] || "?")); });
     var ol = el("ol", "steps"), hook = null;
     for (var k = 0; k < path.length; k++) {
-      var s = stepOf(path[k]), pl = placeAt(s.place), h = hookAt(path, k);
+      var s = stepOf(path[k]), pl = placeAt(s.place), h = hookAt(p.pathId, k);
       if (s.warning !== null) add(k, "warnl", "! " + s.warning);
       if (s.note !== null) add(k, "note", s.note);
       if (h !== hook) { hook = h; ol.appendChild(el("li", "hk", h || "?")); }
@@ -476,7 +486,7 @@
       var id = state[w], leg = $("legend-" + w);
       var at0 = id === null || id === undefined ? -1 : find(id);
       if (at0 < 0) { leg.textContent = "none"; return; }
-      var p = pk(at0), path = p.path, vs = visits(path), fate = D.fates[p.fate];
+      var p = pk(at0), path = p.path, vs = visits(p.pathId), fate = D.fates[p.fate];
       leg.textContent = "#" + p.id + " " + tuple(p) + " \u2014 ";
       leg.appendChild(el("span", "fate-word fate-" + fate, fate));
       leg.appendChild(document.createTextNode(", " + decidedText(p) + (bridged(p) ? " (bridged)" : "")));
@@ -484,11 +494,13 @@
       if (vs.length && vs[0].hook === "PREROUTING") prev = "in";
       if (vs.length && vs[0].hook === "OUTPUT") { prev = "local"; $("node-local").classList.add("on-" + w); }
       vs.forEach(function (v, k) {
-        var g = $("tbl-" + v.hook + "-" + v.table);
+        var g = boxEl(v.box);
         if (!g) return;
         g.classList.add("visited-" + w);
         var b = g.querySelector(".badges");
-        var bx = parseFloat(b.getAttribute("data-x")) + wi * 18, by = parseFloat(b.getAttribute("data-y"));
+        // right of the table's name (a long nf_tables name reaches past the usual place)
+        var nb = g.querySelector(".tname").getBBox();
+        var bx = Math.max(parseFloat(b.getAttribute("data-x")), nb.x + nb.width + 9) + wi * 18, by = parseFloat(b.getAttribute("data-y"));
         var badge = svg("g", { "class": "badge badge-" + w });
         badge.appendChild(svg("circle", { cx: bx, cy: by, r: 7, fill: w === "a" ? "#1f6feb" : "#e8590c" }));
         var t = svg("text", { x: bx, y: by + 3.5, "text-anchor": "middle" }); t.textContent = String(k + 1);
@@ -528,7 +540,7 @@
       // the deciding table of a dropped / rejected packet gets a cross, labelled with the deciding rule
       if ((fate === "dropped" || fate === "rejected") && p.dec >= 0 && p.dec < path.length) {
         var ds = stepOf(path[p.dec]), dpl = placeAt(ds.place);
-        var dh = hookAt(path, p.dec), g2 = $("tbl-" + dh + "-" + dpl.table);
+        var g2 = boxEl(boxOf(p.pathId, p.dec));
         if (g2) {
           g2.classList.add("decided");
           var r = g2.querySelector(".tblbox"), rx = parseFloat(r.getAttribute("x")), rw = parseFloat(r.getAttribute("width")),
@@ -536,7 +548,7 @@
           var x = rx + rw + 8, y = ry + 4 + wi * 3;
           overlay.appendChild(svg("path", { d: "M" + x + "," + y + " l12,12 m0,-12 l-12,12", "class": "xmark fate-" + fate }));
           var xl = svg("text", { x: x + 16, y: ry + 15 + wi * 13, "class": "xlabel fate-" + fate + " xlabel-" + w });
-          xl.textContent = w.toUpperCase() + ": " + dpl.chain + (dpl.kind === "rule" ? " rule " + dpl.num : " policy " + (ds.policy || ""));
+          xl.textContent = w.toUpperCase() + ": " + dpl.chain + decidedWhere(ds, dpl);
           var full = svg("title", {}); full.textContent = decidedText(p); xl.appendChild(full);
           labels.appendChild(xl);
           if (xl.getBBox().x + xl.getBBox().width > W - 2) {  // no room on the right: under the table, right-aligned
@@ -550,7 +562,7 @@
       natOf(p).forEach(function (c) { changes.push(["nat", c]); });
       (e.marks || []).forEach(function (c) { changes.push(["mark", c]); });
       changes.forEach(function (ch) {
-        var c = ch[1], k = c[3], h = k !== null && k !== undefined ? hookAt(path, k) : null;
+        var c = ch[1], k = c[3], h = k !== null && k !== undefined ? hookAt(p.pathId, k) : null;
         var pl = k !== null && k !== undefined && k < path.length ? placeOf(path[k]) : null;
         var full = c[0] + " " + (c[1] || (ch[0] === "mark" ? "0x0" : "?")) + " \u2192 " + (c[2] || "?");
         var text = w.toUpperCase() + ": " + shortChange(c[0], c[1], c[2], ch[0]);
