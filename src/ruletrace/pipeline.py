@@ -205,7 +205,10 @@ class Run:
         """One explainer for every family: each step is looked up in the ruleset of its own family."""
         ex = self._explainers.get(None)
         if ex is None:
-            ex = self._explainers[None] = Explainer(RulesetView(self.rulesets), summary_only=not self.detail)
+            from .analyze.rule_check import taken_mismatch
+
+            ex = self._explainers[None] = Explainer(RulesetView(self.rulesets), summary_only=not self.detail,
+                                                    taken_check=taken_mismatch)
         return ex
 
     def read_events(self) -> Iterator[TraceEvent]:
@@ -543,7 +546,8 @@ class Run:
         elif misfit:
             self.warnings.append(
                 f"the ruleset does not fit {misfit} packet(s) (rule numbers or chain ends that chains it "
-                "holds do not have): it looks older or newer than the log"
+                "holds do not have, or rules taken that cannot match the packet): it looks older or newer "
+                "than the log"
             )
         if not self.rulesets:
             if any(si.format in _HANDLE_SOURCES for si in self.sources):

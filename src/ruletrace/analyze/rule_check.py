@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..errors import RuletraceError
+from ..model import Rule
 from ..rulesets.iptables_save import tokenize
 from ..rulesets.options import (
     number,
@@ -123,6 +124,20 @@ def check_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, str]
         checks.append(OptionCheck(written, f, _shown(f, va), _shown(f, vb),
                                   _apply(name, module, args, va, neg), _apply(name, module, args, vb, neg)))
     return checks
+
+
+def taken_mismatch(rule: Rule, fields: Mapping[str, str]) -> str | None:
+    """What of a rule cannot match a packet that the trace shows taking it (``Explainer.taken_check``):
+    "its `-i lo` does not match the packet's IN=eth0"; None where every option the fields show fits or
+    cannot be told. Only fields the log wrote are read (a line cut short, MARK=0 left out: never blamed)."""
+    try:
+        checks = check_rule(rule.text, fields, fields)
+    except RuletraceError:
+        return None
+    for c in checks:
+        if c.left_ok is False and c.field is not None and fields.get(c.field) is not None:
+            return f"its `{c.option}` does not match the packet's {c.field}={c.left}"
+    return None
 
 
 def _shown(f: str, v: str | None) -> str | None:

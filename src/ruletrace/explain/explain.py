@@ -13,7 +13,7 @@ path and cached: on a busy node most packets take one of a few paths.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
@@ -109,6 +109,7 @@ class _Plan:
     misfits: int = 0  # steps the ruleset does not fit
     memo: Any = None  # what a caller derived from this path once (e.g. its summary entry)
     shared: frozenset[str] = frozenset()  # table names the path shows in two families (Explanation.shared)
+    checked: bool = False  # its taken rules checked against a packet's fields (Explainer.taken_check)
 
 
 class _Walker:
@@ -310,7 +311,8 @@ class _Walker:
 class Explainer:
     """Explains packets against one ruleset, caching the analysis of each distinct path."""
 
-    def __init__(self, ruleset: Ruleset | RulesetView | None, *, summary_only: bool = False) -> None:
+    def __init__(self, ruleset: Ruleset | RulesetView | None, *, summary_only: bool = False,
+                 taken_check: Callable[[Rule, Mapping[str, str]], str | None] | None = None) -> None:
         view = ruleset if isinstance(ruleset, RulesetView) else RulesetView([ruleset] if ruleset else [])
         self.view = view
         self.ruleset = view.rulesets[0] if view.rulesets else None  # the first (only) one, for callers
@@ -325,6 +327,12 @@ class Explainer:
         self._token = object()  # this explainer in Explanation.path_key (held there: never reused)
         self._sig: tuple[Any, ...] = ()  # the signature of the last path _plan looked up
         self.paths = PathCache()  # detailed explanations per (path, field changes): explain_cached
+        # what a rule the trace shows taken cannot match of the packet's fields ("`-i lo`: its IN is eth0"),
+        # None where the fields fit or cannot tell; given by the caller (the pipeline gives
+        # analyze/rule_check's). A numbered step's rule that cannot match says the ruleset is numbered
+        # otherwise than the kernel was: a misfit, checked on the first packet of each path explained
+        # with detail (summaries read no fields)
+        self.taken_check = taken_check
 
     def _plan(self, events: list[TraceEvent]) -> _Plan:
         ids = self._step_ids
@@ -346,6 +354,22 @@ class Explainer:
             self._cache[sig] = plan
         return plan
 
+    def _check_taken(self, events: list[TraceEvent], plan: _Plan) -> None:
+        """Each rule a numbered trace step shows taken (a kernel log's or NFLOG's ``rule:N``; an nf_tables
+        monitor names rules by handle and prints them) checked against the packet's fields there."""
+        plan.checked = True
+        check = self.taken_check
+        if check is None or not plan.steps:
+            return
+        for ev, sp in zip(events, plan.steps):
+            if ev.kind is StepKind.RULE and sp.rule is not None and ev.num is not None and not ev.nftables:
+                why = check(sp.rule, ev.fields)
+                if why is not None:
+                    said = (f"the trace shows this rule taken, but {why}: the ruleset's rules are not "
+                            "numbered as the kernel's were (rules added or removed since?)")
+                    sp.warning = f"{sp.warning}; {said}" if sp.warning else said
+                    plan.misfits += 1
+
     def path_of(self, packet: Packet) -> tuple[Any, ...]:
         """The signature of the packet's path: equal for the packets of one path, as the plan and
         ``Explanation.path_key`` are (the plan is made and kept; nothing is counted)."""
@@ -357,6 +381,8 @@ class Explainer:
         if detail and self.summary_only:
             raise ValueError("this Explainer keeps no step detail (summary_only=True)")
         plan = self._plan(packet.events)
+        if detail and not plan.checked:
+            self._check_taken(packet.events, plan)
         if plan.misfits:
             self.misfit_packets += 1
         expl = self._explanation(packet, plan, detail)
@@ -370,6 +396,8 @@ class Explainer:
         if self.summary_only:
             raise ValueError("this Explainer keeps no step detail (summary_only=True)")
         plan = self._plan(packet.events)
+        if not plan.checked:
+            self._check_taken(packet.events, plan)
         if plan.misfits:
             self.misfit_packets += 1
         sig = self._sig
