@@ -46,3 +46,15 @@ def test_only_what_the_log_wrote_is_read():
     assert taken_mismatch(r, {"PROTO": "TCP", "DPT": "80"}) == "its `--dport 22` does not match the packet's DPT=80"
     assert taken_mismatch(r, {"PROTO": "UDP", "DPT": "22"}) == "its `-p tcp` does not match the packet's PROTO=UDP"
     assert taken_mismatch(Rule("filter", "INPUT", 1, "-A INPUT -s 10.0.0.0/8 -j DROP"), {"SRC": "x.x.x.x"}) is None
+
+
+def test_a_native_forwarded_packet_is_decided_by_its_forward_chain_not_the_nat_after_it():
+    """review (conventions): on native nft the deciding rule of a forwarded packet was the postrouting nat
+    chain's policy or masquerade ('FORWARDED by rtr:srcnat policy ACCEPT'); iptables names the filter
+    accept. A native table's filter-type base chain is preferred as iptables' filter table is."""
+    cap = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "router"
+    expls = list(Run(load_rulesets([str(cap / "ruleset-a.nft")]), [str(cap / "nft-monitor-a.txt")]).explanations())
+    forwarded = [e for e in expls if e.fate.value == "forwarded"]
+    assert len(forwarded) == 12
+    assert all(e.verdict is not None and e.verdict.chain in ("forward", "forward_wan", "accept_to_wan")
+               for e in forwarded), [(e.verdict.chain if e.verdict else None) for e in forwarded]

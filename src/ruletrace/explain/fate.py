@@ -133,6 +133,21 @@ def hook_passed(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Seq
     return events[i].source in _NFTRACE_SOURCES, None
 
 
+def _native_filtering(rs: RulesetView | None, events: Sequence[TraceEvent], i: int) -> bool:
+    """Whether step ``i`` of a native nf_tables table runs under a base chain of type filter: the last
+    base chain of its table the path entered by then (a user chain is the jumping base chain's)."""
+    ev = events[i]
+    if rs is None or not ev.nftables:
+        return False
+    for j in range(i, -1, -1):
+        e = events[j]
+        if e.table == ev.table and e.family == ev.family:
+            ch = rs.chain(e.table, e.chain, e.family)
+            if ch is not None and ch.hook:
+                return ch.type == "filter"
+    return False
+
+
 def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence[Any],
            shared: Container[str] = ()) -> Decision:
     """Fate, verdict (None when the fate is UNKNOWN), its step, last place seen, notes; ``shared``:
@@ -155,12 +170,16 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
         notes.append(f"queued to user space by {_what(last_ev, last, shared)}: the verdict is a program's")
         return Decision(Fate.UNKNOWN, None, None, last_seen, notes)
 
-    # the last terminal decision of the filter table, else of any table
+    # the last terminal decision of the filter table, else of a native table's filter-type base chain (a
+    # forwarded packet's deciding accept is the forward chain's, not the postrouting nat chain's policy
+    # after it), else of any table
     decisive: int | None = None
-    for prefer_filter in (True, False):
+    for prefer in ("filter", "native", None):
         for i in range(last_i, -1, -1):
             ev, sp = events[i], steps[i]
-            if prefer_filter and ev.table != "filter":
+            if prefer == "filter" and ev.table != "filter":
+                continue
+            if prefer == "native" and not _native_filtering(rs, events, i):
                 continue
             if sp.action in ENDS_TABLE or (ev.kind is StepKind.POLICY and sp.action == "accept"):
                 decisive = i
