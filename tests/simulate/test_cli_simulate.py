@@ -200,3 +200,65 @@ def test_headline_states_the_assumption_the_verdict_rests_on(tmp_path, capsys) -
     assert sim["depends_on"] == ["conntrack state NEW"]
     assert main([*base, "-d", "10.0.0.1", "--json", "--ctstate", "NEW"]) == 4
     assert json.loads(capsys.readouterr().out)["packets"][0]["simulation"]["depends_on"] == []
+
+
+_CAPS = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures"
+# tables of one name in two families (ip and inet), and an inet table whose name no ip table has
+_TWO_FAMILIES = """table ip a {
+	chain input {
+		type filter hook input priority 0; policy accept;
+	}
+}
+table inet b {
+	chain pre {
+		type filter hook prerouting priority -10; policy accept;
+		tcp dport 80 counter
+	}
+	chain input {
+		type filter hook input priority 10; policy drop;
+		tcp dport 80 accept
+	}
+}
+table inet filter {
+	chain input {
+		type filter hook input priority 20; policy accept;
+	}
+}
+table ip filter {
+	chain INPUT {
+		type filter hook input priority 0; policy accept;
+	}
+}
+"""
+
+
+def test_native_steps_are_read_in_the_ruleset_of_their_tables_family(tmp_path, capsys) -> None:
+    """An IPv4 packet through ip and inet tables: each step is an inet table's step where the walk
+    ran an inet chain, shown with that chain's rule, not another family's (review: every step was
+    looked up in the first listing, the ip one: `inet same:in rule 1` was shown with `ip same`'s
+    `ip saddr 127.0.0.2 drop` and a contradiction, inet tables as missing)."""
+    lay = _CAPS / "layered"
+    code = main(["simulate", "-r", str(lay / "ruleset-a.nft"), "-p", "tcp", "-s", "10.77.0.1", "-d", "10.77.0.2",
+                 "--dport", "22", "-i", "eth0", "--addrs", str(lay / "addrs.json"), "--routes", str(lay / "routes.json"),
+                 "--no-color", "--width", "200"])
+    out = capsys.readouterr().out
+    assert code == ExitStatus.OK, out
+    # ruleset-a.nft: table inet same { chain in { … tcp dport 22 accept } }
+    assert "inet same:in rule 1  tcp dport 22 accept" in out
+    assert "rttrace:trace_prerouting rule 1  ip saddr 10.77.0.1 meta nftrace set 1" in out
+    for wrong in ("127.0.0.2", "implies drop", "not in the ruleset", "older or newer", "?  rttrace"):
+        assert wrong not in out
+
+    rules = tmp_path / "two.nft"
+    rules.write_text(_TWO_FAMILIES)
+    base = ["simulate", "-r", str(rules), "-p", "tcp", "-s", "10.0.0.9", "-d", "10.0.0.1",
+            "--local-addr", "eth0=10.0.0.1/24", "--no-color", "--width", "200"]
+    assert main([*base, "--dport", "80"]) == ExitStatus.OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].startswith("DELIVERED by inet filter:input policy ACCEPT")
+    assert "b:pre rule 1  tcp dport 80 counter" in out and "b:input rule 1  tcp dport 80 accept" in out
+    assert "├── PREROUTING  b" in out
+    for wrong in ("not in the ruleset", "(None)", "?  b"):
+        assert wrong not in out
+    assert main([*base, "--dport", "81"]) == 3  # b:input's policy drop
+    assert capsys.readouterr().out.splitlines()[1].startswith("DROPPED by b:input policy DROP")

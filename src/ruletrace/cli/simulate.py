@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import RuletraceError
-from ..model import Fate, Origin, Packet, Ruleset
+from ..model import Fate, Origin, Packet, Ruleset, RulesetView
 from ..rulesets.options import parse_icmp_type, parse_proto, parse_tcp_flags
 from ..simulate.depends import depends_on
 from ..simulate.engine import SimResult
@@ -174,25 +174,28 @@ def _pick_one(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
 
 def _explain(res: SimResult, rs: Ruleset | list[Ruleset] | Both, pid: int = 1):
     """The simulated path explained like a traced one (packet ``pid``)."""
-    from ..explain.explain import explain_packet
+    from ..analyze import near_miss
+    from ..explain.explain import Explainer
 
     if isinstance(rs, Both):
         return explain_both(res, rs, pid)
     events = list(res.events)
-    if isinstance(rs, list):  # nf_tables: the events name their tables; explain reads one ruleset
-        from ..sources.handles import add_returns, resolve_handles
-
-        rs = rs[0]
-        # as for a monitor's trace: the walk reports no step where a regular chain ends (the kernel
+    view = RulesetView(rs if isinstance(rs, list) else [rs])
+    if isinstance(rs, list):
+        # nf_tables: each step names its table's family (ip, ip6 or inet): the view looks it up in
+        # that family's ruleset, as explain does for a monitor's trace; the walk numbers its steps.
+        # As for a monitor's trace: the walk reports no step where a regular chain ends (the kernel
         # does not), the explanation wants that return (numbered rules + 1)
-        events = list(resolve_handles(add_returns(events), rs))
-    # no event (routing dropped it before any chain): the packet as the probe made it
-    e = explain_packet(Packet(id=pid, events=events, fields=None if res.events else res.final), rs)
-    if rs is not None:  # a predicted drop's near miss, as explain gives a traced one's
-        from ..analyze import near_miss
-        from ..model import RulesetView
+        from ..sources.handles import Resolver, add_returns
 
-        near_miss.annotate(e, RulesetView([rs]))
+        resolvers = {id(r): Resolver(r) for r in view.rulesets}
+        events = list(add_returns(events))
+        for ev in events:
+            if ev.num is None and (r := view.pick(ev.family)) is not None:
+                resolvers[id(r)].resolve(ev)
+    # no event (routing dropped it before any chain): the packet as the probe made it
+    e = Explainer(view).explain(Packet(id=pid, events=events, fields=None if res.events else res.final))
+    near_miss.annotate(e, view)  # a predicted drop's near miss, as explain gives a traced one's
     return e
 
 
@@ -353,7 +356,7 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
              no_color: bool, width: int | None, explain_miss: str | None, sources: list[dict[str, Any]]) -> int:
     from ..correlate.group import group_packets
-    from ..explain.explain import explain_packet
+    from ..explain.explain import Explainer
     from ..simulate.compare import compare, traced_ctstate
     from ..sources.detect import read_any
     from .console import make_consoles, say_read
@@ -385,7 +388,7 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         with_fate(expl, res, facts.sysctls)
         rows.append((expl, res, compare(traced_part(res, pkt.events) if isinstance(rs, Both) else res, pkt.events)))
         traced = (traced_explanation(pkt, rs) if isinstance(rs, Both)
-                  else explain_packet(pkt, rs[0] if isinstance(rs, list) else rs))
+                  else Explainer(RulesetView(rs if isinstance(rs, list) else [rs])).explain(pkt))
         fates.append((traced.fate, res.fate))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
