@@ -262,3 +262,25 @@ def test_native_steps_are_read_in_the_ruleset_of_their_tables_family(tmp_path, c
         assert wrong not in out
     assert main([*base, "--dport", "81"]) == 3  # b:input's policy drop
     assert capsys.readouterr().out.splitlines()[1].startswith("DROPPED by b:input policy DROP")
+
+
+def test_a_policy_the_ruleset_does_not_give_is_unknown_never_an_accept(tmp_path, capsys) -> None:
+    """Rules without their chain's `:INPUT ACCEPT` line (nor a `*filter` line): where the packet
+    reaches INPUT's policy the kernel's verdict is not known (review: DELIVERED, exit 0, with the
+    note 'the ruleset does not say its verdict' beside it, and the parser's guess left unsaid)."""
+    rules = tmp_path / "p.rules"
+    rules.write_text("-A INPUT -p tcp --dport 22 -j ACCEPT\n")
+    base = ["simulate", "-r", str(rules), "-p", "tcp", "-s", "10.0.0.9", "-d", "10.0.0.1", "--no-color",
+            "--width", "200"]
+    assert main([*base, "--dport", "80"]) == ExitStatus.UNKNOWN == 5
+    got = capsys.readouterr()
+    assert got.out.splitlines()[1].startswith("UNKNOWN")
+    assert "DELIVERED" not in got.out and "delivered" not in got.out
+    assert "no '*table' line: rules read as table filter" in got.err and "a guess" in got.err
+    assert main([*base, "--dport", "80", "--json"]) == 5
+    doc = json.loads(capsys.readouterr().out)
+    sim = doc["packets"][0]["simulation"]
+    assert sim["fate"] == "unknown" and sim["verdict"]["action"] == "unknown"
+    assert "None" not in sim["verdict"]["reason"]
+    assert any("a guess" in w for w in doc["warnings"])
+    assert main([*base, "--dport", "22"]) == ExitStatus.OK  # its rule accepts: no policy needed

@@ -313,6 +313,8 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
         all_rs = load_rulesets(list(rulesets), pair_saves=False)  # the walk reads nft's text of iptables-nft rules
         host_sources = _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file, sockets_file)
     facts.sources.extend(split_backends(all_rs)[2])  # which listing was walked as which backend
+    if not as_json:  # (the JSON document holds them in its "warnings")
+        _say_warnings(all_rs, no_color)
     if compare_path:
         return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss,
                         host_sources)
@@ -405,6 +407,16 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
                    header=f"traced packet {expl.packet.id}")
     click.echo(count, err=as_json)
     return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.DIFFERENT
+
+
+def _say_warnings(all_rs: list[Ruleset], no_color: bool) -> None:
+    """The rulesets' warnings (a guessed table, lines left out), on stderr as explain says its own."""
+    from ..render.theme import clean  # warnings carry text from the input
+    from .console import make_consoles
+
+    _out, err = make_consoles(no_color=no_color)
+    for w in (w for rs in all_rs for w in rs.warnings):
+        err.print(f"ruletrace: warning: {clean(w)}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _write_json(rows, all_rs: list[Ruleset], sources: list[dict[str, Any]]) -> None:
