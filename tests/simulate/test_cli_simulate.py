@@ -284,3 +284,25 @@ def test_a_policy_the_ruleset_does_not_give_is_unknown_never_an_accept(tmp_path,
     assert "None" not in sim["verdict"]["reason"]
     assert any("a guess" in w for w in doc["warnings"])
     assert main([*base, "--dport", "22"]) == ExitStatus.OK  # its rule accepts: no policy needed
+
+
+def test_verdict_map_and_goto_steps_are_jumps_to_the_explanation(capsys) -> None:
+    """kube-proxy's nftables layout: `services` dispatches by `vmap @service-ips` (goto), the
+    service chain by `numgen … vmap { … goto endpoint-… }`. Each predicted step of the chain gone
+    to is that rule's callee (review: the walk's 'goto X' verdict was not the 'goto:X' a monitor's
+    step carries, so explain warned 'the trace enters … but the previous step does not jump to it'
+    and that the ruleset did not fit the (absent) log)."""
+    kube = _CAPS / "kube-nft"
+    code = main(["simulate", "-r", str(kube / "ruleset.nft"), "-p", "tcp", "-s", "10.78.0.1", "-d", "10.96.5.7",
+                 "--dport", "80", "-i", "eth0", "--addrs", str(kube / "addrs.json"), "--routes",
+                 str(kube / "routes.json"), "--json"])
+    assert code == ExitStatus.OK
+    pkt = json.loads(capsys.readouterr().out)["packets"][0]
+    assert pkt["warnings"] == [] and pkt["fate"] == "forwarded"
+    steps = {s["chain"]: s for s in pkt["steps"]}
+    # services (depth 1 under nat-prerouting) went to the service chain, which went to an endpoint:
+    # gotos, so each stays at its caller's depth, as explain shows the traced packet
+    svc = next(c for c in steps if c.startswith("service-7NQVZ2RE"))
+    ep = next(c for c in steps if c.startswith("endpoint-"))
+    assert steps["services"]["depth"] == steps[svc]["depth"] == steps[ep]["depth"] == 1
+    assert steps["mark-for-masquerade"]["depth"] == 2  # jumped to from the service chain
