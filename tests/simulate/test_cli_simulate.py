@@ -306,3 +306,29 @@ def test_verdict_map_and_goto_steps_are_jumps_to_the_explanation(capsys) -> None
     ep = next(c for c in steps if c.startswith("endpoint-"))
     assert steps["services"]["depth"] == steps[svc]["depth"] == steps[ep]["depth"] == 1
     assert steps["mark-for-masquerade"]["depth"] == 2  # jumped to from the service chain
+
+
+def test_ipv6_addresses_in_assumptions_and_facts_are_compressed(tmp_path, capsys) -> None:
+    """The probe's addresses as typed (upper case, zeros in full) are shown as every view shows an
+    IPv6 address: compressed, lower case (RFC 5952) — in the path assumption, the --local-addr
+    fact and the headline's 'if … local' (review: they echoed the command line's text)."""
+    rules = tmp_path / "v6.rules"
+    rules.write_text("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     ":POSTROUTING ACCEPT [0:0]\n"
+                     "-A PREROUTING -m addrtype --dst-type LOCAL -p tcp --dport 8080 -j DNAT --to-destination "
+                     "[fd00:17::2]:80\nCOMMIT\n"
+                     "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     "-A FORWARD -d fd00:17::2/128 -j DROP\n-A INPUT -p tcp --dport 22 -j DROP\nCOMMIT\n")
+    base = ["simulate", "-r", str(rules), "-p", "tcp", "-s", "FD00:50:0:0:0:0:0:2", "-i", "eth0", "--json"]
+    assert main([*base, "-d", "FD00:50:0:0:0:0:0:1", "--dport", "22"]) == 3
+    sim = json.loads(capsys.readouterr().out)["packets"][0]["simulation"]
+    assert "path input: no local addresses given: assumed DST fd00:50::1 is local (use --path to change)" \
+        in sim["assumptions"]
+    assert main([*base, "-d", "FD00:0050:0000:0000:0000:0000:0000:0001", "--dport", "22", "--local-addr",
+                 "eth0=FD00:0050:0000:0000:0000:0000:0000:0001/64"]) == 3
+    sim = json.loads(capsys.readouterr().out)["packets"][0]["simulation"]
+    assert "local address eth0=fd00:50::1/64 (--local-addr)" in sim["facts"]
+    assert "path input: DST fd00:50::1 is a local address" in sim["assumptions"]
+    # DNAT to fd00:17::2 because the destination is assumed local, then FORWARD drops it
+    assert main([*base, "-d", "FD00:50:0:0:0:0:0:1", "--dport", "8080", "--ctstate", "NEW"]) == 3
+    assert json.loads(capsys.readouterr().out)["packets"][0]["simulation"]["depends_on"] == ["fd00:50::1 local"]
