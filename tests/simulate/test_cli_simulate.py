@@ -332,3 +332,21 @@ def test_ipv6_addresses_in_assumptions_and_facts_are_compressed(tmp_path, capsys
     # DNAT to fd00:17::2 because the destination is assumed local, then FORWARD drops it
     assert main([*base, "-d", "FD00:50:0:0:0:0:0:1", "--dport", "8080", "--ctstate", "NEW"]) == 3
     assert json.loads(capsys.readouterr().out)["packets"][0]["simulation"]["depends_on"] == ["fd00:50::1 local"]
+
+
+def test_compare_names_the_conntrack_state_a_prediction_rests_on(capsys) -> None:
+    """filter-basics: INPUT accepts RELATED,ESTABLISHED, then only its services, policy DROP. A
+    traced reply (a SYN-ACK to 10.10.0.1's SYN) is predicted as a NEW connection's packet, which
+    the policy drops: the headline says that rests on the state assumed, as a plain simulate run
+    says it (review: --compare never asked depends_on: no 'if …, assumed', depends_on [])."""
+    ex = _CAPS.parents[2] / "src" / "ruletrace" / "examples" / "filter-basics"
+    code = main(["simulate", "-r", str(ex / "ruleset.rules"), "--compare", str(ex / "kernel.log"), "--json"])
+    assert code == ExitStatus.DIFFERENT
+    doc = json.loads(capsys.readouterr().out)
+    dropped = [p for p in doc["packets"] if p["simulation"]["fate"] == "dropped"
+               and p["verdict"]["chain"] == "INPUT" and p["verdict"]["rule"] is None
+               and set((p["fields"].get("TCPFLAGS") or "").split()) == {"SYN", "ACK"}]
+    assert dropped, "the example's replies are predicted dropped by INPUT's policy"
+    for p in dropped:
+        assert p["simulation"]["depends_on"] == ["conntrack state NEW"]
+        assert p["verdict"]["reason"].endswith("if conntrack state NEW, assumed")

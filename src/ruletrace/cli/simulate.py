@@ -341,18 +341,24 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
     if res.socket is not None and expl.verdict is not None and expl.fate is Fate.DELIVERED:
         # the headline: what the socket does, or that it was not checked (after both backends' words)
         expl.verdict.reason = f"{expl.verdict.reason}; {res.socket}" if res.backends else res.socket
-    deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate is not None)
+    with_depends(expl, res, rs, probe, facts, ctstate_given=ctstate is not None)
+    if as_json:
+        _write_json([(expl, res, None)], all_rs, host_sources)
+    else:
+        _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
+    return simulate_status(res.fate, res.kernel_drop.reason if res.kernel_drop else None)
+
+
+def with_depends(expl, res: SimResult, rs: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts, *,
+                 ctstate_given: bool) -> None:
+    """The assumptions the verdict rests on (simulate/depends.py), in ``res.depends_on`` and the headline."""
+    deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate_given)
     if deps and expl.drops:  # the headline shows the kernel's drop reason: it says what it rests on
         expl.drops[0].text += f"; if {', '.join(deps)}, assumed"
     elif deps and expl.verdict is not None:
         # the headline (render/tree.py) shows the verdict's reason: it says what the verdict rests on
         expl.verdict.reason = f"{expl.verdict.reason}{'; ' if expl.verdict.reason else ''}if {', '.join(deps)}, assumed"
     res.depends_on = deps
-    if as_json:
-        _write_json([(expl, res, None)], all_rs, host_sources)
-    else:
-        _print(expl, res, None, no_color=no_color, width=width, verbose=verbose)
-    return simulate_status(res.fate, res.kernel_drop.reason if res.kernel_drop else None)
 
 
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
@@ -380,7 +386,8 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         probe = probe_from_fields(first.fields)
         if not probe.src or not probe.dst:
             continue
-        probe.ctstate = traced_ctstate(all_rs, pkt.events) or probe.ctstate  # a packet that skipped nat is not NEW
+        traced_state = traced_ctstate(all_rs, pkt.events)
+        probe.ctstate = traced_state or probe.ctstate  # a packet that skipped nat is not NEW
         probe.path = path or ("output" if first.chain in ("OUTPUT",) or (not probe.iif and probe.oif) else None)
         if probe.path is None and not (facts.local or facts.routes):
             probe.path = "forward" if any(e.chain in ("FORWARD",) for e in pkt.events) else "input"
@@ -388,6 +395,8 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
         expl = _explain(res, rs, pkt.id)
         with_fate(expl, res, facts.sysctls)
+        # what the prediction rests on, as a single simulation says it (the trace's state, where it shows one, is given)
+        with_depends(expl, res, rs, probe, facts, ctstate_given=traced_state is not None)
         rows.append((expl, res, compare(traced_part(res, pkt.events) if isinstance(rs, Both) else res, pkt.events)))
         traced = (traced_explanation(pkt, rs) if isinstance(rs, Both)
                   else Explainer(RulesetView(rs if isinstance(rs, list) else [rs])).explain(pkt))

@@ -3,8 +3,8 @@
 Each assumption the engine made without being told (the input or output interface, the path, the
 conntrack state NEW, a statistic/limit branch, a match it cannot evaluate) is tried the other way
 in one more simulation; those that change the fate or the deciding rule are the verdict's
-conditions ("OUT=eth1", "conntrack state NEW"). Only the single-probe command runs this (one
-simulation per assumption), never the batch walks.
+conditions ("OUT=eth1", "conntrack state NEW"). Only the single-probe command and --compare (its
+first packets, cli/simulate.MAX_COMPARED) run this (one simulation per assumption), never the batch walks.
 """
 
 from __future__ import annotations
