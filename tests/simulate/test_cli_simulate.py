@@ -350,3 +350,21 @@ def test_compare_names_the_conntrack_state_a_prediction_rests_on(capsys) -> None
     for p in dropped:
         assert p["simulation"]["depends_on"] == ["conntrack state NEW"]
         assert p["verdict"]["reason"].endswith("if conntrack state NEW, assumed")
+
+
+def test_a_simulated_near_miss_speaks_of_the_predicted_packet_not_a_log(tmp_path, capsys) -> None:
+    """A predicted drop's near miss whose rule has a condition the near-miss check cannot read
+    (conntrack state) names it in simulate's words: simulate has no log (review: 'which the log
+    cannot show')."""
+    rules = tmp_path / "nm.rules"
+    rules.write_text("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     "-A INPUT -s 10.0.0.0/24 -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT\n"
+                     "COMMIT\n")
+    assert main(["simulate", "-r", str(rules), "-p", "tcp", "-s", "10.9.0.9", "-d", "10.0.0.1", "--dport", "22",
+                 "--ctstate", "NEW", "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    near = [c["text"] for c in doc["packets"][0]["cause"] if c["role"] == "near miss"]
+    assert len(near) == 1 and "`-s 10.0.0.0/24`; the packet's is 10.9.0.9" in near[0]
+    assert "(and if `-m conntrack --ctstate NEW`, which the predicted packet's fields do not show, also held)" \
+        in near[0]
+    assert "log" not in near[0]

@@ -195,7 +195,7 @@ def _explain(res: SimResult, rs: Ruleset | list[Ruleset] | Both, pid: int = 1):
                 resolvers[id(r)].resolve(ev)
     # no event (routing dropped it before any chain): the packet as the probe made it
     e = Explainer(view).explain(Packet(id=pid, events=events, fields=None if res.events else res.final))
-    near_miss.annotate(e, view)  # a predicted drop's near miss, as explain gives a traced one's
+    near_miss.annotate(e, view, simulated=True)  # a predicted drop's near miss, as explain gives a traced one's
     return e
 
 
