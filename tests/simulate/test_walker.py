@@ -56,7 +56,9 @@ def rulesets(draw):
     filt = {"INPUT": (0, 6), "FORWARD": (0, 8), "OUTPUT": (0, 4), "U1": (0, 6), "U2": (0, 5), "U3": (0, 4)}
     lines = ["*filter"]
     for ch in ("INPUT", "FORWARD", "OUTPUT"):
-        lines.append(f":{ch} {draw(st.sampled_from(['ACCEPT', 'DROP']))} [0:0]")
+        pol = draw(st.sampled_from(["ACCEPT", "DROP", None]))  # None: no line, the policy unknown
+        if pol is not None:
+            lines.append(f":{ch} {pol} [0:0]")
     lines += [":U1 - [0:0]", ":U2 - [0:0]", ":U3 - [0:0]"]
     allowed = {"U1": ["-j U2", "-g U2", "-j U3"], "U2": ["-j U3"], "U3": []}
     for ch, (lo, hi) in filt.items():

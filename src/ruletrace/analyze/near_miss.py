@@ -43,12 +43,17 @@ NEAR_MISS, INPUT_RULE = "near miss", "INPUT rule"  # the cause-link roles this m
 assert {NEAR_MISS, INPUT_RULE} == NOT_ON_PATH  # owners skip them: the packet did not match these rules
 MAX_NEAR = 2  # near misses named per packet
 MAX_INPUT = 1  # INPUT rules named for a forwarded packet
+# what the checked fields cannot show, and a field they lack, in the words of a traced packet (its
+# log) and of a simulated one (simulate has no log: the checks read the predicted packet's fields)
+UNSEEN = {False: ("the log cannot show", "not logged"),
+          True: ("the predicted packet's fields do not show", "not among the predicted packet's fields")}
 # the fields that differ between a packet for this host and one routed through it
 _ROUTING_FIELDS = frozenset({"DST", "IN", "OUT"})
 
 
-def annotate(expl: Explanation, view: RulesetView | None) -> None:
-    """Add the near misses (and the INPUT-vs-FORWARD hint) of a dropped packet to its cause links."""
+def annotate(expl: Explanation, view: RulesetView | None, *, simulated: bool = False) -> None:
+    """Add the near misses (and the INPUT-vs-FORWARD hint) of a dropped packet to its cause links;
+    ``simulated``: the packet is a prediction (simulate), its fields no log's (UNSEEN's words)."""
     if view is None or not view or expl.fate not in (Fate.DROPPED, Fate.REJECTED) or expl.verdict is None:
         return
     k = _decided_index(expl)
@@ -56,7 +61,7 @@ def annotate(expl: Explanation, view: RulesetView | None) -> None:
         return
     vmap_owner.annotate(expl, view)  # first: who decided, where a verdict map chose the chain
     vstep = expl.steps[k]
-    expl.cause.extend(near_misses(expl, view, k))
+    expl.cause.extend(near_misses(expl, view, k, simulated=simulated))
     if (vstep.hook or vstep.chain) == "FORWARD":
         expl.cause.extend(input_rules(expl, view, k))
 
@@ -124,7 +129,7 @@ def _walked(expl: Explanation, k: int) -> list[tuple[str, int | None]]:
     return list(out.items())
 
 
-def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]:
+def near_misses(expl: Explanation, view: RulesetView, k: int, *, simulated: bool = False) -> list[CauseLink]:
     """The accepting rules of the walked chains that fail on exactly one option while another holds."""
     v = expl.steps[k]
     family = v.event.family
@@ -150,7 +155,8 @@ def near_misses(expl: Explanation, view: RulesetView, k: int) -> list[CauseLink]
             if len(failed) != 1 or not any(c.left_ok for c in checks):
                 continue  # one condition differs, and some other holds (else `-i lo -j ACCEPT` always would)
             unknown = [c for c in checks if c.left_ok is None]
-            text = f"{_place(r)} `{r.spec}` would have accepted it: {_miss(failed[0])}" + _unknown(unknown)
+            words = UNSEEN[simulated]
+            text = f"{_place(r)} `{r.spec}` would have accepted it: {_miss(failed[0], words)}" + _unknown(unknown, words)
             held = sum(1 for c in checks if c.left_ok)
             link = CauseLink(NEAR_MISS, r.table, r.chain, r.num, r, text, None)
             found.append((-held, len(unknown), len(found), link))
@@ -256,17 +262,17 @@ def _change_place(c: Change) -> str | None:
     return None if c.table is None else f"{c.table}:{c.chain} rule {c.num}"
 
 
-def _miss(c: OptionCheck) -> str:
+def _miss(c: OptionCheck, words: tuple[str, str]) -> str:
     what = FIELD_WORDS.get(c.field or "", c.field or "value")
-    have = c.left if c.left is not None else "not logged"
+    have = c.left if c.left is not None else words[1]
     if c.field in ("SRC", "DST") and ":" in have:  # the log's full IPv6 form, printed compressed
         with suppress(ValueError):
             have = str(ipaddress.ip_address(have))
     return f"the {what} does not match (`{c.option}`; the packet's is {have})"
 
 
-def _unknown(checks: list[OptionCheck]) -> str:
+def _unknown(checks: list[OptionCheck], words: tuple[str, str]) -> str:
     if not checks:
         return ""
     shown = ", ".join(f"`{c.option}`" for c in checks[:3]) + (" …" if len(checks) > 3 else "")
-    return f" (and if {shown}, which the log cannot show, also held)"
+    return f" (and if {shown}, which {words[0]}, also held)"

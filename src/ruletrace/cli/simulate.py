@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import RuletraceError
-from ..model import Fate, Origin, Packet, Ruleset
+from ..model import Fate, Origin, Packet, Ruleset, RulesetView
 from ..rulesets.options import parse_icmp_type, parse_proto, parse_tcp_flags
 from ..simulate.depends import depends_on
 from ..simulate.engine import SimResult
@@ -174,25 +174,28 @@ def _pick_one(rulesets: list[Ruleset], family: str) -> Ruleset | list[Ruleset]:
 
 def _explain(res: SimResult, rs: Ruleset | list[Ruleset] | Both, pid: int = 1):
     """The simulated path explained like a traced one (packet ``pid``)."""
-    from ..explain.explain import explain_packet
+    from ..analyze import near_miss
+    from ..explain.explain import Explainer
 
     if isinstance(rs, Both):
         return explain_both(res, rs, pid)
     events = list(res.events)
-    if isinstance(rs, list):  # nf_tables: the events name their tables; explain reads one ruleset
-        from ..sources.handles import add_returns, resolve_handles
-
-        rs = rs[0]
-        # as for a monitor's trace: the walk reports no step where a regular chain ends (the kernel
+    view = RulesetView(rs if isinstance(rs, list) else [rs])
+    if isinstance(rs, list):
+        # nf_tables: each step names its table's family (ip, ip6 or inet): the view looks it up in
+        # that family's ruleset, as explain does for a monitor's trace; the walk numbers its steps.
+        # As for a monitor's trace: the walk reports no step where a regular chain ends (the kernel
         # does not), the explanation wants that return (numbered rules + 1)
-        events = list(resolve_handles(add_returns(events), rs))
-    # no event (routing dropped it before any chain): the packet as the probe made it
-    e = explain_packet(Packet(id=pid, events=events, fields=None if res.events else res.final), rs)
-    if rs is not None:  # a predicted drop's near miss, as explain gives a traced one's
-        from ..analyze import near_miss
-        from ..model import RulesetView
+        from ..sources.handles import Resolver, add_returns
 
-        near_miss.annotate(e, RulesetView([rs]))
+        resolvers = {id(r): Resolver(r) for r in view.rulesets}
+        events = list(add_returns(events))
+        for ev in events:
+            if ev.num is None and (r := view.pick(ev.family)) is not None:
+                resolvers[id(r)].resolve(ev)
+    # no event (routing dropped it before any chain): the packet as the probe made it
+    e = Explainer(view).explain(Packet(id=pid, events=events, fields=None if res.events else res.final))
+    near_miss.annotate(e, view, simulated=True)  # a predicted drop's near miss, as explain gives a traced one's
     return e
 
 
@@ -310,6 +313,8 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
         all_rs = load_rulesets(list(rulesets), pair_saves=False)  # the walk reads nft's text of iptables-nft rules
         host_sources = _fact_sources(addrs, routes, ipset, ip_rules, sysctl_file, sockets_file)
     facts.sources.extend(split_backends(all_rs)[2])  # which listing was walked as which backend
+    if not as_json:  # (the JSON document holds them in its "warnings")
+        _say_warnings(all_rs, no_color)
     if compare_path:
         return _compare(all_rs, facts, compare_path, path, as_json, no_color, width, explain_miss,
                         host_sources)
@@ -336,13 +341,7 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
     if res.socket is not None and expl.verdict is not None and expl.fate is Fate.DELIVERED:
         # the headline: what the socket does, or that it was not checked (after both backends' words)
         expl.verdict.reason = f"{expl.verdict.reason}; {res.socket}" if res.backends else res.socket
-    deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate is not None)
-    if deps and expl.drops:  # the headline shows the kernel's drop reason: it says what it rests on
-        expl.drops[0].text += f"; if {', '.join(deps)}, assumed"
-    elif deps and expl.verdict is not None:
-        # the headline (render/tree.py) shows the verdict's reason: it says what the verdict rests on
-        expl.verdict.reason = f"{expl.verdict.reason}{'; ' if expl.verdict.reason else ''}if {', '.join(deps)}, assumed"
-    res.depends_on = deps
+    with_depends(expl, res, rs, probe, facts, ctstate_given=ctstate is not None)
     if as_json:
         _write_json([(expl, res, None)], all_rs, host_sources)
     else:
@@ -350,10 +349,22 @@ def simulate(rulesets, netns, live, proto, src, dst, sport, dport, icmp_type, tc
     return simulate_status(res.fate, res.kernel_drop.reason if res.kernel_drop else None)
 
 
+def with_depends(expl, res: SimResult, rs: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFacts, *,
+                 ctstate_given: bool) -> None:
+    """The assumptions the verdict rests on (simulate/depends.py), in ``res.depends_on`` and the headline."""
+    deps = depends_on(rs, probe, facts, res, ctstate_given=ctstate_given)
+    if deps and expl.drops:  # the headline shows the kernel's drop reason: it says what it rests on
+        expl.drops[0].text += f"; if {', '.join(deps)}, assumed"
+    elif deps and expl.verdict is not None:
+        # the headline (render/tree.py) shows the verdict's reason: it says what the verdict rests on
+        expl.verdict.reason = f"{expl.verdict.reason}{'; ' if expl.verdict.reason else ''}if {', '.join(deps)}, assumed"
+    res.depends_on = deps
+
+
 def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | None, as_json: bool,
              no_color: bool, width: int | None, explain_miss: str | None, sources: list[dict[str, Any]]) -> int:
     from ..correlate.group import group_packets
-    from ..explain.explain import explain_packet
+    from ..explain.explain import Explainer
     from ..simulate.compare import compare, traced_ctstate
     from ..sources.detect import read_any
     from .console import make_consoles, say_read
@@ -375,7 +386,8 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         probe = probe_from_fields(first.fields)
         if not probe.src or not probe.dst:
             continue
-        probe.ctstate = traced_ctstate(all_rs, pkt.events) or probe.ctstate  # a packet that skipped nat is not NEW
+        traced_state = traced_ctstate(all_rs, pkt.events)
+        probe.ctstate = traced_state or probe.ctstate  # a packet that skipped nat is not NEW
         probe.path = path or ("output" if first.chain in ("OUTPUT",) or (not probe.iif and probe.oif) else None)
         if probe.path is None and not (facts.local or facts.routes):
             probe.path = "forward" if any(e.chain in ("FORWARD",) for e in pkt.events) else "input"
@@ -383,9 +395,11 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
         res = run_simulation(rs, probe, facts, explain_miss=explain_miss)
         expl = _explain(res, rs, pkt.id)
         with_fate(expl, res, facts.sysctls)
+        # what the prediction rests on, as a single simulation says it (the trace's state, where it shows one, is given)
+        with_depends(expl, res, rs, probe, facts, ctstate_given=traced_state is not None)
         rows.append((expl, res, compare(traced_part(res, pkt.events) if isinstance(rs, Both) else res, pkt.events)))
         traced = (traced_explanation(pkt, rs) if isinstance(rs, Both)
-                  else explain_packet(pkt, rs[0] if isinstance(rs, list) else rs))
+                  else Explainer(RulesetView(rs if isinstance(rs, list) else [rs])).explain(pkt))
         fates.append((traced.fate, res.fate))
     if not rows:
         raise RuletraceError("no traced packet with addresses found", origin=Origin(trace))
@@ -402,6 +416,16 @@ def _compare(all_rs: list[Ruleset], facts: HostFacts, trace: str, path: str | No
                    header=f"traced packet {expl.packet.id}")
     click.echo(count, err=as_json)
     return ExitStatus.OK if all(c.agree for _, _, c in rows) else ExitStatus.DIFFERENT
+
+
+def _say_warnings(all_rs: list[Ruleset], no_color: bool) -> None:
+    """The rulesets' warnings (a guessed table, lines left out), on stderr as explain says its own."""
+    from ..render.theme import clean  # warnings carry text from the input
+    from .console import make_consoles
+
+    _out, err = make_consoles(no_color=no_color)
+    for w in (w for rs in all_rs for w in rs.warnings):
+        err.print(f"ruletrace: warning: {clean(w)}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _write_json(rows, all_rs: list[Ruleset], sources: list[dict[str, Any]]) -> None:

@@ -107,7 +107,9 @@ class Compiled:
                 return None
             builtin = ch.policy is not None or name in BUILTIN_CHAINS
             rules = [compile_rule(r, self.names[table], self.v6, builtin) for r in ch.rules]
-            cc = CChain(table, name, ch.policy or ("ACCEPT" if builtin else None), builtin, rules, self.index)
+            # a built-in chain without a policy (rules without their ``:CHAIN POLICY`` line): None, its
+            # verdict unknown (semantics.policy_verdict)
+            cc = CChain(table, name, ch.policy if builtin else None, builtin, rules, self.index)
             if self.index:
                 cc.walk = self._first_walk(cc)
             self.chains[(table, name)] = cc

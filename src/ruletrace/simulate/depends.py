@@ -3,8 +3,8 @@
 Each assumption the engine made without being told (the input or output interface, the path, the
 conntrack state NEW, a statistic/limit branch, a match it cannot evaluate) is tried the other way
 in one more simulation; those that change the fate or the deciding rule are the verdict's
-conditions ("OUT=eth1", "conntrack state NEW"). Only the single-probe command runs this (one
-simulation per assumption), never the batch walks.
+conditions ("OUT=eth1", "conntrack state NEW"). Only the single-probe command and --compare (its
+first packets, cli/simulate.MAX_COMPARED) run this (one simulation per assumption), never the batch walks.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..explain.owners import rule_interfaces
+from ..fields import show_address
 from ..model import Ruleset
 from .backends import Both
 from .engine import ASSUMED_IIF, SimResult, simulate
@@ -66,7 +67,7 @@ def depends_on(rs: Ruleset | list[Ruleset] | Both, probe: Probe, facts: HostFact
         others = [p for p in ("input", "forward", "output") if p != res.path and not (probe.iif and p == "output")]
         if any(differs(replace(probe, path=p)) for p in others):
             # the assumption is the destination's locality: after a DNAT the packet may be forwarded all the same
-            out.append(f"{probe.dst} local" if res.path == "input" and "FORWARD" in res.hooks else f"path {res.path}")
+            out.append(f"{show_address(probe.dst)} local" if res.path == "input" and "FORWARD" in res.hooks else f"path {res.path}")
     named = _path_ifaces(rs, res)
     if probe.iif is None and res.path != "output" and any(
             differs(replace(pinned, iif=i)) for i in [OTHER_IFACE, *named] if i != ASSUMED_IIF):

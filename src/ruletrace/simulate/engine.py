@@ -396,7 +396,8 @@ class _Run(WalkState):
         if reason is None:
             where = f"{chain.table} {chain.name}"
             if rule is None:
-                reason = f"policy {chain.policy} of {where}"
+                reason = (f"policy {chain.policy} of {where}" if chain.policy is not None else
+                          f"the policy of {where}, which the ruleset does not give")
             else:
                 reason = f"rule {num} of {where}: {rule.text}"
             chain.reasons[num] = reason

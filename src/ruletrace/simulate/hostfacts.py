@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import routes as rt
 from ..errors import RuletraceError
+from ..fields import show_address
 from ..model import Origin, RouteDecision
 
 Net = tuple[int, int, int]  # (version, network as int, mask as int)
@@ -131,7 +132,8 @@ class HostFacts:
         except ValueError:
             raise RuletraceError(f"bad prefix length in {text!r}", origin=Origin("--local-addr")) from None
         self.local.append(LocalAddr(ifname or None, v, n, p))
-        self.sources.append(f"local address {text} (--local-addr)")
+        shown = f"{ifname}={show_address(a)}" if ifname else show_address(a)
+        self.sources.append(f"local address {shown}{'/' + plen if plen else ''} (--local-addr)")
 
     def _refresh(self) -> None:
         self._n_local = len(self.local)

@@ -57,7 +57,8 @@ class Where:
 
 
 def parse_verdict(text: str, w: Where) -> tuple[str, str | None, str]:
-    """``accept``, ``goto X`` -> (kind, chain, the verdict as nft trace prints it)."""
+    """``accept``, ``goto X`` -> (kind, chain, the verdict as an nft monitor's step carries it: ``accept``,
+    ``goto:X`` (sources/nft_monitor.py), so explain reads a predicted jump as it reads a traced one)."""
     words = text.split()
     kind = VERDICT_KINDS.get(words[0]) if words else None
     if kind is None:
@@ -66,7 +67,7 @@ def parse_verdict(text: str, w: Where) -> tuple[str, str | None, str]:
         if len(words) < 2:
             raise w.error(f"{words[0]} without a chain")
         name = words[1].strip('"')
-        return kind, name, f"{words[0]} {name}"
+        return kind, name, f"{words[0]}:{name}"
     return kind, None, words[0]
 
 

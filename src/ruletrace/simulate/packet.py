@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..fields import show_address
 from .hostfacts import HostFacts
 from .probe import PORT_PROTOS, Probe, flags_text
 from .state import Ctx, Pkt
@@ -113,7 +114,7 @@ def choose_path(pr: Probe, f: HostFacts, p: Pkt, known: bool) -> tuple[str, str]
     if pr.path is not None:
         return pr.path, "given"
     if pr.iif is None and (p.src >> 24 == 127 if p.v == 4 else p.src == 1):
-        return "output", f"SRC {pr.src} is a loopback address: locally generated"
+        return "output", f"SRC {show_address(pr.src)} is a loopback address: locally generated"
     if known:
         # f.is_local's remembered answers first (the caller has just checked the facts: knows_local)
         seen = f.local_seen
@@ -126,12 +127,12 @@ def choose_path(pr: Probe, f: HostFacts, p: Pkt, known: bool) -> tuple[str, str]
         if dst_local and not (pr.iif is None and pr.oif and src_local):
             if src_local and pr.iif is None:
                 return "output", "SRC and DST are local addresses and no -i: locally generated"
-            return "input", f"DST {pr.dst} is a local address"
+            return "input", f"DST {show_address(pr.dst)} is a local address"
         if src_local:
-            return "output", f"SRC {pr.src} is a local address"
+            return "output", f"SRC {show_address(pr.src)} is a local address"
         return "forward", "neither SRC nor DST is a local address"
     if pr.oif and pr.iif:
         return "forward", "-i and -o given, no local addresses: assumed routed through"
     if pr.oif:
         return "output", "-o given without -i, no local addresses: assumed locally generated"
-    return "input", f"no local addresses given: assumed DST {pr.dst} is local (use --path to change)"
+    return "input", f"no local addresses given: assumed DST {show_address(pr.dst)} is local (use --path to change)"

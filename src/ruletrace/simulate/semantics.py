@@ -11,7 +11,8 @@ The walk inside a table mirrors ip_tables.c ipt_do_table():
 - RETURN, or falling off the end of a user chain (a "return" step numbered length + 1), pops
   the stack; with an empty stack the walk ends in the built-in chain's policy entry
   (a "policy" step numbered length + 1 of the built-in chain, verdict its policy);
-- falling off the end of a built-in chain logs its policy step and ends with its policy;
+- falling off the end of a built-in chain logs its policy step and ends with its policy (UNKNOWN
+  where the ruleset does not give it: the walk ends there);
 - a ruleset the kernel accepted has no loops: more than ``MAX_JUMPS`` jumps are bad input.
 
 ``reference.py`` walks by these rules one step at a time (the reference); ``walker.py`` turns
@@ -39,6 +40,7 @@ JUMP = "jump"
 GOTO = "goto"
 CONTINUE = "continue"
 NAT = "nat"  # rewrite, then the nat table's verdict is accept
+UNKNOWN = "unknown"  # a built-in chain's policy the ruleset does not give: the walk ends, its fate unknown
 
 # what the walk does after a matched rule's step, by target kind
 NEXT = "next"  # run the effect, go on with the next rule
@@ -62,7 +64,10 @@ SOURCE = "simulate"
 
 
 def policy_verdict(policy: str | None) -> str:
-    """The verdict of a built-in chain's policy (a chain without one accepts)."""
+    """The verdict of a built-in chain's policy; UNKNOWN where the ruleset does not give it (rules
+    without their chain's ``:INPUT ACCEPT`` line): the walk ends there, never with an assumed ACCEPT."""
+    if policy is None:
+        return UNKNOWN
     return DROP if policy == "DROP" else ACCEPT
 
 

@@ -47,7 +47,7 @@ def add_returns(events: Iterable[TraceEvent]) -> Iterator[TraceEvent]:
         v = ev.verdict or ""
         if ev.kind is StepKind.POLICY or v in TERMINAL:
             st.clear()
-        elif v.startswith(("jump:", "jump ")):  # a monitor's "jump:X", the simulator's "jump X"
+        elif v.startswith("jump:"):  # a monitor's (and the nft simulator's) "jump:X"
             st.append((ev.table, v[5:]))
         elif v.startswith(("goto:", "goto ")):
             if len(st) > 1:
