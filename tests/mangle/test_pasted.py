@@ -10,6 +10,7 @@ Reader-side defects (sources/kernel_log.py, being edited elsewhere) are strict x
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,33 @@ def test_line_cut_after_proto_stays_in_its_packet(tmp_path):
     lines[9] = lines[9][:i]
     r = _explain(tmp_path, "k8s-nodeport", "\n".join(lines) + "\n")
     assert len(r.explanations) == 2
+
+
+@pytest.mark.parametrize("cut", [r"(PROTO=T).*", r"(ID=[0-9]+ DF P).*", r"(ID=[0-9]+ DF PROTO=).*"])
+def test_line_cut_inside_proto_is_cut_short_and_stays_in_its_packet(tmp_path, cut):
+    """A line that ends inside the PROTO= token ("PROTO=T", "DF P") is no packet of protocol "T"
+    nor a packet of its own: it is counted as cut short and keeps its step in its packet."""
+    clean = _explain(tmp_path, "k8s-nodeport")
+    lines = (EXAMPLES / "k8s-nodeport" / "kernel.log").read_text().splitlines()
+    lines[3] = re.sub(cut, r"\1", lines[3])
+    r = _explain(tmp_path, "k8s-nodeport", "\n".join(lines) + "\n")
+    assert [[s.event.tag for s in e.steps] for e in r.explanations] == \
+        [[s.event.tag for s in e.steps] for e in clean.explanations]
+    assert all(e.first.get("PROTO") in ("TCP", "ICMP") for e in r.explanations)
+    [w] = [w for w in r.warnings if "cut short" in w]
+    assert w.startswith("1 TRACE line(s) cut short (line 4)")
+
+
+def test_every_fourth_line_cut_inside_proto_keeps_ten_packets(tmp_path):
+    clean = _explain(tmp_path, "k8s-nodeport")
+    lines = (EXAMPLES / "k8s-nodeport" / "kernel.log").read_text().splitlines()
+    lines = [re.sub(r"(ID=[0-9]+ (DF )?P).*", r"\1", x) if i % 4 == 3 else x for i, x in enumerate(lines)]
+    r = _explain(tmp_path, "k8s-nodeport", "\n".join(lines) + "\n")
+    assert len(clean.explanations) == 10
+    assert [[s.event.tag for s in e.steps] for e in r.explanations] == \
+        [[s.event.tag for s in e.steps] for e in clean.explanations]
+    [w] = [w for w in r.warnings if "cut short" in w]
+    assert w.startswith(f"{len(lines) // 4} TRACE line(s) cut short (line 4, 8, 12,")
 
 
 def test_lines_lost_are_named_not_blamed_on_the_ruleset(tmp_path):
