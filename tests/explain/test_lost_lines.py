@@ -79,3 +79,27 @@ def test_an_address_with_unicode_digits_is_unknown_not_an_error():
     assert not address_ok("10.0.0.①") and not address_ok("1²7.0.0.1") and address_ok("10.0.0.1")
     fields = parse_fields("IN=eth0 OUT= SRC=10.0.0.① DST=10.0.0.2 LEN=60 TTL=64 ID=1 PROTO=TCP SPT=1 DPT=2")
     assert "SRC" not in fields or fields["SRC"] != "10.0.0.①"
+
+
+K8S = Path(ruletrace.__file__).parent / "examples" / "k8s-nodeport"
+
+
+def test_a_monitor_paste_that_starts_mid_packet_says_so_and_blames_no_routing(tmp_path):
+    """`tail -n +9 nft-monitor.txt` (`tail -n +6 xtables-monitor.txt`): the first trace id's steps
+    from nat KUBE-MARK-DROP on are one packet, dropped by KUBE-FIREWALL as in the whole trace, with
+    a note that its start is not in the input, and no claim that routing dropped it."""
+    from ruletrace.explain.fate import ROUTING_NOTE
+
+    for name, skip in (("nft-monitor.txt", 8), ("xtables-monitor.txt", 5)):
+        whole = explain_files(str(K8S / "ruleset-nft.rules"), [str(K8S / name)])
+        p = tmp_path / name
+        p.write_text("".join((K8S / name).read_text().splitlines(keepends=True)[skip:]))
+        mid = explain_files(str(K8S / "ruleset-nft.rules"), [str(p)])
+        assert len(mid.explanations) == len(whole.explanations), name
+        e = mid.explanations[0]
+        assert (e.fate, e.verdict.chain, e.verdict.num) == (whole.explanations[0].fate, "KUBE-FIREWALL", 1), name
+        assert not any(ROUTING_NOTE in n for x in mid.explanations for n in x.notes), name
+        [note] = [n for n in e.notes if "start is missing" in n]
+        assert note.startswith("the packet's start is missing from the input: its steps before nat:KUBE-"), name
+        assert not [n for x in whole.explanations for n in x.notes if "start is missing" in n]
+        assert not [n for x in mid.explanations[1:] for n in x.notes if "start is missing" in n]
