@@ -136,7 +136,8 @@ def hook_passed(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Seq
 def start_missing(first: TraceEvent) -> bool:
     """A traced packet reports each base chain it runs with a packet dump first (``base``): a
     packet whose first event opens none began before the input did (a paste that starts mid-packet)."""
-    return first.source in _NFTRACE_SOURCES and not first.base
+    # (getattr: a path given as steps alone, explain._PathStep, names no source: a kernel log's)
+    return getattr(first, "source", None) in _NFTRACE_SOURCES and not first.base
 
 
 def start_missing_note(first: TraceEvent, shared: Container[str] = ()) -> str:
