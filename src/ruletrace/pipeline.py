@@ -214,6 +214,13 @@ class Run:
                         r = resolvers[id(rs)] = Resolver(rs)
                     r.resolve(ev)
             yield ev
+        cut = sum(r.cut for r in resolvers.values())
+        if cut:
+            where = [w for r in resolvers.values() for w in r.cut_lines][:10]
+            more = ", …" if cut > len(where) else ""
+            self.warnings.append(
+                f"{cut} rule text(s) cut short ({', '.join(where)}{more}): each is read as the rule of its "
+                "chain that it begins (unknown where several do)")
 
     def summary(self) -> Summary:
         """Counts over every packet the filters keep, skipped lines included.
