@@ -505,7 +505,12 @@ class Run:
         self._finish_warnings(sum(ex.misfit_packets for ex in self._explainers.values()))
 
     def _finish_warnings(self, misfit: int) -> None:
-        if misfit and self.skipped:
+        from .sources.detect import NEWEST_FIRST
+
+        if misfit and any(NEWEST_FIRST in w for w in self.warnings):
+            self.warnings.append(f"the ruleset does not fit {misfit} packet(s); the input runs newest-first "
+                                 "(above), which alone causes this")
+        elif misfit and self.skipped:
             self.warnings.append(
                 f"the ruleset does not fit {misfit} packet(s); {self.skipped} damaged line(s) were skipped "
                 "and their steps are missing, which alone can cause this"

@@ -312,3 +312,20 @@ def test_paste_forms_of_other_captures_keep_every_fact(tmp_path, log, rules, for
     pasted = explain_files(str(rules) if rules else None, [str(p)])
     assert [_facts(e) for e in pasted.explanations] == [_facts(e) for e in clean.explanations]
     assert pasted.skipped == clean.skipped
+
+
+def test_a_newest_first_paste_is_said_to_run_backwards(tmp_path):
+    """`tac kernel.log` (`journalctl -r`): every step between stamps goes back in time; the file is
+    named, the count given, and the misfits put down to the order, not to the ruleset."""
+    lines = (EXAMPLES / "k8s-nodeport" / "kernel.log").read_text().splitlines()
+    r = _explain(tmp_path, "k8s-nodeport", "\n".join(reversed(lines)) + "\n")
+    [w] = [w for w in r.warnings if "backwards" in w]
+    n = len(lines) - 1
+    assert w.startswith(f"{tmp_path / 'pasted.log'}: its lines run backwards in time ({n} of {n} steps")
+    assert "newest-first" in w
+    assert not [w for w in r.warnings if "older or newer" in w]
+    assert [w for w in r.warnings if "the input runs newest-first" in w]
+    # oldest-first, and two captures one after the other (one step back): no such warning
+    for text in (lines, lines + lines):
+        r = _explain(tmp_path, "k8s-nodeport", "\n".join(text) + "\n")
+        assert not [w for w in r.warnings if "backwards" in w or "newest-first" in w]
