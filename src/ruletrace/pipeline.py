@@ -250,6 +250,13 @@ class Run:
                         r = resolvers[id(rs)] = Resolver(rs)
                     r.resolve(ev)
             yield ev
+        cut = sum(r.cut for r in resolvers.values())
+        if cut:
+            where = [w for r in resolvers.values() for w in r.cut_lines][:10]
+            more = ", …" if cut > len(where) else ""
+            self.warnings.append(
+                f"{cut} rule text(s) cut short ({', '.join(where)}{more}): each is read as the rule of its "
+                "chain that it begins (unknown where several do)")
 
     def summary(self) -> Summary:
         """Counts over every packet the filters keep, skipped lines included.
@@ -538,7 +545,12 @@ class Run:
         # each (an nft listing gives one ruleset per family, each with the file's warnings)
         said = dict.fromkeys(w for rs in self.rulesets for w in rs.warnings)
         self.warnings[:0] = [w for w in said if w not in self.warnings]
-        if misfit and self.skipped:
+        from .sources.detect import NEWEST_FIRST
+
+        if misfit and any(NEWEST_FIRST in w for w in self.warnings):
+            self.warnings.append(f"the ruleset does not fit {misfit} packet(s); the input runs newest-first "
+                                 "(above), which alone causes this")
+        elif misfit and self.skipped:
             self.warnings.append(
                 f"the ruleset does not fit {misfit} packet(s); {self.skipped} damaged line(s) were skipped "
                 "and their steps are missing, which alone can cause this"

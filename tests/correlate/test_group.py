@@ -188,3 +188,43 @@ def test_an_iptables_nft_base_chain_run_again_under_the_same_trace_id_is_a_new_p
               "(verdict accept)\n")
     evs = read_events(io.BytesIO((report + report).encode()), name="monitor.txt")
     assert [len(p.events) for p in group_packets(evs)] == [1, 1]
+
+
+_EXAMPLE = Path(__file__).parents[2] / "src" / "ruletrace" / "examples" / "k8s-nodeport"
+
+
+def _monitor_packets(reader, text: str) -> list[tuple[str, list[str]]]:
+    import io
+
+    evs = reader(io.BytesIO(text.encode()), name="mid.txt")
+    return [(p.events[0].packet_id, [f"{e.table}:{e.chain}:{e.kind.value}" for e in p.events])
+            for p in group_packets(evs)]
+
+
+def test_a_monitor_paste_that_starts_mid_packet_keeps_one_packet_per_trace_id():
+    """The paste's first steps have no packet dump (no fields, no ident: grouped by trace id); the
+    id's next dump gives its steps an ident: the same packet goes on, it is not a second one."""
+    from ruletrace.sources import nft_monitor, xtables_monitor
+
+    for reader, name, cut in ((nft_monitor.read_events, "nft-monitor.txt", 8),
+                              (xtables_monitor.read_events, "xtables-monitor.txt", 5)):
+        lines = (_EXAMPLE / name).read_text().splitlines(keepends=True)
+        whole = _monitor_packets(reader, "".join(lines))
+        mid = _monitor_packets(reader, "".join(lines[cut:]))
+        assert [pid for pid, _ in mid] == [pid for pid, _ in whole], name  # one packet per trace id, as before
+        (pid, first), (pid0, first0) = mid[0], whole[0]
+        assert pid == pid0 == "22d0bbef" and first[-1] == first0[-1] == "filter:KUBE-FIREWALL:rule", name
+        rest = iter(first0)  # the paste's steps, in order, are the whole trace's (less implied returns
+        assert all(step in rest for step in first), name  # of chains whose jump is not in the paste)
+        assert len(first) >= 6 and mid[1:] == whole[1:], name
+
+
+def test_a_new_packet_of_the_trace_id_after_an_unseen_start_is_still_a_new_packet():
+    from ruletrace.sources import nft_monitor
+
+    lines = (_EXAMPLE / "nft-monitor.txt").read_text().splitlines(keepends=True)
+    first = [x for x in lines if x.startswith("trace id 22d0bbef")]
+    again = "".join(first).replace("tcp sport 40300", "tcp sport 40999")  # the id's next packet
+    got = _monitor_packets(nft_monitor.read_events, "".join(first[8:]) + again)
+    assert [pid for pid, _ in got] == ["22d0bbef", "22d0bbef"]
+    assert got[1][1][0] == "raw:PREROUTING:rule" and got[0][1][-1] == "filter:KUBE-FIREWALL:rule"

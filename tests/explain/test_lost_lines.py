@@ -79,3 +79,75 @@ def test_an_address_with_unicode_digits_is_unknown_not_an_error():
     assert not address_ok("10.0.0.①") and not address_ok("1²7.0.0.1") and address_ok("10.0.0.1")
     fields = parse_fields("IN=eth0 OUT= SRC=10.0.0.① DST=10.0.0.2 LEN=60 TTL=64 ID=1 PROTO=TCP SPT=1 DPT=2")
     assert "SRC" not in fields or fields["SRC"] != "10.0.0.①"
+
+
+K8S = Path(ruletrace.__file__).parent / "examples" / "k8s-nodeport"
+
+
+def test_a_monitor_paste_that_starts_mid_packet_says_so_and_blames_no_routing(tmp_path):
+    """`tail -n +9 nft-monitor.txt` (`tail -n +6 xtables-monitor.txt`): the first trace id's steps
+    from nat KUBE-MARK-DROP on are one packet, dropped by KUBE-FIREWALL as in the whole trace, with
+    a note that its start is not in the input, and no claim that routing dropped it."""
+    from ruletrace.explain.fate import ROUTING_NOTE
+
+    for name, skip in (("nft-monitor.txt", 8), ("xtables-monitor.txt", 5)):
+        whole = explain_files(str(K8S / "ruleset-nft.rules"), [str(K8S / name)])
+        p = tmp_path / name
+        p.write_text("".join((K8S / name).read_text().splitlines(keepends=True)[skip:]))
+        mid = explain_files(str(K8S / "ruleset-nft.rules"), [str(p)])
+        assert len(mid.explanations) == len(whole.explanations), name
+        e = mid.explanations[0]
+        assert (e.fate, e.verdict.chain, e.verdict.num) == (whole.explanations[0].fate, "KUBE-FIREWALL", 1), name
+        assert not any(ROUTING_NOTE in n for x in mid.explanations for n in x.notes), name
+        [note] = [n for n in e.notes if "start is missing" in n]
+        assert note.startswith("the packet's start is missing from the input: its steps before nat:KUBE-"), name
+        assert not [n for x in whole.explanations for n in x.notes if "start is missing" in n]
+        assert not [n for x in mid.explanations[1:] for n in x.notes if "start is missing" in n]
+
+
+def test_xtables_monitor_lines_cut_short_name_the_rule_they_begin(tmp_path):
+    """`awk '{print substr($0,1,100)}' xtables-monitor.txt`: a rule text cut short
+    (`-A PREROUTING -m comment -`) is the rule of its chain it begins, counted as cut; no step
+    of a cut text is a misfit and every packet ends as in the whole trace, at the same rules."""
+    rules = str(K8S / "ruleset-nft.rules")
+    whole = explain_files(rules, [str(K8S / "xtables-monitor.txt")])
+    p = tmp_path / "xcut.txt"
+    lines = (K8S / "xtables-monitor.txt").read_text().splitlines()
+    p.write_text("".join(x[:100] + "\n" for x in lines))
+    cut = explain_files(rules, [str(p)])
+
+    def facts(r):
+        return [(e.fate, e.verdict and (e.verdict.chain, e.verdict.num),
+                 [(s.event.table, s.event.chain, s.event.num) for s in e.steps if s.event.num != 1 or s.rule])
+                for e in r.explanations]
+
+    assert not [w for w in cut.warnings if "older or newer" in w]
+    assert not [s.warning for e in cut.explanations for s in e.steps if s.warning]
+    n = sum(1 for x in lines if x.lstrip().startswith("TRACE:") and " -A " in x and len(x) > 100)
+    [w] = [w for w in cut.warnings if "cut short" in w]
+    assert w.startswith(f"{n} rule text(s) cut short ({p}:2, {p}:5, ") and n > 10
+    # the raw TRACE rule (dropped from the whole trace) reads as raw PREROUTING rule 1 when cut
+    trace_rule = ("raw", "PREROUTING", 1)
+    assert [(f, v, [s for s in st if s != trace_rule]) for f, v, st in facts(cut)] == \
+        [(f, v, [s for s in st if s != trace_rule]) for f, v, st in facts(whole)]
+
+
+def test_a_text_that_begins_several_rules_is_unknown_text_not_a_made_up_rule():
+    from ruletrace.model import MonitorEvent, Origin, StepKind
+    from ruletrace.rulesets import load_ruleset
+    from ruletrace.sources.handles import Resolver
+
+    rs = load_ruleset(str(K8S / "ruleset-nft.rules"))
+    r = Resolver(rs)
+
+    def num(text, verdict):
+        ev = MonitorEvent("nat", "PREROUTING", StepKind.RULE, None, verdict=verdict, text=text,
+                          origin=Origin("x.txt", 3))
+        return r.number(ev), ev.text
+
+    assert num("-A PREROUTING -m addrtype --dst-t", "jump:DOCKER") == (3, "-A PREROUTING -m addrtype --dst-t")
+    # "-A PREROUTING -" begins all three rules; only rule 3 jumps to DOCKER
+    assert num("-A PREROUTING -", "jump:DOCKER")[0] == 3
+    assert num("-A PREROUTING -", "continue") == (None, None)
+    assert num("-A PREROUTING -j NOTHERE", "continue") == (None, "-A PREROUTING -j NOTHERE")  # not cut: a misfit
+    assert r.cut == 3 and r.cut_lines == ["x.txt:3"] * 3

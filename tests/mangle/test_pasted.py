@@ -10,6 +10,7 @@ Reader-side defects (sources/kernel_log.py, being edited elsewhere) are strict x
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,33 @@ def test_line_cut_after_proto_stays_in_its_packet(tmp_path):
     assert len(r.explanations) == 2
 
 
+@pytest.mark.parametrize("cut", [r"(PROTO=T).*", r"(ID=[0-9]+ DF P).*", r"(ID=[0-9]+ DF PROTO=).*"])
+def test_line_cut_inside_proto_is_cut_short_and_stays_in_its_packet(tmp_path, cut):
+    """A line that ends inside the PROTO= token ("PROTO=T", "DF P") is no packet of protocol "T"
+    nor a packet of its own: it is counted as cut short and keeps its step in its packet."""
+    clean = _explain(tmp_path, "k8s-nodeport")
+    lines = (EXAMPLES / "k8s-nodeport" / "kernel.log").read_text().splitlines()
+    lines[3] = re.sub(cut, r"\1", lines[3])
+    r = _explain(tmp_path, "k8s-nodeport", "\n".join(lines) + "\n")
+    assert [[s.event.tag for s in e.steps] for e in r.explanations] == \
+        [[s.event.tag for s in e.steps] for e in clean.explanations]
+    assert all(e.first.get("PROTO") in ("TCP", "ICMP") for e in r.explanations)
+    [w] = [w for w in r.warnings if "cut short" in w]
+    assert w.startswith("1 TRACE line(s) cut short (line 4)")
+
+
+def test_every_fourth_line_cut_inside_proto_keeps_ten_packets(tmp_path):
+    clean = _explain(tmp_path, "k8s-nodeport")
+    lines = (EXAMPLES / "k8s-nodeport" / "kernel.log").read_text().splitlines()
+    lines = [re.sub(r"(ID=[0-9]+ (DF )?P).*", r"\1", x) if i % 4 == 3 else x for i, x in enumerate(lines)]
+    r = _explain(tmp_path, "k8s-nodeport", "\n".join(lines) + "\n")
+    assert len(clean.explanations) == 10
+    assert [[s.event.tag for s in e.steps] for e in r.explanations] == \
+        [[s.event.tag for s in e.steps] for e in clean.explanations]
+    [w] = [w for w in r.warnings if "cut short" in w]
+    assert w.startswith(f"{len(lines) // 4} TRACE line(s) cut short (line 4, 8, 12,")
+
+
 def test_lines_lost_are_named_not_blamed_on_the_ruleset(tmp_path):
     r = _explain(tmp_path, "k8s-nodeport", M.cut_mid_value((EXAMPLES / "k8s-nodeport" / "kernel.log").read_text()))
     assert not [w for w in r.warnings if "older or newer" in w]
@@ -284,3 +312,20 @@ def test_paste_forms_of_other_captures_keep_every_fact(tmp_path, log, rules, for
     pasted = explain_files(str(rules) if rules else None, [str(p)])
     assert [_facts(e) for e in pasted.explanations] == [_facts(e) for e in clean.explanations]
     assert pasted.skipped == clean.skipped
+
+
+def test_a_newest_first_paste_is_said_to_run_backwards(tmp_path):
+    """`tac kernel.log` (`journalctl -r`): every step between stamps goes back in time; the file is
+    named, the count given, and the misfits put down to the order, not to the ruleset."""
+    lines = (EXAMPLES / "k8s-nodeport" / "kernel.log").read_text().splitlines()
+    r = _explain(tmp_path, "k8s-nodeport", "\n".join(reversed(lines)) + "\n")
+    [w] = [w for w in r.warnings if "backwards" in w]
+    n = len(lines) - 1
+    assert w.startswith(f"{tmp_path / 'pasted.log'}: its lines run backwards in time ({n} of {n} steps")
+    assert "newest-first" in w
+    assert not [w for w in r.warnings if "older or newer" in w]
+    assert [w for w in r.warnings if "the input runs newest-first" in w]
+    # oldest-first, and two captures one after the other (one step back): no such warning
+    for text in (lines, lines + lines):
+        r = _explain(tmp_path, "k8s-nodeport", "\n".join(text) + "\n")
+        assert not [w for w in r.warnings if "backwards" in w or "newest-first" in w]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -125,3 +126,17 @@ def test_feeds_continue_line_numbers_and_admit_stops_new_packets() -> None:
     # the packets that started in the first part come out whole; none starts in the second
     assert out == [p for p in whole if p[2] <= cut]
     assert any(p[3] > cut for p in out) or all(p[3] <= cut for p in whole)
+
+
+def test_lines_cut_inside_proto() -> None:
+    """Lines ending inside PROTO= ("PROTO=T", "DF P") are cut short on both paths: the same
+    packets, as many as in the whole log, and the same count of cut lines."""
+    data = (ROOT / "src" / "ruletrace" / "examples" / "k8s-nodeport" / "kernel.log").read_bytes()
+    lines = data.splitlines(keepends=True)
+    ends = (rb"(ID=[0-9]+ (DF )?P).*", rb"(ID=[0-9]+ (DF )?PROTO=T).*")
+    cut = [re.sub(ends[i % 2], rb"\1", x) if i % 3 == 1 else x for i, x in enumerate(lines)]
+    ref, st = _same(b"".join(cut))
+    whole, _ = _reference(data)
+    assert [p[1] for p in ref] == [p[1] for p in whole]
+    _, fst = _fused(b"".join(cut))
+    assert st.cut == fst.cut == sum(a != b for a, b in zip(cut, lines, strict=True)) > 15

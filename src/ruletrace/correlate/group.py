@@ -102,6 +102,24 @@ def resolve_key(open_: OrderedDict[Any, Any], partials: dict[Any, None], key: Ha
     return key
 
 
+def adopt_unseen_start(open_: OrderedDict[Any, Any], key: Hashable, ev: TraceEvent) -> list[Any] | None:
+    """The open packet of ``ev``'s exact id whose start the input did not hold, now under ``key``.
+
+    A monitor's paste that starts mid-packet (``nft monitor trace``, ``xtables-monitor``) gives the
+    packet's first steps no packet dump: they carry no fields, no ident, and are grouped by
+    their trace id alone. The id's first dump then gives its events an ident of their own: the
+    packet goes on under that key (the position and base-chain rules still tell a new packet of
+    the same id). None when no packet of ``ev``'s id is open under the id alone.
+    """
+    if type(key) is tuple and key[:1] == ("id",):
+        return None
+    idkey = ("id", ev.origin.path if ev.origin else None, ev.packet_id)
+    op: list[Any] | None = open_.pop(idkey, None)
+    if op is not None:
+        open_[key] = op
+    return op
+
+
 def expired(open_: OrderedDict[Any, Any], limit: int) -> Iterator[list[Any]]:
     """Remove and yield the open packets last seen at or before event ``limit``, oldest first."""
     while open_:
@@ -160,6 +178,8 @@ def group_packets(
         if op is None and (partials or type(key) is PartialIdent):
             key = resolve_key(open_, partials, key)
             op = open_.get(key)
+        if op is None and pid is not None and open_:
+            op = adopt_unseen_start(open_, key, ev)
         if op is not None:
             if reenters_base(op[_BASES], ev):
                 restart = True

@@ -148,6 +148,18 @@ def _native_filtering(rs: RulesetView | None, events: Sequence[TraceEvent], i: i
     return False
 
 
+def start_missing(first: TraceEvent) -> bool:
+    """A traced packet reports each base chain it runs with a packet dump first (``base``): a
+    packet whose first event opens none began before the input did (a paste that starts mid-packet)."""
+    # (getattr: a path given as steps alone, explain._PathStep, names no source: a kernel log's)
+    return getattr(first, "source", None) in _NFTRACE_SOURCES and not first.base
+
+
+def start_missing_note(first: TraceEvent, shared: Container[str] = ()) -> str:
+    return (f"the packet's start is missing from the input: its steps before {where(first, shared)} "
+            "(and the packet dump that names it) are not there, so where it came from is unknown")
+
+
 def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence[Any],
            shared: Container[str] = ()) -> Decision:
     """Fate, verdict (None when the fate is UNKNOWN), its step, last place seen, notes; ``shared``:
@@ -160,7 +172,7 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
     hooks = [sp.hook for sp in steps if sp.hook]
     first_hook = hooks[0] if hooks else None
     last_hook = hooks[-1] if hooks else None
-    notes: list[str] = []
+    notes: list[str] = [start_missing_note(events[0], shared)] if start_missing(events[0]) else []
 
     if last.action in ("drop", "reject"):
         fate = Fate.DROPPED if last.action == "drop" else Fate.REJECTED

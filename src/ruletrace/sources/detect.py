@@ -161,14 +161,40 @@ class _Counting:
 
 
 def _closing(events: Iterator[TraceEvent], stream: Any, name: str = "", stats: Any = None) -> Iterator[TraceEvent]:
+    back = ahead = 0  # steps between consecutive stamped events that go back / forward in time
+    last: float | None = None
     try:
-        yield from events
+        for ev in events:
+            ts = ev.ts
+            if ts is not None:
+                if last is not None:
+                    if ts < last:
+                        back += 1
+                    elif ts > last:
+                        ahead += 1
+                last = ts
+            yield ev
         if stats is not None and hasattr(stats, "warnings"):
             from ..inputs import limit_warnings
 
             stats.warnings.extend(limit_warnings(stream, name))
+            if newest_first(back, ahead):
+                stats.warnings.append(
+                    f"{name}: {NEWEST_FIRST} ({back} of {back + ahead} steps between time "
+                    "stamps go back): the input looks newest-first (tac, journalctl -r), and its packets are "
+                    "grouped in the file's order, so they are wrong; give it oldest-first (tac it back, "
+                    "journalctl without -r)")
     finally:
         stream.close()
+
+
+NEWEST_FIRST = "its lines run backwards in time"  # the warning's words (the pipeline looks for them)
+
+
+def newest_first(back: int, ahead: int) -> bool:
+    """Do the time stamps of a file run backwards throughout (a paste of ``tac`` or ``journalctl -r``)?
+    Most steps between stamps go back; a clock step or a file of two logs concatenated goes back once."""
+    return back >= 2 and back > 3 * ahead
 
 
 def _merge(streams: list[Iterator[TraceEvent]]) -> Iterator[TraceEvent]:

@@ -147,6 +147,8 @@ class Resolver:
                         self._by_text.setdefault((table, cname, _key(rule.listed)), rule.num)
         self._sig: SignatureIndex | None = None  # xt_nft.SignatureIndex, built when a step's text is in the other syntax
         self.handle_mismatch = 0  # handles whose listed rule is not the traced one
+        self.cut = 0  # rule texts cut short (a paste or a terminal cut the line): see cut_rule
+        self.cut_lines: list[str] = []  # where the first of them were (path:line)
 
     def number(self, ev: TraceEvent) -> int | None:
         rs = self.rs
@@ -170,7 +172,42 @@ class Resolver:
             from .xt_nft import SignatureIndex
 
             self._sig = SignatureIndex(rs)
-        return self._sig.number(ev.table, ev.chain, text)
+        num = self._sig.number(ev.table, ev.chain, text)
+        return num if num is not None else self.cut_rule(ev, text)
+
+    def cut_rule(self, ev: TraceEvent, text: str) -> int | None:
+        """The rule a text that matches none begins, when the line was cut short inside it.
+
+        A text that is a proper prefix of rules of its chain (``-A PREROUTING -m comment -``) is
+        counted as cut (``cut``, ``cut_lines``) and names the one of them its handle names, or the
+        only one, or the only one whose target is the kernel's verdict; else it is unknown text
+        (``ev.text`` cleared: no rule is made of it). None when it begins no rule (not cut).
+        """
+        chain = self.rs.chain(ev.table, ev.chain)
+        if chain is None:
+            return None
+        k = _key(text)
+        if not k:
+            return None
+        got = [r for r in chain.rules
+               if any(t and _key(t) != k and _key(t).startswith(k) for t in (r.text, r.listed))]
+        if not got:
+            return None
+        self.cut += 1
+        if len(self.cut_lines) < 10 and ev.origin is not None:
+            self.cut_lines.append(f"{ev.origin.path}:{ev.origin.line}")
+        if ev.handle is not None:
+            mine = self.rs.handles.get((ev.table, ev.chain, ev.handle))
+            if mine is not None and mine in got:
+                return mine.num
+        if len(got) > 1:
+            v = (ev.verdict or "").partition(":")[2].lower()  # "jump:KUBE-SERVICES" -> its chain
+            got = [r for r in got if v and (r.target or "").lower() == v] or got
+        if len(got) == 1:
+            return got[0].num
+        if isinstance(ev, MonitorEvent):  # (only a monitor's events have text)
+            ev.text = None
+        return None
 
     def _same(self, listed: str, traced: str) -> bool:
         if _key(listed) == _key(traced) or "xt match " in listed or "xt target " in listed:

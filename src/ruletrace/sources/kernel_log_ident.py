@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ..fields import PartialIdent
+from ..fields import PROTO_NAMES, PartialIdent
 from .tag import TRACE_MARK
 
 
@@ -38,6 +38,9 @@ def complete(f: dict[str, str]) -> bool:
 
 
 _HEADER_PROTOS = frozenset({"TCP", "UDP", "UDPLITE", "ICMP", "ICMPv6"})
+# PROTO= values nf_log prints besides those with a branch of their own in ident_of: AH, ESP and
+# numbers (fields.PROTO_NAMES); a last token "PROTO=T" or "PROTO=" is a name cut short
+_OTHER_NAMES = frozenset(n.encode() for n in PROTO_NAMES.values()) - {b"TCP", b"UDP", b"UDPLITE", b"ICMP", b"ICMPv6"}
 WHOLE_LAST = re.compile(rb" PROTO=(?:TCP|UDP|UDPLITE|ICMP|ICMPv6)\Z")  # a protocol name is whole
 
 
@@ -124,6 +127,8 @@ def ident_of(fs: bytes) -> tuple[str, bytes] | None:
             tr = b""
         else:
             return None
+    elif not x and proto not in _OTHER_NAMES and not proto.isdigit():
+        return None  # the text ends inside PROTO=: "PROTO=T" is no protocol nf_log names
     else:
         tr = b""
     if TRACE_MARK in x:
@@ -156,6 +161,9 @@ def partial_ident(fs: bytes) -> PartialIdent | None:
         return None
     ipc, sep2, x = x.partition(b" PROTO=")
     if not sep2:  # cut before PROTO=: the ID (flow label) and what followed, the last maybe cut
+        words = ipc.split(b" ")
+        if len(words) > 1:  # "51391 DF P": the last word may be a piece of the next field
+            ipc = b" ".join(words[:-1])  # (" PROTO=" here), which no prefix of the full ident holds
         return PartialIdent(ln + b"\x00" + ipc)  # still a byte prefix of the full ident
     proto, sp, x = x.partition(b" ")
     if not sp:
