@@ -92,6 +92,12 @@ class Rule:
         return rule_spec(self.text, self.chain)  # type: ignore[return-value]  # a str for a str
 
     @property
+    def starts_trace(self) -> bool:
+        """The rule that turns tracing on (``-j TRACE``; nft's and iptables-nft's ``meta nftrace set 1``):
+        a kernel log never shows it (the packet is traced from the next step), a monitor may."""
+        return self.target == "TRACE" or "nftrace set 1" in self.text
+
+    @property
     def target_args(self) -> str:
         """Everything after the target name (``--to-destination 1.2.3.4:80``), or ''."""
         if not self.target:

@@ -92,7 +92,8 @@ class DiffPacket:
             fate=str(e.fate),
             decided=decided_text(e),
             summary=packet_summary(e),
-            steps=[DiffStep.of(s, e.shared) for s in e.steps],
+            # the rule that turned tracing on: a monitor shows it, a kernel log never does; no divergence
+            steps=[DiffStep.of(s, e.shared) for s in e.steps if s.rule is None or not s.rule.starts_trace],
         )
 
 

@@ -18,6 +18,7 @@ from ..model import Explanation, MissLine, Rule, RulesetView, StepKind
 from ..simulate.miss_words import (
     NO_RULE_TEXT,
     NOT_REACHED,
+    TRACE_ON,
     TRACED_MATCH,
     TRACED_NO_MATCH,
     WOULD_MATCH,
@@ -66,6 +67,10 @@ def explain_miss(expl: Explanation, view: RulesetView, key: tuple[str, str]) -> 
     for r in ch.rules:
         if r.num in taken:
             out.append(MissLine(table, name, r.num, r, MATCHED, TRACED_MATCH))
+        elif r.starts_trace and traversed and (not taken or r.num < min(taken)) and \
+                (got := _checked(r, fields, nft, False, False)).result != FAILED:
+            # the trace begins after the rule that started it: it cannot show it, nor its not matching
+            out.append(got if got.result == UNKNOWN else MissLine(table, name, r.num, r, MATCHED, TRACE_ON))
         elif stop is not None and r.num > stop:
             out.append(MissLine(table, name, r.num, r, SKIPPED, NOT_REACHED))
         else:

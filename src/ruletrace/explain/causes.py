@@ -60,7 +60,12 @@ def _where(step: Step, shared: Container[str] = ()) -> str:
 
 def _at_step(expl: Explanation, table: str | None, chain: str | None, num: int | None, step: int | None) -> str:
     """``_place`` of a link or change made at step ``step`` of ``expl`` (its family from that step)."""
-    fam = expl.steps[step].event.label_family if step is not None and 0 <= step < len(expl.steps) else None
+    if step is None or not 0 <= step < len(expl.steps):
+        return _place(table, chain, num, None, expl.shared)
+    s = expl.steps[step]
+    fam = s.event.label_family
+    if s.kind is StepKind.POLICY and s.rule is None:  # a chain's policy is no rule of it (review)
+        return f"{table_label(table or '?', fam, expl.shared)}:{chain} policy"
     return _place(table, chain, num, fam, expl.shared)
 
 

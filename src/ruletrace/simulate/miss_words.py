@@ -65,6 +65,7 @@ def unknown(options: list[str]) -> str:
 
 # a traced packet (explain --explain-miss): what the trace itself shows about a rule
 TRACED_MATCH = "matched: the trace shows the packet took this rule"
+TRACE_ON = "matched: it turned tracing on (a trace starts after the rule that starts it, so never shows it)"
 WOULD_MATCH = "every condition holds for the logged fields: it would have matched (the packet did not reach this chain)"
 TRACED_NO_MATCH = "did not match (the trace shows it), though every condition the log shows holds"
 NO_RULE_TEXT = "unknown: the ruleset listing does not show this rule's match options"

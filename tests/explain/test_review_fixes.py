@@ -1,0 +1,51 @@
+"""Small wrong statements a review found in explanations."""
+
+from __future__ import annotations
+
+FIREWALLD = """table inet firewalld {
+	chain filter_OUTPUT {
+		type filter hook output priority filter + 10; policy accept;
+		oifname "lo" accept
+	}
+}
+"""
+
+
+def test_an_owner_decided_by_a_policy_is_placed_at_the_policy_not_a_rule(tmp_path, capsys):
+    """'owner … at firewalld:filter_OUTPUT rule 2' for a chain of one rule: step 2 is its policy."""
+    from ruletrace.cli import main
+
+    (tmp_path / "fw.nft").write_text(FIREWALLD)
+    main(["simulate", "-r", str(tmp_path / "fw.nft"), "-p", "tcp", "-s", "10.0.0.1", "-d", "10.0.0.9",
+          "--dport", "80", "--path", "output", "--width", "200", "--no-color"])
+    out = capsys.readouterr().out
+    (owner,) = [ln for ln in out.splitlines() if ln.lstrip().startswith("owner")]
+    assert owner.endswith("at firewalld:filter_OUTPUT policy") and "rule 2" not in owner
+
+
+def test_the_rule_that_turned_tracing_on_is_matched_not_failed(capsys):
+    """explain-miss said the TRACE rule 'did not match (the trace shows it)': a trace starts after it."""
+    from ruletrace.cli import main
+
+    main(["explain", "--example", "ipv6", "--packet", "1", "--explain-miss", "raw:PREROUTING", "--width", "200",
+          "--no-color"])
+    out = capsys.readouterr().out.splitlines()
+    i = next(k for k, ln in enumerate(out) if ln.strip().startswith("raw:PREROUTING:2"))
+    assert out[i + 1].strip() == ("matched: it turned tracing on (a trace starts after the rule that starts it, "
+                                  "so never shows it)")
+    j = next(k for k, ln in enumerate(out) if ln.strip().startswith("raw:PREROUTING:1"))
+    assert "`-p tcp` did not match" in out[j + 1]  # a TRACE rule for other packets still fails as it does
+
+
+def test_diff_does_not_blame_the_trace_rule_a_monitor_shows(capsys):
+    """diff of one packet's kernel-log and nft-monitor traces: the monitor shows the `-j TRACE` rule, the log
+    never does; the diff named it the first divergence and exited 1."""
+    from pathlib import Path
+
+    from ruletrace.cli import main
+
+    ex = Path(__file__).resolve().parents[2] / "src" / "ruletrace" / "examples" / "ipv6"
+    code = main(["diff", "-r", str(ex / "ruleset6.rules"), "--left", f"{ex / 'kernel.log'}:3", "--right",
+                 f"{ex / 'nft-monitor.txt'}:3", "--width", "200", "--no-color"])
+    out = capsys.readouterr().out
+    assert code == 0 and "the two paths are the same" in out and "-j TRACE" not in out
