@@ -49,3 +49,19 @@ def test_diff_does_not_blame_the_trace_rule_a_monitor_shows(capsys):
                  f"{ex / 'nft-monitor.txt'}:3", "--width", "200", "--no-color"])
     out = capsys.readouterr().out
     assert code == 0 and "the two paths are the same" in out and "-j TRACE" not in out
+
+
+def test_without_a_listing_an_unnamed_base_chain_is_no_hook_it_was_not_in(capsys):
+    """nft monitor text without its ruleset: rtr:srcnat (a postrouting chain) was drawn under FORWARD, the
+    hook of the chain before it; a base chain nothing names is a hook of its own, '?'."""
+    from pathlib import Path
+
+    from ruletrace.cli import main
+
+    cap = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "router" / "nft-monitor-a.txt"
+    main(["explain", str(cap), "--packet", "2", "--width", "200", "--no-color"])
+    lines = capsys.readouterr().out.splitlines()
+    heads = [ln for ln in lines if ln.startswith(("├── ", "└── "))]
+    assert heads[-2].split()[1:] == ["FORWARD", "rtr"] and heads[-1].split()[1:] == ["?", "rtr"]
+    last = lines.index(heads[-1])
+    assert "rtr:srcnat policy" in lines[last + 1]

@@ -360,7 +360,11 @@ def hook_groups(steps: list[Step]) -> Iterator[tuple[str | None, list[int]]]:
     group: list[int] = []
     for i, step in enumerate(steps):
         name = step.hook or (step.chain if step.chain in BUILTIN_CHAINS else None)  # native: the ruleset's hook
-        if step.depth == 0 and name is not None and name != hook:
+        # a base chain whose hook nothing names (nft text without its listing: a monitor marks where each
+        # base chain starts) is a hook of its own, "?": never the hook of the group before it
+        unknown_base = name is None and step.depth == 0 and step.event.base and i > 0 and (
+            hook is not None or steps[i - 1].chain != step.chain or steps[i - 1].table != step.table)
+        if step.depth == 0 and ((name is not None and name != hook) or unknown_base):
             if group:
                 yield hook, group
             hook, group = name, []
