@@ -361,3 +361,14 @@ def test_the_parsers_guesses_and_cuts_are_said(tmp_path, capsys):
     cut.write_text(text[:text.index("COMMIT", text.index("*nat"))])
     err = run(capsys, "explain", "-r", str(cut), str(K8S / "kernel.log"), "--summary")[2]
     assert "table nat (line " in err and "has no COMMIT at end of file" in err
+
+
+def test_usage_errors_are_ruletrace_messages_too(capsys):
+    """review: a usage error printed click's 'Usage: … Error: …' block without the 'ruletrace:' prefix every
+    other message has (docs/cli.md); now one error line and where the help is, exit 2."""
+    code, out, err = run(capsys, "explain", "--nope")
+    assert code == ExitStatus.ERROR and out == ""
+    assert err.splitlines() == ["ruletrace: error: No such option '--nope'.",
+                                "ruletrace: try 'ruletrace explain --help'"]
+    code, _out, err = run(capsys, "nosuch")
+    assert code == ExitStatus.ERROR and err.startswith("ruletrace: error: No such command 'nosuch'.")

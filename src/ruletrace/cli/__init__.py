@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("ruletrace: interrupted", err=True)
         return ExitStatus.CTRL_C
+    except click.UsageError as e:  # one "ruletrace: error:" line, as every message (docs/cli.md), then the hint
+        cmd = e.ctx.command_path if e.ctx is not None else "ruletrace"
+        click.echo(f"ruletrace: error: {e.format_message()}", err=True)
+        click.echo(f"ruletrace: try '{cmd} --help'", err=True)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
         return e.exit_code
