@@ -65,3 +65,11 @@ def test_without_a_listing_an_unnamed_base_chain_is_no_hook_it_was_not_in(capsys
     assert heads[-2].split()[1:] == ["FORWARD", "rtr"] and heads[-1].split()[1:] == ["?", "rtr"]
     last = lines.index(heads[-1])
     assert "rtr:srcnat policy" in lines[last + 1]
+
+
+def test_diff_of_a_packet_with_itself_says_each_side_once(capsys):
+    from ruletrace.cli import main
+
+    assert main(["diff", "--example", "filter-basics", "3", "3", "--width", "120", "--no-color"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("left  packet 3  ") and out[2].startswith("right packet 3  ")

@@ -21,7 +21,9 @@ def to_renderable(diff: PathDiff) -> Any:
     """The diff as a rich renderable: header, the two paths side by side, the divergences."""
 
     def head(p: DiffPacket, side: str) -> Text:
-        t = Text.assemble((f"{side:5} ", "label"), (clean(p.label), "packet.id"), "  ", safe(p.summary, "packet.addr"))
+        # one packet on both sides is labelled "left packet 3" / "right packet 3" (diff_packets): said once
+        label = p.label[len(side) + 1:] if p.label.startswith(f"{side} ") else p.label
+        t = Text.assemble((f"{side:5} ", "label"), (clean(label), "packet.id"), "  ", safe(p.summary, "packet.addr"))
         t.append("\n      ")
         t.append(clean(p.fate).upper(), fate_style(p.fate))
         if p.decided:
