@@ -151,6 +151,8 @@ class Tracer(Receiving):
         check_raw(self.spec, native=self.native, both=self.both, script=script, warn=self.warn)  # nft --check
         # both: the nf_tables table's rule is the one switch (modes._count_native), legacy gets counters only
         rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid, counters_only=self.both)
+        for r in rules:  # a value iptables cannot take (a port, a state, a match) fails here, nothing changed yet
+            self.actions.check_rule(r, self.rule_backend)
         self.netns.setdefault("id", ns_id())
         self.marker.hold()  # before any change: others in this namespace see the session is alive
         self.state = ss.new_state(self.sid, self.netns, self.backend)
@@ -185,7 +187,12 @@ class Tracer(Receiving):
                 self.state.rules.append(r)
                 if not self.dry_run:
                     self.state.save()  # recorded before it is made: cleanup can always find it
-                self.actions.run(r.insert_cmd(self.rule_backend))
+                cmd = r.insert_cmd(self.rule_backend)
+                p = self.actions.run(cmd, check=False)  # (a timeout raises: it may have been added, kept)
+                if p is not None and p.returncode != 0:  # refused, so not added: nothing of it to undo
+                    self.state.rules.pop()
+                    self.state.save()
+                    raise ss.failed(cmd, p)
         if self.dry_run:
             return
         if self.backend in (be.LEGACY, be.BOTH):
