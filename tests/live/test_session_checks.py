@@ -72,12 +72,25 @@ def test_check_rule_refuses_what_iptables_cannot_parse(monkeypatch):
     run, calls = _fake_run(2, 'iptables v1.8.9 (legacy): Bad ctstate "BOGUS"\nTry `iptables -h\' or '
                               "'iptables --help' for more information.\n")
     monkeypatch.setattr(ss.subprocess, "run", run)
-    actions = ss.Actions(dry_run=True)  # checks run in a dry run too: they change nothing
+    actions = ss.Actions()
     with pytest.raises(RuletraceError) as e:
         actions.check_rule(_rule(), "legacy")
-    assert str(e.value) == 'iptables-legacy refuses the session\'s rule: Bad ctstate "BOGUS" (nothing was changed)'
+    assert str(e.value) == ('iptables refuses the session\'s rule: Bad ctstate "BOGUS" (checked with '
+                            "iptables-legacy -C; nothing was changed)")
     assert calls[0][:7] == ["iptables-legacy", "-w", "2", "-t", "raw", "-C", "PREROUTING"]
     assert actions.done == 0
+
+
+@pytest.mark.parametrize(("have_nft", "tool"), [(True, "iptables-nft"), (False, "iptables-legacy")])
+def test_a_dry_run_checks_a_legacy_rule_with_the_nft_variant(monkeypatch, have_nft, tool):
+    """legacy ip_tables instantiates its raw table in the namespace when -C opens it (a good rule):
+    a dry run, which changes nothing, parses with iptables-nft (whose -C only reads) where it exists."""
+    run, calls = _fake_run(1, "iptables: Bad rule (does a matching rule exist in that chain?).\n")
+    monkeypatch.setattr(ss.subprocess, "run", run)
+    monkeypatch.setattr(ss.be, "have_tool", lambda name: have_nft)
+    ss.Actions(dry_run=True).check_rule(_rule(), "legacy")
+    ss.Actions().check_rule(_rule(), "legacy")
+    assert [c[0] for c in calls] == [tool, "iptables-legacy"]
 
 
 @pytest.mark.parametrize(("rc", "stderr"), [

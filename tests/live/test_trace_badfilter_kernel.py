@@ -127,3 +127,34 @@ def test_cleanup_drops_the_record_of_a_rule_that_was_never_added(ns):
     assert _clean(snapshot()) == before
     p = ruletrace(env, "trace", "--netns", NS, "-p", "udp", "--duration", "0")
     assert "leftover" not in p.stderr and "killed session" not in p.stderr, p.stderr
+
+
+def test_a_dry_run_of_a_legacy_trace_changes_nothing_even_the_raw_table(tmp_path):
+    """--dry-run checks the rule too (a bad value is its one error), and instantiates no legacy
+    table in a namespace that never used one (iptables-legacy -C would)."""
+    name = NS + "d"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    env = {**os.environ, "PYTHONPATH": SRC, "RULETRACE_STATE_DIR": str(tmp_path / "state"),
+           "RULETRACE_NO_DROP_REASONS": "1"}
+    try:
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+
+        def legacy_tables() -> str:
+            p = subprocess.run(["ip", "netns", "exec", name, "sh", "-c",
+                                "cat /proc/net/ip_tables_names /proc/net/ip6_tables_names"],
+                               capture_output=True, text=True, timeout=30)
+            return p.stdout
+
+        before = legacy_tables()
+        p = ruletrace(env, "trace", "--netns", name, "--backend", "legacy", "-p", "tcp", "--dport", "8080",
+                      "--dry-run")
+        assert p.returncode == 0, p.stderr
+        assert legacy_tables() == before
+        assert "check (changes nothing): iptables-nft -w 2 -t raw -C PREROUTING" in p.stderr
+        p = ruletrace(env, "trace", "--netns", name, "--backend", "legacy", "-p", "tcp", "--dport", "8080",
+                      "--raw-match", "-m conntrack --ctstate BOGUS", "--dry-run")
+        assert p.returncode == 2 and 'Bad ctstate "BOGUS"' in p.stderr.splitlines()[-1], p.stderr
+        assert legacy_tables() == before
+        assert not (tmp_path / "state").exists() or not list((tmp_path / "state").glob("*.json"))
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -463,10 +463,16 @@ class Actions:
         return p
 
     def check_rule(self, rule: PlannedRule, backend: str) -> None:
-        """Before any change: ``iptables -C`` parses the rule as the insert will (and changes
-        nothing, also in a dry run). Options it cannot parse (exit status 2: a bad port, state or
-        interface name, a match that does not exist) raise; any other answer (no such rule, no
-        permission, the lock) is left to the insert itself."""
+        """Before any change: ``iptables -C`` parses the rule as the insert will. Options it cannot
+        parse (exit status 2: a bad port, state or interface name, a match that does not exist)
+        raise; any other answer (no such rule, no permission, the lock) is left to the insert.
+
+        A bad rule fails in the parse, before the table is opened; a good one opens it, and legacy
+        ip_tables then instantiates its raw table in the namespace (the insert would next). A dry
+        run changes nothing: there the rule is parsed by the nf_tables variant (the same
+        extensions and words; its -C reads only), where there is one."""
+        if self.dry_run and backend == be.LEGACY and be.have_tool(be.tool(be.NFT, rule.family)):
+            backend = be.NFT
         argv = rule.check_cmd(backend)
         self.say("check (changes nothing): " + shlex.join(argv))
         try:
@@ -476,8 +482,8 @@ class Actions:
         except subprocess.TimeoutExpired:
             return
         if p.returncode == PARAMETER_PROBLEM:
-            raise RuletraceError(f"{argv[0]} refuses the session's rule: {tool_error(p.stderr)[:400]} "
-                                 "(nothing was changed)")
+            raise RuletraceError(f"iptables refuses the session's rule: {tool_error(p.stderr)[:400]} "
+                                 f"(checked with {argv[0]} -C; nothing was changed)")
 
     def set_nf_log(self, pf: int, logger: str) -> None:
         self.say(("would write " if self.dry_run else "write ") + f"{logger} to {NF_LOG_SYSCTL.format(pf=pf)}")
