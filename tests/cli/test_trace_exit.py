@@ -20,6 +20,7 @@ class StandInTracer:
         self.native = False
         self.mode = "stand-in"
         self.sid = "0" * 32
+        self.leftovers: list[object] = []  # packets explained at a signal's teardown
         self.stats = {"events": 0, "traced": 0, "arrived": 0, "overruns": 0, "gaps": 0, "not_shown": 0,
                       "over_cap": 0, "lost_steps": 0}
 
@@ -29,7 +30,10 @@ class StandInTracer:
     def explanations(self, stop, limit):
         return iter(())
 
-    def teardown(self) -> list[str]:
+    def defer_signal(self, exc: BaseException) -> bool:
+        return False
+
+    def teardown(self, *, explain_open: bool = False) -> list[str]:
         return list(self.problems)
 
 

@@ -467,3 +467,48 @@ def test_docker_filter_rule_owner_takes_the_host_port_from_the_dnat_on_the_path(
                  "[fd00::2]:80", "DNAT")
     assert published_port(v6, accept6, [CauseLink("rewritten", "nat", "DOCKER", 2, dnat6, "", 1)]).detail == (
         "published port 8080/tcp -> [fd00::2]:80")
+
+
+def test_firewalld_zone_owns_the_catch_all_after_the_policy_chains():
+    # review: firewalld 0.9 and later jump to filter_INPUT_POLICIES_post (empty here) after the zones,
+    # so the step before the catch-all reject was that chain's end, and the reject had no zone (owner
+    # "firewalld filter_INPUT"). Lab capture (kernel 6.18, `nft monitor trace`, the 0.9 chain layout
+    # written here, a table of its own setting nftrace): a SYN to a port zone public does not open
+    from ruletrace.explain.owners import deciding_owner
+    from ruletrace.pipeline import explain_files
+
+    d = FIXTURES / "owners" / "firewalld-policies"
+    (e,) = [x for x in explain_files(str(d / "ruleset.nft"), [str(d / "nft-monitor.txt")]).explanations
+            if x.fate.value == "rejected"]
+    assert (e.verdict.chain, e.verdict.num) == ("filter_INPUT", 8)
+    assert [s.chain for s in e.steps if s.kind.value == "return"][-2:] == ["filter_IN_public",
+                                                                           "filter_INPUT_POLICIES_post"]
+    o = deciding_owner(e)
+    assert (o.kind, o.name, o.specific) == ("firewalld", "zone public", True)
+    (fell,) = [c for c in e.cause if c.role == "fell off"]
+    assert fell.chain == "filter_IN_public" and e.steps[fell.step].kind.value == "return"
+    assert fell.text == ("no rule of firewalld zone public took it (it fell off firewalld:filter_IN_public), "
+                         "so firewalld:filter_INPUT rule 8, after the zone's chains, decided")
+    assert e.cause[0].text.endswith("; firewalld zone public, input")
+
+
+def test_firewalld_catch_all_with_no_zone_walked_names_no_zone(tmp_path):
+    # the walk back over firewalld's plumbing stops at the start of the base chain's run: a packet no
+    # zone took in (the dispatch chain fell off: no interface of a zone) is rejected by plumbing alone
+    from ruletrace.explain.owners import deciding_owner
+    from ruletrace.pipeline import explain_files
+
+    d = FIXTURES / "owners" / "firewalld-policies"
+    rs = (d / "ruleset.nft").read_text().replace('\t\tiifname "fxl-vs" goto filter_IN_public\n\t\tgoto filter_IN_public\n',
+                                                 '\t\tiifname "zone0" goto filter_IN_public\n')
+    (tmp_path / "rs.nft").write_text(rs)
+    mon = "".join(ln for ln in (d / "nft-monitor.txt").read_text().splitlines(keepends=True)
+                  if "filter_INPUT_ZONES rule" not in ln and "filter_IN_public rule" not in ln)
+    (tmp_path / "mon.txt").write_text(mon)
+    (e,) = [x for x in explain_files(str(tmp_path / "rs.nft"), [str(tmp_path / "mon.txt")]).explanations
+            if x.fate.value == "rejected"]
+    assert [s.chain for s in e.steps if s.kind.value == "return"] == [
+        "filter_INPUT_POLICIES_pre", "filter_INPUT_ZONES", "filter_INPUT_POLICIES_post"]
+    assert not [c for c in e.cause if c.role == "fell off"]
+    o = deciding_owner(e)
+    assert o is not None and o.kind == "firewalld" and not o.specific

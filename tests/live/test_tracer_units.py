@@ -394,3 +394,83 @@ def line_of_without_block(t) -> str:
     t.source = FakeSource([own_path(1)])
     (expl,) = list(t.explanations(limit=1))
     return line_of(expl).miss
+
+
+def _interrupt_on_poll(t: Tracer, at: int) -> list[int]:
+    """The source's ``at``-th poll raises KeyboardInterrupt, as a signal's handler does when it
+    finds the trace waiting for steps (nothing in hand)."""
+    polls: list[int] = []
+    poll = t.source.poll
+
+    def interrupted(timeout):
+        polls.append(1)
+        if len(polls) == at:
+            raise KeyboardInterrupt
+        return poll(timeout)
+
+    t.source.poll = interrupted
+    return polls
+
+
+def test_a_signal_explains_the_open_packets_at_teardown(monkeypatch):
+    """Review: Ctrl-C / SIGTERM / SIGHUP counted the packets still open as not shown (a ping
+    answered just before it: stdout empty). Now teardown(explain_open=True) explains them into
+    ``leftovers``, through the same judge and explain as at a normal end, and the steps still
+    under way are taken in first."""
+    import ruletrace.live.tracer as lt
+
+    monkeypatch.setattr(lt.ud, "undo", lambda state, actions, marker=None: [])
+    t = tracer([own_path(0), [], own_path(1)])  # the second packet's steps arrive after the signal
+    t.idle = 5.0  # neither is complete when the signal comes
+    t.source.behind = lambda: False
+    _interrupt_on_poll(t, 3)
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        for expl in t.explanations():
+            got.append(expl)
+    assert got == []
+    assert t.teardown(explain_open=True) == []
+    assert [len(e.packet.events) for e in t.leftovers] == [2, 2]
+    st = t.stats
+    assert (st["arrived"], st["packets"], st["not_shown"], st["ended"]) == (2, 2, 0, 0)
+
+
+def test_without_a_signal_teardown_counts_the_open_packets_as_before(monkeypatch):
+    import ruletrace.live.tracer as lt
+
+    monkeypatch.setattr(lt.ud, "undo", lambda state, actions, marker=None: [])
+    t = tracer([own_path(0)])
+    t.idle = 5.0
+    _interrupt_on_poll(t, 2)
+    with pytest.raises(KeyboardInterrupt):
+        list(t.explanations())
+    assert t.teardown() == []
+    assert t.leftovers == [] and (t.stats["arrived"], t.stats["not_shown"], t.stats["ended"]) == (1, 1, 1)
+
+
+def test_a_signal_while_a_packet_is_explained_waits_and_loses_nothing(monkeypatch):
+    """A signal's handler that finds the trace explaining a packet (the first is slow: the
+    explainer is built) defers its exception: the packet in hand is kept for the end, then the
+    exception is raised (with nothing in hand)."""
+    import ruletrace.live.tracer as lt
+
+    monkeypatch.setattr(lt.ud, "undo", lambda state, actions, marker=None: [])
+    t = tracer([[e for s in range(2) for e in own_path(s)]])
+    explain = t._explain
+    calls: list[int] = []
+
+    def signal_during_explain(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            assert t.defer_signal(KeyboardInterrupt())  # what the CLI's handler asks
+        return explain(*a, **kw)
+
+    t._explain = signal_during_explain
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        for expl in t.explanations():
+            got.append(expl)
+    assert got == [] and len(t.leftovers) == 1
+    assert not t.defer_signal(KeyboardInterrupt())  # outside the trace's own work: raised at once
+    t.teardown(explain_open=True)
+    assert len(t.leftovers) == 2 and t.stats["packets"] == 2 and t.stats["not_shown"] == 0

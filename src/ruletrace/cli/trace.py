@@ -158,9 +158,10 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         for s in STOP_SIGNALS:
             signal.signal(s, absorb)
         ended_by.append(signum)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Stop(signal.Signals(signum).name)
+        exc = KeyboardInterrupt() if signum == signal.SIGINT else Stop(signal.Signals(signum).name)
+        if tracer.defer_signal(exc):  # in the middle of receiving or explaining: raised when nothing is in hand
+            return
+        raise exc
 
     old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     n = 0
@@ -168,6 +169,24 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
     deadline = time.monotonic() + duration if duration is not None else None
     problems: list[str] = []
     started = False
+    alone: AlonePaths = {}  # to_json's per-path seeds (each line stands alone)
+
+    def show(expl) -> bool:
+        """One packet on stdout; False when it cannot be shown any more."""
+        try:
+            if as_json:
+                from ..render import json as rjson
+
+                view.repeats.summary.add(expl)
+                obj = json_object(rjson.to_json(expl, alone), tracer.sid, packet_time(expl, time.time()))
+                sys.stdout.write(rjson.dumps(obj) + "\n")
+                sys.stdout.flush()
+            else:
+                view.show(expl)
+        except OSError:  # the terminal went away (SIGHUP) or the reader closed the pipe
+            return False
+        return True
+
     try:
         tracer.setup()
         if dry_run:
@@ -181,20 +200,9 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         def stop() -> bool:
             return deadline is not None and time.monotonic() >= deadline
 
-        alone: AlonePaths = {}  # to_json's per-path seeds (each line stands alone)
         for expl in tracer.explanations(stop=stop, limit=count):
             n += 1
-            try:
-                if as_json:
-                    from ..render import json as rjson
-
-                    view.repeats.summary.add(expl)
-                    obj = json_object(rjson.to_json(expl, alone), tracer.sid, packet_time(expl, time.time()))
-                    sys.stdout.write(rjson.dumps(obj) + "\n")
-                    sys.stdout.flush()
-                else:
-                    view.show(expl)
-            except OSError:  # the terminal went away (SIGHUP) or the reader closed the pipe
+            if not show(expl):
                 break
     except (KeyboardInterrupt, Stop) as e:
         interrupted = True
@@ -203,7 +211,9 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
         for s in STOP_SIGNALS:
             signal.signal(s, absorb)
         try:
-            problems = tracer.teardown()
+            # a signal: the packets already received are explained (before the undo, at most
+            # LEFTOVER_MAX s) and shown after it, so that output cannot hold up the cleanup
+            problems = tracer.teardown(explain_open=interrupted)
         finally:
             for problem in problems:
                 say(f"ruletrace: cleanup problem: {problem}", "red")
@@ -212,6 +222,10 @@ def trace(proto, dport, sport, src, dst, iface, direction, raw_match, trace_all,
                     + (f" --netns {netns}" if netns else f" --pid {pid}" if pid else "") + "` to retry", "red")
             if absorbed:
                 say(f"ruletrace: {', '.join(dict.fromkeys(absorbed))} during cleanup: finished cleaning up first")
+            for expl in tracer.leftovers:
+                n += 1
+                if not show(expl):
+                    break
             if started:
                 _finish_view(view, say, as_json)
                 say("ruletrace: " + acc.summary(tracer.stats, n, rate_limit), "dim")

@@ -462,23 +462,41 @@ FELL_OFF = "fell off"  # the cause-link role of _fell_off_zone
 def _fell_off_zone(expl: Explanation, k: int) -> CauseLink | None:
     """A product's catch-all (owners.FALLS_TO_CATCH_ALL: firewalld's ``reject with icmpx
     admin-prohibited`` after the zone dispatch; with its iptables backend ``-A INPUT -j REJECT`` after
-    ``INPUT_ZONES``) that decided right after the packet fell off a zone's (or policy's) chains: no
+    ``INPUT_ZONES``) that decided after the packet fell off a zone's (or policy's) chains: no
     rule of that zone took the packet, so the zone's default target is what rejected it. The zone
-    then owns the decision."""
+    then owns the decision.
+
+    The zone's chains need not be the last ones before the catch-all: firewalld 0.9 and later jump
+    to ``filter_INPUT_POLICIES_post`` after the zones (often empty), so the steps are walked back
+    over the product's own plumbing (its unspecific chains, entered and fallen off) and the
+    catch-all's chain's own rules (its jumps), to the zone chain last fallen off in that same
+    run of the base chain."""
     v = expl.steps[k]
     if k == 0 or v.kind is not StepKind.RULE or expl.steps[k - 1].kind is not StepKind.RETURN:
         return None  # a chain's policy is the host's, not a zone's
-    prev = expl.steps[k - 1]
-    zone = owner_of(prev.table, prev.chain, None)
-    if zone is None or not zone.specific or zone.kind not in FALLS_TO_CATCH_ALL:
-        return None
     o = owner_of(v.table, v.chain, v.rule)  # the product's plumbing (nft), or no owner (iptables' INPUT)
-    if o is not None and (o.specific or o.kind != zone.kind):
-        return None
-    return CauseLink(FELL_OFF, prev.table, prev.chain, None, None,
-                     f"no rule of {zone.kind} {zone.name} took it (it fell off "
-                     f"{table_label(prev.table, prev.event.label_family, expl.shared)}:{prev.chain}), "
-                     f"so {_where(v, expl.shared)}, after the zone's chains, decided", k - 1)
+    for j in range(k - 1, -1, -1):
+        prev = expl.steps[j]
+        if prev.table != v.table:
+            return None
+        if prev.chain == v.chain:
+            if prev.kind is StepKind.RULE:
+                continue  # the catch-all's chain jumping on (to the plumbing after the zones)
+            return None
+        zone = owner_of(prev.table, prev.chain, None)
+        if zone is None or zone.kind not in FALLS_TO_CATCH_ALL:
+            return None
+        if not zone.specific:
+            continue  # the product's plumbing (filter_INPUT_POLICIES_post), entered and fallen off
+        if prev.kind is not StepKind.RETURN:
+            return None  # a zone's rule took it somewhere: not a fall off the zone's end
+        if o is not None and (o.specific or o.kind != zone.kind):
+            return None
+        return CauseLink(FELL_OFF, prev.table, prev.chain, None, None,
+                         f"no rule of {zone.kind} {zone.name} took it (it fell off "
+                         f"{table_label(prev.table, prev.event.label_family, expl.shared)}:{prev.chain}), "
+                         f"so {_where(v, expl.shared)}, after the zone's chains, decided", j)
+    return None
 
 
 def _owner_link(expl: Explanation, chain: list[CauseLink]) -> tuple[CauseLink, str] | None:

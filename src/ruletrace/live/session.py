@@ -1,7 +1,10 @@
 """A live tracing session's changes to the kernel: scoped TRACE rules, nf_log bindings, state files.
 
 Every change is written to a state file under /run/ruletrace/ *before* it is made, so that
-``ruletrace cleanup`` can undo a session that was killed (SIGKILL, crash). Rules carry the
+``ruletrace cleanup`` can undo a session that was killed (SIGKILL, crash); an insert iptables
+refuses is taken out of the record again (it added nothing), and every rule is first parsed by
+``iptables -C`` (``Actions.check_rule``) so that a value iptables cannot take fails before any
+change. Rules carry the
 comment ``ruletrace:<session-id>`` (and ``ruletrace:<session-id>:seen`` for the counter rule),
 the id being 128 random bits in hex; undo deletes a rule by its full recorded spec, so it never
 touches a rule it did not add. What may be deleted without a state file is decided in
@@ -46,6 +49,8 @@ LOCK_PAUSE = 0.5
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # a session's comment as iptables-save prints it: ruletrace:<sid> or ruletrace:<sid>:seen
 _RULE_TAG = re.compile(r'--comment "?ruletrace:([0-9a-f]{' + str(2 * SID_BYTES) + r'})(:seen)?"?(?:\s|$)')
+MAX_PORT = 65535
+IFNAMSIZ = 16  # include/uapi/linux/if.h: an interface name and its NUL
 _PROTO_PORTS = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
 
 
@@ -84,6 +89,13 @@ class TraceSpec:
             # iptables refuses it ("Rate too fast") only after the session has started recording
             raise RuletraceError(f"--rate-limit is at most {MAX_RATE} packets per second "
                                  "(the most the limit match can count)")
+        for opt, value in (("--sport", self.sport), ("--dport", self.dport)):
+            if value:
+                check_ports(opt, value)
+        if self.iface:
+            name = self.iface.strip().lstrip("!").strip()
+            if len(name) >= IFNAMSIZ:
+                raise RuletraceError(f"-i {self.iface!r}: an interface name has at most {IFNAMSIZ - 1} characters")
         fams = [f for f in self.families if self._fits(f)]
         if not fams:
             raise RuletraceError("the addresses given do not fit the chosen family (-4/-6)")
@@ -127,6 +139,19 @@ class TraceSpec:
         return a + list(self.raw_match)
 
 
+def check_ports(opt: str, value: str) -> None:
+    """A port or range PORT:PORT in numbers is within 0-65535, its first port not above its last
+    (names, e.g. ``http``, are left to iptables and nft)."""
+    parts = value.strip().lstrip("!").strip().split(":")
+    nums = [int(x) for x in parts if x.isdigit()]
+    if len(parts) > 2 or len(nums) != len([x for x in parts if x]):
+        return  # not numbers: iptables (-C) or nft (--check) judges it before any change
+    if any(n > MAX_PORT for n in nums):
+        raise RuletraceError(f"{opt} {value!r}: a port is at most {MAX_PORT}")
+    if len(parts) == 2 and len(nums) == 2 and nums[0] > nums[1]:
+        raise RuletraceError(f"{opt} {value!r}: the range's first port is above its last (give LOW:HIGH)")
+
+
 def _neg(opt: str, value: str) -> list[str]:
     value = value.strip()
     return ["!", opt, value[1:].strip()] if value.startswith("!") else [opt, value]
@@ -147,6 +172,17 @@ class PlannedRule:
 
     def delete_cmd(self, backend: str) -> list[str]:
         return [be.tool(backend, self.family), "-w", str(LOCK_WAIT), "-t", self.table, "-D", self.chain, *self.args]
+
+    def check_cmd(self, backend: str) -> list[str]:
+        """``iptables -C``: parses the rule as an insert would and changes nothing."""
+        return [be.tool(backend, self.family), "-w", str(LOCK_WAIT), "-t", self.table, "-C", self.chain, *self.args]
+
+    def comment(self) -> str | None:
+        """The rule's ``--comment`` (``ruletrace:<sid>`` or ``ruletrace:<sid>:seen``), None without one."""
+        for i, a in enumerate(self.args[:-1]):
+            if a == "--comment":
+                return self.args[i + 1]
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, "table": self.table, "chain": self.chain, "args": self.args}
@@ -169,6 +205,23 @@ def plan_rules(spec: TraceSpec, sid: str, *, counters_only: bool = False) -> lis
                     "-m", "comment", "--comment", TAG + sid, "-j", "TRACE"]))
             out.append(PlannedRule(fam, "raw", chain, [*m, "-m", "comment", "--comment", TAG + sid + SEEN_SUFFIX]))
     return out
+
+
+def rule_present(rule: PlannedRule, save_text: str) -> bool:
+    """Whether ``iptables-save`` output (every table of the rule's family) holds ``rule``'s own
+    rule: one in its table and chain with its exact comment (a session's id is in no other rule).
+    A rule without a comment is taken as present (nothing proves otherwise)."""
+    comment = rule.comment()
+    tag = rule_tag(f"--comment {comment}") if comment else None
+    if tag is None:
+        return True
+    table = ""
+    for line in save_text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif table == rule.table and line.startswith(f"-A {rule.chain} ") and rule_tag(line) == tag:
+            return True
+    return False
 
 
 def rule_tag(text: str) -> tuple[str, bool] | None:
@@ -356,6 +409,18 @@ def _lock_busy(p: subprocess.CompletedProcess[str]) -> bool:
     return p.returncode == 4 and "xtables lock" in p.stderr
 
 
+PARAMETER_PROBLEM = 2  # iptables' exit status for options it cannot parse (xtables.h PARAMETER_PROBLEM)
+_VERSION_PREFIX = re.compile(r"^\S*tables v[\d.]+ \([^)]*\): ")
+
+
+def tool_error(stderr: str) -> str:
+    """An iptables complaint on one line: without its "Try `iptables -h'" hint, blank lines and
+    the version prefix ("iptables v1.8.9 (legacy): ")."""
+    lines = [_VERSION_PREFIX.sub("", x.strip()).strip() for x in stderr.splitlines()]
+    kept = [x for x in lines if x and not x.startswith("Try `")]
+    return "; ".join(kept) or "no message"
+
+
 class Actions:
     """Runs (or, in dry-run, prints) every change; ``say`` receives one line per change, ``note``
     (default: ``say``) what the user must see even when the changes are not shown (a wait)."""
@@ -394,17 +459,45 @@ class Actions:
         if p.returncode == 0:
             self.done += 1
         if check and p.returncode != 0:
-            err = p.stderr.strip()
-            if "Permission denied" in err or "you must be root" in err:
-                raise be.permission_error(argv[0])
-            raise RuletraceError(f"{shlex.join(argv)} failed: {err[:400]}")
+            raise failed(argv, p)
         return p
+
+    def check_rule(self, rule: PlannedRule, backend: str) -> None:
+        """Before any change: ``iptables -C`` parses the rule as the insert will. Options it cannot
+        parse (exit status 2: a bad port, state or interface name, a match that does not exist)
+        raise; any other answer (no such rule, no permission, the lock) is left to the insert.
+
+        A bad rule fails in the parse, before the table is opened; a good one opens it, and legacy
+        ip_tables then instantiates its raw table in the namespace (the insert would next). A dry
+        run changes nothing: there the rule is parsed by the nf_tables variant (the same
+        extensions and words; its -C reads only), where there is one."""
+        if self.dry_run and backend == be.LEGACY and be.have_tool(be.tool(be.NFT, rule.family)):
+            backend = be.NFT
+        argv = rule.check_cmd(backend)
+        self.say("check (changes nothing): " + shlex.join(argv))
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        except FileNotFoundError as e:
+            raise RuletraceError(f"{argv[0]} not found: install it or choose another --backend") from e
+        except subprocess.TimeoutExpired:
+            return
+        if p.returncode == PARAMETER_PROBLEM:
+            raise RuletraceError(f"iptables refuses the session's rule: {tool_error(p.stderr)[:400]} "
+                                 f"(checked with {argv[0]} -C; nothing was changed)")
 
     def set_nf_log(self, pf: int, logger: str) -> None:
         self.say(("would write " if self.dry_run else "write ") + f"{logger} to {NF_LOG_SYSCTL.format(pf=pf)}")
         if not self.dry_run:
             set_nf_log(pf, logger)
             self.done += 1
+
+
+def failed(argv: list[str], p: subprocess.CompletedProcess[str]) -> RuletraceError:
+    """The error of a command that failed: its complaint on one line."""
+    err = p.stderr.strip()
+    if "Permission denied" in err or "you must be root" in err:
+        return be.permission_error(argv[0])
+    return RuletraceError(f"{shlex.join(argv)} failed: {tool_error(err)[:400]}")
 
 
 # --- counters ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ __all__ = ["LiveGrouper", "Stop", "Tracer", "Version", "diff_summary", "check_pr
 
 CHURN_INTERVAL = 2.0  # seconds between full fingerprints of a legacy ruleset (xtgen)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LEFTOVER_MAX = 1.0  # seconds at most, after a signal, to take in and explain the packets already received
 
 
 class Stop(Exception):
@@ -110,6 +112,12 @@ class Tracer(Receiving):
         self._full: str | None = None
         self._losses = 0
         self._grouper: LiveGrouper | None = None
+        self._pending: deque[tuple[Packet, list[int], set[str]]] = deque()  # flushed, not yet judged
+        self._shown = 0
+        self._limit: int | None = None
+        self.leftovers: list[Explanation] = []  # explained at the end after a signal (teardown)
+        self._critical = False  # receiving or explaining: a stop signal waits (defer_signal)
+        self._deferred: BaseException | None = None
         self._counted = False
         self._torn_down = False
         self.fate: Fate | None = None  # kernel drop reasons, routing, conntrack beside the rule path
@@ -151,6 +159,8 @@ class Tracer(Receiving):
         check_raw(self.spec, native=self.native, both=self.both, script=script, warn=self.warn)  # nft --check
         # both: the nf_tables table's rule is the one switch (modes._count_native), legacy gets counters only
         rules = [] if self.native and not self.both else ss.plan_rules(self.spec, self.sid, counters_only=self.both)
+        for r in rules:  # a value iptables cannot take (a port, a state, a match) fails here, nothing changed yet
+            self.actions.check_rule(r, self.rule_backend)
         self.netns.setdefault("id", ns_id())
         self.marker.hold()  # before any change: others in this namespace see the session is alive
         self.state = ss.new_state(self.sid, self.netns, self.backend)
@@ -185,7 +195,12 @@ class Tracer(Receiving):
                 self.state.rules.append(r)
                 if not self.dry_run:
                     self.state.save()  # recorded before it is made: cleanup can always find it
-                self.actions.run(r.insert_cmd(self.rule_backend))
+                cmd = r.insert_cmd(self.rule_backend)
+                p = self.actions.run(cmd, check=False)  # (a timeout raises: it may have been added, kept)
+                if p is not None and p.returncode != 0:  # refused, so not added: nothing of it to undo
+                    self.state.rules.pop()
+                    self.state.save()
+                    raise ss.failed(cmd, p)
         if self.dry_run:
             return
         if self.backend in (be.LEGACY, be.BOTH):
@@ -290,47 +305,113 @@ class Tracer(Receiving):
 
     def explanations(self, *, stop: Callable[[], bool] = lambda: False,
                      limit: int | None = None) -> Iterator[Explanation]:
-        """Explained packets as they complete, until ``stop()`` (checked every 0.1 s) or ``limit`` shown."""
+        """Explained packets as they complete, until ``stop()`` (checked every 0.1 s) or ``limit`` shown.
+
+        A signal that ends the trace raises out of this (wherever it finds it): the packets still
+        open, and those flushed but not yet handed out (``_pending``), are explained by
+        ``teardown(explain_open=True)`` into ``leftovers``."""
         if self.dry_run:
             return
         grouper = self._grouper = LiveGrouper(self.idle, by_ident=self.both)
         self._start_reader()
-        shown = 0
+        self._limit = limit
         ended = limit is not None and limit <= 0
-        while True:
-            ended = ended or stop()
-            if not ended:
-                self._receive(grouper, 0.1)
-            now = time.monotonic()
-            if (self._fp is not None and self.churn_interval
-                    and now - self._last_refresh >= self.churn_interval):
-                self._last_refresh = now
-                if self._legacy_changed(full=True):
-                    self.refresh()
-            if len(self.versions) > 1:  # one version is the live one, always kept: nothing to prune
-                self.versions.prune(grouper.referenced())  # (which walks every open step)
-            # at the end, the packets still open are shown only when nothing is still queued: with a
-            # backlog their further steps may be among it, and _finish takes them in to the same open
-            # packet, which is then counted (not shown) once, instead of shown cut and counted again
-            everything = ended and not self._behind()
-            for pkt, versions, flags in grouper.flush(self.clock(), everything=everything):
-                j = self._judge(pkt, versions, flags)
-                if j is None:
-                    continue
-                if not j.events:  # only the session's own rules: counted
-                    self.stats["empty"] += 1
-                    continue
-                if limit is not None and shown >= limit:
-                    self.stats["not_shown"] += 1
-                    continue
-                shown += 1
-                self.stats["packets"] += 1
-                yield self._explain(Packet(pkt.id, j.events), j.versions, j.incomplete)
-            if limit is not None and shown >= limit:
-                ended = True
-            if ended:
-                self._finish(grouper)
-                return
+        self._critical = True  # a stop signal in here is deferred (defer_signal): no step or packet in hand is lost
+        try:
+            while True:
+                self._raise_deferred()  # nothing in hand here
+                ended = ended or stop()
+                if not ended:
+                    self._receive(grouper, 0.1)
+                now = time.monotonic()
+                if (self._fp is not None and self.churn_interval
+                        and now - self._last_refresh >= self.churn_interval):
+                    self._last_refresh = now
+                    if self._legacy_changed(full=True):
+                        self.refresh()
+                if len(self.versions) > 1:  # one version is the live one, always kept: nothing to prune
+                    self.versions.prune(grouper.referenced())  # (which walks every open step)
+                # at the end, the packets still open are shown only when nothing is still queued: with a
+                # backlog their further steps may be among it, and _finish takes them in to the same open
+                # packet, which is then counted (not shown) once, instead of shown cut and counted again
+                everything = ended and not self._behind()
+                self._pending.extend(grouper.flush(self.clock(), everything=everything))
+                while self._pending:
+                    expl = self._shown_explanation(*self._pending.popleft())
+                    if expl is None:
+                        continue
+                    if self._deferred is not None:  # a signal came while it was explained: shown at the end
+                        self.leftovers.append(expl)
+                        self._raise_deferred()
+                    self._critical = False  # the caller shows it: a signal may cut that short (a blocked stdout)
+                    try:
+                        yield expl
+                    finally:
+                        self._critical = True
+                if limit is not None and self._shown >= limit:
+                    ended = True
+                if ended:
+                    self._finish(grouper)
+                    self._critical = False
+                    self._raise_deferred()
+                    return
+        finally:
+            self._critical = False
+
+    def defer_signal(self, exc: BaseException) -> bool:
+        """Called by a stop signal's handler: True when the trace is in the middle of receiving or
+        explaining (the exception is raised as soon as nothing is in hand), False when the handler
+        should raise it now (setup, or the caller showing a packet)."""
+        if not self._critical:
+            return False
+        self._deferred = exc
+        return True
+
+    def _raise_deferred(self) -> None:
+        exc, self._deferred = self._deferred, None
+        if exc is not None:
+            raise exc
+
+    def _shown_explanation(self, pkt: Packet, versions: list[int], flags: set[str]) -> Explanation | None:
+        """A packet the grouping completed, judged and explained (None: not this session's, only
+        its own rules, or over ``--count``: counted)."""
+        j = self._judge(pkt, versions, flags)
+        if j is None:
+            return None
+        if not j.events:  # only the session's own rules: counted
+            self.stats["empty"] += 1
+            return None
+        if self._limit is not None and self._shown >= self._limit:
+            self.stats["not_shown"] += 1
+            return None
+        self._shown += 1
+        self.stats["packets"] += 1
+        return self._explain(Packet(pkt.id, j.events), j.versions, j.incomplete)
+
+    def _explain_open(self) -> None:
+        """A signal ended the trace: the steps already under way taken in (until quiet for ``idle``),
+        then every packet still open explained as at a normal end, into ``leftovers``; all of it
+        within LEFTOVER_MAX seconds (what the time leaves is counted, not shown). Steps still
+        queued after that are counted as unread."""
+        grouper = self._grouper
+        if grouper is None or not self.versions:
+            return
+        self._count()  # the kernel's count of traced packets first, as at a normal end (_finish)
+        deadline = time.monotonic() + LEFTOVER_MAX
+        quiet = time.monotonic() + min(self.idle, LEFTOVER_MAX / 2)
+        while time.monotonic() < min(quiet, deadline - LEFTOVER_MAX / 4):
+            if self._receive(grouper, 0.05):
+                quiet = time.monotonic() + min(self.idle, LEFTOVER_MAX / 2)
+        if self._behind():  # the open packets' further steps may be among those still queued
+            grouper.mark_open("ended")
+        self._pending.extend(grouper.flush(0, everything=True))
+        while self._pending and time.monotonic() < deadline:
+            expl = self._shown_explanation(*self._pending.popleft())
+            if expl is not None:
+                self.leftovers.append(expl)
+        self._count_left(list(self._pending), ended=True)
+        self._pending.clear()
+        self._count_unread()
 
     def _start_reader(self) -> None:
         """A reader process draining the trace socket while packets are explained (reader.py):
@@ -366,10 +447,15 @@ class Tracer(Receiving):
 
     def _flush_open(self) -> None:
         if self._grouper is not None and self.versions:  # stopped early: what was still open did arrive
-            self._count_left(self._grouper.flush(0, everything=True), ended=True)
+            self._count_left([*self._pending, *self._grouper.flush(0, everything=True)], ended=True)
+            self._pending.clear()
 
-    def teardown(self) -> list[str]:
-        """Remove exactly what setup added and restore what it changed; returns problems."""
+    def teardown(self, *, explain_open: bool = False) -> list[str]:
+        """Remove exactly what setup added and restore what it changed; returns problems.
+
+        ``explain_open`` (a signal ended the trace): first the packets already received are
+        explained into ``leftovers`` (``_explain_open``, at most LEFTOVER_MAX seconds), for the
+        caller to show after the cleanup; otherwise they are counted."""
         if self._torn_down or self.state is None:
             return []
         self._torn_down = True
@@ -378,6 +464,7 @@ class Tracer(Receiving):
             # bookkeeping first (the TRACE counters go with the rules), but nothing in it may keep
             # the undo from running: each step on its own, a failure said and passed over
             steps: list[tuple[str, Callable[[], object]]] = [
+                ("explaining the packets still open", self._explain_open if explain_open else lambda: None),
                 ("stopping drop reasons", self.fate.stop if self.fate is not None else lambda: None),
                 ("reading the TRACE counters", self._count),
                 ("counting the packets still open", self._flush_open),

@@ -6,6 +6,7 @@ for a session that was killed (``ownership.py``); the state it undoes is ``sessi
 from __future__ import annotations
 
 import shlex
+import subprocess
 
 from ..errors import RuletraceError
 from . import backend as be
@@ -39,15 +40,19 @@ def undo(state: ss.State, actions: ss.Actions, marker: mk.Marker | None = None) 
 
 
 def _undo(state: ss.State, actions: ss.Actions, problems: list[str]) -> None:
+    backend = be.LEGACY if state.backend == be.BOTH else state.backend
     for r in reversed(state.rules):
-        cmd = r.delete_cmd(be.LEGACY if state.backend == be.BOTH else state.backend)
+        cmd = r.delete_cmd(backend)
         try:
             p = actions.run(cmd, check=False)
         except RuletraceError as e:
             problems.append(str(e))
             continue
-        if p is not None and p.returncode != 0 and not already_gone(p.stderr):
-            problems.append(f"{shlex.join(cmd)}: {p.stderr.strip()[:200]}")
+        if p is None or p.returncode == 0 or already_gone(p.stderr):
+            continue
+        if p.returncode == ss.PARAMETER_PROBLEM and absent(r, backend):  # never added: it did not parse
+            continue
+        problems.append(f"{shlex.join(cmd)}: {ss.tool_error(p.stderr)[:200]}")
     for fam, table in reversed(state.tables):  # the session's own tables: deleted whole, by name
         try:
             if be.nft_exists(fam, table):
@@ -88,6 +93,18 @@ def nft_missing(rules: list[ss.PlannedRule]) -> list[list[str]]:
         if [fam, r.table, ""] not in tables and not be.nft_exists(fam, r.table):
             tables.append([fam, r.table, ""])
     return out + tables
+
+
+def absent(rule: ss.PlannedRule, backend: str) -> bool:
+    """Whether ``rule`` is provably not in the kernel: the save of its family has no rule with
+    its comment in its chain. A delete can fail for a rule that was never added (a record of an
+    insert iptables refused: its options do not even parse); such a record has nothing to undo."""
+    name = be.tool(backend, rule.family, save=True)
+    try:
+        p = subprocess.run([name], capture_output=True, text=True, timeout=ss.CMD_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0 and not ss.rule_present(rule, p.stdout)
 
 
 def already_gone(stderr: str) -> bool:
