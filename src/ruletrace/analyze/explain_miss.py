@@ -60,6 +60,7 @@ def explain_miss(expl: Explanation, view: RulesetView, key: tuple[str, str]) -> 
     steps = [s for s in expl.steps if s.table == table and s.chain == name]
     traversed = bool(steps)
     taken = {s.num for s in steps if s.kind is StepKind.RULE}
+    first_taken = min((n for n in taken if n is not None), default=None)
     last = steps[-1] if steps else None
     stop = last.num if last is not None and last.kind is StepKind.RULE else None  # it left the chain there
     fields = steps[0].event.fields if steps and steps[0].event.fields else expl.first
@@ -67,7 +68,7 @@ def explain_miss(expl: Explanation, view: RulesetView, key: tuple[str, str]) -> 
     for r in ch.rules:
         if r.num in taken:
             out.append(MissLine(table, name, r.num, r, MATCHED, TRACED_MATCH))
-        elif r.starts_trace and traversed and (not taken or r.num < min(taken)) and \
+        elif r.starts_trace and traversed and (first_taken is None or r.num < first_taken) and \
                 (got := _checked(r, fields, nft, False, False)).result != FAILED:
             # the trace begins after the rule that started it: it cannot show it, nor its not matching
             out.append(got if got.result == UNKNOWN else MissLine(table, name, r.num, r, MATCHED, TRACE_ON))
