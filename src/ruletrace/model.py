@@ -67,6 +67,12 @@ class Origin:
             return self.path
         return f"{self.path}:{self.line}:{self.col}" if self.col else f"{self.path}:{self.line}"
 
+    @property
+    def short(self) -> str:
+        """Its file's name and line (``kernel.log:6``): a step's place, under a header that names the path
+        whole (a long path in an indented column broke in the middle of a word)."""
+        return str(Origin(self.path.rsplit("/", 1)[-1] or self.path, self.line, self.col))
+
 
 @dataclass(slots=True)
 class Rule:

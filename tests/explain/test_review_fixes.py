@@ -73,3 +73,15 @@ def test_diff_of_a_packet_with_itself_says_each_side_once(capsys):
     assert main(["diff", "--example", "filter-basics", "3", "3", "--width", "120", "--no-color"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("left  packet 3  ") and out[2].startswith("right packet 3  ")
+
+
+def test_a_verbose_steps_place_is_its_files_name_and_line(capsys):
+    """review: `-v` at 80 columns broke the step's '/long/path/kernel.log:6' in the middle of the name;
+    the header names the path whole once, each step its file's name and line."""
+    from ruletrace.cli import main
+
+    main(["explain", "--example", "ipv6", "-v", "--packet", "3", "--width", "80", "--no-color"])
+    out = capsys.readouterr().out.splitlines()
+    assert any(ln.startswith("first seen at /") and ln.endswith("/ipv6/kernel.log:6") for ln in out)
+    places = [ln.strip(" │") for ln in out if ln.strip(" │").startswith("at ")]
+    assert places == ["at kernel.log:6", "at kernel.log:7"]

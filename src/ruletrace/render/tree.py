@@ -328,7 +328,7 @@ def _step_annotations(expl: Explanation, decisive: int | None, verbose: bool) ->
                     add(i, safe("fields: " + " ".join(changed), "field"))
             prev = fields
             if step.event.origin is not None:
-                add(i, safe(f"at {step.event.origin}", "origin"))
+                add(i, safe(f"at {step.event.origin.short}", "origin"))
     return out
 
 

@@ -416,7 +416,7 @@ def _step_annotations(expl: Explanation, decisive: int | None, verbose: bool) ->
                     add(i, clean("fields: " + " ".join(changed)))
             prev = fields
             if step.event.origin is not None:
-                add(i, clean(f"at {step.event.origin}"))
+                add(i, clean(f"at {step.event.origin.short}"))
     return out
 
 
