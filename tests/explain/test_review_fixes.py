@@ -85,3 +85,52 @@ def test_a_verbose_steps_place_is_its_files_name_and_line(capsys):
     assert any(ln.startswith("first seen at /") and ln.endswith("/ipv6/kernel.log:6") for ln in out)
     places = [ln.strip(" │") for ln in out if ln.strip(" │").startswith("at ")]
     assert places == ["at kernel.log:6", "at kernel.log:7"]
+
+
+_HERE = __import__("pathlib").Path(__file__).resolve().parents[1]
+_EX = _HERE.parent / "src" / "ruletrace" / "examples"
+
+
+def test_a_multiport_ports_rule_taken_is_no_traceback(tmp_path, capsys):
+    """final review: `-m multiport --ports` (either port) had no field: the new taken check raised KeyError."""
+    from ruletrace.cli import main
+
+    fb = _EX / "filter-basics"
+    rules = tmp_path / "p.rules"
+    rules.write_text((fb / "ruleset.rules").read_text().replace("--dports 22,80,8080", "--ports 22,80,8080"))
+    assert main(["explain", str(fb / "kernel.log"), "-r", str(rules), "--match", "dport=22", "--no-color"]) == 0
+    assert capsys.readouterr().out.count("DELIVERED by") == 3
+
+
+def test_an_interface_known_by_index_only_is_never_a_misfit(capsys):
+    """final review: NFLOG without --ifmap names interfaces if5; `-o rtl1440d0` is not 'not matching' it."""
+    from ruletrace.cli import main
+
+    d = _EX / "docker-portmap"
+    main(["explain", str(d / "nflog.pcap"), "-r", str(d / "ruleset.rules"), "--no-color"])
+    out, err = capsys.readouterr()
+    assert "the trace shows this rule taken" not in out and "does not fit" not in err
+
+
+def test_a_lost_mark_line_is_looked_for_where_it_can_have_been(capsys):
+    """final review: the guess named mangle:PREROUTING rule 1 (a UDP rule, in a chain the packet left with
+    mark 0x0) for a TCP packet whose lost line was mangle:INPUT rule 1."""
+    from ruletrace.cli import main
+
+    d = _HERE / "fixtures" / "explain" / "lost-mark"
+    full = (d / "full.log").read_text().splitlines()
+    assert next(ln for ln in full if ln not in (d / "lost.log").read_text().splitlines()).count("mangle:INPUT:rule:1")
+    main(["explain", str(d / "lost.log"), "-r", str(d / "r.rules"), "--no-color", "--width", "200"])
+    out = capsys.readouterr().out
+    assert "MARK 0x0 -> 0x1 (probably mangle:INPUT rule 1 (it sets this mark)" in out and "PREROUTING rule 1" not in out
+
+
+def test_ct_status_dnat_is_a_match_not_a_dnat(capsys):
+    """final review: fw4's `ct status dnat accept` was read as a DNAT statement ('=> DNAT')."""
+    from ruletrace.cli import main
+
+    f = _HERE / "fixtures" / "nft_captures" / "router"
+    main(["explain", str(f / "nft-monitor.txt"), "-r", str(f / "ruleset.nft"), "--packet", "2", "--no-color",
+          "--width", "200"])
+    out = capsys.readouterr().out
+    assert "FORWARDED by rtr:forward_wan rule 1" in out and "=> DNAT" not in out and "=> ACCEPT" in out

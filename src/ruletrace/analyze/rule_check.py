@@ -117,7 +117,10 @@ def check_rule(rule_text: str, left: Mapping[str, str], right: Mapping[str, str]
                 shown = written if module in written else f"-m {module} {written}"
                 checks.append(OptionCheck(shown, None, None, None, None, None))
             continue
-        f = _FIELD[name]
+        f = _FIELD.get(name)
+        if f is None:  # an option the table does not map to one field (multiport --ports: either port)
+            checks.append(OptionCheck(written, None, None, None, None, None))
+            continue
         if name == "mark":
             written = f"-m mark {written}"
         va, vb = left.get(f), right.get(f)
@@ -135,9 +138,14 @@ def taken_mismatch(rule: Rule, fields: Mapping[str, str]) -> str | None:
     except RuletraceError:
         return None
     for c in checks:
-        if c.left_ok is False and c.field is not None and fields.get(c.field) is not None:
+        have = fields.get(c.field) if c.field is not None else None
+        if c.left_ok is False and have is not None and not (c.field in _IFACES and _PLACEHOLDER.fullmatch(have)):
             return f"its `{c.option}` does not match the packet's {c.field}={c.left}"
     return None
+
+
+_IFACES = frozenset({"IN", "OUT", "PHYSIN", "PHYSOUT"})
+_PLACEHOLDER = re.compile(r"if\d+")  # an interface known by index only (NFLOG, ulogd without --ifmap): its name unknown
 
 
 def _shown(f: str, v: str | None) -> str | None:

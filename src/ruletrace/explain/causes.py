@@ -181,9 +181,21 @@ def _untraced_mark_rules(steps: list[Step], i: int, old: int, new: int, view: Ru
             return False
         return xm is not None and (old & ~xm[1] & 0xFFFFFFFF) ^ xm[0] == new
 
+    # only where the lost line can be: after the step before (its chain's later rules, the chain its rule
+    # jumped to) and before the step that first shows the new mark (its chain's earlier rules); a chain
+    # the step before left by its policy or end showed the old mark to its end (review)
+    a, b = steps[i - 1], steps[i]
+    places: list[tuple[str, str, int, int]] = []  # (table, chain, first, last rule number)
+    if a.kind is StepKind.RULE and a.num is not None:
+        places.append((a.table, a.chain, a.num + 1, 1 << 30))
+        if a.rule is not None and a.rule.target:
+            places.append((a.table, a.rule.target, 1, 1 << 30))
+    if b.num is not None:
+        places.append((b.table, b.chain, 1, b.num - 1))
     found: list[Rule] = []
-    for table in dict.fromkeys(s.table for s in steps[:i] if s.table):
-        found += _untraced_rules(steps, i, table, view, sets)
+    for table, name, lo, hi in places:
+        ch = view.chain(table, name, b.event.family)
+        found += [r for r in ch.rules if lo <= r.num <= hi and sets(r) and r not in found] if ch is not None else []
     if not found:
         return None
     names = ", ".join(f"{r.table}:{r.chain} rule {r.num}" for r in found[:3]) + (" …" if len(found) > 3 else "")

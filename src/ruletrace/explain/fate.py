@@ -191,7 +191,8 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
             ev, sp = events[i], steps[i]
             if prefer == "filter" and ev.table != "filter":
                 continue
-            if prefer == "native" and not _native_filtering(rs, events, i):
+            # (a rule only: a filter chain's policy after a DNAT is no reason to leave the rule that names it)
+            if prefer == "native" and (ev.kind is not StepKind.RULE or not _native_filtering(rs, events, i)):
                 continue
             if sp.action in ENDS_TABLE or (ev.kind is StepKind.POLICY and sp.action == "accept"):
                 decisive = i

@@ -79,7 +79,8 @@ POLICIES = {"accept": "ACCEPT", "drop": "DROP"}
 _VERDICTS = {"accept": "ACCEPT", "drop": "DROP", "reject": "REJECT", "return": "RETURN", "queue": "QUEUE",
              "dnat": "DNAT", "snat": "SNAT", "masquerade": "MASQUERADE", "redirect": "REDIRECT"}
 # words after which the next token is a value, never a statement (``meta mark set …``)
-_VALUE_OF = frozenset({"comment", "prefix", "set", "to", "name", "with", "type", "map", "vmap", "queue"})
+_VALUE_OF = frozenset({"comment", "prefix", "set", "to", "name", "with", "type", "map", "vmap", "queue",
+                       "status"})  # ct status dnat: a match, not the dnat statement
 _RULE_TOKEN = re.compile(r'"[^"]*"?|[{}]|[^\s{}"]+')
 
 
