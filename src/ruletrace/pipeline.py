@@ -121,7 +121,10 @@ def match_value(key: str, v: str, item: str) -> str:
 
         low = v.lower()
         n = int(low) if low.isdigit() and len(low) <= 3 else PROTOCOLS.get("icmpv6" if low == "icmp6" else low)
-        return proto_name(n).upper() if n is not None else v.upper()
+        if n is None or n > 255:  # the log writes a protocol by name or number: no other word can match
+            raise RuletraceError(f"--match {item!r}: expected a protocol name (tcp, udp, icmp, ipv6-icmp, …) "
+                                 "or number from 0 to 255")
+        return proto_name(n).upper()
     return v
 
 

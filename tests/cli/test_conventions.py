@@ -309,7 +309,8 @@ def test_match_mark_in_any_base(capsys, value):
     ("src=300.1.1.1", "is not an IP address"), ("dst=10.0.0.0/99", "is not an IP address or network"),
     ("src=fd00:10::2::1", "is not an IP address"), ("dport=abc", "expected a number from 0 to 65535"),
     ("sport=70000", "expected a number from 0 to 65535"), ("dport=22,80", "expected a number"),
-    ("mark=0xzz", "expected a number (0x… for hex)"), ("ttl=300", "from 0 to 255")])
+    ("mark=0xzz", "expected a number (0x… for hex)"), ("ttl=300", "from 0 to 255"),
+    ("proto=999", "expected a protocol name"), ("proto=foo", "expected a protocol name")])
 def test_a_match_value_that_cannot_be_is_an_error(capsys, value, says):
     code, out, err = run(capsys, "explain", "--example", "ipv6", "-m", value)
     assert code == ExitStatus.ERROR and out == ""
@@ -370,5 +371,7 @@ def test_usage_errors_are_ruletrace_messages_too(capsys):
     assert code == ExitStatus.ERROR and out == ""
     assert err.splitlines() == ["ruletrace: error: No such option '--nope'.",
                                 "ruletrace: try 'ruletrace explain --help'"]
+    code, _out, err = run(capsys, "explain", "--match")  # a value missing: the command's help still
+    assert code == ExitStatus.ERROR and err.splitlines()[-1] == "ruletrace: try 'ruletrace explain --help'"
     code, _out, err = run(capsys, "nosuch")
     assert code == ExitStatus.ERROR and err.startswith("ruletrace: error: No such command 'nosuch'.")

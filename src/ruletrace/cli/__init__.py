@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.CTRL_C
     except click.UsageError as e:  # one "ruletrace: error:" line, as every message (docs/cli.md), then the hint
         cmd = e.ctx.command_path if e.ctx is not None else "ruletrace"
+        words = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")]
+        if cmd == "ruletrace" and words and words[0] in COMMANDS:  # an option's value missing: no sub-context
+            cmd = f"ruletrace {words[0]}"
         click.echo(f"ruletrace: error: {e.format_message()}", err=True)
         click.echo(f"ruletrace: try '{cmd} --help'", err=True)
         return e.exit_code

@@ -277,31 +277,19 @@ def proto_or_none(text: str | None) -> int | None:
         return None
 
 
-def mark_num(text: str, origin: Origin | None) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise RuletraceError(f"bad number {text!r}", origin=origin) from None
-
-
-def mark_value_mask(text: str, origin: Origin | None, default_mask: int = 0xFFFFFFFF) -> tuple[int, int]:
-    v, _, m = text.partition("/")
-    return mark_num(v, origin), (mark_num(m, origin) if m else default_mask)
-
-
 def xmark(d: dict[str, str], origin: Origin | None) -> tuple[int, int] | None:
     """MARK/CONNMARK value-changing options as xt_mark_tginfo2 (mark, mask): new = (old & ~mask) ^ mark
     (the simulator's MARK, and explain's guess of a MARK rule whose trace line is lost)."""
     if "--set-xmark" in d:
-        return mark_value_mask(d["--set-xmark"], origin)
+        return value_mask(d["--set-xmark"], origin)
     if "--set-mark" in d:
-        v, m = mark_value_mask(d["--set-mark"], origin)
+        v, m = value_mask(d["--set-mark"], origin)
         return v, m | v  # libxt_MARK: --set-mark v/m is --set-xmark v/(m|v)
     if "--and-mark" in d:
-        return 0, ~mark_num(d["--and-mark"], origin) & 0xFFFFFFFF
+        return 0, ~number(d["--and-mark"], origin) & 0xFFFFFFFF
     if "--or-mark" in d:
-        v = mark_num(d["--or-mark"], origin)
+        v = number(d["--or-mark"], origin)
         return v, v
     if "--xor-mark" in d:
-        return mark_num(d["--xor-mark"], origin), 0
+        return number(d["--xor-mark"], origin), 0
     return None

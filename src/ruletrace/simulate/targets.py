@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import RuletraceError
 from ..model import Origin, Rule
-from ..rulesets.options import int_pair, mark_num, xmark
+from ..rulesets.options import int_pair, number, xmark
 from .hostfacts import addr_text, to_int, to_net
 from .semantics import ACCEPT, CONTINUE, DROP, FLOW, GOTO, JUMP, NAT, QUEUE, REJECT, RETURN, VERDICT
 from .state import Ctx, Pkt
@@ -110,8 +110,8 @@ def _mark(d: dict[str, str], origin: Origin | None) -> Effect:
 
 
 def _connmark(d: dict[str, str], origin: Origin | None) -> Effect:
-    nfmask = mark_num(d.get("--nfmask") or d.get("--mask") or "0xffffffff", origin)
-    ctmask = mark_num(d.get("--ctmask") or d.get("--mask") or "0xffffffff", origin)
+    nfmask = number(d.get("--nfmask") or d.get("--mask") or "0xffffffff", origin)
+    ctmask = number(d.get("--ctmask") or d.get("--mask") or "0xffffffff", origin)
     if "--save-mark" in d:
         def save(p: Pkt, c: Ctx) -> None:
             if p.ct:  # xt_CONNMARK: nothing to do without a conntrack entry
@@ -145,7 +145,7 @@ def _ttl(d: dict[str, str], origin: Origin | None) -> Effect:
     for opt, op in (("--ttl-set", "set"), ("--hl-set", "set"), ("--ttl-inc", "inc"), ("--hl-inc", "inc"),
                     ("--ttl-dec", "dec"), ("--hl-dec", "dec")):
         if opt in d:
-            n = mark_num(d[opt], origin)
+            n = number(d[opt], origin)
 
             def effect(p: Pkt, c: Ctx, op: str = op, n: int = n) -> None:
                 t = n if op == "set" else p.ttl + n if op == "inc" else p.ttl - n
