@@ -561,8 +561,8 @@ class Run:
         elif misfit:
             self.warnings.append(
                 f"the ruleset does not fit {misfit} packet(s) (rule numbers or chain ends that chains it "
-                "holds do not have, or rules taken that cannot match the packet): it looks older or newer "
-                "than the log"
+                f"holds do not have{', or rules taken that cannot match the packet' if self.detail else ''}): "
+                "it looks older or newer than the log"
             )
         if not self.rulesets:
             if any(si.format in _HANDLE_SOURCES for si in self.sources):

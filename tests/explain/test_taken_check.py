@@ -58,3 +58,13 @@ def test_a_native_forwarded_packet_is_decided_by_its_forward_chain_not_the_nat_a
     assert len(forwarded) == 12
     assert all(e.verdict is not None and e.verdict.chain in ("forward", "forward_wan", "accept_to_wan")
                for e in forwarded), [(e.verdict.chain if e.verdict else None) for e in forwarded]
+
+
+def test_a_summary_does_not_claim_the_taken_check_it_did_not_run(tmp_path):
+    """final review: --summary reads no fields, so it never checks taken rules: its misfit warning must not
+    name them as a possible reason."""
+    rules, _log = _shifted(tmp_path)
+    run = Run(load_rulesets([rules]), [str(FB / "kernel.log")], detail=False)
+    list(run.explanations())
+    said = [w for w in run.warnings if "does not fit" in w]
+    assert said and not any("rules taken" in w for w in said)
