@@ -133,4 +133,4 @@ def test_ct_status_dnat_is_a_match_not_a_dnat(capsys):
     main(["explain", str(f / "nft-monitor.txt"), "-r", str(f / "ruleset.nft"), "--packet", "2", "--no-color",
           "--width", "200"])
     out = capsys.readouterr().out
-    assert "FORWARDED by rtr:forward_wan rule 1" in out and "=> DNAT" not in out and "=> ACCEPT" in out
+    assert "rtr:forward_wan rule 1" in out and "=> DNAT" not in out and "=> ACCEPT" in out

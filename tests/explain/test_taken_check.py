@@ -48,18 +48,6 @@ def test_only_what_the_log_wrote_is_read():
     assert taken_mismatch(Rule("filter", "INPUT", 1, "-A INPUT -s 10.0.0.0/8 -j DROP"), {"SRC": "x.x.x.x"}) is None
 
 
-def test_a_native_forwarded_packet_is_decided_by_its_forward_chain_not_the_nat_after_it():
-    """review (conventions): on native nft the deciding rule of a forwarded packet was the postrouting nat
-    chain's policy or masquerade ('FORWARDED by rtr:srcnat policy ACCEPT'); iptables names the filter
-    accept. A native table's filter-type base chain is preferred as iptables' filter table is."""
-    cap = Path(__file__).resolve().parents[1] / "fixtures" / "nft_captures" / "router"
-    expls = list(Run(load_rulesets([str(cap / "ruleset-a.nft")]), [str(cap / "nft-monitor-a.txt")]).explanations())
-    forwarded = [e for e in expls if e.fate.value == "forwarded"]
-    assert len(forwarded) == 12
-    assert all(e.verdict is not None and e.verdict.chain in ("forward", "forward_wan", "accept_to_wan")
-               for e in forwarded), [(e.verdict.chain if e.verdict else None) for e in forwarded]
-
-
 def test_a_summary_does_not_claim_the_taken_check_it_did_not_run(tmp_path):
     """final review: --summary reads no fields, so it never checks taken rules: its misfit warning must not
     name them as a possible reason."""

@@ -133,21 +133,6 @@ def hook_passed(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Seq
     return events[i].source in _NFTRACE_SOURCES, None
 
 
-def _native_filtering(rs: RulesetView | None, events: Sequence[TraceEvent], i: int) -> bool:
-    """Whether step ``i`` of a native nf_tables table runs under a base chain of type filter: the last
-    base chain of its table the path entered by then (a user chain is the jumping base chain's)."""
-    ev = events[i]
-    if rs is None or not ev.nftables:
-        return False
-    for j in range(i, -1, -1):
-        e = events[j]
-        if e.table == ev.table and e.family == ev.family:
-            ch = rs.chain(e.table, e.chain, e.family)
-            if ch is not None and ch.hook:
-                return ch.type == "filter"
-    return False
-
-
 def start_missing(first: TraceEvent) -> bool:
     """A traced packet reports each base chain it runs with a packet dump first (``base``): a
     packet whose first event opens none began before the input did (a paste that starts mid-packet)."""
@@ -182,17 +167,14 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
         notes.append(f"queued to user space by {_what(last_ev, last, shared)}: the verdict is a program's")
         return Decision(Fate.UNKNOWN, None, None, last_seen, notes)
 
-    # the last terminal decision of the filter table, else of a native table's filter-type base chain (a
-    # forwarded packet's deciding accept is the forward chain's, not the postrouting nat chain's policy
-    # after it), else of any table
+    # the last terminal decision of the filter table, else of any table (a native pass — filter-type base
+    # chains first — was tried and taken back: it moved layered paths' deciders and, for policies, dropped
+    # kube-proxy's rewrite from the why; see the session note)
     decisive: int | None = None
-    for prefer in ("filter", "native", None):
+    for prefer in ("filter", None):
         for i in range(last_i, -1, -1):
             ev, sp = events[i], steps[i]
             if prefer == "filter" and ev.table != "filter":
-                continue
-            # (a rule only: a filter chain's policy after a DNAT is no reason to leave the rule that names it)
-            if prefer == "native" and (ev.kind is not StepKind.RULE or not _native_filtering(rs, events, i)):
                 continue
             if sp.action in ENDS_TABLE or (ev.kind is StepKind.POLICY and sp.action == "accept"):
                 decisive = i
