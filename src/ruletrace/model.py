@@ -74,6 +74,9 @@ class Origin:
         return str(Origin(self.path.rsplit("/", 1)[-1] or self.path, self.line, self.col))
 
 
+NFTRACE_ON = "nftrace set 1"  # the statement that turns nf_tables tracing on (`meta nftrace set 1`)
+
+
 @dataclass(slots=True)
 class Rule:
     """One rule, exactly as the ruleset listed it."""
@@ -101,7 +104,7 @@ class Rule:
     def starts_trace(self) -> bool:
         """The rule that turns tracing on (``-j TRACE``; nft's and iptables-nft's ``meta nftrace set 1``):
         a kernel log never shows it (the packet is traced from the next step), a monitor may."""
-        return self.target == "TRACE" or "nftrace set 1" in self.text
+        return self.target == "TRACE" or NFTRACE_ON in self.text
 
     @property
     def target_args(self) -> str:

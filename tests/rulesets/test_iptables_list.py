@@ -252,3 +252,24 @@ def test_a_mangle_listing_without_a_sure_sign_is_a_guess():
     rs = _parse(_NAT_ROWS.replace("DNAT  ", "MARK  ").replace(" to:10.0.0.2:8080", " MARK set 0x1"))
     assert list(rs.tables) == ["nat"]  # PREROUTING and POSTROUTING: nat first of the tables that have both
     assert rs.warnings[0].endswith("— a guess")
+
+
+_DOCKER_ROWS = """Chain DOCKER (2 references)
+num   pkts bytes target     prot opt in     out     source               destination
+1        0     0 DNAT       6    --  !docker0 *     0.0.0.0/0            0.0.0.0/0            tcp dpt:8080 to:172.17.0.2:80
+"""
+
+
+def test_a_listing_known_only_by_its_targets_says_so_in_words():
+    """final review: a user chain of DNAT rows read as nat with the warning '… as filter has no its targets'."""
+    rs = _parse(_DOCKER_ROWS)
+    assert list(rs.tables) == ["nat"]
+    assert rs.warnings[0].endswith("read as table nat, as DNAT runs only in nat")
+
+
+def test_a_listing_whose_chains_and_targets_name_no_one_table_is_said_to_be_doubtful():
+    """final review: DNAT rows in INPUT (filter-only beside FORWARD) were read as filter silently."""
+    text = _NAT_ROWS.replace("PREROUTING", "INPUT").replace("POSTROUTING", "FORWARD")
+    rs = _parse(text)
+    assert list(rs.tables) == ["filter"]
+    assert len(rs.warnings) == 1 and "read as filter (iptables' default), but DNAT run only in nat" in rs.warnings[0]

@@ -163,11 +163,10 @@ def _untraced_rules(steps: list[Step], i: int, table: str, view: RulesetView,
     return found
 
 
-def _untraced_mark_rules(steps: list[Step], i: int, old: int, new: int, view: RulesetView | None,
-                         shared: Container[str] = ()) -> str | None:
-    """A mark changed between two steps with no rule of the path to set it: the MARK rules of the
-    tables and chains the packet passed (and the chains they jumped to) that make ``new`` of ``old``
-    (``rulesets.options.xmark``), whose trace line is lost. A guess from the ruleset, said so."""
+def _untraced_mark_rules(steps: list[Step], i: int, old: int, new: int, view: RulesetView | None) -> str | None:
+    """A mark changed between two steps with no rule of the path to set it: the MARK rules that make
+    ``new`` of ``old`` (``rulesets.options.xmark``) where a lost trace line can have been (below). A
+    guess from the ruleset, said so."""
     if view is None:
         return None
 
@@ -332,7 +331,7 @@ def _mark_changes(expl: Explanation, view: RulesetView | None = None) -> None:
             expl.marks.append(Change("MARK", hex(old), hex(new), s.table, s.chain, s.num, None, j,
                                      note=_probably(s, expl.shared)))
         else:
-            guess = _untraced_mark_rules(steps, i, old, new, view, expl.shared)
+            guess = _untraced_mark_rules(steps, i, old, new, view)
             expl.marks.append(
                 Change("MARK", hex(old), hex(new), step=i,
                        note=guess or "changed outside the traced rules (conntrack, routing or an untraced table)")

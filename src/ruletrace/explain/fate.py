@@ -167,14 +167,12 @@ def decide(rs: RulesetView | None, events: Sequence[TraceEvent], steps: Sequence
         notes.append(f"queued to user space by {_what(last_ev, last, shared)}: the verdict is a program's")
         return Decision(Fate.UNKNOWN, None, None, last_seen, notes)
 
-    # the last terminal decision of the filter table, else of any table (a native pass — filter-type base
-    # chains first — was tried and taken back: it moved layered paths' deciders and, for policies, dropped
-    # kube-proxy's rewrite from the why; see the session note)
+    # the last terminal decision of the filter table, else of any table
     decisive: int | None = None
-    for prefer in ("filter", None):
+    for prefer_filter in (True, False):
         for i in range(last_i, -1, -1):
             ev, sp = events[i], steps[i]
-            if prefer == "filter" and ev.table != "filter":
+            if prefer_filter and ev.table != "filter":
                 continue
             if sp.action in ENDS_TABLE or (ev.kind is StepKind.POLICY and sp.action == "accept"):
                 decisive = i

@@ -135,17 +135,25 @@ class _Reader:
         """Chains listed without a line naming their table are filter's (iptables' default) unless
         they show another: a built-in chain filter has not (a nat listing's PREROUTING) or a target
         only one table runs (DNAT: nat), as for ``-A`` lines without ``*table``; said as a guess."""
-        from .iptables_save import _HEADERLESS_ORDER, TABLE_CHAINS, TARGET_TABLE
+        from .iptables_save import TABLE_CHAINS, TARGET_TABLE, tables_fitting
 
         chains = self.rs.tables["filter"]
         builtins = [n for n in chains if any(n in names for names in TABLE_CHAINS.values())]
         signs = {TARGET_TABLE[r.target] for c in chains.values() for r in c.rules if r.target in TARGET_TABLE}
-        fits = [t for t in _HEADERLESS_ORDER if all(b in TABLE_CHAINS[t] for b in builtins)
-                and (not signs or signs == {t})]
+        fits = [t for t in tables_fitting(builtins) if not signs or signs == {t}]
+        if not fits and signs:  # the chains and targets name no one table: filter, said to be doubtful
+            targets = sorted({r.target or "" for c in chains.values() for r in c.rules if r.target in TARGET_TABLE})
+            self.rs.warnings.append(
+                f"{self.path}: no line names the listing's table: read as filter (iptables' default), but "
+                f"{', '.join(targets)} run only in {', '.join(sorted(signs))}: it may hold several tables without "
+                "the lines naming them ('# iptables -L -n -v -t TABLE' above each)")
+            return
         if not fits or fits[0] == "filter":
             return
         table = fits[0]
-        why = ", ".join(b for b in builtins if b not in TABLE_CHAINS["filter"]) or "its targets"
+        not_filter = [b for b in builtins if b not in TABLE_CHAINS["filter"]]
+        targets = sorted({r.target for c in chains.values() for r in c.rules if r.target in TARGET_TABLE})
+        why = f"filter has no {', '.join(not_filter)}" if not_filter else f"{', '.join(targets)} runs only in {table}"
         for c in chains.values():
             c.table = table
             for r in c.rules:
@@ -154,7 +162,7 @@ class _Reader:
         sure = len(fits) == 1 or bool(signs)
         self.rs.warnings.append(
             f"{self.path}: no line names the listing's table (such as '# iptables -L -n -v -t {table}'): read "
-            f"as table {table}, as filter has no {why}" + ("" if sure else " — a guess"))
+            f"as table {table}, as {why}" + ("" if sure else " — a guess"))
 
     def _set_table(self, table: str, lineno: int) -> None:
         self.announced = True

@@ -9,6 +9,7 @@ backslashes); everything else is left for the simulator to tokenize on demand.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from ..errors import RuletraceError
 from ..fields import bounded_int
@@ -43,6 +44,14 @@ TARGET_TABLE = {
     "TPROXY": "mangle", "TOS": "mangle", "TTL": "mangle", "HL": "mangle", "DSCP": "mangle", "ECN": "mangle",
 }
 _HEADERLESS_ORDER = ("filter", "nat", "mangle", "raw", "security")  # iptables' default first
+
+
+def tables_fitting(builtins: Iterable[str]) -> list[str]:
+    """The tables that have every one of ``builtins`` (built-in chain names), iptables' default first:
+    where rules shown without their table (``-A`` lines without ``*table``, an ``iptables -L`` listing
+    without its table line) can be."""
+    names = list(builtins)
+    return [t for t in _HEADERLESS_ORDER if all(b in TABLE_CHAINS[t] for b in names)]
 _COUNTERS = re.compile(r"\[([0-9]{1,20}):([0-9]{1,20})\]")
 _SEGMENT = re.compile(r'[ \t\n]+|"((?:[^"\\]|\\.)*)("?)|[^ \t\n"]+', re.S)
 _UNESCAPE = re.compile(r"\\(.)", re.S)
@@ -287,7 +296,7 @@ def _headerless_table(text: str, path: str, warnings: list[str]) -> str:
         if forced:
             signs.setdefault(forced, (f"the {target} target", lineno))
     where = f"{path}: " if path else ""
-    fits = [t for t in _HEADERLESS_ORDER if all(b in TABLE_CHAINS[t] for b in builtins)]
+    fits = tables_fitting(builtins)
     if len(signs) > 1:
         found = ", ".join(f"{ev} (line {n}) is {t}-only" for t, (ev, n) in signs.items())
         raise RuletraceError(f"rules of several tables without '*table' lines: {found}; "

@@ -23,7 +23,7 @@ from ..fields import (
     TCP_FLAG_WORDS,
     bounded_int,
 )
-from ..model import Origin, StepKind, TraceEvent, nft_rule_key
+from ..model import NFTRACE_ON, Origin, StepKind, TraceEvent, nft_rule_key
 from ..rulesets.nft_model import FAMILIES
 from .handles import MonitorState, monitor_event, read_monitor
 from .records import note_record
@@ -180,7 +180,7 @@ def _step(st: MonitorState, n: int, line: str) -> TraceEvent | None:
         handle = bounded_int(hnum) if hnum else None
         verdict = _verdict(vtext)
         kind = StepKind.RULE
-        if not st.keep_trace_rule and verdict == "continue" and "nftrace set 1" in text:
+        if not st.keep_trace_rule and verdict == "continue" and NFTRACE_ON in text:
             return None  # the rule that switched tracing on: legacy TRACE does not report it
         text = nft_rule_key(text)
     elif what == "policy ":
